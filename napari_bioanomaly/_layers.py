@@ -1,0 +1,309 @@
+"""Glue between the annotation model and napari layer data (no Qt, no napari import).
+
+Produces and consumes napari *layer data tuples* ``(data, kwargs, layer_type)``,
+so readers, writers and widgets share one translation. The plugin's layers are
+tagged in ``metadata["bioanomaly"]`` (role, image list, dataset info), so
+renaming a layer breaks nothing.
+
+Coordinates: the model's pixel ``(r, c)`` covers ``[r, r+1)``; napari centres
+pixel ``(r, c)`` on ``(r, c)``. Model vertices are shifted by ``-0.5`` on the way
+into napari and ``+0.5`` on the way back, here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .core.fileio import resolve_image
+from .core.images import ImageReadError, percentile_range, read_image
+from .core.model import FALLBACK_CLASS, Dataset, ImageRecord, Region
+
+LayerData = tuple[Any, dict[str, Any], str]
+
+#: Metadata key of the plugin's tag on its layers.
+TAG = "bioanomaly"
+ROLE_IMAGE = "images"
+ROLE_GROUND_TRUTH = "ground-truth"
+ROLE_PREDICTION = "prediction"
+
+#: Colours of the default classes (colour-blind friendly, after Okabe-Ito).
+CLASS_COLORS = {
+    "dark spot": "#d55e00",
+    "scratch": "#0072b2",
+    "bacterial colony": "#009e73",
+    "hair": "#cc79a7",
+    "dust": "#e69f00",
+    "other": "#56b4e9",
+    FALLBACK_CLASS: "#f0e442",
+}
+_EXTRA_COLORS = ["#ff6db6", "#490092", "#24ff24", "#920000", "#b6dbff", "#924900", "#006ddb"]
+
+#: Offset from model coordinates to napari data coordinates.
+NAPARI_OFFSET = -0.5
+
+
+def class_color(name: str) -> str:
+    """A stable colour for a class: the default palette, else one picked by a hash."""
+    if name in CLASS_COLORS:
+        return CLASS_COLORS[name]
+    return _EXTRA_COLORS[zlib.crc32(name.encode("utf-8")) % len(_EXTRA_COLORS)]
+
+
+def class_colormap(classes: list[str]) -> dict[str, str]:
+    """Class to colour mapping for a categorical napari colour property."""
+    return {name: class_color(name) for name in classes}
+
+
+# --------------------------------------------------------------------------- images
+
+
+def _read_or_none(root: Path, image: ImageRecord) -> np.ndarray | None:
+    try:
+        return read_image(resolve_image(root, image.filename))
+    except (ImageReadError, Exception):
+        return None
+
+
+def _stack_geometry(dataset: Dataset, first: np.ndarray) -> tuple[tuple[int, ...], np.dtype, bool]:
+    shapes = [im.shape for im in dataset.images if im.shape is not None] or [first.shape[:2]]
+    rows = max(s[0] for s in shapes)
+    cols = max(s[1] for s in shapes)
+    rgb = first.ndim == 3
+    return (rows, cols, first.shape[-1]) if rgb else (rows, cols), first.dtype, rgb
+
+
+def image_layer(dataset: Dataset, name: str = "images") -> LayerData | None:
+    """A lazy image layer of the dataset; ``None`` when no image can be read.
+
+    Several images become a ``(n, rows, cols)`` dask stack read one plane at a
+    time (only the image on screen is in memory); smaller images are padded at
+    the bottom and right, so their pixel coordinates stay those of the file.
+    Missing or unreadable images show as black planes. Contrast comes from the
+    0.1 and 99.9 percentiles of the first readable image.
+    """
+    import dask.array as da
+    from dask import delayed
+
+    root = dataset.root or Path(".")
+    first = None
+    for im in dataset.images:
+        first = _read_or_none(root, im)
+        if first is not None:
+            break
+    if first is None:
+        return None
+    frame, dtype, rgb = _stack_geometry(dataset, first)
+    tag = {"role": ROLE_IMAGE, "root": str(root), "images": [im.filename for im in dataset.images]}
+    kwargs: dict[str, Any] = {
+        "name": name,
+        "contrast_limits": percentile_range(first) if not rgb else None,
+        "rgb": rgb,
+        "metadata": {TAG: tag},
+    }
+    if not rgb:
+        kwargs["colormap"] = "gray"
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+
+    def plane(image: ImageRecord) -> np.ndarray:
+        out = np.zeros(frame, dtype=dtype)
+        data = _read_or_none(root, image)
+        if data is None:
+            return out
+        if data.ndim != len(frame):
+            data = data[..., :3] if data.ndim == 3 else np.repeat(data[..., None], frame[-1], -1)
+            if not rgb and data.ndim == 3:
+                data = data.mean(axis=-1)
+        r, c = min(data.shape[0], frame[0]), min(data.shape[1], frame[1])
+        out[:r, :c] = data[:r, :c].astype(dtype, copy=False)
+        return out
+
+    if len(dataset.images) == 1:
+        return plane(dataset.images[0]), kwargs, "image"
+    planes = [da.from_delayed(delayed(plane)(im), frame, dtype) for im in dataset.images]
+    return da.stack(planes), kwargs, "image"
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+def shapes_layer(
+    dataset: Dataset,
+    name: str = "anomalies",
+    role: str = ROLE_GROUND_TRUTH,
+    show_text: bool = False,
+) -> LayerData:
+    """A Shapes layer of every region, coloured by class, with region features.
+
+    With several images each vertex gets a leading image index, matching
+    :func:`image_layer`'s stack. Features: ``class``, ``source``, ``score``
+    (NaN for human annotations), ``image``, ``attributes`` (JSON text) and
+    ``class_attribute``.
+    """
+    stacked = len(dataset.images) > 1
+    data: list[np.ndarray] = []
+    columns: dict[str, list[Any]] = {
+        k: [] for k in ("class", "source", "score", "image", "attributes", "class_attribute")
+    }
+    for index, image in enumerate(dataset.images):
+        for region in image.regions:
+            verts = region.polygon + NAPARI_OFFSET
+            if stacked:
+                verts = np.column_stack([np.full(len(verts), index, dtype=np.float64), verts])
+            data.append(verts)
+            columns["class"].append(region.label)
+            columns["source"].append(region.source)
+            columns["score"].append(np.nan if region.score is None else float(region.score))
+            columns["image"].append(image.filename)
+            columns["attributes"].append(json.dumps(region.attributes, ensure_ascii=False))
+            columns["class_attribute"].append(region.class_attribute or "")
+    classes = dataset.class_names() or [FALLBACK_CLASS]
+    colormap = class_colormap(classes)
+    face = {k: v + "40" for k, v in colormap.items()}  # same hue, 25% opaque
+    tag = {
+        "role": role,
+        "root": str(dataset.root) if dataset.root else None,
+        "dataset": dataset_info(dataset),
+    }
+    kwargs: dict[str, Any] = {
+        "name": name,
+        "shape_type": "polygon",
+        "features": columns,
+        "feature_defaults": {
+            "class": classes[0],
+            "source": "human",
+            "score": np.nan,
+            "image": "",
+            "attributes": "{}",
+            "class_attribute": "",
+        },
+        "edge_color": "class",
+        "edge_color_cycle": {"colormap": colormap, "fallback_color": _EXTRA_COLORS},
+        "face_color": "class",
+        "face_color_cycle": {"colormap": face, "fallback_color": [c + "40" for c in _EXTRA_COLORS]},
+        "edge_width": 2,
+        "text": {"string": "{class}", "visible": show_text, "color": "white", "size": 9},
+        "ndim": 3 if stacked else 2,
+        "metadata": {TAG: tag},
+    }
+    return data, kwargs, "shapes"
+
+
+def dataset_info(dataset: Dataset) -> dict[str, Any]:
+    """What a Shapes layer needs to rebuild the dataset around its polygons (JSON-ready)."""
+    return {
+        "images": [
+            {
+                "filename": im.filename,
+                "shape": list(im.shape) if im.shape else None,
+                "size": im.size,
+                "file_attributes": im.file_attributes,
+                "no_anomaly": im.no_anomaly,
+            }
+            for im in dataset.images
+        ],
+        "classes": list(dataset.classes),
+        "class_attribute": dataset.class_attribute,
+        "attribute_definitions": dataset.attribute_definitions,
+        "settings": dataset.settings,
+    }
+
+
+def _features_column(features: Any, key: str, n: int, default: Any) -> list[Any]:
+    if features is None:
+        return [default] * n
+    try:
+        col = features[key]
+    except (KeyError, IndexError, TypeError):
+        return [default] * n
+    values = list(col.tolist() if hasattr(col, "tolist") else col)
+    return values if len(values) == n else [default] * n
+
+
+def dataset_from_shapes(
+    data: list[np.ndarray], attributes: dict[str, Any], fallback_name: str = "image"
+) -> Dataset:
+    """Rebuild a dataset from a Shapes layer's data and attributes (the writer's input).
+
+    A layer made by this plugin gets its images, file attributes and order back
+    from its tag. Any other Shapes layer becomes one image named after the layer
+    (2D) or one image per plane (``fallback_name_0000``...). Paths, rectangles
+    and ellipses are written as polygons; lines and paths with fewer than three
+    vertices are skipped.
+    """
+    meta = (attributes.get("metadata") or {}).get(TAG) or {}
+    info = meta.get("dataset") or {}
+    shape_types = attributes.get("shape_type") or ["polygon"] * len(data)
+    features = attributes.get("features")
+    n = len(data)
+    labels = _features_column(features, "class", n, FALLBACK_CLASS)
+    sources = _features_column(features, "source", n, "human")
+    scores = _features_column(features, "score", n, np.nan)
+    attrs = _features_column(features, "attributes", n, "{}")
+    class_attrs = _features_column(features, "class_attribute", n, "")
+
+    dataset = Dataset(
+        classes=list(info.get("classes", [])),
+        class_attribute=info.get("class_attribute", "class"),
+        attribute_definitions=info.get("attribute_definitions") or {},
+        settings=info.get("settings") or {},
+        root=Path(meta["root"]) if meta.get("root") else None,
+    )
+    for im in info.get("images", []):
+        dataset.images.append(
+            ImageRecord(
+                filename=im["filename"],
+                shape=tuple(im["shape"]) if im.get("shape") else None,
+                size=int(im.get("size", -1)),
+                file_attributes=dict(im.get("file_attributes") or {}),
+                no_anomaly=bool(im.get("no_anomaly", False)),
+            )
+        )
+    tagged = len(dataset.images)
+    for i, verts in enumerate(data):
+        verts = np.asarray(verts, dtype=np.float64)
+        if shape_types[i] in ("line",) or len(verts) < 3:
+            continue
+        plane = int(round(float(verts[0, -3]))) if verts.shape[1] >= 3 else None
+        if plane is not None and 0 <= plane < tagged:
+            image = dataset.images[plane]
+        elif plane is None and tagged == 1:
+            image = dataset.images[0]
+        else:
+            name = f"{fallback_name}.png" if plane is None else f"{fallback_name}_{plane:04d}.png"
+            image = _named_image(dataset, name)
+        polygon = verts[:, -2:] - NAPARI_OFFSET
+        try:
+            user_attrs = json.loads(attrs[i]) if isinstance(attrs[i], str) else {}
+        except json.JSONDecodeError:
+            user_attrs = {}
+        score = scores[i]
+        source = sources[i] if sources[i] in ("human", "model", "model-accepted") else "human"
+        label = str(labels[i]) if labels[i] not in (None, "") else FALLBACK_CLASS
+        image.regions.append(
+            Region(
+                polygon,
+                label,
+                user_attrs if isinstance(user_attrs, dict) else {},
+                None
+                if score is None or (isinstance(score, float) and np.isnan(score))
+                else float(score),
+                source,
+                "polygon",
+                class_attrs[i] or None,
+            )
+        )
+    return dataset
+
+
+def _named_image(dataset: Dataset, name: str) -> ImageRecord:
+    for im in dataset.images:
+        if im.filename == name:
+            return im
+    record = ImageRecord(name)
+    dataset.images.append(record)
+    return record

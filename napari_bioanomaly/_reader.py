@@ -1,0 +1,94 @@
+"""napari readers: VIA/COCO annotation files, and dataset folders.
+
+Readers return ``None`` for anything that is not theirs (napari then asks the
+next reader) and never raise for files they declined.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ._layers import LayerData, image_layer, shapes_layer
+from .core import annotations
+from .core.fileio import read_json
+from .core.model import BioAnomalyError, Dataset, FormatError
+from .core.report import ImportReport
+from .core.via import detect_format
+
+ReaderFunction = Callable[[Any], list[LayerData]]
+
+
+def _single_path(path: Any) -> str | None:
+    if isinstance(path, (list, tuple)):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    return str(path)
+
+
+def get_annotation_reader(path: Any) -> ReaderFunction | None:
+    """Reader for a VIA (1.x/2.x/3.x) or COCO JSON file; ``None`` for other files."""
+    single = _single_path(path)
+    if single is None or not single.lower().endswith(".json") or not Path(single).is_file():
+        return None
+    try:
+        data = read_json(single)
+    except FormatError:
+        return None
+    if detect_format(data) is None:
+        return None
+
+    def read(_: Any) -> list[LayerData]:
+        dataset, report = annotations.parse(data, single)
+        dataset.root = Path(single).parent
+        annotations.attach_images(dataset, report)
+        annotations.check_class_names(dataset, report)
+        return dataset_layers(dataset, report, Path(single))
+
+    return read
+
+
+def get_folder_reader(path: Any) -> ReaderFunction | None:
+    """Reader for a folder holding images and a VIA/COCO annotation file."""
+    single = _single_path(path)
+    if single is None or not Path(single).is_dir():
+        return None
+    if annotations.find_annotation_file(single) is None:
+        return None
+
+    def read(_: Any) -> list[LayerData]:
+        try:
+            dataset, report, ann = annotations.open_folder(single)
+        except BioAnomalyError as exc:
+            warnings.warn(str(exc), stacklevel=2)
+            return []
+        return dataset_layers(dataset, report, ann)
+
+    return read
+
+
+def dataset_layers(dataset: Dataset, report: ImportReport, source: Path | None) -> list[LayerData]:
+    """Image stack and ground-truth Shapes layers of a dataset; warns a summary of issues."""
+    name = source.stem if source is not None else "dataset"
+    layers: list[LayerData] = []
+    img = image_layer(dataset, name=f"{name} images")
+    if img is not None:
+        layers.append(img)
+    data, kwargs, kind = shapes_layer(dataset, name=f"{name} anomalies")
+    kwargs["metadata"]["bioanomaly"]["annotation_file"] = str(source) if source else None
+    kwargs["metadata"]["bioanomaly"]["format"] = report.format
+    layers.append((data, kwargs, kind))
+    if report.issues:
+        lines = report.warnings
+        more = f"\n... and {len(lines) - 8} more" if len(lines) > 8 else ""
+        warnings.warn(
+            f"{name}: {len(lines)} import issue(s) ({report.format}, "
+            f"{report.regions_imported}/{report.regions_found} regions imported):\n"
+            + "\n".join(lines[:8])
+            + more,
+            stacklevel=2,
+        )
+    return layers

@@ -1,0 +1,210 @@
+"""The ``napari-bioanomaly`` command line: headless work on annotation files.
+
+Every error is one line on stderr and exit code 2 (set ``BIOANOMALY_DEBUG=1``
+for a traceback). Sub-commands are small functions registered in
+:func:`build_parser`; later features add theirs the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .core import annotations
+from .core.model import BioAnomalyError, Dataset
+from .core.report import ImportReport
+from .core.via import ImportOptions
+
+
+def _import_options(args: argparse.Namespace) -> ImportOptions:
+    try:
+        return ImportOptions(
+            class_attribute=args.class_attribute,
+            polyline_width=args.polyline_width,
+            point_radius=args.points_as_discs,
+        )
+    except ValueError as exc:
+        raise BioAnomalyError(str(exc)) from None
+
+
+def _add_import_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("import options")
+    g.add_argument(
+        "--images",
+        metavar="DIR",
+        help="folder of the images (default: the annotation file's folder)",
+    )
+    g.add_argument(
+        "--class-attribute",
+        metavar="NAME",
+        help="region attribute holding the class (default: first of class, type, "
+        "anomaly, label; else the only attribute)",
+    )
+    g.add_argument(
+        "--polyline-width",
+        type=float,
+        default=3.0,
+        metavar="PX",
+        help="width of the polygon made from a polyline (default 3)",
+    )
+    g.add_argument(
+        "--points-as-discs",
+        type=float,
+        metavar="RADIUS",
+        help="import points as discs of this radius instead of skipping them",
+    )
+
+
+def _open(args: argparse.Namespace, read_images: bool = True) -> tuple[Dataset, ImportReport]:
+    source = Path(args.input)
+    options = _import_options(args)
+    if source.is_dir():
+        dataset, report, _ = annotations.open_folder(source, options)
+        return dataset, report
+    return annotations.load(source, args.images, options, read_images=read_images)
+
+
+def _counts(counter: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counter.items())) or "none"
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    dataset, report = _open(args, read_images=not args.no_images)
+    summary = report.to_dict(dict(dataset.class_counts()))
+    summary["images_without_regions"] = sum(not im.regions for im in dataset.images)
+    summary["checked_no_anomaly"] = sum(im.no_anomaly for im in dataset.images)
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False, indent=2))
+        return 0
+    version = f" (version {report.version})" if report.version else ""
+    print(f"file:     {report.file}")
+    print(f"format:   {report.format}{version}")
+    print(f"images:   {report.images} ({summary['checked_no_anomaly']} checked: no anomaly)")
+    print(f"regions:  {report.regions_found} in the file, {report.regions_imported} imported")
+    print(f"shapes:   {_counts(report.shapes)}")
+    print(f"classes:  {_counts(dataset.class_counts())}")
+    if report.issues:
+        print(f"issues:   {_counts(report.counts())}")
+        for line in report.warnings:
+            print(f"  {line}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    dataset, report = _open(args)
+    written, warnings = annotations.save(dataset, args.output, args.to)
+    for line in report.warnings + warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    n_regions = len(dataset.regions)
+    print(f"{args.to}: {len(dataset.images)} images, {n_regions} regions -> {args.output}")
+    if args.to == "masks":
+        print(f"  {len(written) - 1} mask files and {written[-1].name}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from .core.synthetic import SampleConfig, write_sample
+
+    try:
+        config = SampleConfig(
+            n_images=args.images, size=args.size, seed=args.seed, bit_depth=args.bit_depth
+        )
+    except ValueError as exc:
+        raise BioAnomalyError(str(exc)) from None
+    path = write_sample(args.out_dir, config)
+    print(f"wrote {config.n_images} images and {path}")
+    return 0
+
+
+def cmd_gui(args: argparse.Namespace) -> int:
+    if args.dataset is not None and not Path(args.dataset).exists():
+        raise BioAnomalyError(f"{args.dataset}: no such file or folder")
+    import napari
+
+    viewer = napari.Viewer(title="napari-bioanomaly", show=not args.screenshot)
+    if args.dataset is None:
+        viewer.open_sample("napari-bioanomaly", "brightfield")
+    else:
+        viewer.open(args.dataset, plugin="napari-bioanomaly")
+    if args.screenshot:
+        viewer.screenshot(args.screenshot, canvas_only=False, flash=False)
+        print(f"screenshot saved to {args.screenshot}")
+        viewer.close()
+        return 0
+    napari.run()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="napari-bioanomaly",
+        description="Anomaly annotation, training and review for brightfield microscopy.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("inspect", help="what an annotation file holds, and what is wrong with it")
+    p.add_argument("input", metavar="FILE", help="VIA or COCO JSON, or a dataset folder")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--no-images", action="store_true", help="do not look for the images")
+    _add_import_options(p)
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("convert", help="convert annotations to VIA, COCO or label masks")
+    p.add_argument("input", metavar="IN", help="VIA or COCO JSON, or a dataset folder")
+    p.add_argument("--to", required=True, choices=annotations.EXPORT_FORMATS)
+    p.add_argument("output", metavar="OUT", help="output file (a folder for masks)")
+    _add_import_options(p)
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("sample", help="write the synthetic brightfield sample dataset")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--images", type=int, default=12, metavar="N", help="number of images (12)")
+    p.add_argument("--size", type=int, default=512, metavar="PX", help="image side (512)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (0)")
+    p.add_argument("--bit-depth", type=int, default=16, choices=(8, 16), help="16: TIFF, 8: PNG")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("gui", help="open napari with a dataset (default: the sample dataset)")
+    p.add_argument("dataset", nargs="?", metavar="DATASET", help="annotation file or folder")
+    p.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the window and exit")
+    p.set_defaults(func=cmd_gui)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (BioAnomalyError, OSError, ValueError) as exc:
+        if os.environ.get("BIOANOMALY_DEBUG"):
+            raise
+        message: Any = exc
+        if isinstance(exc, OSError) and exc.filename:
+            message = f"{exc.filename}: {exc.strerror or exc}"
+        print(f"napari-bioanomaly {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug of ours: still one line, never a traceback
+        if os.environ.get("BIOANOMALY_DEBUG"):
+            raise
+        print(
+            f"napari-bioanomaly {args.command}: internal error: {type(exc).__name__}: {exc} "
+            "(run with BIOANOMALY_DEBUG=1 for details and please report it)",
+            file=sys.stderr,
+        )
+        return 2
+    except KeyboardInterrupt:
+        print(f"napari-bioanomaly {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

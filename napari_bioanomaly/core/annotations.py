@@ -1,0 +1,215 @@
+"""One entry point for annotation files: load any supported format, save to any.
+
+``load`` detects the format, builds the :class:`Dataset`, finds the images
+(inside the dataset folder only), records their sizes, and clips regions to
+them; ``save`` writes atomically with a backup of the previous file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from . import coco, via
+from .fileio import read_json, resolve_image, write_json
+from .geometry import clean_polygon
+from .images import ImageReadError, image_shape, is_image_file
+from .masks import write_label_masks
+from .model import BioAnomalyError, Dataset, FormatError, ImageRecord
+from .report import ImportReport
+from .via import ImportOptions, detect_format
+
+#: Formats ``save`` writes, by the name the CLI uses.
+EXPORT_FORMATS = ("via", "via-project", "coco", "masks")
+#: File names tried, in order, when a folder is opened.
+ANNOTATION_NAMES = ("annotations.json", "via_project.json", "via_region_data.json")
+
+
+def parse(
+    data: Any, file: str = "", options: ImportOptions | None = None
+) -> tuple[Dataset, ImportReport]:
+    """Dataset and report from parsed JSON in any supported format."""
+    fmt = detect_format(data)
+    if fmt is None:
+        raise FormatError(
+            f"{file or 'data'}: neither VIA (1.x, 2.x, 3.x) nor COCO annotations "
+            "(no '_via_img_metadata', no VIA image entries, no COCO 'images'/'annotations')"
+        )
+    if fmt == "coco":
+        return coco.read_coco(data, file)
+    return via.read_via(data, file, options)
+
+
+def load(
+    path: str | os.PathLike[str],
+    images_dir: str | os.PathLike[str] | None = None,
+    options: ImportOptions | None = None,
+    read_images: bool = True,
+) -> tuple[Dataset, ImportReport]:
+    """Load an annotation file; images are looked up in ``images_dir`` or beside it.
+
+    With ``read_images``, every image's header is read for its size, missing or
+    unreadable images are reported, and regions are clipped to the image.
+    """
+    path = Path(path)
+    dataset, report = parse(read_json(path), str(path), options)
+    dataset.root = Path(images_dir) if images_dir is not None else path.parent
+    if read_images:
+        attach_images(dataset, report)
+    check_class_names(dataset, report)
+    return dataset, report
+
+
+def attach_images(dataset: Dataset, report: ImportReport | None = None) -> list[str]:
+    """Read image sizes from the files and clip regions to them.
+
+    Returns the file names of images that could not be read (also reported).
+    """
+    report = report or ImportReport()
+    root = dataset.root or Path(".")
+    missing: list[str] = []
+    for image in dataset.images:
+        try:
+            shape = image_shape(resolve_image(root, image.filename))
+        except (ImageReadError, BioAnomalyError) as exc:
+            report.add("image", str(exc), image.filename)
+            missing.append(image.filename)
+            continue
+        if image.shape is not None and tuple(image.shape) != shape:
+            report.add(
+                "image",
+                f"recorded size {image.shape[0]}x{image.shape[1]} differs from the file's "
+                f"{shape[0]}x{shape[1]}; using the file's",
+                image.filename,
+            )
+        image.shape = shape
+        _clip_regions(image, report)
+    return missing
+
+
+def _clip_regions(image: ImageRecord, report: ImportReport) -> None:
+    rows, cols = image.shape or (0, 0)
+    kept = []
+    for index, region in enumerate(image.regions):
+        r0, c0, r1, c1 = region.bbox
+        if r0 >= 0 and c0 >= 0 and r1 <= rows and c1 <= cols:
+            kept.append(region)
+            continue
+
+        def note(kind: str, message: str, index: int = index) -> None:
+            report.add(kind, message, image.filename, index)
+
+        parts = clean_polygon(region.polygon, image.shape, note)
+        if not parts:
+            report.regions_imported -= 1
+        for part in parts:
+            kept.append(
+                type(region)(
+                    part,
+                    region.label,
+                    dict(region.attributes),
+                    region.score,
+                    region.source,
+                    region.shape,
+                    region.class_attribute,
+                )
+            )
+    image.regions = kept
+
+
+def check_class_names(dataset: Dataset, report: ImportReport) -> None:
+    """Warn about class names that differ only in case or surrounding spaces."""
+    groups: dict[str, set[str]] = defaultdict(set)
+    for name in dataset.class_names():
+        groups[name.strip().casefold()].add(name)
+    for names in groups.values():
+        if len(names) > 1:
+            listed = ", ".join(repr(n) for n in sorted(names))
+            report.add("class", f"class names differ only in case or spaces: {listed}")
+
+
+def find_annotation_file(folder: str | os.PathLike[str]) -> Path | None:
+    """The annotation file of a dataset folder, or ``None``.
+
+    Tries :data:`ANNOTATION_NAMES`, then the only ``*.json`` in the folder
+    that is VIA or COCO.
+    """
+    folder = Path(folder)
+    for name in ANNOTATION_NAMES:
+        if (folder / name).is_file():
+            return folder / name
+    found = []
+    for p in sorted(folder.glob("*.json")):
+        try:
+            if detect_format(read_json(p)) is not None:
+                found.append(p)
+        except FormatError:
+            continue
+    return found[0] if len(found) == 1 else None
+
+
+def list_images(folder: str | os.PathLike[str]) -> list[str]:
+    """Image files under ``folder`` (recursively), as sorted relative posix paths."""
+    folder = Path(folder)
+    return sorted(
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.is_file() and is_image_file(p) and not p.name.startswith(".")
+    )
+
+
+def open_folder(
+    folder: str | os.PathLike[str], options: ImportOptions | None = None
+) -> tuple[Dataset, ImportReport, Path | None]:
+    """A dataset from a folder: its annotation file if any, plus every image in it.
+
+    Images present in the folder but absent from the annotation file are
+    appended (not yet annotated). Returns the annotation file used, if any.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BioAnomalyError(f"{folder}: not a folder")
+    ann = find_annotation_file(folder)
+    if ann is not None:
+        dataset, report = load(ann, folder, options)
+    else:
+        dataset, report = Dataset(root=folder), ImportReport(file=str(folder), format="folder")
+    known = {im.filename for im in dataset.images}
+    for name in list_images(folder):
+        if name not in known and not name.endswith("_labels.tif"):
+            record = ImageRecord(name)
+            try:
+                record.shape = image_shape(folder / name)
+            except ImageReadError as exc:
+                report.add("image", str(exc), name)
+            dataset.images.append(record)
+    report.images = len(dataset.images)
+    return dataset, report, ann
+
+
+def save(
+    dataset: Dataset, path: str | os.PathLike[str], fmt: str = "via-project"
+) -> tuple[list[Path], list[str]]:
+    """Write the dataset as ``fmt`` (one of :data:`EXPORT_FORMATS`).
+
+    Every file is written atomically and the previous version is kept as
+    ``.bak``. ``masks`` writes into the folder ``path``.
+
+    Returns
+    -------
+    written, warnings
+    """
+    if fmt == "via":
+        return [write_json(path, via.to_via_export(dataset))], []
+    if fmt == "via-project":
+        return [write_json(path, via.to_via_project(dataset))], []
+    if fmt == "coco":
+        data, warnings = coco.to_coco(dataset)
+        return [write_json(path, data)], warnings
+    if fmt == "masks":
+        return write_label_masks(dataset, path)
+    raise BioAnomalyError(
+        f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}"
+    )

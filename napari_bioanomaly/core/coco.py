@@ -1,0 +1,202 @@
+"""COCO instance-segmentation JSON: polygon export with true areas, and import.
+
+x/y become row/col here. COCO polygons use the same continuous pixel
+coordinates as VIA (pixel edges at integers).
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import numpy as np
+
+from . import geometry
+from .model import Dataset, FormatError, ImageRecord, Region
+from .report import ImportReport
+from .via import _EntryError, _num, detect_format
+
+#: Key under which we keep what COCO has no field for (file attributes, flags).
+EXTRA_KEY = "bioanomaly"
+
+
+def to_coco(dataset: Dataset) -> tuple[dict[str, Any], list[str]]:
+    """A COCO dict of the dataset, and warnings for images of unknown size.
+
+    Image ``width``/``height`` come from :attr:`ImageRecord.shape`, which the
+    caller fills by reading the images (:func:`annotations.attach_images`);
+    an image of unknown size gets the extent of its regions and a warning.
+    ``area`` is the polygon's own area, not its bounding box's.
+    """
+    warnings: list[str] = []
+    classes = dataset.class_names()
+    cat_ids = {name: i + 1 for i, name in enumerate(classes)}
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    for image_id, im in enumerate(dataset.images, start=1):
+        if im.shape is not None:
+            height, width = im.shape
+        else:
+            ext = [r.polygon.max(axis=0) for r in im.regions] or [np.zeros(2)]
+            height, width = (int(np.ceil(v)) for v in np.max(ext, axis=0))
+            warnings.append(
+                f"image {im.filename!r}: size unknown (image not found); "
+                f"width/height set to the regions' extent {width}x{height}"
+            )
+        images.append(
+            {
+                "id": image_id,
+                "file_name": im.filename,
+                "width": int(width),
+                "height": int(height),
+                EXTRA_KEY: {"file_attributes": im.file_attributes, "no_anomaly": im.no_anomaly},
+            }
+        )
+        for r in im.regions:
+            xy = np.round(r.polygon[:, ::-1], 3)
+            r0, c0, r1, c1 = r.bbox
+            ann: dict[str, Any] = {
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": cat_ids[r.label],
+                "segmentation": [xy.ravel().tolist()],
+                "area": round(r.area, 3),
+                "bbox": [round(c0, 3), round(r0, 3), round(c1 - c0, 3), round(r1 - r0, 3)],
+                "iscrowd": 0,
+                "attributes": dict(r.attributes),
+                EXTRA_KEY: {"source": r.source, "shape": r.shape},
+            }
+            if r.score is not None:
+                ann["score"] = float(r.score)
+            annotations.append(ann)
+    coco = {
+        "info": {
+            "description": "exported by napari-bioanomaly",
+            "date_created": datetime.date.today().isoformat(),
+        },
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": [
+            {"id": i, "name": name, "supercategory": "anomaly"} for name, i in cat_ids.items()
+        ],
+    }
+    return coco, warnings
+
+
+def read_coco(data: Any, file: str = "") -> tuple[Dataset, ImportReport]:
+    """A dataset from COCO JSON (polygon segmentations; bbox-only as rectangles).
+
+    RLE segmentations and malformed annotations are reported and skipped.
+    """
+    from .fileio import normalise_filename
+
+    if detect_format(data) != "coco":
+        raise FormatError(f"{file or 'data'}: not a COCO annotation file")
+    report = ImportReport(file=file, format="coco")
+    cats: dict[Any, str] = {}
+    for i, cat in enumerate(data.get("categories") or []):
+        if isinstance(cat, dict) and "id" in cat:
+            cats[cat["id"]] = str(cat.get("name", cat["id"]))
+        else:
+            report.add("file", f"category {i} has no id; ignored")
+    records: dict[Any, ImageRecord] = {}
+    by_name: dict[str, ImageRecord] = {}
+    for i, entry in enumerate(data["images"]):
+        if not isinstance(entry, dict) or "id" not in entry or not entry.get("file_name"):
+            report.add("image", "image entry without id or file_name; skipped", str(i))
+            continue
+        name = normalise_filename(str(entry["file_name"]))
+        if name in by_name:
+            report.add("image", "file name appears in more than one entry; regions merged", name)
+            records[entry["id"]] = by_name[name]
+            continue
+        shape = None
+        try:
+            shape = (int(_num(entry["height"], "height")), int(_num(entry["width"], "width")))
+        except (KeyError, _EntryError):
+            report.add("image", "no valid width/height", name)
+        extra = entry.get(EXTRA_KEY) if isinstance(entry.get(EXTRA_KEY), dict) else {}
+        attrs = (
+            extra.get("file_attributes") if isinstance(extra.get("file_attributes"), dict) else {}
+        )
+        rec = ImageRecord(name, shape, dict(attrs), bool(extra.get("no_anomaly", False)))
+        records[entry["id"]] = by_name[name] = rec
+    for i, ann in enumerate(data["annotations"]):
+        report.regions_found += 1
+        _coco_annotation(ann, i, records, cats, report)
+    ds = Dataset(images=list(by_name.values()), classes=list(dict.fromkeys(cats.values())))
+    report.images = len(ds.images)
+    return ds, report
+
+
+def _coco_annotation(
+    ann: Any,
+    index: int,
+    records: dict[Any, ImageRecord],
+    cats: dict[Any, str],
+    report: ImportReport,
+) -> None:
+    if not isinstance(ann, dict):
+        report.shapes["missing"] += 1
+        report.add("skipped", "annotation is not an object", None, index)
+        return
+    ident = ann.get("id", index)
+    rec = records.get(ann.get("image_id"))
+    image = rec.filename if rec else None
+    seg = ann.get("segmentation")
+    try:
+        if isinstance(seg, list) and seg and all(isinstance(p, list) for p in seg):
+            report.shapes["polygon"] += 1
+            rings = []
+            for part in seg:
+                if len(part) % 2:
+                    raise _EntryError(f"odd number of coordinates ({len(part)})")
+                v = np.array([_num(x, "coordinate") for x in part], dtype=np.float64)
+                rings.append(np.column_stack([v[1::2], v[0::2]]))
+        elif isinstance(seg, dict):
+            report.shapes["rle"] += 1
+            raise _EntryError(
+                "RLE segmentation (crowd/mask) is not imported; convert it to polygons"
+            )
+        else:
+            report.shapes["bbox"] += 1
+            x, y, w, h = (_num(v, "bbox") for v in ann["bbox"])
+            report.add("converted", "no segmentation: bbox imported as a rectangle", image, ident)
+            rings = [geometry.rect_polygon(y, x, h, w)]
+        if rec is None:
+            raise _EntryError(f"refers to unknown image id {ann.get('image_id')!r}")
+        if ann.get("category_id") not in cats:
+            raise _EntryError(f"unknown category id {ann.get('category_id')!r}")
+    except (_EntryError, KeyError, TypeError, ValueError) as exc:
+        report.add("skipped", str(exc), image, ident)
+        return
+    assert rec is not None
+    label = cats[ann["category_id"]]
+    extra = ann.get(EXTRA_KEY) if isinstance(ann.get(EXTRA_KEY), dict) else {}
+    attrs = ann.get("attributes") if isinstance(ann.get("attributes"), dict) else {}
+    score = None
+    if ann.get("score") is not None:
+        try:
+            score = _num(ann["score"], "score")
+        except _EntryError as exc:
+            report.add("class", f"{exc}; ignored", image, ident)
+    source = extra.get("source", "model" if score is not None else "human")
+    if source not in ("human", "model", "model-accepted"):
+        source = "human"
+    if len(rings) > 1:
+        report.add(
+            "split", f"polygon of {len(rings)} parts imported as {len(rings)} regions", image, ident
+        )
+
+    def note(kind: str, message: str) -> None:
+        report.add(kind, message, image, ident)
+
+    imported = False
+    for ring in rings:
+        for poly in geometry.clean_polygon(ring, rec.shape, note):
+            rec.regions.append(
+                Region(poly, label, dict(attrs), score, source, str(extra.get("shape", "polygon")))
+            )
+            imported = True
+    report.regions_imported += imported

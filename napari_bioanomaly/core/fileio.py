@@ -1,0 +1,127 @@
+"""Safe file handling: atomic writes with backups, JSON reading, paths kept inside a root."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import IO, Any
+
+from .model import BioAnomalyError, FormatError
+
+
+def backup_path(path: Path) -> Path:
+    """Where the previous version of ``path`` is kept: ``name.ext.bak``."""
+    return path.with_name(path.name + ".bak")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
+    """Write a file so that readers only ever see the old or the new version.
+
+    ``write`` receives a binary file object of a temporary file in the same
+    folder; it is flushed and fsynced, the previous file (if any) is copied to
+    :func:`backup_path`, then the temporary file replaces the target with
+    ``os.replace`` (atomic on POSIX and Windows). On any error the target is
+    left untouched and the temporary file removed.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise BioAnomalyError(f"{path}: is a folder, expected a file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if path.exists():
+            shutil.copy2(path, backup_path(path))
+            os.chmod(tmp, path.stat().st_mode & 0o7777)
+        else:
+            os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: str | os.PathLike[str], data: Any, indent: int | None = None) -> Path:
+    """Atomically write ``data`` as UTF-8 JSON (see :func:`atomic_write`)."""
+    text = json.dumps(data, indent=indent, ensure_ascii=False, allow_nan=False)
+    return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Read a JSON file, turning every failure into one :class:`FormatError` line."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise FormatError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise FormatError(f"{path}: is a folder, expected a JSON file") from None
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"{path}: not UTF-8 text (byte {exc.start}); not a JSON file") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise FormatError(
+            f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from None
+    except RecursionError:
+        raise FormatError(f"{path}: JSON nested too deeply") from None
+
+
+def normalise_filename(name: str) -> str:
+    """A file name as stored in the model: ``/`` separators, no leading ``./``.
+
+    Windows paths (``C:\\data\\a.png``) get forward slashes; URLs and absolute
+    paths are kept as they are and resolved by :func:`resolve_image`.
+    """
+    name = name.strip()
+    if "\\" in name and "://" not in name:
+        name = PureWindowsPath(name).as_posix()
+    while name.startswith("./"):
+        name = name[2:]
+    return name
+
+
+def resolve_image(root: Path, filename: str) -> Path:
+    """The image file for ``filename``, which must lie inside ``root``.
+
+    Relative names are joined to ``root``. URLs and absolute paths (annotation
+    files made on another machine) are looked up by their base name in ``root``.
+    A name that leads outside ``root`` (``../``, symlinks) is refused.
+
+    Raises
+    ------
+    BioAnomalyError
+        When the path escapes the dataset folder.
+    """
+    root = Path(root).resolve()
+    if (
+        "://" in filename
+        or PurePosixPath(filename).is_absolute()
+        or PureWindowsPath(filename).drive
+    ):
+        candidate = root / PurePosixPath(filename.rstrip("/")).name
+    else:
+        candidate = root / filename
+    resolved = candidate.resolve()
+    if resolved != root and root not in resolved.parents:
+        raise BioAnomalyError(f"image {filename!r}: path leads outside the dataset folder {root}")
+    return resolved

@@ -1,0 +1,193 @@
+"""Shapes to polygons, polygon repair and clipping, rasterisation.
+
+All functions take and return ``(row, col)`` float arrays in continuous pixel
+coordinates (see :mod:`napari_bioanomaly.core.model`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import shapely
+from shapely.geometry import LineString, Polygon, box
+from shapely.validation import make_valid
+
+#: Called with ``(issue_kind, message)`` when a polygon is changed.
+Note = Callable[[str, str], None]
+
+
+def _noop(kind: str, message: str) -> None:
+    return None
+
+
+def _n_vertices(radius: float) -> int:
+    """Vertices for a circle of ``radius`` px: about one per 2 px of arc, 16 to 128."""
+    return int(min(128, max(16, math.ceil(math.pi * radius))))
+
+
+def rect_polygon(row: float, col: float, height: float, width: float) -> np.ndarray:
+    """Corners of an axis-aligned rectangle whose top-left corner is ``(row, col)``."""
+    r0, r1 = sorted((row, row + height))
+    c0, c1 = sorted((col, col + width))
+    return np.array([[r0, c0], [r0, c1], [r1, c1], [r1, c0]], dtype=np.float64)
+
+
+def ellipse_polygon(
+    row: float, col: float, r_radius: float, c_radius: float, theta: float = 0.0
+) -> np.ndarray:
+    """Vertices of an ellipse.
+
+    ``c_radius`` lies along the column (x) axis and ``r_radius`` along the row (y)
+    axis before rotation; ``theta`` rotates by that many radians from +x towards
+    +y, i.e. clockwise on screen, as VIA (HTML canvas ``ellipse``) draws it.
+    """
+    n = _n_vertices(max(abs(r_radius), abs(c_radius)))
+    t = np.linspace(0.0, 2.0 * np.pi, n, endpoint=False)
+    x = c_radius * np.cos(t)
+    y = r_radius * np.sin(t)
+    cos, sin = math.cos(theta), math.sin(theta)
+    cols = col + x * cos - y * sin
+    rows = row + x * sin + y * cos
+    return np.column_stack([rows, cols])
+
+
+def circle_polygon(row: float, col: float, radius: float) -> np.ndarray:
+    """Vertices of a circle."""
+    return ellipse_polygon(row, col, radius, radius)
+
+
+def circle_through(points: np.ndarray) -> tuple[float, float, float]:
+    """Circle ``(row, col, radius)`` through the first three points (circumcircle).
+
+    Falls back to the smallest circle around the points' bounding box when the
+    points are collinear or fewer than three.
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    if len(pts) >= 3:
+        (ay, ax), (by, bx), (cy, cx) = pts[:3]
+        d = 2.0 * (ax * (by - cy) + bx * (cy - ay) + cx * (ay - by))
+        if abs(d) > 1e-9:
+            ux = (
+                (ax**2 + ay**2) * (by - cy)
+                + (bx**2 + by**2) * (cy - ay)
+                + (cx**2 + cy**2) * (ay - by)
+            ) / d
+            uy = (
+                (ax**2 + ay**2) * (cx - bx)
+                + (bx**2 + by**2) * (ax - cx)
+                + (cx**2 + cy**2) * (bx - ax)
+            ) / d
+            return float(uy), float(ux), float(math.hypot(ax - ux, ay - uy))
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    center = (lo + hi) / 2.0
+    return float(center[0]), float(center[1]), float(np.linalg.norm(hi - lo) / 2.0)
+
+
+def polyline_polygon(points: np.ndarray, width: float) -> np.ndarray:
+    """A thin polygon around an open path (a scratch or a hair), ``width`` px wide."""
+    line = LineString(np.asarray(points, dtype=np.float64))
+    shape = line.buffer(width / 2.0, quad_segs=2, cap_style="round", join_style="round")
+    return _exterior(shape)
+
+
+def _exterior(poly: Polygon) -> np.ndarray:
+    """Exterior ring of a polygon without its closing vertex."""
+    return np.asarray(poly.exterior.coords, dtype=np.float64)[:-1]
+
+
+def _polygon_parts(geom: shapely.Geometry) -> list[Polygon]:
+    """Polygons with non-zero area inside any (multi/collection) geometry."""
+    if isinstance(geom, Polygon):
+        return [geom] if geom.area > 0 else []
+    parts: list[Polygon] = []
+    for g in getattr(geom, "geoms", ()):
+        parts.extend(_polygon_parts(g))
+    return parts
+
+
+def drop_repeats(points: np.ndarray) -> np.ndarray:
+    """Remove consecutive duplicate vertices, including a closing repeat of the first."""
+    pts = np.asarray(points, dtype=np.float64)
+    if len(pts) < 2:
+        return pts
+    keep = np.any(pts != np.roll(pts, 1, axis=0), axis=1)
+    keep[0] = True
+    return pts[keep] if keep.sum() > 1 else pts[:1]
+
+
+def clean_polygon(
+    points: np.ndarray,
+    image_shape: Sequence[int] | None = None,
+    note: Note = _noop,
+) -> list[np.ndarray]:
+    """Make a list of valid simple polygons out of possibly broken vertices.
+
+    How it works: repeated vertices are dropped; fewer than three distinct
+    vertices or zero area gives no polygon. An invalid ring (self-intersecting,
+    bow-tie) is repaired with shapely's ``make_valid``, which can split it into
+    several parts; holes are dropped (VIA and COCO polygons have none). When
+    ``image_shape`` is given the result is clipped to ``[0, rows] x [0, cols]``.
+    Every change is told to ``note``.
+
+    Returns
+    -------
+    list of ndarray
+        Zero, one or several ``(N, 2)`` vertex arrays.
+    """
+    pts = drop_repeats(points)
+    if len(pts) < 3:
+        note("skipped", f"degenerate polygon: {len(pts)} distinct vertices")
+        return []
+    poly = Polygon(pts)
+    if poly.is_valid:
+        if poly.area <= 0:
+            note("skipped", "degenerate polygon: zero area")
+            return []
+        parts = [poly]
+    else:
+        reason = shapely.is_valid_reason(poly)
+        parts = _polygon_parts(make_valid(poly))
+        if not parts:
+            note("skipped", f"invalid polygon with no area left after repair ({reason})")
+            return []
+        note("repaired", f"invalid polygon repaired ({reason})")
+    if image_shape is not None:
+        rows, cols = image_shape[:2]
+        minr, minc, maxr, maxc = shapely.total_bounds([p for p in parts])
+        if minr < 0 or minc < 0 or maxr > rows or maxc > cols:
+            frame = box(0, 0, rows, cols)
+            clipped: list[Polygon] = []
+            for p in parts:
+                clipped.extend(_polygon_parts(p.intersection(frame)))
+            if not clipped:
+                note("skipped", f"polygon lies outside the {rows}x{cols} image")
+                return []
+            note("clipped", f"vertices outside the {rows}x{cols} image clipped")
+            parts = clipped
+    if any(p.interiors for p in parts):
+        note("repaired", "polygon holes dropped")
+    if len(parts) > 1:
+        note("split", f"split into {len(parts)} polygons")
+    return [_exterior(p) for p in parts]
+
+
+def polygon_area(points: np.ndarray) -> float:
+    """Area of a simple polygon (shoelace)."""
+    r, c = points[:, 0], points[:, 1]
+    return float(abs(np.dot(r, np.roll(c, -1)) - np.dot(c, np.roll(r, -1))) / 2.0)
+
+
+def polygon_to_mask(points: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Boolean mask of the pixels whose centre lies inside the polygon.
+
+    Pixel ``(r, c)`` has its centre at ``(r + 0.5, c + 0.5)``, so a square from
+    ``(0, 0)`` to ``(2, 2)`` covers exactly the four pixels of the top-left corner.
+    """
+    from skimage.draw import polygon as draw_polygon
+
+    mask = np.zeros(tuple(shape[:2]), dtype=bool)
+    rr, cc = draw_polygon(points[:, 0] - 0.5, points[:, 1] - 0.5, shape=mask.shape)
+    mask[rr, cc] = True
+    return mask

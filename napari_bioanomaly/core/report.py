@@ -1,0 +1,111 @@
+"""Import reports: what was found in a file, what came in, and what changed on the way."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Kinds of issue an import can report, and what each means.
+ISSUE_KINDS = {
+    "skipped": "region not imported",
+    "repaired": "invalid polygon repaired (shapely make_valid)",
+    "split": "region split into several polygons",
+    "clipped": "vertices outside the image clipped to its border",
+    "closed": "closing vertex (repeat of the first) removed",
+    "converted": "shape converted to a polygon",
+    "image": "image entry problem",
+    "file": "file-level problem",
+    "class": "class label problem",
+}
+
+
+@dataclass(frozen=True)
+class ImportIssue:
+    """One thing the importer skipped, changed, or wants the user to know.
+
+    ``image`` and ``region`` locate the item (``region`` is the index or key it
+    had in the file); either may be ``None`` for file-level issues.
+    """
+
+    kind: str
+    message: str
+    file: str = ""
+    image: str | None = None
+    region: str | None = None
+
+    def __str__(self) -> str:
+        where = [self.file] if self.file else []
+        if self.image is not None:
+            where.append(f"image {self.image!r}")
+        if self.region is not None:
+            where.append(f"region {self.region}")
+        loc = ", ".join(where)
+        return f"{loc}: {self.message}" if loc else self.message
+
+
+@dataclass
+class ImportReport:
+    """Counts and issues of one import.
+
+    Attributes
+    ----------
+    format
+        Format found: ``via1-export``, ``via2-export``, ``via2-project``,
+        ``via3-project``, ``coco``, ...
+    version
+        Format version string when the file states one.
+    regions_found
+        Regions in the file, whatever their shape.
+    regions_imported
+        Regions of the file that became at least one polygon.
+    shapes
+        Regions found, by their shape name in the file.
+    """
+
+    file: str = ""
+    format: str = ""
+    version: str | None = None
+    images: int = 0
+    regions_found: int = 0
+    regions_imported: int = 0
+    shapes: Counter[str] = field(default_factory=Counter)
+    issues: list[ImportIssue] = field(default_factory=list)
+
+    def add(
+        self,
+        kind: str,
+        message: str,
+        image: str | None = None,
+        region: Any = None,
+    ) -> None:
+        """Record an issue of ``kind`` (one of :data:`ISSUE_KINDS`)."""
+        if kind not in ISSUE_KINDS:
+            raise ValueError(f"unknown issue kind {kind!r}")
+        self.issues.append(
+            ImportIssue(kind, message, self.file, image, None if region is None else str(region))
+        )
+
+    def counts(self) -> Counter[str]:
+        """Number of issues of each kind."""
+        return Counter(i.kind for i in self.issues)
+
+    @property
+    def warnings(self) -> list[str]:
+        """Every issue as one readable line."""
+        return [f"[{i.kind}] {i}" for i in self.issues]
+
+    def to_dict(self, classes: dict[str, int] | None = None) -> dict[str, Any]:
+        """A JSON-ready summary (the ``inspect --json`` object)."""
+        return {
+            "file": self.file,
+            "format": self.format,
+            "version": self.version,
+            "images": self.images,
+            "regions": self.regions_found,
+            "imported": self.regions_imported,
+            "shapes": dict(sorted(self.shapes.items())),
+            "classes": dict(sorted((classes or {}).items())),
+            "issue_counts": dict(sorted(self.counts().items())),
+            "warnings": self.warnings,
+        }

@@ -1,0 +1,763 @@
+"""VGG Image Annotator (VIA) JSON: read every version users have, write VIA 2.
+
+Read: VIA 1.x exports, VIA 2.x exports and projects, VIA 3.x projects
+(``detect_format`` names which). Write: VIA 2.x exports and projects that the
+VIA 2 application opens again. x/y become row/col here and nowhere else.
+Facts about the format: ``docs/formats.md``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import geometry
+from .model import (
+    FALLBACK_CLASS,
+    SOURCES,
+    Dataset,
+    FormatError,
+    ImageRecord,
+    Region,
+)
+from .report import ImportReport
+
+#: Region attributes tried, in order, for the class when none is configured.
+CLASS_ATTRIBUTE_CANDIDATES = ("class", "type", "anomaly", "label")
+#: File attribute that stores the "checked: no anomaly" flag.
+NO_ANOMALY_ATTRIBUTE = "no_anomaly"
+#: VIA 2 data format version we write.
+VIA2_VERSION = "2.0.10"
+
+_TRUE_STRINGS = {"true", "yes", "1", "y", "checked"}
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """How shapes and attributes become regions.
+
+    Parameters
+    ----------
+    class_attribute
+        Region attribute holding the class; ``None`` picks the first present of
+        :data:`CLASS_ATTRIBUTE_CANDIDATES`, else the only attribute, else
+        :data:`~napari_bioanomaly.core.model.FALLBACK_CLASS`.
+    polyline_width
+        Width in pixels of the thin polygon made from a polyline.
+    point_radius
+        Import points as discs of this radius; ``None`` reports and skips them.
+    """
+
+    class_attribute: str | None = None
+    polyline_width: float = 3.0
+    point_radius: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.polyline_width > 0:
+            raise ValueError(f"polyline width must be > 0, got {self.polyline_width}")
+        if self.point_radius is not None and not self.point_radius > 0:
+            raise ValueError(f"point radius must be > 0, got {self.point_radius}")
+
+
+class _EntryError(ValueError):
+    """A malformed region or image entry: reported, skipped, the rest goes on."""
+
+
+# --------------------------------------------------------------------------- detection
+
+
+def _looks_like_via_image(value: Any) -> bool:
+    return isinstance(value, dict) and ("filename" in value or "regions" in value)
+
+
+def detect_format(data: Any) -> str | None:
+    """Name the annotation format of parsed JSON, or ``None`` when it is not ours.
+
+    Returns one of ``via1-export``, ``via2-export``, ``via2-project``,
+    ``via3-project``, ``coco``.
+    """
+    if not isinstance(data, dict):
+        return None
+    if "_via_img_metadata" in data:
+        return "via2-project"
+    if isinstance(data.get("project"), dict) and "metadata" in data and "file" in data:
+        return "via3-project"
+    if isinstance(data.get("images"), list) and isinstance(data.get("annotations"), list):
+        return "coco"
+    entries = [v for v in data.values() if _looks_like_via_image(v)]
+    if not entries:
+        return None
+    as_object = sum(isinstance(v.get("regions"), dict) for v in entries)
+    return "via1-export" if as_object > len(entries) / 2 else "via2-export"
+
+
+# --------------------------------------------------------------------------- values
+
+
+def _num(value: Any, what: str) -> float:
+    """A finite number from a JSON value (numbers written as strings accepted)."""
+    if isinstance(value, bool):
+        raise _EntryError(f"{what} is a boolean, expected a number")
+    if isinstance(value, (int, float)):
+        out = float(value)
+    elif isinstance(value, str):
+        try:
+            out = float(value.strip())
+        except ValueError:
+            raise _EntryError(f"{what} is not a number: {value!r}") from None
+    else:
+        raise _EntryError(f"{what} is not a number: {type(value).__name__}")
+    if not math.isfinite(out):
+        raise _EntryError(f"{what} is not finite: {value!r}")
+    return out
+
+
+def _nums(values: Any, what: str) -> np.ndarray:
+    if not isinstance(values, list):
+        raise _EntryError(f"{what} is not a list")
+    if values and all(type(v) in (int, float) for v in values):
+        arr = np.asarray(values, dtype=np.float64)
+        if not np.isfinite(arr).all():
+            raise _EntryError(f"{what} holds a non-finite number")
+        return arr
+    return np.array([_num(v, f"{what}[{i}]") for i, v in enumerate(values)], dtype=np.float64)
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(bool(v) for v in value.values())
+    if isinstance(value, str):
+        return value.strip().lower() in _TRUE_STRINGS
+    return bool(value)
+
+
+def _attr_text(value: Any) -> str:
+    """A class label from an attribute value (text, option id, or checkbox object)."""
+    if isinstance(value, dict):
+        return "+".join(str(k) for k, v in value.items() if v)
+    if isinstance(value, list):
+        return "+".join(str(v) for v in value)
+    if value is None:
+        return ""
+    return str(value).strip()
+
+
+# --------------------------------------------------------------------------- parser
+
+
+class _Parser:
+    """Shared state of one import: options, report, and the dataset being built."""
+
+    def __init__(self, options: ImportOptions, report: ImportReport) -> None:
+        self.options = options
+        self.report = report
+        self.images: dict[str, ImageRecord] = {}
+        self.class_sources: dict[str, int] = {}
+
+    # ---- images
+
+    def image(self, filename: Any, key: str, size: Any = -1) -> ImageRecord | None:
+        from .fileio import normalise_filename
+
+        if not isinstance(filename, str) or not filename.strip():
+            self.report.add("image", "entry has no 'filename'; its regions are skipped", key)
+            return None
+        name = normalise_filename(filename)
+        try:
+            nbytes = int(_num(size, "size")) if size not in (None, "") else -1
+        except _EntryError:
+            self.report.add("image", f"size is not a number: {size!r}; using -1", name)
+            nbytes = -1
+        if name in self.images:
+            self.report.add(
+                "image", "file name appears in more than one entry; regions merged", name
+            )
+            return self.images[name]
+        record = ImageRecord(filename=name, size=nbytes)
+        self.images[name] = record
+        return record
+
+    def file_attributes(self, record: ImageRecord, attrs: Any) -> None:
+        if attrs in (None, [], ""):
+            return
+        if not isinstance(attrs, dict):
+            self.report.add("image", "file_attributes is not an object; ignored", record.filename)
+            return
+        attrs = dict(attrs)
+        if NO_ANOMALY_ATTRIBUTE in attrs:
+            record.no_anomaly = _truthy(attrs.pop(NO_ANOMALY_ATTRIBUTE))
+        record.file_attributes.update(attrs)
+
+    # ---- regions
+
+    def add_region(
+        self,
+        record: ImageRecord | None,
+        index: Any,
+        shape: str,
+        points: np.ndarray | None,
+        attributes: Any,
+    ) -> None:
+        """Count a region found in the file and import it if it has a polygon."""
+        if record is None:
+            return
+        image = record.filename
+        if points is None:
+            return
+        if attributes in (None, [], ""):
+            attributes = {}
+        if not isinstance(attributes, dict):
+            self.report.add("skipped", "region_attributes is not an object", image, index)
+            return
+        label, class_attr, rest, score, source = self.split_attributes(attributes, image, index)
+
+        def note(kind: str, message: str) -> None:
+            self.report.add(kind, message, image, index)
+
+        parts = geometry.clean_polygon(points, record.shape, note)
+        if not parts:
+            return
+        self.report.regions_imported += 1
+        for part in parts:
+            record.regions.append(Region(part, label, dict(rest), score, source, shape, class_attr))
+
+    def split_attributes(
+        self, attrs: dict[str, Any], image: str, index: Any
+    ) -> tuple[str, str | None, dict[str, Any], float | None, str]:
+        """Take the class, score and source out of region attributes."""
+        rest = dict(attrs)
+        score: float | None = None
+        if "score" in rest:
+            try:
+                score = _num(rest["score"], "score")
+                del rest["score"]
+            except _EntryError as exc:
+                self.report.add("class", f"{exc}; kept as an attribute", image, index)
+        source = "human"
+        if "source" in rest:
+            if rest["source"] in SOURCES:
+                source = rest.pop("source")
+            else:
+                self.report.add(
+                    "class",
+                    f"unknown source {rest['source']!r}; kept as an attribute",
+                    image,
+                    index,
+                )
+        key = self.class_key(rest)
+        if key is None:
+            return FALLBACK_CLASS, None, rest, score, source
+        label = _attr_text(rest.pop(key))
+        if not label:
+            self.report.add(
+                "class", f"empty class in attribute {key!r}; using {FALLBACK_CLASS!r}", image, index
+            )
+            label = FALLBACK_CLASS
+        self.class_sources[key] = self.class_sources.get(key, 0) + 1
+        return label, key, rest, score, source
+
+    def class_key(self, attrs: Mapping[str, Any]) -> str | None:
+        wanted = self.options.class_attribute
+        if wanted is not None:
+            return wanted if wanted in attrs else None
+        for name in CLASS_ATTRIBUTE_CANDIDATES:
+            if name in attrs:
+                return name
+        lowered = {k.lower(): k for k in attrs}
+        for name in CLASS_ATTRIBUTE_CANDIDATES:
+            if name in lowered:
+                return lowered[name]
+        if len(attrs) == 1:
+            return next(iter(attrs))
+        return None
+
+    # ---- shapes
+
+    def shape_points(self, sa: Any, image: str | None, index: Any) -> tuple[str, np.ndarray | None]:
+        """Polygon vertices (row, col) of VIA 1/2 ``shape_attributes``."""
+        report = self.report
+        if not isinstance(sa, dict):
+            report.shapes["missing"] += 1
+            report.add("skipped", "shape_attributes missing or not an object", image, index)
+            return "missing", None
+        name = sa.get("name")
+        shape = name if isinstance(name, str) else "missing"
+        report.shapes[shape] += 1
+        try:
+            return shape, self._points(shape, sa)
+        except _EntryError as exc:
+            report.add("skipped", f"{shape}: {exc}", image, index)
+        except KeyError as exc:
+            report.add("skipped", f"{shape}: field {exc.args[0]!r} missing", image, index)
+        return shape, None
+
+    def _points(self, shape: str, sa: dict[str, Any]) -> np.ndarray | None:
+        if shape in ("polygon", "polyline"):
+            xs = _nums(sa["all_points_x"], "all_points_x")
+            ys = _nums(sa["all_points_y"], "all_points_y")
+            if len(xs) != len(ys):
+                raise _EntryError(f"{len(xs)} x coordinates but {len(ys)} y coordinates")
+            return self._path(shape, np.column_stack([ys, xs]))
+        if shape == "rect":
+            x, y = _num(sa["x"], "x"), _num(sa["y"], "y")
+            w, h = _num(sa["width"], "width"), _num(sa["height"], "height")
+            return geometry.rect_polygon(y, x, h, w)
+        if shape == "circle":
+            return self._round(
+                shape, _num(sa["cy"], "cy"), _num(sa["cx"], "cx"), _num(sa["r"], "r")
+            )
+        if shape == "ellipse":
+            theta = _num(sa.get("theta", 0.0), "theta")
+            return self._round(
+                shape,
+                _num(sa["cy"], "cy"),
+                _num(sa["cx"], "cx"),
+                _num(sa["rx"], "rx"),
+                _num(sa["ry"], "ry"),
+                theta,
+            )
+        if shape == "point":
+            return self._point(_num(sa["cy"], "cy"), _num(sa["cx"], "cx"))
+        raise _EntryError("unknown shape")
+
+    def _path(self, shape: str, pts: np.ndarray) -> np.ndarray:
+        """Polygon from polygon/polyline vertices (row, col)."""
+        if shape == "polyline":
+            if len(pts) < 2:
+                raise _EntryError(f"polyline with {len(pts)} vertex")
+            pts = geometry.drop_repeats(pts)
+            if len(pts) < 2:
+                raise _EntryError("polyline of one repeated vertex")
+            self._converted(shape, f"buffered to {self.options.polyline_width:g} px wide")
+            return geometry.polyline_polygon(pts, self.options.polyline_width)
+        if len(pts) >= 4 and np.array_equal(pts[0], pts[-1]):
+            self.report.add("closed", "closing vertex removed", *self._where)
+            pts = pts[:-1]
+        return pts
+
+    def _round(
+        self,
+        shape: str,
+        row: float,
+        col: float,
+        r1: float,
+        r2: float | None = None,
+        theta: float = 0.0,
+    ) -> np.ndarray:
+        """Circle (``r2`` None) or ellipse with x radius ``r1`` and y radius ``r2``."""
+        if r2 is None:
+            if r1 <= 0:
+                raise _EntryError(f"radius {r1:g} is not positive")
+            self._converted(shape, "converted to a polygon")
+            return geometry.circle_polygon(row, col, r1)
+        if r1 <= 0 or r2 <= 0:
+            raise _EntryError(f"radii {r1:g}, {r2:g} are not positive")
+        self._converted(shape, "converted to a polygon")
+        return geometry.ellipse_polygon(row, col, r2, r1, theta)
+
+    def _point(self, row: float, col: float) -> np.ndarray | None:
+        radius = self.options.point_radius
+        if radius is None:
+            self.report.add(
+                "skipped", "point skipped (import points as discs to keep them)", *self._where
+            )
+            return None
+        self._converted("point", f"imported as a disc of radius {radius:g} px")
+        return geometry.circle_polygon(row, col, radius)
+
+    def _converted(self, shape: str, how: str) -> None:
+        self.report.add("converted", f"{shape} {how}", *self._where)
+
+    # Location of the region being parsed, for notes from the shape helpers.
+    _where: tuple[str | None, Any] = (None, None)
+
+    def region_v12(self, record: ImageRecord | None, index: Any, entry: Any) -> None:
+        image = record.filename if record else None
+        self.report.regions_found += 1
+        if not isinstance(entry, dict):
+            self.report.shapes["missing"] += 1
+            self.report.add("skipped", "region is not an object", image, index)
+            return
+        self._where = (image, index)
+        shape, points = self.shape_points(entry.get("shape_attributes"), image, index)
+        self.add_region(record, index, shape, points, entry.get("region_attributes", {}))
+
+    def dataset(self, order: Iterable[str] | None = None) -> Dataset:
+        images = list(self.images.values())
+        ds = Dataset(images=images)
+        if self.class_sources:
+            ds.class_attribute = max(self.class_sources, key=self.class_sources.__getitem__)
+        elif self.options.class_attribute:
+            ds.class_attribute = self.options.class_attribute
+        self.report.images = len(images)
+        return ds
+
+
+# --------------------------------------------------------------------------- VIA 1 and 2
+
+
+def _parse_via12(data: dict[str, Any], parser: _Parser, keys: Iterable[str] | None = None) -> None:
+    report = parser.report
+    for key in keys if keys is not None else data:
+        entry = data[key]
+        if not isinstance(entry, dict):
+            report.add("image", "image entry is not an object; skipped", str(key))
+            continue
+        record = parser.image(entry.get("filename"), str(key), entry.get("size", -1))
+        if record is not None:
+            parser.file_attributes(record, entry.get("file_attributes"))
+        regions = entry.get("regions", [])
+        if isinstance(regions, dict):
+            items: Iterable[tuple[Any, Any]] = regions.items()
+        elif isinstance(regions, list):
+            items = enumerate(regions)
+        else:
+            report.add("image", "'regions' is neither a list nor an object; none read", str(key))
+            continue
+        for index, region in items:
+            parser.region_v12(record, index, region)
+
+
+def _project_order(data: dict[str, Any], report: ImportReport) -> list[str]:
+    meta = data["_via_img_metadata"]
+    order = data.get("_via_image_id_list")
+    if not isinstance(order, list):
+        return list(meta)
+    keys = []
+    seen: set[str] = set()
+    for key in order:
+        if not isinstance(key, str) or key not in meta:
+            report.add(
+                "image", "listed in _via_image_id_list but has no metadata; skipped", str(key)
+            )
+        elif key not in seen:
+            seen.add(key)
+            keys.append(key)
+    keys.extend(k for k in meta if k not in seen)
+    return keys
+
+
+def _project_classes(attrs: Any, class_attribute: str) -> list[str]:
+    """Class option ids of a VIA 2 dropdown/radio/checkbox class attribute definition."""
+    try:
+        options = attrs["region"][class_attribute]["options"]
+    except (KeyError, TypeError):
+        return []
+    return [str(k) for k in options] if isinstance(options, dict) else []
+
+
+# --------------------------------------------------------------------------- VIA 3
+
+_V3_SHAPES = {
+    1: "point",
+    2: "rect",
+    3: "circle",
+    4: "ellipse",
+    5: "line",
+    6: "polyline",
+    7: "polygon",
+    8: "extreme_rect",
+    9: "extreme_circle",
+}
+
+
+def _parse_via3(data: dict[str, Any], parser: _Parser) -> None:
+    report = parser.report
+    project = data.get("project", {})
+    report.version = str(project.get("data_format_version", "")) or None
+    files = data.get("file") if isinstance(data.get("file"), dict) else {}
+    views = data.get("view") if isinstance(data.get("view"), dict) else {}
+    attrs = data.get("attribute") if isinstance(data.get("attribute"), dict) else {}
+    metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+
+    def attr_name(aid: Any) -> str:
+        a = attrs.get(str(aid))
+        return str(a.get("aname", aid)) if isinstance(a, dict) else str(aid)
+
+    def attr_value(aid: Any, value: Any) -> Any:
+        """Option ids become option labels (VIA 3 ids are auto numbers)."""
+        a = attrs.get(str(aid))
+        options = a.get("options") if isinstance(a, dict) else None
+        if isinstance(options, dict) and isinstance(value, str):
+            parts = [options.get(v, v) for v in value.split(",")] if value else []
+            return ",".join(str(p) for p in parts)
+        return value
+
+    def named(av: Any) -> dict[str, Any]:
+        if not isinstance(av, dict):
+            return {}
+        return {attr_name(k): attr_value(k, v) for k, v in av.items()}
+
+    vid_list = project.get("vid_list")
+    vids = [str(v) for v in vid_list] if isinstance(vid_list, list) else list(views)
+    records: dict[str, ImageRecord | None] = {}
+    for vid in vids:
+        view = views.get(vid)
+        fids = view.get("fid_list") if isinstance(view, dict) else None
+        if not fids:
+            report.add("image", "view has no file", f"view {vid}")
+            records[vid] = None
+            continue
+        f = files.get(str(fids[0]))
+        if not isinstance(f, dict):
+            report.add("image", f"file {fids[0]!r} of the view is not defined", f"view {vid}")
+            records[vid] = None
+            continue
+        if f.get("type", 2) not in (2, "2"):
+            report.add("image", "file is not an image (video/audio); skipped", str(f.get("fname")))
+            records[vid] = None
+            continue
+        records[vid] = parser.image(f.get("fname"), f"view {vid}")
+
+    for mid, entry in metadata.items():
+        if not isinstance(entry, dict):
+            report.regions_found += 1
+            report.shapes["missing"] += 1
+            report.add("skipped", "metadata entry is not an object", None, mid)
+            continue
+        vid = str(entry.get("vid"))
+        record = records.get(vid)
+        image = record.filename if record else f"view {vid}"
+        z, xy = entry.get("z") or [], entry.get("xy") or []
+        if not z and not xy:
+            if record is not None:
+                parser.file_attributes(record, named(entry.get("av")))
+            continue
+        report.regions_found += 1
+        if z:
+            report.shapes["temporal"] += 1
+            report.add("skipped", "temporal segment (z = time), not an image region", image, mid)
+            continue
+        if vid not in records:
+            report.shapes["missing"] += 1
+            report.add("skipped", f"region refers to unknown view {vid!r}", image, mid)
+            continue
+        parser._where = (image, mid)
+        shape, points = _v3_points(xy, parser, image, mid)
+        parser.add_region(record, mid, shape, points, named(entry.get("av")))
+
+
+def _v3_points(xy: Any, parser: _Parser, image: str, index: Any) -> tuple[str, np.ndarray | None]:
+    report = parser.report
+    if not isinstance(xy, list) or not xy:
+        report.shapes["missing"] += 1
+        report.add("skipped", "xy is not a list", image, index)
+        return "missing", None
+    try:
+        sid = int(_num(xy[0], "shape id"))
+    except _EntryError as exc:
+        report.shapes["missing"] += 1
+        report.add("skipped", str(exc), image, index)
+        return "missing", None
+    shape = _V3_SHAPES.get(sid, f"shape-{sid}")
+    report.shapes[shape] += 1
+    try:
+        v = _nums(xy[1:], "xy")
+        need = {1: 2, 2: 4, 3: 3, 4: 4, 5: 4}.get(sid)
+        if need is not None and len(v) < need:
+            raise _EntryError(f"{len(v)} coordinates, {need} needed")
+        if sid not in _V3_SHAPES:
+            raise _EntryError("unknown shape")
+        if sid == 1:
+            return shape, parser._point(v[1], v[0])
+        if sid == 2:
+            return shape, geometry.rect_polygon(v[1], v[0], v[3], v[2])
+        if sid == 3:
+            return shape, parser._round(shape, v[1], v[0], v[2])
+        if sid == 4:
+            return shape, parser._round(shape, v[1], v[0], v[2], v[3])
+        if len(v) % 2:
+            raise _EntryError(f"odd number of coordinates ({len(v)})")
+        pts = np.column_stack([v[1::2], v[0::2]])
+        if sid in (5, 6):
+            return shape, parser._path("polyline", pts)
+        if sid == 7:
+            return shape, parser._path("polygon", pts)
+        if sid == 8:
+            parser._converted(shape, "converted to its bounding rectangle")
+            lo, hi = pts.min(axis=0), pts.max(axis=0)
+            return shape, geometry.rect_polygon(lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1])
+        row, col, radius = geometry.circle_through(pts)
+        return shape, parser._round(shape, row, col, radius)
+    except _EntryError as exc:
+        report.add("skipped", f"{shape}: {exc}", image, index)
+        return shape, None
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def read_via(
+    data: Any, file: str = "", options: ImportOptions | None = None
+) -> tuple[Dataset, ImportReport]:
+    """Build a :class:`Dataset` from parsed VIA JSON of any version.
+
+    Malformed entries are reported in the :class:`ImportReport` and skipped;
+    only data that is not VIA at all raises.
+
+    Raises
+    ------
+    FormatError
+        When ``data`` is not a VIA file.
+    """
+    options = options or ImportOptions()
+    fmt = detect_format(data)
+    if fmt is None or fmt == "coco":
+        raise FormatError(f"{file or 'data'}: not a VIA annotation file")
+    report = ImportReport(file=file, format=fmt)
+    parser = _Parser(options, report)
+    if fmt == "via3-project":
+        _parse_via3(data, parser)
+        return parser.dataset(), report
+    if fmt == "via2-project":
+        meta = data["_via_img_metadata"]
+        if not isinstance(meta, dict):
+            raise FormatError(f"{file}: _via_img_metadata is not an object")
+        version = data.get("_via_data_format_version")
+        report.version = str(version) if version is not None else None
+        _parse_via12(meta, parser, _project_order(data, report))
+        ds = parser.dataset()
+        attrs = data.get("_via_attributes")
+        if isinstance(attrs, dict):
+            ds.attribute_definitions = copy.deepcopy(attrs)
+            ds.classes = _project_classes(attrs, ds.class_attribute)
+        if isinstance(data.get("_via_settings"), dict):
+            ds.settings = copy.deepcopy(data["_via_settings"])
+        return ds, report
+    _parse_via12(data, parser)
+    return parser.dataset(), report
+
+
+def _coords(values: np.ndarray) -> list[float]:
+    return np.round(values, 3).tolist()
+
+
+def _region_attributes(region: Region, class_attribute: str) -> dict[str, Any]:
+    attrs: dict[str, Any] = {region.class_attribute or class_attribute: region.label}
+    attrs.update(region.attributes)
+    if region.score is not None:
+        attrs["score"] = repr(float(region.score))
+    if region.source != "human":
+        attrs["source"] = region.source
+    return attrs
+
+
+def _unique_keys(dataset: Dataset) -> list[str]:
+    keys: list[str] = []
+    seen: set[str] = set()
+    for im in dataset.images:
+        key, n = im.via_key, 1
+        while key in seen:
+            n += 1
+            key = f"{im.via_key}#{n}"
+        seen.add(key)
+        keys.append(key)
+    return keys
+
+
+def to_via_export(dataset: Dataset) -> dict[str, Any]:
+    """The VIA 2 "annotations export" mapping of a dataset (regions as lists)."""
+    out: dict[str, Any] = {}
+    for key, im in zip(_unique_keys(dataset), dataset.images):
+        file_attrs = dict(im.file_attributes)
+        if im.no_anomaly:
+            file_attrs[NO_ANOMALY_ATTRIBUTE] = "true"
+        out[key] = {
+            "filename": im.filename,
+            "size": im.size,
+            "regions": [
+                {
+                    "shape_attributes": {
+                        "name": "polygon",
+                        "all_points_x": _coords(r.polygon[:, 1]),
+                        "all_points_y": _coords(r.polygon[:, 0]),
+                    },
+                    "region_attributes": _region_attributes(r, dataset.class_attribute),
+                }
+                for r in im.regions
+            ],
+            "file_attributes": file_attrs,
+        }
+    return out
+
+
+def _default_settings(class_attribute: str) -> dict[str, Any]:
+    return {
+        "ui": {
+            "annotation_editor_height": 25,
+            "annotation_editor_fontsize": 0.8,
+            "leftsidebar_width": 18,
+            "image_grid": {
+                "img_height": 80,
+                "rshape_fill": "none",
+                "rshape_fill_opacity": 0.3,
+                "rshape_stroke": "yellow",
+                "rshape_stroke_width": 2,
+                "show_region_shape": True,
+                "show_image_policy": "all",
+            },
+            "image": {
+                "region_label": class_attribute,
+                "region_color": class_attribute,
+                "region_label_font": "10px Sans",
+                "on_image_annotation_editor_placement": "NEAR_REGION",
+            },
+        },
+        "core": {"buffer_size": 18, "filepath": {}, "default_filepath": ""},
+        "project": {"name": "napari-bioanomaly"},
+    }
+
+
+def via_attribute_definitions(dataset: Dataset) -> dict[str, Any]:
+    """``_via_attributes`` with the class attribute as a dropdown of the classes."""
+    attrs = copy.deepcopy(dataset.attribute_definitions) or {}
+    region = attrs.setdefault("region", {})
+    file = attrs.setdefault("file", {})
+    if not isinstance(region, dict) or not isinstance(file, dict):
+        attrs["region"], attrs["file"] = region, file = {}, {}
+    class_names = dataset.class_names()
+    keys = {r.class_attribute or dataset.class_attribute for r in dataset.regions}
+    keys.add(dataset.class_attribute)
+    for key in sorted(keys):
+        old = region.get(key) if isinstance(region.get(key), dict) else {}
+        options = dict(old.get("options") or {}) if old.get("type") in ("dropdown", "radio") else {}
+        for name in class_names:
+            options.setdefault(name, name)
+        default = class_names[0] if class_names else FALLBACK_CLASS
+        region[key] = {
+            "type": "dropdown",
+            "description": old.get("description") or "Anomaly class",
+            "options": options,
+            "default_options": old.get("default_options") or {default: True},
+        }
+    used = {k for r in dataset.regions for k in r.attributes}
+    if any(r.score is not None for r in dataset.regions):
+        used.add("score")
+    if any(r.source != "human" for r in dataset.regions):
+        used.add("source")
+    for key in sorted(used - set(region)):
+        region[key] = {"type": "text", "description": "", "default_value": ""}
+    file_used = {k for im in dataset.images for k in im.file_attributes}
+    if any(im.no_anomaly for im in dataset.images):
+        file_used.add(NO_ANOMALY_ATTRIBUTE)
+    for key in sorted(file_used - set(file)):
+        file[key] = {"type": "text", "description": "", "default_value": ""}
+    return attrs
+
+
+def to_via_project(dataset: Dataset) -> dict[str, Any]:
+    """A VIA 2.0.10 project: settings, metadata, attribute definitions, image order."""
+    meta = to_via_export(dataset)
+    return {
+        "_via_settings": copy.deepcopy(dataset.settings)
+        or _default_settings(dataset.class_attribute),
+        "_via_img_metadata": meta,
+        "_via_attributes": via_attribute_definitions(dataset),
+        "_via_data_format_version": VIA2_VERSION,
+        "_via_image_id_list": list(meta),
+    }

@@ -162,8 +162,11 @@ def shapes_layer(
             columns["attributes"].append(json.dumps(region.attributes, ensure_ascii=False))
             columns["class_attribute"].append(region.class_attribute or "")
     classes = dataset.class_names() or [FALLBACK_CLASS]
-    colormap = class_colormap(classes)
-    face = {k: v + "40" for k, v in colormap.items()}  # same hue, 25% opaque
+    # napari's Shapes maps the sorted unique feature values onto the colour
+    # cycle in order, so a cycle in sorted class order gives each class its colour.
+    present = sorted(set(columns["class"]))
+    edge_cycle = [class_color(c) for c in present] + _EXTRA_COLORS
+    face_cycle = [c + "40" for c in edge_cycle]  # same hue, 25% opaque
     tag = {
         "role": role,
         "root": str(dataset.root) if dataset.root else None,
@@ -182,9 +185,9 @@ def shapes_layer(
             "class_attribute": "",
         },
         "edge_color": "class",
-        "edge_color_cycle": {"colormap": colormap, "fallback_color": _EXTRA_COLORS},
+        "edge_color_cycle": edge_cycle,
         "face_color": "class",
-        "face_color_cycle": {"colormap": face, "fallback_color": [c + "40" for c in _EXTRA_COLORS]},
+        "face_color_cycle": face_cycle,
         "edge_width": 2,
         "text": {"string": "{class}", "visible": show_text, "color": "white", "size": 9},
         "ndim": 3 if stacked else 2,
@@ -268,7 +271,7 @@ def dataset_from_shapes(
         verts = np.asarray(verts, dtype=np.float64)
         if shape_types[i] in ("line",) or len(verts) < 3:
             continue
-        plane = int(round(float(verts[0, -3]))) if verts.shape[1] >= 3 else None
+        plane = round(float(verts[0, -3])) if verts.shape[1] >= 3 else None
         if plane is not None and 0 <= plane < tagged:
             image = dataset.images[plane]
         elif plane is None and tagged == 1:

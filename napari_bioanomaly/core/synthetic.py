@@ -186,7 +186,7 @@ def write_sample(out_dir: str | Path, config: SampleConfig = SampleConfig()) -> 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dataset, images = generate(config)
-    for record, img in zip(dataset.images, images):
+    for record, img in zip(dataset.images, images, strict=True):
         path = out / record.filename
         if config.bit_depth == 16:
             tifffile.imwrite(path, np.round(img * 4095).astype(np.uint16), compression="zlib")

@@ -663,7 +663,7 @@ def _unique_keys(dataset: Dataset) -> list[str]:
 def to_via_export(dataset: Dataset) -> dict[str, Any]:
     """The VIA 2 "annotations export" mapping of a dataset (regions as lists)."""
     out: dict[str, Any] = {}
-    for key, im in zip(_unique_keys(dataset), dataset.images):
+    for key, im in zip(_unique_keys(dataset), dataset.images, strict=True):
         file_attrs = dict(im.file_attributes)
         if im.no_anomaly:
             file_attrs[NO_ANOMALY_ATTRIBUTE] = "true"

@@ -1,0 +1,40 @@
+"""Shared fixtures: small synthetic datasets and the real VIA files in ../shared."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from napari_bioanomaly.core.synthetic import SampleConfig, write_sample
+
+SHARED_VIA = Path(__file__).resolve().parents[2] / "shared" / "data" / "via"
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A written sample dataset: 6 images of 128 px (do not modify; copy first)."""
+    out = tmp_path_factory.mktemp("sample")
+    write_sample(out, SampleConfig(n_images=6, size=128, seed=3))
+    return out
+
+
+@pytest.fixture
+def write_json(tmp_path: Path):
+    """Write an object as JSON into tmp_path and return the path."""
+
+    def write(obj, name: str = "ann.json") -> Path:
+        path = tmp_path / name
+        path.write_text(json.dumps(obj), encoding="utf-8")
+        return path
+
+    return write
+
+
+def shared_file(name: str) -> Path:
+    """A file of ../shared/data/via, or skip when the shared folder is absent."""
+    path = SHARED_VIA / name
+    if not path.is_file():
+        pytest.skip(f"{path} not present (../shared is not checked out beside the project)")
+    return path

@@ -1,0 +1,168 @@
+"""VIA and COCO export, and round trips VIA <-> model <-> COCO that lose nothing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_bioanomaly.core import annotations, coco, via
+from napari_bioanomaly.core.model import Dataset, ImageRecord, Region
+from tests.conftest import shared_file
+
+
+def rich_dataset() -> Dataset:
+    sq = np.array([[10.0, 10.0], [10.0, 30.5], [25.25, 30.5], [25.25, 10.0]])
+    tri = np.array([[40.0, 40.0], [60.0, 45.0], [50.0, 70.125]])
+    return Dataset(
+        images=[
+            ImageRecord(
+                "b/one.tif",
+                shape=(100, 120),
+                size=1234,
+                file_attributes={"cell_line": "HeLa", "note": 'quoted "x" £'},
+                regions=[
+                    Region(sq, "dust", {"comment": "near edge", "flags": {"blur": True}}),
+                    Region(tri, "scratch", score=0.8125, source="model"),
+                ],
+            ),
+            ImageRecord("a/two.tif", shape=(100, 120), file_attributes={"cell_line": "A549"}),
+            ImageRecord(
+                "c.tif",
+                shape=(80, 90),
+                no_anomaly=True,
+                regions=[Region(tri, "hair", source="model-accepted", class_attribute="type")],
+            ),
+        ],
+        classes=["dust", "scratch", "hair", "unused"],
+    )
+
+
+def assert_same(a: Dataset, b: Dataset, *, attributes: bool = True) -> None:
+    assert [im.filename for im in a.images] == [im.filename for im in b.images]
+    for ia, ib in zip(a.images, b.images, strict=True):
+        assert ia.no_anomaly == ib.no_anomaly
+        assert ia.file_attributes == ib.file_attributes
+        assert len(ia.regions) == len(ib.regions)
+        for ra, rb in zip(ia.regions, ib.regions, strict=True):
+            np.testing.assert_allclose(ra.polygon, rb.polygon, atol=5e-4)
+            assert (ra.label, ra.score, ra.source) == (rb.label, rb.score, rb.source)
+            if attributes:
+                assert ra.attributes == rb.attributes
+
+
+def test_via_export_round_trip_loses_nothing():
+    ds = rich_dataset()
+    back, report = via.read_via(json.loads(json.dumps(via.to_via_export(ds))))
+    assert report.format == "via2-export" and not report.issues
+    assert_same(ds, back)
+    assert back.images[2].regions[0].class_attribute == "type"
+    assert back.images[0].size == 1234
+
+
+def test_via_project_round_trip_and_attribute_definitions():
+    ds = rich_dataset()
+    project = via.to_via_project(ds)
+    assert project["_via_data_format_version"] == "2.0.10"
+    assert project["_via_image_id_list"] == list(project["_via_img_metadata"])
+    cls = project["_via_attributes"]["region"]["class"]
+    assert cls["type"] == "dropdown"
+    assert list(cls["options"]) == ["dust", "scratch", "hair", "unused"]
+    assert project["_via_attributes"]["region"]["type"]["type"] == "dropdown"
+    assert "cell_line" in project["_via_attributes"]["file"]
+    back, report = via.read_via(json.loads(json.dumps(project)))
+    assert report.format == "via2-project" and not report.issues
+    assert_same(ds, back)
+    assert back.classes == ["dust", "scratch", "hair", "unused"]
+    again = via.to_via_project(back)
+    assert again == project
+
+
+def test_via_export_regions_are_open_polygons_in_xy():
+    ds = rich_dataset()
+    region = via.to_via_export(ds)["b/one.tif1234"]["regions"][0]
+    shape = region["shape_attributes"]
+    assert shape["name"] == "polygon"
+    assert shape["all_points_x"] == [10.0, 30.5, 30.5, 10.0]
+    assert shape["all_points_y"] == [10.0, 10.0, 25.25, 25.25]
+    assert region["region_attributes"]["class"] == "dust"
+
+
+@pytest.mark.parametrize("name", ["via1_all_shapes.json", "via2_demo_export.json"])
+def test_shared_files_survive_via_round_trip(name):
+    ds, _ = annotations.load(shared_file(name), read_images=False)
+    back, report = via.read_via(json.loads(json.dumps(via.to_via_project(ds))))
+    assert not report.issues
+    assert_same(ds, back)
+
+
+def test_coco_export_loads_in_pycocotools_with_true_areas(tmp_path):
+    pycoco = pytest.importorskip("pycocotools.coco")
+    ds = rich_dataset()
+    path = tmp_path / "coco.json"
+    written, warnings = annotations.save(ds, path, "coco")
+    assert written == [path] and warnings == []
+    api = pycoco.COCO(str(path))
+    assert len(api.getImgIds()) == 3 and len(api.getAnnIds()) == 3
+    assert [c["name"] for c in api.loadCats(api.getCatIds())] == ["dust", "scratch", "hair", "unused"]
+    ann = api.loadAnns(api.getAnnIds(imgIds=[1]))[0]
+    assert ann["area"] == pytest.approx(20.5 * 15.25)  # the polygon's area, not its bbox's
+    assert ann["iscrowd"] == 0
+    assert ann["bbox"] == [10.0, 10.0, 20.5, 15.25]
+    tri = api.loadAnns(api.getAnnIds(imgIds=[1]))[1]
+    assert tri["area"] < tri["bbox"][2] * tri["bbox"][3] / 2 + 1
+    mask = api.annToMask(ann)
+    assert mask.shape == (100, 120)
+    assert abs(int(mask.sum()) - 20.5 * 15.25) < 40
+
+
+def test_coco_round_trip_keeps_polygons_classes_and_attributes():
+    ds = rich_dataset()
+    data, _ = coco.to_coco(ds)
+    back, report = coco.read_coco(json.loads(json.dumps(data)))
+    assert report.format == "coco" and not report.issues
+    assert report.regions_found == report.regions_imported == 3
+    assert_same(ds, back)
+    assert back.images[0].shape == (100, 120)
+    assert back.classes == ["dust", "scratch", "hair", "unused"]
+
+
+def test_via_to_coco_to_via_round_trip(tmp_path):
+    ds = rich_dataset()
+    annotations.save(ds, tmp_path / "a.json", "via-project")
+    first, _ = annotations.load(tmp_path / "a.json", read_images=False)
+    annotations.save(first, tmp_path / "b.json", "coco")
+    second, _ = annotations.load(tmp_path / "b.json", read_images=False)
+    annotations.save(second, tmp_path / "c.json", "via")
+    third, _ = annotations.load(tmp_path / "c.json", read_images=False)
+    assert_same(ds, third)
+
+
+def test_coco_import_reports_rle_bbox_and_bad_references():
+    data = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 50, "height": 40}],
+        "categories": [{"id": 7, "name": "dust"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 7, "bbox": [5, 6, 10, 4]},
+            {"id": 2, "image_id": 1, "category_id": 7, "segmentation": {"counts": "abc"}},
+            {"id": 3, "image_id": 9, "category_id": 7, "segmentation": [[0, 0, 5, 0, 5, 5]]},
+            {"id": 4, "image_id": 1, "category_id": 8, "segmentation": [[0, 0, 5, 0, 5, 5]]},
+            {"id": 5, "image_id": 1, "category_id": 7, "segmentation": [[0, 0, 5, 0, 5]]},
+            {"id": 6, "image_id": 1, "category_id": 7, "segmentation": [[0, 0, 5, 0, 5, 5], [20, 20, 30, 20, 30, 30]]},
+        ],
+    }
+    ds, report = coco.read_coco(data, "c.json")
+    assert report.regions_found == 6 and report.regions_imported == 2
+    assert [r.bbox for r in ds.regions] == [(6, 5, 10, 15), (0, 0, 5, 5), (20, 20, 30, 30)]
+    text = "\n".join(report.warnings)
+    for expected in ("region 2: RLE", "unknown image id 9", "unknown category id 8", "odd number"):
+        assert expected in text
+
+
+def test_coco_export_of_missing_image_warns_and_uses_region_extent():
+    ds = rich_dataset()
+    ds.images[0].shape = None
+    data, warnings = coco.to_coco(ds)
+    assert data["images"][0]["width"] == 71 and data["images"][0]["height"] == 60
+    assert "size unknown" in warnings[0]

@@ -1,0 +1,75 @@
+"""Rasterisation, repair and clipping, and the label-mask export."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_bioanomaly.core import annotations, geometry
+from napari_bioanomaly.core.model import Dataset, ImageRecord, Region
+
+
+def square(r0, c0, r1, c1):
+    return np.array([[r0, c0], [r0, c1], [r1, c1], [r1, c0]], dtype=float)
+
+
+def test_square_rasterises_to_exactly_its_pixels():
+    mask = geometry.polygon_to_mask(square(1, 2, 3, 5), (6, 8))
+    expected = np.zeros((6, 8), bool)
+    expected[1:3, 2:5] = True
+    np.testing.assert_array_equal(mask, expected)
+
+
+def test_bowtie_is_repaired_into_two_triangles():
+    notes = []
+    parts = geometry.clean_polygon(
+        np.array([[0, 0], [10, 10], [0, 10], [10, 0]], float), note=lambda k, m: notes.append(k)
+    )
+    assert len(parts) == 2
+    assert sum(geometry.polygon_area(p) for p in parts) == pytest.approx(50)
+    assert notes == ["repaired", "split"]
+
+
+def test_clipping_and_fully_outside():
+    notes = []
+    (part,) = geometry.clean_polygon(square(-5, -5, 5, 5), (20, 20), lambda k, m: notes.append(k))
+    assert geometry.polygon_area(part) == pytest.approx(25)
+    assert notes == ["clipped"]
+    assert geometry.clean_polygon(square(30, 30, 40, 40), (20, 20)) == []
+
+
+def test_circle_through_three_points():
+    r, c, radius = geometry.circle_through(np.array([[0, 10], [10, 0], [0, -10]], float))
+    assert (r, c, radius) == pytest.approx((0, 0, 10))
+
+
+def test_label_masks_and_class_table(tmp_path):
+    ds = Dataset(
+        images=[
+            ImageRecord(
+                "sub/a.png",
+                shape=(10, 12),
+                regions=[
+                    Region(square(0, 0, 4, 4), "dust"),
+                    Region(square(2, 2, 6, 6), "hair", score=0.5, source="model"),
+                ],
+            ),
+            ImageRecord("b.png", shape=None, regions=[Region(square(0, 0, 1, 1), "dust")]),
+        ]
+    )
+    written, warnings = annotations.save(ds, tmp_path / "masks", "masks")
+    assert [p.name for p in written] == ["a_labels.tif", "labels.csv"]
+    labels = tifffile.imread(tmp_path / "masks" / "sub" / "a_labels.tif")
+    assert labels.dtype == np.uint16 and labels.shape == (10, 12)
+    assert (labels == 1).sum() == 16 - 4 and (labels == 2).sum() == 16
+    assert any("4 pixels covered by several regions" in w for w in warnings)
+    assert any("'b.png': size unknown" in w for w in warnings)
+    rows = list(csv.DictReader(open(tmp_path / "masks" / "labels.csv")))
+    assert [(r["label"], r["class"], r["class_id"], r["area_px"]) for r in rows] == [
+        ("1", "dust", "1", "12"),
+        ("2", "hair", "2", "16"),
+    ]
+    assert rows[1]["score"] == "0.5" and rows[1]["source"] == "model"

@@ -53,7 +53,7 @@ def to_coco(dataset: Dataset) -> tuple[dict[str, Any], list[str]]:
             }
         )
         for r in im.regions:
-            xy = np.round(r.polygon[:, ::-1], 3)
+            xy = geometry.drop_repeats(np.round(r.polygon, 3))[:, ::-1]
             r0, c0, r1, c1 = r.bbox
             ann: dict[str, Any] = {
                 "id": len(annotations) + 1,

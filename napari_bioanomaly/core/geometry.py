@@ -112,9 +112,13 @@ def drop_repeats(points: np.ndarray) -> np.ndarray:
     pts = np.asarray(points, dtype=np.float64)
     if len(pts) < 2:
         return pts
-    keep = np.any(pts != np.roll(pts, 1, axis=0), axis=1)
-    keep[0] = True
-    return pts[keep] if keep.sum() > 1 else pts[:1]
+    keep = np.ones(len(pts), dtype=bool)
+    keep[1:] = np.any(pts[1:] != pts[:-1], axis=1)
+    pts = pts[keep]
+    end = len(pts)
+    while end > 1 and np.array_equal(pts[end - 1], pts[0]):
+        end -= 1
+    return pts[:end]
 
 
 def clean_polygon(

@@ -633,8 +633,9 @@ def read_via(
     return parser.dataset(), report
 
 
-def _coords(values: np.ndarray) -> list[float]:
-    return np.round(values, 3).tolist()
+def _rounded(polygon: np.ndarray) -> np.ndarray:
+    """Vertices rounded to VIA's 3 decimals, without repeats that rounding creates."""
+    return geometry.drop_repeats(np.round(polygon, 3))
 
 
 def _region_attributes(region: Region, class_attribute: str) -> dict[str, Any]:
@@ -674,12 +675,13 @@ def to_via_export(dataset: Dataset) -> dict[str, Any]:
                 {
                     "shape_attributes": {
                         "name": "polygon",
-                        "all_points_x": _coords(r.polygon[:, 1]),
-                        "all_points_y": _coords(r.polygon[:, 0]),
+                        "all_points_x": xy[:, 1].tolist(),
+                        "all_points_y": xy[:, 0].tolist(),
                     },
                     "region_attributes": _region_attributes(r, dataset.class_attribute),
                 }
                 for r in im.regions
+                for xy in (_rounded(r.polygon),)
             ],
             "file_attributes": file_attrs,
         }

@@ -1,0 +1,123 @@
+"""The command line, run as a user would: a real subprocess for the entry point, main() for speed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from napari_bioanomaly.cli import main
+from tests.conftest import shared_file
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "images", "regions", "imported"),
+    [
+        ("via1_all_shapes.json", "via1-export", 3, 12, 7),
+        ("via2_demo_export.json", "via2-export", 2, 4, 4),
+    ],
+)
+def test_inspect_json_counts_for_shared_files(capsys, name, fmt, images, regions, imported):
+    code, out, _ = run(capsys, "inspect", shared_file(name), "--json")
+    assert code == 0
+    info = json.loads(out)
+    for key in ("format", "images", "regions", "imported", "shapes", "classes", "warnings"):
+        assert key in info
+    assert (info["format"], info["images"], info["regions"], info["imported"]) == (
+        fmt,
+        images,
+        regions,
+        imported,
+    )
+    assert sum(info["shapes"].values()) == regions
+
+
+def test_inspect_text_lists_warnings(capsys):
+    code, out, _ = run(capsys, "inspect", shared_file("via1_all_shapes.json"), "--no-images")
+    assert code == 0
+    assert "format:   via1-export" in out
+    assert "regions:  12 in the file, 7 imported" in out
+    assert "point skipped" in out
+
+
+def test_inspect_points_as_discs(capsys):
+    path = shared_file("via1_all_shapes.json")
+    _, out, _ = run(capsys, "inspect", path, "--json", "--no-images", "--points-as-discs", "3")
+    assert json.loads(out)["imported"] == 12
+
+
+def test_errors_are_one_line_and_exit_2(capsys, tmp_path):
+    not_json = tmp_path / "x.json"
+    not_json.write_text("this is not json")
+    other = tmp_path / "other.json"
+    other.write_text('{"type": "FeatureCollection", "features": []}')
+    cases = [
+        (["inspect", tmp_path / "missing.json"], "missing.json: file not found"),
+        (["inspect", not_json], "x.json: malformed JSON at line 1"),
+        (["inspect", other], "other.json: neither VIA"),
+        (["convert", other, "--to", "coco", tmp_path / "o.json"], "neither VIA"),
+        (["inspect", not_json, "--polyline-width", "0"], "polyline width must be > 0"),
+        (["sample", tmp_path / "s", "--size", "10"], "at least 64 px"),
+    ]
+    for argv, message in cases:
+        code, out, err = run(capsys, *argv)
+        assert code == 2, argv
+        assert message in err
+        assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_convert_every_format_and_read_back(capsys, sample_dir, tmp_path):
+    for fmt, out in [
+        ("via", tmp_path / "v.json"),
+        ("via-project", tmp_path / "p.json"),
+        ("coco", tmp_path / "c.json"),
+    ]:
+        code, stdout, _ = run(capsys, "convert", sample_dir / "annotations.json", "--to", fmt, out)
+        assert code == 0 and "6 images" in stdout
+        code, stdout, _ = run(capsys, "inspect", out, "--json", "--images", sample_dir)
+        info = json.loads(stdout)
+        assert info["images"] == 6 and info["warnings"] == []
+    code, stdout, _ = run(capsys, "convert", sample_dir, "--to", "masks", tmp_path / "masks")
+    assert code == 0
+    assert len(list((tmp_path / "masks").glob("*_labels.tif"))) == 6
+    assert (tmp_path / "masks" / "labels.csv").is_file()
+
+
+def test_convert_overwrite_keeps_backup(capsys, sample_dir, tmp_path):
+    out = tmp_path / "v.json"
+    out.write_text('{"precious": true}')
+    code, _, _ = run(capsys, "convert", sample_dir / "annotations.json", "--to", "via", out)
+    assert code == 0
+    assert json.loads((tmp_path / "v.json.bak").read_text()) == {"precious": True}
+
+
+def test_console_script_entry_point_sample_and_inspect(tmp_path):
+    exe = [sys.executable, "-m", "napari_bioanomaly.cli"]
+    done = subprocess.run(
+        [*exe, "sample", tmp_path / "s", "--images", "5", "--size", "64", "--seed", "2"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "wrote 5 images" in done.stdout
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [
+        "annotations.json",
+        *[f"img_{i:03d}.tif" for i in range(5)],
+    ]
+    done = subprocess.run(
+        [*exe, "inspect", tmp_path / "s" / "annotations.json", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    info = json.loads(done.stdout)
+    assert info["format"] == "via2-project" and info["images"] == 5
+    assert info["checked_no_anomaly"] == 1

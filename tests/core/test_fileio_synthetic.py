@@ -1,0 +1,118 @@
+"""Atomic writes with backups, safe paths, image reading, and the synthetic sample."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_bioanomaly.core import annotations, geometry
+from napari_bioanomaly.core.fileio import atomic_write, resolve_image, write_json
+from napari_bioanomaly.core.images import ImageReadError, image_shape, percentile_range, read_image
+from napari_bioanomaly.core.model import BioAnomalyError
+from napari_bioanomaly.core.synthetic import SampleConfig, generate
+
+
+def test_atomic_write_keeps_a_backup_and_survives_a_failing_writer(tmp_path):
+    path = tmp_path / "ann.json"
+    write_json(path, {"v": 1})
+    write_json(path, {"v": 2})
+    assert json.loads(path.read_text()) == {"v": 2}
+    assert json.loads((tmp_path / "ann.json.bak").read_text()) == {"v": 1}
+
+    def broken(fh):
+        fh.write(b'{"v": 3, "half')
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(path, broken)
+    assert json.loads(path.read_text()) == {"v": 2}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ann.json", "ann.json.bak"]
+
+
+def test_write_json_refuses_nan_and_leaves_the_file(tmp_path):
+    path = tmp_path / "a.json"
+    write_json(path, {"ok": True})
+    with pytest.raises(ValueError):
+        write_json(path, {"x": float("nan")})
+    assert json.loads(path.read_text()) == {"ok": True}
+
+
+def test_resolve_image_stays_inside_the_root(tmp_path):
+    assert resolve_image(tmp_path, "sub/a.png") == (tmp_path / "sub" / "a.png").resolve()
+    assert resolve_image(tmp_path, "C:/lab/data/b.png") == (tmp_path / "b.png").resolve()
+    assert resolve_image(tmp_path, "http://x.org/img/c.jpg") == (tmp_path / "c.jpg").resolve()
+    for bad in ("../a.png", "sub/../../a.png"):
+        with pytest.raises(BioAnomalyError, match="outside the dataset folder"):
+            resolve_image(tmp_path, bad)
+
+
+def test_corrupt_and_missing_images_name_the_file(tmp_path):
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"II*\x00garbage")
+    with pytest.raises(ImageReadError, match=r"bad.tif: cannot read image"):
+        read_image(bad)
+    with pytest.raises(ImageReadError, match=r"bad.tif: cannot read image header"):
+        image_shape(bad)
+    with pytest.raises(ImageReadError, match="gone.png: image file not found"):
+        read_image(tmp_path / "gone.png")
+
+
+def test_image_formats_and_percentiles(tmp_path):
+    import imageio.v3 as iio
+    import tifffile
+
+    img16 = (np.arange(200 * 300).reshape(200, 300) % 4096).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "a.tif", img16)
+    rgb = np.zeros((20, 30, 3), np.uint8)
+    iio.imwrite(tmp_path / "b.png", rgb)
+    assert read_image(tmp_path / "a.tif").dtype == np.uint16
+    assert image_shape(tmp_path / "a.tif") == (200, 300)
+    assert read_image(tmp_path / "b.png").shape == (20, 30, 3)
+    assert image_shape(tmp_path / "b.png") == (20, 30)
+    lo, hi = percentile_range(img16)
+    assert lo == pytest.approx(np.percentile(img16, 0.1), abs=5)
+    assert hi == pytest.approx(np.percentile(img16, 99.9), abs=5)
+
+
+def test_sample_is_deterministic_and_has_normal_images_and_cell_lines():
+    a, imgs_a = generate(SampleConfig(n_images=10, size=96, seed=5))
+    b, imgs_b = generate(SampleConfig(n_images=10, size=96, seed=5))
+    c, _ = generate(SampleConfig(n_images=10, size=96, seed=6))
+    for x, y in zip(imgs_a, imgs_b, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert [len(im.regions) for im in a.images] == [len(im.regions) for im in b.images]
+    assert any(
+        not np.array_equal(ra.polygon, rc.polygon)
+        for ra, rc in zip(a.regions, c.regions, strict=False)
+    )
+    normal = [im for im in a.images if not im.regions]
+    assert len(normal) == 2 and all(im.no_anomaly for im in normal)
+    assert {im.file_attributes["cell_line"] for im in a.images} == {"HeLa", "U2OS", "A549"}
+    assert set(a.class_counts()) <= {"dark spot", "scratch", "bacterial colony", "hair", "dust"}
+
+
+def test_sample_polygons_are_where_the_anomalies_are_drawn():
+    ds, images = generate(SampleConfig(n_images=8, size=128, seed=1, normal_fraction=0))
+    darker = 0
+    checked = 0
+    for im, img in zip(ds.images, images, strict=True):
+        for region in im.regions:
+            if region.label == "scratch":
+                continue  # scratches are drawn brighter
+            mask = geometry.polygon_to_mask(region.polygon, img.shape)
+            ring = geometry.polygon_to_mask(region.polygon, img.shape)
+            from scipy import ndimage
+
+            ring = ndimage.binary_dilation(mask, iterations=4) & ~mask
+            checked += 1
+            darker += img[mask].mean() < img[ring].mean() - 0.05
+    assert checked > 5 and darker == checked
+
+
+def test_written_sample_loads_with_sizes_and_no_issues(sample_dir):
+    dataset, report = annotations.load(sample_dir / "annotations.json")
+    assert report.format == "via2-project" and not report.issues
+    assert len(dataset.images) == 6 and all(im.shape == (128, 128) for im in dataset.images)
+    assert read_image(sample_dir / dataset.images[0].filename).dtype == np.uint16

@@ -1,0 +1,126 @@
+"""The plugin in a real napari viewer (Qt + OpenGL under Xvfb): readers, writer, sample data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_bioanomaly import _reader
+from napari_bioanomaly.core import annotations
+
+PLUGIN = "napari-bioanomaly"
+
+
+def tag(layer):
+    return layer.metadata["bioanomaly"]
+
+
+def test_readers_decline_what_is_not_theirs(tmp_path, sample_dir):
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"type": "FeatureCollection", "features": []}))
+    broken = tmp_path / "broken.json"
+    broken.write_text("{nope")
+    (tmp_path / "empty").mkdir()
+    assert _reader.get_annotation_reader(str(other)) is None
+    assert _reader.get_annotation_reader(str(broken)) is None
+    assert _reader.get_annotation_reader(str(sample_dir / "img_000.tif")) is None
+    assert _reader.get_annotation_reader([str(other), str(broken)]) is None
+    assert _reader.get_folder_reader(str(tmp_path / "empty")) is None
+    assert _reader.get_annotation_reader(str(sample_dir / "annotations.json")) is not None
+    assert _reader.get_folder_reader(str(sample_dir)) is not None
+
+
+def test_open_annotation_file_gives_lazy_images_and_tagged_shapes(make_napari_viewer, sample_dir):
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(sample_dir / "annotations.json"), plugin=PLUGIN)
+    images, shapes = layers
+    dataset, _ = annotations.load(sample_dir / "annotations.json")
+    assert images.data.shape == (6, 128, 128)
+    assert type(images.data).__module__.startswith("dask")
+    assert tag(images)["role"] == "images"
+    assert tag(shapes)["role"] == "ground-truth"
+    assert len(shapes.data) == len(dataset.regions)
+    assert list(shapes.features["class"]) == [r.label for r in dataset.regions]
+    # first region: plane index, then the model's row/col shifted onto napari's pixel centres
+    first_plane = next(i for i, im in enumerate(dataset.images) if im.regions)
+    region = dataset.images[first_plane].regions[0]
+    np.testing.assert_allclose(shapes.data[0][:, 0], first_plane)
+    np.testing.assert_allclose(shapes.data[0][:, 1:], region.polygon - 0.5)
+    # each class has its own colour
+    colours = {
+        c: tuple(np.round(e, 3))
+        for c, e in zip(shapes.features["class"], shapes.edge_color, strict=True)
+    }
+    assert len(set(colours.values())) == len(colours)
+
+
+def test_folder_reader_and_missing_images_are_reported(make_napari_viewer, sample_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "ds"
+    shutil.copytree(sample_dir, folder)
+    (folder / "img_001.tif").unlink()
+    (folder / "img_002.tif").write_bytes(b"corrupt")
+    viewer = make_napari_viewer()
+    with pytest.warns(UserWarning, match=r"img_001.tif: image file not found"):
+        images, shapes = viewer.open(str(folder), plugin=PLUGIN)
+    assert images.data.shape == (6, 128, 128)
+    assert not np.asarray(images.data[1]).any()  # a missing image shows as an empty plane
+    assert np.asarray(images.data[0]).any()
+
+
+def test_writer_round_trip_with_an_edit(make_napari_viewer, sample_dir, tmp_path):
+    viewer = make_napari_viewer()
+    _, shapes = viewer.open(str(sample_dir / "annotations.json"), plugin=PLUGIN)
+    before, _ = annotations.load(sample_dir / "annotations.json")
+    shapes.feature_defaults["class"] = "hair"
+    new = np.array([[3, 10.5, 10.5], [3, 10.5, 30.5], [3, 20.5, 30.5], [3, 20.5, 10.5]])
+    shapes.add_polygons([new])
+    out = tmp_path / "saved.json"
+    written = shapes.save(str(out), plugin=PLUGIN)
+    assert written == [str(out)]
+    after, report = annotations.load(out, images_dir=sample_dir)
+    assert not report.issues
+    assert [im.filename for im in after.images] == [im.filename for im in before.images]
+    assert [im.file_attributes for im in after.images] == [im.file_attributes for im in before.images]
+    assert len(after.regions) == len(before.regions) + 1
+    added = after.images[3].regions[-1]
+    assert added.label == "hair" and added.source == "human"
+    np.testing.assert_allclose(added.polygon, new[:, 1:] + 0.5)
+    assert added.area == pytest.approx(200)
+
+
+def test_writer_for_a_plain_2d_shapes_layer(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    layer = viewer.add_shapes(
+        [np.array([[0, 0], [0, 9], [9, 9], [9, 0]], float) - 0.5],
+        shape_type="polygon",
+        name="my drawing",
+    )
+    out = tmp_path / "plain.json"
+    layer.save(str(out), plugin=PLUGIN)
+    ds, _ = annotations.load(out, read_images=False)
+    assert [im.filename for im in ds.images] == ["my drawing.png"]
+    assert ds.regions[0].area == pytest.approx(81) and ds.regions[0].label == "anomaly"
+
+
+def test_sample_data_and_screenshot(make_napari_viewer, monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    viewer = make_napari_viewer(show=True)
+    layers = viewer.open_sample(PLUGIN, "brightfield")
+    images, shapes = layers
+    assert images.data.shape == (12, 512, 512)
+    assert len(shapes.data) > 10
+    assert set(shapes.features["class"]) <= {
+        "dark spot",
+        "scratch",
+        "bacterial colony",
+        "hair",
+        "dust",
+    }
+    written = list((tmp_path / "napari-bioanomaly").glob("sample-*/annotations.json"))
+    assert len(written) == 1
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    assert shot.ndim == 3 and shot[..., :3].std() > 5  # a real picture, not a blank canvas

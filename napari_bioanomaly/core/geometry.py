@@ -112,13 +112,13 @@ def drop_repeats(points: np.ndarray) -> np.ndarray:
     pts = np.asarray(points, dtype=np.float64)
     if len(pts) < 2:
         return pts
-    keep = np.ones(len(pts), dtype=bool)
-    keep[1:] = np.any(pts[1:] != pts[:-1], axis=1)
-    pts = pts[keep]
+    same = (pts[1:] == pts[:-1]).all(axis=1)
+    if same.any():
+        pts = pts[np.concatenate(([True], ~same))]
     end = len(pts)
-    while end > 1 and np.array_equal(pts[end - 1], pts[0]):
+    while end > 1 and (pts[end - 1] == pts[0]).all():
         end -= 1
-    return pts[:end]
+    return pts[:end] if end < len(pts) else pts
 
 
 def clean_polygon(
@@ -144,9 +144,9 @@ def clean_polygon(
     if len(pts) < 3:
         note("skipped", f"degenerate polygon: {len(pts)} distinct vertices")
         return []
-    poly = Polygon(pts)
-    if poly.is_valid:
-        if poly.area <= 0:
+    poly = shapely.polygons(pts)
+    if shapely.is_valid(poly):
+        if shapely.area(poly) <= 0:
             note("skipped", "degenerate polygon: zero area")
             return []
         parts = [poly]

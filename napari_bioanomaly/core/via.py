@@ -120,12 +120,17 @@ def _num(value: Any, what: str) -> float:
 def _nums(values: Any, what: str) -> np.ndarray:
     if not isinstance(values, list):
         raise _EntryError(f"{what} is not a list")
-    if values and all(type(v) in (int, float) for v in values):
-        arr = np.asarray(values, dtype=np.float64)
-        if not np.isfinite(arr).all():
-            raise _EntryError(f"{what} holds a non-finite number")
-        return arr
-    return np.array([_num(v, f"{what}[{i}]") for i, v in enumerate(values)], dtype=np.float64)
+    try:  # fast path: numbers (or numeric strings) converted by numpy in C
+        arr = np.array(values, dtype=np.float64)
+        if arr.ndim == 1 and np.isfinite(arr).all() and bool not in map(type, values):
+            return arr
+    except (ValueError, TypeError, OverflowError):
+        pass
+    # slow path, for a message naming the first bad value
+    out = np.array([_num(v, f"{what}[{i}]") for i, v in enumerate(values)], dtype=np.float64)
+    if out.ndim != 1:  # pragma: no cover - _num rejects lists already
+        raise _EntryError(f"{what} is not a list of numbers")
+    return out
 
 
 def _truthy(value: Any) -> bool:

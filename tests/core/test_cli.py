@@ -1,4 +1,4 @@
-"""The command line, run as a user would: a real subprocess for the entry point, main() for speed."""
+"""The command line as a user runs it: a subprocess for the entry point, main() for speed."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def test_errors_are_one_line_and_exit_2(capsys, tmp_path):
         (["sample", tmp_path / "s", "--size", "10"], "at least 64 px"),
     ]
     for argv, message in cases:
-        code, out, err = run(capsys, *argv)
+        code, _out, err = run(capsys, *argv)
         assert code == 2, argv
         assert message in err
         assert err.count("\n") == 1 and "Traceback" not in err

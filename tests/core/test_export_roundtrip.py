@@ -105,7 +105,12 @@ def test_coco_export_loads_in_pycocotools_with_true_areas(tmp_path):
     assert written == [path] and warnings == []
     api = pycoco.COCO(str(path))
     assert len(api.getImgIds()) == 3 and len(api.getAnnIds()) == 3
-    assert [c["name"] for c in api.loadCats(api.getCatIds())] == ["dust", "scratch", "hair", "unused"]
+    assert [c["name"] for c in api.loadCats(api.getCatIds())] == [
+        "dust",
+        "scratch",
+        "hair",
+        "unused",
+    ]
     ann = api.loadAnns(api.getAnnIds(imgIds=[1]))[0]
     assert ann["area"] == pytest.approx(20.5 * 15.25)  # the polygon's area, not its bbox's
     assert ann["iscrowd"] == 0
@@ -149,7 +154,12 @@ def test_coco_import_reports_rle_bbox_and_bad_references():
             {"id": 3, "image_id": 9, "category_id": 7, "segmentation": [[0, 0, 5, 0, 5, 5]]},
             {"id": 4, "image_id": 1, "category_id": 8, "segmentation": [[0, 0, 5, 0, 5, 5]]},
             {"id": 5, "image_id": 1, "category_id": 7, "segmentation": [[0, 0, 5, 0, 5]]},
-            {"id": 6, "image_id": 1, "category_id": 7, "segmentation": [[0, 0, 5, 0, 5, 5], [20, 20, 30, 20, 30, 30]]},
+            {
+                "id": 6,
+                "image_id": 1,
+                "category_id": 7,
+                "segmentation": [[0, 0, 5, 0, 5, 5], [20, 20, 30, 20, 30, 30]],
+            },
         ],
     }
     ds, report = coco.read_coco(data, "c.json")

@@ -55,7 +55,7 @@ def test_corrupt_and_missing_images_name_the_file(tmp_path):
         read_image(bad)
     with pytest.raises(ImageReadError, match=r"bad.tif: cannot read image header"):
         image_shape(bad)
-    with pytest.raises(ImageReadError, match="gone.png: image file not found"):
+    with pytest.raises(ImageReadError, match=r"gone\.png: image file not found"):
         read_image(tmp_path / "gone.png")
 
 

@@ -17,8 +17,9 @@ json_values = st.recursive(
     | st.integers(-(10**6), 10**6)
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(st.text(max_size=6), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=6), children, max_size=5)
+    ),
     max_leaves=25,
 )
 
@@ -36,11 +37,22 @@ BASE = {
                 "region_attributes": {"class": "dust"},
             },
             {
-                "shape_attributes": {"name": "ellipse", "cx": 5, "cy": 5, "rx": 3, "ry": 2, "theta": 1},
+                "shape_attributes": {
+                    "name": "ellipse",
+                    "cx": 5,
+                    "cy": 5,
+                    "rx": 3,
+                    "ry": 2,
+                    "theta": 1,
+                },
                 "region_attributes": {"type": {"hair": True}},
             },
             {
-                "shape_attributes": {"name": "polyline", "all_points_x": [0, 9], "all_points_y": [0, 9]},
+                "shape_attributes": {
+                    "name": "polyline",
+                    "all_points_x": [0, 9],
+                    "all_points_y": [0, 9],
+                },
                 "region_attributes": {},
             },
         ],
@@ -98,8 +110,6 @@ def test_random_json_never_crashes(data):
     load_is_clean(data)
 
 
-
-
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from([BASE, PROJECT]), st.data(), json_values)
 def test_mutated_via_files_never_crash(doc, data, value):
@@ -109,14 +119,14 @@ def test_mutated_via_files_never_crash(doc, data, value):
 
 
 @settings(max_examples=100, deadline=None)
-@given(
-    st.lists(
-        st.tuples(st.floats(-1e6, 1e6), st.floats(-1e6, 1e6)), min_size=0, max_size=12
-    )
-)
+@given(st.lists(st.tuples(st.floats(-1e6, 1e6), st.floats(-1e6, 1e6)), min_size=0, max_size=12))
 def test_random_polygons_are_repaired_or_reported(points):
-    doc = mutate(BASE, ("a.png-1", "regions", 0, "shape_attributes", "all_points_x"), [p[0] for p in points])
-    doc = mutate(doc, ("a.png-1", "regions", 0, "shape_attributes", "all_points_y"), [p[1] for p in points])
+    doc = mutate(
+        BASE, ("a.png-1", "regions", 0, "shape_attributes", "all_points_x"), [p[0] for p in points]
+    )
+    doc = mutate(
+        doc, ("a.png-1", "regions", 0, "shape_attributes", "all_points_y"), [p[1] for p in points]
+    )
     dataset, report = annotations.parse(doc)
     first = [i for i in report.issues if i.region == "0"]
     kept = [r for r in dataset.regions if r.label == "dust"]

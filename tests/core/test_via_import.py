@@ -66,7 +66,9 @@ def test_shared_via_files_import_with_readme_counts(name):
 
 def test_shared_via1_points_as_discs_imports_everything():
     path = shared_file("via1_all_shapes.json")
-    dataset, report = annotations.load(path, options=ImportOptions(point_radius=4), read_images=False)
+    dataset, report = annotations.load(
+        path, options=ImportOptions(point_radius=4), read_images=False
+    )
     assert report.regions_imported == 12
     discs = [r for r in dataset.regions if r.shape == "point"]
     assert len(discs) == 5
@@ -158,7 +160,9 @@ def test_via2_project_order_attributes_and_version():
 
 def test_via2_project_without_version_or_id_list():
     meta = via2_export([polygon(*SQUARE, type="hair")])
-    dataset, report = read_via({"_via_settings": {}, "_via_img_metadata": meta, "_via_attributes": {}})
+    dataset, report = read_via(
+        {"_via_settings": {}, "_via_img_metadata": meta, "_via_attributes": {}}
+    )
     assert report.format == "via2-project" and report.version is None
     assert dataset.regions[0].label == "hair"
 
@@ -190,7 +194,13 @@ def test_via3_project_regions_files_and_temporal_segments():
         },
         "view": {"1": {"fid_list": [1]}, "2": {"fid_list": ["2"]}},
         "metadata": {
-            "1_a": {"vid": "1", "flg": 0, "z": [], "xy": [7, 10, 30, 20, 30, 20, 40], "av": {"1": "1"}},
+            "1_a": {
+                "vid": "1",
+                "flg": 0,
+                "z": [],
+                "xy": [7, 10, 30, 20, 30, 20, 40],
+                "av": {"1": "1"},
+            },
             "1_b": {"vid": "1", "flg": 0, "z": [], "xy": [2, 0, 0, 10, 5], "av": {"1": "0"}},
             "1_c": {"vid": "1", "flg": 0, "z": [], "xy": [1, 5, 5], "av": {}},
             "1_d": {"vid": "1", "flg": 0, "z": [1.5, 3.0], "xy": [], "av": {}},
@@ -254,7 +264,9 @@ def test_rect_circle_ellipse_become_polygons_in_row_col():
 
 
 def test_polyline_width_is_configurable():
-    line = {"shape_attributes": {"name": "polyline", "all_points_x": [0, 100], "all_points_y": [50, 50]}}
+    line = {
+        "shape_attributes": {"name": "polyline", "all_points_x": [0, 100], "all_points_y": [50, 50]}
+    }
     thin, _ = read_via(via2_export([line]), options=ImportOptions(polyline_width=2))
     wide, _ = read_via(via2_export([line]), options=ImportOptions(polyline_width=8))
     # width x length, plus two round caps (at most a disc of that width)
@@ -338,7 +350,7 @@ def test_malformed_regions_are_reported_and_the_rest_loads():
 
 def test_non_via_json_gives_one_clear_error(write_json):
     path = write_json({"hello": "world"})
-    with pytest.raises(FormatError, match="neither VIA .* nor COCO"):
+    with pytest.raises(FormatError, match=r"neither VIA .* nor COCO"):
         annotations.load(path)
     bad = path.with_name("broken.json")
     bad.write_text('{"a": [1, 2', encoding="utf-8")

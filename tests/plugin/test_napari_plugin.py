@@ -65,7 +65,7 @@ def test_folder_reader_and_missing_images_are_reported(make_napari_viewer, sampl
     (folder / "img_002.tif").write_bytes(b"corrupt")
     viewer = make_napari_viewer()
     with pytest.warns(UserWarning, match=r"img_001.tif: image file not found"):
-        images, shapes = viewer.open(str(folder), plugin=PLUGIN)
+        images, _shapes = viewer.open(str(folder), plugin=PLUGIN)
     assert images.data.shape == (6, 128, 128)
     assert not np.asarray(images.data[1]).any()  # a missing image shows as an empty plane
     assert np.asarray(images.data[0]).any()
@@ -84,7 +84,9 @@ def test_writer_round_trip_with_an_edit(make_napari_viewer, sample_dir, tmp_path
     after, report = annotations.load(out, images_dir=sample_dir)
     assert not report.issues
     assert [im.filename for im in after.images] == [im.filename for im in before.images]
-    assert [im.file_attributes for im in after.images] == [im.file_attributes for im in before.images]
+    assert [im.file_attributes for im in after.images] == [
+        im.file_attributes for im in before.images
+    ]
     assert len(after.regions) == len(before.regions) + 1
     added = after.images[3].regions[-1]
     assert added.label == "hair" and added.source == "human"

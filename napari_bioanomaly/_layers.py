@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from .core.fileio import resolve_image
-from .core.images import ImageReadError, percentile_range, read_image
-from .core.model import FALLBACK_CLASS, Dataset, ImageRecord, Region
+from .core.images import percentile_range, read_image
+from .core.model import FALLBACK_CLASS, BioAnomalyError, Dataset, ImageRecord, Region
 
 LayerData = tuple[Any, dict[str, Any], str]
 
@@ -65,7 +65,7 @@ def class_colormap(classes: list[str]) -> dict[str, str]:
 def _read_or_none(root: Path, image: ImageRecord) -> np.ndarray | None:
     try:
         return read_image(resolve_image(root, image.filename))
-    except (ImageReadError, Exception):
+    except BioAnomalyError:  # missing, unreadable, or outside the root: already reported
         return None
 
 

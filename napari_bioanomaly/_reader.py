@@ -72,7 +72,12 @@ def get_folder_reader(path: Any) -> ReaderFunction | None:
 
 def dataset_layers(dataset: Dataset, report: ImportReport, source: Path | None) -> list[LayerData]:
     """Image stack and ground-truth Shapes layers of a dataset; warns a summary of issues."""
-    name = source.stem if source is not None else "dataset"
+    if source is None:
+        name = dataset.root.name if dataset.root else "dataset"
+    elif source.name in annotations.ANNOTATION_NAMES:
+        name = source.parent.name  # "annotations.json" says less than its folder's name
+    else:
+        name = source.stem
     layers: list[LayerData] = []
     img = image_layer(dataset, name=f"{name} images")
     if img is not None:

@@ -132,7 +132,10 @@ def cmd_gui(args: argparse.Namespace) -> int:
         viewer.open_sample("napari-bioanomaly", "brightfield")
     else:
         viewer.open(args.dataset, plugin="napari-bioanomaly")
+    viewer.reset_view()
     if args.screenshot:
+        viewer.window.resize(1400, 900)
+        viewer.reset_view()
         viewer.screenshot(args.screenshot, canvas_only=False, flash=False)
         print(f"screenshot saved to {args.screenshot}")
         viewer.close()

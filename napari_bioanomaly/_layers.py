@@ -206,6 +206,7 @@ def dataset_info(dataset: Dataset) -> dict[str, Any]:
                 "size": im.size,
                 "file_attributes": im.file_attributes,
                 "no_anomaly": im.no_anomaly,
+                "reviewed": im.reviewed,
             }
             for im in dataset.images
         ],
@@ -264,6 +265,7 @@ def dataset_from_shapes(
                 size=int(im.get("size", -1)),
                 file_attributes=dict(im.get("file_attributes") or {}),
                 no_anomaly=bool(im.get("no_anomaly", False)),
+                reviewed=bool(im.get("reviewed", False)),
             )
         )
     tagged = len(dataset.images)

@@ -85,11 +85,12 @@ def attach_images(dataset: Dataset, report: ImportReport | None = None) -> list[
                 image.filename,
             )
         image.shape = shape
-        _clip_regions(image, report)
+        clip_regions(image, report)
     return missing
 
 
-def _clip_regions(image: ImageRecord, report: ImportReport) -> None:
+def clip_regions(image: ImageRecord, report: ImportReport) -> None:
+    """Clip an image's regions to its known shape; report what changed."""
     rows, cols = image.shape or (0, 0)
     kept = []
     for index, region in enumerate(image.regions):

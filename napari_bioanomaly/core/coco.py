@@ -49,7 +49,11 @@ def to_coco(dataset: Dataset) -> tuple[dict[str, Any], list[str]]:
                 "file_name": im.filename,
                 "width": int(width),
                 "height": int(height),
-                EXTRA_KEY: {"file_attributes": im.file_attributes, "no_anomaly": im.no_anomaly},
+                EXTRA_KEY: {
+                    "file_attributes": im.file_attributes,
+                    "no_anomaly": im.no_anomaly,
+                    "reviewed": im.reviewed,
+                },
             }
         )
         for r in im.regions:
@@ -121,6 +125,7 @@ def read_coco(data: Any, file: str = "") -> tuple[Dataset, ImportReport]:
             extra.get("file_attributes") if isinstance(extra.get("file_attributes"), dict) else {}
         )
         rec = ImageRecord(name, shape, dict(attrs), bool(extra.get("no_anomaly", False)))
+        rec.reviewed = bool(extra.get("reviewed", False))
         records[entry["id"]] = by_name[name] = rec
     for i, ann in enumerate(data["annotations"]):
         report.regions_found += 1

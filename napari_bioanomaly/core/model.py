@@ -104,6 +104,8 @@ class ImageRecord:
         Image-level attributes, e.g. ``{"cell_line": "HeLa"}``.
     no_anomaly
         The annotator checked the image and found no anomaly.
+    reviewed
+        Someone reviewed this image's annotations (or predictions) and is done with it.
     regions
         The image's anomalies.
     size
@@ -116,6 +118,7 @@ class ImageRecord:
     no_anomaly: bool = False
     regions: list[Region] = field(default_factory=list)
     size: int = -1
+    reviewed: bool = False
 
     @property
     def via_key(self) -> str:

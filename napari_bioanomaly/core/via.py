@@ -31,6 +31,8 @@ from .report import ImportReport
 CLASS_ATTRIBUTE_CANDIDATES = ("class", "type", "anomaly", "label")
 #: File attribute that stores the "checked: no anomaly" flag.
 NO_ANOMALY_ATTRIBUTE = "no_anomaly"
+#: File attribute that stores the "reviewed" flag.
+REVIEWED_ATTRIBUTE = "reviewed"
 #: VIA 2 data format version we write.
 VIA2_VERSION = "2.0.10"
 
@@ -196,6 +198,8 @@ class _Parser:
         attrs = dict(attrs)
         if NO_ANOMALY_ATTRIBUTE in attrs:
             record.no_anomaly = _truthy(attrs.pop(NO_ANOMALY_ATTRIBUTE))
+        if REVIEWED_ATTRIBUTE in attrs:
+            record.reviewed = _truthy(attrs.pop(REVIEWED_ATTRIBUTE))
         record.file_attributes.update(attrs)
 
     # ---- regions
@@ -673,6 +677,8 @@ def to_via_export(dataset: Dataset) -> dict[str, Any]:
         file_attrs = dict(im.file_attributes)
         if im.no_anomaly:
             file_attrs[NO_ANOMALY_ATTRIBUTE] = "true"
+        if im.reviewed:
+            file_attrs[REVIEWED_ATTRIBUTE] = "true"
         out[key] = {
             "filename": im.filename,
             "size": im.size,
@@ -752,6 +758,8 @@ def via_attribute_definitions(dataset: Dataset) -> dict[str, Any]:
     file_used = {k for im in dataset.images for k in im.file_attributes}
     if any(im.no_anomaly for im in dataset.images):
         file_used.add(NO_ANOMALY_ATTRIBUTE)
+    if any(im.reviewed for im in dataset.images):
+        file_used.add(REVIEWED_ATTRIBUTE)
     for key in sorted(file_used - set(file)):
         file[key] = {"type": "text", "description": "", "default_value": ""}
     return attrs

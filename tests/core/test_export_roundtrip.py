@@ -27,7 +27,9 @@ def rich_dataset() -> Dataset:
                     Region(tri, "scratch", score=0.8125, source="model"),
                 ],
             ),
-            ImageRecord("a/two.tif", shape=(100, 120), file_attributes={"cell_line": "A549"}),
+            ImageRecord(
+                "a/two.tif", shape=(100, 120), file_attributes={"cell_line": "A549"}, reviewed=True
+            ),
             ImageRecord(
                 "c.tif",
                 shape=(80, 90),
@@ -42,7 +44,7 @@ def rich_dataset() -> Dataset:
 def assert_same(a: Dataset, b: Dataset, *, attributes: bool = True) -> None:
     assert [im.filename for im in a.images] == [im.filename for im in b.images]
     for ia, ib in zip(a.images, b.images, strict=True):
-        assert ia.no_anomaly == ib.no_anomaly
+        assert (ia.no_anomaly, ia.reviewed) == (ib.no_anomaly, ib.reviewed)
         assert ia.file_attributes == ib.file_attributes
         assert len(ia.regions) == len(ib.regions)
         for ra, rb in zip(ia.regions, ib.regions, strict=True):

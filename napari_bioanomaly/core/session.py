@@ -1,0 +1,369 @@
+"""An annotation session: one dataset, one current image, autosave that never loses work.
+
+The session is GUI-free: the napari glue (``_annotator.py``) feeds it the regions
+of the image on screen and asks it to save; the widget shows its state. It keeps
+
+- the dataset and the annotation file it came from (or will be saved to),
+- which image is current, remembered per annotation file in the user's config
+  folder so that reopening a dataset goes back to where the user was,
+- a fingerprint of the file as last read or written, so a file changed on disk
+  by another program is detected before it would be overwritten,
+- a stack of deleted regions for undo,
+- the problems found with images (missing, unreadable, outside the folder).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import annotations
+from .fileio import read_json, resolve_image, write_json
+from .images import read_image
+from .model import DEFAULT_CLASSES, BioAnomalyError, Dataset, ImageRecord, Region
+from .report import ImportReport
+from .via import ImportOptions
+
+STATUS_NOT_STARTED = "not started"
+STATUS_ANNOTATED = "annotated"
+STATUS_NO_ANOMALY = "checked: no anomaly"
+STATUS_REVIEWED = "reviewed"
+STATUS_MISSING = "missing"
+STATUSES = (
+    STATUS_NOT_STARTED,
+    STATUS_ANNOTATED,
+    STATUS_NO_ANOMALY,
+    STATUS_REVIEWED,
+    STATUS_MISSING,
+)
+
+
+class DiskChanged(BioAnomalyError):
+    """The annotation file was changed on disk by someone else since we read or wrote it."""
+
+
+def config_dir() -> Path:
+    """The user's napari-bioanomaly config folder (``$XDG_CONFIG_HOME`` or ``~/.config``)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "napari-bioanomaly"
+
+
+def _fingerprint(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+@dataclass
+class DeletedRegions:
+    """Regions deleted together from one image, for undo."""
+
+    image: str
+    regions: list[Region]
+
+
+@dataclass
+class AnnotationSession:
+    """State of annotating one dataset. Create with :meth:`open` or :meth:`new`."""
+
+    dataset: Dataset
+    path: Path
+    report: ImportReport = field(default_factory=ImportReport)
+    current: int = 0
+    dirty: bool = False
+    problems: dict[str, str] = field(default_factory=dict)
+    undo_stack: list[DeletedRegions] = field(default_factory=list)
+    _disk: tuple[int, int] | None = None
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(
+        cls, source: str | os.PathLike[str], options: ImportOptions | None = None
+    ) -> AnnotationSession:
+        """Open an annotation file, or a folder (its annotation file, or a new dataset).
+
+        Images found in a folder but not in its annotation file are added to the
+        dataset, not yet annotated. Image sizes are read lazily (when an image is
+        shown), so a dataset of thousands of images opens in about a second.
+        """
+        source = Path(source)
+        if source.is_dir():
+            ann = annotations.find_annotation_file(source)
+            if ann is None:
+                return cls.new(source)
+            root, path = source, ann
+        elif source.is_file():
+            root, path = source.parent, source
+        else:
+            raise BioAnomalyError(f"{source}: no such file or folder")
+        dataset, report = annotations.load(path, root, options, read_images=False)
+        if source.is_dir():
+            known = {im.filename for im in dataset.images}
+            for name in annotations.list_images(root):
+                if name not in known and not name.endswith("_labels.tif"):
+                    dataset.images.append(ImageRecord(name))
+        if not dataset.classes:
+            dataset.classes = list(dict.fromkeys([*DEFAULT_CLASSES, *dataset.class_names()]))
+        session = cls(dataset, path, report, _disk=_fingerprint(path))
+        session.check_images()
+        session.current = session._remembered_index()
+        return session
+
+    @classmethod
+    def new(
+        cls, folder: str | os.PathLike[str], name: str = "annotations.json"
+    ) -> AnnotationSession:
+        """A new dataset of every image in ``folder``; saved to ``folder/name`` on first change."""
+        folder = Path(folder)
+        names = annotations.list_images(folder)
+        if not names:
+            raise BioAnomalyError(f"{folder}: no images (TIFF, PNG, JPEG) in this folder")
+        path = folder / name
+        if path.exists():
+            raise BioAnomalyError(f"{path}: already exists; open it instead")
+        dataset = Dataset(
+            images=[ImageRecord(n) for n in names], root=folder, classes=list(DEFAULT_CLASSES)
+        )
+        session = cls(dataset, path, ImportReport(file=str(path), format="new"))
+        session.check_images()
+        return session
+
+    def check_images(self) -> None:
+        """Record images whose file is missing or outside the dataset folder (cheap: stat only)."""
+        root = self.dataset.root or self.path.parent
+        for im in self.dataset.images:
+            try:
+                if not resolve_image(root, im.filename).is_file():
+                    self.problems[im.filename] = "image file not found"
+            except BioAnomalyError as exc:
+                self.problems[im.filename] = str(exc)
+
+    # ------------------------------------------------------------------ images
+
+    @property
+    def image(self) -> ImageRecord:
+        return self.dataset.images[self.current]
+
+    def status(self, index: int) -> str:
+        """Status of image ``index`` for the image list."""
+        im = self.dataset.images[index]
+        if im.filename in self.problems:
+            return STATUS_MISSING
+        if im.reviewed:
+            return STATUS_REVIEWED
+        if im.no_anomaly:
+            return STATUS_NO_ANOMALY
+        if im.regions:
+            return STATUS_ANNOTATED
+        return STATUS_NOT_STARTED
+
+    def read_pixels(self, index: int) -> np.ndarray:
+        """Pixels of image ``index``; records its size and clips its regions to it.
+
+        Raises :class:`BioAnomalyError` (and records the problem) when the image
+        cannot be read.
+        """
+        im = self.dataset.images[index]
+        root = self.dataset.root or self.path.parent
+        try:
+            data = read_image(resolve_image(root, im.filename))
+        except BioAnomalyError as exc:
+            self.problems[im.filename] = str(exc)
+            raise
+        self.problems.pop(im.filename, None)
+        shape = (int(data.shape[0]), int(data.shape[1]))
+        if im.shape != shape:
+            before = len(self.report.issues)
+            if im.shape is not None:
+                self.report.add(
+                    "image",
+                    f"recorded size {im.shape[0]}x{im.shape[1]} differs from the file's "
+                    f"{shape[0]}x{shape[1]}; regions clipped to the file's",
+                    im.filename,
+                )
+            im.shape = shape
+            annotations.clip_regions(im, self.report)
+            if len(self.report.issues) > before:
+                self.dirty = True
+        return data
+
+    def go_to(self, index: int) -> None:
+        """Make image ``index`` current (the caller saves the previous one first)."""
+        if not 0 <= index < len(self.dataset.images):
+            raise IndexError(f"image index {index} out of range 0..{len(self.dataset.images) - 1}")
+        self.current = index
+        self._remember()
+
+    # ------------------------------------------------------------------ edits
+
+    def set_regions(self, regions: list[Region], index: int | None = None) -> bool:
+        """Replace an image's regions; returns whether anything changed."""
+        im = self.dataset.images[self.current if index is None else index]
+        if _same_regions(im.regions, regions):
+            return False
+        im.regions = list(regions)
+        if regions and im.no_anomaly:
+            im.no_anomaly = False
+        for r in regions:
+            if r.label not in self.dataset.classes:
+                self.dataset.classes.append(r.label)
+        self.dirty = True
+        return True
+
+    def set_flag(self, name: str, value: bool, index: int | None = None) -> None:
+        """Set ``no_anomaly`` or ``reviewed`` of an image."""
+        if name not in ("no_anomaly", "reviewed"):
+            raise ValueError(name)
+        im = self.dataset.images[self.current if index is None else index]
+        if getattr(im, name) != value:
+            setattr(im, name, value)
+            self.dirty = True
+
+    def set_file_attributes(self, attributes: dict[str, Any], index: int | None = None) -> None:
+        im = self.dataset.images[self.current if index is None else index]
+        if im.file_attributes != attributes:
+            im.file_attributes = dict(attributes)
+            self.dirty = True
+
+    def set_classes(self, classes: list[str]) -> None:
+        """Replace the class list (order kept); classes in use cannot be dropped."""
+        used = set(self.dataset.class_counts())
+        missing = sorted(used - set(classes))
+        if missing:
+            raise BioAnomalyError(f"classes still in use: {', '.join(missing)}")
+        if classes != self.dataset.classes:
+            self.dataset.classes = list(dict.fromkeys(classes))
+            self.dirty = True
+
+    def rename_class(self, old: str, new: str) -> None:
+        """Rename a class everywhere (regions of all images included)."""
+        new = new.strip()
+        if not new:
+            raise BioAnomalyError("a class name cannot be empty")
+        if new in self.dataset.classes and new != old:
+            raise BioAnomalyError(f"class {new!r} exists already")
+        self.dataset.classes = [new if c == old else c for c in self.dataset.classes]
+        for r in self.dataset.regions:
+            if r.label == old:
+                r.label = new
+        self.dirty = True
+
+    def push_deleted(self, regions: list[Region], index: int | None = None) -> None:
+        if regions:
+            im = self.dataset.images[self.current if index is None else index]
+            self.undo_stack.append(DeletedRegions(im.filename, list(regions)))
+            del self.undo_stack[:-100]
+
+    def pop_deleted(self) -> DeletedRegions | None:
+        """The last deleted regions (the caller puts them back on their image)."""
+        return self.undo_stack.pop() if self.undo_stack else None
+
+    # ------------------------------------------------------------------ saving
+
+    def disk_changed(self) -> bool:
+        """Whether the annotation file changed on disk since we last read or wrote it."""
+        return _fingerprint(self.path) != self._disk
+
+    def save(self, force: bool = False) -> Path | None:
+        """Write the dataset as a VIA 2 project (atomic, previous file kept as ``.bak``).
+
+        Does nothing when nothing changed. Raises :class:`DiskChanged` instead of
+        overwriting a file someone else changed, unless ``force`` (their version
+        is then the ``.bak``).
+        """
+        if not self.dirty and not force:
+            return None
+        if not force and self.disk_changed():
+            raise DiskChanged(
+                f"{self.path}: changed on disk by another program since it was opened; "
+                "reload it, or save over it (the other version is kept as .bak)"
+            )
+        annotations.save(self.dataset, self.path, "via-project")
+        self._disk = _fingerprint(self.path)
+        self.dirty = False
+        self._remember()
+        return self.path
+
+    def save_copy(self, path: str | os.PathLike[str]) -> Path:
+        """Write the dataset to another file (e.g. when the original changed on disk)."""
+        annotations.save(self.dataset, path, "via-project")
+        return Path(path)
+
+    def reload(self) -> None:
+        """Discard changes and read the annotation file again."""
+        dataset, report = annotations.load(self.path, self.dataset.root, read_images=False)
+        known = {im.filename: im for im in dataset.images}
+        for im in self.dataset.images:  # keep images not yet in the file (new dataset)
+            if im.filename not in known:
+                dataset.images.append(ImageRecord(im.filename, im.shape))
+        self.dataset, self.report = dataset, report
+        self._disk = _fingerprint(self.path)
+        self.dirty = False
+        self.undo_stack.clear()
+        self.current = min(self.current, len(dataset.images) - 1)
+
+    # ------------------------------------------------------------------ where the user was
+
+    @staticmethod
+    def _state_file() -> Path:
+        return config_dir() / "sessions.json"
+
+    def _remember(self) -> None:
+        """Store the current image for this annotation file (best effort, never fatal)."""
+        try:
+            state = read_json(self._state_file()) if self._state_file().exists() else {}
+            if not isinstance(state, dict):
+                state = {}
+            files = state.get("files") if isinstance(state.get("files"), dict) else {}
+            files[str(self.path.resolve())] = self.image.filename if self.dataset.images else None
+            state["files"] = dict(list(files.items())[-200:])
+            state["last"] = str(self.path.resolve())
+            write_json(self._state_file(), state, indent=1)
+        except (OSError, BioAnomalyError, ValueError):
+            pass
+
+    def _remembered_index(self) -> int:
+        try:
+            state = read_json(self._state_file())
+            name = state["files"][str(self.path.resolve())]
+        except (BioAnomalyError, KeyError, TypeError):
+            return 0
+        for i, im in enumerate(self.dataset.images):
+            if im.filename == name:
+                return i
+        return 0
+
+    @classmethod
+    def last_opened(cls) -> Path | None:
+        """The annotation file of the last session, if it still exists."""
+        try:
+            last = Path(read_json(cls._state_file())["last"])
+        except (BioAnomalyError, KeyError, TypeError):
+            return None
+        return last if last.is_file() else None
+
+
+def _same_regions(a: list[Region], b: list[Region]) -> bool:
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b, strict=True):
+        if (x.label, x.score, x.source, x.attributes) != (y.label, y.score, y.source, y.attributes):
+            return False
+        if x.polygon.shape != y.polygon.shape or not np.allclose(x.polygon, y.polygon, atol=1e-6):
+            return False
+    return True
+
+
+def summary(session: AnnotationSession) -> dict[str, Any]:
+    """Counts per status, for the widget's header and for tests."""
+    counts = {s: 0 for s in STATUSES}
+    for i in range(len(session.dataset.images)):
+        counts[session.status(i)] += 1
+    return counts

@@ -146,21 +146,15 @@ def shapes_layer(
     """
     stacked = len(dataset.images) > 1
     data: list[np.ndarray] = []
-    columns: dict[str, list[Any]] = {
-        k: [] for k in ("class", "source", "score", "image", "attributes", "class_attribute")
-    }
+    columns: dict[str, list[Any]] = {k: [] for k in FEATURE_DEFAULTS}
     for index, image in enumerate(dataset.images):
         for region in image.regions:
             verts = region.polygon + NAPARI_OFFSET
             if stacked:
                 verts = np.column_stack([np.full(len(verts), index, dtype=np.float64), verts])
             data.append(verts)
-            columns["class"].append(region.label)
-            columns["source"].append(region.source)
-            columns["score"].append(np.nan if region.score is None else float(region.score))
-            columns["image"].append(image.filename)
-            columns["attributes"].append(json.dumps(region.attributes, ensure_ascii=False))
-            columns["class_attribute"].append(region.class_attribute or "")
+            for k, v in region_row(region, image.filename).items():
+                columns[k].append(v)
     classes = dataset.class_names() or [FALLBACK_CLASS]
     # napari's Shapes maps the sorted unique feature values onto the colour
     # cycle in order, so a cycle in sorted class order gives each class its colour.
@@ -176,14 +170,7 @@ def shapes_layer(
         "name": name,
         "shape_type": "polygon",
         "features": columns,
-        "feature_defaults": {
-            "class": classes[0],
-            "source": "human",
-            "score": np.nan,
-            "image": "",
-            "attributes": "{}",
-            "class_attribute": "",
-        },
+        "feature_defaults": {**FEATURE_DEFAULTS, "class": classes[0]},
         "edge_color": "class",
         "edge_color_cycle": edge_cycle,
         "face_color": "class",
@@ -194,6 +181,76 @@ def shapes_layer(
         "metadata": {TAG: tag},
     }
     return data, kwargs, "shapes"
+
+
+def region_row(region: Region, image: str = "") -> dict[str, Any]:
+    """The Shapes-layer feature row of a region (see :data:`FEATURE_DEFAULTS`)."""
+    return {
+        "class": region.label,
+        "source": region.source,
+        "score": np.nan if region.score is None else float(region.score),
+        "image": image,
+        "attributes": json.dumps(region.attributes, ensure_ascii=False),
+        "class_attribute": region.class_attribute or "",
+    }
+
+
+#: Feature columns of the plugin's Shapes layers and their values for a new shape.
+FEATURE_DEFAULTS: dict[str, Any] = {
+    "class": FALLBACK_CLASS,
+    "source": "human",
+    "score": np.nan,
+    "image": "",
+    "attributes": "{}",
+    "class_attribute": "",
+}
+
+
+def region_from_shape(
+    vertices: np.ndarray,
+    shape_type: str,
+    row: dict[str, Any],
+    polyline_width: float = 3.0,
+) -> Region | None:
+    """A region from one napari shape (2D vertices in napari coordinates) and its features.
+
+    Polygons and rectangles keep their vertices; ellipses (napari stores their
+    bounding box) become ellipse polygons; paths and lines (scratches, hairs)
+    become thin polygons ``polyline_width`` px wide. Returns ``None`` for a shape
+    that has no area.
+    """
+    from .core import geometry
+
+    verts = np.asarray(vertices, dtype=np.float64)[:, -2:] - NAPARI_OFFSET
+    if shape_type == "ellipse":
+        lo, hi = verts.min(axis=0), verts.max(axis=0)
+        center, radii = (lo + hi) / 2, (hi - lo) / 2
+        verts = geometry.ellipse_polygon(center[0], center[1], radii[0], radii[1])
+    elif shape_type in ("path", "line"):
+        verts = geometry.drop_repeats(verts)
+        if len(verts) < 2:
+            return None
+        verts = geometry.polyline_polygon(verts, polyline_width)
+    parts = geometry.clean_polygon(verts)
+    if not parts:
+        return None
+    poly = max(parts, key=geometry.polygon_area)
+    try:
+        attrs = json.loads(row.get("attributes") or "{}")
+    except (TypeError, json.JSONDecodeError):
+        attrs = {}
+    score = row.get("score")
+    source = row.get("source")
+    label = row.get("class")
+    return Region(
+        poly,
+        str(label) if label not in (None, "") else FALLBACK_CLASS,
+        attrs if isinstance(attrs, dict) else {},
+        None if score is None or (isinstance(score, float) and np.isnan(score)) else float(score),
+        source if source in ("human", "model", "model-accepted") else "human",
+        "polyline" if shape_type in ("path", "line") else "polygon",
+        row.get("class_attribute") or None,
+    )
 
 
 def dataset_info(dataset: Dataset) -> dict[str, Any]:
@@ -244,12 +301,7 @@ def dataset_from_shapes(
     shape_types = attributes.get("shape_type") or ["polygon"] * len(data)
     features = attributes.get("features")
     n = len(data)
-    labels = _features_column(features, "class", n, FALLBACK_CLASS)
-    sources = _features_column(features, "source", n, "human")
-    scores = _features_column(features, "score", n, np.nan)
-    attrs = _features_column(features, "attributes", n, "{}")
-    class_attrs = _features_column(features, "class_attribute", n, "")
-
+    columns = {k: _features_column(features, k, n, v) for k, v in FEATURE_DEFAULTS.items()}
     dataset = Dataset(
         classes=list(info.get("classes", [])),
         class_attribute=info.get("class_attribute", "class"),
@@ -271,7 +323,9 @@ def dataset_from_shapes(
     tagged = len(dataset.images)
     for i, verts in enumerate(data):
         verts = np.asarray(verts, dtype=np.float64)
-        if shape_types[i] in ("line",) or len(verts) < 3:
+        row = {k: col[i] for k, col in columns.items()}
+        region = region_from_shape(verts, shape_types[i], row)
+        if region is None:
             continue
         plane = round(float(verts[0, -3])) if verts.shape[1] >= 3 else None
         if plane is not None and 0 <= plane < tagged:
@@ -281,27 +335,7 @@ def dataset_from_shapes(
         else:
             name = f"{fallback_name}.png" if plane is None else f"{fallback_name}_{plane:04d}.png"
             image = _named_image(dataset, name)
-        polygon = verts[:, -2:] - NAPARI_OFFSET
-        try:
-            user_attrs = json.loads(attrs[i]) if isinstance(attrs[i], str) else {}
-        except json.JSONDecodeError:
-            user_attrs = {}
-        score = scores[i]
-        source = sources[i] if sources[i] in ("human", "model", "model-accepted") else "human"
-        label = str(labels[i]) if labels[i] not in (None, "") else FALLBACK_CLASS
-        image.regions.append(
-            Region(
-                polygon,
-                label,
-                user_attrs if isinstance(user_attrs, dict) else {},
-                None
-                if score is None or (isinstance(score, float) and np.isnan(score))
-                else float(score),
-                source,
-                "polygon",
-                class_attrs[i] or None,
-            )
-        )
+        image.regions.append(region)
     return dataset
 
 

@@ -127,14 +127,14 @@ def cmd_gui(args: argparse.Namespace) -> int:
         raise BioAnomalyError(f"{args.dataset}: no such file or folder")
     import napari
 
+    from ._sample_data import sample_folder
+
     viewer = napari.Viewer(title="napari-bioanomaly", show=not args.screenshot)
-    if args.dataset is None:
-        viewer.open_sample("napari-bioanomaly", "brightfield")
-    else:
-        viewer.open(args.dataset, plugin="napari-bioanomaly")
-    viewer.reset_view()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-bioanomaly", "Annotate anomalies")
+    if not widget.open_path(args.dataset if args.dataset is not None else sample_folder()):
+        raise BioAnomalyError(f"{args.dataset}: could not be opened")
     if args.screenshot:
-        viewer.window.resize(1400, 900)
+        viewer.window.resize(1500, 1000)
         viewer.reset_view()
         viewer.screenshot(args.screenshot, canvas_only=False, flash=False)
         print(f"screenshot saved to {args.screenshot}")
@@ -174,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bit-depth", type=int, default=16, choices=(8, 16), help="16: TIFF, 8: PNG")
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("gui", help="open napari with a dataset (default: the sample dataset)")
+    p = sub.add_parser(
+        "gui", help="open napari's Annotate widget on a dataset (default: the sample dataset)"
+    )
     p.add_argument("dataset", nargs="?", metavar="DATASET", help="annotation file or folder")
     p.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the window and exit")
     p.set_defaults(func=cmd_gui)

@@ -1,0 +1,322 @@
+"""napari glue for annotating: one image and its regions on screen, kept in sync with a session.
+
+No Qt here (psygnal signals only), so it is driven the same way by the dock
+widget, by tests, and by scripts. Everything runs on the main thread.
+
+How it works: the current image is an Image layer and its regions a 2D Shapes
+layer with one feature row per shape (class, source, score, attributes). After
+every finished edit (napari's ``data`` event with action ``added``, ``removed``
+or ``changed``) the regions are read back from the layer into the session and
+the session is saved (atomic, with a backup). Regions about to be deleted are
+copied first so a deletion can be undone. Switching images saves, then replaces
+the layers' data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from psygnal import Signal
+
+from ._layers import (
+    FEATURE_DEFAULTS,
+    NAPARI_OFFSET,
+    ROLE_GROUND_TRUTH,
+    ROLE_IMAGE,
+    TAG,
+    class_color,
+    region_from_shape,
+    region_row,
+)
+from .core.images import percentile_range
+from .core.model import BioAnomalyError, Region
+from .core.session import AnnotationSession, DiskChanged
+
+#: What to do when the annotation file changed on disk: the callback returns one of these.
+CONFLICT_CHOICES = ("reload", "overwrite", "later")
+
+FACE_ALPHA = 0.25
+
+
+def _face(color: str) -> np.ndarray:
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    rgba = transform_color(color)[0].copy()
+    rgba[3] = FACE_ALPHA
+    return rgba
+
+
+class Annotator:
+    """Show and edit one image of an :class:`AnnotationSession` at a time in a viewer.
+
+    Parameters
+    ----------
+    viewer
+        The napari viewer.
+    session
+        The dataset being annotated.
+    on_conflict
+        Called with the :class:`DiskChanged` error when the annotation file was
+        changed by another program; returns ``"reload"``, ``"overwrite"`` or
+        ``"later"`` (keep the changes unsaved and ask again at the next save).
+    """
+
+    image_changed = Signal(int)
+    regions_changed = Signal()
+    saved = Signal(str)
+    message = Signal(str)
+
+    def __init__(
+        self,
+        viewer: Any,
+        session: AnnotationSession,
+        on_conflict: Callable[[DiskChanged], str] | None = None,
+    ) -> None:
+        self.viewer = viewer
+        self.session = session
+        self.on_conflict = on_conflict or (lambda exc: "later")
+        self.polyline_width = 3.0
+        self.min_area = 0.0
+        self._current_class = session.dataset.classes[0] if session.dataset.classes else "anomaly"
+        self._pending_delete: list[Region] = []
+        self._loading = False
+        self.image_layer: Any = None
+        self.shapes_layer: Any = None
+        self.show(session.current)
+
+    # ------------------------------------------------------------------ layers
+
+    def _ensure_layers(self, pixels: np.ndarray) -> None:
+        meta = {"root": str(self.session.dataset.root), "annotation_file": str(self.session.path)}
+        if self.image_layer is None or self.image_layer not in self.viewer.layers:
+            self.image_layer = self.viewer.add_image(
+                pixels, name="image", metadata={TAG: {"role": ROLE_IMAGE, **meta}}
+            )
+        if self.shapes_layer is None or self.shapes_layer not in self.viewer.layers:
+            layer = self.viewer.add_shapes(
+                None,
+                ndim=2,
+                name="ground truth",
+                shape_type="polygon",
+                edge_width=2,
+                features={k: np.array([], dtype=object) for k in FEATURE_DEFAULTS},
+                feature_defaults=dict(FEATURE_DEFAULTS),
+                text={"string": "{class}", "visible": False, "color": "white", "size": 9},
+                metadata={TAG: {"role": ROLE_GROUND_TRUTH, **meta}},
+            )
+            layer.events.data.connect(self._on_data)
+            self.shapes_layer = layer
+            self.current_class = self._current_class
+
+    def _show_pixels(self, pixels: np.ndarray) -> None:
+        layer = self.image_layer
+        rgb = pixels.ndim == 3
+        same_kind = layer.rgb == rgb and layer.data.ndim == pixels.ndim
+        if not same_kind:  # napari cannot switch a layer between RGB and grayscale
+            self.viewer.layers.remove(layer)
+            self.image_layer = None
+            self._ensure_layers(pixels)
+            self.viewer.layers.move(self.viewer.layers.index(self.image_layer), 0)
+            layer = self.image_layer
+        old_shape = layer.data.shape
+        layer.data = pixels
+        if not rgb:
+            layer.contrast_limits_range = (float(pixels.min()), float(pixels.max()) or 1.0)
+            layer.contrast_limits = percentile_range(pixels)
+        if old_shape != pixels.shape:
+            self.viewer.reset_view()
+
+    def _fill_shapes(self, regions: list[Region]) -> None:
+        layer = self.shapes_layer
+        self._loading = True
+        try:
+            layer.selected_data = set()
+            layer.data = []
+            if regions:
+                rows = [region_row(r, self.session.image.filename) for r in regions]
+                edge = [class_color(r.label) for r in regions]
+                layer.add_polygons(
+                    [r.polygon + NAPARI_OFFSET for r in regions],
+                    edge_color=edge,
+                    face_color=[_face(c) for c in edge],
+                )
+                layer.features = {k: [row[k] for row in rows] for k in FEATURE_DEFAULTS}
+        finally:
+            self._loading = False
+
+    # ------------------------------------------------------------------ navigation
+
+    @property
+    def index(self) -> int:
+        return self.session.current
+
+    def show(self, index: int) -> bool:
+        """Save the current image's regions, then show image ``index``.
+
+        Returns ``False`` (and tells why through :attr:`message`) when the image
+        cannot be read; its regions are still shown over an empty canvas so
+        they can be reviewed.
+        """
+        if self.shapes_layer is not None:
+            self.sync()
+        self.session.go_to(index)
+        ok = True
+        try:
+            pixels = self.session.read_pixels(index)
+        except BioAnomalyError as exc:
+            self.message.emit(str(exc))
+            shape = self.session.image.shape or (512, 512)
+            pixels = np.zeros(shape, dtype=np.uint8)
+            ok = False
+        self._ensure_layers(pixels)
+        self._show_pixels(pixels)
+        self._fill_shapes(self.session.image.regions)
+        self.viewer.layers.selection.active = self.shapes_layer
+        if self.session.dirty:  # clipping on first read changes regions
+            self.autosave()
+        self.image_changed.emit(index)
+        return ok
+
+    def next(self, step: int = 1) -> None:
+        """Show the next (``step`` > 0) or previous image, staying in range."""
+        n = len(self.session.dataset.images)
+        target = min(max(self.index + step, 0), n - 1)
+        if target != self.index:
+            self.show(target)
+
+    # ------------------------------------------------------------------ edits
+
+    def _rows(self) -> list[dict[str, Any]]:
+        feats = self.shapes_layer.features
+        n = len(self.shapes_layer.data)
+        cols = {k: (list(feats[k]) if k in feats else [v] * n) for k, v in FEATURE_DEFAULTS.items()}
+        return [{k: cols[k][i] for k in cols} for i in range(n)]
+
+    def layer_regions(self, indices: list[int] | None = None) -> list[Region]:
+        """Regions of the shapes on screen (all, or those at ``indices``)."""
+        layer = self.shapes_layer
+        rows = self._rows()
+        picked = range(len(layer.data)) if indices is None else indices
+        out = []
+        for i in picked:
+            region = region_from_shape(
+                layer.data[i], layer.shape_type[i], rows[i], self.polyline_width
+            )
+            if region is not None:
+                out.append(region)
+        return out
+
+    def _on_data(self, event: Any) -> None:
+        if self._loading:
+            return
+        action = str(getattr(event, "action", ""))
+        if action == "removing":
+            self._pending_delete = self.layer_regions(list(event.data_indices))
+        elif action == "removed":
+            self.session.push_deleted(self._pending_delete)
+            self._pending_delete = []
+            self.sync()
+        elif action in ("added", "changed"):
+            self.sync()
+
+    def sync(self) -> None:
+        """Read the regions on screen into the session and autosave if they changed."""
+        if self.shapes_layer is None or self._loading:
+            return
+        if self.session.set_regions(self.layer_regions()):
+            self.regions_changed.emit()
+        self.autosave()
+
+    def autosave(self) -> None:
+        """Save now if anything changed; on a disk conflict ask :attr:`on_conflict`."""
+        if not self.session.dirty:
+            return
+        try:
+            path = self.session.save()
+        except DiskChanged as exc:
+            choice = self.on_conflict(exc)
+            if choice == "reload":
+                self.session.reload()
+                self._fill_shapes(self.session.image.regions)
+                self.regions_changed.emit()
+                self.message.emit(f"reloaded {self.session.path.name} from disk")
+                return
+            if choice == "overwrite":
+                path = self.session.save(force=True)
+            else:
+                self.message.emit(f"{exc} (changes not saved yet)")
+                return
+        except (OSError, BioAnomalyError) as exc:
+            self.message.emit(f"autosave failed: {exc}")
+            return
+        if path is not None:
+            self.saved.emit(str(path))
+
+    @property
+    def current_class(self) -> str:
+        return self._current_class
+
+    @current_class.setter
+    def current_class(self, name: str) -> None:
+        """Class of new shapes; also given to the shapes selected now."""
+        self._current_class = name
+        layer = self.shapes_layer
+        if layer is None:
+            return
+        defaults = dict(layer.feature_defaults.iloc[0]) if len(layer.feature_defaults) else {}
+        defaults.update({"class": name, "source": "human"})
+        layer.feature_defaults = defaults
+        selected = sorted(layer.selected_data)
+        if selected:
+            layer.features.loc[selected, "class"] = name
+        color = class_color(name)
+        layer.current_edge_color = color  # also recolours the selected shapes
+        layer.current_face_color = _face(color)
+        if selected:
+            self.sync()
+
+    def set_no_anomaly(self, value: bool) -> None:
+        """Mark the current image as checked with no anomaly (only when it has no regions)."""
+        if value and self.session.image.regions:
+            raise BioAnomalyError(
+                f"{self.session.image.filename}: has {len(self.session.image.regions)} regions; "
+                "delete them before marking it 'no anomaly'"
+            )
+        self.session.set_flag("no_anomaly", value)
+        self.autosave()
+        self.regions_changed.emit()
+
+    def set_file_attributes(self, attributes: dict[str, Any]) -> None:
+        self.session.set_file_attributes(attributes)
+        self.autosave()
+        self.regions_changed.emit()
+
+    def undo_delete(self) -> bool:
+        """Put back the last deleted regions (going to their image if needed)."""
+        deleted = self.session.pop_deleted()
+        if deleted is None:
+            self.message.emit("nothing to undo")
+            return False
+        names = [im.filename for im in self.session.dataset.images]
+        if deleted.image not in names:
+            return False
+        index = names.index(deleted.image)
+        if index != self.index:
+            self.show(index)
+        regions = self.session.image.regions + deleted.regions
+        self._fill_shapes(regions)
+        self.sync()
+        self.message.emit(f"restored {len(deleted.regions)} region(s) on {deleted.image}")
+        return True
+
+    def small_regions(self) -> list[int]:
+        """Indices of the current image's regions smaller than :attr:`min_area`."""
+        return [i for i, r in enumerate(self.session.image.regions) if r.area < self.min_area]
+
+    def close(self) -> None:
+        """Save and stop listening to the layers (the layers stay in the viewer)."""
+        if self.shapes_layer is not None:
+            self.sync()
+            self.shapes_layer.events.data.disconnect(self._on_data)

@@ -1,0 +1,1 @@
+"""Qt dock widgets (the only part of the plugin that imports Qt)."""

@@ -1,0 +1,674 @@
+"""The Annotate dock widget: walk through a dataset, draw anomalies with classes, never lose work.
+
+The widget only collects input and shows state; the work is done by
+:class:`napari_bioanomaly._annotator.Annotator` (napari, no Qt) and
+:class:`napari_bioanomaly.core.session.AnnotationSession` (no napari).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QColor, QIcon, QPixmap
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QInputDialog,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMessageBox,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .._annotator import Annotator
+from .._layers import class_color
+from ..core import annotations
+from ..core.model import BioAnomalyError
+from ..core.session import STATUSES, AnnotationSession, DiskChanged, summary
+
+#: Keyboard shortcuts bound on the viewer while a dataset is open: (napari key, what it does).
+SHORTCUTS = [
+    ("PageDown", "next image"),
+    ("PageUp", "previous image"),
+    ("Alt-1 ... Alt-9", "choose class 1-9 (also sets the class of the selected regions)"),
+    ("Alt-N", "toggle 'checked: no anomaly'"),
+    ("Alt-Z", "undo the last deletion of regions"),
+    ("P", "draw a polygon (napari); double-click or Escape to finish"),
+    ("Shift-L", "draw a polyline for scratches and hairs (stored as a thin polygon)"),
+    ("Backspace / Delete", "delete the selected regions (napari)"),
+    ("S / D", "select shapes / select vertices (napari)"),
+]
+
+EXPORTS = {
+    "VIA 2 project (.json)": ("via-project", "JSON (*.json)"),
+    "VIA 2 export (.json)": ("via", "JSON (*.json)"),
+    "COCO (.json)": ("coco", "JSON (*.json)"),
+    "Label masks (folder)": ("masks", None),
+}
+
+
+def _swatch(color: str) -> QIcon:
+    pix = QPixmap(14, 14)
+    pix.fill(QColor(color))
+    return QIcon(pix)
+
+
+def _table(headers: list[str]) -> QTableWidget:
+    table = QTableWidget(0, len(headers))
+    table.setHorizontalHeaderLabels(headers)
+    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.verticalHeader().setVisible(False)
+    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    table.horizontalHeader().setStretchLastSection(True)
+    return table
+
+
+class _NumberItem(QTableWidgetItem):
+    """A table cell that sorts by number."""
+
+    def __init__(self, value: float, text: str | None = None) -> None:
+        super().__init__(text if text is not None else f"{value:g}")
+        self.setData(Qt.ItemDataRole.UserRole, value)
+
+    def __lt__(self, other: QTableWidgetItem) -> bool:
+        a = self.data(Qt.ItemDataRole.UserRole)
+        b = other.data(Qt.ItemDataRole.UserRole)
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+            return a < b
+        return super().__lt__(other)
+
+
+class AnnotateWidget(QWidget):
+    """Open a dataset, walk through its images, draw anomalies with classes, export."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.annotator: Annotator | None = None
+        self._attr_keys: list[str] = []
+        self._filling = False
+        self._last: Path | None = None
+        self._build()
+        last = AnnotationSession.last_opened()
+        self.resume_button.setVisible(last is not None)
+        if last is not None:
+            self.resume_button.setText(f"Resume {last.parent.name}/{last.name}")
+            self.resume_button.setToolTip(str(last))
+            self._last = last
+
+    # ------------------------------------------------------------------ layout
+
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        row = QHBoxLayout()
+        for text, slot, tip in [
+            ("Open folder...", self._ask_folder, "a folder of images, with or without annotations"),
+            ("Open file...", self._ask_file, "a VIA (1, 2, 3) or COCO annotation file"),
+        ]:
+            button = QPushButton(text)
+            button.setToolTip(tip)
+            button.clicked.connect(slot)
+            row.addWidget(button)
+        layout.addLayout(row)
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.clicked.connect(lambda: self.open_path(self._last))
+        layout.addWidget(self.resume_button)
+        self.status_label = QLabel("No dataset open.")
+        self.status_label.setWordWrap(True)
+        layout.addWidget(self.status_label)
+        self.save_label = QLabel("")
+        layout.addWidget(self.save_label)
+
+        images = QGroupBox("Images")
+        box = QVBoxLayout(images)
+        filters = QHBoxLayout()
+        self.filter_edit = QLineEdit()
+        self.filter_edit.setPlaceholderText("filter: name or attribute")
+        self.filter_edit.textChanged.connect(self._apply_filter)
+        self.status_filter = QComboBox()
+        self.status_filter.addItems(["all", *STATUSES])
+        self.status_filter.currentTextChanged.connect(self._apply_filter)
+        filters.addWidget(self.filter_edit)
+        filters.addWidget(self.status_filter)
+        box.addLayout(filters)
+        self.image_table = _table(["#", "image", "status", "regions"])
+        self.image_table.setSortingEnabled(True)
+        self.image_table.setMinimumHeight(180)
+        self.image_table.cellClicked.connect(self._on_image_clicked)
+        box.addWidget(self.image_table)
+        nav = QHBoxLayout()
+        self.prev_button = QPushButton("< Previous")
+        self.prev_button.clicked.connect(lambda: self.step(-1))
+        self.next_button = QPushButton("Next >")
+        self.next_button.clicked.connect(lambda: self.step(1))
+        nav.addWidget(self.prev_button)
+        nav.addWidget(self.next_button)
+        box.addLayout(nav)
+        layout.addWidget(images)
+
+        current = QGroupBox("This image")
+        form = QVBoxLayout(current)
+        self.image_label = QLabel("")
+        self.image_label.setWordWrap(True)
+        form.addWidget(self.image_label)
+        self.no_anomaly_box = QCheckBox("checked: no anomaly")
+        self.no_anomaly_box.toggled.connect(self._on_no_anomaly)
+        form.addWidget(self.no_anomaly_box)
+        self.attr_table = QTableWidget(0, 2)
+        self.attr_table.setHorizontalHeaderLabels(["file attribute", "value"])
+        self.attr_table.verticalHeader().setVisible(False)
+        self.attr_table.horizontalHeader().setStretchLastSection(True)
+        self.attr_table.setMaximumHeight(110)
+        self.attr_table.itemChanged.connect(self._on_attribute_edited)
+        form.addWidget(self.attr_table)
+        add_attr = QPushButton("Add attribute")
+        add_attr.clicked.connect(self._add_attribute)
+        form.addWidget(add_attr)
+        self.region_table = _table(["#", "class", "area px", "source"])
+        self.region_table.setMaximumHeight(140)
+        self.region_table.cellClicked.connect(self._on_region_clicked)
+        form.addWidget(self.region_table)
+        self.size_warning = QLabel("")
+        self.size_warning.setStyleSheet("color: #e69f00")
+        self.size_warning.setWordWrap(True)
+        form.addWidget(self.size_warning)
+        self.undo_button = QPushButton("Undo delete (Alt-Z)")
+        self.undo_button.clicked.connect(self.undo_delete)
+        form.addWidget(self.undo_button)
+        layout.addWidget(current)
+
+        classes = QGroupBox("Classes")
+        cbox = QVBoxLayout(classes)
+        self.class_list = QListWidget()
+        self.class_list.setMaximumHeight(150)
+        self.class_list.currentTextChanged.connect(self._on_class_chosen)
+        cbox.addWidget(self.class_list)
+        crow = QHBoxLayout()
+        for text, slot in [
+            ("Add", self._add_class),
+            ("Rename", self._rename_class),
+            ("Remove", self._remove_class),
+        ]:
+            button = QPushButton(text)
+            button.clicked.connect(slot)
+            crow.addWidget(button)
+        cbox.addLayout(crow)
+        opts = QFormLayout()
+        self.polyline_spin = QDoubleSpinBox()
+        self.polyline_spin.setRange(0.5, 100)
+        self.polyline_spin.setValue(3.0)
+        self.polyline_spin.setSuffix(" px")
+        self.polyline_spin.valueChanged.connect(self._on_options)
+        self.min_area_spin = QDoubleSpinBox()
+        self.min_area_spin.setRange(0, 1e7)
+        self.min_area_spin.setDecimals(0)
+        self.min_area_spin.setValue(200)
+        self.min_area_spin.setSuffix(" px\u00b2")
+        self.min_area_spin.setToolTip(
+            "warn about regions smaller than this; annotators often use about twice the area "
+            "of a surrounding cell"
+        )
+        self.min_area_spin.valueChanged.connect(self._on_options)
+        opts.addRow("polyline width", self.polyline_spin)
+        opts.addRow("minimum region area", self.min_area_spin)
+        cbox.addLayout(opts)
+        layout.addWidget(classes)
+
+        export = QGroupBox("Export")
+        erow = QHBoxLayout(export)
+        self.export_combo = QComboBox()
+        self.export_combo.addItems(list(EXPORTS))
+        export_button = QPushButton("Export...")
+        export_button.clicked.connect(self._ask_export)
+        erow.addWidget(self.export_combo)
+        erow.addWidget(export_button)
+        layout.addWidget(export)
+
+        self.help_box = QGroupBox("Shortcuts")
+        self.help_box.setCheckable(True)
+        self.help_box.setChecked(False)
+        hbox = QVBoxLayout(self.help_box)
+        self.help_label = QLabel(
+            "<table>"
+            + "".join(f"<tr><td><b>{k}</b></td><td>{v}</td></tr>" for k, v in SHORTCUTS)
+            + "</table>"
+        )
+        self.help_label.setWordWrap(True)
+        self.help_label.setVisible(False)
+        self.help_box.toggled.connect(self.help_label.setVisible)
+        hbox.addWidget(self.help_label)
+        layout.addWidget(self.help_box)
+        layout.addStretch(1)
+        self._set_enabled(False)
+
+    def _set_enabled(self, on: bool) -> None:
+        for w in (self.prev_button, self.next_button, self.no_anomaly_box, self.undo_button):
+            w.setEnabled(on)
+
+    # ------------------------------------------------------------------ opening
+
+    def _ask_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a folder of images")
+        if folder:
+            self.open_path(folder)
+
+    def _ask_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open annotations", "", "JSON (*.json)")
+        if path:
+            self.open_path(path)
+
+    def open_path(self, path: str | Path) -> bool:
+        """Open a dataset folder or annotation file (saving the one open now)."""
+        try:
+            session = AnnotationSession.open(path)
+        except (BioAnomalyError, OSError) as exc:
+            self._error(str(exc))
+            return False
+        if self.annotator is not None:
+            self.annotator.close()
+        self.annotator = Annotator(self.viewer, session, on_conflict=self._ask_conflict)
+        self.annotator.polyline_width = self.polyline_spin.value()
+        self.annotator.min_area = self.min_area_spin.value()
+        self.annotator.image_changed.connect(self._on_image_changed)
+        self.annotator.regions_changed.connect(self._on_regions_changed)
+        self.annotator.saved.connect(self._on_saved)
+        self.annotator.message.connect(self._info)
+        self._bind_keys()
+        self._fill_classes()
+        self._fill_images()
+        self._set_enabled(True)
+        self.resume_button.setVisible(False)
+        self._on_image_changed(session.current)
+        report = session.report
+        problems = len(session.problems)
+        text = f"{session.path.name}: {len(session.dataset.images)} images ({report.format})"
+        if report.issues or problems:
+            text += f"; {len(report.issues)} import issue(s), {problems} missing image(s)"
+        self.status_label.setText(text)
+        self.status_label.setToolTip("\n".join(report.warnings[:50]))
+        return True
+
+    def _bind_keys(self) -> None:
+        bind = self.viewer.bind_key
+        bind("PageDown", lambda v: self.step(1), overwrite=True)
+        bind("PageUp", lambda v: self.step(-1), overwrite=True)
+        bind("Alt-N", lambda v: self.no_anomaly_box.toggle(), overwrite=True)
+        bind("Alt-Z", lambda v: self.undo_delete(), overwrite=True)
+        for i in range(1, 10):
+            bind(f"Alt-{i}", lambda v, i=i: self.choose_class(i - 1), overwrite=True)
+
+    # ------------------------------------------------------------------ image list
+
+    def _fill_images(self) -> None:
+        session = self._session
+        keys: list[str] = []
+        for im in session.dataset.images:
+            keys.extend(k for k in im.file_attributes if k not in keys)
+        self._attr_keys = keys[:4]
+        table = self.image_table
+        self._filling = True
+        table.setSortingEnabled(False)
+        table.clear()
+        table.setColumnCount(4 + len(self._attr_keys))
+        table.setHorizontalHeaderLabels(["#", "image", "status", "regions", *self._attr_keys])
+        table.setRowCount(len(session.dataset.images))
+        for i in range(len(session.dataset.images)):
+            self._fill_image_row(i, i)
+        table.setSortingEnabled(True)
+        table.sortByColumn(0, Qt.SortOrder.AscendingOrder)
+        self._filling = False
+        self._apply_filter()
+
+    def _fill_image_row(self, row: int, index: int) -> None:
+        session = self._session
+        im = session.dataset.images[index]
+        status = session.status(index)
+        cells = [
+            _NumberItem(index + 1),
+            QTableWidgetItem(im.filename),
+            QTableWidgetItem(status),
+            _NumberItem(len(im.regions)),
+            *[QTableWidgetItem(str(im.file_attributes.get(k, ""))) for k in self._attr_keys],
+        ]
+        if im.filename in session.problems:
+            cells[2].setToolTip(session.problems[im.filename])
+            cells[2].setForeground(QColor("#d55e00"))
+        for col, item in enumerate(cells):
+            item.setData(Qt.ItemDataRole.UserRole + 1, index)
+            self.image_table.setItem(row, col, item)
+
+    def _row_of(self, index: int) -> int:
+        for row in range(self.image_table.rowCount()):
+            item = self.image_table.item(row, 0)
+            if item is not None and item.data(Qt.ItemDataRole.UserRole + 1) == index:
+                return row
+        return -1
+
+    def _refresh_row(self, index: int) -> None:
+        row = self._row_of(index)
+        if row >= 0:
+            sorting = self.image_table.isSortingEnabled()
+            self.image_table.setSortingEnabled(False)
+            self._fill_image_row(row, index)
+            self.image_table.setSortingEnabled(sorting)
+
+    def _apply_filter(self, *_: Any) -> None:
+        text = self.filter_edit.text().strip().lower()
+        status = self.status_filter.currentText()
+        for row in range(self.image_table.rowCount()):
+            cells = [self.image_table.item(row, c) for c in range(self.image_table.columnCount())]
+            values = [c.text().lower() if c else "" for c in cells]
+            hide = bool(text) and not any(text in v for v in values)
+            hide = hide or (status != "all" and values[2] != status)
+            self.image_table.setRowHidden(row, hide)
+
+    def _on_image_clicked(self, row: int, _col: int) -> None:
+        item = self.image_table.item(row, 0)
+        if item is not None and self.annotator is not None:
+            self.go_to(int(item.data(Qt.ItemDataRole.UserRole + 1)))
+
+    # ------------------------------------------------------------------ navigation
+
+    @property
+    def _session(self) -> AnnotationSession:
+        if self.annotator is None:
+            raise BioAnomalyError("no dataset open")
+        return self.annotator.session
+
+    def go_to(self, index: int) -> None:
+        if self.annotator is not None and index != self.annotator.index:
+            previous = self.annotator.index
+            self.annotator.show(index)
+            self._refresh_row(previous)
+
+    def step(self, step: int) -> None:
+        if self.annotator is not None:
+            self.go_to(
+                min(max(self.annotator.index + step, 0), len(self._session.dataset.images) - 1)
+            )
+
+    def _on_image_changed(self, index: int) -> None:
+        session = self._session
+        im = session.image
+        shape = f"{im.shape[0]}x{im.shape[1]}" if im.shape else "size unknown"
+        problem = session.problems.get(im.filename)
+        self.image_label.setText(
+            f"<b>{index + 1}/{len(session.dataset.images)}</b> {im.filename} ({shape})"
+            + (f"<br><span style='color:#d55e00'>{problem}</span>" if problem else "")
+        )
+        self.no_anomaly_box.blockSignals(True)
+        self.no_anomaly_box.setChecked(im.no_anomaly)
+        self.no_anomaly_box.blockSignals(False)
+        self._fill_attributes()
+        self._on_regions_changed()
+        row = self._row_of(index)
+        if row >= 0:
+            self.image_table.selectRow(row)
+            self.image_table.scrollToItem(self.image_table.item(row, 0))
+
+    # ------------------------------------------------------------------ regions
+
+    def _on_regions_changed(self) -> None:
+        session = self._session
+        regions = session.image.regions
+        small = set(self.annotator.small_regions()) if self.annotator else set()
+        table = self.region_table
+        table.setRowCount(len(regions))
+        for i, r in enumerate(regions):
+            cells = [
+                _NumberItem(i + 1),
+                QTableWidgetItem(r.label),
+                _NumberItem(r.area, f"{r.area:.0f}"),
+                QTableWidgetItem(r.source),
+            ]
+            cells[1].setIcon(_swatch(class_color(r.label)))
+            if i in small:
+                cells[2].setForeground(QColor("#e69f00"))
+            for col, item in enumerate(cells):
+                table.setItem(i, col, item)
+        self.size_warning.setText(
+            f"{len(small)} region(s) smaller than {self.min_area_spin.value():.0f} px\u00b2"
+            if small
+            else ""
+        )
+        self.no_anomaly_box.blockSignals(True)
+        self.no_anomaly_box.setChecked(session.image.no_anomaly)
+        self.no_anomaly_box.blockSignals(False)
+        self._refresh_row(session.current)
+        counts = summary(session)
+        done = counts["annotated"] + counts["checked: no anomaly"] + counts["reviewed"]
+        self.save_label.setText(
+            self._save_state_text() + f"  |  {done}/{len(session.dataset.images)} images done"
+        )
+        for name in session.dataset.classes:
+            if not self.class_list.findItems(name, Qt.MatchFlag.MatchExactly):
+                self._fill_classes()
+                break
+
+    def _on_region_clicked(self, row: int, _col: int) -> None:
+        if self.annotator is not None:
+            layer = self.annotator.shapes_layer
+            if row < len(layer.data):
+                layer.mode = "select"
+                layer.selected_data = {row}
+
+    def undo_delete(self) -> None:
+        if self.annotator is not None:
+            self.annotator.undo_delete()
+
+    def _on_no_anomaly(self, checked: bool) -> None:
+        if self.annotator is None:
+            return
+        try:
+            self.annotator.set_no_anomaly(checked)
+        except BioAnomalyError as exc:
+            self.no_anomaly_box.blockSignals(True)
+            self.no_anomaly_box.setChecked(False)
+            self.no_anomaly_box.blockSignals(False)
+            self._error(str(exc))
+
+    # ------------------------------------------------------------------ file attributes
+
+    def _fill_attributes(self) -> None:
+        attrs = self._session.image.file_attributes
+        self._filling = True
+        self.attr_table.setRowCount(len(attrs))
+        for row, (k, v) in enumerate(attrs.items()):
+            self.attr_table.setItem(row, 0, QTableWidgetItem(str(k)))
+            self.attr_table.setItem(row, 1, QTableWidgetItem(str(v)))
+        self._filling = False
+
+    def _add_attribute(self) -> None:
+        if self.annotator is None:
+            return
+        self._filling = True
+        row = self.attr_table.rowCount()
+        self.attr_table.setRowCount(row + 1)
+        self.attr_table.setItem(row, 0, QTableWidgetItem("cell_line" if row == 0 else ""))
+        self.attr_table.setItem(row, 1, QTableWidgetItem(""))
+        self._filling = False
+        self.attr_table.editItem(self.attr_table.item(row, 1))
+
+    def _on_attribute_edited(self, _item: QTableWidgetItem) -> None:
+        if self._filling or self.annotator is None:
+            return
+        attrs = {}
+        for row in range(self.attr_table.rowCount()):
+            key, value = self.attr_table.item(row, 0), self.attr_table.item(row, 1)
+            if key is not None and key.text().strip():
+                attrs[key.text().strip()] = value.text() if value is not None else ""
+        self.annotator.set_file_attributes(attrs)
+
+    # ------------------------------------------------------------------ classes
+
+    def _fill_classes(self) -> None:
+        current = self.annotator.current_class if self.annotator else None
+        self.class_list.blockSignals(True)
+        self.class_list.clear()
+        for i, name in enumerate(self._session.dataset.classes):
+            item = QListWidgetItem(_swatch(class_color(name)), name)
+            if i < 9:
+                item.setToolTip(f"Alt-{i + 1}")
+            self.class_list.addItem(item)
+            if name == current:
+                self.class_list.setCurrentItem(item)
+        self.class_list.blockSignals(False)
+
+    def _on_class_chosen(self, name: str) -> None:
+        if name and self.annotator is not None:
+            self.annotator.current_class = name
+
+    def choose_class(self, i: int) -> None:
+        if 0 <= i < self.class_list.count():
+            self.class_list.setCurrentRow(i)
+
+    def _add_class(self) -> None:
+        name, ok = QInputDialog.getText(self, "Add class", "Class name:")
+        if ok:
+            self.add_class(name)
+
+    def add_class(self, name: str) -> None:
+        name = name.strip()
+        if not name or self.annotator is None:
+            return
+        session = self._session
+        if name not in session.dataset.classes:
+            session.set_classes([*session.dataset.classes, name])
+            self.annotator.autosave()
+        self._fill_classes()
+        self.choose_class(session.dataset.classes.index(name))
+
+    def _rename_class(self) -> None:
+        item = self.class_list.currentItem()
+        if item is None or self.annotator is None:
+            return
+        new, ok = QInputDialog.getText(self, "Rename class", f"New name for {item.text()!r}:")
+        if ok:
+            self.rename_class(item.text(), new)
+
+    def rename_class(self, old: str, new: str) -> None:
+        try:
+            self._session.rename_class(old, new)
+        except BioAnomalyError as exc:
+            self._error(str(exc))
+            return
+        self.annotator.show(self.annotator.index)  # redraw with the new name
+        self.annotator.autosave()
+        self._fill_classes()
+
+    def _remove_class(self) -> None:
+        item = self.class_list.currentItem()
+        if item is None or self.annotator is None:
+            return
+        classes = [c for c in self._session.dataset.classes if c != item.text()]
+        try:
+            self._session.set_classes(classes)
+        except BioAnomalyError as exc:
+            self._error(str(exc))
+            return
+        self.annotator.autosave()
+        self._fill_classes()
+
+    def _on_options(self, *_: Any) -> None:
+        if self.annotator is not None:
+            self.annotator.polyline_width = self.polyline_spin.value()
+            self.annotator.min_area = self.min_area_spin.value()
+            self._on_regions_changed()
+
+    # ------------------------------------------------------------------ saving and export
+
+    def _save_state_text(self) -> str:
+        session = self._session
+        if session.dirty:
+            return "\u25cf unsaved changes"
+        return f"\u2713 saved to {session.path.name}"
+
+    def _on_saved(self, path: str) -> None:
+        self.save_label.setText(f"\u2713 saved {Path(path).name} at {time.strftime('%H:%M:%S')}")
+
+    def _ask_conflict(self, exc: DiskChanged) -> str:
+        box = QMessageBox(self)
+        box.setIcon(QMessageBox.Icon.Warning)
+        box.setWindowTitle("Annotation file changed on disk")
+        box.setText(str(exc))
+        reload_ = box.addButton(
+            "Reload theirs (drop my changes)", QMessageBox.ButtonRole.DestructiveRole
+        )
+        overwrite = box.addButton(
+            "Keep mine (theirs kept as .bak)", QMessageBox.ButtonRole.AcceptRole
+        )
+        box.addButton("Decide later", QMessageBox.ButtonRole.RejectRole)
+        box.exec_() if hasattr(box, "exec_") else box.exec()
+        clicked = box.clickedButton()
+        if clicked is reload_:
+            return "reload"
+        if clicked is overwrite:
+            return "overwrite"
+        return "later"
+
+    def _ask_export(self) -> None:
+        if self.annotator is None:
+            return
+        fmt, pattern = EXPORTS[self.export_combo.currentText()]
+        if pattern is None:
+            out = QFileDialog.getExistingDirectory(self, "Export label masks into folder")
+        else:
+            out, _ = QFileDialog.getSaveFileName(self, "Export annotations", "", pattern)
+        if out:
+            self.export(fmt, out)
+
+    def export(self, fmt: str, path: str | Path) -> list[Path]:
+        """Save the current image's edits, then export the dataset; shows what was written."""
+        self.annotator.sync()
+        dataset = self._session.dataset
+        for im in dataset.images:
+            if im.shape is None and fmt in ("coco", "masks"):
+                annotations.attach_images(dataset)
+                break
+        try:
+            written, warnings = annotations.save(dataset, path, fmt)
+        except (BioAnomalyError, OSError, ValueError) as exc:
+            self._error(f"export failed: {exc}")
+            return []
+        text = (
+            f"Wrote {len(written)} file(s): {len(dataset.images)} images, "
+            f"{len(dataset.regions)} regions."
+        )
+        if warnings:
+            text += f"\n{len(warnings)} warning(s):\n" + "\n".join(warnings[:10])
+        self._info(text)
+        return written
+
+    # ------------------------------------------------------------------ messages
+
+    def _info(self, text: str) -> None:
+        from napari.utils.notifications import show_info
+
+        show_info(text)
+
+    def _error(self, text: str) -> None:
+        from napari.utils.notifications import show_error
+
+        show_error(text)
+
+    def closeEvent(self, event: Any) -> None:
+        if self.annotator is not None:
+            self.annotator.close()
+        super().closeEvent(event)

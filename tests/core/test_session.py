@@ -1,0 +1,155 @@
+"""The annotation session: lazy open, statuses, autosave, disk conflicts, undo, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_bioanomaly.core.model import BioAnomalyError, Region
+from napari_bioanomaly.core.session import AnnotationSession, DiskChanged, summary
+
+
+@pytest.fixture(autouse=True)
+def config_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+
+
+@pytest.fixture
+def dataset_dir(sample_dir, tmp_path):
+    folder = tmp_path / "ds"
+    shutil.copytree(sample_dir, folder)
+    return folder
+
+
+def square(r=10.0, c=10.0, s=20.0):
+    return np.array([[r, c], [r, c + s], [r + s, c + s], [r + s, c]])
+
+
+def saved(folder):
+    data = json.loads((folder / "annotations.json").read_text())
+    return {v["filename"]: v for v in data["_via_img_metadata"].values()}
+
+
+def test_open_is_lazy_and_reports_missing_images(dataset_dir):
+    (dataset_dir / "img_002.tif").unlink()
+    session = AnnotationSession.open(dataset_dir)
+    assert all(im.shape is None for im in session.dataset.images)
+    assert session.problems == {"img_002.tif": "image file not found"}
+    assert session.status(2) == "missing"
+    pixels = session.read_pixels(0)
+    assert pixels.shape == (128, 128) and session.image.shape == (128, 128)
+    with pytest.raises(BioAnomalyError, match="img_002.tif: image file not found"):
+        session.read_pixels(2)
+
+
+def test_statuses_and_summary(dataset_dir):
+    session = AnnotationSession.open(dataset_dir / "annotations.json")
+    counts = summary(session)
+    n_normal = sum(im.no_anomaly for im in session.dataset.images)
+    assert counts["checked: no anomaly"] == n_normal
+    assert counts["annotated"] == len(session.dataset.images) - n_normal
+    session.set_flag("reviewed", True, 0)
+    assert session.status(0) == "reviewed"
+
+
+def test_edits_save_atomically_with_backup(dataset_dir):
+    session = AnnotationSession.open(dataset_dir)
+    before = (dataset_dir / "annotations.json").read_text()
+    assert session.save() is None  # nothing changed, nothing written
+    session.go_to(1)
+    changed = session.set_regions([*session.image.regions, Region(square(), "hair")])
+    assert changed and session.dirty
+    session.save()
+    assert not session.dirty
+    assert (dataset_dir / "annotations.json.bak").read_text() == before
+    regions = saved(dataset_dir)["img_001.tif"]["regions"]
+    assert regions[-1]["region_attributes"]["class"] == "hair"
+    assert session.set_regions(list(session.image.regions)) is False
+
+
+def test_drawing_on_a_no_anomaly_image_clears_the_flag(dataset_dir):
+    session = AnnotationSession.open(dataset_dir)
+    normal = next(i for i, im in enumerate(session.dataset.images) if im.no_anomaly)
+    session.set_regions([Region(square(), "dust")], normal)
+    assert session.dataset.images[normal].no_anomaly is False
+
+
+def test_file_changed_on_disk_is_never_overwritten_silently(dataset_dir):
+    session = AnnotationSession.open(dataset_dir)
+    time.sleep(0.01)
+    other = json.loads((dataset_dir / "annotations.json").read_text())
+    other["_via_settings"]["project"]["name"] = "edited elsewhere"
+    (dataset_dir / "annotations.json").write_text(json.dumps(other))
+    session.set_regions([Region(square(), "dust")], 0)
+    with pytest.raises(DiskChanged, match="changed on disk by another program"):
+        session.save()
+    assert json.loads((dataset_dir / "annotations.json").read_text()) == other
+    session.save(force=True)
+    assert json.loads((dataset_dir / "annotations.json.bak").read_text()) == other
+    assert saved(dataset_dir)["img_000.tif"]["regions"][0]["region_attributes"]["class"] == "dust"
+
+
+def test_reload_discards_changes(dataset_dir):
+    session = AnnotationSession.open(dataset_dir)
+    n = len(session.dataset.images[0].regions)
+    session.set_regions([], 0)
+    session.reload()
+    assert len(session.dataset.images[0].regions) == n and not session.dirty
+
+
+def test_undo_stack_and_classes(dataset_dir):
+    session = AnnotationSession.open(dataset_dir)
+    session.push_deleted([Region(square(), "dust")], 0)
+    deleted = session.pop_deleted()
+    assert deleted.image == "img_000.tif" and deleted.regions[0].label == "dust"
+    assert session.pop_deleted() is None
+    used = next(iter(session.dataset.class_counts()))
+    with pytest.raises(BioAnomalyError, match="still in use"):
+        session.set_classes([c for c in session.dataset.classes if c != used])
+    session.rename_class(used, "renamed")
+    assert "renamed" in session.dataset.classes
+    assert all(r.label != used for r in session.dataset.regions)
+    with pytest.raises(BioAnomalyError, match="exists already"):
+        session.rename_class("renamed", session.dataset.classes[-1])
+
+
+def test_reopening_returns_to_the_last_image(dataset_dir):
+    session = AnnotationSession.open(dataset_dir)
+    session.go_to(4)
+    again = AnnotationSession.open(dataset_dir / "annotations.json")
+    assert again.current == 4
+    assert AnnotationSession.last_opened() == (dataset_dir / "annotations.json").resolve()
+
+
+def test_new_dataset_from_a_folder_of_images(tmp_path):
+    folder = tmp_path / "raw"
+    (folder / "plate1").mkdir(parents=True)
+    tifffile.imwrite(folder / "plate1" / "a.tif", np.zeros((40, 50), np.uint16))
+    tifffile.imwrite(folder / "b.tif", np.zeros((40, 50), np.uint8))
+    session = AnnotationSession.open(folder)
+    assert [im.filename for im in session.dataset.images] == ["b.tif", "plate1/a.tif"]
+    assert session.dataset.classes[:2] == ["dark spot", "scratch"]
+    assert not (folder / "annotations.json").exists()
+    session.set_regions([Region(square(1, 1, 5), "scratch")], 1)
+    session.save()
+    data = json.loads((folder / "annotations.json").read_text())
+    assert data["_via_image_id_list"] == ["b.tif-1", "plate1/a.tif-1"]
+    with pytest.raises(BioAnomalyError, match="no images"):
+        AnnotationSession.new(tmp_path / "config")
+
+
+def test_regions_beyond_a_smaller_image_are_clipped_when_it_is_read(dataset_dir):
+    session = AnnotationSession.open(dataset_dir)
+    session.set_regions([Region(square(100, 100, 50), "dust")], 0)
+    session.save()
+    session.read_pixels(0)
+    (region,) = session.dataset.images[0].regions
+    assert region.bbox == (100, 100, 128, 128)
+    assert any("clipped" in w for w in session.report.warnings)
+    assert os.path.exists(dataset_dir / "annotations.json")

@@ -1,0 +1,211 @@
+"""The Annotate dock widget in a real viewer: draw, switch, autosave, undo, export, crash."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from napari_bioanomaly.core import annotations
+from napari_bioanomaly.widgets.annotate import AnnotateWidget
+
+
+@pytest.fixture(autouse=True)
+def config_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+
+
+@pytest.fixture
+def dataset_dir(sample_dir, tmp_path):
+    folder = tmp_path / "ds"
+    shutil.copytree(sample_dir, folder)
+    return folder
+
+
+@pytest.fixture
+def widget(make_napari_viewer, dataset_dir, qtbot):
+    viewer = make_napari_viewer()
+    w = AnnotateWidget(viewer)
+    qtbot.addWidget(w)
+    assert w.open_path(dataset_dir)
+    return w
+
+
+def on_disk(folder):
+    data = json.loads((folder / "annotations.json").read_text())
+    return {v["filename"]: v for v in data["_via_img_metadata"].values()}
+
+
+def square(r, c, s):
+    return np.array([[r, c], [r, c + s], [r + s, c + s], [r + s, c]], float)
+
+
+def test_draw_switch_and_autosave(widget, dataset_dir):
+    layer = widget.annotator.shapes_layer
+    n0 = len(layer.data)
+    widget.choose_class(3)  # hair
+    layer.add_polygons([square(10, 10, 20)])
+    assert (
+        on_disk(dataset_dir)["img_000.tif"]["regions"][-1]["region_attributes"]["class"] == "hair"
+    )
+    assert widget.region_table.rowCount() == n0 + 1
+    assert widget.save_label.text().startswith("\u2713 saved")
+    widget.step(1)
+    assert widget.annotator.index == 1
+    assert widget.viewer.layers["image"].data.shape == (128, 128)
+    widget.choose_class(4)  # dust
+    widget.annotator.shapes_layer.add_polygons([square(50, 60, 8)])
+    widget.step(-1)
+    saved = on_disk(dataset_dir)
+    assert saved["img_001.tif"]["regions"][-1]["region_attributes"]["class"] == "dust"
+    xs = saved["img_001.tif"]["regions"][-1]["shape_attributes"]["all_points_x"]
+    assert min(xs) == pytest.approx(60.5) and max(xs) == pytest.approx(
+        68.5
+    )  # napari -> pixel edges
+    assert len(widget.annotator.shapes_layer.data) == n0 + 1
+
+
+def test_polyline_is_stored_as_thin_polygon(widget, dataset_dir):
+    widget.polyline_spin.setValue(4)
+    layer = widget.annotator.shapes_layer
+    layer.add_paths([np.array([[20.0, 20.0], [20.0, 70.0]])])
+    region = widget.annotator.session.image.regions[-1]
+    assert region.shape == "polyline"
+    assert 200 < region.area < 200 + np.pi * 4
+    assert (
+        len(on_disk(dataset_dir)["img_000.tif"]["regions"][-1]["shape_attributes"]["all_points_x"])
+        > 4
+    )
+
+
+def test_change_class_of_selected_regions(widget, dataset_dir):
+    layer = widget.annotator.shapes_layer
+    layer.selected_data = set(range(len(layer.data)))
+    widget.choose_class(5)  # other
+    assert set(layer.features["class"]) == {"other"}
+    assert {
+        r["region_attributes"]["class"] for r in on_disk(dataset_dir)["img_000.tif"]["regions"]
+    } == {"other"}
+
+
+def test_undo_a_deletion_even_after_switching(widget, dataset_dir):
+    layer = widget.annotator.shapes_layer
+    before = [r.label for r in widget.annotator.session.image.regions]
+    layer.selected_data = {0}
+    layer.remove_selected()
+    assert len(on_disk(dataset_dir)["img_000.tif"]["regions"]) == len(before) - 1
+    widget.step(2)
+    widget.undo_delete()
+    assert widget.annotator.index == 0
+    assert sorted(r.label for r in widget.annotator.session.image.regions) == sorted(before)
+    assert len(on_disk(dataset_dir)["img_000.tif"]["regions"]) == len(before)
+
+
+def test_no_anomaly_toggle_file_attributes_and_filter(widget, dataset_dir):
+    session = widget.annotator.session
+    normal = next(i for i, im in enumerate(session.dataset.images) if not im.regions)
+    widget.go_to(normal)
+    widget.no_anomaly_box.setChecked(False)
+    assert on_disk(dataset_dir)[session.image.filename]["file_attributes"].get("no_anomaly") is None
+    widget.no_anomaly_box.setChecked(True)
+    assert on_disk(dataset_dir)[session.image.filename]["file_attributes"]["no_anomaly"] == "true"
+    widget.attr_table.item(0, 1).setText("MCF7")
+    assert on_disk(dataset_dir)[session.image.filename]["file_attributes"]["cell_line"] == "MCF7"
+    widget.status_filter.setCurrentText("checked: no anomaly")
+    shown = [
+        r for r in range(widget.image_table.rowCount()) if not widget.image_table.isRowHidden(r)
+    ]
+    assert len(shown) == sum(im.no_anomaly for im in session.dataset.images)
+    widget.status_filter.setCurrentText("all")
+    widget.filter_edit.setText("MCF7")
+    shown = [
+        r for r in range(widget.image_table.rowCount()) if not widget.image_table.isRowHidden(r)
+    ]
+    assert len(shown) == 1
+
+
+def test_disk_conflict_asks_and_never_overwrites_silently(widget, dataset_dir, monkeypatch):
+    answers = []
+    widget.annotator.on_conflict = lambda exc: answers.append(str(exc)) or "later"
+    time.sleep(0.01)
+    theirs = json.loads((dataset_dir / "annotations.json").read_text())
+    theirs["_via_settings"]["project"]["name"] = "theirs"
+    (dataset_dir / "annotations.json").write_text(json.dumps(theirs))
+    widget.annotator.shapes_layer.add_polygons([square(5, 5, 10)])
+    assert answers and "changed on disk" in answers[0]
+    assert json.loads((dataset_dir / "annotations.json").read_text()) == theirs
+    assert widget.annotator.session.dirty
+    widget.annotator.on_conflict = lambda exc: "overwrite"
+    widget.annotator.autosave()
+    assert json.loads((dataset_dir / "annotations.json.bak").read_text()) == theirs
+    assert not widget.annotator.session.dirty
+
+
+def test_export_every_format_and_reimport(widget, tmp_path, dataset_dir):
+    widget.annotator.shapes_layer.add_polygons([square(30, 30, 12)])
+    n = len(widget.annotator.session.dataset.regions)
+    for fmt, out in [
+        ("via-project", tmp_path / "p.json"),
+        ("via", tmp_path / "v.json"),
+        ("coco", tmp_path / "c.json"),
+    ]:
+        written = widget.export(fmt, out)
+        assert written == [out]
+        ds, report = annotations.load(out, images_dir=dataset_dir)
+        assert len(ds.regions) == n and not [i for i in report.issues if i.kind != "closed"]
+    written = widget.export("masks", tmp_path / "masks")
+    assert len(written) == 7 and (tmp_path / "masks" / "labels.csv").is_file()
+
+
+def test_classes_can_be_added_renamed_and_removed(widget, dataset_dir):
+    widget.add_class("fiber")
+    assert widget.annotator.current_class == "fiber"
+    widget.rename_class("fiber", "fibre")
+    data = json.loads((dataset_dir / "annotations.json").read_text())
+    assert "fibre" in data["_via_attributes"]["region"]["class"]["options"]
+    widget.class_list.setCurrentRow(widget.class_list.count() - 1)
+    widget._remove_class()
+    assert "fibre" not in widget.annotator.session.dataset.classes
+
+
+def test_killed_while_annotating_leaves_a_complete_file(dataset_dir, tmp_path):
+    """SIGKILL a process that adds polygons through the layer; the file on disk must load."""
+    before = len(on_disk(dataset_dir)["img_000.tif"]["regions"])
+    script = tmp_path / "annotate.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys, numpy as np, napari
+            from napari_bioanomaly.core.session import AnnotationSession
+            from napari_bioanomaly._annotator import Annotator
+            viewer = napari.Viewer(show=False)
+            annotator = Annotator(viewer, AnnotationSession.open({str(dataset_dir)!r}))
+            for i in range(10000):
+                r = 2 + (i % 50) * 2.0
+                annotator.shapes_layer.add_polygons([np.array([[r, 2], [r, 9], [r + 1.5, 9]])])
+                print(i, flush=True)
+            """
+        )
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    last = -1
+    deadline = time.time() + 120
+    while last < 40 and time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        last = int(line.split()[0])
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert last >= 40, "the annotating process did not get going"
+    ds, report = annotations.load(dataset_dir / "annotations.json", read_images=False)
+    assert report.format == "via2-project" and not report.issues
+    added = len(ds.images[0].regions) - before
+    assert added >= last + 1  # every edit reported done was on disk; at most the next one is lost

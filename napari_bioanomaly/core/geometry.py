@@ -177,6 +177,35 @@ def clean_polygon(
     return [_exterior(p) for p in parts]
 
 
+def clean_polygons(
+    rings: list[np.ndarray], notes: list[Note] | None = None
+) -> list[list[np.ndarray]]:
+    """:func:`clean_polygon` for many polygons at once (no clipping).
+
+    How it works: all rings are built and checked in three vectorised shapely
+    calls; only the invalid or degenerate ones go through :func:`clean_polygon`.
+    A file of 20,000 valid polygons is checked several times faster this way.
+    """
+    notes = notes if notes is not None else [_noop] * len(rings)
+    pts = [drop_repeats(r) for r in rings]
+    out: list[list[np.ndarray] | None] = [None] * len(rings)
+    fast = [i for i, p in enumerate(pts) if len(p) >= 3]
+    if fast:
+        lengths = np.array([len(pts[i]) for i in fast])
+        coords = np.concatenate([pts[i] for i in fast])
+        polys = shapely.polygons(
+            shapely.linearrings(coords, indices=np.repeat(np.arange(len(fast)), lengths))
+        )
+        good = shapely.is_valid(polys) & (shapely.area(polys) > 0)
+        for i, ok in zip(fast, good, strict=True):
+            if ok:
+                out[i] = [pts[i]]
+    return [
+        done if done is not None else clean_polygon(pts[i], None, notes[i])
+        for i, done in enumerate(out)
+    ]
+
+
 def polygon_area(points: np.ndarray) -> float:
     """Area of a simple polygon (shoelace)."""
     r, c = points[:, 0], points[:, 1]

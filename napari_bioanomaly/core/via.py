@@ -165,6 +165,7 @@ class _Parser:
         self.report = report
         self.images: dict[str, ImageRecord] = {}
         self.class_sources: dict[str, int] = {}
+        self.pending: list[tuple[ImageRecord, np.ndarray, Any, tuple[Any, ...]]] = []
 
     # ---- images
 
@@ -228,12 +229,23 @@ class _Parser:
         def note(kind: str, message: str) -> None:
             self.report.add(kind, message, image, index)
 
-        parts = geometry.clean_polygon(points, record.shape, note)
-        if not parts:
-            return
-        self.report.regions_imported += 1
-        for part in parts:
-            record.regions.append(Region(part, label, dict(rest), score, source, shape, class_attr))
+        # polygons are checked together in finish(), much faster than one by one
+        self.pending.append((record, points, note, (label, rest, score, source, shape, class_attr)))
+
+    def finish(self) -> None:
+        """Validate the pending polygons in one batch and attach the regions, in file order."""
+        pending, self.pending = self.pending, []
+        cleaned = geometry.clean_polygons([p[1] for p in pending], [p[2] for p in pending])
+        for (record, _, _, (label, rest, score, source, shape, class_attr)), parts in zip(
+            pending, cleaned, strict=True
+        ):
+            if not parts:
+                continue
+            self.report.regions_imported += 1
+            for part in parts:
+                record.regions.append(
+                    Region(part, label, dict(rest), score, source, shape, class_attr)
+                )
 
     def split_attributes(
         self, attrs: dict[str, Any], image: str, index: Any
@@ -396,7 +408,8 @@ class _Parser:
         shape, points = self.shape_points(entry.get("shape_attributes"), image, index)
         self.add_region(record, index, shape, points, entry.get("region_attributes", {}))
 
-    def dataset(self, order: Iterable[str] | None = None) -> Dataset:
+    def dataset(self) -> Dataset:
+        self.finish()
         images = list(self.images.values())
         ds = Dataset(images=images)
         if self.class_sources:

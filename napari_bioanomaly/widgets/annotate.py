@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt
 from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
     QListWidgetItem,
     QMessageBox,
     QPushButton,
+    QTableView,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -54,6 +55,8 @@ SHORTCUTS = [
     ("Backspace / Delete", "delete the selected regions (napari)"),
     ("S / D", "select shapes / select vertices (napari)"),
 ]
+
+SORT_ROLE = Qt.ItemDataRole.UserRole + 7
 
 EXPORTS = {
     "VIA 2 project (.json)": ("via-project", "JSON (*.json)"),
@@ -95,6 +98,86 @@ class _NumberItem(QTableWidgetItem):
         return super().__lt__(other)
 
 
+class ImageListModel(QAbstractTableModel):
+    """The dataset's images as table rows, read live from the session (no copies)."""
+
+    FIXED = ("#", "image", "status", "regions")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.session: AnnotationSession | None = None
+        self.attr_keys: list[str] = []
+
+    def set_session(self, session: AnnotationSession) -> None:
+        self.beginResetModel()
+        self.session = session
+        keys: list[str] = []
+        for im in session.dataset.images:
+            keys.extend(k for k in im.file_attributes if k not in keys)
+        self.attr_keys = keys[:4]
+        self.endResetModel()
+
+    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:
+        return 0 if self.session is None or parent.isValid() else len(self.session.dataset.images)
+
+    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:
+        return len(self.FIXED) + len(self.attr_keys)
+
+    def headerData(self, section: int, orientation: Any, role: int = 0) -> Any:
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return [*self.FIXED, *self.attr_keys][section]
+        return None
+
+    def data(self, index: QModelIndex, role: int = 0) -> Any:
+        if self.session is None or not index.isValid():
+            return None
+        row, col = index.row(), index.column()
+        im = self.session.dataset.images[row]
+        if role in (Qt.ItemDataRole.DisplayRole, SORT_ROLE):
+            if col == 0:
+                return row + 1
+            if col == 1:
+                return im.filename
+            if col == 2:
+                return self.session.status(row)
+            if col == 3:
+                return len(im.regions)
+            return str(im.file_attributes.get(self.attr_keys[col - 4], ""))
+        if col == 2 and im.filename in self.session.problems:
+            if role == Qt.ItemDataRole.ToolTipRole:
+                return self.session.problems[im.filename]
+            if role == Qt.ItemDataRole.ForegroundRole:
+                return QColor("#d55e00")
+        return None
+
+    def refresh(self, row: int) -> None:
+        self.dataChanged.emit(self.index(row, 0), self.index(row, self.columnCount() - 1))
+
+
+class ImageFilter(QSortFilterProxyModel):
+    """Rows whose text contains the filter text and whose status matches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.text = ""
+        self.status = "all"
+        self.setSortRole(SORT_ROLE)
+
+    def set_filter(self, text: str, status: str) -> None:
+        self.text, self.status = text.strip().lower(), status
+        self.invalidateFilter()
+
+    def filterAcceptsRow(self, row: int, parent: QModelIndex) -> bool:
+        model = self.sourceModel()
+        values = [
+            str(model.data(model.index(row, c, parent), Qt.ItemDataRole.DisplayRole)).lower()
+            for c in range(model.columnCount())
+        ]
+        if self.status != "all" and values[2] != self.status:
+            return False
+        return not self.text or any(self.text in v for v in values)
+
+
 class AnnotateWidget(QWidget):
     """Open a dataset, walk through its images, draw anomalies with classes, export."""
 
@@ -102,7 +185,6 @@ class AnnotateWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.annotator: Annotator | None = None
-        self._attr_keys: list[str] = []
         self._filling = False
         self._last: Path | None = None
         self._build()
@@ -148,10 +230,19 @@ class AnnotateWidget(QWidget):
         filters.addWidget(self.filter_edit)
         filters.addWidget(self.status_filter)
         box.addLayout(filters)
-        self.image_table = _table(["#", "image", "status", "regions"])
+        self.image_model = ImageListModel()
+        self.image_proxy = ImageFilter()
+        self.image_proxy.setSourceModel(self.image_model)
+        self.image_table = QTableView()
+        self.image_table.setModel(self.image_proxy)
         self.image_table.setSortingEnabled(True)
+        self.image_table.sortByColumn(0, Qt.SortOrder.AscendingOrder)
+        self.image_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.image_table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.image_table.verticalHeader().setVisible(False)
+        self.image_table.horizontalHeader().setStretchLastSection(True)
         self.image_table.setMinimumHeight(180)
-        self.image_table.cellClicked.connect(self._on_image_clicked)
+        self.image_table.clicked.connect(self._on_image_clicked)
         box.addWidget(self.image_table)
         nav = QHBoxLayout()
         self.prev_button = QPushButton("< Previous")
@@ -317,72 +408,23 @@ class AnnotateWidget(QWidget):
     # ------------------------------------------------------------------ image list
 
     def _fill_images(self) -> None:
-        session = self._session
-        keys: list[str] = []
-        for im in session.dataset.images:
-            keys.extend(k for k in im.file_attributes if k not in keys)
-        self._attr_keys = keys[:4]
-        table = self.image_table
-        self._filling = True
-        table.setSortingEnabled(False)
-        table.clear()
-        table.setColumnCount(4 + len(self._attr_keys))
-        table.setHorizontalHeaderLabels(["#", "image", "status", "regions", *self._attr_keys])
-        table.setRowCount(len(session.dataset.images))
-        for i in range(len(session.dataset.images)):
-            self._fill_image_row(i, i)
-        table.setSortingEnabled(True)
-        table.sortByColumn(0, Qt.SortOrder.AscendingOrder)
-        self._filling = False
-        self._apply_filter()
-
-    def _fill_image_row(self, row: int, index: int) -> None:
-        session = self._session
-        im = session.dataset.images[index]
-        status = session.status(index)
-        cells = [
-            _NumberItem(index + 1),
-            QTableWidgetItem(im.filename),
-            QTableWidgetItem(status),
-            _NumberItem(len(im.regions)),
-            *[QTableWidgetItem(str(im.file_attributes.get(k, ""))) for k in self._attr_keys],
-        ]
-        if im.filename in session.problems:
-            cells[2].setToolTip(session.problems[im.filename])
-            cells[2].setForeground(QColor("#d55e00"))
-        for col, item in enumerate(cells):
-            item.setData(Qt.ItemDataRole.UserRole + 1, index)
-            self.image_table.setItem(row, col, item)
-
-    def _row_of(self, index: int) -> int:
-        for row in range(self.image_table.rowCount()):
-            item = self.image_table.item(row, 0)
-            if item is not None and item.data(Qt.ItemDataRole.UserRole + 1) == index:
-                return row
-        return -1
+        self.image_model.set_session(self._session)
+        self.image_table.resizeColumnsToContents()
 
     def _refresh_row(self, index: int) -> None:
-        row = self._row_of(index)
-        if row >= 0:
-            sorting = self.image_table.isSortingEnabled()
-            self.image_table.setSortingEnabled(False)
-            self._fill_image_row(row, index)
-            self.image_table.setSortingEnabled(sorting)
+        self.image_model.refresh(index)
 
     def _apply_filter(self, *_: Any) -> None:
-        text = self.filter_edit.text().strip().lower()
-        status = self.status_filter.currentText()
-        for row in range(self.image_table.rowCount()):
-            cells = [self.image_table.item(row, c) for c in range(self.image_table.columnCount())]
-            values = [c.text().lower() if c else "" for c in cells]
-            hide = bool(text) and not any(text in v for v in values)
-            hide = hide or (status != "all" and values[2] != status)
-            self.image_table.setRowHidden(row, hide)
+        self.image_proxy.set_filter(self.filter_edit.text(), self.status_filter.currentText())
 
-    def _on_image_clicked(self, row: int, _col: int) -> None:
-        item = self.image_table.item(row, 0)
-        if item is not None and self.annotator is not None:
-            self.go_to(int(item.data(Qt.ItemDataRole.UserRole + 1)))
+    def visible_images(self) -> list[int]:
+        """Dataset indices of the images the list shows now, in display order."""
+        proxy = self.image_proxy
+        return [proxy.mapToSource(proxy.index(r, 0)).row() for r in range(proxy.rowCount())]
+
+    def _on_image_clicked(self, index: QModelIndex) -> None:
+        if self.annotator is not None and index.isValid():
+            self.go_to(self.image_proxy.mapToSource(index).row())
 
     # ------------------------------------------------------------------ navigation
 
@@ -418,10 +460,10 @@ class AnnotateWidget(QWidget):
         self.no_anomaly_box.blockSignals(False)
         self._fill_attributes()
         self._on_regions_changed()
-        row = self._row_of(index)
-        if row >= 0:
-            self.image_table.selectRow(row)
-            self.image_table.scrollToItem(self.image_table.item(row, 0))
+        proxy_index = self.image_proxy.mapFromSource(self.image_model.index(index, 0))
+        if proxy_index.isValid():
+            self.image_table.selectRow(proxy_index.row())
+            self.image_table.scrollTo(proxy_index)
 
     # ------------------------------------------------------------------ regions
 

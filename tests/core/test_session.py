@@ -44,7 +44,7 @@ def test_open_is_lazy_and_reports_missing_images(dataset_dir):
     assert session.status(2) == "missing"
     pixels = session.read_pixels(0)
     assert pixels.shape == (128, 128) and session.image.shape == (128, 128)
-    with pytest.raises(BioAnomalyError, match="img_002.tif: image file not found"):
+    with pytest.raises(BioAnomalyError, match=r"img_002\.tif: image file not found"):
         session.read_pixels(2)
 
 

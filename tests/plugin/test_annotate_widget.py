@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+from qtpy.QtCore import Qt
 
 from napari_bioanomaly.core import annotations
 from napari_bioanomaly.widgets.annotate import AnnotateWidget
@@ -119,16 +120,17 @@ def test_no_anomaly_toggle_file_attributes_and_filter(widget, dataset_dir):
     widget.attr_table.item(0, 1).setText("MCF7")
     assert on_disk(dataset_dir)[session.image.filename]["file_attributes"]["cell_line"] == "MCF7"
     widget.status_filter.setCurrentText("checked: no anomaly")
-    shown = [
-        r for r in range(widget.image_table.rowCount()) if not widget.image_table.isRowHidden(r)
-    ]
-    assert len(shown) == sum(im.no_anomaly for im in session.dataset.images)
+    shown = widget.visible_images()
+    assert shown == [i for i, im in enumerate(session.dataset.images) if im.no_anomaly]
     widget.status_filter.setCurrentText("all")
     widget.filter_edit.setText("MCF7")
-    shown = [
-        r for r in range(widget.image_table.rowCount()) if not widget.image_table.isRowHidden(r)
-    ]
-    assert len(shown) == 1
+    assert widget.visible_images() == [normal]
+    widget.filter_edit.setText("")
+    widget.image_table.sortByColumn(3, Qt.SortOrder.DescendingOrder)  # most regions first
+    counts = [len(session.dataset.images[i].regions) for i in widget.visible_images()]
+    assert counts == sorted(counts, reverse=True)
+    widget.image_table.clicked.emit(widget.image_proxy.index(0, 1))
+    assert widget.annotator.index == widget.visible_images()[0]
 
 
 def test_disk_conflict_asks_and_never_overwrites_silently(widget, dataset_dir, monkeypatch):

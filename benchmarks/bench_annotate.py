@@ -1,0 +1,157 @@
+"""Annotate widget speed: first image of a 2,000-image dataset, image switch, one edit + autosave.
+
+Run under a display (``xvfb-run -a python benchmarks/bench_annotate.py``). Each figure is
+printed with a reference measured in the same process:
+
+- open: ``AnnotateWidget.open_path`` on 2,000 uint16 1080x1080 TIFFs until the first image is
+  on screen, against reading one image with tifffile and adding it to the viewer;
+- switch: ``step(+1)`` (save the current image, read the next, show it and its regions),
+  against tifffile read + ``layer.data = pixels``;
+- edit: add one polygon to an image that has 500 (our handler reads the regions back and
+  autosaves the 2,000-image VIA project), against the same ``add_polygons`` on a plain
+  Shapes layer.
+
+Targets: open <= 2 s, switch <= 300 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def make_dataset(folder: Path, n: int, size: int) -> None:
+    """``n`` distinct uncompressed uint16 TIFFs and a VIA project with a few regions each."""
+    import tifffile
+
+    from napari_bioanomaly.core import annotations
+    from napari_bioanomaly.core.model import Dataset, ImageRecord, Region
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(800, 3000, (size, size), dtype=np.uint16)
+    dataset = Dataset(classes=["dust", "scratch"], root=folder)
+    t = np.linspace(0, 2 * np.pi, 40, endpoint=False)
+    for i in range(n):
+        name = f"img_{i:05d}.tif"
+        base[0, 0] = i  # distinct files
+        tifffile.imwrite(folder / name, base)
+        regions = []
+        for _ in range(3):
+            c = rng.uniform(100, size - 100, 2)
+            poly = np.column_stack([c[0] + 30 * np.sin(t), c[1] + 30 * np.cos(t)])
+            regions.append(Region(poly, "dust"))
+        dataset.images.append(
+            ImageRecord(name, regions=regions, file_attributes={"cell_line": "HeLa"})
+        )
+    annotations.save(dataset, folder / "annotations.json", "via-project")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--size", type=int, default=1080)
+    parser.add_argument("--switches", type=int, default=20)
+    args = parser.parse_args()
+
+    import napari
+    import tifffile
+    from qtpy.QtWidgets import QApplication
+
+    from napari_bioanomaly.widgets.annotate import AnnotateWidget
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["XDG_CONFIG_HOME"] = str(Path(tmp) / "config")
+        folder = Path(tmp) / "ds"
+        folder.mkdir()
+        start = time.perf_counter()
+        make_dataset(folder, args.images, args.size)
+        print(
+            f"made {args.images} images of {args.size}x{args.size} uint16 in {time.perf_counter() - start:.0f} s"
+        )
+        viewer = napari.Viewer()
+        app = QApplication.instance()
+        # warm up: napari imports parts of itself on the first layer of each kind
+        warm = [viewer.add_image(np.zeros((8, 8), np.uint16)), viewer.add_shapes([np.eye(3)[:, :2]])]
+        app.processEvents()
+        for layer in warm:
+            viewer.layers.remove(layer)
+        app.processEvents()
+        start = time.perf_counter()
+        ref_layer = viewer.add_image(tifffile.imread(folder / "img_00000.tif"))
+        app.processEvents()
+        ref_open = time.perf_counter() - start
+        viewer.layers.remove(ref_layer)
+
+        widget = AnnotateWidget(viewer)
+        viewer.window.add_dock_widget(widget)
+        app.processEvents()
+        start = time.perf_counter()
+        widget.open_path(folder)
+        app.processEvents()
+        t_open = time.perf_counter() - start
+
+        switch, ref_switch = [], []
+        for _ in range(args.switches):
+            start = time.perf_counter()
+            widget.step(1)
+            app.processEvents()
+            switch.append(time.perf_counter() - start)
+        layer = widget.annotator.image_layer
+        for i in range(args.switches):
+            start = time.perf_counter()
+            layer.data = tifffile.imread(folder / f"img_{i + 100:05d}.tif")
+            app.processEvents()
+            ref_switch.append(time.perf_counter() - start)
+
+        # an image with 500 polygons
+        shapes = widget.annotator.shapes_layer
+        t = np.linspace(0, 2 * np.pi, 20, endpoint=False)
+        rng = np.random.default_rng(1)
+        polys = [
+            np.column_stack([c[0] + 10 * np.sin(t), c[1] + 10 * np.cos(t)])
+            for c in rng.uniform(20, args.size - 20, (500, 2))
+        ]
+        shapes.add_polygons(polys)
+        app.processEvents()
+        edit, ref_edit = [], []
+        plain = viewer.add_shapes(polys, shape_type="polygon", name="plain")
+        for i in range(10):
+            poly = polys[i] + 3
+            start = time.perf_counter()
+            shapes.add_polygons([poly])
+            app.processEvents()
+            edit.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            plain.add_polygons([poly])
+            app.processEvents()
+            ref_edit.append(time.perf_counter() - start)
+        viewer.close()
+
+    med = statistics.median
+    print(
+        f"machine: {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}, napari {napari.__version__}"
+    )
+    print(
+        f"open {args.images} images, first image shown: {t_open:.3f} s (target <= 2 s); "
+        f"reference tifffile + add_image: {ref_open:.3f} s; ratio {t_open / ref_open:.1f}x"
+    )
+    print(
+        f"switch image (median of {args.switches}): {med(switch) * 1000:.0f} ms (target <= 300 ms), "
+        f"max {max(switch) * 1000:.0f} ms; reference read + layer.data: {med(ref_switch) * 1000:.0f} ms; "
+        f"ratio {med(switch) / med(ref_switch):.1f}x"
+    )
+    print(
+        f"add one polygon to 500 + autosave (median of 10): {med(edit) * 1000:.0f} ms; "
+        f"reference plain add_polygons: {med(ref_edit) * 1000:.0f} ms; ratio {med(edit) / med(ref_edit):.1f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()

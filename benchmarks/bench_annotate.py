@@ -78,7 +78,10 @@ def main() -> None:
         viewer = napari.Viewer()
         app = QApplication.instance()
         # warm up: napari imports parts of itself on the first layer of each kind
-        warm = [viewer.add_image(np.zeros((8, 8), np.uint16)), viewer.add_shapes([np.eye(3)[:, :2]])]
+        warm = [
+            viewer.add_image(np.zeros((8, 8), np.uint16)),
+            viewer.add_shapes([np.eye(3)[:, :2]], shape_type="polygon"),
+        ]
         app.processEvents()
         for layer in warm:
             viewer.layers.remove(layer)

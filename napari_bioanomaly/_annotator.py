@@ -27,8 +27,8 @@ from ._layers import (
     ROLE_IMAGE,
     TAG,
     class_color,
-    region_from_shape,
     region_row,
+    regions_from_shapes,
 )
 from .core.images import percentile_range
 from .core.model import BioAnomalyError, Region
@@ -197,16 +197,15 @@ class Annotator:
     def layer_regions(self, indices: list[int] | None = None) -> list[Region]:
         """Regions of the shapes on screen (all, or those at ``indices``)."""
         layer = self.shapes_layer
-        rows = self._rows()
-        picked = range(len(layer.data)) if indices is None else indices
-        out = []
-        for i in picked:
-            region = region_from_shape(
-                layer.data[i], layer.shape_type[i], rows[i], self.polyline_width
-            )
-            if region is not None:
-                out.append(region)
-        return out
+        data, types, rows = layer.data, layer.shape_type, self._rows()
+        picked = list(range(len(data))) if indices is None else list(indices)
+        regions = regions_from_shapes(
+            [data[i] for i in picked],
+            [types[i] for i in picked],
+            [rows[i] for i in picked],
+            self.polyline_width,
+        )
+        return [r for r in regions if r is not None]
 
     def _on_data(self, event: Any) -> None:
         if self._loading:

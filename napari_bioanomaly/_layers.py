@@ -206,18 +206,14 @@ FEATURE_DEFAULTS: dict[str, Any] = {
 }
 
 
-def region_from_shape(
-    vertices: np.ndarray,
-    shape_type: str,
-    row: dict[str, Any],
-    polyline_width: float = 3.0,
-) -> Region | None:
-    """A region from one napari shape (2D vertices in napari coordinates) and its features.
+def shape_ring(
+    vertices: np.ndarray, shape_type: str, polyline_width: float = 3.0
+) -> np.ndarray | None:
+    """Model-coordinate polygon vertices of one napari shape (not yet validated).
 
     Polygons and rectangles keep their vertices; ellipses (napari stores their
     bounding box) become ellipse polygons; paths and lines (scratches, hairs)
-    become thin polygons ``polyline_width`` px wide. Returns ``None`` for a shape
-    that has no area.
+    become thin polygons ``polyline_width`` px wide. ``None`` for a path of one point.
     """
     from .core import geometry
 
@@ -225,16 +221,17 @@ def region_from_shape(
     if shape_type == "ellipse":
         lo, hi = verts.min(axis=0), verts.max(axis=0)
         center, radii = (lo + hi) / 2, (hi - lo) / 2
-        verts = geometry.ellipse_polygon(center[0], center[1], radii[0], radii[1])
-    elif shape_type in ("path", "line"):
+        return geometry.ellipse_polygon(center[0], center[1], radii[0], radii[1])
+    if shape_type in ("path", "line"):
         verts = geometry.drop_repeats(verts)
         if len(verts) < 2:
             return None
-        verts = geometry.polyline_polygon(verts, polyline_width)
-    parts = geometry.clean_polygon(verts)
-    if not parts:
-        return None
-    poly = max(parts, key=geometry.polygon_area)
+        return geometry.polyline_polygon(verts, polyline_width)
+    return verts
+
+
+def region_from_row(polygon: np.ndarray, shape_type: str, row: dict[str, Any]) -> Region:
+    """A region from validated vertices and the shape's feature row."""
     try:
         attrs = json.loads(row.get("attributes") or "{}")
     except (TypeError, json.JSONDecodeError):
@@ -243,7 +240,7 @@ def region_from_shape(
     source = row.get("source")
     label = row.get("class")
     return Region(
-        poly,
+        polygon,
         str(label) if label not in (None, "") else FALLBACK_CLASS,
         attrs if isinstance(attrs, dict) else {},
         None if score is None or (isinstance(score, float) and np.isnan(score)) else float(score),
@@ -251,6 +248,30 @@ def region_from_shape(
         "polyline" if shape_type in ("path", "line") else "polygon",
         row.get("class_attribute") or None,
     )
+
+
+def regions_from_shapes(
+    data: list[np.ndarray],
+    shape_types: list[str],
+    rows: list[dict[str, Any]],
+    polyline_width: float = 3.0,
+) -> list[Region | None]:
+    """One region per napari shape (``None`` for shapes without area), validated in a batch.
+
+    A shape that repairs into several pieces (a bow-tie) keeps its largest piece,
+    so shapes and regions stay one to one.
+    """
+    from .core import geometry
+
+    rings = [shape_ring(d, t, polyline_width) for d, t in zip(data, shape_types, strict=True)]
+    present = [i for i, r in enumerate(rings) if r is not None]
+    cleaned = geometry.clean_polygons([rings[i] for i in present])
+    out: list[Region | None] = [None] * len(data)
+    for i, parts in zip(present, cleaned, strict=True):
+        if parts:
+            poly = max(parts, key=geometry.polygon_area)
+            out[i] = region_from_row(poly, shape_types[i], rows[i])
+    return out
 
 
 def dataset_info(dataset: Dataset) -> dict[str, Any]:
@@ -321,12 +342,12 @@ def dataset_from_shapes(
             )
         )
     tagged = len(dataset.images)
-    for i, verts in enumerate(data):
-        verts = np.asarray(verts, dtype=np.float64)
-        row = {k: col[i] for k, col in columns.items()}
-        region = region_from_shape(verts, shape_types[i], row)
+    rows = [{k: col[i] for k, col in columns.items()} for i in range(n)]
+    regions = regions_from_shapes(list(data), list(shape_types), rows)
+    for verts, region in zip(data, regions, strict=True):
         if region is None:
             continue
+        verts = np.asarray(verts)
         plane = round(float(verts[0, -3])) if verts.shape[1] >= 3 else None
         if plane is not None and 0 <= plane < tagged:
             image = dataset.images[plane]

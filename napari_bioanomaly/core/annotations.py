@@ -202,13 +202,14 @@ def save(
     -------
     written, warnings
     """
+    # numbers in these files come from validated regions: finite by construction
     if fmt == "via":
-        return [write_json(path, via.to_via_export(dataset))], []
+        return [write_json(path, via.to_via_export(dataset), check_finite=False)], []
     if fmt == "via-project":
-        return [write_json(path, via.to_via_project(dataset))], []
+        return [write_json(path, via.to_via_project(dataset), check_finite=False)], []
     if fmt == "coco":
         data, warnings = coco.to_coco(dataset)
-        return [write_json(path, data)], warnings
+        return [write_json(path, data, check_finite=False)], warnings
     if fmt == "masks":
         return write_label_masks(dataset, path)
     raise BioAnomalyError(

@@ -14,7 +14,7 @@ import numpy as np
 from . import geometry
 from .model import Dataset, FormatError, ImageRecord, Region
 from .report import ImportReport
-from .via import _EntryError, _num, detect_format
+from .via import _EntryError, _num, detect_format, rounded_polygons
 
 #: Key under which we keep what COCO has no field for (file attributes, flags).
 EXTRA_KEY = "bioanomaly"
@@ -33,6 +33,7 @@ def to_coco(dataset: Dataset) -> tuple[dict[str, Any], list[str]]:
     cat_ids = {name: i + 1 for i, name in enumerate(classes)}
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
+    polygons = iter(rounded_polygons(dataset))
     for image_id, im in enumerate(dataset.images, start=1):
         if im.shape is not None:
             height, width = im.shape
@@ -57,7 +58,7 @@ def to_coco(dataset: Dataset) -> tuple[dict[str, Any], list[str]]:
             }
         )
         for r in im.regions:
-            xy = geometry.drop_repeats(np.round(r.polygon, 3))[:, ::-1]
+            xy = next(polygons)[:, ::-1]
             r0, c0, r1, c1 = r.bbox
             ann: dict[str, Any] = {
                 "id": len(annotations) + 1,

@@ -121,6 +121,27 @@ def drop_repeats(points: np.ndarray) -> np.ndarray:
     return pts[:end] if end < len(pts) else pts
 
 
+def drop_repeats_many(rings: list[np.ndarray]) -> list[np.ndarray]:
+    """:func:`drop_repeats` for many rings in a few vectorised numpy calls."""
+    if not rings:
+        return []
+    lengths = np.array([len(r) for r in rings])
+    if (lengths < 2).any():
+        return [drop_repeats(r) for r in rings]
+    coords = np.concatenate(rings).astype(np.float64, copy=False)
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    drop = np.zeros(len(coords), dtype=bool)
+    drop[1:] = (coords[1:] == coords[:-1]).all(axis=1)
+    drop[starts] = False
+    closing = (coords[ends - 1] == coords[starts]).all(axis=1)
+    drop[(ends - 1)[closing]] = True
+    kept = np.add.reduceat(~drop, starts)
+    parts = np.split(coords[~drop], np.cumsum(kept)[:-1])
+    # a ring that still closes on itself (several repeats at its end) takes the slow path
+    return [drop_repeats(p) if len(p) > 1 and (p[-1] == p[0]).all() else p for p in parts]
+
+
 def clean_polygon(
     points: np.ndarray,
     image_shape: Sequence[int] | None = None,
@@ -187,7 +208,7 @@ def clean_polygons(
     A file of 20,000 valid polygons is checked several times faster this way.
     """
     notes = notes if notes is not None else [_noop] * len(rings)
-    pts = [drop_repeats(r) for r in rings]
+    pts = drop_repeats_many(rings)
     out: list[list[np.ndarray] | None] = [None] * len(rings)
     fast = [i for i, p in enumerate(pts) if len(p) >= 3]
     if fast:

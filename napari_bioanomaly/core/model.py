@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -72,13 +73,17 @@ class Region:
         poly = np.asarray(self.polygon, dtype=np.float64)
         if poly.ndim != 2 or poly.shape[1] != 2 or len(poly) < 3:
             raise ValueError(f"a region polygon needs (N>=3, 2) vertices, got shape {poly.shape}")
+        if not np.isfinite(poly).all():
+            raise ValueError("a region polygon needs finite vertices")
         self.polygon = poly
+        if self.score is not None and not np.isfinite(self.score):
+            raise ValueError(f"a region score must be finite, got {self.score}")
         if self.source not in SOURCES:
             raise ValueError(f"region source must be one of {SOURCES}, got {self.source!r}")
 
-    @property
+    @cached_property
     def area(self) -> float:
-        """Polygon area in square pixels (shoelace formula)."""
+        """Polygon area in square pixels (shoelace formula; polygons are never changed in place)."""
         r, c = self.polygon[:, 0], self.polygon[:, 1]
         return float(abs(np.dot(r, np.roll(c, -1)) - np.dot(c, np.roll(r, -1))) / 2.0)
 

@@ -136,14 +136,22 @@ class AnnotationSession:
         return session
 
     def check_images(self) -> None:
-        """Record images whose file is missing or outside the dataset folder (cheap: stat only)."""
+        """Record images whose file is missing or outside the dataset folder.
+
+        One folder listing answers for plain relative names; only the others
+        (``..``, absolute paths, URLs) are resolved one by one.
+        """
         root = self.dataset.root or self.path.parent
+        present = set(annotations.list_images(root)) if root.is_dir() else set()
         for im in self.dataset.images:
+            name = im.filename
+            if name in present and ".." not in name.split("/"):
+                continue
             try:
-                if not resolve_image(root, im.filename).is_file():
-                    self.problems[im.filename] = "image file not found"
+                if not resolve_image(root, name).is_file():
+                    self.problems[name] = "image file not found"
             except BioAnomalyError as exc:
-                self.problems[im.filename] = str(exc)
+                self.problems[name] = str(exc)
 
     # ------------------------------------------------------------------ images
 

@@ -655,11 +655,6 @@ def read_via(
     return parser.dataset(), report
 
 
-def _rounded(polygon: np.ndarray) -> np.ndarray:
-    """Vertices rounded to VIA's 3 decimals, without repeats that rounding creates."""
-    return geometry.drop_repeats(np.round(polygon, 3))
-
-
 def _region_attributes(region: Region, class_attribute: str) -> dict[str, Any]:
     attrs: dict[str, Any] = {region.class_attribute or class_attribute: region.label}
     attrs.update(region.attributes)
@@ -683,19 +678,31 @@ def _unique_keys(dataset: Dataset) -> list[str]:
     return keys
 
 
+def rounded_polygons(dataset: Dataset) -> list[np.ndarray]:
+    """Every region's vertices rounded to 3 decimals (as VIA writes them), without the
+    repeated vertices rounding can create; in the order of :attr:`Dataset.regions`."""
+    polygons = [r.polygon for r in dataset.regions]
+    if not polygons:
+        return []
+    lengths = np.array([len(p) for p in polygons])
+    rounded = np.round(np.concatenate(polygons), 3)
+    return geometry.drop_repeats_many(np.split(rounded, np.cumsum(lengths)[:-1]))
+
+
 def to_via_export(dataset: Dataset) -> dict[str, Any]:
     """The VIA 2 "annotations export" mapping of a dataset (regions as lists)."""
     out: dict[str, Any] = {}
+    polygons = iter(rounded_polygons(dataset))
     for key, im in zip(_unique_keys(dataset), dataset.images, strict=True):
         file_attrs = dict(im.file_attributes)
         if im.no_anomaly:
             file_attrs[NO_ANOMALY_ATTRIBUTE] = "true"
         if im.reviewed:
             file_attrs[REVIEWED_ATTRIBUTE] = "true"
-        out[key] = {
-            "filename": im.filename,
-            "size": im.size,
-            "regions": [
+        regions = []
+        for r in im.regions:
+            xy = next(polygons)
+            regions.append(
                 {
                     "shape_attributes": {
                         "name": "polygon",
@@ -704,9 +711,11 @@ def to_via_export(dataset: Dataset) -> dict[str, Any]:
                     },
                     "region_attributes": _region_attributes(r, dataset.class_attribute),
                 }
-                for r in im.regions
-                for xy in (_rounded(r.polygon),)
-            ],
+            )
+        out[key] = {
+            "filename": im.filename,
+            "size": im.size,
+            "regions": regions,
             "file_attributes": file_attrs,
         }
     return out

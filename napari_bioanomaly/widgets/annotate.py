@@ -241,6 +241,7 @@ class AnnotateWidget(QWidget):
         self.image_table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.image_table.verticalHeader().setVisible(False)
         self.image_table.horizontalHeader().setStretchLastSection(True)
+        self.image_table.horizontalHeader().setResizeContentsPrecision(100)  # rows looked at
         self.image_table.setMinimumHeight(180)
         self.image_table.clicked.connect(self._on_image_clicked)
         box.addWidget(self.image_table)

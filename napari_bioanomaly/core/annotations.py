@@ -152,13 +152,17 @@ def find_annotation_file(folder: str | os.PathLike[str]) -> Path | None:
 
 
 def list_images(folder: str | os.PathLike[str]) -> list[str]:
-    """Image files under ``folder`` (recursively), as sorted relative posix paths."""
+    """Image files under ``folder`` (recursively, hidden entries skipped), as sorted
+    relative posix paths. Uses ``os.walk`` (no stat per file)."""
     folder = Path(folder)
-    return sorted(
-        p.relative_to(folder).as_posix()
-        for p in folder.rglob("*")
-        if p.is_file() and is_image_file(p) and not p.name.startswith(".")
-    )
+    out = []
+    for base, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        rel = Path(base).relative_to(folder)
+        for name in files:
+            if not name.startswith(".") and is_image_file(name):
+                out.append((rel / name).as_posix())
+    return sorted(out)
 
 
 def open_folder(

@@ -33,7 +33,7 @@ def to_coco(dataset: Dataset) -> tuple[dict[str, Any], list[str]]:
     cat_ids = {name: i + 1 for i, name in enumerate(classes)}
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
-    polygons = iter(rounded_polygons(dataset))
+    polygons = iter(rounded_polygons(dataset.regions))
     for image_id, im in enumerate(dataset.images, start=1):
         if im.shape is not None:
             height, width = im.shape

@@ -167,7 +167,7 @@ def clean_polygon(
         return []
     poly = shapely.polygons(pts)
     if shapely.is_valid(poly):
-        if shapely.area(poly) <= 0:
+        if polygon_area(pts) <= 0:
             note("skipped", "degenerate polygon: zero area")
             return []
         parts = [poly]
@@ -193,9 +193,15 @@ def clean_polygon(
             parts = clipped
     if any(p.interiors for p in parts):
         note("repaired", "polygon holes dropped")
+    rings = [_exterior(p) for p in parts]
+    rings = [r for r in rings if polygon_area(r) > 0]  # shapely and float shoelace can disagree
+    if not rings:
+        note("skipped", "degenerate polygon: zero area")
+        return []
+    parts = rings
     if len(parts) > 1:
         note("split", f"split into {len(parts)} polygons")
-    return [_exterior(p) for p in parts]
+    return parts
 
 
 def clean_polygons(
@@ -214,10 +220,9 @@ def clean_polygons(
     if fast:
         lengths = np.array([len(pts[i]) for i in fast])
         coords = np.concatenate([pts[i] for i in fast])
-        polys = shapely.polygons(
-            shapely.linearrings(coords, indices=np.repeat(np.arange(len(fast)), lengths))
-        )
-        good = shapely.is_valid(polys) & (shapely.area(polys) > 0)
+        ring_id = np.repeat(np.arange(len(fast)), lengths)
+        polys = shapely.polygons(shapely.linearrings(coords, indices=ring_id))
+        good = shapely.is_valid(polys) & (_areas(coords, lengths) > 0)
         for i, ok in zip(fast, good, strict=True):
             if ok:
                 out[i] = [pts[i]]
@@ -227,10 +232,20 @@ def clean_polygons(
     ]
 
 
+def _areas(coords: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Shoelace areas of rings stored one after another (vectorised :func:`polygon_area`)."""
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    rel = coords - np.repeat(coords[starts], lengths, axis=0)
+    nxt = np.arange(1, len(coords) + 1)
+    nxt[ends - 1] = starts
+    cross = rel[:, 0] * rel[nxt, 1] - rel[:, 1] * rel[nxt, 0]
+    return np.abs(np.add.reduceat(cross, starts)) / 2.0
+
+
 def polygon_area(points: np.ndarray) -> float:
-    """Area of a simple polygon (shoelace)."""
-    r, c = points[:, 0], points[:, 1]
-    return float(abs(np.dot(r, np.roll(c, -1)) - np.dot(c, np.roll(r, -1))) / 2.0)
+    """Area of a simple polygon (shoelace, relative to the first vertex for precision)."""
+    return float(_areas(np.asarray(points, dtype=np.float64), np.array([len(points)]))[0])
 
 
 def polygon_to_mask(points: np.ndarray, shape: Sequence[int]) -> np.ndarray:

@@ -84,8 +84,9 @@ class Region:
     @cached_property
     def area(self) -> float:
         """Polygon area in square pixels (shoelace formula; polygons are never changed in place)."""
-        r, c = self.polygon[:, 0], self.polygon[:, 1]
-        return float(abs(np.dot(r, np.roll(c, -1)) - np.dot(c, np.roll(r, -1))) / 2.0)
+        from .geometry import polygon_area
+
+        return polygon_area(self.polygon)
 
     @property
     def bbox(self) -> tuple[float, float, float, float]:

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from . import annotations
-from .fileio import read_json, resolve_image, write_json
+from . import annotations, via
+from .fileio import atomic_write, dumps, orjson, read_json, resolve_image, write_json
 from .images import read_image
 from .model import DEFAULT_CLASSES, BioAnomalyError, Dataset, ImageRecord, Region
 from .report import ImportReport
@@ -80,6 +80,8 @@ class AnnotationSession:
     problems: dict[str, str] = field(default_factory=dict)
     undo_stack: list[DeletedRegions] = field(default_factory=list)
     _disk: tuple[int, int] | None = None
+    #: Serialised VIA entries of images unchanged since the last save, by file name.
+    _entries: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ opening
 
@@ -104,15 +106,16 @@ class AnnotationSession:
         else:
             raise BioAnomalyError(f"{source}: no such file or folder")
         dataset, report = annotations.load(path, root, options, read_images=False)
+        present = annotations.list_images(root)
         if source.is_dir():
             known = {im.filename for im in dataset.images}
-            for name in annotations.list_images(root):
+            for name in present:
                 if name not in known and not name.endswith("_labels.tif"):
                     dataset.images.append(ImageRecord(name))
         if not dataset.classes:
             dataset.classes = list(dict.fromkeys([*DEFAULT_CLASSES, *dataset.class_names()]))
         session = cls(dataset, path, report, _disk=_fingerprint(path))
-        session.check_images()
+        session.check_images(set(present))
         session.current = session._remembered_index()
         return session
 
@@ -135,14 +138,16 @@ class AnnotationSession:
         session.check_images()
         return session
 
-    def check_images(self) -> None:
+    def check_images(self, present: set[str] | None = None) -> None:
         """Record images whose file is missing or outside the dataset folder.
 
-        One folder listing answers for plain relative names; only the others
-        (``..``, absolute paths, URLs) are resolved one by one.
+        One folder listing (``present``, made here if not given) answers for plain
+        relative names; only the others (``..``, absolute paths, URLs) are
+        resolved one by one.
         """
         root = self.dataset.root or self.path.parent
-        present = set(annotations.list_images(root)) if root.is_dir() else set()
+        if present is None:
+            present = set(annotations.list_images(root)) if root.is_dir() else set()
         for im in self.dataset.images:
             name = im.filename
             if name in present and ".." not in name.split("/"):
@@ -199,7 +204,7 @@ class AnnotationSession:
             im.shape = shape
             annotations.clip_regions(im, self.report)
             if len(self.report.issues) > before:
-                self.dirty = True
+                self.touch(index)
         return data
 
     def go_to(self, index: int) -> None:
@@ -210,6 +215,12 @@ class AnnotationSession:
         self._remember()
 
     # ------------------------------------------------------------------ edits
+
+    def touch(self, index: int | None = None) -> None:
+        """Mark an image (default: the current one) changed, so the next save writes it."""
+        im = self.dataset.images[self.current if index is None else index]
+        self._entries.pop(im.filename, None)
+        self.dirty = True
 
     def set_regions(self, regions: list[Region], index: int | None = None) -> bool:
         """Replace an image's regions; returns whether anything changed."""
@@ -222,7 +233,7 @@ class AnnotationSession:
         for r in regions:
             if r.label not in self.dataset.classes:
                 self.dataset.classes.append(r.label)
-        self.dirty = True
+        self.touch(self.dataset.images.index(im) if index is None else index)
         return True
 
     def set_flag(self, name: str, value: bool, index: int | None = None) -> None:
@@ -232,13 +243,13 @@ class AnnotationSession:
         im = self.dataset.images[self.current if index is None else index]
         if getattr(im, name) != value:
             setattr(im, name, value)
-            self.dirty = True
+            self.touch(self.current if index is None else index)
 
     def set_file_attributes(self, attributes: dict[str, Any], index: int | None = None) -> None:
         im = self.dataset.images[self.current if index is None else index]
         if im.file_attributes != attributes:
             im.file_attributes = dict(attributes)
-            self.dirty = True
+            self.touch(self.current if index is None else index)
 
     def set_classes(self, classes: list[str]) -> None:
         """Replace the class list (order kept); classes in use cannot be dropped."""
@@ -261,6 +272,7 @@ class AnnotationSession:
         for r in self.dataset.regions:
             if r.label == old:
                 r.label = new
+        self._entries.clear()
         self.dirty = True
 
     def push_deleted(self, regions: list[Region], index: int | None = None) -> None:
@@ -293,11 +305,23 @@ class AnnotationSession:
                 f"{self.path}: changed on disk by another program since it was opened; "
                 "reload it, or save over it (the other version is kept as .bak)"
             )
-        annotations.save(self.dataset, self.path, "via-project")
+        raw = self._serialise()
+        atomic_write(self.path, lambda fh: fh.write(raw))
         self._disk = _fingerprint(self.path)
         self.dirty = False
         self._remember()
         return self.path
+
+    def _serialise(self) -> bytes:
+        """The VIA 2 project as JSON bytes, re-encoding only the images changed since last time."""
+        ds = self.dataset
+        if orjson is None:
+            return dumps(via.to_via_project(ds), check_finite=False)
+        for im in ds.images:
+            if im.filename not in self._entries:
+                self._entries[im.filename] = orjson.dumps(via.image_entry(im, ds.class_attribute))
+        cached = {name: orjson.Fragment(raw) for name, raw in self._entries.items()}
+        return orjson.dumps(via.to_via_project(ds, cached))
 
     def save_copy(self, path: str | os.PathLike[str]) -> Path:
         """Write the dataset to another file (e.g. when the original changed on disk)."""
@@ -312,6 +336,7 @@ class AnnotationSession:
             if im.filename not in known:
                 dataset.images.append(ImageRecord(im.filename, im.shape))
         self.dataset, self.report = dataset, report
+        self._entries.clear()
         self._disk = _fingerprint(self.path)
         self.dirty = False
         self.undo_stack.clear()

@@ -678,46 +678,62 @@ def _unique_keys(dataset: Dataset) -> list[str]:
     return keys
 
 
-def rounded_polygons(dataset: Dataset) -> list[np.ndarray]:
-    """Every region's vertices rounded to 3 decimals (as VIA writes them), without the
-    repeated vertices rounding can create; in the order of :attr:`Dataset.regions`."""
-    polygons = [r.polygon for r in dataset.regions]
-    if not polygons:
+def rounded_polygons(regions: list[Region]) -> list[np.ndarray]:
+    """Vertices rounded to 3 decimals (as VIA writes them), without the repeated
+    vertices rounding can create; one array per region, in order."""
+    if not regions:
         return []
-    lengths = np.array([len(p) for p in polygons])
-    rounded = np.round(np.concatenate(polygons), 3)
+    lengths = np.array([len(r.polygon) for r in regions])
+    rounded = np.round(np.concatenate([r.polygon for r in regions]), 3)
     return geometry.drop_repeats_many(np.split(rounded, np.cumsum(lengths)[:-1]))
 
 
-def to_via_export(dataset: Dataset) -> dict[str, Any]:
-    """The VIA 2 "annotations export" mapping of a dataset (regions as lists)."""
+def image_entry(
+    im: ImageRecord, class_attribute: str, polygons: list[np.ndarray] | None = None
+) -> dict[str, Any]:
+    """The VIA 2 metadata entry of one image (``polygons``: its rounded vertices, if known)."""
+    if polygons is None:
+        polygons = rounded_polygons(im.regions)
+    file_attrs = dict(im.file_attributes)
+    if im.no_anomaly:
+        file_attrs[NO_ANOMALY_ATTRIBUTE] = "true"
+    if im.reviewed:
+        file_attrs[REVIEWED_ATTRIBUTE] = "true"
+    return {
+        "filename": im.filename,
+        "size": im.size,
+        "regions": [
+            {
+                "shape_attributes": {
+                    "name": "polygon",
+                    "all_points_x": xy[:, 1].tolist(),
+                    "all_points_y": xy[:, 0].tolist(),
+                },
+                "region_attributes": _region_attributes(r, class_attribute),
+            }
+            for r, xy in zip(im.regions, polygons, strict=True)
+        ],
+        "file_attributes": file_attrs,
+    }
+
+
+def to_via_export(dataset: Dataset, cached: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The VIA 2 "annotations export" mapping of a dataset (regions as lists).
+
+    ``cached`` maps file names to ready entries (e.g. pre-serialised JSON
+    fragments) used instead of building them again; the session keeps those
+    for unchanged images so an autosave costs little more than the edited image.
+    """
+    cached = cached or {}
+    todo = [im for im in dataset.images if im.filename not in cached]
+    polygons = iter(rounded_polygons([r for im in todo for r in im.regions]))
     out: dict[str, Any] = {}
-    polygons = iter(rounded_polygons(dataset))
     for key, im in zip(_unique_keys(dataset), dataset.images, strict=True):
-        file_attrs = dict(im.file_attributes)
-        if im.no_anomaly:
-            file_attrs[NO_ANOMALY_ATTRIBUTE] = "true"
-        if im.reviewed:
-            file_attrs[REVIEWED_ATTRIBUTE] = "true"
-        regions = []
-        for r in im.regions:
-            xy = next(polygons)
-            regions.append(
-                {
-                    "shape_attributes": {
-                        "name": "polygon",
-                        "all_points_x": xy[:, 1].tolist(),
-                        "all_points_y": xy[:, 0].tolist(),
-                    },
-                    "region_attributes": _region_attributes(r, dataset.class_attribute),
-                }
-            )
-        out[key] = {
-            "filename": im.filename,
-            "size": im.size,
-            "regions": regions,
-            "file_attributes": file_attrs,
-        }
+        if im.filename in cached:
+            out[key] = cached[im.filename]
+        else:
+            mine = [next(polygons) for _ in im.regions]
+            out[key] = image_entry(im, dataset.class_attribute, mine)
     return out
 
 
@@ -787,9 +803,12 @@ def via_attribute_definitions(dataset: Dataset) -> dict[str, Any]:
     return attrs
 
 
-def to_via_project(dataset: Dataset) -> dict[str, Any]:
-    """A VIA 2.0.10 project: settings, metadata, attribute definitions, image order."""
-    meta = to_via_export(dataset)
+def to_via_project(dataset: Dataset, cached: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A VIA 2.0.10 project: settings, metadata, attribute definitions, image order.
+
+    ``cached``: see :func:`to_via_export`.
+    """
+    meta = to_via_export(dataset, cached)
     return {
         "_via_settings": copy.deepcopy(dataset.settings)
         or _default_settings(dataset.class_attribute),

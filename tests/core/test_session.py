@@ -153,3 +153,18 @@ def test_regions_beyond_a_smaller_image_are_clipped_when_it_is_read(dataset_dir)
     assert region.bbox == (100, 100, 128, 128)
     assert any("clipped" in w for w in session.report.warnings)
     assert os.path.exists(dataset_dir / "annotations.json")
+
+
+def test_incremental_autosave_writes_exactly_a_full_export(dataset_dir):
+    from napari_bioanomaly.core import via
+
+    session = AnnotationSession.open(dataset_dir)
+    session.set_regions([Region(square(), "dust")], 0)
+    session.save()
+    session.set_flag("reviewed", True, 3)
+    session.set_file_attributes({"cell_line": "MCF7", "plate": "2"}, 2)
+    session.rename_class("dust", "fine dust")
+    session.set_regions([*session.dataset.images[1].regions, Region(square(40), "hair")], 1)
+    session.save()
+    on_disk = json.loads((dataset_dir / "annotations.json").read_text())
+    assert on_disk == json.loads(json.dumps(via.to_via_project(session.dataset)))

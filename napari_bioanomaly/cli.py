@@ -135,6 +135,9 @@ def cmd_gui(args: argparse.Namespace) -> int:
         raise BioAnomalyError(f"{args.dataset}: could not be opened")
     if args.screenshot:
         viewer.window.resize(1500, 1000)
+        from qtpy.QtWidgets import QApplication
+
+        QApplication.processEvents()
         viewer.reset_view()
         viewer.screenshot(args.screenshot, canvas_only=False, flash=False)
         print(f"screenshot saved to {args.screenshot}")

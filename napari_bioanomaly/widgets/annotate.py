@@ -20,6 +20,7 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
@@ -30,6 +31,7 @@ from qtpy.QtWidgets import (
     QListWidgetItem,
     QMessageBox,
     QPushButton,
+    QScrollArea,
     QTableView,
     QTableWidget,
     QTableWidgetItem,
@@ -198,7 +200,16 @@ class AnnotateWidget(QWidget):
     # ------------------------------------------------------------------ layout
 
     def _build(self) -> None:
-        layout = QVBoxLayout(self)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        inner = QWidget()
+        scroll.setWidget(inner)
+        outer.addWidget(scroll)
+        layout = QVBoxLayout(inner)
         row = QHBoxLayout()
         for text, slot, tip in [
             ("Open folder...", self._ask_folder, "a folder of images, with or without annotations"),
@@ -216,6 +227,7 @@ class AnnotateWidget(QWidget):
         self.status_label.setWordWrap(True)
         layout.addWidget(self.status_label)
         self.save_label = QLabel("")
+        self.save_label.setWordWrap(True)
         layout.addWidget(self.save_label)
 
         images = QGroupBox("Images")
@@ -243,7 +255,7 @@ class AnnotateWidget(QWidget):
         self.image_table.verticalHeader().setVisible(False)
         self.image_table.horizontalHeader().setStretchLastSection(True)
         self.image_table.horizontalHeader().setResizeContentsPrecision(100)  # rows looked at
-        self.image_table.setMinimumHeight(180)
+        self.image_table.setMinimumHeight(220)
         self.image_table.clicked.connect(self._on_image_clicked)
         box.addWidget(self.image_table)
         nav = QHBoxLayout()
@@ -268,14 +280,15 @@ class AnnotateWidget(QWidget):
         self.attr_table.setHorizontalHeaderLabels(["file attribute", "value"])
         self.attr_table.verticalHeader().setVisible(False)
         self.attr_table.horizontalHeader().setStretchLastSection(True)
-        self.attr_table.setMaximumHeight(110)
+        self.attr_table.setMinimumHeight(80)
+        self.attr_table.setMaximumHeight(120)
         self.attr_table.itemChanged.connect(self._on_attribute_edited)
         form.addWidget(self.attr_table)
         add_attr = QPushButton("Add attribute")
         add_attr.clicked.connect(self._add_attribute)
         form.addWidget(add_attr)
         self.region_table = _table(["#", "class", "area px", "source"])
-        self.region_table.setMaximumHeight(140)
+        self.region_table.setMinimumHeight(130)
         self.region_table.cellClicked.connect(self._on_region_clicked)
         form.addWidget(self.region_table)
         self.size_warning = QLabel("")
@@ -290,7 +303,7 @@ class AnnotateWidget(QWidget):
         classes = QGroupBox("Classes")
         cbox = QVBoxLayout(classes)
         self.class_list = QListWidget()
-        self.class_list.setMaximumHeight(150)
+        self.class_list.setMinimumHeight(140)
         self.class_list.currentTextChanged.connect(self._on_class_chosen)
         cbox.addWidget(self.class_list)
         crow = QHBoxLayout()

@@ -135,9 +135,9 @@ def cmd_gui(args: argparse.Namespace) -> int:
         raise BioAnomalyError(f"{args.dataset}: could not be opened")
     if args.screenshot:
         viewer.window.resize(1500, 1000)
-        from qtpy.QtWidgets import QApplication
+        from napari.qt import get_qapp
 
-        QApplication.processEvents()
+        get_qapp().processEvents()  # let the window take its new size before the shot
         viewer.reset_view()
         viewer.screenshot(args.screenshot, canvas_only=False, flash=False)
         print(f"screenshot saved to {args.screenshot}")

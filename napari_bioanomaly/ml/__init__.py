@@ -1,0 +1,1 @@
+"""Machine learning: datasets, models, training and prediction (torch; no napari, no Qt)."""

@@ -1,0 +1,114 @@
+"""Training configuration: one frozen, validated object for the CLI, the widget and checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from ..core.model import BioAnomalyError
+
+MODELS = ("unet", "maskrcnn")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run.
+
+    Parameters
+    ----------
+    model
+        ``unet`` (default; small, trains on a laptop CPU) or ``maskrcnn``.
+    epochs, steps_per_epoch
+        Length of training; an epoch is ``steps_per_epoch`` batches of random tiles.
+    tile, batch
+        Tile side in pixels and tiles per batch.
+    lr
+        Learning rate (AdamW, cosine decay).
+    anomaly_fraction
+        Share of tiles centred on an annotated region (oversampling of anomalies).
+    val_fraction, val_attribute, val_values
+        Validation images: a seeded fraction of the images, or those whose file
+        attribute ``val_attribute`` has one of ``val_values`` (e.g. a cell line).
+    augment
+        Flips, 90-degree rotations, brightness x0.8-1.5, Gaussian blur sigma 0-5
+        and Gaussian noise, applied jointly to image and masks.
+    low, high
+        Percentiles of the intensity normalisation.
+    device
+        ``auto`` (cuda > mps > cpu), ``cpu``, ``cuda`` or ``mps``.
+    amp
+        Mixed precision on CUDA.
+    seed
+        Seeds numpy and torch; CPU runs are reproducible.
+    base_channels
+        Width of the U-Net (16: about 0.5 M parameters).
+    weights
+        Optional local weights file for Mask R-CNN (no downloads).
+    num_workers
+        Data loader processes (0 reads in the training thread).
+    """
+
+    model: str = "unet"
+    epochs: int = 20
+    steps_per_epoch: int = 50
+    tile: int = 256
+    batch: int = 4
+    lr: float = 1e-3
+    anomaly_fraction: float = 0.5
+    val_fraction: float = 0.2
+    val_attribute: str | None = None
+    val_values: tuple[str, ...] = ()
+    augment: bool = True
+    low: float = 0.1
+    high: float = 99.9
+    device: str = "auto"
+    amp: bool = True
+    seed: int = 0
+    base_channels: int = 16
+    weights: str | None = None
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.model not in MODELS:
+            problems.append(f"model must be one of {', '.join(MODELS)}, not {self.model!r}")
+        if self.device not in DEVICES:
+            problems.append(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}")
+        for name in ("epochs", "steps_per_epoch", "batch", "base_channels"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1")
+        if self.tile < 32 or self.tile % 16:
+            problems.append(f"tile must be a multiple of 16 and at least 32, not {self.tile}")
+        if not self.lr > 0:
+            problems.append("lr must be > 0")
+        if not 0 <= self.anomaly_fraction <= 1:
+            problems.append("anomaly_fraction must be in [0, 1]")
+        if not 0 <= self.val_fraction < 1:
+            problems.append("val_fraction must be in [0, 1)")
+        if not 0 <= self.low < self.high <= 100:
+            problems.append("percentiles must satisfy 0 <= low < high <= 100")
+        if self.num_workers < 0:
+            problems.append("num_workers must be >= 0")
+        if problems:
+            raise BioAnomalyError("invalid training settings: " + "; ".join(problems))
+        object.__setattr__(self, "val_values", tuple(str(v) for v in self.val_values))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (and torch ``weights_only``-loadable) plain dict."""
+        out = dataclasses.asdict(self)
+        out["val_values"] = list(self.val_values)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys (from newer versions) are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        if "val_values" in kwargs:
+            kwargs["val_values"] = tuple(kwargs["val_values"])
+        return cls(**kwargs)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)

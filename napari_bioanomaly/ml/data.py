@@ -1,0 +1,267 @@
+"""Training data: normalised single-channel tiles with their class and instance masks.
+
+Images are streamed from disk (a small cache of recently read images keeps memory
+bounded whatever the number of images). Tiles are drawn at random; a set share
+of them is centred on an annotated region, which oversamples the rare anomalous
+images. Augmentations change image and masks together.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from ..core.fileio import resolve_image
+from ..core.geometry import polygon_to_mask
+from ..core.images import image_shape, read_image, to_grayscale
+from ..core.model import BioAnomalyError, Dataset, ImageRecord
+from .config import TrainConfig
+
+
+def normalise(image: np.ndarray, low: float = 0.1, high: float = 99.9) -> np.ndarray:
+    """Grayscale float32 image scaled so the ``low``/``high`` percentiles map to 0 and 1.
+
+    How it works: RGB becomes luminance; percentiles are taken on a subsample
+    of at most about 1 M pixels; values are clipped to ``[-0.5, 1.5]`` so rare
+    outliers (saturated dust, dead pixels) cannot dominate.
+    """
+    gray = to_grayscale(image).astype(np.float32, copy=False)
+    step = max(1, int(math.sqrt(gray.size / 1_000_000)))
+    lo, hi = np.percentile(gray[::step, ::step], [low, high])
+    scale = 1.0 / max(float(hi - lo), 1e-6)
+    return np.clip((gray - lo) * scale, -0.5, 1.5).astype(np.float32)
+
+
+def class_names(dataset: Dataset) -> list[str]:
+    """Classes the model learns: the dataset's classes that some region uses, in order."""
+    used = set(dataset.class_counts())
+    return [c for c in dataset.class_names() if c in used]
+
+
+def rasterise(
+    image: ImageRecord, classes: list[str], shape: tuple[int, int], origin: tuple[int, int] = (0, 0)
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class mask (0 = background, i + 1 = ``classes[i]``) and instance mask of a window.
+
+    The window has ``shape`` and starts at pixel ``origin`` of the image; only
+    regions overlapping it are drawn, so tiles of big images stay cheap.
+    """
+    cls = np.zeros(shape, dtype=np.int64)
+    inst = np.zeros(shape, dtype=np.int32)
+    r0, c0 = origin
+    for i, region in enumerate(image.regions, start=1):
+        br0, bc0, br1, bc1 = region.bbox
+        if br1 <= r0 or bc1 <= c0 or br0 >= r0 + shape[0] or bc0 >= c0 + shape[1]:
+            continue
+        if region.label not in classes:
+            continue
+        mask = polygon_to_mask(region.polygon - (r0, c0), shape)
+        cls[mask] = classes.index(region.label) + 1
+        inst[mask] = i
+    return cls, inst
+
+
+def split(dataset: Dataset, config: TrainConfig) -> tuple[list[int], list[int]]:
+    """Training and validation image indices.
+
+    By file attribute when ``config.val_attribute`` is set (images whose value is
+    in ``config.val_values`` validate), otherwise a seeded random
+    ``config.val_fraction`` of the images, stratified so that both sides get
+    anomalous images when there are at least two.
+    """
+    n = len(dataset.images)
+    if config.val_attribute:
+        val = [
+            i
+            for i, im in enumerate(dataset.images)
+            if str(im.file_attributes.get(config.val_attribute, "")) in config.val_values
+        ]
+        if not val:
+            raise BioAnomalyError(
+                f"no image has {config.val_attribute} in {list(config.val_values)} for validation"
+            )
+        return [i for i in range(n) if i not in set(val)], val
+    if config.val_fraction == 0:
+        return list(range(n)), []
+    rng = np.random.default_rng(config.seed)
+    anomalous = [i for i, im in enumerate(dataset.images) if im.regions]
+    normal = [i for i, im in enumerate(dataset.images) if not im.regions]
+    val: list[int] = []
+    for group in (anomalous, normal):
+        k = round(len(group) * config.val_fraction)
+        if group is anomalous and len(group) >= 2:
+            k = min(max(k, 1), len(group) - 1)
+        val.extend(rng.permutation(group)[:k].tolist())
+    val_set = set(val)
+    return [i for i in range(n) if i not in val_set], sorted(val)
+
+
+def check_images(dataset: Dataset, indices: list[int]) -> None:
+    """Read every image header; raise one error naming all missing or unreadable images."""
+    root = dataset.root or Path(".")
+    bad = []
+    for i in indices:
+        im = dataset.images[i]
+        try:
+            shape = image_shape(resolve_image(root, im.filename))
+        except BioAnomalyError as exc:
+            bad.append(str(exc))
+            continue
+        im.shape = im.shape or shape
+    if bad:
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise BioAnomalyError(f"{len(bad)} image(s) cannot be read: " + "; ".join(bad[:5]) + more)
+
+
+class ImageCache:
+    """The last few normalised images, so consecutive tiles do not re-read files."""
+
+    def __init__(self, dataset: Dataset, config: TrainConfig, size: int = 8) -> None:
+        self.dataset = dataset
+        self.root = dataset.root or Path(".")
+        self.config = config
+        self.size = size
+        self._items: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    def __call__(self, index: int) -> np.ndarray:
+        if index in self._items:
+            self._items.move_to_end(index)
+            return self._items[index]
+        im = self.dataset.images[index]
+        data = normalise(
+            read_image(resolve_image(self.root, im.filename)), self.config.low, self.config.high
+        )
+        self._items[index] = data
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+        return data
+
+
+def _crop(array: np.ndarray, r0: int, c0: int, tile: int, fill: float = 0) -> np.ndarray:
+    """A ``tile`` x ``tile`` window at ``(r0, c0)``, padded with ``fill`` outside the array."""
+    out = np.full((tile, tile), fill, dtype=array.dtype)
+    rs, cs = max(r0, 0), max(c0, 0)
+    re, ce = min(r0 + tile, array.shape[0]), min(c0 + tile, array.shape[1])
+    if re > rs and ce > cs:
+        out[rs - r0 : re - r0, cs - c0 : ce - c0] = array[rs:re, cs:ce]
+    return out
+
+
+def augment(
+    rng: np.random.Generator, image: np.ndarray, cls: np.ndarray, inst: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flips and 90-degree rotations of all three; brightness, blur and noise of the image."""
+    k = int(rng.integers(4))
+    arrays = [np.rot90(a, k) for a in (image, cls, inst)]
+    if rng.random() < 0.5:
+        arrays = [np.fliplr(a) for a in arrays]
+    image, cls, inst = (np.ascontiguousarray(a) for a in arrays)
+    image = image * np.float32(rng.uniform(0.8, 1.5))
+    if rng.random() < 0.3:
+        image = ndimage.gaussian_filter(image, rng.uniform(0.0, 5.0))
+    if rng.random() < 0.5:
+        image = image + rng.normal(0.0, rng.uniform(0.0, 0.05), image.shape).astype(np.float32)
+    return image.astype(np.float32), cls, inst
+
+
+class TileSampler:
+    """Random training tiles of the given images, oversampling annotated regions."""
+
+    def __init__(
+        self, dataset: Dataset, indices: list[int], classes: list[str], config: TrainConfig
+    ) -> None:
+        self.dataset = dataset
+        self.indices = list(indices)
+        self.classes = classes
+        self.config = config
+        self.cache = ImageCache(dataset, config)
+        self.regions = [
+            (i, j)
+            for i in self.indices
+            for j, r in enumerate(dataset.images[i].regions)
+            if r.label in classes
+        ]
+        if not self.regions:
+            raise BioAnomalyError(
+                "no annotated anomalies in the training images: annotate some regions first"
+            )
+
+    def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One tile: normalised image (float32), class mask (int64), instance mask (int32)."""
+        tile = self.config.tile
+        if rng.random() < self.config.anomaly_fraction:
+            index, j = self.regions[int(rng.integers(len(self.regions)))]
+            image = self.cache(index)
+            r0, c0, r1, c1 = self.dataset.images[index].regions[j].bbox
+            centre = rng.uniform((r0, c0), (max(r1, r0 + 1), max(c1, c0 + 1)))
+            origin = (centre - tile / 2 + rng.uniform(-tile / 4, tile / 4, 2)).astype(int)
+        else:
+            index = self.indices[int(rng.integers(len(self.indices)))]
+            image = self.cache(index)
+            origin = np.array(
+                [int(rng.integers(0, max(1, s - tile + 1))) for s in image.shape], dtype=int
+            )
+        rows, cols = image.shape
+        r, c = (
+            int(np.clip(origin[0], min(0, rows - tile), max(0, rows - tile))),
+            int(np.clip(origin[1], min(0, cols - tile), max(0, cols - tile))),
+        )
+        if rows < tile or cols < tile:  # small images: centred in the tile
+            r, c = (
+                (rows - tile) // 2 if rows < tile else r,
+                (cols - tile) // 2 if cols < tile else c,
+            )
+        img = _crop(image, r, c, tile)
+        cls, inst = rasterise(self.dataset.images[index], self.classes, (tile, tile), (r, c))
+        if self.config.augment:
+            img, cls, inst = augment(rng, img, cls, inst)
+        return img, cls, inst
+
+
+class TileStream(torch.utils.data.IterableDataset):
+    """An endless stream of training tiles; each data loader worker gets its own seed."""
+
+    def __init__(self, sampler: TileSampler, seed: int) -> None:
+        super().__init__()
+        self.sampler = sampler
+        self.seed = seed
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        info = torch.utils.data.get_worker_info()
+        worker = info.id if info is not None else 0
+        rng = np.random.default_rng([self.seed, worker])
+        while True:
+            img, cls, inst = self.sampler.sample(rng)
+            yield torch.from_numpy(img[None]), torch.from_numpy(cls), torch.from_numpy(inst)
+
+
+def validation_tiles(
+    dataset: Dataset,
+    indices: list[int],
+    classes: list[str],
+    config: TrainConfig,
+    max_tiles: int = 64,
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Fixed validation tiles: a grid over each validation image (tiles with anomalies first).
+
+    Deterministic, so validation scores of different epochs compare. At most
+    ``max_tiles`` tiles are kept (all anomalous ones first, then normal ones).
+    """
+    cache = ImageCache(dataset, config, size=1)
+    tile = config.tile
+    with_anomaly, without = [], []
+    for i in indices:
+        image = cache(i)
+        rows, cols = image.shape
+        for r in range(0, max(rows - tile, 0) + 1, tile):
+            for c in range(0, max(cols - tile, 0) + 1, tile):
+                cls, inst = rasterise(dataset.images[i], classes, (tile, tile), (r, c))
+                item = (_crop(image, r, c, tile), cls, inst)
+                (with_anomaly if cls.any() else without).append(item)
+    return (with_anomaly + without)[:max_tiles]

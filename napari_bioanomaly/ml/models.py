@@ -1,0 +1,204 @@
+"""Two segmentation models behind one interface: a small U-Net and a 1-channel Mask R-CNN.
+
+Both take normalised single-channel images ``(N, 1, H, W)``; ``loss`` gives the
+training loss of a batch and ``predict_classes`` a class map per image
+(0 = background, ``i`` = class ``i``). Instances of the U-Net come from
+connected components; Mask R-CNN predicts them directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core.model import BioAnomalyError
+
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    groups = min(8, cout)
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.GroupNorm(groups, cout),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.GroupNorm(groups, cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class UNet(nn.Module):
+    """A U-Net (Ronneberger et al. 2015) with GroupNorm, for 1-channel input.
+
+    ``depth`` poolings; widths ``base * 2**level``. With ``base=16, depth=4`` it
+    has about 1.9 M parameters and trains on 256 px tiles on a laptop CPU.
+    Input sides must be multiples of ``2**depth``.
+    """
+
+    def __init__(
+        self, n_classes: int, base: int = 16, depth: int = 4, in_channels: int = 1
+    ) -> None:
+        super().__init__()
+        self.depth = depth
+        widths = [base * 2**i for i in range(depth + 1)]
+        self.down = nn.ModuleList()
+        cin = in_channels
+        for w in widths:
+            self.down.append(_block(cin, w))
+            cin = w
+        self.up = nn.ModuleList()
+        self.merge = nn.ModuleList()
+        for w in reversed(widths[:-1]):
+            self.up.append(nn.ConvTranspose2d(cin, w, 2, stride=2))
+            self.merge.append(_block(2 * w, w))
+            cin = w
+        self.head = nn.Conv2d(cin, n_classes + 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(x)
+            if i < self.depth:
+                skips.append(x)
+                x = F.max_pool2d(x, 2)
+        for up, merge in zip(self.up, self.merge, strict=True):
+            x = up(x)
+            x = merge(torch.cat([x, skips.pop()], dim=1))
+        return self.head(x)
+
+
+def unet_loss(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy plus soft Dice of the foreground (anomalies cover few pixels)."""
+    ce = F.cross_entropy(logits, classes)
+    prob_fg = 1.0 - torch.softmax(logits, dim=1)[:, 0]
+    fg = (classes > 0).float()
+    inter = (prob_fg * fg).sum()
+    dice = 1.0 - (2 * inter + 1.0) / (prob_fg.sum() + fg.sum() + 1.0)
+    return ce + dice
+
+
+def maskrcnn(n_classes: int, size: int, weights: str | Path | None = None) -> nn.Module:
+    """torchvision Mask R-CNN (ResNet-50 FPN) with a true 1-channel input.
+
+    No downloads: ``weights=None, weights_backbone=None``. The first convolution
+    takes one channel and the transform normalises one channel; images are used
+    at ``size`` (tile or full image side), not shrunk to 800 px. A local weights
+    file (a state dict, loaded with ``weights_only=True``) may be given: RGB
+    first-layer weights are summed to one channel; heads whose shapes differ
+    (another number of classes) are left as initialised.
+    """
+    from torchvision.models.detection import maskrcnn_resnet50_fpn
+
+    model = maskrcnn_resnet50_fpn(
+        weights=None,
+        weights_backbone=None,
+        num_classes=n_classes + 1,
+        image_mean=[0.5],
+        image_std=[0.25],
+        min_size=size,
+        max_size=size,
+    )
+    model.backbone.body.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    if weights is not None:
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise BioAnomalyError(f"{weights}: cannot read weights ({exc})") from None
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        if not isinstance(state, dict):
+            raise BioAnomalyError(f"{weights}: not a state dict")
+        conv = "backbone.body.conv1.weight"
+        if conv in state and state[conv].shape[1] == 3:
+            state[conv] = state[conv].sum(dim=1, keepdim=True)
+        own = model.state_dict()
+        usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        model.load_state_dict(usable, strict=False)
+    return model
+
+
+def maskrcnn_targets(
+    classes: torch.Tensor, instances: torch.Tensor
+) -> list[dict[str, torch.Tensor]]:
+    """Mask R-CNN targets (boxes, labels, masks) from class and instance masks of a batch."""
+    targets = []
+    for cls, inst in zip(classes, instances, strict=True):
+        ids = torch.unique(inst)
+        ids = ids[ids > 0]
+        masks = inst[None] == ids[:, None, None]
+        boxes, labels, keep = [], [], []
+        for k, m in enumerate(masks):
+            rows = torch.where(m.any(dim=1))[0]
+            cols = torch.where(m.any(dim=0))[0]
+            if len(rows) == 0:
+                continue
+            boxes.append(torch.stack([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1]).float())
+            labels.append(cls[m][0])
+            keep.append(k)
+        device = classes.device
+        targets.append(
+            {
+                "boxes": torch.stack(boxes) if boxes else torch.zeros((0, 4), device=device),
+                "labels": torch.stack(labels).long()
+                if labels
+                else torch.zeros(0, dtype=torch.int64, device=device),
+                "masks": masks[keep].to(torch.uint8)
+                if keep
+                else torch.zeros((0, *inst.shape), dtype=torch.uint8, device=device),
+            }
+        )
+    return targets
+
+
+def build(
+    kind: str, n_classes: int, tile: int, base: int = 16, weights: str | None = None
+) -> nn.Module:
+    """The model of ``kind`` (``unet`` or ``maskrcnn``) for ``n_classes`` anomaly classes."""
+    if kind == "unet":
+        return UNet(n_classes, base=base)
+    if kind == "maskrcnn":
+        return maskrcnn(n_classes, tile, weights)
+    raise BioAnomalyError(f"unknown model {kind!r}")
+
+
+def loss(
+    kind: str,
+    model: nn.Module,
+    images: torch.Tensor,
+    classes: torch.Tensor,
+    instances: torch.Tensor,
+) -> torch.Tensor:
+    """Training loss of a batch (the model is in training mode)."""
+    if kind == "unet":
+        return unet_loss(model(images), classes)
+    losses = model(list(images), maskrcnn_targets(classes, instances))
+    return sum(losses.values())
+
+
+@torch.no_grad()
+def predict_classes(
+    kind: str, model: nn.Module, images: torch.Tensor, score_threshold: float = 0.5
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class maps ``(N, H, W)`` and foreground probabilities ``(N, H, W)`` (model in eval mode).
+
+    For Mask R-CNN, detections above ``score_threshold`` are painted in order of
+    increasing score (the most confident wins where masks overlap); the
+    probability is the mask probability times the detection score.
+    """
+    if kind == "unet":
+        prob = torch.softmax(model(images).float(), dim=1)
+        return prob.argmax(dim=1), 1.0 - prob[:, 0]
+    n, _, h, w = images.shape
+    out = torch.zeros((n, h, w), dtype=torch.int64, device=images.device)
+    fg = torch.zeros((n, h, w), dtype=torch.float32, device=images.device)
+    for i, det in enumerate(model(list(images))):
+        order = torch.argsort(det["scores"])
+        for k in order:
+            score = det["scores"][k]
+            if score < score_threshold:
+                continue
+            m = det["masks"][k, 0]
+            out[i][m > 0.5] = det["labels"][k]
+            fg[i] = torch.maximum(fg[i], m * score)
+    return out, fg

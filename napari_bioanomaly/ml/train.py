@@ -1,0 +1,373 @@
+"""Training as one generator: it yields typed progress events and returns the result.
+
+The CLI drains it; the Train widget runs it in a napari thread worker. It never
+touches a GUI. Cancel by setting the ``cancel`` event: the generator notices at
+the next step, saves its last checkpoint, and returns.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import threading
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..core.fileio import atomic_write
+from ..core.metrics import MatchCounts, instance_counts, pixel_iou
+from ..core.model import BioAnomalyError, Dataset
+from . import data, models
+from .config import TrainConfig
+
+CHECKPOINT_FORMAT = "napari-bioanomaly-checkpoint"
+CHECKPOINT_VERSION = 1
+#: Predicted specks smaller than this (pixels) are not counted as instances in validation.
+MIN_AREA = 16
+
+
+@dataclass(frozen=True)
+class TrainEvent:
+    """Progress of a training run.
+
+    ``kind`` is ``"step"`` (after each optimiser step), ``"epoch"`` (after each
+    validation, with the validation fields set) or ``"warning"`` (``message``
+    says what happened, e.g. the batch was halved after running out of memory).
+    """
+
+    kind: str
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    loss: float | None = None
+    val_loss: float | None = None
+    val_iou: float | None = None
+    val_f1: float | None = None
+    lr: float | None = None
+    sec_per_step: float | None = None
+    data_fraction: float | None = None
+    eta_s: float | None = None
+    batch: int | None = None
+    message: str = ""
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or cancelled) run leaves behind."""
+
+    best: Path | None
+    last: Path
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_f1: float | None = None
+    cancelled: bool = False
+    device: str = "cpu"
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA if available, then Apple MPS, then CPU; a named device must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BioAnomalyError("device cuda asked for, but PyTorch sees no CUDA GPU here")
+    if name == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise BioAnomalyError("device mps asked for, but it is not available here")
+    return torch.device(name)
+
+
+def last_path(out: Path) -> Path:
+    """Where the last (resumable) checkpoint of a run whose best model goes to ``out`` is kept."""
+    return out.with_name(out.stem + ".last" + out.suffix)
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
+    """Write a checkpoint atomically (the previous file is kept as ``.bak``)."""
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    raw = buf.getvalue()
+    return atomic_write(path, lambda fh: fh.write(raw))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint as data only (``weights_only=True``: no code from the file runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BioAnomalyError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise BioAnomalyError(
+            f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise BioAnomalyError(f"{path}: not a napari-bioanomaly checkpoint")
+    if int(ckpt.get("version", 0)) > CHECKPOINT_VERSION:
+        raise BioAnomalyError(f"{path}: made by a newer napari-bioanomaly; please upgrade")
+    return ckpt
+
+
+def model_from_checkpoint(
+    ckpt: dict[str, Any], device: torch.device | str = "cpu"
+) -> torch.nn.Module:
+    """The trained model of a checkpoint, in eval mode on ``device``."""
+    config = TrainConfig.from_dict(ckpt["config"])
+    model = models.build(config.model, len(ckpt["classes"]), config.tile, config.base_channels)
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(device).eval()
+
+
+def _is_oom(exc: BaseException) -> bool:
+    oom = getattr(torch.cuda, "OutOfMemoryError", ())
+    return isinstance(exc, oom) or "out of memory" in str(exc).lower()
+
+
+def _free(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _batches(sampler: data.TileSampler, config: TrainConfig, seed: int) -> Any:
+    loader = torch.utils.data.DataLoader(
+        data.TileStream(sampler, seed),
+        batch_size=None,
+        num_workers=config.num_workers,
+        persistent_workers=config.num_workers > 0,
+    )
+    return iter(loader)
+
+
+def _next_batch(stream: Any, batch: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    items = [next(stream) for _ in range(batch)]
+    return tuple(torch.stack(t).to(device, non_blocking=True) for t in zip(*items, strict=True))
+
+
+def validate(
+    kind: str,
+    model: torch.nn.Module,
+    tiles: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    device: torch.device,
+    batch: int,
+) -> tuple[float | None, float, float]:
+    """Validation loss (U-Net only), foreground pixel IoU and instance F1 (IoU >= 0.5).
+
+    Predicted instances are the connected components of the predicted foreground,
+    without specks smaller than :data:`MIN_AREA` pixels.
+    """
+    from scipy import ndimage
+
+    model.eval()
+    counts = MatchCounts()
+    inter = union = 0
+    losses = []
+    with torch.no_grad():
+        for start in range(0, len(tiles), batch):
+            chunk = tiles[start : start + batch]
+            images = torch.from_numpy(np.stack([t[0] for t in chunk])[:, None]).to(device)
+            classes = torch.from_numpy(np.stack([t[1] for t in chunk])).to(device)
+            if kind == "unet":
+                losses.append(float(models.unet_loss(model(images).float(), classes)))
+            pred, _ = models.predict_classes(kind, model, images)
+            for (_, _, inst), p in zip(chunk, pred.cpu().numpy(), strict=True):
+                labels, n = ndimage.label(p > 0)
+                if n:
+                    sizes = np.bincount(labels.ravel())
+                    small = sizes < MIN_AREA
+                    small[0] = False
+                    labels[small[labels]] = 0
+                counts = counts + instance_counts(inst, labels)
+                i, u = pixel_iou(inst, labels)
+                inter, union = inter + i, union + u
+    model.train()
+    iou = inter / union if union else 1.0
+    return (float(np.mean(losses)) if losses else None), iou, counts.f1
+
+
+def train(
+    dataset: Dataset,
+    config: TrainConfig,
+    out: str | Path,
+    resume: str | Path | None = None,
+    cancel: threading.Event | None = None,
+) -> Generator[TrainEvent, None, TrainResult]:
+    """Train a model on ``dataset``; the best checkpoint (by validation F1) goes to ``out``.
+
+    Yields :class:`TrainEvent` and returns a :class:`TrainResult`. The last state
+    is kept in ``MODEL.last.pt`` after every epoch and on cancel, and ``resume``
+    continues from such a file (same model and classes).
+
+    Raises
+    ------
+    BioAnomalyError
+        For bad input (no annotations, unreadable images) or an out-of-memory
+        error that halving the batch down to 1 did not cure.
+    """
+    out = Path(out)
+    cancel = cancel or threading.Event()
+    torch.manual_seed(config.seed)
+    classes = data.class_names(dataset)
+    if not classes:
+        raise BioAnomalyError("no annotated anomalies in the dataset: annotate some regions first")
+    train_idx, val_idx = data.split(dataset, config)
+    if not train_idx:
+        raise BioAnomalyError("no training images left after the validation split")
+    data.check_images(dataset, train_idx + val_idx)
+    sampler = data.TileSampler(dataset, train_idx, classes, config)
+    val_tiles = data.validation_tiles(dataset, val_idx, classes, config)
+    device = pick_device(config.device)
+    model = models.build(
+        config.model, len(classes), config.tile, config.base_channels, config.weights
+    )
+    model.to(device).train()
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
+    total = config.epochs * config.steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+    )
+    use_amp = config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    best_f1: float | None = None
+    if resume is not None:
+        ckpt = load_checkpoint(resume)
+        if ckpt["config"]["model"] != config.model or list(ckpt["classes"]) != classes:
+            raise BioAnomalyError(
+                f"{resume}: trained as {ckpt['config']['model']} on classes {ckpt['classes']}; "
+                f"cannot resume as {config.model} on {classes}"
+            )
+        model.load_state_dict(ckpt["state_dict"])
+        if "optimizer" in ckpt:
+            optimiser.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+        history = list(ckpt.get("history", []))
+        start_epoch = int(ckpt.get("epoch", -1)) + 1
+        best_f1 = ckpt.get("best_f1")
+    batch = config.batch
+    stream = _batches(sampler, config, config.seed + 7919 * start_epoch)
+
+    def payload(epoch: int) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "config": config.to_dict(),
+            "classes": classes,
+            "normalisation": {"method": "percentile", "low": config.low, "high": config.high},
+            "history": history,
+            "epoch": epoch,
+            "best_f1": best_f1,
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": optimiser.state_dict(),
+            "scheduler": scheduler.state_dict(),
+        }
+
+    last = last_path(out)
+    best_path: Path | None = out if out.exists() and resume is not None else None
+    step_times: list[float] = []
+    data_times: list[float] = []
+    for epoch in range(start_epoch, config.epochs):
+        losses = []
+        step = 0
+        while step < config.steps_per_epoch:
+            if cancel.is_set():
+                save_checkpoint(last, payload(epoch - 1))
+                return TrainResult(best_path, last, history, best_f1, True, str(device))
+            t0 = time.perf_counter()
+            images, cls, inst = _next_batch(stream, batch, device)
+            t_data = time.perf_counter() - t0
+            try:
+                with torch.autocast(device.type, enabled=use_amp):
+                    value = models.loss(config.model, model, images, cls, inst)
+                optimiser.zero_grad(set_to_none=True)
+                scaler.scale(value).backward()
+                scaler.step(optimiser)
+                scaler.update()
+            except (RuntimeError, MemoryError) as exc:
+                if not _is_oom(exc):
+                    raise
+                del images, cls, inst
+                value = None
+                optimiser.zero_grad(set_to_none=True)
+                _free(device)
+                if batch == 1:
+                    raise BioAnomalyError(
+                        f"out of memory on {device} with batch 1 and {config.tile} px tiles: "
+                        "use smaller tiles (--tile), the U-Net, or another device"
+                    ) from None
+                batch = max(1, batch // 2)
+                yield TrainEvent(
+                    "warning",
+                    epoch,
+                    config.epochs,
+                    step,
+                    config.steps_per_epoch,
+                    batch=batch,
+                    message=f"out of memory on {device}: batch halved to {batch} "
+                    f"(use --batch {batch} or smaller tiles to avoid this)",
+                )
+                continue
+            scheduler.step()
+            losses.append(float(value.detach()))
+            step += 1
+            step_times.append(time.perf_counter() - t0)
+            data_times.append(t_data)
+            recent = step_times[-20:]
+            per_step = sum(recent) / len(recent)
+            done = (epoch - start_epoch) * config.steps_per_epoch + step
+            remaining = (config.epochs - start_epoch) * config.steps_per_epoch - done
+            yield TrainEvent(
+                "step",
+                epoch,
+                config.epochs,
+                step,
+                config.steps_per_epoch,
+                loss=losses[-1],
+                lr=scheduler.get_last_lr()[0],
+                sec_per_step=per_step,
+                data_fraction=sum(data_times[-20:]) / max(sum(recent), 1e-9),
+                eta_s=per_step * remaining,
+                batch=batch,
+            )
+        val_loss, val_iou, val_f1 = (
+            validate(config.model, model, val_tiles, device, batch)
+            if val_tiles
+            else (None, None, None)
+        )
+        record = {
+            "epoch": epoch,
+            "loss": float(np.mean(losses)),
+            "val_loss": val_loss,
+            "val_iou": val_iou,
+            "val_f1": val_f1,
+            "lr": scheduler.get_last_lr()[0],
+        }
+        history.append(record)
+        score = val_f1 if val_f1 is not None else -record["loss"]
+        if best_f1 is None or score > best_f1:
+            best_f1 = score
+            best_path = save_checkpoint(out, payload(epoch))
+        save_checkpoint(last, payload(epoch))
+        yield TrainEvent(
+            "epoch",
+            epoch,
+            config.epochs,
+            config.steps_per_epoch,
+            config.steps_per_epoch,
+            loss=record["loss"],
+            val_loss=val_loss,
+            val_iou=val_iou,
+            val_f1=val_f1,
+            lr=record["lr"],
+            batch=batch,
+        )
+    return TrainResult(best_path, last, history, best_f1, False, str(device))

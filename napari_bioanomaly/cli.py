@@ -122,6 +122,67 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress_line(event: Any) -> str:
+    """One line of terminal progress for a training event."""
+    parts = [f"epoch {event.epoch + 1}/{event.epochs}", f"step {event.step}/{event.steps}"]
+    if event.loss is not None:
+        parts.append(f"loss {event.loss:.4f}")
+    if event.kind == "epoch":
+        if event.val_f1 is not None:
+            parts.append(f"val F1 {event.val_f1:.3f}  val IoU {event.val_iou:.3f}")
+        if event.val_loss is not None:
+            parts.append(f"val loss {event.val_loss:.4f}")
+    else:
+        if event.sec_per_step is not None:
+            parts.append(f"{event.sec_per_step:.2f} s/step")
+        if event.eta_s is not None:
+            parts.append(f"ETA {int(event.eta_s) // 60}:{int(event.eta_s) % 60:02d}")
+    return "  ".join(parts)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .ml.config import TrainConfig
+    from .ml.train import train
+
+    values = tuple(v for v in (args.val_values or "").split(",") if v)
+    config = TrainConfig(
+        model=args.model,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps,
+        tile=args.tile,
+        batch=args.batch,
+        lr=args.lr,
+        device=args.device,
+        val_fraction=args.val_fraction,
+        val_attribute=args.val_attribute,
+        val_values=values,
+        seed=args.seed,
+        weights=args.weights,
+        num_workers=args.workers,
+        augment=not args.no_augment,
+    )
+    dataset, report = annotations.load(args.annotations, args.images, _import_options(args))
+    for line in report.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    interactive = sys.stderr.isatty()
+    gen = train(dataset, config, args.out, resume=args.resume)
+    try:
+        while True:
+            event = next(gen)
+            if event.kind == "warning":
+                print(f"\nwarning: {event.message}", file=sys.stderr)
+            elif event.kind == "epoch" or interactive:
+                end = "\n" if event.kind == "epoch" else "\r"
+                print(_progress_line(event).ljust(100), end=end, file=sys.stderr, flush=True)
+    except StopIteration as stop:
+        result = stop.value
+    except KeyboardInterrupt:
+        gen.close()
+        raise
+    print(f"best model (validation F1 {result.best_f1}): {result.best}; last state: {result.last}")
+    return 0
+
+
 def cmd_gui(args: argparse.Namespace) -> int:
     if args.dataset is not None and not Path(args.dataset).exists():
         raise BioAnomalyError(f"{args.dataset}: no such file or folder")
@@ -176,6 +237,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (0)")
     p.add_argument("--bit-depth", type=int, default=16, choices=(8, 16), help="16: TIFF, 8: PNG")
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("train", help="train a segmentation model (GPU when there is one)")
+    p.add_argument("--annotations", required=True, metavar="FILE", help="VIA or COCO file")
+    p.add_argument("--out", required=True, metavar="MODEL.pt", help="best checkpoint goes here")
+    p.add_argument("--model", choices=("unet", "maskrcnn"), default="unet")
+    p.add_argument("--epochs", type=int, default=20, metavar="N")
+    p.add_argument("--steps", type=int, default=50, metavar="N", help="batches per epoch (50)")
+    p.add_argument("--tile", type=int, default=256, metavar="PX", help="tile side (256)")
+    p.add_argument("--batch", type=int, default=4, metavar="N")
+    p.add_argument("--lr", type=float, default=1e-3, metavar="X")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    p.add_argument("--val-fraction", type=float, default=0.2, metavar="F")
+    p.add_argument("--val-attribute", metavar="ATTR", help="validate on images by file attribute")
+    p.add_argument("--val-values", metavar="V1,V2", help="values of --val-attribute to validate on")
+    p.add_argument("--resume", metavar="CKPT", help="continue from a .last.pt checkpoint")
+    p.add_argument("--weights", metavar="FILE", help="local Mask R-CNN weights (no downloads)")
+    p.add_argument("--workers", type=int, default=0, metavar="N", help="data loader processes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-augment", action="store_true", help="switch augmentations off")
+    _add_import_options(p)
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
         "gui", help="open napari's Annotate widget on a dataset (default: the sample dataset)"

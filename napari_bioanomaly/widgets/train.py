@@ -1,0 +1,413 @@
+"""The Train dock widget: one click trains a model in a worker thread; napari stays responsive.
+
+The widget collects settings, copies the dataset (read from its annotation file)
+on the main thread, and runs :func:`napari_bioanomaly.ml.train.train` in a
+napari thread worker. Progress events come back through the worker's
+``yielded`` signal and update the plot, the progress bar and the status text on
+the main thread. The worker never touches layers or notifications.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any, ClassVar
+
+from qtpy.QtCore import QPointF, QRectF, Qt, QTimer
+from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .._layers import ROLE_GROUND_TRUTH, TAG
+from ..core import annotations
+from ..core.model import BioAnomalyError
+
+#: Set to 1 to run training on the calling thread (debugging).
+INLINE_ENV = "BIOANOMALY_INLINE"
+
+
+def prime_torch() -> None:
+    """Import what torch loads lazily, on the main thread, before any worker starts.
+
+    A worker thread that is first to import ``torch._dynamo`` (the optimiser
+    does, lazily) crashed napari here; importing it up front avoids that.
+    """
+    import torch
+    import torch._dynamo
+
+    torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
+
+
+def training_job(dataset: Any, config: Any, out: Path, cancel: threading.Event) -> Generator:
+    """The generator the worker runs: leaves one core to the GUI, then trains."""
+    import torch
+
+    from ..ml.train import train
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    return (yield from train(dataset, config, out, cancel=cancel))
+
+
+class LossPlot(QWidget):
+    """Training loss (per step), validation loss and F1 (per epoch), drawn with QPainter.
+
+    Redraws at most five times a second, however fast events come.
+    """
+
+    COLORS: ClassVar[dict[str, str]] = {
+        "loss": "#56b4e9",
+        "val_loss": "#e69f00",
+        "val_f1": "#009e73",
+    }
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setMinimumHeight(170)
+        self.loss: list[tuple[float, float]] = []  # (epoch position, value)
+        self.val_loss: list[tuple[float, float]] = []
+        self.val_f1: list[tuple[float, float]] = []
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(200)
+        self._timer.timeout.connect(self.update)
+
+    def clear(self) -> None:
+        self.loss, self.val_loss, self.val_f1 = [], [], []
+        self.update()
+
+    def add(self, event: Any) -> None:
+        x = event.epoch + event.step / max(event.steps, 1)
+        if event.kind == "step" and event.loss is not None:
+            self.loss.append((x, event.loss))
+        elif event.kind == "epoch":
+            if event.val_loss is not None:
+                self.val_loss.append((event.epoch + 1, event.val_loss))
+            if event.val_f1 is not None:
+                self.val_f1.append((event.epoch + 1, event.val_f1))
+        if not self._timer.isActive():
+            self._timer.start()
+
+    def paintEvent(self, _event: Any) -> None:
+        p = QPainter(self)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        rect = QRectF(self.rect()).adjusted(34, 8, -34, -22)
+        p.setPen(QColor("#888888"))
+        p.drawRect(rect)
+        points = self.loss + self.val_loss + self.val_f1
+        if not points:
+            p.drawText(rect, Qt.AlignmentFlag.AlignCenter, "loss and validation F1 appear here")
+            return
+        x_max = max(x for x, _ in points) or 1.0
+        losses = [v for _, v in self.loss + self.val_loss]
+        y_max = max(losses) * 1.05 if losses else 1.0
+
+        def series(values: list[tuple[float, float]], top: float, color: str) -> None:
+            if not values:
+                return
+            poly = QPolygonF(
+                [
+                    QPointF(
+                        rect.left() + rect.width() * x / x_max,
+                        rect.bottom() - rect.height() * min(v / top, 1.0),
+                    )
+                    for x, v in values
+                ]
+            )
+            p.setPen(QPen(QColor(color), 2))
+            p.drawPolyline(poly)
+            for pt in poly if len(values) < 50 else []:
+                p.drawEllipse(pt, 2, 2)
+
+        series(self._smooth(self.loss), y_max, self.COLORS["loss"])
+        series(self.val_loss, y_max, self.COLORS["val_loss"])
+        series(self.val_f1, 1.0, self.COLORS["val_f1"])
+        p.setPen(QColor("#aaaaaa"))
+        p.drawText(QPointF(2, rect.top() + 10), f"{y_max:.2g}")
+        p.drawText(QPointF(rect.right() + 4, rect.top() + 10), "1.0")
+        p.drawText(QPointF(rect.left(), rect.bottom() + 16), "0")
+        p.drawText(QPointF(rect.right() - 40, rect.bottom() + 16), f"epoch {x_max:.0f}")
+        x = rect.left() + 30
+        for name, label in (
+            ("loss", "loss"),
+            ("val_loss", "val loss"),
+            ("val_f1", "val F1 (right)"),
+        ):
+            p.setPen(QColor(self.COLORS[name]))
+            p.drawText(QPointF(x, rect.top() + 14), label)
+            x += 12 + 7 * len(label)
+
+    @staticmethod
+    def _smooth(values: list[tuple[float, float]], n: int = 10) -> list[tuple[float, float]]:
+        if len(values) < n:
+            return values
+        out, acc = [], 0.0
+        for i, (x, v) in enumerate(values):
+            acc = v if i == 0 else 0.8 * acc + 0.2 * v
+            out.append((x, acc))
+        return out
+
+
+class TrainWidget(QWidget):
+    """Train a segmentation model on an annotated dataset, in the background."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.worker: Any = None
+        self.cancel: threading.Event | None = None
+        self.result: Any = None
+        self._progress: Any = None
+        self._last_status = 0.0
+        self._build()
+        self.refresh_sources()
+        self.viewer.layers.events.inserted.connect(lambda e: self.refresh_sources())
+
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        form = QFormLayout()
+        row = QHBoxLayout()
+        self.source = QComboBox()
+        self.source.setToolTip("annotation file of the dataset (the Annotate widget autosaves it)")
+        browse = QPushButton("...")
+        browse.setMaximumWidth(30)
+        browse.clicked.connect(self._browse_source)
+        row.addWidget(self.source, 1)
+        row.addWidget(browse)
+        form.addRow("annotations", row)
+        self.model = QComboBox()
+        self.model.addItems(["unet", "maskrcnn"])
+        self.model.setToolTip(
+            "unet: small, fast, trains on a CPU; maskrcnn: instances, needs a GPU"
+        )
+        form.addRow("model", self.model)
+        self.epochs = self._spin(1, 10000, 20)
+        form.addRow("epochs", self.epochs)
+        self.steps = self._spin(1, 100000, 50)
+        form.addRow("steps per epoch", self.steps)
+        self.tile = self._spin(32, 4096, 256, step=16)
+        form.addRow("tile size (px)", self.tile)
+        self.batch = self._spin(1, 512, 4)
+        form.addRow("batch size", self.batch)
+        self.lr = QDoubleSpinBox()
+        self.lr.setDecimals(5)
+        self.lr.setRange(1e-5, 1.0)
+        self.lr.setSingleStep(1e-4)
+        self.lr.setValue(1e-3)
+        form.addRow("learning rate", self.lr)
+        self.augment = QCheckBox("flips, rotations, brightness, blur, noise")
+        self.augment.setChecked(True)
+        form.addRow("augment", self.augment)
+        self.device = QComboBox()
+        self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        form.addRow("device", self.device)
+        self.val_fraction = QDoubleSpinBox()
+        self.val_fraction.setRange(0.0, 0.9)
+        self.val_fraction.setSingleStep(0.05)
+        self.val_fraction.setValue(0.2)
+        form.addRow("validation fraction", self.val_fraction)
+        out_row = QHBoxLayout()
+        self.out = QLineEdit()
+        self.out.setPlaceholderText("model file (default: beside the annotations)")
+        out_browse = QPushButton("...")
+        out_browse.setMaximumWidth(30)
+        out_browse.clicked.connect(self._browse_out)
+        out_row.addWidget(self.out, 1)
+        out_row.addWidget(out_browse)
+        form.addRow("save model to", out_row)
+        layout.addLayout(form)
+        buttons = QHBoxLayout()
+        self.train_button = QPushButton("Train")
+        self.train_button.clicked.connect(self.start)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setEnabled(False)
+        self.stop_button.clicked.connect(self.stop)
+        buttons.addWidget(self.train_button)
+        buttons.addWidget(self.stop_button)
+        layout.addLayout(buttons)
+        self.status = QLabel("Annotate some anomalies, then press Train.")
+        self.status.setWordWrap(True)
+        layout.addWidget(self.status)
+        self.plot = LossPlot()
+        layout.addWidget(self.plot)
+        layout.addStretch(1)
+
+    @staticmethod
+    def _spin(lo: int, hi: int, value: int, step: int = 1) -> QSpinBox:
+        spin = QSpinBox()
+        spin.setRange(lo, hi)
+        spin.setSingleStep(step)
+        spin.setValue(value)
+        return spin
+
+    # ------------------------------------------------------------------ sources
+
+    def refresh_sources(self) -> None:
+        """Annotation files of the plugin's ground-truth layers, newest first."""
+        current = self.source.currentText()
+        files = []
+        for layer in reversed(list(self.viewer.layers)):
+            tag = layer.metadata.get(TAG) or {}
+            path = tag.get("annotation_file")
+            if tag.get("role") == ROLE_GROUND_TRUTH and path and path not in files:
+                files.append(path)
+        known = [self.source.itemText(i) for i in range(self.source.count())]
+        for path in files:
+            if path not in known:
+                self.source.addItem(path)
+        if current:
+            self.source.setCurrentText(current)
+
+    def _browse_source(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Annotations to train on", "", "JSON (*.json)")
+        if path:
+            self.source.addItem(path)
+            self.source.setCurrentText(path)
+
+    def _browse_out(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save the model as", "", "Model (*.pt)")
+        if path:
+            self.out.setText(path)
+
+    # ------------------------------------------------------------------ running
+
+    def config(self) -> Any:
+        from ..ml.config import TrainConfig
+
+        return TrainConfig(
+            model=self.model.currentText(),
+            epochs=self.epochs.value(),
+            steps_per_epoch=self.steps.value(),
+            tile=self.tile.value(),
+            batch=self.batch.value(),
+            lr=self.lr.value(),
+            augment=self.augment.isChecked(),
+            device=self.device.currentText(),
+            val_fraction=self.val_fraction.value(),
+        )
+
+    def start(self) -> bool:
+        """Start training in a worker thread; returns False (and says why) if it cannot."""
+        if self.worker is not None:
+            return False
+        source = self.source.currentText().strip()
+        try:
+            if not source:
+                raise BioAnomalyError("choose the annotation file of a dataset first")
+            config = self.config()
+            dataset, _ = annotations.load(source)
+            out = Path(self.out.text().strip() or Path(source).with_name("bioanomaly-model.pt"))
+            prime_torch()
+        except (BioAnomalyError, OSError) as exc:
+            self._set_status(f"Cannot train: {exc}", error=True)
+            return False
+        self.result = None
+        self.plot.clear()
+        self.cancel = threading.Event()
+        self._set_running(True)
+        self._set_status(
+            f"Starting: {len(dataset.images)} images, model {config.model}, saving to {out}"
+        )
+        from napari.utils import progress
+
+        self._progress = progress(total=config.epochs * config.steps_per_epoch, desc="training")
+        if os.environ.get(INLINE_ENV):
+            self._run_inline(training_job(dataset, config, out, self.cancel))
+            return True
+        from napari.qt.threading import create_worker
+
+        self.worker = create_worker(
+            training_job, dataset, config, out, self.cancel, _start_thread=False
+        )
+        self.worker.yielded.connect(self._on_event)
+        self.worker.returned.connect(self._on_returned)
+        self.worker.errored.connect(self._on_error)
+        self.worker.finished.connect(self._on_finished)
+        self.worker.start()
+        return True
+
+    def _run_inline(self, job: Generator) -> None:
+        try:
+            while True:
+                self._on_event(next(job))
+        except StopIteration as stop:
+            self._on_returned(stop.value)
+        except Exception as exc:
+            self._on_error(exc)
+        self._on_finished()
+
+    def stop(self) -> None:
+        """Ask the run to stop after the current step (it saves its last state)."""
+        if self.cancel is not None:
+            self.cancel.set()
+            self._set_status("Stopping after this step...")
+
+    def _on_event(self, event: Any) -> None:
+        self.plot.add(event)
+        if self._progress is not None and event.kind == "step":
+            self._progress.update(1)
+        if event.kind == "warning":
+            self._set_status(event.message, error=True)
+            return
+        now = time.monotonic()
+        if event.kind == "epoch":
+            f1 = "-" if event.val_f1 is None else f"{event.val_f1:.3f}"
+            iou = "-" if event.val_iou is None else f"{event.val_iou:.3f}"
+            self._set_status(
+                f"Epoch {event.epoch + 1}/{event.epochs}: loss {event.loss:.4f}, "
+                f"validation F1 {f1}, IoU {iou}"
+            )
+            self._last_status = now
+        elif now - self._last_status > 0.5:  # text updates are cheap, but not free
+            eta = (
+                ""
+                if event.eta_s is None
+                else f", about {int(event.eta_s) // 60} min {int(event.eta_s) % 60} s left"
+            )
+            self._set_status(
+                f"Epoch {event.epoch + 1}/{event.epochs}, step {event.step}/{event.steps}: "
+                f"loss {event.loss:.4f}, {event.sec_per_step:.2f} s/step{eta}"
+            )
+            self._last_status = now
+
+    def _on_returned(self, result: Any) -> None:
+        self.result = result
+        what = "Stopped" if result.cancelled else "Finished"
+        best = "" if result.best_f1 is None else f" (best validation F1 {result.best_f1:.3f})"
+        self._set_status(
+            f"{what} on {result.device}. Model: {result.best}{best}. Last state: {result.last}"
+        )
+
+    def _on_error(self, exc: BaseException) -> None:
+        message = str(exc) if isinstance(exc, BioAnomalyError) else f"{type(exc).__name__}: {exc}"
+        self._set_status(f"Training failed: {message}", error=True)
+
+    def _on_finished(self) -> None:
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
+        self.worker = None
+        self._set_running(False)
+        self.plot.update()
+
+    def _set_running(self, running: bool) -> None:
+        self.train_button.setEnabled(not running)
+        self.stop_button.setEnabled(running)
+
+    def _set_status(self, text: str, error: bool = False) -> None:
+        self.status.setStyleSheet("color: #d55e00" if error else "")
+        self.status.setText(text)

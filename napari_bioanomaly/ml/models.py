@@ -70,13 +70,19 @@ class UNet(nn.Module):
 
 
 def unet_loss(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy plus soft Dice of the foreground (anomalies cover few pixels)."""
+    """Class cross-entropy, plus foreground-vs-background BCE and soft Dice.
+
+    Anomalies cover few pixels and come in several classes: the two foreground
+    terms look at "any anomaly" (probability ``1 - p(background)``), so the
+    model learns where anomalies are even while it still confuses their classes.
+    """
     ce = F.cross_entropy(logits, classes)
-    prob_fg = 1.0 - torch.softmax(logits, dim=1)[:, 0]
+    fg_logit = torch.logsumexp(logits[:, 1:], dim=1) - logits[:, 0]
     fg = (classes > 0).float()
-    inter = (prob_fg * fg).sum()
-    dice = 1.0 - (2 * inter + 1.0) / (prob_fg.sum() + fg.sum() + 1.0)
-    return ce + dice
+    bce = F.binary_cross_entropy_with_logits(fg_logit, fg)
+    prob = torch.sigmoid(fg_logit)
+    dice = 1.0 - (2 * (prob * fg).sum() + 1.0) / (prob.sum() + fg.sum() + 1.0)
+    return ce + bce + dice
 
 
 def maskrcnn(n_classes: int, size: int, weights: str | Path | None = None) -> nn.Module:
@@ -182,13 +188,18 @@ def predict_classes(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Class maps ``(N, H, W)`` and foreground probabilities ``(N, H, W)`` (model in eval mode).
 
+    U-Net: a pixel is an anomaly where ``1 - p(background) > 0.5``, of its most
+    probable anomaly class.
     For Mask R-CNN, detections above ``score_threshold`` are painted in order of
     increasing score (the most confident wins where masks overlap); the
     probability is the mask probability times the detection score.
     """
     if kind == "unet":
+        # foreground where p(any anomaly) > 0.5, then its most likely class: an argmax
+        # over all classes would call background what is 70% "some anomaly"
         prob = torch.softmax(model(images).float(), dim=1)
-        return prob.argmax(dim=1), 1.0 - prob[:, 0]
+        fg = 1.0 - prob[:, 0]
+        return torch.where(fg > 0.5, prob[:, 1:].argmax(dim=1) + 1, 0), fg
     n, _, h, w = images.shape
     out = torch.zeros((n, h, w), dtype=torch.int64, device=images.device)
     fg = torch.zeros((n, h, w), dtype=torch.float32, device=images.device)

@@ -1,0 +1,215 @@
+"""Training core on CPU: it learns, checkpoints reload, cancel, resume, Mask R-CNN, OOM, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from napari_bioanomaly.cli import main
+from napari_bioanomaly.core import annotations
+from napari_bioanomaly.core.model import BioAnomalyError
+from napari_bioanomaly.core.synthetic import SampleConfig, write_sample
+from napari_bioanomaly.ml import models
+from napari_bioanomaly.ml.config import TrainConfig
+from napari_bioanomaly.ml.data import TileSampler, class_names, normalise, split
+from napari_bioanomaly.ml.train import load_checkpoint, model_from_checkpoint, train
+
+TINY = TrainConfig(epochs=2, steps_per_epoch=3, tile=64, batch=2, base_channels=8, lr=3e-3)
+
+
+@pytest.fixture(scope="module")
+def train_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("train")
+    write_sample(folder, SampleConfig(n_images=10, size=128, seed=1))
+    return folder
+
+
+@pytest.fixture
+def dataset(train_dir):
+    ds, _ = annotations.load(train_dir / "annotations.json")
+    return ds
+
+
+def drain(gen):
+    events = []
+    try:
+        while True:
+            events.append(next(gen))
+    except StopIteration as stop:
+        return events, stop.value
+
+
+def test_config_round_trip_and_validation():
+    cfg = TrainConfig(val_attribute="cell_line", val_values=("HeLa",))
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(BioAnomalyError, match="tile must be a multiple of 16"):
+        TrainConfig(tile=100)
+    with pytest.raises(BioAnomalyError, match="model must be one of"):
+        TrainConfig(model="yolo")
+
+
+def test_split_by_fraction_is_seeded_and_by_attribute(dataset):
+    a = split(dataset, TINY)
+    assert a == split(dataset, TINY)
+    train_idx, val_idx = a
+    assert sorted(train_idx + val_idx) == list(range(len(dataset.images)))
+    assert any(dataset.images[i].regions for i in val_idx)
+    cfg = TINY.replace(val_attribute="cell_line", val_values=("A549",))
+    _, val = split(dataset, cfg)
+    assert {dataset.images[i].file_attributes["cell_line"] for i in val} == {"A549"}
+
+
+def test_tiles_are_single_channel_normalised_and_oversample_anomalies(dataset):
+    cfg = TINY.replace(anomaly_fraction=1.0, augment=False)
+    sampler = TileSampler(dataset, list(range(len(dataset.images))), class_names(dataset), cfg)
+    rng = np.random.default_rng(0)
+    tiles = [sampler.sample(rng) for _ in range(20)]
+    assert all(t[0].shape == (64, 64) and t[0].dtype == np.float32 for t in tiles)
+    assert sum(t[1].any() for t in tiles) >= 18  # centred on regions
+    norm = normalise(np.arange(10000, dtype=np.uint16).reshape(100, 100))
+    assert norm.min() == pytest.approx(0, abs=0.01) and norm.max() == pytest.approx(1, abs=0.01)
+
+
+def test_unet_learns_and_checkpoint_reloads_identically(dataset, tmp_path):
+    # 160 CPU steps on ten 128 px images; seed 2 (CPU runs are reproducible, see below)
+    cfg = TrainConfig(
+        epochs=8, steps_per_epoch=20, tile=64, batch=4, base_channels=8, lr=3e-3, seed=2
+    )
+    events, result = drain(train(dataset, cfg, tmp_path / "m.pt"))
+    epochs = [e for e in events if e.kind == "epoch"]
+    assert len(epochs) == 8 and len([e for e in events if e.kind == "step"]) == 160
+    assert epochs[-1].loss < epochs[0].loss * 0.8  # the loss falls
+    assert epochs[0].val_f1 < 0.1  # an untrained model finds nothing
+    assert max(e.val_iou for e in epochs) > 0.3  # stated floors
+    assert max(e.val_f1 for e in epochs) > 0.2
+    assert result.best == tmp_path / "m.pt" and result.last == tmp_path / "m.last.pt"
+    ckpt = load_checkpoint(result.best)
+    assert ckpt["classes"] == class_names(dataset)
+    assert ckpt["normalisation"] == {"method": "percentile", "low": 0.1, "high": 99.9}
+    assert [h["epoch"] for h in ckpt["history"]] == list(range(ckpt["epoch"] + 1))
+    x = torch.from_numpy(np.random.default_rng(0).random((2, 1, 64, 64), dtype=np.float32))
+    a = models.predict_classes("unet", model_from_checkpoint(ckpt), x)
+    b = models.predict_classes("unet", model_from_checkpoint(load_checkpoint(result.best)), x)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_cpu_runs_are_reproducible(dataset, tmp_path):
+    _, r1 = drain(train(dataset, TINY, tmp_path / "a.pt"))
+    _, r2 = drain(train(dataset, TINY, tmp_path / "b.pt"))
+    assert [h["loss"] for h in r1.history] == [h["loss"] for h in r2.history]
+
+
+def test_cancel_stops_within_one_step_and_leaves_a_valid_checkpoint(dataset, tmp_path):
+    cancel = threading.Event()
+    gen = train(dataset, TINY.replace(epochs=3), tmp_path / "c.pt", cancel=cancel)
+    events = [next(gen) for _ in range(4)]  # 3 steps of epoch 0, its validation
+    events.append(next(gen))  # first step of epoch 1
+    cancel.set()
+    more, result = drain(gen)
+    assert more == [] and result.cancelled
+    ckpt = load_checkpoint(result.last)
+    assert ckpt["epoch"] == 0 and len(ckpt["history"]) == 1
+
+
+def test_resume_continues_the_history(dataset, tmp_path):
+    _, first = drain(train(dataset, TINY, tmp_path / "r.pt"))
+    events, second = drain(
+        train(dataset, TINY.replace(epochs=3), tmp_path / "r.pt", resume=first.last)
+    )
+    assert [e.epoch for e in events if e.kind == "epoch"] == [2]
+    assert len(second.history) == 3 and second.history[:2] == first.history
+    with pytest.raises(BioAnomalyError, match="cannot resume"):
+        drain(train(dataset, TINY.replace(model="maskrcnn"), tmp_path / "x.pt", resume=first.last))
+
+
+def test_maskrcnn_trains_a_few_steps_with_one_channel(dataset, tmp_path):
+    model = models.build("maskrcnn", 3, 64)
+    assert model.backbone.body.conv1.in_channels == 1
+    cfg = TINY.replace(model="maskrcnn", epochs=1, steps_per_epoch=2, batch=1, val_fraction=0.1)
+    events, result = drain(train(dataset, cfg, tmp_path / "mr.pt"))
+    steps = [e for e in events if e.kind == "step"]
+    assert len(steps) == 2 and all(np.isfinite(e.loss) for e in steps)
+    assert load_checkpoint(result.last)["config"]["model"] == "maskrcnn"
+
+
+def test_out_of_memory_halves_the_batch_then_explains(dataset, tmp_path, monkeypatch):
+    real = models.loss
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(models, "loss", flaky)
+    events, _ = drain(train(dataset, TINY.replace(epochs=1), tmp_path / "o.pt"))
+    warning = next(e for e in events if e.kind == "warning")
+    assert "batch halved to 1" in warning.message
+    assert all(e.batch == 1 for e in events if e.kind == "step")
+
+    def always(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(models, "loss", always)
+    with pytest.raises(BioAnomalyError, match=r"out of memory .* batch 1 .*smaller tiles"):
+        drain(train(dataset, TINY.replace(batch=1), tmp_path / "o2.pt"))
+
+
+def test_bad_input_is_named(dataset, tmp_path, train_dir):
+    for im in dataset.images:
+        im.regions = []
+    with pytest.raises(BioAnomalyError, match="no annotated anomalies"):
+        drain(train(dataset, TINY, tmp_path / "n.pt"))
+    broken = tmp_path / "broken"
+    shutil.copytree(train_dir, broken)
+    (broken / "img_003.tif").write_bytes(b"not a tiff")
+    ds, _ = annotations.load(broken / "annotations.json", read_images=False)
+    with pytest.raises(BioAnomalyError, match=r"img_003\.tif: cannot read image header"):
+        drain(train(ds, TINY, tmp_path / "b.pt"))
+
+
+def test_untrusted_checkpoints_stay_data(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("this must not run",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "napari-bioanomaly-checkpoint", "x": Evil()}, path)
+    with pytest.raises(BioAnomalyError, match="not a readable checkpoint"):
+        load_checkpoint(path)
+    torch.save({"format": "something else"}, tmp_path / "other.pt")
+    with pytest.raises(BioAnomalyError, match="not a napari-bioanomaly checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+
+
+def test_cli_train(train_dir, tmp_path, capsys):
+    code = main(
+        [
+            "train",
+            "--annotations",
+            str(train_dir / "annotations.json"),
+            "--out",
+            str(tmp_path / "cli.pt"),
+            "--epochs",
+            "1",
+            "--steps",
+            "2",
+            "--tile",
+            "64",
+            "--batch",
+            "2",
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0 and "best model" in out and "epoch 1/1" in err
+    assert load_checkpoint(tmp_path / "cli.pt")["config"]["tile"] == 64
+    code = main(
+        ["train", "--annotations", str(tmp_path / "nope.json"), "--out", str(tmp_path / "x.pt")]
+    )
+    assert code == 2 and "nope.json: file not found" in capsys.readouterr().err

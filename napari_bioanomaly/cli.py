@@ -191,9 +191,11 @@ def cmd_gui(args: argparse.Namespace) -> int:
     from ._sample_data import sample_folder
 
     viewer = napari.Viewer(title="napari-bioanomaly", show=not args.screenshot)
-    _, widget = viewer.window.add_plugin_dock_widget("napari-bioanomaly", "Annotate anomalies")
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-bioanomaly", "Annotate anomalies")
     if not widget.open_path(args.dataset if args.dataset is not None else sample_folder()):
         raise BioAnomalyError(f"{args.dataset}: could not be opened")
+    viewer.window.add_plugin_dock_widget("napari-bioanomaly", "Train a model", tabify=True)
+    dock.raise_()  # the Annotate tab in front
     if args.screenshot:
         viewer.window.resize(1500, 1000)
         from napari.qt import get_qapp

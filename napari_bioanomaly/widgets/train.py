@@ -42,11 +42,22 @@ INLINE_ENV = "BIOANOMALY_INLINE"
 
 
 def prime_torch() -> None:
-    """Import what torch loads lazily, on the main thread, before any worker starts.
+    """Load what torch loads lazily, on the main thread, before any worker starts.
 
-    A worker thread that is first to import ``torch._dynamo`` (the optimiser
-    does, lazily) crashed napari here; importing it up front avoids that.
+    Two crashes seen in napari, and their cures:
+
+    - a worker thread that was first to import ``torch._dynamo`` (the optimiser
+      does so lazily) crashed napari: so it is imported here, on the main thread;
+    - importing ``torch._dynamo`` loads triton, whose bundled LLVM segfaults once
+      Mesa's software OpenGL (llvmpipe, also LLVM) is loaded, as in every napari
+      on a machine without a GPU driver. Training never uses ``torch.compile``,
+      so triton is blocked for this process (set ``BIOANOMALY_ALLOW_TRITON=1``
+      to keep it).
     """
+    import sys
+
+    if "triton" not in sys.modules and os.environ.get("BIOANOMALY_ALLOW_TRITON") != "1":
+        sys.modules["triton"] = None  # makes "import triton" raise ImportError
     import torch
     import torch._dynamo
 
@@ -182,6 +193,12 @@ class TrainWidget(QWidget):
         form = QFormLayout()
         row = QHBoxLayout()
         self.source = QComboBox()
+        self.source.setEditable(True)
+        # long paths must not widen the dock
+        self.source.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self.source.setMinimumContentsLength(12)
         self.source.setToolTip("annotation file of the dataset (the Annotate widget autosaves it)")
         browse = QPushButton("...")
         browse.setMaximumWidth(30)
@@ -209,7 +226,8 @@ class TrainWidget(QWidget):
         self.lr.setSingleStep(1e-4)
         self.lr.setValue(1e-3)
         form.addRow("learning rate", self.lr)
-        self.augment = QCheckBox("flips, rotations, brightness, blur, noise")
+        self.augment = QCheckBox("on")
+        self.augment.setToolTip("flips, 90-degree rotations, brightness, blur and noise")
         self.augment.setChecked(True)
         form.addRow("augment", self.augment)
         self.device = QComboBox()

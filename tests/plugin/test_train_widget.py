@@ -1,0 +1,72 @@
+"""The Train widget in a real viewer: training runs in a worker thread, can be stopped."""
+
+from __future__ import annotations
+
+import pytest
+
+from napari_bioanomaly.ml.train import load_checkpoint
+from napari_bioanomaly.widgets.annotate import AnnotateWidget
+from napari_bioanomaly.widgets.train import TrainWidget
+
+
+@pytest.fixture(autouse=True)
+def config_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+
+
+@pytest.fixture
+def widgets(make_napari_viewer, sample_dir, tmp_path, qtbot):
+    import shutil
+
+    folder = tmp_path / "ds"
+    shutil.copytree(sample_dir, folder)
+    viewer = make_napari_viewer()
+    annotate = AnnotateWidget(viewer)
+    qtbot.addWidget(annotate)
+    assert annotate.open_path(folder)
+    train = TrainWidget(viewer)
+    qtbot.addWidget(train)
+    train.tile.setValue(64)
+    train.batch.setValue(2)
+    train.epochs.setValue(2)
+    train.steps.setValue(3)
+    return annotate, train, folder
+
+
+def test_source_comes_from_the_open_dataset(widgets):
+    _, train, folder = widgets
+    assert train.source.currentText() == str(folder / "annotations.json")
+
+
+def test_train_in_a_worker_and_see_the_plot(widgets, qtbot):
+    _, train, folder = widgets
+    assert train.start()
+    assert not train.train_button.isEnabled() and train.stop_button.isEnabled()
+    with qtbot.waitSignal(train.worker.finished, timeout=180_000):
+        pass
+    assert train.result is not None and not train.result.cancelled
+    assert len(train.plot.loss) == 6 and len(train.plot.val_loss) == 2
+    assert "Finished" in train.status.text()
+    assert load_checkpoint(folder / "bioanomaly-model.pt")["config"]["tile"] == 64  # the best
+    assert len(load_checkpoint(folder / "bioanomaly-model.last.pt")["history"]) == 2
+    assert train.train_button.isEnabled()
+
+
+def test_stop_leaves_a_resumable_checkpoint(widgets, qtbot):
+    _, train, folder = widgets
+    train.epochs.setValue(50)
+    assert train.start()
+    qtbot.waitUntil(lambda: len(train.plot.loss) >= 1, timeout=60_000)
+    worker = train.worker
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        train.stop()
+    assert train.result.cancelled
+    assert len(train.plot.loss) < 10  # stopped within a step or so of the request
+    assert load_checkpoint(folder / "bioanomaly-model.last.pt")["format"]
+
+
+def test_bad_settings_are_explained(widgets):
+    _, train, _ = widgets
+    train.source.setCurrentText("/nonexistent/annotations.json")
+    assert not train.start()
+    assert "file not found" in train.status.text()

@@ -38,3 +38,19 @@ def shared_file(name: str) -> Path:
     if not path.is_file():
         pytest.skip(f"{path} not present (../shared is not checked out beside the project)")
     return path
+
+
+@pytest.fixture(autouse=True)
+def config_home(tmp_path, monkeypatch):
+    """Every test gets its own config folder (where sessions remember the last image)."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+
+
+@pytest.fixture
+def dataset_dir(sample_dir, tmp_path):
+    """A private, writable copy of the sample dataset."""
+    import shutil
+
+    folder = tmp_path / "ds"
+    shutil.copytree(sample_dir, folder)
+    return folder

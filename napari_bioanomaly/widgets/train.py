@@ -191,7 +191,6 @@ class TrainWidget(QWidget):
     def _build(self) -> None:
         layout = QVBoxLayout(self)
         form = QFormLayout()
-        row = QHBoxLayout()
         self.source = QComboBox()
         self.source.setEditable(True)
         # long paths must not widen the dock
@@ -200,12 +199,7 @@ class TrainWidget(QWidget):
         )
         self.source.setMinimumContentsLength(12)
         self.source.setToolTip("annotation file of the dataset (the Annotate widget autosaves it)")
-        browse = QPushButton("...")
-        browse.setMaximumWidth(30)
-        browse.clicked.connect(self._browse_source)
-        row.addWidget(self.source, 1)
-        row.addWidget(browse)
-        form.addRow("annotations", row)
+        form.addRow("annotations", self._with_browse(self.source, self._browse_source))
         self.model = QComboBox()
         self.model.addItems(["unet", "maskrcnn"])
         self.model.setToolTip(
@@ -238,15 +232,9 @@ class TrainWidget(QWidget):
         self.val_fraction.setSingleStep(0.05)
         self.val_fraction.setValue(0.2)
         form.addRow("validation fraction", self.val_fraction)
-        out_row = QHBoxLayout()
         self.out = QLineEdit()
         self.out.setPlaceholderText("model file (default: beside the annotations)")
-        out_browse = QPushButton("...")
-        out_browse.setMaximumWidth(30)
-        out_browse.clicked.connect(self._browse_out)
-        out_row.addWidget(self.out, 1)
-        out_row.addWidget(out_browse)
-        form.addRow("save model to", out_row)
+        form.addRow("save model to", self._with_browse(self.out, self._browse_out))
         layout.addLayout(form)
         buttons = QHBoxLayout()
         self.train_button = QPushButton("Train")
@@ -263,6 +251,17 @@ class TrainWidget(QWidget):
         self.plot = LossPlot()
         layout.addWidget(self.plot)
         layout.addStretch(1)
+
+    @staticmethod
+    def _with_browse(field: QWidget, slot: Any) -> QHBoxLayout:
+        """``field`` followed by a small "..." button that calls ``slot``."""
+        row = QHBoxLayout()
+        button = QPushButton("...")
+        button.setMaximumWidth(30)
+        button.clicked.connect(slot)
+        row.addWidget(field, 1)
+        row.addWidget(button)
+        return row
 
     @staticmethod
     def _spin(lo: int, hi: int, value: int, step: int = 1) -> QSpinBox:

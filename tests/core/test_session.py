@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 
 import numpy as np
@@ -13,18 +12,6 @@ import tifffile
 
 from napari_bioanomaly.core.model import BioAnomalyError, Region
 from napari_bioanomaly.core.session import AnnotationSession, DiskChanged, summary
-
-
-@pytest.fixture(autouse=True)
-def config_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-
-
-@pytest.fixture
-def dataset_dir(sample_dir, tmp_path):
-    folder = tmp_path / "ds"
-    shutil.copytree(sample_dir, folder)
-    return folder
 
 
 def square(r=10.0, c=10.0, s=20.0):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,18 +15,6 @@ from qtpy.QtCore import Qt
 
 from napari_bioanomaly.core import annotations
 from napari_bioanomaly.widgets.annotate import AnnotateWidget
-
-
-@pytest.fixture(autouse=True)
-def config_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-
-
-@pytest.fixture
-def dataset_dir(sample_dir, tmp_path):
-    folder = tmp_path / "ds"
-    shutil.copytree(sample_dir, folder)
-    return folder
 
 
 @pytest.fixture

@@ -9,17 +9,9 @@ from napari_bioanomaly.widgets.annotate import AnnotateWidget
 from napari_bioanomaly.widgets.train import TrainWidget
 
 
-@pytest.fixture(autouse=True)
-def config_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-
-
 @pytest.fixture
-def widgets(make_napari_viewer, sample_dir, tmp_path, qtbot):
-    import shutil
-
-    folder = tmp_path / "ds"
-    shutil.copytree(sample_dir, folder)
+def widgets(make_napari_viewer, dataset_dir, qtbot):
+    folder = dataset_dir
     viewer = make_napari_viewer()
     annotate = AnnotateWidget(viewer)
     qtbot.addWidget(annotate)

@@ -183,6 +183,55 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import csv
+    import io
+
+    from .core.evaluate import evaluate
+    from .core.fileio import atomic_write
+
+    gt, _ = annotations.load(args.gt, args.images, read_images=True)
+    pred, _ = annotations.load(args.pred, args.images or gt.root, read_images=False)
+    excluded = [v for v in (args.exclude or "").split(",") if v]
+    result = evaluate(gt, pred, args.iou, args.score, args.group_by, excluded)
+    rows = [r.row() for r in result.pop("rows")]
+    if args.csv:
+        keys = [k for k in rows[0] if k != "group"] if rows else []
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        group_keys = [args.group_by] if args.group_by else []
+        writer.writerow(["image", *group_keys, *keys[1:]])
+        for row in rows:
+            writer.writerow([row["image"], *row["group"].values(), *[row[k] for k in keys[1:]]])
+        data = buf.getvalue().encode("utf-8")
+        atomic_write(args.csv, lambda fh: fh.write(data))
+    if args.json:
+        print(json.dumps({**result, "images": rows}, indent=2))
+        return 0
+    missing = [im.filename for im in gt.images if im.shape is None]
+    if missing:
+        print(
+            f"warning: {len(missing)} image(s) not found; regions used as they are", file=sys.stderr
+        )
+
+    def line(name: str, s: dict[str, Any]) -> str:
+        study = s["study"]
+        return (
+            f"{name}: {s['n_images']} images, GT {s['gt']}, predicted {s['pred']}: "
+            f"TP {s['tp']} FP {s['fp']} FN {s['fn']}  precision {s['precision']:.3f} "
+            f"recall {s['recall']:.3f} F1 {s['f1']:.3f}  pixel IoU {s['pixel_iou']:.3f}  |  "
+            f"study: accuracy {study['accuracy']:.3f} F1 {study['f1']:.3f} "
+            f"(merged {study['predicted']}, matched {study['matched']}, no overlap "
+            f"{study['no_overlap']}, below threshold {study['overlap_below_threshold']}, "
+            f"FN {study['false_negatives']})"
+        )
+
+    print(line("all" + (f" (excluding {', '.join(excluded)})" if excluded else ""), result))
+    for name, summary in result["groups"].items():
+        print(line(f"{args.group_by}={name}", summary))
+    return 0
+
+
 def cmd_gui(args: argparse.Namespace) -> int:
     if args.dataset is not None and not Path(args.dataset).exists():
         raise BioAnomalyError(f"{args.dataset}: no such file or folder")
@@ -260,6 +309,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-augment", action="store_true", help="switch augmentations off")
     _add_import_options(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="score predictions against ground truth")
+    p.add_argument("--gt", required=True, metavar="GT.json")
+    p.add_argument("--pred", required=True, metavar="PRED.json")
+    p.add_argument("--images", metavar="DIR", help="image folder (default: beside GT.json)")
+    p.add_argument("--iou", type=float, default=0.5, help="IoU threshold of a match (0.5)")
+    p.add_argument("--score", type=float, default=0.0, help="ignore predictions scoring less")
+    p.add_argument("--group-by", metavar="ATTR", help="file attribute to group by (cell_line)")
+    p.add_argument("--exclude", metavar="V1,V2", help="groups to leave out of the summary")
+    p.add_argument("--csv", metavar="TABLE.csv", help="write the per-image table")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
         "gui", help="open napari's Annotate widget on a dataset (default: the sample dataset)"

@@ -1,0 +1,135 @@
+"""Evaluation metrics: hand-built cases with known answers, and IoUs equal to pycocotools."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_bioanomaly.cli import main
+from napari_bioanomaly.core import annotations
+from napari_bioanomaly.core.evaluate import evaluate, iou_matrix, rasterise, score_image
+from napari_bioanomaly.core.model import Dataset, ImageRecord, Region
+
+
+def sq(r, c, s, label="dust", score=None):
+    poly = np.array([[r, c], [r, c + s], [r + s, c + s], [r + s, c]], float)
+    return Region(poly, label, score=score, source="human" if score is None else "model")
+
+
+def image(regions, name="a.png", shape=(100, 100), **attrs):
+    return ImageRecord(name, shape=shape, regions=regions, file_attributes=attrs)
+
+
+def test_rasterise_square_is_exact():
+    m = rasterise(sq(2, 3, 4))
+    assert (m.r0, m.c0, m.pixels.shape, m.area) == (2, 3, (4, 4), 16)
+
+
+def test_perfect_prediction():
+    s = score_image(image([sq(10, 10, 10), sq(50, 50, 5)]), image([sq(10, 10, 10, score=0.9), sq(50, 50, 5, score=0.8)]))
+    assert (s.tp, s.fp, s.fn, s.f1, s.mean_iou, s.pixel_iou) == (2, 0, 0, 1.0, 1.0, 1.0)
+    assert s.score == 0.9
+
+
+def test_shifted_prediction_iou():
+    s = score_image(image([sq(10, 10, 10)]), image([sq(10, 15, 10, score=1)]))
+    assert s.tp == 0 and s.fp == 1 and s.fn == 1  # IoU 50/150 = 1/3 < 0.5
+    assert s.pixel_iou == pytest.approx(50 / 150)
+    s = score_image(image([sq(10, 10, 10)]), image([sq(10, 12, 10, score=1)]), iou_threshold=0.3)
+    assert s.tp == 1 and s.mean_iou == pytest.approx(80 / 120)
+    assert s.study_tp == 1 and s.study_fn == 0
+
+
+def test_split_and_merged_predictions_and_the_study_scoring():
+    gt = image([sq(10, 10, 20)])  # 400 px
+    halves = image([sq(10, 10, 10, score=1), sq(20, 10, 10, score=1)])  # not overlapping
+    s = score_image(gt, halves)
+    assert (s.tp, s.fp, s.fn) == (0, 2, 1)  # each half has IoU 0.25
+    assert (s.study_pred, s.study_tp, s.study_below, s.study_no_overlap, s.study_fn) == (2, 0, 2, 0, 1)
+    overlapping = image([sq(10, 10, 12, score=1), sq(18, 10, 12, score=1)])
+    s = score_image(gt, overlapping)
+    assert (s.tp, s.fp, s.fn) == (0, 2, 1)
+    assert (s.study_pred, s.study_tp, s.study_fn) == (1, 1, 0)  # merged first: one TP
+    merged = image([sq(10, 10, 20, score=1)])
+    two_gt = image([sq(10, 10, 10), sq(20, 10, 10), sq(80, 80, 5)])
+    s = score_image(two_gt, merged)
+    assert (s.tp, s.fp, s.fn) == (0, 1, 3)
+    assert s.study_no_overlap == 0 and s.study_below == 1
+
+
+def test_empty_image_and_empty_prediction():
+    s = score_image(image([]), image([]))
+    assert (s.tp, s.fp, s.fn, s.f1, s.pixel_iou) == (0, 0, 0, 1.0, 1.0)
+    s = score_image(image([sq(1, 1, 5)]), None)
+    assert (s.tp, s.fp, s.fn, s.recall, s.f1) == (0, 0, 1, 0.0, 0.0)
+    s = score_image(image([]), image([sq(1, 1, 5, score=0.3)]))
+    assert (s.fp, s.precision, s.study_no_overlap) == (1, 0.0, 1)
+    s = score_image(image([]), image([sq(1, 1, 5, score=0.3)]), score_threshold=0.5)
+    assert s.n_pred == 0 and s.f1 == 1.0
+
+
+def test_ious_equal_pycocotools_on_the_same_masks():
+    mask_utils = pytest.importorskip("pycocotools.mask")
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 2 * np.pi, 30, endpoint=False)
+
+    def blob(n):
+        out = []
+        for _ in range(n):
+            c = rng.uniform(15, 85, 2)
+            rad = rng.uniform(4, 14) * rng.uniform(0.7, 1.0, 30)
+            out.append(Region(np.column_stack([c[0] + rad * np.sin(t), c[1] + rad * np.cos(t)]), "dust"))
+        return out
+
+    gt, pred = blob(12), blob(15)
+    gm = [rasterise(r, (100, 100)) for r in gt]
+    pm = [rasterise(r, (100, 100)) for r in pred]
+
+    def dense(m):
+        full = np.zeros((100, 100), np.uint8, order="F")
+        h, w = m.pixels.shape
+        full[m.r0 : m.r0 + h, m.c0 : m.c0 + w] = m.pixels
+        return mask_utils.encode(np.asfortranarray(full))
+
+    ref = mask_utils.iou([dense(m) for m in pm], [dense(m) for m in gm], [0] * len(gm)).T
+    ours = iou_matrix(gm, pm)
+    assert ref.max() > 0.3  # the case has real overlaps
+    np.testing.assert_allclose(ours, ref, atol=1e-6)
+
+
+def test_groups_and_exclusion():
+    gt = Dataset(images=[
+        image([sq(10, 10, 10)], "a.png", cell_line="HeLa"),
+        image([sq(10, 10, 10)], "b.png", cell_line="A549"),
+    ])
+    pred = Dataset(images=[image([sq(10, 10, 10, score=1)], "a.png"), image([], "b.png")])
+    result = evaluate(gt, pred, group_by="cell_line")
+    assert (result["tp"], result["fn"]) == (1, 1)
+    assert result["groups"]["HeLa"]["f1"] == 1.0 and result["groups"]["A549"]["recall"] == 0.0
+    result = evaluate(gt, pred, group_by="cell_line", exclude=["A549"])
+    assert (result["tp"], result["fn"], result["f1"]) == (1, 0, 1.0)
+    assert list(result["groups"]) == ["HeLa"] and result["excluded"] == ["A549"]
+
+
+def test_evaluate_cli_json_and_csv(tmp_path, capsys, dataset_dir):
+    gt, _ = annotations.load(dataset_dir / "annotations.json")
+    for im in gt.images:  # predictions: the ground truth with one region dropped per image
+        im.regions = [Region(r.polygon, r.label, score=0.9, source="model") for r in im.regions[1:]]
+    annotations.save(gt, tmp_path / "pred.json", "via")
+    code = main([
+        "evaluate", "--gt", str(dataset_dir / "annotations.json"), "--pred", str(tmp_path / "pred.json"),
+        "--group-by", "cell_line", "--json", "--csv", str(tmp_path / "table.csv"),
+    ])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("tp", "fp", "fn", "precision", "recall", "f1", "pixel_iou", "images", "groups"):
+        assert key in out
+    n_gt = sum(row["n_gt"] for row in out["images"])
+    assert out["fp"] == 0 and out["tp"] == n_gt - out["fn"] and out["fn"] == sum(1 for r in out["images"] if r["n_gt"])
+    assert set(out["groups"]) == {"HeLa", "U2OS", "A549"}
+    lines = (tmp_path / "table.csv").read_text().splitlines()
+    assert lines[0].startswith("image,cell_line,n_gt,n_pred,tp,fp,fn") and len(lines) == 1 + len(out["images"])
+    code = main(["evaluate", "--gt", str(dataset_dir / "annotations.json"), "--pred", str(tmp_path / "pred.json")])
+    assert code == 0 and "study: accuracy" in capsys.readouterr().out

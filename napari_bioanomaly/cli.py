@@ -17,7 +17,7 @@ from typing import Any
 
 from . import __version__
 from .core import annotations
-from .core.model import BioAnomalyError, Dataset
+from .core.model import BioAnomalyError, Dataset, ImageRecord
 from .core.report import ImportReport
 from .core.via import ImportOptions
 
@@ -183,6 +183,38 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .ml.predict import Predictor, predict_dataset
+
+    source = Path(args.images)
+    if source.is_dir():
+        names = annotations.list_images(source)
+        if not names:
+            raise BioAnomalyError(f"{source}: no images (TIFF, PNG, JPEG) in this folder")
+        dataset = Dataset(images=[ImageRecord(n) for n in names], root=source)
+    else:  # an annotation file: predict its images, keep their attributes and order
+        dataset, _ = annotations.load(source, read_images=False)
+    predictor = Predictor.load(args.model, args.device)
+    gen = predict_dataset(predictor, dataset, args.threshold, args.min_area)
+    try:
+        while True:
+            event = next(gen)
+            if event.message:
+                print(f"warning: {event.message}", file=sys.stderr)
+            print(
+                f"{event.index}/{event.total} {event.image}: {event.regions} region(s)",
+                file=sys.stderr,
+            )
+    except StopIteration as stop:
+        predictions = stop.value
+    annotations.save(predictions, args.out, "via")
+    print(
+        f"{len(predictions.regions)} predicted regions on {len(predictions.images)} images "
+        f"-> {args.out}"
+    )
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import csv
     import io
@@ -309,6 +341,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-augment", action="store_true", help="switch augmentations off")
     _add_import_options(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="predict anomalies with a trained model, write VIA")
+    p.add_argument("--model", required=True, metavar="MODEL.pt")
+    p.add_argument("--images", required=True, metavar="DIR", help="image folder or annotation file")
+    p.add_argument("--out", required=True, metavar="PRED.json")
+    p.add_argument("--threshold", type=float, default=0.5, help="anomaly probability (0.5)")
+    p.add_argument("--min-area", type=float, default=16, metavar="PX", help="drop smaller (16)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="score predictions against ground truth")
     p.add_argument("--gt", required=True, metavar="GT.json")

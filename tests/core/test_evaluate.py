@@ -28,7 +28,10 @@ def test_rasterise_square_is_exact():
 
 
 def test_perfect_prediction():
-    s = score_image(image([sq(10, 10, 10), sq(50, 50, 5)]), image([sq(10, 10, 10, score=0.9), sq(50, 50, 5, score=0.8)]))
+    s = score_image(
+        image([sq(10, 10, 10), sq(50, 50, 5)]),
+        image([sq(10, 10, 10, score=0.9), sq(50, 50, 5, score=0.8)]),
+    )
     assert (s.tp, s.fp, s.fn, s.f1, s.mean_iou, s.pixel_iou) == (2, 0, 0, 1.0, 1.0, 1.0)
     assert s.score == 0.9
 
@@ -47,7 +50,13 @@ def test_split_and_merged_predictions_and_the_study_scoring():
     halves = image([sq(10, 10, 10, score=1), sq(20, 10, 10, score=1)])  # not overlapping
     s = score_image(gt, halves)
     assert (s.tp, s.fp, s.fn) == (0, 2, 1)  # each half has IoU 0.25
-    assert (s.study_pred, s.study_tp, s.study_below, s.study_no_overlap, s.study_fn) == (2, 0, 2, 0, 1)
+    assert (s.study_pred, s.study_tp, s.study_below, s.study_no_overlap, s.study_fn) == (
+        2,
+        0,
+        2,
+        0,
+        1,
+    )
     overlapping = image([sq(10, 10, 12, score=1), sq(18, 10, 12, score=1)])
     s = score_image(gt, overlapping)
     assert (s.tp, s.fp, s.fn) == (0, 2, 1)
@@ -80,7 +89,9 @@ def test_ious_equal_pycocotools_on_the_same_masks():
         for _ in range(n):
             c = rng.uniform(15, 85, 2)
             rad = rng.uniform(4, 14) * rng.uniform(0.7, 1.0, 30)
-            out.append(Region(np.column_stack([c[0] + rad * np.sin(t), c[1] + rad * np.cos(t)]), "dust"))
+            out.append(
+                Region(np.column_stack([c[0] + rad * np.sin(t), c[1] + rad * np.cos(t)]), "dust")
+            )
         return out
 
     gt, pred = blob(12), blob(15)
@@ -100,10 +111,12 @@ def test_ious_equal_pycocotools_on_the_same_masks():
 
 
 def test_groups_and_exclusion():
-    gt = Dataset(images=[
-        image([sq(10, 10, 10)], "a.png", cell_line="HeLa"),
-        image([sq(10, 10, 10)], "b.png", cell_line="A549"),
-    ])
+    gt = Dataset(
+        images=[
+            image([sq(10, 10, 10)], "a.png", cell_line="HeLa"),
+            image([sq(10, 10, 10)], "b.png", cell_line="A549"),
+        ]
+    )
     pred = Dataset(images=[image([sq(10, 10, 10, score=1)], "a.png"), image([], "b.png")])
     result = evaluate(gt, pred, group_by="cell_line")
     assert (result["tp"], result["fn"]) == (1, 1)
@@ -118,18 +131,42 @@ def test_evaluate_cli_json_and_csv(tmp_path, capsys, dataset_dir):
     for im in gt.images:  # predictions: the ground truth with one region dropped per image
         im.regions = [Region(r.polygon, r.label, score=0.9, source="model") for r in im.regions[1:]]
     annotations.save(gt, tmp_path / "pred.json", "via")
-    code = main([
-        "evaluate", "--gt", str(dataset_dir / "annotations.json"), "--pred", str(tmp_path / "pred.json"),
-        "--group-by", "cell_line", "--json", "--csv", str(tmp_path / "table.csv"),
-    ])
+    code = main(
+        [
+            "evaluate",
+            "--gt",
+            str(dataset_dir / "annotations.json"),
+            "--pred",
+            str(tmp_path / "pred.json"),
+            "--group-by",
+            "cell_line",
+            "--json",
+            "--csv",
+            str(tmp_path / "table.csv"),
+        ]
+    )
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     for key in ("tp", "fp", "fn", "precision", "recall", "f1", "pixel_iou", "images", "groups"):
         assert key in out
     n_gt = sum(row["n_gt"] for row in out["images"])
-    assert out["fp"] == 0 and out["tp"] == n_gt - out["fn"] and out["fn"] == sum(1 for r in out["images"] if r["n_gt"])
+    assert (
+        out["fp"] == 0
+        and out["tp"] == n_gt - out["fn"]
+        and out["fn"] == sum(1 for r in out["images"] if r["n_gt"])
+    )
     assert set(out["groups"]) == {"HeLa", "U2OS", "A549"}
     lines = (tmp_path / "table.csv").read_text().splitlines()
-    assert lines[0].startswith("image,cell_line,n_gt,n_pred,tp,fp,fn") and len(lines) == 1 + len(out["images"])
-    code = main(["evaluate", "--gt", str(dataset_dir / "annotations.json"), "--pred", str(tmp_path / "pred.json")])
+    assert lines[0].startswith("image,cell_line,n_gt,n_pred,tp,fp,fn") and len(lines) == 1 + len(
+        out["images"]
+    )
+    code = main(
+        [
+            "evaluate",
+            "--gt",
+            str(dataset_dir / "annotations.json"),
+            "--pred",
+            str(tmp_path / "pred.json"),
+        ]
+    )
     assert code == 0 and "study: accuracy" in capsys.readouterr().out

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .geometry import rasterise_many, rasterise_window
 from .metrics import match
 from .model import Dataset, ImageRecord, Region
 
@@ -45,20 +46,8 @@ class Mask:
 
 def rasterise(region: Region, shape: Sequence[int] | None = None) -> Mask:
     """The pixels of a region (centres inside the polygon), clipped to ``shape`` if given."""
-    from skimage.draw import polygon as draw_polygon
-
-    poly = region.polygon
-    r0, c0 = np.floor(poly.min(axis=0)).astype(int)
-    r1, c1 = np.ceil(poly.max(axis=0)).astype(int)
-    if shape is not None:
-        r0, c0 = max(r0, 0), max(c0, 0)
-        r1, c1 = min(r1, shape[0]), min(c1, shape[1])
-    h, w = max(r1 - r0, 0), max(c1 - c0, 0)
-    pixels = np.zeros((h, w), dtype=bool)
-    if h and w:
-        rr, cc = draw_polygon(poly[:, 0] - 0.5 - r0, poly[:, 1] - 0.5 - c0, shape=(h, w))
-        pixels[rr, cc] = True
-    return Mask(int(r0), int(c0), pixels)
+    r0, c0, pixels = rasterise_window(region.polygon, shape)
+    return Mask(r0, c0, pixels)
 
 
 def _intersection(a: Mask, b: Mask) -> int:
@@ -210,8 +199,8 @@ def score_image(
         for r in (pred.regions if pred is not None else [])
         if r.score is None or r.score >= score_threshold
     ]
-    gm = [m for m in (rasterise(r, shape) for r in gt.regions)]
-    pm = [m for m in (rasterise(r, shape) for r in preds)]
+    masks = [Mask(*w) for w in rasterise_many([r.polygon for r in [*gt.regions, *preds]], shape)]
+    gm, pm = masks[: len(gt.regions)], masks[len(gt.regions) :]
     out = ImageScore(
         image=gt.filename,
         group={k: str(gt.file_attributes.get(k, "")) for k in group_by},

@@ -61,6 +61,9 @@ class Annotator:
         Called with the :class:`DiskChanged` error when the annotation file was
         changed by another program; returns ``"reload"``, ``"overwrite"`` or
         ``"later"`` (keep the changes unsaved and ask again at the next save).
+    color, name
+        One colour for all regions instead of a colour per class, and the name
+        of the Shapes layer.
     """
 
     image_changed = Signal(int)
@@ -73,9 +76,13 @@ class Annotator:
         viewer: Any,
         session: AnnotationSession,
         on_conflict: Callable[[DiskChanged], str] | None = None,
+        color: str | None = None,
+        name: str = "ground truth",
     ) -> None:
         self.viewer = viewer
         self.session = session
+        self.color = color  # one colour for every region (review: ground truth in green)
+        self.name = name
         self.on_conflict = on_conflict or (lambda exc: "later")
         self.polyline_width = 3.0
         self.min_area = 0.0
@@ -98,7 +105,7 @@ class Annotator:
             layer = self.viewer.add_shapes(
                 None,
                 ndim=2,
-                name="ground truth",
+                name=self.name,
                 shape_type="polygon",
                 edge_width=2,
                 features={k: np.array([], dtype=object) for k in FEATURE_DEFAULTS},
@@ -136,7 +143,7 @@ class Annotator:
             layer.data = []
             if regions:
                 rows = [region_row(r, self.session.image.filename) for r in regions]
-                edge = [class_color(r.label) for r in regions]
+                edge = [self.color or class_color(r.label) for r in regions]
                 layer.add_polygons(
                     [r.polygon + NAPARI_OFFSET for r in regions],
                     edge_color=edge,
@@ -270,7 +277,7 @@ class Annotator:
         selected = sorted(layer.selected_data)
         if selected:
             layer.features.loc[selected, "class"] = name
-        color = class_color(name)
+        color = self.color or class_color(name)
         layer.current_edge_color = color  # also recolours the selected shapes
         layer.current_face_color = _face(color)
         if selected:
@@ -304,11 +311,14 @@ class Annotator:
         index = names.index(deleted.image)
         if index != self.index:
             self.show(index)
-        regions = self.session.image.regions + deleted.regions
-        self._fill_shapes(regions)
-        self.sync()
+        self.add_regions(deleted.regions)
         self.message.emit(f"restored {len(deleted.regions)} region(s) on {deleted.image}")
         return True
+
+    def add_regions(self, regions: list[Region]) -> None:
+        """Add regions to the image on screen (shown, saved)."""
+        self._fill_shapes(self.session.image.regions + list(regions))
+        self.sync()
 
     def small_regions(self) -> list[int]:
         """Indices of the current image's regions smaller than :attr:`min_area`."""

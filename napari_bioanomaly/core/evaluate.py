@@ -300,3 +300,84 @@ def evaluate(
         "unmatched_predictions": sorted(set(by_name) - {im.filename for im in gt.images}),
         "rows": rows,
     }
+
+
+class ImageCache:
+    """What scoring one image needs, computed once; rescoring at other thresholds is cheap.
+
+    How it works: the IoU matrix of ground truth and predictions does not depend on the
+    thresholds, so it is kept. For the pixel IoU, every pixel covered by a prediction
+    keeps the highest score covering it and whether ground truth covers it too: the
+    union of the predictions scoring at least ``t`` is then the pixels whose kept
+    score is at least ``t``.
+    """
+
+    def __init__(self, gt: ImageRecord, pred: ImageRecord | None, group_by: Iterable[str] = ()):
+        shape = gt.shape or (pred.shape if pred is not None else None)
+        self.image = gt.filename
+        self.group = {k: str(gt.file_attributes.get(k, "")) for k in group_by}
+        preds = list(pred.regions) if pred is not None else []
+        self.scores = np.array([1.0 if r.score is None else r.score for r in preds], dtype=float)
+        windows = rasterise_many([r.polygon for r in [*gt.regions, *preds]], shape)
+        masks = [Mask(*w) for w in windows]
+        self.gt_masks, self.pred_masks = masks[: len(gt.regions)], masks[len(gt.regions) :]
+        self.iou = iou_matrix(self.gt_masks, self.pred_masks)
+        self.gt_area, union_gt = _union_area(self.gt_masks)
+        if self.pred_masks:
+            boxes = _boxes(self.pred_masks)
+            r0, c0 = boxes[:, :2].min(axis=0)
+            r1, c1 = boxes[:, 2:].max(axis=0)
+            best = np.full((r1 - r0, c1 - c0), -np.inf)
+            for m, s in zip(self.pred_masks, self.scores, strict=True):
+                h, w = m.pixels.shape
+                win = best[m.r0 - r0 : m.r0 - r0 + h, m.c0 - c0 : m.c0 - c0 + w]
+                np.maximum(win, np.where(m.pixels, s, -np.inf), out=win)
+            covered = best > -np.inf
+            in_gt = np.zeros_like(covered)
+            if union_gt is not None:
+                g = union_gt
+                rs, cs = max(g.r0, r0), max(g.c0, c0)
+                re = min(g.r0 + g.pixels.shape[0], r1)
+                ce = min(g.c0 + g.pixels.shape[1], c1)
+                if re > rs and ce > cs:
+                    in_gt[rs - r0 : re - r0, cs - c0 : ce - c0] = g.pixels[
+                        rs - g.r0 : re - g.r0, cs - g.c0 : ce - g.c0
+                    ]
+            self.pixel_scores = np.sort(best[covered])
+            self.pixel_scores_in_gt = np.sort(best[covered & in_gt])
+        else:
+            self.pixel_scores = self.pixel_scores_in_gt = np.zeros(0)
+
+    def score(self, iou_threshold: float = 0.5, score_threshold: float = 0.0) -> ImageScore:
+        """The image's row at these thresholds (the study scoring is left at zero)."""
+        keep = np.flatnonzero(self.scores >= score_threshold)
+        iou = self.iou[:, keep]
+        rows, cols = match(iou, iou_threshold)
+        n_gt = len(self.gt_masks)
+        union_pred = len(self.pixel_scores) - np.searchsorted(self.pixel_scores, score_threshold)
+        inter = len(self.pixel_scores_in_gt) - np.searchsorted(
+            self.pixel_scores_in_gt, score_threshold
+        )
+        return ImageScore(
+            image=self.image,
+            group=dict(self.group),
+            n_gt=n_gt,
+            n_pred=len(keep),
+            tp=len(rows),
+            fp=len(keep) - len(cols),
+            fn=n_gt - len(rows),
+            iou_sum=float(iou[rows, cols].sum()),
+            inter_px=int(inter),
+            union_px=int(self.gt_area + union_pred - inter),
+            score=float(self.scores[keep].max()) if len(keep) else 0.0,
+        )
+
+    def unmatched(
+        self, iou_threshold: float = 0.5, score_threshold: float = 0.0
+    ) -> tuple[list[int], list[int]]:
+        """Indices of the false-negative ground truth and false-positive predictions."""
+        keep = np.flatnonzero(self.scores >= score_threshold)
+        rows, cols = match(self.iou[:, keep], iou_threshold)
+        fn = sorted(set(range(len(self.gt_masks))) - set(rows.tolist()))
+        fp = sorted(set(keep.tolist()) - set(keep[cols].tolist()))
+        return fn, fp

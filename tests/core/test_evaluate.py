@@ -170,3 +170,37 @@ def test_evaluate_cli_json_and_csv(tmp_path, capsys, dataset_dir):
         ]
     )
     assert code == 0 and "study: accuracy" in capsys.readouterr().out
+
+
+def test_cached_rescoring_equals_full_scoring_at_every_threshold():
+    from napari_bioanomaly.core.evaluate import ImageCache
+
+    rng = np.random.default_rng(3)
+    t = np.linspace(0, 2 * np.pi, 20, endpoint=False)
+
+    def blobs(n, scored):
+        out = []
+        for _ in range(n):
+            c, rad = rng.uniform(10, 90, 2), rng.uniform(3, 12)
+            poly = np.column_stack([c[0] + rad * np.sin(t), c[1] + rad * np.cos(t)])
+            out.append(
+                Region(
+                    poly,
+                    "dust",
+                    score=float(rng.uniform()) if scored else None,
+                    source="model" if scored else "human",
+                )
+            )
+        return out
+
+    for _ in range(5):
+        gt, pred = image(blobs(8, False)), image(blobs(12, True))
+        cache = ImageCache(gt, pred)
+        for iou_t in (0.1, 0.3, 0.5):
+            for score_t in (0.0, 0.25, 0.5, 0.9):
+                full, fast = score_image(gt, pred, iou_t, score_t), cache.score(iou_t, score_t)
+                for name in ("n_gt", "n_pred", "tp", "fp", "fn", "inter_px", "union_px"):
+                    assert getattr(full, name) == getattr(fast, name), (name, iou_t, score_t)
+                assert fast.iou_sum == pytest.approx(full.iou_sum) and fast.score == full.score
+                fn, fp = cache.unmatched(iou_t, score_t)
+                assert (len(fn), len(fp)) == (full.fn, full.fp)

@@ -1,0 +1,467 @@
+"""The Review dock widget: predictions (red) over ground truth (green), a live table, corrections.
+
+Ground truth is edited through an :class:`~napari_bioanomaly._annotator.Annotator`
+(autosaved like annotations); predictions are a second Shapes layer. Accepting a
+prediction moves it to the ground truth (source ``model-accepted``); rejecting
+removes it; both are saved to the predictions file at once. Scores are computed
+once per image (:class:`~napari_bioanomaly.core.evaluate.ImageCache`) so the
+IoU and score sliders update the table live.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from qtpy.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSlider,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .._annotator import Annotator
+from .._layers import NAPARI_OFFSET, TAG
+from ..core import annotations
+from ..core.evaluate import ImageCache, ImageScore, summarise
+from ..core.fileio import atomic_write
+from ..core.model import BioAnomalyError, Dataset, ImageRecord, Region
+from ..core.session import AnnotationSession
+
+GT_COLOR = "#00c000"
+PRED_COLOR = "#ff2020"
+COLUMNS = ["image", "group", "GT", "pred", "TP", "FP", "FN", "precision", "recall", "F1",
+           "pixel IoU", "mean IoU", "score"]  # fmt: skip
+SORT_ROLE = Qt.ItemDataRole.UserRole + 3
+
+
+class ScoreTableModel(QAbstractTableModel):
+    """Per-image scores as table rows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[ImageScore] = []
+
+    def set_rows(self, rows: list[ImageScore]) -> None:
+        self.beginResetModel()
+        self.rows = rows
+        self.endResetModel()
+
+    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:
+        return len(COLUMNS)
+
+    def headerData(self, section: int, orientation: Any, role: int = 0) -> Any:
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return COLUMNS[section]
+        return None
+
+    @staticmethod
+    def value(row: ImageScore, col: int) -> Any:
+        return [
+            row.image,
+            ", ".join(row.group.values()),
+            row.n_gt,
+            row.n_pred,
+            row.tp,
+            row.fp,
+            row.fn,
+            row.precision,
+            row.recall,
+            row.f1,
+            row.pixel_iou,
+            row.mean_iou if row.mean_iou is not None else -1.0,
+            row.score,
+        ][col]
+
+    def data(self, index: QModelIndex, role: int = 0) -> Any:
+        if not index.isValid():
+            return None
+        v = self.value(self.rows[index.row()], index.column())
+        if role == SORT_ROLE:
+            return v
+        if role == Qt.ItemDataRole.DisplayRole:
+            if isinstance(v, float):
+                return "-" if v < 0 else f"{v:.3f}"
+            return v
+        return None
+
+
+class ReviewWidget(QWidget):
+    """Compare predictions with ground truth image by image, and correct them."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.annotator: Annotator | None = None
+        self.predictions: Dataset | None = None
+        self.pred_path: Path | None = None
+        self.caches: dict[str, ImageCache] = {}
+        self.group_by: str | None = None
+        self.pred_layer: Any = None
+        self._pred_index: list[int] = []
+        self._build()
+
+    # ------------------------------------------------------------------ layout
+
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        form = QFormLayout()
+        self.gt_edit = QLineEdit()
+        self.gt_edit.setPlaceholderText("ground-truth annotation file")
+        self.pred_edit = QLineEdit()
+        self.pred_edit.setPlaceholderText("predictions (VIA file from predict)")
+        form.addRow("ground truth", self._with_browse(self.gt_edit))
+        form.addRow("predictions", self._with_browse(self.pred_edit))
+        layout.addLayout(form)
+        open_button = QPushButton("Open for review")
+        open_button.clicked.connect(lambda: self.open(self.gt_edit.text(), self.pred_edit.text()))
+        layout.addWidget(open_button)
+        self.iou_slider, self.iou_label = self._slider(50, "IoU threshold")
+        self.score_slider, self.score_label = self._slider(50, "score threshold")
+        for slider, label in (
+            (self.iou_slider, self.iou_label),
+            (self.score_slider, self.score_label),
+        ):
+            row = QHBoxLayout()
+            row.addWidget(label)
+            row.addWidget(slider, 1)
+            layout.addLayout(row)
+        toggles = QHBoxLayout()
+        self.show_gt = QCheckBox("ground truth")
+        self.show_pred = QCheckBox("predictions")
+        self.fill = QCheckBox("fill")
+        for box in (self.show_gt, self.show_pred):
+            box.setChecked(True)
+        self.show_gt.toggled.connect(
+            lambda on: self._set_visible(self.annotator and self.annotator.shapes_layer, on)
+        )
+        self.show_pred.toggled.connect(lambda on: self._set_visible(self.pred_layer, on))
+        self.fill.toggled.connect(self._restyle)
+        for box in (self.show_gt, self.show_pred, self.fill):
+            toggles.addWidget(box)
+        layout.addLayout(toggles)
+        self.summary = QLabel("Open ground truth and predictions to review.")
+        self.summary.setWordWrap(True)
+        layout.addWidget(self.summary)
+        self.filter_edit = QLineEdit()
+        self.filter_edit.setPlaceholderText("filter rows: image or group")
+        layout.addWidget(self.filter_edit)
+        self.model = ScoreTableModel()
+        self.proxy = QSortFilterProxyModel()
+        self.proxy.setSourceModel(self.model)
+        self.proxy.setSortRole(SORT_ROLE)
+        self.proxy.setFilterKeyColumn(-1)
+        self.proxy.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self.filter_edit.textChanged.connect(self.proxy.setFilterFixedString)
+        self.table = QTableView()
+        self.table.setModel(self.proxy)
+        self.table.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
+        self.table.setSortingEnabled(True)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setMinimumHeight(200)
+        self.table.clicked.connect(self._on_row_clicked)
+        layout.addWidget(self.table)
+        self.errors = QListWidget()
+        self.errors.setMaximumHeight(110)
+        self.errors.itemClicked.connect(self._zoom_to)
+        layout.addWidget(
+            QLabel("False negatives and false positives on this image (click to zoom):")
+        )
+        layout.addWidget(self.errors)
+        buttons = QHBoxLayout()
+        for text, slot in (
+            ("Accept selected", self.accept_selected),
+            ("Reject selected", self.reject_selected),
+            ("Accept all", self.accept_all),
+        ):
+            button = QPushButton(text)
+            button.clicked.connect(slot)
+            buttons.addWidget(button)
+        layout.addLayout(buttons)
+        more = QHBoxLayout()
+        reviewed = QPushButton("Mark reviewed")
+        reviewed.clicked.connect(self.mark_reviewed)
+        export = QPushButton("Export table...")
+        export.clicked.connect(self._ask_export_table)
+        more.addWidget(reviewed)
+        more.addWidget(export)
+        layout.addLayout(more)
+
+    def _with_browse(self, edit: QLineEdit) -> QHBoxLayout:
+        row = QHBoxLayout()
+        button = QPushButton("...")
+        button.setMaximumWidth(30)
+
+        def browse() -> None:
+            path, _ = QFileDialog.getOpenFileName(self, "Open", "", "JSON (*.json)")
+            if path:
+                edit.setText(path)
+
+        button.clicked.connect(browse)
+        row.addWidget(edit, 1)
+        row.addWidget(button)
+        return row
+
+    def _slider(self, value: int, text: str) -> tuple[QSlider, QLabel]:
+        slider = QSlider(Qt.Orientation.Horizontal)
+        slider.setRange(0, 100)
+        slider.setValue(value)
+        label = QLabel()
+        slider.valueChanged.connect(lambda v: label.setText(f"{text} {v / 100:.2f}"))
+        slider.valueChanged.connect(lambda _v: self.refresh())
+        label.setText(f"{text} {value / 100:.2f}")
+        return slider, label
+
+    @property
+    def iou_threshold(self) -> float:
+        return self.iou_slider.value() / 100
+
+    @property
+    def score_threshold(self) -> float:
+        return self.score_slider.value() / 100
+
+    # ------------------------------------------------------------------ opening
+
+    def open(self, gt_path: str | Path, pred_path: str | Path) -> bool:
+        """Open ground truth (editable, autosaved) and predictions for review."""
+        try:
+            session = AnnotationSession.open(gt_path)
+            predictions, _ = annotations.load(pred_path, session.dataset.root, read_images=False)
+        except (BioAnomalyError, OSError) as exc:
+            self.summary.setText(f"Cannot open: {exc}")
+            return False
+        if self.annotator is not None:
+            self.annotator.close()
+        self.predictions, self.pred_path = predictions, Path(pred_path)
+        keys = [k for im in session.dataset.images for k in im.file_attributes]
+        self.group_by = keys[0] if keys else None
+        self.annotator = Annotator(
+            self.viewer, session, color=GT_COLOR, name="ground truth (review)"
+        )
+        self.annotator.image_changed.connect(self._on_image_changed)
+        self.annotator.regions_changed.connect(self._on_gt_changed)
+        self._ensure_pred_layer()
+        self.caches = {}
+        for im in session.dataset.images:
+            self._recache(im)
+        self.refresh()
+        self._on_image_changed(session.current)
+        return True
+
+    def _pred_image(self, filename: str) -> ImageRecord:
+        assert self.predictions is not None
+        for im in self.predictions.images:
+            if im.filename == filename:
+                return im
+        record = ImageRecord(filename)
+        self.predictions.images.append(record)
+        return record
+
+    def _recache(self, gt: ImageRecord) -> None:
+        if gt.shape is None:  # sizes are read lazily by the session; scoring needs them
+            try:
+                self.annotator.session.read_pixels(self.annotator.session.dataset.images.index(gt))
+            except BioAnomalyError:
+                pass
+        keys = [self.group_by] if self.group_by else []
+        self.caches[gt.filename] = ImageCache(gt, self._pred_image(gt.filename), keys)
+
+    # ------------------------------------------------------------------ table
+
+    def rows(self) -> list[ImageScore]:
+        """Current per-image scores at the sliders' thresholds."""
+        if self.annotator is None:
+            return []
+        return [
+            self.caches[im.filename].score(self.iou_threshold, self.score_threshold)
+            for im in self.annotator.session.dataset.images
+        ]
+
+    def refresh(self) -> None:
+        """Rescore every image at the current thresholds (cheap: IoUs are cached)."""
+        if self.annotator is None:
+            return
+        rows = self.rows()
+        self.model.set_rows(rows)
+        lines = [self._summary_line("all", summarise(rows))]
+        if self.group_by:
+            groups: dict[str, list[ImageScore]] = {}
+            for r in rows:
+                groups.setdefault(r.group[self.group_by], []).append(r)
+            lines += [
+                self._summary_line(f"{self.group_by}={k}", summarise(v))
+                for k, v in sorted(groups.items())
+            ]
+        self.summary.setText("\n".join(lines))
+        self._fill_predictions()
+
+    @staticmethod
+    def _summary_line(name: str, s: dict[str, Any]) -> str:
+        return (
+            f"{name}: TP {s['tp']} FP {s['fp']} FN {s['fn']}, precision {s['precision']:.3f}, "
+            f"recall {s['recall']:.3f}, F1 {s['f1']:.3f}, pixel IoU {s['pixel_iou']:.3f}"
+        )
+
+    def _on_row_clicked(self, index: QModelIndex) -> None:
+        if self.annotator is not None and index.isValid():
+            self.annotator.show(self.proxy.mapToSource(index).row())
+
+    def _ask_export_table(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export the table", "", "CSV (*.csv)")
+        if path:
+            self.export_table(path)
+
+    def export_table(self, path: str | Path) -> Path:
+        """Write the per-image table (at the current thresholds) as CSV, atomically."""
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(COLUMNS)
+        for row in self.rows():
+            writer.writerow([ScoreTableModel.value(row, c) for c in range(len(COLUMNS))])
+        data = buf.getvalue().encode("utf-8")
+        return atomic_write(path, lambda fh: fh.write(data))
+
+    # ------------------------------------------------------------------ layers
+
+    def _ensure_pred_layer(self) -> None:
+        if self.pred_layer is None or self.pred_layer not in self.viewer.layers:
+            self.pred_layer = self.viewer.add_shapes(
+                None,
+                ndim=2,
+                name="predictions (review)",
+                shape_type="polygon",
+                edge_color=PRED_COLOR,
+                face_color="transparent",
+                edge_width=2,
+                metadata={TAG: {"role": "prediction", "file": str(self.pred_path)}},
+            )
+
+    def _fill_predictions(self) -> None:
+        """Show the current image's predictions that pass the score threshold."""
+        if self.annotator is None or self.pred_layer is None:
+            return
+        pred = self._pred_image(self.annotator.session.image.filename)
+        self._pred_index = [
+            i
+            for i, r in enumerate(pred.regions)
+            if r.score is None or r.score >= self.score_threshold
+        ]
+        layer = self.pred_layer
+        layer.selected_data = set()
+        layer.data = []
+        shown = [pred.regions[i] for i in self._pred_index]
+        if shown:
+            layer.add_polygons([r.polygon + NAPARI_OFFSET for r in shown])
+        self._restyle()
+        self._fill_errors()
+
+    def _restyle(self, *_: Any) -> None:
+        alpha = "55" if self.fill.isChecked() else "00"
+        for layer, color in (
+            (self.pred_layer, PRED_COLOR),
+            (self.annotator and self.annotator.shapes_layer, GT_COLOR),
+        ):
+            if layer is not None and len(layer.data):
+                layer.face_color = color + alpha
+
+    @staticmethod
+    def _set_visible(layer: Any, on: bool) -> None:
+        if layer is not None:
+            layer.visible = on
+
+    def _on_image_changed(self, _index: int) -> None:
+        self._fill_predictions()
+        name = self.annotator.session.image.filename
+        source = self.proxy.mapFromSource(
+            self.model.index([r.image for r in self.model.rows].index(name), 0)
+        )
+        if source.isValid():
+            self.table.selectRow(source.row())
+
+    def _on_gt_changed(self) -> None:
+        self._recache(self.annotator.session.image)
+        self.refresh()
+
+    def _fill_errors(self) -> None:
+        self.errors.clear()
+        im = self.annotator.session.image
+        fn, fp = self.caches[im.filename].unmatched(self.iou_threshold, self.score_threshold)
+        pred = self._pred_image(im.filename)
+        for kind, regions, indices in (("FN", im.regions, fn), ("FP", pred.regions, fp)):
+            for i in indices:
+                r = regions[i]
+                score = "" if r.score is None else f", score {r.score:.2f}"
+                item = QListWidgetItem(f"{kind}: {r.label}, {r.area:.0f} px{score}")
+                item.setData(Qt.ItemDataRole.UserRole, r.bbox)
+                self.errors.addItem(item)
+
+    def _zoom_to(self, item: QListWidgetItem) -> None:
+        r0, c0, r1, c1 = item.data(Qt.ItemDataRole.UserRole)
+        self.viewer.camera.center = ((r0 + r1) / 2 + NAPARI_OFFSET, (c0 + c1) / 2 + NAPARI_OFFSET)
+        extent = max(r1 - r0, c1 - c0, 8)
+        self.viewer.camera.zoom = 600 / (4 * extent)  # the region fills about a quarter
+
+    # ------------------------------------------------------------------ corrections
+
+    def _move(self, indices: list[int], accept: bool) -> int:
+        """Accept (into ground truth) or reject the shown predictions at ``indices``."""
+        if self.annotator is None or not indices:
+            return 0
+        pred = self._pred_image(self.annotator.session.image.filename)
+        chosen = sorted({self._pred_index[i] for i in indices if i < len(self._pred_index)})
+        moved = [pred.regions[i] for i in chosen]
+        pred.regions = [r for i, r in enumerate(pred.regions) if i not in set(chosen)]
+        self._save_predictions()
+        if accept:
+            self.annotator.add_regions(
+                [
+                    Region(
+                        r.polygon, r.label, dict(r.attributes), r.score, "model-accepted", r.shape
+                    )
+                    for r in moved
+                ]
+            )  # saved, rescored through regions_changed
+        else:
+            self._recache(self.annotator.session.image)
+            self.refresh()
+        return len(moved)
+
+    def accept_selected(self) -> int:
+        return self._move(sorted(self.pred_layer.selected_data), accept=True)
+
+    def reject_selected(self) -> int:
+        return self._move(sorted(self.pred_layer.selected_data), accept=False)
+
+    def accept_all(self) -> int:
+        return self._move(list(range(len(self._pred_index))), accept=True)
+
+    def mark_reviewed(self) -> None:
+        if self.annotator is not None:
+            self.annotator.session.set_flag("reviewed", True)
+            self.annotator.autosave()
+
+    def _save_predictions(self) -> None:
+        if self.predictions is not None and self.pred_path is not None:
+            annotations.save(self.predictions, self.pred_path, "via")
+
+    def closeEvent(self, event: Any) -> None:
+        if self.annotator is not None:
+            self.annotator.close()
+        super().closeEvent(event)

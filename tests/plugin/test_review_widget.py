@@ -1,0 +1,88 @@
+"""The Review widget with a real viewer: table = evaluate, thresholds, navigation, corrections."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_bioanomaly.core import annotations
+from napari_bioanomaly.core.evaluate import evaluate
+from napari_bioanomaly.core.model import Region
+from napari_bioanomaly.widgets.review import ReviewWidget
+
+
+def square(r, c, s):
+    return np.array([[r, c], [r, c + s], [r + s, c + s], [r + s, c]], float)
+
+
+@pytest.fixture
+def review(make_napari_viewer, dataset_dir, qtbot):
+    gt, _ = annotations.load(dataset_dir / "annotations.json")
+    for im in gt.images:  # predictions: ground truth without its first region, plus a weak FP
+        kept = [Region(r.polygon, r.label, score=0.9, source="model") for r in im.regions[1:]]
+        im.regions = [*kept, Region(square(100, 100, 12), "dust", score=0.3, source="model")]
+    annotations.save(gt, dataset_dir / "pred.json", "via")
+    widget = ReviewWidget(make_napari_viewer())
+    qtbot.addWidget(widget)
+    assert widget.open(dataset_dir / "annotations.json", dataset_dir / "pred.json")
+    return widget
+
+
+def cli_rows(folder, score):
+    gt, _ = annotations.load(folder / "annotations.json")
+    pred, _ = annotations.load(folder / "pred.json", read_images=False)
+    return {r.image: (r.tp, r.fp, r.fn) for r in evaluate(gt, pred, 0.5, score)["rows"]}
+
+
+def test_table_matches_evaluate_and_thresholds_update_it(review, dataset_dir):
+    table = {r.image: (r.tp, r.fp, r.fn) for r in review.model.rows}
+    assert table == cli_rows(dataset_dir, 0.5)
+    assert all(fp == 0 for _, fp, _ in table.values())  # the weak FPs are under the threshold
+    review.score_slider.setValue(20)
+    assert {r.image: (r.tp, r.fp, r.fn) for r in review.model.rows} == cli_rows(dataset_dir, 0.2)
+    assert all(r.fp == 1 for r in review.model.rows)
+    assert "TP" in review.summary.text() and "cell_line=HeLa" in review.summary.text()
+    review.iou_slider.setValue(99)
+    assert sum(r.tp for r in review.model.rows) <= sum(v[0] for v in table.values())
+
+
+def test_clicking_a_row_shows_that_image_and_lists_errors(review):
+    index = review.proxy.index(3, 0)
+    review.table.clicked.emit(index)
+    assert review.annotator.index == review.proxy.mapToSource(index).row() == 3
+    image = review.annotator.session.image
+    n_pred = len(review.pred_layer.data)
+    assert n_pred == max(len(image.regions) - 1, 0)  # shown: those above the score threshold
+    fns = [review.errors.item(i).text() for i in range(review.errors.count())]
+    assert len([t for t in fns if t.startswith("FN")]) == (1 if image.regions else 0)
+
+
+def test_accept_and_reject_are_saved(review, dataset_dir):
+    review.score_slider.setValue(0)
+    review.annotator.show(0)
+    before_gt = len(review.annotator.session.image.regions)
+    n_pred = len(review.pred_layer.data)
+    review.pred_layer.selected_data = {n_pred - 1}  # the weak FP square
+    assert review.accept_selected() == 1
+    saved = json.loads((dataset_dir / "annotations.json").read_text())
+    img = next(v for v in saved["_via_img_metadata"].values() if v["filename"] == "img_000.tif")
+    assert len(img["regions"]) == before_gt + 1
+    assert img["regions"][-1]["region_attributes"]["source"] == "model-accepted"
+    pred = annotations.load(dataset_dir / "pred.json", read_images=False)[0].images[0]
+    assert len(pred.regions) == n_pred - 1
+    review.pred_layer.selected_data = {0}
+    assert review.reject_selected() == 1
+    pred = annotations.load(dataset_dir / "pred.json", read_images=False)[0].images[0]
+    assert len(pred.regions) == n_pred - 2
+    row = next(r for r in review.model.rows if r.image == "img_000.tif")
+    assert row.n_gt == before_gt + 1 and row.n_pred == n_pred - 2
+    review.mark_reviewed()
+    assert review.annotator.session.status(0) == "reviewed"
+
+
+def test_export_table(review, tmp_path):
+    path = review.export_table(tmp_path / "table.csv")
+    lines = path.read_text().splitlines()
+    assert lines[0].startswith("image,group,GT,pred,TP,FP,FN") and len(lines) == 7

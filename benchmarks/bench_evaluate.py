@@ -58,6 +58,16 @@ def main() -> None:
         score_image(gt, pred)
     ours = (time.perf_counter() - start) / len(pairs)
 
+    from napari_bioanomaly.core.evaluate import ImageCache
+
+    start = time.perf_counter()
+    caches = [ImageCache(gt, pred) for gt, pred in pairs]
+    build = time.perf_counter() - start
+    start = time.perf_counter()
+    for cache in caches:
+        cache.score(0.4, 0.5)
+    rescore = time.perf_counter() - start
+
     try:
         from pycocotools import mask as mask_utils
     except ImportError:
@@ -82,6 +92,10 @@ def main() -> None:
         f"pycocotools polygon -> RLE -> IoU matrix only:                          {ref * 1000:.2f} ms/image"
     )
     print(f"ratio ours / pycocotools: {ours / ref:.2f}x (target < 1)")
+    print(
+        f"review table: building the cache {build:.2f} s once; rescoring all {len(pairs)} images "
+        f"at new thresholds {rescore * 1000:.0f} ms (target < 1 s for 500)"
+    )
 
 
 if __name__ == "__main__":

@@ -276,6 +276,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
     if not widget.open_path(args.dataset if args.dataset is not None else sample_folder()):
         raise BioAnomalyError(f"{args.dataset}: could not be opened")
     viewer.window.add_plugin_dock_widget("napari-bioanomaly", "Train a model", tabify=True)
+    viewer.window.add_plugin_dock_widget("napari-bioanomaly", "Review predictions", tabify=True)
     dock.raise_()  # the Annotate tab in front
     if args.screenshot:
         viewer.window.resize(1500, 1000)

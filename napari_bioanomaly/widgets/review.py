@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from qtpy.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -54,6 +57,7 @@ class ScoreTableModel(QAbstractTableModel):
     def __init__(self) -> None:
         super().__init__()
         self.rows: list[ImageScore] = []
+        self.group_name = "group"
 
     def set_rows(self, rows: list[ImageScore]) -> None:
         self.beginResetModel()
@@ -68,7 +72,7 @@ class ScoreTableModel(QAbstractTableModel):
 
     def headerData(self, section: int, orientation: Any, role: int = 0) -> Any:
         if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return COLUMNS[section]
+            return self.group_name if section == 1 else COLUMNS[section]
         return None
 
     @staticmethod
@@ -112,9 +116,13 @@ class ReviewWidget(QWidget):
         self.predictions: Dataset | None = None
         self.pred_path: Path | None = None
         self.caches: dict[str, ImageCache] = {}
+        self.names: list[str] = []  # the images under review, in dataset order
         self.group_by: str | None = None
         self.pred_layer: Any = None
         self._pred_index: list[int] = []
+        #: TrainConfig settings of "Train & review" (defaults: TrainConfig's)
+        self.train_settings: dict[str, Any] = {}
+        self.worker: Any = None
         self._build()
 
     # ------------------------------------------------------------------ layout
@@ -129,9 +137,18 @@ class ReviewWidget(QWidget):
         form.addRow("ground truth", self._with_browse(self.gt_edit))
         form.addRow("predictions", self._with_browse(self.pred_edit))
         layout.addLayout(form)
+        row = QHBoxLayout()
         open_button = QPushButton("Open for review")
         open_button.clicked.connect(lambda: self.open(self.gt_edit.text(), self.pred_edit.text()))
-        layout.addWidget(open_button)
+        self.train_button = QPushButton("Train && review")
+        self.train_button.setToolTip(
+            "train on the training split of the ground truth, predict the validation images, "
+            "and review them"
+        )
+        self.train_button.clicked.connect(self.train_and_review)
+        row.addWidget(open_button)
+        row.addWidget(self.train_button)
+        layout.addLayout(row)
         self.iou_slider, self.iou_label = self._slider(50, "IoU threshold")
         self.score_slider, self.score_label = self._slider(50, "score threshold")
         for slider, label in (
@@ -200,8 +217,12 @@ class ReviewWidget(QWidget):
         reviewed.clicked.connect(self.mark_reviewed)
         export = QPushButton("Export table...")
         export.clicked.connect(self._ask_export_table)
+        corrected = QPushButton("Export corrected...")
+        corrected.setToolTip("the corrected ground truth as VIA, COCO or label masks")
+        corrected.clicked.connect(self._ask_export_corrected)
         more.addWidget(reviewed)
         more.addWidget(export)
+        more.addWidget(corrected)
         layout.addLayout(more)
 
     def _with_browse(self, edit: QLineEdit) -> QHBoxLayout:
@@ -239,8 +260,14 @@ class ReviewWidget(QWidget):
 
     # ------------------------------------------------------------------ opening
 
-    def open(self, gt_path: str | Path, pred_path: str | Path) -> bool:
-        """Open ground truth (editable, autosaved) and predictions for review."""
+    def open(
+        self, gt_path: str | Path, pred_path: str | Path, images: list[str] | None = None
+    ) -> bool:
+        """Open ground truth (editable, autosaved) and predictions for review.
+
+        ``images``: review only these file names (e.g. the validation images);
+        default: every image of the ground truth.
+        """
         try:
             session = AnnotationSession.open(gt_path)
             predictions, _ = annotations.load(pred_path, session.dataset.root, read_images=False)
@@ -252,15 +279,21 @@ class ReviewWidget(QWidget):
         self.predictions, self.pred_path = predictions, Path(pred_path)
         keys = [k for im in session.dataset.images for k in im.file_attributes]
         self.group_by = keys[0] if keys else None
+        self.model.group_name = self.group_by or "group"
         self.annotator = Annotator(
             self.viewer, session, color=GT_COLOR, name="ground truth (review)"
         )
         self.annotator.image_changed.connect(self._on_image_changed)
         self.annotator.regions_changed.connect(self._on_gt_changed)
         self._ensure_pred_layer()
+        wanted = set(images) if images is not None else None
+        self.names = [
+            im.filename for im in session.dataset.images if wanted is None or im.filename in wanted
+        ]
         self.caches = {}
         for im in session.dataset.images:
-            self._recache(im)
+            if im.filename in set(self.names):
+                self._recache(im)
         self.refresh()
         self._on_image_changed(session.current)
         return True
@@ -289,10 +322,7 @@ class ReviewWidget(QWidget):
         """Current per-image scores at the sliders' thresholds."""
         if self.annotator is None:
             return []
-        return [
-            self.caches[im.filename].score(self.iou_threshold, self.score_threshold)
-            for im in self.annotator.session.dataset.images
-        ]
+        return [self.caches[n].score(self.iou_threshold, self.score_threshold) for n in self.names]
 
     def refresh(self) -> None:
         """Rescore every image at the current thresholds (cheap: IoUs are cached)."""
@@ -321,7 +351,9 @@ class ReviewWidget(QWidget):
 
     def _on_row_clicked(self, index: QModelIndex) -> None:
         if self.annotator is not None and index.isValid():
-            self.annotator.show(self.proxy.mapToSource(index).row())
+            name = self.names[self.proxy.mapToSource(index).row()]
+            images = self.annotator.session.dataset.images
+            self.annotator.show(next(i for i, im in enumerate(images) if im.filename == name))
 
     def _ask_export_table(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Export the table", "", "CSV (*.csv)")
@@ -389,19 +421,21 @@ class ReviewWidget(QWidget):
     def _on_image_changed(self, _index: int) -> None:
         self._fill_predictions()
         name = self.annotator.session.image.filename
-        source = self.proxy.mapFromSource(
-            self.model.index([r.image for r in self.model.rows].index(name), 0)
-        )
-        if source.isValid():
-            self.table.selectRow(source.row())
+        if name in self.names:
+            source = self.proxy.mapFromSource(self.model.index(self.names.index(name), 0))
+            if source.isValid():
+                self.table.selectRow(source.row())
 
     def _on_gt_changed(self) -> None:
-        self._recache(self.annotator.session.image)
-        self.refresh()
+        if self.annotator.session.image.filename in self.caches:
+            self._recache(self.annotator.session.image)
+            self.refresh()
 
     def _fill_errors(self) -> None:
         self.errors.clear()
         im = self.annotator.session.image
+        if im.filename not in self.caches:
+            return
         fn, fp = self.caches[im.filename].unmatched(self.iou_threshold, self.score_threshold)
         pred = self._pred_image(im.filename)
         for kind, regions, indices in (("FN", im.regions, fn), ("FP", pred.regions, fp)):
@@ -425,8 +459,21 @@ class ReviewWidget(QWidget):
         if self.annotator is None or not indices:
             return 0
         pred = self._pred_image(self.annotator.session.image.filename)
-        chosen = sorted({self._pred_index[i] for i in indices if i < len(self._pred_index)})
-        moved = [pred.regions[i] for i in chosen]
+        shown = [i for i in sorted(set(indices)) if i < len(self._pred_index)]
+        chosen = [self._pred_index[i] for i in shown]
+        # the layer's vertices: the user may have edited a prediction before accepting it
+        data = self.pred_layer.data
+        moved = [
+            Region(
+                np.asarray(data[i], dtype=float)[:, -2:] - NAPARI_OFFSET,
+                pred.regions[k].label,
+                dict(pred.regions[k].attributes),
+                pred.regions[k].score,
+                "model",
+                pred.regions[k].shape,
+            )
+            for i, k in zip(shown, chosen, strict=True)
+        ]
         pred.regions = [r for i, r in enumerate(pred.regions) if i not in set(chosen)]
         self._save_predictions()
         if accept:
@@ -457,6 +504,88 @@ class ReviewWidget(QWidget):
             self.annotator.session.set_flag("reviewed", True)
             self.annotator.autosave()
 
+    def _ask_export_corrected(self) -> None:
+        from qtpy.QtWidgets import QInputDialog
+
+        from .annotate import EXPORTS
+
+        if self.annotator is None:
+            return
+        choice, ok = QInputDialog.getItem(
+            self, "Export corrected", "Format:", list(EXPORTS), 0, False
+        )
+        if not ok:
+            return
+        fmt, pattern = EXPORTS[choice]
+        if pattern is None:
+            out = QFileDialog.getExistingDirectory(self, "Export label masks into folder")
+        else:
+            out, _ = QFileDialog.getSaveFileName(self, "Export corrected annotations", "", pattern)
+        if out:
+            self.export_corrected(fmt, out)
+
+    def export_corrected(self, fmt: str, path: str | Path) -> list[Path]:
+        """Export the corrected ground truth (see :data:`annotations.EXPORT_FORMATS`)."""
+        self.annotator.sync()
+        dataset = self.annotator.session.dataset
+        if fmt in ("coco", "masks"):
+            annotations.attach_images(dataset)
+        written, _ = annotations.save(dataset, path, fmt)
+        return written
+
+    # ------------------------------------------------------------------ one click
+
+    def train_and_review(self) -> bool:
+        """Train on the training split, predict the validation images, then review them."""
+        from ..ml.config import TrainConfig
+        from .train import prime_torch
+
+        if self.worker is not None:
+            return False
+        gt = self.gt_edit.text().strip()
+        try:
+            if not gt:
+                raise BioAnomalyError("choose the ground-truth annotation file first")
+            dataset, _ = annotations.load(gt)
+            config = TrainConfig(**self.train_settings)
+            prime_torch()
+        except (BioAnomalyError, OSError, TypeError) as exc:
+            self.summary.setText(f"Cannot train: {exc}")
+            return False
+        from napari.qt.threading import create_worker
+
+        out = Path(gt).with_name("bioanomaly-model.pt")
+        pred_out = Path(gt).with_name(Path(gt).stem + ".predictions.json")
+        self.worker = create_worker(
+            train_and_predict, dataset, config, out, pred_out, _start_thread=False
+        )
+        self.worker.yielded.connect(self._on_progress)
+        self.worker.returned.connect(lambda result: self._after_training(gt, *result))
+        self.worker.errored.connect(lambda exc: self.summary.setText(f"Training failed: {exc}"))
+        self.worker.finished.connect(self._on_worker_finished)
+        self.train_button.setEnabled(False)
+        self.summary.setText("Training on the training split...")
+        self.worker.start()
+        return True
+
+    def _on_progress(self, event: Any) -> None:
+        if hasattr(event, "val_f1"):
+            if event.kind == "epoch":
+                f1 = "-" if event.val_f1 is None else f"{event.val_f1:.3f}"
+                self.summary.setText(
+                    f"Training: epoch {event.epoch + 1}/{event.epochs}, val F1 {f1}"
+                )
+        else:
+            self.summary.setText(f"Predicting validation images: {event.index}/{event.total}")
+
+    def _after_training(self, gt: str, pred_out: Path, names: list[str]) -> None:
+        self.pred_edit.setText(str(pred_out))
+        self.open(gt, pred_out, images=names)
+
+    def _on_worker_finished(self) -> None:
+        self.worker = None
+        self.train_button.setEnabled(True)
+
     def _save_predictions(self) -> None:
         if self.predictions is not None and self.pred_path is not None:
             annotations.save(self.predictions, self.pred_path, "via")
@@ -465,3 +594,20 @@ class ReviewWidget(QWidget):
         if self.annotator is not None:
             self.annotator.close()
         super().closeEvent(event)
+
+
+def train_and_predict(
+    dataset: Dataset, config: Any, out: Path, pred_out: Path
+) -> Generator[Any, None, tuple[Path, list[str]]]:
+    """Worker job of "Train & review": train, predict the validation images, save them."""
+    from ..ml.data import split
+    from ..ml.predict import Predictor, predict_dataset
+    from .train import training_job
+
+    result = yield from training_job(dataset, config, out, threading.Event())
+    _, val = split(dataset, config)
+    names = [dataset.images[i].filename for i in val]
+    subset = Dataset(images=[dataset.images[i] for i in val], root=dataset.root)
+    predictions = yield from predict_dataset(Predictor.load(result.best or result.last), subset)
+    annotations.save(predictions, pred_out, "via")
+    return pred_out, names

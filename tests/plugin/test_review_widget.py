@@ -86,3 +86,35 @@ def test_export_table(review, tmp_path):
     path = review.export_table(tmp_path / "table.csv")
     lines = path.read_text().splitlines()
     assert lines[0].startswith("image,group,GT,pred,TP,FP,FN") and len(lines) == 7
+
+
+def test_one_click_train_and_review(make_napari_viewer, dataset_dir, qtbot):
+    widget = ReviewWidget(make_napari_viewer())
+    qtbot.addWidget(widget)
+    widget.gt_edit.setText(str(dataset_dir / "annotations.json"))
+    widget.train_settings = {
+        "epochs": 1,
+        "steps_per_epoch": 2,
+        "tile": 64,
+        "batch": 2,
+        "base_channels": 8,
+    }
+    assert widget.train_and_review()
+    with qtbot.waitSignal(widget.worker.finished, timeout=180_000):
+        pass
+    assert (dataset_dir / "bioanomaly-model.pt").is_file()
+    assert (dataset_dir / "annotations.predictions.json").is_file()
+    assert widget.annotator is not None and 1 <= len(widget.names) < 6  # the validation images
+    assert [r.image for r in widget.model.rows] == widget.names
+
+
+def test_export_corrected_annotations(review, tmp_path):
+    for fmt, out in (
+        ("via-project", tmp_path / "c.json"),
+        ("coco", tmp_path / "c_coco.json"),
+        ("masks", tmp_path / "m"),
+    ):
+        written = review.export_corrected(fmt, out)
+        assert written and all(p.exists() for p in written)
+    ds, report = annotations.load(tmp_path / "c.json", read_images=False)
+    assert len(ds.images) == 6 and not report.issues

@@ -1,10 +1,9 @@
 """Evaluation of predicted regions against ground truth: per image, per group, per dataset.
 
-How it works: every region is rasterised once inside its own bounding box (pixel
-centres inside the polygon, as everywhere in the package). IoUs are exact pixel
-counts: only pairs whose boxes overlap are compared, on the overlap window. This
-handles overlapping instances (a label image cannot) and is faster than going
-through run-length encodings.
+How it works: every region is rasterised once into row runs (pixel centres inside
+the polygon, as everywhere in the package; no image is allocated). IoUs are exact
+pixel counts from runs joined on their rows, which handles overlapping instances
+(a label image cannot).
 
 Two scorings are reported:
 
@@ -26,93 +25,136 @@ from typing import Any
 
 import numpy as np
 
-from .geometry import rasterise_many, rasterise_window
+from .geometry import rasterise_spans
 from .metrics import match
 from .model import Dataset, ImageRecord, Region
 
 
 @dataclass(frozen=True)
-class Mask:
-    """A region rasterised inside its bounding box: rows ``r0:r0+h``, columns ``c0:c0+w``."""
+class Spans:
+    """The pixels of ``n`` regions as row runs: ``region[i]`` covers columns
+    ``start[i]:end[i]`` of row ``row[i]`` (runs of one region never overlap)."""
 
-    r0: int
-    c0: int
-    pixels: np.ndarray  # bool (h, w)
+    region: np.ndarray
+    row: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    n: int
 
-    @property
-    def area(self) -> int:
-        return int(np.count_nonzero(self.pixels))
+    @classmethod
+    def of(cls, regions: Sequence[Region], shape: Sequence[int] | None = None) -> Spans:
+        """Rasterise regions (pixel centres inside, clipped to ``shape`` if given)."""
+        return cls(*rasterise_spans([r.polygon for r in regions], shape), len(regions))
 
+    def areas(self) -> np.ndarray:
+        """Pixel count of every region."""
+        return np.bincount(self.region, weights=self.end - self.start, minlength=self.n)
 
-def rasterise(region: Region, shape: Sequence[int] | None = None) -> Mask:
-    """The pixels of a region (centres inside the polygon), clipped to ``shape`` if given."""
-    r0, c0, pixels = rasterise_window(region.polygon, shape)
-    return Mask(r0, c0, pixels)
+    def subset(self, keep: np.ndarray) -> Spans:
+        """The runs of the regions where ``keep`` (a boolean per region) is true."""
+        sel = keep[self.region]
+        return Spans(self.region[sel], self.row[sel], self.start[sel], self.end[sel], self.n)
 
+    def relabel(self, labels: np.ndarray, n: int) -> Spans:
+        """The same runs, region ``i`` renamed ``labels[i]`` (to merge regions)."""
+        return Spans(labels[self.region], self.row, self.start, self.end, n)
 
-def _intersection(a: Mask, b: Mask) -> int:
-    r0, c0 = max(a.r0, b.r0), max(a.c0, b.c0)
-    r1 = min(a.r0 + a.pixels.shape[0], b.r0 + b.pixels.shape[0])
-    c1 = min(a.c0 + a.pixels.shape[1], b.c0 + b.pixels.shape[1])
-    if r1 <= r0 or c1 <= c0:
-        return 0
-    wa = a.pixels[r0 - a.r0 : r1 - a.r0, c0 - a.c0 : c1 - a.c0]
-    wb = b.pixels[r0 - b.r0 : r1 - b.r0, c0 - b.c0 : c1 - b.c0]
-    return int(np.count_nonzero(wa & wb))
+    def normalised(self) -> Spans:
+        """The same pixels with the overlapping runs of each region merged (disjoint runs).
 
+        How it works: runs are laid on one line keyed by (region, row), sorted; a
+        running maximum of their ends marks where a new disjoint run begins.
+        """
+        if not len(self.row):
+            return self
+        r0 = int(self.row.min())
+        height = int(self.row.max()) - r0 + 1
+        c0 = min(int(self.start.min()), 0)
+        width = int(self.end.max()) - c0 + 1
+        key = self.region * height + (self.row - r0)
+        s = key * width + (self.start - c0)
+        e = key * width + (self.end - c0)
+        order = np.argsort(s, kind="stable")
+        s, e = s[order], e[order]
+        reach = np.maximum.accumulate(e)
+        new = np.ones(len(s), dtype=bool)
+        new[1:] = s[1:] > reach[:-1]
+        first = np.flatnonzero(new)
+        last = np.concatenate([first[1:] - 1, [len(s) - 1]])
+        seg_s, seg_e = s[first], reach[last]
+        key = seg_s // width
+        return Spans(
+            key // height, key % height + r0, seg_s % width + c0, seg_e - key * width + c0, self.n
+        )
 
-def _boxes(masks: Sequence[Mask]) -> np.ndarray:
-    return np.array(
-        [(m.r0, m.c0, m.r0 + m.pixels.shape[0], m.c0 + m.pixels.shape[1]) for m in masks],
-        dtype=np.int64,
-    ).reshape(-1, 4)
-
-
-def intersections(a: Sequence[Mask], b: Sequence[Mask]) -> np.ndarray:
-    """Pixel counts of every pairwise intersection (only overlapping boxes are compared)."""
-    out = np.zeros((len(a), len(b)), dtype=np.int64)
-    if not len(a) or not len(b):
+    def dense(self, index: int, shape: Sequence[int]) -> np.ndarray:
+        """Boolean image of one region (for tests and debugging)."""
+        out = np.zeros(tuple(shape), dtype=bool)
+        sel = self.region == index
+        for r, s, e in zip(self.row[sel], self.start[sel], self.end[sel], strict=True):
+            out[r, s:e] = True
         return out
-    ba, bb = _boxes(a), _boxes(b)
-    overlap = (
-        (ba[:, None, 0] < bb[None, :, 2])
-        & (bb[None, :, 0] < ba[:, None, 2])
-        & (ba[:, None, 1] < bb[None, :, 3])
-        & (bb[None, :, 1] < ba[:, None, 3])
+
+
+def intersections(a: Spans, b: Spans) -> np.ndarray:
+    """Pixel counts of every pairwise intersection, ``(a.n, b.n)``.
+
+    How it works: runs are joined on their row (``b`` sorted by row, each run of ``a``
+    paired with the runs of ``b`` in the same row by two binary searches), and the
+    overlaps of the pairs are summed per region pair. No image is ever allocated.
+    """
+    if not len(a.row) or not len(b.row):
+        return np.zeros((a.n, b.n), dtype=np.int64)
+    order = np.argsort(b.row, kind="stable")
+    b_row, b_start, b_end, b_region = b.row[order], b.start[order], b.end[order], b.region[order]
+    lo = np.searchsorted(b_row, a.row, "left")
+    hi = np.searchsorted(b_row, a.row, "right")
+    counts = hi - lo
+    ai = np.repeat(np.arange(len(a.row)), counts)
+    bi = (
+        np.repeat(lo, counts)
+        + np.arange(int(counts.sum()))
+        - np.repeat(np.cumsum(counts) - counts, counts)
     )
-    for i, j in zip(*np.nonzero(overlap), strict=True):
-        out[i, j] = _intersection(a[i], b[j])
-    return out
+    overlap = np.minimum(a.end[ai], b_end[bi]) - np.maximum(a.start[ai], b_start[bi])
+    hit = overlap > 0
+    flat = a.region[ai[hit]] * b.n + b_region[bi[hit]]
+    sums = np.bincount(flat, weights=overlap[hit], minlength=a.n * b.n)
+    return sums.astype(np.int64).reshape(a.n, b.n)
 
 
-def iou_matrix(gt: Sequence[Mask], pred: Sequence[Mask]) -> np.ndarray:
-    """Exact pixel IoU of every ground-truth mask (rows) with every predicted mask."""
+def iou_matrix(gt: Spans, pred: Spans) -> np.ndarray:
+    """Exact pixel IoU of every ground-truth region (rows) with every prediction (columns)."""
     inter = intersections(gt, pred).astype(np.float64)
-    area_gt = np.array([m.area for m in gt], dtype=np.float64)[:, None]
-    area_pred = np.array([m.area for m in pred], dtype=np.float64)[None, :]
-    union = area_gt + area_pred - inter
+    union = gt.areas()[:, None] + pred.areas()[None, :] - inter
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(union > 0, inter / union, 0.0)
 
 
-def _union_area(masks: Sequence[Mask]) -> tuple[int, Mask | None]:
-    """Area of the union of masks, and the union itself as one mask."""
-    if not masks:
-        return 0, None
-    boxes = _boxes(masks)
-    r0, c0 = boxes[:, :2].min(axis=0)
-    r1, c1 = boxes[:, 2:].max(axis=0)
-    canvas = np.zeros((r1 - r0, c1 - c0), dtype=bool)
-    for m in masks:
-        h, w = m.pixels.shape
-        canvas[m.r0 - r0 : m.r0 - r0 + h, m.c0 - c0 : m.c0 - c0 + w] |= m.pixels
-    return int(np.count_nonzero(canvas)), Mask(int(r0), int(c0), canvas)
+def union_area(*parts: Spans) -> int:
+    """Pixels covered by any run of any of the given span sets.
+
+    How it works: runs are laid on one line (row * width + column), sorted by start;
+    a running maximum of the ends says how much of each run is new.
+    """
+    rows = np.concatenate([p.row for p in parts])
+    if not len(rows):
+        return 0
+    starts = np.concatenate([p.start for p in parts])
+    ends = np.concatenate([p.end for p in parts])
+    width = int(ends.max()) - min(int(starts.min()), 0) + 2
+    s = rows * width + starts
+    e = rows * width + ends
+    order = np.argsort(s, kind="stable")
+    s, e = s[order], e[order]
+    reach = np.maximum.accumulate(e)
+    before = np.concatenate([[np.iinfo(np.int64).min], reach[:-1]])
+    return int(np.clip(e - np.maximum(s, before), 0, None).sum())
 
 
-def merge_overlapping(masks: Sequence[Mask]) -> list[Mask]:
-    """Union of predictions that overlap (transitively), as the study did before scoring."""
-    n = len(masks)
-    parent = list(range(n))
+def merge_labels(pred: Spans) -> tuple[np.ndarray, int]:
+    """Group of every prediction when overlapping predictions are merged (transitively)."""
+    parent = np.arange(pred.n)
 
     def find(i: int) -> int:
         while parent[i] != i:
@@ -120,13 +162,21 @@ def merge_overlapping(masks: Sequence[Mask]) -> list[Mask]:
             i = parent[i]
         return i
 
-    inter = intersections(masks, masks)
+    inter = intersections(pred, pred)
     for i, j in zip(*np.nonzero(np.triu(inter, 1)), strict=True):
         parent[find(int(i))] = find(int(j))
-    groups: dict[int, list[Mask]] = defaultdict(list)
-    for i in range(n):
-        groups[find(i)].append(masks[i])
-    return [_union_area(g)[1] for g in groups.values()]  # type: ignore[misc]
+    roots = np.array([find(i) for i in range(pred.n)], dtype=np.int64)
+    _, labels = np.unique(roots, return_inverse=True)
+    return labels.astype(np.int64), int(labels.max()) + 1 if pred.n else 0
+
+
+def _merged_ious(gt: Spans, pred: Spans) -> np.ndarray:
+    """IoU of each ground-truth region with each group of merged predictions."""
+    labels, n = merge_labels(pred)
+    if not n:
+        return np.zeros((gt.n, 0))
+    merged = pred.relabel(labels, n).normalised()
+    return iou_matrix(gt, merged)
 
 
 @dataclass
@@ -193,37 +243,20 @@ def score_image(
     group_by: Iterable[str] = (),
 ) -> ImageScore:
     """Compare an image's predictions (scoring >= ``score_threshold``) with its ground truth."""
-    shape = gt.shape or (pred.shape if pred is not None else None)
-    preds = [
-        r
-        for r in (pred.regions if pred is not None else [])
-        if r.score is None or r.score >= score_threshold
-    ]
-    masks = [Mask(*w) for w in rasterise_many([r.polygon for r in [*gt.regions, *preds]], shape)]
-    gm, pm = masks[: len(gt.regions)], masks[len(gt.regions) :]
-    out = ImageScore(
-        image=gt.filename,
-        group={k: str(gt.file_attributes.get(k, "")) for k in group_by},
-        n_gt=len(gm),
-        n_pred=len(pm),
-        score=max((r.score or 0.0 for r in preds), default=0.0),
-    )
-    iou = iou_matrix(gm, pm)
-    rows, cols = match(iou, iou_threshold)
-    out.tp, out.fp, out.fn = len(rows), len(pm) - len(cols), len(gm) - len(rows)
-    out.iou_sum = float(iou[rows, cols].sum())
-    area_g, union_g = _union_area(gm)
-    area_p, union_p = _union_area(pm)
-    inter = _intersection(union_g, union_p) if union_g is not None and union_p is not None else 0
-    out.inter_px, out.union_px = inter, area_g + area_p - inter
-    merged = merge_overlapping(pm)
-    study = iou_matrix(gm, merged)
-    best = study.max(axis=0) if len(gm) else np.zeros(len(merged))
-    out.study_pred = len(merged)
+    cache = ImageCache(gt, pred, group_by)
+    out = cache.score(iou_threshold, score_threshold)
+    keep = cache.scores >= score_threshold
+    pm = cache.pred.subset(keep)
+    kept = np.flatnonzero(keep)
+    pm = Spans(np.searchsorted(kept, pm.region), pm.row, pm.start, pm.end, len(kept))
+    study = _merged_ious(cache.gt, pm)
+    n_merged = study.shape[1]
+    best = study.max(axis=0) if cache.gt.n else np.zeros(n_merged)
+    out.study_pred = n_merged
     out.study_tp = int(np.count_nonzero(best >= iou_threshold))
     out.study_no_overlap = int(np.count_nonzero(best == 0))
-    out.study_below = len(merged) - out.study_tp - out.study_no_overlap
-    hit = (study >= iou_threshold).any(axis=1) if len(merged) else np.zeros(len(gm), bool)
+    out.study_below = n_merged - out.study_tp - out.study_no_overlap
+    hit = (study >= iou_threshold).any(axis=1) if n_merged else np.zeros(cache.gt.n, bool)
     out.study_fn = int(np.count_nonzero(~hit))
     return out
 
@@ -305,11 +338,8 @@ def evaluate(
 class ImageCache:
     """What scoring one image needs, computed once; rescoring at other thresholds is cheap.
 
-    How it works: the IoU matrix of ground truth and predictions does not depend on the
-    thresholds, so it is kept. For the pixel IoU, every pixel covered by a prediction
-    keeps the highest score covering it and whether ground truth covers it too: the
-    union of the predictions scoring at least ``t`` is then the pixels whose kept
-    score is at least ``t``.
+    The IoU matrix of ground truth and predictions does not depend on the thresholds,
+    so it is kept, with the regions' runs for the pixel IoU of the unions.
     """
 
     def __init__(self, gt: ImageRecord, pred: ImageRecord | None, group_by: Iterable[str] = ()):
@@ -318,46 +348,25 @@ class ImageCache:
         self.group = {k: str(gt.file_attributes.get(k, "")) for k in group_by}
         preds = list(pred.regions) if pred is not None else []
         self.scores = np.array([1.0 if r.score is None else r.score for r in preds], dtype=float)
-        windows = rasterise_many([r.polygon for r in [*gt.regions, *preds]], shape)
-        masks = [Mask(*w) for w in windows]
-        self.gt_masks, self.pred_masks = masks[: len(gt.regions)], masks[len(gt.regions) :]
-        self.iou = iou_matrix(self.gt_masks, self.pred_masks)
-        self.gt_area, union_gt = _union_area(self.gt_masks)
-        if self.pred_masks:
-            boxes = _boxes(self.pred_masks)
-            r0, c0 = boxes[:, :2].min(axis=0)
-            r1, c1 = boxes[:, 2:].max(axis=0)
-            best = np.full((r1 - r0, c1 - c0), -np.inf)
-            for m, s in zip(self.pred_masks, self.scores, strict=True):
-                h, w = m.pixels.shape
-                win = best[m.r0 - r0 : m.r0 - r0 + h, m.c0 - c0 : m.c0 - c0 + w]
-                np.maximum(win, np.where(m.pixels, s, -np.inf), out=win)
-            covered = best > -np.inf
-            in_gt = np.zeros_like(covered)
-            if union_gt is not None:
-                g = union_gt
-                rs, cs = max(g.r0, r0), max(g.c0, c0)
-                re = min(g.r0 + g.pixels.shape[0], r1)
-                ce = min(g.c0 + g.pixels.shape[1], c1)
-                if re > rs and ce > cs:
-                    in_gt[rs - r0 : re - r0, cs - c0 : ce - c0] = g.pixels[
-                        rs - g.r0 : re - g.r0, cs - g.c0 : ce - g.c0
-                    ]
-            self.pixel_scores = np.sort(best[covered])
-            self.pixel_scores_in_gt = np.sort(best[covered & in_gt])
-        else:
-            self.pixel_scores = self.pixel_scores_in_gt = np.zeros(0)
+        both = rasterise_spans([r.polygon for r in [*gt.regions, *preds]], shape)
+        n_gt = len(gt.regions)
+        is_gt = both[0] < n_gt
+        self.gt = Spans(*(a[is_gt] for a in both), n_gt)
+        region, *runs = (a[~is_gt] for a in both)
+        self.pred = Spans(region - n_gt, *runs, len(preds))
+        self.iou = iou_matrix(self.gt, self.pred)
+        self.gt_area = union_area(self.gt)
 
     def score(self, iou_threshold: float = 0.5, score_threshold: float = 0.0) -> ImageScore:
         """The image's row at these thresholds (the study scoring is left at zero)."""
-        keep = np.flatnonzero(self.scores >= score_threshold)
+        keep_mask = self.scores >= score_threshold
+        keep = np.flatnonzero(keep_mask)
         iou = self.iou[:, keep]
         rows, cols = match(iou, iou_threshold)
-        n_gt = len(self.gt_masks)
-        union_pred = len(self.pixel_scores) - np.searchsorted(self.pixel_scores, score_threshold)
-        inter = len(self.pixel_scores_in_gt) - np.searchsorted(
-            self.pixel_scores_in_gt, score_threshold
-        )
+        n_gt = self.gt.n
+        shown = self.pred.subset(keep_mask)
+        area_pred = union_area(shown)
+        inter = self.gt_area + area_pred - union_area(self.gt, shown)
         return ImageScore(
             image=self.image,
             group=dict(self.group),
@@ -368,7 +377,7 @@ class ImageCache:
             fn=n_gt - len(rows),
             iou_sum=float(iou[rows, cols].sum()),
             inter_px=int(inter),
-            union_px=int(self.gt_area + union_pred - inter),
+            union_px=int(self.gt_area + area_pred - inter),
             score=float(self.scores[keep].max()) if len(keep) else 0.0,
         )
 
@@ -378,6 +387,6 @@ class ImageCache:
         """Indices of the false-negative ground truth and false-positive predictions."""
         keep = np.flatnonzero(self.scores >= score_threshold)
         rows, cols = match(self.iou[:, keep], iou_threshold)
-        fn = sorted(set(range(len(self.gt_masks))) - set(rows.tolist()))
+        fn = sorted(set(range(self.gt.n)) - set(rows.tolist()))
         fp = sorted(set(keep.tolist()) - set(keep[cols].tolist()))
         return fn, fp

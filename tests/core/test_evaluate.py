@@ -9,7 +9,7 @@ import pytest
 
 from napari_bioanomaly.cli import main
 from napari_bioanomaly.core import annotations
-from napari_bioanomaly.core.evaluate import evaluate, iou_matrix, rasterise, score_image
+from napari_bioanomaly.core.evaluate import Spans, evaluate, iou_matrix, score_image, union_area
 from napari_bioanomaly.core.model import Dataset, ImageRecord, Region
 
 
@@ -22,9 +22,13 @@ def image(regions, name="a.png", shape=(100, 100), **attrs):
     return ImageRecord(name, shape=shape, regions=regions, file_attributes=attrs)
 
 
-def test_rasterise_square_is_exact():
-    m = rasterise(sq(2, 3, 4))
-    assert (m.r0, m.c0, m.pixels.shape, m.area) == (2, 3, (4, 4), 16)
+def test_runs_of_a_square_are_exact_and_unions_count_overlaps_once():
+    spans = Spans.of([sq(2, 3, 4), sq(4, 5, 4)])
+    assert spans.areas().tolist() == [16, 16]
+    assert spans.dense(0, (10, 10))[2:6, 3:7].all() and spans.dense(0, (10, 10)).sum() == 16
+    assert union_area(spans) == 16 + 16 - 4
+    merged = spans.relabel(np.array([0, 0]), 1).normalised()
+    assert merged.areas().tolist() == [28] and union_area(merged) == 28
 
 
 def test_perfect_prediction():
@@ -95,16 +99,14 @@ def test_ious_equal_pycocotools_on_the_same_masks():
         return out
 
     gt, pred = blob(12), blob(15)
-    gm = [rasterise(r, (100, 100)) for r in gt]
-    pm = [rasterise(r, (100, 100)) for r in pred]
+    gm, pm = Spans.of(gt, (100, 100)), Spans.of(pred, (100, 100))
 
-    def dense(m):
-        full = np.zeros((100, 100), np.uint8, order="F")
-        h, w = m.pixels.shape
-        full[m.r0 : m.r0 + h, m.c0 : m.c0 + w] = m.pixels
-        return mask_utils.encode(np.asfortranarray(full))
+    def rle(spans, i):
+        return mask_utils.encode(np.asfortranarray(spans.dense(i, (100, 100)).astype(np.uint8)))
 
-    ref = mask_utils.iou([dense(m) for m in pm], [dense(m) for m in gm], [0] * len(gm)).T
+    ref = mask_utils.iou(
+        [rle(pm, i) for i in range(pm.n)], [rle(gm, i) for i in range(gm.n)], [0] * gm.n
+    ).T
     ours = iou_matrix(gm, pm)
     assert ref.max() > 0.3  # the case has real overlaps
     np.testing.assert_allclose(ours, ref, atol=1e-6)

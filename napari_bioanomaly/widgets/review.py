@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import threading
 from collections.abc import Generator
 from pathlib import Path
@@ -134,8 +135,11 @@ class ReviewWidget(QWidget):
         self.gt_edit.setPlaceholderText("ground-truth annotation file")
         self.pred_edit = QLineEdit()
         self.pred_edit.setPlaceholderText("predictions (VIA file from predict)")
+        self.model_edit = QLineEdit()
+        self.model_edit.setPlaceholderText("trained model (.pt), to predict from napari")
         form.addRow("ground truth", self._with_browse(self.gt_edit))
         form.addRow("predictions", self._with_browse(self.pred_edit))
+        form.addRow("model", self._with_browse(self.model_edit, "Model (*.pt)"))
         layout.addLayout(form)
         row = QHBoxLayout()
         open_button = QPushButton("Open for review")
@@ -146,7 +150,13 @@ class ReviewWidget(QWidget):
             "and review them"
         )
         self.train_button.clicked.connect(self.train_and_review)
+        self.predict_button = QPushButton("Predict && review")
+        self.predict_button.setToolTip(
+            "predict every ground-truth image with the model, then review"
+        )
+        self.predict_button.clicked.connect(self.predict_and_review)
         row.addWidget(open_button)
+        row.addWidget(self.predict_button)
         row.addWidget(self.train_button)
         layout.addLayout(row)
         self.iou_slider, self.iou_label = self._slider(50, "IoU threshold")
@@ -173,6 +183,14 @@ class ReviewWidget(QWidget):
         for box in (self.show_gt, self.show_pred, self.fill):
             toggles.addWidget(box)
         layout.addLayout(toggles)
+        self.opacity = QSlider(Qt.Orientation.Horizontal)
+        self.opacity.setRange(10, 100)
+        self.opacity.setValue(100)
+        self.opacity.valueChanged.connect(self._restyle)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("opacity"))
+        row.addWidget(self.opacity, 1)
+        layout.addLayout(row)
         self.summary = QLabel("Open ground truth and predictions to review.")
         self.summary.setWordWrap(True)
         layout.addWidget(self.summary)
@@ -225,13 +243,13 @@ class ReviewWidget(QWidget):
         more.addWidget(corrected)
         layout.addLayout(more)
 
-    def _with_browse(self, edit: QLineEdit) -> QHBoxLayout:
+    def _with_browse(self, edit: QLineEdit, pattern: str = "JSON (*.json)") -> QHBoxLayout:
         row = QHBoxLayout()
         button = QPushButton("...")
         button.setMaximumWidth(30)
 
         def browse() -> None:
-            path, _ = QFileDialog.getOpenFileName(self, "Open", "", "JSON (*.json)")
+            path, _ = QFileDialog.getOpenFileName(self, "Open", "", pattern)
             if path:
                 edit.setText(path)
 
@@ -410,8 +428,10 @@ class ReviewWidget(QWidget):
             (self.pred_layer, PRED_COLOR),
             (self.annotator and self.annotator.shapes_layer, GT_COLOR),
         ):
-            if layer is not None and len(layer.data):
-                layer.face_color = color + alpha
+            if layer is not None:
+                layer.opacity = self.opacity.value() / 100
+                if len(layer.data):
+                    layer.face_color = color + alpha
 
     @staticmethod
     def _set_visible(layer: Any, on: bool) -> None:
@@ -568,6 +588,38 @@ class ReviewWidget(QWidget):
         self.worker.start()
         return True
 
+    def predict_and_review(self) -> bool:
+        """Predict every ground-truth image with the model (in the background), then review."""
+        from ..ml.predict import Predictor
+        from .train import prime_torch
+
+        if self.worker is not None:
+            return False
+        gt, model = self.gt_edit.text().strip(), self.model_edit.text().strip()
+        try:
+            if not gt or not model:
+                raise BioAnomalyError("choose the ground-truth file and a model first")
+            dataset, _ = annotations.load(gt, read_images=False)
+            prime_torch()
+            predictor = Predictor.load(model)
+        except (BioAnomalyError, OSError) as exc:
+            self.summary.setText(f"Cannot predict: {exc}")
+            return False
+        from napari.qt.threading import create_worker
+
+        pred_out = Path(gt).with_name(Path(gt).stem + ".predictions.json")
+        names = [im.filename for im in dataset.images]
+        self.worker = create_worker(
+            predict_and_save, predictor, dataset, pred_out, _start_thread=False
+        )
+        self.worker.yielded.connect(self._on_progress)
+        self.worker.returned.connect(lambda path: self._after_training(gt, path, names))
+        self.worker.errored.connect(lambda exc: self.summary.setText(f"Prediction failed: {exc}"))
+        self.worker.finished.connect(self._on_worker_finished)
+        self.predict_button.setEnabled(False)
+        self.worker.start()
+        return True
+
     def _on_progress(self, event: Any) -> None:
         if hasattr(event, "val_f1"):
             if event.kind == "epoch":
@@ -585,6 +637,7 @@ class ReviewWidget(QWidget):
     def _on_worker_finished(self) -> None:
         self.worker = None
         self.train_button.setEnabled(True)
+        self.predict_button.setEnabled(True)
 
     def _save_predictions(self) -> None:
         if self.predictions is not None and self.pred_path is not None:
@@ -611,3 +664,17 @@ def train_and_predict(
     predictions = yield from predict_dataset(Predictor.load(result.best or result.last), subset)
     annotations.save(predictions, pred_out, "via")
     return pred_out, names
+
+
+def predict_and_save(
+    predictor: Any, dataset: Dataset, pred_out: Path
+) -> Generator[Any, None, Path]:
+    """Worker job of "Predict & review": predict every image, save the predictions."""
+    import torch
+
+    from ..ml.predict import predict_dataset
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    predictions = yield from predict_dataset(predictor, dataset)
+    annotations.save(predictions, pred_out, "via")
+    return pred_out

@@ -118,3 +118,44 @@ def test_export_corrected_annotations(review, tmp_path):
         assert written and all(p.exists() for p in written)
     ds, report = annotations.load(tmp_path / "c.json", read_images=False)
     assert len(ds.images) == 6 and not report.issues
+
+
+def test_predict_and_review_from_a_model(make_napari_viewer, dataset_dir, qtbot, tmp_path):
+    from napari_bioanomaly.ml.config import TrainConfig
+    from napari_bioanomaly.ml.predict import run
+    from napari_bioanomaly.ml.train import train
+
+    gt, _ = annotations.load(dataset_dir / "annotations.json")
+    cfg = TrainConfig(epochs=1, steps_per_epoch=2, tile=64, batch=2, base_channels=8)
+    run(train(gt, cfg, tmp_path / "m.pt"))
+    widget = ReviewWidget(make_napari_viewer())
+    qtbot.addWidget(widget)
+    widget.gt_edit.setText(str(dataset_dir / "annotations.json"))
+    widget.model_edit.setText(str(tmp_path / "m.pt"))
+    assert widget.predict_and_review()
+    with qtbot.waitSignal(widget.worker.finished, timeout=120_000):
+        pass
+    assert widget.pred_edit.text() == str(dataset_dir / "annotations.predictions.json")
+    assert len(widget.model.rows) == 6
+    predicted, _ = annotations.load(dataset_dir / "annotations.predictions.json", read_images=False)
+    table = {r.image: r.n_pred for r in widget.rows()}
+    widget.score_slider.setValue(0)
+    assert {r.image: r.n_pred for r in widget.rows()} == {
+        im.filename: len(im.regions) for im in predicted.images
+    }
+    assert all(v <= len(predicted.image(k).regions) for k, v in table.items())
+
+
+def test_an_edited_prediction_is_accepted_as_drawn(review, dataset_dir):
+    review.score_slider.setValue(0)
+    review.annotator.show(0)
+    layer = review.pred_layer
+    last = len(layer.data) - 1
+    moved = layer.data[last] + 5.0  # the user drags the weak FP square
+    layer.selected_data = {last}
+    layer.data = [*layer.data[:last], moved]
+    layer.selected_data = {last}
+    assert review.accept_selected() == 1
+    accepted = review.annotator.session.image.regions[-1]
+    np.testing.assert_allclose(accepted.polygon, moved + 0.5)
+    assert accepted.source == "model-accepted"

@@ -13,12 +13,12 @@ into napari and ``+0.5`` on the way back, here and nowhere else.
 from __future__ import annotations
 
 import json
-import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .core.colors import _EXTRA_COLORS, class_color, class_colormap  # noqa: F401
 from .core.fileio import resolve_image
 from .core.images import percentile_range, read_image
 from .core.model import FALLBACK_CLASS, BioAnomalyError, Dataset, ImageRecord, Region
@@ -31,32 +31,8 @@ ROLE_IMAGE = "images"
 ROLE_GROUND_TRUTH = "ground-truth"
 ROLE_PREDICTION = "prediction"
 
-#: Colours of the default classes (colour-blind friendly, after Okabe-Ito).
-CLASS_COLORS = {
-    "dark spot": "#d55e00",
-    "scratch": "#0072b2",
-    "bacterial colony": "#009e73",
-    "hair": "#cc79a7",
-    "dust": "#e69f00",
-    "other": "#56b4e9",
-    FALLBACK_CLASS: "#f0e442",
-}
-_EXTRA_COLORS = ["#ff6db6", "#490092", "#24ff24", "#920000", "#b6dbff", "#924900", "#006ddb"]
-
 #: Offset from model coordinates to napari data coordinates.
 NAPARI_OFFSET = -0.5
-
-
-def class_color(name: str) -> str:
-    """A stable colour for a class: the default palette, else one picked by a hash."""
-    if name in CLASS_COLORS:
-        return CLASS_COLORS[name]
-    return _EXTRA_COLORS[zlib.crc32(name.encode("utf-8")) % len(_EXTRA_COLORS)]
-
-
-def class_colormap(classes: list[str]) -> dict[str, str]:
-    """Class to colour mapping for a categorical napari colour property."""
-    return {name: class_color(name) for name in classes}
 
 
 # --------------------------------------------------------------------------- images

@@ -14,6 +14,8 @@ from typing import Any
 from ._layers import LayerData, image_layer, shapes_layer
 from .core import annotations
 from .core.fileio import read_json
+from .core.geojson import is_geojson
+from .core.imagej import is_roi_set
 from .core.model import BioAnomalyError, Dataset, FormatError
 from .core.report import ImportReport
 from .core.via import detect_format
@@ -30,22 +32,33 @@ def _single_path(path: Any) -> str | None:
 
 
 def get_annotation_reader(path: Any) -> ReaderFunction | None:
-    """Reader for a VIA (1.x/2.x/3.x) or COCO JSON file; ``None`` for other files."""
+    """Reader for VIA (1.x/2.x/3.x), COCO, QuPath GeoJSON or ImageJ ROI zip files.
+
+    ``None`` for any other file, so napari asks its other readers.
+    """
     single = _single_path(path)
-    if single is None or not single.lower().endswith(".json") or not Path(single).is_file():
+    if single is None or not Path(single).is_file():
         return None
-    try:
-        data = read_json(single)
-    except FormatError:
-        return None
-    if detect_format(data) is None:
+    suffix = Path(single).suffix.lower()
+    if suffix in (".zip", ".roi"):
+        if not is_roi_set(Path(single)):
+            return None
+    elif suffix in (".json", ".geojson"):
+        try:
+            data = read_json(single)
+        except FormatError:
+            return None
+        if detect_format(data) is None and not is_geojson(data):
+            return None
+    else:
         return None
 
     def read(_: Any) -> list[LayerData]:
-        dataset, report = annotations.parse(data, single)
-        dataset.root = Path(single).parent
-        annotations.attach_images(dataset, report)
-        annotations.check_class_names(dataset, report)
+        try:
+            dataset, report = annotations.load(single)
+        except BioAnomalyError as exc:
+            warnings.warn(str(exc), stacklevel=2)
+            return []
         return dataset_layers(dataset, report, Path(single))
 
     return read

@@ -105,6 +105,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     print(f"{args.to}: {len(dataset.images)} images, {n_regions} regions -> {args.output}")
     if args.to == "masks":
         print(f"  {len(written) - 1} mask files and {written[-1].name}")
+    elif args.to in annotations.FOLDER_FORMATS:
+        print(f"  {len(written)} files")
     return 0
 
 
@@ -301,16 +303,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("inspect", help="what an annotation file holds, and what is wrong with it")
-    p.add_argument("input", metavar="FILE", help="VIA or COCO JSON, or a dataset folder")
+    p.add_argument(
+        "input",
+        metavar="FILE",
+        help="VIA or COCO JSON, ImageJ ROI zip, QuPath GeoJSON, or a dataset folder",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--no-images", action="store_true", help="do not look for the images")
     _add_import_options(p)
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("convert", help="convert annotations to VIA, COCO or label masks")
-    p.add_argument("input", metavar="IN", help="VIA or COCO JSON, or a dataset folder")
+    p.add_argument(
+        "input",
+        metavar="IN",
+        help="VIA or COCO JSON, ImageJ ROI zip, QuPath GeoJSON, or a dataset folder",
+    )
     p.add_argument("--to", required=True, choices=annotations.EXPORT_FORMATS)
-    p.add_argument("output", metavar="OUT", help="output file (a folder for masks)")
+    p.add_argument(
+        "output", metavar="OUT", help="output file (a folder for masks, imagej and geojson)"
+    )
     _add_import_options(p)
     p.set_defaults(func=cmd_convert)
 

@@ -12,7 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from . import coco, via
+from . import coco, geojson, imagej, via
 from .fileio import read_json, resolve_image, write_json
 from .geometry import clean_polygon
 from .images import ImageReadError, image_shape, is_image_file
@@ -22,7 +22,11 @@ from .report import ImportReport
 from .via import ImportOptions, detect_format
 
 #: Formats ``save`` writes, by the name the CLI uses.
-EXPORT_FORMATS = ("via", "via-project", "coco", "masks")
+EXPORT_FORMATS = ("via", "via-project", "coco", "masks", "imagej", "geojson")
+#: Formats that ``save`` writes as a folder of files (one per image).
+FOLDER_FORMATS = ("masks", "imagej", "geojson")
+#: Formats an annotation session can save back to the file it read.
+VIA_FORMATS = ("via1-export", "via2-export", "via2-project", "via3-project")
 #: File names tried, in order, when a folder is opened.
 ANNOTATION_NAMES = ("annotations.json", "via_project.json", "via_region_data.json")
 
@@ -32,6 +36,9 @@ def parse(
 ) -> tuple[Dataset, ImportReport]:
     """Dataset and report from parsed JSON in any supported format."""
     fmt = detect_format(data)
+    if fmt is None and geojson.is_geojson(data):
+        stem = Path(file).stem if file else "image"
+        return geojson.read_geojson(data, file, image=f"{stem}.tif")
     if fmt is None:
         raise FormatError(
             f"{file or 'data'}: neither VIA (1.x, 2.x, 3.x) nor COCO annotations "
@@ -54,8 +61,18 @@ def load(
     unreadable images are reported, and regions are clipped to the image.
     """
     path = Path(path)
-    dataset, report = parse(read_json(path), str(path), options)
-    dataset.root = Path(images_dir) if images_dir is not None else path.parent
+    root = Path(images_dir) if images_dir is not None else path.parent
+    options = options or ImportOptions()
+    if path.suffix.lower() in (".zip", ".roi"):
+        dataset, report = imagej.read_roi_sets([path], root, options.polyline_width)
+    else:
+        data = read_json(path)
+        if detect_format(data) is None and geojson.is_geojson(data):
+            image = geojson.image_for(path, root)
+            dataset, report = geojson.read_geojson(data, str(path), image, options.polyline_width)
+        else:
+            dataset, report = parse(data, str(path), options)
+    dataset.root = root
     if read_images:
         attach_images(dataset, report)
     check_class_names(dataset, report)
@@ -200,7 +217,8 @@ def save(
     """Write the dataset as ``fmt`` (one of :data:`EXPORT_FORMATS`).
 
     Every file is written atomically and the previous version is kept as
-    ``.bak``. ``masks`` writes into the folder ``path``.
+    ``.bak``. ``masks``, ``imagej`` and ``geojson`` write one file per image
+    into the folder ``path``.
 
     Returns
     -------
@@ -216,6 +234,10 @@ def save(
         return [write_json(path, data, check_finite=False)], warnings
     if fmt == "masks":
         return write_label_masks(dataset, path)
+    if fmt == "imagej":
+        return imagej.write_roi_sets(dataset, path)
+    if fmt == "geojson":
+        return geojson.write_geojson(dataset, path)
     raise BioAnomalyError(
         f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}"
     )

@@ -106,6 +106,15 @@ class AnnotationSession:
         else:
             raise BioAnomalyError(f"{source}: no such file or folder")
         dataset, report = annotations.load(path, root, options, read_images=False)
+        if report.format not in annotations.VIA_FORMATS:
+            # COCO, ImageJ or GeoJSON are imported: edits go to a VIA project beside them
+            imported_from = path
+            path = path.with_name(path.stem + ".via.json")
+            report.add(
+                "file",
+                f"imported from {report.format} file {imported_from.name}; "
+                f"changes are saved to {path.name}",
+            )
         present = annotations.list_images(root)
         if source.is_dir():
             known = {im.filename for im in dataset.images}

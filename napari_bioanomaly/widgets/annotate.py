@@ -65,6 +65,8 @@ EXPORTS = {
     "VIA 2 export (.json)": ("via", "JSON (*.json)"),
     "COCO (.json)": ("coco", "JSON (*.json)"),
     "Label masks (folder)": ("masks", None),
+    "ImageJ/Fiji ROI sets (folder)": ("imagej", None),
+    "QuPath GeoJSON (folder)": ("geojson", None),
 }
 
 
@@ -376,7 +378,13 @@ class AnnotateWidget(QWidget):
             self.open_path(folder)
 
     def _ask_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open annotations", "", "JSON (*.json)")
+        path, _ = QFileDialog.getOpenFileName(
+            self,
+            "Open annotations",
+            "",
+            "Annotations (*.json *.geojson *.zip *.roi);;VIA or COCO (*.json);;"
+            "QuPath GeoJSON (*.geojson *.json);;ImageJ ROI set (*.zip *.roi)",
+        )
         if path:
             self.open_path(path)
 
@@ -685,7 +693,7 @@ class AnnotateWidget(QWidget):
             return
         fmt, pattern = EXPORTS[self.export_combo.currentText()]
         if pattern is None:
-            out = QFileDialog.getExistingDirectory(self, "Export label masks into folder")
+            out = QFileDialog.getExistingDirectory(self, f"Export {fmt} files into folder")
         else:
             out, _ = QFileDialog.getSaveFileName(self, "Export annotations", "", pattern)
         if out:
@@ -696,7 +704,7 @@ class AnnotateWidget(QWidget):
         self.annotator.sync()
         dataset = self._session.dataset
         for im in dataset.images:
-            if im.shape is None and fmt in ("coco", "masks"):
+            if im.shape is None and fmt in ("coco", "masks", "imagej", "geojson"):
                 annotations.attach_images(dataset)
                 break
         try:

@@ -58,7 +58,7 @@ def test_errors_are_one_line_and_exit_2(capsys, tmp_path):
     not_json = tmp_path / "x.json"
     not_json.write_text("this is not json")
     other = tmp_path / "other.json"
-    other.write_text('{"type": "FeatureCollection", "features": []}')
+    other.write_text('{"type": "Topology", "objects": {}}')
     cases = [
         (["inspect", tmp_path / "missing.json"], "missing.json: file not found"),
         (["inspect", not_json], "x.json: malformed JSON at line 1"),

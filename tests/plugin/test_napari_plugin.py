@@ -19,7 +19,7 @@ def tag(layer):
 
 def test_readers_decline_what_is_not_theirs(tmp_path, sample_dir):
     other = tmp_path / "other.json"
-    other.write_text(json.dumps({"type": "FeatureCollection", "features": []}))
+    other.write_text(json.dumps({"type": "Topology", "objects": {}}))
     broken = tmp_path / "broken.json"
     broken.write_text("{nope")
     (tmp_path / "empty").mkdir()
@@ -126,3 +126,41 @@ def test_sample_data_and_screenshot(make_napari_viewer, monkeypatch, tmp_path):
     assert len(written) == 1
     shot = viewer.screenshot(canvas_only=True, flash=False)
     assert shot.ndim == 3 and shot[..., :3].std() > 5  # a real picture, not a blank canvas
+
+
+def test_reader_opens_imagej_and_geojson_files(make_napari_viewer, dataset_dir, tmp_path):
+    for fmt in ("imagej", "geojson"):
+        annotations.save(
+            annotations.load(dataset_dir / "annotations.json")[0], dataset_dir / fmt, fmt
+        )
+    viewer = make_napari_viewer()
+    for path in (
+        dataset_dir / "imagej" / "img_000_rois.zip",
+        dataset_dir / "geojson" / "img_000.geojson",
+    ):
+        with pytest.warns(UserWarning, match="img_000.tif: image file not found"):  # not beside it
+            layers = viewer.open(str(path), plugin=PLUGIN)
+        shapes = layers[-1]
+        assert shapes.metadata["bioanomaly"]["role"] == "ground-truth"
+        assert len(shapes.data) == len(
+            annotations.load(dataset_dir / "annotations.json")[0].images[0].regions
+        )
+
+
+def test_annotating_an_imported_file_saves_a_via_project_beside_it(
+    make_napari_viewer, dataset_dir, qtbot
+):
+    from napari_bioanomaly.widgets.annotate import AnnotateWidget
+
+    annotations.save(annotations.load(dataset_dir / "annotations.json")[0], dataset_dir, "geojson")
+    source = dataset_dir / "img_000.geojson"
+    before = source.read_text()
+    widget = AnnotateWidget(make_napari_viewer())
+    qtbot.addWidget(widget)
+    assert widget.open_path(source)
+    widget.annotator.shapes_layer.add_polygons(
+        [np.array([[5, 5], [5, 15], [15, 15], [15, 5]], float)]
+    )
+    assert source.read_text() == before  # the GeoJSON is never overwritten with VIA
+    saved, report = annotations.load(dataset_dir / "img_000.via.json", read_images=False)
+    assert report.format == "via2-project" and len(saved.regions) >= 1

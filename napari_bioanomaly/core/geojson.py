@@ -1,0 +1,198 @@
+"""QuPath GeoJSON: a FeatureCollection per image, written as QuPath writes it, and read back.
+
+Coordinates: x/y in pixels, origin at the top-left corner of the top-left pixel
+(QuPath's convention and ours). Rings are closed as GeoJSON requires.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from . import geometry
+from .fileio import write_json
+from .model import FALLBACK_CLASS, Dataset, FormatError, ImageRecord, Region
+from .report import ImportReport
+
+SUFFIX = ".geojson"
+
+
+def _rgb(color: str) -> list[int]:
+    color = color.lstrip("#")
+    return [int(color[i : i + 2], 16) for i in (0, 2, 4)]
+
+
+def feature_collection(image: ImageRecord) -> dict[str, Any]:
+    """QuPath-style features of one image's regions."""
+    from .colors import class_color
+
+    features = []
+    for region in image.regions:
+        ring = np.round(region.polygon[:, ::-1], 4).tolist()
+        ring.append(ring[0])
+        props: dict[str, Any] = {
+            "objectType": "annotation",
+            "classification": {"name": region.label, "color": _rgb(class_color(region.label))},
+        }
+        if region.score is not None:
+            props["measurements"] = {"score": region.score}
+        if region.source != "human":
+            props["source"] = region.source
+        features.append(
+            {
+                "type": "Feature",
+                "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{image.filename}/{len(features)}")),
+                "geometry": {"type": "Polygon", "coordinates": [ring]},
+                "properties": props,
+            }
+        )
+    return {"type": "FeatureCollection", "features": features}
+
+
+def geojson_name(filename: str) -> str:
+    p = PurePosixPath(filename)
+    return str(p.with_name(p.stem + SUFFIX))
+
+
+def write_geojson(dataset: Dataset, out_dir: str | Path) -> tuple[list[Path], list[str]]:
+    """One ``<image stem>.geojson`` per image with regions (QuPath: File > Import objects)."""
+    out = Path(out_dir)
+    written = [
+        write_json(out / geojson_name(im.filename), feature_collection(im))
+        for im in dataset.images
+        if im.regions
+    ]
+    return written, ([] if written else ["no image has regions: no GeoJSON written"])
+
+
+def is_geojson(data: Any) -> bool:
+    """FeatureCollection, a single Feature, or a list of Features (older QuPath exports)."""
+    if isinstance(data, dict):
+        return data.get("type") in ("FeatureCollection", "Feature")
+    return (
+        isinstance(data, list)
+        and bool(data)
+        and all(isinstance(f, dict) and f.get("type") == "Feature" for f in data)
+    )
+
+
+def _features(data: Any) -> list[Any]:
+    if isinstance(data, list):
+        return data
+    if data.get("type") == "Feature":
+        return [data]
+    features = data.get("features")
+    if not isinstance(features, list):
+        raise FormatError("FeatureCollection without a 'features' list")
+    return features
+
+
+def _label(props: dict[str, Any]) -> str | None:
+    cls = props.get("classification")
+    if isinstance(cls, dict):
+        name = cls.get("name") or (cls.get("names") or [None])[0]
+        return str(name) if name else None
+    if isinstance(cls, str) and cls:
+        return cls
+    return None
+
+
+def read_geojson(
+    data: Any, file: str = "", image: str = "image.tif", polyline_width: float = 3.0
+) -> tuple[Dataset, ImportReport]:
+    """Regions of one image from QuPath GeoJSON.
+
+    Polygon and MultiPolygon geometries become regions (holes are dropped and
+    reported: VIA and COCO polygons have none); LineString becomes a thin
+    polygon; points and unknown geometry types are reported and skipped; a
+    feature without classification gets the class ``anomaly``, reported.
+    Annotation and detection objects are both read.
+    """
+    if not is_geojson(data):
+        raise FormatError(f"{file or 'data'}: not GeoJSON (no FeatureCollection or Feature)")
+    report = ImportReport(file=file, format="geojson")
+    record = ImageRecord(image)
+    try:
+        features = _features(data)
+    except FormatError as exc:
+        raise FormatError(f"{file}: {exc}") from None
+    for index, feature in enumerate(features):
+        report.regions_found += 1
+        if not isinstance(feature, dict) or not isinstance(feature.get("geometry"), dict):
+            report.shapes["missing"] += 1
+            report.add("skipped", "feature without a geometry", image, index)
+            continue
+        geom = feature["geometry"]
+        kind = str(geom.get("type"))
+        report.shapes[kind] += 1
+        props = feature.get("properties") if isinstance(feature.get("properties"), dict) else {}
+        label = _label(props)
+        if label is None:
+            report.add("class", f"no classification: class {FALLBACK_CLASS!r}", image, index)
+            label = FALLBACK_CLASS
+
+        def note(k: str, message: str, i: int = index) -> None:
+            report.add(k, message, image, i)
+
+        try:
+            rings = _rings(geom, kind, polyline_width, note)
+        except (TypeError, ValueError, IndexError) as exc:
+            report.add("skipped", f"{kind}: malformed coordinates ({exc})", image, index)
+            continue
+        score = None
+        measurements = props.get("measurements")
+        if isinstance(measurements, dict) and isinstance(measurements.get("score"), (int, float)):
+            score = float(measurements["score"])
+        source = (
+            props.get("source") if props.get("source") in ("model", "model-accepted") else "human"
+        )
+        imported = False
+        for ring in rings:
+            for part in geometry.clean_polygon(ring, None, note):
+                record.regions.append(Region(part, label, score=score, source=source))
+                imported = True
+        report.regions_imported += imported
+    report.images = 1
+    return Dataset(images=[record]), report
+
+
+def _rings(geom: dict[str, Any], kind: str, width: float, note: Any) -> list[np.ndarray]:
+    coords = geom.get("coordinates")
+    if kind == "Polygon":
+        polys = [coords]
+    elif kind == "MultiPolygon":
+        polys = list(coords)
+        if len(polys) > 1:
+            note("split", f"MultiPolygon of {len(polys)} parts imported as {len(polys)} regions")
+    elif kind in ("LineString", "MultiLineString"):
+        lines = [coords] if kind == "LineString" else list(coords)
+        note("converted", f"{kind} buffered to {width:g} px wide")
+        return [
+            geometry.polyline_polygon(np.asarray(line, dtype=np.float64)[:, 1::-1], width)
+            for line in lines
+            if len(line) >= 2
+        ]
+    else:
+        note("skipped", f"geometry type {kind!r} is not an area")
+        return []
+    out = []
+    for poly in polys:
+        if len(poly) > 1:
+            note("repaired", f"{len(poly) - 1} hole(s) dropped")
+        out.append(np.asarray(poly[0], dtype=np.float64)[:, 1::-1])
+    return out
+
+
+def image_for(path: Path, images_dir: Path | None) -> str:
+    """The image a GeoJSON file belongs to: same stem, found in ``images_dir`` if given."""
+    from .images import IMAGE_SUFFIXES
+
+    stem = path.name[: -len(path.suffix)] if path.suffix else path.name
+    if images_dir is not None:
+        for suffix in IMAGE_SUFFIXES:
+            if (images_dir / (stem + suffix)).is_file():
+                return stem + suffix
+    return stem + ".tif"

@@ -44,6 +44,7 @@ from .._layers import class_color
 from ..core import annotations
 from ..core.model import BioAnomalyError
 from ..core.session import STATUSES, AnnotationSession, DiskChanged, summary
+from ._common import button_row
 
 #: Keyboard shortcuts bound on the viewer while a dataset is open: (napari key, what it does).
 SHORTCUTS = [
@@ -308,16 +309,15 @@ class AnnotateWidget(QWidget):
         self.class_list.setMinimumHeight(140)
         self.class_list.currentTextChanged.connect(self._on_class_chosen)
         cbox.addWidget(self.class_list)
-        crow = QHBoxLayout()
-        for text, slot in [
-            ("Add", self._add_class),
-            ("Rename", self._rename_class),
-            ("Remove", self._remove_class),
-        ]:
-            button = QPushButton(text)
-            button.clicked.connect(slot)
-            crow.addWidget(button)
-        cbox.addLayout(crow)
+        cbox.addLayout(
+            button_row(
+                [
+                    ("Add", self._add_class),
+                    ("Rename", self._rename_class),
+                    ("Remove", self._remove_class),
+                ]
+            )
+        )
         opts = QFormLayout()
         self.polyline_spin = QDoubleSpinBox()
         self.polyline_spin.setRange(0.5, 100)

@@ -44,6 +44,7 @@ from ..core.evaluate import ImageCache, ImageScore, summarise
 from ..core.fileio import atomic_write
 from ..core.model import BioAnomalyError, Dataset, ImageRecord, Region
 from ..core.session import AnnotationSession
+from ._common import button_row, with_browse
 
 GT_COLOR = "#00c000"
 PRED_COLOR = "#ff2020"
@@ -220,16 +221,15 @@ class ReviewWidget(QWidget):
             QLabel("False negatives and false positives on this image (click to zoom):")
         )
         layout.addWidget(self.errors)
-        buttons = QHBoxLayout()
-        for text, slot in (
-            ("Accept selected", self.accept_selected),
-            ("Reject selected", self.reject_selected),
-            ("Accept all", self.accept_all),
-        ):
-            button = QPushButton(text)
-            button.clicked.connect(slot)
-            buttons.addWidget(button)
-        layout.addLayout(buttons)
+        layout.addLayout(
+            button_row(
+                [
+                    ("Accept selected", self.accept_selected),
+                    ("Reject selected", self.reject_selected),
+                    ("Accept all", self.accept_all),
+                ]
+            )
+        )
         more = QHBoxLayout()
         reviewed = QPushButton("Mark reviewed")
         reviewed.clicked.connect(self.mark_reviewed)
@@ -244,19 +244,12 @@ class ReviewWidget(QWidget):
         layout.addLayout(more)
 
     def _with_browse(self, edit: QLineEdit, pattern: str = "JSON (*.json)") -> QHBoxLayout:
-        row = QHBoxLayout()
-        button = QPushButton("...")
-        button.setMaximumWidth(30)
-
         def browse() -> None:
             path, _ = QFileDialog.getOpenFileName(self, "Open", "", pattern)
             if path:
                 edit.setText(path)
 
-        button.clicked.connect(browse)
-        row.addWidget(edit, 1)
-        row.addWidget(button)
-        return row
+        return with_browse(edit, browse)
 
     def _slider(self, value: int, text: str) -> tuple[QSlider, QLabel]:
         slider = QSlider(Qt.Orientation.Horizontal)

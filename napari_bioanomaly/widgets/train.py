@@ -36,6 +36,7 @@ from qtpy.QtWidgets import (
 from .._layers import ROLE_GROUND_TRUTH, TAG
 from ..core import annotations
 from ..core.model import BioAnomalyError
+from ._common import with_browse
 
 #: Set to 1 to run training on the calling thread (debugging).
 INLINE_ENV = "BIOANOMALY_INLINE"
@@ -199,7 +200,7 @@ class TrainWidget(QWidget):
         )
         self.source.setMinimumContentsLength(12)
         self.source.setToolTip("annotation file of the dataset (the Annotate widget autosaves it)")
-        form.addRow("annotations", self._with_browse(self.source, self._browse_source))
+        form.addRow("annotations", with_browse(self.source, self._browse_source))
         self.model = QComboBox()
         self.model.addItems(["unet", "maskrcnn"])
         self.model.setToolTip(
@@ -234,7 +235,7 @@ class TrainWidget(QWidget):
         form.addRow("validation fraction", self.val_fraction)
         self.out = QLineEdit()
         self.out.setPlaceholderText("model file (default: beside the annotations)")
-        form.addRow("save model to", self._with_browse(self.out, self._browse_out))
+        form.addRow("save model to", with_browse(self.out, self._browse_out))
         layout.addLayout(form)
         buttons = QHBoxLayout()
         self.train_button = QPushButton("Train")
@@ -251,17 +252,6 @@ class TrainWidget(QWidget):
         self.plot = LossPlot()
         layout.addWidget(self.plot)
         layout.addStretch(1)
-
-    @staticmethod
-    def _with_browse(field: QWidget, slot: Any) -> QHBoxLayout:
-        """``field`` followed by a small "..." button that calls ``slot``."""
-        row = QHBoxLayout()
-        button = QPushButton("...")
-        button.setMaximumWidth(30)
-        button.clicked.connect(slot)
-        row.addWidget(field, 1)
-        row.addWidget(button)
-        return row
 
     @staticmethod
     def _spin(lo: int, hi: int, value: int, step: int = 1) -> QSpinBox:

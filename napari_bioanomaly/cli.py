@@ -166,11 +166,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     dataset, report = annotations.load(args.annotations, args.images, _import_options(args))
     for line in report.warnings:
         print(f"warning: {line}", file=sys.stderr)
-    interactive = sys.stderr.isatty()
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
+    interactive = sys.stderr.isatty() and main_process
     gen = train(dataset, config, args.out, resume=args.resume)
     try:
         while True:
             event = next(gen)
+            if not main_process:
+                continue
             if event.kind == "warning":
                 print(f"\nwarning: {event.message}", file=sys.stderr)
             elif event.kind == "epoch" or interactive:
@@ -181,12 +184,40 @@ def cmd_train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         gen.close()
         raise
-    print(f"best model (validation F1 {result.best_f1}): {result.best}; last state: {result.last}")
+    if main_process:
+        print(
+            f"best model (validation F1 {result.best_f1}): {result.best}; last state: {result.last}"
+        )
     return 0
 
 
+def _manifest_path(out: Path) -> Path:
+    return out.with_name(out.name + ".manifest.json")
+
+
+def _read_manifest(path: Path, model: str, shard_text: str) -> dict[str, ImageRecord]:
+    """Images finished by an interrupted run of the same model and shard."""
+    from .core.fileio import read_json
+    from .core.via import read_via
+
+    if not path.is_file():
+        return {}
+    data = read_json(path)
+    if data.get("model") != model or data.get("shard") != shard_text:
+        raise BioAnomalyError(
+            f"{path}: manifest of another run ({data.get('model')}, shard {data.get('shard')}); "
+            "delete it to start over"
+        )
+    if not data.get("done"):
+        return {}
+    done, _ = read_via(data["done"], str(path))
+    return {im.filename: im for im in done.images}
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .ml.predict import Predictor, predict_dataset
+    from .core.fileio import write_json
+    from .core.via import image_entry
+    from .ml.predict import Predictor, predict_dataset, shard
 
     source = Path(args.images)
     if source.is_dir():
@@ -196,24 +227,65 @@ def cmd_predict(args: argparse.Namespace) -> int:
         dataset = Dataset(images=[ImageRecord(n) for n in names], root=source)
     else:  # an annotation file: predict its images, keep their attributes and order
         dataset, _ = annotations.load(source, read_images=False)
+    shard_text = args.shard or "0/1"
+    try:
+        index, count = (int(v) for v in shard_text.split("/"))
+    except ValueError:
+        raise BioAnomalyError(f"--shard {shard_text!r}: expected I/N, e.g. 0/4") from None
+    dataset = shard(dataset, index, count)
+    out = Path(args.out)
+    manifest = _manifest_path(out)
+    model = str(Path(args.model).resolve())
+    done = _read_manifest(manifest, model, shard_text)
+    if done:
+        print(f"resuming: {len(done)} image(s) already done ({manifest})", file=sys.stderr)
     predictor = Predictor.load(args.model, args.device)
-    gen = predict_dataset(predictor, dataset, args.threshold, args.min_area)
+    entries = {f"{im.filename}{im.size}": image_entry(im, "class") for im in done.values()}
+    gen = predict_dataset(predictor, dataset, args.threshold, args.min_area, done=done)
     try:
         while True:
             event = next(gen)
             if event.message:
                 print(f"warning: {event.message}", file=sys.stderr)
+            if event.skipped:
+                continue
             print(
                 f"{event.index}/{event.total} {event.image}: {event.regions} region(s)",
                 file=sys.stderr,
             )
+            rec = event.record
+            entries[f"{rec.filename}{rec.size}"] = image_entry(rec, "class")
+            write_json(manifest, {"model": model, "shard": shard_text, "done": entries})
     except StopIteration as stop:
         predictions = stop.value
-    annotations.save(predictions, args.out, "via")
+    annotations.save(predictions, out, "via")
+    manifest.unlink(missing_ok=True)
+    manifest.with_name(manifest.name + ".bak").unlink(missing_ok=True)
     print(
-        f"{len(predictions.regions)} predicted regions on {len(predictions.images)} images "
-        f"-> {args.out}"
+        f"{len(predictions.regions)} predicted regions on {len(predictions.images)} images -> {out}"
     )
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    merged = Dataset()
+    seen: dict[str, str] = {}
+    for path in args.inputs:
+        part, _ = annotations.load(path, read_images=False)
+        for im in part.images:
+            if im.filename in seen:
+                raise BioAnomalyError(
+                    f"image {im.filename!r} is in both {seen[im.filename]} and {path}: "
+                    "shards must not overlap"
+                )
+            seen[im.filename] = path
+            merged.images.append(im)
+        merged.classes.extend(c for c in part.class_names() if c not in merged.classes)
+        merged.class_attribute = part.class_attribute
+    merged.images.sort(key=lambda im: im.filename)
+    annotations.save(merged, args.out, "via")
+    n_images, n_regions = len(merged.images), len(merged.regions)
+    print(f"{n_images} images, {n_regions} regions from {len(args.inputs)} files -> {args.out}")
     return 0
 
 
@@ -362,7 +434,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.5, help="anomaly probability (0.5)")
     p.add_argument("--min-area", type=float, default=16, metavar="PX", help="drop smaller (16)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    p.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="predict images I, I+N, I+2N, ... (0-based, e.g. a SLURM array task id)",
+    )
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("merge", help="join prediction files of shards into one")
+    p.add_argument("inputs", nargs="+", metavar="PRED.json")
+    p.add_argument("--out", required=True, metavar="ALL.json")
+    p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("evaluate", help="score predictions against ground truth")
     p.add_argument("--gt", required=True, metavar="GT.json")

@@ -225,20 +225,32 @@ class TileSampler:
 
 
 class TileStream(torch.utils.data.IterableDataset):
-    """An endless stream of training tiles; each data loader worker gets its own seed."""
+    """An endless stream of training tiles that any number of processes can share.
 
-    def __init__(self, sampler: TileSampler, seed: int) -> None:
+    Tile ``k`` of the run is drawn from its own random stream ``(seed, k)``, so
+    every split of the run gives the same tiles: process ``rank`` of ``world``
+    (distributed training) takes ``k = rank, rank + world, ...`` and its data
+    loader worker ``w`` of ``W`` every ``W``-th of those. A global batch is
+    therefore the same whether one process draws it or several share it, and
+    each process oversamples anomalies at the configured rate.
+    """
+
+    def __init__(
+        self, sampler: TileSampler, seed: int, rank: int = 0, world: int = 1, start: int = 0
+    ) -> None:
         super().__init__()
         self.sampler = sampler
         self.seed = seed
+        self.rank, self.world, self.start = rank, world, start
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         info = torch.utils.data.get_worker_info()
-        worker = info.id if info is not None else 0
-        rng = np.random.default_rng([self.seed, worker])
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        k = self.start + self.rank + self.world * worker
         while True:
-            img, cls, inst = self.sampler.sample(rng)
+            img, cls, inst = self.sampler.sample(np.random.default_rng([self.seed, k]))
             yield torch.from_numpy(img[None]), torch.from_numpy(cls), torch.from_numpy(inst)
+            k += self.world * workers
 
 
 def validation_tiles(

@@ -159,6 +159,8 @@ class PredictEvent:
     image: str
     regions: int
     message: str = ""
+    record: ImageRecord | None = None
+    skipped: bool = False
 
 
 def predict_dataset(
@@ -167,30 +169,53 @@ def predict_dataset(
     threshold: float = 0.5,
     min_area: float = 16.0,
     tolerance: float = 0.5,
+    done: dict[str, ImageRecord] | None = None,
 ) -> Generator[PredictEvent, None, Dataset]:
     """Predict every image of ``dataset``; yields progress, returns the predictions.
 
     The returned dataset has the same images (file names, file attributes, order)
-    with predicted regions. Unreadable images are reported in an event and keep
-    no regions.
+    with predicted regions. Images in ``done`` (from an interrupted run) are taken
+    from there, not predicted again. Unreadable images are reported in an event
+    and keep no regions. Each event carries the image's finished record, so a
+    caller can keep a manifest of the work done.
     """
     root = dataset.root or Path(".")
+    done = done or {}
     out = Dataset(root=dataset.root, classes=list(predictor.classes))
     for i, im in enumerate(dataset.images):
+        if im.filename in done:
+            out.images.append(done[im.filename])
+            yield PredictEvent(
+                i + 1, len(dataset.images), im.filename, len(done[im.filename].regions),
+                record=done[im.filename], skipped=True,
+            )  # fmt: skip
+            continue
         record = ImageRecord(im.filename, im.shape, dict(im.file_attributes), size=im.size)
         out.images.append(record)
         try:
             pixels = read_image(resolve_image(root, im.filename))
         except BioAnomalyError as exc:
-            yield PredictEvent(i + 1, len(dataset.images), im.filename, 0, message=str(exc))
+            yield PredictEvent(i + 1, len(dataset.images), im.filename, 0, str(exc), record)
             continue
         record.shape = pixels.shape[:2]
         probs = class_probabilities(predictor, pixels)
         record.regions = regions_from_probabilities(
             probs, predictor.classes, threshold, min_area, tolerance
         )
-        yield PredictEvent(i + 1, len(dataset.images), im.filename, len(record.regions))
+        yield PredictEvent(i + 1, len(dataset.images), im.filename, len(record.regions), "", record)
     return out
+
+
+def shard(dataset: Dataset, index: int, count: int) -> Dataset:
+    """Images ``index, index + count, ...`` (0-based): a deterministic 1/``count`` of them."""
+    if not 0 <= index < count:
+        raise BioAnomalyError(f"shard {index}/{count}: need 0 <= index < count")
+    return Dataset(
+        images=dataset.images[index::count],
+        root=dataset.root,
+        classes=list(dataset.classes),
+        class_attribute=dataset.class_attribute,
+    )
 
 
 def run(gen: Generator[Any, None, Any]) -> Any:

@@ -24,6 +24,7 @@ from ..core.metrics import MatchCounts, instance_counts, pixel_iou
 from ..core.model import BioAnomalyError, Dataset
 from . import data, models
 from .config import TrainConfig
+from .distributed import Dist
 
 CHECKPOINT_FORMAT = "napari-bioanomaly-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -137,9 +138,9 @@ def _free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def _batches(sampler: data.TileSampler, config: TrainConfig, seed: int) -> Any:
+def _batches(sampler: data.TileSampler, config: TrainConfig, dist: Dist, start: int) -> Any:
     loader = torch.utils.data.DataLoader(
-        data.TileStream(sampler, seed),
+        data.TileStream(sampler, config.seed, dist.rank, dist.world, start),
         batch_size=None,
         num_workers=config.num_workers,
         persistent_workers=config.num_workers > 0,
@@ -158,11 +159,12 @@ def validate(
     tiles: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
     device: torch.device,
     batch: int,
-) -> tuple[float | None, float, float]:
-    """Validation loss (U-Net only), foreground pixel IoU and instance F1 (IoU >= 0.5).
+) -> list[float]:
+    """Raw validation counts of some tiles, to add up over processes (see :func:`scores`).
 
-    Predicted instances are the connected components of the predicted foreground,
-    without specks smaller than :data:`MIN_AREA` pixels.
+    ``[loss sum, loss count, pixel intersection, pixel union, TP, FP, FN, tiles]``;
+    predicted instances are the connected components of the predicted foreground
+    without specks smaller than :data:`MIN_AREA` pixels; the loss is the U-Net's only.
     """
     from scipy import ndimage
 
@@ -189,8 +191,24 @@ def validate(
                 i, u = pixel_iou(inst, labels)
                 inter, union = inter + i, union + u
     model.train()
+    return [
+        float(sum(losses)),
+        float(len(losses)),
+        inter,
+        union,
+        counts.tp,
+        counts.fp,
+        counts.fn,
+        len(tiles),
+    ]
+
+
+def scores(raw: np.ndarray | list[float]) -> tuple[float | None, float, float]:
+    """Validation loss (``None`` without one), foreground pixel IoU and instance F1."""
+    loss_sum, n_loss, inter, union, tp, fp, fn, _ = (float(v) for v in raw)
     iou = inter / union if union else 1.0
-    return (float(np.mean(losses)) if losses else None), iou, counts.f1
+    f1 = MatchCounts(int(tp), int(fp), int(fn)).f1
+    return (loss_sum / n_loss if n_loss else None), iou, f1
 
 
 def train(
@@ -225,10 +243,47 @@ def train(
     sampler = data.TileSampler(dataset, train_idx, classes, config)
     val_tiles = data.validation_tiles(dataset, val_idx, classes, config)
     device = pick_device(config.device)
+    dist = Dist.setup(device)
+    try:
+        return (
+            yield from _train(dataset, config, out, resume, cancel, classes, train_idx,
+                              sampler, val_tiles, device, dist)
+        )  # fmt: skip
+    finally:
+        dist.close()
+
+
+def _train(
+    dataset: Dataset,
+    config: TrainConfig,
+    out: Path,
+    resume: str | Path | None,
+    cancel: threading.Event,
+    classes: list[str],
+    train_idx: list[int],
+    sampler: data.TileSampler,
+    val_tiles: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    device: torch.device,
+    dist: Dist,
+) -> Generator[TrainEvent, None, TrainResult]:
+    if dist.world > 1:
+        if device.type == "cuda":
+            device = torch.device("cuda", dist.local_rank)
+        if config.batch % dist.world:
+            raise BioAnomalyError(
+                f"batch {config.batch} is not a multiple of the {dist.world} processes"
+            )
     model = models.build(
         config.model, len(classes), config.tile, config.base_channels, config.weights
     )
     model.to(device).train()
+    net: torch.nn.Module = model
+    if dist.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[dist.local_rank] if device.type == "cuda" else None,
+            find_unused_parameters=config.model == "maskrcnn",
+        )
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
     total = config.epochs * config.steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -253,8 +308,9 @@ def train(
         history = list(ckpt.get("history", []))
         start_epoch = int(ckpt.get("epoch", -1)) + 1
         best_f1 = ckpt.get("best_f1")
-    batch = config.batch
-    stream = _batches(sampler, config, config.seed + 7919 * start_epoch)
+    batch = config.batch // dist.world  # per process; the global batch is config.batch
+    stream = _batches(sampler, config, dist, start_epoch * config.steps_per_epoch * config.batch)
+    val_tiles = val_tiles[dist.rank :: dist.world]  # each process validates its share
 
     def payload(epoch: int) -> dict[str, Any]:
         return {
@@ -279,21 +335,28 @@ def train(
         losses = []
         step = 0
         while step < config.steps_per_epoch:
-            if cancel.is_set():
-                save_checkpoint(last, payload(epoch - 1))
+            if dist.any(cancel.is_set()):  # a cancel on any process stops them all
+                if dist.main:
+                    save_checkpoint(last, payload(epoch - 1))
                 return TrainResult(best_path, last, history, best_f1, True, str(device))
             t0 = time.perf_counter()
             images, cls, inst = _next_batch(stream, batch, device)
             t_data = time.perf_counter() - t0
             try:
                 with torch.autocast(device.type, enabled=use_amp):
-                    value = models.loss(config.model, model, images, cls, inst)
+                    value = models.loss(config.model, net, images, cls, inst)
                 optimiser.zero_grad(set_to_none=True)
                 scaler.scale(value).backward()
                 scaler.step(optimiser)
                 scaler.update()
             except (RuntimeError, MemoryError) as exc:
-                if not _is_oom(exc):
+                if not _is_oom(exc) or dist.world > 1:
+                    _free(device)
+                    if dist.world > 1 and _is_oom(exc):
+                        raise BioAnomalyError(
+                            f"out of memory on {device} (process {dist.rank}): use a smaller "
+                            f"--batch (now {config.batch} over {dist.world} processes) or --tile"
+                        ) from None
                     raise
                 del images, cls, inst
                 value = None
@@ -317,7 +380,7 @@ def train(
                 )
                 continue
             scheduler.step()
-            losses.append(float(value.detach()))
+            losses.append(dist.mean(float(value.detach())))
             step += 1
             step_times.append(time.perf_counter() - t0)
             data_times.append(t_data)
@@ -338,11 +401,9 @@ def train(
                 eta_s=per_step * remaining,
                 batch=batch,
             )
-        val_loss, val_iou, val_f1 = (
-            validate(config.model, model, val_tiles, device, batch)
-            if val_tiles
-            else (None, None, None)
-        )
+        raw = dist.sum(validate(config.model, model, val_tiles, device, batch))
+        val_loss, val_iou, val_f1 = scores(raw) if raw[7] else (None, None, None)
+
         record = {
             "epoch": epoch,
             "loss": float(np.mean(losses)),
@@ -355,8 +416,10 @@ def train(
         score = val_f1 if val_f1 is not None else -record["loss"]
         if best_f1 is None or score > best_f1:
             best_f1 = score
-            best_path = save_checkpoint(out, payload(epoch))
-        save_checkpoint(last, payload(epoch))
+            if dist.main:
+                best_path = save_checkpoint(out, payload(epoch))
+        if dist.main:
+            save_checkpoint(last, payload(epoch))
         yield TrainEvent(
             "epoch",
             epoch,

@@ -102,3 +102,89 @@ def test_predict_reports_unreadable_images(model_path, dataset_dir):
         predictions = stop.value
     assert "img_001.tif: cannot read image" in events[1].message
     assert [im.filename for im in predictions.images] == [im.filename for im in dataset.images]
+
+
+def test_sharded_prediction_merges_to_exactly_the_single_run(model_path, sample_dir, tmp_path):
+    single = tmp_path / "single.json"
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(model_path),
+                "--images",
+                str(sample_dir),
+                "--out",
+                str(single),
+                "--threshold",
+                "0.3",
+            ]
+        )
+        == 0
+    )
+    parts = []
+    for i in range(3):
+        part = tmp_path / f"part{i}.json"
+        assert (
+            main(
+                [
+                    "predict",
+                    "--model",
+                    str(model_path),
+                    "--images",
+                    str(sample_dir),
+                    "--out",
+                    str(part),
+                    "--threshold",
+                    "0.3",
+                    "--shard",
+                    f"{i}/3",
+                ]
+            )
+            == 0
+        )
+        parts.append(str(part))
+    sizes = [len(json.loads(open(p).read())) for p in parts]
+    assert sizes == [2, 2, 2]  # 6 images, a third each, none twice
+    assert main(["merge", *parts, "--out", str(tmp_path / "all.json")]) == 0
+    assert json.loads((tmp_path / "all.json").read_text()) == json.loads(single.read_text())
+    assert main(["merge", parts[0], parts[0], "--out", str(tmp_path / "bad.json")]) == 2
+
+
+def test_an_interrupted_run_resumes_from_its_manifest(model_path, sample_dir, tmp_path, capsys):
+    reference = tmp_path / "ref.json"
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(model_path),
+                "--images",
+                str(sample_dir),
+                "--out",
+                str(reference),
+            ]
+        )
+        == 0
+    )
+    ref = json.loads(reference.read_text())
+    out = tmp_path / "pred.json"
+    keys = sorted(ref)[:4]  # as if the run was killed after four images
+    manifest = {
+        "model": str(model_path.resolve()),
+        "shard": "0/1",
+        "done": {k: ref[k] for k in keys},
+    }
+    (tmp_path / "pred.json.manifest.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert (
+        main(
+            ["predict", "--model", str(model_path), "--images", str(sample_dir), "--out", str(out)]
+        )
+        == 0
+    )
+    err = capsys.readouterr().err
+    assert "resuming: 4 image(s) already done" in err
+    assert err.count("region(s)") == 2  # only the remaining two were predicted
+    assert json.loads(out.read_text()) == ref
+    assert not (tmp_path / "pred.json.manifest.json").exists()

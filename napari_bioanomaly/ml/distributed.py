@@ -1,0 +1,67 @@
+"""Distributed training with PyTorch's own engine: ``torchrun`` + DistributedDataParallel.
+
+``napari-bioanomaly train`` runs unchanged under ``torchrun --nproc_per_node=N``: the
+process group is set up from torchrun's environment (``WORLD_SIZE``, ``RANK``,
+``LOCAL_RANK``), NCCL on CUDA and gloo on the CPU. Without those variables
+everything here is a no-op for a single process.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as td
+
+
+@dataclass
+class Dist:
+    """This process's place in the run."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    owns_group: bool = False
+
+    @property
+    def main(self) -> bool:
+        """Rank 0 writes checkpoints and prints."""
+        return self.rank == 0
+
+    @classmethod
+    def setup(cls, device: torch.device) -> Dist:
+        """Join the process group torchrun describes (if any); NCCL on CUDA, gloo otherwise."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        owns = False
+        if not td.is_initialized():
+            if device.type == "cuda":
+                torch.cuda.set_device(local_rank)
+            td.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            owns = True
+        return cls(rank, world, local_rank, owns)
+
+    def sum(self, values: list[float]) -> np.ndarray:
+        """Element-wise sum over all processes."""
+        t = torch.tensor(values, dtype=torch.float64)
+        if self.world > 1:
+            if td.get_backend() == "nccl":
+                t = t.cuda()
+            td.all_reduce(t)
+        return t.cpu().numpy()
+
+    def mean(self, value: float) -> float:
+        return float(self.sum([value])[0]) / self.world
+
+    def any(self, flag: bool) -> bool:
+        """True on every process if it is true on any (e.g. a cancel request)."""
+        return bool(self.sum([1.0 if flag else 0.0])[0] > 0)
+
+    def close(self) -> None:
+        if self.owns_group and td.is_initialized():
+            td.destroy_process_group()

@@ -1,0 +1,73 @@
+"""Image-level metrics against hand-computed values, and quality flags on constructed images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from napari_bioanomaly.core.imagemetrics import (
+    Confusion,
+    average_precision,
+    class_agreement,
+    cohen_kappa,
+    roc_auc,
+    roc_curve,
+)
+from napari_bioanomaly.core.quality import check
+from napari_bioanomaly.core.synthetic import SampleConfig, generate
+
+
+def test_roc_auc_and_average_precision_by_hand():
+    labels = [1, 0, 1, 0, 0, 1]
+    scores = [0.9, 0.8, 0.7, 0.3, 0.2, 0.1]
+    # pairs (positive, negative) ranked right: 0.9>0.8,0.3,0.2 (3); 0.7>0.3,0.2 (2); 0.1: 0 -> 5/9
+    assert roc_auc(labels, scores) == pytest.approx(5 / 9)
+    # precision at each positive: 1/1, 2/3, 3/6 -> mean = (1 + 2/3 + 1/2) / 3
+    assert average_precision(labels, scores) == pytest.approx((1 + 2 / 3 + 1 / 2) / 3)
+    assert roc_auc([0, 1], [0.5, 0.5]) == pytest.approx(0.5)  # ties count half
+    assert roc_auc([1, 1], [0.1, 0.2]) != roc_auc([1, 1], [0.1, 0.2])  # NaN: one class only
+    fpr, tpr, thr = roc_curve(labels, scores)
+    assert fpr[0] == tpr[0] == 0 and fpr[-1] == tpr[-1] == 1 and np.isinf(thr[0])
+
+
+def test_confusion_rates_and_kappa_by_hand():
+    labels = [1, 1, 1, 0, 0, 0, 0, 0, 0, 0]
+    scores = [0.9, 0.8, 0.2, 0.7, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]
+    c = Confusion.at(labels, scores, 0.5)
+    assert (c.tp, c.fp, c.tn, c.fn) == (2, 1, 6, 1)
+    assert (c.tpr, c.tnr, c.ppv, c.npv) == pytest.approx((2 / 3, 6 / 7, 2 / 3, 6 / 7))
+    assert c.f1 == pytest.approx(4 / 6)
+    # p_o = 8/10; p_e = (7*7 + 3*3)/100 = 0.58; kappa = 0.22/0.42
+    assert c.kappa == pytest.approx(0.22 / 0.42)
+    assert cohen_kappa([[5, 0], [0, 5]]) == 1.0 and cohen_kappa([[5, 5], [5, 5]]) == 0.0
+
+
+def test_class_agreement_of_matched_regions():
+    classes, m, kappa = class_agreement(
+        ["dust", "dust", "hair", "hair"], ["dust", "hair", "hair", "hair"]
+    )
+    assert classes == ["dust", "hair"] and m.tolist() == [[1, 1], [0, 2]]
+    assert kappa == pytest.approx(0.5)
+
+
+def test_quality_flags_on_constructed_images():
+    _, images = generate(SampleConfig(n_images=1, size=128, seed=0))
+    good = (images[0] * 4095).astype(np.uint16)
+    assert check(good).flags == ()
+    assert check(np.full((64, 64), 1000, np.uint16)).flags == ("uniform",)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[10:30, 10:30] = 255
+    assert "binary" in check(mask).flags
+    dark = np.zeros((64, 64), np.uint16)
+    dark[::7, ::7] = 500
+    assert "dim" in check(dark).flags
+    bright = good.copy()
+    bright[:, :40] = np.iinfo(np.uint16).max
+    assert "saturated" in check(bright).flags
+    for size in (128, 512):
+        _, ims = generate(SampleConfig(n_images=1, size=size, seed=2))
+        sharp = (ims[0] * 4095).astype(np.uint16)
+        blurred = ndimage.gaussian_filter(sharp.astype(float), 3).astype(np.uint16)
+        assert "out of focus" not in check(sharp).flags
+        assert "out of focus" in check(blurred).flags

@@ -299,7 +299,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     gt, _ = annotations.load(args.gt, args.images, read_images=True)
     pred, _ = annotations.load(args.pred, args.images or gt.root, read_images=False)
     excluded = [v for v in (args.exclude or "").split(",") if v]
-    result = evaluate(gt, pred, args.iou, args.score, args.group_by, excluded)
+    result = evaluate(gt, pred, args.iou, args.score, args.group_by, excluded, args.image_threshold)
     rows = [r.row() for r in result.pop("rows")]
     if args.csv:
         keys = [k for k in rows[0] if k != "group"] if rows else []
@@ -333,8 +333,44 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
 
     print(line("all" + (f" (excluding {', '.join(excluded)})" if excluded else ""), result))
+    im = result["image_level"]
+
+    def fmt(v: Any) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    print(
+        f"images ({im['anomalous']} of {im['images']} anomalous): ROC-AUC {fmt(im['roc_auc'])}, "
+        f"AP {fmt(im['average_precision'])}; at score {im['threshold']:g}: TPR {fmt(im['tpr'])} "
+        f"TNR {fmt(im['tnr'])} PPV {fmt(im['ppv'])} NPV {fmt(im['npv'])} kappa {fmt(im['kappa'])}"
+    )
     for name, summary in result["groups"].items():
         print(line(f"{args.group_by}={name}", summary))
+    return 0
+
+
+def cmd_qc(args: argparse.Namespace) -> int:
+    from .core.fileio import resolve_image
+    from .core.images import read_image
+    from .core.quality import check
+
+    dataset, _ = _open(args, read_images=False)
+    root = dataset.root or Path(".")
+    rows = []
+    for im in dataset.images:
+        try:
+            report = check(read_image(resolve_image(root, im.filename)))
+            rows.append({"image": im.filename, "flags": list(report.flags), "focus": report.focus})
+        except BioAnomalyError as exc:
+            rows.append({"image": im.filename, "flags": ["unreadable"], "error": str(exc)})
+    flagged = [r for r in rows if r["flags"]]
+    if args.json:
+        print(json.dumps({"images": len(rows), "flagged": len(flagged), "rows": rows}, indent=2))
+        return 0
+    for r in flagged:
+        print(
+            f"{r['image']}: {', '.join(r['flags'])}" + (f" ({r['error']})" if "error" in r else "")
+        )
+    print(f"{len(flagged)} of {len(rows)} images flagged")
     return 0
 
 
@@ -406,6 +442,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bit-depth", type=int, default=16, choices=(8, 16), help="16: TIFF, 8: PNG")
     p.set_defaults(func=cmd_sample)
 
+    p = sub.add_parser("qc", help="image quality flags: uniform, binary, dim, saturated, blur")
+    p.add_argument("input", metavar="DATASET", help="dataset folder or annotation file")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_import_options(p)
+    p.set_defaults(func=cmd_qc)
+
     p = sub.add_parser("train", help="train a segmentation model (GPU when there is one)")
     p.add_argument("--annotations", required=True, metavar="FILE", help="VIA or COCO file")
     p.add_argument("--out", required=True, metavar="MODEL.pt", help="best checkpoint goes here")
@@ -454,6 +496,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--score", type=float, default=0.0, help="ignore predictions scoring less")
     p.add_argument("--group-by", metavar="ATTR", help="file attribute to group by (cell_line)")
     p.add_argument("--exclude", metavar="V1,V2", help="groups to leave out of the summary")
+    p.add_argument(
+        "--image-threshold",
+        type=float,
+        default=0.5,
+        help="image score from which an image is called anomalous (0.5)",
+    )
     p.add_argument("--csv", metavar="TABLE.csv", help="write the per-image table")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_evaluate)

@@ -298,6 +298,32 @@ def summarise(rows: Sequence[ImageScore]) -> dict[str, Any]:
     }
 
 
+def _finite(value: float) -> float | None:
+    return None if value != value else value  # NaN (undefined) becomes null in JSON
+
+
+def image_level(rows: Sequence[ImageScore], threshold: float = 0.5) -> dict[str, Any]:
+    """Image-level scores: an image is anomalous if it has ground truth, its score is its
+    best prediction's; ROC-AUC, average precision, and the confusion at ``threshold``."""
+    from .imagemetrics import Confusion, average_precision, roc_auc
+
+    labels = [1 if r.n_gt else 0 for r in rows]
+    scores = [r.score for r in rows]
+    c = Confusion.at(labels, scores, threshold)
+    return {
+        "images": len(rows),
+        "anomalous": int(sum(labels)),
+        "roc_auc": _finite(roc_auc(labels, scores)),
+        "average_precision": _finite(average_precision(labels, scores)),
+        "threshold": threshold,
+        "tp": c.tp,
+        "fp": c.fp,
+        "tn": c.tn,
+        "fn": c.fn,
+        **{k: _finite(getattr(c, k)) for k in ("tpr", "tnr", "ppv", "npv", "f1", "kappa")},
+    }
+
+
 def evaluate(
     gt: Dataset,
     pred: Dataset,
@@ -305,6 +331,7 @@ def evaluate(
     score_threshold: float = 0.0,
     group_by: str | None = None,
     exclude: Iterable[str] = (),
+    image_threshold: float = 0.5,
 ) -> dict[str, Any]:
     """Score every ground-truth image against the predictions for the same file name.
 
@@ -325,6 +352,7 @@ def evaluate(
             groups[r.group[group_by]].append(r)
     return {
         **summarise(kept),
+        "image_level": image_level(kept, image_threshold),
         "iou_threshold": iou_threshold,
         "score_threshold": score_threshold,
         "group_by": group_by,

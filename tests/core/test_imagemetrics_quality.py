@@ -71,3 +71,42 @@ def test_quality_flags_on_constructed_images():
         blurred = ndimage.gaussian_filter(sharp.astype(float), 3).astype(np.uint16)
         assert "out of focus" not in check(sharp).flags
         assert "out of focus" in check(blurred).flags
+
+
+def test_qc_command_flags_bad_images(tmp_path, capsys):
+    import json
+
+    import tifffile
+
+    from napari_bioanomaly.cli import main
+
+    _, images = generate(SampleConfig(n_images=1, size=128, seed=0))
+    tifffile.imwrite(tmp_path / "good.tif", (images[0] * 4095).astype(np.uint16))
+    tifffile.imwrite(tmp_path / "blank.tif", np.full((64, 64), 7, np.uint16))
+    mask = np.zeros((64, 64), np.uint8)
+    mask[5:20, 5:20] = 255
+    tifffile.imwrite(tmp_path / "mask.tif", mask)
+    (tmp_path / "broken.tif").write_bytes(b"nope")
+    assert main(["qc", str(tmp_path), "--json"]) == 0
+    rows = {r["image"]: r["flags"] for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert rows == {
+        "good.tif": [],
+        "blank.tif": ["uniform"],
+        "mask.tif": ["binary", "dim"],
+        "broken.tif": ["unreadable"],
+    }
+
+
+def test_evaluate_reports_image_level_scores(dataset_dir, tmp_path):
+    from napari_bioanomaly.core import annotations
+    from napari_bioanomaly.core.evaluate import evaluate
+    from napari_bioanomaly.core.model import Region
+
+    gt, _ = annotations.load(dataset_dir / "annotations.json")
+    pred, _ = annotations.load(dataset_dir / "annotations.json")
+    for im in pred.images:  # a perfect detector: score 0.9 on anomalous images only
+        im.regions = [Region(r.polygon, r.label, score=0.9, source="model") for r in im.regions]
+    level = evaluate(gt, pred)["image_level"]
+    anomalous = sum(1 for im in gt.images if im.regions)
+    assert level["anomalous"] == anomalous and level["roc_auc"] == 1.0 and level["kappa"] == 1.0
+    assert (level["tp"], level["tn"], level["fp"], level["fn"]) == (anomalous, 6 - anomalous, 0, 0)

@@ -104,45 +104,19 @@ def test_predict_reports_unreadable_images(model_path, dataset_dir):
     assert [im.filename for im in predictions.images] == [im.filename for im in dataset.images]
 
 
+def predict(model_path, images, out, *extra):
+    """Run ``napari-bioanomaly predict`` and return its exit code."""
+    argv = ["predict", "--model", str(model_path), "--images", str(images), "--out", str(out)]
+    return main([*argv, *extra])
+
+
 def test_sharded_prediction_merges_to_exactly_the_single_run(model_path, sample_dir, tmp_path):
     single = tmp_path / "single.json"
-    assert (
-        main(
-            [
-                "predict",
-                "--model",
-                str(model_path),
-                "--images",
-                str(sample_dir),
-                "--out",
-                str(single),
-                "--threshold",
-                "0.3",
-            ]
-        )
-        == 0
-    )
+    assert predict(model_path, sample_dir, single, "--threshold", "0.3") == 0
     parts = []
     for i in range(3):
         part = tmp_path / f"part{i}.json"
-        assert (
-            main(
-                [
-                    "predict",
-                    "--model",
-                    str(model_path),
-                    "--images",
-                    str(sample_dir),
-                    "--out",
-                    str(part),
-                    "--threshold",
-                    "0.3",
-                    "--shard",
-                    f"{i}/3",
-                ]
-            )
-            == 0
-        )
+        assert predict(model_path, sample_dir, part, "--threshold", "0.3", "--shard", f"{i}/3") == 0
         parts.append(str(part))
     sizes = [len(json.loads(open(p).read())) for p in parts]
     assert sizes == [2, 2, 2]  # 6 images, a third each, none twice
@@ -153,20 +127,7 @@ def test_sharded_prediction_merges_to_exactly_the_single_run(model_path, sample_
 
 def test_an_interrupted_run_resumes_from_its_manifest(model_path, sample_dir, tmp_path, capsys):
     reference = tmp_path / "ref.json"
-    assert (
-        main(
-            [
-                "predict",
-                "--model",
-                str(model_path),
-                "--images",
-                str(sample_dir),
-                "--out",
-                str(reference),
-            ]
-        )
-        == 0
-    )
+    assert predict(model_path, sample_dir, reference) == 0
     ref = json.loads(reference.read_text())
     out = tmp_path / "pred.json"
     keys = sorted(ref)[:4]  # as if the run was killed after four images
@@ -177,12 +138,7 @@ def test_an_interrupted_run_resumes_from_its_manifest(model_path, sample_dir, tm
     }
     (tmp_path / "pred.json.manifest.json").write_text(json.dumps(manifest))
     capsys.readouterr()
-    assert (
-        main(
-            ["predict", "--model", str(model_path), "--images", str(sample_dir), "--out", str(out)]
-        )
-        == 0
-    )
+    assert predict(model_path, sample_dir, out) == 0
     err = capsys.readouterr().err
     assert "resuming: 4 image(s) already done" in err
     assert err.count("region(s)") == 2  # only the remaining two were predicted

@@ -24,8 +24,3 @@ def class_color(name: str) -> str:
     if name in CLASS_COLORS:
         return CLASS_COLORS[name]
     return _EXTRA_COLORS[zlib.crc32(name.encode("utf-8")) % len(_EXTRA_COLORS)]
-
-
-def class_colormap(classes: list[str]) -> dict[str, str]:
-    """Class to colour mapping for a categorical napari colour property."""
-    return {name: class_color(name) for name in classes}

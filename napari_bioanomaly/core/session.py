@@ -23,7 +23,7 @@ import numpy as np
 
 from . import annotations, via
 from .fileio import atomic_write, dumps, orjson, read_json, resolve_image, write_json
-from .images import read_image
+from .images import image_shape, read_image
 from .model import DEFAULT_CLASSES, BioAnomalyError, Dataset, ImageRecord, Region
 from .report import ImportReport
 from .via import ImportOptions
@@ -192,29 +192,44 @@ class AnnotationSession:
         Raises :class:`BioAnomalyError` (and records the problem) when the image
         cannot be read.
         """
+        data = self._read(index, read_image)
+        self._set_shape(index, (int(data.shape[0]), int(data.shape[1])))
+        return data
+
+    def read_shape(self, index: int) -> tuple[int, int]:
+        """Size of image ``index`` from its header (no pixels); clips its regions like
+        :meth:`read_pixels`. Raises :class:`BioAnomalyError` when it cannot be read."""
+        shape = self._read(index, image_shape)
+        self._set_shape(index, shape)
+        return shape
+
+    def _read(self, index: int, reader: Any) -> Any:
         im = self.dataset.images[index]
         root = self.dataset.root or self.path.parent
         try:
-            data = read_image(resolve_image(root, im.filename))
+            out = reader(resolve_image(root, im.filename))
         except BioAnomalyError as exc:
             self.problems[im.filename] = str(exc)
             raise
         self.problems.pop(im.filename, None)
-        shape = (int(data.shape[0]), int(data.shape[1]))
-        if im.shape != shape:
-            before = len(self.report.issues)
-            if im.shape is not None:
-                self.report.add(
-                    "image",
-                    f"recorded size {im.shape[0]}x{im.shape[1]} differs from the file's "
-                    f"{shape[0]}x{shape[1]}; regions clipped to the file's",
-                    im.filename,
-                )
-            im.shape = shape
-            annotations.clip_regions(im, self.report)
-            if len(self.report.issues) > before:
-                self.touch(index)
-        return data
+        return out
+
+    def _set_shape(self, index: int, shape: tuple[int, int]) -> None:
+        im = self.dataset.images[index]
+        if im.shape == shape:
+            return
+        before = len(self.report.issues)
+        if im.shape is not None:
+            self.report.add(
+                "image",
+                f"recorded size {im.shape[0]}x{im.shape[1]} differs from the file's "
+                f"{shape[0]}x{shape[1]}; regions clipped to the file's",
+                im.filename,
+            )
+        im.shape = shape
+        annotations.clip_regions(im, self.report)
+        if len(self.report.issues) > before:
+            self.touch(index)
 
     def go_to(self, index: int) -> None:
         """Make image ``index`` current (the caller saves the previous one first)."""

@@ -246,7 +246,7 @@ def train(
     dist = Dist.setup(device)
     try:
         return (
-            yield from _train(dataset, config, out, resume, cancel, classes, train_idx,
+            yield from _train(config, out, resume, cancel, classes,
                               sampler, val_tiles, device, dist)
         )  # fmt: skip
     finally:
@@ -254,13 +254,11 @@ def train(
 
 
 def _train(
-    dataset: Dataset,
     config: TrainConfig,
     out: Path,
     resume: str | Path | None,
     cancel: threading.Event,
     classes: list[str],
-    train_idx: list[int],
     sampler: data.TileSampler,
     val_tiles: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
     device: torch.device,

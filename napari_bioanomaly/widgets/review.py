@@ -321,7 +321,7 @@ class ReviewWidget(QWidget):
     def _recache(self, gt: ImageRecord) -> None:
         if gt.shape is None:  # sizes are read lazily by the session; scoring needs them
             try:
-                self.annotator.session.read_pixels(self.annotator.session.dataset.images.index(gt))
+                self.annotator.session.read_shape(self.annotator.session.dataset.images.index(gt))
             except BioAnomalyError:
                 pass
         keys = [self.group_by] if self.group_by else []

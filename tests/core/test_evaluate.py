@@ -133,20 +133,14 @@ def test_evaluate_cli_json_and_csv(tmp_path, capsys, dataset_dir):
     for im in gt.images:  # predictions: the ground truth with one region dropped per image
         im.regions = [Region(r.polygon, r.label, score=0.9, source="model") for r in im.regions[1:]]
     annotations.save(gt, tmp_path / "pred.json", "via")
-    code = main(
-        [
-            "evaluate",
-            "--gt",
-            str(dataset_dir / "annotations.json"),
-            "--pred",
-            str(tmp_path / "pred.json"),
-            "--group-by",
-            "cell_line",
-            "--json",
-            "--csv",
-            str(tmp_path / "table.csv"),
-        ]
-    )
+    argv = [
+        "evaluate",
+        "--gt",
+        str(dataset_dir / "annotations.json"),
+        "--pred",
+        str(tmp_path / "pred.json"),
+    ]
+    code = main([*argv, "--group-by", "cell_line", "--json", "--csv", str(tmp_path / "table.csv")])
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     for key in ("tp", "fp", "fn", "precision", "recall", "f1", "pixel_iou", "images", "groups"):
@@ -162,15 +156,7 @@ def test_evaluate_cli_json_and_csv(tmp_path, capsys, dataset_dir):
     assert lines[0].startswith("image,cell_line,n_gt,n_pred,tp,fp,fn") and len(lines) == 1 + len(
         out["images"]
     )
-    code = main(
-        [
-            "evaluate",
-            "--gt",
-            str(dataset_dir / "annotations.json"),
-            "--pred",
-            str(tmp_path / "pred.json"),
-        ]
-    )
+    code = main(argv)
     assert code == 0 and "study: accuracy" in capsys.readouterr().out
 
 

@@ -387,6 +387,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
         raise BioAnomalyError(f"{args.dataset}: could not be opened")
     viewer.window.add_plugin_dock_widget("napari-bioanomaly", "Train a model", tabify=True)
     viewer.window.add_plugin_dock_widget("napari-bioanomaly", "Review predictions", tabify=True)
+    widget.compact_dock_tabs()
     dock.raise_()  # the Annotate tab in front
     if args.screenshot:
         viewer.window.resize(1500, 1000)

@@ -26,3 +26,22 @@ def with_browse(field: QWidget, slot: Callable[[], object]) -> QHBoxLayout:
     row.addWidget(field, 1)
     row.addWidget(button)
     return row
+
+
+def compact_dock_tabs(widget: QWidget, width: int = 470) -> None:
+    """Let the tab bars of tabbed dock widgets shrink (elided titles, scroll buttons),
+    so that three plugin tabs with long titles do not widen the dock area, and give
+    the widget's dock ``width`` pixels."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QDockWidget, QMainWindow, QTabBar
+
+    window = widget.window()
+    for bar in window.findChildren(QTabBar):
+        bar.setElideMode(Qt.TextElideMode.ElideRight)
+        bar.setUsesScrollButtons(True)
+        bar.setExpanding(False)
+    dock = widget.parentWidget()
+    while dock is not None and not isinstance(dock, QDockWidget):
+        dock = dock.parentWidget()
+    if dock is not None and isinstance(window, QMainWindow):
+        window.resizeDocks([dock], [width], Qt.Orientation.Horizontal)

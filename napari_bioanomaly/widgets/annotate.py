@@ -44,7 +44,7 @@ from .._layers import class_color
 from ..core import annotations
 from ..core.model import BioAnomalyError
 from ..core.session import STATUSES, AnnotationSession, DiskChanged, summary
-from ._common import button_row
+from ._common import button_row, compact_dock_tabs
 
 #: Keyboard shortcuts bound on the viewer while a dataset is open: (napari key, what it does).
 SHORTCUTS = [
@@ -732,6 +732,10 @@ class AnnotateWidget(QWidget):
         from napari.utils.notifications import show_error
 
         show_error(text)
+
+    def compact_dock_tabs(self) -> None:
+        """Keep tabbed plugin docks from widening the dock area (see ``_common``)."""
+        compact_dock_tabs(self)
 
     def closeEvent(self, event: Any) -> None:
         if self.annotator is not None:

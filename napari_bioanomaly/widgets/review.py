@@ -217,9 +217,9 @@ class ReviewWidget(QWidget):
         self.errors = QListWidget()
         self.errors.setMaximumHeight(110)
         self.errors.itemClicked.connect(self._zoom_to)
-        layout.addWidget(
-            QLabel("False negatives and false positives on this image (click to zoom):")
-        )
+        errors_label = QLabel("False negatives and false positives here (click to zoom):")
+        errors_label.setWordWrap(True)
+        layout.addWidget(errors_label)
         layout.addWidget(self.errors)
         layout.addLayout(
             button_row(

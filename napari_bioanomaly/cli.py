@@ -143,26 +143,9 @@ def _progress_line(event: Any) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .ml.config import TrainConfig
     from .ml.train import train
 
-    values = tuple(v for v in (args.val_values or "").split(",") if v)
-    config = TrainConfig(
-        model=args.model,
-        epochs=args.epochs,
-        steps_per_epoch=args.steps,
-        tile=args.tile,
-        batch=args.batch,
-        lr=args.lr,
-        device=args.device,
-        val_fraction=args.val_fraction,
-        val_attribute=args.val_attribute,
-        val_values=values,
-        seed=args.seed,
-        weights=args.weights,
-        num_workers=args.workers,
-        augment=not args.no_augment,
-    )
+    config = _train_config(args)
     dataset, report = annotations.load(args.annotations, args.images, _import_options(args))
     for line in report.warnings:
         print(f"warning: {line}", file=sys.stderr)
@@ -174,8 +157,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             event = next(gen)
             if not main_process:
                 continue
-            if event.kind == "warning":
-                print(f"\nwarning: {event.message}", file=sys.stderr)
+            if event.kind in ("warning", "status"):
+                prefix = "warning: " if event.kind == "warning" else ""
+                print(f"\n{prefix}{event.message}", file=sys.stderr)
             elif event.kind == "epoch" or interactive:
                 end = "\n" if event.kind == "epoch" else "\r"
                 print(_progress_line(event).ljust(100), end=end, file=sys.stderr, flush=True)
@@ -185,9 +169,64 @@ def cmd_train(args: argparse.Namespace) -> int:
         gen.close()
         raise
     if main_process:
+        measure = "image ROC-AUC" if config.unsupervised else "F1"
         print(
-            f"best model (validation F1 {result.best_f1}): {result.best}; last state: {result.last}"
+            f"best model (validation {measure} {result.best_f1}): {result.best}; "
+            f"last state: {result.last}"
         )
+    return 0
+
+
+def _fmt(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def cmd_crossval(args: argparse.Namespace) -> int:
+    from .core.fileio import write_json
+    from .ml.crossval import crossval
+
+    config = _train_config(args)
+    dataset, report = annotations.load(args.annotations, args.images, _import_options(args))
+    for line in report.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    gen = crossval(dataset, config, args.folds, args.out, args.group_by, args.iou)
+    interactive = sys.stderr.isatty()
+    try:
+        while True:
+            event = next(gen)
+            if event.message:
+                print(event.message, file=sys.stderr)
+            elif event.scores is not None:
+                sc = event.scores
+                print(
+                    f"fold {event.fold + 1}/{event.folds}: F1 {_fmt(sc['f1'])} pixel IoU "
+                    f"{_fmt(sc['pixel_iou'])} image ROC-AUC {_fmt(sc['roc_auc'])}",
+                    file=sys.stderr,
+                )
+            elif event.train is not None and (event.train.kind != "step" or interactive):
+                if event.train.kind == "warning":
+                    print(f"warning: {event.train.message}", file=sys.stderr)
+                elif event.train.kind != "status":
+                    end = "\n" if event.train.kind == "epoch" else "\r"
+                    line = f"  fold {event.fold + 1}: {_progress_line(event.train)}"
+                    print(line.ljust(100), end=end, file=sys.stderr, flush=True)
+    except StopIteration as stop:
+        result = stop.value
+    write_json(Path(args.out) / "crossval.json", result)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    grouped = f", grouped by {args.group_by}" if args.group_by else ""
+    print(f"{config.model}, {args.folds} folds{grouped}: mean +- standard deviation (min-max)")
+    for name, s in result["summary"].items():
+        if s["mean"] is None:
+            print(f"  {name}: n/a")
+            continue
+        print(
+            f"  {name}: {s['mean']:.3f} +- {s['std']:.3f} ({s['min']:.3f}-{s['max']:.3f}, "
+            f"{s['folds']} folds)"
+        )
+    print(f"models and crossval.json in {args.out}")
     return 0
 
 
@@ -241,7 +280,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"resuming: {len(done)} image(s) already done ({manifest})", file=sys.stderr)
     predictor = Predictor.load(args.model, args.device)
     entries = {f"{im.filename}{im.size}": image_entry(im, "class") for im in done.values()}
-    gen = predict_dataset(predictor, dataset, args.threshold, args.min_area, done=done)
+    gen = predict_dataset(
+        predictor, dataset, args.threshold, args.min_area, done=done, heatmaps=args.heatmaps
+    )
     try:
         while True:
             event = next(gen)
@@ -311,6 +352,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             writer.writerow([row["image"], *row["group"].values(), *[row[k] for k in keys[1:]]])
         data = buf.getvalue().encode("utf-8")
         atomic_write(args.csv, lambda fh: fh.write(data))
+    if args.plot:
+        from .plots import save_curves
+
+        save_curves(
+            args.plot,
+            [1 if r["n_gt"] else 0 for r in rows],
+            [r["score"] for r in rows],
+            args.image_threshold,
+            f"{Path(args.pred).name} vs {Path(args.gt).name}",
+        )
     if args.json:
         print(json.dumps({**result, "images": rows}, indent=2))
         return 0
@@ -334,10 +385,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     print(line("all" + (f" (excluding {', '.join(excluded)})" if excluded else ""), result))
     im = result["image_level"]
-
-    def fmt(v: Any) -> str:
-        return "n/a" if v is None else f"{v:.3f}"
-
+    fmt = _fmt
     print(
         f"images ({im['anomalous']} of {im['images']} anomalous): ROC-AUC {fmt(im['roc_auc'])}, "
         f"AP {fmt(im['average_precision'])}; at score {im['threshold']:g}: TPR {fmt(im['tpr'])} "
@@ -345,15 +393,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     for name, summary in result["groups"].items():
         print(line(f"{args.group_by}={name}", summary))
+    for name, c in result["classes"].items():
+        found = "" if c["found"] is None else f"  found by any class {c['found']:.3f}"
+        print(
+            f"class {name}: GT {c['gt']}, predicted {c['pred']}: TP {c['tp']} FP {c['fp']} "
+            f"FN {c['fn']}  precision {c['precision']:.3f} recall {c['recall']:.3f} "
+            f"F1 {c['f1']:.3f}{found}"
+        )
+    agree = result["class_agreement"]
+    if agree["matched"]:
+        print(
+            f"classes of {agree['matched']} matched regions: agreement "
+            f"{agree['agreement']:.3f}, kappa {fmt(agree['kappa'])}"
+        )
+    if args.plot:
+        print(f"curves -> {args.plot}")
     return 0
 
 
 def cmd_qc(args: argparse.Namespace) -> int:
     from .core.fileio import resolve_image
     from .core.images import read_image
-    from .core.quality import check
+    from .core.quality import QC_ATTRIBUTE, check, flags_to_text
 
-    dataset, _ = _open(args, read_images=False)
+    dataset, report = _open(args, read_images=False)
     root = dataset.root or Path(".")
     rows = []
     for im in dataset.images:
@@ -362,7 +425,21 @@ def cmd_qc(args: argparse.Namespace) -> int:
             rows.append({"image": im.filename, "flags": list(report.flags), "focus": report.focus})
         except BioAnomalyError as exc:
             rows.append({"image": im.filename, "flags": ["unreadable"], "error": str(exc)})
+        im.file_attributes[QC_ATTRIBUTE] = flags_to_text(rows[-1]["flags"])
     flagged = [r for r in rows if r["flags"]]
+    if args.save:
+        source = Path(args.input)
+        if source.is_dir():
+            found = annotations.find_annotation_file(source)
+            target = (
+                annotations.edit_target(found, report.format)
+                if found
+                else source / "annotations.json"
+            )
+        else:
+            target = annotations.edit_target(source, report.format)
+        annotations.save(dataset, target, "via-project")
+        print(f"flags kept in {target} (file attribute {QC_ATTRIBUTE})", file=sys.stderr)
     if args.json:
         print(json.dumps({"images": len(rows), "flagged": len(flagged), "rows": rows}, indent=2))
         return 0
@@ -401,6 +478,73 @@ def cmd_gui(args: argparse.Namespace) -> int:
         return 0
     napari.run()
     return 0
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    from .ml.config import CLASS_WEIGHTS, MODELS
+
+    p.add_argument(
+        "--model",
+        choices=MODELS,
+        default="unet",
+        help="unet, maskrcnn; autoencoder, memory (unsupervised: no annotations needed); "
+        "forest (classic baseline)",
+    )
+    p.add_argument("--epochs", type=int, default=20, metavar="N")
+    p.add_argument("--steps", type=int, default=50, metavar="N", help="batches per epoch (50)")
+    p.add_argument("--tile", type=int, default=256, metavar="PX", help="tile side (256)")
+    p.add_argument("--batch", type=int, default=4, metavar="N")
+    p.add_argument("--lr", type=float, default=1e-3, metavar="X")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    p.add_argument("--val-fraction", type=float, default=0.2, metavar="F")
+    p.add_argument("--val-attribute", metavar="ATTR", help="validate on images by file attribute")
+    p.add_argument("--val-values", metavar="V1,V2", help="values of --val-attribute to validate on")
+    p.add_argument("--weights", metavar="FILE", help="local Mask R-CNN weights (no downloads)")
+    p.add_argument("--workers", type=int, default=0, metavar="N", help="data loader processes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-augment", action="store_true", help="switch augmentations off")
+    p.add_argument(
+        "--low", type=float, default=0.1, metavar="P", help="normalisation low percentile (0.1)"
+    )
+    p.add_argument(
+        "--high", type=float, default=99.9, metavar="P", help="normalisation high percentile (99.9)"
+    )
+    p.add_argument("--class-balance", action="store_true", help="oversample tiles of rare classes")
+    p.add_argument(
+        "--class-weights",
+        choices=CLASS_WEIGHTS,
+        default="none",
+        help="balanced: weight the loss by inverse sqrt class frequency (unet, forest)",
+    )
+    p.add_argument(
+        "--exclude-qc", action="store_true", help="leave images with quality flags out of training"
+    )
+
+
+def _train_config(args: argparse.Namespace) -> Any:
+    from .ml.config import TrainConfig
+
+    return TrainConfig(
+        model=args.model,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps,
+        tile=args.tile,
+        batch=args.batch,
+        lr=args.lr,
+        device=args.device,
+        val_fraction=args.val_fraction,
+        val_attribute=args.val_attribute,
+        val_values=tuple(v for v in (args.val_values or "").split(",") if v),
+        seed=args.seed,
+        weights=args.weights,
+        num_workers=args.workers,
+        augment=not args.no_augment,
+        low=args.low,
+        high=args.high,
+        class_balance=args.class_balance,
+        class_weights=args.class_weights,
+        exclude_qc=args.exclude_qc,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -446,29 +590,35 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("qc", help="image quality flags: uniform, binary, dim, saturated, blur")
     p.add_argument("input", metavar="DATASET", help="dataset folder or annotation file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--save",
+        action="store_true",
+        help="keep the flags in the annotation file (file attribute qc), for the image list "
+        "and train --exclude-qc",
+    )
     _add_import_options(p)
     p.set_defaults(func=cmd_qc)
 
-    p = sub.add_parser("train", help="train a segmentation model (GPU when there is one)")
+    p = sub.add_parser("train", help="train a model (GPU when there is one)")
     p.add_argument("--annotations", required=True, metavar="FILE", help="VIA or COCO file")
     p.add_argument("--out", required=True, metavar="MODEL.pt", help="best checkpoint goes here")
-    p.add_argument("--model", choices=("unet", "maskrcnn"), default="unet")
-    p.add_argument("--epochs", type=int, default=20, metavar="N")
-    p.add_argument("--steps", type=int, default=50, metavar="N", help="batches per epoch (50)")
-    p.add_argument("--tile", type=int, default=256, metavar="PX", help="tile side (256)")
-    p.add_argument("--batch", type=int, default=4, metavar="N")
-    p.add_argument("--lr", type=float, default=1e-3, metavar="X")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
-    p.add_argument("--val-fraction", type=float, default=0.2, metavar="F")
-    p.add_argument("--val-attribute", metavar="ATTR", help="validate on images by file attribute")
-    p.add_argument("--val-values", metavar="V1,V2", help="values of --val-attribute to validate on")
     p.add_argument("--resume", metavar="CKPT", help="continue from a .last.pt checkpoint")
-    p.add_argument("--weights", metavar="FILE", help="local Mask R-CNN weights (no downloads)")
-    p.add_argument("--workers", type=int, default=0, metavar="N", help="data loader processes")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-augment", action="store_true", help="switch augmentations off")
+    _add_train_options(p)
     _add_import_options(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("crossval", help="K-fold cross-validation, grouped by a file attribute")
+    p.add_argument("--annotations", required=True, metavar="FILE", help="VIA or COCO file")
+    p.add_argument("--out", required=True, metavar="DIR", help="fold models and results go here")
+    p.add_argument("--folds", type=int, default=5, metavar="K", help="number of folds (5)")
+    p.add_argument(
+        "--group-by", metavar="ATTR", help="keep each value of this file attribute in one fold"
+    )
+    p.add_argument("--iou", type=float, default=0.5, help="IoU threshold of a match (0.5)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_train_options(p)
+    _add_import_options(p)
+    p.set_defaults(func=cmd_crossval)
 
     p = sub.add_parser("predict", help="predict anomalies with a trained model, write VIA")
     p.add_argument("--model", required=True, metavar="MODEL.pt")
@@ -477,6 +627,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.5, help="anomaly probability (0.5)")
     p.add_argument("--min-area", type=float, default=16, metavar="PX", help="drop smaller (16)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    p.add_argument(
+        "--heatmaps", metavar="DIR", help="also write each image's anomaly map (float32 TIFF)"
+    )
     p.add_argument(
         "--shard",
         metavar="I/N",
@@ -504,6 +657,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="image score from which an image is called anomalous (0.5)",
     )
     p.add_argument("--csv", metavar="TABLE.csv", help="write the per-image table")
+    p.add_argument(
+        "--plot", metavar="CURVES.png", help="write ROC and precision-recall curves of image scores"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_evaluate)
 

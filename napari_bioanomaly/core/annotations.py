@@ -148,6 +148,14 @@ def check_class_names(dataset: Dataset, report: ImportReport) -> None:
             report.add("class", f"class names differ only in case or spaces: {listed}")
 
 
+def edit_target(path: str | os.PathLike[str], fmt: str | None) -> Path:
+    """Where edits of an annotation file of format ``fmt`` are saved: VIA files are
+    saved in place; COCO, ImageJ and GeoJSON imports go to ``<stem>.via.json`` beside
+    them (the original is never overwritten)."""
+    path = Path(path)
+    return path if fmt in VIA_FORMATS else path.with_name(path.stem + ".via.json")
+
+
 def find_annotation_file(folder: str | os.PathLike[str]) -> Path | None:
     """The annotation file of a dataset folder, or ``None``.
 

@@ -14,6 +14,12 @@ Two scorings are reported:
   IoU >= threshold to some ground truth is a TP, otherwise an FP (split into "no
   overlap" and "overlap below threshold"); ground truth that no TP matches is an
   FN; accuracy = TP / (TP + FP + FN).
+
+Also reported: per-class scores (ground truth and predictions of one class only),
+agreement of the classes of matched regions (confusion matrix and Cohen's kappa),
+and image-level scores (an image is anomalous when it has ground truth; its score
+is the ``anomaly_score`` file attribute of its prediction, from the unsupervised
+models, or else its best region score).
 """
 
 from __future__ import annotations
@@ -243,7 +249,11 @@ def score_image(
     group_by: Iterable[str] = (),
 ) -> ImageScore:
     """Compare an image's predictions (scoring >= ``score_threshold``) with its ground truth."""
-    cache = ImageCache(gt, pred, group_by)
+    return _study_score(ImageCache(gt, pred, group_by), iou_threshold, score_threshold)
+
+
+def _study_score(cache: ImageCache, iou_threshold: float, score_threshold: float) -> ImageScore:
+    """The image's row with the study scoring filled in."""
     out = cache.score(iou_threshold, score_threshold)
     keep = cache.scores >= score_threshold
     pm = cache.pred.subset(keep)
@@ -298,6 +308,78 @@ def summarise(rows: Sequence[ImageScore]) -> dict[str, Any]:
     }
 
 
+#: File attribute of a prediction with its image anomaly score (unsupervised models).
+ANOMALY_SCORE = "anomaly_score"
+
+
+def _image_score(pred: ImageRecord | None) -> float | None:
+    if pred is None or ANOMALY_SCORE not in pred.file_attributes:
+        return None
+    try:
+        return float(pred.file_attributes[ANOMALY_SCORE])
+    except (TypeError, ValueError):
+        return None
+
+
+def _only(record: ImageRecord | None, label: str) -> ImageRecord | None:
+    if record is None:
+        return None
+    return ImageRecord(
+        record.filename, record.shape, record.file_attributes,
+        regions=[r for r in record.regions if r.label == label],
+    )  # fmt: skip
+
+
+def per_class(
+    pairs: Sequence[tuple[ImageRecord, ImageRecord | None]],
+    iou_threshold: float = 0.5,
+    score_threshold: float = 0.0,
+    matched: Sequence[tuple[str, str]] = (),
+) -> dict[str, dict[str, Any]]:
+    """Scores of each class alone: its ground truth against predictions of that class.
+
+    ``found`` is the share of the class's ground truth matched by a prediction of
+    any class (from ``matched``, the class-agnostic matching): what a
+    class-agnostic model, such as the unsupervised ones, finds of each class.
+    """
+    found = defaultdict(int)
+    for truth, _ in matched:
+        found[truth] += 1
+    labels = sorted(
+        {r.label for gt, pred in pairs for r in [*gt.regions, *(pred.regions if pred else [])]}
+    )
+    out = {}
+    for label in labels:
+        rows = [
+            ImageCache(_only(gt, label), _only(pred, label)).score(iou_threshold, score_threshold)
+            for gt, pred in pairs
+        ]
+        s = summarise(rows)
+        out[label] = {k: s[k] for k in ("gt", "pred", "tp", "fp", "fn", "precision", "recall",
+                                        "f1", "mean_iou", "pixel_iou")}  # fmt: skip
+        out[label]["found"] = found[label] / s["gt"] if s["gt"] else None
+    return out
+
+
+def class_agreement_summary(matched: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """Confusion matrix and Cohen's kappa of the classes of matched regions.
+
+    Left empty for single-class predictions (nothing to agree on).
+    """
+    from .imagemetrics import class_agreement
+
+    if len({p for _, p in matched}) < 2:
+        return {"matched": 0, "classes": [], "matrix": [], "kappa": None, "agreement": None}
+    classes, matrix, kappa = class_agreement([t for t, _ in matched], [p for _, p in matched])
+    return {
+        "matched": len(matched),
+        "classes": classes,
+        "matrix": matrix.tolist(),
+        "kappa": _finite(kappa),
+        "agreement": float(np.trace(matrix) / matrix.sum()),
+    }
+
+
 def _finite(value: float) -> float | None:
     return None if value != value else value  # NaN (undefined) becomes null in JSON
 
@@ -341,11 +423,17 @@ def evaluate(
     by_name = {im.filename: im for im in pred.images}
     keys = [group_by] if group_by else []
     excluded = set(exclude)
-    rows = [
-        score_image(im, by_name.get(im.filename), iou_threshold, score_threshold, keys)
-        for im in gt.images
+    caches = [ImageCache(im, by_name.get(im.filename), keys) for im in gt.images]
+    rows = [_study_score(c, iou_threshold, score_threshold) for c in caches]
+    keep = [not (group_by and r.group[group_by] in excluded) for r in rows]
+    kept = [r for r, k in zip(rows, keep, strict=True) if k]
+    pairs = [(im, by_name.get(im.filename)) for im, k in zip(gt.images, keep, strict=True) if k]
+    matched = [
+        pair
+        for c, k in zip(caches, keep, strict=True)
+        if k
+        for pair in c.matched_labels(iou_threshold, score_threshold)
     ]
-    kept = [r for r in rows if not (group_by and r.group[group_by] in excluded)]
     groups: dict[str, list[ImageScore]] = defaultdict(list)
     if group_by:
         for r in kept:
@@ -353,6 +441,8 @@ def evaluate(
     return {
         **summarise(kept),
         "image_level": image_level(kept, image_threshold),
+        "classes": per_class(pairs, iou_threshold, score_threshold, matched),
+        "class_agreement": class_agreement_summary(matched),
         "iou_threshold": iou_threshold,
         "score_threshold": score_threshold,
         "group_by": group_by,
@@ -376,6 +466,9 @@ class ImageCache:
         self.group = {k: str(gt.file_attributes.get(k, "")) for k in group_by}
         preds = list(pred.regions) if pred is not None else []
         self.scores = np.array([1.0 if r.score is None else r.score for r in preds], dtype=float)
+        self.gt_labels = [r.label for r in gt.regions]
+        self.pred_labels = [r.label for r in preds]
+        self.image_score = _image_score(pred)
         both = rasterise_spans([r.polygon for r in [*gt.regions, *preds]], shape)
         n_gt = len(gt.regions)
         is_gt = both[0] < n_gt
@@ -406,8 +499,21 @@ class ImageCache:
             iou_sum=float(iou[rows, cols].sum()),
             inter_px=int(inter),
             union_px=int(self.gt_area + area_pred - inter),
-            score=float(self.scores[keep].max()) if len(keep) else 0.0,
+            score=self.image_score
+            if self.image_score is not None
+            else (float(self.scores[keep].max()) if len(keep) else 0.0),
         )
+
+    def matched_labels(
+        self, iou_threshold: float = 0.5, score_threshold: float = 0.0
+    ) -> list[tuple[str, str]]:
+        """(ground-truth class, predicted class) of each matched pair."""
+        keep = np.flatnonzero(self.scores >= score_threshold)
+        rows, cols = match(self.iou[:, keep], iou_threshold)
+        return [
+            (self.gt_labels[r], self.pred_labels[keep[c]])
+            for r, c in zip(rows.tolist(), cols.tolist(), strict=True)
+        ]
 
     def unmatched(
         self, iou_threshold: float = 0.5, score_threshold: float = 0.0

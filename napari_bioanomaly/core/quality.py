@@ -8,11 +8,13 @@ of the pixels, with a threshold that can be changed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
 from .images import to_grayscale
+from .model import BioAnomalyError, ImageRecord
 
 
 @dataclass(frozen=True)
@@ -71,3 +73,41 @@ def check(image: np.ndarray, limits: QualityThresholds = QualityThresholds()) ->
     if std >= limits.uniform_std and levels > limits.binary_levels and focus < limits.focus_min:
         flags.append("out of focus")
     return QualityReport(std, levels, p75, saturated, focus, tuple(flags))
+
+
+#: File attribute that keeps an image's flags in the annotation file ("ok" when none).
+QC_ATTRIBUTE = "qc"
+
+
+def flags_to_text(flags: tuple[str, ...] | list[str]) -> str:
+    """The stored form: ``"ok"`` or the flags joined by ``"; "``."""
+    return "; ".join(flags) if flags else "ok"
+
+
+def flags_from_text(text: object) -> tuple[str, ...] | None:
+    """Flags of a stored attribute; ``None`` when the image was never checked."""
+    if text is None or str(text).strip() == "":
+        return None
+    value = str(text).strip()
+    return () if value == "ok" else tuple(f.strip() for f in value.split(";") if f.strip())
+
+
+def check_record(root: str | Path, record: ImageRecord, store: bool = True) -> tuple[str, ...]:
+    """Flags of a dataset image (``("unreadable",)`` when it cannot be read), kept in its
+    :data:`QC_ATTRIBUTE` file attribute when ``store``."""
+    from .fileio import resolve_image
+    from .images import read_image
+
+    try:
+        flags = check(read_image(resolve_image(Path(root), record.filename))).flags
+    except BioAnomalyError:
+        flags = ("unreadable",)
+    if store:
+        record.file_attributes[QC_ATTRIBUTE] = flags_to_text(flags)
+    return flags
+
+
+def stored_or_checked(root: str | Path, record: ImageRecord) -> tuple[str, ...]:
+    """The stored flags of an image, or a fresh check when it has none (not stored)."""
+    stored = flags_from_text(record.file_attributes.get(QC_ATTRIBUTE))
+    return stored if stored is not None else check_record(root, record, store=False)

@@ -109,7 +109,7 @@ class AnnotationSession:
         if report.format not in annotations.VIA_FORMATS:
             # COCO, ImageJ or GeoJSON are imported: edits go to a VIA project beside them
             imported_from = path
-            path = path.with_name(path.stem + ".via.json")
+            path = annotations.edit_target(path, report.format)
             report.add(
                 "file",
                 f"imported from {report.format} file {imported_from.name}; "

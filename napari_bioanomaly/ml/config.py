@@ -8,8 +8,15 @@ from typing import Any
 
 from ..core.model import BioAnomalyError
 
-MODELS = ("unet", "maskrcnn")
+#: Supervised segmentation models (learn the annotated classes).
+SEGMENTATION_MODELS = ("unet", "maskrcnn")
+#: Unsupervised anomaly models (learn what normal looks like; one class "anomaly").
+ANOMALY_MODELS = ("autoencoder", "memory")
+#: The classic baseline: a random forest on multi-scale filter features.
+CLASSIC_MODELS = ("forest",)
+MODELS = SEGMENTATION_MODELS + ANOMALY_MODELS + CLASSIC_MODELS
 DEVICES = ("auto", "cpu", "cuda", "mps")
+CLASS_WEIGHTS = ("none", "balanced")
 
 
 @dataclass(frozen=True)
@@ -19,7 +26,10 @@ class TrainConfig:
     Parameters
     ----------
     model
-        ``unet`` (default; small, trains on a laptop CPU) or ``maskrcnn``.
+        ``unet`` (default; small, trains on a laptop CPU), ``maskrcnn``, the
+        unsupervised ``autoencoder`` and ``memory`` (a PatchCore-style memory
+        bank of features of an autoencoder trained here), or ``forest`` (random
+        forest on multi-scale filter features, the classic baseline).
     epochs, steps_per_epoch
         Length of training; an epoch is ``steps_per_epoch`` batches of random tiles.
     tile, batch
@@ -48,6 +58,16 @@ class TrainConfig:
         Optional local weights file for Mask R-CNN (no downloads).
     num_workers
         Data loader processes (0 reads in the training thread).
+    class_balance
+        Rare-class oversampling: anomaly tiles pick a class uniformly first,
+        then one of its regions (otherwise every region is equally likely, so
+        common classes dominate).
+    class_weights
+        ``none`` or ``balanced``: loss weights inverse to the square root of
+        each class's pixel share in the training images (U-Net and forest).
+    exclude_qc
+        Leave images with image-quality flags (uniform, binary, dim, saturated,
+        out of focus; see :mod:`napari_bioanomaly.core.quality`) out of training.
     """
 
     model: str = "unet"
@@ -69,6 +89,9 @@ class TrainConfig:
     base_channels: int = 16
     weights: str | None = None
     num_workers: int = 0
+    class_balance: bool = False
+    class_weights: str = "none"
+    exclude_qc: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -89,6 +112,11 @@ class TrainConfig:
             problems.append("val_fraction must be in [0, 1)")
         if not 0 <= self.low < self.high <= 100:
             problems.append("percentiles must satisfy 0 <= low < high <= 100")
+        if self.class_weights not in CLASS_WEIGHTS:
+            choices = ", ".join(CLASS_WEIGHTS)
+            problems.append(f"class_weights must be one of {choices}, not {self.class_weights!r}")
+        elif self.class_weights != "none" and self.model not in ("unet", "forest"):
+            problems.append("class weights apply to the unet and forest models only")
         if self.num_workers < 0:
             problems.append("num_workers must be >= 0")
         if problems:
@@ -109,6 +137,11 @@ class TrainConfig:
         if "val_values" in kwargs:
             kwargs["val_values"] = tuple(kwargs["val_values"])
         return cls(**kwargs)
+
+    @property
+    def unsupervised(self) -> bool:
+        """Whether the model learns normal appearance only (no classes)."""
+        return self.model in ANOMALY_MODELS
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)

@@ -143,7 +143,7 @@ class ImageCache:
         return data
 
 
-def _crop(array: np.ndarray, r0: int, c0: int, tile: int, fill: float = 0) -> np.ndarray:
+def crop(array: np.ndarray, r0: int, c0: int, tile: int, fill: float = 0) -> np.ndarray:
     """A ``tile`` x ``tile`` window at ``(r0, c0)``, padded with ``fill`` outside the array."""
     out = np.full((tile, tile), fill, dtype=array.dtype)
     rs, cs = max(r0, 0), max(c0, 0)
@@ -170,8 +170,63 @@ def augment(
     return image.astype(np.float32), cls, inst
 
 
+def balanced_weights(counts: np.ndarray) -> np.ndarray:
+    """Class weights inverse to the square root of each class's count, mean 1 over the
+    classes present (absent classes get 1): rare classes count more, without the
+    instability of plain inverse frequencies."""
+    counts = np.asarray(counts, dtype=float)
+    present = counts > 0
+    w = np.ones(len(counts))
+    if present.any():
+        w[present] = np.sqrt(counts[present].sum() / (present.sum() * counts[present]))
+        w[present] /= w[present].mean()
+    return w
+
+
+def pixel_counts(dataset: Dataset, indices: list[int], classes: list[str]) -> np.ndarray:
+    """Pixels of background and of each class in the images (from polygon areas)."""
+    counts = np.zeros(len(classes) + 1)
+    for i in indices:
+        im = dataset.images[i]
+        total = float(np.prod(im.shape)) if im.shape else 0.0
+        used = 0.0
+        for r in im.regions:
+            if r.label in classes:
+                counts[classes.index(r.label) + 1] += r.area
+                used += r.area
+        counts[0] += max(total - used, 0.0)
+    return counts
+
+
+def quality_filter(
+    dataset: Dataset, indices: list[int]
+) -> tuple[list[int], list[tuple[str, tuple[str, ...]]]]:
+    """Images without quality flags, and the (file, flags) of those left out.
+
+    Stored flags (the ``qc`` file attribute) are used; images never checked are
+    checked now.
+    """
+    from ..core.quality import stored_or_checked
+
+    root = dataset.root or Path(".")
+    kept, dropped = [], []
+    for i in indices:
+        flags = stored_or_checked(root, dataset.images[i])
+        if flags:
+            dropped.append((dataset.images[i].filename, flags))
+        else:
+            kept.append(i)
+    return kept, dropped
+
+
 class TileSampler:
-    """Random training tiles of the given images, oversampling annotated regions."""
+    """Random training tiles of the given images, oversampling annotated regions.
+
+    With ``config.class_balance`` an anomaly tile first draws a class uniformly,
+    then one of its regions: rare classes are seen as often as common ones. For
+    the unsupervised models tiles are drawn uniformly (annotations only mask
+    the loss) and no annotation is needed.
+    """
 
     def __init__(
         self, dataset: Dataset, indices: list[int], classes: list[str], config: TrainConfig
@@ -187,7 +242,11 @@ class TileSampler:
             for j, r in enumerate(dataset.images[i].regions)
             if r.label in classes
         ]
-        if not self.regions:
+        self.by_class = [[(i, j) for i, j in self.regions
+                          if dataset.images[i].regions[j].label == c] for c in classes]  # fmt: skip
+        self.by_class = [group for group in self.by_class if group]
+        self.anomaly_fraction = 0.0 if config.unsupervised else config.anomaly_fraction
+        if not self.regions and not config.unsupervised:
             raise BioAnomalyError(
                 "no annotated anomalies in the training images: annotate some regions first"
             )
@@ -195,8 +254,12 @@ class TileSampler:
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One tile: normalised image (float32), class mask (int64), instance mask (int32)."""
         tile = self.config.tile
-        if rng.random() < self.config.anomaly_fraction:
-            index, j = self.regions[int(rng.integers(len(self.regions)))]
+        if rng.random() < self.anomaly_fraction:
+            if self.config.class_balance:
+                group = self.by_class[int(rng.integers(len(self.by_class)))]
+                index, j = group[int(rng.integers(len(group)))]
+            else:
+                index, j = self.regions[int(rng.integers(len(self.regions)))]
             image = self.cache(index)
             r0, c0, r1, c1 = self.dataset.images[index].regions[j].bbox
             centre = rng.uniform((r0, c0), (max(r1, r0 + 1), max(c1, c0 + 1)))
@@ -217,7 +280,7 @@ class TileSampler:
                 (rows - tile) // 2 if rows < tile else r,
                 (cols - tile) // 2 if cols < tile else c,
             )
-        img = _crop(image, r, c, tile)
+        img = crop(image, r, c, tile)
         cls, inst = rasterise(self.dataset.images[index], self.classes, (tile, tile), (r, c))
         if self.config.augment:
             img, cls, inst = augment(rng, img, cls, inst)
@@ -274,6 +337,6 @@ def validation_tiles(
         for r in range(0, max(rows - tile, 0) + 1, tile):
             for c in range(0, max(cols - tile, 0) + 1, tile):
                 cls, inst = rasterise(dataset.images[i], classes, (tile, tile), (r, c))
-                item = (_crop(image, r, c, tile), cls, inst)
+                item = (crop(image, r, c, tile), cls, inst)
                 (with_anomaly if cls.any() else without).append(item)
     return (with_anomaly + without)[:max_tiles]

@@ -69,14 +69,18 @@ class UNet(nn.Module):
         return self.head(x)
 
 
-def unet_loss(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    """Class cross-entropy, plus foreground-vs-background BCE and soft Dice.
+def unet_loss(
+    logits: torch.Tensor, classes: torch.Tensor, class_weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Class cross-entropy (weighted by ``class_weights`` if given), plus
+    foreground-vs-background BCE and soft Dice.
 
     Anomalies cover few pixels and come in several classes: the two foreground
     terms look at "any anomaly" (probability ``1 - p(background)``), so the
     model learns where anomalies are even while it still confuses their classes.
     """
-    ce = F.cross_entropy(logits, classes)
+    weight = None if class_weights is None else class_weights.to(logits.device, torch.float32)
+    ce = F.cross_entropy(logits.float(), classes, weight=weight)
     fg_logit = torch.logsumexp(logits[:, 1:], dim=1) - logits[:, 0]
     fg = (classes > 0).float()
     bce = F.binary_cross_entropy_with_logits(fg_logit, fg)
@@ -160,7 +164,11 @@ def maskrcnn_targets(
 def build(
     kind: str, n_classes: int, tile: int, base: int = 16, weights: str | None = None
 ) -> nn.Module:
-    """The model of ``kind`` (``unet`` or ``maskrcnn``) for ``n_classes`` anomaly classes."""
+    """The network of ``kind`` for ``n_classes`` anomaly classes (the forest is no network)."""
+    if kind == "autoencoder":
+        from .anomaly import AutoEncoder
+
+        return AutoEncoder(base)
     if kind == "unet":
         return UNet(n_classes, base=base)
     if kind == "maskrcnn":
@@ -174,10 +182,18 @@ def loss(
     images: torch.Tensor,
     classes: torch.Tensor,
     instances: torch.Tensor,
+    class_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Training loss of a batch (the model is in training mode)."""
+    """Training loss of a batch (the model is in training mode).
+
+    ``class_weights`` (background first) weight the U-Net's cross-entropy.
+    """
+    if kind == "autoencoder":
+        from .anomaly import loss as reconstruction_loss
+
+        return reconstruction_loss(model, images, classes)
     if kind == "unet":
-        return unet_loss(model(images), classes)
+        return unet_loss(model(images), classes, class_weights)
     losses = model(list(images), maskrcnn_targets(classes, instances))
     return sum(losses.values())
 

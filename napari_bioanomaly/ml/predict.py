@@ -14,7 +14,7 @@ score and ``model`` as source.
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,46 +24,56 @@ import torch
 from ..core.fileio import resolve_image
 from ..core.images import read_image
 from ..core.model import BioAnomalyError, Dataset, ImageRecord, Region
-from . import models
-from .config import TrainConfig
+from . import anomaly, models
+from .config import ANOMALY_MODELS, TrainConfig
 from .data import normalise
+from .tiling import blend_tiles
 from .train import load_checkpoint, model_from_checkpoint, pick_device
+
+#: File attribute of predictions holding the image anomaly score of the unsupervised models.
+ANOMALY_SCORE = "anomaly_score"
 
 
 @dataclass
 class Predictor:
     """A trained model ready to predict, with what it needs from its checkpoint."""
 
-    model: torch.nn.Module
+    model: torch.nn.Module | None
     kind: str
     classes: list[str]
     config: TrainConfig
     device: torch.device
+    #: ``scoring`` (calibration and memory bank) of the unsupervised models, ``forest``
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> Predictor:
         ckpt = load_checkpoint(path)
         dev = pick_device(device)
         config = TrainConfig.from_dict(ckpt["config"])
-        return cls(
-            model_from_checkpoint(ckpt, dev), config.model, list(ckpt["classes"]), config, dev
-        )
+        classes = list(ckpt["classes"])
+        if config.model == "forest":
+            from .forest import Forest
 
+            if "forest" not in ckpt:
+                raise BioAnomalyError(f"{path}: forest checkpoint without its trees")
+            forest = Forest.from_state(ckpt["forest"])
+            return cls(None, config.model, classes, config, dev, {"forest": forest})
+        extra = {}
+        if config.unsupervised:
+            if "scoring" not in ckpt:
+                raise BioAnomalyError(
+                    f"{path}: anomaly scores not calibrated (a .last.pt file, or training "
+                    "stopped early): use the best checkpoint, or resume the training to its end"
+                )
+            extra["scoring"] = ckpt["scoring"]
+            if config.model == "memory":
+                return cls(None, config.model, classes, config, dev, extra)
+        return cls(model_from_checkpoint(ckpt, dev), config.model, classes, config, dev, extra)
 
-def _window(tile: int) -> np.ndarray:
-    """Blending weights of a tile: 1 in the middle, falling to near 0 at the border."""
-    ramp = np.minimum(np.arange(tile) + 1, np.arange(tile)[::-1] + 1) / (tile / 4)
-    w = np.clip(ramp, 0.02, 1.0)
-    return np.outer(w, w).astype(np.float32)
-
-
-def _starts(size: int, tile: int, stride: int) -> list[int]:
-    if size <= tile:
-        return [0]
-    starts = list(range(0, size - tile + 1, stride))
-    if starts[-1] != size - tile:
-        starts.append(size - tile)
-    return starts
+    @property
+    def unsupervised(self) -> bool:
+        return self.kind in ANOMALY_MODELS
 
 
 @torch.no_grad()
@@ -74,41 +84,50 @@ def class_probabilities(
     overlap: float = 0.25,
     batch: int = 4,
 ) -> np.ndarray:
-    """Per-class probabilities ``(n_classes + 1, rows, cols)`` of an image (0 = background)."""
+    """Per-class probabilities ``(n_classes + 1, rows, cols)`` of an image (0 = background).
+
+    For the unsupervised models the classes are background and ``anomaly``, and
+    the anomaly "probability" is the calibrated anomaly map (see :mod:`.anomaly`).
+    """
+    return predict_image(predictor, image, tile, overlap, batch)[0]
+
+
+@torch.no_grad()
+def predict_image(
+    predictor: Predictor,
+    image: np.ndarray,
+    tile: int | None = None,
+    overlap: float = 0.25,
+    batch: int = 4,
+) -> tuple[np.ndarray, float | None]:
+    """Class probabilities of an image and, for the unsupervised models, its image score."""
     model, kind = predictor.model, predictor.kind
     tile = tile or predictor.config.tile
     norm = normalise(image, predictor.config.low, predictor.config.high)
-    rows, cols = norm.shape
-    # pad to at least one tile, and to a multiple of 16 (the U-Net halves four times)
-    pr, pc = max(tile, -(-rows // 16) * 16), max(tile, -(-cols // 16) * 16)
-    padded = np.pad(norm, ((0, pr - rows), (0, pc - cols)), mode="reflect" if rows > 1 else "edge")
-    n_out = len(predictor.classes) + 1
-    acc = np.zeros((n_out, pr, pc), dtype=np.float32)
-    weight = np.zeros((pr, pc), dtype=np.float32)
-    window = _window(tile)
-    stride = max(16, int(tile * (1 - overlap)))
-    origins = [(r, c) for r in _starts(pr, tile, stride) for c in _starts(pc, tile, stride)]
-    model.eval()
-    for k in range(0, len(origins), batch):
-        chunk = origins[k : k + batch]
-        x = torch.from_numpy(
-            np.stack([padded[r : r + tile, c : c + tile] for r, c in chunk])[:, None]
+    if kind == "forest":
+        return predictor.extra["forest"].probabilities(norm), None
+
+    if kind in ANOMALY_MODELS:
+        heat, score = anomaly.image_map(
+            kind, norm, model, predictor.extra["scoring"], predictor.config, predictor.device
         )
-        x = x.to(predictor.device)
+        return np.stack([1.0 - heat, heat]), score
+    assert model is not None
+    model.eval()
+    n_out = len(predictor.classes) + 1
+
+    def probabilities(x: torch.Tensor) -> np.ndarray:
         if kind == "unet":
-            probs = torch.softmax(model(x).float(), dim=1).cpu().numpy()
-        else:
-            cls_map, fg = models.predict_classes(kind, model, x)
-            cls_map, fg = cls_map.cpu().numpy(), fg.cpu().numpy()
-            probs = np.zeros((len(chunk), n_out, tile, tile), dtype=np.float32)
-            probs[:, 0] = 1.0 - fg
-            for i in range(len(chunk)):
-                for c in range(1, n_out):
-                    probs[i, c] = np.where(cls_map[i] == c, fg[i], 0.0)
-        for (r, c), p in zip(chunk, probs, strict=True):
-            acc[:, r : r + tile, c : c + tile] += p * window
-            weight[r : r + tile, c : c + tile] += window
-    return (acc / np.maximum(weight, 1e-6))[:, :rows, :cols]
+            return torch.softmax(model(x).float(), dim=1).cpu().numpy()
+        cls_map, fg = models.predict_classes(kind, model, x)
+        cls_map, fg = cls_map.cpu().numpy(), fg.cpu().numpy()
+        probs = np.zeros((len(x), n_out, *x.shape[-2:]), dtype=np.float32)
+        probs[:, 0] = 1.0 - fg
+        for c in range(1, n_out):
+            probs[:, c] = np.where(cls_map == c, fg, 0.0)
+        return probs
+
+    return blend_tiles(norm, tile, probabilities, predictor.device, overlap, batch), None
 
 
 def regions_from_probabilities(
@@ -170,6 +189,7 @@ def predict_dataset(
     min_area: float = 16.0,
     tolerance: float = 0.5,
     done: dict[str, ImageRecord] | None = None,
+    heatmaps: str | Path | None = None,
 ) -> Generator[PredictEvent, None, Dataset]:
     """Predict every image of ``dataset``; yields progress, returns the predictions.
 
@@ -177,7 +197,10 @@ def predict_dataset(
     with predicted regions. Images in ``done`` (from an interrupted run) are taken
     from there, not predicted again. Unreadable images are reported in an event
     and keep no regions. Each event carries the image's finished record, so a
-    caller can keep a manifest of the work done.
+    caller can keep a manifest of the work done. The unsupervised models also
+    give each image its anomaly score (file attribute :data:`ANOMALY_SCORE`);
+    with ``heatmaps`` a folder, each image's anomaly map (``1 - p(background)``,
+    float32 TIFF) is written there under the image's name.
     """
     root = dataset.root or Path(".")
     done = done or {}
@@ -198,12 +221,39 @@ def predict_dataset(
             yield PredictEvent(i + 1, len(dataset.images), im.filename, 0, str(exc), record)
             continue
         record.shape = pixels.shape[:2]
-        probs = class_probabilities(predictor, pixels)
+        probs, image_score = predict_image(predictor, pixels)
+        if image_score is not None:
+            record.file_attributes[ANOMALY_SCORE] = image_score
+        if heatmaps is not None:
+            write_heatmap(heatmap_path(heatmaps, im.filename), 1.0 - probs[0])
         record.regions = regions_from_probabilities(
             probs, predictor.classes, threshold, min_area, tolerance
         )
         yield PredictEvent(i + 1, len(dataset.images), im.filename, len(record.regions), "", record)
     return out
+
+
+def heatmap_path(folder: str | Path, filename: str) -> Path:
+    """Where the heatmap of an image goes: its name as a ``.tif`` inside ``folder``."""
+    folder = Path(folder).resolve()
+    target = (folder / filename).with_suffix(".tif").resolve()
+    if not target.is_relative_to(folder):
+        raise BioAnomalyError(f"{filename}: heatmap would be written outside {folder}")
+    return target
+
+
+def write_heatmap(path: Path, heat: np.ndarray) -> Path:
+    """Write a float32 heatmap TIFF atomically (the previous file kept as ``.bak``)."""
+    import io
+
+    import tifffile
+
+    from ..core.fileio import atomic_write
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, heat.astype(np.float32), compression="zlib")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, lambda fh: fh.write(buf.getvalue()))
 
 
 def shard(dataset: Dataset, index: int, count: int) -> Dataset:

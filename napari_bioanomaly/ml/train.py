@@ -22,7 +22,7 @@ import torch
 from ..core.fileio import atomic_write
 from ..core.metrics import MatchCounts, instance_counts, pixel_iou
 from ..core.model import BioAnomalyError, Dataset
-from . import data, models
+from . import anomaly, data, models
 from .config import TrainConfig
 from .distributed import Dist
 
@@ -37,7 +37,8 @@ class TrainEvent:
     """Progress of a training run.
 
     ``kind`` is ``"step"`` (after each optimiser step), ``"epoch"`` (after each
-    validation, with the validation fields set) or ``"warning"`` (``message``
+    validation, with the validation fields set), ``"status"`` (``message`` says
+    what the run is doing, e.g. calibrating) or ``"warning"`` (``message``
     says what happened, e.g. the batch was halved after running out of memory).
     """
 
@@ -56,6 +57,8 @@ class TrainEvent:
     eta_s: float | None = None
     batch: int | None = None
     message: str = ""
+    val_auc: float | None = None
+    val_pixel_auc: float | None = None
 
 
 @dataclass
@@ -100,6 +103,29 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
     return atomic_write(path, lambda fh: fh.write(raw))
 
 
+def checkpoint_payload(
+    config: TrainConfig,
+    classes: list[str],
+    history: list[dict[str, Any]],
+    epoch: int,
+    best: float | None,
+    class_weights: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """The fields every checkpoint has; the model's own state is added by the caller
+    (``state_dict`` for networks, ``forest``, ``scoring`` for anomaly models)."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "config": config.to_dict(),
+        "classes": classes,
+        "normalisation": {"method": "percentile", "low": config.low, "high": config.high},
+        "history": history,
+        "epoch": epoch,
+        "best_f1": best,
+        "class_weights": None if class_weights is None else [float(w) for w in class_weights],
+    }
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint as data only (``weights_only=True``: no code from the file runs)."""
     path = Path(path)
@@ -123,6 +149,8 @@ def model_from_checkpoint(
 ) -> torch.nn.Module:
     """The trained model of a checkpoint, in eval mode on ``device``."""
     config = TrainConfig.from_dict(ckpt["config"])
+    if "state_dict" not in ckpt:
+        raise BioAnomalyError(f"a {config.model} checkpoint holds no network weights")
     model = models.build(config.model, len(ckpt["classes"]), config.tile, config.base_channels)
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval()
@@ -153,6 +181,21 @@ def _next_batch(stream: Any, batch: int, device: torch.device) -> tuple[torch.Te
     return tuple(torch.stack(t).to(device, non_blocking=True) for t in zip(*items, strict=True))
 
 
+def count_prediction(inst: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Raw counts (see :func:`validate`) of one predicted class map against true instances."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(pred > 0)
+    if n:
+        sizes = np.bincount(labels.ravel())
+        small = sizes < MIN_AREA
+        small[0] = False
+        labels[small[labels]] = 0
+    counts = instance_counts(inst, labels)
+    i, u = pixel_iou(inst, labels)
+    return np.array([0.0, 0.0, i, u, counts.tp, counts.fp, counts.fn, 1.0])
+
+
 def validate(
     kind: str,
     model: torch.nn.Module,
@@ -166,11 +209,8 @@ def validate(
     predicted instances are the connected components of the predicted foreground
     without specks smaller than :data:`MIN_AREA` pixels; the loss is the U-Net's only.
     """
-    from scipy import ndimage
-
     model.eval()
-    counts = MatchCounts()
-    inter = union = 0
+    raw = np.zeros(8)
     losses = []
     with torch.no_grad():
         for start in range(0, len(tiles), batch):
@@ -181,26 +221,10 @@ def validate(
                 losses.append(float(models.unet_loss(model(images).float(), classes)))
             pred, _ = models.predict_classes(kind, model, images)
             for (_, _, inst), p in zip(chunk, pred.cpu().numpy(), strict=True):
-                labels, n = ndimage.label(p > 0)
-                if n:
-                    sizes = np.bincount(labels.ravel())
-                    small = sizes < MIN_AREA
-                    small[0] = False
-                    labels[small[labels]] = 0
-                counts = counts + instance_counts(inst, labels)
-                i, u = pixel_iou(inst, labels)
-                inter, union = inter + i, union + u
+                raw += count_prediction(inst, p)
     model.train()
-    return [
-        float(sum(losses)),
-        float(len(losses)),
-        inter,
-        union,
-        counts.tp,
-        counts.fp,
-        counts.fn,
-        len(tiles),
-    ]
+    raw[0], raw[1] = float(sum(losses)), float(len(losses))
+    return raw.tolist()
 
 
 def scores(raw: np.ndarray | list[float]) -> tuple[float | None, float, float]:
@@ -218,11 +242,15 @@ def train(
     resume: str | Path | None = None,
     cancel: threading.Event | None = None,
 ) -> Generator[TrainEvent, None, TrainResult]:
-    """Train a model on ``dataset``; the best checkpoint (by validation F1) goes to ``out``.
+    """Train a model on ``dataset``; the best checkpoint goes to ``out``.
 
-    Yields :class:`TrainEvent` and returns a :class:`TrainResult`. The last state
-    is kept in ``MODEL.last.pt`` after every epoch and on cancel, and ``resume``
-    continues from such a file (same model and classes).
+    The best is chosen by validation F1 (supervised networks), by validation
+    image ROC-AUC (autoencoder; by validation loss when the validation images
+    are all normal or all anomalous). The forest and the memory bank are fitted
+    in one pass. Yields :class:`TrainEvent` and returns a :class:`TrainResult`.
+    The last state of a network is kept in ``MODEL.last.pt`` after every epoch
+    and on cancel, and ``resume`` continues from such a file (same model and
+    classes).
 
     Raises
     ------
@@ -233,21 +261,42 @@ def train(
     out = Path(out)
     cancel = cancel or threading.Event()
     torch.manual_seed(config.seed)
-    classes = data.class_names(dataset)
-    if not classes:
+    data_classes = data.class_names(dataset)
+    if not data_classes and not config.unsupervised:
         raise BioAnomalyError("no annotated anomalies in the dataset: annotate some regions first")
+    # the unsupervised models learn one class; annotations (if any) only mask their loss
+    classes = ["anomaly"] if config.unsupervised else data_classes
     train_idx, val_idx = data.split(dataset, config)
+    if config.exclude_qc:
+        train_idx, dropped = data.quality_filter(dataset, train_idx)
+        if dropped:
+            names = ", ".join(f"{name} ({'; '.join(flags)})" for name, flags in dropped[:5])
+            more = f" and {len(dropped) - 5} more" if len(dropped) > 5 else ""
+            yield TrainEvent(
+                "warning", 0, config.epochs, 0, config.steps_per_epoch,
+                message=f"{len(dropped)} image(s) with quality flags left out of training: "
+                f"{names}{more}",
+            )  # fmt: skip
     if not train_idx:
-        raise BioAnomalyError("no training images left after the validation split")
+        raise BioAnomalyError("no training images left after the validation split and QC")
     data.check_images(dataset, train_idx + val_idx)
-    sampler = data.TileSampler(dataset, train_idx, classes, config)
-    val_tiles = data.validation_tiles(dataset, val_idx, classes, config)
+    if config.model == "forest":
+        from .forest import train_forest
+
+        return (yield from train_forest(dataset, config, out, classes, train_idx, val_idx, cancel))
+    if config.model == "memory":
+        return (yield from anomaly.train_memory(dataset, config, out, train_idx, val_idx, cancel))
+    sampler = data.TileSampler(dataset, train_idx, data_classes, config)
+    val_tiles = data.validation_tiles(dataset, val_idx, data_classes, config)
+    weights = None
+    if config.class_weights == "balanced":
+        weights = data.balanced_weights(data.pixel_counts(dataset, train_idx, classes))
     device = pick_device(config.device)
     dist = Dist.setup(device)
     try:
         return (
-            yield from _train(config, out, resume, cancel, classes,
-                              sampler, val_tiles, device, dist)
+            yield from _train(config, out, resume, cancel, classes, sampler, val_tiles,
+                              device, dist, weights, val_idx)
         )  # fmt: skip
     finally:
         dist.close()
@@ -263,7 +312,11 @@ def _train(
     val_tiles: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
     device: torch.device,
     dist: Dist,
+    weights: np.ndarray | None = None,
+    val_idx: list[int] | None = None,
 ) -> Generator[TrainEvent, None, TrainResult]:
+    class_weights = None if weights is None else torch.tensor(weights, dtype=torch.float32)
+    scoring: dict[str, Any] | None = None
     if dist.world > 1:
         if device.type == "cuda":
             device = torch.device("cuda", dist.local_rank)
@@ -308,18 +361,13 @@ def _train(
         best_f1 = ckpt.get("best_f1")
     batch = config.batch // dist.world  # per process; the global batch is config.batch
     stream = _batches(sampler, config, dist, start_epoch * config.steps_per_epoch * config.batch)
-    val_tiles = val_tiles[dist.rank :: dist.world]  # each process validates its share
+    if not config.unsupervised:  # each process validates its share
+        val_tiles = val_tiles[dist.rank :: dist.world]
 
     def payload(epoch: int) -> dict[str, Any]:
         return {
-            "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
-            "config": config.to_dict(),
-            "classes": classes,
-            "normalisation": {"method": "percentile", "low": config.low, "high": config.high},
-            "history": history,
-            "epoch": epoch,
-            "best_f1": best_f1,
+            **checkpoint_payload(config, classes, history, epoch, best_f1, weights),
+            **({"scoring": scoring} if scoring is not None else {}),
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "optimizer": optimiser.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -342,7 +390,7 @@ def _train(
             t_data = time.perf_counter() - t0
             try:
                 with torch.autocast(device.type, enabled=use_amp):
-                    value = models.loss(config.model, net, images, cls, inst)
+                    value = models.loss(config.model, net, images, cls, inst, class_weights)
                 optimiser.zero_grad(set_to_none=True)
                 scaler.scale(value).backward()
                 scaler.step(optimiser)
@@ -399,8 +447,17 @@ def _train(
                 eta_s=per_step * remaining,
                 batch=batch,
             )
-        raw = dist.sum(validate(config.model, model, val_tiles, device, batch))
-        val_loss, val_iou, val_f1 = scores(raw) if raw[7] else (None, None, None)
+        val_auc = val_pixel_auc = val_iou = val_f1 = None
+        if config.unsupervised:
+            metrics = anomaly.validate(model, val_tiles, device, batch)
+            val_loss, val_auc, val_pixel_auc = (
+                metrics["val_loss"],
+                metrics["val_auc"],
+                metrics["val_pixel_auc"],
+            )
+        else:
+            raw = dist.sum(validate(config.model, model, val_tiles, device, batch))
+            val_loss, val_iou, val_f1 = scores(raw) if raw[7] else (None, None, None)
 
         record = {
             "epoch": epoch,
@@ -408,10 +465,16 @@ def _train(
             "val_loss": val_loss,
             "val_iou": val_iou,
             "val_f1": val_f1,
+            "val_auc": val_auc,
+            "val_pixel_auc": val_pixel_auc,
             "lr": scheduler.get_last_lr()[0],
         }
         history.append(record)
-        score = val_f1 if val_f1 is not None else -record["loss"]
+        score = next(
+            v
+            for v in (val_f1, val_auc, None if val_loss is None else -val_loss, -record["loss"])
+            if v is not None
+        )
         if best_f1 is None or score > best_f1:
             best_f1 = score
             if dist.main:
@@ -430,5 +493,22 @@ def _train(
             val_f1=val_f1,
             lr=record["lr"],
             batch=batch,
+            val_auc=val_auc,
+            val_pixel_auc=val_pixel_auc,
         )
+    if config.unsupervised and dist.main:
+        # the anomaly scores of the best weights are calibrated (and the memory bank built)
+        yield TrainEvent(
+            "status", config.epochs - 1, config.epochs, config.steps_per_epoch,
+            config.steps_per_epoch, message="calibrating anomaly scores on normal pixels",
+        )  # fmt: skip
+        state = load_checkpoint(best_path or last)
+        model.load_state_dict(state["state_dict"])
+        scoring = anomaly.calibrate_scoring(
+            config.model, model, {}, sampler.dataset, list(val_idx or sampler.indices),
+            config, device,
+        )  # fmt: skip
+        epoch = int(state["epoch"])
+        # the .last.pt checkpoint (for resuming) stays uncalibrated: its weights may differ
+        best_path = save_checkpoint(out, {**payload(epoch), "history": state["history"]})
     return TrainResult(best_path, last, history, best_f1, False, str(device))

@@ -1,0 +1,174 @@
+"""K-fold cross-validation: K models, each tested on images it never saw.
+
+With ``group_by`` a file attribute (e.g. ``cell_line``), whole groups are
+assigned to folds, so the same cell line (or plate, or day) is never on both
+sides: the spread of the scores then says how well a model carries over to a
+new group. Without it, folds are stratified: anomalous and normal images are
+dealt out evenly.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.evaluate import evaluate
+from ..core.model import BioAnomalyError, Dataset
+from .config import TrainConfig
+from .predict import Predictor, predict_dataset, run
+from .train import TrainEvent, train
+
+#: Metrics of each fold that are summarised (dataset-level, from :func:`evaluate`).
+METRICS = ("f1", "precision", "recall", "pixel_iou", "mean_iou", "roc_auc", "average_precision")
+
+
+def folds(dataset: Dataset, k: int, group_by: str | None = None, seed: int = 0) -> list[list[int]]:
+    """Test image indices of each of ``k`` folds; every image is in exactly one.
+
+    Grouped: groups (values of the ``group_by`` file attribute; missing values
+    form their own group) go, largest first, to the fold with the fewest images.
+    Otherwise anomalous and normal images are shuffled (seeded) and dealt in turn.
+    """
+    n = len(dataset.images)
+    if k < 2:
+        raise BioAnomalyError(f"cross-validation needs at least 2 folds, not {k}")
+    if group_by:
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, im in enumerate(dataset.images):
+            groups[str(im.file_attributes.get(group_by, ""))].append(i)
+        if len(groups) < k:
+            raise BioAnomalyError(
+                f"{len(groups)} value(s) of {group_by} ({', '.join(sorted(groups))}) "
+                f"cannot fill {k} folds: use --folds {len(groups)} or fewer"
+            )
+        out: list[list[int]] = [[] for _ in range(k)]
+        for _, members in sorted(groups.items(), key=lambda g: (-len(g[1]), g[0])):
+            smallest = min(range(k), key=lambda f: (len(out[f]), f))
+            out[smallest].extend(members)
+        return [sorted(f) for f in out]
+    if n < k:
+        raise BioAnomalyError(f"{n} image(s) cannot fill {k} folds")
+    rng = np.random.default_rng(seed)
+    anomalous = [i for i, im in enumerate(dataset.images) if im.regions]
+    normal = [i for i, im in enumerate(dataset.images) if not im.regions]
+    out = [[] for _ in range(k)]
+    position = 0
+    for group in (anomalous, normal):
+        for i in rng.permutation(group).tolist():
+            out[position % k].append(i)
+            position += 1
+    return [sorted(f) for f in out]
+
+
+def subset(dataset: Dataset, indices: list[int]) -> Dataset:
+    """A dataset of some of the images (same folder and classes)."""
+    return Dataset(
+        images=[dataset.images[i] for i in indices],
+        root=dataset.root,
+        classes=list(dataset.classes),
+        class_attribute=dataset.class_attribute,
+    )
+
+
+@dataclass(frozen=True)
+class CrossvalEvent:
+    """Progress: a training event of fold ``fold`` or, with ``scores``, a finished fold."""
+
+    fold: int
+    folds: int
+    train: TrainEvent | None = None
+    scores: dict[str, Any] | None = None
+    message: str = ""
+
+
+def _fold_scores(result: dict[str, Any]) -> dict[str, Any]:
+    image = result["image_level"]
+    return {
+        "f1": result["f1"],
+        "precision": result["precision"],
+        "recall": result["recall"],
+        "pixel_iou": result["pixel_iou"],
+        "mean_iou": result["mean_iou"],
+        "roc_auc": image["roc_auc"],
+        "average_precision": image["average_precision"],
+        "kappa": image["kappa"],
+    }
+
+
+def summarise_folds(per_fold: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Mean, sample standard deviation, minimum and maximum of each metric over the folds
+    where it is defined."""
+    out = {}
+    for name in (*METRICS, "kappa"):
+        values = [f[name] for f in per_fold if f.get(name) is not None]
+        if not values:
+            out[name] = {"mean": None, "std": None, "min": None, "max": None, "folds": 0}
+            continue
+        arr = np.asarray(values, dtype=float)
+        out[name] = {
+            "mean": float(arr.mean()),
+            "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0,
+            "min": float(arr.min()),
+            "max": float(arr.max()),
+            "folds": len(arr),
+        }
+    return out
+
+
+def crossval(
+    dataset: Dataset,
+    config: TrainConfig,
+    k: int,
+    out_dir: str | Path,
+    group_by: str | None = None,
+    iou_threshold: float = 0.5,
+    cancel: threading.Event | None = None,
+) -> Generator[CrossvalEvent, None, dict[str, Any]]:
+    """Train on K-1 folds, predict and score the held-out fold, K times.
+
+    Models go to ``out_dir/fold<i>.pt``. Returns the per-fold scores, their
+    summary (:func:`summarise_folds`) and the folds' test images.
+    """
+    cancel = cancel or threading.Event()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    test_folds = folds(dataset, k, group_by, config.seed)
+    per_fold = []
+    for f, test in enumerate(test_folds):
+        held_out = set(test)
+        train_part = subset(dataset, [i for i in range(len(dataset.images)) if i not in held_out])
+        test_part = subset(dataset, test)
+        groups = sorted({str(im.file_attributes.get(group_by, "")) for im in test_part.images})
+        yield CrossvalEvent(
+            f, k, message=f"fold {f + 1}/{k}: {len(test)} test image(s)"
+            + (f" ({group_by}: {', '.join(groups)})" if group_by else "")
+        )  # fmt: skip
+        gen = train(train_part, config, out_dir / f"fold{f}.pt", cancel=cancel)
+        try:
+            while True:
+                yield CrossvalEvent(f, k, train=next(gen))
+        except StopIteration as stop:
+            result = stop.value
+        if result.cancelled:
+            raise BioAnomalyError("cross-validation cancelled")
+        predictor = Predictor.load(result.best or result.last, config.device)
+        predictions = run(predict_dataset(predictor, test_part))
+        scores = _fold_scores(evaluate(test_part, predictions, iou_threshold))
+        scores.update(fold=f, test_images=[im.filename for im in test_part.images])
+        if group_by:
+            scores["groups"] = groups
+        per_fold.append(scores)
+        yield CrossvalEvent(f, k, scores=scores)
+    return {
+        "folds": per_fold,
+        "summary": summarise_folds(per_fold),
+        "model": config.model,
+        "group_by": group_by,
+        "iou_threshold": iou_threshold,
+    }

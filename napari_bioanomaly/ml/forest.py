@@ -1,0 +1,239 @@
+"""The classic baseline: a random forest pixel classifier on multi-scale filter features.
+
+As ilastik and APOC do: every pixel is described by Gaussian-smoothed
+intensity, gradient magnitude (edges) and Hessian eigenvalues (texture) at
+sigmas 0.7 to 16 px (:func:`skimage.feature.multiscale_basic_features`), and a
+random forest (scikit-learn) learns the classes from pixels sampled inside the
+annotated polygons and from the background. It trains in seconds on a CPU, so
+users can see what deep learning adds on their data.
+
+The forest is kept in the checkpoint as plain arrays (children, features,
+thresholds, leaf class fractions), not as a pickle: checkpoints stay data
+(``torch.load(..., weights_only=True)``) and the trees are rebuilt for
+scikit-learn's fast prediction.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Generator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..core.model import BioAnomalyError, Dataset
+from . import data
+from .config import TrainConfig
+
+SIGMA_MIN, SIGMA_MAX = 0.7, 16.0
+#: Pixels sampled per image: up to this many anomalous and as many background pixels.
+SAMPLES_PER_IMAGE = 4000
+N_TREES, MAX_DEPTH, MIN_LEAF = 64, 16, 2
+
+
+def features(norm: np.ndarray) -> np.ndarray:
+    """Per-pixel features ``(rows, cols, 20)`` of a normalised image (float32)."""
+    from skimage.feature import multiscale_basic_features
+
+    return multiscale_basic_features(
+        norm.astype(np.float32, copy=False), sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX
+    ).astype(np.float32, copy=False)
+
+
+def sample_pixels(
+    norm: np.ndarray, cls: np.ndarray, rng: np.random.Generator, per_image: int = SAMPLES_PER_IMAGE
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features and labels of up to ``per_image`` anomalous and as many background pixels."""
+    feats = features(norm)
+    picks = []
+    for where in (np.flatnonzero(cls.ravel() > 0), np.flatnonzero(cls.ravel() == 0)):
+        if where.size:
+            picks.append(rng.choice(where, min(where.size, per_image), replace=False))
+    index = np.concatenate(picks)
+    return feats.reshape(-1, feats.shape[-1])[index], cls.ravel()[index]
+
+
+@dataclass
+class Forest:
+    """A trained forest as arrays ``(trees, nodes)``; ``value`` holds leaf class fractions."""
+
+    left: np.ndarray
+    right: np.ndarray
+    feature: np.ndarray
+    threshold: np.ndarray
+    value: np.ndarray  # (trees, nodes, n_out)
+    n_nodes: np.ndarray
+    n_features: int
+
+    @classmethod
+    def fit(
+        cls,
+        x: np.ndarray,
+        y: np.ndarray,
+        n_out: int,
+        weights: np.ndarray | None = None,
+        seed: int = 0,
+    ) -> Forest:
+        from sklearn.ensemble import RandomForestClassifier
+
+        rf = RandomForestClassifier(
+            n_estimators=N_TREES,
+            max_depth=MAX_DEPTH,
+            min_samples_leaf=MIN_LEAF,
+            n_jobs=-1,
+            random_state=seed,
+        )
+        rf.fit(x, y, sample_weight=None if weights is None else weights[y])
+        trees = [e.tree_ for e in rf.estimators_]
+        size = max(t.node_count for t in trees)
+        shape = (len(trees), size)
+        out = cls(
+            np.full(shape, -1, np.int64),
+            np.full(shape, -1, np.int64),
+            np.zeros(shape, np.int64),
+            np.zeros(shape, np.float64),
+            np.zeros((*shape, n_out), np.float32),
+            np.array([t.node_count for t in trees], np.int64),
+            x.shape[1],
+        )
+        columns = rf.classes_.astype(int)
+        for k, t in enumerate(trees):
+            n = t.node_count
+            out.left[k, :n], out.right[k, :n] = t.children_left, t.children_right
+            out.feature[k, :n], out.threshold[k, :n] = t.feature, t.threshold
+            v = t.value[:, 0, :]
+            out.value[k, :n][:, columns] = v / np.maximum(v.sum(axis=1, keepdims=True), 1e-12)
+        return out
+
+    def state(self) -> dict[str, Any]:
+        """Tensors and numbers only (``weights_only``-loadable)."""
+        return {
+            "left": torch.from_numpy(self.left),
+            "right": torch.from_numpy(self.right),
+            "feature": torch.from_numpy(self.feature),
+            "threshold": torch.from_numpy(self.threshold),
+            "value": torch.from_numpy(self.value),
+            "n_nodes": torch.from_numpy(self.n_nodes),
+            "n_features": self.n_features,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Forest:
+        try:
+            arrays = [
+                np.asarray(state[k].numpy())
+                for k in ("left", "right", "feature", "threshold", "value", "n_nodes")
+            ]
+            return cls(*arrays, int(state["n_features"]))
+        except (KeyError, AttributeError, TypeError) as exc:
+            raise BioAnomalyError(f"checkpoint holds no usable forest ({exc})") from None
+
+    def _sklearn_trees(self) -> list[Any]:
+        """The trees rebuilt as scikit-learn ``Tree`` objects (for their fast C prediction)."""
+        from sklearn.tree._tree import NODE_DTYPE, Tree
+
+        n_out = self.value.shape[-1]
+        trees = []
+        for k, n in enumerate(self.n_nodes.tolist()):
+            nodes = np.zeros(n, dtype=NODE_DTYPE)
+            nodes["left_child"], nodes["right_child"] = self.left[k, :n], self.right[k, :n]
+            nodes["feature"], nodes["threshold"] = self.feature[k, :n], self.threshold[k, :n]
+            nodes["n_node_samples"] = 1
+            nodes["weighted_n_node_samples"] = 1.0
+            depth = np.zeros(n, np.int64)
+            for i in range(n):  # children come after their parent
+                for child in (nodes["left_child"][i], nodes["right_child"][i]):
+                    if child >= 0:
+                        depth[child] = depth[i] + 1
+            tree = Tree(self.n_features, np.array([n_out], dtype=np.intp), 1)
+            values = self.value[k, :n].astype(np.float64)[:, None, :]
+            tree.__setstate__(
+                {"max_depth": int(depth.max()), "node_count": n, "nodes": nodes, "values": values}
+            )
+            trees.append(tree)
+        return trees
+
+    def predict_features(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities ``(pixels, n_out)``: the mean of the trees' leaf fractions."""
+        if x.shape[1] != self.n_features:
+            raise BioAnomalyError(
+                f"forest expects {self.n_features} features per pixel, got {x.shape[1]}"
+            )
+        if not hasattr(self, "_trees"):
+            self._trees = self._sklearn_trees()
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        out = np.zeros((len(x), self.value.shape[-1]), dtype=np.float64)
+        lock = threading.Lock()
+
+        def add(tree: Any) -> None:  # scikit-learn's tree prediction releases the GIL
+            p = tree.predict(x).reshape(len(x), -1)
+            with lock:
+                out[:] += p
+
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            list(pool.map(add, self._trees))
+        return (out / len(self._trees)).astype(np.float32)
+
+    def probabilities(self, norm: np.ndarray) -> np.ndarray:
+        """Per-class probabilities ``(n_out, rows, cols)`` of a normalised image."""
+        feats = features(norm)
+        rows, cols, n = feats.shape
+        probs = self.predict_features(feats.reshape(-1, n))
+        return probs.T.reshape(-1, rows, cols)
+
+
+def train_forest(
+    dataset: Dataset,
+    config: TrainConfig,
+    out: Path,
+    classes: list[str],
+    train_idx: list[int],
+    val_idx: list[int],
+    cancel: threading.Event,
+) -> Generator[Any, None, Any]:
+    """Sample pixels of the training images, fit the forest, validate, save the checkpoint.
+
+    Yields the same events as neural training (one step per image read, one
+    epoch after the fit) and returns a :class:`~.train.TrainResult`.
+    """
+    from . import train as tr
+
+    rng = np.random.default_rng(config.seed)
+    cache = data.ImageCache(dataset, config, size=1)
+    xs, ys = [], []
+    n = len(train_idx)
+    for step, i in enumerate(train_idx, start=1):
+        if cancel.is_set():
+            return tr.TrainResult(None, tr.last_path(out), [], None, True, "cpu")
+        norm = cache(i)
+        cls, _ = data.rasterise(dataset.images[i], classes, norm.shape)
+        x, y = sample_pixels(norm, cls, rng)
+        xs.append(x)
+        ys.append(y)
+        name = dataset.images[i].filename
+        yield tr.TrainEvent("step", 0, 1, step, n, message=f"features of {name}")
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    n_out = len(classes) + 1
+    weights = None
+    if config.class_weights == "balanced":
+        weights = data.balanced_weights(np.bincount(y, minlength=n_out))
+    forest = Forest.fit(x, y, n_out, weights, config.seed)
+    raw = np.zeros(8)
+    for i in val_idx:
+        norm = cache(i)
+        pred = forest.probabilities(norm)
+        _, inst = data.rasterise(dataset.images[i], classes, norm.shape)
+        raw += tr.count_prediction(inst, np.where(pred[0] < 0.5, pred[1:].argmax(axis=0) + 1, 0))
+    val_loss, val_iou, val_f1 = tr.scores(raw) if val_idx else (None, None, None)
+    history = [{"epoch": 0, "loss": None, "val_loss": None, "val_iou": val_iou, "val_f1": val_f1}]
+    payload = tr.checkpoint_payload(config, classes, history, 0, val_f1, weights)
+    payload.update(samples=len(y), forest=forest.state())
+    best = tr.save_checkpoint(out, payload)
+    last = tr.save_checkpoint(tr.last_path(out), payload)
+    yield tr.TrainEvent("epoch", 0, 1, n, n, val_loss=val_loss, val_iou=val_iou, val_f1=val_f1)
+    return tr.TrainResult(best, last, history, val_f1, False, "cpu")

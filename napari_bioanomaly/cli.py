@@ -421,8 +421,9 @@ def cmd_qc(args: argparse.Namespace) -> int:
     rows = []
     for im in dataset.images:
         try:
-            report = check(read_image(resolve_image(root, im.filename)))
-            rows.append({"image": im.filename, "flags": list(report.flags), "focus": report.focus})
+            quality = check(read_image(resolve_image(root, im.filename)))
+            flags, focus = list(quality.flags), quality.focus
+            rows.append({"image": im.filename, "flags": flags, "focus": focus})
         except BioAnomalyError as exc:
             rows.append({"image": im.filename, "flags": ["unreadable"], "error": str(exc)})
         im.file_attributes[QC_ATTRIBUTE] = flags_to_text(rows[-1]["flags"])

@@ -1,0 +1,199 @@
+"""Class imbalance (rare-class oversampling, class weights), QC exclusion, cross-validation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_bioanomaly.cli import main
+from napari_bioanomaly.core import annotations
+from napari_bioanomaly.core.evaluate import evaluate
+from napari_bioanomaly.core.model import BioAnomalyError, Dataset, ImageRecord, Region
+from napari_bioanomaly.core.synthetic import SampleConfig, write_sample
+from napari_bioanomaly.ml import crossval as cv
+from napari_bioanomaly.ml import data
+from napari_bioanomaly.ml.config import TrainConfig
+from napari_bioanomaly.ml.train import load_checkpoint, train
+
+from .test_train import TINY, drain
+
+
+@pytest.fixture(scope="module")
+def nine(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("nine")
+    write_sample(folder, SampleConfig(n_images=9, size=128, seed=2))
+    return folder
+
+
+def square(r, c, size, label):
+    poly = np.array([[r, c], [r, c + size], [r + size, c + size], [r + size, c]], float)
+    return Region(poly, label, shape="polygon")
+
+
+def test_balanced_weights_by_hand():
+    # counts 900, 90, 10: w ~ sqrt(1000 / (3 * n)) = 0.609, 1.925, 5.774; mean 2.769
+    w = data.balanced_weights(np.array([900, 90, 10]))
+    np.testing.assert_allclose(w, [0.2199, 0.6952, 2.0849], atol=1e-3)
+    assert w.mean() == pytest.approx(1.0)
+    np.testing.assert_allclose(data.balanced_weights(np.array([5, 0, 5])), [1, 1, 1])
+
+
+def test_pixel_counts_use_polygon_areas():
+    im = ImageRecord(
+        "a.tif", (100, 100), regions=[square(0, 0, 10, "dust"), square(50, 50, 20, "hair")]
+    )
+    counts = data.pixel_counts(Dataset(images=[im]), [0], ["dust", "hair"])
+    np.testing.assert_allclose(counts, [10000 - 100 - 400, 100, 400])
+
+
+def test_class_balance_oversamples_the_rare_class(tmp_path):
+    # 19 dust regions, 1 hair region: without balance hair tiles are ~5% of anomaly tiles
+    images = [
+        ImageRecord(f"i{k}.tif", (128, 128), regions=[square(40, 40, 20, "dust")])
+        for k in range(19)
+    ]
+    images.append(ImageRecord("h.tif", (128, 128), regions=[square(40, 40, 20, "hair")]))
+    for im in images:
+        tifffile.imwrite(tmp_path / im.filename, np.zeros((128, 128), np.uint16))
+    ds = Dataset(images=images, root=tmp_path)
+    classes = ["dust", "hair"]
+
+    def hair_share(balance):
+        config = TINY.replace(anomaly_fraction=1.0, class_balance=balance, augment=False)
+        sampler = data.TileSampler(ds, list(range(20)), classes, config)
+        rng = np.random.default_rng(0)
+        tiles = [sampler.sample(rng)[1] for _ in range(400)]
+        return np.mean([(t == 2).any() for t in tiles])
+
+    assert hair_share(False) < 0.12
+    assert 0.4 < hair_share(True) < 0.6
+
+
+def test_unet_class_weights_are_used_and_recorded(nine, tmp_path):
+    ds, _ = annotations.load(nine / "annotations.json")
+    config = TINY.replace(epochs=1, steps_per_epoch=1, class_weights="balanced")
+    _, result = drain(train(ds, config, tmp_path / "m.pt"))
+    ckpt = load_checkpoint(result.last)
+    weights = ckpt["class_weights"]
+    assert len(weights) == len(ckpt["classes"]) + 1 and weights[0] == min(weights)
+    assert load_checkpoint(result.last)["config"]["class_weights"] == "balanced"
+
+
+def test_exclude_qc_leaves_flagged_images_out_with_a_warning(nine, tmp_path):
+    import shutil
+
+    folder = tmp_path / "ds"
+    shutil.copytree(nine, folder)
+    ds, _ = annotations.load(folder / "annotations.json")
+    victim = next(im for im in ds.images if im.regions)
+    tifffile.imwrite(folder / victim.filename, np.full((128, 128), 7, np.uint16))  # uniform
+    config = TINY.replace(epochs=1, steps_per_epoch=1, val_fraction=0.0, exclude_qc=True)
+    events, _ = drain(train(ds, config, tmp_path / "m.pt"))
+    warnings = [e.message for e in events if e.kind == "warning"]
+    assert warnings and victim.filename in warnings[0] and "uniform" in warnings[0]
+    # stored flags are trusted: "ok" keeps an image in, whatever its pixels
+    victim.file_attributes["qc"] = "ok"
+    kept, dropped = data.quality_filter(ds, list(range(len(ds.images))))
+    assert not dropped and len(kept) == len(ds.images)
+
+
+def test_qc_save_keeps_flags_in_the_annotation_file(nine, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "ds"
+    shutil.copytree(nine, folder)
+    tifffile.imwrite(folder / "img_000.tif", np.zeros((128, 128), np.uint16))
+    assert main(["qc", str(folder), "--save"]) == 0
+    ds, _ = annotations.load(folder / "annotations.json", read_images=False)
+    flags = {im.filename: im.file_attributes["qc"] for im in ds.images}
+    assert flags["img_000.tif"] == "uniform; dim"
+    assert all(v == "ok" for k, v in flags.items() if k != "img_000.tif")
+    assert (folder / "annotations.json.bak").exists()  # the previous file is kept
+
+
+def test_grouped_folds_never_split_a_group():
+    images = [
+        ImageRecord(f"{line}{k}.tif", (8, 8), {"cell_line": line})
+        for line, n in (("A", 5), ("B", 3), ("C", 3), ("D", 1), ("E", 2))
+        for k in range(n)
+    ]
+    ds = Dataset(images=images)
+    folds = cv.folds(ds, 3, "cell_line")
+    assert sorted(i for f in folds for i in f) == list(range(len(images)))
+    owners = {}
+    for f, members in enumerate(folds):
+        for i in members:
+            owners.setdefault(images[i].file_attributes["cell_line"], set()).add(f)
+    assert all(len(v) == 1 for v in owners.values())
+    assert sorted(len(f) for f in folds) == [4, 5, 5]  # largest group first, to the smallest fold
+    with pytest.raises(BioAnomalyError, match="cannot fill 6 folds"):
+        cv.folds(ds, 6, "cell_line")
+
+
+def test_stratified_folds_share_anomalous_images():
+    images = [
+        ImageRecord(f"{k}.tif", (8, 8), regions=[square(1, 1, 2, "dust")] if k < 6 else [])
+        for k in range(9)
+    ]
+    folds = cv.folds(Dataset(images=images), 3)
+    assert [sum(1 for i in f if images[i].regions) for f in folds] == [2, 2, 2]
+
+
+def test_crossval_trains_on_other_groups_only(nine, tmp_path, monkeypatch, capsys):
+    seen = []
+
+    def spy(dataset, config, out, **kwargs):
+        seen.append({im.file_attributes["cell_line"] for im in dataset.images})
+        return train(dataset, config, out, **kwargs)
+
+    monkeypatch.setattr(cv, "train", spy)
+    ann = str(nine / "annotations.json")
+    argv = ["crossval", "--annotations", ann, "--out", str(tmp_path / "cv"), "--folds", "3",
+            "--group-by", "cell_line", "--model", "forest", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["folds"]) == 3 and len(seen) == 3
+    for fold, train_groups in zip(result["folds"], seen, strict=True):
+        assert len(fold["groups"]) == 1
+        assert not set(fold["groups"]) & train_groups  # the test cell line was never trained on
+    f1 = [f["f1"] for f in result["folds"]]
+    assert result["summary"]["f1"]["mean"] == pytest.approx(np.mean(f1))
+    assert result["summary"]["f1"]["std"] == pytest.approx(np.std(f1, ddof=1))
+    assert (tmp_path / "cv" / "crossval.json").is_file()
+    assert all((tmp_path / "cv" / f"fold{k}.pt").is_file() for k in range(3))
+
+
+def test_per_class_scores_and_class_agreement_by_hand():
+    gt = Dataset(images=[ImageRecord("a.tif", (100, 100), regions=[
+        square(0, 0, 10, "dust"), square(30, 30, 10, "dust"), square(60, 60, 10, "hair")])])  # fmt: skip
+    pred = Dataset(images=[ImageRecord("a.tif", (100, 100), regions=[
+        square(0, 0, 10, "dust"), square(30, 30, 10, "hair"), square(60, 60, 10, "hair"),
+        square(80, 0, 10, "hair")])])  # fmt: skip
+    result = evaluate(gt, pred)
+    dust, hair = result["classes"]["dust"], result["classes"]["hair"]
+    assert (dust["tp"], dust["fp"], dust["fn"]) == (1, 0, 1)
+    assert (hair["tp"], hair["fp"], hair["fn"]) == (1, 2, 0)
+    assert dust["found"] == 1.0 and hair["found"] == 1.0  # matched by a prediction of any class
+    agree = result["class_agreement"]
+    # matched pairs: dust-dust, dust-hair, hair-hair; p_o = 2/3, p_e = (2*1 + 1*2)/9 = 4/9
+    assert agree["matrix"] == [[1, 1], [0, 1]]
+    assert agree["kappa"] == pytest.approx((2 / 3 - 4 / 9) / (1 - 4 / 9))
+
+
+def test_image_scores_come_from_the_anomaly_score_attribute():
+    gt = Dataset(images=[ImageRecord("a.tif", (10, 10), regions=[square(0, 0, 4, "dust")]),
+                         ImageRecord("b.tif", (10, 10))])  # fmt: skip
+    pred = Dataset(images=[ImageRecord("a.tif", (10, 10), {"anomaly_score": "0.9"}),
+                           ImageRecord("b.tif", (10, 10), {"anomaly_score": 0.2})])  # fmt: skip
+    image = evaluate(gt, pred)["image_level"]
+    assert image["roc_auc"] == 1.0 and (image["tp"], image["tn"]) == (1, 1)
+
+
+def test_config_round_trips_the_new_options():
+    config = TrainConfig(
+        model="forest", class_balance=True, class_weights="balanced", exclude_qc=True
+    )
+    assert TrainConfig.from_dict(config.to_dict()) == config

@@ -7,7 +7,9 @@ The widget only collects input and shows state; the work is done by
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +44,10 @@ from qtpy.QtWidgets import (
 from .._annotator import Annotator
 from .._layers import class_color
 from ..core import annotations
-from ..core.model import BioAnomalyError
+from ..core.model import BioAnomalyError, ImageRecord
+from ..core.quality import QC_ATTRIBUTE, check_record, flags_from_text, flags_to_text
 from ..core.session import STATUSES, AnnotationSession, DiskChanged, summary
-from ._common import button_row, compact_dock_tabs
+from ._common import INLINE_ENV, button_row, compact_dock_tabs
 
 #: Keyboard shortcuts bound on the viewer while a dataset is open: (napari key, what it does).
 SHORTCUTS = [
@@ -103,10 +106,18 @@ class _NumberItem(QTableWidgetItem):
         return super().__lt__(other)
 
 
+def quality_job(
+    root: Path, records: list[tuple[int, ImageRecord]]
+) -> Generator[tuple[int, tuple[str, ...]], None, None]:
+    """The worker of "Check quality": reads each image and yields its flags (no edits)."""
+    for index, record in records:
+        yield index, check_record(root, record, store=False)
+
+
 class ImageListModel(QAbstractTableModel):
     """The dataset's images as table rows, read live from the session (no copies)."""
 
-    FIXED = ("#", "image", "status", "regions")
+    FIXED = ("#", "image", "status", "regions", "QC")
 
     def __init__(self) -> None:
         super().__init__()
@@ -118,7 +129,7 @@ class ImageListModel(QAbstractTableModel):
         self.session = session
         keys: list[str] = []
         for im in session.dataset.images:
-            keys.extend(k for k in im.file_attributes if k not in keys)
+            keys.extend(k for k in im.file_attributes if k not in keys and k != QC_ATTRIBUTE)
         self.attr_keys = keys[:4]
         self.endResetModel()
 
@@ -147,7 +158,12 @@ class ImageListModel(QAbstractTableModel):
                 return self.session.status(row)
             if col == 3:
                 return len(im.regions)
-            return str(im.file_attributes.get(self.attr_keys[col - 4], ""))
+            if col == 4:
+                return str(im.file_attributes.get(QC_ATTRIBUTE, ""))
+            return str(im.file_attributes.get(self.attr_keys[col - 5], ""))
+        if col == 4 and role == Qt.ItemDataRole.ForegroundRole:
+            flags = flags_from_text(im.file_attributes.get(QC_ATTRIBUTE))
+            return QColor("#d55e00") if flags else None
         if col == 2 and im.filename in self.session.problems:
             if role == Qt.ItemDataRole.ToolTipRole:
                 return self.session.problems[im.filename]
@@ -159,18 +175,33 @@ class ImageListModel(QAbstractTableModel):
         self.dataChanged.emit(self.index(row, 0), self.index(row, self.columnCount() - 1))
 
 
+#: Choices of the image list's quality filter.
+QC_FILTERS = ("any quality", "QC flagged", "QC ok", "QC not checked")
+
+
 class ImageFilter(QSortFilterProxyModel):
-    """Rows whose text contains the filter text and whose status matches."""
+    """Rows whose text contains the filter text and whose status and QC state match."""
 
     def __init__(self) -> None:
         super().__init__()
         self.text = ""
         self.status = "all"
+        self.qc = QC_FILTERS[0]
         self.setSortRole(SORT_ROLE)
 
-    def set_filter(self, text: str, status: str) -> None:
-        self.text, self.status = text.strip().lower(), status
+    def set_filter(self, text: str, status: str, qc: str = QC_FILTERS[0]) -> None:
+        self.text, self.status, self.qc = text.strip().lower(), status, qc
         self.invalidateFilter()
+
+    def _qc_matches(self, value: str) -> bool:
+        if self.qc == QC_FILTERS[0]:
+            return True
+        flags = flags_from_text(value)
+        if self.qc == "QC not checked":
+            return flags is None
+        if flags is None:
+            return False
+        return bool(flags) == (self.qc == "QC flagged")
 
     def filterAcceptsRow(self, row: int, parent: QModelIndex) -> bool:
         model = self.sourceModel()
@@ -179,6 +210,8 @@ class ImageFilter(QSortFilterProxyModel):
             for c in range(model.columnCount())
         ]
         if self.status != "all" and values[2] != self.status:
+            return False
+        if not self._qc_matches(values[4]):
             return False
         return not self.text or any(self.text in v for v in values)
 
@@ -190,6 +223,7 @@ class AnnotateWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.annotator: Annotator | None = None
+        self._qc_worker: Any = None
         self._filling = False
         self._last: Path | None = None
         self._build()
@@ -242,8 +276,13 @@ class AnnotateWidget(QWidget):
         self.status_filter = QComboBox()
         self.status_filter.addItems(["all", *STATUSES])
         self.status_filter.currentTextChanged.connect(self._apply_filter)
+        self.qc_filter = QComboBox()
+        self.qc_filter.addItems(QC_FILTERS)
+        self.qc_filter.setToolTip("show images by their quality-control flags")
+        self.qc_filter.currentTextChanged.connect(self._apply_filter)
         filters.addWidget(self.filter_edit)
         filters.addWidget(self.status_filter)
+        filters.addWidget(self.qc_filter)
         box.addLayout(filters)
         self.image_model = ImageListModel()
         self.image_proxy = ImageFilter()
@@ -266,8 +305,16 @@ class AnnotateWidget(QWidget):
         self.prev_button.clicked.connect(lambda: self.step(-1))
         self.next_button = QPushButton("Next >")
         self.next_button.clicked.connect(lambda: self.step(1))
+        self.qc_button = QPushButton("Check quality")
+        self.qc_button.setToolTip(
+            "flag images that are uniform, binary (a mask), dim, saturated or out of focus; "
+            "the flags are saved with the annotations (file attribute qc), can be filtered, "
+            "and Train can leave flagged images out"
+        )
+        self.qc_button.clicked.connect(self.check_quality)
         nav.addWidget(self.prev_button)
         nav.addWidget(self.next_button)
+        nav.addWidget(self.qc_button)
         box.addLayout(nav)
         layout.addWidget(images)
 
@@ -438,7 +485,59 @@ class AnnotateWidget(QWidget):
         self.image_model.refresh(index)
 
     def _apply_filter(self, *_: Any) -> None:
-        self.image_proxy.set_filter(self.filter_edit.text(), self.status_filter.currentText())
+        self.image_proxy.set_filter(
+            self.filter_edit.text(), self.status_filter.currentText(), self.qc_filter.currentText()
+        )
+
+    # ------------------------------------------------------------------ quality control
+
+    def check_quality(self) -> bool:
+        """Check every image's quality in a worker thread; flags arrive row by row and are
+        saved with the annotations when all are done. Returns False if it cannot start."""
+        if self.annotator is None or self._qc_worker is not None:
+            return False
+        session = self._session
+        root = session.dataset.root or Path(".")
+        records = [(i, ImageRecord(im.filename)) for i, im in enumerate(session.dataset.images)]
+        self.qc_button.setEnabled(False)
+        self._info(f"Checking the quality of {len(records)} images...")
+        if os.environ.get(INLINE_ENV):
+            for item in quality_job(root, records):
+                self._on_quality(item)
+            self._on_quality_done()
+            return True
+        from napari.qt.threading import create_worker
+
+        self._qc_worker = create_worker(quality_job, root, records, _start_thread=False)
+        self._qc_worker.yielded.connect(self._on_quality)
+        self._qc_worker.finished.connect(self._on_quality_done)
+        self._qc_worker.start()
+        return True
+
+    def _on_quality(self, item: tuple[int, tuple[str, ...]]) -> None:
+        index, flags = item
+        session = self._session
+        if index >= len(session.dataset.images):
+            return
+        attrs = dict(session.dataset.images[index].file_attributes)
+        attrs[QC_ATTRIBUTE] = flags_to_text(flags)
+        session.set_file_attributes(attrs, index)
+        self.image_model.refresh(index)
+        if index == session.current:
+            self._fill_attributes()
+
+    def _on_quality_done(self) -> None:
+        self._qc_worker = None
+        self.qc_button.setEnabled(True)
+        if self.annotator is None:
+            return
+        self.annotator.autosave()
+        images = self._session.dataset.images
+        flagged = [im for im in images if flags_from_text(im.file_attributes.get(QC_ATTRIBUTE))]
+        self._info(
+            f"Quality checked: {len(flagged)} of {len(images)} images flagged "
+            "(filter the list by QC; Train can leave them out)."
+        )
 
     def visible_images(self) -> list[int]:
         """Dataset indices of the images the list shows now, in display order."""

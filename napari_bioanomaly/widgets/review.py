@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt
+from qtpy.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt, QTimer
+from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -33,6 +34,9 @@ from qtpy.QtWidgets import (
     QPushButton,
     QSlider,
     QTableView,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -40,16 +44,25 @@ from qtpy.QtWidgets import (
 from .._annotator import Annotator
 from .._layers import NAPARI_OFFSET, TAG
 from ..core import annotations
-from ..core.evaluate import ImageCache, ImageScore, summarise
+from ..core.evaluate import (
+    ImageCache,
+    ImageScore,
+    class_agreement_summary,
+    image_level,
+    per_class,
+    summarise,
+)
 from ..core.fileio import atomic_write
 from ..core.model import BioAnomalyError, Dataset, ImageRecord, Region
+from ..core.quality import QC_ATTRIBUTE
 from ..core.session import AnnotationSession
 from ._common import button_row, with_browse
 
 GT_COLOR = "#00c000"
 PRED_COLOR = "#ff2020"
 COLUMNS = ["image", "group", "GT", "pred", "TP", "FP", "FN", "precision", "recall", "F1",
-           "pixel IoU", "mean IoU", "score"]  # fmt: skip
+           "pixel IoU", "mean IoU", "score", "QC"]  # fmt: skip
+CLASS_COLUMNS = ["class", "GT", "pred", "TP", "FP", "FN", "precision", "recall", "F1", "found"]
 SORT_ROLE = Qt.ItemDataRole.UserRole + 3
 
 
@@ -60,10 +73,13 @@ class ScoreTableModel(QAbstractTableModel):
         super().__init__()
         self.rows: list[ImageScore] = []
         self.group_name = "group"
+        #: image -> its stored quality flags ("ok", "dim; out of focus", "" = not checked)
+        self.qc: dict[str, str] = {}
 
-    def set_rows(self, rows: list[ImageScore]) -> None:
+    def set_rows(self, rows: list[ImageScore], qc: dict[str, str] | None = None) -> None:
         self.beginResetModel()
         self.rows = rows
+        self.qc = qc if qc is not None else self.qc
         self.endResetModel()
 
     def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:
@@ -77,8 +93,9 @@ class ScoreTableModel(QAbstractTableModel):
             return self.group_name if section == 1 else COLUMNS[section]
         return None
 
-    @staticmethod
-    def value(row: ImageScore, col: int) -> Any:
+    def value(self, row: ImageScore, col: int) -> Any:
+        if col == len(COLUMNS) - 1:
+            return self.qc.get(row.image, "")
         return [
             row.image,
             ", ".join(row.group.values()),
@@ -121,6 +138,9 @@ class ReviewWidget(QWidget):
         self.names: list[str] = []  # the images under review, in dataset order
         self.group_by: str | None = None
         self.pred_layer: Any = None
+        self.heat_layer: Any = None
+        self.heat_dir: Path | None = None
+        self._heat_cache: dict[str, np.ndarray] = {}
         self._pred_index: list[int] = []
         #: TrainConfig settings of "Train & review" (defaults: TrainConfig's)
         self.train_settings: dict[str, Any] = {}
@@ -192,12 +212,36 @@ class ReviewWidget(QWidget):
         row.addWidget(QLabel("opacity"))
         row.addWidget(self.opacity, 1)
         layout.addLayout(row)
+        heat = QHBoxLayout()
+        self.show_heat = QCheckBox("anomaly map")
+        self.show_heat.setChecked(True)
+        self.show_heat.setToolTip(
+            "the model's per-pixel anomaly map of this image (written by Predict & review, or "
+            "by predict --heatmaps into PREDICTIONS.heatmaps)"
+        )
+        self.show_heat.toggled.connect(lambda _on: self._show_heatmap())
+        self.heat_slider, self.heat_label = self._slider(50, "propose at", rescore=False)
+        self.propose_button = QPushButton("Propose regions")
+        self.propose_button.setToolTip(
+            "replace this image's predictions by the outlines of the map above the threshold; "
+            "accept the good ones into the annotations"
+        )
+        self.propose_button.clicked.connect(self.propose)
+        heat.addWidget(self.show_heat)
+        heat.addWidget(self.heat_label)
+        heat.addWidget(self.heat_slider, 1)
+        heat.addWidget(self.propose_button)
+        layout.addLayout(heat)
         self.summary = QLabel("Open ground truth and predictions to review.")
         self.summary.setWordWrap(True)
         layout.addWidget(self.summary)
+        self.tabs = QTabWidget()
+        per_image = QWidget()
+        image_tab = QVBoxLayout(per_image)
+        image_tab.setContentsMargins(0, 0, 0, 0)
         self.filter_edit = QLineEdit()
-        self.filter_edit.setPlaceholderText("filter rows: image or group")
-        layout.addWidget(self.filter_edit)
+        self.filter_edit.setPlaceholderText("filter rows: image, group or QC flag")
+        image_tab.addWidget(self.filter_edit)
         self.model = ScoreTableModel()
         self.proxy = QSortFilterProxyModel()
         self.proxy.setSourceModel(self.model)
@@ -213,14 +257,19 @@ class ReviewWidget(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.setMinimumHeight(200)
         self.table.clicked.connect(self._on_row_clicked)
-        layout.addWidget(self.table)
+        image_tab.addWidget(self.table)
         self.errors = QListWidget()
         self.errors.setMaximumHeight(110)
         self.errors.itemClicked.connect(self._zoom_to)
         errors_label = QLabel("False negatives and false positives here (click to zoom):")
         errors_label.setWordWrap(True)
-        layout.addWidget(errors_label)
-        layout.addWidget(self.errors)
+        image_tab.addWidget(errors_label)
+        image_tab.addWidget(self.errors)
+        self.tabs.addTab(per_image, "Per image")
+        self.tabs.addTab(self._build_image_level(), "Image level")
+        self.tabs.addTab(self._build_classes(), "Per class")
+        self.tabs.currentChanged.connect(lambda _i: self._refresh_tab())
+        layout.addWidget(self.tabs)
         layout.addLayout(
             button_row(
                 [
@@ -243,6 +292,52 @@ class ReviewWidget(QWidget):
         more.addWidget(corrected)
         layout.addLayout(more)
 
+    def _build_image_level(self) -> QWidget:
+        box = QWidget()
+        col = QVBoxLayout(box)
+        col.setContentsMargins(0, 0, 0, 0)
+        self.image_slider, self.image_label = self._slider(50, "image threshold", rescore=False)
+        self.image_slider.valueChanged.connect(lambda _v: self._curves_timer.start())
+        row = QHBoxLayout()
+        row.addWidget(self.image_label)
+        row.addWidget(self.image_slider, 1)
+        col.addLayout(row)
+        self.image_text = QLabel(
+            "An image is anomalous when it has ground truth; its score is the model's image "
+            "anomaly score, or its best region score."
+        )
+        self.image_text.setWordWrap(True)
+        col.addWidget(self.image_text)
+        self.curves = QLabel()
+        self.curves.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.curves.setMinimumHeight(160)
+        col.addWidget(self.curves, 1)
+        # the curves (matplotlib, ~0.1 s) and class scores are redrawn once the sliders rest,
+        # and only for the visible tab
+        self._curves_timer = QTimer(self)
+        self._curves_timer.setSingleShot(True)
+        self._curves_timer.setInterval(250)
+        self._curves_timer.timeout.connect(self._refresh_tab)
+        return box
+
+    def _build_classes(self) -> QWidget:
+        box = QWidget()
+        col = QVBoxLayout(box)
+        col.setContentsMargins(0, 0, 0, 0)
+        self.class_table = QTableWidget(0, len(CLASS_COLUMNS))
+        self.class_table.setHorizontalHeaderLabels(CLASS_COLUMNS)
+        self.class_table.verticalHeader().setVisible(False)
+        self.class_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.class_table.setToolTip(
+            "each class alone: its ground truth against predictions of that class; "
+            "found: share of its ground truth matched by a prediction of any class"
+        )
+        col.addWidget(self.class_table, 1)
+        self.agreement_text = QLabel()
+        self.agreement_text.setWordWrap(True)
+        col.addWidget(self.agreement_text)
+        return box
+
     def _with_browse(self, edit: QLineEdit, pattern: str = "JSON (*.json)") -> QHBoxLayout:
         def browse() -> None:
             path, _ = QFileDialog.getOpenFileName(self, "Open", "", pattern)
@@ -251,15 +346,20 @@ class ReviewWidget(QWidget):
 
         return with_browse(edit, browse)
 
-    def _slider(self, value: int, text: str) -> tuple[QSlider, QLabel]:
+    def _slider(self, value: int, text: str, rescore: bool = True) -> tuple[QSlider, QLabel]:
         slider = QSlider(Qt.Orientation.Horizontal)
         slider.setRange(0, 100)
         slider.setValue(value)
         label = QLabel()
         slider.valueChanged.connect(lambda v: label.setText(f"{text} {v / 100:.2f}"))
-        slider.valueChanged.connect(lambda _v: self.refresh())
+        if rescore:
+            slider.valueChanged.connect(lambda _v: self.refresh())
         label.setText(f"{text} {value / 100:.2f}")
         return slider, label
+
+    @property
+    def image_threshold(self) -> float:
+        return self.image_slider.value() / 100
 
     @property
     def iou_threshold(self) -> float:
@@ -288,7 +388,9 @@ class ReviewWidget(QWidget):
         if self.annotator is not None:
             self.annotator.close()
         self.predictions, self.pred_path = predictions, Path(pred_path)
-        keys = [k for im in session.dataset.images for k in im.file_attributes]
+        self.heat_dir = self.pred_path.with_suffix(".heatmaps")
+        self._heat_cache: dict[str, np.ndarray] = {}
+        keys = [k for im in session.dataset.images for k in im.file_attributes if k != QC_ATTRIBUTE]
         self.group_by = keys[0] if keys else None
         self.model.group_name = self.group_by or "group"
         self.annotator = Annotator(
@@ -340,7 +442,11 @@ class ReviewWidget(QWidget):
         if self.annotator is None:
             return
         rows = self.rows()
-        self.model.set_rows(rows)
+        qc = {
+            im.filename: str(im.file_attributes.get(QC_ATTRIBUTE, ""))
+            for im in self.annotator.session.dataset.images
+        }
+        self.model.set_rows(rows, qc)
         lines = [self._summary_line("all", summarise(rows))]
         if self.group_by:
             groups: dict[str, list[ImageScore]] = {}
@@ -352,6 +458,77 @@ class ReviewWidget(QWidget):
             ]
         self.summary.setText("\n".join(lines))
         self._fill_predictions()
+        self._curves_timer.start()
+
+    def _refresh_tab(self) -> None:
+        """Recompute what the visible tab shows (the per-image table is always live)."""
+        if self.annotator is None:
+            return
+        if self.tabs.currentIndex() == 1:
+            self.refresh_image_level()
+        elif self.tabs.currentIndex() == 2:
+            self.fill_classes()
+
+    def _pairs(self) -> list[tuple[ImageRecord, ImageRecord]]:
+        assert self.annotator is not None
+        by_name = {im.filename: im for im in self.annotator.session.dataset.images}
+        return [(by_name[n], self._pred_image(n)) for n in self.names]
+
+    def fill_classes(self) -> None:
+        """Per-class scores and the agreement of the classes of matched regions."""
+        iou, score = self.iou_threshold, self.score_threshold
+        matched = [pair for n in self.names for pair in self.caches[n].matched_labels(iou, score)]
+        classes = per_class(self._pairs(), iou, score, matched)
+        self.class_table.setRowCount(len(classes))
+        for r, (name, c) in enumerate(classes.items()):
+            values = [name, c["gt"], c["pred"], c["tp"], c["fp"], c["fn"], c["precision"],
+                      c["recall"], c["f1"], c["found"]]  # fmt: skip
+            for col, v in enumerate(values):
+                text = "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+                self.class_table.setItem(r, col, QTableWidgetItem(text))
+        self.class_table.resizeColumnsToContents()
+        agree = class_agreement_summary(matched)
+        if agree["kappa"] is None:
+            self.agreement_text.setText(
+                f"{len(matched)} matched regions; class agreement needs predictions of "
+                "two or more classes."
+            )
+        else:
+            self.agreement_text.setText(
+                f"Classes of {agree['matched']} matched regions: agreement "
+                f"{agree['agreement']:.3f}, Cohen's kappa {agree['kappa']:.3f}"
+            )
+
+    def image_level(self) -> dict[str, Any]:
+        """Image-level scores of the images under review at the image threshold."""
+        return image_level(self.rows(), self.image_threshold)
+
+    def refresh_image_level(self) -> None:
+        """Image-level scores and the ROC and precision-recall curves (matplotlib, Agg)."""
+        if self.annotator is None:
+            return
+        from ..plots import curves_image
+
+        rows = self.rows()
+        im = image_level(rows, self.image_threshold)
+
+        def fmt(v: Any) -> str:
+            return "n/a" if v is None else f"{v:.3f}"
+
+        self.image_text.setText(
+            f"{im['anomalous']} of {im['images']} images anomalous: ROC-AUC {fmt(im['roc_auc'])}, "
+            f"AP {fmt(im['average_precision'])}. At {self.image_threshold:.2f}: TP {im['tp']} "
+            f"FP {im['fp']} TN {im['tn']} FN {im['fn']}; TPR {fmt(im['tpr'])}, TNR "
+            f"{fmt(im['tnr'])}, PPV {fmt(im['ppv'])}, NPV {fmt(im['npv'])}, F1 {fmt(im['f1'])}, "
+            f"kappa {fmt(im['kappa'])}"
+        )
+        rgba = curves_image(
+            [1 if r.n_gt else 0 for r in rows], [r.score for r in rows], self.image_threshold,
+            size=(6.4, 3.0), dpi=80,
+        )  # fmt: skip
+        h, w = rgba.shape[:2]
+        image = QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
+        self.curves.setPixmap(QPixmap.fromImage(image))
 
     @staticmethod
     def _summary_line(name: str, s: dict[str, Any]) -> str:
@@ -377,7 +554,7 @@ class ReviewWidget(QWidget):
         writer = csv.writer(buf)
         writer.writerow(COLUMNS)
         for row in self.rows():
-            writer.writerow([ScoreTableModel.value(row, c) for c in range(len(COLUMNS))])
+            writer.writerow([self.model.value(row, c) for c in range(len(COLUMNS))])
         data = buf.getvalue().encode("utf-8")
         return atomic_write(path, lambda fh: fh.write(data))
 
@@ -431,8 +608,93 @@ class ReviewWidget(QWidget):
         if layer is not None:
             layer.visible = on
 
+    # ------------------------------------------------------------------ anomaly maps
+
+    def heatmap(self, filename: str) -> np.ndarray | None:
+        """The anomaly map of an image from the heatmaps folder, if there is one."""
+        if filename in self._heat_cache:
+            return self._heat_cache[filename]
+        from ..ml.predict import heatmap_path
+
+        try:
+            path = heatmap_path(self.heat_dir, filename)
+        except BioAnomalyError:
+            return None
+        if not path.is_file():
+            return None
+        import tifffile
+
+        try:
+            heat = tifffile.imread(path).astype(np.float32)
+        except Exception as exc:  # a corrupt file: say which, keep reviewing
+            self.summary.setText(f"{path}: cannot read the anomaly map ({exc})")
+            return None
+        if len(self._heat_cache) > 8:
+            self._heat_cache.pop(next(iter(self._heat_cache)))
+        self._heat_cache[filename] = heat
+        return heat
+
+    def _show_heatmap(self) -> None:
+        """Show the current image's anomaly map under the outlines (inferno, 0 to 1)."""
+        if self.annotator is None:
+            return
+        heat = self.heatmap(self.annotator.session.image.filename)
+        layer = self.heat_layer
+        if heat is None or not self.show_heat.isChecked():
+            if layer is not None and layer in self.viewer.layers:
+                layer.visible = False
+            return
+        if layer is None or layer not in self.viewer.layers:
+            self.heat_layer = self.viewer.add_image(
+                heat, name="anomaly map", colormap="inferno", contrast_limits=(0.0, 1.0),
+                opacity=0.5, blending="additive",
+                metadata={TAG: {"role": "anomaly map", "folder": str(self.heat_dir)}},
+            )  # fmt: skip
+            # under the outlines: just above the image
+            index = self.viewer.layers.index(self.heat_layer)
+            target = min(
+                self.viewer.layers.index(layer)
+                for layer in (self.pred_layer, self.annotator.shapes_layer)
+                if layer is not None and layer in self.viewer.layers
+            )
+            if index > target:
+                self.viewer.layers.move(index, target)
+        else:
+            layer.data = heat
+            layer.visible = True
+
+    @property
+    def proposal_threshold(self) -> float:
+        return self.heat_slider.value() / 100
+
+    def propose(self) -> int:
+        """Replace the current image's predictions by outlines of its anomaly map above
+        the proposal threshold; returns how many regions were proposed."""
+        if self.annotator is None:
+            return 0
+        from ..ml.predict import regions_from_probabilities
+
+        image = self.annotator.session.image
+        heat = self.heatmap(image.filename)
+        if heat is None:
+            self.summary.setText(
+                f"No anomaly map for {image.filename}: use Predict & review, or predict "
+                f"--heatmaps {self.heat_dir}"
+            )
+            return 0
+        regions = regions_from_probabilities(
+            np.stack([1.0 - heat, heat]), ["anomaly"], self.proposal_threshold
+        )
+        pred = self._pred_image(image.filename)
+        pred.regions = regions
+        self._save_predictions()
+        self._recache(image)
+        self.refresh()
+        return len(regions)
+
     def _on_image_changed(self, _index: int) -> None:
         self._fill_predictions()
+        self._show_heatmap()
         name = self.annotator.session.image.filename
         if name in self.names:
             source = self.proxy.mapFromSource(self.model.index(self.names.index(name), 0))
@@ -603,8 +865,9 @@ class ReviewWidget(QWidget):
         pred_out = Path(gt).with_name(Path(gt).stem + ".predictions.json")
         names = [im.filename for im in dataset.images]
         self.worker = create_worker(
-            predict_and_save, predictor, dataset, pred_out, _start_thread=False
-        )
+            predict_and_save, predictor, dataset, pred_out, pred_out.with_suffix(".heatmaps"),
+            _start_thread=False,
+        )  # fmt: skip
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(lambda path: self._after_training(gt, path, names))
         self.worker.errored.connect(lambda exc: self.summary.setText(f"Prediction failed: {exc}"))
@@ -616,15 +879,15 @@ class ReviewWidget(QWidget):
     def _on_progress(self, event: Any) -> None:
         if hasattr(event, "val_f1"):
             if event.kind == "epoch":
-                f1 = "-" if event.val_f1 is None else f"{event.val_f1:.3f}"
-                self.summary.setText(
-                    f"Training: epoch {event.epoch + 1}/{event.epochs}, val F1 {f1}"
-                )
+                from .train import epoch_text
+
+                self.summary.setText(f"Training: {epoch_text(event)}")
         else:
-            self.summary.setText(f"Predicting validation images: {event.index}/{event.total}")
+            self.summary.setText(f"Predicting: {event.index}/{event.total} images")
 
     def _after_training(self, gt: str, pred_out: Path, names: list[str]) -> None:
         self.pred_edit.setText(str(pred_out))
+        self._heat_cache = {}
         self.open(gt, pred_out, images=names)
 
     def _on_worker_finished(self) -> None:
@@ -660,14 +923,15 @@ def train_and_predict(
 
 
 def predict_and_save(
-    predictor: Any, dataset: Dataset, pred_out: Path
+    predictor: Any, dataset: Dataset, pred_out: Path, heatmaps: Path | None = None
 ) -> Generator[Any, None, Path]:
-    """Worker job of "Predict & review": predict every image, save the predictions."""
+    """Worker job of "Predict & review": predict every image, save the predictions (and
+    the anomaly maps into ``heatmaps``)."""
     import torch
 
     from ..ml.predict import predict_dataset
 
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
-    predictions = yield from predict_dataset(predictor, dataset)
+    predictions = yield from predict_dataset(predictor, dataset, heatmaps=heatmaps)
     annotations.save(predictions, pred_out, "via")
     return pred_out

@@ -36,10 +36,7 @@ from qtpy.QtWidgets import (
 from .._layers import ROLE_GROUND_TRUTH, TAG
 from ..core import annotations
 from ..core.model import BioAnomalyError
-from ._common import with_browse
-
-#: Set to 1 to run training on the calling thread (debugging).
-INLINE_ENV = "BIOANOMALY_INLINE"
+from ._common import INLINE_ENV, with_browse
 
 
 def prime_torch() -> None:
@@ -75,8 +72,49 @@ def training_job(dataset: Any, config: Any, out: Path, cancel: threading.Event) 
     return (yield from train(dataset, config, out, cancel=cancel))
 
 
+#: The models of the Train widget, with what they are for.
+MODEL_HELP = {
+    "unet": "U-Net segmentation: small, fast, trains on a CPU",
+    "maskrcnn": "Mask R-CNN instances: needs a GPU",
+    "forest": "classic baseline: random forest on filter features, trains in seconds",
+    "autoencoder": "unsupervised: learns normal images, no annotations needed",
+    "memory": "unsupervised: memory bank of normal patches, no annotations, fits in seconds",
+}
+UNSUPERVISED = ("autoencoder", "memory")
+
+
+def _num(value: float | None, fmt: str = ".3f") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def epoch_text(event: Any) -> str:
+    """Status line after a validation."""
+    head = f"Epoch {event.epoch + 1}/{event.epochs}: loss {_num(event.loss, '.4f')}, "
+    if event.val_f1 is None and (event.val_auc is not None or event.val_pixel_auc is not None):
+        return head + (
+            f"validation image AUC {_num(event.val_auc)}, pixel AUC {_num(event.val_pixel_auc)}"
+        )
+    return head + f"validation F1 {_num(event.val_f1)}, IoU {_num(event.val_iou)}"
+
+
+def step_text(event: Any) -> str:
+    """Status line during an epoch."""
+    if event.loss is None:  # the forest and the memory bank read images
+        return f"Image {event.step}/{event.steps}: {event.message}"
+    eta = (
+        ""
+        if event.eta_s is None
+        else f", about {int(event.eta_s) // 60} min {int(event.eta_s) % 60} s left"
+    )
+    return (
+        f"Epoch {event.epoch + 1}/{event.epochs}, step {event.step}/{event.steps}: "
+        f"loss {event.loss:.4f}, {_num(event.sec_per_step, '.2f')} s/step{eta}"
+    )
+
+
 class LossPlot(QWidget):
-    """Training loss (per step), validation loss and F1 (per epoch), drawn with QPainter.
+    """Training loss (per step), validation loss and F1 (per epoch; image ROC-AUC for the
+    unsupervised models), drawn with QPainter.
 
     Redraws at most five times a second, however fast events come.
     """
@@ -93,6 +131,7 @@ class LossPlot(QWidget):
         self.loss: list[tuple[float, float]] = []  # (epoch position, value)
         self.val_loss: list[tuple[float, float]] = []
         self.val_f1: list[tuple[float, float]] = []
+        self.score_label = "val F1 (right)"
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(200)
@@ -111,6 +150,9 @@ class LossPlot(QWidget):
                 self.val_loss.append((event.epoch + 1, event.val_loss))
             if event.val_f1 is not None:
                 self.val_f1.append((event.epoch + 1, event.val_f1))
+            elif getattr(event, "val_auc", None) is not None:
+                self.val_f1.append((event.epoch + 1, event.val_auc))
+                self.score_label = "val AUC (right)"
         if not self._timer.isActive():
             self._timer.start()
 
@@ -157,7 +199,7 @@ class LossPlot(QWidget):
         for name, label in (
             ("loss", "loss"),
             ("val_loss", "val loss"),
-            ("val_f1", "val F1 (right)"),
+            ("val_f1", self.score_label),
         ):
             p.setPen(QColor(self.COLORS[name]))
             p.drawText(QPointF(x, rect.top() + 14), label)
@@ -202,10 +244,11 @@ class TrainWidget(QWidget):
         self.source.setToolTip("annotation file of the dataset (the Annotate widget autosaves it)")
         form.addRow("annotations", with_browse(self.source, self._browse_source))
         self.model = QComboBox()
-        self.model.addItems(["unet", "maskrcnn"])
-        self.model.setToolTip(
-            "unet: small, fast, trains on a CPU; maskrcnn: instances, needs a GPU"
-        )
+        for name, tip in MODEL_HELP.items():
+            self.model.addItem(name)
+            self.model.setItemData(self.model.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
+        self.model.setToolTip("\n".join(f"{k}: {v}" for k, v in MODEL_HELP.items()))
+        self.model.currentTextChanged.connect(self._model_changed)
         form.addRow("model", self.model)
         self.epochs = self._spin(1, 10000, 20)
         form.addRow("epochs", self.epochs)
@@ -233,6 +276,38 @@ class TrainWidget(QWidget):
         self.val_fraction.setSingleStep(0.05)
         self.val_fraction.setValue(0.2)
         form.addRow("validation fraction", self.val_fraction)
+        self.low, self.high = QDoubleSpinBox(), QDoubleSpinBox()
+        for spin, value in ((self.low, 0.1), (self.high, 99.9)):
+            spin.setDecimals(2)
+            spin.setRange(0.0, 100.0)
+            spin.setSingleStep(0.1)
+            spin.setValue(value)
+        self.low.setToolTip("intensity percentile mapped to 0 (0.1)")
+        self.high.setToolTip("intensity percentile mapped to 1 (99.9)")
+        percentiles = QHBoxLayout()
+        percentiles.setContentsMargins(0, 0, 0, 0)
+        percentiles.addWidget(self.low)
+        percentiles.addWidget(QLabel("to"))
+        percentiles.addWidget(self.high)
+        box = QWidget()
+        box.setLayout(percentiles)
+        form.addRow("normalise percentiles", box)
+        self.class_balance = QCheckBox("oversample rare classes")
+        self.class_balance.setToolTip(
+            "anomaly tiles pick a class uniformly, then one of its regions"
+        )
+        self.class_weights = QComboBox()
+        self.class_weights.addItems(["none", "balanced"])
+        self.class_weights.setToolTip(
+            "balanced: weight the loss by inverse square-root class frequency (unet, forest)"
+        )
+        form.addRow("class imbalance", self.class_balance)
+        form.addRow("class weights", self.class_weights)
+        self.exclude_qc = QCheckBox("leave out QC-flagged images")
+        self.exclude_qc.setToolTip(
+            "images flagged uniform, binary, dim, saturated or out of focus are not trained on"
+        )
+        form.addRow("quality control", self.exclude_qc)
         self.out = QLineEdit()
         self.out.setPlaceholderText("model file (default: beside the annotations)")
         form.addRow("save model to", with_browse(self.out, self._browse_out))
@@ -240,10 +315,17 @@ class TrainWidget(QWidget):
         buttons = QHBoxLayout()
         self.train_button = QPushButton("Train")
         self.train_button.clicked.connect(self.start)
+        self.baseline_button = QPushButton("Train baseline")
+        self.baseline_button.setToolTip(
+            "random forest on multi-scale filter features: trains in seconds on a CPU, to "
+            "compare with deep learning"
+        )
+        self.baseline_button.clicked.connect(self.start_baseline)
         self.stop_button = QPushButton("Stop")
         self.stop_button.setEnabled(False)
         self.stop_button.clicked.connect(self.stop)
         buttons.addWidget(self.train_button)
+        buttons.addWidget(self.baseline_button)
         buttons.addWidget(self.stop_button)
         layout.addLayout(buttons)
         self.status = QLabel("Annotate some anomalies, then press Train.")
@@ -305,10 +387,34 @@ class TrainWidget(QWidget):
             augment=self.augment.isChecked(),
             device=self.device.currentText(),
             val_fraction=self.val_fraction.value(),
+            low=self.low.value(),
+            high=self.high.value(),
+            class_balance=self.class_balance.isChecked(),
+            class_weights=self.class_weights.currentText(),
+            exclude_qc=self.exclude_qc.isChecked(),
         )
 
+    def _model_changed(self, name: str) -> None:
+        """Grey out what the chosen model does not use."""
+        network = name not in ("forest", "memory")
+        for w in (self.epochs, self.steps, self.tile, self.batch, self.lr, self.augment):
+            w.setEnabled(network)
+        supervised = name not in ("autoencoder", "memory")
+        self.class_balance.setEnabled(supervised and name != "forest")
+        self.class_weights.setEnabled(name in ("unet", "forest"))
+        if name not in ("unet", "forest"):
+            self.class_weights.setCurrentText("none")
+
+    def start_baseline(self) -> bool:
+        """One click for the classic baseline: the random forest with the current settings."""
+        self.model.setCurrentText("forest")
+        return self.start()
+
     def start(self) -> bool:
-        """Start training in a worker thread; returns False (and says why) if it cannot."""
+        """Start training in a worker thread; returns False (and says why) if it cannot.
+
+        The model file defaults to ``bioanomaly-<model>.pt`` beside the annotations.
+        """
         if self.worker is not None:
             return False
         source = self.source.currentText().strip()
@@ -317,7 +423,8 @@ class TrainWidget(QWidget):
                 raise BioAnomalyError("choose the annotation file of a dataset first")
             config = self.config()
             dataset, _ = annotations.load(source)
-            out = Path(self.out.text().strip() or Path(source).with_name("bioanomaly-model.pt"))
+            default = Path(source).with_name(f"bioanomaly-{config.model}.pt")
+            out = Path(self.out.text().strip() or default)
             prime_torch()
         except (BioAnomalyError, OSError) as exc:
             self._set_status(f"Cannot train: {exc}", error=True)
@@ -366,35 +473,31 @@ class TrainWidget(QWidget):
     def _on_event(self, event: Any) -> None:
         self.plot.add(event)
         if self._progress is not None and event.kind == "step":
+            total = event.epochs * event.steps  # the forest and memory bank: one step per image
+            if self._progress.total != total:
+                self._progress.total = total
             self._progress.update(1)
-        if event.kind == "warning":
-            self._set_status(event.message, error=True)
+        if event.kind in ("warning", "status"):
+            self._set_status(event.message, error=event.kind == "warning")
             return
         now = time.monotonic()
         if event.kind == "epoch":
-            f1 = "-" if event.val_f1 is None else f"{event.val_f1:.3f}"
-            iou = "-" if event.val_iou is None else f"{event.val_iou:.3f}"
-            self._set_status(
-                f"Epoch {event.epoch + 1}/{event.epochs}: loss {event.loss:.4f}, "
-                f"validation F1 {f1}, IoU {iou}"
-            )
+            self._set_status(epoch_text(event))
             self._last_status = now
         elif now - self._last_status > 0.5:  # text updates are cheap, but not free
-            eta = (
-                ""
-                if event.eta_s is None
-                else f", about {int(event.eta_s) // 60} min {int(event.eta_s) % 60} s left"
-            )
-            self._set_status(
-                f"Epoch {event.epoch + 1}/{event.epochs}, step {event.step}/{event.steps}: "
-                f"loss {event.loss:.4f}, {event.sec_per_step:.2f} s/step{eta}"
-            )
+            self._set_status(step_text(event))
             self._last_status = now
 
     def _on_returned(self, result: Any) -> None:
         self.result = result
         what = "Stopped" if result.cancelled else "Finished"
-        best = "" if result.best_f1 is None else f" (best validation F1 {result.best_f1:.3f})"
+        measure = "image ROC-AUC" if self.model.currentText() in UNSUPERVISED else "F1"
+        if result.best_f1 is not None:
+            best = f" (best validation {measure} {result.best_f1:.3f})"
+        elif measure != "F1":
+            best = " (no validation ROC-AUC: it needs normal and anomalous validation images)"
+        else:
+            best = ""
         self._set_status(
             f"{what} on {result.device}. Model: {result.best}{best}. Last state: {result.last}"
         )
@@ -413,6 +516,7 @@ class TrainWidget(QWidget):
 
     def _set_running(self, running: bool) -> None:
         self.train_button.setEnabled(not running)
+        self.baseline_button.setEnabled(not running)
         self.stop_button.setEnabled(running)
 
     def _set_status(self, text: str, error: bool = False) -> None:

@@ -198,3 +198,26 @@ def test_killed_while_annotating_leaves_a_complete_file(dataset_dir, tmp_path):
     assert report.format == "via2-project" and not report.issues
     added = len(ds.images[0].regions) - before
     assert added >= last + 1  # every edit reported done was on disk; at most the next one is lost
+
+
+def test_quality_check_flags_show_filter_and_are_saved(widget, dataset_dir, monkeypatch, qtbot):
+    import tifffile
+
+    tifffile.imwrite(dataset_dir / "img_002.tif", np.zeros((128, 128), np.uint16))  # blank
+    assert widget.check_quality()
+    qtbot.waitUntil(
+        lambda: widget._qc_worker is None and widget.qc_button.isEnabled(), timeout=60_000
+    )
+    images = widget._session.dataset.images
+    flags = {im.filename: im.file_attributes["qc"] for im in images}
+    assert flags["img_002.tif"] == "uniform; dim"
+    assert all(v == "ok" for k, v in flags.items() if k != "img_002.tif")
+    widget.qc_filter.setCurrentText("QC flagged")
+    assert [images[i].filename for i in widget.visible_images()] == ["img_002.tif"]
+    widget.qc_filter.setCurrentText("QC ok")
+    assert len(widget.visible_images()) == len(images) - 1
+    saved = json.loads((dataset_dir / "annotations.json").read_text())
+    stored = {
+        v["filename"]: v["file_attributes"].get("qc") for v in saved["_via_img_metadata"].values()
+    }
+    assert stored["img_002.tif"] == "uniform; dim"

@@ -159,3 +159,61 @@ def test_an_edited_prediction_is_accepted_as_drawn(review, dataset_dir):
     accepted = review.annotator.session.image.regions[-1]
     np.testing.assert_allclose(accepted.polygon, moved + 0.5)
     assert accepted.source == "model-accepted"
+
+
+def test_anomaly_map_is_shown_and_turned_into_proposals(review, dataset_dir):
+    import tifffile
+
+    heat = np.zeros((128, 128), np.float32)
+    heat[20:40, 60:90] = 0.9  # one anomalous patch on img_000
+    folder = dataset_dir / "pred.heatmaps"
+    folder.mkdir()
+    tifffile.imwrite(folder / "img_000.tif", heat)
+    review.annotator.show(1)
+    review.annotator.show(0)
+    layer = review.heat_layer
+    assert layer is not None and layer.visible and layer.data.shape == (128, 128)
+    layers = list(review.viewer.layers)
+    assert layers.index(layer) < layers.index(review.pred_layer)  # under the outlines
+    review.heat_slider.setValue(50)
+    assert review.propose() == 1
+    review.score_slider.setValue(0)
+    proposal = review._pred_image("img_000.tif").regions[0]
+    assert proposal.label == "anomaly" and proposal.score == pytest.approx(0.9, abs=0.01)
+    r0, c0, r1, c1 = proposal.bbox
+    assert (r0, c0, r1, c1) == pytest.approx((20, 60, 40, 90), abs=1)
+    before = len(review.annotator.session.image.regions)
+    assert review.accept_all() == 1  # pre-annotation: the proposal becomes an annotation
+    assert len(review.annotator.session.image.regions) == before + 1
+    review.annotator.show(2)  # no map for this image: the layer hides
+    assert not layer.visible
+
+
+def test_image_level_tab_shows_scores_and_curves(review):
+    review.tabs.setCurrentIndex(1)
+    review.refresh_image_level()
+    text = review.image_text.text()
+    assert "ROC-AUC" in text and "kappa" in text and "TPR" in text
+    assert not review.curves.pixmap().isNull()
+    level = review.image_level()
+    assert level["images"] == 6 and level["threshold"] == 0.5
+
+
+def test_per_class_tab_and_class_agreement(review):
+    review.tabs.setCurrentIndex(2)
+    review.fill_classes()
+    names = [review.class_table.item(r, 0).text() for r in range(review.class_table.rowCount())]
+    gt, _ = annotations.load(review.annotator.session.path, read_images=False)
+    assert set(names) == {r.label for r in gt.regions}
+    assert "matched regions" in review.agreement_text.text()
+
+
+def test_qc_flags_are_a_table_column(review, dataset_dir):
+    session = review.annotator.session
+    attrs = dict(session.dataset.images[0].file_attributes, qc="dim")
+    session.set_file_attributes(attrs, 0)
+    review.refresh()
+    column = review.model.columnCount() - 1
+    assert review.model.data(review.model.index(0, column), 0) == "dim"
+    review.filter_edit.setText("dim")
+    assert review.proxy.rowCount() == 1

@@ -39,8 +39,8 @@ def test_train_in_a_worker_and_see_the_plot(widgets, qtbot):
     assert train.result is not None and not train.result.cancelled
     assert len(train.plot.loss) == 6 and len(train.plot.val_loss) == 2
     assert "Finished" in train.status.text()
-    assert load_checkpoint(folder / "bioanomaly-model.pt")["config"]["tile"] == 64  # the best
-    assert len(load_checkpoint(folder / "bioanomaly-model.last.pt")["history"]) == 2
+    assert load_checkpoint(folder / "bioanomaly-unet.pt")["config"]["tile"] == 64  # the best
+    assert len(load_checkpoint(folder / "bioanomaly-unet.last.pt")["history"]) == 2
     assert train.train_button.isEnabled()
 
 
@@ -54,7 +54,7 @@ def test_stop_leaves_a_resumable_checkpoint(widgets, qtbot):
         train.stop()
     assert train.result.cancelled
     assert len(train.plot.loss) < 10  # stopped within a step or so of the request
-    assert load_checkpoint(folder / "bioanomaly-model.last.pt")["format"]
+    assert load_checkpoint(folder / "bioanomaly-unet.last.pt")["format"]
 
 
 def test_bad_settings_are_explained(widgets):
@@ -62,3 +62,36 @@ def test_bad_settings_are_explained(widgets):
     train.source.setCurrentText("/nonexistent/annotations.json")
     assert not train.start()
     assert "file not found" in train.status.text()
+
+
+def test_baseline_is_one_click_and_unsupervised_models_train(widgets, qtbot):
+    _, train, folder = widgets
+    assert train.start_baseline()
+    assert train.model.currentText() == "forest" and not train.epochs.isEnabled()
+    with qtbot.waitSignal(train.worker.finished, timeout=120_000):
+        pass
+    assert "Finished" in train.status.text() and "F1" in train.status.text()
+    assert "forest" in load_checkpoint(folder / "bioanomaly-forest.pt")
+    train.model.setCurrentText("memory")
+    assert not train.class_weights.isEnabled()
+    assert train.start()
+    with qtbot.waitSignal(train.worker.finished, timeout=120_000):
+        pass
+    assert "ROC-AUC" in train.status.text(), train.status.text()
+    assert "scoring" in load_checkpoint(folder / "bioanomaly-memory.pt")
+
+
+def test_imbalance_qc_and_normalisation_settings_reach_the_config(widgets):
+    _, train, _ = widgets
+    train.class_balance.setChecked(True)
+    train.class_weights.setCurrentText("balanced")
+    train.exclude_qc.setChecked(True)
+    train.low.setValue(1.0)
+    train.high.setValue(99.0)
+    config = train.config()
+    assert (config.class_balance, config.class_weights, config.exclude_qc) == (
+        True,
+        "balanced",
+        True,
+    )
+    assert (config.low, config.high) == (1.0, 99.0)

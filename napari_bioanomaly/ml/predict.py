@@ -71,10 +71,6 @@ class Predictor:
                 return cls(None, config.model, classes, config, dev, extra)
         return cls(model_from_checkpoint(ckpt, dev), config.model, classes, config, dev, extra)
 
-    @property
-    def unsupervised(self) -> bool:
-        return self.kind in ANOMALY_MODELS
-
 
 @torch.no_grad()
 def class_probabilities(

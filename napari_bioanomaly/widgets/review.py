@@ -32,6 +32,7 @@ from qtpy.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QPushButton,
+    QSizePolicy,
     QSlider,
     QTableView,
     QTableWidget,
@@ -311,6 +312,8 @@ class ReviewWidget(QWidget):
         self.curves = QLabel()
         self.curves.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.curves.setMinimumHeight(160)
+        # the pixmap follows the dock's width, never the other way round
+        self.curves.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         col.addWidget(self.curves, 1)
         # the curves (matplotlib, ~0.1 s) and class scores are redrawn once the sliders rest,
         # and only for the visible tab
@@ -460,6 +463,11 @@ class ReviewWidget(QWidget):
         self._fill_predictions()
         self._curves_timer.start()
 
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        if self.annotator is not None and self.tabs.currentIndex() == 1:
+            self._curves_timer.start()  # redraw the curves at the new width
+
     def _refresh_tab(self) -> None:
         """Recompute what the visible tab shows (the per-image table is always live)."""
         if self.annotator is None:
@@ -522,9 +530,10 @@ class ReviewWidget(QWidget):
             f"{fmt(im['tnr'])}, PPV {fmt(im['ppv'])}, NPV {fmt(im['npv'])}, F1 {fmt(im['f1'])}, "
             f"kappa {fmt(im['kappa'])}"
         )
+        width = max(min(self.curves.width(), self.tabs.width() - 12), 320)  # fits the dock
         rgba = curves_image(
             [1 if r.n_gt else 0 for r in rows], [r.score for r in rows], self.image_threshold,
-            size=(6.4, 3.0), dpi=80,
+            size=(width / 80, max(width * 0.48, 150) / 80), dpi=80,
         )  # fmt: skip
         h, w = rgba.shape[:2]
         image = QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
@@ -647,7 +656,7 @@ class ReviewWidget(QWidget):
         if layer is None or layer not in self.viewer.layers:
             self.heat_layer = self.viewer.add_image(
                 heat, name="anomaly map", colormap="inferno", contrast_limits=(0.0, 1.0),
-                opacity=0.5, blending="additive",
+                opacity=0.7, blending="additive",
                 metadata={TAG: {"role": "anomaly map", "folder": str(self.heat_dir)}},
             )  # fmt: skip
             # under the outlines: just above the image

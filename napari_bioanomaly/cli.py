@@ -64,10 +64,7 @@ def _add_import_options(p: argparse.ArgumentParser) -> None:
 def _open(args: argparse.Namespace, read_images: bool = True) -> tuple[Dataset, ImportReport]:
     source = Path(args.input)
     options = _import_options(args)
-    if source.is_dir():
-        dataset, report, _ = annotations.open_folder(source, options)
-        return dataset, report
-    return annotations.load(source, args.images, options, read_images=read_images)
+    return annotations.open_dataset(source, args.images, options, read_images=read_images)
 
 
 def _counts(counter: dict[str, int]) -> str:
@@ -146,7 +143,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .ml.train import train
 
     config = _train_config(args)
-    dataset, report = annotations.load(args.annotations, args.images, _import_options(args))
+    dataset, report = annotations.open_dataset(args.annotations, args.images, _import_options(args))
     for line in report.warnings:
         print(f"warning: {line}", file=sys.stderr)
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
@@ -186,7 +183,7 @@ def cmd_crossval(args: argparse.Namespace) -> int:
     from .ml.crossval import crossval
 
     config = _train_config(args)
-    dataset, report = annotations.load(args.annotations, args.images, _import_options(args))
+    dataset, report = annotations.open_dataset(args.annotations, args.images, _import_options(args))
     for line in report.warnings:
         print(f"warning: {line}", file=sys.stderr)
     gen = crossval(dataset, config, args.folds, args.out, args.group_by, args.iou)
@@ -601,7 +598,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_qc)
 
     p = sub.add_parser("train", help="train a model (GPU when there is one)")
-    p.add_argument("--annotations", required=True, metavar="FILE", help="VIA or COCO file")
+    p.add_argument(
+        "--annotations",
+        required=True,
+        metavar="FILE",
+        help="annotation file (VIA, COCO, ...), or a folder of images (unsupervised models "
+        "need no annotation)",
+    )
     p.add_argument("--out", required=True, metavar="MODEL.pt", help="best checkpoint goes here")
     p.add_argument("--resume", metavar="CKPT", help="continue from a .last.pt checkpoint")
     _add_train_options(p)
@@ -609,7 +612,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("crossval", help="K-fold cross-validation, grouped by a file attribute")
-    p.add_argument("--annotations", required=True, metavar="FILE", help="VIA or COCO file")
+    p.add_argument(
+        "--annotations",
+        required=True,
+        metavar="FILE",
+        help="annotation file (VIA, COCO, ...), or a folder of images (unsupervised models "
+        "need no annotation)",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="fold models and results go here")
     p.add_argument("--folds", type=int, default=5, metavar="K", help="number of folds (5)")
     p.add_argument(

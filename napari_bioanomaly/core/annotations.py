@@ -176,13 +176,18 @@ def find_annotation_file(folder: str | os.PathLike[str]) -> Path | None:
     return found[0] if len(found) == 1 else None
 
 
+#: Suffix of the folders of anomaly maps that prediction writes beside its output.
+HEATMAPS_SUFFIX = ".heatmaps"
+
+
 def list_images(folder: str | os.PathLike[str]) -> list[str]:
     """Image files under ``folder`` (recursively, hidden entries skipped), as sorted
-    relative posix paths. Uses ``os.walk`` (no stat per file)."""
+    relative posix paths. Uses ``os.walk`` (no stat per file). Folders of anomaly maps
+    written by prediction (``*.heatmaps``) are outputs, not images of the dataset."""
     folder = Path(folder)
     out = []
     for base, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        dirs[:] = [d for d in dirs if not d.startswith(".") and not d.endswith(HEATMAPS_SUFFIX)]
         rel = Path(base).relative_to(folder)
         for name in files:
             if not name.startswith(".") and is_image_file(name):
@@ -217,6 +222,28 @@ def open_folder(
             dataset.images.append(record)
     report.images = len(dataset.images)
     return dataset, report, ann
+
+
+def open_dataset(
+    source: str | os.PathLike[str],
+    images: str | os.PathLike[str] | None = None,
+    options: ImportOptions | None = None,
+    read_images: bool = True,
+) -> tuple[Dataset, ImportReport]:
+    """An annotation file, or a folder of images (with its annotation file, if any).
+
+    The not-yet-saved annotation file of a new dataset (a folder opened in the
+    Annotate widget, saved on the first change) stands for its folder, so a
+    folder of images without any annotation can be trained on (unsupervised
+    models) and predicted.
+    """
+    path = Path(source)
+    if not path.exists() and path.parent.is_dir() and list_images(path.parent):
+        path = path.parent
+    if path.is_dir():
+        dataset, report, _ = open_folder(path, options)
+        return dataset, report
+    return load(path, images, options, read_images=read_images)
 
 
 def save(

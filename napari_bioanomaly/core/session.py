@@ -103,6 +103,9 @@ class AnnotationSession:
             root, path = source, ann
         elif source.is_file():
             root, path = source.parent, source
+        elif source.parent.is_dir() and annotations.list_images(source.parent):
+            # the not-yet-saved annotation file of a new dataset in this folder
+            return cls.new(source.parent, source.name)
         else:
             raise BioAnomalyError(f"{source}: no such file or folder")
         dataset, report = annotations.load(path, root, options, read_images=False)

@@ -391,7 +391,7 @@ class ReviewWidget(QWidget):
         if self.annotator is not None:
             self.annotator.close()
         self.predictions, self.pred_path = predictions, Path(pred_path)
-        self.heat_dir = self.pred_path.with_suffix(".heatmaps")
+        self.heat_dir = self.pred_path.with_suffix(annotations.HEATMAPS_SUFFIX)
         self._heat_cache: dict[str, np.ndarray] = {}
         keys = [k for im in session.dataset.images for k in im.file_attributes if k != QC_ATTRIBUTE]
         self.group_by = keys[0] if keys else None
@@ -830,7 +830,7 @@ class ReviewWidget(QWidget):
         try:
             if not gt:
                 raise BioAnomalyError("choose the ground-truth annotation file first")
-            dataset, _ = annotations.load(gt)
+            dataset, _ = annotations.open_dataset(gt)
             config = TrainConfig(**self.train_settings)
             prime_torch()
         except (BioAnomalyError, OSError, TypeError) as exc:
@@ -839,7 +839,7 @@ class ReviewWidget(QWidget):
         from napari.qt.threading import create_worker
 
         out = Path(gt).with_name("bioanomaly-model.pt")
-        pred_out = Path(gt).with_name(Path(gt).stem + ".predictions.json")
+        pred_out = predictions_path(gt)
         self.worker = create_worker(
             train_and_predict, dataset, config, out, pred_out, _start_thread=False
         )
@@ -863,7 +863,7 @@ class ReviewWidget(QWidget):
         try:
             if not gt or not model:
                 raise BioAnomalyError("choose the ground-truth file and a model first")
-            dataset, _ = annotations.load(gt, read_images=False)
+            dataset, _ = annotations.open_dataset(gt, read_images=False)
             prime_torch()
             predictor = Predictor.load(model)
         except (BioAnomalyError, OSError) as exc:
@@ -871,12 +871,12 @@ class ReviewWidget(QWidget):
             return False
         from napari.qt.threading import create_worker
 
-        pred_out = Path(gt).with_name(Path(gt).stem + ".predictions.json")
+        pred_out = predictions_path(gt)
         names = [im.filename for im in dataset.images]
+        heatmaps = pred_out.with_suffix(annotations.HEATMAPS_SUFFIX)
         self.worker = create_worker(
-            predict_and_save, predictor, dataset, pred_out, pred_out.with_suffix(".heatmaps"),
-            _start_thread=False,
-        )  # fmt: skip
+            predict_and_save, predictor, dataset, pred_out, heatmaps, _start_thread=False
+        )
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(lambda path: self._after_training(gt, path, names))
         self.worker.errored.connect(lambda exc: self.summary.setText(f"Prediction failed: {exc}"))
@@ -912,6 +912,15 @@ class ReviewWidget(QWidget):
         if self.annotator is not None:
             self.annotator.close()
         super().closeEvent(event)
+
+
+def predictions_path(gt: str | Path) -> Path:
+    """Where the widget saves predictions: ``<annotations>.predictions.json`` beside the
+    ground truth (inside the folder when the ground truth is a folder of images)."""
+    gt = Path(gt)
+    if gt.is_dir():
+        return gt / "annotations.predictions.json"
+    return gt.with_name(gt.stem + ".predictions.json")
 
 
 def train_and_predict(

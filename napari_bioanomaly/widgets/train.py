@@ -422,7 +422,7 @@ class TrainWidget(QWidget):
             if not source:
                 raise BioAnomalyError("choose the annotation file of a dataset first")
             config = self.config()
-            dataset, _ = annotations.load(source)
+            dataset, _ = annotations.open_dataset(source)
             default = Path(source).with_name(f"bioanomaly-{config.model}.pt")
             out = Path(self.out.text().strip() or default)
             prime_torch()

@@ -1,0 +1,51 @@
+"""The "no annotations yet" story in napari: a folder of images -> anomaly map -> proposals
+-> accepted annotations, with the Annotate, Train and Review widgets."""
+
+from __future__ import annotations
+
+import json
+
+from napari_bioanomaly.widgets.annotate import AnnotateWidget
+from napari_bioanomaly.widgets.review import ReviewWidget
+from napari_bioanomaly.widgets.train import TrainWidget
+
+
+def test_unannotated_folder_to_heatmap_proposals_and_annotations(
+    make_napari_viewer, dataset_dir, qtbot
+):
+    (dataset_dir / "annotations.json").unlink()  # only images: nothing annotated yet
+    viewer = make_napari_viewer()
+    annotate = AnnotateWidget(viewer)
+    qtbot.addWidget(annotate)
+    assert annotate.open_path(dataset_dir)
+    train = TrainWidget(viewer)
+    qtbot.addWidget(train)
+    assert train.source.currentText() == str(dataset_dir / "annotations.json")  # not saved yet
+    train.model.setCurrentText("memory")
+    assert train.start(), train.status.text()
+    with qtbot.waitSignal(train.worker.finished, timeout=120_000):
+        pass
+    model = dataset_dir / "bioanomaly-memory.pt"
+    assert model.is_file(), train.status.text()
+
+    review = ReviewWidget(viewer)
+    qtbot.addWidget(review)
+    review.gt_edit.setText(train.source.currentText())
+    review.model_edit.setText(str(model))
+    assert review.predict_and_review(), review.summary.text()
+    with qtbot.waitSignal(review.worker.finished, timeout=120_000):
+        pass
+    assert len(review.model.rows) == 6
+    assert (dataset_dir / "annotations.predictions.heatmaps").is_dir()
+    # go to the image the model finds most anomalous: its map is shown, proposals outlined
+    top = max(review.rows(), key=lambda r: r.score)
+    review.annotator.show(review.names.index(top.image))
+    assert review.heat_layer is not None and review.heat_layer.visible
+    review.score_slider.setValue(0)
+    proposed = review.propose()
+    assert proposed >= 1
+    assert review.accept_all() == proposed
+    saved = json.loads((dataset_dir / "annotations.json").read_text())
+    entry = next(v for v in saved["_via_img_metadata"].values() if v["filename"] == top.image)
+    assert len(entry["regions"]) == proposed
+    assert {r["region_attributes"]["source"] for r in entry["regions"]} == {"model-accepted"}

@@ -245,3 +245,18 @@ def test_class_weights_refused_for_models_without_them():
         TrainConfig(model="maskrcnn", class_weights="balanced")
     with pytest.raises(BioAnomalyError, match="model must be one of"):
         TrainConfig(model="svm")
+
+
+def test_cli_trains_on_a_folder_of_images_without_annotations(study, tmp_path, capsys):
+    import shutil
+
+    folder, ds = study
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for im in ds.images[:6]:
+        shutil.copy(folder / im.filename, bare / im.filename)
+    out = tmp_path / "m.pt"
+    assert main(["train", "--annotations", str(bare), "--out", str(out), "--model", "memory"]) == 0
+    assert load_checkpoint(out)["classes"] == ["anomaly"]
+    assert main(["train", "--annotations", str(bare), "--out", str(tmp_path / "u.pt")]) == 2
+    assert "no annotated anomalies" in capsys.readouterr().err

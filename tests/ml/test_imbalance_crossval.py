@@ -197,3 +197,14 @@ def test_config_round_trips_the_new_options():
         model="forest", class_balance=True, class_weights="balanced", exclude_qc=True
     )
     assert TrainConfig.from_dict(config.to_dict()) == config
+
+
+def test_images_smaller_than_a_tile_are_centred(tmp_path):
+    tifffile.imwrite(tmp_path / "small.tif", np.arange(40 * 40, dtype=np.uint16).reshape(40, 40))
+    whole = Region(np.array([[0, 0], [0, 40], [40, 40], [40, 0]], float), "dust", shape="polygon")
+    ds = Dataset(images=[ImageRecord("small.tif", (40, 40), regions=[whole])], root=tmp_path)
+    config = TINY.replace(augment=False, anomaly_fraction=0.0)
+    image, cls, _ = data.TileSampler(ds, [0], ["dust"], config).sample(np.random.default_rng(0))
+    rows, cols = np.nonzero(cls)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (12, 51, 12, 51)
+    assert image[:12].max() == 0 and image[12:52, 12:52].max() > 0.9

@@ -4,7 +4,8 @@ The sample dataset (``--images`` images of ``--size`` px, 40% normal) is split:
 the first two thirds train, the last third is scored. Methods: the unsupervised
 ``autoencoder`` and ``memory`` (trained without looking at the annotations'
 classes; annotated pixels are only left out of what is learned as normal), the
-classic ``forest`` baseline and the supervised ``unet``. The reference, run in
+classic ``forest`` baseline and the supervised ``unet`` (image score of the
+segmentation models: the same top-k mean of their ``1 - p(background)`` map). The reference, run in
 the same process on the same images, is a naive map with no learning at all:
 the absolute difference between each pixel and the median of its 31 px
 neighbourhood (image score: the same top-k mean). Prints each method's figures,
@@ -68,6 +69,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--methods", default="autoencoder,memory,forest,unet")
     args = parser.parse_args()
     print(
         f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads,"
@@ -95,7 +97,7 @@ def main() -> None:
               f"{ref_pixel:.3f}  predict {ref_time:.2f} s/image")  # fmt: skip
         base = TrainConfig(epochs=args.epochs, steps_per_epoch=30, tile=128, batch=4,
                            device=args.device, seed=0)  # fmt: skip
-        for kind in ("autoencoder", "memory", "forest", "unet"):
+        for kind in args.methods.split(","):
             t0 = time.perf_counter()
             result = run(train(train_part, base.replace(model=kind), folder / f"{kind}.pt"))
             fit = time.perf_counter() - t0
@@ -104,7 +106,8 @@ def main() -> None:
             def heat_of(image: np.ndarray, p: Predictor = predictor) -> tuple[np.ndarray, float]:
                 probs, score = predict_image(p, image)
                 heat = 1.0 - probs[0]
-                return heat, score if score is not None else float(heat.max())
+                # segmentation models: the same top-k image score as the anomaly maps
+                return heat, score if score is not None else anomaly.top_k(heat)
 
             image_auc, pixel_auc, per_image = scores(test, folder, classes, heat_of)
             print(f"{kind:28s} image ROC-AUC {image_auc:.3f} ({image_auc / ref_image:.2f}x ref)  "

@@ -224,6 +224,7 @@ class AnnotateWidget(QWidget):
         self.viewer = napari_viewer
         self.annotator: Annotator | None = None
         self._qc_worker: Any = None
+        self._qc_session: AnnotationSession | None = None
         self._filling = False
         self._last: Path | None = None
         self._build()
@@ -496,7 +497,7 @@ class AnnotateWidget(QWidget):
         saved with the annotations when all are done. Returns False if it cannot start."""
         if self.annotator is None or self._qc_worker is not None:
             return False
-        session = self._session
+        session = self._qc_session = self._session
         root = session.dataset.root or Path(".")
         records = [(i, ImageRecord(im.filename)) for i, im in enumerate(session.dataset.images)]
         self.qc_button.setEnabled(False)
@@ -516,6 +517,8 @@ class AnnotateWidget(QWidget):
 
     def _on_quality(self, item: tuple[int, tuple[str, ...]]) -> None:
         index, flags = item
+        if self.annotator is None or self._session is not self._qc_session:
+            return  # another dataset was opened meanwhile: these flags are not its
         session = self._session
         if index >= len(session.dataset.images):
             return
@@ -529,7 +532,7 @@ class AnnotateWidget(QWidget):
     def _on_quality_done(self) -> None:
         self._qc_worker = None
         self.qc_button.setEnabled(True)
-        if self.annotator is None:
+        if self.annotator is None or self._session is not self._qc_session:
             return
         self.annotator.autosave()
         images = self._session.dataset.images
@@ -837,6 +840,8 @@ class AnnotateWidget(QWidget):
         compact_dock_tabs(self)
 
     def closeEvent(self, event: Any) -> None:
+        if self._qc_worker is not None:  # a quality check in flight stops at the next image
+            self._qc_worker.quit()
         if self.annotator is not None:
             self.annotator.close()
         super().closeEvent(event)

@@ -281,7 +281,7 @@ class AnnotateWidget(QWidget):
         self.qc_filter.addItems(QC_FILTERS)
         self.qc_filter.setToolTip("show images by their quality-control flags")
         self.qc_filter.currentTextChanged.connect(self._apply_filter)
-        filters.addWidget(self.filter_edit)
+        box.addWidget(self.filter_edit)  # the text filter gets the whole width
         filters.addWidget(self.status_filter)
         filters.addWidget(self.qc_filter)
         box.addLayout(filters)

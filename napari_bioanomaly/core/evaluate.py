@@ -321,43 +321,38 @@ def _image_score(pred: ImageRecord | None) -> float | None:
         return None
 
 
-def _only(record: ImageRecord | None, label: str) -> ImageRecord | None:
-    if record is None:
-        return None
-    return ImageRecord(
-        record.filename, record.shape, record.file_attributes,
-        regions=[r for r in record.regions if r.label == label],
-    )  # fmt: skip
-
-
 def per_class(
-    pairs: Sequence[tuple[ImageRecord, ImageRecord | None]],
+    caches: Sequence[ImageCache],
     iou_threshold: float = 0.5,
     score_threshold: float = 0.0,
-    matched: Sequence[tuple[str, str]] = (),
 ) -> dict[str, dict[str, Any]]:
     """Scores of each class alone: its ground truth against predictions of that class.
 
-    ``found`` is the share of the class's ground truth matched by a prediction of
-    any class (from ``matched``, the class-agnostic matching): what a
+    Taken from the cached IoU matrices (sub-matrices of one class; nothing is
+    rasterised again). ``found`` is the share of the class's ground truth matched
+    by a prediction of any class (the class-agnostic matching): what a
     class-agnostic model, such as the unsupervised ones, finds of each class.
     """
-    found = defaultdict(int)
-    for truth, _ in matched:
-        found[truth] += 1
-    labels = sorted(
-        {r.label for gt, pred in pairs for r in [*gt.regions, *(pred.regions if pred else [])]}
-    )
+    totals: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(5))  # gt pred tp iou found
+    for cache in caches:
+        for label, counts in cache.class_counts(iou_threshold, score_threshold).items():
+            totals[label] += counts
     out = {}
-    for label in labels:
-        rows = [
-            ImageCache(_only(gt, label), _only(pred, label)).score(iou_threshold, score_threshold)
-            for gt, pred in pairs
-        ]
-        s = summarise(rows)
-        out[label] = {k: s[k] for k in ("gt", "pred", "tp", "fp", "fn", "precision", "recall",
-                                        "f1", "mean_iou", "pixel_iou")}  # fmt: skip
-        out[label]["found"] = found[label] / s["gt"] if s["gt"] else None
+    for label in sorted(totals):
+        n_gt, n_pred, tp, iou_sum, found = totals[label]
+        fp, fn = n_pred - tp, n_gt - tp
+        out[label] = {
+            "gt": int(n_gt),
+            "pred": int(n_pred),
+            "tp": int(tp),
+            "fp": int(fp),
+            "fn": int(fn),
+            "precision": tp / n_pred if n_pred else (1.0 if not fn else 0.0),
+            "recall": tp / n_gt if n_gt else 1.0,
+            "f1": 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn else 1.0,
+            "mean_iou": iou_sum / tp if tp else None,
+            "found": found / n_gt if n_gt else None,
+        }
     return out
 
 
@@ -427,7 +422,6 @@ def evaluate(
     rows = [_study_score(c, iou_threshold, score_threshold) for c in caches]
     keep = [not (group_by and r.group[group_by] in excluded) for r in rows]
     kept = [r for r, k in zip(rows, keep, strict=True) if k]
-    pairs = [(im, by_name.get(im.filename)) for im, k in zip(gt.images, keep, strict=True) if k]
     matched = [
         pair
         for c, k in zip(caches, keep, strict=True)
@@ -441,7 +435,9 @@ def evaluate(
     return {
         **summarise(kept),
         "image_level": image_level(kept, image_threshold),
-        "classes": per_class(pairs, iou_threshold, score_threshold, matched),
+        "classes": per_class(
+            [c for c, k in zip(caches, keep, strict=True) if k], iou_threshold, score_threshold
+        ),
         "class_agreement": class_agreement_summary(matched),
         "iou_threshold": iou_threshold,
         "score_threshold": score_threshold,
@@ -503,6 +499,26 @@ class ImageCache:
             if self.image_score is not None
             else (float(self.scores[keep].max()) if len(keep) else 0.0),
         )
+
+    def class_counts(
+        self, iou_threshold: float = 0.5, score_threshold: float = 0.0
+    ) -> dict[str, np.ndarray]:
+        """Per class: ground truth, predictions, class-wise TP, their IoU sum, and the
+        ground truth matched by a prediction of any class (see :func:`per_class`)."""
+        keep = np.flatnonzero(self.scores >= score_threshold)
+        gt_labels = np.array(self.gt_labels, dtype=object)
+        pred_labels = np.array(self.pred_labels, dtype=object)[keep]
+        any_rows, _ = match(self.iou[:, keep], iou_threshold)
+        found = np.zeros(len(gt_labels), bool)
+        found[any_rows] = True
+        out = {}
+        for label in {*self.gt_labels, *pred_labels.tolist()}:
+            g = np.flatnonzero(gt_labels == label)
+            pr = keep[pred_labels == label]
+            rows, cols = match(self.iou[np.ix_(g, pr)], iou_threshold)
+            ious = self.iou[g[rows], pr[cols]] if len(rows) else np.zeros(0)
+            out[label] = np.array([len(g), len(pr), len(rows), ious.sum(), found[g].sum()])
+        return out
 
     def matched_labels(
         self, iou_threshold: float = 0.5, score_threshold: float = 0.0

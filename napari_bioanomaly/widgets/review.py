@@ -477,16 +477,11 @@ class ReviewWidget(QWidget):
         elif self.tabs.currentIndex() == 2:
             self.fill_classes()
 
-    def _pairs(self) -> list[tuple[ImageRecord, ImageRecord]]:
-        assert self.annotator is not None
-        by_name = {im.filename: im for im in self.annotator.session.dataset.images}
-        return [(by_name[n], self._pred_image(n)) for n in self.names]
-
     def fill_classes(self) -> None:
         """Per-class scores and the agreement of the classes of matched regions."""
         iou, score = self.iou_threshold, self.score_threshold
         matched = [pair for n in self.names for pair in self.caches[n].matched_labels(iou, score)]
-        classes = per_class(self._pairs(), iou, score, matched)
+        classes = per_class([self.caches[n] for n in self.names], iou, score)
         self.class_table.setRowCount(len(classes))
         for r, (name, c) in enumerate(classes.items()):
             values = [name, c["gt"], c["pred"], c["tp"], c["fp"], c["fn"], c["precision"],

@@ -130,10 +130,18 @@ def top_k(scores: np.ndarray, valid: np.ndarray | None = None) -> float:
 
 
 def calibrate(values: np.ndarray | float, center: float, threshold: float) -> np.ndarray:
-    """Raw scores to ``(0, 1)``: 0.5 at ``threshold``, about 0.02 at ``center``."""
+    """Raw scores to ``(0, 1)``: 0.5 at ``threshold``, about 0.02 at ``center``.
+
+    Below the threshold a logistic curve; above it ``1 - 0.5 / (1 + z / 2)``, which
+    meets the logistic smoothly but approaches 1 slowly: strong anomalies keep their
+    order instead of all saturating at 1.0 (rankings, hence AUROCs, are those of the
+    raw scores).
+    """
     scale = max(threshold - center, 1e-6) / 4.0
-    z = np.clip((np.asarray(values, dtype=np.float32) - threshold) / scale, -30, 30)
-    return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+    z = np.maximum((np.asarray(values, dtype=np.float32) - threshold) / scale, -30.0)
+    low = 1.0 / (1.0 + np.exp(-np.minimum(z, 0.0)))
+    high = 1.0 - 0.5 / (1.0 + np.maximum(z, 0.0) / 2.0)
+    return np.where(z <= 0, low, high).astype(np.float32)
 
 
 def image_score(raw_score: float, scoring: dict[str, Any]) -> float:

@@ -158,6 +158,8 @@ def test_calibrate_maps_threshold_to_half_and_keeps_order():
     assert out[2] == pytest.approx(0.5)
     assert out[1] == pytest.approx(1 / (1 + np.exp(4)), rel=1e-4)
     assert np.all(np.diff(out) > 0)
+    strong = anomaly.calibrate(np.array([50.0, 60.0, 1e4]), center=1.0, threshold=2.0)
+    assert np.all(np.diff(strong) > 0) and strong[-1] < 1.0  # strong anomalies keep their order
     scoring = {"center": 0.0, "threshold": 1.0, "image_center": 1.0, "image_threshold": 2.0}
     far = [anomaly.image_score(v, scoring) for v in (10.0, 11.0, 12.0)]
     assert far[0] < far[1] < far[2] < 1.0  # no saturation: ranking (ROC) survives

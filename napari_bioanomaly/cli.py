@@ -482,6 +482,13 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     from .ml.config import CLASS_WEIGHTS, MODELS
 
     p.add_argument(
+        "--annotations",
+        required=True,
+        metavar="FILE",
+        help="annotation file (VIA, COCO, ...), or a folder of images (unsupervised models "
+        "need no annotation)",
+    )
+    p.add_argument(
         "--model",
         choices=MODELS,
         default="unet",
@@ -598,13 +605,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_qc)
 
     p = sub.add_parser("train", help="train a model (GPU when there is one)")
-    p.add_argument(
-        "--annotations",
-        required=True,
-        metavar="FILE",
-        help="annotation file (VIA, COCO, ...), or a folder of images (unsupervised models "
-        "need no annotation)",
-    )
     p.add_argument("--out", required=True, metavar="MODEL.pt", help="best checkpoint goes here")
     p.add_argument("--resume", metavar="CKPT", help="continue from a .last.pt checkpoint")
     _add_train_options(p)
@@ -612,13 +612,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("crossval", help="K-fold cross-validation, grouped by a file attribute")
-    p.add_argument(
-        "--annotations",
-        required=True,
-        metavar="FILE",
-        help="annotation file (VIA, COCO, ...), or a folder of images (unsupervised models "
-        "need no annotation)",
-    )
     p.add_argument("--out", required=True, metavar="DIR", help="fold models and results go here")
     p.add_argument("--folds", type=int, default=5, metavar="K", help="number of folds (5)")
     p.add_argument(

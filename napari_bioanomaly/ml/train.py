@@ -268,6 +268,11 @@ def train(
     classes = ["anomaly"] if config.unsupervised else data_classes
     train_idx, val_idx = data.split(dataset, config)
     if config.exclude_qc:
+        yield TrainEvent(
+            "status", 0, config.epochs, 0, config.steps_per_epoch,
+            message=f"image quality of {len(train_idx)} training images (stored flags, or "
+            "checked now)",
+        )  # fmt: skip
         train_idx, dropped = data.quality_filter(dataset, train_idx)
         if dropped:
             names = ", ".join(f"{name} ({'; '.join(flags)})" for name, flags in dropped[:5])

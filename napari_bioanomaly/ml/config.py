@@ -61,7 +61,7 @@ class TrainConfig:
     class_balance
         Rare-class oversampling: anomaly tiles pick a class uniformly first,
         then one of its regions (otherwise every region is equally likely, so
-        common classes dominate).
+        common classes dominate); the forest samples pixels per class.
     class_weights
         ``none`` or ``balanced``: loss weights inverse to the square root of
         each class's pixel share in the training images (U-Net and forest).
@@ -117,6 +117,10 @@ class TrainConfig:
             problems.append(f"class_weights must be one of {choices}, not {self.class_weights!r}")
         elif self.class_weights != "none" and self.model not in ("unet", "forest"):
             problems.append("class weights apply to the unet and forest models only")
+        if self.class_balance and self.model in ANOMALY_MODELS:
+            problems.append(
+                "class balance applies to models that learn classes, not to " + self.model
+            )
         if self.num_workers < 0:
             problems.append("num_workers must be >= 0")
         if problems:

@@ -46,12 +46,25 @@ def features(norm: np.ndarray) -> np.ndarray:
 
 
 def sample_pixels(
-    norm: np.ndarray, cls: np.ndarray, rng: np.random.Generator, per_image: int = SAMPLES_PER_IMAGE
+    norm: np.ndarray,
+    cls: np.ndarray,
+    rng: np.random.Generator,
+    per_image: int = SAMPLES_PER_IMAGE,
+    per_class: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Features and labels of up to ``per_image`` anomalous and as many background pixels."""
+    """Features and labels of up to ``per_image`` anomalous and as many background pixels.
+
+    With ``per_class`` (rare-class oversampling) each anomaly class present gets up to
+    ``per_image`` pixels of its own, so a small rare region is not outnumbered.
+    """
     feats = features(norm)
+    flat = cls.ravel()
+    if per_class:
+        groups = [np.flatnonzero(flat == c) for c in np.unique(flat[flat > 0])]
+    else:
+        groups = [np.flatnonzero(flat > 0)]
     picks = []
-    for where in (np.flatnonzero(cls.ravel() > 0), np.flatnonzero(cls.ravel() == 0)):
+    for where in (*groups, np.flatnonzero(flat == 0)):
         if where.size:
             picks.append(rng.choice(where, min(where.size, per_image), replace=False))
     index = np.concatenate(picks)
@@ -212,7 +225,7 @@ def train_forest(
             return tr.TrainResult(None, tr.last_path(out), [], None, True, "cpu")
         norm = cache(i)
         cls, _ = data.rasterise(dataset.images[i], classes, norm.shape)
-        x, y = sample_pixels(norm, cls, rng)
+        x, y = sample_pixels(norm, cls, rng, per_class=config.class_balance)
         xs.append(x)
         ys.append(y)
         name = dataset.images[i].filename

@@ -400,7 +400,9 @@ class TrainWidget(QWidget):
         for w in (self.epochs, self.steps, self.tile, self.batch, self.lr, self.augment):
             w.setEnabled(network)
         supervised = name not in ("autoencoder", "memory")
-        self.class_balance.setEnabled(supervised and name != "forest")
+        self.class_balance.setEnabled(supervised)
+        if not supervised:
+            self.class_balance.setChecked(False)
         self.class_weights.setEnabled(name in ("unet", "forest"))
         if name not in ("unet", "forest"):
             self.class_weights.setCurrentText("none")

@@ -208,3 +208,19 @@ def test_images_smaller_than_a_tile_are_centred(tmp_path):
     rows, cols = np.nonzero(cls)
     assert (rows.min(), rows.max(), cols.min(), cols.max()) == (12, 51, 12, 51)
     assert image[:12].max() == 0 and image[12:52, 12:52].max() > 0.9
+
+
+def test_forest_class_balance_samples_each_class():
+    from napari_bioanomaly.ml.forest import sample_pixels
+
+    cls = np.zeros((64, 64), np.int64)
+    cls[:30, :30] = 1  # 900 common-class pixels
+    cls[50:53, 50:53] = 2  # 9 rare-class pixels
+    rng = np.random.default_rng(0)
+    image = np.random.default_rng(1).random((64, 64)).astype(np.float32)
+    _, y = sample_pixels(image, cls, rng, per_image=100)
+    _, y_balanced = sample_pixels(image, cls, rng, per_image=100, per_class=True)
+    assert np.bincount(y, minlength=3)[2] < 5  # the rare class drowns in the joint draw
+    assert list(np.bincount(y_balanced, minlength=3)) == [100, 100, 9]
+    with pytest.raises(BioAnomalyError, match="class balance applies"):
+        TrainConfig(model="memory", class_balance=True)

@@ -179,7 +179,6 @@ def _fmt(v: Any) -> str:
 
 
 def cmd_crossval(args: argparse.Namespace) -> int:
-    from .core.fileio import write_json
     from .ml.crossval import crossval
 
     config = _train_config(args)
@@ -209,7 +208,6 @@ def cmd_crossval(args: argparse.Namespace) -> int:
                     print(line.ljust(100), end=end, file=sys.stderr, flush=True)
     except StopIteration as stop:
         result = stop.value
-    write_json(Path(args.out) / "crossval.json", result)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

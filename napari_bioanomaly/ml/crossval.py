@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..core.evaluate import evaluate
+from ..core.fileio import write_json
 from ..core.model import BioAnomalyError, Dataset
 from .config import TrainConfig
 from .predict import Predictor, predict_dataset, run
@@ -132,8 +133,9 @@ def crossval(
 ) -> Generator[CrossvalEvent, None, dict[str, Any]]:
     """Train on K-1 folds, predict and score the held-out fold, K times.
 
-    Models go to ``out_dir/fold<i>.pt``. Returns the per-fold scores, their
-    summary (:func:`summarise_folds`) and the folds' test images.
+    Models go to ``out_dir/fold<i>.pt``, the result to ``out_dir/crossval.json``.
+    Returns the per-fold scores, their summary (:func:`summarise_folds`) and the
+    folds' test images.
     """
     cancel = cancel or threading.Event()
     out_dir = Path(out_dir)
@@ -165,10 +167,12 @@ def crossval(
             scores["groups"] = groups
         per_fold.append(scores)
         yield CrossvalEvent(f, k, scores=scores)
-    return {
+    result = {
         "folds": per_fold,
         "summary": summarise_folds(per_fold),
         "model": config.model,
         "group_by": group_by,
         "iou_threshold": iou_threshold,
     }
+    write_json(out_dir / "crossval.json", result)
+    return result

@@ -112,6 +112,34 @@ def step_text(event: Any) -> str:
     )
 
 
+def crossval_job(
+    dataset: Any, config: Any, k: int, out: Path, group_by: str | None, cancel: threading.Event
+) -> Generator:
+    """The generator the worker runs for "Cross-validate" (one core left to the GUI)."""
+    import torch
+
+    from ..ml.crossval import crossval
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    return (yield from crossval(dataset, config, k, out, group_by, cancel=cancel))
+
+
+def crossval_text(folds: list[dict[str, Any]], summary: dict[str, Any] | None = None) -> str:
+    """Per-fold lines and, at the end, mean +- standard deviation of the main scores."""
+    lines = []
+    for f in folds:
+        groups = f" ({', '.join(f['groups'])})" if f.get("groups") else ""
+        lines.append(
+            f"fold {f['fold'] + 1}{groups}: F1 {_num(f['f1'])}, pixel IoU {_num(f['pixel_iou'])}"
+            f", image ROC-AUC {_num(f['roc_auc'])}"
+        )
+    for name in ("f1", "pixel_iou", "roc_auc", "average_precision") if summary else ():
+        s = summary[name]
+        if s["mean"] is not None:
+            lines.append(f"{name}: {s['mean']:.3f} +- {s['std']:.3f} over {s['folds']} folds")
+    return "\n".join(lines)
+
+
 class LossPlot(QWidget):
     """Training loss (per step), validation loss and F1 (per epoch; image ROC-AUC for the
     unsupervised models), drawn with QPainter.
@@ -328,11 +356,35 @@ class TrainWidget(QWidget):
         buttons.addWidget(self.baseline_button)
         buttons.addWidget(self.stop_button)
         layout.addLayout(buttons)
+        cv = QHBoxLayout()
+        self.cv_folds = self._spin(2, 50, 3)
+        self.cv_folds.setToolTip("number of folds")
+        self.cv_group = QLineEdit()
+        self.cv_group.setPlaceholderText("group by (e.g. cell_line)")
+        self.cv_group.setToolTip(
+            "file attribute whose values stay in one fold: a cell line is never in "
+            "training and test at once"
+        )
+        self.cv_button = QPushButton("Cross-validate")
+        self.cv_button.setToolTip(
+            "train one model per fold with these settings, test each on its held-out fold, "
+            "and report the mean and spread of the scores"
+        )
+        self.cv_button.clicked.connect(self.start_crossval)
+        cv.addWidget(QLabel("folds"))
+        cv.addWidget(self.cv_folds)
+        cv.addWidget(self.cv_group, 1)
+        cv.addWidget(self.cv_button)
+        layout.addLayout(cv)
         self.status = QLabel("Annotate some anomalies, then press Train.")
         self.status.setWordWrap(True)
         layout.addWidget(self.status)
         self.plot = LossPlot()
         layout.addWidget(self.plot)
+        self.cv_result = QLabel("")
+        self.cv_result.setWordWrap(True)
+        self.cv_result.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.cv_result)
         layout.addStretch(1)
 
     @staticmethod
@@ -412,59 +464,119 @@ class TrainWidget(QWidget):
         self.model.setCurrentText("forest")
         return self.start()
 
-    def start(self) -> bool:
-        """Start training in a worker thread; returns False (and says why) if it cannot.
-
-        The model file defaults to ``bioanomaly-<model>.pt`` beside the annotations.
-        """
+    def _prepare(self) -> tuple[Any, Any, str] | None:
+        """Settings, dataset and source for a run, or ``None`` (and why, in the status)."""
         if self.worker is not None:
-            return False
+            return None
         source = self.source.currentText().strip()
         try:
             if not source:
                 raise BioAnomalyError("choose the annotation file of a dataset first")
             config = self.config()
             dataset, _ = annotations.open_dataset(source)
-            default = Path(source).with_name(f"bioanomaly-{config.model}.pt")
-            out = Path(self.out.text().strip() or default)
             prime_torch()
         except (BioAnomalyError, OSError) as exc:
             self._set_status(f"Cannot train: {exc}", error=True)
+            return None
+        return dataset, config, source
+
+    def start(self) -> bool:
+        """Start training in a worker thread; returns False (and says why) if it cannot.
+
+        The model file defaults to ``bioanomaly-<model>.pt`` beside the annotations.
+        """
+        prepared = self._prepare()
+        if prepared is None:
             return False
+        dataset, config, source = prepared
+        default = Path(source).with_name(f"bioanomaly-{config.model}.pt")
+        out = Path(self.out.text().strip() or default)
+        self.cancel = threading.Event()
+        return self._launch(
+            training_job, (dataset, config, out, self.cancel), self._on_event,
+            self._on_returned, config.epochs * config.steps_per_epoch,
+            f"Starting: {len(dataset.images)} images, model {config.model}, saving to {out}",
+        )  # fmt: skip
+
+    def start_crossval(self) -> bool:
+        """Cross-validate the current settings in a worker thread (see :mod:`..ml.crossval`);
+        fold models and ``crossval.json`` go to ``crossval-<model>/`` beside the annotations."""
+        prepared = self._prepare()
+        if prepared is None:
+            return False
+        dataset, config, source = prepared
+        group_by = self.cv_group.text().strip() or None
+        out = Path(source).with_name(f"crossval-{config.model}")
+        self.cancel = threading.Event()
+        self._cv_rows: list[dict[str, Any]] = []
+        self.cv_result.setText("")
+        k = self.cv_folds.value()
+        return self._launch(
+            crossval_job, (dataset, config, k, out, group_by, self.cancel), self._on_cv_event,
+            self._on_cv_returned, k,
+            f"Cross-validating {config.model} on {k} folds"
+            + (f" grouped by {group_by}" if group_by else "") + f"; results in {out}",
+        )  # fmt: skip
+
+    def _launch(
+        self, job: Any, args: tuple, on_event: Any, on_returned: Any, total: int, text: str
+    ) -> bool:
+        """Run the generator function ``job(*args)`` in a napari thread worker."""
         self.result = None
         self.plot.clear()
-        self.cancel = threading.Event()
         self._set_running(True)
-        self._set_status(
-            f"Starting: {len(dataset.images)} images, model {config.model}, saving to {out}"
-        )
+        self._set_status(text)
         from napari.utils import progress
 
-        self._progress = progress(total=config.epochs * config.steps_per_epoch, desc="training")
+        self._progress = progress(total=total, desc="training")
         if os.environ.get(INLINE_ENV):
-            self._run_inline(training_job(dataset, config, out, self.cancel))
+            self._run_inline(job(*args), on_event, on_returned)
             return True
         from napari.qt.threading import create_worker
 
-        self.worker = create_worker(
-            training_job, dataset, config, out, self.cancel, _start_thread=False
-        )
-        self.worker.yielded.connect(self._on_event)
-        self.worker.returned.connect(self._on_returned)
+        self.worker = create_worker(job, *args, _start_thread=False)
+        self.worker.yielded.connect(on_event)
+        self.worker.returned.connect(on_returned)
         self.worker.errored.connect(self._on_error)
         self.worker.finished.connect(self._on_finished)
         self.worker.start()
         return True
 
-    def _run_inline(self, job: Generator) -> None:
+    def _run_inline(self, job: Generator, on_event: Any, on_returned: Any) -> None:
         try:
             while True:
-                self._on_event(next(job))
+                on_event(next(job))
         except StopIteration as stop:
-            self._on_returned(stop.value)
+            on_returned(stop.value)
         except Exception as exc:
             self._on_error(exc)
         self._on_finished()
+
+    def _on_cv_event(self, event: Any) -> None:
+        fold = f"Fold {event.fold + 1}/{event.folds}"
+        if event.message:  # a new fold starts
+            self.plot.clear()
+            self._set_status(event.message)
+        elif event.scores is not None:
+            self._cv_rows.append(event.scores)
+            if self._progress is not None:
+                self._progress.update(1)
+            self.cv_result.setText(crossval_text(self._cv_rows))
+        elif event.train is not None:
+            e = event.train
+            self.plot.add(e)
+            if e.kind == "warning":
+                self._set_status(f"{fold}: {e.message}", error=True)
+            elif e.kind == "epoch":
+                self._set_status(f"{fold}: {epoch_text(e)}")
+            elif time.monotonic() - self._last_status > 0.5:
+                self._set_status(f"{fold}: {step_text(e) if e.kind == 'step' else e.message}")
+                self._last_status = time.monotonic()
+
+    def _on_cv_returned(self, result: dict[str, Any]) -> None:
+        self.result = result
+        self.cv_result.setText(crossval_text(result["folds"], result["summary"]))
+        self._set_status(f"Cross-validation finished: {len(result['folds'])} folds.")
 
     def stop(self) -> None:
         """Ask the run to stop after the current step (it saves its last state)."""
@@ -519,6 +631,7 @@ class TrainWidget(QWidget):
     def _set_running(self, running: bool) -> None:
         self.train_button.setEnabled(not running)
         self.baseline_button.setEnabled(not running)
+        self.cv_button.setEnabled(not running)
         self.stop_button.setEnabled(running)
 
     def _set_status(self, text: str, error: bool = False) -> None:

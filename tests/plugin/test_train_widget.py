@@ -95,3 +95,21 @@ def test_imbalance_qc_and_normalisation_settings_reach_the_config(widgets):
         True,
     )
     assert (config.low, config.high) == (1.0, 99.0)
+
+
+def test_cross_validate_from_napari(widgets, qtbot):
+    _, train, folder = widgets
+    train.model.setCurrentText("forest")
+    train.cv_folds.setValue(3)
+    train.cv_group.setText("cell_line")
+    assert train.start_crossval()
+    assert not train.cv_button.isEnabled()
+    with qtbot.waitSignal(train.worker.finished, timeout=180_000):
+        pass
+    result = train.result
+    assert len(result["folds"]) == 3 and result["group_by"] == "cell_line"
+    assert all(len(f["groups"]) == 1 for f in result["folds"])  # one cell line per fold
+    text = train.cv_result.text()
+    assert text.count("fold ") == 3 and "f1:" in text and "+-" in text
+    assert (folder / "crossval-forest" / "crossval.json").is_file()
+    assert "finished" in train.status.text() and train.cv_button.isEnabled()

@@ -192,10 +192,24 @@ def memory_raw(
     feats = features(norm)[::2, ::2]
     h, w, d = feats.shape
     mean, std = (np.asarray(scoring[k], dtype=np.float32) for k in ("mean", "std"))
-    query = torch.from_numpy((feats.reshape(-1, d) - mean) / std).to(device)
-    bank = torch.as_tensor(scoring["bank"], dtype=torch.float32, device=device)
-    with torch.no_grad():
-        nearest = torch.cat([torch.cdist(q, bank).min(dim=1).values for q in query.split(8192)])
+    query = torch.from_numpy((feats.reshape(-1, d) - mean) / std)
+
+    def nearest_on(dev: torch.device | str) -> torch.Tensor:
+        bank = torch.as_tensor(scoring["bank"], dtype=torch.float32, device=dev)
+        with torch.no_grad():
+            return torch.cat(
+                [torch.cdist(q.to(dev), bank).min(dim=1).values for q in query.split(8192)]
+            )
+
+    try:
+        nearest = nearest_on(device)
+    except (RuntimeError, MemoryError) as exc:
+        from .train import _free, _is_oom
+
+        if not _is_oom(exc) or torch.device(device).type == "cpu":
+            raise
+        _free(torch.device(device))
+        nearest = nearest_on("cpu")  # out of GPU memory: the same distances on the CPU
     small = nearest.reshape(1, 1, h, w).float()
     full = F.interpolate(small, size=(2 * h, 2 * w), mode="bilinear", align_corners=False)
     return full[0, 0, : norm.shape[0], : norm.shape[1]].cpu().numpy()

@@ -134,6 +134,8 @@ def crossval(
     """Train on K-1 folds, predict and score the held-out fold, K times.
 
     Models go to ``out_dir/fold<i>.pt``, the result to ``out_dir/crossval.json``.
+    On ``cancel`` the run stops within a training step; the folds finished so far
+    are kept, summarised and written (``cancelled`` is then true).
     Returns the per-fold scores, their summary (:func:`summarise_folds`) and the
     folds' test images.
     """
@@ -157,8 +159,8 @@ def crossval(
                 yield CrossvalEvent(f, k, train=next(gen))
         except StopIteration as stop:
             result = stop.value
-        if result.cancelled:
-            raise BioAnomalyError("cross-validation cancelled")
+        if result.cancelled:  # the folds finished so far are kept and summarised
+            break
         predictor = Predictor.load(result.best or result.last, config.device)
         predictions = run(predict_dataset(predictor, test_part))
         scores = _fold_scores(evaluate(test_part, predictions, iou_threshold))
@@ -173,6 +175,7 @@ def crossval(
         "model": config.model,
         "group_by": group_by,
         "iou_threshold": iou_threshold,
+        "cancelled": len(per_fold) < k,
     }
     write_json(out_dir / "crossval.json", result)
     return result

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core.evaluate import ANOMALY_SCORE
 from ..core.fileio import resolve_image
 from ..core.images import read_image
 from ..core.model import BioAnomalyError, Dataset, ImageRecord, Region
@@ -29,9 +30,6 @@ from .config import ANOMALY_MODELS, TrainConfig
 from .data import normalise
 from .tiling import blend_tiles
 from .train import load_checkpoint, model_from_checkpoint, pick_device
-
-#: File attribute of predictions holding the image anomaly score of the unsupervised models.
-ANOMALY_SCORE = "anomaly_score"
 
 
 @dataclass

@@ -891,8 +891,7 @@ class ReviewWidget(QWidget):
 
     def _after_training(self, gt: str, pred_out: Path, names: list[str]) -> None:
         self.pred_edit.setText(str(pred_out))
-        self._heat_cache = {}
-        self.open(gt, pred_out, images=names)
+        self.open(gt, pred_out, images=names)  # open() forgets the cached maps
 
     def _on_worker_finished(self) -> None:
         self.worker = None

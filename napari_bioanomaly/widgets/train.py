@@ -576,7 +576,9 @@ class TrainWidget(QWidget):
     def _on_cv_returned(self, result: dict[str, Any]) -> None:
         self.result = result
         self.cv_result.setText(crossval_text(result["folds"], result["summary"]))
-        self._set_status(f"Cross-validation finished: {len(result['folds'])} folds.")
+        done = len(result["folds"])
+        what = f"stopped after {done} fold(s)" if result["cancelled"] else f"finished: {done} folds"
+        self._set_status(f"Cross-validation {what}.")
 
     def stop(self) -> None:
         """Ask the run to stop after the current step (it saves its last state)."""

@@ -262,3 +262,21 @@ def test_cli_trains_on_a_folder_of_images_without_annotations(study, tmp_path, c
     assert load_checkpoint(out)["classes"] == ["anomaly"]
     assert main(["train", "--annotations", str(bare), "--out", str(tmp_path / "u.pt")]) == 2
     assert "no annotated anomalies" in capsys.readouterr().err
+
+
+def test_memory_bank_out_of_gpu_memory_falls_back_to_the_cpu(monkeypatch):
+    scoring = {
+        "mean": [0.0] * 20, "std": [1.0] * 20,
+        "bank": torch.zeros((8, 20)),
+    }  # fmt: skip
+    reference = anomaly.memory_raw(np.zeros((32, 32), np.float32), scoring, "cpu")
+    real_cdist = torch.cdist
+
+    def cdist(a, b):
+        if a.device.type == "meta":
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_cdist(a, b)
+
+    monkeypatch.setattr(torch, "cdist", cdist)
+    again = anomaly.memory_raw(np.zeros((32, 32), np.float32), scoring, "meta")
+    np.testing.assert_allclose(again, reference)

@@ -224,3 +224,22 @@ def test_forest_class_balance_samples_each_class():
     assert list(np.bincount(y_balanced, minlength=3)) == [100, 100, 9]
     with pytest.raises(BioAnomalyError, match="class balance applies"):
         TrainConfig(model="memory", class_balance=True)
+
+
+def test_cancelled_crossval_keeps_the_finished_folds(nine, tmp_path):
+    import threading
+
+    ds, _ = annotations.load(nine / "annotations.json")
+    cancel = threading.Event()
+    gen = cv.crossval(ds, TrainConfig(model="forest"), 3, tmp_path / "cv", cancel=cancel)
+    try:
+        while True:
+            event = next(gen)
+            if event.scores is not None:
+                cancel.set()  # Stop pressed once the first fold is scored
+    except StopIteration as stop:
+        result = stop.value
+    assert result["cancelled"] and len(result["folds"]) == 1
+    assert result["summary"]["f1"]["folds"] == 1
+    saved = json.loads((tmp_path / "cv" / "crossval.json").read_text())
+    assert saved["cancelled"] and len(saved["folds"]) == 1

@@ -112,8 +112,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     try:
         config = SampleConfig(
-            n_images=args.images, size=args.size, seed=args.seed, bit_depth=args.bit_depth
-        )
+            n_images=args.images, size=args.size, seed=args.seed, bit_depth=args.bit_depth,
+            difficulty=args.difficulty,
+        )  # fmt: skip
     except ValueError as exc:
         raise BioAnomalyError(str(exc)) from None
     path = write_sample(args.out_dir, config)
@@ -166,9 +167,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         gen.close()
         raise
     if main_process:
-        measure = "image ROC-AUC" if config.unsupervised else "F1"
+        op = result.operating_point
+        point = f"; operating point {op.describe()}" if op and op.source == "validation" else ""
         print(
-            f"best model (validation {measure} {result.best_f1}): {result.best}; "
+            f"best model ({result.best_text()}{point}): {result.best}; "
             f"last state: {result.last}"
         )
     return 0
@@ -251,7 +253,7 @@ def _read_manifest(path: Path, model: str, shard_text: str) -> dict[str, ImageRe
 def cmd_predict(args: argparse.Namespace) -> int:
     from .core.fileio import write_json
     from .core.via import image_entry
-    from .ml.predict import Predictor, predict_dataset, shard
+    from .ml.predict import Ensemble, predict_dataset, shard
 
     source = Path(args.images)
     if source.is_dir():
@@ -269,15 +271,27 @@ def cmd_predict(args: argparse.Namespace) -> int:
     dataset = shard(dataset, index, count)
     out = Path(args.out)
     manifest = _manifest_path(out)
-    model = str(Path(args.model).resolve())
+    # the manifest belongs to this model (or ensemble) with these settings
+    model = " + ".join(str(Path(m).resolve()) for m in args.model) + (" (tta)" if args.tta else "")
     done = _read_manifest(manifest, model, shard_text)
     if done:
         print(f"resuming: {len(done)} image(s) already done ({manifest})", file=sys.stderr)
-    predictor = Predictor.load(args.model, args.device)
+    predictor = Ensemble.load(args.model, args.device)
+    if isinstance(predictor, Ensemble):
+        print(f"ensemble of {len(predictor.members)} models, classes {predictor.classes}",
+              file=sys.stderr)  # fmt: skip
+    point = predictor.operating_point
+    print(
+        f"threshold {point.threshold if args.threshold is None else args.threshold:g}, "
+        f"min area {point.min_area if args.min_area is None else args.min_area:g} px"
+        + (" (the model's, chosen on validation)" if point.source == "validation" else ""),
+        file=sys.stderr,
+    )
     entries = {f"{im.filename}{im.size}": image_entry(im, "class") for im in done.values()}
     gen = predict_dataset(
-        predictor, dataset, args.threshold, args.min_area, done=done, heatmaps=args.heatmaps
-    )
+        predictor, dataset, args.threshold, args.min_area, done=done, heatmaps=args.heatmaps,
+        tta=args.tta,
+    )  # fmt: skip
     try:
         while True:
             event = next(gen)
@@ -493,7 +507,18 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         help="unet, maskrcnn; autoencoder, memory (unsupervised: no annotations needed); "
         "forest (classic baseline)",
     )
-    p.add_argument("--epochs", type=int, default=20, metavar="N")
+    p.add_argument(
+        "--epochs", type=int, metavar="N",
+        help="epochs (default: as many as fit in --budget, stopping early on no progress)",
+    )  # fmt: skip
+    p.add_argument(
+        "--budget", type=float, metavar="MIN",
+        help="minutes of training without --epochs (15 on a CPU, 60 on a GPU)",
+    )  # fmt: skip
+    p.add_argument(
+        "--patience", type=int, default=10, metavar="N",
+        help="stop after N epochs without a better validation score (10; 0: never)",
+    )  # fmt: skip
     p.add_argument("--steps", type=int, default=50, metavar="N", help="batches per epoch (50)")
     p.add_argument("--tile", type=int, default=256, metavar="PX", help="tile side (256)")
     p.add_argument("--batch", type=int, default=4, metavar="N")
@@ -530,6 +555,8 @@ def _train_config(args: argparse.Namespace) -> Any:
     return TrainConfig(
         model=args.model,
         epochs=args.epochs,
+        budget_min=args.budget,
+        patience=args.patience,
         steps_per_epoch=args.steps,
         tile=args.tile,
         batch=args.batch,
@@ -588,6 +615,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=512, metavar="PX", help="image side (512)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (0)")
     p.add_argument("--bit-depth", type=int, default=16, choices=(8, 16), help="16: TIFF, 8: PNG")
+    p.add_argument(
+        "--difficulty", choices=("easy", "hard"), default="easy",
+        help="easy: clear anomalies (a first look); hard: faint anomalies among look-alike "
+        "textures, uneven light, out-of-focus patches and unannotated specks (for judging models)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("qc", help="image quality flags: uniform, binary, dim, saturated, blur")
@@ -622,11 +654,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_crossval)
 
     p = sub.add_parser("predict", help="predict anomalies with a trained model, write VIA")
-    p.add_argument("--model", required=True, metavar="MODEL.pt")
+    p.add_argument(
+        "--model", required=True, nargs="+", action="extend", metavar="MODEL.pt",
+        help="a trained model; several (repeat --model, or list them, e.g. the fold models "
+        "of crossval) predict as one ensemble: their anomaly probabilities averaged",
+    )  # fmt: skip
     p.add_argument("--images", required=True, metavar="DIR", help="image folder or annotation file")
+    p.add_argument(
+        "--tta", action="store_true",
+        help="test-time augmentation: average the 8 flips and 90-degree rotations (networks; "
+        "8x the time)",
+    )  # fmt: skip
     p.add_argument("--out", required=True, metavar="PRED.json")
-    p.add_argument("--threshold", type=float, default=0.5, help="anomaly probability (0.5)")
-    p.add_argument("--min-area", type=float, default=16, metavar="PX", help="drop smaller (16)")
+    p.add_argument("--threshold", type=float, metavar="P",
+                   help="anomaly probability (default: the model's, chosen on validation)")
+    p.add_argument("--min-area", type=float, metavar="PX",
+                   help="drop smaller regions (default: the model's, chosen on validation)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     p.add_argument(
         "--heatmaps", metavar="DIR", help="also write each image's anomaly map (float32 TIFF)"

@@ -73,8 +73,17 @@ class MatchCounts:
 
 
 def instance_counts(gt: np.ndarray, pred: np.ndarray, threshold: float = 0.5) -> MatchCounts:
-    """Match the instances of two label images and count TP, FP and FN."""
+    """Match the instances of two label images and count TP, FP and FN.
+
+    Only labels present in an image are instances: label numbers may have gaps
+    (instances of a tile cut from a larger image, specks removed from a
+    labelling), and a missing number is neither a missed nor a false instance.
+    """
+    gt, pred = np.asarray(gt), np.asarray(pred)
     iou = iou_matrix(gt, pred)
+    present_gt = np.bincount(gt.ravel(), minlength=iou.shape[0] + 1)[1:] > 0
+    present_pred = np.bincount(pred.ravel(), minlength=iou.shape[1] + 1)[1:] > 0
+    iou = iou[present_gt][:, present_pred]
     rows, cols = match(iou, threshold)
     n_gt, n_pred = iou.shape
     return MatchCounts(

@@ -22,6 +22,10 @@ from .model import DEFAULT_CLASSES, Dataset, ImageRecord, Region
 
 #: Cell lines of the sample and their typical cell radius in px (at 512 px).
 CELL_LINES = {"HeLa": 14.0, "U2OS": 18.0, "A549": 11.0}
+#: ``easy``: clear anomalies; ``hard``: see :func:`make_hard_image`.
+DIFFICULTIES = ("easy", "hard")
+#: How much weaker the anomalies of the hard sample are (a factor on their contrast).
+HARD_CONTRAST = (0.3, 0.6)
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,11 @@ class SampleConfig:
         Share of images without anomaly (rounded, at least one when n >= 2).
     bit_depth
         16 writes 12-bit data in uint16 TIFFs (a typical camera), 8 writes PNGs.
+    difficulty
+        ``easy`` (the first look: clear anomalies on an even background) or
+        ``hard`` (what learning tests and benchmarks use, see :func:`make_hard_image`):
+        faint anomalies among look-alike textures, uneven light, out-of-focus
+        patches, unannotated specks, full-range 16-bit data.
     """
 
     n_images: int = 12
@@ -43,8 +52,11 @@ class SampleConfig:
     seed: int = 0
     normal_fraction: float = 0.2
     bit_depth: int = 16
+    difficulty: str = "easy"
 
     def __post_init__(self) -> None:
+        if self.difficulty not in DIFFICULTIES:
+            raise ValueError(f"difficulty must be easy or hard, not {self.difficulty!r}")
         if self.n_images < 1:
             raise ValueError(f"need at least one image, got {self.n_images}")
         if self.size < 64:
@@ -141,6 +153,76 @@ def make_image(
     return np.clip(image, 0, 1).astype(np.float32), regions
 
 
+def _granular_cells(rng: np.random.Generator, size: int, radius: float) -> np.ndarray:
+    """HepG2-like clumps: dense cell clusters full of dark granules and lipid droplets,
+    the texture that a dark-spot or dust detector mistakes for anomalies."""
+    from skimage.draw import disk
+
+    img = _cells(rng, size, radius)
+    clumps = np.zeros((size, size), dtype=np.float32)
+    for _ in range(int(rng.integers(2, 5))):
+        centre = rng.uniform(0, size, 2)
+        reach = rng.uniform(3, 6) * radius
+        for _ in range(int(rng.integers(40, 90))):
+            r, c = centre + rng.normal(0, reach / 2, 2)
+            rr, cc = disk((r, c), rng.uniform(0.8, 2.2) * size / 512 + 0.8, shape=(size, size))
+            clumps[rr, cc] += rng.choice([-0.16, -0.1, 0.08])
+    return img + ndimage.gaussian_filter(clumps, 0.8)
+
+
+def make_hard_image(
+    rng: np.random.Generator, size: int, cell_line: str, kinds: list[str]
+) -> tuple[np.ndarray, list[Region]]:
+    """One hard image in ``[0, 1]`` and its anomaly regions.
+
+    What makes it hard, each a thing real brightfield data does:
+
+    - anomalies at 30-60% of the easy sample's contrast, blurred like the cells;
+    - HepG2-like granular clumps (:func:`_granular_cells`) that look like dust;
+    - strong uneven illumination (tilt and vignetting of up to 25%);
+    - out-of-focus patches (a disc of the image blurred), not anomalies;
+    - specks of 1-2 px (smaller than any cell), not to be annotated;
+    - slow background texture (debris in the medium) and more camera noise.
+    """
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    gy, gx = rng.uniform(-0.25, 0.25, 2)
+    vignette = rng.uniform(0.1, 0.25)
+    cy, cx = rng.uniform(0.2, 0.8, 2)
+    image = 0.55 + gy * (yy - 0.5) + gx * (xx - 0.5) - vignette * ((yy - cy) ** 2 + (xx - cx) ** 2)
+    image += _granular_cells(rng, size, CELL_LINES[cell_line] * size / 512)
+    image += ndimage.gaussian_filter(rng.normal(0, 1, (size, size)), size / 40).astype(
+        np.float32
+    ) * 0.4  # fmt: skip
+    regions: list[Region] = []
+    effect = np.zeros((size, size), dtype=np.float32)
+    for kind in kinds:
+        poly, delta = _anomaly(rng, kind, size)
+        delta *= rng.uniform(*HARD_CONTRAST)
+        for part in geometry.clean_polygon(poly, (size, size)):
+            mask = geometry.polygon_to_mask(part, (size, size))
+            if kind == "bacterial colony":
+                dots = rng.random((size, size)) < 0.25
+                effect[mask] = delta * (1 + 1.5 * dots[mask])
+            else:
+                effect[mask] = delta * rng.uniform(0.8, 1.1)
+            regions.append(Region(part, kind, shape="polygon"))
+    image = image + ndimage.gaussian_filter(effect, 1.0) * (effect != 0)
+    for _ in range(int(rng.integers(1, 3))):  # out-of-focus patches
+        from skimage.draw import disk
+
+        rr, cc = disk(tuple(rng.uniform(0, size, 2)), rng.uniform(0.08, 0.2) * size,
+                      shape=(size, size))  # fmt: skip
+        blurred = ndimage.gaussian_filter(image, rng.uniform(2.5, 5.0))
+        image[rr, cc] = blurred[rr, cc]
+    n_specks = int(rng.integers(15, 40) * (size / 512) ** 2) + 3
+    specks = np.zeros((size, size), dtype=np.float32)
+    where = rng.integers(0, size, (n_specks, 2))
+    specks[where[:, 0], where[:, 1]] = rng.uniform(-0.35, -0.15, n_specks)
+    image += ndimage.gaussian_filter(specks, 0.7) * 4
+    image += rng.normal(0, 0.02, image.shape)
+    return np.clip(image, 0, 1).astype(np.float32), regions
+
+
 def generate(config: SampleConfig = SampleConfig()) -> tuple[Dataset, list[np.ndarray]]:
     """The sample dataset in memory: annotations and images (float in ``[0, 1]``)."""
     n = config.n_images
@@ -158,7 +240,8 @@ def generate(config: SampleConfig = SampleConfig()) -> tuple[Dataset, list[np.nd
         rng = np.random.default_rng([config.seed, i])
         line = lines[i % len(lines)]
         chosen = [] if i in normal else list(rng.choice(kinds, size=rng.integers(1, 4)))
-        img, regions = make_image(rng, config.size, line, [str(k) for k in chosen])
+        make = make_hard_image if config.difficulty == "hard" else make_image
+        img, regions = make(rng, config.size, line, [str(k) for k in chosen])
         record = ImageRecord(
             filename=f"img_{i:03d}{suffix}",
             shape=(config.size, config.size),
@@ -188,7 +271,11 @@ def write_sample(out_dir: str | Path, config: SampleConfig = SampleConfig()) -> 
     dataset, images = generate(config)
     for record, img in zip(dataset.images, images, strict=True):
         path = out / record.filename
-        if config.bit_depth == 16:
+        if config.bit_depth == 16 and config.difficulty == "hard":
+            # the full 16-bit range above a camera offset, as sCMOS cameras write it
+            raw = 500 + img * 60000
+            tifffile.imwrite(path, np.round(raw).astype(np.uint16), compression="zlib")
+        elif config.bit_depth == 16:
             tifffile.imwrite(path, np.round(img * 4095).astype(np.uint16), compression="zlib")
         else:
             iio.imwrite(path, np.round(img * 255).astype(np.uint8))

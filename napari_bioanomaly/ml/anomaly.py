@@ -409,11 +409,17 @@ def train_memory(
         px_scores.append(ps)
     val_auc, val_pixel_auc = separation(labels, scores, px_labels, px_scores)
     history = [{"epoch": 0, "loss": None, "val_auc": val_auc, "val_pixel_auc": val_pixel_auc}]
+    point = yield from tr.operating_point(
+        config, None, ["anomaly"], {"scoring": scoring}, dataset, val_idx, torch.device("cpu"),
+        0, 1, len(chosen),
+    )  # fmt: skip
     payload = tr.checkpoint_payload(config, ["anomaly"], history, 0, val_auc)
-    payload["scoring"] = scoring
+    payload.update(scoring=scoring, best_label=tr.SCORE_LABELS["memory"],
+                   operating_point=point.to_dict())  # fmt: skip
     best = tr.save_checkpoint(out, payload)
     last = tr.save_checkpoint(tr.last_path(out), payload)
     yield tr.TrainEvent(
         "epoch", 0, 1, len(chosen), len(chosen), val_auc=val_auc, val_pixel_auc=val_pixel_auc
     )
-    return tr.TrainResult(best, last, history, val_auc, False, "cpu")
+    return tr.TrainResult(best, last, history, val_auc, False, "cpu", tr.SCORE_LABELS["memory"],
+                          point)

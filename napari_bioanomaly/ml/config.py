@@ -32,6 +32,13 @@ class TrainConfig:
         forest on multi-scale filter features, the classic baseline).
     epochs, steps_per_epoch
         Length of training; an epoch is ``steps_per_epoch`` batches of random tiles.
+        ``epochs=None`` (the default) fits the run into ``budget_min``: the first
+        epoch is timed and sets how many follow.
+    budget_min
+        Minutes a run without ``epochs`` may take; ``None``: 15 on a CPU, 60 on a GPU.
+    patience
+        Stop when the validation score has not improved for this many epochs
+        (0: never); the best checkpoint is kept either way.
     tile, batch
         Tile side in pixels and tiles per batch.
     lr
@@ -71,7 +78,7 @@ class TrainConfig:
     """
 
     model: str = "unet"
-    epochs: int = 20
+    epochs: int | None = None
     steps_per_epoch: int = 50
     tile: int = 256
     batch: int = 4
@@ -92,6 +99,8 @@ class TrainConfig:
     class_balance: bool = False
     class_weights: str = "none"
     exclude_qc: bool = False
+    budget_min: float | None = None
+    patience: int = 10
 
     def __post_init__(self) -> None:
         problems = []
@@ -100,8 +109,13 @@ class TrainConfig:
         if self.device not in DEVICES:
             problems.append(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}")
         for name in ("epochs", "steps_per_epoch", "batch", "base_channels"):
-            if getattr(self, name) < 1:
+            value = getattr(self, name)
+            if value is not None and value < 1:
                 problems.append(f"{name} must be at least 1")
+        if self.budget_min is not None and not 0 < self.budget_min <= 60 * 24 * 30:
+            problems.append("budget_min must be > 0 minutes")
+        if self.patience < 0:
+            problems.append("patience must be >= 0")
         if self.tile < 32 or self.tile % 16:
             problems.append(f"tile must be a multiple of 16 and at least 32, not {self.tile}")
         if not self.lr > 0:

@@ -27,12 +27,16 @@ import numpy as np
 import torch
 
 from ..core.model import BioAnomalyError, Dataset
+from ..core.operating import f1_score
 from . import data
 from .config import TrainConfig
 
 SIGMA_MIN, SIGMA_MAX = 0.7, 16.0
-#: Pixels sampled per image: up to this many anomalous and as many background pixels.
+#: Pixels sampled per image: up to this many anomalous and as many background pixels ...
 SAMPLES_PER_IMAGE = 4000
+#: ... and fewer with many images: the fit sees at most about this many pixels, read from
+#: at most this many images (evenly spread), so its time is flat in the dataset's size.
+MAX_SAMPLES, MAX_IMAGES = 300_000, 400
 N_TREES, MAX_DEPTH, MIN_LEAF = 64, 16, 2
 
 
@@ -92,16 +96,40 @@ class Forest:
         weights: np.ndarray | None = None,
         seed: int = 0,
     ) -> Forest:
+        """Fit all :data:`N_TREES` trees at once (see :meth:`fit_steps` for progress)."""
+        gen = cls.fit_steps(x, y, n_out, weights, seed)
+        while True:
+            try:
+                next(gen)
+            except StopIteration as stop:
+                return stop.value
+
+    @classmethod
+    def fit_steps(
+        cls,
+        x: np.ndarray,
+        y: np.ndarray,
+        n_out: int,
+        weights: np.ndarray | None = None,
+        seed: int = 0,
+        chunk: int = 8,
+    ) -> Generator[int, None, Forest]:
+        """Grow the forest ``chunk`` trees at a time, yielding the number grown so far
+        (so a caller can show progress and stop between chunks); returns the forest."""
         from sklearn.ensemble import RandomForestClassifier
 
         rf = RandomForestClassifier(
-            n_estimators=N_TREES,
+            n_estimators=0,
             max_depth=MAX_DEPTH,
             min_samples_leaf=MIN_LEAF,
             n_jobs=-1,
             random_state=seed,
+            warm_start=True,
         )
-        rf.fit(x, y, sample_weight=None if weights is None else weights[y])
+        for n in range(chunk, N_TREES + chunk, chunk):
+            rf.set_params(n_estimators=min(n, N_TREES))
+            rf.fit(x, y, sample_weight=None if weights is None else weights[y])
+            yield min(n, N_TREES)
         trees = [e.tree_ for e in rf.estimators_]
         size = max(t.node_count for t in trees)
         shape = (len(trees), size)
@@ -211,42 +239,63 @@ def train_forest(
 ) -> Generator[Any, None, Any]:
     """Sample pixels of the training images, fit the forest, validate, save the checkpoint.
 
-    Yields the same events as neural training (one step per image read, one
-    epoch after the fit) and returns a :class:`~.train.TrainResult`.
+    Yields the same events as neural training (one step per image read and per
+    eight trees grown, one epoch at the end), stops between steps when ``cancel``
+    is set, and returns a :class:`~.train.TrainResult`. The operating point
+    (threshold, minimum area) is chosen on the validation images.
     """
     from . import train as tr
 
     rng = np.random.default_rng(config.seed)
     cache = data.ImageCache(dataset, config, size=1)
+    chosen = tr._spread(train_idx, MAX_IMAGES)
+    per_image = int(np.clip(MAX_SAMPLES // (2 * max(len(chosen), 1)), 200, SAMPLES_PER_IMAGE))
     xs, ys = [], []
-    n = len(train_idx)
-    for step, i in enumerate(train_idx, start=1):
+    n = len(chosen)
+    total = n + N_TREES // 8  # progress: one step per image read, one per 8 trees grown
+    for step, i in enumerate(chosen, start=1):
         if cancel.is_set():
             return tr.TrainResult(None, tr.last_path(out), [], None, True, "cpu")
         norm = cache(i)
         cls, _ = data.rasterise(dataset.images[i], classes, norm.shape)
-        x, y = sample_pixels(norm, cls, rng, per_class=config.class_balance)
+        x, y = sample_pixels(norm, cls, rng, per_image, per_class=config.class_balance)
         xs.append(x)
         ys.append(y)
         name = dataset.images[i].filename
-        yield tr.TrainEvent("step", 0, 1, step, n, message=f"features of {name}")
+        yield tr.TrainEvent("step", 0, 1, step, total, message=f"features of {name}")
     x, y = np.concatenate(xs), np.concatenate(ys)
     n_out = len(classes) + 1
     weights = None
     if config.class_weights == "balanced":
         weights = data.balanced_weights(np.bincount(y, minlength=n_out))
-    forest = Forest.fit(x, y, n_out, weights, config.seed)
-    raw = np.zeros(8)
-    for i in val_idx:
-        norm = cache(i)
-        pred = forest.probabilities(norm)
-        _, inst = data.rasterise(dataset.images[i], classes, norm.shape)
-        raw += tr.count_prediction(inst, np.where(pred[0] < 0.5, pred[1:].argmax(axis=0) + 1, 0))
-    val_loss, val_iou, val_f1 = tr.scores(raw) if val_idx else (None, None, None)
-    history = [{"epoch": 0, "loss": None, "val_loss": None, "val_iou": val_iou, "val_f1": val_f1}]
-    payload = tr.checkpoint_payload(config, classes, history, 0, val_f1, weights)
-    payload.update(samples=len(y), forest=forest.state())
+    yield tr.TrainEvent("status", 0, 1, n, total, message=f"fitting {N_TREES} trees on "
+                        f"{len(y):,} pixels of {n} images")  # fmt: skip
+    growing = Forest.fit_steps(x, y, n_out, weights, config.seed)
+    while True:
+        if cancel.is_set():
+            return tr.TrainResult(None, tr.last_path(out), [], None, True, "cpu")
+        try:
+            grown = next(growing)
+        except StopIteration as stop:
+            forest = stop.value
+            break
+        yield tr.TrainEvent("step", 0, 1, n + grown // 8, total, message=f"{grown} trees")
+    point = yield from tr.operating_point(
+        config, None, classes, {"forest": forest}, dataset, val_idx, torch.device("cpu"), 0, 1,
+        total,
+    )  # fmt: skip
+    val_f1 = point.f1
+    val_score = val_iou = None
+    if point.f1 is not None:
+        pixel_f1 = point.pixel_f1 or 0.0
+        val_score, val_iou = f1_score(point.f1, pixel_f1), pixel_f1 / (2 - pixel_f1)
+    history = [{"epoch": 0, "loss": None, "val_loss": None, "val_iou": val_iou, "val_f1": val_f1,
+                "val_score": val_score}]  # fmt: skip
+    payload = tr.checkpoint_payload(config, classes, history, 0, val_score, weights)
+    payload.update(samples=len(y), forest=forest.state(), best_label=tr.SCORE_LABELS["forest"],
+                   operating_point=point.to_dict())  # fmt: skip
     best = tr.save_checkpoint(out, payload)
     last = tr.save_checkpoint(tr.last_path(out), payload)
-    yield tr.TrainEvent("epoch", 0, 1, n, n, val_loss=val_loss, val_iou=val_iou, val_f1=val_f1)
-    return tr.TrainResult(best, last, history, val_f1, False, "cpu")
+    yield tr.TrainEvent("epoch", 0, 1, total, total, val_f1=val_f1, val_iou=val_iou)
+    return tr.TrainResult(best, last, history, val_score, False, "cpu", tr.SCORE_LABELS["forest"],
+                          point)

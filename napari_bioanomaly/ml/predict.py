@@ -25,6 +25,7 @@ from ..core.evaluate import ANOMALY_SCORE
 from ..core.fileio import resolve_image
 from ..core.images import read_image
 from ..core.model import BioAnomalyError, Dataset, ImageRecord, Region
+from ..core.operating import OperatingPoint
 from . import anomaly, models
 from .config import ANOMALY_MODELS, TrainConfig
 from .data import normalise
@@ -43,10 +44,22 @@ class Predictor:
     device: torch.device
     #: ``scoring`` (calibration and memory bank) of the unsupervised models, ``forest``
     extra: dict[str, Any] = field(default_factory=dict)
+    #: threshold and minimum area chosen on the validation images after training
+    operating_point: OperatingPoint = field(default_factory=OperatingPoint)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> Predictor:
         ckpt = load_checkpoint(path)
+        try:
+            point = OperatingPoint.from_dict(ckpt.get("operating_point"))
+        except BioAnomalyError as exc:
+            raise BioAnomalyError(f"{path}: {exc}") from None
+        predictor = cls._load(path, ckpt, device)
+        predictor.operating_point = point
+        return predictor
+
+    @classmethod
+    def _load(cls, path: str | Path, ckpt: dict[str, Any], device: str) -> Predictor:
         dev = pick_device(device)
         config = TrainConfig.from_dict(ckpt["config"])
         classes = list(ckpt["classes"])
@@ -70,6 +83,74 @@ class Predictor:
         return cls(model_from_checkpoint(ckpt, dev), config.model, classes, config, dev, extra)
 
 
+@dataclass
+class Ensemble:
+    """Several trained models that predict as one: their anomaly probabilities averaged.
+
+    As the brightfield study recommended (a U-Net with a Mask R-CNN), or the fold
+    models of a cross-validation. Members that learned the same classes as the
+    first average their class probabilities too; the others (an unsupervised
+    map, a model of other classes) add to "anomaly or not" only, and each
+    region's class is then the vote of the members that know the classes. The
+    operating point is the members' mean threshold and minimum area.
+    """
+
+    members: list[Predictor]
+
+    @classmethod
+    def load(cls, paths: Sequence[str | Path], device: str = "auto") -> Ensemble | Predictor:
+        """One model as a :class:`Predictor`, several as an ensemble."""
+        if not paths:
+            raise BioAnomalyError("no model given")
+        members = [Predictor.load(p, device) for p in paths]
+        if len(members) == 1:
+            return members[0]
+        # a model that learned classes names them, if any does
+        named = sorted(zip(paths, members, strict=True), key=lambda p: p[1].classes == ["anomaly"])
+        first_path, first = named[0]
+        for path, m in named[1:]:
+            if m.classes not in (first.classes, ["anomaly"]):
+                raise BioAnomalyError(
+                    f"{path} learned the classes {m.classes}, {first_path} {first.classes}: "
+                    "the models of an ensemble need the same classes (or be anomaly maps)"
+                )
+        return cls([m for _, m in named])
+
+    @property
+    def classes(self) -> list[str]:
+        return self.members[0].classes
+
+    @property
+    def operating_point(self) -> OperatingPoint:
+        points = [m.operating_point for m in self.members]
+        return OperatingPoint(
+            float(np.mean([p.threshold for p in points])),
+            float(np.mean([p.min_area for p in points])),
+            source="validation" if all(p.source == "validation" for p in points) else "default",
+        )
+
+    def probabilities(
+        self, image: np.ndarray, tta: bool = False
+    ) -> tuple[np.ndarray, float | None]:
+        """Mean class probabilities and mean image score (of members that give one)."""
+        n_out = len(self.classes) + 1
+        fg = None
+        classes = np.zeros((n_out - 1, *image.shape[:2]), dtype=np.float32)
+        scores = []
+        for m in self.members:
+            probs, score = predict_image(m, image, tta=tta)
+            fg = (1.0 - probs[0]) if fg is None else fg + (1.0 - probs[0])
+            if m.classes == self.classes:
+                classes += probs[1:]
+            if score is not None:
+                scores.append(score)
+        assert fg is not None
+        fg /= len(self.members)
+        share = classes / np.maximum(classes.sum(axis=0, keepdims=True), 1e-12)
+        out = np.concatenate([(1.0 - fg)[None], share * fg[None]]).astype(np.float32)
+        return out, (float(np.mean(scores)) if scores else None)
+
+
 @torch.no_grad()
 def class_probabilities(
     predictor: Predictor,
@@ -86,6 +167,22 @@ def class_probabilities(
     return predict_image(predictor, image, tile, overlap, batch)[0]
 
 
+#: The eight flips and 90-degree rotations of test-time augmentation: (rotations, flip).
+DIHEDRAL = tuple((k, flip) for flip in (False, True) for k in range(4))
+
+
+def _transform(a: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    """Rotate the last two axes by ``k`` quarter turns, then flip left-right."""
+    a = np.rot90(a, k, axes=(-2, -1))
+    return np.ascontiguousarray(a[..., ::-1] if flip else a)
+
+
+def _untransform(a: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    """The inverse of :func:`_transform`."""
+    a = a[..., ::-1] if flip else a
+    return np.ascontiguousarray(np.rot90(a, -k, axes=(-2, -1)))
+
+
 @torch.no_grad()
 def predict_image(
     predictor: Predictor,
@@ -93,19 +190,41 @@ def predict_image(
     tile: int | None = None,
     overlap: float = 0.25,
     batch: int = 4,
+    tta: bool = False,
 ) -> tuple[np.ndarray, float | None]:
-    """Class probabilities of an image and, for the unsupervised models, its image score."""
-    model, kind = predictor.model, predictor.kind
-    tile = tile or predictor.config.tile
+    """Class probabilities of an image and, for the unsupervised models, its image score.
+
+    With ``tta`` (networks only: U-Net, Mask R-CNN) the probabilities are the mean
+    over the eight flips and 90-degree rotations of the image, each mapped back.
+    """
+    if tta and predictor.kind in ("unet", "maskrcnn"):
+        norm = normalise(image, predictor.config.low, predictor.config.high)
+        total = sum(
+            _untransform(_network_probabilities(predictor, _transform(norm, k, f), tile,
+                                                overlap, batch), k, f)
+            for k, f in DIHEDRAL
+        )  # fmt: skip
+        return total / len(DIHEDRAL), None
+    kind = predictor.kind
     norm = normalise(image, predictor.config.low, predictor.config.high)
     if kind == "forest":
         return predictor.extra["forest"].probabilities(norm), None
 
     if kind in ANOMALY_MODELS:
         heat, score = anomaly.image_map(
-            kind, norm, model, predictor.extra["scoring"], predictor.config, predictor.device
+            kind, norm, predictor.model, predictor.extra["scoring"], predictor.config,
+            predictor.device,
         )
         return np.stack([1.0 - heat, heat]), score
+    return _network_probabilities(predictor, norm, tile, overlap, batch), None
+
+
+def _network_probabilities(
+    predictor: Predictor, norm: np.ndarray, tile: int | None, overlap: float, batch: int
+) -> np.ndarray:
+    """Blended tile probabilities of a normalised image through the predictor's network."""
+    model, kind = predictor.model, predictor.kind
+    tile = tile or predictor.config.tile
     assert model is not None
     model.eval()
     n_out = len(predictor.classes) + 1
@@ -121,7 +240,7 @@ def predict_image(
             probs[:, c] = np.where(cls_map == c, fg, 0.0)
         return probs
 
-    return blend_tiles(norm, tile, probabilities, predictor.device, overlap, batch), None
+    return blend_tiles(norm, tile, probabilities, predictor.device, overlap, batch)
 
 
 def regions_from_probabilities(
@@ -177,13 +296,14 @@ class PredictEvent:
 
 
 def predict_dataset(
-    predictor: Predictor,
+    predictor: Predictor | Ensemble,
     dataset: Dataset,
-    threshold: float = 0.5,
-    min_area: float = 16.0,
+    threshold: float | None = None,
+    min_area: float | None = None,
     tolerance: float = 0.5,
     done: dict[str, ImageRecord] | None = None,
     heatmaps: str | Path | None = None,
+    tta: bool = False,
 ) -> Generator[PredictEvent, None, Dataset]:
     """Predict every image of ``dataset``; yields progress, returns the predictions.
 
@@ -194,8 +314,14 @@ def predict_dataset(
     caller can keep a manifest of the work done. The unsupervised models also
     give each image its anomaly score (file attribute :data:`ANOMALY_SCORE`);
     with ``heatmaps`` a folder, each image's anomaly map (``1 - p(background)``,
-    float32 TIFF) is written there under the image's name.
+    float32 TIFF) is written there under the image's name. ``threshold`` and
+    ``min_area`` default to the model's operating point (chosen on validation).
+    ``tta``: test-time augmentation (see :func:`predict_image`). An
+    :class:`Ensemble` predicts as one model.
     """
+    point = predictor.operating_point
+    threshold = point.threshold if threshold is None else threshold
+    min_area = point.min_area if min_area is None else min_area
     root = dataset.root or Path(".")
     done = done or {}
     out = Dataset(root=dataset.root, classes=list(predictor.classes))
@@ -215,7 +341,10 @@ def predict_dataset(
             yield PredictEvent(i + 1, len(dataset.images), im.filename, 0, str(exc), record)
             continue
         record.shape = pixels.shape[:2]
-        probs, image_score = predict_image(predictor, pixels)
+        if isinstance(predictor, Ensemble):
+            probs, image_score = predictor.probabilities(pixels, tta)
+        else:
+            probs, image_score = predict_image(predictor, pixels, tta=tta)
         if image_score is not None:
             record.file_attributes[ANOMALY_SCORE] = image_score
         if heatmaps is not None:

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core import operating
 from ..core.fileio import atomic_write
-from ..core.metrics import MatchCounts, instance_counts, pixel_iou
 from ..core.model import BioAnomalyError, Dataset
 from . import anomaly, data, models
 from .config import TrainConfig
@@ -30,6 +30,8 @@ CHECKPOINT_FORMAT = "napari-bioanomaly-checkpoint"
 CHECKPOINT_VERSION = 1
 #: Predicted specks smaller than this (pixels) are not counted as instances in validation.
 MIN_AREA = 16
+#: The score of supervised models (see :func:`~napari_bioanomaly.core.operating.f1_score`).
+VAL_F1 = "validation F1 (mean of instance and pixel F1)"
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,20 @@ class TrainResult:
     best_f1: float | None = None
     cancelled: bool = False
     device: str = "cpu"
+    #: what ``best_f1`` measures: :data:`VAL_F1`, "validation image ROC-AUC" (see
+    #: :data:`SCORE_LABELS`), or, without those, "validation loss" or "training loss"
+    #: (then ``best_f1`` is the loss negated, so that higher is always better)
+    best_label: str = VAL_F1
+    #: threshold and minimum area chosen on the validation images (``None``: not chosen)
+    operating_point: operating.OperatingPoint | None = None
+
+    def best_text(self) -> str:
+        """The best score named by what it is, e.g. ``validation F1 0.712``."""
+        if self.best_f1 is None:
+            return f"{self.best_label} none"
+        if self.best_label.endswith("loss"):
+            return f"{self.best_label} {-self.best_f1:.4f} (lower is better)"
+        return f"{self.best_label} {self.best_f1:.3f}"
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -181,19 +197,19 @@ def _next_batch(stream: Any, batch: int, device: torch.device) -> tuple[torch.Te
     return tuple(torch.stack(t).to(device, non_blocking=True) for t in zip(*items, strict=True))
 
 
-def count_prediction(inst: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """Raw counts (see :func:`validate`) of one predicted class map against true instances."""
-    from scipy import ndimage
+#: The validation grid of every epoch: thresholds of ``1 - p(background)``, specks below
+#: :data:`MIN_AREA` dropped; the epoch's F1 is the best over the thresholds, so model
+#: selection and early stopping do not depend on how calibrated the network is yet.
+VAL_THRESHOLDS = operating.THRESHOLDS
+#: ``[loss sum, loss count, tiles, truth pixels]`` then the operating-point counts.
+_HEAD = 4
 
-    labels, n = ndimage.label(pred > 0)
-    if n:
-        sizes = np.bincount(labels.ravel())
-        small = sizes < MIN_AREA
-        small[0] = False
-        labels[small[labels]] = 0
-    counts = instance_counts(inst, labels)
-    i, u = pixel_iou(inst, labels)
-    return np.array([0.0, 0.0, i, u, counts.tp, counts.fp, counts.fn, 1.0])
+
+
+def count_prediction(inst: np.ndarray, heat: np.ndarray) -> np.ndarray:
+    """Raw validation counts (see :func:`validate`) of one anomaly map against true instances."""
+    counts = operating.point_counts(heat, inst, VAL_THRESHOLDS, (MIN_AREA,))
+    return np.concatenate([[0.0, 0.0, 1.0, np.count_nonzero(inst)], counts.ravel()])
 
 
 def validate(
@@ -205,34 +221,74 @@ def validate(
 ) -> list[float]:
     """Raw validation counts of some tiles, to add up over processes (see :func:`scores`).
 
-    ``[loss sum, loss count, pixel intersection, pixel union, TP, FP, FN, tiles]``;
-    predicted instances are the connected components of the predicted foreground
-    without specks smaller than :data:`MIN_AREA` pixels; the loss is the U-Net's only.
+    ``[loss sum, loss count, tiles, truth pixels]`` followed by TP, FP, FN,
+    predicted pixels inside the truth and predicted pixels at each of
+    :data:`VAL_THRESHOLDS` (connected components of the anomaly map, specks
+    smaller than :data:`MIN_AREA` pixels dropped); the loss is the U-Net's only.
     """
     model.eval()
-    raw = np.zeros(8)
+    raw = np.zeros(_HEAD + 5 * len(VAL_THRESHOLDS))
     losses = []
     with torch.no_grad():
         for start in range(0, len(tiles), batch):
             chunk = tiles[start : start + batch]
             images = torch.from_numpy(np.stack([t[0] for t in chunk])[:, None]).to(device)
             classes = torch.from_numpy(np.stack([t[1] for t in chunk])).to(device)
-            if kind == "unet":
-                losses.append(float(models.unet_loss(model(images).float(), classes)))
-            pred, _ = models.predict_classes(kind, model, images)
-            for (_, _, inst), p in zip(chunk, pred.cpu().numpy(), strict=True):
-                raw += count_prediction(inst, p)
+            if kind == "unet":  # one forward pass for the loss and the map
+                logits = model(images).float()
+                losses.append(float(models.unet_loss(logits, classes)))
+                heat = 1.0 - torch.softmax(logits, dim=1)[:, 0]
+            else:
+                _, heat = models.predict_classes(kind, model, images)
+            for (_, _, inst), h in zip(chunk, heat.cpu().numpy(), strict=True):
+                raw += count_prediction(inst, h)
     model.train()
     raw[0], raw[1] = float(sum(losses)), float(len(losses))
     return raw.tolist()
 
 
-def scores(raw: np.ndarray | list[float]) -> tuple[float | None, float, float]:
-    """Validation loss (``None`` without one), foreground pixel IoU and instance F1."""
-    loss_sum, n_loss, inter, union, tp, fp, fn, _ = (float(v) for v in raw)
-    iou = inter / union if union else 1.0
-    f1 = MatchCounts(int(tp), int(fp), int(fn)).f1
-    return (loss_sum / n_loss if n_loss else None), iou, f1
+def scores(raw: np.ndarray | list[float]) -> tuple[float | None, float, float, float]:
+    """Validation loss (``None`` without one), and the foreground pixel IoU, instance F1
+    and threshold at the threshold of :data:`VAL_THRESHOLDS` with the best
+    :func:`~napari_bioanomaly.core.operating.f1_score`."""
+    raw = np.asarray(raw, dtype=float)
+    loss_sum, n_loss, _, truth_px = (float(v) for v in raw[:_HEAD])
+    counts = raw[_HEAD:].reshape(len(VAL_THRESHOLDS), 1, 5)
+    point = operating.choose(counts, int(truth_px), VAL_THRESHOLDS, (MIN_AREA,))
+    i = VAL_THRESHOLDS.index(point.threshold)
+    _, _, _, hit, pred = counts[i, 0]
+    union = pred + truth_px - hit
+    iou = hit / union if union else 1.0
+    return (loss_sum / n_loss if n_loss else None), float(iou), float(point.f1 or 0.0), \
+        point.threshold
+
+
+def choose_operating_point(
+    predictor_probs: Any, dataset: Dataset, indices: list[int], classes: list[str]
+) -> operating.OperatingPoint:
+    """The threshold and minimum area with the best instance F1 on whole validation images.
+
+    ``predictor_probs(image)`` gives the class probabilities of a raw image, as
+    :func:`~.predict.predict_image` does; at most 64 images are used.
+    """
+    from ..core.fileio import resolve_image
+    from ..core.images import read_image
+
+    root = dataset.root or Path(".")
+    heats, truths = [], []
+    for i in _spread(indices, 64):
+        im = dataset.images[i]
+        probs = predictor_probs(read_image(resolve_image(root, im.filename)))
+        heats.append(1.0 - probs[0])
+        truths.append(data.rasterise(im, classes, probs.shape[1:])[1])
+    return operating.choose_operating_point(heats, truths)
+
+
+def _spread(indices: list[int], limit: int) -> list[int]:
+    """At most ``limit`` of the indices, evenly spread."""
+    if len(indices) <= limit:
+        return list(indices)
+    return [indices[int(i)] for i in np.linspace(0, len(indices) - 1, limit)]
 
 
 def train(
@@ -269,7 +325,7 @@ def train(
     train_idx, val_idx = data.split(dataset, config)
     if config.exclude_qc:
         yield TrainEvent(
-            "status", 0, config.epochs, 0, config.steps_per_epoch,
+            "status", 0, config.epochs or 1, 0, config.steps_per_epoch,
             message=f"image quality of {len(train_idx)} training images (stored flags, or "
             "checked now)",
         )  # fmt: skip
@@ -278,13 +334,14 @@ def train(
             names = ", ".join(f"{name} ({'; '.join(flags)})" for name, flags in dropped[:5])
             more = f" and {len(dropped) - 5} more" if len(dropped) > 5 else ""
             yield TrainEvent(
-                "warning", 0, config.epochs, 0, config.steps_per_epoch,
+                "warning", 0, config.epochs or 1, 0, config.steps_per_epoch,
                 message=f"{len(dropped)} image(s) with quality flags left out of training: "
                 f"{names}{more}",
             )  # fmt: skip
     if not train_idx:
         raise BioAnomalyError("no training images left after the validation split and QC")
     data.check_images(dataset, train_idx + val_idx)
+    config = data.fit_tile(config, dataset, train_idx + val_idx)
     if config.model == "forest":
         from .forest import train_forest
 
@@ -305,6 +362,49 @@ def train(
         )  # fmt: skip
     finally:
         dist.close()
+
+
+#: Without ``epochs`` a run trains for this many minutes on a CPU, and on a GPU ...
+CPU_BUDGET_MIN, GPU_BUDGET_MIN = 15.0, 60.0
+#: ... but never more epochs than this, nor fewer than the warm-up plus two.
+MAX_AUTO_EPOCHS, MIN_AUTO_EPOCHS = 300, 3
+#: What the best checkpoint's score measures, by model kind (it is named so everywhere).
+SCORE_LABELS = {
+    "unet": VAL_F1,
+    "maskrcnn": VAL_F1,
+    "forest": VAL_F1,
+    "autoencoder": "validation image ROC-AUC",
+    "memory": "validation image ROC-AUC",
+}
+
+
+def budget_minutes(config: TrainConfig, device: torch.device) -> float:
+    """The time a run without a fixed number of epochs may take."""
+    if config.budget_min is not None:
+        return config.budget_min
+    return GPU_BUDGET_MIN if device.type == "cuda" else CPU_BUDGET_MIN
+
+
+def planned_epochs(config: TrainConfig, device: torch.device, epoch_s: float) -> int:
+    """Epochs of a run: ``config.epochs``, or as many as the time budget allows once the
+    first epoch (training and validation) has been timed."""
+    if config.epochs is not None:
+        return config.epochs
+    fit = int(budget_minutes(config, device) * 60 / max(epoch_s, 1e-3))
+    return int(np.clip(fit, MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS))
+
+
+def _schedule(plan: dict[str, int]):
+    """Linear warm-up over the first epoch, then cosine decay to 0 at the planned end."""
+
+    def factor(step: int) -> float:
+        warm = plan["steps_per_epoch"]
+        if step < warm:
+            return (step + 1) / warm
+        total = max(plan["epochs"] * plan["steps_per_epoch"] - warm, 1)
+        return 0.5 * (1 + math.cos(math.pi * min(step - warm, total) / total))
+
+    return factor
 
 
 def _train(
@@ -341,15 +441,16 @@ def _train(
             find_unused_parameters=config.model == "maskrcnn",
         )
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
-    total = config.epochs * config.steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
-    )
+    steps = config.steps_per_epoch
+    # until the first epoch is timed, an automatic run plans the most epochs it may have
+    plan = {"epochs": config.epochs or MAX_AUTO_EPOCHS, "steps_per_epoch": steps}
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, _schedule(plan))
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     history: list[dict[str, Any]] = []
     start_epoch = 0
     best_f1: float | None = None
+    best_epoch = -1
     if resume is not None:
         ckpt = load_checkpoint(resume)
         if ckpt["config"]["model"] != config.model or list(ckpt["classes"]) != classes:
@@ -358,21 +459,29 @@ def _train(
                 f"cannot resume as {config.model} on {classes}"
             )
         model.load_state_dict(ckpt["state_dict"])
+        if config.epochs is None:  # an automatic run keeps the length it planned
+            plan["epochs"] = int(ckpt.get("planned_epochs", plan["epochs"]))
         if "optimizer" in ckpt:
             optimiser.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
         history = list(ckpt.get("history", []))
         start_epoch = int(ckpt.get("epoch", -1)) + 1
         best_f1 = ckpt.get("best_f1")
+        best_epoch = int(ckpt.get("best_epoch", start_epoch - 1))
     batch = config.batch // dist.world  # per process; the global batch is config.batch
-    stream = _batches(sampler, config, dist, start_epoch * config.steps_per_epoch * config.batch)
+    stream = _batches(sampler, config, dist, start_epoch * steps * config.batch)
     if not config.unsupervised:  # each process validates its share
         val_tiles = val_tiles[dist.rank :: dist.world]
+    label = SCORE_LABELS[config.model]
+    best_label = label
 
     def payload(epoch: int) -> dict[str, Any]:
         return {
             **checkpoint_payload(config, classes, history, epoch, best_f1, weights),
             **({"scoring": scoring} if scoring is not None else {}),
+            "best_label": best_label,
+            "best_epoch": best_epoch,
+            "planned_epochs": plan["epochs"],
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "optimizer": optimiser.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -382,14 +491,17 @@ def _train(
     best_path: Path | None = out if out.exists() and resume is not None else None
     step_times: list[float] = []
     data_times: list[float] = []
-    for epoch in range(start_epoch, config.epochs):
+    epoch = start_epoch
+    run_start = time.perf_counter()
+    while epoch < plan["epochs"]:
         losses = []
         step = 0
-        while step < config.steps_per_epoch:
+        while step < steps:
             if dist.any(cancel.is_set()):  # a cancel on any process stops them all
                 if dist.main:
                     save_checkpoint(last, payload(epoch - 1))
-                return TrainResult(best_path, last, history, best_f1, True, str(device))
+                return TrainResult(best_path, last, history, best_f1, True, str(device),
+                                   best_label)  # fmt: skip
             t0 = time.perf_counter()
             images, cls, inst = _next_batch(stream, batch, device)
             t_data = time.perf_counter() - t0
@@ -420,15 +532,10 @@ def _train(
                     ) from None
                 batch = max(1, batch // 2)
                 yield TrainEvent(
-                    "warning",
-                    epoch,
-                    config.epochs,
-                    step,
-                    config.steps_per_epoch,
-                    batch=batch,
+                    "warning", epoch, plan["epochs"], step, steps, batch=batch,
                     message=f"out of memory on {device}: batch halved to {batch} "
                     f"(use --batch {batch} or smaller tiles to avoid this)",
-                )
+                )  # fmt: skip
                 continue
             scheduler.step()
             losses.append(dist.mean(float(value.detach())))
@@ -437,22 +544,17 @@ def _train(
             data_times.append(t_data)
             recent = step_times[-20:]
             per_step = sum(recent) / len(recent)
-            done = (epoch - start_epoch) * config.steps_per_epoch + step
-            remaining = (config.epochs - start_epoch) * config.steps_per_epoch - done
+            remaining = (plan["epochs"] - epoch) * steps - step
             yield TrainEvent(
-                "step",
-                epoch,
-                config.epochs,
-                step,
-                config.steps_per_epoch,
+                "step", epoch, plan["epochs"], step, steps,
                 loss=losses[-1],
                 lr=scheduler.get_last_lr()[0],
                 sec_per_step=per_step,
                 data_fraction=sum(data_times[-20:]) / max(sum(recent), 1e-9),
                 eta_s=per_step * remaining,
                 batch=batch,
-            )
-        val_auc = val_pixel_auc = val_iou = val_f1 = None
+            )  # fmt: skip
+        val_auc = val_pixel_auc = val_iou = val_f1 = val_threshold = None
         if config.unsupervised:
             metrics = anomaly.validate(model, val_tiles, device, batch)
             val_loss, val_auc, val_pixel_auc = (
@@ -462,36 +564,49 @@ def _train(
             )
         else:
             raw = dist.sum(validate(config.model, model, val_tiles, device, batch))
-            val_loss, val_iou, val_f1 = scores(raw) if raw[7] else (None, None, None)
-
+            if raw[2]:
+                val_loss, val_iou, val_f1, val_threshold = scores(raw)
+            else:
+                val_loss = None
+        if epoch == start_epoch and config.epochs is None and resume is None:
+            # the first epoch (with its validation) sets how many fit in the time budget
+            plan["epochs"] = int(dist.mean(planned_epochs(
+                config, device, time.perf_counter() - run_start)))  # fmt: skip
         record = {
             "epoch": epoch,
             "loss": float(np.mean(losses)),
             "val_loss": val_loss,
             "val_iou": val_iou,
             "val_f1": val_f1,
+            "val_threshold": val_threshold,
             "val_auc": val_auc,
             "val_pixel_auc": val_pixel_auc,
             "lr": scheduler.get_last_lr()[0],
         }
         history.append(record)
-        score = next(
-            v
-            for v in (val_f1, val_auc, None if val_loss is None else -val_loss, -record["loss"])
+        # the score of the run: what SCORE_LABELS names; without it (no anomalous or no
+        # normal validation images) the lowest validation loss, then training loss
+        val_score = None
+        if val_f1 is not None and val_iou is not None:
+            val_score = operating.f1_score(val_f1, 2 * val_iou / (1 + val_iou))
+        record["val_score"] = val_score
+        score, name = next(
+            (v, name)
+            for v, name in (
+                (val_score, label), (val_auc, label),
+                (None if val_loss is None else -val_loss, "validation loss"),
+                (-record["loss"], "training loss"),
+            )
             if v is not None
         )
         if best_f1 is None or score > best_f1:
-            best_f1 = score
+            best_f1, best_epoch, best_label = score, epoch, name
             if dist.main:
                 best_path = save_checkpoint(out, payload(epoch))
         if dist.main:
             save_checkpoint(last, payload(epoch))
         yield TrainEvent(
-            "epoch",
-            epoch,
-            config.epochs,
-            config.steps_per_epoch,
-            config.steps_per_epoch,
+            "epoch", epoch, plan["epochs"], steps, steps,
             loss=record["loss"],
             val_loss=val_loss,
             val_iou=val_iou,
@@ -500,20 +615,76 @@ def _train(
             batch=batch,
             val_auc=val_auc,
             val_pixel_auc=val_pixel_auc,
-        )
-    if config.unsupervised and dist.main:
-        # the anomaly scores of the best weights are calibrated (and the memory bank built)
-        yield TrainEvent(
-            "status", config.epochs - 1, config.epochs, config.steps_per_epoch,
-            config.steps_per_epoch, message="calibrating anomaly scores on normal pixels",
         )  # fmt: skip
-        state = load_checkpoint(best_path or last)
+        epoch += 1
+        waited = epoch - 1 - best_epoch
+        if config.patience and waited >= config.patience and epoch < plan["epochs"]:
+            yield TrainEvent(
+                "status", epoch - 1, plan["epochs"], steps, steps,
+                message=f"stopping early: {label} has not improved for {waited} epochs "
+                f"(best {best_f1:.3f} at epoch {best_epoch + 1})",
+            )  # fmt: skip
+            break
+    final_epoch = epoch - 1
+    point = None
+    if dist.main and best_path is not None:
+        state = load_checkpoint(best_path)
         model.load_state_dict(state["state_dict"])
-        scoring = anomaly.calibrate_scoring(
-            config.model, model, {}, sampler.dataset, list(val_idx or sampler.indices),
-            config, device,
+        best_state_epoch = int(state["epoch"])
+        if config.unsupervised:
+            # the anomaly scores of the best weights are calibrated (and the memory bank built)
+            yield TrainEvent(
+                "status", final_epoch, plan["epochs"], steps, steps,
+                message="calibrating anomaly scores on normal pixels",
+            )  # fmt: skip
+            scoring = anomaly.calibrate_scoring(
+                config.model, model, {}, sampler.dataset, list(val_idx or sampler.indices),
+                config, device,
+            )  # fmt: skip
+        point = yield from operating_point(
+            config, model, classes, {"scoring": scoring} if scoring else {}, sampler.dataset,
+            list(val_idx or []), device,
+            final_epoch, plan["epochs"], steps,
         )  # fmt: skip
-        epoch = int(state["epoch"])
-        # the .last.pt checkpoint (for resuming) stays uncalibrated: its weights may differ
-        best_path = save_checkpoint(out, {**payload(epoch), "history": state["history"]})
-    return TrainResult(best_path, last, history, best_f1, False, str(device))
+        # the .last.pt checkpoint (for resuming) keeps its own state; the best gets the point
+        best_state = {**payload(best_state_epoch), "history": history}
+        best_state["operating_point"] = point.to_dict()
+        best_path = save_checkpoint(out, best_state)
+    return TrainResult(best_path, last, history, best_f1, False, str(device), best_label,
+                       point if dist.main and best_path is not None else None)
+
+
+def operating_point(
+    config: TrainConfig,
+    model: torch.nn.Module | None,
+    classes: list[str],
+    extra: dict[str, Any],
+    dataset: Dataset,
+    val_idx: list[int],
+    device: torch.device,
+    epoch: int,
+    epochs: int,
+    steps: int,
+) -> Generator[TrainEvent, None, operating.OperatingPoint]:
+    """Choose the operating point of a trained model on the validation images (the
+    default point when none of them is annotated). ``extra`` is what the model's
+    :class:`~.predict.Predictor` needs besides the network (``scoring``, ``forest``)."""
+    annotated = [i for i in val_idx if dataset.images[i].regions]
+    if not annotated:
+        return operating.OperatingPoint()
+    from .predict import Predictor, predict_image
+
+    yield TrainEvent(
+        "status", epoch, epochs, steps, steps,
+        message=f"choosing the threshold and minimum area on {len(val_idx)} validation images",
+    )  # fmt: skip
+    predictor = Predictor(
+        None if model is None else model.eval(), config.model, classes, config, device, extra
+    )
+    point = choose_operating_point(
+        lambda image: predict_image(predictor, image)[0], dataset, val_idx,
+        data.class_names(dataset) if not config.unsupervised else dataset.class_names(),
+    )  # fmt: skip
+    yield TrainEvent("status", epoch, epochs, steps, steps,
+                     message=f"operating point: {point.describe()}")  # fmt: skip
+    return point

@@ -278,8 +278,20 @@ class TrainWidget(QWidget):
         self.model.setToolTip("\n".join(f"{k}: {v}" for k, v in MODEL_HELP.items()))
         self.model.currentTextChanged.connect(self._model_changed)
         form.addRow("model", self.model)
-        self.epochs = self._spin(1, 10000, 20)
+        self.epochs = self._spin(0, 10000, 0)
+        self.epochs.setSpecialValueText("auto")
+        self.epochs.setToolTip(
+            "auto: as many epochs as fit in the time budget (15 min on a CPU, 60 on a GPU), "
+            "stopping early when validation F1 stops improving; the best model is kept"
+        )
         form.addRow("epochs", self.epochs)
+        self.budget = self._spin(1, 60 * 24 * 7, 15)
+        self.budget.setSuffix(" min")
+        self.budget.setToolTip("time budget of an 'auto' run (a GPU run defaults to 60 min)")
+        self._budget_touched = False
+        self.budget.valueChanged.connect(lambda _: setattr(self, "_budget_touched", True))
+        self.epochs.valueChanged.connect(lambda v: self.budget.setEnabled(v == 0))
+        form.addRow("time budget", self.budget)
         self.steps = self._spin(1, 100000, 50)
         form.addRow("steps per epoch", self.steps)
         self.tile = self._spin(32, 4096, 256, step=16)
@@ -431,7 +443,8 @@ class TrainWidget(QWidget):
 
         return TrainConfig(
             model=self.model.currentText(),
-            epochs=self.epochs.value(),
+            epochs=self.epochs.value() or None,
+            budget_min=float(self.budget.value()) if self._budget_touched else None,
             steps_per_epoch=self.steps.value(),
             tile=self.tile.value(),
             batch=self.batch.value(),
@@ -451,6 +464,7 @@ class TrainWidget(QWidget):
         network = name not in ("forest", "memory")
         for w in (self.epochs, self.steps, self.tile, self.batch, self.lr, self.augment):
             w.setEnabled(network)
+        self.budget.setEnabled(network and self.epochs.value() == 0)
         supervised = name not in ("autoencoder", "memory")
         self.class_balance.setEnabled(supervised)
         if not supervised:
@@ -494,7 +508,7 @@ class TrainWidget(QWidget):
         self.cancel = threading.Event()
         return self._launch(
             training_job, (dataset, config, out, self.cancel), self._on_event,
-            self._on_returned, config.epochs * config.steps_per_epoch,
+            self._on_returned, (config.epochs or 1) * config.steps_per_epoch,
             f"Starting: {len(dataset.images)} images, model {config.model}, saving to {out}",
         )  # fmt: skip
 
@@ -607,13 +621,15 @@ class TrainWidget(QWidget):
     def _on_returned(self, result: Any) -> None:
         self.result = result
         what = "Stopped" if result.cancelled else "Finished"
-        measure = "image ROC-AUC" if self.model.currentText() in UNSUPERVISED else "F1"
         if result.best_f1 is not None:
-            best = f" (best validation {measure} {result.best_f1:.3f})"
-        elif measure != "F1":
+            best = f" (best {result.best_text()})"
+        elif self.model.currentText() in UNSUPERVISED:
             best = " (no validation ROC-AUC: it needs normal and anomalous validation images)"
         else:
             best = ""
+        point = result.operating_point
+        if point is not None and point.source == "validation":
+            best += f"; predicts at {point.describe()}"
         self._set_status(
             f"{what} on {result.device}. Model: {result.best}{best}. Last state: {result.last}"
         )

@@ -144,3 +144,51 @@ def test_an_interrupted_run_resumes_from_its_manifest(model_path, sample_dir, tm
     assert err.count("region(s)") == 2  # only the remaining two were predicted
     assert json.loads(out.read_text()) == ref
     assert not (tmp_path / "pred.json.manifest.json").exists()
+
+
+def test_tta_averages_the_eight_flips_and_rotations(model_path):
+    from napari_bioanomaly.ml.predict import DIHEDRAL, _transform, _untransform, predict_image
+
+    a = np.arange(12.0).reshape(1, 3, 4)
+    for k, flip in DIHEDRAL:
+        np.testing.assert_array_equal(_untransform(_transform(a, k, flip), k, flip), a)
+    assert len({_transform(a[0], k, f).tobytes() for k, f in DIHEDRAL}) == 8
+    predictor = Predictor.load(model_path, "cpu")
+    image = np.random.default_rng(1).integers(0, 4000, (64, 80)).astype(np.uint16)
+    plain, _ = predict_image(predictor, image)
+    tta, _ = predict_image(predictor, image, tta=True)
+    flipped, _ = predict_image(predictor, np.ascontiguousarray(image[:, ::-1]), tta=True)
+    assert tta.shape == plain.shape and not np.allclose(tta, plain)  # the network is not symmetric
+    np.testing.assert_allclose(flipped[:, :, ::-1], tta, atol=1e-5)  # TTA is: flip in, flip out
+
+
+def test_ensemble_averages_members_and_refuses_mixed_classes(model_path, sample_dir, tmp_path,
+                                                             capsys):
+    import torch
+
+    from napari_bioanomaly.ml.predict import Ensemble, predict_image
+    from napari_bioanomaly.ml.train import load_checkpoint
+
+    dataset, _ = annotations.load(sample_dir / "annotations.json")
+    other = tmp_path / "other.pt"
+    run(train(dataset, TINY.replace(seed=5), other))
+    ens = Ensemble.load([model_path, other], "cpu")
+    assert isinstance(ens, Ensemble) and len(ens.members) == 2
+    image = np.random.default_rng(2).integers(0, 4000, (64, 64)).astype(np.uint16)
+    mean = (predict_image(ens.members[0], image)[0] + predict_image(ens.members[1], image)[0]) / 2
+    np.testing.assert_allclose(ens.probabilities(image)[0], mean, atol=1e-5)
+    points = [m.operating_point for m in ens.members]
+    assert ens.operating_point.threshold == pytest.approx(np.mean([p.threshold for p in points]))
+    ckpt = load_checkpoint(other)
+    ckpt["classes"] = ["x", *ckpt["classes"][1:]]
+    torch.save(ckpt, tmp_path / "renamed.pt")
+    with pytest.raises(Exception, match=r"renamed\.pt learned the classes \['x'"):
+        Ensemble.load([model_path, tmp_path / "renamed.pt"], "cpu")
+    out = tmp_path / "ens.json"
+    argv = ["predict", "--model", str(model_path), str(other), "--images", str(sample_dir),
+            "--out", str(out), "--tta"]  # fmt: skip
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "ensemble of 2 models" in err and "(the model's, chosen on validation)" in err
+    predicted, _ = annotations.load(out, images_dir=sample_dir)
+    assert len(predicted.images) == 6

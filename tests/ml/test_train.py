@@ -91,7 +91,11 @@ def test_unet_learns_and_checkpoint_reloads_identically(dataset, tmp_path):
     ckpt = load_checkpoint(result.best)
     assert ckpt["classes"] == class_names(dataset)
     assert ckpt["normalisation"] == {"method": "percentile", "low": 0.1, "high": 99.9}
-    assert [h["epoch"] for h in ckpt["history"]] == list(range(ckpt["epoch"] + 1))
+    # the best checkpoint: the best epoch's weights, the whole run's history
+    assert [h["epoch"] for h in ckpt["history"]] == list(range(8))
+    assert ckpt["epoch"] == ckpt["best_epoch"] and ckpt["history"][ckpt["epoch"]]["val_f1"] == max(
+        h["val_f1"] for h in ckpt["history"]
+    )
     x = torch.from_numpy(np.random.default_rng(0).random((2, 1, 64, 64), dtype=np.float32))
     a = models.predict_classes("unet", model_from_checkpoint(ckpt), x)
     b = models.predict_classes("unet", model_from_checkpoint(load_checkpoint(result.best)), x)
@@ -213,3 +217,67 @@ def test_cli_train(train_dir, tmp_path, capsys):
         ["train", "--annotations", str(tmp_path / "nope.json"), "--out", str(tmp_path / "x.pt")]
     )
     assert code == 2 and "nope.json: file not found" in capsys.readouterr().err
+
+
+def test_best_checkpoint_holds_the_operating_point_that_predict_uses(dataset, train_dir, tmp_path):
+    from napari_bioanomaly.core.operating import OperatingPoint
+    from napari_bioanomaly.ml.predict import Predictor, predict_dataset, run
+
+    events, result = drain(train(dataset, TINY, tmp_path / "op.pt"))
+    ckpt = load_checkpoint(result.best)
+    point = OperatingPoint.from_dict(ckpt["operating_point"])
+    assert point.source == "validation" and point == result.operating_point
+    assert any("operating point: threshold" in e.message for e in events if e.kind == "status")
+    assert result.best_label == ckpt["best_label"] == "validation F1 (mean of instance and pixel F1)"
+    assert result.best_text().startswith("validation F1 (mean of instance and pixel F1) 0.")
+    # predict takes the stored point unless told otherwise: a huge minimum area keeps nothing
+    ckpt["operating_point"] = OperatingPoint(0.01, 1e9, source="validation").to_dict()
+    torch.save(ckpt, tmp_path / "edited.pt")
+    predictor = Predictor.load(tmp_path / "edited.pt", "cpu")
+    assert predictor.operating_point.min_area == 1e9
+    assert run(predict_dataset(predictor, dataset)).regions == []
+    assert run(predict_dataset(predictor, dataset, threshold=0.01, min_area=0)).regions
+    ckpt["operating_point"] = {"threshold": 7, "min_area": 0}
+    torch.save(ckpt, tmp_path / "bad.pt")
+    with pytest.raises(BioAnomalyError, match=r"bad\.pt: operating threshold"):
+        Predictor.load(tmp_path / "bad.pt", "cpu")
+
+
+def test_automatic_length_fits_the_time_budget(dataset, tmp_path):
+    # no epochs given: the first epoch is timed; a budget far below it gives the minimum
+    cfg = TINY.replace(epochs=None, budget_min=1e-4, patience=0)
+    events, result = drain(train(dataset, cfg, tmp_path / "auto.pt"))
+    epochs = [e for e in events if e.kind == "epoch"]
+    assert len(epochs) == 3 and epochs[-1].epochs == 3
+    assert load_checkpoint(result.last)["planned_epochs"] == 3
+
+
+def test_early_stopping_keeps_the_best_and_says_why(dataset, tmp_path):
+    # a learning rate this small cannot change the validation F1: no epoch beats the first
+    cfg = TINY.replace(epochs=8, lr=1e-12, patience=2)
+    events, result = drain(train(dataset, cfg, tmp_path / "es.pt"))
+    assert [e.epoch for e in events if e.kind == "epoch"] == [0, 1, 2]
+    stop = next(e for e in events if "stopping early" in e.message)
+    assert "validation F1 (mean of instance and pixel F1) has not improved for 2 epochs" in stop.message
+    assert load_checkpoint(result.best)["epoch"] == 0
+
+
+def test_tiles_shrink_to_small_images(dataset):
+    from napari_bioanomaly.ml.data import check_images, fit_tile
+
+    check_images(dataset, list(range(len(dataset.images))))  # reads the 128 px shapes
+    assert fit_tile(TINY.replace(tile=256), dataset, [0, 1]).tile == 128
+    assert fit_tile(TINY, dataset, [0, 1]).tile == 64
+
+
+def test_forest_shows_progress_and_stops_during_the_fit(dataset, tmp_path):
+    cancel = threading.Event()
+    gen = train(dataset, TINY.replace(model="forest"), tmp_path / "f.pt", cancel=cancel)
+    while True:
+        event = next(gen)
+        if event.message.endswith("trees"):
+            break
+    assert event.message == "8 trees" and event.steps == event.step + 7
+    cancel.set()
+    more, result = drain(gen)
+    assert result.cancelled and more == [] and not (tmp_path / "f.pt").exists()

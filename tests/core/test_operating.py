@@ -1,0 +1,81 @@
+"""Operating points: the threshold and minimum area with the best validation F1."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_bioanomaly.core.model import BioAnomalyError
+from napari_bioanomaly.core.operating import (
+    OperatingPoint,
+    choose_operating_point,
+    point_counts,
+)
+
+
+def two_blobs() -> tuple[np.ndarray, np.ndarray]:
+    """Two true 10x10 squares; the map is 0.65 on them, 0.45 on the bridge joining them,
+    and 0.9 on a 3x3 speck that is no anomaly."""
+    truth = np.zeros((40, 60), np.int32)
+    truth[10:20, 10:20] = 1
+    truth[10:20, 30:40] = 2
+    heat = np.zeros(truth.shape, np.float32)
+    heat[truth > 0] = 0.65
+    heat[14:16, 20:30] = 0.45  # at 0.4 this joins the two into one region
+    heat[30:33, 50:53] = 0.9  # a speck
+    return heat, truth
+
+
+def test_counts_at_each_point_are_exact():
+    heat, truth = two_blobs()
+    c = point_counts(heat, truth, thresholds=(0.4, 0.5), min_areas=(0, 16))
+    # at 0.4 the bridge merges both squares into one region (IoU 100/220 with each), so
+    # no TP; the speck is a FP unless min area 16 removes it
+    assert c[0, 0, :3].tolist() == [0, 2, 2] and c[0, 1, :3].tolist() == [0, 1, 2]
+    assert c[1, 0, :3].tolist() == [2, 1, 0] and c[1, 1, :3].tolist() == [2, 0, 0]
+    assert c[1, 1, 3:].tolist() == [200, 200]  # predicted pixels inside the truth, predicted
+
+
+def test_choose_finds_threshold_and_min_area_that_separate_and_drop_specks():
+    heat, truth = two_blobs()
+    point = choose_operating_point([heat], [truth])
+    assert point.source == "validation" and point.f1 == 1.0
+    assert 0.45 <= point.threshold < 0.65 and 9 < point.min_area <= 100
+    # the default point (0.5, 16 px) happens to be right here; a shifted map is not
+    shifted = np.clip(heat + 0.3, 0, 1) * (heat > 0)
+    moved = choose_operating_point([shifted], [truth])
+    assert moved.f1 == 1.0 and moved.threshold >= 0.75
+
+
+def test_ties_go_to_pixel_f1_then_to_half():
+    truth = np.zeros((20, 20), np.int32)
+    truth[5:7, 2:18] = 1  # a thin crack: instance F1 stays 0 when found in pieces
+    heat = np.zeros(truth.shape, np.float32)
+    heat[5:7, 2:7] = 0.6
+    heat[5:7, 8:13] = 0.8
+    heat[5:7, 14:18] = 0.8
+    point = choose_operating_point([heat], [truth], thresholds=(0.5, 0.7), min_areas=(0,))
+    # F1 is 0 at both thresholds; 0.5 keeps 28 of the 32 crack pixels, 0.7 only 18
+    assert point.f1 == 0 and point.threshold == 0.5
+    assert point.pixel_f1 == pytest.approx(2 * 28 / (28 + 32))
+
+
+def test_point_round_trip_and_validation():
+    p = OperatingPoint(0.35, 64.0, 0.5, 0.6, "validation")
+    assert OperatingPoint.from_dict(p.to_dict()) == p
+    assert OperatingPoint.from_dict(None) == OperatingPoint()
+    for bad in ({"threshold": 1.5, "min_area": 0}, {"threshold": 0.5, "min_area": -1},
+                {"threshold": "x", "min_area": 0}, {"min_area": 0}, [0.5]):
+        with pytest.raises(BioAnomalyError, match="operating"):
+            OperatingPoint.from_dict(bad)
+
+
+def test_label_numbers_with_gaps_are_not_instances():
+    from napari_bioanomaly.core.metrics import instance_counts
+
+    gt = np.zeros((10, 10), np.int32)
+    gt[1:4, 1:4] = 7  # region 7 of an image, alone in this tile
+    pred = np.zeros_like(gt)
+    pred[1:4, 1:4] = 5  # components 1-4 were specks, removed
+    c = instance_counts(gt, pred)
+    assert (c.tp, c.fp, c.fn) == (1, 0, 0)

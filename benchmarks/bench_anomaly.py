@@ -1,6 +1,7 @@
 """Anomaly detection quality: image ROC-AUC and pixel AUROC of each method on held-out images.
 
-The sample dataset (``--images`` images of ``--size`` px, 40% normal) is split:
+The hard sample dataset (``--images`` images of ``--size`` px, 40% normal;
+``--difficulty easy`` for the first-look sample) is split:
 the first two thirds train, the last third is scored. Methods: the unsupervised
 ``autoencoder`` and ``memory`` (trained without looking at the annotations'
 classes; annotated pixels are only left out of what is learned as normal), the
@@ -8,7 +9,7 @@ classic ``forest`` baseline and the supervised ``unet`` (image score of the
 segmentation models: the same top-k mean of their ``1 - p(background)`` map). The reference, run in
 the same process on the same images, is a naive map with no learning at all:
 the absolute difference between each pixel and the median of its 31 px
-neighbourhood (image score: the same top-k mean). Prints each method's figures,
+disc (:mod:`napari_bioanomaly.core.reference`; image score: the same top-k mean). Prints each method's figures,
 fit and prediction time, and its AUCs as a ratio to the reference; then how well
 the regions of its map at 0.5 (class-agnostic) outline the anomalies: recall at
 IoU >= 0.25, F1 at IoU >= 0.5 and the pixel IoU of their union.
@@ -26,13 +27,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from napari_bioanomaly.core import annotations
 from napari_bioanomaly.core.evaluate import evaluate
 from napari_bioanomaly.core.imagemetrics import roc_auc
 from napari_bioanomaly.core.images import read_image
 from napari_bioanomaly.core.model import Dataset, ImageRecord
+from napari_bioanomaly.core.reference import reference_map
 from napari_bioanomaly.core.synthetic import SampleConfig, write_sample
 from napari_bioanomaly.ml import anomaly, data
 from napari_bioanomaly.ml.config import TrainConfig
@@ -43,11 +44,6 @@ from napari_bioanomaly.ml.predict import (
     run,
 )
 from napari_bioanomaly.ml.train import train
-
-
-def reference_map(image: np.ndarray) -> np.ndarray:
-    norm = data.normalise(image)
-    return ndimage.gaussian_filter(np.abs(norm - ndimage.median_filter(norm, 31)), 2.0)
 
 
 def scores(test: list, folder: Path, classes: list[str], heat_of) -> tuple[float, ...]:
@@ -86,6 +82,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--methods", default="autoencoder,memory,forest,unet")
+    parser.add_argument("--difficulty", default="hard", choices=("easy", "hard"))
     args = parser.parse_args()
     print(
         f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads,"
@@ -93,7 +90,8 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        write_sample(folder, SampleConfig(args.images, args.size, args.seed, normal_fraction=0.4))
+        write_sample(folder, SampleConfig(args.images, args.size, args.seed, normal_fraction=0.4,
+                                          difficulty=args.difficulty))
         ds, _ = annotations.load(folder / "annotations.json")
         cut = 2 * len(ds.images) // 3
         train_part = Dataset(images=ds.images[:cut], root=folder, classes=list(ds.classes),

@@ -6,7 +6,8 @@
 ``test.json``, ``images/``). Each model is trained on the training images with
 no option changed (``TrainConfig(model=NAME)``: what one click in napari does),
 then predicts the test images at the operating point stored in its checkpoint,
-as ``napari-bioanomaly predict`` does. Printed per model: instance F1 at IoU
+as ``napari-bioanomaly predict`` does (``--tta`` models again with test-time
+augmentation, and the ``--ensemble`` models as one). Printed per model: instance F1 at IoU
 0.5, pixel IoU and pixel F1 of the union of predicted regions, image ROC-AUC
 (when the test set has normal and anomalous images), pixel AUROC of the
 anomaly map, fit and prediction time.
@@ -27,7 +28,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -36,19 +36,7 @@ from napari_bioanomaly.core.evaluate import evaluate
 from napari_bioanomaly.core.imagemetrics import roc_auc
 from napari_bioanomaly.core.images import read_image
 from napari_bioanomaly.core.model import Dataset, ImageRecord
-
-
-def reference_map(image: np.ndarray) -> np.ndarray:
-    """|x - median of its 31 px disc|, smoothed (a histogram median on 8 bits: fast)."""
-    from skimage.filters.rank import median
-    from skimage.morphology import disk
-
-    from napari_bioanomaly.ml import data
-
-    norm = np.clip(data.normalise(image), 0, 1)
-    q = np.round(norm * 255).astype(np.uint8)
-    med = median(q, disk(15)).astype(np.float32) / 255
-    return ndimage.gaussian_filter(np.abs(norm - med), 1.0)
+from napari_bioanomaly.core.reference import best_threshold, reference_map
 
 
 def truth_mask(im: ImageRecord, shape: tuple[int, int]) -> np.ndarray:
@@ -59,22 +47,10 @@ def truth_mask(im: ImageRecord, shape: tuple[int, int]) -> np.ndarray:
 
 
 def reference_threshold(folder: Path, images: list[ImageRecord], limit: int = 60) -> float:
-    """The threshold of the reference map with the best pixel F1 on (some) training images."""
-    step = max(1, len(images) // limit)
-    maps, truths = [], []
-    for im in images[::step]:
-        m = reference_map(read_image(folder / im.filename))
-        maps.append(m.ravel())
-        truths.append(truth_mask(im, m.shape).ravel())
-    maps_all, truth_all = np.concatenate(maps), np.concatenate(truths)
-    best, best_t = -1.0, 0.0
-    for t in np.quantile(maps_all, np.linspace(0.5, 0.999, 60)):
-        pred = maps_all > t
-        inter = np.count_nonzero(pred & truth_all)
-        f1 = 2 * inter / max(np.count_nonzero(pred) + np.count_nonzero(truth_all), 1)
-        if f1 > best:
-            best, best_t = f1, float(t)
-    return best_t
+    """The reference's threshold: best pixel F1 on (at most ``limit``) training images."""
+    chosen = images[:: max(1, len(images) // limit)]
+    maps = [reference_map(read_image(folder / im.filename)) for im in chosen]
+    return best_threshold(maps, [truth_mask(im, m.shape) for im, m in zip(chosen, maps, strict=True)])
 
 
 def score(test: list[ImageRecord], folder: Path, heat_of, threshold: float, min_area: float,
@@ -142,6 +118,9 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, help="where the models go (default: DATASET/models)")
     p.add_argument("--json", type=Path, help="write the figures here")
+    p.add_argument("--reuse", action="store_true", help="use models already in --out")
+    p.add_argument("--tta", default="unet", help="models also scored with test-time augmentation")
+    p.add_argument("--ensemble", default="unet,forest", help="models also scored as one ensemble")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="change a default (for experiments; the table uses none)")
     args = p.parse_args()
@@ -149,8 +128,8 @@ def main() -> None:
     import torch
 
     from napari_bioanomaly.ml.config import TrainConfig
-    from napari_bioanomaly.ml.predict import Predictor, predict_image, run
-    from napari_bioanomaly.ml.train import train
+    from napari_bioanomaly.ml.predict import Ensemble, Predictor, predict_image, run
+    from napari_bioanomaly.ml.train import load_checkpoint, train
 
     folder = args.dataset
     train_ds, _ = annotations.load(folder / "train.json")
@@ -183,20 +162,43 @@ def main() -> None:
         overrides[key] = json.loads(value) if value[:1].isdigit() or value in ("true", "false") else value
     if overrides:
         print(f"changed defaults: {overrides}")
+    models = {}
     for kind in args.models.split(","):
         config = TrainConfig(model=kind, device=args.device, **overrides)
+        path = out / f"{kind}.pt"
         t0 = time.perf_counter()
-        result = run(train(train_ds, config, out / f"{kind}.pt"))
-        fit = time.perf_counter() - t0
-        predictor = Predictor.load(result.best, args.device)
-        point = predictor.operating_point
-        s = score(test, folder, lambda im, p=predictor: predict_image(p, im), point.threshold,
-                  point.min_area, predictor.classes)
-        s.update(fit_s=fit, threshold=point.threshold, min_area=point.min_area,
-                 best=result.best_f1, best_label=result.best_label)
-        figures["models"][kind] = s
-        print(line(kind, s, ref, fit) + f"  (threshold {point.threshold:.2f}, min area "
-              f"{point.min_area:g}; {result.best_label} {result.best_f1:.3f})", flush=True)
+        fit = None
+        if args.reuse and path.is_file():
+            print(f"{kind}: reusing {path}")
+        else:
+            run(train(train_ds, config, path))
+            fit = time.perf_counter() - t0
+        predictor = Predictor.load(path, args.device)
+        models[kind] = predictor
+        rows = [(kind, lambda im, p=predictor: predict_image(p, im))]
+        if kind in args.tta.split(","):
+            rows.append((f"{kind}+tta", lambda im, p=predictor: predict_image(p, im, tta=True)))
+        for name, fn in rows:
+            point = predictor.operating_point
+            s = score(test, folder, fn, point.threshold, point.min_area, predictor.classes)
+            ckpt_best = load_checkpoint(path)
+            s.update(fit_s=fit, threshold=point.threshold, min_area=point.min_area,
+                     best=ckpt_best.get("best_f1"), best_label=ckpt_best.get("best_label"),
+                     epochs=len(ckpt_best.get("history", [])))
+            figures["models"][name] = s
+            print(line(name, s, ref, fit) + f"  (threshold {point.threshold:.2f}, min area "
+                  f"{point.min_area:g}; {s['best_label']} {s['best'] or 0:.3f}; "
+                  f"{s['epochs']} epochs)", flush=True)
+    members = [m for m in args.ensemble.split(",") if m in models]
+    if len(members) > 1:
+        ensemble = Ensemble([models[m] for m in members])
+        point = ensemble.operating_point
+        s = score(test, folder, lambda im: ensemble.probabilities(im), point.threshold,
+                  point.min_area, ensemble.classes)
+        name = "+".join(members)
+        figures["models"][name] = s
+        print(line(name, s, ref) + f"  (threshold {point.threshold:.2f}, min area "
+              f"{point.min_area:g})", flush=True)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))
 

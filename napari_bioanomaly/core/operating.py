@@ -21,9 +21,9 @@ from .metrics import MatchCounts, instance_counts
 from .model import BioAnomalyError
 
 #: Thresholds of ``1 - p(background)`` tried when choosing an operating point.
-THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 #: Minimum region areas (pixels) tried when choosing an operating point.
-MIN_AREAS = (0.0, 16.0, 32.0, 64.0, 128.0, 256.0)
+MIN_AREAS = (0.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0)
 #: What predict used before operating points were stored.
 DEFAULT_THRESHOLD, DEFAULT_MIN_AREA = 0.5, 16.0
 

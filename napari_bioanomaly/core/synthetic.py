@@ -128,18 +128,20 @@ def _cells(rng: np.random.Generator, size: int, radius: float) -> np.ndarray:
     return ndimage.gaussian_filter(img, 1.2)
 
 
-def make_image(
-    rng: np.random.Generator, size: int, cell_line: str, kinds: list[str]
+def _draw_anomalies(
+    rng: np.random.Generator,
+    kinds: list[str],
+    size: int,
+    contrast: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, list[Region]]:
-    """One image in ``[0, 1]`` and its anomaly regions."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    gy, gx = rng.uniform(-0.08, 0.08, 2)
-    image = 0.55 + gy * (yy - 0.5) + gx * (xx - 0.5) - 0.06 * ((yy - 0.5) ** 2 + (xx - 0.5) ** 2)
-    image += _cells(rng, size, CELL_LINES[cell_line] * size / 512)
+    """The intensity change of the anomalies of ``kinds`` and their regions; with
+    ``contrast``, each anomaly's change is scaled by a factor drawn from that range."""
     regions: list[Region] = []
     effect = np.zeros((size, size), dtype=np.float32)
     for kind in kinds:
         poly, delta = _anomaly(rng, kind, size)
+        if contrast is not None:
+            delta *= rng.uniform(*contrast)
         for part in geometry.clean_polygon(poly, (size, size)):
             mask = geometry.polygon_to_mask(part, (size, size))
             if kind == "bacterial colony":
@@ -148,6 +150,18 @@ def make_image(
             else:
                 effect[mask] = delta * rng.uniform(0.8, 1.1)
             regions.append(Region(part, kind, shape="polygon"))
+    return effect, regions
+
+
+def make_image(
+    rng: np.random.Generator, size: int, cell_line: str, kinds: list[str]
+) -> tuple[np.ndarray, list[Region]]:
+    """One image in ``[0, 1]`` and its anomaly regions."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    gy, gx = rng.uniform(-0.08, 0.08, 2)
+    image = 0.55 + gy * (yy - 0.5) + gx * (xx - 0.5) - 0.06 * ((yy - 0.5) ** 2 + (xx - 0.5) ** 2)
+    image += _cells(rng, size, CELL_LINES[cell_line] * size / 512)
+    effect, regions = _draw_anomalies(rng, kinds, size)
     image = image + ndimage.gaussian_filter(effect, 0.6) * (effect != 0)
     image += rng.normal(0, 0.012, image.shape)
     return np.clip(image, 0, 1).astype(np.float32), regions
@@ -193,19 +207,7 @@ def make_hard_image(
     image += ndimage.gaussian_filter(rng.normal(0, 1, (size, size)), size / 40).astype(
         np.float32
     ) * 0.4  # fmt: skip
-    regions: list[Region] = []
-    effect = np.zeros((size, size), dtype=np.float32)
-    for kind in kinds:
-        poly, delta = _anomaly(rng, kind, size)
-        delta *= rng.uniform(*HARD_CONTRAST)
-        for part in geometry.clean_polygon(poly, (size, size)):
-            mask = geometry.polygon_to_mask(part, (size, size))
-            if kind == "bacterial colony":
-                dots = rng.random((size, size)) < 0.25
-                effect[mask] = delta * (1 + 1.5 * dots[mask])
-            else:
-                effect[mask] = delta * rng.uniform(0.8, 1.1)
-            regions.append(Region(part, kind, shape="polygon"))
+    effect, regions = _draw_anomalies(rng, kinds, size, HARD_CONTRAST)
     image = image + ndimage.gaussian_filter(effect, 1.0) * (effect != 0)
     for _ in range(int(rng.integers(1, 3))):  # out-of-focus patches
         from skimage.draw import disk

@@ -32,8 +32,8 @@ class TrainConfig:
         forest on multi-scale filter features, the classic baseline).
     epochs, steps_per_epoch
         Length of training; an epoch is ``steps_per_epoch`` batches of random tiles.
-        ``epochs=None`` (the default) fits the run into ``budget_min``: the first
-        epoch is timed and sets how many follow.
+        ``epochs=None`` (the default) fits the run into ``budget_min``: the epochs
+        run so far are timed and set how many follow (re-planned after each epoch).
     budget_min
         Minutes a run without ``epochs`` may take; ``None``: 15 on a CPU, 60 on a GPU.
     patience

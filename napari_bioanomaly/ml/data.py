@@ -337,7 +337,8 @@ def validation_tiles(
     config: TrainConfig,
     max_tiles: int = 64,
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Fixed validation tiles: a grid over each validation image (tiles with anomalies first).
+    """Fixed validation tiles: a grid covering each validation image (tiles with anomalies
+    first).
 
     Deterministic, so validation scores of different epochs compare. At most
     ``max_tiles`` tiles are kept (all anomalous ones first, then normal ones).
@@ -345,11 +346,13 @@ def validation_tiles(
     cache = ImageCache(dataset, config, size=1)
     tile = config.tile
     with_anomaly, without = [], []
+    from .tiling import starts
+
     for i in indices:
         image = cache(i)
         rows, cols = image.shape
-        for r in range(0, max(rows - tile, 0) + 1, tile):
-            for c in range(0, max(cols - tile, 0) + 1, tile):
+        for r in starts(rows, tile, tile):  # the last row and column of tiles are flush
+            for c in starts(cols, tile, tile):  # with the image's end: all of it is seen
                 cls, inst = rasterise(dataset.images[i], classes, (tile, tile), (r, c))
                 item = (crop(image, r, c, tile), cls, inst)
                 (with_anomaly if cls.any() else without).append(item)

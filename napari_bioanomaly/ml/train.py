@@ -385,15 +385,6 @@ def budget_minutes(config: TrainConfig, device: torch.device) -> float:
     return GPU_BUDGET_MIN if device.type == "cuda" else CPU_BUDGET_MIN
 
 
-def planned_epochs(config: TrainConfig, device: torch.device, epoch_s: float) -> int:
-    """Epochs of a run: ``config.epochs``, or as many as the time budget allows once the
-    first epoch (training and validation) has been timed."""
-    if config.epochs is not None:
-        return config.epochs
-    fit = int(budget_minutes(config, device) * 60 / max(epoch_s, 1e-3))
-    return int(np.clip(fit, MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS))
-
-
 def _schedule(plan: dict[str, int]):
     """Linear warm-up over the first epoch, then cosine decay to 0 at the planned end."""
 
@@ -493,7 +484,9 @@ def _train(
     data_times: list[float] = []
     epoch = start_epoch
     run_start = time.perf_counter()
+    earlier_s = sum(h.get("seconds", 0.0) for h in history)  # of the run this one resumes
     while epoch < plan["epochs"]:
+        epoch_start = time.perf_counter()
         losses = []
         step = 0
         while step < steps:
@@ -568,10 +561,16 @@ def _train(
                 val_loss, val_iou, val_f1, val_threshold = scores(raw)
             else:
                 val_loss = None
-        if epoch == start_epoch and config.epochs is None and resume is None:
-            # the first epoch (with its validation) sets how many fit in the time budget
-            plan["epochs"] = int(dist.mean(planned_epochs(
-                config, device, time.perf_counter() - run_start)))  # fmt: skip
+        if config.epochs is None:
+            # the epochs timed so far (with their validation) set how many fit in the
+            # budget; re-planned every epoch, so a slow start (another job on the machine,
+            # first-call overheads) does not cut the run short
+            spent = time.perf_counter() - run_start
+            per_epoch = spent / (epoch - start_epoch + 1)
+            budget_s = budget_minutes(config, device) * 60 - earlier_s
+            fit = start_epoch + int(budget_s / max(per_epoch, 1e-3))
+            plan["epochs"] = int(dist.mean(max(epoch + 1, min(max(fit, MIN_AUTO_EPOCHS),
+                                                              MAX_AUTO_EPOCHS))))  # fmt: skip
         record = {
             "epoch": epoch,
             "loss": float(np.mean(losses)),
@@ -582,6 +581,7 @@ def _train(
             "val_auc": val_auc,
             "val_pixel_auc": val_pixel_auc,
             "lr": scheduler.get_last_lr()[0],
+            "seconds": time.perf_counter() - epoch_start,
         }
         history.append(record)
         # the score of the run: what SCORE_LABELS names; without it (no anomalous or no

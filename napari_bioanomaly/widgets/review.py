@@ -222,6 +222,8 @@ class ReviewWidget(QWidget):
         )
         self.show_heat.toggled.connect(lambda _on: self._show_heatmap())
         self.heat_slider, self.heat_label = self._slider(50, "propose at", rescore=False)
+        #: regions smaller than this are not proposed (the model's operating point's)
+        self.proposal_min_area = 16.0
         self.propose_button = QPushButton("Propose regions")
         self.propose_button.setToolTip(
             "replace this image's predictions by the outlines of the map above the threshold; "
@@ -687,8 +689,9 @@ class ReviewWidget(QWidget):
             )
             return 0
         regions = regions_from_probabilities(
-            np.stack([1.0 - heat, heat]), ["anomaly"], self.proposal_threshold
-        )
+            np.stack([1.0 - heat, heat]), ["anomaly"], self.proposal_threshold,
+            self.proposal_min_area,
+        )  # fmt: skip
         pred = self._pred_image(image.filename)
         pred.regions = regions
         self._save_predictions()
@@ -864,6 +867,10 @@ class ReviewWidget(QWidget):
         except (BioAnomalyError, OSError) as exc:
             self.summary.setText(f"Cannot predict: {exc}")
             return False
+        # proposals from the anomaly maps start at the model's own operating point
+        point = predictor.operating_point
+        self.heat_slider.setValue(round(point.threshold * 100))
+        self.proposal_min_area = point.min_area
         from napari.qt.threading import create_worker
 
         pred_out = predictions_path(gt)

@@ -281,3 +281,11 @@ def test_forest_shows_progress_and_stops_during_the_fit(dataset, tmp_path):
     cancel.set()
     more, result = drain(gen)
     assert result.cancelled and more == [] and not (tmp_path / "f.pt").exists()
+
+
+def test_validation_tiles_cover_whole_images(dataset):
+    from napari_bioanomaly.ml.data import validation_tiles
+
+    # 128 px images in 96 px tiles: tiles at 0 and 32 on each axis, the last flush with the end
+    tiles = validation_tiles(dataset, [0], class_names(dataset), TINY.replace(tile=96))
+    assert len(tiles) == 4 and all(t[0].shape == (96, 96) for t in tiles)

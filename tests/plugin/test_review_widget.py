@@ -133,6 +133,13 @@ def test_predict_and_review_from_a_model(make_napari_viewer, dataset_dir, qtbot,
     widget.gt_edit.setText(str(dataset_dir / "annotations.json"))
     widget.model_edit.setText(str(tmp_path / "m.pt"))
     assert widget.predict_and_review()
+    # proposals start at the model's operating point, chosen on its validation images
+    from napari_bioanomaly.ml.predict import Predictor
+
+    point = Predictor.load(tmp_path / "m.pt", "cpu").operating_point
+    assert point.source == "validation"
+    assert widget.heat_slider.value() == round(point.threshold * 100)
+    assert widget.proposal_min_area == point.min_area
     with qtbot.waitSignal(widget.worker.finished, timeout=120_000):
         pass
     assert widget.pred_edit.text() == str(dataset_dir / "annotations.predictions.json")

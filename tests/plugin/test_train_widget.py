@@ -39,9 +39,27 @@ def test_train_in_a_worker_and_see_the_plot(widgets, qtbot):
     assert train.result is not None and not train.result.cancelled
     assert len(train.plot.loss) == 6 and len(train.plot.val_loss) == 2
     assert "Finished" in train.status.text()
+    # the best score named by what it is, and the operating point prediction will use
+    assert "best validation F1 (mean of instance and pixel F1) 0." in train.status.text()
+    assert "predicts at threshold" in train.status.text()
+    assert load_checkpoint(folder / "bioanomaly-unet.pt")["operating_point"]["source"] == (
+        "validation"
+    )
     assert load_checkpoint(folder / "bioanomaly-unet.pt")["config"]["tile"] == 64  # the best
     assert len(load_checkpoint(folder / "bioanomaly-unet.last.pt")["history"]) == 2
     assert train.train_button.isEnabled()
+
+
+def test_automatic_length_is_the_default_with_a_budget(widgets):
+    _, train, _ = widgets
+    train.epochs.setValue(0)
+    assert train.epochs.text() == "auto" and train.budget.isEnabled()
+    config = train.config()
+    assert config.epochs is None and config.budget_min is None  # 15 min CPU, 60 min GPU
+    train.budget.setValue(5)
+    assert train.config().budget_min == 5.0
+    train.epochs.setValue(3)
+    assert not train.budget.isEnabled() and train.config().epochs == 3
 
 
 def test_stop_leaves_a_resumable_checkpoint(widgets, qtbot):

@@ -119,6 +119,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, help="where the models go (default: DATASET/models)")
     p.add_argument("--json", type=Path, help="write the figures here")
     p.add_argument("--reuse", action="store_true", help="use models already in --out")
+    p.add_argument("--retune", action="store_true",
+                   help="choose each model's operating point again on its validation images")
     p.add_argument("--tta", default="unet", help="models also scored with test-time augmentation")
     p.add_argument("--ensemble", default="unet,forest", help="models also scored as one ensemble")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -174,6 +176,15 @@ def main() -> None:
             run(train(train_ds, config, path))
             fit = time.perf_counter() - t0
         predictor = Predictor.load(path, args.device)
+        if args.retune:  # choose the operating point again (e.g. on a wider grid)
+            from napari_bioanomaly.ml.data import split
+            from napari_bioanomaly.ml.train import operating_point
+
+            _, val_idx = split(train_ds, predictor.config)
+            predictor.operating_point = run(operating_point(
+                predictor.config, predictor.model, predictor.classes, predictor.extra,
+                train_ds, val_idx, predictor.device, 0, 1, 1))
+            print(f"{kind}: operating point chosen again: {predictor.operating_point.describe()}")
         models[kind] = predictor
         rows = [(kind, lambda im, p=predictor: predict_image(p, im))]
         if kind in args.tta.split(","):

@@ -178,7 +178,7 @@ def main() -> None:
         predictor = Predictor.load(path, args.device)
         if args.retune:  # choose the operating point again (e.g. on a wider grid)
             from napari_bioanomaly.ml.data import split
-            from napari_bioanomaly.ml.train import operating_point
+            from napari_bioanomaly.ml.validation import operating_point
 
             _, val_idx = split(train_ds, predictor.config)
             predictor.operating_point = run(operating_point(

@@ -44,7 +44,9 @@ from ..core.imagemetrics import roc_auc
 from ..core.model import BioAnomalyError, Dataset
 from . import data
 from .config import TrainConfig
+from .events import SCORE_LABELS, TrainEvent, TrainResult
 from .tiling import blend_tiles
+from .validation import operating_point, spread
 
 #: Share of pixels of each batch left out of the autoencoder loss (robust to unannotated anomalies).
 TRIM = 0.05
@@ -250,13 +252,6 @@ def image_map(
     return heat, image_score(top_k(raw), scoring)
 
 
-def _chosen(indices: list[int], limit: int = 64) -> list[int]:
-    """At most ``limit`` of the indices, evenly spread."""
-    if len(indices) <= limit:
-        return list(indices)
-    return [indices[int(i)] for i in np.linspace(0, len(indices) - 1, limit)]
-
-
 def calibrate_scoring(
     kind: str,
     model: nn.Module | None,
@@ -273,7 +268,7 @@ def calibrate_scoring(
     cache = data.ImageCache(dataset, config, size=1)
     classes = dataset.class_names()
     normal_px, per_image = [], []
-    for i in _chosen(indices):
+    for i in spread(indices, 64):
         norm = cache(i)
         raw = raw_map(kind, norm, model, scoring, config, device)
         cls, _ = data.rasterise(dataset.images[i], classes, norm.shape)
@@ -372,12 +367,12 @@ def train_memory(
     rng = np.random.default_rng(config.seed)
     cache = data.ImageCache(dataset, config, size=1)
     classes = dataset.class_names()
-    chosen = _chosen(train_idx, 256)
+    chosen = spread(train_idx, 256)
     per_image = max(1000, CANDIDATES // max(1, len(chosen)))
     candidates = []
     for step, i in enumerate(chosen, start=1):
         if cancel.is_set():
-            return tr.TrainResult(None, tr.last_path(out), [], None, True, "cpu")
+            return TrainResult(None, tr.last_path(out), [], None, True, "cpu")
         norm = cache(i)
         cls, _ = data.rasterise(dataset.images[i], classes, norm.shape)
         # descriptors every 4th pixel, away (8 px) from annotated anomalies
@@ -386,14 +381,14 @@ def train_memory(
         if len(feats):
             candidates.append(feats[rng.choice(len(feats), min(len(feats), per_image), False)])
         name = dataset.images[i].filename
-        yield tr.TrainEvent("step", 0, 1, step, len(chosen), message=f"features of {name}")
+        yield TrainEvent("step", 0, 1, step, len(chosen), message=f"features of {name}")
     if not candidates:
         raise BioAnomalyError("no normal pixels in the training images for the memory bank")
     pool = np.concatenate(candidates)
     mean, std = pool.mean(axis=0), pool.std(axis=0) + 1e-6
     bank = coreset(torch.from_numpy((pool - mean) / std), BANK_SIZE, config.seed)
     scoring: dict[str, Any] = {"mean": mean.tolist(), "std": std.tolist(), "bank": bank}
-    yield tr.TrainEvent(
+    yield TrainEvent(
         "status", 0, 1, len(chosen), len(chosen), message="calibrating anomaly scores"
     )
     scoring = calibrate_scoring("memory", None, scoring, dataset, val_idx or train_idx, config)
@@ -409,17 +404,17 @@ def train_memory(
         px_scores.append(ps)
     val_auc, val_pixel_auc = separation(labels, scores, px_labels, px_scores)
     history = [{"epoch": 0, "loss": None, "val_auc": val_auc, "val_pixel_auc": val_pixel_auc}]
-    point = yield from tr.operating_point(
+    point = yield from operating_point(
         config, None, ["anomaly"], {"scoring": scoring}, dataset, val_idx, torch.device("cpu"),
         0, 1, len(chosen),
     )  # fmt: skip
     payload = tr.checkpoint_payload(config, ["anomaly"], history, 0, val_auc)
-    payload.update(scoring=scoring, best_label=tr.SCORE_LABELS["memory"],
+    payload.update(scoring=scoring, best_label=SCORE_LABELS["memory"],
                    operating_point=point.to_dict())  # fmt: skip
     best = tr.save_checkpoint(out, payload)
     last = tr.save_checkpoint(tr.last_path(out), payload)
-    yield tr.TrainEvent(
+    yield TrainEvent(
         "epoch", 0, 1, len(chosen), len(chosen), val_auc=val_auc, val_pixel_auc=val_pixel_auc
     )
-    return tr.TrainResult(best, last, history, val_auc, False, "cpu", tr.SCORE_LABELS["memory"],
+    return TrainResult(best, last, history, val_auc, False, "cpu", SCORE_LABELS["memory"],
                           point)

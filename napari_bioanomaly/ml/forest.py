@@ -30,6 +30,8 @@ from ..core.model import BioAnomalyError, Dataset
 from ..core.operating import f1_score
 from . import data
 from .config import TrainConfig
+from .events import SCORE_LABELS, TrainEvent, TrainResult
+from .validation import operating_point, spread
 
 SIGMA_MIN, SIGMA_MAX = 0.7, 16.0
 #: Pixels sampled per image: up to this many anomalous and as many background pixels ...
@@ -248,39 +250,39 @@ def train_forest(
 
     rng = np.random.default_rng(config.seed)
     cache = data.ImageCache(dataset, config, size=1)
-    chosen = tr._spread(train_idx, MAX_IMAGES)
+    chosen = spread(train_idx, MAX_IMAGES)
     per_image = int(np.clip(MAX_SAMPLES // (2 * max(len(chosen), 1)), 200, SAMPLES_PER_IMAGE))
     xs, ys = [], []
     n = len(chosen)
     total = n + N_TREES // 8  # progress: one step per image read, one per 8 trees grown
     for step, i in enumerate(chosen, start=1):
         if cancel.is_set():
-            return tr.TrainResult(None, tr.last_path(out), [], None, True, "cpu")
+            return TrainResult(None, tr.last_path(out), [], None, True, "cpu")
         norm = cache(i)
         cls, _ = data.rasterise(dataset.images[i], classes, norm.shape)
         x, y = sample_pixels(norm, cls, rng, per_image, per_class=config.class_balance)
         xs.append(x)
         ys.append(y)
         name = dataset.images[i].filename
-        yield tr.TrainEvent("step", 0, 1, step, total, message=f"features of {name}")
+        yield TrainEvent("step", 0, 1, step, total, message=f"features of {name}")
     x, y = np.concatenate(xs), np.concatenate(ys)
     n_out = len(classes) + 1
     weights = None
     if config.class_weights == "balanced":
         weights = data.balanced_weights(np.bincount(y, minlength=n_out))
-    yield tr.TrainEvent("status", 0, 1, n, total, message=f"fitting {N_TREES} trees on "
+    yield TrainEvent("status", 0, 1, n, total, message=f"fitting {N_TREES} trees on "
                         f"{len(y):,} pixels of {n} images")  # fmt: skip
     growing = Forest.fit_steps(x, y, n_out, weights, config.seed)
     while True:
         if cancel.is_set():
-            return tr.TrainResult(None, tr.last_path(out), [], None, True, "cpu")
+            return TrainResult(None, tr.last_path(out), [], None, True, "cpu")
         try:
             grown = next(growing)
         except StopIteration as stop:
             forest = stop.value
             break
-        yield tr.TrainEvent("step", 0, 1, n + grown // 8, total, message=f"{grown} trees")
-    point = yield from tr.operating_point(
+        yield TrainEvent("step", 0, 1, n + grown // 8, total, message=f"{grown} trees")
+    point = yield from operating_point(
         config, None, classes, {"forest": forest}, dataset, val_idx, torch.device("cpu"), 0, 1,
         total,
     )  # fmt: skip
@@ -292,10 +294,10 @@ def train_forest(
     history = [{"epoch": 0, "loss": None, "val_loss": None, "val_iou": val_iou, "val_f1": val_f1,
                 "val_score": val_score}]  # fmt: skip
     payload = tr.checkpoint_payload(config, classes, history, 0, val_score, weights)
-    payload.update(samples=len(y), forest=forest.state(), best_label=tr.SCORE_LABELS["forest"],
+    payload.update(samples=len(y), forest=forest.state(), best_label=SCORE_LABELS["forest"],
                    operating_point=point.to_dict())  # fmt: skip
     best = tr.save_checkpoint(out, payload)
     last = tr.save_checkpoint(tr.last_path(out), payload)
-    yield tr.TrainEvent("epoch", 0, 1, total, total, val_f1=val_f1, val_iou=val_iou)
-    return tr.TrainResult(best, last, history, val_score, False, "cpu", tr.SCORE_LABELS["forest"],
+    yield TrainEvent("epoch", 0, 1, total, total, val_f1=val_f1, val_iou=val_iou)
+    return TrainResult(best, last, history, val_score, False, "cpu", SCORE_LABELS["forest"],
                           point)

@@ -12,7 +12,6 @@ import math
 import threading
 import time
 from collections.abc import Generator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,68 +24,16 @@ from ..core.model import BioAnomalyError, Dataset
 from . import anomaly, data, models
 from .config import TrainConfig
 from .distributed import Dist
+from .events import SCORE_LABELS, VAL_F1, TrainEvent, TrainResult
+from .validation import MIN_AREA, operating_point, scores, validate
+
+__all__ = [
+    "MIN_AREA", "SCORE_LABELS", "VAL_F1", "TrainEvent", "TrainResult", "load_checkpoint",
+    "model_from_checkpoint", "pick_device", "save_checkpoint", "train",
+]  # fmt: skip
 
 CHECKPOINT_FORMAT = "napari-bioanomaly-checkpoint"
 CHECKPOINT_VERSION = 1
-#: Predicted specks smaller than this (pixels) are not counted as instances in validation.
-MIN_AREA = 16
-#: The score of supervised models (see :func:`~napari_bioanomaly.core.operating.f1_score`).
-VAL_F1 = "validation F1 (mean of instance and pixel F1)"
-
-
-@dataclass(frozen=True)
-class TrainEvent:
-    """Progress of a training run.
-
-    ``kind`` is ``"step"`` (after each optimiser step), ``"epoch"`` (after each
-    validation, with the validation fields set), ``"status"`` (``message`` says
-    what the run is doing, e.g. calibrating) or ``"warning"`` (``message``
-    says what happened, e.g. the batch was halved after running out of memory).
-    """
-
-    kind: str
-    epoch: int
-    epochs: int
-    step: int
-    steps: int
-    loss: float | None = None
-    val_loss: float | None = None
-    val_iou: float | None = None
-    val_f1: float | None = None
-    lr: float | None = None
-    sec_per_step: float | None = None
-    data_fraction: float | None = None
-    eta_s: float | None = None
-    batch: int | None = None
-    message: str = ""
-    val_auc: float | None = None
-    val_pixel_auc: float | None = None
-
-
-@dataclass
-class TrainResult:
-    """What a finished (or cancelled) run leaves behind."""
-
-    best: Path | None
-    last: Path
-    history: list[dict[str, Any]] = field(default_factory=list)
-    best_f1: float | None = None
-    cancelled: bool = False
-    device: str = "cpu"
-    #: what ``best_f1`` measures: :data:`VAL_F1`, "validation image ROC-AUC" (see
-    #: :data:`SCORE_LABELS`), or, without those, "validation loss" or "training loss"
-    #: (then ``best_f1`` is the loss negated, so that higher is always better)
-    best_label: str = VAL_F1
-    #: threshold and minimum area chosen on the validation images (``None``: not chosen)
-    operating_point: operating.OperatingPoint | None = None
-
-    def best_text(self) -> str:
-        """The best score named by what it is, e.g. ``validation F1 0.712``."""
-        if self.best_f1 is None:
-            return f"{self.best_label} none"
-        if self.best_label.endswith("loss"):
-            return f"{self.best_label} {-self.best_f1:.4f} (lower is better)"
-        return f"{self.best_label} {self.best_f1:.3f}"
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -197,100 +144,6 @@ def _next_batch(stream: Any, batch: int, device: torch.device) -> tuple[torch.Te
     return tuple(torch.stack(t).to(device, non_blocking=True) for t in zip(*items, strict=True))
 
 
-#: The validation grid of every epoch: thresholds of ``1 - p(background)``, specks below
-#: :data:`MIN_AREA` dropped; the epoch's F1 is the best over the thresholds, so model
-#: selection and early stopping do not depend on how calibrated the network is yet.
-VAL_THRESHOLDS = operating.THRESHOLDS
-#: ``[loss sum, loss count, tiles, truth pixels]`` then the operating-point counts.
-_HEAD = 4
-
-
-
-def count_prediction(inst: np.ndarray, heat: np.ndarray) -> np.ndarray:
-    """Raw validation counts (see :func:`validate`) of one anomaly map against true instances."""
-    counts = operating.point_counts(heat, inst, VAL_THRESHOLDS, (MIN_AREA,))
-    return np.concatenate([[0.0, 0.0, 1.0, np.count_nonzero(inst)], counts.ravel()])
-
-
-def validate(
-    kind: str,
-    model: torch.nn.Module,
-    tiles: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-    device: torch.device,
-    batch: int,
-) -> list[float]:
-    """Raw validation counts of some tiles, to add up over processes (see :func:`scores`).
-
-    ``[loss sum, loss count, tiles, truth pixels]`` followed by TP, FP, FN,
-    predicted pixels inside the truth and predicted pixels at each of
-    :data:`VAL_THRESHOLDS` (connected components of the anomaly map, specks
-    smaller than :data:`MIN_AREA` pixels dropped); the loss is the U-Net's only.
-    """
-    model.eval()
-    raw = np.zeros(_HEAD + 5 * len(VAL_THRESHOLDS))
-    losses = []
-    with torch.no_grad():
-        for start in range(0, len(tiles), batch):
-            chunk = tiles[start : start + batch]
-            images = torch.from_numpy(np.stack([t[0] for t in chunk])[:, None]).to(device)
-            classes = torch.from_numpy(np.stack([t[1] for t in chunk])).to(device)
-            if kind == "unet":  # one forward pass for the loss and the map
-                logits = model(images).float()
-                losses.append(float(models.unet_loss(logits, classes)))
-                heat = 1.0 - torch.softmax(logits, dim=1)[:, 0]
-            else:
-                _, heat = models.predict_classes(kind, model, images)
-            for (_, _, inst), h in zip(chunk, heat.cpu().numpy(), strict=True):
-                raw += count_prediction(inst, h)
-    model.train()
-    raw[0], raw[1] = float(sum(losses)), float(len(losses))
-    return raw.tolist()
-
-
-def scores(raw: np.ndarray | list[float]) -> tuple[float | None, float, float, float]:
-    """Validation loss (``None`` without one), and the foreground pixel IoU, instance F1
-    and threshold at the threshold of :data:`VAL_THRESHOLDS` with the best
-    :func:`~napari_bioanomaly.core.operating.f1_score`."""
-    raw = np.asarray(raw, dtype=float)
-    loss_sum, n_loss, _, truth_px = (float(v) for v in raw[:_HEAD])
-    counts = raw[_HEAD:].reshape(len(VAL_THRESHOLDS), 1, 5)
-    point = operating.choose(counts, int(truth_px), VAL_THRESHOLDS, (MIN_AREA,))
-    i = VAL_THRESHOLDS.index(point.threshold)
-    _, _, _, hit, pred = counts[i, 0]
-    union = pred + truth_px - hit
-    iou = hit / union if union else 1.0
-    return (loss_sum / n_loss if n_loss else None), float(iou), float(point.f1 or 0.0), \
-        point.threshold
-
-
-def choose_operating_point(
-    predictor_probs: Any, dataset: Dataset, indices: list[int], classes: list[str]
-) -> operating.OperatingPoint:
-    """The threshold and minimum area with the best instance F1 on whole validation images.
-
-    ``predictor_probs(image)`` gives the class probabilities of a raw image, as
-    :func:`~.predict.predict_image` does; at most 64 images are used.
-    """
-    from ..core.fileio import resolve_image
-    from ..core.images import read_image
-
-    root = dataset.root or Path(".")
-    heats, truths = [], []
-    for i in _spread(indices, 64):
-        im = dataset.images[i]
-        probs = predictor_probs(read_image(resolve_image(root, im.filename)))
-        heats.append(1.0 - probs[0])
-        truths.append(data.rasterise(im, classes, probs.shape[1:])[1])
-    return operating.choose_operating_point(heats, truths)
-
-
-def _spread(indices: list[int], limit: int) -> list[int]:
-    """At most ``limit`` of the indices, evenly spread."""
-    if len(indices) <= limit:
-        return list(indices)
-    return [indices[int(i)] for i in np.linspace(0, len(indices) - 1, limit)]
-
-
 def train(
     dataset: Dataset,
     config: TrainConfig,
@@ -368,16 +221,6 @@ def train(
 CPU_BUDGET_MIN, GPU_BUDGET_MIN = 15.0, 60.0
 #: ... but never more epochs than this, nor fewer than the warm-up plus two.
 MAX_AUTO_EPOCHS, MIN_AUTO_EPOCHS = 300, 3
-#: What the best checkpoint's score measures, by model kind (it is named so everywhere).
-SCORE_LABELS = {
-    "unet": VAL_F1,
-    "maskrcnn": VAL_F1,
-    "forest": VAL_F1,
-    "autoencoder": "validation image ROC-AUC",
-    "memory": "validation image ROC-AUC",
-}
-
-
 def budget_minutes(config: TrainConfig, device: torch.device) -> float:
     """The time a run without a fixed number of epochs may take."""
     if config.budget_min is not None:
@@ -653,38 +496,3 @@ def _train(
     return TrainResult(best_path, last, history, best_f1, False, str(device), best_label,
                        point if dist.main and best_path is not None else None)
 
-
-def operating_point(
-    config: TrainConfig,
-    model: torch.nn.Module | None,
-    classes: list[str],
-    extra: dict[str, Any],
-    dataset: Dataset,
-    val_idx: list[int],
-    device: torch.device,
-    epoch: int,
-    epochs: int,
-    steps: int,
-) -> Generator[TrainEvent, None, operating.OperatingPoint]:
-    """Choose the operating point of a trained model on the validation images (the
-    default point when none of them is annotated). ``extra`` is what the model's
-    :class:`~.predict.Predictor` needs besides the network (``scoring``, ``forest``)."""
-    annotated = [i for i in val_idx if dataset.images[i].regions]
-    if not annotated:
-        return operating.OperatingPoint()
-    from .predict import Predictor, predict_image
-
-    yield TrainEvent(
-        "status", epoch, epochs, steps, steps,
-        message=f"choosing the threshold and minimum area on {len(val_idx)} validation images",
-    )  # fmt: skip
-    predictor = Predictor(
-        None if model is None else model.eval(), config.model, classes, config, device, extra
-    )
-    point = choose_operating_point(
-        lambda image: predict_image(predictor, image)[0], dataset, val_idx,
-        data.class_names(dataset) if not config.unsupervised else dataset.class_names(),
-    )  # fmt: skip
-    yield TrainEvent("status", epoch, epochs, steps, steps,
-                     message=f"operating point: {point.describe()}")  # fmt: skip
-    return point

@@ -1,0 +1,80 @@
+"""What training says while it runs and what it leaves: typed events and the result.
+
+Every trainer (networks, forest, memory bank) yields :class:`TrainEvent` and
+returns a :class:`TrainResult`, whose best score is named by what it measures
+(:data:`SCORE_LABELS`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..core import operating
+
+#: The score of supervised models (see :func:`~napari_bioanomaly.core.operating.f1_score`).
+VAL_F1 = "validation F1 (mean of instance and pixel F1)"
+#: What the best checkpoint's score measures, by model kind (it is named so everywhere).
+SCORE_LABELS = {
+    "unet": VAL_F1,
+    "maskrcnn": VAL_F1,
+    "forest": VAL_F1,
+    "autoencoder": "validation image ROC-AUC",
+    "memory": "validation image ROC-AUC",
+}
+
+
+@dataclass(frozen=True)
+class TrainEvent:
+    """Progress of a training run.
+
+    ``kind`` is ``"step"`` (after each optimiser step), ``"epoch"`` (after each
+    validation, with the validation fields set), ``"status"`` (``message`` says
+    what the run is doing, e.g. calibrating) or ``"warning"`` (``message``
+    says what happened, e.g. the batch was halved after running out of memory).
+    """
+
+    kind: str
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    loss: float | None = None
+    val_loss: float | None = None
+    val_iou: float | None = None
+    val_f1: float | None = None
+    lr: float | None = None
+    sec_per_step: float | None = None
+    data_fraction: float | None = None
+    eta_s: float | None = None
+    batch: int | None = None
+    message: str = ""
+    val_auc: float | None = None
+    val_pixel_auc: float | None = None
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or cancelled) run leaves behind."""
+
+    best: Path | None
+    last: Path
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_f1: float | None = None
+    cancelled: bool = False
+    device: str = "cpu"
+    #: what ``best_f1`` measures: :data:`VAL_F1`, "validation image ROC-AUC" (see
+    #: :data:`SCORE_LABELS`), or, without those, "validation loss" or "training loss"
+    #: (then ``best_f1`` is the loss negated, so that higher is always better)
+    best_label: str = VAL_F1
+    #: threshold and minimum area chosen on the validation images (``None``: not chosen)
+    operating_point: operating.OperatingPoint | None = None
+
+    def best_text(self) -> str:
+        """The best score named by what it is, e.g. ``validation F1 0.712``."""
+        if self.best_f1 is None:
+            return f"{self.best_label} none"
+        if self.best_label.endswith("loss"):
+            return f"{self.best_label} {-self.best_f1:.4f} (lower is better)"
+        return f"{self.best_label} {self.best_f1:.3f}"

@@ -1,0 +1,159 @@
+"""Validation during and after training: scores of every epoch, and the operating point.
+
+Every epoch scores fixed validation tiles at several thresholds (so model
+selection does not depend on how calibrated the network is yet); after
+training the best model predicts the whole validation images and the
+threshold and minimum area with the best validation F1 become its operating
+point (:mod:`napari_bioanomaly.core.operating`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..core import operating
+from ..core.model import Dataset
+from . import data, models
+from .config import TrainConfig
+from .events import TrainEvent
+
+#: Predicted specks smaller than this (pixels) are not counted as instances in validation.
+MIN_AREA = 16
+
+
+#: The validation grid of every epoch: thresholds of ``1 - p(background)``, specks below
+#: :data:`MIN_AREA` dropped; the epoch's F1 is the best over the thresholds, so model
+#: selection and early stopping do not depend on how calibrated the network is yet.
+VAL_THRESHOLDS = operating.THRESHOLDS
+#: ``[loss sum, loss count, tiles, truth pixels]`` then the operating-point counts.
+_HEAD = 4
+
+
+
+def count_prediction(inst: np.ndarray, heat: np.ndarray) -> np.ndarray:
+    """Raw validation counts (see :func:`validate`) of one anomaly map against true instances."""
+    counts = operating.point_counts(heat, inst, VAL_THRESHOLDS, (MIN_AREA,))
+    return np.concatenate([[0.0, 0.0, 1.0, np.count_nonzero(inst)], counts.ravel()])
+
+
+def validate(
+    kind: str,
+    model: torch.nn.Module,
+    tiles: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    device: torch.device,
+    batch: int,
+) -> list[float]:
+    """Raw validation counts of some tiles, to add up over processes (see :func:`scores`).
+
+    ``[loss sum, loss count, tiles, truth pixels]`` followed by TP, FP, FN,
+    predicted pixels inside the truth and predicted pixels at each of
+    :data:`VAL_THRESHOLDS` (connected components of the anomaly map, specks
+    smaller than :data:`MIN_AREA` pixels dropped); the loss is the U-Net's only.
+    """
+    model.eval()
+    raw = np.zeros(_HEAD + 5 * len(VAL_THRESHOLDS))
+    losses = []
+    with torch.no_grad():
+        for start in range(0, len(tiles), batch):
+            chunk = tiles[start : start + batch]
+            images = torch.from_numpy(np.stack([t[0] for t in chunk])[:, None]).to(device)
+            classes = torch.from_numpy(np.stack([t[1] for t in chunk])).to(device)
+            if kind == "unet":  # one forward pass for the loss and the map
+                logits = model(images).float()
+                losses.append(float(models.unet_loss(logits, classes)))
+                heat = 1.0 - torch.softmax(logits, dim=1)[:, 0]
+            else:
+                _, heat = models.predict_classes(kind, model, images)
+            for (_, _, inst), h in zip(chunk, heat.cpu().numpy(), strict=True):
+                raw += count_prediction(inst, h)
+    model.train()
+    raw[0], raw[1] = float(sum(losses)), float(len(losses))
+    return raw.tolist()
+
+
+def scores(raw: np.ndarray | list[float]) -> tuple[float | None, float, float, float]:
+    """Validation loss (``None`` without one), and the foreground pixel IoU, instance F1
+    and threshold at the threshold of :data:`VAL_THRESHOLDS` with the best
+    :func:`~napari_bioanomaly.core.operating.f1_score`."""
+    raw = np.asarray(raw, dtype=float)
+    loss_sum, n_loss, _, truth_px = (float(v) for v in raw[:_HEAD])
+    counts = raw[_HEAD:].reshape(len(VAL_THRESHOLDS), 1, 5)
+    point = operating.choose(counts, int(truth_px), VAL_THRESHOLDS, (MIN_AREA,))
+    i = VAL_THRESHOLDS.index(point.threshold)
+    _, _, _, hit, pred = counts[i, 0]
+    union = pred + truth_px - hit
+    iou = hit / union if union else 1.0
+    return (loss_sum / n_loss if n_loss else None), float(iou), float(point.f1 or 0.0), \
+        point.threshold
+
+
+def choose_operating_point(
+    predictor_probs: Callable[[np.ndarray], np.ndarray],
+    dataset: Dataset,
+    indices: list[int],
+    classes: list[str],
+) -> operating.OperatingPoint:
+    """The threshold and minimum area with the best validation F1 on whole validation images.
+
+    ``predictor_probs(image)`` gives the class probabilities of a raw image, as
+    :func:`~.predict.predict_image` does; at most 64 images are used.
+    """
+    from ..core.fileio import resolve_image
+    from ..core.images import read_image
+
+    root = dataset.root or Path(".")
+    heats, truths = [], []
+    for i in spread(indices, 64):
+        im = dataset.images[i]
+        probs = predictor_probs(read_image(resolve_image(root, im.filename)))
+        heats.append(1.0 - probs[0])
+        truths.append(data.rasterise(im, classes, probs.shape[1:])[1])
+    return operating.choose_operating_point(heats, truths)
+
+
+def spread(indices: list[int], limit: int) -> list[int]:
+    """At most ``limit`` of the indices, evenly spread."""
+    if len(indices) <= limit:
+        return list(indices)
+    return [indices[int(i)] for i in np.linspace(0, len(indices) - 1, limit)]
+
+
+def operating_point(
+    config: TrainConfig,
+    model: torch.nn.Module | None,
+    classes: list[str],
+    extra: dict[str, Any],
+    dataset: Dataset,
+    val_idx: list[int],
+    device: torch.device,
+    epoch: int,
+    epochs: int,
+    steps: int,
+) -> Generator[TrainEvent, None, operating.OperatingPoint]:
+    """Choose the operating point of a trained model on the validation images (the
+    default point when none of them is annotated). ``extra`` is what the model's
+    :class:`~.predict.Predictor` needs besides the network (``scoring``, ``forest``)."""
+    annotated = [i for i in val_idx if dataset.images[i].regions]
+    if not annotated:
+        return operating.OperatingPoint()
+    from .predict import Predictor, predict_image
+
+    yield TrainEvent(
+        "status", epoch, epochs, steps, steps,
+        message=f"choosing the threshold and minimum area on {len(val_idx)} validation images",
+    )  # fmt: skip
+    predictor = Predictor(
+        None if model is None else model.eval(), config.model, classes, config, device, extra
+    )
+    point = choose_operating_point(
+        lambda image: predict_image(predictor, image)[0], dataset, val_idx,
+        data.class_names(dataset) if not config.unsupervised else dataset.class_names(),
+    )  # fmt: skip
+    yield TrainEvent("status", epoch, epochs, steps, steps,
+                     message=f"operating point: {point.describe()}")  # fmt: skip
+    return point

@@ -88,11 +88,11 @@ class Ensemble:
     """Several trained models that predict as one: their anomaly probabilities averaged.
 
     As the brightfield study recommended (a U-Net with a Mask R-CNN), or the fold
-    models of a cross-validation. Members that learned the same classes as the
-    first average their class probabilities too; the others (an unsupervised
-    map, a model of other classes) add to "anomaly or not" only, and each
-    region's class is then the vote of the members that know the classes. The
-    operating point is the members' mean threshold and minimum area.
+    models of a cross-validation. Members that learned the classes (all the
+    same; other classes are refused) average their class probabilities too, so
+    each region's class is their vote; unsupervised anomaly maps add to
+    "anomaly or not" only. The operating point is the members' mean threshold
+    and minimum area.
     """
 
     members: list[Predictor]

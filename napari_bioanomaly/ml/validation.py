@@ -32,7 +32,8 @@ MIN_AREA = 16
 VAL_THRESHOLDS = operating.THRESHOLDS
 #: ``[loss sum, loss count, tiles, truth pixels]`` then the operating-point counts.
 _HEAD = 4
-
+#: Whole validation images an operating point is chosen on, at most (evenly spread).
+POINT_IMAGES = 64
 
 
 def count_prediction(inst: np.ndarray, heat: np.ndarray) -> np.ndarray:
@@ -101,14 +102,14 @@ def choose_operating_point(
     """The threshold and minimum area with the best validation F1 on whole validation images.
 
     ``predictor_probs(image)`` gives the class probabilities of a raw image, as
-    :func:`~.predict.predict_image` does; at most 64 images are used.
+    :func:`~.predict.predict_image` does; at most :data:`POINT_IMAGES` images are used.
     """
     from ..core.fileio import resolve_image
     from ..core.images import read_image
 
     root = dataset.root or Path(".")
     heats, truths = [], []
-    for i in spread(indices, 64):
+    for i in spread(indices, POINT_IMAGES):
         im = dataset.images[i]
         probs = predictor_probs(read_image(resolve_image(root, im.filename)))
         heats.append(1.0 - probs[0])
@@ -145,7 +146,8 @@ def operating_point(
 
     yield TrainEvent(
         "status", epoch, epochs, steps, steps,
-        message=f"choosing the threshold and minimum area on {len(val_idx)} validation images",
+        message="choosing the threshold and minimum area on "
+        f"{min(len(val_idx), POINT_IMAGES)} validation images",
     )  # fmt: skip
     predictor = Predictor(
         None if model is None else model.eval(), config.model, classes, config, device, extra

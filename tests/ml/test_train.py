@@ -289,3 +289,19 @@ def test_validation_tiles_cover_whole_images(dataset):
     # 128 px images in 96 px tiles: tiles at 0 and 32 on each axis, the last flush with the end
     tiles = validation_tiles(dataset, [0], class_names(dataset), TINY.replace(tile=96))
     assert len(tiles) == 4 and all(t[0].shape == (96, 96) for t in tiles)
+
+
+def test_cli_length_options_reach_the_config(tmp_path, capsys):
+    from napari_bioanomaly.cli import _train_config, build_parser
+
+    base = ["train", "--annotations", "a.json", "--out", "m.pt"]
+    config = _train_config(build_parser().parse_args(base))
+    assert config.epochs is None and config.budget_min is None and config.patience == 10
+    config = _train_config(build_parser().parse_args([*base, "--budget", "5", "--patience", "0"]))
+    assert config.budget_min == 5.0 and config.patience == 0
+    assert main(["sample", str(tmp_path / "h"), "--images", "2", "--size", "64",
+                 "--difficulty", "hard"]) == 0  # fmt: skip
+    ds, _ = annotations.load(tmp_path / "h" / "annotations.json")
+    assert len(ds.images) == 2 and "wrote 2 images" in capsys.readouterr().out
+    assert main(["train", *base[1:], "--budget", "0"]) == 2
+    assert "budget_min must be > 0" in capsys.readouterr().err

@@ -90,6 +90,7 @@ def score(test: list[ImageRecord], folder: Path, heat_of, threshold: float, min_
         "predict_s_per_image": per_image,
         "n_pred": result["pred"],
         "n_gt": result["gt"],
+        "class_f1": {c: v["f1"] for c, v in result["classes"].items()} if len(classes) > 1 else {},
     }
 
 
@@ -105,6 +106,8 @@ def line(name: str, s: dict, ref: dict | None, fit: float | None = None) -> str:
 
     parts = [f(k) for k in ("f1", "pixel_iou", "pixel_f1", "image_auc", "pixel_auc")]
     extra = f"  regions {s['n_pred']}/{s['n_gt']}"
+    if s.get("class_f1"):
+        extra += "  F1 by class " + ", ".join(f"{c} {v:.3f}" for c, v in s["class_f1"].items())
     if fit is not None:
         extra += f"  fit {fit / 60:.1f} min"
     extra += f"  predict {s['predict_s_per_image']:.2f} s/image"

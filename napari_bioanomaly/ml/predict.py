@@ -29,8 +29,9 @@ from ..core.operating import OperatingPoint
 from . import anomaly, models
 from .config import ANOMALY_MODELS, TrainConfig
 from .data import normalise
+from .device import pick_device
 from .tiling import blend_tiles
-from .train import load_checkpoint, model_from_checkpoint, pick_device
+from .train import load_checkpoint, model_from_checkpoint
 
 
 @dataclass

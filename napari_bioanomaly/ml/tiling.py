@@ -4,6 +4,7 @@ How it works: the image is padded (reflected) to at least one tile and to a
 multiple of 16, cut into tiles overlapping by ``overlap`` of a tile, and each
 tile's output maps are weighted by a window that falls off towards the tile
 border before they are summed; dividing by the summed weights blends the tiles.
+Out of device memory, the batch of tiles is halved until it fits.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+
+from ..core.model import BioAnomalyError
+from .device import free_memory, is_oom
 
 
 def window(tile: int) -> np.ndarray:
@@ -49,16 +53,31 @@ def blend_tiles(
     stride = max(16, int(tile * (1 - overlap)))
     origins = [(r, c) for r in starts(pr, tile, stride) for c in starts(pc, tile, stride)]
     acc: np.ndarray | None = None
-    for k in range(0, len(origins), batch):
+    k = 0
+    while k < len(origins):
         chunk = origins[k : k + batch]
         x = torch.from_numpy(
             np.stack([padded[r : r + tile, c : c + tile] for r, c in chunk])[:, None]
         ).to(device)
-        maps = fn(x)
+        try:
+            maps = fn(x)
+        except (RuntimeError, MemoryError) as exc:
+            if not is_oom(exc):
+                raise
+            del x
+            free_memory(device)
+            if batch == 1:
+                raise BioAnomalyError(
+                    f"out of memory on {device} with one {tile} px tile: predict on the CPU "
+                    "(--device cpu) or free the device's memory"
+                ) from None
+            batch = max(1, len(chunk) // 2)
+            continue
         if acc is None:
             acc = np.zeros((maps.shape[1], pr, pc), dtype=np.float32)
         for (r, c), m in zip(chunk, maps, strict=True):
             acc[:, r : r + tile, c : c + tile] += m * win
             weight[r : r + tile, c : c + tile] += win
+        k += len(chunk)
     assert acc is not None
     return (acc / np.maximum(weight, 1e-6))[:, :rows, :cols]

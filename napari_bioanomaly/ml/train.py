@@ -23,6 +23,7 @@ from ..core.fileio import atomic_write
 from ..core.model import BioAnomalyError, Dataset
 from . import anomaly, data, models
 from .config import TrainConfig
+from .device import free_memory, is_oom, pick_device
 from .distributed import Dist
 from .events import SCORE_LABELS, VAL_F1, TrainEvent, TrainResult
 from .validation import MIN_AREA, operating_point, scores, validate
@@ -34,23 +35,6 @@ __all__ = [
 
 CHECKPOINT_FORMAT = "napari-bioanomaly-checkpoint"
 CHECKPOINT_VERSION = 1
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto``: CUDA if available, then Apple MPS, then CPU; a named device must exist."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise BioAnomalyError("device cuda asked for, but PyTorch sees no CUDA GPU here")
-    if name == "mps" and not (
-        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
-    ):
-        raise BioAnomalyError("device mps asked for, but it is not available here")
-    return torch.device(name)
 
 
 def last_path(out: Path) -> Path:
@@ -119,16 +103,6 @@ def model_from_checkpoint(
     return model.to(device).eval()
 
 
-def _is_oom(exc: BaseException) -> bool:
-    oom = getattr(torch.cuda, "OutOfMemoryError", ())
-    return isinstance(exc, oom) or "out of memory" in str(exc).lower()
-
-
-def _free(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
 def _batches(sampler: data.TileSampler, config: TrainConfig, dist: Dist, start: int) -> Any:
     loader = torch.utils.data.DataLoader(
         data.TileStream(sampler, config.seed, dist.rank, dist.world, start),
@@ -191,6 +165,14 @@ def train(
                 message=f"{len(dropped)} image(s) with quality flags left out of training: "
                 f"{names}{more}",
             )  # fmt: skip
+    if config.model == "synthetic":  # it learns normal appearance from normal images only
+        normal = [i for i in train_idx if not dataset.images[i].regions]
+        if not normal:
+            raise BioAnomalyError(
+                f"the synthetic model learns from normal images, and none of the "
+                f"{len(train_idx)} training images is free of annotated anomalies"
+            )
+        train_idx = normal
     if not train_idx:
         raise BioAnomalyError("no training images left after the validation split and QC")
     data.check_images(dataset, train_idx + val_idx)
@@ -349,9 +331,9 @@ def _train(
                 scaler.step(optimiser)
                 scaler.update()
             except (RuntimeError, MemoryError) as exc:
-                if not _is_oom(exc) or dist.world > 1:
-                    _free(device)
-                    if dist.world > 1 and _is_oom(exc):
+                if not is_oom(exc) or dist.world > 1:
+                    free_memory(device)
+                    if dist.world > 1 and is_oom(exc):
                         raise BioAnomalyError(
                             f"out of memory on {device} (process {dist.rank}): use a smaller "
                             f"--batch (now {config.batch} over {dist.world} processes) or --tile"
@@ -360,7 +342,7 @@ def _train(
                 del images, cls, inst
                 value = None
                 optimiser.zero_grad(set_to_none=True)
-                _free(device)
+                free_memory(device)
                 if batch == 1:
                     raise BioAnomalyError(
                         f"out of memory on {device} with batch 1 and {config.tile} px tiles: "
@@ -392,7 +374,7 @@ def _train(
             )  # fmt: skip
         val_auc = val_pixel_auc = val_iou = val_f1 = val_threshold = None
         if config.unsupervised:
-            metrics = anomaly.validate(model, val_tiles, device, batch)
+            metrics = anomaly.validate(config.model, model, val_tiles, device, batch)
             val_loss, val_auc, val_pixel_auc = (
                 metrics["val_loss"],
                 metrics["val_auc"],

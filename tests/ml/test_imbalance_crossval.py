@@ -41,6 +41,40 @@ def test_balanced_weights_by_hand():
     np.testing.assert_allclose(data.balanced_weights(np.array([5, 0, 5])), [1, 1, 1])
 
 
+def test_unet_loss_gives_a_small_class_the_weight_of_a_large_one():
+    """Calling a small class's pixels by a large class's name costs as much as a
+    missing class (per-class Dice), not the pixel share (1.6%) cross-entropy gives it."""
+    import torch
+    import torch.nn.functional as F
+
+    from napari_bioanomaly.ml.models import soft_dice, unet_loss
+
+    target = torch.zeros(1, 32, 32, dtype=torch.long)
+    target[0, :20, :20] = 1  # 400 px of a large class
+    target[0, 25:29, 25:29] = 2  # 16 px of a small one
+    right = torch.full((1, 3, 32, 32), -5.0)
+    right[:, 0] = 5.0
+    for c in (1, 2):
+        right[:, c][target == c] = 10.0
+    wrong = right.clone()
+    wrong[:, 1][target == 2] = 10.0  # the small class called the large one
+    wrong[:, 2][target == 2] = -5.0
+    ce_gap = float(F.cross_entropy(wrong, target) - F.cross_entropy(right, target))
+    gap = float(unet_loss(wrong, target) - unet_loss(right, target))
+    assert ce_gap < 0.25  # cross-entropy alone barely notices
+    assert gap > ce_gap + 0.2  # the small class's Dice (weight 1/4) is lost
+    # one anomaly class: the loss is cross-entropy + BCE + Dice of "any anomaly"
+    binary = target.clamp(max=1)
+    logits = right[:, :2]
+    fg_logit = logits[:, 1] - logits[:, 0]
+    expected = (
+        F.cross_entropy(logits, binary)
+        + F.binary_cross_entropy_with_logits(fg_logit, binary.float())
+        + soft_dice(torch.sigmoid(fg_logit), binary.float())
+    )
+    assert torch.isclose(unet_loss(logits, binary), expected)
+
+
 def test_pixel_counts_use_polygon_areas():
     im = ImageRecord(
         "a.tif", (100, 100), regions=[square(0, 0, 10, "dust"), square(50, 50, 20, "hair")]

@@ -192,3 +192,37 @@ def test_ensemble_averages_members_and_refuses_mixed_classes(model_path, sample_
     assert "ensemble of 2 models" in err and "(the model's, chosen on validation)" in err
     predicted, _ = annotations.load(out, images_dir=sample_dir)
     assert len(predicted.images) == 6
+
+
+def test_tiles_out_of_device_memory_are_predicted_in_smaller_batches():
+    """Running out of (GPU) memory halves the batch of tiles; the maps are unchanged."""
+    import torch
+
+    from napari_bioanomaly.core.model import BioAnomalyError
+    from napari_bioanomaly.ml.tiling import blend_tiles
+
+    norm = np.random.default_rng(0).random((100, 130)).astype(np.float32)
+    sizes = []
+
+    def fn(x: torch.Tensor) -> np.ndarray:
+        sizes.append(len(x))
+        if len(x) > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return torch.cat([x, 1 - x], dim=1).numpy()
+
+    maps = blend_tiles(norm, 64, fn, "cpu", 0.25, 8)
+    assert sizes == [6, 3, 1, 1, 1, 1, 1, 1]  # all 6 tiles, then 3, then one at a time
+    np.testing.assert_allclose(maps[0], norm, atol=1e-5)
+    np.testing.assert_allclose(maps[1], 1 - norm, atol=1e-5)
+
+    def never(x: torch.Tensor) -> np.ndarray:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    with pytest.raises(BioAnomalyError, match="out of memory on cpu with one 64 px tile"):
+        blend_tiles(norm, 64, never, "cpu", 0.25, 4)
+
+    def broken(x: torch.Tensor) -> np.ndarray:
+        raise RuntimeError("shapes do not match")
+
+    with pytest.raises(RuntimeError, match="shapes do not match"):  # not memory: not hidden
+        blend_tiles(norm, 64, broken, "cpu", 0.25, 4)

@@ -8,7 +8,7 @@ no option changed (``TrainConfig(model=NAME)``: what one click in napari does),
 then predicts the test images at the operating point stored in its checkpoint,
 as ``napari-bioanomaly predict`` does (``--tta`` models again with test-time
 augmentation, and the ``--ensemble`` models as one). Printed per model: instance F1 at IoU
-0.5, pixel IoU and pixel F1 of the union of predicted regions, image ROC-AUC
+0.5, the recall of regions at IoU 0.25 (``recall_25``: what proposals must find), pixel IoU and pixel F1 of the union of predicted regions, image ROC-AUC
 (when the test set has normal and anomalous images), pixel AUROC of the
 anomaly map, fit and prediction time.
 
@@ -76,6 +76,7 @@ def score(test: list[ImageRecord], folder: Path, heat_of, threshold: float, min_
     per_image = (time.perf_counter() - t0) / len(test)
     truth_ds = Dataset(images=test, root=folder, classes=list(classes))
     result = evaluate(truth_ds, pred, 0.5)
+    loose = evaluate(truth_ds, pred, 0.25)  # proposals: found at all (IoU >= 0.25)?
     inter = sum(r.inter_px for r in result["rows"])
     union = sum(r.union_px for r in result["rows"])
     both = len(set(labels)) == 2
@@ -83,6 +84,7 @@ def score(test: list[ImageRecord], folder: Path, heat_of, threshold: float, min_
         "f1": result["f1"],
         "precision": result["precision"],
         "recall": result["recall"],
+        "recall_25": loose["recall"],
         "pixel_iou": result["pixel_iou"],
         "pixel_f1": 2 * inter / (inter + union) if union else 1.0,
         "image_auc": roc_auc(labels, image_scores) if both else None,
@@ -104,7 +106,7 @@ def line(name: str, s: dict, ref: dict | None, fit: float | None = None) -> str:
             out += f" ({v - ref[key]:+.3f})"
         return out
 
-    parts = [f(k) for k in ("f1", "pixel_iou", "pixel_f1", "image_auc", "pixel_auc")]
+    parts = [f(k) for k in ("f1", "recall_25", "pixel_iou", "pixel_f1", "image_auc", "pixel_auc")]
     extra = f"  regions {s['n_pred']}/{s['n_gt']}"
     if s.get("class_f1"):
         extra += "  F1 by class " + ", ".join(f"{c} {v:.3f}" for c, v in s["class_f1"].items())
@@ -133,6 +135,7 @@ def main() -> None:
     import torch
 
     from napari_bioanomaly.ml.config import TrainConfig
+    from napari_bioanomaly.ml.events import TrainResult
     from napari_bioanomaly.ml.predict import Ensemble, Predictor, predict_image, run
     from napari_bioanomaly.ml.train import load_checkpoint, train
 
@@ -200,9 +203,9 @@ def main() -> None:
                      best=ckpt_best.get("best_f1"), best_label=ckpt_best.get("best_label"),
                      epochs=len(ckpt_best.get("history", [])))
             figures["models"][name] = s
+            best = TrainResult(path, path, best_f1=s["best"], best_label=s["best_label"] or "")
             print(line(name, s, ref, fit) + f"  (threshold {point.threshold:.2f}, min area "
-                  f"{point.min_area:g}; {s['best_label']} {s['best'] or 0:.3f}; "
-                  f"{s['epochs']} epochs)", flush=True)
+                  f"{point.min_area:g}; {best.best_text()}; {s['epochs']} epochs)", flush=True)
     members = [m for m in args.ensemble.split(",") if m in models]
     if len(members) > 1:
         ensemble = Ensemble([models[m] for m in members])

@@ -42,7 +42,7 @@ from torch import nn
 
 from ..core.imagemetrics import roc_auc
 from ..core.model import BioAnomalyError, Dataset
-from . import data, models, synthesis
+from . import data
 from .config import TrainConfig
 from .device import free_memory, is_oom
 from .events import SCORE_LABELS, TrainEvent, TrainResult
@@ -55,7 +55,7 @@ TRIM = 0.05
 BANK_SIZE = 4096
 CANDIDATES = 40_000
 #: Gaussian smoothing (pixels) of the raw maps.
-SIGMA = {"synthetic": 1.0, "autoencoder": 2.0, "memory": 4.0}
+SIGMA = {"autoencoder": 2.0, "memory": 4.0}
 #: Pixel percentile of normal images that calibrates to 0.5. On held-out sample images
 #: (memory bank) 99.5 outlined anomalies far better than 99.9 (pixel IoU 0.50 against
 #: 0.19, recall at IoU 0.25 0.73 against 0.47) for a few more false proposals.
@@ -118,15 +118,6 @@ def loss(model: nn.Module, images: torch.Tensor, classes: torch.Tensor) -> torch
 def reconstruction_error(model: nn.Module, images: torch.Tensor) -> np.ndarray:
     """Raw autoencoder scores ``(N, 1, H, W)``: ``|x - AE(x)|`` of a batch of tiles."""
     return (model(images).float() - images.float()).abs().cpu().numpy()
-
-
-@torch.no_grad()
-def tile_scores(kind: str, model: nn.Module, images: torch.Tensor) -> np.ndarray:
-    """Raw scores ``(N, 1, H, W)`` of a batch of tiles: the ``synthetic`` model's anomaly
-    probability, or the autoencoder's reconstruction error."""
-    if kind == "synthetic":
-        return torch.softmax(model(images).float(), dim=1)[:, 1:].cpu().numpy()
-    return reconstruction_error(model, images)
 
 
 def smooth(kind: str, raw: np.ndarray) -> np.ndarray:
@@ -240,7 +231,7 @@ def raw_map(
         assert model is not None
         model.eval()
         raw = blend_tiles(
-            norm, config.tile, lambda x: tile_scores(kind, model, x), device,
+            norm, config.tile, lambda x: reconstruction_error(model, x), device,
             batch=max(1, config.batch),
         )[0]  # fmt: skip
     return smooth(kind, raw)
@@ -321,19 +312,15 @@ def _pixel_sample(
 
 @torch.no_grad()
 def validate(
-    kind: str,
     model: nn.Module,
     tiles: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
     device: torch.device,
     batch: int,
 ) -> dict[str, float | None]:
-    """Validation of an unsupervised network: a loss, tile ROC-AUC and pixel AUROC.
+    """Validation of the autoencoder: loss on normal pixels, tile ROC-AUC and pixel AUROC.
 
-    A tile is anomalous when it holds annotated pixels; its score is :func:`top_k`
-    of its smoothed map. The AUCs are ``None`` when the tiles have only one kind.
-    The loss is the autoencoder's on normal pixels, or for ``synthetic`` the
-    segmentation loss of the tiles with synthetic anomalies pasted in (the same
-    ones every epoch): how well it finds what it is trained to find.
+    A tile is anomalous when it holds annotated pixels; its score is :func:`top_k`.
+    The AUCs are ``None`` when the tiles have only one kind.
     """
     model.eval()
     losses, labels, scores, px_labels, px_scores = [], [], [], [], []
@@ -342,19 +329,9 @@ def validate(
         chunk = tiles[k : k + batch]
         x = torch.from_numpy(np.stack([t[0] for t in chunk])[:, None]).to(device)
         cls = torch.from_numpy(np.stack([t[1] for t in chunk])).to(device)
-        if kind == "synthetic":
-            pasted = [
-                synthesis.synthesise(np.random.default_rng([0, k + j]), t[0],
-                                     tiles[(k + j + 1) % len(tiles)][0])
-                for j, t in enumerate(chunk)
-            ]  # fmt: skip
-            xs = torch.from_numpy(np.stack([p[0] for p in pasted])[:, None]).to(device)
-            ms = torch.from_numpy(np.stack([p[1] for p in pasted]).astype(np.int64)).to(device)
-            losses.append(float(models.unet_loss(model(xs), ms)))
-        else:
-            losses.append(float(loss(model, x, cls)))
-        for m, (_, c, _) in zip(tile_scores(kind, model, x)[:, 0], chunk, strict=True):
-            m = smooth(kind, m)
+        losses.append(float(loss(model, x, cls)))
+        for m, (_, c, _) in zip(reconstruction_error(model, x)[:, 0], chunk, strict=True):
+            m = smooth("autoencoder", m)
             labels.append(int(c.any()))
             scores.append(top_k(m))
             pl, ps = _pixel_sample(rng, c > 0, m)

@@ -11,7 +11,7 @@ from ..core.model import BioAnomalyError
 #: Supervised segmentation models (learn the annotated classes).
 SEGMENTATION_MODELS = ("unet", "maskrcnn")
 #: Unsupervised anomaly models (learn what normal looks like; one class "anomaly").
-ANOMALY_MODELS = ("synthetic", "autoencoder", "memory")
+ANOMALY_MODELS = ("autoencoder", "memory")
 #: The classic baseline: a random forest on multi-scale filter features.
 CLASSIC_MODELS = ("forest",)
 MODELS = SEGMENTATION_MODELS + ANOMALY_MODELS + CLASSIC_MODELS

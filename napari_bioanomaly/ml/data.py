@@ -21,7 +21,6 @@ from ..core.fileio import resolve_image
 from ..core.geometry import polygon_to_mask
 from ..core.images import image_shape, read_image, to_grayscale
 from ..core.model import BioAnomalyError, Dataset, ImageRecord
-from . import synthesis
 from .config import TrainConfig
 
 
@@ -240,8 +239,7 @@ class TileSampler:
     With ``config.class_balance`` an anomaly tile first draws a class uniformly,
     then one of its regions: rare classes are seen as often as common ones. For
     the unsupervised models tiles are drawn uniformly (annotations only mask
-    the loss) and no annotation is needed; for ``synthetic`` half of them get a
-    synthetic anomaly (:mod:`.synthesis`), which becomes their mask.
+    the loss) and no annotation is needed.
     """
 
     def __init__(
@@ -266,14 +264,6 @@ class TileSampler:
             raise BioAnomalyError(
                 "no annotated anomalies in the training images: annotate some regions first"
             )
-
-    def random_crop(self, rng: np.random.Generator) -> np.ndarray:
-        """A tile-sized crop of a random image (the texture source of synthetic anomalies)."""
-        image = self.cache(self.indices[int(rng.integers(len(self.indices)))])
-        tile = self.config.tile
-        r = int(rng.integers(0, max(1, image.shape[0] - tile + 1)))
-        c = int(rng.integers(0, max(1, image.shape[1] - tile + 1)))
-        return crop(image, r, c, tile)
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One tile: normalised image (float32), class mask (int64), instance mask (int32)."""
@@ -306,9 +296,6 @@ class TileSampler:
             )
         img = crop(image, r, c, tile)
         cls, inst = rasterise(self.dataset.images[index], self.classes, (tile, tile), (r, c))
-        if self.config.model == "synthetic":  # normal images only: the target is what is pasted
-            img, mask = synthesis.synthesise(rng, img, self.random_crop(rng))
-            cls, inst = mask.astype(np.int64), mask.astype(np.int32)
         if self.config.augment:
             img, cls, inst = augment(rng, img, cls, inst)
         return img, cls, inst

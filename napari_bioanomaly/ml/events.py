@@ -20,7 +20,6 @@ SCORE_LABELS = {
     "unet": VAL_F1,
     "maskrcnn": VAL_F1,
     "forest": VAL_F1,
-    "synthetic": "validation image ROC-AUC",
     "autoencoder": "validation image ROC-AUC",
     "memory": "validation image ROC-AUC",
 }

@@ -189,8 +189,6 @@ def build(
         return AutoEncoder(base)
     if kind == "unet":
         return UNet(n_classes, base=base)
-    if kind == "synthetic":  # a U-Net that segments anomalies: background and "anomaly"
-        return UNet(1, base=base)
     if kind == "maskrcnn":
         return maskrcnn(n_classes, tile, weights)
     raise BioAnomalyError(f"unknown model {kind!r}")
@@ -212,7 +210,7 @@ def loss(
         from .anomaly import loss as reconstruction_loss
 
         return reconstruction_loss(model, images, classes)
-    if kind in ("unet", "synthetic"):  # synthetic: ``classes`` holds the pasted anomalies
+    if kind == "unet":
         return unet_loss(model(images), classes, class_weights)
     losses = model(list(images), maskrcnn_targets(classes, instances))
     return sum(losses.values())

@@ -165,14 +165,6 @@ def train(
                 message=f"{len(dropped)} image(s) with quality flags left out of training: "
                 f"{names}{more}",
             )  # fmt: skip
-    if config.model == "synthetic":  # it learns normal appearance from normal images only
-        normal = [i for i in train_idx if not dataset.images[i].regions]
-        if not normal:
-            raise BioAnomalyError(
-                f"the synthetic model learns from normal images, and none of the "
-                f"{len(train_idx)} training images is free of annotated anomalies"
-            )
-        train_idx = normal
     if not train_idx:
         raise BioAnomalyError("no training images left after the validation split and QC")
     data.check_images(dataset, train_idx + val_idx)
@@ -374,7 +366,7 @@ def _train(
             )  # fmt: skip
         val_auc = val_pixel_auc = val_iou = val_f1 = val_threshold = None
         if config.unsupervised:
-            metrics = anomaly.validate(config.model, model, val_tiles, device, batch)
+            metrics = anomaly.validate(model, val_tiles, device, batch)
             val_loss, val_auc, val_pixel_auc = (
                 metrics["val_loss"],
                 metrics["val_auc"],

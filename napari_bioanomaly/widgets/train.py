@@ -36,7 +36,6 @@ from qtpy.QtWidgets import (
 from .._layers import ROLE_GROUND_TRUTH, TAG
 from ..core import annotations
 from ..core.model import BioAnomalyError
-from ..ml.config import ANOMALY_MODELS
 from ._common import INLINE_ENV, with_browse
 
 
@@ -78,12 +77,10 @@ MODEL_HELP = {
     "unet": "U-Net segmentation: small, fast, trains on a CPU",
     "maskrcnn": "Mask R-CNN instances: needs a GPU",
     "forest": "classic baseline: random forest on filter features, trains in seconds",
-    "synthetic": "unsupervised: finds what departs from normal images (learns from "
-    "synthetic anomalies pasted into them), no annotations needed",
     "autoencoder": "unsupervised: learns normal images, no annotations needed",
     "memory": "unsupervised: memory bank of normal patches, no annotations, fits in seconds",
 }
-UNSUPERVISED = ANOMALY_MODELS
+UNSUPERVISED = ("autoencoder", "memory")
 
 
 def _num(value: float | None, fmt: str = ".3f") -> str:
@@ -468,7 +465,7 @@ class TrainWidget(QWidget):
         for w in (self.epochs, self.steps, self.tile, self.batch, self.lr, self.augment):
             w.setEnabled(network)
         self.budget.setEnabled(network and self.epochs.value() == 0)
-        supervised = name not in UNSUPERVISED
+        supervised = name not in ("autoencoder", "memory")
         self.class_balance.setEnabled(supervised)
         if not supervised:
             self.class_balance.setChecked(False)

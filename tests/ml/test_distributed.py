@@ -36,9 +36,11 @@ def test_two_gloo_processes_match_one_process(dataset_dir, tmp_path):
     b = load_checkpoint(tmp_path / "two.last.pt")["history"]
     assert len(a) == len(b) == 2
     for x, y in zip(a, b, strict=True):
-        # same tiles, gradients averaged over ranks: equal up to the batch-wide Dice term
+        # same tiles, gradients averaged over ranks: equal up to the batch-wide Dice terms
+        # (each rank's over its half of the batch; the per-class Dice over the classes
+        # present in that half), which move the weights apart a little in 6 steps
         assert y["loss"] == pytest.approx(x["loss"], rel=1e-3)
-        assert y["val_iou"] == pytest.approx(x["val_iou"], rel=1e-2, abs=1e-3)
+        assert y["val_iou"] == pytest.approx(x["val_iou"], rel=3e-2, abs=1e-3)
     ckpt = load_checkpoint(tmp_path / "two.pt")  # written once, by rank 0, loadable as usual
     assert ckpt["config"]["batch"] == 4
     written = {p.name for p in tmp_path.glob("two*")}

@@ -258,6 +258,9 @@ class ReviewWidget(QWidget):
         self.table.setSortingEnabled(True)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.verticalHeader().setVisible(False)
+        # image paths share their start (``images/...``): cut the start, keep the name
+        self.table.setTextElideMode(Qt.TextElideMode.ElideLeft)
+        self.table.setWordWrap(False)  # Qt ignores the elide mode of wrapped text
         self.table.setMinimumHeight(200)
         self.table.clicked.connect(self._on_row_clicked)
         image_tab.addWidget(self.table)

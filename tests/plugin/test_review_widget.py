@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from qtpy.QtCore import Qt
 
 from napari_bioanomaly.core import annotations
 from napari_bioanomaly.core.evaluate import evaluate
@@ -52,6 +53,8 @@ def test_clicking_a_row_shows_that_image_and_lists_errors(review):
     index = review.proxy.index(3, 0)
     review.table.clicked.emit(index)
     assert review.annotator.index == review.proxy.mapToSource(index).row() == 3
+    # long image paths lose their common start, not the file name, in the table
+    assert review.table.textElideMode() == Qt.TextElideMode.ElideLeft
     image = review.annotator.session.image
     n_pred = len(review.pred_layer.data)
     assert n_pred == max(len(image.regions) - 1, 0)  # shown: those above the score threshold

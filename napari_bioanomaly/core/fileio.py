@@ -167,3 +167,67 @@ def resolve_image(root: Path, filename: str) -> Path:
     if resolved != root and root not in resolved.parents:
         raise BioAnomalyError(f"image {filename!r}: path leads outside the dataset folder {root}")
     return resolved
+
+
+def relative_name(name: str) -> PurePosixPath:
+    """``name`` as a path relative to a folder: its own relative folders, or only its base
+    name when it is absolute, a URL, or climbs with ``..``."""
+    posix = PurePosixPath(normalise_filename(name))
+    if (
+        "://" in name
+        or posix.is_absolute()
+        or PureWindowsPath(name).drive
+        or any(part in ("..", ".") for part in posix.parts)
+    ):
+        posix = PurePosixPath(posix.name)
+    return posix
+
+
+def output_path(out: Path, name: str, item: str) -> Path:
+    """Where an export writes the file ``name`` (derived from an image's name) in ``out``.
+
+    The image's own relative folders are kept (``sub/a_rois.zip``). A name that is
+    absolute, a URL, or climbs with ``..`` keeps only its base name, as
+    :func:`resolve_image` finds such images; whatever the name, the file lands
+    inside ``out`` (a symlink inside ``out`` that leads out is refused).
+
+    Raises
+    ------
+    BioAnomalyError
+        Naming ``item`` (e.g. ``image 'x.tif'``) when no file inside ``out`` fits.
+    """
+    posix = relative_name(name)
+    if posix.name in ("", ".", ".."):
+        raise BioAnomalyError(f"{item}: no file name to write in {out}")
+    root = Path(out).resolve()
+    target = Path(out).joinpath(*posix.parts)
+    resolved = target.resolve()
+    if resolved == root or root not in resolved.parents:
+        raise BioAnomalyError(f"{item}: {target} would lie outside the output folder {out}")
+    return target
+
+
+
+def export_paths(out: Path, images: list[str], suffix: str) -> dict[str, Path]:
+    """The export file of each image: ``<stem><suffix>`` in the image's folder inside
+    ``out``; images whose stems collide there (``x.tif`` and ``x.png``) all get
+    ``<name><suffix>`` instead (``x.tif<suffix>``, ``x.png<suffix>``), so none
+    overwrites another and each reads back to its own image. See :func:`output_path`.
+    """
+    from collections import Counter
+
+    names = {im: relative_name(im) for im in images}
+    stem_paths = {im: output_path(out, str(p.with_name(p.stem + suffix)), f"image {im!r}")
+                  for im, p in names.items()}  # fmt: skip
+    shared = Counter(str(p).lower() for p in stem_paths.values())
+    out_paths = {}
+    for im, path in stem_paths.items():
+        if shared[str(path).lower()] > 1:
+            p = names[im]
+            path = output_path(out, str(p.with_name(p.name + suffix)), f"image {im!r}")
+        out_paths[im] = path
+    taken = Counter(str(p).lower() for p in out_paths.values())
+    for im, path in out_paths.items():
+        if taken[str(path).lower()] > 1:
+            raise BioAnomalyError(f"image {im!r}: its export {path} would overwrite another's")
+    return out_paths

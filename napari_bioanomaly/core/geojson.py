@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import geometry
-from .fileio import write_json
+from .fileio import export_paths, write_json
 from .model import FALLBACK_CLASS, Dataset, FormatError, ImageRecord, Region
 from .report import ImportReport
 
@@ -60,8 +60,9 @@ def geojson_name(filename: str) -> str:
 def write_geojson(dataset: Dataset, out_dir: str | Path) -> tuple[list[Path], list[str]]:
     """One ``<image stem>.geojson`` per image with regions (QuPath: File > Import objects)."""
     out = Path(out_dir)
+    paths = export_paths(out, [im.filename for im in dataset.images if im.regions], SUFFIX)
     written = [
-        write_json(out / geojson_name(im.filename), feature_collection(im))
+        write_json(paths[im.filename], feature_collection(im))
         for im in dataset.images
         if im.regions
     ]
@@ -191,6 +192,8 @@ def image_for(path: Path, images_dir: Path | None) -> str:
     from .images import IMAGE_SUFFIXES
 
     stem = path.name[: -len(path.suffix)] if path.suffix else path.name
+    if PurePosixPath(stem).suffix.lower() in IMAGE_SUFFIXES:  # x.png.geojson: a full name
+        return stem
     if images_dir is not None:
         for suffix in IMAGE_SUFFIXES:
             if (images_dir / (stem + suffix)).is_file():

@@ -11,12 +11,13 @@ from __future__ import annotations
 import io
 import re
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from . import geometry
-from .fileio import atomic_write
+from .fileio import atomic_write, export_paths
 from .model import FALLBACK_CLASS, Dataset, FormatError, ImageRecord, Region
 from .report import ImportReport
 
@@ -41,9 +42,11 @@ def write_roi_sets(dataset: Dataset, out_dir: str | Path) -> tuple[list[Path], l
     out = Path(out_dir)
     written: list[Path] = []
     warnings: list[str] = []
+    paths = export_paths(out, [im.filename for im in dataset.images if im.regions], SUFFIX)
     for im in dataset.images:
         if not im.regions:
             continue
+        path = paths[im.filename]
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
             for i, region in enumerate(im.regions, start=1):
@@ -52,9 +55,7 @@ def write_roi_sets(dataset: Dataset, out_dir: str | Path) -> tuple[list[Path], l
                 roi.roitype = ROI_TYPE.POLYGON
                 zf.writestr(f"{name}.roi", roi.tobytes())
         data = buf.getvalue()
-        written.append(
-            atomic_write(out / roi_set_name(im.filename), lambda fh, d=data: fh.write(d))
-        )
+        written.append(atomic_write(path, lambda fh, d=data: fh.write(d)))
     if not written:
         warnings.append("no image has regions: no ROI set written")
     return written, warnings
@@ -62,14 +63,67 @@ def write_roi_sets(dataset: Dataset, out_dir: str | Path) -> tuple[list[Path], l
 
 def _image_name(zip_path: Path, images_dir: Path | None) -> str:
     stem = zip_path.name[: -len(SUFFIX)] if zip_path.name.endswith(SUFFIX) else zip_path.stem
-    if images_dir is not None:
-        from .images import IMAGE_SUFFIXES
+    from .images import IMAGE_SUFFIXES
 
+    if PurePosixPath(stem).suffix.lower() in IMAGE_SUFFIXES:  # x.png_rois.zip: a full name
+        return stem
+    if images_dir is not None:
         for suffix in IMAGE_SUFFIXES:
             for candidate in (stem + suffix, stem + suffix.upper()):
                 if (images_dir / candidate).is_file():
                     return candidate
     return stem + ".tif"
+
+
+#: An ImageJ ROI is a 64-byte header and its coordinates (at most 65,535 points of
+#: 2 x int16 plus 2 x float32): anything much larger is not a ROI. Zip entries
+#: beyond these limits are not read (a zip bomb stays on disk).
+MAX_ROI_BYTES = 4 * 1024 * 1024
+MAX_ZIP_TOTAL = 512 * 1024 * 1024
+MAX_ZIP_ENTRIES = 200_000
+MAX_RATIO = 200  # ROI coordinates compress a few times, never 1000-fold
+
+
+def _zip_entries(path: Path) -> list[tuple[str, bytes | str]]:
+    """``(name, bytes)`` of the ``.roi`` entries of a zip, or ``(name, why not read)``.
+
+    Names, sizes and compression ratios are checked before anything is inflated, and
+    no read goes past :data:`MAX_ROI_BYTES` whatever the entry's header claims.
+    """
+    entries: list[tuple[str, bytes | str]] = []
+    total = 0
+    with zipfile.ZipFile(path) as zf:
+        infos = [i for i in zf.infolist() if not i.is_dir()]
+        if len(infos) > MAX_ZIP_ENTRIES:
+            raise FormatError(f"{path}: {len(infos)} entries, more than any ROI set holds")
+        for info in infos:
+            name = info.filename
+            if not name.lower().endswith(".roi"):
+                entries.append((name, "not an ImageJ .roi file"))
+                continue
+            if info.file_size > MAX_ROI_BYTES:
+                entries.append((name, f"{info.file_size} bytes, too large for a ROI; not read"))
+                continue
+            ratio = info.file_size // max(info.compress_size, 1)
+            if info.file_size > 64 * 1024 and ratio > MAX_RATIO:
+                entries.append((name, f"compressed {ratio}-fold, not a ROI; not read"))
+                continue
+            total += info.file_size
+            if total > MAX_ZIP_TOTAL:
+                entries.append((name, "the zip holds more ROI data than any ROI set; not read"))
+                continue
+            try:
+                with zf.open(info) as fh:
+                    raw = fh.read(MAX_ROI_BYTES + 1)
+            except (zipfile.BadZipFile, zlib.error, NotImplementedError, OSError, EOFError,
+                    RuntimeError) as exc:  # fmt: skip
+                entries.append((name, f"cannot be read from the zip ({exc})"))
+                continue
+            if len(raw) > MAX_ROI_BYTES:
+                entries.append((name, "larger than its zip header says; not read"))
+                continue
+            entries.append((name, raw))
+    return entries
 
 
 def read_roi_sets(
@@ -91,17 +145,18 @@ def read_roi_sets(
         dataset.images.append(record)
         try:
             if path.suffix.lower() == ".roi":
-                entries = [(path.name, path.read_bytes())]
+                if path.stat().st_size > MAX_ROI_BYTES:
+                    raise FormatError(f"{path}: {path.stat().st_size} bytes, too large for a ROI")
+                entries: list[tuple[str, bytes | str]] = [(path.name, path.read_bytes())]
             else:
-                with zipfile.ZipFile(path) as zf:
-                    entries = [(n, zf.read(n)) for n in zf.namelist() if not n.endswith("/")]
+                entries = _zip_entries(path)
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
             raise FormatError(f"{path}: not a readable ImageJ ROI zip ({exc})") from None
         for name, raw in entries:
             report.regions_found += 1
-            if not name.lower().endswith(".roi"):
-                report.shapes["not a roi"] += 1
-                report.add("skipped", f"{name}: not an ImageJ .roi file", record.filename, name)
+            if isinstance(raw, str):  # why the entry was not read
+                report.shapes["not a roi" if raw.startswith("not an ImageJ") else "unreadable"] += 1
+                report.add("skipped", f"{name}: {raw}", record.filename, name)
                 continue
             try:
                 roi = ImagejRoi.frombytes(raw)

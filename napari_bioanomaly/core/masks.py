@@ -9,9 +9,12 @@ from typing import IO
 
 import numpy as np
 
-from .fileio import atomic_write
+from .fileio import atomic_write, export_paths
 from .geometry import polygon_to_mask
 from .model import BioAnomalyError, Dataset, ImageRecord
+
+#: A label mask is named after its image: ``<stem>_labels.tif``.
+MASK_SUFFIX = "_labels.tif"
 
 #: Name of the class table written beside the masks.
 CLASS_TABLE = "labels.csv"
@@ -41,7 +44,7 @@ def label_mask(image: ImageRecord) -> tuple[np.ndarray, int]:
 def mask_name(filename: str) -> str:
     """Mask file for an image: same relative folder, ``<stem>_labels.tif``."""
     p = PurePosixPath(filename)
-    return str(p.with_name(f"{p.stem}_labels.tif"))
+    return str(p.with_name(p.stem + MASK_SUFFIX))
 
 
 def write_label_masks(dataset: Dataset, out_dir: str | Path) -> tuple[list[Path], list[str]]:
@@ -65,22 +68,19 @@ def write_label_masks(dataset: Dataset, out_dir: str | Path) -> tuple[list[Path]
     written: list[Path] = []
     warnings: list[str] = []
     rows: list[list[object]] = []
-    used: set[str] = set()
+    paths = export_paths(out, [im.filename for im in dataset.images], MASK_SUFFIX)
     for image in dataset.images:
         try:
             labels, overlap = label_mask(image)
         except BioAnomalyError as exc:
             warnings.append(f"{exc}; mask not written")
             continue
-        name = mask_name(image.filename)
-        if name in used:
-            name = f"{image.filename}_labels.tif"
-        used.add(name)
+        path = paths[image.filename]
+        name = path.relative_to(out).as_posix()
         if overlap:
             warnings.append(
                 f"image {image.filename!r}: {overlap} pixels covered by several regions"
             )
-        path = out / name
 
         def write_tiff(fh: IO[bytes], labels: np.ndarray = labels) -> None:
             buf = io.BytesIO()

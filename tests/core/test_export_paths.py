@@ -1,0 +1,130 @@
+"""Exports stay inside the output folder, and images that share a stem keep their own files."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from napari_bioanomaly.core.fileio import export_paths, output_path
+from napari_bioanomaly.core.geojson import geojson_name, image_for, write_geojson
+from napari_bioanomaly.core.imagej import read_roi_sets, write_roi_sets
+from napari_bioanomaly.core.masks import write_label_masks
+from napari_bioanomaly.core.model import BioAnomalyError, Dataset, ImageRecord, Region
+
+HOSTILE = ["../escape.tif", "/tmp/elsewhere/abs.tif", "sub/../../up.tif", "C:\\data\\win.tif",
+           "https://example.org/img/url.tif", "ok/inner.tif"]  # fmt: skip
+
+
+def _dataset(names: list[str]) -> Dataset:
+    square = np.array([[2.0, 2.0], [2.0, 10.0], [10.0, 10.0], [10.0, 2.0]])
+    images = [ImageRecord(n, (32, 32), regions=[Region(square + k, "dust")])
+              for k, n in enumerate(names)]  # fmt: skip
+    return Dataset(images=images, classes=["dust"])
+
+
+def _files(folder):
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("writer", [write_roi_sets, write_geojson, write_label_masks])
+def test_exports_never_write_outside_the_output_folder(tmp_path, writer):
+    out = tmp_path / "out"
+    before = _files(tmp_path)
+    written, _ = writer(_dataset(HOSTILE), out)
+    root = out.resolve()
+    assert all(root in p.resolve().parents for p in written)
+    outside = _files(tmp_path) - before - {f"out/{f}" for f in _files(out)}
+    assert not outside
+    names = {p.relative_to(out).as_posix().split("_")[0].split(".")[0] for p in written}
+    assert {"escape", "abs", "up", "win", "url", "ok/inner"} <= names  # base names kept
+
+
+def test_a_symlink_inside_the_output_folder_that_leads_out_is_refused(tmp_path):
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    os.symlink(elsewhere, out / "sub")
+    with pytest.raises(BioAnomalyError, match=r"image 'sub/a.tif'.*outside the output folder"):
+        write_geojson(_dataset(["sub/a.tif"]), out)
+    assert not list(elsewhere.iterdir())
+
+
+def test_output_path_refuses_a_name_that_is_only_dots(tmp_path):
+    with pytest.raises(BioAnomalyError, match="image '..': no file name"):
+        output_path(tmp_path, "..", "image '..'")
+
+
+def test_images_sharing_a_stem_get_their_own_export_files(tmp_path):
+    paths = export_paths(tmp_path, ["x.tif", "x.png", "y.tif", "sub/x.tif"], ".geojson")
+    assert paths["x.tif"].name == "x.tif.geojson" and paths["x.png"].name == "x.png.geojson"
+    assert paths["y.tif"].name == "y.geojson"
+    assert paths["sub/x.tif"] == tmp_path / "sub" / "x.geojson"  # another folder: no clash
+    assert image_for(paths["x.png"], None) == "x.png" and geojson_name("y.tif") == "y.geojson"
+
+
+def test_roi_sets_of_images_sharing_a_stem_read_back_to_their_images(tmp_path):
+    ds = _dataset(["x.tif", "x.png"])
+    written, _ = write_roi_sets(ds, tmp_path / "rois")
+    assert len(written) == 2 and len(set(written)) == 2
+    back, _ = read_roi_sets(sorted(written))
+    by_name = {im.filename: im for im in back.images}
+    assert set(by_name) == {"x.tif", "x.png"}
+    for im in ds.images:  # each image gets its own square back
+        np.testing.assert_allclose(by_name[im.filename].regions[0].polygon.min(axis=0),
+                                   im.regions[0].polygon.min(axis=0), atol=0.5)  # fmt: skip
+
+
+def test_label_masks_of_images_sharing_a_stem_are_both_written(tmp_path):
+    written, _ = write_label_masks(_dataset(["x.tif", "x.png"]), tmp_path / "masks")
+    assert {p.name for p in written} >= {"x.tif_labels.tif", "x.png_labels.tif"}
+    table = (tmp_path / "masks" / "labels.csv").read_text()
+    assert "x.tif_labels.tif" in table and "x.png_labels.tif" in table
+
+
+def _roi_zip(path, extra: dict[str, bytes], compression=None):
+    import zipfile
+
+    write_roi_sets(_dataset(["a.tif"]), path.parent)
+    src = path.parent / "a_rois.zip"
+    with zipfile.ZipFile(src) as zf:
+        good = {n: zf.read(n) for n in zf.namelist()}
+    with zipfile.ZipFile(path, "w", compression or zipfile.ZIP_DEFLATED) as zf:
+        for name, data in {**good, **extra}.items():
+            zf.writestr(name, data)
+    return path
+
+
+def test_a_zip_bomb_is_not_inflated(tmp_path):
+    import tracemalloc
+
+    bomb = _roi_zip(tmp_path / "bomb_rois.zip", {
+        "huge.roi": bytes(64 * 1024 * 1024),  # 64 MiB of zeros: 64 kB compressed
+        "dense.roi": bytes(1024 * 1024),  # under the size cap, but compressed 1000-fold
+    })  # fmt: skip
+    assert bomb.stat().st_size < 1024 * 1024
+    tracemalloc.start()
+    ds, report = read_roi_sets([bomb])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 16 * 1024 * 1024  # the 64 MiB entry was never read
+    assert len(ds.images[0].regions) == 1  # the real ROI is imported
+    text = "\n".join(str(i) for i in report.issues)
+    assert "huge.roi: 67108864 bytes, too large for a ROI" in text
+    assert "dense.roi: compressed" in text and "-fold, not a ROI" in text
+
+
+def test_a_corrupt_zip_entry_is_reported_and_the_rest_imported(tmp_path):
+    import zipfile
+
+    path = _roi_zip(tmp_path / "c_rois.zip", {"broken.roi": bytes(range(256)) * 40})
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo("broken.roi")
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    data[start : start + 20] = bytes(20)  # break the deflate stream of that entry only
+    path.write_bytes(bytes(data))
+    ds, report = read_roi_sets([path])
+    assert len(ds.images[0].regions) == 1
+    assert "broken.roi: cannot be read from the zip" in "\n".join(str(i) for i in report.issues)

@@ -239,7 +239,12 @@ def open_dataset(
     """
     path = Path(source)
     if not path.exists() and path.parent.is_dir() and list_images(path.parent):
-        path = path.parent
+        existing = find_annotation_file(path.parent)
+        if existing is not None or path.name not in ANNOTATION_NAMES:
+            # a mistyped name must not open another file of the folder
+            hint = f" (the folder's annotation file is {existing.name})" if existing else ""
+            raise BioAnomalyError(f"{path}: no such file{hint}")
+        path = path.parent  # the default annotation file of a folder not yet annotated
     if path.is_dir():
         dataset, report, _ = open_folder(path, options)
         return dataset, report

@@ -121,3 +121,19 @@ def test_console_script_entry_point_sample_and_inspect(tmp_path):
     info = json.loads(done.stdout)
     assert info["format"] == "via2-project" and info["images"] == 5
     assert info["checked_no_anomaly"] == 1
+
+
+def test_a_mistyped_annotation_file_in_an_image_folder_is_an_error(capsys, dataset_dir, tmp_path):
+    """Not the folder's own annotations.json opened in its place, silently."""
+    code, out, err = run(capsys, "inspect", dataset_dir / "anotations.json")
+    assert code != 0
+    assert "anotations.json: no such file (the folder's annotation file is annotations.json)" in err
+    # a folder of images never annotated: its default annotation file stands for it
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for image in sorted(dataset_dir.glob("*.tif"))[:2]:
+        (bare / image.name).write_bytes(image.read_bytes())
+    code, out, _ = run(capsys, "inspect", bare / "annotations.json")
+    assert code == 0 and "images:   2 " in out and "format:   folder" in out
+    code, _, err = run(capsys, "inspect", bare / "annotation.json")  # not a default name
+    assert code != 0 and "annotation.json: no such file" in err

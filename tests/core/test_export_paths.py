@@ -52,7 +52,7 @@ def test_a_symlink_inside_the_output_folder_that_leads_out_is_refused(tmp_path):
 
 
 def test_output_path_refuses_a_name_that_is_only_dots(tmp_path):
-    with pytest.raises(BioAnomalyError, match="image '..': no file name"):
+    with pytest.raises(BioAnomalyError, match=r"image '\.\.': no file name"):
         output_path(tmp_path, "..", "image '..'")
 
 

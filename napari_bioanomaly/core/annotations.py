@@ -180,17 +180,43 @@ def find_annotation_file(folder: str | os.PathLike[str]) -> Path | None:
 HEATMAPS_SUFFIX = ".heatmaps"
 
 
-def list_images(folder: str | os.PathLike[str]) -> list[str]:
+def list_images(
+    folder: str | os.PathLike[str], outside: list[str] | None = None
+) -> list[str]:
     """Image files under ``folder`` (recursively, hidden entries skipped), as sorted
     relative posix paths. Uses ``os.walk`` (no stat per file). Folders of anomaly maps
-    written by prediction (``*.heatmaps``) are outputs, not images of the dataset."""
+    written by prediction (``*.heatmaps``) are outputs, not images of the dataset.
+
+    Symbolic links are followed only where they stay inside ``folder`` (the rule of
+    :func:`~.fileio.resolve_image`); the names of those that lead out are appended to
+    ``outside``, if given, and never listed.
+    """
     folder = Path(folder)
+    root = folder.resolve()
     out = []
+
+    def inside(path: Path) -> bool:
+        real = path.resolve()
+        return real == root or root in real.parents
+
     for base, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".") and not d.endswith(HEATMAPS_SUFFIX)]
         rel = Path(base).relative_to(folder)
+        kept = []
+        for d in dirs:
+            if d.startswith(".") or d.endswith(HEATMAPS_SUFFIX):
+                continue
+            if os.path.islink(os.path.join(base, d)) and not inside(Path(base) / d):
+                if outside is not None:
+                    outside.append((rel / d).as_posix() + "/")
+                continue
+            kept.append(d)
+        dirs[:] = kept
         for name in files:
             if not name.startswith(".") and is_image_file(name):
+                if os.path.islink(os.path.join(base, name)) and not inside(Path(base) / name):
+                    if outside is not None:
+                        outside.append((rel / name).as_posix())
+                    continue
                 out.append((rel / name).as_posix())
     return sorted(out)
 
@@ -212,7 +238,8 @@ def open_folder(
     else:
         dataset, report = Dataset(root=folder), ImportReport(file=str(folder), format="folder")
     known = {im.filename for im in dataset.images}
-    for name in list_images(folder):
+    outside: list[str] = []
+    for name in list_images(folder, outside):
         if name not in known and not name.endswith("_labels.tif"):
             record = ImageRecord(name)
             try:
@@ -220,6 +247,9 @@ def open_folder(
             except ImageReadError as exc:
                 report.add("image", str(exc), name)
             dataset.images.append(record)
+    for name in outside:
+        report.add("image", f"{name}: a link that leads outside the dataset folder; skipped",
+                   name)  # fmt: skip
     report.images = len(dataset.images)
     return dataset, report, ann
 

@@ -137,3 +137,24 @@ def test_a_mistyped_annotation_file_in_an_image_folder_is_an_error(capsys, datas
     assert code == 0 and "images:   2 " in out and "format:   folder" in out
     code, _, err = run(capsys, "inspect", bare / "annotation.json")  # not a default name
     assert code != 0 and "annotation.json: no such file" in err
+
+
+def test_links_that_lead_out_of_an_image_folder_are_not_followed(capsys, dataset_dir, tmp_path):
+    import os
+
+    from napari_bioanomaly.core.annotations import open_dataset
+
+    folder, elsewhere = tmp_path / "folder", tmp_path / "elsewhere"
+    folder.mkdir()
+    elsewhere.mkdir()
+    images = sorted(dataset_dir.glob("*.tif"))
+    (folder / "own.tif").write_bytes(images[0].read_bytes())
+    (elsewhere / "secret.tif").write_bytes(images[1].read_bytes())
+    os.symlink(elsewhere / "secret.tif", folder / "link.tif")
+    os.symlink(folder / "own.tif", folder / "alias.tif")  # stays inside: kept
+    ds, report = open_dataset(folder)
+    assert sorted(im.filename for im in ds.images) == ["alias.tif", "own.tif"]
+    assert any("link.tif: a link that leads outside the dataset folder" in w
+               for w in report.warnings)  # fmt: skip
+    code, out, _ = run(capsys, "inspect", folder)
+    assert code == 0 and "images:   2 " in out

@@ -207,7 +207,6 @@ def output_path(out: Path, name: str, item: str) -> Path:
     return target
 
 
-
 def export_paths(out: Path, images: list[str], suffix: str) -> dict[str, Path]:
     """The export file of each image: ``<stem><suffix>`` in the image's folder inside
     ``out``; images whose stems collide there (``x.tif`` and ``x.png``) all get
@@ -217,6 +216,9 @@ def export_paths(out: Path, images: list[str], suffix: str) -> dict[str, Path]:
     from collections import Counter
 
     names = {im: relative_name(im) for im in images}
+    for im, p in names.items():
+        if p.name in ("", ".", ".."):
+            raise BioAnomalyError(f"image {im!r}: no file name to name its export after")
     stem_paths = {im: output_path(out, str(p.with_name(p.stem + suffix)), f"image {im!r}")
                   for im, p in names.items()}  # fmt: skip
     shared = Counter(str(p).lower() for p in stem_paths.values())

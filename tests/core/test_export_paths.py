@@ -54,6 +54,9 @@ def test_a_symlink_inside_the_output_folder_that_leads_out_is_refused(tmp_path):
 def test_output_path_refuses_a_name_that_is_only_dots(tmp_path):
     with pytest.raises(BioAnomalyError, match=r"image '\.\.': no file name"):
         output_path(tmp_path, "..", "image '..'")
+    for name in ("/", "..", "./"):
+        with pytest.raises(BioAnomalyError, match="no file name to name its export after"):
+            export_paths(tmp_path, ["ok.tif", name], ".geojson")
 
 
 def test_images_sharing_a_stem_get_their_own_export_files(tmp_path):

@@ -20,6 +20,23 @@ from .via import _EntryError, _num, detect_format, rounded_polygons
 EXTRA_KEY = "bioanomaly"
 
 
+def _clip(
+    xy: np.ndarray, width: float, height: float
+) -> tuple[list[np.ndarray], float, tuple[float, float, float, float]]:
+    """The parts of an ``(x, y)`` polygon inside the image, their area and bounds."""
+    import shapely
+    from shapely.geometry import Polygon, box
+
+    inside = shapely.make_valid(Polygon(xy)).intersection(box(0, 0, width, height))
+    parts = [g for g in getattr(inside, "geoms", [inside]) if g.geom_type == "Polygon"]
+    parts = [g for g in parts if not g.is_empty and g.area > 0]
+    if not parts:
+        return [], 0.0, (0.0, 0.0, 0.0, 0.0)
+    rings = [np.round(np.asarray(g.exterior.coords)[:-1], 3) for g in parts]
+    bounds = shapely.unary_union(parts).bounds
+    return rings, float(sum(g.area for g in parts)), bounds
+
+
 def to_coco(dataset: Dataset) -> tuple[dict[str, Any], list[str]]:
     """A COCO dict of the dataset, and warnings for images of unknown size.
 
@@ -57,15 +74,22 @@ def to_coco(dataset: Dataset) -> tuple[dict[str, Any], list[str]]:
                 },
             }
         )
+        clipped = 0
         for r in im.regions:
             xy = next(polygons)[:, ::-1]
             r0, c0, r1, c1 = r.bbox
+            rings, area = [xy], r.area
+            if r0 < 0 or c0 < 0 or r1 > height or c1 > width:  # COCO: inside the image
+                rings, area, (c0, r0, c1, r1) = _clip(xy, width, height)
+                clipped += 1
+                if not rings:
+                    continue
             ann: dict[str, Any] = {
                 "id": len(annotations) + 1,
                 "image_id": image_id,
                 "category_id": cat_ids[r.label],
-                "segmentation": [xy.ravel().tolist()],
-                "area": round(r.area, 3),
+                "segmentation": [ring.ravel().tolist() for ring in rings],
+                "area": round(area, 3),
                 "bbox": [round(c0, 3), round(r0, 3), round(c1 - c0, 3), round(r1 - r0, 3)],
                 "iscrowd": 0,
                 "attributes": dict(r.attributes),
@@ -74,6 +98,11 @@ def to_coco(dataset: Dataset) -> tuple[dict[str, Any], list[str]]:
             if r.score is not None:
                 ann["score"] = float(r.score)
             annotations.append(ann)
+        if clipped:
+            warnings.append(
+                f"image {im.filename!r}: {clipped} region(s) reach outside the image "
+                f"(0..{width} x 0..{height}): clipped to it (regions left empty are not written)"
+            )
     coco = {
         "info": {
             "description": "exported by napari-bioanomaly",

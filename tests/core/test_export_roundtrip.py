@@ -178,3 +178,18 @@ def test_coco_export_of_missing_image_warns_and_uses_region_extent():
     data, warnings = coco.to_coco(ds)
     assert data["images"][0]["width"] == 71 and data["images"][0]["height"] == 60
     assert "size unknown" in warnings[0]
+
+
+def test_coco_export_clips_regions_to_the_image_and_says_so():
+    """A region reaching outside (an image not found, so not clipped on import) is cut to
+    the image: COCO readers expect coordinates and boxes inside it."""
+    square = np.array([[-5.0, 60.0], [-5.0, 75.0], [15.0, 75.0], [15.0, 60.0]])  # (row, col)
+    outside = np.array([[-20.0, -20.0], [-20.0, -10.0], [-10.0, -10.0], [-10.0, -20.0]])
+    im = ImageRecord("gone.tif", None, regions=[Region(square, "dust"), Region(outside, "dust")])
+    data, warnings = coco.to_coco(Dataset(images=[im], classes=["dust"]))
+    (ann,) = data["annotations"]  # the region wholly outside is not written
+    assert ann["bbox"] == [60.0, 0.0, 15.0, 15.0]
+    assert ann["area"] == pytest.approx(15 * 15)
+    xs, ys = ann["segmentation"][0][0::2], ann["segmentation"][0][1::2]
+    assert min(xs) >= 0 and min(ys) >= 0
+    assert any("2 region(s) reach outside the image" in w and "clipped" in w for w in warnings)

@@ -62,6 +62,12 @@ class Dist:
         """True on every process if it is true on any (e.g. a cancel request)."""
         return bool(self.sum([1.0 if flag else 0.0])[0] > 0)
 
-    def close(self) -> None:
+    def close(self, finished: bool = False) -> None:
+        """Leave the process group. ``finished``: every process got here normally, so
+        they first wait for each other (rank 0 still saves and chooses the operating
+        point after the last epoch; a process that tore down its group while another
+        was busy was seen to abort in gloo)."""
         if self.owns_group and td.is_initialized():
+            if finished:
+                td.barrier()
             td.destroy_process_group()

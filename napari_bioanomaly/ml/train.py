@@ -183,10 +183,10 @@ def train(
     device = pick_device(config.device)
     dist = Dist.setup(device)
     try:
-        return (
-            yield from _train(config, out, resume, cancel, classes, sampler, val_tiles,
-                              device, dist, weights, val_idx)
-        )  # fmt: skip
+        result = yield from _train(config, out, resume, cancel, classes, sampler, val_tiles,
+                                   device, dist, weights, val_idx)  # fmt: skip
+        dist.close(finished=True)
+        return result
     finally:
         dist.close()
 

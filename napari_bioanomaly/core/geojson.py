@@ -52,11 +52,6 @@ def feature_collection(image: ImageRecord) -> dict[str, Any]:
     return {"type": "FeatureCollection", "features": features}
 
 
-def geojson_name(filename: str) -> str:
-    p = PurePosixPath(filename)
-    return str(p.with_name(p.stem + SUFFIX))
-
-
 def write_geojson(dataset: Dataset, out_dir: str | Path) -> tuple[list[Path], list[str]]:
     """One ``<image stem>.geojson`` per image with regions (QuPath: File > Import objects)."""
     out = Path(out_dir)

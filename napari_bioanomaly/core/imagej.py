@@ -26,12 +26,6 @@ SUFFIX = "_rois.zip"
 _NAME = re.compile(r"^(?P<label>.*)-(?P<index>\d+)$")
 
 
-def roi_set_name(filename: str) -> str:
-    """The ROI set file of an image, in the same relative folder."""
-    p = PurePosixPath(filename)
-    return str(p.with_name(p.stem + SUFFIX))
-
-
 def write_roi_sets(dataset: Dataset, out_dir: str | Path) -> tuple[list[Path], list[str]]:
     """One ROI zip per image with regions; ROI names are ``<class>-<index>`` (1-based).
 

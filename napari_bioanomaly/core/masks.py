@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO
 
 import numpy as np
@@ -39,12 +39,6 @@ def label_mask(image: ImageRecord) -> tuple[np.ndarray, int]:
         overlap += int(np.count_nonzero(labels[m]))
         labels[m] = i
     return labels, overlap
-
-
-def mask_name(filename: str) -> str:
-    """Mask file for an image: same relative folder, ``<stem>_labels.tif``."""
-    p = PurePosixPath(filename)
-    return str(p.with_name(p.stem + MASK_SUFFIX))
 
 
 def write_label_masks(dataset: Dataset, out_dir: str | Path) -> tuple[list[Path], list[str]]:

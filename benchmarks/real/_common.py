@@ -99,6 +99,15 @@ def record(filename: str, shape: tuple[int, int], class_masks: dict[str, np.ndar
     return rec, round_trip_iou(all_mask, back_polys)
 
 
+def add_image(out: Path, name: str, image: np.ndarray, class_masks: dict[str, np.ndarray],
+              split: str, records: list[ImageRecord], ious: list[float]) -> None:
+    """Write ``image`` as ``out/name`` (8-bit grayscale) and append its record and IoU."""
+    write_gray_png(out / name, image)
+    rec, iou = record(name, image.shape[:2], class_masks, split)
+    records.append(rec)
+    ious.append(iou)
+
+
 def write_projects(out: Path, records: list[ImageRecord], classes: list[str]) -> None:
     """``train.json`` and ``test.json`` (VIA 2 projects) of the records, by their split."""
     for split in ("train", "test"):

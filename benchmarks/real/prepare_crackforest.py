@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from _common import record, summary, write_gray_png, write_projects
+from _common import add_image, summary, write_projects
 
 
 def main() -> None:
@@ -36,12 +36,8 @@ def main() -> None:
         stem = mat.stem
         image = iio.imread(args.src / "image" / f"{stem}.jpg")
         seg = loadmat(mat)["groundTruth"][0, 0]["Segmentation"]
-        name = f"images/{stem}.png"
-        write_gray_png(args.out / name, image)
         split = "test" if int(stem) % 3 == 0 else "train"
-        rec, iou = record(name, seg.shape, {"crack": seg == 2}, split)
-        records.append(rec)
-        ious.append(iou)
+        add_image(args.out, f"images/{stem}.png", image, {"crack": seg == 2}, split, records, ious)
     write_projects(args.out, records, ["crack"])
     summary("CrackForest", records, ious)
 

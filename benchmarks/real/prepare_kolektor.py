@@ -27,7 +27,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from _common import record, summary, write_gray_png, write_projects
+from _common import add_image, summary, write_projects
 
 
 def outline_mask(label_file: Path, shape: tuple[int, int]) -> np.ndarray:
@@ -71,12 +71,8 @@ def main() -> None:
             shape = tuple(max(1, round(s * args.scale)) for s in image.shape[:2])
             image = resize(image, shape, order=1, preserve_range=True, anti_aliasing=True)
             mask = resize(mask.astype(np.float32), shape, order=1) >= 0.5
-        name = f"images/{jpg.stem}.png"
-        write_gray_png(args.out / name, image)
         split = "test" if int(jpg.stem) % 2 == 0 else "train"
-        rec, iou = record(name, mask.shape, {"crack": mask}, split)
-        records.append(rec)
-        ious.append(iou)
+        add_image(args.out, f"images/{jpg.stem}.png", image, {"crack": mask}, split, records, ious)
     write_projects(args.out, records, ["crack"])
     summary("KolektorSDD", records, ious)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from _common import record, summary, write_gray_png, write_projects
+from _common import add_image, summary, write_projects
 
 CLASSES = {1: "inclusion", 2: "patches", 3: "scratches"}
 
@@ -53,12 +53,9 @@ def main() -> None:
             labels = iio.imread(base / "ann_dir" / path.parent.name / f"{path.stem}.png")
             if labels.ndim == 3:
                 labels = labels[..., 0]
-            name = f"images/{path.stem}.png"
-            write_gray_png(args.out / name, iio.imread(path))
             masks = {label: labels == v for v, label in CLASSES.items() if (labels == v).any()}
-            rec, iou = record(name, labels.shape, masks, split)
-            records.append(rec)
-            ious.append(iou)
+            add_image(args.out, f"images/{path.stem}.png", iio.imread(path), masks, split,
+                      records, ious)  # fmt: skip
     write_projects(args.out, records, list(CLASSES.values()))
     summary("NEU-Seg", records, ious)
 

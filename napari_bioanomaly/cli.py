@@ -18,6 +18,7 @@ from typing import Any
 from . import __version__
 from .core import annotations
 from .core.model import BioAnomalyError, Dataset, ImageRecord
+from .core.operating import OperatingPoint
 from .core.report import ImportReport
 from .core.via import ImportOptions
 
@@ -281,9 +282,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"ensemble of {len(predictor.members)} models, classes {predictor.classes}",
               file=sys.stderr)  # fmt: skip
     point = predictor.operating_point
+    if args.threshold is not None or args.min_area is not None:
+        point = OperatingPoint(
+            point.threshold if args.threshold is None else args.threshold,
+            point.min_area if args.min_area is None else args.min_area,
+            class_min_area=point.class_min_area if args.min_area is None else {},
+        )
     print(
-        f"threshold {point.threshold if args.threshold is None else args.threshold:g}, "
-        f"min area {point.min_area if args.min_area is None else args.min_area:g} px"
+        point.describe(scores=False)
         + (" (the model's, chosen on validation)" if point.source == "validation" else ""),
         file=sys.stderr,
     )

@@ -54,7 +54,8 @@ def reference_threshold(folder: Path, images: list[ImageRecord], limit: int = 60
 
 
 def score(test: list[ImageRecord], folder: Path, heat_of, threshold: float, min_area: float,
-          classes: list[str]) -> dict[str, float | None]:
+          classes: list[str], class_min_area: dict[str, float] | None = None,
+          ) -> dict[str, float | None]:
     """Figures of one method on the test images (``heat_of(image) -> (probs, image score)``)."""
     from napari_bioanomaly.ml.predict import regions_from_probabilities
 
@@ -65,7 +66,8 @@ def score(test: list[ImageRecord], folder: Path, heat_of, threshold: float, min_
     for im in test:
         probs, image_score = heat_of(read_image(folder / im.filename))
         heat = 1.0 - probs[0]
-        regions = regions_from_probabilities(probs, classes, threshold, min_area)
+        regions = regions_from_probabilities(probs, classes, threshold, min_area,
+                                             class_min_area=class_min_area)
         pred.images.append(ImageRecord(im.filename, heat.shape, regions=regions))
         truth = truth_mask(im, heat.shape)
         labels.append(int(bool(im.regions)))
@@ -197,25 +199,26 @@ def main() -> None:
             rows.append((f"{kind}+tta", lambda im, p=predictor: predict_image(p, im, tta=True)))
         for name, fn in rows:
             point = predictor.operating_point
-            s = score(test, folder, fn, point.threshold, point.min_area, predictor.classes)
+            s = score(test, folder, fn, point.threshold, point.min_area, predictor.classes,
+                      point.class_min_area)
             ckpt_best = load_checkpoint(path)
             s.update(fit_s=fit, threshold=point.threshold, min_area=point.min_area,
+                     class_min_area=point.class_min_area,
                      best=ckpt_best.get("best_f1"), best_label=ckpt_best.get("best_label"),
                      epochs=len(ckpt_best.get("history", [])))
             figures["models"][name] = s
             best = TrainResult(path, path, best_f1=s["best"], best_label=s["best_label"] or "")
-            print(line(name, s, ref, fit) + f"  (threshold {point.threshold:.2f}, min area "
-                  f"{point.min_area:g}; {best.best_text()}; {s['epochs']} epochs)", flush=True)
+            print(line(name, s, ref, fit) + f"  ({point.describe(scores=False)}; "
+                  f"{best.best_text()}; {s['epochs']} epochs)", flush=True)
     members = [m for m in args.ensemble.split(",") if m in models]
     if len(members) > 1:
         ensemble = Ensemble([models[m] for m in members])
         point = ensemble.operating_point
         s = score(test, folder, lambda im: ensemble.probabilities(im), point.threshold,
-                  point.min_area, ensemble.classes)
+                  point.min_area, ensemble.classes, point.class_min_area)
         name = "+".join(members)
         figures["models"][name] = s
-        print(line(name, s, ref) + f"  (threshold {point.threshold:.2f}, min area "
-              f"{point.min_area:g})", flush=True)
+        print(line(name, s, ref) + f"  ({point.describe(scores=False)})", flush=True)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))
 

@@ -7,12 +7,18 @@ chosen on the validation images after training (best mean of instance and
 pixel F1, see :func:`choose`), kept in the checkpoint, and used by
 ``predict``, the Review widget and cross-validation unless the user overrides
 them.
+
+Classes of very different sizes need different minimum areas (on steel, a
+256 px floor that removes false specks among large patches also removes half of
+the true inclusions): with several classes each class gets its own minimum
+area where that improves validation F1 (:func:`choose_operating_point`); a
+region's class is the one its pixels vote for.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,6 +40,8 @@ class OperatingPoint:
 
     ``f1`` and ``pixel_f1`` are the validation instance F1 (IoU >= 0.5) and
     pixel F1 at this point; ``source`` is ``"validation"`` or ``"default"``.
+    ``class_min_area`` holds the classes whose minimum area differs from
+    ``min_area`` (see :meth:`min_area_of`).
     """
 
     threshold: float = DEFAULT_THRESHOLD
@@ -41,19 +49,36 @@ class OperatingPoint:
     f1: float | None = None
     pixel_f1: float | None = None
     source: str = "default"
+    class_min_area: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.threshold, int | float) and 0 < self.threshold < 1):
             raise BioAnomalyError(f"operating threshold must be in (0, 1), not {self.threshold!r}")
-        if not (isinstance(self.min_area, int | float) and 0 <= self.min_area < 1e12):
-            raise BioAnomalyError(f"operating min_area must be >= 0, not {self.min_area!r}")
+        areas = {"min_area": self.min_area}
+        if not isinstance(self.class_min_area, Mapping):
+            raise BioAnomalyError("operating class_min_area must map classes to areas")
+        for name, area in self.class_min_area.items():
+            if not isinstance(name, str):
+                raise BioAnomalyError(f"operating class_min_area: class {name!r} is not a name")
+            areas[f"min_area of {name!r}"] = area
+        for what, area in areas.items():
+            if not (isinstance(area, int | float) and 0 <= area < 1e12):
+                raise BioAnomalyError(f"operating {what} must be >= 0, not {area!r}")
+        object.__setattr__(self, "class_min_area", {k: float(v) for k, v in
+                                                    self.class_min_area.items()})  # fmt: skip
         for name in ("f1", "pixel_f1"):
             v = getattr(self, name)
             if v is not None and not (isinstance(v, int | float) and 0 <= v <= 1):
                 raise BioAnomalyError(f"operating {name} must be in [0, 1], not {v!r}")
 
+    def min_area_of(self, label: str) -> float:
+        """The minimum area of regions of class ``label``."""
+        return self.class_min_area.get(label, self.min_area)
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["class_min_area"] = dict(self.class_min_area)
+        return out
 
     @classmethod
     def from_dict(cls, data: Any) -> OperatingPoint:
@@ -62,6 +87,9 @@ class OperatingPoint:
             return cls()
         if not isinstance(data, dict):
             raise BioAnomalyError("operating point must be a mapping")
+        areas = data.get("class_min_area") or {}
+        if not isinstance(areas, dict):
+            raise BioAnomalyError("operating class_min_area must map classes to areas")
         try:
             return cls(
                 float(data["threshold"]),
@@ -69,13 +97,18 @@ class OperatingPoint:
                 None if data.get("f1") is None else float(data["f1"]),
                 None if data.get("pixel_f1") is None else float(data["pixel_f1"]),
                 str(data.get("source", "validation")),
+                {k: float(v) for k, v in areas.items()},
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BioAnomalyError(f"operating point is malformed ({exc})") from None
 
-    def describe(self) -> str:
+    def describe(self, scores: bool = True) -> str:
+        """Threshold and minimum areas, and (with ``scores``) the validation F1s."""
         text = f"threshold {self.threshold:g}, min area {self.min_area:g} px"
-        if self.f1 is not None:
+        if self.class_min_area:
+            text += " (" + ", ".join(f"{k} {v:g} px" for k, v in
+                                     sorted(self.class_min_area.items())) + ")"  # fmt: skip
+        if scores and self.f1 is not None:
             text += f" (validation F1 {self.f1:.3f}, pixel F1 {self.pixel_f1 or 0:.3f})"
         return text
 
@@ -150,17 +183,102 @@ def f1_score(instance_f1: float, pixel_f1: float) -> float:
     return (instance_f1 + pixel_f1) / 2
 
 
+def component_table(
+    probs: np.ndarray,
+    truth: np.ndarray,
+    thresholds: Sequence[float] = THRESHOLDS,
+    iou: float = 0.5,
+) -> list[np.ndarray]:
+    """Per threshold, one row per connected component of ``1 - probs[0] > t``: its class
+    (index into ``probs[1:]``, the class its probabilities vote for), area, whether it
+    matches a true instance at ``iou``, and its pixels inside the truth.
+
+    ``probs`` are class probabilities ``(n_classes + 1, rows, cols)`` (a 2-D map
+    counts as one class); ``truth`` an instance label image (0 = background).
+    A component's match does not depend on which other components are kept
+    (at IoU >= 0.5 a prediction can match one true instance only), so counts
+    at any minimum area, one per class, are sums over rows.
+    """
+    from scipy import ndimage
+
+    from .metrics import iou_matrix, match
+
+    if probs.ndim == 2:
+        probs = np.stack([1.0 - probs, probs])
+    fg = 1.0 - probs[0]
+    inside = truth > 0
+    present = np.bincount(truth.ravel())[1:] > 0
+    out = []
+    for t in thresholds:
+        labels, n = ndimage.label(fg > t)
+        rows = np.zeros((n, 4))
+        if n:
+            index = np.arange(1, n + 1)
+            votes = np.stack([ndimage.sum(p, labels, index) for p in probs[1:]])
+            rows[:, 0] = np.argmax(votes, axis=0)
+            rows[:, 1] = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+            _, cols = match(iou_matrix(truth, labels)[present], iou)
+            rows[cols, 2] = 1
+            rows[:, 3] = np.bincount(labels[inside], minlength=n + 1)[1:]
+        out.append(rows)
+    return out
+
+
 def choose_operating_point(
-    heats: Sequence[np.ndarray],
+    maps: Sequence[np.ndarray],
     truths: Sequence[np.ndarray],
     thresholds: Sequence[float] = THRESHOLDS,
     min_areas: Sequence[float] = MIN_AREAS,
     iou: float = 0.5,
+    classes: Sequence[str] = (),
 ) -> OperatingPoint:
-    """The threshold and minimum area with the best :func:`f1_score` over these images."""
-    if not heats:
+    """The threshold and minimum area with the best :func:`f1_score` over these images.
+
+    ``maps`` are anomaly maps (``1 - p(background)``) or class probabilities
+    ``(len(classes) + 1, rows, cols)``. With several classes, each class's
+    minimum area is then changed in turn (twice round) where that raises the
+    score by at least 0.001: the classes that need another floor get one in
+    ``class_min_area``.
+    """
+    if not maps:
         return OperatingPoint()
-    counts = sum(point_counts(h, t, thresholds, min_areas, iou) for h, t in zip(heats, truths,
-                                                                               strict=True))
+    tables = [component_table(m, t, thresholds, iou) for m, t in zip(maps, truths, strict=True)]
+    n_truth = sum(int(np.count_nonzero(np.bincount(t.ravel())[1:])) for t in truths)
     truth_pixels = int(sum(np.count_nonzero(t) for t in truths))
-    return choose(np.asarray(counts), truth_pixels, thresholds, min_areas)
+    n_classes = max([len(classes), 1] + [int(r[:, 0].max()) + 1 for tb in tables for r in tb
+                                         if len(r)])  # fmt: skip
+    areas = np.asarray(min_areas, dtype=float)
+
+    def evaluate(rows: np.ndarray, floor: np.ndarray) -> tuple[float, float, float]:
+        kept = rows[:, 1] >= floor[rows[:, 0].astype(int)]
+        tp = int(rows[kept, 2].sum())
+        f1 = MatchCounts(tp, int(kept.sum()) - tp, n_truth - tp).f1
+        denom = rows[kept, 1].sum() + truth_pixels
+        pixel_f1 = 2 * rows[kept, 3].sum() / denom if denom else 1.0
+        return f1_score(f1, pixel_f1), f1, float(pixel_f1)
+
+    best: tuple[tuple[float, float, float], OperatingPoint] | None = None
+    for i, t in enumerate(thresholds):
+        rows = np.concatenate([table[i] for table in tables])
+        # one floor for all classes first, then each class's own where it helps
+        scored = [(*(round(v, 3) for v in evaluate(rows, np.full(n_classes, a))[:2]), -k)
+                  for k, a in enumerate(areas)]  # fmt: skip
+        common = areas[-max(scored)[2]]
+        floor = np.full(n_classes, common)
+        current = round(evaluate(rows, floor)[0], 3)
+        for _ in range(2 if len(classes) > 1 else 0):
+            for c in range(len(classes)):
+                for a in areas:
+                    trial = floor.copy()
+                    trial[c] = a
+                    value = round(evaluate(rows, trial)[0], 3)
+                    if value > current:
+                        floor, current = trial, value
+        score, f1, pixel_f1 = evaluate(rows, floor)
+        key = (round(score, 3), round(f1, 3), -abs(t - 0.5))
+        if best is None or key > best[0]:
+            own = {classes[c]: float(floor[c]) for c in range(len(classes)) if floor[c] != common}
+            best = key, OperatingPoint(float(t), float(common), float(f1), float(pixel_f1),
+                                       "validation", own)  # fmt: skip
+    assert best is not None
+    return best[1]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,7 +105,9 @@ class TrainConfig:
     patience: int = 10
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = self._type_problems()
+        if problems:  # values of the wrong type cannot be compared below
+            raise BioAnomalyError("invalid training settings: " + "; ".join(problems))
         if self.model not in MODELS:
             problems.append(f"model must be one of {', '.join(MODELS)}, not {self.model!r}")
         if self.device not in DEVICES:
@@ -137,9 +141,36 @@ class TrainConfig:
             )
         if self.num_workers < 0:
             problems.append("num_workers must be >= 0")
+        for name, most in LIMITS.items():
+            value = getattr(self, name)
+            if value is not None and value > most:
+                problems.append(f"{name} must be at most {most:g}, not {value:g}")
         if problems:
             raise BioAnomalyError("invalid training settings: " + "; ".join(problems))
         object.__setattr__(self, "val_values", tuple(str(v) for v in self.val_values))
+
+    def _type_problems(self) -> list[str]:
+        """Settings of the wrong type (e.g. from a checkpoint made elsewhere)."""
+        problems = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            kind = _TYPES[f.name]
+            if value is None and f.name in _OPTIONAL:
+                continue
+            if kind is float:
+                ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and \
+                    math.isfinite(value)
+            elif kind is int:
+                ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+            elif kind is tuple:
+                ok = isinstance(value, tuple | list) and all(
+                    isinstance(v, str | int | float) for v in value
+                )
+            else:
+                ok = isinstance(value, kind)
+            if not ok:
+                problems.append(f"{f.name} must be {_KIND_NAMES[kind]}, not {repr(value)[:40]}")
+        return problems
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (and torch ``weights_only``-loadable) plain dict."""
@@ -163,3 +194,21 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
+
+
+#: The type of each setting (checked before anything else; ``None`` is allowed for those
+#: in :data:`_OPTIONAL`).
+_TYPES: dict[str, type] = {
+    "model": str, "epochs": int, "steps_per_epoch": int, "tile": int, "batch": int,
+    "lr": float, "anomaly_fraction": float, "val_fraction": float, "val_attribute": str,
+    "val_values": tuple, "augment": bool, "low": float, "high": float, "device": str,
+    "amp": bool, "seed": int, "base_channels": int, "weights": str, "num_workers": int,
+    "class_balance": bool, "class_weights": str, "exclude_qc": bool, "budget_min": float,
+    "patience": int,
+}  # fmt: skip
+_OPTIONAL = frozenset({"epochs", "val_attribute", "weights", "budget_min"})
+_KIND_NAMES = {str: "text", int: "a whole number", float: "a finite number",
+               bool: "true or false", tuple: "a list of text values"}  # fmt: skip
+#: Upper bounds: beyond them a run (or a checkpoint made elsewhere) only exhausts memory.
+LIMITS = {"epochs": 1_000_000, "steps_per_epoch": 10_000_000, "tile": 8192, "batch": 4096,
+          "base_channels": 256, "num_workers": 256, "patience": 1_000_000}  # fmt: skip

@@ -166,15 +166,15 @@ class Forest:
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> Forest:
-        try:
-            arrays = [
-                np.asarray(state[k].numpy())
-                for k in ("left", "right", "feature", "threshold", "value", "n_nodes")
-            ]
-            return cls(*arrays, int(state["n_features"]))
-        except (KeyError, AttributeError, TypeError) as exc:
-            raise BioAnomalyError(f"checkpoint holds no usable forest ({exc})") from None
+    def from_state(cls, state: dict[str, Any], n_out: int) -> Forest:
+        """The forest of :meth:`state`, its arrays checked first (see
+        :func:`.checkpoint.forest_arrays`: a malformed tree would crash or hang
+        scikit-learn); ``n_out`` is the number of classes plus background."""
+        from .checkpoint import forest_arrays
+
+        a = forest_arrays(state, n_out)
+        return cls(a["left"], a["right"], a["feature"], a["threshold"], a["value"],
+                   a["n_nodes"], a["n_features"])  # fmt: skip
 
     def _sklearn_trees(self) -> list[Any]:
         """The trees rebuilt as scikit-learn ``Tree`` objects (for their fast C prediction)."""

@@ -13,7 +13,7 @@ score and ``model`` as source.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,7 +69,10 @@ class Predictor:
 
             if "forest" not in ckpt:
                 raise BioAnomalyError(f"{path}: forest checkpoint without its trees")
-            forest = Forest.from_state(ckpt["forest"])
+            try:
+                forest = Forest.from_state(ckpt["forest"], len(classes) + 1)
+            except BioAnomalyError as exc:
+                raise BioAnomalyError(f"{path}: {exc}") from None
             return cls(None, config.model, classes, config, dev, {"forest": forest})
         extra = {}
         if config.unsupervised:
@@ -81,7 +84,11 @@ class Predictor:
             extra["scoring"] = ckpt["scoring"]
             if config.model == "memory":
                 return cls(None, config.model, classes, config, dev, extra)
-        return cls(model_from_checkpoint(ckpt, dev), config.model, classes, config, dev, extra)
+        try:
+            model = model_from_checkpoint(ckpt, dev)
+        except BioAnomalyError as exc:
+            raise BioAnomalyError(f"{path}: {exc}") from None
+        return cls(model, config.model, classes, config, dev, extra)
 
 
 @dataclass
@@ -93,7 +100,7 @@ class Ensemble:
     same; other classes are refused) average their class probabilities too, so
     each region's class is their vote; unsupervised anomaly maps add to
     "anomaly or not" only. The operating point is the members' mean threshold
-    and minimum area.
+    and minimum areas.
     """
 
     members: list[Predictor]
@@ -124,10 +131,12 @@ class Ensemble:
     @property
     def operating_point(self) -> OperatingPoint:
         points = [m.operating_point for m in self.members]
+        own = {name for p in points for name in p.class_min_area}
         return OperatingPoint(
             float(np.mean([p.threshold for p in points])),
             float(np.mean([p.min_area for p in points])),
             source="validation" if all(p.source == "validation" for p in points) else "default",
+            class_min_area={c: float(np.mean([p.min_area_of(c) for p in points])) for c in own},
         )
 
     def probabilities(
@@ -250,8 +259,14 @@ def regions_from_probabilities(
     threshold: float = 0.5,
     min_area: float = 16.0,
     tolerance: float = 0.5,
+    class_min_area: Mapping[str, float] | None = None,
 ) -> list[Region]:
-    """Regions of the connected anomalies of a probability map."""
+    """Regions of the connected anomalies of a probability map.
+
+    A region's class is the one its pixels' probabilities vote for; regions
+    smaller than their class's ``class_min_area`` (``min_area`` for the others)
+    are dropped.
+    """
     import shapely
     from scipy import ndimage
     from shapely.geometry import Polygon
@@ -259,25 +274,30 @@ def regions_from_probabilities(
 
     fg = 1.0 - probs[0]
     labels, _ = ndimage.label(fg > threshold)
+    class_min_area = dict(class_min_area or {})
+    floor = min([min_area, *class_min_area.values()])
     out = []
     for index, sl in enumerate(ndimage.find_objects(labels), start=1):
         if sl is None:
             continue
         comp = labels[sl] == index
-        if comp.sum() < min_area:
+        if comp.sum() < floor:
+            continue
+        class_scores = probs[1:, sl[0], sl[1]][:, comp].sum(axis=1)
+        label = classes[int(np.argmax(class_scores))]
+        least = class_min_area.get(label, min_area)
+        if comp.sum() < least:
             continue
         filled = ndimage.binary_fill_holes(comp)
         contour = max(find_contours(np.pad(filled, 1).astype(np.float32), 0.5), key=len)
         # contour points are pixel centres of the padded crop: back to model coordinates
         contour = contour - 1 + (sl[0].start, sl[1].start) + 0.5
         poly = shapely.simplify(Polygon(contour), tolerance)
-        if not isinstance(poly, Polygon) or poly.is_empty or poly.area < min_area:
+        if not isinstance(poly, Polygon) or poly.is_empty or poly.area < least:
             continue
         ring = np.asarray(poly.exterior.coords)[:-1]
         if len(ring) < 3:
             continue
-        class_scores = probs[1:, sl[0], sl[1]][:, comp].sum(axis=1)
-        label = classes[int(np.argmax(class_scores))]
         score = float(fg[sl][comp].mean())
         out.append(Region(ring, label, score=round(score, 4), source="model", shape="polygon"))
     return out
@@ -322,6 +342,8 @@ def predict_dataset(
     """
     point = predictor.operating_point
     threshold = point.threshold if threshold is None else threshold
+    # the user's minimum area holds for every class; the model's may differ by class
+    class_min_area = point.class_min_area if min_area is None else {}
     min_area = point.min_area if min_area is None else min_area
     root = dataset.root or Path(".")
     done = done or {}
@@ -351,7 +373,7 @@ def predict_dataset(
         if heatmaps is not None:
             write_heatmap(heatmap_path(heatmaps, im.filename), 1.0 - probs[0])
         record.regions = regions_from_probabilities(
-            probs, predictor.classes, threshold, min_area, tolerance
+            probs, predictor.classes, threshold, min_area, tolerance, class_min_area
         )
         yield PredictEvent(i + 1, len(dataset.images), im.filename, len(record.regions), "", record)
     return out

@@ -21,7 +21,7 @@ import torch
 from ..core import operating
 from ..core.fileio import atomic_write
 from ..core.model import BioAnomalyError, Dataset
-from . import anomaly, data, models
+from . import anomaly, checkpoint, data, models
 from .config import TrainConfig
 from .device import free_memory, is_oom, pick_device
 from .distributed import Dist
@@ -86,8 +86,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise BioAnomalyError(f"{path}: not a napari-bioanomaly checkpoint")
-    if int(ckpt.get("version", 0)) > CHECKPOINT_VERSION:
+    version = ckpt.get("version", 0)
+    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
         raise BioAnomalyError(f"{path}: made by a newer napari-bioanomaly; please upgrade")
+    try:
+        checkpoint.validate(ckpt)
+    except BioAnomalyError as exc:
+        raise BioAnomalyError(f"{path}: cannot be used: {exc}") from None
     return ckpt
 
 
@@ -99,7 +104,13 @@ def model_from_checkpoint(
     if "state_dict" not in ckpt:
         raise BioAnomalyError(f"a {config.model} checkpoint holds no network weights")
     model = models.build(config.model, len(ckpt["classes"]), config.tile, config.base_channels)
-    model.load_state_dict(ckpt["state_dict"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:  # missing, unexpected or mis-shaped weights
+        first = str(exc).splitlines()[:3]
+        raise BioAnomalyError(
+            f"the {config.model} weights do not fit the network they describe: {' '.join(first)}"
+        ) from None
     return model.to(device).eval()
 
 

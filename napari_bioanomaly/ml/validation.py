@@ -108,13 +108,13 @@ def choose_operating_point(
     from ..core.images import read_image
 
     root = dataset.root or Path(".")
-    heats, truths = [], []
+    maps, truths = [], []
     for i in spread(indices, POINT_IMAGES):
         im = dataset.images[i]
         probs = predictor_probs(read_image(resolve_image(root, im.filename)))
-        heats.append(1.0 - probs[0])
+        maps.append(probs)
         truths.append(data.rasterise(im, classes, probs.shape[1:])[1])
-    return operating.choose_operating_point(heats, truths)
+    return operating.choose_operating_point(maps, truths, classes=classes)
 
 
 def spread(indices: list[int], limit: int) -> list[int]:

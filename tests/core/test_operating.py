@@ -79,3 +79,55 @@ def test_label_numbers_with_gaps_are_not_instances():
     pred[1:4, 1:4] = 5  # components 1-4 were specks, removed
     c = instance_counts(gt, pred)
     assert (c.tp, c.fp, c.fn) == (1, 0, 0)
+
+
+def two_classes() -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities of background, ``patch`` and ``dot``: two true 12x12 patches with
+    four false 5x5 patch specks, and four true 5x5 dots (``dot`` wins their pixels)."""
+    truth = np.zeros((60, 80), np.int32)
+    probs = np.zeros((3, *truth.shape), np.float32)
+    probs[0] = 1.0
+    for k, (r, c) in enumerate([(5, 5), (5, 40)], start=1):
+        truth[r:r + 12, c:c + 12] = k
+        probs[:, r:r + 12, c:c + 12] = np.array([0.2, 0.7, 0.1])[:, None, None]
+    for r, c in [(30, 5), (30, 20), (30, 35), (30, 50)]:  # specks of "patch": false
+        probs[:, r:r + 5, c:c + 5] = np.array([0.3, 0.6, 0.1])[:, None, None]
+    for k, (r, c) in enumerate([(45, 5), (45, 20), (45, 35), (45, 50)], start=3):
+        truth[r:r + 5, c:c + 5] = k
+        probs[:, r:r + 5, c:c + 5] = np.array([0.3, 0.1, 0.6])[:, None, None]
+    return probs, truth
+
+
+def test_each_class_gets_the_minimum_area_it_needs():
+    from napari_bioanomaly.ml.predict import regions_from_probabilities
+
+    probs, truth = two_classes()
+    # one floor for all: 25 px keeps 4 false specks, 32 px loses the 4 true dots
+    common = choose_operating_point([probs], [truth], min_areas=(16, 32, 64))
+    assert common.f1 is not None and common.f1 < 0.8 and not common.class_min_area
+    point = choose_operating_point([probs], [truth], min_areas=(16, 32, 64),
+                                   classes=["patch", "dot"])  # fmt: skip
+    assert point.f1 == 1.0
+    assert point.min_area_of("patch") > 25 and point.min_area_of("dot") <= 25
+    assert point.describe(scores=False) == "threshold 0.5, min area 16 px (patch 32 px)"
+    regions = regions_from_probabilities(probs, ["patch", "dot"], point.threshold,
+                                         point.min_area, class_min_area=point.class_min_area)
+    assert sorted(r.label for r in regions) == ["dot"] * 4 + ["patch"] * 2
+    # the point's own areas survive the checkpoint's dict, bad ones are refused
+    assert OperatingPoint.from_dict(point.to_dict()) == point
+    for bad in ({"dot": -1}, {"dot": "x"}, {3: 16}, [16]):
+        with pytest.raises(BioAnomalyError, match="operating"):
+            OperatingPoint.from_dict({"threshold": 0.5, "min_area": 0, "class_min_area": bad})
+
+
+def test_component_rows_add_up_to_the_counts_of_each_point():
+    from napari_bioanomaly.core.operating import component_table
+
+    heat, truth = two_blobs()
+    counts = point_counts(heat, truth, thresholds=(0.4, 0.5), min_areas=(0, 16))
+    for i, rows in enumerate(component_table(heat, truth, thresholds=(0.4, 0.5))):
+        for j, area in enumerate((0, 16)):
+            kept = rows[rows[:, 1] >= area]
+            tp = kept[:, 2].sum()
+            assert [tp, len(kept) - tp, 2 - tp, kept[:, 3].sum(), kept[:, 1].sum()] == \
+                counts[i, j].tolist()

@@ -174,7 +174,7 @@ def test_forest_checkpoint_is_plain_arrays_and_predicts_like_scikit_learn():
     forest = Forest.fit(x, y, 3, seed=0)
     state = forest.state()
     assert all(isinstance(v, torch.Tensor | int) for v in state.values())
-    again = Forest.from_state(state)
+    again = Forest.from_state(state, 3)
     reference = RandomForestClassifier(
         n_estimators=64, max_depth=16, min_samples_leaf=2, n_jobs=-1, random_state=0
     ).fit(x, y)

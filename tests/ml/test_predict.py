@@ -179,6 +179,13 @@ def test_ensemble_averages_members_and_refuses_mixed_classes(model_path, sample_
     np.testing.assert_allclose(ens.probabilities(image)[0], mean, atol=1e-5)
     points = [m.operating_point for m in ens.members]
     assert ens.operating_point.threshold == pytest.approx(np.mean([p.threshold for p in points]))
+    # a class's own minimum area in one member: averaged with the other's common one
+    from dataclasses import replace
+
+    ens.members[0].operating_point = replace(points[0], class_min_area={"dust": 500.0})
+    mean = ens.operating_point.min_area_of("dust")
+    assert mean == (500 + points[1].min_area_of("dust")) / 2
+    ens.members[0].operating_point = points[0]
     ckpt = load_checkpoint(other)
     ckpt["classes"] = ["x", *ckpt["classes"][1:]]
     torch.save(ckpt, tmp_path / "renamed.pt")
@@ -226,3 +233,28 @@ def test_tiles_out_of_device_memory_are_predicted_in_smaller_batches():
 
     with pytest.raises(RuntimeError, match="shapes do not match"):  # not memory: not hidden
         blend_tiles(norm, 64, broken, "cpu", 0.25, 4)
+
+
+def test_predict_uses_each_class_minimum_area_unless_the_user_sets_one(
+    model_path, sample_dir, monkeypatch
+):
+    from napari_bioanomaly.core.operating import OperatingPoint
+    from napari_bioanomaly.ml import predict as predict_module
+    from napari_bioanomaly.ml.predict import predict_dataset
+
+    predictor = Predictor.load(model_path, "cpu")
+    first, second = predictor.classes[:2]
+    probs = np.zeros((len(predictor.classes) + 1, 64, 64), np.float32)
+    probs[0] = 1
+    probs[:, 4:14, 4:14] = 0
+    probs[[0, 1], 4:14, 4:14] = [[[0.2]], [[0.8]]]  # 100 px of the first class
+    probs[:, 30:36, 30:36] = 0
+    probs[[0, 2], 30:36, 30:36] = [[[0.2]], [[0.8]]]  # 36 px of the second
+    monkeypatch.setattr(predict_module, "predict_image", lambda *a, **k: (probs, None))
+    predictor.operating_point = OperatingPoint(0.5, 64.0, class_min_area={second: 16.0})
+    dataset, _ = annotations.load(sample_dir / "annotations.json")
+    dataset.images = dataset.images[:1]
+    out = run(predict_dataset(predictor, dataset))
+    assert sorted(r.label for r in out.images[0].regions) == sorted([first, second])
+    out = run(predict_dataset(predictor, dataset, min_area=64))  # the user's, for all
+    assert [r.label for r in out.images[0].regions] == [first]

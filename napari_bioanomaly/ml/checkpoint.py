@@ -1,0 +1,183 @@
+"""What a checkpoint may hold: every array and number checked before it is used.
+
+Checkpoints come from other people. They load as data only
+(``torch.load(weights_only=True)``: no code runs), but data can still do harm
+once used: a forest whose child indices point outside its tree or back to a
+parent makes scikit-learn's C code read out of bounds or loop for ever, and a
+``base_channels`` of a billion allocates until the machine stops. So
+:func:`validate` checks the whole checkpoint first and names the item at fault
+in a :class:`~napari_bioanomaly.core.model.BioAnomalyError`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..core.model import BioAnomalyError
+from ..core.operating import OperatingPoint
+from .config import ANOMALY_MODELS, TrainConfig
+
+#: At most this many classes and characters in a class name.
+MAX_CLASSES, MAX_NAME = 1000, 200
+#: At most this many trees, nodes per tree and features of a forest.
+MAX_TREES, MAX_NODES, MAX_FEATURES = 4096, 1 << 22, 4096
+#: At most this many memory-bank rows and descriptor dimensions.
+MAX_BANK, MAX_DIMS = 1 << 22, 4096
+#: Calibration numbers of the unsupervised models.
+SCORING_NUMBERS = ("center", "threshold", "image_center", "image_threshold")
+
+
+def validate(ckpt: dict[str, Any]) -> None:
+    """Raise :class:`BioAnomalyError` naming the first item of ``ckpt`` that cannot be
+    used safely: config, classes, operating point, weights, forest, calibration."""
+    config = _config(ckpt.get("config"))
+    classes = ckpt.get("classes")
+    if not isinstance(classes, list | tuple) or not 1 <= len(classes) <= MAX_CLASSES:
+        raise BioAnomalyError(f"classes: a list of 1 to {MAX_CLASSES} names, not {_short(classes)}")
+    for i, name in enumerate(classes):
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
+            raise BioAnomalyError(f"classes[{i}]: not a class name ({_short(name)})")
+        if name != name.encode("utf-8", "replace").decode("utf-8"):
+            raise BioAnomalyError(f"classes[{i}]: not valid text ({name!r})")
+    if len(set(classes)) != len(classes):
+        raise BioAnomalyError(f"classes: names repeat ({list(classes)})")
+    try:
+        OperatingPoint.from_dict(ckpt.get("operating_point"))
+    except BioAnomalyError as exc:
+        raise BioAnomalyError(f"operating_point: {exc}") from None
+    best = ckpt.get("best_f1")
+    if best is not None and not _number(best):
+        raise BioAnomalyError(f"best_f1: not a finite number ({_short(best)})")
+    if "state_dict" in ckpt:
+        _weights(ckpt["state_dict"])
+    if config.model == "forest":
+        if "forest" not in ckpt:
+            raise BioAnomalyError("forest checkpoint without its trees")
+        forest_arrays(ckpt["forest"], len(classes) + 1)
+    if config.model in ANOMALY_MODELS and "scoring" in ckpt:
+        _scoring(ckpt["scoring"], config.model)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _config(data: Any) -> TrainConfig:
+    if not isinstance(data, dict):
+        raise BioAnomalyError(f"config: not a mapping ({_short(data)})")
+    try:
+        return TrainConfig.from_dict(data)
+    except BioAnomalyError as exc:
+        raise BioAnomalyError(f"config: {exc}") from None
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise BioAnomalyError(f"config: malformed ({exc})") from None
+
+
+def _weights(state: Any) -> None:
+    if not isinstance(state, dict):
+        raise BioAnomalyError("state_dict: not a mapping of names to tensors")
+    for name, value in state.items():
+        if not isinstance(name, str) or not isinstance(value, torch.Tensor):
+            raise BioAnomalyError(f"state_dict[{_short(name)}]: not a named tensor")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise BioAnomalyError(f"state_dict[{name!r}]: holds NaN or infinite weights")
+
+
+def _array(state: dict[str, Any], key: str, ndim: int, kind: str) -> np.ndarray:
+    value = state.get(key)
+    if not isinstance(value, torch.Tensor):
+        raise BioAnomalyError(f"forest.{key}: not a tensor ({_short(value)})")
+    a = value.numpy()
+    if a.ndim != ndim or a.dtype.kind not in kind:
+        raise BioAnomalyError(f"forest.{key}: a {ndim}-D array of kind {kind!r} expected, "
+                              f"not {a.ndim}-D {a.dtype}")  # fmt: skip
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        raise BioAnomalyError(f"forest.{key}: holds NaN or infinite values")
+    return a
+
+
+def forest_arrays(state: Any, n_out: int) -> dict[str, Any]:
+    """The checked arrays of a forest's state (see :meth:`.forest.Forest.state`).
+
+    Every tree is a tree: each internal node's two children come after it and
+    inside the tree (so no path loops or leaves the arrays), leaves have no
+    children, internal nodes test a feature that exists, leaf fractions are
+    finite, non-negative and one per output class.
+    """
+    if not isinstance(state, dict):
+        raise BioAnomalyError("forest: not a mapping of arrays")
+    left, right, feature = (_array(state, k, 2, "iu") for k in ("left", "right", "feature"))
+    threshold = _array(state, "threshold", 2, "f")
+    value = _array(state, "value", 3, "f")
+    n_nodes = _array(state, "n_nodes", 1, "iu")
+    n_features = state.get("n_features")
+    if not isinstance(n_features, int) or not 1 <= n_features <= MAX_FEATURES:
+        raise BioAnomalyError(f"forest.n_features: 1 to {MAX_FEATURES}, not {_short(n_features)}")
+    trees, width = left.shape
+    if not 1 <= trees <= MAX_TREES or not 1 <= width <= MAX_NODES:
+        raise BioAnomalyError(f"forest: {trees} trees of {width} nodes is out of range")
+    for key, a in (("right", right), ("feature", feature), ("threshold", threshold)):
+        if a.shape != left.shape:
+            raise BioAnomalyError(f"forest.{key}: shape {a.shape}, not {left.shape} as left")
+    if value.shape[:2] != left.shape or value.shape[2] != n_out:
+        raise BioAnomalyError(f"forest.value: shape {value.shape}, not {(*left.shape, n_out)} "
+                              f"({n_out - 1} classes and background)")  # fmt: skip
+    if (value < 0).any():
+        raise BioAnomalyError("forest.value: negative class fractions")
+    if n_nodes.shape != (trees,) or (n_nodes < 1).any() or (n_nodes > width).any():
+        raise BioAnomalyError(f"forest.n_nodes: one count in 1..{width} per tree expected")
+    for k, n in enumerate(n_nodes.tolist()):
+        lo, ro, fo = left[k, :n], right[k, :n], feature[k, :n]
+        index = np.arange(n)
+        leaf = (lo == -1) & (ro == -1)
+        inner = ~leaf
+        bad = inner & ~((lo > index) & (lo < n) & (ro > index) & (ro < n))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise BioAnomalyError(
+                f"forest tree {k} node {i}: children {int(lo[i])}, {int(ro[i])} must come "
+                f"after it inside the tree's {n} nodes (or both be -1 for a leaf)"
+            )
+        bad = inner & ((fo < 0) | (fo >= n_features))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise BioAnomalyError(f"forest tree {k} node {i}: feature {int(fo[i])} outside "
+                                  f"0..{n_features - 1}")  # fmt: skip
+    return {"left": left, "right": right, "feature": feature, "threshold": threshold,
+            "value": value, "n_nodes": n_nodes, "n_features": n_features}  # fmt: skip
+
+
+def _scoring(scoring: Any, model: str) -> None:
+    if not isinstance(scoring, dict):
+        raise BioAnomalyError("scoring: not a mapping")
+    for key in SCORING_NUMBERS:
+        if not _number(scoring.get(key)):
+            raise BioAnomalyError(f"scoring.{key}: not a finite number "
+                                  f"({_short(scoring.get(key))})")  # fmt: skip
+    if model != "memory":
+        return
+    arrays = {}
+    for key, ndim in (("mean", 1), ("std", 1), ("bank", 2)):
+        value = scoring.get(key)
+        try:
+            a = np.asarray(value.numpy() if isinstance(value, torch.Tensor) else value)
+        except (TypeError, ValueError):
+            a = np.asarray(None)
+        if a.ndim != ndim or a.dtype.kind not in "iuf" or not np.isfinite(a).all():
+            raise BioAnomalyError(f"scoring.{key}: a finite {ndim}-D array expected")
+        arrays[key] = a
+    dims = arrays["mean"].shape[0]
+    bank = arrays["bank"]
+    if not 1 <= dims <= MAX_DIMS or arrays["std"].shape != (dims,) or (arrays["std"] <= 0).any():
+        raise BioAnomalyError(f"scoring.std: {dims} positive values expected")
+    if bank.shape[1] != dims or not 1 <= bank.shape[0] <= MAX_BANK:
+        raise BioAnomalyError(f"scoring.bank: shape {bank.shape}, not (1..{MAX_BANK}, {dims})")

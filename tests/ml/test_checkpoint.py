@@ -1,0 +1,146 @@
+"""Checkpoints made elsewhere: every array and number is checked before it is used.
+
+A data-only checkpoint (``weights_only=True``) can still crash scikit-learn
+(tree indices out of range), hang it (a child pointing back to its parent) or
+exhaust memory (``base_channels`` of a billion): ``predict`` must refuse each
+with a message naming the file and the item, quickly.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from napari_bioanomaly.cli import main
+from napari_bioanomaly.core.model import BioAnomalyError
+from napari_bioanomaly.ml.config import TrainConfig
+from napari_bioanomaly.ml.forest import Forest
+from napari_bioanomaly.ml.predict import Predictor
+from napari_bioanomaly.ml.train import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint
+
+
+def checkpoint(model: str, **extra) -> dict:
+    return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+            "config": TrainConfig(model=model).to_dict(), "classes": ["dust", "hair"],
+            **extra}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def forest_ckpt() -> dict:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 20)).astype(np.float32)
+    y = (x[:, 0] > 0.3).astype(int) + (x[:, 5] > 1.2)
+    return checkpoint("forest", forest=Forest.fit(x, y, 3, seed=0).state())
+
+
+@pytest.fixture(scope="module")
+def unet_ckpt() -> dict:
+    from napari_bioanomaly.ml import models
+
+    net = models.build("unet", 2, 64, 4)
+    config = TrainConfig(tile=64, base_channels=4).to_dict()
+    return {**checkpoint("unet"), "config": config, "state_dict": net.state_dict()}
+
+
+def refused(tmp_path, ckpt: dict, match: str) -> None:
+    path = tmp_path / "hostile.pt"
+    torch.save(ckpt, path)
+    with pytest.raises(BioAnomalyError, match=match) as info:
+        Predictor.load(path, "cpu")
+    assert str(path) in str(info.value)
+
+
+def test_well_formed_checkpoints_load(tmp_path, forest_ckpt, unet_ckpt):
+    for name, ckpt in (("f.pt", forest_ckpt), ("u.pt", unet_ckpt)):
+        torch.save(ckpt, tmp_path / name)
+        predictor = Predictor.load(tmp_path / name, "cpu")
+        probs = predictor.extra["forest"].probabilities(np.zeros((16, 16), np.float32)) \
+            if predictor.kind == "forest" else None
+        assert predictor.classes == ["dust", "hair"]
+        assert probs is None or probs.shape == (3, 16, 16)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        # a child outside the tree: scikit-learn would read out of bounds (segfault)
+        (lambda f: f["left"].__setitem__((0, 0), 10**6), r"tree 0 node 0: children 1000000"),
+        # a child pointing back at its parent: prediction would loop for ever
+        (lambda f: f["right"].__setitem__((1, 0), 0), r"tree 1 node 0: children .* must come after"),
+        (lambda f: f["feature"].__setitem__((2, 0), 99), r"tree 2 node 0: feature 99 outside 0..19"),
+        (lambda f: f["n_nodes"].__setitem__(3, 10**7), r"forest\.n_nodes"),
+        (lambda f: f["threshold"].__setitem__((0, 0), float("nan")), r"forest\.threshold: .*NaN"),
+        (lambda f: f.__setitem__("value", f["value"][..., :2]), r"forest\.value: shape"),
+        (lambda f: f.__setitem__("left", f["left"].float()), r"forest\.left: a 2-D array"),
+        (lambda f: f.__setitem__("n_features", "20"), r"forest\.n_features"),
+        (lambda f: f.pop("right"), r"forest\.right: not a tensor"),
+    ],
+)
+def test_malformed_forests_are_refused_by_item(tmp_path, forest_ckpt, change, match):
+    ckpt = copy.deepcopy(forest_ckpt)
+    change(ckpt["forest"])
+    refused(tmp_path, ckpt, match)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda c: c["config"].__setitem__("base_channels", 10**9), r"base_channels must be at most"),
+        (lambda c: c["config"].__setitem__("tile", "256"), r"tile must be a whole number"),
+        (lambda c: c["config"].__setitem__("lr", float("inf")), r"lr must be a finite number"),
+        (lambda c: c.__setitem__("config", [1]), r"config: not a mapping"),
+        (lambda c: c.__setitem__("classes", "dust"), r"classes: a list"),
+        (lambda c: c.__setitem__("classes", ["dust", "dust"]), r"classes: names repeat"),
+        (lambda c: c.__setitem__("classes", ["dust", 3]), r"classes\[1\]: not a class name"),
+        (lambda c: c.__setitem__("best_f1", float("nan")), r"best_f1"),
+        (lambda c: c.__setitem__("operating_point", {"threshold": 2, "min_area": 0}),
+         r"operating_point: operating threshold"),
+        (lambda c: c["state_dict"].__setitem__("extra.weight", torch.zeros(3)),
+         r"weights do not fit the network"),
+        (lambda c: next(v for v in c["state_dict"].values() if v.is_floating_point())
+         .fill_(float("nan")), r"NaN or infinite weights"),
+    ],
+)
+def test_malformed_networks_are_refused_by_item(tmp_path, unet_ckpt, change, match):
+    ckpt = copy.deepcopy(unet_ckpt)
+    change(ckpt)
+    refused(tmp_path, ckpt, match)
+
+
+def test_malformed_memory_banks_are_refused(tmp_path):
+    scoring = {"center": 0.1, "threshold": 0.5, "image_center": 0.2, "image_threshold": 0.6,
+               "mean": [0.0] * 20, "std": [1.0] * 20, "bank": torch.zeros(8, 20)}  # fmt: skip
+    ok = checkpoint("memory", scoring=scoring, classes=["anomaly"])
+    torch.save(ok, tmp_path / "ok.pt")
+    assert Predictor.load(tmp_path / "ok.pt", "cpu").kind == "memory"
+    for key, value, match in (
+        ("bank", torch.zeros(8, 19), r"scoring\.bank: shape"),
+        ("std", [0.0] * 20, r"scoring\.std"),
+        ("mean", [float("nan")] * 20, r"scoring\.mean"),
+        ("threshold", "high", r"scoring\.threshold: not a finite number"),
+    ):
+        bad = copy.deepcopy(ok)
+        bad["scoring"][key] = value
+        refused(tmp_path, bad, match)
+
+
+def test_predict_cli_names_the_checkpoint_and_item(tmp_path, forest_ckpt, capsys):
+    ckpt = copy.deepcopy(forest_ckpt)
+    ckpt["forest"]["left"][0, 0] = 0  # a cycle
+    path = tmp_path / "cyclic.pt"
+    torch.save(ckpt, path)
+    images = tmp_path / "images"
+    images.mkdir()
+    from skimage.io import imsave
+
+    imsave(images / "a.png", np.zeros((32, 32), np.uint8), check_contrast=False)
+    code = main(["predict", "--model", str(path), "--images", str(images),
+                 "--out", str(tmp_path / "p.json")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code != 0 and "cyclic.pt" in err and "tree 0 node 0" in err
+    assert not (tmp_path / "p.json").exists()
+    with pytest.raises(BioAnomalyError, match=r"cyclic\.pt: cannot be used"):
+        load_checkpoint(path)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import coco, geojson, imagej, via
-from .fileio import read_json, resolve_image, write_json
+from .fileio import clean_json, read_json, resolve_image, write_json
 from .geometry import clean_polygon
 from .images import ImageReadError, image_shape, is_image_file
 from .masks import write_label_masks
@@ -34,19 +34,29 @@ ANNOTATION_NAMES = ("annotations.json", "via_project.json", "via_region_data.jso
 def parse(
     data: Any, file: str = "", options: ImportOptions | None = None
 ) -> tuple[Dataset, ImportReport]:
-    """Dataset and report from parsed JSON in any supported format."""
+    """Dataset and report from parsed JSON in any supported format.
+
+    Text that UTF-8 cannot hold (lone surrogates) and values nested absurdly
+    deep are changed first (see :func:`~.fileio.clean_json`) and reported, so
+    that whatever is loaded can be saved again.
+    """
+    data, changes = clean_json(data)
     fmt = detect_format(data)
     if fmt is None and geojson.is_geojson(data):
         stem = Path(file).stem if file else "image"
-        return geojson.read_geojson(data, file, image=f"{stem}.tif")
-    if fmt is None:
+        dataset, report = geojson.read_geojson(data, file, image=f"{stem}.tif")
+    elif fmt is None:
         raise FormatError(
             f"{file or 'data'}: neither VIA (1.x, 2.x, 3.x) nor COCO annotations "
             "(no '_via_img_metadata', no VIA image entries, no COCO 'images'/'annotations')"
         )
-    if fmt == "coco":
-        return coco.read_coco(data, file)
-    return via.read_via(data, file, options)
+    elif fmt == "coco":
+        dataset, report = coco.read_coco(data, file)
+    else:
+        dataset, report = via.read_via(data, file, options)
+    for where, what in changes:
+        report.add("changed", f"{where or 'the file'}: {what}")
+    return dataset, report
 
 
 def load(
@@ -68,8 +78,11 @@ def load(
     else:
         data = read_json(path)
         if detect_format(data) is None and geojson.is_geojson(data):
+            data, changes = clean_json(data)
             image = geojson.image_for(path, root)
             dataset, report = geojson.read_geojson(data, str(path), image, options.polyline_width)
+            for where, what in changes:
+                report.add("changed", f"{where or 'the file'}: {what}")
         else:
             dataset, report = parse(data, str(path), options)
     dataset.root = root

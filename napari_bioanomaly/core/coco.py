@@ -118,6 +118,13 @@ def to_coco(dataset: Dataset) -> tuple[dict[str, Any], list[str]]:
     return coco, warnings
 
 
+def _id(value: Any) -> int | str | None:
+    """A COCO id (a number or text), or ``None`` for anything else (lists, objects, ...)."""
+    if isinstance(value, bool) or not isinstance(value, int | str | float):
+        return None
+    return value
+
+
 def read_coco(data: Any, file: str = "") -> tuple[Dataset, ImportReport]:
     """A dataset from COCO JSON (polygon segmentations; bbox-only as rectangles).
 
@@ -129,16 +136,25 @@ def read_coco(data: Any, file: str = "") -> tuple[Dataset, ImportReport]:
         raise FormatError(f"{file or 'data'}: not a COCO annotation file")
     report = ImportReport(file=file, format="coco")
     cats: dict[Any, str] = {}
-    for i, cat in enumerate(data.get("categories") or []):
-        if isinstance(cat, dict) and "id" in cat:
+    categories = data.get("categories") or []
+    if not isinstance(categories, list):
+        report.add("file", f"'categories' is not a list ({categories!r:.40}); none read")
+        categories = []
+    for i, cat in enumerate(categories):
+        if isinstance(cat, dict) and _id(cat.get("id")) is not None:
             cats[cat["id"]] = str(cat.get("name", cat["id"]))
         else:
-            report.add("file", f"category {i} has no id; ignored")
+            report.add("file", f"category {i} has no id (a number or text); ignored")
     records: dict[Any, ImageRecord] = {}
     by_name: dict[str, ImageRecord] = {}
-    for i, entry in enumerate(data["images"]):
-        if not isinstance(entry, dict) or "id" not in entry or not entry.get("file_name"):
-            report.add("image", "image entry without id or file_name; skipped", str(i))
+    images = data["images"] if isinstance(data["images"], list) else []
+    if not isinstance(data["images"], list):
+        report.add("file", f"'images' is not a list ({data['images']!r:.40}); none read")
+    for i, entry in enumerate(images):
+        if not isinstance(entry, dict) or _id(entry.get("id")) is None or \
+                not isinstance(entry.get("file_name"), str) or not entry["file_name"]:
+            report.add("image", "image entry without an id (a number or text) or a file_name; "
+                       "skipped", str(i))  # fmt: skip
             continue
         name = normalise_filename(str(entry["file_name"]))
         if name in by_name:
@@ -157,7 +173,10 @@ def read_coco(data: Any, file: str = "") -> tuple[Dataset, ImportReport]:
         rec = ImageRecord(name, shape, dict(attrs), bool(extra.get("no_anomaly", False)))
         rec.reviewed = bool(extra.get("reviewed", False))
         records[entry["id"]] = by_name[name] = rec
-    for i, ann in enumerate(data["annotations"]):
+    anns = data["annotations"] if isinstance(data["annotations"], list) else []
+    if not isinstance(data["annotations"], list):
+        report.add("file", f"'annotations' is not a list ({data['annotations']!r:.40}); none read")
+    for i, ann in enumerate(anns):
         report.regions_found += 1
         _coco_annotation(ann, i, records, cats, report)
     ds = Dataset(images=list(by_name.values()), classes=list(dict.fromkeys(cats.values())))
@@ -176,8 +195,8 @@ def _coco_annotation(
         report.shapes["missing"] += 1
         report.add("skipped", "annotation is not an object", None, index)
         return
-    ident = ann.get("id", index)
-    rec = records.get(ann.get("image_id"))
+    ident = ann["id"] if _id(ann.get("id")) is not None else index
+    rec = records.get(_id(ann.get("image_id")))
     image = rec.filename if rec else None
     seg = ann.get("segmentation")
     try:
@@ -201,8 +220,10 @@ def _coco_annotation(
             rings = [geometry.rect_polygon(y, x, h, w)]
         if rec is None:
             raise _EntryError(f"refers to unknown image id {ann.get('image_id')!r}")
-        if ann.get("category_id") not in cats:
-            raise _EntryError(f"unknown category id {ann.get('category_id')!r}")
+        if _id(ann.get("category_id")) not in cats:
+            raise _EntryError(f"unknown category id {ann.get('category_id')!r:.40}")
+        if not all(geometry.coordinates_in_range(r) for r in rings):
+            raise _EntryError(f"coordinates beyond +-{geometry.MAX_COORDINATE:g} px")
     except (_EntryError, KeyError, TypeError, ValueError) as exc:
         report.add("skipped", str(exc), image, ident)
         return

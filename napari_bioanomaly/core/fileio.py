@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -128,6 +130,76 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         raise FormatError(f"{path}: JSON nested too deeply") from None
 
 
+#: Values nested deeper than this in an annotation file are dropped (no annotation format
+#: nests more than a few levels; ~1,000 levels would overflow Python's stack when saved).
+MAX_JSON_DEPTH = 64
+
+
+def _clean_text(text: str) -> str | None:
+    """``text`` with lone surrogates (JSON ``"\\ud800"`` escapes, which UTF-8 cannot hold)
+    replaced by U+FFFD, or ``None`` when it holds none."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATES.sub("\ufffd", text)
+    return None
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def clean_json(data: Any) -> tuple[Any, list[tuple[str, str]]]:
+    """Parsed JSON made savable: ``(data, changes)``, each change ``(where, what)``.
+
+    Lone surrogates in any text (keys included) become U+FFFD; ``NaN`` and
+    ``Infinity`` (which Python's reader accepts and JSON has not) and values
+    nested deeper than :data:`MAX_JSON_DEPTH` become ``null``. Everything else is kept
+    as read. The walk is iterative (a file nested a thousand levels deep cannot
+    overflow the stack) and changes ``data`` in place.
+    """
+    changes: list[tuple[str, str]] = []
+    fixed = _clean_text(data) if isinstance(data, str) else None
+    if fixed is not None:
+        return fixed, [("", "text held invalid characters (lone surrogates): replaced by U+FFFD")]
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:
+        node, where, depth = stack.pop()
+        if isinstance(node, dict):
+            for key in list(node):
+                new_key = _clean_text(key) if isinstance(key, str) else None
+                if new_key is not None:
+                    node[new_key] = node.pop(key)
+                    changes.append((f"{where}/{new_key}", "key held invalid characters (lone "
+                                    "surrogates): replaced by U+FFFD"))  # fmt: skip
+                    key = new_key
+                _visit(node, key, f"{where}/{key}", depth + 1, stack, changes)
+        elif isinstance(node, list):
+            for i in range(len(node)):
+                _visit(node, i, f"{where}/{i}", depth + 1, stack, changes)
+    return data, changes
+
+
+def _visit(parent: Any, key: Any, where: str, depth: int, stack: list, changes: list) -> None:
+    value = parent[key]
+    if isinstance(value, str):
+        fixed = _clean_text(value)
+        if fixed is not None:
+            parent[key] = fixed
+            changes.append((where, "text held invalid characters (lone surrogates): replaced "
+                            "by U+FFFD"))  # fmt: skip
+    elif isinstance(value, float) and not math.isfinite(value):
+        parent[key] = None
+        changes.append((where, f"{value} is no JSON number (JSON has no NaN or Infinity): "
+                        "read as null"))  # fmt: skip
+    elif isinstance(value, dict | list):
+        if depth >= MAX_JSON_DEPTH:
+            parent[key] = None
+            shown = where if len(where) < 80 else where[:60] + "/.../" + where.rsplit("/", 1)[-1]
+            changes.append((shown, f"nested more than {MAX_JSON_DEPTH} levels deep: dropped"))
+        else:
+            stack.append((value, where, depth))
+
+
 def normalise_filename(name: str) -> str:
     """A file name as stored in the model: ``/`` separators, no leading ``./``.
 
@@ -140,6 +212,20 @@ def normalise_filename(name: str) -> str:
     while name.startswith("./"):
         name = name[2:]
     return name
+
+
+def unusable_name(name: str) -> str | None:
+    """Why ``name`` cannot name a file on any common file system (``None`` if it can):
+    NUL bytes, text that UTF-8 cannot encode, or a part longer than 255 bytes."""
+    if "\0" in name:
+        return "the name holds a NUL byte"
+    try:
+        parts = [len(p.encode("utf-8")) for p in name.replace("\\", "/").split("/")]
+    except UnicodeEncodeError:
+        return "the name holds characters that UTF-8 cannot encode"
+    if max(parts, default=0) > 255:
+        return "a part of the name is longer than 255 bytes"
+    return None
 
 
 def resolve_image(root: Path, filename: str) -> Path:
@@ -155,6 +241,9 @@ def resolve_image(root: Path, filename: str) -> Path:
         When the path escapes the dataset folder.
     """
     root = Path(root).resolve()
+    problem = unusable_name(filename)
+    if problem:
+        raise BioAnomalyError(f"image {filename[:80]!r}: {problem}; no such file can exist")
     if (
         "://" in filename
         or PurePosixPath(filename).is_absolute()
@@ -219,6 +308,10 @@ def export_paths(out: Path, images: list[str], suffix: str) -> dict[str, Path]:
     for im, p in names.items():
         if p.name in ("", ".", ".."):
             raise BioAnomalyError(f"image {im!r}: no file name to name its export after")
+        problem = unusable_name(str(p) + suffix)
+        if problem:
+            raise BioAnomalyError(f"image {im[:80]!r}: cannot name its export after it "
+                                  f"({problem}); rename the image in the annotations")  # fmt: skip
     stem_paths = {im: output_path(out, str(p.with_name(p.stem + suffix)), f"image {im!r}")
                   for im, p in names.items()}  # fmt: skip
     shared = Counter(str(p).lower() for p in stem_paths.values())

@@ -155,8 +155,26 @@ def read_geojson(
     return Dataset(images=[record]), report
 
 
+def _points(value: Any, what: str) -> np.ndarray:
+    """``(row, col)`` vertices of a GeoJSON position list ``[[x, y], ...]``, checked."""
+    if not isinstance(value, list):
+        raise ValueError(f"{what} is not a list of positions")
+    try:
+        a = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{what} holds something other than [x, y] numbers") from None
+    if a.ndim != 2 or a.shape[1] < 2:
+        raise ValueError(f"{what} is not a list of [x, y] positions")
+    if not geometry.coordinates_in_range(a[:, :2]):
+        raise ValueError(f"{what} holds coordinates beyond +-{geometry.MAX_COORDINATE:g} px "
+                         "or not finite")  # fmt: skip
+    return a[:, 1::-1]
+
+
 def _rings(geom: dict[str, Any], kind: str, width: float, note: Any) -> list[np.ndarray]:
     coords = geom.get("coordinates")
+    if kind in ("MultiPolygon", "MultiLineString") and not isinstance(coords, list):
+        raise ValueError("coordinates is not a list")
     if kind == "Polygon":
         polys = [coords]
     elif kind == "MultiPolygon":
@@ -166,19 +184,18 @@ def _rings(geom: dict[str, Any], kind: str, width: float, note: Any) -> list[np.
     elif kind in ("LineString", "MultiLineString"):
         lines = [coords] if kind == "LineString" else list(coords)
         note("converted", f"{kind} buffered to {width:g} px wide")
-        return [
-            geometry.polyline_polygon(np.asarray(line, dtype=np.float64)[:, 1::-1], width)
-            for line in lines
-            if len(line) >= 2
-        ]
+        points = [_points(line, "line") for line in lines]
+        return [geometry.polyline_polygon(p, width) for p in points if len(p) >= 2]
     else:
         note("skipped", f"geometry type {kind!r} is not an area")
         return []
     out = []
     for poly in polys:
+        if not isinstance(poly, list) or not poly:
+            raise ValueError("a polygon is not a list of rings")
         if len(poly) > 1:
             note("repaired", f"{len(poly) - 1} hole(s) dropped")
-        out.append(np.asarray(poly[0], dtype=np.float64)[:, 1::-1])
+        out.append(_points(poly[0], "outer ring"))
     return out
 
 

@@ -18,8 +18,19 @@ from shapely.validation import make_valid
 Note = Callable[[str, str], None]
 
 
+#: Coordinates beyond this (pixels, either sign) are refused on import: no image is that
+#: large, and products of such numbers overflow to infinity in area and clipping code.
+MAX_COORDINATE = 1e7
+
+
 def _noop(kind: str, message: str) -> None:
     return None
+
+
+def coordinates_in_range(points: np.ndarray) -> bool:
+    """Whether every coordinate is finite and within :data:`MAX_COORDINATE`."""
+    points = np.asarray(points, dtype=np.float64)
+    return bool(np.isfinite(points).all() and (np.abs(points) <= MAX_COORDINATE).all())
 
 
 def _n_vertices(radius: float) -> int:

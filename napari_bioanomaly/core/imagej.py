@@ -162,6 +162,11 @@ def read_roi_sets(
                     "skipped", f"{name}: not a valid ImageJ ROI ({exc})", record.filename, name
                 )
                 continue
+            if xy.ndim != 2 or not len(xy) or not geometry.coordinates_in_range(xy):
+                report.shapes["invalid"] += 1
+                report.add("skipped", f"{name}: coordinates beyond +-{geometry.MAX_COORDINATE:g} "
+                           "px, not finite, or none", record.filename, name)  # fmt: skip
+                continue
             shape = kind.name.lower()
             report.shapes[shape] += 1
 

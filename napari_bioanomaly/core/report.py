@@ -17,6 +17,7 @@ ISSUE_KINDS = {
     "image": "image entry problem",
     "file": "file-level problem",
     "class": "class label problem",
+    "changed": "value that could not be saved as read, changed",
 }
 
 

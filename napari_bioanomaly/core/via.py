@@ -106,12 +106,15 @@ def _num(value: Any, what: str) -> float:
     if isinstance(value, bool):
         raise _EntryError(f"{what} is a boolean, expected a number")
     if isinstance(value, (int, float)):
-        out = float(value)
+        try:
+            out = float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            raise _EntryError(f"{what} is too large: {str(value)[:20]}...") from None
     elif isinstance(value, str):
         try:
             out = float(value.strip())
         except ValueError:
-            raise _EntryError(f"{what} is not a number: {value!r}") from None
+            raise _EntryError(f"{what} is not a number: {value[:40]!r}") from None
     else:
         raise _EntryError(f"{what} is not a number: {type(value).__name__}")
     if not math.isfinite(out):
@@ -120,6 +123,14 @@ def _num(value: Any, what: str) -> float:
 
 
 def _nums(values: Any, what: str) -> np.ndarray:
+    """Coordinates: finite numbers within :data:`~.geometry.MAX_COORDINATE`."""
+    out = _finite(values, what)
+    if not geometry.coordinates_in_range(out):
+        raise _EntryError(f"{what} holds coordinates beyond +-{geometry.MAX_COORDINATE:g} px")
+    return out
+
+
+def _finite(values: Any, what: str) -> np.ndarray:
     if not isinstance(values, list):
         raise _EntryError(f"{what} is not a list")
     try:  # fast path: numbers (or numeric strings) converted by numpy in C
@@ -218,6 +229,11 @@ class _Parser:
             return
         image = record.filename
         if points is None:
+            return
+        if not geometry.coordinates_in_range(points):
+            limit = geometry.MAX_COORDINATE
+            self.report.add("skipped", f"coordinates beyond +-{limit:g} px or not finite",
+                            image, index)  # fmt: skip
             return
         if attributes in (None, [], ""):
             attributes = {}
@@ -371,6 +387,8 @@ class _Parser:
         theta: float = 0.0,
     ) -> np.ndarray:
         """Circle (``r2`` None) or ellipse with x radius ``r1`` and y radius ``r2``."""
+        if max(abs(row), abs(col), r1, r2 or 0.0) > geometry.MAX_COORDINATE:
+            raise _EntryError(f"centre or radius beyond {geometry.MAX_COORDINATE:g} px")
         if r2 is None:
             if r1 <= 0:
                 raise _EntryError(f"radius {r1:g} is not positive")
@@ -464,6 +482,32 @@ def _project_order(data: dict[str, Any], report: ImportReport) -> list[str]:
     return keys
 
 
+def _clean_definitions(attrs: dict[str, Any], report: ImportReport) -> dict[str, Any]:
+    """A copy of VIA 2 ``_via_attributes`` that can be saved and read again: definitions
+    that are not objects are dropped, ``options`` and ``default_options`` that are not
+    objects emptied, each change reported."""
+    out = copy.deepcopy(attrs)
+    for scope in ("region", "file"):
+        defs = out.get(scope, {})
+        if not isinstance(defs, dict):
+            report.add("changed", f"_via_attributes.{scope} is not an object: not kept")
+            out[scope] = {}
+            continue
+        for name in list(defs):
+            if not isinstance(defs[name], dict):
+                report.add("changed", f"_via_attributes.{scope}.{name} is not an attribute "
+                           "definition (an object): not kept")  # fmt: skip
+                del defs[name]
+                continue
+            for key in ("options", "default_options"):
+                value = defs[name].get(key)
+                if value is not None and not isinstance(value, dict):
+                    report.add("changed", f"_via_attributes.{scope}.{name}.{key} is "
+                               f"{type(value).__name__}, not an object: emptied")  # fmt: skip
+                    defs[name][key] = {}
+    return out
+
+
 def _project_classes(attrs: Any, class_attribute: str) -> list[str]:
     """Class option ids of a VIA 2 dropdown/radio/checkbox class attribute definition."""
     try:
@@ -521,8 +565,13 @@ def _parse_via3(data: dict[str, Any], parser: _Parser) -> None:
     for vid in vids:
         view = views.get(vid)
         fids = view.get("fid_list") if isinstance(view, dict) else None
-        if not fids:
-            report.add("image", "view has no file", f"view {vid}")
+        if not isinstance(fids, list) or not fids:
+            what = "view has no file" if not fids else f"fid_list is not a list ({fids!r:.40})"
+            report.add("image", what, f"view {vid}")
+            records[vid] = None
+            continue
+        if not isinstance(fids[0], str | int):
+            report.add("image", f"file id {fids[0]!r:.40} is not an id", f"view {vid}")
             records[vid] = None
             continue
         f = files.get(str(fids[0]))
@@ -646,8 +695,10 @@ def read_via(
         ds = parser.dataset()
         attrs = data.get("_via_attributes")
         if isinstance(attrs, dict):
-            ds.attribute_definitions = copy.deepcopy(attrs)
-            ds.classes = _project_classes(attrs, ds.class_attribute)
+            ds.attribute_definitions = _clean_definitions(attrs, report)
+            ds.classes = _project_classes(ds.attribute_definitions, ds.class_attribute)
+        elif attrs is not None:
+            report.add("changed", "_via_attributes is not an object: not kept")
         if isinstance(data.get("_via_settings"), dict):
             ds.settings = copy.deepcopy(data["_via_settings"])
         return ds, report
@@ -773,15 +824,18 @@ def via_attribute_definitions(dataset: Dataset) -> dict[str, Any]:
         attrs["region"], attrs["file"] = region, file = {}, {}
     class_names = dataset.class_names()
     keys = {r.class_attribute or dataset.class_attribute for r in dataset.regions}
-    keys.add(dataset.class_attribute)
+    if class_names or dataset.class_attribute in region:
+        keys.add(dataset.class_attribute)  # an empty project without classes gains none
     for key in sorted(keys):
         old = region.get(key) if isinstance(region.get(key), dict) else {}
-        options = dict(old.get("options") or {}) if old.get("type") in ("dropdown", "radio") else {}
+        kind = old.get("type") if old.get("type") in ("dropdown", "radio") else "dropdown"
+        options = dict(old.get("options") or {}) if old.get("type") == kind else {}
         for name in class_names:
             options.setdefault(name, name)
         default = class_names[0] if class_names else FALLBACK_CLASS
         region[key] = {
-            "type": "dropdown",
+            **old,
+            "type": kind,
             "description": old.get("description") or "Anomaly class",
             "options": options,
             "default_options": old.get("default_options") or {default: True},

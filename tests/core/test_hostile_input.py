@@ -1,0 +1,152 @@
+"""Hostile and messy annotation files: no crash, each bad item named, the rest imported,
+and whatever loads can be saved again (issue 15, items 5, 6 and 12)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from napari_bioanomaly.cli import main
+from napari_bioanomaly.core import annotations
+from napari_bioanomaly.core.session import AnnotationSession
+
+GOOD = {"shape_attributes": {"name": "polygon", "all_points_x": [1, 10, 10],
+                             "all_points_y": [1, 1, 10]},
+        "region_attributes": {"class": "dust"}}  # fmt: skip
+
+
+def via(regions=None, name="a.png", file_attributes=None, definitions=None) -> dict:
+    """A VIA 2 project of one image: the given regions, then one good region."""
+    return {
+        "_via_settings": {},
+        "_via_img_metadata": {f"{name}12": {
+            "filename": name, "size": 12, "file_attributes": file_attributes or {},
+            "regions": [*(regions or []), GOOD]}},
+        "_via_attributes": definitions or {"region": {}, "file": {}},
+    }  # fmt: skip
+
+
+def shape(name: str, **fields) -> dict:
+    return {"shape_attributes": {"name": name, **fields}, "region_attributes": {"class": "x"}}
+
+
+#: stands for a list nested 1,000 deep (which ``json.dumps`` cannot write itself)
+DEEP = "__nested 1000 deep__"
+
+
+def write(tmp_path, data, name="hostile.json", raw: str | None = None):
+    path = tmp_path / name
+    raw = raw if raw is not None else json.dumps(data).replace(f'"{DEEP}"', "[" * 1000 + "]" * 1000)
+    path.write_text(raw, encoding="utf-8")
+    return path
+
+
+def messages(report) -> str:
+    return "\n".join(f"{i.kind}: {i.image} {i.region}: {i.message}" for i in report.issues)
+
+
+CASES = {
+    # coordinates that overflow or are not finite: that region skipped, by name
+    "rect 1e308": (via([shape("rect", x=1e308, y=1, width=1e308, height=5)]),
+                   r"skipped: a\.png 0: coordinates beyond"),
+    "ellipse 1e308": (via([shape("ellipse", cx=5, cy=5, rx=1e308, ry=1e308, theta=0)]),
+                      r"skipped: a\.png 0: ellipse: centre or radius beyond"),
+    "400 digits": (via([shape("polygon", all_points_x=[int("9" * 400), 10, 10],
+                              all_points_y=[1, 1, 10])]),
+                   r"skipped: a\.png 0: polygon: all_points_x\[0\] is too large"),
+    # a class with a lone surrogate (printed half, then crashed)
+    "surrogate class": (via([{**GOOD, "region_attributes": {"class": "du\udc00st"}}]),
+                        r"changed: .*region_attributes/class: text held invalid characters"),
+    "surrogate attribute": (via(file_attributes={"note": "ok\ud800"}),
+                            r"changed: .*file_attributes/note: .*lone surrogates"),
+    "NaN attribute": (via(file_attributes={"ratio": float("nan")}),
+                      r"changed: .*file_attributes/ratio: nan is no JSON number"),
+    "options: 5": (via(definitions={"region": {"class": {"type": "dropdown", "options": 5}},
+                                    "file": {}}),
+                   r"changed: .*_via_attributes\.region\.class\.options is int"),
+    "1,000 deep": (via(file_attributes={"x": DEEP}),
+                   r"changed: .*file_attributes/x/0/.*nested more than 64 levels deep"),
+    # image names no file system can hold: that image missing, the file kept
+    "NUL in name": (via(name="a\x00b.png"), r"image: a\x00b\.png None: .*NUL byte"),
+    "300-byte name": (via(name="x" * 300 + ".png"), r"image: x+\.png None: .*longer than 255"),
+    "surrogate name": (via(name="a\ud800.png"), r"changed: .*filename: text held invalid"),
+    "VIA 3 fid_list 5": ({"project": {"vid_list": ["1"]}, "config": {}, "attribute": {},
+                          "file": {"1": {"fid": "1", "fname": "a.png", "type": 2}},
+                          "view": {"1": {"fid_list": 5}}, "metadata": {}},
+                         r"image: view 1 None: fid_list is not a list"),
+    "COCO categories 1.5": ({"images": [{"id": 1, "file_name": "a.png", "width": 20,
+                                         "height": 20}],
+                             "annotations": [], "categories": 1.5},
+                            r"file: None None: 'categories' is not a list"),
+    "COCO list ids": ({"images": [{"id": [1], "file_name": "a.png"},
+                                  {"id": 2, "file_name": "b.png"}],
+                       "annotations": [{"id": 1, "image_id": [1], "category_id": 1,
+                                        "segmentation": [[1, 1, 10, 1, 10, 10]]},
+                                       {"id": 2, "image_id": 2, "category_id": {"a": 1},
+                                        "segmentation": [[1, 1, 10, 1, 10, 10]]}],
+                       "categories": [{"id": 1, "name": "dust"}]},
+                      r"image: 0 None: image entry without an id"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_hostile_item_is_named_the_rest_imported_and_the_result_saves(tmp_path, case):
+    data, expected = CASES[case]
+    path = write(tmp_path, data)
+    dataset, report = annotations.load(path)
+    assert report.issues, case
+    assert re.search(expected, messages(report)), messages(report)
+    if "_via_img_metadata" in data:  # the good region is still there
+        assert sum(len(im.regions) for im in dataset.images) >= 1
+    # whatever loaded can be saved, in every format that holds it, and read back
+    for fmt, name in (("via-project", "out.json"), ("coco", "out.coco.json")):
+        annotations.save(dataset, tmp_path / name, fmt)
+        again, _ = annotations.load(tmp_path / name)
+        assert len(again.regions) == len(dataset.regions)
+
+
+@pytest.mark.parametrize("case", ["surrogate attribute", "options: 5", "NaN attribute"])
+def test_annotator_autosave_never_fails_on_what_loading_accepted(tmp_path, case):
+    path = write(tmp_path, CASES[case][0])
+    session = AnnotationSession.open(path)
+    session.touch()
+    assert session.save() is not None
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    assert "_via_img_metadata" in saved
+
+
+def test_geojson_with_bad_coordinates_and_nan_scores_keeps_the_good_features(tmp_path):
+    def feature(coords, score=0.5):
+        return {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": coords},
+                "properties": {"classification": {"name": "dust"},
+                               "measurements": {"score": score}}}  # fmt: skip
+
+    good = [[[0, 0], [10, 0], [5, 5], [0, 0]]]
+    raw = json.dumps({"type": "FeatureCollection", "features": [
+        feature({}), feature([[[0, 0], [float("inf"), 0], [5, 5], [0, 0]]]),
+        feature([[[0, 0], [1e300, 0], [5, 5], [0, 0]]]), feature(good, float("nan")),
+        feature(good)]})  # fmt: skip
+    path = write(tmp_path, None, "a.geojson", raw)
+    dataset, report = annotations.load(path)
+    text = messages(report)
+    assert "0: Polygon: malformed coordinates (a polygon is not a list of rings)" in text
+    assert "1: Polygon: malformed coordinates (outer ring holds coordinates beyond" in text
+    assert "2: Polygon: malformed coordinates (outer ring holds coordinates beyond" in text
+    assert "measurements/score: nan is no JSON number" in text
+    scores = [r.score for r in dataset.images[0].regions]
+    assert scores == [None, 0.5]  # the NaN score dropped, not the whole file
+
+
+def test_cli_reports_hostile_items_without_an_internal_error(tmp_path, capsys):
+    for case in ("rect 1e308", "400 digits", "COCO list ids", "1,000 deep", "NUL in name"):
+        path = write(tmp_path, CASES[case][0])
+        for to, out in (("via", "o.json"), ("imagej", "rois"), ("geojson", "geo")):
+            code = main(["convert", str(path), "--to", to, str(tmp_path / out)])
+            err = capsys.readouterr().err
+            assert "internal error" not in err and "Traceback" not in err
+            if case == "NUL in name" and to != "via":  # no file can be named after it
+                assert code == 2 and r"image 'a\x00b.png': cannot name its export" in err
+            else:
+                assert code == 0, (case, to, err)

@@ -100,6 +100,9 @@ def write_json(
     return atomic_write(path, lambda fh: fh.write(raw))
 
 
+_LONG_DIGITS = re.compile(rb"\d{20,}")
+
+
 def read_json(path: str | os.PathLike[str]) -> Any:
     """Read a JSON file, turning every failure into one :class:`FormatError` line."""
     path = Path(path)
@@ -111,7 +114,9 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         raise FormatError(f"{path}: is a folder, expected a JSON file") from None
     except OSError as exc:
         raise FormatError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if orjson is not None:
+    # orjson reads integers beyond 64 bits as floats (changing them): the standard library
+    # keeps them, so files with such long digit runs take it
+    if orjson is not None and not _LONG_DIGITS.search(raw):
         try:
             return orjson.loads(raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw)
         except (orjson.JSONDecodeError, RecursionError):

@@ -18,6 +18,9 @@ from shapely.validation import make_valid
 Note = Callable[[str, str], None]
 
 
+#: Parts left by repairing a self-intersecting polygon that are smaller than this (px²,
+#: and than 1% of the largest part) are slivers, dropped and reported.
+SLIVER_AREA = 1.0
 #: Coordinates beyond this (pixels, either sign) are refused on import: no image is that
 #: large, and products of such numbers overflow to infinity in area and clipping code.
 MAX_COORDINATE = 1e7
@@ -189,6 +192,15 @@ def clean_polygon(
             note("skipped", f"invalid polygon with no area left after repair ({reason})")
             return []
         note("repaired", f"invalid polygon repaired ({reason})")
+        # the repair of an edge that runs back along itself leaves slivers of almost no
+        # area: they are no regions of their own
+        largest = max(p.area for p in parts)
+        slivers = [p for p in parts if p.area < min(SLIVER_AREA, 0.01 * largest)]
+        if slivers and len(slivers) < len(parts):
+            parts = [p for p in parts if p not in slivers]
+            total = sum(p.area for p in slivers)
+            note("repaired", f"{len(slivers)} sliver(s) of the repair ({total:.3g} px² in all) "
+                 "dropped")  # fmt: skip
     if image_shape is not None:
         rows, cols = image_shape[:2]
         minr, minc, maxr, maxc = shapely.total_bounds([p for p in parts])

@@ -150,3 +150,42 @@ def test_cli_reports_hostile_items_without_an_internal_error(tmp_path, capsys):
                 assert code == 2 and r"image 'a\x00b.png': cannot name its export" in err
             else:
                 assert code == 0, (case, to, err)
+
+
+def test_round_trip_keeps_a_radio_class_attribute_and_adds_none_to_an_empty_project(tmp_path):
+    radio = {"type": "radio", "description": "kind", "options": {"dust": "Dust"},
+             "default_options": {}}  # fmt: skip
+    data = via(definitions={"region": {"class": radio}, "file": {}})
+    dataset, _ = annotations.load(write(tmp_path, data))
+    annotations.save(dataset, tmp_path / "out.json")
+    saved = json.loads((tmp_path / "out.json").read_text())["_via_attributes"]["region"]["class"]
+    assert saved["type"] == "radio" and saved["description"] == "kind"
+    assert saved["options"]["dust"] == "Dust"  # the user's label for the option is kept
+    empty = {"_via_settings": {}, "_via_img_metadata": {"b.png1": {
+        "filename": "b.png", "size": 1, "file_attributes": {}, "regions": []}},
+        "_via_attributes": {"region": {}, "file": {}}}  # fmt: skip
+    dataset, _ = annotations.load(write(tmp_path, empty, "empty.json"))
+    annotations.save(dataset, tmp_path / "empty-out.json")
+    saved = json.loads((tmp_path / "empty-out.json").read_text())["_via_attributes"]
+    assert saved == {"region": {}, "file": {}}
+
+
+def test_round_trip_keeps_integers_beyond_64_bits(tmp_path):
+    big = via(file_attributes={"plate": 2**70, "well": -(2**65)})
+    big["_via_img_metadata"]["a.png12"]["regions"][0]["region_attributes"]["n"] = 2**64
+    dataset, _ = annotations.load(write(tmp_path, big))
+    annotations.save(dataset, tmp_path / "out.json")
+    again, _ = annotations.load(tmp_path / "out.json")
+    assert again.images[0].file_attributes == {"plate": 2**70, "well": -(2**65)}
+    assert again.images[0].regions[0].attributes == {"n": 2**64}
+
+
+def test_slivers_left_by_repairing_a_polygon_are_dropped_and_reported(tmp_path):
+    # an edge runs back along itself (a spike): the repair leaves a 0.01 px² sliver
+    xs, ys = [0, 10, 10, 5, 5, 5.001, 0], [0, 0, 10, 10, 30, 10.5, 10]
+    spike = {"shape_attributes": {"name": "polygon", "all_points_x": xs, "all_points_y": ys},
+             "region_attributes": {"class": "dust"}}  # fmt: skip
+    dataset, report = annotations.load(write(tmp_path, via([spike])))
+    areas = [r.area for r in dataset.images[0].regions]
+    assert len(areas) == 2 and min(areas) > 40  # the spike's body and the good region
+    assert "1 sliver(s) of the repair" in messages(report)

@@ -168,6 +168,7 @@ def region_row(region: Region, image: str = "") -> dict[str, Any]:
         "image": image,
         "attributes": json.dumps(region.attributes, ensure_ascii=False),
         "class_attribute": region.class_attribute or "",
+        "unlabelled": json.dumps(region.unlabelled),
     }
 
 
@@ -179,6 +180,7 @@ FEATURE_DEFAULTS: dict[str, Any] = {
     "image": "",
     "attributes": "{}",
     "class_attribute": "",
+    "unlabelled": "null",
 }
 
 
@@ -215,6 +217,10 @@ def region_from_row(polygon: np.ndarray, shape_type: str, row: dict[str, Any]) -
     score = row.get("score")
     source = row.get("source")
     label = row.get("class")
+    try:
+        unlabelled = json.loads(row.get("unlabelled") or "null")
+    except (TypeError, json.JSONDecodeError):
+        unlabelled = None
     return Region(
         polygon,
         str(label) if label not in (None, "") else FALLBACK_CLASS,
@@ -223,6 +229,7 @@ def region_from_row(polygon: np.ndarray, shape_type: str, row: dict[str, Any]) -
         source if source in ("human", "model", "model-accepted") else "human",
         "polyline" if shape_type in ("path", "line") else "polygon",
         row.get("class_attribute") or None,
+        unlabelled if isinstance(unlabelled, str) else None,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -136,17 +137,7 @@ def clip_regions(image: ImageRecord, report: ImportReport) -> None:
         if not parts:
             report.regions_imported -= 1
         for part in parts:
-            kept.append(
-                type(region)(
-                    part,
-                    region.label,
-                    dict(region.attributes),
-                    region.score,
-                    region.source,
-                    region.shape,
-                    region.class_attribute,
-                )
-            )
+            kept.append(replace(region, polygon=part, attributes=dict(region.attributes)))
     image.regions = kept
 
 

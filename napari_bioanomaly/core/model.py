@@ -59,6 +59,12 @@ class Region:
     class_attribute
         Name of the attribute the class was read from, so an export writes it
         back under the same name; ``None`` when the file named no class.
+    unlabelled
+        ``None`` when the file gave the region a class. Otherwise the region has
+        the class :data:`FALLBACK_CLASS` and this holds, as JSON text, the empty
+        value its class attribute had (``'""'``, ``'{}'``), or ``""`` when it had
+        no class attribute: exports write that back instead of the fallback, so
+        the user's own attribute never gains a value they did not give.
     """
 
     polygon: np.ndarray
@@ -68,6 +74,7 @@ class Region:
     source: str = "human"
     shape: str = "polygon"
     class_attribute: str | None = None
+    unlabelled: str | None = None
 
     def __post_init__(self) -> None:
         poly = np.asarray(self.polygon, dtype=np.float64)

@@ -9,6 +9,7 @@ Facts about the format: ``docs/formats.md``.
 from __future__ import annotations
 
 import copy
+import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -177,6 +178,8 @@ class _Parser:
         self.images: dict[str, ImageRecord] = {}
         self.class_sources: dict[str, int] = {}
         self.pending: list[tuple[ImageRecord, np.ndarray, Any, tuple[Any, ...]]] = []
+        #: regions with no class attribute at all (reported once, in :meth:`dataset`)
+        self.unlabelled = 0
 
     # ---- images
 
@@ -240,33 +243,36 @@ class _Parser:
         if not isinstance(attributes, dict):
             self.report.add("skipped", "region_attributes is not an object", image, index)
             return
-        label, class_attr, rest, score, source = self.split_attributes(attributes, image, index)
+        label, class_attr, rest, score, source, unlabelled = self.split_attributes(
+            attributes, image, index
+        )
 
         def note(kind: str, message: str) -> None:
             self.report.add(kind, message, image, index)
 
         # polygons are checked together in finish(), much faster than one by one
-        self.pending.append((record, points, note, (label, rest, score, source, shape, class_attr)))
+        fields = (label, rest, score, source, shape, class_attr, unlabelled)
+        self.pending.append((record, points, note, fields))
 
     def finish(self) -> None:
         """Validate the pending polygons in one batch and attach the regions, in file order."""
         pending, self.pending = self.pending, []
         cleaned = geometry.clean_polygons([p[1] for p in pending], [p[2] for p in pending])
-        for (record, _, _, (label, rest, score, source, shape, class_attr)), parts in zip(
-            pending, cleaned, strict=True
-        ):
+        for (record, _, _, fields), parts in zip(pending, cleaned, strict=True):
             if not parts:
                 continue
+            label, rest, score, source, shape, class_attr, unlabelled = fields
             self.report.regions_imported += 1
             for part in parts:
                 record.regions.append(
-                    Region(part, label, dict(rest), score, source, shape, class_attr)
+                    Region(part, label, dict(rest), score, source, shape, class_attr, unlabelled)
                 )
 
     def split_attributes(
         self, attrs: dict[str, Any], image: str, index: Any
-    ) -> tuple[str, str | None, dict[str, Any], float | None, str]:
-        """Take the class, score and source out of region attributes."""
+    ) -> tuple[str, str | None, dict[str, Any], float | None, str, str | None]:
+        """Take the class, score and source out of region attributes; the last item is
+        the region's :attr:`~.model.Region.unlabelled`."""
         rest = dict(attrs)
         score: float | None = None
         if "score" in rest:
@@ -288,15 +294,20 @@ class _Parser:
                 )
         key = self.class_key(rest)
         if key is None:
-            return FALLBACK_CLASS, None, rest, score, source
-        label = _attr_text(rest.pop(key))
+            self.unlabelled += 1
+            return FALLBACK_CLASS, None, rest, score, source, ""
+        value = rest.pop(key)
+        label = _attr_text(value)
+        unlabelled = None
         if not label:
             self.report.add(
-                "class", f"empty class in attribute {key!r}; using {FALLBACK_CLASS!r}", image, index
-            )
+                "class", f"empty class in attribute {key!r}: shown as {FALLBACK_CLASS!r}, "
+                "written back empty", image, index,
+            )  # fmt: skip
             label = FALLBACK_CLASS
+            unlabelled = json.dumps(value, ensure_ascii=False)
         self.class_sources[key] = self.class_sources.get(key, 0) + 1
-        return label, key, rest, score, source
+        return label, key, rest, score, source, unlabelled
 
     def class_key(self, attrs: Mapping[str, Any]) -> str | None:
         wanted = self.options.class_attribute
@@ -428,6 +439,9 @@ class _Parser:
 
     def dataset(self) -> Dataset:
         self.finish()
+        if self.unlabelled:
+            self.report.add("class", f"{self.unlabelled} region(s) have no class attribute: "
+                            f"shown as {FALLBACK_CLASS!r}, written back without one")  # fmt: skip
         images = list(self.images.values())
         ds = Dataset(images=images)
         if self.class_sources:
@@ -707,7 +721,11 @@ def read_via(
 
 
 def _region_attributes(region: Region, class_attribute: str) -> dict[str, Any]:
-    attrs: dict[str, Any] = {region.class_attribute or class_attribute: region.label}
+    key = region.class_attribute or class_attribute
+    attrs: dict[str, Any] = {key: region.label}
+    if region.unlabelled is not None and region.label == FALLBACK_CLASS:
+        # no class was given: write back what the file held, not the fallback
+        attrs = {key: json.loads(region.unlabelled)} if region.unlabelled else {}
     attrs.update(region.attributes)
     if region.score is not None:
         attrs["score"] = repr(float(region.score))

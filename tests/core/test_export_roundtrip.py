@@ -93,10 +93,13 @@ def test_via_export_regions_are_open_polygons_in_xy():
 
 @pytest.mark.parametrize("name", ["via1_all_shapes.json", "via2_demo_export.json"])
 def test_shared_files_survive_via_round_trip(name):
-    ds, _ = annotations.load(shared_file(name), read_images=False)
+    ds, first = annotations.load(shared_file(name), read_images=False)
     back, report = via.read_via(json.loads(json.dumps(via.to_via_project(ds))))
-    assert not report.issues
+    # regions the file gave no class are written back without one, and said so again
+    unlabelled = [i.message for i in first.issues if "no class attribute" in i.message]
+    assert [i.message for i in report.issues] == unlabelled
     assert_same(ds, back)
+    assert [r.unlabelled for r in back.regions] == [r.unlabelled for r in ds.regions]
 
 
 def test_coco_export_loads_in_pycocotools_with_true_areas(tmp_path):

@@ -3,6 +3,7 @@ and whatever loads can be saved again (issue 15, items 5, 6 and 12)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 
@@ -23,7 +24,7 @@ def via(regions=None, name="a.png", file_attributes=None, definitions=None) -> d
         "_via_settings": {},
         "_via_img_metadata": {f"{name}12": {
             "filename": name, "size": 12, "file_attributes": file_attributes or {},
-            "regions": [*(regions or []), GOOD]}},
+            "regions": copy.deepcopy([*(regions or []), GOOD])}},
         "_via_attributes": definitions or {"region": {}, "file": {}},
     }  # fmt: skip
 
@@ -189,3 +190,23 @@ def test_slivers_left_by_repairing_a_polygon_are_dropped_and_reported(tmp_path):
     areas = [r.area for r in dataset.images[0].regions]
     assert len(areas) == 2 and min(areas) > 40  # the spike's body and the good region
     assert "1 sliver(s) of the repair" in messages(report)
+
+
+def test_regions_without_a_class_keep_the_users_attribute_empty(tmp_path):
+    empty = {**GOOD, "region_attributes": {"Cell": ""}}
+    bare = {**GOOD, "region_attributes": {}}
+    boxes = {**GOOD, "region_attributes": {"kind": {}}}  # a checkbox with nothing ticked
+    dataset, report = annotations.load(write(tmp_path, via([empty, bare, boxes])))
+    text = messages(report)
+    assert "0: empty class in attribute 'Cell': shown as 'anomaly', written back empty" in text
+    assert "1 region(s) have no class attribute" in text
+    assert [r.label for r in dataset.images[0].regions][:3] == ["anomaly"] * 3
+    annotations.save(dataset, tmp_path / "out.json")
+    saved = json.loads((tmp_path / "out.json").read_text())["_via_img_metadata"]["a.png12"]
+    written = [r["region_attributes"] for r in saved["regions"]]
+    assert written == [{"Cell": ""}, {}, {"kind": {}}, {"class": "dust"}]
+    # a class given later (in napari) is written as usual
+    dataset.images[0].regions[0].label = "dust"
+    annotations.save(dataset, tmp_path / "out.json")
+    saved = json.loads((tmp_path / "out.json").read_text())["_via_img_metadata"]["a.png12"]
+    assert saved["regions"][0]["region_attributes"] == {"Cell": "dust"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from dataclasses import replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import coco, geojson, imagej, via
@@ -195,6 +195,25 @@ def list_images(
     :func:`~.fileio.resolve_image`); the names of those that lead out are appended to
     ``outside``, if given, and never listed.
     """
+    return list_files(folder, is_image_file, outside)
+
+
+#: Suffixes of annotation files that hold one image each (our ImageJ and GeoJSON exports).
+PER_IMAGE_SUFFIXES = (".zip", ".roi", ".geojson")
+
+
+def per_image_files(folder: str | os.PathLike[str], outside: list[str] | None = None) -> list[str]:
+    """ImageJ ROI sets (``.zip`` holding ROIs, ``.roi``) and GeoJSON files under ``folder``,
+    as :func:`list_images` lists images: what ``convert --to imagej|geojson`` writes."""
+    folder = Path(folder)
+    names = list_files(folder, lambda n: n.lower().endswith(PER_IMAGE_SUFFIXES), outside)
+    return [n for n in names if not n.lower().endswith(".zip") or imagej.is_roi_set(folder / n)]
+
+
+def list_files(
+    folder: str | os.PathLike[str], accept: Any, outside: list[str] | None = None
+) -> list[str]:
+    """Files under ``folder`` whose name ``accept(name)`` is true (see :func:`list_images`)."""
     folder = Path(folder)
     root = folder.resolve()
     out = []
@@ -216,7 +235,7 @@ def list_images(
             kept.append(d)
         dirs[:] = kept
         for name in files:
-            if not name.startswith(".") and is_image_file(name):
+            if not name.startswith(".") and accept(name):
                 if os.path.islink(os.path.join(base, name)) and not inside(Path(base) / name):
                     if outside is not None:
                         outside.append((rel / name).as_posix())
@@ -225,35 +244,90 @@ def list_images(
     return sorted(out)
 
 
+def load_per_image(
+    folder: Path,
+    names: list[str],
+    images: str | os.PathLike[str],
+    options: ImportOptions | None = None,
+) -> tuple[Dataset, ImportReport]:
+    """One dataset from per-image annotation files (see :func:`per_image_files`) under
+    ``folder``: each file's regions go to the image it names, looked up in ``images``
+    under the file's own sub-folder (``sub/x_rois.zip`` is the image ``sub/x.tif``)."""
+    options = options or ImportOptions()
+    images = Path(images)
+    dataset = Dataset(root=images)
+    report = ImportReport(file=str(folder), format="imagej+geojson folder")
+    formats = set()
+    for name in names:
+        path = folder / name
+        sub = PurePosixPath(name).parent
+        where = images.joinpath(*sub.parts)
+        if path.suffix.lower() in (".zip", ".roi"):
+            part, part_report = imagej.read_roi_sets([path], where, options.polyline_width)
+        else:
+            data, changes = clean_json(read_json(path))
+            if not geojson.is_geojson(data):
+                report.add("file", f"{name}: not GeoJSON; skipped")
+                continue
+            part, part_report = geojson.read_geojson(
+                data, str(path), geojson.image_for(path, where), options.polyline_width
+            )
+            for at, what in changes:
+                part_report.add("changed", f"{at or 'the file'}: {what}")
+        formats.add(part_report.format)
+        for record in part.images:
+            record.filename = (sub / record.filename).as_posix()
+        dataset.images.extend(part.images)
+        report.merge(part_report)
+    report.format = "+".join(sorted(formats)) + " folder"
+    attach_images(dataset, report)
+    return dataset, report
+
+
 def open_folder(
-    folder: str | os.PathLike[str], options: ImportOptions | None = None
+    folder: str | os.PathLike[str],
+    options: ImportOptions | None = None,
+    images: str | os.PathLike[str] | None = None,
 ) -> tuple[Dataset, ImportReport, Path | None]:
     """A dataset from a folder: its annotation file if any, plus every image in it.
 
     Images present in the folder but absent from the annotation file are
-    appended (not yet annotated). Returns the annotation file used, if any.
+    appended (not yet annotated). Without an annotation file, the ImageJ ROI
+    sets and GeoJSON files of the folder (our per-image exports, from Fiji or
+    QuPath) are read, their images looked up in ``images`` (default: the
+    folder). Returns the annotation file used, if any.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise BioAnomalyError(f"{folder}: not a folder")
     ann = find_annotation_file(folder)
+    outside: list[str] = []
+    per_image = per_image_files(folder, outside) if ann is None else []
     if ann is not None:
         dataset, report = load(ann, folder, options)
+    elif per_image:
+        dataset, report = load_per_image(folder, per_image, images or folder, options)
     else:
         dataset, report = Dataset(root=folder), ImportReport(file=str(folder), format="folder")
     known = {im.filename for im in dataset.images}
-    outside: list[str] = []
-    for name in list_images(folder, outside):
+    base = Path(images) if per_image and images is not None else folder
+    for name in list_images(base, outside):
         if name not in known and not name.endswith("_labels.tif"):
             record = ImageRecord(name)
             try:
-                record.shape = image_shape(folder / name)
+                record.shape = image_shape(base / name)
             except ImageReadError as exc:
                 report.add("image", str(exc), name)
             dataset.images.append(record)
-    for name in outside:
+    for name in dict.fromkeys(outside):
         report.add("image", f"{name}: a link that leads outside the dataset folder; skipped",
                    name)  # fmt: skip
+    if ann is None and not dataset.images:
+        raise BioAnomalyError(
+            f"{folder}: no images (TIFF, PNG, JPEG), no annotation file "
+            f"({', '.join(ANNOTATION_NAMES)}) and no ImageJ ROI sets or GeoJSON files in this "
+            "folder"
+        )
     report.images = len(dataset.images)
     return dataset, report, ann
 
@@ -280,7 +354,7 @@ def open_dataset(
             raise BioAnomalyError(f"{path}: no such file{hint}")
         path = path.parent  # the default annotation file of a folder not yet annotated
     if path.is_dir():
-        dataset, report, _ = open_folder(path, options)
+        dataset, report, _ = open_folder(path, options, images)
         return dataset, report
     return load(path, images, options, read_images=read_images)
 

@@ -73,6 +73,14 @@ class ImportReport:
     shapes: Counter[str] = field(default_factory=Counter)
     issues: list[ImportIssue] = field(default_factory=list)
 
+    def merge(self, other: ImportReport) -> None:
+        """Add the counts and issues of another import (one file of a folder) to these."""
+        self.images += other.images
+        self.regions_found += other.regions_found
+        self.regions_imported += other.regions_imported
+        self.shapes.update(other.shapes)
+        self.issues.extend(other.issues)
+
     def add(
         self,
         kind: str,

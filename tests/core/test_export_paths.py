@@ -131,3 +131,38 @@ def test_a_corrupt_zip_entry_is_reported_and_the_rest_imported(tmp_path):
     ds, report = read_roi_sets([path])
     assert len(ds.images[0].regions) == 1
     assert "broken.roi: cannot be read from the zip" in "\n".join(str(i) for i in report.issues)
+
+
+@pytest.mark.parametrize("to", ["imagej", "geojson"])
+def test_a_folder_of_our_own_exports_reads_back(tmp_path, sample_dir, to, capsys):
+    """``convert --to imagej|geojson OUT`` then ``convert OUT --to via``: the same regions on
+    the same images (it used to read 0 images and exit 0)."""
+    import shutil
+
+    from napari_bioanomaly.cli import main
+    from napari_bioanomaly.core import annotations
+
+    data = tmp_path / "data"
+    shutil.copytree(sample_dir, data)
+    ds, _ = annotations.load(data / "annotations.json")
+    moved = ds.images[0].filename
+    (data / "sub").mkdir()
+    (data / moved).rename(data / "sub" / moved)  # an image in a sub-folder keeps it
+    ds.images[0].filename = f"sub/{moved}"
+    annotations.save(ds, data / "annotations.json")
+    assert main(["convert", str(data), "--to", to, str(tmp_path / "out")]) == 0
+    back = tmp_path / "back.json"
+    assert main(["convert", str(tmp_path / "out"), "--images", str(data), "--to", "via",
+                 str(back)]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "image file not found" not in err
+    again, _ = annotations.load(back, images_dir=data)
+    expected = {im.filename: sorted((r.label, round(r.area)) for r in im.regions)
+                for im in ds.images if im.regions}  # fmt: skip
+    got = {im.filename: sorted((r.label, round(r.area)) for r in im.regions)
+           for im in again.images if im.regions}  # fmt: skip
+    assert got == expected and f"sub/{moved}" in got
+    # a folder with nothing to read is refused, naming it
+    (tmp_path / "empty").mkdir()
+    assert main(["convert", str(tmp_path / "empty"), "--to", "via", str(back)]) == 2
+    assert "empty: no images (TIFF, PNG, JPEG), no annotation file" in capsys.readouterr().err

@@ -239,7 +239,8 @@ def test_best_checkpoint_holds_the_operating_point_that_predict_uses(dataset, tr
     assert run(predict_dataset(predictor, dataset, threshold=0.01, min_area=0)).regions
     ckpt["operating_point"] = {"threshold": 7, "min_area": 0}
     torch.save(ckpt, tmp_path / "bad.pt")
-    with pytest.raises(BioAnomalyError, match=r"bad\.pt: operating threshold"):
+    bad = r"bad\.pt: cannot be used: operating_point: operating threshold"
+    with pytest.raises(BioAnomalyError, match=bad):
         Predictor.load(tmp_path / "bad.pt", "cpu")
 
 

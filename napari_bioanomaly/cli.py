@@ -427,10 +427,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_qc(args: argparse.Namespace) -> int:
-    from .core.fileio import resolve_image
+    from .core import via
+    from .core.fileio import DiskChanged, dumps, file_digest, replace_if_unchanged, resolve_image
     from .core.images import read_image
     from .core.quality import QC_ATTRIBUTE, check, flags_to_text
 
+    source = Path(args.input)
+    found = annotations.find_annotation_file(source) if source.is_dir() else source
+    read = file_digest(found) if found is not None and found.is_file() else None
     dataset, report = _open(args, read_images=False)
     root = dataset.root or Path(".")
     rows = []
@@ -444,17 +448,20 @@ def cmd_qc(args: argparse.Namespace) -> int:
         im.file_attributes[QC_ATTRIBUTE] = flags_to_text(rows[-1]["flags"])
     flagged = [r for r in rows if r["flags"]]
     if args.save:
-        source = Path(args.input)
-        if source.is_dir():
-            found = annotations.find_annotation_file(source)
-            target = (
-                annotations.edit_target(found, report.format)
-                if found
-                else source / "annotations.json"
-            )
+        if found is None:
+            target, expected = source / "annotations.json", None
         else:
-            target = annotations.edit_target(source, report.format)
-        annotations.save(dataset, target, "via-project")
+            target = annotations.edit_target(found, report.format)
+            expected = read if target == found else file_digest(target)
+        # compare and swap: an annotator that saved while qc ran is never overwritten
+        raw = dumps(via.to_via_project(dataset))
+        try:
+            replace_if_unchanged(target, raw, expected)
+        except DiskChanged:
+            raise BioAnomalyError(
+                f"{target}: changed on disk while qc ran (saved by another program); "
+                "nothing written: run qc --save again"
+            ) from None
         print(f"flags kept in {target} (file attribute {QC_ATTRIBUTE})", file=sys.stderr)
     if args.json:
         print(json.dumps({"images": len(rows), "flagged": len(flagged), "rows": rows}, indent=2))

@@ -65,11 +65,13 @@ def load(
     images_dir: str | os.PathLike[str] | None = None,
     options: ImportOptions | None = None,
     read_images: bool = True,
+    raw: bytes | None = None,
 ) -> tuple[Dataset, ImportReport]:
     """Load an annotation file; images are looked up in ``images_dir`` or beside it.
 
     With ``read_images``, every image's header is read for its size, missing or
-    unreadable images are reported, and regions are clipped to the image.
+    unreadable images are reported, and regions are clipped to the image. ``raw``:
+    the JSON file's bytes, when the caller has read them (to fingerprint them).
     """
     path = Path(path)
     root = Path(images_dir) if images_dir is not None else path.parent
@@ -77,7 +79,7 @@ def load(
     if path.suffix.lower() in (".zip", ".roi"):
         dataset, report = imagej.read_roi_sets([path], root, options.polyline_width)
     else:
-        data = read_json(path)
+        data = read_json(path, raw)
         if detect_format(data) is None and geojson.is_geojson(data):
             data, changes = clean_json(data)
             image = geojson.image_for(path, root)

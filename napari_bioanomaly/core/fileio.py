@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import IO, Any
 
@@ -18,6 +21,109 @@ try:  # optional speed-up: orjson parses and writes JSON several times faster
     import orjson
 except ImportError:  # pragma: no cover - orjson is a dependency, but the core must run without
     orjson = None
+
+
+class DiskChanged(BioAnomalyError):
+    """A file was changed on disk by someone else since we read or wrote it."""
+
+
+def digest(raw: bytes) -> str:
+    """The content fingerprint of a file's bytes (SHA-256)."""
+    return hashlib.sha256(raw).hexdigest()
+
+
+def file_digest(path: str | os.PathLike[str]) -> str | None:
+    """:func:`digest` of the file's current bytes, ``None`` when there is no file."""
+    try:
+        return digest(Path(path).read_bytes())
+    except FileNotFoundError:
+        return None
+
+
+def lock_path(path: Path) -> Path:
+    """The advisory lock file of ``path``: hidden, beside it."""
+    return path.with_name(f".{path.name}.lock")
+
+
+@contextmanager
+def file_lock(path: str | os.PathLike[str], timeout: float = 10.0) -> Iterator[None]:
+    """Hold the advisory lock of ``path`` (see :func:`lock_path`) for a check and a write.
+
+    Every writer of the project's annotation files takes it, so a compare and the
+    rename that follows cannot interleave with another process's (``flock`` on
+    POSIX, also over NFS on Linux; ``msvcrt.locking`` on Windows). Waits up to
+    ``timeout`` seconds, then raises :class:`BioAnomalyError`.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path(path), os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                _lock(fd)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise BioAnomalyError(
+                        f"{path}: another program has been writing it for {timeout:g} s "
+                        f"(lock {lock_path(path).name}); try again"
+                    ) from None
+                time.sleep(0.01)
+        try:
+            yield
+        finally:
+            _unlock(fd)
+    finally:
+        os.close(fd)
+
+
+if os.name == "nt":  # pragma: no cover - Windows
+    import msvcrt
+
+    def _lock(fd: int) -> None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+
+    def _unlock(fd: int) -> None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+else:
+    import fcntl
+
+    def _lock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def _unlock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def replace_if_unchanged(
+    path: str | os.PathLike[str], raw: bytes, expected: str | None, force: bool = False
+) -> str:
+    """Write ``raw`` to ``path`` (atomically, the previous file kept as ``.bak``) only if
+    the file still holds what was read or written last (``expected``: its
+    :func:`digest`, ``None``: no file); returns the digest of what is now there.
+
+    Compare and swap: the check and the rename happen under :func:`file_lock`, so
+    no other writer's save can fall between them. ``force`` writes anyway (the
+    other version is then the ``.bak``).
+
+    Raises
+    ------
+    DiskChanged
+        When the file changed since (nothing is written).
+    """
+    path = Path(path)
+    with file_lock(path):
+        if not force and file_digest(path) != expected:
+            raise DiskChanged(
+                f"{path}: changed on disk by another program since it was read; "
+                "reload it, or save over it (the other version is kept as .bak)"
+            )
+        atomic_write(path, lambda fh: fh.write(raw))
+    return digest(raw)
 
 
 def backup_path(path: Path) -> Path:
@@ -103,11 +209,12 @@ def write_json(
 _LONG_DIGITS = re.compile(rb"\d{20,}")
 
 
-def read_json(path: str | os.PathLike[str]) -> Any:
-    """Read a JSON file, turning every failure into one :class:`FormatError` line."""
+def read_json(path: str | os.PathLike[str], raw: bytes | None = None) -> Any:
+    """Read a JSON file (or its bytes ``raw``, already read), turning every failure into
+    one :class:`FormatError` line."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = path.read_bytes() if raw is None else raw
     except FileNotFoundError:
         raise FormatError(f"{path}: file not found") from None
     except IsADirectoryError:

@@ -6,8 +6,9 @@ of the image on screen and asks it to save; the widget shows its state. It keeps
 - the dataset and the annotation file it came from (or will be saved to),
 - which image is current, remembered per annotation file in the user's config
   folder so that reopening a dataset goes back to where the user was,
-- a fingerprint of the file as last read or written, so a file changed on disk
-  by another program is detected before it would be overwritten,
+- a fingerprint (SHA-256) of the file's bytes as last read or written: a save is
+  a compare and swap under a lock file, so an edit saved by another program (or
+  another widget) is never overwritten unseen, however close the two saves are,
 - a stack of deleted regions for undo,
 - the problems found with images (missing, unreadable, outside the folder).
 """
@@ -22,7 +23,17 @@ from typing import Any
 import numpy as np
 
 from . import annotations, via
-from .fileio import atomic_write, dumps, orjson, read_json, resolve_image, write_json
+from .fileio import DiskChanged as DiskChanged  # raised by save(); callers catch it here
+from .fileio import (
+    digest,
+    dumps,
+    file_digest,
+    orjson,
+    read_json,
+    replace_if_unchanged,
+    resolve_image,
+    write_json,
+)
 from .images import image_shape, read_image
 from .model import DEFAULT_CLASSES, BioAnomalyError, Dataset, ImageRecord, Region
 from .report import ImportReport
@@ -42,22 +53,10 @@ STATUSES = (
 )
 
 
-class DiskChanged(BioAnomalyError):
-    """The annotation file was changed on disk by someone else since we read or wrote it."""
-
-
 def config_dir() -> Path:
     """The user's napari-bioanomaly config folder (``$XDG_CONFIG_HOME`` or ``~/.config``)."""
     base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
     return Path(base) / "napari-bioanomaly"
-
-
-def _fingerprint(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return st.st_mtime_ns, st.st_size
 
 
 @dataclass
@@ -79,7 +78,8 @@ class AnnotationSession:
     dirty: bool = False
     problems: dict[str, str] = field(default_factory=dict)
     undo_stack: list[DeletedRegions] = field(default_factory=list)
-    _disk: tuple[int, int] | None = None
+    #: digest of the file's bytes as last read or written (``None``: no file yet)
+    _disk: str | None = None
     #: Serialised VIA entries of images unchanged since the last save, by file name.
     _entries: dict[str, bytes] = field(default_factory=dict, repr=False)
 
@@ -108,7 +108,9 @@ class AnnotationSession:
             return cls.new(source.parent, source.name)
         else:
             raise BioAnomalyError(f"{source}: no such file or folder")
-        dataset, report = annotations.load(path, root, options, read_images=False)
+        raw = path.read_bytes() if path.suffix.lower() not in (".zip", ".roi") else None
+        dataset, report = annotations.load(path, root, options, read_images=False, raw=raw)
+        disk = digest(raw) if raw is not None else None
         if report.format not in annotations.VIA_FORMATS:
             # COCO, ImageJ or GeoJSON are imported: edits go to a VIA project beside them
             imported_from = path
@@ -118,6 +120,7 @@ class AnnotationSession:
                 f"imported from {report.format} file {imported_from.name}; "
                 f"changes are saved to {path.name}",
             )
+            disk = file_digest(path)
         present = annotations.list_images(root)
         if source.is_dir():
             known = {im.filename for im in dataset.images}
@@ -126,7 +129,7 @@ class AnnotationSession:
                     dataset.images.append(ImageRecord(name))
         if not dataset.classes:
             dataset.classes = list(dict.fromkeys([*DEFAULT_CLASSES, *dataset.class_names()]))
-        session = cls(dataset, path, report, _disk=_fingerprint(path))
+        session = cls(dataset, path, report, _disk=disk)
         session.check_images(set(present))
         session.current = session._remembered_index()
         return session
@@ -316,7 +319,7 @@ class AnnotationSession:
 
     def disk_changed(self) -> bool:
         """Whether the annotation file changed on disk since we last read or wrote it."""
-        return _fingerprint(self.path) != self._disk
+        return file_digest(self.path) != self._disk
 
     def save(self, force: bool = False) -> Path | None:
         """Write the dataset as a VIA 2 project (atomic, previous file kept as ``.bak``).
@@ -327,14 +330,8 @@ class AnnotationSession:
         """
         if not self.dirty and not force:
             return None
-        if not force and self.disk_changed():
-            raise DiskChanged(
-                f"{self.path}: changed on disk by another program since it was opened; "
-                "reload it, or save over it (the other version is kept as .bak)"
-            )
         raw = self._serialise()
-        atomic_write(self.path, lambda fh: fh.write(raw))
-        self._disk = _fingerprint(self.path)
+        self._disk = replace_if_unchanged(self.path, raw, self._disk, force)
         self.dirty = False
         self._remember()
         return self.path
@@ -357,14 +354,16 @@ class AnnotationSession:
 
     def reload(self) -> None:
         """Discard changes and read the annotation file again."""
-        dataset, report = annotations.load(self.path, self.dataset.root, read_images=False)
+        raw = self.path.read_bytes()
+        dataset, report = annotations.load(self.path, self.dataset.root, read_images=False,
+                                           raw=raw)  # fmt: skip
         known = {im.filename: im for im in dataset.images}
         for im in self.dataset.images:  # keep images not yet in the file (new dataset)
             if im.filename not in known:
                 dataset.images.append(ImageRecord(im.filename, im.shape))
         self.dataset, self.report = dataset, report
         self._entries.clear()
-        self._disk = _fingerprint(self.path)
+        self._disk = digest(raw)
         self.dirty = False
         self.undo_stack.clear()
         self.current = min(self.current, len(dataset.images) - 1)

@@ -31,7 +31,6 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QListWidget,
     QListWidgetItem,
-    QMessageBox,
     QPushButton,
     QScrollArea,
     QTableView,
@@ -43,11 +42,12 @@ from qtpy.QtWidgets import (
 
 from .._annotator import Annotator
 from .._layers import class_color
+from .._workspace import release_annotator, shared_annotator, workspace_for
 from ..core import annotations
 from ..core.model import BioAnomalyError, ImageRecord
 from ..core.quality import QC_ATTRIBUTE, check_record, flags_from_text, flags_to_text
-from ..core.session import STATUSES, AnnotationSession, DiskChanged, summary
-from ._common import INLINE_ENV, button_row, compact_dock_tabs
+from ..core.session import STATUSES, AnnotationSession, summary
+from ._common import INLINE_ENV, ask_conflict, button_row, compact_dock_tabs
 
 #: Keyboard shortcuts bound on the viewer while a dataset is open: (napari key, what it does).
 SHORTCUTS = [
@@ -222,6 +222,7 @@ class AnnotateWidget(QWidget):
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
         self.viewer = napari_viewer
+        self.workspace = workspace_for(napari_viewer)
         self.annotator: Annotator | None = None
         self._qc_worker: Any = None
         self._qc_session: AnnotationSession | None = None
@@ -439,13 +440,14 @@ class AnnotateWidget(QWidget):
     def open_path(self, path: str | Path) -> bool:
         """Open a dataset folder or annotation file (saving the one open now)."""
         try:
-            session = AnnotationSession.open(path)
+            session = self.workspace.session(path)
         except (BioAnomalyError, OSError) as exc:
             self._error(str(exc))
             return False
-        if self.annotator is not None:
-            self.annotator.close()
-        self.annotator = Annotator(self.viewer, session, on_conflict=self._ask_conflict)
+        self._release()
+        # one annotator per file and viewer, shared with the Review widget
+        annotator = self.annotator = shared_annotator(self.viewer, session, self)
+        annotator.on_conflict = lambda exc: ask_conflict(self, exc, annotator)
         self.annotator.polyline_width = self.polyline_spin.value()
         self.annotator.min_area = self.min_area_spin.value()
         self.annotator.image_changed.connect(self._on_image_changed)
@@ -770,26 +772,6 @@ class AnnotateWidget(QWidget):
     def _on_saved(self, path: str) -> None:
         self.save_label.setText(f"\u2713 saved {Path(path).name} at {time.strftime('%H:%M:%S')}")
 
-    def _ask_conflict(self, exc: DiskChanged) -> str:
-        box = QMessageBox(self)
-        box.setIcon(QMessageBox.Icon.Warning)
-        box.setWindowTitle("Annotation file changed on disk")
-        box.setText(str(exc))
-        reload_ = box.addButton(
-            "Reload theirs (drop my changes)", QMessageBox.ButtonRole.DestructiveRole
-        )
-        overwrite = box.addButton(
-            "Keep mine (theirs kept as .bak)", QMessageBox.ButtonRole.AcceptRole
-        )
-        box.addButton("Decide later", QMessageBox.ButtonRole.RejectRole)
-        box.exec_() if hasattr(box, "exec_") else box.exec()
-        clicked = box.clickedButton()
-        if clicked is reload_:
-            return "reload"
-        if clicked is overwrite:
-            return "overwrite"
-        return "later"
-
     def _ask_export(self) -> None:
         if self.annotator is None:
             return
@@ -839,9 +821,20 @@ class AnnotateWidget(QWidget):
         """Keep tabbed plugin docks from widening the dock area (see ``_common``)."""
         compact_dock_tabs(self)
 
+    def _release(self) -> None:
+        """Stop showing the open dataset (saved; closed if no other widget uses it)."""
+        if self.annotator is None:
+            return
+        for signal, slot in ((self.annotator.image_changed, self._on_image_changed),
+                             (self.annotator.regions_changed, self._on_regions_changed),
+                             (self.annotator.saved, self._on_saved),
+                             (self.annotator.message, self._info)):  # fmt: skip
+            signal.disconnect(slot)
+        release_annotator(self.viewer, self.annotator, self)
+        self.annotator = None
+
     def closeEvent(self, event: Any) -> None:
         if self._qc_worker is not None:  # a quality check in flight stops at the next image
             self._qc_worker.quit()
-        if self.annotator is not None:
-            self.annotator.close()
+        self._release()
         super().closeEvent(event)

@@ -44,6 +44,7 @@ from qtpy.QtWidgets import (
 
 from .._annotator import Annotator
 from .._layers import NAPARI_OFFSET, TAG
+from .._workspace import release_annotator, shared_annotator, workspace_for
 from ..core import annotations
 from ..core.evaluate import (
     ImageCache,
@@ -56,8 +57,7 @@ from ..core.evaluate import (
 from ..core.fileio import atomic_write
 from ..core.model import BioAnomalyError, Dataset, ImageRecord, Region
 from ..core.quality import QC_ATTRIBUTE
-from ..core.session import AnnotationSession
-from ._common import button_row, with_browse
+from ._common import ask_conflict, button_row, with_browse
 
 GT_COLOR = "#00c000"
 PRED_COLOR = "#ff2020"
@@ -132,7 +132,9 @@ class ReviewWidget(QWidget):
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
         self.viewer = napari_viewer
+        self.workspace = workspace_for(napari_viewer)
         self.annotator: Annotator | None = None
+        self._pred_pending = False  # accepted predictions still in the predictions file
         self.predictions: Dataset | None = None
         self.pred_path: Path | None = None
         self.caches: dict[str, ImageCache] = {}
@@ -388,24 +390,27 @@ class ReviewWidget(QWidget):
         default: every image of the ground truth.
         """
         try:
-            session = AnnotationSession.open(gt_path)
+            session = self.workspace.session(gt_path)
             predictions, _ = annotations.load(pred_path, session.dataset.root, read_images=False)
         except (BioAnomalyError, OSError) as exc:
             self.summary.setText(f"Cannot open: {exc}")
             return False
-        if self.annotator is not None:
-            self.annotator.close()
+        self._release()
         self.predictions, self.pred_path = predictions, Path(pred_path)
         self.heat_dir = self.pred_path.with_suffix(annotations.HEATMAPS_SUFFIX)
         self._heat_cache: dict[str, np.ndarray] = {}
         keys = [k for im in session.dataset.images for k in im.file_attributes if k != QC_ATTRIBUTE]
         self.group_by = keys[0] if keys else None
         self.model.group_name = self.group_by or "group"
-        self.annotator = Annotator(
-            self.viewer, session, color=GT_COLOR, name="ground truth (review)"
+        # the Annotate widget's annotator when it has this file open: one copy of the edits
+        annotator = self.annotator = shared_annotator(
+            self.viewer, session, self, color=GT_COLOR, name="ground truth (review)"
         )
-        self.annotator.image_changed.connect(self._on_image_changed)
-        self.annotator.regions_changed.connect(self._on_gt_changed)
+        annotator.on_conflict = lambda exc: ask_conflict(self, exc, annotator)
+        annotator.image_changed.connect(self._on_image_changed)
+        annotator.regions_changed.connect(self._on_gt_changed)
+        annotator.saved.connect(self._on_gt_saved)
+        annotator.message.connect(self._on_message)
         self._ensure_pred_layer()
         wanted = set(images) if images is not None else None
         self.names = [
@@ -760,8 +765,10 @@ class ReviewWidget(QWidget):
             for i, k in zip(shown, chosen, strict=True)
         ]
         pred.regions = [r for i, r in enumerate(pred.regions) if i not in set(chosen)]
-        self._save_predictions()
         if accept:
+            # the predictions file loses the accepted regions only once the ground truth
+            # holding them is saved (a save deferred by a disk conflict defers both)
+            self._pred_pending = True
             self.annotator.add_regions(
                 [
                     Region(
@@ -770,7 +777,10 @@ class ReviewWidget(QWidget):
                     for r in moved
                 ]
             )  # saved, rescored through regions_changed
+            if not self.annotator.session.dirty:
+                self._on_gt_saved()
         else:
+            self._save_predictions()
             self._recache(self.annotator.session.image)
             self.refresh()
         return len(moved)
@@ -827,12 +837,15 @@ class ReviewWidget(QWidget):
 
         if self.worker is not None:
             return False
+        if self.workspace.busy:
+            self.summary.setText("Another job of this window runs: wait for it, or stop it.")
+            return False
         gt = self.gt_edit.text().strip()
         try:
             if not gt:
                 raise BioAnomalyError("choose the ground-truth annotation file first")
             dataset, _ = annotations.open_dataset(gt)
-            config = TrainConfig(**self.train_settings)
+            config = self._train_config(TrainConfig)
             prime_torch()
         except (BioAnomalyError, OSError, TypeError) as exc:
             self.summary.setText(f"Cannot train: {exc}")
@@ -846,12 +859,28 @@ class ReviewWidget(QWidget):
         )
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(lambda result: self._after_training(gt, *result))
-        self.worker.errored.connect(lambda exc: self.summary.setText(f"Training failed: {exc}"))
+        self.worker.errored.connect(lambda exc: self._on_worker_error("Training", exc))
         self.worker.finished.connect(self._on_worker_finished)
         self.train_button.setEnabled(False)
-        self.summary.setText("Training on the training split...")
+        self.summary.setText(f"Training {config.model} on the training split...")
+        self.workspace.set_job("running", f"training {config.model} (Review)")
         self.worker.start()
         return True
+
+    def _train_config(self, config_class: Any) -> Any:
+        """Settings of "Train & review": :attr:`train_settings` when set, else the Train
+        widget's form in this window, else the defaults."""
+        if self.train_settings:
+            return config_class(**self.train_settings)
+        try:
+            config = self.workspace.train_config
+        except RuntimeError:  # the Train widget was deleted
+            config = None
+        return config if config is not None else config_class()
+
+    def _on_worker_error(self, what: str, exc: BaseException) -> None:
+        self.summary.setText(f"{what} failed: {exc}")
+        self.workspace.set_job("failed", str(exc))
 
     def predict_and_review(self) -> bool:
         """Predict every ground-truth image with the model (in the background), then review."""
@@ -859,6 +888,9 @@ class ReviewWidget(QWidget):
         from .train import prime_torch
 
         if self.worker is not None:
+            return False
+        if self.workspace.busy:
+            self.summary.setText("Another job of this window runs: wait for it, or stop it.")
             return False
         gt, model = self.gt_edit.text().strip(), self.model_edit.text().strip()
         try:
@@ -884,9 +916,10 @@ class ReviewWidget(QWidget):
         )
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(lambda path: self._after_training(gt, path, names))
-        self.worker.errored.connect(lambda exc: self.summary.setText(f"Prediction failed: {exc}"))
+        self.worker.errored.connect(lambda exc: self._on_worker_error("Prediction", exc))
         self.worker.finished.connect(self._on_worker_finished)
         self.predict_button.setEnabled(False)
+        self.workspace.set_job("running", f"predicting with {Path(model).name} (Review)")
         self.worker.start()
         return True
 
@@ -900,10 +933,12 @@ class ReviewWidget(QWidget):
             self.summary.setText(f"Predicting: {event.index}/{event.total} images")
 
     def _after_training(self, gt: str, pred_out: Path, names: list[str]) -> None:
+        self.workspace.predictions_path = pred_out
         self.pred_edit.setText(str(pred_out))
         self.open(gt, pred_out, images=names)  # open() forgets the cached maps
 
     def _on_worker_finished(self) -> None:
+        self.workspace.set_job("done")
         self.worker = None
         self.train_button.setEnabled(True)
         self.predict_button.setEnabled(True)
@@ -911,10 +946,31 @@ class ReviewWidget(QWidget):
     def _save_predictions(self) -> None:
         if self.predictions is not None and self.pred_path is not None:
             annotations.save(self.predictions, self.pred_path, "via")
+            self._pred_pending = False
+
+    def _on_gt_saved(self, *_: Any) -> None:
+        """The ground truth is on disk: predictions accepted into it leave the predictions
+        file now."""
+        if self._pred_pending:
+            self._save_predictions()
+
+    def _on_message(self, text: str) -> None:
+        self.summary.setText(text)
+
+    def _release(self) -> None:
+        """Stop reviewing the open ground truth (saved; closed if no other widget uses it)."""
+        if self.annotator is None:
+            return
+        for signal, slot in ((self.annotator.image_changed, self._on_image_changed),
+                             (self.annotator.regions_changed, self._on_gt_changed),
+                             (self.annotator.saved, self._on_gt_saved),
+                             (self.annotator.message, self._on_message)):  # fmt: skip
+            signal.disconnect(slot)
+        release_annotator(self.viewer, self.annotator, self)
+        self.annotator = None
 
     def closeEvent(self, event: Any) -> None:
-        if self.annotator is not None:
-            self.annotator.close()
+        self._release()
         super().closeEvent(event)
 
 

@@ -34,6 +34,7 @@ from qtpy.QtWidgets import (
 )
 
 from .._layers import ROLE_GROUND_TRUTH, TAG
+from .._workspace import workspace_for
 from ..core import annotations
 from ..core.model import BioAnomalyError
 from ._common import INLINE_ENV, with_browse
@@ -250,6 +251,7 @@ class TrainWidget(QWidget):
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
         self.viewer = napari_viewer
+        self.workspace = workspace_for(napari_viewer)
         self.worker: Any = None
         self.cancel: threading.Event | None = None
         self.result: Any = None
@@ -258,6 +260,8 @@ class TrainWidget(QWidget):
         self._build()
         self.refresh_sources()
         self.viewer.layers.events.inserted.connect(lambda e: self.refresh_sources())
+        # "Train & review" in the Review widget trains with these settings
+        self.workspace.provide_train_config(self.config)
 
     def _build(self) -> None:
         layout = QVBoxLayout(self)
@@ -536,6 +540,11 @@ class TrainWidget(QWidget):
         self, job: Any, args: tuple, on_event: Any, on_returned: Any, total: int, text: str
     ) -> bool:
         """Run the generator function ``job(*args)`` in a napari thread worker."""
+        if self.workspace.busy:
+            self._set_status("Another job of this window runs (training or prediction): "
+                             "wait for it, or stop it first.", error=True)  # fmt: skip
+            return False
+        self.workspace.set_job("running", text)
         self.result = None
         self.plot.clear()
         self._set_running(True)
@@ -598,6 +607,7 @@ class TrainWidget(QWidget):
         """Ask the run to stop after the current step (it saves its last state)."""
         if self.cancel is not None:
             self.cancel.set()
+            self.workspace.set_job("stopping")
             self._set_status("Stopping after this step...")
 
     def _on_event(self, event: Any) -> None:
@@ -620,6 +630,7 @@ class TrainWidget(QWidget):
 
     def _on_returned(self, result: Any) -> None:
         self.result = result
+        self.workspace.model_path = result.best
         what = "Stopped" if result.cancelled else "Finished"
         if result.best_f1 is not None:
             best = f" (best {result.best_text()})"
@@ -637,14 +648,20 @@ class TrainWidget(QWidget):
     def _on_error(self, exc: BaseException) -> None:
         message = str(exc) if isinstance(exc, BioAnomalyError) else f"{type(exc).__name__}: {exc}"
         self._set_status(f"Training failed: {message}", error=True)
+        self.workspace.set_job("failed", message)
 
     def _on_finished(self) -> None:
+        self.workspace.set_job("done")
         if self._progress is not None:
             self._progress.close()
             self._progress = None
         self.worker = None
         self._set_running(False)
         self.plot.update()
+
+    def closeEvent(self, event: Any) -> None:
+        self.workspace.provide_train_config(None)
+        super().closeEvent(event)
 
     def _set_running(self, running: bool) -> None:
         self.train_button.setEnabled(not running)

@@ -1,0 +1,195 @@
+"""One workspace per napari viewer: the state the Annotate, Train and Review widgets share.
+
+Each widget used to open its own :class:`~.core.session.AnnotationSession` on the same
+annotation file, so two widgets held two copies of the same annotations and
+the later save silently dropped the other's edits. The workspace owns one
+session per annotation file; every widget asks it for the session (and the
+napari glue for the one :class:`~napari_bioanomaly._annotator.Annotator` that
+shows it), so there is one copy of each file's annotations in a viewer. It
+also keeps what the widgets hand to each other: the training settings of the
+Train widget (which "Train & review" uses), the last model and predictions,
+and the state of the running job.
+
+Qt-free (psygnal events, as napari's own), so it is tested without a GUI;
+:func:`workspace_for` gives each viewer its own.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from weakref import WeakKeyDictionary
+
+from psygnal import Signal
+
+from .core.session import AnnotationSession
+from .core.via import ImportOptions
+
+#: States of the workspace's long job (training or prediction).
+JOB_STATES = ("idle", "running", "stopping", "done", "failed")
+
+
+class Workspace:
+    """Sessions by annotation file, shared settings and the state of the running job."""
+
+    #: a session was opened (the first time its annotation file was asked for)
+    session_opened = Signal(object)
+    #: the job state changed: ``(state, message)``
+    job_changed = Signal(str, str)
+    #: the training settings, last model or last predictions changed
+    changed = Signal(str)
+
+    def __init__(self) -> None:
+        self._sessions: dict[Path, AnnotationSession] = {}
+        #: napari glue kept per annotation file (the shared annotators), opaque here
+        self.views: dict[Path, Any] = {}
+        self._train_config: Callable[[], Any] | None = None
+        self._model_path: Path | None = None
+        self._predictions_path: Path | None = None
+        self._job = "idle"
+
+    # ------------------------------------------------------------------ sessions
+
+    def session(
+        self, source: str | os.PathLike[str], options: ImportOptions | None = None
+    ) -> AnnotationSession:
+        """The session of an annotation file or dataset folder: opened the first time,
+        the same object every time after (for the same annotation file)."""
+        for key in _keys(Path(source)):
+            if key in self._sessions:
+                return self._sessions[key]
+        session = AnnotationSession.open(source, options)
+        key = session.path.resolve()
+        if key in self._sessions:  # another name of a file already open
+            return self._sessions[key]
+        self._sessions[key] = session
+        self.session_opened.emit(session)
+        return session
+
+    @property
+    def sessions(self) -> list[AnnotationSession]:
+        return list(self._sessions.values())
+
+    def forget(self, session: AnnotationSession) -> None:
+        """Drop a session (after it was saved) so the next :meth:`session` reads the file."""
+        key = session.path.resolve()
+        if self._sessions.get(key) is session:
+            del self._sessions[key]
+            self.views.pop(key, None)
+
+    # ------------------------------------------------------------------ shared settings
+
+    @property
+    def train_config(self) -> Any:
+        """The Train widget's current settings (a :class:`~.ml.config.TrainConfig`), or
+        ``None`` when no Train widget is open; invalid settings raise its error."""
+        return self._train_config() if self._train_config is not None else None
+
+    def provide_train_config(self, provider: Callable[[], Any] | None) -> None:
+        """Where :attr:`train_config` comes from (the Train widget's form; ``None``: none)."""
+        self._train_config = provider
+        self.changed.emit("train_config")
+
+    @property
+    def model_path(self) -> Path | None:
+        """The model trained (or chosen) last."""
+        return self._model_path
+
+    @model_path.setter
+    def model_path(self, path: str | os.PathLike[str] | None) -> None:
+        self._model_path = None if path is None else Path(path)
+        self.changed.emit("model_path")
+
+    @property
+    def predictions_path(self) -> Path | None:
+        """The predictions written last."""
+        return self._predictions_path
+
+    @predictions_path.setter
+    def predictions_path(self, path: str | os.PathLike[str] | None) -> None:
+        self._predictions_path = None if path is None else Path(path)
+        self.changed.emit("predictions_path")
+
+    # ------------------------------------------------------------------ the running job
+
+    @property
+    def job(self) -> str:
+        """``idle``, ``running``, ``stopping``, ``done`` or ``failed``."""
+        return self._job
+
+    def set_job(self, state: str, message: str = "") -> None:
+        """Enter ``state``; ``done`` and ``failed`` only end a job that runs."""
+        if state in ("done", "failed") and not self.busy:
+            return
+        if state not in JOB_STATES:
+            raise ValueError(f"job state must be one of {JOB_STATES}, not {state!r}")
+        self._job = state
+        self.job_changed.emit(state, message)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a job runs (a second one must wait)."""
+        return self._job in ("running", "stopping")
+
+
+def _keys(source: Path) -> list[Path]:
+    """Annotation files ``source`` may stand for, resolved (a folder: its annotation file)."""
+    from .core import annotations
+
+    if source.is_dir():
+        found = annotations.find_annotation_file(source)
+        return [found.resolve()] if found is not None else [
+            (source / name).resolve() for name in annotations.ANNOTATION_NAMES[:1]
+        ]
+    return [source.resolve()]
+
+
+_WORKSPACES: WeakKeyDictionary[Any, Workspace] = WeakKeyDictionary()
+
+
+def workspace_for(viewer: Any) -> Workspace:
+    """The workspace of a napari viewer (made the first time a widget asks for it)."""
+    try:
+        return _WORKSPACES[viewer]
+    except KeyError:
+        workspace = _WORKSPACES[viewer] = Workspace()
+        return workspace
+    except TypeError:  # pragma: no cover - a viewer that cannot be weakly referenced
+        return Workspace()
+
+
+def shared_annotator(
+    viewer: Any, session: AnnotationSession, owner: object, **kwargs: Any
+) -> Any:
+    """The one :class:`~._annotator.Annotator` of ``session`` in ``viewer``, made the first
+    time (``kwargs`` go to its constructor then) and shared by every widget after.
+
+    ``owner`` (a widget) holds it until :func:`release_annotator`; the last owner's
+    release saves and closes it, so a widget closing never pulls the layers from under
+    another that still edits them.
+    """
+    from ._annotator import Annotator
+
+    workspace = workspace_for(viewer)
+    key = session.path.resolve()
+    entry = workspace.views.get(key)
+    if entry is None or entry[0].session is not session:
+        entry = workspace.views[key] = (Annotator(viewer, session, **kwargs), set())
+    entry[1].add(id(owner))
+    return entry[0]
+
+
+def release_annotator(viewer: Any, annotator: Any, owner: object) -> None:
+    """``owner`` no longer uses ``annotator``: saved and closed when nobody else does."""
+    workspace = workspace_for(viewer)
+    key = annotator.session.path.resolve()
+    entry = workspace.views.get(key)
+    if entry is None or entry[0] is not annotator:
+        annotator.close()
+        return
+    entry[1].discard(id(owner))
+    if not entry[1]:
+        annotator.close()
+        workspace.forget(annotator.session)

@@ -1,0 +1,140 @@
+"""One workspace per viewer: the widgets share one session (and one annotator) per file,
+the Train widget's settings, and the state of the running job; no edit is lost between
+them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_bioanomaly._workspace import Workspace, workspace_for
+from napari_bioanomaly.core import annotations
+from napari_bioanomaly.core.model import Region
+from napari_bioanomaly.core.session import DiskChanged
+from napari_bioanomaly.widgets.annotate import AnnotateWidget
+from napari_bioanomaly.widgets.review import ReviewWidget
+from napari_bioanomaly.widgets.train import TrainWidget
+
+
+def square(r, c, s):
+    return np.array([[r, c], [r, c + s], [r + s, c + s], [r + s, c]], float)
+
+
+def labels_on_disk(folder):
+    data = json.loads((folder / "annotations.json").read_text())
+    return [r["region_attributes"].get("class") for v in data["_via_img_metadata"].values()
+            for r in v["regions"]]  # fmt: skip
+
+
+def test_one_session_per_file_whatever_name_it_is_given(dataset_dir):
+    ws = Workspace()
+    opened = []
+    ws.session_opened.connect(opened.append)
+    a = ws.session(dataset_dir)
+    b = ws.session(dataset_dir / "annotations.json")
+    c = ws.session(dataset_dir / "sub" / ".." / "annotations.json")
+    assert a is b is c and opened == [a]
+    ws.forget(a)
+    assert ws.session(dataset_dir) is not a  # read again after it was closed
+
+
+def test_job_state_and_shared_settings():
+    ws = Workspace()
+    states = []
+    ws.job_changed.connect(lambda state, message: states.append(state))
+    assert not ws.busy and ws.train_config is None
+    ws.set_job("running", "training")
+    assert ws.busy
+    ws.set_job("done")
+    ws.set_job("failed")  # nothing runs: a late failure changes nothing
+    assert states == ["running", "done"] and not ws.busy
+    ws.provide_train_config(lambda: "the form's settings")
+    assert ws.train_config == "the form's settings"
+    with pytest.raises(ValueError, match="job state"):
+        ws.set_job("paused")
+
+
+@pytest.fixture
+def both(make_napari_viewer, dataset_dir, qtbot):
+    gt, _ = annotations.load(dataset_dir / "annotations.json")
+    for im in gt.images:
+        im.regions = [Region(square(100, 100, 12), "dust", score=0.9, source="model")]
+    annotations.save(gt, dataset_dir / "pred.json", "via")
+    viewer = make_napari_viewer()
+    annotate, review = AnnotateWidget(viewer), ReviewWidget(viewer)
+    qtbot.addWidget(annotate)
+    qtbot.addWidget(review)
+    assert annotate.open_path(dataset_dir)
+    assert review.open(dataset_dir / "annotations.json", dataset_dir / "pred.json")
+    return viewer, annotate, review
+
+
+def test_annotate_and_review_edit_one_file_and_lose_nothing(both, dataset_dir):
+    viewer, annotate, review = both
+    assert review.annotator is annotate.annotator  # one copy of the annotations
+    assert workspace_for(viewer) is annotate.workspace is review.workspace
+    ground_truth = [layer for layer in viewer.layers if layer.name.startswith("ground truth")]
+    assert len(ground_truth) == 1
+    session = annotate.annotator.session
+    annotate.annotator.shapes_layer.add_polygons([square(10, 10, 20) + 0.5])
+    annotate.annotator.current_class = "hair"
+    accepted = review.accept_all()  # the prediction on this image joins the ground truth
+    assert accepted == 1 and not session.dirty
+    on_disk = labels_on_disk(dataset_dir)
+    assert "dust" in on_disk and len(on_disk) == sum(len(im.regions) for im in
+                                                     session.dataset.images)  # fmt: skip
+    pred, _ = annotations.load(dataset_dir / "pred.json", read_images=False)
+    name = session.image.filename
+    assert not next(im for im in pred.images if im.filename == name).regions
+    # closing one widget leaves the other editing
+    annotate.close()
+    assert review.annotator is not None and review.annotator.shapes_layer in viewer.layers
+    review.annotator.shapes_layer.add_polygons([square(40, 40, 10) + 0.5])
+    assert not review.annotator.session.dirty
+    assert len(labels_on_disk(dataset_dir)) == len(on_disk) + 1
+
+
+def test_accepted_predictions_stay_in_their_file_until_the_ground_truth_is_saved(both,
+                                                                                 dataset_dir):
+    _, _annotate, review = both
+    session = review.annotator.session
+    name = session.image.filename
+    # someone else saves the ground truth: our next save is a conflict, decided later
+    other = annotations.load(dataset_dir / "annotations.json", read_images=False)[0]
+    other.images[-1].regions.append(Region(square(5, 5, 9), "theirs"))
+    annotations.save(other, dataset_dir / "annotations.json")
+    asked = []
+    review.annotator.on_conflict = lambda exc: asked.append(exc) or "later"
+    assert review.accept_all() == 1
+    assert asked and isinstance(asked[0], DiskChanged) and session.dirty
+    assert "changes not saved yet" in review.summary.text()
+    pred, _ = annotations.load(dataset_dir / "pred.json", read_images=False)
+    assert next(im for im in pred.images if im.filename == name).regions  # not lost
+    review.annotator.on_conflict = lambda exc: "overwrite"
+    review.annotator.autosave()
+    assert not session.dirty
+    pred, _ = annotations.load(dataset_dir / "pred.json", read_images=False)
+    assert not next(im for im in pred.images if im.filename == name).regions
+
+
+def test_train_and_review_uses_the_train_widgets_settings(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    train, review = TrainWidget(viewer), ReviewWidget(viewer)
+    qtbot.addWidget(train)
+    qtbot.addWidget(review)
+    from napari_bioanomaly.ml.config import TrainConfig
+
+    train.model.setCurrentText("forest")
+    assert review._train_config(TrainConfig).model == "forest"
+    train.model.setCurrentText("unet")
+    train.tile.setValue(128)
+    config = review._train_config(TrainConfig)
+    assert (config.model, config.tile) == ("unet", 128)
+    review.workspace.set_job("running", "something else")
+    review.gt_edit.setText("x.json")
+    assert not review.train_and_review()
+    assert "Another job of this window runs" in review.summary.text()
+    train.close()  # a closed Train widget no longer provides settings
+    assert review.workspace.train_config is None

@@ -45,8 +45,35 @@ def test_table_matches_evaluate_and_thresholds_update_it(review, dataset_dir):
     assert {r.image: (r.tp, r.fp, r.fn) for r in review.model.rows} == cli_rows(dataset_dir, 0.2)
     assert all(r.fp == 1 for r in review.model.rows)
     assert "TP" in review.summary.text() and "cell_line=HeLa" in review.summary.text()
-    review.iou_slider.setValue(99)
-    assert sum(r.tp for r in review.model.rows) <= sum(v[0] for v in table.values())
+
+
+def test_iou_slider_changes_the_table_as_evaluate_does(make_napari_viewer, dataset_dir, qtbot):
+    """Predictions that are not copies of the ground truth: every second region grown by
+    a quarter about its centre (IoU about 0.6 with the truth), the others exact."""
+    gt, _ = annotations.load(dataset_dir / "annotations.json")
+    k = 0
+    for im in gt.images:
+        grown = []
+        for r in im.regions:
+            centre = r.polygon.mean(axis=0)
+            poly = centre + (r.polygon - centre) * (1.25 if k % 2 else 1.0)
+            grown.append(Region(poly, r.label, score=0.9, source="model"))
+            k += 1
+        im.regions = grown
+    annotations.save(gt, dataset_dir / "pred.json", "via")
+    widget = ReviewWidget(make_napari_viewer())
+    qtbot.addWidget(widget)
+    assert widget.open(dataset_dir / "annotations.json", dataset_dir / "pred.json")
+    truth, _ = annotations.load(dataset_dir / "annotations.json")
+    pred, _ = annotations.load(dataset_dir / "pred.json", read_images=False)
+    tables = {}
+    for iou in (0.5, 0.8):
+        widget.iou_slider.setValue(round(iou * 100))
+        tables[iou] = {r.image: (r.tp, r.fp, r.fn) for r in widget.model.rows}
+        expected = {r.image: (r.tp, r.fp, r.fn) for r in evaluate(truth, pred, iou, 0.5)["rows"]}
+        assert tables[iou] == expected
+    tp = {iou: sum(v[0] for v in t.values()) for iou, t in tables.items()}
+    assert tp[0.5] > tp[0.8] > 0, tp  # stricter matching: fewer matches, more FP and FN
 
 
 def test_clicking_a_row_shows_that_image_and_lists_errors(review):

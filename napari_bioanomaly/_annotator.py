@@ -22,13 +22,13 @@ from psygnal import Signal
 
 from ._layers import (
     FEATURE_DEFAULTS,
-    NAPARI_OFFSET,
     ROLE_GROUND_TRUTH,
     ROLE_IMAGE,
     TAG,
     class_color,
     region_row,
     regions_from_shapes,
+    to_napari,
 )
 from .core.images import percentile_range
 from .core.model import BioAnomalyError, Region
@@ -145,7 +145,7 @@ class Annotator:
                 rows = [region_row(r, self.session.image.filename) for r in regions]
                 edge = [self.color or class_color(r.label) for r in regions]
                 layer.add_polygons(
-                    [r.polygon + NAPARI_OFFSET for r in regions],
+                    [to_napari(r.polygon) for r in regions],
                     edge_color=edge,
                     face_color=[_face(c) for c in edge],
                 )

@@ -13,6 +13,7 @@ into napari and ``+0.5`` on the way back, here and nowhere else.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,21 @@ ROLE_IMAGE = "images"
 ROLE_GROUND_TRUTH = "ground-truth"
 ROLE_PREDICTION = "prediction"
 
-#: Offset from model coordinates to napari data coordinates.
+#: Offset from model coordinates to napari data coordinates: model coordinates are
+#: continuous with the origin at the top-left corner of the top-left pixel (as VIA, COCO,
+#: ImageJ and QuPath), napari puts pixel centres at integers. Applied by :func:`to_napari`
+#: and :func:`from_napari` only.
 NAPARI_OFFSET = -0.5
+
+
+def to_napari(points: np.ndarray | Sequence[float]) -> np.ndarray:
+    """Model ``(row, col)`` coordinates (vertices or a point) as napari data coordinates."""
+    return np.asarray(points, dtype=np.float64) + NAPARI_OFFSET
+
+
+def from_napari(vertices: np.ndarray | Sequence[float]) -> np.ndarray:
+    """napari data coordinates (the last two axes of a layer's vertices) as model ones."""
+    return np.asarray(vertices, dtype=np.float64)[..., -2:] - NAPARI_OFFSET
 
 
 # --------------------------------------------------------------------------- images
@@ -125,7 +139,7 @@ def shapes_layer(
     columns: dict[str, list[Any]] = {k: [] for k in FEATURE_DEFAULTS}
     for index, image in enumerate(dataset.images):
         for region in image.regions:
-            verts = region.polygon + NAPARI_OFFSET
+            verts = to_napari(region.polygon)
             if stacked:
                 verts = np.column_stack([np.full(len(verts), index, dtype=np.float64), verts])
             data.append(verts)
@@ -195,7 +209,7 @@ def shape_ring(
     """
     from .core import geometry
 
-    verts = np.asarray(vertices, dtype=np.float64)[:, -2:] - NAPARI_OFFSET
+    verts = from_napari(vertices)
     if shape_type == "ellipse":
         lo, hi = verts.min(axis=0), verts.max(axis=0)
         center, radii = (lo + hi) / 2, (hi - lo) / 2

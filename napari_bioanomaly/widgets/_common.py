@@ -7,6 +7,16 @@ from typing import Any
 
 from qtpy.QtWidgets import QHBoxLayout, QPushButton, QWidget
 
+#: Export formats the widgets offer: label -> (format, file pattern; None: a folder).
+EXPORTS = {
+    "VIA 2 project (.json)": ("via-project", "JSON (*.json)"),
+    "VIA 2 export (.json)": ("via", "JSON (*.json)"),
+    "COCO (.json)": ("coco", "JSON (*.json)"),
+    "Label masks (folder)": ("masks", None),
+    "ImageJ/Fiji ROI sets (folder)": ("imagej", None),
+    "QuPath GeoJSON (folder)": ("geojson", None),
+}
+
 #: Set to 1 to run workers (training, quality checks) on the calling thread (debugging).
 INLINE_ENV = "BIOANOMALY_INLINE"
 

@@ -47,7 +47,7 @@ from ..core import annotations
 from ..core.model import BioAnomalyError, ImageRecord
 from ..core.quality import QC_ATTRIBUTE, check_record, flags_from_text, flags_to_text
 from ..core.session import STATUSES, AnnotationSession, summary
-from ._common import INLINE_ENV, ask_conflict, button_row, compact_dock_tabs
+from ._common import EXPORTS, INLINE_ENV, ask_conflict, button_row, compact_dock_tabs
 
 #: Keyboard shortcuts bound on the viewer while a dataset is open: (napari key, what it does).
 SHORTCUTS = [
@@ -64,14 +64,6 @@ SHORTCUTS = [
 
 SORT_ROLE = Qt.ItemDataRole.UserRole + 7
 
-EXPORTS = {
-    "VIA 2 project (.json)": ("via-project", "JSON (*.json)"),
-    "VIA 2 export (.json)": ("via", "JSON (*.json)"),
-    "COCO (.json)": ("coco", "JSON (*.json)"),
-    "Label masks (folder)": ("masks", None),
-    "ImageJ/Fiji ROI sets (folder)": ("imagej", None),
-    "QuPath GeoJSON (folder)": ("geojson", None),
-}
 
 
 def _swatch(color: str) -> QIcon:

@@ -43,7 +43,7 @@ from qtpy.QtWidgets import (
 )
 
 from .._annotator import Annotator
-from .._layers import NAPARI_OFFSET, TAG
+from .._layers import TAG, from_napari, to_napari
 from .._workspace import release_annotator, shared_annotator, workspace_for
 from ..core import annotations
 from ..core.evaluate import (
@@ -57,7 +57,8 @@ from ..core.evaluate import (
 from ..core.fileio import atomic_write
 from ..core.model import BioAnomalyError, Dataset, ImageRecord, Region
 from ..core.quality import QC_ATTRIBUTE
-from ._common import ask_conflict, button_row, with_browse
+from ._common import EXPORTS, ask_conflict, button_row, with_browse
+from ._jobs import epoch_text, prime_torch, training_job
 
 GT_COLOR = "#00c000"
 PRED_COLOR = "#ff2020"
@@ -602,7 +603,7 @@ class ReviewWidget(QWidget):
         layer.data = []
         shown = [pred.regions[i] for i in self._pred_index]
         if shown:
-            layer.add_polygons([r.polygon + NAPARI_OFFSET for r in shown])
+            layer.add_polygons([to_napari(r.polygon) for r in shown])
         self._restyle()
         self._fill_errors()
 
@@ -738,7 +739,7 @@ class ReviewWidget(QWidget):
 
     def _zoom_to(self, item: QListWidgetItem) -> None:
         r0, c0, r1, c1 = item.data(Qt.ItemDataRole.UserRole)
-        self.viewer.camera.center = ((r0 + r1) / 2 + NAPARI_OFFSET, (c0 + c1) / 2 + NAPARI_OFFSET)
+        self.viewer.camera.center = tuple(to_napari(((r0 + r1) / 2, (c0 + c1) / 2)))
         extent = max(r1 - r0, c1 - c0, 8)
         self.viewer.camera.zoom = 600 / (4 * extent)  # the region fills about a quarter
 
@@ -755,7 +756,7 @@ class ReviewWidget(QWidget):
         data = self.pred_layer.data
         moved = [
             Region(
-                np.asarray(data[i], dtype=float)[:, -2:] - NAPARI_OFFSET,
+                from_napari(data[i]),
                 pred.regions[k].label,
                 dict(pred.regions[k].attributes),
                 pred.regions[k].score,
@@ -802,7 +803,6 @@ class ReviewWidget(QWidget):
     def _ask_export_corrected(self) -> None:
         from qtpy.QtWidgets import QInputDialog
 
-        from .annotate import EXPORTS
 
         if self.annotator is None:
             return
@@ -833,7 +833,6 @@ class ReviewWidget(QWidget):
     def train_and_review(self) -> bool:
         """Train on the training split, predict the validation images, then review them."""
         from ..ml.config import TrainConfig
-        from .train import prime_torch
 
         if self.worker is not None:
             return False
@@ -885,7 +884,6 @@ class ReviewWidget(QWidget):
     def predict_and_review(self) -> bool:
         """Predict every ground-truth image with the model (in the background), then review."""
         from ..ml.predict import Predictor
-        from .train import prime_torch
 
         if self.worker is not None:
             return False
@@ -926,8 +924,6 @@ class ReviewWidget(QWidget):
     def _on_progress(self, event: Any) -> None:
         if hasattr(event, "val_f1"):
             if event.kind == "epoch":
-                from .train import epoch_text
-
                 self.summary.setText(f"Training: {epoch_text(event)}")
         else:
             self.summary.setText(f"Predicting: {event.index}/{event.total} images")
@@ -989,7 +985,6 @@ def train_and_predict(
     """Worker job of "Train & review": train, predict the validation images, save them."""
     from ..ml.data import split
     from ..ml.predict import Predictor, predict_dataset
-    from .train import training_job
 
     result = yield from training_job(dataset, config, out, threading.Event())
     _, val = split(dataset, config)

@@ -1,0 +1,84 @@
+"""What the widgets' workers run, and how their progress reads: no Qt, shared by the widgets
+(which do not import each other)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+
+def prime_torch() -> None:
+    """Load what torch loads lazily, on the main thread, before any worker starts.
+
+    Two crashes seen in napari, and their cures:
+
+    - a worker thread that was first to import ``torch._dynamo`` (the optimiser
+      does so lazily) crashed napari: so it is imported here, on the main thread;
+    - importing ``torch._dynamo`` loads triton, whose bundled LLVM segfaults once
+      Mesa's software OpenGL (llvmpipe, also LLVM) is loaded, as in every napari
+      on a machine without a GPU driver. Training never uses ``torch.compile``,
+      so triton is blocked for this process (set ``BIOANOMALY_ALLOW_TRITON=1``
+      to keep it).
+    """
+    import sys
+
+    if "triton" not in sys.modules and os.environ.get("BIOANOMALY_ALLOW_TRITON") != "1":
+        sys.modules["triton"] = None  # makes "import triton" raise ImportError
+    import torch
+    import torch._dynamo
+
+    torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
+
+
+def training_job(dataset: Any, config: Any, out: Path, cancel: threading.Event) -> Generator:
+    """The generator the worker runs: leaves one core to the GUI, then trains."""
+    import torch
+
+    from ..ml.train import train
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    return (yield from train(dataset, config, out, cancel=cancel))
+
+
+def crossval_job(
+    dataset: Any, config: Any, k: int, out: Path, group_by: str | None, cancel: threading.Event
+) -> Generator:
+    """The generator the worker runs for "Cross-validate" (one core left to the GUI)."""
+    import torch
+
+    from ..ml.crossval import crossval
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    return (yield from crossval(dataset, config, k, out, group_by, cancel=cancel))
+
+
+def _num(value: float | None, fmt: str = ".3f") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def epoch_text(event: Any) -> str:
+    """Status line after a validation."""
+    head = f"Epoch {event.epoch + 1}/{event.epochs}: loss {_num(event.loss, '.4f')}, "
+    if event.val_f1 is None and (event.val_auc is not None or event.val_pixel_auc is not None):
+        return head + (
+            f"validation image AUC {_num(event.val_auc)}, pixel AUC {_num(event.val_pixel_auc)}"
+        )
+    return head + f"validation F1 {_num(event.val_f1)}, IoU {_num(event.val_iou)}"
+
+
+def step_text(event: Any) -> str:
+    """Status line during an epoch."""
+    if event.loss is None:  # the forest and the memory bank read images
+        return f"Image {event.step}/{event.steps}: {event.message}"
+    eta = (
+        ""
+        if event.eta_s is None
+        else f", about {int(event.eta_s) // 60} min {int(event.eta_s) % 60} s left"
+    )
+    return (
+        f"Epoch {event.epoch + 1}/{event.epochs}, step {event.step}/{event.steps}: "
+        f"loss {event.loss:.4f}, {_num(event.sec_per_step, '.2f')} s/step{eta}"
+    )

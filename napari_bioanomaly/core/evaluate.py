@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from . import metrics
 from .geometry import rasterise_spans
 from .metrics import match
 from .model import Dataset, ImageRecord, Region
@@ -209,16 +210,15 @@ class ImageScore:
 
     @property
     def precision(self) -> float:
-        return self.tp / (self.tp + self.fp) if self.tp + self.fp else (1.0 if not self.fn else 0.0)
+        return metrics.precision(self.tp, self.fp, self.fn)
 
     @property
     def recall(self) -> float:
-        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
+        return metrics.recall(self.tp, self.fp, self.fn)
 
     @property
     def f1(self) -> float:
-        denom = 2 * self.tp + self.fp + self.fn
-        return 2 * self.tp / denom if denom else 1.0
+        return metrics.f1(self.tp, self.fp, self.fn)
 
     @property
     def mean_iou(self) -> float | None:
@@ -301,9 +301,9 @@ def summarise(rows: Sequence[ImageScore]) -> dict[str, Any]:
             "overlap_below_threshold": total.study_below,
             "false_negatives": s_fn,
             "accuracy": s_tp / denom if denom else 1.0,
-            "precision": s_tp / (s_tp + s_fp) if s_tp + s_fp else 1.0,
-            "recall": s_tp / (s_tp + s_fn) if s_tp + s_fn else 1.0,
-            "f1": 2 * s_tp / (2 * s_tp + s_fp + s_fn) if denom else 1.0,
+            "precision": metrics.precision(s_tp, s_fp, s_fn),
+            "recall": metrics.recall(s_tp, s_fp, s_fn),
+            "f1": metrics.f1(s_tp, s_fp, s_fn),
         },
     }
 
@@ -347,9 +347,9 @@ def per_class(
             "tp": int(tp),
             "fp": int(fp),
             "fn": int(fn),
-            "precision": tp / n_pred if n_pred else (1.0 if not fn else 0.0),
-            "recall": tp / n_gt if n_gt else 1.0,
-            "f1": 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn else 1.0,
+            "precision": metrics.precision(tp, fp, fn),
+            "recall": metrics.recall(tp, fp, fn),
+            "f1": metrics.f1(tp, fp, fn),
             "mean_iou": iou_sum / tp if tp else None,
             "found": found / n_gt if n_gt else None,
         }

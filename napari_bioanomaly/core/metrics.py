@@ -42,6 +42,23 @@ def match(iou: np.ndarray, threshold: float = 0.5) -> tuple[np.ndarray, np.ndarr
     return rows[keep], cols[keep]
 
 
+def precision(tp: int, fp: int, fn: int) -> float:
+    """TP / (TP + FP). With nothing predicted: 1.0 when there was nothing to find either
+    (no false claim, nothing missed), else 0.0. The one convention of the project."""
+    return tp / (tp + fp) if tp + fp else (1.0 if not fn else 0.0)
+
+
+def recall(tp: int, fp: int, fn: int) -> float:
+    """TP / (TP + FN); 1.0 when there was nothing to find (nothing was missed)."""
+    return tp / (tp + fn) if tp + fn else 1.0
+
+
+def f1(tp: int, fp: int, fn: int) -> float:
+    """2 TP / (2 TP + FP + FN); 1.0 when there is nothing to find and nothing found."""
+    denom = 2 * tp + fp + fn
+    return 2 * tp / denom if denom else 1.0
+
+
 @dataclass(frozen=True)
 class MatchCounts:
     """True positives, false positives and false negatives, and the matched IoUs' sum."""
@@ -58,18 +75,17 @@ class MatchCounts:
 
     @property
     def precision(self) -> float:
-        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+        """See :func:`precision` (the conventions for empty counts)."""
+        return precision(self.tp, self.fp, self.fn)
 
     @property
     def recall(self) -> float:
-        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+        return recall(self.tp, self.fp, self.fn)
 
     @property
     def f1(self) -> float:
         """F1 of matched instances; 1.0 when there is nothing to find and nothing found."""
-        if self.tp + self.fp + self.fn == 0:
-            return 1.0
-        return 2 * self.tp / (2 * self.tp + self.fp + self.fn)
+        return f1(self.tp, self.fp, self.fn)
 
 
 def instance_counts(gt: np.ndarray, pred: np.ndarray, threshold: float = 0.5) -> MatchCounts:

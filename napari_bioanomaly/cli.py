@@ -504,7 +504,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
-    from .ml.config import CLASS_WEIGHTS, MODELS
+    from .ml.config import CLASS_WEIGHTS, MODELS, REGISTRY
 
     p.add_argument(
         "--annotations",
@@ -517,8 +517,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         "--model",
         choices=MODELS,
         default="unet",
-        help="unet, maskrcnn; autoencoder, memory (unsupervised: no annotations needed); "
-        "forest (classic baseline)",
+        help="; ".join(f"{name}: {info.help}" for name, info in REGISTRY.items()),
     )
     p.add_argument(
         "--epochs", type=int, metavar="N",

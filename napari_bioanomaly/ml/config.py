@@ -10,13 +10,49 @@ from typing import Any
 
 from ..core.model import BioAnomalyError
 
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the rest of the program needs to know about a model, in one place: the CLI's
+    choices and help, the Train widget's list, tooltips and greyed settings, and the
+    checks of :class:`TrainConfig` all read :data:`REGISTRY`.
+
+    ``kind``: ``segmentation`` (learns the annotated classes), ``anomaly`` (learns
+    normal appearance only; one class "anomaly") or ``classic``. ``network``: trained
+    by steps of tiles (epochs, steps, tile, batch, learning rate and augmentation
+    apply). ``class_weights``: takes loss weights per class.
+    """
+
+    name: str
+    kind: str
+    help: str
+    network: bool
+    class_weights: bool = False
+
+    @property
+    def learns_classes(self) -> bool:
+        return self.kind != "anomaly"
+
+
+#: Every model, in the order the CLI and the Train widget list them.
+REGISTRY: dict[str, ModelInfo] = {m.name: m for m in (
+    ModelInfo("unet", "segmentation", "U-Net segmentation: small, fast, trains on a CPU",
+              network=True, class_weights=True),
+    ModelInfo("maskrcnn", "segmentation", "Mask R-CNN instances: needs a GPU", network=True),
+    ModelInfo("forest", "classic", "classic baseline: random forest on filter features, "
+              "trains in seconds", network=False, class_weights=True),
+    ModelInfo("autoencoder", "anomaly", "unsupervised: learns normal images, no annotations "
+              "needed", network=True),
+    ModelInfo("memory", "anomaly", "unsupervised: memory bank of normal patches, no "
+              "annotations, fits in seconds", network=False),
+)}  # fmt: skip
 #: Supervised segmentation models (learn the annotated classes).
-SEGMENTATION_MODELS = ("unet", "maskrcnn")
+SEGMENTATION_MODELS = tuple(n for n, m in REGISTRY.items() if m.kind == "segmentation")
 #: Unsupervised anomaly models (learn what normal looks like; one class "anomaly").
-ANOMALY_MODELS = ("autoencoder", "memory")
+ANOMALY_MODELS = tuple(n for n, m in REGISTRY.items() if m.kind == "anomaly")
 #: The classic baseline: a random forest on multi-scale filter features.
-CLASSIC_MODELS = ("forest",)
-MODELS = SEGMENTATION_MODELS + ANOMALY_MODELS + CLASSIC_MODELS
+CLASSIC_MODELS = tuple(n for n, m in REGISTRY.items() if m.kind == "classic")
+MODELS = tuple(REGISTRY)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 CLASS_WEIGHTS = ("none", "balanced")
 
@@ -133,8 +169,10 @@ class TrainConfig:
         if self.class_weights not in CLASS_WEIGHTS:
             choices = ", ".join(CLASS_WEIGHTS)
             problems.append(f"class_weights must be one of {choices}, not {self.class_weights!r}")
-        elif self.class_weights != "none" and self.model not in ("unet", "forest"):
-            problems.append("class weights apply to the unet and forest models only")
+        elif self.class_weights != "none" and self.model in REGISTRY and \
+                not REGISTRY[self.model].class_weights:
+            weighted = ", ".join(n for n, m in REGISTRY.items() if m.class_weights)
+            problems.append(f"class weights apply to these models only: {weighted}")
         if self.class_balance and self.model in ANOMALY_MODELS:
             problems.append(
                 "class balance applies to models that learn classes, not to " + self.model

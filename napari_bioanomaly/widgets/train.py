@@ -37,18 +37,13 @@ from .._layers import ROLE_GROUND_TRUTH, TAG
 from .._workspace import workspace_for
 from ..core import annotations
 from ..core.model import BioAnomalyError
+from ..ml.config import ANOMALY_MODELS, REGISTRY
 from ._common import INLINE_ENV, with_browse
 from ._jobs import _num, crossval_job, epoch_text, prime_torch, step_text, training_job
 
-#: The models of the Train widget, with what they are for.
-MODEL_HELP = {
-    "unet": "U-Net segmentation: small, fast, trains on a CPU",
-    "maskrcnn": "Mask R-CNN instances: needs a GPU",
-    "forest": "classic baseline: random forest on filter features, trains in seconds",
-    "autoencoder": "unsupervised: learns normal images, no annotations needed",
-    "memory": "unsupervised: memory bank of normal patches, no annotations, fits in seconds",
-}
-UNSUPERVISED = ("autoencoder", "memory")
+#: The models of the Train widget, with what they are for (see :data:`~..ml.config.REGISTRY`).
+MODEL_HELP = {name: info.help for name, info in REGISTRY.items()}
+UNSUPERVISED = ANOMALY_MODELS
 
 
 def crossval_text(folds: list[dict[str, Any]], summary: dict[str, Any] | None = None) -> str:
@@ -391,16 +386,15 @@ class TrainWidget(QWidget):
 
     def _model_changed(self, name: str) -> None:
         """Grey out what the chosen model does not use."""
-        network = name not in ("forest", "memory")
+        info = REGISTRY[name]
         for w in (self.epochs, self.steps, self.tile, self.batch, self.lr, self.augment):
-            w.setEnabled(network)
-        self.budget.setEnabled(network and self.epochs.value() == 0)
-        supervised = name not in ("autoencoder", "memory")
-        self.class_balance.setEnabled(supervised)
-        if not supervised:
+            w.setEnabled(info.network)
+        self.budget.setEnabled(info.network and self.epochs.value() == 0)
+        self.class_balance.setEnabled(info.learns_classes)
+        if not info.learns_classes:
             self.class_balance.setChecked(False)
-        self.class_weights.setEnabled(name in ("unet", "forest"))
-        if name not in ("unet", "forest"):
+        self.class_weights.setEnabled(info.class_weights)
+        if not info.class_weights:
             self.class_weights.setCurrentText("none")
 
     def start_baseline(self) -> bool:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core import operating
+from ..core.model import ImageRecord
 
 #: The score of supervised models (see :func:`~napari_bioanomaly.core.operating.f1_score`).
 VAL_F1 = "validation F1 (mean of instance and pixel F1)"
@@ -78,3 +79,16 @@ class TrainResult:
         if self.best_label.endswith("loss"):
             return f"{self.best_label} {-self.best_f1:.4f} (lower is better)"
         return f"{self.best_label} {self.best_f1:.3f}"
+
+
+@dataclass(frozen=True)
+class PredictEvent:
+    """Progress of a prediction run: ``index`` of ``total`` images done."""
+
+    index: int
+    total: int
+    image: str
+    regions: int
+    message: str = ""
+    record: ImageRecord | None = None
+    skipped: bool = False

@@ -30,6 +30,7 @@ from . import anomaly, models
 from .config import ANOMALY_MODELS, TrainConfig
 from .data import normalise
 from .device import pick_device
+from .events import PredictEvent
 from .tiling import blend_tiles
 from .train import load_checkpoint, model_from_checkpoint
 
@@ -301,19 +302,6 @@ def regions_from_probabilities(
         score = float(fg[sl][comp].mean())
         out.append(Region(ring, label, score=round(score, 4), source="model", shape="polygon"))
     return out
-
-
-@dataclass(frozen=True)
-class PredictEvent:
-    """Progress of a prediction run: ``index`` of ``total`` images done."""
-
-    index: int
-    total: int
-    image: str
-    regions: int
-    message: str = ""
-    record: ImageRecord | None = None
-    skipped: bool = False
 
 
 def predict_dataset(

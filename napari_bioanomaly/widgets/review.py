@@ -57,6 +57,7 @@ from ..core.evaluate import (
 from ..core.fileio import atomic_write
 from ..core.model import BioAnomalyError, Dataset, ImageRecord, Region
 from ..core.quality import QC_ATTRIBUTE
+from ..ml.events import PredictEvent, TrainEvent
 from ._common import EXPORTS, ask_conflict, button_row, with_browse
 from ._jobs import epoch_text, prime_torch, training_job
 
@@ -921,8 +922,8 @@ class ReviewWidget(QWidget):
         self.worker.start()
         return True
 
-    def _on_progress(self, event: Any) -> None:
-        if hasattr(event, "val_f1"):
+    def _on_progress(self, event: TrainEvent | PredictEvent) -> None:
+        if isinstance(event, TrainEvent):
             if event.kind == "epoch":
                 self.summary.setText(f"Training: {epoch_text(event)}")
         else:

@@ -126,6 +126,51 @@ def replace_if_unchanged(
     return digest(raw)
 
 
+def _atomic_copy(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` so that ``dst`` is always whole (a temporary copy, synced,
+    renamed over it): a process killed while copying leaves the old backup, not half a
+    new one."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+            shutil.copyfileobj(inp, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        shutil.copystat(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def remove_stale_temporaries(path: str | os.PathLike[str], older_than: float = 60.0) -> int:
+    """Delete the temporary files that writes of ``path`` (and of its backup) left behind
+    when their process was killed: ``.<name>.*.tmp`` beside it, older than ``older_than``
+    seconds (a write in progress elsewhere is younger). Returns how many went."""
+    path = Path(path)
+    now = time.time()
+    removed = 0
+    try:
+        candidates = list(path.parent.glob(f".{glob_escape(path.name)}.*.tmp"))
+    except OSError:
+        return 0
+    for tmp in candidates:
+        try:
+            if now - tmp.stat().st_mtime > older_than:
+                tmp.unlink()
+                removed += 1
+        except OSError:
+            continue
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    """``name`` with glob metacharacters escaped."""
+    import glob
+
+    return glob.escape(name)
+
+
 def backup_path(path: Path) -> Path:
     """Where the previous version of ``path`` is kept: ``name.ext.bak``."""
     return path.with_name(path.name + ".bak")
@@ -157,7 +202,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
             fh.flush()
             os.fsync(fh.fileno())
         if path.exists():
-            shutil.copy2(path, backup_path(path))
+            _atomic_copy(path, backup_path(path))
             os.chmod(tmp, path.stat().st_mode & 0o7777)
         else:
             os.chmod(tmp, 0o666 & ~_umask())

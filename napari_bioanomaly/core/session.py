@@ -30,6 +30,7 @@ from .fileio import (
     file_digest,
     orjson,
     read_json,
+    remove_stale_temporaries,
     replace_if_unchanged,
     resolve_image,
     write_json,
@@ -108,6 +109,7 @@ class AnnotationSession:
             return cls.new(source.parent, source.name)
         else:
             raise BioAnomalyError(f"{source}: no such file or folder")
+        remove_stale_temporaries(path)  # left by a process killed while saving
         raw = path.read_bytes() if path.suffix.lower() not in (".zip", ".roi") else None
         dataset, report = annotations.load(path, root, options, read_images=False, raw=raw)
         disk = digest(raw) if raw is not None else None

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import io
 import math
+import pickle
 import threading
 import time
+import warnings
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -79,11 +81,16 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise BioAnomalyError(f"{path}: checkpoint not found")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+        with warnings.catch_warnings():  # torch warns about pickle protocols before failing
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
         raise BioAnomalyError(
-            f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})"
+            f"{path}: refused: it holds objects other than tensors, numbers and text (code "
+            "could run when it loads); a napari-bioanomaly checkpoint holds data only"
         ) from None
+    except Exception as exc:
+        raise BioAnomalyError(f"{path}: not a readable checkpoint ({_one_line(exc)})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise BioAnomalyError(f"{path}: not a napari-bioanomaly checkpoint")
     version = ckpt.get("version", 0)
@@ -94,6 +101,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except BioAnomalyError as exc:
         raise BioAnomalyError(f"{path}: cannot be used: {exc}") from None
     return ckpt
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first line of an error, without terminal colour codes, at most 200 characters."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(exc)).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(exc).__name__}: {first[:200]}"
 
 
 def model_from_checkpoint(

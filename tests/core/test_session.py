@@ -248,3 +248,49 @@ def test_qc_save_refuses_to_overwrite_a_file_saved_while_it_ran(dataset_dir, mon
     monkeypatch.setattr(quality, "check", check)
     assert main(["qc", str(dataset_dir), "--save"]) == 0  # nothing in between: written
     assert "saved meanwhile" in path.read_text()
+
+
+def test_opening_removes_temporaries_left_by_a_killed_save(dataset_dir):
+    path = dataset_dir / "annotations.json"
+    stale = [dataset_dir / ".annotations.json.ab12.tmp", dataset_dir / ".annotations.json.bak.cd34.tmp"]
+    young = dataset_dir / ".annotations.json.ef56.tmp"  # a save in progress elsewhere
+    for tmp in [*stale, young]:
+        tmp.write_text("{")
+    old = time.time() - 3600
+    for tmp in stale:
+        os.utime(tmp, (old, old))
+    other = dataset_dir / ".other.json.aa11.tmp"
+    other.write_text("{")
+    os.utime(other, (old, old))
+    AnnotationSession.open(path)
+    assert not any(t.exists() for t in stale)
+    assert young.exists() and other.exists()  # not ours, or not stale
+
+
+def test_the_backup_is_replaced_whole(dataset_dir, monkeypatch):
+    """The previous version is copied to a temporary file and renamed over the .bak, so a
+    kill during the copy leaves the old backup whole (it used to be copied in place)."""
+    from napari_bioanomaly.core import fileio
+
+    path = dataset_dir / "annotations.json"
+    session = AnnotationSession.open(path)
+    session.set_regions([Region(square(), "hair")], 0)
+    session.save()
+    backup = fileio.backup_path(path)
+    first_backup = backup.read_bytes()
+    json.loads(first_backup)
+    calls = []
+    real = fileio.shutil.copyfileobj
+
+    def killed_midway(src, dst, length=0):
+        dst.write(src.read(10))  # half a copy, then the process dies
+        calls.append(1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fileio.shutil, "copyfileobj", killed_midway)
+    session.set_regions([Region(square(5, 5, 5), "dust")], 1)
+    with pytest.raises(KeyboardInterrupt):
+        session.save()
+    monkeypatch.setattr(fileio.shutil, "copyfileobj", real)
+    assert calls and backup.read_bytes() == first_backup  # still whole
+    assert not list(dataset_dir.glob(".annotations.json*.tmp"))

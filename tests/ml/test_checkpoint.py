@@ -144,3 +144,19 @@ def test_predict_cli_names_the_checkpoint_and_item(tmp_path, forest_ckpt, capsys
     assert not (tmp_path / "p.json").exists()
     with pytest.raises(BioAnomalyError, match=r"cyclic\.pt: cannot be used"):
         load_checkpoint(path)
+
+
+def test_refused_checkpoints_say_so_in_one_line_without_unsafe_advice(tmp_path):
+    import pickle
+
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"format": "x", "call": copy.deepcopy}))  # a pickled function
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"PK\x03\x04 not a zip")
+    for path, expected in ((evil, "refused: it holds objects other than tensors"),
+                           (broken, "not a readable checkpoint")):  # fmt: skip
+        with pytest.raises(BioAnomalyError) as info:
+            load_checkpoint(path)
+        text = str(info.value)
+        assert expected in text and "\n" not in text and "\x1b" not in text
+        assert "weights_only" not in text

@@ -100,13 +100,10 @@ def dataset_layers(dataset: Dataset, report: ImportReport, source: Path | None) 
     kwargs["metadata"]["bioanomaly"]["format"] = report.format
     layers.append((data, kwargs, kind))
     if report.issues:
-        lines = report.warnings
-        more = f"\n... and {len(lines) - 8} more" if len(lines) > 8 else ""
         warnings.warn(
-            f"{name}: {len(lines)} import issue(s) ({report.format}, "
+            f"{name}: {len(report.issues)} import issue(s) ({report.format}, "
             f"{report.regions_imported}/{report.regions_found} regions imported):\n"
-            + "\n".join(lines[:8])
-            + more,
+            + "\n".join(report.summary(3)),
             stacklevel=2,
         )
     return layers

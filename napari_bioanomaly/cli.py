@@ -34,8 +34,15 @@ def _import_options(args: argparse.Namespace) -> ImportOptions:
         raise BioAnomalyError(str(exc)) from None
 
 
+def _import_warnings(report: ImportReport, args: argparse.Namespace) -> list[str]:
+    """The import report's issues grouped by kind (all of them with ``--verbose``)."""
+    return report.summary(0 if getattr(args, "verbose", False) else 5)
+
+
 def _add_import_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("import options")
+    g.add_argument("--verbose", action="store_true",
+                   help="list every import issue (default: the first 5 of each kind)")
     g.add_argument(
         "--images",
         metavar="DIR",
@@ -89,7 +96,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"classes:  {_counts(dataset.class_counts())}")
     if report.issues:
         print(f"issues:   {_counts(report.counts())}")
-        for line in report.warnings:
+        for line in _import_warnings(report, args):
             print(f"  {line}")
     return 0
 
@@ -97,7 +104,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     dataset, report = _open(args)
     written, warnings = annotations.save(dataset, args.output, args.to)
-    for line in report.warnings + warnings:
+    for line in _import_warnings(report, args):
+        print(f"warning: {line}", file=sys.stderr)
+    for line in warnings:
         print(f"warning: {line}", file=sys.stderr)
     n_regions = len(dataset.regions)
     print(f"{args.to}: {len(dataset.images)} images, {n_regions} regions -> {args.output}")
@@ -146,7 +155,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = _train_config(args)
     dataset, report = annotations.open_dataset(args.annotations, args.images, _import_options(args))
-    for line in report.warnings:
+    for line in _import_warnings(report, args):
         print(f"warning: {line}", file=sys.stderr)
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
     interactive = sys.stderr.isatty() and main_process
@@ -186,7 +195,7 @@ def cmd_crossval(args: argparse.Namespace) -> int:
 
     config = _train_config(args)
     dataset, report = annotations.open_dataset(args.annotations, args.images, _import_options(args))
-    for line in report.warnings:
+    for line in _import_warnings(report, args):
         print(f"warning: {line}", file=sys.stderr)
     gen = crossval(dataset, config, args.folds, args.out, args.group_by, args.iou)
     interactive = sys.stderr.isatty()

@@ -21,6 +21,11 @@ ISSUE_KINDS = {
 }
 
 
+#: Kinds from the most serious (data not imported, or changed) to the most benign.
+_ORDER = ["skipped", "image", "file", "changed", "class", "repaired", "split", "clipped",
+          "converted", "closed"]  # fmt: skip
+
+
 @dataclass(frozen=True)
 class ImportIssue:
     """One thing the importer skipped, changed, or wants the user to know.
@@ -103,6 +108,24 @@ class ImportReport:
     def warnings(self) -> list[str]:
         """Every issue as one readable line."""
         return [f"[{i.kind}] {i}" for i in self.issues]
+
+    def summary(self, first: int = 5) -> list[str]:
+        """The issues grouped by kind, most serious kinds first: a heading with the count
+        of each kind, then its first ``first`` issues (all with ``first=0``) and how many
+        more there are. 181 lossless "closing vertex removed" lines no longer bury the
+        five repairs of a file."""
+        groups: dict[str, list[ImportIssue]] = {}
+        for issue in self.issues:
+            groups.setdefault(issue.kind, []).append(issue)
+        lines = []
+        for kind in sorted(groups, key=lambda k: (_ORDER.index(k), k)):
+            items = groups[kind]
+            lines.append(f"[{kind}] {len(items)} x {ISSUE_KINDS[kind]}")
+            shown = items if first <= 0 else items[:first]
+            lines.extend(f"    {i}" for i in shown)
+            if len(items) > len(shown):
+                lines.append(f"    ... and {len(items) - len(shown)} more (--verbose lists all)")
+        return lines
 
     def to_dict(self, classes: dict[str, int] | None = None) -> dict[str, Any]:
         """A JSON-ready summary (the ``inspect --json`` object)."""

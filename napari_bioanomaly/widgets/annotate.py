@@ -458,7 +458,7 @@ class AnnotateWidget(QWidget):
         if report.issues or problems:
             text += f"; {len(report.issues)} import issue(s), {problems} missing image(s)"
         self.status_label.setText(text)
-        self.status_label.setToolTip("\n".join(report.warnings[:50]))
+        self.status_label.setToolTip("\n".join(report.summary(5)[:60]))
         return True
 
     def _bind_keys(self) -> None:

@@ -158,3 +158,24 @@ def test_links_that_lead_out_of_an_image_folder_are_not_followed(capsys, dataset
                for w in report.warnings)  # fmt: skip
     code, out, _ = run(capsys, "inspect", folder)
     assert code == 0 and "images:   2 " in out
+
+
+def test_import_issues_are_grouped_by_kind_with_the_serious_first(write_json, capsys):
+    closed = {"shape_attributes": {"name": "polygon", "all_points_x": [1, 10, 10, 1],
+                                   "all_points_y": [1, 1, 10, 1]},
+              "region_attributes": {"class": "dust"}}  # fmt: skip
+    bow = {"shape_attributes": {"name": "polygon", "all_points_x": [0, 10, 10, 0],
+                                "all_points_y": [0, 10, 0, 10]},
+           "region_attributes": {"class": "dust"}}  # fmt: skip
+    regions = {str(i): closed for i in range(40)} | {"40": bow}
+    path = write_json({"a.png1": {"filename": "a.png", "size": 1, "regions": regions}})
+    assert main(["inspect", str(path), "--no-images"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    heads = [line.strip() for line in lines if line.strip().startswith("[")]
+    assert heads[0].startswith("[repaired]") and heads[-1] == (
+        "[closed] 40 x closing vertex (repeat of the first) removed")
+    assert "... and 35 more (--verbose lists all)" in out
+    assert sum("closing vertex removed" in line for line in lines) == 5
+    assert main(["inspect", str(path), "--no-images", "--verbose"]) == 0
+    assert capsys.readouterr().out.count("closing vertex removed") == 40

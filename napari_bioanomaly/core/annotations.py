@@ -47,6 +47,11 @@ def parse(
         stem = Path(file).stem if file else "image"
         dataset, report = geojson.read_geojson(data, file, image=f"{stem}.tif")
     elif fmt is None:
+        part = via_part(data)
+        if part:
+            raise FormatError(f"{file or 'data'}: a VIA {part} file, without images or "
+                              "regions: open the VIA project or annotations it belongs to "
+                              "(VIA: Project > Export or Annotation > Export)")  # fmt: skip
         raise FormatError(
             f"{file or 'data'}: neither VIA (1.x, 2.x, 3.x) nor COCO annotations "
             "(no '_via_img_metadata', no VIA image entries, no COCO 'images'/'annotations')"
@@ -58,6 +63,19 @@ def parse(
     for where, what in changes:
         report.add("changed", f"{where or 'the file'}: {what}")
     return dataset, report
+
+
+def via_part(data: Any) -> str | None:
+    """What a VIA file that holds no annotations is: ``"attributes"`` (VIA 2's
+    "Export attributes"), ``"settings"``, or ``None`` for anything else."""
+    if not isinstance(data, dict) or not data or "_via_img_metadata" in data:
+        return None
+    keys = set(data)
+    if keys <= {"_via_attributes", "_via_settings", "_via_data_format_version"}:
+        return "attributes" if "_via_attributes" in keys else "settings"
+    if "region" in keys and "file" in keys and keys <= {"region", "file"}:
+        return "attributes"  # VIA 2 "Export attributes" writes the definitions bare
+    return None
 
 
 def load(

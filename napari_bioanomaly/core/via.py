@@ -576,6 +576,7 @@ def _parse_via3(data: dict[str, Any], parser: _Parser) -> None:
     vid_list = project.get("vid_list")
     vids = [str(v) for v in vid_list] if isinstance(vid_list, list) else list(views)
     records: dict[str, ImageRecord | None] = {}
+    names: dict[str, str] = {}  # what each view shows, for messages (a video's file name)
     for vid in vids:
         view = views.get(vid)
         fids = view.get("fid_list") if isinstance(view, dict) else None
@@ -593,6 +594,7 @@ def _parse_via3(data: dict[str, Any], parser: _Parser) -> None:
             report.add("image", f"file {fids[0]!r} of the view is not defined", f"view {vid}")
             records[vid] = None
             continue
+        names[vid] = str(f.get("fname"))
         if f.get("type", 2) not in (2, "2"):
             report.add("image", "file is not an image (video/audio); skipped", str(f.get("fname")))
             records[vid] = None
@@ -607,17 +609,17 @@ def _parse_via3(data: dict[str, Any], parser: _Parser) -> None:
             continue
         vid = str(entry.get("vid"))
         record = records.get(vid)
-        image = record.filename if record else f"view {vid}"
+        image = record.filename if record else names.get(vid, f"view {vid}")
         z, xy = entry.get("z") or [], entry.get("xy") or []
         if not z and not xy:
             if record is not None:
                 parser.file_attributes(record, named(entry.get("av")))
             continue
-        report.regions_found += 1
-        if z:
+        if z:  # a time segment of a video or audio file: no image region at all
             report.shapes["temporal"] += 1
             report.add("skipped", "temporal segment (z = time), not an image region", image, mid)
             continue
+        report.regions_found += 1
         if vid not in records:
             report.shapes["missing"] += 1
             report.add("skipped", f"region refers to unknown view {vid!r}", image, mid)

@@ -210,3 +210,25 @@ def test_regions_without_a_class_keep_the_users_attribute_empty(tmp_path):
     annotations.save(dataset, tmp_path / "out.json")
     saved = json.loads((tmp_path / "out.json").read_text())["_via_img_metadata"]["a.png12"]
     assert saved["regions"][0]["region_attributes"] == {"Cell": "dust"}
+
+
+def test_parts_of_via_projects_are_named_as_such(tmp_path):
+    from napari_bioanomaly.core.model import FormatError
+
+    for data, what in (({"_via_attributes": {"region": {}, "file": {}}}, "attributes"),
+                       ({"region": {"class": {"type": "text"}}, "file": {}}, "attributes"),
+                       ({"_via_settings": {"ui": {}}}, "settings")):  # fmt: skip
+        with pytest.raises(FormatError, match=f"a VIA {what} file, without images or regions"):
+            annotations.load(write(tmp_path, data))
+
+
+def test_a_via3_project_of_a_video_reports_no_regions_and_names_the_video(tmp_path):
+    project = {"project": {"vid_list": ["1"]}, "config": {}, "attribute": {},
+               "file": {"1": {"fid": "1", "fname": "cells.mp4", "type": 4}},
+               "view": {"1": {"fid_list": ["1"]}},
+               "metadata": {f"1_{i}": {"vid": "1", "z": [i, i + 1], "xy": [], "av": {}}
+                            for i in range(13)}}  # fmt: skip
+    dataset, report = annotations.load(write(tmp_path, project), read_images=False)
+    assert report.regions_found == 0 and report.shapes["temporal"] == 13
+    text = messages(report)
+    assert "cells.mp4" in text and "view 1" not in text

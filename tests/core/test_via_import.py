@@ -211,7 +211,7 @@ def test_via3_project_regions_files_and_temporal_segments():
     }
     dataset, report = read_via(data)
     assert report.format == "via3-project" and report.version == "3.1.1"
-    assert report.regions_found == 6  # the file-level entry 2_f is not a region
+    assert report.regions_found == 5  # neither the file-level entry 2_f nor the time segment
     assert dict(report.shapes) == {
         "polygon": 1,
         "rect": 1,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -26,29 +27,65 @@ def _is_tiff(path: Path) -> bool:
     return path.suffix.lower() in (".tif", ".tiff")
 
 
+#: Images whose pixels would take more memory than this are refused before they are read
+#: (``BIOANOMALY_MAX_IMAGE_BYTES`` changes it): crop or tile them first.
+MAX_IMAGE_BYTES = int(os.environ.get("BIOANOMALY_MAX_IMAGE_BYTES", 4 << 30))
+
+# tifffile reports damaged files on its logger (printed on stderr): our errors say it instead
+logging.getLogger("tifffile").setLevel(logging.CRITICAL)
+
+
+def _check_file(path: Path) -> None:
+    if not path.is_file():
+        raise ImageReadError(f"{path}: image file not found")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"{path}: empty file (0 bytes), not an image")
+
+
+def _reason(exc: BaseException) -> str:
+    """A decoder's error as a short reason (first line, no install advice)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, IndexError) or "out of range" in text:
+        text = "no image in the file (damaged or not a TIFF)"
+    return f"{type(exc).__name__}: {text[:160]}" if text else type(exc).__name__
+
+
+def _check_size(path: Path, rows: int, cols: int, samples: int, itemsize: int) -> None:
+    need = rows * cols * max(samples, 1) * max(itemsize, 1)
+    if need > MAX_IMAGE_BYTES:
+        raise ImageReadError(
+            f"{path}: {rows}x{cols} px ({need / 2**30:.1f} GiB in memory) is larger than "
+            f"images read at once ({MAX_IMAGE_BYTES / 2**30:.1f} GiB, "
+            "BIOANOMALY_MAX_IMAGE_BYTES): crop or tile it first"
+        )
+
+
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Pixels of an image file: ``(rows, cols)`` or ``(rows, cols, 3|4)``.
 
-    Multi-page TIFFs give their first page. Raises :class:`ImageReadError`
-    naming the file on any failure.
+    Multi-page TIFFs give their first page. Images of any size are read up to
+    :data:`MAX_IMAGE_BYTES` (PIL's decompression-bomb limit does not apply: these
+    are the user's own images); larger ones are refused before any pixel is
+    decoded. Raises :class:`ImageReadError` naming the file and the reason on any
+    failure.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(f"{path}: image file not found")
+    _check_file(path)
     try:
         if _is_tiff(path):
             import tifffile
 
             with tifffile.TiffFile(path) as tif:
-                data = tif.pages[0].asarray()
+                page = tif.pages[0]
+                _check_size(path, int(page.imagelength), int(page.imagewidth),
+                            int(page.samplesperpixel), page.dtype.itemsize)  # fmt: skip
+                data = page.asarray()
         else:
-            import imageio.v3 as iio
-
-            data = iio.imread(path)
+            data = _read_pil(path)
     except ImageReadError:
         raise
     except Exception as exc:  # decoders raise anything: ValueError, OSError, struct.error...
-        raise ImageReadError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
+        raise ImageReadError(f"{path}: cannot read image ({_reason(exc)})") from None
     data = np.asarray(data)
     if data.ndim == 3 and data.shape[0] in (3, 4) and data.shape[-1] not in (3, 4):
         data = np.moveaxis(data, 0, -1)
@@ -59,11 +96,44 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     return data
 
 
+def _read_pil(path: Path) -> np.ndarray:
+    """PNG, JPEG, BMP through Pillow, which names what is wrong with a damaged file."""
+    from PIL import Image
+
+    with _no_pixel_limit(), Image.open(path) as im:
+        bands = len(im.getbands())
+        itemsize = 2 if im.mode.startswith("I;16") else 4 if im.mode in ("I", "F") else 1
+        _check_size(path, im.size[1], im.size[0], bands, itemsize)
+        im.load()
+        if im.mode == "P":
+            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        elif im.mode in ("1", "LA", "CMYK", "YCbCr"):
+            im = im.convert({"1": "L", "LA": "L"}.get(im.mode, "RGB"))
+        data = np.asarray(im)
+    if data.dtype == np.int32 and data.size and 0 <= data.min() and data.max() < 65536:
+        data = data.astype(np.uint16)  # 16-bit PNGs that Pillow opens as 32-bit "I"
+    return data
+
+
+class _no_pixel_limit:
+    """Lift Pillow's decompression-bomb limit while reading (size is checked by us)."""
+
+    def __enter__(self) -> None:
+        from PIL import Image
+
+        self._old = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+
+    def __exit__(self, *exc: object) -> None:
+        from PIL import Image
+
+        Image.MAX_IMAGE_PIXELS = self._old
+
+
 def image_shape(path: str | os.PathLike[str]) -> tuple[int, int]:
     """``(rows, cols)`` of an image, read from its header without decoding pixels."""
     path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(f"{path}: image file not found")
+    _check_file(path)
     try:
         if _is_tiff(path):
             import tifffile
@@ -73,13 +143,11 @@ def image_shape(path: str | os.PathLike[str]) -> tuple[int, int]:
                 return int(page.imagelength), int(page.imagewidth)
         from PIL import Image
 
-        with Image.open(path) as im:
+        with _no_pixel_limit(), Image.open(path) as im:
             width, height = im.size
             return int(height), int(width)
     except Exception as exc:
-        raise ImageReadError(
-            f"{path}: cannot read image header ({type(exc).__name__}: {exc})"
-        ) from None
+        raise ImageReadError(f"{path}: cannot read image header ({_reason(exc)})") from None
 
 
 def to_grayscale(image: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ score and ``model`` as source.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -347,7 +348,9 @@ def predict_dataset(
         record = ImageRecord(im.filename, im.shape, dict(im.file_attributes), size=im.size)
         out.images.append(record)
         try:
-            pixels = read_image(resolve_image(root, im.filename))
+            path = resolve_image(root, im.filename)
+            check_predictable(path, len(predictor.classes) + 1)
+            pixels = read_image(path)
         except BioAnomalyError as exc:
             yield PredictEvent(i + 1, len(dataset.images), im.filename, 0, str(exc), record)
             continue
@@ -365,6 +368,27 @@ def predict_dataset(
         )
         yield PredictEvent(i + 1, len(dataset.images), im.filename, len(record.regions), "", record)
     return out
+
+
+#: Prediction refuses images whose maps would take more memory than this
+#: (``BIOANOMALY_MAX_PREDICT_BYTES``), before reading them.
+MAX_PREDICT_BYTES = int(os.environ.get("BIOANOMALY_MAX_PREDICT_BYTES", 8 << 30))
+
+
+def check_predictable(path: Path, n_out: int) -> None:
+    """Refuse, from its header, an image whose prediction would need more than
+    :data:`MAX_PREDICT_BYTES`: the normalised image, the blended probabilities of
+    ``n_out`` classes and their weights, all float32."""
+    from ..core.images import ImageReadError, image_shape
+
+    rows, cols = image_shape(path)
+    need = rows * cols * 4 * (n_out + 2)
+    if need > MAX_PREDICT_BYTES:
+        raise ImageReadError(
+            f"{path}: {rows}x{cols} px needs about {need / 2**30:.1f} GiB to predict "
+            f"(more than {MAX_PREDICT_BYTES / 2**30:.1f} GiB, BIOANOMALY_MAX_PREDICT_BYTES): "
+            "crop or tile it first; the other images are predicted"
+        )
 
 
 def heatmap_path(folder: str | Path, filename: str) -> Path:

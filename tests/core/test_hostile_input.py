@@ -7,6 +7,7 @@ import copy
 import json
 import re
 
+import numpy as np
 import pytest
 
 from napari_bioanomaly.cli import main
@@ -228,7 +229,43 @@ def test_a_via3_project_of_a_video_reports_no_regions_and_names_the_video(tmp_pa
                "view": {"1": {"fid_list": ["1"]}},
                "metadata": {f"1_{i}": {"vid": "1", "z": [i, i + 1], "xy": [], "av": {}}
                             for i in range(13)}}  # fmt: skip
-    dataset, report = annotations.load(write(tmp_path, project), read_images=False)
+    _dataset, report = annotations.load(write(tmp_path, project), read_images=False)
     assert report.regions_found == 0 and report.shapes["temporal"] == 13
     text = messages(report)
     assert "cells.mp4" in text and "view 1" not in text
+
+
+def test_unreadable_images_are_named_with_the_reason(tmp_path, capfd):
+    from napari_bioanomaly.core.images import ImageReadError, read_image
+
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "bad.tif").write_bytes(b"II*\x00garbage-garbage")
+    from PIL import Image
+
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "ok.png")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "ok.png").read_bytes()[:60])
+    for name, reason in (("empty.png", "empty file (0 bytes)"),
+                         ("bad.tif", "no image in the file"),
+                         ("cut.png", "cannot read image"),
+                         ("missing.png", "image file not found")):  # fmt: skip
+        with pytest.raises(ImageReadError, match=re.escape(reason)) as info:
+            read_image(tmp_path / name)
+        assert name in str(info.value) and "pip install" not in str(info.value)
+    assert capfd.readouterr().err == ""  # tifffile's log lines stay off stderr
+
+
+def test_big_images_are_read_whatever_pillows_limit_and_refused_beyond_ours(tmp_path,
+                                                                           monkeypatch):
+    from PIL import Image
+
+    from napari_bioanomaly.core import images
+    from napari_bioanomaly.core.images import ImageReadError, read_image
+
+    Image.fromarray(np.full((300, 400), 7, np.uint16)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # as if it were 200 megapixels
+    data = read_image(tmp_path / "big.png")
+    assert data.shape == (300, 400) and data.dtype == np.uint16 and data.max() == 7
+    assert Image.MAX_IMAGE_PIXELS == 1000  # the limit is back for everyone else
+    monkeypatch.setattr(images, "MAX_IMAGE_BYTES", 100_000)
+    with pytest.raises(ImageReadError, match=r"big\.png: 300x400 px .* crop or tile it first"):
+        read_image(tmp_path / "big.png")

@@ -258,3 +258,24 @@ def test_predict_uses_each_class_minimum_area_unless_the_user_sets_one(
     assert sorted(r.label for r in out.images[0].regions) == sorted([first, second])
     out = run(predict_dataset(predictor, dataset, min_area=64))  # the user's, for all
     assert [r.label for r in out.images[0].regions] == [first]
+
+
+def test_an_image_too_large_to_predict_is_refused_from_its_header(model_path, sample_dir,
+                                                                  monkeypatch):
+    from napari_bioanomaly.ml import predict as predict_module
+    from napari_bioanomaly.ml.predict import predict_dataset
+
+    predictor = Predictor.load(model_path, "cpu")
+    dataset, _ = annotations.load(sample_dir / "annotations.json")
+    monkeypatch.setattr(predict_module, "MAX_PREDICT_BYTES", 128 * 128 * 4 * 3)
+    read = []
+    monkeypatch.setattr(predict_module, "read_image", lambda p: read.append(p))
+    events = []
+    gen = predict_dataset(predictor, dataset)
+    try:
+        while True:
+            events.append(next(gen))
+    except StopIteration:
+        pass
+    assert read == []  # refused before any pixel was read
+    assert all("crop or tile it first" in e.message for e in events) and len(events) == 6

@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import coco, geojson, imagej, via
-from .fileio import clean_json, read_json, resolve_image, write_json
+from .fileio import clean_json, name_key, read_json, resolve_image, write_json
 from .geometry import clean_polygon
 from .images import ImageReadError, image_shape, is_image_file
 from .masks import write_label_masks
@@ -329,10 +329,10 @@ def open_folder(
         dataset, report = load_per_image(folder, per_image, images or folder, options)
     else:
         dataset, report = Dataset(root=folder), ImportReport(file=str(folder), format="folder")
-    known = {im.filename for im in dataset.images}
+    known = {name_key(im.filename) for im in dataset.images}
     base = Path(images) if per_image and images is not None else folder
     for name in list_images(base, outside):
-        if name not in known and not name.endswith("_labels.tif"):
+        if name_key(name) not in known and not name.endswith("_labels.tif"):
             record = ImageRecord(name)
             try:
                 record.shape = image_shape(base / name)
@@ -394,9 +394,11 @@ def save(
     """
     # numbers in these files come from validated regions: finite by construction
     if fmt == "via":
-        return [write_json(path, via.to_via_export(dataset), check_finite=False)], []
+        data = via.to_via_export(dataset)
+        return [write_json(path, data, check_finite=False)], via.export_warnings(dataset)
     if fmt == "via-project":
-        return [write_json(path, via.to_via_project(dataset), check_finite=False)], []
+        data = via.to_via_project(dataset)
+        return [write_json(path, data, check_finite=False)], via.export_warnings(dataset)
     if fmt == "coco":
         data, warnings = coco.to_coco(dataset)
         return [write_json(path, data, check_finite=False)], warnings

@@ -59,7 +59,7 @@ def to_coco(dataset: Dataset) -> tuple[dict[str, Any], list[str]]:
             height, width = (int(np.ceil(v)) for v in np.max(ext, axis=0))
             warnings.append(
                 f"image {im.filename!r}: size unknown (image not found); "
-                f"width/height set to the regions' extent {width}x{height}"
+                f"height x width set to the regions' extent, {height}x{width} px"
             )
         images.append(
             {

@@ -10,6 +10,7 @@ import re
 import shutil
 import tempfile
 import time
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -409,10 +410,23 @@ def resolve_image(root: Path, filename: str) -> Path:
         candidate = root / PurePosixPath(filename.rstrip("/")).name
     else:
         candidate = root / filename
+    if not candidate.exists():  # macOS writes names decomposed (NFD), most tools composed
+        rel = str(candidate.relative_to(root))
+        for form in ("NFC", "NFD"):
+            other = root / unicodedata.normalize(form, rel)
+            if other.exists():
+                candidate = other
+                break
     resolved = candidate.resolve()
     if resolved != root and root not in resolved.parents:
         raise BioAnomalyError(f"image {filename!r}: path leads outside the dataset folder {root}")
     return resolved
+
+
+def name_key(name: str) -> str:
+    """A file name as compared with others: Unicode NFC (``é`` typed, or ``e`` + accent
+    as macOS stores it, are one name)."""
+    return unicodedata.normalize("NFC", name)
 
 
 def relative_name(name: str) -> PurePosixPath:

@@ -28,6 +28,7 @@ from .fileio import (
     digest,
     dumps,
     file_digest,
+    name_key,
     orjson,
     read_json,
     remove_stale_temporaries,
@@ -125,9 +126,9 @@ class AnnotationSession:
             disk = file_digest(path)
         present = annotations.list_images(root)
         if source.is_dir():
-            known = {im.filename for im in dataset.images}
+            known = {name_key(im.filename) for im in dataset.images}
             for name in present:
-                if name not in known and not name.endswith("_labels.tif"):
+                if name_key(name) not in known and not name.endswith("_labels.tif"):
                     dataset.images.append(ImageRecord(name))
         if not dataset.classes:
             dataset.classes = list(dict.fromkeys([*DEFAULT_CLASSES, *dataset.class_names()]))

@@ -722,6 +722,17 @@ def read_via(
     return parser.dataset(), report
 
 
+def export_warnings(dataset: Dataset) -> list[str]:
+    """What the VIA 2 app will stumble on in this export: a ``%`` in a file name makes it
+    fail to load the project (it URL-decodes names)."""
+    return [
+        f"image {im.filename!r}: a '%' in the file name stops the VIA 2 app from loading "
+        "this file (napari-bioanomaly reads it); rename the image to open it in VIA"
+        for im in dataset.images
+        if "%" in im.filename
+    ]
+
+
 def _region_attributes(region: Region, class_attribute: str) -> dict[str, Any]:
     key = region.class_attribute or class_attribute
     attrs: dict[str, Any] = {key: region.label}

@@ -269,3 +269,40 @@ def test_big_images_are_read_whatever_pillows_limit_and_refused_beyond_ours(tmp_
     monkeypatch.setattr(images, "MAX_IMAGE_BYTES", 100_000)
     with pytest.raises(ImageReadError, match=r"big\.png: 300x400 px .* crop or tile it first"):
         read_image(tmp_path / "big.png")
+
+
+def test_file_names_match_across_unicode_forms_and_percent_is_warned(tmp_path):
+    import unicodedata
+
+    from PIL import Image
+
+    composed = "c\u00e9llule.png"
+    decomposed = unicodedata.normalize("NFD", composed)
+    assert composed != decomposed
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / decomposed)  # as macOS
+    dataset, report = annotations.load(write(tmp_path, via(name=composed)))
+    assert dataset.images[0].shape == (32, 32), messages(report)  # found, size read
+    folder, _, _ = annotations.open_folder(tmp_path)
+    assert len(folder.images) == 1  # not listed twice, once per form
+    dataset, _ = annotations.load(write(tmp_path, via(name="50%.png")), read_images=False)
+    _, warned = annotations.save(dataset, tmp_path / "out.json")
+    assert warned and "'%' in the file name stops the VIA 2 app" in warned[0]
+
+
+def test_piping_the_cli_into_head_ends_quietly(tmp_path):
+    import subprocess
+    import sys
+
+    closed = {"shape_attributes": {"name": "polygon", "all_points_x": [1, 10, 10, 1],
+                                   "all_points_y": [1, 1, 10, 1]},
+              "region_attributes": {"class": "dust"}}  # fmt: skip
+    path = write(tmp_path, via([closed] * 5000))  # 5,000 lines of issues: more than a pipe holds
+    code = (
+        "import sys; from napari_bioanomaly.cli import main; "
+        f"sys.exit(main(['inspect', {str(path)!r}, '--no-images', '--verbose']))"
+    )
+    import shlex
+
+    command = f"{shlex.quote(sys.executable)} -c {shlex.quote(code)} | head -1"
+    done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == "", done.stderr

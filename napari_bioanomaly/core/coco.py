@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from . import geometry
+from .fileio import shallow_attributes
 from .model import Dataset, FormatError, ImageRecord, Region
 from .report import ImportReport
 from .via import _EntryError, _num, detect_format, rounded_polygons
@@ -142,7 +143,12 @@ def read_coco(data: Any, file: str = "") -> tuple[Dataset, ImportReport]:
         categories = []
     for i, cat in enumerate(categories):
         if isinstance(cat, dict) and _id(cat.get("id")) is not None:
-            cats[cat["id"]] = str(cat.get("name", cat["id"]))
+            name = str(cat.get("name", cat["id"])).strip()
+            if not name:
+                name = f"category {cat['id']}"
+                report.add("class", f"category {cat['id']!r} has no name; its regions are "
+                           f"class {name!r}")  # fmt: skip
+            cats[cat["id"]] = name
         else:
             report.add("file", f"category {i} has no id (a number or text); ignored")
     records: dict[Any, ImageRecord] = {}
@@ -170,6 +176,8 @@ def read_coco(data: Any, file: str = "") -> tuple[Dataset, ImportReport]:
         attrs = (
             extra.get("file_attributes") if isinstance(extra.get("file_attributes"), dict) else {}
         )
+        attrs = shallow_attributes(attrs, lambda key, n=name: report.add(
+            "changed", f"file attribute {key!r} nested too deep: dropped", n))  # fmt: skip
         rec = ImageRecord(name, shape, dict(attrs), bool(extra.get("no_anomaly", False)))
         rec.reviewed = bool(extra.get("reviewed", False))
         records[entry["id"]] = by_name[name] = rec
@@ -231,6 +239,8 @@ def _coco_annotation(
     label = cats[ann["category_id"]]
     extra = ann.get(EXTRA_KEY) if isinstance(ann.get(EXTRA_KEY), dict) else {}
     attrs = ann.get("attributes") if isinstance(ann.get("attributes"), dict) else {}
+    attrs = shallow_attributes(attrs, lambda key: report.add(
+        "changed", f"region attribute {key!r} nested too deep: dropped", image, ident))  # fmt: skip
     score = None
     if ann.get("score") is not None:
         try:

@@ -290,7 +290,35 @@ def read_json(path: str | os.PathLike[str], raw: bytes | None = None) -> Any:
 
 #: Values nested deeper than this in an annotation file are dropped (no annotation format
 #: nests more than a few levels; ~1,000 levels would overflow Python's stack when saved).
-MAX_JSON_DEPTH = 64
+MAX_JSON_DEPTH = 100
+#: Attribute values nested deeper than this are dropped by the readers (see
+#: :func:`shallow_attributes`): well inside :data:`MAX_JSON_DEPTH` in any format we
+#: write, so what loads once loads the same after a save.
+MAX_ATTRIBUTE_DEPTH = 32
+
+
+def nesting(value: Any) -> int:
+    """How deeply lists and objects nest in ``value`` (0 for a number or text)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+            deepest = max(deepest, depth + 1)
+    return deepest
+
+
+def shallow_attributes(attrs: dict[str, Any], drop: Callable[[str], None]) -> dict[str, Any]:
+    """``attrs`` without the values nested deeper than :data:`MAX_ATTRIBUTE_DEPTH`;
+    ``drop(name)`` is told each one."""
+    out = {}
+    for name, value in attrs.items():
+        if isinstance(value, dict | list) and nesting(value) > MAX_ATTRIBUTE_DEPTH:
+            drop(name)
+        else:
+            out[name] = value
+    return out
 
 
 def _clean_text(text: str) -> str | None:

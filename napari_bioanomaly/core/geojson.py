@@ -6,6 +6,7 @@ Coordinates: x/y in pixels, origin at the top-left corner of the top-left pixel
 
 from __future__ import annotations
 
+import math
 import uuid
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -140,8 +141,16 @@ def read_geojson(
             continue
         score = None
         measurements = props.get("measurements")
-        if isinstance(measurements, dict) and isinstance(measurements.get("score"), (int, float)):
-            score = float(measurements["score"])
+        value = measurements.get("score") if isinstance(measurements, dict) else None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            try:
+                score = float(value)
+            except OverflowError:
+                score = math.inf
+            if not math.isfinite(score):
+                report.add("class", f"score {str(value)[:20]} is not a finite number; ignored",
+                           image, index)  # fmt: skip
+                score = None
         source = (
             props.get("source") if props.get("source") in ("model", "model-accepted") else "human"
         )

@@ -144,7 +144,7 @@ def read_roi_sets(
                 entries: list[tuple[str, bytes | str]] = [(path.name, path.read_bytes())]
             else:
                 entries = _zip_entries(path)
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, ValueError) as exc:
             raise FormatError(f"{path}: not a readable ImageJ ROI zip ({exc})") from None
         for name, raw in entries:
             report.regions_found += 1
@@ -210,5 +210,5 @@ def is_roi_set(path: Path) -> bool:
     try:
         with zipfile.ZipFile(path) as zf:
             return any(n.lower().endswith(".roi") for n in zf.namelist())
-    except (zipfile.BadZipFile, OSError):
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, ValueError):
         return False

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import geometry
+from .fileio import MAX_ATTRIBUTE_DEPTH, shallow_attributes
 from .model import (
     FALLBACK_CLASS,
     SOURCES,
@@ -210,7 +211,9 @@ class _Parser:
         if not isinstance(attrs, dict):
             self.report.add("image", "file_attributes is not an object; ignored", record.filename)
             return
-        attrs = dict(attrs)
+        attrs = shallow_attributes(dict(attrs), lambda name: self.report.add(
+            "changed", f"file attribute {name!r} nested more than {MAX_ATTRIBUTE_DEPTH} levels "
+            "deep: dropped", record.filename))  # fmt: skip
         if NO_ANOMALY_ATTRIBUTE in attrs:
             record.no_anomaly = _truthy(attrs.pop(NO_ANOMALY_ATTRIBUTE))
         if REVIEWED_ATTRIBUTE in attrs:
@@ -273,7 +276,9 @@ class _Parser:
     ) -> tuple[str, str | None, dict[str, Any], float | None, str, str | None]:
         """Take the class, score and source out of region attributes; the last item is
         the region's :attr:`~.model.Region.unlabelled`."""
-        rest = dict(attrs)
+        rest = shallow_attributes(dict(attrs), lambda name: self.report.add(
+            "changed", f"region attribute {name!r} nested more than {MAX_ATTRIBUTE_DEPTH} "
+            "levels deep: dropped", image, index))  # fmt: skip
         score: float | None = None
         if "score" in rest:
             try:

@@ -6,8 +6,7 @@ A child process opens a sample dataset, adds a region and saves, again and again
 printing the number of each completed save. It is killed with SIGKILL after a
 random delay, while it saves or between saves; then the annotation file and its
 ``.bak`` must parse, the file must hold every edit the child reported saved, and
-reopening the dataset must leave no temporary file older than a minute (younger
-ones are cleaned at the next open after that). Repeated ``--kills`` times. The
+reopening the dataset must leave no temporary file behind. Repeated ``--kills`` times. The
 reference, in the same process: one save of the same dataset without a kill.
 """
 
@@ -102,8 +101,8 @@ def main() -> None:
         remove_stale_temporaries(path, older_than=0)
         print(f"{args.kills} kills of a process saving {args.images} images ({len(saved)} saves "
               f"completed, {elapsed:.0f} s): corrupt files {corrupt}, lost saved edits {lost}, "
-              f"unparseable backups {bad_backup}, temporary files left at the end {left} "
-              f"(younger than a minute: removed at a later open)")
+              f"unparseable backups {bad_backup}, temporary files left after the last reopen "
+              f"{left}")
         print(f"reference: one save of the dataset takes {reference * 1000:.0f} ms")
         sys.exit(1 if corrupt or lost or bad_backup else 0)
 

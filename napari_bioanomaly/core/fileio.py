@@ -146,9 +146,18 @@ def _atomic_copy(src: Path, dst: Path) -> None:
 
 def remove_stale_temporaries(path: str | os.PathLike[str], older_than: float = 60.0) -> int:
     """Delete the temporary files that writes of ``path`` (and of its backup) left behind
-    when their process was killed: ``.<name>.*.tmp`` beside it, older than ``older_than``
-    seconds (a write in progress elsewhere is younger). Returns how many went."""
+    when their process was killed: ``.<name>.*.tmp`` beside it. When nobody holds the
+    file's lock (:func:`file_lock`: no save is in progress) all of them go; otherwise
+    only those older than ``older_than`` seconds. Returns how many went."""
     path = Path(path)
+    try:
+        with file_lock(path, timeout=0):
+            return _remove_temporaries(path, 0.0)
+    except (BioAnomalyError, OSError):
+        return _remove_temporaries(path, older_than)
+
+
+def _remove_temporaries(path: Path, older_than: float) -> int:
     now = time.time()
     removed = 0
     try:

@@ -251,20 +251,22 @@ def test_qc_save_refuses_to_overwrite_a_file_saved_while_it_ran(dataset_dir, mon
 
 
 def test_opening_removes_temporaries_left_by_a_killed_save(dataset_dir):
+    from napari_bioanomaly.core.fileio import file_lock, remove_stale_temporaries
+
     path = dataset_dir / "annotations.json"
     stale = [dataset_dir / ".annotations.json.ab12.tmp", dataset_dir / ".annotations.json.bak.cd34.tmp"]
-    young = dataset_dir / ".annotations.json.ef56.tmp"  # a save in progress elsewhere
-    for tmp in [*stale, young]:
+    young = dataset_dir / ".annotations.json.ef56.tmp"
+    other = dataset_dir / ".other.json.aa11.tmp"
+    for tmp in [*stale, young, other]:
         tmp.write_text("{")
     old = time.time() - 3600
-    for tmp in stale:
+    for tmp in [*stale, other]:
         os.utime(tmp, (old, old))
-    other = dataset_dir / ".other.json.aa11.tmp"
-    other.write_text("{")
-    os.utime(other, (old, old))
-    AnnotationSession.open(path)
-    assert not any(t.exists() for t in stale)
-    assert young.exists() and other.exists()  # not ours, or not stale
+    with file_lock(path):  # a save in progress: only the old ones can be left-overs
+        assert remove_stale_temporaries(path) == 2
+    assert young.exists() and not any(t.exists() for t in stale)
+    AnnotationSession.open(path)  # nobody saves now: every left-over of ours goes
+    assert not young.exists() and other.exists()  # not ours
 
 
 def test_the_backup_is_replaced_whole(dataset_dir, monkeypatch):

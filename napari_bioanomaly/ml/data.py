@@ -172,15 +172,24 @@ def augment(
 
 
 def fit_tile(config: TrainConfig, dataset: Dataset, indices: list[int]) -> TrainConfig:
-    """``config`` with its tile shrunk to the images when every image is smaller.
+    """``config`` with a tile fitted to images no larger than it.
 
-    A 200 px image in a 256 px tile is 40% padding: the smallest multiple of 16
-    that holds the largest image trains as well, faster.
+    A tile that holds whole images trains on padding (a 200 px image in a 256 px
+    tile is 40% of it) and shows the network the same picture every time, only
+    flipped. Then the tile becomes about two thirds of the images' smaller side
+    (median; a multiple of 16, at least 64): tiles crop different parts of each
+    image and a step costs less. On NEU-Seg (200 px images) this took the default
+    U-Net from instance F1 0.49-0.53 (208 px tiles, 28-33 epochs) to 0.57 (128 px,
+    44 epochs) in the same 15 minutes. Images larger than the tile are cropped
+    already: the tile is kept.
     """
-    sides = [max(dataset.images[i].shape or (config.tile, config.tile)) for i in indices]
-    if not sides:
+    shapes = [dataset.images[i].shape for i in indices]
+    if not shapes or any(s is None for s in shapes):
         return config
-    tile = max(32, -(-max(sides) // 16) * 16)
+    if max(max(s[:2]) for s in shapes) > config.tile:
+        return config
+    smaller = float(np.median([min(s[:2]) for s in shapes]))
+    tile = max(64, round(smaller * 2 / 3 / 16) * 16)
     return config.replace(tile=tile) if tile < config.tile else config
 
 

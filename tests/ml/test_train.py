@@ -267,8 +267,10 @@ def test_tiles_shrink_to_small_images(dataset):
     from napari_bioanomaly.ml.data import check_images, fit_tile
 
     check_images(dataset, list(range(len(dataset.images))))  # reads the 128 px shapes
-    assert fit_tile(TINY.replace(tile=256), dataset, [0, 1]).tile == 128
-    assert fit_tile(TINY, dataset, [0, 1]).tile == 64
+    # a 256 px tile would hold the whole 128 px image: two thirds of its side instead
+    assert fit_tile(TINY.replace(tile=256), dataset, [0, 1]).tile == 80
+    assert fit_tile(TINY.replace(tile=128), dataset, [0, 1]).tile == 80
+    assert fit_tile(TINY, dataset, [0, 1]).tile == 64  # crops the images already: kept
 
 
 def test_forest_shows_progress_and_stops_during_the_fit(dataset, tmp_path):

@@ -61,34 +61,41 @@ def compact_dock_tabs(widget: QWidget, width: int = 470) -> None:
         window.resizeDocks([dock], [width], Qt.Orientation.Horizontal)
 
 
-def ask_conflict(parent: QWidget, exc: Exception, annotator: Any) -> str:
-    """Ask what to do when the annotation file changed on disk since it was read:
-    ``"reload"`` (theirs), ``"overwrite"`` (mine; theirs kept as ``.bak``), or
-    ``"later"``. "Save mine as a copy" writes this session to a file the user
-    chooses, then reloads theirs: both versions are kept."""
-    from qtpy.QtWidgets import QFileDialog, QMessageBox
+def conflict_box(parent: QWidget, exc: Exception) -> tuple[Any, dict[str, Any]]:
+    """The dialog of :func:`ask_conflict` and its buttons by choice (not shown yet)."""
+    from qtpy.QtWidgets import QMessageBox
 
     box = QMessageBox(parent)
     box.setIcon(QMessageBox.Icon.Warning)
     box.setWindowTitle("Annotation file changed on disk")
     box.setText(str(exc))
     role = QMessageBox.ButtonRole
-    reload_ = box.addButton("Reload theirs (drop my changes)", role.DestructiveRole)
-    overwrite = box.addButton("Keep mine (theirs kept as .bak)", role.AcceptRole)
-    copy = box.addButton("Save mine as a copy, then reload theirs", role.ActionRole)
-    box.addButton("Decide later", role.RejectRole)
+    buttons = {
+        "reload": box.addButton("Reload theirs (drop my changes)", role.DestructiveRole),
+        "overwrite": box.addButton("Keep mine (theirs kept as .bak)", role.AcceptRole),
+        "copy": box.addButton("Save mine as a copy, then reload theirs", role.ActionRole),
+        "later": box.addButton("Decide later", role.RejectRole),
+    }
+    return box, buttons
+
+
+def ask_conflict(parent: QWidget, exc: Exception, annotator: Any) -> str:
+    """Ask what to do when the annotation file changed on disk since it was read:
+    ``"reload"`` (theirs), ``"overwrite"`` (mine; theirs kept as ``.bak``), or
+    ``"later"``. "Save mine as a copy" writes this session to a file the user
+    chooses, then reloads theirs: both versions are kept."""
+    from qtpy.QtWidgets import QFileDialog
+
+    box, buttons = conflict_box(parent, exc)
     box.exec_() if hasattr(box, "exec_") else box.exec()
-    clicked = box.clickedButton()
-    if clicked is reload_:
-        return "reload"
-    if clicked is overwrite:
-        return "overwrite"
-    if clicked is copy:
+    choice = next((k for k, b in buttons.items() if b is box.clickedButton()), "later")
+    if choice == "copy":
         session = annotator.session
         suggested = str(session.path.with_name(session.path.stem + ".mine.json"))
         path, _ = QFileDialog.getSaveFileName(parent, "Save my version as", suggested,
                                               "VIA project (*.json)")  # fmt: skip
-        if path:
-            session.save_copy(path)
-            return "reload"
-    return "later"
+        if not path:
+            return "later"
+        session.save_copy(path)
+        return "reload"
+    return choice

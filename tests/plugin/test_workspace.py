@@ -138,3 +138,31 @@ def test_train_and_review_uses_the_train_widgets_settings(make_napari_viewer, qt
     assert "Another job of this window runs" in review.summary.text()
     train.close()  # a closed Train widget no longer provides settings
     assert review.workspace.train_config is None
+
+
+def test_conflict_dialog_can_keep_both_versions(both, dataset_dir, tmp_path, monkeypatch):
+    from qtpy.QtWidgets import QFileDialog, QMessageBox
+
+    from napari_bioanomaly.widgets import _common
+
+    _, annotate, _ = both
+    annotator = annotate.annotator
+    annotator.session.set_regions([Region(square(20, 20, 10), "mine")], 0)
+    mine = tmp_path / "mine.json"
+    clicked = {}
+
+    def click(box):
+        clicked["box"] = box
+        box.clickedButton = lambda: next(b for b in box.buttons() if "copy" in b.text())
+        return 0
+
+    monkeypatch.setattr(QMessageBox, "exec", click)
+    monkeypatch.setattr(QMessageBox, "exec_", click, raising=False)
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(mine), ""))
+    exc = DiskChanged("annotations.json: changed on disk")
+    assert _common.ask_conflict(annotate, exc, annotator) == "reload"
+    assert "mine" in mine.read_text()  # my version kept in the copy
+    texts = [b.text() for b in clicked["box"].buttons()]
+    assert any(t.startswith("Reload theirs") for t in texts) and "Decide later" in texts
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: ("", ""))
+    assert _common.ask_conflict(annotate, exc, annotator) == "later"  # no file chosen

@@ -10,6 +10,7 @@ offset only in ``napari_bioanomaly._layers``.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -166,6 +167,19 @@ class Dataset:
     class_attribute: str = "class"
     attribute_definitions: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+
+    def subset(self, indices: Sequence[int]) -> Dataset:
+        """A dataset of some of the images, in that order, sharing everything else: folder,
+        classes, class attribute, attribute definitions and settings (the one way to take
+        a part of a dataset: folds, shards, validation images)."""
+        return Dataset(
+            images=[self.images[i] for i in indices],
+            root=self.root,
+            classes=list(self.classes),
+            class_attribute=self.class_attribute,
+            attribute_definitions=self.attribute_definitions,
+            settings=self.settings,
+        )
 
     @property
     def regions(self) -> list[Region]:

@@ -68,13 +68,8 @@ def folds(dataset: Dataset, k: int, group_by: str | None = None, seed: int = 0) 
 
 
 def subset(dataset: Dataset, indices: list[int]) -> Dataset:
-    """A dataset of some of the images (same folder and classes)."""
-    return Dataset(
-        images=[dataset.images[i] for i in indices],
-        root=dataset.root,
-        classes=list(dataset.classes),
-        class_attribute=dataset.class_attribute,
-    )
+    """A dataset of some of the images (see :meth:`~..core.model.Dataset.subset`)."""
+    return dataset.subset(indices)
 
 
 @dataclass(frozen=True)

@@ -418,12 +418,7 @@ def shard(dataset: Dataset, index: int, count: int) -> Dataset:
     """Images ``index, index + count, ...`` (0-based): a deterministic 1/``count`` of them."""
     if not 0 <= index < count:
         raise BioAnomalyError(f"shard {index}/{count}: need 0 <= index < count")
-    return Dataset(
-        images=dataset.images[index::count],
-        root=dataset.root,
-        classes=list(dataset.classes),
-        class_attribute=dataset.class_attribute,
-    )
+    return dataset.subset(range(index, len(dataset.images), count))
 
 
 def run(gen: Generator[Any, None, Any]) -> Any:

@@ -33,13 +33,18 @@ def prime_torch() -> None:
     torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
 
 
-def training_job(dataset: Any, config: Any, out: Path, cancel: threading.Event) -> Generator:
-    """The generator the worker runs: leaves one core to the GUI, then trains."""
+def leave_a_core_to_the_gui() -> None:
+    """Torch threads for a worker: every core but one, which napari keeps."""
     import torch
 
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+
+
+def training_job(dataset: Any, config: Any, out: Path, cancel: threading.Event) -> Generator:
+    """The generator the worker runs: leaves one core to the GUI, then trains."""
     from ..ml.train import train
 
-    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    leave_a_core_to_the_gui()
     return (yield from train(dataset, config, out, cancel=cancel))
 
 
@@ -47,11 +52,9 @@ def crossval_job(
     dataset: Any, config: Any, k: int, out: Path, group_by: str | None, cancel: threading.Event
 ) -> Generator:
     """The generator the worker runs for "Cross-validate" (one core left to the GUI)."""
-    import torch
-
     from ..ml.crossval import crossval
 
-    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    leave_a_core_to_the_gui()
     return (yield from crossval(dataset, config, k, out, group_by, cancel=cancel))
 
 

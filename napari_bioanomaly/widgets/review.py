@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import threading
 from collections.abc import Generator
 from pathlib import Path
@@ -59,7 +58,7 @@ from ..core.model import BioAnomalyError, Dataset, ImageRecord, Region
 from ..core.quality import QC_ATTRIBUTE
 from ..ml.events import PredictEvent, TrainEvent
 from ._common import EXPORTS, ask_conflict, button_row, with_browse
-from ._jobs import epoch_text, prime_torch, training_job
+from ._jobs import epoch_text, leave_a_core_to_the_gui, prime_torch, training_job
 
 GT_COLOR = "#00c000"
 PRED_COLOR = "#ff2020"
@@ -990,8 +989,8 @@ def train_and_predict(
     result = yield from training_job(dataset, config, out, threading.Event())
     _, val = split(dataset, config)
     names = [dataset.images[i].filename for i in val]
-    subset = Dataset(images=[dataset.images[i] for i in val], root=dataset.root)
-    predictions = yield from predict_dataset(Predictor.load(result.best or result.last), subset)
+    predictor = Predictor.load(result.best or result.last)
+    predictions = yield from predict_dataset(predictor, dataset.subset(val))
     annotations.save(predictions, pred_out, "via")
     return pred_out, names
 
@@ -1001,11 +1000,9 @@ def predict_and_save(
 ) -> Generator[Any, None, Path]:
     """Worker job of "Predict & review": predict every image, save the predictions (and
     the anomaly maps into ``heatmaps``)."""
-    import torch
-
     from ..ml.predict import predict_dataset
 
-    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    leave_a_core_to_the_gui()
     predictions = yield from predict_dataset(predictor, dataset, heatmaps=heatmaps)
     annotations.save(predictions, pred_out, "via")
     return pred_out

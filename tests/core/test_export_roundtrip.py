@@ -196,3 +196,14 @@ def test_coco_export_clips_regions_to_the_image_and_says_so():
     xs, ys = ann["segmentation"][0][0::2], ann["segmentation"][0][1::2]
     assert min(xs) >= 0 and min(ys) >= 0
     assert any("2 region(s) reach outside the image" in w and "clipped" in w for w in warnings)
+
+
+def test_a_subset_keeps_classes_attributes_and_settings():
+    ds = rich_dataset()
+    ds.attribute_definitions = {"region": {"class": {"type": "radio"}}, "file": {}}
+    ds.settings = {"ui": {"x": 1}}
+    part = ds.subset([2, 0])
+    assert [im.filename for im in part.images] == [ds.images[2].filename, ds.images[0].filename]
+    assert part.classes == ds.classes and part.classes is not ds.classes
+    assert (part.root, part.class_attribute) == (ds.root, ds.class_attribute)
+    assert part.attribute_definitions == ds.attribute_definitions and part.settings == ds.settings

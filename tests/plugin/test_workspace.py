@@ -166,3 +166,16 @@ def test_conflict_dialog_can_keep_both_versions(both, dataset_dir, tmp_path, mon
     assert any(t.startswith("Reload theirs") for t in texts) and "Decide later" in texts
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: ("", ""))
     assert _common.ask_conflict(annotate, exc, annotator) == "later"  # no file chosen
+
+
+def test_a_region_without_a_class_stays_so_through_the_layer_features():
+    from napari_bioanomaly._layers import region_from_row, region_row
+
+    empty = Region(square(1, 1, 5), "anomaly", {"Cell": "x"}, class_attribute="Cell",
+                   unlabelled='""')  # fmt: skip
+    bare = Region(square(1, 1, 5), "anomaly", unlabelled="")
+    given = Region(square(1, 1, 5), "dust")
+    for region in (empty, bare, given):
+        back = region_from_row(region.polygon, "polygon", region_row(region))
+        assert (back.unlabelled, back.label, back.class_attribute) == (
+            region.unlabelled, region.label, region.class_attribute)

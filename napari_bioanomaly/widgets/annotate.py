@@ -436,16 +436,17 @@ class AnnotateWidget(QWidget):
         except (BioAnomalyError, OSError) as exc:
             self._error(str(exc))
             return False
-        self._release()
-        # one annotator per file and viewer, shared with the Review widget
-        annotator = self.annotator = shared_annotator(self.viewer, session, self)
-        annotator.on_conflict = lambda exc: ask_conflict(self, exc, annotator)
+        if self.annotator is None or self.annotator.session is not session:
+            self._release()
+            # one annotator per file and viewer, shared with the Review widget
+            annotator = self.annotator = shared_annotator(self.viewer, session, self)
+            annotator.on_conflict = lambda exc: ask_conflict(self, exc, annotator)
+            annotator.image_changed.connect(self._on_image_changed)
+            annotator.regions_changed.connect(self._on_regions_changed)
+            annotator.saved.connect(self._on_saved)
+            annotator.message.connect(self._info)
         self.annotator.polyline_width = self.polyline_spin.value()
         self.annotator.min_area = self.min_area_spin.value()
-        self.annotator.image_changed.connect(self._on_image_changed)
-        self.annotator.regions_changed.connect(self._on_regions_changed)
-        self.annotator.saved.connect(self._on_saved)
-        self.annotator.message.connect(self._info)
         self._bind_keys()
         self._fill_classes()
         self._fill_images()

@@ -396,22 +396,26 @@ class ReviewWidget(QWidget):
         except (BioAnomalyError, OSError) as exc:
             self.summary.setText(f"Cannot open: {exc}")
             return False
-        self._release()
+        same = self.annotator is not None and self.annotator.session is session
+        if not same:
+            self._release()
+        self._pred_pending = False  # accepted regions left in the old file stay there
         self.predictions, self.pred_path = predictions, Path(pred_path)
         self.heat_dir = self.pred_path.with_suffix(annotations.HEATMAPS_SUFFIX)
         self._heat_cache: dict[str, np.ndarray] = {}
         keys = [k for im in session.dataset.images for k in im.file_attributes if k != QC_ATTRIBUTE]
         self.group_by = keys[0] if keys else None
         self.model.group_name = self.group_by or "group"
-        # the Annotate widget's annotator when it has this file open: one copy of the edits
-        annotator = self.annotator = shared_annotator(
-            self.viewer, session, self, color=GT_COLOR, name="ground truth (review)"
-        )
-        annotator.on_conflict = lambda exc: ask_conflict(self, exc, annotator)
-        annotator.image_changed.connect(self._on_image_changed)
-        annotator.regions_changed.connect(self._on_gt_changed)
-        annotator.saved.connect(self._on_gt_saved)
-        annotator.message.connect(self._on_message)
+        if not same:  # reopening the same ground truth (after training) keeps its layers
+            # the Annotate widget's annotator when it has this file open: one copy of edits
+            annotator = self.annotator = shared_annotator(
+                self.viewer, session, self, color=GT_COLOR, name="ground truth (review)"
+            )
+            annotator.on_conflict = lambda exc: ask_conflict(self, exc, annotator)
+            annotator.image_changed.connect(self._on_image_changed)
+            annotator.regions_changed.connect(self._on_gt_changed)
+            annotator.saved.connect(self._on_gt_saved)
+            annotator.message.connect(self._on_message)
         self._ensure_pred_layer()
         wanted = set(images) if images is not None else None
         self.names = [

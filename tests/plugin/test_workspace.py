@@ -179,3 +179,13 @@ def test_a_region_without_a_class_stays_so_through_the_layer_features():
         back = region_from_row(region.polygon, "polygon", region_row(region))
         assert (back.unlabelled, back.label, back.class_attribute) == (
             region.unlabelled, region.label, region.class_attribute)
+
+
+def test_reopening_the_same_file_keeps_one_session_and_one_layer(both, dataset_dir):
+    viewer, annotate, review = both
+    before = [layer.name for layer in viewer.layers]
+    assert review.open(dataset_dir / "annotations.json", dataset_dir / "pred.json")
+    assert annotate.open_path(dataset_dir / "annotations.json")
+    assert [layer.name for layer in viewer.layers] == before
+    assert annotate.annotator is review.annotator
+    assert len(workspace_for(viewer).sessions) == 1

@@ -161,13 +161,18 @@ def workspace_for(viewer: Any) -> Workspace:
 
 
 def shared_annotator(
-    viewer: Any, session: AnnotationSession, owner: object, **kwargs: Any
+    viewer: Any,
+    session: AnnotationSession,
+    owner: object,
+    connect: dict[str, Callable[..., Any]] | None = None,
+    **kwargs: Any,
 ) -> Any:
     """The one :class:`~._annotator.Annotator` of ``session`` in ``viewer``, made the first
     time (``kwargs`` go to its constructor then) and shared by every widget after.
 
-    ``owner`` (a widget) holds it until :func:`release_annotator`; the last owner's
-    release saves and closes it, so a widget closing never pulls the layers from under
+    ``owner`` (a widget) holds it until :func:`release_annotator`, with its slots
+    ``connect`` (signal name -> slot) connected meanwhile; the last owner's release
+    saves and closes it, so a widget closing never pulls the layers from under
     another that still edits them.
     """
     from ._annotator import Annotator
@@ -176,20 +181,26 @@ def shared_annotator(
     key = session.path.resolve()
     entry = workspace.views.get(key)
     if entry is None or entry[0].session is not session:
-        entry = workspace.views[key] = (Annotator(viewer, session, **kwargs), set())
-    entry[1].add(id(owner))
-    return entry[0]
+        entry = workspace.views[key] = (Annotator(viewer, session, **kwargs), {})
+    annotator, owners = entry
+    slots = list((connect or {}).items())
+    for name, slot in slots:
+        getattr(annotator, name).connect(slot)
+    owners.setdefault(id(owner), []).extend(slots)
+    return annotator
 
 
 def release_annotator(viewer: Any, annotator: Any, owner: object) -> None:
-    """``owner`` no longer uses ``annotator``: saved and closed when nobody else does."""
+    """``owner`` no longer uses ``annotator``: its slots are disconnected; saved and closed
+    when nobody else uses it."""
     workspace = workspace_for(viewer)
     key = annotator.session.path.resolve()
     entry = workspace.views.get(key)
     if entry is None or entry[0] is not annotator:
         annotator.close()
         return
-    entry[1].discard(id(owner))
+    for name, slot in entry[1].pop(id(owner), []):
+        getattr(annotator, name).disconnect(slot)
     if not entry[1]:
         annotator.close()
         workspace.forget(annotator.session)

@@ -439,12 +439,12 @@ class AnnotateWidget(QWidget):
         if self.annotator is None or self.annotator.session is not session:
             self._release()
             # one annotator per file and viewer, shared with the Review widget
-            annotator = self.annotator = shared_annotator(self.viewer, session, self)
+            annotator = self.annotator = shared_annotator(
+                self.viewer, session, self,
+                {"image_changed": self._on_image_changed, "saved": self._on_saved,
+                 "regions_changed": self._on_regions_changed, "message": self._info},
+            )  # fmt: skip
             annotator.on_conflict = lambda exc: ask_conflict(self, exc, annotator)
-            annotator.image_changed.connect(self._on_image_changed)
-            annotator.regions_changed.connect(self._on_regions_changed)
-            annotator.saved.connect(self._on_saved)
-            annotator.message.connect(self._info)
         self.annotator.polyline_width = self.polyline_spin.value()
         self.annotator.min_area = self.min_area_spin.value()
         self._bind_keys()
@@ -816,15 +816,9 @@ class AnnotateWidget(QWidget):
 
     def _release(self) -> None:
         """Stop showing the open dataset (saved; closed if no other widget uses it)."""
-        if self.annotator is None:
-            return
-        for signal, slot in ((self.annotator.image_changed, self._on_image_changed),
-                             (self.annotator.regions_changed, self._on_regions_changed),
-                             (self.annotator.saved, self._on_saved),
-                             (self.annotator.message, self._info)):  # fmt: skip
-            signal.disconnect(slot)
-        release_annotator(self.viewer, self.annotator, self)
-        self.annotator = None
+        if self.annotator is not None:
+            release_annotator(self.viewer, self.annotator, self)
+            self.annotator = None
 
     def closeEvent(self, event: Any) -> None:
         if self._qc_worker is not None:  # a quality check in flight stops at the next image

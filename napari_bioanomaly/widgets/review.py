@@ -409,13 +409,12 @@ class ReviewWidget(QWidget):
         if not same:  # reopening the same ground truth (after training) keeps its layers
             # the Annotate widget's annotator when it has this file open: one copy of edits
             annotator = self.annotator = shared_annotator(
-                self.viewer, session, self, color=GT_COLOR, name="ground truth (review)"
-            )
+                self.viewer, session, self,
+                {"image_changed": self._on_image_changed, "saved": self._on_gt_saved,
+                 "regions_changed": self._on_gt_changed, "message": self._on_message},
+                color=GT_COLOR, name="ground truth (review)",
+            )  # fmt: skip
             annotator.on_conflict = lambda exc: ask_conflict(self, exc, annotator)
-            annotator.image_changed.connect(self._on_image_changed)
-            annotator.regions_changed.connect(self._on_gt_changed)
-            annotator.saved.connect(self._on_gt_saved)
-            annotator.message.connect(self._on_message)
         self._ensure_pred_layer()
         wanted = set(images) if images is not None else None
         self.names = [
@@ -959,15 +958,9 @@ class ReviewWidget(QWidget):
 
     def _release(self) -> None:
         """Stop reviewing the open ground truth (saved; closed if no other widget uses it)."""
-        if self.annotator is None:
-            return
-        for signal, slot in ((self.annotator.image_changed, self._on_image_changed),
-                             (self.annotator.regions_changed, self._on_gt_changed),
-                             (self.annotator.saved, self._on_gt_saved),
-                             (self.annotator.message, self._on_message)):  # fmt: skip
-            signal.disconnect(slot)
-        release_annotator(self.viewer, self.annotator, self)
-        self.annotator = None
+        if self.annotator is not None:
+            release_annotator(self.viewer, self.annotator, self)
+            self.annotator = None
 
     def closeEvent(self, event: Any) -> None:
         self._release()

@@ -513,7 +513,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
-    from .ml.config import CLASS_WEIGHTS, MODELS, REGISTRY
+    from .ml.config import CLASS_WEIGHTS, MODELS, REGISTRY, TrainConfig
 
     p.add_argument(
         "--annotations",
@@ -537,8 +537,9 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         help="minutes of training without --epochs (15 on a CPU, 60 on a GPU)",
     )  # fmt: skip
     p.add_argument(
-        "--patience", type=int, default=10, metavar="N",
-        help="stop after N epochs without a better validation score (10; 0: never)",
+        "--patience", type=int, default=TrainConfig.patience, metavar="N",
+        help=f"stop after N epochs without a better validation score ({TrainConfig.patience}; "
+        "0: never)",
     )  # fmt: skip
     p.add_argument("--steps", type=int, default=50, metavar="N", help="batches per epoch (50)")
     p.add_argument("--tile", type=int, default=256, metavar="PX", help="tile side (256)")

@@ -76,7 +76,9 @@ class TrainConfig:
         Minutes a run without ``epochs`` may take; ``None``: 15 on a CPU, 60 on a GPU.
     patience
         Stop when the validation score has not improved for this many epochs
-        (0: never); the best checkpoint is kept either way.
+        (0: never); the best checkpoint is kept either way. 25: validation scores
+        move by +-0.02 from epoch to epoch, and 10 stopped NEU-Seg runs at half their
+        budget (instance F1 0.535-0.571; with 25: 0.590, 78 epochs in 15 min).
     tile, batch
         Tile side in pixels and tiles per batch.
     lr
@@ -138,7 +140,7 @@ class TrainConfig:
     class_weights: str = "none"
     exclude_qc: bool = False
     budget_min: float | None = None
-    patience: int = 10
+    patience: int = 25
 
     def __post_init__(self) -> None:
         problems = self._type_problems()

@@ -299,7 +299,7 @@ def test_cli_length_options_reach_the_config(tmp_path, capsys):
 
     base = ["train", "--annotations", "a.json", "--out", "m.pt"]
     config = _train_config(build_parser().parse_args(base))
-    assert config.epochs is None and config.budget_min is None and config.patience == 10
+    assert config.epochs is None and config.budget_min is None and config.patience == 25
     config = _train_config(build_parser().parse_args([*base, "--budget", "5", "--patience", "0"]))
     assert config.budget_min == 5.0 and config.patience == 0
     assert main(["sample", str(tmp_path / "h"), "--images", "2", "--size", "64",

@@ -187,7 +187,15 @@ def clean_polygon(
         parts = [poly]
     else:
         reason = shapely.is_valid_reason(poly)
-        parts = _polygon_parts(make_valid(poly))
+        try:
+            parts = _polygon_parts(make_valid(poly))
+        except shapely.errors.GEOSException:
+            # GEOS gives up on some near-degenerate rings (coordinates 1e-79 apart): the
+            # zero-width buffer repairs them another way, or nothing does
+            try:
+                parts = _polygon_parts(poly.buffer(0))
+            except shapely.errors.GEOSException:
+                parts = []
         if not parts:
             note("skipped", f"invalid polygon with no area left after repair ({reason})")
             return []

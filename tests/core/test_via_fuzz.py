@@ -131,3 +131,18 @@ def test_random_polygons_are_repaired_or_reported(points):
     first = [i for i in report.issues if i.region == "0"]
     kept = [r for r in dataset.regions if r.label == "dust"]
     assert kept or any(i.kind == "skipped" for i in first)
+
+
+def test_a_ring_geos_cannot_make_valid_is_repaired_another_way():
+    """Found by hypothesis in CI: make_valid raised "Overlay input is mixed-dimension"."""
+    pts = [(0.5, 0.0), (0.0, 4.3745047673750156e-79), (2.0, 1.0), (0.0, 0.0), (0.0, 1.0),
+           (3.0, 1.0), (2.220446049250313e-16, 0.0), (0.0, 1.0), (1.0, 0.0), (1.0, 1.0),
+           (0.0, 0.0)]  # fmt: skip
+    doc = mutate(BASE, ("a.png-1", "regions", 0, "shape_attributes", "all_points_x"),
+                 [p[0] for p in pts])  # fmt: skip
+    doc = mutate(doc, ("a.png-1", "regions", 0, "shape_attributes", "all_points_y"),
+                 [p[1] for p in pts])  # fmt: skip
+    dataset, report = annotations.parse(doc)
+    first = [i for i in report.issues if i.region == "0"]
+    assert [r for r in dataset.regions if r.label == "dust"] or any(
+        i.kind == "skipped" for i in first)

@@ -31,6 +31,21 @@ from .core.via import ImportOptions
 JOB_STATES = ("idle", "running", "stopping", "done", "failed")
 
 
+class _PathSetting:
+    """A path the workspace holds (``None`` or a :class:`Path`); setting it emits
+    ``changed`` with its name."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        return self if obj is None else obj.__dict__.get(f"_{self.name}")
+
+    def __set__(self, obj: Any, value: str | os.PathLike[str] | None) -> None:
+        obj.__dict__[f"_{self.name}"] = None if value is None else Path(value)
+        obj.changed.emit(self.name)
+
+
 class Workspace:
     """Sessions by annotation file, shared settings and the state of the running job."""
 
@@ -46,8 +61,6 @@ class Workspace:
         #: napari glue kept per annotation file (the shared annotators), opaque here
         self.views: dict[Path, Any] = {}
         self._train_config: Callable[[], Any] | None = None
-        self._model_path: Path | None = None
-        self._predictions_path: Path | None = None
         self._job = "idle"
 
     # ------------------------------------------------------------------ sessions
@@ -92,25 +105,10 @@ class Workspace:
         self._train_config = provider
         self.changed.emit("train_config")
 
-    @property
-    def model_path(self) -> Path | None:
-        """The model trained (or chosen) last."""
-        return self._model_path
-
-    @model_path.setter
-    def model_path(self, path: str | os.PathLike[str] | None) -> None:
-        self._model_path = None if path is None else Path(path)
-        self.changed.emit("model_path")
-
-    @property
-    def predictions_path(self) -> Path | None:
-        """The predictions written last."""
-        return self._predictions_path
-
-    @predictions_path.setter
-    def predictions_path(self, path: str | os.PathLike[str] | None) -> None:
-        self._predictions_path = None if path is None else Path(path)
-        self.changed.emit("predictions_path")
+    #: the model trained (or chosen) last
+    model_path = _PathSetting()
+    #: the predictions written last
+    predictions_path = _PathSetting()
 
     # ------------------------------------------------------------------ the running job
 

@@ -52,8 +52,12 @@ def validate(ckpt: dict[str, Any]) -> None:
     best = ckpt.get("best_f1")
     if best is not None and not _number(best):
         raise BioAnomalyError(f"best_f1: not a finite number ({_short(best)})")
-    if "state_dict" in ckpt:
-        _weights(ckpt["state_dict"])
+    steps = ckpt.get("ema_steps", 0)
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 0 <= steps < 2**62:
+        raise BioAnomalyError(f"ema_steps: not a count of steps ({_short(steps)})")
+    for key in ("state_dict", "train_state_dict"):
+        if key in ckpt:
+            _weights(ckpt[key], key)
     if config.model == "forest":
         if "forest" not in ckpt:
             raise BioAnomalyError("forest checkpoint without its trees")
@@ -82,14 +86,14 @@ def _config(data: Any) -> TrainConfig:
         raise BioAnomalyError(f"config: malformed ({exc})") from None
 
 
-def _weights(state: Any) -> None:
+def _weights(state: Any, key: str = "state_dict") -> None:
     if not isinstance(state, dict):
-        raise BioAnomalyError("state_dict: not a mapping of names to tensors")
+        raise BioAnomalyError(f"{key}: not a mapping of names to tensors")
     for name, value in state.items():
         if not isinstance(name, str) or not isinstance(value, torch.Tensor):
-            raise BioAnomalyError(f"state_dict[{_short(name)}]: not a named tensor")
+            raise BioAnomalyError(f"{key}[{_short(name)}]: not a named tensor")
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise BioAnomalyError(f"state_dict[{name!r}]: holds NaN or infinite weights")
+            raise BioAnomalyError(f"{key}[{name!r}]: holds NaN or infinite weights")
 
 
 def _array(state: dict[str, Any], key: str, ndim: int, kind: str) -> np.ndarray:

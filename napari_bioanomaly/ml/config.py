@@ -112,6 +112,10 @@ class TrainConfig:
     class_weights
         ``none`` or ``balanced``: loss weights inverse to the square root of
         each class's pixel share in the training images (U-Net and forest).
+    ema
+        Networks are validated, kept and used with an exponential moving average of
+        their weights (this decay per step; 0: the last weights, as trained). The
+        average smooths the step-to-step noise of small batches.
     exclude_qc
         Leave images with image-quality flags (uniform, binary, dim, saturated,
         out of focus; see :mod:`napari_bioanomaly.core.quality`) out of training.
@@ -141,6 +145,7 @@ class TrainConfig:
     exclude_qc: bool = False
     budget_min: float | None = None
     patience: int = 25
+    ema: float = 0.99
 
     def __post_init__(self) -> None:
         problems = self._type_problems()
@@ -158,6 +163,8 @@ class TrainConfig:
             problems.append("budget_min must be > 0 minutes")
         if self.patience < 0:
             problems.append("patience must be >= 0")
+        if not 0 <= self.ema < 1:
+            problems.append("ema must be in [0, 1)")
         if self.tile < 32 or self.tile % 16:
             problems.append(f"tile must be a multiple of 16 and at least 32, not {self.tile}")
         if not self.lr > 0:
@@ -244,7 +251,7 @@ _TYPES: dict[str, type] = {
     "val_values": tuple, "augment": bool, "low": float, "high": float, "device": str,
     "amp": bool, "seed": int, "base_channels": int, "weights": str, "num_workers": int,
     "class_balance": bool, "class_weights": str, "exclude_qc": bool, "budget_min": float,
-    "patience": int,
+    "patience": int, "ema": float,
 }  # fmt: skip
 _OPTIONAL = frozenset({"epochs", "val_attribute", "weights", "budget_min"})
 _KIND_NAMES = {str: "text", int: "a whole number", float: "a finite number",

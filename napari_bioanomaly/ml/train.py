@@ -24,6 +24,7 @@ from ..core import operating
 from ..core.fileio import atomic_write
 from ..core.model import BioAnomalyError, Dataset
 from . import anomaly, checkpoint, data, models
+from .averaging import WeightAverage
 from .config import TrainConfig
 from .device import free_memory, is_oom, pick_device
 from .distributed import Dist
@@ -283,6 +284,8 @@ def _train(
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     history: list[dict[str, Any]] = []
+    # the averaged weights are validated, kept and predicted with (see averaging.py)
+    average = WeightAverage(model, config.ema) if config.ema else None
     start_epoch = 0
     best_f1: float | None = None
     best_epoch = -1
@@ -293,7 +296,11 @@ def _train(
                 f"{resume}: trained as {ckpt['config']['model']} on classes {ckpt['classes']}; "
                 f"cannot resume as {config.model} on {classes}"
             )
-        model.load_state_dict(ckpt["state_dict"])
+        model.load_state_dict(ckpt.get("train_state_dict", ckpt["state_dict"]))
+        if config.ema:  # a checkpoint without an average starts one from its weights
+            average = WeightAverage(model, config.ema, int(ckpt.get("ema_steps", 0)))
+            if "train_state_dict" in ckpt:
+                average.module.load_state_dict(ckpt["state_dict"])
         if config.epochs is None:  # an automatic run keeps the length it planned
             plan["epochs"] = int(ckpt.get("planned_epochs", plan["epochs"]))
         if "optimizer" in ckpt:
@@ -310,14 +317,22 @@ def _train(
     label = SCORE_LABELS[config.model]
     best_label = label
 
+    def kept() -> torch.nn.Module:
+        return model if average is None else average.module
+
     def payload(epoch: int) -> dict[str, Any]:
+        trained = {} if average is None else {
+            "train_state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "ema_steps": average.steps,
+        }  # fmt: skip
         return {
             **checkpoint_payload(config, classes, history, epoch, best_f1, weights),
             **({"scoring": scoring} if scoring is not None else {}),
             "best_label": best_label,
             "best_epoch": best_epoch,
             "planned_epochs": plan["epochs"],
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "state_dict": {k: v.detach().cpu() for k, v in kept().state_dict().items()},
+            **trained,
             "optimizer": optimiser.state_dict(),
             "scheduler": scheduler.state_dict(),
         }
@@ -375,6 +390,8 @@ def _train(
                 )  # fmt: skip
                 continue
             scheduler.step()
+            if average is not None:
+                average.update(model)
             losses.append(dist.mean(float(value.detach())))
             step += 1
             step_times.append(time.perf_counter() - t0)
@@ -393,14 +410,14 @@ def _train(
             )  # fmt: skip
         val_auc = val_pixel_auc = val_iou = val_f1 = val_threshold = None
         if config.unsupervised:
-            metrics = anomaly.validate(model, val_tiles, device, batch)
+            metrics = anomaly.validate(kept(), val_tiles, device, batch)
             val_loss, val_auc, val_pixel_auc = (
                 metrics["val_loss"],
                 metrics["val_auc"],
                 metrics["val_pixel_auc"],
             )
         else:
-            raw = dist.sum(validate(config.model, model, val_tiles, device, batch))
+            raw = dist.sum(validate(config.model, kept(), val_tiles, device, batch))
             if raw[2]:
                 val_loss, val_iou, val_f1, val_threshold = scores(raw)
             else:
@@ -473,7 +490,8 @@ def _train(
     point = None
     if dist.main and best_path is not None:
         state = load_checkpoint(best_path)
-        model.load_state_dict(state["state_dict"])
+        model.load_state_dict(state["state_dict"])  # the kept (averaged) weights of the best
+        average = None
         best_state_epoch = int(state["epoch"])
         if config.unsupervised:
             # the anomaly scores of the best weights are calibrated (and the memory bank built)

@@ -308,3 +308,41 @@ def test_cli_length_options_reach_the_config(tmp_path, capsys):
     assert len(ds.images) == 2 and "wrote 2 images" in capsys.readouterr().out
     assert main(["train", *base[1:], "--budget", "0"]) == 2
     assert "budget_min must be > 0" in capsys.readouterr().err
+
+
+def test_weight_average_follows_the_trained_weights_with_a_lag():
+    from napari_bioanomaly.ml.averaging import WeightAverage
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    average = WeightAverage(net, decay=0.99)
+    start = net[0].weight.detach().clone()
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+    net[1].num_batches_tracked.fill_(7)
+    average.update(net)  # step 1: decay (1 + 1) / (10 + 1)
+    d = 2 / 11
+    assert torch.allclose(average.module[0].weight, d * start + (1 - d) * (start + 1))
+    assert int(average.module[1].num_batches_tracked) == 7  # counters are copied
+    assert not average.module[0].weight.requires_grad and not average.module.training
+    for _ in range(2000):
+        average.update(net)
+    assert torch.allclose(average.module[0].weight, net[0].weight)  # converges
+
+
+def test_resumed_run_keeps_the_weight_average(dataset, tmp_path):
+    _, straight = drain(train(dataset, TINY.replace(epochs=3), tmp_path / "s.pt"))
+    cancel = threading.Event()
+    gen = train(dataset, TINY.replace(epochs=3), tmp_path / "r.pt", cancel=cancel)
+    [next(gen) for _ in range(8)]  # two epochs of 3 steps and a validation each
+    cancel.set()
+    _, first = drain(gen)
+    _, resumed = drain(train(dataset, TINY.replace(epochs=3), tmp_path / "r.pt",
+                             resume=first.last))  # fmt: skip
+    a, b = load_checkpoint(straight.last), load_checkpoint(resumed.last)
+    assert a["ema_steps"] == b["ema_steps"] == 9
+    for key in ("state_dict", "train_state_dict"):
+        assert all(torch.allclose(a[key][k], b[key][k], atol=1e-6) for k in a[key])
+    # the kept weights are the average, not the last step's
+    assert not all(torch.equal(a["state_dict"][k], a["train_state_dict"][k]) for k in a["state_dict"])
+    plain = load_checkpoint(drain(train(dataset, TINY.replace(ema=0.0), tmp_path / "p.pt"))[1].best)
+    assert "train_state_dict" not in plain and "ema_steps" not in plain

@@ -68,9 +68,9 @@ def scores(test: list, folder: Path, classes: list[str], heat_of) -> tuple[float
         roc_auc(labels, image_scores),
         roc_auc(np.concatenate(px_labels), np.concatenate(px_scores)),
         per_image,
-        loose["recall"],
-        strict["f1"],
-        loose["pixel_iou"],
+        loose.recall,
+        strict.f1,
+        loose.pixel_iou,
     )
 
 

@@ -365,7 +365,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     pred, _ = annotations.load(args.pred, args.images or gt.root, read_images=False)
     excluded = [v for v in (args.exclude or "").split(",") if v]
     result = evaluate(gt, pred, args.iou, args.score, args.group_by, excluded, args.image_threshold)
-    rows = [r.row() for r in result.pop("rows")]
+    rows = [r.row() for r in result.rows]
     if args.csv:
         keys = [k for k in rows[0] if k != "group"] if rows else []
         buf = io.StringIO()
@@ -387,7 +387,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"{Path(args.pred).name} vs {Path(args.gt).name}",
         )
     if args.json:
-        print(json.dumps({**result, "images": rows}, indent=2))
+        print(json.dumps(result.to_dict(), indent=2))
         return 0
     missing = [im.filename for im in gt.images if im.shape is None]
     if missing:
@@ -407,24 +407,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"FN {study['false_negatives']})"
         )
 
-    print(line("all" + (f" (excluding {', '.join(excluded)})" if excluded else ""), result))
-    im = result["image_level"]
+    print(line("all" + (f" (excluding {', '.join(excluded)})" if excluded else ""), result.summary))
+    im = result.image_level
     fmt = _fmt
     print(
         f"images ({im['anomalous']} of {im['images']} anomalous): ROC-AUC {fmt(im['roc_auc'])}, "
         f"AP {fmt(im['average_precision'])}; at score {im['threshold']:g}: TPR {fmt(im['tpr'])} "
         f"TNR {fmt(im['tnr'])} PPV {fmt(im['ppv'])} NPV {fmt(im['npv'])} kappa {fmt(im['kappa'])}"
     )
-    for name, summary in result["groups"].items():
+    for name, summary in result.groups.items():
         print(line(f"{args.group_by}={name}", summary))
-    for name, c in result["classes"].items():
+    for name, c in result.classes.items():
         found = "" if c["found"] is None else f"  found by any class {c['found']:.3f}"
         print(
             f"class {name}: GT {c['gt']}, predicted {c['pred']}: TP {c['tp']} FP {c['fp']} "
             f"FN {c['fn']}  precision {c['precision']:.3f} recall {c['recall']:.3f} "
             f"F1 {c['f1']:.3f}{found}"
         )
-    agree = result["class_agreement"]
+    agree = result.class_agreement
     if agree["matched"]:
         print(
             f"classes of {agree['matched']} matched regions: agreement "

@@ -79,22 +79,22 @@ def score(test: list[ImageRecord], folder: Path, heat_of, threshold: float, min_
     truth_ds = Dataset(images=test, root=folder, classes=list(classes))
     result = evaluate(truth_ds, pred, 0.5)
     loose = evaluate(truth_ds, pred, 0.25)  # proposals: found at all (IoU >= 0.25)?
-    inter = sum(r.inter_px for r in result["rows"])
-    union = sum(r.union_px for r in result["rows"])
+    inter = sum(r.inter_px for r in result.rows)
+    union = sum(r.union_px for r in result.rows)
     both = len(set(labels)) == 2
     return {
-        "f1": result["f1"],
-        "precision": result["precision"],
-        "recall": result["recall"],
-        "recall_25": loose["recall"],
-        "pixel_iou": result["pixel_iou"],
+        "f1": result.f1,
+        "precision": result.precision,
+        "recall": result.recall,
+        "recall_25": loose.recall,
+        "pixel_iou": result.pixel_iou,
         "pixel_f1": 2 * inter / (inter + union) if union else 1.0,
         "image_auc": roc_auc(labels, image_scores) if both else None,
         "pixel_auc": roc_auc(np.concatenate(px_labels), np.concatenate(px_scores)),
         "predict_s_per_image": per_image,
-        "n_pred": result["pred"],
-        "n_gt": result["gt"],
-        "class_f1": {c: v["f1"] for c, v in result["classes"].items()} if len(classes) > 1 else {},
+        "n_pred": result.summary["pred"],
+        "n_gt": result.summary["gt"],
+        "class_f1": {c: v["f1"] for c, v in result.classes.items()} if len(classes) > 1 else {},
     }
 
 

@@ -401,6 +401,107 @@ def image_level(rows: Sequence[ImageScore], threshold: float = 0.5) -> dict[str,
     }
 
 
+@dataclass(frozen=True)
+class Report:
+    """Scores of predictions against ground truth at one set of thresholds.
+
+    ``summary``: the dataset's figures (:func:`summarise`: counts, precision, recall,
+    F1, mean and pixel IoU, the study scoring); ``rows``: one :class:`ImageScore` per
+    image; ``groups``: a summary per value of ``group_by``; ``classes``: per class
+    (:func:`per_class`); ``class_agreement``: of matched regions
+    (:func:`class_agreement_summary`); ``image_level``: at the image threshold
+    (:func:`image_level`).
+    """
+
+    summary: dict[str, Any]
+    rows: list[ImageScore]
+    groups: dict[str, dict[str, Any]]
+    classes: dict[str, dict[str, Any]]
+    class_agreement: dict[str, Any]
+    image_level: dict[str, Any]
+    iou_threshold: float
+    score_threshold: float
+    group_by: str | None = None
+    excluded: list[str] = field(default_factory=list)
+    unmatched_predictions: list[str] = field(default_factory=list)
+
+    @property
+    def f1(self) -> float:
+        return self.summary["f1"]
+
+    @property
+    def precision(self) -> float:
+        return self.summary["precision"]
+
+    @property
+    def recall(self) -> float:
+        return self.summary["recall"]
+
+    @property
+    def pixel_iou(self) -> float:
+        return self.summary["pixel_iou"]
+
+    def to_dict(self, images: bool = True) -> dict[str, Any]:
+        """JSON-ready: the summary's keys at the top, then the rest (``images``: rows)."""
+        out = {
+            **self.summary,
+            "image_level": self.image_level,
+            "classes": self.classes,
+            "class_agreement": self.class_agreement,
+            "iou_threshold": self.iou_threshold,
+            "score_threshold": self.score_threshold,
+            "group_by": self.group_by,
+            "excluded": list(self.excluded),
+            "groups": self.groups,
+            "unmatched_predictions": list(self.unmatched_predictions),
+        }
+        if images:
+            out["images"] = [r.row() for r in self.rows]
+        return out
+
+
+def report(
+    caches: Sequence[ImageCache],
+    rows: Sequence[ImageScore],
+    iou_threshold: float,
+    score_threshold: float,
+    group_by: str | None = None,
+    exclude: Iterable[str] = (),
+    image_threshold: float = 0.5,
+    unmatched_predictions: Iterable[str] = (),
+) -> Report:
+    """The :class:`Report` of images already scored (``rows[i]`` is ``caches[i]``'s row at
+    these thresholds): what ``bioanomaly evaluate`` prints and the Review widget shows.
+
+    Images of excluded groups (values of ``group_by``) are left out of the summary, the
+    groups and the classes, and listed as ``excluded``.
+    """
+    excluded = set(exclude)
+    keep = [not (group_by and r.group[group_by] in excluded) for r in rows]
+    kept = [r for r, k in zip(rows, keep, strict=True) if k]
+    kept_caches = [c for c, k in zip(caches, keep, strict=True) if k]
+    matched = [
+        pair for c in kept_caches for pair in c.matched_labels(iou_threshold, score_threshold)
+    ]
+    groups: dict[str, list[ImageScore]] = defaultdict(list)
+    if group_by:
+        for r in kept:
+            groups[r.group[group_by]].append(r)
+    return Report(
+        summary=summarise(kept),
+        rows=list(rows),
+        groups={k: summarise(v) for k, v in sorted(groups.items())},
+        classes=per_class(kept_caches, iou_threshold, score_threshold),
+        class_agreement=class_agreement_summary(matched),
+        image_level=image_level(kept, image_threshold),
+        iou_threshold=iou_threshold,
+        score_threshold=score_threshold,
+        group_by=group_by,
+        excluded=sorted(excluded),
+        unmatched_predictions=sorted(unmatched_predictions),
+    )
+
+
 def evaluate(
     gt: Dataset,
     pred: Dataset,
@@ -409,44 +510,16 @@ def evaluate(
     group_by: str | None = None,
     exclude: Iterable[str] = (),
     image_threshold: float = 0.5,
-) -> dict[str, Any]:
-    """Score every ground-truth image against the predictions for the same file name.
-
-    Images of excluded groups (values of ``group_by``) are left out of the summary
-    and the groups, and reported as ``excluded``.
-    """
+) -> Report:
+    """Score every ground-truth image against the predictions for the same file name
+    (with the study scoring; see the module docstring)."""
     by_name = {im.filename: im for im in pred.images}
     keys = [group_by] if group_by else []
-    excluded = set(exclude)
     caches = [ImageCache(im, by_name.get(im.filename), keys) for im in gt.images]
     rows = [_study_score(c, iou_threshold, score_threshold) for c in caches]
-    keep = [not (group_by and r.group[group_by] in excluded) for r in rows]
-    kept = [r for r, k in zip(rows, keep, strict=True) if k]
-    matched = [
-        pair
-        for c, k in zip(caches, keep, strict=True)
-        if k
-        for pair in c.matched_labels(iou_threshold, score_threshold)
-    ]
-    groups: dict[str, list[ImageScore]] = defaultdict(list)
-    if group_by:
-        for r in kept:
-            groups[r.group[group_by]].append(r)
-    return {
-        **summarise(kept),
-        "image_level": image_level(kept, image_threshold),
-        "classes": per_class(
-            [c for c, k in zip(caches, keep, strict=True) if k], iou_threshold, score_threshold
-        ),
-        "class_agreement": class_agreement_summary(matched),
-        "iou_threshold": iou_threshold,
-        "score_threshold": score_threshold,
-        "group_by": group_by,
-        "excluded": sorted(excluded),
-        "groups": {k: summarise(v) for k, v in sorted(groups.items())},
-        "unmatched_predictions": sorted(set(by_name) - {im.filename for im in gt.images}),
-        "rows": rows,
-    }
+    unmatched = set(by_name) - {im.filename for im in gt.images}
+    return report(caches, rows, iou_threshold, score_threshold, group_by, exclude,
+                  image_threshold, unmatched)  # fmt: skip
 
 
 class ImageCache:

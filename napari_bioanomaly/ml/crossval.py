@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.evaluate import evaluate
+from ..core.evaluate import Report, evaluate
 from ..core.fileio import write_json
 from ..core.model import BioAnomalyError, Dataset
 from .config import TrainConfig
@@ -83,14 +83,14 @@ class CrossvalEvent:
     message: str = ""
 
 
-def _fold_scores(result: dict[str, Any]) -> dict[str, Any]:
-    image = result["image_level"]
+def _fold_scores(result: Report) -> dict[str, Any]:
+    image = result.image_level
     return {
-        "f1": result["f1"],
-        "precision": result["precision"],
-        "recall": result["recall"],
-        "pixel_iou": result["pixel_iou"],
-        "mean_iou": result["mean_iou"],
+        "f1": result.f1,
+        "precision": result.precision,
+        "recall": result.recall,
+        "pixel_iou": result.pixel_iou,
+        "mean_iou": result.summary["mean_iou"],
         "roc_auc": image["roc_auc"],
         "average_precision": image["average_precision"],
         "kappa": image["kappa"],

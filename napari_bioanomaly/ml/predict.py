@@ -14,7 +14,7 @@ score and ``model`` as source.
 from __future__ import annotations
 
 import os
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,8 @@ import torch
 from ..core.evaluate import ANOMALY_SCORE
 from ..core.fileio import resolve_image
 from ..core.images import read_image
-from ..core.model import BioAnomalyError, Dataset, ImageRecord, Region
+from ..core.maps import heatmap_path, regions_from_probabilities
+from ..core.model import BioAnomalyError, Dataset, ImageRecord
 from ..core.operating import OperatingPoint
 from . import anomaly, models
 from .config import ANOMALY_MODELS, TrainConfig
@@ -255,56 +256,6 @@ def _network_probabilities(
     return blend_tiles(norm, tile, probabilities, predictor.device, overlap, batch)
 
 
-def regions_from_probabilities(
-    probs: np.ndarray,
-    classes: Sequence[str],
-    threshold: float = 0.5,
-    min_area: float = 16.0,
-    tolerance: float = 0.5,
-    class_min_area: Mapping[str, float] | None = None,
-) -> list[Region]:
-    """Regions of the connected anomalies of a probability map.
-
-    A region's class is the one its pixels' probabilities vote for; regions
-    smaller than their class's ``class_min_area`` (``min_area`` for the others)
-    are dropped.
-    """
-    import shapely
-    from scipy import ndimage
-    from shapely.geometry import Polygon
-    from skimage.measure import find_contours
-
-    fg = 1.0 - probs[0]
-    labels, _ = ndimage.label(fg > threshold)
-    class_min_area = dict(class_min_area or {})
-    floor = min([min_area, *class_min_area.values()])
-    out = []
-    for index, sl in enumerate(ndimage.find_objects(labels), start=1):
-        if sl is None:
-            continue
-        comp = labels[sl] == index
-        if comp.sum() < floor:
-            continue
-        class_scores = probs[1:, sl[0], sl[1]][:, comp].sum(axis=1)
-        label = classes[int(np.argmax(class_scores))]
-        least = class_min_area.get(label, min_area)
-        if comp.sum() < least:
-            continue
-        filled = ndimage.binary_fill_holes(comp)
-        contour = max(find_contours(np.pad(filled, 1).astype(np.float32), 0.5), key=len)
-        # contour points are pixel centres of the padded crop: back to model coordinates
-        contour = contour - 1 + (sl[0].start, sl[1].start) + 0.5
-        poly = shapely.simplify(Polygon(contour), tolerance)
-        if not isinstance(poly, Polygon) or poly.is_empty or poly.area < least:
-            continue
-        ring = np.asarray(poly.exterior.coords)[:-1]
-        if len(ring) < 3:
-            continue
-        score = float(fg[sl][comp].mean())
-        out.append(Region(ring, label, score=round(score, 4), source="model", shape="polygon"))
-    return out
-
-
 def predict_dataset(
     predictor: Predictor | Ensemble,
     dataset: Dataset,
@@ -389,15 +340,6 @@ def check_predictable(path: Path, n_out: int) -> None:
             f"(more than {MAX_PREDICT_BYTES / 2**30:.1f} GiB, BIOANOMALY_MAX_PREDICT_BYTES): "
             "crop or tile it first; the other images are predicted"
         )
-
-
-def heatmap_path(folder: str | Path, filename: str) -> Path:
-    """Where the heatmap of an image goes: its name as a ``.tif`` inside ``folder``."""
-    folder = Path(folder).resolve()
-    target = (folder / filename).with_suffix(".tif").resolve()
-    if not target.is_relative_to(folder):
-        raise BioAnomalyError(f"{filename}: heatmap would be written outside {folder}")
-    return target
 
 
 def write_heatmap(path: Path, heat: np.ndarray) -> Path:

@@ -58,6 +58,38 @@ def crossval_job(
     return (yield from crossval(dataset, config, k, out, group_by, cancel=cancel))
 
 
+def train_and_predict(
+    dataset: Any, config: Any, out: Path, pred_out: Path
+) -> Generator[Any, None, tuple[Path, list[str]]]:
+    """"Train & review": train, predict the validation images, save the predictions;
+    returns their path and the validation images' names."""
+    from ..core import annotations
+    from ..ml.data import split
+    from ..ml.predict import Predictor, predict_dataset
+
+    result = yield from training_job(dataset, config, out, threading.Event())
+    _, val = split(dataset, config)
+    names = [dataset.images[i].filename for i in val]
+    predictor = Predictor.load(result.best or result.last)
+    predictions = yield from predict_dataset(predictor, dataset.subset(val))
+    annotations.save(predictions, pred_out, "via")
+    return pred_out, names
+
+
+def predict_and_save(
+    predictor: Any, dataset: Any, pred_out: Path, heatmaps: Path | None = None
+) -> Generator[Any, None, tuple[Path, list[str]]]:
+    """"Predict & review": predict every image, save the predictions (and the anomaly
+    maps into ``heatmaps``); returns their path and every image's name."""
+    from ..core import annotations
+    from ..ml.predict import predict_dataset
+
+    leave_a_core_to_the_gui()
+    predictions = yield from predict_dataset(predictor, dataset, heatmaps=heatmaps)
+    annotations.save(predictions, pred_out, "via")
+    return pred_out, [im.filename for im in dataset.images]
+
+
 def _num(value: float | None, fmt: str = ".3f") -> str:
     return "-" if value is None else format(value, fmt)
 

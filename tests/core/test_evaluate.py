@@ -121,11 +121,11 @@ def test_groups_and_exclusion():
     )
     pred = Dataset(images=[image([sq(10, 10, 10, score=1)], "a.png"), image([], "b.png")])
     result = evaluate(gt, pred, group_by="cell_line")
-    assert (result["tp"], result["fn"]) == (1, 1)
-    assert result["groups"]["HeLa"]["f1"] == 1.0 and result["groups"]["A549"]["recall"] == 0.0
+    assert (result.summary["tp"], result.summary["fn"]) == (1, 1)
+    assert result.groups["HeLa"]["f1"] == 1.0 and result.groups["A549"]["recall"] == 0.0
     result = evaluate(gt, pred, group_by="cell_line", exclude=["A549"])
-    assert (result["tp"], result["fn"], result["f1"]) == (1, 0, 1.0)
-    assert list(result["groups"]) == ["HeLa"] and result["excluded"] == ["A549"]
+    assert (result.summary["tp"], result.summary["fn"], result.f1) == (1, 0, 1.0)
+    assert list(result.groups) == ["HeLa"] and result.excluded == ["A549"]
 
 
 def test_evaluate_cli_json_and_csv(tmp_path, capsys, dataset_dir):

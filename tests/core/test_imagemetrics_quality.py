@@ -106,7 +106,7 @@ def test_evaluate_reports_image_level_scores(dataset_dir, tmp_path):
     pred, _ = annotations.load(dataset_dir / "annotations.json")
     for im in pred.images:  # a perfect detector: score 0.9 on anomalous images only
         im.regions = [Region(r.polygon, r.label, score=0.9, source="model") for r in im.regions]
-    level = evaluate(gt, pred)["image_level"]
+    level = evaluate(gt, pred).image_level
     anomalous = sum(1 for im in gt.images if im.regions)
     assert level["anomalous"] == anomalous and level["roc_auc"] == 1.0 and level["kappa"] == 1.0
     assert (level["tp"], level["tn"], level["fp"], level["fn"]) == (anomalous, 6 - anomalous, 0, 0)

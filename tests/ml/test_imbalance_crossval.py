@@ -207,11 +207,11 @@ def test_per_class_scores_and_class_agreement_by_hand():
         square(0, 0, 10, "dust"), square(30, 30, 10, "hair"), square(60, 60, 10, "hair"),
         square(80, 0, 10, "hair")])])  # fmt: skip
     result = evaluate(gt, pred)
-    dust, hair = result["classes"]["dust"], result["classes"]["hair"]
+    dust, hair = result.classes["dust"], result.classes["hair"]
     assert (dust["tp"], dust["fp"], dust["fn"]) == (1, 0, 1)
     assert (hair["tp"], hair["fp"], hair["fn"]) == (1, 2, 0)
     assert dust["found"] == 1.0 and hair["found"] == 1.0  # matched by a prediction of any class
-    agree = result["class_agreement"]
+    agree = result.class_agreement
     # matched pairs: dust-dust, dust-hair, hair-hair; p_o = 2/3, p_e = (2*1 + 1*2)/9 = 4/9
     assert agree["matrix"] == [[1, 1], [0, 1]]
     assert agree["kappa"] == pytest.approx((2 / 3 - 4 / 9) / (1 - 4 / 9))
@@ -222,7 +222,7 @@ def test_image_scores_come_from_the_anomaly_score_attribute():
                          ImageRecord("b.tif", (10, 10))])  # fmt: skip
     pred = Dataset(images=[ImageRecord("a.tif", (10, 10), {"anomaly_score": "0.9"}),
                            ImageRecord("b.tif", (10, 10), {"anomaly_score": 0.2})])  # fmt: skip
-    image = evaluate(gt, pred)["image_level"]
+    image = evaluate(gt, pred).image_level
     assert image["roc_auc"] == 1.0 and (image["tp"], image["tn"]) == (1, 1)
 
 

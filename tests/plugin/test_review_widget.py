@@ -34,7 +34,7 @@ def review(make_napari_viewer, dataset_dir, qtbot):
 def cli_rows(folder, score):
     gt, _ = annotations.load(folder / "annotations.json")
     pred, _ = annotations.load(folder / "pred.json", read_images=False)
-    return {r.image: (r.tp, r.fp, r.fn) for r in evaluate(gt, pred, 0.5, score)["rows"]}
+    return {r.image: (r.tp, r.fp, r.fn) for r in evaluate(gt, pred, 0.5, score).rows}
 
 
 def test_table_matches_evaluate_and_thresholds_update_it(review, dataset_dir):
@@ -70,7 +70,7 @@ def test_iou_slider_changes_the_table_as_evaluate_does(make_napari_viewer, datas
     for iou in (0.5, 0.8):
         widget.iou_slider.setValue(round(iou * 100))
         tables[iou] = {r.image: (r.tp, r.fp, r.fn) for r in widget.model.rows}
-        expected = {r.image: (r.tp, r.fp, r.fn) for r in evaluate(truth, pred, iou, 0.5)["rows"]}
+        expected = {r.image: (r.tp, r.fp, r.fn) for r in evaluate(truth, pred, iou, 0.5).rows}
         assert tables[iou] == expected
     tp = {iou: sum(v[0] for v in t.values()) for iou, t in tables.items()}
     assert tp[0.5] > tp[0.8] > 0, tp  # stricter matching: fewer matches, more FP and FN
@@ -215,7 +215,7 @@ def test_anomaly_map_is_shown_and_turned_into_proposals(review, dataset_dir):
     review.heat_slider.setValue(50)
     assert review.propose() == 1
     review.score_slider.setValue(0)
-    proposal = review._pred_image("img_000.tif").regions[0]
+    proposal = review.review.prediction("img_000.tif").regions[0]
     assert proposal.label == "anomaly" and proposal.score == pytest.approx(0.9, abs=0.01)
     r0, c0, r1, c1 = proposal.bbox
     assert (r0, c0, r1, c1) == pytest.approx((20, 60, 40, 90), abs=1)

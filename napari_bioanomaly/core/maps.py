@@ -1,0 +1,96 @@
+"""Anomaly and probability maps: where a prediction's maps are kept, and their outlines
+as regions.
+
+No torch here: the Review widget proposes regions from stored maps, and prediction
+turns its probabilities into regions, with the same function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .model import BioAnomalyError, Region
+
+
+def heatmap_path(folder: str | Path, filename: str) -> Path:
+    """Where the heatmap of an image goes: its name as a ``.tif`` inside ``folder``."""
+    folder = Path(folder).resolve()
+    target = (folder / filename).with_suffix(".tif").resolve()
+    if not target.is_relative_to(folder):
+        raise BioAnomalyError(f"{filename}: heatmap would be written outside {folder}")
+    return target
+
+
+def read_heatmap(folder: str | Path, filename: str) -> np.ndarray | None:
+    """The stored anomaly map of an image (float32), or None when there is none.
+
+    Raises
+    ------
+    BioAnomalyError
+        Naming the file, when it is there but cannot be read.
+    """
+    try:
+        path = heatmap_path(folder, filename)
+    except BioAnomalyError:
+        return None
+    if not path.is_file():
+        return None
+    import tifffile
+
+    try:
+        return np.asarray(tifffile.imread(path), dtype=np.float32)
+    except Exception as exc:  # a corrupt file: say which
+        raise BioAnomalyError(f"{path}: cannot read the anomaly map ({exc})") from None
+
+
+def regions_from_probabilities(
+    probs: np.ndarray,
+    classes: Sequence[str],
+    threshold: float = 0.5,
+    min_area: float = 16.0,
+    tolerance: float = 0.5,
+    class_min_area: Mapping[str, float] | None = None,
+) -> list[Region]:
+    """Regions of the connected anomalies of a probability map.
+
+    A region's class is the one its pixels' probabilities vote for; regions
+    smaller than their class's ``class_min_area`` (``min_area`` for the others)
+    are dropped.
+    """
+    import shapely
+    from scipy import ndimage
+    from shapely.geometry import Polygon
+    from skimage.measure import find_contours
+
+    fg = 1.0 - probs[0]
+    labels, _ = ndimage.label(fg > threshold)
+    class_min_area = dict(class_min_area or {})
+    floor = min([min_area, *class_min_area.values()])
+    out = []
+    for index, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        comp = labels[sl] == index
+        if comp.sum() < floor:
+            continue
+        class_scores = probs[1:, sl[0], sl[1]][:, comp].sum(axis=1)
+        label = classes[int(np.argmax(class_scores))]
+        least = class_min_area.get(label, min_area)
+        if comp.sum() < least:
+            continue
+        filled = ndimage.binary_fill_holes(comp)
+        contour = max(find_contours(np.pad(filled, 1).astype(np.float32), 0.5), key=len)
+        # contour points are pixel centres of the padded crop: back to model coordinates
+        contour = contour - 1 + (sl[0].start, sl[1].start) + 0.5
+        poly = shapely.simplify(Polygon(contour), tolerance)
+        if not isinstance(poly, Polygon) or poly.is_empty or poly.area < least:
+            continue
+        ring = np.asarray(poly.exterior.coords)[:-1]
+        if len(ring) < 3:
+            continue
+        score = float(fg[sl][comp].mean())
+        out.append(Region(ring, label, score=round(score, 4), source="model", shape="polygon"))
+    return out

@@ -1,0 +1,293 @@
+"""Reviewing predictions against ground truth: the state and the rules, without a GUI.
+
+A :class:`ReviewSession` holds an open ground-truth :class:`AnnotationSession`, the
+predictions for its images (a VIA file), the thresholds, and one
+:class:`~.evaluate.ImageCache` per image under review, so that a threshold change
+rescores every image without rasterising again. Corrections go through it:
+
+- **accept** moves predictions into the ground truth (source ``model-accepted``). The
+  predictions file loses them only once the ground truth holding them is saved
+  (:meth:`ReviewSession.ground_truth_saved`): a save deferred by a conflict on disk
+  defers both, so an accepted region is always in one of the two files.
+- **reject** removes predictions (saved at once).
+- **propose** replaces an image's predictions by the outlines of its anomaly map.
+
+The Review widget shows a ReviewSession; ``bioanomaly evaluate`` and the widget's
+tables share :func:`~.evaluate.report`, so both compute the same figures.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import annotations
+from .evaluate import ImageCache, ImageScore, Report, report
+from .fileio import atomic_write
+from .maps import read_heatmap, regions_from_probabilities
+from .model import BioAnomalyError, Dataset, ImageRecord, Region
+from .quality import QC_ATTRIBUTE
+from .session import AnnotationSession
+
+#: Columns of the per-image table (the widget's and the exported CSV's).
+COLUMNS = ["image", "group", "GT", "pred", "TP", "FP", "FN", "precision", "recall", "F1",
+           "pixel IoU", "mean IoU", "score", "QC"]  # fmt: skip
+#: Anomaly maps kept in memory (each about 4.5 MB for a 1080 px image).
+HEATMAP_CACHE = 8
+
+
+def cell(row: ImageScore, column: int, qc: Mapping[str, str]) -> Any:
+    """The value of a per-image table cell (:data:`COLUMNS`); a mean IoU that is not
+    defined (nothing matched) is -1."""
+    if column == len(COLUMNS) - 1:
+        return qc.get(row.image, "")
+    return [
+        row.image, ", ".join(row.group.values()), row.n_gt, row.n_pred, row.tp, row.fp,
+        row.fn, row.precision, row.recall, row.f1, row.pixel_iou,
+        row.mean_iou if row.mean_iou is not None else -1.0, row.score,
+    ][column]  # fmt: skip
+
+
+def predictions_path(gt: str | Path) -> Path:
+    """Where reviewed predictions are kept: ``<annotations>.predictions.json`` beside the
+    ground truth (inside the folder when the ground truth is a folder of images)."""
+    gt = Path(gt)
+    if gt.is_dir():
+        return gt / "annotations.predictions.json"
+    return gt.with_name(gt.stem + ".predictions.json")
+
+
+class ReviewSession:
+    """Predictions under review against an open ground truth.
+
+    Parameters
+    ----------
+    gt
+        The ground truth (shared with the Annotate widget when it has the file open).
+    predictions, path
+        The predictions and the VIA file they are saved to.
+    images
+        File names to review (e.g. the validation images); default: every image.
+    """
+
+    def __init__(
+        self,
+        gt: AnnotationSession,
+        predictions: Dataset,
+        path: str | Path,
+        images: Sequence[str] | None = None,
+    ) -> None:
+        self.gt = gt
+        self.predictions = predictions
+        self.path = Path(path)
+        self.heatmaps = self.path.with_suffix(annotations.HEATMAPS_SUFFIX)
+        self.iou_threshold = 0.5
+        self.score_threshold = 0.5
+        keys = [k for im in gt.dataset.images for k in im.file_attributes if k != QC_ATTRIBUTE]
+        #: the file attribute whose values group the images (the first one the images have)
+        self.group_by: str | None = keys[0] if keys else None
+        wanted = set(images) if images is not None else None
+        #: the images under review, in dataset order
+        self.names = [
+            im.filename for im in gt.dataset.images if wanted is None or im.filename in wanted
+        ]
+        self.caches: dict[str, ImageCache] = {}
+        #: accepted regions still in the predictions file (until the ground truth is saved)
+        self.pending = False
+        self._heat: dict[str, np.ndarray] = {}
+        for name in self.names:
+            self.rescore(name)
+
+    @classmethod
+    def open(
+        cls, gt: AnnotationSession, path: str | Path, images: Sequence[str] | None = None
+    ) -> ReviewSession:
+        """Read the predictions at ``path`` (images resolved against the ground truth's)."""
+        predictions, _ = annotations.load(path, gt.dataset.root, read_images=False)
+        return cls(gt, predictions, path, images)
+
+    # ------------------------------------------------------------------ records
+
+    def ground_truth(self, filename: str) -> ImageRecord:
+        for im in self.gt.dataset.images:
+            if im.filename == filename:
+                return im
+        raise BioAnomalyError(f"{filename}: not an image of {self.gt.path}")
+
+    def prediction(self, filename: str) -> ImageRecord:
+        """The predictions of an image (an empty record is added for an image without)."""
+        for im in self.predictions.images:
+            if im.filename == filename:
+                return im
+        record = ImageRecord(filename)
+        self.predictions.images.append(record)
+        return record
+
+    def rescore(self, filename: str) -> None:
+        """Score an image again after its ground truth or predictions changed."""
+        gt = self.ground_truth(filename)
+        if gt.shape is None:  # sizes are read lazily by the session; scoring needs them
+            try:
+                self.gt.read_shape(self.gt.dataset.images.index(gt))
+            except BioAnomalyError:
+                pass
+        keys = [self.group_by] if self.group_by else []
+        self.caches[filename] = ImageCache(gt, self.prediction(filename), keys)
+
+    def shown(self, filename: str) -> list[int]:
+        """Indices of the image's predictions at or above the score threshold."""
+        return [
+            i
+            for i, r in enumerate(self.prediction(filename).regions)
+            if r.score is None or r.score >= self.score_threshold
+        ]
+
+    # ------------------------------------------------------------------ scores
+
+    def rows(self) -> list[ImageScore]:
+        """Per-image scores at the current thresholds (cheap: IoUs are cached)."""
+        return [self.caches[n].score(self.iou_threshold, self.score_threshold) for n in self.names]
+
+    def report(self, image_threshold: float = 0.5) -> Report:
+        """Summary, groups, classes, class agreement and image level at the thresholds:
+        what ``bioanomaly evaluate`` reports for the same files."""
+        caches = [self.caches[n] for n in self.names]
+        return report(caches, self.rows(), self.iou_threshold, self.score_threshold,
+                      self.group_by, image_threshold=image_threshold)  # fmt: skip
+
+    def errors(self, filename: str) -> tuple[list[Region], list[Region]]:
+        """The image's false negatives (ground truth) and false positives (predictions)."""
+        if filename not in self.caches:
+            return [], []
+        fn, fp = self.caches[filename].unmatched(self.iou_threshold, self.score_threshold)
+        gt, pred = self.ground_truth(filename), self.prediction(filename)
+        return [gt.regions[i] for i in fn], [pred.regions[i] for i in fp]
+
+    def qc_flags(self) -> dict[str, str]:
+        return {
+            im.filename: str(im.file_attributes.get(QC_ATTRIBUTE, ""))
+            for im in self.gt.dataset.images
+        }
+
+    def table_csv(self, path: str | Path) -> Path:
+        """Write the per-image table (:data:`COLUMNS`, at the current thresholds) as CSV,
+        atomically."""
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(COLUMNS)
+        qc = self.qc_flags()
+        for row in self.rows():
+            writer.writerow([cell(row, c, qc) for c in range(len(COLUMNS))])
+        data = buf.getvalue().encode("utf-8")
+        return atomic_write(path, lambda fh: fh.write(data))
+
+    # ------------------------------------------------------------------ corrections
+
+    def take(
+        self,
+        filename: str,
+        indices: Sequence[int],
+        polygons: Sequence[np.ndarray] | None = None,
+    ) -> list[Region]:
+        """Remove the shown predictions at ``indices`` (positions in :meth:`shown`) from
+        the image's predictions and return them; ``polygons``: their outlines as edited
+        (the user may move vertices before accepting)."""
+        pred = self.prediction(filename)
+        shown = self.shown(filename)
+        picked = [i for i in sorted(set(indices)) if 0 <= i < len(shown)]
+        chosen = [shown[i] for i in picked]
+        taken = []
+        for n, k in enumerate(chosen):
+            r = pred.regions[k]
+            polygon = r.polygon if polygons is None else np.asarray(polygons[picked[n]], float)
+            taken.append(Region(polygon, r.label, dict(r.attributes), r.score, "model", r.shape))
+        drop = set(chosen)
+        pred.regions = [r for i, r in enumerate(pred.regions) if i not in drop]
+        return taken
+
+    def accept(
+        self,
+        filename: str,
+        indices: Sequence[int],
+        polygons: Sequence[np.ndarray] | None = None,
+        add: Callable[[list[Region]], None] | None = None,
+    ) -> list[Region]:
+        """Move shown predictions into the ground truth (source ``model-accepted``).
+
+        ``add`` puts the regions into the ground truth (the widget's annotator, which
+        also shows and autosaves them); by default they are added to the session and it
+        is saved. The predictions file is saved once the ground truth is (see the module
+        docstring)."""
+        taken = self.take(filename, indices, polygons)
+        if not taken:
+            return []
+        accepted = [
+            Region(r.polygon, r.label, dict(r.attributes), r.score, "model-accepted", r.shape)
+            for r in taken
+        ]
+        self.pending = True
+        if add is None:
+            index = self.gt.dataset.images.index(self.ground_truth(filename))
+            self.gt.set_regions(list(self.gt.dataset.images[index].regions) + accepted, index)
+            self.gt.save()
+        else:
+            add(accepted)
+        if not self.gt.dirty:
+            self.ground_truth_saved()
+        self.rescore(filename)
+        return accepted
+
+    def reject(self, filename: str, indices: Sequence[int]) -> int:
+        """Remove shown predictions; the predictions file is saved at once."""
+        taken = self.take(filename, indices)
+        if taken:
+            self.save_predictions()
+            self.rescore(filename)
+        return len(taken)
+
+    def propose(self, filename: str, threshold: float, min_area: float) -> list[Region] | None:
+        """Replace the image's predictions by the outlines of its anomaly map above
+        ``threshold`` (regions of at least ``min_area`` px); None without a map."""
+        heat = self.heatmap(filename)
+        if heat is None:
+            return None
+        regions = regions_from_probabilities(
+            np.stack([1.0 - heat, heat]), ["anomaly"], threshold, min_area
+        )
+        self.prediction(filename).regions = regions
+        self.save_predictions()
+        self.rescore(filename)
+        return regions
+
+    def save_predictions(self) -> None:
+        annotations.save(self.predictions, self.path, "via")
+        self.pending = False
+
+    def ground_truth_saved(self) -> None:
+        """The ground truth is on disk: accepted predictions leave the predictions file."""
+        if self.pending:
+            self.save_predictions()
+
+    # ------------------------------------------------------------------ maps
+
+    def heatmap(self, filename: str) -> np.ndarray | None:
+        """The image's stored anomaly map (see ``predict --heatmaps``), or None.
+
+        Raises
+        ------
+        BioAnomalyError
+            When the map is there but cannot be read (named).
+        """
+        if filename in self._heat:
+            return self._heat[filename]
+        heat = read_heatmap(self.heatmaps, filename)
+        if heat is not None:
+            if len(self._heat) >= HEATMAP_CACHE:
+                self._heat.pop(next(iter(self._heat)))
+            self._heat[filename] = heat
+        return heat

@@ -1,0 +1,253 @@
+"""The Review widget's panels: the per-image table with its errors, image-level scores
+with their curves, and per-class scores. Each shows what a
+:class:`~napari_bioanomaly.core.review.ReviewSession` computed; none holds review state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qtpy.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt, Signal
+from qtpy.QtGui import QImage, QPixmap
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QSizePolicy,
+    QSlider,
+    QTableView,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.evaluate import ImageScore, Report
+from ..core.model import Region
+from ..core.review import COLUMNS, cell
+
+CLASS_COLUMNS = ["class", "GT", "pred", "TP", "FP", "FN", "precision", "recall", "F1", "found"]
+SORT_ROLE = Qt.ItemDataRole.UserRole + 3
+
+
+def labelled_slider(value: int, text: str) -> tuple[QSlider, QLabel]:
+    """A 0-100 slider read as 0.00-1.00, and a label that shows its value."""
+    slider = QSlider(Qt.Orientation.Horizontal)
+    slider.setRange(0, 100)
+    slider.setValue(value)
+    label = QLabel(f"{text} {value / 100:.2f}")
+    slider.valueChanged.connect(lambda v: label.setText(f"{text} {v / 100:.2f}"))
+    return slider, label
+
+
+def slider_row(slider: QSlider, label: QLabel) -> QHBoxLayout:
+    row = QHBoxLayout()
+    row.addWidget(label)
+    row.addWidget(slider, 1)
+    return row
+
+
+def _text(value: Any) -> str:
+    return "-" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))
+
+
+class ScoreTableModel(QAbstractTableModel):
+    """Per-image scores as table rows (values: :func:`core.review.cell`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[ImageScore] = []
+        self.group_name = "group"
+        #: image -> its stored quality flags ("ok", "dim; out of focus", "" = not checked)
+        self.qc: dict[str, str] = {}
+
+    def set_rows(self, rows: list[ImageScore], qc: dict[str, str] | None = None) -> None:
+        self.beginResetModel()
+        self.rows = rows
+        self.qc = qc if qc is not None else self.qc
+        self.endResetModel()
+
+    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:
+        return len(COLUMNS)
+
+    def headerData(self, section: int, orientation: Any, role: int = 0) -> Any:
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return self.group_name if section == 1 else COLUMNS[section]
+        return None
+
+    def value(self, row: ImageScore, col: int) -> Any:
+        return cell(row, col, self.qc)
+
+    def data(self, index: QModelIndex, role: int = 0) -> Any:
+        if not index.isValid():
+            return None
+        v = self.value(self.rows[index.row()], index.column())
+        if role == SORT_ROLE:
+            return v
+        if role == Qt.ItemDataRole.DisplayRole:
+            if isinstance(v, float):
+                return "-" if v < 0 else f"{v:.3f}"
+            return v
+        return None
+
+
+class ImageTablePanel(QWidget):
+    """The per-image table (sortable, filterable) and the current image's false
+    negatives and false positives (click one to zoom to it)."""
+
+    #: the file name of a clicked row
+    image_clicked = Signal(str)
+    #: the (row0, col0, row1, col1) box of a clicked error
+    error_clicked = Signal(object)
+
+    def __init__(self) -> None:
+        super().__init__()
+        col = QVBoxLayout(self)
+        col.setContentsMargins(0, 0, 0, 0)
+        self.filter_edit = QLineEdit()
+        self.filter_edit.setPlaceholderText("filter rows: image, group or QC flag")
+        col.addWidget(self.filter_edit)
+        self.model = ScoreTableModel()
+        self.proxy = QSortFilterProxyModel()
+        self.proxy.setSourceModel(self.model)
+        self.proxy.setSortRole(SORT_ROLE)
+        self.proxy.setFilterKeyColumn(-1)
+        self.proxy.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self.filter_edit.textChanged.connect(self.proxy.setFilterFixedString)
+        self.table = QTableView()
+        self.table.setModel(self.proxy)
+        self.table.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
+        self.table.setSortingEnabled(True)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.verticalHeader().setVisible(False)
+        # image paths share their start (``images/...``): cut the start, keep the name
+        self.table.setTextElideMode(Qt.TextElideMode.ElideLeft)
+        self.table.setWordWrap(False)  # Qt ignores the elide mode of wrapped text
+        self.table.setMinimumHeight(200)
+        self.table.clicked.connect(self._on_row_clicked)
+        col.addWidget(self.table)
+        self.errors = QListWidget()
+        self.errors.setMaximumHeight(110)
+        self.errors.itemClicked.connect(
+            lambda item: self.error_clicked.emit(item.data(Qt.ItemDataRole.UserRole))
+        )
+        label = QLabel("False negatives and false positives here (click to zoom):")
+        label.setWordWrap(True)
+        col.addWidget(label)
+        col.addWidget(self.errors)
+
+    def show_rows(self, rows: list[ImageScore], qc: dict[str, str], group: str | None) -> None:
+        self.model.group_name = group or "group"
+        self.model.set_rows(rows, qc)
+
+    def select(self, filename: str) -> None:
+        names = [r.image for r in self.model.rows]
+        if filename in names:
+            index = self.proxy.mapFromSource(self.model.index(names.index(filename), 0))
+            if index.isValid():
+                self.table.selectRow(index.row())
+
+    def show_errors(self, false_negatives: list[Region], false_positives: list[Region]) -> None:
+        self.errors.clear()
+        for kind, regions in (("FN", false_negatives), ("FP", false_positives)):
+            for r in regions:
+                score = "" if r.score is None else f", score {r.score:.2f}"
+                item = QListWidgetItem(f"{kind}: {r.label}, {r.area:.0f} px{score}")
+                item.setData(Qt.ItemDataRole.UserRole, r.bbox)
+                self.errors.addItem(item)
+
+    def _on_row_clicked(self, index: QModelIndex) -> None:
+        if index.isValid():
+            self.image_clicked.emit(self.model.rows[self.proxy.mapToSource(index).row()].image)
+
+
+class ImageLevelPanel(QWidget):
+    """Image-level scores at the image threshold, with ROC and precision-recall curves."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        col = QVBoxLayout(self)
+        col.setContentsMargins(0, 0, 0, 0)
+        self.slider, label = labelled_slider(50, "image threshold")
+        col.addLayout(slider_row(self.slider, label))
+        self.text = QLabel(
+            "An image is anomalous when it has ground truth; its score is the model's image "
+            "anomaly score, or its best region score."
+        )
+        self.text.setWordWrap(True)
+        col.addWidget(self.text)
+        self.curves = QLabel()
+        self.curves.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.curves.setMinimumHeight(160)
+        # the pixmap follows the dock's width, never the other way round
+        self.curves.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        col.addWidget(self.curves, 1)
+
+    @property
+    def threshold(self) -> float:
+        return self.slider.value() / 100
+
+    def show_report(self, report: Report, width: int) -> None:
+        """The report's image-level scores; curves ``width`` pixels wide (matplotlib, Agg)."""
+        from ..plots import curves_image
+
+        im = report.image_level
+        self.text.setText(
+            f"{im['anomalous']} of {im['images']} images anomalous: ROC-AUC "
+            f"{_text(im['roc_auc'])}, AP {_text(im['average_precision'])}. At "
+            f"{self.threshold:.2f}: TP {im['tp']} FP {im['fp']} TN {im['tn']} FN {im['fn']}; "
+            f"TPR {_text(im['tpr'])}, TNR {_text(im['tnr'])}, PPV {_text(im['ppv'])}, NPV "
+            f"{_text(im['npv'])}, F1 {_text(im['f1'])}, kappa {_text(im['kappa'])}"
+        )
+        rows = report.rows
+        rgba = curves_image(
+            [1 if r.n_gt else 0 for r in rows], [r.score for r in rows], self.threshold,
+            size=(width / 80, max(width * 0.48, 150) / 80), dpi=80,
+        )  # fmt: skip
+        h, w = rgba.shape[:2]
+        image = QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
+        self.curves.setPixmap(QPixmap.fromImage(image))
+
+
+class ClassPanel(QWidget):
+    """Per-class scores and the agreement of the classes of matched regions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        col = QVBoxLayout(self)
+        col.setContentsMargins(0, 0, 0, 0)
+        self.table = QTableWidget(0, len(CLASS_COLUMNS))
+        self.table.setHorizontalHeaderLabels(CLASS_COLUMNS)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setToolTip(
+            "each class alone: its ground truth against predictions of that class; "
+            "found: share of its ground truth matched by a prediction of any class"
+        )
+        col.addWidget(self.table, 1)
+        self.agreement = QLabel()
+        self.agreement.setWordWrap(True)
+        col.addWidget(self.agreement)
+
+    def show_report(self, report: Report) -> None:
+        self.table.setRowCount(len(report.classes))
+        for r, (name, c) in enumerate(report.classes.items()):
+            values = [name, c["gt"], c["pred"], c["tp"], c["fp"], c["fn"], c["precision"],
+                      c["recall"], c["f1"], c["found"]]  # fmt: skip
+            for col, v in enumerate(values):
+                self.table.setItem(r, col, QTableWidgetItem(_text(v)))
+        self.table.resizeColumnsToContents()
+        agree = report.class_agreement
+        if agree["kappa"] is None:
+            self.agreement.setText("Class agreement needs predictions of two or more classes.")
+        else:
+            self.agreement.setText(
+                f"Classes of {agree['matched']} matched regions: agreement "
+                f"{agree['agreement']:.3f}, Cohen's kappa {agree['kappa']:.3f}"
+            )

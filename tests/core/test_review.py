@@ -1,0 +1,147 @@
+"""ReviewSession without a GUI: the figures evaluate gives, accept / reject / propose, and
+no accepted region ever in neither file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_bioanomaly.core import annotations
+from napari_bioanomaly.core.evaluate import evaluate
+from napari_bioanomaly.core.fileio import DiskChanged
+from napari_bioanomaly.core.maps import heatmap_path
+from napari_bioanomaly.core.model import Region
+from napari_bioanomaly.core.review import COLUMNS, ReviewSession, predictions_path
+from napari_bioanomaly.core.session import AnnotationSession
+
+
+def square(r, c, s):
+    return np.array([[r, c], [r, c + s], [r + s, c + s], [r + s, c]], float)
+
+
+@pytest.fixture
+def files(dataset_dir):
+    """Predictions: each image's ground truth without its first region, the others grown
+    by a quarter about their centres (IoU about 0.64), plus a weak false positive."""
+    gt, _ = annotations.load(dataset_dir / "annotations.json")
+    for im in gt.images:
+        kept = []
+        for k, r in enumerate(im.regions[1:]):
+            centre = r.polygon.mean(axis=0)
+            poly = centre + (r.polygon - centre) * (1.25 if k % 2 else 1.0)
+            kept.append(Region(poly, r.label, score=0.9, source="model"))
+        im.regions = [*kept, Region(square(100, 100, 12), "dust", score=0.3, source="model")]
+    pred = dataset_dir / "pred.json"
+    annotations.save(gt, pred, "via")
+    return dataset_dir / "annotations.json", pred
+
+
+def open_review(files):
+    session = AnnotationSession.open(files[0])
+    return ReviewSession.open(session, files[1])
+
+
+@pytest.mark.parametrize(("iou", "score"), [(0.5, 0.5), (0.7, 0.5), (0.5, 0.2), (0.3, 0.0)])
+def test_rows_and_report_are_what_evaluate_gives(files, iou, score):
+    review = open_review(files)
+    review.iou_threshold, review.score_threshold = iou, score
+    gt, _ = annotations.load(files[0])
+    pred, _ = annotations.load(files[1], read_images=False)
+    expected = evaluate(gt, pred, iou, score, group_by="cell_line")
+    rows = {r.image: (r.tp, r.fp, r.fn, r.inter_px, r.union_px) for r in review.rows()}
+    assert rows == {r.image: (r.tp, r.fp, r.fn, r.inter_px, r.union_px) for r in expected.rows}
+    report = review.report()
+    for key in ("tp", "fp", "fn", "precision", "recall", "f1", "pixel_iou"):
+        assert report.summary[key] == expected.summary[key]
+    assert report.groups.keys() == expected.groups.keys()
+    assert report.classes == expected.classes
+
+
+def test_thresholds_change_the_figures(files):
+    review = open_review(files)
+    loose = review.report().summary
+    review.iou_threshold = 0.7  # the grown regions (IoU 0.64) no longer match
+    strict = review.report().summary
+    assert strict["tp"] < loose["tp"] and strict["fn"] > loose["fn"]
+    review.score_threshold = 0.2  # the weak false positives count
+    assert review.report().summary["fp"] == strict["fp"] + len(review.names)
+
+
+def test_accept_moves_regions_into_the_saved_ground_truth(files):
+    review = open_review(files)
+    name = review.names[0]
+    before_gt = len(review.ground_truth(name).regions)
+    shown = review.shown(name)
+    moved = review.prediction(name).regions[shown[0]]
+    accepted = review.accept(name, [0])
+    assert [r.source for r in accepted] == ["model-accepted"]
+    np.testing.assert_allclose(accepted[0].polygon, moved.polygon)
+    assert not review.pending
+    gt, _ = annotations.load(files[0])
+    pred, _ = annotations.load(files[1], read_images=False)
+    on_disk = {im.filename: im for im in gt.images}[name]
+    assert len(on_disk.regions) == before_gt + 1 and on_disk.regions[-1].source == "model-accepted"
+    assert len({im.filename: im for im in pred.images}[name].regions) == len(shown)  # one gone
+    assert review.rows()[0].n_gt == before_gt + 1  # rescored
+
+
+def test_accept_takes_the_edited_outline(files):
+    review = open_review(files)
+    name = review.names[0]
+    edited = [square(5, 5, 30)] * len(review.shown(name))
+    accepted = review.accept(name, [0], polygons=edited)
+    np.testing.assert_allclose(accepted[0].polygon, edited[0])
+
+
+def test_a_ground_truth_save_refused_keeps_the_prediction_in_its_file(files):
+    review = open_review(files)
+    name = review.names[0]
+    n_pred = len(review.prediction(name).regions)
+    files[0].write_text(files[0].read_text().replace("}", "} ", 1))  # someone else saved it
+    with pytest.raises(DiskChanged):
+        review.accept(name, [0])
+    assert review.pending and review.gt.dirty  # in memory, waiting for a choice
+    pred, _ = annotations.load(files[1], read_images=False)
+    assert len({im.filename: im for im in pred.images}[name].regions) == n_pred  # still there
+    review.gt.save(force=True)
+    review.ground_truth_saved()
+    pred, _ = annotations.load(files[1], read_images=False)
+    assert len({im.filename: im for im in pred.images}[name].regions) == n_pred - 1
+
+
+def test_reject_saves_the_predictions_at_once(files):
+    review = open_review(files)
+    name = review.names[1]
+    n = len(review.prediction(name).regions)
+    assert review.reject(name, [0, 99]) == 1  # out-of-range positions are ignored
+    pred, _ = annotations.load(files[1], read_images=False)
+    assert len({im.filename: im for im in pred.images}[name].regions) == n - 1
+
+
+def test_propose_outlines_the_stored_map(files):
+    import tifffile
+
+    review = open_review(files)
+    name = review.names[0]
+    assert review.propose(name, 0.5, 16) is None  # no map yet
+    heat = np.zeros(review.ground_truth(name).shape, np.float32)
+    heat[40:60, 50:80] = 0.9
+    path = heatmap_path(review.heatmaps, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(path, heat)
+    regions = review.propose(name, 0.5, 16)
+    assert len(regions) == 1 and regions[0].area == pytest.approx(600, rel=0.1)
+    assert review.prediction(name).regions == regions
+    path.write_bytes(b"not a tiff")
+    review._heat.clear()
+    with pytest.raises(Exception, match="cannot read the anomaly map"):
+        review.heatmap(name)
+
+
+def test_table_csv_and_predictions_path(files, tmp_path):
+    review = open_review(files)
+    out = review.table_csv(tmp_path / "t.csv")
+    lines = out.read_text().splitlines()
+    assert lines[0].split(",") == COLUMNS and len(lines) == len(review.names) + 1
+    assert predictions_path(files[0]).name == "annotations.predictions.json"
+    assert predictions_path(files[0].parent) == files[0].parent / "annotations.predictions.json"

@@ -17,10 +17,6 @@ EXPORTS = {
     "QuPath GeoJSON (folder)": ("geojson", None),
 }
 
-#: Set to 1 to run workers (training, quality checks) on the calling thread (debugging).
-INLINE_ENV = "BIOANOMALY_INLINE"
-
-
 def button_row(buttons: Iterable[tuple[str, Callable[[], object]]]) -> QHBoxLayout:
     """A row of push buttons, each calling its slot when clicked."""
     row = QHBoxLayout()

@@ -12,8 +12,15 @@ import os
 from collections.abc import Callable, Generator
 from typing import Any
 
+from ..core.model import BioAnomalyError
+
 #: Set to 1 to run workers (training, prediction, quality checks) on the calling thread.
 INLINE_ENV = "BIOANOMALY_INLINE"
+
+
+def error_text(exc: BaseException) -> str:
+    """An error as a user reads it: our own errors by their message, others with their type."""
+    return str(exc) if isinstance(exc, BioAnomalyError) else f"{type(exc).__name__}: {exc}"
 
 
 def launch(
@@ -31,12 +38,14 @@ def launch(
 
     With a ``workspace``, its job is "running" (with ``describe``) until the job ends,
     then "failed" (with the error) or "done"; callbacks run after the state is set.
-    Errors reach ``on_error``; ``on_finished`` runs last, after success, error or stop.
+    Errors reach ``on_error``; other than :class:`BioAnomalyError` (bad input, said
+    plainly) they are raised again on the GUI thread, where napari shows their traceback.
+    ``on_finished`` runs last, after success, error or stop.
     """
 
     def errored(exc: BaseException) -> None:
         if workspace is not None:
-            workspace.set_job("failed", str(exc))
+            workspace.set_job("failed", error_text(exc))
         if on_error is not None:
             on_error(exc)
 
@@ -64,12 +73,18 @@ def launch(
         return None
     from napari.qt.threading import create_worker
 
-    worker = create_worker(job, *args, _start_thread=False)
+    def errored_in_worker(exc: BaseException) -> None:
+        errored(exc)
+        if not isinstance(exc, BioAnomalyError):
+            raise exc  # a bug: napari's error notification shows its traceback
+
+    # errors are ours to report (napari would raise every one of them again)
+    worker = create_worker(job, *args, _start_thread=False, _ignore_errors=True)
     if on_event is not None:
         worker.yielded.connect(on_event)
     if on_returned is not None:
         worker.returned.connect(on_returned)
-    worker.errored.connect(errored)
+    worker.errored.connect(errored_in_worker)
     worker.finished.connect(finished)
     worker.start()
     return worker

@@ -7,7 +7,6 @@ The widget only collects input and shows state; the work is done by
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Generator
 from pathlib import Path
@@ -47,7 +46,8 @@ from ..core import annotations
 from ..core.model import BioAnomalyError, ImageRecord
 from ..core.quality import QC_ATTRIBUTE, check_record, flags_from_text, flags_to_text
 from ..core.session import STATUSES, AnnotationSession, summary
-from ._common import EXPORTS, INLINE_ENV, ask_conflict, button_row, compact_dock_tabs
+from ._common import EXPORTS, ask_conflict, button_row, compact_dock_tabs
+from ._launch import error_text, launch
 
 #: Keyboard shortcuts bound on the viewer while a dataset is open: (napari key, what it does).
 SHORTCUTS = [
@@ -497,17 +497,11 @@ class AnnotateWidget(QWidget):
         records = [(i, ImageRecord(im.filename)) for i, im in enumerate(session.dataset.images)]
         self.qc_button.setEnabled(False)
         self._info(f"Checking the quality of {len(records)} images...")
-        if os.environ.get(INLINE_ENV):
-            for item in quality_job(root, records):
-                self._on_quality(item)
-            self._on_quality_done()
-            return True
-        from napari.qt.threading import create_worker
-
-        self._qc_worker = create_worker(quality_job, root, records, _start_thread=False)
-        self._qc_worker.yielded.connect(self._on_quality)
-        self._qc_worker.finished.connect(self._on_quality_done)
-        self._qc_worker.start()
+        self._qc_worker = launch(
+            quality_job, (root, records), on_event=self._on_quality,
+            on_error=lambda exc: self._info(f"Quality check failed: {error_text(exc)}"),
+            on_finished=self._on_quality_done,
+        )  # fmt: skip
         return True
 
     def _on_quality(self, item: tuple[int, tuple[str, ...]]) -> None:

@@ -9,10 +9,8 @@ the main thread. The worker never touches layers or notifications.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from collections.abc import Generator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,8 +36,9 @@ from .._workspace import workspace_for
 from ..core import annotations
 from ..core.model import BioAnomalyError
 from ..ml.config import ANOMALY_MODELS, REGISTRY
-from ._common import INLINE_ENV, with_browse
+from ._common import with_browse
 from ._jobs import _num, crossval_job, epoch_text, prime_torch, step_text, training_job
+from ._launch import error_text, launch
 
 #: The models of the Train widget, with what they are for (see :data:`~..ml.config.REGISTRY`).
 MODEL_HELP = {name: info.help for name, info in REGISTRY.items()}
@@ -464,7 +463,6 @@ class TrainWidget(QWidget):
             self._set_status("Another job of this window runs (training or prediction): "
                              "wait for it, or stop it first.", error=True)  # fmt: skip
             return False
-        self.workspace.set_job("running", text)
         self.result = None
         self.plot.clear()
         self._set_running(True)
@@ -472,28 +470,11 @@ class TrainWidget(QWidget):
         from napari.utils import progress
 
         self._progress = progress(total=total, desc="training")
-        if os.environ.get(INLINE_ENV):
-            self._run_inline(job(*args), on_event, on_returned)
-            return True
-        from napari.qt.threading import create_worker
-
-        self.worker = create_worker(job, *args, _start_thread=False)
-        self.worker.yielded.connect(on_event)
-        self.worker.returned.connect(on_returned)
-        self.worker.errored.connect(self._on_error)
-        self.worker.finished.connect(self._on_finished)
-        self.worker.start()
+        self.worker = launch(
+            job, args, on_event=on_event, on_returned=on_returned, on_error=self._on_error,
+            on_finished=self._on_finished, workspace=self.workspace, describe=text,
+        )  # fmt: skip
         return True
-
-    def _run_inline(self, job: Generator, on_event: Any, on_returned: Any) -> None:
-        try:
-            while True:
-                on_event(next(job))
-        except StopIteration as stop:
-            on_returned(stop.value)
-        except Exception as exc:
-            self._on_error(exc)
-        self._on_finished()
 
     def _on_cv_event(self, event: Any) -> None:
         fold = f"Fold {event.fold + 1}/{event.folds}"
@@ -566,12 +547,9 @@ class TrainWidget(QWidget):
         )
 
     def _on_error(self, exc: BaseException) -> None:
-        message = str(exc) if isinstance(exc, BioAnomalyError) else f"{type(exc).__name__}: {exc}"
-        self._set_status(f"Training failed: {message}", error=True)
-        self.workspace.set_job("failed", message)
+        self._set_status(f"Training failed: {error_text(exc)}", error=True)
 
     def _on_finished(self) -> None:
-        self.workspace.set_job("done")
         if self._progress is not None:
             self._progress.close()
             self._progress = None

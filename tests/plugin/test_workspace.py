@@ -11,7 +11,7 @@ import pytest
 
 from napari_bioanomaly._workspace import Workspace, workspace_for
 from napari_bioanomaly.core import annotations
-from napari_bioanomaly.core.model import Region
+from napari_bioanomaly.core.model import BioAnomalyError, Region
 from napari_bioanomaly.core.session import DiskChanged
 from napari_bioanomaly.widgets.annotate import AnnotateWidget
 from napari_bioanomaly.widgets.review import ReviewWidget
@@ -189,3 +189,35 @@ def test_reopening_the_same_file_keeps_one_session_and_one_layer(both, dataset_d
     assert [layer.name for layer in viewer.layers] == before
     assert annotate.annotator is review.annotator
     assert len(workspace_for(viewer).sessions) == 1
+
+
+def _job(n, fail=False):
+    yield from range(n)
+    if fail:
+        raise BioAnomalyError("no annotated anomalies")
+    return n * 10
+
+
+@pytest.mark.parametrize("fail", [False, True])
+@pytest.mark.parametrize("inline", [True, False])
+def test_one_launcher_runs_every_job_and_keeps_the_job_state(qtbot, monkeypatch, inline, fail):
+    from napari_bioanomaly.widgets._launch import INLINE_ENV, launch
+
+    if inline:
+        monkeypatch.setenv(INLINE_ENV, "1")
+    else:
+        monkeypatch.delenv(INLINE_ENV, raising=False)
+    workspace, seen, states = Workspace(), [], []
+    workspace.job_changed.connect(lambda state, message: states.append((state, message)))
+    worker = launch(
+        _job, (3, fail), on_event=seen.append, on_returned=lambda v: seen.append(("ret", v)),
+        on_error=lambda exc: seen.append(("err", str(exc))),
+        on_finished=lambda: seen.append("finished"), workspace=workspace, describe="job",
+    )
+    assert (worker is None) == inline
+    if worker is not None:
+        qtbot.waitUntil(lambda: "finished" in seen, timeout=10_000)
+    end = [("err", "no annotated anomalies")] if fail else [("ret", 30)]
+    assert seen == [0, 1, 2, *end, "finished"]
+    last = ("failed", "no annotated anomalies") if fail else ("done", "")
+    assert states == [("running", "job"), last] and not workspace.busy

@@ -513,7 +513,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
-    from .ml.config import CLASS_WEIGHTS, MODELS, REGISTRY, TrainConfig
+    from .ml.settings import add_cli_options
 
     p.add_argument(
         "--annotations",
@@ -522,81 +522,13 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         help="annotation file (VIA, COCO, ...), or a folder of images (unsupervised models "
         "need no annotation)",
     )
-    p.add_argument(
-        "--model",
-        choices=MODELS,
-        default="unet",
-        help="; ".join(f"{name}: {info.help}" for name, info in REGISTRY.items()),
-    )
-    p.add_argument(
-        "--epochs", type=int, metavar="N",
-        help="epochs (default: as many as fit in --budget, stopping early on no progress)",
-    )  # fmt: skip
-    p.add_argument(
-        "--budget", type=float, metavar="MIN",
-        help="minutes of training without --epochs (15 on a CPU, 60 on a GPU)",
-    )  # fmt: skip
-    p.add_argument(
-        "--patience", type=int, default=TrainConfig.patience, metavar="N",
-        help=f"stop after N epochs without a better validation score ({TrainConfig.patience}; "
-        "0: never)",
-    )  # fmt: skip
-    p.add_argument("--steps", type=int, default=50, metavar="N", help="batches per epoch (50)")
-    p.add_argument("--tile", type=int, default=256, metavar="PX", help="tile side (256)")
-    p.add_argument("--batch", type=int, default=4, metavar="N")
-    p.add_argument("--lr", type=float, default=1e-3, metavar="X")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
-    p.add_argument("--val-fraction", type=float, default=0.2, metavar="F")
-    p.add_argument("--val-attribute", metavar="ATTR", help="validate on images by file attribute")
-    p.add_argument("--val-values", metavar="V1,V2", help="values of --val-attribute to validate on")
-    p.add_argument("--weights", metavar="FILE", help="local Mask R-CNN weights (no downloads)")
-    p.add_argument("--workers", type=int, default=0, metavar="N", help="data loader processes")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-augment", action="store_true", help="switch augmentations off")
-    p.add_argument(
-        "--low", type=float, default=0.1, metavar="P", help="normalisation low percentile (0.1)"
-    )
-    p.add_argument(
-        "--high", type=float, default=99.9, metavar="P", help="normalisation high percentile (99.9)"
-    )
-    p.add_argument("--class-balance", action="store_true", help="oversample tiles of rare classes")
-    p.add_argument(
-        "--class-weights",
-        choices=CLASS_WEIGHTS,
-        default="none",
-        help="balanced: weight the loss by inverse sqrt class frequency (unet, forest)",
-    )
-    p.add_argument(
-        "--exclude-qc", action="store_true", help="leave images with quality flags out of training"
-    )
+    add_cli_options(p)
 
 
 def _train_config(args: argparse.Namespace) -> Any:
-    from .ml.config import TrainConfig
+    from .ml.settings import config_from_cli
 
-    return TrainConfig(
-        model=args.model,
-        epochs=args.epochs,
-        budget_min=args.budget,
-        patience=args.patience,
-        steps_per_epoch=args.steps,
-        tile=args.tile,
-        batch=args.batch,
-        lr=args.lr,
-        device=args.device,
-        val_fraction=args.val_fraction,
-        val_attribute=args.val_attribute,
-        val_values=tuple(v for v in (args.val_values or "").split(",") if v),
-        seed=args.seed,
-        weights=args.weights,
-        num_workers=args.workers,
-        augment=not args.no_augment,
-        low=args.low,
-        high=args.high,
-        class_balance=args.class_balance,
-        class_weights=args.class_weights,
-        exclude_qc=args.exclude_qc,
-    )
+    return config_from_cli(args)
 
 
 def build_parser() -> argparse.ArgumentParser:

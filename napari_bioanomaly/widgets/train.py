@@ -36,6 +36,7 @@ from .._workspace import workspace_for
 from ..core import annotations
 from ..core.model import BioAnomalyError
 from ..ml.config import ANOMALY_MODELS, REGISTRY
+from ..ml.settings import SETTINGS, Setting, config_from_form
 from ._common import with_browse
 from ._jobs import _num, crossval_job, epoch_text, prime_torch, step_text, training_job
 from ._launch import error_text, launch
@@ -202,76 +203,7 @@ class TrainWidget(QWidget):
         self.model.setToolTip("\n".join(f"{k}: {v}" for k, v in MODEL_HELP.items()))
         self.model.currentTextChanged.connect(self._model_changed)
         form.addRow("model", self.model)
-        self.epochs = self._spin(0, 10000, 0)
-        self.epochs.setSpecialValueText("auto")
-        self.epochs.setToolTip(
-            "auto: as many epochs as fit in the time budget (15 min on a CPU, 60 on a GPU), "
-            "stopping early when validation F1 stops improving; the best model is kept"
-        )
-        form.addRow("epochs", self.epochs)
-        self.budget = self._spin(1, 60 * 24 * 7, 15)
-        self.budget.setSuffix(" min")
-        self.budget.setToolTip("time budget of an 'auto' run (a GPU run defaults to 60 min)")
-        self._budget_touched = False
-        self.budget.valueChanged.connect(lambda _: setattr(self, "_budget_touched", True))
-        self.epochs.valueChanged.connect(lambda v: self.budget.setEnabled(v == 0))
-        form.addRow("time budget", self.budget)
-        self.steps = self._spin(1, 100000, 50)
-        form.addRow("steps per epoch", self.steps)
-        self.tile = self._spin(32, 4096, 256, step=16)
-        form.addRow("tile size (px)", self.tile)
-        self.batch = self._spin(1, 512, 4)
-        form.addRow("batch size", self.batch)
-        self.lr = QDoubleSpinBox()
-        self.lr.setDecimals(5)
-        self.lr.setRange(1e-5, 1.0)
-        self.lr.setSingleStep(1e-4)
-        self.lr.setValue(1e-3)
-        form.addRow("learning rate", self.lr)
-        self.augment = QCheckBox("on")
-        self.augment.setToolTip("flips, 90-degree rotations, brightness, blur and noise")
-        self.augment.setChecked(True)
-        form.addRow("augment", self.augment)
-        self.device = QComboBox()
-        self.device.addItems(["auto", "cpu", "cuda", "mps"])
-        form.addRow("device", self.device)
-        self.val_fraction = QDoubleSpinBox()
-        self.val_fraction.setRange(0.0, 0.9)
-        self.val_fraction.setSingleStep(0.05)
-        self.val_fraction.setValue(0.2)
-        form.addRow("validation fraction", self.val_fraction)
-        self.low, self.high = QDoubleSpinBox(), QDoubleSpinBox()
-        for spin, value in ((self.low, 0.1), (self.high, 99.9)):
-            spin.setDecimals(2)
-            spin.setRange(0.0, 100.0)
-            spin.setSingleStep(0.1)
-            spin.setValue(value)
-        self.low.setToolTip("intensity percentile mapped to 0 (0.1)")
-        self.high.setToolTip("intensity percentile mapped to 1 (99.9)")
-        percentiles = QHBoxLayout()
-        percentiles.setContentsMargins(0, 0, 0, 0)
-        percentiles.addWidget(self.low)
-        percentiles.addWidget(QLabel("to"))
-        percentiles.addWidget(self.high)
-        box = QWidget()
-        box.setLayout(percentiles)
-        form.addRow("normalise percentiles", box)
-        self.class_balance = QCheckBox("oversample rare classes")
-        self.class_balance.setToolTip(
-            "anomaly tiles pick a class uniformly, then one of its regions"
-        )
-        self.class_weights = QComboBox()
-        self.class_weights.addItems(["none", "balanced"])
-        self.class_weights.setToolTip(
-            "balanced: weight the loss by inverse square-root class frequency (unet, forest)"
-        )
-        form.addRow("class imbalance", self.class_balance)
-        form.addRow("class weights", self.class_weights)
-        self.exclude_qc = QCheckBox("leave out QC-flagged images")
-        self.exclude_qc.setToolTip(
-            "images flagged uniform, binary, dim, saturated or out of focus are not trained on"
-        )
-        form.addRow("quality control", self.exclude_qc)
+        self._build_settings(form)
         self.out = QLineEdit()
         self.out.setPlaceholderText("model file (default: beside the annotations)")
         form.addRow("save model to", with_browse(self.out, self._browse_out))
@@ -323,6 +255,72 @@ class TrainWidget(QWidget):
         layout.addWidget(self.cv_result)
         layout.addStretch(1)
 
+    def _build_settings(self, form: QFormLayout) -> None:
+        """One row per setting of :data:`~..ml.settings.SETTINGS` shown in the form (a
+        group shares a row); each field is an attribute named like the setting."""
+        self.fields: dict[str, QWidget] = {}
+        rows: dict[str, QHBoxLayout] = {}
+        for setting in SETTINGS:
+            if not setting.form:
+                continue
+            field = self._field(setting)
+            field.setToolTip(setting.help)
+            self.fields[setting.name] = field
+            setattr(self, setting.name, field)
+            if not setting.group:
+                form.addRow(setting.label, field)
+            elif setting.group in rows:
+                rows[setting.group].addWidget(QLabel(setting.label))
+                rows[setting.group].addWidget(field)
+            else:
+                row = rows[setting.group] = QHBoxLayout()
+                row.setContentsMargins(0, 0, 0, 0)
+                row.addWidget(field)
+                box = QWidget()
+                box.setLayout(row)
+                form.addRow(setting.label, box)
+        # "auto" epochs take the time budget; a fixed number of epochs does not
+        self.epochs.valueChanged.connect(lambda _v: self._model_changed(self.model.currentText()))
+
+    @staticmethod
+    def _field(setting: Setting) -> QWidget:
+        value = setting.to_form(setting.default)
+        if setting.kind == "int":
+            field: Any = TrainWidget._spin(int(setting.low), int(setting.high), value,
+                                           int(setting.step))  # fmt: skip
+        elif setting.kind == "float":
+            field = QDoubleSpinBox()
+            field.setDecimals(setting.decimals)
+            field.setRange(setting.low, setting.high)
+            field.setSingleStep(setting.step)
+            field.setValue(value)
+        elif setting.kind == "choice":
+            field = QComboBox()
+            field.addItems(list(setting.choices))
+            field.setCurrentText(value)
+        elif setting.kind == "flag":
+            field = QCheckBox("on" if setting.negate else "")
+            field.setChecked(bool(value))
+        else:
+            field = QLineEdit(value)
+        if setting.auto:
+            field.setSpecialValueText("auto")
+        return field
+
+    def form_values(self) -> dict[str, Any]:
+        """What the form holds, by setting name."""
+        out = {}
+        for name, field in self.fields.items():
+            if isinstance(field, QCheckBox):
+                out[name] = field.isChecked()
+            elif isinstance(field, QComboBox):
+                out[name] = field.currentText()
+            elif isinstance(field, QLineEdit):
+                out[name] = field.text()
+            else:
+                out[name] = field.value()
+        return out
+
     @staticmethod
     def _spin(lo: int, hi: int, value: int, step: int = 1) -> QSpinBox:
         spin = QSpinBox()
@@ -363,38 +361,26 @@ class TrainWidget(QWidget):
     # ------------------------------------------------------------------ running
 
     def config(self) -> Any:
-        from ..ml.config import TrainConfig
-
-        return TrainConfig(
-            model=self.model.currentText(),
-            epochs=self.epochs.value() or None,
-            budget_min=float(self.budget.value()) if self._budget_touched else None,
-            steps_per_epoch=self.steps.value(),
-            tile=self.tile.value(),
-            batch=self.batch.value(),
-            lr=self.lr.value(),
-            augment=self.augment.isChecked(),
-            device=self.device.currentText(),
-            val_fraction=self.val_fraction.value(),
-            low=self.low.value(),
-            high=self.high.value(),
-            class_balance=self.class_balance.isChecked(),
-            class_weights=self.class_weights.currentText(),
-            exclude_qc=self.exclude_qc.isChecked(),
-        )
+        values = self.form_values()
+        for setting in SETTINGS:  # what does not apply to the model keeps its default
+            if setting.name in values and not setting.applies_to(self.model.currentText()):
+                values[setting.name] = setting.to_form(setting.default)
+        return config_from_form(self.model.currentText(), values)
 
     def _model_changed(self, name: str) -> None:
-        """Grey out what the chosen model does not use."""
-        info = REGISTRY[name]
-        for w in (self.epochs, self.steps, self.tile, self.batch, self.lr, self.augment):
-            w.setEnabled(info.network)
-        self.budget.setEnabled(info.network and self.epochs.value() == 0)
-        self.class_balance.setEnabled(info.learns_classes)
-        if not info.learns_classes:
-            self.class_balance.setChecked(False)
-        self.class_weights.setEnabled(info.class_weights)
-        if not info.class_weights:
-            self.class_weights.setCurrentText("none")
+        """Grey out what the chosen model does not use (and reset it to its default)."""
+        for setting in SETTINGS:
+            field = self.fields.get(setting.name)
+            if field is None:
+                continue
+            applies = setting.applies_to(name)
+            field.setEnabled(applies)
+            if not applies and setting.kind in ("flag", "choice"):
+                if isinstance(field, QCheckBox):
+                    field.setChecked(bool(setting.to_form(setting.default)))
+                else:
+                    field.setCurrentText(setting.to_form(setting.default))
+        self.budget.setEnabled(REGISTRY[name].network and self.epochs.value() == 0)
 
     def start_baseline(self) -> bool:
         """One click for the classic baseline: the random forest with the current settings."""

@@ -131,3 +131,19 @@ def test_cross_validate_from_napari(widgets, qtbot):
     assert text.count("fold ") == 3 and "f1:" in text and "+-" in text
     assert (folder / "crossval-forest" / "crossval.json").is_file()
     assert "finished" in train.status.text() and train.cv_button.isEnabled()
+
+
+def test_the_form_is_built_from_the_settings(make_napari_viewer, qtbot):
+    from napari_bioanomaly.ml.config import TrainConfig
+    from napari_bioanomaly.ml.settings import SETTINGS
+
+    train = TrainWidget(make_napari_viewer())
+    qtbot.addWidget(train)
+    assert set(train.fields) == {s.name for s in SETTINGS if s.form}
+    assert train.config() == TrainConfig()  # an untouched form trains with the defaults
+    train.model.setCurrentText("forest")
+    greyed = {name for name, field in train.fields.items() if not field.isEnabled()}
+    assert greyed == {s.name for s in SETTINGS if s.form and not s.applies_to("forest")}
+    assert "tile" in greyed and "class_weights" not in greyed
+    train.tile.setValue(64)  # greyed settings do not reach the forest's config
+    assert train.config().tile == TrainConfig().tile and train.config().model == "forest"

@@ -1,0 +1,220 @@
+"""Every training setting declared once: the CLI's options and the Train widget's form are
+built from :data:`SETTINGS`, and both turn their values into a :class:`TrainConfig`.
+
+To add a setting: a field (with its default) in :class:`TrainConfig`, then one
+:class:`Setting` here. The CLI option, its help, the form row, its tooltip, its greying
+for models it does not apply to, and the test that checks the two agree follow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .config import CLASS_WEIGHTS, DEVICES, REGISTRY, ModelInfo, TrainConfig
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
+
+def _network(info: ModelInfo) -> bool:
+    return info.network
+
+
+def _learns_classes(info: ModelInfo) -> bool:
+    return info.learns_classes
+
+
+def _class_weights(info: ModelInfo) -> bool:
+    return info.class_weights
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One training setting, as the CLI and the Train widget show it.
+
+    ``name``: the CLI option (``--name`` with dashes) and the widget's attribute;
+    ``field``: the :class:`TrainConfig` field (default: ``name``); ``kind``: ``int``,
+    ``float``, ``choice``, ``flag``, ``text`` (empty: None) or ``list`` (comma-separated);
+    ``auto``: None is allowed and written 0 ("auto" in the form); ``negate``: a flag
+    that switches the field off (``--no-augment``); ``applies``: the models it applies
+    to (the form greys it out for the others); ``form``: shown in the Train widget
+    (advanced settings are CLI-only); ``group``: form rows of one group share a line.
+    """
+
+    name: str
+    label: str
+    help: str
+    kind: str = "int"
+    field: str = ""
+    low: float = 0
+    high: float = 1_000_000
+    step: float = 1
+    decimals: int = 2
+    choices: tuple[str, ...] = ()
+    auto: bool = False
+    negate: bool = False
+    applies: Callable[[ModelInfo], bool] | None = None
+    form: bool = True
+    group: str = ""
+    metavar: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.field or self.name
+
+    @property
+    def default(self) -> Any:
+        return _DEFAULTS[self.key]
+
+    @property
+    def option(self) -> str:
+        flag = f"no-{self.name}" if self.negate else self.name
+        return "--" + flag.replace("_", "-")
+
+    def applies_to(self, model: str) -> bool:
+        return self.applies is None or self.applies(REGISTRY[model])
+
+    # ------------------------------------------------------------------ CLI
+
+    def add_to(self, parser: argparse.ArgumentParser) -> None:
+        default = self.default
+        text = self.help
+        if self.kind in ("int", "float", "choice"):
+            text += f" ({'auto' if default is None else default})"
+        if self.applies is not None:
+            text += "; for " + ", ".join(n for n in REGISTRY if self.applies_to(n))
+        if self.kind == "flag":
+            parser.add_argument(self.option, dest=self.name, action="store_true", help=text)
+        elif self.kind == "choice":
+            parser.add_argument(self.option, dest=self.name, choices=self.choices,
+                                default=default, help=text)  # fmt: skip
+        else:
+            kind = {"int": int, "float": float}.get(self.kind, str)
+            parser.add_argument(
+                self.option, dest=self.name, type=kind, metavar=self.metavar,
+                default=None if self.kind in ("text", "list") else default, help=text,
+            )  # fmt: skip
+
+    def from_cli(self, value: Any) -> Any:
+        """The config value of a parsed option."""
+        if self.kind == "flag":
+            return not value if self.negate else bool(value)
+        return self._from_text(value) if self.kind in ("text", "list") else value
+
+    # ------------------------------------------------------------------ form
+
+    def to_form(self, value: Any) -> Any:
+        """How the form holds a config value (auto: 0, text: "", list: "a,b")."""
+        if self.auto and value is None:
+            return 0
+        if self.kind == "text":
+            return value or ""
+        if self.kind == "list":
+            return ",".join(value)
+        return value
+
+    def from_form(self, value: Any) -> Any:
+        """The config value of what the form holds."""
+        if self.auto and not value:
+            return None
+        if self.kind in ("text", "list"):
+            return self._from_text(value)
+        if self.kind == "float":
+            return float(value)
+        return value
+
+    def _from_text(self, value: str | None) -> Any:
+        if self.kind == "list":
+            return tuple(v.strip() for v in (value or "").split(",") if v.strip())
+        return (value or "").strip() or None
+
+
+#: The training settings in the order of the CLI's help and the Train widget's form
+#: (the model is chosen from :data:`REGISTRY`).
+SETTINGS: tuple[Setting, ...] = (
+    Setting("epochs", "epochs", "epochs; auto: as many as fit in the time budget, stopping "
+            "early when the validation score stops improving (the best model is kept)",
+            auto=True, high=10_000, applies=_network, metavar="N"),
+    Setting("budget", "time budget (min)", "minutes of an auto run; auto: 15 on a CPU, 60 on "
+            "a GPU", kind="float", field="budget_min", auto=True, high=60 * 24 * 7, step=5,
+            decimals=0, applies=_network, metavar="MIN"),
+    Setting("patience", "patience (epochs)", "stop after this many epochs without a better "
+            "validation score (0: never)", high=10_000, applies=_network, metavar="N"),
+    Setting("steps", "steps per epoch", "batches per epoch", field="steps_per_epoch", low=1,
+            high=100_000, applies=_network, metavar="N"),
+    Setting("tile", "tile size (px)", "tile side in pixels (a multiple of 16)", low=32,
+            high=4096, step=16, applies=_network, metavar="PX"),
+    Setting("batch", "batch size", "tiles per batch", low=1, high=512, applies=_network,
+            metavar="N"),
+    Setting("lr", "learning rate", "learning rate (AdamW, warm-up and cosine decay)",
+            kind="float", low=1e-5, high=1.0, step=1e-4, decimals=5, applies=_network,
+            metavar="X"),
+    Setting("augment", "augment", "switch augmentations off (flips, 90-degree rotations, "
+            "brightness, blur, noise)", kind="flag", negate=True, applies=_network),
+    Setting("device", "device", "where to train: auto picks cuda, then mps, then the CPU",
+            kind="choice", choices=DEVICES),
+    Setting("val_fraction", "validation fraction", "share of images held out for validation",
+            kind="float", high=0.9, step=0.05, metavar="F"),
+    Setting("val_attribute", "validate on attribute", "validate on the images whose file "
+            "attribute ATTR has one of --val-values (e.g. a cell line)", kind="text",
+            form=False, metavar="ATTR"),
+    Setting("val_values", "validation values", "values of --val-attribute to validate on",
+            kind="list", form=False, metavar="V1,V2"),
+    Setting("low", "normalise percentiles", "intensity percentile mapped to 0", kind="float",
+            high=100, step=0.1, group="normalise", metavar="P"),
+    Setting("high", "to", "intensity percentile mapped to 1", kind="float", high=100,
+            step=0.1, group="normalise", metavar="P"),
+    Setting("class_balance", "class imbalance", "oversample tiles of rare classes (anomaly "
+            "tiles pick a class uniformly, then one of its regions)", kind="flag",
+            applies=_learns_classes),
+    Setting("class_weights", "class weights", "balanced: weight the loss by inverse "
+            "square-root class frequency", kind="choice", choices=CLASS_WEIGHTS,
+            applies=_class_weights),
+    Setting("exclude_qc", "quality control", "leave images with quality flags (uniform, "
+            "binary, dim, saturated, out of focus) out of training", kind="flag"),
+    Setting("ema", "weight averaging", "decay per step of the moving average of the "
+            "weights that is kept (0: the last weights)", kind="float", high=0.9999,
+            decimals=4, applies=_network, form=False, metavar="D"),
+    Setting("anomaly_fraction", "anomaly tiles", "share of training tiles centred on an "
+            "annotated region", kind="float", high=1, step=0.05, applies=_network, form=False,
+            metavar="F"),
+    Setting("base_channels", "network width", "channels of the U-Net's first level (16: "
+            "about 0.5 M parameters)", low=1, high=256, applies=_network, form=False,
+            metavar="N"),
+    Setting("amp", "mixed precision", "switch mixed precision off on CUDA", kind="flag",
+            negate=True, applies=_network, form=False),
+    Setting("seed", "seed", "random seed (CPU runs are reproducible)", form=False),
+    Setting("weights", "weights", "local Mask R-CNN weights file (nothing is downloaded)",
+            kind="text", form=False, metavar="FILE"),
+    Setting("workers", "data workers", "data loader processes (0: read in the training "
+            "thread)", field="num_workers", high=256, form=False, metavar="N"),
+)  # fmt: skip
+
+#: Settings by name.
+BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+def add_cli_options(parser: argparse.ArgumentParser) -> None:
+    """``--model`` and one option per setting."""
+    parser.add_argument(
+        "--model", choices=tuple(REGISTRY), default=_DEFAULTS["model"],
+        help="; ".join(f"{name}: {info.help}" for name, info in REGISTRY.items()),
+    )  # fmt: skip
+    for setting in SETTINGS:
+        setting.add_to(parser)
+
+
+def config_from_cli(args: argparse.Namespace) -> TrainConfig:
+    """The :class:`TrainConfig` of parsed options (see :func:`add_cli_options`)."""
+    values = {s.key: s.from_cli(getattr(args, s.name)) for s in SETTINGS}
+    return TrainConfig(model=args.model, **values)
+
+
+def config_from_form(model: str, values: Mapping[str, Any]) -> TrainConfig:
+    """The :class:`TrainConfig` of form values by setting name (those not in the form
+    keep their defaults)."""
+    chosen = {BY_NAME[name].key: BY_NAME[name].from_form(v) for name, v in values.items()}
+    return TrainConfig(model=model, **chosen)

@@ -1,0 +1,78 @@
+"""Training settings declared once: every TrainConfig field has one, and the CLI and the
+Train widget's form turn the same values into the same config."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import pytest
+
+from napari_bioanomaly.ml.config import TrainConfig
+from napari_bioanomaly.ml.settings import (
+    SETTINGS,
+    add_cli_options,
+    config_from_cli,
+    config_from_form,
+)
+
+#: A value other than the default for each setting, as a CLI argument list and the config
+#: value it means.
+CHANGED = {
+    "epochs": (["--epochs", "7"], 7), "budget": (["--budget", "3"], 3.0),
+    "patience": (["--patience", "4"], 4), "steps": (["--steps", "9"], 9),
+    "tile": (["--tile", "128"], 128), "batch": (["--batch", "2"], 2),
+    "lr": (["--lr", "0.01"], 0.01), "augment": (["--no-augment"], False),
+    "device": (["--device", "cpu"], "cpu"), "val_fraction": (["--val-fraction", "0.3"], 0.3),
+    "val_attribute": (["--val-attribute", "cell_line"], "cell_line"),
+    "val_values": (["--val-values", "HeLa, A549"], ("HeLa", "A549")),
+    "low": (["--low", "1"], 1.0), "high": (["--high", "99"], 99.0),
+    "class_balance": (["--class-balance"], True),
+    "class_weights": (["--class-weights", "balanced"], "balanced"),
+    "exclude_qc": (["--exclude-qc"], True), "ema": (["--ema", "0.9"], 0.9),
+    "amp": (["--no-amp"], False), "seed": (["--seed", "3"], 3),
+    "weights": (["--weights", "w.pt"], "w.pt"), "workers": (["--workers", "2"], 2),
+    "anomaly_fraction": (["--anomaly-fraction", "0.25"], 0.25),
+    "base_channels": (["--base-channels", "8"], 8),
+}  # fmt: skip
+
+
+def parser():
+    p = argparse.ArgumentParser()
+    add_cli_options(p)
+    return p
+
+
+def test_every_config_field_is_a_setting_once():
+    keys = [s.key for s in SETTINGS]
+    assert len(keys) == len(set(keys))
+    assert set(keys) | {"model"} == {f.name for f in dataclasses.fields(TrainConfig)}
+    assert set(CHANGED) == {s.name for s in SETTINGS}
+
+
+def test_no_option_gives_the_defaults():
+    assert config_from_cli(parser().parse_args([])) == TrainConfig()
+    assert config_from_form("unet", {s.name: s.to_form(s.default) for s in SETTINGS}) == TrainConfig()
+
+
+@pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: s.name)
+def test_cli_and_form_agree_on_each_setting(setting):
+    argv, value = CHANGED[setting.name]
+    from_cli = config_from_cli(parser().parse_args(argv))
+    assert getattr(from_cli, setting.key) == value
+    form_value = setting.to_form(value)
+    if setting.kind == "list":
+        form_value = "HeLa, A549"
+    assert config_from_form("unet", {setting.name: form_value}) == from_cli
+    # nothing else changed
+    assert dataclasses.replace(from_cli, **{setting.key: setting.default}) == TrainConfig()
+
+
+def test_settings_say_which_models_they_apply_to():
+    by_name = {s.name: s for s in SETTINGS}
+    assert by_name["tile"].applies_to("unet") and not by_name["tile"].applies_to("forest")
+    assert not by_name["class_balance"].applies_to("memory")
+    assert by_name["class_weights"].applies_to("forest")
+    assert not by_name["class_weights"].applies_to("maskrcnn")
+    help_text = " ".join(parser().format_help().split())
+    assert "tiles per batch (4); for unet, maskrcnn, autoencoder" in help_text

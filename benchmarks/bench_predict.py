@@ -19,9 +19,10 @@ import numpy as np
 import torch
 
 from napari_bioanomaly.ml import models
+from napari_bioanomaly.ml.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 from napari_bioanomaly.ml.config import TrainConfig
+from napari_bioanomaly.ml.device import pick_device
 from napari_bioanomaly.ml.predict import Predictor, class_probabilities, regions_from_probabilities
-from napari_bioanomaly.ml.train import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, pick_device
 
 
 def main() -> None:

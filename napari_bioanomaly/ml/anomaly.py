@@ -29,9 +29,6 @@ least 64), calibrated the same way on normal images.
 from __future__ import annotations
 
 import math
-import threading
-from collections.abc import Generator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,17 +37,11 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
-from ..core.imagemetrics import roc_auc
-from ..core.model import BioAnomalyError, Dataset
-from . import data
 from .config import TrainConfig
 from .device import free_memory, is_oom
-from .events import SCORE_LABELS, TrainEvent, TrainResult
+from .features import features
 from .tiling import blend_tiles
-from .validation import operating_point, spread
 
-#: Share of pixels of each batch left out of the autoencoder loss (robust to unannotated anomalies).
-TRIM = 0.05
 #: Memory bank size (coreset) and how many candidate patches it is chosen from.
 BANK_SIZE = 4096
 CANDIDATES = 40_000
@@ -60,58 +51,6 @@ SIGMA = {"autoencoder": 2.0, "memory": 4.0}
 #: (memory bank) 99.5 outlined anomalies far better than 99.9 (pixel IoU 0.50 against
 #: 0.19, recall at IoU 0.25 0.73 against 0.47) for a few more false proposals.
 PIXEL_PERCENTILE = 99.5
-
-
-def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 4 if stride == 2 else 3, stride=stride, padding=1, bias=False),
-        nn.GroupNorm(min(8, cout), cout),
-        nn.ReLU(inplace=True),
-    )
-
-
-class AutoEncoder(nn.Module):
-    """Convolutional autoencoder for 1-channel tiles: three stride-2 stages to a narrow
-    bottleneck (``latent`` channels at 1/8 resolution) and back.
-
-    With ``base=16`` it has about 0.4 M parameters. Input sides must be multiples of 8.
-    """
-
-    def __init__(self, base: int = 16, latent: int = 8) -> None:
-        super().__init__()
-        b = base
-        self.stem = _conv(1, b)
-        self.down1 = nn.Sequential(_conv(b, 2 * b, 2), _conv(2 * b, 2 * b))  # 1/2
-        self.down2 = nn.Sequential(_conv(2 * b, 4 * b, 2), _conv(4 * b, 4 * b))  # 1/4
-        self.down3 = nn.Sequential(_conv(4 * b, 4 * b, 2), nn.Conv2d(4 * b, latent, 1))  # 1/8
-        self.decode = nn.Sequential(
-            nn.Conv2d(latent, 4 * b, 1),
-            nn.ReLU(inplace=True),
-            nn.ConvTranspose2d(4 * b, 4 * b, 4, stride=2, padding=1),
-            _conv(4 * b, 4 * b),
-            nn.ConvTranspose2d(4 * b, 2 * b, 4, stride=2, padding=1),
-            _conv(2 * b, 2 * b),
-            nn.ConvTranspose2d(2 * b, b, 4, stride=2, padding=1),
-            _conv(b, b),
-            nn.Conv2d(b, 1, 3, padding=1),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.down3(self.down2(self.down1(self.stem(x)))))
-
-
-def loss(model: nn.Module, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    """Trimmed reconstruction loss: mean squared error of the pixels that are not annotated
-    anomalies and not among the worst :data:`TRIM` of the batch."""
-    err = (model(images).float() - images.float()).pow(2)[:, 0]
-    values = err[classes == 0]
-    if values.numel() == 0:
-        return err.sum() * 0.0
-    sample = values.detach()
-    if sample.numel() > 1_000_000:
-        sample = sample[:: sample.numel() // 1_000_000 + 1]
-    cut = torch.quantile(sample, 1.0 - TRIM)
-    return values[values <= cut].mean()
 
 
 @torch.no_grad()
@@ -190,7 +129,6 @@ def memory_raw(
 ) -> np.ndarray:
     """Raw memory-bank scores ``(H, W)``: distance of each pixel's standardised descriptor
     to the nearest bank entry (computed every second pixel, then interpolated)."""
-    from .forest import features
 
     feats = features(norm)[::2, ::2]
     h, w, d = feats.shape
@@ -251,169 +189,3 @@ def image_map(
     return heat, image_score(top_k(raw), scoring)
 
 
-def calibrate_scoring(
-    kind: str,
-    model: nn.Module | None,
-    scoring: dict[str, Any],
-    dataset: Dataset,
-    indices: list[int],
-    config: TrainConfig,
-    device: torch.device | str = "cpu",
-) -> dict[str, Any]:
-    """``scoring`` with its calibration from the normal pixels of whole images ``indices``
-    (annotated pixels left out): 0.5 at the 99.5th percentile of normal pixels, and, for
-    image scores, at the highest score of the images' normal content."""
-    rng = np.random.default_rng(config.seed)
-    cache = data.ImageCache(dataset, config, size=1)
-    classes = dataset.class_names()
-    normal_px, per_image = [], []
-    for i in spread(indices, 64):
-        norm = cache(i)
-        raw = raw_map(kind, norm, model, scoring, config, device)
-        cls, _ = data.rasterise(dataset.images[i], classes, norm.shape)
-        valid = cls == 0
-        if not valid.any():
-            continue
-        values = raw[valid]
-        normal_px.append(rng.choice(values, min(values.size, 200_000), replace=False))
-        per_image.append(top_k(raw, valid))
-    if not per_image:
-        raise BioAnomalyError("no normal pixels to calibrate the anomaly scores on")
-    normal = np.concatenate(normal_px)
-    image_center = float(np.median(per_image))
-    return {
-        **scoring,
-        "kind": kind,
-        "center": float(np.median(normal)),
-        "threshold": float(np.percentile(normal, PIXEL_PERCENTILE)),
-        "image_center": image_center,
-        "image_threshold": max(float(np.max(per_image)), image_center + 1e-6),
-    }
-
-
-def separation(
-    labels: list[int], scores: list[float], px_labels: list[np.ndarray], px_scores: list[np.ndarray]
-) -> tuple[float | None, float | None]:
-    """Image ROC-AUC and pixel AUROC, ``None`` where only one kind is present."""
-    image_auc = roc_auc(labels, scores) if 0 < sum(labels) < len(labels) else None
-    pl = np.concatenate(px_labels) if px_labels else np.zeros(0, bool)
-    pixel_auc = None
-    if 0 < pl.sum() < pl.size:
-        pixel_auc = roc_auc(pl, np.concatenate(px_scores))
-    return image_auc, pixel_auc
-
-
-def _pixel_sample(
-    rng: np.random.Generator, labels: np.ndarray, scores: np.ndarray, n: int = 4096
-) -> tuple[np.ndarray, np.ndarray]:
-    pick = rng.choice(labels.size, min(labels.size, n), replace=False)
-    return labels.ravel()[pick], scores.ravel()[pick]
-
-
-@torch.no_grad()
-def validate(
-    model: nn.Module,
-    tiles: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-    device: torch.device,
-    batch: int,
-) -> dict[str, float | None]:
-    """Validation of the autoencoder: loss on normal pixels, tile ROC-AUC and pixel AUROC.
-
-    A tile is anomalous when it holds annotated pixels; its score is :func:`top_k`.
-    The AUCs are ``None`` when the tiles have only one kind.
-    """
-    model.eval()
-    losses, labels, scores, px_labels, px_scores = [], [], [], [], []
-    rng = np.random.default_rng(0)
-    for k in range(0, len(tiles), batch):
-        chunk = tiles[k : k + batch]
-        x = torch.from_numpy(np.stack([t[0] for t in chunk])[:, None]).to(device)
-        cls = torch.from_numpy(np.stack([t[1] for t in chunk])).to(device)
-        losses.append(float(loss(model, x, cls)))
-        for m, (_, c, _) in zip(reconstruction_error(model, x)[:, 0], chunk, strict=True):
-            m = smooth("autoencoder", m)
-            labels.append(int(c.any()))
-            scores.append(top_k(m))
-            pl, ps = _pixel_sample(rng, c > 0, m)
-            px_labels.append(pl)
-            px_scores.append(ps)
-    model.train()
-    tile_auc, pixel_auc = separation(labels, scores, px_labels, px_scores)
-    return {
-        "val_loss": float(np.mean(losses)) if losses else None,
-        "val_auc": tile_auc,
-        "val_pixel_auc": pixel_auc,
-    }
-
-
-def train_memory(
-    dataset: Dataset,
-    config: TrainConfig,
-    out: Path,
-    train_idx: list[int],
-    val_idx: list[int],
-    cancel: threading.Event,
-) -> Generator[Any, None, Any]:
-    """Build the memory bank from normal pixels of the training images, calibrate it on
-    the validation images, measure image ROC-AUC and pixel AUROC there, save the checkpoint.
-
-    Yields the events of neural training (one step per image) and returns a
-    :class:`~.train.TrainResult`.
-    """
-    from . import train as tr
-    from .forest import features
-
-    rng = np.random.default_rng(config.seed)
-    cache = data.ImageCache(dataset, config, size=1)
-    classes = dataset.class_names()
-    chosen = spread(train_idx, 256)
-    per_image = max(1000, CANDIDATES // max(1, len(chosen)))
-    candidates = []
-    for step, i in enumerate(chosen, start=1):
-        if cancel.is_set():
-            return TrainResult(None, tr.last_path(out), [], None, True, "cpu")
-        norm = cache(i)
-        cls, _ = data.rasterise(dataset.images[i], classes, norm.shape)
-        # descriptors every 4th pixel, away (8 px) from annotated anomalies
-        near = ndimage.binary_dilation(cls > 0, iterations=8)[::4, ::4]
-        feats = features(norm)[::4, ::4][~near]
-        if len(feats):
-            candidates.append(feats[rng.choice(len(feats), min(len(feats), per_image), False)])
-        name = dataset.images[i].filename
-        yield TrainEvent("step", 0, 1, step, len(chosen), message=f"features of {name}")
-    if not candidates:
-        raise BioAnomalyError("no normal pixels in the training images for the memory bank")
-    pool = np.concatenate(candidates)
-    mean, std = pool.mean(axis=0), pool.std(axis=0) + 1e-6
-    bank = coreset(torch.from_numpy((pool - mean) / std), BANK_SIZE, config.seed)
-    scoring: dict[str, Any] = {"mean": mean.tolist(), "std": std.tolist(), "bank": bank}
-    yield TrainEvent(
-        "status", 0, 1, len(chosen), len(chosen), message="calibrating anomaly scores"
-    )
-    scoring = calibrate_scoring("memory", None, scoring, dataset, val_idx or train_idx, config)
-    labels, scores, px_labels, px_scores = [], [], [], []
-    for i in val_idx:
-        norm = cache(i)
-        heat, score = image_map("memory", norm, None, scoring, config)
-        cls, _ = data.rasterise(dataset.images[i], classes, norm.shape)
-        labels.append(int(bool(dataset.images[i].regions)))
-        scores.append(score)
-        pl, ps = _pixel_sample(rng, cls > 0, heat)
-        px_labels.append(pl)
-        px_scores.append(ps)
-    val_auc, val_pixel_auc = separation(labels, scores, px_labels, px_scores)
-    history = [{"epoch": 0, "loss": None, "val_auc": val_auc, "val_pixel_auc": val_pixel_auc}]
-    point = yield from operating_point(
-        config, None, ["anomaly"], {"scoring": scoring}, dataset, val_idx, torch.device("cpu"),
-        0, 1, len(chosen),
-    )  # fmt: skip
-    payload = tr.checkpoint_payload(config, ["anomaly"], history, 0, val_auc)
-    payload.update(scoring=scoring, best_label=SCORE_LABELS["memory"],
-                   operating_point=point.to_dict())  # fmt: skip
-    best = tr.save_checkpoint(out, payload)
-    last = tr.save_checkpoint(tr.last_path(out), payload)
-    yield TrainEvent(
-        "epoch", 0, 1, len(chosen), len(chosen), val_auc=val_auc, val_pixel_auc=val_pixel_auc
-    )
-    return TrainResult(best, last, history, val_auc, False, "cpu", SCORE_LABELS["memory"],
-                          point)

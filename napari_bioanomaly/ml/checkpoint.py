@@ -1,4 +1,5 @@
-"""What a checkpoint may hold: every array and number checked before it is used.
+"""Checkpoints: what they hold, how they are written and read, and every array and number
+checked before it is used.
 
 Checkpoints come from other people. They load as data only
 (``torch.load(weights_only=True)``: no code runs), but data can still do harm
@@ -11,14 +12,21 @@ in a :class:`~napari_bioanomaly.core.model.BioAnomalyError`.
 
 from __future__ import annotations
 
+import io
 import math
+import pickle
+import re
+import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..core.fileio import atomic_write
 from ..core.model import BioAnomalyError
 from ..core.operating import OperatingPoint
+from . import models
 from .config import ANOMALY_MODELS, TrainConfig
 
 #: At most this many classes and characters in a class name.
@@ -185,3 +193,98 @@ def _scoring(scoring: Any, model: str) -> None:
         raise BioAnomalyError(f"scoring.std: {dims} positive values expected")
     if bank.shape[1] != dims or not 1 <= bank.shape[0] <= MAX_BANK:
         raise BioAnomalyError(f"scoring.bank: shape {bank.shape}, not (1..{MAX_BANK}, {dims})")
+
+
+# ---------------------------------------------------------------- reading and writing
+
+CHECKPOINT_FORMAT = "napari-bioanomaly-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def last_path(out: Path) -> Path:
+    """Where the last (resumable) checkpoint of a run whose best model goes to ``out`` is kept."""
+    return out.with_name(out.stem + ".last" + out.suffix)
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
+    """Write a checkpoint atomically (the previous file is kept as ``.bak``)."""
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    raw = buf.getvalue()
+    return atomic_write(path, lambda fh: fh.write(raw))
+
+
+def checkpoint_payload(
+    config: TrainConfig,
+    classes: list[str],
+    history: list[dict[str, Any]],
+    epoch: int,
+    best: float | None,
+    class_weights: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """The fields every checkpoint has; the model's own state is added by the caller
+    (``state_dict`` for networks, ``forest``, ``scoring`` for anomaly models)."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "config": config.to_dict(),
+        "classes": classes,
+        "normalisation": {"method": "percentile", "low": config.low, "high": config.high},
+        "history": history,
+        "epoch": epoch,
+        "best_f1": best,
+        "class_weights": None if class_weights is None else [float(w) for w in class_weights],
+    }
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint as data only (``weights_only=True``: no code from the file runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BioAnomalyError(f"{path}: checkpoint not found")
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols before failing
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise BioAnomalyError(
+            f"{path}: refused: it holds objects other than tensors, numbers and text (code "
+            "could run when it loads); a napari-bioanomaly checkpoint holds data only"
+        ) from None
+    except Exception as exc:
+        raise BioAnomalyError(f"{path}: not a readable checkpoint ({_one_line(exc)})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise BioAnomalyError(f"{path}: not a napari-bioanomaly checkpoint")
+    version = ckpt.get("version", 0)
+    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
+        raise BioAnomalyError(f"{path}: made by a newer napari-bioanomaly; please upgrade")
+    try:
+        validate(ckpt)
+    except BioAnomalyError as exc:
+        raise BioAnomalyError(f"{path}: cannot be used: {exc}") from None
+    return ckpt
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first line of an error, without terminal colour codes, at most 200 characters."""
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(exc)).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(exc).__name__}: {first[:200]}"
+
+
+def model_from_checkpoint(
+    ckpt: dict[str, Any], device: torch.device | str = "cpu"
+) -> torch.nn.Module:
+    """The trained model of a checkpoint, in eval mode on ``device``."""
+    config = TrainConfig.from_dict(ckpt["config"])
+    if "state_dict" not in ckpt:
+        raise BioAnomalyError(f"a {config.model} checkpoint holds no network weights")
+    model = models.build(config.model, len(ckpt["classes"]), config.tile, config.base_channels)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:  # missing, unexpected or mis-shaped weights
+        first = str(exc).splitlines()[:3]
+        raise BioAnomalyError(
+            f"the {config.model} weights do not fit the network they describe: {' '.join(first)}"
+        ) from None
+    return model.to(device).eval()

@@ -28,6 +28,8 @@ class ModelInfo:
     help: str
     network: bool
     class_weights: bool = False
+    #: the trainer of :data:`~.train.TRAINERS` that fits it (networks: ``network``)
+    trainer: str = "network"
 
     @property
     def learns_classes(self) -> bool:
@@ -40,11 +42,11 @@ REGISTRY: dict[str, ModelInfo] = {m.name: m for m in (
               network=True, class_weights=True),
     ModelInfo("maskrcnn", "segmentation", "Mask R-CNN instances: needs a GPU", network=True),
     ModelInfo("forest", "classic", "classic baseline: random forest on filter features, "
-              "trains in seconds", network=False, class_weights=True),
+              "trains in seconds", network=False, class_weights=True, trainer="forest"),
     ModelInfo("autoencoder", "anomaly", "unsupervised: learns normal images, no annotations "
               "needed", network=True),
     ModelInfo("memory", "anomaly", "unsupervised: memory bank of normal patches, no "
-              "annotations, fits in seconds", network=False),
+              "annotations, fits in seconds", network=False, trainer="memory"),
 )}  # fmt: skip
 #: Supervised segmentation models (learn the annotated classes).
 SEGMENTATION_MODELS = tuple(n for n, m in REGISTRY.items() if m.kind == "segmentation")

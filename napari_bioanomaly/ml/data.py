@@ -366,3 +366,10 @@ def validation_tiles(
                 item = (crop(image, r, c, tile), cls, inst)
                 (with_anomaly if cls.any() else without).append(item)
     return (with_anomaly + without)[:max_tiles]
+
+
+def spread(indices: list[int], limit: int) -> list[int]:
+    """At most ``limit`` of the indices, evenly spread."""
+    if len(indices) <= limit:
+        return list(indices)
+    return [indices[int(i)] for i in np.linspace(0, len(indices) - 1, limit)]

@@ -13,16 +13,14 @@ from typing import Any
 
 from ..core import operating
 from ..core.model import ImageRecord
+from .config import REGISTRY
 
 #: The score of supervised models (see :func:`~napari_bioanomaly.core.operating.f1_score`).
 VAL_F1 = "validation F1 (mean of instance and pixel F1)"
 #: What the best checkpoint's score measures, by model kind (it is named so everywhere).
 SCORE_LABELS = {
-    "unet": VAL_F1,
-    "maskrcnn": VAL_F1,
-    "forest": VAL_F1,
-    "autoencoder": "validation image ROC-AUC",
-    "memory": "validation image ROC-AUC",
+    name: VAL_F1 if info.learns_classes else "validation image ROC-AUC"
+    for name, info in REGISTRY.items()
 }
 
 

@@ -29,12 +29,13 @@ from ..core.maps import heatmap_path, regions_from_probabilities
 from ..core.model import BioAnomalyError, Dataset, ImageRecord
 from ..core.operating import OperatingPoint
 from . import anomaly, models
-from .config import ANOMALY_MODELS, TrainConfig
+from .checkpoint import load_checkpoint, model_from_checkpoint
+from .config import ANOMALY_MODELS, REGISTRY, TrainConfig
 from .data import normalise
 from .device import pick_device
 from .events import PredictEvent
+from .forest import Forest
 from .tiling import blend_tiles
-from .train import load_checkpoint, model_from_checkpoint
 
 
 @dataclass
@@ -67,9 +68,8 @@ class Predictor:
         dev = pick_device(device)
         config = TrainConfig.from_dict(ckpt["config"])
         classes = list(ckpt["classes"])
-        if config.model == "forest":
-            from .forest import Forest
-
+        trainer = REGISTRY[config.model].trainer
+        if trainer == "forest":
             if "forest" not in ckpt:
                 raise BioAnomalyError(f"{path}: forest checkpoint without its trees")
             try:
@@ -85,7 +85,7 @@ class Predictor:
                     "stopped early): use the best checkpoint, or resume the training to its end"
                 )
             extra["scoring"] = ckpt["scoring"]
-            if config.model == "memory":
+            if trainer == "memory":  # no network: the bank and its calibration
                 return cls(None, config.model, classes, config, dev, extra)
         try:
             model = model_from_checkpoint(ckpt, dev)

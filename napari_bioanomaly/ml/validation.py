@@ -20,6 +20,7 @@ from ..core import operating
 from ..core.model import Dataset
 from . import data, models
 from .config import TrainConfig
+from .data import spread
 from .events import TrainEvent
 
 #: Predicted specks smaller than this (pixels) are not counted as instances in validation.
@@ -115,13 +116,6 @@ def choose_operating_point(
         maps.append(probs)
         truths.append(data.rasterise(im, classes, probs.shape[1:])[1])
     return operating.choose_operating_point(maps, truths, classes=classes)
-
-
-def spread(indices: list[int], limit: int) -> list[int]:
-    """At most ``limit`` of the indices, evenly spread."""
-    if len(indices) <= limit:
-        return list(indices)
-    return [indices[int(i)] for i in np.linspace(0, len(indices) - 1, limit)]
 
 
 def operating_point(

@@ -22,9 +22,10 @@ from napari_bioanomaly.core.imagemetrics import roc_auc
 from napari_bioanomaly.core.images import read_image
 from napari_bioanomaly.core.model import BioAnomalyError, Dataset
 from napari_bioanomaly.core.synthetic import SampleConfig, write_sample
-from napari_bioanomaly.ml import anomaly, data
+from napari_bioanomaly.ml import anomaly, data, models
 from napari_bioanomaly.ml.config import TrainConfig
-from napari_bioanomaly.ml.forest import Forest, features
+from napari_bioanomaly.ml.features import features
+from napari_bioanomaly.ml.forest import Forest
 from napari_bioanomaly.ml.predict import Predictor, predict_image
 from napari_bioanomaly.ml.train import load_checkpoint
 
@@ -129,17 +130,17 @@ def test_autoencoder_trains_without_any_annotation(study, tmp_path):
 
 
 def test_trimmed_loss_ignores_annotated_and_worst_pixels():
-    model = anomaly.AutoEncoder(base=8)
+    model = models.AutoEncoder(base=8)
     x = torch.zeros(1, 1, 32, 32)
     classes = torch.zeros(1, 32, 32, dtype=torch.int64)
     with torch.no_grad():
-        base = float(anomaly.loss(model, x, classes))
+        base = float(models.reconstruction_loss(model, x, classes))
     spiked = x.clone()
     spiked[0, 0, :4, :4] = 50.0  # an outlier patch: 1.6% of pixels, trimmed away
     with torch.no_grad():
-        assert float(anomaly.loss(model, spiked, classes)) < 10 * base + 1.0
+        assert float(models.reconstruction_loss(model, spiked, classes)) < 10 * base + 1.0
         classes[0, :4, :4] = 1  # annotated: never in the loss
-        assert np.isfinite(float(anomaly.loss(model, spiked, classes)))
+        assert np.isfinite(float(models.reconstruction_loss(model, spiked, classes)))
 
 
 def test_coreset_covers_the_candidates():

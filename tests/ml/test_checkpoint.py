@@ -16,10 +16,10 @@ import torch
 
 from napari_bioanomaly.cli import main
 from napari_bioanomaly.core.model import BioAnomalyError
+from napari_bioanomaly.ml.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint
 from napari_bioanomaly.ml.config import TrainConfig
 from napari_bioanomaly.ml.forest import Forest
 from napari_bioanomaly.ml.predict import Predictor
-from napari_bioanomaly.ml.train import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint
 
 
 def checkpoint(model: str, **extra) -> dict:

@@ -38,9 +38,11 @@ def test_two_gloo_processes_match_one_process(dataset_dir, tmp_path):
     for x, y in zip(a, b, strict=True):
         # same tiles, gradients averaged over ranks: equal up to the batch-wide Dice terms
         # (each rank's over its half of the batch; the per-class Dice over the classes
-        # present in that half), which move the weights apart a little in 6 steps
+        # present in that half), which move the weights apart a little in 6 steps; the
+        # validated weights are their moving average, whose batch-norm statistics are each
+        # rank's own (running statistics of 2 tiles per rank against 4)
         assert y["loss"] == pytest.approx(x["loss"], rel=1e-3)
-        assert y["val_iou"] == pytest.approx(x["val_iou"], rel=3e-2, abs=1e-3)
+        assert y["val_iou"] == pytest.approx(x["val_iou"], rel=6e-2, abs=1e-3)
     ckpt = load_checkpoint(tmp_path / "two.pt")  # written once, by rank 0, loadable as usual
     assert ckpt["config"]["batch"] == 4
     written = {p.name for p in tmp_path.glob("two*")}

@@ -1,0 +1,113 @@
+"""Fitting the anomaly maps of :mod:`.anomaly`: calibration of raw scores on normal
+pixels, and the validation of the autoencoder (tile ROC-AUC, pixel AUROC)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..core.imagemetrics import roc_auc
+from ..core.model import BioAnomalyError, Dataset
+from . import data
+from .anomaly import PIXEL_PERCENTILE, raw_map, reconstruction_error, smooth, top_k
+from .config import TrainConfig
+from .data import spread
+from .models import reconstruction_loss as loss
+
+
+def calibrate_scoring(
+    kind: str,
+    model: nn.Module | None,
+    scoring: dict[str, Any],
+    dataset: Dataset,
+    indices: list[int],
+    config: TrainConfig,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """``scoring`` with its calibration from the normal pixels of whole images ``indices``
+    (annotated pixels left out): 0.5 at the 99.5th percentile of normal pixels, and, for
+    image scores, at the highest score of the images' normal content."""
+    rng = np.random.default_rng(config.seed)
+    cache = data.ImageCache(dataset, config, size=1)
+    classes = dataset.class_names()
+    normal_px, per_image = [], []
+    for i in spread(indices, 64):
+        norm = cache(i)
+        raw = raw_map(kind, norm, model, scoring, config, device)
+        cls, _ = data.rasterise(dataset.images[i], classes, norm.shape)
+        valid = cls == 0
+        if not valid.any():
+            continue
+        values = raw[valid]
+        normal_px.append(rng.choice(values, min(values.size, 200_000), replace=False))
+        per_image.append(top_k(raw, valid))
+    if not per_image:
+        raise BioAnomalyError("no normal pixels to calibrate the anomaly scores on")
+    normal = np.concatenate(normal_px)
+    image_center = float(np.median(per_image))
+    return {
+        **scoring,
+        "kind": kind,
+        "center": float(np.median(normal)),
+        "threshold": float(np.percentile(normal, PIXEL_PERCENTILE)),
+        "image_center": image_center,
+        "image_threshold": max(float(np.max(per_image)), image_center + 1e-6),
+    }
+
+
+def separation(
+    labels: list[int], scores: list[float], px_labels: list[np.ndarray], px_scores: list[np.ndarray]
+) -> tuple[float | None, float | None]:
+    """Image ROC-AUC and pixel AUROC, ``None`` where only one kind is present."""
+    image_auc = roc_auc(labels, scores) if 0 < sum(labels) < len(labels) else None
+    pl = np.concatenate(px_labels) if px_labels else np.zeros(0, bool)
+    pixel_auc = None
+    if 0 < pl.sum() < pl.size:
+        pixel_auc = roc_auc(pl, np.concatenate(px_scores))
+    return image_auc, pixel_auc
+
+
+def _pixel_sample(
+    rng: np.random.Generator, labels: np.ndarray, scores: np.ndarray, n: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
+    pick = rng.choice(labels.size, min(labels.size, n), replace=False)
+    return labels.ravel()[pick], scores.ravel()[pick]
+
+
+@torch.no_grad()
+def validate(
+    model: nn.Module,
+    tiles: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    device: torch.device,
+    batch: int,
+) -> dict[str, float | None]:
+    """Validation of the autoencoder: loss on normal pixels, tile ROC-AUC and pixel AUROC.
+
+    A tile is anomalous when it holds annotated pixels; its score is :func:`top_k`.
+    The AUCs are ``None`` when the tiles have only one kind.
+    """
+    model.eval()
+    losses, labels, scores, px_labels, px_scores = [], [], [], [], []
+    rng = np.random.default_rng(0)
+    for k in range(0, len(tiles), batch):
+        chunk = tiles[k : k + batch]
+        x = torch.from_numpy(np.stack([t[0] for t in chunk])[:, None]).to(device)
+        cls = torch.from_numpy(np.stack([t[1] for t in chunk])).to(device)
+        losses.append(float(loss(model, x, cls)))
+        for m, (_, c, _) in zip(reconstruction_error(model, x)[:, 0], chunk, strict=True):
+            m = smooth("autoencoder", m)
+            labels.append(int(c.any()))
+            scores.append(top_k(m))
+            pl, ps = _pixel_sample(rng, c > 0, m)
+            px_labels.append(pl)
+            px_scores.append(ps)
+    model.train()
+    tile_auc, pixel_auc = separation(labels, scores, px_labels, px_scores)
+    return {
+        "val_loss": float(np.mean(losses)) if losses else None,
+        "val_auc": tile_auc,
+        "val_pixel_auc": pixel_auc,
+    }

@@ -1,0 +1,365 @@
+"""The training loop of the networks (U-Net, Mask R-CNN, autoencoder): random tiles,
+AdamW with warm-up and cosine decay over a time budget, mixed precision on CUDA, an
+exponential moving average of the weights, validation every epoch, early stopping, the
+best checkpoint kept and its operating point chosen on the validation images.
+
+One of the trainers of :mod:`.train` (see :class:`.train.TrainJob`).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..core import operating
+from ..core.model import BioAnomalyError
+from . import anomaly_fit, data, models
+from .averaging import WeightAverage
+from .checkpoint import checkpoint_payload, last_path, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .device import free_memory, is_oom, pick_device
+from .distributed import Dist
+from .events import SCORE_LABELS, TrainEvent, TrainResult
+from .trainer import TrainJob
+from .validation import operating_point, scores, validate
+
+
+def _batches(sampler: data.TileSampler, config: TrainConfig, dist: Dist, start: int) -> Any:
+    loader = torch.utils.data.DataLoader(
+        data.TileStream(sampler, config.seed, dist.rank, dist.world, start),
+        batch_size=None,
+        num_workers=config.num_workers,
+        persistent_workers=config.num_workers > 0,
+    )
+    return iter(loader)
+
+
+def _next_batch(stream: Any, batch: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    items = [next(stream) for _ in range(batch)]
+    return tuple(torch.stack(t).to(device, non_blocking=True) for t in zip(*items, strict=True))
+
+
+def fit(job: TrainJob) -> Generator[TrainEvent, None, TrainResult]:
+    """Train a network (see the module docstring and :mod:`.trainer`)."""
+    config, dataset = job.config, job.dataset
+    sampler = data.TileSampler(dataset, job.train_idx, job.data_classes, config)
+    val_tiles = data.validation_tiles(dataset, job.val_idx, job.data_classes, config)
+    weights = None
+    if config.class_weights == "balanced":
+        weights = data.balanced_weights(data.pixel_counts(dataset, job.train_idx, job.classes))
+    device = pick_device(config.device)
+    dist = Dist.setup(device)
+    try:
+        result = yield from _train(
+            config, job.out, job.resume, job.cancel, job.classes, sampler, val_tiles, device,
+            dist, weights, job.val_idx,
+        )  # fmt: skip
+        dist.close(finished=True)
+        return result
+    finally:
+        dist.close()
+
+
+#: Without ``epochs`` a run trains for this many minutes on a CPU, and on a GPU ...
+CPU_BUDGET_MIN, GPU_BUDGET_MIN = 15.0, 60.0
+#: ... but never more epochs than this, nor fewer than the warm-up plus two.
+MAX_AUTO_EPOCHS, MIN_AUTO_EPOCHS = 300, 3
+def budget_minutes(config: TrainConfig, device: torch.device) -> float:
+    """The time a run without a fixed number of epochs may take."""
+    if config.budget_min is not None:
+        return config.budget_min
+    return GPU_BUDGET_MIN if device.type == "cuda" else CPU_BUDGET_MIN
+
+
+def _schedule(plan: dict[str, int]):
+    """Linear warm-up over the first epoch, then cosine decay to 0 at the planned end."""
+
+    def factor(step: int) -> float:
+        warm = plan["steps_per_epoch"]
+        if step < warm:
+            return (step + 1) / warm
+        total = max(plan["epochs"] * plan["steps_per_epoch"] - warm, 1)
+        return 0.5 * (1 + math.cos(math.pi * min(step - warm, total) / total))
+
+    return factor
+
+
+def _train(
+    config: TrainConfig,
+    out: Path,
+    resume: str | Path | None,
+    cancel: threading.Event,
+    classes: list[str],
+    sampler: data.TileSampler,
+    val_tiles: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    device: torch.device,
+    dist: Dist,
+    weights: np.ndarray | None = None,
+    val_idx: list[int] | None = None,
+) -> Generator[TrainEvent, None, TrainResult]:
+    class_weights = None if weights is None else torch.tensor(weights, dtype=torch.float32)
+    scoring: dict[str, Any] | None = None
+    if dist.world > 1:
+        if device.type == "cuda":
+            device = torch.device("cuda", dist.local_rank)
+        if config.batch % dist.world:
+            raise BioAnomalyError(
+                f"batch {config.batch} is not a multiple of the {dist.world} processes"
+            )
+    model = models.build(
+        config.model, len(classes), config.tile, config.base_channels, config.weights
+    )
+    model.to(device).train()
+    net: torch.nn.Module = model
+    if dist.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[dist.local_rank] if device.type == "cuda" else None,
+            find_unused_parameters=config.model == "maskrcnn",
+        )
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
+    steps = config.steps_per_epoch
+    # until the first epoch is timed, an automatic run plans the most epochs it may have
+    plan = {"epochs": config.epochs or MAX_AUTO_EPOCHS, "steps_per_epoch": steps}
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, _schedule(plan))
+    use_amp = config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    history: list[dict[str, Any]] = []
+    # the averaged weights are validated, kept and predicted with (see averaging.py)
+    average = WeightAverage(model, config.ema) if config.ema else None
+    start_epoch = 0
+    best_f1: float | None = None
+    best_epoch = -1
+    if resume is not None:
+        ckpt = load_checkpoint(resume)
+        if ckpt["config"]["model"] != config.model or list(ckpt["classes"]) != classes:
+            raise BioAnomalyError(
+                f"{resume}: trained as {ckpt['config']['model']} on classes {ckpt['classes']}; "
+                f"cannot resume as {config.model} on {classes}"
+            )
+        model.load_state_dict(ckpt.get("train_state_dict", ckpt["state_dict"]))
+        if config.ema:  # a checkpoint without an average starts one from its weights
+            average = WeightAverage(model, config.ema, int(ckpt.get("ema_steps", 0)))
+            if "train_state_dict" in ckpt:
+                average.module.load_state_dict(ckpt["state_dict"])
+        if config.epochs is None:  # an automatic run keeps the length it planned
+            plan["epochs"] = int(ckpt.get("planned_epochs", plan["epochs"]))
+        if "optimizer" in ckpt:
+            optimiser.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+        history = list(ckpt.get("history", []))
+        start_epoch = int(ckpt.get("epoch", -1)) + 1
+        best_f1 = ckpt.get("best_f1")
+        best_epoch = int(ckpt.get("best_epoch", start_epoch - 1))
+    batch = config.batch // dist.world  # per process; the global batch is config.batch
+    stream = _batches(sampler, config, dist, start_epoch * steps * config.batch)
+    if not config.unsupervised:  # each process validates its share
+        val_tiles = val_tiles[dist.rank :: dist.world]
+    label = SCORE_LABELS[config.model]
+    best_label = label
+
+    def kept() -> torch.nn.Module:
+        return model if average is None else average.module
+
+    def payload(epoch: int) -> dict[str, Any]:
+        trained = {} if average is None else {
+            "train_state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "ema_steps": average.steps,
+        }  # fmt: skip
+        return {
+            **checkpoint_payload(config, classes, history, epoch, best_f1, weights),
+            **({"scoring": scoring} if scoring is not None else {}),
+            "best_label": best_label,
+            "best_epoch": best_epoch,
+            "planned_epochs": plan["epochs"],
+            "state_dict": {k: v.detach().cpu() for k, v in kept().state_dict().items()},
+            **trained,
+            "optimizer": optimiser.state_dict(),
+            "scheduler": scheduler.state_dict(),
+        }
+
+    last = last_path(out)
+    best_path: Path | None = out if out.exists() and resume is not None else None
+    step_times: list[float] = []
+    data_times: list[float] = []
+    epoch = start_epoch
+    run_start = time.perf_counter()
+    earlier_s = sum(h.get("seconds", 0.0) for h in history)  # of the run this one resumes
+    while epoch < plan["epochs"]:
+        epoch_start = time.perf_counter()
+        losses = []
+        step = 0
+        while step < steps:
+            if dist.any(cancel.is_set()):  # a cancel on any process stops them all
+                if dist.main:
+                    save_checkpoint(last, payload(epoch - 1))
+                return TrainResult(best_path, last, history, best_f1, True, str(device),
+                                   best_label)  # fmt: skip
+            t0 = time.perf_counter()
+            images, cls, inst = _next_batch(stream, batch, device)
+            t_data = time.perf_counter() - t0
+            try:
+                with torch.autocast(device.type, enabled=use_amp):
+                    value = models.loss(config.model, net, images, cls, inst, class_weights)
+                optimiser.zero_grad(set_to_none=True)
+                scaler.scale(value).backward()
+                scaler.step(optimiser)
+                scaler.update()
+            except (RuntimeError, MemoryError) as exc:
+                if not is_oom(exc) or dist.world > 1:
+                    free_memory(device)
+                    if dist.world > 1 and is_oom(exc):
+                        raise BioAnomalyError(
+                            f"out of memory on {device} (process {dist.rank}): use a smaller "
+                            f"--batch (now {config.batch} over {dist.world} processes) or --tile"
+                        ) from None
+                    raise
+                del images, cls, inst
+                value = None
+                optimiser.zero_grad(set_to_none=True)
+                free_memory(device)
+                if batch == 1:
+                    raise BioAnomalyError(
+                        f"out of memory on {device} with batch 1 and {config.tile} px tiles: "
+                        "use smaller tiles (--tile), the U-Net, or another device"
+                    ) from None
+                batch = max(1, batch // 2)
+                yield TrainEvent(
+                    "warning", epoch, plan["epochs"], step, steps, batch=batch,
+                    message=f"out of memory on {device}: batch halved to {batch} "
+                    f"(use --batch {batch} or smaller tiles to avoid this)",
+                )  # fmt: skip
+                continue
+            scheduler.step()
+            if average is not None:
+                average.update(model)
+            losses.append(dist.mean(float(value.detach())))
+            step += 1
+            step_times.append(time.perf_counter() - t0)
+            data_times.append(t_data)
+            recent = step_times[-20:]
+            per_step = sum(recent) / len(recent)
+            remaining = (plan["epochs"] - epoch) * steps - step
+            yield TrainEvent(
+                "step", epoch, plan["epochs"], step, steps,
+                loss=losses[-1],
+                lr=scheduler.get_last_lr()[0],
+                sec_per_step=per_step,
+                data_fraction=sum(data_times[-20:]) / max(sum(recent), 1e-9),
+                eta_s=per_step * remaining,
+                batch=batch,
+            )  # fmt: skip
+        val_auc = val_pixel_auc = val_iou = val_f1 = val_threshold = None
+        if config.unsupervised:
+            metrics = anomaly_fit.validate(kept(), val_tiles, device, batch)
+            val_loss, val_auc, val_pixel_auc = (
+                metrics["val_loss"],
+                metrics["val_auc"],
+                metrics["val_pixel_auc"],
+            )
+        else:
+            raw = dist.sum(validate(config.model, kept(), val_tiles, device, batch))
+            if raw[2]:
+                val_loss, val_iou, val_f1, val_threshold = scores(raw)
+            else:
+                val_loss = None
+        if config.epochs is None:
+            # the epochs timed so far (with their validation) set how many fit in the
+            # budget; re-planned every epoch, so a slow start (another job on the machine,
+            # first-call overheads) does not cut the run short
+            spent = time.perf_counter() - run_start
+            per_epoch = spent / (epoch - start_epoch + 1)
+            budget_s = budget_minutes(config, device) * 60 - earlier_s
+            fit = start_epoch + int(budget_s / max(per_epoch, 1e-3))
+            plan["epochs"] = int(dist.mean(max(epoch + 1, min(max(fit, MIN_AUTO_EPOCHS),
+                                                              MAX_AUTO_EPOCHS))))  # fmt: skip
+        record = {
+            "epoch": epoch,
+            "loss": float(np.mean(losses)),
+            "val_loss": val_loss,
+            "val_iou": val_iou,
+            "val_f1": val_f1,
+            "val_threshold": val_threshold,
+            "val_auc": val_auc,
+            "val_pixel_auc": val_pixel_auc,
+            "lr": scheduler.get_last_lr()[0],
+            "seconds": time.perf_counter() - epoch_start,
+        }
+        history.append(record)
+        # the score of the run: what SCORE_LABELS names; without it (no anomalous or no
+        # normal validation images) the lowest validation loss, then training loss
+        val_score = None
+        if val_f1 is not None and val_iou is not None:
+            val_score = operating.f1_score(val_f1, 2 * val_iou / (1 + val_iou))
+        record["val_score"] = val_score
+        score, name = next(
+            (v, name)
+            for v, name in (
+                (val_score, label), (val_auc, label),
+                (None if val_loss is None else -val_loss, "validation loss"),
+                (-record["loss"], "training loss"),
+            )
+            if v is not None
+        )
+        if best_f1 is None or score > best_f1:
+            best_f1, best_epoch, best_label = score, epoch, name
+            if dist.main:
+                best_path = save_checkpoint(out, payload(epoch))
+        if dist.main:
+            save_checkpoint(last, payload(epoch))
+        yield TrainEvent(
+            "epoch", epoch, plan["epochs"], steps, steps,
+            loss=record["loss"],
+            val_loss=val_loss,
+            val_iou=val_iou,
+            val_f1=val_f1,
+            lr=record["lr"],
+            batch=batch,
+            val_auc=val_auc,
+            val_pixel_auc=val_pixel_auc,
+        )  # fmt: skip
+        epoch += 1
+        waited = epoch - 1 - best_epoch
+        if config.patience and waited >= config.patience and epoch < plan["epochs"]:
+            yield TrainEvent(
+                "status", epoch - 1, plan["epochs"], steps, steps,
+                message=f"stopping early: {label} has not improved for {waited} epochs "
+                f"(best {best_f1:.3f} at epoch {best_epoch + 1})",
+            )  # fmt: skip
+            break
+    final_epoch = epoch - 1
+    point = None
+    if dist.main and best_path is not None:
+        state = load_checkpoint(best_path)
+        model.load_state_dict(state["state_dict"])  # the kept (averaged) weights of the best
+        average = None
+        best_state_epoch = int(state["epoch"])
+        if config.unsupervised:
+            # the anomaly scores of the best weights are calibrated (and the memory bank built)
+            yield TrainEvent(
+                "status", final_epoch, plan["epochs"], steps, steps,
+                message="calibrating anomaly scores on normal pixels",
+            )  # fmt: skip
+            scoring = anomaly_fit.calibrate_scoring(
+                config.model, model, {}, sampler.dataset, list(val_idx or sampler.indices),
+                config, device,
+            )  # fmt: skip
+        point = yield from operating_point(
+            config, model, classes, {"scoring": scoring} if scoring else {}, sampler.dataset,
+            list(val_idx or []), device,
+            final_epoch, plan["epochs"], steps,
+        )  # fmt: skip
+        # the .last.pt checkpoint (for resuming) keeps its own state; the best gets the point
+        best_state = {**payload(best_state_epoch), "history": history}
+        best_state["operating_point"] = point.to_dict()
+        best_path = save_checkpoint(out, best_state)
+    return TrainResult(best_path, last, history, best_f1, False, str(device), best_label,
+                       point if dist.main and best_path is not None else None)
+

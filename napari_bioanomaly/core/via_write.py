@@ -1,0 +1,197 @@
+"""Writing VIA 2 exports and projects that the VIA 2 application opens again (see
+:mod:`.via`)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from . import geometry
+from .model import FALLBACK_CLASS, Dataset, ImageRecord, Region
+from .via_parse import NO_ANOMALY_ATTRIBUTE, REVIEWED_ATTRIBUTE, VIA2_VERSION
+
+
+def export_warnings(dataset: Dataset) -> list[str]:
+    """What the VIA 2 app will stumble on in this export: a ``%`` in a file name makes it
+    fail to load the project (it URL-decodes names)."""
+    return [
+        f"image {im.filename!r}: a '%' in the file name stops the VIA 2 app from loading "
+        "this file (napari-bioanomaly reads it); rename the image to open it in VIA"
+        for im in dataset.images
+        if "%" in im.filename
+    ]
+
+
+def _region_attributes(region: Region, class_attribute: str) -> dict[str, Any]:
+    key = region.class_attribute or class_attribute
+    attrs: dict[str, Any] = {key: region.label}
+    if region.unlabelled is not None and region.label == FALLBACK_CLASS:
+        # no class was given: write back what the file held, not the fallback
+        attrs = {key: json.loads(region.unlabelled)} if region.unlabelled else {}
+    attrs.update(region.attributes)
+    if region.score is not None:
+        attrs["score"] = repr(float(region.score))
+    if region.source != "human":
+        attrs["source"] = region.source
+    return attrs
+
+
+def _unique_keys(dataset: Dataset) -> list[str]:
+    keys: list[str] = []
+    seen: set[str] = set()
+    for im in dataset.images:
+        key, n = im.via_key, 1
+        while key in seen:
+            n += 1
+            key = f"{im.via_key}#{n}"
+        seen.add(key)
+        keys.append(key)
+    return keys
+
+
+def rounded_polygons(regions: list[Region]) -> list[np.ndarray]:
+    """Vertices rounded to 3 decimals (as VIA writes them), without the repeated
+    vertices rounding can create; one array per region, in order."""
+    if not regions:
+        return []
+    lengths = np.array([len(r.polygon) for r in regions])
+    rounded = np.round(np.concatenate([r.polygon for r in regions]), 3)
+    return geometry.drop_repeats_many(np.split(rounded, np.cumsum(lengths)[:-1]))
+
+
+def image_entry(
+    im: ImageRecord, class_attribute: str, polygons: list[np.ndarray] | None = None
+) -> dict[str, Any]:
+    """The VIA 2 metadata entry of one image (``polygons``: its rounded vertices, if known)."""
+    if polygons is None:
+        polygons = rounded_polygons(im.regions)
+    file_attrs = dict(im.file_attributes)
+    if im.no_anomaly:
+        file_attrs[NO_ANOMALY_ATTRIBUTE] = "true"
+    if im.reviewed:
+        file_attrs[REVIEWED_ATTRIBUTE] = "true"
+    return {
+        "filename": im.filename,
+        "size": im.size,
+        "regions": [
+            {
+                "shape_attributes": {
+                    "name": "polygon",
+                    "all_points_x": xy[:, 1].tolist(),
+                    "all_points_y": xy[:, 0].tolist(),
+                },
+                "region_attributes": _region_attributes(r, class_attribute),
+            }
+            for r, xy in zip(im.regions, polygons, strict=True)
+        ],
+        "file_attributes": file_attrs,
+    }
+
+
+def to_via_export(dataset: Dataset, cached: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The VIA 2 "annotations export" mapping of a dataset (regions as lists).
+
+    ``cached`` maps file names to ready entries (e.g. pre-serialised JSON
+    fragments) used instead of building them again; the session keeps those
+    for unchanged images so an autosave costs little more than the edited image.
+    """
+    cached = cached or {}
+    todo = [im for im in dataset.images if im.filename not in cached]
+    polygons = iter(rounded_polygons([r for im in todo for r in im.regions]))
+    out: dict[str, Any] = {}
+    for key, im in zip(_unique_keys(dataset), dataset.images, strict=True):
+        if im.filename in cached:
+            out[key] = cached[im.filename]
+        else:
+            mine = [next(polygons) for _ in im.regions]
+            out[key] = image_entry(im, dataset.class_attribute, mine)
+    return out
+
+
+def _default_settings(class_attribute: str) -> dict[str, Any]:
+    return {
+        "ui": {
+            "annotation_editor_height": 25,
+            "annotation_editor_fontsize": 0.8,
+            "leftsidebar_width": 18,
+            "image_grid": {
+                "img_height": 80,
+                "rshape_fill": "none",
+                "rshape_fill_opacity": 0.3,
+                "rshape_stroke": "yellow",
+                "rshape_stroke_width": 2,
+                "show_region_shape": True,
+                "show_image_policy": "all",
+            },
+            "image": {
+                "region_label": class_attribute,
+                "region_color": class_attribute,
+                "region_label_font": "10px Sans",
+                "on_image_annotation_editor_placement": "NEAR_REGION",
+            },
+        },
+        "core": {"buffer_size": 18, "filepath": {}, "default_filepath": ""},
+        "project": {"name": "napari-bioanomaly"},
+    }
+
+
+def via_attribute_definitions(dataset: Dataset) -> dict[str, Any]:
+    """``_via_attributes`` with the class attribute as a dropdown of the classes."""
+    attrs = copy.deepcopy(dataset.attribute_definitions) or {}
+    region = attrs.setdefault("region", {})
+    file = attrs.setdefault("file", {})
+    if not isinstance(region, dict) or not isinstance(file, dict):
+        attrs["region"], attrs["file"] = region, file = {}, {}
+    class_names = dataset.class_names()
+    keys = {r.class_attribute or dataset.class_attribute for r in dataset.regions}
+    if class_names or dataset.class_attribute in region:
+        keys.add(dataset.class_attribute)  # an empty project without classes gains none
+    for key in sorted(keys):
+        old = region.get(key) if isinstance(region.get(key), dict) else {}
+        kind = old.get("type") if old.get("type") in ("dropdown", "radio") else "dropdown"
+        options = dict(old.get("options") or {}) if old.get("type") == kind else {}
+        for name in class_names:
+            options.setdefault(name, name)
+        default = class_names[0] if class_names else FALLBACK_CLASS
+        region[key] = {
+            **old,
+            "type": kind,
+            "description": old.get("description") or "Anomaly class",
+            "options": options,
+            "default_options": old.get("default_options") or {default: True},
+        }
+    used = {k for r in dataset.regions for k in r.attributes}
+    if any(r.score is not None for r in dataset.regions):
+        used.add("score")
+    if any(r.source != "human" for r in dataset.regions):
+        used.add("source")
+    for key in sorted(used - set(region)):
+        region[key] = {"type": "text", "description": "", "default_value": ""}
+    file_used = {k for im in dataset.images for k in im.file_attributes}
+    if any(im.no_anomaly for im in dataset.images):
+        file_used.add(NO_ANOMALY_ATTRIBUTE)
+    if any(im.reviewed for im in dataset.images):
+        file_used.add(REVIEWED_ATTRIBUTE)
+    for key in sorted(file_used - set(file)):
+        file[key] = {"type": "text", "description": "", "default_value": ""}
+    return attrs
+
+
+def to_via_project(dataset: Dataset, cached: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A VIA 2.0.10 project: settings, metadata, attribute definitions, image order.
+
+    ``cached``: see :func:`to_via_export`.
+    """
+    meta = to_via_export(dataset, cached)
+    return {
+        "_via_settings": copy.deepcopy(dataset.settings)
+        or _default_settings(dataset.class_attribute),
+        "_via_img_metadata": meta,
+        "_via_attributes": via_attribute_definitions(dataset),
+        "_via_data_format_version": VIA2_VERSION,
+        "_via_image_id_list": list(meta),
+    }

@@ -1,0 +1,222 @@
+"""Commands of the command line that read and write annotation files: inspect, convert,
+sample, merge, qc, gui; and the import options they share (see :mod:`.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .core import annotations
+from .core.model import BioAnomalyError, Dataset
+from .core.report import ImportReport
+from .core.via import ImportOptions
+
+
+def _import_options(args: argparse.Namespace) -> ImportOptions:
+    try:
+        return ImportOptions(
+            class_attribute=args.class_attribute,
+            polyline_width=args.polyline_width,
+            point_radius=args.points_as_discs,
+        )
+    except ValueError as exc:
+        raise BioAnomalyError(str(exc)) from None
+
+
+def _import_warnings(report: ImportReport, args: argparse.Namespace) -> list[str]:
+    """The import report's issues grouped by kind (all of them with ``--verbose``)."""
+    return report.summary(0 if getattr(args, "verbose", False) else 5)
+
+
+def _add_import_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("import options")
+    g.add_argument("--verbose", action="store_true",
+                   help="list every import issue (default: the first 5 of each kind)")
+    g.add_argument(
+        "--images",
+        metavar="DIR",
+        help="folder of the images (default: the annotation file's folder)",
+    )
+    g.add_argument(
+        "--class-attribute",
+        metavar="NAME",
+        help="region attribute holding the class (default: first of class, type, "
+        "anomaly, label; else the only attribute)",
+    )
+    g.add_argument(
+        "--polyline-width",
+        type=float,
+        default=3.0,
+        metavar="PX",
+        help="width of the polygon made from a polyline (default 3)",
+    )
+    g.add_argument(
+        "--points-as-discs",
+        type=float,
+        metavar="RADIUS",
+        help="import points as discs of this radius instead of skipping them",
+    )
+
+
+def _open(args: argparse.Namespace, read_images: bool = True) -> tuple[Dataset, ImportReport]:
+    source = Path(args.input)
+    options = _import_options(args)
+    return annotations.open_dataset(source, args.images, options, read_images=read_images)
+
+
+def _counts(counter: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counter.items())) or "none"
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    dataset, report = _open(args, read_images=not args.no_images)
+    summary = report.to_dict(dict(dataset.class_counts()))
+    summary["images_without_regions"] = sum(not im.regions for im in dataset.images)
+    summary["checked_no_anomaly"] = sum(im.no_anomaly for im in dataset.images)
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False, indent=2))
+        return 0
+    version = f" (version {report.version})" if report.version else ""
+    print(f"file:     {report.file}")
+    print(f"format:   {report.format}{version}")
+    print(f"images:   {report.images} ({summary['checked_no_anomaly']} checked: no anomaly)")
+    print(f"regions:  {report.regions_found} in the file, {report.regions_imported} imported")
+    print(f"shapes:   {_counts(report.shapes)}")
+    print(f"classes:  {_counts(dataset.class_counts())}")
+    if report.issues:
+        print(f"issues:   {_counts(report.counts())}")
+        for line in _import_warnings(report, args):
+            print(f"  {line}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    dataset, report = _open(args)
+    written, warnings = annotations.save(dataset, args.output, args.to)
+    for line in _import_warnings(report, args):
+        print(f"warning: {line}", file=sys.stderr)
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    n_regions = len(dataset.regions)
+    print(f"{args.to}: {len(dataset.images)} images, {n_regions} regions -> {args.output}")
+    if args.to == "masks":
+        print(f"  {len(written) - 1} mask files and {written[-1].name}")
+    elif args.to in annotations.FOLDER_FORMATS:
+        print(f"  {len(written)} files")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from .core.synthetic import SampleConfig, write_sample
+
+    try:
+        config = SampleConfig(
+            n_images=args.images, size=args.size, seed=args.seed, bit_depth=args.bit_depth,
+            difficulty=args.difficulty,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise BioAnomalyError(str(exc)) from None
+    path = write_sample(args.out_dir, config)
+    print(f"wrote {config.n_images} images and {path}")
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    merged = Dataset()
+    seen: dict[str, str] = {}
+    for path in args.inputs:
+        part, _ = annotations.load(path, read_images=False)
+        for im in part.images:
+            if im.filename in seen:
+                raise BioAnomalyError(
+                    f"image {im.filename!r} is in both {seen[im.filename]} and {path}: "
+                    "shards must not overlap"
+                )
+            seen[im.filename] = path
+            merged.images.append(im)
+        merged.classes.extend(c for c in part.class_names() if c not in merged.classes)
+        merged.class_attribute = part.class_attribute
+    merged.images.sort(key=lambda im: im.filename)
+    annotations.save(merged, args.out, "via")
+    n_images, n_regions = len(merged.images), len(merged.regions)
+    print(f"{n_images} images, {n_regions} regions from {len(args.inputs)} files -> {args.out}")
+    return 0
+
+
+def cmd_qc(args: argparse.Namespace) -> int:
+    from .core import via
+    from .core.fileio import DiskChanged, dumps, file_digest, replace_if_unchanged, resolve_image
+    from .core.images import read_image
+    from .core.quality import QC_ATTRIBUTE, check, flags_to_text
+
+    source = Path(args.input)
+    found = annotations.find_annotation_file(source) if source.is_dir() else source
+    read = file_digest(found) if found is not None and found.is_file() else None
+    dataset, report = _open(args, read_images=False)
+    root = dataset.root or Path(".")
+    rows = []
+    for im in dataset.images:
+        try:
+            quality = check(read_image(resolve_image(root, im.filename)))
+            flags, focus = list(quality.flags), quality.focus
+            rows.append({"image": im.filename, "flags": flags, "focus": focus})
+        except BioAnomalyError as exc:
+            rows.append({"image": im.filename, "flags": ["unreadable"], "error": str(exc)})
+        im.file_attributes[QC_ATTRIBUTE] = flags_to_text(rows[-1]["flags"])
+    flagged = [r for r in rows if r["flags"]]
+    if args.save:
+        if found is None:
+            target, expected = source / "annotations.json", None
+        else:
+            target = annotations.edit_target(found, report.format)
+            expected = read if target == found else file_digest(target)
+        # compare and swap: an annotator that saved while qc ran is never overwritten
+        raw = dumps(via.to_via_project(dataset))
+        try:
+            replace_if_unchanged(target, raw, expected)
+        except DiskChanged:
+            raise BioAnomalyError(
+                f"{target}: changed on disk while qc ran (saved by another program); "
+                "nothing written: run qc --save again"
+            ) from None
+        print(f"flags kept in {target} (file attribute {QC_ATTRIBUTE})", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"images": len(rows), "flagged": len(flagged), "rows": rows}, indent=2))
+        return 0
+    for r in flagged:
+        print(
+            f"{r['image']}: {', '.join(r['flags'])}" + (f" ({r['error']})" if "error" in r else "")
+        )
+    print(f"{len(flagged)} of {len(rows)} images flagged")
+    return 0
+
+
+def cmd_gui(args: argparse.Namespace) -> int:
+    if args.dataset is not None and not Path(args.dataset).exists():
+        raise BioAnomalyError(f"{args.dataset}: no such file or folder")
+    import napari
+
+    from ._sample_data import sample_folder
+
+    viewer = napari.Viewer(title="napari-bioanomaly", show=not args.screenshot)
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-bioanomaly", "Annotate anomalies")
+    if not widget.open_path(args.dataset if args.dataset is not None else sample_folder()):
+        raise BioAnomalyError(f"{args.dataset}: could not be opened")
+    viewer.window.add_plugin_dock_widget("napari-bioanomaly", "Train a model", tabify=True)
+    viewer.window.add_plugin_dock_widget("napari-bioanomaly", "Review predictions", tabify=True)
+    widget.compact_dock_tabs()
+    dock.raise_()  # the Annotate tab in front
+    if args.screenshot:
+        viewer.window.resize(1500, 1000)
+        from napari.qt import get_qapp
+
+        get_qapp().processEvents()  # let the window take its new size before the shot
+        viewer.reset_view()
+        viewer.screenshot(args.screenshot, canvas_only=False, flash=False)
+        print(f"screenshot saved to {args.screenshot}")
+        viewer.close()
+        return 0
+    napari.run()
+    return 0

@@ -1,0 +1,316 @@
+"""Commands of the command line that train, predict and score: train, crossval, predict,
+evaluate (see :mod:`.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from ._cli_data import _import_options, _import_warnings
+from .core import annotations
+from .core.model import BioAnomalyError, Dataset, ImageRecord
+from .core.operating import OperatingPoint
+
+
+def _progress_line(event: Any) -> str:
+    """One line of terminal progress for a training event."""
+    parts = [f"epoch {event.epoch + 1}/{event.epochs}", f"step {event.step}/{event.steps}"]
+    if event.loss is not None:
+        parts.append(f"loss {event.loss:.4f}")
+    if event.kind == "epoch":
+        if event.val_f1 is not None:
+            parts.append(f"val F1 {event.val_f1:.3f}  val IoU {event.val_iou:.3f}")
+        if event.val_loss is not None:
+            parts.append(f"val loss {event.val_loss:.4f}")
+    else:
+        if event.sec_per_step is not None:
+            parts.append(f"{event.sec_per_step:.2f} s/step")
+        if event.eta_s is not None:
+            parts.append(f"ETA {int(event.eta_s) // 60}:{int(event.eta_s) % 60:02d}")
+    return "  ".join(parts)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .ml.train import train
+
+    config = _train_config(args)
+    dataset, report = annotations.open_dataset(args.annotations, args.images, _import_options(args))
+    for line in _import_warnings(report, args):
+        print(f"warning: {line}", file=sys.stderr)
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
+    interactive = sys.stderr.isatty() and main_process
+    gen = train(dataset, config, args.out, resume=args.resume)
+    try:
+        while True:
+            event = next(gen)
+            if not main_process:
+                continue
+            if event.kind in ("warning", "status"):
+                prefix = "warning: " if event.kind == "warning" else ""
+                print(f"\n{prefix}{event.message}", file=sys.stderr)
+            elif event.kind == "epoch" or interactive:
+                end = "\n" if event.kind == "epoch" else "\r"
+                print(_progress_line(event).ljust(100), end=end, file=sys.stderr, flush=True)
+    except StopIteration as stop:
+        result = stop.value
+    except KeyboardInterrupt:
+        gen.close()
+        raise
+    if main_process:
+        op = result.operating_point
+        point = f"; operating point {op.describe()}" if op and op.source == "validation" else ""
+        print(
+            f"best model ({result.best_text()}{point}): {result.best}; "
+            f"last state: {result.last}"
+        )
+    return 0
+
+
+def _fmt(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def cmd_crossval(args: argparse.Namespace) -> int:
+    from .ml.crossval import crossval
+
+    config = _train_config(args)
+    dataset, report = annotations.open_dataset(args.annotations, args.images, _import_options(args))
+    for line in _import_warnings(report, args):
+        print(f"warning: {line}", file=sys.stderr)
+    gen = crossval(dataset, config, args.folds, args.out, args.group_by, args.iou)
+    interactive = sys.stderr.isatty()
+    try:
+        while True:
+            event = next(gen)
+            if event.message:
+                print(event.message, file=sys.stderr)
+            elif event.scores is not None:
+                sc = event.scores
+                print(
+                    f"fold {event.fold + 1}/{event.folds}: F1 {_fmt(sc['f1'])} pixel IoU "
+                    f"{_fmt(sc['pixel_iou'])} image ROC-AUC {_fmt(sc['roc_auc'])}",
+                    file=sys.stderr,
+                )
+            elif event.train is not None and (event.train.kind != "step" or interactive):
+                if event.train.kind == "warning":
+                    print(f"warning: {event.train.message}", file=sys.stderr)
+                elif event.train.kind != "status":
+                    end = "\n" if event.train.kind == "epoch" else "\r"
+                    line = f"  fold {event.fold + 1}: {_progress_line(event.train)}"
+                    print(line.ljust(100), end=end, file=sys.stderr, flush=True)
+    except StopIteration as stop:
+        result = stop.value
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    grouped = f", grouped by {args.group_by}" if args.group_by else ""
+    print(f"{config.model}, {args.folds} folds{grouped}: mean +- standard deviation (min-max)")
+    for name, s in result["summary"].items():
+        if s["mean"] is None:
+            print(f"  {name}: n/a")
+            continue
+        print(
+            f"  {name}: {s['mean']:.3f} +- {s['std']:.3f} ({s['min']:.3f}-{s['max']:.3f}, "
+            f"{s['folds']} folds)"
+        )
+    print(f"models and crossval.json in {args.out}")
+    return 0
+
+
+def _manifest_path(out: Path) -> Path:
+    return out.with_name(out.name + ".manifest.json")
+
+
+def _read_manifest(path: Path, model: str, shard_text: str) -> dict[str, ImageRecord]:
+    """Images finished by an interrupted run of the same model and shard."""
+    from .core.fileio import read_json
+    from .core.via import read_via
+
+    if not path.is_file():
+        return {}
+    data = read_json(path)
+    if data.get("model") != model or data.get("shard") != shard_text:
+        raise BioAnomalyError(
+            f"{path}: manifest of another run ({data.get('model')}, shard {data.get('shard')}); "
+            "delete it to start over"
+        )
+    if not data.get("done"):
+        return {}
+    done, _ = read_via(data["done"], str(path))
+    return {im.filename: im for im in done.images}
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .core.fileio import write_json
+    from .core.via import image_entry
+    from .ml.predict import Ensemble, predict_dataset, shard
+
+    source = Path(args.images)
+    if source.is_dir():
+        names = annotations.list_images(source)
+        if not names:
+            raise BioAnomalyError(f"{source}: no images (TIFF, PNG, JPEG) in this folder")
+        dataset = Dataset(images=[ImageRecord(n) for n in names], root=source)
+    else:  # an annotation file: predict its images, keep their attributes and order
+        dataset, _ = annotations.load(source, read_images=False)
+    shard_text = args.shard or "0/1"
+    try:
+        index, count = (int(v) for v in shard_text.split("/"))
+    except ValueError:
+        raise BioAnomalyError(f"--shard {shard_text!r}: expected I/N, e.g. 0/4") from None
+    dataset = shard(dataset, index, count)
+    out = Path(args.out)
+    manifest = _manifest_path(out)
+    # the manifest belongs to this model (or ensemble) with these settings
+    model = " + ".join(str(Path(m).resolve()) for m in args.model) + (" (tta)" if args.tta else "")
+    done = _read_manifest(manifest, model, shard_text)
+    if done:
+        print(f"resuming: {len(done)} image(s) already done ({manifest})", file=sys.stderr)
+    predictor = Ensemble.load(args.model, args.device)
+    if isinstance(predictor, Ensemble):
+        print(f"ensemble of {len(predictor.members)} models, classes {predictor.classes}",
+              file=sys.stderr)  # fmt: skip
+    point = predictor.operating_point
+    if args.threshold is not None or args.min_area is not None:
+        point = OperatingPoint(
+            point.threshold if args.threshold is None else args.threshold,
+            point.min_area if args.min_area is None else args.min_area,
+            class_min_area=point.class_min_area if args.min_area is None else {},
+        )
+    print(
+        point.describe(scores=False)
+        + (" (the model's, chosen on validation)" if point.source == "validation" else ""),
+        file=sys.stderr,
+    )
+    entries = {f"{im.filename}{im.size}": image_entry(im, "class") for im in done.values()}
+    gen = predict_dataset(
+        predictor, dataset, args.threshold, args.min_area, done=done, heatmaps=args.heatmaps,
+        tta=args.tta,
+    )  # fmt: skip
+    try:
+        while True:
+            event = next(gen)
+            if event.message:
+                print(f"warning: {event.message}", file=sys.stderr)
+            if event.skipped:
+                continue
+            print(
+                f"{event.index}/{event.total} {event.image}: {event.regions} region(s)",
+                file=sys.stderr,
+            )
+            rec = event.record
+            entries[f"{rec.filename}{rec.size}"] = image_entry(rec, "class")
+            write_json(manifest, {"model": model, "shard": shard_text, "done": entries})
+    except StopIteration as stop:
+        predictions = stop.value
+    annotations.save(predictions, out, "via")
+    manifest.unlink(missing_ok=True)
+    manifest.with_name(manifest.name + ".bak").unlink(missing_ok=True)
+    print(
+        f"{len(predictions.regions)} predicted regions on {len(predictions.images)} images -> {out}"
+    )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import csv
+    import io
+
+    from .core.evaluate import evaluate
+    from .core.fileio import atomic_write
+
+    gt, _ = annotations.load(args.gt, args.images, read_images=True)
+    pred, _ = annotations.load(args.pred, args.images or gt.root, read_images=False)
+    excluded = [v for v in (args.exclude or "").split(",") if v]
+    result = evaluate(gt, pred, args.iou, args.score, args.group_by, excluded, args.image_threshold)
+    rows = [r.row() for r in result.rows]
+    if args.csv:
+        keys = [k for k in rows[0] if k != "group"] if rows else []
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        group_keys = [args.group_by] if args.group_by else []
+        writer.writerow(["image", *group_keys, *keys[1:]])
+        for row in rows:
+            writer.writerow([row["image"], *row["group"].values(), *[row[k] for k in keys[1:]]])
+        data = buf.getvalue().encode("utf-8")
+        atomic_write(args.csv, lambda fh: fh.write(data))
+    if args.plot:
+        from .plots import save_curves
+
+        save_curves(
+            args.plot,
+            [1 if r["n_gt"] else 0 for r in rows],
+            [r["score"] for r in rows],
+            args.image_threshold,
+            f"{Path(args.pred).name} vs {Path(args.gt).name}",
+        )
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    missing = [im.filename for im in gt.images if im.shape is None]
+    if missing:
+        print(
+            f"warning: {len(missing)} image(s) not found; regions used as they are", file=sys.stderr
+        )
+
+    def line(name: str, s: dict[str, Any]) -> str:
+        study = s["study"]
+        return (
+            f"{name}: {s['n_images']} images, GT {s['gt']}, predicted {s['pred']}: "
+            f"TP {s['tp']} FP {s['fp']} FN {s['fn']}  precision {s['precision']:.3f} "
+            f"recall {s['recall']:.3f} F1 {s['f1']:.3f}  pixel IoU {s['pixel_iou']:.3f}  |  "
+            f"study: accuracy {study['accuracy']:.3f} F1 {study['f1']:.3f} "
+            f"(merged {study['predicted']}, matched {study['matched']}, no overlap "
+            f"{study['no_overlap']}, below threshold {study['overlap_below_threshold']}, "
+            f"FN {study['false_negatives']})"
+        )
+
+    print(line("all" + (f" (excluding {', '.join(excluded)})" if excluded else ""), result.summary))
+    im = result.image_level
+    fmt = _fmt
+    print(
+        f"images ({im['anomalous']} of {im['images']} anomalous): ROC-AUC {fmt(im['roc_auc'])}, "
+        f"AP {fmt(im['average_precision'])}; at score {im['threshold']:g}: TPR {fmt(im['tpr'])} "
+        f"TNR {fmt(im['tnr'])} PPV {fmt(im['ppv'])} NPV {fmt(im['npv'])} kappa {fmt(im['kappa'])}"
+    )
+    for name, summary in result.groups.items():
+        print(line(f"{args.group_by}={name}", summary))
+    for name, c in result.classes.items():
+        found = "" if c["found"] is None else f"  found by any class {c['found']:.3f}"
+        print(
+            f"class {name}: GT {c['gt']}, predicted {c['pred']}: TP {c['tp']} FP {c['fp']} "
+            f"FN {c['fn']}  precision {c['precision']:.3f} recall {c['recall']:.3f} "
+            f"F1 {c['f1']:.3f}{found}"
+        )
+    agree = result.class_agreement
+    if agree["matched"]:
+        print(
+            f"classes of {agree['matched']} matched regions: agreement "
+            f"{agree['agreement']:.3f}, kappa {fmt(agree['kappa'])}"
+        )
+    if args.plot:
+        print(f"curves -> {args.plot}")
+    return 0
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    from .ml.settings import add_cli_options
+
+    p.add_argument(
+        "--annotations",
+        required=True,
+        metavar="FILE",
+        help="annotation file (VIA, COCO, ...), or a folder of images (unsupervised models "
+        "need no annotation)",
+    )
+    add_cli_options(p)
+
+
+def _train_config(args: argparse.Namespace) -> Any:
+    from .ml.settings import config_from_cli
+
+    return config_from_cli(args)

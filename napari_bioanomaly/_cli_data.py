@@ -147,8 +147,10 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 def cmd_qc(args: argparse.Namespace) -> int:
     from .core import via
-    from .core.fileio import DiskChanged, dumps, file_digest, replace_if_unchanged, resolve_image
+    from .core.fileio import DiskChanged, file_digest, replace_if_unchanged
     from .core.images import read_image
+    from .core.jsonio import dumps
+    from .core.paths import resolve_image
     from .core.quality import QC_ATTRIBUTE, check, flags_to_text
 
     source = Path(args.input)

@@ -127,7 +127,7 @@ def _manifest_path(out: Path) -> Path:
 
 def _read_manifest(path: Path, model: str, shard_text: str) -> dict[str, ImageRecord]:
     """Images finished by an interrupted run of the same model and shard."""
-    from .core.fileio import read_json
+    from .core.jsonio import read_json
     from .core.via import read_via
 
     if not path.is_file():
@@ -145,7 +145,7 @@ def _read_manifest(path: Path, model: str, shard_text: str) -> dict[str, ImageRe
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .core.fileio import write_json
+    from .core.jsonio import write_json
     from .core.via import image_entry
     from .ml.predict import Ensemble, predict_dataset, shard
 

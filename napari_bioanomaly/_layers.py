@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from .core.colors import _EXTRA_COLORS, class_color
-from .core.fileio import resolve_image
 from .core.images import percentile_range, read_image
 from .core.model import FALLBACK_CLASS, BioAnomalyError, Dataset, ImageRecord, Region
+from .core.paths import resolve_image
 
 LayerData = tuple[Any, dict[str, Any], str]
 

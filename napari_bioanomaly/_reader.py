@@ -13,9 +13,9 @@ from typing import Any
 
 from ._layers import LayerData, image_layer, shapes_layer
 from .core import annotations
-from .core.fileio import read_json
 from .core.geojson import is_geojson
 from .core.imagej import is_roi_set
+from .core.jsonio import read_json
 from .core.model import BioAnomalyError, Dataset, FormatError
 from .core.report import ImportReport
 from .core.via import detect_format

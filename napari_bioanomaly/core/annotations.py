@@ -14,11 +14,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import coco, geojson, imagej, via
-from .fileio import clean_json, name_key, read_json, resolve_image, write_json
 from .geometry import clean_polygon
 from .images import ImageReadError, image_shape, is_image_file
+from .jsonio import clean_json, read_json, write_json
 from .masks import write_label_masks
 from .model import BioAnomalyError, Dataset, FormatError, ImageRecord
+from .paths import name_key, resolve_image
 from .report import ImportReport
 from .via import ImportOptions, detect_format
 
@@ -38,7 +39,7 @@ def parse(
     """Dataset and report from parsed JSON in any supported format.
 
     Text that UTF-8 cannot hold (lone surrogates) and values nested absurdly
-    deep are changed first (see :func:`~.fileio.clean_json`) and reported, so
+    deep are changed first (see :func:`~.jsonio.clean_json`) and reported, so
     that whatever is loaded can be saved again.
     """
     data, changes = clean_json(data)
@@ -212,7 +213,7 @@ def list_images(
     written by prediction (``*.heatmaps``) are outputs, not images of the dataset.
 
     Symbolic links are followed only where they stay inside ``folder`` (the rule of
-    :func:`~.fileio.resolve_image`); the names of those that lead out are appended to
+    :func:`~.paths.resolve_image`); the names of those that lead out are appended to
     ``outside``, if given, and never listed.
     """
     return list_files(folder, is_image_file, outside)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from . import geometry
-from .fileio import shallow_attributes
+from .jsonio import shallow_attributes
 from .model import Dataset, FormatError, ImageRecord, Region
 from .report import ImportReport
 from .via import _EntryError, _num, detect_format, rounded_polygons
@@ -131,7 +131,7 @@ def read_coco(data: Any, file: str = "") -> tuple[Dataset, ImportReport]:
 
     RLE segmentations and malformed annotations are reported and skipped.
     """
-    from .fileio import normalise_filename
+    from .paths import normalise_filename
 
     if detect_format(data) != "coco":
         raise FormatError(f"{file or 'data'}: not a COCO annotation file")

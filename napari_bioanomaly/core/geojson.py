@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from . import geometry
-from .fileio import export_paths, write_json
+from .jsonio import write_json
 from .model import FALLBACK_CLASS, Dataset, FormatError, ImageRecord, Region
+from .paths import export_paths
 from .report import ImportReport
 
 SUFFIX = ".geojson"

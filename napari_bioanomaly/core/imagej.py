@@ -17,8 +17,9 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from . import geometry
-from .fileio import atomic_write, export_paths
+from .fileio import atomic_write
 from .model import FALLBACK_CLASS, Dataset, FormatError, ImageRecord, Region
+from .paths import export_paths
 from .report import ImportReport
 
 #: Suffix of a ROI set written for an image: ``<image stem>_rois.zip``.

@@ -9,9 +9,10 @@ from typing import IO
 
 import numpy as np
 
-from .fileio import atomic_write, export_paths
+from .fileio import atomic_write
 from .geometry import polygon_to_mask
 from .model import BioAnomalyError, Dataset, ImageRecord
+from .paths import export_paths
 
 #: A label mask is named after its image: ``<stem>_labels.tif``.
 MASK_SUFFIX = "_labels.tif"

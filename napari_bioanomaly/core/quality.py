@@ -95,8 +95,8 @@ def flags_from_text(text: object) -> tuple[str, ...] | None:
 def check_record(root: str | Path, record: ImageRecord, store: bool = True) -> tuple[str, ...]:
     """Flags of a dataset image (``("unreadable",)`` when it cannot be read), kept in its
     :data:`QC_ATTRIBUTE` file attribute when ``store``."""
-    from .fileio import resolve_image
     from .images import read_image
+    from .paths import resolve_image
 
     try:
         flags = check(read_image(resolve_image(Path(root), record.filename))).flags

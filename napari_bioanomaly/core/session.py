@@ -24,20 +24,11 @@ import numpy as np
 
 from . import annotations, via
 from .fileio import DiskChanged as DiskChanged  # raised by save(); callers catch it here
-from .fileio import (
-    digest,
-    dumps,
-    file_digest,
-    name_key,
-    orjson,
-    read_json,
-    remove_stale_temporaries,
-    replace_if_unchanged,
-    resolve_image,
-    write_json,
-)
+from .fileio import digest, file_digest, orjson, remove_stale_temporaries, replace_if_unchanged
 from .images import image_shape, read_image
+from .jsonio import dumps, read_json, write_json
 from .model import DEFAULT_CLASSES, BioAnomalyError, Dataset, ImageRecord, Region
+from .paths import name_key, resolve_image
 from .report import ImportReport
 from .via import ImportOptions
 

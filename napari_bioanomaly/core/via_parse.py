@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import geometry
-from .fileio import MAX_ATTRIBUTE_DEPTH, shallow_attributes
+from .jsonio import MAX_ATTRIBUTE_DEPTH, shallow_attributes
 from .model import FALLBACK_CLASS, SOURCES, Dataset, ImageRecord, Region
 from .report import ImportReport
 
@@ -146,7 +146,7 @@ class _Parser:
     # ---- images
 
     def image(self, filename: Any, key: str, size: Any = -1) -> ImageRecord | None:
-        from .fileio import normalise_filename
+        from .paths import normalise_filename
 
         if not isinstance(filename, str) or not filename.strip():
             self.report.add("image", "entry has no 'filename'; its regions are skipped", key)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..core.evaluate import Report, evaluate
-from ..core.fileio import write_json
+from ..core.jsonio import write_json
 from ..core.model import BioAnomalyError, Dataset
 from .config import TrainConfig
 from .predict import Predictor, predict_dataset, run

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from ..core.fileio import resolve_image
 from ..core.geometry import polygon_to_mask
 from ..core.images import image_shape, read_image, to_grayscale
 from ..core.model import BioAnomalyError, Dataset, ImageRecord
+from ..core.paths import resolve_image
 from .config import TrainConfig
 
 

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 
 from ..core.evaluate import ANOMALY_SCORE
-from ..core.fileio import resolve_image
 from ..core.images import read_image
 from ..core.maps import heatmap_path, regions_from_probabilities
 from ..core.model import BioAnomalyError, Dataset, ImageRecord
 from ..core.operating import OperatingPoint
+from ..core.paths import resolve_image
 from . import anomaly, models
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .config import ANOMALY_MODELS, REGISTRY, TrainConfig

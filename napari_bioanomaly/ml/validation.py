@@ -105,8 +105,8 @@ def choose_operating_point(
     ``predictor_probs(image)`` gives the class probabilities of a raw image, as
     :func:`~.predict.predict_image` does; at most :data:`POINT_IMAGES` images are used.
     """
-    from ..core.fileio import resolve_image
     from ..core.images import read_image
+    from ..core.paths import resolve_image
 
     root = dataset.root or Path(".")
     maps, truths = [], []

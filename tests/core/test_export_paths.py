@@ -7,11 +7,11 @@ import os
 import numpy as np
 import pytest
 
-from napari_bioanomaly.core.fileio import export_paths, output_path
 from napari_bioanomaly.core.geojson import image_for, write_geojson
 from napari_bioanomaly.core.imagej import read_roi_sets, write_roi_sets
 from napari_bioanomaly.core.masks import write_label_masks
 from napari_bioanomaly.core.model import BioAnomalyError, Dataset, ImageRecord, Region
+from napari_bioanomaly.core.paths import export_paths, output_path
 
 HOSTILE = ["../escape.tif", "/tmp/elsewhere/abs.tif", "sub/../../up.tif", "C:\\data\\win.tif",
            "https://example.org/img/url.tif", "ok/inner.tif"]  # fmt: skip

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from napari_bioanomaly.core import annotations, geometry
-from napari_bioanomaly.core.fileio import atomic_write, resolve_image, write_json
+from napari_bioanomaly.core.fileio import atomic_write
 from napari_bioanomaly.core.images import ImageReadError, image_shape, percentile_range, read_image
+from napari_bioanomaly.core.jsonio import write_json
 from napari_bioanomaly.core.model import BioAnomalyError
+from napari_bioanomaly.core.paths import resolve_image
 from napari_bioanomaly.core.synthetic import SampleConfig, generate
 
 

@@ -1,0 +1,156 @@
+"""File names as stored (``/`` separators, NFC), names no file system can hold, and paths
+kept inside a root: images found, exports written, never outside the folder chosen."""
+
+from __future__ import annotations
+
+import unicodedata
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from .model import BioAnomalyError
+
+try:  # optional speed-up: orjson parses and writes JSON several times faster
+    import orjson
+except ImportError:  # pragma: no cover - orjson is a dependency, but the core must run without
+    orjson = None
+
+
+
+def normalise_filename(name: str) -> str:
+    """A file name as stored in the model: ``/`` separators, no leading ``./``.
+
+    Windows paths (``C:\\data\\a.png``) get forward slashes; URLs and absolute
+    paths are kept as they are and resolved by :func:`resolve_image`.
+    """
+    name = name.strip()
+    if "\\" in name and "://" not in name:
+        name = PureWindowsPath(name).as_posix()
+    while name.startswith("./"):
+        name = name[2:]
+    return name
+
+
+def unusable_name(name: str) -> str | None:
+    """Why ``name`` cannot name a file on any common file system (``None`` if it can):
+    NUL bytes, text that UTF-8 cannot encode, or a part longer than 255 bytes."""
+    if "\0" in name:
+        return "the name holds a NUL byte"
+    try:
+        parts = [len(p.encode("utf-8")) for p in name.replace("\\", "/").split("/")]
+    except UnicodeEncodeError:
+        return "the name holds characters that UTF-8 cannot encode"
+    if max(parts, default=0) > 255:
+        return "a part of the name is longer than 255 bytes"
+    return None
+
+
+def resolve_image(root: Path, filename: str) -> Path:
+    """The image file for ``filename``, which must lie inside ``root``.
+
+    Relative names are joined to ``root``. URLs and absolute paths (annotation
+    files made on another machine) are looked up by their base name in ``root``.
+    A name that leads outside ``root`` (``../``, symlinks) is refused.
+
+    Raises
+    ------
+    BioAnomalyError
+        When the path escapes the dataset folder.
+    """
+    root = Path(root).resolve()
+    problem = unusable_name(filename)
+    if problem:
+        raise BioAnomalyError(f"image {filename[:80]!r}: {problem}; no such file can exist")
+    if (
+        "://" in filename
+        or PurePosixPath(filename).is_absolute()
+        or PureWindowsPath(filename).drive
+    ):
+        candidate = root / PurePosixPath(filename.rstrip("/")).name
+    else:
+        candidate = root / filename
+    if not candidate.exists():  # macOS writes names decomposed (NFD), most tools composed
+        rel = str(candidate.relative_to(root))
+        for form in ("NFC", "NFD"):
+            other = root / unicodedata.normalize(form, rel)
+            if other.exists():
+                candidate = other
+                break
+    resolved = candidate.resolve()
+    if resolved != root and root not in resolved.parents:
+        raise BioAnomalyError(f"image {filename!r}: path leads outside the dataset folder {root}")
+    return resolved
+
+
+def name_key(name: str) -> str:
+    """A file name as compared with others: Unicode NFC (``é`` typed, or ``e`` + accent
+    as macOS stores it, are one name)."""
+    return unicodedata.normalize("NFC", name)
+
+
+def relative_name(name: str) -> PurePosixPath:
+    """``name`` as a path relative to a folder: its own relative folders, or only its base
+    name when it is absolute, a URL, or climbs with ``..``."""
+    posix = PurePosixPath(normalise_filename(name))
+    if (
+        "://" in name
+        or posix.is_absolute()
+        or PureWindowsPath(name).drive
+        or any(part in ("..", ".") for part in posix.parts)
+    ):
+        posix = PurePosixPath(posix.name)
+    return posix
+
+
+def output_path(out: Path, name: str, item: str) -> Path:
+    """Where an export writes the file ``name`` (derived from an image's name) in ``out``.
+
+    The image's own relative folders are kept (``sub/a_rois.zip``). A name that is
+    absolute, a URL, or climbs with ``..`` keeps only its base name, as
+    :func:`resolve_image` finds such images; whatever the name, the file lands
+    inside ``out`` (a symlink inside ``out`` that leads out is refused).
+
+    Raises
+    ------
+    BioAnomalyError
+        Naming ``item`` (e.g. ``image 'x.tif'``) when no file inside ``out`` fits.
+    """
+    posix = relative_name(name)
+    if posix.name in ("", ".", ".."):
+        raise BioAnomalyError(f"{item}: no file name to write in {out}")
+    root = Path(out).resolve()
+    target = Path(out).joinpath(*posix.parts)
+    resolved = target.resolve()
+    if resolved == root or root not in resolved.parents:
+        raise BioAnomalyError(f"{item}: {target} would lie outside the output folder {out}")
+    return target
+
+
+def export_paths(out: Path, images: list[str], suffix: str) -> dict[str, Path]:
+    """The export file of each image: ``<stem><suffix>`` in the image's folder inside
+    ``out``; images whose stems collide there (``x.tif`` and ``x.png``) all get
+    ``<name><suffix>`` instead (``x.tif<suffix>``, ``x.png<suffix>``), so none
+    overwrites another and each reads back to its own image. See :func:`output_path`.
+    """
+    from collections import Counter
+
+    names = {im: relative_name(im) for im in images}
+    for im, p in names.items():
+        if p.name in ("", ".", ".."):
+            raise BioAnomalyError(f"image {im!r}: no file name to name its export after")
+        problem = unusable_name(str(p) + suffix)
+        if problem:
+            raise BioAnomalyError(f"image {im[:80]!r}: cannot name its export after it "
+                                  f"({problem}); rename the image in the annotations")  # fmt: skip
+    stem_paths = {im: output_path(out, str(p.with_name(p.stem + suffix)), f"image {im!r}")
+                  for im, p in names.items()}  # fmt: skip
+    shared = Counter(str(p).lower() for p in stem_paths.values())
+    out_paths = {}
+    for im, path in stem_paths.items():
+        if shared[str(path).lower()] > 1:
+            p = names[im]
+            path = output_path(out, str(p.with_name(p.name + suffix)), f"image {im!r}")
+        out_paths[im] = path
+    taken = Counter(str(p).lower() for p in out_paths.values())
+    for im, path in out_paths.items():
+        if taken[str(path).lower()] > 1:
+            raise BioAnomalyError(f"image {im!r}: its export {path} would overwrite another's")
+    return out_paths

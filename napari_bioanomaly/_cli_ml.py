@@ -109,7 +109,7 @@ def cmd_crossval(args: argparse.Namespace) -> int:
         return 0
     grouped = f", grouped by {args.group_by}" if args.group_by else ""
     print(f"{config.model}, {args.folds} folds{grouped}: mean +- standard deviation (min-max)")
-    for name, s in result["summary"].items():
+    for name, s in result.summary.items():
         if s["mean"] is None:
             print(f"  {name}: n/a")
             continue

@@ -9,8 +9,8 @@ dealt out evenly.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from collections import defaultdict
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,56 +20,14 @@ import numpy as np
 
 from ..core.evaluate import Report, evaluate
 from ..core.jsonio import write_json
-from ..core.model import BioAnomalyError, Dataset
+from ..core.model import Dataset
+from ..core.splits import folds
 from .config import TrainConfig
 from .predict import Predictor, predict_dataset, run
 from .train import TrainEvent, train
 
 #: Metrics of each fold that are summarised (dataset-level, from :func:`evaluate`).
 METRICS = ("f1", "precision", "recall", "pixel_iou", "mean_iou", "roc_auc", "average_precision")
-
-
-def folds(dataset: Dataset, k: int, group_by: str | None = None, seed: int = 0) -> list[list[int]]:
-    """Test image indices of each of ``k`` folds; every image is in exactly one.
-
-    Grouped: groups (values of the ``group_by`` file attribute; missing values
-    form their own group) go, largest first, to the fold with the fewest images.
-    Otherwise anomalous and normal images are shuffled (seeded) and dealt in turn.
-    """
-    n = len(dataset.images)
-    if k < 2:
-        raise BioAnomalyError(f"cross-validation needs at least 2 folds, not {k}")
-    if group_by:
-        groups: dict[str, list[int]] = defaultdict(list)
-        for i, im in enumerate(dataset.images):
-            groups[str(im.file_attributes.get(group_by, ""))].append(i)
-        if len(groups) < k:
-            raise BioAnomalyError(
-                f"{len(groups)} value(s) of {group_by} ({', '.join(sorted(groups))}) "
-                f"cannot fill {k} folds: use --folds {len(groups)} or fewer"
-            )
-        out: list[list[int]] = [[] for _ in range(k)]
-        for _, members in sorted(groups.items(), key=lambda g: (-len(g[1]), g[0])):
-            smallest = min(range(k), key=lambda f: (len(out[f]), f))
-            out[smallest].extend(members)
-        return [sorted(f) for f in out]
-    if n < k:
-        raise BioAnomalyError(f"{n} image(s) cannot fill {k} folds")
-    rng = np.random.default_rng(seed)
-    anomalous = [i for i, im in enumerate(dataset.images) if im.regions]
-    normal = [i for i, im in enumerate(dataset.images) if not im.regions]
-    out = [[] for _ in range(k)]
-    position = 0
-    for group in (anomalous, normal):
-        for i in rng.permutation(group).tolist():
-            out[position % k].append(i)
-            position += 1
-    return [sorted(f) for f in out]
-
-
-def subset(dataset: Dataset, indices: list[int]) -> Dataset:
-    """A dataset of some of the images (see :meth:`~..core.model.Dataset.subset`)."""
-    return dataset.subset(indices)
 
 
 @dataclass(frozen=True)
@@ -117,6 +75,23 @@ def summarise_folds(per_fold: list[dict[str, Any]]) -> dict[str, dict[str, Any]]
     return out
 
 
+@dataclass(frozen=True)
+class CrossvalResult:
+    """Cross-validation of one model: each fold's scores (:func:`_fold_scores`, with its
+    ``fold``, ``test_images`` and ``groups``) and their summary (:func:`summarise_folds`);
+    ``cancelled`` when fewer folds than planned finished."""
+
+    folds: list[dict[str, Any]]
+    summary: dict[str, dict[str, Any]]
+    model: str
+    group_by: str | None
+    iou_threshold: float
+    cancelled: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 def crossval(
     dataset: Dataset,
     config: TrainConfig,
@@ -125,7 +100,7 @@ def crossval(
     group_by: str | None = None,
     iou_threshold: float = 0.5,
     cancel: threading.Event | None = None,
-) -> Generator[CrossvalEvent, None, dict[str, Any]]:
+) -> Generator[CrossvalEvent, None, CrossvalResult]:
     """Train on K-1 folds, predict and score the held-out fold, K times.
 
     Models go to ``out_dir/fold<i>.pt``, the result to ``out_dir/crossval.json``.
@@ -141,8 +116,8 @@ def crossval(
     per_fold = []
     for f, test in enumerate(test_folds):
         held_out = set(test)
-        train_part = subset(dataset, [i for i in range(len(dataset.images)) if i not in held_out])
-        test_part = subset(dataset, test)
+        train_part = dataset.subset([i for i in range(len(dataset.images)) if i not in held_out])
+        test_part = dataset.subset(test)
         groups = sorted({str(im.file_attributes.get(group_by, "")) for im in test_part.images})
         yield CrossvalEvent(
             f, k, message=f"fold {f + 1}/{k}: {len(test)} test image(s)"
@@ -164,13 +139,9 @@ def crossval(
             scores["groups"] = groups
         per_fold.append(scores)
         yield CrossvalEvent(f, k, scores=scores)
-    result = {
-        "folds": per_fold,
-        "summary": summarise_folds(per_fold),
-        "model": config.model,
-        "group_by": group_by,
-        "iou_threshold": iou_threshold,
-        "cancelled": len(per_fold) < k,
-    }
-    write_json(out_dir / "crossval.json", result)
-    return result
+    outcome = CrossvalResult(
+        folds=per_fold, summary=summarise_folds(per_fold), model=config.model,
+        group_by=group_by, iou_threshold=iou_threshold, cancelled=len(per_fold) < k,
+    )  # fmt: skip
+    write_json(out_dir / "crossval.json", outcome.to_dict())
+    return outcome

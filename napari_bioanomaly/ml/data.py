@@ -21,6 +21,7 @@ from ..core.geometry import polygon_to_mask
 from ..core.images import image_shape, read_image, to_grayscale
 from ..core.model import BioAnomalyError, Dataset, ImageRecord
 from ..core.paths import resolve_image
+from ..core.splits import validation_split
 from .config import TrainConfig
 
 
@@ -68,38 +69,11 @@ def rasterise(
 
 
 def split(dataset: Dataset, config: TrainConfig) -> tuple[list[int], list[int]]:
-    """Training and validation image indices.
-
-    By file attribute when ``config.val_attribute`` is set (images whose value is
-    in ``config.val_values`` validate), otherwise a seeded random
-    ``config.val_fraction`` of the images, stratified so that both sides get
-    anomalous images when there are at least two.
-    """
-    n = len(dataset.images)
-    if config.val_attribute:
-        val = [
-            i
-            for i, im in enumerate(dataset.images)
-            if str(im.file_attributes.get(config.val_attribute, "")) in config.val_values
-        ]
-        if not val:
-            raise BioAnomalyError(
-                f"no image has {config.val_attribute} in {list(config.val_values)} for validation"
-            )
-        return [i for i in range(n) if i not in set(val)], val
-    if config.val_fraction == 0:
-        return list(range(n)), []
-    rng = np.random.default_rng(config.seed)
-    anomalous = [i for i, im in enumerate(dataset.images) if im.regions]
-    normal = [i for i, im in enumerate(dataset.images) if not im.regions]
-    val: list[int] = []
-    for group in (anomalous, normal):
-        k = round(len(group) * config.val_fraction)
-        if group is anomalous and len(group) >= 2:
-            k = min(max(k, 1), len(group) - 1)
-        val.extend(rng.permutation(group)[:k].tolist())
-    val_set = set(val)
-    return [i for i in range(n) if i not in val_set], sorted(val)
+    """Training and validation image indices of a run (see
+    :func:`~napari_bioanomaly.core.splits.validation_split`)."""
+    return validation_split(
+        dataset, config.val_fraction, config.val_attribute, config.val_values, config.seed
+    )
 
 
 def check_images(dataset: Dataset, indices: list[int]) -> None:

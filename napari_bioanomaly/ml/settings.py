@@ -41,7 +41,8 @@ class Setting:
     ``auto``: None is allowed and written 0 ("auto" in the form); ``negate``: a flag
     that switches the field off (``--no-augment``); ``applies``: the models it applies
     to (the form greys it out for the others); ``form``: shown in the Train widget
-    (advanced settings are CLI-only); ``group``: form rows of one group share a line.
+    (advanced settings are CLI-only); ``group``: form rows of one group share a line;
+    ``check``: the text beside a flag's check box.
     """
 
     name: str
@@ -60,6 +61,7 @@ class Setting:
     form: bool = True
     group: str = ""
     metavar: str | None = None
+    check: str = ""
 
     @property
     def key(self) -> str:
@@ -153,7 +155,7 @@ SETTINGS: tuple[Setting, ...] = (
             kind="float", low=1e-5, high=1.0, step=1e-4, decimals=5, applies=_network,
             metavar="X"),
     Setting("augment", "augment", "switch augmentations off (flips, 90-degree rotations, "
-            "brightness, blur, noise)", kind="flag", negate=True, applies=_network),
+            "brightness, blur, noise)", kind="flag", negate=True, applies=_network, check="on"),
     Setting("device", "device", "where to train: auto picks cuda, then mps, then the CPU",
             kind="choice", choices=DEVICES),
     Setting("val_fraction", "validation fraction", "share of images held out for validation",
@@ -169,12 +171,13 @@ SETTINGS: tuple[Setting, ...] = (
             step=0.1, group="normalise", metavar="P"),
     Setting("class_balance", "class imbalance", "oversample tiles of rare classes (anomaly "
             "tiles pick a class uniformly, then one of its regions)", kind="flag",
-            applies=_learns_classes),
+            applies=_learns_classes, check="oversample rare classes"),
     Setting("class_weights", "class weights", "balanced: weight the loss by inverse "
             "square-root class frequency", kind="choice", choices=CLASS_WEIGHTS,
             applies=_class_weights),
     Setting("exclude_qc", "quality control", "leave images with quality flags (uniform, "
-            "binary, dim, saturated, out of focus) out of training", kind="flag"),
+            "binary, dim, saturated, out of focus) out of training", kind="flag",
+            check="leave out QC-flagged images"),
     Setting("ema", "weight averaging", "decay per step of the moving average of the "
             "weights that is kept (0: the last weights)", kind="float", high=0.9999,
             decimals=4, applies=_network, form=False, metavar="D"),

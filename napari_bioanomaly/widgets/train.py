@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
@@ -40,6 +40,9 @@ from ._common import with_browse
 from ._jobs import _num, crossval_job, epoch_text, prime_torch, step_text, training_job
 from ._launch import error_text, launch
 from ._loss_plot import LossPlot
+
+if TYPE_CHECKING:  # torch stays unloaded until a run starts
+    from ..ml.crossval import CrossvalResult
 
 #: The models of the Train widget, with what they are for (see :data:`~..ml.config.REGISTRY`).
 MODEL_HELP = {name: info.help for name, info in REGISTRY.items()}
@@ -195,7 +198,7 @@ class TrainWidget(QWidget):
             field.addItems(list(setting.choices))
             field.setCurrentText(value)
         elif setting.kind == "flag":
-            field = QCheckBox("on" if setting.negate else "")
+            field = QCheckBox(setting.check)
             field.setChecked(bool(value))
         else:
             field = QLineEdit(value)
@@ -379,11 +382,11 @@ class TrainWidget(QWidget):
                 self._set_status(f"{fold}: {step_text(e) if e.kind == 'step' else e.message}")
                 self._last_status = time.monotonic()
 
-    def _on_cv_returned(self, result: dict[str, Any]) -> None:
+    def _on_cv_returned(self, result: CrossvalResult) -> None:
         self.result = result
-        self.cv_result.setText(crossval_text(result["folds"], result["summary"]))
-        done = len(result["folds"])
-        what = f"stopped after {done} fold(s)" if result["cancelled"] else f"finished: {done} folds"
+        self.cv_result.setText(crossval_text(result.folds, result.summary))
+        done = len(result.folds)
+        what = f"stopped after {done} fold(s)" if result.cancelled else f"finished: {done} folds"
         self._set_status(f"Cross-validation {what}.")
 
     def stop(self) -> None:

@@ -203,7 +203,7 @@ json.dump({"done": done, "conflicts": conflicts}, open(log, "w"))
 """
 
 
-def test_two_processes_saving_one_file_lose_no_edit(dataset_dir, tmp_path):
+def test_two_processes_saving_one_file_for_30_s_lose_no_edit(dataset_dir, tmp_path):
     import subprocess
     import sys
 
@@ -211,7 +211,7 @@ def test_two_processes_saving_one_file_lose_no_edit(dataset_dir, tmp_path):
     script.write_text(WRITER)
     path = dataset_dir / "annotations.json"
     procs = [
-        subprocess.Popen([sys.executable, str(script), str(path), tag, "4", str(tmp_path / tag)])
+        subprocess.Popen([sys.executable, str(script), str(path), tag, "30", str(tmp_path / tag)])
         for tag in ("a", "b")
     ]  # fmt: skip
     assert [p.wait(timeout=120) for p in procs] == [0, 0]

@@ -125,8 +125,8 @@ def test_cross_validate_from_napari(widgets, qtbot):
     with qtbot.waitSignal(train.worker.finished, timeout=180_000):
         pass
     result = train.result
-    assert len(result["folds"]) == 3 and result["group_by"] == "cell_line"
-    assert all(len(f["groups"]) == 1 for f in result["folds"])  # one cell line per fold
+    assert len(result.folds) == 3 and result.group_by == "cell_line"
+    assert all(len(f["groups"]) == 1 for f in result.folds)  # one cell line per fold
     text = train.cv_result.text()
     assert text.count("fold ") == 3 and "f1:" in text and "+-" in text
     assert (folder / "crossval-forest" / "crossval.json").is_file()

@@ -1,0 +1,92 @@
+"""Which images train, which validate, which test: seeded, stratified, torch-free.
+
+Used by training (:func:`validation_split`), cross-validation (:func:`folds`) and the
+Review widget (which reviews the validation images of a run it started).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+
+from .model import BioAnomalyError, Dataset
+
+
+def validation_split(
+    dataset: Dataset,
+    val_fraction: float = 0.2,
+    val_attribute: str | None = None,
+    val_values: Sequence[str] = (),
+    seed: int = 0,
+) -> tuple[list[int], list[int]]:
+    """Training and validation image indices.
+
+    By file attribute when ``val_attribute`` is set (images whose value is in
+    ``val_values`` validate), otherwise a seeded random ``val_fraction`` of the images,
+    stratified so that both sides get anomalous images when there are at least two.
+    """
+    n = len(dataset.images)
+    if val_attribute:
+        val = [
+            i
+            for i, im in enumerate(dataset.images)
+            if str(im.file_attributes.get(val_attribute, "")) in val_values
+        ]
+        if not val:
+            raise BioAnomalyError(
+                f"no image has {val_attribute} in {list(val_values)} for validation"
+            )
+        return [i for i in range(n) if i not in set(val)], val
+    if val_fraction == 0:
+        return list(range(n)), []
+    rng = np.random.default_rng(seed)
+    anomalous = [i for i, im in enumerate(dataset.images) if im.regions]
+    normal = [i for i, im in enumerate(dataset.images) if not im.regions]
+    val: list[int] = []
+    for group in (anomalous, normal):
+        k = round(len(group) * val_fraction)
+        if group is anomalous and len(group) >= 2:
+            k = min(max(k, 1), len(group) - 1)
+        val.extend(rng.permutation(group)[:k].tolist())
+    val_set = set(val)
+    return [i for i in range(n) if i not in val_set], sorted(val)
+
+
+def folds(dataset: Dataset, k: int, group_by: str | None = None, seed: int = 0) -> list[list[int]]:
+    """Test image indices of each of ``k`` folds; every image is in exactly one.
+
+    Grouped: groups (values of the ``group_by`` file attribute; missing values
+    form their own group) go, largest first, to the fold with the fewest images.
+    Otherwise anomalous and normal images are shuffled (seeded) and dealt in turn.
+    """
+    n = len(dataset.images)
+    if k < 2:
+        raise BioAnomalyError(f"cross-validation needs at least 2 folds, not {k}")
+    if group_by:
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, im in enumerate(dataset.images):
+            groups[str(im.file_attributes.get(group_by, ""))].append(i)
+        if len(groups) < k:
+            raise BioAnomalyError(
+                f"{len(groups)} value(s) of {group_by} ({', '.join(sorted(groups))}) "
+                f"cannot fill {k} folds: use --folds {len(groups)} or fewer"
+            )
+        out: list[list[int]] = [[] for _ in range(k)]
+        for _, members in sorted(groups.items(), key=lambda g: (-len(g[1]), g[0])):
+            smallest = min(range(k), key=lambda f: (len(out[f]), f))
+            out[smallest].extend(members)
+        return [sorted(f) for f in out]
+    if n < k:
+        raise BioAnomalyError(f"{n} image(s) cannot fill {k} folds")
+    rng = np.random.default_rng(seed)
+    anomalous = [i for i, im in enumerate(dataset.images) if im.regions]
+    normal = [i for i, im in enumerate(dataset.images) if not im.regions]
+    out = [[] for _ in range(k)]
+    position = 0
+    for group in (anomalous, normal):
+        for i in rng.permutation(group).tolist():
+            out[position % k].append(i)
+            position += 1
+    return [sorted(f) for f in out]

@@ -105,7 +105,7 @@ def cmd_crossval(args: argparse.Namespace) -> int:
     except StopIteration as stop:
         result = stop.value
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result.to_dict(), indent=2))
         return 0
     grouped = f", grouped by {args.group_by}" if args.group_by else ""
     print(f"{config.model}, {args.folds} folds{grouped}: mean +- standard deviation (min-max)")

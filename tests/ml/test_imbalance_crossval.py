@@ -189,13 +189,13 @@ def test_crossval_trains_on_other_groups_only(nine, tmp_path, monkeypatch, capsy
             "--group-by", "cell_line", "--model", "forest", "--json"]  # fmt: skip
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out)
-    assert len(result.folds) == 3 and len(seen) == 3
-    for fold, train_groups in zip(result.folds, seen, strict=True):
+    assert len(result["folds"]) == 3 and len(seen) == 3
+    for fold, train_groups in zip(result["folds"], seen, strict=True):
         assert len(fold["groups"]) == 1
         assert not set(fold["groups"]) & train_groups  # the test cell line was never trained on
-    f1 = [f["f1"] for f in result.folds]
-    assert result.summary["f1"]["mean"] == pytest.approx(np.mean(f1))
-    assert result.summary["f1"]["std"] == pytest.approx(np.std(f1, ddof=1))
+    f1 = [f["f1"] for f in result["folds"]]
+    assert result["summary"]["f1"]["mean"] == pytest.approx(np.mean(f1))
+    assert result["summary"]["f1"]["std"] == pytest.approx(np.std(f1, ddof=1))
     assert (tmp_path / "cv" / "crossval.json").is_file()
     assert all((tmp_path / "cv" / f"fold{k}.pt").is_file() for k in range(3))
 

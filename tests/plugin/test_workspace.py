@@ -221,3 +221,40 @@ def test_one_launcher_runs_every_job_and_keeps_the_job_state(qtbot, monkeypatch,
     assert seen == [0, 1, 2, *end, "finished"]
     last = ("failed", "no annotated anomalies") if fail else ("done", "")
     assert states == [("running", "job"), last] and not workspace.busy
+
+
+def test_two_windows_on_one_file_surface_every_conflict(make_napari_viewer, dataset_dir, qtbot):
+    """Two napari windows (two workspaces, two sessions) annotate one file: the second
+    window's save after the first's is never silent; when the user then overwrites, the
+    first window's edit is in the .bak, the second's in the file."""
+    from collections import Counter
+
+    from napari_bioanomaly.core.fileio import backup_path
+
+    before = Counter(labels_on_disk(dataset_dir))
+    windows = []
+    for _ in range(2):
+        widget = AnnotateWidget(make_napari_viewer())
+        qtbot.addWidget(widget)
+        assert widget.open_path(dataset_dir)
+        windows.append(widget)
+    first, second = (w.annotator for w in windows)
+    assert first.session is not second.session  # one per window
+    asked = []
+    second.on_conflict = lambda exc: asked.append(exc) or "later"
+    first.current_class = "hair"
+    first.shapes_layer.add_polygons([square(10, 10, 20) + 0.5])
+    assert not first.session.dirty
+    assert Counter(labels_on_disk(dataset_dir)) == before + Counter(["hair"])
+    second.current_class = "dust"
+    second.shapes_layer.add_polygons([square(60, 60, 20) + 0.5])
+    assert len(asked) == 1 and isinstance(asked[0], DiskChanged) and second.session.dirty
+    assert Counter(labels_on_disk(dataset_dir)) == before + Counter(["hair"])  # untouched
+    second.on_conflict = lambda exc: "overwrite"
+    second.autosave()
+    assert not second.session.dirty
+    assert Counter(labels_on_disk(dataset_dir)) == before + Counter(["dust"])
+    theirs = json.loads(backup_path(dataset_dir / "annotations.json").read_text())
+    kept = Counter(r["region_attributes"].get("class") for v in
+                   theirs["_via_img_metadata"].values() for r in v["regions"])  # fmt: skip
+    assert kept == before + Counter(["hair"])

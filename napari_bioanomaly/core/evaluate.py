@@ -312,6 +312,15 @@ class Report:
         return out
 
 
+def group_summaries(rows: Sequence[ImageScore], group_by: str | None) -> dict[str, Any]:
+    """:func:`summarise` of the rows of each value of ``group_by`` (sorted by value)."""
+    groups: dict[str, list[ImageScore]] = defaultdict(list)
+    if group_by:
+        for r in rows:
+            groups[r.group[group_by]].append(r)
+    return {k: summarise(v) for k, v in sorted(groups.items())}
+
+
 def report(
     caches: Sequence[ImageCache],
     rows: Sequence[ImageScore],
@@ -335,14 +344,10 @@ def report(
     matched = [
         pair for c in kept_caches for pair in c.matched_labels(iou_threshold, score_threshold)
     ]
-    groups: dict[str, list[ImageScore]] = defaultdict(list)
-    if group_by:
-        for r in kept:
-            groups[r.group[group_by]].append(r)
     return Report(
         summary=summarise(kept),
         rows=list(rows),
-        groups={k: summarise(v) for k, v in sorted(groups.items())},
+        groups=group_summaries(kept, group_by),
         classes=per_class(kept_caches, iou_threshold, score_threshold),
         class_agreement=class_agreement_summary(matched),
         image_level=image_level(kept, image_threshold),

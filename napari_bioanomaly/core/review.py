@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from . import annotations
-from .evaluate import ImageCache, ImageScore, Report, report
+from .evaluate import ImageCache, ImageScore, Report, group_summaries, report, summarise
 from .fileio import atomic_write
 from .maps import read_heatmap, regions_from_probabilities
 from .model import BioAnomalyError, Dataset, ImageRecord, Region
@@ -152,6 +152,12 @@ class ReviewSession:
     def rows(self) -> list[ImageScore]:
         """Per-image scores at the current thresholds (cheap: IoUs are cached)."""
         return [self.caches[n].score(self.iou_threshold, self.score_threshold) for n in self.names]
+
+    def summaries(self) -> tuple[list[ImageScore], dict[str, Any], dict[str, Any]]:
+        """The rows, the summary and the summary per group at the current thresholds:
+        what a slider move needs (cheaper than :meth:`report`, no per-class matching)."""
+        rows = self.rows()
+        return rows, summarise(rows), group_summaries(rows, self.group_by)
 
     def report(self, image_threshold: float = 0.5) -> Report:
         """Summary, groups, classes, class agreement and image level at the thresholds:

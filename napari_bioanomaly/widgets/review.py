@@ -287,13 +287,16 @@ class ReviewWidget(QWidget):
         return {} if report is None else report.image_level
 
     def refresh(self) -> None:
-        """Rescore every image at the current thresholds (cheap: IoUs are cached)."""
-        report = self.report()
-        if report is None:
+        """Rescore every image at the current thresholds (cheap: IoUs are cached; the
+        per-class and image-level tabs follow once the sliders rest)."""
+        if self.review is None:
             return
-        self.table_panel.show_rows(report.rows, self.review.qc_flags(), self.review.group_by)
-        lines = [_summary_line("all", report.summary)]
-        lines += [_summary_line(f"{report.group_by}={k}", v) for k, v in report.groups.items()]
+        self._apply_thresholds()
+        rows, summary, groups = self.review.summaries()
+        group_by = self.review.group_by
+        self.table_panel.show_rows(rows, self.review.qc_flags(), group_by)
+        lines = [_summary_line("all", summary)]
+        lines += [_summary_line(f"{group_by}={k}", v) for k, v in groups.items()]
         self.summary.setText("\n".join(lines))
         self._fill_predictions()
         self._tab_timer.start()

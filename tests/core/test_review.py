@@ -55,6 +55,8 @@ def test_rows_and_report_are_what_evaluate_gives(files, iou, score):
         assert report.summary[key] == expected.summary[key]
     assert report.groups.keys() == expected.groups.keys()
     assert report.classes == expected.classes
+    _, summary, groups = review.summaries()  # what a slider move computes
+    assert summary == report.summary and groups == report.groups
 
 
 def test_thresholds_change_the_figures(files):

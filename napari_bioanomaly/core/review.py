@@ -210,7 +210,8 @@ class ReviewSession:
         taken = []
         for n, k in enumerate(chosen):
             r = pred.regions[k]
-            polygon = r.polygon if polygons is None else np.asarray(polygons[picked[n]], float)
+            edited = polygons is not None and picked[n] < len(polygons)
+            polygon = np.asarray(polygons[picked[n]], float) if edited else r.polygon
             taken.append(Region(polygon, r.label, dict(r.attributes), r.score, "model", r.shape))
         drop = set(chosen)
         pred.regions = [r for i, r in enumerate(pred.regions) if i not in drop]

@@ -15,7 +15,9 @@ from . import geometry
 from .jsonio import shallow_attributes
 from .model import Dataset, FormatError, ImageRecord, Region
 from .report import ImportReport
-from .via import _EntryError, _num, detect_format, rounded_polygons
+from .via import detect_format
+from .via_parse import _EntryError, _num
+from .via_write import rounded_polygons
 
 #: Key under which we keep what COCO has no field for (file attributes, flags).
 EXTRA_KEY = "bioanomaly"

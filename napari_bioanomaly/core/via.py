@@ -14,20 +14,18 @@ from typing import Any
 from .model import Dataset, FormatError
 from .report import ImportReport
 from .via3 import _parse_via3
-from .via_parse import (  # noqa: F401  (the names of the format, imported from here)
+from .via_parse import (
     CLASS_ATTRIBUTE_CANDIDATES,
     NO_ANOMALY_ATTRIBUTE,
     REVIEWED_ATTRIBUTE,
     ImportOptions,
     _clean_definitions,
-    _EntryError,
-    _num,
     _parse_via12,
     _Parser,
     _project_classes,
     _project_order,
 )
-from .via_write import (  # noqa: F401
+from .via_write import (
     export_warnings,
     image_entry,
     rounded_polygons,
@@ -35,6 +33,13 @@ from .via_write import (  # noqa: F401
     to_via_project,
     via_attribute_definitions,
 )
+
+#: The public names of the format, read and written (the rest is private to its modules).
+__all__ = [
+    "CLASS_ATTRIBUTE_CANDIDATES", "NO_ANOMALY_ATTRIBUTE", "REVIEWED_ATTRIBUTE", "ImportOptions",
+    "detect_format", "export_warnings", "image_entry", "read_via", "rounded_polygons",
+    "to_via_export", "to_via_project", "via_attribute_definitions",
+]  # fmt: skip
 
 
 def _looks_like_via_image(value: Any) -> bool:

@@ -98,7 +98,8 @@ class TrainConfig:
     device
         ``auto`` (cuda > mps > cpu), ``cpu``, ``cuda`` or ``mps``.
     amp
-        Mixed precision on CUDA.
+        Mixed precision: float16 on CUDA, bfloat16 on CPUs that compute it natively
+        (AVX512-BF16, AMX); float32 elsewhere (see :func:`.device.autocast_dtype`).
     seed
         Seeds numpy and torch; CPU runs are reproducible.
     base_channels

@@ -187,7 +187,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("base_channels", "network width", "channels of the U-Net's first level (16: "
             "about 0.5 M parameters)", low=1, high=256, applies=_network, form=False,
             metavar="N"),
-    Setting("amp", "mixed precision", "switch mixed precision off on CUDA", kind="flag",
+    Setting("amp", "mixed precision", "switch mixed precision off (float16 on CUDA, bfloat16 on "
+            "CPUs that compute it natively)", kind="flag",
             negate=True, applies=_network, form=False),
     Setting("seed", "seed", "random seed (CPU runs are reproducible)", form=False),
     Setting("weights", "weights", "local Mask R-CNN weights file (nothing is downloaded)",

@@ -24,7 +24,7 @@ from . import anomaly_fit, data, models
 from .averaging import WeightAverage
 from .checkpoint import checkpoint_payload, last_path, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .device import free_memory, is_oom, pick_device
+from .device import autocast_dtype, free_memory, is_oom, pick_device
 from .distributed import Dist
 from .events import SCORE_LABELS, TrainEvent, TrainResult
 from .trainer import TrainJob
@@ -129,8 +129,9 @@ def _train(
     # until the first epoch is timed, an automatic run plans the most epochs it may have
     plan = {"epochs": config.epochs or MAX_AUTO_EPOCHS, "steps_per_epoch": steps}
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, _schedule(plan))
-    use_amp = config.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    amp_dtype = autocast_dtype(device, config.amp, config.model)
+    # float16 needs its gradients scaled; bfloat16 has float32's range and does not
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     history: list[dict[str, Any]] = []
     # the averaged weights are validated, kept and predicted with (see averaging.py)
     average = WeightAverage(model, config.ema) if config.ema else None
@@ -206,7 +207,7 @@ def _train(
             images, cls, inst = _next_batch(stream, batch, device)
             t_data = time.perf_counter() - t0
             try:
-                with torch.autocast(device.type, enabled=use_amp):
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                     value = models.loss(config.model, net, images, cls, inst, class_weights)
                 optimiser.zero_grad(set_to_none=True)
                 scaler.scale(value).backward()

@@ -346,3 +346,17 @@ def test_resumed_run_keeps_the_weight_average(dataset, tmp_path):
     assert not all(torch.equal(a["state_dict"][k], a["train_state_dict"][k]) for k in a["state_dict"])
     plain = load_checkpoint(drain(train(dataset, TINY.replace(ema=0.0), tmp_path / "p.pt"))[1].best)
     assert "train_state_dict" not in plain and "ema_steps" not in plain
+
+
+def test_mixed_precision_follows_the_device(monkeypatch):
+    from napari_bioanomaly.ml import device as dev
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert dev.autocast_dtype(cuda, True) == torch.float16
+    assert dev.autocast_dtype(cuda, False) is None
+    monkeypatch.setattr(dev, "cpu_has_bf16", lambda: True)
+    assert dev.autocast_dtype(cpu, True) == torch.bfloat16
+    assert dev.autocast_dtype(cpu, True, "maskrcnn") is None  # float32 on the CPU
+    assert dev.autocast_dtype(cpu, False) is None
+    monkeypatch.setattr(dev, "cpu_has_bf16", lambda: False)  # emulated: slower than float32
+    assert dev.autocast_dtype(cpu, True) is None

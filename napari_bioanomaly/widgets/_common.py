@@ -17,6 +17,31 @@ EXPORTS = {
     "QuPath GeoJSON (folder)": ("geojson", None),
 }
 
+
+def ask_export_target(parent: QWidget, label: str) -> tuple[str, str] | None:
+    """Ask where to export in the format of :data:`EXPORTS` ``label``: (format, path),
+    or None when the user cancels."""
+    from qtpy.QtWidgets import QFileDialog
+
+    fmt, pattern = EXPORTS[label]
+    if pattern is None:
+        out = QFileDialog.getExistingDirectory(parent, f"Export {fmt} files into folder")
+    else:
+        out, _ = QFileDialog.getSaveFileName(parent, "Export annotations", "", pattern)
+    return (fmt, out) if out else None
+
+
+def export_dataset(dataset: Any, fmt: str, path: Any) -> tuple[list[Any], list[str]]:
+    """Export ``dataset`` (reading image sizes first where the format needs them):
+    the files written and the warnings (see :func:`annotations.save`)."""
+    from ..core import annotations
+
+    if fmt in ("coco", "masks", "imagej", "geojson") and any(
+        im.shape is None for im in dataset.images
+    ):
+        annotations.attach_images(dataset)
+    return annotations.save(dataset, path, fmt)
+
 def button_row(buttons: Iterable[tuple[str, Callable[[], object]]]) -> QHBoxLayout:
     """A row of push buttons, each calling its slot when clicked."""
     row = QHBoxLayout()

@@ -1,26 +1,37 @@
 """The Review widget's panels: the per-image table with its errors, image-level scores
-with their curves, and per-class scores. Each shows what a
+with their curves, per-class scores, and the layer controls. Each shows what a
 :class:`~napari_bioanomaly.core.review.ReviewSession` computed; none holds review state.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from qtpy.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt, Signal
+from qtpy.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QSortFilterProxyModel,
+    Qt,
+    QTimer,
+    Signal,
+)
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QListWidget,
     QListWidgetItem,
+    QPushButton,
     QSizePolicy,
     QSlider,
     QTableView,
     QTableWidget,
     QTableWidgetItem,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -251,3 +262,95 @@ class ClassPanel(QWidget):
                 f"Classes of {agree['matched']} matched regions: agreement "
                 f"{agree['agreement']:.3f}, Cohen's kappa {agree['kappa']:.3f}"
             )
+
+
+class LayerControls(QWidget):
+    """What the layers show: ground truth, predictions, fill and opacity; the anomaly map
+    and the threshold at which its regions are proposed. The Review widget connects them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        row = QHBoxLayout()
+        self.show_gt = QCheckBox("ground truth")
+        self.show_pred = QCheckBox("predictions")
+        self.fill = QCheckBox("fill")
+        for box in (self.show_gt, self.show_pred):
+            box.setChecked(True)
+        self.opacity = QSlider(Qt.Orientation.Horizontal)
+        self.opacity.setRange(10, 100)
+        self.opacity.setValue(100)
+        for box in (self.show_gt, self.show_pred, self.fill):
+            row.addWidget(box)
+        row.addWidget(QLabel("opacity"))
+        row.addWidget(self.opacity, 1)
+        layout.addLayout(row)
+        row = QHBoxLayout()
+        self.show_heat = QCheckBox("anomaly map")
+        self.show_heat.setChecked(True)
+        self.show_heat.setToolTip(
+            "the model's per-pixel anomaly map of this image (written by Predict & review, or "
+            "by predict --heatmaps into PREDICTIONS.heatmaps)"
+        )
+        self.heat_slider, label = labelled_slider(50, "propose at")
+        self.propose_button = QPushButton("Propose regions")
+        self.propose_button.setToolTip(
+            "replace this image's predictions by the outlines of the map above the threshold; "
+            "accept the good ones into the annotations"
+        )
+        row.addWidget(self.show_heat)
+        row.addWidget(label)
+        row.addWidget(self.heat_slider, 1)
+        row.addWidget(self.propose_button)
+        layout.addLayout(row)
+
+
+class ReviewTabs(QTabWidget):
+    """Per image, image level and per class. The per-image table is filled by the widget
+    at once; the other two tabs ask ``report()`` (scores at the current thresholds) only
+    when visible, and only once the sliders rest: their curves (matplotlib, ~0.1 s) and
+    per-class matching would otherwise follow every slider step."""
+
+    def __init__(self, report: Callable[[], Report | None]) -> None:
+        super().__init__()
+        self._report = report
+        self.table_panel = ImageTablePanel()
+        self.image_panel = ImageLevelPanel()
+        self.class_panel = ClassPanel()
+        self.addTab(self.table_panel, "Per image")
+        self.addTab(self.image_panel, "Image level")
+        self.addTab(self.class_panel, "Per class")
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(250)
+        self._timer.timeout.connect(self.refresh_visible)
+        self.currentChanged.connect(lambda _i: self.refresh_visible())
+        self.image_panel.slider.valueChanged.connect(lambda _v: self.changed())
+
+    def changed(self) -> None:
+        """Scores changed: refresh the visible tab once things rest."""
+        self._timer.start()
+
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        if self.currentIndex() == 1:
+            self._timer.start()  # redraw the curves at the new width
+
+    def refresh_visible(self) -> None:
+        if self.currentIndex() == 1:
+            self.refresh_image_level()
+        elif self.currentIndex() == 2:
+            self.fill_classes()
+
+    def fill_classes(self) -> None:
+        report = self._report()
+        if report is not None:
+            self.class_panel.show_report(report)
+
+    def refresh_image_level(self) -> None:
+        report = self._report()
+        if report is not None:
+            curves = self.image_panel.curves
+            width = max(min(curves.width(), self.width() - 12), 320)  # fits the dock
+            self.image_panel.show_report(report, width)

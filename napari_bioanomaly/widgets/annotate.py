@@ -12,43 +12,33 @@ from pathlib import Path
 from typing import Any
 
 from qtpy.QtCore import QModelIndex, Qt
-from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
-    QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
-    QFormLayout,
     QFrame,
     QGroupBox,
     QHBoxLayout,
-    QInputDialog,
     QLabel,
-    QListWidget,
-    QListWidgetItem,
     QPushButton,
     QScrollArea,
-    QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
 from .._annotator import Annotator
-from .._layers import class_color
 from .._workspace import release_annotator, shared_annotator, workspace_for
-from ..core import annotations
 from ..core.model import BioAnomalyError, ImageRecord
 from ..core.quality import QC_ATTRIBUTE, flags_from_text, flags_to_text
 from ..core.session import AnnotationSession, summary
-from ._annotate_list import (
-    ImageListPanel,
-    _NumberItem,
-    _swatch,
-    _table,
-    quality_job,
+from ._annotate_list import ImageListPanel, quality_job
+from ._annotate_panels import ClassesPanel, CurrentImagePanel
+from ._common import (
+    EXPORTS,
+    ask_conflict,
+    ask_export_target,
+    compact_dock_tabs,
+    export_dataset,
 )
-from ._common import EXPORTS, ask_conflict, button_row, compact_dock_tabs
 from ._launch import error_text, launch
 
 #: Keyboard shortcuts bound on the viewer while a dataset is open: (napari key, what it does).
@@ -65,8 +55,6 @@ SHORTCUTS = [
 ]
 
 
-
-
 class AnnotateWidget(QWidget):
     """Open a dataset, walk through its images, draw anomalies with classes, export."""
 
@@ -77,7 +65,6 @@ class AnnotateWidget(QWidget):
         self.annotator: Annotator | None = None
         self._qc_worker: Any = None
         self._qc_session: AnnotationSession | None = None
-        self._filling = False
         self._last: Path | None = None
         self._build()
         last = AnnotationSession.last_opened()
@@ -133,73 +120,16 @@ class AnnotateWidget(QWidget):
         self.qc_button.clicked.connect(self.check_quality)
         layout.addWidget(panel)
 
-        current = QGroupBox("This image")
-        form = QVBoxLayout(current)
-        self.image_label = QLabel("")
-        self.image_label.setWordWrap(True)
-        form.addWidget(self.image_label)
-        self.no_anomaly_box = QCheckBox("checked: no anomaly")
-        self.no_anomaly_box.toggled.connect(self._on_no_anomaly)
-        form.addWidget(self.no_anomaly_box)
-        self.attr_table = QTableWidget(0, 2)
-        self.attr_table.setHorizontalHeaderLabels(["file attribute", "value"])
-        self.attr_table.verticalHeader().setVisible(False)
-        self.attr_table.horizontalHeader().setStretchLastSection(True)
-        self.attr_table.setMinimumHeight(80)
-        self.attr_table.setMaximumHeight(120)
-        self.attr_table.itemChanged.connect(self._on_attribute_edited)
-        form.addWidget(self.attr_table)
-        add_attr = QPushButton("Add attribute")
-        add_attr.clicked.connect(self._add_attribute)
-        form.addWidget(add_attr)
-        self.region_table = _table(["#", "class", "area px", "source"])
-        self.region_table.setMinimumHeight(130)
-        self.region_table.cellClicked.connect(self._on_region_clicked)
-        form.addWidget(self.region_table)
-        self.size_warning = QLabel("")
-        self.size_warning.setStyleSheet("color: #e69f00")
-        self.size_warning.setWordWrap(True)
-        form.addWidget(self.size_warning)
-        self.undo_button = QPushButton("Undo delete (Alt-Z)")
-        self.undo_button.clicked.connect(self.undo_delete)
-        form.addWidget(self.undo_button)
-        layout.addWidget(current)
-
-        classes = QGroupBox("Classes")
-        cbox = QVBoxLayout(classes)
-        self.class_list = QListWidget()
-        self.class_list.setMinimumHeight(140)
-        self.class_list.currentTextChanged.connect(self._on_class_chosen)
-        cbox.addWidget(self.class_list)
-        cbox.addLayout(
-            button_row(
-                [
-                    ("Add", self._add_class),
-                    ("Rename", self._rename_class),
-                    ("Remove", self._remove_class),
-                ]
-            )
-        )
-        opts = QFormLayout()
-        self.polyline_spin = QDoubleSpinBox()
-        self.polyline_spin.setRange(0.5, 100)
-        self.polyline_spin.setValue(3.0)
-        self.polyline_spin.setSuffix(" px")
-        self.polyline_spin.valueChanged.connect(self._on_options)
-        self.min_area_spin = QDoubleSpinBox()
-        self.min_area_spin.setRange(0, 1e7)
-        self.min_area_spin.setDecimals(0)
-        self.min_area_spin.setValue(200)
-        self.min_area_spin.setSuffix(" px\u00b2")
-        self.min_area_spin.setToolTip(
-            "warn about regions smaller than this; annotators often use about twice the area "
-            "of a surrounding cell"
-        )
-        self.min_area_spin.valueChanged.connect(self._on_options)
-        opts.addRow("polyline width", self.polyline_spin)
-        opts.addRow("minimum region area", self.min_area_spin)
-        cbox.addLayout(opts)
-        layout.addWidget(classes)
+        self.image_panel = CurrentImagePanel(lambda: self.annotator, self._error)
+        self.classes_panel = ClassesPanel(lambda: self.annotator, self._error, self._on_options)
+        for panel, names in (
+            (self.image_panel, ("image_label", "no_anomaly_box", "attr_table", "region_table",
+                                "size_warning", "undo_button")),
+            (self.classes_panel, ("class_list", "polyline_spin", "min_area_spin")),
+        ):  # fmt: skip
+            for name in names:
+                setattr(self, name, getattr(panel, name))  # as tests and scripts know them
+            layout.addWidget(panel)
 
         export = QGroupBox("Export")
         erow = QHBoxLayout(export)
@@ -337,7 +267,7 @@ class AnnotateWidget(QWidget):
         session.set_file_attributes(attrs, index)
         self.image_model.refresh(index)
         if index == session.current:
-            self._fill_attributes()
+            self.image_panel.fill_attributes(session)
 
     def _on_quality_done(self) -> None:
         self._qc_worker = None
@@ -382,18 +312,7 @@ class AnnotateWidget(QWidget):
             )
 
     def _on_image_changed(self, index: int) -> None:
-        session = self._session
-        im = session.image
-        shape = f"{im.shape[0]}x{im.shape[1]}" if im.shape else "size unknown"
-        problem = session.problems.get(im.filename)
-        self.image_label.setText(
-            f"<b>{index + 1}/{len(session.dataset.images)}</b> {im.filename} ({shape})"
-            + (f"<br><span style='color:#d55e00'>{problem}</span>" if problem else "")
-        )
-        self.no_anomaly_box.blockSignals(True)
-        self.no_anomaly_box.setChecked(im.no_anomaly)
-        self.no_anomaly_box.blockSignals(False)
-        self._fill_attributes()
+        self.image_panel.show_image(self._session, index)
         self._on_regions_changed()
         proxy_index = self.image_proxy.mapFromSource(self.image_model.index(index, 0))
         if proxy_index.isValid():
@@ -404,164 +323,36 @@ class AnnotateWidget(QWidget):
 
     def _on_regions_changed(self) -> None:
         session = self._session
-        regions = session.image.regions
         small = set(self.annotator.small_regions()) if self.annotator else set()
-        table = self.region_table
-        table.setRowCount(len(regions))
-        for i, r in enumerate(regions):
-            cells = [
-                _NumberItem(i + 1),
-                QTableWidgetItem(r.label),
-                _NumberItem(r.area, f"{r.area:.0f}"),
-                QTableWidgetItem(r.source),
-            ]
-            cells[1].setIcon(_swatch(class_color(r.label)))
-            if i in small:
-                cells[2].setForeground(QColor("#e69f00"))
-            for col, item in enumerate(cells):
-                table.setItem(i, col, item)
-        self.size_warning.setText(
-            f"{len(small)} region(s) smaller than {self.min_area_spin.value():.0f} px\u00b2"
-            if small
-            else ""
-        )
-        self.no_anomaly_box.blockSignals(True)
-        self.no_anomaly_box.setChecked(session.image.no_anomaly)
-        self.no_anomaly_box.blockSignals(False)
+        self.image_panel.show_regions(session, small, self.min_area_spin.value())
         self._refresh_row(session.current)
         counts = summary(session)
         done = counts["annotated"] + counts["checked: no anomaly"] + counts["reviewed"]
         self.save_label.setText(
             self._save_state_text() + f"  |  {done}/{len(session.dataset.images)} images done"
         )
-        for name in session.dataset.classes:
-            if not self.class_list.findItems(name, Qt.MatchFlag.MatchExactly):
-                self._fill_classes()
-                break
-
-    def _on_region_clicked(self, row: int, _col: int) -> None:
-        if self.annotator is not None:
-            layer = self.annotator.shapes_layer
-            if row < len(layer.data):
-                layer.mode = "select"
-                layer.selected_data = {row}
+        if not self.classes_panel.lists(session.dataset.classes):
+            self._fill_classes()
 
     def undo_delete(self) -> None:
-        if self.annotator is not None:
-            self.annotator.undo_delete()
-
-    def _on_no_anomaly(self, checked: bool) -> None:
-        if self.annotator is None:
-            return
-        try:
-            self.annotator.set_no_anomaly(checked)
-        except BioAnomalyError as exc:
-            self.no_anomaly_box.blockSignals(True)
-            self.no_anomaly_box.setChecked(False)
-            self.no_anomaly_box.blockSignals(False)
-            self._error(str(exc))
-
-    # ------------------------------------------------------------------ file attributes
-
-    def _fill_attributes(self) -> None:
-        attrs = self._session.image.file_attributes
-        self._filling = True
-        self.attr_table.setRowCount(len(attrs))
-        for row, (k, v) in enumerate(attrs.items()):
-            self.attr_table.setItem(row, 0, QTableWidgetItem(str(k)))
-            self.attr_table.setItem(row, 1, QTableWidgetItem(str(v)))
-        self._filling = False
-
-    def _add_attribute(self) -> None:
-        if self.annotator is None:
-            return
-        self._filling = True
-        row = self.attr_table.rowCount()
-        self.attr_table.setRowCount(row + 1)
-        self.attr_table.setItem(row, 0, QTableWidgetItem("cell_line" if row == 0 else ""))
-        self.attr_table.setItem(row, 1, QTableWidgetItem(""))
-        self._filling = False
-        self.attr_table.editItem(self.attr_table.item(row, 1))
-
-    def _on_attribute_edited(self, _item: QTableWidgetItem) -> None:
-        if self._filling or self.annotator is None:
-            return
-        attrs = {}
-        for row in range(self.attr_table.rowCount()):
-            key, value = self.attr_table.item(row, 0), self.attr_table.item(row, 1)
-            if key is not None and key.text().strip():
-                attrs[key.text().strip()] = value.text() if value is not None else ""
-        self.annotator.set_file_attributes(attrs)
+        self.image_panel.undo_delete()
 
     # ------------------------------------------------------------------ classes
 
     def _fill_classes(self) -> None:
-        current = self.annotator.current_class if self.annotator else None
-        self.class_list.blockSignals(True)
-        self.class_list.clear()
-        for i, name in enumerate(self._session.dataset.classes):
-            item = QListWidgetItem(_swatch(class_color(name)), name)
-            if i < 9:
-                item.setToolTip(f"Alt-{i + 1}")
-            self.class_list.addItem(item)
-            if name == current:
-                self.class_list.setCurrentItem(item)
-        self.class_list.blockSignals(False)
-
-    def _on_class_chosen(self, name: str) -> None:
-        if name and self.annotator is not None:
-            self.annotator.current_class = name
+        self.classes_panel.fill()
 
     def choose_class(self, i: int) -> None:
-        if 0 <= i < self.class_list.count():
-            self.class_list.setCurrentRow(i)
-
-    def _add_class(self) -> None:
-        name, ok = QInputDialog.getText(self, "Add class", "Class name:")
-        if ok:
-            self.add_class(name)
+        self.classes_panel.choose(i)
 
     def add_class(self, name: str) -> None:
-        name = name.strip()
-        if not name or self.annotator is None:
-            return
-        session = self._session
-        if name not in session.dataset.classes:
-            session.set_classes([*session.dataset.classes, name])
-            self.annotator.autosave()
-        self._fill_classes()
-        self.choose_class(session.dataset.classes.index(name))
-
-    def _rename_class(self) -> None:
-        item = self.class_list.currentItem()
-        if item is None or self.annotator is None:
-            return
-        new, ok = QInputDialog.getText(self, "Rename class", f"New name for {item.text()!r}:")
-        if ok:
-            self.rename_class(item.text(), new)
+        self.classes_panel.add(name)
 
     def rename_class(self, old: str, new: str) -> None:
-        try:
-            self._session.rename_class(old, new)
-        except BioAnomalyError as exc:
-            self._error(str(exc))
-            return
-        self.annotator.show(self.annotator.index)  # redraw with the new name
-        self.annotator.autosave()
-        self._fill_classes()
+        self.classes_panel.rename(old, new)
 
     def _remove_class(self) -> None:
-        item = self.class_list.currentItem()
-        if item is None or self.annotator is None:
-            return
-        classes = [c for c in self._session.dataset.classes if c != item.text()]
-        try:
-            self._session.set_classes(classes)
-        except BioAnomalyError as exc:
-            self._error(str(exc))
-            return
-        self.annotator.autosave()
-        self._fill_classes()
+        self.classes_panel.remove_current()
 
     def _on_options(self, *_: Any) -> None:
         if self.annotator is not None:
@@ -581,26 +372,17 @@ class AnnotateWidget(QWidget):
         self.save_label.setText(f"\u2713 saved {Path(path).name} at {time.strftime('%H:%M:%S')}")
 
     def _ask_export(self) -> None:
-        if self.annotator is None:
-            return
-        fmt, pattern = EXPORTS[self.export_combo.currentText()]
-        if pattern is None:
-            out = QFileDialog.getExistingDirectory(self, f"Export {fmt} files into folder")
-        else:
-            out, _ = QFileDialog.getSaveFileName(self, "Export annotations", "", pattern)
-        if out:
-            self.export(fmt, out)
+        if self.annotator is not None:
+            target = ask_export_target(self, self.export_combo.currentText())
+            if target is not None:
+                self.export(*target)
 
     def export(self, fmt: str, path: str | Path) -> list[Path]:
         """Save the current image's edits, then export the dataset; shows what was written."""
         self.annotator.sync()
         dataset = self._session.dataset
-        for im in dataset.images:
-            if im.shape is None and fmt in ("coco", "masks", "imagej", "geojson"):
-                annotations.attach_images(dataset)
-                break
         try:
-            written, warnings = annotations.save(dataset, path, fmt)
+            written, warnings = export_dataset(dataset, fmt, path)
         except (BioAnomalyError, OSError, ValueError) as exc:
             self._error(f"export failed: {exc}")
             return []

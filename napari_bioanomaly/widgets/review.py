@@ -13,17 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
-    QCheckBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
-    QSlider,
-    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -31,18 +27,21 @@ from qtpy.QtWidgets import (
 from .._annotator import Annotator
 from .._review_layers import GT_COLOR, ReviewLayers
 from .._workspace import release_annotator, shared_annotator, workspace_for
-from ..core import annotations
 from ..core.evaluate import ImageScore, Report
 from ..core.model import BioAnomalyError
 from ..core.review import ReviewSession, predictions_path
-from ..ml.events import PredictEvent, TrainEvent
-from ._common import EXPORTS, ask_conflict, button_row, with_browse
-from ._jobs import epoch_text, predict_and_save, prime_torch, train_and_predict
-from ._launch import launch
+from ._common import (
+    EXPORTS,
+    ask_conflict,
+    ask_export_target,
+    button_row,
+    export_dataset,
+    with_browse,
+)
+from ._review_jobs import ReviewJobs
 from ._review_panels import (
-    ClassPanel,
-    ImageLevelPanel,
-    ImageTablePanel,
+    LayerControls,
+    ReviewTabs,
     labelled_slider,
     slider_row,
 )
@@ -60,12 +59,13 @@ class ReviewWidget(QWidget):
         self.annotator: Annotator | None = None
         self.review: ReviewSession | None = None
         self.layers = ReviewLayers(napari_viewer)
-        #: TrainConfig settings of "Train & review" (default: the Train widget's form)
-        self.train_settings: dict[str, Any] = {}
         #: regions smaller than this are not proposed (the model's operating point's)
         self.proposal_min_area = 16.0
-        self.worker: Any = None
         self._build()
+        self.jobs = ReviewJobs(
+            self.workspace, self.summary.setText, self._after_job, self._set_proposal_point,
+            [self.train_button, self.predict_button],
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ layout
 
@@ -105,28 +105,28 @@ class ReviewWidget(QWidget):
         layout.addLayout(slider_row(self.score_slider, label))
         for slider in (self.iou_slider, self.score_slider):
             slider.valueChanged.connect(lambda _v: self.refresh())
-        layout.addLayout(self._build_view_controls())
-        layout.addLayout(self._build_map_controls())
+        controls = LayerControls()
+        for name in ("show_gt", "show_pred", "fill", "opacity", "show_heat", "heat_slider",
+                     "propose_button"):
+            setattr(self, name, getattr(controls, name))  # as tests and scripts know them
+        self.show_gt.toggled.connect(
+            lambda on: self.layers.set_visible(self.annotator and self.annotator.shapes_layer, on)
+        )
+        self.show_pred.toggled.connect(lambda on: self.layers.set_visible(self.pred_layer, on))
+        self.fill.toggled.connect(self._restyle)
+        self.opacity.valueChanged.connect(self._restyle)
+        self.show_heat.toggled.connect(lambda _on: self._show_heatmap())
+        self.propose_button.clicked.connect(self.propose)
+        layout.addWidget(controls)
         self.summary = QLabel("Open ground truth and predictions to review.")
         self.summary.setWordWrap(True)
         layout.addWidget(self.summary)
-        self.tabs = QTabWidget()
-        self.table_panel = ImageTablePanel()
+        self.tabs = ReviewTabs(self.report)
+        self.table_panel, self.image_panel, self.class_panel = (
+            self.tabs.table_panel, self.tabs.image_panel, self.tabs.class_panel
+        )
         self.table_panel.image_clicked.connect(self._go_to)
         self.table_panel.error_clicked.connect(self.layers.zoom_to)
-        self.image_panel = ImageLevelPanel()
-        self.class_panel = ClassPanel()
-        self.tabs.addTab(self.table_panel, "Per image")
-        self.tabs.addTab(self.image_panel, "Image level")
-        self.tabs.addTab(self.class_panel, "Per class")
-        # the curves (matplotlib, ~0.1 s) and class scores are redrawn once the sliders
-        # rest, and only for the visible tab
-        self._tab_timer = QTimer(self)
-        self._tab_timer.setSingleShot(True)
-        self._tab_timer.setInterval(250)
-        self._tab_timer.timeout.connect(self._refresh_tab)
-        self.tabs.currentChanged.connect(lambda _i: self._refresh_tab())
-        self.image_panel.slider.valueChanged.connect(lambda _v: self._tab_timer.start())
         layout.addWidget(self.tabs)
         layout.addLayout(button_row([
             ("Accept selected", self.accept_selected),
@@ -146,50 +146,6 @@ class ReviewWidget(QWidget):
         self.image_slider, self.image_text = self.image_panel.slider, self.image_panel.text
         self.curves = self.image_panel.curves
         self.class_table, self.agreement_text = self.class_panel.table, self.class_panel.agreement
-
-    def _build_view_controls(self) -> QHBoxLayout:
-        row = QHBoxLayout()
-        self.show_gt = QCheckBox("ground truth")
-        self.show_pred = QCheckBox("predictions")
-        self.fill = QCheckBox("fill")
-        for box in (self.show_gt, self.show_pred):
-            box.setChecked(True)
-        self.show_gt.toggled.connect(
-            lambda on: self.layers.set_visible(self.annotator and self.annotator.shapes_layer, on)
-        )
-        self.show_pred.toggled.connect(lambda on: self.layers.set_visible(self.pred_layer, on))
-        self.fill.toggled.connect(self._restyle)
-        self.opacity = QSlider(Qt.Orientation.Horizontal)
-        self.opacity.setRange(10, 100)
-        self.opacity.setValue(100)
-        self.opacity.valueChanged.connect(self._restyle)
-        for box in (self.show_gt, self.show_pred, self.fill):
-            row.addWidget(box)
-        row.addWidget(QLabel("opacity"))
-        row.addWidget(self.opacity, 1)
-        return row
-
-    def _build_map_controls(self) -> QHBoxLayout:
-        row = QHBoxLayout()
-        self.show_heat = QCheckBox("anomaly map")
-        self.show_heat.setChecked(True)
-        self.show_heat.setToolTip(
-            "the model's per-pixel anomaly map of this image (written by Predict & review, or "
-            "by predict --heatmaps into PREDICTIONS.heatmaps)"
-        )
-        self.show_heat.toggled.connect(lambda _on: self._show_heatmap())
-        self.heat_slider, label = labelled_slider(50, "propose at")
-        self.propose_button = QPushButton("Propose regions")
-        self.propose_button.setToolTip(
-            "replace this image's predictions by the outlines of the map above the threshold; "
-            "accept the good ones into the annotations"
-        )
-        self.propose_button.clicked.connect(self.propose)
-        row.addWidget(self.show_heat)
-        row.addWidget(label)
-        row.addWidget(self.heat_slider, 1)
-        row.addWidget(self.propose_button)
-        return row
 
     def _with_browse(self, edit: QLineEdit, pattern: str = "JSON (*.json)") -> QHBoxLayout:
         def browse() -> None:
@@ -299,30 +255,13 @@ class ReviewWidget(QWidget):
         lines += [_summary_line(f"{group_by}={k}", v) for k, v in groups.items()]
         self.summary.setText("\n".join(lines))
         self._fill_predictions()
-        self._tab_timer.start()
-
-    def resizeEvent(self, event: Any) -> None:
-        super().resizeEvent(event)
-        if self.review is not None and self.tabs.currentIndex() == 1:
-            self._tab_timer.start()  # redraw the curves at the new width
-
-    def _refresh_tab(self) -> None:
-        """Recompute what the visible tab shows (the per-image table is always live)."""
-        if self.tabs.currentIndex() == 1:
-            self.refresh_image_level()
-        elif self.tabs.currentIndex() == 2:
-            self.fill_classes()
+        self.tabs.changed()
 
     def fill_classes(self) -> None:
-        report = self.report()
-        if report is not None:
-            self.class_panel.show_report(report)
+        self.tabs.fill_classes()
 
     def refresh_image_level(self) -> None:
-        report = self.report()
-        if report is not None:
-            width = max(min(self.curves.width(), self.tabs.width() - 12), 320)  # fits the dock
-            self.image_panel.show_report(report, width)
+        self.tabs.refresh_image_level()
 
     def _go_to(self, filename: str) -> None:
         if self.annotator is not None:
@@ -440,123 +379,47 @@ class ReviewWidget(QWidget):
         choice, ok = QInputDialog.getItem(
             self, "Export corrected", "Format:", list(EXPORTS), 0, False
         )
-        if not ok:
-            return
-        fmt, pattern = EXPORTS[choice]
-        if pattern is None:
-            out = QFileDialog.getExistingDirectory(self, "Export label masks into folder")
-        else:
-            out, _ = QFileDialog.getSaveFileName(self, "Export corrected annotations", "", pattern)
-        if out:
-            self.export_corrected(fmt, out)
+        target = ask_export_target(self, choice) if ok else None
+        if target is not None:
+            self.export_corrected(*target)
 
     def export_corrected(self, fmt: str, path: str | Path) -> list[Path]:
         """Export the corrected ground truth (see :data:`annotations.EXPORT_FORMATS`)."""
         self.annotator.sync()
-        dataset = self.annotator.session.dataset
-        if fmt in ("coco", "masks"):
-            annotations.attach_images(dataset)
-        written, _ = annotations.save(dataset, path, fmt)
+        written, _ = export_dataset(self.annotator.session.dataset, fmt, path)
         return written
 
     # ------------------------------------------------------------------ one click
 
-    def _can_start(self) -> bool:
-        if self.worker is not None:
-            return False
-        if self.workspace.busy:
-            self.summary.setText("Another job of this window runs: wait for it, or stop it.")
-            return False
-        return True
+    @property
+    def worker(self) -> Any:
+        """The running job's worker (None when idle)."""
+        return self.jobs.worker
+
+    @property
+    def train_settings(self) -> dict[str, Any]:
+        """TrainConfig settings of "Train & review" (default: the Train widget's form)."""
+        return self.jobs.train_settings
+
+    @train_settings.setter
+    def train_settings(self, settings: dict[str, Any]) -> None:
+        self.jobs.train_settings = settings
 
     def train_and_review(self) -> bool:
         """Train on the training split, predict the validation images, then review them."""
-        from ..ml.config import TrainConfig
-
-        if not self._can_start():
-            return False
-        gt = self.gt_edit.text().strip()
-        try:
-            if not gt:
-                raise BioAnomalyError("choose the ground-truth annotation file first")
-            dataset, _ = annotations.open_dataset(gt)
-            config = self._train_config(TrainConfig)
-            prime_torch()
-        except (BioAnomalyError, OSError, TypeError) as exc:
-            self.summary.setText(f"Cannot train: {exc}")
-            return False
-        out = Path(gt).with_name("bioanomaly-model.pt")
-        self.summary.setText(f"Training {config.model} on the training split...")
-        return self._start(
-            train_and_predict, (dataset, config, out, predictions_path(gt)), gt,
-            "Training", f"training {config.model} (Review)",
-        )  # fmt: skip
-
-    def _train_config(self, config_class: Any) -> Any:
-        """Settings of "Train & review": :attr:`train_settings` when set, else the Train
-        widget's form in this window, else the defaults."""
-        if self.train_settings:
-            return config_class(**self.train_settings)
-        try:
-            config = self.workspace.train_config
-        except RuntimeError:  # the Train widget was deleted
-            config = None
-        return config if config is not None else config_class()
+        return self.jobs.train(self.gt_edit.text().strip())
 
     def predict_and_review(self) -> bool:
         """Predict every ground-truth image with the model (in the background), then review."""
-        from ..ml.predict import Predictor
-
-        if not self._can_start():
-            return False
-        gt, model = self.gt_edit.text().strip(), self.model_edit.text().strip()
-        try:
-            if not gt or not model:
-                raise BioAnomalyError("choose the ground-truth file and a model first")
-            dataset, _ = annotations.open_dataset(gt, read_images=False)
-            prime_torch()
-            predictor = Predictor.load(model)
-        except (BioAnomalyError, OSError) as exc:
-            self.summary.setText(f"Cannot predict: {exc}")
-            return False
-        # proposals from the anomaly maps start at the model's own operating point
-        point = predictor.operating_point
-        self.heat_slider.setValue(round(point.threshold * 100))
-        self.proposal_min_area = point.min_area
-        pred_out = predictions_path(gt)
-        heatmaps = pred_out.with_suffix(annotations.HEATMAPS_SUFFIX)
-        return self._start(
-            predict_and_save, (predictor, dataset, pred_out, heatmaps), gt, "Prediction",
-            f"predicting with {Path(model).name} (Review)",
-        )  # fmt: skip
-
-    def _start(self, job: Any, args: tuple, gt: str, what: str, describe: str) -> bool:
-        self.train_button.setEnabled(False)
-        self.predict_button.setEnabled(False)
-        self.worker = launch(
-            job, args, on_event=self._on_progress,
-            on_returned=lambda result: self._after_job(gt, *result),
-            on_error=lambda exc: self.summary.setText(f"{what} failed: {exc}"),
-            on_finished=self._on_worker_finished, workspace=self.workspace, describe=describe,
-        )  # fmt: skip
-        return True
-
-    def _on_progress(self, event: TrainEvent | PredictEvent) -> None:
-        if isinstance(event, TrainEvent):
-            if event.kind == "epoch":
-                self.summary.setText(f"Training: {epoch_text(event)}")
-        else:
-            self.summary.setText(f"Predicting: {event.index}/{event.total} images")
+        return self.jobs.predict(self.gt_edit.text().strip(), self.model_edit.text().strip())
 
     def _after_job(self, gt: str, pred_out: Path, names: list[str]) -> None:
-        self.workspace.predictions_path = pred_out
         self.pred_edit.setText(str(pred_out))
         self.open(gt, pred_out, images=names)
 
-    def _on_worker_finished(self) -> None:
-        self.worker = None
-        self.train_button.setEnabled(True)
-        self.predict_button.setEnabled(True)
+    def _set_proposal_point(self, threshold: float, min_area: float) -> None:
+        self.heat_slider.setValue(round(threshold * 100))
+        self.proposal_min_area = min_area
 
     def _on_gt_saved(self, *_: Any) -> None:
         """The ground truth is on disk: accepted predictions leave the predictions file."""

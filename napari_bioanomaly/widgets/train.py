@@ -18,14 +18,12 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -35,11 +33,12 @@ from .._workspace import workspace_for
 from ..core import annotations
 from ..core.model import BioAnomalyError
 from ..ml.config import ANOMALY_MODELS, REGISTRY
-from ..ml.settings import SETTINGS, Setting, config_from_form
+from ..ml.settings import SETTINGS, config_from_form
 from ._common import with_browse
 from ._jobs import _num, crossval_job, epoch_text, prime_torch, step_text, training_job
 from ._launch import error_text, launch
 from ._loss_plot import LossPlot
+from ._settings_form import add_setting_rows, field_values, spin
 
 if TYPE_CHECKING:  # torch stays unloaded until a run starts
     from ..ml.crossval import CrossvalResult
@@ -124,7 +123,7 @@ class TrainWidget(QWidget):
         buttons.addWidget(self.stop_button)
         layout.addLayout(buttons)
         cv = QHBoxLayout()
-        self.cv_folds = self._spin(2, 50, 3)
+        self.cv_folds = spin(2, 50, 3)
         self.cv_folds.setToolTip("number of folds")
         self.cv_group = QLineEdit()
         self.cv_group.setPlaceholderText("group by (e.g. cell_line)")
@@ -155,78 +154,17 @@ class TrainWidget(QWidget):
         layout.addStretch(1)
 
     def _build_settings(self, form: QFormLayout) -> None:
-        """One row per setting of :data:`~..ml.settings.SETTINGS` shown in the form (a
-        group shares a row); each field is an attribute named like the setting."""
-        self.fields: dict[str, QWidget] = {}
-        rows: dict[str, QHBoxLayout] = {}
-        for setting in SETTINGS:
-            if not setting.form:
-                continue
-            field = self._field(setting)
-            field.setToolTip(setting.help)
-            self.fields[setting.name] = field
-            setattr(self, setting.name, field)
-            if not setting.group:
-                form.addRow(setting.label, field)
-            elif setting.group in rows:
-                rows[setting.group].addWidget(QLabel(setting.label))
-                rows[setting.group].addWidget(field)
-            else:
-                row = rows[setting.group] = QHBoxLayout()
-                row.setContentsMargins(0, 0, 0, 0)
-                row.addWidget(field)
-                box = QWidget()
-                box.setLayout(row)
-                form.addRow(setting.label, box)
+        """One row per setting of :data:`~..ml.settings.SETTINGS` shown in the form; each
+        field is also an attribute named like the setting."""
+        self.fields = add_setting_rows(form)
+        for name, field in self.fields.items():
+            setattr(self, name, field)
         # "auto" epochs take the time budget; a fixed number of epochs does not
         self.epochs.valueChanged.connect(lambda _v: self._model_changed(self.model.currentText()))
 
-    @staticmethod
-    def _field(setting: Setting) -> QWidget:
-        value = setting.to_form(setting.default)
-        if setting.kind == "int":
-            field: Any = TrainWidget._spin(int(setting.low), int(setting.high), value,
-                                           int(setting.step))  # fmt: skip
-        elif setting.kind == "float":
-            field = QDoubleSpinBox()
-            field.setDecimals(setting.decimals)
-            field.setRange(setting.low, setting.high)
-            field.setSingleStep(setting.step)
-            field.setValue(value)
-        elif setting.kind == "choice":
-            field = QComboBox()
-            field.addItems(list(setting.choices))
-            field.setCurrentText(value)
-        elif setting.kind == "flag":
-            field = QCheckBox(setting.check)
-            field.setChecked(bool(value))
-        else:
-            field = QLineEdit(value)
-        if setting.auto:
-            field.setSpecialValueText("auto")
-        return field
-
     def form_values(self) -> dict[str, Any]:
         """What the form holds, by setting name."""
-        out = {}
-        for name, field in self.fields.items():
-            if isinstance(field, QCheckBox):
-                out[name] = field.isChecked()
-            elif isinstance(field, QComboBox):
-                out[name] = field.currentText()
-            elif isinstance(field, QLineEdit):
-                out[name] = field.text()
-            else:
-                out[name] = field.value()
-        return out
-
-    @staticmethod
-    def _spin(lo: int, hi: int, value: int, step: int = 1) -> QSpinBox:
-        spin = QSpinBox()
-        spin.setRange(lo, hi)
-        spin.setSingleStep(step)
-        spin.setValue(value)
-        return spin
+        return field_values(self.fields)
 
     # ------------------------------------------------------------------ sources
 

@@ -127,10 +127,10 @@ def test_train_and_review_uses_the_train_widgets_settings(make_napari_viewer, qt
     from napari_bioanomaly.ml.config import TrainConfig
 
     train.model.setCurrentText("forest")
-    assert review._train_config(TrainConfig).model == "forest"
+    assert review.jobs.train_config(TrainConfig).model == "forest"
     train.model.setCurrentText("unet")
     train.tile.setValue(128)
-    config = review._train_config(TrainConfig)
+    config = review.jobs.train_config(TrainConfig)
     assert (config.model, config.tile) == ("unet", 128)
     review.workspace.set_job("running", "something else")
     review.gt_edit.setText("x.json")

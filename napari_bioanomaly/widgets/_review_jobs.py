@@ -1,0 +1,142 @@
+"""Review's two one-click jobs: "Train & review" and "Predict & review".
+
+Each runs in a worker thread (:func:`._launch.launch`, one job per window through the
+Workspace), reports progress as text, and hands the predictions file and the names of
+the predicted images back to the widget, which opens them for review. Nothing here
+touches a layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from qtpy.QtWidgets import QPushButton
+
+from .._workspace import Workspace
+from ..core import annotations
+from ..core.model import BioAnomalyError
+from ..core.review import predictions_path
+from ..ml.events import PredictEvent, TrainEvent
+from ._jobs import epoch_text, predict_and_save, prime_torch, train_and_predict
+from ._launch import launch
+
+
+class ReviewJobs:
+    """Start, follow and finish Review's jobs.
+
+    ``say`` shows a line of text; ``on_done(gt, predictions, names)`` opens the result;
+    ``on_operating_point(threshold, min_area)`` passes a loaded model's point on to the
+    proposal controls; ``buttons`` are disabled while a job runs.
+    """
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        say: Callable[[str], None],
+        on_done: Callable[[str, Path, list[str]], None],
+        on_operating_point: Callable[[float, float], None],
+        buttons: list[QPushButton],
+    ) -> None:
+        self.workspace = workspace
+        self.say = say
+        self.on_done = on_done
+        self.on_operating_point = on_operating_point
+        self.buttons = buttons
+        self.worker: Any = None
+        #: TrainConfig settings of "Train & review" (default: the Train widget's form)
+        self.train_settings: dict[str, Any] = {}
+
+    def _can_start(self) -> bool:
+        if self.worker is not None:
+            return False
+        if self.workspace.busy:
+            self.say("Another job of this window runs: wait for it, or stop it.")
+            return False
+        return True
+
+    def train(self, gt: str) -> bool:
+        """Train on the training split of ``gt``, predict its validation images."""
+        from ..ml.config import TrainConfig
+
+        if not self._can_start():
+            return False
+        try:
+            if not gt:
+                raise BioAnomalyError("choose the ground-truth annotation file first")
+            dataset, _ = annotations.open_dataset(gt)
+            config = self.train_config(TrainConfig)
+            prime_torch()
+        except (BioAnomalyError, OSError, TypeError) as exc:
+            self.say(f"Cannot train: {exc}")
+            return False
+        out = Path(gt).with_name("bioanomaly-model.pt")
+        self.say(f"Training {config.model} on the training split...")
+        return self._start(
+            train_and_predict, (dataset, config, out, predictions_path(gt)), gt,
+            "Training", f"training {config.model} (Review)",
+        )  # fmt: skip
+
+    def train_config(self, config_class: Any) -> Any:
+        """Settings of "Train & review": :attr:`train_settings` when set, else the Train
+        widget's form in this window, else the defaults."""
+        if self.train_settings:
+            return config_class(**self.train_settings)
+        try:
+            config = self.workspace.train_config
+        except RuntimeError:  # the Train widget was deleted
+            config = None
+        return config if config is not None else config_class()
+
+    def predict(self, gt: str, model: str) -> bool:
+        """Predict every image of ``gt`` with the model file ``model``."""
+        from ..ml.predict import Predictor
+
+        if not self._can_start():
+            return False
+        try:
+            if not gt or not model:
+                raise BioAnomalyError("choose the ground-truth file and a model first")
+            dataset, _ = annotations.open_dataset(gt, read_images=False)
+            prime_torch()
+            predictor = Predictor.load(model)
+        except (BioAnomalyError, OSError) as exc:
+            self.say(f"Cannot predict: {exc}")
+            return False
+        # proposals from the anomaly maps start at the model's own operating point
+        point = predictor.operating_point
+        self.on_operating_point(point.threshold, point.min_area)
+        pred_out = predictions_path(gt)
+        heatmaps = pred_out.with_suffix(annotations.HEATMAPS_SUFFIX)
+        return self._start(
+            predict_and_save, (predictor, dataset, pred_out, heatmaps), gt, "Prediction",
+            f"predicting with {Path(model).name} (Review)",
+        )  # fmt: skip
+
+    def _start(self, job: Any, args: tuple, gt: str, what: str, describe: str) -> bool:
+        for button in self.buttons:
+            button.setEnabled(False)
+        self.worker = launch(
+            job, args, on_event=self._on_progress,
+            on_returned=lambda result: self._after(gt, *result),
+            on_error=lambda exc: self.say(f"{what} failed: {exc}"),
+            on_finished=self._on_finished, workspace=self.workspace, describe=describe,
+        )  # fmt: skip
+        return True
+
+    def _on_progress(self, event: TrainEvent | PredictEvent) -> None:
+        if isinstance(event, TrainEvent):
+            if event.kind == "epoch":
+                self.say(f"Training: {epoch_text(event)}")
+        else:
+            self.say(f"Predicting: {event.index}/{event.total} images")
+
+    def _after(self, gt: str, pred_out: Path, names: list[str]) -> None:
+        self.workspace.predictions_path = pred_out
+        self.on_done(gt, pred_out, names)
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        for button in self.buttons:
+            button.setEnabled(True)

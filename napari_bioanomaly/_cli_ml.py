@@ -34,16 +34,9 @@ def _progress_line(event: Any) -> str:
     return "  ".join(parts)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from .ml.train import train
-
-    config = _train_config(args)
-    dataset, report = annotations.open_dataset(args.annotations, args.images, _import_options(args))
-    for line in _import_warnings(report, args):
-        print(f"warning: {line}", file=sys.stderr)
-    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
+def _follow(gen: Any, main_process: bool = True) -> Any:
+    """Run a training generator, printing its progress on stderr; returns its result."""
     interactive = sys.stderr.isatty() and main_process
-    gen = train(dataset, config, args.out, resume=args.resume)
     try:
         while True:
             event = next(gen)
@@ -56,10 +49,36 @@ def cmd_train(args: argparse.Namespace) -> int:
                 end = "\n" if event.kind == "epoch" else "\r"
                 print(_progress_line(event).ljust(100), end=end, file=sys.stderr, flush=True)
     except StopIteration as stop:
-        result = stop.value
+        return stop.value
     except KeyboardInterrupt:
         gen.close()
         raise
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from .ml.pretrain import pretrain
+
+    config = _train_config(args)
+    if config.model != "unet":
+        raise BioAnomalyError(f"pretrain makes U-Net weights; --model {config.model} does not "
+                              "take them")  # fmt: skip
+    dataset, report = annotations.open_dataset(args.annotations, args.images, _import_options(args))
+    for line in _import_warnings(report, args):
+        print(f"warning: {line}", file=sys.stderr)
+    result = _follow(pretrain(dataset, config, args.out))
+    print(f"{result.text()}; train a U-Net from them with --weights {result.path}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .ml.train import train
+
+    config = _train_config(args)
+    dataset, report = annotations.open_dataset(args.annotations, args.images, _import_options(args))
+    for line in _import_warnings(report, args):
+        print(f"warning: {line}", file=sys.stderr)
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
+    result = _follow(train(dataset, config, args.out, resume=args.resume), main_process)
     if main_process:
         op = result.operating_point
         point = f"; operating point {op.describe()}" if op and op.source == "validation" else ""

@@ -29,6 +29,7 @@ from ._cli_ml import (
     cmd_crossval,
     cmd_evaluate,
     cmd_predict,
+    cmd_pretrain,
     cmd_train,
 )
 from .core import annotations
@@ -100,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_options(p)
     _add_import_options(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "pretrain", help="learn U-Net weights from images alone (no annotations), for "
+        "train --weights",
+    )
+    p.add_argument("--out", required=True, metavar="WEIGHTS.pt", help="the weights go here")
+    _add_train_options(p)
+    _add_import_options(p)
+    p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("crossval", help="K-fold cross-validation, grouped by a file attribute")
     p.add_argument("--out", required=True, metavar="DIR", help="fold models and results go here")

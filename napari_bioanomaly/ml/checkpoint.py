@@ -199,6 +199,8 @@ def _scoring(scoring: Any, model: str) -> None:
 
 CHECKPOINT_FORMAT = "napari-bioanomaly-checkpoint"
 CHECKPOINT_VERSION = 1
+#: What :mod:`.pretrain` writes: U-Net weights learnt without annotations.
+PRETRAINED_FORMAT = "napari-bioanomaly-pretrained-unet"
 
 
 def last_path(out: Path) -> Path:
@@ -237,11 +239,8 @@ def checkpoint_payload(
     }
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint as data only (``weights_only=True``: no code from the file runs)."""
-    path = Path(path)
-    if not path.is_file():
-        raise BioAnomalyError(f"{path}: checkpoint not found")
+def _read(path: Path) -> Any:
+    """The file's contents as data only (``weights_only=True``: no code from it runs)."""
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols before failing
             warnings.simplefilter("ignore")
@@ -253,6 +252,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         ) from None
     except Exception as exc:
         raise BioAnomalyError(f"{path}: not a readable checkpoint ({_one_line(exc)})") from None
+    return ckpt
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint as data only (``weights_only=True``: no code from the file runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BioAnomalyError(f"{path}: checkpoint not found")
+    ckpt = _read(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise BioAnomalyError(f"{path}: not a napari-bioanomaly checkpoint")
     version = ckpt.get("version", 0)
@@ -288,3 +296,42 @@ def model_from_checkpoint(
             f"the {config.model} weights do not fit the network they describe: {' '.join(first)}"
         ) from None
     return model.to(device).eval()
+
+
+def load_pretrained(path: str | Path, model: torch.nn.Module) -> int:
+    """Start ``model`` (a U-Net) from the pretrained file ``path`` (see :mod:`.pretrain`):
+    every weight except the output head, whose classes the pretraining did not know.
+    The file is read as data only and must match the network's width and depth.
+    Returns how many tensors were loaded."""
+    path = Path(path)
+    if not path.is_file():
+        raise BioAnomalyError(f"{path}: pretrained weights not found")
+    ckpt = _read(path)
+    if isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT:
+        raise BioAnomalyError(
+            f"{path}: a trained model, not pretrained weights (to continue training it, "
+            "use --resume; to pretrain, use napari-bioanomaly pretrain)"
+        )
+    if not isinstance(ckpt, dict) or ckpt.get("format") != PRETRAINED_FORMAT:
+        raise BioAnomalyError(f"{path}: not a file of napari-bioanomaly pretrain")
+    state = ckpt.get("state_dict")
+    if not isinstance(state, dict):
+        raise BioAnomalyError(f"{path}: state_dict: missing")
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
+    for key, value in own.items():
+        theirs = state.get(key)
+        if not isinstance(theirs, torch.Tensor):
+            raise BioAnomalyError(
+                f"{path}: state_dict[{key!r}]: missing (pretrained for another network: "
+                f"base_channels {_short(ckpt.get('base_channels'))})"
+            )
+        if theirs.shape != value.shape or not theirs.is_floating_point():
+            raise BioAnomalyError(
+                f"{path}: state_dict[{key!r}]: {tuple(theirs.shape)} {theirs.dtype}, the network "
+                f"needs {tuple(value.shape)} (pretrained with base_channels "
+                f"{_short(ckpt.get('base_channels'))}?)"
+            )
+        if not bool(torch.isfinite(theirs).all()):
+            raise BioAnomalyError(f"{path}: state_dict[{key!r}]: not finite")
+    model.load_state_dict({k: state[k] for k in own}, strict=False)
+    return len(own)

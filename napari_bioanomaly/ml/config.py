@@ -105,7 +105,9 @@ class TrainConfig:
     base_channels
         Width of the U-Net (16: about 0.5 M parameters).
     weights
-        Optional local weights file for Mask R-CNN (no downloads).
+        Optional local weights to start from (nothing is downloaded): a state dict for
+        Mask R-CNN, or for the U-Net a file of ``napari-bioanomaly pretrain``
+        (self-supervised on the user's own images; see :mod:`.pretrain`).
     num_workers
         Data loader processes (0 reads in the training thread).
     class_balance

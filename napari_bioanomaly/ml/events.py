@@ -17,11 +17,22 @@ from .config import REGISTRY
 
 #: The score of supervised models (see :func:`~napari_bioanomaly.core.operating.f1_score`).
 VAL_F1 = "validation F1 (mean of instance and pixel F1)"
+#: Their score when the annotations are thin structures (criterion ``pixel``).
+VAL_PIXEL_F1 = "validation pixel F1 (thin structures)"
+
 #: What the best checkpoint's score measures, by model kind (it is named so everywhere).
 SCORE_LABELS = {
     name: VAL_F1 if info.learns_classes else "validation image ROC-AUC"
     for name, info in REGISTRY.items()
 }
+
+
+def score_label(model: str, criterion: str = "mean") -> str:
+    """What a model's best score is named: :data:`SCORE_LABELS`, or :data:`VAL_PIXEL_F1`
+    for a supervised model chosen by pixel F1."""
+    if criterion == "pixel" and SCORE_LABELS[model] == VAL_F1:
+        return VAL_PIXEL_F1
+    return SCORE_LABELS[model]
 
 
 @dataclass(frozen=True)

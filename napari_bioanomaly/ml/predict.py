@@ -140,6 +140,7 @@ class Ensemble:
             float(np.mean([p.min_area for p in points])),
             source="validation" if all(p.source == "validation" for p in points) else "default",
             class_min_area={c: float(np.mean([p.min_area_of(c) for p in points])) for c in own},
+            criterion=points[0].criterion if len({p.criterion for p in points}) == 1 else "mean",
         )
 
     def probabilities(

@@ -191,7 +191,8 @@ SETTINGS: tuple[Setting, ...] = (
             "CPUs that compute it natively)", kind="flag",
             negate=True, applies=_network, form=False),
     Setting("seed", "seed", "random seed (CPU runs are reproducible)", form=False),
-    Setting("weights", "weights", "local Mask R-CNN weights file (nothing is downloaded)",
+    Setting("weights", "weights", "local weights to start from: a Mask R-CNN state dict, or "
+            "a U-Net pretrained by napari-bioanomaly pretrain (nothing is downloaded)",
             kind="text", form=False, metavar="FILE"),
     Setting("workers", "data workers", "data loader processes (0: read in the training "
             "thread)", field="num_workers", high=256, form=False, metavar="N"),

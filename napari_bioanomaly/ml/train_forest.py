@@ -18,7 +18,7 @@ from . import data
 from .checkpoint import checkpoint_payload, last_path, save_checkpoint
 from .config import TrainConfig
 from .data import spread
-from .events import SCORE_LABELS, TrainEvent, TrainResult
+from .events import TrainEvent, TrainResult, score_label
 from .forest import MAX_IMAGES, MAX_SAMPLES, N_TREES, SAMPLES_PER_IMAGE, Forest, sample_pixels
 from .trainer import TrainJob
 from .validation import operating_point
@@ -82,17 +82,18 @@ def train_forest(
     val_score = val_iou = None
     if point.f1 is not None:
         pixel_f1 = point.pixel_f1 or 0.0
-        val_score, val_iou = f1_score(point.f1, pixel_f1), pixel_f1 / (2 - pixel_f1)
+        val_score = f1_score(point.f1, pixel_f1, point.criterion)
+        val_iou = pixel_f1 / (2 - pixel_f1)
     history = [{"epoch": 0, "loss": None, "val_loss": None, "val_iou": val_iou, "val_f1": val_f1,
                 "val_score": val_score}]  # fmt: skip
     payload = checkpoint_payload(config, classes, history, 0, val_score, weights)
-    payload.update(samples=len(y), forest=forest.state(), best_label=SCORE_LABELS["forest"],
+    label = score_label("forest", point.criterion)
+    payload.update(samples=len(y), forest=forest.state(), best_label=label,
                    operating_point=point.to_dict())  # fmt: skip
     best = save_checkpoint(out, payload)
     last = save_checkpoint(last_path(out), payload)
     yield TrainEvent("epoch", 0, 1, total, total, val_f1=val_f1, val_iou=val_iou)
-    return TrainResult(best, last, history, val_score, False, "cpu", SCORE_LABELS["forest"],
-                          point)
+    return TrainResult(best, last, history, val_score, False, "cpu", label, point)
 
 
 def fit(job: TrainJob) -> Generator[Any, None, Any]:

@@ -22,11 +22,17 @@ from ..core import operating
 from ..core.model import BioAnomalyError
 from . import anomaly_fit, data, models
 from .averaging import WeightAverage
-from .checkpoint import checkpoint_payload, last_path, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    checkpoint_payload,
+    last_path,
+    load_checkpoint,
+    load_pretrained,
+    save_checkpoint,
+)
 from .config import TrainConfig
 from .device import autocast_dtype, free_memory, is_oom, pick_device
 from .distributed import Dist
-from .events import SCORE_LABELS, TrainEvent, TrainResult
+from .events import TrainEvent, TrainResult, score_label
 from .trainer import TrainJob
 from .validation import operating_point, scores, validate
 
@@ -114,8 +120,11 @@ def _train(
                 f"batch {config.batch} is not a multiple of the {dist.world} processes"
             )
     model = models.build(
-        config.model, len(classes), config.tile, config.base_channels, config.weights
-    )
+        config.model, len(classes), config.tile, config.base_channels,
+        config.weights if config.model == "maskrcnn" else None,
+    )  # fmt: skip
+    if config.weights and config.model == "unet" and resume is None:
+        load_pretrained(config.weights, model)  # self-supervised weights (pretrain.py)
     model.to(device).train()
     net: torch.nn.Module = model
     if dist.world > 1:
@@ -161,9 +170,12 @@ def _train(
         best_epoch = int(ckpt.get("best_epoch", start_epoch - 1))
     batch = config.batch // dist.world  # per process; the global batch is config.batch
     stream = _batches(sampler, config, dist, start_epoch * steps * config.batch)
-    if not config.unsupervised:  # each process validates its share
-        val_tiles = val_tiles[dist.rank :: dist.world]
-    label = SCORE_LABELS[config.model]
+    # thin structures (cracks, scratches) are judged by pixel F1 (see operating.criterion_for)
+    criterion = "mean"
+    if not config.unsupervised:
+        criterion = operating.criterion_for([inst for _, _, inst in val_tiles])
+        val_tiles = val_tiles[dist.rank :: dist.world]  # each process validates its share
+    label = score_label(config.model, criterion)
     best_label = label
 
     def kept() -> torch.nn.Module:
@@ -268,7 +280,7 @@ def _train(
         else:
             raw = dist.sum(validate(config.model, kept(), val_tiles, device, batch))
             if raw[2]:
-                val_loss, val_iou, val_f1, val_threshold = scores(raw)
+                val_loss, val_iou, val_f1, val_threshold = scores(raw, criterion)
             else:
                 val_loss = None
         if config.epochs is None:
@@ -298,7 +310,7 @@ def _train(
         # normal validation images) the lowest validation loss, then training loss
         val_score = None
         if val_f1 is not None and val_iou is not None:
-            val_score = operating.f1_score(val_f1, 2 * val_iou / (1 + val_iou))
+            val_score = operating.f1_score(val_f1, 2 * val_iou / (1 + val_iou), criterion)
         record["val_score"] = val_score
         score, name = next(
             (v, name)
@@ -355,7 +367,7 @@ def _train(
         point = yield from operating_point(
             config, model, classes, {"scoring": scoring} if scoring else {}, sampler.dataset,
             list(val_idx or []), device,
-            final_epoch, plan["epochs"], steps,
+            final_epoch, plan["epochs"], steps, None if config.unsupervised else criterion,
         )  # fmt: skip
         # the .last.pt checkpoint (for resuming) keeps its own state; the best gets the point
         best_state = {**payload(best_state_epoch), "history": history}

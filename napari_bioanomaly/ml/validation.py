@@ -78,14 +78,16 @@ def validate(
     return raw.tolist()
 
 
-def scores(raw: np.ndarray | list[float]) -> tuple[float | None, float, float, float]:
+def scores(
+    raw: np.ndarray | list[float], criterion: str = "mean"
+) -> tuple[float | None, float, float, float]:
     """Validation loss (``None`` without one), and the foreground pixel IoU, instance F1
     and threshold at the threshold of :data:`VAL_THRESHOLDS` with the best
-    :func:`~napari_bioanomaly.core.operating.f1_score`."""
+    :func:`~napari_bioanomaly.core.operating.f1_score` under ``criterion``."""
     raw = np.asarray(raw, dtype=float)
     loss_sum, n_loss, _, truth_px = (float(v) for v in raw[:_HEAD])
     counts = raw[_HEAD:].reshape(len(VAL_THRESHOLDS), 1, 5)
-    point = operating.choose(counts, int(truth_px), VAL_THRESHOLDS, (MIN_AREA,))
+    point = operating.choose(counts, int(truth_px), VAL_THRESHOLDS, (MIN_AREA,), criterion)
     i = VAL_THRESHOLDS.index(point.threshold)
     _, _, _, hit, pred = counts[i, 0]
     union = pred + truth_px - hit
@@ -99,8 +101,10 @@ def choose_operating_point(
     dataset: Dataset,
     indices: list[int],
     classes: list[str],
+    criterion: str | None = None,
 ) -> operating.OperatingPoint:
-    """The threshold and minimum area with the best validation F1 on whole validation images.
+    """The threshold and minimum area with the best validation F1 on whole validation images
+    (under ``criterion``; default: :func:`~..core.operating.criterion_for` their annotations).
 
     ``predictor_probs(image)`` gives the class probabilities of a raw image, as
     :func:`~.predict.predict_image` does; at most :data:`POINT_IMAGES` images are used.
@@ -115,7 +119,7 @@ def choose_operating_point(
         probs = predictor_probs(read_image(resolve_image(root, im.filename)))
         maps.append(probs)
         truths.append(data.rasterise(im, classes, probs.shape[1:])[1])
-    return operating.choose_operating_point(maps, truths, classes=classes)
+    return operating.choose_operating_point(maps, truths, classes=classes, criterion=criterion)
 
 
 def operating_point(
@@ -129,6 +133,7 @@ def operating_point(
     epoch: int,
     epochs: int,
     steps: int,
+    criterion: str | None = None,
 ) -> Generator[TrainEvent, None, operating.OperatingPoint]:
     """Choose the operating point of a trained model on the validation images (the
     default point when none of them is annotated). ``extra`` is what the model's
@@ -149,6 +154,7 @@ def operating_point(
     point = choose_operating_point(
         lambda image: predict_image(predictor, image)[0], dataset, val_idx,
         data.class_names(dataset) if not config.unsupervised else dataset.class_names(),
+        criterion,
     )  # fmt: skip
     yield TrainEvent("status", epoch, epochs, steps, steps,
                      message=f"operating point: {point.describe()}")  # fmt: skip

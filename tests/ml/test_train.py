@@ -360,3 +360,29 @@ def test_mixed_precision_follows_the_device(monkeypatch):
     assert dev.autocast_dtype(cpu, False) is None
     monkeypatch.setattr(dev, "cpu_has_bf16", lambda: False)  # emulated: slower than float32
     assert dev.autocast_dtype(cpu, True) is None
+
+
+def test_thin_structures_are_chosen_and_named_by_pixel_f1(tmp_path):
+    """Cracks (2 px dark lines) everywhere: the operating point and the best score are
+    pixel F1, and every message says so."""
+    import tifffile
+
+    from napari_bioanomaly.core.model import Dataset, ImageRecord, Region
+    from napari_bioanomaly.ml.events import VAL_PIXEL_F1
+
+    rng = np.random.default_rng(0)
+    images = []
+    for i in range(8):
+        img = rng.normal(120, 6, (96, 96)).astype(np.float32)
+        r = 10 + 9 * i
+        img[r : r + 2, 8:88] -= 60
+        tifffile.imwrite(tmp_path / f"c{i}.tif", img.clip(0, 255).astype(np.uint8))
+        line = [(8.0, r), (88.0, r), (88.0, r + 2.0), (8.0, r + 2.0)]
+        images.append(ImageRecord(f"c{i}.tif", (96, 96), regions=[Region(line, "crack")]))
+    ds = Dataset(images=images, root=tmp_path, classes=["crack"])
+    events, result = drain(train(ds, TrainConfig(model="forest", val_fraction=0.5),
+                                 tmp_path / "f.pt"))
+    assert result.operating_point.criterion == "pixel"
+    assert result.best_label == load_checkpoint(tmp_path / "f.pt")["best_label"] == VAL_PIXEL_F1
+    assert result.best_text().startswith("validation pixel F1 (thin structures) 0.")
+    assert any("thin structures" in (e.message or "") for e in events if e.kind == "status")

@@ -1,0 +1,159 @@
+"""Self-supervised pretraining of the U-Net on the user's own images: no annotations,
+no downloads.
+
+Labs have thousands of unannotated images and few annotated ones. Here the U-Net
+learns their appearance by masked-image reconstruction (as SimMIM does for
+transformers): random 16 px blocks covering half of each tile are blanked, and
+the network restores them from the rest (L1 loss on the blanked pixels). The
+weights are saved as a *pretrained file*; ``train --weights FILE`` starts a
+U-Net from it (every layer except the output head) and fine-tunes it on the
+annotations. Whether it pays on a dataset is measured by
+``benchmarks/real/bench_pretrain.py`` (see ``docs/benchmarks.md``).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..core.model import BioAnomalyError, Dataset
+from . import data, models
+from .checkpoint import PRETRAINED_FORMAT, save_checkpoint
+from .config import TrainConfig
+from .device import autocast_dtype, pick_device
+from .events import TrainEvent
+
+#: Side of the blanked blocks (pixels) and the share of a tile they cover.
+BLOCK, MASK_RATIO = 16, 0.5
+
+
+@dataclass(frozen=True)
+class PretrainResult:
+    """Where the pretrained weights went, and from what."""
+
+    path: Path
+    images: int
+    epochs: int
+    loss: float | None
+    seconds: float
+
+    def text(self) -> str:
+        loss = "" if self.loss is None else f", reconstruction loss {self.loss:.4f}"
+        return (f"pretrained weights ({self.images} images, {self.epochs} epochs, "
+                f"{self.seconds / 60:.1f} min{loss}): {self.path}")  # fmt: skip
+
+
+def mask_blocks(
+    images: torch.Tensor, generator: torch.Generator, block: int = BLOCK, ratio: float = MASK_RATIO
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``images`` ``(N, 1, H, W)`` with random ``block``-pixel squares (``ratio`` of them)
+    set to 0, and the mask of the blanked pixels (1 = blanked)."""
+    n, _, h, w = images.shape
+    grid = (n, 1, math.ceil(h / block), math.ceil(w / block))
+    keep = torch.rand(grid, generator=generator) >= ratio
+    mask = (~keep).float().repeat_interleave(block, 2).repeat_interleave(block, 3)
+    mask = mask[:, :, :h, :w].to(images.device)
+    return images * (1 - mask), mask
+
+
+def reconstruction_loss(model: torch.nn.Module, images: torch.Tensor,
+                        generator: torch.Generator) -> torch.Tensor:
+    """L1 error of the restored pixels of one masked batch."""
+    masked, mask = mask_blocks(images, generator)
+    restored = model(masked).float()
+    return ((restored - images).abs() * mask).sum() / mask.sum().clamp(min=1)
+
+
+def _tiles(
+    cache: data.ImageCache, indices: list[int], tile: int, n: int, rng: np.random.Generator
+) -> torch.Tensor:
+    out = np.empty((n, 1, tile, tile), dtype=np.float32)
+    for k in range(n):
+        image = cache(indices[int(rng.integers(len(indices)))])
+        rows, cols = image.shape
+        r = int(rng.integers(0, max(1, rows - tile + 1)))
+        c = int(rng.integers(0, max(1, cols - tile + 1)))
+        crop = data.crop(image, r, c, tile)
+        crop = np.rot90(crop, int(rng.integers(4)))
+        out[k, 0] = np.fliplr(crop) if rng.random() < 0.5 else crop
+    return torch.from_numpy(out)
+
+
+def pretrain(
+    dataset: Dataset,
+    config: TrainConfig,
+    out: str | Path,
+    cancel: threading.Event | None = None,
+) -> Generator[TrainEvent, None, PretrainResult]:
+    """Pretrain a U-Net of ``config``'s width on every image of ``dataset`` (annotated or
+    not) for ``config.budget_min`` minutes (15 if unset) or ``config.epochs`` epochs of
+    ``config.steps_per_epoch`` steps; writes the pretrained file ``out`` atomically (the
+    previous one kept as ``.bak``). Stops early, still writing, when ``cancel`` is set."""
+    if not dataset.images:
+        raise BioAnomalyError("no images to pretrain on")
+    device = pick_device(config.device)
+    indices = list(range(len(dataset.images)))
+    config = data.fit_tile(config, dataset, indices)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    model = models.UNet(0, base=config.base_channels).to(device).train()
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
+    amp_dtype = autocast_dtype(device, config.amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    cache = data.ImageCache(dataset, config, size=64)
+    budget_s = 60 * (config.budget_min if config.budget_min is not None else 15.0)
+    epochs = config.epochs or 10_000
+    start = time.perf_counter()
+    history: list[float] = []
+    epoch = 0
+    steps = config.steps_per_epoch
+    while epoch < epochs and (config.epochs or time.perf_counter() - start < budget_s):
+        losses = []
+        for step in range(steps):
+            if cancel is not None and cancel.is_set():
+                break
+            images = _tiles(cache, indices, config.tile, config.batch, rng).to(device)
+            # cosine decay over the planned time (or epochs), after a one-epoch warm-up
+            done = (epoch + step / steps) / epochs if config.epochs else \
+                (time.perf_counter() - start) / budget_s
+            warm = min(1.0, (epoch * steps + step + 1) / steps)
+            for group in optimiser.param_groups:
+                group["lr"] = config.lr * warm * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                loss = reconstruction_loss(model, images, generator)
+            optimiser.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimiser)
+            scaler.update()
+            losses.append(float(loss.detach()))
+            yield TrainEvent("step", epoch, epochs, step + 1, steps, loss=losses[-1])
+        if not losses:
+            break
+        history.append(float(np.mean(losses)))
+        yield TrainEvent("epoch", epoch, epochs, steps, steps,
+                         loss=history[-1])  # fmt: skip
+        epoch += 1
+        if cancel is not None and cancel.is_set():
+            break
+    payload = {
+        "format": PRETRAINED_FORMAT,
+        "base_channels": config.base_channels,
+        "depth": model.depth,
+        "tile": config.tile,
+        "normalisation": {"method": "percentile", "low": config.low, "high": config.high},
+        "images": len(indices),
+        "history": history,
+        "seconds": time.perf_counter() - start,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    path = save_checkpoint(Path(out), payload)
+    return PretrainResult(path, len(indices), len(history), history[-1] if history else None,
+                          payload["seconds"])  # fmt: skip

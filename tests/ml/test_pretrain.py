@@ -1,0 +1,105 @@
+"""Self-supervised pretraining: masked blocks, learning to restore them, and a U-Net that
+starts from the weights (from Python and the CLI), with bad files refused by name."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_bioanomaly.cli import main
+from napari_bioanomaly.core import annotations
+from napari_bioanomaly.core.model import BioAnomalyError
+from napari_bioanomaly.core.synthetic import SampleConfig, write_sample
+from napari_bioanomaly.ml import data
+from napari_bioanomaly.ml.checkpoint import load_checkpoint, load_pretrained
+from napari_bioanomaly.ml.config import TrainConfig
+from napari_bioanomaly.ml.models import UNet
+from napari_bioanomaly.ml.pretrain import mask_blocks, pretrain, reconstruction_loss
+
+TINY = TrainConfig(epochs=4, steps_per_epoch=15, tile=64, batch=4, base_channels=4, lr=3e-3)
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pretrain")
+    write_sample(folder, SampleConfig(n_images=6, size=128, seed=3))
+    ds, _ = annotations.load(folder / "annotations.json")
+    return folder, ds
+
+
+def drain(gen):
+    try:
+        while True:
+            next(gen)
+    except StopIteration as stop:
+        return stop.value
+
+
+def test_blocks_are_blanked_and_the_rest_kept():
+    images = torch.rand(8, 1, 64, 64) + 0.5
+    masked, mask = mask_blocks(images, torch.Generator().manual_seed(0))
+    assert 0.35 < float(mask.mean()) < 0.65  # half of the 16 px blocks, by chance
+    assert bool((masked[mask > 0] == 0).all())
+    assert torch.equal(masked[mask == 0], images[mask == 0])
+    # blocks: each 16 x 16 square is blanked whole or not at all
+    blocks = mask[:, 0].reshape(8, 4, 16, 4, 16)
+    assert bool((blocks.amin(dim=(2, 4)) == blocks.amax(dim=(2, 4))).all())
+
+
+def test_pretraining_learns_to_restore_blanked_blocks(sample, tmp_path):
+    _, ds = sample
+    result = drain(pretrain(ds, TINY, tmp_path / "w.pt"))
+    assert result.path == tmp_path / "w.pt" and result.epochs == 4 and result.images == 6
+    cache = data.ImageCache(ds, TINY)  # normalised images, as training sees them
+    tiles = torch.from_numpy(np.stack([data.crop(cache(i), 32, 32, 64) for i in range(4)])[:, None])
+    fresh = UNet(0, base=4)
+    learnt = UNet(0, base=4)
+    learnt.load_state_dict(torch.load(result.path, weights_only=True)["state_dict"])
+    with torch.no_grad():
+        before = float(reconstruction_loss(fresh, tiles, torch.Generator().manual_seed(1)))
+        after = float(reconstruction_loss(learnt, tiles, torch.Generator().manual_seed(1)))
+    assert after < 0.7 * before, (before, after)
+
+
+def test_a_unet_starts_from_pretrained_weights_but_its_own_head(sample, tmp_path):
+    _, ds = sample
+    weights = drain(pretrain(ds, TrainConfig(epochs=1, steps_per_epoch=2, tile=64, batch=2,
+                                             base_channels=4), tmp_path / "w.pt")).path
+    state = torch.load(weights, weights_only=True)["state_dict"]
+    model = UNet(2, base=4)
+    head = model.head.weight.clone()
+    assert load_pretrained(weights, model) == len(model.state_dict()) - 2  # all but head
+    assert torch.equal(model.down[0][0].weight, state["down.0.0.weight"])
+    assert torch.equal(model.head.weight, head)
+    with pytest.raises(BioAnomalyError, match=r"w\.pt: state_dict\['down\.0\.0\.weight'\]"):
+        load_pretrained(weights, UNet(2, base=8))  # another width
+
+
+def test_files_that_are_not_pretrained_weights_are_refused(tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(BioAnomalyError, match=r"junk\.pt"):
+        load_pretrained(tmp_path / "junk.pt", UNet(1, base=4))
+    torch.save({"format": "something else", "state_dict": {}}, tmp_path / "other.pt")
+    with pytest.raises(BioAnomalyError, match=r"other\.pt: not a file of napari-bioanomaly pretrain"):
+        load_pretrained(tmp_path / "other.pt", UNet(1, base=4))
+    with pytest.raises(BioAnomalyError, match="not found"):
+        load_pretrained(tmp_path / "missing.pt", UNet(1, base=4))
+
+
+def test_cli_pretrain_then_train_from_the_weights(sample, tmp_path, capsys):
+    folder, _ = sample
+    small = ["--tile", "64", "--batch", "2", "--base-channels", "4", "--epochs", "1",
+             "--steps", "2"]
+    assert main(["pretrain", "--annotations", str(folder), "--out", str(tmp_path / "w.pt"),
+                 *small]) == 0
+    out = capsys.readouterr().out
+    assert "pretrained weights (6 images, 1 epochs" in out and "--weights" in out
+    assert main(["train", "--annotations", str(folder / "annotations.json"), "--out",
+                 str(tmp_path / "m.pt"), "--weights", str(tmp_path / "w.pt"), *small]) == 0
+    assert load_checkpoint(tmp_path / "m.pt")["config"]["weights"] == str(tmp_path / "w.pt")
+    # a trained model is not pretrained weights: the message says what to do instead
+    code = main(["train", "--annotations", str(folder / "annotations.json"), "--out",
+                 str(tmp_path / "m2.pt"), "--weights", str(tmp_path / "m.pt"), *small])
+    err = capsys.readouterr().err
+    assert code != 0 and "m.pt: a trained model, not pretrained weights" in err

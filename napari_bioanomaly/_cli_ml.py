@@ -62,6 +62,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if config.model != "unet":
         raise BioAnomalyError(f"pretrain makes U-Net weights; --model {config.model} does not "
                               "take them")  # fmt: skip
+    if config.pretrain_min:
+        raise BioAnomalyError("pretrain runs for --budget minutes (or --epochs); --pretrain "
+                              "is train's option to pretrain first")  # fmt: skip
     dataset, report = annotations.open_dataset(args.annotations, args.images, _import_options(args))
     for line in _import_warnings(report, args):
         print(f"warning: {line}", file=sys.stderr)

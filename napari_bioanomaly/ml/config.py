@@ -121,6 +121,10 @@ class TrainConfig:
         Networks are validated, kept and used with an exponential moving average of
         their weights (this decay per step; 0: the last weights, as trained). The
         average smooths the step-to-step noise of small batches.
+    pretrain_min
+        Minutes of self-supervised pretraining of the U-Net on every image of the dataset,
+        annotated or not (masked-image reconstruction, :mod:`.pretrain`), before it learns
+        the annotations; 0: none. Not the default: see ``docs/benchmarks.md``.
     exclude_qc
         Leave images with image-quality flags (uniform, binary, dim, saturated,
         out of focus; see :mod:`napari_bioanomaly.core.quality`) out of training.
@@ -151,6 +155,7 @@ class TrainConfig:
     budget_min: float | None = None
     patience: int = 25
     ema: float = 0.99
+    pretrain_min: float = 0.0
 
     def __post_init__(self) -> None:
         problems = self._type_problems()
@@ -170,6 +175,12 @@ class TrainConfig:
             problems.append("patience must be >= 0")
         if not 0 <= self.ema < 1:
             problems.append("ema must be in [0, 1)")
+        if not 0 <= self.pretrain_min <= 60 * 24 * 30:
+            problems.append("pretrain_min must be >= 0 minutes")
+        elif self.pretrain_min and self.model != "unet":
+            problems.append(f"pretraining applies to the U-Net, not to {self.model}")
+        elif self.pretrain_min and self.weights:
+            problems.append("give pretrained weights or minutes of pretraining, not both")
         if self.tile < 32 or self.tile % 16:
             problems.append(f"tile must be a multiple of 16 and at least 32, not {self.tile}")
         if not self.lr > 0:
@@ -256,7 +267,7 @@ _TYPES: dict[str, type] = {
     "val_values": tuple, "augment": bool, "low": float, "high": float, "device": str,
     "amp": bool, "seed": int, "base_channels": int, "weights": str, "num_workers": int,
     "class_balance": bool, "class_weights": str, "exclude_qc": bool, "budget_min": float,
-    "patience": int, "ema": float,
+    "patience": int, "ema": float, "pretrain_min": float,
 }  # fmt: skip
 _OPTIONAL = frozenset({"epochs", "val_attribute", "weights", "budget_min"})
 _KIND_NAMES = {str: "text", int: "a whole number", float: "a finite number",

@@ -23,6 +23,10 @@ def _network(info: ModelInfo) -> bool:
     return info.network
 
 
+def _unet(info: ModelInfo) -> bool:
+    return info.name == "unet"
+
+
 def _learns_classes(info: ModelInfo) -> bool:
     return info.learns_classes
 
@@ -143,6 +147,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("budget", "time budget (min)", "minutes of an auto run; auto: 15 on a CPU, 60 on "
             "a GPU", kind="float", field="budget_min", auto=True, high=60 * 24 * 7, step=5,
             decimals=0, applies=_network, metavar="MIN"),
+    Setting("pretrain", "pretraining (min)", "minutes of self-supervised pretraining on all "
+            "the images, annotated or not, before learning the annotations (0: none)",
+            kind="float", field="pretrain_min", high=60 * 24, step=5, decimals=0,
+            applies=_unet, metavar="MIN"),
     Setting("patience", "patience (epochs)", "stop after this many epochs without a better "
             "validation score (0: never)", high=10_000, applies=_network, metavar="N"),
     Setting("steps", "steps per epoch", "batches per epoch", field="steps_per_epoch", low=1,

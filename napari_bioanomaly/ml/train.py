@@ -87,7 +87,42 @@ def train(
     if not train_idx:
         raise BioAnomalyError("no training images left after the validation split and QC")
     data.check_images(dataset, train_idx + val_idx)
+    if config.pretrain_min and resume is None:
+        weights = yield from _pretrain(dataset, config, out, cancel)
+        if weights is None:  # stopped while pretraining
+            device = str(pick_device(config.device))
+            return TrainResult(None, last_path(out), [], None, True, device)
+        config = config.replace(weights=str(weights), pretrain_min=0.0)
     config = data.fit_tile(config, dataset, train_idx + val_idx)
     job = TrainJob(dataset, config, out, classes, data_classes, train_idx, val_idx, cancel,
                    None if resume is None else Path(resume))  # fmt: skip
     return (yield from TRAINERS[REGISTRY[config.model].trainer](job))
+
+
+def _pretrain(
+    dataset: Dataset, config: TrainConfig, out: Path, cancel: threading.Event
+) -> Generator[TrainEvent, None, Path | None]:
+    """Pretrain the U-Net on every image (``MODEL.pretrained.pt``), saying how it goes in
+    status events; the weights file, or None when stopped."""
+    from .pretrain import pretrain
+
+    path = out.with_name(out.stem + ".pretrained.pt")
+    minutes = config.pretrain_min
+    gen = pretrain(dataset, config.replace(budget_min=minutes, epochs=None), path, cancel)
+    try:
+        while True:
+            event = next(gen)
+            if event.kind == "epoch":
+                yield TrainEvent(
+                    "status", 0, config.epochs or 1, 0, config.steps_per_epoch,
+                    message=f"pretraining on {len(dataset.images)} images without their "
+                    f"annotations ({minutes:g} min): epoch {event.epoch + 1}, reconstruction "
+                    f"loss {event.loss:.4f}",
+                )  # fmt: skip
+    except StopIteration as stop:
+        result = stop.value
+    if cancel.is_set():
+        return None
+    yield TrainEvent("status", 0, config.epochs or 1, 0, config.steps_per_epoch,
+                     message=result.text())  # fmt: skip
+    return result.path

@@ -103,3 +103,28 @@ def test_cli_pretrain_then_train_from_the_weights(sample, tmp_path, capsys):
                  str(tmp_path / "m2.pt"), "--weights", str(tmp_path / "m.pt"), *small])
     err = capsys.readouterr().err
     assert code != 0 and "m.pt: a trained model, not pretrained weights" in err
+
+
+def test_training_can_pretrain_first_and_says_so(sample, tmp_path):
+    """One click: minutes of pretraining on every image, then the U-Net learns the
+    annotations from those weights (the Train form and the CLI share the setting)."""
+    from napari_bioanomaly.ml.train import train
+
+    _, ds = sample
+    config = TrainConfig(epochs=1, steps_per_epoch=2, tile=64, batch=2, base_channels=4,
+                         pretrain_min=0.02)
+    gen, events = train(ds, config, tmp_path / "m.pt"), []
+    try:
+        while True:
+            events.append(next(gen))
+    except StopIteration as stop:
+        result = stop.value
+    messages = [e.message for e in events if e.kind == "status"]
+    assert any(m.startswith("pretraining on 6 images without their annotations") for m in messages)
+    assert any(m.startswith("pretrained weights (6 images") for m in messages)
+    saved = load_checkpoint(result.best)["config"]
+    assert saved["weights"] == str(tmp_path / "m.pretrained.pt") and saved["pretrain_min"] == 0
+    with pytest.raises(BioAnomalyError, match="not both"):
+        TrainConfig(pretrain_min=5, weights="w.pt")
+    with pytest.raises(BioAnomalyError, match="applies to the U-Net"):
+        TrainConfig(model="forest", pretrain_min=5)

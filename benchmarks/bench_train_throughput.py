@@ -13,6 +13,7 @@ natively) and without (``amp=False``), so the speed-up is measured in one proces
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import tempfile
@@ -84,11 +85,16 @@ def main() -> None:
                 num_workers=args.workers,
                 amp=amp,
             )
-            steps = [e for e in train(dataset, cfg, Path(tmp) / f"{kind}.pt") if e.kind == "step"][
-                3:
-            ]
-            per_step = sum(e.sec_per_step for e in steps) / len(steps)
-            waiting = sum(e.data_fraction for e in steps) / len(steps)
+            # wall time between step events, after 3 warm-up steps (first calls build
+            # kernels, bfloat16 ones especially): the steady pace of training
+            stamps, steps = [], []
+            for e in train(dataset, cfg, Path(tmp) / f"{kind}.pt"):
+                if e.kind == "step":
+                    stamps.append(time.perf_counter())
+                    steps.append(e)
+            gaps = sorted(b - a for a, b in itertools.pairwise(stamps[3:]))
+            per_step = gaps[len(gaps) // 2]
+            waiting = sum(e.data_fraction for e in steps[3:]) / len(steps[3:])
             ours = batch / per_step
             ref = bare(kind, n_classes, tile, batch, max(3, args.steps // 4), device)
             mem = (

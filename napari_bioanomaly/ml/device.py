@@ -44,8 +44,9 @@ def autocast_dtype(device: torch.device, amp: bool, model: str = "unet") -> torc
     CUDA: float16 (with a gradient scaler). CPU: bfloat16 where the processor computes
     it natively (AVX512-BF16 or AMX, as oneDNN reports); elsewhere bfloat16 is emulated
     and slower than float32, so float32 stays. Measured on a 2-core AMD EPYC with
-    AVX512-BF16 (`benchmarks/bench_train_throughput.py`): a U-Net step 1.35x faster on
-    128 px tiles and 1.6x on 256 px, which a time-budgeted run turns into more epochs.
+    AVX512-BF16 (`benchmarks/bench_train_throughput.py`, batch 8): the U-Net trains 1.16x
+    faster on 128 px tiles and 1.9x on 256 px, which a time-budgeted run turns into more
+    epochs.
     Mask R-CNN keeps float32 on the CPU (its detection ops are not all bfloat16-ready).
     """
     if not amp:

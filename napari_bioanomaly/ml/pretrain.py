@@ -27,7 +27,7 @@ from ..core.model import BioAnomalyError, Dataset
 from . import data, models
 from .checkpoint import PRETRAINED_FORMAT, save_checkpoint
 from .config import TrainConfig
-from .device import autocast_dtype, pick_device
+from .device import autocast_dtype, free_memory, is_oom, pick_device
 from .events import TrainEvent
 
 #: Side of the blanked blocks (pixels) and the share of a tile they cover.
@@ -127,12 +127,21 @@ def pretrain(
             warm = min(1.0, (epoch * steps + step + 1) / steps)
             for group in optimiser.param_groups:
                 group["lr"] = config.lr * warm * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loss = reconstruction_loss(model, images, generator)
-            optimiser.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimiser)
-            scaler.update()
+            try:
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    loss = reconstruction_loss(model, images, generator)
+                optimiser.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimiser)
+                scaler.update()
+            except (RuntimeError, MemoryError) as exc:
+                if not is_oom(exc):
+                    raise
+                free_memory(device)
+                raise BioAnomalyError(
+                    f"out of memory on {device} while pretraining with batch {config.batch} "
+                    f"and {config.tile} px tiles: use a smaller --batch or --tile"
+                ) from None
             losses.append(float(loss.detach()))
             yield TrainEvent("step", epoch, epochs, step + 1, steps, loss=losses[-1])
         if not losses:

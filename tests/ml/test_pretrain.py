@@ -128,3 +128,17 @@ def test_training_can_pretrain_first_and_says_so(sample, tmp_path):
         TrainConfig(pretrain_min=5, weights="w.pt")
     with pytest.raises(BioAnomalyError, match="applies to the U-Net"):
         TrainConfig(model="forest", pretrain_min=5)
+
+
+def test_running_out_of_memory_while_pretraining_says_what_to_do(sample, tmp_path, monkeypatch):
+    from napari_bioanomaly.ml import pretrain as pt
+
+    def oom(*_a, **_k):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(pt, "reconstruction_loss", oom)
+    _, ds = sample
+    with pytest.raises(BioAnomalyError, match="out of memory on cpu while pretraining with batch 2"):
+        drain(pretrain(ds, TrainConfig(epochs=1, steps_per_epoch=2, tile=64, batch=2,
+                                       base_channels=4), tmp_path / "w.pt"))
+    assert not (tmp_path / "w.pt").exists()  # nothing half-written

@@ -14,10 +14,12 @@ left out of what is learned as normal.
     A PatchCore-style memory bank (Roth et al. 2022) of patch descriptors of
     normal pixels, reduced to a coreset; a pixel's score is the distance of its
     descriptor to the nearest bank entry. Without pretrained networks the
-    descriptors are the multi-scale filter responses of the classic baseline
-    (intensity, edges, texture at sigmas 0.7-16 px), standardised: on the
-    sample dataset they beat the autoencoder's own encoder features clearly
-    (docs/benchmarks.md). Fitting takes seconds on a CPU and needs no training.
+    descriptors are learnt here: mid-level features of a U-Net trained on the
+    normal images by masked-image reconstruction (:mod:`.descriptors`; most of
+    the run's time budget). ``descriptors="filters"`` uses the multi-scale
+    filter responses of the classic baseline instead (intensity, edges, texture
+    at sigmas 0.7-16 px), standardised: it fits in seconds but tells real
+    defects from real texture worse (docs/benchmarks.md).
 
 Raw scores are calibrated on normal pixels of held-out images into a
 probability-like map: ``0.5`` at the 99.5th percentile of normal pixels, so the
@@ -38,6 +40,7 @@ from scipy import ndimage
 from torch import nn
 
 from .config import TrainConfig
+from .descriptors import describe
 from .device import free_memory, is_oom
 from .features import features
 from .tiling import blend_tiles
@@ -125,12 +128,22 @@ def coreset(features: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
 
 
 def memory_raw(
-    norm: np.ndarray, scoring: dict[str, Any], device: torch.device | str = "cpu"
+    norm: np.ndarray,
+    scoring: dict[str, Any],
+    device: torch.device | str = "cpu",
+    encoder: nn.Module | None = None,
 ) -> np.ndarray:
     """Raw memory-bank scores ``(H, W)``: distance of each pixel's standardised descriptor
-    to the nearest bank entry (computed every second pixel, then interpolated)."""
-
-    feats = features(norm)[::2, ::2]
+    to the nearest bank entry (computed every second pixel, then interpolated). The
+    descriptors are the ``encoder``'s (:mod:`.descriptors`), or filter responses when the
+    bank was built from those (``scoring["descriptors"] == "filters"``, and checkpoints
+    made before learnt descriptors)."""
+    if scoring.get("descriptors", "filters") == "learned":
+        if encoder is None:
+            raise ValueError("a memory bank of learnt descriptors needs its encoder")
+        feats = describe(norm, encoder, 2, device)
+    else:
+        feats = features(norm)[::2, ::2]
     h, w, d = feats.shape
     mean, std = (np.asarray(scoring[k], dtype=np.float32) for k in ("mean", "std"))
     query = torch.from_numpy((feats.reshape(-1, d) - mean) / std)
@@ -164,7 +177,7 @@ def raw_map(
 ) -> np.ndarray:
     """The smoothed, uncalibrated anomaly map ``(H, W)`` of a normalised image."""
     if kind == "memory":
-        raw = memory_raw(norm, scoring, device)
+        raw = memory_raw(norm, scoring, device, model)
     else:
         assert model is not None
         model.eval()

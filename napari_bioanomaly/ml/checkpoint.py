@@ -27,7 +27,8 @@ from ..core.fileio import atomic_write
 from ..core.model import BioAnomalyError
 from ..core.operating import OperatingPoint
 from . import models
-from .config import ANOMALY_MODELS, TrainConfig
+from .config import ANOMALY_MODELS, DESCRIPTORS, TrainConfig
+from .descriptors import descriptor_dims
 
 #: At most this many classes and characters in a class name.
 MAX_CLASSES, MAX_NAME = 1000, 200
@@ -72,6 +73,27 @@ def validate(ckpt: dict[str, Any]) -> None:
         forest_arrays(ckpt["forest"], len(classes) + 1)
     if config.model in ANOMALY_MODELS and "scoring" in ckpt:
         _scoring(ckpt["scoring"], config.model)
+        _descriptors(ckpt, config)
+
+
+def _descriptors(ckpt: dict[str, Any], config: TrainConfig) -> None:
+    """A memory bank of learnt descriptors comes with its network, of the bank's width."""
+    if config.model != "memory":
+        return
+    kind = ckpt["scoring"].get("descriptors", "filters")
+    if kind not in DESCRIPTORS:
+        raise BioAnomalyError(f"scoring.descriptors: one of {', '.join(DESCRIPTORS)}, not "
+                              f"{_short(kind)}")  # fmt: skip
+    if kind != "learned":
+        return
+    if "state_dict" not in ckpt:
+        raise BioAnomalyError("a memory bank of learnt descriptors without its network "
+                              "(state_dict)")  # fmt: skip
+    dims = descriptor_dims(config.base_channels)
+    width = len(ckpt["scoring"]["mean"])
+    if width != dims:
+        raise BioAnomalyError(f"scoring.bank: descriptors of {width} values, the network of "
+                              f"width {config.base_channels} makes {dims}")  # fmt: skip
 
 
 def _short(value: Any) -> str:

@@ -45,8 +45,9 @@ REGISTRY: dict[str, ModelInfo] = {m.name: m for m in (
               "trains in seconds", network=False, class_weights=True, trainer="forest"),
     ModelInfo("autoencoder", "anomaly", "unsupervised: learns normal images, no annotations "
               "needed", network=True),
-    ModelInfo("memory", "anomaly", "unsupervised: memory bank of normal patches, no "
-              "annotations, fits in seconds", network=False, trainer="memory"),
+    ModelInfo("memory", "anomaly", "unsupervised: memory bank of normal patches described "
+              "by a network learnt from the images, no annotations needed", network=False,
+              trainer="memory"),
 )}  # fmt: skip
 #: Supervised segmentation models (learn the annotated classes).
 SEGMENTATION_MODELS = tuple(n for n, m in REGISTRY.items() if m.kind == "segmentation")
@@ -57,6 +58,8 @@ CLASSIC_MODELS = tuple(n for n, m in REGISTRY.items() if m.kind == "classic")
 MODELS = tuple(REGISTRY)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 CLASS_WEIGHTS = ("none", "balanced")
+#: Descriptors of the memory bank: learnt from the images, or fixed filter responses.
+DESCRIPTORS = ("learned", "filters")
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ class TrainConfig:
     model
         ``unet`` (default; small, trains on a laptop CPU), ``maskrcnn``, the
         unsupervised ``autoencoder`` and ``memory`` (a PatchCore-style memory
-        bank of features of an autoencoder trained here), or ``forest`` (random
+        bank of descriptors learnt here without annotations), or ``forest`` (random
         forest on multi-scale filter features, the classic baseline).
     epochs, steps_per_epoch
         Length of training; an epoch is ``steps_per_epoch`` batches of random tiles.
@@ -125,6 +128,11 @@ class TrainConfig:
         Minutes of self-supervised pretraining of the U-Net on every image of the dataset,
         annotated or not (masked-image reconstruction, :mod:`.pretrain`), before it learns
         the annotations; 0: none. Not the default: see ``docs/benchmarks.md``.
+    descriptors
+        What the memory bank compares: ``learned`` (default) descriptors of a U-Net
+        trained on the normal images by masked-image reconstruction for most of the
+        time budget (:mod:`.descriptors`), or ``filters``: multi-scale filter
+        responses, fitted in seconds but weaker on real images (``docs/benchmarks.md``).
     exclude_qc
         Leave images with image-quality flags (uniform, binary, dim, saturated,
         out of focus; see :mod:`napari_bioanomaly.core.quality`) out of training.
@@ -156,6 +164,7 @@ class TrainConfig:
     patience: int = 25
     ema: float = 0.99
     pretrain_min: float = 0.0
+    descriptors: str = "learned"
 
     def __post_init__(self) -> None:
         problems = self._type_problems()
@@ -181,6 +190,9 @@ class TrainConfig:
             problems.append(f"pretraining applies to the U-Net, not to {self.model}")
         elif self.pretrain_min and self.weights:
             problems.append("give pretrained weights or minutes of pretraining, not both")
+        if self.descriptors not in DESCRIPTORS:
+            problems.append(f"descriptors must be one of {', '.join(DESCRIPTORS)}, not "
+                            f"{self.descriptors!r}")  # fmt: skip
         if self.tile < 32 or self.tile % 16:
             problems.append(f"tile must be a multiple of 16 and at least 32, not {self.tile}")
         if not self.lr > 0:
@@ -267,7 +279,7 @@ _TYPES: dict[str, type] = {
     "val_values": tuple, "augment": bool, "low": float, "high": float, "device": str,
     "amp": bool, "seed": int, "base_channels": int, "weights": str, "num_workers": int,
     "class_balance": bool, "class_weights": str, "exclude_qc": bool, "budget_min": float,
-    "patience": int, "ema": float, "pretrain_min": float,
+    "patience": int, "ema": float, "pretrain_min": float, "descriptors": str,
 }  # fmt: skip
 _OPTIONAL = frozenset({"epochs", "val_attribute", "weights", "budget_min"})
 _KIND_NAMES = {str: "text", int: "a whole number", float: "a finite number",

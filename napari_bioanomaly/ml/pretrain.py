@@ -98,9 +98,36 @@ def pretrain(
     previous one kept as ``.bak``). Stops early, still writing, when ``cancel`` is set."""
     if not dataset.images:
         raise BioAnomalyError("no images to pretrain on")
-    device = pick_device(config.device)
     indices = list(range(len(dataset.images)))
-    config = data.fit_tile(config, dataset, indices)
+    model, history, seconds = yield from learn_images(dataset, indices, config, cancel)
+    payload = {
+        "format": PRETRAINED_FORMAT,
+        "base_channels": config.base_channels,
+        "depth": model.depth,
+        "tile": config.tile,
+        "normalisation": {"method": "percentile", "low": config.low, "high": config.high},
+        "images": len(indices),
+        "history": history,
+        "seconds": seconds,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    path = save_checkpoint(Path(out), payload)
+    return PretrainResult(path, len(indices), len(history), history[-1] if history else None,
+                          seconds)  # fmt: skip
+
+
+def learn_images(
+    dataset: Dataset,
+    indices: list[int],
+    config: TrainConfig,
+    cancel: threading.Event | None = None,
+    message: str = "",
+) -> Generator[TrainEvent, None, tuple[models.UNet, list[float], float]]:
+    """Train a U-Net by masked-image reconstruction on the images ``indices`` of
+    ``dataset`` (see :func:`pretrain` for the length); returns the network (in training
+    mode, on its device), the mean loss of each epoch and the seconds it took. Events
+    carry ``message`` (what the caller calls this phase)."""
+    device = pick_device(config.device)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -143,26 +170,14 @@ def pretrain(
                     f"and {config.tile} px tiles: use a smaller --batch or --tile"
                 ) from None
             losses.append(float(loss.detach()))
-            yield TrainEvent("step", epoch, epochs, step + 1, steps, loss=losses[-1])
+            yield TrainEvent("step", epoch, epochs, step + 1, steps, loss=losses[-1],
+                            message=message)
         if not losses:
             break
         history.append(float(np.mean(losses)))
-        yield TrainEvent("epoch", epoch, epochs, steps, steps,
-                         loss=history[-1])  # fmt: skip
+        yield TrainEvent("epoch", epoch, epochs, steps, steps, loss=history[-1],
+                         message=message)  # fmt: skip
         epoch += 1
         if cancel is not None and cancel.is_set():
             break
-    payload = {
-        "format": PRETRAINED_FORMAT,
-        "base_channels": config.base_channels,
-        "depth": model.depth,
-        "tile": config.tile,
-        "normalisation": {"method": "percentile", "low": config.low, "high": config.high},
-        "images": len(indices),
-        "history": history,
-        "seconds": time.perf_counter() - start,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-    }
-    path = save_checkpoint(Path(out), payload)
-    return PretrainResult(path, len(indices), len(history), history[-1] if history else None,
-                          payload["seconds"])  # fmt: skip
+    return model, history, time.perf_counter() - start

@@ -14,13 +14,22 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .config import CLASS_WEIGHTS, DEVICES, REGISTRY, ModelInfo, TrainConfig
+from .config import CLASS_WEIGHTS, DESCRIPTORS, DEVICES, REGISTRY, ModelInfo, TrainConfig
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 
 def _network(info: ModelInfo) -> bool:
     return info.network
+
+
+def _learns_weights(info: ModelInfo) -> bool:
+    """Networks, and the memory bank, whose descriptor network is trained."""
+    return info.network or info.name == "memory"
+
+
+def _memory(info: ModelInfo) -> bool:
+    return info.name == "memory"
 
 
 def _unet(info: ModelInfo) -> bool:
@@ -143,24 +152,28 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("epochs", "epochs", "epochs; auto: as many as fit in the time budget, stopping "
             "early when the validation score stops improving (the best model is kept)",
-            auto=True, high=10_000, applies=_network, metavar="N"),
+            auto=True, high=10_000, applies=_learns_weights, metavar="N"),
     Setting("budget", "time budget (min)", "minutes of an auto run; auto: 15 on a CPU, 60 on "
             "a GPU", kind="float", field="budget_min", auto=True, high=60 * 24 * 7, step=5,
-            decimals=0, applies=_network, metavar="MIN"),
+            decimals=0, applies=_learns_weights, metavar="MIN"),
     Setting("pretrain", "pretraining (min)", "minutes of self-supervised pretraining on all "
             "the images, annotated or not, before learning the annotations (0: none)",
             kind="float", field="pretrain_min", high=60 * 24, step=5, decimals=0,
             applies=_unet, metavar="MIN"),
+    Setting("descriptors", "descriptors", "what the memory bank compares: learned (a network "
+            "trained on the normal images, most of the time budget) or filters (filter "
+            "responses, seconds, weaker on real images)", kind="choice", choices=DESCRIPTORS,
+            applies=_memory),
     Setting("patience", "patience (epochs)", "stop after this many epochs without a better "
             "validation score (0: never)", high=10_000, applies=_network, metavar="N"),
     Setting("steps", "steps per epoch", "batches per epoch", field="steps_per_epoch", low=1,
-            high=100_000, applies=_network, metavar="N"),
+            high=100_000, applies=_learns_weights, metavar="N"),
     Setting("tile", "tile size (px)", "tile side in pixels (a multiple of 16)", low=32,
-            high=4096, step=16, applies=_network, metavar="PX"),
-    Setting("batch", "batch size", "tiles per batch", low=1, high=512, applies=_network,
+            high=4096, step=16, applies=_learns_weights, metavar="PX"),
+    Setting("batch", "batch size", "tiles per batch", low=1, high=512, applies=_learns_weights,
             metavar="N"),
     Setting("lr", "learning rate", "learning rate (AdamW, warm-up and cosine decay)",
-            kind="float", low=1e-5, high=1.0, step=1e-4, decimals=5, applies=_network,
+            kind="float", low=1e-5, high=1.0, step=1e-4, decimals=5, applies=_learns_weights,
             metavar="X"),
     Setting("augment", "augment", "switch augmentations off (flips, 90-degree rotations, "
             "brightness, blur, noise)", kind="flag", negate=True, applies=_network, check="on"),
@@ -193,11 +206,11 @@ SETTINGS: tuple[Setting, ...] = (
             "annotated region", kind="float", high=1, step=0.05, applies=_network, form=False,
             metavar="F"),
     Setting("base_channels", "network width", "channels of the U-Net's first level (16: "
-            "about 0.5 M parameters)", low=1, high=256, applies=_network, form=False,
+            "about 0.5 M parameters)", low=1, high=256, applies=_learns_weights, form=False,
             metavar="N"),
     Setting("amp", "mixed precision", "switch mixed precision off (float16 on CUDA, bfloat16 on "
             "CPUs that compute it natively)", kind="flag",
-            negate=True, applies=_network, form=False),
+            negate=True, applies=_learns_weights, form=False),
     Setting("seed", "seed", "random seed (CPU runs are reproducible)", form=False),
     Setting("weights", "weights", "local weights to start from: a Mask R-CNN state dict, or "
             "a U-Net pretrained by napari-bioanomaly pretrain (nothing is downloaded)",

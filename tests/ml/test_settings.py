@@ -31,6 +31,7 @@ CHANGED = {
     "class_weights": (["--class-weights", "balanced"], "balanced"),
     "exclude_qc": (["--exclude-qc"], True), "ema": (["--ema", "0.9"], 0.9),
     "pretrain": (["--pretrain", "5"], 5.0),
+    "descriptors": (["--descriptors", "filters"], "filters"),
     "amp": (["--no-amp"], False), "seed": (["--seed", "3"], 3),
     "weights": (["--weights", "w.pt"], "w.pt"), "workers": (["--workers", "2"], 2),
     "anomaly_fraction": (["--anomaly-fraction", "0.25"], 0.25),
@@ -75,5 +76,10 @@ def test_settings_say_which_models_they_apply_to():
     assert not by_name["class_balance"].applies_to("memory")
     assert by_name["class_weights"].applies_to("forest")
     assert not by_name["class_weights"].applies_to("maskrcnn")
+    # the memory bank trains its descriptor network: length and tiles apply, not patience
+    assert by_name["tile"].applies_to("memory") and by_name["budget"].applies_to("memory")
+    assert not by_name["patience"].applies_to("memory")
+    assert by_name["descriptors"].applies_to("memory")
+    assert not by_name["descriptors"].applies_to("unet")
     help_text = " ".join(parser().format_help().split())
-    assert "tiles per batch (4); for unet, maskrcnn, autoencoder" in help_text
+    assert "tiles per batch (4); for unet, maskrcnn, autoencoder, memory" in help_text

@@ -81,10 +81,14 @@ def descriptor_dims(base: int) -> int:
 
 @torch.no_grad()
 def describe(
-    norm: np.ndarray, encoder: PatchEncoder, stride: int, device: torch.device | str = "cpu"
+    norm: np.ndarray,
+    encoder: PatchEncoder,
+    stride: int,
+    device: torch.device | str = "cpu",
+    window: int = WINDOW,
 ) -> np.ndarray:
     """Descriptors ``(ceil(H / stride), ceil(W / stride), dims)`` of a normalised image,
-    computed in equal windows of at most :data:`WINDOW` pixels (plus margins) so big
+    computed in equal windows of at most ``window`` pixels (plus margins) so big
     images fit."""
     if stride not in (1, 2, 4):
         raise ValueError(f"stride must be 1, 2 or 4, not {stride}")
@@ -93,20 +97,20 @@ def describe(
     oh, ow = -(-h // stride), -(-w // stride)
     out = np.empty((oh, ow, encoder.dims), dtype=np.float32)
     padded = np.pad(norm, MARGIN, mode="reflect")
-    # equal windows of at most WINDOW px, starting on multiples of 4: GroupNorm sees
+    # equal windows of at most `window` px, starting on multiples of 4: GroupNorm sees
     # statistics of similar areas everywhere
     unit = 4
-    row_step = -(-h // -(-h // WINDOW) // unit) * unit
-    col_step = -(-w // -(-w // WINDOW) // unit) * unit
+    row_step = -(-h // -(-h // window) // unit) * unit
+    col_step = -(-w // -(-w // window) // unit) * unit
     for r0 in range(0, h, row_step):
         for c0 in range(0, w, col_step):
             r1, c1 = min(r0 + row_step, h), min(c0 + col_step, w)
             rows = -(-(r1 - r0 + 2 * MARGIN) // unit) * unit
             cols = -(-(c1 - c0 + 2 * MARGIN) // unit) * unit
-            window = padded[r0 : r0 + rows, c0 : c0 + cols]
-            window = np.pad(window, ((0, rows - window.shape[0]), (0, cols - window.shape[1])),
-                            mode="reflect")  # fmt: skip
-            x = torch.from_numpy(np.ascontiguousarray(window))[None, None].to(device)
+            crop = padded[r0 : r0 + rows, c0 : c0 + cols]
+            crop = np.pad(crop, ((0, rows - crop.shape[0]), (0, cols - crop.shape[1])),
+                          mode="reflect")  # fmt: skip
+            x = torch.from_numpy(np.ascontiguousarray(crop))[None, None].to(device)
             feats = encoder(x, stride)[0].permute(1, 2, 0).cpu().numpy()
             m = MARGIN // stride
             fr0, fc0 = r0 // stride, c0 // stride

@@ -24,6 +24,7 @@ from napari_bioanomaly.core.model import BioAnomalyError, Dataset
 from napari_bioanomaly.core.synthetic import SampleConfig, write_sample
 from napari_bioanomaly.ml import anomaly, data, models
 from napari_bioanomaly.ml.config import TrainConfig
+from napari_bioanomaly.ml.descriptors import PatchEncoder, descriptor_dims
 from napari_bioanomaly.ml.features import features
 from napari_bioanomaly.ml.forest import Forest
 from napari_bioanomaly.ml.predict import Predictor, predict_image
@@ -100,8 +101,55 @@ def test_unsupervised_checkpoints_hold_calibration_and_report_separation(trained
         epochs = [e for e in events[kind] if e.kind == "epoch"]
         assert epochs and all(e.val_pixel_auc is not None for e in epochs)
         assert any(e.kind == "status" and "calibrat" in e.message for e in events[kind])
-    bank = load_checkpoint(paths["memory"])["scoring"]["bank"]
-    assert bank.shape == (anomaly.BANK_SIZE, 20)
+    ckpt = load_checkpoint(paths["memory"])
+    # the default bank holds descriptors of the network learnt on the normal images
+    assert ckpt["scoring"]["descriptors"] == "learned"
+    assert ckpt["scoring"]["bank"].shape == (anomaly.BANK_SIZE, descriptor_dims(16))
+    assert set(ckpt["state_dict"]) == set(PatchEncoder(16).state_dict())
+    learning = [e.message for e in events["memory"] if e.kind == "status"]
+    assert any("learning descriptors from" in m and "reconstruction loss" in m for m in learning)
+
+
+def test_filter_descriptors_fit_without_a_network(study, tmp_path):
+    """``descriptors="filters"``: the bank of filter responses, no network in the file."""
+    from napari_bioanomaly.ml.train import train
+
+    _, ds = study
+    config = BASE.replace(model="memory", descriptors="filters")
+    events, result = drain(train(_part(ds, ds.images[:16]), config, tmp_path / "filters.pt"))
+    ckpt = load_checkpoint(result.best)
+    assert "state_dict" not in ckpt and ckpt["scoring"]["descriptors"] == "filters"
+    assert ckpt["scoring"]["bank"].shape == (anomaly.BANK_SIZE, 20)
+    assert not any("learning descriptors" in e.message for e in events)
+    image_auc, pixel_auc = held_out_scores(study, result.best)
+    assert image_auc >= 0.9 and pixel_auc >= 0.95, (image_auc, pixel_auc)
+    assert Predictor.load(result.best, "cpu").model is None
+
+
+def test_descriptors_are_the_same_in_windows_and_whole():
+    """Big images are described in windows; inside, the descriptors are those of the whole
+    image up to GroupNorm's statistics of each window (a few percent)."""
+    from napari_bioanomaly.ml import descriptors
+
+    torch.manual_seed(0)
+    encoder = descriptors.PatchEncoder(4)
+    image = np.random.default_rng(0).random((900, 130)).astype(np.float32)
+    windows = descriptors.describe(image, encoder, 2)
+    assert windows.shape == (450, 65, descriptor_dims(4)) == (450, 65, 24)
+    whole = descriptors.describe(image, encoder, 2, window=4096)
+    assert np.abs(windows - whole).mean() < 0.02 * np.abs(whole).mean()
+    assert descriptors.describe(image[:21, :37], encoder, 4).shape == (6, 10, 24)
+
+
+def test_encoder_of_a_unet_computes_its_first_levels():
+    from napari_bioanomaly.ml.descriptors import PatchEncoder
+
+    unet = models.UNet(1, base=4)
+    encoder = PatchEncoder.from_unet(unet, 4)
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(encoder.down[0](x), unet.down[0](x))
+        assert torch.equal(encoder.down[2][0].weight, unet.down[2][0].weight)
 
 
 def test_calibration_puts_normal_pixels_below_half(study, trained):

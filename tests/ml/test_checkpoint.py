@@ -19,7 +19,7 @@ from napari_bioanomaly.core.model import BioAnomalyError
 from napari_bioanomaly.ml.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint
 from napari_bioanomaly.ml.config import TrainConfig
 from napari_bioanomaly.ml.forest import Forest
-from napari_bioanomaly.ml.predict import Predictor
+from napari_bioanomaly.ml.predict import Predictor, predict_image
 
 
 def checkpoint(model: str, **extra) -> dict:
@@ -125,6 +125,38 @@ def test_malformed_memory_banks_are_refused(tmp_path):
         bad = copy.deepcopy(ok)
         bad["scoring"][key] = value
         refused(tmp_path, bad, match)
+
+
+def test_memory_banks_of_learnt_descriptors_need_their_network(tmp_path):
+    """A bank of learnt descriptors predicts through its encoder; without it, with one of
+    another width, or with an unknown kind of descriptor, the file is refused by item."""
+    from napari_bioanomaly.ml.descriptors import PatchEncoder, descriptor_dims
+
+    dims = descriptor_dims(4)
+    config = TrainConfig(model="memory", base_channels=4).to_dict()
+    scoring = {"center": 0.1, "threshold": 0.5, "image_center": 0.2, "image_threshold": 0.6,
+               "mean": [0.0] * dims, "std": [1.0] * dims, "bank": torch.zeros(8, dims),
+               "descriptors": "learned"}  # fmt: skip
+    ok = {**checkpoint("memory", scoring=scoring, classes=["anomaly"]), "config": config,
+          "state_dict": PatchEncoder(4).state_dict()}  # fmt: skip
+    torch.save(ok, tmp_path / "ok.pt")
+    predictor = Predictor.load(tmp_path / "ok.pt", "cpu")
+    assert isinstance(predictor.model, PatchEncoder)
+    heat, score = predict_image(predictor, np.zeros((40, 56), np.uint8))
+    assert heat.shape == (2, 40, 56) and 0 < score < 1
+
+    no_net = copy.deepcopy(ok)
+    del no_net["state_dict"]
+    refused(tmp_path, no_net, "learnt descriptors without its network")
+    wider = copy.deepcopy(ok)
+    wider["state_dict"] = PatchEncoder(8).state_dict()
+    refused(tmp_path, wider, "weights do not fit the network")
+    narrow = copy.deepcopy(ok)
+    narrow["scoring"].update(mean=[0.0] * 20, std=[1.0] * 20, bank=torch.zeros(8, 20))
+    refused(tmp_path, narrow, r"scoring\.bank: descriptors of 20 values, the network of width 4")
+    unknown = copy.deepcopy(ok)
+    unknown["scoring"]["descriptors"] = "imagenet"
+    refused(tmp_path, unknown, r"scoring\.descriptors: one of learned, filters")
 
 
 def test_predict_cli_names_the_checkpoint_and_item(tmp_path, forest_ckpt, capsys):

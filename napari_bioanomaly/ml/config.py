@@ -45,9 +45,8 @@ REGISTRY: dict[str, ModelInfo] = {m.name: m for m in (
               "trains in seconds", network=False, class_weights=True, trainer="forest"),
     ModelInfo("autoencoder", "anomaly", "unsupervised: learns normal images, no annotations "
               "needed", network=True),
-    ModelInfo("memory", "anomaly", "unsupervised: memory bank of normal patches described "
-              "by a network learnt from the images, no annotations needed", network=False,
-              trainer="memory"),
+    ModelInfo("memory", "anomaly", "unsupervised: memory bank of normal patches, no "
+              "annotations needed", network=False, trainer="memory"),
 )}  # fmt: skip
 #: Supervised segmentation models (learn the annotated classes).
 SEGMENTATION_MODELS = tuple(n for n, m in REGISTRY.items() if m.kind == "segmentation")
@@ -71,7 +70,7 @@ class TrainConfig:
     model
         ``unet`` (default; small, trains on a laptop CPU), ``maskrcnn``, the
         unsupervised ``autoencoder`` and ``memory`` (a PatchCore-style memory
-        bank of descriptors learnt here without annotations), or ``forest`` (random
+        bank of patch descriptors), or ``forest`` (random
         forest on multi-scale filter features, the classic baseline).
     epochs, steps_per_epoch
         Length of training; an epoch is ``steps_per_epoch`` batches of random tiles.
@@ -129,10 +128,11 @@ class TrainConfig:
         annotated or not (masked-image reconstruction, :mod:`.pretrain`), before it learns
         the annotations; 0: none. Not the default: see ``docs/benchmarks.md``.
     descriptors
-        What the memory bank compares: ``learned`` (default) descriptors of a U-Net
-        trained on the normal images by masked-image reconstruction for most of the
-        time budget (:mod:`.descriptors`), or ``filters``: multi-scale filter
-        responses, fitted in seconds but weaker on real images (``docs/benchmarks.md``).
+        What the memory bank compares: ``filters`` (default), multi-scale filter
+        responses, fitted in a minute; or ``learned``: descriptors of a U-Net trained on
+        the normal images by masked-image reconstruction for most of the time budget
+        (:mod:`.descriptors`). On KolektorSDD the learnt ones gave better maps in some
+        runs and worse in others (``docs/benchmarks.md``): not the default.
     exclude_qc
         Leave images with image-quality flags (uniform, binary, dim, saturated,
         out of focus; see :mod:`napari_bioanomaly.core.quality`) out of training.
@@ -164,7 +164,7 @@ class TrainConfig:
     patience: int = 25
     ema: float = 0.99
     pretrain_min: float = 0.0
-    descriptors: str = "learned"
+    descriptors: str = "filters"
 
     def __post_init__(self) -> None:
         problems = self._type_problems()

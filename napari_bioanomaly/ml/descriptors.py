@@ -1,16 +1,17 @@
 """Patch descriptors of the memory bank learnt from the user's own images.
 
-No pretrained network can be downloaded, and filter responses (:mod:`.features`)
-do not tell real defects from real texture (KolektorSDD: image ROC-AUC 0.75).
-So the memory bank's descriptors come from a U-Net trained here, on the normal
-images, by masked-image reconstruction (:mod:`.pretrain`: no annotation
-needed). As PatchCore does with a pretrained backbone, a pixel's descriptor is
-the network's mid-level features around it: levels 1 and 2 of the encoder
-(strides 2 and 4, ``2 * base`` and ``4 * base`` channels), each averaged over
-its 5 x 5 neighbourhood, at a common stride. Measured on KolektorSDD (same
-bank, same images): filters 0.75 / 0.88 (image ROC-AUC / pixel AUROC), the same
-encoder with random weights 0.78 / 0.90, trained 6 minutes 0.86 / 0.91
-(``docs/benchmarks.md``). Deeper levels (3) and the decoder did worse.
+No pretrained network can be downloaded. With ``descriptors="learned"`` the
+memory bank's descriptors come from a U-Net trained here, on the normal images,
+by masked-image reconstruction (:mod:`.pretrain`: no annotation needed). As
+PatchCore does with a pretrained backbone, a pixel's descriptor is the network's
+mid-level features around it: levels 1 and 2 of the encoder (strides 2 and 4,
+``2 * base`` and ``4 * base`` channels), each averaged over its 5 x 5
+neighbourhood, at a common stride. Measured on KolektorSDD (same bank, same
+images; ``benchmarks/real/bench_descriptors.py``): filter responses 0.785 / 0.884
+(image ROC-AUC / pixel AUROC), this encoder with random weights 0.763 / 0.908,
+learnt for 6 minutes 0.71-0.83 / 0.87-0.91 from run to run: not reliably better,
+so not the default (``docs/benchmarks.md``). Deeper levels (3) and the decoder did
+worse.
 
 Images of any size are described in overlapping windows, so memory stays that of
 one window.

@@ -24,7 +24,7 @@ def _network(info: ModelInfo) -> bool:
 
 
 def _learns_weights(info: ModelInfo) -> bool:
-    """Networks, and the memory bank, whose descriptor network is trained."""
+    """Networks, and the memory bank (its descriptor network, with learned descriptors)."""
     return info.network or info.name == "memory"
 
 
@@ -160,10 +160,10 @@ SETTINGS: tuple[Setting, ...] = (
             "the images, annotated or not, before learning the annotations (0: none)",
             kind="float", field="pretrain_min", high=60 * 24, step=5, decimals=0,
             applies=_unet, metavar="MIN"),
-    Setting("descriptors", "descriptors", "what the memory bank compares: learned (a network "
-            "trained on the normal images, most of the time budget) or filters (filter "
-            "responses, seconds, weaker on real images)", kind="choice", choices=DESCRIPTORS,
-            applies=_memory),
+    Setting("descriptors", "descriptors", "what the memory bank compares: filters (filter "
+            "responses, a minute) or learned (a network trained on the normal images for "
+            "most of the time budget; see docs/anomaly.md)", kind="choice",
+            choices=DESCRIPTORS, applies=_memory),
     Setting("patience", "patience (epochs)", "stop after this many epochs without a better "
             "validation score (0: never)", high=10_000, applies=_network, metavar="N"),
     Setting("steps", "steps per epoch", "batches per epoch", field="steps_per_epoch", low=1,

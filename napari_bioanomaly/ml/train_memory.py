@@ -1,7 +1,7 @@
-"""The memory-bank trainer: a descriptor network learnt from the normal images without
-annotations (:mod:`.descriptors`; or the fixed filter responses of :mod:`.features`),
-then descriptors of normal pixels, a coreset, calibration and validation. One of the
-trainers of :mod:`.train`."""
+"""The memory-bank trainer: with learned descriptors a network trained on the normal
+images without annotations first (:mod:`.descriptors`; by default the fixed filter
+responses of :mod:`.features`), then descriptors of normal pixels, a coreset,
+calibration and validation. One of the trainers of :mod:`.train`."""
 
 from __future__ import annotations
 

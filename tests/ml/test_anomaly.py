@@ -102,28 +102,29 @@ def test_unsupervised_checkpoints_hold_calibration_and_report_separation(trained
         assert epochs and all(e.val_pixel_auc is not None for e in epochs)
         assert any(e.kind == "status" and "calibrat" in e.message for e in events[kind])
     ckpt = load_checkpoint(paths["memory"])
-    # the default bank holds descriptors of the network learnt on the normal images
-    assert ckpt["scoring"]["descriptors"] == "learned"
-    assert ckpt["scoring"]["bank"].shape == (anomaly.BANK_SIZE, descriptor_dims(16))
-    assert set(ckpt["state_dict"]) == set(PatchEncoder(16).state_dict())
-    learning = [e.message for e in events["memory"] if e.kind == "status"]
-    assert any("learning descriptors from" in m and "reconstruction loss" in m for m in learning)
+    # the default bank holds filter responses and no network
+    assert "state_dict" not in ckpt and ckpt["scoring"]["descriptors"] == "filters"
+    assert ckpt["scoring"]["bank"].shape == (anomaly.BANK_SIZE, 20)
+    assert Predictor.load(paths["memory"], "cpu").model is None
 
 
-def test_filter_descriptors_fit_without_a_network(study, tmp_path):
-    """``descriptors="filters"``: the bank of filter responses, no network in the file."""
+def test_learnt_descriptors_train_a_network_without_annotations(study, tmp_path):
+    """``descriptors="learned"``: a U-Net learns the normal images (masked-image
+    reconstruction) first; the file holds its encoder, which prediction uses."""
     from napari_bioanomaly.ml.train import train
 
     _, ds = study
-    config = BASE.replace(model="memory", descriptors="filters")
-    events, result = drain(train(_part(ds, ds.images[:16]), config, tmp_path / "filters.pt"))
+    config = BASE.replace(model="memory", descriptors="learned")
+    events, result = drain(train(_part(ds, ds.images[:16]), config, tmp_path / "learnt.pt"))
     ckpt = load_checkpoint(result.best)
-    assert "state_dict" not in ckpt and ckpt["scoring"]["descriptors"] == "filters"
-    assert ckpt["scoring"]["bank"].shape == (anomaly.BANK_SIZE, 20)
-    assert not any("learning descriptors" in e.message for e in events)
+    assert ckpt["scoring"]["descriptors"] == "learned"
+    assert ckpt["scoring"]["bank"].shape == (anomaly.BANK_SIZE, descriptor_dims(16))
+    assert set(ckpt["state_dict"]) == set(PatchEncoder(16).state_dict())
+    learning = [e.message for e in events if e.kind == "status"]
+    assert any("learning descriptors from" in m and "reconstruction loss" in m for m in learning)
+    assert isinstance(Predictor.load(result.best, "cpu").model, PatchEncoder)
     image_auc, pixel_auc = held_out_scores(study, result.best)
-    assert image_auc >= 0.9 and pixel_auc >= 0.95, (image_auc, pixel_auc)
-    assert Predictor.load(result.best, "cpu").model is None
+    assert image_auc >= 0.9 and pixel_auc >= 0.9, (image_auc, pixel_auc)
 
 
 def test_descriptors_are_the_same_in_windows_and_whole():

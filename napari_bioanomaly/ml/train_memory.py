@@ -25,8 +25,7 @@ from .descriptors import PatchEncoder, describe
 from .device import pick_device
 from .events import SCORE_LABELS, TrainEvent, TrainResult
 from .features import features
-from .train_network import budget_minutes
-from .trainer import TrainJob
+from .trainer import TrainJob, budget_minutes
 from .validation import operating_point
 
 #: Share of the run's time budget spent learning the descriptor network (the rest builds

@@ -33,7 +33,7 @@ from .config import TrainConfig
 from .device import autocast_dtype, free_memory, is_oom, pick_device
 from .distributed import Dist
 from .events import TrainEvent, TrainResult, score_label
-from .trainer import TrainJob
+from .trainer import TrainJob, budget_minutes
 from .validation import operating_point, scores, validate
 
 
@@ -73,15 +73,9 @@ def fit(job: TrainJob) -> Generator[TrainEvent, None, TrainResult]:
         dist.close()
 
 
-#: Without ``epochs`` a run trains for this many minutes on a CPU, and on a GPU ...
-CPU_BUDGET_MIN, GPU_BUDGET_MIN = 15.0, 60.0
-#: ... but never more epochs than this, nor fewer than the warm-up plus two.
+#: Without ``epochs`` a run trains for :func:`.trainer.budget_minutes`, but never more
+#: epochs than this, nor fewer than the warm-up plus two.
 MAX_AUTO_EPOCHS, MIN_AUTO_EPOCHS = 300, 3
-def budget_minutes(config: TrainConfig, device: torch.device) -> float:
-    """The time a run without a fixed number of epochs may take."""
-    if config.budget_min is not None:
-        return config.budget_min
-    return GPU_BUDGET_MIN if device.type == "cuda" else CPU_BUDGET_MIN
 
 
 def _schedule(plan: dict[str, int]):

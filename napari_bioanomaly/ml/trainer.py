@@ -17,9 +17,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import torch
+
 from ..core.model import Dataset
 from .config import TrainConfig
 from .events import TrainEvent, TrainResult
+
+#: Without ``epochs`` a run trains for this many minutes on a CPU, and on a GPU.
+CPU_BUDGET_MIN, GPU_BUDGET_MIN = 15.0, 60.0
+
+
+def budget_minutes(config: TrainConfig, device: torch.device) -> float:
+    """The time a run without a fixed number of epochs may take."""
+    if config.budget_min is not None:
+        return config.budget_min
+    return GPU_BUDGET_MIN if device.type == "cuda" else CPU_BUDGET_MIN
 
 
 @dataclass(frozen=True)

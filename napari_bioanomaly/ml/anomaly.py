@@ -127,6 +127,17 @@ def coreset(features: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
     return features[chosen].clone()
 
 
+def memory_descriptors(
+    norm: np.ndarray, stride: int, encoder: nn.Module | None = None,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """The memory bank's descriptors of every ``stride``-th pixel: the ``encoder``'s
+    (learnt, :mod:`.descriptors`), or filter responses without one."""
+    if encoder is None:
+        return features(norm)[::stride, ::stride]
+    return describe(norm, encoder, stride, device)
+
+
 def memory_raw(
     norm: np.ndarray,
     scoring: dict[str, Any],
@@ -138,12 +149,10 @@ def memory_raw(
     descriptors are the ``encoder``'s (:mod:`.descriptors`), or filter responses when the
     bank was built from those (``scoring["descriptors"] == "filters"``, and checkpoints
     made before learnt descriptors)."""
-    if scoring.get("descriptors", "filters") == "learned":
-        if encoder is None:
-            raise ValueError("a memory bank of learnt descriptors needs its encoder")
-        feats = describe(norm, encoder, 2, device)
-    else:
-        feats = features(norm)[::2, ::2]
+    learnt = scoring.get("descriptors", "filters") == "learned"
+    if learnt and encoder is None:
+        raise ValueError("a memory bank of learnt descriptors needs its encoder")
+    feats = memory_descriptors(norm, 2, encoder if learnt else None, device)
     h, w, d = feats.shape
     mean, std = (np.asarray(scoring[k], dtype=np.float32) for k in ("mean", "std"))
     query = torch.from_numpy((feats.reshape(-1, d) - mean) / std)

@@ -16,15 +16,14 @@ from scipy import ndimage
 
 from ..core.model import BioAnomalyError, Dataset
 from . import data
-from .anomaly import BANK_SIZE, CANDIDATES, coreset, image_map
+from .anomaly import BANK_SIZE, CANDIDATES, coreset, image_map, memory_descriptors
 from .anomaly_fit import _pixel_sample, calibrate_scoring, separation
 from .checkpoint import checkpoint_payload, last_path, save_checkpoint
 from .config import TrainConfig
 from .data import spread
-from .descriptors import PatchEncoder, describe
+from .descriptors import PatchEncoder
 from .device import pick_device
 from .events import SCORE_LABELS, TrainEvent, TrainResult
-from .features import features
 from .trainer import TrainJob, budget_minutes
 from .validation import operating_point
 
@@ -57,11 +56,6 @@ def train_memory(
         if cancel.is_set():
             return TrainResult(None, last_path(out), [], None, True, str(device))
 
-    def describe_image(norm: np.ndarray, stride: int) -> np.ndarray:
-        if encoder is None:
-            return features(norm)[::stride, ::stride]
-        return describe(norm, encoder, stride, device)
-
     chosen = spread(train_idx, 256)
     per_image = max(1000, CANDIDATES // max(1, len(chosen)))
     candidates = []
@@ -72,7 +66,7 @@ def train_memory(
         cls, _ = data.rasterise(dataset.images[i], classes, norm.shape)
         # descriptors every 4th pixel, away (8 px) from annotated anomalies
         near = ndimage.binary_dilation(cls > 0, iterations=8)[::4, ::4]
-        feats = describe_image(norm, 4)[~near]
+        feats = memory_descriptors(norm, 4, encoder, device)[~near]
         if len(feats):
             candidates.append(feats[rng.choice(len(feats), min(len(feats), per_image), False)])
         name = dataset.images[i].filename

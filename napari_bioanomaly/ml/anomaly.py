@@ -132,7 +132,7 @@ def memory_descriptors(
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
     """The memory bank's descriptors of every ``stride``-th pixel: the ``encoder``'s
-    (learnt, :mod:`.descriptors`), or filter responses without one."""
+    (random or learnt, :mod:`.descriptors`), or filter responses without one."""
     if encoder is None:
         return features(norm)[::stride, ::stride]
     return describe(norm, encoder, stride, device)
@@ -149,10 +149,11 @@ def memory_raw(
     descriptors are the ``encoder``'s (:mod:`.descriptors`), or filter responses when the
     bank was built from those (``scoring["descriptors"] == "filters"``, and checkpoints
     made before learnt descriptors)."""
-    learnt = scoring.get("descriptors", "filters") == "learned"
-    if learnt and encoder is None:
-        raise ValueError("a memory bank of learnt descriptors needs its encoder")
-    feats = memory_descriptors(norm, 2, encoder if learnt else None, device)
+    networked = scoring.get("descriptors", "filters") != "filters"
+    if networked and encoder is None:
+        raise ValueError(f"a memory bank of {scoring['descriptors']} descriptors needs its "
+                         "encoder")  # fmt: skip
+    feats = memory_descriptors(norm, 2, encoder if networked else None, device)
     h, w, d = feats.shape
     mean, std = (np.asarray(scoring[k], dtype=np.float32) for k in ("mean", "std"))
     query = torch.from_numpy((feats.reshape(-1, d) - mean) / std)

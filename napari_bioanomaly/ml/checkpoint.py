@@ -27,8 +27,8 @@ from ..core.fileio import atomic_write
 from ..core.model import BioAnomalyError
 from ..core.operating import OperatingPoint
 from . import models
-from .config import ANOMALY_MODELS, DESCRIPTORS, TrainConfig
-from .descriptors import descriptor_dims
+from .config import ANOMALY_MODELS, BANK_DESCRIPTORS, TrainConfig
+from .descriptors import descriptor_dims, descriptor_network
 
 #: At most this many classes and characters in a class name.
 MAX_CLASSES, MAX_NAME = 1000, 200
@@ -77,23 +77,34 @@ def validate(ckpt: dict[str, Any]) -> None:
 
 
 def _descriptors(ckpt: dict[str, Any], config: TrainConfig) -> None:
-    """A memory bank of learnt descriptors comes with its network, of the bank's width."""
+    """A memory bank of random or learnt descriptors comes with its network (for random
+    ones, a count of encoders), of the bank's width."""
     if config.model != "memory":
         return
     kind = ckpt["scoring"].get("descriptors", "filters")
-    if kind not in DESCRIPTORS:
-        raise BioAnomalyError(f"scoring.descriptors: one of {', '.join(DESCRIPTORS)}, not "
+    if kind not in BANK_DESCRIPTORS:
+        raise BioAnomalyError(f"scoring.descriptors: one of {', '.join(BANK_DESCRIPTORS)}, not "
                               f"{_short(kind)}")  # fmt: skip
-    if kind != "learned":
+    if kind == "filters":
         return
     if "state_dict" not in ckpt:
-        raise BioAnomalyError("a memory bank of learnt descriptors without its network "
+        raise BioAnomalyError(f"a memory bank of {kind} descriptors without its network "
                               "(state_dict)")  # fmt: skip
-    dims = descriptor_dims(config.base_channels)
+    members = _encoders(ckpt["scoring"]) if kind == "random" else 1
+    dims = members * descriptor_dims(config.base_channels)
     width = len(ckpt["scoring"]["mean"])
     if width != dims:
         raise BioAnomalyError(f"scoring.bank: descriptors of {width} values, the network of "
                               f"width {config.base_channels} makes {dims}")  # fmt: skip
+
+
+def _encoders(scoring: dict[str, Any]) -> int:
+    """The number of random encoders of a memory bank, checked."""
+    members = scoring.get("encoders")
+    if not isinstance(members, int) or isinstance(members, bool) or not 1 <= members <= 64:
+        raise BioAnomalyError(f"scoring.encoders: a count of 1 to 64 encoders, not "
+                              f"{_short(members)}")  # fmt: skip
+    return members
 
 
 def _short(value: Any) -> str:
@@ -309,7 +320,15 @@ def model_from_checkpoint(
     config = TrainConfig.from_dict(ckpt["config"])
     if "state_dict" not in ckpt:
         raise BioAnomalyError(f"a {config.model} checkpoint holds no network weights")
-    model = models.build(config.model, len(ckpt["classes"]), config.tile, config.base_channels)
+    if config.model == "memory":  # its descriptor network (validated: not filters)
+        scoring = ckpt.get("scoring") or {}
+        kind = scoring.get("descriptors", "filters")
+        if kind == "filters":
+            raise BioAnomalyError("a memory bank of filter descriptors holds no network")
+        model = descriptor_network(kind, config.base_channels, scoring.get("encoders", 1))
+    else:
+        model = models.build(config.model, len(ckpt["classes"]), config.tile,
+                             config.base_channels)  # fmt: skip
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:  # missing, unexpected or mis-shaped weights

@@ -58,7 +58,9 @@ MODELS = tuple(REGISTRY)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 CLASS_WEIGHTS = ("none", "balanced")
 #: Descriptors of the memory bank: learnt from the images, or fixed filter responses.
-DESCRIPTORS = ("learned", "filters")
+#: What a memory bank's descriptors can be, and what the user can ask for.
+BANK_DESCRIPTORS = ("filters", "random", "learned")
+DESCRIPTORS = ("auto", *BANK_DESCRIPTORS)
 
 
 @dataclass(frozen=True)
@@ -128,11 +130,14 @@ class TrainConfig:
         annotated or not (masked-image reconstruction, :mod:`.pretrain`), before it learns
         the annotations; 0: none. Not the default: see ``docs/benchmarks.md``.
     descriptors
-        What the memory bank compares: ``filters`` (default), multi-scale filter
-        responses, fitted in a minute; or ``learned``: descriptors of a U-Net trained on
-        the normal images by masked-image reconstruction for most of the time budget
-        (:mod:`.descriptors`). On KolektorSDD the learnt ones gave better maps in some
-        runs and worse in others (``docs/benchmarks.md``): not the default.
+        What the memory bank compares: ``filters``, multi-scale filter responses (a
+        minute, and the fastest to predict); ``random``, mid-level features of several
+        U-Net encoders with random weights, concatenated (nothing to learn, a few
+        minutes); ``learned``, features of one encoder trained on the normal images by
+        masked-image reconstruction for most of the time budget (:mod:`.descriptors`);
+        or ``auto`` (default): a bank of filters and one of random encoders, keeping the
+        one that tells the annotated validation images apart better (filters without
+        any). Measured in ``docs/benchmarks.md``.
     exclude_qc
         Leave images with image-quality flags (uniform, binary, dim, saturated,
         out of focus; see :mod:`napari_bioanomaly.core.quality`) out of training.
@@ -164,7 +169,7 @@ class TrainConfig:
     patience: int = 25
     ema: float = 0.99
     pretrain_min: float = 0.0
-    descriptors: str = "filters"
+    descriptors: str = "auto"
 
     def __post_init__(self) -> None:
         problems = self._type_problems()

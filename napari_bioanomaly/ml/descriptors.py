@@ -29,6 +29,8 @@ from .models import UNet, _block
 #: Encoder levels whose features make the descriptor, and their neighbourhood (levels'
 #: own pixels) averaged.
 LEVELS, POOL = (1, 2), 5
+#: Random-weight encoders of a ``random`` memory bank (:class:`EncoderEnsemble`).
+ENCODERS = 4
 #: Window side (pixels of the image) and the margin added on each side.
 WINDOW, MARGIN = 768, 48
 
@@ -75,6 +77,44 @@ class PatchEncoder(nn.Module):
         return torch.cat(out, dim=1)
 
 
+class EncoderEnsemble(nn.Module):
+    """``members`` :class:`PatchEncoder` s of width ``base`` whose descriptors are
+    concatenated: with random weights (``descriptors="random"``), each draw of weights
+    sees the texture differently and which draw suits a dataset cannot be told from its
+    normal images; together they are steadier than any one of them (KolektorSDD, one
+    bank: one encoder 0.58-0.94 image ROC-AUC over six draws, docs/benchmarks.md).
+
+    ``seed`` fixes the random weights without touching the global random state; they are
+    saved with the bank all the same."""
+
+    def __init__(self, base: int = 16, members: int = ENCODERS, seed: int | None = None) -> None:
+        super().__init__()
+        self.base = base
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            self.members = nn.ModuleList(PatchEncoder(base) for _ in range(members))
+
+    @property
+    def dims(self) -> int:
+        """Length of a descriptor: the members' together."""
+        return len(self.members) * descriptor_dims(self.base)
+
+    def forward(self, x: torch.Tensor, stride: int) -> torch.Tensor:
+        """Descriptors ``(N, dims, H / stride, W / stride)``, as :meth:`PatchEncoder.forward`."""
+        return torch.cat([member(x, stride) for member in self.members], dim=1)
+
+
+def descriptor_network(kind: str, base: int, members: int = ENCODERS) -> nn.Module:
+    """The (untrained) descriptor network of a memory bank of ``kind`` descriptors:
+    ``learned`` one :class:`PatchEncoder`, ``random`` an :class:`EncoderEnsemble`."""
+    if kind == "learned":
+        return PatchEncoder(base)
+    if kind == "random":
+        return EncoderEnsemble(base, members)
+    raise ValueError(f"{kind} descriptors need no network")
+
+
 def descriptor_dims(base: int) -> int:
     """Length of the descriptors of an encoder of width ``base``."""
     return sum(base * 2**level for level in LEVELS)
@@ -83,7 +123,7 @@ def descriptor_dims(base: int) -> int:
 @torch.no_grad()
 def describe(
     norm: np.ndarray,
-    encoder: PatchEncoder,
+    encoder: PatchEncoder | EncoderEnsemble,
     stride: int,
     device: torch.device | str = "cpu",
     window: int = WINDOW,

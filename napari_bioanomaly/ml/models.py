@@ -247,10 +247,6 @@ def build(
         return UNet(n_classes, base=base)
     if kind == "maskrcnn":
         return maskrcnn(n_classes, tile, weights)
-    if kind == "memory":  # the descriptor network of a memory bank (learnt descriptors)
-        from .descriptors import PatchEncoder
-
-        return PatchEncoder(base)
     raise BioAnomalyError(f"unknown model {kind!r}")
 
 

@@ -85,8 +85,8 @@ class Predictor:
                     "stopped early): use the best checkpoint, or resume the training to its end"
                 )
             extra["scoring"] = ckpt["scoring"]
-            learnt = extra["scoring"].get("descriptors", "filters") == "learned"
-            if trainer == "memory" and not learnt:  # no network: the bank, its calibration
+            filters = extra["scoring"].get("descriptors", "filters") == "filters"
+            if trainer == "memory" and filters:  # no network: the bank, its calibration
                 return cls(None, config.model, classes, config, dev, extra)
         try:
             model = model_from_checkpoint(ckpt, dev)

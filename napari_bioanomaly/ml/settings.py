@@ -161,8 +161,10 @@ SETTINGS: tuple[Setting, ...] = (
             kind="float", field="pretrain_min", high=60 * 24, step=5, decimals=0,
             applies=_unet, metavar="MIN"),
     Setting("descriptors", "descriptors", "what the memory bank compares: filters (filter "
-            "responses, a minute) or learned (a network trained on the normal images for "
-            "most of the time budget; see docs/anomaly.md)", kind="choice",
+            "responses: fastest), random (features of several random-weight encoders), "
+            "learned (an encoder trained on the normal images for most of the time budget) "
+            "or auto (filters and random, the better on the annotated validation images); "
+            "see docs/anomaly.md", kind="choice",
             choices=DESCRIPTORS, applies=_memory),
     Setting("patience", "patience (epochs)", "stop after this many epochs without a better "
             "validation score (0: never)", high=10_000, applies=_network, metavar="N"),

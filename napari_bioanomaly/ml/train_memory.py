@@ -1,18 +1,21 @@
-"""The memory-bank trainer: with learned descriptors a network trained on the normal
-images without annotations first (:mod:`.descriptors`; by default the fixed filter
-responses of :mod:`.features`), then descriptors of normal pixels, a coreset,
-calibration and validation. One of the trainers of :mod:`.train`."""
+"""The memory-bank trainer: the descriptor network (by default random-weight encoders; with
+learned descriptors a network trained on the normal images without annotations first,
+:mod:`.descriptors`; none for the filter responses of :mod:`.features`), then
+descriptors of normal pixels, a coreset, calibration and validation. One of the trainers
+of :mod:`.train`."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Generator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from scipy import ndimage
+from torch import nn
 
 from ..core.model import BioAnomalyError, Dataset
 from . import data
@@ -21,12 +24,18 @@ from .anomaly_fit import _pixel_sample, calibrate_scoring, separation
 from .checkpoint import checkpoint_payload, last_path, save_checkpoint
 from .config import TrainConfig
 from .data import spread
-from .descriptors import PatchEncoder
+from .descriptors import ENCODERS, EncoderEnsemble, PatchEncoder
 from .device import pick_device
 from .events import SCORE_LABELS, TrainEvent, TrainResult
 from .trainer import TrainJob, budget_minutes
 from .validation import operating_point
 
+#: The descriptors ``auto`` compares, cheapest first (it wins ties). On KolektorSDD the
+#: random encoders' maps are clearly better, on CrackForest, NEU-Seg and the hard sample
+#: the filters' (docs/benchmarks.md): validation decides for the user's images.
+AUTO = ("filters", "random")
+#: How much better (mean of validation image ROC-AUC and pixel AUROC) a later kind must be.
+MARGIN = 0.01
 #: Share of the run's time budget spent learning the descriptor network (the rest builds
 #: the bank and calibrates it: about a minute for 400 images on 2 CPU cores).
 LEARN_SHARE = 0.8
@@ -43,25 +52,112 @@ def train_memory(
     """Build the memory bank from normal pixels of the training images, calibrate it on
     the validation images, measure image ROC-AUC and pixel AUROC there, save the checkpoint.
 
+    With ``descriptors="auto"`` one bank of each of :data:`AUTO` is built and the one
+    whose validation images are told apart better is kept (:func:`_better`); without
+    annotated validation images, only the first (filter responses) is built.
+
     Yields the events of neural training (one step per image) and returns a
     :class:`~.train.TrainResult`.
     """
+    device = pick_device(config.device)
+    kinds = AUTO if config.descriptors == "auto" else (config.descriptors,)
+    if len(kinds) > 1 and not any(dataset.images[i].regions for i in val_idx):
+        kinds = kinds[:1]  # nothing to tell the banks apart by: the first, cheapest
+        yield TrainEvent("status", 0, 1, 0, 1, message="no annotated validation images to "
+                         f"choose the descriptors by: {kinds[0]}")  # fmt: skip
+    best: _Bank | None = None
+    for kind in kinds:
+        bank = yield from _build(dataset, config, kind, train_idx, val_idx, device, cancel)
+        if bank is None:
+            return TrainResult(None, last_path(out), [], None, True, str(device))
+        if len(kinds) > 1:
+            yield TrainEvent("status", 0, 1, 0, 1, message=f"{kind} descriptors: "
+                             f"{_describe(bank)} on the validation images")  # fmt: skip
+        if best is None or _better(bank, best):
+            best = bank
+    assert best is not None
+    if len(kinds) > 1:
+        yield TrainEvent("status", 0, 1, 0, 1, message=f"keeping the {best.kind} descriptors")
+    scoring, encoder = best.scoring, best.encoder
+    history = [{"epoch": 0, "loss": None, "val_auc": best.val_auc,
+                "val_pixel_auc": best.val_pixel_auc}]  # fmt: skip
+    point = yield from operating_point(
+        config, encoder, ["anomaly"], {"scoring": scoring}, dataset, val_idx, device,
+        0, 1, best.steps,
+    )  # fmt: skip
+    payload = checkpoint_payload(config, ["anomaly"], history, 0, best.val_auc)
+    payload.update(scoring=scoring, best_label=SCORE_LABELS["memory"],
+                   operating_point=point.to_dict())  # fmt: skip
+    if encoder is not None:
+        payload["state_dict"] = {k: v.detach().cpu() for k, v in encoder.state_dict().items()}
+    saved = save_checkpoint(out, payload)
+    last = save_checkpoint(last_path(out), payload)
+    yield TrainEvent("epoch", 0, 1, best.steps, best.steps, val_auc=best.val_auc,
+                     val_pixel_auc=best.val_pixel_auc)  # fmt: skip
+    return TrainResult(saved, last, history, best.val_auc, False, str(device),
+                       SCORE_LABELS["memory"], point)  # fmt: skip
+
+
+@dataclass
+class _Bank:
+    """A calibrated memory bank of one kind of descriptors, and its validation scores."""
+
+    kind: str
+    scoring: dict[str, Any]
+    encoder: nn.Module | None
+    val_auc: float | None
+    val_pixel_auc: float | None
+    steps: int
+
+    @property
+    def separation(self) -> float | None:
+        """Mean of the validation image ROC-AUC and pixel AUROC that are defined."""
+        known = [v for v in (self.val_auc, self.val_pixel_auc) if v is not None]
+        return sum(known) / len(known) if known else None
+
+
+def _better(bank: _Bank, than: _Bank) -> bool:
+    """Whether ``bank`` tells the validation images apart better than ``than`` (by more
+    than :data:`MARGIN`: the cheaper, earlier kind wins ties and unmeasured cases)."""
+    ours, theirs = bank.separation, than.separation
+    return ours is not None and theirs is not None and ours > theirs + MARGIN
+
+
+def _describe(bank: _Bank) -> str:
+    def show(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    return f"image ROC-AUC {show(bank.val_auc)}, pixel AUROC {show(bank.val_pixel_auc)}"
+
+
+def _build(
+    dataset: Dataset,
+    config: TrainConfig,
+    kind: str,
+    train_idx: list[int],
+    val_idx: list[int],
+    device: torch.device,
+    cancel: threading.Event,
+) -> Generator[TrainEvent, None, _Bank | None]:
+    """One calibrated bank of ``kind`` descriptors and its validation scores (``None``
+    when stopped)."""
     rng = np.random.default_rng(config.seed)
     cache = data.ImageCache(dataset, config, size=1)
     classes = dataset.class_names()
-    device = pick_device(config.device)
-    encoder = None
-    if config.descriptors == "learned":
+    encoder: nn.Module | None = None
+    if kind == "learned":
         encoder = yield from _learn_encoder(dataset, config, train_idx, device, cancel)
         if cancel.is_set():
-            return TrainResult(None, last_path(out), [], None, True, str(device))
+            return None
+    elif kind == "random":
+        encoder = EncoderEnsemble(config.base_channels, ENCODERS, config.seed).to(device).eval()
 
     chosen = spread(train_idx, 256)
     per_image = max(1000, CANDIDATES // max(1, len(chosen)))
     candidates = []
     for step, i in enumerate(chosen, start=1):
         if cancel.is_set():
-            return TrainResult(None, last_path(out), [], None, True, str(device))
+            return None
         norm = cache(i)
         cls, _ = data.rasterise(dataset.images[i], classes, norm.shape)
         # descriptors every 4th pixel, away (8 px) from annotated anomalies
@@ -70,21 +166,25 @@ def train_memory(
         if len(feats):
             candidates.append(feats[rng.choice(len(feats), min(len(feats), per_image), False)])
         name = dataset.images[i].filename
-        yield TrainEvent("step", 0, 1, step, len(chosen), message=f"features of {name}")
+        yield TrainEvent("step", 0, 1, step, len(chosen),
+                         message=f"{kind} descriptors of {name}")  # fmt: skip
     if not candidates:
         raise BioAnomalyError("no normal pixels in the training images for the memory bank")
     pool = np.concatenate(candidates)
     mean, std = pool.mean(axis=0), pool.std(axis=0) + 1e-6
     bank = coreset(torch.from_numpy((pool - mean) / std), BANK_SIZE, config.seed)
     scoring: dict[str, Any] = {"mean": mean.tolist(), "std": std.tolist(), "bank": bank,
-                               "descriptors": config.descriptors}
-    yield TrainEvent(
-        "status", 0, 1, len(chosen), len(chosen), message="calibrating anomaly scores"
-    )
+                               "descriptors": kind}  # fmt: skip
+    if isinstance(encoder, EncoderEnsemble):
+        scoring["encoders"] = len(encoder.members)
+    yield TrainEvent("status", 0, 1, len(chosen), len(chosen),
+                     message=f"calibrating anomaly scores ({kind} descriptors)")  # fmt: skip
     scoring = calibrate_scoring("memory", encoder, scoring, dataset, val_idx or train_idx,
                                 config, device)
     labels, scores, px_labels, px_scores = [], [], [], []
     for i in val_idx:
+        if cancel.is_set():
+            return None
         norm = cache(i)
         heat, score = image_map("memory", norm, encoder, scoring, config, device)
         cls, _ = data.rasterise(dataset.images[i], classes, norm.shape)
@@ -94,23 +194,7 @@ def train_memory(
         px_labels.append(pl)
         px_scores.append(ps)
     val_auc, val_pixel_auc = separation(labels, scores, px_labels, px_scores)
-    history = [{"epoch": 0, "loss": None, "val_auc": val_auc, "val_pixel_auc": val_pixel_auc}]
-    point = yield from operating_point(
-        config, encoder, ["anomaly"], {"scoring": scoring}, dataset, val_idx, device,
-        0, 1, len(chosen),
-    )  # fmt: skip
-    payload = checkpoint_payload(config, ["anomaly"], history, 0, val_auc)
-    payload.update(scoring=scoring, best_label=SCORE_LABELS["memory"],
-                   operating_point=point.to_dict())  # fmt: skip
-    if encoder is not None:
-        payload["state_dict"] = {k: v.detach().cpu() for k, v in encoder.state_dict().items()}
-    best = save_checkpoint(out, payload)
-    last = save_checkpoint(last_path(out), payload)
-    yield TrainEvent(
-        "epoch", 0, 1, len(chosen), len(chosen), val_auc=val_auc, val_pixel_auc=val_pixel_auc
-    )
-    return TrainResult(best, last, history, val_auc, False, str(device), SCORE_LABELS["memory"],
-                       point)
+    return _Bank(kind, scoring, encoder, val_auc, val_pixel_auc, len(chosen))
 
 
 def _learn_encoder(

@@ -22,9 +22,14 @@ from napari_bioanomaly.core.imagemetrics import roc_auc
 from napari_bioanomaly.core.images import read_image
 from napari_bioanomaly.core.model import BioAnomalyError, Dataset
 from napari_bioanomaly.core.synthetic import SampleConfig, write_sample
-from napari_bioanomaly.ml import anomaly, data, models
+from napari_bioanomaly.ml import anomaly, data, models, train_memory
 from napari_bioanomaly.ml.config import TrainConfig
-from napari_bioanomaly.ml.descriptors import PatchEncoder, descriptor_dims
+from napari_bioanomaly.ml.descriptors import (
+    ENCODERS,
+    EncoderEnsemble,
+    PatchEncoder,
+    descriptor_dims,
+)
 from napari_bioanomaly.ml.features import features
 from napari_bioanomaly.ml.forest import Forest
 from napari_bioanomaly.ml.predict import Predictor, predict_image
@@ -101,11 +106,78 @@ def test_unsupervised_checkpoints_hold_calibration_and_report_separation(trained
         epochs = [e for e in events[kind] if e.kind == "epoch"]
         assert epochs and all(e.val_pixel_auc is not None for e in epochs)
         assert any(e.kind == "status" and "calibrat" in e.message for e in events[kind])
-    ckpt = load_checkpoint(paths["memory"])
-    # the default bank holds filter responses and no network
+    # the default (auto) built a bank of each kind, reported both, kept one
+    said = [e.message for e in events["memory"] if e.kind == "status"]
+    for kind in train_memory.AUTO:
+        assert any(m.startswith(f"{kind} descriptors: image ROC-AUC ") for m in said), said
+    kept = load_checkpoint(paths["memory"])["scoring"]["descriptors"]
+    assert f"keeping the {kept} descriptors" in said
+
+
+def test_filter_descriptors_need_no_network(study, tmp_path):
+    """``descriptors="filters"``: the bank holds filter responses and nothing else."""
+    from napari_bioanomaly.ml.train import train
+
+    _, ds = study
+    config = BASE.replace(model="memory", descriptors="filters")
+    _, result = drain(train(_part(ds, ds.images[:16]), config, tmp_path / "filters.pt"))
+    ckpt = load_checkpoint(result.best)
     assert "state_dict" not in ckpt and ckpt["scoring"]["descriptors"] == "filters"
     assert ckpt["scoring"]["bank"].shape == (anomaly.BANK_SIZE, 20)
-    assert Predictor.load(paths["memory"], "cpu").model is None
+    assert Predictor.load(result.best, "cpu").model is None
+    image_auc, pixel_auc = held_out_scores(study, result.best)
+    assert image_auc >= 0.9 and pixel_auc >= 0.95, (image_auc, pixel_auc)
+
+
+def test_random_encoder_descriptors_are_saved_with_their_encoders(study, tmp_path):
+    """``descriptors="random"``: the bank of several random-weight encoders' descriptors,
+    and the encoders, which prediction uses."""
+    from napari_bioanomaly.ml.train import train
+
+    _, ds = study
+    config = BASE.replace(model="memory", descriptors="random")
+    _, result = drain(train(_part(ds, ds.images[:16]), config, tmp_path / "random.pt"))
+    ckpt = load_checkpoint(result.best)
+    scoring = ckpt["scoring"]
+    assert scoring["descriptors"] == "random" and scoring["encoders"] == ENCODERS
+    assert scoring["bank"].shape == (anomaly.BANK_SIZE, ENCODERS * descriptor_dims(16))
+    assert set(ckpt["state_dict"]) == set(EncoderEnsemble(16).state_dict())
+    assert isinstance(Predictor.load(result.best, "cpu").model, EncoderEnsemble)
+    image_auc, pixel_auc = held_out_scores(study, result.best)
+    assert image_auc >= 0.9 and pixel_auc >= 0.9, (image_auc, pixel_auc)
+
+
+def _bank(kind, image_auc, pixel_auc):
+    return train_memory._Bank(kind, {}, None, image_auc, pixel_auc, 1)
+
+
+def test_auto_keeps_the_cheaper_bank_unless_validation_prefers_the_other():
+    filters = _bank("filters", 0.80, 0.90)
+    assert train_memory._better(_bank("random", 0.90, 0.95), filters)
+    assert not train_memory._better(_bank("random", 0.80, 0.905), filters)  # within MARGIN
+    assert not train_memory._better(_bank("random", 0.70, 0.95), filters)  # mean 0.825 < 0.85
+    # only pixel AUROC known (every validation image annotated): it decides alone
+    assert train_memory._better(_bank("random", None, 0.95), _bank("filters", None, 0.90))
+    # nothing annotated to judge by: the cheaper, first kind stays
+    assert not train_memory._better(_bank("random", None, None), _bank("filters", None, None))
+
+
+def test_random_encoders_are_seeded_apart_and_leave_the_global_generator_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    first, again = EncoderEnsemble(4, 3, seed=7), EncoderEnsemble(4, 3, seed=7)
+    assert torch.equal(torch.rand(3), expected)  # the global random state is untouched
+    weights = [m.down[0][0].weight for m in first.members]
+    assert torch.equal(weights[0], again.members[0].down[0][0].weight)
+    assert not torch.equal(weights[0], weights[1])  # each member draws its own weights
+    assert not torch.equal(weights[0], EncoderEnsemble(4, 3, seed=8).members[0].down[0][0].weight)
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        out = first(x, 2)
+        assert out.shape == (1, first.dims, 16, 16) and first.dims == 3 * descriptor_dims(4)
+        assert torch.equal(out[:, descriptor_dims(4) : 2 * descriptor_dims(4)],
+                           first.members[1](x, 2))  # fmt: skip
 
 
 def test_learnt_descriptors_train_a_network_without_annotations(study, tmp_path):

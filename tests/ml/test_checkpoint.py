@@ -147,7 +147,7 @@ def test_memory_banks_of_learnt_descriptors_need_their_network(tmp_path):
 
     no_net = copy.deepcopy(ok)
     del no_net["state_dict"]
-    refused(tmp_path, no_net, "learnt descriptors without its network")
+    refused(tmp_path, no_net, "learned descriptors without its network")
     wider = copy.deepcopy(ok)
     wider["state_dict"] = PatchEncoder(8).state_dict()
     refused(tmp_path, wider, "weights do not fit the network")
@@ -156,7 +156,40 @@ def test_memory_banks_of_learnt_descriptors_need_their_network(tmp_path):
     refused(tmp_path, narrow, r"scoring\.bank: descriptors of 20 values, the network of width 4")
     unknown = copy.deepcopy(ok)
     unknown["scoring"]["descriptors"] = "imagenet"
-    refused(tmp_path, unknown, r"scoring\.descriptors: one of learned, filters")
+    refused(tmp_path, unknown, r"scoring\.descriptors: one of filters, random, learned")
+
+
+def test_memory_banks_of_random_encoders_need_them_all(tmp_path):
+    """A bank of random-weight encoders' descriptors holds the encoders and their count;
+    a count that is missing, absurd or does not match the bank's width is refused."""
+    from napari_bioanomaly.ml.descriptors import EncoderEnsemble, descriptor_dims
+
+    dims = 3 * descriptor_dims(4)
+    config = TrainConfig(model="memory", base_channels=4).to_dict()
+    scoring = {"center": 0.1, "threshold": 0.5, "image_center": 0.2, "image_threshold": 0.6,
+               "mean": [0.0] * dims, "std": [1.0] * dims, "bank": torch.zeros(8, dims),
+               "descriptors": "random", "encoders": 3}  # fmt: skip
+    ok = {**checkpoint("memory", scoring=scoring, classes=["anomaly"]), "config": config,
+          "state_dict": EncoderEnsemble(4, 3).state_dict()}  # fmt: skip
+    torch.save(ok, tmp_path / "ok.pt")
+    predictor = Predictor.load(tmp_path / "ok.pt", "cpu")
+    assert isinstance(predictor.model, EncoderEnsemble) and len(predictor.model.members) == 3
+    heat, score = predict_image(predictor, np.zeros((40, 56), np.uint8))
+    assert heat.shape == (2, 40, 56) and 0 < score < 1
+
+    for count, match in ((None, "scoring.encoders: a count of 1 to 64 encoders, not None"),
+                         (True, "not True"), (10**9, "not 1000000000"),
+                         (2, r"scoring\.bank: descriptors of 72 values, the network of "
+                             "width 4 makes 48")):  # fmt: skip
+        bad = copy.deepcopy(ok)
+        bad["scoring"]["encoders"] = count
+        refused(tmp_path, bad, match)
+    fewer = copy.deepcopy(ok)
+    fewer["state_dict"] = EncoderEnsemble(4, 2).state_dict()
+    refused(tmp_path, fewer, "weights do not fit the network")
+    no_net = copy.deepcopy(ok)
+    del no_net["state_dict"]
+    refused(tmp_path, no_net, "random descriptors without its network")
 
 
 def test_predict_cli_names_the_checkpoint_and_item(tmp_path, forest_ckpt, capsys):

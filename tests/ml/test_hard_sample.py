@@ -96,6 +96,8 @@ def test_default_memory_bank_beats_the_reference_on_the_hard_sample(tmp_path_fac
     config = TrainConfig(model="memory", seed=0, val_fraction=0.0)
     result = run(train(train_ds, config, tmp_path_factory.mktemp("m") / "memory.pt"))
     predictor = Predictor.load(result.best, "cpu")
+    # no annotated validation image: auto keeps the filter bank, the better one here
+    assert predictor.extra["scoring"]["descriptors"] == "filters"
     truths, ours, ref = [], [], []
     for im in test_images:
         image = read_image(folder / im.filename)

@@ -1,20 +1,26 @@
-"""Which descriptors should the memory bank compare? The same bank, four descriptors.
+"""Which descriptors should the memory bank compare? The same bank, several descriptors.
 
     .venv/bin/python benchmarks/real/bench_descriptors.py DATASET [--learn-min 6]
+        [--random-seeds 0,1,2] [--ensembles 0,1]
 
-``DATASET`` is a folder written by ``prepare_*.py`` with normal and defective test
-images (KolektorSDD). One memory bank (4,096 coreset rows chosen from descriptors of
-the normal training images, nearest-neighbour distance, Gaussian sigma 4, top-0.1%
-image score: what ``train --model memory`` builds) is built four times, from:
+``DATASET`` is a folder written by ``prepare_*.py``. One memory bank (4,096 coreset rows
+chosen from descriptors of the normal training images, or, in a dataset without normal
+images, of the training pixels more than 8 px from an annotation; nearest-neighbour
+distance, Gaussian sigma 4, top-0.1% image score: what ``train --model memory`` builds)
+is built from:
 
 - ``filters``: multi-scale filter responses (``descriptors="filters"``);
-- ``random``: the U-Net encoder of :mod:`napari_bioanomaly.ml.descriptors` with
-  random weights (is it the architecture or the learning?);
-- ``learnt``: that encoder after ``--learn-min`` minutes of masked-image
-  reconstruction on the normal training images (``descriptors="learned"``);
+- ``random s``: one U-Net encoder of :mod:`napari_bioanomaly.ml.descriptors` with
+  random weights drawn from seed ``s`` (one row per ``--random-seeds``);
+- ``random xK s``: the :class:`EncoderEnsemble` of ``descriptors="random"`` (K =
+  ``ENCODERS`` encoders drawn from seed ``s``, descriptors concatenated; one row per
+  ``--ensembles``);
+- ``learnt``: one encoder after ``--learn-min`` minutes of masked-image
+  reconstruction on the normal training images (``descriptors="learned"``; 0: skip);
 - and the no-learning reference ``|x - median_31(x)|``.
 
-Printed: image ROC-AUC and pixel AUROC on the test images, all in the same process.
+Printed: image ROC-AUC (where the test set has normal and defective images) and pixel
+AUROC on the test images, all in the same process.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -37,7 +44,7 @@ from napari_bioanomaly.core.reference import reference_map
 from napari_bioanomaly.ml import data
 from napari_bioanomaly.ml.anomaly import BANK_SIZE, coreset, smooth, top_k
 from napari_bioanomaly.ml.config import TrainConfig
-from napari_bioanomaly.ml.descriptors import PatchEncoder, describe
+from napari_bioanomaly.ml.descriptors import ENCODERS, EncoderEnsemble, PatchEncoder, describe
 from napari_bioanomaly.ml.features import features
 from napari_bioanomaly.ml.pretrain import learn_images
 
@@ -63,9 +70,9 @@ def score(name: str, maps: list[np.ndarray], test: list, seconds: float) -> None
         pick = rng.choice(heat.size, min(heat.size, 20_000), replace=False)
         px_labels.append(truth.ravel()[pick])
         px_scores.append(heat.ravel()[pick])
-    image_auc = roc_auc(labels, scores)
+    image_auc = roc_auc(labels, scores) if 0 < sum(labels) < len(labels) else float("nan")
     pixel_auc = roc_auc(np.concatenate(px_labels), np.concatenate(px_scores))
-    print(f"{name:9s} image_auc {image_auc:.3f}  pixel_auc {pixel_auc:.3f}  "
+    print(f"{name:12s} image_auc {image_auc:.3f}  pixel_auc {pixel_auc:.3f}  "
           f"fit+predict {seconds / 60:.1f} min", flush=True)  # fmt: skip
 
 
@@ -74,11 +81,15 @@ def bank_maps(describe_image, train: list, test: list, seed: int = 0) -> list[np
     images, and its smoothed raw maps of the test images."""
     rng = np.random.default_rng(seed)
     candidates = []
+    any_normal = any(not truth.any() for _, _, truth in train)
     for _, norm, truth in train:
-        if truth.any():
+        if truth.any() and any_normal:
             continue
         feats = describe_image(norm, 4)
-        feats = feats.reshape(-1, feats.shape[-1])
+        near = ndimage.binary_dilation(truth, iterations=8)[::4, ::4]
+        feats = feats[~near]
+        if not len(feats):
+            continue
         candidates.append(feats[rng.choice(len(feats), min(len(feats), 1000), replace=False)])
     pool = np.concatenate(candidates)
     mean, std = pool.mean(axis=0), pool.std(axis=0) + 1e-6
@@ -100,7 +111,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("dataset", type=Path)
     p.add_argument("--learn-min", type=float, default=6.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the learnt encoder")
+    p.add_argument("--random-seeds", default="0", help="one random encoder per seed")
+    p.add_argument("--ensembles", default="", help=f"one ensemble of {ENCODERS} random "
+                   "encoders per seed")  # fmt: skip
     args = p.parse_args()
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}")  # fmt: skip
@@ -114,11 +128,18 @@ def main() -> None:
     t0 = time.perf_counter()
     score("filters", bank_maps(lambda n, s: features(n)[::s, ::s], train, test), test,
           time.perf_counter() - t0)  # fmt: skip
-    torch.manual_seed(args.seed)
-    encoder = PatchEncoder(16).eval()
-    t0 = time.perf_counter()
-    score("random", bank_maps(lambda n, s: describe(n, encoder, s), train, test), test,
-          time.perf_counter() - t0)  # fmt: skip
+    networks = []
+    for seed in seeds(args.random_seeds):
+        torch.manual_seed(seed)
+        networks.append((f"random {seed}", PatchEncoder(16).eval()))
+    networks += [(f"random x{ENCODERS} {seed}", EncoderEnsemble(16, ENCODERS, seed).eval())
+                 for seed in seeds(args.ensembles)]  # fmt: skip
+    for name, network in networks:
+        t0 = time.perf_counter()
+        score(name, bank_maps(described_by(network), train, test), test,
+              time.perf_counter() - t0)  # fmt: skip
+    if not args.learn_min:
+        return
 
     ds, _ = annotations.load(args.dataset / "train.json")
     indices = [i for i, im in enumerate(ds.images) if not im.regions]
@@ -135,6 +156,14 @@ def main() -> None:
           f"{history[-1]:.4f}")  # fmt: skip
     score("learnt", bank_maps(lambda n, s: describe(n, encoder, s), train, test), test,
           time.perf_counter() - t0)  # fmt: skip
+
+
+def described_by(network: torch.nn.Module):
+    return lambda norm, stride: describe(norm, network, stride)
+
+
+def seeds(text: str) -> list[int]:
+    return [int(s) for s in text.split(",") if s.strip()]
 
 
 if __name__ == "__main__":

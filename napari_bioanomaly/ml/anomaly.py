@@ -14,12 +14,12 @@ left out of what is learned as normal.
     A PatchCore-style memory bank (Roth et al. 2022) of patch descriptors of
     normal pixels, reduced to a coreset; a pixel's score is the distance of its
     descriptor to the nearest bank entry. Without pretrained networks the
-    descriptors are, by default, the multi-scale filter responses of the classic
-    baseline (intensity, edges, texture at sigmas 0.7-16 px), standardised; with
-    ``descriptors="learned"`` mid-level features of a U-Net trained here on the
-    normal images by masked-image reconstruction (:mod:`.descriptors`; most of
-    the run's time budget), which gave better maps on KolektorSDD in some runs
-    and worse in others (docs/benchmarks.md).
+    descriptors are the multi-scale filter responses of the classic baseline
+    (intensity, edges, texture at sigmas 0.7-16 px) or mid-level features of U-Net
+    encoders (:mod:`.descriptors`): several with random weights, or one trained here
+    on the normal images; standardised. By default (``descriptors="auto"``) a bank
+    of filter responses and one of random encoders are built and the annotated
+    validation images choose (:mod:`.train_memory`; docs/benchmarks.md).
 
 Raw scores are calibrated on normal pixels of held-out images into a
 probability-like map: ``0.5`` at the 99.5th percentile of normal pixels, so the

@@ -1,17 +1,21 @@
-"""Patch descriptors of the memory bank learnt from the user's own images.
+"""Patch descriptors of the memory bank computed by networks (no pretrained one can be
+downloaded).
 
-No pretrained network can be downloaded. With ``descriptors="learned"`` the
-memory bank's descriptors come from a U-Net trained here, on the normal images,
-by masked-image reconstruction (:mod:`.pretrain`: no annotation needed). As
-PatchCore does with a pretrained backbone, a pixel's descriptor is the network's
-mid-level features around it: levels 1 and 2 of the encoder (strides 2 and 4,
+As PatchCore does with a pretrained backbone, a pixel's descriptor is a network's
+mid-level features around it: levels 1 and 2 of a U-Net encoder (strides 2 and 4,
 ``2 * base`` and ``4 * base`` channels), each averaged over its 5 x 5
-neighbourhood, at a common stride. Measured on KolektorSDD (same bank, same
-images; ``benchmarks/real/bench_descriptors.py``): filter responses 0.785 / 0.884
-(image ROC-AUC / pixel AUROC), this encoder with random weights 0.763 / 0.908,
-learnt for 6 minutes 0.71-0.83 / 0.87-0.91 from run to run: not reliably better,
-so not the default (``docs/benchmarks.md``). Deeper levels (3) and the decoder did
-worse.
+neighbourhood, at a common stride. The encoder is either
+
+- ``random``: several encoders with random weights (:class:`EncoderEnsemble`), their
+  descriptors concatenated. On KolektorSDD one random encoder gave 0.58-0.94 image
+  ROC-AUC over six draws of weights; three together 0.88 (two disjoint sets), against
+  0.785 for the filter responses (``docs/benchmarks.md``). On CrackForest, NEU-Seg and
+  the hard sample the filter responses did better, hence the ``auto`` default of the
+  trainer (:mod:`.train_memory`);
+- ``learned``: one U-Net trained here, on the normal images, by masked-image
+  reconstruction (:mod:`.pretrain`): 0.71-0.83 / 0.87-0.91 (image ROC-AUC / pixel
+  AUROC) on KolektorSDD from run to run, not reliably better than random weights.
+  Deeper levels (3) and the decoder did worse.
 
 Images of any size are described in overlapping windows, so memory stays that of
 one window.

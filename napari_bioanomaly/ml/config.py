@@ -57,8 +57,8 @@ CLASSIC_MODELS = tuple(n for n, m in REGISTRY.items() if m.kind == "classic")
 MODELS = tuple(REGISTRY)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 CLASS_WEIGHTS = ("none", "balanced")
-#: Descriptors of the memory bank: learnt from the images, or fixed filter responses.
-#: What a memory bank's descriptors can be, and what the user can ask for.
+#: What a memory bank's descriptors can be (fixed filter responses, random-weight
+#: encoders, an encoder learnt from the images), and what the user can ask for.
 BANK_DESCRIPTORS = ("filters", "random", "learned")
 DESCRIPTORS = ("auto", *BANK_DESCRIPTORS)
 

@@ -1,8 +1,9 @@
-"""The memory-bank trainer: the descriptor network (by default random-weight encoders; with
-learned descriptors a network trained on the normal images without annotations first,
+"""The memory-bank trainer: the descriptor network (random-weight encoders; with learned
+descriptors a network trained on the normal images without annotations first,
 :mod:`.descriptors`; none for the filter responses of :mod:`.features`), then
-descriptors of normal pixels, a coreset, calibration and validation. One of the trainers
-of :mod:`.train`."""
+descriptors of normal pixels, a coreset, calibration and validation; with ``auto``
+descriptors, a bank of each of two kinds and the better one on validation. One of the
+trainers of :mod:`.train`."""
 
 from __future__ import annotations
 

@@ -30,6 +30,7 @@ least 64), calibrated the same way on normal images.
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -132,10 +133,17 @@ def memory_descriptors(
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
     """The memory bank's descriptors of every ``stride``-th pixel: the ``encoder``'s
-    (random or learnt, :mod:`.descriptors`), or filter responses without one."""
+    (random or learnt, :mod:`.descriptors`), or filter responses without one. Out of GPU
+    memory, the encoder's descriptors are computed on the CPU."""
     if encoder is None:
         return features(norm)[::stride, ::stride]
-    return describe(norm, encoder, stride, device)
+    try:
+        return describe(norm, encoder, stride, device)
+    except (RuntimeError, MemoryError) as exc:
+        if not is_oom(exc) or torch.device(device).type == "cpu":
+            raise
+    free_memory(device)
+    return describe(norm, copy.deepcopy(encoder).cpu(), stride, "cpu")
 
 
 def memory_raw(

@@ -73,7 +73,7 @@ def train_memory(
             return TrainResult(None, last_path(out), [], None, True, str(device))
         if len(kinds) > 1:
             yield TrainEvent("status", 0, 1, 0, 1, message=f"{kind} descriptors: "
-                             f"{_describe(bank)} on the validation images")  # fmt: skip
+                             f"{_validation_text(bank)} on the validation images")  # fmt: skip
         if best is None or _better(bank, best):
             best = bank
     assert best is not None
@@ -124,7 +124,7 @@ def _better(bank: _Bank, than: _Bank) -> bool:
     return ours is not None and theirs is not None and ours > theirs + MARGIN
 
 
-def _describe(bank: _Bank) -> str:
+def _validation_text(bank: _Bank) -> str:
     def show(v: float | None) -> str:
         return "n/a" if v is None else f"{v:.3f}"
 

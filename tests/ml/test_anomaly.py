@@ -402,3 +402,25 @@ def test_memory_bank_out_of_gpu_memory_falls_back_to_the_cpu(monkeypatch):
     monkeypatch.setattr(torch, "cdist", cdist)
     again = anomaly.memory_raw(np.zeros((32, 32), np.float32), scoring, "meta")
     np.testing.assert_allclose(again, reference)
+
+
+def test_encoder_descriptors_out_of_gpu_memory_fall_back_to_the_cpu(monkeypatch):
+    encoder = EncoderEnsemble(4, 2, seed=0)
+    image = np.random.default_rng(0).random((40, 48)).astype(np.float32)
+    reference = anomaly.memory_descriptors(image, 2, encoder, "cpu")
+    real_describe, devices = anomaly.describe, []
+
+    def describe(norm, network, stride, device="cpu"):
+        devices.append(str(device))
+        if str(device) != "cpu":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_describe(norm, network, stride, device)
+
+    monkeypatch.setattr(anomaly, "describe", describe)
+    again = anomaly.memory_descriptors(image, 2, encoder, "cuda")
+    assert devices == ["cuda", "cpu"]
+    np.testing.assert_allclose(again, reference)
+    monkeypatch.setattr(anomaly, "describe", lambda *a: (_ for _ in ()).throw(
+        RuntimeError("cuDNN error: not supported")))  # fmt: skip
+    with pytest.raises(RuntimeError, match="cuDNN"):  # other errors are not hidden
+        anomaly.memory_descriptors(image, 2, encoder, "cuda")

@@ -209,25 +209,32 @@ def f1_score(instance_f1: float, pixel_f1: float, criterion: str = "mean") -> fl
     return (instance_f1 + pixel_f1) / 2
 
 
-def thin_share(truths: Sequence[np.ndarray]) -> float:
-    """The share of the annotated pixels of ``truths`` (instance label images) that lie in
-    elongated regions: skeleton length at least :data:`ELONGATION` times the mean width
-    (area / skeleton length); 0 without annotations."""
+def thin_counts(truth: np.ndarray) -> tuple[int, int]:
+    """Annotated pixels of one instance label image that lie in elongated regions
+    (skeleton length at least :data:`ELONGATION` times the mean width, area / skeleton
+    length), and all its annotated pixels."""
     from scipy import ndimage
     from skimage.morphology import skeletonize
 
     thin = total = 0
-    for truth in truths:
-        for label, box in enumerate(ndimage.find_objects(truth), start=1):
-            if box is None:
-                continue
-            region = truth[box] == label
-            area = int(np.count_nonzero(region))
-            length = max(int(np.count_nonzero(skeletonize(region))), 1)
-            total += area
-            if length * length >= ELONGATION * area:  # length / (area / length) >= 10
-                thin += area
-    return thin / total if total else 0.0
+    for label, box in enumerate(ndimage.find_objects(truth), start=1):
+        if box is None:
+            continue
+        region = truth[box] == label
+        area = int(np.count_nonzero(region))
+        length = max(int(np.count_nonzero(skeletonize(region))), 1)
+        total += area
+        if length * length >= ELONGATION * area:  # length / (area / length) >= 10
+            thin += area
+    return thin, total
+
+
+def thin_share(truths: Sequence[np.ndarray]) -> float:
+    """The share of the annotated pixels of ``truths`` (instance label images) that lie in
+    elongated regions (:func:`thin_counts`); 0 without annotations."""
+    counts = [thin_counts(t) for t in truths]
+    total = sum(c[1] for c in counts)
+    return sum(c[0] for c in counts) / total if total else 0.0
 
 
 def criterion_for(truths: Sequence[np.ndarray]) -> str:
@@ -289,54 +296,92 @@ def choose_operating_point(
     criterion: str | None = None,
 ) -> OperatingPoint:
     """The threshold and minimum area with the best :func:`f1_score` over these images,
-    under ``criterion`` (default: :func:`criterion_for` these truths).
+    under ``criterion`` (default: :func:`criterion_for` these truths); see
+    :class:`PointChooser`."""
+    chooser = PointChooser(thresholds, min_areas, iou, classes)
+    for m, t in zip(maps, truths, strict=True):
+        chooser.add(m, t)
+    return chooser.choose(criterion)
 
-    ``maps`` are anomaly maps (``1 - p(background)``) or class probabilities
-    ``(len(classes) + 1, rows, cols)``. With several classes, each class's
-    minimum area is then changed in turn (twice round) where that raises the
-    score by at least 0.001: the classes that need another floor get one in
-    ``class_min_area``.
+
+class PointChooser:
+    """Chooses an operating point from images added one at a time, keeping only their
+    :func:`component_table` (so memory does not grow with the images' size).
+
+    ``add(probs, truth)`` takes an anomaly map (``1 - p(background)``) or class
+    probabilities ``(len(classes) + 1, rows, cols)`` and its instance label image;
+    :meth:`choose` gives the threshold and minimum area with the best :func:`f1_score`.
+    With several classes, each class's minimum area is then changed in turn (twice
+    round) where that raises the score by at least 0.001: the classes that need another
+    floor get one in ``class_min_area``.
     """
-    if not maps:
-        return OperatingPoint()
-    criterion = criterion or criterion_for(truths)
-    tables = [component_table(m, t, thresholds, iou) for m, t in zip(maps, truths, strict=True)]
-    n_truth = sum(int(np.count_nonzero(np.bincount(t.ravel())[1:])) for t in truths)
-    truth_pixels = int(sum(np.count_nonzero(t) for t in truths))
-    n_classes = max([len(classes), 1] + [int(r[:, 0].max()) + 1 for tb in tables for r in tb
-                                         if len(r)])  # fmt: skip
-    areas = np.asarray(min_areas, dtype=float)
 
-    def evaluate(rows: np.ndarray, floor: np.ndarray) -> tuple[float, float, float]:
-        kept = rows[:, 1] >= floor[rows[:, 0].astype(int)]
-        tp = int(rows[kept, 2].sum())
-        f1 = MatchCounts(tp, int(kept.sum()) - tp, n_truth - tp).f1
-        denom = rows[kept, 1].sum() + truth_pixels
-        pixel_f1 = 2 * rows[kept, 3].sum() / denom if denom else 1.0
-        return f1_score(f1, pixel_f1, criterion), f1, float(pixel_f1)
+    def __init__(
+        self,
+        thresholds: Sequence[float] = THRESHOLDS,
+        min_areas: Sequence[float] = MIN_AREAS,
+        iou: float = 0.5,
+        classes: Sequence[str] = (),
+    ) -> None:
+        self.thresholds, self.iou, self.classes = tuple(thresholds), iou, tuple(classes)
+        self.areas = np.asarray(min_areas, dtype=float)
+        self.tables: list[list[np.ndarray]] = []
+        self.n_truth = self.truth_pixels = self.thin_pixels = 0
 
-    best: tuple[tuple[float, float, float], OperatingPoint] | None = None
-    for i, t in enumerate(thresholds):
-        rows = np.concatenate([table[i] for table in tables])
-        # one floor for all classes first, then each class's own where it helps
-        scored = [(*(round(v, 3) for v in evaluate(rows, np.full(n_classes, a))[:2]), -k)
-                  for k, a in enumerate(areas)]  # fmt: skip
-        common = areas[-max(scored)[2]]
-        floor = np.full(n_classes, common)
-        current = round(evaluate(rows, floor)[0], 3)
-        for _ in range(2 if len(classes) > 1 else 0):
-            for c in range(len(classes)):
-                for a in areas:
-                    trial = floor.copy()
-                    trial[c] = a
-                    value = round(evaluate(rows, trial)[0], 3)
-                    if value > current:
-                        floor, current = trial, value
-        score, f1, pixel_f1 = evaluate(rows, floor)
-        key = (round(score, 3), round(f1, 3), -abs(t - 0.5))
-        if best is None or key > best[0]:
-            own = {classes[c]: float(floor[c]) for c in range(len(classes)) if floor[c] != common}
-            best = key, OperatingPoint(float(t), float(common), float(f1), float(pixel_f1),
-                                       "validation", own, criterion)  # fmt: skip
-    assert best is not None
-    return best[1]
+    def add(self, probs: np.ndarray, truth: np.ndarray) -> None:
+        self.tables.append(component_table(probs, truth, self.thresholds, self.iou))
+        self.n_truth += int(np.count_nonzero(np.bincount(truth.ravel())[1:]))
+        thin, total = thin_counts(truth)
+        self.thin_pixels += thin
+        self.truth_pixels += total
+
+    def criterion(self) -> str:
+        """:func:`criterion_for` the truths added."""
+        thin = self.thin_pixels / self.truth_pixels if self.truth_pixels else 0.0
+        return "pixel" if thin >= THIN_SHARE else "mean"
+
+    def choose(self, criterion: str | None = None) -> OperatingPoint:
+        """The best point under ``criterion`` (default: :meth:`criterion`); the default
+        point without images."""
+        if not self.tables:
+            return OperatingPoint()
+        criterion = criterion or self.criterion()
+        tables, classes, areas = self.tables, self.classes, self.areas
+        n_truth, truth_pixels = self.n_truth, self.truth_pixels
+        n_classes = max([len(classes), 1] + [int(r[:, 0].max()) + 1 for tb in tables
+                                             for r in tb if len(r)])  # fmt: skip
+
+        def evaluate(rows: np.ndarray, floor: np.ndarray) -> tuple[float, float, float]:
+            kept = rows[:, 1] >= floor[rows[:, 0].astype(int)]
+            tp = int(rows[kept, 2].sum())
+            f1 = MatchCounts(tp, int(kept.sum()) - tp, n_truth - tp).f1
+            denom = rows[kept, 1].sum() + truth_pixels
+            pixel_f1 = 2 * rows[kept, 3].sum() / denom if denom else 1.0
+            return f1_score(f1, pixel_f1, criterion), f1, float(pixel_f1)
+
+        best: tuple[tuple[float, float, float], OperatingPoint] | None = None
+        for i, t in enumerate(self.thresholds):
+            rows = np.concatenate([table[i] for table in tables])
+            # one floor for all classes first, then each class's own where it helps
+            scored = [(*(round(v, 3) for v in evaluate(rows, np.full(n_classes, a))[:2]), -k)
+                      for k, a in enumerate(areas)]  # fmt: skip
+            common = areas[-max(scored)[2]]
+            floor = np.full(n_classes, common)
+            current = round(evaluate(rows, floor)[0], 3)
+            for _ in range(2 if len(classes) > 1 else 0):
+                for c in range(len(classes)):
+                    for a in areas:
+                        trial = floor.copy()
+                        trial[c] = a
+                        value = round(evaluate(rows, trial)[0], 3)
+                        if value > current:
+                            floor, current = trial, value
+            score, f1, pixel_f1 = evaluate(rows, floor)
+            key = (round(score, 3), round(f1, 3), -abs(t - 0.5))
+            if best is None or key > best[0]:
+                own = {classes[c]: float(floor[c]) for c in range(len(classes))
+                       if floor[c] != common}  # fmt: skip
+                best = key, OperatingPoint(float(t), float(common), float(f1),
+                                           float(pixel_f1), "validation", own, criterion)
+        assert best is not None
+        return best[1]

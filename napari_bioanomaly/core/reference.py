@@ -29,15 +29,20 @@ def normalised(image: np.ndarray, low: float = 0.1, high: float = 99.9) -> np.nd
 
 
 def reference_map(image: np.ndarray) -> np.ndarray:
-    """``|x - median_31(x)|`` of the normalised image, smoothed (sigma 1 px).
+    """``|x - median_31(x)|`` of the normalised image, smoothed (sigma 1 px)."""
+    return contrast_map(normalised(image))
 
-    How it works: the median is a histogram (rank) filter on the image
-    quantised to 8 bits, which is fast for a large disc.
+
+def contrast_map(norm: np.ndarray) -> np.ndarray:
+    """Local contrast of a normalised image: ``|x - median_31(x)|``, smoothed (sigma 1 px).
+
+    How it works: the median is a histogram (rank) filter on the image clipped to
+    ``[0, 1]`` and quantised to 8 bits, which is fast for a large disc.
     """
     from skimage.filters.rank import median
     from skimage.morphology import disk
 
-    norm = normalised(image)
+    norm = np.clip(norm, 0.0, 1.0).astype(np.float32, copy=False)
     med = median(np.round(norm * 255).astype(np.uint8), disk(RADIUS)).astype(np.float32) / 255
     return ndimage.gaussian_filter(np.abs(norm - med), 1.0)
 

@@ -11,8 +11,16 @@ from torch import nn
 
 from ..core.imagemetrics import roc_auc
 from ..core.model import BioAnomalyError, Dataset
+from ..core.reference import contrast_map
 from . import data
-from .anomaly import PIXEL_PERCENTILE, raw_map, reconstruction_error, smooth, top_k
+from .anomaly import (
+    PIXEL_PERCENTILE,
+    contrast_scoring,
+    raw_map,
+    reconstruction_error,
+    smooth,
+    top_k,
+)
 from .config import TrainConfig
 from .data import spread
 from .models import reconstruction_loss as loss
@@ -33,7 +41,7 @@ def calibrate_scoring(
     rng = np.random.default_rng(config.seed)
     cache = data.ImageCache(dataset, config, size=1)
     classes = dataset.class_names()
-    normal_px, per_image = [], []
+    normal_px, contrast_px, per_image = [], [], []
     for i in spread(indices, 64):
         norm = cache(i)
         raw = raw_map(kind, norm, model, scoring, config, device)
@@ -41,8 +49,10 @@ def calibrate_scoring(
         valid = cls == 0
         if not valid.any():
             continue
-        values = raw[valid]
-        normal_px.append(rng.choice(values, min(values.size, 200_000), replace=False))
+        pick = rng.choice(np.count_nonzero(valid), min(np.count_nonzero(valid), 200_000),
+                          replace=False)  # fmt: skip
+        normal_px.append(raw[valid][pick])
+        contrast_px.append(contrast_map(norm)[valid][pick])
         per_image.append(top_k(raw, valid))
     if not per_image:
         raise BioAnomalyError("no normal pixels to calibrate the anomaly scores on")
@@ -55,6 +65,7 @@ def calibrate_scoring(
         "threshold": float(np.percentile(normal, PIXEL_PERCENTILE)),
         "image_center": image_center,
         "image_threshold": max(float(np.max(per_image)), image_center + 1e-6),
+        **contrast_scoring(np.concatenate(contrast_px)),
     }
 
 

@@ -210,6 +210,15 @@ def _scoring(scoring: Any, model: str) -> None:
                                   f"({_short(scoring.get(key))})")  # fmt: skip
     if model != "memory":
         return
+    sharp = scoring.get("sharpen", False)
+    if not isinstance(sharp, bool):
+        raise BioAnomalyError(f"scoring.sharpen: true or false, not {_short(sharp)}")
+    if sharp:  # the calibration of local contrast the map is sharpened by
+        center, threshold = (scoring.get(k) for k in ("contrast_center", "contrast_threshold"))
+        if not (_number(center) and _number(threshold) and 0 <= center < threshold):
+            raise BioAnomalyError("scoring.contrast_center, contrast_threshold: two finite "
+                                  f"numbers, 0 <= center < threshold, not {_short(center)}, "
+                                  f"{_short(threshold)}")  # fmt: skip
     arrays = {}
     for key, ndim in (("mean", 1), ("std", 1), ("bank", 2)):
         value = scoring.get(key)

@@ -61,6 +61,8 @@ CLASS_WEIGHTS = ("none", "balanced")
 #: encoders, an encoder learnt from the images), and what the user can ask for.
 BANK_DESCRIPTORS = ("filters", "random", "learned")
 DESCRIPTORS = ("auto", *BANK_DESCRIPTORS)
+#: Whether a memory bank's map is sharpened by local contrast (auto: where validation says).
+SHARPEN = ("auto", "yes", "no")
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,11 @@ class TrainConfig:
         or ``auto`` (default): a bank of filters and one of random encoders, keeping the
         one that tells the annotated validation images apart better (filters without
         any). Measured in ``docs/benchmarks.md``.
+    sharpen
+        Whether the memory bank's map is sharpened by the image's local contrast, so
+        that proposals follow thin anomalies (cracks, scratches, hairs) instead of
+        blobs around them (:func:`.anomaly.sharpen`): ``yes``, ``no``, or ``auto``
+        (default): where that raises the validation F1 of the operating point.
     exclude_qc
         Leave images with image-quality flags (uniform, binary, dim, saturated,
         out of focus; see :mod:`napari_bioanomaly.core.quality`) out of training.
@@ -170,6 +177,7 @@ class TrainConfig:
     ema: float = 0.99
     pretrain_min: float = 0.0
     descriptors: str = "auto"
+    sharpen: str = "auto"
 
     def __post_init__(self) -> None:
         problems = self._type_problems()
@@ -198,6 +206,9 @@ class TrainConfig:
         if self.descriptors not in DESCRIPTORS:
             problems.append(f"descriptors must be one of {', '.join(DESCRIPTORS)}, not "
                             f"{self.descriptors!r}")  # fmt: skip
+        if self.sharpen not in SHARPEN:
+            problems.append(f"sharpen must be one of {', '.join(SHARPEN)}, not "
+                            f"{self.sharpen!r}")  # fmt: skip
         if self.tile < 32 or self.tile % 16:
             problems.append(f"tile must be a multiple of 16 and at least 32, not {self.tile}")
         if not self.lr > 0:
@@ -285,6 +296,7 @@ _TYPES: dict[str, type] = {
     "amp": bool, "seed": int, "base_channels": int, "weights": str, "num_workers": int,
     "class_balance": bool, "class_weights": str, "exclude_qc": bool, "budget_min": float,
     "patience": int, "ema": float, "pretrain_min": float, "descriptors": str,
+    "sharpen": str,
 }  # fmt: skip
 _OPTIONAL = frozenset({"epochs", "val_attribute", "weights", "budget_min"})
 _KIND_NAMES = {str: "text", int: "a whole number", float: "a finite number",

@@ -14,7 +14,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .config import CLASS_WEIGHTS, DESCRIPTORS, DEVICES, REGISTRY, ModelInfo, TrainConfig
+from .config import (
+    CLASS_WEIGHTS,
+    DESCRIPTORS,
+    DEVICES,
+    REGISTRY,
+    SHARPEN,
+    ModelInfo,
+    TrainConfig,
+)
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
@@ -166,6 +174,10 @@ SETTINGS: tuple[Setting, ...] = (
             "or auto (filters and random, the better on the annotated validation images); "
             "see docs/anomaly.md", kind="choice",
             choices=DESCRIPTORS, applies=_memory),
+    Setting("sharpen", "sharpen map", "sharpen the memory bank's map by local contrast so "
+            "proposals follow thin anomalies (cracks, scratches, hairs): yes, no, or auto "
+            "(where it raises the validation F1)", kind="choice", choices=SHARPEN,
+            applies=_memory),
     Setting("patience", "patience (epochs)", "stop after this many epochs without a better "
             "validation score (0: never)", high=10_000, applies=_network, metavar="N"),
     Setting("steps", "steps per epoch", "batches per epoch", field="steps_per_epoch", low=1,

@@ -19,9 +19,10 @@ from scipy import ndimage
 from torch import nn
 
 from ..core.model import BioAnomalyError, Dataset
+from ..core.operating import OperatingPoint, PointChooser, f1_score
 from . import data
-from .anomaly import BANK_SIZE, CANDIDATES, coreset, image_map, memory_descriptors
-from .anomaly_fit import _pixel_sample, calibrate_scoring, separation
+from .anomaly import BANK_SIZE, CANDIDATES, coreset, image_map, memory_descriptors, sharpen
+from .anomaly_fit import calibrate_scoring, separation
 from .checkpoint import checkpoint_payload, last_path, save_checkpoint
 from .config import TrainConfig
 from .data import spread
@@ -29,7 +30,7 @@ from .descriptors import ENCODERS, EncoderEnsemble, PatchEncoder
 from .device import pick_device
 from .events import SCORE_LABELS, TrainEvent, TrainResult
 from .trainer import TrainJob, budget_minutes
-from .validation import operating_point
+from .validation import POINT_IMAGES
 
 #: The descriptors ``auto`` compares, cheapest first (it wins ties). On KolektorSDD the
 #: random encoders' maps are clearly better, on CrackForest, NEU-Seg and the hard sample
@@ -79,13 +80,14 @@ def train_memory(
     assert best is not None
     if len(kinds) > 1:
         yield TrainEvent("status", 0, 1, 0, 1, message=f"keeping the {best.kind} descriptors")
-    scoring, encoder = best.scoring, best.encoder
+    encoder = best.encoder
+    point, sharp = _choose_point(best, config.sharpen)
+    scoring = {**best.scoring, "sharpen": sharp}
+    pixel_auc = best.sharp_pixel_auc if sharp else best.val_pixel_auc
+    for message in _point_messages(best, config.sharpen, point, sharp):
+        yield TrainEvent("status", 0, 1, best.steps, best.steps, message=message)
     history = [{"epoch": 0, "loss": None, "val_auc": best.val_auc,
-                "val_pixel_auc": best.val_pixel_auc}]  # fmt: skip
-    point = yield from operating_point(
-        config, encoder, ["anomaly"], {"scoring": scoring}, dataset, val_idx, device,
-        0, 1, best.steps,
-    )  # fmt: skip
+                "val_pixel_auc": pixel_auc}]  # fmt: skip
     payload = checkpoint_payload(config, ["anomaly"], history, 0, best.val_auc)
     payload.update(scoring=scoring, best_label=SCORE_LABELS["memory"],
                    operating_point=point.to_dict())  # fmt: skip
@@ -94,14 +96,16 @@ def train_memory(
     saved = save_checkpoint(out, payload)
     last = save_checkpoint(last_path(out), payload)
     yield TrainEvent("epoch", 0, 1, best.steps, best.steps, val_auc=best.val_auc,
-                     val_pixel_auc=best.val_pixel_auc)  # fmt: skip
+                     val_pixel_auc=pixel_auc)  # fmt: skip
     return TrainResult(saved, last, history, best.val_auc, False, str(device),
                        SCORE_LABELS["memory"], point)  # fmt: skip
 
 
 @dataclass
 class _Bank:
-    """A calibrated memory bank of one kind of descriptors, and its validation scores."""
+    """A calibrated memory bank of one kind of descriptors, its validation scores, and
+    what its operating point is chosen from: the validation maps as they are
+    (``points["plain"]``) and sharpened (``points["sharp"]``, :func:`.anomaly.sharpen`)."""
 
     kind: str
     scoring: dict[str, Any]
@@ -109,6 +113,8 @@ class _Bank:
     val_auc: float | None
     val_pixel_auc: float | None
     steps: int
+    points: dict[str, PointChooser]
+    sharp_pixel_auc: float | None = None
 
     @property
     def separation(self) -> float | None:
@@ -122,6 +128,40 @@ def _better(bank: _Bank, than: _Bank) -> bool:
     than :data:`MARGIN`: the cheaper, earlier kind wins ties and unmeasured cases)."""
     ours, theirs = bank.separation, than.separation
     return ours is not None and theirs is not None and ours > theirs + MARGIN
+
+
+def _choose_point(bank: _Bank, setting: str) -> tuple[OperatingPoint, bool]:
+    """The operating point on the validation images, and whether the map is sharpened:
+    with ``auto``, where that raises the validation score of the point
+    (:func:`~..core.operating.f1_score`) by more than :data:`MARGIN`; never without
+    annotated validation images (the default point then)."""
+    if not bank.points["plain"].n_truth:
+        return OperatingPoint(), setting == "yes"
+    plain, sharp = bank.points["plain"].choose(), bank.points["sharp"].choose()
+    if setting == "auto":
+        return (sharp, True) if _point_score(sharp) > _point_score(plain) + MARGIN \
+            else (plain, False)  # fmt: skip
+    return (sharp, True) if setting == "yes" else (plain, False)
+
+
+def _point_score(point: OperatingPoint) -> float:
+    return f1_score(point.f1 or 0.0, point.pixel_f1 or 0.0, point.criterion)
+
+
+def _point_messages(bank: _Bank, setting: str, point: OperatingPoint, sharp: bool) -> list[str]:
+    """What the choice of the operating point and of sharpening reports."""
+    if not bank.points["plain"].n_truth:
+        return ["no annotated validation images: the default operating point"
+                + (", sharpened" if sharp else "")]
+    if setting != "auto":
+        return [f"operating point{' (sharpened map)' if sharp else ''}: {point.describe()}"]
+    plain, sharpened = (bank.points[k].choose() for k in ("plain", "sharp"))
+    what = "pixel F1" if plain.criterion == "pixel" else "mean of instance and pixel F1"
+    return [
+        f"validation {what}: {_point_score(plain):.3f} as mapped, {_point_score(sharpened):.3f} "
+        f"sharpened by local contrast; {'sharpening' if sharp else 'not sharpening'}",
+        f"operating point: {point.describe()}",
+    ]
 
 
 def _validation_text(bank: _Bank) -> str:
@@ -182,20 +222,29 @@ def _build(
                      message=f"calibrating anomaly scores ({kind} descriptors)")  # fmt: skip
     scoring = calibrate_scoring("memory", encoder, scoring, dataset, val_idx or train_idx,
                                 config, device)
-    labels, scores, px_labels, px_scores = [], [], [], []
+    labels, scores, px_labels, px_scores, sharp_scores = [], [], [], [], []
+    points = {k: PointChooser(classes=classes) for k in ("plain", "sharp")}
+    on_point = set(spread(val_idx, POINT_IMAGES))
     for i in val_idx:
         if cancel.is_set():
             return None
         norm = cache(i)
         heat, score = image_map("memory", norm, encoder, scoring, config, device)
-        cls, _ = data.rasterise(dataset.images[i], classes, norm.shape)
+        sharp = sharpen(heat, norm, scoring)
+        cls, inst = data.rasterise(dataset.images[i], classes, norm.shape)
         labels.append(int(bool(dataset.images[i].regions)))
         scores.append(score)
-        pl, ps = _pixel_sample(rng, cls > 0, heat)
-        px_labels.append(pl)
-        px_scores.append(ps)
+        pick = rng.choice(heat.size, min(heat.size, 4096), replace=False)
+        px_labels.append((cls > 0).ravel()[pick])
+        px_scores.append(heat.ravel()[pick])
+        sharp_scores.append(sharp.ravel()[pick])
+        if i in on_point:
+            points["plain"].add(heat, inst)
+            points["sharp"].add(sharp, inst)
     val_auc, val_pixel_auc = separation(labels, scores, px_labels, px_scores)
-    return _Bank(kind, scoring, encoder, val_auc, val_pixel_auc, len(chosen))
+    sharp_pixel_auc = separation(labels, scores, px_labels, sharp_scores)[1]
+    return _Bank(kind, scoring, encoder, val_auc, val_pixel_auc, len(chosen), points,
+                 sharp_pixel_auc)  # fmt: skip
 
 
 def _learn_encoder(

@@ -113,13 +113,12 @@ def choose_operating_point(
     from ..core.paths import resolve_image
 
     root = dataset.root or Path(".")
-    maps, truths = [], []
+    chooser = operating.PointChooser(classes=classes)
     for i in spread(indices, POINT_IMAGES):
         im = dataset.images[i]
         probs = predictor_probs(read_image(resolve_image(root, im.filename)))
-        maps.append(probs)
-        truths.append(data.rasterise(im, classes, probs.shape[1:])[1])
-    return operating.choose_operating_point(maps, truths, classes=classes, criterion=criterion)
+        chooser.add(probs, data.rasterise(im, classes, probs.shape[1:])[1])
+    return chooser.choose(criterion)
 
 
 def operating_point(

@@ -112,6 +112,105 @@ def test_unsupervised_checkpoints_hold_calibration_and_report_separation(trained
         assert any(m.startswith(f"{kind} descriptors: image ROC-AUC ") for m in said), said
     kept = load_checkpoint(paths["memory"])["scoring"]["descriptors"]
     assert f"keeping the {kept} descriptors" in said
+    # and said whether sharpening pays on the validation images, and kept that
+    scoring = load_checkpoint(paths["memory"])["scoring"]
+    assert isinstance(scoring["sharpen"], bool)
+    assert 0 <= scoring["contrast_center"] < scoring["contrast_threshold"]
+    verdict = "sharpening" if scoring["sharpen"] else "not sharpening"
+    assert any("sharpened by local contrast" in m and m.endswith(verdict) for m in said), said
+
+
+def _thin_scene(seed=0):
+    """A textured background with a 2 px dark line, and a calibrated map that finds the
+    line as a patch method does: a blob about five times its width, its crest a few
+    pixels off the line."""
+    rng = np.random.default_rng(seed)
+    texture = 0.5 + 0.05 * rng.standard_normal((128, 128)).astype(np.float32)
+    line = np.zeros((128, 128), bool)
+    line[63:65, 20:108] = True
+    image = np.where(line, 0.2, texture).astype(np.float32)
+    from scipy import ndimage
+
+    blob = ndimage.gaussian_filter(ndimage.binary_dilation(line, iterations=4).astype(
+        np.float32), 2.0)  # fmt: skip
+    heat = np.roll(0.02 + 0.9 * blob / blob.max(), 3, axis=0).astype(np.float32)
+    normal = anomaly.contrast_map(0.5 + 0.05 * rng.standard_normal((128, 128)).astype(np.float32))
+    return image, line, heat, anomaly.contrast_scoring(normal.ravel())
+
+
+def _iou(a, b):
+    return np.count_nonzero(a & b) / np.count_nonzero(a | b)
+
+
+def test_sharpening_outlines_thin_anomalies_the_map_only_points_at():
+    image, line, heat, scoring = _thin_scene()
+    sharp = anomaly.sharpen(heat, image, scoring)
+    assert sharp.dtype == np.float32 and sharp.shape == heat.shape
+    blob_iou, sharp_iou = _iou(heat > 0.5, line), _iou(sharp > 0.5, line)
+    assert blob_iou < 0.25  # the blob around the line (measured 0.19)
+    assert sharp_iou > 0.35 and sharp_iou > 2 * blob_iou, sharp_iou  # the line (0.43)
+    # texture of a normal neighbourhood stays low however much it stands out locally
+    assert float(sharp[~ndimage_dilate(heat > 0.1)].max()) < 0.3
+
+
+def ndimage_dilate(mask):
+    from scipy import ndimage
+
+    return ndimage.binary_dilation(mask, iterations=2)
+
+
+def _chooser(maps, truths):
+    from napari_bioanomaly.core.operating import PointChooser
+
+    chooser = PointChooser(classes=["anomaly"])
+    for m, t in zip(maps, truths, strict=True):
+        chooser.add(m, t)
+    return chooser
+
+
+def test_sharpening_is_kept_where_validation_says_it_pays():
+    from napari_bioanomaly.core.operating import OperatingPoint
+
+    image, line, heat, scoring = _thin_scene()
+    sharp = anomaly.sharpen(heat, image, scoring)
+    truth = line.astype(np.int32)
+    bank = _bank("filters", 0.9, 0.9)
+    bank.points = {"plain": _chooser([heat], [truth]), "sharp": _chooser([sharp], [truth])}
+    point, sharpened = train_memory._choose_point(bank, "auto")
+    assert sharpened and point.source == "validation" and point.pixel_f1 > 0.6
+    assert train_memory._choose_point(bank, "no")[1] is False
+    said = train_memory._point_messages(bank, "auto", point, sharpened)
+    assert said[0].startswith("validation pixel F1: ") and said[0].endswith("; sharpening")
+    # a large uniform anomaly has no contrast inside: the sharpened map is hollow there
+    blob = np.zeros((128, 128), np.int32)
+    blob[30:100, 30:100] = 1
+    hollow = np.where(blob > 0, 0.2, 0.02).astype(np.float32)
+    hollow[30:100, 30:33] = 0.9
+    filled = np.where(blob > 0, 0.9, 0.02).astype(np.float32)
+    bank.points = {"plain": _chooser([filled], [blob]), "sharp": _chooser([hollow], [blob])}
+    assert train_memory._choose_point(bank, "auto")[1] is False
+    assert train_memory._choose_point(bank, "yes")[1] is True
+    # nothing annotated to judge by: the default point, sharpened only when asked
+    empty = np.zeros((128, 128), np.int32)
+    bank.points = {"plain": _chooser([heat], [empty]), "sharp": _chooser([sharp], [empty])}
+    assert train_memory._choose_point(bank, "auto") == (OperatingPoint(), False)
+    assert train_memory._choose_point(bank, "yes") == (OperatingPoint(), True)
+
+
+def test_predictions_of_a_sharpened_bank_are_sharpened(study, trained):
+    folder, ds = study
+    predictor = Predictor.load(trained[0]["memory"], "cpu")
+    image = read_image(folder / next(im for im in ds.images[16:] if im.regions).filename)
+    scoring = predictor.extra["scoring"]
+    maps = {}
+    for sharp in (False, True):
+        predictor.extra["scoring"] = {**scoring, "sharpen": sharp}
+        maps[sharp] = predict_image(predictor, image)
+    norm = data.normalise(image, predictor.config.low, predictor.config.high)
+    expected = anomaly.sharpen(1.0 - maps[False][0][0], norm, scoring)
+    np.testing.assert_allclose(1.0 - maps[True][0][0], expected, atol=1e-6)
+    assert not np.allclose(maps[True][0], maps[False][0])
+    assert maps[True][1] == maps[False][1]  # the image score is the unsharpened map's
 
 
 def test_filter_descriptors_need_no_network(study, tmp_path):
@@ -148,7 +247,7 @@ def test_random_encoder_descriptors_are_saved_with_their_encoders(study, tmp_pat
 
 
 def _bank(kind, image_auc, pixel_auc):
-    return train_memory._Bank(kind, {}, None, image_auc, pixel_auc, 1)
+    return train_memory._Bank(kind, {}, None, image_auc, pixel_auc, 1, {})
 
 
 def test_auto_keeps_the_cheaper_bank_unless_validation_prefers_the_other():

@@ -121,10 +121,20 @@ def test_malformed_memory_banks_are_refused(tmp_path):
         ("std", [0.0] * 20, r"scoring\.std"),
         ("mean", [float("nan")] * 20, r"scoring\.mean"),
         ("threshold", "high", r"scoring\.threshold: not a finite number"),
+        ("sharpen", "yes", r"scoring\.sharpen: true or false"),
+        ("sharpen", True, r"scoring\.contrast_center, contrast_threshold"),  # no calibration
     ):
         bad = copy.deepcopy(ok)
         bad["scoring"][key] = value
         refused(tmp_path, bad, match)
+    sharpened = copy.deepcopy(ok)
+    sharpened["scoring"].update(sharpen=True, contrast_center=0.02, contrast_threshold=0.2)
+    torch.save(sharpened, tmp_path / "sharp.pt")
+    assert Predictor.load(tmp_path / "sharp.pt", "cpu").extra["scoring"]["sharpen"] is True
+    for center, threshold in ((0.3, 0.2), (float("nan"), 0.2), (0.02, float("inf"))):
+        bad = copy.deepcopy(sharpened)
+        bad["scoring"].update(contrast_center=center, contrast_threshold=threshold)
+        refused(tmp_path, bad, r"scoring\.contrast_center, contrast_threshold")
 
 
 def test_memory_banks_of_learnt_descriptors_need_their_network(tmp_path):

@@ -32,6 +32,7 @@ CHANGED = {
     "exclude_qc": (["--exclude-qc"], True), "ema": (["--ema", "0.9"], 0.9),
     "pretrain": (["--pretrain", "5"], 5.0),
     "descriptors": (["--descriptors", "filters"], "filters"),
+    "sharpen": (["--sharpen", "no"], "no"),
     "amp": (["--no-amp"], False), "seed": (["--seed", "3"], 3),
     "weights": (["--weights", "w.pt"], "w.pt"), "workers": (["--workers", "2"], 2),
     "anomaly_fraction": (["--anomaly-fraction", "0.25"], 0.25),

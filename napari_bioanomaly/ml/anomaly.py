@@ -25,7 +25,8 @@ Raw scores are calibrated on normal pixels of held-out images into a
 probability-like map: ``0.5`` at the 99.5th percentile of normal pixels, so the
 usual 0.5 threshold of prediction turns the map into proposed regions. The image
 score is the mean of the top-k raw pixel scores (k = 0.1% of the pixels, at
-least 64), calibrated the same way on normal images.
+least 64; for the memory bank the share among :data:`TOP_FRACTIONS` that ranks the
+annotated validation images best), calibrated the same way on normal images.
 
 *Sharpening.* A patch descriptor sees tens of pixels, so a 4 px crack or hair gives a
 blob three or four times its width. A sharpened map is the geometric mean of the
@@ -65,6 +66,11 @@ SIGMA = {"autoencoder": 2.0, "memory": 4.0}
 #: (memory bank) 99.5 outlined anomalies far better than 99.9 (pixel IoU 0.50 against
 #: 0.19, recall at IoU 0.25 0.73 against 0.47) for a few more false proposals.
 PIXEL_PERCENTILE = 99.5
+#: Share of an image's pixels whose mean score is the image score, by default, and the
+#: shares the memory bank's trainer may choose from on annotated validation images
+#: (anomalies of different sizes want different pooling; :mod:`.train_memory`).
+TOP_FRACTION = 0.001
+TOP_FRACTIONS = (0.001, 0.003, 0.01, 0.03)
 
 
 @torch.no_grad()
@@ -78,13 +84,22 @@ def smooth(kind: str, raw: np.ndarray) -> np.ndarray:
     return ndimage.gaussian_filter(raw.astype(np.float32, copy=False), SIGMA[kind], mode="nearest")
 
 
-def top_k(scores: np.ndarray, valid: np.ndarray | None = None) -> float:
-    """Image score: mean of the top 0.1% (at least 64) scores of the ``valid`` pixels."""
+def top_k(scores: np.ndarray, valid: np.ndarray | None = None,
+          fraction: float = TOP_FRACTION) -> float:  # fmt: skip
+    """Image score: mean of the top ``fraction`` (at least 64) scores of the ``valid``
+    pixels."""
+    return top_ks(scores, valid, (fraction,))[0]
+
+
+def top_ks(scores: np.ndarray, valid: np.ndarray | None = None,
+           fractions: tuple[float, ...] = TOP_FRACTIONS) -> list[float]:  # fmt: skip
+    """:func:`top_k` at each of ``fractions``, sorting the pixels once."""
     values = scores[valid] if valid is not None else scores.ravel()
     if values.size == 0:
-        return 0.0
-    k = min(values.size, max(64, int(0.001 * values.size)))
-    return float(np.partition(values, values.size - k)[values.size - k :].mean())
+        return [0.0] * len(fractions)
+    ks = [min(values.size, max(64, int(f * values.size))) for f in fractions]
+    top = np.sort(np.partition(values, values.size - max(ks))[values.size - max(ks) :])
+    return [float(top[top.size - k :].mean()) for k in ks]
 
 
 def calibrate(values: np.ndarray | float, center: float, threshold: float) -> np.ndarray:
@@ -229,7 +244,7 @@ def image_map(
     heat = calibrate(raw, scoring["center"], scoring["threshold"])
     if scoring.get("sharpen"):
         heat = sharpen(heat, norm, scoring)
-    return heat, image_score(top_k(raw), scoring)
+    return heat, image_score(top_k(raw, fraction=scoring.get("image_top", TOP_FRACTION)), scoring)
 
 
 def sharpen(heat: np.ndarray, norm: np.ndarray, scoring: dict[str, Any]) -> np.ndarray:

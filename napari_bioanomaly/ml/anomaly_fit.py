@@ -15,11 +15,14 @@ from ..core.reference import contrast_map
 from . import data
 from .anomaly import (
     PIXEL_PERCENTILE,
+    TOP_FRACTION,
+    TOP_FRACTIONS,
     contrast_scoring,
     raw_map,
     reconstruction_error,
     smooth,
     top_k,
+    top_ks,
 )
 from .config import TrainConfig
 from .data import spread
@@ -34,10 +37,13 @@ def calibrate_scoring(
     indices: list[int],
     config: TrainConfig,
     device: torch.device | str = "cpu",
+    all_levels: bool = False,
 ) -> dict[str, Any]:
     """``scoring`` with its calibration from the normal pixels of whole images ``indices``
     (annotated pixels left out): 0.5 at the 99.5th percentile of normal pixels, and, for
-    image scores, at the highest score of the images' normal content."""
+    image scores, at the highest score of the images' normal content (with
+    ``all_levels``, ``image_levels`` holds that calibration for each of
+    :data:`.anomaly.TOP_FRACTIONS`, for the trainer to choose from and remove)."""
     rng = np.random.default_rng(config.seed)
     cache = data.ImageCache(dataset, config, size=1)
     classes = dataset.class_names()
@@ -53,20 +59,27 @@ def calibrate_scoring(
                           replace=False)  # fmt: skip
         normal_px.append(raw[valid][pick])
         contrast_px.append(contrast_map(norm)[valid][pick])
-        per_image.append(top_k(raw, valid))
+        per_image.append(top_ks(raw, valid))
     if not per_image:
         raise BioAnomalyError("no normal pixels to calibrate the anomaly scores on")
     normal = np.concatenate(normal_px)
-    image_center = float(np.median(per_image))
+    levels = {f: image_levels([s[j] for s in per_image]) for j, f in enumerate(TOP_FRACTIONS)}
     return {
         **scoring,
         "kind": kind,
         "center": float(np.median(normal)),
         "threshold": float(np.percentile(normal, PIXEL_PERCENTILE)),
-        "image_center": image_center,
-        "image_threshold": max(float(np.max(per_image)), image_center + 1e-6),
+        **levels[TOP_FRACTION],
+        **({"image_levels": levels} if all_levels else {}),
         **contrast_scoring(np.concatenate(contrast_px)),
     }
+
+
+def image_levels(scores: list[float]) -> dict[str, float]:
+    """The image-score calibration from the scores of normal images: ``image_center``
+    (their median) and ``image_threshold`` (their highest)."""
+    center = float(np.median(scores))
+    return {"image_center": center, "image_threshold": max(float(np.max(scores)), center + 1e-6)}
 
 
 def separation(

@@ -27,6 +27,7 @@ from ..core.fileio import atomic_write
 from ..core.model import BioAnomalyError
 from ..core.operating import OperatingPoint
 from . import models
+from .anomaly import TOP_FRACTION
 from .config import ANOMALY_MODELS, BANK_DESCRIPTORS, TrainConfig
 from .descriptors import descriptor_dims, descriptor_network
 
@@ -208,6 +209,10 @@ def _scoring(scoring: Any, model: str) -> None:
         if not _number(scoring.get(key)):
             raise BioAnomalyError(f"scoring.{key}: not a finite number "
                                   f"({_short(scoring.get(key))})")  # fmt: skip
+    top = scoring.get("image_top", TOP_FRACTION)
+    if not (_number(top) and 0 < top <= 0.5):
+        raise BioAnomalyError(f"scoring.image_top: a share of pixels in (0, 0.5], not "
+                              f"{_short(top)}")  # fmt: skip
     if model != "memory":
         return
     sharp = scoring.get("sharpen", False)

@@ -18,10 +18,22 @@ import torch
 from scipy import ndimage
 from torch import nn
 
+from ..core.imagemetrics import roc_auc
 from ..core.model import BioAnomalyError, Dataset
 from ..core.operating import OperatingPoint, PointChooser, f1_score
 from . import data
-from .anomaly import BANK_SIZE, CANDIDATES, coreset, image_map, memory_descriptors, sharpen
+from .anomaly import (
+    BANK_SIZE,
+    CANDIDATES,
+    TOP_FRACTION,
+    TOP_FRACTIONS,
+    calibrate,
+    coreset,
+    memory_descriptors,
+    raw_map,
+    sharpen,
+    top_ks,
+)
 from .anomaly_fit import calibrate_scoring, separation
 from .checkpoint import checkpoint_payload, last_path, save_checkpoint
 from .config import TrainConfig
@@ -81,6 +93,8 @@ def train_memory(
     if len(kinds) > 1:
         yield TrainEvent("status", 0, 1, 0, 1, message=f"keeping the {best.kind} descriptors")
     encoder = best.encoder
+    if best.pooling is not None:
+        yield TrainEvent("status", 0, 1, best.steps, best.steps, message=best.pooling.describe())
     point, sharp = _choose_point(best, config.sharpen)
     scoring = {**best.scoring, "sharpen": sharp}
     pixel_auc = best.sharp_pixel_auc if sharp else best.val_pixel_auc
@@ -115,6 +129,7 @@ class _Bank:
     steps: int
     points: dict[str, PointChooser]
     sharp_pixel_auc: float | None = None
+    pooling: _Pooling | None = None
 
     @property
     def separation(self) -> float | None:
@@ -221,19 +236,21 @@ def _build(
     yield TrainEvent("status", 0, 1, len(chosen), len(chosen),
                      message=f"calibrating anomaly scores ({kind} descriptors)")  # fmt: skip
     scoring = calibrate_scoring("memory", encoder, scoring, dataset, val_idx or train_idx,
-                                config, device)
-    labels, scores, px_labels, px_scores, sharp_scores = [], [], [], [], []
+                                config, device, all_levels=True)  # fmt: skip
+    levels = scoring.pop("image_levels")
+    labels, tops, px_labels, px_scores, sharp_scores = [], [], [], [], []
     points = {k: PointChooser(classes=classes) for k in ("plain", "sharp")}
     on_point = set(spread(val_idx, POINT_IMAGES))
     for i in val_idx:
         if cancel.is_set():
             return None
         norm = cache(i)
-        heat, score = image_map("memory", norm, encoder, scoring, config, device)
+        raw = raw_map("memory", norm, encoder, scoring, config, device)
+        heat = calibrate(raw, scoring["center"], scoring["threshold"])
         sharp = sharpen(heat, norm, scoring)
         cls, inst = data.rasterise(dataset.images[i], classes, norm.shape)
         labels.append(int(bool(dataset.images[i].regions)))
-        scores.append(score)
+        tops.append(top_ks(raw))
         pick = rng.choice(heat.size, min(heat.size, 4096), replace=False)
         px_labels.append((cls > 0).ravel()[pick])
         px_scores.append(heat.ravel()[pick])
@@ -241,10 +258,44 @@ def _build(
         if i in on_point:
             points["plain"].add(heat, inst)
             points["sharp"].add(sharp, inst)
+    pooling = _choose_pooling(labels, tops)
+    scoring.update(image_top=pooling.fraction, **levels[pooling.fraction])
+    scores = [t[TOP_FRACTIONS.index(pooling.fraction)] for t in tops]
     val_auc, val_pixel_auc = separation(labels, scores, px_labels, px_scores)
     sharp_pixel_auc = separation(labels, scores, px_labels, sharp_scores)[1]
     return _Bank(kind, scoring, encoder, val_auc, val_pixel_auc, len(chosen), points,
-                 sharp_pixel_auc)  # fmt: skip
+                 sharp_pixel_auc, pooling)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Pooling:
+    """The share of the map's top pixels whose mean is the image score, and the
+    validation image ROC-AUC of each share tried (empty when not measurable)."""
+
+    fraction: float
+    aucs: tuple[float, ...] = ()
+
+    def describe(self) -> str:
+        text = f"image score: mean of the top {100 * self.fraction:g}% of the map"
+        if self.aucs:
+            text += " (validation image ROC-AUC " + ", ".join(
+                f"{a:.3f} at {100 * f:g}%" for f, a in zip(TOP_FRACTIONS, self.aucs, strict=True)
+            ) + ")"  # fmt: skip
+        return text
+
+
+def _choose_pooling(labels: list[int], tops: list[list[float]]) -> _Pooling:
+    """The image score's share of top pixels (:data:`.anomaly.TOP_FRACTIONS`) that ranks
+    the validation images best, by more than :data:`MARGIN` over the default
+    (:data:`.anomaly.TOP_FRACTION`); the default without both normal and annotated
+    validation images."""
+    if not 0 < sum(labels) < len(labels):
+        return _Pooling(TOP_FRACTION)
+    aucs = tuple(roc_auc(labels, [t[j] for t in tops]) for j in range(len(TOP_FRACTIONS)))
+    default = aucs[TOP_FRACTIONS.index(TOP_FRACTION)]
+    best = max(range(len(aucs)), key=lambda j: aucs[j])
+    fraction = TOP_FRACTIONS[best] if aucs[best] > default + MARGIN else TOP_FRACTION
+    return _Pooling(fraction, aucs)
 
 
 def _learn_encoder(

@@ -116,6 +116,8 @@ def test_unsupervised_checkpoints_hold_calibration_and_report_separation(trained
     scoring = load_checkpoint(paths["memory"])["scoring"]
     assert isinstance(scoring["sharpen"], bool)
     assert 0 <= scoring["contrast_center"] < scoring["contrast_threshold"]
+    assert scoring["image_top"] in anomaly.TOP_FRACTIONS and "image_levels" not in scoring
+    assert any(m.startswith("image score: mean of the top ") for m in said), said
     verdict = "sharpening" if scoring["sharpen"] else "not sharpening"
     assert any("sharpened by local contrast" in m and m.endswith(verdict) for m in said), said
 
@@ -195,6 +197,34 @@ def test_sharpening_is_kept_where_validation_says_it_pays():
     bank.points = {"plain": _chooser([heat], [empty]), "sharp": _chooser([sharp], [empty])}
     assert train_memory._choose_point(bank, "auto") == (OperatingPoint(), False)
     assert train_memory._choose_point(bank, "yes") == (OperatingPoint(), True)
+
+
+def test_image_score_pooling_is_chosen_on_validation_images():
+    labels = [0, 0, 0, 1, 1]
+    # the default share ranks them badly, 1% well: chosen; a share within MARGIN is not
+    tops = [[0.9, 0.1, 0.1, 0.1], [0.2, 0.2, 0.2, 0.2], [0.3, 0.3, 0.3, 0.3],
+            [0.5, 0.25, 0.8, 0.25], [0.6, 0.6, 0.9, 0.6]]  # fmt: skip
+    pooling = train_memory._choose_pooling(labels, tops)
+    assert pooling.fraction == 0.01
+    assert pooling.aucs == pytest.approx((4 / 6, 5 / 6, 1.0, 5 / 6))
+    assert "1% of the map (validation image ROC-AUC" in pooling.describe()
+    tied = [[t[0]] * 4 for t in tops]
+    assert train_memory._choose_pooling(labels, tied).fraction == anomaly.TOP_FRACTION
+    # nothing to rank (no normal, or no annotated, validation image): the default
+    assert train_memory._choose_pooling([1, 1], tops[:2]) == train_memory._Pooling(0.001)
+    assert train_memory._choose_pooling([], []).fraction == anomaly.TOP_FRACTION
+
+
+def test_top_ks_agree_with_top_k():
+    rng = np.random.default_rng(1)
+    scores = rng.random((300, 200)).astype(np.float32)
+    valid = rng.random((300, 200)) > 0.3
+    many = anomaly.top_ks(scores, valid)
+    for f, value in zip(anomaly.TOP_FRACTIONS, many, strict=True):
+        k = max(64, int(f * np.count_nonzero(valid)))
+        assert value == pytest.approx(np.sort(scores[valid])[-k:].mean(), rel=1e-6)
+        assert anomaly.top_k(scores, valid, f) == pytest.approx(value, rel=1e-6)
+    assert anomaly.top_ks(scores, np.zeros_like(valid)) == [0.0] * len(anomaly.TOP_FRACTIONS)
 
 
 def test_predictions_of_a_sharpened_bank_are_sharpened(study, trained):

@@ -122,6 +122,8 @@ def test_malformed_memory_banks_are_refused(tmp_path):
         ("mean", [float("nan")] * 20, r"scoring\.mean"),
         ("threshold", "high", r"scoring\.threshold: not a finite number"),
         ("sharpen", "yes", r"scoring\.sharpen: true or false"),
+        ("image_top", 0.0, r"scoring\.image_top: a share of pixels"),
+        ("image_top", float("nan"), r"scoring\.image_top: a share of pixels"),
         ("sharpen", True, r"scoring\.contrast_center, contrast_threshold"),  # no calibration
     ):
         bad = copy.deepcopy(ok)

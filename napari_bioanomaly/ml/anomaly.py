@@ -51,7 +51,7 @@ from scipy import ndimage
 from torch import nn
 
 from ..core.reference import contrast_map
-from .config import TrainConfig
+from .config import TOP_FRACTION, TOP_FRACTIONS, TrainConfig
 from .descriptors import describe
 from .device import free_memory, is_oom
 from .features import features
@@ -66,11 +66,6 @@ SIGMA = {"autoencoder": 2.0, "memory": 4.0}
 #: (memory bank) 99.5 outlined anomalies far better than 99.9 (pixel IoU 0.50 against
 #: 0.19, recall at IoU 0.25 0.73 against 0.47) for a few more false proposals.
 PIXEL_PERCENTILE = 99.5
-#: Share of an image's pixels whose mean score is the image score, by default, and the
-#: shares the memory bank's trainer may choose from on annotated validation images
-#: (anomalies of different sizes want different pooling; :mod:`.train_memory`).
-TOP_FRACTION = 0.001
-TOP_FRACTIONS = (0.001, 0.003, 0.01, 0.03)
 
 
 @torch.no_grad()

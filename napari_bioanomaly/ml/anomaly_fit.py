@@ -43,7 +43,7 @@ def calibrate_scoring(
     (annotated pixels left out): 0.5 at the 99.5th percentile of normal pixels, and, for
     image scores, at the highest score of the images' normal content (with
     ``all_levels``, ``image_levels`` holds that calibration for each of
-    :data:`.anomaly.TOP_FRACTIONS`, for the trainer to choose from and remove)."""
+    :data:`.config.TOP_FRACTIONS`, for the trainer to choose from and remove)."""
     rng = np.random.default_rng(config.seed)
     cache = data.ImageCache(dataset, config, size=1)
     classes = dataset.class_names()

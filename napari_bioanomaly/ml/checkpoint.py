@@ -27,8 +27,7 @@ from ..core.fileio import atomic_write
 from ..core.model import BioAnomalyError
 from ..core.operating import OperatingPoint
 from . import models
-from .anomaly import TOP_FRACTION
-from .config import ANOMALY_MODELS, BANK_DESCRIPTORS, TrainConfig
+from .config import ANOMALY_MODELS, BANK_DESCRIPTORS, TOP_FRACTION, TrainConfig
 from .descriptors import descriptor_dims, descriptor_network
 
 #: At most this many classes and characters in a class name.

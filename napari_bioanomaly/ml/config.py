@@ -63,6 +63,11 @@ BANK_DESCRIPTORS = ("filters", "random", "learned")
 DESCRIPTORS = ("auto", *BANK_DESCRIPTORS)
 #: Whether a memory bank's map is sharpened by local contrast (auto: where validation says).
 SHARPEN = ("auto", "yes", "no")
+#: Share of an image's pixels whose mean anomaly score is the image score, by default,
+#: and the shares the memory bank's trainer may choose from on annotated validation
+#: images (anomalies of different sizes want different pooling; :mod:`.train_memory`).
+TOP_FRACTION = 0.001
+TOP_FRACTIONS = (0.001, 0.003, 0.01, 0.03)
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,10 @@
 descriptors a network trained on the normal images without annotations first,
 :mod:`.descriptors`; none for the filter responses of :mod:`.features`), then
 descriptors of normal pixels, a coreset, calibration and validation; with ``auto``
-descriptors, a bank of each of two kinds and the better one on validation. One of the
-trainers of :mod:`.train`."""
+descriptors, a bank of each of two kinds and the better one on validation. The
+annotated validation images also choose the image score's pooling (:func:`_choose_pooling`),
+whether the map is sharpened by local contrast and the operating point
+(:func:`_choose_point`). One of the trainers of :mod:`.train`."""
 
 from __future__ import annotations
 
@@ -285,9 +287,9 @@ class _Pooling:
 
 
 def _choose_pooling(labels: list[int], tops: list[list[float]]) -> _Pooling:
-    """The image score's share of top pixels (:data:`.anomaly.TOP_FRACTIONS`) that ranks
+    """The image score's share of top pixels (:data:`.config.TOP_FRACTIONS`) that ranks
     the validation images best, by more than :data:`MARGIN` over the default
-    (:data:`.anomaly.TOP_FRACTION`); the default without both normal and annotated
+    (:data:`.config.TOP_FRACTION`); the default without both normal and annotated
     validation images."""
     if not 0 < sum(labels) < len(labels):
         return _Pooling(TOP_FRACTION)

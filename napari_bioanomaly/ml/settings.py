@@ -44,6 +44,17 @@ def _unet(info: ModelInfo) -> bool:
     return info.name == "unet"
 
 
+def _learning(model: str, values: Mapping[str, Any]) -> bool:
+    """The memory bank learns weights only with learned descriptors."""
+    return model != "memory" or values.get("descriptors", _DEFAULTS["descriptors"]) == "learned"
+
+
+#: The settings of learning weights: networks, and the memory bank with learned
+#: descriptors (the form greys them out otherwise; their CLI help says so).
+_LEARNS: dict[str, Any] = {"applies": _learns_weights, "needs": _learning,
+                           "needs_help": " (memory: with learned descriptors only)"}  # fmt: skip
+
+
 def _learns_classes(info: ModelInfo) -> bool:
     return info.learns_classes
 
@@ -61,7 +72,9 @@ class Setting:
     ``float``, ``choice``, ``flag``, ``text`` (empty: None) or ``list`` (comma-separated);
     ``auto``: None is allowed and written 0 ("auto" in the form); ``negate``: a flag
     that switches the field off (``--no-augment``); ``applies``: the models it applies
-    to (the form greys it out for the others); ``form``: shown in the Train widget
+    to (the form greys it out for the others); ``needs``: a further condition on the
+    model and the other form values (by setting name), with ``needs_help`` saying it in
+    the CLI's help; ``form``: shown in the Train widget
     (advanced settings are CLI-only); ``group``: form rows of one group share a line;
     ``check``: the text beside a flag's check box.
     """
@@ -79,6 +92,8 @@ class Setting:
     auto: bool = False
     negate: bool = False
     applies: Callable[[ModelInfo], bool] | None = None
+    needs: Callable[[str, Mapping[str, Any]], bool] | None = None
+    needs_help: str = ""
     form: bool = True
     group: str = ""
     metavar: str | None = None
@@ -97,8 +112,12 @@ class Setting:
         flag = f"no-{self.name}" if self.negate else self.name
         return "--" + flag.replace("_", "-")
 
-    def applies_to(self, model: str) -> bool:
-        return self.applies is None or self.applies(REGISTRY[model])
+    def applies_to(self, model: str, values: Mapping[str, Any] | None = None) -> bool:
+        """Whether ``model`` uses this setting (given the other form ``values``, when
+        known)."""
+        if self.applies is not None and not self.applies(REGISTRY[model]):
+            return False
+        return values is None or self.needs is None or self.needs(model, values)
 
     # ------------------------------------------------------------------ CLI
 
@@ -109,6 +128,7 @@ class Setting:
             text += f" ({'auto' if default is None else default})"
         if self.applies is not None:
             text += "; for " + ", ".join(n for n in REGISTRY if self.applies_to(n))
+        text += self.needs_help
         if self.kind == "flag":
             parser.add_argument(self.option, dest=self.name, action="store_true", help=text)
         elif self.kind == "choice":
@@ -160,10 +180,10 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("epochs", "epochs", "epochs; auto: as many as fit in the time budget, stopping "
             "early when the validation score stops improving (the best model is kept)",
-            auto=True, high=10_000, applies=_learns_weights, metavar="N"),
+            auto=True, high=10_000, **_LEARNS, metavar="N"),
     Setting("budget", "time budget (min)", "minutes of an auto run; auto: 15 on a CPU, 60 on "
             "a GPU", kind="float", field="budget_min", auto=True, high=60 * 24 * 7, step=5,
-            decimals=0, applies=_learns_weights, metavar="MIN"),
+            decimals=0, **_LEARNS, metavar="MIN"),
     Setting("pretrain", "pretraining (min)", "minutes of self-supervised pretraining on all "
             "the images, annotated or not, before learning the annotations (0: none)",
             kind="float", field="pretrain_min", high=60 * 24, step=5, decimals=0,
@@ -181,13 +201,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("patience", "patience (epochs)", "stop after this many epochs without a better "
             "validation score (0: never)", high=10_000, applies=_network, metavar="N"),
     Setting("steps", "steps per epoch", "batches per epoch", field="steps_per_epoch", low=1,
-            high=100_000, applies=_learns_weights, metavar="N"),
+            high=100_000, **_LEARNS, metavar="N"),
     Setting("tile", "tile size (px)", "tile side in pixels (a multiple of 16)", low=32,
-            high=4096, step=16, applies=_learns_weights, metavar="PX"),
-    Setting("batch", "batch size", "tiles per batch", low=1, high=512, applies=_learns_weights,
-            metavar="N"),
+            high=4096, step=16, **_LEARNS, metavar="PX"),
+    Setting("batch", "batch size", "tiles per batch", low=1, high=512, **_LEARNS, metavar="N"),
     Setting("lr", "learning rate", "learning rate (AdamW, warm-up and cosine decay)",
-            kind="float", low=1e-5, high=1.0, step=1e-4, decimals=5, applies=_learns_weights,
+            kind="float", low=1e-5, high=1.0, step=1e-4, decimals=5, **_LEARNS,
             metavar="X"),
     Setting("augment", "augment", "switch augmentations off (flips, 90-degree rotations, "
             "brightness, blur, noise)", kind="flag", negate=True, applies=_network, check="on"),

@@ -159,8 +159,11 @@ class TrainWidget(QWidget):
         self.fields = add_setting_rows(form)
         for name, field in self.fields.items():
             setattr(self, name, field)
-        # "auto" epochs take the time budget; a fixed number of epochs does not
-        self.epochs.valueChanged.connect(lambda _v: self._model_changed(self.model.currentText()))
+        # "auto" epochs take the time budget; a fixed number of epochs does not; the memory
+        # bank learns weights only with learned descriptors
+        again = lambda *_: self._model_changed(self.model.currentText())  # noqa: E731
+        self.epochs.valueChanged.connect(again)
+        self.descriptors.currentTextChanged.connect(again)
 
     def form_values(self) -> dict[str, Any]:
         """What the form holds, by setting name."""
@@ -199,25 +202,27 @@ class TrainWidget(QWidget):
 
     def config(self) -> Any:
         values = self.form_values()
+        model = self.model.currentText()
         for setting in SETTINGS:  # what does not apply to the model keeps its default
-            if setting.name in values and not setting.applies_to(self.model.currentText()):
+            if setting.name in values and not setting.applies_to(model, values):
                 values[setting.name] = setting.to_form(setting.default)
         return config_from_form(self.model.currentText(), values)
 
     def _model_changed(self, name: str) -> None:
-        """Grey out what the chosen model does not use (and reset it to its default)."""
+        """Grey out what the chosen model, with the form's other values, does not use
+        (flags and choices go back to their defaults)."""
+        values = self.form_values()
         for setting in SETTINGS:
             field = self.fields.get(setting.name)
             if field is None:
                 continue
-            applies = setting.applies_to(name)
-            field.setEnabled(applies)
-            if not applies and setting.kind in ("flag", "choice"):
+            field.setEnabled(setting.applies_to(name, values))
+            if not setting.applies_to(name) and setting.kind in ("flag", "choice"):
                 if isinstance(field, QCheckBox):
                     field.setChecked(bool(setting.to_form(setting.default)))
                 else:
                     field.setCurrentText(setting.to_form(setting.default))
-        self.budget.setEnabled(REGISTRY[name].network and self.epochs.value() == 0)
+        self.budget.setEnabled(self.budget.isEnabled() and self.epochs.value() == 0)
 
     def start_baseline(self) -> bool:
         """One click for the classic baseline: the random forest with the current settings."""

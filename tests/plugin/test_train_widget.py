@@ -147,3 +147,18 @@ def test_the_form_is_built_from_the_settings(make_napari_viewer, qtbot):
     assert "tile" in greyed and "class_weights" not in greyed
     train.tile.setValue(64)  # greyed settings do not reach the forest's config
     assert train.config().tile == TrainConfig().tile and train.config().model == "forest"
+    # the memory bank learns weights only with learned descriptors: the learning rows
+    # follow the descriptors chosen, and stay out of its config while greyed
+    learning = {"epochs", "steps", "tile", "batch", "lr"}
+    train.model.setCurrentText("memory")
+    assert train.descriptors.currentText() == "auto" and train.sharpen.isEnabled()
+    assert all(not train.fields[n].isEnabled() for n in learning | {"budget"})
+    assert train.config().tile == TrainConfig().tile
+    train.descriptors.setCurrentText("learned")
+    assert all(train.fields[n].isEnabled() for n in learning | {"budget"})
+    assert train.config().tile == 64 and train.config().descriptors == "learned"
+    train.descriptors.setCurrentText("filters")
+    assert not train.tile.isEnabled() and train.config().tile == TrainConfig().tile
+    train.model.setCurrentText("unet")  # a network uses them whatever the descriptors
+    assert train.tile.isEnabled() and not train.sharpen.isEnabled()
+    assert train.descriptors.currentText() == "auto"

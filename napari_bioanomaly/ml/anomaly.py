@@ -60,6 +60,9 @@ from .tiling import blend_tiles
 #: Memory bank size (coreset) and how many candidate patches it is chosen from.
 BANK_SIZE = 4096
 CANDIDATES = 40_000
+#: Every how many pixels (in rows and columns) the memory bank scores a descriptor; the
+#: map in between is interpolated.
+QUERY_STRIDE = 4
 #: Gaussian smoothing (pixels) of the raw maps.
 SIGMA = {"autoencoder": 2.0, "memory": 4.0}
 #: Pixel percentile of normal images that calibrates to 0.5. On held-out sample images
@@ -173,7 +176,8 @@ def memory_raw(
     encoder: nn.Module | None = None,
 ) -> np.ndarray:
     """Raw memory-bank scores ``(H, W)``: distance of each pixel's standardised descriptor
-    to the nearest bank entry (computed every second pixel, then interpolated). The
+    to the nearest bank entry (computed every :data:`QUERY_STRIDE`-th pixel, then
+    interpolated). The
     descriptors are the ``encoder``'s (:mod:`.descriptors`), or filter responses when the
     bank was built from those (``scoring["descriptors"] == "filters"``, and checkpoints
     made before learnt descriptors)."""
@@ -181,7 +185,8 @@ def memory_raw(
     if networked and encoder is None:
         raise ValueError(f"a memory bank of {scoring['descriptors']} descriptors needs its "
                          "encoder")  # fmt: skip
-    feats = memory_descriptors(norm, 2, encoder if networked else None, device)
+    stride = QUERY_STRIDE
+    feats = memory_descriptors(norm, stride, encoder if networked else None, device)
     h, w, d = feats.shape
     mean, std = (np.asarray(scoring[k], dtype=np.float32) for k in ("mean", "std"))
     query = torch.from_numpy((feats.reshape(-1, d) - mean) / std)
@@ -200,9 +205,27 @@ def memory_raw(
             raise
         free_memory(device)
         nearest = nearest_on("cpu")  # out of GPU memory: the same distances on the CPU
-    small = nearest.reshape(1, 1, h, w).float()
-    full = F.interpolate(small, size=(2 * h, 2 * w), mode="bilinear", align_corners=False)
-    return full[0, 0, : norm.shape[0], : norm.shape[1]].cpu().numpy()
+    return upsample(nearest.reshape(h, w).float(), stride, norm.shape, centred=networked)
+
+
+def upsample(small: torch.Tensor, stride: int, shape: tuple[int, ...],
+             centred: bool) -> np.ndarray:  # fmt: skip
+    """A map of every ``stride``-th pixel ``(h, w)`` interpolated (bilinear) to ``shape``.
+
+    ``centred``: sample ``i`` describes the block of pixels ``stride * i`` to
+    ``stride * (i + 1) - 1`` (the encoders' descriptors); otherwise pixel ``stride * i``
+    itself (filter responses sampled ``[::stride]``), and beyond the last sample the
+    map stays as it is there.
+    """
+    h, w = small.shape
+    if centred:
+        full = F.interpolate(small[None, None], size=(stride * h, stride * w),
+                             mode="bilinear", align_corners=False)[0, 0]  # fmt: skip
+    else:
+        exact = F.interpolate(small[None, None], size=(stride * (h - 1) + 1,
+                              stride * (w - 1) + 1), mode="bilinear", align_corners=True)
+        full = F.pad(exact, (0, stride - 1, 0, stride - 1), mode="replicate")[0, 0]
+    return full[: shape[0], : shape[1]].cpu().numpy()
 
 
 def raw_map(

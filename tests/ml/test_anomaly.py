@@ -553,3 +553,22 @@ def test_encoder_descriptors_out_of_gpu_memory_fall_back_to_the_cpu(monkeypatch)
         RuntimeError("cuDNN error: not supported")))  # fmt: skip
     with pytest.raises(RuntimeError, match="cuDNN"):  # other errors are not hidden
         anomaly.memory_descriptors(image, 2, encoder, "cuda")
+
+
+@pytest.mark.parametrize("stride", [2, 4])
+def test_sampled_maps_are_interpolated_back_onto_their_pixels(stride):
+    rows, cols = np.mgrid[0:37, 0:50].astype(np.float32)
+    ramp = 3 * rows + cols  # bilinear interpolation reproduces a plane exactly
+    # filter responses sampled at pixels stride * i ...
+    up = anomaly.upsample(torch.from_numpy(ramp[::stride, ::stride].copy()), stride,
+                          ramp.shape, centred=False)  # fmt: skip
+    last_r, last_c = (np.array(ramp.shape) - 1) // stride * stride
+    np.testing.assert_allclose(up[: last_r + 1, : last_c + 1], ramp[: last_r + 1, : last_c + 1],
+                               atol=1e-4)  # fmt: skip
+    assert up.shape == ramp.shape
+    # ... and encoder descriptors of blocks, at their centres stride * i + (stride - 1) / 2
+    h, w = 36 // stride, 48 // stride
+    centres = ramp[:36, :48].reshape(h, stride, w, stride).mean(axis=(1, 3))
+    up = anomaly.upsample(torch.from_numpy(centres), stride, (36, 48), centred=True)
+    inner = slice(stride, -stride)
+    np.testing.assert_allclose(up[inner, inner], ramp[:36, :48][inner, inner], atol=1e-4)

@@ -74,8 +74,9 @@ def test_default_unet_beats_the_reference_on_the_hard_sample(hard, tmp_path):
 
 
 #: What the default unsupervised model (memory bank, default descriptors) must add to the
-#: reference's pixel AUROC on held-out hard images (measured on the 2-core CPU: 0.642
-#: against 0.593; CPU runs are reproducible, the margin leaves room for BLAS noise only).
+#: reference's pixel AUROC on held-out hard images (measured on the 2-core CPU: 0.675
+#: against 0.593 since the sixth session, 0.642 before; CPU runs are reproducible, the
+#: margin leaves room for BLAS noise only).
 #: Small, as on real data: the faint hard anomalies are hard to find without annotations.
 UNSUPERVISED_MARGIN = 0.03
 

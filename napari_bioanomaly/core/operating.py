@@ -327,8 +327,10 @@ class PointChooser:
         self.areas = np.asarray(min_areas, dtype=float)
         self.tables: list[list[np.ndarray]] = []
         self.n_truth = self.truth_pixels = self.thin_pixels = 0
+        self._chosen: dict[str | None, OperatingPoint] = {}  # by criterion, until add()
 
     def add(self, probs: np.ndarray, truth: np.ndarray) -> None:
+        self._chosen.clear()
         self.tables.append(component_table(probs, truth, self.thresholds, self.iou))
         self.n_truth += int(np.count_nonzero(np.bincount(truth.ravel())[1:]))
         thin, total = thin_counts(truth)
@@ -342,7 +344,13 @@ class PointChooser:
 
     def choose(self, criterion: str | None = None) -> OperatingPoint:
         """The best point under ``criterion`` (default: :meth:`criterion`); the default
-        point without images."""
+        point without images. Asked again before more images are added, the same point
+        (not chosen again)."""
+        if criterion not in self._chosen:
+            self._chosen[criterion] = self._choose(criterion)
+        return self._chosen[criterion]
+
+    def _choose(self, criterion: str | None) -> OperatingPoint:
         if not self.tables:
             return OperatingPoint()
         criterion = criterion or self.criterion()

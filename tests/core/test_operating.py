@@ -8,6 +8,7 @@ import pytest
 from napari_bioanomaly.core.model import BioAnomalyError
 from napari_bioanomaly.core.operating import (
     OperatingPoint,
+    PointChooser,
     choose_operating_point,
     criterion_for,
     point_counts,
@@ -47,6 +48,21 @@ def test_choose_finds_threshold_and_min_area_that_separate_and_drop_specks():
     shifted = np.clip(heat + 0.3, 0, 1) * (heat > 0)
     moved = choose_operating_point([shifted], [truth])
     assert moved.f1 == 1.0 and moved.threshold >= 0.75
+
+
+def test_a_chooser_takes_images_one_at_a_time_and_chooses_once_per_criterion():
+    heat, truth = two_blobs()
+    chooser = PointChooser()
+    assert chooser.choose() == OperatingPoint()  # nothing added: the default point
+    chooser.add(heat, truth)
+    first = chooser.choose()
+    assert first == choose_operating_point([heat], [truth]) and chooser.choose() is first
+    assert chooser.choose("pixel").criterion == "pixel"
+    # another image changes what is chosen from: chosen again
+    shifted = np.clip(heat + 0.3, 0, 1) * (heat > 0)
+    chooser.add(shifted, truth)
+    assert chooser.choose() is not first
+    assert chooser.choose() == choose_operating_point([heat, shifted], [truth, truth])
 
 
 def test_ties_go_to_pixel_f1_then_to_half():

@@ -177,10 +177,9 @@ def memory_raw(
 ) -> np.ndarray:
     """Raw memory-bank scores ``(H, W)``: distance of each pixel's standardised descriptor
     to the nearest bank entry (computed every :data:`QUERY_STRIDE`-th pixel, then
-    interpolated). The
-    descriptors are the ``encoder``'s (:mod:`.descriptors`), or filter responses when the
-    bank was built from those (``scoring["descriptors"] == "filters"``, and checkpoints
-    made before learnt descriptors)."""
+    interpolated). The descriptors are the ``encoder``'s (:mod:`.descriptors`), or
+    filter responses when the bank was built from those (``scoring["descriptors"] ==
+    "filters"``, and checkpoints made before learnt descriptors)."""
     networked = scoring.get("descriptors", "filters") != "filters"
     if networked and encoder is None:
         raise ValueError(f"a memory bank of {scoring['descriptors']} descriptors needs its "

@@ -212,8 +212,6 @@ def _scoring(scoring: Any, model: str) -> None:
     if not (_number(top) and 0 < top <= 0.5):
         raise BioAnomalyError(f"scoring.image_top: a share of pixels in (0, 0.5], not "
                               f"{_short(top)}")  # fmt: skip
-    if model != "memory":
-        return
     sharp = scoring.get("sharpen", False)
     if not isinstance(sharp, bool):
         raise BioAnomalyError(f"scoring.sharpen: true or false, not {_short(sharp)}")
@@ -223,6 +221,8 @@ def _scoring(scoring: Any, model: str) -> None:
             raise BioAnomalyError("scoring.contrast_center, contrast_threshold: two finite "
                                   f"numbers, 0 <= center < threshold, not {_short(center)}, "
                                   f"{_short(threshold)}")  # fmt: skip
+    if model != "memory":
+        return
     arrays = {}
     for key, ndim in (("mean", 1), ("std", 1), ("bank", 2)):
         value = scoring.get(key)

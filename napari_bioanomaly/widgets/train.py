@@ -206,7 +206,7 @@ class TrainWidget(QWidget):
         for setting in SETTINGS:  # what does not apply to the model keeps its default
             if setting.name in values and not setting.applies_to(model, values):
                 values[setting.name] = setting.to_form(setting.default)
-        return config_from_form(self.model.currentText(), values)
+        return config_from_form(model, values)
 
     def _model_changed(self, name: str) -> None:
         """Grey out what the chosen model, with the form's other values, does not use

@@ -139,6 +139,23 @@ def test_malformed_memory_banks_are_refused(tmp_path):
         refused(tmp_path, bad, r"scoring\.contrast_center, contrast_threshold")
 
 
+def test_autoencoders_are_refused_a_sharpened_map_without_its_calibration(tmp_path):
+    from napari_bioanomaly.ml import models
+
+    scoring = {"center": 0.1, "threshold": 0.5, "image_center": 0.2, "image_threshold": 0.6}
+    config = TrainConfig(model="autoencoder", base_channels=4).to_dict()
+    ok = {**checkpoint("autoencoder"), "config": config, "classes": ["anomaly"],
+          "state_dict": models.build("autoencoder", 1, 64, 4).state_dict(),
+          "scoring": scoring}  # fmt: skip
+    torch.save(ok, tmp_path / "ok.pt")
+    assert Predictor.load(tmp_path / "ok.pt", "cpu").kind == "autoencoder"
+    for change, match in (({"sharpen": 1}, r"scoring\.sharpen: true or false"),
+                          ({"sharpen": True}, r"scoring\.contrast_center")):  # fmt: skip
+        bad = copy.deepcopy(ok)
+        bad["scoring"].update(change)
+        refused(tmp_path, bad, match)
+
+
 def test_memory_banks_of_learnt_descriptors_need_their_network(tmp_path):
     """A bank of learnt descriptors predicts through its encoder; without it, with one of
     another width, or with an unknown kind of descriptor, the file is refused by item."""

@@ -54,7 +54,7 @@ from ..core.reference import contrast_map
 from .config import TOP_FRACTION, TOP_FRACTIONS, TrainConfig
 from .descriptors import describe
 from .device import free_memory, is_oom
-from .features import FILTER_DIMS, features
+from .features import features
 from .tiling import blend_tiles
 
 #: Memory bank size (coreset) and how many candidate patches it is chosen from.
@@ -153,37 +153,20 @@ def coreset(features: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
 
 def memory_descriptors(
     norm: np.ndarray, stride: int, encoder: nn.Module | None = None,
-    device: torch.device | str = "cpu", with_filters: bool = False,
+    device: torch.device | str = "cpu",
 ) -> np.ndarray:
     """The memory bank's descriptors of every ``stride``-th pixel: the ``encoder``'s
     (random or learnt, :mod:`.descriptors`), or filter responses without one. Out of GPU
-    memory, the encoder's descriptors are computed on the CPU. ``with_filters``: the
-    filter responses at the centre of each encoder block follow the encoder's values
-    (``both`` descriptors)."""
+    memory, the encoder's descriptors are computed on the CPU."""
     if encoder is None:
         return features(norm)[::stride, ::stride]
     try:
-        described = describe(norm, encoder, stride, device)
+        return describe(norm, encoder, stride, device)
     except (RuntimeError, MemoryError) as exc:
         if not is_oom(exc) or torch.device(device).type == "cpu":
             raise
-        free_memory(device)
-        described = describe(norm, copy.deepcopy(encoder).cpu(), stride, "cpu")
-    if not with_filters:
-        return described
-    rows, cols = (np.minimum(np.arange(n) * stride + stride // 2, size - 1)
-                  for n, size in zip(described.shape[:2], norm.shape, strict=True))  # fmt: skip
-    return np.concatenate([described, features(norm)[np.ix_(rows, cols)]], axis=2)
-
-
-def group_weights(kind: str, dims: int) -> np.ndarray:
-    """Per-value weights of standardised ``kind`` descriptors of ``dims`` values: for
-    ``both``, the filter responses (the last :data:`FILTER_DIMS`) weigh as much in a
-    distance as all the encoders' values together; otherwise ones."""
-    weights = np.ones(dims, dtype=np.float32)
-    if kind == "both":
-        weights[-FILTER_DIMS:] = math.sqrt((dims - FILTER_DIMS) / FILTER_DIMS)
-    return weights
+    free_memory(device)
+    return describe(norm, copy.deepcopy(encoder).cpu(), stride, "cpu")
 
 
 def memory_raw(
@@ -196,17 +179,13 @@ def memory_raw(
     to the nearest bank entry (computed every :data:`QUERY_STRIDE`-th pixel, then
     interpolated). The descriptors are the ``encoder``'s (:mod:`.descriptors`), or
     filter responses when the bank was built from those (``scoring["descriptors"] ==
-    "filters"``, and checkpoints made before learnt descriptors), or both
-    (``"both"``: :func:`memory_descriptors`). The descriptors are standardised by
-    ``scoring["mean"]`` and ``["std"]`` (for ``both``, ``std`` holds the
-    :func:`group_weights`)."""
-    kind = scoring.get("descriptors", "filters")
-    networked = kind != "filters"
+    "filters"``, and checkpoints made before learnt descriptors)."""
+    networked = scoring.get("descriptors", "filters") != "filters"
     if networked and encoder is None:
-        raise ValueError(f"a memory bank of {kind} descriptors needs its encoder")
+        raise ValueError(f"a memory bank of {scoring['descriptors']} descriptors needs its "
+                         "encoder")  # fmt: skip
     stride = QUERY_STRIDE
-    feats = memory_descriptors(norm, stride, encoder if networked else None, device,
-                               with_filters=kind == "both")  # fmt: skip
+    feats = memory_descriptors(norm, stride, encoder if networked else None, device)
     h, w, d = feats.shape
     mean, std = (np.asarray(scoring[k], dtype=np.float32) for k in ("mean", "std"))
     query = torch.from_numpy((feats.reshape(-1, d) - mean) / std)

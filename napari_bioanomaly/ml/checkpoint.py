@@ -29,7 +29,6 @@ from ..core.operating import OperatingPoint
 from . import models
 from .config import ANOMALY_MODELS, BANK_DESCRIPTORS, TOP_FRACTION, TrainConfig
 from .descriptors import descriptor_dims, descriptor_network
-from .features import FILTER_DIMS
 
 #: At most this many classes and characters in a class name.
 MAX_CLASSES, MAX_NAME = 1000, 200
@@ -79,8 +78,7 @@ def validate(ckpt: dict[str, Any]) -> None:
 
 def _descriptors(ckpt: dict[str, Any], config: TrainConfig) -> None:
     """A memory bank of random or learnt descriptors comes with its network (for random
-    ones, a count of encoders), of the bank's width (with the filter responses too, for
-    ``both``)."""
+    ones, a count of encoders), of the bank's width."""
     if config.model != "memory":
         return
     kind = ckpt["scoring"].get("descriptors", "filters")
@@ -92,8 +90,8 @@ def _descriptors(ckpt: dict[str, Any], config: TrainConfig) -> None:
     if "state_dict" not in ckpt:
         raise BioAnomalyError(f"a memory bank of {kind} descriptors without its network "
                               "(state_dict)")  # fmt: skip
-    members = _encoders(ckpt["scoring"]) if kind != "learned" else 1
-    dims = members * descriptor_dims(config.base_channels) + (FILTER_DIMS if kind == "both" else 0)
+    members = _encoders(ckpt["scoring"]) if kind == "random" else 1
+    dims = members * descriptor_dims(config.base_channels)
     width = len(ckpt["scoring"]["mean"])
     if width != dims:
         raise BioAnomalyError(f"scoring.bank: descriptors of {width} values, the network of "

@@ -58,9 +58,8 @@ MODELS = tuple(REGISTRY)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 CLASS_WEIGHTS = ("none", "balanced")
 #: What a memory bank's descriptors can be (fixed filter responses, random-weight
-#: encoders, both of those concatenated, an encoder learnt from the images), and what
-#: the user can ask for.
-BANK_DESCRIPTORS = ("filters", "random", "both", "learned")
+#: encoders, an encoder learnt from the images), and what the user can ask for.
+BANK_DESCRIPTORS = ("filters", "random", "learned")
 DESCRIPTORS = ("auto", *BANK_DESCRIPTORS)
 #: Whether a memory bank's map is sharpened by local contrast (auto: where validation says).
 SHARPEN = ("auto", "yes", "no")

@@ -111,11 +111,10 @@ class EncoderEnsemble(nn.Module):
 
 def descriptor_network(kind: str, base: int, members: int = ENCODERS) -> nn.Module:
     """The (untrained) descriptor network of a memory bank of ``kind`` descriptors:
-    ``learned`` one :class:`PatchEncoder`, ``random`` and ``both`` (random encoders beside
-    filter responses) an :class:`EncoderEnsemble`."""
+    ``learned`` one :class:`PatchEncoder`, ``random`` an :class:`EncoderEnsemble`."""
     if kind == "learned":
         return PatchEncoder(base)
-    if kind in ("random", "both"):
+    if kind == "random":
         return EncoderEnsemble(base, members)
     raise ValueError(f"{kind} descriptors need no network")
 

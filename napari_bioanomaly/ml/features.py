@@ -8,12 +8,10 @@ import numpy as np
 
 #: Smallest and largest Gaussian sigma (pixels) of the features.
 SIGMA_MIN, SIGMA_MAX = 0.7, 16.0
-#: How many features :func:`features` gives per pixel.
-FILTER_DIMS = 20
 
 
 def features(norm: np.ndarray) -> np.ndarray:
-    """Per-pixel features ``(rows, cols, FILTER_DIMS)`` of a normalised image (float32)."""
+    """Per-pixel features ``(rows, cols, 20)`` of a normalised image (float32)."""
     from skimage.feature import multiscale_basic_features
 
     return multiscale_basic_features(

@@ -31,7 +31,6 @@ from .anomaly import (
     TOP_FRACTIONS,
     calibrate,
     coreset,
-    group_weights,
     memory_descriptors,
     raw_map,
     sharpen,
@@ -208,7 +207,7 @@ def _build(
         encoder = yield from _learn_encoder(dataset, config, train_idx, device, cancel)
         if cancel.is_set():
             return None
-    elif kind in ("random", "both"):
+    elif kind == "random":
         encoder = EncoderEnsemble(config.base_channels, ENCODERS, config.seed).to(device).eval()
 
     chosen = spread(train_idx, 256)
@@ -221,7 +220,7 @@ def _build(
         cls, _ = data.rasterise(dataset.images[i], classes, norm.shape)
         # descriptors every 4th pixel, away (8 px) from annotated anomalies
         near = ndimage.binary_dilation(cls > 0, iterations=8)[::4, ::4]
-        feats = memory_descriptors(norm, 4, encoder, device, kind == "both")[~near]
+        feats = memory_descriptors(norm, 4, encoder, device)[~near]
         if len(feats):
             candidates.append(feats[rng.choice(len(feats), min(len(feats), per_image), False)])
         name = dataset.images[i].filename
@@ -230,8 +229,7 @@ def _build(
     if not candidates:
         raise BioAnomalyError("no normal pixels in the training images for the memory bank")
     pool = np.concatenate(candidates)
-    mean = pool.mean(axis=0)
-    std = (pool.std(axis=0) + 1e-6) / group_weights(kind, pool.shape[1])
+    mean, std = pool.mean(axis=0), pool.std(axis=0) + 1e-6
     bank = coreset(torch.from_numpy((pool - mean) / std), BANK_SIZE, config.seed)
     scoring: dict[str, Any] = {"mean": mean.tolist(), "std": std.tolist(), "bank": bank,
                                "descriptors": kind}  # fmt: skip

@@ -30,7 +30,7 @@ from napari_bioanomaly.ml.descriptors import (
     PatchEncoder,
     descriptor_dims,
 )
-from napari_bioanomaly.ml.features import FILTER_DIMS, features
+from napari_bioanomaly.ml.features import features
 from napari_bioanomaly.ml.forest import Forest
 from napari_bioanomaly.ml.predict import Predictor, predict_image
 from napari_bioanomaly.ml.train import load_checkpoint
@@ -258,43 +258,22 @@ def test_filter_descriptors_need_no_network(study, tmp_path):
     assert image_auc >= 0.9 and pixel_auc >= 0.95, (image_auc, pixel_auc)
 
 
-@pytest.mark.parametrize("kind", ["random", "both"])
-def test_random_encoder_descriptors_are_saved_with_their_encoders(study, tmp_path, kind):
+def test_random_encoder_descriptors_are_saved_with_their_encoders(study, tmp_path):
     """``descriptors="random"``: the bank of several random-weight encoders' descriptors,
-    and the encoders, which prediction uses; ``"both"``: the filter responses follow
-    them in the bank."""
+    and the encoders, which prediction uses."""
     from napari_bioanomaly.ml.train import train
 
     _, ds = study
-    config = BASE.replace(model="memory", descriptors=kind)
-    _, result = drain(train(_part(ds, ds.images[:16]), config, tmp_path / f"{kind}.pt"))
+    config = BASE.replace(model="memory", descriptors="random")
+    _, result = drain(train(_part(ds, ds.images[:16]), config, tmp_path / "random.pt"))
     ckpt = load_checkpoint(result.best)
     scoring = ckpt["scoring"]
-    assert scoring["descriptors"] == kind and scoring["encoders"] == ENCODERS
-    width = ENCODERS * descriptor_dims(16) + (FILTER_DIMS if kind == "both" else 0)
-    assert scoring["bank"].shape == (anomaly.BANK_SIZE, width)
+    assert scoring["descriptors"] == "random" and scoring["encoders"] == ENCODERS
+    assert scoring["bank"].shape == (anomaly.BANK_SIZE, ENCODERS * descriptor_dims(16))
     assert set(ckpt["state_dict"]) == set(EncoderEnsemble(16).state_dict())
     assert isinstance(Predictor.load(result.best, "cpu").model, EncoderEnsemble)
     image_auc, pixel_auc = held_out_scores(study, result.best)
     assert image_auc >= 0.9 and pixel_auc >= 0.9, (image_auc, pixel_auc)
-
-
-def test_both_descriptors_weigh_filters_as_much_as_the_encoders():
-    """``both``: an encoder's descriptor of each 4 x 4 block is followed by the filter
-    responses at the block's centre (the last row and column clamped to the image), and
-    after standardisation the 20 filter values weigh as much as the encoders' together."""
-    norm = np.random.default_rng(0).random((30, 21)).astype(np.float32)
-    encoder = EncoderEnsemble(4, 2, seed=0)
-    both = anomaly.memory_descriptors(norm, 4, encoder, with_filters=True)
-    alone = anomaly.memory_descriptors(norm, 4, encoder)
-    filters = features(norm)
-    assert both.shape == (8, 6, encoder.dims + FILTER_DIMS)
-    np.testing.assert_array_equal(both[..., : encoder.dims], alone)
-    np.testing.assert_array_equal(both[1, 2, encoder.dims :], filters[6, 10])
-    np.testing.assert_array_equal(both[7, 5, encoder.dims :], filters[29, 20])  # clamped
-    weights = anomaly.group_weights("both", encoder.dims + FILTER_DIMS)
-    assert np.sum(weights[-FILTER_DIMS:] ** 2) == pytest.approx(np.sum(weights[:-FILTER_DIMS] ** 2))
-    assert np.all(anomaly.group_weights("random", 10) == 1)
 
 
 def _bank(kind, image_auc, pixel_auc):

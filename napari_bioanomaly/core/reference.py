@@ -19,6 +19,9 @@ from .images import to_grayscale
 
 #: Radius of the median disc (31 px across).
 RADIUS = 15
+#: The line cue (:func:`line_map`): length (px) of the straight segments it averages
+#: along, how many orientations it tries, the sigmas (px) of its difference of Gaussians.
+LINE_LENGTH, LINE_ANGLES, LINE_SIGMAS = 61, 24, (1.0, 3.0)
 
 
 def normalised(image: np.ndarray, low: float = 0.1, high: float = 99.9) -> np.ndarray:
@@ -45,6 +48,53 @@ def contrast_map(norm: np.ndarray) -> np.ndarray:
     norm = np.clip(norm, 0.0, 1.0).astype(np.float32, copy=False)
     med = median(np.round(norm * 255).astype(np.uint8), disk(RADIUS)).astype(np.float32) / 255
     return ndimage.gaussian_filter(np.abs(norm - med), 1.0)
+
+
+def line_kernels(length: int = LINE_LENGTH, angles: int = LINE_ANGLES) -> np.ndarray:
+    """``(angles, length, length)`` kernels, each the mean along one straight segment of
+    ``length`` px through the centre (orientations spread over 180 degrees)."""
+    c = length // 2
+    t = np.linspace(-c, c, 4 * length)
+    out = np.zeros((angles, length, length), np.float32)
+    for i, a in enumerate(np.arange(angles) * np.pi / angles):
+        rows = np.clip(np.round(c + t * np.sin(a)).astype(int), 0, length - 1)
+        cols = np.clip(np.round(c + t * np.cos(a)).astype(int), 0, length - 1)
+        out[i, rows, cols] = 1.0
+        out[i] /= out[i].sum()
+    return out
+
+
+def line_map(norm: np.ndarray, length: int = LINE_LENGTH, angles: int = LINE_ANGLES) -> np.ndarray:
+    """Evidence of long thin structures (scratches, hairs, cracks) in a normalised image.
+
+    How it works: a difference of Gaussians (:data:`LINE_SIGMAS`) marks thin dark and
+    thin bright structures; each is averaged along straight segments of ``length`` px
+    at ``angles`` orientations, and the best orientation's mean less the mean over all
+    orientations is kept (a line accumulates along its own direction only, a speck or a
+    texture grain in every direction alike); the stronger polarity wins, smoothed
+    (sigma 2 px). The borders are mirrored.
+    """
+    import os
+
+    from scipy.fft import set_workers
+    from scipy.signal import fftconvolve
+
+    norm = norm.astype(np.float32, copy=False)
+    fine, coarse = (ndimage.gaussian_filter(norm, sigma) for sigma in LINE_SIGMAS)
+    dog = coarse - fine
+    half = length // 2
+    both = np.stack([np.maximum(dog, 0), np.maximum(-dog, 0)])  # dark lines, bright lines
+    padded = np.pad(both, ((0, 0), (half, half), (half, half)), mode="reflect")[:, None]
+    kernels = line_kernels(length, angles)
+    best = np.full(both.shape, -np.inf, np.float32)
+    total = np.zeros(both.shape, np.float32)
+    with set_workers(min(8, os.cpu_count() or 1)):
+        for k in range(0, angles, 8):  # a few orientations at a time: memory stays small
+            means = fftconvolve(padded, kernels[None, k : k + 8], mode="valid", axes=(2, 3))
+            best = np.maximum(best, means.max(axis=1))
+            total += means.sum(axis=1)
+    cue = (best - total / angles).max(axis=0)
+    return ndimage.gaussian_filter(cue, 2.0).astype(np.float32)
 
 
 def best_threshold(maps: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> float:

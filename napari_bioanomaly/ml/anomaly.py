@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
-from ..core.reference import contrast_map
+from ..core.reference import contrast_map, line_map
 from .config import TOP_FRACTION, TOP_FRACTIONS, TrainConfig
 from .descriptors import describe
 from .device import free_memory, is_oom
@@ -115,19 +115,35 @@ def calibrate(values: np.ndarray | float, center: float, threshold: float) -> np
     return np.where(z <= 0, low, high).astype(np.float32)
 
 
-def image_score(raw_score: float, scoring: dict[str, Any]) -> float:
+def image_score(raw_score: float, scoring: dict[str, Any],
+                line_score: float | None = None) -> float:  # fmt: skip
     """Calibrated image score: 0.5 at the highest score of normal calibration images.
 
     The slope is gentle (the spread of normal image scores, at least that of normal
-    pixels) so that scores far from the threshold keep their order in 6 decimals.
+    pixels) so that scores far from the threshold keep their order in 6 decimals. With
+    the line cue (``line_score``, :func:`line_top`), the mean of the two standardised
+    scores.
     """
+    z = image_z(raw_score, scoring, line_score)
+    return round(1.0 / (1.0 + math.exp(-max(min(z, 700.0), -700.0))), 6)
+
+
+def image_z(raw_score: float, scoring: dict[str, Any], line_score: float | None = None) -> float:
+    """The standardised image score :func:`image_score` is the logistic of (its ranking,
+    unrounded)."""
+    z = _image_z(raw_score, scoring, "")
+    if line_score is not None:
+        z = (z + _image_z(line_score, scoring, "line_")) / 2
+    return z
+
+
+def _image_z(score: float, scoring: dict[str, Any], prefix: str) -> float:
     spread = max(
-        scoring["image_threshold"] - scoring["image_center"],
-        scoring["threshold"] - scoring["center"],
+        scoring[f"{prefix}image_threshold"] - scoring[f"{prefix}image_center"],
+        scoring[f"{prefix}threshold"] - scoring[f"{prefix}center"],
         1e-9,
     )
-    z = (raw_score - scoring["image_threshold"]) / spread
-    return round(1.0 / (1.0 + math.exp(-max(min(z, 700.0), -700.0))), 6)
+    return (score - scoring[f"{prefix}image_threshold"]) / spread
 
 
 def coreset(features: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
@@ -256,12 +272,31 @@ def image_map(
     config: TrainConfig,
     device: torch.device | str = "cpu",
 ) -> tuple[np.ndarray, float]:
-    """Calibrated anomaly map ``(H, W)`` of a normalised image, and its calibrated score."""
+    """Calibrated anomaly map ``(H, W)`` of a normalised image, and its calibrated score
+    (with the line cue where ``scoring["lines"]``, sharpened where ``["sharpen"]``)."""
     raw = raw_map(kind, norm, model, scoring, config, device)
     heat = calibrate(raw, scoring["center"], scoring["threshold"])
+    line_score = None
+    if scoring.get("lines"):
+        lines = line_map(norm)
+        heat = with_lines(heat, lines, scoring)
+        line_score = line_top(lines)
     if scoring.get("sharpen"):
         heat = sharpen(heat, norm, scoring)
-    return heat, image_score(top_k(raw, fraction=scoring.get("image_top", TOP_FRACTION)), scoring)
+    raw_score = top_k(raw, fraction=scoring.get("image_top", TOP_FRACTION))
+    return heat, image_score(raw_score, scoring, line_score)
+
+
+def with_lines(heat: np.ndarray, lines: np.ndarray, scoring: dict[str, Any]) -> np.ndarray:
+    """A calibrated map with the line cue (:func:`~..core.reference.line_map`, calibrated
+    on normal pixels: ``line_center``, ``line_threshold``): their mean. Long thin
+    anomalies (scratches, hairs, cracks) a patch descriptor sees faintly stand out."""
+    return (heat + calibrate(lines, scoring["line_center"], scoring["line_threshold"])) / 2
+
+
+def line_top(lines: np.ndarray, valid: np.ndarray | None = None) -> float:
+    """The line cue's part of the image score: the mean of its top 0.1% (thin lines)."""
+    return top_k(lines, valid, TOP_FRACTION)
 
 
 def sharpen(heat: np.ndarray, norm: np.ndarray, scoring: dict[str, Any]) -> np.ndarray:
@@ -277,9 +312,13 @@ def contrast_scoring(normal: np.ndarray) -> dict[str, float]:
     """The calibration of local contrast (:func:`~..core.reference.contrast_map`) from
     samples of its values on normal pixels, as :func:`calibrate` takes it: 0.5 at the
     :data:`PIXEL_PERCENTILE`, about 0.02 at the median."""
+    return cue_scoring("contrast_", normal)
+
+
+def cue_scoring(prefix: str, normal: np.ndarray) -> dict[str, float]:
+    """``{prefix}center`` (median) and ``{prefix}threshold`` (:data:`PIXEL_PERCENTILE`) of
+    a cue's values on normal pixels."""
     center = float(np.median(normal))
-    return {"contrast_center": center,
-            "contrast_threshold": max(float(np.percentile(normal, PIXEL_PERCENTILE)),
+    return {f"{prefix}center": center,
+            f"{prefix}threshold": max(float(np.percentile(normal, PIXEL_PERCENTILE)),
                                       center + 1e-6)}  # fmt: skip
-
-

@@ -11,13 +11,15 @@ from torch import nn
 
 from ..core.imagemetrics import roc_auc
 from ..core.model import BioAnomalyError, Dataset
-from ..core.reference import contrast_map
+from ..core.reference import contrast_map, line_map
 from . import data
 from .anomaly import (
     PIXEL_PERCENTILE,
     TOP_FRACTION,
     TOP_FRACTIONS,
     contrast_scoring,
+    cue_scoring,
+    line_top,
     raw_map,
     reconstruction_error,
     smooth,
@@ -38,16 +40,18 @@ def calibrate_scoring(
     config: TrainConfig,
     device: torch.device | str = "cpu",
     all_levels: bool = False,
+    lines: bool = False,
 ) -> dict[str, Any]:
     """``scoring`` with its calibration from the normal pixels of whole images ``indices``
     (annotated pixels left out): 0.5 at the 99.5th percentile of normal pixels, and, for
     image scores, at the highest score of the images' normal content (with
     ``all_levels``, ``image_levels`` holds that calibration for each of
-    :data:`.config.TOP_FRACTIONS`, for the trainer to choose from and remove)."""
+    :data:`.config.TOP_FRACTIONS`, for the trainer to choose from and remove). With
+    ``lines``, the line cue's calibration too (``line_*``: :func:`.anomaly.with_lines`)."""
     rng = np.random.default_rng(config.seed)
     cache = data.ImageCache(dataset, config, size=1)
     classes = dataset.class_names()
-    normal_px, contrast_px, per_image = [], [], []
+    normal_px, contrast_px, per_image, line_px, line_tops = [], [], [], [], []
     for i in spread(indices, 64):
         norm = cache(i)
         raw = raw_map(kind, norm, model, scoring, config, device)
@@ -60,6 +64,10 @@ def calibrate_scoring(
         normal_px.append(raw[valid][pick])
         contrast_px.append(contrast_map(norm)[valid][pick])
         per_image.append(top_ks(raw, valid))
+        if lines:
+            cue = line_map(norm)
+            line_px.append(cue[valid][pick])
+            line_tops.append(line_top(cue, valid))
     if not per_image:
         raise BioAnomalyError("no normal pixels to calibrate the anomaly scores on")
     normal = np.concatenate(normal_px)
@@ -72,7 +80,13 @@ def calibrate_scoring(
         **levels[TOP_FRACTION],
         **({"image_levels": levels} if all_levels else {}),
         **contrast_scoring(np.concatenate(contrast_px)),
+        **(_line_scoring(line_px, line_tops) if lines else {}),
     }
+
+
+def _line_scoring(normal_px: list[np.ndarray], tops: list[float]) -> dict[str, float]:
+    return {**cue_scoring("line_", np.concatenate(normal_px)),
+            **{f"line_{k}": v for k, v in image_levels(tops).items()}}  # fmt: skip
 
 
 def image_levels(scores: list[float]) -> dict[str, float]:

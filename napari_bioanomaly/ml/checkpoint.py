@@ -76,6 +76,16 @@ def validate(ckpt: dict[str, Any]) -> None:
         _descriptors(ckpt, config)
 
 
+def _cue_levels(scoring: dict[str, Any], prefix: str, cue: str) -> None:
+    """``{prefix}center`` and ``{prefix}threshold`` of ``scoring``: finite, 0 <= center <
+    threshold."""
+    center, threshold = (scoring.get(f"{prefix}{k}") for k in ("center", "threshold"))
+    if not (_number(center) and _number(threshold) and 0 <= center < threshold):
+        raise BioAnomalyError(f"scoring.{prefix}center, {prefix}threshold (the calibration "
+                              f"of {cue}): two finite numbers, 0 <= center < threshold, not "
+                              f"{_short(center)}, {_short(threshold)}")  # fmt: skip
+
+
 def _descriptors(ckpt: dict[str, Any], config: TrainConfig) -> None:
     """A memory bank of random or learnt descriptors comes with its network (for random
     ones, a count of encoders), of the bank's width."""
@@ -212,15 +222,13 @@ def _scoring(scoring: Any, model: str) -> None:
     if not (_number(top) and 0 < top <= 0.5):
         raise BioAnomalyError(f"scoring.image_top: a share of pixels in (0, 0.5], not "
                               f"{_short(top)}")  # fmt: skip
-    sharp = scoring.get("sharpen", False)
-    if not isinstance(sharp, bool):
-        raise BioAnomalyError(f"scoring.sharpen: true or false, not {_short(sharp)}")
-    if sharp:  # the calibration of local contrast the map is sharpened by
-        center, threshold = (scoring.get(k) for k in ("contrast_center", "contrast_threshold"))
-        if not (_number(center) and _number(threshold) and 0 <= center < threshold):
-            raise BioAnomalyError("scoring.contrast_center, contrast_threshold: two finite "
-                                  f"numbers, 0 <= center < threshold, not {_short(center)}, "
-                                  f"{_short(threshold)}")  # fmt: skip
+    for flag, cue, prefixes in (("sharpen", "local contrast", ("contrast_",)),
+                                ("lines", "the line cue", ("line_", "line_image_"))):  # fmt: skip
+        on = scoring.get(flag, False)
+        if not isinstance(on, bool):
+            raise BioAnomalyError(f"scoring.{flag}: true or false, not {_short(on)}")
+        for prefix in prefixes if on else ():  # the calibration of the cue the map uses
+            _cue_levels(scoring, prefix, cue)
     if model != "memory":
         return
     arrays = {}

@@ -63,6 +63,8 @@ BANK_DESCRIPTORS = ("filters", "random", "learned")
 DESCRIPTORS = ("auto", *BANK_DESCRIPTORS)
 #: Whether a memory bank's map is sharpened by local contrast (auto: where validation says).
 SHARPEN = ("auto", "yes", "no")
+#: Whether the line cue joins a memory bank's map and image score (auto: where validation says).
+LINES = ("auto", "yes", "no")
 #: Share of an image's pixels whose mean anomaly score is the image score, by default,
 #: and the shares the memory bank's trainer may choose from on annotated validation
 #: images (anomalies of different sizes want different pooling; :mod:`.train_memory`).
@@ -150,6 +152,11 @@ class TrainConfig:
         that proposals follow thin anomalies (cracks, scratches, hairs) instead of
         blobs around them (:func:`.anomaly.sharpen`): ``yes``, ``no``, or ``auto``
         (default): where that raises the validation F1 of the operating point.
+    lines
+        Whether the memory bank's map and image score are joined by the line cue, the
+        evidence of long thin structures calibrated on normal pixels
+        (:func:`.anomaly.with_lines`): ``yes``, ``no``, or ``auto`` (default): where that
+        tells the annotated validation images apart better.
     exclude_qc
         Leave images with image-quality flags (uniform, binary, dim, saturated,
         out of focus; see :mod:`napari_bioanomaly.core.quality`) out of training.
@@ -183,6 +190,7 @@ class TrainConfig:
     pretrain_min: float = 0.0
     descriptors: str = "auto"
     sharpen: str = "auto"
+    lines: str = "auto"
 
     def __post_init__(self) -> None:
         problems = self._type_problems()
@@ -211,9 +219,10 @@ class TrainConfig:
         if self.descriptors not in DESCRIPTORS:
             problems.append(f"descriptors must be one of {', '.join(DESCRIPTORS)}, not "
                             f"{self.descriptors!r}")  # fmt: skip
-        if self.sharpen not in SHARPEN:
-            problems.append(f"sharpen must be one of {', '.join(SHARPEN)}, not "
-                            f"{self.sharpen!r}")  # fmt: skip
+        for name, choices in (("sharpen", SHARPEN), ("lines", LINES)):
+            if getattr(self, name) not in choices:
+                problems.append(f"{name} must be one of {', '.join(choices)}, not "
+                                f"{getattr(self, name)!r}")  # fmt: skip
         if self.tile < 32 or self.tile % 16:
             problems.append(f"tile must be a multiple of 16 and at least 32, not {self.tile}")
         if not self.lr > 0:
@@ -301,7 +310,7 @@ _TYPES: dict[str, type] = {
     "amp": bool, "seed": int, "base_channels": int, "weights": str, "num_workers": int,
     "class_balance": bool, "class_weights": str, "exclude_qc": bool, "budget_min": float,
     "patience": int, "ema": float, "pretrain_min": float, "descriptors": str,
-    "sharpen": str,
+    "sharpen": str, "lines": str,
 }  # fmt: skip
 _OPTIONAL = frozenset({"epochs", "val_attribute", "weights", "budget_min"})
 _KIND_NAMES = {str: "text", int: "a whole number", float: "a finite number",

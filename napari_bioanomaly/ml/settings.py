@@ -18,6 +18,7 @@ from .config import (
     CLASS_WEIGHTS,
     DESCRIPTORS,
     DEVICES,
+    LINES,
     REGISTRY,
     SHARPEN,
     ModelInfo,
@@ -198,6 +199,10 @@ SETTINGS: tuple[Setting, ...] = (
             "proposals follow thin anomalies (cracks, scratches, hairs): yes, no, or auto "
             "(where it raises the validation F1)", kind="choice", choices=SHARPEN,
             applies=_memory),
+    Setting("lines", "line cue", "join the memory bank's map and image score with the "
+            "evidence of long thin structures (scratches, hairs, cracks), calibrated on "
+            "normal pixels: yes, no, or auto (where it tells the annotated validation "
+            "images apart better)", kind="choice", choices=LINES, applies=_memory),
     Setting("patience", "patience (epochs)", "stop after this many epochs without a better "
             "validation score (0: never)", high=10_000, applies=_network, metavar="N"),
     Setting("steps", "steps per epoch", "batches per epoch", field="steps_per_epoch", low=1,

@@ -23,6 +23,7 @@ from torch import nn
 from ..core.imagemetrics import roc_auc
 from ..core.model import BioAnomalyError, Dataset
 from ..core.operating import OperatingPoint, PointChooser, f1_score
+from ..core.reference import line_map
 from . import data
 from .anomaly import (
     BANK_SIZE,
@@ -31,10 +32,13 @@ from .anomaly import (
     TOP_FRACTIONS,
     calibrate,
     coreset,
+    image_z,
+    line_top,
     memory_descriptors,
     raw_map,
     sharpen,
     top_ks,
+    with_lines,
 )
 from .anomaly_fit import calibrate_scoring, separation
 from .checkpoint import checkpoint_payload, last_path, save_checkpoint
@@ -87,8 +91,9 @@ def train_memory(
         if bank is None:
             return TrainResult(None, last_path(out), [], None, True, str(device))
         if len(kinds) > 1:
-            yield TrainEvent("status", 0, 1, 0, 1, message=f"{kind} descriptors: "
-                             f"{_validation_text(bank)} on the validation images")  # fmt: skip
+            text = _validation_text(bank.alone)
+            yield TrainEvent("status", 0, 1, 0, 1,
+                             message=f"{kind} descriptors: {text} on the validation images")
         if best is None or _better(bank, best):
             best = bank
     assert best is not None
@@ -97,41 +102,44 @@ def train_memory(
     encoder = best.encoder
     if best.pooling is not None:
         yield TrainEvent("status", 0, 1, best.steps, best.steps, message=best.pooling.describe())
-    point, sharp = _choose_point(best, config.sharpen)
-    scoring = {**best.scoring, "sharpen": sharp}
-    pixel_auc = best.sharp_pixel_auc if sharp else best.val_pixel_auc
-    for message in _point_messages(best, config.sharpen, point, sharp):
+    lines = _choose_lines(best, config.lines)
+    if best.lined is not None:
+        yield TrainEvent("status", 0, 1, best.steps, best.steps,
+                         message=_lines_message(best, config.lines, lines))  # fmt: skip
+    chosen = best.lined if lines and best.lined is not None else best.alone
+    point, sharp = _choose_point(chosen, config.sharpen)
+    scoring = {**best.scoring, "sharpen": sharp, "lines": lines}
+    if not lines:
+        scoring = {k: v for k, v in scoring.items() if not k.startswith("line_")}
+    pixel_auc = chosen.sharp_pixel_auc if sharp else chosen.val_pixel_auc
+    for message in _point_messages(chosen, config.sharpen, point, sharp):
         yield TrainEvent("status", 0, 1, best.steps, best.steps, message=message)
-    history = [{"epoch": 0, "loss": None, "val_auc": best.val_auc,
+    history = [{"epoch": 0, "loss": None, "val_auc": chosen.val_auc,
                 "val_pixel_auc": pixel_auc}]  # fmt: skip
-    payload = checkpoint_payload(config, ["anomaly"], history, 0, best.val_auc)
+    payload = checkpoint_payload(config, ["anomaly"], history, 0, chosen.val_auc)
     payload.update(scoring=scoring, best_label=SCORE_LABELS["memory"],
                    operating_point=point.to_dict())  # fmt: skip
     if encoder is not None:
         payload["state_dict"] = {k: v.detach().cpu() for k, v in encoder.state_dict().items()}
     saved = save_checkpoint(out, payload)
     last = save_checkpoint(last_path(out), payload)
-    yield TrainEvent("epoch", 0, 1, best.steps, best.steps, val_auc=best.val_auc,
+    yield TrainEvent("epoch", 0, 1, best.steps, best.steps, val_auc=chosen.val_auc,
                      val_pixel_auc=pixel_auc)  # fmt: skip
-    return TrainResult(saved, last, history, best.val_auc, False, str(device),
+    return TrainResult(saved, last, history, chosen.val_auc, False, str(device),
                        SCORE_LABELS["memory"], point)  # fmt: skip
 
 
 @dataclass
-class _Bank:
-    """A calibrated memory bank of one kind of descriptors, its validation scores, and
-    what its operating point is chosen from: the validation maps as they are
-    (``points["plain"]``) and sharpened (``points["sharp"]``, :func:`.anomaly.sharpen`)."""
+class _Maps:
+    """How one way of making a bank's map does on the validation images: image ROC-AUC,
+    pixel AUROC as mapped and sharpened, and what its operating point is chosen from
+    (the maps as they are, ``points["plain"]``, and sharpened, ``points["sharp"]``,
+    :func:`.anomaly.sharpen`)."""
 
-    kind: str
-    scoring: dict[str, Any]
-    encoder: nn.Module | None
     val_auc: float | None
     val_pixel_auc: float | None
-    steps: int
     points: dict[str, PointChooser]
     sharp_pixel_auc: float | None = None
-    pooling: _Pooling | None = None
 
     @property
     def separation(self) -> float | None:
@@ -140,21 +148,56 @@ class _Bank:
         return sum(known) / len(known) if known else None
 
 
+@dataclass
+class _Bank:
+    """A calibrated memory bank of one kind of descriptors and its validation: its map
+    alone (``alone``) and joined by the line cue (``lined``; ``None`` when not tried)."""
+
+    kind: str
+    scoring: dict[str, Any]
+    encoder: nn.Module | None
+    steps: int
+    alone: _Maps
+    lined: _Maps | None = None
+    pooling: _Pooling | None = None
+
+
 def _better(bank: _Bank, than: _Bank) -> bool:
     """Whether ``bank`` tells the validation images apart better than ``than`` (by more
     than :data:`MARGIN`: the cheaper, earlier kind wins ties and unmeasured cases)."""
-    ours, theirs = bank.separation, than.separation
+    return _gains(bank.alone, than.alone)
+
+
+def _gains(maps: _Maps, than: _Maps) -> bool:
+    ours, theirs = maps.separation, than.separation
     return ours is not None and theirs is not None and ours > theirs + MARGIN
 
 
-def _choose_point(bank: _Bank, setting: str) -> tuple[OperatingPoint, bool]:
+def _choose_lines(bank: _Bank, setting: str) -> bool:
+    """Whether the line cue joins the map: with ``auto`` where that tells the validation
+    images apart better (:func:`_gains`); never when it was not tried."""
+    if bank.lined is None:
+        return False
+    if setting == "auto":
+        return _gains(bank.lined, bank.alone)
+    return setting == "yes"
+
+
+def _lines_message(bank: _Bank, setting: str, lines: bool) -> str:
+    assert bank.lined is not None
+    text = (f"line cue: {_validation_text(bank.lined)} on the validation images, "
+            f"{_validation_text(bank.alone)} without")  # fmt: skip
+    return text + ("; joining it" if lines else "; not joining it")
+
+
+def _choose_point(maps: _Maps, setting: str) -> tuple[OperatingPoint, bool]:
     """The operating point on the validation images, and whether the map is sharpened:
     with ``auto``, where that raises the validation score of the point
     (:func:`~..core.operating.f1_score`) by more than :data:`MARGIN`; never without
     annotated validation images (the default point then)."""
-    if not bank.points["plain"].n_truth:
+    if not maps.points["plain"].n_truth:
         return OperatingPoint(), setting == "yes"
-    plain, sharp = bank.points["plain"].choose(), bank.points["sharp"].choose()
+    plain, sharp = maps.points["plain"].choose(), maps.points["sharp"].choose()
     if setting == "auto":
         return (sharp, True) if _point_score(sharp) > _point_score(plain) + MARGIN \
             else (plain, False)  # fmt: skip
@@ -165,14 +208,14 @@ def _point_score(point: OperatingPoint) -> float:
     return f1_score(point.f1 or 0.0, point.pixel_f1 or 0.0, point.criterion)
 
 
-def _point_messages(bank: _Bank, setting: str, point: OperatingPoint, sharp: bool) -> list[str]:
+def _point_messages(maps: _Maps, setting: str, point: OperatingPoint, sharp: bool) -> list[str]:
     """What the choice of the operating point and of sharpening reports."""
-    if not bank.points["plain"].n_truth:
+    if not maps.points["plain"].n_truth:
         return ["no annotated validation images: the default operating point"
                 + (", sharpened" if sharp else "")]
     if setting != "auto":
         return [f"operating point{' (sharpened map)' if sharp else ''}: {point.describe()}"]
-    plain, sharpened = (bank.points[k].choose() for k in ("plain", "sharp"))
+    plain, sharpened = (maps.points[k].choose() for k in ("plain", "sharp"))
     what = "pixel F1" if plain.criterion == "pixel" else "mean of instance and pixel F1"
     return [
         f"validation {what}: {_point_score(plain):.3f} as mapped, {_point_score(sharpened):.3f} "
@@ -181,7 +224,7 @@ def _point_messages(bank: _Bank, setting: str, point: OperatingPoint, sharp: boo
     ]
 
 
-def _validation_text(bank: _Bank) -> str:
+def _validation_text(bank: _Maps) -> str:
     def show(v: float | None) -> str:
         return "n/a" if v is None else f"{v:.3f}"
 
@@ -237,11 +280,13 @@ def _build(
         scoring["encoders"] = len(encoder.members)
     yield TrainEvent("status", 0, 1, len(chosen), len(chosen),
                      message=f"calibrating anomaly scores ({kind} descriptors)")  # fmt: skip
+    lines = config.lines != "no"
     scoring = calibrate_scoring("memory", encoder, scoring, dataset, val_idx or train_idx,
-                                config, device, all_levels=True)  # fmt: skip
+                                config, device, all_levels=True, lines=lines)  # fmt: skip
     levels = scoring.pop("image_levels")
-    labels, tops, px_labels, px_scores, sharp_scores = [], [], [], [], []
-    points = {k: PointChooser(classes=classes) for k in ("plain", "sharp")}
+    labels, tops, line_tops, px_labels = [], [], [], []
+    px_scores: dict[str, list[np.ndarray]] = {k: [] for k in _VARIANTS}
+    points = {k: PointChooser(classes=classes) for k in _VARIANTS}
     on_point = set(spread(val_idx, POINT_IMAGES))
     for i in val_idx:
         if cancel.is_set():
@@ -249,24 +294,42 @@ def _build(
         norm = cache(i)
         raw = raw_map("memory", norm, encoder, scoring, config, device)
         heat = calibrate(raw, scoring["center"], scoring["threshold"])
-        sharp = sharpen(heat, norm, scoring)
+        maps = {"plain": heat, "sharp": sharpen(heat, norm, scoring)}
+        if lines:
+            cue = line_map(norm)
+            line_tops.append(line_top(cue))
+            maps["lines"] = with_lines(heat, cue, scoring)
+            maps["lines_sharp"] = sharpen(maps["lines"], norm, scoring)
         cls, inst = data.rasterise(dataset.images[i], classes, norm.shape)
         labels.append(int(bool(dataset.images[i].regions)))
         tops.append(top_ks(raw))
         pick = rng.choice(heat.size, min(heat.size, 4096), replace=False)
         px_labels.append((cls > 0).ravel()[pick])
-        px_scores.append(heat.ravel()[pick])
-        sharp_scores.append(sharp.ravel()[pick])
-        if i in on_point:
-            points["plain"].add(heat, inst)
-            points["sharp"].add(sharp, inst)
+        for key, m in maps.items():
+            px_scores[key].append(m.ravel()[pick])
+            if i in on_point:
+                points[key].add(m, inst)
     pooling = _choose_pooling(labels, tops)
     scoring.update(image_top=pooling.fraction, **levels[pooling.fraction])
     scores = [t[TOP_FRACTIONS.index(pooling.fraction)] for t in tops]
-    val_auc, val_pixel_auc = separation(labels, scores, px_labels, px_scores)
-    sharp_pixel_auc = separation(labels, scores, px_labels, sharp_scores)[1]
-    return _Bank(kind, scoring, encoder, val_auc, val_pixel_auc, len(chosen), points,
-                 sharp_pixel_auc, pooling)  # fmt: skip
+
+    def judged(plain: str, sharp: str, image_scores: list[float]) -> _Maps:
+        val_auc, val_pixel_auc = separation(labels, image_scores, px_labels, px_scores[plain])
+        sharp_auc = separation(labels, image_scores, px_labels, px_scores[sharp])[1]
+        return _Maps(val_auc, val_pixel_auc, {"plain": points[plain], "sharp": points[sharp]},
+                     sharp_auc)  # fmt: skip
+
+    alone = judged("plain", "sharp", scores)
+    lined = None
+    if lines:
+        joined = [image_z(r, scoring, t) for r, t in zip(scores, line_tops, strict=True)]
+        lined = judged("lines", "lines_sharp", joined)
+    return _Bank(kind, scoring, encoder, len(chosen), alone, lined, pooling)
+
+
+#: The validation maps a bank's choices are made on: its map as it is and sharpened, and
+#: the same joined by the line cue.
+_VARIANTS = ("plain", "sharp", "lines", "lines_sharp")
 
 
 @dataclass(frozen=True)

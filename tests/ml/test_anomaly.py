@@ -176,7 +176,7 @@ def test_sharpening_is_kept_where_validation_says_it_pays():
     image, line, heat, scoring = _thin_scene()
     sharp = anomaly.sharpen(heat, image, scoring)
     truth = line.astype(np.int32)
-    bank = _bank("filters", 0.9, 0.9)
+    bank = train_memory._Maps(0.9, 0.9, {})
     bank.points = {"plain": _chooser([heat], [truth]), "sharp": _chooser([sharp], [truth])}
     point, sharpened = train_memory._choose_point(bank, "auto")
     assert sharpened and point.source == "validation" and point.pixel_f1 > 0.6
@@ -277,7 +277,7 @@ def test_random_encoder_descriptors_are_saved_with_their_encoders(study, tmp_pat
 
 
 def _bank(kind, image_auc, pixel_auc):
-    return train_memory._Bank(kind, {}, None, image_auc, pixel_auc, 1, {})
+    return train_memory._Bank(kind, {}, None, 1, train_memory._Maps(image_auc, pixel_auc, {}))
 
 
 def test_auto_keeps_the_cheaper_bank_unless_validation_prefers_the_other():

@@ -33,6 +33,7 @@ CHANGED = {
     "pretrain": (["--pretrain", "5"], 5.0),
     "descriptors": (["--descriptors", "filters"], "filters"),
     "sharpen": (["--sharpen", "no"], "no"),
+    "lines": (["--lines", "yes"], "yes"),
     "amp": (["--no-amp"], False), "seed": (["--seed", "3"], 3),
     "weights": (["--weights", "w.pt"], "w.pt"), "workers": (["--workers", "2"], 2),
     "anomaly_fraction": (["--anomaly-fraction", "0.25"], 0.25),

@@ -120,6 +120,12 @@ def test_unsupervised_checkpoints_hold_calibration_and_report_separation(trained
     assert any(m.startswith("image score: mean of the top ") for m in said), said
     verdict = "sharpening" if scoring["sharpen"] else "not sharpening"
     assert any("sharpened by local contrast" in m and m.endswith(verdict) for m in said), said
+    # and whether the line cue pays, with its calibration only where it is used
+    assert isinstance(scoring["lines"], bool)
+    joined = [m for m in said if m.startswith("line cue: image ROC-AUC ")]
+    assert len(joined) == 1 and joined[0].endswith("; joining it" if scoring["lines"]
+                                                   else "; not joining it"), said  # fmt: skip
+    assert any(k.startswith("line_") for k in scoring) == scoring["lines"]
 
 
 def _thin_scene(seed=0):
@@ -197,6 +203,50 @@ def test_sharpening_is_kept_where_validation_says_it_pays():
     bank.points = {"plain": _chooser([heat], [empty]), "sharp": _chooser([sharp], [empty])}
     assert train_memory._choose_point(bank, "auto") == (OperatingPoint(), False)
     assert train_memory._choose_point(bank, "yes") == (OperatingPoint(), True)
+
+
+def test_line_cue_joins_where_validation_images_are_told_apart_better():
+    alone = train_memory._Maps(0.80, 0.90, {})
+    bank = train_memory._Bank("filters", {}, None, 1, alone, train_memory._Maps(0.88, 0.93, {}))
+    assert train_memory._choose_lines(bank, "auto")
+    assert not train_memory._choose_lines(bank, "no")
+    assert "; joining it" in train_memory._lines_message(bank, "auto", True)
+    bank.lined = train_memory._Maps(0.80, 0.915, {})  # mean within MARGIN: not worth it
+    assert not train_memory._choose_lines(bank, "auto") and train_memory._choose_lines(bank, "yes")
+    bank.lined = None  # not tried (lines "no"): never
+    assert not train_memory._choose_lines(bank, "yes")
+
+
+def test_predictions_with_the_line_cue_are_joined(study, trained):
+    """A bank whose scoring asks for the line cue: its map is the mean of the bank's
+    calibrated map and the calibrated cue, its image score standardises both."""
+    from napari_bioanomaly.core.reference import line_map
+
+    folder, ds = study
+    predictor = Predictor.load(trained[0]["memory"], "cpu")
+    image = read_image(folder / next(im for im in ds.images[16:] if im.regions).filename)
+    norm = data.normalise(image, predictor.config.low, predictor.config.high)
+    cue = line_map(norm)
+    scoring = {**predictor.extra["scoring"], "sharpen": False, "lines": False}
+    levels = {**anomaly.cue_scoring("line_", cue.ravel()),
+              "line_image_center": 0.5 * float(cue.max()), "line_image_threshold": float(cue.max())}
+    predictor.extra["scoring"] = scoring
+    plain = predict_image(predictor, image)
+    predictor.extra["scoring"] = {**scoring, **levels, "lines": True}
+    joined = predict_image(predictor, image)
+    expected = anomaly.with_lines(1.0 - plain[0][0], cue, predictor.extra["scoring"])
+    np.testing.assert_allclose(1.0 - joined[0][0], expected, atol=1e-6)
+    raw = anomaly.raw_map("memory", norm, predictor.model, scoring, predictor.config)
+    raw_score = anomaly.top_k(raw, fraction=scoring.get("image_top", anomaly.TOP_FRACTION))
+    z = anomaly.image_z(raw_score, predictor.extra["scoring"], anomaly.line_top(cue))
+    assert z == pytest.approx((anomaly.image_z(raw_score, scoring)
+                               + (float(np.sort(cue.ravel())[-max(64, cue.size // 1000):].mean())
+                                  - levels["line_image_threshold"])
+                               / max(levels["line_image_threshold"] - levels["line_image_center"],
+                                     levels["line_threshold"] - levels["line_center"])) / 2,
+                              rel=1e-4)  # fmt: skip
+    assert joined[1] == anomaly.image_score(raw_score, predictor.extra["scoring"],
+                                            anomaly.line_top(cue))  # fmt: skip
 
 
 def test_image_score_pooling_is_chosen_on_validation_images():

@@ -125,6 +125,8 @@ def test_malformed_memory_banks_are_refused(tmp_path):
         ("image_top", 0.0, r"scoring\.image_top: a share of pixels"),
         ("image_top", float("nan"), r"scoring\.image_top: a share of pixels"),
         ("sharpen", True, r"scoring\.contrast_center, contrast_threshold"),  # no calibration
+        ("lines", 1, r"scoring\.lines: true or false, not 1"),
+        ("lines", True, r"scoring\.line_center, line_threshold \(the calibration of the line"),
     ):
         bad = copy.deepcopy(ok)
         bad["scoring"][key] = value
@@ -137,6 +139,18 @@ def test_malformed_memory_banks_are_refused(tmp_path):
         bad = copy.deepcopy(sharpened)
         bad["scoring"].update(contrast_center=center, contrast_threshold=threshold)
         refused(tmp_path, bad, r"scoring\.contrast_center, contrast_threshold")
+    lined = copy.deepcopy(ok)
+    lined["scoring"].update(lines=True, line_center=0.01, line_threshold=0.02,
+                            line_image_center=0.03, line_image_threshold=0.05)  # fmt: skip
+    torch.save(lined, tmp_path / "lined.pt")
+    heat, score = predict_image(Predictor.load(tmp_path / "lined.pt", "cpu"),
+                                np.zeros((40, 56), np.uint8))  # fmt: skip
+    assert heat.shape == (2, 40, 56) and 0 < score < 1
+    for key, value in (("line_image_center", 0.06), ("line_threshold", float("nan")),
+                       ("line_center", -1.0)):  # fmt: skip
+        bad = copy.deepcopy(lined)
+        bad["scoring"][key] = value
+        refused(tmp_path, bad, r"scoring\.line_(image_)?center, line_(image_)?threshold")
 
 
 def test_autoencoders_are_refused_a_sharpened_map_without_its_calibration(tmp_path):

@@ -41,13 +41,15 @@ def calibrate_scoring(
     device: torch.device | str = "cpu",
     all_levels: bool = False,
     lines: bool = False,
+    line_maps: data.DerivedCache | None = None,
 ) -> dict[str, Any]:
     """``scoring`` with its calibration from the normal pixels of whole images ``indices``
     (annotated pixels left out): 0.5 at the 99.5th percentile of normal pixels, and, for
     image scores, at the highest score of the images' normal content (with
     ``all_levels``, ``image_levels`` holds that calibration for each of
     :data:`.config.TOP_FRACTIONS`, for the trainer to choose from and remove). With
-    ``lines``, the line cue's calibration too (``line_*``: :func:`.anomaly.with_lines`)."""
+    ``lines``, the line cue's calibration too (``line_*``: :func:`.anomaly.with_lines`),
+    its maps taken from ``line_maps`` where the caller keeps them."""
     rng = np.random.default_rng(config.seed)
     cache = data.ImageCache(dataset, config, size=1)
     classes = dataset.class_names()
@@ -65,7 +67,7 @@ def calibrate_scoring(
         contrast_px.append(contrast_map(norm)[valid][pick])
         per_image.append(top_ks(raw, valid))
         if lines:
-            cue = line_map(norm)
+            cue = line_maps(i, norm) if line_maps is not None else line_map(norm)
             line_px.append(cue[valid][pick])
             line_tops.append(line_top(cue, valid))
     if not per_image:

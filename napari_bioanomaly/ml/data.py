@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +115,28 @@ class ImageCache:
         while len(self._items) > self.size:
             self._items.popitem(last=False)
         return data
+
+
+class DerivedCache:
+    """Maps derived from normalised images (``derive(norm)``, e.g. the line cue), kept by
+    image index up to ``budget`` bytes, so that steps that visit the same images (a
+    memory bank's calibration and validation, two banks) derive each map once. Maps past
+    the budget are derived again each time: memory stays bounded on any dataset."""
+
+    def __init__(self, derive: Callable[[np.ndarray], np.ndarray], budget: int = 256 << 20) -> None:
+        self.derive = derive
+        self.budget = budget
+        self._items: dict[int, np.ndarray] = {}
+        self._bytes = 0
+
+    def __call__(self, index: int, norm: np.ndarray) -> np.ndarray:
+        if index in self._items:
+            return self._items[index]
+        value = self.derive(norm)
+        if self._bytes + value.nbytes <= self.budget:
+            self._items[index] = value
+            self._bytes += value.nbytes
+        return value
 
 
 def crop(array: np.ndarray, r0: int, c0: int, tile: int, fill: float = 0) -> np.ndarray:

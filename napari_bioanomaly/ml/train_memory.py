@@ -86,8 +86,10 @@ def train_memory(
         yield TrainEvent("status", 0, 1, 0, 1, message="no annotated validation images to "
                          f"choose the descriptors by: {kinds[0]}")  # fmt: skip
     best: _Bank | None = None
+    line_maps = data.DerivedCache(line_map)  # the banks visit the same images
     for kind in kinds:
-        bank = yield from _build(dataset, config, kind, train_idx, val_idx, device, cancel)
+        bank = yield from _build(dataset, config, kind, train_idx, val_idx, device, cancel,
+                                 line_maps)  # fmt: skip
         if bank is None:
             return TrainResult(None, last_path(out), [], None, True, str(device))
         if len(kinds) > 1:
@@ -239,9 +241,10 @@ def _build(
     val_idx: list[int],
     device: torch.device,
     cancel: threading.Event,
+    line_maps: data.DerivedCache,
 ) -> Generator[TrainEvent, None, _Bank | None]:
     """One calibrated bank of ``kind`` descriptors and its validation scores (``None``
-    when stopped)."""
+    when stopped); the line cue of an image from ``line_maps``."""
     rng = np.random.default_rng(config.seed)
     cache = data.ImageCache(dataset, config, size=1)
     classes = dataset.class_names()
@@ -282,7 +285,8 @@ def _build(
                      message=f"calibrating anomaly scores ({kind} descriptors)")  # fmt: skip
     lines = config.lines != "no"
     scoring = calibrate_scoring("memory", encoder, scoring, dataset, val_idx or train_idx,
-                                config, device, all_levels=True, lines=lines)  # fmt: skip
+                                config, device, all_levels=True, lines=lines,
+                                line_maps=line_maps)  # fmt: skip
     levels = scoring.pop("image_levels")
     labels, tops, line_tops, px_labels = [], [], [], []
     px_scores: dict[str, list[np.ndarray]] = {k: [] for k in _VARIANTS}
@@ -296,7 +300,7 @@ def _build(
         heat = calibrate(raw, scoring["center"], scoring["threshold"])
         maps = {"plain": heat, "sharp": sharpen(heat, norm, scoring)}
         if lines:
-            cue = line_map(norm)
+            cue = line_maps(i, norm)
             line_tops.append(line_top(cue))
             maps["lines"] = with_lines(heat, cue, scoring)
             maps["lines_sharp"] = sharpen(maps["lines"], norm, scoring)

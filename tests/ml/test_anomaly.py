@@ -9,7 +9,9 @@ ROC-AUC 1.0 and pixel AUROC 0.98, autoencoder 0.875 and 0.90, forest 1.0 and
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -56,18 +58,29 @@ def _part(ds, images):
 
 @pytest.fixture(scope="module")
 def trained(study, tmp_path_factory):
-    """One model of each kind, trained on the first 16 images."""
+    """One model of each kind, trained on the first 16 images; and how often the memory
+    bank's training derived the line cue of each image (by the image's content)."""
     from napari_bioanomaly.ml.train import train
 
     _, ds = study
     out = tmp_path_factory.mktemp("models")
-    paths, events = {}, {}
-    for kind in ("autoencoder", "memory", "forest"):
-        events[kind], result = drain(
-            train(_part(ds, ds.images[:16]), BASE.replace(model=kind), out / f"{kind}.pt")
-        )
-        paths[kind] = result.best
-    return paths, events
+    paths, events, line_calls = {}, {}, Counter()
+    real = train_memory.line_map
+
+    def counted(norm):
+        line_calls[hashlib.sha1(norm.tobytes()).hexdigest()] += 1
+        return real(norm)
+
+    train_memory.line_map = counted
+    try:
+        for kind in ("autoencoder", "memory", "forest"):
+            events[kind], result = drain(
+                train(_part(ds, ds.images[:16]), BASE.replace(model=kind), out / f"{kind}.pt")
+            )
+            paths[kind] = result.best
+    finally:
+        train_memory.line_map = real
+    return paths, events, line_calls
 
 
 def held_out_scores(study, path):
@@ -96,7 +109,7 @@ def test_held_out_images_are_told_apart(study, trained, kind, image_floor, pixel
 
 
 def test_unsupervised_checkpoints_hold_calibration_and_report_separation(trained):
-    paths, events = trained
+    paths, events, _ = trained
     for kind in ("autoencoder", "memory"):
         ckpt = load_checkpoint(paths[kind])
         scoring = ckpt["scoring"]
@@ -203,6 +216,31 @@ def test_sharpening_is_kept_where_validation_says_it_pays():
     bank.points = {"plain": _chooser([heat], [empty]), "sharp": _chooser([sharp], [empty])}
     assert train_memory._choose_point(bank, "auto") == (OperatingPoint(), False)
     assert train_memory._choose_point(bank, "yes") == (OperatingPoint(), True)
+
+
+def test_the_line_cue_is_derived_once_per_image_for_both_banks_and_their_calibration(trained):
+    """Calibration and validation of the filter and the random-encoder banks visit the
+    same validation images: each image's line cue is derived once."""
+    said = [e.message for e in trained[1]["memory"] if e.message]
+    assert sum(" descriptors: image ROC-AUC " in m for m in said) == 2, said  # both banks
+    calls = trained[2]
+    assert calls and set(calls.values()) == {1}, calls
+
+
+def test_derived_maps_are_kept_up_to_their_budget():
+    derived = []
+
+    def derive(norm):
+        derived.append(norm)
+        return norm * 2
+
+    image = np.ones((8, 8), np.float32)
+    cache = data.DerivedCache(derive, budget=image.nbytes)
+    np.testing.assert_array_equal(cache(0, image), image * 2)
+    assert cache(0, image) is cache(0, image) and len(derived) == 1  # kept
+    np.testing.assert_array_equal(cache(1, image + 1), (image + 1) * 2)
+    cache(1, image + 1)
+    assert len(derived) == 3  # past the budget: derived again, still right
 
 
 def test_line_cue_joins_where_validation_images_are_told_apart_better():

@@ -129,12 +129,13 @@ def write_gray_png(path: Path, image: np.ndarray) -> None:
     iio.imwrite(path, np.clip(np.round(gray), 0, 255).astype(np.uint8))
 
 
-def summary(name: str, records: list[ImageRecord], ious: list[float]) -> None:
+def summary(name: str, records: list[ImageRecord], ious: list[float],
+            against: str = "polygons rasterise back to the masks") -> None:
     """Print what was written: images per split, defect images, regions, round trip."""
     for split in ("train", "test"):
         sub = [r for r in records if r.file_attributes["split"] == split]
         n_def = sum(1 for r in sub if r.regions)
         n_reg = sum(len(r.regions) for r in sub)
         print(f"{name} {split}: {len(sub)} images, {n_def} with defects, {n_reg} regions")
-    print(f"{name}: polygons rasterise back to the masks with mean pixel IoU "
-          f"{np.mean(ious):.4f} (min {np.min(ious):.4f}; holes opened)")
+    print(f"{name}: {against}: mean pixel IoU {np.mean(ious):.4f} (min {np.min(ious):.4f}; "
+          "holes opened)")

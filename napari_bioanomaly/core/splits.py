@@ -20,12 +20,18 @@ def validation_split(
     val_attribute: str | None = None,
     val_values: Sequence[str] = (),
     seed: int = 0,
+    annotated_validate: bool = False,
 ) -> tuple[list[int], list[int]]:
     """Training and validation image indices.
 
     By file attribute when ``val_attribute`` is set (images whose value is in
     ``val_values`` validate), otherwise a seeded random ``val_fraction`` of the images,
     stratified so that both sides get anomalous images when there are at least two.
+
+    ``annotated_validate`` is for models that learn from normal images only: when at
+    least half of the images are normal, every annotated image validates (with
+    ``val_fraction`` of the normal ones), since annotations are all such a model can
+    choose its settings by and it would learn little from them.
     """
     n = len(dataset.images)
     if val_attribute:
@@ -45,9 +51,12 @@ def validation_split(
     anomalous = [i for i, im in enumerate(dataset.images) if im.regions]
     normal = [i for i, im in enumerate(dataset.images) if not im.regions]
     val: list[int] = []
+    everyone = annotated_validate and len(normal) >= max(len(anomalous), 2)
     for group in (anomalous, normal):
         k = round(len(group) * val_fraction)
-        if group is anomalous and len(group) >= 2:
+        if group is anomalous and everyone:
+            k = len(group)
+        elif group is anomalous and len(group) >= 2:
             k = min(max(k, 1), len(group) - 1)
         val.extend(rng.permutation(group)[:k].tolist())
     val_set = set(val)

@@ -70,9 +70,11 @@ def rasterise(
 
 def split(dataset: Dataset, config: TrainConfig) -> tuple[list[int], list[int]]:
     """Training and validation image indices of a run (see
-    :func:`~napari_bioanomaly.core.splits.validation_split`)."""
+    :func:`~napari_bioanomaly.core.splits.validation_split`; the unsupervised models
+    validate on every annotated image when most images are normal)."""
     return validation_split(
-        dataset, config.val_fraction, config.val_attribute, config.val_values, config.seed
+        dataset, config.val_fraction, config.val_attribute, config.val_values, config.seed,
+        annotated_validate=config.unsupervised,
     )
 
 

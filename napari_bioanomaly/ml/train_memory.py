@@ -80,6 +80,9 @@ def train_memory(
     :class:`~.train.TrainResult`.
     """
     device = pick_device(config.device)
+    annotated = sum(1 for i in val_idx if dataset.images[i].regions)
+    yield TrainEvent("status", 0, 1, 0, 1, message=f"{len(train_idx)} images to learn from, "
+                     f"{len(val_idx)} to validate on ({annotated} annotated)")  # fmt: skip
     kinds = AUTO if config.descriptors == "auto" else (config.descriptors,)
     if len(kinds) > 1 and not any(dataset.images[i].regions for i in val_idx):
         kinds = kinds[:1]  # nothing to tell the banks apart by: the first, cheapest

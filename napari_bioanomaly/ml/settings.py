@@ -217,8 +217,9 @@ SETTINGS: tuple[Setting, ...] = (
             "brightness, blur, noise)", kind="flag", negate=True, applies=_network, check="on"),
     Setting("device", "device", "where to train: auto picks cuda, then mps, then the CPU",
             kind="choice", choices=DEVICES),
-    Setting("val_fraction", "validation fraction", "share of images held out for validation",
-            kind="float", high=0.9, step=0.05, metavar="F"),
+    Setting("val_fraction", "validation fraction", "share of images held out for validation "
+            "(the unsupervised models validate on every annotated image too when most "
+            "images are normal)", kind="float", high=0.9, step=0.05, metavar="F"),
     Setting("val_attribute", "validate on attribute", "validate on the images whose file "
             "attribute ATTR has one of --val-values (e.g. a cell line)", kind="text",
             form=False, metavar="ATTR"),

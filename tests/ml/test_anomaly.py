@@ -108,7 +108,7 @@ def test_held_out_images_are_told_apart(study, trained, kind, image_floor, pixel
     assert pixel_auc >= pixel_floor, pixel_auc
 
 
-def test_unsupervised_checkpoints_hold_calibration_and_report_separation(trained):
+def test_unsupervised_checkpoints_hold_calibration_and_report_separation(study, trained):
     paths, events, _ = trained
     for kind in ("autoencoder", "memory"):
         ckpt = load_checkpoint(paths[kind])
@@ -121,6 +121,11 @@ def test_unsupervised_checkpoints_hold_calibration_and_report_separation(trained
         assert any(e.kind == "status" and "calibrat" in e.message for e in events[kind])
     # the default (auto) built a bank of each kind, reported both, kept one
     said = [e.message for e in events["memory"] if e.kind == "status"]
+    part = _part(study[1], study[1].images[:16])
+    learn, val = data.split(part, BASE.replace(model="memory"))
+    annotated = sum(1 for i in val if part.images[i].regions)
+    assert annotated and said[0] == (f"{len(learn)} images to learn from, {len(val)} to "
+                                     f"validate on ({annotated} annotated)")
     for kind in train_memory.AUTO:
         assert any(m.startswith(f"{kind} descriptors: image ROC-AUC ") for m in said), said
     kept = load_checkpoint(paths["memory"])["scoring"]["descriptors"]

@@ -13,6 +13,11 @@ import numpy as np
 
 from .model import BioAnomalyError, Dataset
 
+#: With ``annotated_validate``, at most this many annotated images validate (or the
+#: validation fraction of them, if that is more): enough to choose by, and validation
+#: time stays bounded on large studies.
+ANNOTATED_VALIDATION = 100
+
 
 def validation_split(
     dataset: Dataset,
@@ -29,9 +34,10 @@ def validation_split(
     stratified so that both sides get anomalous images when there are at least two.
 
     ``annotated_validate`` is for models that learn from normal images only: when at
-    least half of the images are normal, every annotated image validates (with
-    ``val_fraction`` of the normal ones), since annotations are all such a model can
-    choose its settings by and it would learn little from them.
+    least half of the images are normal, every annotated image validates (up to
+    :data:`ANNOTATED_VALIDATION`; with ``val_fraction`` of the normal ones), since
+    annotations are all such a model can choose its settings by and it would learn
+    little from them.
     """
     n = len(dataset.images)
     if val_attribute:
@@ -55,7 +61,7 @@ def validation_split(
     for group in (anomalous, normal):
         k = round(len(group) * val_fraction)
         if group is anomalous and everyone:
-            k = len(group)
+            k = max(k, min(len(group), ANNOTATED_VALIDATION))
         elif group is anomalous and len(group) >= 2:
             k = min(max(k, 1), len(group) - 1)
         val.extend(rng.permutation(group)[:k].tolist())

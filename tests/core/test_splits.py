@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from napari_bioanomaly.core.model import Dataset, ImageRecord, Region
-from napari_bioanomaly.core.splits import validation_split
+from napari_bioanomaly.core.splits import ANNOTATED_VALIDATION, validation_split
 
 SQUARE = np.array([[1, 1], [1, 5], [5, 5], [5, 1]], float)
 
@@ -39,6 +39,16 @@ def test_models_of_normal_images_validate_on_every_annotated_image():
     # the normal images chosen are the stratified split's
     _, plain_val = validation_split(ds, 0.2, seed=3)
     assert set(val) - set(range(10)) == set(plain_val) - set(range(10))
+
+
+def test_large_studies_validate_on_a_bounded_number_of_annotated_images():
+    n = ANNOTATED_VALIDATION
+    ds = _dataset(n + 50, 2 * n + 100)
+    train, val = validation_split(ds, 0.2, seed=0, annotated_validate=True)
+    assert _annotated(ds, val) == n and _annotated(ds, train) == 50
+    ds = _dataset(6 * n, 12 * n)  # a fifth of the annotated images is more than the cap
+    _, val = validation_split(ds, 0.2, seed=0, annotated_validate=True)
+    assert _annotated(ds, val) == round(6 * n * 0.2)
 
 
 def test_mostly_annotated_data_keeps_the_stratified_split():

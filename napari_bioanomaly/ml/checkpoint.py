@@ -29,6 +29,7 @@ from ..core.operating import OperatingPoint
 from . import models
 from .config import ANOMALY_MODELS, BANK_DESCRIPTORS, TOP_FRACTION, TrainConfig
 from .descriptors import descriptor_dims, descriptor_network
+from .features import FEATURE_SETS
 
 #: At most this many classes and characters in a class name.
 MAX_CLASSES, MAX_NAME = 1000, 200
@@ -177,6 +178,13 @@ def forest_arrays(state: Any, n_out: int) -> dict[str, Any]:
     n_features = state.get("n_features")
     if not isinstance(n_features, int) or not 1 <= n_features <= MAX_FEATURES:
         raise BioAnomalyError(f"forest.n_features: 1 to {MAX_FEATURES}, not {_short(n_features)}")
+    feature_set = state.get("feature_set", "filters")  # checkpoints before 2026-12-03
+    if feature_set not in FEATURE_SETS:
+        raise BioAnomalyError(f"forest.feature_set: one of {', '.join(FEATURE_SETS)}, not "
+                              f"{_short(feature_set)}")  # fmt: skip
+    if n_features != FEATURE_SETS[feature_set]:
+        raise BioAnomalyError(f"forest.n_features: {n_features}, but the {feature_set} "
+                              f"features give {FEATURE_SETS[feature_set]} per pixel")  # fmt: skip
     trees, width = left.shape
     if not 1 <= trees <= MAX_TREES or not 1 <= width <= MAX_NODES:
         raise BioAnomalyError(f"forest: {trees} trees of {width} nodes is out of range")
@@ -208,7 +216,8 @@ def forest_arrays(state: Any, n_out: int) -> dict[str, Any]:
             raise BioAnomalyError(f"forest tree {k} node {i}: feature {int(fo[i])} outside "
                                   f"0..{n_features - 1}")  # fmt: skip
     return {"left": left, "right": right, "feature": feature, "threshold": threshold,
-            "value": value, "n_nodes": n_nodes, "n_features": n_features}  # fmt: skip
+            "value": value, "n_nodes": n_nodes, "n_features": n_features,
+            "feature_set": feature_set}  # fmt: skip
 
 
 def _scoring(scoring: Any, model: str) -> None:

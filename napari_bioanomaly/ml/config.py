@@ -65,6 +65,9 @@ DESCRIPTORS = ("auto", *BANK_DESCRIPTORS)
 SHARPEN = ("auto", "yes", "no")
 #: Whether the line cue joins a memory bank's map and image score (auto: where validation says).
 LINES = ("auto", "yes", "no")
+#: The forest's per-pixel features: filters and wider context (line cue, local
+#: contrast), or the filters alone (faster; :mod:`.features`).
+FOREST_FEATURES = ("context", "filters")
 #: Share of an image's pixels whose mean anomaly score is the image score, by default,
 #: and the shares the memory bank's trainer may choose from on annotated validation
 #: images (anomalies of different sizes want different pooling; :mod:`.train_memory`).
@@ -191,6 +194,7 @@ class TrainConfig:
     descriptors: str = "auto"
     sharpen: str = "auto"
     lines: str = "auto"
+    features: str = "context"
 
     def __post_init__(self) -> None:
         problems = self._type_problems()
@@ -219,7 +223,8 @@ class TrainConfig:
         if self.descriptors not in DESCRIPTORS:
             problems.append(f"descriptors must be one of {', '.join(DESCRIPTORS)}, not "
                             f"{self.descriptors!r}")  # fmt: skip
-        for name, choices in (("sharpen", SHARPEN), ("lines", LINES)):
+        for name, choices in (("sharpen", SHARPEN), ("lines", LINES),
+                              ("features", FOREST_FEATURES)):
             if getattr(self, name) not in choices:
                 problems.append(f"{name} must be one of {', '.join(choices)}, not "
                                 f"{getattr(self, name)!r}")  # fmt: skip
@@ -310,7 +315,7 @@ _TYPES: dict[str, type] = {
     "amp": bool, "seed": int, "base_channels": int, "weights": str, "num_workers": int,
     "class_balance": bool, "class_weights": str, "exclude_qc": bool, "budget_min": float,
     "patience": int, "ema": float, "pretrain_min": float, "descriptors": str,
-    "sharpen": str, "lines": str,
+    "sharpen": str, "lines": str, "features": str,
 }  # fmt: skip
 _OPTIONAL = frozenset({"epochs", "val_attribute", "weights", "budget_min"})
 _KIND_NAMES = {str: "text", int: "a whole number", float: "a finite number",

@@ -1,6 +1,14 @@
-"""Per-pixel descriptors of a normalised image: intensity, edges and texture at sigmas
-0.7-16 px (scikit-image's multi-scale basic features). The forest classifies them; the
-memory bank keeps those of normal pixels."""
+"""Per-pixel descriptors of a normalised image.
+
+:func:`features`: intensity, edges and texture at sigmas 0.7-16 px (scikit-image's
+multi-scale basic features, 20 values). The memory bank's filter descriptors are these.
+The forest describes pixels by :func:`forest_features`: these (``filters``) or, its
+default, these and three values of wider context (``context``, :func:`context_features`):
+whether the pixel lies on a long thin line (the line cue along 21 and 61 px segments)
+and how much it stands out from its 31 px neighbourhood (the reference's local
+contrast). A filter response at 16 px cannot tell a crack 100 px long from a grain of
+texture; the line cue can.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +16,10 @@ import numpy as np
 
 #: Smallest and largest Gaussian sigma (pixels) of the features.
 SIGMA_MIN, SIGMA_MAX = 0.7, 16.0
+#: The forest's feature sets and how many values each gives per pixel.
+FEATURE_SETS = {"filters": 20, "context": 23}
+#: Lengths (px) of the line cue's segments in the context features.
+CONTEXT_LINES = (21, 61)
 
 
 def features(norm: np.ndarray) -> np.ndarray:
@@ -17,3 +29,22 @@ def features(norm: np.ndarray) -> np.ndarray:
     return multiscale_basic_features(
         norm.astype(np.float32, copy=False), sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX
     ).astype(np.float32, copy=False)
+
+
+def context_features(norm: np.ndarray) -> np.ndarray:
+    """``(rows, cols, 3)``: the line cue along 21 and 61 px segments and the local
+    contrast ``|x - median_31(x)|`` (:mod:`~napari_bioanomaly.core.reference`)."""
+    from ..core.reference import contrast_map, line_map
+
+    maps = [line_map(norm, length) for length in CONTEXT_LINES] + [contrast_map(norm)]
+    return np.stack(maps, axis=-1).astype(np.float32, copy=False)
+
+
+def forest_features(norm: np.ndarray, kind: str = "context") -> np.ndarray:
+    """The forest's per-pixel features of set ``kind`` (:data:`FEATURE_SETS`)."""
+    if kind not in FEATURE_SETS:
+        raise ValueError(f"feature set must be one of {', '.join(FEATURE_SETS)}, not {kind!r}")
+    base = features(norm)
+    if kind == "filters":
+        return base
+    return np.concatenate([base, context_features(norm)], axis=-1)

@@ -4,7 +4,10 @@ As ilastik and APOC do: every pixel is described by Gaussian-smoothed
 intensity, gradient magnitude (edges) and Hessian eigenvalues (texture) at
 sigmas 0.7 to 16 px (:func:`skimage.feature.multiscale_basic_features`), and a
 random forest (scikit-learn) learns the classes from pixels sampled inside the
-annotated polygons and from the background. It trains in seconds on a CPU, so
+annotated polygons and from the background. By default three values of wider
+context join them (:func:`.features.forest_features`): the line cue along 21 and
+61 px segments, which tells a long crack or hair from texture grains a 16 px
+filter cannot, and the local contrast to a 31 px median. It trains in seconds on a CPU, so
 users can see what deep learning adds on their data.
 
 The forest is kept in the checkpoint as plain arrays (children, features,
@@ -26,7 +29,7 @@ import numpy as np
 import torch
 
 from ..core.model import BioAnomalyError
-from .features import features
+from .features import forest_features
 
 #: Pixels sampled per image: up to this many anomalous and as many background pixels ...
 SAMPLES_PER_IMAGE = 4000
@@ -42,13 +45,15 @@ def sample_pixels(
     rng: np.random.Generator,
     per_image: int = SAMPLES_PER_IMAGE,
     per_class: bool = False,
+    feature_set: str = "context",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Features and labels of up to ``per_image`` anomalous and as many background pixels.
 
     With ``per_class`` (rare-class oversampling) each anomaly class present gets up to
     ``per_image`` pixels of its own, so a small rare region is not outnumbered.
+    ``feature_set`` is one of :data:`~.features.FEATURE_SETS`.
     """
-    feats = features(norm)
+    feats = forest_features(norm, feature_set)
     flat = cls.ravel()
     if per_class:
         groups = [np.flatnonzero(flat == c) for c in np.unique(flat[flat > 0])]
@@ -64,7 +69,8 @@ def sample_pixels(
 
 @dataclass
 class Forest:
-    """A trained forest as arrays ``(trees, nodes)``; ``value`` holds leaf class fractions."""
+    """A trained forest as arrays ``(trees, nodes)``; ``value`` holds leaf class fractions;
+    ``feature_set`` names the per-pixel features it was fitted on (:data:`FEATURE_SETS`)."""
 
     left: np.ndarray
     right: np.ndarray
@@ -73,6 +79,7 @@ class Forest:
     value: np.ndarray  # (trees, nodes, n_out)
     n_nodes: np.ndarray
     n_features: int
+    feature_set: str = "filters"
 
     @classmethod
     def fit(
@@ -82,9 +89,10 @@ class Forest:
         n_out: int,
         weights: np.ndarray | None = None,
         seed: int = 0,
+        feature_set: str = "filters",
     ) -> Forest:
         """Fit all :data:`N_TREES` trees at once (see :meth:`fit_steps` for progress)."""
-        gen = cls.fit_steps(x, y, n_out, weights, seed)
+        gen = cls.fit_steps(x, y, n_out, weights, seed, feature_set=feature_set)
         while True:
             try:
                 next(gen)
@@ -100,6 +108,7 @@ class Forest:
         weights: np.ndarray | None = None,
         seed: int = 0,
         chunk: int = 8,
+        feature_set: str = "filters",
     ) -> Generator[int, None, Forest]:
         """Grow the forest ``chunk`` trees at a time, yielding the number grown so far
         (so a caller can show progress and stop between chunks); returns the forest."""
@@ -128,6 +137,7 @@ class Forest:
             np.zeros((*shape, n_out), np.float32),
             np.array([t.node_count for t in trees], np.int64),
             x.shape[1],
+            feature_set,
         )
         columns = rf.classes_.astype(int)
         for k, t in enumerate(trees):
@@ -148,6 +158,7 @@ class Forest:
             "value": torch.from_numpy(self.value),
             "n_nodes": torch.from_numpy(self.n_nodes),
             "n_features": self.n_features,
+            "feature_set": self.feature_set,
         }
 
     @classmethod
@@ -159,7 +170,7 @@ class Forest:
 
         a = forest_arrays(state, n_out)
         return cls(a["left"], a["right"], a["feature"], a["threshold"], a["value"],
-                   a["n_nodes"], a["n_features"])  # fmt: skip
+                   a["n_nodes"], a["n_features"], a["feature_set"])  # fmt: skip
 
     def _sklearn_trees(self) -> list[Any]:
         """The trees rebuilt as scikit-learn ``Tree`` objects (for their fast C prediction)."""
@@ -209,7 +220,7 @@ class Forest:
 
     def probabilities(self, norm: np.ndarray) -> np.ndarray:
         """Per-class probabilities ``(n_out, rows, cols)`` of a normalised image."""
-        feats = features(norm)
+        feats = forest_features(norm, self.feature_set)
         rows, cols, n = feats.shape
         probs = self.predict_features(feats.reshape(-1, n))
         return probs.T.reshape(-1, rows, cols)

@@ -18,6 +18,7 @@ from .config import (
     CLASS_WEIGHTS,
     DESCRIPTORS,
     DEVICES,
+    FOREST_FEATURES,
     LINES,
     REGISTRY,
     SHARPEN,
@@ -39,6 +40,10 @@ def _learns_weights(info: ModelInfo) -> bool:
 
 def _memory(info: ModelInfo) -> bool:
     return info.name == "memory"
+
+
+def _forest(info: ModelInfo) -> bool:
+    return info.name == "forest"
 
 
 def _unet(info: ModelInfo) -> bool:
@@ -203,6 +208,10 @@ SETTINGS: tuple[Setting, ...] = (
             "evidence of long thin structures (scratches, hairs, cracks), calibrated on "
             "normal pixels: yes, no, or auto (where it tells the annotated validation "
             "images apart better)", kind="choice", choices=LINES, applies=_memory),
+    Setting("features", "pixel features", "what the forest describes each pixel by: context "
+            "(filter responses, the line cue of long thin structures and local contrast) or "
+            "filters (filter responses only: about twice as fast to predict)",
+            kind="choice", choices=FOREST_FEATURES, applies=_forest),
     Setting("patience", "patience (epochs)", "stop after this many epochs without a better "
             "validation score (0: never)", high=10_000, applies=_network, metavar="N"),
     Setting("steps", "steps per epoch", "batches per epoch", field="steps_per_epoch", low=1,

@@ -52,7 +52,8 @@ def train_forest(
             return TrainResult(None, last_path(out), [], None, True, "cpu")
         norm = cache(i)
         cls, _ = data.rasterise(dataset.images[i], classes, norm.shape)
-        x, y = sample_pixels(norm, cls, rng, per_image, per_class=config.class_balance)
+        x, y = sample_pixels(norm, cls, rng, per_image, per_class=config.class_balance,
+                             feature_set=config.features)  # fmt: skip
         xs.append(x)
         ys.append(y)
         name = dataset.images[i].filename
@@ -64,7 +65,7 @@ def train_forest(
         weights = data.balanced_weights(np.bincount(y, minlength=n_out))
     yield TrainEvent("status", 0, 1, n, total, message=f"fitting {N_TREES} trees on "
                         f"{len(y):,} pixels of {n} images")  # fmt: skip
-    growing = Forest.fit_steps(x, y, n_out, weights, config.seed)
+    growing = Forest.fit_steps(x, y, n_out, weights, config.seed, feature_set=config.features)
     while True:
         if cancel.is_set():
             return TrainResult(None, last_path(out), [], None, True, "cpu")

@@ -517,7 +517,8 @@ def test_forest_checkpoint_is_plain_arrays_and_predicts_like_scikit_learn():
     y = (x[:, 0] + 0.5 * x[:, 3] > 0.3).astype(int) + (x[:, 5] > 1.2)
     forest = Forest.fit(x, y, 3, seed=0)
     state = forest.state()
-    assert all(isinstance(v, torch.Tensor | int) for v in state.values())
+    assert all(isinstance(v, torch.Tensor | int | str) for v in state.values())
+    assert state["feature_set"] == "filters"  # what 20 features per pixel are
     again = Forest.from_state(state, 3)
     reference = RandomForestClassifier(
         n_estimators=64, max_depth=16, min_samples_leaf=2, n_jobs=-1, random_state=0
@@ -526,6 +527,24 @@ def test_forest_checkpoint_is_plain_arrays_and_predicts_like_scikit_learn():
     np.testing.assert_allclose(
         again.predict_features(test), reference.predict_proba(test), atol=1e-5
     )
+
+
+def test_forest_context_features_mark_long_lines_not_specks():
+    from napari_bioanomaly.ml.features import FEATURE_SETS, forest_features
+
+    image = np.full((96, 96), 0.6, np.float32)
+    image[48, 10:86] = 0.2  # a dark hair, 76 px long
+    image[20:23, 20:23] = 0.2  # a speck as dark
+    for kind, n in FEATURE_SETS.items():
+        assert forest_features(image, kind).shape == (96, 96, n)
+    ctx = forest_features(image, "context")
+    np.testing.assert_array_equal(ctx[..., :20], forest_features(image, "filters"))
+    # the line cue: the hair over the speck, 1.5x along 21 px segments, 5x along 61 px
+    assert ctx[48, 48, 20] > 1.5 * ctx[21, 21, 20] > 0
+    assert ctx[48, 48, 21] > 5 * ctx[21, 21, 21] > 0
+    assert ctx[21, 21, 22] > 0.1 > ctx[80, 80, 22]  # local contrast: the speck, not the field
+    with pytest.raises(ValueError, match="feature set"):
+        forest_features(image, "deep")
 
 
 def test_forest_features_are_multiscale():

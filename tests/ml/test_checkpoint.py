@@ -63,6 +63,17 @@ def test_well_formed_checkpoints_load(tmp_path, forest_ckpt, unet_ckpt):
         assert probs is None or probs.shape == (3, 16, 16)
 
 
+def test_forest_checkpoint_from_before_feature_sets_predicts_with_filters(tmp_path, forest_ckpt):
+    ckpt = copy.deepcopy(forest_ckpt)
+    del ckpt["forest"]["feature_set"]  # checkpoints before 2026-12-03 have none
+    path = tmp_path / "old.pt"
+    torch.save(ckpt, path)
+    predictor = Predictor.load(path, "cpu")
+    forest = predictor.extra["forest"]
+    assert forest.feature_set == "filters" and forest.n_features == 20
+    assert forest.probabilities(np.zeros((16, 16), np.float32)).shape == (3, 16, 16)
+
+
 @pytest.mark.parametrize(
     ("change", "match"),
     [
@@ -76,6 +87,9 @@ def test_well_formed_checkpoints_load(tmp_path, forest_ckpt, unet_ckpt):
         (lambda f: f.__setitem__("value", f["value"][..., :2]), r"forest\.value: shape"),
         (lambda f: f.__setitem__("left", f["left"].float()), r"forest\.left: a 2-D array"),
         (lambda f: f.__setitem__("n_features", "20"), r"forest\.n_features"),
+        (lambda f: f.__setitem__("feature_set", "deep"), r"forest\.feature_set: one of"),
+        (lambda f: f.__setitem__("feature_set", "context"),
+         r"forest\.n_features: 20, but the context features give 23"),
         (lambda f: f.pop("right"), r"forest\.right: not a tensor"),
     ],
 )

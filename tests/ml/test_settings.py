@@ -34,6 +34,7 @@ CHANGED = {
     "descriptors": (["--descriptors", "filters"], "filters"),
     "sharpen": (["--sharpen", "no"], "no"),
     "lines": (["--lines", "yes"], "yes"),
+    "features": (["--features", "filters"], "filters"),
     "amp": (["--no-amp"], False), "seed": (["--seed", "3"], 3),
     "weights": (["--weights", "w.pt"], "w.pt"), "workers": (["--workers", "2"], 2),
     "anomaly_fraction": (["--anomaly-fraction", "0.25"], 0.25),

@@ -386,3 +386,9 @@ def test_thin_structures_are_chosen_and_named_by_pixel_f1(tmp_path):
     assert result.best_label == load_checkpoint(tmp_path / "f.pt")["best_label"] == VAL_PIXEL_F1
     assert result.best_text().startswith("validation pixel F1 (thin structures) 0.")
     assert any("thin structures" in (e.message or "") for e in events if e.kind == "status")
+    forest = load_checkpoint(tmp_path / "f.pt")["forest"]  # default: filters and context
+    assert (forest["feature_set"], forest["n_features"]) == ("context", 23)
+    drain(train(ds, TrainConfig(model="forest", val_fraction=0.5, features="filters"),
+                tmp_path / "filters.pt"))
+    forest = load_checkpoint(tmp_path / "filters.pt")["forest"]
+    assert (forest["feature_set"], forest["n_features"]) == ("filters", 20)

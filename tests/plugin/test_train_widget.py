@@ -144,7 +144,10 @@ def test_the_form_is_built_from_the_settings(make_napari_viewer, qtbot):
     train.model.setCurrentText("forest")
     greyed = {name for name, field in train.fields.items() if not field.isEnabled()}
     assert greyed == {s.name for s in SETTINGS if s.form and not s.applies_to("forest")}
-    assert "tile" in greyed and "class_weights" not in greyed
+    assert "tile" in greyed and "class_weights" not in greyed and "features" not in greyed
+    assert train.config().features == "context"
+    train.fields["features"].setCurrentText("filters")
+    assert train.config().features == "filters"
     train.tile.setValue(64)  # greyed settings do not reach the forest's config
     assert train.config().tile == TrainConfig().tile and train.config().model == "forest"
     # the memory bank learns weights only with learned descriptors: the learning rows
@@ -161,4 +164,5 @@ def test_the_form_is_built_from_the_settings(make_napari_viewer, qtbot):
     assert not train.tile.isEnabled() and train.config().tile == TrainConfig().tile
     train.model.setCurrentText("unet")  # a network uses them whatever the descriptors
     assert train.tile.isEnabled() and not train.sharpen.isEnabled()
+    assert not train.fields["features"].isEnabled()  # the forest's alone
     assert train.descriptors.currentText() == "auto"

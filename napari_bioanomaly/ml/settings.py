@@ -210,7 +210,7 @@ SETTINGS: tuple[Setting, ...] = (
             "images apart better)", kind="choice", choices=LINES, applies=_memory),
     Setting("features", "pixel features", "what the forest describes each pixel by: context "
             "(filter responses, the line cue of long thin structures and local contrast) or "
-            "filters (filter responses only: about twice as fast to predict)",
+            "filters (filter responses only: 1.5-4x faster to predict)",
             kind="choice", choices=FOREST_FEATURES, applies=_forest),
     Setting("patience", "patience (epochs)", "stop after this many epochs without a better "
             "validation score (0: never)", high=10_000, applies=_network, metavar="N"),

@@ -6,7 +6,7 @@ The forest describes each pixel by ``context`` features by default (the 20 multi
 filters, the line cue along 21 and 61 px, the local contrast; :mod:`napari_bioanomaly.ml.features`)
 or by the ``filters`` alone. A forest of each set is fitted on the same pixels of a small
 scene (64 trees, as the trainer grows them), then both predict the same images; printed
-per image size: the median time of the ``filters`` forest (the reference), of the
+per image size: the median time (after a warm-up) of the ``filters`` forest (the reference), of the
 ``context`` forest, their ratio and megapixels per second. How good each set is on real
 images: ``benchmarks/real/bench_real.py`` (docs/benchmarks.md, "Context for the forest").
 """
@@ -17,7 +17,6 @@ import argparse
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_line_cue import scene
+from bench_line_cue import scene, timed
 
 from napari_bioanomaly.ml.features import FEATURE_SETS
 from napari_bioanomaly.ml.forest import Forest, sample_pixels
@@ -41,15 +40,6 @@ def fitted(feature_set: str) -> Forest:
     return Forest.fit(x, y, 2, seed=0, feature_set=feature_set)
 
 
-def median_time(forest: Forest, image: np.ndarray, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        forest.probabilities(image)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeat", type=int, default=3)
@@ -59,8 +49,8 @@ def main() -> None:
     forests = {kind: fitted(kind) for kind in ("filters", "context")}
     for shape in SIZES:
         image = scene(shape).astype(np.float32)
-        ref = median_time(forests["filters"], image, args.repeat)
-        ctx = median_time(forests["context"], image, args.repeat)
+        ref = timed(forests["filters"].probabilities, image, args.repeat)
+        ctx = timed(forests["context"].probabilities, image, args.repeat)
         mp = shape[0] * shape[1] / 1e6
         print(f"{shape[0]}x{shape[1]}: filters (reference) {ref:.2f} s ({mp / ref:.2f} MP/s)  "
               f"context {ctx:.2f} s ({mp / ctx:.2f} MP/s)  ratio {ctx / ref:.2f}x")

@@ -29,7 +29,7 @@ from ..core.operating import OperatingPoint
 from . import models
 from .config import ANOMALY_MODELS, BANK_DESCRIPTORS, TOP_FRACTION, TrainConfig
 from .descriptors import descriptor_dims, descriptor_network
-from .features import FEATURE_SETS
+from .features import FEATURE_SETS, PROBABILITY_FEATURES
 
 #: At most this many classes and characters in a class name.
 MAX_CLASSES, MAX_NAME = 1000, 200
@@ -161,16 +161,27 @@ def _array(state: dict[str, Any], key: str, ndim: int, kind: str) -> np.ndarray:
     return a
 
 
-def forest_arrays(state: Any, n_out: int) -> dict[str, Any]:
+def forest_arrays(state: Any, n_out: int, second: bool = True) -> dict[str, Any]:
     """The checked arrays of a forest's state (see :meth:`.forest.Forest.state`).
 
     Every tree is a tree: each internal node's two children come after it and
     inside the tree (so no path loops or leaves the arrays), leaves have no
     children, internal nodes test a feature that exists, leaf fractions are
-    finite, non-negative and one per output class.
+    finite, non-negative and one per output class. A two-stage forest's ``first`` is
+    checked the same way (one stage deep: a first stage has no first of its own), on
+    the same feature set, and the second stage's feature count includes the first's
+    probability features.
     """
     if not isinstance(state, dict):
         raise BioAnomalyError("forest: not a mapping of arrays")
+    first = None
+    if state.get("first") is not None:
+        if not second:
+            raise BioAnomalyError("forest.first: a first stage cannot have a first stage")
+        try:
+            first = forest_arrays(state["first"], n_out, second=False)
+        except BioAnomalyError as exc:
+            raise BioAnomalyError(str(exc).replace("forest", "forest.first", 1)) from None
     left, right, feature = (_array(state, k, 2, "iu") for k in ("left", "right", "feature"))
     threshold = _array(state, "threshold", 2, "f")
     value = _array(state, "value", 3, "f")
@@ -182,9 +193,14 @@ def forest_arrays(state: Any, n_out: int) -> dict[str, Any]:
     if feature_set not in FEATURE_SETS:
         raise BioAnomalyError(f"forest.feature_set: one of {', '.join(FEATURE_SETS)}, not "
                               f"{_short(feature_set)}")  # fmt: skip
-    if n_features != FEATURE_SETS[feature_set]:
+    expected = FEATURE_SETS[feature_set] + (PROBABILITY_FEATURES if first else 0)
+    if n_features != expected:
+        stages = " and the first stage's probabilities" if first else ""
         raise BioAnomalyError(f"forest.n_features: {n_features}, but the {feature_set} "
-                              f"features give {FEATURE_SETS[feature_set]} per pixel")  # fmt: skip
+                              f"features{stages} give {expected} per pixel")  # fmt: skip
+    if first and first["feature_set"] != feature_set:
+        raise BioAnomalyError(f"forest.first.feature_set: {first['feature_set']}, but the "
+                              f"second stage describes pixels by {feature_set}")  # fmt: skip
     trees, width = left.shape
     if not 1 <= trees <= MAX_TREES or not 1 <= width <= MAX_NODES:
         raise BioAnomalyError(f"forest: {trees} trees of {width} nodes is out of range")
@@ -217,7 +233,7 @@ def forest_arrays(state: Any, n_out: int) -> dict[str, Any]:
                                   f"0..{n_features - 1}")  # fmt: skip
     return {"left": left, "right": right, "feature": feature, "threshold": threshold,
             "value": value, "n_nodes": n_nodes, "n_features": n_features,
-            "feature_set": feature_set}  # fmt: skip
+            "feature_set": feature_set, "first": first}  # fmt: skip
 
 
 def _scoring(scoring: Any, model: str) -> None:

@@ -42,7 +42,7 @@ REGISTRY: dict[str, ModelInfo] = {m.name: m for m in (
               network=True, class_weights=True),
     ModelInfo("maskrcnn", "segmentation", "Mask R-CNN instances: needs a GPU", network=True),
     ModelInfo("forest", "classic", "classic baseline: random forest on filter features, "
-              "trains in seconds", network=False, class_weights=True, trainer="forest"),
+              "trains in minutes on a CPU", network=False, class_weights=True, trainer="forest"),
     ModelInfo("autoencoder", "anomaly", "unsupervised: learns normal images, no annotations "
               "needed", network=True),
     ModelInfo("memory", "anomaly", "unsupervised: memory bank of normal patches, no "
@@ -160,6 +160,14 @@ class TrainConfig:
         evidence of long thin structures calibrated on normal pixels
         (:func:`.anomaly.with_lines`): ``yes``, ``no``, or ``auto`` (default): where that
         tells the annotated validation images apart better.
+    features
+        What the forest describes each pixel by: ``context`` (default), multi-scale
+        filter responses, the line cue and local contrast; ``filters``, the filter
+        responses alone (:mod:`.features`).
+    autocontext
+        Stack a second forest on the first (default): it also sees the first forest's
+        anomaly probabilities around each pixel (:mod:`.forest`). Measured in
+        ``docs/benchmarks.md``.
     exclude_qc
         Leave images with image-quality flags (uniform, binary, dim, saturated,
         out of focus; see :mod:`napari_bioanomaly.core.quality`) out of training.
@@ -195,6 +203,7 @@ class TrainConfig:
     sharpen: str = "auto"
     lines: str = "auto"
     features: str = "context"
+    autocontext: bool = True
 
     def __post_init__(self) -> None:
         problems = self._type_problems()
@@ -315,7 +324,7 @@ _TYPES: dict[str, type] = {
     "amp": bool, "seed": int, "base_channels": int, "weights": str, "num_workers": int,
     "class_balance": bool, "class_weights": str, "exclude_qc": bool, "budget_min": float,
     "patience": int, "ema": float, "pretrain_min": float, "descriptors": str,
-    "sharpen": str, "lines": str, "features": str,
+    "sharpen": str, "lines": str, "features": str, "autocontext": bool,
 }  # fmt: skip
 _OPTIONAL = frozenset({"epochs", "val_attribute", "weights", "budget_min"})
 _KIND_NAMES = {str: "text", int: "a whole number", float: "a finite number",

@@ -7,8 +7,16 @@ random forest (scikit-learn) learns the classes from pixels sampled inside the
 annotated polygons and from the background. By default three values of wider
 context join them (:func:`.features.forest_features`): the line cue along 21 and
 61 px segments, which tells a long crack or hair from texture grains a 16 px
-filter cannot, and the local contrast to a 31 px median. It trains in seconds on a CPU, so
+filter cannot, and the local contrast to a 31 px median. It trains in minutes on a CPU, so
 users can see what deep learning adds on their data.
+
+By default two forests are stacked (auto-context, as ilastik's two-stage workflow): the
+second sees each pixel's features and the first forest's anomaly probability around it
+(:func:`.features.probability_features`), so a crack found in pieces, or a speck in a
+clean neighbourhood, is judged by what surrounds it. The second forest learns from
+probabilities the first forest gave on images it did not learn from (each half of the
+training images is predicted by a forest of the other half; the two halves' trees are the
+first stage at prediction), so it trusts them no more than they deserve.
 
 The forest is kept in the checkpoint as plain arrays (children, features,
 thresholds, leaf class fractions), not as a pickle: checkpoints stay data
@@ -29,7 +37,7 @@ import numpy as np
 import torch
 
 from ..core.model import BioAnomalyError
-from .features import forest_features
+from .features import forest_features, probability_features
 
 #: Pixels sampled per image: up to this many anomalous and as many background pixels ...
 SAMPLES_PER_IMAGE = 4000
@@ -54,6 +62,14 @@ def sample_pixels(
     ``feature_set`` is one of :data:`~.features.FEATURE_SETS`.
     """
     feats = forest_features(norm, feature_set)
+    index = sample_index(cls, rng, per_image, per_class)
+    return feats.reshape(-1, feats.shape[-1])[index], cls.ravel()[index]
+
+
+def sample_index(
+    cls: np.ndarray, rng: np.random.Generator, per_image: int, per_class: bool = False
+) -> np.ndarray:
+    """Flat indices of the pixels :func:`sample_pixels` describes (anomalous, then background)."""
     flat = cls.ravel()
     if per_class:
         groups = [np.flatnonzero(flat == c) for c in np.unique(flat[flat > 0])]
@@ -63,14 +79,25 @@ def sample_pixels(
     for where in (*groups, np.flatnonzero(flat == 0)):
         if where.size:
             picks.append(rng.choice(where, min(where.size, per_image), replace=False))
-    index = np.concatenate(picks)
-    return feats.reshape(-1, feats.shape[-1])[index], cls.ravel()[index]
+    return np.concatenate(picks)
+
+
+def stage_features(norm: np.ndarray, feature_set: str, first: Forest | None = None) -> np.ndarray:
+    """Per-pixel features ``(rows, cols, n)`` of a normalised image for a forest of
+    ``feature_set``; for the second stage of ``first``, also the first stage's
+    :func:`~.features.probability_features`."""
+    feats = forest_features(norm, feature_set)
+    if first is None:
+        return feats
+    return np.concatenate([feats, probability_features(first.anomaly(feats))], axis=-1)
 
 
 @dataclass
 class Forest:
     """A trained forest as arrays ``(trees, nodes)``; ``value`` holds leaf class fractions;
-    ``feature_set`` names the per-pixel features it was fitted on (:data:`FEATURE_SETS`)."""
+    ``feature_set`` names the per-pixel features it was fitted on (:data:`FEATURE_SETS`);
+    ``first``: the first stage of a two-stage forest (this one then also sees the first's
+    :func:`~.features.probability_features`)."""
 
     left: np.ndarray
     right: np.ndarray
@@ -80,6 +107,7 @@ class Forest:
     n_nodes: np.ndarray
     n_features: int
     feature_set: str = "filters"
+    first: Forest | None = None
 
     @classmethod
     def fit(
@@ -90,9 +118,10 @@ class Forest:
         weights: np.ndarray | None = None,
         seed: int = 0,
         feature_set: str = "filters",
+        first: Forest | None = None,
     ) -> Forest:
         """Fit all :data:`N_TREES` trees at once (see :meth:`fit_steps` for progress)."""
-        gen = cls.fit_steps(x, y, n_out, weights, seed, feature_set=feature_set)
+        gen = cls.fit_steps(x, y, n_out, weights, seed, feature_set=feature_set, first=first)
         while True:
             try:
                 next(gen)
@@ -109,9 +138,12 @@ class Forest:
         seed: int = 0,
         chunk: int = 8,
         feature_set: str = "filters",
+        n_trees: int = N_TREES,
+        first: Forest | None = None,
     ) -> Generator[int, None, Forest]:
-        """Grow the forest ``chunk`` trees at a time, yielding the number grown so far
-        (so a caller can show progress and stop between chunks); returns the forest."""
+        """Grow ``n_trees`` trees ``chunk`` at a time, yielding the number grown so far
+        (so a caller can show progress and stop between chunks); returns the forest
+        (the second stage of ``first`` when given)."""
         from sklearn.ensemble import RandomForestClassifier
 
         rf = RandomForestClassifier(
@@ -122,10 +154,10 @@ class Forest:
             random_state=seed,
             warm_start=True,
         )
-        for n in range(chunk, N_TREES + chunk, chunk):
-            rf.set_params(n_estimators=min(n, N_TREES))
+        for n in range(chunk, n_trees + chunk, chunk):
+            rf.set_params(n_estimators=min(n, n_trees))
             rf.fit(x, y, sample_weight=None if weights is None else weights[y])
-            yield min(n, N_TREES)
+            yield min(n, n_trees)
         trees = [e.tree_ for e in rf.estimators_]
         size = max(t.node_count for t in trees)
         shape = (len(trees), size)
@@ -138,6 +170,7 @@ class Forest:
             np.array([t.node_count for t in trees], np.int64),
             x.shape[1],
             feature_set,
+            first,
         )
         columns = rf.classes_.astype(int)
         for k, t in enumerate(trees):
@@ -147,6 +180,25 @@ class Forest:
             v = t.value[:, 0, :]
             out.value[k, :n][:, columns] = v / np.maximum(v.sum(axis=1, keepdims=True), 1e-12)
         return out
+
+    @classmethod
+    def join(cls, parts: list[Forest]) -> Forest:
+        """One forest of all the trees of ``parts`` (fitted on the same features)."""
+        width = max(p.left.shape[1] for p in parts)
+
+        def stack(name: str, fill: float) -> np.ndarray:
+            arrays = [getattr(p, name) for p in parts]
+            return np.concatenate([
+                np.pad(a, [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2),
+                       constant_values=fill)
+                for a in arrays
+            ])  # fmt: skip
+
+        head = parts[0]
+        return cls(stack("left", -1), stack("right", -1), stack("feature", 0),
+                   stack("threshold", 0), stack("value", 0),
+                   np.concatenate([p.n_nodes for p in parts]), head.n_features,
+                   head.feature_set)  # fmt: skip
 
     def state(self) -> dict[str, Any]:
         """Tensors and numbers only (``weights_only``-loadable)."""
@@ -159,6 +211,7 @@ class Forest:
             "n_nodes": torch.from_numpy(self.n_nodes),
             "n_features": self.n_features,
             "feature_set": self.feature_set,
+            **({"first": self.first.state()} if self.first is not None else {}),
         }
 
     @classmethod
@@ -168,9 +221,13 @@ class Forest:
         scikit-learn); ``n_out`` is the number of classes plus background."""
         from .checkpoint import forest_arrays
 
-        a = forest_arrays(state, n_out)
+        return cls._from_arrays(forest_arrays(state, n_out))
+
+    @classmethod
+    def _from_arrays(cls, a: dict[str, Any]) -> Forest:
+        first = cls._from_arrays(a["first"]) if a.get("first") else None
         return cls(a["left"], a["right"], a["feature"], a["threshold"], a["value"],
-                   a["n_nodes"], a["n_features"], a["feature_set"])  # fmt: skip
+                   a["n_nodes"], a["n_features"], a["feature_set"], first)  # fmt: skip
 
     def _sklearn_trees(self) -> list[Any]:
         """The trees rebuilt as scikit-learn ``Tree`` objects (for their fast C prediction)."""
@@ -218,9 +275,20 @@ class Forest:
             list(pool.map(add, self._trees))
         return (out / len(self._trees)).astype(np.float32)
 
+    def pixel_features(self, norm: np.ndarray) -> np.ndarray:
+        """What this forest describes each pixel of a normalised image by
+        (:func:`stage_features`)."""
+        return stage_features(norm, self.feature_set, self.first)
+
+    def anomaly(self, feats: np.ndarray) -> np.ndarray:
+        """The probability ``(rows, cols)`` that each pixel is anomalous (any class) from
+        this forest's features ``(rows, cols, n)``."""
+        rows, cols, n = feats.shape
+        return 1.0 - self.predict_features(feats.reshape(-1, n))[:, 0].reshape(rows, cols)
+
     def probabilities(self, norm: np.ndarray) -> np.ndarray:
         """Per-class probabilities ``(n_out, rows, cols)`` of a normalised image."""
-        feats = forest_features(norm, self.feature_set)
+        feats = self.pixel_features(norm)
         rows, cols, n = feats.shape
         probs = self.predict_features(feats.reshape(-1, n))
         return probs.T.reshape(-1, rows, cols)

@@ -212,6 +212,10 @@ SETTINGS: tuple[Setting, ...] = (
             "(filter responses, the line cue of long thin structures and local contrast) or "
             "filters (filter responses only: 1.5-4x faster to predict)",
             kind="choice", choices=FOREST_FEATURES, applies=_forest),
+    Setting("autocontext", "second stage", "switch the forest's second stage off (auto-context: "
+            "a second forest that also sees the first one's probabilities around each "
+            "pixel; one stage fits 2-3x and predicts about 2x faster)", kind="flag",
+            negate=True, applies=_forest, check="auto-context"),
     Setting("patience", "patience (epochs)", "stop after this many epochs without a better "
             "validation score (0: never)", high=10_000, applies=_network, metavar="N"),
     Setting("steps", "steps per epoch", "batches per epoch", field="steps_per_epoch", low=1,

@@ -19,9 +19,23 @@ from .checkpoint import checkpoint_payload, last_path, save_checkpoint
 from .config import TrainConfig
 from .data import spread
 from .events import TrainEvent, TrainResult, score_label
-from .forest import MAX_IMAGES, MAX_SAMPLES, N_TREES, SAMPLES_PER_IMAGE, Forest, sample_pixels
+from .features import forest_features
+from .forest import (
+    MAX_IMAGES,
+    MAX_SAMPLES,
+    N_TREES,
+    SAMPLES_PER_IMAGE,
+    Forest,
+    sample_index,
+    stage_features,
+)
 from .trainer import TrainJob
 from .validation import operating_point
+
+#: The second stage learns from at most about this many pixels' worth of training images
+#: (at least :data:`SECOND_MIN_IMAGES` images): it reads each image again and predicts it
+#: with a first-stage forest, so its cost is capped apart from the first's.
+SECOND_PIXELS, SECOND_MIN_IMAGES = 25_000_000, 40
 
 
 def train_forest(
@@ -37,44 +51,76 @@ def train_forest(
 
     Yields the same events as neural training (one step per image read and per
     eight trees grown, one epoch at the end), stops between steps when ``cancel``
-    is set, and returns a :class:`~.train.TrainResult`. The operating point
-    (threshold, minimum area) is chosen on the validation images.
+    is set, and returns a :class:`~.train.TrainResult`. With ``config.autocontext``
+    (and two training images or more) the first stage is two half forests, each grown on
+    half the images; the second stage learns from each image's first-stage probabilities
+    as the other half's forest gives them, and the halves joined are its first stage
+    (:mod:`.forest`). The operating point (threshold, minimum area) is chosen on the
+    validation images.
     """
     rng = np.random.default_rng(config.seed)
     cache = data.ImageCache(dataset, config, size=1)
     chosen = spread(train_idx, MAX_IMAGES)
     per_image = int(np.clip(MAX_SAMPLES // (2 * max(len(chosen), 1)), 200, SAMPLES_PER_IMAGE))
-    xs, ys = [], []
-    n = len(chosen)
-    total = n + N_TREES // 8  # progress: one step per image read, one per 8 trees grown
-    for step, i in enumerate(chosen, start=1):
+    two = config.autocontext and len(chosen) >= 2
+    n, chunks = len(chosen), N_TREES // 8
+    progress = _Progress(n + chunks + (n + chunks if two else 0))
+    picks: dict[int, np.ndarray] = {}
+    xs, ys, pixels = [], [], 0
+    for i in chosen:
         if cancel.is_set():
-            return TrainResult(None, last_path(out), [], None, True, "cpu")
+            return _stopped(out)
         norm = cache(i)
         cls, _ = data.rasterise(dataset.images[i], classes, norm.shape)
-        x, y = sample_pixels(norm, cls, rng, per_image, per_class=config.class_balance,
-                             feature_set=config.features)  # fmt: skip
-        xs.append(x)
-        ys.append(y)
-        name = dataset.images[i].filename
-        yield TrainEvent("step", 0, 1, step, total, message=f"features of {name}")
+        picks[i] = sample_index(cls, rng, per_image, per_class=config.class_balance)
+        feats = forest_features(norm, config.features)
+        xs.append(feats.reshape(-1, feats.shape[-1])[picks[i]])
+        ys.append(cls.ravel()[picks[i]])
+        pixels += norm.size
+        yield progress.step(f"features of {dataset.images[i].filename}")
     x, y = np.concatenate(xs), np.concatenate(ys)
     n_out = len(classes) + 1
     weights = None
     if config.class_weights == "balanced":
         weights = data.balanced_weights(np.bincount(y, minlength=n_out))
-    yield TrainEvent("status", 0, 1, n, total, message=f"fitting {N_TREES} trees on "
-                        f"{len(y):,} pixels of {n} images")  # fmt: skip
-    growing = Forest.fit_steps(x, y, n_out, weights, config.seed, feature_set=config.features)
-    while True:
-        if cancel.is_set():
-            return TrainResult(None, last_path(out), [], None, True, "cpu")
-        try:
-            grown = next(growing)
-        except StopIteration as stop:
-            forest = stop.value
-            break
-        yield TrainEvent("step", 0, 1, n + grown // 8, total, message=f"{grown} trees")
+    if not two:
+        yield progress.status(f"fitting {N_TREES} trees on {len(y):,} pixels of {n} images")
+        forest = yield from _grow(progress, cancel, x, y, n_out, weights, config.seed,
+                                  config.features, N_TREES)  # fmt: skip
+    else:
+        half = np.concatenate([np.full(len(v), k % 2) for k, v in enumerate(ys)])
+        firsts = []
+        for h in (0, 1):
+            yield progress.status(f"first stage: {N_TREES // 2} trees on the "
+                                  f"{'even' if h == 0 else 'odd'} half of {n} images")  # fmt: skip
+            grown = yield from _grow(progress, cancel, x[half == h], y[half == h], n_out, weights,
+                                     config.seed + h, config.features, N_TREES // 2)  # fmt: skip
+            if grown is None:
+                return _stopped(out)
+            firsts.append(grown)
+        del x, xs
+        limit = max(SECOND_MIN_IMAGES, int(SECOND_PIXELS * n / max(pixels, 1)))
+        second = spread(list(range(n)), limit)
+        progress.total = n + 2 * chunks + len(second)
+        x2, y2 = [], []
+        for k in second:
+            if cancel.is_set():
+                return _stopped(out)
+            i = chosen[k]
+            norm = cache(i)
+            # the first stage's probabilities as the half that did not learn this image gives them
+            feats = stage_features(norm, config.features, firsts[1 - k % 2])
+            x2.append(feats.reshape(-1, feats.shape[-1])[picks[i]])
+            y2.append(ys[k])
+            yield progress.step(f"first-stage probabilities of {dataset.images[i].filename}")
+        x, y = np.concatenate(x2), np.concatenate(y2)
+        yield progress.status(f"second stage: {N_TREES} trees on {len(y):,} pixels of "
+                              f"{len(second)} images")  # fmt: skip
+        forest = yield from _grow(progress, cancel, x, y, n_out, weights, config.seed + 2,
+                                  config.features, N_TREES, Forest.join(firsts))  # fmt: skip
+    if forest is None:
+        return _stopped(out)
+    total = progress.total
     point = yield from operating_point(
         config, None, classes, {"forest": forest}, dataset, val_idx, torch.device("cpu"), 0, 1,
         total,
@@ -95,6 +141,51 @@ def train_forest(
     last = save_checkpoint(last_path(out), payload)
     yield TrainEvent("epoch", 0, 1, total, total, val_f1=val_f1, val_iou=val_iou)
     return TrainResult(best, last, history, val_score, False, "cpu", label, point)
+
+
+class _Progress:
+    """The trainer's place in its ``total`` steps, as events."""
+
+    def __init__(self, total: int) -> None:
+        self.done, self.total = 0, total
+
+    def step(self, message: str, steps: int = 1) -> TrainEvent:
+        self.done += steps
+        return TrainEvent("step", 0, 1, self.done, self.total, message=message)
+
+    def status(self, message: str) -> TrainEvent:
+        return TrainEvent("status", 0, 1, self.done, self.total, message=message)
+
+
+def _stopped(out: Path) -> TrainResult:
+    return TrainResult(None, last_path(out), [], None, True, "cpu")
+
+
+def _grow(
+    progress: _Progress,
+    cancel: threading.Event,
+    x: np.ndarray,
+    y: np.ndarray,
+    n_out: int,
+    weights: np.ndarray | None,
+    seed: int,
+    feature_set: str,
+    n_trees: int,
+    first: Forest | None = None,
+) -> Generator[TrainEvent, None, Forest | None]:
+    """Grow a forest eight trees a step; None when ``cancel`` is set between steps."""
+    growing = Forest.fit_steps(x, y, n_out, weights, seed, feature_set=feature_set,
+                               n_trees=n_trees, first=first)  # fmt: skip
+    before = 0
+    while True:
+        if cancel.is_set():
+            return None
+        try:
+            grown = next(growing)
+        except StopIteration as stop:
+            return stop.value
+        yield progress.step(f"{grown} trees", (grown - before + 7) // 8)
+        before = grown
 
 
 def fit(job: TrainJob) -> Generator[Any, None, Any]:

@@ -111,8 +111,8 @@ class TrainWidget(QWidget):
         self.train_button.clicked.connect(self.start)
         self.baseline_button = QPushButton("Train baseline")
         self.baseline_button.setToolTip(
-            "random forest on multi-scale filter features: trains in seconds on a CPU, to "
-            "compare with deep learning"
+            "random forest on multi-scale filter features (two stages): trains in minutes on "
+            "a CPU, to compare with deep learning"
         )
         self.baseline_button.clicked.connect(self.start_baseline)
         self.stop_button = QPushButton("Stop")

@@ -547,6 +547,35 @@ def test_forest_context_features_mark_long_lines_not_specks():
         forest_features(image, "deep")
 
 
+def test_joined_forests_predict_the_mean_of_their_parts():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(500, 20)).astype(np.float32)
+    y = (x[:, 1] > 0.2).astype(int) + (x[:, 4] > 1.0)
+    halves = [Forest.fit(x[k::2], y[k::2], 3, seed=k) for k in (0, 1)]
+    joined = Forest.join(halves)
+    assert joined.left.shape[0] == 128 and joined.n_features == 20
+    test = rng.normal(size=(100, 20)).astype(np.float32)
+    mean = (halves[0].predict_features(test) + halves[1].predict_features(test)) / 2
+    np.testing.assert_allclose(joined.predict_features(test), mean, atol=1e-6)
+    again = Forest.from_state(joined.state(), 3)  # padded trees still pass the checks
+    np.testing.assert_allclose(again.predict_features(test), mean, atol=1e-6)
+
+
+def test_probability_features_see_a_crack_found_in_pieces():
+    from napari_bioanomaly.ml.features import PROBABILITY_FEATURES, probability_features
+
+    prob = np.zeros((96, 96), np.float32)
+    prob[48, 10:86:6] = 0.9  # a crack the first forest found in pieces
+    prob[20, 20] = 0.9  # a lone speck as strong
+    f = probability_features(prob)
+    assert f.shape == (96, 96, PROBABILITY_FEATURES) and np.isfinite(f).all()
+    np.testing.assert_array_equal(f[..., 0], prob)
+    assert f[48, 12, 1] == pytest.approx(0.9)  # the maximum within 2 px widens the pieces
+    assert f[48, 12, 0] == 0
+    # the line cue along 61 px: between the pieces more than on the speck
+    assert f[48, 49, -1] > 2 * f[20, 20, -1]
+
+
 def test_forest_features_are_multiscale():
     image = np.zeros((64, 64), np.float32)
     image[20:40, 20:40] = 1

@@ -37,6 +37,18 @@ def forest_ckpt() -> dict:
 
 
 @pytest.fixture(scope="module")
+def two_stage_ckpt() -> dict:
+    from napari_bioanomaly.ml.features import PROBABILITY_FEATURES
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, 20 + PROBABILITY_FEATURES)).astype(np.float32)
+    y = (x[:, 0] > 0.3).astype(int) + (x[:, 22] > 1.2)
+    first = Forest.fit(x[:, :20], y, 3, seed=0, feature_set="filters")
+    second = Forest.fit(x, y, 3, seed=1, feature_set="filters", first=first)
+    return checkpoint("forest", forest=second.state())
+
+
+@pytest.fixture(scope="module")
 def unet_ckpt() -> dict:
     from napari_bioanomaly.ml import models
 
@@ -95,6 +107,43 @@ def test_forest_checkpoint_from_before_feature_sets_predicts_with_filters(tmp_pa
 )
 def test_malformed_forests_are_refused_by_item(tmp_path, forest_ckpt, change, match):
     ckpt = copy.deepcopy(forest_ckpt)
+    change(ckpt["forest"])
+    refused(tmp_path, ckpt, match)
+
+
+def test_two_stage_forest_loads_and_predicts_through_its_first_stage(tmp_path, two_stage_ckpt):
+    from napari_bioanomaly.ml.features import forest_features, probability_features
+
+    path = tmp_path / "two.pt"
+    torch.save(two_stage_ckpt, path)
+    forest = Predictor.load(path, "cpu").extra["forest"]
+    assert forest.first is not None and forest.first.first is None
+    image = np.random.default_rng(2).random((24, 24), dtype=np.float32)
+    feats = forest_features(image, "filters")
+    first = 1 - forest.first.predict_features(feats.reshape(-1, 20))[:, 0].reshape(24, 24)
+    both = np.concatenate([feats, probability_features(first)], axis=-1)
+    expected = forest.predict_features(both.reshape(-1, 28)).T.reshape(3, 24, 24)
+    np.testing.assert_allclose(forest.probabilities(image), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda f: f["first"]["left"].__setitem__((0, 0), 10**6),
+         r"forest\.first tree 0 node 0: children 1000000"),
+        (lambda f: f["first"].pop("threshold"), r"forest\.first\.threshold: not a tensor"),
+        (lambda f: f["first"].__setitem__("first", copy.deepcopy(f["first"])),
+         r"a first stage cannot have a first stage"),
+        (lambda f: f.__setitem__("n_features", 20),
+         r"forest\.n_features: 20, but the filters features and the first stage's "
+         r"probabilities give 28"),
+        (lambda f: f.__setitem__("first", "trees"), r"forest\.first: not a mapping"),
+        (lambda f: f.update(feature_set="context", n_features=31),
+         r"forest\.first\.feature_set: filters, but the second stage describes pixels by context"),
+    ],
+)
+def test_malformed_two_stage_forests_are_refused_by_item(tmp_path, two_stage_ckpt, change, match):
+    ckpt = copy.deepcopy(two_stage_ckpt)
     change(ckpt["forest"])
     refused(tmp_path, ckpt, match)
 

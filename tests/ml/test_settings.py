@@ -35,6 +35,7 @@ CHANGED = {
     "sharpen": (["--sharpen", "no"], "no"),
     "lines": (["--lines", "yes"], "yes"),
     "features": (["--features", "filters"], "filters"),
+    "autocontext": (["--no-autocontext"], False),
     "amp": (["--no-amp"], False), "seed": (["--seed", "3"], 3),
     "weights": (["--weights", "w.pt"], "w.pt"), "workers": (["--workers", "2"], 2),
     "anomaly_fraction": (["--anomaly-fraction", "0.25"], 0.25),

@@ -273,17 +273,34 @@ def test_tiles_shrink_to_small_images(dataset):
     assert fit_tile(TINY, dataset, [0, 1]).tile == 64  # crops the images already: kept
 
 
-def test_forest_shows_progress_and_stops_during_the_fit(dataset, tmp_path):
+@pytest.mark.parametrize("autocontext", [False, True])
+def test_forest_shows_progress_and_stops_during_the_fit(dataset, tmp_path, autocontext):
     cancel = threading.Event()
-    gen = train(dataset, TINY.replace(model="forest"), tmp_path / "f.pt", cancel=cancel)
+    cfg = TINY.replace(model="forest", autocontext=autocontext)
+    gen = train(dataset, cfg, tmp_path / "f.pt", cancel=cancel)
     while True:
         event = next(gen)
         if event.message.endswith("trees"):
             break
-    assert event.message == "8 trees" and event.steps == event.step + 7
+    # one step per image read and per eight trees; two stages read the images twice
+    n = event.step - 1
+    assert event.message == "8 trees"
+    assert event.steps == (2 * n + 16 if autocontext else n + 8)
     cancel.set()
     more, result = drain(gen)
     assert result.cancelled and more == [] and not (tmp_path / "f.pt").exists()
+
+
+def test_two_stage_forest_reports_each_stage_and_ends_at_its_total(dataset, tmp_path):
+    events, result = drain(train(dataset, TINY.replace(model="forest"), tmp_path / "f.pt"))
+    messages = [e.message for e in events]
+    assert any(m.startswith("first stage: 32 trees on the even half") for m in messages)
+    assert any(m.startswith("first-stage probabilities of ") for m in messages)
+    assert any(m.startswith("second stage: 64 trees") for m in messages)
+    steps = [e.step for e in events if e.kind == "step"]
+    assert steps == sorted(steps) and steps[-1] == events[-1].steps
+    forest = load_checkpoint(result.best)["forest"]
+    assert forest["first"]["left"].shape[0] == 64 and forest["left"].shape[0] == 64
 
 
 def test_validation_tiles_cover_whole_images(dataset):
@@ -386,9 +403,12 @@ def test_thin_structures_are_chosen_and_named_by_pixel_f1(tmp_path):
     assert result.best_label == load_checkpoint(tmp_path / "f.pt")["best_label"] == VAL_PIXEL_F1
     assert result.best_text().startswith("validation pixel F1 (thin structures) 0.")
     assert any("thin structures" in (e.message or "") for e in events if e.kind == "status")
-    forest = load_checkpoint(tmp_path / "f.pt")["forest"]  # default: filters and context
-    assert (forest["feature_set"], forest["n_features"]) == ("context", 23)
-    drain(train(ds, TrainConfig(model="forest", val_fraction=0.5, features="filters"),
-                tmp_path / "filters.pt"))
+    # default: filters and context, two stages (the second also sees 8 probability features)
+    forest = load_checkpoint(tmp_path / "f.pt")["forest"]
+    assert (forest["feature_set"], forest["n_features"]) == ("context", 31)
+    assert (forest["first"]["feature_set"], forest["first"]["n_features"]) == ("context", 23)
+    drain(train(ds, TrainConfig(model="forest", val_fraction=0.5, features="filters",
+                                autocontext=False), tmp_path / "filters.pt"))  # fmt: skip
     forest = load_checkpoint(tmp_path / "filters.pt")["forest"]
     assert (forest["feature_set"], forest["n_features"]) == ("filters", 20)
+    assert "first" not in forest

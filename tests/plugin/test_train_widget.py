@@ -148,6 +148,9 @@ def test_the_form_is_built_from_the_settings(make_napari_viewer, qtbot):
     assert train.config().features == "context"
     train.fields["features"].setCurrentText("filters")
     assert train.config().features == "filters"
+    assert train.config().autocontext
+    train.fields["autocontext"].setChecked(False)
+    assert not train.config().autocontext
     train.tile.setValue(64)  # greyed settings do not reach the forest's config
     assert train.config().tile == TrainConfig().tile and train.config().model == "forest"
     # the memory bank learns weights only with learned descriptors: the learning rows
@@ -165,4 +168,5 @@ def test_the_form_is_built_from_the_settings(make_napari_viewer, qtbot):
     train.model.setCurrentText("unet")  # a network uses them whatever the descriptors
     assert train.tile.isEnabled() and not train.sharpen.isEnabled()
     assert not train.fields["features"].isEnabled()  # the forest's alone
+    assert not train.fields["autocontext"].isEnabled()
     assert train.descriptors.currentText() == "auto"

@@ -106,8 +106,8 @@ def epoch_text(event: Any) -> str:
 
 def step_text(event: Any) -> str:
     """Status line during an epoch."""
-    if event.loss is None:  # the forest and the memory bank read images
-        return f"Image {event.step}/{event.steps}: {event.message}"
+    if event.loss is None:  # the forest and the memory bank: images read, trees grown
+        return f"Step {event.step}/{event.steps}: {event.message}"
     eta = (
         ""
         if event.eta_s is None

@@ -99,6 +99,15 @@ def test_baseline_is_one_click_and_unsupervised_models_train(widgets, qtbot):
     assert "scoring" in load_checkpoint(folder / "bioanomaly-memory.pt")
 
 
+def test_status_lines_of_steps_without_a_loss_count_steps_not_images():
+    from napari_bioanomaly.ml.events import TrainEvent
+    from napari_bioanomaly.widgets._jobs import step_text
+
+    # the forest's steps are images read and eight trees grown at a time
+    event = TrainEvent("step", 0, 1, 29, 36, message="8 trees")
+    assert step_text(event) == "Step 29/36: 8 trees"
+
+
 def test_imbalance_qc_and_normalisation_settings_reach_the_config(widgets):
     _, train, _ = widgets
     train.class_balance.setChecked(True)

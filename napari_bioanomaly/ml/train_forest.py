@@ -149,8 +149,8 @@ class _Progress:
     def __init__(self, total: int) -> None:
         self.done, self.total = 0, total
 
-    def step(self, message: str, steps: int = 1) -> TrainEvent:
-        self.done += steps
+    def step(self, message: str) -> TrainEvent:
+        self.done += 1
         return TrainEvent("step", 0, 1, self.done, self.total, message=message)
 
     def status(self, message: str) -> TrainEvent:
@@ -176,7 +176,6 @@ def _grow(
     """Grow a forest eight trees a step; None when ``cancel`` is set between steps."""
     growing = Forest.fit_steps(x, y, n_out, weights, seed, feature_set=feature_set,
                                n_trees=n_trees, first=first)  # fmt: skip
-    before = 0
     while True:
         if cancel.is_set():
             return None
@@ -184,8 +183,7 @@ def _grow(
             grown = next(growing)
         except StopIteration as stop:
             return stop.value
-        yield progress.step(f"{grown} trees", (grown - before + 7) // 8)
-        before = grown
+        yield progress.step(f"{grown} trees")
 
 
 def fit(job: TrainJob) -> Generator[Any, None, Any]:

@@ -19,7 +19,6 @@ from .checkpoint import checkpoint_payload, last_path, save_checkpoint
 from .config import TrainConfig
 from .data import spread
 from .events import TrainEvent, TrainResult, score_label
-from .features import forest_features
 from .forest import (
     MAX_IMAGES,
     MAX_SAMPLES,
@@ -73,7 +72,7 @@ def train_forest(
         norm = cache(i)
         cls, _ = data.rasterise(dataset.images[i], classes, norm.shape)
         picks[i] = sample_index(cls, rng, per_image, per_class=config.class_balance)
-        feats = forest_features(norm, config.features)
+        feats = stage_features(norm, config.features)
         xs.append(feats.reshape(-1, feats.shape[-1])[picks[i]])
         ys.append(cls.ravel()[picks[i]])
         pixels += norm.size

@@ -102,11 +102,11 @@ def _descriptors(ckpt: dict[str, Any], config: TrainConfig) -> None:
         raise BioAnomalyError(f"a memory bank of {kind} descriptors without its network "
                               "(state_dict)")  # fmt: skip
     members = _encoders(ckpt["scoring"]) if kind == "random" else 1
-    dims = members * descriptor_dims(config.base_channels)
+    dims = members * descriptor_dims(config.width)
     width = len(ckpt["scoring"]["mean"])
     if width != dims:
         raise BioAnomalyError(f"scoring.bank: descriptors of {width} values, the network of "
-                              f"width {config.base_channels} makes {dims}")  # fmt: skip
+                              f"width {config.width} makes {dims}")  # fmt: skip
 
 
 def _encoders(scoring: dict[str, Any]) -> int:
@@ -308,7 +308,8 @@ def checkpoint_payload(
     return {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
-        "config": config.to_dict(),
+        # the width built, not "the model's default", which a later version may change
+        "config": config.replace(base_channels=config.width).to_dict(),
         "classes": classes,
         "normalisation": {"method": "percentile", "low": config.low, "high": config.high},
         "history": history,
@@ -371,10 +372,10 @@ def model_from_checkpoint(
         kind = scoring.get("descriptors", "filters")
         if kind == "filters":
             raise BioAnomalyError("a memory bank of filter descriptors holds no network")
-        model = descriptor_network(kind, config.base_channels, scoring.get("encoders", 1))
+        model = descriptor_network(kind, config.width, scoring.get("encoders", 1))
     else:
         model = models.build(config.model, len(ckpt["classes"]), config.tile,
-                             config.base_channels)  # fmt: skip
+                             config.width)  # fmt: skip
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:  # missing, unexpected or mis-shaped weights

@@ -20,7 +20,9 @@ class ModelInfo:
     ``kind``: ``segmentation`` (learns the annotated classes), ``anomaly`` (learns
     normal appearance only; one class "anomaly") or ``classic``. ``network``: trained
     by steps of tiles (epochs, steps, tile, batch, learning rate and augmentation
-    apply). ``class_weights``: takes loss weights per class.
+    apply). ``class_weights``: takes loss weights per class. ``width``: channels of the
+    first level of its network (the U-Net, the memory bank's encoders, the autoencoder)
+    when ``base_channels`` is not given.
     """
 
     name: str
@@ -30,6 +32,7 @@ class ModelInfo:
     class_weights: bool = False
     #: the trainer of :data:`~.train.TRAINERS` that fits it (networks: ``network``)
     trainer: str = "network"
+    width: int = 16
 
     @property
     def learns_classes(self) -> bool:
@@ -38,8 +41,10 @@ class ModelInfo:
 
 #: Every model, in the order the CLI and the Train widget list them.
 REGISTRY: dict[str, ModelInfo] = {m.name: m for m in (
+    # U-Net width 8: on NEU-Seg (2-core CPU, float32, 15 min) instance F1 0.667 against
+    # 0.585 at width 16, whose steps cost 3x as much (docs/benchmarks.md)
     ModelInfo("unet", "segmentation", "U-Net segmentation: small, fast, trains on a CPU",
-              network=True, class_weights=True),
+              network=True, class_weights=True, width=8),
     ModelInfo("maskrcnn", "segmentation", "Mask R-CNN instances: needs a GPU", network=True),
     ModelInfo("forest", "classic", "classic baseline: random forest on filter features, "
               "trains in minutes on a CPU", network=False, class_weights=True, trainer="forest"),
@@ -119,7 +124,10 @@ class TrainConfig:
     seed
         Seeds numpy and torch; CPU runs are reproducible.
     base_channels
-        Width of the U-Net (16: about 0.5 M parameters).
+        Channels of the first level of the network (the U-Net, the memory bank's
+        encoders, the autoencoder); ``None`` (the default): the model's own
+        (:attr:`ModelInfo.width`: 8 for the U-Net, about 0.5 M parameters; 16 for the
+        others). Read it as :attr:`width`; checkpoints store the width built.
     weights
         Optional local weights to start from (nothing is downloaded): a state dict for
         Mask R-CNN, or for the U-Net a file of ``napari-bioanomaly pretrain``
@@ -189,7 +197,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     seed: int = 0
-    base_channels: int = 16
+    base_channels: int | None = None
     weights: str | None = None
     num_workers: int = 0
     class_balance: bool = False
@@ -307,6 +315,14 @@ class TrainConfig:
         return cls(**kwargs)
 
     @property
+    def width(self) -> int:
+        """Channels of the network's first level: ``base_channels``, or the model's own."""
+        if self.base_channels is not None:
+            return self.base_channels
+        info = REGISTRY.get(self.model)
+        return info.width if info else ModelInfo.width
+
+    @property
     def unsupervised(self) -> bool:
         """Whether the model learns normal appearance only (no classes)."""
         return self.model in ANOMALY_MODELS
@@ -326,7 +342,7 @@ _TYPES: dict[str, type] = {
     "patience": int, "ema": float, "pretrain_min": float, "descriptors": str,
     "sharpen": str, "lines": str, "features": str, "autocontext": bool,
 }  # fmt: skip
-_OPTIONAL = frozenset({"epochs", "val_attribute", "weights", "budget_min"})
+_OPTIONAL = frozenset({"epochs", "val_attribute", "weights", "budget_min", "base_channels"})
 _KIND_NAMES = {str: "text", int: "a whole number", float: "a finite number",
                bool: "true or false", tuple: "a list of text values"}  # fmt: skip
 #: Upper bounds: beyond them a run (or a checkpoint made elsewhere) only exhausts memory.

@@ -102,7 +102,7 @@ def pretrain(
     model, history, seconds = yield from learn_images(dataset, indices, config, cancel)
     payload = {
         "format": PRETRAINED_FORMAT,
-        "base_channels": config.base_channels,
+        "base_channels": config.width,
         "depth": model.depth,
         "tile": config.tile,
         "normalisation": {"method": "percentile", "low": config.low, "high": config.high},
@@ -131,7 +131,7 @@ def learn_images(
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    model = models.UNet(0, base=config.base_channels).to(device).train()
+    model = models.UNet(0, base=config.width).to(device).train()
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
     amp_dtype = autocast_dtype(device, config.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)

@@ -257,9 +257,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("anomaly_fraction", "anomaly tiles", "share of training tiles centred on an "
             "annotated region", kind="float", high=1, step=0.05, applies=_network, form=False,
             metavar="F"),
-    Setting("base_channels", "network width", "channels of the U-Net's first level (16: "
-            "about 0.5 M parameters)", low=1, high=256, applies=_learns_weights, form=False,
-            metavar="N"),
+    Setting("base_channels", "network width", "channels of the network's first level: 8 for the "
+            "U-Net (about 0.5 M parameters), 16 for the others", low=1, high=256,
+            applies=_learns_weights, form=False, metavar="N"),
     Setting("amp", "mixed precision", "switch mixed precision off (float16 on CUDA, bfloat16 on "
             "CPUs that compute it natively)", kind="flag",
             negate=True, applies=_learns_weights, form=False),

@@ -257,7 +257,7 @@ def _build(
         if cancel.is_set():
             return None
     elif kind == "random":
-        encoder = EncoderEnsemble(config.base_channels, ENCODERS, config.seed).to(device).eval()
+        encoder = EncoderEnsemble(config.width, ENCODERS, config.seed).to(device).eval()
 
     chosen = spread(train_idx, 256)
     per_image = max(1000, CANDIDATES // max(1, len(chosen)))
@@ -397,7 +397,7 @@ def _learn_encoder(
                                  f"{event.epoch + 1}, reconstruction loss {event.loss:.4f}")
     except StopIteration as stop:
         unet = stop.value[0]
-    return PatchEncoder.from_unet(unet, config.base_channels).to(device).eval()
+    return PatchEncoder.from_unet(unet, config.width).to(device).eval()
 
 
 def fit(job: TrainJob) -> Generator[Any, None, Any]:

@@ -113,8 +113,20 @@ def _train(
             raise BioAnomalyError(
                 f"batch {config.batch} is not a multiple of the {dist.world} processes"
             )
+    ckpt = None if resume is None else load_checkpoint(resume)
+    if ckpt is not None:
+        if ckpt["config"]["model"] != config.model or list(ckpt["classes"]) != classes:
+            raise BioAnomalyError(
+                f"{resume}: trained as {ckpt['config']['model']} on classes {ckpt['classes']}; "
+                f"cannot resume as {config.model} on {classes}"
+            )
+        width = ckpt["config"].get("base_channels") or config.width
+        if config.base_channels not in (None, width):
+            raise BioAnomalyError(f"{resume}: a network of width {width}; cannot resume it "
+                                  f"with base_channels {config.base_channels}")  # fmt: skip
+        config = config.replace(base_channels=width)  # the width it was built with
     model = models.build(
-        config.model, len(classes), config.tile, config.base_channels,
+        config.model, len(classes), config.tile, config.width,
         config.weights if config.model == "maskrcnn" else None,
     )  # fmt: skip
     if config.weights and config.model == "unet" and resume is None:
@@ -141,13 +153,7 @@ def _train(
     start_epoch = 0
     best_f1: float | None = None
     best_epoch = -1
-    if resume is not None:
-        ckpt = load_checkpoint(resume)
-        if ckpt["config"]["model"] != config.model or list(ckpt["classes"]) != classes:
-            raise BioAnomalyError(
-                f"{resume}: trained as {ckpt['config']['model']} on classes {ckpt['classes']}; "
-                f"cannot resume as {config.model} on {classes}"
-            )
+    if ckpt is not None:
         model.load_state_dict(ckpt.get("train_state_dict", ckpt["state_dict"]))
         if config.ema:  # a checkpoint without an average starts one from its weights
             average = WeightAverage(model, config.ema, int(ckpt.get("ema_steps", 0)))

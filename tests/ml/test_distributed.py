@@ -10,7 +10,10 @@ import pytest
 
 from napari_bioanomaly.ml.train import load_checkpoint
 
-ARGS = ["--epochs", "2", "--steps", "3", "--tile", "64", "--batch", "4", "--val-fraction", "0.25"]
+# width 16: the tolerance on the validation IoU below was measured at that width (after 6
+# steps the IoU is still near chance, and the narrower default moves it more)
+ARGS = ["--epochs", "2", "--steps", "3", "--tile", "64", "--batch", "4", "--val-fraction", "0.25",
+        "--base-channels", "16"]  # fmt: skip
 
 
 def run_train(argv, out, env):

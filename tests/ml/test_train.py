@@ -53,6 +53,31 @@ def test_config_round_trip_and_validation():
         TrainConfig(model="yolo")
 
 
+def test_width_is_the_models_own_unless_given():
+    assert TrainConfig().width == 8 and TrainConfig(model="memory").width == 16
+    assert TrainConfig(model="autoencoder").width == 16
+    # the default follows the model, so switching models keeps each one's own width
+    assert TrainConfig(model="memory").replace(model="unet").width == 8
+    assert TrainConfig(model="memory", base_channels=4).replace(model="unet").width == 4
+    assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()
+
+
+def test_checkpoint_stores_the_width_built_and_resume_keeps_it(dataset, tmp_path):
+    _, first = drain(train(dataset, TINY.replace(base_channels=None), tmp_path / "w.pt"))
+    ckpt = load_checkpoint(first.best)
+    assert ckpt["config"]["base_channels"] == 8
+    assert ckpt["state_dict"]["down.0.0.weight"].shape[0] == 8
+    # a run of another width (e.g. made before the default changed) resumes at its own
+    _, wide = drain(train(dataset, TINY.replace(base_channels=16), tmp_path / "16.pt"))
+    _, resumed = drain(train(dataset, TINY.replace(base_channels=None, epochs=3),
+                             tmp_path / "16.pt", resume=wide.last))  # fmt: skip
+    assert load_checkpoint(resumed.last)["config"]["base_channels"] == 16
+    assert len(resumed.history) == 3
+    with pytest.raises(BioAnomalyError, match="width 16; cannot resume it with base_channels 4"):
+        drain(train(dataset, TINY.replace(base_channels=4, epochs=4), tmp_path / "16.pt",
+                    resume=wide.last))  # fmt: skip
+
+
 def test_split_by_fraction_is_seeded_and_by_attribute(dataset):
     a = split(dataset, TINY)
     assert a == split(dataset, TINY)

@@ -34,7 +34,7 @@ def main() -> None:
     device = pick_device(args.device)
     config = TrainConfig(tile=256)
     classes = ["dark spot", "scratch", "bacterial colony", "hair", "dust"]
-    model = models.build("unet", len(classes), config.tile)
+    model = models.build("unet", len(classes), config.tile, config.width)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "m.pt"
         torch.save(

@@ -34,7 +34,7 @@ from napari_bioanomaly.ml.train import pick_device, train
 def bare(
     kind: str, n_classes: int, tile: int, batch: int, steps: int, device: torch.device
 ) -> float:
-    model = models.build(kind, n_classes, tile).to(device).train()
+    model = models.build(kind, n_classes, tile, TrainConfig(model=kind).width).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
     x = torch.rand(batch, 1, tile, tile, device=device)
     cls = torch.zeros(batch, tile, tile, dtype=torch.int64, device=device)

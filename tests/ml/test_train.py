@@ -78,6 +78,49 @@ def test_checkpoint_stores_the_width_built_and_resume_keeps_it(dataset, tmp_path
                     resume=wide.last))  # fmt: skip
 
 
+def test_image_cache_keeps_the_last_images_and_more_within_its_budget(dataset):
+    from napari_bioanomaly.ml.data import ImageCache
+
+    n = len(dataset.images)
+    assert n > 4
+    plain = ImageCache(dataset, TINY, size=2)
+    first = [plain(i) for i in range(n)]
+    assert len(plain) == 2 and plain.nbytes == first[-1].nbytes + first[-2].nbytes
+    each = first[0].nbytes
+    budgeted = ImageCache(dataset, TINY, size=2, budget=3 * each)
+    again = [budgeted(i) for i in range(n)]
+    assert len(budgeted) == 3 and budgeted.nbytes <= 3 * each
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    everything = ImageCache(dataset, TINY, size=2, budget=n * each)
+    for i in [*range(n), *range(n)]:
+        everything(i)
+    assert len(everything) == n  # a small dataset stays whole: no file is read twice
+    assert budgeted(n - 1) is again[-1]  # cached, not read again
+
+
+def test_tiles_crop_the_kept_masks_exactly_as_rasterising_the_window(dataset):
+    from napari_bioanomaly.ml.data import crop, rasterise
+
+    classes = class_names(dataset)
+    sampler = TileSampler(dataset, list(range(len(dataset.images))), classes, TINY)
+    rng = np.random.default_rng(0)
+    drawn = 0
+    for index, im in enumerate(dataset.images):
+        rows, cols = sampler.cache(index).shape
+        for region in im.regions:  # windows on each region, some over the image's edge
+            r0, c0, r1, c1 = region.bbox
+            r, c = (int(v) + int(rng.integers(-40, 8)) for v in ((r0 + r1) / 2, (c0 + c1) / 2))
+            r, c = (-8, c) if rng.random() < 0.2 else (r, c)
+            full_cls, full_inst = sampler.masks(index)
+            cls, inst = rasterise(im, classes, (64, 64), (r, c))
+            inside = np.zeros((64, 64), bool)  # the padding outside the image stays background
+            inside[max(0, -r):rows - r, max(0, -c):cols - c] = True
+            assert np.array_equal(crop(full_cls, r, c, 64), np.where(inside, cls, 0))
+            assert np.array_equal(crop(full_inst, r, c, 64), np.where(inside, inst, 0))
+            drawn += int(np.count_nonzero(cls))
+    assert drawn > 1000  # the windows held annotated pixels
+
+
 def test_split_by_fraction_is_seeded_and_by_attribute(dataset):
     a = split(dataset, TINY)
     assert a == split(dataset, TINY)

@@ -99,7 +99,7 @@ def check_images(dataset: Dataset, indices: list[int]) -> None:
 #: Bytes of normalised images, and of their rasterised masks, that a :class:`TileSampler`
 #: keeps: every image of a dataset of small images (600 NEU-Seg images of 200 px: 96 MB),
 #: ~50 of 1080 px. Random tiles otherwise re-read, re-normalise and re-rasterise an image
-#: for almost every tile (2.5 of 3.2 ms of a 128 px NEU-Seg tile on the 2-core VM; a
+#: for almost every tile (2.8 of 3.2 ms of a 128 px NEU-Seg tile on the 2-core VM; a
 #: fifth of a training step of the width-8 U-Net waited for tiles).
 TILE_CACHE_BYTES = 256 << 20
 
@@ -107,7 +107,9 @@ TILE_CACHE_BYTES = 256 << 20
 class KeptArrays:
     """Arrays made by ``load(index)`` (one array or a tuple of them), the most recently
     used kept: at least the last ``size``, and more while they take at most ``budget``
-    bytes, so memory stays bounded on any dataset."""
+    bytes, so memory stays bounded on any dataset. Least recently used goes first, which
+    suits random tiles; :class:`DerivedCache` keeps the first maps instead, which suits
+    passes over the same images in the same order."""
 
     def __init__(self, load: Callable[[int], Any], size: int = 8, budget: int = 0) -> None:
         self.load = load
@@ -343,7 +345,6 @@ class TileSampler:
         if self.config.augment:
             img, cls, inst = augment(rng, img, cls, inst)
         return img, cls, inst
-
 
     def _rasterise(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Class (int16) and instance masks of a whole image, for tiles to crop."""

@@ -12,14 +12,13 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from scipy import ndimage
 
-from ..core.geometry import polygon_to_mask
-from ..core.images import image_shape, read_image, to_grayscale
+from ..core.geometry import rasterise_window
+from ..core.images import image_shape, percentiles, read_image, to_grayscale
 from ..core.model import BioAnomalyError, Dataset, ImageRecord
 from ..core.paths import resolve_image
 from ..core.splits import validation_split
@@ -33,11 +32,13 @@ def normalise(image: np.ndarray, low: float = 0.1, high: float = 99.9) -> np.nda
     of at most about 1 M pixels; values are clipped to ``[-0.5, 1.5]`` so rare
     outliers (saturated dust, dead pixels) cannot dominate.
     """
-    gray = to_grayscale(image).astype(np.float32, copy=False)
+    gray = to_grayscale(image)
     step = max(1, int(math.sqrt(gray.size / 1_000_000)))
-    lo, hi = np.percentile(gray[::step, ::step], [low, high])
-    scale = 1.0 / max(float(hi - lo), 1e-6)
-    return np.clip((gray - lo) * scale, -0.5, 1.5).astype(np.float32)
+    lo, hi = percentiles(gray[::step, ::step], [low, high])
+    out = gray.astype(np.float32)  # a copy: scaled in place, in float32
+    out -= np.float32(lo)
+    out *= np.float32(1.0 / max(hi - lo, 1e-6))
+    return np.clip(out, -0.5, 1.5, out=out)
 
 
 def class_names(dataset: Dataset) -> list[str]:
@@ -47,14 +48,19 @@ def class_names(dataset: Dataset) -> list[str]:
 
 
 def rasterise(
-    image: ImageRecord, classes: list[str], shape: tuple[int, int], origin: tuple[int, int] = (0, 0)
+    image: ImageRecord,
+    classes: list[str],
+    shape: tuple[int, int],
+    origin: tuple[int, int] = (0, 0),
+    cls_dtype: type = np.int64,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Class mask (0 = background, i + 1 = ``classes[i]``) and instance mask of a window.
 
     The window has ``shape`` and starts at pixel ``origin`` of the image; only
-    regions overlapping it are drawn, so tiles of big images stay cheap.
+    regions overlapping it are drawn, each within its own bounding box, so tiles
+    and whole images of many regions stay cheap.
     """
-    cls = np.zeros(shape, dtype=np.int64)
+    cls = np.zeros(shape, dtype=cls_dtype)
     inst = np.zeros(shape, dtype=np.int32)
     r0, c0 = origin
     for i, region in enumerate(image.regions, start=1):
@@ -63,9 +69,11 @@ def rasterise(
             continue
         if region.label not in classes:
             continue
-        mask = polygon_to_mask(region.polygon - (r0, c0), shape)
-        cls[mask] = classes.index(region.label) + 1
-        inst[mask] = i
+        wr, wc, window = rasterise_window(region.polygon - (r0, c0), shape)
+        h, w = window.shape
+        if h and w:
+            cls[wr : wr + h, wc : wc + w][window] = classes.index(region.label) + 1
+            inst[wr : wr + h, wc : wc + w][window] = i
     return cls, inst
 
 
@@ -96,51 +104,21 @@ def check_images(dataset: Dataset, indices: list[int]) -> None:
         raise BioAnomalyError(f"{len(bad)} image(s) cannot be read: " + "; ".join(bad[:5]) + more)
 
 
-#: Bytes of normalised images, and of their rasterised masks, that a :class:`TileSampler`
-#: keeps: every image of a dataset of small images (600 NEU-Seg images of 200 px: 96 MB),
-#: ~50 of 1080 px. Random tiles otherwise re-read, re-normalise and re-rasterise an image
-#: for almost every tile (2.8 of 3.2 ms of a 128 px NEU-Seg tile on the 2-core VM; a
-#: fifth of a training step of the width-8 U-Net waited for tiles).
+#: Bytes of normalised images that a :class:`TileSampler` keeps (its data-loader workers
+#: share them, each keeping its own images): every image of a dataset of small images
+#: (600 NEU-Seg images of 200 px: 96 MB), ~55 of 1080 px. Random tiles otherwise re-read
+#: and re-normalise an image for almost every tile. Masks are not kept: a tile's window is
+#: rasterised from the regions that reach into it (0.1-0.5 ms), cheaper than drawing a
+#: whole image's masks again whenever they have left a cache (bench_tile_sampling.py).
 TILE_CACHE_BYTES = 256 << 20
 
 
-class KeptArrays:
-    """Arrays made by ``load(index)`` (one array or a tuple of them), the most recently
-    used kept: at least the last ``size``, and more while they take at most ``budget``
-    bytes, so memory stays bounded on any dataset. Least recently used goes first, which
-    suits random tiles; :class:`DerivedCache` keeps the first maps instead, which suits
-    passes over the same images in the same order."""
-
-    def __init__(self, load: Callable[[int], Any], size: int = 8, budget: int = 0) -> None:
-        self.load = load
-        self.size, self.budget = size, budget
-        self._items: OrderedDict[int, tuple[Any, int]] = OrderedDict()
-        self._bytes = 0
-
-    def __call__(self, index: int) -> Any:
-        if index in self._items:
-            self._items.move_to_end(index)
-            return self._items[index][0]
-        value = self.load(index)
-        parts = value if isinstance(value, tuple) else (value,)
-        size = sum(a.nbytes for a in parts)
-        self._items[index] = value, size
-        self._bytes += size
-        while len(self._items) > self.size and self._bytes > self.budget:
-            self._bytes -= self._items.popitem(last=False)[1][1]
-        return value
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the arrays kept."""
-        return self._bytes
-
-
-class ImageCache(KeptArrays):
-    """Normalised images by index (see :class:`KeptArrays`), so tiles do not re-read files."""
+class ImageCache:
+    """Normalised images by index, so tiles do not re-read files: the most recently used
+    kept, at least the last ``size`` and more while they take at most ``budget`` bytes, so
+    memory stays bounded on any dataset. Least recently used goes first, which suits
+    random tiles; :class:`DerivedCache` keeps the first maps instead, which suits passes
+    over the same images in the same order."""
 
     def __init__(
         self, dataset: Dataset, config: TrainConfig, size: int = 8, budget: int = 0
@@ -148,12 +126,30 @@ class ImageCache(KeptArrays):
         self.dataset = dataset
         self.root = dataset.root or Path(".")
         self.config = config
-        super().__init__(self._read, size, budget)
+        self.size, self.budget = size, budget
+        self._items: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._bytes = 0
 
-    def _read(self, index: int) -> np.ndarray:
+    def __call__(self, index: int) -> np.ndarray:
+        if index in self._items:
+            self._items.move_to_end(index)
+            return self._items[index]
         im = self.dataset.images[index]
-        image = read_image(resolve_image(self.root, im.filename))
-        return normalise(image, self.config.low, self.config.high)
+        value = normalise(read_image(resolve_image(self.root, im.filename)), self.config.low,
+                          self.config.high)  # fmt: skip
+        self._items[index] = value
+        self._bytes += value.nbytes
+        while len(self._items) > self.size and self._bytes > self.budget:
+            self._bytes -= self._items.popitem(last=False)[1].nbytes
+        return value
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the images kept."""
+        return self._bytes
 
 
 class DerivedCache:
@@ -294,7 +290,6 @@ class TileSampler:
         self.classes = classes
         self.config = config
         self.cache = ImageCache(dataset, config, budget=TILE_CACHE_BYTES)
-        self.masks = KeptArrays(self._rasterise, budget=TILE_CACHE_BYTES)
         self.regions = [
             (i, j)
             for i in self.indices
@@ -340,16 +335,14 @@ class TileSampler:
                 (cols - tile) // 2 if cols < tile else c,
             )
         img = crop(image, r, c, tile)
-        cls, inst = (crop(m, r, c, tile) for m in self.masks(index))
-        cls = cls.astype(np.int64)
+        cls, inst = rasterise(self.dataset.images[index], self.classes, (tile, tile), (r, c))
+        if r < 0 or c < 0 or r + tile > rows or c + tile > cols:  # nothing outside the image
+            inside = np.zeros((tile, tile), dtype=bool)
+            inside[max(0, -r) : rows - r, max(0, -c) : cols - c] = True
+            cls[~inside], inst[~inside] = 0, 0
         if self.config.augment:
             img, cls, inst = augment(rng, img, cls, inst)
         return img, cls, inst
-
-    def _rasterise(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Class (int16) and instance masks of a whole image, for tiles to crop."""
-        cls, inst = rasterise(self.dataset.images[index], self.classes, self.cache(index).shape)
-        return cls.astype(np.int16 if len(self.classes) < 2**15 else np.int64), inst
 
 
 class TileStream(torch.utils.data.IterableDataset):
@@ -370,10 +363,12 @@ class TileStream(torch.utils.data.IterableDataset):
         self.sampler = sampler
         self.seed = seed
         self.rank, self.world, self.start = rank, world, start
+        self.budget = sampler.cache.budget
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        self.sampler.cache.budget = self.budget // workers  # each worker keeps its own images
         k = self.start + self.rank + self.world * worker
         while True:
             img, cls, inst = self.sampler.sample(np.random.default_rng([self.seed, k]))

@@ -9,7 +9,13 @@ import pytest
 
 from napari_bioanomaly.core import annotations, geometry
 from napari_bioanomaly.core.fileio import atomic_write
-from napari_bioanomaly.core.images import ImageReadError, image_shape, percentile_range, read_image
+from napari_bioanomaly.core.images import (
+    ImageReadError,
+    image_shape,
+    percentile_range,
+    percentiles,
+    read_image,
+)
 from napari_bioanomaly.core.jsonio import write_json
 from napari_bioanomaly.core.model import BioAnomalyError
 from napari_bioanomaly.core.paths import resolve_image
@@ -76,6 +82,22 @@ def test_image_formats_and_percentiles(tmp_path):
     lo, hi = percentile_range(img16)
     assert lo == pytest.approx(np.percentile(img16, 0.1), abs=5)
     assert hi == pytest.approx(np.percentile(img16, 99.9), abs=5)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.int8, np.float32])
+def test_percentiles_of_camera_images_equal_numpys(dtype):
+    """Integer images go through a histogram: the very floats of np.percentile (taken on
+    int64 values: numpy's own int16 interpolation overflows)."""
+    rng = np.random.default_rng(0)
+    qs = [0, 0.1, 1, 25, 33.3, 50, 99, 99.9, 100]
+    lo, hi = (np.iinfo(dtype).min, np.iinfo(dtype).max) if dtype != np.float32 else (-9, 9)
+    for n in (1, 2, 3, 7, 1001, 50_000):
+        values = rng.uniform(lo, hi, n).astype(dtype)
+        exact = values.astype(np.float64) if dtype != np.float32 else values
+        want = [float(v) for v in np.percentile(exact, qs)]
+        assert percentiles(values, qs) == want, (dtype, n)
+    flat = np.full((40, 50), 7, dtype=dtype)  # one grey level
+    assert percentiles(flat, [0.1, 99.9]) == [7.0, 7.0]
 
 
 def test_sample_is_deterministic_and_has_normal_images_and_cell_lines():

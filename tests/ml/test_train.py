@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import threading
@@ -12,7 +13,7 @@ import torch
 
 from napari_bioanomaly.cli import main
 from napari_bioanomaly.core import annotations
-from napari_bioanomaly.core.model import BioAnomalyError
+from napari_bioanomaly.core.model import BioAnomalyError, Region
 from napari_bioanomaly.core.synthetic import SampleConfig, write_sample
 from napari_bioanomaly.ml import models
 from napari_bioanomaly.ml.config import TrainConfig
@@ -98,27 +99,89 @@ def test_image_cache_keeps_the_last_images_and_more_within_its_budget(dataset):
     assert budgeted(n - 1) is again[-1]  # cached, not read again
 
 
-def test_tiles_crop_the_kept_masks_exactly_as_rasterising_the_window(dataset):
-    from napari_bioanomaly.ml.data import crop, rasterise
+@pytest.mark.parametrize("tile", [64, 160])  # 160: bigger than the images, padded around
+def test_tile_masks_are_the_window_of_the_whole_image_masks(dataset, monkeypatch, tile):
+    """Tiles rasterise only their window; nothing outside the image (padding) is drawn."""
+    from napari_bioanomaly.ml import data
 
+    first = dataset.images[0]  # a region reaching past the image's corner, as drawn by hand
+    corner = Region(np.array([[-30.0, -30.0], [-30.0, 40.0], [40.0, -30.0]]), first.regions[0].label)
+    dataset = dataclasses.replace(dataset, images=[
+        dataclasses.replace(first, regions=[*first.regions, corner]), *dataset.images[1:]])
     classes = class_names(dataset)
-    sampler = TileSampler(dataset, list(range(len(dataset.images))), classes, TINY)
-    rng = np.random.default_rng(0)
-    drawn = 0
-    for index, im in enumerate(dataset.images):
+    cfg = TINY.replace(anomaly_fraction=0.8, augment=False, tile=tile)
+    sampler = TileSampler(dataset, list(range(len(dataset.images))), classes, cfg)
+    places = []  # where each tile was cut: the image it came from and its origin
+    crop = data.crop
+
+    def spy(array, r0, c0, tile, fill=0):
+        places.append((next(i for i, im in sampler.cache._items.items() if im is array), r0, c0))
+        return crop(array, r0, c0, tile, fill)
+
+    monkeypatch.setattr(data, "crop", spy)
+    rng, drawn, edges = np.random.default_rng(0), 0, 0
+    for _ in range(60):
+        _, cls, inst = sampler.sample(rng)
+        index, r, c = places[-1]
         rows, cols = sampler.cache(index).shape
-        for region in im.regions:  # windows on each region, some over the image's edge
-            r0, c0, r1, c1 = region.bbox
-            r, c = (int(v) + int(rng.integers(-40, 8)) for v in ((r0 + r1) / 2, (c0 + c1) / 2))
-            r, c = (-8, c) if rng.random() < 0.2 else (r, c)
-            full_cls, full_inst = sampler.masks(index)
-            cls, inst = rasterise(im, classes, (64, 64), (r, c))
-            inside = np.zeros((64, 64), bool)  # the padding outside the image stays background
-            inside[max(0, -r):rows - r, max(0, -c):cols - c] = True
-            assert np.array_equal(crop(full_cls, r, c, 64), np.where(inside, cls, 0))
-            assert np.array_equal(crop(full_inst, r, c, 64), np.where(inside, inst, 0))
-            drawn += int(np.count_nonzero(cls))
-    assert drawn > 1000  # the windows held annotated pixels
+        full_cls, full_inst = data.rasterise(dataset.images[index], classes, (rows, cols))
+        assert np.array_equal(cls, crop(full_cls, r, c, tile))
+        assert np.array_equal(inst, crop(full_inst, r, c, tile))
+        drawn += int(np.count_nonzero(cls))
+        edges += r < 0 or c < 0 or r + tile > rows or c + tile > cols
+    assert drawn > 1000  # the tiles held annotated pixels
+    assert edges == (60 if tile > 128 else 0)
+    assert any(i == 0 for i, _, _ in places)
+
+
+def test_rasterise_paints_each_region_as_a_whole_image_mask_would(dataset):
+    """Regions are drawn within their own boxes: the same pixels as painting each
+    region's full-window mask in turn (later regions over earlier ones)."""
+    from napari_bioanomaly.core.geometry import polygon_to_mask
+    from napari_bioanomaly.ml.data import ImageCache, rasterise
+
+    index, im = next((i, im) for i, im in enumerate(dataset.images) if len(im.regions) >= 2)
+    classes = class_names(dataset)
+    rows, cols = ImageCache(dataset, TINY)(index).shape
+    first = im.regions[0]
+    # a region over the next one, and one reaching past the image's corner
+    extra = [
+        Region(first.polygon + np.array([6.0, 6.0]), im.regions[1].label),
+        Region(np.array([[-20.0, -20.0], [-20.0, 30.0], [30.5, 12.0]]), first.label),
+    ]
+    im = dataclasses.replace(im, regions=[*im.regions, *extra])
+    for shape, origin in (((rows, cols), (0, 0)), ((64, 64), (-10, -10)),
+                          ((50, 70), (rows - 30, cols - 40)), ((32, 32), (5, 9))):  # fmt: skip
+        want_cls, want_inst = np.zeros(shape, np.int64), np.zeros(shape, np.int32)
+        for i, region in enumerate(im.regions, start=1):
+            mask = polygon_to_mask(region.polygon - origin, shape)
+            want_cls[mask], want_inst[mask] = classes.index(region.label) + 1, i
+        cls, inst = rasterise(im, classes, shape, origin)
+        assert np.array_equal(cls, want_cls) and np.array_equal(inst, want_inst), origin
+        assert want_cls.any() or origin[0] > 0  # the whole image and the corner hold regions
+    small, _ = rasterise(im, classes, (rows, cols), cls_dtype=np.int16)
+    assert small.dtype == np.int16 and np.array_equal(small, rasterise(im, classes, (rows, cols))[0])
+
+
+def test_tile_cache_stays_within_its_budget_and_workers_share_it(dataset, monkeypatch):
+    from napari_bioanomaly.ml import data
+
+    monkeypatch.setattr(data, "TILE_CACHE_BYTES", 1)  # images bigger than the budget
+    sampler = TileSampler(dataset, list(range(len(dataset.images))), class_names(dataset), TINY)
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        sampler.sample(rng)
+    assert len(sampler.cache) == 8  # the last few images only
+    monkeypatch.setattr(data, "TILE_CACHE_BYTES", 300 << 20)
+    stream = data.TileStream(TileSampler(dataset, [0, 1], class_names(dataset), TINY), 0)
+
+    class Worker:
+        id, num_workers = 1, 3
+
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: Worker)
+    for _ in range(2):  # a persistent worker may start its stream again: still a third
+        next(iter(stream))
+        assert stream.sampler.cache.budget == 100 << 20
 
 
 def test_split_by_fraction_is_seeded_and_by_attribute(dataset):

@@ -1,0 +1,111 @@
+"""Training tiles: milliseconds per random tile, the product's sampler (images and masks
+kept within a byte budget) beside drawing each tile from scratch (read, normalise,
+rasterise the tile's window), in the same process.
+
+Two datasets are written to a temporary folder: many small images that all fit the
+budget (NEU-Seg's shape: 600 of 200 px, a few regions each), and brightfield-sized images
+that do not (120 of 1080 px, 16-bit, ``--regions`` regions each), where most tiles miss
+the cache and a whole image's masks are rasterised again.
+
+    python benchmarks/bench_tile_sampling.py [--tiles 400] [--regions 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from napari_bioanomaly.core.images import read_image
+from napari_bioanomaly.core.model import Dataset, ImageRecord, Region
+from napari_bioanomaly.core.paths import resolve_image
+from napari_bioanomaly.ml import data
+from napari_bioanomaly.ml.config import TrainConfig
+
+
+def blob(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A random star-shaped polygon of radius 5-40 px inside an image of ``size``."""
+    centre = rng.uniform(20, size - 20, 2)
+    angles = np.sort(rng.uniform(0, 2 * np.pi, 24))
+    radius = rng.uniform(5, 40) * rng.uniform(0.6, 1.0, 24)
+    return centre + np.stack([radius * np.sin(angles), radius * np.cos(angles)], axis=1)
+
+
+def write(folder: Path, n: int, size: int, regions: int, seed: int = 0) -> Dataset:
+    rng = np.random.default_rng(seed)
+    images = []
+    for i in range(n):
+        name = f"im{i:04d}.tif"
+        tifffile.imwrite(folder / name, rng.integers(500, 4000, (size, size), dtype=np.uint16))
+        k = regions if i % 3 else 0  # a third of the images are normal
+        images.append(
+            ImageRecord(
+                name, (size, size), regions=[Region(blob(rng, size), "dust") for _ in range(k)]
+            )
+        )
+    return Dataset(images=images, root=folder, classes=["dust"])
+
+
+def from_scratch(dataset: Dataset, config: TrainConfig, tiles: int) -> float:
+    """The reference: every tile reads, normalises and rasterises its own window."""
+    rng = np.random.default_rng(1)
+    root = dataset.root or Path(".")
+    start = time.perf_counter()
+    for _ in range(tiles):
+        im = dataset.images[int(rng.integers(len(dataset.images)))]
+        norm = data.normalise(read_image(resolve_image(root, im.filename)), config.low,
+                              config.high)  # fmt: skip
+        r, c = (int(rng.integers(0, max(1, s - config.tile + 1))) for s in norm.shape)
+        data.crop(norm, r, c, config.tile)
+        data.rasterise(im, ["dust"], (config.tile, config.tile), (r, c))
+    return (time.perf_counter() - start) / tiles
+
+
+def ours(dataset: Dataset, config: TrainConfig, tiles: int) -> tuple[float, float, str]:
+    """The sampler's ms/tile while its caches fill (first pass) and once they are full."""
+    sampler = data.TileSampler(dataset, list(range(len(dataset.images))), ["dust"], config)
+    rng = np.random.default_rng(1)
+    times = []
+    for _ in range(2 * tiles):
+        t0 = time.perf_counter()
+        sampler.sample(rng)
+        times.append(time.perf_counter() - t0)
+    kept = (f"{len(sampler.cache)} images ({sampler.cache.nbytes >> 20} MB) and "
+            f"{len(sampler.masks)} masks ({sampler.masks.nbytes >> 20} MB) kept")  # fmt: skip
+    return float(np.mean(times[:tiles])), float(np.mean(times[tiles:])), kept
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiles", type=int, default=400)
+    parser.add_argument("--regions", type=int, default=30)
+    args = parser.parse_args()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; budget "
+          f"{data.TILE_CACHE_BYTES >> 20} MB of images + the same of masks")  # fmt: skip
+    cases = [
+        ("600 images of 200 px, 3 regions", 600, 200, 3, 128),
+        (f"120 images of 1080 px, {args.regions} regions", 120, 1080, args.regions, 256),
+    ]
+    for name, n, size, regions, tile in cases:
+        with tempfile.TemporaryDirectory() as tmp:
+            dataset = write(Path(tmp), n, size, regions)
+            config = TrainConfig(
+                tile=tile, augment=False, anomaly_fraction=0.0
+            )  # uniform, as the reference
+            first, full, kept = ours(dataset, config, args.tiles)
+            ref = from_scratch(dataset, config, args.tiles)
+        print(
+            f"{name}, {tile} px tiles: ours {first * 1e3:.2f} ms/tile while filling, "
+            f"{full * 1e3:.2f} ms/tile after ({kept}); from scratch {ref * 1e3:.2f} ms/tile; "
+            f"ratio {ref / full:.1f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -386,12 +386,8 @@ def model_from_checkpoint(
     return model.to(device).eval()
 
 
-def load_pretrained(path: str | Path, model: torch.nn.Module) -> int:
-    """Start ``model`` (a U-Net) from the pretrained file ``path`` (see :mod:`.pretrain`):
-    every weight except the output head, whose classes the pretraining did not know.
-    The file is read as data only and must match the network's width and depth.
-    Returns how many tensors were loaded."""
-    path = Path(path)
+def _pretrained(path: Path) -> dict[str, Any]:
+    """The contents of a file of ``pretrain``, read as data only, or a message why not."""
     if not path.is_file():
         raise BioAnomalyError(f"{path}: pretrained weights not found")
     ckpt = _read(path)
@@ -402,6 +398,22 @@ def load_pretrained(path: str | Path, model: torch.nn.Module) -> int:
         )
     if not isinstance(ckpt, dict) or ckpt.get("format") != PRETRAINED_FORMAT:
         raise BioAnomalyError(f"{path}: not a file of napari-bioanomaly pretrain")
+    return ckpt
+
+
+def pretrained_width(path: str | Path) -> int | None:
+    """The U-Net width (``base_channels``) a file of ``pretrain`` was made at, if it says."""
+    width = _pretrained(Path(path)).get("base_channels")
+    return width if isinstance(width, int) and not isinstance(width, bool) and width > 0 else None
+
+
+def load_pretrained(path: str | Path, model: torch.nn.Module) -> int:
+    """Start ``model`` (a U-Net) from the pretrained file ``path`` (see :mod:`.pretrain`):
+    every weight except the output head, whose classes the pretraining did not know.
+    The file is read as data only and must match the network's width and depth.
+    Returns how many tensors were loaded."""
+    path = Path(path)
+    ckpt = _pretrained(path)
     state = ckpt.get("state_dict")
     if not isinstance(state, dict):
         raise BioAnomalyError(f"{path}: state_dict: missing")
@@ -417,7 +429,8 @@ def load_pretrained(path: str | Path, model: torch.nn.Module) -> int:
             raise BioAnomalyError(
                 f"{path}: state_dict[{key!r}]: {tuple(theirs.shape)} {theirs.dtype}, the network "
                 f"needs {tuple(value.shape)} (pretrained with base_channels "
-                f"{_short(ckpt.get('base_channels'))}?)"
+                f"{_short(ckpt.get('base_channels'))}? leave base_channels unset to train at "
+                "the width of the pretrained weights)"
             )
         if not bool(torch.isfinite(theirs).all()):
             raise BioAnomalyError(f"{path}: state_dict[{key!r}]: not finite")

@@ -27,6 +27,7 @@ from .checkpoint import (
     last_path,
     load_checkpoint,
     load_pretrained,
+    pretrained_width,
     save_checkpoint,
 )
 from .config import TrainConfig
@@ -125,6 +126,9 @@ def _train(
             raise BioAnomalyError(f"{resume}: a network of width {width}; cannot resume it "
                                   f"with base_channels {config.base_channels}")  # fmt: skip
         config = config.replace(base_channels=width)  # the width it was built with
+    elif config.weights and config.model == "unet" and config.base_channels is None:
+        # start at the width of the pretrained weights (made before the default changed?)
+        config = config.replace(base_channels=pretrained_width(config.weights))
     model = models.build(
         config.model, len(classes), config.tile, config.width,
         config.weights if config.model == "maskrcnn" else None,

@@ -48,11 +48,7 @@ def class_names(dataset: Dataset) -> list[str]:
 
 
 def rasterise(
-    image: ImageRecord,
-    classes: list[str],
-    shape: tuple[int, int],
-    origin: tuple[int, int] = (0, 0),
-    cls_dtype: type = np.int64,
+    image: ImageRecord, classes: list[str], shape: tuple[int, int], origin: tuple[int, int] = (0, 0)
 ) -> tuple[np.ndarray, np.ndarray]:
     """Class mask (0 = background, i + 1 = ``classes[i]``) and instance mask of a window.
 
@@ -60,7 +56,7 @@ def rasterise(
     regions overlapping it are drawn, each within its own bounding box, so tiles
     and whole images of many regions stay cheap.
     """
-    cls = np.zeros(shape, dtype=cls_dtype)
+    cls = np.zeros(shape, dtype=np.int64)
     inst = np.zeros(shape, dtype=np.int32)
     r0, c0 = origin
     for i, region in enumerate(image.regions, start=1):

@@ -159,8 +159,6 @@ def test_rasterise_paints_each_region_as_a_whole_image_mask_would(dataset):
         cls, inst = rasterise(im, classes, shape, origin)
         assert np.array_equal(cls, want_cls) and np.array_equal(inst, want_inst), origin
         assert want_cls.any() or origin[0] > 0  # the whole image and the corner hold regions
-    small, _ = rasterise(im, classes, (rows, cols), cls_dtype=np.int16)
-    assert small.dtype == np.int16 and np.array_equal(small, rasterise(im, classes, (rows, cols))[0])
 
 
 def test_tile_cache_stays_within_its_budget_and_workers_share_it(dataset, monkeypatch):

@@ -280,6 +280,8 @@ CHECKPOINT_FORMAT = "napari-bioanomaly-checkpoint"
 CHECKPOINT_VERSION = 1
 #: What :mod:`.pretrain` writes: U-Net weights learnt without annotations.
 PRETRAINED_FORMAT = "napari-bioanomaly-pretrained-unet"
+#: The U-Net's first convolution: its filters are the network's width.
+FIRST_CONV = "down.0.0.weight"
 
 
 def last_path(out: Path) -> Path:
@@ -402,9 +404,18 @@ def _pretrained(path: Path) -> dict[str, Any]:
 
 
 def pretrained_width(path: str | Path) -> int | None:
-    """The U-Net width (``base_channels``) a file of ``pretrain`` was made at, if it says."""
-    width = _pretrained(Path(path)).get("base_channels")
-    return width if isinstance(width, int) and not isinstance(width, bool) and width > 0 else None
+    """The U-Net width (``base_channels``) a file of ``pretrain`` was made at: what it
+    says, or else the number of filters of its first convolution (files written by hand
+    or by other tools often store the weights alone); ``None`` if neither is there."""
+    ckpt = _pretrained(Path(path))
+    width = ckpt.get("base_channels")
+    if isinstance(width, int) and not isinstance(width, bool) and width > 0:
+        return width
+    state = ckpt.get("state_dict")
+    first = state.get(FIRST_CONV) if isinstance(state, dict) else None
+    if isinstance(first, torch.Tensor) and first.dim() == 4 and first.shape[0] > 0:
+        return int(first.shape[0])
+    return None
 
 
 def load_pretrained(path: str | Path, model: torch.nn.Module) -> int:

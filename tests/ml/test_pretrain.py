@@ -12,7 +12,7 @@ from napari_bioanomaly.core import annotations
 from napari_bioanomaly.core.model import BioAnomalyError
 from napari_bioanomaly.core.synthetic import SampleConfig, write_sample
 from napari_bioanomaly.ml import data
-from napari_bioanomaly.ml.checkpoint import load_checkpoint, load_pretrained
+from napari_bioanomaly.ml.checkpoint import load_checkpoint, load_pretrained, pretrained_width
 from napari_bioanomaly.ml.config import TrainConfig
 from napari_bioanomaly.ml.models import UNet
 from napari_bioanomaly.ml.pretrain import mask_blocks, pretrain, reconstruction_loss
@@ -101,6 +101,15 @@ def test_cli_pretrain_then_train_from_the_weights(sample, tmp_path, capsys):
     assert trained["config"]["weights"] == str(tmp_path / "w.pt")
     assert trained["config"]["base_channels"] == 4
     assert trained["state_dict"]["down.0.0.weight"].shape[0] == 4
+    # a file that stores the weights alone (written by hand or another tool): the width
+    # is that of its first convolution
+    bare = torch.load(tmp_path / "w.pt", weights_only=True)
+    del bare["base_channels"]
+    torch.save(bare, tmp_path / "bare.pt")
+    assert pretrained_width(tmp_path / "bare.pt") == 4
+    assert main(["train", "--annotations", str(folder / "annotations.json"), "--out",
+                 str(tmp_path / "mb.pt"), "--weights", str(tmp_path / "bare.pt"), *small]) == 0
+    assert load_checkpoint(tmp_path / "mb.pt")["config"]["base_channels"] == 4
     # another width given: refused, with what to do
     code = main(["train", "--annotations", str(folder / "annotations.json"), "--out",
                  str(tmp_path / "m8.pt"), "--weights", str(tmp_path / "w.pt"), *small,

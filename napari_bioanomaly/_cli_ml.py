@@ -197,12 +197,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"ensemble of {len(predictor.members)} models, classes {predictor.classes}",
               file=sys.stderr)  # fmt: skip
     point = predictor.operating_point
-    if args.threshold is not None or args.min_area is not None:
-        point = OperatingPoint(
+    if args.threshold is not None or args.min_area is not None or args.min_peak is not None:
+        point = OperatingPoint(  # checks the user's values before any image is read
             point.threshold if args.threshold is None else args.threshold,
             point.min_area if args.min_area is None else args.min_area,
             class_min_area=point.class_min_area if args.min_area is None else {},
-        )
+            min_peak=args.min_peak if args.min_peak is not None else
+            point.min_peak if args.threshold is None else None,
+        )  # fmt: skip
     print(
         point.describe(scores=False)
         + (" (the model's, chosen on validation)" if point.source == "validation" else ""),
@@ -211,7 +213,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     entries = {f"{im.filename}{im.size}": image_entry(im, "class") for im in done.values()}
     gen = predict_dataset(
         predictor, dataset, args.threshold, args.min_area, done=done, heatmaps=args.heatmaps,
-        tta=args.tta,
+        tta=args.tta, min_peak=args.min_peak,
     )  # fmt: skip
     try:
         while True:

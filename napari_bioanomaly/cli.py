@@ -140,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="anomaly probability (default: the model's, chosen on validation)")
     p.add_argument("--min-area", type=float, metavar="PX",
                    help="drop smaller regions (default: the model's, chosen on validation)")
+    p.add_argument("--min-peak", type=float, metavar="P",
+                   help="keep only regions whose probability somewhere exceeds P, above "
+                   "--threshold (hysteresis; default: the model's where it chose one and "
+                   "--threshold is not given)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     p.add_argument(
         "--heatmaps", metavar="DIR", help="also write each image's anomaly map (float32 TIFF)"

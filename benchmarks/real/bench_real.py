@@ -55,7 +55,7 @@ def reference_threshold(folder: Path, images: list[ImageRecord], limit: int = 60
 
 def score(test: list[ImageRecord], folder: Path, heat_of, threshold: float, min_area: float,
           classes: list[str], class_min_area: dict[str, float] | None = None,
-          ) -> dict[str, float | None]:
+          min_peak: float | None = None) -> dict[str, float | None]:
     """Figures of one method on the test images (``heat_of(image) -> (probs, image score)``)."""
     from napari_bioanomaly.ml.predict import regions_from_probabilities
 
@@ -67,7 +67,7 @@ def score(test: list[ImageRecord], folder: Path, heat_of, threshold: float, min_
         probs, image_score = heat_of(read_image(folder / im.filename))
         heat = 1.0 - probs[0]
         regions = regions_from_probabilities(probs, classes, threshold, min_area,
-                                             class_min_area=class_min_area)
+                                             class_min_area=class_min_area, min_peak=min_peak)
         pred.images.append(ImageRecord(im.filename, heat.shape, regions=regions))
         truth = truth_mask(im, heat.shape)
         labels.append(int(bool(im.regions)))
@@ -200,9 +200,10 @@ def main() -> None:
         for name, fn in rows:
             point = predictor.operating_point
             s = score(test, folder, fn, point.threshold, point.min_area, predictor.classes,
-                      point.class_min_area)
+                      point.class_min_area, point.min_peak)
             ckpt_best = load_checkpoint(path)
             s.update(fit_s=fit, threshold=point.threshold, min_area=point.min_area,
+                     min_peak=point.min_peak,
                      class_min_area=point.class_min_area,
                      best=ckpt_best.get("best_f1"), best_label=ckpt_best.get("best_label"),
                      epochs=len(ckpt_best.get("history", [])))
@@ -215,7 +216,7 @@ def main() -> None:
         ensemble = Ensemble([models[m] for m in members])
         point = ensemble.operating_point
         s = score(test, folder, lambda im: ensemble.probabilities(im), point.threshold,
-                  point.min_area, ensemble.classes, point.class_min_area)
+                  point.min_area, ensemble.classes, point.class_min_area, point.min_peak)
         name = "+".join(members)
         figures["models"][name] = s
         print(line(name, s, ref) + f"  ({point.describe(scores=False)})", flush=True)

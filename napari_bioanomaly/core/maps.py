@@ -53,12 +53,14 @@ def regions_from_probabilities(
     min_area: float = 16.0,
     tolerance: float = 0.5,
     class_min_area: Mapping[str, float] | None = None,
+    min_peak: float | None = None,
 ) -> list[Region]:
     """Regions of the connected anomalies of a probability map.
 
     A region's class is the one its pixels' probabilities vote for; regions
     smaller than their class's ``class_min_area`` (``min_area`` for the others)
-    are dropped.
+    are dropped, and with a ``min_peak`` those whose map nowhere exceeds it
+    (hysteresis: see :class:`~.operating.OperatingPoint`).
     """
     import shapely
     from scipy import ndimage
@@ -74,7 +76,7 @@ def regions_from_probabilities(
         if sl is None:
             continue
         comp = labels[sl] == index
-        if comp.sum() < floor:
+        if comp.sum() < floor or (min_peak is not None and fg[sl][comp].max() <= min_peak):
             continue
         class_scores = probs[1:, sl[0], sl[1]][:, comp].sum(axis=1)
         label = classes[int(np.argmax(class_scores))]

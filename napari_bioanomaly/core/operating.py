@@ -14,6 +14,13 @@ times longer than wide) an instance IoU of 0.5 is ill-posed, since a crack found
 three pieces matches nothing and a one-pixel shift halves a thin region's IoU; their
 point maximises pixel F1. Otherwise it maximises the mean of instance and pixel F1.
 
+*Minimum peak* (hysteresis, as Canny keeps edges and ilastik's threshold applet
+offers): a component of ``map > threshold`` may be kept only where the map exceeds
+``min_peak``, a higher value. Faint false specks go, and a true region keeps its faint
+rim, which a single higher threshold would cut. The chooser tries every higher
+threshold of its grid as the minimum peak and keeps the plain point unless one scores
+better on validation by :data:`PEAK_MARGIN`.
+
 Classes of very different sizes need different minimum areas (on steel, a
 256 px floor that removes false specks among large patches also removes half of
 the true inclusions): with several classes each class gets its own minimum
@@ -38,6 +45,9 @@ THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 MIN_AREAS = (0.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0)
 #: What predict used before operating points were stored.
 DEFAULT_THRESHOLD, DEFAULT_MIN_AREA = 0.5, 16.0
+#: A minimum peak (hysteresis) is kept only when it raises the validation score by this much
+#: over the best point without one: one more setting chosen on few images must earn it.
+PEAK_MARGIN = 0.005
 #: What operating points and model selection maximise (see :func:`f1_score`).
 CRITERIA = ("mean", "pixel")
 #: A region is elongated when its skeleton is at least this many times its mean width...
@@ -56,7 +66,8 @@ class OperatingPoint:
     ``class_min_area`` holds the classes whose minimum area differs from
     ``min_area`` (see :meth:`min_area_of`). ``criterion`` is what the point
     maximised: ``mean`` (of instance and pixel F1) or ``pixel`` (pixel F1, for
-    thin structures; see :func:`criterion_for`).
+    thin structures; see :func:`criterion_for`). ``min_peak``: regions are kept only where
+    the map reaches it (hysteresis; ``None``: every region above ``threshold``).
     """
 
     threshold: float = DEFAULT_THRESHOLD
@@ -66,6 +77,7 @@ class OperatingPoint:
     source: str = "default"
     class_min_area: Mapping[str, float] = field(default_factory=dict)
     criterion: str = "mean"
+    min_peak: float | None = None
 
     def __post_init__(self) -> None:
         if self.criterion not in CRITERIA:
@@ -74,6 +86,13 @@ class OperatingPoint:
             )
         if not (isinstance(self.threshold, int | float) and 0 < self.threshold < 1):
             raise BioAnomalyError(f"operating threshold must be in (0, 1), not {self.threshold!r}")
+        if self.min_peak is not None and not (
+            isinstance(self.min_peak, int | float) and self.threshold < self.min_peak < 1
+        ):
+            raise BioAnomalyError(
+                f"operating min_peak must be above the threshold {self.threshold:g} and below "
+                f"1, not {self.min_peak!r}"
+            )
         areas = {"min_area": self.min_area}
         if not isinstance(self.class_min_area, Mapping):
             raise BioAnomalyError("operating class_min_area must map classes to areas")
@@ -119,13 +138,17 @@ class OperatingPoint:
                 str(data.get("source", "validation")),
                 {k: float(v) for k, v in areas.items()},
                 str(data.get("criterion", "mean")),
+                None if data.get("min_peak") is None else float(data["min_peak"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BioAnomalyError(f"operating point is malformed ({exc})") from None
 
     def describe(self, scores: bool = True) -> str:
         """Threshold and minimum areas, and (with ``scores``) the validation F1s."""
-        text = f"threshold {self.threshold:g}, min area {self.min_area:g} px"
+        text = f"threshold {self.threshold:g}"
+        if self.min_peak is not None:
+            text += f", min peak {self.min_peak:g}"
+        text += f", min area {self.min_area:g} px"
         if self.class_min_area:
             text += " (" + ", ".join(f"{k} {v:g} px" for k, v in
                                      sorted(self.class_min_area.items())) + ")"  # fmt: skip
@@ -253,13 +276,14 @@ def component_table(
 ) -> list[np.ndarray]:
     """Per threshold, one row per connected component of ``1 - probs[0] > t``: its class
     (index into ``probs[1:]``, the class its probabilities vote for), area, whether it
-    matches a true instance at ``iou``, and its pixels inside the truth.
+    matches a true instance at ``iou``, its pixels inside the truth, and its peak (the
+    highest value of the map in it, which must exceed a minimum peak).
 
     ``probs`` are class probabilities ``(n_classes + 1, rows, cols)`` (a 2-D map
     counts as one class); ``truth`` an instance label image (0 = background).
     A component's match does not depend on which other components are kept
     (at IoU >= 0.5 a prediction can match one true instance only), so counts
-    at any minimum area, one per class, are sums over rows.
+    at any minimum area, one per class, and any minimum peak are sums over rows.
     """
     from scipy import ndimage
 
@@ -273,7 +297,7 @@ def component_table(
     out = []
     for t in thresholds:
         labels, n = ndimage.label(fg > t)
-        rows = np.zeros((n, 4))
+        rows = np.zeros((n, 5))
         if n:
             index = np.arange(1, n + 1)
             votes = np.stack([ndimage.sum(p, labels, index) for p in probs[1:]])
@@ -282,6 +306,7 @@ def component_table(
             _, cols = match(iou_matrix(truth, labels)[present], iou)
             rows[cols, 2] = 1
             rows[:, 3] = np.bincount(labels[inside], minlength=n + 1)[1:]
+            rows[:, 4] = ndimage.maximum(fg, labels, index)
         out.append(rows)
     return out
 
@@ -313,7 +338,9 @@ class PointChooser:
     :meth:`choose` gives the threshold and minimum area with the best :func:`f1_score`.
     With several classes, each class's minimum area is then changed in turn (twice
     round) where that raises the score by at least 0.001: the classes that need another
-    floor get one in ``class_min_area``.
+    floor get one in ``class_min_area``. Each higher threshold of the grid is tried as
+    the minimum peak (:class:`OperatingPoint`); the best such point is chosen only when
+    it beats the best plain one by :data:`PEAK_MARGIN`.
     """
 
     def __init__(
@@ -367,29 +394,35 @@ class PointChooser:
             pixel_f1 = 2 * rows[kept, 3].sum() / denom if denom else 1.0
             return f1_score(f1, pixel_f1, criterion), f1, float(pixel_f1)
 
-        best: tuple[tuple[float, float, float], OperatingPoint] | None = None
+        best: dict[bool, tuple[tuple[float, float, float], OperatingPoint]] = {}
         for i, t in enumerate(self.thresholds):
-            rows = np.concatenate([table[i] for table in tables])
-            # one floor for all classes first, then each class's own where it helps
-            scored = [(*(round(v, 3) for v in evaluate(rows, np.full(n_classes, a))[:2]), -k)
-                      for k, a in enumerate(areas)]  # fmt: skip
-            common = areas[-max(scored)[2]]
-            floor = np.full(n_classes, common)
-            current = round(evaluate(rows, floor)[0], 3)
-            for _ in range(2 if len(classes) > 1 else 0):
-                for c in range(len(classes)):
-                    for a in areas:
-                        trial = floor.copy()
-                        trial[c] = a
-                        value = round(evaluate(rows, trial)[0], 3)
-                        if value > current:
-                            floor, current = trial, value
-            score, f1, pixel_f1 = evaluate(rows, floor)
-            key = (round(score, 3), round(f1, 3), -abs(t - 0.5))
-            if best is None or key > best[0]:
-                own = {classes[c]: float(floor[c]) for c in range(len(classes))
-                       if floor[c] != common}  # fmt: skip
-                best = key, OperatingPoint(float(t), float(common), float(f1),
-                                           float(pixel_f1), "validation", own, criterion)
-        assert best is not None
-        return best[1]
+            at_t = np.concatenate([table[i] for table in tables])
+            for min_peak in [None, *(h for h in self.thresholds if h > t)]:
+                rows = at_t if min_peak is None else at_t[at_t[:, 4] > min_peak]
+                # one floor for all classes first, then each class's own where it helps
+                scored = [(*(round(v, 3) for v in evaluate(rows, np.full(n_classes, a))[:2]),
+                           -k) for k, a in enumerate(areas)]  # fmt: skip
+                common = areas[-max(scored)[2]]
+                floor = np.full(n_classes, common)
+                current = round(evaluate(rows, floor)[0], 3)
+                for _ in range(2 if len(classes) > 1 else 0):
+                    for c in range(len(classes)):
+                        for a in areas:
+                            trial = floor.copy()
+                            trial[c] = a
+                            value = round(evaluate(rows, trial)[0], 3)
+                            if value > current:
+                                floor, current = trial, value
+                score, f1, pixel_f1 = evaluate(rows, floor)
+                key = (round(score, 3), round(f1, 3), -abs(t - 0.5))
+                peaked = min_peak is not None
+                if peaked not in best or key > best[peaked][0]:
+                    own = {classes[c]: float(floor[c]) for c in range(len(classes))
+                           if floor[c] != common}  # fmt: skip
+                    best[peaked] = key, OperatingPoint(
+                        float(t), float(common), float(f1), float(pixel_f1), "validation", own,
+                        criterion, None if min_peak is None else float(min_peak),
+                    )  # fmt: skip
+        if True in best and best[True][0][0] >= best[False][0][0] + PEAK_MARGIN:
+            return best[True][1]
+        return best[False][1]

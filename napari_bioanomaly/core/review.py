@@ -257,14 +257,17 @@ class ReviewSession:
             self.rescore(filename)
         return len(taken)
 
-    def propose(self, filename: str, threshold: float, min_area: float) -> list[Region] | None:
+    def propose(
+        self, filename: str, threshold: float, min_area: float, min_peak: float | None = None
+    ) -> list[Region] | None:
         """Replace the image's predictions by the outlines of its anomaly map above
-        ``threshold`` (regions of at least ``min_area`` px); None without a map."""
+        ``threshold`` (regions of at least ``min_area`` px, and with ``min_peak`` whose map
+        exceeds it somewhere); None without a map."""
         heat = self.heatmap(filename)
         if heat is None:
             return None
         regions = regions_from_probabilities(
-            np.stack([1.0 - heat, heat]), ["anomaly"], threshold, min_area
+            np.stack([1.0 - heat, heat]), ["anomaly"], threshold, min_area, min_peak=min_peak
         )
         self.prediction(filename).regions = regions
         self.save_predictions()

@@ -95,6 +95,16 @@ class Predictor:
         return cls(model, config.model, classes, config, dev, extra)
 
 
+def _mean_min_peak(points: list[OperatingPoint]) -> float | None:
+    """The minimum peak of an ensemble: the mean of its members' (a member without one
+    counts its threshold, which is what it keeps), ``None`` when no member has one."""
+    if all(p.min_peak is None for p in points):
+        return None
+    peak = float(np.mean([p.threshold if p.min_peak is None else p.min_peak for p in points]))
+    threshold = float(np.mean([p.threshold for p in points]))
+    return peak if threshold < peak < 1 else None
+
+
 @dataclass
 class Ensemble:
     """Several trained models that predict as one: their anomaly probabilities averaged.
@@ -142,6 +152,7 @@ class Ensemble:
             source="validation" if all(p.source == "validation" for p in points) else "default",
             class_min_area={c: float(np.mean([p.min_area_of(c) for p in points])) for c in own},
             criterion=points[0].criterion if len({p.criterion for p in points}) == 1 else "mean",
+            min_peak=_mean_min_peak(points),
         )
 
     def probabilities(
@@ -267,6 +278,7 @@ def predict_dataset(
     done: dict[str, ImageRecord] | None = None,
     heatmaps: str | Path | None = None,
     tta: bool = False,
+    min_peak: float | None = None,
 ) -> Generator[PredictEvent, None, Dataset]:
     """Predict every image of ``dataset``; yields progress, returns the predictions.
 
@@ -278,11 +290,15 @@ def predict_dataset(
     give each image its anomaly score (file attribute :data:`ANOMALY_SCORE`);
     with ``heatmaps`` a folder, each image's anomaly map (``1 - p(background)``,
     float32 TIFF) is written there under the image's name. ``threshold`` and
-    ``min_area`` default to the model's operating point (chosen on validation).
+    ``min_area`` default to the model's operating point (chosen on validation), and so
+    does ``min_peak`` (regions kept only where the map exceeds it) unless ``threshold`` is
+    given.
     ``tta``: test-time augmentation (see :func:`predict_image`). An
     :class:`Ensemble` predicts as one model.
     """
     point = predictor.operating_point
+    # a threshold of the user's is a plain one unless they give a minimum peak too
+    min_peak = (point.min_peak if threshold is None else None) if min_peak is None else min_peak
     threshold = point.threshold if threshold is None else threshold
     # the user's minimum area holds for every class; the model's may differ by class
     class_min_area = point.class_min_area if min_area is None else {}
@@ -317,7 +333,7 @@ def predict_dataset(
         if heatmaps is not None:
             write_heatmap(heatmap_path(heatmaps, im.filename), 1.0 - probs[0])
         record.regions = regions_from_probabilities(
-            probs, predictor.classes, threshold, min_area, tolerance, class_min_area
+            probs, predictor.classes, threshold, min_area, tolerance, class_min_area, min_peak
         )
         yield PredictEvent(i + 1, len(dataset.images), im.filename, len(record.regions), "", record)
     return out

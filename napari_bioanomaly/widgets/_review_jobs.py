@@ -27,7 +27,7 @@ class ReviewJobs:
     """Start, follow and finish Review's jobs.
 
     ``say`` shows a line of text; ``on_done(gt, predictions, names)`` opens the result;
-    ``on_operating_point(threshold, min_area)`` passes a loaded model's point on to the
+    ``on_operating_point(threshold, min_area, min_peak)`` passes a loaded model's point on to the
     proposal controls; ``buttons`` are disabled while a job runs.
     """
 
@@ -36,7 +36,7 @@ class ReviewJobs:
         workspace: Workspace,
         say: Callable[[str], None],
         on_done: Callable[[str, Path, list[str]], None],
-        on_operating_point: Callable[[float, float], None],
+        on_operating_point: Callable[[float, float, float | None], None],
         buttons: list[QPushButton],
     ) -> None:
         self.workspace = workspace
@@ -106,7 +106,7 @@ class ReviewJobs:
             return False
         # proposals from the anomaly maps start at the model's own operating point
         point = predictor.operating_point
-        self.on_operating_point(point.threshold, point.min_area)
+        self.on_operating_point(point.threshold, point.min_area, point.min_peak)
         pred_out = predictions_path(gt)
         heatmaps = pred_out.with_suffix(annotations.HEATMAPS_SUFFIX)
         return self._start(

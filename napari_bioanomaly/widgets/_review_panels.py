@@ -264,6 +264,10 @@ class ClassPanel(QWidget):
             )
 
 
+PROPOSE_TIP = ("replace this image's predictions by the outlines of the map above the "
+               "threshold; accept the good ones into the annotations")
+
+
 class LayerControls(QWidget):
     """What the layers show: ground truth, predictions, fill and opacity; the anomaly map
     and the threshold at which its regions are proposed. The Review widget connects them."""
@@ -295,10 +299,7 @@ class LayerControls(QWidget):
         )
         self.heat_slider, label = labelled_slider(50, "propose at")
         self.propose_button = QPushButton("Propose regions")
-        self.propose_button.setToolTip(
-            "replace this image's predictions by the outlines of the map above the threshold; "
-            "accept the good ones into the annotations"
-        )
+        self.propose_button.setToolTip(PROPOSE_TIP)
         row.addWidget(self.show_heat)
         row.addWidget(label)
         row.addWidget(self.heat_slider, 1)

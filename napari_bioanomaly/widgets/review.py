@@ -40,6 +40,7 @@ from ._common import (
 )
 from ._review_jobs import ReviewJobs
 from ._review_panels import (
+    PROPOSE_TIP,
     LayerControls,
     ReviewTabs,
     labelled_slider,
@@ -59,8 +60,10 @@ class ReviewWidget(QWidget):
         self.annotator: Annotator | None = None
         self.review: ReviewSession | None = None
         self.layers = ReviewLayers(napari_viewer)
-        #: regions smaller than this are not proposed (the model's operating point's)
+        #: regions smaller than this, or whose map nowhere exceeds the peak (when above the
+        #: slider), are not proposed: the model's operating point's
         self.proposal_min_area = 16.0
+        self.proposal_min_peak: float | None = None
         self._build()
         self.jobs = ReviewJobs(
             self.workspace, self.summary.setText, self._after_job, self._set_proposal_point,
@@ -317,7 +320,8 @@ class ReviewWidget(QWidget):
             return 0
         name = self._image
         try:
-            regions = self.review.propose(name, self.proposal_threshold, self.proposal_min_area)
+            regions = self.review.propose(name, self.proposal_threshold, self.proposal_min_area,
+                                          self.proposal_peak)  # fmt: skip
         except BioAnomalyError as exc:
             self.summary.setText(str(exc))
             return 0
@@ -417,9 +421,22 @@ class ReviewWidget(QWidget):
         self.pred_edit.setText(str(pred_out))
         self.open(gt, pred_out, images=names)
 
-    def _set_proposal_point(self, threshold: float, min_area: float) -> None:
+    @property
+    def proposal_peak(self) -> float | None:
+        """The model's minimum peak, where it is above the slider's threshold."""
+        peak = self.proposal_min_peak
+        return peak if peak is not None and peak > self.proposal_threshold else None
+
+    def _set_proposal_point(
+        self, threshold: float, min_area: float, min_peak: float | None = None
+    ) -> None:
         self.heat_slider.setValue(round(threshold * 100))
-        self.proposal_min_area = min_area
+        self.proposal_min_area, self.proposal_min_peak = min_area, min_peak
+        self.propose_button.setToolTip(
+            PROPOSE_TIP + f"; the model's point: regions of at least {min_area:g} px"
+            + ("" if min_peak is None else f" whose map exceeds {min_peak:g} somewhere, when the "
+               "threshold is below that")
+        )  # fmt: skip
 
     def _on_gt_saved(self, *_: Any) -> None:
         """The ground truth is on disk: accepted predictions leave the predictions file."""

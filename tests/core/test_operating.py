@@ -78,9 +78,57 @@ def test_ties_go_to_pixel_f1_then_to_half():
     assert point.pixel_f1 == pytest.approx(2 * 28 / (28 + 32))
 
 
+def rims_and_ghosts() -> tuple[np.ndarray, np.ndarray]:
+    """Two true 12x12 squares the map sees faintly (0.3) but for a bright 4x4 core
+    (0.8), and two false squares of the same size, faint throughout (0.35): no single
+    threshold keeps the true squares whole and drops the false ones."""
+    truth = np.zeros((40, 80), np.int32)
+    heat = np.zeros(truth.shape, np.float32)
+    for k, c in enumerate((2, 22), start=1):
+        truth[4:16, c:c + 12] = k
+        heat[4:16, c:c + 12] = 0.3
+        heat[8:12, c + 4:c + 8] = 0.8
+    for c in (42, 62):
+        heat[24:36, c:c + 12] = 0.35
+    return heat, truth
+
+
+def test_a_minimum_peak_keeps_faint_rims_and_drops_faint_ghosts():
+    from napari_bioanomaly.core.maps import regions_from_probabilities
+
+    heat, truth = rims_and_ghosts()
+    point = choose_operating_point([heat], [truth])
+    # plain points reach F1 2/3 at best (the ghosts kept, or the squares cut to their cores)
+    assert point.f1 == 1.0 and point.pixel_f1 == 1.0
+    assert point.threshold == 0.2 and 0.35 < point.min_peak < 0.8
+    assert "threshold 0.2, min peak" in point.describe()
+    probs = np.stack([1 - heat, heat])
+    kept = regions_from_probabilities(probs, ["a"], point.threshold, point.min_area,
+                                      min_peak=point.min_peak)  # fmt: skip
+    assert len(kept) == 2 and len(regions_from_probabilities(probs, ["a"], 0.2, 0)) == 4
+    # where the plain point is as good, no minimum peak is chosen (two_blobs: F1 1.0)
+    blobs, blob_truth = two_blobs()
+    assert choose_operating_point([blobs], [blob_truth]).min_peak is None
+
+
+def test_a_minimum_peak_must_earn_its_place_by_a_margin(monkeypatch):
+    from napari_bioanomaly.core import operating
+
+    heat, truth = rims_and_ghosts()
+    monkeypatch.setattr(operating, "PEAK_MARGIN", 0.4)  # the gain here is 1.0 - 2/3
+    point = choose_operating_point([heat], [truth])
+    assert point.min_peak is None and point.f1 == pytest.approx(2 / 3, abs=1e-3)
+
+
 def test_point_round_trip_and_validation():
     p = OperatingPoint(0.35, 64.0, 0.5, 0.6, "validation")
     assert OperatingPoint.from_dict(p.to_dict()) == p
+    peaked = OperatingPoint(0.2, 16.0, min_peak=0.7)
+    assert OperatingPoint.from_dict(peaked.to_dict()) == peaked
+    assert OperatingPoint.from_dict({"threshold": 0.5, "min_area": 0}).min_peak is None
+    for bad in (0.2, 0.1, 1.0):  # at or below the threshold, or not below 1
+        with pytest.raises(BioAnomalyError, match="operating min_peak must be above"):
+            OperatingPoint.from_dict({"threshold": 0.2, "min_area": 0, "min_peak": bad})
     assert OperatingPoint.from_dict(None) == OperatingPoint()
     for bad in ({"threshold": 1.5, "min_area": 0}, {"threshold": 0.5, "min_area": -1},
                 {"threshold": "x", "min_area": 0}, {"min_area": 0}, [0.5]):

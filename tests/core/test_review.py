@@ -134,6 +134,11 @@ def test_propose_outlines_the_stored_map(files):
     regions = review.propose(name, 0.5, 16)
     assert len(regions) == 1 and regions[0].area == pytest.approx(600, rel=0.1)
     assert review.prediction(name).regions == regions
+    heat[10:20, 10:20] = 0.3  # a faint patch: proposed at 0.2 unless it must reach a peak
+    tifffile.imwrite(path, heat)
+    review._heat.clear()
+    assert len(review.propose(name, 0.2, 16)) == 2
+    assert len(review.propose(name, 0.2, 16, min_peak=0.8)) == 1
     path.write_bytes(b"not a tiff")
     review._heat.clear()
     with pytest.raises(Exception, match="cannot read the anomaly map"):

@@ -260,6 +260,45 @@ def test_predict_uses_each_class_minimum_area_unless_the_user_sets_one(
     assert [r.label for r in out.images[0].regions] == [first]
 
 
+def test_predict_keeps_regions_reaching_the_minimum_peak(model_path, sample_dir, tmp_path,
+                                                        monkeypatch, capsys):
+    from dataclasses import replace
+
+    from napari_bioanomaly.core.operating import OperatingPoint
+    from napari_bioanomaly.ml import predict as predict_module
+    from napari_bioanomaly.ml.predict import Ensemble
+
+    predictor = Predictor.load(model_path, "cpu")
+    probs = np.zeros((len(predictor.classes) + 1, 64, 64), np.float32)
+    probs[0] = 1
+    probs[:2, 4:14, 4:14] = [[[0.4]], [[0.6]]]  # faint throughout: 0.6
+    probs[:2, 30:40, 30:40] = [[[0.4]], [[0.6]]]
+    probs[:2, 33:37, 33:37] = [[[0.1]], [[0.9]]]  # faint, with a bright core: 0.9
+    monkeypatch.setattr(predict_module, "predict_image", lambda *a, **k: (probs, None))
+    dataset, _ = annotations.load(sample_dir / "annotations.json")
+    dataset.images = dataset.images[:1]
+    predictor.operating_point = OperatingPoint(0.5, 16.0, min_peak=0.7)
+    out = run(predict_dataset(predictor, dataset))
+    [kept] = out.images[0].regions
+    assert polygon_to_mask(kept.polygon, (64, 64)).sum() == 100  # whole, rim and all
+    assert len(run(predict_dataset(predictor, dataset, threshold=0.5)).images[0].regions) == 2
+    assert len(run(predict_dataset(predictor, dataset, threshold=0.3, min_peak=0.7))
+               .images[0].regions) == 1  # fmt: skip
+    # an ensemble: the mean of its members' peaks (one without counts its threshold)
+    ens = Ensemble([predictor, replace(predictor, operating_point=OperatingPoint(0.5, 16.0))])
+    assert ens.operating_point.min_peak == pytest.approx(0.6)
+    # the command line: the user's peak, or none with the user's threshold
+    for extra, n in ((["--threshold", "0.5", "--min-peak", "0.7"], 1), (["--threshold", "0.5"], 2)):
+        assert predict(model_path, sample_dir, tmp_path / "p.json", *extra) == 0
+        predicted, _ = annotations.load(tmp_path / "p.json", images_dir=sample_dir)
+        assert {len(im.regions) for im in predicted.images} == {n}, extra
+    assert "min peak 0.7" in capsys.readouterr().err
+    assert predict(model_path, sample_dir, tmp_path / "q.json", "--min-peak", "0.2",
+                   "--threshold", "0.5") != 0  # fmt: skip
+    assert "min_peak must be above the threshold 0.5" in capsys.readouterr().err
+    assert not (tmp_path / "q.json").exists()
+
+
 def test_an_image_too_large_to_predict_is_refused_from_its_header(model_path, sample_dir,
                                                                   monkeypatch):
     from napari_bioanomaly.ml import predict as predict_module

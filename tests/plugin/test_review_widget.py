@@ -212,6 +212,17 @@ def test_anomaly_map_is_shown_and_turned_into_proposals(review, dataset_dir):
     assert layer is not None and layer.visible and layer.data.shape == (128, 128)
     layers = list(review.viewer.layers)
     assert layers.index(layer) < layers.index(review.pred_layer)  # under the outlines
+    # a model's point with a minimum peak: a faint patch is proposed only without it
+    heat[100:110, 10:20] = 0.4
+    tifffile.imwrite(folder / "img_000.tif", heat)
+    review.review._heat.clear()
+    review._set_proposal_point(0.3, 16.0, 0.8)
+    assert review.heat_slider.value() == 30 and "exceeds 0.8" in review.propose_button.toolTip()
+    assert review.propose() == 1
+    review.heat_slider.setValue(85)  # above the peak: the peak no longer applies
+    assert review.proposal_peak is None and review.propose() == 1
+    review._set_proposal_point(0.3, 16.0, None)
+    assert review.propose() == 2
     review.heat_slider.setValue(50)
     assert review.propose() == 1
     review.score_slider.setValue(0)

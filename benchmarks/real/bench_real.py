@@ -16,12 +16,17 @@ The reference, run in the same process on the same images, learns nothing: its
 map is ``|x - median_31(x)|`` (smoothed), and its regions are that map above the
 one threshold that gives the best pixel F1 on the training images (so it is as
 good as a fixed filter can be made). Add ``--json FILE`` to keep the figures.
+
+``--reuse --retune`` scores models already trained with their operating point chosen
+again by today's chooser; where that point has a minimum peak (hysteresis), the best
+point without one is chosen too and scored beside it, in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import sys
 import time
@@ -36,6 +41,7 @@ from napari_bioanomaly.core.evaluate import evaluate
 from napari_bioanomaly.core.imagemetrics import roc_auc
 from napari_bioanomaly.core.images import read_image
 from napari_bioanomaly.core.model import Dataset, ImageRecord
+from napari_bioanomaly.core.operating import OperatingPoint
 from napari_bioanomaly.core.reference import best_threshold, reference_map
 
 
@@ -118,6 +124,24 @@ def line(name: str, s: dict, ref: dict | None, fit: float | None = None) -> str:
     return f"{name:12s} " + "  ".join(parts) + extra
 
 
+def retune(predictor, dataset: Dataset, peak_margin: float | None = None) -> OperatingPoint:
+    """The predictor's operating point chosen again on its validation images, by the
+    product's chooser (with ``peak_margin``, the margin a minimum peak must earn)."""
+    from napari_bioanomaly.core import operating
+    from napari_bioanomaly.ml.data import split
+    from napari_bioanomaly.ml.predict import run
+    from napari_bioanomaly.ml.validation import operating_point
+
+    _, val_idx = split(dataset, predictor.config)
+    before = operating.PEAK_MARGIN
+    operating.PEAK_MARGIN = before if peak_margin is None else peak_margin
+    try:
+        return run(operating_point(predictor.config, predictor.model, predictor.classes,
+                                   predictor.extra, dataset, val_idx, predictor.device, 0, 1, 1))
+    finally:
+        operating.PEAK_MARGIN = before
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("dataset", type=Path)
@@ -184,21 +208,22 @@ def main() -> None:
             run(train(train_ds, config, path))
             fit = time.perf_counter() - t0
         predictor = Predictor.load(path, args.device)
+        plain = None
         if args.retune:  # choose the operating point again (e.g. on a wider grid)
-            from napari_bioanomaly.ml.data import split
-            from napari_bioanomaly.ml.validation import operating_point
-
-            _, val_idx = split(train_ds, predictor.config)
-            predictor.operating_point = run(operating_point(
-                predictor.config, predictor.model, predictor.classes, predictor.extra,
-                train_ds, val_idx, predictor.device, 0, 1, 1))
+            predictor.operating_point = retune(predictor, train_ds)
             print(f"{kind}: operating point chosen again: {predictor.operating_point.describe()}")
+            if predictor.operating_point.min_peak is not None:  # and the best without one
+                plain = retune(predictor, train_ds, peak_margin=math.inf)
+                print(f"{kind}: without a minimum peak: {plain.describe()}")
         models[kind] = predictor
-        rows = [(kind, lambda im, p=predictor: predict_image(p, im))]
+        point = predictor.operating_point
+        rows = [(kind, lambda im, p=predictor: predict_image(p, im), point)]
+        if plain is not None:
+            rows.append((f"{kind} (no min peak)", rows[0][1], plain))
         if kind in args.tta.split(","):
-            rows.append((f"{kind}+tta", lambda im, p=predictor: predict_image(p, im, tta=True)))
-        for name, fn in rows:
-            point = predictor.operating_point
+            rows.append((f"{kind}+tta", lambda im, p=predictor: predict_image(p, im, tta=True),
+                         point))  # fmt: skip
+        for name, fn, point in rows:
             s = score(test, folder, fn, point.threshold, point.min_area, predictor.classes,
                       point.class_min_area, point.min_peak)
             ckpt_best = load_checkpoint(path)

@@ -20,6 +20,7 @@ from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
+    QDoubleSpinBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -298,11 +299,22 @@ class LayerControls(QWidget):
             "by predict --heatmaps into PREDICTIONS.heatmaps)"
         )
         self.heat_slider, label = labelled_slider(50, "propose at")
+        self.peak_box = QDoubleSpinBox()
+        self.peak_box.setRange(0.0, 0.99)
+        self.peak_box.setSingleStep(0.05)
+        self.peak_box.setSpecialValueText("any peak")  # 0: every region above the threshold
+        self.peak_box.setPrefix("min peak ")
+        self.peak_box.setToolTip(
+            "propose only regions whose map exceeds this somewhere (hysteresis: a faint "
+            "region with a confident core is kept whole, faint specks go); the model's "
+            "operating point sets it where validation chose one; ignored below the threshold"
+        )
         self.propose_button = QPushButton("Propose regions")
         self.propose_button.setToolTip(PROPOSE_TIP)
         row.addWidget(self.show_heat)
         row.addWidget(label)
         row.addWidget(self.heat_slider, 1)
+        row.addWidget(self.peak_box)
         row.addWidget(self.propose_button)
         layout.addLayout(row)
 

@@ -60,10 +60,8 @@ class ReviewWidget(QWidget):
         self.annotator: Annotator | None = None
         self.review: ReviewSession | None = None
         self.layers = ReviewLayers(napari_viewer)
-        #: regions smaller than this, or whose map nowhere exceeds the peak (when above the
-        #: slider), are not proposed: the model's operating point's
+        #: regions smaller than this are not proposed (the model's operating point's)
         self.proposal_min_area = 16.0
-        self.proposal_min_peak: float | None = None
         self._build()
         self.jobs = ReviewJobs(
             self.workspace, self.summary.setText, self._after_job, self._set_proposal_point,
@@ -110,7 +108,7 @@ class ReviewWidget(QWidget):
             slider.valueChanged.connect(lambda _v: self.refresh())
         controls = LayerControls()
         for name in ("show_gt", "show_pred", "fill", "opacity", "show_heat", "heat_slider",
-                     "propose_button"):
+                     "peak_box", "propose_button"):
             setattr(self, name, getattr(controls, name))  # as tests and scripts know them
         self.show_gt.toggled.connect(
             lambda on: self.layers.set_visible(self.annotator and self.annotator.shapes_layer, on)
@@ -423,20 +421,20 @@ class ReviewWidget(QWidget):
 
     @property
     def proposal_peak(self) -> float | None:
-        """The model's minimum peak, where it is above the slider's threshold."""
-        peak = self.proposal_min_peak
-        return peak if peak is not None and peak > self.proposal_threshold else None
+        """The ``min peak`` box's value, where it is above the slider's threshold."""
+        peak = round(self.peak_box.value(), 2)
+        return peak if peak > self.proposal_threshold else None
 
     def _set_proposal_point(
         self, threshold: float, min_area: float, min_peak: float | None = None
     ) -> None:
+        """Start the proposal controls at a model's operating point."""
         self.heat_slider.setValue(round(threshold * 100))
-        self.proposal_min_area, self.proposal_min_peak = min_area, min_peak
+        self.peak_box.setValue(min_peak or 0.0)
+        self.proposal_min_area = min_area
         self.propose_button.setToolTip(
-            PROPOSE_TIP + f"; the model's point: regions of at least {min_area:g} px"
-            + ("" if min_peak is None else f" whose map exceeds {min_peak:g} somewhere, when the "
-               "threshold is below that")
-        )  # fmt: skip
+            PROPOSE_TIP + f"; regions of at least {min_area:g} px (the model's point)"
+        )
 
     def _on_gt_saved(self, *_: Any) -> None:
         """The ground truth is on disk: accepted predictions leave the predictions file."""

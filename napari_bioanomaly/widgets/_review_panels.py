@@ -302,8 +302,7 @@ class LayerControls(QWidget):
         self.peak_box = QDoubleSpinBox()
         self.peak_box.setRange(0.0, 0.99)
         self.peak_box.setSingleStep(0.05)
-        self.peak_box.setSpecialValueText("any peak")  # 0: every region above the threshold
-        self.peak_box.setPrefix("min peak ")
+        self.peak_box.setSpecialValueText("any")  # 0: every region above the threshold
         self.peak_box.setToolTip(
             "propose only regions whose map exceeds this somewhere (hysteresis: a faint "
             "region with a confident core is kept whole, faint specks go); the model's "
@@ -314,7 +313,11 @@ class LayerControls(QWidget):
         row.addWidget(self.show_heat)
         row.addWidget(label)
         row.addWidget(self.heat_slider, 1)
+        layout.addLayout(row)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("min peak"))
         row.addWidget(self.peak_box)
+        row.addStretch(1)
         row.addWidget(self.propose_button)
         layout.addLayout(row)
 

@@ -218,12 +218,13 @@ def test_anomaly_map_is_shown_and_turned_into_proposals(review, dataset_dir):
     review.review._heat.clear()
     review._set_proposal_point(0.3, 16.0, 0.8)
     assert review.heat_slider.value() == 30 and review.peak_box.value() == pytest.approx(0.8)
+    assert review.score_slider.value() == 30  # every region the model outlines counts
     assert review.propose() == 1
     review.heat_slider.setValue(85)  # above the peak: the peak no longer applies
     assert review.proposal_peak is None and review.propose() == 1
     review.heat_slider.setValue(30)
     review.peak_box.setValue(0.0)  # the biologist's choice: any peak
-    assert review.peak_box.text() == "any peak" and review.propose() == 2
+    assert review.peak_box.text() == "any" and review.propose() == 2
     review.peak_box.setValue(0.5)
     assert review.propose() == 1
     review._set_proposal_point(0.3, 16.0, None)

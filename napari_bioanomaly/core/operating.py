@@ -30,7 +30,7 @@ region's class is the one its pixels vote for.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -381,7 +381,7 @@ class PointChooser:
         if not self.tables:
             return OperatingPoint()
         criterion = criterion or self.criterion()
-        tables, classes, areas = self.tables, self.classes, self.areas
+        tables, classes = self.tables, self.classes
         n_truth, truth_pixels = self.n_truth, self.truth_pixels
         n_classes = max([len(classes), 1] + [int(r[:, 0].max()) + 1 for tb in tables
                                              for r in tb if len(r)])  # fmt: skip
@@ -399,20 +399,7 @@ class PointChooser:
             at_t = np.concatenate([table[i] for table in tables])
             for min_peak in [None, *(h for h in self.thresholds if h > t)]:
                 rows = at_t if min_peak is None else at_t[at_t[:, 4] > min_peak]
-                # one floor for all classes first, then each class's own where it helps
-                scored = [(*(round(v, 3) for v in evaluate(rows, np.full(n_classes, a))[:2]),
-                           -k) for k, a in enumerate(areas)]  # fmt: skip
-                common = areas[-max(scored)[2]]
-                floor = np.full(n_classes, common)
-                current = round(evaluate(rows, floor)[0], 3)
-                for _ in range(2 if len(classes) > 1 else 0):
-                    for c in range(len(classes)):
-                        for a in areas:
-                            trial = floor.copy()
-                            trial[c] = a
-                            value = round(evaluate(rows, trial)[0], 3)
-                            if value > current:
-                                floor, current = trial, value
+                common, floor = self._floors(rows, n_classes, evaluate)
                 score, f1, pixel_f1 = evaluate(rows, floor)
                 key = (round(score, 3), round(f1, 3), -abs(t - 0.5))
                 peaked = min_peak is not None
@@ -426,3 +413,27 @@ class PointChooser:
         if True in best and best[True][0][0] >= best[False][0][0] + PEAK_MARGIN:
             return best[True][1]
         return best[False][1]
+
+    def _floors(
+        self,
+        rows: np.ndarray,
+        n_classes: int,
+        evaluate: Callable[[np.ndarray, np.ndarray], tuple[float, float, float]],
+    ) -> tuple[float, np.ndarray]:
+        """The minimum area of the grid best for all classes of ``rows`` at once, and the
+        floor of each class: that one, or the class's own where it raises the score."""
+        areas = self.areas
+        scored = [(*(round(v, 3) for v in evaluate(rows, np.full(n_classes, a))[:2]), -k)
+                  for k, a in enumerate(areas)]  # fmt: skip
+        common = float(areas[-max(scored)[2]])
+        floor = np.full(n_classes, common)
+        current = round(evaluate(rows, floor)[0], 3)
+        for _ in range(2 if len(self.classes) > 1 else 0):
+            for c in range(len(self.classes)):
+                for a in areas:
+                    trial = floor.copy()
+                    trial[c] = a
+                    value = round(evaluate(rows, trial)[0], 3)
+                    if value > current:
+                        floor, current = trial, value
+        return common, floor

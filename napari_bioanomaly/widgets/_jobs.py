@@ -60,9 +60,9 @@ def crossval_job(
 
 def train_and_predict(
     dataset: Any, config: Any, out: Path, pred_out: Path
-) -> Generator[Any, None, tuple[Path, list[str]]]:
+) -> Generator[Any, None, tuple[Path, list[str], Any]]:
     """"Train & review": train, predict the validation images, save the predictions;
-    returns their path and the validation images' names."""
+    returns their path, the validation images' names and the model's operating point."""
     from ..core import annotations
     from ..ml.data import split
     from ..ml.predict import Predictor, predict_dataset
@@ -73,7 +73,7 @@ def train_and_predict(
     predictor = Predictor.load(result.best or result.last)
     predictions = yield from predict_dataset(predictor, dataset.subset(val))
     annotations.save(predictions, pred_out, "via")
-    return pred_out, names
+    return pred_out, names, predictor.operating_point
 
 
 def predict_and_save(

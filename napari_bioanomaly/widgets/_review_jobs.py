@@ -132,8 +132,12 @@ class ReviewJobs:
         else:
             self.say(f"Predicting: {event.index}/{event.total} images")
 
-    def _after(self, gt: str, pred_out: Path, names: list[str]) -> None:
+    def _after(self, gt: str, pred_out: Path, names: list[str], point: Any = None) -> None:
+        """A job's predictions are saved: review them (from the operating point of a model
+        trained by the job; Predict & review passed its model's on at the start)."""
         self.workspace.predictions_path = pred_out
+        if point is not None:
+            self.on_operating_point(point.threshold, point.min_area, point.min_peak)
         self.on_done(gt, pred_out, names)
 
     def _on_finished(self) -> None:

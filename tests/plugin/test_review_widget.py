@@ -136,6 +136,13 @@ def test_one_click_train_and_review(make_napari_viewer, dataset_dir, qtbot):
     assert (dataset_dir / "annotations.predictions.json").is_file()
     assert widget.annotator is not None and 1 <= len(widget.names) < 6  # the validation images
     assert [r.image for r in widget.model.rows] == widget.names
+    # the review starts at the trained model's operating point: every region it predicted
+    # counts, and proposals are outlined as predict outlines them
+    from napari_bioanomaly.ml.predict import Predictor
+
+    point = Predictor.load(dataset_dir / "bioanomaly-model.pt", "cpu").operating_point
+    assert widget.heat_slider.value() == round(point.threshold * 100)
+    assert widget.score_slider.value() <= round(point.threshold * 100)
 
 
 def test_export_corrected_annotations(review, tmp_path):

@@ -204,6 +204,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             class_min_area=point.class_min_area if args.min_area is None else {},
             min_peak=args.min_peak if args.min_peak is not None else
             point.min_peak if args.threshold is None else None,
+            vote_weights=point.vote_weights,
         )  # fmt: skip
     print(
         point.describe(scores=False)

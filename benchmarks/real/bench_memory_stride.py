@@ -52,8 +52,7 @@ def main() -> None:
     for stride in reversed(strides):  # the reference first, so the others compare with it
         anomaly.QUERY_STRIDE = stride
         figures[stride] = score(test, args.dataset, lambda im: predict_image(predictor, im),
-                                point.threshold, point.min_area, ["anomaly"],
-                                min_peak=point.min_peak)  # fmt: skip
+                                point, ["anomaly"])  # fmt: skip
     ref = figures[strides[-1]]
     for stride in strides:
         s = figures[stride]

@@ -77,8 +77,7 @@ def main() -> None:
             predictor = Predictor.load(path)
             point = predictor.operating_point
             s = score(test_ds.images, folder, lambda im, p=predictor: predict_image(p, im),
-                      point.threshold, point.min_area, predictor.classes, point.class_min_area,
-                      point.min_peak)
+                      point, predictor.classes)
             s["fit_s"] = fit
             row[name] = s
             diff = "" if name == "random" else "  ({:+.3f} F1, {:+.3f} pixel IoU)".format(

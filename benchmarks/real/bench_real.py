@@ -18,8 +18,8 @@ one threshold that gives the best pixel F1 on the training images (so it is as
 good as a fixed filter can be made). Add ``--json FILE`` to keep the figures.
 
 ``--reuse --retune`` scores models already trained with their operating point chosen
-again by today's chooser; where that point has a minimum peak (hysteresis), the best
-point without one is chosen too and scored beside it, in the same run.
+again by today's chooser; where that point has a minimum peak (hysteresis) or vote
+weights, the best point without them is chosen too and scored beside it, in the same run.
 """
 
 from __future__ import annotations
@@ -59,10 +59,10 @@ def reference_threshold(folder: Path, images: list[ImageRecord], limit: int = 60
     return best_threshold(maps, [truth_mask(im, m.shape) for im, m in zip(chosen, maps, strict=True)])
 
 
-def score(test: list[ImageRecord], folder: Path, heat_of, threshold: float, min_area: float,
-          classes: list[str], class_min_area: dict[str, float] | None = None,
-          min_peak: float | None = None) -> dict[str, float | None]:
-    """Figures of one method on the test images (``heat_of(image) -> (probs, image score)``)."""
+def score(test: list[ImageRecord], folder: Path, heat_of, point: OperatingPoint,
+          classes: list[str]) -> dict[str, float | None]:
+    """Figures of one method on the test images (``heat_of(image) -> (probs, image score)``),
+    its regions taken at ``point``."""
     from napari_bioanomaly.ml.predict import regions_from_probabilities
 
     labels, image_scores, px_labels, px_scores = [], [], [], []
@@ -72,8 +72,10 @@ def score(test: list[ImageRecord], folder: Path, heat_of, threshold: float, min_
     for im in test:
         probs, image_score = heat_of(read_image(folder / im.filename))
         heat = 1.0 - probs[0]
-        regions = regions_from_probabilities(probs, classes, threshold, min_area,
-                                             class_min_area=class_min_area, min_peak=min_peak)
+        regions = regions_from_probabilities(
+            probs, classes, point.threshold, point.min_area, class_min_area=point.class_min_area,
+            min_peak=point.min_peak, vote_weights=point.vote_weights,
+        )
         pred.images.append(ImageRecord(im.filename, heat.shape, regions=regions))
         truth = truth_mask(im, heat.shape)
         labels.append(int(bool(im.regions)))
@@ -124,22 +126,27 @@ def line(name: str, s: dict, ref: dict | None, fit: float | None = None) -> str:
     return f"{name:12s} " + "  ".join(parts) + extra
 
 
-def retune(predictor, dataset: Dataset, peak_margin: float | None = None) -> OperatingPoint:
+def retune(predictor, dataset: Dataset, peak_margin: float | None = None,
+           vote_margin: float | None = None) -> OperatingPoint:
     """The predictor's operating point chosen again on its validation images, by the
-    product's chooser (with ``peak_margin``, the margin a minimum peak must earn)."""
+    product's chooser (with ``peak_margin`` and ``vote_margin``, the margins a minimum
+    peak and vote weights must earn; ``math.inf``: none)."""
     from napari_bioanomaly.core import operating
     from napari_bioanomaly.ml.data import split
     from napari_bioanomaly.ml.predict import run
     from napari_bioanomaly.ml.validation import operating_point
 
     _, val_idx = split(dataset, predictor.config)
-    before = operating.PEAK_MARGIN
-    operating.PEAK_MARGIN = before if peak_margin is None else peak_margin
+    before = operating.PEAK_MARGIN, operating.VOTE_MARGIN
+    if peak_margin is not None:
+        operating.PEAK_MARGIN = peak_margin
+    if vote_margin is not None:
+        operating.VOTE_MARGIN = vote_margin
     try:
         return run(operating_point(predictor.config, predictor.model, predictor.classes,
                                    predictor.extra, dataset, val_idx, predictor.device, 0, 1, 1))
     finally:
-        operating.PEAK_MARGIN = before
+        operating.PEAK_MARGIN, operating.VOTE_MARGIN = before
 
 
 def main() -> None:
@@ -187,7 +194,7 @@ def main() -> None:
         p = np.clip(0.5 * m / max(t_ref, 1e-9), 0, 1)
         return np.stack([1.0 - p, p]), float(np.quantile(m, 0.999))
 
-    ref = score(test, folder, ref_probs, 0.5, 16, ["anomaly"])
+    ref = score(test, folder, ref_probs, OperatingPoint(0.5, 16), ["anomaly"])
     print(line("reference", ref, None, time.perf_counter() - t0))
     figures = {"dataset": folder.name, "reference": ref, "models": {}}
     overrides = {}
@@ -208,27 +215,28 @@ def main() -> None:
             run(train(train_ds, config, path))
             fit = time.perf_counter() - t0
         predictor = Predictor.load(path, args.device)
-        plain = None
+        others = []  # with --retune: the point chosen without the newer settings, beside
         if args.retune:  # choose the operating point again (e.g. on a wider grid)
             predictor.operating_point = retune(predictor, train_ds)
             print(f"{kind}: operating point chosen again: {predictor.operating_point.describe()}")
-            if predictor.operating_point.min_peak is not None:  # and the best without one
-                plain = retune(predictor, train_ds, peak_margin=math.inf)
-                print(f"{kind}: without a minimum peak: {plain.describe()}")
+            if predictor.operating_point.vote_weights:  # and the best with equal votes
+                others.append(("equal votes", retune(predictor, train_ds, vote_margin=math.inf)))
+            if predictor.operating_point.min_peak is not None:  # and the best without a peak
+                others.append(("no min peak", retune(predictor, train_ds, peak_margin=math.inf)))
+            for what, other in others:
+                print(f"{kind}: {what}: {other.describe()}")
         models[kind] = predictor
         point = predictor.operating_point
         rows = [(kind, lambda im, p=predictor: predict_image(p, im), point)]
-        if plain is not None:
-            rows.append((f"{kind} (no min peak)", rows[0][1], plain))
+        rows += [(f"{kind} ({what})", rows[0][1], other) for what, other in others]
         if kind in args.tta.split(","):
             rows.append((f"{kind}+tta", lambda im, p=predictor: predict_image(p, im, tta=True),
                          point))  # fmt: skip
         for name, fn, point in rows:
-            s = score(test, folder, fn, point.threshold, point.min_area, predictor.classes,
-                      point.class_min_area, point.min_peak)
+            s = score(test, folder, fn, point, predictor.classes)
             ckpt_best = load_checkpoint(path)
             s.update(fit_s=fit, threshold=point.threshold, min_area=point.min_area,
-                     min_peak=point.min_peak,
+                     min_peak=point.min_peak, vote_weights=point.vote_weights,
                      class_min_area=point.class_min_area,
                      best=ckpt_best.get("best_f1"), best_label=ckpt_best.get("best_label"),
                      epochs=len(ckpt_best.get("history", [])))
@@ -240,8 +248,7 @@ def main() -> None:
     if len(members) > 1:
         ensemble = Ensemble([models[m] for m in members])
         point = ensemble.operating_point
-        s = score(test, folder, lambda im: ensemble.probabilities(im), point.threshold,
-                  point.min_area, ensemble.classes, point.class_min_area, point.min_peak)
+        s = score(test, folder, lambda im: ensemble.probabilities(im), point, ensemble.classes)
         name = "+".join(members)
         figures["models"][name] = s
         print(line(name, s, ref) + f"  ({point.describe(scores=False)})", flush=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .model import BioAnomalyError, Region
+from .operating import vote
 
 
 def heatmap_path(folder: str | Path, filename: str) -> Path:
@@ -54,10 +55,12 @@ def regions_from_probabilities(
     tolerance: float = 0.5,
     class_min_area: Mapping[str, float] | None = None,
     min_peak: float | None = None,
+    vote_weights: Mapping[str, float] | None = None,
 ) -> list[Region]:
     """Regions of the connected anomalies of a probability map.
 
-    A region's class is the one its pixels' probabilities vote for; regions
+    A region's class is the one its pixels' probabilities vote for (each class's votes
+    counted ``vote_weights[name]`` times, 1 when not named); regions
     smaller than their class's ``class_min_area`` (``min_area`` for the others)
     are dropped, and with a ``min_peak`` those whose map nowhere exceeds it
     (hysteresis: see :class:`~.operating.OperatingPoint`).
@@ -79,7 +82,7 @@ def regions_from_probabilities(
         if comp.sum() < floor or (min_peak is not None and fg[sl][comp].max() <= min_peak):
             continue
         class_scores = probs[1:, sl[0], sl[1]][:, comp].sum(axis=1)
-        label = classes[int(np.argmax(class_scores))]
+        label = classes[int(vote(class_scores, classes, vote_weights or {}))]
         least = class_min_area.get(label, min_area)
         if comp.sum() < least:
             continue

@@ -105,6 +105,15 @@ def _mean_min_peak(points: list[OperatingPoint]) -> float | None:
     return peak if threshold < peak < 1 else None
 
 
+def _mean_vote_weights(points: list[OperatingPoint]) -> dict[str, float]:
+    """The vote weights of an ensemble: each class's geometric mean over the members (a
+    member that does not weight a class counts 1 for it)."""
+    named = {name for p in points for name in p.vote_weights}
+    means = {name: float(np.exp(np.mean([np.log(p.vote_weights.get(name, 1.0)) for p in points])))
+             for name in sorted(named)}  # fmt: skip
+    return {name: w for name, w in means.items() if w != 1.0}
+
+
 @dataclass
 class Ensemble:
     """Several trained models that predict as one: their anomaly probabilities averaged.
@@ -153,6 +162,7 @@ class Ensemble:
             class_min_area={c: float(np.mean([p.min_area_of(c) for p in points])) for c in own},
             criterion=points[0].criterion if len({p.criterion for p in points}) == 1 else "mean",
             min_peak=_mean_min_peak(points),
+            vote_weights=_mean_vote_weights(points),
         )
 
     def probabilities(
@@ -333,7 +343,8 @@ def predict_dataset(
         if heatmaps is not None:
             write_heatmap(heatmap_path(heatmaps, im.filename), 1.0 - probs[0])
         record.regions = regions_from_probabilities(
-            probs, predictor.classes, threshold, min_area, tolerance, class_min_area, min_peak
+            probs, predictor.classes, threshold, min_area, tolerance, class_min_area, min_peak,
+            point.vote_weights,
         )
         yield PredictEvent(i + 1, len(dataset.images), im.filename, len(record.regions), "", record)
     return out

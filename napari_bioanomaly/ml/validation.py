@@ -117,7 +117,8 @@ def choose_operating_point(
     for i in spread(indices, POINT_IMAGES):
         im = dataset.images[i]
         probs = predictor_probs(read_image(resolve_image(root, im.filename)))
-        chooser.add(probs, data.rasterise(im, classes, probs.shape[1:])[1])
+        truth_classes, truth = data.rasterise(im, classes, probs.shape[1:])
+        chooser.add(probs, truth, truth_classes)
     return chooser.choose(criterion)
 
 

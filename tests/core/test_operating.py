@@ -186,6 +186,55 @@ def test_each_class_gets_the_minimum_area_it_needs():
             OperatingPoint.from_dict({"threshold": 0.5, "min_area": 0, "class_min_area": bad})
 
 
+def collapsed_dots() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Probabilities of background, ``patch`` and ``dot``, instance and class label images:
+    four true 12x12 patches (votes 0.6 patch, 0.2 dot) and four true 6x6 dots that the
+    network votes ``patch`` too (0.4 patch, 0.3 dot: the dot class has collapsed, though
+    its probability still ranks the dots above the patches)."""
+    truth = np.zeros((50, 90), np.int32)
+    classes = np.zeros(truth.shape, np.int64)
+    probs = np.zeros((3, *truth.shape), np.float32)
+    probs[0] = 1.0
+    for k, c in enumerate((4, 24, 44, 64), start=1):
+        truth[4:16, c:c + 12], classes[4:16, c:c + 12] = k, 1
+        probs[:, 4:16, c:c + 12] = np.array([0.2, 0.6, 0.2])[:, None, None]
+        truth[30:36, c:c + 6], classes[30:36, c:c + 6] = k + 4, 2
+        probs[:, 30:36, c:c + 6] = np.array([0.3, 0.4, 0.3])[:, None, None]
+    return probs, truth, classes
+
+
+def test_vote_weights_undo_a_collapsed_class_on_validation():
+    from napari_bioanomaly.core.maps import regions_from_probabilities
+
+    probs, truth, classes = collapsed_dots()
+    names = ["patch", "dot"]
+    # without class label images (or with one class) the votes stay equal
+    assert not choose_operating_point([probs], [truth], classes=names).vote_weights
+    point = choose_operating_point([probs], [truth], classes=names, truth_classes=[classes])
+    # the smallest change that votes every region right: patches count 0.71 (dots
+    # 0.3 > 0.28, patches 0.42 > 0.2)
+    assert point.vote_weights == {"patch": pytest.approx(2**-0.5)}
+    assert point.describe(scores=False).endswith(", votes patch x0.71")
+    regions = regions_from_probabilities(probs, names, point.threshold, point.min_area,
+                                         vote_weights=point.vote_weights)  # fmt: skip
+    assert sorted(r.label for r in regions) == ["dot"] * 4 + ["patch"] * 4
+    assert sorted(r.label for r in regions_from_probabilities(probs, names, 0.5, 0)) == \
+        ["patch"] * 8
+    assert OperatingPoint.from_dict(point.to_dict()) == point
+    for bad in ({"dot": -1}, {"dot": 0}, {"dot": "x"}, {3: 2}, [2]):
+        with pytest.raises(BioAnomalyError, match="operating vote"):
+            OperatingPoint.from_dict({"threshold": 0.5, "min_area": 0, "vote_weights": bad})
+
+
+def test_votes_stay_equal_where_classes_are_voted_right():
+    probs, truth = two_classes()
+    classes = np.where(truth > 2, 2, np.where(truth > 0, 1, 0))
+    point = choose_operating_point([probs], [truth], min_areas=(16, 32, 64),
+                                   classes=["patch", "dot"], truth_classes=[classes])
+    assert point.f1 == 1.0 and not point.vote_weights
+    assert "votes" not in point.describe()
+
+
 def test_component_rows_add_up_to_the_counts_of_each_point():
     from napari_bioanomaly.core.operating import component_table
 

@@ -260,6 +260,34 @@ def test_predict_uses_each_class_minimum_area_unless_the_user_sets_one(
     assert [r.label for r in out.images[0].regions] == [first]
 
 
+def test_predict_votes_classes_with_the_model_vote_weights(model_path, sample_dir, monkeypatch):
+    from dataclasses import replace
+
+    from napari_bioanomaly.core.operating import OperatingPoint
+    from napari_bioanomaly.ml import predict as predict_module
+    from napari_bioanomaly.ml.predict import Ensemble, predict_dataset
+
+    predictor = Predictor.load(model_path, "cpu")
+    first, second = predictor.classes[:2]
+    probs = np.zeros((len(predictor.classes) + 1, 64, 64), np.float32)
+    probs[0] = 1
+    probs[:3, 4:14, 4:14] = [[[0.3]], [[0.4]], [[0.3]]]  # votes the first class, narrowly
+    monkeypatch.setattr(predict_module, "predict_image", lambda *a, **k: (probs, None))
+    dataset, _ = annotations.load(sample_dir / "annotations.json")
+    dataset.images = dataset.images[:1]
+    predictor.operating_point = OperatingPoint(0.5, 16.0)
+    assert [r.label for r in run(predict_dataset(predictor, dataset)).images[0].regions] == [first]
+    predictor.operating_point = OperatingPoint(0.5, 16.0, vote_weights={second: 2.0})
+    for threshold in (None, 0.4):  # the user's threshold does not change how classes vote
+        out = run(predict_dataset(predictor, dataset, threshold=threshold))
+        assert [r.label for r in out.images[0].regions] == [second]
+    # an ensemble: the geometric mean of its members' weights (one without counts 1)
+    ens = Ensemble([predictor, replace(predictor, operating_point=OperatingPoint(0.5, 16.0,
+                                       vote_weights={second: 8.0, first: 0.5}))])  # fmt: skip
+    assert ens.operating_point.vote_weights == {second: pytest.approx(4.0),
+                                                first: pytest.approx(0.5**0.5)}  # fmt: skip
+
+
 def test_predict_keeps_regions_reaching_the_minimum_peak(model_path, sample_dir, tmp_path,
                                                         monkeypatch, capsys):
     from dataclasses import replace

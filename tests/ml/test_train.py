@@ -348,6 +348,30 @@ def test_cli_train(train_dir, tmp_path, capsys):
     assert code == 2 and "nope.json: file not found" in capsys.readouterr().err
 
 
+def test_validation_images_weight_the_votes_of_a_collapsed_class(tmp_path):
+    """The trainer's chooser sees the validation images' classes: a model that calls the
+    true dots ``patch`` (but ranks them) gets vote weights that call them ``dot``."""
+    import imageio.v3 as iio
+
+    from napari_bioanomaly.core.model import Dataset, ImageRecord
+    from napari_bioanomaly.ml.validation import choose_operating_point
+    from tests.core.test_operating import collapsed_dots
+
+    probs, truth, classes = collapsed_dots()
+    regions = []
+    for k in range(1, int(truth.max()) + 1):
+        rows, cols = np.nonzero(truth == k)
+        r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+        square = np.array([[r0, c0], [r0, c1], [r1, c1], [r1, c0]], float)
+        label = "patch" if classes[r0, c0] == 1 else "dot"
+        regions.append(Region(square, label, shape="polygon"))
+    iio.imwrite(tmp_path / "a.png", np.zeros(truth.shape, np.uint8))
+    ds = Dataset([ImageRecord("a.png", truth.shape, regions=regions)], root=tmp_path,
+                 classes=["patch", "dot"])  # fmt: skip
+    point = choose_operating_point(lambda image: probs, ds, [0], ["patch", "dot"])
+    assert point.vote_weights == {"patch": pytest.approx(2**-0.5)}
+
+
 def test_best_checkpoint_holds_the_operating_point_that_predict_uses(dataset, train_dir, tmp_path):
     from napari_bioanomaly.core.operating import OperatingPoint
     from napari_bioanomaly.ml.predict import Predictor, predict_dataset, run

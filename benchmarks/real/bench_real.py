@@ -131,22 +131,22 @@ def retune(predictor, dataset: Dataset, peak_margin: float | None = None,
     """The predictor's operating point chosen again on its validation images, by the
     product's chooser (with ``peak_margin`` and ``vote_margin``, the margins a minimum
     peak and vote weights must earn; ``math.inf``: none)."""
-    from napari_bioanomaly.core import operating
+    from napari_bioanomaly.core import chooser
     from napari_bioanomaly.ml.data import split
     from napari_bioanomaly.ml.predict import run
     from napari_bioanomaly.ml.validation import operating_point
 
     _, val_idx = split(dataset, predictor.config)
-    before = operating.PEAK_MARGIN, operating.VOTE_MARGIN
+    before = chooser.PEAK_MARGIN, chooser.VOTE_MARGIN
     if peak_margin is not None:
-        operating.PEAK_MARGIN = peak_margin
+        chooser.PEAK_MARGIN = peak_margin
     if vote_margin is not None:
-        operating.VOTE_MARGIN = vote_margin
+        chooser.VOTE_MARGIN = vote_margin
     try:
         return run(operating_point(predictor.config, predictor.model, predictor.classes,
                                    predictor.extra, dataset, val_idx, predictor.device, 0, 1, 1))
     finally:
-        operating.PEAK_MARGIN, operating.VOTE_MARGIN = before
+        chooser.PEAK_MARGIN, chooser.VOTE_MARGIN = before
 
 
 def main() -> None:

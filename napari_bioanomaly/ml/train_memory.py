@@ -20,9 +20,10 @@ import torch
 from scipy import ndimage
 from torch import nn
 
+from ..core.chooser import PointChooser
 from ..core.imagemetrics import roc_auc
 from ..core.model import BioAnomalyError, Dataset
-from ..core.operating import OperatingPoint, PointChooser, f1_score
+from ..core.operating import OperatingPoint, f1_score
 from ..core.reference import line_map
 from . import data
 from .anomaly import (

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..core import operating
+from ..core.chooser import PointChooser
 from ..core.model import Dataset
 from . import data, models
 from .config import TrainConfig
@@ -113,7 +114,7 @@ def choose_operating_point(
     from ..core.paths import resolve_image
 
     root = dataset.root or Path(".")
-    chooser = operating.PointChooser(classes=classes)
+    chooser = PointChooser(classes=classes)
     for i in spread(indices, POINT_IMAGES):
         im = dataset.images[i]
         probs = predictor_probs(read_image(resolve_image(root, im.filename)))

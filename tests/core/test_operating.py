@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_bioanomaly.core.chooser import PointChooser, choose_operating_point
 from napari_bioanomaly.core.model import BioAnomalyError
 from napari_bioanomaly.core.operating import (
     OperatingPoint,
-    PointChooser,
-    choose_operating_point,
     criterion_for,
     point_counts,
     thin_share,
@@ -112,10 +111,10 @@ def test_a_minimum_peak_keeps_faint_rims_and_drops_faint_ghosts():
 
 
 def test_a_minimum_peak_must_earn_its_place_by_a_margin(monkeypatch):
-    from napari_bioanomaly.core import operating
+    from napari_bioanomaly.core import chooser
 
     heat, truth = rims_and_ghosts()
-    monkeypatch.setattr(operating, "PEAK_MARGIN", 0.4)  # the gain here is 1.0 - 2/3
+    monkeypatch.setattr(chooser, "PEAK_MARGIN", 0.4)  # the gain here is 1.0 - 2/3
     point = choose_operating_point([heat], [truth])
     assert point.min_peak is None and point.f1 == pytest.approx(2 / 3, abs=1e-3)
 
@@ -236,7 +235,7 @@ def test_votes_stay_equal_where_classes_are_voted_right():
 
 
 def test_component_rows_add_up_to_the_counts_of_each_point():
-    from napari_bioanomaly.core.operating import component_table
+    from napari_bioanomaly.core.chooser import component_table
 
     heat, truth = two_blobs()
     counts = point_counts(heat, truth, thresholds=(0.4, 0.5), min_areas=(0, 16))

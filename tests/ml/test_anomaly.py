@@ -186,7 +186,7 @@ def ndimage_dilate(mask):
 
 
 def _chooser(maps, truths):
-    from napari_bioanomaly.core.operating import PointChooser
+    from napari_bioanomaly.core.chooser import PointChooser
 
     chooser = PointChooser(classes=["anomaly"])
     for m, t in zip(maps, truths, strict=True):

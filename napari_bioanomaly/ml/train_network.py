@@ -79,23 +79,15 @@ def fit(job: TrainJob) -> Generator[TrainEvent, None, TrainResult]:
 MAX_AUTO_EPOCHS, MIN_AUTO_EPOCHS = 300, 3
 
 
-def _schedule(plan: dict[str, Any]):
-    """Linear warm-up over the first epoch, then cosine decay to 0 at the planned end; once
-    the run anneals (``plan["anneal"]``: the step it began at and the factor there), a
-    cosine from that factor to 0 at the planned end."""
-
-    def cosine(done: int, total: int) -> float:
-        total = max(total, 1)
-        return 0.5 * (1 + math.cos(math.pi * min(max(done, 0), total) / total))
+def _schedule(plan: dict[str, int]):
+    """Linear warm-up over the first epoch, then cosine decay to 0 at the planned end."""
 
     def factor(step: int) -> float:
-        warm, end = plan["steps_per_epoch"], plan["epochs"] * plan["steps_per_epoch"]
+        warm = plan["steps_per_epoch"]
         if step < warm:
             return (step + 1) / warm
-        anneal = plan.get("anneal")
-        if anneal is not None and step >= anneal["step"]:
-            return anneal["factor"] * cosine(step - anneal["step"], end - anneal["step"])
-        return cosine(step - warm, end - warm)
+        total = max(plan["epochs"] * plan["steps_per_epoch"] - warm, 1)
+        return 0.5 * (1 + math.cos(math.pi * min(step - warm, total) / total))
 
     return factor
 
@@ -173,11 +165,6 @@ def _train(
                 average.module.load_state_dict(ckpt["state_dict"])
         if config.epochs is None:  # an automatic run keeps the length it planned
             plan["epochs"] = int(ckpt.get("planned_epochs", plan["epochs"]))
-        if isinstance(ckpt.get("anneal"), dict):  # and a run that was annealing goes on so
-            anneal = ckpt["anneal"]
-            plan["anneal"] = {"step": int(anneal["step"]), "factor": float(anneal["factor"]),
-                              "end": int(anneal["end"])}  # fmt: skip
-            plan["epochs"] = min(plan["epochs"], plan["anneal"]["end"])
         if "optimizer" in ckpt:
             optimiser.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
@@ -209,7 +196,6 @@ def _train(
             "best_label": best_label,
             "best_epoch": best_epoch,
             "planned_epochs": plan["epochs"],
-            **({"anneal": dict(plan["anneal"])} if "anneal" in plan else {}),
             "state_dict": {k: v.detach().cpu() for k, v in kept().state_dict().items()},
             **trained,
             "optimizer": optimiser.state_dict(),
@@ -311,8 +297,6 @@ def _train(
             fit = start_epoch + int(budget_s / max(per_epoch, 1e-3))
             plan["epochs"] = int(dist.mean(max(epoch + 1, min(max(fit, MIN_AUTO_EPOCHS),
                                                               MAX_AUTO_EPOCHS))))  # fmt: skip
-            if "anneal" in plan:  # annealing ends where it was planned to, or sooner
-                plan["epochs"] = min(plan["epochs"], plan["anneal"]["end"])
         record = {
             "epoch": epoch,
             "loss": float(np.mean(losses)),
@@ -360,21 +344,13 @@ def _train(
         )  # fmt: skip
         epoch += 1
         waited = epoch - 1 - best_epoch
-        if (config.patience and waited >= config.patience and epoch < plan["epochs"]
-                and "anneal" not in plan):  # fmt: skip
-            # a plateau at a high learning rate is not the end: the rate decays to 0 over
-            # the next `patience` epochs (where a cosine schedule gains most), then the
-            # run ends
-            end = min(plan["epochs"], epoch + config.patience)
-            plan["anneal"] = {"step": scheduler.last_epoch,  # steps taken so far
-                              "factor": scheduler.get_last_lr()[0] / config.lr, "end": end}
-            plan["epochs"] = end
+        if config.patience and waited >= config.patience and epoch < plan["epochs"]:
             yield TrainEvent(
                 "status", epoch - 1, plan["epochs"], steps, steps,
-                message=f"{label} has not improved for {waited} epochs (best {best_f1:.3f} at "
-                f"epoch {best_epoch + 1}): stopping early, after annealing the learning rate "
-                f"to 0 over {end - epoch} more epochs",
+                message=f"stopping early: {label} has not improved for {waited} epochs "
+                f"(best {best_f1:.3f} at epoch {best_epoch + 1})",
             )  # fmt: skip
+            break
     final_epoch = epoch - 1
     point = None
     if dist.main and best_path is not None:

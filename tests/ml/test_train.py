@@ -406,40 +406,14 @@ def test_automatic_length_fits_the_time_budget(dataset, tmp_path):
     assert load_checkpoint(result.last)["planned_epochs"] == 3
 
 
-def test_early_stopping_anneals_then_stops_and_keeps_the_best(dataset, tmp_path):
-    # a learning rate this small cannot change the validation F1: no epoch beats the first;
-    # after `patience` epochs without a better one the rate anneals over `patience` more
-    cfg = TINY.replace(epochs=12, lr=1e-12, patience=2)
+def test_early_stopping_keeps_the_best_and_says_why(dataset, tmp_path):
+    # a learning rate this small cannot change the validation F1: no epoch beats the first
+    cfg = TINY.replace(epochs=8, lr=1e-12, patience=2)
     events, result = drain(train(dataset, cfg, tmp_path / "es.pt"))
-    assert [e.epoch for e in events if e.kind == "epoch"] == [0, 1, 2, 3, 4]
+    assert [e.epoch for e in events if e.kind == "epoch"] == [0, 1, 2]
     stop = next(e for e in events if "stopping early" in e.message)
-    assert stop.message.startswith("validation F1 (mean of instance and pixel F1) has not "
-                                   "improved for 2 epochs")  # fmt: skip
-    assert "annealing the learning rate to 0 over 2 more epochs" in stop.message
+    assert "validation F1 (mean of instance and pixel F1) has not improved for 2 epochs" in stop.message
     assert load_checkpoint(result.best)["epoch"] == 0
-    last = load_checkpoint(result.last)
-    assert last["planned_epochs"] == 5 and last["anneal"]["end"] == 5
-    steps = TINY.steps_per_epoch
-    assert last["anneal"]["step"] == 3 * steps  # where the plateau was found
-    # the rate fell from where it was (the cosine over 12 epochs) to 0 at the new end
-    lrs = [e.lr for e in events if e.kind == "step"]
-    assert lrs[3 * steps - 1] > 0.5e-12 and lrs[-1] < 0.05 * lrs[3 * steps - 1]
-    assert all(a >= b for a, b in zip(lrs[3 * steps - 1 :], lrs[3 * steps :], strict=False))
-
-
-def test_a_resumed_run_keeps_annealing(dataset, tmp_path):
-    from napari_bioanomaly.ml.train_network import _schedule
-
-    cfg = TINY.replace(epochs=12, lr=1e-12, patience=2)
-    _, first = drain(train(dataset, cfg.replace(epochs=12), tmp_path / "a.pt"))
-    ckpt = load_checkpoint(first.last)
-    # resumed from the annealing run's last state, nothing is left to train
-    events, _ = drain(train(dataset, cfg, tmp_path / "a.pt", resume=first.last))
-    assert not [e for e in events if e.kind == "epoch"]
-    plan = {"epochs": 5, "steps_per_epoch": 4, "anneal": {"step": 12, "factor": 0.5, "end": 5}}
-    f = _schedule(plan)
-    assert f(0) == 0.25 and f(12) == 0.5 and f(20) == 0.0 and 0 < f(16) < 0.5
-    assert ckpt["anneal"]["factor"] > 0.5
 
 
 def test_tiles_shrink_to_small_images(dataset):

@@ -31,9 +31,9 @@ import numpy as np
 from .metrics import MatchCounts
 from .operating import (
     MIN_AREAS,
-    THIN_SHARE,
     THRESHOLDS,
     OperatingPoint,
+    criterion_of_share,
     f1_score,
     thin_counts,
     vote,
@@ -169,8 +169,8 @@ class PointChooser:
 
     def criterion(self) -> str:
         """:func:`criterion_for` the truths added."""
-        thin = self.thin_pixels / self.truth_pixels if self.truth_pixels else 0.0
-        return "pixel" if thin >= THIN_SHARE else "mean"
+        return criterion_of_share(self.thin_pixels / self.truth_pixels if self.truth_pixels
+                                  else 0.0)  # fmt: skip
 
     def choose(self, criterion: str | None = None) -> OperatingPoint:
         """The best point under ``criterion`` (default: :meth:`criterion`); the default

@@ -13,7 +13,6 @@ from typing import Any
 from ._cli_data import _import_options, _import_warnings
 from .core import annotations
 from .core.model import BioAnomalyError, Dataset, ImageRecord
-from .core.operating import OperatingPoint
 
 
 def _progress_line(event: Any) -> str:
@@ -196,16 +195,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if isinstance(predictor, Ensemble):
         print(f"ensemble of {len(predictor.members)} models, classes {predictor.classes}",
               file=sys.stderr)  # fmt: skip
-    point = predictor.operating_point
-    if args.threshold is not None or args.min_area is not None or args.min_peak is not None:
-        point = OperatingPoint(  # checks the user's values before any image is read
-            point.threshold if args.threshold is None else args.threshold,
-            point.min_area if args.min_area is None else args.min_area,
-            class_min_area=point.class_min_area if args.min_area is None else {},
-            min_peak=args.min_peak if args.min_peak is not None else
-            point.min_peak if args.threshold is None else None,
-            vote_weights=point.vote_weights,
-        )  # fmt: skip
+    # checks the user's values before any image is read
+    point = predictor.operating_point.overridden(args.threshold, args.min_area, args.min_peak)
     print(
         point.describe(scores=False)
         + (" (the model's, chosen on validation)" if point.source == "validation" else ""),

@@ -26,7 +26,7 @@ class is the one its pixels' probabilities vote for, each class's votes weighted
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -54,7 +54,8 @@ class OperatingPoint:
     """Threshold and minimum area of predicted regions, and how they were chosen.
 
     ``f1`` and ``pixel_f1`` are the validation instance F1 (IoU >= 0.5) and
-    pixel F1 at this point; ``source`` is ``"validation"`` or ``"default"``.
+    pixel F1 at this point; ``source`` is ``"validation"``, ``"default"`` or ``"user"``
+    (see :meth:`overridden`).
     ``class_min_area`` holds the classes whose minimum area differs from
     ``min_area`` (see :meth:`min_area_of`). ``criterion`` is what the point
     maximised: ``mean`` (of instance and pixel F1) or ``pixel`` (pixel F1, for
@@ -114,6 +115,28 @@ class OperatingPoint:
             v = getattr(self, name)
             if v is not None and not (isinstance(v, int | float) and 0 <= v <= 1):
                 raise BioAnomalyError(f"operating {name} must be in [0, 1], not {v!r}")
+
+    def overridden(
+        self,
+        threshold: float | None = None,
+        min_area: float | None = None,
+        min_peak: float | None = None,
+    ) -> OperatingPoint:
+        """This point with a user's values where given (``source`` ``"user"``; checked, so
+        a bad value is refused before any image is read). A user's ``min_area`` holds for
+        every class; a user's ``threshold`` is a plain one unless ``min_peak`` is given too;
+        the vote weights stay the model's."""
+        if threshold is None and min_area is None and min_peak is None:
+            return self
+        return replace(
+            self,
+            threshold=self.threshold if threshold is None else threshold,
+            min_area=self.min_area if min_area is None else min_area,
+            class_min_area=self.class_min_area if min_area is None else {},
+            min_peak=min_peak if min_peak is not None else
+            self.min_peak if threshold is None else None,
+            f1=None, pixel_f1=None, source="user",
+        )  # fmt: skip
 
     def min_area_of(self, label: str) -> float:
         """The minimum area of regions of class ``label``."""

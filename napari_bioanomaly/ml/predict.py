@@ -306,13 +306,7 @@ def predict_dataset(
     ``tta``: test-time augmentation (see :func:`predict_image`). An
     :class:`Ensemble` predicts as one model.
     """
-    point = predictor.operating_point
-    # a threshold of the user's is a plain one unless they give a minimum peak too
-    min_peak = (point.min_peak if threshold is None else None) if min_peak is None else min_peak
-    threshold = point.threshold if threshold is None else threshold
-    # the user's minimum area holds for every class; the model's may differ by class
-    class_min_area = point.class_min_area if min_area is None else {}
-    min_area = point.min_area if min_area is None else min_area
+    point = predictor.operating_point.overridden(threshold, min_area, min_peak)
     root = dataset.root or Path(".")
     done = done or {}
     out = Dataset(root=dataset.root, classes=list(predictor.classes))
@@ -343,8 +337,8 @@ def predict_dataset(
         if heatmaps is not None:
             write_heatmap(heatmap_path(heatmaps, im.filename), 1.0 - probs[0])
         record.regions = regions_from_probabilities(
-            probs, predictor.classes, threshold, min_area, tolerance, class_min_area, min_peak,
-            point.vote_weights,
+            probs, predictor.classes, point.threshold, point.min_area, tolerance,
+            point.class_min_area, point.min_peak, point.vote_weights,
         )
         yield PredictEvent(i + 1, len(dataset.images), im.filename, len(record.regions), "", record)
     return out

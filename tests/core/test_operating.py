@@ -225,6 +225,19 @@ def test_vote_weights_undo_a_collapsed_class_on_validation():
             OperatingPoint.from_dict({"threshold": 0.5, "min_area": 0, "vote_weights": bad})
 
 
+def test_a_users_values_override_the_models_point_by_the_documented_rules():
+    model = OperatingPoint(0.4, 64.0, 0.7, 0.8, "validation", {"dot": 16.0}, min_peak=0.9,
+                           vote_weights={"dot": 2.0})  # fmt: skip
+    assert model.overridden() is model
+    area = model.overridden(min_area=32)  # one floor for every class, the rest the model's
+    assert (area.min_area, area.class_min_area, area.min_peak) == (32, {}, 0.9)
+    assert area.source == "user" and area.f1 is None and area.vote_weights == {"dot": 2.0}
+    assert model.overridden(threshold=0.3).min_peak is None  # a user's threshold is plain
+    assert model.overridden(threshold=0.3, min_peak=0.8).min_peak == 0.8
+    with pytest.raises(BioAnomalyError, match=r"min_peak must be above the threshold 0\.95"):
+        model.overridden(threshold=0.95, min_peak=0.9)
+
+
 def test_votes_stay_equal_where_classes_are_voted_right():
     probs, truth = two_classes()
     classes = np.where(truth > 2, 2, np.where(truth > 0, 1, 0))

@@ -5,6 +5,10 @@ larger global batch). Time per step comes from the difference of two runs of
 different lengths, which removes start-up time. On a CPU every process gets
 ``cpus / N`` threads; on GPUs each process gets one GPU (NCCL).
 
+With ``--nproc 1 --torchrun`` (a machine with one GPU) the one process is also launched
+by torchrun, so the distributed path (process group, NCCL on a GPU, DDP) runs and its
+cost is measured against plain training.
+
     python benchmarks/bench_distributed.py [--nproc 2] [--device cpu] [--tile 128] [--batch 4]
 """
 
@@ -22,17 +26,19 @@ from pathlib import Path
 from napari_bioanomaly.core.synthetic import SampleConfig, write_sample
 
 
-def seconds(nproc: int, steps: int, args: argparse.Namespace, folder: Path) -> float:
+def seconds(
+    nproc: int, steps: int, args: argparse.Namespace, folder: Path, torchrun: bool = False
+) -> float:
     threads = max(1, (os.cpu_count() or 2) // nproc)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     launcher = (
         [sys.executable, "-m", "napari_bioanomaly.cli"]
-        if nproc == 1
+        if nproc == 1 and not torchrun
         else [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
               "-m", "napari_bioanomaly.cli"]
     )  # fmt: skip
     cmd = [*launcher, "train", "--annotations", str(folder / "annotations.json"),
-           "--out", str(folder / f"m{nproc}.pt"), "--epochs", "1", "--steps", str(steps),
+           "--out", str(folder / f"m{nproc}{'d' if torchrun else ''}.pt"), "--epochs", "1", "--steps", str(steps),
            "--tile", str(args.tile), "--batch", str(args.batch * nproc), "--val-fraction", "0",
            "--device", args.device]  # fmt: skip
     start = time.perf_counter()
@@ -47,21 +53,23 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=128)
     parser.add_argument("--batch", type=int, default=4, help="per process")
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--torchrun", action="store_true",
+                        help="launch the N processes by torchrun even when N is 1")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         write_sample(folder, SampleConfig(n_images=12, size=256))
         rates = {}
-        for n in (1, args.nproc):
-            short = seconds(n, 2, args, folder)
-            long = seconds(n, 2 + args.steps, args, folder)
+        for n, torchrun in ((1, False), (args.nproc, args.torchrun)):
+            short = seconds(n, 2, args, folder, torchrun)
+            long = seconds(n, 2 + args.steps, args, folder, torchrun)
             per_step = (long - short) / args.steps
-            rates[n] = args.batch * n / per_step
-    eff = rates[args.nproc] / (args.nproc * rates[1])
+            rates[n, torchrun] = args.batch * n / per_step
+    one, many = rates[1, False], rates[args.nproc, args.torchrun]
+    eff = many / (args.nproc * one)
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, device {args.device}")
-    print(
-        f"1 process: {rates[1]:.1f} samples/s; {args.nproc} processes: {rates[args.nproc]:.1f} samples/s"
-    )
+    launched = " (torchrun)" if args.torchrun else ""
+    print(f"1 process: {one:.1f} samples/s; {args.nproc} processes{launched}: {many:.1f} samples/s")
     print(
         f"scaling efficiency: {eff:.2f} (samples/s of {args.nproc} over {args.nproc} x 1 process)"
     )

@@ -7,6 +7,9 @@ Target: under 10% of each step waiting for data. The U-Net runs twice per tile s
 with mixed precision (the default: float16 on CUDA, bfloat16 on CPUs that compute it
 natively) and without (``amp=False``), so the speed-up is measured in one process.
 
+With ``--workers 0,4`` the U-Net at 256 px runs again with each further number of
+data-loading processes (is the default, 0, what keeps a GPU waiting?).
+
     python benchmarks/bench_train_throughput.py [--device auto] [--steps 20] [--workers 0]
 """
 
@@ -58,7 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--workers", default="0", help="data-loading processes, e.g. 0,4")
     args = parser.parse_args()
     device = pick_device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -69,9 +72,14 @@ def main() -> None:
             f"machine: {platform.machine()}, {os.cpu_count()} CPUs, device {device}"
             + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else "")
         )
-        runs = [("unet", 256, 8, True), ("unet", 256, 8, False), ("unet", 128, 8, True),
-                ("unet", 128, 8, False), ("maskrcnn", 256, 2, True)]
-        for kind, tile, batch, amp in runs:
+        first, *more = (int(w) for w in args.workers.split(","))
+        runs = [("unet", 256, 8, True, first), ("unet", 256, 8, False, first),
+                ("unet", 128, 8, True, first), ("unet", 128, 8, False, first),
+                ("maskrcnn", 256, 2, True, first)]
+        runs += [("unet", 256, 8, True, w) for w in more]
+        if device.type == "cuda":  # what a GPU could do with a batch that fills it
+            runs += [("unet", 256, 64, True, w) for w in (first, *more)]
+        for kind, tile, batch, amp, workers in runs:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             cfg = TrainConfig(
@@ -82,7 +90,7 @@ def main() -> None:
                 batch=batch,
                 val_fraction=0.0,
                 device=args.device,
-                num_workers=args.workers,
+                num_workers=workers,
                 amp=amp,
             )
             # wall time between step events, after 3 warm-up steps (first calls build
@@ -105,7 +113,8 @@ def main() -> None:
             dtype = autocast_dtype(device, amp, kind)
             precision = "float32" if dtype is None else str(dtype).removeprefix("torch.")
             print(
-                f"{kind:8s} tile {tile} batch {batch} {precision:8s}: {ours:.1f} samples/s, {100 * waiting:.0f}% of each step "
+                f"{kind:8s} tile {tile} batch {batch} {precision:8s} workers {workers}: "
+                f"{ours:.1f} samples/s, {100 * waiting:.0f}% of each step "
                 f"waiting for data{mem}; bare loop {ref:.1f} samples/s; ratio {ours / ref:.2f}"
             )
 

@@ -149,6 +149,26 @@ def retune(predictor, dataset: Dataset, peak_margin: float | None = None,
         chooser.PEAK_MARGIN, chooser.VOTE_MARGIN = before
 
 
+def fit_verbosely(gen, kind: str):
+    """Drain a training generator, printing each epoch (a long run, or one stopped by a
+    time limit, shows how far it got) with its training samples per second."""
+    samples, start = 0, time.perf_counter()
+    try:
+        while True:
+            e = next(gen)
+            if e.kind == "step":
+                samples += e.batch or 0
+            elif e.kind in ("status", "warning"):
+                print(f"{kind}: {e.message}", flush=True)
+            elif e.kind == "epoch":
+                val = "" if e.val_f1 is None else f", val F1 {e.val_f1:.3f} IoU {e.val_iou:.3f}"
+                rate = samples / max(time.perf_counter() - start, 1e-9)
+                print(f"{kind}: epoch {e.epoch + 1}/{e.epochs}: loss {e.loss:.4f}{val}, "
+                      f"{rate:.1f} samples/s over the run so far", flush=True)
+    except StopIteration as stop:
+        return stop.value
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("dataset", type=Path)
@@ -169,7 +189,7 @@ def main() -> None:
 
     from napari_bioanomaly.ml.config import TrainConfig
     from napari_bioanomaly.ml.events import TrainResult
-    from napari_bioanomaly.ml.predict import Ensemble, Predictor, predict_image, run
+    from napari_bioanomaly.ml.predict import Ensemble, Predictor, predict_image
     from napari_bioanomaly.ml.train import load_checkpoint, train
 
     folder = args.dataset
@@ -212,7 +232,7 @@ def main() -> None:
         if args.reuse and path.is_file():
             print(f"{kind}: reusing {path}")
         else:
-            run(train(train_ds, config, path))
+            fit_verbosely(train(train_ds, config, path), kind)
             fit = time.perf_counter() - t0
         predictor = Predictor.load(path, args.device)
         others = []  # with --retune: the point chosen without the newer settings, beside

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The GPU benchmarks as one prepared run, for a machine lent for a few minutes: each stage
+# has its own time limit and writes its log as it goes, so a stage that fails or runs out
+# of time loses only itself.
+#
+#   bash benchmarks/gpu/session.sh DATASET OUT [SCALE]
+#
+# DATASET: a folder from benchmarks/real/prepare_*.py (NEU-Seg in docs/benchmarks.md);
+# OUT: where the logs, figures and the trained U-Net go; SCALE (default 1) multiplies every
+# time limit and training budget (0.05 for a dry run on a CPU).
+# Stages: the environment; the U-Net trained on DATASET with its GPU schedule cut to a
+# budget (`budget_min`) that fits the lease, scored on the test images beside the
+# no-learning reference; training throughput (samples/s, GPU memory, data waits, with 0
+# and 4 loader processes); prediction MP/s; Mask R-CNN trained and scored on DATASET;
+# distributed training's NCCL path with one process (a machine with one GPU).
+set -u
+data=$1 out=$2 scale=${3:-1}
+py=${PYTHON:-python3}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+secs() { awk -v s="$1" -v k="$scale" 'BEGIN { v = int(s * k); print (v < 5 ? 5 : v) }'; }
+mins() { awk -v m="$1" -v k="$scale" 'BEGIN { print m * k }'; }
+stage() {  # stage NAME SECONDS COMMAND...: COMMAND's output to OUT/NAME.log, within the limit
+    local name=$1 limit; limit=$(secs "$2"); shift 2
+    local t0=$SECONDS
+    timeout -k 5 "$limit" "$@" > "$out/$name.log" 2>&1
+    local rc=$?
+    echo "stage $name: rc $rc, $((SECONDS - t0)) s (limit $limit s)" | tee -a "$out/stages.log"
+}
+
+{ date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
+  nproc; "$py" -c 'import sys, torch, torchvision, numpy, skimage, shapely
+print(sys.version.split()[0], "torch", torch.__version__, "torchvision", torchvision.__version__,
+      "numpy", numpy.__version__, "skimage", skimage.__version__, "shapely", shapely.__version__,
+      "cuda", torch.cuda.is_available())'; } > "$out/stages.log" 2>&1
+
+stage unet 300 "$py" benchmarks/real/bench_real.py "$data" --models unet --tta unet \
+    --ensemble none --set "budget_min=$(mins 2.75)" --out /tmp/gpu-models --json "$out/unet.json"
+cp /tmp/gpu-models/unet.pt "$out/unet.pt" 2>/dev/null
+stage throughput 80 "$py" benchmarks/bench_train_throughput.py --steps 20 --workers 0,4
+stage predict 45 "$py" benchmarks/bench_predict.py --images 4 --rounds 3
+stage maskrcnn 110 "$py" benchmarks/real/bench_real.py "$data" --models maskrcnn --tta none \
+    --ensemble none --set "budget_min=$(mins 0.8)" --out /tmp/gpu-models \
+    --json "$out/maskrcnn.json"
+stage nccl 30 "$py" benchmarks/bench_distributed.py --nproc 1 --device auto --torchrun --steps 30

@@ -20,10 +20,11 @@ mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 secs() { awk -v s="$1" -v k="$scale" 'BEGIN { v = int(s * k); print (v < 5 ? 5 : v) }'; }
 mins() { awk -v m="$1" -v k="$scale" 'BEGIN { print m * k }'; }
-stage() {  # stage NAME SECONDS COMMAND...: COMMAND's output to OUT/NAME.log, within the limit
-    local name=$1 limit; limit=$(secs "$2"); shift 2
+stage() {  # stage NAME LOG SECONDS COMMAND...: COMMAND's output added to OUT/LOG.log, within
+    local name=$1 log=$2 limit; limit=$(secs "$3"); shift 3  # the limit (few files come back)
     local t0=$SECONDS
-    timeout -k 5 "$limit" "$@" > "$out/$name.log" 2>&1
+    echo "== $name" >> "$out/$log.log"
+    timeout -k 5 "$limit" "$@" >> "$out/$log.log" 2>&1
     local rc=$?
     echo "stage $name: rc $rc, $((SECONDS - t0)) s (limit $limit s)" | tee -a "$out/stages.log"
 }
@@ -34,12 +35,12 @@ print(sys.version.split()[0], "torch", torch.__version__, "torchvision", torchvi
       "numpy", numpy.__version__, "skimage", skimage.__version__, "shapely", shapely.__version__,
       "cuda", torch.cuda.is_available())'; } > "$out/stages.log" 2>&1
 
-stage unet 300 "$py" benchmarks/real/bench_real.py "$data" --models unet --tta unet \
+stage unet unet 300 "$py" benchmarks/real/bench_real.py "$data" --models unet --tta unet \
     --ensemble none --set "budget_min=$(mins 2.75)" --out /tmp/gpu-models --json "$out/unet.json"
 cp /tmp/gpu-models/unet.pt "$out/unet.pt" 2>/dev/null
-stage throughput 80 "$py" benchmarks/bench_train_throughput.py --steps 20 --workers 0,4
-stage predict 45 "$py" benchmarks/bench_predict.py --images 4 --rounds 3
-stage maskrcnn 110 "$py" benchmarks/real/bench_real.py "$data" --models maskrcnn --tta none \
+stage throughput bench 80 "$py" benchmarks/bench_train_throughput.py --steps 20 --workers 0,4
+stage predict bench 45 "$py" benchmarks/bench_predict.py --images 4 --rounds 3
+stage maskrcnn maskrcnn 110 "$py" benchmarks/real/bench_real.py "$data" --models maskrcnn --tta none \
     --ensemble none --set "budget_min=$(mins 0.8)" --out /tmp/gpu-models \
     --json "$out/maskrcnn.json"
-stage nccl 30 "$py" benchmarks/bench_distributed.py --nproc 1 --device auto --torchrun --steps 30
+stage nccl bench 30 "$py" benchmarks/bench_distributed.py --nproc 1 --device auto --torchrun --steps 30

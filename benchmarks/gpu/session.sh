@@ -7,7 +7,8 @@
 #
 # DATASET: a folder from benchmarks/real/prepare_*.py (NEU-Seg in docs/benchmarks.md);
 # OUT: where the logs, figures and the trained U-Net go; SCALE (default 1) multiplies every
-# time limit and training budget (0.05 for a dry run on a CPU).
+# time limit and training budget (0.05 for a dry run on a CPU). STAGES (environment, default
+# all) names the stages to run, in their order here, e.g. STAGES="throughput nccl".
 # Stages: the environment; the U-Net trained on DATASET with its GPU schedule cut to a
 # budget (`budget_min`) that fits the lease, scored on the test images beside the
 # no-learning reference; training throughput (samples/s, GPU memory, data waits, with 0
@@ -22,6 +23,7 @@ secs() { awk -v s="$1" -v k="$scale" 'BEGIN { v = int(s * k); print (v < 5 ? 5 :
 mins() { awk -v m="$1" -v k="$scale" 'BEGIN { print m * k }'; }
 stage() {  # stage NAME LOG SECONDS COMMAND...: COMMAND's output added to OUT/LOG.log, within
     local name=$1 log=$2 limit; limit=$(secs "$3"); shift 3  # the limit (few files come back)
+    [[ " ${STAGES:-$name} " == *" $name "* ]] || return 0
     local t0=$SECONDS
     echo "== $name" >> "$out/$log.log"
     timeout -k 5 "$limit" "$@" >> "$out/$log.log" 2>&1
@@ -43,4 +45,4 @@ stage predict bench 45 "$py" benchmarks/bench_predict.py --images 4 --rounds 3
 stage maskrcnn maskrcnn 110 "$py" benchmarks/real/bench_real.py "$data" --models maskrcnn --tta none \
     --ensemble none --set "budget_min=$(mins 0.8)" --out /tmp/gpu-models \
     --json "$out/maskrcnn.json"
-stage nccl bench 30 "$py" benchmarks/bench_distributed.py --nproc 1 --device auto --torchrun --steps 30
+stage nccl bench 100 "$py" benchmarks/bench_distributed.py --nproc 1 --device auto --torchrun --steps 30

@@ -50,7 +50,11 @@ def _batches(sampler: data.TileSampler, config: TrainConfig, dist: Dist, start: 
 
 def _next_batch(stream: Any, batch: int, device: torch.device) -> tuple[torch.Tensor, ...]:
     items = [next(stream) for _ in range(batch)]
-    return tuple(torch.stack(t).to(device, non_blocking=True) for t in zip(*items, strict=True))
+    stacked = (torch.stack(t) for t in zip(*items, strict=True))
+    if device.type == "cuda":  # from page-locked memory the copy runs beside the host; from
+        # ordinary memory it waits for every step queued before it
+        return tuple(t.pin_memory().to(device, non_blocking=True) for t in stacked)
+    return tuple(stacked)
 
 
 def fit(job: TrainJob) -> Generator[TrainEvent, None, TrainResult]:

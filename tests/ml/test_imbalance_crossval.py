@@ -75,6 +75,40 @@ def test_unet_loss_gives_a_small_class_the_weight_of_a_large_one():
     assert torch.isclose(unet_loss(logits, binary), expected)
 
 
+def test_unet_loss_per_class_dice_is_the_mean_over_the_classes_present():
+    """The masked mean (no host-side test per class) equals the mean over the classes
+    that the batch holds, in value and gradient, also when some or all are absent."""
+    import torch
+    import torch.nn.functional as F
+
+    from napari_bioanomaly.ml.models import soft_dice, unet_loss
+
+    def by_list(logits, classes):  # the plain formulation: a test per class
+        fg_logit = torch.logsumexp(logits[:, 1:], dim=1) - logits[:, 0]
+        fg = (classes > 0).float()
+        dice = soft_dice(torch.sigmoid(fg_logit), fg)
+        prob = torch.softmax(logits, dim=1)
+        present = [c for c in range(1, logits.shape[1]) if bool((classes == c).any())]
+        if present:
+            per = torch.stack([soft_dice(prob[:, c], (classes == c).float()) for c in present])
+            dice = 0.5 * dice + 0.5 * per.mean()
+        return F.cross_entropy(logits, classes) + F.binary_cross_entropy_with_logits(
+            fg_logit, fg) + dice
+
+    gen = torch.Generator().manual_seed(0)
+    for absent in ([], [2], [1, 3], [1, 2, 3]):
+        logits = torch.randn(2, 4, 16, 16, generator=gen)
+        classes = torch.randint(0, 4, (2, 16, 16), generator=gen)
+        for c in absent:
+            classes[classes == c] = 0
+        ours, plain = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+        a, b = unet_loss(ours, classes), by_list(plain, classes)
+        a.backward()
+        b.backward()
+        assert torch.isclose(a, b), absent
+        assert torch.allclose(ours.grad, plain.grad, atol=1e-7), absent
+
+
 def test_pixel_counts_use_polygon_areas():
     im = ImageRecord(
         "a.tif", (100, 100), regions=[square(0, 0, 10, "dust"), square(50, 50, 20, "hair")]

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from ..core.geometry import rasterise_window
+from ..core.geometry import rasterise_many
 from ..core.images import image_shape, percentiles, read_image, to_grayscale
 from ..core.model import BioAnomalyError, Dataset, ImageRecord
 from ..core.paths import resolve_image
@@ -59,16 +59,20 @@ def rasterise(
     cls = np.zeros(shape, dtype=np.int64)
     inst = np.zeros(shape, dtype=np.int32)
     r0, c0 = origin
+    drawn = []  # (instance, class) of the regions that reach into the window, in order
     for i, region in enumerate(image.regions, start=1):
         br0, bc0, br1, bc1 = region.bbox
         if br1 <= r0 or bc1 <= c0 or br0 >= r0 + shape[0] or bc0 >= c0 + shape[1]:
             continue
-        if region.label not in classes:
-            continue
-        wr, wc, window = rasterise_window(region.polygon - (r0, c0), shape)
+        if region.label in classes:
+            drawn.append((i, classes.index(region.label) + 1))
+    # all of them in one vectorised pass (traced outlines have hundreds of vertices: one
+    # call per region cost most of a training tile)
+    polygons = [image.regions[i - 1].polygon - (r0, c0) for i, _ in drawn]
+    for (i, c), (wr, wc, window) in zip(drawn, rasterise_many(polygons, shape), strict=True):
         h, w = window.shape
         if h and w:
-            cls[wr : wr + h, wc : wc + w][window] = classes.index(region.label) + 1
+            cls[wr : wr + h, wc : wc + w][window] = c
             inst[wr : wr + h, wc : wc + w][window] = i
     return cls, inst
 

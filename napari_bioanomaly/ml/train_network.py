@@ -57,6 +57,20 @@ def _next_batch(stream: Any, batch: int, device: torch.device) -> tuple[torch.Te
     return tuple(stacked)
 
 
+def _optimise(
+    scaler: torch.amp.GradScaler, optimiser: torch.optim.Optimizer, loss: torch.Tensor
+) -> bool:
+    """Backward pass and optimiser step through the gradient scaler. False when the scaler
+    skipped the step: float16 gradients overflowed, as they do in the first steps while
+    the scaler finds its scale (then the learning-rate schedule must not advance either)."""
+    optimiser.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    before = scaler.get_scale() if scaler.is_enabled() else None
+    scaler.step(optimiser)
+    scaler.update()
+    return before is None or scaler.get_scale() >= before
+
+
 def fit(job: TrainJob) -> Generator[TrainEvent, None, TrainResult]:
     """Train a network (see the module docstring and :mod:`.trainer`)."""
     config, dataset = job.config, job.dataset
@@ -229,10 +243,7 @@ def _train(
             try:
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                     value = models.loss(config.model, net, images, cls, inst, class_weights)
-                optimiser.zero_grad(set_to_none=True)
-                scaler.scale(value).backward()
-                scaler.step(optimiser)
-                scaler.update()
+                stepped = _optimise(scaler, optimiser, value)
             except (RuntimeError, MemoryError) as exc:
                 if not is_oom(exc) or dist.world > 1:
                     free_memory(device)
@@ -258,7 +269,8 @@ def _train(
                     f"(use --batch {batch} or smaller tiles to avoid this)",
                 )  # fmt: skip
                 continue
-            scheduler.step()
+            if stepped:  # a step the scaler skipped does not advance the schedule
+                scheduler.step()
             if average is not None:
                 average.update(model)
             losses.append(dist.mean(float(value.detach())))

@@ -480,6 +480,21 @@ def test_cli_length_options_reach_the_config(tmp_path, capsys):
     assert "budget_min must be > 0" in capsys.readouterr().err
 
 
+def test_a_step_the_gradient_scaler_skips_is_reported_so_the_schedule_waits():
+    from napari_bioanomaly.ml.train_network import _optimise
+
+    w = torch.nn.Parameter(torch.tensor([1.0]))
+    optimiser = torch.optim.SGD([w], lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**127)  # 4 x 2^127 overflows
+    assert _optimise(scaler, optimiser, 4 * w.sum()) is False
+    assert float(w.detach()) == 1.0 and scaler.get_scale() == 2.0**126  # skipped, halved
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0)
+    assert _optimise(scaler, optimiser, 4 * w.sum()) is True
+    assert float(w.detach()) == pytest.approx(0.6)  # stepped: 1 - 0.1 x 4
+    off = torch.amp.GradScaler("cpu", enabled=False)  # float32, bfloat16: no scaler
+    assert _optimise(off, optimiser, 4 * w.sum()) is True
+
+
 def test_weight_average_follows_the_trained_weights_with_a_lag():
     from napari_bioanomaly.ml.averaging import WeightAverage
 

@@ -77,15 +77,17 @@ def train_and_predict(
 
 
 def predict_and_save(
-    predictor: Any, dataset: Any, pred_out: Path, heatmaps: Path | None = None
+    predictor: Any, dataset: Any, pred_out: Path, heatmaps: Path | None = None,
+    tta: bool = False,
 ) -> Generator[Any, None, tuple[Path, list[str]]]:
-    """"Predict & review": predict every image, save the predictions (and the anomaly
-    maps into ``heatmaps``); returns their path and every image's name."""
+    """"Predict & review": predict every image (``tta``: averaged over flips and
+    rotations), save the predictions (and the anomaly maps into ``heatmaps``); returns
+    their path and every image's name."""
     from ..core import annotations
     from ..ml.predict import predict_dataset
 
     leave_a_core_to_the_gui()
-    predictions = yield from predict_dataset(predictor, dataset, heatmaps=heatmaps)
+    predictions = yield from predict_dataset(predictor, dataset, heatmaps=heatmaps, tta=tta)
     annotations.save(predictions, pred_out, "via")
     return pred_out, [im.filename for im in dataset.images]
 

@@ -89,8 +89,9 @@ class ReviewJobs:
             config = None
         return config if config is not None else config_class()
 
-    def predict(self, gt: str, model: str) -> bool:
-        """Predict every image of ``gt`` with the model file ``model``."""
+    def predict(self, gt: str, model: str, tta: bool = False) -> bool:
+        """Predict every image of ``gt`` with the model file ``model`` (``tta``: averaged
+        over flips and rotations, see :func:`~napari_bioanomaly.ml.predict.predict_image`)."""
         from ..ml.predict import Predictor
 
         if not self._can_start():
@@ -110,8 +111,9 @@ class ReviewJobs:
         pred_out = predictions_path(gt)
         heatmaps = pred_out.with_suffix(annotations.HEATMAPS_SUFFIX)
         return self._start(
-            predict_and_save, (predictor, dataset, pred_out, heatmaps), gt, "Prediction",
-            f"predicting with {Path(model).name} (Review)",
+            predict_and_save, (predictor, dataset, pred_out, heatmaps, tta), gt, "Prediction",
+            f"predicting with {Path(model).name}{' (flips and rotations)' if tta else ''} "
+            "(Review)",
         )  # fmt: skip
 
     def _start(self, job: Any, args: tuple, gt: str, what: str, describe: str) -> bool:

@@ -190,6 +190,38 @@ def test_predict_and_review_from_a_model(make_napari_viewer, dataset_dir, qtbot,
     assert all(v <= len(predicted.image(k).regions) for k, v in table.items())
 
 
+def test_predict_and_review_with_flips_and_rotations(make_napari_viewer, dataset_dir, qtbot,
+                                                    tmp_path):
+    """The TTA box predicts as `predict --tta` does: the same regions as predict_dataset
+    with tta=True, which differ from a plain prediction's."""
+    from napari_bioanomaly.ml.config import TrainConfig
+    from napari_bioanomaly.ml.predict import Predictor, predict_dataset, run
+    from napari_bioanomaly.ml.train import train
+
+    gt, _ = annotations.load(dataset_dir / "annotations.json")
+    cfg = TrainConfig(epochs=2, steps_per_epoch=3, tile=64, batch=2, base_channels=8)
+    run(train(gt, cfg, tmp_path / "m.pt"))
+    widget = ReviewWidget(make_napari_viewer())
+    qtbot.addWidget(widget)
+    widget.gt_edit.setText(str(dataset_dir / "annotations.json"))
+    widget.model_edit.setText(str(tmp_path / "m.pt"))
+    widget.tta_box.setChecked(True)
+    assert widget.predict_and_review()
+    with qtbot.waitSignal(widget.worker.finished, timeout=120_000):
+        pass
+    got, _ = annotations.load(dataset_dir / "annotations.predictions.json", read_images=False)
+    predictor = Predictor.load(tmp_path / "m.pt", "cpu")
+
+    def regions(ds):
+        return [[(r.label, np.round(r.polygon, 3).tolist()) for r in im.regions]
+                for im in ds.images]  # fmt: skip
+
+    flipped = run(predict_dataset(predictor, gt, tta=True))
+    plain = run(predict_dataset(predictor, gt))
+    assert regions(flipped) != regions(plain)  # this briefly trained model: they differ
+    assert regions(got) == regions(flipped)
+
+
 def test_an_edited_prediction_is_accepted_as_drawn(review, dataset_dir):
     review.score_slider.setValue(0)
     review.annotator.show(0)

@@ -103,7 +103,7 @@ class ReviewWidget(QWidget):
         layout.addLayout(row)
         self.tta_box = QCheckBox("flips and rotations (test-time augmentation)")
         self.tta_box.setToolTip(
-            "Predict && review averages each image's eight flips and 90-degree rotations: "
+            "Predict & review averages each image's eight flips and 90-degree rotations: "
             "8x the prediction time; on NEU-Seg steel defects about +0.02 instance F1, on "
             "CrackForest cracks no gain (docs/benchmarks.md). As predict --tta."
         )

@@ -157,18 +157,26 @@ def test_export_corrected_annotations(review, tmp_path):
     assert len(ds.images) == 6 and not report.issues
 
 
-def test_predict_and_review_from_a_model(make_napari_viewer, dataset_dir, qtbot, tmp_path):
+def _widget_with_a_model(viewer, qtbot, dataset_dir, model, epochs: int, steps: int):
+    """A Review widget with the ground truth and a briefly trained tiny U-Net (at ``model``)
+    filled in; returns it and the ground truth."""
     from napari_bioanomaly.ml.config import TrainConfig
     from napari_bioanomaly.ml.predict import run
     from napari_bioanomaly.ml.train import train
 
     gt, _ = annotations.load(dataset_dir / "annotations.json")
-    cfg = TrainConfig(epochs=1, steps_per_epoch=2, tile=64, batch=2, base_channels=8)
-    run(train(gt, cfg, tmp_path / "m.pt"))
-    widget = ReviewWidget(make_napari_viewer())
+    cfg = TrainConfig(epochs=epochs, steps_per_epoch=steps, tile=64, batch=2, base_channels=8)
+    run(train(gt, cfg, model))
+    widget = ReviewWidget(viewer)
     qtbot.addWidget(widget)
     widget.gt_edit.setText(str(dataset_dir / "annotations.json"))
-    widget.model_edit.setText(str(tmp_path / "m.pt"))
+    widget.model_edit.setText(str(model))
+    return widget, gt
+
+
+def test_predict_and_review_from_a_model(make_napari_viewer, dataset_dir, qtbot, tmp_path):
+    widget, _ = _widget_with_a_model(make_napari_viewer(), qtbot, dataset_dir,
+                                     tmp_path / "m.pt", epochs=1, steps=2)  # fmt: skip
     assert widget.predict_and_review()
     # proposals start at the model's operating point, chosen on its validation images
     from napari_bioanomaly.ml.predict import Predictor
@@ -194,17 +202,10 @@ def test_predict_and_review_with_flips_and_rotations(make_napari_viewer, dataset
                                                     tmp_path):
     """The TTA box predicts as `predict --tta` does: the same regions as predict_dataset
     with tta=True, which differ from a plain prediction's."""
-    from napari_bioanomaly.ml.config import TrainConfig
     from napari_bioanomaly.ml.predict import Predictor, predict_dataset, run
-    from napari_bioanomaly.ml.train import train
 
-    gt, _ = annotations.load(dataset_dir / "annotations.json")
-    cfg = TrainConfig(epochs=2, steps_per_epoch=3, tile=64, batch=2, base_channels=8)
-    run(train(gt, cfg, tmp_path / "m.pt"))
-    widget = ReviewWidget(make_napari_viewer())
-    qtbot.addWidget(widget)
-    widget.gt_edit.setText(str(dataset_dir / "annotations.json"))
-    widget.model_edit.setText(str(tmp_path / "m.pt"))
+    widget, gt = _widget_with_a_model(make_napari_viewer(), qtbot, dataset_dir,
+                                      tmp_path / "m.pt", epochs=2, steps=3)  # fmt: skip
     widget.tta_box.setChecked(True)
     assert widget.predict_and_review()
     with qtbot.waitSignal(widget.worker.finished, timeout=120_000):

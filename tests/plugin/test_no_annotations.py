@@ -8,6 +8,7 @@ import json
 from napari_bioanomaly.widgets.annotate import AnnotateWidget
 from napari_bioanomaly.widgets.review import ReviewWidget
 from napari_bioanomaly.widgets.train import TrainWidget
+from tests.support.jobs import wait_for_job
 
 
 def test_unannotated_folder_to_heatmap_proposals_and_annotations(
@@ -23,8 +24,7 @@ def test_unannotated_folder_to_heatmap_proposals_and_annotations(
     assert train.source.currentText() == str(dataset_dir / "annotations.json")  # not saved yet
     train.model.setCurrentText("memory")
     assert train.start(), train.status.text()
-    with qtbot.waitSignal(train.worker.finished, timeout=120_000):
-        pass
+    wait_for_job(qtbot, train, 120_000)
     model = dataset_dir / "bioanomaly-memory.pt"
     assert model.is_file(), train.status.text()
 
@@ -33,8 +33,7 @@ def test_unannotated_folder_to_heatmap_proposals_and_annotations(
     review.gt_edit.setText(train.source.currentText())
     review.model_edit.setText(str(model))
     assert review.predict_and_review(), review.summary.text()
-    with qtbot.waitSignal(review.worker.finished, timeout=120_000):
-        pass
+    wait_for_job(qtbot, review, 120_000)
     assert len(review.model.rows) == 6
     assert (dataset_dir / "annotations.predictions.heatmaps").is_dir()
     # go to the image the model finds most anomalous: its map is shown, proposals outlined

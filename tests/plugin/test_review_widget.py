@@ -12,6 +12,7 @@ from napari_bioanomaly.core import annotations
 from napari_bioanomaly.core.evaluate import evaluate
 from napari_bioanomaly.core.model import Region
 from napari_bioanomaly.widgets.review import ReviewWidget
+from tests.support.jobs import wait_for_job
 
 
 def square(r, c, s):
@@ -130,8 +131,7 @@ def test_one_click_train_and_review(make_napari_viewer, dataset_dir, qtbot):
         "base_channels": 8,
     }
     assert widget.train_and_review()
-    with qtbot.waitSignal(widget.worker.finished, timeout=180_000):
-        pass
+    wait_for_job(qtbot, widget, 180_000)
     assert (dataset_dir / "bioanomaly-model.pt").is_file()
     assert (dataset_dir / "annotations.predictions.json").is_file()
     assert widget.annotator is not None and 1 <= len(widget.names) < 6  # the validation images
@@ -185,8 +185,7 @@ def test_predict_and_review_from_a_model(make_napari_viewer, dataset_dir, qtbot,
     assert point.source == "validation"
     assert widget.heat_slider.value() == round(point.threshold * 100)
     assert widget.proposal_min_area == point.min_area
-    with qtbot.waitSignal(widget.worker.finished, timeout=120_000):
-        pass
+    wait_for_job(qtbot, widget, 120_000)
     assert widget.pred_edit.text() == str(dataset_dir / "annotations.predictions.json")
     assert len(widget.model.rows) == 6
     predicted, _ = annotations.load(dataset_dir / "annotations.predictions.json", read_images=False)
@@ -208,8 +207,7 @@ def test_predict_and_review_with_flips_and_rotations(make_napari_viewer, dataset
                                       tmp_path / "m.pt", epochs=2, steps=3)  # fmt: skip
     widget.tta_box.setChecked(True)
     assert widget.predict_and_review()
-    with qtbot.waitSignal(widget.worker.finished, timeout=120_000):
-        pass
+    wait_for_job(qtbot, widget, 120_000)
     got, _ = annotations.load(dataset_dir / "annotations.predictions.json", read_images=False)
     predictor = Predictor.load(tmp_path / "m.pt", "cpu")
 

@@ -7,6 +7,7 @@ import pytest
 from napari_bioanomaly.ml.train import load_checkpoint
 from napari_bioanomaly.widgets.annotate import AnnotateWidget
 from napari_bioanomaly.widgets.train import TrainWidget
+from tests.support.jobs import wait_for_job
 
 
 @pytest.fixture
@@ -34,8 +35,7 @@ def test_train_in_a_worker_and_see_the_plot(widgets, qtbot):
     _, train, folder = widgets
     assert train.start()
     assert not train.train_button.isEnabled() and train.stop_button.isEnabled()
-    with qtbot.waitSignal(train.worker.finished, timeout=180_000):
-        pass
+    wait_for_job(qtbot, train, 180_000)
     assert train.result is not None and not train.result.cancelled
     assert len(train.plot.loss) == 6 and len(train.plot.val_loss) == 2
     assert "Finished" in train.status.text()
@@ -86,15 +86,13 @@ def test_baseline_is_one_click_and_unsupervised_models_train(widgets, qtbot):
     _, train, folder = widgets
     assert train.start_baseline()
     assert train.model.currentText() == "forest" and not train.epochs.isEnabled()
-    with qtbot.waitSignal(train.worker.finished, timeout=120_000):
-        pass
+    wait_for_job(qtbot, train, 120_000)
     assert "Finished" in train.status.text() and "F1" in train.status.text()
     assert "forest" in load_checkpoint(folder / "bioanomaly-forest.pt")
     train.model.setCurrentText("memory")
     assert not train.class_weights.isEnabled()
     assert train.start()
-    with qtbot.waitSignal(train.worker.finished, timeout=120_000):
-        pass
+    wait_for_job(qtbot, train, 120_000)
     assert "ROC-AUC" in train.status.text(), train.status.text()
     assert "scoring" in load_checkpoint(folder / "bioanomaly-memory.pt")
 
@@ -131,8 +129,7 @@ def test_cross_validate_from_napari(widgets, qtbot):
     train.cv_group.setText("cell_line")
     assert train.start_crossval()
     assert not train.cv_button.isEnabled()
-    with qtbot.waitSignal(train.worker.finished, timeout=180_000):
-        pass
+    wait_for_job(qtbot, train, 180_000)
     result = train.result
     assert len(result.folds) == 3 and result.group_by == "cell_line"
     assert all(len(f["groups"]) == 1 for f in result.folds)  # one cell line per fold

@@ -150,8 +150,10 @@ def retune(predictor, dataset: Dataset, peak_margin: float | None = None,
 
 
 def fit_verbosely(gen, kind: str):
-    """Drain a training generator, printing each epoch (a long run, or one stopped by a
-    time limit, shows how far it got) with its training samples per second."""
+    """Drain a training generator, printing each epoch as the CLI does (a long run, or
+    one stopped by a time limit, shows how far it got) with training samples per second."""
+    from napari_bioanomaly._cli_ml import _progress_line
+
     samples, start = 0, time.perf_counter()
     try:
         while True:
@@ -161,10 +163,9 @@ def fit_verbosely(gen, kind: str):
             elif e.kind in ("status", "warning"):
                 print(f"{kind}: {e.message}", flush=True)
             elif e.kind == "epoch":
-                val = "" if e.val_f1 is None else f", val F1 {e.val_f1:.3f} IoU {e.val_iou:.3f}"
                 rate = samples / max(time.perf_counter() - start, 1e-9)
-                print(f"{kind}: epoch {e.epoch + 1}/{e.epochs}: loss {e.loss:.4f}{val}, "
-                      f"{rate:.1f} samples/s over the run so far", flush=True)
+                print(f"{kind}: {_progress_line(e)}  {rate:.1f} samples/s over the run so far",
+                      flush=True)
     except StopIteration as stop:
         return stop.value
 

@@ -219,6 +219,10 @@ def _untransform(a: np.ndarray, k: int, flip: bool) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(a, -k, axes=(-2, -1)))
 
 
+#: The models test-time augmentation applies to (the networks); others ignore ``tta``.
+TTA_MODELS = ("unet", "maskrcnn")
+
+
 @torch.no_grad()
 def predict_image(
     predictor: Predictor,
@@ -233,7 +237,7 @@ def predict_image(
     With ``tta`` (networks only: U-Net, Mask R-CNN) the probabilities are the mean
     over the eight flips and 90-degree rotations of the image, each mapped back.
     """
-    if tta and predictor.kind in ("unet", "maskrcnn"):
+    if tta and predictor.kind in TTA_MODELS:
         norm = normalise(image, predictor.config.low, predictor.config.high)
         total = sum(
             _untransform(_network_probabilities(predictor, _transform(norm, k, f), tile,

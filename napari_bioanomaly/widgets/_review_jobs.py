@@ -92,7 +92,7 @@ class ReviewJobs:
     def predict(self, gt: str, model: str, tta: bool = False) -> bool:
         """Predict every image of ``gt`` with the model file ``model`` (``tta``: averaged
         over flips and rotations, see :func:`~napari_bioanomaly.ml.predict.predict_image`)."""
-        from ..ml.predict import Predictor
+        from ..ml.predict import TTA_MODELS, Predictor
 
         if not self._can_start():
             return False
@@ -110,10 +110,16 @@ class ReviewJobs:
         self.on_operating_point(point.threshold, point.min_area, point.min_peak)
         pred_out = predictions_path(gt)
         heatmaps = pred_out.with_suffix(annotations.HEATMAPS_SUFFIX)
+        how = ""
+        if tta:  # said, not silently dropped, for a model the flips do not apply to
+            applies = predictor.kind in TTA_MODELS
+            how = " (flips and rotations)" if applies else (
+                f" (flips and rotations apply to U-Net and Mask R-CNN, not a {predictor.kind} "
+                "model: without them)")
+            tta = applies
         return self._start(
             predict_and_save, (predictor, dataset, pred_out, heatmaps, tta), gt, "Prediction",
-            f"predicting with {Path(model).name}{' (flips and rotations)' if tta else ''} "
-            "(Review)",
+            f"predicting with {Path(model).name}{how} (Review)",
         )  # fmt: skip
 
     def _start(self, job: Any, args: tuple, gt: str, what: str, describe: str) -> bool:

@@ -157,9 +157,11 @@ def test_export_corrected_annotations(review, tmp_path):
     assert len(ds.images) == 6 and not report.issues
 
 
-def _widget_with_a_model(viewer, qtbot, dataset_dir, model, epochs: int, steps: int):
+def _widget_with_a_model(make_viewer, qtbot, dataset_dir, model, epochs: int, steps: int):
     """A Review widget with the ground truth and a briefly trained tiny U-Net (at ``model``)
-    filled in; returns it and the ground truth."""
+    filled in; returns it and the ground truth. The model is trained before the viewer
+    exists: the GUI process keeps triton out (it crashes beside Mesa's OpenGL), and a
+    viewer made first would not."""
     from napari_bioanomaly.ml.config import TrainConfig
     from napari_bioanomaly.ml.predict import run
     from napari_bioanomaly.ml.train import train
@@ -167,7 +169,7 @@ def _widget_with_a_model(viewer, qtbot, dataset_dir, model, epochs: int, steps: 
     gt, _ = annotations.load(dataset_dir / "annotations.json")
     cfg = TrainConfig(epochs=epochs, steps_per_epoch=steps, tile=64, batch=2, base_channels=8)
     run(train(gt, cfg, model))
-    widget = ReviewWidget(viewer)
+    widget = ReviewWidget(make_viewer())
     qtbot.addWidget(widget)
     widget.gt_edit.setText(str(dataset_dir / "annotations.json"))
     widget.model_edit.setText(str(model))
@@ -175,7 +177,7 @@ def _widget_with_a_model(viewer, qtbot, dataset_dir, model, epochs: int, steps: 
 
 
 def test_predict_and_review_from_a_model(make_napari_viewer, dataset_dir, qtbot, tmp_path):
-    widget, _ = _widget_with_a_model(make_napari_viewer(), qtbot, dataset_dir,
+    widget, _ = _widget_with_a_model(make_napari_viewer, qtbot, dataset_dir,
                                      tmp_path / "m.pt", epochs=1, steps=2)  # fmt: skip
     assert widget.predict_and_review()
     # proposals start at the model's operating point, chosen on its validation images
@@ -203,7 +205,7 @@ def test_predict_and_review_with_flips_and_rotations(make_napari_viewer, dataset
     with tta=True, which differ from a plain prediction's."""
     from napari_bioanomaly.ml.predict import Predictor, predict_dataset, run
 
-    widget, gt = _widget_with_a_model(make_napari_viewer(), qtbot, dataset_dir,
+    widget, gt = _widget_with_a_model(make_napari_viewer, qtbot, dataset_dir,
                                       tmp_path / "m.pt", epochs=2, steps=3)  # fmt: skip
     widget.tta_box.setChecked(True)
     assert widget.predict_and_review()
@@ -219,6 +221,27 @@ def test_predict_and_review_with_flips_and_rotations(make_napari_viewer, dataset
     plain = run(predict_dataset(predictor, gt))
     assert regions(flipped) != regions(plain)  # this briefly trained model: they differ
     assert regions(got) == regions(flipped)
+
+
+def test_flips_and_rotations_are_said_not_to_apply_to_a_forest(make_napari_viewer,
+                                                               dataset_dir, qtbot, tmp_path):
+    from napari_bioanomaly.ml.config import TrainConfig
+    from napari_bioanomaly.ml.predict import run
+    from napari_bioanomaly.ml.train import train
+
+    gt, _ = annotations.load(dataset_dir / "annotations.json")
+    run(train(gt, TrainConfig(model="forest"), tmp_path / "f.pt"))
+    widget = ReviewWidget(make_napari_viewer())
+    qtbot.addWidget(widget)
+    said = []
+    widget.workspace.job_changed.connect(lambda state, message: said.append(message))
+    widget.gt_edit.setText(str(dataset_dir / "annotations.json"))
+    widget.model_edit.setText(str(tmp_path / "f.pt"))
+    widget.tta_box.setChecked(True)
+    assert widget.predict_and_review()
+    wait_for_job(qtbot, widget, 120_000)
+    assert any("apply to U-Net and Mask R-CNN, not a forest model" in m for m in said), said
+    assert widget.workspace.job == "done"
 
 
 def test_an_edited_prediction_is_accepted_as_drawn(review, dataset_dir):

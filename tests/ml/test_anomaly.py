@@ -622,6 +622,10 @@ def test_cli_unsupervised_train_predict_heatmaps_and_evaluate(study, tmp_path, c
     assert result["class_agreement"]["kappa"] is None  # one predicted class: nothing to agree
     assert set(result["classes"]) >= {"dust", "anomaly"}
     assert read_image(plot).shape[2] == 4
+    # flips and rotations are for the networks: asked for here, they are said not to apply
+    assert main([*argv, "--tta"]) == 0
+    err = capsys.readouterr().err
+    assert "--tta: flips and rotations apply to U-Net and Mask R-CNN, not to memory" in err
 
 
 def test_unsupervised_checkpoint_without_calibration_is_explained(trained, tmp_path):

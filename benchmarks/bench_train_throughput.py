@@ -8,9 +8,12 @@ with mixed precision (the default: float16 on CUDA, bfloat16 on CPUs that comput
 natively) and without (``amp=False``), so the speed-up is measured in one process.
 
 With ``--workers 0,4`` the U-Net at 256 px runs again with each further number of
-data-loading processes (is the default, 0, what keeps a GPU waiting?).
+data-loading processes (each draws whole batches; ``auto`` is the product's choice for the
+device). With ``--grid 4,16,64`` only the U-Net at ``--tile`` px runs, at each of those
+batch sizes with each number of workers: what a GPU run's batch and workers should be.
 
     python benchmarks/bench_train_throughput.py [--device auto] [--steps 20] [--workers 0]
+        [--grid 4,16,64 --tile 128]
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from napari_bioanomaly.core.synthetic import SampleConfig, write_sample
 from napari_bioanomaly.ml import models
 from napari_bioanomaly.ml.config import TrainConfig
 from napari_bioanomaly.ml.data import class_names
-from napari_bioanomaly.ml.device import autocast_dtype
+from napari_bioanomaly.ml.device import autocast_dtype, loader_workers
 from napari_bioanomaly.ml.train import pick_device, train
 
 
@@ -61,7 +64,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--workers", default="0", help="data-loading processes, e.g. 0,4")
+    parser.add_argument("--workers", default="0",
+                        help="data-loading processes, e.g. 0,4 (auto: the product's choice)")
+    parser.add_argument("--grid", default="", help="batch sizes, e.g. 4,16,64: only the U-Net "
+                        "at --tile, each batch size with each number of workers")
+    parser.add_argument("--tile", type=int, default=128, help="tile of --grid")
     args = parser.parse_args()
     device = pick_device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -72,13 +79,16 @@ def main() -> None:
             f"machine: {platform.machine()}, {os.cpu_count()} CPUs, device {device}"
             + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else "")
         )
-        first, *more = (int(w) for w in args.workers.split(","))
+        first, *more = (None if w == "auto" else int(w) for w in args.workers.split(","))
         runs = [("unet", 256, 8, True, first), ("unet", 256, 8, False, first),
                 ("unet", 128, 8, True, first), ("unet", 128, 8, False, first),
                 ("maskrcnn", 256, 2, True, first)]
         runs += [("unet", 256, 8, True, w) for w in more]
         if device.type == "cuda":  # what a GPU could do with a batch that fills it
             runs += [("unet", 256, 64, True, w) for w in (first, *more)]
+        if args.grid:
+            runs = [("unet", args.tile, int(b), True, w)
+                    for b in args.grid.split(",") for w in (first, *more)]  # fmt: skip
         for kind, tile, batch, amp, workers in runs:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
@@ -112,9 +122,11 @@ def main() -> None:
             )
             dtype = autocast_dtype(device, amp, kind)
             precision = "float32" if dtype is None else str(dtype).removeprefix("torch.")
+            chosen = loader_workers(workers, device)
             print(
-                f"{kind:8s} tile {tile} batch {batch} {precision:8s} workers {workers}: "
-                f"{ours:.1f} samples/s, {100 * waiting:.0f}% of each step "
+                f"{kind:8s} tile {tile} batch {batch} {precision:8s} workers {chosen}"
+                f"{' (auto)' if workers is None else ''}: {ours:.1f} samples/s "
+                f"({1000 * per_step:.1f} ms/step), {100 * waiting:.0f}% of each step "
                 f"waiting for data{mem}; bare loop {ref:.1f} samples/s; ratio {ours / ref:.2f}"
             )
 

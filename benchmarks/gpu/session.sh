@@ -14,6 +14,10 @@
 # no-learning reference; training throughput (samples/s, GPU memory, data waits, with 0
 # and 4 loader processes); prediction MP/s; Mask R-CNN trained and scored on DATASET;
 # distributed training's NCCL path with one process (a machine with one GPU).
+# Experiments, run only when named in STAGES: "grid" (training samples/s of the U-Net at
+# 128 px for each batch size in GRID, default "4 16 64", with 0, 4 and 8 loader processes) and "batches"
+# (the U-Net trained on DATASET as in "unet", once per batch size in BATCHES, default
+# "4 16", each scored on the test images).
 set -u
 data=$1 out=$2 scale=${3:-1}
 py=${PYTHON:-python3}
@@ -40,6 +44,15 @@ print(sys.version.split()[0], "torch", torch.__version__, "torchvision", torchvi
 stage unet unet 300 "$py" benchmarks/real/bench_real.py "$data" --models unet --tta unet \
     --ensemble none --set "budget_min=$(mins 2.75)" --out /tmp/gpu-models --json "$out/unet.json"
 cp /tmp/gpu-models/unet.pt "$out/unet.pt" 2>/dev/null
+[[ " ${STAGES:-} " == *" grid "* ]] && stage grid grid 150 "$py" benchmarks/bench_train_throughput.py \
+    --steps 20 --grid "$(echo ${GRID:-4 16 64} | tr ' ' ,)" --tile 128 --workers 0,4,8
+if [[ " ${STAGES:-} " == *" batches "* ]]; then
+    for b in ${BATCHES:-4 16}; do
+        stage batches "unet-b$b" 240 "$py" benchmarks/real/bench_real.py "$data" --models unet \
+            --tta none --ensemble none --set "budget_min=$(mins 2.5)" --set "batch=$b" \
+            --out "/tmp/gpu-b$b" --json "$out/unet-b$b.json"
+    done
+fi
 stage throughput bench 80 "$py" benchmarks/bench_train_throughput.py --steps 20 --workers 0,4
 stage predict bench 45 "$py" benchmarks/bench_predict.py --images 4 --rounds 3
 stage maskrcnn maskrcnn 110 "$py" benchmarks/real/bench_real.py "$data" --models maskrcnn --tta none \

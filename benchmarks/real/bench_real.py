@@ -151,21 +151,33 @@ def retune(predictor, dataset: Dataset, peak_margin: float | None = None,
 
 def fit_verbosely(gen, kind: str):
     """Drain a training generator, printing each epoch as the CLI does (a long run, or
-    one stopped by a time limit, shows how far it got) with training samples per second."""
+    one stopped by a time limit, shows how far it got) with training samples per second,
+    and how the epoch's time went: its training steps, the share of them spent waiting
+    for tiles, and what came after them (validation, checkpoints)."""
     from napari_bioanomaly._cli_ml import _progress_line
 
     samples, start = 0, time.perf_counter()
+    begun = last_step = start
+    waited = 0.0
     try:
         while True:
             e = next(gen)
+            now = time.perf_counter()
             if e.kind == "step":
                 samples += e.batch or 0
+                waited += (e.data_fraction or 0.0) * (now - last_step)
+                last_step = now
             elif e.kind in ("status", "warning"):
                 print(f"{kind}: {e.message}", flush=True)
+                begun = last_step = now
             elif e.kind == "epoch":
-                rate = samples / max(time.perf_counter() - start, 1e-9)
-                print(f"{kind}: {_progress_line(e)}  {rate:.1f} samples/s over the run so far",
-                      flush=True)
+                rate = samples / max(now - start, 1e-9)
+                steps_s = last_step - begun
+                print(f"{kind}: {_progress_line(e)}  {rate:.1f} samples/s over the run so far; "
+                      f"steps {steps_s:.2f} s (~{100 * waited / max(steps_s, 1e-9):.0f}% waiting "
+                      f"for tiles), then {now - last_step:.2f} s", flush=True)  # fmt: skip
+                begun = last_step = now
+                waited = 0.0
     except StopIteration as stop:
         return stop.value
 

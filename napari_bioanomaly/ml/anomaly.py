@@ -53,7 +53,7 @@ from torch import nn
 from ..core.reference import contrast_map, line_map
 from .config import TOP_FRACTION, TOP_FRACTIONS, TrainConfig
 from .descriptors import describe
-from .device import free_memory, is_oom
+from .device import default_batch, free_memory, is_oom
 from .features import features
 from .tiling import blend_tiles
 
@@ -259,7 +259,7 @@ def raw_map(
         model.eval()
         raw = blend_tiles(
             norm, config.tile, lambda x: reconstruction_error(model, x), device,
-            batch=max(1, config.batch),
+            batch=config.batch or default_batch(torch.device(device)),
         )[0]  # fmt: skip
     return smooth(kind, raw)
 

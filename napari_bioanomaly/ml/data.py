@@ -197,9 +197,11 @@ def augment(
     image = image * np.float32(rng.uniform(0.8, 1.25)) + np.float32(rng.uniform(-0.1, 0.1))
     if rng.random() < 0.2:  # a little defocus; more would erase the thin and faint defects
         image = ndimage.gaussian_filter(image, rng.uniform(0.0, 1.0))
-    if rng.random() < 0.5:
-        image = image + rng.normal(0.0, rng.uniform(0.0, 0.05), image.shape).astype(np.float32)
-    return image.astype(np.float32), cls, inst
+    if rng.random() < 0.5:  # float32 draws: half the time of float64 ones, cast
+        image = image + np.float32(rng.uniform(0.0, 0.05)) * rng.standard_normal(
+            image.shape, dtype=np.float32
+        )
+    return image.astype(np.float32, copy=False), cls, inst
 
 
 def fit_tile(config: TrainConfig, dataset: Dataset, indices: list[int]) -> TrainConfig:
@@ -346,34 +348,53 @@ class TileSampler:
 
 
 class TileStream(torch.utils.data.IterableDataset):
-    """An endless stream of training tiles that any number of processes can share.
+    """An endless stream of training batches that any number of processes can share.
 
     Tile ``k`` of the run is drawn from its own random stream ``(seed, k)``, so
     every split of the run gives the same tiles: process ``rank`` of ``world``
-    (distributed training) takes ``k = rank, rank + world, ...`` and its data
-    loader worker ``w`` of ``W`` every ``W``-th of those. A global batch is
-    therefore the same whether one process draws it or several share it, and
-    each process oversamples anomalies at the configured rate.
+    (distributed training) takes ``k = start + rank, start + rank + world, ...``, in
+    batches of ``batch`` of them, and its data loader worker ``w`` of ``W`` draws every
+    ``W``-th batch. A global batch is therefore the same whether one process draws it or
+    several share it, and each process oversamples anomalies at the configured rate.
+
+    Each item is a whole batch, stacked where it was drawn: images ``(B, 1, T, T)``
+    float32, class masks ``(B, T, T)`` int64, instance masks ``(B, T, T)`` int32. A loader
+    worker hands over three arrays per batch, not per tile (one hand-over per tile cost
+    more than it saved: four workers made GPU training slower, docs/benchmarks.md).
     """
 
     def __init__(
-        self, sampler: TileSampler, seed: int, rank: int = 0, world: int = 1, start: int = 0
+        self,
+        sampler: TileSampler,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        start: int = 0,
+        batch: int = 1,
     ) -> None:
         super().__init__()
         self.sampler = sampler
         self.seed = seed
-        self.rank, self.world, self.start = rank, world, start
+        self.rank, self.world, self.start, self.batch = rank, world, start, batch
         self.budget = sampler.cache.budget
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         self.sampler.cache.budget = self.budget // workers  # each worker keeps its own images
-        k = self.start + self.rank + self.world * worker
+        tile, n = self.sampler.config.tile, self.batch
+        j = worker  # this worker's batches: j, j + workers, ...
         while True:
-            img, cls, inst = self.sampler.sample(np.random.default_rng([self.seed, k]))
-            yield torch.from_numpy(img[None]), torch.from_numpy(cls), torch.from_numpy(inst)
-            k += self.world * workers
+            images = np.empty((n, 1, tile, tile), dtype=np.float32)
+            cls = np.empty((n, tile, tile), dtype=np.int64)
+            inst = np.empty((n, tile, tile), dtype=np.int32)
+            for i in range(n):
+                k = self.start + self.rank + self.world * (j * n + i)
+                images[i, 0], cls[i], inst[i] = self.sampler.sample(
+                    np.random.default_rng([self.seed, k])
+                )
+            yield torch.from_numpy(images), torch.from_numpy(cls), torch.from_numpy(inst)
+            j += workers
 
 
 def validation_tiles(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from ..core.model import BioAnomalyError
@@ -22,6 +24,41 @@ def pick_device(name: str = "auto") -> torch.device:
     ):
         raise BioAnomalyError("device mps asked for, but it is not available here")
     return torch.device(name)
+
+
+#: Tiles per batch and training process when none are asked for (:func:`default_batch`).
+CPU_BATCH, GPU_BATCH = 4, 32
+
+
+def default_batch(device: torch.device, processes: int = 1) -> int:
+    """The batch of a run that asks for none, over its ``processes`` training processes:
+    :data:`GPU_BATCH` per CUDA GPU, :data:`CPU_BATCH` per process elsewhere.
+
+    A small U-Net step on a GPU costs about the same for 4 tiles as for 32 (the time goes
+    into launching its kernels): a time-budgeted run sees 8x the tiles. Measured on an
+    H200 (NEU-Seg, 2-2.5 min, ``docs/benchmarks.md``): instance F1 0.625 at batch 4,
+    0.662-0.675 at 16, 0.715 at 32. On a CPU a step costs in proportion to its tiles.
+    """
+    per_process = GPU_BATCH if device.type == "cuda" else CPU_BATCH
+    return per_process * max(processes, 1)
+
+
+#: Data loader processes per training process on a GPU when none are asked for
+#: (:func:`loader_workers`).
+GPU_LOADER_WORKERS = 4
+
+
+def loader_workers(requested: int | None, device: torch.device, processes: int = 1) -> int:
+    """Data loader processes of a training process: ``requested`` when given; otherwise
+    none on a CPU or MPS (they would take the cores the training computes on) and on a
+    CUDA GPU up to :data:`GPU_LOADER_WORKERS`, leaving a core to each of the
+    ``processes`` training processes of this machine."""
+    if requested is not None:
+        return requested
+    if device.type != "cuda":
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(0, min(GPU_LOADER_WORKERS, (cores or 1) // max(processes, 1) - 1))
 
 
 def is_oom(exc: BaseException) -> bool:

@@ -16,6 +16,11 @@ import torch
 import torch.distributed as td
 
 
+def world_size() -> int:
+    """Processes of the run (torchrun's ``WORLD_SIZE``; 1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 @dataclass
 class Dist:
     """This process's place in the run."""
@@ -24,6 +29,7 @@ class Dist:
     world: int = 1
     local_rank: int = 0
     owns_group: bool = False
+    local_world: int = 1  # processes on this machine (they share its cores)
 
     @property
     def main(self) -> bool:
@@ -33,7 +39,7 @@ class Dist:
     @classmethod
     def setup(cls, device: torch.device) -> Dist:
         """Join the process group torchrun describes (if any); NCCL on CUDA, gloo otherwise."""
-        world = int(os.environ.get("WORLD_SIZE", "1"))
+        world = world_size()
         if world <= 1:
             return cls()
         rank = int(os.environ.get("RANK", "0"))
@@ -44,7 +50,8 @@ class Dist:
                 torch.cuda.set_device(local_rank)
             td.init_process_group("nccl" if device.type == "cuda" else "gloo")
             owns = True
-        return cls(rank, world, local_rank, owns)
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+        return cls(rank, world, local_rank, owns, local_world)
 
     def sum(self, values: list[float]) -> np.ndarray:
         """Element-wise sum over all processes."""

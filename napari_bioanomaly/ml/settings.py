@@ -222,7 +222,8 @@ SETTINGS: tuple[Setting, ...] = (
             high=100_000, **_LEARNS, metavar="N"),
     Setting("tile", "tile size (px)", "tile side in pixels (a multiple of 16)", low=32,
             high=4096, step=16, **_LEARNS, metavar="PX"),
-    Setting("batch", "batch size", "tiles per batch", low=1, high=512, **_LEARNS, metavar="N"),
+    Setting("batch", "batch size", "tiles per batch; auto: 4 on a CPU, 32 per GPU",
+            auto=True, high=512, **_LEARNS, metavar="N"),
     Setting("lr", "learning rate", "learning rate (AdamW, warm-up and cosine decay)",
             kind="float", low=1e-5, high=1.0, step=1e-4, decimals=5, **_LEARNS,
             metavar="X"),
@@ -267,8 +268,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("weights", "weights", "local weights to start from: a Mask R-CNN state dict, or "
             "a U-Net pretrained by napari-bioanomaly pretrain (nothing is downloaded)",
             kind="text", form=False, metavar="FILE"),
-    Setting("workers", "data workers", "data loader processes (0: read in the training "
-            "thread)", field="num_workers", high=256, form=False, metavar="N"),
+    Setting("workers", "data workers", "data loader processes, each drawing whole batches "
+            "of tiles (0: drawn in the training thread; auto: none on a CPU, where they "
+            "would take the training's cores, a few on a GPU)", field="num_workers",
+            high=256, form=False, metavar="N"),
 )  # fmt: skip
 
 #: Settings by name.

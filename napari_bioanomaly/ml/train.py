@@ -19,7 +19,8 @@ from ..core.model import BioAnomalyError, Dataset
 from . import data, train_forest, train_memory, train_network
 from .checkpoint import last_path, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .config import REGISTRY, TrainConfig
-from .device import pick_device
+from .device import default_batch, pick_device
+from .distributed import world_size
 from .events import SCORE_LABELS, VAL_F1, TrainEvent, TrainResult
 from .trainer import Trainer, TrainJob
 from .validation import MIN_AREA
@@ -63,6 +64,8 @@ def train(
     out = Path(out)
     cancel = cancel or threading.Event()
     torch.manual_seed(config.seed)
+    if config.batch is None:  # the checkpoint keeps the batch the run trained with
+        config = config.replace(batch=default_batch(pick_device(config.device), world_size()))
     data_classes = data.class_names(dataset)
     if not data_classes and not config.unsupervised:
         raise BioAnomalyError("no annotated anomalies in the dataset: annotate some regions first")

@@ -31,30 +31,34 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import TrainConfig
-from .device import autocast_dtype, free_memory, is_oom, pick_device
+from .device import autocast_dtype, free_memory, is_oom, loader_workers, pick_device
 from .distributed import Dist
 from .events import TrainEvent, TrainResult, score_label
 from .trainer import TrainJob, budget_minutes
 from .validation import operating_point, scores, validate
 
 
-def _batches(sampler: data.TileSampler, config: TrainConfig, dist: Dist, start: int) -> Any:
+def _batches(
+    sampler: data.TileSampler, config: TrainConfig, dist: Dist, start: int, batch: int,
+    device: torch.device,
+) -> Any:
+    """Batches of ``batch`` tiles from global tile ``start`` on (see :class:`.data.TileStream`),
+    drawn by :func:`.device.loader_workers` processes, page-locked for a GPU."""
+    workers = loader_workers(config.num_workers, device, dist.local_world)
     loader = torch.utils.data.DataLoader(
-        data.TileStream(sampler, config.seed, dist.rank, dist.world, start),
+        data.TileStream(sampler, config.seed, dist.rank, dist.world, start, batch),
         batch_size=None,
-        num_workers=config.num_workers,
-        persistent_workers=config.num_workers > 0,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        # from page-locked memory the copy to the GPU runs beside the host; from ordinary
+        # memory it waits for every step queued before it
+        pin_memory=device.type == "cuda",
     )
     return iter(loader)
 
 
-def _next_batch(stream: Any, batch: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-    items = [next(stream) for _ in range(batch)]
-    stacked = (torch.stack(t) for t in zip(*items, strict=True))
-    if device.type == "cuda":  # from page-locked memory the copy runs beside the host; from
-        # ordinary memory it waits for every step queued before it
-        return tuple(t.pin_memory().to(device, non_blocking=True) for t in stacked)
-    return tuple(stacked)
+def _next_batch(stream: Any, device: torch.device) -> tuple[torch.Tensor, ...]:
+    return tuple(t.to(device, non_blocking=True) for t in next(stream))
 
 
 def _optimise(
@@ -191,7 +195,8 @@ def _train(
         best_f1 = ckpt.get("best_f1")
         best_epoch = int(ckpt.get("best_epoch", start_epoch - 1))
     batch = config.batch // dist.world  # per process; the global batch is config.batch
-    stream = _batches(sampler, config, dist, start_epoch * steps * config.batch)
+    drawn = start_epoch * steps * config.batch  # global tiles drawn so far
+    stream = _batches(sampler, config, dist, drawn, batch, device)
     # thin structures (cracks, scratches) are judged by pixel F1 (see operating.criterion_for)
     criterion = "mean"
     if not config.unsupervised:
@@ -238,7 +243,8 @@ def _train(
                 return TrainResult(best_path, last, history, best_f1, True, str(device),
                                    best_label)  # fmt: skip
             t0 = time.perf_counter()
-            images, cls, inst = _next_batch(stream, batch, device)
+            images, cls, inst = _next_batch(stream, device)
+            drawn += batch * dist.world
             t_data = time.perf_counter() - t0
             try:
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -263,6 +269,8 @@ def _train(
                         "use smaller tiles (--tile), the U-Net, or another device"
                     ) from None
                 batch = max(1, batch // 2)
+                del stream  # its workers stop; the next batches are drawn at the new size
+                stream = _batches(sampler, config, dist, drawn, batch, device)
                 yield TrainEvent(
                     "warning", epoch, plan["epochs"], step, steps, batch=batch,
                     message=f"out of memory on {device}: batch halved to {batch} "

@@ -182,6 +182,43 @@ def test_tile_cache_stays_within_its_budget_and_workers_share_it(dataset, monkey
         assert stream.sampler.cache.budget == 100 << 20
 
 
+def test_tile_stream_batches_are_the_same_however_processes_and_workers_share_them(
+    dataset, monkeypatch
+):
+    from napari_bioanomaly.ml import data
+
+    sampler = TileSampler(dataset, list(range(len(dataset.images))), class_names(dataset), TINY)
+
+    def batches(stream, worker=0, workers=1, n=3):
+        class Worker:
+            id, num_workers = worker, workers
+
+        monkeypatch.setattr(torch.utils.data, "get_worker_info",
+                            lambda: Worker if workers > 1 else None)  # fmt: skip
+        it = iter(stream)
+        return [next(it) for _ in range(n)]
+
+    one = batches(data.TileStream(sampler, 5, batch=4), n=4)  # one process, no workers
+    images, cls, inst = one[0]
+    assert images.shape == (4, 1, TINY.tile, TINY.tile) and images.dtype == torch.float32
+    assert cls.shape == inst.shape == (4, TINY.tile, TINY.tile)
+    assert cls.dtype == torch.int64 and inst.dtype == torch.int32
+    assert not torch.equal(one[0][0], one[1][0])  # different tiles in every batch
+    # two workers: batches 0, 2 and 1, 3 of the same run
+    even = batches(data.TileStream(sampler, 5, batch=4), 0, 2, n=2)
+    odd = batches(data.TileStream(sampler, 5, batch=4), 1, 2, n=2)
+    for want, got in zip(one, [even[0], odd[0], even[1], odd[1]], strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(want, got, strict=True))
+    # two processes with half a batch each: every global batch holds the same tiles
+    ranks = [batches(data.TileStream(sampler, 5, r, 2, batch=2), n=4) for r in (0, 1)]
+    for step, want in enumerate(one):
+        got = torch.cat([ranks[0][step][0], ranks[1][step][0]])
+        assert sorted(map(float, got.sum((1, 2, 3)))) == sorted(map(float, want[0].sum((1, 2, 3))))
+    # a stream started later (after a batch size change) goes on with the next tiles
+    later = batches(data.TileStream(sampler, 5, start=4, batch=2), n=2)
+    assert torch.equal(later[0][0], one[1][0][:2]) and torch.equal(later[1][0], one[1][0][2:])
+
+
 def test_split_by_fraction_is_seeded_and_by_attribute(dataset):
     a = split(dataset, TINY)
     assert a == split(dataset, TINY)
@@ -545,6 +582,32 @@ def test_mixed_precision_follows_the_device(monkeypatch):
     assert dev.autocast_dtype(cpu, False) is None
     monkeypatch.setattr(dev, "cpu_has_bf16", lambda: False)  # emulated: slower than float32
     assert dev.autocast_dtype(cpu, True) is None
+
+
+def test_loader_processes_are_none_on_a_cpu_and_a_few_per_gpu_process(monkeypatch):
+    from napari_bioanomaly.ml import device as dev
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(dev.os, "sched_getaffinity", lambda _: set(range(16)), raising=False)
+    assert dev.loader_workers(None, cpu) == 0  # they would take the training's cores
+    assert dev.loader_workers(3, cpu) == 3  # asked for: given
+    assert dev.loader_workers(None, cuda) == dev.GPU_LOADER_WORKERS
+    assert dev.loader_workers(None, cuda, processes=8) == 1  # 16 cores, 8 GPUs: 2 each
+    assert dev.loader_workers(0, cuda) == 0
+    monkeypatch.setattr(dev.os, "sched_getaffinity", lambda _: {0}, raising=False)
+    assert dev.loader_workers(None, cuda) == 0  # one core: the training thread draws
+
+
+def test_a_run_without_a_batch_takes_the_devices_and_keeps_it(dataset, tmp_path):
+    from napari_bioanomaly.ml import device as dev
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert dev.default_batch(cpu) == dev.CPU_BATCH == 4
+    assert dev.default_batch(cuda) == dev.GPU_BATCH == 32
+    assert dev.default_batch(cuda, processes=2) == 64  # per GPU
+    events, result = drain(train(dataset, TINY.replace(batch=None, epochs=1), tmp_path / "m.pt"))
+    assert {e.batch for e in events if e.kind == "step"} == {4}  # trained on this CPU
+    assert load_checkpoint(result.best)["config"]["batch"] == 4  # kept as trained
 
 
 def test_thin_structures_are_chosen_and_named_by_pixel_f1(tmp_path):

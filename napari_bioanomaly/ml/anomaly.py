@@ -259,7 +259,7 @@ def raw_map(
         model.eval()
         raw = blend_tiles(
             norm, config.tile, lambda x: reconstruction_error(model, x), device,
-            batch=config.batch or default_batch(torch.device(device)),
+            batch=config.batch or default_batch(torch.device(device), model=kind),
         )[0]  # fmt: skip
     return smooth(kind, raw)
 

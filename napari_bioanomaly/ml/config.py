@@ -105,7 +105,7 @@ class TrainConfig:
     tile, batch
         Tile side in pixels and tiles per batch (over all processes of a distributed
         run). ``batch`` ``None`` (the default): :func:`.device.default_batch`, 4 tiles
-        per process on a CPU and 32 per GPU. On an H200, NEU-Seg in the same 2-2.5 min:
+        per process, and 32 per GPU for the U-Net. On an H200, NEU-Seg in the same 2-2.5 min:
         batch 4 instance F1 0.625 (109 samples/s), 16 0.662-0.675 (457-523), 32 0.715
         (975); on a CPU a larger batch only slows each step down.
     lr

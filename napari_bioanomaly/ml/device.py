@@ -30,17 +30,18 @@ def pick_device(name: str = "auto") -> torch.device:
 CPU_BATCH, GPU_BATCH = 4, 32
 
 
-def default_batch(device: torch.device, processes: int = 1) -> int:
+def default_batch(device: torch.device, processes: int = 1, model: str = "unet") -> int:
     """The batch of a run that asks for none, over its ``processes`` training processes:
-    :data:`GPU_BATCH` per CUDA GPU, :data:`CPU_BATCH` per process elsewhere.
+    for the U-Net :data:`GPU_BATCH` per CUDA GPU, otherwise :data:`CPU_BATCH` per process.
 
-    A small U-Net step on a GPU costs about the same for 4 tiles as for 32 (the time goes
-    into launching its kernels): a time-budgeted run sees 8x the tiles. Measured on an
-    H200 (NEU-Seg, 2-2.5 min, ``docs/benchmarks.md``): instance F1 0.625 at batch 4,
-    0.662-0.675 at 16, 0.715 at 32. On a CPU a step costs in proportion to its tiles.
+    A step of the small U-Net on a GPU costs about the same for 4 tiles as for 32 (the
+    time goes into launching its kernels): a time-budgeted run sees 8x the tiles. Measured
+    on an H200 (NEU-Seg, 2-2.5 min, ``docs/benchmarks.md``): instance F1 0.625 at batch 4,
+    0.662-0.675 at 16, 0.715 at 32. On a CPU a step costs in proportion to its tiles, and
+    Mask R-CNN's and the autoencoder's GPU steps were not measured at other batches: 4.
     """
-    per_process = GPU_BATCH if device.type == "cuda" else CPU_BATCH
-    return per_process * max(processes, 1)
+    gpu = device.type == "cuda" and model == "unet"
+    return (GPU_BATCH if gpu else CPU_BATCH) * max(processes, 1)
 
 
 #: Data loader processes per training process on a GPU when none are asked for

@@ -222,7 +222,7 @@ SETTINGS: tuple[Setting, ...] = (
             high=100_000, **_LEARNS, metavar="N"),
     Setting("tile", "tile size (px)", "tile side in pixels (a multiple of 16)", low=32,
             high=4096, step=16, **_LEARNS, metavar="PX"),
-    Setting("batch", "batch size", "tiles per batch; auto: 4 on a CPU, 32 per GPU",
+    Setting("batch", "batch size", "tiles per batch; auto: 4, and 32 per GPU for the U-Net",
             auto=True, high=512, **_LEARNS, metavar="N"),
     Setting("lr", "learning rate", "learning rate (AdamW, warm-up and cosine decay)",
             kind="float", low=1e-5, high=1.0, step=1e-4, decimals=5, **_LEARNS,

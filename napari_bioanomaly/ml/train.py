@@ -65,7 +65,8 @@ def train(
     cancel = cancel or threading.Event()
     torch.manual_seed(config.seed)
     if config.batch is None:  # the checkpoint keeps the batch the run trained with
-        config = config.replace(batch=default_batch(pick_device(config.device), world_size()))
+        device = pick_device(config.device)
+        config = config.replace(batch=default_batch(device, world_size(), config.model))
     data_classes = data.class_names(dataset)
     if not data_classes and not config.unsupervised:
         raise BioAnomalyError("no annotated anomalies in the dataset: annotate some regions first")

@@ -40,11 +40,10 @@ from .validation import operating_point, scores, validate
 
 def _batches(
     sampler: data.TileSampler, config: TrainConfig, dist: Dist, start: int, batch: int,
-    device: torch.device,
+    device: torch.device, workers: int,
 ) -> Any:
     """Batches of ``batch`` tiles from global tile ``start`` on (see :class:`.data.TileStream`),
-    drawn by :func:`.device.loader_workers` processes, page-locked for a GPU."""
-    workers = loader_workers(config.num_workers, device, dist.local_world)
+    drawn by ``workers`` loader processes, page-locked for a GPU."""
     loader = torch.utils.data.DataLoader(
         data.TileStream(sampler, config.seed, dist.rank, dist.world, start, batch),
         batch_size=None,
@@ -59,6 +58,17 @@ def _batches(
 
 def _next_batch(stream: Any, device: torch.device) -> tuple[torch.Tensor, ...]:
     return tuple(t.to(device, non_blocking=True) for t in next(stream))
+
+
+def _setup_text(device: torch.device, batch: int, tile: int, workers: int, world: int) -> str:
+    """What a run trains on, e.g. "training on cuda (NVIDIA H200): batches of 32 tiles of
+    128 px, drawn by 4 loader processes"."""
+    name = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+    where = f"{world} processes on {device.type}" if world > 1 else f"{device}{name}"
+    drawn = f"drawn by {workers} loader process{'es' if workers > 1 else ''}" if workers \
+        else "drawn in the training thread"
+    each = ", each on" if world > 1 else ":"
+    return f"training on {where}{each} batches of {batch} tiles of {tile} px, {drawn}"
 
 
 def _optimise(
@@ -196,7 +206,10 @@ def _train(
         best_epoch = int(ckpt.get("best_epoch", start_epoch - 1))
     batch = config.batch // dist.world  # per process; the global batch is config.batch
     drawn = start_epoch * steps * config.batch  # global tiles drawn so far
-    stream = _batches(sampler, config, dist, drawn, batch, device)
+    workers = loader_workers(config.num_workers, device, dist.local_world)
+    stream = _batches(sampler, config, dist, drawn, batch, device, workers)
+    yield TrainEvent("status", start_epoch, plan["epochs"], 0, steps, batch=batch,
+                     message=_setup_text(device, batch, config.tile, workers, dist.world))
     # thin structures (cracks, scratches) are judged by pixel F1 (see operating.criterion_for)
     criterion = "mean"
     if not config.unsupervised:
@@ -270,7 +283,7 @@ def _train(
                     ) from None
                 batch = max(1, batch // 2)
                 del stream  # its workers stop; the next batches are drawn at the new size
-                stream = _batches(sampler, config, dist, drawn, batch, device)
+                stream = _batches(sampler, config, dist, drawn, batch, device, workers)
                 yield TrainEvent(
                     "warning", epoch, plan["epochs"], step, steps, batch=batch,
                     message=f"out of memory on {device}: batch halved to {batch} "

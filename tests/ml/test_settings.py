@@ -86,4 +86,4 @@ def test_settings_say_which_models_they_apply_to():
     assert by_name["descriptors"].applies_to("memory")
     assert not by_name["descriptors"].applies_to("unet")
     help_text = " ".join(parser().format_help().split())
-    assert "tiles per batch; auto: 4 on a CPU, 32 per GPU (auto); for unet, maskrcnn, autoencoder, memory" in help_text
+    assert "tiles per batch; auto: 4, and 32 per GPU for the U-Net (auto); for unet, maskrcnn, autoencoder, memory" in help_text

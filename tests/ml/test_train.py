@@ -605,9 +605,12 @@ def test_a_run_without_a_batch_takes_the_devices_and_keeps_it(dataset, tmp_path)
     assert dev.default_batch(cpu) == dev.CPU_BATCH == 4
     assert dev.default_batch(cuda) == dev.GPU_BATCH == 32
     assert dev.default_batch(cuda, processes=2) == 64  # per GPU
+    assert dev.default_batch(cuda, model="maskrcnn") == 4  # not measured larger: as before
     events, result = drain(train(dataset, TINY.replace(batch=None, epochs=1), tmp_path / "m.pt"))
     assert {e.batch for e in events if e.kind == "step"} == {4}  # trained on this CPU
     assert load_checkpoint(result.best)["config"]["batch"] == 4  # kept as trained
+    said = [e.message for e in events if e.kind == "status"]  # and the run says so
+    assert "training on cpu: batches of 4 tiles of 64 px, drawn in the training thread" in said
 
 
 def test_thin_structures_are_chosen_and_named_by_pixel_f1(tmp_path):

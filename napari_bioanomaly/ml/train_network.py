@@ -388,6 +388,7 @@ def _train(
                 f"(best {best_f1:.3f} at epoch {best_epoch + 1})",
             )  # fmt: skip
             break
+    del stream  # its loader processes end here, not after the operating point is chosen
     final_epoch = epoch - 1
     point = None
     if dist.main and best_path is not None:

@@ -4,7 +4,7 @@ The hard sample (faint anomalies among look-alike textures, uneven light,
 out-of-focus patches, unannotated specks) is where a model that learns nothing
 is caught: the reference filter scores well below 1 on it, unlike on the easy
 sample. The U-Net here has the default architecture, loss, augmentation and
-learning rate; only its length (1,000 steps, about 3.5 min on 2 cores) and tile (for
+learning rate; only its length (2,000 steps, about 3 min on 2 cores) and tile (for
 256 px images) are set for CI.
 """
 
@@ -24,7 +24,9 @@ from napari_bioanomaly.ml.predict import Predictor, predict_image, run
 from napari_bioanomaly.ml.train import train
 
 #: What the U-Net must add to the reference's pixel F1 on held-out hard images (measured
-#: on the 2-core CPU: 0.17 against 0.004 after 1,000 steps; 375 steps learn nothing yet).
+#: on the 2-core CPU after 2,000 steps: 0.17-0.29 against 0.004 with seeds 0-3). 1,000
+#: steps were too few: seed 0 reached 0.17 there, but seed 1, or seed 0 with other noise
+#: draws, learnt nothing yet (0.002-0.008); 375 steps learn nothing with any.
 MARGIN = 0.10
 
 
@@ -57,7 +59,7 @@ def test_default_unet_beats_the_reference_on_the_hard_sample(hard, tmp_path):
     folder, train_images, test_images, ds = hard
     train_ds = Dataset(images=train_images, root=folder, classes=list(ds.classes),
                        class_attribute="class")  # fmt: skip
-    config = TrainConfig(epochs=40, steps_per_epoch=25, tile=128, seed=0, patience=0)
+    config = TrainConfig(epochs=80, steps_per_epoch=25, tile=128, seed=0, patience=0)
     result = run(train(train_ds, config, tmp_path / "hard.pt"))
     predictor = Predictor.load(result.best, "cpu")
     point = predictor.operating_point

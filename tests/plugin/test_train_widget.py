@@ -50,6 +50,25 @@ def test_train_in_a_worker_and_see_the_plot(widgets, qtbot):
     assert train.train_button.isEnabled()
 
 
+def test_train_with_loader_processes_started_from_napari(widgets, qtbot, monkeypatch):
+    """A GPU run draws its tiles in loader processes started from napari's process; forced
+    here on the CPU (where the default is none). They end with the run."""
+    import multiprocessing
+
+    from napari_bioanomaly.ml import train_network
+
+    asked = []
+    monkeypatch.setattr(train_network, "loader_workers",
+                        lambda requested, device, processes=1: asked.append(device) or 2)  # fmt: skip
+    _, train, folder = widgets
+    assert train.start()
+    wait_for_job(qtbot, train, 180_000)
+    assert asked and train.result is not None and not train.result.cancelled
+    assert len(train.plot.loss) == 6  # every step's batch arrived
+    assert len(load_checkpoint(folder / "bioanomaly-unet.last.pt")["history"]) == 2
+    assert not multiprocessing.active_children()
+
+
 def test_automatic_length_is_the_default_with_a_budget(widgets):
     _, train, _ = widgets
     train.epochs.setValue(0)

@@ -310,9 +310,11 @@ def test_maskrcnn_trains_a_few_steps_with_one_channel(dataset, tmp_path):
 def test_out_of_memory_halves_the_batch_then_explains(dataset, tmp_path, monkeypatch):
     real = models.loss
     calls = {"n": 0}
+    sizes = []  # tiles in each batch the loss is given
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
+        sizes.append(len(args[2]))
         if calls["n"] == 1:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(*args, **kwargs)
@@ -322,6 +324,7 @@ def test_out_of_memory_halves_the_batch_then_explains(dataset, tmp_path, monkeyp
     warning = next(e for e in events if e.kind == "warning")
     assert "batch halved to 1" in warning.message
     assert all(e.batch == 1 for e in events if e.kind == "step")
+    assert sizes[0] == 2 and set(sizes[1:]) == {1}  # the tiles are drawn at the new size
 
     def always(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")

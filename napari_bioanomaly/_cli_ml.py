@@ -168,7 +168,7 @@ def _read_manifest(path: Path, model: str, shard_text: str) -> dict[str, ImageRe
 def cmd_predict(args: argparse.Namespace) -> int:
     from .core.jsonio import write_json
     from .core.via import image_entry
-    from .ml.predict import TTA_MODELS, Ensemble, predict_dataset, shard
+    from .ml.predict import TTA_APPLIES, TTA_MODELS, Ensemble, predict_dataset, shard
 
     source = Path(args.images)
     if source.is_dir():
@@ -198,9 +198,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     members = predictor.members if isinstance(predictor, Ensemble) else [predictor]
     without = sorted({m.kind for m in members if m.kind not in TTA_MODELS})
     if args.tta and without:
-        print(f"--tta: flips and rotations apply to U-Net and Mask R-CNN, not to "
-              f"{', '.join(without)}: {'those predict' if len(members) > 1 else 'it predicts'} "
-              "without them", file=sys.stderr)  # fmt: skip
+        they = "those predict" if len(members) > 1 else "it predicts"
+        print(f"--tta: {TTA_APPLIES}, not to {', '.join(without)}: {they} without them",
+              file=sys.stderr)  # fmt: skip
     # checks the user's values before any image is read
     point = predictor.operating_point.overridden(args.threshold, args.min_area, args.min_peak)
     print(

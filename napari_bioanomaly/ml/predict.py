@@ -219,8 +219,10 @@ def _untransform(a: np.ndarray, k: int, flip: bool) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(a, -k, axes=(-2, -1)))
 
 
-#: The models test-time augmentation applies to (the networks); others ignore ``tta``.
+#: The models test-time augmentation applies to (the networks); others ignore ``tta``,
+#: which the CLI and the Review widget say with :data:`TTA_APPLIES`.
 TTA_MODELS = ("unet", "maskrcnn")
+TTA_APPLIES = "flips and rotations apply to U-Net and Mask R-CNN"
 
 
 @torch.no_grad()

@@ -92,7 +92,7 @@ class ReviewJobs:
     def predict(self, gt: str, model: str, tta: bool = False) -> bool:
         """Predict every image of ``gt`` with the model file ``model`` (``tta``: averaged
         over flips and rotations, see :func:`~napari_bioanomaly.ml.predict.predict_image`)."""
-        from ..ml.predict import TTA_MODELS, Predictor
+        from ..ml.predict import TTA_APPLIES, TTA_MODELS, Predictor
 
         if not self._can_start():
             return False
@@ -114,8 +114,7 @@ class ReviewJobs:
         if tta:  # said, not silently dropped, for a model the flips do not apply to
             applies = predictor.kind in TTA_MODELS
             how = " (flips and rotations)" if applies else (
-                f" (flips and rotations apply to U-Net and Mask R-CNN, not a {predictor.kind} "
-                "model: without them)")
+                f" ({TTA_APPLIES}, not a {predictor.kind} model: without them)")
             tta = applies
         return self._start(
             predict_and_save, (predictor, dataset, pred_out, heatmaps, tta), gt, "Prediction",

@@ -22,6 +22,9 @@ RADIUS = 15
 #: The line cue (:func:`line_map`): length (px) of the straight segments it averages
 #: along, how many orientations it tries, the sigmas (px) of its difference of Gaussians.
 LINE_LENGTH, LINE_ANGLES, LINE_SIGMAS = 61, 24, (1.0, 3.0)
+#: Below this local root-mean-square a cue is not divided further (:func:`local_normalised`):
+#: a flat, noiseless area does not turn its rounding noise into lines.
+RMS_FLOOR = 1e-3
 
 
 def normalised(image: np.ndarray, low: float = 0.1, high: float = 99.9) -> np.ndarray:
@@ -34,6 +37,15 @@ def normalised(image: np.ndarray, low: float = 0.1, high: float = 99.9) -> np.nd
 def reference_map(image: np.ndarray) -> np.ndarray:
     """``|x - median_31(x)|`` of the normalised image, smoothed (sigma 1 px)."""
     return contrast_map(normalised(image))
+
+
+def local_normalised(values: np.ndarray, window: int) -> np.ndarray:
+    """``values`` divided by their root mean square over the ``window`` px square around
+    each pixel (plus :data:`RMS_FLOOR`): a faint structure in a smooth area counts as
+    much as a strong one in a coarse texture."""
+    values = values.astype(np.float32, copy=False)
+    rms = np.sqrt(np.maximum(ndimage.uniform_filter(values * values, window, mode="reflect"), 0))
+    return values / (rms + np.float32(RMS_FLOOR))
 
 
 def contrast_map(norm: np.ndarray) -> np.ndarray:
@@ -64,7 +76,8 @@ def line_kernels(length: int = LINE_LENGTH, angles: int = LINE_ANGLES) -> np.nda
     return out
 
 
-def line_map(norm: np.ndarray, length: int = LINE_LENGTH, angles: int = LINE_ANGLES) -> np.ndarray:
+def line_map(norm: np.ndarray, length: int = LINE_LENGTH, angles: int = LINE_ANGLES,
+             window: int | None = None) -> np.ndarray:  # fmt: skip
     """Evidence of long thin structures (scratches, hairs, cracks) in a normalised image.
 
     How it works: a difference of Gaussians (:data:`LINE_SIGMAS`) marks thin dark and
@@ -72,7 +85,9 @@ def line_map(norm: np.ndarray, length: int = LINE_LENGTH, angles: int = LINE_ANG
     at ``angles`` orientations, and the best orientation's mean less the mean over all
     orientations is kept (a line accumulates along its own direction only, a speck or a
     texture grain in every direction alike); the stronger polarity wins, smoothed
-    (sigma 2 px). The borders are mirrored.
+    (sigma 2 px). The borders are mirrored. With ``window``, the difference of Gaussians
+    is first divided by its local root mean square (:func:`local_normalised`), so faint
+    lines in smooth areas count as much as strong ones in coarse textures.
     """
     import os
 
@@ -82,6 +97,8 @@ def line_map(norm: np.ndarray, length: int = LINE_LENGTH, angles: int = LINE_ANG
     norm = norm.astype(np.float32, copy=False)
     fine, coarse = (ndimage.gaussian_filter(norm, sigma) for sigma in LINE_SIGMAS)
     dog = coarse - fine
+    if window is not None:
+        dog = local_normalised(dog, window)
     half = length // 2
     both = np.stack([np.maximum(dog, 0), np.maximum(-dog, 0)])  # dark lines, bright lines
     padded = np.pad(both, ((0, 0), (half, half), (half, half)), mode="reflect")[:, None]

@@ -69,6 +69,11 @@ SIGMA = {"autoencoder": 2.0, "memory": 4.0}
 #: (memory bank) 99.5 outlined anomalies far better than 99.9 (pixel IoU 0.50 against
 #: 0.19, recall at IoU 0.25 0.73 against 0.47) for a few more false proposals.
 PIXEL_PERCENTILE = 99.5
+#: The window (px) over which the memory bank's line cue is taken relative to its
+#: surroundings (:func:`~..core.reference.line_map`'s ``window``); stored in the scoring as
+#: ``line_window`` (checkpoints without it used the cue as it is). See docs/benchmarks.md,
+#: "A line cue relative to its surroundings".
+LINE_WINDOW = 61
 
 
 @torch.no_grad()
@@ -278,7 +283,7 @@ def image_map(
     heat = calibrate(raw, scoring["center"], scoring["threshold"])
     line_score = None
     if scoring.get("lines"):
-        lines = line_map(norm)
+        lines = line_map(norm, window=scoring.get("line_window"))
         heat = with_lines(heat, lines, scoring)
         line_score = line_top(lines)
     if scoring.get("sharpen"):

@@ -49,7 +49,8 @@ def calibrate_scoring(
     ``all_levels``, ``image_levels`` holds that calibration for each of
     :data:`.config.TOP_FRACTIONS`, for the trainer to choose from and remove). With
     ``lines``, the line cue's calibration too (``line_*``: :func:`.anomaly.with_lines`),
-    its maps taken from ``line_maps`` where the caller keeps them."""
+    its maps taken from ``line_maps`` where the caller keeps them (relative to its
+    surroundings where ``scoring["line_window"]`` says so)."""
     rng = np.random.default_rng(config.seed)
     cache = data.ImageCache(dataset, config, size=1)
     classes = dataset.class_names()
@@ -67,7 +68,8 @@ def calibrate_scoring(
         contrast_px.append(contrast_map(norm)[valid][pick])
         per_image.append(top_ks(raw, valid))
         if lines:
-            cue = line_maps(i, norm) if line_maps is not None else line_map(norm)
+            cue = (line_maps(i, norm) if line_maps is not None
+                   else line_map(norm, window=scoring.get("line_window")))  # fmt: skip
             line_px.append(cue[valid][pick])
             line_tops.append(line_top(cue, valid))
     if not per_image:

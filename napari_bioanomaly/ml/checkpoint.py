@@ -37,6 +37,8 @@ MAX_CLASSES, MAX_NAME = 1000, 200
 MAX_TREES, MAX_NODES, MAX_FEATURES = 4096, 1 << 22, 4096
 #: At most this many memory-bank rows and descriptor dimensions.
 MAX_BANK, MAX_DIMS = 1 << 22, 4096
+#: The largest window of the memory bank's line cue a checkpoint may name (px).
+MAX_LINE_WINDOW = 1025
 #: Calibration numbers of the unsupervised models.
 SCORING_NUMBERS = ("center", "threshold", "image_center", "image_threshold")
 
@@ -247,6 +249,11 @@ def _scoring(scoring: Any, model: str) -> None:
     if not (_number(top) and 0 < top <= 0.5):
         raise BioAnomalyError(f"scoring.image_top: a share of pixels in (0, 0.5], not "
                               f"{_short(top)}")  # fmt: skip
+    window = scoring.get("line_window")
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int)
+                               or not 3 <= window <= MAX_LINE_WINDOW):
+        raise BioAnomalyError(f"scoring.line_window: a window of 3 to {MAX_LINE_WINDOW} px, not "
+                              f"{_short(window)}")  # fmt: skip
     for flag, cue, prefixes in (("sharpen", "local contrast", ("contrast_",)),
                                 ("lines", "the line cue", ("line_", "line_image_"))):  # fmt: skip
         on = scoring.get(flag, False)

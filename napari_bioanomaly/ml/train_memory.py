@@ -29,6 +29,7 @@ from . import data
 from .anomaly import (
     BANK_SIZE,
     CANDIDATES,
+    LINE_WINDOW,
     TOP_FRACTION,
     TOP_FRACTIONS,
     calibrate,
@@ -90,7 +91,8 @@ def train_memory(
         yield TrainEvent("status", 0, 1, 0, 1, message="no annotated validation images to "
                          f"choose the descriptors by: {kinds[0]}")  # fmt: skip
     best: _Bank | None = None
-    line_maps = data.DerivedCache(line_map)  # the banks visit the same images
+    # the banks visit the same images; the cue relative to its surroundings
+    line_maps = data.DerivedCache(lambda norm: line_map(norm, window=LINE_WINDOW))
     for kind in kinds:
         bank = yield from _build(dataset, config, kind, train_idx, val_idx, device, cancel,
                                  line_maps)  # fmt: skip
@@ -282,7 +284,7 @@ def _build(
     mean, std = pool.mean(axis=0), pool.std(axis=0) + 1e-6
     bank = coreset(torch.from_numpy((pool - mean) / std), BANK_SIZE, config.seed)
     scoring: dict[str, Any] = {"mean": mean.tolist(), "std": std.tolist(), "bank": bank,
-                               "descriptors": kind}  # fmt: skip
+                               "descriptors": kind, "line_window": LINE_WINDOW}  # fmt: skip
     if isinstance(encoder, EncoderEnsemble):
         scoring["encoders"] = len(encoder.members)
     yield TrainEvent("status", 0, 1, len(chosen), len(chosen),

@@ -64,3 +64,33 @@ def test_plain_texture_gives_a_low_even_cue_up_to_the_borders():
     cue = line_map(_texture(1))
     inner, edge = cue[30:-30, 30:-30], np.concatenate([cue[:5].ravel(), cue[-5:].ravel()])
     assert edge.max() < 2 * inner.max()  # mirrored borders: no frame of false lines
+
+
+def test_relative_to_its_surroundings_a_faint_line_in_a_smooth_area_counts_as_a_strong_one():
+    """``window``: the difference of Gaussians divided by its local RMS. The same line,
+    drawn faint across a smooth half and strong across a coarse half, gives about the same
+    cue in both halves; as it is, the strong half dominates."""
+    from napari_bioanomaly.core.reference import local_normalised
+
+    rng = np.random.default_rng(3)
+    from scipy import ndimage
+
+    grain = ndimage.gaussian_filter(rng.standard_normal((160, 320)), 1.0)
+    grain /= grain.std()
+    image = (0.5 + np.where(np.arange(320) < 160, 0.01, 0.08) * grain).astype(np.float32)
+    line = _segment(image.shape, 80, 10, 80, 310)
+    line |= np.roll(line, 1, axis=0)
+    image[line] -= np.where(np.arange(320) < 160, 0.03, 0.24)[np.nonzero(line)[1]]
+    smooth_half, coarse_half = line[:, 40:120], line[:, 200:280]
+    for window in (None, 61):
+        cue = line_map(image, window=window)
+        faint, strong = np.median(cue[:, 40:120][smooth_half]), np.median(cue[:, 200:280][coarse_half])
+        if window is None:
+            assert faint < 0.25 * strong, (faint, strong)
+        else:
+            assert 0.7 < faint / strong < 1.4, (faint, strong)
+            background = cue[~ndimage.binary_dilation(line, iterations=12)]
+            assert faint > 1.4 * np.percentile(background, 99)
+    # the floor keeps a flat area at zero, not noise
+    flat = local_normalised(np.zeros((32, 32), np.float32), 61)
+    assert not flat.any()

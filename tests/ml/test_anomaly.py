@@ -67,9 +67,9 @@ def trained(study, tmp_path_factory):
     paths, events, line_calls = {}, {}, Counter()
     real = train_memory.line_map
 
-    def counted(norm):
+    def counted(norm, **kwargs):
         line_calls[hashlib.sha1(norm.tobytes()).hexdigest()] += 1
-        return real(norm)
+        return real(norm, **kwargs)
 
     train_memory.line_map = counted
     try:
@@ -260,16 +260,23 @@ def test_line_cue_joins_where_validation_images_are_told_apart_better():
     assert not train_memory._choose_lines(bank, "yes")
 
 
-def test_predictions_with_the_line_cue_are_joined(study, trained):
+@pytest.mark.parametrize("stored", [True, False])
+def test_predictions_with_the_line_cue_are_joined(study, trained, stored):
     """A bank whose scoring asks for the line cue: its map is the mean of the bank's
-    calibrated map and the calibrated cue, its image score standardises both."""
+    calibrated map and the calibrated cue, its image score standardises both. The cue is
+    relative to its surroundings as the checkpoint says (``line_window``, which new banks
+    store); a checkpoint without it (trained before) gets the cue as it is."""
     from napari_bioanomaly.core.reference import line_map
 
     folder, ds = study
     predictor = Predictor.load(trained[0]["memory"], "cpu")
+    assert predictor.extra["scoring"]["line_window"] == anomaly.LINE_WINDOW
+    if not stored:
+        del predictor.extra["scoring"]["line_window"]
     image = read_image(folder / next(im for im in ds.images[16:] if im.regions).filename)
     norm = data.normalise(image, predictor.config.low, predictor.config.high)
-    cue = line_map(norm)
+    cue = line_map(norm, window=anomaly.LINE_WINDOW if stored else None)
+    assert not np.allclose(cue, line_map(norm, window=None if stored else anomaly.LINE_WINDOW))
     scoring = {**predictor.extra["scoring"], "sharpen": False, "lines": False}
     levels = {**anomaly.cue_scoring("line_", cue.ravel()),
               "line_image_center": 0.5 * float(cue.max()), "line_image_threshold": float(cue.max())}

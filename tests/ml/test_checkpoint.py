@@ -190,6 +190,9 @@ def test_malformed_memory_banks_are_refused(tmp_path):
         ("sharpen", True, r"scoring\.contrast_center, contrast_threshold"),  # no calibration
         ("lines", 1, r"scoring\.lines: true or false, not 1"),
         ("lines", True, r"scoring\.line_center, line_threshold \(the calibration of the line"),
+        ("line_window", 0, r"scoring\.line_window: a window of 3 to 1025 px, not 0"),
+        ("line_window", True, r"scoring\.line_window: a window of 3 to 1025 px, not True"),
+        ("line_window", 61.5, r"scoring\.line_window: a window of 3 to 1025 px, not 61\.5"),
     ):
         bad = copy.deepcopy(ok)
         bad["scoring"][key] = value

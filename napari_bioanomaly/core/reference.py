@@ -22,8 +22,8 @@ RADIUS = 15
 #: The line cue (:func:`line_map`): length (px) of the straight segments it averages
 #: along, how many orientations it tries, the sigmas (px) of its difference of Gaussians.
 LINE_LENGTH, LINE_ANGLES, LINE_SIGMAS = 61, 24, (1.0, 3.0)
-#: Below this local root-mean-square a cue is not divided further (:func:`local_normalised`):
-#: a flat, noiseless area does not turn its rounding noise into lines.
+#: Added to the local root mean square that :func:`local_normalised` divides by: a flat,
+#: noiseless area stays flat instead of its rounding noise becoming lines.
 RMS_FLOOR = 1e-3
 
 

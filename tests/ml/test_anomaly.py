@@ -270,9 +270,12 @@ def test_predictions_with_the_line_cue_are_joined(study, trained, stored):
 
     folder, ds = study
     predictor = Predictor.load(trained[0]["memory"], "cpu")
-    assert predictor.extra["scoring"]["line_window"] == anomaly.LINE_WINDOW
-    if not stored:
-        del predictor.extra["scoring"]["line_window"]
+    kept = predictor.extra["scoring"]
+    # a bank keeps the window with the cue's calibration, where the cue joined
+    assert kept.get("line_window") == (anomaly.LINE_WINDOW if kept["lines"] else None)
+    kept.pop("line_window", None)
+    if stored:
+        kept["line_window"] = anomaly.LINE_WINDOW
     image = read_image(folder / next(im for im in ds.images[16:] if im.regions).filename)
     norm = data.normalise(image, predictor.config.low, predictor.config.high)
     cue = line_map(norm, window=anomaly.LINE_WINDOW if stored else None)
@@ -341,6 +344,32 @@ def test_predictions_of_a_sharpened_bank_are_sharpened(study, trained):
     np.testing.assert_allclose(1.0 - maps[True][0][0], expected, atol=1e-6)
     assert not np.allclose(maps[True][0], maps[False][0])
     assert maps[True][1] == maps[False][1]  # the image score is the unsharpened map's
+
+
+def test_a_bank_joined_by_the_line_cue_keeps_it_relative_to_its_surroundings(study, tmp_path):
+    """``lines="yes"``: the cue is calibrated and predicted relative to its surroundings
+    (:data:`.anomaly.LINE_WINDOW`, stored with the calibration), the same way both times."""
+    from napari_bioanomaly.core.reference import line_map
+    from napari_bioanomaly.ml.train import train
+
+    folder, ds = study
+    config = BASE.replace(model="memory", descriptors="filters", lines="yes")
+    _, result = drain(train(_part(ds, ds.images[:16]), config, tmp_path / "lines.pt"))
+    scoring = load_checkpoint(result.best)["scoring"]
+    assert scoring["lines"] is True and scoring["line_window"] == anomaly.LINE_WINDOW
+    predictor = Predictor.load(result.best, "cpu")
+    image = read_image(folder / ds.images[0].filename)
+    norm = data.normalise(image, config.low, config.high)
+    # calibrated on the cue as predicted: its normal median sits near its calibrated centre
+    cue = line_map(norm, window=anomaly.LINE_WINDOW)
+    assert scoring["line_center"] == pytest.approx(float(np.median(cue)), rel=0.5)
+    assert not scoring["line_center"] == pytest.approx(float(np.median(line_map(norm))), rel=0.5)
+    heat = anomaly.calibrate(anomaly.raw_map("memory", norm, None, scoring, config),
+                             scoring["center"], scoring["threshold"])  # fmt: skip
+    expected = anomaly.with_lines(heat, cue, scoring)
+    if scoring["sharpen"]:
+        expected = anomaly.sharpen(expected, norm, scoring)
+    np.testing.assert_allclose(1.0 - predict_image(predictor, image)[0][0], expected, atol=1e-6)
 
 
 def test_filter_descriptors_need_no_network(study, tmp_path):

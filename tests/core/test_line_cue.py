@@ -70,11 +70,11 @@ def test_relative_to_its_surroundings_a_faint_line_in_a_smooth_area_counts_as_a_
     """``window``: the difference of Gaussians divided by its local RMS. The same line,
     drawn faint across a smooth half and strong across a coarse half, gives about the same
     cue in both halves; as it is, the strong half dominates."""
+    from scipy import ndimage
+
     from napari_bioanomaly.core.reference import local_normalised
 
     rng = np.random.default_rng(3)
-    from scipy import ndimage
-
     grain = ndimage.gaussian_filter(rng.standard_normal((160, 320)), 1.0)
     grain /= grain.std()
     image = (0.5 + np.where(np.arange(320) < 160, 0.01, 0.08) * grain).astype(np.float32)

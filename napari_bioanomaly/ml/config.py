@@ -116,8 +116,9 @@ class TrainConfig:
         Validation images: a seeded fraction of the images, or those whose file
         attribute ``val_attribute`` has one of ``val_values`` (e.g. a cell line).
     augment
-        Flips, 90-degree rotations, brightness x0.8-1.5, Gaussian blur sigma 0-5
-        and Gaussian noise, applied jointly to image and masks.
+        Flips, 90-degree rotations, contrast x0.8-1.25, brightness +-0.1, a slight
+        Gaussian blur and Gaussian noise; for the supervised networks half the tiles
+        also turned by up to 45 degrees and zoomed x0.8-1.25 (image and masks together).
     low, high
         Percentiles of the intensity normalisation.
     device

@@ -184,11 +184,25 @@ def crop(array: np.ndarray, r0: int, c0: int, tile: int, fill: float = 0) -> np.
     return out
 
 
+#: Half the training tiles are also turned by any angle up to 45 degrees and zoomed by
+#: x0.8-1.25 (on top of the 90-degree turns). With few annotated defects a network
+#: otherwise learns those few by heart: on KolektorSDD (19 cracked images to learn
+#: from) its validation IoU peaked at epoch 18 and fell; with these turns test pixel F1
+#: went from 0.530 to 0.709 (docs/benchmarks.md).
+TURN_SHARE, MAX_TURN, ZOOM = 0.5, 45.0, 1.25
+
+
 def augment(
-    rng: np.random.Generator, image: np.ndarray, cls: np.ndarray, inst: np.ndarray
+    rng: np.random.Generator,
+    image: np.ndarray,
+    cls: np.ndarray,
+    inst: np.ndarray,
+    turns: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Flips and 90-degree rotations of all three; contrast, brightness, slight blur and
-    noise of the image."""
+    noise of the image; then, with ``turns``, one tile in :data:`TURN_SHARE` turned and
+    zoomed, all three (the networks that learn normal appearance keep their tiles upright:
+    not measured with turns)."""
     k = int(rng.integers(4))
     arrays = [np.rot90(a, k) for a in (image, cls, inst)]
     if rng.random() < 0.5:
@@ -199,7 +213,27 @@ def augment(
         image = ndimage.gaussian_filter(image, rng.uniform(0.0, 1.0))
     if rng.random() < 0.5:  # (float32 draws would be faster, but change every run's tiles)
         image = image + rng.normal(0.0, rng.uniform(0.0, 0.05), image.shape).astype(np.float32)
+    # drawn last, so the draws above (and tiles without a turn) are as they were
+    if turns and rng.random() < TURN_SHARE:
+        angle = np.deg2rad(rng.uniform(-MAX_TURN, MAX_TURN))
+        zoom = float(np.exp(rng.uniform(-np.log(ZOOM), np.log(ZOOM))))
+        image, cls, inst = turn(angle, zoom, image, cls, inst)
     return image.astype(np.float32, copy=False), cls, inst
+
+
+def turn(
+    angle: float, zoom: float, image: np.ndarray, *masks: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    """``image`` (linear interpolation) and label ``masks`` (nearest) turned by ``angle``
+    (radians) and zoomed by ``zoom`` about their centre, same shape; what the turn brings
+    in from outside is the tile mirrored at its edges, in the masks too."""
+    cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
+    matrix = np.array([[cos, -sin], [sin, cos]])
+    centre = (np.array(image.shape) - 1) / 2.0
+    offset = centre - matrix @ centre
+    out = [ndimage.affine_transform(image, matrix, offset, order=1, mode="reflect")]
+    out += [ndimage.affine_transform(m, matrix, offset, order=0, mode="reflect") for m in masks]
+    return tuple(out)
 
 
 def fit_tile(config: TrainConfig, dataset: Dataset, indices: list[int]) -> TrainConfig:
@@ -341,7 +375,7 @@ class TileSampler:
             inside[max(0, -r) : rows - r, max(0, -c) : cols - c] = True
             cls[~inside], inst[~inside] = 0, 0
         if self.config.augment:
-            img, cls, inst = augment(rng, img, cls, inst)
+            img, cls, inst = augment(rng, img, cls, inst, turns=not self.config.unsupervised)
         return img, cls, inst
 
 

@@ -227,7 +227,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("lr", "learning rate", "learning rate (AdamW, warm-up and cosine decay)",
             kind="float", low=1e-5, high=1.0, step=1e-4, decimals=5, **_LEARNS,
             metavar="X"),
-    Setting("augment", "augment", "switch augmentations off (flips, 90-degree rotations, "
+    Setting("augment", "augment", "switch augmentations off (flips, rotations, zoom, "
             "brightness, blur, noise)", kind="flag", negate=True, applies=_network, check="on"),
     Setting("device", "device", "where to train: auto picks cuda, then mps, then the CPU",
             kind="choice", choices=DEVICES),

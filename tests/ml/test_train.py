@@ -134,6 +134,38 @@ def test_tile_masks_are_the_window_of_the_whole_image_masks(dataset, monkeypatch
     assert any(i == 0 for i, _, _ in places)
 
 
+def test_augmentation_turns_and_zooms_image_and_masks_together():
+    """Augmented tiles keep their masks on their defects: a bright bar labelled as one
+    region stays labelled where it is bright, and about half the tiles are turned by an
+    angle no 90-degree rotation gives (and their bars zoomed); without ``turns`` (the
+    unsupervised networks) none is."""
+    from napari_bioanomaly.ml.data import augment, turn
+
+    image = np.zeros((64, 64), np.float32)
+    image[29:35, 8:56] = 1.0
+    cls = (image > 0).astype(np.int64)
+    inst = cls.astype(np.int32) * 7
+    oblique, lengths = 0, set()
+    for k in range(40):
+        upright = augment(np.random.default_rng([3, k]), image, cls, inst, turns=False)[1]
+        assert np.count_nonzero(upright.any(axis=0)) in (6, 48)  # as a 90-degree turn leaves it
+        img, c, i = augment(np.random.default_rng([3, k]), image, cls, inst)
+        assert (img.dtype, c.dtype, i.dtype) == (np.float32, np.int64, np.int32)
+        assert set(np.unique(i)) == {0, 7} and np.array_equal(i > 0, c > 0)
+        assert np.mean((img > 0.5) == (c > 0)) > 0.97  # labels on the bright pixels
+        rows, cols = np.nonzero(c)
+        angle = np.degrees(0.5 * np.arctan2(2 * np.cov(rows, cols)[0, 1],
+                                            np.var(rows) - np.var(cols))) % 90
+        oblique += 5 < angle < 85
+        lengths.add(int(np.count_nonzero(c)) // 20)
+    assert 10 <= oblique <= 30, oblique
+    assert len(lengths) > 3  # zoomed: the bar's area varies
+    # a quarter turn without zoom is a 90-degree rotation, masks and all
+    quarter = turn(np.pi / 2, 1.0, image, cls)
+    assert any(np.array_equal(quarter[1], np.rot90(cls, k)) for k in (1, -1))
+    assert any(np.allclose(quarter[0], np.rot90(image, k), atol=1e-5) for k in (1, -1))
+
+
 def test_rasterise_paints_each_region_as_a_whole_image_mask_would(dataset):
     """Regions are drawn within their own boxes: the same pixels as painting each
     region's full-window mask in turn (later regions over earlier ones)."""

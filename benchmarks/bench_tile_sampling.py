@@ -9,7 +9,8 @@ the cache. Tiles are drawn uniformly in both (no oversampling of regions).
 
 With ``--dataset FOLDER`` (a folder of ``benchmarks/real/prepare_*.py``) the sampler
 draws tiles from its training images as training does (tile fitted to the images,
-regions oversampled), and the masks of as many random tile windows are drawn twice: by the
+regions oversampled, half of them turned and zoomed), beside the same tiles with none
+turned, and the masks of as many random tile windows are drawn twice: by the
 product (every region that reaches into the window in one vectorised pass) and one region
 at a time (the reference, and what the product did before 2026-12-04); both must agree. Outlines traced
 from masks along pixel edges, as the real datasets' are, have hundreds of vertices.
@@ -110,6 +111,14 @@ def one_at_a_time(
     return cls, inst
 
 
+def timed(sampler: data.TileSampler, tiles: int) -> float:
+    """Seconds per tile the sampler takes to draw ``tiles`` tiles (the same ones each call)."""
+    t0 = time.perf_counter()
+    for k in range(tiles):
+        sampler.sample(np.random.default_rng([1, k]))
+    return (time.perf_counter() - t0) / tiles
+
+
 def real(folder: Path, tiles: int) -> None:
     """Tiles of a real dataset's training images: the sampler, and its masks two ways."""
     dataset, _ = annotations.load(folder / "train.json")
@@ -121,10 +130,12 @@ def real(folder: Path, tiles: int) -> None:
     for i in indices:  # the cache filled: the steady state of a run
         sampler.cache(i)
     windows = []  # tile windows anywhere in the images, some reaching past their edges
-    t0 = time.perf_counter()
-    for k in range(tiles):
-        sampler.sample(np.random.default_rng([1, k]))
-    per_tile = (time.perf_counter() - t0) / tiles
+    per_tile = timed(sampler, tiles)
+    share, data.TURN_SHARE = data.TURN_SHARE, 0.0  # the reference: every tile upright
+    try:
+        upright = timed(sampler, tiles)
+    finally:
+        data.TURN_SHARE = share
     rng = np.random.default_rng(2)
     for _ in range(tiles):
         index = int(rng.integers(len(indices)))
@@ -148,7 +159,8 @@ def real(folder: Path, tiles: int) -> None:
     vertices = np.mean([len(r.polygon) for im in dataset.images for r in im.regions])
     ours, ref = timings["one pass"], timings["one region at a time"]
     print(f"{folder.name}: {len(indices)} training images, {config.tile} px tiles, "
-          f"{vertices:.0f} vertices per region: sampler {per_tile * 1e3:.2f} ms/tile; masks "
+          f"{vertices:.0f} vertices per region: sampler {per_tile * 1e3:.2f} ms/tile "
+          f"({upright * 1e3:.2f} with no tile turned, ratio {per_tile / upright:.2f}); masks "
           f"in one pass {ours * 1e3:.2f} ms/tile, one region at a time {ref * 1e3:.2f} ms/tile "
           f"(ratio {ref / ours:.1f}x, {'identical' if same else 'DIFFERENT'})")
 

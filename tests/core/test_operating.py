@@ -38,6 +38,25 @@ def test_counts_at_each_point_are_exact():
     assert c[1, 1, 3:].tolist() == [200, 200]  # predicted pixels inside the truth, predicted
 
 
+def test_counts_without_truth_are_those_of_the_matching():
+    """Images without truth skip the matching: their counts are the false positives and
+    predicted pixels the matching gives (checked against an image whose only truth is a
+    pixel no threshold reaches)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(4)
+    heat = np.clip(ndimage.gaussian_filter(rng.random((96, 96)), 2) * 4 - 1.5, 0, 1)
+    heat[0, 0] = 0.0
+    thresholds, areas = (0.1, 0.3, 0.5, 0.7), (0, 4, 16, 64)
+    normal = point_counts(heat, np.zeros(heat.shape, np.int32), thresholds, areas)
+    speck = np.zeros(heat.shape, np.int32)
+    speck[0, 0] = 1
+    matched = point_counts(heat, speck, thresholds, areas)
+    assert normal[..., 1].sum() > 20  # there were components to count
+    assert np.array_equal(normal[..., [1, 4]], matched[..., [1, 4]])  # FP, predicted pixels
+    assert not normal[..., [0, 2, 3]].any() and (matched[..., 2] == 1).all()
+
+
 def test_choose_finds_threshold_and_min_area_that_separate_and_drop_specks():
     heat, truth = two_blobs()
     point = choose_operating_point([heat], [truth])

@@ -233,8 +233,8 @@ def point_counts(
         labels, sizes = _components(heat > t)
         for j, area in enumerate(min_areas):
             if normal:
-                kept = sizes[1:][sizes[1:] >= area]
-                out[i, j] = (0, len(kept), 0, 0, kept.sum())
+                big = sizes[1:][sizes[1:] >= area]  # the kept components' sizes
+                out[i, j] = (0, len(big), 0, 0, big.sum())
                 continue
             small = sizes < area
             small[0] = True

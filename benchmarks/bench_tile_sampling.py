@@ -10,7 +10,8 @@ the cache. Tiles are drawn uniformly in both (no oversampling of regions).
 With ``--dataset FOLDER`` (a folder of ``benchmarks/real/prepare_*.py``) the sampler
 draws tiles from its training images as training does (tile fitted to the images,
 regions oversampled, half of them turned and zoomed), beside the same tiles with none
-turned, and the masks of as many random tile windows are drawn twice: by the
+turned; the turn itself is timed beside scipy transforming the image and each mask on its
+own (the reference, and what the product did before 2026-12-05; both must agree); and the masks of as many random tile windows are drawn twice: by the
 product (every region that reaches into the window in one vectorised pass) and one region
 at a time (the reference, and what the product did before 2026-12-04); both must agree. Outlines traced
 from masks along pixel edges, as the real datasets' are, have hundreds of vertices.
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
+from scipy import ndimage
 
 from napari_bioanomaly.core import annotations
 from napari_bioanomaly.core.geometry import rasterise_window
@@ -111,6 +113,39 @@ def one_at_a_time(
     return cls, inst
 
 
+def turn_each(
+    angle: float, zoom: float, image: np.ndarray, cls: np.ndarray, inst: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The reference for ``data.turn``: scipy's transform of the image and of each mask."""
+    cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
+    matrix = np.array([[cos, -sin], [sin, cos]])
+    centre = (np.array(image.shape) - 1) / 2.0
+    offset = centre - matrix @ centre
+    return tuple(ndimage.affine_transform(a, matrix, offset, order=o, mode="reflect")
+                 for a, o in ((image, 1), (cls, 0), (inst, 0)))  # fmt: skip
+
+
+def turns(sampler: data.TileSampler, tiles: int) -> tuple[float, float, bool]:
+    """Seconds per turn of the product and of the reference, and whether they agree (the
+    same image and class mask; instance ids the same up to the ids of mirrored copies)."""
+    rng = np.random.default_rng(3)
+    drawn = [sampler.sample(np.random.default_rng([4, k])) for k in range(tiles)]
+    angles = [(np.deg2rad(rng.uniform(-data.MAX_TURN, data.MAX_TURN)),
+               float(np.exp(rng.uniform(-np.log(data.ZOOM), np.log(data.ZOOM)))))
+              for _ in drawn]  # fmt: skip
+    seconds, results = [], []
+    for way in (data.turn, turn_each):
+        t0 = time.perf_counter()
+        results.append([way(a, z, *tile) for (a, z), tile in zip(angles, drawn, strict=True)])
+        seconds.append((time.perf_counter() - t0) / tiles)
+    same = all(
+        np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+        and np.array_equal(np.where(a[2] > 0, (a[2] - 1) % max(b[2].max(), 1) + 1, 0), b[2])
+        for a, b in zip(*results, strict=True)
+    )  # fmt: skip
+    return seconds[0], seconds[1], same
+
+
 def timed(sampler: data.TileSampler, tiles: int) -> float:
     """Seconds per tile the sampler takes to draw ``tiles`` tiles (the same ones each call)."""
     t0 = time.perf_counter()
@@ -134,6 +169,7 @@ def real(folder: Path, tiles: int) -> None:
     share, data.TURN_SHARE = data.TURN_SHARE, 0.0  # the reference: every tile upright
     try:
         upright = timed(sampler, tiles)
+        turn, turn_ref, turn_same = turns(sampler, tiles)
     finally:
         data.TURN_SHARE = share
     rng = np.random.default_rng(2)
@@ -160,7 +196,9 @@ def real(folder: Path, tiles: int) -> None:
     ours, ref = timings["one pass"], timings["one region at a time"]
     print(f"{folder.name}: {len(indices)} training images, {config.tile} px tiles, "
           f"{vertices:.0f} vertices per region: sampler {per_tile * 1e3:.2f} ms/tile "
-          f"({upright * 1e3:.2f} with no tile turned, ratio {per_tile / upright:.2f}); masks "
+          f"({upright * 1e3:.2f} with no tile turned, ratio {per_tile / upright:.2f}); a turn "
+          f"{turn * 1e3:.2f} ms, scipy on each array {turn_ref * 1e3:.2f} ms (ratio "
+          f"{turn_ref / turn:.2f}x, {'identical' if turn_same else 'DIFFERENT'}); masks "
           f"in one pass {ours * 1e3:.2f} ms/tile, one region at a time {ref * 1e3:.2f} ms/tile "
           f"(ratio {ref / ours:.1f}x, {'identical' if same else 'DIFFERENT'})")
 

@@ -231,9 +231,10 @@ def turn(
     multiple of the tile's largest id), as it is in the image, so a detector's target box
     holds one piece, not a region and its mirror image at the far side of the tile.
 
-    The masks are looked up at the nearest source pixel, which is what
-    ``ndimage.affine_transform(order=0, mode="reflect")`` gives (tested), for both masks
-    with one set of source coordinates: a third faster than transforming each.
+    Both masks are looked up at the nearest source pixel with one set of source
+    coordinates: what ``ndimage.affine_transform(order=0, mode="reflect")`` gives for each
+    (tested over random turns; a coordinate exactly halfway between two pixels, which
+    only special angles and zooms give, may round the other way).
     """
     cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
     matrix = np.array([[cos, -sin], [sin, cos]])
@@ -243,20 +244,19 @@ def turn(
     image = ndimage.affine_transform(image, matrix, offset, order=1, mode="reflect")
     rows = np.arange(shape[0], dtype=np.float64)[:, None]
     cols = np.arange(shape[1], dtype=np.float64)[None, :]
-    flat = np.zeros(shape, dtype=np.int64)
-    piece = np.zeros(shape, dtype=np.int64)  # which mirrored copy of the tile: 0 itself
-    for axis, n in enumerate(shape):
-        source = np.floor(matrix[axis, 0] * rows + matrix[axis, 1] * cols + offset[axis] + 0.5)
-        source = source.astype(np.int64)
-        folded = np.mod(source, 2 * n)  # half-sample symmetric, as scipy's "reflect"
-        folded = np.where(folded >= n, 2 * n - 1 - folded, folded)
-        flat = flat * n + folded
-        copy = np.floor_divide(source, n)  # -1, 0, 1, ... copies of the tile along the axis
-        piece = piece * 64 + np.where(copy >= 0, 2 * copy, -2 * copy - 1)
+    flat, copies = 0.0, []
+    for axis, n in enumerate(shape):  # as scipy: mirror the coordinate, then round half up
+        source = (matrix[axis, 0] * rows + matrix[axis, 1] * cols) + offset[axis] + 0.5
+        copy = np.floor(source / n)  # ..., -1, 0, 1, ...: which copy of the tile
+        source -= 2 * n * np.floor(copy / 2)  # the tile and its mirror image: [0, 2n)
+        copies.append(copy)
+        folded = n - np.abs(source - n)  # the mirror image's half folded back: [0, n]
+        flat = flat * n + np.minimum(np.floor(folded), n - 1)
+    flat = flat.astype(np.intp)
     cls, inst = cls.ravel()[flat], inst.ravel()[flat]
-    mirrored = (piece > 0) & (inst > 0)
+    mirrored = ((copies[0] != 0) | (copies[1] != 0)) & (inst > 0)
     if mirrored.any():
-        _, index = np.unique(piece[mirrored], return_inverse=True)
+        _, index = np.unique(copies[0][mirrored] * 4096 + copies[1][mirrored], return_inverse=True)
         inst[mirrored] += (index.astype(inst.dtype) + 1) * max(int(inst.max()), 1)
     return image, cls, inst
 

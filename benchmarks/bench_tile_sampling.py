@@ -10,9 +10,9 @@ the cache. Tiles are drawn uniformly in both (no oversampling of regions).
 With ``--dataset FOLDER`` (a folder of ``benchmarks/real/prepare_*.py``) the sampler
 draws tiles from its training images as training does (tile fitted to the images,
 regions oversampled, half of them turned and zoomed), beside the same tiles with none
-turned; the turn itself is timed beside scipy transforming the image and each mask on its
-own (the reference, and what the product did before 2026-12-05; both must agree); and the masks of as many random tile windows are drawn twice: by the
-product (every region that reaches into the window in one vectorised pass) and one region
+turned; the turn itself is timed beside scipy transforming the image and each mask on
+its own (the reference, and what the product did before 2026-12-05; both must agree); and
+the masks of as many random tile windows are drawn twice: by the product (every region that reaches into the window in one vectorised pass) and one region
 at a time (the reference, and what the product did before 2026-12-04); both must agree. Outlines traced
 from masks along pixel edges, as the real datasets' are, have hundreds of vertices.
 

@@ -117,10 +117,7 @@ def turn_each(
     angle: float, zoom: float, image: np.ndarray, cls: np.ndarray, inst: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The reference for ``data.turn``: scipy's transform of the image and of each mask."""
-    cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
-    matrix = np.array([[cos, -sin], [sin, cos]])
-    centre = (np.array(image.shape) - 1) / 2.0
-    offset = centre - matrix @ centre
+    matrix, offset = data.turn_matrix(angle, zoom, image.shape)
     return tuple(ndimage.affine_transform(a, matrix, offset, order=o, mode="reflect")
                  for a, o in ((image, 1), (cls, 0), (inst, 0)))  # fmt: skip
 

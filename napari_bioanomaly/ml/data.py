@@ -221,6 +221,18 @@ def augment(
     return image.astype(np.float32, copy=False), cls, inst
 
 
+def turn_matrix(
+    angle: float, zoom: float, shape: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Matrix and offset that take an output pixel of :func:`turn` to its source
+    coordinates (``ndimage.affine_transform``'s convention): turned by ``angle`` (radians)
+    and zoomed by ``zoom`` about the centre of an array of ``shape``."""
+    cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
+    matrix = np.array([[cos, -sin], [sin, cos]])
+    centre = (np.array(shape[:2]) - 1) / 2.0
+    return matrix, centre - matrix @ centre
+
+
 def turn(
     angle: float, zoom: float, image: np.ndarray, cls: np.ndarray, inst: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -236,11 +248,8 @@ def turn(
     (tested over random turns; a coordinate exactly halfway between two pixels, which
     only special angles and zooms give, may round the other way).
     """
-    cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
-    matrix = np.array([[cos, -sin], [sin, cos]])
     shape = image.shape
-    centre = (np.array(shape) - 1) / 2.0
-    offset = centre - matrix @ centre
+    matrix, offset = turn_matrix(angle, zoom, shape)
     image = ndimage.affine_transform(image, matrix, offset, order=1, mode="reflect")
     rows = np.arange(shape[0], dtype=np.float64)[:, None]
     cols = np.arange(shape[1], dtype=np.float64)[None, :]

@@ -173,7 +173,7 @@ def test_turned_masks_are_the_nearest_source_pixels_and_mirror_images_instances_
     is a region of its own: a detector's box never spans a region and its mirror image."""
     from scipy import ndimage
 
-    from napari_bioanomaly.ml.data import turn
+    from napari_bioanomaly.ml.data import turn, turn_matrix
     from napari_bioanomaly.ml.models import maskrcnn_targets
 
     rng = np.random.default_rng(0)
@@ -185,10 +185,8 @@ def test_turned_masks_are_the_nearest_source_pixels_and_mirror_images_instances_
     for _ in range(40):
         angle, zoom = rng.uniform(-np.pi, np.pi), rng.uniform(0.6, 1.6)
         turned, c, i = turn(angle, zoom, image, cls, inst)
-        matrix = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-        centre = (np.array(image.shape) - 1) / 2.0
-        offset = centre - matrix / zoom @ centre
-        scipy = [ndimage.affine_transform(a, matrix / zoom, offset, order=o, mode="reflect")
+        matrix, offset = turn_matrix(angle, zoom, image.shape)
+        scipy = [ndimage.affine_transform(a, matrix, offset, order=o, mode="reflect")
                  for a, o in ((image, 1), (cls, 0), (inst, 0))]
         assert np.array_equal(turned, scipy[0]) and np.array_equal(c, scipy[1])
         top = max(int(scipy[2].max()), 1)  # mirrored copies: the id plus a multiple of it

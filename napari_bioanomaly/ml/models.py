@@ -111,12 +111,21 @@ def soft_dice(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1.0 - (2 * (prob * target).sum() + 1.0) / (prob.sum() + target.sum() + 1.0)
 
 
+#: Proposals per image that train Mask R-CNN's box and mask heads (torchvision: 512, sized
+#: for 800-1333 px photographs with dozens of objects). A tile holds a few anomalies; Fast
+#: R-CNN trained on 64 per image. On a CPU the heads' share of a step (RoIAlign's backward
+#: above all) falls with them: a step of 4 tiles 2.3x faster at 128 px, 1.9x at 256 px
+#: (``benchmarks/bench_maskrcnn.py``).
+ROIS_PER_IMAGE = 128
+
+
 def maskrcnn(n_classes: int, size: int, weights: str | Path | None = None) -> nn.Module:
     """torchvision Mask R-CNN (ResNet-50 FPN) with a true 1-channel input.
 
     No downloads: ``weights=None, weights_backbone=None``. The first convolution
     takes one channel and the transform normalises one channel; images are used
-    at ``size`` (tile or full image side), not shrunk to 800 px. A local weights
+    at ``size`` (tile or full image side), not shrunk to 800 px; the heads train on
+    :data:`ROIS_PER_IMAGE` proposals of each tile. A local weights
     file (a state dict, loaded with ``weights_only=True``) may be given: RGB
     first-layer weights are summed to one channel; heads whose shapes differ
     (another number of classes) are left as initialised.
@@ -131,6 +140,7 @@ def maskrcnn(n_classes: int, size: int, weights: str | Path | None = None) -> nn
         image_std=[0.25],
         min_size=size,
         max_size=size,
+        box_batch_size_per_image=ROIS_PER_IMAGE,
     )
     model.backbone.body.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
     if weights is not None:

@@ -369,6 +369,8 @@ def test_resume_continues_the_history(dataset, tmp_path):
 def test_maskrcnn_trains_a_few_steps_with_one_channel(dataset, tmp_path):
     model = models.build("maskrcnn", 3, 64)
     assert model.backbone.body.conv1.in_channels == 1
+    # the heads train on a tile's share of proposals, not torchvision's 512 per photograph
+    assert model.roi_heads.fg_bg_sampler.batch_size_per_image == models.ROIS_PER_IMAGE == 128
     cfg = TINY.replace(model="maskrcnn", epochs=1, steps_per_epoch=2, batch=1, val_fraction=0.1)
     events, result = drain(train(dataset, cfg, tmp_path / "mr.pt"))
     steps = [e for e in events if e.kind == "step"]

@@ -1,0 +1,103 @@
+"""Mask R-CNN training step: the product's model beside torchvision's proposal sampling.
+
+The product's Mask R-CNN (``models.maskrcnn``) trains its box and mask heads on
+``models.ROIS_PER_IMAGE`` proposals of each tile; torchvision samples 512, sized for
+photographs of 800-1333 px with dozens of objects. This times one training step
+(forward, backward, optimiser) of each on the same batch of tiles with three anomalies
+each, in one process, alternating rounds (median step of each), and prints the share of
+the step the heads' RoIAlign took (from the profiler) for both.
+
+    python benchmarks/bench_maskrcnn.py [--tiles 128,256] [--batch 4] [--steps 3] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+from napari_bioanomaly.ml import models
+
+#: torchvision's proposals per image for the heads (``box_batch_size_per_image``).
+TORCHVISION_ROIS = 512
+
+
+def batch_of(tile: int, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random tiles, each with three rectangular anomalies of three classes."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, 1, tile, tile, generator=gen)
+    cls = torch.zeros(batch, tile, tile, dtype=torch.int64)
+    inst = torch.zeros_like(cls)
+    for b in range(batch):
+        for k in range(1, 4):
+            r, c = 8 + (tile // 4) * (k - 1) + 2 * b, 10 + 20 * k
+            inst[b, r : r + 12, c : c + 20] = k
+            cls[b, r : r + 12, c : c + 20] = k
+    return x, cls, inst
+
+
+def build(tile: int, rois: int) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    model = models.build("maskrcnn", 3, tile).train()
+    assert model.roi_heads.fg_bg_sampler.batch_size_per_image == models.ROIS_PER_IMAGE
+    model.roi_heads.fg_bg_sampler.batch_size_per_image = rois
+    return model, torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+
+def step(model: torch.nn.Module, opt: torch.optim.Optimizer, data: tuple) -> None:
+    loss = models.loss("maskrcnn", model, *data)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+def roi_align_share(model: torch.nn.Module, opt: torch.optim.Optimizer, data: tuple) -> float:
+    """Share of one step's CPU time spent in RoIAlign, forward and backward."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step(model, opt, data)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    roi = sum(e.self_cpu_time_total for e in events if "roi_align" in e.key)
+    return roi / total if total else 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiles", default="128,256")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=3, help="steps per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, "
+          f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, CPU")
+    for tile in (int(t) for t in args.tiles.split(",")):
+        data = batch_of(tile, args.batch)
+        runs = {"ours": build(tile, models.ROIS_PER_IMAGE),
+                "torchvision": build(tile, TORCHVISION_ROIS)}
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        for model, opt in runs.values():
+            step(model, opt, data)  # warm-up
+        for _ in range(args.rounds):
+            for name, (model, opt) in runs.items():
+                t0 = time.perf_counter()
+                for _ in range(args.steps):
+                    step(model, opt, data)
+                times[name].append((time.perf_counter() - t0) / args.steps)
+        share = {name: roi_align_share(*run, data) for name, run in runs.items()}
+        ours, ref = (statistics.median(times[n]) for n in ("ours", "torchvision"))
+        print(
+            f"tile {tile} px, batch {args.batch}: ours ({models.ROIS_PER_IMAGE} proposals per "
+            f"tile) {ours:.2f} s/step, RoIAlign {100 * share['ours']:.0f}% | torchvision's "
+            f"{TORCHVISION_ROIS} (reference) {ref:.2f} s/step, RoIAlign "
+            f"{100 * share['torchvision']:.0f}% | {ref / ours:.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()

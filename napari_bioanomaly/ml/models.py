@@ -119,6 +119,14 @@ def soft_dice(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 ROIS_PER_IMAGE = 128
 
 
+def test_proposals(size: int) -> int:
+    """Proposals the box head scores per tile of ``size`` px when predicting: 300 up to
+    512 px (Faster R-CNN's test setting, for 600x1000 px photographs), then growing with
+    the area to torchvision's 1,000 (for 800-1333 px). The box head's cost is per
+    proposal; at most 100 detections a tile are kept either way."""
+    return min(1000, max(300, round(300 * size * size / 512**2)))
+
+
 def maskrcnn(n_classes: int, size: int, weights: str | Path | None = None) -> nn.Module:
     """torchvision Mask R-CNN (ResNet-50 FPN) with a true 1-channel input.
 
@@ -141,6 +149,7 @@ def maskrcnn(n_classes: int, size: int, weights: str | Path | None = None) -> nn
         min_size=size,
         max_size=size,
         box_batch_size_per_image=ROIS_PER_IMAGE,
+        rpn_post_nms_top_n_test=test_proposals(size),
     )
     model.backbone.body.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
     if weights is not None:
@@ -287,15 +296,18 @@ def loss(
 
 @torch.no_grad()
 def predict_classes(
-    kind: str, model: nn.Module, images: torch.Tensor, score_threshold: float = 0.5
+    kind: str, model: nn.Module, images: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Class maps ``(N, H, W)`` and foreground probabilities ``(N, H, W)`` (model in eval mode).
 
     U-Net: a pixel is an anomaly where ``1 - p(background) > 0.5``, of its most
     probable anomaly class.
-    For Mask R-CNN, detections above ``score_threshold`` are painted in order of
-    increasing score (the most confident wins where masks overlap); the
-    probability is the mask probability times the detection score.
+    For Mask R-CNN, every detection the model returns (torchvision keeps those scoring at
+    least 0.05, at most 100 a tile) is painted in order of increasing score (the most
+    confident wins where masks overlap); the probability is the mask probability times
+    the detection score, so the operating point's threshold, chosen on validation, is
+    also the cut on scores (not a fixed 0.5 that hides a model whose scores are all
+    lower).
     """
     if kind == "unet":
         # foreground where p(any anomaly) > 0.5, then its most likely class: an argmax
@@ -310,8 +322,6 @@ def predict_classes(
         order = torch.argsort(det["scores"])
         for k in order:
             score = det["scores"][k]
-            if score < score_threshold:
-                continue
             m = det["masks"][k, 0]
             out[i][m > 0.5] = det["labels"][k]
             fg[i] = torch.maximum(fg[i], m * score)

@@ -346,3 +346,30 @@ def test_an_image_too_large_to_predict_is_refused_from_its_header(model_path, sa
         pass
     assert read == []  # refused before any pixel was read
     assert all("crop or tile it first" in e.message for e in events) and len(events) == 6
+
+
+def test_maskrcnn_detections_of_any_score_are_painted_the_most_confident_on_top():
+    """A Mask R-CNN map holds every detection, weighted by its score: the operating
+    point's threshold (chosen on validation) is the cut, not a fixed score of 0.5 that
+    left a model whose scores were all lower with an empty map."""
+    import torch
+
+    from napari_bioanomaly.ml import models
+
+    masks = torch.zeros(3, 1, 16, 16)
+    masks[0, 0, 2:8, 2:8] = 0.9  # class 1, score 0.3
+    masks[1, 0, 4:10, 4:10] = 1.0  # class 2, score 0.2: under the first where they overlap
+    masks[2, 0, 12:14, 12:14] = 0.8  # class 3, score 0.06
+
+    class Detector(torch.nn.Module):
+        def forward(self, images):
+            return [{"scores": torch.tensor([0.3, 0.2, 0.06]), "labels": torch.tensor([1, 2, 3]),
+                     "masks": masks, "boxes": torch.zeros(3, 4)} for _ in images]  # fmt: skip
+
+    cls, fg = models.predict_classes("maskrcnn", Detector(), torch.zeros(2, 1, 16, 16))
+    assert cls.shape == fg.shape == (2, 16, 16)
+    assert cls[1, 3, 3] == 1 and fg[1, 3, 3] == pytest.approx(0.27)
+    assert cls[1, 5, 5] == 1 and fg[1, 5, 5] == pytest.approx(0.27)  # the higher score wins
+    assert cls[1, 9, 9] == 2 and fg[1, 9, 9] == pytest.approx(0.2)
+    assert cls[0, 12, 12] == 3 and fg[0, 12, 12] == pytest.approx(0.048)
+    assert cls[0, 0, 0] == 0 and fg[0, 0, 0] == 0

@@ -2,7 +2,7 @@
 
 The product's Mask R-CNN (``models.maskrcnn``) trains its box and mask heads on
 ``models.ROIS_PER_IMAGE`` proposals of each tile and predicts from
-``models.test_proposals(tile)``; torchvision's defaults (512 and 1,000) are sized for
+``models.predict_proposals(tile)``; torchvision's defaults (512 and 1,000) are sized for
 photographs of 800-1333 px with dozens of objects. This times a training step (forward,
 backward, optimiser) and a prediction step (``models.predict_classes``, what validation
 and ``predict`` run) of each on the same batch of tiles with three anomalies each, same
@@ -47,19 +47,18 @@ def build(tile: int, rois: int, test: int) -> tuple[torch.nn.Module, torch.optim
     torch.manual_seed(0)
     model = models.build("maskrcnn", 3, tile).train()
     assert model.roi_heads.fg_bg_sampler.batch_size_per_image == models.ROIS_PER_IMAGE
-    assert model.rpn._post_nms_top_n["testing"] == models.test_proposals(tile)
+    assert model.rpn._post_nms_top_n["testing"] == models.predict_proposals(tile)
     model.roi_heads.fg_bg_sampler.batch_size_per_image = rois
     model.rpn._post_nms_top_n["testing"] = test
     return model, torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
 
-def predict(model: torch.nn.Module, data: tuple) -> int:
-    """One prediction step (eval mode); the number of detections painted."""
+def predict(model: torch.nn.Module, data: tuple) -> None:
+    """One prediction step (eval mode), as validation and ``predict`` run it."""
     model.eval()
     with torch.no_grad():
-        _, fg = models.predict_classes("maskrcnn", model, data[0])
+        models.predict_classes("maskrcnn", model, data[0])
     model.train()
-    return int((fg > 0).sum())
 
 
 def step(model: torch.nn.Module, opt: torch.optim.Optimizer, data: tuple) -> None:
@@ -92,7 +91,7 @@ def main() -> None:
           f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, CPU")
     for tile in (int(t) for t in args.tiles.split(",")):
         data = batch_of(tile, args.batch)
-        runs = {"ours": build(tile, models.ROIS_PER_IMAGE, models.test_proposals(tile)),
+        runs = {"ours": build(tile, models.ROIS_PER_IMAGE, models.predict_proposals(tile)),
                 "torchvision": build(tile, TORCHVISION_ROIS, TORCHVISION_TEST)}
         times: dict[str, list[float]] = {name: [] for name in runs}
         pred_times: dict[str, list[float]] = {name: [] for name in runs}
@@ -117,7 +116,7 @@ def main() -> None:
             f"proposals per tile) {ours:.2f} s/step, RoIAlign {100 * share['ours']:.0f}% | "
             f"torchvision's {TORCHVISION_ROIS} (reference) {ref:.2f} s/step, RoIAlign "
             f"{100 * share['torchvision']:.0f}% | {ref / ours:.2f}x\n"
-            f"  predicting ours ({models.test_proposals(tile)} proposals per tile) "
+            f"  predicting ours ({models.predict_proposals(tile)} proposals per tile) "
             f"{p_ours:.3f} s/step | torchvision's {TORCHVISION_TEST} (reference) {p_ref:.3f} "
             f"s/step | {p_ref / p_ours:.2f}x"
         )

@@ -114,12 +114,12 @@ def soft_dice(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 #: Proposals per image that train Mask R-CNN's box and mask heads (torchvision: 512, sized
 #: for 800-1333 px photographs with dozens of objects). A tile holds a few anomalies; Fast
 #: R-CNN trained on 64 per image. On a CPU the heads' share of a step (RoIAlign's backward
-#: above all) falls with them: a step of 4 tiles 2.3x faster at 128 px, 1.9x at 256 px
+#: above all) falls with them: a step of 4 tiles 1.75x faster at 128 and 256 px
 #: (``benchmarks/bench_maskrcnn.py``).
 ROIS_PER_IMAGE = 128
 
 
-def test_proposals(size: int) -> int:
+def predict_proposals(size: int) -> int:
     """Proposals the box head scores per tile of ``size`` px when predicting: 300 up to
     512 px (Faster R-CNN's test setting, for 600x1000 px photographs), then growing with
     the area to torchvision's 1,000 (for 800-1333 px). The box head's cost is per
@@ -149,7 +149,7 @@ def maskrcnn(n_classes: int, size: int, weights: str | Path | None = None) -> nn
         min_size=size,
         max_size=size,
         box_batch_size_per_image=ROIS_PER_IMAGE,
-        rpn_post_nms_top_n_test=test_proposals(size),
+        rpn_post_nms_top_n_test=predict_proposals(size),
     )
     model.backbone.body.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
     if weights is not None:

@@ -82,12 +82,39 @@ def cmd_train(args: argparse.Namespace) -> int:
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
     result = _follow(train(dataset, config, args.out, resume=args.resume), main_process)
     if main_process:
-        op = result.operating_point
+        op, tta = result.operating_point, result.tta_point
         point = f"; operating point {op.describe()}" if op and op.source == "validation" else ""
+        point += f"; with --tta: {tta.describe()}" if tta and tta.source == "validation" else ""
         print(
             f"best model ({result.best_text()}{point}): {result.best}; "
             f"last state: {result.last}"
         )
+    return 0
+
+
+def cmd_choose_point(args: argparse.Namespace) -> int:
+    from .ml.points import choose_point
+
+    dataset, report = annotations.open_dataset(args.annotations, args.images, _import_options(args))
+    for line in _import_warnings(report, args):
+        print(f"warning: {line}", file=sys.stderr)
+    interactive = sys.stderr.isatty()
+
+    def progress(done: int, total: int, name: str) -> None:
+        end = "\r" if interactive and done < total else "\n"
+        if interactive or done == total or done % 10 == 0:
+            print(f"{done}/{total} {name}", end=end, file=sys.stderr)
+
+    change = choose_point(args.model, dataset, args.tta, args.on, args.device, args.out,
+                          progress)  # fmt: skip
+    if change.unlearnt:
+        print(f"warning: the model did not learn {', '.join(change.unlearnt)}: those regions "
+              "counted as background", file=sys.stderr)  # fmt: skip
+    what = "operating point for test-time augmentation" if args.tta else "operating point"
+    before = change.before.describe() if change.before is not None else "none"
+    print(f"{what} chosen on {change.images} image(s): {change.after.describe()}")
+    print(f"before: {before}")
+    print(f"written to {change.path}")
     return 0
 
 
@@ -201,13 +228,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
         they = "those predict" if len(members) > 1 else "it predicts"
         print(f"--tta: {TTA_APPLIES}, not to {', '.join(without)}: {they} without them",
               file=sys.stderr)  # fmt: skip
+    if predictor.lacks_tta_point(args.tta) and args.threshold is None:
+        print("--tta: no operating point chosen on averaged maps in the model, so the plain "
+              "one is used (averaged maps peak lower; choose one with napari-bioanomaly "
+              "choose-point MODEL ANNOTATIONS --tta)", file=sys.stderr)  # fmt: skip
     # checks the user's values before any image is read
-    point = predictor.operating_point.overridden(args.threshold, args.min_area, args.min_peak)
+    point = predictor.point(args.tta).overridden(args.threshold, args.min_area, args.min_peak)
+    networks = [m for m in members if m.kind in TTA_MODELS]
+    own_tta = args.tta and networks and all(m.tta_point is not None for m in networks)
+    chosen = " on averaged maps, for test-time augmentation" if own_tta else ""
     print(
         point.describe(scores=False)
-        + (" (the model's, chosen on validation)" if point.source == "validation" else ""),
+        + (f" (the model's, chosen on validation{chosen})" if point.source == "validation"
+           else ""),
         file=sys.stderr,
-    )
+    )  # fmt: skip
     entries = {f"{im.filename}{im.size}": image_entry(im, "class") for im in done.values()}
     gen = predict_dataset(
         predictor, dataset, args.threshold, args.min_area, done=done, heatmaps=args.heatmaps,

@@ -26,6 +26,7 @@ from ._cli_data import (
 from ._cli_ml import (
     _add_train_options,
     _train_config,
+    cmd_choose_point,
     cmd_crossval,
     cmd_evaluate,
     cmd_predict,
@@ -154,6 +155,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="predict images I, I+N, I+2N, ... (0-based, e.g. a SLURM array task id)",
     )
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "choose-point", help="choose a trained model's operating point again (--tta: the "
+        "one for test-time augmentation), written into the model file",
+    )  # fmt: skip
+    p.add_argument("model", metavar="MODEL.pt", help="a trained model (kept as MODEL.pt.bak)")
+    p.add_argument("--annotations", required=True, metavar="FILE",
+                   help="annotation file whose images the point is chosen on")  # fmt: skip
+    p.add_argument(
+        "--tta", action="store_true",
+        help="choose the point that predict --tta uses, on maps averaged over the 8 flips "
+        "and rotations (U-Net, Mask R-CNN; 8x the time)",
+    )  # fmt: skip
+    p.add_argument(
+        "--on", choices=("validation", "all"), default="validation",
+        help="the images of the annotation file held out for validation when the model "
+        "was trained (its settings and seed pick them again; default), or every annotated "
+        "image (e.g. new images not trained on)",
+    )  # fmt: skip
+    p.add_argument("--out", metavar="NEW.pt", help="write the model here instead")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    _add_import_options(p)
+    p.set_defaults(func=cmd_choose_point)
 
     p = sub.add_parser("merge", help="join prediction files of shards into one")
     p.add_argument("inputs", nargs="+", metavar="PRED.json")

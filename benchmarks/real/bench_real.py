@@ -7,7 +7,8 @@
 no option changed (``TrainConfig(model=NAME)``: what one click in napari does),
 then predicts the test images at the operating point stored in its checkpoint,
 as ``napari-bioanomaly predict`` does (``--tta`` models again with test-time
-augmentation, and the ``--ensemble`` models as one). Printed per model: instance F1 at IoU
+augmentation, at the point chosen on averaged maps where the model has one and then at
+its plain point too, and the ``--ensemble`` models as one). Printed per model: instance F1 at IoU
 0.5, the recall of regions at IoU 0.25 (``recall_25``: what proposals must find), pixel IoU and pixel F1 of the union of predicted regions, image ROC-AUC
 (when the test set has normal and anomalous images), pixel AUROC of the
 anomaly map, fit and prediction time.
@@ -127,10 +128,11 @@ def line(name: str, s: dict, ref: dict | None, fit: float | None = None) -> str:
 
 
 def retune(predictor, dataset: Dataset, peak_margin: float | None = None,
-           vote_margin: float | None = None) -> OperatingPoint:
+           vote_margin: float | None = None, tta: bool = False) -> OperatingPoint:
     """The predictor's operating point chosen again on its validation images, by the
     product's chooser (with ``peak_margin`` and ``vote_margin``, the margins a minimum
-    peak and vote weights must earn; ``math.inf``: none)."""
+    peak and vote weights must earn; ``math.inf``: none; ``tta``: on averaged maps, with
+    the plain point's criterion)."""
     from napari_bioanomaly.core import chooser
     from napari_bioanomaly.ml.data import split
     from napari_bioanomaly.ml.predict import run
@@ -143,8 +145,10 @@ def retune(predictor, dataset: Dataset, peak_margin: float | None = None,
     if vote_margin is not None:
         chooser.VOTE_MARGIN = vote_margin
     try:
+        criterion = predictor.operating_point.criterion if tta else None
         return run(operating_point(predictor.config, predictor.model, predictor.classes,
-                                   predictor.extra, dataset, val_idx, predictor.device, 0, 1, 1))
+                                   predictor.extra, dataset, val_idx, predictor.device, 0, 1, 1,
+                                   criterion, tta=tta))
     finally:
         chooser.PEAK_MARGIN, chooser.VOTE_MARGIN = before
 
@@ -262,9 +266,13 @@ def main() -> None:
         point = predictor.operating_point
         rows = [(kind, lambda im, p=predictor: predict_image(p, im), point)]
         rows += [(f"{kind} ({what})", rows[0][1], other) for what, other in others]
-        if kind in args.tta.split(","):
-            rows.append((f"{kind}+tta", lambda im, p=predictor: predict_image(p, im, tta=True),
-                         point))  # fmt: skip
+        if kind in args.tta.split(","):  # at the point chosen on averaged maps, if it has one
+            with_tta = lambda im, p=predictor: predict_image(p, im, tta=True)  # noqa: E731
+            if args.retune and predictor.tta_point is not None:
+                predictor.tta_point = retune(predictor, train_ds, tta=True)
+            rows.append((f"{kind}+tta", with_tta, predictor.point(tta=True)))
+            if predictor.tta_point is not None:  # and at the plain point, beside it
+                rows.append((f"{kind}+tta (plain point)", with_tta, point))
         for name, fn, point in rows:
             s = score(test, folder, fn, point, predictor.classes)
             ckpt_best = load_checkpoint(path)

@@ -57,10 +57,11 @@ def validate(ckpt: dict[str, Any]) -> None:
             raise BioAnomalyError(f"classes[{i}]: not valid text ({name!r})")
     if len(set(classes)) != len(classes):
         raise BioAnomalyError(f"classes: names repeat ({list(classes)})")
-    try:
-        OperatingPoint.from_dict(ckpt.get("operating_point"))
-    except BioAnomalyError as exc:
-        raise BioAnomalyError(f"operating_point: {exc}") from None
+    for key in ("operating_point", "operating_point_tta"):
+        try:
+            OperatingPoint.from_dict(ckpt.get(key))
+        except BioAnomalyError as exc:
+            raise BioAnomalyError(f"{key}: {exc}") from None
     best = ckpt.get("best_f1")
     if best is not None and not _number(best):
         raise BioAnomalyError(f"best_f1: not a finite number ({_short(best)})")

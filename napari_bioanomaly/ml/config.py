@@ -73,6 +73,12 @@ LINES = ("auto", "yes", "no")
 #: The forest's per-pixel features: filters and wider context (line cue, local
 #: contrast), or the filters alone (faster; :mod:`.features`).
 FOREST_FEATURES = ("context", "filters")
+#: The models test-time augmentation (8 flips and rotations) applies to: the supervised
+#: networks. They may keep a second operating point chosen on averaged maps.
+TTA_MODELS = ("unet", "maskrcnn")
+#: Whether training also chooses that second point (auto: when it costs little; see
+#: :func:`.validation.tta_point_wanted`).
+TTA_POINT = ("auto", "yes", "no")
 #: Share of an image's pixels whose mean anomaly score is the image score, by default,
 #: and the shares the memory bank's trainer may choose from on annotated validation
 #: images (anomalies of different sizes want different pooling; :mod:`.train_memory`).
@@ -183,6 +189,13 @@ class TrainConfig:
         Stack a second forest on the first (default): it also sees the first forest's
         anomaly probabilities around each pixel (:mod:`.forest`). Measured in
         ``docs/benchmarks.md``.
+    tta_point
+        Whether a U-Net or Mask R-CNN also gets an operating point chosen on validation
+        maps averaged over the 8 flips and rotations, used when predicting with
+        test-time augmentation (their maps peak lower than plain ones, so the plain
+        point can lose what augmentation gains): ``yes``, ``no``, or ``auto`` (default):
+        when choosing it takes at most a tenth of the training time (8x the plain
+        point's validation pass; :func:`.validation.tta_point_wanted`).
     exclude_qc
         Leave images with image-quality flags (uniform, binary, dim, saturated,
         out of focus; see :mod:`napari_bioanomaly.core.quality`) out of training.
@@ -219,6 +232,7 @@ class TrainConfig:
     lines: str = "auto"
     features: str = "context"
     autocontext: bool = True
+    tta_point: str = "auto"
 
     def __post_init__(self) -> None:
         problems = self._type_problems()
@@ -248,7 +262,7 @@ class TrainConfig:
             problems.append(f"descriptors must be one of {', '.join(DESCRIPTORS)}, not "
                             f"{self.descriptors!r}")  # fmt: skip
         for name, choices in (("sharpen", SHARPEN), ("lines", LINES),
-                              ("features", FOREST_FEATURES)):
+                              ("features", FOREST_FEATURES), ("tta_point", TTA_POINT)):
             if getattr(self, name) not in choices:
                 problems.append(f"{name} must be one of {', '.join(choices)}, not "
                                 f"{getattr(self, name)!r}")  # fmt: skip
@@ -348,6 +362,7 @@ _TYPES: dict[str, type] = {
     "class_balance": bool, "class_weights": str, "exclude_qc": bool, "budget_min": float,
     "patience": int, "ema": float, "pretrain_min": float, "descriptors": str,
     "sharpen": str, "lines": str, "features": str, "autocontext": bool,
+    "tta_point": str,
 }  # fmt: skip
 _OPTIONAL = frozenset({"epochs", "val_attribute", "weights", "budget_min", "base_channels",
                        "num_workers", "batch"})

@@ -80,6 +80,8 @@ class TrainResult:
     best_label: str = VAL_F1
     #: threshold and minimum area chosen on the validation images (``None``: not chosen)
     operating_point: operating.OperatingPoint | None = None
+    #: the point chosen on maps averaged for test-time augmentation (``None``: not chosen)
+    tta_point: operating.OperatingPoint | None = None
 
     def best_text(self) -> str:
         """The best score named by what it is, e.g. ``validation F1 0.712``."""

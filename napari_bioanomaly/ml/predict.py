@@ -30,7 +30,7 @@ from ..core.operating import OperatingPoint
 from ..core.paths import resolve_image
 from . import anomaly, models
 from .checkpoint import load_checkpoint, model_from_checkpoint
-from .config import ANOMALY_MODELS, REGISTRY, TrainConfig
+from .config import ANOMALY_MODELS, REGISTRY, TTA_MODELS, TrainConfig
 from .data import normalise
 from .device import pick_device
 from .events import PredictEvent
@@ -51,17 +51,35 @@ class Predictor:
     extra: dict[str, Any] = field(default_factory=dict)
     #: threshold and minimum area chosen on the validation images after training
     operating_point: OperatingPoint = field(default_factory=OperatingPoint)
+    #: the point chosen on validation maps averaged over the flips and rotations of
+    #: test-time augmentation (``None``: not chosen; see :meth:`point`)
+    tta_point: OperatingPoint | None = None
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> Predictor:
         ckpt = load_checkpoint(path)
         try:
             point = OperatingPoint.from_dict(ckpt.get("operating_point"))
+            tta = ckpt.get("operating_point_tta")
+            tta_point = None if tta is None else OperatingPoint.from_dict(tta)
         except BioAnomalyError as exc:
             raise BioAnomalyError(f"{path}: {exc}") from None
         predictor = cls._load(path, ckpt, device)
         predictor.operating_point = point
+        predictor.tta_point = tta_point
         return predictor
+
+    def point(self, tta: bool = False) -> OperatingPoint:
+        """The operating point to predict with: with ``tta``, the one chosen on averaged
+        maps where the model has one (TTA's maps peak lower: a point tuned to plain maps
+        can lose what the averaging gains; ``docs/benchmarks.md``)."""
+        if tta and self.kind in TTA_MODELS and self.tta_point is not None:
+            return self.tta_point
+        return self.operating_point
+
+    def lacks_tta_point(self, tta: bool) -> bool:
+        """Whether predicting with ``tta`` falls back on the plain point."""
+        return tta and self.kind in TTA_MODELS and self.tta_point is None
 
     @classmethod
     def _load(cls, path: str | Path, ckpt: dict[str, Any], device: str) -> Predictor:
@@ -151,9 +169,16 @@ class Ensemble:
     def classes(self) -> list[str]:
         return self.members[0].classes
 
+    def lacks_tta_point(self, tta: bool) -> bool:
+        return any(m.lacks_tta_point(tta) for m in self.members)
+
     @property
     def operating_point(self) -> OperatingPoint:
-        points = [m.operating_point for m in self.members]
+        return self.point()
+
+    def point(self, tta: bool = False) -> OperatingPoint:
+        """The members' points (for ``tta``, see :meth:`Predictor.point`), averaged."""
+        points = [m.point(tta) for m in self.members]
         own = {name for p in points for name in p.class_min_area}
         return OperatingPoint(
             float(np.mean([p.threshold for p in points])),
@@ -219,9 +244,8 @@ def _untransform(a: np.ndarray, k: int, flip: bool) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(a, -k, axes=(-2, -1)))
 
 
-#: The models test-time augmentation applies to (the networks); others ignore ``tta``,
-#: which the CLI and the Review widget say with :data:`TTA_APPLIES`.
-TTA_MODELS = ("unet", "maskrcnn")
+#: :data:`~.config.TTA_MODELS`: the models test-time augmentation applies to (the
+#: networks); others ignore ``tta``, which the CLI and the Review widget say with this.
 TTA_APPLIES = "flips and rotations apply to U-Net and Mask R-CNN"
 
 
@@ -309,10 +333,11 @@ def predict_dataset(
     ``min_area`` default to the model's operating point (chosen on validation), and so
     does ``min_peak`` (regions kept only where the map exceeds it) unless ``threshold`` is
     given.
-    ``tta``: test-time augmentation (see :func:`predict_image`). An
+    ``tta``: test-time augmentation (see :func:`predict_image`), with the point chosen on
+    averaged maps where the model has one (:meth:`Predictor.point`). An
     :class:`Ensemble` predicts as one model.
     """
-    point = predictor.operating_point.overridden(threshold, min_area, min_peak)
+    point = predictor.point(tta).overridden(threshold, min_area, min_peak)
     root = dataset.root or Path(".")
     done = done or {}
     out = Dataset(root=dataset.root, classes=list(predictor.classes))

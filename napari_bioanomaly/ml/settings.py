@@ -22,6 +22,8 @@ from .config import (
     LINES,
     REGISTRY,
     SHARPEN,
+    TTA_MODELS,
+    TTA_POINT,
     ModelInfo,
     TrainConfig,
 )
@@ -48,6 +50,10 @@ def _forest(info: ModelInfo) -> bool:
 
 def _unet(info: ModelInfo) -> bool:
     return info.name == "unet"
+
+
+def _tta(info: ModelInfo) -> bool:
+    return info.name in TTA_MODELS
 
 
 def _learning(model: str, values: Mapping[str, Any]) -> bool:
@@ -216,6 +222,10 @@ SETTINGS: tuple[Setting, ...] = (
             "a second forest that also sees the first one's probabilities around each "
             "pixel; one stage fits 2-3x and predicts about 2x faster)", kind="flag",
             negate=True, applies=_forest, check="auto-context"),
+    Setting("tta_point", "point for TTA", "also choose an operating point on validation "
+            "maps averaged over the 8 flips and rotations, which predicting with test-time "
+            "augmentation uses: yes, no, or auto (when that takes at most a tenth of the "
+            "training time)", kind="choice", choices=TTA_POINT, applies=_tta),
     Setting("patience", "patience (epochs)", "stop after this many epochs without a better "
             "validation score (0: never)", high=10_000, applies=_network, metavar="N"),
     Setting("steps", "steps per epoch", "batches per epoch", field="steps_per_epoch", low=1,

@@ -30,12 +30,12 @@ from .checkpoint import (
     pretrained_width,
     save_checkpoint,
 )
-from .config import TrainConfig
+from .config import TTA_MODELS, TrainConfig
 from .device import autocast_dtype, free_memory, is_oom, loader_workers, pick_device
 from .distributed import Dist
 from .events import TrainEvent, TrainResult, score_label
 from .trainer import TrainJob, budget_minutes
-from .validation import operating_point, scores, validate
+from .validation import operating_point, scores, tta_point_wanted, validate
 
 
 def _batches(
@@ -390,7 +390,7 @@ def _train(
             break
     del stream  # its loader processes end here, not after the operating point is chosen
     final_epoch = epoch - 1
-    point = None
+    point = tta_point = None
     if dist.main and best_path is not None:
         state = load_checkpoint(best_path)
         model.load_state_dict(state["state_dict"])  # the kept (averaged) weights of the best
@@ -406,15 +406,35 @@ def _train(
                 config.model, model, {}, sampler.dataset, list(val_idx or sampler.indices),
                 config, device,
             )  # fmt: skip
+        chosen = time.perf_counter()
         point = yield from operating_point(
             config, model, classes, {"scoring": scoring} if scoring else {}, sampler.dataset,
             list(val_idx or []), device,
             final_epoch, plan["epochs"], steps, None if config.unsupervised else criterion,
         )  # fmt: skip
+        plain_s = time.perf_counter() - chosen
+        # then the point for test-time augmentation (not after a cancel: the run ends)
+        if config.model in TTA_MODELS and point.source == "validation" and not cancel.is_set():
+            train_s = sum(h.get("seconds", 0.0) for h in history)
+            if tta_point_wanted(config.tta_point, plain_s, train_s):
+                tta_point = yield from operating_point(
+                    config, model, classes, {}, sampler.dataset, list(val_idx or []), device,
+                    final_epoch, plan["epochs"], steps, point.criterion, tta=True,
+                )  # fmt: skip
+            elif config.tta_point == "auto":
+                yield TrainEvent(
+                    "status", final_epoch, plan["epochs"], steps, steps,
+                    message=f"no operating point for test-time augmentation: about "
+                    f"{8 * plain_s:.0f} s, more than a tenth of the training (choose it "
+                    "later: napari-bioanomaly choose-point MODEL ANNOTATIONS --tta)",
+                )  # fmt: skip
         # the .last.pt checkpoint (for resuming) keeps its own state; the best gets the point
         best_state = {**payload(best_state_epoch), "history": history}
         best_state["operating_point"] = point.to_dict()
+        if tta_point is not None:
+            best_state["operating_point_tta"] = tta_point.to_dict()
         best_path = save_checkpoint(out, best_state)
+    kept_best = dist.main and best_path is not None
     return TrainResult(best_path, last, history, best_f1, False, str(device), best_label,
-                       point if dist.main and best_path is not None else None)
+                       point if kept_best else None, tta_point if kept_best else None)
 

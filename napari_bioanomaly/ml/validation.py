@@ -103,23 +103,28 @@ def choose_operating_point(
     indices: list[int],
     classes: list[str],
     criterion: str | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> operating.OperatingPoint:
     """The threshold and minimum area with the best validation F1 on whole validation images
     (under ``criterion``; default: :func:`~..core.operating.criterion_for` their annotations).
 
     ``predictor_probs(image)`` gives the class probabilities of a raw image, as
     :func:`~.predict.predict_image` does; at most :data:`POINT_IMAGES` images are used.
+    ``progress(done, total, name)`` is told of each image predicted.
     """
     from ..core.images import read_image
     from ..core.paths import resolve_image
 
     root = dataset.root or Path(".")
     chooser = PointChooser(classes=classes)
-    for i in spread(indices, POINT_IMAGES):
+    chosen = spread(indices, POINT_IMAGES)
+    for n, i in enumerate(chosen, start=1):
         im = dataset.images[i]
         probs = predictor_probs(read_image(resolve_image(root, im.filename)))
         truth_classes, truth = data.rasterise(im, classes, probs.shape[1:])
         chooser.add(probs, truth, truth_classes)
+        if progress is not None:
+            progress(n, len(chosen), im.filename)
     return chooser.choose(criterion)
 
 
@@ -135,28 +140,48 @@ def operating_point(
     epochs: int,
     steps: int,
     criterion: str | None = None,
+    tta: bool = False,
 ) -> Generator[TrainEvent, None, operating.OperatingPoint]:
     """Choose the operating point of a trained model on the validation images (the
     default point when none of them is annotated). ``extra`` is what the model's
-    :class:`~.predict.Predictor` needs besides the network (``scoring``, ``forest``)."""
+    :class:`~.predict.Predictor` needs besides the network (``scoring``, ``forest``).
+    ``tta``: on maps averaged over the flips and rotations of test-time augmentation."""
     annotated = [i for i in val_idx if dataset.images[i].regions]
     if not annotated:
         return operating.OperatingPoint()
     from .predict import Predictor, predict_image
 
+    maps = " (maps averaged over 8 flips and rotations, for test-time augmentation)"
     yield TrainEvent(
         "status", epoch, epochs, steps, steps,
         message="choosing the threshold and minimum area on "
-        f"{min(len(val_idx), POINT_IMAGES)} validation images",
+        f"{min(len(val_idx), POINT_IMAGES)} validation images" + (maps if tta else ""),
     )  # fmt: skip
     predictor = Predictor(
         None if model is None else model.eval(), config.model, classes, config, device, extra
     )
     point = choose_operating_point(
-        lambda image: predict_image(predictor, image)[0], dataset, val_idx,
+        lambda image: predict_image(predictor, image, tta=tta)[0], dataset, val_idx,
         data.class_names(dataset) if not config.unsupervised else dataset.class_names(),
         criterion,
     )  # fmt: skip
+    what = "operating point for test-time augmentation" if tta else "operating point"
     yield TrainEvent("status", epoch, epochs, steps, steps,
-                     message=f"operating point: {point.describe()}")  # fmt: skip
+                     message=f"{what}: {point.describe()}")  # fmt: skip
     return point
+
+
+#: Training chooses the point for test-time augmentation by itself (``tta_point``
+#: ``auto``) when that takes at most this share of the training time.
+TTA_POINT_SHARE = 0.1
+
+
+def tta_point_wanted(setting: str, plain_s: float, train_s: float) -> bool:
+    """Whether to choose the operating point for test-time augmentation after training:
+    ``yes``, ``no``, or (``auto``) when its 8 passes over the validation images, estimated
+    as 8x the plain point's ``plain_s`` seconds, take at most :data:`TTA_POINT_SHARE` of
+    the ``train_s`` seconds of training (seconds on NEU-Seg or CrackForest on a CPU;
+    64 images of 1080 px on a CPU are left to ``choose-point --tta``)."""
+    if setting in ("yes", "no"):
+        return setting == "yes"
+    return 8 * plain_s <= TTA_POINT_SHARE * train_s

@@ -105,17 +105,21 @@ class ReviewJobs:
         except (BioAnomalyError, OSError) as exc:
             self.say(f"Cannot predict: {exc}")
             return False
-        # proposals from the anomaly maps start at the model's own operating point
-        point = predictor.operating_point
-        self.on_operating_point(point.threshold, point.min_area, point.min_peak)
-        pred_out = predictions_path(gt)
-        heatmaps = pred_out.with_suffix(annotations.HEATMAPS_SUFFIX)
         how = ""
         if tta:  # said, not silently dropped, for a model the flips do not apply to
             applies = predictor.kind in TTA_MODELS
             how = " (flips and rotations)" if applies else (
                 f" ({TTA_APPLIES}, not a {predictor.kind} model: without them)")
+            if predictor.lacks_tta_point(applies):
+                how = (" (flips and rotations, at the model's plain operating point: it has "
+                       "none chosen on averaged maps; check the threshold)")
             tta = applies
+        # proposals from the anomaly maps start at the model's own operating point (for
+        # test-time augmentation, the one chosen on averaged maps where it has one)
+        point = predictor.point(tta)
+        self.on_operating_point(point.threshold, point.min_area, point.min_peak)
+        pred_out = predictions_path(gt)
+        heatmaps = pred_out.with_suffix(annotations.HEATMAPS_SUFFIX)
         return self._start(
             predict_and_save, (predictor, dataset, pred_out, heatmaps, tta), gt, "Prediction",
             f"predicting with {Path(model).name}{how} (Review)",

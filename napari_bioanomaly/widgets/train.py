@@ -370,6 +370,9 @@ class TrainWidget(QWidget):
         point = result.operating_point
         if point is not None and point.source == "validation":
             best += f"; predicts at {point.describe()}"
+        tta = result.tta_point
+        if tta is not None and tta.source == "validation":
+            best += f"; with flips and rotations at {tta.describe(scores=False)}"
         self._set_status(
             f"{what} on {result.device}. Model: {result.best}{best}. Last state: {result.last}"
         )

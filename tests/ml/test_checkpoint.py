@@ -161,6 +161,10 @@ def test_malformed_two_stage_forests_are_refused_by_item(tmp_path, two_stage_ckp
         (lambda c: c.__setitem__("best_f1", float("nan")), r"best_f1"),
         (lambda c: c.__setitem__("operating_point", {"threshold": 2, "min_area": 0}),
          r"operating_point: operating threshold"),
+        (lambda c: c.__setitem__("operating_point_tta", {"threshold": 0.5, "min_area": -1}),
+         r"operating_point_tta: operating min_area must be >= 0"),
+        (lambda c: c.__setitem__("operating_point_tta", [0.5]),
+         r"operating_point_tta: operating point must be a mapping"),
         (lambda c: c["state_dict"].__setitem__("extra.weight", torch.zeros(3)),
          r"weights do not fit the network"),
         (lambda c: next(v for v in c["state_dict"].values() if v.is_floating_point())

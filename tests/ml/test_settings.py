@@ -36,6 +36,7 @@ CHANGED = {
     "lines": (["--lines", "yes"], "yes"),
     "features": (["--features", "filters"], "filters"),
     "autocontext": (["--no-autocontext"], False),
+    "tta_point": (["--tta-point", "yes"], "yes"),
     "amp": (["--no-amp"], False), "seed": (["--seed", "3"], 3),
     "weights": (["--weights", "w.pt"], "w.pt"), "workers": (["--workers", "2"], 2),
     "anomaly_fraction": (["--anomaly-fraction", "0.25"], 0.25),
@@ -77,6 +78,8 @@ def test_cli_and_form_agree_on_each_setting(setting):
 def test_settings_say_which_models_they_apply_to():
     by_name = {s.name: s for s in SETTINGS}
     assert by_name["tile"].applies_to("unet") and not by_name["tile"].applies_to("forest")
+    assert by_name["tta_point"].applies_to("maskrcnn") and not by_name["tta_point"].applies_to(
+        "autoencoder")
     assert not by_name["class_balance"].applies_to("memory")
     assert by_name["class_weights"].applies_to("forest")
     assert not by_name["class_weights"].applies_to("maskrcnn")

@@ -223,6 +223,44 @@ def test_predict_and_review_with_flips_and_rotations(make_napari_viewer, dataset
     assert regions(got) == regions(flipped)
 
 
+def test_flips_and_rotations_start_at_the_model_s_point_for_them(make_napari_viewer,
+                                                                 dataset_dir, qtbot, tmp_path):
+    """With the TTA box the proposal controls start at the point the model chose on averaged
+    maps; a model without one is said to predict at its plain point."""
+    import torch
+
+    from napari_bioanomaly.core.operating import OperatingPoint
+    from napari_bioanomaly.ml.checkpoint import load_checkpoint
+
+    model = tmp_path / "m.pt"
+    widget, _ = _widget_with_a_model(make_napari_viewer, qtbot, dataset_dir, model,
+                                     epochs=1, steps=2)  # fmt: skip
+    ckpt = load_checkpoint(model)
+    ckpt["operating_point"] = OperatingPoint(0.3, 16.0, source="validation").to_dict()
+    ckpt["operating_point_tta"] = OperatingPoint(0.2, 48.0, 0.5, 0.5, "validation",
+                                                 min_peak=0.7).to_dict()  # fmt: skip
+    torch.save(ckpt, model)
+    said = []
+    widget.workspace.job_changed.connect(lambda state, message: said.append(message))
+    widget.tta_box.setChecked(True)
+    assert widget.predict_and_review()
+    wait_for_job(qtbot, widget, 120_000)
+    assert widget.heat_slider.value() == 20 and widget.proposal_min_area == 48.0
+    assert widget.peak_box.value() == pytest.approx(0.7)
+    assert not any("plain operating point" in m for m in said), said
+    widget.tta_box.setChecked(False)
+    assert widget.predict_and_review()
+    wait_for_job(qtbot, widget, 120_000)
+    assert widget.heat_slider.value() == 30 and widget.proposal_min_area == 16.0
+    del ckpt["operating_point_tta"]
+    torch.save(ckpt, model)
+    widget.tta_box.setChecked(True)
+    assert widget.predict_and_review()
+    wait_for_job(qtbot, widget, 120_000)
+    assert widget.heat_slider.value() == 30
+    assert any("at the model's plain operating point" in m for m in said), said
+
+
 def test_flips_and_rotations_are_said_not_to_apply_to_a_forest(make_napari_viewer,
                                                                dataset_dir, qtbot, tmp_path):
     from napari_bioanomaly.ml.config import TrainConfig

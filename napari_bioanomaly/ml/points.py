@@ -1,0 +1,101 @@
+"""Choosing a trained model's operating point again, on annotated images.
+
+Training chooses the threshold, minimum areas, minimum peak and class votes on its
+validation images (:mod:`.validation`); :func:`choose_point` does it again afterwards,
+written back into the checkpoint:
+
+* with ``tta``, the point for test-time augmentation (``operating_point_tta``): maps
+  averaged over the 8 flips and rotations peak lower than plain ones, so a point tuned
+  to plain maps can lose what the averaging gains (``docs/benchmarks.md``). Training
+  chooses it by itself only when that is cheap (:func:`.validation.tta_point_wanted`);
+  this is the way to get it for a model trained on a CPU on large images.
+* on ``all`` the annotated images of a dataset, e.g. the lab's own images of a new cell
+  line, instead of the validation images of the run that trained it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..core.model import BioAnomalyError, Dataset
+from ..core.operating import OperatingPoint
+from . import data
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TTA_MODELS
+from .validation import POINT_IMAGES, choose_operating_point
+
+#: Which images :func:`choose_point` chooses on.
+ON = ("validation", "all")
+
+
+@dataclass(frozen=True)
+class PointChange:
+    """What :func:`choose_point` did: the point before (``None``: there was none), the
+    point after, the key of the checkpoint it went to and the file, on how many images,
+    and the annotated classes the model did not learn (their regions count as background)."""
+
+    before: OperatingPoint | None
+    after: OperatingPoint
+    key: str
+    images: int
+    path: Path
+    unlearnt: tuple[str, ...] = ()
+
+
+def point_images(dataset: Dataset, config_split: Callable[[], list[int]], on: str) -> list[int]:
+    """The annotated images to choose on: the run's validation images or all of them."""
+    if on not in ON:
+        raise BioAnomalyError(f"choose the point on one of {', '.join(ON)}, not {on!r}")
+    indices = config_split() if on == "validation" else list(range(len(dataset.images)))
+    return [i for i in indices if dataset.images[i].regions]
+
+
+def choose_point(
+    path: str | Path,
+    dataset: Dataset,
+    tta: bool = False,
+    on: str = "validation",
+    device: str = "auto",
+    out: str | Path | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> PointChange:
+    """Choose the operating point of the checkpoint ``path`` on the annotated images of
+    ``dataset`` (``on``: :data:`ON`), and write the checkpoint with it to ``out``
+    (default: ``path``; the previous file is kept as ``.bak``). With ``tta`` the point
+    is chosen on maps averaged over the flips and rotations and stored as the point for
+    test-time augmentation; the plain point is kept."""
+    from .predict import Predictor, predict_image
+
+    path = Path(path)
+    ckpt = load_checkpoint(path)
+    predictor = Predictor.load(path, device)
+    if tta and predictor.kind not in TTA_MODELS:
+        raise BioAnomalyError(f"{path}: a {predictor.kind} model; test-time augmentation "
+                              f"applies to {', '.join(TTA_MODELS)} only")  # fmt: skip
+    config = predictor.config
+    indices = point_images(dataset, lambda: data.split(dataset, config)[1], on)
+    if not indices:
+        where = "its validation images (--on all: every image)" if on == "validation" else \
+            "the dataset"
+        raise BioAnomalyError(f"no annotated image among {where}: nothing to choose on")
+    data.check_images(dataset, indices)
+    classes = dataset.class_names() if config.unsupervised else list(predictor.classes)
+    plain = predictor.operating_point
+    # the criterion the plain point maximised (pixel F1 for thin structures) holds for both
+    criterion = plain.criterion if plain.source == "validation" and not config.unsupervised \
+        else None
+    point = choose_operating_point(
+        lambda image: predict_image(predictor, image, tta=tta)[0], dataset, indices, classes,
+        criterion, progress,
+    )  # fmt: skip
+    if point.source != "validation":
+        raise BioAnomalyError("no operating point could be chosen on these images")
+    key = "operating_point_tta" if tta else "operating_point"
+    before = predictor.tta_point if tta else plain
+    target = Path(out) if out is not None else path
+    save_checkpoint(target, {**ckpt, key: point.to_dict()})
+    used = {r.label for i in indices for r in dataset.images[i].regions}
+    unlearnt = () if config.unsupervised else tuple(sorted(used - set(classes)))
+    return PointChange(before, point, key, min(len(indices), POINT_IMAGES), target, unlearnt)

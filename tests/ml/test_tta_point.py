@@ -1,0 +1,167 @@
+"""The operating point for test-time augmentation: chosen on averaged validation maps by
+training (when asked, or cheap) and by ``choose-point --tta``, stored in the checkpoint,
+and used by ``predict --tta``, ensembles and the Review widget's flips-and-rotations box."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from napari_bioanomaly.cli import main
+from napari_bioanomaly.core import annotations
+from napari_bioanomaly.core.operating import OperatingPoint
+from napari_bioanomaly.ml.checkpoint import load_checkpoint
+from napari_bioanomaly.ml.config import TrainConfig
+from napari_bioanomaly.ml.predict import Ensemble, Predictor, predict_dataset, run
+from napari_bioanomaly.ml.train import train
+from napari_bioanomaly.ml.validation import tta_point_wanted
+
+TINY = TrainConfig(epochs=1, steps_per_epoch=2, tile=64, batch=2, base_channels=8)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, sample_dir):
+    """A tiny U-Net trained with ``tta_point yes``, and its training result."""
+    out = tmp_path_factory.mktemp("tta") / "m.pt"
+    dataset, _ = annotations.load(sample_dir / "annotations.json")
+    result = run(train(dataset, TINY.replace(tta_point="yes"), out))
+    return out, result
+
+
+def test_auto_chooses_the_tta_point_when_it_costs_a_tenth_of_the_training_at_most():
+    # 8 passes of 1 s against 100 s of training: 8 <= 10
+    assert tta_point_wanted("auto", 1.0, 100.0)
+    assert not tta_point_wanted("auto", 1.0, 50.0)
+    assert tta_point_wanted("yes", 100.0, 1.0) and not tta_point_wanted("no", 0.0, 100.0)
+    with pytest.raises(Exception, match=r"tta_point must be one of auto, yes, no"):
+        TrainConfig(tta_point="always")
+
+
+def test_training_stores_a_point_chosen_on_averaged_maps_beside_the_plain_one(trained, sample_dir,
+                                                                             tmp_path):
+    path, result = trained
+    ckpt = load_checkpoint(path)
+    assert ckpt["operating_point"]["source"] == "validation"
+    tta = OperatingPoint.from_dict(ckpt["operating_point_tta"])
+    assert tta.source == "validation" and tta.f1 is not None
+    assert result.tta_point == tta  # what the Train widget and the CLI report
+    predictor = Predictor.load(path, "cpu")
+    assert predictor.tta_point == tta
+    assert predictor.point(tta=True) == tta
+    assert predictor.point() == predictor.operating_point == result.operating_point
+    # the plain point is chosen with the criterion of the plain one
+    assert tta.criterion == predictor.operating_point.criterion
+    dataset, _ = annotations.load(sample_dir / "annotations.json")
+    plain = tmp_path / "plain.pt"
+    run(train(dataset, TINY.replace(tta_point="no"), plain))
+    assert "operating_point_tta" not in load_checkpoint(plain)
+    assert Predictor.load(plain, "cpu").lacks_tta_point(True)
+
+
+def test_choose_point_finds_the_training_s_validation_images_again(trained, sample_dir, tmp_path,
+                                                                  capsys):
+    """``choose-point --tta`` on the model's own annotation file picks the validation
+    images of its run again (settings and seed), so it chooses what training chose; the
+    model file is rewritten with the previous one kept as .bak."""
+    path, _ = trained
+    model = tmp_path / "m.pt"
+    shutil.copy(path, model)
+    ckpt = load_checkpoint(model)
+    del ckpt["operating_point_tta"]
+    torch.save(ckpt, model)
+    before = model.read_bytes()
+    assert Predictor.load(model, "cpu").tta_point is None
+    ann = str(sample_dir / "annotations.json")
+    assert main(["choose-point", str(model), "--annotations", ann, "--tta", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "operating point for test-time augmentation chosen on" in out and "before: none" in out
+    assert (tmp_path / "m.pt.bak").read_bytes() == before
+    again = load_checkpoint(model)
+    assert again["operating_point_tta"] == load_checkpoint(path)["operating_point_tta"]
+    assert again["operating_point"] == load_checkpoint(path)["operating_point"]  # kept
+    # --on all: the plain point chosen on every annotated image, into another file
+    other, kept = tmp_path / "all.pt", model.read_bytes()
+    assert main(["choose-point", str(model), "--annotations", ann, "--on", "all", "--out",
+                 str(other), "--device", "cpu"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    annotated = sum(1 for im in annotations.load(ann)[0].images if im.regions)
+    assert f"operating point chosen on {annotated} image(s)" in out
+    assert f"written to {other}" in out and model.read_bytes() == kept
+    assert load_checkpoint(other)["operating_point_tta"] == again["operating_point_tta"]
+
+
+def test_choose_point_refuses_what_it_cannot_do(sample_dir, tmp_path, capsys):
+    dataset, _ = annotations.load(sample_dir / "annotations.json")
+    forest = tmp_path / "f.pt"
+    run(train(dataset, TINY.replace(model="forest"), forest))
+    ann = str(sample_dir / "annotations.json")
+    assert main(["choose-point", str(forest), "--annotations", ann, "--tta"]) == 2
+    err = capsys.readouterr().err
+    assert "a forest model; test-time augmentation applies to unet, maskrcnn only" in err
+    assert not (tmp_path / "f.pt.bak").exists()
+    bare = json.loads((sample_dir / "annotations.json").read_text())
+    for entry in bare["_via_img_metadata"].values():
+        entry["regions"] = []
+    (tmp_path / "bare.json").write_text(json.dumps(bare))
+    argv = ["choose-point", str(forest), "--annotations", str(tmp_path / "bare.json"),
+            "--images", str(sample_dir), "--on", "all"]  # fmt: skip
+    assert main(argv) == 2
+    assert "no annotated image among the dataset: nothing to choose on" in capsys.readouterr().err
+    assert main(["choose-point", str(tmp_path / "missing.pt"), "--annotations", ann]) == 2
+    assert "missing.pt: checkpoint not found" in capsys.readouterr().err
+
+
+def test_predict_with_tta_cuts_at_the_tta_point(trained, sample_dir, tmp_path, capsys):
+    """A TTA point that keeps nothing: predict --tta finds no region, plain predict does,
+    and a model without a TTA point says it falls back on its plain point."""
+    path, _ = trained
+    model = tmp_path / "m.pt"
+    ckpt = load_checkpoint(path)
+    ckpt["operating_point"] = OperatingPoint(0.05, 0.0, source="validation").to_dict()
+    ckpt["operating_point_tta"] = OperatingPoint(0.999, 1e9, source="validation").to_dict()
+    torch.save(ckpt, model)
+    predictor = Predictor.load(model, "cpu")
+    dataset, _ = annotations.load(sample_dir / "annotations.json")
+    with_tta = run(predict_dataset(predictor, dataset, tta=True))
+    assert sum(len(im.regions) for im in with_tta.images) == 0
+    plain = run(predict_dataset(predictor, dataset))
+    assert sum(len(im.regions) for im in plain.images) > 0
+    out = tmp_path / "pred.json"
+    argv = ["predict", "--model", str(model), "--images", str(sample_dir), "--out", str(out),
+            "--tta", "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "threshold 0.999, min area 1e+09 px (the model's, chosen on validation on averaged " \
+        "maps, for test-time augmentation)" in err
+    # a user's threshold overrides it, as it does the plain point
+    user = tmp_path / "user.json"
+    assert main([*argv, "--threshold", "0.05", "--min-area", "0", "--out", str(user)]) == 0
+    assert sum(len(im.regions) for im in annotations.load(user)[0].images) > 0
+    capsys.readouterr()
+    del ckpt["operating_point_tta"]
+    torch.save(ckpt, model)
+    assert main(argv) == 0
+    assert "--tta: no operating point chosen on averaged maps in the model, so the plain one " \
+        "is used" in capsys.readouterr().err
+
+
+def test_points_for_tta_apply_to_networks_and_average_in_an_ensemble():
+    plain, tta = OperatingPoint(0.4, 16.0), OperatingPoint(0.2, 64.0)
+    cpu = torch.device("cpu")
+    forest = Predictor(None, "forest", ["dust"], TrainConfig(model="forest"), cpu,
+                       operating_point=plain, tta_point=tta)  # fmt: skip
+    assert forest.point(tta=True) == plain and not forest.lacks_tta_point(True)
+    unet = Predictor(None, "unet", ["dust"], TrainConfig(), cpu, operating_point=plain,
+                     tta_point=tta)  # fmt: skip
+    bare = Predictor(None, "unet", ["dust"], TrainConfig(), cpu, operating_point=plain)
+    assert unet.point(tta=True) == tta and unet.point() == plain
+    assert bare.point(tta=True) == plain and bare.lacks_tta_point(True)
+    assert not bare.lacks_tta_point(False)
+    ens = Ensemble([unet, bare])
+    assert ens.point(tta=True).threshold == pytest.approx(0.3)
+    assert ens.point(tta=True).min_area == pytest.approx(40.0)
+    assert ens.point().threshold == pytest.approx(0.4) == ens.operating_point.threshold
+    assert ens.lacks_tta_point(True) and not Ensemble([unet, unet]).lacks_tta_point(True)

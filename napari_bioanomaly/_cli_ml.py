@@ -94,6 +94,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_choose_point(args: argparse.Namespace) -> int:
     from .ml.points import choose_point
+    from .ml.validation import KEPT_PLAIN
 
     dataset, report = annotations.open_dataset(args.annotations, args.images, _import_options(args))
     for line in _import_warnings(report, args):
@@ -112,7 +113,8 @@ def cmd_choose_point(args: argparse.Namespace) -> int:
               "counted as background", file=sys.stderr)  # fmt: skip
     what = "operating point for test-time augmentation" if args.tta else "operating point"
     before = change.before.describe() if change.before is not None else "none"
-    print(f"{what} chosen on {change.images} image(s): {change.after.describe()}")
+    plain = KEPT_PLAIN if change.kept_plain else ""
+    print(f"{what} chosen on {change.images} image(s): {change.after.describe()}{plain}")
     print(f"before: {before}")
     print(f"written to {change.path}")
     return 0

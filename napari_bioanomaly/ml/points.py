@@ -34,7 +34,9 @@ ON = ("validation", "all")
 class PointChange:
     """What :func:`choose_point` did: the point before (``None``: there was none), the
     point after, the key of the checkpoint it went to and the file, on how many images,
-    and the annotated classes the model did not learn (their regions count as background)."""
+    and the annotated classes the model did not learn (their regions count as background).
+    A point for test-time augmentation that does not beat the plain one on the averaged
+    maps is the plain one (``kept_plain``)."""
 
     before: OperatingPoint | None
     after: OperatingPoint
@@ -42,6 +44,7 @@ class PointChange:
     images: int
     path: Path
     unlearnt: tuple[str, ...] = ()
+    kept_plain: bool = False
 
 
 def point_images(dataset: Dataset, config_split: Callable[[], list[int]], on: str) -> list[int]:
@@ -86,9 +89,10 @@ def choose_point(
     # the criterion the plain point maximised (pixel F1 for thin structures) holds for both
     criterion = plain.criterion if plain.source == "validation" and not config.unsupervised \
         else None
+    # the point for averaged maps must beat the plain one there (chooser.choose_against)
     point = choose_operating_point(
         lambda image: predict_image(predictor, image, tta=tta)[0], dataset, indices, classes,
-        criterion, progress,
+        criterion, progress, against=plain if tta else None,
     )  # fmt: skip
     if point.source != "validation":
         raise BioAnomalyError("no operating point could be chosen on these images")
@@ -98,4 +102,6 @@ def choose_point(
     save_checkpoint(target, {**ckpt, key: point.to_dict()})
     used = {r.label for i in indices for r in dataset.images[i].regions}
     unlearnt = () if config.unsupervised else tuple(sorted(used - set(classes)))
-    return PointChange(before, point, key, min(len(indices), POINT_IMAGES), target, unlearnt)
+    kept_plain = tta and point.describe(scores=False) == plain.describe(scores=False)
+    return PointChange(before, point, key, min(len(indices), POINT_IMAGES), target, unlearnt,
+                       kept_plain)

@@ -420,6 +420,7 @@ def _train(
                 tta_point = yield from operating_point(
                     config, model, classes, {}, sampler.dataset, list(val_idx or []), device,
                     final_epoch, plan["epochs"], steps, point.criterion, tta=True,
+                    against=point,
                 )  # fmt: skip
             elif config.tta_point == "auto":
                 yield TrainEvent(

@@ -104,13 +104,16 @@ def choose_operating_point(
     classes: list[str],
     criterion: str | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    against: operating.OperatingPoint | None = None,
 ) -> operating.OperatingPoint:
     """The threshold and minimum area with the best validation F1 on whole validation images
     (under ``criterion``; default: :func:`~..core.operating.criterion_for` their annotations).
 
     ``predictor_probs(image)`` gives the class probabilities of a raw image, as
     :func:`~.predict.predict_image` does; at most :data:`POINT_IMAGES` images are used.
-    ``progress(done, total, name)`` is told of each image predicted.
+    ``progress(done, total, name)`` is told of each image predicted. With ``against`` (a
+    point chosen on other maps of these images) the new point must beat it on these maps
+    (:meth:`~..core.chooser.PointChooser.choose_against`), else it is ``against``.
     """
     from ..core.images import read_image
     from ..core.paths import resolve_image
@@ -125,6 +128,8 @@ def choose_operating_point(
         chooser.add(probs, truth, truth_classes)
         if progress is not None:
             progress(n, len(chosen), im.filename)
+    if against is not None and against.source == "validation":
+        return chooser.choose_against(against)
     return chooser.choose(criterion)
 
 
@@ -141,11 +146,13 @@ def operating_point(
     steps: int,
     criterion: str | None = None,
     tta: bool = False,
+    against: operating.OperatingPoint | None = None,
 ) -> Generator[TrainEvent, None, operating.OperatingPoint]:
     """Choose the operating point of a trained model on the validation images (the
     default point when none of them is annotated). ``extra`` is what the model's
     :class:`~.predict.Predictor` needs besides the network (``scoring``, ``forest``).
-    ``tta``: on maps averaged over the flips and rotations of test-time augmentation."""
+    ``tta``: on maps averaged over the flips and rotations of test-time augmentation;
+    ``against``: the point to beat there (see :func:`choose_operating_point`)."""
     annotated = [i for i in val_idx if dataset.images[i].regions]
     if not annotated:
         return operating.OperatingPoint()
@@ -163,14 +170,19 @@ def operating_point(
     point = choose_operating_point(
         lambda image: predict_image(predictor, image, tta=tta)[0], dataset, val_idx,
         data.class_names(dataset) if not config.unsupervised else dataset.class_names(),
-        criterion,
+        criterion, against=against,
     )  # fmt: skip
     what = "operating point for test-time augmentation" if tta else "operating point"
+    same = KEPT_PLAIN if against is not None and \
+        point.describe(scores=False) == against.describe(scores=False) else ""
     yield TrainEvent("status", epoch, epochs, steps, steps,
-                     message=f"{what}: {point.describe()}")  # fmt: skip
+                     message=f"{what}: {point.describe()}{same}")  # fmt: skip
     return point
 
 
+#: Said where the point for averaged maps is the plain one (chooser.choose_against).
+KEPT_PLAIN = (" (the plain one: no other beats it on the averaged maps by 0.005, on 20 "
+              "validation regions or more)")
 #: Training chooses the point for test-time augmentation by itself (``tta_point``
 #: ``auto``) when that takes at most this share of the training time.
 TTA_POINT_SHARE = 0.1

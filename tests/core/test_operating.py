@@ -318,3 +318,46 @@ def test_thin_structures_keep_their_fragments():
     assert OperatingPoint.from_dict({"threshold": 0.5, "min_area": 16}).criterion == "mean"
     with pytest.raises(BioAnomalyError, match="criterion"):
         OperatingPoint.from_dict({**point.to_dict(), "criterion": "instance"})
+
+
+def test_a_chooser_scores_any_point_of_its_grid_as_it_scored_its_own():
+    """score(point) gives a chosen point's own validation F1s back, with a minimum peak,
+    class floors and vote weights; a threshold off the grid has no score."""
+    from dataclasses import replace
+
+    cases = [(rims_and_ghosts(), (), False), (two_classes(), ("patch", "dot"), False),
+             (collapsed_dots(), ("patch", "dot"), True)]  # fmt: skip
+    for data, names, voted in cases:
+        chooser = PointChooser(classes=names)
+        chooser.add(*data) if voted else chooser.add(*data[:2])
+        point = chooser.choose()
+        score, f1, pixel_f1 = chooser.score(point)
+        assert (f1, pixel_f1) == pytest.approx((point.f1, point.pixel_f1))
+        assert bool(point.vote_weights) is voted
+        worse = chooser.score(replace(point, min_peak=None, class_min_area={}, vote_weights={}))
+        assert worse[0] <= score
+    assert chooser.score(replace(point, threshold=0.33)) is None
+    assert PointChooser().score(OperatingPoint()) is None
+
+
+def test_a_second_point_on_other_maps_must_beat_the_first_there(monkeypatch):
+    """choose_against: on maps where the first point is as good, it stays (with its F1s
+    there); where another point is better by the margin, that one."""
+    from napari_bioanomaly.core import chooser as chooser_module
+
+    heat, truth = rims_and_ghosts()
+    first = OperatingPoint(0.2, 0.0, source="validation")  # keeps the ghosts: F1 2/3
+    chooser = PointChooser()
+    for _ in range(10):  # 20 true regions: enough to choose a second point on
+        chooser.add(heat, truth)
+    second = chooser.choose_against(first)
+    assert second.min_peak is not None and second.f1 == 1.0  # beats it by 1/3
+    monkeypatch.setattr(chooser_module, "AGAINST_MARGIN", 0.5)
+    kept = chooser.choose_against(first)
+    assert kept.describe(scores=False) == first.describe(scores=False)
+    assert kept.f1 == pytest.approx(2 / 3, abs=1e-3) and kept.source == "validation"
+    monkeypatch.setattr(chooser_module, "AGAINST_MARGIN", 0.005)
+    few = PointChooser()
+    for _ in range(9):  # 18 regions: too few, however large the gain
+        few.add(heat, truth)
+    assert few.choose_against(first).describe(scores=False) == first.describe(scores=False)

@@ -52,8 +52,10 @@ def test_training_stores_a_point_chosen_on_averaged_maps_beside_the_plain_one(tr
     assert predictor.tta_point == tta
     assert predictor.point(tta=True) == tta
     assert predictor.point() == predictor.operating_point == result.operating_point
-    # the plain point is chosen with the criterion of the plain one
+    # chosen under the plain point's criterion; on the sample's few validation regions it
+    # is the plain point (see chooser.choose_against), with its F1s on the averaged maps
     assert tta.criterion == predictor.operating_point.criterion
+    assert tta.describe(scores=False) == predictor.operating_point.describe(scores=False)
     dataset, _ = annotations.load(sample_dir / "annotations.json")
     plain = tmp_path / "plain.pt"
     run(train(dataset, TINY.replace(tta_point="no"), plain))
@@ -78,6 +80,8 @@ def test_choose_point_finds_the_training_s_validation_images_again(trained, samp
     assert main(["choose-point", str(model), "--annotations", ann, "--tta", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "operating point for test-time augmentation chosen on" in out and "before: none" in out
+    # the sample's validation images hold under 20 regions: too few to choose a second point
+    assert "(the plain one: no other beats it on the averaged maps" in out
     assert (tmp_path / "m.pt.bak").read_bytes() == before
     again = load_checkpoint(model)
     assert again["operating_point_tta"] == load_checkpoint(path)["operating_point_tta"]

@@ -116,6 +116,9 @@ def cmd_choose_point(args: argparse.Namespace) -> int:
     plain = KEPT_PLAIN if change.kept_plain else ""
     print(f"{what} chosen on {change.images} image(s): {change.after.describe()}{plain}")
     print(f"before: {before}")
+    if change.dropped_tta:
+        print("the point for test-time augmentation was chosen against the old point and "
+              "is dropped: choose it again with --tta")  # fmt: skip
     print(f"written to {change.path}")
     return 0
 

@@ -36,7 +36,8 @@ class PointChange:
     point after, the key of the checkpoint it went to and the file, on how many images,
     and the annotated classes the model did not learn (their regions count as background).
     A point for test-time augmentation that does not beat the plain one on the averaged
-    maps is the plain one (``kept_plain``)."""
+    maps is the plain one (``kept_plain``); a new plain point drops the point for
+    test-time augmentation chosen against the old one (``dropped_tta``)."""
 
     before: OperatingPoint | None
     after: OperatingPoint
@@ -45,6 +46,7 @@ class PointChange:
     path: Path
     unlearnt: tuple[str, ...] = ()
     kept_plain: bool = False
+    dropped_tta: bool = False
 
 
 def point_images(dataset: Dataset, config_split: Callable[[], list[int]], on: str) -> list[int]:
@@ -99,9 +101,13 @@ def choose_point(
     key = "operating_point_tta" if tta else "operating_point"
     before = predictor.tta_point if tta else plain
     target = Path(out) if out is not None else path
-    save_checkpoint(target, {**ckpt, key: point.to_dict()})
+    state = {**ckpt, key: point.to_dict()}
+    # a point for averaged maps was judged against the plain point it replaces: a new
+    # plain point leaves it without its reason, so it goes (choose it again with tta)
+    dropped_tta = not tta and state.pop("operating_point_tta", None) is not None
+    save_checkpoint(target, state)
     used = {r.label for i in indices for r in dataset.images[i].regions}
     unlearnt = () if config.unsupervised else tuple(sorted(used - set(classes)))
     kept_plain = tta and point.describe(scores=False) == plain.describe(scores=False)
     return PointChange(before, point, key, min(len(indices), POINT_IMAGES), target, unlearnt,
-                       kept_plain)
+                       kept_plain, dropped_tta)

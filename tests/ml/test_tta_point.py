@@ -94,7 +94,10 @@ def test_choose_point_finds_the_training_s_validation_images_again(trained, samp
     annotated = sum(1 for im in annotations.load(ann)[0].images if im.regions)
     assert f"operating point chosen on {annotated} image(s)" in out
     assert f"written to {other}" in out and model.read_bytes() == kept
-    assert load_checkpoint(other)["operating_point_tta"] == again["operating_point_tta"]
+    # the point for TTA was judged against the old plain point: it goes with it
+    assert "is dropped: choose it again with --tta" in out
+    assert "operating_point_tta" not in load_checkpoint(other)
+    assert Predictor.load(other, "cpu").lacks_tta_point(True)
 
 
 def test_choose_point_refuses_what_it_cannot_do(sample_dir, tmp_path, capsys):

@@ -106,9 +106,9 @@ class ReviewWidget(QWidget):
             "Predict & review averages each image's eight flips and 90-degree rotations: "
             "8x the prediction time. Regions are cut at the operating point the model chose "
             "on averaged validation maps, where it has one (training chooses it when that "
-            "is cheap; else choose-point --tta): on NEU-Seg steel defects +0.01 to +0.05 "
-            "instance F1, on CrackForest cracks about none (docs/benchmarks.md). As "
-            "predict --tta."
+            "is cheap; else choose-point --tta): on NEU-Seg steel defects +0.02 to +0.05 "
+            "instance F1, on CrackForest cracks about none, on KolektorSDD a loss "
+            "(docs/benchmarks.md). As predict --tta."
         )
         layout.addWidget(self.tta_box)
         self.iou_slider, label = labelled_slider(50, "IoU threshold")

@@ -239,8 +239,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
               "choose-point MODEL ANNOTATIONS --tta)", file=sys.stderr)  # fmt: skip
     # checks the user's values before any image is read
     point = predictor.point(args.tta).overridden(args.threshold, args.min_area, args.min_peak)
-    networks = [m for m in members if m.kind in TTA_MODELS]
-    own_tta = args.tta and networks and all(m.tta_point is not None for m in networks)
+    own_tta = args.tta and any(m.kind in TTA_MODELS for m in members) and \
+        not predictor.lacks_tta_point(True)
     chosen = " on averaged maps, for test-time augmentation" if own_tta else ""
     print(
         point.describe(scores=False)

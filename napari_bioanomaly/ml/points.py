@@ -23,7 +23,7 @@ from ..core.model import BioAnomalyError, Dataset
 from ..core.operating import OperatingPoint
 from . import data
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import TTA_MODELS
+from .config import TTA_MODELS, TrainConfig
 from .validation import POINT_IMAGES, choose_operating_point
 
 #: Which images :func:`choose_point` chooses on.
@@ -49,11 +49,13 @@ class PointChange:
     dropped_tta: bool = False
 
 
-def point_images(dataset: Dataset, config_split: Callable[[], list[int]], on: str) -> list[int]:
-    """The annotated images to choose on: the run's validation images or all of them."""
+def point_images(dataset: Dataset, config: TrainConfig, on: str) -> list[int]:
+    """The annotated images to choose on: the validation images of the run ``config``
+    made, or all of them."""
     if on not in ON:
         raise BioAnomalyError(f"choose the point on one of {', '.join(ON)}, not {on!r}")
-    indices = config_split() if on == "validation" else list(range(len(dataset.images)))
+    indices = data.split(dataset, config)[1] if on == "validation" else \
+        list(range(len(dataset.images)))
     return [i for i in indices if dataset.images[i].regions]
 
 
@@ -75,12 +77,12 @@ def choose_point(
 
     path = Path(path)
     ckpt = load_checkpoint(path)
-    predictor = Predictor.load(path, device)
+    predictor = Predictor.from_checkpoint(path, ckpt, device)
     if tta and predictor.kind not in TTA_MODELS:
         raise BioAnomalyError(f"{path}: a {predictor.kind} model; test-time augmentation "
                               f"applies to {', '.join(TTA_MODELS)} only")  # fmt: skip
     config = predictor.config
-    indices = point_images(dataset, lambda: data.split(dataset, config)[1], on)
+    indices = point_images(dataset, config, on)
     if not indices:
         where = "its validation images (--on all: every image)" if on == "validation" else \
             "the dataset"

@@ -57,7 +57,11 @@ class Predictor:
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> Predictor:
-        ckpt = load_checkpoint(path)
+        return cls.from_checkpoint(path, load_checkpoint(path), device)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, ckpt: dict[str, Any], device: str) -> Predictor:
+        """The predictor of a checkpoint already read (and checked) from ``path``."""
         try:
             point = OperatingPoint.from_dict(ckpt.get("operating_point"))
             tta = ckpt.get("operating_point_tta")

@@ -73,6 +73,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .core.chooser import tta_gain_text, tta_pays
     from .ml.train import train
 
     config = _train_config(args)
@@ -85,6 +86,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         op, tta = result.operating_point, result.tta_point
         point = f"; operating point {op.describe()}" if op and op.source == "validation" else ""
         point += f"; with --tta: {tta.describe()}" if tta and tta.source == "validation" else ""
+        if op is not None and tta_pays(op, tta):
+            point += f"; predict uses --tta by default ({tta_gain_text(op, tta)})"
         print(
             f"best model ({result.best_text()}{point}): {result.best}; "
             f"last state: {result.last}"
@@ -93,6 +96,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_choose_point(args: argparse.Namespace) -> int:
+    from .core.chooser import AGAINST_REGIONS, TTA_GAIN, tta_gain_text, tta_pays
     from .ml.points import choose_point
     from .ml.validation import KEPT_PLAIN
 
@@ -119,6 +123,12 @@ def cmd_choose_point(args: argparse.Namespace) -> int:
     if change.dropped_tta:
         print("the point for test-time augmentation was chosen against the old point and "
               "is dropped: choose it again with --tta")  # fmt: skip
+    if args.tta and change.plain is not None:
+        pays = tta_pays(change.plain, change.after)
+        print(f"predict {'uses' if pays else 'does not use'} --tta by default: "
+              f"{tta_gain_text(change.plain, change.after)}"
+              + ("" if pays else f" (it needs a gain of {TTA_GAIN:g} or more, on "
+                 f"{AGAINST_REGIONS} regions or more)"))  # fmt: skip
     print(f"written to {change.path}")
     return 0
 
@@ -145,7 +155,9 @@ def cmd_crossval(args: argparse.Namespace) -> int:
                 sc = event.scores
                 print(
                     f"fold {event.fold + 1}/{event.folds}: F1 {_fmt(sc['f1'])} pixel IoU "
-                    f"{_fmt(sc['pixel_iou'])} image ROC-AUC {_fmt(sc['roc_auc'])}",
+                    f"{_fmt(sc['pixel_iou'])} image ROC-AUC {_fmt(sc['roc_auc'])}"
+                    + (" (with flips and rotations: they paid on validation)"
+                       if sc.get("tta") else ""),
                     file=sys.stderr,
                 )
             elif event.train is not None and (event.train.kind != "step" or interactive):
@@ -200,7 +212,15 @@ def _read_manifest(path: Path, model: str, shard_text: str) -> dict[str, ImageRe
 def cmd_predict(args: argparse.Namespace) -> int:
     from .core.jsonio import write_json
     from .core.via import image_entry
-    from .ml.predict import TTA_APPLIES, TTA_MODELS, Ensemble, predict_dataset, shard
+    from .ml.predict import (
+        TTA_APPLIES,
+        TTA_MODELS,
+        Ensemble,
+        predict_dataset,
+        shard,
+        tta_note,
+        use_tta,
+    )
 
     source = Path(args.images)
     if source.is_dir():
@@ -218,28 +238,32 @@ def cmd_predict(args: argparse.Namespace) -> int:
     dataset = shard(dataset, index, count)
     out = Path(args.out)
     manifest = _manifest_path(out)
-    # the manifest belongs to this model (or ensemble) with these settings
-    model = " + ".join(str(Path(m).resolve()) for m in args.model) + (" (tta)" if args.tta else "")
-    done = _read_manifest(manifest, model, shard_text)
-    if done:
-        print(f"resuming: {len(done)} image(s) already done ({manifest})", file=sys.stderr)
     predictor = Ensemble.load(args.model, args.device)
     if isinstance(predictor, Ensemble):
         print(f"ensemble of {len(predictor.members)} models, classes {predictor.classes}",
               file=sys.stderr)  # fmt: skip
+    tta = use_tta(predictor, args.tta)
+    note = tta_note(predictor, args.tta)
+    if note:
+        print(f"{note}; --tta no predicts without", file=sys.stderr)
+    # the manifest belongs to this model (or ensemble) with these settings
+    model = " + ".join(str(Path(m).resolve()) for m in args.model) + (" (tta)" if tta else "")
+    done = _read_manifest(manifest, model, shard_text)
+    if done:
+        print(f"resuming: {len(done)} image(s) already done ({manifest})", file=sys.stderr)
     members = predictor.members if isinstance(predictor, Ensemble) else [predictor]
     without = sorted({m.kind for m in members if m.kind not in TTA_MODELS})
-    if args.tta and without:
+    if tta and without:
         they = "those predict" if len(members) > 1 else "it predicts"
         print(f"--tta: {TTA_APPLIES}, not to {', '.join(without)}: {they} without them",
               file=sys.stderr)  # fmt: skip
-    if predictor.lacks_tta_point(args.tta) and args.threshold is None:
+    if predictor.lacks_tta_point(tta) and args.threshold is None:
         print("--tta: no operating point chosen on averaged maps in the model, so the plain "
               "one is used (averaged maps peak lower; choose one with napari-bioanomaly "
               "choose-point MODEL ANNOTATIONS --tta)", file=sys.stderr)  # fmt: skip
     # checks the user's values before any image is read
-    point = predictor.point(args.tta).overridden(args.threshold, args.min_area, args.min_peak)
-    own_tta = args.tta and any(m.kind in TTA_MODELS for m in members) and \
+    point = predictor.point(tta).overridden(args.threshold, args.min_area, args.min_peak)
+    own_tta = tta and any(m.kind in TTA_MODELS for m in members) and \
         not predictor.lacks_tta_point(True)
     chosen = " on averaged maps, for test-time augmentation" if own_tta else ""
     print(
@@ -251,7 +275,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     entries = {f"{im.filename}{im.size}": image_entry(im, "class") for im in done.values()}
     gen = predict_dataset(
         predictor, dataset, args.threshold, args.min_area, done=done, heatmaps=args.heatmaps,
-        tta=args.tta, min_peak=args.min_peak,
+        tta=tta, min_peak=args.min_peak,
     )  # fmt: skip
     try:
         while True:

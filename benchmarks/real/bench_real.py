@@ -8,7 +8,8 @@ no option changed (``TrainConfig(model=NAME)``: what one click in napari does),
 then predicts the test images at the operating point stored in its checkpoint,
 as ``napari-bioanomaly predict`` does (``--tta`` models again with test-time
 augmentation, at the point chosen on averaged maps where the model has one and then at
-its plain point too, and the ``--ensemble`` models as one). Printed per model: instance F1 at IoU
+its plain point too, and the ``--ensemble`` models as one; the row predict gives with no
+option, TTA where it paid on the model's validation images, is marked "predict default"). Printed per model: instance F1 at IoU
 0.5, the recall of regions at IoU 0.25 (``recall_25``: what proposals must find), pixel IoU and pixel F1 of the union of predicted regions, image ROC-AUC
 (when the test set has normal and anomalous images), pixel AUROC of the
 anomaly map, fit and prediction time.
@@ -204,7 +205,7 @@ def main() -> None:
 
     import torch
 
-    from napari_bioanomaly.ml.config import TrainConfig
+    from napari_bioanomaly.ml.config import TTA_MODELS, TrainConfig
     from napari_bioanomaly.ml.events import TrainResult
     from napari_bioanomaly.ml.predict import Ensemble, Predictor, predict_image
     from napari_bioanomaly.ml.train import load_checkpoint, train
@@ -273,8 +274,14 @@ def main() -> None:
             rows.append((f"{kind}+tta", with_tta, predictor.point(tta=True)))
             if predictor.tta_point is not None:  # and at the plain point, beside it
                 rows.append((f"{kind}+tta (plain point)", with_tta, point))
+        # what predict does with no option: TTA where it paid on the model's validation
+        default = f"{kind}+tta" if predictor.tta_by_default else kind
+        if kind in TTA_MODELS:
+            print(f"{kind}: predict's default: {'with' if predictor.tta_by_default else 'without'}"
+                  f" TTA ({predictor.tta_gain()})", flush=True)
         for name, fn, point in rows:
             s = score(test, folder, fn, point, predictor.classes)
+            s["default"] = name == default
             ckpt_best = load_checkpoint(path)
             s.update(fit_s=fit, threshold=point.threshold, min_area=point.min_area,
                      min_peak=point.min_peak, vote_weights=point.vote_weights,
@@ -283,7 +290,8 @@ def main() -> None:
                      epochs=len(ckpt_best.get("history", [])))
             figures["models"][name] = s
             best = TrainResult(path, path, best_f1=s["best"], best_label=s["best_label"] or "")
-            print(line(name, s, ref, fit) + f"  ({point.describe(scores=False)}; "
+            print(line(name, s, ref, fit) + f"  ({'predict default; ' if s['default'] else ''}"
+                  f"{point.describe(scores=False)}; "
                   f"{best.best_text()}; {s['epochs']} epochs)", flush=True)
     members = [m for m in args.ensemble.split(",") if m in models]
     if len(members) > 1:

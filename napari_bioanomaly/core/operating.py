@@ -62,7 +62,9 @@ class OperatingPoint:
     thin structures; see :func:`criterion_for`). ``min_peak``: regions are kept only where
     the map reaches it (hysteresis; ``None``: every region above ``threshold``).
     ``vote_weights``: what each named class's probabilities count for when a region's
-    class is voted (classes not named count 1; see :func:`vote`).
+    class is voted (classes not named count 1; see :func:`vote`). ``regions``: how many
+    annotated validation regions ``f1`` and ``pixel_f1`` were measured on (``None`` in
+    points stored before 2026-12-05).
     """
 
     threshold: float = DEFAULT_THRESHOLD
@@ -74,6 +76,7 @@ class OperatingPoint:
     criterion: str = "mean"
     min_peak: float | None = None
     vote_weights: Mapping[str, float] = field(default_factory=dict)
+    regions: int | None = None
 
     def __post_init__(self) -> None:
         if self.criterion not in CRITERIA:
@@ -115,6 +118,21 @@ class OperatingPoint:
             v = getattr(self, name)
             if v is not None and not (isinstance(v, int | float) and 0 <= v <= 1):
                 raise BioAnomalyError(f"operating {name} must be in [0, 1], not {v!r}")
+        if self.regions is not None and not (
+            isinstance(self.regions, int) and not isinstance(self.regions, bool)
+            and 0 <= self.regions < 10**12
+        ):  # fmt: skip
+            raise BioAnomalyError(
+                f"operating regions must be a count of validation regions, not {self.regions!r}"
+            )
+
+    @property
+    def score(self) -> float | None:
+        """The validation score this point was chosen by (:func:`f1_score` under its
+        criterion); ``None`` when it holds no validation F1s."""
+        if self.f1 is None:
+            return None
+        return f1_score(self.f1, self.pixel_f1 or 0.0, self.criterion)
 
     def overridden(
         self,
@@ -135,7 +153,7 @@ class OperatingPoint:
             class_min_area=self.class_min_area if min_area is None else {},
             min_peak=min_peak if min_peak is not None else
             self.min_peak if threshold is None else None,
-            f1=None, pixel_f1=None, source="user",
+            f1=None, pixel_f1=None, source="user", regions=None,
         )  # fmt: skip
 
     def min_area_of(self, label: str) -> float:
@@ -172,6 +190,7 @@ class OperatingPoint:
                 str(data.get("criterion", "mean")),
                 None if data.get("min_peak") is None else float(data["min_peak"]),
                 dict(votes),  # checked by __post_init__, which names a bad weight
+                _count(data.get("regions")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BioAnomalyError(f"operating point is malformed ({exc})") from None
@@ -270,6 +289,14 @@ def choose(
                 point = OperatingPoint(float(t), float(area), float(f1), float(pixel_f1),
                                        "validation", criterion=criterion)  # fmt: skip
     return point
+
+
+def _count(value: Any) -> Any:
+    """A stored count as an int where it is a whole number (JSON or a checkpoint may
+    hold it as a float); anything else as it is, for :class:`OperatingPoint` to refuse."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def f1_score(instance_f1: float, pixel_f1: float, criterion: str = "mean") -> float:

@@ -79,6 +79,9 @@ TTA_MODELS = ("unet", "maskrcnn")
 #: Whether training also chooses that second point (auto: when it costs little; see
 #: :func:`.validation.tta_point_wanted`).
 TTA_POINT = ("auto", "yes", "no")
+#: Whether predict, Review and crossval use test-time augmentation: ``auto`` where the
+#: model's validation shows it pays (:func:`..core.chooser.tta_pays`), ``yes``, ``no``.
+TTA_SETTINGS = ("auto", "yes", "no")
 #: Share of an image's pixels whose mean anomaly score is the image score, by default,
 #: and the shares the memory bank's trainer may choose from on annotated validation
 #: images (anomalies of different sizes want different pooling; :mod:`.train_memory`).

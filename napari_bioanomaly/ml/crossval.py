@@ -78,7 +78,8 @@ def summarise_folds(per_fold: list[dict[str, Any]]) -> dict[str, dict[str, Any]]
 @dataclass(frozen=True)
 class CrossvalResult:
     """Cross-validation of one model: each fold's scores (:func:`_fold_scores`, with its
-    ``fold``, ``test_images`` and ``groups``) and their summary (:func:`summarise_folds`);
+    ``fold``, ``test_images``, ``groups`` and ``tta``: whether it predicted with test-time
+    augmentation, as predict does by default) and their summary (:func:`summarise_folds`);
     ``cancelled`` when fewer folds than planned finished."""
 
     folds: list[dict[str, Any]]
@@ -132,9 +133,12 @@ def crossval(
         if result.cancelled:  # the folds finished so far are kept and summarised
             break
         predictor = Predictor.load(result.best or result.last, config.device)
-        predictions = run(predict_dataset(predictor, test_part))
+        # as predict does by default: with test-time augmentation where it paid on the
+        # fold model's validation images
+        tta = predictor.tta_by_default
+        predictions = run(predict_dataset(predictor, test_part, tta=tta))
         scores = _fold_scores(evaluate(test_part, predictions, iou_threshold))
-        scores.update(fold=f, test_images=[im.filename for im in test_part.images])
+        scores.update(fold=f, test_images=[im.filename for im in test_part.images], tta=tta)
         if group_by:
             scores["groups"] = groups
         per_fold.append(scores)

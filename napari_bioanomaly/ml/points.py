@@ -37,7 +37,8 @@ class PointChange:
     and the annotated classes the model did not learn (their regions count as background).
     A point for test-time augmentation that does not beat the plain one on the averaged
     maps is the plain one (``kept_plain``); a new plain point drops the point for
-    test-time augmentation chosen against the old one (``dropped_tta``)."""
+    test-time augmentation chosen against the old one (``dropped_tta``). ``plain``: the
+    model's plain point after the change."""
 
     before: OperatingPoint | None
     after: OperatingPoint
@@ -47,6 +48,7 @@ class PointChange:
     unlearnt: tuple[str, ...] = ()
     kept_plain: bool = False
     dropped_tta: bool = False
+    plain: OperatingPoint | None = None
 
 
 def point_images(dataset: Dataset, config: TrainConfig, on: str) -> list[int]:
@@ -112,4 +114,4 @@ def choose_point(
     unlearnt = () if config.unsupervised else tuple(sorted(used - set(classes)))
     kept_plain = tta and point.describe(scores=False) == plain.describe(scores=False)
     return PointChange(before, point, key, min(len(indices), POINT_IMAGES), target, unlearnt,
-                       kept_plain, dropped_tta)
+                       kept_plain, dropped_tta, plain if tta else point)

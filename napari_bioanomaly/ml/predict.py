@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core.chooser import TTA_GAIN, tta_gain_text, tta_pays
 from ..core.evaluate import ANOMALY_SCORE
 from ..core.images import read_image
 from ..core.maps import heatmap_path, regions_from_probabilities
@@ -30,7 +31,7 @@ from ..core.operating import OperatingPoint
 from ..core.paths import resolve_image
 from . import anomaly, models
 from .checkpoint import load_checkpoint, model_from_checkpoint
-from .config import ANOMALY_MODELS, REGISTRY, TTA_MODELS, TrainConfig
+from .config import ANOMALY_MODELS, REGISTRY, TTA_MODELS, TTA_SETTINGS, TrainConfig
 from .data import normalise
 from .device import pick_device
 from .events import PredictEvent
@@ -84,6 +85,17 @@ class Predictor:
     def lacks_tta_point(self, tta: bool) -> bool:
         """Whether predicting with ``tta`` falls back on the plain point."""
         return tta and self.kind in TTA_MODELS and self.tta_point is None
+
+    @property
+    def tta_by_default(self) -> bool:
+        """Whether predicting uses test-time augmentation unless told otherwise: where it
+        paid on the model's own validation images (:func:`~..core.chooser.tta_pays`)."""
+        return self.kind in TTA_MODELS and tta_pays(self.operating_point, self.tta_point)
+
+    def tta_gain(self) -> str:
+        """What test-time augmentation gained on validation, in words (for a model whose
+        :attr:`tta_by_default` holds)."""
+        return tta_gain_text(self.operating_point, self.tta_point)
 
     @classmethod
     def _load(cls, path: str | Path, ckpt: dict[str, Any], device: str) -> Predictor:
@@ -177,6 +189,16 @@ class Ensemble:
         return any(m.lacks_tta_point(tta) for m in self.members)
 
     @property
+    def tta_by_default(self) -> bool:
+        """Where every member that test-time augmentation applies to gains by it (and
+        one does)."""
+        networks = [m for m in self.members if m.kind in TTA_MODELS]
+        return bool(networks) and all(m.tta_by_default for m in networks)
+
+    def tta_gain(self) -> str:
+        return "; ".join(m.tta_gain() for m in self.members if m.kind in TTA_MODELS)
+
+    @property
     def operating_point(self) -> OperatingPoint:
         return self.point()
 
@@ -251,6 +273,25 @@ def _untransform(a: np.ndarray, k: int, flip: bool) -> np.ndarray:
 #: :data:`~.config.TTA_MODELS`: the models test-time augmentation applies to (the
 #: networks); others ignore ``tta``, which the CLI and the Review widget say with this.
 TTA_APPLIES = "flips and rotations apply to U-Net and Mask R-CNN"
+
+
+def use_tta(predictor: Predictor | Ensemble, setting: str) -> bool:
+    """Whether to predict with test-time augmentation under ``setting`` (one of
+    :data:`~.config.TTA_SETTINGS`: ``auto`` where the model's validation shows it pays,
+    :attr:`Predictor.tta_by_default`)."""
+    if setting not in TTA_SETTINGS:
+        raise BioAnomalyError(f"test-time augmentation: {setting!r} is not one of "
+                              f"{', '.join(TTA_SETTINGS)}")  # fmt: skip
+    return setting == "yes" or (setting == "auto" and predictor.tta_by_default)
+
+
+def tta_note(predictor: Predictor | Ensemble, setting: str) -> str:
+    """What ``setting`` decided and why, for the CLI and the Review widget; empty where
+    there is nothing to say (``auto`` and a model without a gain on validation)."""
+    if setting == "auto" and use_tta(predictor, setting):
+        return ("test-time augmentation on, as the model chose (" + predictor.tta_gain()
+                + f": at least {TTA_GAIN:g} better; 8x the prediction time)")  # fmt: skip
+    return ""
 
 
 @torch.no_grad()

@@ -71,9 +71,12 @@ def train_and_predict(
     _, val = split(dataset, config)
     names = [dataset.images[i].filename for i in val]
     predictor = Predictor.load(result.best or result.last)
-    predictions = yield from predict_dataset(predictor, dataset.subset(val))
+    # as Predict & review does by default: with flips and rotations where they paid on
+    # validation (the point for them then)
+    tta = predictor.tta_by_default
+    predictions = yield from predict_dataset(predictor, dataset.subset(val), tta=tta)
     annotations.save(predictions, pred_out, "via")
-    return pred_out, names, predictor.operating_point
+    return pred_out, names, predictor.point(tta)
 
 
 def predict_and_save(

@@ -45,6 +45,8 @@ class ReviewJobs:
         self.on_operating_point = on_operating_point
         self.buttons = buttons
         self.worker: Any = None
+        #: what the running job could not do (images it could not read), said at its end
+        self.problems: list[str] = []
         #: TrainConfig settings of "Train & review" (default: the Train widget's form)
         self.train_settings: dict[str, Any] = {}
 
@@ -89,10 +91,11 @@ class ReviewJobs:
             config = None
         return config if config is not None else config_class()
 
-    def predict(self, gt: str, model: str, tta: bool = False) -> bool:
-        """Predict every image of ``gt`` with the model file ``model`` (``tta``: averaged
-        over flips and rotations, see :func:`~napari_bioanomaly.ml.predict.predict_image`)."""
-        from ..ml.predict import TTA_APPLIES, TTA_MODELS, Predictor
+    def predict(self, gt: str, model: str, tta: str = "auto") -> bool:
+        """Predict every image of ``gt`` with the model file ``model``; ``tta``: whether to
+        average over flips and rotations (see :func:`~napari_bioanomaly.ml.predict.use_tta`:
+        ``auto`` where they paid on the model's validation images, ``yes``, ``no``)."""
+        from ..ml.predict import TTA_APPLIES, TTA_MODELS, Predictor, tta_note, use_tta
 
         if not self._can_start():
             return False
@@ -105,29 +108,30 @@ class ReviewJobs:
         except (BioAnomalyError, OSError) as exc:
             self.say(f"Cannot predict: {exc}")
             return False
-        how = ""
-        if tta:  # said, not silently dropped, for a model the flips do not apply to
+        how, flips = "", use_tta(predictor, tta)
+        if flips:  # said, not silently dropped, for a model the flips do not apply to
             applies = predictor.kind in TTA_MODELS
-            how = " (flips and rotations)" if applies else (
+            how = f" ({tta_note(predictor, tta) or 'flips and rotations'})" if applies else (
                 f" ({TTA_APPLIES}, not a {predictor.kind} model: without them)")
             if predictor.lacks_tta_point(applies):
                 how = (" (flips and rotations, at the model's plain operating point: it has "
                        "none chosen on averaged maps; check the threshold)")
-            tta = applies
+            flips = applies
         # proposals from the anomaly maps start at the model's own operating point (for
         # test-time augmentation, the one chosen on averaged maps where it has one)
-        point = predictor.point(tta)
+        point = predictor.point(flips)
         self.on_operating_point(point.threshold, point.min_area, point.min_peak)
         pred_out = predictions_path(gt)
         heatmaps = pred_out.with_suffix(annotations.HEATMAPS_SUFFIX)
         return self._start(
-            predict_and_save, (predictor, dataset, pred_out, heatmaps, tta), gt, "Prediction",
+            predict_and_save, (predictor, dataset, pred_out, heatmaps, flips), gt, "Prediction",
             f"predicting with {Path(model).name}{how} (Review)",
         )  # fmt: skip
 
     def _start(self, job: Any, args: tuple, gt: str, what: str, describe: str) -> bool:
         for button in self.buttons:
             button.setEnabled(False)
+        self.problems = []
         self.worker = launch(
             job, args, on_event=self._on_progress,
             on_returned=lambda result: self._after(gt, *result),
@@ -141,6 +145,8 @@ class ReviewJobs:
             if event.kind == "epoch":
                 self.say(f"Training: {epoch_text(event)}")
         else:
+            if event.message:  # an image it could not read: kept to say at the end
+                self.problems.append(event.message)
             self.say(f"Predicting: {event.index}/{event.total} images")
 
     def _after(self, gt: str, pred_out: Path, names: list[str], point: Any = None) -> None:
@@ -150,6 +156,14 @@ class ReviewJobs:
         if point is not None:
             self.on_operating_point(point.threshold, point.min_area, point.min_peak)
         self.on_done(gt, pred_out, names)
+
+    def problems_text(self) -> str:
+        """The images the last job could not predict, in words (empty when none)."""
+        if not self.problems:
+            return ""
+        more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
+        return (f"{len(self.problems)} image(s) could not be predicted and have no predicted "
+                f"regions: {self.problems[0]}{more}")  # fmt: skip
 
     def _on_finished(self) -> None:
         self.worker = None

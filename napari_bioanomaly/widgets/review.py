@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from qtpy.QtWidgets import (
-    QCheckBox,
+    QComboBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -101,16 +101,24 @@ class ReviewWidget(QWidget):
         for button in (open_button, self.predict_button, self.train_button):
             row.addWidget(button)
         layout.addLayout(row)
-        self.tta_box = QCheckBox("flips and rotations (test-time augmentation)")
-        self.tta_box.setToolTip(
-            "Predict & review averages each image's eight flips and 90-degree rotations: "
-            "8x the prediction time. Regions are cut at the operating point the model chose "
-            "on averaged validation maps, where it has one (training chooses it when that "
-            "is cheap; else choose-point --tta): on NEU-Seg steel defects +0.02 to +0.05 "
-            "instance F1, on CrackForest cracks about none, on KolektorSDD a loss "
-            "(docs/benchmarks.md). As predict --tta."
+        self.tta_combo = QComboBox()
+        for text, value in (("as the model chose on validation", "auto"),
+                            ("always", "yes"), ("never", "no")):  # fmt: skip
+            self.tta_combo.addItem(text, value)
+        self.tta_combo.setToolTip(
+            "Whether Predict & review averages each image's eight flips and 90-degree "
+            "rotations (test-time augmentation: 8x the prediction time), with regions cut at "
+            "the operating point the model chose on averaged validation maps. 'As the model "
+            "chose': where that point beat the plain one on the model's validation images "
+            "by 0.01 (on 20 regions or more; training chooses it when that is cheap, else "
+            "choose-point --tta). On NEU-Seg steel defects +0.02 to +0.05 instance F1, on "
+            "CrackForest cracks about none, on KolektorSDD a loss (docs/benchmarks.md). "
+            "As predict --tta auto|yes|no."
         )
-        layout.addWidget(self.tta_box)
+        tta_row = QHBoxLayout()
+        tta_row.addWidget(QLabel("flips and rotations (TTA):"))
+        tta_row.addWidget(self.tta_combo, 1)
+        layout.addLayout(tta_row)
         self.iou_slider, label = labelled_slider(50, "IoU threshold")
         layout.addLayout(slider_row(self.iou_slider, label))
         self.score_slider, label = labelled_slider(50, "score threshold")
@@ -425,11 +433,14 @@ class ReviewWidget(QWidget):
     def predict_and_review(self) -> bool:
         """Predict every ground-truth image with the model (in the background), then review."""
         return self.jobs.predict(self.gt_edit.text().strip(), self.model_edit.text().strip(),
-                                 tta=self.tta_box.isChecked())
+                                 tta=self.tta_combo.currentData())
 
     def _after_job(self, gt: str, pred_out: Path, names: list[str]) -> None:
         self.pred_edit.setText(str(pred_out))
         self.open(gt, pred_out, images=names)
+        problems = self.jobs.problems_text()
+        if problems:  # under the review's summary, not instead of it
+            self.summary.setText(f"{self.summary.text()}\n{problems}")
 
     @property
     def proposal_peak(self) -> float | None:

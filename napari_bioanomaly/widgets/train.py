@@ -31,6 +31,7 @@ from qtpy.QtWidgets import (
 from .._layers import ROLE_GROUND_TRUTH, TAG
 from .._workspace import workspace_for
 from ..core import annotations
+from ..core.chooser import tta_gain_text, tta_pays
 from ..core.model import BioAnomalyError
 from ..ml.config import ANOMALY_MODELS, REGISTRY
 from ..ml.settings import SETTINGS, config_from_form
@@ -56,6 +57,7 @@ def crossval_text(folds: list[dict[str, Any]], summary: dict[str, Any] | None = 
         lines.append(
             f"fold {f['fold'] + 1}{groups}: F1 {_num(f['f1'])}, pixel IoU {_num(f['pixel_iou'])}"
             f", image ROC-AUC {_num(f['roc_auc'])}"
+            + (" (flips and rotations)" if f.get("tta") else "")
         )
     for name in ("f1", "pixel_iou", "roc_auc", "average_precision") if summary else ():
         s = summary[name]
@@ -373,6 +375,9 @@ class TrainWidget(QWidget):
         tta = result.tta_point
         if tta is not None and tta.source == "validation":
             best += f"; with flips and rotations at {tta.describe(scores=False)}"
+            if point is not None and tta_pays(point, tta):
+                best += (" (Predict & review uses them by default: "
+                         f"{tta_gain_text(point, tta)})")  # fmt: skip
         self._set_status(
             f"{what} on {result.device}. Model: {result.best}{best}. Last state: {result.last}"
         )

@@ -81,6 +81,7 @@ def test_a_chooser_takes_images_one_at_a_time_and_chooses_once_per_criterion():
     chooser.add(shifted, truth)
     assert chooser.choose() is not first
     assert chooser.choose() == choose_operating_point([heat, shifted], [truth, truth])
+    assert chooser.choose().regions == 4  # the annotated regions it was measured on
 
 
 def test_ties_go_to_pixel_f1_then_to_half():
@@ -148,8 +149,17 @@ def test_point_round_trip_and_validation():
         with pytest.raises(BioAnomalyError, match="operating min_peak must be above"):
             OperatingPoint.from_dict({"threshold": 0.2, "min_area": 0, "min_peak": bad})
     assert OperatingPoint.from_dict(None) == OperatingPoint()
+    counted = OperatingPoint(0.35, 64.0, 0.5, 0.6, "validation", regions=128)
+    assert OperatingPoint.from_dict(counted.to_dict()) == counted
+    assert counted.score == pytest.approx(0.55) and OperatingPoint().score is None
+    assert OperatingPoint.from_dict({**counted.to_dict(), "regions": 128.0}).regions == 128
+    assert counted.overridden(threshold=0.4).regions is None  # a user's point has no scores
     for bad in ({"threshold": 1.5, "min_area": 0}, {"threshold": 0.5, "min_area": -1},
-                {"threshold": "x", "min_area": 0}, {"min_area": 0}, [0.5]):
+                {"threshold": "x", "min_area": 0}, {"min_area": 0}, [0.5],
+                {"threshold": 0.5, "min_area": 0, "regions": -1},
+                {"threshold": 0.5, "min_area": 0, "regions": 2.5},
+                {"threshold": 0.5, "min_area": 0, "regions": "many"},
+                {"threshold": 0.5, "min_area": 0, "regions": True}):
         with pytest.raises(BioAnomalyError, match="operating"):
             OperatingPoint.from_dict(bad)
 
@@ -356,6 +366,7 @@ def test_a_second_point_on_other_maps_must_beat_the_first_there(monkeypatch):
     kept = chooser.choose_against(first)
     assert kept.describe(scores=False) == first.describe(scores=False)
     assert kept.f1 == pytest.approx(2 / 3, abs=1e-3) and kept.source == "validation"
+    assert kept.regions == second.regions == 20
     monkeypatch.setattr(chooser_module, "AGAINST_MARGIN", 0.005)
     few = PointChooser()
     for _ in range(9):  # 18 regions: too few, however large the gain

@@ -16,6 +16,7 @@ from napari_bioanomaly.core.synthetic import SampleConfig, write_sample
 from napari_bioanomaly.ml import crossval as cv
 from napari_bioanomaly.ml import data
 from napari_bioanomaly.ml.config import TrainConfig
+from napari_bioanomaly.ml.predict import predict_dataset, run
 from napari_bioanomaly.ml.train import load_checkpoint, train
 
 from .test_train import TINY, drain
@@ -232,6 +233,23 @@ def test_crossval_trains_on_other_groups_only(nine, tmp_path, monkeypatch, capsy
     assert result["summary"]["f1"]["std"] == pytest.approx(np.std(f1, ddof=1))
     assert (tmp_path / "cv" / "crossval.json").is_file()
     assert all((tmp_path / "cv" / f"fold{k}.pt").is_file() for k in range(3))
+    assert [f["tta"] for f in result["folds"]] == [False] * 3  # flips apply to networks only
+
+
+def test_crossval_predicts_with_tta_where_the_fold_model_chose_it(nine, tmp_path, monkeypatch):
+    """Each fold predicts as predict does by default: with test-time augmentation where
+    the fold model's validation showed it pays (Predictor.tta_by_default)."""
+    asked = []
+
+    def spy(predictor, dataset, **kwargs):
+        asked.append(kwargs.get("tta"))
+        return predict_dataset(predictor, dataset, **kwargs)
+
+    monkeypatch.setattr(cv, "predict_dataset", spy)
+    monkeypatch.setattr(cv.Predictor, "tta_by_default", property(lambda self: True))
+    ds, _ = annotations.load(nine / "annotations.json")
+    result = run(cv.crossval(ds, TrainConfig(model="forest"), 2, tmp_path / "cv"))
+    assert asked == [True, True] and [f["tta"] for f in result.folds] == [True, True]
 
 
 def test_per_class_scores_and_class_agreement_by_hand():

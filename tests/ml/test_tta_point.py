@@ -1,11 +1,13 @@
 """The operating point for test-time augmentation: chosen on averaged validation maps by
 training (when asked, or cheap) and by ``choose-point --tta``, stored in the checkpoint,
-and used by ``predict --tta``, ensembles and the Review widget's flips-and-rotations box."""
+and used by ``predict --tta``, ensembles and the Review widget's flips-and-rotations
+choice; by default (``auto``) where it gained on the model's validation images."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -82,6 +84,8 @@ def test_choose_point_finds_the_training_s_validation_images_again(trained, samp
     assert "operating point for test-time augmentation chosen on" in out and "before: none" in out
     # the sample's validation images hold under 20 regions: too few to choose a second point
     assert "(the plain one: no other beats it on the averaged maps" in out
+    assert "predict does not use --tta by default: validation score " in out
+    assert "(it needs a gain of 0.01 or more, on 20 regions or more)" in out
     assert (tmp_path / "m.pt.bak").read_bytes() == before
     again = load_checkpoint(model)
     assert again["operating_point_tta"] == load_checkpoint(path)["operating_point_tta"]
@@ -172,3 +176,107 @@ def test_points_for_tta_apply_to_networks_and_average_in_an_ensemble():
     assert ens.point(tta=True).min_area == pytest.approx(40.0)
     assert ens.point().threshold == pytest.approx(0.4) == ens.operating_point.threshold
     assert ens.lacks_tta_point(True) and not Ensemble([unet, unet]).lacks_tta_point(True)
+
+
+def _scored(f1: float, regions: int | None = 40, **kw) -> OperatingPoint:
+    """A validation point whose mean score is ``f1`` (instance and pixel F1 both ``f1``)."""
+    return OperatingPoint(kw.pop("threshold", 0.4), 16.0, f1, f1, "validation",
+                          regions=regions, **kw)  # fmt: skip
+
+
+def test_tta_is_used_by_default_only_where_it_paid_on_enough_validation_regions():
+    from napari_bioanomaly.core.chooser import TTA_GAIN, tta_pays
+
+    plain = _scored(0.70)
+    assert tta_pays(plain, _scored(0.70 + TTA_GAIN, threshold=0.2))
+    assert tta_pays(_scored(0.70, regions=None), _scored(0.72))  # a plain point from before
+    assert not tta_pays(plain, _scored(0.705))  # under the gain
+    assert not tta_pays(plain, _scored(0.7094))  # shown as 0.709 against 0.700
+    assert tta_pays(plain, _scored(0.7096))  # shown as 0.710 against 0.700: as said
+    assert not tta_pays(plain, _scored(0.80, regions=19))  # too few validation regions
+    assert not tta_pays(plain, _scored(0.80, regions=None))  # chosen before regions were kept
+    assert not tta_pays(plain, _scored(0.80, regions=41))  # other images than the plain point's
+    assert not tta_pays(plain, None)
+    assert not tta_pays(plain, _scored(0.80, criterion="pixel"))
+    assert not tta_pays(plain, _scored(0.80).overridden(threshold=0.3))  # typed in
+    assert not tta_pays(OperatingPoint(0.4, 16.0, source="validation"), _scored(0.80))
+
+
+def test_predictors_and_ensembles_say_whether_they_use_tta_by_default():
+    from napari_bioanomaly.ml.predict import tta_note, use_tta
+
+    cpu = torch.device("cpu")
+    plain, tta = _scored(0.65), _scored(0.67, threshold=0.2)
+
+    def unet(t):
+        return Predictor(None, "unet", ["dust"], TrainConfig(), cpu, operating_point=plain,
+                         tta_point=t)  # fmt: skip
+
+    forest = Predictor(None, "forest", ["dust"], TrainConfig(model="forest"), cpu,
+                       operating_point=plain, tta_point=tta)  # fmt: skip
+    gains, bare = unet(tta), unet(None)
+    assert gains.tta_by_default and not bare.tta_by_default and not forest.tta_by_default
+    assert use_tta(gains, "auto") and not use_tta(gains, "no") and use_tta(bare, "yes")
+    assert not use_tta(bare, "auto")
+    assert tta_note(gains, "auto") == (
+        "test-time augmentation on, as the model chose (validation score 0.670 with flips and "
+        "rotations against 0.650 without, on 40 regions: at least 0.01 better; 8x the "
+        "prediction time)")
+    assert tta_note(bare, "auto") == tta_note(gains, "yes") == ""
+    assert Ensemble([gains, forest]).tta_by_default  # the forest ignores TTA
+    assert not Ensemble([gains, bare]).tta_by_default
+    assert not Ensemble([forest, forest]).tta_by_default
+    with pytest.raises(Exception, match=r"test-time augmentation: 'maybe' is not one of auto"):
+        use_tta(gains, "maybe")
+
+
+def test_predict_uses_tta_by_default_where_the_model_gained_by_it(trained, sample_dir, tmp_path,
+                                                                   capsys):
+    """predict (no --tta) predicts with TTA and cuts at its point where the checkpoint's
+    validation scores show a gain; --tta no and a model without the gain do not."""
+    path, _ = trained
+    model = tmp_path / "m.pt"
+    ckpt = load_checkpoint(path)
+    ckpt["operating_point"] = _scored(0.60, threshold=0.05, min_peak=None).to_dict()
+    ckpt["operating_point_tta"] = replace(_scored(0.62), threshold=0.999, min_area=1e9).to_dict()
+    torch.save(ckpt, model)
+    out = tmp_path / "pred.json"
+    argv = ["predict", "--model", str(model), "--images", str(sample_dir), "--out", str(out),
+            "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "test-time augmentation on, as the model chose (validation score 0.620" in err
+    assert "--tta no predicts without" in err
+    assert sum(len(im.regions) for im in annotations.load(out)[0].images) == 0
+    assert main([*argv, "--tta", "no"]) == 0
+    assert "test-time augmentation on" not in capsys.readouterr().err
+    assert sum(len(im.regions) for im in annotations.load(out)[0].images) > 0
+    ckpt["operating_point_tta"] = replace(_scored(0.605), threshold=0.999, min_area=1e9).to_dict()
+    torch.save(ckpt, model)
+    assert main(argv) == 0  # a gain under 0.01: without TTA
+    assert "test-time augmentation on" not in capsys.readouterr().err
+    assert sum(len(im.regions) for im in annotations.load(out)[0].images) > 0
+    with pytest.raises(SystemExit):
+        main([*argv, "--tta", "sometimes"])
+
+
+def test_train_s_last_line_says_when_predict_will_use_tta(sample_dir, tmp_path, monkeypatch,
+                                                          capsys):
+    from napari_bioanomaly.ml import train as train_module
+    from napari_bioanomaly.ml.events import TrainResult
+
+    model = tmp_path / "m.pt"
+    plain, tta = _scored(0.60), _scored(0.65, threshold=0.2)
+
+    def trained(dataset, config, out, resume=None):
+        yield from ()
+        return TrainResult(model, model, best_f1=0.6, operating_point=plain, tta_point=tta)
+
+    monkeypatch.setattr(train_module, "train", trained)
+    argv = ["train", "--annotations", str(sample_dir / "annotations.json"), "--out", str(model)]
+    assert main(argv) == 0
+    assert "predict uses --tta by default (validation score 0.650 with flips and rotations " \
+        "against 0.600 without, on 40 regions)" in capsys.readouterr().out
+    tta = _scored(0.605, threshold=0.2)
+    assert main(argv) == 0
+    assert "by default" not in capsys.readouterr().out

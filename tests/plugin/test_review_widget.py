@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -199,15 +200,31 @@ def test_predict_and_review_from_a_model(make_napari_viewer, dataset_dir, qtbot,
     assert all(v <= len(predicted.image(k).regions) for k, v in table.items())
 
 
+def test_predict_and_review_says_which_images_it_could_not_read(make_napari_viewer, dataset_dir,
+                                                                qtbot, tmp_path):
+    """An image that cannot be read is named under the review's summary (it has no
+    predicted regions), not left as a silent empty prediction."""
+    widget, gt = _widget_with_a_model(make_napari_viewer, qtbot, dataset_dir,
+                                      tmp_path / "m.pt", epochs=1, steps=2)  # fmt: skip
+    broken = gt.images[0].filename
+    (dataset_dir / broken).write_bytes(b"not an image")
+    assert widget.predict_and_review()
+    wait_for_job(qtbot, widget, 120_000)
+    text = widget.summary.text()
+    assert "TP " in text  # the review's summary is still there
+    assert "1 image(s) could not be predicted and have no predicted regions: " in text
+    assert Path(broken).name in text
+
+
 def test_predict_and_review_with_flips_and_rotations(make_napari_viewer, dataset_dir, qtbot,
                                                     tmp_path):
-    """The TTA box predicts as `predict --tta` does: the same regions as predict_dataset
+    """TTA "always" predicts as `predict --tta` does: the same regions as predict_dataset
     with tta=True, which differ from a plain prediction's."""
     from napari_bioanomaly.ml.predict import Predictor, predict_dataset, run
 
     widget, gt = _widget_with_a_model(make_napari_viewer, qtbot, dataset_dir,
                                       tmp_path / "m.pt", epochs=2, steps=3)  # fmt: skip
-    widget.tta_box.setChecked(True)
+    widget.tta_combo.setCurrentIndex(widget.tta_combo.findData("yes"))
     assert widget.predict_and_review()
     wait_for_job(qtbot, widget, 120_000)
     got, _ = annotations.load(dataset_dir / "annotations.predictions.json", read_images=False)
@@ -225,8 +242,9 @@ def test_predict_and_review_with_flips_and_rotations(make_napari_viewer, dataset
 
 def test_flips_and_rotations_start_at_the_model_s_point_for_them(make_napari_viewer,
                                                                  dataset_dir, qtbot, tmp_path):
-    """With the TTA box the proposal controls start at the point the model chose on averaged
-    maps; a model without one is said to predict at its plain point."""
+    """With TTA the proposal controls start at the point the model chose on averaged maps;
+    a model without one is said to predict at its plain point. By default ("as the model
+    chose") Predict & review uses TTA only where the model's validation says it pays."""
     import torch
 
     from napari_bioanomaly.core.operating import OperatingPoint
@@ -242,19 +260,33 @@ def test_flips_and_rotations_start_at_the_model_s_point_for_them(make_napari_vie
     torch.save(ckpt, model)
     said = []
     widget.workspace.job_changed.connect(lambda state, message: said.append(message))
-    widget.tta_box.setChecked(True)
+    widget.tta_combo.setCurrentIndex(widget.tta_combo.findData("yes"))
     assert widget.predict_and_review()
     wait_for_job(qtbot, widget, 120_000)
     assert widget.heat_slider.value() == 20 and widget.proposal_min_area == 48.0
     assert widget.peak_box.value() == pytest.approx(0.7)
     assert not any("plain operating point" in m for m in said), said
-    widget.tta_box.setChecked(False)
+    widget.tta_combo.setCurrentIndex(widget.tta_combo.findData("no"))
     assert widget.predict_and_review()
     wait_for_job(qtbot, widget, 120_000)
     assert widget.heat_slider.value() == 30 and widget.proposal_min_area == 16.0
+    widget.tta_combo.setCurrentIndex(widget.tta_combo.findData("auto"))
+    assert widget.predict_and_review()  # no validation scores: the plain point, no TTA
+    wait_for_job(qtbot, widget, 120_000)
+    assert widget.heat_slider.value() == 30 and not any("as the model chose" in m for m in said)
+    ckpt["operating_point"] = OperatingPoint(0.3, 16.0, 0.6, 0.7, "validation",
+                                             regions=40).to_dict()  # fmt: skip
+    ckpt["operating_point_tta"] = OperatingPoint(0.2, 48.0, 0.64, 0.7, "validation",
+                                                 min_peak=0.7, regions=40).to_dict()  # fmt: skip
+    torch.save(ckpt, model)
+    assert widget.predict_and_review()  # TTA gained 0.02 on 40 validation regions
+    wait_for_job(qtbot, widget, 120_000)
+    assert widget.heat_slider.value() == 20 and widget.proposal_min_area == 48.0
+    assert any("test-time augmentation on, as the model chose (validation score 0.670 with "
+               "flips and rotations against 0.650 without, on 40 regions" in m for m in said), said
     del ckpt["operating_point_tta"]
     torch.save(ckpt, model)
-    widget.tta_box.setChecked(True)
+    widget.tta_combo.setCurrentIndex(widget.tta_combo.findData("yes"))
     assert widget.predict_and_review()
     wait_for_job(qtbot, widget, 120_000)
     assert widget.heat_slider.value() == 30
@@ -275,7 +307,7 @@ def test_flips_and_rotations_are_said_not_to_apply_to_a_forest(make_napari_viewe
     widget.workspace.job_changed.connect(lambda state, message: said.append(message))
     widget.gt_edit.setText(str(dataset_dir / "annotations.json"))
     widget.model_edit.setText(str(tmp_path / "f.pt"))
-    widget.tta_box.setChecked(True)
+    widget.tta_combo.setCurrentIndex(widget.tta_combo.findData("yes"))
     assert widget.predict_and_review()
     wait_for_job(qtbot, widget, 120_000)
     assert any("apply to U-Net and Mask R-CNN, not a forest model" in m for m in said), said

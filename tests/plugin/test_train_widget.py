@@ -195,3 +195,24 @@ def test_the_form_is_built_from_the_settings(make_napari_viewer, qtbot):
     assert not train.fields["features"].isEnabled()  # the forest's alone
     assert not train.fields["autocontext"].isEnabled()
     assert train.descriptors.currentText() == "auto"
+
+
+def test_the_status_says_when_the_model_will_predict_with_flips_and_rotations(widgets, tmp_path):
+    """Where the point for TTA beat the plain one on validation by 0.01 (20 regions or
+    more), the status line says Predict & review uses TTA by default, with both scores."""
+    from napari_bioanomaly.core.operating import OperatingPoint
+    from napari_bioanomaly.ml.events import TrainResult
+
+    _, train, _ = widgets
+    plain = OperatingPoint(0.4, 64.0, 0.60, 0.80, "validation", regions=162)
+    tta = OperatingPoint(0.5, 256.0, 0.70, 0.80, "validation", min_peak=0.9, regions=162)
+    model = tmp_path / "m.pt"
+    train._on_returned(TrainResult(model, model, best_f1=0.7, operating_point=plain,
+                                   tta_point=tta))  # fmt: skip
+    text = train.status.text()
+    assert "with flips and rotations at threshold 0.5, min peak 0.9" in text
+    assert "(Predict & review uses them by default: validation score 0.750 with flips and " \
+        "rotations against 0.700 without, on 162 regions)" in text
+    train._on_returned(TrainResult(model, model, best_f1=0.7, operating_point=plain,
+                                   tta_point=plain))  # fmt: skip
+    assert "uses them by default" not in train.status.text()

@@ -96,9 +96,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_choose_point(args: argparse.Namespace) -> int:
-    from .core.chooser import AGAINST_REGIONS, TTA_GAIN, tta_gain_text, tta_pays
-    from .ml.points import choose_point
-    from .ml.validation import KEPT_PLAIN
+    from .ml.points import change_lines, choose_point
 
     dataset, report = annotations.open_dataset(args.annotations, args.images, _import_options(args))
     for line in _import_warnings(report, args):
@@ -115,21 +113,7 @@ def cmd_choose_point(args: argparse.Namespace) -> int:
     if change.unlearnt:
         print(f"warning: the model did not learn {', '.join(change.unlearnt)}: those regions "
               "counted as background", file=sys.stderr)  # fmt: skip
-    what = "operating point for test-time augmentation" if args.tta else "operating point"
-    before = change.before.describe() if change.before is not None else "none"
-    plain = KEPT_PLAIN if change.kept_plain else ""
-    print(f"{what} chosen on {change.images} image(s): {change.after.describe()}{plain}")
-    print(f"before: {before}")
-    if change.dropped_tta:
-        print("the point for test-time augmentation was chosen against the old point and "
-              "is dropped: choose it again with --tta")  # fmt: skip
-    if args.tta and change.plain is not None:
-        pays = tta_pays(change.plain, change.after)
-        print(f"predict {'uses' if pays else 'does not use'} --tta by default: "
-              f"{tta_gain_text(change.plain, change.after)}"
-              + ("" if pays else f" (it needs a gain of {TTA_GAIN:g} or more, on "
-                 f"{AGAINST_REGIONS} regions or more)"))  # fmt: skip
-    print(f"written to {change.path}")
+    print("\n".join(change_lines(change)))
     return 0
 
 

@@ -368,12 +368,13 @@ def tta_pays(plain: OperatingPoint, tta: OperatingPoint | None) -> bool:
     validation images, under the same criterion, on at least :data:`AGAINST_REGIONS`
     annotated regions (the scores compared as shown, to 3 decimals). Points without
     validation scores or a count of regions (chosen before 2026-12-05, or typed in by a
-    user) never do: choose-point --tta gives them one."""
+    user) never do: choose-point --tta gives them one (and measures the plain point again
+    on the same images)."""
     if tta is None or plain.source != "validation" or tta.source != "validation":
         return False
     if plain.score is None or tta.score is None or tta.regions is None:
         return False
-    if plain.criterion != tta.criterion or plain.regions not in (None, tta.regions):
+    if plain.criterion != tta.criterion or plain.regions != tta.regions:
         return False
     # the scores as they are shown (3 decimals), so that what is said is what is decided
     gain = round(tta.score, 3) - round(plain.score, 3)

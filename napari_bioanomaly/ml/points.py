@@ -15,16 +15,23 @@ written back into the checkpoint:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.chooser import AGAINST_REGIONS, TTA_GAIN, tta_gain_text, tta_pays
 from ..core.model import BioAnomalyError, Dataset
 from ..core.operating import OperatingPoint
 from . import data
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TTA_MODELS, TrainConfig
-from .validation import POINT_IMAGES, choose_operating_point
+from .validation import (
+    KEPT_PLAIN,
+    POINT_IMAGES,
+    Step,
+    choose_operating_point_steps,
+    drain,
+)
 
 #: Which images :func:`choose_point` chooses on.
 ON = ("validation", "all")
@@ -38,7 +45,8 @@ class PointChange:
     A point for test-time augmentation that does not beat the plain one on the averaged
     maps is the plain one (``kept_plain``); a new plain point drops the point for
     test-time augmentation chosen against the old one (``dropped_tta``). ``plain``: the
-    model's plain point after the change."""
+    model's plain point after the change; ``plain_before``: what it was, where choosing the
+    point for TTA chose the plain one again on the same images (``None``: kept)."""
 
     before: OperatingPoint | None
     after: OperatingPoint
@@ -49,6 +57,7 @@ class PointChange:
     kept_plain: bool = False
     dropped_tta: bool = False
     plain: OperatingPoint | None = None
+    plain_before: OperatingPoint | None = None
 
 
 def point_images(dataset: Dataset, config: TrainConfig, on: str) -> list[int]:
@@ -74,7 +83,24 @@ def choose_point(
     ``dataset`` (``on``: :data:`ON`), and write the checkpoint with it to ``out``
     (default: ``path``; the previous file is kept as ``.bak``). With ``tta`` the point
     is chosen on maps averaged over the flips and rotations and stored as the point for
-    test-time augmentation; the plain point is kept."""
+    test-time augmentation; the plain point is kept, unless it holds no count of regions
+    (chosen before 2026-12-05) or ``on`` is ``all``: then it is chosen again on the same
+    images first, so that whether TTA pays compares points chosen alike
+    (:func:`~..core.chooser.tta_pays`). ``progress(done, total, name)`` is told of each
+    image predicted."""
+    return drain(choose_point_steps(path, dataset, tta, on, device, out), progress)
+
+
+def choose_point_steps(
+    path: str | Path,
+    dataset: Dataset,
+    tta: bool = False,
+    on: str = "validation",
+    device: str = "auto",
+    out: str | Path | None = None,
+) -> Generator[Step, None, PointChange]:
+    """:func:`choose_point` as a generator that yields ``(done, total, name)`` after each
+    image (for napari's worker thread) and returns the :class:`PointChange`."""
     from .predict import Predictor, predict_image
 
     path = Path(path)
@@ -95,10 +121,20 @@ def choose_point(
     # the criterion the plain point maximised (pixel F1 for thin structures) holds for both
     criterion = plain.criterion if plain.source == "validation" and not config.unsupervised \
         else None
+    plain_before = None
+    if tta and plain.source == "validation" and (plain.regions is None or on == "all"):
+        # whether TTA pays (chooser.tta_pays) compares both points, each chosen on the same
+        # images: the plain point is chosen again on these (one pass; on the validation
+        # images of its run, the point training chose)
+        plain_before = plain
+        plain = yield from choose_operating_point_steps(
+            lambda image: predict_image(predictor, image)[0], dataset, indices, classes,
+            criterion,
+        )  # fmt: skip
     # the point for averaged maps must beat the plain one there (chooser.choose_against)
-    point = choose_operating_point(
+    point = yield from choose_operating_point_steps(
         lambda image: predict_image(predictor, image, tta=tta)[0], dataset, indices, classes,
-        criterion, progress, against=plain if tta else None,
+        criterion, against=plain if tta else None,
     )  # fmt: skip
     if point.source != "validation":
         raise BioAnomalyError("no operating point could be chosen on these images")
@@ -106,6 +142,8 @@ def choose_point(
     before = predictor.tta_point if tta else plain
     target = Path(out) if out is not None else path
     state = {**ckpt, key: point.to_dict()}
+    if plain_before is not None:
+        state["operating_point"] = plain.to_dict()
     # a point for averaged maps was judged against the plain point it replaces: a new
     # plain point leaves it without its reason, so it goes (choose it again with tta)
     dropped_tta = not tta and state.pop("operating_point_tta", None) is not None
@@ -114,4 +152,30 @@ def choose_point(
     unlearnt = () if config.unsupervised else tuple(sorted(used - set(classes)))
     kept_plain = tta and point.describe(scores=False) == plain.describe(scores=False)
     return PointChange(before, point, key, min(len(indices), POINT_IMAGES), target, unlearnt,
-                       kept_plain, dropped_tta, plain if tta else point)
+                       kept_plain, dropped_tta, plain if tta else point, plain_before)
+
+
+def change_lines(change: PointChange) -> list[str]:
+    """What :func:`choose_point` did, in lines for the CLI and the Review widget."""
+    tta = change.key == "operating_point_tta"
+    what = "operating point for test-time augmentation" if tta else "operating point"
+    lines = [f"{what} chosen on {change.images} image(s): {change.after.describe()}"
+             + (KEPT_PLAIN if change.kept_plain else ""),
+             f"before: {change.before.describe() if change.before is not None else 'none'}"]
+    if change.plain_before is not None and change.plain is not None:
+        same = change.plain.describe(scores=False) == change.plain_before.describe(scores=False)
+        lines.append("plain operating point chosen again on the same images, so that the two "
+                     "compare: " + (f"the same, {change.plain.describe()}" if same else
+                                    f"{change.plain.describe()} (before: "
+                                    f"{change.plain_before.describe()})"))  # fmt: skip
+    if change.dropped_tta:
+        lines.append("the point for test-time augmentation was chosen against the old point "
+                     "and is dropped: choose it again with --tta")  # fmt: skip
+    if tta and change.plain is not None:
+        pays = tta_pays(change.plain, change.after)
+        lines.append(f"predict {'uses' if pays else 'does not use'} --tta by default: "
+                     f"{tta_gain_text(change.plain, change.after)}"
+                     + ("" if pays else f" (it needs a gain of {TTA_GAIN:g} or more, on "
+                        f"{AGAINST_REGIONS} regions or more)"))  # fmt: skip
+    lines.append(f"written to {change.path}")
+    return lines

@@ -97,6 +97,22 @@ def scores(
         point.threshold
 
 
+#: What a step of a long job yields: ``(done, total, name)``.
+Step = tuple[int, int, str]
+
+
+def drain(steps: Generator[Step, None, Any], progress: Callable[[int, int, str], None] | None
+          ) -> Any:  # fmt: skip
+    """Run the generator ``steps`` to its end, telling ``progress`` of each step; its value."""
+    while True:
+        try:
+            step = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(*step)
+
+
 def choose_operating_point(
     predictor_probs: Callable[[np.ndarray], np.ndarray],
     dataset: Dataset,
@@ -115,6 +131,34 @@ def choose_operating_point(
     point chosen on other maps of these images) the new point must beat it on these maps
     (:meth:`~..core.chooser.PointChooser.choose_against`), else it is ``against``.
     """
+    return drain(choose_operating_point_steps(predictor_probs, dataset, indices, classes,
+                                              criterion, against), progress)  # fmt: skip
+
+
+def choose_operating_point_steps(
+    predictor_probs: Callable[[np.ndarray], np.ndarray],
+    dataset: Dataset,
+    indices: list[int],
+    classes: list[str],
+    criterion: str | None = None,
+    against: operating.OperatingPoint | None = None,
+) -> Generator[Step, None, operating.OperatingPoint]:
+    """:func:`choose_operating_point` as a generator that yields ``(done, total, name)``
+    after each image (for a worker thread to report) and returns the point."""
+    chooser = yield from _chooser_steps(predictor_probs, dataset, indices, classes)
+    if against is not None and against.source == "validation":
+        return chooser.choose_against(against)
+    return chooser.choose(criterion)
+
+
+def _chooser_steps(
+    predictor_probs: Callable[[np.ndarray], np.ndarray],
+    dataset: Dataset,
+    indices: list[int],
+    classes: list[str],
+) -> Generator[Step, None, PointChooser]:
+    """A :class:`PointChooser` given the maps of (at most :data:`POINT_IMAGES` of) these
+    images, yielding ``(done, total, name)`` after each."""
     from ..core.images import read_image
     from ..core.paths import resolve_image
 
@@ -126,11 +170,8 @@ def choose_operating_point(
         probs = predictor_probs(read_image(resolve_image(root, im.filename)))
         truth_classes, truth = data.rasterise(im, classes, probs.shape[1:])
         chooser.add(probs, truth, truth_classes)
-        if progress is not None:
-            progress(n, len(chosen), im.filename)
-    if against is not None and against.source == "validation":
-        return chooser.choose_against(against)
-    return chooser.choose(criterion)
+        yield n, len(chosen), im.filename
+    return chooser
 
 
 def operating_point(

@@ -95,6 +95,17 @@ def predict_and_save(
     return pred_out, [im.filename for im in dataset.images]
 
 
+def choose_point_job(model: Path, dataset: Any, tta: bool, on: str) -> Generator:
+    """"Choose point" (Review): choose a trained model's operating point again (``tta``:
+    the one for flips and rotations) on ``on`` images, written into the model file (the
+    previous one kept as ``.bak``); yields ``(done, total, name)`` per image and returns
+    the :class:`~napari_bioanomaly.ml.points.PointChange`."""
+    from ..ml.points import choose_point_steps
+
+    leave_a_core_to_the_gui()
+    return (yield from choose_point_steps(model, dataset, tta, on))
+
+
 def _num(value: float | None, fmt: str = ".3f") -> str:
     return "-" if value is None else format(value, fmt)
 

@@ -1,9 +1,9 @@
-"""Review's two one-click jobs: "Train & review" and "Predict & review".
+"""Review's one-click jobs: "Train & review", "Predict & review" and "Choose point".
 
 Each runs in a worker thread (:func:`._launch.launch`, one job per window through the
-Workspace), reports progress as text, and hands the predictions file and the names of
-the predicted images back to the widget, which opens them for review. Nothing here
-touches a layer.
+Workspace) and reports progress as text; the first two hand the predictions file and the
+names of the predicted images back to the widget, which opens them for review, the third
+what it changed in the model file. Nothing here touches a layer.
 """
 
 from __future__ import annotations
@@ -19,7 +19,13 @@ from ..core import annotations
 from ..core.model import BioAnomalyError
 from ..core.review import predictions_path
 from ..ml.events import PredictEvent, TrainEvent
-from ._jobs import epoch_text, predict_and_save, prime_torch, train_and_predict
+from ._jobs import (
+    choose_point_job,
+    epoch_text,
+    predict_and_save,
+    prime_torch,
+    train_and_predict,
+)
 from ._launch import launch
 
 
@@ -128,20 +134,62 @@ class ReviewJobs:
             f"predicting with {Path(model).name}{how} (Review)",
         )  # fmt: skip
 
-    def _start(self, job: Any, args: tuple, gt: str, what: str, describe: str) -> bool:
+    def choose_point(self, gt: str, model: str, on: str = "validation", tta: bool = False
+                     ) -> bool:  # fmt: skip
+        """Choose the model file's operating point again on the annotated images of ``gt``
+        (``on``: the validation images of the run that trained it, or ``all``; ``tta``: the
+        point for flips and rotations), as ``napari-bioanomaly choose-point`` does."""
+        from ..ml.points import ON
+
+        if not self._can_start():
+            return False
+        try:
+            if not gt or not model:
+                raise BioAnomalyError("choose the ground-truth file and a model first")
+            if on not in ON:
+                raise BioAnomalyError(f"choose the point on one of {', '.join(ON)}, not {on!r}")
+            dataset, _ = annotations.open_dataset(gt, read_images=False)
+            prime_torch()
+        except (BioAnomalyError, OSError) as exc:
+            self.say(f"Cannot choose the point: {exc}")
+            return False
+        what = "point for flips and rotations" if tta else "operating point"
+        images = "its validation images" if on == "validation" else "every annotated image"
+        return self._start(
+            choose_point_job, (Path(model), dataset, tta, on), gt, "Choosing the point",
+            f"choosing the {what} of {Path(model).name} on {images} (Review)",
+            returned=self._after_point,
+        )  # fmt: skip
+
+    def _after_point(self, change: Any) -> None:
+        """The point is written: say what changed, and start the proposals there."""
+        from ..ml.points import change_lines
+
+        point = change.after
+        self.on_operating_point(point.threshold, point.min_area, point.min_peak)
+        lines = change_lines(change)
+        if change.unlearnt:
+            lines.append(f"warning: the model did not learn {', '.join(change.unlearnt)}: "
+                         "those regions counted as background")  # fmt: skip
+        self.say("\n".join(lines))
+
+    def _start(self, job: Any, args: tuple, gt: str, what: str, describe: str,
+               returned: Callable[[Any], None] | None = None) -> bool:  # fmt: skip
         for button in self.buttons:
             button.setEnabled(False)
         self.problems = []
         self.worker = launch(
             job, args, on_event=self._on_progress,
-            on_returned=lambda result: self._after(gt, *result),
+            on_returned=returned or (lambda result: self._after(gt, *result)),
             on_error=lambda exc: self.say(f"{what} failed: {exc}"),
             on_finished=self._on_finished, workspace=self.workspace, describe=describe,
         )  # fmt: skip
         return True
 
-    def _on_progress(self, event: TrainEvent | PredictEvent) -> None:
-        if isinstance(event, TrainEvent):
+    def _on_progress(self, event: TrainEvent | PredictEvent | tuple[int, int, str]) -> None:
+        if isinstance(event, tuple):  # choosing the point: (done, total, name)
+            self.say(f"Choosing the point: {event[0]}/{event[1]} images")
+        elif isinstance(event, TrainEvent):
             if event.kind == "epoch":
                 self.say(f"Training: {epoch_text(event)}")
         else:

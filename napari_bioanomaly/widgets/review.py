@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -66,7 +67,7 @@ class ReviewWidget(QWidget):
         self._build()
         self.jobs = ReviewJobs(
             self.workspace, self.summary.setText, self._after_job, self._set_proposal_point,
-            [self.train_button, self.predict_button],
+            [self.train_button, self.predict_button, self.point_button],
         )  # fmt: skip
 
     # ------------------------------------------------------------------ layout
@@ -119,6 +120,36 @@ class ReviewWidget(QWidget):
         tta_row.addWidget(QLabel("flips and rotations (TTA):"))
         tta_row.addWidget(self.tta_combo, 1)
         layout.addLayout(tta_row)
+        point_row = QHBoxLayout()
+        point_row.addWidget(QLabel("operating point on"))
+        self.point_on = QComboBox()
+        for text, value in (("its validation images", "validation"),
+                            ("every annotated image", "all")):  # fmt: skip
+            self.point_on.addItem(text, value)
+        self.point_on.setToolTip(
+            "The images to choose the model's threshold, minimum areas, minimum peak and "
+            "class votes on, from the ground-truth file: the validation images of the run "
+            "that trained it (found again from its settings and seed), or every annotated "
+            "image (e.g. your own images of a new cell line)."
+        )
+        self.point_tta = QCheckBox("for TTA")
+        self.point_tta.setToolTip(
+            "Choose the point for flips and rotations (on maps averaged over the 8 of "
+            "them), kept only where it beats the plain point there by 0.005 on 20 regions "
+            "or more; with a gain of 0.01, Predict & review then uses TTA 'as the model "
+            "chose'."
+        )
+        self.point_button = QPushButton("Choose point")
+        self.point_button.setToolTip(
+            "Choose the model's operating point again and write it into the model file (the "
+            "previous file kept as .bak), in the background. As napari-bioanomaly "
+            "choose-point."
+        )
+        self.point_button.clicked.connect(self.choose_point)
+        point_row.addWidget(self.point_on, 1)
+        point_row.addWidget(self.point_tta)
+        point_row.addWidget(self.point_button)
+        layout.addLayout(point_row)
         self.iou_slider, label = labelled_slider(50, "IoU threshold")
         layout.addLayout(slider_row(self.iou_slider, label))
         self.score_slider, label = labelled_slider(50, "score threshold")
@@ -434,6 +465,12 @@ class ReviewWidget(QWidget):
         """Predict every ground-truth image with the model (in the background), then review."""
         return self.jobs.predict(self.gt_edit.text().strip(), self.model_edit.text().strip(),
                                  tta=self.tta_combo.currentData())
+
+    def choose_point(self) -> bool:
+        """Choose the model's operating point again on the ground truth's images (in the
+        background); the model file is rewritten, the previous one kept as .bak."""
+        return self.jobs.choose_point(self.gt_edit.text().strip(), self.model_edit.text().strip(),
+                                      self.point_on.currentData(), self.point_tta.isChecked())
 
     def _after_job(self, gt: str, pred_out: Path, names: list[str]) -> None:
         self.pred_edit.setText(str(pred_out))

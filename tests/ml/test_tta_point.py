@@ -85,6 +85,8 @@ def test_choose_point_finds_the_training_s_validation_images_again(trained, samp
     # the sample's validation images hold under 20 regions: too few to choose a second point
     assert "(the plain one: no other beats it on the averaged maps" in out
     assert "predict does not use --tta by default: validation score " in out
+    # the plain point (training's, on the same images) kept its scores: not measured again
+    assert load_checkpoint(model)["operating_point"] == ckpt["operating_point"]
     assert "(it needs a gain of 0.01 or more, on 20 regions or more)" in out
     assert (tmp_path / "m.pt.bak").read_bytes() == before
     again = load_checkpoint(model)
@@ -102,6 +104,40 @@ def test_choose_point_finds_the_training_s_validation_images_again(trained, samp
     assert "is dropped: choose it again with --tta" in out
     assert "operating_point_tta" not in load_checkpoint(other)
     assert Predictor.load(other, "cpu").lacks_tta_point(True)
+
+
+def test_choose_point_for_tta_chooses_the_plain_point_on_the_same_images(trained, sample_dir,
+                                                                         tmp_path, capsys):
+    """Whether TTA pays compares both points chosen on the same images: a plain point
+    without a count of regions (from before) is chosen again on the run's validation
+    images (as training chose it: the same point), and with --on all both are chosen on
+    every annotated image."""
+    from napari_bioanomaly.ml.points import choose_point
+
+    path, _ = trained
+    model = tmp_path / "m.pt"
+    ckpt = load_checkpoint(path)
+    plain = OperatingPoint.from_dict(ckpt["operating_point"])
+    ckpt["operating_point"] = replace(plain, regions=None).to_dict()
+    torch.save(ckpt, model)
+    dataset, _ = annotations.load(sample_dir / "annotations.json")
+    steps = []
+    change = choose_point(model, dataset, tta=True, device="cpu",
+                          progress=lambda *step: steps.append(step))  # fmt: skip
+    again = OperatingPoint.from_dict(load_checkpoint(model)["operating_point"])
+    assert again == change.plain == plain  # training's point, with its count of regions
+    assert again.regions == change.after.regions > 0
+    assert len(steps) == 2 * change.images  # plain maps, then averaged ones
+    assert change.plain_before == replace(plain, regions=None)
+    ann = str(sample_dir / "annotations.json")
+    argv = ["choose-point", str(model), "--annotations", ann, "--tta", "--on", "all",
+            "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    assert "plain operating point chosen again on the same images, so that the two compare" \
+        in capsys.readouterr().out
+    saved = load_checkpoint(model)
+    both = [OperatingPoint.from_dict(saved[k]) for k in ("operating_point", "operating_point_tta")]
+    assert both[0].regions == both[1].regions > plain.regions
 
 
 def test_choose_point_refuses_what_it_cannot_do(sample_dir, tmp_path, capsys):
@@ -189,7 +225,7 @@ def test_tta_is_used_by_default_only_where_it_paid_on_enough_validation_regions(
 
     plain = _scored(0.70)
     assert tta_pays(plain, _scored(0.70 + TTA_GAIN, threshold=0.2))
-    assert tta_pays(_scored(0.70, regions=None), _scored(0.72))  # a plain point from before
+    assert not tta_pays(_scored(0.70, regions=None), _scored(0.72))  # scored on which images?
     assert not tta_pays(plain, _scored(0.705))  # under the gain
     assert not tta_pays(plain, _scored(0.7094))  # shown as 0.709 against 0.700
     assert tta_pays(plain, _scored(0.7096))  # shown as 0.710 against 0.700: as said

@@ -216,6 +216,40 @@ def test_predict_and_review_says_which_images_it_could_not_read(make_napari_view
     assert Path(broken).name in text
 
 
+def test_choose_point_in_napari_as_the_cli_does(make_napari_viewer, dataset_dir, qtbot, tmp_path):
+    """"Choose point" chooses the model's point again in the background and writes it into
+    the model file (previous kept as .bak), as choose-point does: the point for TTA on the
+    run's validation images, or the plain point on every annotated image."""
+    from napari_bioanomaly.ml.checkpoint import load_checkpoint
+
+    model = tmp_path / "m.pt"
+    widget, gt = _widget_with_a_model(make_napari_viewer, qtbot, dataset_dir, model,
+                                      epochs=1, steps=2)  # fmt: skip
+    ckpt = load_checkpoint(model)
+    assert "operating_point_tta" not in ckpt
+    widget.point_tta.setChecked(True)
+    assert widget.choose_point()
+    wait_for_job(qtbot, widget, 120_000)
+    text = widget.summary.text()
+    assert "operating point for test-time augmentation chosen on " in text, text
+    assert "predict does not use --tta by default" in text and f"written to {model}" in text
+    assert load_checkpoint(model)["operating_point_tta"]["source"] == "validation"
+    assert (tmp_path / "m.pt.bak").is_file()
+    widget.point_tta.setChecked(False)
+    widget.point_on.setCurrentIndex(widget.point_on.findData("all"))
+    assert widget.choose_point()
+    wait_for_job(qtbot, widget, 120_000)
+    annotated = sum(1 for im in gt.images if im.regions)
+    assert f"operating point chosen on {annotated} image(s)" in widget.summary.text()
+    assert "is dropped: choose it again" in widget.summary.text()
+    point = load_checkpoint(model)["operating_point"]
+    assert widget.heat_slider.value() == round(point["threshold"] * 100)
+    widget.model_edit.setText("")
+    assert not widget.choose_point()
+    assert "Cannot choose the point: choose the ground-truth file and a model first" in \
+        widget.summary.text()
+
+
 def test_predict_and_review_with_flips_and_rotations(make_napari_viewer, dataset_dir, qtbot,
                                                     tmp_path):
     """TTA "always" predicts as `predict --tta` does: the same regions as predict_dataset

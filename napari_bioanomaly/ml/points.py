@@ -54,10 +54,15 @@ class PointChange:
     images: int
     path: Path
     unlearnt: tuple[str, ...] = ()
-    kept_plain: bool = False
     dropped_tta: bool = False
     plain: OperatingPoint | None = None
     plain_before: OperatingPoint | None = None
+
+    @property
+    def kept_plain(self) -> bool:
+        """Whether the point chosen for test-time augmentation is the plain one."""
+        return self.key == "operating_point_tta" and self.plain is not None and \
+            self.after.describe(scores=False) == self.plain.describe(scores=False)
 
 
 def point_images(dataset: Dataset, config: TrainConfig, on: str) -> list[int]:
@@ -150,9 +155,8 @@ def choose_point_steps(
     save_checkpoint(target, state)
     used = {r.label for i in indices for r in dataset.images[i].regions}
     unlearnt = () if config.unsupervised else tuple(sorted(used - set(classes)))
-    kept_plain = tta and point.describe(scores=False) == plain.describe(scores=False)
     return PointChange(before, point, key, min(len(indices), POINT_IMAGES), target, unlearnt,
-                       kept_plain, dropped_tta, plain if tta else point, plain_before)
+                       dropped_tta, plain=plain if tta else point, plain_before=plain_before)
 
 
 def change_lines(change: PointChange) -> list[str]:

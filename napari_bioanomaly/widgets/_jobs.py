@@ -6,8 +6,36 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Generator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """What a job the user stopped returns: what it leaves behind, in words, and the
+    model file it trained (None when it trained none)."""
+
+    text: str
+    model: Path | None = None
+
+
+def until_stopped(gen: Generator, cancel: threading.Event, seen: list | None = None
+                  ) -> Generator[Any, None, tuple[bool, Any]]:  # fmt: skip
+    """Pass ``gen``'s events on until it returns or ``cancel`` is set after one (then
+    ``gen`` is closed); returns ``(stopped, its value or None)``. ``seen`` collects the
+    events passed on."""
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return False, stop.value
+        if seen is not None:
+            seen.append(event)
+        yield event
+        if cancel.is_set():
+            gen.close()
+            return True, None
 
 
 def prime_torch() -> None:
@@ -59,51 +87,88 @@ def crossval_job(
 
 
 def train_and_predict(
-    dataset: Any, config: Any, out: Path, pred_out: Path
-) -> Generator[Any, None, tuple[Path, list[str], Any]]:
+    dataset: Any, config: Any, out: Path, pred_out: Path, cancel: threading.Event
+) -> Generator[Any, None, tuple[Path, list[str], Any, Path] | Stopped]:
     """"Train & review": train, predict the validation images, save the predictions;
-    returns their path, the validation images' names and the model's operating point."""
-    from ..core import annotations
+    returns their path, the names of the validation images predicted, the model's operating
+    point and the model file. Stopped while training: :class:`Stopped` (the model so far is
+    kept, nothing predicted); while predicting: the images predicted until then."""
     from ..ml.data import split
-    from ..ml.predict import Predictor, predict_dataset
+    from ..ml.predict import Predictor
 
-    result = yield from training_job(dataset, config, out, threading.Event())
+    result = yield from training_job(dataset, config, out, cancel)
+    if result.cancelled:
+        return Stopped(_stopped_training_text(result), result.best)
     _, val = split(dataset, config)
-    names = [dataset.images[i].filename for i in val]
     predictor = Predictor.load(result.best or result.last)
     # as Predict & review does by default: with flips and rotations where they paid on
     # validation (the point for them then)
     tta = predictor.tta_by_default
-    predictions = yield from predict_dataset(predictor, dataset.subset(val), tta=tta)
+    names = yield from _predict_until_stopped(predictor, dataset.subset(val), pred_out, cancel,
+                                              tta=tta)  # fmt: skip
+    return pred_out, names, predictor.point(tta), result.best or result.last
+
+
+def _stopped_training_text(result: Any) -> str:
+    if result.best is None:
+        return (f"Stopped before the first validation: no model kept. Its last state is in "
+                f"{result.last} (napari-bioanomaly train --resume continues it).")  # fmt: skip
+    return (f"Stopped: the best model so far is in {result.best} (last state: {result.last}); "
+            "its operating point was not chosen on the validation images: Choose point, then "
+            "Predict & review.")  # fmt: skip
+
+
+def _predict_until_stopped(
+    predictor: Any, dataset: Any, pred_out: Path, cancel: threading.Event,
+    heatmaps: Path | None = None, tta: bool = False,
+) -> Generator[Any, None, list[str]]:
+    """Predict ``dataset``'s images until done or stopped, save the predictions of those
+    predicted to ``pred_out`` (the previous file kept as ``.bak``); returns their names."""
+    from ..core import annotations
+    from ..core.model import Dataset
+    from ..ml.predict import predict_dataset
+
+    seen: list[Any] = []
+    stopped, predictions = yield from until_stopped(
+        predict_dataset(predictor, dataset, heatmaps=heatmaps, tta=tta), cancel, seen
+    )
+    if stopped:  # the images predicted so far, in order: reviewed as they are
+        predictions = Dataset(root=dataset.root, classes=list(predictor.classes),
+                              images=[event.record for event in seen])  # fmt: skip
     annotations.save(predictions, pred_out, "via")
-    return pred_out, names, predictor.point(tta)
+    return [im.filename for im in predictions.images]
 
 
 def predict_and_save(
     predictor: Any, dataset: Any, pred_out: Path, heatmaps: Path | None = None,
-    tta: bool = False,
+    tta: bool = False, cancel: threading.Event | None = None,
 ) -> Generator[Any, None, tuple[Path, list[str]]]:
     """"Predict & review": predict every image (``tta``: averaged over flips and
     rotations), save the predictions (and the anomaly maps into ``heatmaps``); returns
-    their path and every image's name."""
-    from ..core import annotations
-    from ..ml.predict import predict_dataset
-
+    their path and the names of the images predicted (every one, unless ``cancel`` was
+    set: those predicted until then)."""
     leave_a_core_to_the_gui()
-    predictions = yield from predict_dataset(predictor, dataset, heatmaps=heatmaps, tta=tta)
-    annotations.save(predictions, pred_out, "via")
-    return pred_out, [im.filename for im in dataset.images]
+    cancel = cancel or threading.Event()
+    names = yield from _predict_until_stopped(predictor, dataset, pred_out, cancel, heatmaps, tta)
+    return pred_out, names
 
 
-def choose_point_job(model: Path, dataset: Any, tta: bool, on: str) -> Generator:
+def choose_point_job(model: Path, dataset: Any, tta: bool, on: str,
+                     cancel: threading.Event | None = None) -> Generator:  # fmt: skip
     """"Choose point" (Review): choose a trained model's operating point again (``tta``:
     the one for flips and rotations) on ``on`` images, written into the model file (the
     previous one kept as ``.bak``); yields ``(done, total, name)`` per image and returns
-    the :class:`~napari_bioanomaly.ml.points.PointChange`."""
+    the :class:`~napari_bioanomaly.ml.points.PointChange`, or :class:`Stopped` when
+    ``cancel`` was set (the file is then left as it was)."""
     from ..ml.points import choose_point_steps
 
     leave_a_core_to_the_gui()
-    return (yield from choose_point_steps(model, dataset, tta, on))
+    stopped, change = yield from until_stopped(
+        choose_point_steps(model, dataset, tta, on), cancel or threading.Event()
+    )
+    if stopped:
+        return Stopped(f"Stopped: the operating point was not chosen; {model} is unchanged.")
+    return change
 
 
 def _num(value: float | None, fmt: str = ".3f") -> str:

@@ -3,11 +3,15 @@
 Each runs in a worker thread (:func:`._launch.launch`, one job per window through the
 Workspace) and reports progress as text; the first two hand the predictions file and the
 names of the predicted images back to the widget, which opens them for review, the third
-what it changed in the model file. Nothing here touches a layer.
+what it changed in the model file. Each can be stopped (:meth:`ReviewJobs.stop`) after its
+current step or image: training keeps its model so far, prediction reviews the images
+predicted until then, choosing a point leaves the model file as it was. Nothing here
+touches a layer.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +24,7 @@ from ..core.model import BioAnomalyError
 from ..core.review import predictions_path
 from ..ml.events import PredictEvent, TrainEvent
 from ._jobs import (
+    Stopped,
     choose_point_job,
     epoch_text,
     predict_and_save,
@@ -34,7 +39,8 @@ class ReviewJobs:
 
     ``say`` shows a line of text; ``on_done(gt, predictions, names)`` opens the result;
     ``on_operating_point(threshold, min_area, min_peak)`` passes a loaded model's point on to the
-    proposal controls; ``buttons`` are disabled while a job runs.
+    proposal controls; ``on_model(path)`` a model file "Train & review" trained; ``buttons``
+    are disabled while a job runs, ``stop_button`` enabled.
     """
 
     def __init__(
@@ -44,13 +50,23 @@ class ReviewJobs:
         on_done: Callable[[str, Path, list[str]], None],
         on_operating_point: Callable[[float, float, float | None], None],
         buttons: list[QPushButton],
+        stop_button: QPushButton | None = None,
+        on_model: Callable[[Path], None] | None = None,
     ) -> None:
         self.workspace = workspace
         self.say = say
         self.on_done = on_done
         self.on_operating_point = on_operating_point
         self.buttons = buttons
+        self.stop_button = stop_button
+        self.on_model = on_model
         self.worker: Any = None
+        #: set to stop the running job after its current step or image (None: none runs)
+        self.cancel: threading.Event | None = None
+        #: whether the user stopped the last job
+        self.stop_asked = False
+        #: images the running prediction has done, of how many (from its progress)
+        self.progress: tuple[int, int] = (0, 0)
         #: what the running job could not do (images it could not read), said at its end
         self.problems: list[str] = []
         #: TrainConfig settings of "Train & review" (default: the Train widget's form)
@@ -173,47 +189,87 @@ class ReviewJobs:
                          "those regions counted as background")  # fmt: skip
         self.say("\n".join(lines))
 
+    def stop(self) -> bool:
+        """Ask the running job to stop after its current step or image (False: none runs).
+        Training keeps its model so far; prediction saves and reviews the images it
+        predicted; choosing a point leaves the model file as it was."""
+        if self.cancel is None or self.cancel.is_set():
+            return False
+        self.cancel.set()
+        self.stop_asked = True
+        self.workspace.set_job("stopping")
+        self.say("Stopping after the current step or image...")
+        return True
+
     def _start(self, job: Any, args: tuple, gt: str, what: str, describe: str,
                returned: Callable[[Any], None] | None = None) -> bool:  # fmt: skip
         for button in self.buttons:
             button.setEnabled(False)
+        if self.stop_button is not None:
+            self.stop_button.setEnabled(True)
         self.problems = []
+        self.progress = (0, 0)
+        self.stop_asked = False
+        self.cancel = threading.Event()
+        after = returned or (lambda result: self._after(gt, *result))
         self.worker = launch(
-            job, args, on_event=self._on_progress,
-            on_returned=returned or (lambda result: self._after(gt, *result)),
+            job, (*args, self.cancel), on_event=self._on_progress,
+            on_returned=lambda result: self._stopped(result) if isinstance(result, Stopped)
+            else after(result),
             on_error=lambda exc: self.say(f"{what} failed: {exc}"),
             on_finished=self._on_finished, workspace=self.workspace, describe=describe,
         )  # fmt: skip
         return True
 
     def _on_progress(self, event: TrainEvent | PredictEvent | tuple[int, int, str]) -> None:
+        if isinstance(event, PredictEvent):
+            if event.message:  # an image it could not read: kept to say at the end
+                self.problems.append(event.message)
+            self.progress = (event.index, event.total)
+        if self.stop_asked:
+            return  # "Stopping..." stays said
         if isinstance(event, tuple):  # choosing the point: (done, total, name)
             self.say(f"Choosing the point: {event[0]}/{event[1]} images")
         elif isinstance(event, TrainEvent):
             if event.kind == "epoch":
                 self.say(f"Training: {epoch_text(event)}")
         else:
-            if event.message:  # an image it could not read: kept to say at the end
-                self.problems.append(event.message)
             self.say(f"Predicting: {event.index}/{event.total} images")
 
-    def _after(self, gt: str, pred_out: Path, names: list[str], point: Any = None) -> None:
+    def _after(self, gt: str, pred_out: Path, names: list[str], point: Any = None,
+               model: Path | None = None) -> None:  # fmt: skip
         """A job's predictions are saved: review them (from the operating point of a model
         trained by the job; Predict & review passed its model's on at the start)."""
         self.workspace.predictions_path = pred_out
+        if model is not None and self.on_model is not None:
+            self.on_model(model)
         if point is not None:
             self.on_operating_point(point.threshold, point.min_area, point.min_peak)
         self.on_done(gt, pred_out, names)
 
+    def _stopped(self, stopped: Stopped) -> None:
+        if stopped.model is not None and self.on_model is not None:
+            self.on_model(stopped.model)
+        self.say(stopped.text)
+
     def problems_text(self) -> str:
-        """The images the last job could not predict, in words (empty when none)."""
-        if not self.problems:
-            return ""
-        more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
-        return (f"{len(self.problems)} image(s) could not be predicted and have no predicted "
-                f"regions: {self.problems[0]}{more}")  # fmt: skip
+        """What the last job did not do, in words (empty when nothing): the images it
+        stopped before, and those it could not predict."""
+        lines = []
+        done, total = self.progress
+        if self.stop_asked and done < total:
+            lines.append(f"Stopped after {done} of {total} images: reviewing the {done} "
+                         "predicted.")  # fmt: skip
+        if self.problems:
+            more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
+            lines.append(f"{len(self.problems)} image(s) could not be predicted and have no "
+                         f"predicted regions: {self.problems[0]}{more}")  # fmt: skip
+        return "\n".join(lines)
 
     def _on_finished(self) -> None:
         self.worker = None
+        self.cancel = None
         for button in self.buttons:
             button.setEnabled(True)
+        if self.stop_button is not None:
+            self.stop_button.setEnabled(False)

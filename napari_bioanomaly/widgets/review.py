@@ -64,10 +64,13 @@ class ReviewWidget(QWidget):
         self.layers = ReviewLayers(napari_viewer)
         #: regions smaller than this are not proposed (the model's operating point's)
         self.proposal_min_area = 16.0
+        #: said under the summary of the open review (see :meth:`open`)
+        self.review_note = ""
         self._build()
         self.jobs = ReviewJobs(
             self.workspace, self.summary.setText, self._after_job, self._set_proposal_point,
-            [self.train_button, self.predict_button, self.point_button],
+            [self.train_button, self.predict_button, self.point_button], self.stop_button,
+            lambda path: self.model_edit.setText(str(path)),
         )  # fmt: skip
 
     # ------------------------------------------------------------------ layout
@@ -99,7 +102,15 @@ class ReviewWidget(QWidget):
             "and review them"
         )
         self.train_button.clicked.connect(self.train_and_review)
-        for button in (open_button, self.predict_button, self.train_button):
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setEnabled(False)
+        self.stop_button.setToolTip(
+            "Stop the running job after its current step or image: training keeps its model "
+            "so far, prediction reviews the images it predicted, Choose point leaves the "
+            "model file as it was"
+        )
+        self.stop_button.clicked.connect(self.stop)
+        for button in (open_button, self.predict_button, self.train_button, self.stop_button):
             row.addWidget(button)
         layout.addLayout(row)
         self.tta_combo = QComboBox()
@@ -231,12 +242,14 @@ class ReviewWidget(QWidget):
     # ------------------------------------------------------------------ opening
 
     def open(
-        self, gt_path: str | Path, pred_path: str | Path, images: list[str] | None = None
+        self, gt_path: str | Path, pred_path: str | Path, images: list[str] | None = None,
+        note: str = "",
     ) -> bool:
         """Open ground truth (editable, autosaved) and predictions for review.
 
         ``images``: review only these file names (e.g. the validation images);
-        default: every image of the ground truth.
+        default: every image of the ground truth. ``note``: said under the summary while
+        this review is open (e.g. the images a stopped prediction did not reach).
         """
         try:
             session = self.workspace.session(gt_path)
@@ -258,6 +271,7 @@ class ReviewWidget(QWidget):
         # reopening the same ground truth (after training) keeps its layers; accepted
         # regions left pending in the old predictions file stay there
         self.review = review
+        self.review_note = note
         self._apply_thresholds()
         self.layers.ensure_predictions(review.path)
         self.refresh()
@@ -305,6 +319,8 @@ class ReviewWidget(QWidget):
         self.table_panel.show_rows(rows, self.review.qc_flags(), group_by)
         lines = [_summary_line("all", summary)]
         lines += [_summary_line(f"{group_by}={k}", v) for k, v in groups.items()]
+        if self.review_note:  # under the review's summary, not instead of it
+            lines.append(self.review_note)
         self.summary.setText("\n".join(lines))
         self._fill_predictions()
         self.tabs.changed()
@@ -473,12 +489,13 @@ class ReviewWidget(QWidget):
         return self.jobs.choose_point(self.gt_edit.text().strip(), self.model_edit.text().strip(),
                                       self.point_on.currentData(), self.point_tta.isChecked())
 
+    def stop(self) -> bool:
+        """Stop the running job after its current step or image (False: none runs)."""
+        return self.jobs.stop()
+
     def _after_job(self, gt: str, pred_out: Path, names: list[str]) -> None:
         self.pred_edit.setText(str(pred_out))
-        self.open(gt, pred_out, images=names)
-        problems = self.jobs.problems_text()
-        if problems:  # under the review's summary, not instead of it
-            self.summary.setText(f"{self.summary.text()}\n{problems}")
+        self.open(gt, pred_out, images=names, note=self.jobs.problems_text())
 
     @property
     def proposal_peak(self) -> float | None:

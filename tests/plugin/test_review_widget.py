@@ -137,6 +137,7 @@ def test_one_click_train_and_review(make_napari_viewer, dataset_dir, qtbot):
     assert (dataset_dir / "annotations.predictions.json").is_file()
     assert widget.annotator is not None and 1 <= len(widget.names) < 6  # the validation images
     assert [r.image for r in widget.model.rows] == widget.names
+    assert widget.model_edit.text() == str(dataset_dir / "bioanomaly-model.pt")  # to predict
     # the review starts at the trained model's operating point: every region it predicted
     # counts, and proposals are outlined as predict outlines them
     from napari_bioanomaly.ml.predict import Predictor
@@ -248,6 +249,75 @@ def test_choose_point_in_napari_as_the_cli_does(make_napari_viewer, dataset_dir,
     assert not widget.choose_point()
     assert "Cannot choose the point: choose the ground-truth file and a model first" in \
         widget.summary.text()
+
+
+def test_stop_predict_and_review_reviews_the_images_predicted_so_far(make_napari_viewer,
+                                                                   dataset_dir, qtbot, tmp_path):
+    """Stop ends Predict & review after the current image: the images predicted until
+    then are saved and reviewed, and the summary says how many of how many."""
+    widget, gt = _widget_with_a_model(make_napari_viewer, qtbot, dataset_dir,
+                                      tmp_path / "m.pt", epochs=1, steps=2)  # fmt: skip
+    assert not widget.stop_button.isEnabled() and not widget.stop()  # nothing runs
+    assert widget.predict_and_review()
+    assert widget.stop_button.isEnabled() and not widget.predict_button.isEnabled()
+    assert widget.stop()
+    wait_for_job(qtbot, widget, 120_000)
+    done = len(widget.names)
+    assert 1 <= done < len(gt.images)
+    predicted, _ = annotations.load(dataset_dir / "annotations.predictions.json",
+                                    read_images=False)  # fmt: skip
+    assert [im.filename for im in predicted.images] == widget.names == \
+        [im.filename for im in gt.images[:done]]
+    assert [r.image for r in widget.model.rows] == widget.names
+    assert f"Stopped after {done} of {len(gt.images)} images: reviewing the {done} predicted." \
+        in widget.summary.text()
+    assert "TP " in widget.summary.text()
+    widget.score_slider.setValue(30)  # the table is scored again: the note stays under it
+    assert "Stopped after" in widget.summary.text() and "TP " in widget.summary.text()
+    assert widget.predict_button.isEnabled() and not widget.stop_button.isEnabled()
+    assert not widget.stop()  # the job has ended: nothing to stop
+
+
+def test_stop_choose_point_leaves_the_model_file_as_it_was(make_napari_viewer, dataset_dir,
+                                                          qtbot, tmp_path):
+    model = tmp_path / "m.pt"
+    widget, _ = _widget_with_a_model(make_napari_viewer, qtbot, dataset_dir, model,
+                                     epochs=1, steps=2)  # fmt: skip
+    bak = tmp_path / "m.pt.bak"  # saving the best weights during training keeps one
+    before = model.read_bytes(), bak.read_bytes() if bak.exists() else None
+    widget.point_on.setCurrentIndex(widget.point_on.findData("all"))
+    assert widget.choose_point() and widget.stop()
+    wait_for_job(qtbot, widget, 120_000)
+    assert widget.summary.text() == \
+        f"Stopped: the operating point was not chosen; {model} is unchanged."
+    assert (model.read_bytes(), bak.read_bytes() if bak.exists() else None) == before
+
+
+def test_stop_train_and_review_keeps_what_it_trained_and_predicts_nothing(make_napari_viewer,
+                                                                         dataset_dir, qtbot):
+    widget = ReviewWidget(make_napari_viewer())
+    qtbot.addWidget(widget)
+    widget.gt_edit.setText(str(dataset_dir / "annotations.json"))
+    widget.train_settings = {"epochs": 1, "steps_per_epoch": 50, "tile": 64, "batch": 2,
+                             "base_channels": 8}  # fmt: skip
+    assert widget.train_and_review() and widget.stop()
+    wait_for_job(qtbot, widget, 180_000)
+    text = widget.summary.text()
+    last = dataset_dir / "bioanomaly-model.last.pt"
+    assert text == (f"Stopped before the first validation: no model kept. Its last state is "
+                    f"in {last} (napari-bioanomaly train --resume continues it).")  # fmt: skip
+    assert last.is_file() and not (dataset_dir / "bioanomaly-model.pt").exists()
+    assert not (dataset_dir / "annotations.predictions.json").exists()
+    assert widget.annotator is None and widget.train_button.isEnabled()
+
+
+def test_stopped_training_says_where_its_model_is():
+    from napari_bioanomaly.ml.events import TrainResult
+    from napari_bioanomaly.widgets._jobs import _stopped_training_text
+
+    text = _stopped_training_text(TrainResult(Path("m.pt"), Path("m.last.pt"), cancelled=True))
+    assert text.startswith("Stopped: the best model so far is in m.pt (last state: m.last.pt)")
+    assert "Choose point, then Predict & review" in text
 
 
 def test_predict_and_review_with_flips_and_rotations(make_napari_viewer, dataset_dir, qtbot,

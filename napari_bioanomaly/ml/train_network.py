@@ -243,6 +243,7 @@ def _train(
     step_times: list[float] = []
     data_times: list[float] = []
     epoch = start_epoch
+    cancelled = False
     run_start = time.perf_counter()
     earlier_s = sum(h.get("seconds", 0.0) for h in history)  # of the run this one resumes
     while epoch < plan["epochs"]:
@@ -253,8 +254,8 @@ def _train(
             if dist.any(cancel.is_set()):  # a cancel on any process stops them all
                 if dist.main:
                     save_checkpoint(last, payload(epoch - 1))
-                return TrainResult(best_path, last, history, best_f1, True, str(device),
-                                   best_label)  # fmt: skip
+                cancelled = True
+                break
             t0 = time.perf_counter()
             images, cls, inst = _next_batch(stream, device)
             drawn += batch * dist.world
@@ -310,6 +311,8 @@ def _train(
                 eta_s=per_step * remaining,
                 batch=batch,
             )  # fmt: skip
+        if cancelled:  # the epoch is not finished: the last one validated is epoch - 1
+            break
         val_auc = val_pixel_auc = val_iou = val_f1 = val_threshold = None
         if config.unsupervised:
             metrics = anomaly_fit.validate(kept(), val_tiles, device, batch)
@@ -389,6 +392,8 @@ def _train(
             )  # fmt: skip
             break
     del stream  # its loader processes end here, not after the operating point is chosen
+    # a stopped run ends as a finished one does: its best weights calibrated, their point
+    # chosen on the validation images (a usable model), not its point for averaged maps
     final_epoch = epoch - 1
     point = tta_point = None
     if dist.main and best_path is not None:
@@ -436,6 +441,6 @@ def _train(
             best_state["operating_point_tta"] = tta_point.to_dict()
         best_path = save_checkpoint(out, best_state)
     kept_best = dist.main and best_path is not None
-    return TrainResult(best_path, last, history, best_f1, False, str(device), best_label,
+    return TrainResult(best_path, last, history, best_f1, cancelled, str(device), best_label,
                        point if kept_best else None, tta_point if kept_best else None)
 

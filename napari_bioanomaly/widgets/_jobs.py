@@ -91,14 +91,22 @@ def train_and_predict(
 ) -> Generator[Any, None, tuple[Path, list[str], Any, Path] | Stopped]:
     """"Train & review": train, predict the validation images, save the predictions;
     returns their path, the names of the validation images predicted, the model's operating
-    point and the model file. Stopped while training: :class:`Stopped` (the model so far is
-    kept, nothing predicted); while predicting: the images predicted until then."""
+    point and the model file. Stopped while training, it goes on with the best model so far
+    (``cancel`` is cleared: set again, it stops the prediction too), or returns
+    :class:`Stopped` when there is none yet; stopped while predicting, it keeps the images
+    predicted until then."""
     from ..ml.data import split
+    from ..ml.events import TrainEvent
     from ..ml.predict import Predictor
 
     result = yield from training_job(dataset, config, out, cancel)
     if result.cancelled:
-        return Stopped(_stopped_training_text(result), result.best)
+        if result.best is None:
+            return Stopped(_stopped_training_text(result, config.model))
+        cancel.clear()
+        yield TrainEvent("status", 0, 1, 0, 0, message=(
+            f"Training stopped: reviewing the validation images with its best model so far "
+            f"({result.best_text()}; Stop again to skip the review)."))  # fmt: skip
     _, val = split(dataset, config)
     predictor = Predictor.load(result.best or result.last)
     # as Predict & review does by default: with flips and rotations where they paid on
@@ -109,13 +117,14 @@ def train_and_predict(
     return pred_out, names, predictor.point(tta), result.best or result.last
 
 
-def _stopped_training_text(result: Any) -> str:
-    if result.best is None:
-        return (f"Stopped before the first validation: no model kept. Its last state is in "
-                f"{result.last} (napari-bioanomaly train --resume continues it).")  # fmt: skip
-    return (f"Stopped: the best model so far is in {result.best} (last state: {result.last}); "
-            "its operating point was not chosen on the validation images: Choose point, then "
-            "Predict & review.")  # fmt: skip
+def _stopped_training_text(result: Any, model: str) -> str:
+    """A run of ``model`` stopped before it kept a model, in words."""
+    from ..ml.config import REGISTRY
+
+    if not REGISTRY[model].network:  # the forest and the memory bank: fitted in one pass
+        return "Stopped before the model was fitted: nothing kept."
+    return (f"Stopped before the first validation: no model kept. Its last state is in "
+            f"{result.last} (napari-bioanomaly train --resume continues it).")  # fmt: skip
 
 
 def _predict_until_stopped(

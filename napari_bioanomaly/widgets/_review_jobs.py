@@ -4,8 +4,9 @@ Each runs in a worker thread (:func:`._launch.launch`, one job per window throug
 Workspace) and reports progress as text; the first two hand the predictions file and the
 names of the predicted images back to the widget, which opens them for review, the third
 what it changed in the model file. Each can be stopped (:meth:`ReviewJobs.stop`) after its
-current step or image: training keeps its model so far, prediction reviews the images
-predicted until then, choosing a point leaves the model file as it was. Nothing here
+current step or image: training ends with its best model so far (Train & review then
+reviews its validation images), prediction reviews the images predicted until then,
+choosing a point leaves the model file as it was. Nothing here
 touches a layer.
 """
 
@@ -191,8 +192,9 @@ class ReviewJobs:
 
     def stop(self) -> bool:
         """Ask the running job to stop after its current step or image (False: none runs).
-        Training keeps its model so far; prediction saves and reviews the images it
-        predicted; choosing a point leaves the model file as it was."""
+        Training ends with its best model so far, which Train & review goes on to review
+        (Stop again skips that); prediction saves and reviews the images it predicted;
+        choosing a point leaves the model file as it was."""
         if self.cancel is None or self.cancel.is_set():
             return False
         self.cancel.set()
@@ -233,6 +235,8 @@ class ReviewJobs:
         elif isinstance(event, TrainEvent):
             if event.kind == "epoch":
                 self.say(f"Training: {epoch_text(event)}")
+            elif event.kind in ("status", "warning"):  # calibrating, choosing the point...
+                self.say(event.message)
         else:
             self.say(f"Predicting: {event.index}/{event.total} images")
 

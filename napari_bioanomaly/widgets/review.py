@@ -105,9 +105,10 @@ class ReviewWidget(QWidget):
         self.stop_button = QPushButton("Stop")
         self.stop_button.setEnabled(False)
         self.stop_button.setToolTip(
-            "Stop the running job after its current step or image: training keeps its model "
-            "so far, prediction reviews the images it predicted, Choose point leaves the "
-            "model file as it was"
+            "Stop the running job after its current step or image: training ends with its "
+            "best model so far (Train & review goes on to review the validation images with "
+            "it; Stop again to skip that), prediction reviews the images it predicted, "
+            "Choose point leaves the model file as it was"
         )
         self.stop_button.clicked.connect(self.stop)
         for button in (open_button, self.predict_button, self.train_button, self.stop_button):

@@ -350,9 +350,15 @@ def test_cancel_stops_within_one_step_and_leaves_a_valid_checkpoint(dataset, tmp
     events.append(next(gen))  # first step of epoch 1
     cancel.set()
     more, result = drain(gen)
-    assert more == [] and result.cancelled
+    assert result.cancelled and not [e for e in more if e.kind in ("step", "epoch")]
     ckpt = load_checkpoint(result.last)
     assert ckpt["epoch"] == 0 and len(ckpt["history"]) == 1
+    # the best weights so far end as a finished run's do: usable, at their operating
+    # point chosen on the validation images
+    best = load_checkpoint(result.best)
+    assert best["epoch"] == 0 and result.operating_point.source == "validation"
+    assert best["operating_point"] == result.operating_point.to_dict()
+    assert "operating_point_tta" not in best  # not after a stop: the run ends
 
 
 def test_resume_continues_the_history(dataset, tmp_path):

@@ -309,15 +309,53 @@ def test_stop_train_and_review_keeps_what_it_trained_and_predicts_nothing(make_n
     assert last.is_file() and not (dataset_dir / "bioanomaly-model.pt").exists()
     assert not (dataset_dir / "annotations.predictions.json").exists()
     assert widget.annotator is None and widget.train_button.isEnabled()
+    widget.train_settings = {"model": "forest"}  # fitted in one pass: stopped, nothing kept
+    assert widget.train_and_review() and widget.stop()
+    wait_for_job(qtbot, widget, 180_000)
+    assert widget.summary.text() == "Stopped before the model was fitted: nothing kept."
+    assert not (dataset_dir / "bioanomaly-model.pt").exists()
 
 
-def test_stopped_training_says_where_its_model_is():
-    from napari_bioanomaly.ml.events import TrainResult
-    from napari_bioanomaly.widgets._jobs import _stopped_training_text
+def test_train_and_review_stopped_while_training_reviews_its_best_model(dataset_dir, tmp_path):
+    """Stopped after an epoch, Train & review's job goes on to review the validation
+    images with the best model so far (its point chosen as at a run's end); stopped again
+    while predicting, it keeps the images predicted until then."""
+    import threading
 
-    text = _stopped_training_text(TrainResult(Path("m.pt"), Path("m.last.pt"), cancelled=True))
-    assert text.startswith("Stopped: the best model so far is in m.pt (last state: m.last.pt)")
-    assert "Choose point, then Predict & review" in text
+    from napari_bioanomaly.core.review import predictions_path
+    from napari_bioanomaly.ml.config import TrainConfig
+    from napari_bioanomaly.ml.data import split
+    from napari_bioanomaly.ml.events import PredictEvent, TrainEvent
+    from napari_bioanomaly.widgets._jobs import train_and_predict
+
+    gt, _ = annotations.load(dataset_dir / "annotations.json")
+    config = TrainConfig(epochs=5, steps_per_epoch=2, tile=64, batch=2, base_channels=8,
+                         val_fraction=0.5)  # fmt: skip
+    val = [gt.images[i].filename for i in split(gt, config)[1]]
+    assert len(val) >= 2
+    for stop_predicting in (False, True):
+        cancel = threading.Event()
+        gen = train_and_predict(gt, config, tmp_path / "m.pt",
+                                predictions_path(dataset_dir / "annotations.json"), cancel)
+        events = []
+        try:
+            while True:
+                event = next(gen)
+                events.append(event)
+                if isinstance(event, TrainEvent) and event.kind == "epoch":
+                    cancel.set()
+                if isinstance(event, PredictEvent) and stop_predicting:
+                    cancel.set()
+        except StopIteration as stop:
+            pred_out, names, point, model = stop.value
+        assert [e.epoch for e in events if getattr(e, "kind", "") == "epoch"] == [0]
+        said = [e.message for e in events if getattr(e, "kind", "") == "status"]
+        assert any(m.startswith("Training stopped: reviewing the validation images with its "
+                                "best model so far") for m in said), said  # fmt: skip
+        assert model == tmp_path / "m.pt" and point.source == "validation"
+        assert names == (val[:1] if stop_predicting else val)
+        predicted, _ = annotations.load(pred_out, read_images=False)
+        assert [im.filename for im in predicted.images] == names
 
 
 def test_predict_and_review_with_flips_and_rotations(make_napari_viewer, dataset_dir, qtbot,

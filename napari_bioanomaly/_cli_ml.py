@@ -6,7 +6,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,31 @@ def _progress_line(event: Any) -> str:
         if event.eta_s is not None:
             parts.append(f"ETA {int(event.eta_s) // 60}:{int(event.eta_s) % 60:02d}")
     return "  ".join(parts)
+
+
+@contextmanager
+def _ctrl_c_stops(cancel: threading.Event, what: str, talk: bool = True) -> Iterator[None]:
+    """Within: the first Ctrl+C sets ``cancel`` (the run stops after its current step and
+    ends as the widgets' Stop ends it), a second one interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        if cancel.is_set():
+            signal.signal(signal.SIGINT, previous)
+            raise KeyboardInterrupt
+        cancel.set()
+        if talk:
+            print(f"\nstopping {what} after the current step (Ctrl+C again to interrupt at "
+                  "once)", file=sys.stderr)  # fmt: skip
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _follow(gen: Any, main_process: bool = True) -> Any:
@@ -67,13 +96,17 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     dataset, report = annotations.open_dataset(args.annotations, args.images, _import_options(args))
     for line in _import_warnings(report, args):
         print(f"warning: {line}", file=sys.stderr)
-    result = _follow(pretrain(dataset, config, args.out))
-    print(f"{result.text()}; train a U-Net from them with --weights {result.path}")
+    cancel = threading.Event()
+    with _ctrl_c_stops(cancel, "pretraining"):
+        result = _follow(pretrain(dataset, config, args.out, cancel))
+    stopped = "stopped: " if cancel.is_set() else ""
+    print(f"{stopped}{result.text()}; train a U-Net from them with --weights {result.path}")
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .core.chooser import tta_gain_text, tta_pays
+    from .ml.config import REGISTRY
     from .ml.train import train
 
     config = _train_config(args)
@@ -81,16 +114,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     for line in _import_warnings(report, args):
         print(f"warning: {line}", file=sys.stderr)
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
-    result = _follow(train(dataset, config, args.out, resume=args.resume), main_process)
+    cancel = threading.Event()
+    with _ctrl_c_stops(cancel, "training", main_process):
+        result = _follow(train(dataset, config, args.out, resume=args.resume, cancel=cancel),
+                         main_process)  # fmt: skip
     if main_process:
+        if result.cancelled and result.best is None:
+            print(f"stopped before the first validation: no model kept; last state: "
+                  f"{result.last} (train --resume {result.last} continues it)"
+                  if REGISTRY[config.model].network
+                  else "stopped before the model was fitted: nothing kept")  # fmt: skip
+            return 0
         op, tta = result.operating_point, result.tta_point
         point = f"; operating point {op.describe()}" if op and op.source == "validation" else ""
         point += f"; with --tta: {tta.describe()}" if tta and tta.source == "validation" else ""
         if op is not None and tta_pays(op, tta):
             point += f"; predict uses --tta by default ({tta_gain_text(op, tta)})"
         print(
-            f"best model ({result.best_text()}{point}): {result.best}; "
-            f"last state: {result.last}"
+            f"{'stopped: ' if result.cancelled else ''}best model ({result.best_text()}{point}): "
+            f"{result.best}; last state: {result.last}"
         )
     return 0
 
@@ -128,7 +170,32 @@ def cmd_crossval(args: argparse.Namespace) -> int:
     dataset, report = annotations.open_dataset(args.annotations, args.images, _import_options(args))
     for line in _import_warnings(report, args):
         print(f"warning: {line}", file=sys.stderr)
-    gen = crossval(dataset, config, args.folds, args.out, args.group_by, args.iou)
+    cancel = threading.Event()
+    gen = crossval(dataset, config, args.folds, args.out, args.group_by, args.iou, cancel)
+    with _ctrl_c_stops(cancel, "cross-validation"):
+        result = _crossval_progress(gen)
+    if result.cancelled:
+        print(f"stopped: {len(result.folds)} of {args.folds} folds finished, summarised below",
+              file=sys.stderr)  # fmt: skip
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    grouped = f", grouped by {args.group_by}" if args.group_by else ""
+    print(f"{config.model}, {args.folds} folds{grouped}: mean +- standard deviation (min-max)")
+    for name, s in result.summary.items():
+        if s["mean"] is None:
+            print(f"  {name}: n/a")
+            continue
+        print(
+            f"  {name}: {s['mean']:.3f} +- {s['std']:.3f} ({s['min']:.3f}-{s['max']:.3f}, "
+            f"{s['folds']} folds)"
+        )
+    print(f"models and crossval.json in {args.out}")
+    return 0
+
+
+def _crossval_progress(gen: Any) -> Any:
+    """Run crossval's generator, printing its progress on stderr; returns its result."""
     interactive = sys.stderr.isatty()
     try:
         while True:
@@ -152,22 +219,7 @@ def cmd_crossval(args: argparse.Namespace) -> int:
                     line = f"  fold {event.fold + 1}: {_progress_line(event.train)}"
                     print(line.ljust(100), end=end, file=sys.stderr, flush=True)
     except StopIteration as stop:
-        result = stop.value
-    if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
-        return 0
-    grouped = f", grouped by {args.group_by}" if args.group_by else ""
-    print(f"{config.model}, {args.folds} folds{grouped}: mean +- standard deviation (min-max)")
-    for name, s in result.summary.items():
-        if s["mean"] is None:
-            print(f"  {name}: n/a")
-            continue
-        print(
-            f"  {name}: {s['mean']:.3f} +- {s['std']:.3f} ({s['min']:.3f}-{s['max']:.3f}, "
-            f"{s['folds']} folds)"
-        )
-    print(f"models and crossval.json in {args.out}")
-    return 0
+        return stop.value
 
 
 def _manifest_path(out: Path) -> Path:

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -726,3 +731,57 @@ def test_thin_structures_are_chosen_and_named_by_pixel_f1(tmp_path):
     forest = load_checkpoint(tmp_path / "filters.pt")["forest"]
     assert (forest["feature_set"], forest["n_features"]) == ("filters", 20)
     assert "first" not in forest
+
+
+def _train_until(argv: list[str], sigints: int) -> subprocess.CompletedProcess:
+    """``napari-bioanomaly train ARGV`` in a subprocess, sent ``sigints`` Ctrl+C (SIGINT)
+    once its first epoch has ended."""
+    exe = [sys.executable, "-m", "napari_bioanomaly.cli", "train", *argv]
+    with subprocess.Popen(exe, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}) as proc:  # fmt: skip
+        said = []
+        for line in proc.stderr:
+            said.append(line)
+            if line.startswith("epoch 1/"):
+                break
+        for _ in range(sigints):
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.2)
+        out, err = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(exe, proc.returncode, out, "".join(said) + err)
+
+
+def test_ctrl_c_stops_cli_training_as_the_stop_button_does(dataset_dir, tmp_path):
+    """The first Ctrl+C ends ``train`` after the current step as Stop does: the best weights
+    so far at their operating point, exit code 0; a second one interrupts at once (130)."""
+    model = tmp_path / "m.pt"
+    argv = ["--annotations", str(dataset_dir / "annotations.json"), "--out", str(model),
+            "--epochs", "200", "--steps", "2", "--tile", "64", "--batch", "2",
+            "--base-channels", "8"]  # fmt: skip
+    done = _train_until(argv, 1)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "stopping training after the current step (Ctrl+C again to interrupt at once)" \
+        in done.stderr
+    assert done.stdout.startswith("stopped: best model (validation ") and str(model) in done.stdout
+    ckpt = load_checkpoint(model)
+    assert ckpt["operating_point"]["source"] == "validation" and ckpt["planned_epochs"] > 1
+    assert len(load_checkpoint(tmp_path / "m.last.pt")["history"]) < 200
+    done = _train_until([*argv[:3], str(tmp_path / "n.pt"), *argv[4:]], 2)
+    assert done.returncode == 130 and "train: interrupted" in done.stderr
+
+
+def test_ctrl_c_within_a_run_asks_it_to_stop_then_interrupts(capsys):
+    """train, pretrain and crossval run within _ctrl_c_stops: a first SIGINT sets their
+    cancel event and says so, a second raises KeyboardInterrupt; the handler is restored."""
+    from napari_bioanomaly._cli_ml import _ctrl_c_stops
+
+    before = signal.getsignal(signal.SIGINT)
+    cancel = threading.Event()
+    with pytest.raises(KeyboardInterrupt), _ctrl_c_stops(cancel, "cross-validation"):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)
+        assert cancel.is_set()
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)
+    assert "stopping cross-validation after the current step" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is before

@@ -11,8 +11,10 @@ the same process on the same images, is a naive map with no learning at all:
 the absolute difference between each pixel and the median of its 31 px
 disc (:mod:`napari_bioanomaly.core.reference`; image score: the same top-k mean). Prints each method's figures,
 fit and prediction time, and its AUCs as a ratio to the reference; then how well
-the regions of its map at 0.5 (class-agnostic) outline the anomalies: recall at
-IoU >= 0.25, F1 at IoU >= 0.5 and the pixel IoU of their union.
+the regions of its map (class-agnostic) outline the anomalies, cut at the model's
+operating point (threshold, minimum area and peak chosen on its validation images, what
+``predict`` uses): recall at IoU >= 0.25, F1 at IoU >= 0.5 and the pixel IoU of their
+union.
 
     python benchmarks/bench_anomaly.py [--images 36] [--size 512] [--device cpu]
 """
@@ -24,6 +26,7 @@ import platform
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,33 +48,46 @@ from napari_bioanomaly.ml.predict import (
 )
 from napari_bioanomaly.ml.train import train
 
+#: where the regions were cut before the models' own points were used: 0.5, 16 px
+FIXED = (0.5, 16.0, None)
 
-def scores(test: list, folder: Path, classes: list[str], heat_of) -> tuple[float, ...]:
+
+def scores(test: list, folder: Path, classes: list[str], heat_of, point: Any = None
+           ) -> tuple[tuple[float, float, float], list[tuple[float, float, float]]]:  # fmt: skip
+    """``(image ROC-AUC, pixel AUROC, seconds per image)`` and, for the regions of the map
+    cut at :data:`FIXED` and (when given) at ``point``, an operating point: recall@0.25,
+    F1@0.5 and the pixel IoU of their union."""
+    cuts = [FIXED] + ([] if point is None else [(point.threshold, point.min_area,
+                                                 point.min_peak)])  # fmt: skip
     labels, image_scores, px_labels, px_scores = [], [], [], []
-    proposals = Dataset(root=folder)
+    proposals = [Dataset(root=folder) for _ in cuts]
     rng = np.random.default_rng(0)
-    t0 = time.perf_counter()
+    seconds = 0.0
     for im in test:
+        t0 = time.perf_counter()
         heat, score = heat_of(read_image(folder / im.filename))
-        regions = regions_from_probabilities(np.stack([1.0 - heat, heat]), ["anomaly"], 0.5)
-        proposals.images.append(ImageRecord(im.filename, heat.shape, regions=regions))
+        seconds += time.perf_counter() - t0
+        for (threshold, min_area, min_peak), cut in zip(cuts, proposals, strict=True):
+            regions = regions_from_probabilities(np.stack([1.0 - heat, heat]), ["anomaly"],
+                                                 threshold, min_area, min_peak=min_peak)
+            cut.images.append(ImageRecord(im.filename, heat.shape, regions=regions))
         cls, _ = data.rasterise(im, classes, heat.shape)
         labels.append(int(bool(im.regions)))
         image_scores.append(score)
         pick = rng.choice(heat.size, min(heat.size, 50_000), replace=False)
         px_labels.append(cls.ravel()[pick] > 0)
         px_scores.append(heat.ravel()[pick])
-    per_image = (time.perf_counter() - t0) / len(test)
     truth = Dataset(images=test, root=folder)
-    loose, strict = evaluate(truth, proposals, 0.25), evaluate(truth, proposals, 0.5)
-    return (
+    regions = []
+    for cut in proposals:
+        loose, strict = evaluate(truth, cut, 0.25), evaluate(truth, cut, 0.5)
+        regions.append((loose.recall, strict.f1, loose.pixel_iou))
+    ranking = (
         roc_auc(labels, image_scores),
         roc_auc(np.concatenate(px_labels), np.concatenate(px_scores)),
-        per_image,
-        loose.recall,
-        strict.f1,
-        loose.pixel_iou,
+        seconds / len(test),
     )
+    return ranking, regions
 
 
 def main() -> None:
@@ -106,7 +122,7 @@ def main() -> None:
             m = reference_map(image)
             return m, anomaly.top_k(m)
 
-        ref_image, ref_pixel, ref_time, *_ = scores(test, folder, classes, ref)
+        (ref_image, ref_pixel, ref_time), _ = scores(test, folder, classes, ref)
         print(f"{'reference (|x - median31|)':28s} image ROC-AUC {ref_image:.3f}  pixel AUROC "
               f"{ref_pixel:.3f}  predict {ref_time:.2f} s/image")  # fmt: skip
         base = TrainConfig(epochs=args.epochs, steps_per_epoch=30, tile=128, batch=4,
@@ -123,14 +139,17 @@ def main() -> None:
                 # segmentation models: the same top-k image score as the anomaly maps
                 return heat, score if score is not None else anomaly.top_k(heat)
 
-            image_auc, pixel_auc, per_image, recall, f1, px_iou = scores(
-                test, folder, classes, heat_of
-            )
+            point = predictor.operating_point
+            (image_auc, pixel_auc, per_image), cuts = scores(test, folder, classes, heat_of,
+                                                             point)  # fmt: skip
             print(f"{kind:28s} image ROC-AUC {image_auc:.3f} ({image_auc / ref_image:.2f}x ref)  "
                   f"pixel AUROC {pixel_auc:.3f} ({pixel_auc / ref_pixel:.2f}x ref)  "
-                  f"fit {fit:.0f} s  predict {per_image:.2f} s/image  |  regions at 0.5: "
-                  f"recall@IoU0.25 {recall:.2f}  F1@IoU0.5 {f1:.2f}  pixel IoU {px_iou:.2f}")  # fmt: skip
-
+                  f"fit {fit:.0f} s  predict {per_image:.2f} s/image")  # fmt: skip
+            where = [f"{FIXED[0]:g}, min area {FIXED[1]:g} px (fixed)",
+                     f"{point.describe(scores=False)} (the model's, {point.source})"]
+            for text, (recall, f1, px_iou) in zip(where, cuts, strict=True):
+                print(f"{'':28s} regions at {text}: recall@IoU0.25 {recall:.2f}  F1@IoU0.5 "
+                      f"{f1:.2f}  pixel IoU {px_iou:.2f}")  # fmt: skip
 
 if __name__ == "__main__":
     main()

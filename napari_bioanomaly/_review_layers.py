@@ -31,6 +31,8 @@ class ReviewLayers:
         self.viewer = viewer
         self.predictions: Any = None
         self.heatmap: Any = None
+        #: the regions the predictions layer was last filled with, and that layer
+        self._shown: tuple[list[Region], Any] = ([], None)
 
     def ensure_predictions(self, source: str | Path) -> Any:
         if not _alive(self.viewer, self.predictions):
@@ -41,14 +43,23 @@ class ReviewLayers:
             )  # fmt: skip
         return self.predictions
 
-    def show_predictions(self, regions: list[Region]) -> None:
+    def show_predictions(self, regions: list[Region]) -> bool:
+        """Fill the predictions layer with ``regions``; False (nothing done) when it
+        already shows these very regions, as after a move of the IoU threshold (a slider
+        move then redraws nothing, and outlines the user is editing stay as drawn)."""
         layer = self.predictions
         if layer is None:
-            return
+            return False
+        before, filled = self._shown
+        if filled is layer and len(layer.data) == len(regions) == len(before) and all(
+                a is b for a, b in zip(before, regions, strict=True)):  # fmt: skip
+            return False
         layer.selected_data = set()
         layer.data = []
         if regions:
             layer.add_polygons([to_napari(r.polygon) for r in regions])
+        self._shown = (list(regions), layer)
+        return True
 
     def polygons(self) -> list[np.ndarray]:
         """The shown predictions' outlines as the user may have edited them (image

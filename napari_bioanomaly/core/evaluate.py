@@ -383,7 +383,10 @@ class ImageCache:
     """What scoring one image needs, computed once; rescoring at other thresholds is cheap.
 
     The IoU matrix of ground truth and predictions does not depend on the thresholds,
-    so it is kept, with the regions' runs for the pixel IoU of the unions.
+    so it is kept, with the regions' runs for the pixel IoU of the unions. Those pixel
+    counts depend only on which predictions pass the score threshold: they are kept per
+    set of predictions shown, so moving the IoU threshold, or the score threshold back to
+    a value seen before, costs no union.
     """
 
     def __init__(self, gt: ImageRecord, pred: ImageRecord | None, group_by: Iterable[str] = ()):
@@ -403,6 +406,20 @@ class ImageCache:
         self.pred = Spans(region - n_gt, *runs, len(preds))
         self.iou = iou_matrix(self.gt, self.pred)
         self.gt_area = union_area(self.gt)
+        #: (predicted pixels, pixels also true) per set of predictions shown
+        self._pixels: dict[bytes, tuple[int, int]] = {}
+
+    def _pixel_counts(self, keep_mask: np.ndarray) -> tuple[int, int]:
+        """Pixels of the union of the predictions kept, and of its intersection with the
+        union of the ground truth."""
+        key = np.packbits(keep_mask).tobytes() + len(keep_mask).to_bytes(4, "little")
+        counts = self._pixels.get(key)
+        if counts is None:
+            shown = self.pred.subset(keep_mask)
+            area_pred = union_area(shown)
+            counts = area_pred, self.gt_area + area_pred - union_area(self.gt, shown)
+            self._pixels[key] = counts
+        return counts
 
     def score(self, iou_threshold: float = 0.5, score_threshold: float = 0.0) -> ImageScore:
         """The image's row at these thresholds (the study scoring is left at zero)."""
@@ -411,9 +428,7 @@ class ImageCache:
         iou = self.iou[:, keep]
         rows, cols = match(iou, iou_threshold)
         n_gt = self.gt.n
-        shown = self.pred.subset(keep_mask)
-        area_pred = union_area(shown)
-        inter = self.gt_area + area_pred - union_area(self.gt, shown)
+        area_pred, inter = self._pixel_counts(keep_mask)
         return ImageScore(
             image=self.image,
             group=dict(self.group),

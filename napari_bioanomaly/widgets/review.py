@@ -357,8 +357,9 @@ class ReviewWidget(QWidget):
             return
         name = self._image
         regions = self.review.prediction(name).regions
-        self.layers.show_predictions([regions[i] for i in self.review.shown(name)])
-        self._restyle()
+        if self.layers.show_predictions([regions[i] for i in self.review.shown(name)]):
+            # only the predictions' layer changed: the ground truth's keeps its style
+            self.layers.restyle(None, self.fill.isChecked(), self.opacity.value() / 100)
         self.table_panel.show_errors(*self.review.errors(name))
 
     def _restyle(self, *_: Any) -> None:
@@ -402,6 +403,7 @@ class ReviewWidget(QWidget):
 
     def _on_image_changed(self, _index: int) -> None:
         self._fill_predictions()
+        self._restyle()  # the ground truth's new outlines too
         self._show_heatmap()
         self.table_panel.select(self._image)
 
@@ -409,6 +411,7 @@ class ReviewWidget(QWidget):
         if self.review is not None and self._image in self.review.caches:
             self.review.rescore(self._image)
             self.refresh()
+            self._restyle()  # the ground truth's new outlines too
 
     # ------------------------------------------------------------------ corrections
 

@@ -471,6 +471,26 @@ def test_an_edited_prediction_is_accepted_as_drawn(review, dataset_dir):
     assert accepted.source == "model-accepted"
 
 
+def test_a_slider_move_redraws_the_predictions_only_when_what_is_shown_changes(review):
+    """The IoU threshold changes no shown prediction: the layer is left as it is (an
+    outline being edited stays as drawn); the score threshold changes which are shown."""
+    review.score_slider.setValue(0)
+    review.annotator.show(0)
+    layer = review.pred_layer
+    shown = len(layer.data)
+    assert shown >= 2  # the fixture's predictions here, with its weak (0.3) false alarm
+    moved = layer.data[0] + 3.0
+    layer.data = [moved, *layer.data[1:]]
+    review.iou_slider.setValue(20)
+    assert len(layer.data) == shown
+    np.testing.assert_allclose(layer.data[0], moved)
+    review.score_slider.setValue(50)  # the 0.3 false alarm is no longer shown
+    assert len(layer.data) == shown - 1
+    assert not np.allclose(layer.data[0], moved)  # drawn again from the predictions file
+    review.score_slider.setValue(0)
+    assert len(layer.data) == shown
+
+
 def test_anomaly_map_is_shown_and_turned_into_proposals(review, dataset_dir):
     import tifffile
 

@@ -166,15 +166,30 @@ def clean_json(data: Any) -> tuple[Any, list[tuple[str, str]]]:
                     changes.append((f"{where}/{new_key}", "key held invalid characters (lone "
                                     "surrogates): replaced by U+FFFD"))  # fmt: skip
                     key = new_key
-                _visit(node, key, f"{where}/{key}", depth + 1, stack, changes)
+                if type(node[key]) not in _PLAIN:
+                    _visit(node, key, where, depth + 1, stack, changes)
         elif isinstance(node, list):
-            for i in range(len(node)):
-                _visit(node, i, f"{where}/{i}", depth + 1, stack, changes)
+            try:  # a list of finite numbers (coordinates, most of a file), summed in C
+                if math.isfinite(math.fsum(node)):
+                    continue
+            except (TypeError, ValueError, OverflowError):
+                pass  # text, null, lists, objects, or not all finite: item by item
+            for i, value in enumerate(node):
+                kind = type(value)
+                if kind in _PLAIN or (kind is float and math.isfinite(value)):
+                    continue
+                _visit(node, i, where, depth + 1, stack, changes)
     return data, changes
 
 
-def _visit(parent: Any, key: Any, where: str, depth: int, stack: list, changes: list) -> None:
+#: types of JSON values that need no cleaning (floats do when they are not finite)
+_PLAIN = frozenset({int, bool, type(None)})
+
+
+def _visit(parent: Any, key: Any, parent_where: str, depth: int, stack: list, changes: list
+           ) -> None:  # fmt: skip
     value = parent[key]
+    where = f"{parent_where}/{key}"
     if isinstance(value, str):
         fixed = _clean_text(value)
         if fixed is not None:

@@ -306,3 +306,18 @@ def test_piping_the_cli_into_head_ends_quietly(tmp_path):
     command = f"{shlex.quote(sys.executable)} -c {shlex.quote(code)} | head -1"
     done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+def test_clean_json_names_each_bad_number_and_text_in_lists_of_numbers():
+    """Lists of numbers (a file's coordinates) are checked in one pass; one that holds a
+    NaN, an infinity, a huge number, text or null is gone through item by item, each
+    change named by its path, the rest kept as read."""
+    from napari_bioanomaly.core.jsonio import clean_json
+
+    data = {"x": [1, 2.5, True, None], "y": [1.0, float("nan"), 3], "z": [1e308, 1e308],
+            "t": [1, "\ud800"], "w": [[1, float("-inf")], []], "ok": [1, 2.0]}  # fmt: skip
+    cleaned, changes = clean_json(data)
+    assert cleaned == {"x": [1, 2.5, True, None], "y": [1.0, None, 3], "z": [1e308, 1e308],
+                       "t": [1, "\ufffd"], "w": [[1, None], []], "ok": [1, 2.0]}  # fmt: skip
+    assert sorted(where for where, _ in changes) == ["/t/1", "/w/0/1", "/y/1"]
+    assert all("NaN or Infinity" in what for where, what in changes if where != "/t/1")

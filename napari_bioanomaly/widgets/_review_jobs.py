@@ -6,8 +6,7 @@ names of the predicted images back to the widget, which opens them for review, t
 what it changed in the model file. Each can be stopped (:meth:`ReviewJobs.stop`) after its
 current step or image: training ends with its best model so far (Train & review then
 reviews its validation images), prediction reviews the images predicted until then,
-choosing a point leaves the model file as it was. Nothing here
-touches a layer.
+choosing a point leaves the model file as it was. Nothing here touches a layer.
 """
 
 from __future__ import annotations
@@ -228,8 +227,8 @@ class ReviewJobs:
             if event.message:  # an image it could not read: kept to say at the end
                 self.problems.append(event.message)
             self.progress = (event.index, event.total)
-        if self.stop_asked:
-            return  # "Stopping..." stays said
+        if self.cancel is not None and self.cancel.is_set():
+            return  # "Stopping..." stays said while the stop is pending
         if isinstance(event, tuple):  # choosing the point: (done, total, name)
             self.say(f"Choosing the point: {event[0]}/{event[1]} images")
         elif isinstance(event, TrainEvent):

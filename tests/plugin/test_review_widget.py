@@ -316,6 +316,35 @@ def test_stop_train_and_review_keeps_what_it_trained_and_predicts_nothing(make_n
     assert not (dataset_dir / "bioanomaly-model.pt").exists()
 
 
+def test_stop_during_train_and_review_in_napari_reviews_the_model_so_far(make_napari_viewer,
+                                                                         dataset_dir, qtbot):
+    """Stop pressed after an epoch: the status says the validation images are reviewed
+    with the best model so far, shows the prediction's progress again, and the review
+    opens with that model in the model field."""
+    from napari_bioanomaly.ml.events import TrainEvent
+
+    widget = ReviewWidget(make_napari_viewer())
+    qtbot.addWidget(widget)
+    widget.gt_edit.setText(str(dataset_dir / "annotations.json"))
+    widget.train_settings = {"epochs": 200, "steps_per_epoch": 2, "tile": 64, "batch": 2,
+                             "base_channels": 8}  # fmt: skip
+    said = []
+    say = widget.jobs.say
+    widget.jobs.say = lambda text: (said.append(text), say(text))
+    assert widget.train_and_review()
+    widget.worker.yielded.connect(
+        lambda e: isinstance(e, TrainEvent) and e.kind == "epoch" and widget.stop())
+    wait_for_job(qtbot, widget, 180_000)
+    assert "Stopping after the current step or image..." in said
+    after = said[said.index("Stopping after the current step or image..."):]
+    assert any(t.startswith("Training stopped: reviewing the validation images with its best "
+                            "model so far") for t in after), after  # fmt: skip
+    assert any(t.startswith("Predicting: ") for t in after), after
+    assert widget.model_edit.text() == str(dataset_dir / "bioanomaly-model.pt")
+    assert widget.annotator is not None and widget.names and "TP " in widget.summary.text()
+    assert "Stopped after" not in widget.summary.text()  # every validation image predicted
+
+
 def test_train_and_review_stopped_while_training_reviews_its_best_model(dataset_dir, tmp_path):
     """Stopped after an epoch, Train & review's job goes on to review the validation
     images with the best model so far (its point chosen as at a run's end); stopped again

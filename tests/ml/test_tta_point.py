@@ -304,7 +304,7 @@ def test_train_s_last_line_says_when_predict_will_use_tta(sample_dir, tmp_path, 
     model = tmp_path / "m.pt"
     plain, tta = _scored(0.60), _scored(0.65, threshold=0.2)
 
-    def trained(dataset, config, out, resume=None):
+    def trained(dataset, config, out, resume=None, cancel=None):
         yield from ()
         return TrainResult(model, model, best_f1=0.6, operating_point=plain, tta_point=tta)
 

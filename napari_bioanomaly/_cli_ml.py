@@ -106,8 +106,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .core.chooser import tta_gain_text, tta_pays
-    from .ml.config import REGISTRY
-    from .ml.train import train
+    from .ml.train import nothing_kept_text, train
 
     config = _train_config(args)
     dataset, report = annotations.open_dataset(args.annotations, args.images, _import_options(args))
@@ -120,10 +119,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                          main_process)  # fmt: skip
     if main_process:
         if result.cancelled and result.best is None:
-            print(f"stopped before the first validation: no model kept; last state: "
-                  f"{result.last} (train --resume {result.last} continues it)"
-                  if REGISTRY[config.model].network
-                  else "stopped before the model was fitted: nothing kept")  # fmt: skip
+            print(nothing_kept_text(result, config.model))
             return 0
         op, tta = result.operating_point, result.tta_point
         point = f"; operating point {op.describe()}" if op and op.source == "validation" else ""

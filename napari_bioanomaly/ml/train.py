@@ -103,6 +103,14 @@ def train(
     return (yield from TRAINERS[REGISTRY[config.model].trainer](job))
 
 
+def nothing_kept_text(result: TrainResult, model: str) -> str:
+    """What a run of ``model`` stopped before it kept a model leaves, in words."""
+    if not REGISTRY[model].network:  # the forest and the memory bank: fitted in one pass
+        return "stopped before the model was fitted: nothing kept"
+    return (f"stopped before the first validation: no model kept; its last state is in "
+            f"{result.last} (napari-bioanomaly train --resume continues it)")  # fmt: skip
+
+
 def _pretrain(
     dataset: Dataset, config: TrainConfig, out: Path, cancel: threading.Event
 ) -> Generator[TrainEvent, None, Path | None]:

@@ -13,11 +13,9 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Stopped:
-    """What a job the user stopped returns: what it leaves behind, in words, and the
-    model file it trained (None when it trained none)."""
+    """What a job the user stopped returns: what it leaves behind, in words."""
 
     text: str
-    model: Path | None = None
 
 
 def until_stopped(gen: Generator, cancel: threading.Event, seen: list | None = None
@@ -98,11 +96,13 @@ def train_and_predict(
     from ..ml.data import split
     from ..ml.events import TrainEvent
     from ..ml.predict import Predictor
+    from ..ml.train import nothing_kept_text
 
     result = yield from training_job(dataset, config, out, cancel)
     if result.cancelled:
         if result.best is None:
-            return Stopped(_stopped_training_text(result, config.model))
+            text = nothing_kept_text(result, config.model)
+            return Stopped(f"{text[0].upper()}{text[1:]}.")
         cancel.clear()
         yield TrainEvent("status", 0, 1, 0, 0, message=(
             f"Training stopped: reviewing the validation images with its best model so far "
@@ -115,16 +115,6 @@ def train_and_predict(
     names = yield from _predict_until_stopped(predictor, dataset.subset(val), pred_out, cancel,
                                               tta=tta)  # fmt: skip
     return pred_out, names, predictor.point(tta), result.best or result.last
-
-
-def _stopped_training_text(result: Any, model: str) -> str:
-    """A run of ``model`` stopped before it kept a model, in words."""
-    from ..ml.config import REGISTRY
-
-    if not REGISTRY[model].network:  # the forest and the memory bank: fitted in one pass
-        return "Stopped before the model was fitted: nothing kept."
-    return (f"Stopped before the first validation: no model kept. Its last state is in "
-            f"{result.last} (napari-bioanomaly train --resume continues it).")  # fmt: skip
 
 
 def _predict_until_stopped(

@@ -215,7 +215,7 @@ class ReviewJobs:
         after = returned or (lambda result: self._after(gt, *result))
         self.worker = launch(
             job, (*args, self.cancel), on_event=self._on_progress,
-            on_returned=lambda result: self._stopped(result) if isinstance(result, Stopped)
+            on_returned=lambda result: self.say(result.text) if isinstance(result, Stopped)
             else after(result),
             on_error=lambda exc: self.say(f"{what} failed: {exc}"),
             on_finished=self._on_finished, workspace=self.workspace, describe=describe,
@@ -250,10 +250,6 @@ class ReviewJobs:
             self.on_operating_point(point.threshold, point.min_area, point.min_peak)
         self.on_done(gt, pred_out, names)
 
-    def _stopped(self, stopped: Stopped) -> None:
-        if stopped.model is not None and self.on_model is not None:
-            self.on_model(stopped.model)
-        self.say(stopped.text)
 
     def problems_text(self) -> str:
         """What the last job did not do, in words (empty when nothing): the images it

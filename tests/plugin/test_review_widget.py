@@ -304,7 +304,7 @@ def test_stop_train_and_review_keeps_what_it_trained_and_predicts_nothing(make_n
     wait_for_job(qtbot, widget, 180_000)
     text = widget.summary.text()
     last = dataset_dir / "bioanomaly-model.last.pt"
-    assert text == (f"Stopped before the first validation: no model kept. Its last state is "
+    assert text == (f"Stopped before the first validation: no model kept; its last state is "
                     f"in {last} (napari-bioanomaly train --resume continues it).")  # fmt: skip
     assert last.is_file() and not (dataset_dir / "bioanomaly-model.pt").exists()
     assert not (dataset_dir / "annotations.predictions.json").exists()

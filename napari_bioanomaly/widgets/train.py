@@ -335,11 +335,15 @@ class TrainWidget(QWidget):
         self._set_status(f"Cross-validation {what}.")
 
     def stop(self) -> None:
-        """Ask the run to stop after the current step (it saves its last state)."""
+        """Ask the run to stop after the current step: it saves its last state, and a
+        network's best weights so far end at their operating point, as a finished run's."""
         if self.cancel is not None:
             self.cancel.set()
             self.workspace.set_job("stopping")
-            self._set_status("Stopping after this step...")
+            model = REGISTRY.get(self.model.currentText())
+            self._set_status("Stopping after this step, then choosing the best model's "
+                             "operating point..." if model is not None and model.network
+                             else "Stopping...")  # fmt: skip
 
     def _on_event(self, event: Any) -> None:
         self.plot.add(event)

@@ -85,13 +85,20 @@ def test_stop_leaves_a_resumable_checkpoint(widgets, qtbot):
     _, train, folder = widgets
     train.epochs.setValue(50)
     assert train.start()
-    qtbot.waitUntil(lambda: len(train.plot.loss) >= 1, timeout=60_000)
+    qtbot.waitUntil(lambda: len(train.plot.val_loss) >= 1, timeout=60_000)  # an epoch
     worker = train.worker
     with qtbot.waitSignal(worker.finished, timeout=60_000):
         train.stop()
+        assert train.status.text() == ("Stopping after this step, then choosing the best "
+                                       "model's operating point...")  # fmt: skip
     assert train.result.cancelled
     assert len(train.plot.loss) < 10  # stopped within a step or so of the request
     assert load_checkpoint(folder / "bioanomaly-unet.last.pt")["format"]
+    # the best weights so far predict as a finished run's: at their point, said
+    assert train.status.text().startswith("Stopped on cpu. Model: ")
+    assert "predicts at threshold" in train.status.text()
+    best = load_checkpoint(folder / "bioanomaly-unet.pt")
+    assert best["operating_point"]["source"] == "validation"
 
 
 def test_bad_settings_are_explained(widgets):

@@ -99,3 +99,12 @@ def test_scanline_rasteriser_matches_skimage_and_the_batched_version():
             single = geometry.rasterise_window(pts, shape)
             assert (single[0], single[1]) == (r0, c0)
             np.testing.assert_array_equal(single[2], mask)
+
+
+def test_coordinates_in_range_refuses_nan_infinity_and_the_far_away():
+    from napari_bioanomaly.core.geometry import MAX_COORDINATE, coordinates_in_range
+
+    assert coordinates_in_range(np.zeros((0, 2))) and coordinates_in_range([[1, 2], [3, 4]])
+    assert coordinates_in_range([[MAX_COORDINATE, -MAX_COORDINATE]])
+    for bad in (np.nan, np.inf, -np.inf, MAX_COORDINATE * 1.01, -MAX_COORDINATE * 1.01):
+        assert not coordinates_in_range([[1.0, 2.0], [bad, 3.0]]), bad

@@ -412,7 +412,7 @@ class ImageCache:
     def _pixel_counts(self, keep_mask: np.ndarray) -> tuple[int, int]:
         """Pixels of the union of the predictions kept, and of its intersection with the
         union of the ground truth."""
-        key = np.packbits(keep_mask).tobytes() + len(keep_mask).to_bytes(4, "little")
+        key = np.packbits(keep_mask).tobytes()  # the mask's length is this image's, fixed
         counts = self._pixels.get(key)
         if counts is None:
             shown = self.pred.subset(keep_mask)

@@ -218,32 +218,8 @@ def _crossval_progress(gen: Any) -> Any:
         return stop.value
 
 
-def _manifest_path(out: Path) -> Path:
-    return out.with_name(out.name + ".manifest.json")
-
-
-def _read_manifest(path: Path, model: str, shard_text: str) -> dict[str, ImageRecord]:
-    """Images finished by an interrupted run of the same model and shard."""
-    from .core.jsonio import read_json
-    from .core.via import read_via
-
-    if not path.is_file():
-        return {}
-    data = read_json(path)
-    if data.get("model") != model or data.get("shard") != shard_text:
-        raise BioAnomalyError(
-            f"{path}: manifest of another run ({data.get('model')}, shard {data.get('shard')}); "
-            "delete it to start over"
-        )
-    if not data.get("done"):
-        return {}
-    done, _ = read_via(data["done"], str(path))
-    return {im.filename: im for im in done.images}
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .core.jsonio import write_json
-    from .core.via import image_entry
+    from .core.manifest import Manifest, run_identity
     from .ml.predict import (
         TTA_APPLIES,
         TTA_MODELS,
@@ -269,7 +245,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise BioAnomalyError(f"--shard {shard_text!r}: expected I/N, e.g. 0/4") from None
     dataset = shard(dataset, index, count)
     out = Path(args.out)
-    manifest = _manifest_path(out)
     predictor = Ensemble.load(args.model, args.device)
     if isinstance(predictor, Ensemble):
         print(f"ensemble of {len(predictor.members)} models, classes {predictor.classes}",
@@ -278,11 +253,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     note = tta_note(predictor, args.tta)
     if note:
         print(f"{note}; --tta no predicts without", file=sys.stderr)
-    # the manifest belongs to this model (or ensemble) with these settings
-    model = " + ".join(str(Path(m).resolve()) for m in args.model) + (" (tta)" if tta else "")
-    done = _read_manifest(manifest, model, shard_text)
+    # the manifest belongs to these model files (path and content) with these settings
+    manifest = Manifest(out, run_identity(args.model, tta, bool(args.heatmaps)), shard_text)
+    done = manifest.read()
     if done:
-        print(f"resuming: {len(done)} image(s) already done ({manifest})", file=sys.stderr)
+        print(f"resuming: {len(done)} image(s) already done ({manifest.path})", file=sys.stderr)
     members = predictor.members if isinstance(predictor, Ensemble) else [predictor]
     without = sorted({m.kind for m in members if m.kind not in TTA_MODELS})
     if tta and without:
@@ -304,7 +279,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
            else ""),
         file=sys.stderr,
     )  # fmt: skip
-    entries = {f"{im.filename}{im.size}": image_entry(im, "class") for im in done.values()}
     gen = predict_dataset(
         predictor, dataset, args.threshold, args.min_area, done=done, heatmaps=args.heatmaps,
         tta=tta, min_peak=args.min_peak,
@@ -320,14 +294,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 f"{event.index}/{event.total} {event.image}: {event.regions} region(s)",
                 file=sys.stderr,
             )
-            rec = event.record
-            entries[f"{rec.filename}{rec.size}"] = image_entry(rec, "class")
-            write_json(manifest, {"model": model, "shard": shard_text, "done": entries})
+            manifest.add(event.record)
+            manifest.save()
     except StopIteration as stop:
         predictions = stop.value
     annotations.save(predictions, out, "via")
-    manifest.unlink(missing_ok=True)
-    manifest.with_name(manifest.name + ".bak").unlink(missing_ok=True)
+    manifest.remove()
     print(
         f"{len(predictions.regions)} predicted regions on {len(predictions.images)} images -> {out}"
     )

@@ -119,36 +119,64 @@ def train_and_predict(
 
 def _predict_until_stopped(
     predictor: Any, dataset: Any, pred_out: Path, cancel: threading.Event,
-    heatmaps: Path | None = None, tta: bool = False,
+    heatmaps: Path | None = None, tta: bool = False, manifest: Any = None,
 ) -> Generator[Any, None, list[str]]:
     """Predict ``dataset``'s images until done or stopped, save the predictions of those
-    predicted to ``pred_out`` (the previous file kept as ``.bak``); returns their names."""
+    predicted to ``pred_out`` (the previous file kept as ``.bak``); returns their names.
+
+    With a :class:`~napari_bioanomaly.core.manifest.Manifest`, the images a stopped run of
+    the same model left in it are taken from there, not predicted again (said in a line of
+    text yielded first); a stop writes the manifest, the end removes it."""
     from ..core import annotations
-    from ..core.model import Dataset
+    from ..core.model import BioAnomalyError, Dataset
     from ..ml.predict import predict_dataset
 
+    done: dict[str, Any] = {}
+    if manifest is not None:
+        try:
+            done = manifest.read()
+        except BioAnomalyError as exc:  # another model's (or a broken) manifest: start over
+            yield f"Predicting every image, not resuming: {exc}"
+        names = {im.filename for im in dataset.images}
+        done = {name: rec for name, rec in done.items() if name in names}
+        if done:
+            yield (f"Resuming: {len(done)} of {len(dataset.images)} images were predicted "
+                   "with this model before a stop; predicting the others.")  # fmt: skip
     seen: list[Any] = []
     stopped, predictions = yield from until_stopped(
-        predict_dataset(predictor, dataset, heatmaps=heatmaps, tta=tta), cancel, seen
+        predict_dataset(predictor, dataset, heatmaps=heatmaps, tta=tta, done=done), cancel, seen
     )
     if stopped:  # the images predicted so far, in order: reviewed as they are
         predictions = Dataset(root=dataset.root, classes=list(predictor.classes),
                               images=[event.record for event in seen])  # fmt: skip
     annotations.save(predictions, pred_out, "via")
+    if manifest is not None and stopped:
+        manifest.add(*predictions.images)
+        manifest.save()
+    elif manifest is not None:
+        manifest.remove()
     return [im.filename for im in predictions.images]
 
 
 def predict_and_save(
     predictor: Any, dataset: Any, pred_out: Path, heatmaps: Path | None = None,
-    tta: bool = False, cancel: threading.Event | None = None,
+    tta: bool = False, model: Path | None = None, cancel: threading.Event | None = None,
 ) -> Generator[Any, None, tuple[Path, list[str]]]:
     """"Predict & review": predict every image (``tta``: averaged over flips and
     rotations), save the predictions (and the anomaly maps into ``heatmaps``); returns
     their path and the names of the images predicted (every one, unless ``cancel`` was
-    set: those predicted until then)."""
+    set: those predicted until then). With the ``model`` file, a stop leaves a manifest
+    beside ``pred_out`` and the next run with the same model file and settings resumes
+    from it (:mod:`~napari_bioanomaly.core.manifest`)."""
+    from ..core.manifest import Manifest, run_identity
+
     leave_a_core_to_the_gui()
     cancel = cancel or threading.Event()
-    names = yield from _predict_until_stopped(predictor, dataset, pred_out, cancel, heatmaps, tta)
+    manifest = None
+    if model is not None:
+        manifest = Manifest(pred_out, run_identity([model], tta, heatmaps is not None))
+    names = yield from _predict_until_stopped(predictor, dataset, pred_out, cancel, heatmaps, tta,
+                                              manifest)  # fmt: skip
     return pred_out, names
 
 

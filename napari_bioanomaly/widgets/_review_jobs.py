@@ -69,6 +69,10 @@ class ReviewJobs:
         self.progress: tuple[int, int] = (0, 0)
         #: what the running job could not do (images it could not read), said at its end
         self.problems: list[str] = []
+        #: what the running job said of how it went (resuming a stopped prediction)
+        self.notes: list[str] = []
+        #: whether the running job, stopped, can be resumed (Predict & review)
+        self.resumable = False
         #: TrainConfig settings of "Train & review" (default: the Train widget's form)
         self.train_settings: dict[str, Any] = {}
 
@@ -145,10 +149,12 @@ class ReviewJobs:
         self.on_operating_point(point.threshold, point.min_area, point.min_peak)
         pred_out = predictions_path(gt)
         heatmaps = pred_out.with_suffix(annotations.HEATMAPS_SUFFIX)
-        return self._start(
-            predict_and_save, (predictor, dataset, pred_out, heatmaps, flips), gt, "Prediction",
-            f"predicting with {Path(model).name}{how} (Review)",
+        started = self._start(
+            predict_and_save, (predictor, dataset, pred_out, heatmaps, flips, Path(model)), gt,
+            "Prediction", f"predicting with {Path(model).name}{how} (Review)",
         )  # fmt: skip
+        self.resumable = started  # a stop leaves a manifest to resume from
+        return started
 
     def choose_point(self, gt: str, model: str, on: str = "validation", tta: bool = False
                      ) -> bool:  # fmt: skip
@@ -209,6 +215,8 @@ class ReviewJobs:
         if self.stop_button is not None:
             self.stop_button.setEnabled(True)
         self.problems = []
+        self.notes = []
+        self.resumable = False
         self.progress = (0, 0)
         self.stop_asked = False
         self.cancel = threading.Event()
@@ -222,7 +230,12 @@ class ReviewJobs:
         )  # fmt: skip
         return True
 
-    def _on_progress(self, event: TrainEvent | PredictEvent | tuple[int, int, str]) -> None:
+    def _on_progress(self, event: TrainEvent | PredictEvent | tuple[int, int, str] | str
+                     ) -> None:  # fmt: skip
+        if isinstance(event, str):  # resuming, or why not
+            self.notes.append(event)
+            self.say(event)
+            return
         if isinstance(event, PredictEvent):
             if event.message:  # an image it could not read: kept to say at the end
                 self.problems.append(event.message)
@@ -250,15 +263,17 @@ class ReviewJobs:
             self.on_operating_point(point.threshold, point.min_area, point.min_peak)
         self.on_done(gt, pred_out, names)
 
-
     def problems_text(self) -> str:
         """What the last job did not do, in words (empty when nothing): the images it
-        stopped before, and those it could not predict."""
-        lines = []
+        stopped before, and those it could not predict; and whether it resumed a stopped
+        prediction."""
+        lines = list(self.notes)
         done, total = self.progress
         if self.stop_asked and done < total:
+            resume = " (Predict & review with this model resumes from there)" \
+                if self.resumable else ""
             lines.append(f"Stopped after {done} of {total} images: reviewing the {done} "
-                         "predicted.")  # fmt: skip
+                         f"predicted{resume}.")  # fmt: skip
         if self.problems:
             more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
             lines.append(f"{len(self.problems)} image(s) could not be predicted and have no "

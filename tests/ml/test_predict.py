@@ -126,13 +126,15 @@ def test_sharded_prediction_merges_to_exactly_the_single_run(model_path, sample_
 
 
 def test_an_interrupted_run_resumes_from_its_manifest(model_path, sample_dir, tmp_path, capsys):
+    from napari_bioanomaly.core.manifest import run_identity
+
     reference = tmp_path / "ref.json"
     assert predict(model_path, sample_dir, reference) == 0
     ref = json.loads(reference.read_text())
     out = tmp_path / "pred.json"
     keys = sorted(ref)[:4]  # as if the run was killed after four images
     manifest = {
-        "model": str(model_path.resolve()),
+        "model": run_identity([model_path], tta=False),
         "shard": "0/1",
         "done": {k: ref[k] for k in keys},
     }
@@ -144,6 +146,30 @@ def test_an_interrupted_run_resumes_from_its_manifest(model_path, sample_dir, tm
     assert err.count("region(s)") == 2  # only the remaining two were predicted
     assert json.loads(out.read_text()) == ref
     assert not (tmp_path / "pred.json.manifest.json").exists()
+
+
+def test_a_manifest_of_another_model_file_is_not_resumed(model_path, sample_dir, tmp_path, capsys):
+    """A model retrained (or given a new point) under the same name is another run: its
+    manifest is refused, named, and nothing is written."""
+    from napari_bioanomaly.core.manifest import run_identity
+
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"the model an interrupted run predicted with")
+    earlier = run_identity([model], tta=False)
+    model.write_bytes(model_path.read_bytes())  # retrained since, under the same name
+    assert run_identity([model], tta=False) != earlier
+    manifest = tmp_path / "pred.json.manifest.json"
+    manifest.write_text(json.dumps({"model": earlier, "shard": "0/1", "done": {}}))
+    capsys.readouterr()
+    assert predict(model, sample_dir, tmp_path / "pred.json") == 2
+    err = capsys.readouterr().err
+    assert f"{manifest}: manifest of another run" in err and "delete it to start over" in err
+    assert not (tmp_path / "pred.json").exists()
+    manifest.write_text("[1, 2]")
+    assert predict(model, sample_dir, tmp_path / "pred.json") == 2
+    assert f"{manifest}: not a prediction manifest" in capsys.readouterr().err
+    manifest.unlink()
+    assert predict(model, sample_dir, tmp_path / "pred.json") == 0
 
 
 def test_tta_averages_the_eight_flips_and_rotations(model_path):

@@ -269,13 +269,51 @@ def test_stop_predict_and_review_reviews_the_images_predicted_so_far(make_napari
     assert [im.filename for im in predicted.images] == widget.names == \
         [im.filename for im in gt.images[:done]]
     assert [r.image for r in widget.model.rows] == widget.names
-    assert f"Stopped after {done} of {len(gt.images)} images: reviewing the {done} predicted." \
-        in widget.summary.text()
+    assert f"Stopped after {done} of {len(gt.images)} images: reviewing the {done} predicted " \
+        "(Predict & review with this model resumes from there)." in widget.summary.text()
     assert "TP " in widget.summary.text()
     widget.score_slider.setValue(30)  # the table is scored again: the note stays under it
     assert "Stopped after" in widget.summary.text() and "TP " in widget.summary.text()
     assert widget.predict_button.isEnabled() and not widget.stop_button.isEnabled()
     assert not widget.stop()  # the job has ended: nothing to stop
+
+    # Predict & review again with the same model: the stopped images are not predicted again
+    pred = dataset_dir / "annotations.predictions.json"
+    manifest = dataset_dir / "annotations.predictions.json.manifest.json"
+    assert manifest.is_file()
+    stopped = json.loads(pred.read_text())
+    maps = dataset_dir / "annotations.predictions.heatmaps"
+    written = {p.name: p.stat().st_mtime_ns for p in maps.iterdir()}
+    assert len(written) == done
+    said = []
+    say = widget.jobs.say
+    widget.jobs.say = lambda text: (said.append(text), say(text))
+    assert widget.predict_and_review()
+    wait_for_job(qtbot, widget, 120_000)
+    resumed = (f"Resuming: {done} of {len(gt.images)} images were predicted with this model "
+               "before a stop; predicting the others.")  # fmt: skip
+    assert resumed in said and resumed in widget.summary.text() and "TP " in widget.summary.text()
+    assert widget.names == [im.filename for im in gt.images]
+    whole = json.loads(pred.read_text())
+    assert len(whole) == len(gt.images) and all(whole[key] == stopped[key] for key in stopped)
+    assert {p.name: p.stat().st_mtime_ns for p in maps.iterdir() if p.name in written} == written
+    assert len(list(maps.iterdir())) == len(gt.images)  # the others' maps written now
+    assert not manifest.exists()  # the run ended
+
+    # stopped again, then another model file: not resumed, and said why
+    assert widget.predict_and_review() and widget.stop()
+    wait_for_job(qtbot, widget, 120_000)
+    assert manifest.is_file()
+    other = tmp_path / "other.pt"
+    other.write_bytes((tmp_path / "m.pt").read_bytes())
+    widget.model_edit.setText(str(other))
+    said.clear()
+    assert widget.predict_and_review()
+    wait_for_job(qtbot, widget, 120_000)
+    assert said[0].startswith(f"Predicting every image, not resuming: {manifest}: manifest of "
+                              "another run"), said  # fmt: skip
+    assert not any(text.startswith("Resuming") for text in said)
+    assert widget.names == [im.filename for im in gt.images] and not manifest.exists()
 
 
 def test_stop_choose_point_leaves_the_model_file_as_it_was(make_napari_viewer, dataset_dir,

@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import coco, geojson, imagej, via
+from .fileio import paused_gc
 from .geometry import clean_polygon
 from .images import ImageReadError, image_shape, is_image_file
 from .jsonio import clean_json, read_json, write_json
@@ -98,15 +99,17 @@ def load(
     if path.suffix.lower() in (".zip", ".roi"):
         dataset, report = imagej.read_roi_sets([path], root, options.polyline_width)
     else:
-        data = read_json(path, raw)
-        if detect_format(data) is None and geojson.is_geojson(data):
-            data, changes = clean_json(data)
-            image = geojson.image_for(path, root)
-            dataset, report = geojson.read_geojson(data, str(path), image, options.polyline_width)
-            for where, what in changes:
-                report.add("changed", f"{where or 'the file'}: {what}")
-        else:
-            dataset, report = parse(data, str(path), options)
+        with paused_gc():
+            data = read_json(path, raw)
+            if detect_format(data) is None and geojson.is_geojson(data):
+                data, changes = clean_json(data)
+                image = geojson.image_for(path, root)
+                dataset, report = geojson.read_geojson(data, str(path), image,
+                                                       options.polyline_width)  # fmt: skip
+                for where, what in changes:
+                    report.add("changed", f"{where or 'the file'}: {what}")
+            else:
+                dataset, report = parse(data, str(path), options)
     dataset.root = root
     if read_images:
         attach_images(dataset, report)

@@ -4,6 +4,7 @@ paths: :mod:`.paths`)."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import shutil
@@ -37,6 +38,25 @@ def file_digest(path: str | os.PathLike[str]) -> str | None:
         return digest(Path(path).read_bytes())
     except FileNotFoundError:
         return None
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """Python's cyclic garbage collector paused while reading a large file.
+
+    Parsing an annotation file allocates hundreds of thousands of small objects, none in
+    reference cycles; each allocation burst makes the collector walk every object of the
+    process, which in napari (some 230,000 objects before any file is open) cost a third
+    of the time of reading two VIA files of 22,500 polygons. Nothing is freed later than
+    it would be otherwise: objects without cycles are freed by reference counting.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def lock_path(path: Path) -> Path:

@@ -60,7 +60,15 @@ def write_json(
     return atomic_write(path, lambda fh: fh.write(raw))
 
 
-_LONG_DIGITS = re.compile(rb"\d{20,}")
+#: bytes -> b"0" for an ASCII digit, b" " for anything else: a run of 20 digits is then
+#: found by ``bytes.find`` (about ten times faster than a regular expression on a 10 MB file)
+_DIGITS = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))
+
+
+def _long_digit_run(raw: bytes) -> bool:
+    """Whether ``raw`` holds 20 or more ASCII digits in a row (an integer orjson would
+    change: it reads integers beyond 64 bits as floats)."""
+    return raw.translate(_DIGITS).find(b"0" * 20) >= 0
 
 
 def read_json(path: str | os.PathLike[str], raw: bytes | None = None) -> Any:
@@ -77,7 +85,7 @@ def read_json(path: str | os.PathLike[str], raw: bytes | None = None) -> Any:
         raise FormatError(f"{path}: cannot read ({exc.strerror or exc})") from None
     # orjson reads integers beyond 64 bits as floats (changing them): the standard library
     # keeps them, so files with such long digit runs take it
-    if orjson is not None and not _LONG_DIGITS.search(raw):
+    if orjson is not None and not _long_digit_run(raw):
         try:
             return orjson.loads(raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw)
         except (orjson.JSONDecodeError, RecursionError):

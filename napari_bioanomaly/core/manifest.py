@@ -10,10 +10,10 @@ were predicted, whatever was done to the output file since.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
+from .fileio import file_digest
 from .jsonio import read_json, write_json
 from .model import BioAnomalyError, ImageRecord
 
@@ -28,20 +28,12 @@ def manifest_path(out: str | Path) -> Path:
     return out.with_name(out.name + ".manifest.json")
 
 
-def file_digest(path: str | Path) -> str:
-    """The first 16 hex digits of the file's SHA-256 (a model retrained or given a new
-    operating point under the same name is another model)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()[:16]
-
-
 def run_identity(models: Sequence[str | Path], tta: bool, heatmaps: bool = False) -> str:
     """What a prediction's results depend on, in words: each model file's absolute path
     and digest, test-time augmentation, and whether anomaly maps were written."""
-    text = " + ".join(f"{Path(m).resolve()} (sha256 {file_digest(m)})" for m in models)
+    # a model retrained (or given a new operating point) under the same name is another one
+    text = " + ".join(f"{Path(m).resolve()} (sha256 {(file_digest(m) or 'missing')[:16]})"
+                      for m in models)  # fmt: skip
     return text + (" (tta)" if tta else "") + (" (heatmaps)" if heatmaps else "")
 
 

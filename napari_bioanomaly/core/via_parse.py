@@ -109,6 +109,26 @@ def _finite(values: Any, what: str) -> np.ndarray:
     return out
 
 
+def _vertices(xs: Any, ys: Any) -> np.ndarray:
+    """(row, col) vertices from VIA's ``all_points_x`` and ``all_points_y``: finite numbers
+    within :data:`~.geometry.MAX_COORDINATE`, as many of each."""
+    if type(xs) is list and type(ys) is list and len(xs) == len(ys) and xs:
+        try:  # fast path: both lists converted and checked in a few C calls
+            pts = np.array((ys, xs), dtype=np.float64)
+        except (ValueError, TypeError, OverflowError):
+            pts = None
+        # the largest magnitude is NaN (a NaN anywhere), inf, or a number; numpy reads
+        # booleans as 0 and 1, so they are looked for
+        if pts is not None and pts.ndim == 2 and np.abs(pts).max() <= geometry.MAX_COORDINATE \
+                and bool not in map(type, xs) and bool not in map(type, ys):
+            return np.ascontiguousarray(pts.T)
+    # slow path, for a message naming the first bad value
+    x, y = _nums(xs, "all_points_x"), _nums(ys, "all_points_y")
+    if len(x) != len(y):
+        raise _EntryError(f"{len(x)} x coordinates but {len(y)} y coordinates")
+    return np.column_stack([y, x])
+
+
 def _truthy(value: Any) -> bool:
     if isinstance(value, dict):
         return any(bool(v) for v in value.values())
@@ -190,14 +210,16 @@ class _Parser:
         shape: str,
         points: np.ndarray | None,
         attributes: Any,
+        in_range: bool = False,
     ) -> None:
-        """Count a region found in the file and import it if it has a polygon."""
+        """Count a region found in the file and import it if it has a polygon (``in_range``:
+        its coordinates are known to be finite and in range)."""
         if record is None:
             return
         image = record.filename
         if points is None:
             return
-        if not geometry.coordinates_in_range(points):
+        if not in_range and not geometry.coordinates_in_range(points):
             limit = geometry.MAX_COORDINATE
             self.report.add("skipped", f"coordinates beyond +-{limit:g} px or not finite",
                             image, index)  # fmt: skip
@@ -312,11 +334,7 @@ class _Parser:
 
     def _points(self, shape: str, sa: dict[str, Any]) -> np.ndarray | None:
         if shape in ("polygon", "polyline"):
-            xs = _nums(sa["all_points_x"], "all_points_x")
-            ys = _nums(sa["all_points_y"], "all_points_y")
-            if len(xs) != len(ys):
-                raise _EntryError(f"{len(xs)} x coordinates but {len(ys)} y coordinates")
-            return self._path(shape, np.column_stack([ys, xs]))
+            return self._path(shape, _vertices(sa["all_points_x"], sa["all_points_y"]))
         if shape == "rect":
             x, y = _num(sa["x"], "x"), _num(sa["y"], "y")
             w, h = _num(sa["width"], "width"), _num(sa["height"], "height")
@@ -349,7 +367,7 @@ class _Parser:
                 raise _EntryError("polyline of one repeated vertex")
             self._converted(shape, f"buffered to {self.options.polyline_width:g} px wide")
             return geometry.polyline_polygon(pts, self.options.polyline_width)
-        if len(pts) >= 4 and np.array_equal(pts[0], pts[-1]):
+        if len(pts) >= 4 and pts[0, 0] == pts[-1, 0] and pts[0, 1] == pts[-1, 1]:
             self.report.add("closed", "closing vertex removed", *self._where)
             pts = pts[:-1]
         return pts
@@ -401,7 +419,9 @@ class _Parser:
             return
         self._where = (image, index)
         shape, points = self.shape_points(entry.get("shape_attributes"), image, index)
-        self.add_region(record, index, shape, points, entry.get("region_attributes", {}))
+        # a polygon's vertices were checked as they were read (_vertices)
+        self.add_region(record, index, shape, points, entry.get("region_attributes", {}),
+                        in_range=shape == "polygon")  # fmt: skip
 
     def dataset(self) -> Dataset:
         self.finish()

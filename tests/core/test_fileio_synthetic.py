@@ -140,3 +140,26 @@ def test_written_sample_loads_with_sizes_and_no_issues(sample_dir):
     assert report.format == "via2-project" and not report.issues
     assert len(dataset.images) == 6 and all(im.shape == (128, 128) for im in dataset.images)
     assert read_image(sample_dir / dataset.images[0].filename).dtype == np.uint16
+
+
+def test_paused_gc_restores_the_collector_as_it_found_it():
+    import gc
+
+    from napari_bioanomaly.core.fileio import paused_gc
+
+    assert gc.isenabled()
+    with pytest.raises(KeyError):
+        with paused_gc():
+            assert not gc.isenabled()
+            with paused_gc():  # nested: the inner one leaves it paused
+                pass
+            assert not gc.isenabled()
+            raise KeyError("an error while reading")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with paused_gc():
+            pass
+        assert not gc.isenabled()  # paused by someone else: left paused
+    finally:
+        gc.enable()

@@ -180,6 +180,12 @@ def test_round_trip_keeps_integers_beyond_64_bits(tmp_path):
     again, _ = annotations.load(tmp_path / "out.json")
     assert again.images[0].file_attributes == {"plate": 2**70, "well": -(2**65)}
     assert again.images[0].regions[0].attributes == {"n": 2**64}
+    from napari_bioanomaly.core.jsonio import _long_digit_run
+
+    # the fast reader is skipped exactly where it could change a number: 20 digits in a row
+    assert _long_digit_run(b'{"n": 18446744073709551616}')
+    assert not _long_digit_run(b'{"n": 1844674407370955161, "m": 1.8446744073709551e+19}')
+    assert not _long_digit_run("{\"n\": \"١٢٣٤٥٦٧٨٩٠١٢٣٤٥٦٧٨٩٠١\"}".encode())  # not ASCII
 
 
 def test_slivers_left_by_repairing_a_polygon_are_dropped_and_reported(tmp_path):

@@ -401,3 +401,32 @@ def test_case_variants_of_class_names_are_warned(write_json):
     regions = [polygon(*SQUARE, **{"class": "Cell"}), polygon(*SQUARE, **{"class": "cell"})]
     _, report = annotations.load(write_json(via2_export(regions)), read_images=False)
     assert any("differ only in case" in w for w in report.warnings)
+
+
+def test_bad_vertex_lists_are_named_by_the_first_bad_value():
+    """What the fast reading of vertex lists hands to the named checks (booleans numpy
+    would read as 0 and 1, NaN, infinity, coordinates out of range, nested lists)."""
+    nan, inf = float("nan"), float("inf")
+    regions = [
+        polygon([1, True, 3], [1, 2, 3]),
+        polygon([1, 2, 3], [1, 2, nan]),
+        polygon([1, inf, 3], [1, 2, 3]),
+        polygon([1, 2e8, 3], [1, 2, 3]),
+        polygon([[1], [2], [3]], [1, 2, 3]),
+        polygon([], []),
+        polygon("1,2,3", [1, 2, 3]),
+        polygon([0, 10, 10, 0], [0, 0, 1e7, 1e7], **{"class": "at the limit"}),
+    ]
+    dataset, report = read_via(via2_export(regions), file="bad.json")
+    assert [r.label for r in dataset.regions] == ["at the limit"]
+    text = "\n".join(report.warnings)
+    for expected in (
+        "region 0: polygon: all_points_x[1] is a boolean, expected a number",
+        "region 1: polygon: all_points_y[2] is not finite: nan",
+        "region 2: polygon: all_points_x[1] is not finite: inf",
+        "region 3: polygon: all_points_x holds coordinates beyond +-1e+07 px",
+        "region 4: polygon: all_points_x[0] is not a number: list",
+        "region 5: degenerate polygon",
+        "region 6: polygon: all_points_x is not a list",
+    ):
+        assert expected in text, text

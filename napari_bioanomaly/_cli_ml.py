@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,29 +38,47 @@ def _progress_line(event: Any) -> str:
     return "  ".join(parts)
 
 
+#: seconds after a stop request in which, under torchrun, another SIGINT or SIGTERM is the
+#: launcher passing the same request on (a terminal's Ctrl+C reaches every process of the
+#: group, and torchrun then sends each worker the signal it got), not a second request
+_FORWARDED_WITHIN = 2.0
+
+
 @contextmanager
 def _ctrl_c_stops(cancel: threading.Event, what: str, talk: bool = True) -> Iterator[None]:
-    """Within: the first Ctrl+C sets ``cancel`` (the run stops after its current step and
-    ends as the widgets' Stop ends it), a second one interrupts at once."""
+    """Within: the first Ctrl+C (SIGINT) or SIGTERM (``kill``, a batch system ending the
+    job) sets ``cancel``: the run stops after its current step and ends as the widgets'
+    Stop ends it; a second one interrupts at once. Under torchrun, the copy of the first
+    signal the launcher passes on to its workers is not counted as a second."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers belong to the main thread
         return
-    previous = signal.getsignal(signal.SIGINT)
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.getsignal(sig) for sig in signals}
+    launched = "TORCHELASTIC_RUN_ID" in os.environ  # a worker of torchrun
+    asked_at: list[float] = []
 
     def handler(signum: int, frame: Any) -> None:
         if cancel.is_set():
-            signal.signal(signal.SIGINT, previous)
+            if launched and asked_at and time.monotonic() - asked_at[0] < _FORWARDED_WITHIN:
+                return  # torchrun passing the first request on
+            for sig in signals:
+                signal.signal(sig, previous[sig])
             raise KeyboardInterrupt
         cancel.set()
+        asked_at.append(time.monotonic())
         if talk:
-            print(f"\nstopping {what} after the current step (Ctrl+C again to interrupt at "
-                  "once)", file=sys.stderr)  # fmt: skip
+            cause = "Ctrl+C" if signum == signal.SIGINT else signal.Signals(signum).name
+            print(f"\n{cause}: stopping {what} after the current step (Ctrl+C again to "
+                  "interrupt at once)", file=sys.stderr)  # fmt: skip
 
-    signal.signal(signal.SIGINT, handler)
+    for sig in signals:
+        signal.signal(sig, handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig in signals:
+            signal.signal(sig, previous[sig])
 
 
 def _follow(gen: Any, main_process: bool = True) -> Any:

@@ -55,3 +55,35 @@ def test_two_gloo_processes_match_one_process(dataset_dir, tmp_path):
         <= {"two.pt", "two.pt.bak", "two.last.pt", "two.last.pt.bak"}
     )
     assert one.returncode == 0
+
+
+def test_ctrl_c_under_torchrun_stops_every_process_with_the_model_kept(dataset_dir, tmp_path):
+    """A terminal's Ctrl+C reaches torchrun and both workers, and torchrun passes it on to
+    them again: the workers count it once, stop after the current step together and keep
+    the best model at its operating point (torchrun itself exits 1 on the signal, its own
+    doing)."""
+    import signal
+
+    ann = str(dataset_dir / "annotations.json")
+    model = tmp_path / "m.pt"
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+            "-m", "napari_bioanomaly.cli", "train", "--annotations", ann, "--out", str(model),
+            "--epochs", "200", "--steps", "2", "--tile", "64", "--batch", "4",
+            "--base-channels", "8"]  # fmt: skip
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          start_new_session=True) as proc:  # fmt: skip
+        said = []
+        for line in proc.stderr:
+            said.append(line)
+            if line.startswith("epoch 1/"):
+                break
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl+C does
+        out, err = proc.communicate(timeout=300)
+    err = "".join(said) + err
+    assert "Ctrl+C: stopping training after the current step" in err
+    assert "interrupted" not in err and "KeyboardInterrupt" not in err
+    assert out.startswith("stopped: best model (validation "), err[-3000:]
+    ckpt = load_checkpoint(model)
+    assert ckpt["operating_point"]["source"] == "validation"
+    assert len(load_checkpoint(tmp_path / "m.last.pt")["history"]) < 200

@@ -733,9 +733,10 @@ def test_thin_structures_are_chosen_and_named_by_pixel_f1(tmp_path):
     assert "first" not in forest
 
 
-def _train_until(argv: list[str], sigints: int) -> subprocess.CompletedProcess:
-    """``napari-bioanomaly train ARGV`` in a subprocess, sent ``sigints`` Ctrl+C (SIGINT)
-    once its first epoch has ended."""
+def _train_until(argv: list[str], sigints: int, sig: int = signal.SIGINT
+                 ) -> subprocess.CompletedProcess:  # fmt: skip
+    """``napari-bioanomaly train ARGV`` in a subprocess, sent ``sigints`` Ctrl+C (SIGINT;
+    or ``sig``) once its first epoch has ended."""
     exe = [sys.executable, "-m", "napari_bioanomaly.cli", "train", *argv]
     with subprocess.Popen(exe, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1"}) as proc:  # fmt: skip
@@ -745,7 +746,7 @@ def _train_until(argv: list[str], sigints: int) -> subprocess.CompletedProcess:
             if line.startswith("epoch 1/"):
                 break
         for _ in range(sigints):
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(sig)
             time.sleep(0.2)
         out, err = proc.communicate(timeout=300)
     return subprocess.CompletedProcess(exe, proc.returncode, out, "".join(said) + err)
@@ -768,6 +769,12 @@ def test_ctrl_c_stops_cli_training_as_the_stop_button_does(dataset_dir, tmp_path
     assert len(load_checkpoint(tmp_path / "m.last.pt")["history"]) < 200
     done = _train_until([*argv[:3], str(tmp_path / "n.pt"), *argv[4:]], 2)
     assert done.returncode == 130 and "train: interrupted" in done.stderr
+    # SIGTERM (kill, a batch system ending the job) stops the same way
+    done = _train_until([*argv[:3], str(tmp_path / "k.pt"), *argv[4:]], 1, signal.SIGTERM)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "SIGTERM: stopping training after the current step" in done.stderr
+    assert done.stdout.startswith("stopped: best model (validation ")
+    assert load_checkpoint(tmp_path / "k.pt")["operating_point"]["source"] == "validation"
 
 
 def test_ctrl_c_within_a_run_asks_it_to_stop_then_interrupts(capsys):
@@ -783,5 +790,27 @@ def test_ctrl_c_within_a_run_asks_it_to_stop_then_interrupts(capsys):
         assert cancel.is_set()
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(1)
-    assert "stopping cross-validation after the current step" in capsys.readouterr().err
+    assert "Ctrl+C: stopping cross-validation after the current step" in capsys.readouterr().err
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_under_torchrun_the_launchers_copy_of_a_stop_is_not_a_second_one(monkeypatch, capsys):
+    """A terminal's Ctrl+C reaches torchrun's workers twice (from the terminal, then from
+    torchrun passing it on): the copy that follows at once does not interrupt; a later
+    one does. SIGTERM asks for the stop as Ctrl+C does; both handlers are restored."""
+    from napari_bioanomaly import _cli_ml
+
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
+    monkeypatch.setattr(_cli_ml, "_FORWARDED_WITHIN", 0.5)
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    cancel = threading.Event()
+    with pytest.raises(KeyboardInterrupt), _cli_ml._ctrl_c_stops(cancel, "training"):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        assert cancel.is_set()
+        os.kill(os.getpid(), signal.SIGINT)  # torchrun's copy, within the window: ignored
+        time.sleep(0.6)
+        os.kill(os.getpid(), signal.SIGINT)  # the user's second Ctrl+C
+        time.sleep(1)
+    assert "SIGTERM: stopping training after the current step" in capsys.readouterr().err
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before

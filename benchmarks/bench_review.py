@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_evaluate import SIZE, regions  # the same polygons as the evaluation bench
 

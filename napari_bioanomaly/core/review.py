@@ -100,6 +100,8 @@ class ReviewSession:
         #: accepted regions still in the predictions file (until the ground truth is saved)
         self.pending = False
         self._heat: dict[str, np.ndarray] = {}
+        #: file name -> position, per list of images (see _position)
+        self._positions: dict[int, dict[str, int]] = {}
         for name in self.names:
             self.rescore(name)
 
@@ -113,27 +115,43 @@ class ReviewSession:
 
     # ------------------------------------------------------------------ records
 
+    def _position(self, images: list[ImageRecord], filename: str) -> int | None:
+        """Where ``filename`` is in ``images`` (the ground truth's or the predictions'),
+        from a map of positions rebuilt whenever it is found out of date."""
+        positions = self._positions.setdefault(id(images), {})
+        i = positions.get(filename)
+        if i is None or i >= len(images) or images[i].filename != filename:
+            positions.clear()
+            positions.update((im.filename, k) for k, im in enumerate(images))
+            i = positions.get(filename)
+        return i
+
+    def _gt_position(self, filename: str) -> int:
+        i = self._position(self.gt.dataset.images, filename)
+        if i is None:
+            raise BioAnomalyError(f"{filename}: not an image of {self.gt.path}")
+        return i
+
     def ground_truth(self, filename: str) -> ImageRecord:
-        for im in self.gt.dataset.images:
-            if im.filename == filename:
-                return im
-        raise BioAnomalyError(f"{filename}: not an image of {self.gt.path}")
+        return self.gt.dataset.images[self._gt_position(filename)]
 
     def prediction(self, filename: str) -> ImageRecord:
         """The predictions of an image (an empty record is added for an image without)."""
-        for im in self.predictions.images:
-            if im.filename == filename:
-                return im
+        i = self._position(self.predictions.images, filename)
+        if i is not None:
+            return self.predictions.images[i]
         record = ImageRecord(filename)
         self.predictions.images.append(record)
+        self._positions[id(self.predictions.images)][filename] = len(self.predictions.images) - 1
         return record
 
     def rescore(self, filename: str) -> None:
         """Score an image again after its ground truth or predictions changed."""
-        gt = self.ground_truth(filename)
+        index = self._gt_position(filename)
+        gt = self.gt.dataset.images[index]
         if gt.shape is None:  # sizes are read lazily by the session; scoring needs them
             try:
-                self.gt.read_shape(self.gt.dataset.images.index(gt))
+                self.gt.read_shape(index)
             except BioAnomalyError:
                 pass
         keys = [self.group_by] if self.group_by else []
@@ -239,7 +257,7 @@ class ReviewSession:
         ]
         self.pending = True
         if add is None:
-            index = self.gt.dataset.images.index(self.ground_truth(filename))
+            index = self._gt_position(filename)
             self.gt.set_regions(list(self.gt.dataset.images[index].regions) + accepted, index)
             self.gt.save()
         else:

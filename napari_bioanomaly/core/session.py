@@ -257,7 +257,7 @@ class AnnotationSession:
         for r in regions:
             if r.label not in self.dataset.classes:
                 self.dataset.classes.append(r.label)
-        self.touch(self.dataset.images.index(im) if index is None else index)
+        self.touch(self.current if index is None else index)
         return True
 
     def set_flag(self, name: str, value: bool, index: int | None = None) -> None:

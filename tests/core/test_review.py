@@ -10,7 +10,7 @@ from napari_bioanomaly.core import annotations
 from napari_bioanomaly.core.evaluate import evaluate
 from napari_bioanomaly.core.fileio import DiskChanged
 from napari_bioanomaly.core.maps import heatmap_path
-from napari_bioanomaly.core.model import Region
+from napari_bioanomaly.core.model import BioAnomalyError, Region
 from napari_bioanomaly.core.review import COLUMNS, ReviewSession, predictions_path
 from napari_bioanomaly.core.session import AnnotationSession
 
@@ -67,6 +67,30 @@ def test_thresholds_change_the_figures(files):
     assert strict["tp"] < loose["tp"] and strict["fn"] > loose["fn"]
     review.score_threshold = 0.2  # the weak false positives count
     assert review.report().summary["fp"] == strict["fp"] + len(review.names)
+
+
+def test_records_are_found_by_name_whatever_happens_to_the_lists(files):
+    """Images are looked up through a map of positions (opening 2,000 images searched the
+    lists once per image before): reordered, shortened or replaced lists still give each
+    name its own record, and an image without predictions gets an empty record once."""
+    review = open_review(files)
+    names = list(review.names)
+    own = {n: review.prediction(n) for n in names}
+    review.predictions.images.reverse()
+    assert all(review.prediction(n) is own[n] for n in names)
+    gone = review.predictions.images.pop()
+    added = review.prediction(gone.filename)
+    assert added is not gone and not added.regions
+    assert review.prediction(gone.filename) is added
+    assert len(review.predictions.images) == len(names)
+    review.predictions.images = [own[n] for n in names[1:]]
+    assert review.prediction(names[1]) is own[names[1]]
+    gt = review.gt.dataset.images
+    assert [review.ground_truth(n) for n in names] == [im for im in gt if im.filename in names]
+    gt.insert(0, gt.pop())
+    assert all(review.ground_truth(n).filename == n for n in names)
+    with pytest.raises(BioAnomalyError, match="not-there.png: not an image of"):
+        review.ground_truth("not-there.png")
 
 
 def test_accept_moves_regions_into_the_saved_ground_truth(files):

@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code
+
 from napari_bioanomaly.core.synthetic import SampleConfig, write_sample
 
 
@@ -30,7 +32,9 @@ def seconds(
     nproc: int, steps: int, args: argparse.Namespace, folder: Path, torchrun: bool = False
 ) -> float:
     threads = max(1, (os.cpu_count() or 2) // nproc)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    root = str(Path(__file__).resolve().parents[1])  # the processes run this checkout's code
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads),
+           "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
     launcher = (
         [sys.executable, "-m", "napari_bioanomaly.cli"]
         if nproc == 1 and not torchrun

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code
 
 from napari_bioanomaly.core.evaluate import score_image
 from napari_bioanomaly.core.model import ImageRecord, Region

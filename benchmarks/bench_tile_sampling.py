@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 from scipy import ndimage
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code
 
 from napari_bioanomaly.core import annotations
 from napari_bioanomaly.core.geometry import rasterise_window

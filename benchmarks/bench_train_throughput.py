@@ -22,11 +22,14 @@ import argparse
 import itertools
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code
 
 from napari_bioanomaly.core import annotations
 from napari_bioanomaly.core.synthetic import SampleConfig, write_sample

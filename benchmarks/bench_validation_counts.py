@@ -14,10 +14,14 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code
 
 from napari_bioanomaly.core import operating
 from napari_bioanomaly.ml.validation import MIN_AREA, VAL_THRESHOLDS

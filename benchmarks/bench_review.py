@@ -13,7 +13,8 @@ measured in the same process:
 - slider: one move of the IoU threshold slider, of the score threshold slider to a value
   not seen before, and to one seen before (every image rescored, the summary and the
   table refilled, events processed), against the core rescoring the same images at the
-  same thresholds (for a new score value, on scores built afresh: its first visit);
+  same thresholds (for a new score value, on scores built afresh: their first scoring
+  computes the pixel counts of every score threshold, once per image);
 - tabs: what follows once the slider rests (the per-class tab: ``ReviewSession.report``
   and its table).
 
@@ -142,7 +143,7 @@ def main() -> None:
             core_ms = statistics.median(core_s) * 1e3
             print(f"{what} slider move (rescore, summary, {args.images}-row table): median "
                   f"{slider_ms:.0f} ms (max {max(slider_s) * 1e3:.0f}); reference (the core "
-                  f"rescoring, {'first visit' if what == 'score' else 'as the widget'}): "
+                  f"rescoring, {'built afresh' if what == 'score' else 'as the widget'}): "
                   f"{core_ms:.0f} ms ({slider_ms / core_ms:.1f}x; target < 100 ms for 500 "
                   "images)")  # fmt: skip
         widget.tabs.setCurrentIndex(2)  # the per-class tab, refreshed once the sliders rest

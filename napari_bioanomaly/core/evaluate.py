@@ -35,7 +35,7 @@ from . import metrics
 from .geometry import rasterise_spans
 from .metrics import match
 from .model import Dataset, ImageRecord
-from .runs import Spans, _merged_ious, iou_matrix, union_area
+from .runs import Spans, _merged_ious, iou_matrix, prefix_union_counts, union_area
 
 
 @dataclass
@@ -384,9 +384,9 @@ class ImageCache:
 
     The IoU matrix of ground truth and predictions does not depend on the thresholds,
     so it is kept, with the regions' runs for the pixel IoU of the unions. Those pixel
-    counts depend only on which predictions pass the score threshold: they are kept per
-    set of predictions shown, so moving the IoU threshold, or the score threshold back to
-    a value seen before, costs no union.
+    counts depend only on which predictions pass the score threshold, and those are the
+    highest scored first: the counts of every score threshold are computed together,
+    once (:func:`~.runs.prefix_union_counts`), so moving either threshold costs no union.
     """
 
     def __init__(self, gt: ImageRecord, pred: ImageRecord | None, group_by: Iterable[str] = ()):
@@ -406,20 +406,23 @@ class ImageCache:
         self.pred = Spans(region - n_gt, *runs, len(preds))
         self.iou = iou_matrix(self.gt, self.pred)
         self.gt_area = union_area(self.gt)
-        #: (predicted pixels, pixels also true) per set of predictions shown
-        self._pixels: dict[bytes, tuple[int, int]] = {}
+        #: each prediction's place when shown highest score first (equal scores together)
+        self._rank = np.searchsorted(-np.unique(self.scores)[::-1], -self.scores)
+        #: (predicted pixels, pixels also true) of ranks below k, per k (computed once)
+        self._prefix: tuple[np.ndarray, np.ndarray] | None = None
 
     def _pixel_counts(self, keep_mask: np.ndarray) -> tuple[int, int]:
         """Pixels of the union of the predictions kept, and of its intersection with the
         union of the ground truth."""
-        key = np.packbits(keep_mask).tobytes()  # the mask's length is this image's, fixed
-        counts = self._pixels.get(key)
-        if counts is None:
+        kept = int(self._rank[keep_mask].max()) + 1 if keep_mask.any() else 0
+        if not np.array_equal(keep_mask, self._rank < kept):  # not the best scored first
             shown = self.pred.subset(keep_mask)
             area_pred = union_area(shown)
-            counts = area_pred, self.gt_area + area_pred - union_area(self.gt, shown)
-            self._pixels[key] = counts
-        return counts
+            return area_pred, self.gt_area + area_pred - union_area(self.gt, shown)
+        if self._prefix is None:
+            self._prefix = prefix_union_counts(self.pred, self._rank, self.gt)
+        area, inter = self._prefix
+        return int(area[kept]), int(inter[kept])
 
     def score(self, iou_threshold: float = 0.5, score_threshold: float = 0.0) -> ImageScore:
         """The image's row at these thresholds (the study scoring is left at zero)."""

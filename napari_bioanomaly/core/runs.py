@@ -135,6 +135,57 @@ def union_area(*parts: Spans) -> int:
     return int(np.clip(e - np.maximum(s, before), 0, None).sum())
 
 
+def _covered_segments(bounds: np.ndarray, starts: np.ndarray, ends: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """The elementary segments ``bounds[m]:bounds[m + 1]`` each run ``starts[i]:ends[i]``
+    covers (runs start and end on bounds): ``(segment, run)`` index pairs."""
+    first = np.searchsorted(bounds, starts)
+    counts = np.searchsorted(bounds, ends) - first
+    run = np.repeat(np.arange(len(starts)), counts)
+    offsets = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    return first[run] + offsets, run
+
+
+def prefix_union_counts(pred: Spans, rank: np.ndarray, gt: Spans) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel counts of the union of the predictions of rank below ``k``, and of its
+    intersection with the union of ``gt``, for every ``k`` from 0 to ``rank.max() + 1``.
+
+    ``rank[j]`` is prediction ``j``'s place in the order they are shown in (by score,
+    highest first; equal scores share a rank), so entry ``k`` gives the counts of every
+    score threshold that keeps ranks ``0..k-1``: all thresholds in one pass, instead of
+    one union per threshold.
+
+    How it works: every run of either set is laid on one line (row * width + column);
+    the runs' ends cut the line into elementary segments, each inside or outside every
+    run. A segment is first covered at the lowest rank of the predictions covering it, so
+    the pixels first covered at each rank, summed, give the union of every prefix.
+    """
+    n_ranks = int(rank.max()) + 1 if len(rank) else 0
+    zeros = np.zeros(n_ranks + 1, dtype=np.int64)
+    if not len(pred.row):
+        return zeros, zeros.copy()
+    starts = np.concatenate([pred.start, gt.start])
+    ends = np.concatenate([pred.end, gt.end])
+    c0 = min(int(starts.min()), 0)
+    width = int(ends.max()) - c0 + 2
+    p_s = pred.row * width + (pred.start - c0)
+    p_e = pred.row * width + (pred.end - c0)
+    g_s = gt.row * width + (gt.start - c0)
+    g_e = gt.row * width + (gt.end - c0)
+    bounds = np.sort(np.concatenate([p_s, p_e, g_s, g_e]))  # np.unique hashes: slower here
+    bounds = bounds[np.concatenate([[True], bounds[1:] != bounds[:-1]])]
+    length = np.diff(bounds)
+    first_rank = np.full(len(length), n_ranks, dtype=np.int64)  # n_ranks: no prediction
+    segment, run = _covered_segments(bounds, p_s, p_e)
+    np.minimum.at(first_rank, segment, rank[pred.region[run]])
+    in_gt = np.zeros(len(length), dtype=bool)
+    in_gt[_covered_segments(bounds, g_s, g_e)[0]] = True
+    area = np.bincount(first_rank, weights=length, minlength=n_ranks + 1)[:n_ranks]
+    inter = np.bincount(first_rank[in_gt], weights=length[in_gt], minlength=n_ranks + 1)[:n_ranks]
+    return (np.concatenate([[0], np.cumsum(area)]).astype(np.int64),
+            np.concatenate([[0], np.cumsum(inter)]).astype(np.int64))  # fmt: skip
+
+
 def merge_labels(pred: Spans) -> tuple[np.ndarray, int]:
     """Group of every prediction when overlapping predictions are merged (transitively)."""
     parent = np.arange(pred.n)

@@ -192,3 +192,55 @@ def test_cached_rescoring_equals_full_scoring_at_every_threshold():
                 assert fast.iou_sum == pytest.approx(full.iou_sum) and fast.score == full.score
                 fn, fp = cache.unmatched(iou_t, score_t)
                 assert (len(fn), len(fp)) == (full.fn, full.fp)
+
+
+def test_pixel_counts_of_every_score_threshold_match_dense_masks():
+    """One pass gives the union and intersection pixel counts of every score threshold
+    (ranks shared by equal scores; polygons overlapping, touching the border, or missing
+    the image), equal to those of boolean images and of one union per threshold."""
+    from napari_bioanomaly.core.evaluate import ImageCache
+    from napari_bioanomaly.core.geometry import rasterise_spans
+    from napari_bioanomaly.core.runs import prefix_union_counts
+
+    rng = np.random.default_rng(7)
+    angles = np.sort(rng.uniform(0, 2 * np.pi, 11))
+
+    def polygons(n):
+        out = []
+        for _ in range(n):
+            centre, radius = rng.uniform(-10, 90, 2), rng.uniform(2, 25)
+            r = radius * rng.uniform(0.5, 1.2, len(angles))
+            out.append(np.column_stack([centre[0] + r * np.sin(angles),
+                                        centre[1] + r * np.cos(angles)]))  # fmt: skip
+        return out
+
+    shape = (80, 80)
+    for trial in range(60):
+        truth, predicted = polygons(int(rng.integers(0, 6))), polygons(int(rng.integers(0, 9)))
+        scores = rng.choice([0.2, 0.5, 0.5, 0.8, 1.0], len(predicted))
+        gt = Spans(*rasterise_spans(truth, shape), len(truth))
+        pred = Spans(*rasterise_spans(predicted, shape), len(predicted))
+        dense_gt = np.zeros(shape, bool)
+        for i in range(gt.n):
+            dense_gt |= gt.dense(i, shape)
+        uniq = np.unique(scores)[::-1]
+        rank = np.searchsorted(-uniq, -scores)
+        area, inter = prefix_union_counts(pred, rank, gt)
+        assert len(area) == len(inter) == len(uniq) + 1
+        cache = ImageCache(image([Region(p, "dust") for p in truth], shape=shape),
+                           image([Region(p, "dust", score=float(s), source="model")
+                                  for p, s in zip(predicted, scores, strict=True)],
+                                 shape=shape))  # fmt: skip
+        for k, threshold in enumerate([1.1, *uniq]):  # k ranks kept, threshold keeping them
+            kept = np.zeros(shape, bool)
+            for i in np.flatnonzero(scores >= threshold):
+                kept |= pred.dense(i, shape)
+            expected = (int(kept.sum()), int((kept & dense_gt).sum()))
+            assert (area[k], inter[k]) == expected, (trial, k)
+            row = cache.score(0.5, threshold)
+            assert (row.inter_px, row.union_px) == (expected[1], int((kept | dense_gt).sum()))
+        if len(uniq) >= 2:  # the lowest scored alone: not a set a score threshold keeps
+            odd = rank == rank.max()
+            shown = pred.subset(odd)
+            assert cache._pixel_counts(odd) == (
+                union_area(shown), union_area(gt) + union_area(shown) - union_area(gt, shown))

@@ -89,7 +89,7 @@ def test_records_are_found_by_name_whatever_happens_to_the_lists(files):
     assert [review.ground_truth(n) for n in names] == [im for im in gt if im.filename in names]
     gt.insert(0, gt.pop())
     assert all(review.ground_truth(n).filename == n for n in names)
-    with pytest.raises(BioAnomalyError, match="not-there.png: not an image of"):
+    with pytest.raises(BioAnomalyError, match=r"not-there\.png: not an image of"):
         review.ground_truth("not-there.png")
 
 

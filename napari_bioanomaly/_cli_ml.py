@@ -313,8 +313,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 f"{event.index}/{event.total} {event.image}: {event.regions} region(s)",
                 file=sys.stderr,
             )
-            manifest.add(event.record)
-            manifest.save()
+            manifest.append(event.record)
     except StopIteration as stop:
         predictions = stop.value
     annotations.save(predictions, out, "via")

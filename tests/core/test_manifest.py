@@ -1,0 +1,101 @@
+"""The manifest an interrupted prediction leaves: appended per image, read back whole, a
+line cut short by a crash dropped, another run's or a broken file refused by name."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_bioanomaly.core.manifest import FORMAT, Manifest, OtherRun, run_identity
+from napari_bioanomaly.core.model import BioAnomalyError, ImageRecord, Region
+
+
+def record(i: int) -> ImageRecord:
+    square = np.array([[i, i], [i, i + 5], [i + 5, i + 5], [i + 5, i]], float)
+    return ImageRecord(f"img{i}.png", (50, 50), regions=[Region(square, "dust", score=0.5 + i / 100,
+                                                                 source="model")])  # fmt: skip
+
+
+def test_images_appended_one_line_each_are_read_back(tmp_path):
+    out = tmp_path / "pred.json"
+    manifest = Manifest(out, "run A")
+    for i in range(5):
+        manifest.append(record(i))
+    lines = manifest.path.read_text().splitlines()
+    assert len(lines) == 6 and json.loads(lines[0]) == {"format": FORMAT, "model": "run A",
+                                                          "shard": "0/1"}  # fmt: skip
+    done = Manifest(out, "run A").read()
+    assert sorted(done) == [f"img{i}.png" for i in range(5)]
+    assert done["img3.png"].regions[0].score == pytest.approx(0.53)
+    np.testing.assert_allclose(done["img3.png"].regions[0].polygon, record(3).regions[0].polygon)
+    resumed = Manifest(out, "run A")
+    resumed.read()
+    resumed.append(record(5))  # appended after what was there
+    assert len(Manifest(out, "run A").read()) == 6
+    with pytest.raises(OtherRun, match=r"pred\.json\.manifest\.json: manifest of another run "
+                                       r"\(run A, shard 0/1\); delete it to start over"):
+        Manifest(out, "run B").read()
+    with pytest.raises(OtherRun):
+        Manifest(out, "run A", "1/4").read()
+    resumed.remove()
+    assert not manifest.path.exists() and Manifest(out, "run A").read() == {}
+
+
+def test_a_line_cut_short_by_a_crash_is_dropped_and_the_file_written_whole(tmp_path):
+    out = tmp_path / "pred.json"
+    manifest = Manifest(out, "run A")
+    for i in range(3):
+        manifest.append(record(i))
+    raw = manifest.path.read_bytes()
+    manifest.path.write_bytes(raw[:-25])  # killed while writing the third image's line
+    again = Manifest(out, "run A")
+    assert sorted(again.read()) == ["img0.png", "img1.png"]  # the third is predicted again
+    assert manifest.path.read_bytes().endswith(b"\n")  # whole again: lines can follow
+    again.append(record(2))
+    assert sorted(Manifest(out, "run A").read()) == ["img0.png", "img1.png", "img2.png"]
+
+
+def test_a_broken_manifest_is_named_and_kept(tmp_path):
+    out = tmp_path / "pred.json"
+    manifest = Manifest(out, "run A")
+    for i in range(3):
+        manifest.append(record(i))
+    lines = manifest.path.read_bytes().split(b"\n")
+    lines[2] = b'{"key": "img1.png-1"'  # broken in the middle: not a crash's doing
+    manifest.path.write_bytes(b"\n".join(lines))
+    before = manifest.path.read_bytes()
+    with pytest.raises(BioAnomalyError, match=r"pred\.json\.manifest\.json, line 3: not an "
+                                              r"image's entry; delete the manifest"):
+        Manifest(out, "run A").read()
+    assert manifest.path.read_bytes() == before
+    manifest.path.write_text("[1, 2]")
+    with pytest.raises(BioAnomalyError, match="not a prediction manifest"):
+        Manifest(out, "run A").read()
+
+
+def test_the_first_format_is_read_and_then_written_as_lines(tmp_path):
+    """A manifest of the first format (one JSON object, rewritten whole after each image)
+    left by an interrupted run resumes, and what follows is appended in lines."""
+    out = tmp_path / "pred.json"
+    lines = Manifest(out, "run A")
+    lines.add(record(0), record(1))
+    entries = dict(lines.entries)
+    lines.path.write_text(json.dumps({"model": "run A", "shard": "0/1", "done": entries}))
+    old = Manifest(out, "run A")
+    assert sorted(old.read()) == ["img0.png", "img1.png"]
+    old.append(record(2))
+    assert json.loads(old.path.read_text().splitlines()[0])["format"] == FORMAT
+    assert sorted(Manifest(out, "run A").read()) == ["img0.png", "img1.png", "img2.png"]
+
+
+def test_the_run_is_named_by_model_content_flips_and_maps(tmp_path):
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"weights")
+    plain = run_identity([model], tta=False)
+    assert str(model.resolve()) in plain
+    assert run_identity([model], tta=True) == plain + " (tta)"
+    assert run_identity([model], tta=False, heatmaps=True) == plain + " (heatmaps)"
+    model.write_bytes(b"other weights")
+    assert run_identity([model], tta=False) != plain

@@ -80,17 +80,14 @@ class Manifest:
                 f"{self.path}: manifest of another run ({header.get('model')}, shard "
                 f"{header.get('shard')}); delete it to start over"
             )
-        if torn:  # the last line was cut short by a crash: the file is written whole again
-            self.entries.update(done)
-            self.save()
+        self.entries.update(done)
+        # a file of the first format, or whose last line a crash cut short, is written
+        # whole by the first append; lines are appended to the others
+        self._appendable = header.get("format") == FORMAT and not torn
         if not done:
-            self._appendable = not torn and header.get("format") == FORMAT
             return {}
         dataset, _ = read_via(done, str(self.path))
-        records = {im.filename: im for im in dataset.images}
-        self.entries.update(done)
-        self._appendable = header.get("format") == FORMAT
-        return records
+        return {im.filename: im for im in dataset.images}
 
     def _lines(self) -> tuple[dict[str, Any], dict[str, dict], bool]:
         """The header, the finished images' entries by VIA key, and whether the last

@@ -52,9 +52,10 @@ def test_a_line_cut_short_by_a_crash_is_dropped_and_the_file_written_whole(tmp_p
     manifest.path.write_bytes(raw[:-25])  # killed while writing the third image's line
     again = Manifest(out, "run A")
     assert sorted(again.read()) == ["img0.png", "img1.png"]  # the third is predicted again
-    assert manifest.path.read_bytes().endswith(b"\n")  # whole again: lines can follow
-    again.append(record(2))
-    assert sorted(Manifest(out, "run A").read()) == ["img0.png", "img1.png", "img2.png"]
+    again.append(record(2))  # the file is written whole, then lines follow
+    again.append(record(3))
+    assert manifest.path.read_bytes().count(b"\n") == 5
+    assert sorted(Manifest(out, "run A").read()) == [f"img{i}.png" for i in range(4)]
 
 
 def test_a_broken_manifest_is_named_and_kept(tmp_path):

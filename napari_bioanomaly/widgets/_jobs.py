@@ -146,9 +146,11 @@ def _predict_until_stopped(
     stopped, predictions = yield from until_stopped(
         predict_dataset(predictor, dataset, heatmaps=heatmaps, tta=tta, done=done), cancel, seen
     )
-    if stopped:  # the images predicted so far, in order: reviewed as they are
+    if stopped:  # the images predicted so far (now, or by the run resumed), in order
+        now = {event.record.filename: event.record for event in seen}
+        records = [now.get(im.filename) or done.get(im.filename) for im in dataset.images]
         predictions = Dataset(root=dataset.root, classes=list(predictor.classes),
-                              images=[event.record for event in seen])  # fmt: skip
+                              images=[rec for rec in records if rec is not None])  # fmt: skip
     annotations.save(predictions, pred_out, "via")
     if manifest is not None and stopped:
         manifest.add(*predictions.images)

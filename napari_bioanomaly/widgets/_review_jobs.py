@@ -263,12 +263,14 @@ class ReviewJobs:
             self.on_operating_point(point.threshold, point.min_area, point.min_peak)
         self.on_done(gt, pred_out, names)
 
-    def problems_text(self) -> str:
+    def problems_text(self, reviewed: int | None = None) -> str:
         """What the last job did not do, in words (empty when nothing): the images it
         stopped before, and those it could not predict; and whether it resumed a stopped
-        prediction."""
+        prediction. ``reviewed``: how many images it predicted, when known (a stopped run
+        that resumed another also hands on those the other predicted)."""
         lines = list(self.notes)
         done, total = self.progress
+        done = done if reviewed is None else reviewed
         if self.stop_asked and done < total:
             resume = " (Predict & review with this model resumes from there)" \
                 if self.resumable else ""

@@ -499,7 +499,7 @@ class ReviewWidget(QWidget):
 
     def _after_job(self, gt: str, pred_out: Path, names: list[str]) -> None:
         self.pred_edit.setText(str(pred_out))
-        self.open(gt, pred_out, images=names, note=self.jobs.problems_text())
+        self.open(gt, pred_out, images=names, note=self.jobs.problems_text(len(names)))
 
     @property
     def proposal_peak(self) -> float | None:

@@ -631,3 +631,50 @@ def test_qc_flags_are_a_table_column(review, dataset_dir):
     assert review.model.data(review.model.index(0, column), 0) == "dim"
     review.filter_edit.setText("dim")
     assert review.proxy.rowCount() == 1
+
+
+def test_a_stopped_resumed_prediction_keeps_every_image_predicted_so_far(dataset_dir, tmp_path):
+    """Predict & review's job, resuming a manifest of images 0, 3 and 4 and stopped after
+    predicting image 1, saves and hands on images 0, 1, 3 and 4 (in the dataset's order),
+    and its manifest holds them all."""
+    import threading
+
+    from napari_bioanomaly.core.manifest import Manifest, run_identity
+    from napari_bioanomaly.ml.config import TrainConfig
+    from napari_bioanomaly.ml.events import PredictEvent
+    from napari_bioanomaly.ml.predict import Predictor, run
+    from napari_bioanomaly.ml.train import train
+    from napari_bioanomaly.widgets._jobs import predict_and_save
+
+    gt, _ = annotations.load(dataset_dir / "annotations.json")
+    model = tmp_path / "m.pt"
+    run(train(gt, TrainConfig(epochs=1, steps_per_epoch=2, tile=64, batch=2, base_channels=8),
+              model))  # fmt: skip
+    predictor = Predictor.load(model)
+    pred_out, maps = tmp_path / "pred.json", tmp_path / "maps"
+    full = run(predict_and_save(predictor, gt, pred_out, maps, False, model))
+    assert full == (pred_out, [im.filename for im in gt.images])
+    predicted, _ = annotations.load(pred_out, read_images=False)
+    manifest = Manifest(pred_out, run_identity([model], False, heatmaps=True))
+    assert not manifest.path.exists()  # the run ended
+    manifest.add(*(predicted.images[i] for i in (0, 3, 4)))
+    manifest.save()
+    cancel = threading.Event()
+    gen = predict_and_save(predictor, gt, pred_out, maps, False, model, cancel)
+    said = []
+    try:
+        while True:
+            event = next(gen)
+            if isinstance(event, str):
+                said.append(event)
+            elif isinstance(event, PredictEvent) and not event.skipped:
+                cancel.set()  # Stop, after the first image predicted now (image 1)
+    except StopIteration as stop:
+        _, names = stop.value
+    assert said == [f"Resuming: 3 of {len(gt.images)} images were predicted with this model "
+                    "before a stop; predicting the others."]  # fmt: skip
+    expected = [gt.images[i].filename for i in (0, 1, 3, 4)]
+    assert names == expected
+    again, _ = annotations.load(pred_out, read_images=False)
+    assert [im.filename for im in again.images] == expected
+    assert sorted(Manifest(pred_out, manifest.run).read()) == sorted(expected)

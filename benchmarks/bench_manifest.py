@@ -76,7 +76,6 @@ def main() -> None:
             manifest.save()
             rewrites.append(time.perf_counter() - start)
         late = np.median(rewrites[-20:]) * 1e3
-    size = (folder / "pred.json").stat().st_size / 1e6 if (folder / "pred.json").exists() else 0
     print(f"reference, the predictions file saved once: {reference:.2f} s")
     print(f"manifest appended after every image: {appended:.2f} s in all "
           f"({appended / reference:.1f}x the reference), {last:.2f} ms an image at the end; "
@@ -86,7 +85,6 @@ def main() -> None:
           f"{n} images, {late:.1f} ms an image at image {n}; at image {args.images} about "
           f"{late * args.images / n:.0f} ms an image and {sum(rewrites) * (args.images / n) ** 2:.0f} s "
           f"in all (it grows with the square of the images)")  # fmt: skip
-    del size
 
 
 if __name__ == "__main__":

@@ -79,6 +79,14 @@ class Spans:
         return out
 
 
+def _ranges(first: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every index of the ranges ``first[i]:first[i] + counts[i]``, with the ``i`` of each,
+    in order, without a Python loop."""
+    owner = np.repeat(np.arange(len(first)), counts)
+    offsets = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    return first[owner] + offsets, owner
+
+
 def intersections(a: Spans, b: Spans) -> np.ndarray:
     """Pixel counts of every pairwise intersection, ``(a.n, b.n)``.
 
@@ -91,14 +99,7 @@ def intersections(a: Spans, b: Spans) -> np.ndarray:
     order = np.argsort(b.row, kind="stable")
     b_row, b_start, b_end, b_region = b.row[order], b.start[order], b.end[order], b.region[order]
     lo = np.searchsorted(b_row, a.row, "left")
-    hi = np.searchsorted(b_row, a.row, "right")
-    counts = hi - lo
-    ai = np.repeat(np.arange(len(a.row)), counts)
-    bi = (
-        np.repeat(lo, counts)
-        + np.arange(int(counts.sum()))
-        - np.repeat(np.cumsum(counts) - counts, counts)
-    )
+    bi, ai = _ranges(lo, np.searchsorted(b_row, a.row, "right") - lo)
     overlap = np.minimum(a.end[ai], b_end[bi]) - np.maximum(a.start[ai], b_start[bi])
     hit = overlap > 0
     flat = a.region[ai[hit]] * b.n + b_region[bi[hit]]
@@ -140,10 +141,7 @@ def _covered_segments(bounds: np.ndarray, starts: np.ndarray, ends: np.ndarray
     """The elementary segments ``bounds[m]:bounds[m + 1]`` each run ``starts[i]:ends[i]``
     covers (runs start and end on bounds): ``(segment, run)`` index pairs."""
     first = np.searchsorted(bounds, starts)
-    counts = np.searchsorted(bounds, ends) - first
-    run = np.repeat(np.arange(len(starts)), counts)
-    offsets = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-    return first[run] + offsets, run
+    return _ranges(first, np.searchsorted(bounds, ends) - first)
 
 
 def prefix_union_counts(pred: Spans, rank: np.ndarray, gt: Spans) -> tuple[np.ndarray, np.ndarray]:

@@ -239,6 +239,7 @@ def _crossval_progress(gen: Any) -> Any:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .core.manifest import Manifest, run_identity
+    from .core.maps import missing_maps_text, with_maps
     from .ml.predict import (
         TTA_APPLIES,
         TTA_MODELS,
@@ -274,9 +275,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"{note}; --tta no predicts without", file=sys.stderr)
     # the manifest belongs to these model files (path and content) with these settings
     manifest = Manifest(out, run_identity(args.model, tta, bool(args.heatmaps)), shard_text)
-    done = manifest.read()
+    done, missing = with_maps(manifest.read(), args.heatmaps)
     if done:
         print(f"resuming: {len(done)} image(s) already done ({manifest.path})", file=sys.stderr)
+    if missing:
+        print(f"resuming: {missing_maps_text(missing, args.heatmaps)}", file=sys.stderr)
     members = predictor.members if isinstance(predictor, Ensemble) else [predictor]
     without = sorted({m.kind for m in members if m.kind not in TTA_MODELS})
     if tta and without:

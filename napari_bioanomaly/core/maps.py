@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from .model import BioAnomalyError, Region
 from .operating import vote
+
+T = TypeVar("T")
 
 
 def heatmap_path(folder: str | Path, filename: str) -> Path:
@@ -23,6 +26,37 @@ def heatmap_path(folder: str | Path, filename: str) -> Path:
     if not target.is_relative_to(folder):
         raise BioAnomalyError(f"{filename}: heatmap would be written outside {folder}")
     return target
+
+
+def with_maps(done: Mapping[str, T], folder: str | Path | None) -> tuple[dict[str, T], list[str]]:
+    """The images of a stopped run (``done``, by file name) that can be taken as they
+    were when the run writes anomaly maps into ``folder``: those whose map is still
+    there; and, in order, the names of the others (predicted again, so that the review
+    has a map for every image). Without a ``folder`` every image is kept."""
+    if folder is None:
+        return dict(done), []
+    kept: dict[str, T] = {}
+    missing: list[str] = []
+    for name, record in done.items():
+        try:
+            there = heatmap_path(folder, name).is_file()
+        except BioAnomalyError:
+            there = False
+        if there:
+            kept[name] = record
+        else:
+            missing.append(name)
+    return kept, missing
+
+
+def missing_maps_text(missing: Sequence[str], folder: str | Path | None) -> str:
+    """Says that the ``missing`` images of a stopped run (:func:`with_maps`) are predicted
+    again."""
+    if len(missing) == 1:
+        return (f"1 image predicted before the stop, {missing[0]}, has no anomaly map in "
+                f"{folder} any more: it is predicted again")  # fmt: skip
+    return (f"{len(missing)} images predicted before the stop have no anomaly map in {folder} "
+            "any more: they are predicted again")
 
 
 def read_heatmap(folder: str | Path, filename: str) -> np.ndarray | None:

@@ -117,6 +117,20 @@ def train_and_predict(
     return pred_out, names, predictor.point(tta), result.best or result.last
 
 
+def _resuming_text(kept: int, missing: list[str], total: int, heatmaps: Path | None
+                   ) -> Generator[str, None, None]:  # fmt: skip
+    """What a resumed Predict & review says: ``kept`` of ``total`` images taken from the
+    stopped run, and the ``missing`` ones whose anomaly maps left ``heatmaps``."""
+    from ..core.maps import missing_maps_text
+
+    again = missing_maps_text(missing, heatmaps)
+    if kept:
+        yield (f"Resuming: {kept} of {total} images were predicted with this model before a "
+               f"stop; predicting the others" + (f" ({again})." if missing else "."))
+    elif missing:
+        yield f"Predicting every image, not resuming: {again}."
+
+
 def _predict_until_stopped(
     predictor: Any, dataset: Any, pred_out: Path, cancel: threading.Event,
     heatmaps: Path | None = None, tta: bool = False, manifest: Any = None,
@@ -128,6 +142,7 @@ def _predict_until_stopped(
     the same model left in it are taken from there, not predicted again (said in a line of
     text yielded first); a stop writes the manifest, the end removes it."""
     from ..core import annotations
+    from ..core.maps import with_maps
     from ..core.model import BioAnomalyError, Dataset
     from ..ml.predict import predict_dataset
 
@@ -138,10 +153,9 @@ def _predict_until_stopped(
         except BioAnomalyError as exc:  # another model's (or a broken) manifest: start over
             yield f"Predicting every image, not resuming: {exc}"
         names = {im.filename for im in dataset.images}
-        done = {name: rec for name, rec in done.items() if name in names}
-        if done:
-            yield (f"Resuming: {len(done)} of {len(dataset.images)} images were predicted "
-                   "with this model before a stop; predicting the others.")  # fmt: skip
+        done, missing = with_maps({name: rec for name, rec in done.items() if name in names},
+                                  heatmaps)  # fmt: skip
+        yield from _resuming_text(len(done), missing, len(dataset.images), heatmaps)
     seen: list[Any] = []
     stopped, predictions = yield from until_stopped(
         predict_dataset(predictor, dataset, heatmaps=heatmaps, tta=tta, done=done), cancel, seen

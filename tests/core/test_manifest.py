@@ -100,3 +100,27 @@ def test_the_run_is_named_by_model_content_flips_and_maps(tmp_path):
     assert run_identity([model], tta=False, heatmaps=True) == plain + " (heatmaps)"
     model.write_bytes(b"other weights")
     assert run_identity([model], tta=False) != plain
+
+
+def test_images_whose_anomaly_maps_are_gone_are_predicted_again(tmp_path):
+    """A stopped run that wrote maps is resumed only for the images whose map is still
+    there (the user may have deleted the folder, or some of it, in between)."""
+    from napari_bioanomaly.core.maps import heatmap_path, missing_maps_text, with_maps
+
+    done = {r.filename: r for r in (record(i) for i in range(4))}
+    assert with_maps(done, None) == (done, [])
+    maps = tmp_path / "maps"
+    assert with_maps(done, maps) == ({}, sorted(done))
+    maps.mkdir()
+    for name in ("img0.png", "img2.png"):
+        heatmap_path(maps, name).write_bytes(b"a map")
+    kept, missing = with_maps(done, maps)
+    assert sorted(kept) == ["img0.png", "img2.png"] and missing == ["img1.png", "img3.png"]
+    assert kept["img2.png"] is done["img2.png"]
+    outside = {"../elsewhere.png": record(9)}  # a map it may not write is not there
+    assert with_maps(outside, maps) == ({}, ["../elsewhere.png"])
+    assert missing_maps_text(missing, maps) == (
+        f"2 images predicted before the stop have no anomaly map in {maps} any more: they are "
+        "predicted again")  # fmt: skip
+    assert "1 image predicted before the stop, img1.png, has" in missing_maps_text(["img1.png"],
+                                                                                   maps)  # fmt: skip

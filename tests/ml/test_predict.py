@@ -148,6 +148,32 @@ def test_an_interrupted_run_resumes_from_its_manifest(model_path, sample_dir, tm
     assert not (tmp_path / "pred.json.manifest.json").exists()
 
 
+def test_a_resumed_run_predicts_again_the_images_whose_maps_are_gone(model_path, sample_dir,
+                                                                     tmp_path, capsys):  # fmt: skip
+    """With --heatmaps, an image of the stopped run whose map was deleted in between is
+    predicted again (its map written), the others taken as they were."""
+    from napari_bioanomaly.core.manifest import Manifest, run_identity
+    from napari_bioanomaly.core.maps import heatmap_path
+
+    out, maps = tmp_path / "pred.json", tmp_path / "maps"
+    assert predict(model_path, sample_dir, out, "--heatmaps", str(maps)) == 0
+    predicted, _ = annotations.load(out, read_images=False)
+    manifest = Manifest(out, run_identity([model_path], tta=False, heatmaps=True))
+    manifest.add(*predicted.images[:4])  # as if the run was stopped after four images
+    manifest.save()
+    gone = predicted.images[1].filename
+    heatmap_path(maps, gone).unlink()
+    capsys.readouterr()
+    assert predict(model_path, sample_dir, out, "--heatmaps", str(maps)) == 0
+    err = capsys.readouterr().err
+    assert "resuming: 3 image(s) already done" in err
+    assert f"resuming: 1 image predicted before the stop, {gone}, has no anomaly map" in err
+    assert err.count("region(s)") == 3  # the image whose map was gone and the last two
+    assert heatmap_path(maps, gone).is_file()
+    again, _ = annotations.load(out, read_images=False)
+    assert [im.filename for im in again.images] == [im.filename for im in predicted.images]
+
+
 def test_a_manifest_of_another_model_file_is_not_resumed(model_path, sample_dir, tmp_path, capsys):
     """A model retrained (or given a new point) under the same name is another run: its
     manifest is refused, named, and nothing is written."""

@@ -633,13 +633,25 @@ def test_qc_flags_are_a_table_column(review, dataset_dir):
     assert review.proxy.rowCount() == 1
 
 
+def _events(gen):
+    """Every event a job yields, until it returns."""
+    events = []
+    try:
+        while True:
+            events.append(next(gen))
+    except StopIteration:
+        return events
+
+
 def test_a_stopped_resumed_prediction_keeps_every_image_predicted_so_far(dataset_dir, tmp_path):
     """Predict & review's job, resuming a manifest of images 0, 3 and 4 and stopped after
     predicting image 1, saves and hands on images 0, 1, 3 and 4 (in the dataset's order),
-    and its manifest holds them all."""
+    and its manifest holds them all; resumed again after image 3's map was deleted, it
+    predicts image 3 again."""
     import threading
 
     from napari_bioanomaly.core.manifest import Manifest, run_identity
+    from napari_bioanomaly.core.maps import heatmap_path
     from napari_bioanomaly.ml.config import TrainConfig
     from napari_bioanomaly.ml.events import PredictEvent
     from napari_bioanomaly.ml.predict import Predictor, run
@@ -678,3 +690,13 @@ def test_a_stopped_resumed_prediction_keeps_every_image_predicted_so_far(dataset
     again, _ = annotations.load(pred_out, read_images=False)
     assert [im.filename for im in again.images] == expected
     assert sorted(Manifest(pred_out, manifest.run).read()) == sorted(expected)
+    # the map of one image taken from the stopped run deleted since: it is predicted again
+    gone = heatmap_path(maps, gt.images[3].filename)
+    gone.unlink()
+    said = [e for e in _events(predict_and_save(predictor, gt, pred_out, maps, False, model))
+            if isinstance(e, str)]  # fmt: skip
+    assert said == [f"Resuming: 3 of {len(gt.images)} images were predicted with this model "
+                    f"before a stop; predicting the others (1 image predicted before the stop, "
+                    f"{gt.images[3].filename}, has no anomaly map in {maps} any more: it is "
+                    "predicted again)."]  # fmt: skip
+    assert gone.is_file() and not manifest.path.exists()

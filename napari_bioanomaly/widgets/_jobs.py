@@ -118,17 +118,16 @@ def train_and_predict(
 
 
 def _resuming_text(kept: int, missing: list[str], total: int, heatmaps: Path | None
-                   ) -> Generator[str, None, None]:  # fmt: skip
+                   ) -> str | None:  # fmt: skip
     """What a resumed Predict & review says: ``kept`` of ``total`` images taken from the
     stopped run, and the ``missing`` ones whose anomaly maps left ``heatmaps``."""
     from ..core.maps import missing_maps_text
 
     again = missing_maps_text(missing, heatmaps)
     if kept:
-        yield (f"Resuming: {kept} of {total} images were predicted with this model before a "
-               f"stop; predicting the others" + (f" ({again})." if missing else "."))
-    elif missing:
-        yield f"Predicting every image, not resuming: {again}."
+        return (f"Resuming: {kept} of {total} images were predicted with this model before a "
+                f"stop; predicting the others" + (f" ({again})." if missing else "."))
+    return f"Predicting every image, not resuming: {again}." if missing else None
 
 
 def _predict_until_stopped(
@@ -155,7 +154,9 @@ def _predict_until_stopped(
         names = {im.filename for im in dataset.images}
         done, missing = with_maps({name: rec for name, rec in done.items() if name in names},
                                   heatmaps)  # fmt: skip
-        yield from _resuming_text(len(done), missing, len(dataset.images), heatmaps)
+        said = _resuming_text(len(done), missing, len(dataset.images), heatmaps)
+        if said:
+            yield said
     seen: list[Any] = []
     stopped, predictions = yield from until_stopped(
         predict_dataset(predictor, dataset, heatmaps=heatmaps, tta=tta, done=done), cancel, seen

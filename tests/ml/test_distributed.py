@@ -43,8 +43,11 @@ def test_two_gloo_processes_match_one_process(dataset_dir, tmp_path):
         # (each rank's over its half of the batch; the per-class Dice over the classes
         # present in that half), which move the weights apart a little in 6 steps; the
         # validated weights are their moving average, whose batch-norm statistics are each
-        # rank's own (running statistics of 2 tiles per rank against 4)
-        assert y["loss"] == pytest.approx(x["loss"], rel=1e-3)
+        # rank's own (running statistics of 2 tiles per rank against 4). Measured
+        # 2026-12-06 (numpy 2.4.6, torch 2.14.1): 0.07% and 0.10% apart (the 0.1% allowed
+        # before failed by 0.0006%); the same run with another seed (other tiles and
+        # weights) is 10% and 24% apart, so 0.3% still tells the same training from another
+        assert y["loss"] == pytest.approx(x["loss"], rel=3e-3)
         assert y["val_iou"] == pytest.approx(x["val_iou"], rel=6e-2, abs=1e-3)
     ckpt = load_checkpoint(tmp_path / "two.pt")  # written once, by rank 0, loadable as usual
     assert ckpt["config"]["batch"] == 4

@@ -146,14 +146,15 @@ def _predict_until_stopped(
     from ..ml.predict import predict_dataset
 
     done: dict[str, Any] = {}
+    earlier: dict[str, Any] = {}  # the stopped run's images, those without a map included
     if manifest is not None:
         try:
-            done = manifest.read()
+            earlier = manifest.read()
         except BioAnomalyError as exc:  # another model's (or a broken) manifest: start over
             yield f"Predicting every image, not resuming: {exc}"
         names = {im.filename for im in dataset.images}
-        done, missing = with_maps({name: rec for name, rec in done.items() if name in names},
-                                  heatmaps)  # fmt: skip
+        earlier = {name: rec for name, rec in earlier.items() if name in names}
+        done, missing = with_maps(earlier, heatmaps)
         said = _resuming_text(len(done), missing, len(dataset.images), heatmaps)
         if said:
             yield said
@@ -161,9 +162,10 @@ def _predict_until_stopped(
     stopped, predictions = yield from until_stopped(
         predict_dataset(predictor, dataset, heatmaps=heatmaps, tta=tta, done=done), cancel, seen
     )
-    if stopped:  # the images predicted so far (now, or by the run resumed), in order
+    if stopped:  # the images predicted so far (now, or by the run resumed), in order; one
+        # whose map had gone and that is not predicted again yet keeps its earlier regions
         now = {event.record.filename: event.record for event in seen}
-        records = [now.get(im.filename) or done.get(im.filename) for im in dataset.images]
+        records = [now.get(im.filename) or earlier.get(im.filename) for im in dataset.images]
         predictions = Dataset(root=dataset.root, classes=list(predictor.classes),
                               images=[rec for rec in records if rec is not None])  # fmt: skip
     annotations.save(predictions, pred_out, "via")

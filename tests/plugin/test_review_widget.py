@@ -646,8 +646,9 @@ def _events(gen):
 def test_a_stopped_resumed_prediction_keeps_every_image_predicted_so_far(dataset_dir, tmp_path):
     """Predict & review's job, resuming a manifest of images 0, 3 and 4 and stopped after
     predicting image 1, saves and hands on images 0, 1, 3 and 4 (in the dataset's order),
-    and its manifest holds them all; resumed again after image 3's map was deleted, it
-    predicts image 3 again."""
+    and its manifest holds them all; resumed after image 3's map was deleted and stopped
+    before image 3, it keeps image 3's earlier regions; resumed again, it predicts image 3
+    again."""
     import threading
 
     from napari_bioanomaly.core.manifest import Manifest, run_identity
@@ -690,12 +691,31 @@ def test_a_stopped_resumed_prediction_keeps_every_image_predicted_so_far(dataset
     again, _ = annotations.load(pred_out, read_images=False)
     assert [im.filename for im in again.images] == expected
     assert sorted(Manifest(pred_out, manifest.run).read()) == sorted(expected)
-    # the map of one image taken from the stopped run deleted since: it is predicted again
+    # the map of one image taken from the stopped run deleted since: it is predicted again;
+    # a stop before then keeps its earlier regions, in the file and the manifest
     gone = heatmap_path(maps, gt.images[3].filename)
     gone.unlink()
+    cancel = threading.Event()
+    gen = predict_and_save(predictor, gt, pred_out, maps, False, model, cancel)
+    try:
+        while True:
+            event = next(gen)
+            if isinstance(event, PredictEvent) and not event.skipped:
+                assert event.image == gt.images[2].filename  # image 3 comes after it
+                cancel.set()
+    except StopIteration as stop:
+        _, names = stop.value
+    expected = [gt.images[i].filename for i in (0, 1, 2, 3, 4)]
+    assert names == expected and not gone.exists()
+    again, _ = annotations.load(pred_out, read_images=False)
+    assert [im.filename for im in again.images] == expected
+    kept = {im.filename: im for im in again.images}[gt.images[3].filename]
+    assert [r.polygon.tolist() for r in kept.regions] == \
+        [r.polygon.tolist() for r in predicted.images[3].regions]
+    assert sorted(Manifest(pred_out, manifest.run).read()) == sorted(expected)
     said = [e for e in _events(predict_and_save(predictor, gt, pred_out, maps, False, model))
             if isinstance(e, str)]  # fmt: skip
-    assert said == [f"Resuming: 3 of {len(gt.images)} images were predicted with this model "
+    assert said == [f"Resuming: 4 of {len(gt.images)} images were predicted with this model "
                     f"before a stop; predicting the others (1 image predicted before the stop, "
                     f"{gt.images[3].filename}, has no anomaly map in {maps} any more: it is "
                     "predicted again)."]  # fmt: skip

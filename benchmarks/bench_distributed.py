@@ -1,4 +1,4 @@
-"""Scaling efficiency of distributed training: samples/s of N processes over N x one process.
+"""Scaling of distributed (pre)training: samples/s of N processes over N x one process.
 
 Each process keeps the same per-process batch (so N processes train on an N times
 larger global batch). Time per step comes from the difference of two runs of
@@ -10,6 +10,7 @@ by torchrun, so the distributed path (process group, NCCL on a GPU, DDP) runs an
 cost is measured against plain training.
 
     python benchmarks/bench_distributed.py [--nproc 2] [--device cpu] [--tile 128] [--batch 4]
+        [--command train|pretrain]
 """
 
 from __future__ import annotations
@@ -41,9 +42,10 @@ def seconds(
         else [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
               "-m", "napari_bioanomaly.cli"]
     )  # fmt: skip
-    cmd = [*launcher, "train", "--annotations", str(folder / "annotations.json"),
+    validation = ["--val-fraction", "0"] if args.command == "train" else []
+    cmd = [*launcher, args.command, "--annotations", str(folder / "annotations.json"),
            "--out", str(folder / f"m{nproc}{'d' if torchrun else ''}.pt"), "--epochs", "1", "--steps", str(steps),
-           "--tile", str(args.tile), "--batch", str(args.batch * nproc), "--val-fraction", "0",
+           "--tile", str(args.tile), "--batch", str(args.batch * nproc), *validation,
            "--device", args.device]  # fmt: skip
     start = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, env=env)
@@ -57,6 +59,8 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=128)
     parser.add_argument("--batch", type=int, default=4, help="per process")
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--command", choices=("train", "pretrain"), default="train",
+                        help="the U-Net's training, or its self-supervised pretraining")
     parser.add_argument("--torchrun", action="store_true",
                         help="launch the N processes by torchrun even when N is 1")
     args = parser.parse_args()
@@ -71,7 +75,8 @@ def main() -> None:
             rates[n, torchrun] = args.batch * n / per_step
     one, many = rates[1, False], rates[args.nproc, args.torchrun]
     eff = many / (args.nproc * one)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, device {args.device}")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, device {args.device}; "
+          f"napari-bioanomaly {args.command}")
     launched = " (torchrun)" if args.torchrun else ""
     print(f"1 process: {one:.1f} samples/s; {args.nproc} processes{launched}: {many:.1f} samples/s")
     print(

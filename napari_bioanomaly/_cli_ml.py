@@ -81,6 +81,11 @@ def _ctrl_c_stops(cancel: threading.Event, what: str, talk: bool = True) -> Iter
             signal.signal(sig, previous[sig])
 
 
+def _main_process() -> bool:
+    """Whether this process talks: under torchrun only rank 0 does."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _follow(gen: Any, main_process: bool = True) -> Any:
     """Run a training generator, printing its progress on stderr; returns its result."""
     interactive = sys.stderr.isatty() and main_process
@@ -115,11 +120,13 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     dataset, report = annotations.open_dataset(args.annotations, args.images, _import_options(args))
     for line in _import_warnings(report, args):
         print(f"warning: {line}", file=sys.stderr)
+    main_process = _main_process()
     cancel = threading.Event()
-    with _ctrl_c_stops(cancel, "pretraining"):
-        result = _follow(pretrain(dataset, config, args.out, cancel))
-    stopped = "stopped: " if cancel.is_set() else ""
-    print(f"{stopped}{result.text()}; train a U-Net from them with --weights {result.path}")
+    with _ctrl_c_stops(cancel, "pretraining", main_process):
+        result = _follow(pretrain(dataset, config, args.out, cancel), main_process)
+    if main_process:
+        stopped = "stopped: " if cancel.is_set() else ""
+        print(f"{stopped}{result.text()}; train a U-Net from them with --weights {result.path}")
     return 0
 
 
@@ -131,7 +138,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     dataset, report = annotations.open_dataset(args.annotations, args.images, _import_options(args))
     for line in _import_warnings(report, args):
         print(f"warning: {line}", file=sys.stderr)
-    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
+    main_process = _main_process()
     cancel = threading.Event()
     with _ctrl_c_stops(cancel, "training", main_process):
         result = _follow(train(dataset, config, args.out, resume=args.resume, cancel=cancel),
@@ -185,10 +192,13 @@ def cmd_crossval(args: argparse.Namespace) -> int:
     dataset, report = annotations.open_dataset(args.annotations, args.images, _import_options(args))
     for line in _import_warnings(report, args):
         print(f"warning: {line}", file=sys.stderr)
+    main_process = _main_process()
     cancel = threading.Event()
     gen = crossval(dataset, config, args.folds, args.out, args.group_by, args.iou, cancel)
-    with _ctrl_c_stops(cancel, "cross-validation"):
-        result = _crossval_progress(gen)
+    with _ctrl_c_stops(cancel, "cross-validation", main_process):
+        result = _crossval_progress(gen, main_process)
+    if not main_process:
+        return 0
     if result.cancelled:
         print(f"stopped: {len(result.folds)} of {args.folds} folds finished, summarised below",
               file=sys.stderr)  # fmt: skip
@@ -209,12 +219,14 @@ def cmd_crossval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _crossval_progress(gen: Any) -> Any:
+def _crossval_progress(gen: Any, main_process: bool = True) -> Any:
     """Run crossval's generator, printing its progress on stderr; returns its result."""
     interactive = sys.stderr.isatty()
     try:
         while True:
             event = next(gen)
+            if not main_process:
+                continue
             if event.message:
                 print(event.message, file=sys.stderr)
             elif event.scores is not None:

@@ -23,6 +23,7 @@ from ..core.jsonio import write_json
 from ..core.model import Dataset
 from ..core.splits import folds
 from .config import TrainConfig
+from .distributed import rank
 from .predict import Predictor, predict_dataset, run
 from .train import TrainEvent, train
 
@@ -115,6 +116,9 @@ def crossval(
     out_dir.mkdir(parents=True, exist_ok=True)
     test_folds = folds(dataset, k, group_by, config.seed)
     per_fold = []
+    # under torchrun the processes train each fold together; process 0 scores and writes
+    main = rank() == 0
+    stopped = False
     for f, test in enumerate(test_folds):
         held_out = set(test)
         train_part = dataset.subset([i for i in range(len(dataset.images)) if i not in held_out])
@@ -131,7 +135,10 @@ def crossval(
         except StopIteration as stop:
             result = stop.value
         if result.cancelled:  # the folds finished so far are kept and summarised
+            stopped = True
             break
+        if not main:
+            continue
         predictor = Predictor.load(result.best or result.last, config.device)
         # as predict does by default: with test-time augmentation where it paid on the
         # fold model's validation images
@@ -145,7 +152,8 @@ def crossval(
         yield CrossvalEvent(f, k, scores=scores)
     outcome = CrossvalResult(
         folds=per_fold, summary=summarise_folds(per_fold), model=config.model,
-        group_by=group_by, iou_threshold=iou_threshold, cancelled=len(per_fold) < k,
+        group_by=group_by, iou_threshold=iou_threshold, cancelled=stopped,
     )  # fmt: skip
-    write_json(out_dir / "crossval.json", outcome.to_dict())
+    if main:
+        write_json(out_dir / "crossval.json", outcome.to_dict())
     return outcome

@@ -21,6 +21,11 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def rank() -> int:
+    """This process's rank (torchrun's ``RANK``; 0 without torchrun)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 @dataclass
 class Dist:
     """This process's place in the run."""
@@ -42,7 +47,6 @@ class Dist:
         world = world_size()
         if world <= 1:
             return cls()
-        rank = int(os.environ.get("RANK", "0"))
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         owns = False
         if not td.is_initialized():
@@ -51,7 +55,7 @@ class Dist:
             td.init_process_group("nccl" if device.type == "cuda" else "gloo")
             owns = True
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
-        return cls(rank, world, local_rank, owns, local_world)
+        return cls(rank(), world, local_rank, owns, local_world)
 
     def sum(self, values: list[float]) -> np.ndarray:
         """Element-wise sum over all processes."""
@@ -68,6 +72,11 @@ class Dist:
     def any(self, flag: bool) -> bool:
         """True on every process if it is true on any (e.g. a cancel request)."""
         return bool(self.sum([1.0 if flag else 0.0])[0] > 0)
+
+    def wait(self) -> None:
+        """Wait until every process gets here (e.g. for a file process 0 writes)."""
+        if self.world > 1:
+            td.barrier()
 
     def close(self, finished: bool = False) -> None:
         """Leave the process group. ``finished``: every process got here normally, so

@@ -28,6 +28,7 @@ from . import data, models
 from .checkpoint import PRETRAINED_FORMAT, save_checkpoint
 from .config import TrainConfig
 from .device import autocast_dtype, free_memory, is_oom, pick_device
+from .distributed import Dist
 from .events import TrainEvent
 
 #: Side of the blanked blocks (pixels) and the share of a tile they cover.
@@ -64,11 +65,20 @@ def mask_blocks(
 
 
 def reconstruction_loss(model: torch.nn.Module, images: torch.Tensor,
-                        generator: torch.Generator) -> torch.Tensor:
-    """L1 error of the restored pixels of one masked batch."""
+                        generator: torch.Generator, share: slice | None = None) -> torch.Tensor:
+    """L1 error of the restored pixels of one masked batch.
+
+    With a ``share`` of the batch (a process's, in distributed training), the network
+    restores those tiles only, and their error is scaled so that the processes' losses
+    average to the whole batch's: gradients averaged over the processes are then the
+    whole batch's gradient."""
     masked, mask = mask_blocks(images, generator)
-    restored = model(masked).float()
-    return ((restored - images).abs() * mask).sum() / mask.sum().clamp(min=1)
+    blanked = mask.sum().clamp(min=1)
+    if share is None:
+        return ((model(masked).float() - images).abs() * mask).sum() / blanked
+    parts = len(range(*share.indices(len(images))))
+    error = (model(masked[share]).float() - images[share]).abs() * mask[share]
+    return error.sum() / blanked * (len(images) / parts)
 
 
 def _tiles(
@@ -99,7 +109,22 @@ def pretrain(
     if not dataset.images:
         raise BioAnomalyError("no images to pretrain on")
     indices = list(range(len(dataset.images)))
-    model, history, seconds = yield from learn_images(dataset, indices, config, cancel)
+    dist = Dist.setup(pick_device(config.device))
+    try:
+        model, history, seconds = yield from learn_images(dataset, indices, config, cancel,
+                                                          dist=dist)  # fmt: skip
+        path = Path(out)
+        if dist.main:
+            path = _save_pretrained(model, config, indices, history, seconds, path)
+        dist.wait()  # the others wait for the file: they may train from it next
+    finally:
+        dist.close()
+    return PretrainResult(path, len(indices), len(history), history[-1] if history else None,
+                          seconds)  # fmt: skip
+
+
+def _save_pretrained(model: models.UNet, config: TrainConfig, indices: list[int],
+                     history: list[float], seconds: float, out: Path) -> Path:
     payload = {
         "format": PRETRAINED_FORMAT,
         "base_channels": config.width,
@@ -111,9 +136,7 @@ def pretrain(
         "seconds": seconds,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    path = save_checkpoint(Path(out), payload)
-    return PretrainResult(path, len(indices), len(history), history[-1] if history else None,
-                          seconds)  # fmt: skip
+    return save_checkpoint(out, payload)
 
 
 def learn_images(
@@ -122,16 +145,39 @@ def learn_images(
     config: TrainConfig,
     cancel: threading.Event | None = None,
     message: str = "",
+    dist: Dist | None = None,
 ) -> Generator[TrainEvent, None, tuple[models.UNet, list[float], float]]:
     """Train a U-Net by masked-image reconstruction on the images ``indices`` of
     ``dataset`` (see :func:`pretrain` for the length); returns the network (in training
     mode, on its device), the mean loss of each epoch and the seconds it took. Events
-    carry ``message`` (what the caller calls this phase)."""
+    carry ``message`` (what the caller calls this phase).
+
+    In a distributed run (``dist``, under torchrun) every process draws the same global
+    batches of ``config.batch`` tiles and restores its share of each
+    (DistributedDataParallel averages the gradients): the same training as one process
+    with that batch. The processes stop together, on process 0's clock or a cancel on any
+    (then ``cancel`` is set on every process).
+    """
+    dist = dist or Dist()
     device = pick_device(config.device)
+    if dist.world > 1:
+        if device.type == "cuda":
+            device = torch.device("cuda", dist.local_rank)
+        if config.batch % dist.world:
+            raise BioAnomalyError(
+                f"batch {config.batch} is not a multiple of the {dist.world} processes"
+            )
+    share = slice(dist.rank * (config.batch // dist.world),
+                  (dist.rank + 1) * (config.batch // dist.world)) if dist.world > 1 else None
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     model = models.UNet(0, base=config.width).to(device).train()
+    net: torch.nn.Module = model
+    if dist.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[dist.local_rank] if device.type == "cuda" else None
+        )
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
     amp_dtype = autocast_dtype(device, config.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
@@ -142,21 +188,31 @@ def learn_images(
     history: list[float] = []
     epoch = 0
     steps = config.steps_per_epoch
-    while epoch < epochs and (config.epochs or time.perf_counter() - start < budget_s):
+
+    def agreed() -> tuple[bool, float]:
+        """Whether a process was cancelled, and process 0's seconds since the start."""
+        flags = dist.sum([float(cancel is not None and cancel.is_set()),
+                          time.perf_counter() - start if dist.main else 0.0])  # fmt: skip
+        if flags[0] > 0 and cancel is not None:
+            cancel.set()  # another process's cancel is this one's too
+        return bool(flags[0] > 0), float(flags[1])
+
+    stop, elapsed = agreed()
+    while not stop and epoch < epochs and (config.epochs or elapsed < budget_s):
         losses = []
         for step in range(steps):
-            if cancel is not None and cancel.is_set():
+            stop, elapsed = agreed()
+            if stop:
                 break
             images = _tiles(cache, indices, config.tile, config.batch, rng).to(device)
             # cosine decay over the planned time (or epochs), after a one-epoch warm-up
-            done = (epoch + step / steps) / epochs if config.epochs else \
-                (time.perf_counter() - start) / budget_s
+            done = (epoch + step / steps) / epochs if config.epochs else elapsed / budget_s
             warm = min(1.0, (epoch * steps + step + 1) / steps)
             for group in optimiser.param_groups:
                 group["lr"] = config.lr * warm * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
             try:
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    loss = reconstruction_loss(model, images, generator)
+                    loss = reconstruction_loss(net, images, generator, share)
                 optimiser.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimiser)
@@ -165,11 +221,12 @@ def learn_images(
                 if not is_oom(exc):
                     raise
                 free_memory(device)
+                where = f" (process {dist.rank} of {dist.world})" if dist.world > 1 else ""
                 raise BioAnomalyError(
-                    f"out of memory on {device} while pretraining with batch {config.batch} "
-                    f"and {config.tile} px tiles: use a smaller --batch or --tile"
+                    f"out of memory on {device}{where} while pretraining with batch "
+                    f"{config.batch} and {config.tile} px tiles: use a smaller --batch or --tile"
                 ) from None
-            losses.append(float(loss.detach()))
+            losses.append(dist.mean(float(loss.detach())))
             yield TrainEvent("step", epoch, epochs, step + 1, steps, loss=losses[-1],
                             message=message)
         if not losses:
@@ -178,6 +235,6 @@ def learn_images(
         yield TrainEvent("epoch", epoch, epochs, steps, steps, loss=history[-1],
                          message=message)  # fmt: skip
         epoch += 1
-        if cancel is not None and cancel.is_set():
-            break
+        if not stop:
+            stop, elapsed = agreed()
     return model, history, time.perf_counter() - start

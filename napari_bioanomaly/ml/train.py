@@ -20,7 +20,7 @@ from . import data, train_forest, train_memory, train_network
 from .checkpoint import last_path, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .config import REGISTRY, TrainConfig
 from .device import default_batch, pick_device
-from .distributed import world_size
+from .distributed import Dist, rank, world_size
 from .events import SCORE_LABELS, VAL_F1, TrainEvent, TrainResult
 from .trainer import Trainer, TrainJob
 from .validation import MIN_AREA
@@ -61,6 +61,26 @@ def train(
         For bad input (no annotations, unreadable images) or an out-of-memory
         error that halving the batch down to 1 did not cure.
     """
+    dist = Dist()
+    if world_size() > 1 and config.pretrain_min and resume is None:
+        # one process group for the pretraining and the training from its weights (a
+        # group joined again after leaving one was seen to hang in gloo)
+        dist = Dist.setup(pick_device(config.device))
+    try:
+        result = yield from _train(dataset, config, out, resume, cancel)
+        dist.close(finished=True)
+        return result
+    finally:
+        dist.close()
+
+
+def _train(
+    dataset: Dataset,
+    config: TrainConfig,
+    out: str | Path,
+    resume: str | Path | None,
+    cancel: threading.Event | None,
+) -> Generator[TrainEvent, None, TrainResult]:
     out = Path(out)
     cancel = cancel or threading.Event()
     torch.manual_seed(config.seed)
@@ -98,9 +118,24 @@ def train(
             return TrainResult(None, last_path(out), [], None, True, device)
         config = config.replace(weights=str(weights), pretrain_min=0.0)
     config = data.fit_tile(config, dataset, train_idx + val_idx)
+    if world_size() > 1 and not _learns_together(config):
+        if rank() != 0:  # nothing for this process to do: the fit is one pass
+            return TrainResult(None, last_path(out), device=str(pick_device(config.device)))
+        yield TrainEvent("warning", 0, 1, 0, 1, message=f"{config.model} is fitted in one pass, "
+                         f"by process 0 alone: the other {world_size() - 1} processes of this "
+                         "torchrun have nothing to do")  # fmt: skip
     job = TrainJob(dataset, config, out, classes, data_classes, train_idx, val_idx, cancel,
                    None if resume is None else Path(resume))  # fmt: skip
     return (yield from TRAINERS[REGISTRY[config.model].trainer](job))
+
+
+def _learns_together(config: TrainConfig) -> bool:
+    """Whether the processes of a distributed run share the model's training: networks
+    (DistributedDataParallel), and the memory bank's learned descriptor network (then
+    process 0 builds the bank). Pretraining is shared too, before this."""
+    return REGISTRY[config.model].network or (
+        config.model == "memory" and config.descriptors == "learned"
+    )
 
 
 def nothing_kept_text(result: TrainResult, model: str) -> str:

@@ -48,6 +48,7 @@ from .config import TrainConfig
 from .data import spread
 from .descriptors import ENCODERS, EncoderEnsemble, PatchEncoder
 from .device import pick_device
+from .distributed import Dist
 from .events import SCORE_LABELS, TrainEvent, TrainResult
 from .trainer import TrainJob, budget_minutes
 from .validation import POINT_IMAGES
@@ -90,12 +91,24 @@ def train_memory(
         kinds = kinds[:1]  # nothing to tell the banks apart by: the first, cheapest
         yield TrainEvent("status", 0, 1, 0, 1, message="no annotated validation images to "
                          f"choose the descriptors by: {kinds[0]}")  # fmt: skip
+    learned: PatchEncoder | None = None
+    if "learned" in kinds:  # under torchrun every process learns it, process 0 keeps the bank
+        dist = Dist.setup(device)
+        try:
+            learned = yield from _learn_encoder(dataset, config, train_idx, device, cancel, dist)
+            dist.close(finished=True)
+        finally:
+            dist.close()
+        if cancel.is_set():
+            return TrainResult(None, last_path(out), [], None, True, str(device))
+        if not dist.main:
+            return TrainResult(None, last_path(out), [], None, False, str(device))
     best: _Bank | None = None
     # the banks visit the same images; the cue relative to its surroundings
     line_maps = data.DerivedCache(lambda norm: line_map(norm, window=LINE_WINDOW))
     for kind in kinds:
         bank = yield from _build(dataset, config, kind, train_idx, val_idx, device, cancel,
-                                 line_maps)  # fmt: skip
+                                 line_maps, learned)  # fmt: skip
         if bank is None:
             return TrainResult(None, last_path(out), [], None, True, str(device))
         if len(kinds) > 1:
@@ -248,17 +261,17 @@ def _build(
     device: torch.device,
     cancel: threading.Event,
     line_maps: data.DerivedCache,
+    learned: PatchEncoder | None = None,
 ) -> Generator[TrainEvent, None, _Bank | None]:
     """One calibrated bank of ``kind`` descriptors and its validation scores (``None``
-    when stopped); the line cue of an image from ``line_maps``."""
+    when stopped); the line cue of an image from ``line_maps``; ``learned``: the
+    descriptor network of the ``learned`` kind (:func:`_learn_encoder`)."""
     rng = np.random.default_rng(config.seed)
     cache = data.ImageCache(dataset, config, size=1)
     classes = dataset.class_names()
     encoder: nn.Module | None = None
     if kind == "learned":
-        encoder = yield from _learn_encoder(dataset, config, train_idx, device, cancel)
-        if cancel.is_set():
-            return None
+        encoder = learned
     elif kind == "random":
         encoder = EncoderEnsemble(config.width, ENCODERS, config.seed).to(device).eval()
 
@@ -379,10 +392,12 @@ def _learn_encoder(
     train_idx: list[int],
     device: torch.device,
     cancel: threading.Event,
+    dist: Dist,
 ) -> Generator[TrainEvent, None, PatchEncoder]:
     """The descriptor network: a U-Net trained by masked-image reconstruction on the
     training images without annotations (all of them if every one has some), for
-    :data:`LEARN_SHARE` of the time budget or ``config.epochs`` epochs; its encoder."""
+    :data:`LEARN_SHARE` of the time budget or ``config.epochs`` epochs, by the processes
+    of ``dist`` together; its encoder."""
     from .pretrain import learn_images
 
     normal = [i for i in train_idx if not dataset.images[i].regions] or list(train_idx)
@@ -391,7 +406,7 @@ def _learn_encoder(
     what = (f"learning descriptors from {len(normal)} normal images (self-supervised, "
             f"{length})")  # fmt: skip
     yield TrainEvent("status", 0, 1, 0, 1, message=what)
-    gen = learn_images(dataset, normal, config.replace(budget_min=minutes), cancel)
+    gen = learn_images(dataset, normal, config.replace(budget_min=minutes), cancel, dist=dist)
     try:
         while True:
             event = next(gen)

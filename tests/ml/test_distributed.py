@@ -90,3 +90,98 @@ def test_ctrl_c_under_torchrun_stops_every_process_with_the_model_kept(dataset_d
     ckpt = load_checkpoint(model)
     assert ckpt["operating_point"]["source"] == "validation"
     assert len(load_checkpoint(tmp_path / "m.last.pt")["history"]) < 200
+
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+            "-m", "napari_bioanomaly.cli"]  # fmt: skip
+ONE = [sys.executable, "-m", "napari_bioanomaly.cli"]
+TINY = ["--tile", "64", "--batch", "4", "--base-channels", "8"]
+
+
+def run_cli(argv, timeout=300):
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_pretraining_under_torchrun_is_the_one_process_pretraining(dataset_dir, tmp_path):
+    """Two processes restore their halves of the same global batches, their gradients
+    averaged: the losses and weights of one process with that batch, one file written."""
+    import torch
+
+    ann = str(dataset_dir / "annotations.json")
+    args = ["pretrain", "--annotations", ann, "--epochs", "2", "--steps", "3", *TINY]
+    run_cli([*ONE, *args, "--out", str(tmp_path / "one.pt")])
+    two = run_cli([*TORCHRUN, *args, "--out", str(tmp_path / "two.pt")])
+    assert two.stdout.count("pretrained weights (6 images, 2 epochs") == 1  # rank 0 talks
+    assert sorted(p.name for p in tmp_path.glob("two*")) == ["two.pt"]
+    a, b = (torch.load(tmp_path / f"{n}.pt", weights_only=True) for n in ("one", "two"))
+    # no batch-wide terms here (GroupNorm, a loss summed over pixels): equal but for the
+    # order of floating-point sums, which Adam's normalised steps amplify where a gradient
+    # is near 0. Measured 2026-12-06: losses 0.004% and 0.04% apart, weights at most 0.0035;
+    # the one process with another seed: 2.8% and 5.1%, weights up to 0.69
+    assert b["history"] == pytest.approx(a["history"], rel=3e-3)
+    for name, weight in a["state_dict"].items():
+        assert torch.allclose(b["state_dict"][name], weight, atol=0.02), name
+
+
+def test_training_with_pretraining_under_torchrun(dataset_dir, tmp_path):
+    """``train --pretrain`` under torchrun: the processes pretrain together, then train
+    together from the weights process 0 wrote."""
+    ann = str(dataset_dir / "annotations.json")
+    done = run_cli([*TORCHRUN, "train", "--annotations", ann, "--out", str(tmp_path / "m.pt"),
+                    "--pretrain", "0.05", "--epochs", "1", "--steps", "2", *TINY])  # fmt: skip
+    assert done.stdout.count("best model") == 1
+    assert done.stderr.count("pretrained weights (6 images") == 1
+    assert (tmp_path / "m.pretrained.pt").is_file()
+    assert load_checkpoint(tmp_path / "m.pt")["config"]["weights"] == str(
+        tmp_path / "m.pretrained.pt")
+
+
+@pytest.mark.parametrize("model", ["forest", "memory"])
+def test_one_pass_models_are_fitted_by_process_0_alone(dataset_dir, tmp_path, model):
+    """The forest and the memory bank (without learned descriptors) have no training to
+    share: process 0 fits, the other says nothing, and the previous model file is kept as
+    the backup (two processes writing the same file each moved the other's there)."""
+    ann = str(dataset_dir / "annotations.json")
+    out = tmp_path / "m.pt"
+    out.write_bytes(b"the model trained before")
+    extra = ["--descriptors", "filters"] if model == "memory" else []
+    done = run_cli([*TORCHRUN, "train", "--model", model, "--annotations", ann, "--out", str(out),
+                    *extra])  # fmt: skip
+    assert done.stdout.count("best model") == 1
+    assert done.stderr.count(f"warning: {model} is fitted in one pass, by process 0 alone: "
+                             "the other 1 processes of this torchrun have nothing to do") == 1
+    assert out.with_name("m.pt.bak").read_bytes() == b"the model trained before"
+    assert load_checkpoint(out)["config"]["model"] == model
+
+
+def test_learned_descriptors_are_learned_together_under_torchrun(dataset_dir, tmp_path):
+    """The memory bank's learned descriptor network trains on both processes (the same
+    network as one process would learn); process 0 builds the bank."""
+    ann = str(dataset_dir / "annotations.json")
+    args = ["train", "--model", "memory", "--descriptors", "learned", "--annotations", ann,
+            "--epochs", "1", "--steps", "3", *TINY]  # fmt: skip
+    one = run_cli([*ONE, *args, "--out", str(tmp_path / "one.pt")])
+    two = run_cli([*TORCHRUN, *args, "--out", str(tmp_path / "two.pt")])
+    assert two.stdout.count("best model") == 1 and "nothing to do" not in two.stderr
+    losses = [[float(line.rsplit(" ", 1)[1]) for line in run.stderr.splitlines()
+               if "reconstruction loss" in line] for run in (one, two)]  # fmt: skip
+    assert len(losses[0]) == 1 and losses[1] == pytest.approx(losses[0], rel=3e-3)
+    assert load_checkpoint(tmp_path / "two.pt")["scoring"]["descriptors"] == "learned"
+
+
+def test_crossval_under_torchrun_is_scored_and_written_once(dataset_dir, tmp_path):
+    """Cross-validation under torchrun: the processes train each fold together (the forest:
+    process 0 alone), process 0 scores the folds, prints the summary and writes it."""
+    import json
+
+    ann = str(dataset_dir / "annotations.json")
+    out = tmp_path / "cv"
+    done = run_cli([*TORCHRUN, "crossval", "--model", "forest", "--annotations", ann,
+                    "--folds", "2", "--out", str(out)])  # fmt: skip
+    assert done.stdout.count("forest, 2 folds") == 1 and "stopped" not in done.stderr
+    assert done.stderr.count("fold 2/2: F1") == 1
+    written = json.loads((out / "crossval.json").read_text())
+    assert [f["fold"] for f in written["folds"]] == [0, 1] and not written["cancelled"]

@@ -47,6 +47,27 @@ def test_blocks_are_blanked_and_the_rest_kept():
     assert bool((blocks.amin(dim=(2, 4)) == blocks.amax(dim=(2, 4))).all())
 
 
+def test_shares_of_a_batch_average_to_the_batch_loss_and_gradient():
+    """What each process of a distributed pretraining computes (its share of the global
+    batch) averages to the whole batch's loss and gradient, as DistributedDataParallel
+    averages them."""
+    torch.manual_seed(0)
+    model = UNet(0, base=4)
+    images = torch.rand(4, 1, 32, 32)
+
+    def loss_and_grad(share):
+        model.zero_grad()
+        loss = reconstruction_loss(model, images, torch.Generator().manual_seed(0), share)
+        loss.backward()
+        return float(loss.detach()), model.down[0][0].weight.grad.clone()
+
+    whole, grad = loss_and_grad(None)
+    halves = [loss_and_grad(slice(0, 2)), loss_and_grad(slice(2, 4))]
+    assert halves[0][0] != pytest.approx(halves[1][0], rel=1e-3)  # the shares differ
+    assert (halves[0][0] + halves[1][0]) / 2 == pytest.approx(whole, rel=1e-5)
+    assert torch.allclose((halves[0][1] + halves[1][1]) / 2, grad, rtol=1e-4, atol=1e-7)
+
+
 def test_pretraining_learns_to_restore_blanked_blocks(sample, tmp_path):
     _, ds = sample
     result = drain(pretrain(ds, TINY, tmp_path / "w.pt"))

@@ -262,6 +262,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         use_tta,
     )
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every process would write the one file
+        raise BioAnomalyError("predict does not run under torchrun: run one predict per "
+                              "shard of the images instead (--shard I/N, then merge; see "
+                              "docs/cluster.md)")  # fmt: skip
     source = Path(args.images)
     if source.is_dir():
         names = annotations.list_images(source)

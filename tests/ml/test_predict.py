@@ -125,6 +125,17 @@ def test_sharded_prediction_merges_to_exactly_the_single_run(model_path, sample_
     assert main(["merge", parts[0], parts[0], "--out", str(tmp_path / "bad.json")]) == 2
 
 
+def test_predict_under_torchrun_is_refused_for_shards(model_path, sample_dir, tmp_path,
+                                                     monkeypatch, capsys):  # fmt: skip
+    """Every process of a torchrun would predict every image into the one file (and its
+    manifest): refused, pointing at --shard, before anything is written."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert predict(model_path, sample_dir, tmp_path / "p.json") == 2
+    assert "predict does not run under torchrun: run one predict per shard" in \
+        capsys.readouterr().err  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_interrupted_run_resumes_from_its_manifest(model_path, sample_dir, tmp_path, capsys):
     from napari_bioanomaly.core.manifest import run_identity
 

@@ -23,9 +23,10 @@ from ..core.jsonio import write_json
 from ..core.model import Dataset
 from ..core.splits import folds
 from .config import TrainConfig
-from .distributed import rank
+from .device import pick_device
+from .distributed import Dist, rank, world_size
 from .predict import Predictor, predict_dataset, run
-from .train import TrainEvent, train
+from .train import TrainEvent, learns_together, train
 
 #: Metrics of each fold that are summarised (dataset-level, from :func:`evaluate`).
 METRICS = ("f1", "precision", "recall", "pixel_iou", "mean_iou", "roc_auc", "average_precision")
@@ -114,12 +115,41 @@ def crossval(
     cancel = cancel or threading.Event()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    test_folds = folds(dataset, k, group_by, config.seed)
-    per_fold = []
     # under torchrun the processes train each fold together; process 0 scores and writes
     main = rank() == 0
-    stopped = False
-    for f, test in enumerate(test_folds):
+    dist = Dist()
+    if world_size() > 1 and learns_together(config):
+        # one process group for every fold: a group joined again after leaving one hangs
+        dist = Dist.setup(pick_device(config.device))
+    try:
+        per_fold, stopped = yield from _folds(dataset, config, k, out_dir, group_by,
+                                              iou_threshold, cancel, main)  # fmt: skip
+        dist.close(finished=True)
+    finally:
+        dist.close()
+    outcome = CrossvalResult(
+        folds=per_fold, summary=summarise_folds(per_fold), model=config.model,
+        group_by=group_by, iou_threshold=iou_threshold, cancelled=stopped,
+    )  # fmt: skip
+    if main:
+        write_json(out_dir / "crossval.json", outcome.to_dict())
+    return outcome
+
+
+def _folds(
+    dataset: Dataset,
+    config: TrainConfig,
+    k: int,
+    out_dir: Path,
+    group_by: str | None,
+    iou_threshold: float,
+    cancel: threading.Event,
+    main: bool,
+) -> Generator[CrossvalEvent, None, tuple[list[dict[str, Any]], bool]]:
+    """Each fold trained, and (``main``: process 0) its held-out images predicted and
+    scored; the scores of the folds finished, and whether a cancel stopped them."""
+    per_fold = []
+    for f, test in enumerate(folds(dataset, k, group_by, config.seed)):
         held_out = set(test)
         train_part = dataset.subset([i for i in range(len(dataset.images)) if i not in held_out])
         test_part = dataset.subset(test)
@@ -135,8 +165,7 @@ def crossval(
         except StopIteration as stop:
             result = stop.value
         if result.cancelled:  # the folds finished so far are kept and summarised
-            stopped = True
-            break
+            return per_fold, True
         if not main:
             continue
         predictor = Predictor.load(result.best or result.last, config.device)
@@ -150,10 +179,4 @@ def crossval(
             scores["groups"] = groups
         per_fold.append(scores)
         yield CrossvalEvent(f, k, scores=scores)
-    outcome = CrossvalResult(
-        folds=per_fold, summary=summarise_folds(per_fold), model=config.model,
-        group_by=group_by, iou_threshold=iou_threshold, cancelled=stopped,
-    )  # fmt: skip
-    if main:
-        write_json(out_dir / "crossval.json", outcome.to_dict())
-    return outcome
+    return per_fold, False

@@ -63,8 +63,8 @@ def train(
     """
     dist = Dist()
     if world_size() > 1 and config.pretrain_min and resume is None:
-        # one process group for the pretraining and the training from its weights (a
-        # group joined again after leaving one was seen to hang in gloo)
+        # one process group for the pretraining and the training from its weights: a
+        # group joined again after leaving one hangs (gloo, torchrun 2.14)
         dist = Dist.setup(pick_device(config.device))
     try:
         result = yield from _train(dataset, config, out, resume, cancel)
@@ -118,7 +118,7 @@ def _train(
             return TrainResult(None, last_path(out), [], None, True, device)
         config = config.replace(weights=str(weights), pretrain_min=0.0)
     config = data.fit_tile(config, dataset, train_idx + val_idx)
-    if world_size() > 1 and not _learns_together(config):
+    if world_size() > 1 and not learns_together(config):
         if rank() != 0:  # nothing for this process to do: the fit is one pass
             return TrainResult(None, last_path(out), device=str(pick_device(config.device)))
         yield TrainEvent("warning", 0, 1, 0, 1, message=f"{config.model} is fitted in one pass, "
@@ -129,7 +129,7 @@ def _train(
     return (yield from TRAINERS[REGISTRY[config.model].trainer](job))
 
 
-def _learns_together(config: TrainConfig) -> bool:
+def learns_together(config: TrainConfig) -> bool:
     """Whether the processes of a distributed run share the model's training: networks
     (DistributedDataParallel), and the memory bank's learned descriptor network (then
     process 0 builds the bank). Pretraining is shared too, before this."""

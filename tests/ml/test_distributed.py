@@ -172,16 +172,19 @@ def test_learned_descriptors_are_learned_together_under_torchrun(dataset_dir, tm
     assert load_checkpoint(tmp_path / "two.pt")["scoring"]["descriptors"] == "learned"
 
 
-def test_crossval_under_torchrun_is_scored_and_written_once(dataset_dir, tmp_path):
-    """Cross-validation under torchrun: the processes train each fold together (the forest:
-    process 0 alone), process 0 scores the folds, prints the summary and writes it."""
+@pytest.mark.parametrize("model", ["unet", "forest"])
+def test_crossval_under_torchrun_is_scored_and_written_once(dataset_dir, tmp_path, model):
+    """Cross-validation under torchrun: the processes train each fold together (in one
+    process group: joined again for the second fold, gloo hung), process 0 scores the
+    folds, prints the summary and writes it. The forest: process 0 alone."""
     import json
 
     ann = str(dataset_dir / "annotations.json")
     out = tmp_path / "cv"
-    done = run_cli([*TORCHRUN, "crossval", "--model", "forest", "--annotations", ann,
-                    "--folds", "2", "--out", str(out)])  # fmt: skip
-    assert done.stdout.count("forest, 2 folds") == 1 and "stopped" not in done.stderr
+    tiny = ["--epochs", "1", "--steps", "2", *TINY] if model == "unet" else []
+    done = run_cli([*TORCHRUN, "crossval", "--model", model, "--annotations", ann,
+                    "--folds", "2", "--out", str(out), *tiny])  # fmt: skip
+    assert done.stdout.count(f"{model}, 2 folds") == 1 and "stopped" not in done.stderr
     assert done.stderr.count("fold 2/2: F1") == 1
     written = json.loads((out / "crossval.json").read_text())
     assert [f["fold"] for f in written["folds"]] == [0, 1] and not written["cancelled"]

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.distributed as td
 
+from ..core.model import BioAnomalyError
+
 
 def world_size() -> int:
     """Processes of the run (torchrun's ``WORLD_SIZE``; 1 without torchrun)."""
@@ -56,6 +58,16 @@ class Dist:
             owns = True
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
         return cls(rank(), world, local_rank, owns, local_world)
+
+    def device_for(self, device: torch.device, batch: int) -> torch.device:
+        """This process's device (its own GPU under torchrun), checking that the global
+        ``batch`` can be shared by the processes."""
+        if self.world <= 1:
+            return device
+        if batch % self.world:
+            raise BioAnomalyError(f"batch {batch} is not a multiple of the {self.world} "
+                                  "processes")  # fmt: skip
+        return torch.device("cuda", self.local_rank) if device.type == "cuda" else device
 
     def sum(self, values: list[float]) -> np.ndarray:
         """Element-wise sum over all processes."""

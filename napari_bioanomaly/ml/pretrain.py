@@ -159,14 +159,7 @@ def learn_images(
     (then ``cancel`` is set on every process).
     """
     dist = dist or Dist()
-    device = pick_device(config.device)
-    if dist.world > 1:
-        if device.type == "cuda":
-            device = torch.device("cuda", dist.local_rank)
-        if config.batch % dist.world:
-            raise BioAnomalyError(
-                f"batch {config.batch} is not a multiple of the {dist.world} processes"
-            )
+    device = dist.device_for(pick_device(config.device), config.batch)
     share = slice(dist.rank * (config.batch // dist.world),
                   (dist.rank + 1) * (config.batch // dist.world)) if dist.world > 1 else None
     torch.manual_seed(config.seed)

@@ -139,13 +139,7 @@ def _train(
 ) -> Generator[TrainEvent, None, TrainResult]:
     class_weights = None if weights is None else torch.tensor(weights, dtype=torch.float32)
     scoring: dict[str, Any] | None = None
-    if dist.world > 1:
-        if device.type == "cuda":
-            device = torch.device("cuda", dist.local_rank)
-        if config.batch % dist.world:
-            raise BioAnomalyError(
-                f"batch {config.batch} is not a multiple of the {dist.world} processes"
-            )
+    device = dist.device_for(device, config.batch)
     ckpt = None if resume is None else load_checkpoint(resume)
     if ckpt is not None:
         if ckpt["config"]["model"] != config.model or list(ckpt["classes"]) != classes:

@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 import torch
 import torch.distributed as td
 
 from ..core.model import BioAnomalyError
+
+#: How long a process waits in a collective for the others. Process 0 alone chooses the
+#: operating point after training (and scores a cross-validation fold, builds a learned
+#: memory bank) while the others wait: PyTorch's defaults (10 min for NCCL, 30 for gloo)
+#: would end a run whose validation set takes longer.
+WAIT_LIMIT = timedelta(hours=6)
 
 
 def world_size() -> int:
@@ -54,7 +61,8 @@ class Dist:
         if not td.is_initialized():
             if device.type == "cuda":
                 torch.cuda.set_device(local_rank)
-            td.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            td.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                  timeout=WAIT_LIMIT)  # fmt: skip
             owns = True
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
         return cls(rank(), world, local_rank, owns, local_world)

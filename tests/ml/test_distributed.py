@@ -188,3 +188,27 @@ def test_crossval_under_torchrun_is_scored_and_written_once(dataset_dir, tmp_pat
     assert done.stderr.count("fold 2/2: F1") == 1
     written = json.loads((out / "crossval.json").read_text())
     assert [f["fold"] for f in written["folds"]] == [0, 1] and not written["cancelled"]
+
+
+def test_ctrl_c_under_torchrun_stops_pretraining_with_the_weights_kept(dataset_dir, tmp_path):
+    """One Ctrl+C stops a distributed pretraining: both processes agree to stop after the
+    current step (none waits for the other in a collective) and process 0 writes the
+    weights learnt so far."""
+    import signal
+
+    import torch
+
+    ann = str(dataset_dir / "annotations.json")
+    out = tmp_path / "w.pt"
+    argv = [*TORCHRUN, "pretrain", "--annotations", ann, "--out", str(out), "--epochs", "500",
+            "--steps", "2", *TINY]  # fmt: skip
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          start_new_session=True) as proc:  # fmt: skip
+        for line in proc.stderr:
+            if line.startswith("epoch 2/"):
+                break
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl+C does
+        stdout, stderr = proc.communicate(timeout=300)
+    assert stdout.startswith("stopped: pretrained weights (6 images, "), stderr[-3000:]
+    assert 2 <= len(torch.load(out, weights_only=True)["history"]) < 500

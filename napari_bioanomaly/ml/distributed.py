@@ -99,10 +99,13 @@ class Dist:
             td.barrier()
 
     def close(self, finished: bool = False) -> None:
-        """Leave the process group. ``finished``: every process got here normally, so
-        they first wait for each other (rank 0 still saves and chooses the operating
-        point after the last epoch; a process that tore down its group while another
-        was busy was seen to abort in gloo)."""
+        """Leave the process group, if :meth:`setup` joined it. ``finished``: every
+        process got here normally, so they first wait for each other (rank 0 still saves
+        and chooses the operating point after the last epoch; a process that tore down
+        its group while another was busy was seen to abort in gloo). A group left cannot
+        be joined again (gloo hangs), so a run of several trainings in one process
+        (crossval's folds, pretraining then training) joins one first and holds it: the
+        trainings' own :meth:`setup` then find it and leave it be."""
         if self.owns_group and td.is_initialized():
             if finished:
                 td.barrier()

@@ -83,7 +83,9 @@ def _ctrl_c_stops(cancel: threading.Event, what: str, talk: bool = True) -> Iter
 
 def _main_process() -> bool:
     """Whether this process talks: under torchrun only rank 0 does."""
-    return os.environ.get("RANK", "0") == "0"
+    from .ml.distributed import rank
+
+    return rank() == 0
 
 
 def _follow(gen: Any, main_process: bool = True) -> Any:
@@ -252,6 +254,7 @@ def _crossval_progress(gen: Any, main_process: bool = True) -> Any:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .core.manifest import Manifest, run_identity
     from .core.maps import missing_maps_text, with_maps
+    from .ml.distributed import world_size
     from .ml.predict import (
         TTA_APPLIES,
         TTA_MODELS,
@@ -262,7 +265,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         use_tta,
     )
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every process would write the one file
+    if world_size() > 1:  # every process would write the one file
         raise BioAnomalyError("predict does not run under torchrun: run one predict per "
                               "shard of the images instead (--shard I/N, then merge; see "
                               "docs/cluster.md)")  # fmt: skip

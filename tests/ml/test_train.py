@@ -736,18 +736,20 @@ def test_thin_structures_are_chosen_and_named_by_pixel_f1(tmp_path):
 def _train_until(argv: list[str], sigints: int, sig: int = signal.SIGINT
                  ) -> subprocess.CompletedProcess:  # fmt: skip
     """``napari-bioanomaly train ARGV`` in a subprocess, sent ``sigints`` Ctrl+C (SIGINT;
-    or ``sig``) once its first epoch has ended."""
+    or ``sig``) once its first epoch has ended, each further one as soon as the run says it
+    is stopping (a stopped run of this size ends within a tenth of a second: a later
+    signal would find it gone)."""
     exe = [sys.executable, "-m", "napari_bioanomaly.cli", "train", *argv]
     with subprocess.Popen(exe, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1"}) as proc:  # fmt: skip
         said = []
-        for line in proc.stderr:
-            said.append(line)
-            if line.startswith("epoch 1/"):
-                break
-        for _ in range(sigints):
+        for sent in range(sigints):
+            ready = "epoch 1/" if sent == 0 else ": stopping training after the current step"
+            for line in proc.stderr:
+                said.append(line)
+                if ready in line:
+                    break
             proc.send_signal(sig)
-            time.sleep(0.2)
         out, err = proc.communicate(timeout=300)
     return subprocess.CompletedProcess(exe, proc.returncode, out, "".join(said) + err)
 

@@ -367,7 +367,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for row in rows:
             writer.writerow([row["image"], *row["group"].values(), *[row[k] for k in keys[1:]]])
         data = buf.getvalue().encode("utf-8")
-        atomic_write(args.csv, lambda fh: fh.write(data))
+        atomic_write(args.csv, data)
     if args.plot:
         from .plots import save_curves
 

@@ -96,4 +96,4 @@ def save_curves(
 
     buf = io.BytesIO()
     iio.imwrite(buf, curves_image(labels, scores, threshold, title), extension=".png")
-    return atomic_write(path, lambda fh: fh.write(buf.getvalue()))
+    return atomic_write(path, buf.getvalue())

@@ -348,7 +348,7 @@ class PointChooser:
         areas = self.areas
         scored = [(*(round(v, 3) for v in evaluate(rows, np.full(n_classes, a))[:2]), -k)
                   for k, a in enumerate(areas)]  # fmt: skip
-        common = float(areas[-max(scored)[2]])
+        common = float(areas[-int(max(scored)[2])])
         floor = np.full(n_classes, common)
         current = round(evaluate(rows, floor)[0], 3)
         for _ in range(2 if len(self.classes) > 1 else 0):

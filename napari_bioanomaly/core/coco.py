@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from . import geometry
-from .jsonio import shallow_attributes
+from .jsonio import object_at, shallow_attributes
 from .model import Dataset, FormatError, ImageRecord, Region
 from .report import ImportReport
 from .via import detect_format
@@ -121,7 +121,7 @@ def to_coco(dataset: Dataset) -> tuple[dict[str, Any], list[str]]:
     return coco, warnings
 
 
-def _id(value: Any) -> int | str | None:
+def _id(value: Any) -> int | float | str | None:
     """A COCO id (a number or text), or ``None`` for anything else (lists, objects, ...)."""
     if isinstance(value, bool) or not isinstance(value, int | str | float):
         return None
@@ -174,12 +174,10 @@ def read_coco(data: Any, file: str = "") -> tuple[Dataset, ImportReport]:
             shape = (int(_num(entry["height"], "height")), int(_num(entry["width"], "width")))
         except (KeyError, _EntryError):
             report.add("image", "no valid width/height", name)
-        extra = entry.get(EXTRA_KEY) if isinstance(entry.get(EXTRA_KEY), dict) else {}
-        attrs = (
-            extra.get("file_attributes") if isinstance(extra.get("file_attributes"), dict) else {}
-        )
-        attrs = shallow_attributes(attrs, lambda key, n=name: report.add(
-            "changed", f"file attribute {key!r} nested too deep: dropped", n))  # fmt: skip
+        extra = object_at(entry, EXTRA_KEY)
+        attrs, dropped = shallow_attributes(object_at(extra, "file_attributes"), "file")
+        for message in dropped:
+            report.add("changed", message, name)
         rec = ImageRecord(name, shape, dict(attrs), bool(extra.get("no_anomaly", False)))
         rec.reviewed = bool(extra.get("reviewed", False))
         records[entry["id"]] = by_name[name] = rec
@@ -239,10 +237,10 @@ def _coco_annotation(
         return
     assert rec is not None
     label = cats[ann["category_id"]]
-    extra = ann.get(EXTRA_KEY) if isinstance(ann.get(EXTRA_KEY), dict) else {}
-    attrs = ann.get("attributes") if isinstance(ann.get("attributes"), dict) else {}
-    attrs = shallow_attributes(attrs, lambda key: report.add(
-        "changed", f"region attribute {key!r} nested too deep: dropped", image, ident))  # fmt: skip
+    extra = object_at(ann, EXTRA_KEY)
+    attrs, dropped = shallow_attributes(object_at(ann, "attributes"), "region")
+    for message in dropped:
+        report.add("changed", message, image, ident)
     score = None
     if ann.get("score") is not None:
         try:

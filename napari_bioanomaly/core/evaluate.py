@@ -398,12 +398,13 @@ class ImageCache:
         self.gt_labels = [r.label for r in gt.regions]
         self.pred_labels = [r.label for r in preds]
         self.image_score = _image_score(pred)
-        both = rasterise_spans([r.polygon for r in [*gt.regions, *preds]], shape)
+        region, row, start, end = rasterise_spans(
+            [r.polygon for r in [*gt.regions, *preds]], shape
+        )
         n_gt = len(gt.regions)
-        is_gt = both[0] < n_gt
-        self.gt = Spans(*(a[is_gt] for a in both), n_gt)
-        region, *runs = (a[~is_gt] for a in both)
-        self.pred = Spans(region - n_gt, *runs, len(preds))
+        g, p = region < n_gt, region >= n_gt
+        self.gt = Spans(region[g], row[g], start[g], end[g], n_gt)
+        self.pred = Spans(region[p] - n_gt, row[p], start[p], end[p], len(preds))
         self.iou = iou_matrix(self.gt, self.pred)
         self.gt_area = union_area(self.gt)
         #: each prediction's place when shown highest score first (equal scores together)

@@ -8,6 +8,7 @@ import gc
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ from .model import BioAnomalyError
 try:  # optional speed-up: orjson parses and writes JSON several times faster
     import orjson
 except ImportError:  # pragma: no cover - orjson is a dependency, but the core must run without
-    orjson = None
+    orjson = None  # type: ignore[assignment]
 
 
 class DiskChanged(BioAnomalyError):
@@ -97,7 +98,7 @@ def file_lock(path: str | os.PathLike[str], timeout: float = 10.0) -> Iterator[N
         os.close(fd)
 
 
-if os.name == "nt":  # pragma: no cover - Windows
+if sys.platform == "win32":  # pragma: no cover - Windows
     import msvcrt
 
     def _lock(fd: int) -> None:
@@ -141,7 +142,7 @@ def replace_if_unchanged(
                 f"{path}: changed on disk by another program since it was read; "
                 "reload it, or save over it (the other version is kept as .bak)"
             )
-        atomic_write(path, lambda fh: fh.write(raw))
+        atomic_write(path, raw)
     return digest(raw)
 
 
@@ -210,14 +211,16 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
+def atomic_write(
+    path: str | os.PathLike[str], write: bytes | Callable[[IO[bytes]], object]
+) -> Path:
     """Write a file so that readers only ever see the old or the new version.
 
-    ``write`` receives a binary file object of a temporary file in the same
-    folder; it is flushed and fsynced, the previous file (if any) is copied to
-    :func:`backup_path`, then the temporary file replaces the target with
-    ``os.replace`` (atomic on POSIX and Windows). On any error the target is
-    left untouched and the temporary file removed.
+    ``write`` is the file's bytes, or a function that receives a binary file object of a
+    temporary file in the same folder and writes into it; that file is flushed and fsynced,
+    the previous file (if any) is copied to :func:`backup_path`, then the temporary file
+    replaces the target with ``os.replace`` (atomic on POSIX and Windows). On any error the
+    target is left untouched and the temporary file removed.
     """
     path = Path(path)
     if path.is_dir():
@@ -226,7 +229,10 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            write(fh)
+            if isinstance(write, bytes):
+                fh.write(write)
+            else:
+                write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         if path.exists():

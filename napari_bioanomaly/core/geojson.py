@@ -7,6 +7,7 @@ Coordinates: x/y in pixels, origin at the top-left corner of the top-left pixel
 from __future__ import annotations
 
 import math
+import os
 import uuid
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from . import geometry
-from .jsonio import write_json
+from .jsonio import object_at, write_json
 from .model import FALLBACK_CLASS, Dataset, FormatError, ImageRecord, Region
 from .paths import export_paths
 from .report import ImportReport
@@ -31,7 +32,7 @@ def feature_collection(image: ImageRecord) -> dict[str, Any]:
     """QuPath-style features of one image's regions."""
     from .colors import class_color
 
-    features = []
+    features: list[dict[str, Any]] = []
     for region in image.regions:
         ring = np.round(region.polygon[:, ::-1], 4).tolist()
         ring.append(ring[0])
@@ -54,7 +55,9 @@ def feature_collection(image: ImageRecord) -> dict[str, Any]:
     return {"type": "FeatureCollection", "features": features}
 
 
-def write_geojson(dataset: Dataset, out_dir: str | Path) -> tuple[list[Path], list[str]]:
+def write_geojson(
+    dataset: Dataset, out_dir: str | os.PathLike[str]
+) -> tuple[list[Path], list[str]]:
     """One ``<image stem>.geojson`` per image with regions (QuPath: File > Import objects)."""
     out = Path(out_dir)
     paths = export_paths(out, [im.filename for im in dataset.images if im.regions], SUFFIX)
@@ -126,7 +129,7 @@ def read_geojson(
         geom = feature["geometry"]
         kind = str(geom.get("type"))
         report.shapes[kind] += 1
-        props = feature.get("properties") if isinstance(feature.get("properties"), dict) else {}
+        props = object_at(feature, "properties")
         label = _label(props)
         if label is None:
             report.add("class", f"no classification: class {FALLBACK_CLASS!r}", image, index)
@@ -152,9 +155,9 @@ def read_geojson(
                 report.add("class", f"score {str(value)[:20]} is not a finite number; ignored",
                            image, index)  # fmt: skip
                 score = None
-        source = (
-            props.get("source") if props.get("source") in ("model", "model-accepted") else "human"
-        )
+        source = props.get("source")
+        if source not in ("model", "model-accepted"):
+            source = "human"
         imported = False
         for ring in rings:
             for part in geometry.clean_polygon(ring, None, note):
@@ -182,23 +185,23 @@ def _points(value: Any, what: str) -> np.ndarray:
 
 
 def _rings(geom: dict[str, Any], kind: str, width: float, note: Any) -> list[np.ndarray]:
-    coords = geom.get("coordinates")
-    if kind in ("MultiPolygon", "MultiLineString") and not isinstance(coords, list):
-        raise ValueError("coordinates is not a list")
-    if kind == "Polygon":
-        polys = [coords]
-    elif kind == "MultiPolygon":
-        polys = list(coords)
-        if len(polys) > 1:
-            note("split", f"MultiPolygon of {len(polys)} parts imported as {len(polys)} regions")
-    elif kind in ("LineString", "MultiLineString"):
-        lines = [coords] if kind == "LineString" else list(coords)
-        note("converted", f"{kind} buffered to {width:g} px wide")
-        points = [_points(line, "line") for line in lines]
-        return [geometry.polyline_polygon(p, width) for p in points if len(p) >= 2]
-    else:
+    if kind not in ("Polygon", "MultiPolygon", "LineString", "MultiLineString"):
         note("skipped", f"geometry type {kind!r} is not an area")
         return []
+    coords = geom.get("coordinates")
+    if kind.startswith("Multi"):
+        if not isinstance(coords, list):
+            raise ValueError("coordinates is not a list")
+        parts = coords
+    else:
+        parts = [coords]
+    if kind.endswith("LineString"):
+        note("converted", f"{kind} buffered to {width:g} px wide")
+        points = [_points(line, "line") for line in parts]
+        return [geometry.polyline_polygon(p, width) for p in points if len(p) >= 2]
+    polys = parts
+    if len(polys) > 1:
+        note("split", f"MultiPolygon of {len(polys)} parts imported as {len(polys)} regions")
     out = []
     for poly in polys:
         if not isinstance(poly, list) or not poly:

@@ -9,6 +9,7 @@ shape to about 1e-4 px at microscopy image sizes.
 from __future__ import annotations
 
 import io
+import os
 import re
 import zipfile
 import zlib
@@ -27,7 +28,9 @@ SUFFIX = "_rois.zip"
 _NAME = re.compile(r"^(?P<label>.*)-(?P<index>\d+)$")
 
 
-def write_roi_sets(dataset: Dataset, out_dir: str | Path) -> tuple[list[Path], list[str]]:
+def write_roi_sets(
+    dataset: Dataset, out_dir: str | os.PathLike[str]
+) -> tuple[list[Path], list[str]]:
     """One ROI zip per image with regions; ROI names are ``<class>-<index>`` (1-based).
 
     Fiji's ROI Manager opens them (File > Open, or drag the zip onto Fiji).
@@ -50,7 +53,7 @@ def write_roi_sets(dataset: Dataset, out_dir: str | Path) -> tuple[list[Path], l
                 roi.roitype = ROI_TYPE.POLYGON
                 zf.writestr(f"{name}.roi", roi.tobytes())
         data = buf.getvalue()
-        written.append(atomic_write(path, lambda fh, d=data: fh.write(d)))
+        written.append(atomic_write(path, data))
     if not written:
         warnings.append("no image has regions: no ROI set written")
     return written, warnings

@@ -8,7 +8,6 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from .model import FormatError
 try:  # optional speed-up: orjson parses and writes JSON several times faster
     import orjson
 except ImportError:  # pragma: no cover - orjson is a dependency, but the core must run without
-    orjson = None
+    orjson = None  # type: ignore[assignment]
 
 from .fileio import atomic_write
 
@@ -57,7 +56,7 @@ def write_json(
 ) -> Path:
     """Atomically write ``data`` as UTF-8 JSON (see :func:`atomic_write` and :func:`dumps`)."""
     raw = dumps(data, indent, check_finite)
-    return atomic_write(path, lambda fh: fh.write(raw))
+    return atomic_write(path, raw)
 
 
 #: bytes -> b"0" for an ASCII digit, b" " for anything else: a run of 20 digits is then
@@ -125,16 +124,25 @@ def nesting(value: Any) -> int:
     return deepest
 
 
-def shallow_attributes(attrs: dict[str, Any], drop: Callable[[str], None]) -> dict[str, Any]:
-    """``attrs`` without the values nested deeper than :data:`MAX_ATTRIBUTE_DEPTH`;
-    ``drop(name)`` is told each one."""
+def object_at(data: dict[str, Any], key: str) -> dict[str, Any]:
+    """The JSON object under ``key``; an empty one where it is missing or not an object
+    (hostile or hand-edited files put anything anywhere)."""
+    value = data.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def shallow_attributes(attrs: dict[str, Any], kind: str) -> tuple[dict[str, Any], list[str]]:
+    """``attrs`` without the values nested deeper than :data:`MAX_ATTRIBUTE_DEPTH`, and a
+    message for each one dropped (``kind``: "file" or "region")."""
     out = {}
+    dropped = []
     for name, value in attrs.items():
         if isinstance(value, dict | list) and nesting(value) > MAX_ATTRIBUTE_DEPTH:
-            drop(name)
+            dropped.append(f"{kind} attribute {name!r} nested more than {MAX_ATTRIBUTE_DEPTH} "
+                           "levels deep: dropped")  # fmt: skip
         else:
             out[name] = value
-    return out
+    return out, dropped
 
 
 def _clean_text(text: str) -> str | None:

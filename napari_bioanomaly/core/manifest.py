@@ -147,7 +147,7 @@ class Manifest:
         """Write the whole manifest (atomically)."""
         lines = [dumps(self._header())]
         lines += [dumps({"key": key, "entry": entry}) for key, entry in self.entries.items()]
-        path = atomic_write(self.path, lambda fh: fh.write(b"\n".join(lines) + b"\n"))
+        path = atomic_write(self.path, b"\n".join(lines) + b"\n")
         self._appendable = True
         return path
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from pathlib import Path
 from typing import IO
 
@@ -42,7 +43,9 @@ def label_mask(image: ImageRecord) -> tuple[np.ndarray, int]:
     return labels, overlap
 
 
-def write_label_masks(dataset: Dataset, out_dir: str | Path) -> tuple[list[Path], list[str]]:
+def write_label_masks(
+    dataset: Dataset, out_dir: str | os.PathLike[str]
+) -> tuple[list[Path], list[str]]:
     """Write a mask per image and ``labels.csv`` into ``out_dir``.
 
     The table has one row per instance: ``image, mask, label, class, class_id,
@@ -102,5 +105,5 @@ def write_label_masks(dataset: Dataset, out_dir: str | Path) -> tuple[list[Path]
     writer.writerow(["image", "mask", "label", "class", "class_id", "score", "source", "area_px"])
     writer.writerows(rows)
     text = buf.getvalue().encode("utf-8")
-    written.append(atomic_write(out / CLASS_TABLE, lambda fh: fh.write(text)))
+    written.append(atomic_write(out / CLASS_TABLE, text))
     return written, warnings

@@ -11,7 +11,7 @@ from .model import BioAnomalyError
 try:  # optional speed-up: orjson parses and writes JSON several times faster
     import orjson
 except ImportError:  # pragma: no cover - orjson is a dependency, but the core must run without
-    orjson = None
+    orjson = None  # type: ignore[assignment]
 
 
 

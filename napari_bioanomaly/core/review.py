@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from . import annotations
+from . import annotations as annotation_files
 from .evaluate import ImageCache, ImageScore, Report, group_summaries, report, summarise
 from .fileio import atomic_write
 from .maps import read_heatmap, regions_from_probabilities
@@ -85,7 +85,7 @@ class ReviewSession:
         self.gt = gt
         self.predictions = predictions
         self.path = Path(path)
-        self.heatmaps = self.path.with_suffix(annotations.HEATMAPS_SUFFIX)
+        self.heatmaps = self.path.with_suffix(annotation_files.HEATMAPS_SUFFIX)
         self.iou_threshold = 0.5
         self.score_threshold = 0.5
         keys = [k for im in gt.dataset.images for k in im.file_attributes if k != QC_ATTRIBUTE]
@@ -110,7 +110,7 @@ class ReviewSession:
         cls, gt: AnnotationSession, path: str | Path, images: Sequence[str] | None = None
     ) -> ReviewSession:
         """Read the predictions at ``path`` (images resolved against the ground truth's)."""
-        predictions, _ = annotations.load(path, gt.dataset.root, read_images=False)
+        predictions, _ = annotation_files.load(path, gt.dataset.root, read_images=False)
         return cls(gt, predictions, path, images)
 
     # ------------------------------------------------------------------ records
@@ -208,7 +208,7 @@ class ReviewSession:
         for row in self.rows():
             writer.writerow([cell(row, c, qc) for c in range(len(COLUMNS))])
         data = buf.getvalue().encode("utf-8")
-        return atomic_write(path, lambda fh: fh.write(data))
+        return atomic_write(path, data)
 
     # ------------------------------------------------------------------ corrections
 
@@ -228,8 +228,9 @@ class ReviewSession:
         taken = []
         for n, k in enumerate(chosen):
             r = pred.regions[k]
-            edited = polygons is not None and picked[n] < len(polygons)
-            polygon = np.asarray(polygons[picked[n]], float) if edited else r.polygon
+            polygon = r.polygon
+            if polygons is not None and picked[n] < len(polygons):  # edited
+                polygon = np.asarray(polygons[picked[n]], float)
             taken.append(Region(polygon, r.label, dict(r.attributes), r.score, "model", r.shape))
         drop = set(chosen)
         pred.regions = [r for i, r in enumerate(pred.regions) if i not in drop]
@@ -293,7 +294,7 @@ class ReviewSession:
         return regions
 
     def save_predictions(self) -> None:
-        annotations.save(self.predictions, self.path, "via")
+        annotation_files.save(self.predictions, self.path, "via")
         self.pending = False
 
     def ground_truth_saved(self) -> None:

@@ -22,11 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from . import annotations, via
+from . import annotations as annotation_files
+from . import via
 from .fileio import DiskChanged as DiskChanged  # raised by save(); callers catch it here
 from .fileio import digest, file_digest, orjson, remove_stale_temporaries, replace_if_unchanged
 from .images import image_shape, read_image
-from .jsonio import dumps, read_json, write_json
+from .jsonio import dumps, object_at, read_json, write_json
 from .model import DEFAULT_CLASSES, BioAnomalyError, Dataset, ImageRecord, Region
 from .paths import name_key, resolve_image
 from .report import ImportReport
@@ -90,32 +91,32 @@ class AnnotationSession:
         """
         source = Path(source)
         if source.is_dir():
-            ann = annotations.find_annotation_file(source)
+            ann = annotation_files.find_annotation_file(source)
             if ann is None:
                 return cls.new(source)
             root, path = source, ann
         elif source.is_file():
             root, path = source.parent, source
-        elif source.parent.is_dir() and annotations.list_images(source.parent):
+        elif source.parent.is_dir() and annotation_files.list_images(source.parent):
             # the not-yet-saved annotation file of a new dataset in this folder
             return cls.new(source.parent, source.name)
         else:
             raise BioAnomalyError(f"{source}: no such file or folder")
         remove_stale_temporaries(path)  # left by a process killed while saving
         raw = path.read_bytes() if path.suffix.lower() not in (".zip", ".roi") else None
-        dataset, report = annotations.load(path, root, options, read_images=False, raw=raw)
+        dataset, report = annotation_files.load(path, root, options, read_images=False, raw=raw)
         disk = digest(raw) if raw is not None else None
-        if report.format not in annotations.VIA_FORMATS:
+        if report.format not in annotation_files.VIA_FORMATS:
             # COCO, ImageJ or GeoJSON are imported: edits go to a VIA project beside them
             imported_from = path
-            path = annotations.edit_target(path, report.format)
+            path = annotation_files.edit_target(path, report.format)
             report.add(
                 "file",
                 f"imported from {report.format} file {imported_from.name}; "
                 f"changes are saved to {path.name}",
             )
             disk = file_digest(path)
-        present = annotations.list_images(root)
+        present = annotation_files.list_images(root)
         if source.is_dir():
             known = {name_key(im.filename) for im in dataset.images}
             for name in present:
@@ -134,7 +135,7 @@ class AnnotationSession:
     ) -> AnnotationSession:
         """A new dataset of every image in ``folder``; saved to ``folder/name`` on first change."""
         folder = Path(folder)
-        names = annotations.list_images(folder)
+        names = annotation_files.list_images(folder)
         if not names:
             raise BioAnomalyError(f"{folder}: no images (TIFF, PNG, JPEG) in this folder")
         path = folder / name
@@ -156,7 +157,7 @@ class AnnotationSession:
         """
         root = self.dataset.root or self.path.parent
         if present is None:
-            present = set(annotations.list_images(root)) if root.is_dir() else set()
+            present = set(annotation_files.list_images(root)) if root.is_dir() else set()
         for im in self.dataset.images:
             name = im.filename
             if name in present and ".." not in name.split("/"):
@@ -227,7 +228,7 @@ class AnnotationSession:
                 im.filename,
             )
         im.shape = shape
-        annotations.clip_regions(im, self.report)
+        annotation_files.clip_regions(im, self.report)
         if len(self.report.issues) > before:
             self.touch(index)
 
@@ -343,13 +344,13 @@ class AnnotationSession:
 
     def save_copy(self, path: str | os.PathLike[str]) -> Path:
         """Write the dataset to another file (e.g. when the original changed on disk)."""
-        annotations.save(self.dataset, path, "via-project")
+        annotation_files.save(self.dataset, path, "via-project")
         return Path(path)
 
     def reload(self) -> None:
         """Discard changes and read the annotation file again."""
         raw = self.path.read_bytes()
-        dataset, report = annotations.load(self.path, self.dataset.root, read_images=False,
+        dataset, report = annotation_files.load(self.path, self.dataset.root, read_images=False,
                                            raw=raw)  # fmt: skip
         known = {im.filename: im for im in dataset.images}
         for im in self.dataset.images:  # keep images not yet in the file (new dataset)
@@ -374,7 +375,7 @@ class AnnotationSession:
             state = read_json(self._state_file()) if self._state_file().exists() else {}
             if not isinstance(state, dict):
                 state = {}
-            files = state.get("files") if isinstance(state.get("files"), dict) else {}
+            files = object_at(state, "files")
             files[str(self.path.resolve())] = self.image.filename if self.dataset.images else None
             state["files"] = dict(list(files.items())[-200:])
             state["last"] = str(self.path.resolve())

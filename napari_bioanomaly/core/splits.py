@@ -40,6 +40,7 @@ def validation_split(
     little from them.
     """
     n = len(dataset.images)
+    val: list[int]
     if val_attribute:
         val = [
             i
@@ -56,7 +57,7 @@ def validation_split(
     rng = np.random.default_rng(seed)
     anomalous = [i for i, im in enumerate(dataset.images) if im.regions]
     normal = [i for i, im in enumerate(dataset.images) if not im.regions]
-    val: list[int] = []
+    val = []
     everyone = annotated_validate and len(normal) >= max(len(anomalous), 2)
     for group in (anomalous, normal):
         k = round(len(group) * val_fraction)

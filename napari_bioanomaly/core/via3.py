@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from . import geometry
+from .jsonio import object_at
 from .model import ImageRecord
 from .via_parse import _EntryError, _num, _nums, _Parser
 
@@ -28,10 +29,10 @@ def _parse_via3(data: dict[str, Any], parser: _Parser) -> None:
     report = parser.report
     project = data.get("project", {})
     report.version = str(project.get("data_format_version", "")) or None
-    files = data.get("file") if isinstance(data.get("file"), dict) else {}
-    views = data.get("view") if isinstance(data.get("view"), dict) else {}
-    attrs = data.get("attribute") if isinstance(data.get("attribute"), dict) else {}
-    metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+    files = object_at(data, "file")
+    views = object_at(data, "view")
+    attrs = object_at(data, "attribute")
+    metadata = object_at(data, "metadata")
 
     def attr_name(aid: Any) -> str:
         a = attrs.get(str(aid))

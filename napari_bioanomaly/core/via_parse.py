@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import geometry
-from .jsonio import MAX_ATTRIBUTE_DEPTH, shallow_attributes
+from .jsonio import shallow_attributes
 from .model import FALLBACK_CLASS, SOURCES, Dataset, ImageRecord, Region
 from .report import ImportReport
 
@@ -192,9 +192,9 @@ class _Parser:
         if not isinstance(attrs, dict):
             self.report.add("image", "file_attributes is not an object; ignored", record.filename)
             return
-        attrs = shallow_attributes(dict(attrs), lambda name: self.report.add(
-            "changed", f"file attribute {name!r} nested more than {MAX_ATTRIBUTE_DEPTH} levels "
-            "deep: dropped", record.filename))  # fmt: skip
+        attrs, dropped = shallow_attributes(dict(attrs), "file")
+        for message in dropped:
+            self.report.add("changed", message, record.filename)
         if NO_ANOMALY_ATTRIBUTE in attrs:
             record.no_anomaly = _truthy(attrs.pop(NO_ANOMALY_ATTRIBUTE))
         if REVIEWED_ATTRIBUTE in attrs:
@@ -259,9 +259,9 @@ class _Parser:
     ) -> tuple[str, str | None, dict[str, Any], float | None, str, str | None]:
         """Take the class, score and source out of region attributes; the last item is
         the region's :attr:`~.model.Region.unlabelled`."""
-        rest = shallow_attributes(dict(attrs), lambda name: self.report.add(
-            "changed", f"region attribute {name!r} nested more than {MAX_ATTRIBUTE_DEPTH} "
-            "levels deep: dropped", image, index))  # fmt: skip
+        rest, dropped = shallow_attributes(dict(attrs), "region")
+        for message in dropped:
+            self.report.add("changed", message, image, index)
         score: float | None = None
         if "score" in rest:
             try:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from . import geometry
+from .jsonio import object_at
 from .model import FALLBACK_CLASS, Dataset, ImageRecord, Region
 from .via_parse import NO_ANOMALY_ATTRIBUTE, REVIEWED_ATTRIBUTE, VIA2_VERSION
 
@@ -151,7 +152,7 @@ def via_attribute_definitions(dataset: Dataset) -> dict[str, Any]:
     if class_names or dataset.class_attribute in region:
         keys.add(dataset.class_attribute)  # an empty project without classes gains none
     for key in sorted(keys):
-        old = region.get(key) if isinstance(region.get(key), dict) else {}
+        old = object_at(region, key)
         kind = old.get("type") if old.get("type") in ("dropdown", "radio") else "dropdown"
         options = dict(old.get("options") or {}) if old.get("type") == kind else {}
         for name in class_names:

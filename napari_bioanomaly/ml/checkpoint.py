@@ -302,7 +302,7 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
     buf = io.BytesIO()
     torch.save(payload, buf)
     raw = buf.getvalue()
-    return atomic_write(path, lambda fh: fh.write(raw))
+    return atomic_write(path, raw)
 
 
 def checkpoint_payload(

@@ -452,7 +452,7 @@ def write_heatmap(path: Path, heat: np.ndarray) -> Path:
     buf = io.BytesIO()
     tifffile.imwrite(buf, heat.astype(np.float32), compression="zlib")
     path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, lambda fh: fh.write(buf.getvalue()))
+    return atomic_write(path, buf.getvalue())
 
 
 def shard(dataset: Dataset, index: int, count: int) -> Dataset:

@@ -20,6 +20,17 @@ def test_import_linter_contracts_hold():
     assert "Contracts: 6 kept, 0 broken." in done.stdout
 
 
+def test_the_core_type_checks():
+    """mypy over the core with the settings of pyproject.toml (the rest is hinted, not
+    checked)."""
+    exe = Path(sys.executable).parent / "mypy"
+    if not exe.exists():
+        pytest.skip("mypy is not installed (pip install -e .[testing])")
+    done = subprocess.run([str(exe)], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Success: no issues found" in done.stdout
+
+
 def test_core_and_cli_import_without_napari_qt_or_torch():
     code = (
         "import sys\n"

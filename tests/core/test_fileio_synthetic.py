@@ -37,6 +37,9 @@ def test_atomic_write_keeps_a_backup_and_survives_a_failing_writer(tmp_path):
         atomic_write(path, broken)
     assert json.loads(path.read_text()) == {"v": 2}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ann.json", "ann.json.bak"]
+    atomic_write(path, b'{"v": 4}')  # bytes as they are
+    assert json.loads(path.read_text()) == {"v": 4}
+    assert json.loads((tmp_path / "ann.json.bak").read_text()) == {"v": 2}
 
 
 def test_write_json_refuses_nan_and_leaves_the_file(tmp_path):

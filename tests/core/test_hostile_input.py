@@ -38,6 +38,14 @@ def shape(name: str, **fields) -> dict:
 DEEP = "__nested 1000 deep__"
 
 
+def nested(depth: int) -> list:
+    """A list nested ``depth`` deep: within JSON's limit, beyond an attribute's (32)."""
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
 def write(tmp_path, data, name="hostile.json", raw: str | None = None):
     path = tmp_path / name
     raw = raw if raw is not None else json.dumps(data).replace(f'"{DEEP}"', "[" * 1000 + "]" * 1000)
@@ -70,6 +78,20 @@ CASES = {
                    r"changed: .*_via_attributes\.region\.class\.options is int"),
     "1,000 deep": (via(file_attributes={"x": DEEP}),
                    r"changed: .*file_attributes/x/0/.*nested more than 100 levels deep"),
+    # attribute values deeper than an attribute may be (32): that value dropped, by name
+    "region attribute 40 deep": (via([{**GOOD, "region_attributes": {"class": "dust",
+                                                                     "x": nested(40)}}]),
+                                 r"changed: a\.png 0: region attribute 'x' nested more than "
+                                 r"32 levels deep: dropped"),
+    "COCO file attribute 40 deep": (
+        {"images": [{"id": 1, "file_name": "a.png", "width": 20, "height": 20,
+                     "bioanomaly": {"file_attributes": {"x": nested(40), "ok": 1}}}],
+         "annotations": [{"id": 7, "image_id": 1, "category_id": 1,
+                          "segmentation": [[1, 1, 10, 1, 10, 10]],
+                          "attributes": {"y": nested(40)}}],
+         "categories": [{"id": 1, "name": "dust"}]},
+        r"changed: a\.png None: file attribute 'x' nested more than 32 levels deep: dropped"
+        r"(.|\n)*changed: a\.png 7: region attribute 'y' nested more than 32"),
     # image names no file system can hold: that image missing, the file kept
     "NUL in name": (via(name="a\x00b.png"), r"image: a\x00b\.png None: .*NUL byte"),
     "300-byte name": (via(name="x" * 300 + ".png"), r"image: x+\.png None: .*longer than 255"),

@@ -71,8 +71,9 @@ def scores(test: list, folder: Path, classes: list[str], heat_of, point: Any = N
         heat, score = heat_of(read_image(folder / im.filename))
         seconds += time.perf_counter() - t0
         for (threshold, min_area, min_peak), cut in zip(cuts, proposals, strict=True):
-            regions = regions_from_probabilities(np.stack([1.0 - heat, heat]), ["anomaly"],
-                                                 threshold, min_area, min_peak=min_peak)
+            regions = regions_from_probabilities(
+                np.stack([1.0 - heat, heat]), ["anomaly"], threshold, min_area, min_peak=min_peak
+            )
             cut.images.append(ImageRecord(im.filename, heat.shape, regions=regions))
         cls, _ = data.rasterise(im, classes, heat.shape)
         labels.append(int(bool(im.regions)))
@@ -109,8 +110,12 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        write_sample(folder, SampleConfig(args.images, args.size, args.seed, normal_fraction=0.4,
-                                          difficulty=args.difficulty))
+        write_sample(
+            folder,
+            SampleConfig(
+                args.images, args.size, args.seed, normal_fraction=0.4, difficulty=args.difficulty
+            ),
+        )
         ds, _ = annotations.load(folder / "annotations.json")
         cut = 2 * len(ds.images) // 3
         train_part = Dataset(images=ds.images[:cut], root=folder, classes=list(ds.classes),
@@ -148,11 +153,14 @@ def main() -> None:
             print(f"{kind:28s} image ROC-AUC {image_auc:.3f} ({image_auc / ref_image:.2f}x ref)  "
                   f"pixel AUROC {pixel_auc:.3f} ({pixel_auc / ref_pixel:.2f}x ref)  "
                   f"fit {fit:.0f} s  predict {per_image:.2f} s/image")  # fmt: skip
-            where = [f"{FIXED[0]:g}, min area {FIXED[1]:g} px (fixed)",
-                     f"{point.describe(scores=False)} (the model's, {point.source})"]
+            where = [
+                f"{FIXED[0]:g}, min area {FIXED[1]:g} px (fixed)",
+                f"{point.describe(scores=False)} (the model's, {point.source})",
+            ]
             for text, (recall, f1, px_iou) in zip(where, cuts, strict=True):
                 print(f"{'':28s} regions at {text}: recall@IoU0.25 {recall:.2f}  F1@IoU0.5 "
                       f"{f1:.2f}  pixel IoU {px_iou:.2f}")  # fmt: skip
+
 
 if __name__ == "__main__":
     main()

@@ -34,8 +34,11 @@ def seconds(
 ) -> float:
     threads = max(1, (os.cpu_count() or 2) // nproc)
     root = str(Path(__file__).resolve().parents[1])  # the processes run this checkout's code
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads),
-           "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p),
+    }
     launcher = (
         [sys.executable, "-m", "napari_bioanomaly.cli"]
         if nproc == 1 and not torchrun
@@ -59,10 +62,17 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=128)
     parser.add_argument("--batch", type=int, default=4, help="per process")
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--command", choices=("train", "pretrain"), default="train",
-                        help="the U-Net's training, or its self-supervised pretraining")
-    parser.add_argument("--torchrun", action="store_true",
-                        help="launch the N processes by torchrun even when N is 1")
+    parser.add_argument(
+        "--command",
+        choices=("train", "pretrain"),
+        default="train",
+        help="the U-Net's training, or its self-supervised pretraining",
+    )
+    parser.add_argument(
+        "--torchrun",
+        action="store_true",
+        help="launch the N processes by torchrun even when N is 1",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -75,8 +85,10 @@ def main() -> None:
             rates[n, torchrun] = args.batch * n / per_step
     one, many = rates[1, False], rates[args.nproc, args.torchrun]
     eff = many / (args.nproc * one)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, device {args.device}; "
-          f"napari-bioanomaly {args.command}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, device {args.device}; "
+        f"napari-bioanomaly {args.command}"
+    )
     launched = " (torchrun)" if args.torchrun else ""
     print(f"1 process: {one:.1f} samples/s; {args.nproc} processes{launched}: {many:.1f} samples/s")
     print(

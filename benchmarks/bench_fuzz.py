@@ -39,12 +39,16 @@ def main() -> None:
     results = run(args.inputs, args.seed)
     per_input = results.seconds / max(results.inputs, 1)
     print(f"seeds: {len(pool)} files ({', '.join(sorted(results.by_seed))})")
-    print(f"fuzz: {results.inputs} inputs in {results.seconds:.0f} s: {results.loaded} loaded, "
-          f"{results.refused} refused with the project's own error; crashes "
-          f"{len(results.crashes)}, hangs {len(results.hangs)}, changed on load-save-load "
-          f"{len(results.changed)}")
-    print(f"per input {per_input * 1000:.1f} ms; reference (unmutated seeds) {ref_s * 1000:.1f} "
-          f"ms ({per_input / ref_s:.2f}x); reference clean: {reference.ok()}")
+    print(
+        f"fuzz: {results.inputs} inputs in {results.seconds:.0f} s: {results.loaded} loaded, "
+        f"{results.refused} refused with the project's own error; crashes "
+        f"{len(results.crashes)}, hangs {len(results.hangs)}, changed on load-save-load "
+        f"{len(results.changed)}"
+    )
+    print(
+        f"per input {per_input * 1000:.1f} ms; reference (unmutated seeds) {ref_s * 1000:.1f} "
+        f"ms ({per_input / ref_s:.2f}x); reference clean: {reference.ok()}"
+    )
     for line in (results.crashes + results.hangs + results.changed)[:20]:
         print("  " + line)
     sys.exit(0 if results.ok() and reference.ok() else 1)

@@ -58,10 +58,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeat", type=int, default=3)
     args = p.parse_args()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; line cue: {LINE_LENGTH} px "
-          f"segments at {LINE_ANGLES} orientations")
-    print(f"{'image':>11s}  {'relative':>9s}  {'as it is':>9s}  {'reference':>9s}  "
-          f"{'ratio':>6s}  {'MP/s':>5s}  {'peak memory':>11s}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs; line cue: {LINE_LENGTH} px "
+        f"segments at {LINE_ANGLES} orientations"
+    )
+    print(
+        f"{'image':>11s}  {'relative':>9s}  {'as it is':>9s}  {'reference':>9s}  "
+        f"{'ratio':>6s}  {'MP/s':>5s}  {'peak memory':>11s}"
+    )
 
     def relative(image: np.ndarray) -> np.ndarray:
         return line_map(image, window=LINE_WINDOW)
@@ -76,8 +80,10 @@ def main() -> None:
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         size = f"{shape[0]}x{shape[1]}"
-        print(f"{size:>11s}  {cue:8.3f}s  {plain:8.3f}s  {ref:8.3f}s  {cue / ref:5.1f}x  "
-              f"{image.size / cue / 1e6:5.2f}  {peak / 2**20:8.0f} MiB")
+        print(
+            f"{size:>11s}  {cue:8.3f}s  {plain:8.3f}s  {ref:8.3f}s  {cue / ref:5.1f}x  "
+            f"{image.size / cue / 1e6:5.2f}  {peak / 2**20:8.0f} MiB"
+        )
 
 
 if __name__ == "__main__":

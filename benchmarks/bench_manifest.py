@@ -43,8 +43,12 @@ def records(n: int) -> list[ImageRecord]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=2000)
-    p.add_argument("--rewrite", type=int, default=300,
-                   help="images recorded by rewriting the whole manifest (quadratic)")
+    p.add_argument(
+        "--rewrite",
+        type=int,
+        default=300,
+        help="images recorded by rewriting the whole manifest (quadratic)",
+    )
     args = p.parse_args()
     recs = records(args.images)
     print(f"machine: {platform.machine()}, Python {platform.python_version()}; "

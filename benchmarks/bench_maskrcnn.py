@@ -91,12 +91,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="steps per round")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, "
-          f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, CPU")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, CPU"
+    )
     for tile in (int(t) for t in args.tiles.split(",")):
         data = batch_of(tile, args.batch)
-        runs = {"ours": build(tile, models.ROIS_PER_IMAGE, models.predict_proposals(tile)),
-                "torchvision": build(tile, TORCHVISION_ROIS, TORCHVISION_TEST)}
+        runs = {
+            "ours": build(tile, models.ROIS_PER_IMAGE, models.predict_proposals(tile)),
+            "torchvision": build(tile, TORCHVISION_ROIS, TORCHVISION_TEST),
+        }
         times: dict[str, list[float]] = {name: [] for name in runs}
         pred_times: dict[str, list[float]] = {name: [] for name in runs}
         for model, opt in runs.values():

@@ -119,8 +119,10 @@ def main() -> None:
     # the untrained network calls most of the image one anomaly, the worst case for
     # polygons; a trained one's map is mostly background with a few regions
     per_image, found, truth = realistic_polygons(args.size, args.images)
-    print(f"polygons of a map like a trained model's (the hard sample's {truth} regions, "
-          f"outlines blurred): {per_image:.3f} s/image ({found} regions found)")
+    print(
+        f"polygons of a map like a trained model's (the hard sample's {truth} regions, "
+        f"outlines blurred): {per_image:.3f} s/image ({found} regions found)"
+    )
 
 
 def realistic_polygons(size: int, n: int) -> tuple[float, int, int]:

@@ -99,10 +99,12 @@ def main() -> None:
             left = len(list(folder.glob(".annotations.json*.tmp")))
         elapsed = time.perf_counter() - t0
         remove_stale_temporaries(path, older_than=0)
-        print(f"{args.kills} kills of a process saving {args.images} images ({len(saved)} saves "
-              f"completed, {elapsed:.0f} s): corrupt files {corrupt}, lost saved edits {lost}, "
-              f"unparseable backups {bad_backup}, temporary files left after the last reopen "
-              f"{left}")
+        print(
+            f"{args.kills} kills of a process saving {args.images} images ({len(saved)} saves "
+            f"completed, {elapsed:.0f} s): corrupt files {corrupt}, lost saved edits {lost}, "
+            f"unparseable backups {bad_backup}, temporary files left after the last reopen "
+            f"{left}"
+        )
         print(f"reference: one save of the dataset takes {reference * 1000:.0f} ms")
         sys.exit(1 if corrupt or lost or bad_backup else 0)
 

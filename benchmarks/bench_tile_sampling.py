@@ -176,8 +176,10 @@ def real(folder: Path, tiles: int) -> None:
     for _ in range(tiles):
         index = int(rng.integers(len(indices)))
         rows, cols = sampler.cache(index).shape
-        origin = (int(rng.integers(min(0, rows - config.tile), max(1, rows - config.tile + 1))),
-                  int(rng.integers(min(0, cols - config.tile), max(1, cols - config.tile + 1))))
+        origin = (
+            int(rng.integers(min(0, rows - config.tile), max(1, rows - config.tile + 1))),
+            int(rng.integers(min(0, cols - config.tile), max(1, cols - config.tile + 1))),
+        )
         windows.append((dataset.images[index], origin))
     shape = (config.tile, config.tile)
     ways = {"one pass": data.rasterise, "one region at a time": one_at_a_time}
@@ -194,13 +196,15 @@ def real(folder: Path, tiles: int) -> None:
         timings[name] = (time.perf_counter() - t0) / tiles
     vertices = np.mean([len(r.polygon) for im in dataset.images for r in im.regions])
     ours, ref = timings["one pass"], timings["one region at a time"]
-    print(f"{folder.name}: {len(indices)} training images, {config.tile} px tiles, "
-          f"{vertices:.0f} vertices per region: sampler {per_tile * 1e3:.2f} ms/tile "
-          f"({upright * 1e3:.2f} with no tile turned, ratio {per_tile / upright:.2f}); a turn "
-          f"{turn * 1e3:.2f} ms, scipy on each array {turn_ref * 1e3:.2f} ms (ratio "
-          f"{turn_ref / turn:.2f}x, {'identical' if turn_same else 'DIFFERENT'}); masks "
-          f"in one pass {ours * 1e3:.2f} ms/tile, one region at a time {ref * 1e3:.2f} ms/tile "
-          f"(ratio {ref / ours:.1f}x, {'identical' if same else 'DIFFERENT'})")
+    print(
+        f"{folder.name}: {len(indices)} training images, {config.tile} px tiles, "
+        f"{vertices:.0f} vertices per region: sampler {per_tile * 1e3:.2f} ms/tile "
+        f"({upright * 1e3:.2f} with no tile turned, ratio {per_tile / upright:.2f}); a turn "
+        f"{turn * 1e3:.2f} ms, scipy on each array {turn_ref * 1e3:.2f} ms (ratio "
+        f"{turn_ref / turn:.2f}x, {'identical' if turn_same else 'DIFFERENT'}); masks "
+        f"in one pass {ours * 1e3:.2f} ms/tile, one region at a time {ref * 1e3:.2f} ms/tile "
+        f"(ratio {ref / ours:.1f}x, {'identical' if same else 'DIFFERENT'})"
+    )
 
 
 def main() -> None:

@@ -67,10 +67,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--workers", default="0",
-                        help="data-loading processes, e.g. 0,4 (auto: the product's choice)")
-    parser.add_argument("--grid", default="", help="batch sizes, e.g. 4,16,64: only the U-Net "
-                        "at --tile, each batch size with each number of workers")
+    parser.add_argument(
+        "--workers",
+        default="0",
+        help="data-loading processes, e.g. 0,4 (auto: the product's choice)",
+    )
+    parser.add_argument(
+        "--grid",
+        default="",
+        help="batch sizes, e.g. 4,16,64: only the U-Net "
+        "at --tile, each batch size with each number of workers",
+    )
     parser.add_argument("--tile", type=int, default=128, help="tile of --grid")
     args = parser.parse_args()
     device = pick_device(args.device)
@@ -83,9 +90,13 @@ def main() -> None:
             + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else "")
         )
         first, *more = (None if w == "auto" else int(w) for w in args.workers.split(","))
-        runs = [("unet", 256, 8, True, first), ("unet", 256, 8, False, first),
-                ("unet", 128, 8, True, first), ("unet", 128, 8, False, first),
-                ("maskrcnn", 256, 2, True, first)]
+        runs = [
+            ("unet", 256, 8, True, first),
+            ("unet", 256, 8, False, first),
+            ("unet", 128, 8, True, first),
+            ("unet", 128, 8, False, first),
+            ("maskrcnn", 256, 2, True, first),
+        ]
         runs += [("unet", 256, 8, True, w) for w in more]
         if device.type == "cuda":  # what a GPU could do with a batch that fills it
             runs += [("unet", 256, 64, True, w) for w in (first, *more)]

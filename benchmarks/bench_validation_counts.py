@@ -51,12 +51,16 @@ def main() -> None:
     now, ref = timings["without matching (now)"], timings["matched (reference)"]
     same = np.array_equal(counts["without matching (now)"][..., [1, 4]],
                           counts["matched (reference)"][..., [1, 4]])  # fmt: skip
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; {args.tiles} normal tiles of "
-          f"{args.tile} px, {len(VAL_THRESHOLDS)} thresholds")
-    print(f"without matching {now * 1e3:.2f} ms/tile, matched {ref * 1e3:.2f} ms/tile "
-          f"(ratio {ref / now:.2f}x; false positives and pixels "
-          f"{'identical' if same else 'DIFFERENT'}); an epoch's {args.tiles} tiles: "
-          f"{now * args.tiles:.2f} s against {ref * args.tiles:.2f} s")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs; {args.tiles} normal tiles of "
+        f"{args.tile} px, {len(VAL_THRESHOLDS)} thresholds"
+    )
+    print(
+        f"without matching {now * 1e3:.2f} ms/tile, matched {ref * 1e3:.2f} ms/tile "
+        f"(ratio {ref / now:.2f}x; false positives and pixels "
+        f"{'identical' if same else 'DIFFERENT'}); an epoch's {args.tiles} tiles: "
+        f"{now * args.tiles:.2f} s against {ref * args.tiles:.2f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,11 @@ def _import_warnings(report: ImportReport, args: argparse.Namespace) -> list[str
 
 def _add_import_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("import options")
-    g.add_argument("--verbose", action="store_true",
-                   help="list every import issue (default: the first 5 of each kind)")
+    g.add_argument(
+        "--verbose",
+        action="store_true",
+        help="list every import issue (default: the first 5 of each kind)",
+    )
     g.add_argument(
         "--images",
         metavar="DIR",

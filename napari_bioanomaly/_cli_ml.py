@@ -236,8 +236,11 @@ def _crossval_progress(gen: Any, main_process: bool = True) -> Any:
                 print(
                     f"fold {event.fold + 1}/{event.folds}: F1 {_fmt(sc['f1'])} pixel IoU "
                     f"{_fmt(sc['pixel_iou'])} image ROC-AUC {_fmt(sc['roc_auc'])}"
-                    + (" (with flips and rotations: they paid on validation)"
-                       if sc.get("tta") else ""),
+                    + (
+                        " (with flips and rotations: they paid on validation)"
+                        if sc.get("tta")
+                        else ""
+                    ),
                     file=sys.stderr,
                 )
             elif event.train is not None and (event.train.kind != "step" or interactive):
@@ -311,8 +314,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
               "choose-point MODEL ANNOTATIONS --tta)", file=sys.stderr)  # fmt: skip
     # checks the user's values before any image is read
     point = predictor.point(tta).overridden(args.threshold, args.min_area, args.min_peak)
-    own_tta = tta and any(m.kind in TTA_MODELS for m in members) and \
-        not predictor.lacks_tta_point(True)
+    own_tta = (
+        tta and any(m.kind in TTA_MODELS for m in members) and not predictor.lacks_tta_point(True)
+    )
     chosen = " on averaged maps, for test-time augmentation" if own_tta else ""
     print(
         point.describe(scores=False)

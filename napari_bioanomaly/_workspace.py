@@ -138,9 +138,11 @@ def _keys(source: Path) -> list[Path]:
 
     if source.is_dir():
         found = annotations.find_annotation_file(source)
-        return [found.resolve()] if found is not None else [
-            (source / name).resolve() for name in annotations.ANNOTATION_NAMES[:1]
-        ]
+        return (
+            [found.resolve()]
+            if found is not None
+            else [(source / name).resolve() for name in annotations.ANNOTATION_NAMES[:1]]
+        )
     return [source.resolve()]
 
 

@@ -105,8 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
-        "pretrain", help="learn U-Net weights from images alone (no annotations), for "
-        "train --weights",
+        "pretrain",
+        help="learn U-Net weights from images alone (no annotations), for train --weights",
     )
     p.add_argument("--out", required=True, metavar="WEIGHTS.pt", help="the weights go here")
     _add_train_options(p)
@@ -140,14 +140,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--tta no: never",
     )  # fmt: skip
     p.add_argument("--out", required=True, metavar="PRED.json")
-    p.add_argument("--threshold", type=float, metavar="P",
-                   help="anomaly probability (default: the model's, chosen on validation)")
-    p.add_argument("--min-area", type=float, metavar="PX",
-                   help="drop smaller regions (default: the model's, chosen on validation)")
-    p.add_argument("--min-peak", type=float, metavar="P",
-                   help="keep only regions whose probability somewhere exceeds P, above "
-                   "--threshold (hysteresis; default: the model's where it chose one and "
-                   "--threshold is not given)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        metavar="P",
+        help="anomaly probability (default: the model's, chosen on validation)",
+    )
+    p.add_argument(
+        "--min-area",
+        type=float,
+        metavar="PX",
+        help="drop smaller regions (default: the model's, chosen on validation)",
+    )
+    p.add_argument(
+        "--min-peak",
+        type=float,
+        metavar="P",
+        help="keep only regions whose probability somewhere exceeds P, above "
+        "--threshold (hysteresis; default: the model's where it chose one and "
+        "--threshold is not given)",
+    )
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     p.add_argument(
         "--heatmaps", metavar="DIR", help="also write each image's anomaly map (float32 TIFF)"

@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check napari_bioanomaly tests benchmarks
+.venv/bin/ruff format --check napari_bioanomaly tests benchmarks
 export XDG_CACHE_HOME="${XDG_CACHE_HOME:-$(mktemp -d)}"
 exec .venv/bin/python -m pytest "$@"

@@ -83,8 +83,13 @@ def round_trip_iou(mask: np.ndarray, polygons: list[np.ndarray]) -> float:
     return float((back & mask).sum() / union) if union else 1.0
 
 
-def record(filename: str, shape: tuple[int, int], class_masks: dict[str, np.ndarray],
-           split: str, extra: dict[str, str] | None = None) -> tuple[ImageRecord, float]:
+def record(
+    filename: str,
+    shape: tuple[int, int],
+    class_masks: dict[str, np.ndarray],
+    split: str,
+    extra: dict[str, str] | None = None,
+) -> tuple[ImageRecord, float]:
     """The image's VIA record (one region per component and class) and its round-trip IoU."""
     regions = []
     all_mask = np.zeros(shape, dtype=bool)
@@ -99,8 +104,15 @@ def record(filename: str, shape: tuple[int, int], class_masks: dict[str, np.ndar
     return rec, round_trip_iou(all_mask, back_polys)
 
 
-def add_image(out: Path, name: str, image: np.ndarray, class_masks: dict[str, np.ndarray],
-              split: str, records: list[ImageRecord], ious: list[float]) -> None:
+def add_image(
+    out: Path,
+    name: str,
+    image: np.ndarray,
+    class_masks: dict[str, np.ndarray],
+    split: str,
+    records: list[ImageRecord],
+    ious: list[float],
+) -> None:
     """Write ``image`` as ``out/name`` (8-bit grayscale) and append its record and IoU."""
     write_gray_png(out / name, image)
     rec, iou = record(name, image.shape[:2], class_masks, split)
@@ -129,13 +141,19 @@ def write_gray_png(path: Path, image: np.ndarray) -> None:
     iio.imwrite(path, np.clip(np.round(gray), 0, 255).astype(np.uint8))
 
 
-def summary(name: str, records: list[ImageRecord], ious: list[float],
-            against: str = "polygons rasterise back to the masks") -> None:
+def summary(
+    name: str,
+    records: list[ImageRecord],
+    ious: list[float],
+    against: str = "polygons rasterise back to the masks",
+) -> None:
     """Print what was written: images per split, defect images, regions, round trip."""
     for split in ("train", "test"):
         sub = [r for r in records if r.file_attributes["split"] == split]
         n_def = sum(1 for r in sub if r.regions)
         n_reg = sum(len(r.regions) for r in sub)
         print(f"{name} {split}: {len(sub)} images, {n_def} with defects, {n_reg} regions")
-    print(f"{name}: {against}: mean pixel IoU {np.mean(ious):.4f} (min {np.min(ious):.4f}; "
-          "holes opened)")
+    print(
+        f"{name}: {against}: mean pixel IoU {np.mean(ious):.4f} (min {np.min(ious):.4f}; "
+        "holes opened)"
+    )

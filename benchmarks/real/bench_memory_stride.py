@@ -42,11 +42,15 @@ def main() -> None:
     predictor = Predictor.load(args.checkpoint, "cpu")
     point = predictor.operating_point
     scoring = predictor.extra["scoring"]
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
-          f"threads, torch {torch.__version__}")
-    print(f"{args.dataset.name}: {len(test)} test images; {args.checkpoint.name}: "
-          f"{scoring.get('descriptors', 'filters')} descriptors, "
-          f"{'sharpened' if scoring.get('sharpen') else 'not sharpened'}, {point.describe()}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
+        f"threads, torch {torch.__version__}"
+    )
+    print(
+        f"{args.dataset.name}: {len(test)} test images; {args.checkpoint.name}: "
+        f"{scoring.get('descriptors', 'filters')} descriptors, "
+        f"{'sharpened' if scoring.get('sharpen') else 'not sharpened'}, {point.describe()}"
+    )
     strides = [int(s) for s in args.strides.split(",")]
     figures = {}
     for stride in reversed(strides):  # the reference first, so the others compare with it
@@ -57,8 +61,10 @@ def main() -> None:
     for stride in strides:
         s = figures[stride]
         ratio = s["predict_s_per_image"] / ref["predict_s_per_image"]
-        print(line(f"stride {stride}", s, None if stride == strides[-1] else ref)
-              + f"  ({ratio:.2f}x the time of stride {strides[-1]})")
+        print(
+            line(f"stride {stride}", s, None if stride == strides[-1] else ref)
+            + f"  ({ratio:.2f}x the time of stride {strides[-1]})"
+        )
 
 
 if __name__ == "__main__":

@@ -109,6 +109,7 @@ def report(name: str, val: Sweep, test: Sweep, grid: bool) -> None:
     print(f"  chosen by (validation)  {'':10s} point | validation: {head} | test: {head}")
     for hysteresis in (False, True):
         for criterion, k in CRITERIA.items():
+
             def value(p: tuple[float, float, float], k: int = k) -> tuple[float, float]:
                 f = val.figures(*p)
                 return (round((f[1] + f[6]) / 2 if k < 0 else f[k], 3), -abs(p[1] - 0.5))

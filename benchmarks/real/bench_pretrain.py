@@ -53,18 +53,28 @@ def main() -> None:
     test_ds, _ = annotations.load(folder / "test.json")
     out = args.out or folder / "pretrain-study"
     out.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
-          f"threads, torch {torch.__version__}, CUDA {torch.cuda.is_available()}")
-    print(f"{folder.name}: {len(train_ds.images)} training images (pretraining, annotations "
-          f"unused), {len(test_ds.images)} test images")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
+        f"threads, torch {torch.__version__}, CUDA {torch.cuda.is_available()}"
+    )
+    print(
+        f"{folder.name}: {len(train_ds.images)} training images (pretraining, annotations "
+        f"unused), {len(test_ds.images)} test images"
+    )
     weights = out / "pretrained.pt"
     if not weights.is_file():
-        print(run(pretrain(train_ds, TrainConfig(budget_min=args.pretrain_min), weights)).text(),
-              flush=True)
+        print(
+            run(pretrain(train_ds, TrainConfig(budget_min=args.pretrain_min), weights)).text(),
+            flush=True,
+        )
     annotated = [i for i, im in enumerate(train_ds.images) if im.regions]
     order = np.random.default_rng(args.seed).permutation(annotated).tolist()
-    figures: dict = {"dataset": folder.name, "pretrain_min": args.pretrain_min,
-                     "finetune_min": args.finetune_min, "sizes": {}}
+    figures: dict = {
+        "dataset": folder.name,
+        "pretrain_min": args.pretrain_min,
+        "finetune_min": args.finetune_min,
+        "sizes": {},
+    }
     for n in (int(s) for s in args.sizes.split(",")):
         subset = train_ds.subset(sorted(order[:n]))
         row = {}
@@ -76,15 +86,28 @@ def main() -> None:
             fit = time.perf_counter() - t0
             predictor = Predictor.load(path)
             point = predictor.operating_point
-            s = score(test_ds.images, folder, lambda im, p=predictor: predict_image(p, im),
-                      point, predictor.classes)
+            s = score(
+                test_ds.images,
+                folder,
+                lambda im, p=predictor: predict_image(p, im),
+                point,
+                predictor.classes,
+            )
             s["fit_s"] = fit
             row[name] = s
-            diff = "" if name == "random" else "  ({:+.3f} F1, {:+.3f} pixel IoU)".format(
-                s["f1"] - row["random"]["f1"], s["pixel_iou"] - row["random"]["pixel_iou"])
-            print(f"{n:4d} annotated, {name:10s}: instance F1 {s['f1']:.3f}  pixel IoU "
-                  f"{s['pixel_iou']:.3f}  pixel F1 {s['pixel_f1']:.3f}  fit {fit / 60:.1f} min"
-                  f"{diff}", flush=True)
+            diff = (
+                ""
+                if name == "random"
+                else "  ({:+.3f} F1, {:+.3f} pixel IoU)".format(
+                    s["f1"] - row["random"]["f1"], s["pixel_iou"] - row["random"]["pixel_iou"]
+                )
+            )
+            print(
+                f"{n:4d} annotated, {name:10s}: instance F1 {s['f1']:.3f}  pixel IoU "
+                f"{s['pixel_iou']:.3f}  pixel F1 {s['pixel_f1']:.3f}  fit {fit / 60:.1f} min"
+                f"{diff}",
+                flush=True,
+            )
         figures["sizes"][n] = row
         if args.json:
             args.json.write_text(json.dumps(figures, indent=1))

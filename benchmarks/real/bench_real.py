@@ -58,11 +58,14 @@ def reference_threshold(folder: Path, images: list[ImageRecord], limit: int = 60
     """The reference's threshold: best pixel F1 on (at most ``limit``) training images."""
     chosen = images[:: max(1, len(images) // limit)]
     maps = [reference_map(read_image(folder / im.filename)) for im in chosen]
-    return best_threshold(maps, [truth_mask(im, m.shape) for im, m in zip(chosen, maps, strict=True)])
+    return best_threshold(
+        maps, [truth_mask(im, m.shape) for im, m in zip(chosen, maps, strict=True)]
+    )
 
 
-def score(test: list[ImageRecord], folder: Path, heat_of, point: OperatingPoint,
-          classes: list[str]) -> dict[str, float | None]:
+def score(
+    test: list[ImageRecord], folder: Path, heat_of, point: OperatingPoint, classes: list[str]
+) -> dict[str, float | None]:
     """Figures of one method on the test images (``heat_of(image) -> (probs, image score)``),
     its regions taken at ``point``."""
     from napari_bioanomaly.ml.predict import regions_from_probabilities
@@ -75,8 +78,13 @@ def score(test: list[ImageRecord], folder: Path, heat_of, point: OperatingPoint,
         probs, image_score = heat_of(read_image(folder / im.filename))
         heat = 1.0 - probs[0]
         regions = regions_from_probabilities(
-            probs, classes, point.threshold, point.min_area, class_min_area=point.class_min_area,
-            min_peak=point.min_peak, vote_weights=point.vote_weights,
+            probs,
+            classes,
+            point.threshold,
+            point.min_area,
+            class_min_area=point.class_min_area,
+            min_peak=point.min_peak,
+            vote_weights=point.vote_weights,
         )
         pred.images.append(ImageRecord(im.filename, heat.shape, regions=regions))
         truth = truth_mask(im, heat.shape)
@@ -128,8 +136,13 @@ def line(name: str, s: dict, ref: dict | None, fit: float | None = None) -> str:
     return f"{name:12s} " + "  ".join(parts) + extra
 
 
-def retune(predictor, dataset: Dataset, peak_margin: float | None = None,
-           vote_margin: float | None = None, tta: bool = False) -> OperatingPoint:
+def retune(
+    predictor,
+    dataset: Dataset,
+    peak_margin: float | None = None,
+    vote_margin: float | None = None,
+    tta: bool = False,
+) -> OperatingPoint:
     """The predictor's operating point chosen again on its validation images, by the
     product's chooser (with ``peak_margin`` and ``vote_margin``, the margins a minimum
     peak and vote weights must earn; ``math.inf``: none; ``tta``: on averaged maps, with
@@ -147,9 +160,22 @@ def retune(predictor, dataset: Dataset, peak_margin: float | None = None,
         chooser.VOTE_MARGIN = vote_margin
     try:
         criterion = predictor.operating_point.criterion if tta else None
-        return run(operating_point(predictor.config, predictor.model, predictor.classes,
-                                   predictor.extra, dataset, val_idx, predictor.device, 0, 1, 1,
-                                   criterion, tta=tta))
+        return run(
+            operating_point(
+                predictor.config,
+                predictor.model,
+                predictor.classes,
+                predictor.extra,
+                dataset,
+                val_idx,
+                predictor.device,
+                0,
+                1,
+                1,
+                criterion,
+                tta=tta,
+            )
+        )
     finally:
         chooser.PEAK_MARGIN, chooser.VOTE_MARGIN = before
 
@@ -195,12 +221,20 @@ def main() -> None:
     p.add_argument("--out", type=Path, help="where the models go (default: DATASET/models)")
     p.add_argument("--json", type=Path, help="write the figures here")
     p.add_argument("--reuse", action="store_true", help="use models already in --out")
-    p.add_argument("--retune", action="store_true",
-                   help="choose each model's operating point again on its validation images")
+    p.add_argument(
+        "--retune",
+        action="store_true",
+        help="choose each model's operating point again on its validation images",
+    )
     p.add_argument("--tta", default="unet", help="models also scored with test-time augmentation")
     p.add_argument("--ensemble", default="unet,forest", help="models also scored as one ensemble")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="change a default (for experiments; the table uses none)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change a default (for experiments; the table uses none)",
+    )
     args = p.parse_args()
 
     import torch
@@ -217,11 +251,15 @@ def main() -> None:
     classes = train_ds.class_names()
     out = args.out or folder / "models"
     out.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
-          f"threads, torch {torch.__version__}, CUDA {torch.cuda.is_available()}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
+        f"threads, torch {torch.__version__}, CUDA {torch.cuda.is_available()}"
+    )
     n_def = sum(1 for im in test if im.regions)
-    print(f"{folder.name}: {len(train_ds.images)} training images, {len(test)} test images "
-          f"({n_def} with defects), classes {classes}")
+    print(
+        f"{folder.name}: {len(train_ds.images)} training images, {len(test)} test images "
+        f"({n_def} with defects), classes {classes}"
+    )
 
     t0 = time.perf_counter()
     t_ref = reference_threshold(folder, train_ds.images)
@@ -238,7 +276,9 @@ def main() -> None:
     overrides = {}
     for item in args.set:
         key, value = item.split("=", 1)
-        overrides[key] = json.loads(value) if value[:1].isdigit() or value in ("true", "false") else value
+        overrides[key] = (
+            json.loads(value) if value[:1].isdigit() or value in ("true", "false") else value
+        )
     if overrides:
         print(f"changed defaults: {overrides}")
     models = {}
@@ -277,22 +317,34 @@ def main() -> None:
         # what predict does with no option: TTA where it paid on the model's validation
         default = f"{kind}+tta" if predictor.tta_by_default else kind
         if kind in TTA_MODELS:
-            print(f"{kind}: predict's default: {'with' if predictor.tta_by_default else 'without'}"
-                  f" TTA ({predictor.tta_gain()})", flush=True)
+            print(
+                f"{kind}: predict's default: {'with' if predictor.tta_by_default else 'without'}"
+                f" TTA ({predictor.tta_gain()})",
+                flush=True,
+            )
         for name, fn, point in rows:
             s = score(test, folder, fn, point, predictor.classes)
             s["default"] = name == default
             ckpt_best = load_checkpoint(path)
-            s.update(fit_s=fit, threshold=point.threshold, min_area=point.min_area,
-                     min_peak=point.min_peak, vote_weights=point.vote_weights,
-                     class_min_area=point.class_min_area,
-                     best=ckpt_best.get("best_f1"), best_label=ckpt_best.get("best_label"),
-                     epochs=len(ckpt_best.get("history", [])))
+            s.update(
+                fit_s=fit,
+                threshold=point.threshold,
+                min_area=point.min_area,
+                min_peak=point.min_peak,
+                vote_weights=point.vote_weights,
+                class_min_area=point.class_min_area,
+                best=ckpt_best.get("best_f1"),
+                best_label=ckpt_best.get("best_label"),
+                epochs=len(ckpt_best.get("history", [])),
+            )
             figures["models"][name] = s
             best = TrainResult(path, path, best_f1=s["best"], best_label=s["best_label"] or "")
-            print(line(name, s, ref, fit) + f"  ({'predict default; ' if s['default'] else ''}"
-                  f"{point.describe(scores=False)}; "
-                  f"{best.best_text()}; {s['epochs']} epochs)", flush=True)
+            print(
+                line(name, s, ref, fit) + f"  ({'predict default; ' if s['default'] else ''}"
+                f"{point.describe(scores=False)}; "
+                f"{best.best_text()}; {s['epochs']} epochs)",
+                flush=True,
+            )
     members = [m for m in args.ensemble.split(",") if m in models]
     if len(members) > 1:
         ensemble = Ensemble([models[m] for m in members])

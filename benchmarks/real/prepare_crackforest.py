@@ -20,7 +20,9 @@ from _common import add_image, summary, write_projects
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("src", type=Path, help="a local copy of the CrackForest-dataset repository")
     p.add_argument("out", type=Path, help="dataset folder to write")
     args = p.parse_args()

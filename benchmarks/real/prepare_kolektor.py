@@ -51,7 +51,9 @@ def outlines(label_file: Path) -> list[np.ndarray]:
     return out
 
 
-def outline_region(xy: np.ndarray, full: tuple[int, int], shape: tuple[int, int]) -> list[np.ndarray]:
+def outline_region(
+    xy: np.ndarray, full: tuple[int, int], shape: tuple[int, int]
+) -> list[np.ndarray]:
     """A traced outline as the ``(row, col)`` polygon of its pixels in an image of ``shape``.
 
     The vertices are the centres of the edge pixels of a ``full``-sized mask;
@@ -68,15 +70,19 @@ def outline_region(xy: np.ndarray, full: tuple[int, int], shape: tuple[int, int]
     return [np.asarray(g.exterior.coords)[:-1] * scale for g in parts if g.area > 0]
 
 
-def outline_record(filename: str, full: tuple[int, int], shape: tuple[int, int],
-                   xys: list[np.ndarray], split: str) -> tuple[ImageRecord, float]:
+def outline_record(
+    filename: str, full: tuple[int, int], shape: tuple[int, int], xys: list[np.ndarray], split: str
+) -> tuple[ImageRecord, float]:
     """The image's VIA record (one region per outline) and the regions' pixel IoU with the
     mask the outlines rasterise to at full size, resized to ``shape``."""
     from skimage.draw import polygon
     from skimage.transform import resize
 
-    regions = [Region(poly, "crack", shape="polygon", class_attribute="class")
-               for xy in xys for poly in outline_region(xy, full, shape)]
+    regions = [
+        Region(poly, "crack", shape="polygon", class_attribute="class")
+        for xy in xys
+        for poly in outline_region(xy, full, shape)
+    ]
     mask = np.zeros(full, dtype=bool)
     for xy in xys:
         mask[polygon(xy[:, 1] * full[0], xy[:, 0] * full[1], full)] = True
@@ -88,8 +94,12 @@ def outline_record(filename: str, full: tuple[int, int], shape: tuple[int, int],
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("src", type=Path, help="a local copy of the KolektorSDD_Yolov8_Datasets repository")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "src", type=Path, help="a local copy of the KolektorSDD_Yolov8_Datasets repository"
+    )
     p.add_argument("out", type=Path, help="dataset folder to write")
     p.add_argument("--scale", type=float, default=0.5, help="resize factor (default 0.5)")
     args = p.parse_args()
@@ -111,7 +121,9 @@ def main() -> None:
         if shape != full:
             image = resize(image, shape, order=1, preserve_range=True, anti_aliasing=True)
         split = "test" if int(jpg.stem) % 2 == 0 else "train"
-        rec, iou = outline_record(f"images/{jpg.stem}.png", full, shape, outlines(label_file), split)
+        rec, iou = outline_record(
+            f"images/{jpg.stem}.png", full, shape, outlines(label_file), split
+        )
         write_gray_png(args.out / rec.filename, image)
         records.append(rec)
         ious.append(iou)

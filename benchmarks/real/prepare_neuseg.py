@@ -30,11 +30,17 @@ def every_kth(items: list[Path], n: int) -> list[Path]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("src", type=Path, help="a local copy of the UNet-NEU-SEG repository")
     p.add_argument("out", type=Path, help="dataset folder to write")
-    p.add_argument("--train", type=int, default=600, help="training images, every k-th (600; 0 = all 4,023)")
-    p.add_argument("--test", type=int, default=300, help="test images, every k-th (300; 0 = all 447)")
+    p.add_argument(
+        "--train", type=int, default=600, help="training images, every k-th (600; 0 = all 4,023)"
+    )
+    p.add_argument(
+        "--test", type=int, default=300, help="test images, every k-th (300; 0 = all 447)"
+    )
     args = p.parse_args()
     import imageio.v3 as iio
 
@@ -46,7 +52,10 @@ def main() -> None:
     }
     if not sides["test"]:
         raise SystemExit(f"{base}/img_dir/test: no images; is {args.src} a UNet-NEU-SEG copy?")
-    sides = {"train": every_kth(sides["train"], args.train), "test": every_kth(sides["test"], args.test)}
+    sides = {
+        "train": every_kth(sides["train"], args.train),
+        "test": every_kth(sides["test"], args.test),
+    }
     records, ious = [], []
     for split, paths in sides.items():
         for path in paths:

@@ -208,9 +208,7 @@ def find_annotation_file(folder: str | os.PathLike[str]) -> Path | None:
 HEATMAPS_SUFFIX = ".heatmaps"
 
 
-def list_images(
-    folder: str | os.PathLike[str], outside: list[str] | None = None
-) -> list[str]:
+def list_images(folder: str | os.PathLike[str], outside: list[str] | None = None) -> list[str]:
     """Image files under ``folder`` (recursively, hidden entries skipped), as sorted
     relative posix paths. Uses ``os.walk`` (no stat per file). Folders of anomaly maps
     written by prediction (``*.heatmaps``) are outputs, not images of the dataset.

@@ -221,8 +221,9 @@ class PointChooser:
         gain = f1_score(best.f1 or 0.0, best.pixel_f1 or 0.0, first.criterion) - score
         if self.n_truth >= AGAINST_REGIONS and gain >= AGAINST_MARGIN:
             return best
-        return replace(first, f1=float(f1), pixel_f1=float(pixel_f1), source="validation",
-                       regions=self.n_truth)
+        return replace(
+            first, f1=float(f1), pixel_f1=float(pixel_f1), source="validation", regions=self.n_truth
+        )
 
     def _revoted(self, named: dict[str, float]) -> list[list[np.ndarray]]:
         """The tables with each component's class voted again under ``named`` weights."""

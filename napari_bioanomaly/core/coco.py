@@ -159,8 +159,12 @@ def read_coco(data: Any, file: str = "") -> tuple[Dataset, ImportReport]:
     if not isinstance(data["images"], list):
         report.add("file", f"'images' is not a list ({data['images']!r:.40}); none read")
     for i, entry in enumerate(images):
-        if not isinstance(entry, dict) or _id(entry.get("id")) is None or \
-                not isinstance(entry.get("file_name"), str) or not entry["file_name"]:
+        if (
+            not isinstance(entry, dict)
+            or _id(entry.get("id")) is None
+            or not isinstance(entry.get("file_name"), str)
+            or not entry["file_name"]
+        ):
             report.add("image", "image entry without an id (a number or text) or a file_name; "
                        "skipped", str(i))  # fmt: skip
             continue

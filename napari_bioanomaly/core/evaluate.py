@@ -398,9 +398,7 @@ class ImageCache:
         self.gt_labels = [r.label for r in gt.regions]
         self.pred_labels = [r.label for r in preds]
         self.image_score = _image_score(pred)
-        region, row, start, end = rasterise_spans(
-            [r.polygon for r in [*gt.regions, *preds]], shape
-        )
+        region, row, start, end = rasterise_spans([r.polygon for r in [*gt.regions, *preds]], shape)
         n_gt = len(gt.regions)
         g, p = region < n_gt, region >= n_gt
         self.gt = Spans(region[g], row[g], start[g], end[g], n_gt)

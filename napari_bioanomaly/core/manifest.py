@@ -115,8 +115,10 @@ class Manifest:
                 if number == len(body) + 1 and not raw.endswith(b"\n"):
                     torn = True  # the last line, cut short by a crash
                     break
-                raise BioAnomalyError(f"{self.path}, line {number}: not an image's entry; "
-                                      "delete the manifest to start over") from None
+                raise BioAnomalyError(
+                    f"{self.path}, line {number}: not an image's entry; "
+                    "delete the manifest to start over"
+                ) from None
         return header, done, torn
 
     def add(self, *records: ImageRecord) -> None:

@@ -55,8 +55,10 @@ def missing_maps_text(missing: Sequence[str], folder: str | Path | None) -> str:
     if len(missing) == 1:
         return (f"1 image predicted before the stop, {missing[0]}, has no anomaly map in "
                 f"{folder} any more: it is predicted again")  # fmt: skip
-    return (f"{len(missing)} images predicted before the stop have no anomaly map in {folder} "
-            "any more: they are predicted again")
+    return (
+        f"{len(missing)} images predicted before the stop have no anomaly map in {folder} "
+        "any more: they are predicted again"
+    )
 
 
 def read_heatmap(folder: str | Path, filename: str) -> np.ndarray | None:

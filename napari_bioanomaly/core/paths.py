@@ -14,7 +14,6 @@ except ImportError:  # pragma: no cover - orjson is a dependency, but the core m
     orjson = None  # type: ignore[assignment]
 
 
-
 def normalise_filename(name: str) -> str:
     """A file name as stored in the model: ``/`` separators, no leading ``./``.
 

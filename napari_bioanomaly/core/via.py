@@ -114,5 +114,3 @@ def read_via(
         return ds, report
     _parse_via12(data, parser)
     return parser.dataset(), report
-
-

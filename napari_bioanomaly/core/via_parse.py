@@ -119,8 +119,13 @@ def _vertices(xs: Any, ys: Any) -> np.ndarray:
             pts = None
         # the largest magnitude is NaN (a NaN anywhere), inf, or a number; numpy reads
         # booleans as 0 and 1, so they are looked for
-        if pts is not None and pts.ndim == 2 and np.abs(pts).max() <= geometry.MAX_COORDINATE \
-                and bool not in map(type, xs) and bool not in map(type, ys):
+        if (
+            pts is not None
+            and pts.ndim == 2
+            and np.abs(pts).max() <= geometry.MAX_COORDINATE
+            and bool not in map(type, xs)
+            and bool not in map(type, ys)
+        ):
             return np.ascontiguousarray(pts.T)
     # slow path, for a message naming the first bad value
     x, y = _nums(xs, "all_points_x"), _nums(ys, "all_points_y")

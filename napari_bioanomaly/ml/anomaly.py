@@ -173,7 +173,9 @@ def coreset(features: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
 
 
 def memory_descriptors(
-    norm: np.ndarray, stride: int, encoder: nn.Module | None = None,
+    norm: np.ndarray,
+    stride: int,
+    encoder: nn.Module | None = None,
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
     """The memory bank's descriptors of every ``stride``-th pixel: the ``encoder``'s
@@ -242,8 +244,12 @@ def upsample(small: torch.Tensor, stride: int, shape: tuple[int, ...],
         full = F.interpolate(small[None, None], size=(stride * h, stride * w),
                              mode="bilinear", align_corners=False)[0, 0]  # fmt: skip
     else:
-        exact = F.interpolate(small[None, None], size=(stride * (h - 1) + 1,
-                              stride * (w - 1) + 1), mode="bilinear", align_corners=True)
+        exact = F.interpolate(
+            small[None, None],
+            size=(stride * (h - 1) + 1, stride * (w - 1) + 1),
+            mode="bilinear",
+            align_corners=True,
+        )
         full = F.pad(exact, (0, stride - 1, 0, stride - 1), mode="replicate")[0, 0]
     return full[: shape[0], : shape[1]].cpu().numpy()
 

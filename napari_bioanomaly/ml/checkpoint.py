@@ -251,8 +251,11 @@ def _scoring(scoring: Any, model: str) -> None:
         raise BioAnomalyError(f"scoring.image_top: a share of pixels in (0, 0.5], not "
                               f"{_short(top)}")  # fmt: skip
     window = scoring.get("line_window")
-    if window is not None and (isinstance(window, bool) or not isinstance(window, int)
-                               or not 3 <= window <= MAX_LINE_WINDOW):
+    if window is not None and (
+        isinstance(window, bool)
+        or not isinstance(window, int)
+        or not 3 <= window <= MAX_LINE_WINDOW
+    ):
         raise BioAnomalyError(f"scoring.line_window: a window of 3 to {MAX_LINE_WINDOW} px, not "
                               f"{_short(window)}")  # fmt: skip
     for flag, cue, prefixes in (("sharpen", "local contrast", ("contrast_",)),

@@ -264,8 +264,12 @@ class TrainConfig:
         if self.descriptors not in DESCRIPTORS:
             problems.append(f"descriptors must be one of {', '.join(DESCRIPTORS)}, not "
                             f"{self.descriptors!r}")  # fmt: skip
-        for name, choices in (("sharpen", SHARPEN), ("lines", LINES),
-                              ("features", FOREST_FEATURES), ("tta_point", TTA_POINT)):
+        for name, choices in (
+            ("sharpen", SHARPEN),
+            ("lines", LINES),
+            ("features", FOREST_FEATURES),
+            ("tta_point", TTA_POINT),
+        ):
             if getattr(self, name) not in choices:
                 problems.append(f"{name} must be one of {', '.join(choices)}, not "
                                 f"{getattr(self, name)!r}")  # fmt: skip
@@ -282,8 +286,11 @@ class TrainConfig:
         if self.class_weights not in CLASS_WEIGHTS:
             choices = ", ".join(CLASS_WEIGHTS)
             problems.append(f"class_weights must be one of {choices}, not {self.class_weights!r}")
-        elif self.class_weights != "none" and self.model in REGISTRY and \
-                not REGISTRY[self.model].class_weights:
+        elif (
+            self.class_weights != "none"
+            and self.model in REGISTRY
+            and not REGISTRY[self.model].class_weights
+        ):
             weighted = ", ".join(n for n, m in REGISTRY.items() if m.class_weights)
             problems.append(f"class weights apply to these models only: {weighted}")
         if self.class_balance and self.model in ANOMALY_MODELS:
@@ -309,8 +316,11 @@ class TrainConfig:
             if value is None and f.name in _OPTIONAL:
                 continue
             if kind is float:
-                ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and \
-                    math.isfinite(value)
+                ok = (
+                    isinstance(value, numbers.Real)
+                    and not isinstance(value, bool)
+                    and math.isfinite(value)
+                )
             elif kind is int:
                 ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
             elif kind is tuple:
@@ -367,8 +377,9 @@ _TYPES: dict[str, type] = {
     "sharpen": str, "lines": str, "features": str, "autocontext": bool,
     "tta_point": str,
 }  # fmt: skip
-_OPTIONAL = frozenset({"epochs", "val_attribute", "weights", "budget_min", "base_channels",
-                       "num_workers", "batch"})
+_OPTIONAL = frozenset(
+    {"epochs", "val_attribute", "weights", "budget_min", "base_channels", "num_workers", "batch"}
+)
 _KIND_NAMES = {str: "text", int: "a whole number", float: "a finite number",
                bool: "true or false", tuple: "a list of text values"}  # fmt: skip
 #: Upper bounds: beyond them a run (or a checkpoint made elsewhere) only exhausts memory.

@@ -82,7 +82,11 @@ def split(dataset: Dataset, config: TrainConfig) -> tuple[list[int], list[int]]:
     :func:`~napari_bioanomaly.core.splits.validation_split`; the unsupervised models
     validate on every annotated image when most images are normal)."""
     return validation_split(
-        dataset, config.val_fraction, config.val_attribute, config.val_values, config.seed,
+        dataset,
+        config.val_fraction,
+        config.val_attribute,
+        config.val_values,
+        config.seed,
         annotated_validate=config.unsupervised,
     )
 
@@ -221,9 +225,7 @@ def augment(
     return image.astype(np.float32, copy=False), cls, inst
 
 
-def turn_matrix(
-    angle: float, zoom: float, shape: tuple[int, ...]
-) -> tuple[np.ndarray, np.ndarray]:
+def turn_matrix(angle: float, zoom: float, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Matrix and offset that take an output pixel of :func:`turn` to its source
     coordinates (``ndimage.affine_transform``'s convention): turned by ``angle`` (radians)
     and zoomed by ``zoom`` about the centre of an array of ``shape``."""

@@ -292,5 +292,3 @@ class Forest:
         rows, cols, n = feats.shape
         probs = self.predict_features(feats.reshape(-1, n))
         return probs.T.reshape(-1, rows, cols)
-
-

@@ -205,6 +205,7 @@ def maskrcnn_targets(
 #: Share of pixels of each batch left out of the autoencoder loss (robust to unannotated anomalies).
 TRIM = 0.05
 
+
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, 4 if stride == 2 else 3, stride=stride, padding=1, bias=False),
@@ -264,7 +265,6 @@ def build(
 ) -> nn.Module:
     """The network of ``kind`` for ``n_classes`` anomaly classes (the forest is no network)."""
     if kind == "autoencoder":
-
         return AutoEncoder(base)
     if kind == "unet":
         return UNet(n_classes, base=base)
@@ -286,7 +286,6 @@ def loss(
     ``class_weights`` (background first) weight the U-Net's cross-entropy.
     """
     if kind == "autoencoder":
-
         return reconstruction_loss(model, images, classes)
     if kind == "unet":
         return unet_loss(model(images), classes, class_weights)

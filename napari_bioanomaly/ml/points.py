@@ -61,8 +61,11 @@ class PointChange:
     @property
     def kept_plain(self) -> bool:
         """Whether the point chosen for test-time augmentation is the plain one."""
-        return self.key == "operating_point_tta" and self.plain is not None and \
-            self.after.describe(scores=False) == self.plain.describe(scores=False)
+        return (
+            self.key == "operating_point_tta"
+            and self.plain is not None
+            and self.after.describe(scores=False) == self.plain.describe(scores=False)
+        )
 
 
 def point_images(dataset: Dataset, config: TrainConfig, on: str) -> list[int]:
@@ -70,8 +73,9 @@ def point_images(dataset: Dataset, config: TrainConfig, on: str) -> list[int]:
     made, or all of them."""
     if on not in ON:
         raise BioAnomalyError(f"choose the point on one of {', '.join(ON)}, not {on!r}")
-    indices = data.split(dataset, config)[1] if on == "validation" else \
-        list(range(len(dataset.images)))
+    indices = (
+        data.split(dataset, config)[1] if on == "validation" else list(range(len(dataset.images)))
+    )
     return [i for i in indices if dataset.images[i].regions]
 
 
@@ -117,15 +121,17 @@ def choose_point_steps(
     config = predictor.config
     indices = point_images(dataset, config, on)
     if not indices:
-        where = "its validation images (--on all: every image)" if on == "validation" else \
-            "the dataset"
+        where = (
+            "its validation images (--on all: every image)" if on == "validation" else "the dataset"
+        )
         raise BioAnomalyError(f"no annotated image among {where}: nothing to choose on")
     data.check_images(dataset, indices)
     classes = dataset.class_names() if config.unsupervised else list(predictor.classes)
     plain = predictor.operating_point
     # the criterion the plain point maximised (pixel F1 for thin structures) holds for both
-    criterion = plain.criterion if plain.source == "validation" and not config.unsupervised \
-        else None
+    criterion = (
+        plain.criterion if plain.source == "validation" and not config.unsupervised else None
+    )
     plain_before = None
     if tta and plain.source == "validation" and (plain.regions is None or on == "all"):
         # whether TTA pays (chooser.tta_pays) compares both points, each chosen on the same
@@ -155,17 +161,28 @@ def choose_point_steps(
     save_checkpoint(target, state)
     used = {r.label for i in indices for r in dataset.images[i].regions}
     unlearnt = () if config.unsupervised else tuple(sorted(used - set(classes)))
-    return PointChange(before, point, key, min(len(indices), POINT_IMAGES), target, unlearnt,
-                       dropped_tta, plain=plain if tta else point, plain_before=plain_before)
+    return PointChange(
+        before,
+        point,
+        key,
+        min(len(indices), POINT_IMAGES),
+        target,
+        unlearnt,
+        dropped_tta,
+        plain=plain if tta else point,
+        plain_before=plain_before,
+    )
 
 
 def change_lines(change: PointChange) -> list[str]:
     """What :func:`choose_point` did, in lines for the CLI and the Review widget."""
     tta = change.key == "operating_point_tta"
     what = "operating point for test-time augmentation" if tta else "operating point"
-    lines = [f"{what} chosen on {change.images} image(s): {change.after.describe()}"
-             + (KEPT_PLAIN if change.kept_plain else ""),
-             f"before: {change.before.describe() if change.before is not None else 'none'}"]
+    lines = [
+        f"{what} chosen on {change.images} image(s): {change.after.describe()}"
+        + (KEPT_PLAIN if change.kept_plain else ""),
+        f"before: {change.before.describe() if change.before is not None else 'none'}",
+    ]
     if change.plain_before is not None and change.plain is not None:
         same = change.plain.describe(scores=False) == change.plain_before.describe(scores=False)
         lines.append("plain operating point chosen again on the same images, so that the two "

@@ -323,7 +323,11 @@ def predict_image(
 
     if kind in ANOMALY_MODELS:
         heat, score = anomaly.image_map(
-            kind, norm, predictor.model, predictor.extra["scoring"], predictor.config,
+            kind,
+            norm,
+            predictor.model,
+            predictor.extra["scoring"],
+            predictor.config,
             predictor.device,
         )
         return np.stack([1.0 - heat, heat]), score
@@ -413,8 +417,14 @@ def predict_dataset(
         if heatmaps is not None:
             write_heatmap(heatmap_path(heatmaps, im.filename), 1.0 - probs[0])
         record.regions = regions_from_probabilities(
-            probs, predictor.classes, point.threshold, point.min_area, tolerance,
-            point.class_min_area, point.min_peak, point.vote_weights,
+            probs,
+            predictor.classes,
+            point.threshold,
+            point.min_area,
+            tolerance,
+            point.class_min_area,
+            point.min_peak,
+            point.vote_weights,
         )
         yield PredictEvent(i + 1, len(dataset.images), im.filename, len(record.regions), "", record)
     return out

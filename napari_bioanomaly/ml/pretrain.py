@@ -64,8 +64,12 @@ def mask_blocks(
     return images * (1 - mask), mask
 
 
-def reconstruction_loss(model: torch.nn.Module, images: torch.Tensor,
-                        generator: torch.Generator, share: slice | None = None) -> torch.Tensor:
+def reconstruction_loss(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    generator: torch.Generator,
+    share: slice | None = None,
+) -> torch.Tensor:
     """L1 error of the restored pixels of one masked batch.
 
     With a ``share`` of the batch (a process's, in distributed training), the network
@@ -123,8 +127,14 @@ def pretrain(
                           seconds)  # fmt: skip
 
 
-def _save_pretrained(model: models.UNet, config: TrainConfig, indices: list[int],
-                     history: list[float], seconds: float, out: Path) -> Path:
+def _save_pretrained(
+    model: models.UNet,
+    config: TrainConfig,
+    indices: list[int],
+    history: list[float],
+    seconds: float,
+    out: Path,
+) -> Path:
     payload = {
         "format": PRETRAINED_FORMAT,
         "base_channels": config.width,
@@ -160,8 +170,13 @@ def learn_images(
     """
     dist = dist or Dist()
     device = dist.device_for(pick_device(config.device), config.batch)
-    share = slice(dist.rank * (config.batch // dist.world),
-                  (dist.rank + 1) * (config.batch // dist.world)) if dist.world > 1 else None
+    share = (
+        slice(
+            dist.rank * (config.batch // dist.world), (dist.rank + 1) * (config.batch // dist.world)
+        )
+        if dist.world > 1
+        else None
+    )
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -220,8 +235,9 @@ def learn_images(
                     f"{config.batch} and {config.tile} px tiles: use a smaller --batch or --tile"
                 ) from None
             losses.append(dist.mean(float(loss.detach())))
-            yield TrainEvent("step", epoch, epochs, step + 1, steps, loss=losses[-1],
-                            message=message)
+            yield TrainEvent(
+                "step", epoch, epochs, step + 1, steps, loss=losses[-1], message=message
+            )
         if not losses:
             break
         history.append(float(np.mean(losses)))

@@ -38,6 +38,7 @@ TRAINERS: dict[str, Trainer] = {
     "memory": train_memory.fit,
 }
 
+
 def train(
     dataset: Dataset,
     config: TrainConfig,

@@ -113,8 +113,9 @@ def train_memory(
             return TrainResult(None, last_path(out), [], None, True, str(device))
         if len(kinds) > 1:
             text = _validation_text(bank.alone)
-            yield TrainEvent("status", 0, 1, 0, 1,
-                             message=f"{kind} descriptors: {text} on the validation images")
+            yield TrainEvent(
+                "status", 0, 1, 0, 1, message=f"{kind} descriptors: {text} on the validation images"
+            )
         if best is None or _better(bank, best):
             best = bank
     assert best is not None
@@ -232,8 +233,10 @@ def _point_score(point: OperatingPoint) -> float:
 def _point_messages(maps: _Maps, setting: str, point: OperatingPoint, sharp: bool) -> list[str]:
     """What the choice of the operating point and of sharpening reports."""
     if not maps.points["plain"].n_truth:
-        return ["no annotated validation images: the default operating point"
-                + (", sharpened" if sharp else "")]
+        return [
+            "no annotated validation images: the default operating point"
+            + (", sharpened" if sharp else "")
+        ]
     if setting != "auto":
         return [f"operating point{' (sharpened map)' if sharp else ''}: {point.describe()}"]
     plain, sharpened = (maps.points[k].choose() for k in ("plain", "sharp"))
@@ -411,8 +414,15 @@ def _learn_encoder(
         while True:
             event = next(gen)
             if event.kind == "epoch":
-                yield TrainEvent("status", 0, 1, 0, 1, message=f"{what}: epoch "
-                                 f"{event.epoch + 1}, reconstruction loss {event.loss:.4f}")
+                yield TrainEvent(
+                    "status",
+                    0,
+                    1,
+                    0,
+                    1,
+                    message=f"{what}: epoch "
+                    f"{event.epoch + 1}, reconstruction loss {event.loss:.4f}",
+                )
     except StopIteration as stop:
         unet = stop.value[0]
     return PatchEncoder.from_unet(unet, config.width).to(device).eval()

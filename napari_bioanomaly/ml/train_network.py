@@ -39,8 +39,13 @@ from .validation import operating_point, scores, tta_point_wanted, validate
 
 
 def _batches(
-    sampler: data.TileSampler, config: TrainConfig, dist: Dist, start: int, batch: int,
-    device: torch.device, workers: int,
+    sampler: data.TileSampler,
+    config: TrainConfig,
+    dist: Dist,
+    start: int,
+    batch: int,
+    device: torch.device,
+    workers: int,
 ) -> Any:
     """Batches of ``batch`` tiles from global tile ``start`` on (see :class:`.data.TileStream`),
     drawn by ``workers`` loader processes, page-locked for a GPU."""
@@ -65,8 +70,11 @@ def _setup_text(device: torch.device, batch: int, tile: int, workers: int, world
     128 px, drawn by 4 loader processes"."""
     name = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     where = f"{world} processes on {device.type}" if world > 1 else f"{device}{name}"
-    drawn = f"drawn by {workers} loader process{'es' if workers > 1 else ''}" if workers \
+    drawn = (
+        f"drawn by {workers} loader process{'es' if workers > 1 else ''}"
+        if workers
         else "drawn in the training thread"
+    )
     each = ", each on" if world > 1 else ":"
     return f"training on {where}{each} batches of {batch} tiles of {tile} px, {drawn}"
 
@@ -202,8 +210,15 @@ def _train(
     drawn = start_epoch * steps * config.batch  # global tiles drawn so far
     workers = loader_workers(config.num_workers, device, dist.local_world)
     stream = _batches(sampler, config, dist, drawn, batch, device, workers)
-    yield TrainEvent("status", start_epoch, plan["epochs"], 0, steps, batch=batch,
-                     message=_setup_text(device, batch, config.tile, workers, dist.world))
+    yield TrainEvent(
+        "status",
+        start_epoch,
+        plan["epochs"],
+        0,
+        steps,
+        batch=batch,
+        message=_setup_text(device, batch, config.tile, workers, dist.world),
+    )
     # thin structures (cracks, scratches) are judged by pixel F1 (see operating.criterion_for)
     criterion = "mean"
     if not config.unsupervised:
@@ -353,7 +368,8 @@ def _train(
         score, name = next(
             (v, name)
             for v, name in (
-                (val_score, label), (val_auc, label),
+                (val_score, label),
+                (val_auc, label),
                 (None if val_loss is None else -val_loss, "validation loss"),
                 (-record["loss"], "training loss"),
             )
@@ -435,6 +451,14 @@ def _train(
             best_state["operating_point_tta"] = tta_point.to_dict()
         best_path = save_checkpoint(out, best_state)
     kept_best = dist.main and best_path is not None
-    return TrainResult(best_path, last, history, best_f1, cancelled, str(device), best_label,
-                       point if kept_best else None, tta_point if kept_best else None)
-
+    return TrainResult(
+        best_path,
+        last,
+        history,
+        best_f1,
+        cancelled,
+        str(device),
+        best_label,
+        point if kept_best else None,
+        tta_point if kept_best else None,
+    )

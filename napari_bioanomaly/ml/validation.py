@@ -93,8 +93,12 @@ def scores(
     _, _, _, hit, pred = counts[i, 0]
     union = pred + truth_px - hit
     iou = hit / union if union else 1.0
-    return (loss_sum / n_loss if n_loss else None), float(iou), float(point.f1 or 0.0), \
-        point.threshold
+    return (
+        (loss_sum / n_loss if n_loss else None),
+        float(iou),
+        float(point.f1 or 0.0),
+        point.threshold,
+    )
 
 
 #: What a step of a long job yields: ``(done, total, name)``.
@@ -214,16 +218,21 @@ def operating_point(
         criterion, against=against,
     )  # fmt: skip
     what = "operating point for test-time augmentation" if tta else "operating point"
-    same = KEPT_PLAIN if against is not None and \
-        point.describe(scores=False) == against.describe(scores=False) else ""
+    same = (
+        KEPT_PLAIN
+        if against is not None and point.describe(scores=False) == against.describe(scores=False)
+        else ""
+    )
     yield TrainEvent("status", epoch, epochs, steps, steps,
                      message=f"{what}: {point.describe()}{same}")  # fmt: skip
     return point
 
 
 #: Said where the point for averaged maps is the plain one (chooser.choose_against).
-KEPT_PLAIN = (" (the plain one: no other beats it on the averaged maps by 0.005, on 20 "
-              "validation regions or more)")
+KEPT_PLAIN = (
+    " (the plain one: no other beats it on the averaged maps by 0.005, on 20 "
+    "validation regions or more)"
+)
 #: Training chooses the point for test-time augmentation by itself (``tta_point``
 #: ``auto``) when that takes at most this share of the training time.
 TTA_POINT_SHARE = 0.1

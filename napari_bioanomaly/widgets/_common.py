@@ -42,6 +42,7 @@ def export_dataset(dataset: Any, fmt: str, path: Any) -> tuple[list[Any], list[s
         annotations.attach_images(dataset)
     return annotations.save(dataset, path, fmt)
 
+
 def button_row(buttons: Iterable[tuple[str, Callable[[], object]]]) -> QHBoxLayout:
     """A row of push buttons, each calling its slot when clicked."""
     row = QHBoxLayout()

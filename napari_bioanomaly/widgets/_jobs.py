@@ -87,7 +87,7 @@ def crossval_job(
 def train_and_predict(
     dataset: Any, config: Any, out: Path, pred_out: Path, cancel: threading.Event
 ) -> Generator[Any, None, tuple[Path, list[str], Any, Path] | Stopped]:
-    """"Train & review": train, predict the validation images, save the predictions;
+    """For "Train & review": train, predict the validation images, save the predictions;
     returns their path, the names of the validation images predicted, the model's operating
     point and the model file. Stopped while training, it goes on with the best model so far
     (``cancel`` is cleared: set again, it stops the prediction too), or returns
@@ -125,14 +125,21 @@ def _resuming_text(kept: int, missing: list[str], total: int, heatmaps: Path | N
 
     again = missing_maps_text(missing, heatmaps)
     if kept:
-        return (f"Resuming: {kept} of {total} images were predicted with this model before a "
-                f"stop; predicting the others" + (f" ({again})." if missing else "."))
+        return (
+            f"Resuming: {kept} of {total} images were predicted with this model before a "
+            f"stop; predicting the others" + (f" ({again})." if missing else ".")
+        )
     return f"Predicting every image, not resuming: {again}." if missing else None
 
 
 def _predict_until_stopped(
-    predictor: Any, dataset: Any, pred_out: Path, cancel: threading.Event,
-    heatmaps: Path | None = None, tta: bool = False, manifest: Any = None,
+    predictor: Any,
+    dataset: Any,
+    pred_out: Path,
+    cancel: threading.Event,
+    heatmaps: Path | None = None,
+    tta: bool = False,
+    manifest: Any = None,
 ) -> Generator[Any, None, list[str]]:
     """Predict ``dataset``'s images until done or stopped, save the predictions of those
     predicted to ``pred_out`` (the previous file kept as ``.bak``); returns their names.
@@ -178,10 +185,15 @@ def _predict_until_stopped(
 
 
 def predict_and_save(
-    predictor: Any, dataset: Any, pred_out: Path, heatmaps: Path | None = None,
-    tta: bool = False, model: Path | None = None, cancel: threading.Event | None = None,
+    predictor: Any,
+    dataset: Any,
+    pred_out: Path,
+    heatmaps: Path | None = None,
+    tta: bool = False,
+    model: Path | None = None,
+    cancel: threading.Event | None = None,
 ) -> Generator[Any, None, tuple[Path, list[str]]]:
-    """"Predict & review": predict every image (``tta``: averaged over flips and
+    """For "Predict & review": predict every image (``tta``: averaged over flips and
     rotations), save the predictions (and the anomaly maps into ``heatmaps``); returns
     their path and the names of the images predicted (every one, unless ``cancel`` was
     set: those predicted until then). With the ``model`` file, a stop leaves a manifest
@@ -201,7 +213,7 @@ def predict_and_save(
 
 def choose_point_job(model: Path, dataset: Any, tta: bool, on: str,
                      cancel: threading.Event | None = None) -> Generator:  # fmt: skip
-    """"Choose point" (Review): choose a trained model's operating point again (``tta``:
+    """For "Choose point" (Review): choose a trained model's operating point again (``tta``:
     the one for flips and rotations) on ``on`` images, written into the model file (the
     previous one kept as ``.bak``); yields ``(done, total, name)`` per image and returns
     the :class:`~napari_bioanomaly.ml.points.PointChange`, or :class:`Stopped` when

@@ -137,11 +137,16 @@ class ReviewJobs:
         how, flips = "", use_tta(predictor, tta)
         if flips:  # said, not silently dropped, for a model the flips do not apply to
             applies = predictor.kind in TTA_MODELS
-            how = f" ({tta_note(predictor, tta) or 'flips and rotations'})" if applies else (
-                f" ({TTA_APPLIES}, not a {predictor.kind} model: without them)")
+            how = (
+                f" ({tta_note(predictor, tta) or 'flips and rotations'})"
+                if applies
+                else (f" ({TTA_APPLIES}, not a {predictor.kind} model: without them)")
+            )
             if predictor.lacks_tta_point(applies):
-                how = (" (flips and rotations, at the model's plain operating point: it has "
-                       "none chosen on averaged maps; check the threshold)")
+                how = (
+                    " (flips and rotations, at the model's plain operating point: it has "
+                    "none chosen on averaged maps; check the threshold)"
+                )
             flips = applies
         # proposals from the anomaly maps start at the model's own operating point (for
         # test-time augmentation, the one chosen on averaged maps where it has one)
@@ -272,8 +277,9 @@ class ReviewJobs:
         done, total = self.progress
         done = done if reviewed is None else reviewed
         if self.stop_asked and done < total:
-            resume = " (Predict & review with this model resumes from there)" \
-                if self.resumable else ""
+            resume = (
+                " (Predict & review with this model resumes from there)" if self.resumable else ""
+            )
             lines.append(f"Stopped after {done} of {total} images: reviewing the {done} "
                          f"predicted{resume}.")  # fmt: skip
         if self.problems:

@@ -265,8 +265,10 @@ class ClassPanel(QWidget):
             )
 
 
-PROPOSE_TIP = ("replace this image's predictions by the outlines of the map above the "
-               "threshold; accept the good ones into the annotations")
+PROPOSE_TIP = (
+    "replace this image's predictions by the outlines of the map above the "
+    "threshold; accept the good ones into the annotations"
+)
 
 
 class LayerControls(QWidget):

@@ -109,8 +109,17 @@ class AnnotateWidget(QWidget):
         layout.addWidget(self.save_label)
 
         self.images_panel = panel = ImageListPanel()
-        for name in ("filter_edit", "status_filter", "qc_filter", "image_model", "image_proxy",
-                     "image_table", "prev_button", "next_button", "qc_button"):
+        for name in (
+            "filter_edit",
+            "status_filter",
+            "qc_filter",
+            "image_model",
+            "image_proxy",
+            "image_table",
+            "prev_button",
+            "next_button",
+            "qc_button",
+        ):
             setattr(self, name, getattr(panel, name))  # as tests and scripts know them
         self.filter_edit.textChanged.connect(self._apply_filter)
         self.status_filter.currentTextChanged.connect(self._apply_filter)

@@ -170,8 +170,16 @@ class ReviewWidget(QWidget):
         for slider in (self.iou_slider, self.score_slider):
             slider.valueChanged.connect(lambda _v: self.refresh())
         controls = LayerControls()
-        for name in ("show_gt", "show_pred", "fill", "opacity", "show_heat", "heat_slider",
-                     "peak_box", "propose_button"):
+        for name in (
+            "show_gt",
+            "show_pred",
+            "fill",
+            "opacity",
+            "show_heat",
+            "heat_slider",
+            "peak_box",
+            "propose_button",
+        ):
             setattr(self, name, getattr(controls, name))  # as tests and scripts know them
         self.show_gt.toggled.connect(
             lambda on: self.layers.set_visible(self.annotator and self.annotator.shapes_layer, on)
@@ -187,7 +195,9 @@ class ReviewWidget(QWidget):
         layout.addWidget(self.summary)
         self.tabs = ReviewTabs(self.report)
         self.table_panel, self.image_panel, self.class_panel = (
-            self.tabs.table_panel, self.tabs.image_panel, self.tabs.class_panel
+            self.tabs.table_panel,
+            self.tabs.image_panel,
+            self.tabs.class_panel,
         )
         self.table_panel.image_clicked.connect(self._go_to)
         self.table_panel.error_clicked.connect(self.layers.zoom_to)
@@ -204,7 +214,9 @@ class ReviewWidget(QWidget):
         ]))  # fmt: skip
         # the panels' parts, as tests and scripts know them
         self.table, self.proxy, self.model = (
-            self.table_panel.table, self.table_panel.proxy, self.table_panel.model
+            self.table_panel.table,
+            self.table_panel.proxy,
+            self.table_panel.model,
         )
         self.errors, self.filter_edit = self.table_panel.errors, self.table_panel.filter_edit
         self.image_slider, self.image_text = self.image_panel.slider, self.image_panel.text
@@ -243,7 +255,10 @@ class ReviewWidget(QWidget):
     # ------------------------------------------------------------------ opening
 
     def open(
-        self, gt_path: str | Path, pred_path: str | Path, images: list[str] | None = None,
+        self,
+        gt_path: str | Path,
+        pred_path: str | Path,
+        images: list[str] | None = None,
         note: str = "",
     ) -> bool:
         """Open ground truth (editable, autosaved) and predictions for review.
@@ -484,14 +499,21 @@ class ReviewWidget(QWidget):
 
     def predict_and_review(self) -> bool:
         """Predict every ground-truth image with the model (in the background), then review."""
-        return self.jobs.predict(self.gt_edit.text().strip(), self.model_edit.text().strip(),
-                                 tta=self.tta_combo.currentData())
+        return self.jobs.predict(
+            self.gt_edit.text().strip(),
+            self.model_edit.text().strip(),
+            tta=self.tta_combo.currentData(),
+        )
 
     def choose_point(self) -> bool:
         """Choose the model's operating point again on the ground truth's images (in the
         background); the model file is rewritten, the previous one kept as .bak."""
-        return self.jobs.choose_point(self.gt_edit.text().strip(), self.model_edit.text().strip(),
-                                      self.point_on.currentData(), self.point_tta.isChecked())
+        return self.jobs.choose_point(
+            self.gt_edit.text().strip(),
+            self.model_edit.text().strip(),
+            self.point_on.currentData(),
+            self.point_tta.isChecked(),
+        )
 
     def stop(self) -> bool:
         """Stop the running job after its current step or image (False: none runs)."""

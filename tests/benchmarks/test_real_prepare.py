@@ -40,12 +40,16 @@ def test_kolektor_outlines_become_one_region_each_at_half_size(tmp_path):
         if outline is None:  # a crack 2-3 px wide and 250 px long: about 1 px at half size
             outline = _crack_outline(shape, 20, 20, 100, 280)
             from skimage.draw import line
+
             image[line(20, 20, 100, 280)] = 40
         iio.imwrite(src / "images" / split / f"{stem}.jpg", image)
         (src / "labels" / split / f"{stem}.txt").write_text(outline)
     out = tmp_path / "out"
-    run = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "src"), str(out)],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), str(tmp_path / "src"), str(out)],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr
     assert "regions against the resized masks" in run.stdout
 

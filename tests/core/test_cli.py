@@ -174,7 +174,8 @@ def test_import_issues_are_grouped_by_kind_with_the_serious_first(write_json, ca
     lines = out.splitlines()
     heads = [line.strip() for line in lines if line.strip().startswith("[")]
     assert heads[0].startswith("[repaired]") and heads[-1] == (
-        "[closed] 40 x closing vertex (repeat of the first) removed")
+        "[closed] 40 x closing vertex (repeat of the first) removed"
+    )
     assert "... and 35 more (--verbose lists all)" in out
     assert sum("closing vertex removed" in line for line in lines) == 5
     assert main(["inspect", str(path), "--no-images", "--verbose"]) == 0

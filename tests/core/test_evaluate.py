@@ -243,4 +243,6 @@ def test_pixel_counts_of_every_score_threshold_match_dense_masks():
             odd = rank == rank.max()
             shown = pred.subset(odd)
             assert cache._pixel_counts(odd) == (
-                union_area(shown), union_area(gt) + union_area(shown) - union_area(gt, shown))
+                union_area(shown),
+                union_area(gt) + union_area(shown) - union_area(gt, shown),
+            )

@@ -207,7 +207,7 @@ def test_round_trip_keeps_integers_beyond_64_bits(tmp_path):
     # the fast reader is skipped exactly where it could change a number: 20 digits in a row
     assert _long_digit_run(b'{"n": 18446744073709551616}')
     assert not _long_digit_run(b'{"n": 1844674407370955161, "m": 1.8446744073709551e+19}')
-    assert not _long_digit_run("{\"n\": \"١٢٣٤٥٦٧٨٩٠١٢٣٤٥٦٧٨٩٠١\"}".encode())  # not ASCII
+    assert not _long_digit_run('{"n": "١٢٣٤٥٦٧٨٩٠١٢٣٤٥٦٧٨٩٠١"}'.encode())  # not ASCII
 
 
 def test_slivers_left_by_repairing_a_polygon_are_dropped_and_reported(tmp_path):
@@ -282,8 +282,7 @@ def test_unreadable_images_are_named_with_the_reason(tmp_path, capfd):
     assert capfd.readouterr().err == ""  # tifffile's log lines stay off stderr
 
 
-def test_big_images_are_read_whatever_pillows_limit_and_refused_beyond_ours(tmp_path,
-                                                                           monkeypatch):
+def test_big_images_are_read_whatever_pillows_limit_and_refused_beyond_ours(tmp_path, monkeypatch):
     from PIL import Image
 
     from napari_bioanomaly.core import images

@@ -84,7 +84,10 @@ def test_relative_to_its_surroundings_a_faint_line_in_a_smooth_area_counts_as_a_
     smooth_half, coarse_half = line[:, 40:120], line[:, 200:280]
     for window in (None, 61):
         cue = line_map(image, window=window)
-        faint, strong = np.median(cue[:, 40:120][smooth_half]), np.median(cue[:, 200:280][coarse_half])
+        faint, strong = (
+            np.median(cue[:, 40:120][smooth_half]),
+            np.median(cue[:, 200:280][coarse_half]),
+        )
         if window is None:
             assert faint < 0.25 * strong, (faint, strong)
         else:

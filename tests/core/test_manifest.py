@@ -34,8 +34,11 @@ def test_images_appended_one_line_each_are_read_back(tmp_path):
     resumed.read()
     resumed.append(record(5))  # appended after what was there
     assert len(Manifest(out, "run A").read()) == 6
-    with pytest.raises(OtherRun, match=r"pred\.json\.manifest\.json: manifest of another run "
-                                       r"\(run A, shard 0/1\); delete it to start over"):
+    with pytest.raises(
+        OtherRun,
+        match=r"pred\.json\.manifest\.json: manifest of another run "
+        r"\(run A, shard 0/1\); delete it to start over",
+    ):
         Manifest(out, "run B").read()
     with pytest.raises(OtherRun):
         Manifest(out, "run A", "1/4").read()
@@ -67,8 +70,11 @@ def test_a_broken_manifest_is_named_and_kept(tmp_path):
     lines[2] = b'{"key": "img1.png-1"'  # broken in the middle: not a crash's doing
     manifest.path.write_bytes(b"\n".join(lines))
     before = manifest.path.read_bytes()
-    with pytest.raises(BioAnomalyError, match=r"pred\.json\.manifest\.json, line 3: not an "
-                                              r"image's entry; delete the manifest"):
+    with pytest.raises(
+        BioAnomalyError,
+        match=r"pred\.json\.manifest\.json, line 3: not an "
+        r"image's entry; delete the manifest",
+    ):
         Manifest(out, "run A").read()
     assert manifest.path.read_bytes() == before
     manifest.path.write_text("[1, 2]")

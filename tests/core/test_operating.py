@@ -104,11 +104,11 @@ def rims_and_ghosts() -> tuple[np.ndarray, np.ndarray]:
     truth = np.zeros((40, 80), np.int32)
     heat = np.zeros(truth.shape, np.float32)
     for k, c in enumerate((2, 22), start=1):
-        truth[4:16, c:c + 12] = k
-        heat[4:16, c:c + 12] = 0.3
-        heat[8:12, c + 4:c + 8] = 0.8
+        truth[4:16, c : c + 12] = k
+        heat[4:16, c : c + 12] = 0.3
+        heat[8:12, c + 4 : c + 8] = 0.8
     for c in (42, 62):
-        heat[24:36, c:c + 12] = 0.35
+        heat[24:36, c : c + 12] = 0.35
     return heat, truth
 
 
@@ -154,12 +154,17 @@ def test_point_round_trip_and_validation():
     assert counted.score == pytest.approx(0.55) and OperatingPoint().score is None
     assert OperatingPoint.from_dict({**counted.to_dict(), "regions": 128.0}).regions == 128
     assert counted.overridden(threshold=0.4).regions is None  # a user's point has no scores
-    for bad in ({"threshold": 1.5, "min_area": 0}, {"threshold": 0.5, "min_area": -1},
-                {"threshold": "x", "min_area": 0}, {"min_area": 0}, [0.5],
-                {"threshold": 0.5, "min_area": 0, "regions": -1},
-                {"threshold": 0.5, "min_area": 0, "regions": 2.5},
-                {"threshold": 0.5, "min_area": 0, "regions": "many"},
-                {"threshold": 0.5, "min_area": 0, "regions": True}):
+    for bad in (
+        {"threshold": 1.5, "min_area": 0},
+        {"threshold": 0.5, "min_area": -1},
+        {"threshold": "x", "min_area": 0},
+        {"min_area": 0},
+        [0.5],
+        {"threshold": 0.5, "min_area": 0, "regions": -1},
+        {"threshold": 0.5, "min_area": 0, "regions": 2.5},
+        {"threshold": 0.5, "min_area": 0, "regions": "many"},
+        {"threshold": 0.5, "min_area": 0, "regions": True},
+    ):
         with pytest.raises(BioAnomalyError, match="operating"):
             OperatingPoint.from_dict(bad)
 
@@ -182,13 +187,13 @@ def two_classes() -> tuple[np.ndarray, np.ndarray]:
     probs = np.zeros((3, *truth.shape), np.float32)
     probs[0] = 1.0
     for k, (r, c) in enumerate([(5, 5), (5, 40)], start=1):
-        truth[r:r + 12, c:c + 12] = k
-        probs[:, r:r + 12, c:c + 12] = np.array([0.2, 0.7, 0.1])[:, None, None]
+        truth[r : r + 12, c : c + 12] = k
+        probs[:, r : r + 12, c : c + 12] = np.array([0.2, 0.7, 0.1])[:, None, None]
     for r, c in [(30, 5), (30, 20), (30, 35), (30, 50)]:  # specks of "patch": false
-        probs[:, r:r + 5, c:c + 5] = np.array([0.3, 0.6, 0.1])[:, None, None]
+        probs[:, r : r + 5, c : c + 5] = np.array([0.3, 0.6, 0.1])[:, None, None]
     for k, (r, c) in enumerate([(45, 5), (45, 20), (45, 35), (45, 50)], start=3):
-        truth[r:r + 5, c:c + 5] = k
-        probs[:, r:r + 5, c:c + 5] = np.array([0.3, 0.1, 0.6])[:, None, None]
+        truth[r : r + 5, c : c + 5] = k
+        probs[:, r : r + 5, c : c + 5] = np.array([0.3, 0.1, 0.6])[:, None, None]
     return probs, truth
 
 
@@ -204,8 +209,13 @@ def test_each_class_gets_the_minimum_area_it_needs():
     assert point.f1 == 1.0
     assert point.min_area_of("patch") > 25 and point.min_area_of("dot") <= 25
     assert point.describe(scores=False) == "threshold 0.5, min area 16 px (patch 32 px)"
-    regions = regions_from_probabilities(probs, ["patch", "dot"], point.threshold,
-                                         point.min_area, class_min_area=point.class_min_area)
+    regions = regions_from_probabilities(
+        probs,
+        ["patch", "dot"],
+        point.threshold,
+        point.min_area,
+        class_min_area=point.class_min_area,
+    )
     assert sorted(r.label for r in regions) == ["dot"] * 4 + ["patch"] * 2
     # the point's own areas survive the checkpoint's dict, bad ones are refused
     assert OperatingPoint.from_dict(point.to_dict()) == point
@@ -224,10 +234,10 @@ def collapsed_dots() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     probs = np.zeros((3, *truth.shape), np.float32)
     probs[0] = 1.0
     for k, c in enumerate((4, 24, 44, 64), start=1):
-        truth[4:16, c:c + 12], classes[4:16, c:c + 12] = k, 1
-        probs[:, 4:16, c:c + 12] = np.array([0.2, 0.6, 0.2])[:, None, None]
-        truth[30:36, c:c + 6], classes[30:36, c:c + 6] = k + 4, 2
-        probs[:, 30:36, c:c + 6] = np.array([0.3, 0.4, 0.3])[:, None, None]
+        truth[4:16, c : c + 12], classes[4:16, c : c + 12] = k, 1
+        probs[:, 4:16, c : c + 12] = np.array([0.2, 0.6, 0.2])[:, None, None]
+        truth[30:36, c : c + 6], classes[30:36, c : c + 6] = k + 4, 2
+        probs[:, 30:36, c : c + 6] = np.array([0.3, 0.4, 0.3])[:, None, None]
     return probs, truth, classes
 
 
@@ -246,8 +256,9 @@ def test_vote_weights_undo_a_collapsed_class_on_validation():
     regions = regions_from_probabilities(probs, names, point.threshold, point.min_area,
                                          vote_weights=point.vote_weights)  # fmt: skip
     assert sorted(r.label for r in regions) == ["dot"] * 4 + ["patch"] * 4
-    assert sorted(r.label for r in regions_from_probabilities(probs, names, 0.5, 0)) == \
-        ["patch"] * 8
+    assert (
+        sorted(r.label for r in regions_from_probabilities(probs, names, 0.5, 0)) == ["patch"] * 8
+    )
     assert OperatingPoint.from_dict(point.to_dict()) == point
     for bad in ({"dot": -1}, {"dot": 0}, {"dot": "x"}, {3: 2}, [2]):
         with pytest.raises(BioAnomalyError, match="operating vote"):
@@ -270,8 +281,9 @@ def test_a_users_values_override_the_models_point_by_the_documented_rules():
 def test_votes_stay_equal_where_classes_are_voted_right():
     probs, truth = two_classes()
     classes = np.where(truth > 2, 2, np.where(truth > 0, 1, 0))
-    point = choose_operating_point([probs], [truth], min_areas=(16, 32, 64),
-                                   classes=["patch", "dot"], truth_classes=[classes])
+    point = choose_operating_point(
+        [probs], [truth], min_areas=(16, 32, 64), classes=["patch", "dot"], truth_classes=[classes]
+    )
     assert point.f1 == 1.0 and not point.vote_weights
     assert "votes" not in point.describe()
 
@@ -285,8 +297,9 @@ def test_component_rows_add_up_to_the_counts_of_each_point():
         for j, area in enumerate((0, 16)):
             kept = rows[rows[:, 1] >= area]
             tp = kept[:, 2].sum()
-            assert [tp, len(kept) - tp, 2 - tp, kept[:, 3].sum(), kept[:, 1].sum()] == \
-                counts[i, j].tolist()
+            assert [tp, len(kept) - tp, 2 - tp, kept[:, 3].sum(), kept[:, 1].sum()] == counts[
+                i, j
+            ].tolist()
 
 
 def crack_and_blob() -> tuple[np.ndarray, np.ndarray]:

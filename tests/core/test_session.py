@@ -181,8 +181,7 @@ def test_two_processes_saving_one_file_for_30_s_lose_no_edit(dataset_dir):
     assert result["lost"] == 0, f"{result['lost']} of {result['completed']} completed saves lost"
 
 
-def test_qc_save_refuses_to_overwrite_a_file_saved_while_it_ran(dataset_dir, monkeypatch,
-                                                                capsys):
+def test_qc_save_refuses_to_overwrite_a_file_saved_while_it_ran(dataset_dir, monkeypatch, capsys):
     from napari_bioanomaly.cli import main
     from napari_bioanomaly.core import quality
 
@@ -211,7 +210,10 @@ def test_opening_removes_temporaries_left_by_a_killed_save(dataset_dir):
     from napari_bioanomaly.core.fileio import file_lock, remove_stale_temporaries
 
     path = dataset_dir / "annotations.json"
-    stale = [dataset_dir / ".annotations.json.ab12.tmp", dataset_dir / ".annotations.json.bak.cd34.tmp"]
+    stale = [
+        dataset_dir / ".annotations.json.ab12.tmp",
+        dataset_dir / ".annotations.json.bak.cd34.tmp",
+    ]
     young = dataset_dir / ".annotations.json.ef56.tmp"
     other = dataset_dir / ".other.json.aa11.tmp"
     for tmp in [*stale, young, other]:

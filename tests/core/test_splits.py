@@ -12,8 +12,10 @@ SQUARE = np.array([[1, 1], [1, 5], [5, 5], [5, 1]], float)
 
 
 def _dataset(n_annotated: int, n_normal: int) -> Dataset:
-    images = [ImageRecord(f"a{i}.png", (16, 16), regions=[Region(SQUARE, "dust")])
-              for i in range(n_annotated)]
+    images = [
+        ImageRecord(f"a{i}.png", (16, 16), regions=[Region(SQUARE, "dust")])
+        for i in range(n_annotated)
+    ]
     images += [ImageRecord(f"n{i}.png", (16, 16), no_anomaly=True) for i in range(n_normal)]
     return Dataset(images=images)
 
@@ -54,8 +56,9 @@ def test_large_studies_validate_on_a_bounded_number_of_annotated_images():
 def test_mostly_annotated_data_keeps_the_stratified_split():
     for n_annotated, n_normal in [(30, 10), (12, 0), (5, 1)]:
         ds = _dataset(n_annotated, n_normal)
-        assert validation_split(ds, 0.2, seed=1, annotated_validate=True) == \
-            validation_split(ds, 0.2, seed=1)
+        assert validation_split(ds, 0.2, seed=1, annotated_validate=True) == validation_split(
+            ds, 0.2, seed=1
+        )
 
 
 def test_the_unsupervised_models_split_so_and_the_supervised_do_not():

@@ -145,4 +145,5 @@ def test_a_ring_geos_cannot_make_valid_is_repaired_another_way():
     dataset, report = annotations.parse(doc)
     first = [i for i in report.issues if i.region == "0"]
     assert [r for r in dataset.regions if r.label == "dust"] or any(
-        i.kind == "skipped" for i in first)
+        i.kind == "skipped" for i in first
+    )

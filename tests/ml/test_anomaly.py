@@ -124,8 +124,9 @@ def test_unsupervised_checkpoints_hold_calibration_and_report_separation(study, 
     part = _part(study[1], study[1].images[:16])
     learn, val = data.split(part, BASE.replace(model="memory"))
     annotated = sum(1 for i in val if part.images[i].regions)
-    assert annotated and said[0] == (f"{len(learn)} images to learn from, {len(val)} to "
-                                     f"validate on ({annotated} annotated)")
+    assert annotated and said[0] == (
+        f"{len(learn)} images to learn from, {len(val)} to validate on ({annotated} annotated)"
+    )
     for kind in train_memory.AUTO:
         assert any(m.startswith(f"{kind} descriptors: image ROC-AUC ") for m in said), said
     kept = load_checkpoint(paths["memory"])["scoring"]["descriptors"]
@@ -281,8 +282,11 @@ def test_predictions_with_the_line_cue_are_joined(study, trained, stored):
     cue = line_map(norm, window=anomaly.LINE_WINDOW if stored else None)
     assert not np.allclose(cue, line_map(norm, window=None if stored else anomaly.LINE_WINDOW))
     scoring = {**predictor.extra["scoring"], "sharpen": False, "lines": False}
-    levels = {**anomaly.cue_scoring("line_", cue.ravel()),
-              "line_image_center": 0.5 * float(cue.max()), "line_image_threshold": float(cue.max())}
+    levels = {
+        **anomaly.cue_scoring("line_", cue.ravel()),
+        "line_image_center": 0.5 * float(cue.max()),
+        "line_image_threshold": float(cue.max()),
+    }
     predictor.extra["scoring"] = scoring
     plain = predict_image(predictor, image)
     predictor.extra["scoring"] = {**scoring, **levels, "lines": True}

@@ -69,8 +69,11 @@ def test_well_formed_checkpoints_load(tmp_path, forest_ckpt, unet_ckpt):
     for name, ckpt in (("f.pt", forest_ckpt), ("u.pt", unet_ckpt)):
         torch.save(ckpt, tmp_path / name)
         predictor = Predictor.load(tmp_path / name, "cpu")
-        probs = predictor.extra["forest"].probabilities(np.zeros((16, 16), np.float32)) \
-            if predictor.kind == "forest" else None
+        probs = (
+            predictor.extra["forest"].probabilities(np.zeros((16, 16), np.float32))
+            if predictor.kind == "forest"
+            else None
+        )
         assert predictor.classes == ["dust", "hair"]
         assert probs is None or probs.shape == (3, 16, 16)
 
@@ -92,16 +95,24 @@ def test_forest_checkpoint_from_before_feature_sets_predicts_with_filters(tmp_pa
         # a child outside the tree: scikit-learn would read out of bounds (segfault)
         (lambda f: f["left"].__setitem__((0, 0), 10**6), r"tree 0 node 0: children 1000000"),
         # a child pointing back at its parent: prediction would loop for ever
-        (lambda f: f["right"].__setitem__((1, 0), 0), r"tree 1 node 0: children .* must come after"),
-        (lambda f: f["feature"].__setitem__((2, 0), 99), r"tree 2 node 0: feature 99 outside 0..19"),
+        (
+            lambda f: f["right"].__setitem__((1, 0), 0),
+            r"tree 1 node 0: children .* must come after",
+        ),
+        (
+            lambda f: f["feature"].__setitem__((2, 0), 99),
+            r"tree 2 node 0: feature 99 outside 0..19",
+        ),
         (lambda f: f["n_nodes"].__setitem__(3, 10**7), r"forest\.n_nodes"),
         (lambda f: f["threshold"].__setitem__((0, 0), float("nan")), r"forest\.threshold: .*NaN"),
         (lambda f: f.__setitem__("value", f["value"][..., :2]), r"forest\.value: shape"),
         (lambda f: f.__setitem__("left", f["left"].float()), r"forest\.left: a 2-D array"),
         (lambda f: f.__setitem__("n_features", "20"), r"forest\.n_features"),
         (lambda f: f.__setitem__("feature_set", "deep"), r"forest\.feature_set: one of"),
-        (lambda f: f.__setitem__("feature_set", "context"),
-         r"forest\.n_features: 20, but the context features give 23"),
+        (
+            lambda f: f.__setitem__("feature_set", "context"),
+            r"forest\.n_features: 20, but the context features give 23",
+        ),
         (lambda f: f.pop("right"), r"forest\.right: not a tensor"),
     ],
 )
@@ -129,17 +140,25 @@ def test_two_stage_forest_loads_and_predicts_through_its_first_stage(tmp_path, t
 @pytest.mark.parametrize(
     ("change", "match"),
     [
-        (lambda f: f["first"]["left"].__setitem__((0, 0), 10**6),
-         r"forest\.first tree 0 node 0: children 1000000"),
+        (
+            lambda f: f["first"]["left"].__setitem__((0, 0), 10**6),
+            r"forest\.first tree 0 node 0: children 1000000",
+        ),
         (lambda f: f["first"].pop("threshold"), r"forest\.first\.threshold: not a tensor"),
-        (lambda f: f["first"].__setitem__("first", copy.deepcopy(f["first"])),
-         r"a first stage cannot have a first stage"),
-        (lambda f: f.__setitem__("n_features", 20),
-         r"forest\.n_features: 20, but the filters features and the first stage's "
-         r"probabilities give 28"),
+        (
+            lambda f: f["first"].__setitem__("first", copy.deepcopy(f["first"])),
+            r"a first stage cannot have a first stage",
+        ),
+        (
+            lambda f: f.__setitem__("n_features", 20),
+            r"forest\.n_features: 20, but the filters features and the first stage's "
+            r"probabilities give 28",
+        ),
         (lambda f: f.__setitem__("first", "trees"), r"forest\.first: not a mapping"),
-        (lambda f: f.update(feature_set="context", n_features=31),
-         r"forest\.first\.feature_set: filters, but the second stage describes pixels by context"),
+        (
+            lambda f: f.update(feature_set="context", n_features=31),
+            r"forest\.first\.feature_set: filters, but the second stage describes pixels by context",
+        ),
     ],
 )
 def test_malformed_two_stage_forests_are_refused_by_item(tmp_path, two_stage_ckpt, change, match):
@@ -151,7 +170,10 @@ def test_malformed_two_stage_forests_are_refused_by_item(tmp_path, two_stage_ckp
 @pytest.mark.parametrize(
     ("change", "match"),
     [
-        (lambda c: c["config"].__setitem__("base_channels", 10**9), r"base_channels must be at most"),
+        (
+            lambda c: c["config"].__setitem__("base_channels", 10**9),
+            r"base_channels must be at most",
+        ),
         (lambda c: c["config"].__setitem__("tile", "256"), r"tile must be a whole number"),
         (lambda c: c["config"].__setitem__("lr", float("inf")), r"lr must be a finite number"),
         (lambda c: c.__setitem__("config", [1]), r"config: not a mapping"),
@@ -159,16 +181,28 @@ def test_malformed_two_stage_forests_are_refused_by_item(tmp_path, two_stage_ckp
         (lambda c: c.__setitem__("classes", ["dust", "dust"]), r"classes: names repeat"),
         (lambda c: c.__setitem__("classes", ["dust", 3]), r"classes\[1\]: not a class name"),
         (lambda c: c.__setitem__("best_f1", float("nan")), r"best_f1"),
-        (lambda c: c.__setitem__("operating_point", {"threshold": 2, "min_area": 0}),
-         r"operating_point: operating threshold"),
-        (lambda c: c.__setitem__("operating_point_tta", {"threshold": 0.5, "min_area": -1}),
-         r"operating_point_tta: operating min_area must be >= 0"),
-        (lambda c: c.__setitem__("operating_point_tta", [0.5]),
-         r"operating_point_tta: operating point must be a mapping"),
-        (lambda c: c["state_dict"].__setitem__("extra.weight", torch.zeros(3)),
-         r"weights do not fit the network"),
-        (lambda c: next(v for v in c["state_dict"].values() if v.is_floating_point())
-         .fill_(float("nan")), r"NaN or infinite weights"),
+        (
+            lambda c: c.__setitem__("operating_point", {"threshold": 2, "min_area": 0}),
+            r"operating_point: operating threshold",
+        ),
+        (
+            lambda c: c.__setitem__("operating_point_tta", {"threshold": 0.5, "min_area": -1}),
+            r"operating_point_tta: operating min_area must be >= 0",
+        ),
+        (
+            lambda c: c.__setitem__("operating_point_tta", [0.5]),
+            r"operating_point_tta: operating point must be a mapping",
+        ),
+        (
+            lambda c: c["state_dict"].__setitem__("extra.weight", torch.zeros(3)),
+            r"weights do not fit the network",
+        ),
+        (
+            lambda c: next(v for v in c["state_dict"].values() if v.is_floating_point()).fill_(
+                float("nan")
+            ),
+            r"NaN or infinite weights",
+        ),
     ],
 )
 def test_malformed_networks_are_refused_by_item(tmp_path, unet_ckpt, change, match):

@@ -136,7 +136,8 @@ def test_training_with_pretraining_under_torchrun(dataset_dir, tmp_path):
     assert done.stderr.count("pretrained weights (6 images") == 1
     assert (tmp_path / "m.pretrained.pt").is_file()
     assert load_checkpoint(tmp_path / "m.pt")["config"]["weights"] == str(
-        tmp_path / "m.pretrained.pt")
+        tmp_path / "m.pretrained.pt"
+    )
 
 
 @pytest.mark.parametrize("model", ["forest", "memory"])
@@ -151,8 +152,13 @@ def test_one_pass_models_are_fitted_by_process_0_alone(dataset_dir, tmp_path, mo
     done = run_cli([*TORCHRUN, "train", "--model", model, "--annotations", ann, "--out", str(out),
                     *extra])  # fmt: skip
     assert done.stdout.count("best model") == 1
-    assert done.stderr.count(f"warning: {model} is fitted in one pass, by process 0 alone: "
-                             "the other 1 processes of this torchrun have nothing to do") == 1
+    assert (
+        done.stderr.count(
+            f"warning: {model} is fitted in one pass, by process 0 alone: "
+            "the other 1 processes of this torchrun have nothing to do"
+        )
+        == 1
+    )
     assert out.with_name("m.pt.bak").read_bytes() == b"the model trained before"
     assert load_checkpoint(out)["config"]["model"] == model
 

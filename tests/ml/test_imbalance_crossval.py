@@ -93,8 +93,11 @@ def test_unet_loss_per_class_dice_is_the_mean_over_the_classes_present():
         if present:
             per = torch.stack([soft_dice(prob[:, c], (classes == c).float()) for c in present])
             dice = 0.5 * dice + 0.5 * per.mean()
-        return F.cross_entropy(logits, classes) + F.binary_cross_entropy_with_logits(
-            fg_logit, fg) + dice
+        return (
+            F.cross_entropy(logits, classes)
+            + F.binary_cross_entropy_with_logits(fg_logit, fg)
+            + dice
+        )
 
     gen = torch.Generator().manual_seed(0)
     for absent in ([], [2], [1, 3], [1, 2, 3]):

@@ -225,8 +225,9 @@ def test_tta_averages_the_eight_flips_and_rotations(model_path):
     np.testing.assert_allclose(flipped[:, :, ::-1], tta, atol=1e-5)  # TTA is: flip in, flip out
 
 
-def test_ensemble_averages_members_and_refuses_mixed_classes(model_path, sample_dir, tmp_path,
-                                                             capsys):
+def test_ensemble_averages_members_and_refuses_mixed_classes(
+    model_path, sample_dir, tmp_path, capsys
+):
     import torch
 
     from napari_bioanomaly.ml.predict import Ensemble, predict_image
@@ -351,8 +352,9 @@ def test_predict_votes_classes_with_the_model_vote_weights(model_path, sample_di
                                                 first: pytest.approx(0.5**0.5)}  # fmt: skip
 
 
-def test_predict_keeps_regions_reaching_the_minimum_peak(model_path, sample_dir, tmp_path,
-                                                        monkeypatch, capsys):
+def test_predict_keeps_regions_reaching_the_minimum_peak(
+    model_path, sample_dir, tmp_path, monkeypatch, capsys
+):
     from dataclasses import replace
 
     from napari_bioanomaly.core.operating import OperatingPoint
@@ -390,8 +392,9 @@ def test_predict_keeps_regions_reaching_the_minimum_peak(model_path, sample_dir,
     assert not (tmp_path / "q.json").exists()
 
 
-def test_an_image_too_large_to_predict_is_refused_from_its_header(model_path, sample_dir,
-                                                                  monkeypatch):
+def test_an_image_too_large_to_predict_is_refused_from_its_header(
+    model_path, sample_dir, monkeypatch
+):
     from napari_bioanomaly.ml import predict as predict_module
     from napari_bioanomaly.ml.predict import predict_dataset
 

@@ -85,8 +85,13 @@ def test_pretraining_learns_to_restore_blanked_blocks(sample, tmp_path):
 
 def test_a_unet_starts_from_pretrained_weights_but_its_own_head(sample, tmp_path):
     _, ds = sample
-    weights = drain(pretrain(ds, TrainConfig(epochs=1, steps_per_epoch=2, tile=64, batch=2,
-                                             base_channels=4), tmp_path / "w.pt")).path
+    weights = drain(
+        pretrain(
+            ds,
+            TrainConfig(epochs=1, steps_per_epoch=2, tile=64, batch=2, base_channels=4),
+            tmp_path / "w.pt",
+        )
+    ).path
     state = torch.load(weights, weights_only=True)["state_dict"]
     model = UNet(2, base=4)
     head = model.head.weight.clone()
@@ -102,7 +107,9 @@ def test_files_that_are_not_pretrained_weights_are_refused(tmp_path):
     with pytest.raises(BioAnomalyError, match=r"junk\.pt"):
         load_pretrained(tmp_path / "junk.pt", UNet(1, base=4))
     torch.save({"format": "something else", "state_dict": {}}, tmp_path / "other.pt")
-    with pytest.raises(BioAnomalyError, match=r"other\.pt: not a file of napari-bioanomaly pretrain"):
+    with pytest.raises(
+        BioAnomalyError, match=r"other\.pt: not a file of napari-bioanomaly pretrain"
+    ):
         load_pretrained(tmp_path / "other.pt", UNet(1, base=4))
     with pytest.raises(BioAnomalyError, match="not found"):
         load_pretrained(tmp_path / "missing.pt", UNet(1, base=4))
@@ -111,13 +118,39 @@ def test_files_that_are_not_pretrained_weights_are_refused(tmp_path):
 def test_cli_pretrain_then_train_from_the_weights(sample, tmp_path, capsys):
     folder, _ = sample
     small = ["--tile", "64", "--batch", "2", "--epochs", "1", "--steps", "2"]
-    assert main(["pretrain", "--annotations", str(folder), "--out", str(tmp_path / "w.pt"),
-                 *small, "--base-channels", "4"]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                "--annotations",
+                str(folder),
+                "--out",
+                str(tmp_path / "w.pt"),
+                *small,
+                "--base-channels",
+                "4",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "pretrained weights (6 images, 1 epochs" in out and "--weights" in out
     # no width given: the U-Net is built at the pretrained weights' width, not the default
-    assert main(["train", "--annotations", str(folder / "annotations.json"), "--out",
-                 str(tmp_path / "m.pt"), "--weights", str(tmp_path / "w.pt"), *small]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--annotations",
+                str(folder / "annotations.json"),
+                "--out",
+                str(tmp_path / "m.pt"),
+                "--weights",
+                str(tmp_path / "w.pt"),
+                *small,
+            ]
+        )
+        == 0
+    )
     trained = load_checkpoint(tmp_path / "m.pt")
     assert trained["config"]["weights"] == str(tmp_path / "w.pt")
     assert trained["config"]["base_channels"] == 4
@@ -128,8 +161,21 @@ def test_cli_pretrain_then_train_from_the_weights(sample, tmp_path, capsys):
     del bare["base_channels"]
     torch.save(bare, tmp_path / "bare.pt")
     assert pretrained_width(tmp_path / "bare.pt") == 4
-    assert main(["train", "--annotations", str(folder / "annotations.json"), "--out",
-                 str(tmp_path / "mb.pt"), "--weights", str(tmp_path / "bare.pt"), *small]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--annotations",
+                str(folder / "annotations.json"),
+                "--out",
+                str(tmp_path / "mb.pt"),
+                "--weights",
+                str(tmp_path / "bare.pt"),
+                *small,
+            ]
+        )
+        == 0
+    )
     assert load_checkpoint(tmp_path / "mb.pt")["config"]["base_channels"] == 4
     # another width given: refused, with what to do
     code = main(["train", "--annotations", str(folder / "annotations.json"), "--out",
@@ -151,8 +197,9 @@ def test_training_can_pretrain_first_and_says_so(sample, tmp_path):
     from napari_bioanomaly.ml.train import train
 
     _, ds = sample
-    config = TrainConfig(epochs=1, steps_per_epoch=2, tile=64, batch=2, base_channels=4,
-                         pretrain_min=0.02)
+    config = TrainConfig(
+        epochs=1, steps_per_epoch=2, tile=64, batch=2, base_channels=4, pretrain_min=0.02
+    )
     gen, events = train(ds, config, tmp_path / "m.pt"), []
     try:
         while True:
@@ -178,7 +225,14 @@ def test_running_out_of_memory_while_pretraining_says_what_to_do(sample, tmp_pat
 
     monkeypatch.setattr(pt, "reconstruction_loss", oom)
     _, ds = sample
-    with pytest.raises(BioAnomalyError, match="out of memory on cpu while pretraining with batch 2"):
-        drain(pretrain(ds, TrainConfig(epochs=1, steps_per_epoch=2, tile=64, batch=2,
-                                       base_channels=4), tmp_path / "w.pt"))
+    with pytest.raises(
+        BioAnomalyError, match="out of memory on cpu while pretraining with batch 2"
+    ):
+        drain(
+            pretrain(
+                ds,
+                TrainConfig(epochs=1, steps_per_epoch=2, tile=64, batch=2, base_channels=4),
+                tmp_path / "w.pt",
+            )
+        )
     assert not (tmp_path / "w.pt").exists()  # nothing half-written

@@ -59,7 +59,9 @@ def test_every_config_field_is_a_setting_once():
 
 def test_no_option_gives_the_defaults():
     assert config_from_cli(parser().parse_args([])) == TrainConfig()
-    assert config_from_form("unet", {s.name: s.to_form(s.default) for s in SETTINGS}) == TrainConfig()
+    assert (
+        config_from_form("unet", {s.name: s.to_form(s.default) for s in SETTINGS}) == TrainConfig()
+    )
 
 
 @pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: s.name)
@@ -79,7 +81,8 @@ def test_settings_say_which_models_they_apply_to():
     by_name = {s.name: s for s in SETTINGS}
     assert by_name["tile"].applies_to("unet") and not by_name["tile"].applies_to("forest")
     assert by_name["tta_point"].applies_to("maskrcnn") and not by_name["tta_point"].applies_to(
-        "autoencoder")
+        "autoencoder"
+    )
     assert not by_name["class_balance"].applies_to("memory")
     assert by_name["class_weights"].applies_to("forest")
     assert not by_name["class_weights"].applies_to("maskrcnn")
@@ -89,4 +92,7 @@ def test_settings_say_which_models_they_apply_to():
     assert by_name["descriptors"].applies_to("memory")
     assert not by_name["descriptors"].applies_to("unet")
     help_text = " ".join(parser().format_help().split())
-    assert "tiles per batch; auto: 4, and 32 per GPU for the U-Net (auto); for unet, maskrcnn, autoencoder, memory" in help_text
+    assert (
+        "tiles per batch; auto: 4, and 32 per GPU for the U-Net (auto); for unet, maskrcnn, autoencoder, memory"
+        in help_text
+    )

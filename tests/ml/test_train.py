@@ -110,9 +110,13 @@ def test_tile_masks_are_the_window_of_the_whole_image_masks(dataset, monkeypatch
     from napari_bioanomaly.ml import data
 
     first = dataset.images[0]  # a region reaching past the image's corner, as drawn by hand
-    corner = Region(np.array([[-30.0, -30.0], [-30.0, 40.0], [40.0, -30.0]]), first.regions[0].label)
-    dataset = dataclasses.replace(dataset, images=[
-        dataclasses.replace(first, regions=[*first.regions, corner]), *dataset.images[1:]])
+    corner = Region(
+        np.array([[-30.0, -30.0], [-30.0, 40.0], [40.0, -30.0]]), first.regions[0].label
+    )
+    dataset = dataclasses.replace(
+        dataset,
+        images=[dataclasses.replace(first, regions=[*first.regions, corner]), *dataset.images[1:]],
+    )
     classes = class_names(dataset)
     cfg = TINY.replace(anomaly_fraction=0.8, augment=False, tile=tile)
     sampler = TileSampler(dataset, list(range(len(dataset.images))), classes, cfg)
@@ -160,8 +164,10 @@ def test_augmentation_turns_and_zooms_image_and_masks_together():
         assert not (np.unique(i) % 7).any()  # the bar, and its mirror images: bars of their own
         assert np.mean((img > 0.5) == (c > 0)) > 0.97  # labels on the bright pixels
         rows, cols = np.nonzero(c)
-        angle = np.degrees(0.5 * np.arctan2(2 * np.cov(rows, cols)[0, 1],
-                                            np.var(rows) - np.var(cols))) % 90
+        angle = (
+            np.degrees(0.5 * np.arctan2(2 * np.cov(rows, cols)[0, 1], np.var(rows) - np.var(cols)))
+            % 90
+        )
         oblique += 5 < angle < 85
         lengths.add(int(np.count_nonzero(c)) // 20)
     assert 10 <= oblique <= 30, oblique
@@ -191,8 +197,10 @@ def test_turned_masks_are_the_nearest_source_pixels_and_mirror_images_instances_
         angle, zoom = rng.uniform(-np.pi, np.pi), rng.uniform(0.6, 1.6)
         turned, c, i = turn(angle, zoom, image, cls, inst)
         matrix, offset = turn_matrix(angle, zoom, image.shape)
-        scipy = [ndimage.affine_transform(a, matrix, offset, order=o, mode="reflect")
-                 for a, o in ((image, 1), (cls, 0), (inst, 0))]
+        scipy = [
+            ndimage.affine_transform(a, matrix, offset, order=o, mode="reflect")
+            for a, o in ((image, 1), (cls, 0), (inst, 0))
+        ]
         assert np.array_equal(turned, scipy[0]) and np.array_equal(c, scipy[1])
         top = max(int(scipy[2].max()), 1)  # mirrored copies: the id plus a multiple of it
         assert np.array_equal(np.where(i > 0, (i - 1) % top + 1, 0), scipy[2])
@@ -200,8 +208,13 @@ def test_turned_masks_are_the_nearest_source_pixels_and_mirror_images_instances_
     # a bar touching the left edge, zoomed out: its mirror image is a second instance
     bar_cls = np.zeros((64, 64), np.int64)
     bar_cls[29:35, 0:20] = 1
-    _, c, i = turn(0.0, 0.8, image=np.zeros((64, 64), np.float32), cls=bar_cls,
-                   inst=bar_cls.astype(np.int32) * 7)
+    _, c, i = turn(
+        0.0,
+        0.8,
+        image=np.zeros((64, 64), np.float32),
+        cls=bar_cls,
+        inst=bar_cls.astype(np.int32) * 7,
+    )
     assert np.count_nonzero(i == 7) > 0 and len(np.unique(i)) == 3
     target = maskrcnn_targets(torch.from_numpy(c)[None], torch.from_numpy(i)[None])[0]
     widths = target["boxes"][:, 2] - target["boxes"][:, 0]
@@ -503,7 +516,9 @@ def test_best_checkpoint_holds_the_operating_point_that_predict_uses(dataset, tr
     point = OperatingPoint.from_dict(ckpt["operating_point"])
     assert point.source == "validation" and point == result.operating_point
     assert any("operating point: threshold" in e.message for e in events if e.kind == "status")
-    assert result.best_label == ckpt["best_label"] == "validation F1 (mean of instance and pixel F1)"
+    assert (
+        result.best_label == ckpt["best_label"] == "validation F1 (mean of instance and pixel F1)"
+    )
     assert result.best_text().startswith("validation F1 (mean of instance and pixel F1) 0.")
     # predict takes the stored point unless told otherwise: a huge minimum area keeps nothing
     ckpt["operating_point"] = OperatingPoint(0.01, 1e9, source="validation").to_dict()
@@ -534,7 +549,10 @@ def test_early_stopping_keeps_the_best_and_says_why(dataset, tmp_path):
     events, result = drain(train(dataset, cfg, tmp_path / "es.pt"))
     assert [e.epoch for e in events if e.kind == "epoch"] == [0, 1, 2]
     stop = next(e for e in events if "stopping early" in e.message)
-    assert "validation F1 (mean of instance and pixel F1) has not improved for 2 epochs" in stop.message
+    assert (
+        "validation F1 (mean of instance and pixel F1) has not improved for 2 epochs"
+        in stop.message
+    )
     assert load_checkpoint(result.best)["epoch"] == 0
 
 
@@ -650,7 +668,9 @@ def test_resumed_run_keeps_the_weight_average(dataset, tmp_path):
     for key in ("state_dict", "train_state_dict"):
         assert all(torch.allclose(a[key][k], b[key][k], atol=1e-6) for k in a[key])
     # the kept weights are the average, not the last step's
-    assert not all(torch.equal(a["state_dict"][k], a["train_state_dict"][k]) for k in a["state_dict"])
+    assert not all(
+        torch.equal(a["state_dict"][k], a["train_state_dict"][k]) for k in a["state_dict"]
+    )
     plain = load_checkpoint(drain(train(dataset, TINY.replace(ema=0.0), tmp_path / "p.pt"))[1].best)
     assert "train_state_dict" not in plain and "ema_steps" not in plain
 
@@ -716,8 +736,9 @@ def test_thin_structures_are_chosen_and_named_by_pixel_f1(tmp_path):
         line = [(8.0, r), (88.0, r), (88.0, r + 2.0), (8.0, r + 2.0)]
         images.append(ImageRecord(f"c{i}.tif", (96, 96), regions=[Region(line, "crack")]))
     ds = Dataset(images=images, root=tmp_path, classes=["crack"])
-    events, result = drain(train(ds, TrainConfig(model="forest", val_fraction=0.5),
-                                 tmp_path / "f.pt"))
+    events, result = drain(
+        train(ds, TrainConfig(model="forest", val_fraction=0.5), tmp_path / "f.pt")
+    )
     assert result.operating_point.criterion == "pixel"
     assert result.best_label == load_checkpoint(tmp_path / "f.pt")["best_label"] == VAL_PIXEL_F1
     assert result.best_text().startswith("validation pixel F1 (thin structures) 0.")
@@ -763,8 +784,10 @@ def test_ctrl_c_stops_cli_training_as_the_stop_button_does(dataset_dir, tmp_path
             "--base-channels", "8"]  # fmt: skip
     done = _train_until(argv, 1)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "stopping training after the current step (Ctrl+C again to interrupt at once)" \
+    assert (
+        "stopping training after the current step (Ctrl+C again to interrupt at once)"
         in done.stderr
+    )
     assert done.stdout.startswith("stopped: best model (validation ") and str(model) in done.stdout
     ckpt = load_checkpoint(model)
     assert ckpt["operating_point"]["source"] == "validation" and ckpt["planned_epochs"] > 1

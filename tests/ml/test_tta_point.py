@@ -42,8 +42,9 @@ def test_auto_chooses_the_tta_point_when_it_costs_a_tenth_of_the_training_at_mos
         TrainConfig(tta_point="always")
 
 
-def test_training_stores_a_point_chosen_on_averaged_maps_beside_the_plain_one(trained, sample_dir,
-                                                                             tmp_path):
+def test_training_stores_a_point_chosen_on_averaged_maps_beside_the_plain_one(
+    trained, sample_dir, tmp_path
+):
     path, result = trained
     ckpt = load_checkpoint(path)
     assert ckpt["operating_point"]["source"] == "validation"
@@ -65,8 +66,9 @@ def test_training_stores_a_point_chosen_on_averaged_maps_beside_the_plain_one(tr
     assert Predictor.load(plain, "cpu").lacks_tta_point(True)
 
 
-def test_choose_point_finds_the_training_s_validation_images_again(trained, sample_dir, tmp_path,
-                                                                  capsys):
+def test_choose_point_finds_the_training_s_validation_images_again(
+    trained, sample_dir, tmp_path, capsys
+):
     """``choose-point --tta`` on the model's own annotation file picks the validation
     images of its run again (settings and seed), so it chooses what training chose; the
     model file is rewritten with the previous one kept as .bak."""
@@ -106,8 +108,9 @@ def test_choose_point_finds_the_training_s_validation_images_again(trained, samp
     assert Predictor.load(other, "cpu").lacks_tta_point(True)
 
 
-def test_choose_point_for_tta_chooses_the_plain_point_on_the_same_images(trained, sample_dir,
-                                                                         tmp_path, capsys):
+def test_choose_point_for_tta_chooses_the_plain_point_on_the_same_images(
+    trained, sample_dir, tmp_path, capsys
+):
     """Whether TTA pays compares both points chosen on the same images: a plain point
     without a count of regions (from before) is chosen again on the run's validation
     images (as training chose it: the same point), and with --on all both are chosen on
@@ -133,8 +136,10 @@ def test_choose_point_for_tta_chooses_the_plain_point_on_the_same_images(trained
     argv = ["choose-point", str(model), "--annotations", ann, "--tta", "--on", "all",
             "--device", "cpu"]  # fmt: skip
     assert main(argv) == 0
-    assert "plain operating point chosen again on the same images, so that the two compare" \
+    assert (
+        "plain operating point chosen again on the same images, so that the two compare"
         in capsys.readouterr().out
+    )
     saved = load_checkpoint(model)
     both = [OperatingPoint.from_dict(saved[k]) for k in ("operating_point", "operating_point_tta")]
     assert both[0].regions == both[1].regions > plain.regions
@@ -181,8 +186,10 @@ def test_predict_with_tta_cuts_at_the_tta_point(trained, sample_dir, tmp_path, c
             "--tta", "--device", "cpu"]  # fmt: skip
     assert main(argv) == 0
     err = capsys.readouterr().err
-    assert "threshold 0.999, min area 1e+09 px (the model's, chosen on validation on averaged " \
+    assert (
+        "threshold 0.999, min area 1e+09 px (the model's, chosen on validation on averaged "
         "maps, for test-time augmentation)" in err
+    )
     # a user's threshold overrides it, as it does the plain point
     user = tmp_path / "user.json"
     assert main([*argv, "--threshold", "0.05", "--min-area", "0", "--out", str(user)]) == 0
@@ -191,8 +198,10 @@ def test_predict_with_tta_cuts_at_the_tta_point(trained, sample_dir, tmp_path, c
     del ckpt["operating_point_tta"]
     torch.save(ckpt, model)
     assert main(argv) == 0
-    assert "--tta: no operating point chosen on averaged maps in the model, so the plain one " \
+    assert (
+        "--tta: no operating point chosen on averaged maps in the model, so the plain one "
         "is used" in capsys.readouterr().err
+    )
 
 
 def test_points_for_tta_apply_to_networks_and_average_in_an_ensemble():
@@ -257,7 +266,8 @@ def test_predictors_and_ensembles_say_whether_they_use_tta_by_default():
     assert tta_note(gains, "auto") == (
         "test-time augmentation on, as the model chose (validation score 0.670 with flips and "
         "rotations against 0.650 without, on 40 regions: at least 0.01 better; 8x the "
-        "prediction time)")
+        "prediction time)"
+    )
     assert tta_note(bare, "auto") == tta_note(gains, "yes") == ""
     assert Ensemble([gains, forest]).tta_by_default  # the forest ignores TTA
     assert not Ensemble([gains, bare]).tta_by_default
@@ -266,8 +276,9 @@ def test_predictors_and_ensembles_say_whether_they_use_tta_by_default():
         use_tta(gains, "maybe")
 
 
-def test_predict_uses_tta_by_default_where_the_model_gained_by_it(trained, sample_dir, tmp_path,
-                                                                   capsys):
+def test_predict_uses_tta_by_default_where_the_model_gained_by_it(
+    trained, sample_dir, tmp_path, capsys
+):
     """predict (no --tta) predicts with TTA and cuts at its point where the checkpoint's
     validation scores show a gain; --tta no and a model without the gain do not."""
     path, _ = trained
@@ -296,8 +307,9 @@ def test_predict_uses_tta_by_default_where_the_model_gained_by_it(trained, sampl
         main([*argv, "--tta", "sometimes"])
 
 
-def test_train_s_last_line_says_when_predict_will_use_tta(sample_dir, tmp_path, monkeypatch,
-                                                          capsys):
+def test_train_s_last_line_says_when_predict_will_use_tta(
+    sample_dir, tmp_path, monkeypatch, capsys
+):
     from napari_bioanomaly.ml import train as train_module
     from napari_bioanomaly.ml.events import TrainResult
 
@@ -311,8 +323,10 @@ def test_train_s_last_line_says_when_predict_will_use_tta(sample_dir, tmp_path, 
     monkeypatch.setattr(train_module, "train", trained)
     argv = ["train", "--annotations", str(sample_dir / "annotations.json"), "--out", str(model)]
     assert main(argv) == 0
-    assert "predict uses --tta by default (validation score 0.650 with flips and rotations " \
+    assert (
+        "predict uses --tta by default (validation score 0.650 with flips and rotations "
         "against 0.600 without, on 40 regions)" in capsys.readouterr().out
+    )
     tta = _scored(0.605, threshold=0.2)
     assert main(argv) == 0
     assert "by default" not in capsys.readouterr().out

@@ -201,8 +201,9 @@ def test_predict_and_review_from_a_model(make_napari_viewer, dataset_dir, qtbot,
     assert all(v <= len(predicted.image(k).regions) for k, v in table.items())
 
 
-def test_predict_and_review_says_which_images_it_could_not_read(make_napari_viewer, dataset_dir,
-                                                                qtbot, tmp_path):
+def test_predict_and_review_says_which_images_it_could_not_read(
+    make_napari_viewer, dataset_dir, qtbot, tmp_path
+):
     """An image that cannot be read is named under the review's summary (it has no
     predicted regions), not left as a silent empty prediction."""
     widget, gt = _widget_with_a_model(make_napari_viewer, qtbot, dataset_dir,
@@ -218,9 +219,9 @@ def test_predict_and_review_says_which_images_it_could_not_read(make_napari_view
 
 
 def test_choose_point_in_napari_as_the_cli_does(make_napari_viewer, dataset_dir, qtbot, tmp_path):
-    """"Choose point" chooses the model's point again in the background and writes it into
-    the model file (previous kept as .bak), as choose-point does: the point for TTA on the
-    run's validation images, or the plain point on every annotated image."""
+    """The "Choose point" button chooses the model's point again in the background and
+    writes it into the model file (previous kept as .bak), as choose-point does: the point
+    for TTA on the run's validation images, or the plain point on every annotated image."""
     from napari_bioanomaly.ml.checkpoint import load_checkpoint
 
     model = tmp_path / "m.pt"
@@ -247,12 +248,15 @@ def test_choose_point_in_napari_as_the_cli_does(make_napari_viewer, dataset_dir,
     assert widget.heat_slider.value() == round(point["threshold"] * 100)
     widget.model_edit.setText("")
     assert not widget.choose_point()
-    assert "Cannot choose the point: choose the ground-truth file and a model first" in \
-        widget.summary.text()
+    assert (
+        "Cannot choose the point: choose the ground-truth file and a model first"
+        in widget.summary.text()
+    )
 
 
-def test_stop_predict_and_review_reviews_the_images_predicted_so_far(make_napari_viewer,
-                                                                   dataset_dir, qtbot, tmp_path):
+def test_stop_predict_and_review_reviews_the_images_predicted_so_far(
+    make_napari_viewer, dataset_dir, qtbot, tmp_path
+):
     """Stop ends Predict & review after the current image: the images predicted until
     then are saved and reviewed, and the summary says how many of how many."""
     widget, gt = _widget_with_a_model(make_napari_viewer, qtbot, dataset_dir,
@@ -266,11 +270,16 @@ def test_stop_predict_and_review_reviews_the_images_predicted_so_far(make_napari
     assert 1 <= done < len(gt.images)
     predicted, _ = annotations.load(dataset_dir / "annotations.predictions.json",
                                     read_images=False)  # fmt: skip
-    assert [im.filename for im in predicted.images] == widget.names == \
-        [im.filename for im in gt.images[:done]]
+    assert (
+        [im.filename for im in predicted.images]
+        == widget.names
+        == [im.filename for im in gt.images[:done]]
+    )
     assert [r.image for r in widget.model.rows] == widget.names
-    assert f"Stopped after {done} of {len(gt.images)} images: reviewing the {done} predicted " \
+    assert (
+        f"Stopped after {done} of {len(gt.images)} images: reviewing the {done} predicted "
         "(Predict & review with this model resumes from there)." in widget.summary.text()
+    )
     assert "TP " in widget.summary.text()
     widget.score_slider.setValue(30)  # the table is scored again: the note stays under it
     assert "Stopped after" in widget.summary.text() and "TP " in widget.summary.text()
@@ -316,8 +325,9 @@ def test_stop_predict_and_review_reviews_the_images_predicted_so_far(make_napari
     assert widget.names == [im.filename for im in gt.images] and not manifest.exists()
 
 
-def test_stop_choose_point_leaves_the_model_file_as_it_was(make_napari_viewer, dataset_dir,
-                                                          qtbot, tmp_path):
+def test_stop_choose_point_leaves_the_model_file_as_it_was(
+    make_napari_viewer, dataset_dir, qtbot, tmp_path
+):
     model = tmp_path / "m.pt"
     widget, _ = _widget_with_a_model(make_napari_viewer, qtbot, dataset_dir, model,
                                      epochs=1, steps=2)  # fmt: skip
@@ -326,13 +336,16 @@ def test_stop_choose_point_leaves_the_model_file_as_it_was(make_napari_viewer, d
     widget.point_on.setCurrentIndex(widget.point_on.findData("all"))
     assert widget.choose_point() and widget.stop()
     wait_for_job(qtbot, widget, 120_000)
-    assert widget.summary.text() == \
-        f"Stopped: the operating point was not chosen; {model} is unchanged."
+    assert (
+        widget.summary.text()
+        == f"Stopped: the operating point was not chosen; {model} is unchanged."
+    )
     assert (model.read_bytes(), bak.read_bytes() if bak.exists() else None) == before
 
 
-def test_stop_train_and_review_keeps_what_it_trained_and_predicts_nothing(make_napari_viewer,
-                                                                         dataset_dir, qtbot):
+def test_stop_train_and_review_keeps_what_it_trained_and_predicts_nothing(
+    make_napari_viewer, dataset_dir, qtbot
+):
     widget = ReviewWidget(make_napari_viewer())
     qtbot.addWidget(widget)
     widget.gt_edit.setText(str(dataset_dir / "annotations.json"))
@@ -354,8 +367,9 @@ def test_stop_train_and_review_keeps_what_it_trained_and_predicts_nothing(make_n
     assert not (dataset_dir / "bioanomaly-model.pt").exists()
 
 
-def test_stop_during_train_and_review_in_napari_reviews_the_model_so_far(make_napari_viewer,
-                                                                         dataset_dir, qtbot):
+def test_stop_during_train_and_review_in_napari_reviews_the_model_so_far(
+    make_napari_viewer, dataset_dir, qtbot
+):
     """Stop pressed after an epoch: the status says the validation images are reviewed
     with the best model so far, shows the prediction's progress again, and the review
     opens with that model in the model field."""
@@ -371,10 +385,11 @@ def test_stop_during_train_and_review_in_napari_reviews_the_model_so_far(make_na
     widget.jobs.say = lambda text: (said.append(text), say(text))
     assert widget.train_and_review()
     widget.worker.yielded.connect(
-        lambda e: isinstance(e, TrainEvent) and e.kind == "epoch" and widget.stop())
+        lambda e: isinstance(e, TrainEvent) and e.kind == "epoch" and widget.stop()
+    )
     wait_for_job(qtbot, widget, 180_000)
     assert "Stopping after the current step or image..." in said
-    after = said[said.index("Stopping after the current step or image..."):]
+    after = said[said.index("Stopping after the current step or image...") :]
     assert any(t.startswith("Training stopped: reviewing the validation images with its best "
                             "model so far") for t in after), after  # fmt: skip
     assert any(t.startswith("Predicting: ") for t in after), after
@@ -402,8 +417,13 @@ def test_train_and_review_stopped_while_training_reviews_its_best_model(dataset_
     assert len(val) >= 2
     for stop_predicting in (False, True):
         cancel = threading.Event()
-        gen = train_and_predict(gt, config, tmp_path / "m.pt",
-                                predictions_path(dataset_dir / "annotations.json"), cancel)
+        gen = train_and_predict(
+            gt,
+            config,
+            tmp_path / "m.pt",
+            predictions_path(dataset_dir / "annotations.json"),
+            cancel,
+        )
         events = []
         try:
             while True:
@@ -425,8 +445,9 @@ def test_train_and_review_stopped_while_training_reviews_its_best_model(dataset_
         assert [im.filename for im in predicted.images] == names
 
 
-def test_predict_and_review_with_flips_and_rotations(make_napari_viewer, dataset_dir, qtbot,
-                                                    tmp_path):
+def test_predict_and_review_with_flips_and_rotations(
+    make_napari_viewer, dataset_dir, qtbot, tmp_path
+):
     """TTA "always" predicts as `predict --tta` does: the same regions as predict_dataset
     with tta=True, which differ from a plain prediction's."""
     from napari_bioanomaly.ml.predict import Predictor, predict_dataset, run
@@ -449,8 +470,9 @@ def test_predict_and_review_with_flips_and_rotations(make_napari_viewer, dataset
     assert regions(got) == regions(flipped)
 
 
-def test_flips_and_rotations_start_at_the_model_s_point_for_them(make_napari_viewer,
-                                                                 dataset_dir, qtbot, tmp_path):
+def test_flips_and_rotations_start_at_the_model_s_point_for_them(
+    make_napari_viewer, dataset_dir, qtbot, tmp_path
+):
     """With TTA the proposal controls start at the point the model chose on averaged maps;
     a model without one is said to predict at its plain point. By default ("as the model
     chose") Predict & review uses TTA only where the model's validation says it pays."""
@@ -491,8 +513,11 @@ def test_flips_and_rotations_start_at_the_model_s_point_for_them(make_napari_vie
     assert widget.predict_and_review()  # TTA gained 0.02 on 40 validation regions
     wait_for_job(qtbot, widget, 120_000)
     assert widget.heat_slider.value() == 20 and widget.proposal_min_area == 48.0
-    assert any("test-time augmentation on, as the model chose (validation score 0.670 with "
-               "flips and rotations against 0.650 without, on 40 regions" in m for m in said), said
+    assert any(
+        "test-time augmentation on, as the model chose (validation score 0.670 with "
+        "flips and rotations against 0.650 without, on 40 regions" in m
+        for m in said
+    ), said
     del ckpt["operating_point_tta"]
     torch.save(ckpt, model)
     widget.tta_combo.setCurrentIndex(widget.tta_combo.findData("yes"))
@@ -502,8 +527,9 @@ def test_flips_and_rotations_start_at_the_model_s_point_for_them(make_napari_vie
     assert any("at the model's plain operating point" in m for m in said), said
 
 
-def test_flips_and_rotations_are_said_not_to_apply_to_a_forest(make_napari_viewer,
-                                                               dataset_dir, qtbot, tmp_path):
+def test_flips_and_rotations_are_said_not_to_apply_to_a_forest(
+    make_napari_viewer, dataset_dir, qtbot, tmp_path
+):
     from napari_bioanomaly.ml.config import TrainConfig
     from napari_bioanomaly.ml.predict import run
     from napari_bioanomaly.ml.train import train
@@ -710,8 +736,9 @@ def test_a_stopped_resumed_prediction_keeps_every_image_predicted_so_far(dataset
     again, _ = annotations.load(pred_out, read_images=False)
     assert [im.filename for im in again.images] == expected
     kept = {im.filename: im for im in again.images}[gt.images[3].filename]
-    assert [r.polygon.tolist() for r in kept.regions] == \
-        [r.polygon.tolist() for r in predicted.images[3].regions]
+    assert [r.polygon.tolist() for r in kept.regions] == [
+        r.polygon.tolist() for r in predicted.images[3].regions
+    ]
     assert sorted(Manifest(pred_out, manifest.run).read()) == sorted(expected)
     said = [e for e in _events(predict_and_save(predictor, gt, pred_out, maps, False, model))
             if isinstance(e, str)]  # fmt: skip

@@ -218,8 +218,10 @@ def test_the_status_says_when_the_model_will_predict_with_flips_and_rotations(wi
                                    tta_point=tta))  # fmt: skip
     text = train.status.text()
     assert "with flips and rotations at threshold 0.5, min peak 0.9" in text
-    assert "(Predict & review uses them by default: validation score 0.750 with flips and " \
+    assert (
+        "(Predict & review uses them by default: validation score 0.750 with flips and "
         "rotations against 0.700 without, on 162 regions)" in text
+    )
     train._on_returned(TrainResult(model, model, best_f1=0.7, operating_point=plain,
                                    tta_point=plain))  # fmt: skip
     assert "uses them by default" not in train.status.text()

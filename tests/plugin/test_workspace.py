@@ -96,8 +96,7 @@ def test_annotate_and_review_edit_one_file_and_lose_nothing(both, dataset_dir):
     assert len(labels_on_disk(dataset_dir)) == len(on_disk) + 1
 
 
-def test_accepted_predictions_stay_in_their_file_until_the_ground_truth_is_saved(both,
-                                                                                 dataset_dir):
+def test_accepted_predictions_stay_in_their_file_until_the_ground_truth_is_saved(both, dataset_dir):
     _, _annotate, review = both
     session = review.annotator.session
     name = session.image.filename
@@ -178,7 +177,10 @@ def test_a_region_without_a_class_stays_so_through_the_layer_features():
     for region in (empty, bare, given):
         back = region_from_row(region.polygon, "polygon", region_row(region))
         assert (back.unlabelled, back.label, back.class_attribute) == (
-            region.unlabelled, region.label, region.class_attribute)
+            region.unlabelled,
+            region.label,
+            region.class_attribute,
+        )
 
 
 def test_reopening_the_same_file_keeps_one_session_and_one_layer(both, dataset_dir):
@@ -210,9 +212,14 @@ def test_one_launcher_runs_every_job_and_keeps_the_job_state(qtbot, monkeypatch,
     workspace, seen, states = Workspace(), [], []
     workspace.job_changed.connect(lambda state, message: states.append((state, message)))
     worker = launch(
-        _job, (3, fail), on_event=seen.append, on_returned=lambda v: seen.append(("ret", v)),
+        _job,
+        (3, fail),
+        on_event=seen.append,
+        on_returned=lambda v: seen.append(("ret", v)),
         on_error=lambda exc: seen.append(("err", str(exc))),
-        on_finished=lambda: seen.append("finished"), workspace=workspace, describe="job",
+        on_finished=lambda: seen.append("finished"),
+        workspace=workspace,
+        describe="job",
     )
     assert (worker is None) == inline
     if worker is not None:

@@ -792,7 +792,10 @@ def test_ctrl_c_stops_cli_training_as_the_stop_button_does(dataset_dir, tmp_path
     ckpt = load_checkpoint(model)
     assert ckpt["operating_point"]["source"] == "validation" and ckpt["planned_epochs"] > 1
     assert len(load_checkpoint(tmp_path / "m.last.pt")["history"]) < 200
-    done = _train_until([*argv[:3], str(tmp_path / "n.pt"), *argv[4:]], 2)
+    for _ in range(3):  # again where the stopped run ended before the second signal came
+        done = _train_until([*argv[:3], str(tmp_path / "n.pt"), *argv[4:]], 2)
+        if done.returncode not in (0, -signal.SIGINT):  # 0 or killed: it came too late
+            break
     assert done.returncode == 130 and "train: interrupted" in done.stderr
     # SIGTERM (kill, a batch system ending the job) stops the same way
     done = _train_until([*argv[:3], str(tmp_path / "k.pt"), *argv[4:]], 1, signal.SIGTERM)

@@ -109,6 +109,15 @@ def _follow(gen: Any, main_process: bool = True) -> Any:
         raise
 
 
+def _open_annotations(args: argparse.Namespace) -> Dataset:
+    """The dataset of ``--annotations`` (and ``--images``), what its import changed or
+    skipped printed as warnings."""
+    dataset, report = annotations.open_dataset(args.annotations, args.images, _import_options(args))
+    for line in _import_warnings(report, args):
+        print(f"warning: {line}", file=sys.stderr)
+    return dataset
+
+
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from .ml.pretrain import pretrain
 
@@ -119,9 +128,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if config.pretrain_min:
         raise BioAnomalyError("pretrain runs for --budget minutes (or --epochs); --pretrain "
                               "is train's option to pretrain first")  # fmt: skip
-    dataset, report = annotations.open_dataset(args.annotations, args.images, _import_options(args))
-    for line in _import_warnings(report, args):
-        print(f"warning: {line}", file=sys.stderr)
+    dataset = _open_annotations(args)
     main_process = _main_process()
     cancel = threading.Event()
     with _ctrl_c_stops(cancel, "pretraining", main_process):
@@ -137,9 +144,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .ml.train import nothing_kept_text, train
 
     config = _train_config(args)
-    dataset, report = annotations.open_dataset(args.annotations, args.images, _import_options(args))
-    for line in _import_warnings(report, args):
-        print(f"warning: {line}", file=sys.stderr)
+    dataset = _open_annotations(args)
     main_process = _main_process()
     cancel = threading.Event()
     with _ctrl_c_stops(cancel, "training", main_process):
@@ -164,9 +169,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_choose_point(args: argparse.Namespace) -> int:
     from .ml.points import change_lines, choose_point
 
-    dataset, report = annotations.open_dataset(args.annotations, args.images, _import_options(args))
-    for line in _import_warnings(report, args):
-        print(f"warning: {line}", file=sys.stderr)
+    dataset = _open_annotations(args)
     interactive = sys.stderr.isatty()
 
     def progress(done: int, total: int, name: str) -> None:
@@ -191,9 +194,7 @@ def cmd_crossval(args: argparse.Namespace) -> int:
     from .ml.crossval import crossval
 
     config = _train_config(args)
-    dataset, report = annotations.open_dataset(args.annotations, args.images, _import_options(args))
-    for line in _import_warnings(report, args):
-        print(f"warning: {line}", file=sys.stderr)
+    dataset = _open_annotations(args)
     main_process = _main_process()
     cancel = threading.Event()
     gen = crossval(dataset, config, args.folds, args.out, args.group_by, args.iou, cancel)

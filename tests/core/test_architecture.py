@@ -11,24 +11,24 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_import_linter_contracts_hold():
-    exe = Path(sys.executable).parent / "lint-imports"
+def _check(tool: str) -> str:
+    """Run a check of the test tools (settings in pyproject.toml) at the repository's root;
+    its output where it passed."""
+    exe = Path(sys.executable).parent / tool
     if not exe.exists():
-        pytest.skip("import-linter is not installed (pip install -e .[testing])")
+        pytest.skip(f"{tool} is not installed (pip install -e .[testing])")
     done = subprocess.run([str(exe)], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "Contracts: 6 kept, 0 broken." in done.stdout
+    return done.stdout
+
+
+def test_import_linter_contracts_hold():
+    assert "Contracts: 6 kept, 0 broken." in _check("lint-imports")
 
 
 def test_the_core_type_checks():
-    """mypy over the core with the settings of pyproject.toml (the rest is hinted, not
-    checked)."""
-    exe = Path(sys.executable).parent / "mypy"
-    if not exe.exists():
-        pytest.skip("mypy is not installed (pip install -e .[testing])")
-    done = subprocess.run([str(exe)], cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "Success: no issues found" in done.stdout
+    """mypy over the core (the rest is hinted, not checked)."""
+    assert "Success: no issues found" in _check("mypy")
 
 
 def test_core_and_cli_import_without_napari_qt_or_torch():

@@ -11,6 +11,7 @@ from pathlib import Path
 from .core import annotations
 from .core.model import BioAnomalyError, Dataset
 from .core.report import ImportReport
+from .core.text import count
 from .core.via import ImportOptions
 
 
@@ -103,7 +104,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     for line in warnings:
         print(f"warning: {line}", file=sys.stderr)
     n_regions = len(dataset.regions)
-    print(f"{args.to}: {len(dataset.images)} images, {n_regions} regions -> {args.output}")
+    print(
+        f"{args.to}: {count(len(dataset.images), 'image')}, {count(n_regions, 'region')} -> "
+        f"{args.output}"
+    )
     if args.to == "masks":
         print(f"  {len(written) - 1} mask files and {written[-1].name}")
     elif args.to in annotations.FOLDER_FORMATS:
@@ -122,7 +126,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise BioAnomalyError(str(exc)) from None
     path = write_sample(args.out_dir, config)
-    print(f"wrote {config.n_images} images and {path}")
+    print(f"wrote {count(config.n_images, 'image')} and {path}")
     return 0
 
 
@@ -144,7 +148,10 @@ def cmd_merge(args: argparse.Namespace) -> int:
     merged.images.sort(key=lambda im: im.filename)
     annotations.save(merged, args.out, "via")
     n_images, n_regions = len(merged.images), len(merged.regions)
-    print(f"{n_images} images, {n_regions} regions from {len(args.inputs)} files -> {args.out}")
+    print(
+        f"{count(n_images, 'image')}, {count(n_regions, 'region')} from "
+        f"{count(len(args.inputs), 'file')} -> {args.out}"
+    )
     return 0
 
 
@@ -194,7 +201,7 @@ def cmd_qc(args: argparse.Namespace) -> int:
         print(
             f"{r['image']}: {', '.join(r['flags'])}" + (f" ({r['error']})" if "error" in r else "")
         )
-    print(f"{len(flagged)} of {len(rows)} images flagged")
+    print(f"{len(flagged)} of {count(len(rows), 'image')} flagged")
     return 0
 
 

@@ -346,7 +346,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     annotations.save(predictions, out, "via")
     manifest.remove()
     print(
-        f"{len(predictions.regions)} predicted regions on {len(predictions.images)} images -> {out}"
+        f"{count(len(predictions.regions), 'predicted region')} on "
+        f"{count(len(predictions.images), 'image')} -> {out}"
     )
     return 0
 

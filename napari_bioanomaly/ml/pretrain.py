@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..core.model import BioAnomalyError, Dataset
+from ..core.text import count
 from . import data, models
 from .checkpoint import PRETRAINED_FORMAT, save_checkpoint
 from .config import TrainConfig
@@ -47,8 +48,9 @@ class PretrainResult:
 
     def text(self) -> str:
         loss = "" if self.loss is None else f", reconstruction loss {self.loss:.4f}"
-        return (f"pretrained weights ({self.images} images, {self.epochs} epochs, "
-                f"{self.seconds / 60:.1f} min{loss}): {self.path}")  # fmt: skip
+        return (f"pretrained weights ({count(self.images, 'image')}, "
+                f"{count(self.epochs, 'epoch')}, {self.seconds / 60:.1f} min{loss}): "
+                f"{self.path}")  # fmt: skip
 
 
 def mask_blocks(

@@ -14,6 +14,7 @@ import torch
 
 from ..core.model import Dataset
 from ..core.operating import f1_score
+from ..core.text import count
 from . import data
 from .checkpoint import checkpoint_payload, last_path, save_checkpoint
 from .config import TrainConfig
@@ -83,15 +84,19 @@ def train_forest(
     if config.class_weights == "balanced":
         weights = data.balanced_weights(np.bincount(y, minlength=n_out))
     if not two:
-        yield progress.status(f"fitting {N_TREES} trees on {len(y):,} pixels of {n} images")
+        yield progress.status(
+            f"fitting {N_TREES} trees on {len(y):,} pixels of {count(n, 'image')}"
+        )
         forest = yield from _grow(progress, cancel, x, y, n_out, weights, config.seed,
                                   config.features, N_TREES)  # fmt: skip
     else:
         half = np.concatenate([np.full(len(v), k % 2) for k, v in enumerate(ys)])
         firsts = []
         for h in (0, 1):
-            yield progress.status(f"first stage: {N_TREES // 2} trees on the "
-                                  f"{'even' if h == 0 else 'odd'} half of {n} images")  # fmt: skip
+            yield progress.status(
+                f"first stage: {N_TREES // 2} trees on the {'even' if h == 0 else 'odd'} half "
+                f"of {count(n, 'image')}"
+            )
             grown = yield from _grow(progress, cancel, x[half == h], y[half == h], n_out, weights,
                                      config.seed + h, config.features, N_TREES // 2)  # fmt: skip
             if grown is None:
@@ -114,7 +119,7 @@ def train_forest(
             yield progress.step(f"first-stage probabilities of {dataset.images[i].filename}")
         x, y = np.concatenate(x2), np.concatenate(y2)
         yield progress.status(f"second stage: {N_TREES} trees on {len(y):,} pixels of "
-                              f"{len(second)} images")  # fmt: skip
+                              f"{count(len(second), 'image')}")  # fmt: skip
         forest = yield from _grow(progress, cancel, x, y, n_out, weights, config.seed + 2,
                                   config.features, N_TREES, Forest.join(firsts))  # fmt: skip
     if forest is None:

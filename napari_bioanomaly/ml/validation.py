@@ -19,6 +19,7 @@ import torch
 from ..core import operating
 from ..core.chooser import PointChooser
 from ..core.model import Dataset
+from ..core.text import count
 from . import data, models
 from .config import TrainConfig
 from .data import spread
@@ -207,7 +208,7 @@ def operating_point(
     yield TrainEvent(
         "status", epoch, epochs, steps, steps,
         message="choosing the threshold and minimum area on "
-        f"{min(len(val_idx), POINT_IMAGES)} validation images" + (maps if tta else ""),
+        f"{count(min(len(val_idx), POINT_IMAGES), 'validation image')}" + (maps if tta else ""),
     )  # fmt: skip
     predictor = Predictor(
         None if model is None else model.eval(), config.model, classes, config, device, extra

@@ -134,7 +134,7 @@ def test_cli_pretrain_then_train_from_the_weights(sample, tmp_path, capsys):
         == 0
     )
     out = capsys.readouterr().out
-    assert "pretrained weights (6 images, 1 epochs" in out and "--weights" in out
+    assert "pretrained weights (6 images, 1 epoch, " in out and "--weights" in out
     # no width given: the U-Net is built at the pretrained weights' width, not the default
     assert (
         main(

@@ -11,7 +11,7 @@ from pathlib import Path
 from .core import annotations
 from .core.model import BioAnomalyError, Dataset
 from .core.report import ImportReport
-from .core.text import count
+from .core.text import counted
 from .core.via import ImportOptions
 
 
@@ -105,7 +105,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         print(f"warning: {line}", file=sys.stderr)
     n_regions = len(dataset.regions)
     print(
-        f"{args.to}: {count(len(dataset.images), 'image')}, {count(n_regions, 'region')} -> "
+        f"{args.to}: {counted(len(dataset.images), 'image')}, {counted(n_regions, 'region')} -> "
         f"{args.output}"
     )
     if args.to == "masks":
@@ -126,7 +126,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise BioAnomalyError(str(exc)) from None
     path = write_sample(args.out_dir, config)
-    print(f"wrote {count(config.n_images, 'image')} and {path}")
+    print(f"wrote {counted(config.n_images, 'image')} and {path}")
     return 0
 
 
@@ -149,8 +149,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
     annotations.save(merged, args.out, "via")
     n_images, n_regions = len(merged.images), len(merged.regions)
     print(
-        f"{count(n_images, 'image')}, {count(n_regions, 'region')} from "
-        f"{count(len(args.inputs), 'file')} -> {args.out}"
+        f"{counted(n_images, 'image')}, {counted(n_regions, 'region')} from "
+        f"{counted(len(args.inputs), 'file')} -> {args.out}"
     )
     return 0
 
@@ -201,7 +201,7 @@ def cmd_qc(args: argparse.Namespace) -> int:
         print(
             f"{r['image']}: {', '.join(r['flags'])}" + (f" ({r['error']})" if "error" in r else "")
         )
-    print(f"{len(flagged)} of {count(len(rows), 'image')} flagged")
+    print(f"{len(flagged)} of {counted(len(rows), 'image')} flagged")
     return 0
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from ._cli_data import _import_options, _import_warnings
 from .core import annotations
 from .core.model import BioAnomalyError, Dataset, ImageRecord
+from .core.text import counted
 
 
 def _progress_line(event: Any) -> str:
@@ -346,8 +347,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     annotations.save(predictions, out, "via")
     manifest.remove()
     print(
-        f"{count(len(predictions.regions), 'predicted region')} on "
-        f"{count(len(predictions.images), 'image')} -> {out}"
+        f"{counted(len(predictions.regions), 'predicted region')} on "
+        f"{counted(len(predictions.images), 'image')} -> {out}"
     )
     return 0
 

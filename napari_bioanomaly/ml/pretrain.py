@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..core.model import BioAnomalyError, Dataset
-from ..core.text import count
+from ..core.text import counted
 from . import data, models
 from .checkpoint import PRETRAINED_FORMAT, save_checkpoint
 from .config import TrainConfig
@@ -48,8 +48,8 @@ class PretrainResult:
 
     def text(self) -> str:
         loss = "" if self.loss is None else f", reconstruction loss {self.loss:.4f}"
-        return (f"pretrained weights ({count(self.images, 'image')}, "
-                f"{count(self.epochs, 'epoch')}, {self.seconds / 60:.1f} min{loss}): "
+        return (f"pretrained weights ({counted(self.images, 'image')}, "
+                f"{counted(self.epochs, 'epoch')}, {self.seconds / 60:.1f} min{loss}): "
                 f"{self.path}")  # fmt: skip
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..core.model import BioAnomalyError, Dataset
-from ..core.text import count
+from ..core.text import counted
 from . import data, train_forest, train_memory, train_network
 from .checkpoint import last_path, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .config import REGISTRY, TrainConfig
@@ -164,7 +164,7 @@ def _pretrain(
             if event.kind == "epoch":
                 yield TrainEvent(
                     "status", 0, config.epochs or 1, 0, config.steps_per_epoch,
-                    message=f"pretraining on {count(len(dataset.images), 'image')} without their "
+                    message=f"pretraining on {counted(len(dataset.images), 'image')} without their "
                     f"annotations ({minutes:g} min): epoch {event.epoch + 1}, reconstruction "
                     f"loss {event.loss:.4f}",
                 )  # fmt: skip

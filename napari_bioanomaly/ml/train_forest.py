@@ -14,7 +14,7 @@ import torch
 
 from ..core.model import Dataset
 from ..core.operating import f1_score
-from ..core.text import count
+from ..core.text import counted
 from . import data
 from .checkpoint import checkpoint_payload, last_path, save_checkpoint
 from .config import TrainConfig
@@ -85,7 +85,7 @@ def train_forest(
         weights = data.balanced_weights(np.bincount(y, minlength=n_out))
     if not two:
         yield progress.status(
-            f"fitting {N_TREES} trees on {len(y):,} pixels of {count(n, 'image')}"
+            f"fitting {N_TREES} trees on {len(y):,} pixels of {counted(n, 'image')}"
         )
         forest = yield from _grow(progress, cancel, x, y, n_out, weights, config.seed,
                                   config.features, N_TREES)  # fmt: skip
@@ -95,7 +95,7 @@ def train_forest(
         for h in (0, 1):
             yield progress.status(
                 f"first stage: {N_TREES // 2} trees on the {'even' if h == 0 else 'odd'} half "
-                f"of {count(n, 'image')}"
+                f"of {counted(n, 'image')}"
             )
             grown = yield from _grow(progress, cancel, x[half == h], y[half == h], n_out, weights,
                                      config.seed + h, config.features, N_TREES // 2)  # fmt: skip
@@ -119,7 +119,7 @@ def train_forest(
             yield progress.step(f"first-stage probabilities of {dataset.images[i].filename}")
         x, y = np.concatenate(x2), np.concatenate(y2)
         yield progress.status(f"second stage: {N_TREES} trees on {len(y):,} pixels of "
-                              f"{count(len(second), 'image')}")  # fmt: skip
+                              f"{counted(len(second), 'image')}")  # fmt: skip
         forest = yield from _grow(progress, cancel, x, y, n_out, weights, config.seed + 2,
                                   config.features, N_TREES, Forest.join(firsts))  # fmt: skip
     if forest is None:

@@ -25,7 +25,7 @@ from ..core.imagemetrics import roc_auc
 from ..core.model import BioAnomalyError, Dataset
 from ..core.operating import OperatingPoint, f1_score
 from ..core.reference import line_map
-from ..core.text import count
+from ..core.text import counted
 from . import data
 from .anomaly import (
     BANK_SIZE,
@@ -85,7 +85,7 @@ def train_memory(
     """
     device = pick_device(config.device)
     annotated = sum(1 for i in val_idx if dataset.images[i].regions)
-    yield TrainEvent("status", 0, 1, 0, 1, message=f"{count(len(train_idx), 'image')} to learn "
+    yield TrainEvent("status", 0, 1, 0, 1, message=f"{counted(len(train_idx), 'image')} to learn "
                      f"from, {len(val_idx)} to validate on ({annotated} annotated)")  # fmt: skip
     kinds = AUTO if config.descriptors == "auto" else (config.descriptors,)
     if len(kinds) > 1 and not any(dataset.images[i].regions for i in val_idx):

@@ -19,7 +19,7 @@ import torch
 from ..core import operating
 from ..core.chooser import PointChooser
 from ..core.model import Dataset
-from ..core.text import count
+from ..core.text import counted
 from . import data, models
 from .config import TrainConfig
 from .data import spread
@@ -208,7 +208,7 @@ def operating_point(
     yield TrainEvent(
         "status", epoch, epochs, steps, steps,
         message="choosing the threshold and minimum area on "
-        f"{count(min(len(val_idx), POINT_IMAGES), 'validation image')}" + (maps if tta else ""),
+        f"{counted(min(len(val_idx), POINT_IMAGES), 'validation image')}" + (maps if tta else ""),
     )  # fmt: skip
     predictor = Predictor(
         None if model is None else model.eval(), config.model, classes, config, device, extra

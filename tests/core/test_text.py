@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from napari_bioanomaly.cli import main
-from napari_bioanomaly.core.text import count
+from napari_bioanomaly.core.text import counted
 
 
 def test_count_is_singular_for_one_and_plural_otherwise():
-    assert count(1, "image") == "1 image"
-    assert count(0, "image") == "0 images"
-    assert count(12000, "validation image") == "12,000 validation images"
-    assert count(1, "class", "classes") == "1 class"
-    assert count(2, "class", "classes") == "2 classes"
+    assert counted(1, "image") == "1 image"
+    assert counted(0, "image") == "0 images"
+    assert counted(12000, "validation image") == "12,000 validation images"
+    assert counted(1, "class", "classes") == "1 class"
+    assert counted(2, "class", "classes") == "2 classes"
 
 
 def test_the_cli_says_one_image_and_one_region(tmp_path, capsys, sample_dir):

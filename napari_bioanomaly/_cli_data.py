@@ -7,8 +7,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
-from .core import annotations
+from .core import annotations as annotation_files
 from .core.model import BioAnomalyError, Dataset
 from .core.report import ImportReport
 from .core.text import counted
@@ -67,7 +68,7 @@ def _add_import_options(p: argparse.ArgumentParser) -> None:
 def _open(args: argparse.Namespace, read_images: bool = True) -> tuple[Dataset, ImportReport]:
     source = Path(args.input)
     options = _import_options(args)
-    return annotations.open_dataset(source, args.images, options, read_images=read_images)
+    return annotation_files.open_dataset(source, args.images, options, read_images=read_images)
 
 
 def _counts(counter: dict[str, int]) -> str:
@@ -98,7 +99,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     dataset, report = _open(args)
-    written, warnings = annotations.save(dataset, args.output, args.to)
+    written, warnings = annotation_files.save(dataset, args.output, args.to)
     for line in _import_warnings(report, args):
         print(f"warning: {line}", file=sys.stderr)
     for line in warnings:
@@ -110,7 +111,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     )
     if args.to == "masks":
         print(f"  {len(written) - 1} mask files and {written[-1].name}")
-    elif args.to in annotations.FOLDER_FORMATS:
+    elif args.to in annotation_files.FOLDER_FORMATS:
         print(f"  {len(written)} files")
     return 0
 
@@ -134,7 +135,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     merged = Dataset()
     seen: dict[str, str] = {}
     for path in args.inputs:
-        part, _ = annotations.load(path, read_images=False)
+        part, _ = annotation_files.load(path, read_images=False)
         for im in part.images:
             if im.filename in seen:
                 raise BioAnomalyError(
@@ -146,7 +147,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
         merged.classes.extend(c for c in part.class_names() if c not in merged.classes)
         merged.class_attribute = part.class_attribute
     merged.images.sort(key=lambda im: im.filename)
-    annotations.save(merged, args.out, "via")
+    annotation_files.save(merged, args.out, "via")
     n_images, n_regions = len(merged.images), len(merged.regions)
     print(
         f"{counted(n_images, 'image')}, {counted(n_regions, 'region')} from "
@@ -164,11 +165,11 @@ def cmd_qc(args: argparse.Namespace) -> int:
     from .core.quality import QC_ATTRIBUTE, check, flags_to_text
 
     source = Path(args.input)
-    found = annotations.find_annotation_file(source) if source.is_dir() else source
+    found = annotation_files.find_annotation_file(source) if source.is_dir() else source
     read = file_digest(found) if found is not None and found.is_file() else None
     dataset, report = _open(args, read_images=False)
     root = dataset.root or Path(".")
-    rows = []
+    rows: list[dict[str, Any]] = []
     for im in dataset.images:
         try:
             quality = check(read_image(resolve_image(root, im.filename)))
@@ -182,7 +183,7 @@ def cmd_qc(args: argparse.Namespace) -> int:
         if found is None:
             target, expected = source / "annotations.json", None
         else:
-            target = annotations.edit_target(found, report.format)
+            target = annotation_files.edit_target(found, report.format)
             expected = read if target == found else file_digest(target)
         # compare and swap: an annotator that saved while qc ran is never overwritten
         raw = dumps(via.to_via_project(dataset))

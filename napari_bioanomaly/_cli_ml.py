@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ._cli_data import _import_options, _import_warnings
-from .core import annotations
+from .core import annotations as annotation_files
 from .core.model import BioAnomalyError, Dataset, ImageRecord
 from .core.text import counted
 
@@ -113,7 +113,8 @@ def _follow(gen: Any, main_process: bool = True) -> Any:
 def _open_annotations(args: argparse.Namespace) -> Dataset:
     """The dataset of ``--annotations`` (and ``--images``), what its import changed or
     skipped printed as warnings."""
-    dataset, report = annotations.open_dataset(args.annotations, args.images, _import_options(args))
+    options = _import_options(args)
+    dataset, report = annotation_files.open_dataset(args.annotations, args.images, options)
     for line in _import_warnings(report, args):
         print(f"warning: {line}", file=sys.stderr)
     return dataset
@@ -276,12 +277,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
                               "docs/cluster.md)")  # fmt: skip
     source = Path(args.images)
     if source.is_dir():
-        names = annotations.list_images(source)
+        names = annotation_files.list_images(source)
         if not names:
             raise BioAnomalyError(f"{source}: no images (TIFF, PNG, JPEG) in this folder")
         dataset = Dataset(images=[ImageRecord(n) for n in names], root=source)
     else:  # an annotation file: predict its images, keep their attributes and order
-        dataset, _ = annotations.load(source, read_images=False)
+        dataset, _ = annotation_files.load(source, read_images=False)
     shard_text = args.shard or "0/1"
     try:
         index, count = (int(v) for v in shard_text.split("/"))
@@ -341,10 +342,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 f"{event.index}/{event.total} {event.image}: {event.regions} region(s)",
                 file=sys.stderr,
             )
-            manifest.append(event.record)
+            if event.record is not None:
+                manifest.append(event.record)
     except StopIteration as stop:
         predictions = stop.value
-    annotations.save(predictions, out, "via")
+    annotation_files.save(predictions, out, "via")
     manifest.remove()
     print(
         f"{counted(len(predictions.regions), 'predicted region')} on "
@@ -360,8 +362,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .core.evaluate import evaluate
     from .core.fileio import atomic_write
 
-    gt, _ = annotations.load(args.gt, args.images, read_images=True)
-    pred, _ = annotations.load(args.pred, args.images or gt.root, read_images=False)
+    gt, _ = annotation_files.load(args.gt, args.images, read_images=True)
+    pred, _ = annotation_files.load(args.pred, args.images or gt.root, read_images=False)
     excluded = [v for v in (args.exclude or "").split(",") if v]
     result = evaluate(gt, pred, args.iou, args.score, args.group_by, excluded, args.image_threshold)
     rows = [r.row() for r in result.rows]

@@ -33,7 +33,7 @@ from ._cli_ml import (
     cmd_pretrain,
     cmd_train,
 )
-from .core import annotations
+from .core import annotations as annotation_files
 from .core.model import BioAnomalyError
 from .ml.config import TTA_SETTINGS
 
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="IN",
         help="VIA or COCO JSON, ImageJ ROI zip, QuPath GeoJSON, or a dataset folder",
     )
-    p.add_argument("--to", required=True, choices=annotations.EXPORT_FORMATS)
+    p.add_argument("--to", required=True, choices=annotation_files.EXPORT_FORMATS)
     p.add_argument(
         "output", metavar="OUT", help="output file (a folder for masks, imagej and geojson)"
     )

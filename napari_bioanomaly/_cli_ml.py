@@ -418,13 +418,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     for name, summary in result.groups.items():
         print(line(f"{args.group_by}={name}", summary))
-    for name, c in result.classes.items():
-        found = "" if c["found"] is None else f"  found by any class {c['found']:.3f}"
-        print(
-            f"class {name}: GT {c['gt']}, predicted {c['pred']}: TP {c['tp']} FP {c['fp']} "
-            f"FN {c['fn']}  precision {c['precision']:.3f} recall {c['recall']:.3f} "
-            f"F1 {c['f1']:.3f}{found}"
-        )
+    for text in _class_lines(result.classes):
+        print(text)
     agree = result.class_agreement
     if agree["matched"]:
         print(
@@ -434,6 +429,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.plot:
         print(f"curves -> {args.plot}")
     return 0
+
+
+def _class_lines(classes: dict[str, dict[str, Any]]) -> list[str]:
+    """evaluate's lines per class. Predictions that name no class of the ground truth (a
+    class-agnostic model: the unsupervised ones say "anomaly") have no class-wise matches
+    to count: then each ground-truth class says how much of it they found."""
+    predicted = [c for c in classes.values() if c["pred"]]
+    if (
+        predicted
+        and all(c["gt"] == 0 for c in predicted)
+        and any(c["gt"] for c in classes.values())
+    ):
+        lines = ["classes: the predictions name none of the ground truth's (a class-agnostic "
+                 "model); found by them, per class:"]  # fmt: skip
+        for name, c in classes.items():
+            if c["gt"]:
+                found = round(c["found"] * c["gt"])
+                lines.append(f"class {name}: GT {c['gt']}, found {found} ({c['found']:.3f})")
+        return lines
+    lines = []
+    for name, c in classes.items():
+        found = "" if c["found"] is None else f"  found by any class {c['found']:.3f}"
+        lines.append(
+            f"class {name}: GT {c['gt']}, predicted {c['pred']}: TP {c['tp']} FP {c['fp']} "
+            f"FN {c['fn']}  precision {c['precision']:.3f} recall {c['recall']:.3f} "
+            f"F1 {c['f1']:.3f}{found}"
+        )
+    return lines
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:

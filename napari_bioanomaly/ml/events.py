@@ -86,7 +86,7 @@ class TrainResult:
     def best_text(self) -> str:
         """The best score named by what it is, e.g. ``validation F1 0.712``."""
         if self.best_f1 is None:
-            return f"{self.best_label} none"
+            return f"{self.best_label} n/a"
         if self.best_label.endswith("loss"):
             return f"{self.best_label} {-self.best_f1:.4f} (lower is better)"
         return f"{self.best_label} {self.best_f1:.3f}"

@@ -246,3 +246,41 @@ def test_pixel_counts_of_every_score_threshold_match_dense_masks():
                 union_area(shown),
                 union_area(gt) + union_area(shown) - union_area(gt, shown),
             )
+
+
+def test_evaluate_cli_counts_what_class_agnostic_predictions_found_per_class(
+    tmp_path, capsys, dataset_dir
+):
+    """Predictions of one class the ground truth does not have (the unsupervised models'
+    "anomaly") get no class-wise lines of zeros: each ground-truth class says how many of
+    its regions they found."""
+    gt, _ = annotations.load(dataset_dir / "annotations.json")
+    truth = {label: n for label, n in gt.class_counts().items()}
+    first = next(im for im in gt.images if im.regions)
+    kept = first.regions[0]  # the only region predicted: the rest is missed
+    for im in gt.images:
+        im.regions = (
+            [Region(kept.polygon, "anomaly", score=0.9, source="model")] if im is first else []
+        )
+    annotations.save(gt, tmp_path / "pred.json", "via")
+    argv = [
+        "evaluate",
+        "--gt",
+        str(dataset_dir / "annotations.json"),
+        "--pred",
+        str(tmp_path / "pred.json"),
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "the predictions name none of the ground truth's (a class-agnostic model)" in out
+    assert "class anomaly" not in out and "precision 0.000 recall 0.000" not in out
+    for label, n in truth.items():
+        found = int(label == kept.label)
+        assert f"class {label}: GT {n}, found {found} ({found / n:.3f})" in out
+    # predictions with the ground truth's classes: the class-wise lines
+    gt, _ = annotations.load(dataset_dir / "annotations.json")
+    annotations.save(gt, tmp_path / "same.json", "via")
+    assert main([*argv[:4], str(tmp_path / "same.json")]) == 0
+    out = capsys.readouterr().out
+    assert "class-agnostic" not in out
+    assert f"class {kept.label}: GT {truth[kept.label]}, predicted {truth[kept.label]}: " in out

@@ -432,21 +432,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _class_lines(classes: dict[str, dict[str, Any]]) -> list[str]:
-    """evaluate's lines per class. Predictions that name no class of the ground truth (a
-    class-agnostic model: the unsupervised ones say "anomaly") have no class-wise matches
-    to count: then each ground-truth class says how much of it they found."""
-    predicted = [c for c in classes.values() if c["pred"]]
-    if (
-        predicted
-        and all(c["gt"] == 0 for c in predicted)
-        and any(c["gt"] for c in classes.values())
-    ):
+    """evaluate's lines per class; for a class-agnostic model's predictions, how many
+    regions of each ground-truth class they found."""
+    from .core.evaluate import class_agnostic, found_count
+
+    if class_agnostic(classes):
         lines = ["classes: the predictions name none of the ground truth's (a class-agnostic "
                  "model); found by them, per class:"]  # fmt: skip
         for name, c in classes.items():
             if c["gt"]:
-                found = round(c["found"] * c["gt"])
-                lines.append(f"class {name}: GT {c['gt']}, found {found} ({c['found']:.3f})")
+                lines.append(
+                    f"class {name}: GT {c['gt']}, found {found_count(c)} ({c['found']:.3f})"
+                )
         return lines
     lines = []
     for name, c in classes.items():

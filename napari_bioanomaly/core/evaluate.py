@@ -208,6 +208,24 @@ def per_class(
     return out
 
 
+def class_agnostic(classes: dict[str, dict[str, Any]]) -> bool:
+    """Whether the predictions scored by :func:`per_class` name none of the ground truth's
+    classes (a class-agnostic model: the unsupervised ones call every region "anomaly").
+    Class-wise matching then has nothing to count; ``found``, the share of each class
+    matched by any prediction, is what tells how the model did on that class."""
+    predicted = [c for c in classes.values() if c["pred"]]
+    return (
+        bool(predicted)
+        and all(c["gt"] == 0 for c in predicted)
+        and any(c["gt"] for c in classes.values())
+    )
+
+
+def found_count(c: dict[str, Any]) -> int:
+    """How many regions of a class of :func:`per_class` a prediction of any class matched."""
+    return round(c["found"] * c["gt"]) if c["gt"] else 0
+
+
 def class_agreement_summary(matched: Sequence[tuple[str, str]]) -> dict[str, Any]:
     """Confusion matrix and Cohen's kappa of the classes of matched regions.
 

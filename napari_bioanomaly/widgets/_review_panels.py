@@ -37,11 +37,21 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..core.evaluate import ImageScore, Report
+from ..core.evaluate import ImageScore, Report, class_agnostic, found_count
 from ..core.model import Region
 from ..core.review import COLUMNS, cell
 
 CLASS_COLUMNS = ["class", "GT", "pred", "TP", "FP", "FN", "precision", "recall", "F1", "found"]
+#: the Per class table for a class-agnostic model's predictions
+FOUND_COLUMNS = ["class", "GT", "found", "share found"]
+CLASS_TIP = (
+    "each class alone: its ground truth against predictions of that class; "
+    "found: share of its ground truth matched by a prediction of any class"
+)
+FOUND_TIP = (
+    "the predictions name none of the ground truth's classes (a class-agnostic model, "
+    "such as the unsupervised ones): how many regions of each class they matched"
+)
 SORT_ROLE = Qt.ItemDataRole.UserRole + 3
 
 
@@ -238,25 +248,37 @@ class ClassPanel(QWidget):
         self.table.setHorizontalHeaderLabels(CLASS_COLUMNS)
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setToolTip(
-            "each class alone: its ground truth against predictions of that class; "
-            "found: share of its ground truth matched by a prediction of any class"
-        )
+        self.table.setToolTip(CLASS_TIP)
         col.addWidget(self.table, 1)
         self.agreement = QLabel()
         self.agreement.setWordWrap(True)
         col.addWidget(self.agreement)
 
     def show_report(self, report: Report) -> None:
-        self.table.setRowCount(len(report.classes))
-        for r, (name, c) in enumerate(report.classes.items()):
-            values = [name, c["gt"], c["pred"], c["tp"], c["fp"], c["fn"], c["precision"],
-                      c["recall"], c["f1"], c["found"]]  # fmt: skip
+        agnostic = class_agnostic(report.classes)
+        if agnostic:  # class-wise matches would all be zero: what each class had found
+            rows = [[name, c["gt"], found_count(c), c["found"]]
+                    for name, c in report.classes.items() if c["gt"]]  # fmt: skip
+        else:
+            rows = [[name, c["gt"], c["pred"], c["tp"], c["fp"], c["fn"], c["precision"],
+                     c["recall"], c["f1"], c["found"]]
+                    for name, c in report.classes.items()]  # fmt: skip
+        columns = FOUND_COLUMNS if agnostic else CLASS_COLUMNS
+        self.table.setColumnCount(len(columns))
+        self.table.setHorizontalHeaderLabels(columns)
+        self.table.setToolTip(FOUND_TIP if agnostic else CLASS_TIP)
+        self.table.setRowCount(len(rows))
+        for r, values in enumerate(rows):
             for col, v in enumerate(values):
                 self.table.setItem(r, col, QTableWidgetItem(_text(v)))
         self.table.resizeColumnsToContents()
         agree = report.class_agreement
-        if agree["kappa"] is None:
+        if agnostic:
+            self.agreement.setText(
+                "The predictions name none of the ground truth's classes (a class-agnostic "
+                "model): the table counts the regions of each class they found."
+            )
+        elif agree["kappa"] is None:
             self.agreement.setText("Class agreement needs predictions of two or more classes.")
         else:
             self.agreement.setText(

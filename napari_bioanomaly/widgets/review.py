@@ -288,6 +288,8 @@ class ReviewWidget(QWidget):
         # regions left pending in the old predictions file stay there
         self.review = review
         self.review_note = note
+        self.gt_edit.setText(str(session.path))  # what is open, however it was opened
+        self.pred_edit.setText(str(review.path))
         self._apply_thresholds()
         self.layers.ensure_predictions(review.path)
         self.refresh()

@@ -648,6 +648,41 @@ def test_per_class_tab_and_class_agreement(review):
     assert "matched regions" in review.agreement_text.text()
 
 
+def test_per_class_tab_counts_what_a_class_agnostic_model_found(
+    make_napari_viewer, dataset_dir, qtbot
+):
+    """Predictions that all say "anomaly" (an unsupervised model's): the Per class tab
+    lists each ground-truth class with how many of its regions they matched, not rows of
+    zeros and an "anomaly" row with nothing to find."""
+    gt, _ = annotations.load(dataset_dir / "annotations.json")
+    truth = gt.class_counts()
+    for im in gt.images:  # every first region found, as "anomaly"
+        im.regions = [
+            Region(r.polygon, "anomaly", score=0.9, source="model") for r in im.regions[:1]
+        ]
+    found = {}
+    for im in annotations.load(dataset_dir / "annotations.json")[0].images:
+        if im.regions:
+            found[im.regions[0].label] = found.get(im.regions[0].label, 0) + 1
+    annotations.save(gt, dataset_dir / "pred.json", "via")
+    widget = ReviewWidget(make_napari_viewer())
+    qtbot.addWidget(widget)
+    assert widget.open(dataset_dir / "annotations.json", dataset_dir / "pred.json")
+    assert widget.gt_edit.text() == str(dataset_dir / "annotations.json")  # what is open
+    assert widget.pred_edit.text() == str(dataset_dir / "pred.json")
+    widget.tabs.setCurrentIndex(2)
+    widget.fill_classes()
+    table = widget.class_table
+    header = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())]
+    assert header == ["class", "GT", "found", "share found"]
+    rows = {
+        table.item(r, 0).text(): (int(table.item(r, 1).text()), int(table.item(r, 2).text()))
+        for r in range(table.rowCount())
+    }
+    assert rows == {label: (n, found.get(label, 0)) for label, n in truth.items()}
+    assert "class-agnostic" in widget.agreement_text.text()
+
+
 def test_qc_flags_are_a_table_column(review, dataset_dir):
     session = review.annotator.session
     attrs = dict(session.dataset.images[0].file_attributes, qc="dim")

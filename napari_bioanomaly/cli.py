@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_import_options(p)
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("convert", help="convert annotations to VIA, COCO or label masks")
+    p = sub.add_parser(
+        "convert", help="convert annotations to VIA, COCO, label masks, Fiji ROIs or QuPath GeoJSON"
+    )
     p.add_argument(
         "input",
         metavar="IN",
@@ -85,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("qc", help="image quality flags: uniform, binary, dim, saturated, blur")
+    p = sub.add_parser(
+        "qc", help="image quality flags: uniform, binary, dim, saturated, out of focus"
+    )
     p.add_argument("input", metavar="DATASET", help="dataset folder or annotation file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(

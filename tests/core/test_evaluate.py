@@ -128,18 +128,17 @@ def test_groups_and_exclusion():
     assert list(result.groups) == ["HeLa"] and result.excluded == ["A549"]
 
 
+def _evaluate(gt, pred) -> list[str]:
+    """The command line of ``evaluate --gt GT --pred PRED``."""
+    return ["evaluate", "--gt", str(gt), "--pred", str(pred)]
+
+
 def test_evaluate_cli_json_and_csv(tmp_path, capsys, dataset_dir):
     gt, _ = annotations.load(dataset_dir / "annotations.json")
     for im in gt.images:  # predictions: the ground truth with one region dropped per image
         im.regions = [Region(r.polygon, r.label, score=0.9, source="model") for r in im.regions[1:]]
     annotations.save(gt, tmp_path / "pred.json", "via")
-    argv = [
-        "evaluate",
-        "--gt",
-        str(dataset_dir / "annotations.json"),
-        "--pred",
-        str(tmp_path / "pred.json"),
-    ]
+    argv = _evaluate(dataset_dir / "annotations.json", tmp_path / "pred.json")
     code = main([*argv, "--group-by", "cell_line", "--json", "--csv", str(tmp_path / "table.csv")])
     assert code == 0
     out = json.loads(capsys.readouterr().out)
@@ -263,13 +262,7 @@ def test_evaluate_cli_counts_what_class_agnostic_predictions_found_per_class(
             [Region(kept.polygon, "anomaly", score=0.9, source="model")] if im is first else []
         )
     annotations.save(gt, tmp_path / "pred.json", "via")
-    argv = [
-        "evaluate",
-        "--gt",
-        str(dataset_dir / "annotations.json"),
-        "--pred",
-        str(tmp_path / "pred.json"),
-    ]
+    argv = _evaluate(dataset_dir / "annotations.json", tmp_path / "pred.json")
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "the predictions name none of the ground truth's (a class-agnostic model)" in out
@@ -280,7 +273,7 @@ def test_evaluate_cli_counts_what_class_agnostic_predictions_found_per_class(
     # predictions with the ground truth's classes: the class-wise lines
     gt, _ = annotations.load(dataset_dir / "annotations.json")
     annotations.save(gt, tmp_path / "same.json", "via")
-    assert main([*argv[:4], str(tmp_path / "same.json")]) == 0
+    assert main(_evaluate(dataset_dir / "annotations.json", tmp_path / "same.json")) == 0
     out = capsys.readouterr().out
     assert "class-agnostic" not in out
     assert f"class {kept.label}: GT {truth[kept.label]}, predicted {truth[kept.label]}: " in out

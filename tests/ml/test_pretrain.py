@@ -118,39 +118,14 @@ def test_files_that_are_not_pretrained_weights_are_refused(tmp_path):
 def test_cli_pretrain_then_train_from_the_weights(sample, tmp_path, capsys):
     folder, _ = sample
     small = ["--tile", "64", "--batch", "2", "--epochs", "1", "--steps", "2"]
-    assert (
-        main(
-            [
-                "pretrain",
-                "--annotations",
-                str(folder),
-                "--out",
-                str(tmp_path / "w.pt"),
-                *small,
-                "--base-channels",
-                "4",
-            ]
-        )
-        == 0
-    )
+    train = ["train", "--annotations", str(folder / "annotations.json")]
+    assert main(["pretrain", "--annotations", str(folder), "--out", str(tmp_path / "w.pt"),
+                 *small, "--base-channels", "4"]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "pretrained weights (6 images, 1 epoch, " in out and "--weights" in out
     # no width given: the U-Net is built at the pretrained weights' width, not the default
-    assert (
-        main(
-            [
-                "train",
-                "--annotations",
-                str(folder / "annotations.json"),
-                "--out",
-                str(tmp_path / "m.pt"),
-                "--weights",
-                str(tmp_path / "w.pt"),
-                *small,
-            ]
-        )
-        == 0
-    )
+    assert main([*train, "--out", str(tmp_path / "m.pt"), "--weights",
+                 str(tmp_path / "w.pt"), *small]) == 0  # fmt: skip
     trained = load_checkpoint(tmp_path / "m.pt")
     assert trained["config"]["weights"] == str(tmp_path / "w.pt")
     assert trained["config"]["base_channels"] == 4
@@ -161,26 +136,12 @@ def test_cli_pretrain_then_train_from_the_weights(sample, tmp_path, capsys):
     del bare["base_channels"]
     torch.save(bare, tmp_path / "bare.pt")
     assert pretrained_width(tmp_path / "bare.pt") == 4
-    assert (
-        main(
-            [
-                "train",
-                "--annotations",
-                str(folder / "annotations.json"),
-                "--out",
-                str(tmp_path / "mb.pt"),
-                "--weights",
-                str(tmp_path / "bare.pt"),
-                *small,
-            ]
-        )
-        == 0
-    )
+    assert main([*train, "--out", str(tmp_path / "mb.pt"), "--weights",
+                 str(tmp_path / "bare.pt"), *small]) == 0  # fmt: skip
     assert load_checkpoint(tmp_path / "mb.pt")["config"]["base_channels"] == 4
     # another width given: refused, with what to do
-    code = main(["train", "--annotations", str(folder / "annotations.json"), "--out",
-                 str(tmp_path / "m8.pt"), "--weights", str(tmp_path / "w.pt"), *small,
-                 "--base-channels", "8"])  # fmt: skip
+    code = main([*train, "--out", str(tmp_path / "m8.pt"), "--weights", str(tmp_path / "w.pt"),
+                 *small, "--base-channels", "8"])  # fmt: skip
     err = capsys.readouterr().err
     assert code != 0 and "pretrained with base_channels 4? leave base_channels unset" in err
     # a trained model is not pretrained weights: the message says what to do instead

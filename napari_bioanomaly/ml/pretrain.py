@@ -28,7 +28,7 @@ from ..core.text import counted
 from . import data, models
 from .checkpoint import PRETRAINED_FORMAT, save_checkpoint
 from .config import TrainConfig
-from .device import autocast_dtype, free_memory, is_oom, pick_device
+from .device import autocast_dtype, default_batch, free_memory, is_oom, pick_device
 from .distributed import Dist
 from .events import TrainEvent
 
@@ -171,11 +171,12 @@ def learn_images(
     (then ``cancel`` is set on every process).
     """
     dist = dist or Dist()
-    device = dist.device_for(pick_device(config.device), config.batch)
+    batch = config.batch
+    if batch is None:  # a run that asks for none (pretrain's default): the U-Net's here
+        batch = default_batch(pick_device(config.device), dist.world)
+    device = dist.device_for(pick_device(config.device), batch)
     share = (
-        slice(
-            dist.rank * (config.batch // dist.world), (dist.rank + 1) * (config.batch // dist.world)
-        )
+        slice(dist.rank * (batch // dist.world), (dist.rank + 1) * (batch // dist.world))
         if dist.world > 1
         else None
     )
@@ -214,7 +215,7 @@ def learn_images(
             stop, elapsed = agreed()
             if stop:
                 break
-            images = _tiles(cache, indices, config.tile, config.batch, rng).to(device)
+            images = _tiles(cache, indices, config.tile, batch, rng).to(device)
             # cosine decay over the planned time (or epochs), after a one-epoch warm-up
             done = (epoch + step / steps) / epochs if config.epochs else elapsed / budget_s
             warm = min(1.0, (epoch * steps + step + 1) / steps)
@@ -234,7 +235,7 @@ def learn_images(
                 where = f" (process {dist.rank} of {dist.world})" if dist.world > 1 else ""
                 raise BioAnomalyError(
                     f"out of memory on {device}{where} while pretraining with batch "
-                    f"{config.batch} and {config.tile} px tiles: use a smaller --batch or --tile"
+                    f"{batch} and {config.tile} px tiles: use a smaller --batch or --tile"
                 ) from None
             losses.append(dist.mean(float(loss.detach())))
             yield TrainEvent(

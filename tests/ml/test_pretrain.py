@@ -115,6 +115,18 @@ def test_files_that_are_not_pretrained_weights_are_refused(tmp_path):
         load_pretrained(tmp_path / "missing.pt", UNet(1, base=4))
 
 
+def test_cli_pretrain_without_a_batch_takes_the_default(sample, tmp_path, capsys):
+    """No --batch (the README's command): the device's default batch, as train takes it
+    (it crashed on the missing batch once)."""
+    folder, _ = sample
+    out = tmp_path / "w.pt"
+    argv = ["pretrain", "--annotations", str(folder), "--out", str(out), "--tile", "64",
+            "--epochs", "1", "--steps", "1", "--base-channels", "4", "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "pretrained weights (6 images, 1 epoch, " in capsys.readouterr().out
+    assert len(torch.load(out, weights_only=True)["history"]) == 1
+
+
 def test_cli_pretrain_then_train_from_the_weights(sample, tmp_path, capsys):
     folder, _ = sample
     small = ["--tile", "64", "--batch", "2", "--epochs", "1", "--steps", "2"]

@@ -262,7 +262,7 @@ def regions_from_shapes(
 
     rings = [shape_ring(d, t, polyline_width) for d, t in zip(data, shape_types, strict=True)]
     present = [i for i, r in enumerate(rings) if r is not None]
-    cleaned = geometry.clean_polygons([rings[i] for i in present])
+    cleaned = geometry.clean_polygons([r for r in rings if r is not None])
     out: list[Region | None] = [None] * len(data)
     for i, parts in zip(present, cleaned, strict=True):
         if parts:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ._layers import LayerData, image_layer, shapes_layer
-from .core import annotations
+from .core import annotations as annotation_files
 from .core.geojson import is_geojson
 from .core.imagej import is_roi_set
 from .core.jsonio import read_json
@@ -55,7 +55,7 @@ def get_annotation_reader(path: Any) -> ReaderFunction | None:
 
     def read(_: Any) -> list[LayerData]:
         try:
-            dataset, report = annotations.load(single)
+            dataset, report = annotation_files.load(single)
         except BioAnomalyError as exc:
             warnings.warn(str(exc), stacklevel=2)
             return []
@@ -69,12 +69,12 @@ def get_folder_reader(path: Any) -> ReaderFunction | None:
     single = _single_path(path)
     if single is None or not Path(single).is_dir():
         return None
-    if annotations.find_annotation_file(single) is None:
+    if annotation_files.find_annotation_file(single) is None:
         return None
 
     def read(_: Any) -> list[LayerData]:
         try:
-            dataset, report, ann = annotations.open_folder(single)
+            dataset, report, ann = annotation_files.open_folder(single)
         except BioAnomalyError as exc:
             warnings.warn(str(exc), stacklevel=2)
             return []
@@ -87,7 +87,7 @@ def dataset_layers(dataset: Dataset, report: ImportReport, source: Path | None) 
     """Image stack and ground-truth Shapes layers of a dataset; warns a summary of issues."""
     if source is None:
         name = dataset.root.name if dataset.root else "dataset"
-    elif source.name in annotations.ANNOTATION_NAMES:
+    elif source.name in annotation_files.ANNOTATION_NAMES:
         name = source.parent.name  # "annotations.json" says less than its folder's name
     else:
         name = source.stem

@@ -58,8 +58,9 @@ class Workspace:
 
     def __init__(self) -> None:
         self._sessions: dict[Path, AnnotationSession] = {}
-        #: napari glue kept per annotation file (the shared annotators), opaque here
-        self.views: dict[Path, Any] = {}
+        #: napari glue kept per annotation file: the shared annotator (opaque here) and,
+        #: per widget using it (by ``id``), the slots it connected
+        self.views: dict[Path, tuple[Any, dict[int, list[tuple[str, Any]]]]] = {}
         self._train_config: Callable[[], Any] | None = None
         self._job = "idle"
 

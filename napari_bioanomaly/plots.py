@@ -40,18 +40,18 @@ def curves_image(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    labels = np.asarray(labels, dtype=int)
-    scores = np.asarray(scores, dtype=float)
+    y = np.asarray(labels, dtype=int)
+    s = np.asarray(scores, dtype=float)
     fig = Figure(figsize=size, dpi=dpi, layout="constrained")
-    FigureCanvasAgg(fig)
+    canvas = FigureCanvasAgg(fig)
     roc_ax, pr_ax = fig.subplots(1, 2)
-    n_pos, n_neg = int(labels.sum()), int((1 - labels).sum())
+    n_pos, n_neg = int(y.sum()), int((1 - y).sum())
     both = n_pos > 0 and n_neg > 0
-    point = Confusion.at(labels, scores, threshold) if len(labels) else None
+    point = Confusion.at(y, s, threshold) if len(y) else None
     if both:
-        fpr, tpr, _ = roc_curve(labels, scores)
+        fpr, tpr, _ = roc_curve(y, s)
         roc_ax.plot(fpr, tpr, color=_BLUE, lw=2, drawstyle="steps-post")
-        precision, recall, _ = precision_recall_curve(labels, scores)
+        precision, recall, _ = precision_recall_curve(y, s)
         pr_ax.plot(recall, precision, color=_BLUE, lw=2, drawstyle="steps-post")
         if point is not None:
             roc_ax.plot(1 - point.tnr, point.tpr, "o", color=_ORANGE, label=f"at {threshold:g}")
@@ -64,9 +64,9 @@ def curves_image(
                     color=_GREY)  # fmt: skip
     roc_ax.plot([0, 1], [0, 1], ls="--", color=_GREY, lw=1)
     if both:
-        pr_ax.axhline(n_pos / len(labels), ls="--", color=_GREY, lw=1)
-    auc = roc_auc(labels, scores) if both else float("nan")
-    ap = average_precision(labels, scores) if both else float("nan")
+        pr_ax.axhline(n_pos / len(y), ls="--", color=_GREY, lw=1)
+    auc = roc_auc(y, s) if both else float("nan")
+    ap = average_precision(y, s) if both else float("nan")
     roc_ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="false positive rate (1 - TNR)",
                ylabel="true positive rate", title=f"ROC  (AUC {_fmt(auc)})")  # fmt: skip
     pr_ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall (TPR)", ylabel="precision (PPV)",
@@ -76,8 +76,8 @@ def curves_image(
         ax.title.set_fontsize(10)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.canvas.draw()
-    return np.asarray(fig.canvas.buffer_rgba()).copy()
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba()).copy()
 
 
 def save_curves(

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: 0/1 labels and scores, as lists or arrays
+Labels = Sequence[int] | np.ndarray
+Scores = Sequence[float] | np.ndarray
 
-def _check(
-    labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+
+def _check(labels: Labels, scores: Scores) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(labels, dtype=np.int64)
     s = np.asarray(scores, dtype=np.float64)
     if y.shape != s.shape or y.ndim != 1:
@@ -28,9 +30,7 @@ def _check(
     return y, s
 
 
-def roc_curve(
-    labels: Sequence[int], scores: Sequence[float]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def roc_curve(labels: Labels, scores: Scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """False- and true-positive rates at every distinct score (descending), and the thresholds.
 
     How it works: sort by score, take cumulative counts of positives and negatives
@@ -46,7 +46,7 @@ def roc_curve(
     return np.r_[0.0, fp / n], np.r_[0.0, tp / p], np.r_[np.inf, s[last]]
 
 
-def roc_auc(labels: Sequence[int], scores: Sequence[float]) -> float:
+def roc_auc(labels: Labels, scores: Scores) -> float:
     """Area under the ROC curve (trapezoids; 0.5 for a useless score). NaN without both classes."""
     y, _ = _check(labels, scores)
     if y.min(initial=1) == y.max(initial=0):
@@ -56,7 +56,7 @@ def roc_auc(labels: Sequence[int], scores: Sequence[float]) -> float:
 
 
 def precision_recall_curve(
-    labels: Sequence[int], scores: Sequence[float]
+    labels: Labels, scores: Scores
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Precision and recall at every distinct score (descending), and the thresholds."""
     y, s = _check(labels, scores)
@@ -68,7 +68,7 @@ def precision_recall_curve(
     return tp / predicted, tp / max(int(y.sum()), 1), s[last]
 
 
-def average_precision(labels: Sequence[int], scores: Sequence[float]) -> float:
+def average_precision(labels: Labels, scores: Scores) -> float:
     """Average precision: sum over thresholds of precision x the recall gained there."""
     y, _ = _check(labels, scores)
     if not y.any():
@@ -87,7 +87,7 @@ class Confusion:
     fn: int
 
     @classmethod
-    def at(cls, labels: Sequence[int], scores: Sequence[float], threshold: float) -> Confusion:
+    def at(cls, labels: Labels, scores: Scores, threshold: float) -> Confusion:
         """Images scoring at least ``threshold`` are called anomalous."""
         y, s = _check(labels, scores)
         called = s >= threshold

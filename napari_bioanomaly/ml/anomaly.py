@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -52,7 +52,7 @@ from torch import nn
 
 from ..core.reference import contrast_map, line_map
 from .config import TOP_FRACTION, TOP_FRACTIONS, TrainConfig
-from .descriptors import describe
+from .descriptors import EncoderEnsemble, PatchEncoder, describe
 from .device import default_batch, free_memory, is_oom
 from .features import features
 from .tiling import blend_tiles
@@ -183,6 +183,7 @@ def memory_descriptors(
     memory, the encoder's descriptors are computed on the CPU."""
     if encoder is None:
         return features(norm)[::stride, ::stride]
+    encoder = cast(PatchEncoder | EncoderEnsemble, encoder)  # a memory bank's model
     try:
         return describe(norm, encoder, stride, device)
     except (RuntimeError, MemoryError) as exc:

@@ -62,8 +62,8 @@ def calibrate_scoring(
         valid = cls == 0
         if not valid.any():
             continue
-        pick = rng.choice(np.count_nonzero(valid), min(np.count_nonzero(valid), 200_000),
-                          replace=False)  # fmt: skip
+        n = int(np.count_nonzero(valid))
+        pick = rng.choice(n, min(n, 200_000), replace=False)
         normal_px.append(raw[valid][pick])
         contrast_px.append(contrast_map(norm)[valid][pick])
         per_image.append(top_ks(raw, valid))

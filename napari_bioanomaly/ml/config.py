@@ -284,8 +284,10 @@ class TrainConfig:
         if not 0 <= self.low < self.high <= 100:
             problems.append("percentiles must satisfy 0 <= low < high <= 100")
         if self.class_weights not in CLASS_WEIGHTS:
-            choices = ", ".join(CLASS_WEIGHTS)
-            problems.append(f"class_weights must be one of {choices}, not {self.class_weights!r}")
+            problems.append(
+                f"class_weights must be one of {', '.join(CLASS_WEIGHTS)}, not "
+                f"{self.class_weights!r}"
+            )
         elif (
             self.class_weights != "none"
             and self.model in REGISTRY

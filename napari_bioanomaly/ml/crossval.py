@@ -60,7 +60,7 @@ def _fold_scores(result: Report) -> dict[str, Any]:
 def summarise_folds(per_fold: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Mean, sample standard deviation, minimum and maximum of each metric over the folds
     where it is defined."""
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for name in (*METRICS, "kappa"):
         values = [f[name] for f in per_fold if f.get(name) is not None]
         if not values:
@@ -148,16 +148,17 @@ def _folds(
 ) -> Generator[CrossvalEvent, None, tuple[list[dict[str, Any]], bool]]:
     """Each fold trained, and (``main``: process 0) its held-out images predicted and
     scored; the scores of the folds finished, and whether a cancel stopped them."""
-    per_fold = []
+    per_fold: list[dict[str, Any]] = []
     for f, test in enumerate(folds(dataset, k, group_by, config.seed)):
         held_out = set(test)
         train_part = dataset.subset([i for i in range(len(dataset.images)) if i not in held_out])
         test_part = dataset.subset(test)
-        groups = sorted({str(im.file_attributes.get(group_by, "")) for im in test_part.images})
-        yield CrossvalEvent(
-            f, k, message=f"fold {f + 1}/{k}: {len(test)} test image(s)"
-            + (f" ({group_by}: {', '.join(groups)})" if group_by else "")
-        )  # fmt: skip
+        groups: list[str] = []
+        which = ""
+        if group_by:
+            groups = sorted({str(im.file_attributes.get(group_by, "")) for im in test_part.images})
+            which = f" ({group_by}: {', '.join(groups)})"
+        yield CrossvalEvent(f, k, message=f"fold {f + 1}/{k}: {len(test)} test image(s){which}")
         gen = train(train_part, config, out_dir / f"fold{f}.pt", cancel=cancel)
         try:
             while True:

@@ -255,7 +255,8 @@ def turn(
     image = ndimage.affine_transform(image, matrix, offset, order=1, mode="reflect")
     rows = np.arange(shape[0], dtype=np.float64)[:, None]
     cols = np.arange(shape[1], dtype=np.float64)[None, :]
-    flat, copies = 0.0, []
+    flat: np.ndarray = np.zeros(np.shape(rows))
+    copies = []
     for axis, n in enumerate(shape):  # as scipy: mirror the coordinate, then round half up
         source = (matrix[axis, 0] * rows + matrix[axis, 1] * cols) + offset[axis] + 0.5
         copy = np.floor(source / n)  # ..., -1, 0, 1, ...: which copy of the tile
@@ -284,8 +285,8 @@ def fit_tile(config: TrainConfig, dataset: Dataset, indices: list[int]) -> Train
     44 epochs) in the same 15 minutes. Images larger than the tile are cropped
     already: the tile is kept.
     """
-    shapes = [dataset.images[i].shape for i in indices]
-    if not shapes or any(s is None for s in shapes):
+    shapes = [s for i in indices if (s := dataset.images[i].shape) is not None]
+    if not shapes or len(shapes) < len(indices):
         return config
     if max(max(s[:2]) for s in shapes) > config.tile:
         return config
@@ -480,7 +481,8 @@ def validation_tiles(
     """
     cache = ImageCache(dataset, config, size=1)
     tile = config.tile
-    with_anomaly, without = [], []
+    with_anomaly: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    without: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     from .tiling import starts
 
     for i in indices:

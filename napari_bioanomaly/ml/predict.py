@@ -310,11 +310,12 @@ def predict_image(
     """
     if tta and predictor.kind in TTA_MODELS:
         norm = normalise(image, predictor.config.low, predictor.config.high)
-        total = sum(
-            _untransform(_network_probabilities(predictor, _transform(norm, k, f), tile,
-                                                overlap, batch), k, f)
-            for k, f in DIHEDRAL
-        )  # fmt: skip
+        total: np.ndarray | None = None  # summed as they come: one map held at a time
+        for k, f in DIHEDRAL:
+            probs = _network_probabilities(predictor, _transform(norm, k, f), tile, overlap, batch)
+            probs = _untransform(probs, k, f)
+            total = probs if total is None else total + probs
+        assert total is not None
         return total / len(DIHEDRAL), None
     kind = predictor.kind
     norm = normalise(image, predictor.config.low, predictor.config.high)
@@ -347,8 +348,8 @@ def _network_probabilities(
     def probabilities(x: torch.Tensor) -> np.ndarray:
         if kind == "unet":
             return torch.softmax(model(x).float(), dim=1).cpu().numpy()
-        cls_map, fg = models.predict_classes(kind, model, x)
-        cls_map, fg = cls_map.cpu().numpy(), fg.cpu().numpy()
+        classes, foreground = models.predict_classes(kind, model, x)
+        cls_map, fg = classes.cpu().numpy(), foreground.cpu().numpy()
         probs = np.zeros((len(x), n_out, *x.shape[-2:]), dtype=np.float32)
         probs[:, 0] = 1.0 - fg
         for c in range(1, n_out):

@@ -116,8 +116,9 @@ def _train(
     if config.pretrain_min and resume is None:
         weights = yield from _pretrain(dataset, config, out, cancel)
         if weights is None:  # stopped while pretraining
-            device = str(pick_device(config.device))
-            return TrainResult(None, last_path(out), [], None, True, device)
+            return TrainResult(
+                None, last_path(out), [], None, True, str(pick_device(config.device))
+            )
         config = config.replace(weights=str(weights), pretrain_min=0.0)
     config = data.fit_tile(config, dataset, train_idx + val_idx)
     if world_size() > 1 and not learns_together(config):

@@ -147,7 +147,9 @@ def _train(
 ) -> Generator[TrainEvent, None, TrainResult]:
     class_weights = None if weights is None else torch.tensor(weights, dtype=torch.float32)
     scoring: dict[str, Any] | None = None
-    device = dist.device_for(device, config.batch)
+    global_batch = config.batch
+    assert global_batch is not None, "train() sets the batch a run asks none of"
+    device = dist.device_for(device, global_batch)
     ckpt = None if resume is None else load_checkpoint(resume)
     if ckpt is not None:
         if ckpt["config"]["model"] != config.model or list(ckpt["classes"]) != classes:
@@ -206,8 +208,8 @@ def _train(
         start_epoch = int(ckpt.get("epoch", -1)) + 1
         best_f1 = ckpt.get("best_f1")
         best_epoch = int(ckpt.get("best_epoch", start_epoch - 1))
-    batch = config.batch // dist.world  # per process; the global batch is config.batch
-    drawn = start_epoch * steps * config.batch  # global tiles drawn so far
+    batch = global_batch // dist.world  # per process
+    drawn = start_epoch * steps * global_batch  # global tiles drawn so far
     workers = loader_workers(config.num_workers, device, dist.local_world)
     stream = _batches(sampler, config, dist, drawn, batch, device, workers)
     yield TrainEvent(
@@ -255,6 +257,7 @@ def _train(
     cancelled = False
     run_start = time.perf_counter()
     earlier_s = sum(h.get("seconds", 0.0) for h in history)  # of the run this one resumes
+    value: torch.Tensor | None  # a step's loss; None frees a step that ran out of memory
     while epoch < plan["epochs"]:
         epoch_start = time.perf_counter()
         losses = []
@@ -279,7 +282,7 @@ def _train(
                     if dist.world > 1 and is_oom(exc):
                         raise BioAnomalyError(
                             f"out of memory on {device} (process {dist.rank}): use a smaller "
-                            f"--batch (now {config.batch} over {dist.world} processes) or --tile"
+                            f"--batch (now {global_batch} over {dist.world} processes) or --tile"
                         ) from None
                     raise
                 del images, cls, inst
@@ -304,6 +307,7 @@ def _train(
                 scheduler.step()
             if average is not None:
                 average.update(model)
+            assert value is not None  # a step out of memory went on to the next above
             losses.append(dist.mean(float(value.detach())))
             step += 1
             step_times.append(time.perf_counter() - t0)
@@ -314,7 +318,7 @@ def _train(
             yield TrainEvent(
                 "step", epoch, plan["epochs"], step, steps,
                 loss=losses[-1],
-                lr=scheduler.get_last_lr()[0],
+                lr=float(scheduler.get_last_lr()[0]),
                 sec_per_step=per_step,
                 data_fraction=sum(data_times[-20:]) / max(sum(recent), 1e-9),
                 eta_s=per_step * remaining,
@@ -346,7 +350,7 @@ def _train(
             fit = start_epoch + int(budget_s / max(per_epoch, 1e-3))
             plan["epochs"] = int(dist.mean(max(epoch + 1, min(max(fit, MIN_AUTO_EPOCHS),
                                                               MAX_AUTO_EPOCHS))))  # fmt: skip
-        record = {
+        record: dict[str, Any] = {
             "epoch": epoch,
             "loss": float(np.mean(losses)),
             "val_loss": val_loss,
@@ -355,7 +359,7 @@ def _train(
             "val_threshold": val_threshold,
             "val_auc": val_auc,
             "val_pixel_auc": val_pixel_auc,
-            "lr": scheduler.get_last_lr()[0],
+            "lr": float(scheduler.get_last_lr()[0]),
             "seconds": time.perf_counter() - epoch_start,
         }
         history.append(record)

@@ -27,7 +27,7 @@ def test_import_linter_contracts_hold():
 
 
 def test_the_core_type_checks():
-    """mypy over the core and the command line (the rest is hinted, not checked)."""
+    """mypy over the package (the Qt widgets are hinted, not checked)."""
     assert "Success: no issues found" in _check("mypy")
 
 

@@ -18,7 +18,7 @@ class Stopped:
     text: str
 
 
-def until_stopped(gen: Generator, cancel: threading.Event, seen: list | None = None
+def until_stopped(gen: Generator[Any, Any, Any], cancel: threading.Event, seen: list | None = None
                   ) -> Generator[Any, None, tuple[bool, Any]]:  # fmt: skip
     """Pass ``gen``'s events on until it returns or ``cancel`` is set after one (then
     ``gen`` is closed); returns ``(stopped, its value or None)``. ``seen`` collects the
@@ -66,7 +66,9 @@ def leave_a_core_to_the_gui() -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
 
 
-def training_job(dataset: Any, config: Any, out: Path, cancel: threading.Event) -> Generator:
+def training_job(
+    dataset: Any, config: Any, out: Path, cancel: threading.Event
+) -> Generator[Any, None, Any]:
     """The generator the worker runs: leaves one core to the GUI, then trains."""
     from ..ml.train import train
 
@@ -76,7 +78,7 @@ def training_job(dataset: Any, config: Any, out: Path, cancel: threading.Event) 
 
 def crossval_job(
     dataset: Any, config: Any, k: int, out: Path, group_by: str | None, cancel: threading.Event
-) -> Generator:
+) -> Generator[Any, None, Any]:
     """The generator the worker runs for "Cross-validate" (one core left to the GUI)."""
     from ..ml.crossval import crossval
 
@@ -211,8 +213,9 @@ def predict_and_save(
     return pred_out, names
 
 
-def choose_point_job(model: Path, dataset: Any, tta: bool, on: str,
-                     cancel: threading.Event | None = None) -> Generator:  # fmt: skip
+def choose_point_job(
+    model: Path, dataset: Any, tta: bool, on: str, cancel: threading.Event | None = None
+) -> Generator[Any, None, Any]:
     """For "Choose point" (Review): choose a trained model's operating point again (``tta``:
     the one for flips and rotations) on ``on`` images, written into the model file (the
     previous one kept as ``.bak``); yields ``(done, total, name)`` per image and returns

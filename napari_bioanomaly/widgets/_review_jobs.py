@@ -19,7 +19,7 @@ from typing import Any
 from qtpy.QtWidgets import QPushButton
 
 from .._workspace import Workspace
-from ..core import annotations
+from ..core import annotations as annotation_files
 from ..core.model import BioAnomalyError
 from ..core.review import predictions_path
 from ..ml.events import PredictEvent, TrainEvent
@@ -93,7 +93,7 @@ class ReviewJobs:
         try:
             if not gt:
                 raise BioAnomalyError("choose the ground-truth annotation file first")
-            dataset, _ = annotations.open_dataset(gt)
+            dataset, _ = annotation_files.open_dataset(gt)
             config = self.train_config(TrainConfig)
             prime_torch()
         except (BioAnomalyError, OSError, TypeError) as exc:
@@ -128,7 +128,7 @@ class ReviewJobs:
         try:
             if not gt or not model:
                 raise BioAnomalyError("choose the ground-truth file and a model first")
-            dataset, _ = annotations.open_dataset(gt, read_images=False)
+            dataset, _ = annotation_files.open_dataset(gt, read_images=False)
             prime_torch()
             predictor = Predictor.load(model)
         except (BioAnomalyError, OSError) as exc:
@@ -153,7 +153,7 @@ class ReviewJobs:
         point = predictor.point(flips)
         self.on_operating_point(point.threshold, point.min_area, point.min_peak)
         pred_out = predictions_path(gt)
-        heatmaps = pred_out.with_suffix(annotations.HEATMAPS_SUFFIX)
+        heatmaps = pred_out.with_suffix(annotation_files.HEATMAPS_SUFFIX)
         started = self._start(
             predict_and_save, (predictor, dataset, pred_out, heatmaps, flips, Path(model)), gt,
             "Prediction", f"predicting with {Path(model).name}{how} (Review)",
@@ -175,7 +175,7 @@ class ReviewJobs:
                 raise BioAnomalyError("choose the ground-truth file and a model first")
             if on not in ON:
                 raise BioAnomalyError(f"choose the point on one of {', '.join(ON)}, not {on!r}")
-            dataset, _ = annotations.open_dataset(gt, read_images=False)
+            dataset, _ = annotation_files.open_dataset(gt, read_images=False)
             prime_torch()
         except (BioAnomalyError, OSError) as exc:
             self.say(f"Cannot choose the point: {exc}")

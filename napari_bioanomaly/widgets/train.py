@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (
 
 from .._layers import ROLE_GROUND_TRUTH, TAG
 from .._workspace import workspace_for
-from ..core import annotations
+from ..core import annotations as annotation_files
 from ..core.chooser import tta_gain_text, tta_pays
 from ..core.model import BioAnomalyError
 from ..ml.config import ANOMALY_MODELS, REGISTRY
@@ -240,7 +240,7 @@ class TrainWidget(QWidget):
             if not source:
                 raise BioAnomalyError("choose the annotation file of a dataset first")
             config = self.config()
-            dataset, _ = annotations.open_dataset(source)
+            dataset, _ = annotation_files.open_dataset(source)
             prime_torch()
         except (BioAnomalyError, OSError) as exc:
             self._set_status(f"Cannot train: {exc}", error=True)

@@ -33,6 +33,7 @@ from ._layers import (
 from .core.images import percentile_range
 from .core.model import BioAnomalyError, Region
 from .core.session import AnnotationSession, DiskChanged
+from .core.text import counted
 
 #: What to do when the annotation file changed on disk: the callback returns one of these.
 CONFLICT_CHOICES = ("reload", "overwrite", "later")
@@ -312,7 +313,7 @@ class Annotator:
         if index != self.index:
             self.show(index)
         self.add_regions(deleted.regions)
-        self.message.emit(f"restored {len(deleted.regions)} region(s) on {deleted.image}")
+        self.message.emit(f"restored {counted(len(deleted.regions), 'region')} on {deleted.image}")
         return True
 
     def add_regions(self, regions: list[Region]) -> None:

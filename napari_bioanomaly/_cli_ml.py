@@ -302,7 +302,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     manifest = Manifest(out, run_identity(args.model, tta, bool(args.heatmaps)), shard_text)
     done, missing = with_maps(manifest.read(), args.heatmaps)
     if done:
-        print(f"resuming: {len(done)} image(s) already done ({manifest.path})", file=sys.stderr)
+        print(
+            f"resuming: {counted(len(done), 'image')} already done ({manifest.path})",
+            file=sys.stderr,
+        )
     if missing:
         print(f"resuming: {missing_maps_text(missing, args.heatmaps)}", file=sys.stderr)
     members = predictor.members if isinstance(predictor, Ensemble) else [predictor]
@@ -339,7 +342,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             if event.skipped:
                 continue
             print(
-                f"{event.index}/{event.total} {event.image}: {event.regions} region(s)",
+                f"{event.index}/{event.total} {event.image}: {counted(event.regions, 'region')}",
                 file=sys.stderr,
             )
             if event.record is not None:
@@ -393,7 +396,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     missing = [im.filename for im in gt.images if im.shape is None]
     if missing:
         print(
-            f"warning: {len(missing)} image(s) not found; regions used as they are", file=sys.stderr
+            f"warning: {counted(len(missing), 'image')} not found; regions used as they are",
+            file=sys.stderr,
         )
 
     def line(name: str, s: dict[str, Any]) -> str:

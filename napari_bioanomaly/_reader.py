@@ -18,6 +18,7 @@ from .core.imagej import is_roi_set
 from .core.jsonio import read_json
 from .core.model import BioAnomalyError, Dataset, FormatError
 from .core.report import ImportReport
+from .core.text import counted
 from .core.via import detect_format
 
 ReaderFunction = Callable[[Any], list[LayerData]]
@@ -101,7 +102,7 @@ def dataset_layers(dataset: Dataset, report: ImportReport, source: Path | None) 
     layers.append((data, kwargs, kind))
     if report.issues:
         warnings.warn(
-            f"{name}: {len(report.issues)} import issue(s) ({report.format}, "
+            f"{name}: {counted(len(report.issues), 'import issue')} ({report.format}, "
             f"{report.regions_imported}/{report.regions_found} regions imported):\n"
             + "\n".join(report.summary(3)),
             stacklevel=2,

@@ -19,6 +19,7 @@ from .jsonio import object_at, write_json
 from .model import FALLBACK_CLASS, Dataset, FormatError, ImageRecord, Region
 from .paths import export_paths
 from .report import ImportReport
+from .text import counted
 
 SUFFIX = ".geojson"
 
@@ -207,7 +208,7 @@ def _rings(geom: dict[str, Any], kind: str, width: float, note: Any) -> list[np.
         if not isinstance(poly, list) or not poly:
             raise ValueError("a polygon is not a list of rings")
         if len(poly) > 1:
-            note("repaired", f"{len(poly) - 1} hole(s) dropped")
+            note("repaired", f"{counted(len(poly) - 1, 'hole')} dropped")
         out.append(_points(poly[0], "outer ring"))
     return out
 

@@ -14,6 +14,8 @@ import shapely
 from shapely.geometry import LineString, Polygon, box
 from shapely.validation import make_valid
 
+from .text import counted
+
 #: Called with ``(issue_kind, message)`` when a polygon is changed.
 Note = Callable[[str, str], None]
 
@@ -208,8 +210,8 @@ def clean_polygon(
         if slivers and len(slivers) < len(parts):
             parts = [p for p in parts if p not in slivers]
             total = sum(p.area for p in slivers)
-            note("repaired", f"{len(slivers)} sliver(s) of the repair ({total:.3g} px² in all) "
-                 "dropped")  # fmt: skip
+            note("repaired", f"{counted(len(slivers), 'sliver')} of the repair ({total:.3g} px² "
+                 "in all) dropped")  # fmt: skip
     if image_shape is not None:
         rows, cols = image_shape[:2]
         minr, minc, maxr, maxc = shapely.total_bounds([p for p in parts])

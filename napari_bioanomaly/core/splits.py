@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .model import BioAnomalyError, Dataset
+from .text import counted
 
 #: With ``annotated_validate``, at most this many annotated images validate (or the
 #: validation fraction of them, if that is more): enough to choose by, and validation
@@ -86,7 +87,7 @@ def folds(dataset: Dataset, k: int, group_by: str | None = None, seed: int = 0) 
             groups[str(im.file_attributes.get(group_by, ""))].append(i)
         if len(groups) < k:
             raise BioAnomalyError(
-                f"{len(groups)} value(s) of {group_by} ({', '.join(sorted(groups))}) "
+                f"{counted(len(groups), 'value')} of {group_by} ({', '.join(sorted(groups))}) "
                 f"cannot fill {k} folds: use --folds {len(groups)} or fewer"
             )
         out: list[list[int]] = [[] for _ in range(k)]
@@ -95,7 +96,7 @@ def folds(dataset: Dataset, k: int, group_by: str | None = None, seed: int = 0) 
             out[smallest].extend(members)
         return [sorted(f) for f in out]
     if n < k:
-        raise BioAnomalyError(f"{n} image(s) cannot fill {k} folds")
+        raise BioAnomalyError(f"{counted(n, 'image')} cannot fill {k} folds")
     rng = np.random.default_rng(seed)
     anomalous = [i for i, im in enumerate(dataset.images) if im.regions]
     normal = [i for i, im in enumerate(dataset.images) if not im.regions]

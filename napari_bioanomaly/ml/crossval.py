@@ -22,6 +22,7 @@ from ..core.evaluate import Report, evaluate
 from ..core.jsonio import write_json
 from ..core.model import Dataset
 from ..core.splits import folds
+from ..core.text import counted
 from .config import TrainConfig
 from .device import pick_device
 from .distributed import Dist, rank, world_size
@@ -158,7 +159,9 @@ def _folds(
         if group_by:
             groups = sorted({str(im.file_attributes.get(group_by, "")) for im in test_part.images})
             which = f" ({group_by}: {', '.join(groups)})"
-        yield CrossvalEvent(f, k, message=f"fold {f + 1}/{k}: {len(test)} test image(s){which}")
+        yield CrossvalEvent(
+            f, k, message=f"fold {f + 1}/{k}: {counted(len(test), 'test image')}{which}"
+        )
         gen = train(train_part, config, out_dir / f"fold{f}.pt", cancel=cancel)
         try:
             while True:

@@ -22,6 +22,7 @@ from ..core.images import image_shape, percentiles, read_image, to_grayscale
 from ..core.model import BioAnomalyError, Dataset, ImageRecord
 from ..core.paths import resolve_image
 from ..core.splits import validation_split
+from ..core.text import counted
 from .config import TrainConfig
 
 
@@ -105,7 +106,9 @@ def check_images(dataset: Dataset, indices: list[int]) -> None:
         im.shape = im.shape or shape
     if bad:
         more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
-        raise BioAnomalyError(f"{len(bad)} image(s) cannot be read: " + "; ".join(bad[:5]) + more)
+        raise BioAnomalyError(
+            f"{counted(len(bad), 'image')} cannot be read: " + "; ".join(bad[:5]) + more
+        )
 
 
 #: Bytes of normalised images that a :class:`TileSampler` keeps (its data-loader workers

@@ -22,6 +22,7 @@ from pathlib import Path
 from ..core.chooser import AGAINST_REGIONS, TTA_GAIN, tta_gain_text, tta_pays
 from ..core.model import BioAnomalyError, Dataset
 from ..core.operating import OperatingPoint
+from ..core.text import counted
 from . import data
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TTA_MODELS, TrainConfig
@@ -179,7 +180,7 @@ def change_lines(change: PointChange) -> list[str]:
     tta = change.key == "operating_point_tta"
     what = "operating point for test-time augmentation" if tta else "operating point"
     lines = [
-        f"{what} chosen on {change.images} image(s): {change.after.describe()}"
+        f"{what} chosen on {counted(change.images, 'image')}: {change.after.describe()}"
         + (KEPT_PLAIN if change.kept_plain else ""),
         f"before: {change.before.describe() if change.before is not None else 'none'}",
     ]

@@ -107,8 +107,8 @@ def _train(
             more = f" and {len(dropped) - 5} more" if len(dropped) > 5 else ""
             yield TrainEvent(
                 "warning", 0, config.epochs or 1, 0, config.steps_per_epoch,
-                message=f"{len(dropped)} image(s) with quality flags left out of training: "
-                f"{names}{more}",
+                message=f"{counted(len(dropped), 'image')} with quality flags left out of "
+                f"training: {names}{more}",
             )  # fmt: skip
     if not train_idx:
         raise BioAnomalyError("no training images left after the validation split and QC")

@@ -30,6 +30,7 @@ from .._annotator import Annotator
 from .._layers import class_color
 from ..core.model import BioAnomalyError
 from ..core.session import AnnotationSession
+from ..core.text import counted
 from ._annotate_list import _NumberItem, _swatch, _table
 from ._common import button_row
 
@@ -102,7 +103,7 @@ class CurrentImagePanel(QGroupBox):
             for col, item in enumerate(cells):
                 table.setItem(i, col, item)
         self.size_warning.setText(
-            f"{len(small)} region(s) smaller than {min_area:.0f} px\u00b2" if small else ""
+            f"{counted(len(small), 'region')} smaller than {min_area:.0f} px\u00b2" if small else ""
         )
         self.set_no_anomaly(session.image.no_anomaly)
 

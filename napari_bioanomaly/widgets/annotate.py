@@ -30,6 +30,7 @@ from .._workspace import release_annotator, shared_annotator, workspace_for
 from ..core.model import BioAnomalyError, ImageRecord
 from ..core.quality import QC_ATTRIBUTE, flags_from_text, flags_to_text
 from ..core.session import AnnotationSession, summary
+from ..core.text import counted
 from ._annotate_list import ImageListPanel, quality_job
 from ._annotate_panels import ClassesPanel, CurrentImagePanel
 from ._common import (
@@ -218,7 +219,8 @@ class AnnotateWidget(QWidget):
         problems = len(session.problems)
         text = f"{session.path.name}: {len(session.dataset.images)} images ({report.format})"
         if report.issues or problems:
-            text += f"; {len(report.issues)} import issue(s), {problems} missing image(s)"
+            issues = counted(len(report.issues), "import issue")
+            text += f"; {issues}, {counted(problems, 'missing image')}"
         self.status_label.setText(text)
         self.status_label.setToolTip("\n".join(report.summary(5)[:60]))
         return True
@@ -397,11 +399,11 @@ class AnnotateWidget(QWidget):
             self._error(f"export failed: {exc}")
             return []
         text = (
-            f"Wrote {len(written)} file(s): {len(dataset.images)} images, "
+            f"Wrote {counted(len(written), 'file')}: {len(dataset.images)} images, "
             f"{len(dataset.regions)} regions."
         )
         if warnings:
-            text += f"\n{len(warnings)} warning(s):\n" + "\n".join(warnings[:10])
+            text += f"\n{counted(len(warnings), 'warning')}:\n" + "\n".join(warnings[:10])
         self._info(text)
         return written
 

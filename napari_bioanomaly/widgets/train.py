@@ -33,6 +33,7 @@ from .._workspace import workspace_for
 from ..core import annotations as annotation_files
 from ..core.chooser import tta_gain_text, tta_pays
 from ..core.model import BioAnomalyError
+from ..core.text import counted
 from ..ml.config import ANOMALY_MODELS, REGISTRY
 from ..ml.settings import SETTINGS, config_from_form
 from ._common import with_browse
@@ -331,7 +332,11 @@ class TrainWidget(QWidget):
         self.result = result
         self.cv_result.setText(crossval_text(result.folds, result.summary))
         done = len(result.folds)
-        what = f"stopped after {done} fold(s)" if result.cancelled else f"finished: {done} folds"
+        what = (
+            f"stopped after {counted(done, 'fold')}"
+            if result.cancelled
+            else f"finished: {done} folds"
+        )
         self._set_status(f"Cross-validation {what}.")
 
     def stop(self) -> None:

@@ -218,7 +218,7 @@ def test_slivers_left_by_repairing_a_polygon_are_dropped_and_reported(tmp_path):
     dataset, report = annotations.load(write(tmp_path, via([spike])))
     areas = [r.area for r in dataset.images[0].regions]
     assert len(areas) == 2 and min(areas) > 40  # the spike's body and the good region
-    assert "1 sliver(s) of the repair" in messages(report)
+    assert "1 sliver of the repair" in messages(report)
 
 
 def test_regions_without_a_class_keep_the_users_attribute_empty(tmp_path):

@@ -166,7 +166,7 @@ def test_qupath_exports_multipolygons_detections_and_bad_features(tmp_path):
     text = "\n".join(report.warnings)
     for expected in (
         "MultiPolygon of 2 parts",
-        "hole(s) dropped",
+        "hole dropped",
         "'Point' is not an area",
         "no classification",
         "region 3: feature without a geometry",

@@ -15,6 +15,7 @@ import torch
 from napari_bioanomaly.cli import main
 from napari_bioanomaly.core import annotations
 from napari_bioanomaly.core.operating import OperatingPoint
+from napari_bioanomaly.core.text import counted
 from napari_bioanomaly.ml.checkpoint import load_checkpoint
 from napari_bioanomaly.ml.config import TrainConfig
 from napari_bioanomaly.ml.predict import Ensemble, Predictor, predict_dataset, run
@@ -100,7 +101,7 @@ def test_choose_point_finds_the_training_s_validation_images_again(
                  str(other), "--device", "cpu"]) == 0  # fmt: skip
     out = capsys.readouterr().out
     annotated = sum(1 for im in annotations.load(ann)[0].images if im.regions)
-    assert f"operating point chosen on {annotated} image(s)" in out
+    assert f"operating point chosen on {counted(annotated, 'image')}" in out
     assert f"written to {other}" in out and model.read_bytes() == kept
     # the point for TTA was judged against the old plain point: it goes with it
     assert "is dropped: choose it again with --tta" in out

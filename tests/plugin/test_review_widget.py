@@ -12,6 +12,7 @@ from qtpy.QtCore import Qt
 from napari_bioanomaly.core import annotations
 from napari_bioanomaly.core.evaluate import evaluate
 from napari_bioanomaly.core.model import Region
+from napari_bioanomaly.core.text import counted
 from napari_bioanomaly.widgets.review import ReviewWidget
 from tests.support.jobs import wait_for_job
 
@@ -242,7 +243,7 @@ def test_choose_point_in_napari_as_the_cli_does(make_napari_viewer, dataset_dir,
     assert widget.choose_point()
     wait_for_job(qtbot, widget, 120_000)
     annotated = sum(1 for im in gt.images if im.regions)
-    assert f"operating point chosen on {annotated} image(s)" in widget.summary.text()
+    assert f"operating point chosen on {counted(annotated, 'image')}" in widget.summary.text()
     assert "is dropped: choose it again" in widget.summary.text()
     point = load_checkpoint(model)["operating_point"]
     assert widget.heat_slider.value() == round(point["threshold"] * 100)

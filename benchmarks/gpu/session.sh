@@ -7,7 +7,9 @@
 #
 # DATASET: a folder from benchmarks/real/prepare_*.py (NEU-Seg in docs/benchmarks.md);
 # OUT: where the logs, figures and the trained U-Net go; SCALE (default 1) multiplies every
-# time limit and training budget (0.05 for a dry run on a CPU). STAGES (environment, default
+# time limit and training budget (a dry run on a 2-core CPU: 0.5 with STAGES="unet predict",
+# which reaches each stage's figures; at 0.05 every stage ends at its limit of a few
+# seconds). STAGES (environment, default
 # all) names the stages to run, in their order here, e.g. STAGES="throughput nccl".
 # Stages: the environment; the U-Net trained on DATASET with its GPU schedule cut to a
 # budget (`budget_min`) that fits the lease, scored on the test images beside the

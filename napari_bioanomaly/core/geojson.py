@@ -200,11 +200,10 @@ def _rings(geom: dict[str, Any], kind: str, width: float, note: Any) -> list[np.
         note("converted", f"{kind} buffered to {width:g} px wide")
         points = [_points(line, "line") for line in parts]
         return [geometry.polyline_polygon(p, width) for p in points if len(p) >= 2]
-    polys = parts
-    if len(polys) > 1:
-        note("split", f"MultiPolygon of {len(polys)} parts imported as {len(polys)} regions")
+    if len(parts) > 1:
+        note("split", f"MultiPolygon of {len(parts)} parts imported as {len(parts)} regions")
     out = []
-    for poly in polys:
+    for poly in parts:
         if not isinstance(poly, list) or not poly:
             raise ValueError("a polygon is not a list of rings")
         if len(poly) > 1:

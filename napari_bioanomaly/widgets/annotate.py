@@ -218,9 +218,10 @@ class AnnotateWidget(QWidget):
         report = session.report
         problems = len(session.problems)
         text = f"{session.path.name}: {len(session.dataset.images)} images ({report.format})"
-        if report.issues or problems:
-            issues = counted(len(report.issues), "import issue")
-            text += f"; {issues}, {counted(problems, 'missing image')}"
+        said = [counted(n, what) for n, what in ((len(report.issues), "import issue"),
+                                                (problems, "missing image")) if n]  # fmt: skip
+        if said:
+            text += "; " + ", ".join(said)
         self.status_label.setText(text)
         self.status_label.setToolTip("\n".join(report.summary(5)[:60]))
         return True

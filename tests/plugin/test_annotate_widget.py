@@ -221,3 +221,15 @@ def test_quality_check_flags_show_filter_and_are_saved(widget, dataset_dir, monk
         v["filename"]: v["file_attributes"].get("qc") for v in saved["_via_img_metadata"].values()
     }
     assert stored["img_002.tif"] == "uniform; dim"
+
+
+def test_status_names_only_what_went_wrong(make_napari_viewer, dataset_dir, qtbot):
+    """The status line counts missing images and import issues in their number, and
+    leaves out what there is none of."""
+    first = sorted(dataset_dir.glob("*.tif"))[0]
+    first.unlink()
+    w = AnnotateWidget(make_napari_viewer())
+    qtbot.addWidget(w)
+    assert w.open_path(dataset_dir)
+    text = w.status_label.text()
+    assert text.endswith("; 1 missing image") and "import issue" not in text

@@ -26,6 +26,7 @@ from qtpy.QtWidgets import (
 from ..core.model import ImageRecord
 from ..core.quality import QC_ATTRIBUTE, check_record, flags_from_text
 from ..core.session import STATUSES, AnnotationSession
+from ._common import headers
 
 SORT_ROLE = Qt.ItemDataRole.UserRole + 7
 
@@ -36,14 +37,15 @@ def _swatch(color: str) -> QIcon:
     return QIcon(pix)
 
 
-def _table(headers: list[str]) -> QTableWidget:
-    table = QTableWidget(0, len(headers))
-    table.setHorizontalHeaderLabels(headers)
+def _table(titles: list[str]) -> QTableWidget:
+    table = QTableWidget(0, len(titles))
+    table.setHorizontalHeaderLabels(titles)
     table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
     table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-    table.verticalHeader().setVisible(False)
-    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-    table.horizontalHeader().setStretchLastSection(True)
+    horizontal, vertical = headers(table)
+    vertical.setVisible(False)
+    horizontal.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    horizontal.setStretchLastSection(True)
     return table
 
 
@@ -161,6 +163,8 @@ class ImageFilter(QSortFilterProxyModel):
 
     def filterAcceptsRow(self, row: int, parent: QModelIndex) -> bool:
         model = self.sourceModel()
+        if model is None:
+            return True
         values = [
             str(model.data(model.index(row, c, parent), Qt.ItemDataRole.DisplayRole)).lower()
             for c in range(model.columnCount())
@@ -197,13 +201,14 @@ class ImageListPanel(QGroupBox):
         self.image_table = QTableView()
         self.image_table.setModel(self.image_proxy)
         # dataset order until the user clicks a column header (no sort pass on open)
-        self.image_table.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
+        horizontal, vertical = headers(self.image_table)
+        horizontal.setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
         self.image_table.setSortingEnabled(True)
         self.image_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.image_table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.image_table.verticalHeader().setVisible(False)
-        self.image_table.horizontalHeader().setStretchLastSection(True)
-        self.image_table.horizontalHeader().setResizeContentsPrecision(100)  # rows looked at
+        vertical.setVisible(False)
+        horizontal.setStretchLastSection(True)
+        horizontal.setResizeContentsPrecision(100)  # rows looked at
         self.image_table.setMinimumHeight(220)
         box.addWidget(self.image_table)
         nav = QHBoxLayout()

@@ -32,7 +32,7 @@ from ..core.model import BioAnomalyError
 from ..core.session import AnnotationSession
 from ..core.text import counted
 from ._annotate_list import _NumberItem, _swatch, _table
-from ._common import button_row
+from ._common import button_row, headers
 
 AnnotatorRef = Callable[[], "Annotator | None"]
 
@@ -54,8 +54,9 @@ class CurrentImagePanel(QGroupBox):
         form.addWidget(self.no_anomaly_box)
         self.attr_table = QTableWidget(0, 2)
         self.attr_table.setHorizontalHeaderLabels(["file attribute", "value"])
-        self.attr_table.verticalHeader().setVisible(False)
-        self.attr_table.horizontalHeader().setStretchLastSection(True)
+        horizontal, vertical = headers(self.attr_table)
+        vertical.setVisible(False)
+        horizontal.setStretchLastSection(True)
         self.attr_table.setMinimumHeight(80)
         self.attr_table.setMaximumHeight(120)
         self.attr_table.itemChanged.connect(self._on_attribute_edited)

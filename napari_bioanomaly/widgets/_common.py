@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from qtpy.QtWidgets import QHBoxLayout, QPushButton, QWidget
+from qtpy.QtWidgets import QHBoxLayout, QHeaderView, QPushButton, QTableView, QWidget
 
 #: Export formats the widgets offer: label -> (format, file pattern; None: a folder).
 EXPORTS = {
@@ -43,22 +43,40 @@ def export_dataset(dataset: Any, fmt: str, path: Any) -> tuple[list[Any], list[s
     return annotations.save(dataset, path, fmt)
 
 
+def slot(action: Callable[[], object]) -> Callable[[], None]:
+    """``action`` as a Qt slot that returns nothing: the widgets' actions return whether
+    they started (for their callers and tests), PyQt5 declares slots as returning None."""
+
+    def call() -> None:
+        action()
+
+    return call
+
+
+def headers(table: QTableView) -> tuple[QHeaderView, QHeaderView]:
+    """A table's horizontal and vertical headers (Qt makes both with the table)."""
+    horizontal, vertical = table.horizontalHeader(), table.verticalHeader()
+    if horizontal is None or vertical is None:
+        raise RuntimeError("a Qt table view without headers")
+    return horizontal, vertical
+
+
 def button_row(buttons: Iterable[tuple[str, Callable[[], object]]]) -> QHBoxLayout:
     """A row of push buttons, each calling its slot when clicked."""
     row = QHBoxLayout()
-    for text, slot in buttons:
+    for text, action in buttons:
         button = QPushButton(text)
-        button.clicked.connect(slot)
+        button.clicked.connect(slot(action))
         row.addWidget(button)
     return row
 
 
-def with_browse(field: QWidget, slot: Callable[[], object]) -> QHBoxLayout:
-    """``field`` followed by a small "..." button that calls ``slot``."""
+def with_browse(field: QWidget, action: Callable[[], object]) -> QHBoxLayout:
+    """``field`` followed by a small "..." button that calls ``action``."""
     row = QHBoxLayout()
     button = QPushButton("...")
     button.setMaximumWidth(30)
-    button.clicked.connect(slot)
+    button.clicked.connect(slot(action))
     row.addWidget(field, 1)
     row.addWidget(button)
     return row
@@ -72,6 +90,8 @@ def compact_dock_tabs(widget: QWidget, width: int = 470) -> None:
     from qtpy.QtWidgets import QDockWidget, QMainWindow, QTabBar
 
     window = widget.window()
+    if window is None:
+        return
     for bar in window.findChildren(QTabBar):
         bar.setElideMode(Qt.TextElideMode.ElideRight)
         bar.setUsesScrollButtons(True)

@@ -52,7 +52,8 @@ def prime_torch() -> None:
     import sys
 
     if "triton" not in sys.modules and os.environ.get("BIOANOMALY_ALLOW_TRITON") != "1":
-        sys.modules["triton"] = None  # makes "import triton" raise ImportError
+        # makes "import triton" raise ImportError (sys.modules is typed as modules only)
+        sys.modules["triton"] = None  # type: ignore[assignment]
     import torch
     import torch._dynamo
 

@@ -40,6 +40,7 @@ from qtpy.QtWidgets import (
 from ..core.evaluate import ImageScore, Report, class_agnostic, found_count
 from ..core.model import Region
 from ..core.review import COLUMNS, cell
+from ._common import headers
 
 CLASS_COLUMNS = ["class", "GT", "pred", "TP", "FP", "FN", "precision", "recall", "F1", "found"]
 #: the Per class table for a class-agnostic model's predictions
@@ -144,10 +145,11 @@ class ImageTablePanel(QWidget):
         self.filter_edit.textChanged.connect(self.proxy.setFilterFixedString)
         self.table = QTableView()
         self.table.setModel(self.proxy)
-        self.table.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
+        horizontal, vertical = headers(self.table)
+        horizontal.setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
         self.table.setSortingEnabled(True)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.verticalHeader().setVisible(False)
+        vertical.setVisible(False)
         # image paths share their start (``images/...``): cut the start, keep the name
         self.table.setTextElideMode(Qt.TextElideMode.ElideLeft)
         self.table.setWordWrap(False)  # Qt ignores the elide mode of wrapped text
@@ -233,7 +235,8 @@ class ImageLevelPanel(QWidget):
             size=(width / 80, max(width * 0.48, 150) / 80), dpi=80,
         )  # fmt: skip
         h, w = rgba.shape[:2]
-        image = QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
+        pixels = rgba.tobytes()  # alive until the copy: QImage only points at it
+        image = QImage(pixels, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
         self.curves.setPixmap(QPixmap.fromImage(image))
 
 
@@ -246,7 +249,7 @@ class ClassPanel(QWidget):
         col.setContentsMargins(0, 0, 0, 0)
         self.table = QTableWidget(0, len(CLASS_COLUMNS))
         self.table.setHorizontalHeaderLabels(CLASS_COLUMNS)
-        self.table.verticalHeader().setVisible(False)
+        headers(self.table)[1].setVisible(False)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setToolTip(CLASS_TIP)
         col.addWidget(self.table, 1)

@@ -94,5 +94,5 @@ def field_values(fields: dict[str, QWidget]) -> dict[str, Any]:
         elif isinstance(field, QLineEdit):
             out[name] = field.text()
         else:
-            out[name] = field.value()  # type: ignore[attr-defined]
+            out[name] = field.value()
     return out

@@ -100,7 +100,7 @@ class AnnotateWidget(QWidget):
             row.addWidget(button)
         layout.addLayout(row)
         self.resume_button = QPushButton("Resume")
-        self.resume_button.clicked.connect(lambda: self.open_path(self._last))
+        self.resume_button.clicked.connect(self._resume)
         layout.addWidget(self.resume_button)
         self.status_label = QLabel("No dataset open.")
         self.status_label.setWordWrap(True)
@@ -304,13 +304,22 @@ class AnnotateWidget(QWidget):
         if self.annotator is not None and index.isValid():
             self.go_to(self.image_proxy.mapToSource(index).row())
 
+    def _resume(self) -> None:
+        if self._last is not None:  # the button shows only then
+            self.open_path(self._last)
+
     # ------------------------------------------------------------------ navigation
 
     @property
-    def _session(self) -> AnnotationSession:
+    def _open(self) -> Annotator:
+        """The open dataset's annotator."""
         if self.annotator is None:
             raise BioAnomalyError("no dataset open")
-        return self.annotator.session
+        return self.annotator
+
+    @property
+    def _session(self) -> AnnotationSession:
+        return self._open.session
 
     def go_to(self, index: int) -> None:
         if self.annotator is not None and index != self.annotator.index:
@@ -392,7 +401,7 @@ class AnnotateWidget(QWidget):
 
     def export(self, fmt: str, path: str | Path) -> list[Path]:
         """Save the current image's edits, then export the dataset; shows what was written."""
-        self.annotator.sync()
+        self._open.sync()
         dataset = self._session.dataset
         try:
             written, warnings = export_dataset(dataset, fmt, path)

@@ -38,6 +38,7 @@ from ._common import (
     ask_export_target,
     button_row,
     export_dataset,
+    slot,
     with_browse,
 )
 from ._review_jobs import ReviewJobs
@@ -90,18 +91,18 @@ class ReviewWidget(QWidget):
         layout.addLayout(form)
         row = QHBoxLayout()
         open_button = QPushButton("Open for review")
-        open_button.clicked.connect(lambda: self.open(self.gt_edit.text(), self.pred_edit.text()))
+        open_button.clicked.connect(self._open_fields)
         self.predict_button = QPushButton("Predict && review")
         self.predict_button.setToolTip(
             "predict every ground-truth image with the model, then review"
         )
-        self.predict_button.clicked.connect(self.predict_and_review)
+        self.predict_button.clicked.connect(slot(self.predict_and_review))
         self.train_button = QPushButton("Train && review")
         self.train_button.setToolTip(
             "train on the training split of the ground truth, predict the validation images, "
             "and review them"
         )
-        self.train_button.clicked.connect(self.train_and_review)
+        self.train_button.clicked.connect(slot(self.train_and_review))
         self.stop_button = QPushButton("Stop")
         self.stop_button.setEnabled(False)
         self.stop_button.setToolTip(
@@ -110,7 +111,7 @@ class ReviewWidget(QWidget):
             "it; Stop again to skip that), prediction reviews the images it predicted, "
             "Choose point leaves the model file as it was"
         )
-        self.stop_button.clicked.connect(self.stop)
+        self.stop_button.clicked.connect(slot(self.stop))
         for button in (open_button, self.predict_button, self.train_button, self.stop_button):
             row.addWidget(button)
         layout.addLayout(row)
@@ -158,7 +159,7 @@ class ReviewWidget(QWidget):
             "previous file kept as .bak), in the background. As napari-bioanomaly "
             "choose-point."
         )
-        self.point_button.clicked.connect(self.choose_point)
+        self.point_button.clicked.connect(slot(self.choose_point))
         point_row.addWidget(self.point_on, 1)
         point_row.addWidget(self.point_tta)
         point_row.addWidget(self.point_button)
@@ -301,9 +302,19 @@ class ReviewWidget(QWidget):
             self.review.iou_threshold = self.iou_slider.value() / 100
             self.review.score_threshold = self.score_slider.value() / 100
 
+    def _open_fields(self) -> None:
+        self.open(self.gt_edit.text(), self.pred_edit.text())
+
+    @property
+    def _gt(self) -> Annotator:
+        """The ground truth's annotator (one is open while a review is)."""
+        if self.annotator is None:
+            raise BioAnomalyError("nothing is open for review")
+        return self.annotator
+
     @property
     def _image(self) -> str:
-        return self.annotator.session.image.filename
+        return self._gt.session.image.filename
 
     # ------------------------------------------------------------------ tables
 
@@ -394,7 +405,7 @@ class ReviewWidget(QWidget):
             heat = None
         if not self.show_heat.isChecked():
             heat = None
-        above = [self.pred_layer, self.annotator.shapes_layer]
+        above = [self.pred_layer, self._gt.shapes_layer]
         self.layers.show_heatmap(heat, self.review.heatmaps, above)
 
     def propose(self) -> int:
@@ -442,7 +453,7 @@ class ReviewWidget(QWidget):
             # it; the annotator shows, autosaves and (regions_changed) rescores them, and
             # says when a conflict defers the save
             return len(self.review.accept(name, indices, self.layers.polygons(),
-                                          add=self.annotator.add_regions))  # fmt: skip
+                                          add=self._gt.add_regions))  # fmt: skip
         moved = self.review.reject(name, indices)
         self.refresh()
         return moved
@@ -475,8 +486,8 @@ class ReviewWidget(QWidget):
 
     def export_corrected(self, fmt: str, path: str | Path) -> list[Path]:
         """Export the corrected ground truth (see :data:`annotations.EXPORT_FORMATS`)."""
-        self.annotator.sync()
-        written, _ = export_dataset(self.annotator.session.dataset, fmt, path)
+        self._gt.sync()
+        written, _ = export_dataset(self._gt.session.dataset, fmt, path)
         return written
 
     # ------------------------------------------------------------------ one click

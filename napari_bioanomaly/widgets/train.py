@@ -36,7 +36,7 @@ from ..core.model import BioAnomalyError
 from ..core.text import counted
 from ..ml.config import ANOMALY_MODELS, REGISTRY
 from ..ml.settings import SETTINGS, config_from_form
-from ._common import with_browse
+from ._common import slot, with_browse
 from ._jobs import _num, crossval_job, epoch_text, prime_torch, step_text, training_job
 from ._launch import error_text, launch
 from ._loss_plot import LossPlot
@@ -60,9 +60,9 @@ def crossval_text(folds: list[dict[str, Any]], summary: dict[str, Any] | None = 
             f", image ROC-AUC {_num(f['roc_auc'])}"
             + (" (flips and rotations)" if f.get("tta") else "")
         )
-    for name in ("f1", "pixel_iou", "roc_auc", "average_precision") if summary else ():
-        s = summary[name]
-        if s["mean"] is not None:
+    for name in ("f1", "pixel_iou", "roc_auc", "average_precision"):
+        s = (summary or {}).get(name)
+        if s is not None and s["mean"] is not None:
             lines.append(f"{name}: {s['mean']:.3f} +- {s['std']:.3f} over {s['folds']} folds")
     return "\n".join(lines)
 
@@ -111,13 +111,13 @@ class TrainWidget(QWidget):
         layout.addLayout(form)
         buttons = QHBoxLayout()
         self.train_button = QPushButton("Train")
-        self.train_button.clicked.connect(self.start)
+        self.train_button.clicked.connect(slot(self.start))
         self.baseline_button = QPushButton("Train baseline")
         self.baseline_button.setToolTip(
             "random forest on multi-scale filter features (two stages): trains in minutes on "
             "a CPU, to compare with deep learning"
         )
-        self.baseline_button.clicked.connect(self.start_baseline)
+        self.baseline_button.clicked.connect(slot(self.start_baseline))
         self.stop_button = QPushButton("Stop")
         self.stop_button.setEnabled(False)
         self.stop_button.clicked.connect(self.stop)
@@ -139,7 +139,7 @@ class TrainWidget(QWidget):
             "train one model per fold with these settings, test each on its held-out fold, "
             "and report the mean and spread of the scores"
         )
-        self.cv_button.clicked.connect(self.start_crossval)
+        self.cv_button.clicked.connect(slot(self.start_crossval))
         cv.addWidget(QLabel("folds"))
         cv.addWidget(self.cv_folds)
         cv.addWidget(self.cv_group, 1)

@@ -14,6 +14,7 @@ import pytest
 from qtpy.QtCore import Qt
 
 from napari_bioanomaly.core import annotations
+from napari_bioanomaly.core.model import BioAnomalyError
 from napari_bioanomaly.widgets.annotate import AnnotateWidget
 
 
@@ -135,6 +136,14 @@ def test_disk_conflict_asks_and_never_overwrites_silently(widget, dataset_dir, m
     widget.annotator.autosave()
     assert json.loads((dataset_dir / "annotations.json.bak").read_text()) == theirs
     assert not widget.annotator.session.dirty
+
+
+def test_export_with_nothing_open_says_so(make_napari_viewer, qtbot, tmp_path):
+    w = AnnotateWidget(make_napari_viewer())
+    qtbot.addWidget(w)
+    with pytest.raises(BioAnomalyError, match="no dataset open"):
+        w.export("coco", tmp_path / "c.json")
+    assert not any(tmp_path.iterdir())
 
 
 def test_export_every_format_and_reimport(widget, tmp_path, dataset_dir):

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QPushButton
 
 from napari_bioanomaly.core import annotations
 from napari_bioanomaly.core.evaluate import evaluate
-from napari_bioanomaly.core.model import Region
+from napari_bioanomaly.core.model import BioAnomalyError, Region
 from napari_bioanomaly.core.text import counted
 from napari_bioanomaly.widgets.review import ReviewWidget
 from tests.support.jobs import wait_for_job
@@ -146,6 +147,24 @@ def test_one_click_train_and_review(make_napari_viewer, dataset_dir, qtbot):
     point = Predictor.load(dataset_dir / "bioanomaly-model.pt", "cpu").operating_point
     assert widget.heat_slider.value() == round(point.threshold * 100)
     assert widget.score_slider.value() <= round(point.threshold * 100)
+
+
+def test_nothing_open_is_said_and_the_open_button_opens(
+    make_napari_viewer, dataset_dir, qtbot, tmp_path
+):
+    widget = ReviewWidget(make_napari_viewer())
+    qtbot.addWidget(widget)
+    with pytest.raises(BioAnomalyError, match="nothing is open for review"):
+        widget.export_corrected("via-project", tmp_path / "c.json")
+    assert not (tmp_path / "c.json").exists()
+    annotations.save(annotations.load(dataset_dir / "annotations.json")[0],
+                     dataset_dir / "pred.json", "via")  # fmt: skip
+    widget.gt_edit.setText(str(dataset_dir / "annotations.json"))
+    widget.pred_edit.setText(str(dataset_dir / "pred.json"))
+    button = next(b for b in widget.findChildren(QPushButton) if b.text() == "Open for review")
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+    assert widget.annotator is not None and len(widget.model.rows) == 6
+    assert widget.export_corrected("via-project", tmp_path / "c.json")
 
 
 def test_export_corrected_annotations(review, tmp_path):

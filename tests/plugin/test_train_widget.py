@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from qtpy.QtCore import Qt
 
 from napari_bioanomaly.ml.train import load_checkpoint
 from napari_bioanomaly.widgets.annotate import AnnotateWidget
@@ -101,11 +102,17 @@ def test_stop_leaves_a_resumable_checkpoint(widgets, qtbot):
     assert best["operating_point"]["source"] == "validation"
 
 
-def test_bad_settings_are_explained(widgets):
+def test_bad_settings_are_explained(widgets, qtbot):
     _, train, _ = widgets
     train.source.setCurrentText("/nonexistent/annotations.json")
     assert not train.start()
     assert "file not found" in train.status.text()
+    train.status.setText("")
+    # the buttons say it as the method does (their slots drop its result)
+    for button in (train.train_button, train.cv_button):
+        qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+        assert "file not found" in train.status.text(), button.text()
+        train.status.setText("")
 
 
 def test_baseline_is_one_click_and_unsupervised_models_train(widgets, qtbot):

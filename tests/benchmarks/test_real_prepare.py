@@ -3,6 +3,7 @@ KolektorSDD's traced outlines become one region each, however thin the crack at 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -65,3 +66,56 @@ def test_kolektor_outlines_become_one_region_each_at_half_size(tmp_path):
     # the whole crack, end to end, at half size: (10, 10) to (50, 140), one or two pixels wide
     assert cols.min() <= 11 and cols.max() >= 139 and rows.min() <= 11 and rows.max() >= 49
     assert 130 <= mask.sum() <= 2.5 * 150
+
+
+BSDATA = SCRIPT.with_name("prepare_bsdata.py")
+
+
+def test_bsdata_keeps_one_framing_and_each_position_in_one_split(tmp_path):
+    """Only type 2 drives' crop 2 images are used (crop 1 frames the spindle otherwise and
+    is almost always pitted; type 1 has no defect-free image); every third position in
+    sorted order is test; a LabelMe pitting becomes one region, scaled with its image."""
+    import imageio.v3 as iio
+
+    pytest.importorskip("PIL")
+    src = tmp_path / "src"
+    (src / "data").mkdir(parents=True)
+    (src / "label").mkdir()
+    items = []
+    positions = ["100000_000", "200000_090", "300000_180", "400000_270"]
+    for p, position in enumerate(positions):
+        for t in range(4):
+            pitted = t >= 2  # the later half of each position's images
+            for crop, shape in (("2", (40, 100)), ("1", (50, 120))):
+                name = f"01_20090{t}0000{p}_{position}_crop_{crop}.jpg"
+                image = np.full((*shape, 3), 150, np.uint8)
+                label = None
+                if pitted:
+                    image[10:20, 30:40] = 60
+                    label = name.replace(".jpg", ".json")
+                    pit = [[30, 10], [40, 10], [40, 20], [30, 20]]  # (x, y) on pixel edges
+                    shapes = [{"label": "Pitting", "points": pit, "shape_type": "polygon"}]
+                    (src / "label" / label).write_text(json.dumps({"shapes": shapes}))
+                iio.imwrite(src / "data" / name, image)
+                items.append({"filename": name, "type": 2, "annotations": label})
+    iio.imwrite(src / "data" / "KGT1_crop_0.jpg", np.full((30, 30, 3), 150, np.uint8))
+    items.append({"filename": "KGT1_crop_0.jpg", "type": 1, "annotations": None})
+    (src / "image_data.json").write_text(json.dumps({"data": items}))
+    out = tmp_path / "out"
+    run = subprocess.run(
+        [sys.executable, str(BSDATA), str(src), str(out), "--every", "1"],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    train = annotations.load(out / "train.json")[0].images
+    test = annotations.load(out / "test.json")[0].images
+    assert {im.file_attributes["position"] for im in test} == {positions[0], positions[3]}
+    assert {im.file_attributes["position"] for im in train} == {positions[1], positions[2]}
+    assert len(train) == len(test) == 8  # 4 times x 2 positions, crop 2 only
+    assert all(im.shape[:2] == (20, 50) for im in train + test)  # half of 40 x 100
+    pitted = [im for im in train + test if im.regions]
+    assert len(pitted) == 8 and all(not im.no_anomaly for im in pitted)
+    assert all(im.no_anomaly for im in train + test if not im.regions)
+    mask = polygon_to_mask(pitted[0].regions[0].polygon, pitted[0].shape)
+    assert mask.sum() == 25 and mask[5:10, 15:20].all()  # the 10 x 10 px pit at half size

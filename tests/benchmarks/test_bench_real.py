@@ -1,0 +1,40 @@
+"""``benchmarks/real/bench_real.py``'s localisation figure: is a defective image's highest
+map pixel on its defect (within 8 px), or somewhere else that made the image rank high?"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REAL = Path(__file__).resolve().parents[2] / "benchmarks" / "real"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(REAL))
+    try:
+        yield importlib.import_module("bench_real")
+    finally:
+        sys.path.remove(str(REAL))
+
+
+def test_peak_on_defect_within_reach_only(bench):
+    truth = np.zeros((80, 120), bool)
+    truth[40:43, 60:63] = True  # a pit of 3 x 3 px
+    heat = np.zeros(truth.shape)
+    heat[10, 10] = 0.4  # soiling elsewhere, weaker
+    heat[41, 61] = 0.9
+    assert bench.peak_on_defect(heat, truth)
+    heat[41, 61] = 0.0
+    heat[48, 70] = 0.9  # 6 rows and 8 columns from the pit's nearest pixel: within 8 px
+    assert bench.peak_on_defect(heat, truth)
+    heat[48, 70] = 0.0
+    heat[40, 71] = 0.9  # 9 columns away
+    assert not bench.peak_on_defect(heat, truth)
+    heat[40, 71] = 0.0  # the soiling is highest now
+    assert not bench.peak_on_defect(heat, truth)
+    assert not bench.peak_on_defect(heat, np.zeros_like(truth))  # no defect: never on it

@@ -292,11 +292,12 @@ def main() -> None:
     print(line("reference", ref, None, time.perf_counter() - t0))
     figures = {"dataset": folder.name, "reference": ref, "models": {}}
     overrides = {}
-    for item in args.set:
+    for item in args.set:  # JSON where it reads as JSON (0.5, true, ["a", "b"]), else text
         key, value = item.split("=", 1)
-        overrides[key] = (
-            json.loads(value) if value[:1].isdigit() or value in ("true", "false") else value
-        )
+        try:
+            overrides[key] = json.loads(value)
+        except ValueError:
+            overrides[key] = value
     if overrides:
         print(f"changed defaults: {overrides}")
     models = {}

@@ -87,7 +87,7 @@ class ReviewSession:
         self.path = Path(path)
         self.heatmaps = self.path.with_suffix(annotation_files.HEATMAPS_SUFFIX)
         self.iou_threshold = 0.5
-        self.score_threshold = 0.5
+        self.score_threshold = 0.0  # as evaluate: every prediction counts
         keys = [k for im in gt.dataset.images for k in im.file_attributes if k != QC_ATTRIBUTE]
         #: the file attribute whose values group the images (the first one the images have)
         self.group_by: str | None = keys[0] if keys else None

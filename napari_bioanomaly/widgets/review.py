@@ -166,7 +166,9 @@ class ReviewWidget(QWidget):
         layout.addLayout(point_row)
         self.iou_slider, label = labelled_slider(50, "IoU threshold")
         layout.addLayout(slider_row(self.iou_slider, label))
-        self.score_slider, label = labelled_slider(50, "score threshold")
+        # every prediction counts, as in evaluate (its --score is 0 by default): a predictions
+        # file holds what the model outlined at its own point, often under 0.5 (0.2 on cracks)
+        self.score_slider, label = labelled_slider(0, "score threshold")
         layout.addLayout(slider_row(self.score_slider, label))
         for slider in (self.iou_slider, self.score_slider):
             slider.valueChanged.connect(lambda _v: self.refresh())

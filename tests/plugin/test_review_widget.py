@@ -42,12 +42,13 @@ def cli_rows(folder, score):
 
 
 def test_table_matches_evaluate_and_thresholds_update_it(review, dataset_dir):
+    # as evaluate with its defaults: every prediction counts, the weak (0.3) FPs too
     table = {r.image: (r.tp, r.fp, r.fn) for r in review.model.rows}
-    assert table == cli_rows(dataset_dir, 0.5)
-    assert all(fp == 0 for _, fp, _ in table.values())  # the weak FPs are under the threshold
-    review.score_slider.setValue(20)
-    assert {r.image: (r.tp, r.fp, r.fn) for r in review.model.rows} == cli_rows(dataset_dir, 0.2)
-    assert all(r.fp == 1 for r in review.model.rows)
+    assert review.score_slider.value() == 0 and table == cli_rows(dataset_dir, 0.0)
+    assert all(fp == 1 for _, fp, _ in table.values())
+    review.score_slider.setValue(50)
+    assert {r.image: (r.tp, r.fp, r.fn) for r in review.model.rows} == cli_rows(dataset_dir, 0.5)
+    assert all(r.fp == 0 for r in review.model.rows)  # the weak FPs are under the threshold
     assert "TP" in review.summary.text() and "cell_line=HeLa" in review.summary.text()
 
 
@@ -87,8 +88,10 @@ def test_clicking_a_row_shows_that_image_and_lists_errors(review):
     # long image paths lose their common start, not the file name, in the table
     assert review.table.textElideMode() == Qt.TextElideMode.ElideLeft
     image = review.annotator.session.image
-    n_pred = len(review.pred_layer.data)
-    assert n_pred == max(len(image.regions) - 1, 0)  # shown: those above the score threshold
+    # shown: the image's predictions (its regions but the first) and the weak false alarm
+    assert len(review.pred_layer.data) == max(len(image.regions) - 1, 0) + 1
+    review.score_slider.setValue(50)  # shown: those at or above the score threshold
+    assert len(review.pred_layer.data) == max(len(image.regions) - 1, 0)
     fns = [review.errors.item(i).text() for i in range(review.errors.count())]
     assert len([t for t in fns if t.startswith("FN")]) == (1 if image.regions else 0)
 
@@ -624,7 +627,10 @@ def test_anomaly_map_is_shown_and_turned_into_proposals(review, dataset_dir):
     review.review._heat.clear()
     review._set_proposal_point(0.3, 16.0, 0.8)
     assert review.heat_slider.value() == 30 and review.peak_box.value() == pytest.approx(0.8)
-    assert review.score_slider.value() == 30  # every region the model outlines counts
+    assert review.score_slider.value() == 0  # every region the model outlines counts
+    review.score_slider.setValue(50)
+    review._set_proposal_point(0.3, 16.0, 0.8)
+    assert review.score_slider.value() == 30  # lowered to the model's threshold
     assert review.propose() == 1
     review.heat_slider.setValue(85)  # above the peak: the peak no longer applies
     assert review.proposal_peak is None and review.propose() == 1

@@ -3,23 +3,13 @@ matches and pixels as the metrics define them, thresholded and grown from seeds.
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-REAL = Path(__file__).resolve().parents[2] / "benchmarks" / "real"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    sys.path.insert(0, str(REAL))
-    try:
-        yield importlib.import_module("bench_operating")
-    finally:
-        sys.path.remove(str(REAL))
+def bench(real_script):
+    return real_script("bench_operating")
 
 
 def _crack():

@@ -3,23 +3,13 @@ map pixel on its defect (within 8 px), or somewhere else that made the image ran
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-REAL = Path(__file__).resolve().parents[2] / "benchmarks" / "real"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    sys.path.insert(0, str(REAL))
-    try:
-        yield importlib.import_module("bench_real")
-    finally:
-        sys.path.remove(str(REAL))
+def bench(real_script):
+    return real_script("bench_real")
 
 
 def test_peak_on_defect_within_reach_only(bench):

@@ -45,7 +45,10 @@ NAME = re.compile(r"^01_(\d+)_(\d+)_(\d+)_crop_(\d+)\.jpg$")
 
 def pitting_outlines(label_file: Path) -> list[np.ndarray]:
     """The ``(x, y)`` polygons of an annotation file's pittings (LabelMe JSON)."""
-    shapes = json.loads(label_file.read_text()).get("shapes")
+    try:
+        shapes = json.loads(label_file.read_text()).get("shapes")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise SystemExit(f"{label_file}: not a readable LabelMe file ({exc})") from None
     if not isinstance(shapes, list):
         raise SystemExit(f"{label_file}: no 'shapes' list; is it a LabelMe file?")
     out = []

@@ -119,3 +119,23 @@ def test_bsdata_keeps_one_framing_and_each_position_in_one_split(tmp_path):
     assert all(im.no_anomaly for im in train + test if not im.regions)
     mask = polygon_to_mask(pitted[0].regions[0].polygon, pitted[0].shape)
     assert mask.sum() == 25 and mask[5:10, 15:20].all()  # the 10 x 10 px pit at half size
+
+
+def test_bsdata_names_a_missing_annotation_file(tmp_path):
+    import imageio.v3 as iio
+
+    pytest.importorskip("PIL")
+    src = tmp_path / "src"
+    (src / "data").mkdir(parents=True)
+    name = "01_200901010000_100000_000_crop_2.jpg"
+    iio.imwrite(src / "data" / name, np.full((40, 100, 3), 150, np.uint8))
+    items = [{"filename": name, "type": 2, "annotations": "gone.json"}]
+    (src / "image_data.json").write_text(json.dumps({"data": items}))
+    run = subprocess.run(
+        [sys.executable, str(BSDATA), str(src), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 1
+    assert "gone.json: not a readable LabelMe file" in run.stderr
+    assert "Traceback" not in run.stderr

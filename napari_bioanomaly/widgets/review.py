@@ -547,10 +547,10 @@ class ReviewWidget(QWidget):
     def _set_proposal_point(
         self, threshold: float, min_area: float, min_peak: float | None = None
     ) -> None:
-        """Start the proposal controls at a model's operating point, and the score
-        threshold at its threshold: every region the model predicts counts (a region's
-        score, its mean probability, is above the threshold that outlined it), so the
-        table is what ``evaluate`` gives for the predictions."""
+        """Start the proposal controls at a model's operating point, and lower the score
+        threshold to its threshold where the user set it higher: every region the model
+        predicts counts (a region's score, its mean probability, is above the threshold
+        that outlined it), so the table is what ``evaluate`` gives for the predictions."""
         self.heat_slider.setValue(round(threshold * 100))
         self.score_slider.setValue(min(self.score_slider.value(), round(threshold * 100)))
         self.peak_box.setValue(min_peak or 0.0)

@@ -3,7 +3,7 @@
 The hard sample dataset (``--images`` images of ``--size`` px, 40% normal;
 ``--difficulty easy`` for the first-look sample) is split:
 the first two thirds train, the last third is scored. Methods: the unsupervised
-``autoencoder`` and ``memory`` (trained without looking at the annotations'
+``memory`` bank (trained without looking at the annotations'
 classes; annotated pixels are only left out of what is learned as normal), the
 classic ``forest`` baseline and the supervised ``unet`` (image score of the
 segmentation models: the same top-k mean of their ``1 - p(background)`` map). The reference, run in
@@ -101,7 +101,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--methods", default="autoencoder,memory,forest,unet")
+    parser.add_argument("--methods", default="memory,forest,unet")
     parser.add_argument("--difficulty", default="hard", choices=("easy", "hard"))
     args = parser.parse_args()
     print(

@@ -1,15 +1,9 @@
-"""Anomaly maps learned from normal appearance only: an autoencoder and a feature memory bank.
+"""Anomaly maps learned from normal appearance only: a feature memory bank.
 
-Neither needs an annotation; annotated anomalies, where there are some, are
-left out of what is learned as normal.
+It needs no annotation; annotated anomalies, where there are some, are left out of
+what is learned as normal. (An autoencoder's reconstruction error was the other map
+until 2026-12; the bank mapped real anomalies far better: docs/benchmarks.md.)
 
-``autoencoder``
-    A convolutional autoencoder trained on random tiles (the training loop of
-    :mod:`.train`) with a *trimmed* loss: the worst 5% of pixels of each batch
-    do not count, so the rare anomalies of unannotated images are not learned
-    as normal. The anomaly map is the reconstruction error ``|x - AE(x)|``,
-    smoothed; anomalies reconstruct badly because the narrow bottleneck learned
-    normal cells and background only.
 ``memory``
     A PatchCore-style memory bank (Roth et al. 2022) of patch descriptors of
     normal pixels, reduced to a coreset; a pixel's score is the distance of its
@@ -50,12 +44,12 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
+from ..core.model import BioAnomalyError
 from ..core.reference import contrast_map, line_map
 from .config import TOP_FRACTION, TOP_FRACTIONS, TrainConfig
 from .descriptors import EncoderEnsemble, PatchEncoder, describe
-from .device import default_batch, free_memory, is_oom
+from .device import free_memory, is_oom
 from .features import features
-from .tiling import blend_tiles
 
 #: Memory bank size (coreset) and how many candidate patches it is chosen from.
 BANK_SIZE = 4096
@@ -64,7 +58,7 @@ CANDIDATES = 40_000
 #: map in between is interpolated.
 QUERY_STRIDE = 4
 #: Gaussian smoothing (pixels) of the raw maps.
-SIGMA = {"autoencoder": 2.0, "memory": 4.0}
+SIGMA = {"memory": 4.0}
 #: Pixel percentile of normal images that calibrates to 0.5. On held-out sample images
 #: (memory bank) 99.5 outlined anomalies far better than 99.9 (pixel IoU 0.50 against
 #: 0.19, recall at IoU 0.25 0.73 against 0.47) for a few more false proposals.
@@ -74,12 +68,6 @@ PIXEL_PERCENTILE = 99.5
 #: ``line_window`` (checkpoints without it used the cue as it is). See docs/benchmarks.md,
 #: "A line cue relative to its surroundings".
 LINE_WINDOW = 61
-
-
-@torch.no_grad()
-def reconstruction_error(model: nn.Module, images: torch.Tensor) -> np.ndarray:
-    """Raw autoencoder scores ``(N, 1, H, W)``: ``|x - AE(x)|`` of a batch of tiles."""
-    return (model(images).float() - images.float()).abs().cpu().numpy()
 
 
 def smooth(kind: str, raw: np.ndarray) -> np.ndarray:
@@ -264,16 +252,9 @@ def raw_map(
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
     """The smoothed, uncalibrated anomaly map ``(H, W)`` of a normalised image."""
-    if kind == "memory":
-        raw = memory_raw(norm, scoring, device, model)
-    else:
-        assert model is not None
-        model.eval()
-        raw = blend_tiles(
-            norm, config.tile, lambda x: reconstruction_error(model, x), device,
-            batch=config.batch or default_batch(torch.device(device), model=kind),
-        )[0]  # fmt: skip
-    return smooth(kind, raw)
+    if kind != "memory":
+        raise BioAnomalyError(f"no anomaly map for model {kind!r}")
+    return smooth(kind, memory_raw(norm, scoring, device, model))
 
 
 def image_map(

@@ -1,5 +1,5 @@
 """Fitting the anomaly maps of :mod:`.anomaly`: calibration of raw scores on normal
-pixels, and the validation of the autoencoder (tile ROC-AUC, pixel AUROC)."""
+pixels, and how well scores separate anomalous from normal images and pixels."""
 
 from __future__ import annotations
 
@@ -21,14 +21,10 @@ from .anomaly import (
     cue_scoring,
     line_top,
     raw_map,
-    reconstruction_error,
-    smooth,
-    top_k,
     top_ks,
 )
 from .config import TrainConfig
 from .data import spread
-from .models import reconstruction_loss as loss
 
 
 def calibrate_scoring(
@@ -110,46 +106,3 @@ def separation(
     if 0 < pl.sum() < pl.size:
         pixel_auc = roc_auc(pl, np.concatenate(px_scores))
     return image_auc, pixel_auc
-
-
-def _pixel_sample(
-    rng: np.random.Generator, labels: np.ndarray, scores: np.ndarray, n: int = 4096
-) -> tuple[np.ndarray, np.ndarray]:
-    pick = rng.choice(labels.size, min(labels.size, n), replace=False)
-    return labels.ravel()[pick], scores.ravel()[pick]
-
-
-@torch.no_grad()
-def validate(
-    model: nn.Module,
-    tiles: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-    device: torch.device,
-    batch: int,
-) -> dict[str, float | None]:
-    """Validation of the autoencoder: loss on normal pixels, tile ROC-AUC and pixel AUROC.
-
-    A tile is anomalous when it holds annotated pixels; its score is :func:`top_k`.
-    The AUCs are ``None`` when the tiles have only one kind.
-    """
-    model.eval()
-    losses, labels, scores, px_labels, px_scores = [], [], [], [], []
-    rng = np.random.default_rng(0)
-    for k in range(0, len(tiles), batch):
-        chunk = tiles[k : k + batch]
-        x = torch.from_numpy(np.stack([t[0] for t in chunk])[:, None]).to(device)
-        cls = torch.from_numpy(np.stack([t[1] for t in chunk])).to(device)
-        losses.append(float(loss(model, x, cls)))
-        for m, (_, c, _) in zip(reconstruction_error(model, x)[:, 0], chunk, strict=True):
-            m = smooth("autoencoder", m)
-            labels.append(int(c.any()))
-            scores.append(top_k(m))
-            pl, ps = _pixel_sample(rng, c > 0, m)
-            px_labels.append(pl)
-            px_scores.append(ps)
-    model.train()
-    tile_auc, pixel_auc = separation(labels, scores, px_labels, px_scores)
-    return {
-        "val_loss": float(np.mean(losses)) if losses else None,
-        "val_auc": tile_auc,
-        "val_pixel_auc": pixel_auc,
-    }

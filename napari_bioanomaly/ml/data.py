@@ -208,8 +208,7 @@ def augment(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Flips and 90-degree rotations of all three; contrast, brightness, slight blur and
     noise of the image; then, with ``turns``, one tile in :data:`TURN_SHARE` turned and
-    zoomed, all three (the networks that learn normal appearance keep their tiles upright:
-    not measured with turns)."""
+    zoomed, all three."""
     k = int(rng.integers(4))
     arrays = [np.rot90(a, k) for a in (image, cls, inst)]
     if rng.random() < 0.5:
@@ -351,9 +350,7 @@ class TileSampler:
     """Random training tiles of the given images, oversampling annotated regions.
 
     With ``config.class_balance`` an anomaly tile first draws a class uniformly,
-    then one of its regions: rare classes are seen as often as common ones. For
-    the unsupervised models tiles are drawn uniformly (annotations only mask
-    the loss) and no annotation is needed.
+    then one of its regions: rare classes are seen as often as common ones.
     """
 
     def __init__(
@@ -373,8 +370,8 @@ class TileSampler:
         self.by_class = [[(i, j) for i, j in self.regions
                           if dataset.images[i].regions[j].label == c] for c in classes]  # fmt: skip
         self.by_class = [group for group in self.by_class if group]
-        self.anomaly_fraction = 0.0 if config.unsupervised else config.anomaly_fraction
-        if not self.regions and not config.unsupervised:
+        self.anomaly_fraction = config.anomaly_fraction
+        if not self.regions:
             raise BioAnomalyError(
                 "no annotated anomalies in the training images: annotate some regions first"
             )
@@ -415,7 +412,7 @@ class TileSampler:
             inside[max(0, -r) : rows - r, max(0, -c) : cols - c] = True
             cls[~inside], inst[~inside] = 0, 0
         if self.config.augment:
-            img, cls, inst = augment(rng, img, cls, inst, turns=not self.config.unsupervised)
+            img, cls, inst = augment(rng, img, cls, inst)
         return img, cls, inst
 
 

@@ -38,7 +38,7 @@ def default_batch(device: torch.device, processes: int = 1, model: str = "unet")
     time goes into launching its kernels): a time-budgeted run sees 8x the tiles. Measured
     on an H200 (NEU-Seg, 2-2.5 min, ``docs/benchmarks.md``): instance F1 0.625 at batch 4,
     0.662-0.675 at 16, 0.715 at 32. On a CPU a step costs in proportion to its tiles, and
-    Mask R-CNN's and the autoencoder's GPU steps were not measured at other batches: 4.
+    Mask R-CNN's GPU steps were not measured at other batches: 4.
     """
     gpu = device.type == "cuda" and model == "unet"
     return (GPU_BATCH if gpu else CPU_BATCH) * max(processes, 1)

@@ -202,70 +202,10 @@ def maskrcnn_targets(
     return targets
 
 
-#: Share of pixels of each batch left out of the autoencoder loss (robust to unannotated anomalies).
-TRIM = 0.05
-
-
-def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 4 if stride == 2 else 3, stride=stride, padding=1, bias=False),
-        nn.GroupNorm(min(8, cout), cout),
-        nn.ReLU(inplace=True),
-    )
-
-
-class AutoEncoder(nn.Module):
-    """Convolutional autoencoder for 1-channel tiles: three stride-2 stages to a narrow
-    bottleneck (``latent`` channels at 1/8 resolution) and back.
-
-    With ``base=16`` it has about 0.4 M parameters. Input sides must be multiples of 8.
-    """
-
-    def __init__(self, base: int = 16, latent: int = 8) -> None:
-        super().__init__()
-        b = base
-        self.stem = _conv(1, b)
-        self.down1 = nn.Sequential(_conv(b, 2 * b, 2), _conv(2 * b, 2 * b))  # 1/2
-        self.down2 = nn.Sequential(_conv(2 * b, 4 * b, 2), _conv(4 * b, 4 * b))  # 1/4
-        self.down3 = nn.Sequential(_conv(4 * b, 4 * b, 2), nn.Conv2d(4 * b, latent, 1))  # 1/8
-        self.decode = nn.Sequential(
-            nn.Conv2d(latent, 4 * b, 1),
-            nn.ReLU(inplace=True),
-            nn.ConvTranspose2d(4 * b, 4 * b, 4, stride=2, padding=1),
-            _conv(4 * b, 4 * b),
-            nn.ConvTranspose2d(4 * b, 2 * b, 4, stride=2, padding=1),
-            _conv(2 * b, 2 * b),
-            nn.ConvTranspose2d(2 * b, b, 4, stride=2, padding=1),
-            _conv(b, b),
-            nn.Conv2d(b, 1, 3, padding=1),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.down3(self.down2(self.down1(self.stem(x)))))
-
-
-def reconstruction_loss(
-    model: nn.Module, images: torch.Tensor, classes: torch.Tensor
-) -> torch.Tensor:
-    """Trimmed reconstruction loss: mean squared error of the pixels that are not annotated
-    anomalies and not among the worst :data:`TRIM` of the batch."""
-    err = (model(images).float() - images.float()).pow(2)[:, 0]
-    values = err[classes == 0]
-    if values.numel() == 0:
-        return err.sum() * 0.0
-    sample = values.detach()
-    if sample.numel() > 1_000_000:
-        sample = sample[:: sample.numel() // 1_000_000 + 1]
-    cut = torch.quantile(sample, 1.0 - TRIM)
-    return values[values <= cut].mean()
-
-
 def build(
     kind: str, n_classes: int, tile: int, base: int = 16, weights: str | None = None
 ) -> nn.Module:
     """The network of ``kind`` for ``n_classes`` anomaly classes (the forest is no network)."""
-    if kind == "autoencoder":
-        return AutoEncoder(base)
     if kind == "unet":
         return UNet(n_classes, base=base)
     if kind == "maskrcnn":
@@ -285,8 +225,6 @@ def loss(
 
     ``class_weights`` (background first) weight the U-Net's cross-entropy.
     """
-    if kind == "autoencoder":
-        return reconstruction_loss(model, images, classes)
     if kind == "unet":
         return unet_loss(model(images), classes, class_weights)
     losses = model(list(images), maskrcnn_targets(classes, instances))

@@ -21,6 +21,7 @@ from .config import (
     FOREST_FEATURES,
     LINES,
     REGISTRY,
+    REMOVED_MODELS,
     SHARPEN,
     TTA_MODELS,
     TTA_POINT,
@@ -291,11 +292,18 @@ BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}
 def add_cli_options(parser: argparse.ArgumentParser) -> None:
     """``--model`` and one option per setting."""
     parser.add_argument(
-        "--model", choices=tuple(REGISTRY), default=_DEFAULTS["model"],
+        "--model", choices=tuple(REGISTRY), default=_DEFAULTS["model"], type=_model_name,
         help="; ".join(f"{name}: {info.help}" for name, info in REGISTRY.items()),
     )  # fmt: skip
     for setting in SETTINGS:
         setting.add_to(parser)
+
+
+def _model_name(text: str) -> str:
+    """``--model``'s value; a removed model is refused saying why and what replaces it."""
+    if text in REMOVED_MODELS:
+        raise argparse.ArgumentTypeError(REMOVED_MODELS[text])
+    return text
 
 
 def config_from_cli(args: argparse.Namespace) -> TrainConfig:

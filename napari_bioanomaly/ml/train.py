@@ -49,10 +49,9 @@ def train(
 ) -> Generator[TrainEvent, None, TrainResult]:
     """Train a model on ``dataset``; the best checkpoint goes to ``out``.
 
-    The best is chosen by validation F1 (supervised networks), by validation
-    image ROC-AUC (autoencoder; by validation loss when the validation images
-    are all normal or all anomalous). The forest and the memory bank are fitted
-    in one pass. Yields :class:`TrainEvent` and returns a :class:`TrainResult`.
+    The best epoch of a network is chosen by its validation F1 (by validation loss
+    when no validation image is annotated). The forest and the memory bank are
+    fitted in one pass. Yields :class:`TrainEvent` and returns a :class:`TrainResult`.
     The last state of a network is kept in ``MODEL.last.pt`` after every epoch
     and on cancel, and ``resume`` continues from such a file (same model and
     classes).

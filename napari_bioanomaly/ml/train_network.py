@@ -1,4 +1,4 @@
-"""The training loop of the networks (U-Net, Mask R-CNN, autoencoder): random tiles,
+"""The training loop of the networks (U-Net, Mask R-CNN): random tiles,
 AdamW with warm-up and cosine decay over a time budget, mixed precision on CUDA, an
 exponential moving average of the weights, validation every epoch, early stopping, the
 best checkpoint kept and its operating point chosen on the validation images.
@@ -20,7 +20,7 @@ import torch
 
 from ..core import operating
 from ..core.model import BioAnomalyError
-from . import anomaly_fit, data, models
+from . import data, models
 from .averaging import WeightAverage
 from .checkpoint import (
     checkpoint_payload,
@@ -146,7 +146,6 @@ def _train(
     val_idx: list[int] | None = None,
 ) -> Generator[TrainEvent, None, TrainResult]:
     class_weights = None if weights is None else torch.tensor(weights, dtype=torch.float32)
-    scoring: dict[str, Any] | None = None
     global_batch = config.batch
     assert global_batch is not None, "train() sets the batch a run asks none of"
     device = dist.device_for(device, global_batch)
@@ -222,10 +221,8 @@ def _train(
         message=_setup_text(device, batch, config.tile, workers, dist.world),
     )
     # thin structures (cracks, scratches) are judged by pixel F1 (see operating.criterion_for)
-    criterion = "mean"
-    if not config.unsupervised:
-        criterion = operating.criterion_for([inst for _, _, inst in val_tiles])
-        val_tiles = val_tiles[dist.rank :: dist.world]  # each process validates its share
+    criterion = operating.criterion_for([inst for _, _, inst in val_tiles])
+    val_tiles = val_tiles[dist.rank :: dist.world]  # each process validates its share
     label = score_label(config.model, criterion)
     best_label = label
 
@@ -239,7 +236,6 @@ def _train(
         }  # fmt: skip
         return {
             **checkpoint_payload(config, classes, history, epoch, best_f1, weights),
-            **({"scoring": scoring} if scoring is not None else {}),
             "best_label": best_label,
             "best_epoch": best_epoch,
             "planned_epochs": plan["epochs"],
@@ -326,20 +322,12 @@ def _train(
             )  # fmt: skip
         if cancelled:  # the epoch is not finished: the last one validated is epoch - 1
             break
-        val_auc = val_pixel_auc = val_iou = val_f1 = val_threshold = None
-        if config.unsupervised:
-            metrics = anomaly_fit.validate(kept(), val_tiles, device, batch)
-            val_loss, val_auc, val_pixel_auc = (
-                metrics["val_loss"],
-                metrics["val_auc"],
-                metrics["val_pixel_auc"],
-            )
+        val_iou = val_f1 = val_threshold = None
+        raw = dist.sum(validate(config.model, kept(), val_tiles, device, batch))
+        if raw[2]:
+            val_loss, val_iou, val_f1, val_threshold = scores(raw, criterion)
         else:
-            raw = dist.sum(validate(config.model, kept(), val_tiles, device, batch))
-            if raw[2]:
-                val_loss, val_iou, val_f1, val_threshold = scores(raw, criterion)
-            else:
-                val_loss = None
+            val_loss = None
         if config.epochs is None:
             # the epochs timed so far (with their validation) set how many fit in the
             # budget; re-planned every epoch, so a slow start (another job on the machine,
@@ -357,8 +345,6 @@ def _train(
             "val_iou": val_iou,
             "val_f1": val_f1,
             "val_threshold": val_threshold,
-            "val_auc": val_auc,
-            "val_pixel_auc": val_pixel_auc,
             "lr": float(scheduler.get_last_lr()[0]),
             "seconds": time.perf_counter() - epoch_start,
         }
@@ -373,7 +359,6 @@ def _train(
             (v, name)
             for v, name in (
                 (val_score, label),
-                (val_auc, label),
                 (None if val_loss is None else -val_loss, "validation loss"),
                 (-record["loss"], "training loss"),
             )
@@ -393,8 +378,6 @@ def _train(
             val_f1=val_f1,
             lr=record["lr"],
             batch=batch,
-            val_auc=val_auc,
-            val_pixel_auc=val_pixel_auc,
         )  # fmt: skip
         epoch += 1
         waited = epoch - 1 - best_epoch
@@ -415,21 +398,10 @@ def _train(
         model.load_state_dict(state["state_dict"])  # the kept (averaged) weights of the best
         average = None
         best_state_epoch = int(state["epoch"])
-        if config.unsupervised:
-            # the anomaly scores of the best weights are calibrated (and the memory bank built)
-            yield TrainEvent(
-                "status", final_epoch, plan["epochs"], steps, steps,
-                message="calibrating anomaly scores on normal pixels",
-            )  # fmt: skip
-            scoring = anomaly_fit.calibrate_scoring(
-                config.model, model, {}, sampler.dataset, list(val_idx or sampler.indices),
-                config, device,
-            )  # fmt: skip
         chosen = time.perf_counter()
         point = yield from operating_point(
-            config, model, classes, {"scoring": scoring} if scoring else {}, sampler.dataset,
-            list(val_idx or []), device,
-            final_epoch, plan["epochs"], steps, None if config.unsupervised else criterion,
+            config, model, classes, {}, sampler.dataset, list(val_idx or []), device,
+            final_epoch, plan["epochs"], steps, criterion,
         )  # fmt: skip
         plain_s = time.perf_counter() - chosen
         # then the point for test-time augmentation (not after a cancel: the run ends)

@@ -2,13 +2,11 @@
 
 The floors below were measured on this dataset (24 images of 256 px, seed 5, 40%
 normal; trained on the first 16, scored on the 8 held out): memory bank image
-ROC-AUC 1.0 and pixel AUROC 0.98, autoencoder 0.875 and 0.90, forest 1.0 and
-0.998. CPU runs are reproducible, so the floors leave room only for BLAS noise.
+ROC-AUC 1.0 and pixel AUROC 0.98, forest 1.0 and 0.998. CPU runs are reproducible, so the floors leave room only for BLAS noise.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from collections import Counter
@@ -73,7 +71,7 @@ def trained(study, tmp_path_factory):
 
     train_memory.line_map = counted
     try:
-        for kind in ("autoencoder", "memory", "forest"):
+        for kind in ("memory", "forest"):
             events[kind], result = drain(
                 train(_part(ds, ds.images[:16]), BASE.replace(model=kind), out / f"{kind}.pt")
             )
@@ -100,7 +98,7 @@ def held_out_scores(study, path):
 
 @pytest.mark.parametrize(
     ("kind", "image_floor", "pixel_floor"),
-    [("memory", 0.9, 0.95), ("autoencoder", 0.75, 0.85), ("forest", 0.9, 0.95)],
+    [("memory", 0.9, 0.95), ("forest", 0.9, 0.95)],
 )
 def test_held_out_images_are_told_apart(study, trained, kind, image_floor, pixel_floor):
     image_auc, pixel_auc = held_out_scores(study, trained[0][kind])
@@ -110,15 +108,14 @@ def test_held_out_images_are_told_apart(study, trained, kind, image_floor, pixel
 
 def test_unsupervised_checkpoints_hold_calibration_and_report_separation(study, trained):
     paths, events, _ = trained
-    for kind in ("autoencoder", "memory"):
-        ckpt = load_checkpoint(paths[kind])
-        scoring = ckpt["scoring"]
-        assert ckpt["classes"] == ["anomaly"]
-        assert scoring["center"] < scoring["threshold"]
-        assert scoring["image_center"] < scoring["image_threshold"]
-        epochs = [e for e in events[kind] if e.kind == "epoch"]
-        assert epochs and all(e.val_pixel_auc is not None for e in epochs)
-        assert any(e.kind == "status" and "calibrat" in e.message for e in events[kind])
+    ckpt = load_checkpoint(paths["memory"])
+    scoring = ckpt["scoring"]
+    assert ckpt["classes"] == ["anomaly"]
+    assert scoring["center"] < scoring["threshold"]
+    assert scoring["image_center"] < scoring["image_threshold"]
+    epochs = [e for e in events["memory"] if e.kind == "epoch"]
+    assert epochs and all(e.val_pixel_auc is not None for e in epochs)
+    assert any(e.kind == "status" and "calibrat" in e.message for e in events["memory"])
     # the default (auto) built a bank of each kind, reported both, kept one
     said = [e.message for e in events["memory"] if e.kind == "status"]
     part = _part(study[1], study[1].images[:16])
@@ -498,34 +495,6 @@ def test_calibration_puts_normal_pixels_below_half(study, trained):
     assert 0 < score < 1
 
 
-def test_autoencoder_trains_without_any_annotation(study, tmp_path):
-    from napari_bioanomaly.ml.train import train
-
-    folder, ds = study
-    bare = _part(ds, copy.deepcopy(ds.images[:8]))
-    for im in bare.images:
-        im.regions = []
-    config = BASE.replace(model="autoencoder", epochs=1, steps_per_epoch=2, tile=64)
-    _, result = drain(train(bare, config, tmp_path / "ae.pt"))
-    predictor = Predictor.load(result.best, "cpu")
-    probs, score = predict_image(predictor, read_image(folder / ds.images[20].filename))
-    assert probs.shape == (2, 256, 256) and score is not None
-
-
-def test_trimmed_loss_ignores_annotated_and_worst_pixels():
-    model = models.AutoEncoder(base=8)
-    x = torch.zeros(1, 1, 32, 32)
-    classes = torch.zeros(1, 32, 32, dtype=torch.int64)
-    with torch.no_grad():
-        base = float(models.reconstruction_loss(model, x, classes))
-    spiked = x.clone()
-    spiked[0, 0, :4, :4] = 50.0  # an outlier patch: 1.6% of pixels, trimmed away
-    with torch.no_grad():
-        assert float(models.reconstruction_loss(model, spiked, classes)) < 10 * base + 1.0
-        classes[0, :4, :4] = 1  # annotated: never in the loss
-        assert np.isfinite(float(models.reconstruction_loss(model, spiked, classes)))
-
-
 def test_coreset_covers_the_candidates():
     gen = torch.Generator().manual_seed(0)
     clusters = torch.randn(5, 8, generator=gen) * 20
@@ -671,7 +640,7 @@ def test_cli_unsupervised_train_predict_heatmaps_and_evaluate(study, tmp_path, c
 def test_unsupervised_checkpoint_without_calibration_is_explained(trained, tmp_path):
     from napari_bioanomaly.ml.train import save_checkpoint
 
-    ckpt = load_checkpoint(trained[0]["autoencoder"])
+    ckpt = load_checkpoint(trained[0]["memory"])
     del ckpt["scoring"]
     path = save_checkpoint(tmp_path / "raw.pt", ckpt)
     with pytest.raises(BioAnomalyError, match="not calibrated"):

@@ -12,6 +12,7 @@ import copy
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 
 from napari_bioanomaly.cli import main
@@ -257,21 +258,29 @@ def test_malformed_memory_banks_are_refused(tmp_path):
         refused(tmp_path, bad, r"scoring\.line_(image_)?center, line_(image_)?threshold")
 
 
-def test_autoencoders_are_refused_a_sharpened_map_without_its_calibration(tmp_path):
-    from napari_bioanomaly.ml import models
-
-    scoring = {"center": 0.1, "threshold": 0.5, "image_center": 0.2, "image_threshold": 0.6}
-    config = TrainConfig(model="autoencoder", base_channels=4).to_dict()
-    ok = {**checkpoint("autoencoder"), "config": config, "classes": ["anomaly"],
-          "state_dict": models.build("autoencoder", 1, 64, 4).state_dict(),
-          "scoring": scoring}  # fmt: skip
-    torch.save(ok, tmp_path / "ok.pt")
-    assert Predictor.load(tmp_path / "ok.pt", "cpu").kind == "autoencoder"
-    for change, match in (({"sharpen": 1}, r"scoring\.sharpen: true or false"),
-                          ({"sharpen": True}, r"scoring\.contrast_center")):  # fmt: skip
-        bad = copy.deepcopy(ok)
-        bad["scoring"].update(change)
-        refused(tmp_path, bad, match)
+def test_checkpoints_of_the_removed_autoencoder_are_refused_saying_why(tmp_path, capsys):
+    """An autoencoder trained by an earlier version is refused naming the file, why the
+    model went, and what to train instead; so is asking to train one."""
+    config = {**TrainConfig(model="memory").to_dict(), "model": "autoencoder"}
+    old = {**checkpoint("memory"), "config": config, "classes": ["anomaly"],
+           "state_dict": {"stem.0.weight": torch.zeros(16, 1, 3, 3)},
+           "scoring": {"center": 0.1, "threshold": 0.5, "image_center": 0.2,
+                       "image_threshold": 0.6}}  # fmt: skip
+    refused(tmp_path, old, r"autoencoder was removed .*train model memory")
+    images = tmp_path / "images"
+    images.mkdir()
+    tifffile.imwrite(images / "a.tif", np.zeros((32, 32), np.uint8))
+    assert main(["predict", "--model", str(tmp_path / "hostile.pt"), "--images", str(images),
+                 "--out", str(tmp_path / "p.json")]) != 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "hostile.pt" in err and "autoencoder was removed" in err
+    assert not (tmp_path / "p.json").exists()
+    with pytest.raises(SystemExit):
+        main(["train", "--annotations", str(tmp_path / "a.json"), "--out",
+              str(tmp_path / "m.pt"), "--model", "autoencoder"])  # fmt: skip
+    assert "autoencoder was removed" in capsys.readouterr().err
+    with pytest.raises(BioAnomalyError, match="autoencoder was removed"):
+        TrainConfig(model="autoencoder")
 
 
 def test_memory_banks_of_learnt_descriptors_need_their_network(tmp_path):

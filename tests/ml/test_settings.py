@@ -81,7 +81,7 @@ def test_settings_say_which_models_they_apply_to():
     by_name = {s.name: s for s in SETTINGS}
     assert by_name["tile"].applies_to("unet") and not by_name["tile"].applies_to("forest")
     assert by_name["tta_point"].applies_to("maskrcnn") and not by_name["tta_point"].applies_to(
-        "autoencoder"
+        "memory"
     )
     assert not by_name["class_balance"].applies_to("memory")
     assert by_name["class_weights"].applies_to("forest")
@@ -93,6 +93,6 @@ def test_settings_say_which_models_they_apply_to():
     assert not by_name["descriptors"].applies_to("unet")
     help_text = " ".join(parser().format_help().split())
     assert (
-        "tiles per batch; auto: 4, and 32 per GPU for the U-Net (auto); for unet, maskrcnn, autoencoder, memory"
+        "tiles per batch; auto: 4, and 32 per GPU for the U-Net (auto); for unet, maskrcnn, memory"
         in help_text
     )

@@ -61,7 +61,7 @@ def test_config_round_trip_and_validation():
 
 def test_width_is_the_models_own_unless_given():
     assert TrainConfig().width == 8 and TrainConfig(model="memory").width == 16
-    assert TrainConfig(model="autoencoder").width == 16
+    assert TrainConfig(model="forest").width == 16
     # the default follows the model, so switching models keeps each one's own width
     assert TrainConfig(model="memory").replace(model="unet").width == 8
     assert TrainConfig(model="memory", base_channels=4).replace(model="unet").width == 4

@@ -22,6 +22,12 @@ map is ``|x - median_31(x)|`` (smoothed), and its regions are that map above the
 one threshold that gives the best pixel F1 on the training images (so it is as
 good as a fixed filter can be made). Add ``--json FILE`` to keep the figures.
 
+``--unannotated`` trains on the training images with every annotation removed: a lab's
+folder of images and nothing else, the unsupervised models' one-click case (no
+annotated validation image then chooses their settings or operating point; the defective
+training images are learned from as they are). The reference keeps its threshold chosen on
+the annotated training images.
+
 ``--reuse --retune`` scores models already trained with their operating point chosen
 again by today's chooser; where that point has a minimum peak (hysteresis) or vote
 weights, the best point without them is chosen too and scored beside it, in the same run.
@@ -30,6 +36,7 @@ weights, the best point without them is chosen too and scored beside it, in the 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import platform
@@ -55,6 +62,16 @@ def truth_mask(im: ImageRecord, shape: tuple[int, int]) -> np.ndarray:
 
     cls, _ = data.rasterise(im, sorted({r.label for r in im.regions}), shape)
     return cls > 0
+
+
+def without_annotations(dataset: Dataset) -> Dataset:
+    """A copy of ``dataset`` whose images hold no region and are not marked as checked
+    normal either (``dataset`` is left as it is)."""
+    bare = copy.deepcopy(dataset)
+    for im in bare.images:
+        im.regions = []
+        im.no_anomaly = False
+    return bare
 
 
 def reference_threshold(folder: Path, images: list[ImageRecord], limit: int = 60) -> float:
@@ -234,11 +251,16 @@ def fit_verbosely(gen, kind: str):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("dataset", type=Path)
-    p.add_argument("--models", default="unet,forest,memory,autoencoder")
+    p.add_argument("--models", default="unet,forest,memory")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, help="where the models go (default: DATASET/models)")
     p.add_argument("--json", type=Path, help="write the figures here")
     p.add_argument("--reuse", action="store_true", help="use models already in --out")
+    p.add_argument(
+        "--unannotated",
+        action="store_true",
+        help="train the models on the training images without their annotations",
+    )
     p.add_argument(
         "--retune",
         action="store_true",
@@ -300,6 +322,9 @@ def main() -> None:
             overrides[key] = value
     if overrides:
         print(f"changed defaults: {overrides}")
+    learn_from = without_annotations(train_ds) if args.unannotated else train_ds
+    if args.unannotated:
+        print(f"training without the annotations of the {len(train_ds.images)} training images")
     models = {}
     for kind in args.models.split(","):
         config = TrainConfig(model=kind, device=args.device, **overrides)
@@ -309,17 +334,17 @@ def main() -> None:
         if args.reuse and path.is_file():
             print(f"{kind}: reusing {path}")
         else:
-            fit_verbosely(train(train_ds, config, path), kind)
+            fit_verbosely(train(learn_from, config, path), kind)
             fit = time.perf_counter() - t0
         predictor = Predictor.load(path, args.device)
         others = []  # with --retune: the point chosen without the newer settings, beside
         if args.retune:  # choose the operating point again (e.g. on a wider grid)
-            predictor.operating_point = retune(predictor, train_ds)
+            predictor.operating_point = retune(predictor, learn_from)
             print(f"{kind}: operating point chosen again: {predictor.operating_point.describe()}")
             if predictor.operating_point.vote_weights:  # and the best with equal votes
-                others.append(("equal votes", retune(predictor, train_ds, vote_margin=math.inf)))
+                others.append(("equal votes", retune(predictor, learn_from, vote_margin=math.inf)))
             if predictor.operating_point.min_peak is not None:  # and the best without a peak
-                others.append(("no min peak", retune(predictor, train_ds, peak_margin=math.inf)))
+                others.append(("no min peak", retune(predictor, learn_from, peak_margin=math.inf)))
             for what, other in others:
                 print(f"{kind}: {what}: {other.describe()}")
         models[kind] = predictor
@@ -329,7 +354,7 @@ def main() -> None:
         if kind in args.tta.split(","):  # at the point chosen on averaged maps, if it has one
             with_tta = lambda im, p=predictor: predict_image(p, im, tta=True)  # noqa: E731
             if args.retune and predictor.tta_point is not None:
-                predictor.tta_point = retune(predictor, train_ds, tta=True)
+                predictor.tta_point = retune(predictor, learn_from, tta=True)
             rows.append((f"{kind}+tta", with_tta, predictor.point(tta=True)))
             if predictor.tta_point is not None:  # and at the plain point, beside it
                 rows.append((f"{kind}+tta (plain point)", with_tta, point))

@@ -28,3 +28,15 @@ def test_peak_on_defect_within_reach_only(bench):
     heat[40, 71] = 0.0  # the soiling is highest now
     assert not bench.peak_on_defect(heat, truth)
     assert not bench.peak_on_defect(heat, np.zeros_like(truth))  # no defect: never on it
+
+
+def test_unannotated_training_images_keep_nothing_but_the_images(bench):
+    from napari_bioanomaly.core.model import Dataset, ImageRecord, Region
+
+    pit = Region(np.array([(0.0, 0.0), (0.0, 4.0), (4.0, 4.0)]), "pit")
+    ds = Dataset(images=[ImageRecord("a.png", regions=[pit]),
+                         ImageRecord("b.png", no_anomaly=True)], classes=["pit"])  # fmt: skip
+    bare = bench.without_annotations(ds)
+    assert [im.filename for im in bare.images] == ["a.png", "b.png"]
+    assert all(not im.regions and not im.no_anomaly for im in bare.images)
+    assert len(ds.images[0].regions) == 1  # the annotated dataset is left as it was

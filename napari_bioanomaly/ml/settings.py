@@ -214,7 +214,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("lines", "line cue", "join the memory bank's map and image score with the "
             "evidence of long thin structures (scratches, hairs, cracks), calibrated on "
             "normal pixels: yes, no, or auto (where it tells the annotated validation "
-            "images apart better)", kind="choice", choices=LINES, applies=_memory),
+            "images apart better; not joined when none is annotated: choose yes for thin "
+            "anomalies then)", kind="choice", choices=LINES, applies=_memory),
     Setting("features", "pixel features", "what the forest describes each pixel by: context "
             "(filter responses, the line cue of long thin structures and local contrast) or "
             "filters (filter responses only: 1.5-4x faster to predict)",

@@ -208,6 +208,11 @@ def _choose_lines(bank: _Bank, setting: str) -> bool:
 
 def _lines_message(bank: _Bank, setting: str, lines: bool) -> str:
     assert bank.lined is not None
+    if bank.alone.separation is None and setting == "auto":  # nothing to choose by
+        return (
+            "line cue: no annotated validation image to choose by; not joining it (for "
+            "thin anomalies, such as scratches, hairs or cracks, choose line cue: yes)"
+        )
     text = (f"line cue: {_validation_text(bank.lined)} on the validation images, "
             f"{_validation_text(bank.alone)} without")  # fmt: skip
     return text + ("; joining it" if lines else "; not joining it")

@@ -665,6 +665,11 @@ def test_cli_trains_on_a_folder_of_images_without_annotations(study, tmp_path, c
     out = tmp_path / "m.pt"
     assert main(["train", "--annotations", str(bare), "--out", str(out), "--model", "memory"]) == 0
     assert load_checkpoint(out)["classes"] == ["anomaly"]
+    # nothing to choose the line cue by: the log says so, and what thin anomalies want
+    assert not load_checkpoint(out)["scoring"]["lines"]
+    assert ("line cue: no annotated validation image to choose by; not joining it (for thin "
+            "anomalies, such as scratches, hairs or cracks, choose line cue: yes)"
+            in " ".join(capsys.readouterr().err.split()))  # fmt: skip
     assert main(["train", "--annotations", str(bare), "--out", str(tmp_path / "u.pt")]) == 2
     assert "no annotated anomalies" in capsys.readouterr().err
 

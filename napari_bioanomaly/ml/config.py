@@ -66,6 +66,13 @@ REMOVED_MODELS = {
     "0.96 against its 0.77, below even a no-learning reference's 0.85; docs/anomaly.md); "
     "train model memory on the same images instead",
 }
+#: What the memory bank's training says when no annotated validation image can choose
+#: whether the line cue joins (it then stays out; docs/benchmarks.md, "A folder without
+#: annotations"); the Train widget repeats it when the run ends.
+NO_LINES_CHOICE = (
+    "line cue: no annotated validation image to choose by; not joining it (for thin "
+    "anomalies, such as scratches, hairs or cracks, choose line cue: yes)"
+)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 CLASS_WEIGHTS = ("none", "balanced")
 #: What a memory bank's descriptors can be (fixed filter responses, random-weight

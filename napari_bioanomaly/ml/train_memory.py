@@ -45,7 +45,7 @@ from .anomaly import (
 )
 from .anomaly_fit import calibrate_scoring, separation
 from .checkpoint import checkpoint_payload, last_path, save_checkpoint
-from .config import TrainConfig
+from .config import NO_LINES_CHOICE, TrainConfig
 from .data import spread
 from .descriptors import ENCODERS, EncoderEnsemble, PatchEncoder
 from .device import pick_device
@@ -209,10 +209,7 @@ def _choose_lines(bank: _Bank, setting: str) -> bool:
 def _lines_message(bank: _Bank, setting: str, lines: bool) -> str:
     assert bank.lined is not None
     if bank.alone.separation is None and setting == "auto":  # nothing to choose by
-        return (
-            "line cue: no annotated validation image to choose by; not joining it (for "
-            "thin anomalies, such as scratches, hairs or cracks, choose line cue: yes)"
-        )
+        return NO_LINES_CHOICE
     text = (f"line cue: {_validation_text(bank.lined)} on the validation images, "
             f"{_validation_text(bank.alone)} without")  # fmt: skip
     return text + ("; joining it" if lines else "; not joining it")

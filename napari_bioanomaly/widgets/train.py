@@ -34,7 +34,7 @@ from ..core import annotations as annotation_files
 from ..core.chooser import tta_gain_text, tta_pays
 from ..core.model import BioAnomalyError
 from ..core.text import counted
-from ..ml.config import ANOMALY_MODELS, REGISTRY
+from ..ml.config import ANOMALY_MODELS, NO_LINES_CHOICE, REGISTRY
 from ..ml.settings import SETTINGS, config_from_form
 from ._common import slot, with_browse
 from ._jobs import _num, crossval_job, epoch_text, prime_torch, step_text, training_job
@@ -79,6 +79,7 @@ class TrainWidget(QWidget):
         self.result: Any = None
         self._progress: Any = None
         self._last_status = 0.0
+        self._hint = ""  # a status of the run worth repeating when it ends
         self._build()
         self.refresh_sources()
         self.viewer.layers.events.inserted.connect(lambda e: self.refresh_sources())
@@ -295,6 +296,7 @@ class TrainWidget(QWidget):
                              "wait for it, or stop it first.", error=True)  # fmt: skip
             return False
         self.result = None
+        self._hint = ""
         self.plot.clear()
         self._set_running(True)
         self._set_status(text)
@@ -359,6 +361,8 @@ class TrainWidget(QWidget):
             self._progress.update(1)
         if event.kind in ("warning", "status"):
             self._set_status(event.message, error=event.kind == "warning")
+            if event.message == NO_LINES_CHOICE:  # worth repeating when the run ends
+                self._hint = event.message
             return
         now = time.monotonic()
         if event.kind == "epoch":
@@ -376,6 +380,8 @@ class TrainWidget(QWidget):
             best = f" (best {result.best_text()})"
         elif self.model.currentText() in UNSUPERVISED:
             best = " (no validation ROC-AUC: it needs normal and anomalous validation images)"
+            if self._hint:
+                best += f"; {self._hint}"
         else:
             best = ""
         point = result.operating_point

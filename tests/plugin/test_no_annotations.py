@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from napari_bioanomaly.ml.config import NO_LINES_CHOICE
 from napari_bioanomaly.widgets.annotate import AnnotateWidget
 from napari_bioanomaly.widgets.review import ReviewWidget
 from napari_bioanomaly.widgets.train import TrainWidget
@@ -27,6 +28,9 @@ def test_unannotated_folder_to_heatmap_proposals_and_annotations(
     wait_for_job(qtbot, train, 120_000)
     model = dataset_dir / "bioanomaly-memory.pt"
     assert model.is_file(), train.status.text()
+    # nothing annotated chose the line cue: the end of the run says so, and what to do
+    assert train.status.text().endswith(f"; {NO_LINES_CHOICE}. Last state: "
+                                        f"{dataset_dir / 'bioanomaly-memory.last.pt'}")  # fmt: skip
 
     review = ReviewWidget(viewer)
     qtbot.addWidget(review)

@@ -46,7 +46,7 @@ from torch import nn
 
 from ..core.model import BioAnomalyError
 from ..core.reference import contrast_map, line_map
-from .config import TOP_FRACTION, TOP_FRACTIONS, TrainConfig
+from .config import TOP_FRACTION, TOP_FRACTIONS
 from .descriptors import EncoderEnsemble, PatchEncoder, describe
 from .device import free_memory, is_oom
 from .features import features
@@ -248,7 +248,6 @@ def raw_map(
     norm: np.ndarray,
     model: nn.Module | None,
     scoring: dict[str, Any],
-    config: TrainConfig,
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
     """The smoothed, uncalibrated anomaly map ``(H, W)`` of a normalised image."""
@@ -262,12 +261,11 @@ def image_map(
     norm: np.ndarray,
     model: nn.Module | None,
     scoring: dict[str, Any],
-    config: TrainConfig,
     device: torch.device | str = "cpu",
 ) -> tuple[np.ndarray, float]:
     """Calibrated anomaly map ``(H, W)`` of a normalised image, and its calibrated score
     (with the line cue where ``scoring["lines"]``, sharpened where ``["sharpen"]``)."""
-    raw = raw_map(kind, norm, model, scoring, config, device)
+    raw = raw_map(kind, norm, model, scoring, device)
     heat = calibrate(raw, scoring["center"], scoring["threshold"])
     line_score = None
     if scoring.get("lines"):

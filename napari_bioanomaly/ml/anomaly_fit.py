@@ -53,7 +53,7 @@ def calibrate_scoring(
     normal_px, contrast_px, per_image, line_px, line_tops = [], [], [], [], []
     for i in spread(indices, 64):
         norm = cache(i)
-        raw = raw_map(kind, norm, model, scoring, config, device)
+        raw = raw_map(kind, norm, model, scoring, device)
         cls, _ = data.rasterise(dataset.images[i], classes, norm.shape)
         valid = cls == 0
         if not valid.any():

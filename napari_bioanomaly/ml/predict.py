@@ -328,7 +328,6 @@ def predict_image(
             norm,
             predictor.model,
             predictor.extra["scoring"],
-            predictor.config,
             predictor.device,
         )
         return np.stack([1.0 - heat, heat]), score

@@ -321,7 +321,7 @@ def _build(
         if cancel.is_set():
             return None
         norm = cache(i)
-        raw = raw_map("memory", norm, encoder, scoring, config, device)
+        raw = raw_map("memory", norm, encoder, scoring, device)
         heat = calibrate(raw, scoring["center"], scoring["threshold"])
         maps = {"plain": heat, "sharp": sharpen(heat, norm, scoring)}
         if lines:

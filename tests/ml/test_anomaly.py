@@ -290,7 +290,7 @@ def test_predictions_with_the_line_cue_are_joined(study, trained, stored):
     joined = predict_image(predictor, image)
     expected = anomaly.with_lines(1.0 - plain[0][0], cue, predictor.extra["scoring"])
     np.testing.assert_allclose(1.0 - joined[0][0], expected, atol=1e-6)
-    raw = anomaly.raw_map("memory", norm, predictor.model, scoring, predictor.config)
+    raw = anomaly.raw_map("memory", norm, predictor.model, scoring)
     raw_score = anomaly.top_k(raw, fraction=scoring.get("image_top", anomaly.TOP_FRACTION))
     z = anomaly.image_z(raw_score, predictor.extra["scoring"], anomaly.line_top(cue))
     assert z == pytest.approx((anomaly.image_z(raw_score, scoring)
@@ -365,7 +365,7 @@ def test_a_bank_joined_by_the_line_cue_keeps_it_relative_to_its_surroundings(stu
     cue = line_map(norm, window=anomaly.LINE_WINDOW)
     assert scoring["line_center"] == pytest.approx(float(np.median(cue)), rel=0.5)
     assert not scoring["line_center"] == pytest.approx(float(np.median(line_map(norm))), rel=0.5)
-    heat = anomaly.calibrate(anomaly.raw_map("memory", norm, None, scoring, config),
+    heat = anomaly.calibrate(anomaly.raw_map("memory", norm, None, scoring),
                              scoring["center"], scoring["threshold"])  # fmt: skip
     expected = anomaly.with_lines(heat, cue, scoring)
     if scoring["sharpen"]:

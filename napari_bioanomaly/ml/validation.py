@@ -196,7 +196,7 @@ def operating_point(
 ) -> Generator[TrainEvent, None, operating.OperatingPoint]:
     """Choose the operating point of a trained model on the validation images (the
     default point when none of them is annotated). ``extra`` is what the model's
-    :class:`~.predict.Predictor` needs besides the network (``scoring``, ``forest``).
+    :class:`~.predict.Predictor` needs besides the network (the ``forest``).
     ``tta``: on maps averaged over the flips and rotations of test-time augmentation;
     ``against``: the point to beat there (see :func:`choose_operating_point`)."""
     annotated = [i for i in val_idx if dataset.images[i].regions]
@@ -215,8 +215,7 @@ def operating_point(
     )
     point = choose_operating_point(
         lambda image: predict_image(predictor, image, tta=tta)[0], dataset, val_idx,
-        data.class_names(dataset) if not config.unsupervised else dataset.class_names(),
-        criterion, against=against,
+        data.class_names(dataset), criterion, against=against,
     )  # fmt: skip
     what = "operating point for test-time augmentation" if tta else "operating point"
     same = (

@@ -54,6 +54,9 @@ from .features import features
 #: Memory bank size (coreset) and how many candidate patches it is chosen from.
 BANK_SIZE = 4096
 CANDIDATES = 40_000
+#: How many neighbours of other images a candidate descriptor's outlier score is taken
+#: over (:func:`outliers`), and among how many candidates at most they are looked for.
+OUTLIER_NEIGHBOURS, OUTLIER_REFERENCE = 5, 20_000
 #: Every how many pixels (in rows and columns) the memory bank scores a descriptor; the
 #: map in between is interpolated.
 QUERY_STRIDE = 4
@@ -139,18 +142,24 @@ def _image_z(score: float, scoring: dict[str, Any], prefix: str) -> float:
     return (score - scoring[f"{prefix}image_threshold"]) / spread
 
 
+def projected(features: torch.Tensor, gen: torch.Generator, dims: int = 32) -> torch.Tensor:
+    """``features`` in a random ``dims``-dimensional projection (Johnson-Lindenstrauss: the
+    distances between rows are kept approximately), for fast neighbour searches."""
+    dims = min(dims, features.shape[1])
+    return features @ torch.randn(features.shape[1], dims, generator=gen) / math.sqrt(dims)
+
+
 def coreset(features: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
     """Greedy k-center coreset (as PatchCore): ``size`` rows that cover ``features``.
 
-    Distances are taken in a random 32-dimensional projection (Johnson-Lindenstrauss),
-    which keeps the selection fast for tens of thousands of candidates.
+    Distances are taken in a random 32-dimensional projection (:func:`projected`), which
+    keeps the selection fast for tens of thousands of candidates.
     """
     n = len(features)
     if n <= size:
         return features.clone()
     gen = torch.Generator().manual_seed(seed)
-    dims = min(32, features.shape[1])
-    proj = features @ torch.randn(features.shape[1], dims, generator=gen) / math.sqrt(dims)
+    proj = projected(features, gen)
     chosen = [int(torch.randint(n, (1,), generator=gen))]
     dist = (proj - proj[chosen[0]]).pow(2).sum(1)
     for _ in range(size - 1):
@@ -158,6 +167,48 @@ def coreset(features: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
         chosen.append(i)
         dist = torch.minimum(dist, (proj - proj[i]).pow(2).sum(1))
     return features[chosen].clone()
+
+
+def outliers(
+    features: torch.Tensor,
+    owners: np.ndarray,
+    share: float,
+    seed: int = 0,
+    neighbours: int = OUTLIER_NEIGHBOURS,
+) -> torch.Tensor:
+    """Which candidate descriptors to leave out of a memory bank: the ``share`` of them
+    farthest from what other images hold (boolean ``(N,)``).
+
+    A pixel's outlier score is its mean distance to its ``neighbours`` nearest
+    candidates of *other* images (``owners``: the image of each row), among at most
+    :data:`OUTLIER_REFERENCE` of them, in a random projection (:func:`projected`).
+    Anomalies nobody annotated (a folder learnt from as it is) are what few other images
+    look like; the coreset, which keeps the most isolated candidates, would otherwise
+    keep exactly them (as SoftPatch, Jiang et al. 2022, denoises PatchCore's patches).
+    """
+    n = len(features)
+    drop = int(share * n)
+    if drop < 1 or n <= neighbours:
+        return torch.zeros(n, dtype=torch.bool)
+    gen = torch.Generator().manual_seed(seed)
+    proj = projected(features, gen)
+    owner = torch.as_tensor(np.asarray(owners), dtype=torch.int64)
+    ref = torch.randperm(n, generator=gen)[: min(n, OUTLIER_REFERENCE)]
+    k = min(neighbours, len(ref) - 1)
+    scores = []
+    with torch.no_grad():
+        for rows in torch.arange(n).split(1024):
+            dist = torch.cdist(proj[rows], proj[ref])
+            dist[owner[rows, None] == owner[None, ref]] = math.inf  # the same image's
+            scores.append(dist.topk(k, dim=1, largest=False).values.mean(dim=1))
+    score = torch.cat(scores)
+    # rows with too few candidates of other images to compare with stay (infinite score)
+    finite = torch.isfinite(score)
+    drop = min(drop, int(finite.sum()))
+    out = torch.zeros(n, dtype=torch.bool)
+    if drop:
+        out[torch.where(finite, score, -1.0).topk(drop).indices] = True
+    return out
 
 
 def memory_descriptors(

@@ -216,6 +216,11 @@ SETTINGS: tuple[Setting, ...] = (
             "normal pixels: yes, no, or auto (where it tells the annotated validation "
             "images apart better; not joined when none is annotated: choose yes for thin "
             "anomalies then)", kind="choice", choices=LINES, applies=_memory),
+    Setting("bank_outliers", "outlier share", "share of the memory bank's candidate patches "
+            "left out as outliers, those least like any other image's: anomalies nobody "
+            "annotated, which the bank would otherwise learn as normal; 0.05 where most "
+            "images hold anomalies (0: none; see docs/anomaly.md)",
+            kind="float", high=0.5, step=0.01, decimals=3, applies=_memory, metavar="SHARE"),
     Setting("features", "pixel features", "what the forest describes each pixel by: context "
             "(filter responses, the line cue of long thin structures and local contrast) or "
             "filters (filter responses only: 1.5-4x faster to predict)",

@@ -38,6 +38,7 @@ from .anomaly import (
     image_z,
     line_top,
     memory_descriptors,
+    outliers,
     raw_map,
     sharpen,
     top_ks,
@@ -283,7 +284,7 @@ def _build(
 
     chosen = spread(train_idx, 256)
     per_image = max(1000, CANDIDATES // max(1, len(chosen)))
-    candidates = []
+    candidates, owners = [], []
     for step, i in enumerate(chosen, start=1):
         if cancel.is_set():
             return None
@@ -294,6 +295,7 @@ def _build(
         feats = memory_descriptors(norm, 4, encoder, device)[~near]
         if len(feats):
             candidates.append(feats[rng.choice(len(feats), min(len(feats), per_image), False)])
+            owners.append(np.full(len(candidates[-1]), i))
         name = dataset.images[i].filename
         yield TrainEvent("step", 0, 1, step, len(chosen),
                          message=f"{kind} descriptors of {name}")  # fmt: skip
@@ -301,7 +303,15 @@ def _build(
         raise BioAnomalyError("no normal pixels in the training images for the memory bank")
     pool = np.concatenate(candidates)
     mean, std = pool.mean(axis=0), pool.std(axis=0) + 1e-6
-    bank = coreset(torch.from_numpy((pool - mean) / std), BANK_SIZE, config.seed)
+    standard = torch.from_numpy((pool - mean) / std)
+    if config.bank_outliers:
+        drop = outliers(standard, np.concatenate(owners), config.bank_outliers, config.seed)
+        standard = standard[~drop]
+        left = counted(int(drop.sum()), "candidate patch", "candidate patches")
+        yield TrainEvent("status", 0, 1, len(chosen), len(chosen), message=(
+            f"left out {left} of {len(pool):,}, the farthest from other images' (anomalies "
+            "nobody annotated)"))  # fmt: skip
+    bank = coreset(standard, BANK_SIZE, config.seed)
     scoring: dict[str, Any] = {"mean": mean.tolist(), "std": std.tolist(), "bank": bank,
                                "descriptors": kind, "line_window": LINE_WINDOW}  # fmt: skip
     if isinstance(encoder, EncoderEnsemble):

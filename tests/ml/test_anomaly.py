@@ -20,7 +20,7 @@ from napari_bioanomaly.cli import main
 from napari_bioanomaly.core import annotations
 from napari_bioanomaly.core.imagemetrics import roc_auc
 from napari_bioanomaly.core.images import read_image
-from napari_bioanomaly.core.model import BioAnomalyError, Dataset
+from napari_bioanomaly.core.model import BioAnomalyError, Dataset, ImageRecord
 from napari_bioanomaly.core.synthetic import SampleConfig, write_sample
 from napari_bioanomaly.ml import anomaly, data, models, train_memory
 from napari_bioanomaly.ml.config import NO_LINES_CHOICE, TrainConfig
@@ -503,6 +503,55 @@ def test_coreset_covers_the_candidates():
     # greedy k-center picks one point of each well-separated cluster
     nearest = torch.cdist(chosen, clusters).argmin(dim=1)
     assert sorted(nearest.tolist()) == [0, 1, 2, 3, 4]
+
+
+def test_outliers_are_what_other_images_do_not_hold():
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.randn(4, 16, generator=gen) * 5
+    # 10 images of 200 normal patches each, around 4 shared kinds of texture
+    kinds = torch.randint(4, (2000,), generator=gen)
+    normal = centres[kinds] + torch.randn(2000, 16, generator=gen)
+    owners = np.repeat(np.arange(10), 200)
+    # image 3 also holds a stain: 30 patches alike, and like nothing elsewhere
+    stain = torch.randn(16, generator=gen) * 5 + torch.randn(30, 16, generator=gen) * 0.5
+    # a kind of texture only images 5-9 hold, 10 patches each: not an outlier
+    shared = torch.randn(16, generator=gen) * 5 + torch.randn(50, 16, generator=gen)
+    feats = torch.cat([normal, stain, shared])
+    owner = np.concatenate([owners, np.full(30, 3), np.repeat(np.arange(5, 10), 10)])
+    out = anomaly.outliers(feats, owner, share=30 / len(feats))
+    assert out.dtype == torch.bool and out.shape == (len(feats),)
+    assert out[2000:2030].all()  # the stain, though its patches are alike each other
+    assert not out[2030:].any() and int(out.sum()) == 30
+    assert not anomaly.outliers(feats, owner, share=0.0).any()
+    # one image alone: nothing to compare with, nothing left out
+    assert not anomaly.outliers(feats, np.zeros(len(feats), int), share=0.1).any()
+
+
+def test_outliers_left_out_keep_unannotated_anomalies_out_of_the_bank(tmp_path):
+    """A folder learnt from as it is (no annotation, anomalies in most images): leaving
+    out the candidates least like other images' makes the map find the anomalies (on this
+    sample pixel AUROC 0.94 against 0.22 with none left out)."""
+    from napari_bioanomaly.ml.train import train
+
+    write_sample(tmp_path, SampleConfig(n_images=6, size=128, seed=3))
+    ds, _ = annotations.load(tmp_path / "annotations.json")
+    bare = Dataset(images=[ImageRecord(im.filename, im.shape) for im in ds.images],
+                   root=tmp_path, classes=list(ds.classes), class_attribute="class")  # fmt: skip
+    aucs = {}
+    for share in (0.0, 0.05):
+        config = TrainConfig(model="memory", seed=0, lines="no", bank_outliers=share)
+        events, result = drain(train(bare, config, tmp_path / f"m{share}.pt"))
+        predictor = Predictor.load(result.best, "cpu")
+        truth, heat = [], []
+        for im in ds.images:
+            probs, _ = predict_image(predictor, read_image(tmp_path / im.filename))
+            truth.append(data.rasterise(im, ds.class_names(), probs.shape[1:])[0].ravel() > 0)
+            heat.append(1.0 - probs[0].ravel())
+        aucs[share] = roc_auc(np.concatenate(truth), np.concatenate(heat))
+        said = [e.message for e in events if "left out" in (e.message or "")]
+        assert bool(said) == bool(share), said
+    assert aucs[0.05] > 0.9 and aucs[0.05] > aucs[0.0] + 0.3, aucs
+    assert TrainConfig().bank_outliers == 0.0  # not the default: on real sets it cost (docs)
 
 
 def test_calibrate_maps_threshold_to_half_and_keeps_order():

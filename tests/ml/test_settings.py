@@ -34,6 +34,7 @@ CHANGED = {
     "descriptors": (["--descriptors", "filters"], "filters"),
     "sharpen": (["--sharpen", "no"], "no"),
     "lines": (["--lines", "yes"], "yes"),
+    "bank_outliers": (["--bank-outliers", "0.1"], 0.1),
     "features": (["--features", "filters"], "filters"),
     "autocontext": (["--no-autocontext"], False),
     "tta_point": (["--tta-point", "yes"], "yes"),

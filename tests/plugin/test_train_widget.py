@@ -124,10 +124,14 @@ def test_baseline_is_one_click_and_unsupervised_models_train(widgets, qtbot):
     assert "forest" in load_checkpoint(folder / "bioanomaly-forest.pt")
     train.model.setCurrentText("memory")
     assert not train.class_weights.isEnabled()
+    # outliers left out of the bank (for folders whose images mostly hold anomalies)
+    assert train.fields["bank_outliers"].isEnabled()
+    train.fields["bank_outliers"].setValue(0.05)
     assert train.start()
     wait_for_job(qtbot, train, 120_000)
     assert "ROC-AUC" in train.status.text(), train.status.text()
-    assert "scoring" in load_checkpoint(folder / "bioanomaly-memory.pt")
+    saved = load_checkpoint(folder / "bioanomaly-memory.pt")
+    assert "scoring" in saved and saved["config"]["bank_outliers"] == 0.05
 
 
 def test_status_lines_of_steps_without_a_loss_count_steps_not_images():

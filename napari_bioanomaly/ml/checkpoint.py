@@ -27,7 +27,7 @@ from ..core.fileio import atomic_write
 from ..core.model import BioAnomalyError
 from ..core.operating import OperatingPoint
 from . import models
-from .config import ANOMALY_MODELS, BANK_DESCRIPTORS, TOP_FRACTION, TrainConfig
+from .config import ANOMALY_MODELS, BANK_DESCRIPTORS, LINE_JOINS, TOP_FRACTION, TrainConfig
 from .descriptors import descriptor_dims, descriptor_network
 from .features import FEATURE_SETS, PROBABILITY_FEATURES
 
@@ -265,6 +265,10 @@ def _scoring(scoring: Any, model: str) -> None:
             raise BioAnomalyError(f"scoring.{flag}: true or false, not {_short(on)}")
         for prefix in prefixes if on else ():  # the calibration of the cue the map uses
             _cue_levels(scoring, prefix, cue)
+    join = scoring.get("line_join", "mean")
+    if join not in LINE_JOINS:
+        raise BioAnomalyError(f"scoring.line_join: one of {', '.join(LINE_JOINS)}, not "
+                              f"{_short(join)}")  # fmt: skip
     if model != "memory":
         return
     arrays = {}

@@ -67,12 +67,19 @@ REMOVED_MODELS = {
     "train model memory on the same images instead",
 }
 #: What the memory bank's training says when no annotated validation image can choose
-#: whether the line cue joins (it then stays out; docs/benchmarks.md, "A folder without
-#: annotations"); the Train widget repeats it when the run ends.
+#: whether the line cue joins (it then joins by the root mean square; docs/benchmarks.md,
+#: "The line cue without annotations, joined by the root mean square"); the Train widget
+#: repeats it when the run ends.
 NO_LINES_CHOICE = (
-    "line cue: no annotated validation image to choose by; not joining it (for thin "
-    "anomalies, such as scratches, hairs or cracks, choose line cue: yes)"
+    "line cue: no annotated validation image to choose by; joining it by the root mean "
+    "square, what found the most anomalies without annotations on real images (for spots "
+    "or pits only, choose line cue: no)"
 )
+#: How the line cue joins a memory bank's calibrated map (:func:`.anomaly.with_lines`):
+#: their mean where annotated validation images choose the operating point, their root
+#: mean square where the calibrated 0.5 is the point (a strong anomaly in one of the two
+#: then stays above it).
+LINE_JOINS = ("mean", "rms")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 CLASS_WEIGHTS = ("none", "balanced")
 #: What a memory bank's descriptors can be (fixed filter responses, random-weight
@@ -202,7 +209,9 @@ class TrainConfig:
         Whether the memory bank's map and image score are joined by the line cue, the
         evidence of long thin structures calibrated on normal pixels
         (:func:`.anomaly.with_lines`): ``yes``, ``no``, or ``auto`` (default): where that
-        tells the annotated validation images apart better.
+        tells the annotated validation images apart better, and where no validation image
+        is annotated (joined by the root mean square then, as with ``yes``:
+        :data:`LINE_JOINS`).
     bank_outliers
         Share of the memory bank's candidate patches left out before its coreset as
         outliers, those least like any other image's (:func:`.anomaly.outliers`): the

@@ -135,6 +135,8 @@ def train_memory(
     scoring = {**best.scoring, "sharpen": sharp, "lines": lines}
     if not lines:
         scoring = {k: v for k, v in scoring.items() if not k.startswith("line_")}
+    elif not chosen.points["plain"].n_truth:  # the calibrated 0.5 is the point: see
+        scoring["line_join"] = "rms"  # .anomaly.with_lines
     pixel_auc = chosen.sharp_pixel_auc if sharp else chosen.val_pixel_auc
     for message in _point_messages(chosen, config.sharpen, point, sharp):
         yield TrainEvent("status", 0, 1, best.steps, best.steps, message=message)
@@ -199,11 +201,12 @@ def _gains(maps: _Maps, than: _Maps) -> bool:
 
 def _choose_lines(bank: _Bank, setting: str) -> bool:
     """Whether the line cue joins the map: with ``auto`` where that tells the validation
-    images apart better (:func:`_gains`); never when it was not tried."""
+    images apart better (:func:`_gains`), and where no annotated validation image can
+    tell (:data:`.config.NO_LINES_CHOICE`); never when it was not tried."""
     if bank.lined is None:
         return False
     if setting == "auto":
-        return _gains(bank.lined, bank.alone)
+        return bank.alone.separation is None or _gains(bank.lined, bank.alone)
     return setting == "yes"
 
 

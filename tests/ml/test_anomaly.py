@@ -256,6 +256,27 @@ def test_line_cue_joins_where_validation_images_are_told_apart_better():
     assert not train_memory._choose_lines(bank, "auto") and train_memory._choose_lines(bank, "yes")
     bank.lined = None  # not tried (lines "no"): never
     assert not train_memory._choose_lines(bank, "yes")
+    # no annotated validation image to tell: joined (by the root mean square, below)
+    bank.alone, bank.lined = train_memory._Maps(None, None, {}), train_memory._Maps(None, None, {})
+    assert train_memory._choose_lines(bank, "auto") and not train_memory._choose_lines(bank, "no")
+
+
+def test_without_a_chosen_point_the_line_cue_joins_by_the_root_mean_square():
+    """The mean of map and cue needs a bank map of 1.0 for a spot the cue does not see to
+    reach the calibrated 0.5; their root mean square keeps it above 0.5 from about 0.71."""
+    scoring = {"line_center": 0.0, "line_threshold": 1.0}
+    heat = np.array([[0.8, 0.6, 0.5, 0.3]], np.float32)  # a spot, a faint one, ...
+    lines = np.full_like(heat, -1.0)  # the cue sees nothing there (calibrated ~0.02)
+    cue = anomaly.calibrate(lines, 0.0, 1.0)
+    mean = anomaly.with_lines(heat, lines, scoring)
+    np.testing.assert_allclose(mean, (heat + cue) / 2, rtol=1e-6)
+    rms = anomaly.with_lines(heat, lines, {**scoring, "line_join": "rms"})
+    np.testing.assert_allclose(rms, np.sqrt((heat**2 + cue**2) / 2), rtol=1e-6)
+    assert rms.dtype == np.float32
+    assert (mean < 0.5).all() and rms[0, 0] > 0.5 and (rms[0, 1:] < 0.5).all()
+    both = anomaly.with_lines(np.array([0.6], np.float32), np.array([1.0], np.float32),
+                              {**scoring, "line_join": "rms"})  # fmt: skip
+    assert both[0] > 0.5  # where both see it, as with the mean
 
 
 @pytest.mark.parametrize("stored", [True, False])
@@ -714,8 +735,10 @@ def test_cli_trains_on_a_folder_of_images_without_annotations(study, tmp_path, c
     out = tmp_path / "m.pt"
     assert main(["train", "--annotations", str(bare), "--out", str(out), "--model", "memory"]) == 0
     assert load_checkpoint(out)["classes"] == ["anomaly"]
-    # nothing to choose the line cue by: the log says so, and what thin anomalies want
-    assert not load_checkpoint(out)["scoring"]["lines"]
+    # nothing to choose the line cue by: it joins by the root mean square, the log says
+    # so, and what spots and pits want
+    scoring = load_checkpoint(out)["scoring"]
+    assert scoring["lines"] and scoring["line_join"] == "rms"
     assert NO_LINES_CHOICE in " ".join(capsys.readouterr().err.split())
     assert main(["train", "--annotations", str(bare), "--out", str(tmp_path / "u.pt")]) == 2
     assert "no annotated anomalies" in capsys.readouterr().err

@@ -232,6 +232,7 @@ def test_malformed_memory_banks_are_refused(tmp_path):
         ("line_window", 0, r"scoring\.line_window: a window of 3 to 1025 px, not 0"),
         ("line_window", True, r"scoring\.line_window: a window of 3 to 1025 px, not True"),
         ("line_window", 61.5, r"scoring\.line_window: a window of 3 to 1025 px, not 61\.5"),
+        ("line_join", "max", r"scoring\.line_join: one of mean, rms, not 'max'"),
     ):
         bad = copy.deepcopy(ok)
         bad["scoring"][key] = value

@@ -28,7 +28,8 @@ def test_unannotated_folder_to_heatmap_proposals_and_annotations(
     wait_for_job(qtbot, train, 120_000)
     model = dataset_dir / "bioanomaly-memory.pt"
     assert model.is_file(), train.status.text()
-    # nothing annotated chose the line cue: the end of the run says so, and what to do
+    # nothing annotated chose the line cue: the end of the run says how it joined, and
+    # what spots and pits want
     assert train.status.text().endswith(f"; {NO_LINES_CHOICE}. Last state: "
                                         f"{dataset_dir / 'bioanomaly-memory.last.pt'}")  # fmt: skip
 

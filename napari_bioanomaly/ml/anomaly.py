@@ -179,7 +179,7 @@ def outliers(
     """Which candidate descriptors to leave out of a memory bank: the ``share`` of them
     farthest from what other images hold (boolean ``(N,)``).
 
-    A pixel's outlier score is its mean distance to its ``neighbours`` nearest
+    A candidate's outlier score is its mean distance to its ``neighbours`` nearest
     candidates of *other* images (``owners``: the image of each row), among at most
     :data:`OUTLIER_REFERENCE` of them, in a random projection (:func:`projected`).
     Anomalies nobody annotated (a folder learnt from as it is) are what few other images

@@ -546,6 +546,8 @@ def test_outliers_are_what_other_images_do_not_hold():
     assert not anomaly.outliers(feats, owner, share=0.0).any()
     # one image alone: nothing to compare with, nothing left out
     assert not anomaly.outliers(feats, np.zeros(len(feats), int), share=0.1).any()
+    with pytest.raises(BioAnomalyError, match=r"bank_outliers must be in \[0, 0\.5\]"):
+        TrainConfig(model="memory", bank_outliers=0.7)
 
 
 def test_outliers_left_out_keep_unannotated_anomalies_out_of_the_bank(tmp_path):

@@ -135,7 +135,7 @@ def train_memory(
     scoring = {**best.scoring, "sharpen": sharp, "lines": lines}
     if not lines:
         scoring = {k: v for k, v in scoring.items() if not k.startswith("line_")}
-    elif not chosen.points["plain"].n_truth:  # the calibrated 0.5 is the point: see
+    elif not chosen.chooses_point:  # the calibrated 0.5 is the point: see
         scoring["line_join"] = "rms"  # .anomaly.with_lines
     pixel_auc = chosen.sharp_pixel_auc if sharp else chosen.val_pixel_auc
     for message in _point_messages(chosen, config.sharpen, point, sharp):
@@ -166,6 +166,12 @@ class _Maps:
     val_pixel_auc: float | None
     points: dict[str, PointChooser]
     sharp_pixel_auc: float | None = None
+
+    @property
+    def chooses_point(self) -> bool:
+        """Whether annotated validation regions choose the operating point (otherwise it
+        is the default: the calibrated 0.5)."""
+        return bool(self.points["plain"].n_truth)
 
     @property
     def separation(self) -> float | None:
@@ -224,7 +230,7 @@ def _choose_point(maps: _Maps, setting: str) -> tuple[OperatingPoint, bool]:
     with ``auto``, where that raises the validation score of the point
     (:func:`~..core.operating.f1_score`) by more than :data:`MARGIN`; never without
     annotated validation images (the default point then)."""
-    if not maps.points["plain"].n_truth:
+    if not maps.chooses_point:
         return OperatingPoint(), setting == "yes"
     plain, sharp = maps.points["plain"].choose(), maps.points["sharp"].choose()
     if setting == "auto":
@@ -239,7 +245,7 @@ def _point_score(point: OperatingPoint) -> float:
 
 def _point_messages(maps: _Maps, setting: str, point: OperatingPoint, sharp: bool) -> list[str]:
     """What the choice of the operating point and of sharpening reports."""
-    if not maps.points["plain"].n_truth:
+    if not maps.chooses_point:
         return [
             "no annotated validation images: the default operating point"
             + (", sharpened" if sharp else "")

@@ -27,7 +27,14 @@ from ..core.fileio import atomic_write
 from ..core.model import BioAnomalyError
 from ..core.operating import OperatingPoint
 from . import models
-from .config import ANOMALY_MODELS, BANK_DESCRIPTORS, LINE_JOINS, TOP_FRACTION, TrainConfig
+from .config import (
+    ANOMALY_MODELS,
+    BANK_DESCRIPTORS,
+    IMAGE_SOURCES,
+    LINE_JOINS,
+    TOP_FRACTION,
+    TrainConfig,
+)
 from .descriptors import descriptor_dims, descriptor_network
 from .features import FEATURE_SETS, PROBABILITY_FEATURES
 
@@ -269,6 +276,10 @@ def _scoring(scoring: Any, model: str) -> None:
     if join not in LINE_JOINS:
         raise BioAnomalyError(f"scoring.line_join: one of {', '.join(LINE_JOINS)}, not "
                               f"{_short(join)}")  # fmt: skip
+    source = scoring.get("image_from", "bank")
+    if source not in IMAGE_SOURCES:
+        raise BioAnomalyError(f"scoring.image_from: one of {', '.join(IMAGE_SOURCES)}, not "
+                              f"{_short(source)}")  # fmt: skip
     if model != "memory":
         return
     arrays = {}

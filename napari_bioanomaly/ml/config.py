@@ -80,6 +80,11 @@ NO_LINES_CHOICE = (
 #: mean square where the calibrated 0.5 is the point (a strong anomaly in one of the two
 #: then stays above it).
 LINE_JOINS = ("mean", "rms")
+#: What a memory bank's image score is taken from (:func:`.anomaly.image_map`): the bank's
+#: raw map (and the line cue's) standardised on normal images, pooled as the annotated
+#: validation images chose, or, without annotated validation images, the top of the
+#: calibrated map the proposals come from (:data:`.anomaly.MAP_TOP_FRACTION`).
+IMAGE_SOURCES = ("bank", "map")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 CLASS_WEIGHTS = ("none", "balanced")
 #: What a memory bank's descriptors can be (fixed filter responses, random-weight

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from .anomaly import (
     BANK_SIZE,
     CANDIDATES,
     LINE_WINDOW,
+    MAP_TOP_FRACTION,
     TOP_FRACTION,
     TOP_FRACTIONS,
     calibrate,
@@ -41,10 +42,11 @@ from .anomaly import (
     outliers,
     raw_map,
     sharpen,
+    top_k,
     top_ks,
     with_lines,
 )
-from .anomaly_fit import calibrate_scoring, separation
+from .anomaly_fit import calibrate_scoring, image_levels, separation
 from .checkpoint import checkpoint_payload, last_path, save_checkpoint
 from .config import NO_LINES_CHOICE, TrainConfig
 from .data import spread
@@ -124,7 +126,12 @@ def train_memory(
     if len(kinds) > 1:
         yield TrainEvent("status", 0, 1, 0, 1, message=f"keeping the {best.kind} descriptors")
     encoder = best.encoder
-    if best.pooling is not None:
+    # nothing chose the pooling: the image score is the top of the map shown (where
+    # validation images were kept apart to calibrate it on)
+    by_map = not best.alone.chooses_point and bool(best.map_tops.get("plain"))
+    if by_map:
+        yield TrainEvent("status", 0, 1, best.steps, best.steps, message=MAP_SCORE_TEXT)
+    elif best.pooling is not None:
         yield TrainEvent("status", 0, 1, best.steps, best.steps, message=best.pooling.describe())
     lines = _choose_lines(best, config.lines)
     if best.lined is not None:
@@ -137,6 +144,9 @@ def train_memory(
         scoring = {k: v for k, v in scoring.items() if not k.startswith("line_")}
     elif not chosen.chooses_point:  # the calibrated 0.5 is the point: see
         scoring["line_join"] = "rms"  # .anomaly.with_lines
+    if by_map:
+        tops = best.map_tops["rms" if lines else "plain"]
+        scoring.update(image_from="map", image_top=MAP_TOP_FRACTION, **image_levels(tops))
     pixel_auc = chosen.sharp_pixel_auc if sharp else chosen.val_pixel_auc
     for message in _point_messages(chosen, config.sharpen, point, sharp):
         yield TrainEvent("status", 0, 1, best.steps, best.steps, message=message)
@@ -192,6 +202,10 @@ class _Bank:
     alone: _Maps
     lined: _Maps | None = None
     pooling: _Pooling | None = None
+    #: each validation image's mean of the top :data:`.anomaly.MAP_TOP_FRACTION` of the
+    #: calibrated map alone (``plain``) and joined by the line cue's root mean square
+    #: (``rms``): the image score where no annotated validation image chooses the point
+    map_tops: dict[str, list[float]] = field(default_factory=dict)
 
 
 def _better(bank: _Bank, than: _Bank) -> bool:
@@ -333,6 +347,7 @@ def _build(
                                 line_maps=line_maps)  # fmt: skip
     levels = scoring.pop("image_levels")
     labels, tops, line_tops, px_labels = [], [], [], []
+    map_tops: dict[str, list[float]] = {"plain": [], "rms": []}
     px_scores: dict[str, list[np.ndarray]] = {k: [] for k in _VARIANTS}
     points = {k: PointChooser(classes=classes) for k in _VARIANTS}
     on_point = set(spread(val_idx, POINT_IMAGES))
@@ -343,11 +358,14 @@ def _build(
         raw = raw_map("memory", norm, encoder, scoring, device)
         heat = calibrate(raw, scoring["center"], scoring["threshold"])
         maps = {"plain": heat, "sharp": sharpen(heat, norm, scoring)}
+        map_tops["plain"].append(top_k(heat, fraction=MAP_TOP_FRACTION))
         if lines:
             cue = line_maps(i, norm)
             line_tops.append(line_top(cue))
             maps["lines"] = with_lines(heat, cue, scoring)
             maps["lines_sharp"] = sharpen(maps["lines"], norm, scoring)
+            rms = with_lines(heat, cue, {**scoring, "line_join": "rms"})
+            map_tops["rms"].append(top_k(rms, fraction=MAP_TOP_FRACTION))
         cls, inst = data.rasterise(dataset.images[i], classes, norm.shape)
         labels.append(int(bool(dataset.images[i].regions)))
         tops.append(top_ks(raw))
@@ -372,8 +390,12 @@ def _build(
     if lines:
         joined = [image_z(r, scoring, t) for r, t in zip(scores, line_tops, strict=True)]
         lined = judged("lines", "lines_sharp", joined)
-    return _Bank(kind, scoring, encoder, len(chosen), alone, lined, pooling)
+    return _Bank(kind, scoring, encoder, len(chosen), alone, lined, pooling, map_tops)
 
+
+#: What the training log says of the image score without annotated validation images.
+MAP_SCORE_TEXT = (f"image score: mean of the top {100 * MAP_TOP_FRACTION:g}% of the map (no "
+                  "annotated validation image to choose its pooling by)")  # fmt: skip
 
 #: The validation maps a bank's choices are made on: its map as it is and sharpened, and
 #: the same joined by the line cue.

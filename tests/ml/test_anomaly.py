@@ -340,6 +340,24 @@ def test_image_score_pooling_is_chosen_on_validation_images():
     assert train_memory._choose_pooling([], []).fraction == anomaly.TOP_FRACTION
 
 
+def test_without_annotated_validation_images_the_image_score_is_the_top_of_the_map():
+    scoring = {"image_top": 0.01, "image_center": 0.30, "image_threshold": 0.40}
+    heat = np.full((100, 100), 0.2, np.float32)
+    heat[:10, :10] = 0.4  # the top 1% of 10,000 pixels
+    assert anomaly.map_image_score(heat, scoring) == 0.5  # as high as the highest normal
+    brighter = heat.copy()
+    brighter[:10, :10] = 0.9
+    # the slope: the spread of the calibration images' scores, at least MAP_SPREAD
+    z = (0.9 - 0.4) / anomaly.MAP_SPREAD
+    assert anomaly.map_image_score(brighter, scoring) == round(1 / (1 + np.exp(-z)), 6)
+    assert anomaly.map_z(0.9, {**scoring, "image_center": -1.0}) == pytest.approx(0.5 / 1.4)
+    # a few bright pixels move it less than a bright top 1%
+    speck = heat.copy()
+    speck[:2, :2] = 0.9
+    score = anomaly.map_image_score(speck, scoring)
+    assert 0.5 < score < anomaly.map_image_score(brighter, scoring)
+
+
 def test_top_ks_agree_with_top_k():
     rng = np.random.default_rng(1)
     scores = rng.random((300, 200)).astype(np.float32)
@@ -741,7 +759,16 @@ def test_cli_trains_on_a_folder_of_images_without_annotations(study, tmp_path, c
     # so, and what spots and pits want
     scoring = load_checkpoint(out)["scoring"]
     assert scoring["lines"] and scoring["line_join"] == "rms"
-    assert NO_LINES_CHOICE in " ".join(capsys.readouterr().err.split())
+    said = " ".join(capsys.readouterr().err.split())
+    assert NO_LINES_CHOICE in said
+    # nor the image score's pooling: the top 1% of the joined map, the one proposals come
+    # from, 0.5 at the highest validation image's
+    assert scoring["image_from"] == "map" and scoring["image_top"] == anomaly.MAP_TOP_FRACTION
+    assert scoring["image_center"] <= scoring["image_threshold"] <= 1.0
+    assert train_memory.MAP_SCORE_TEXT in said
+    predictor = Predictor.load(out, "cpu")
+    probs, score = predict_image(predictor, read_image(bare / ds.images[0].filename))
+    assert score == anomaly.map_image_score(probs[1], scoring)
     assert main(["train", "--annotations", str(bare), "--out", str(tmp_path / "u.pt")]) == 2
     assert "no annotated anomalies" in capsys.readouterr().err
 

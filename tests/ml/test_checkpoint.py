@@ -233,6 +233,7 @@ def test_malformed_memory_banks_are_refused(tmp_path):
         ("line_window", True, r"scoring\.line_window: a window of 3 to 1025 px, not True"),
         ("line_window", 61.5, r"scoring\.line_window: a window of 3 to 1025 px, not 61\.5"),
         ("line_join", "max", r"scoring\.line_join: one of mean, rms, not 'max'"),
+        ("image_from", "pixels", r"scoring\.image_from: one of bank, map, not 'pixels'"),
     ):
         bad = copy.deepcopy(ok)
         bad["scoring"][key] = value

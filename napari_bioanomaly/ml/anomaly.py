@@ -346,16 +346,15 @@ def image_map(
     (with the line cue where ``scoring["lines"]``, sharpened where ``["sharpen"]``)."""
     raw = raw_map(kind, norm, model, scoring, device)
     heat = calibrate(raw, scoring["center"], scoring["threshold"])
-    line_score = None
+    lines = None
     if scoring.get("lines"):
         lines = line_map(norm, window=scoring.get("line_window"))
         heat = with_lines(heat, lines, scoring)
-        line_score = line_top(lines)
     if scoring.get("image_from") == "map":
         score = map_image_score(heat, scoring)
     else:
         raw_score = top_k(raw, fraction=scoring.get("image_top", TOP_FRACTION))
-        score = image_score(raw_score, scoring, line_score)
+        score = image_score(raw_score, scoring, None if lines is None else line_top(lines))
     if scoring.get("sharpen"):
         heat = sharpen(heat, norm, scoring)
     return heat, score

@@ -139,3 +139,63 @@ def test_bsdata_names_a_missing_annotation_file(tmp_path):
     assert run.returncode == 1
     assert "gone.json: not a readable LabelMe file" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+PVCRACKS = SCRIPT.with_name("prepare_pvcracks.py")
+
+
+def test_pvcracks_splits_by_module_and_keeps_busbars_unannotated(tmp_path):
+    """Cracks (labels 2, 3) and inactive areas (1) become regions, busbars (4) do not; a
+    module's cells stay in one split whatever the source's split (every third module in
+    sorted order is test), and cells without a defect are flagged normal."""
+    import imageio.v3 as iio
+
+    pytest.importorskip("PIL")
+    data = tmp_path / "src" / "examples" / "crack_segmentation" / "img_label_for_training"
+    cells = {  # (source split, module_cell): what the label image holds
+        ("train", "EL1_1"): "crack", ("val", "EL1_2"): "none",  # module EL1: test
+        ("train", "EL2_1"): "inactive", ("testset", "EL2_7"): "none",  # EL2: train
+        ("testset", "EL3_4"): "none",  # EL3: train
+        ("train", "FSEC_4AB_9"): "crack",  # FSEC_4AB: test
+    }  # fmt: skip
+    for (part, stem), what in cells.items():
+        labels = np.zeros((40, 40, 3), np.uint8)
+        labels[5:8, :] = 4  # a busbar: the cell's own structure
+        if what == "crack":
+            labels[20, 5:30] = 3
+            labels[20, 30:33] = 2  # where the crack crosses another
+        elif what == "inactive":
+            labels[25:40, 0:10] = 1
+        image = np.where(labels[..., :1] > 0, 40, 160).repeat(3, axis=2).astype(np.uint8)
+        for sub, name, array in (("img", f"{stem}.jpg", image), ("ann", f"{stem}.png", labels)):
+            (data / part / sub).mkdir(parents=True, exist_ok=True)
+            iio.imwrite(data / part / sub / name, array)
+    out = tmp_path / "out"
+    run = subprocess.run(
+        [sys.executable, str(PVCRACKS), str(tmp_path / "src"), str(out), "--every", "1"],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    test = {im.filename: im for im in annotations.load(out / "test.json")[0].images}
+    train = {im.filename: im for im in annotations.load(out / "train.json")[0].images}
+    assert set(test) == {"images/EL1_1.png", "images/EL1_2.png", "images/FSEC_4AB_9.png"}
+    assert set(train) == {"images/EL2_1.png", "images/EL2_7.png", "images/EL3_4.png"}
+    crack = test["images/EL1_1.png"]
+    assert [r.label for r in crack.regions] == ["crack"], "one crack, its crossing included"
+    mask = polygon_to_mask(crack.regions[0].polygon, crack.shape)
+    assert mask.sum() == 28 and mask[20, 5:33].all()
+    assert [r.label for r in train["images/EL2_1.png"].regions] == ["inactive"]
+    normal = [im for im in [*test.values(), *train.values()] if not im.regions]
+    assert len(normal) == 3 and all(im.no_anomaly for im in normal)
+
+
+def test_pvcracks_names_a_missing_copy(tmp_path):
+    run = subprocess.run(
+        [sys.executable, str(PVCRACKS), str(tmp_path), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 1
+    assert "no img/*.jpg; is" in run.stderr and "a PV-Vision copy?" in run.stderr
+    assert "Traceback" not in run.stderr

@@ -11,6 +11,7 @@ exactly; holes are opened by a one-pixel cut, as VIA polygons have none).
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -26,6 +27,17 @@ from napari_bioanomaly.core.annotations import save  # noqa: E402
 from napari_bioanomaly.core.model import Dataset, ImageRecord, Region  # noqa: E402
 
 EIGHT = np.ones((3, 3), dtype=bool)
+
+
+def parser(doc: str | None, source: str) -> argparse.ArgumentParser:
+    """A preparation script's command line: ``SRC`` (a local copy of the ``source``
+    repository) and ``OUT`` (the dataset folder to write); the script adds its options."""
+    p = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("src", type=Path, help=f"a local copy of the {source} repository")
+    p.add_argument("out", type=Path, help="dataset folder to write")
+    return p
 
 
 def open_holes(mask: np.ndarray) -> np.ndarray:

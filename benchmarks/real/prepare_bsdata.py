@@ -29,13 +29,12 @@ anything. Licence: CC BY-SA 4.0 (the repository's; cite the authors).
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from pathlib import Path
 
 import numpy as np
-from _common import round_trip_iou, summary, write_gray_png, write_projects
+from _common import parser, round_trip_iou, summary, write_gray_png, write_projects
 
 from napari_bioanomaly.core.model import ImageRecord, Region
 
@@ -110,11 +109,7 @@ def chosen_images(src: Path, every: int) -> list[tuple[str, str | None, str, str
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("src", type=Path, help="a local copy of the BSData repository")
-    p.add_argument("out", type=Path, help="dataset folder to write")
+    p = parser(__doc__, "BSData")
     p.add_argument("--scale", type=float, default=0.5, help="resize factor (default 0.5)")
     p.add_argument(
         "--every", type=int, default=2, help="every k-th image of each position (default 2)"

@@ -13,18 +13,11 @@ Never downloads anything. Licence: non-commercial research use (see SRC/README.m
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
-from _common import add_image, summary, write_projects
+from _common import add_image, parser, summary, write_projects
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("src", type=Path, help="a local copy of the CrackForest-dataset repository")
-    p.add_argument("out", type=Path, help="dataset folder to write")
+    p = parser(__doc__, "CrackForest-dataset")
     args = p.parse_args()
     import imageio.v3 as iio
     from scipy.io import loadmat

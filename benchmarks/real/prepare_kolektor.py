@@ -28,11 +28,10 @@ to be cited).
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
-from _common import round_trip_iou, summary, write_gray_png, write_projects
+from _common import parser, round_trip_iou, summary, write_gray_png, write_projects
 
 from napari_bioanomaly.core.model import ImageRecord, Region
 
@@ -94,13 +93,7 @@ def outline_record(
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument(
-        "src", type=Path, help="a local copy of the KolektorSDD_Yolov8_Datasets repository"
-    )
-    p.add_argument("out", type=Path, help="dataset folder to write")
+    p = parser(__doc__, "KolektorSDD_Yolov8_Datasets")
     p.add_argument("--scale", type=float, default=0.5, help="resize factor (default 0.5)")
     args = p.parse_args()
     import imageio.v3 as iio

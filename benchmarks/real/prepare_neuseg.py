@@ -14,10 +14,9 @@ NEU surface defect database (Song and Yan, Northeastern University): free for re
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from _common import add_image, summary, write_projects
+from _common import add_image, parser, summary, write_projects
 
 CLASSES = {1: "inclusion", 2: "patches", 3: "scratches"}
 
@@ -30,11 +29,7 @@ def every_kth(items: list[Path], n: int) -> list[Path]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("src", type=Path, help="a local copy of the UNet-NEU-SEG repository")
-    p.add_argument("out", type=Path, help="dataset folder to write")
+    p = parser(__doc__, "UNet-NEU-SEG")
     p.add_argument(
         "--train", type=int, default=600, help="training images, every k-th (600; 0 = all 4,023)"
     )

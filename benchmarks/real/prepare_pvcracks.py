@@ -26,10 +26,9 @@ module in sorted order is test. Writes ``OUT/images/<name>.png`` (8-bit grayscal
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from _common import add_image, summary, write_projects
+from _common import add_image, parser, summary, write_projects
 
 #: where the benchmark lies in a PV-Vision copy
 DATA = Path("examples/crack_segmentation/img_label_for_training")
@@ -59,11 +58,7 @@ def chosen_images(src: Path, every: int) -> list[tuple[Path, Path, str]]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("src", type=Path, help="a local copy of the pv-vision repository")
-    p.add_argument("out", type=Path, help="dataset folder to write")
+    p = parser(__doc__, "pv-vision")
     p.add_argument("--every", type=int, default=2, help="every k-th image (default 2)")
     args = p.parse_args()
     import imageio.v3 as iio

@@ -73,7 +73,7 @@ REMOVED_MODELS = {
 NO_LINES_CHOICE = (
     "line cue: no annotated validation image to choose by; joining it by the root mean "
     "square, what found the most anomalies without annotations on real images (for spots "
-    "or pits only, choose line cue: no)"
+    "or pits only, or where normal images have long lines of their own, choose line cue: no)"
 )
 #: How the line cue joins a memory bank's calibrated map (:func:`.anomaly.with_lines`):
 #: their mean where annotated validation images choose the operating point, their root

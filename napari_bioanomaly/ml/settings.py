@@ -215,7 +215,8 @@ SETTINGS: tuple[Setting, ...] = (
             "evidence of long thin structures (scratches, hairs, cracks), calibrated on "
             "normal pixels: yes, no, or auto (where it tells the annotated validation "
             "images apart better; joined when none is annotated: choose no when your "
-            "anomalies are spots or pits)", kind="choice", choices=LINES, applies=_memory),
+            "anomalies are spots or pits, or your normal images have long lines of their "
+            "own)", kind="choice", choices=LINES, applies=_memory),
     Setting("bank_outliers", "outlier share", "share of the memory bank's candidate patches "
             "left out as outliers, those least like any other image's: anomalies nobody "
             "annotated, which the bank would otherwise learn as normal; 0.05 where most "

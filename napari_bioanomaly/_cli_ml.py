@@ -290,6 +290,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise BioAnomalyError(f"--shard {shard_text!r}: expected I/N, e.g. 0/4") from None
     dataset = shard(dataset, index, count)
     out = Path(args.out)
+    if args.heatmaps == "":  # --heatmaps without a folder: where Review looks for them
+        args.heatmaps = str(out.with_suffix(annotation_files.HEATMAPS_SUFFIX))
     predictor = Ensemble.load(args.model, args.device)
     if isinstance(predictor, Ensemble):
         print(f"ensemble of {len(predictor.members)} models, classes {predictor.classes}",

@@ -166,7 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     p.add_argument(
-        "--heatmaps", metavar="DIR", help="also write each image's anomaly map (float32 TIFF)"
+        "--heatmaps",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help="also write each image's anomaly map (float32 TIFF) into DIR; without DIR "
+        "beside --out (pred.json: pred.heatmaps), where the Review widget looks for them",
     )
     p.add_argument(
         "--shard",

@@ -21,6 +21,8 @@ from napari_bioanomaly.core import annotations
 from napari_bioanomaly.core.imagemetrics import roc_auc
 from napari_bioanomaly.core.images import read_image
 from napari_bioanomaly.core.model import BioAnomalyError, Dataset, ImageRecord
+from napari_bioanomaly.core.review import ReviewSession
+from napari_bioanomaly.core.session import AnnotationSession
 from napari_bioanomaly.core.synthetic import SampleConfig, write_sample
 from napari_bioanomaly.ml import anomaly, data, models, train_memory
 from napari_bioanomaly.ml.config import NO_LINES_CHOICE, TrainConfig
@@ -703,11 +705,15 @@ def test_cli_unsupervised_train_predict_heatmaps_and_evaluate(study, tmp_path, c
     ann = str(folder / "annotations.json")
     assert main(["train", "--annotations", ann, "--out", str(model), "--model", "memory"]) == 0
     assert "image ROC-AUC" in capsys.readouterr().out
-    pred, heat = tmp_path / "pred.json", tmp_path / "heat"
+    pred = tmp_path / "pred.json"
     argv = ["predict", "--model", str(model), "--images", ann, "--out", str(pred)]
-    assert main([*argv, "--heatmaps", str(heat)]) == 0
+    assert main([*argv, "--heatmaps"]) == 0  # no folder: beside pred.json, where Review looks
+    heat = tmp_path / "pred.heatmaps"
     maps = sorted(heat.glob("*.tif"))
     assert len(maps) == 24
+    review = ReviewSession.open(AnnotationSession.open(ann), pred)
+    shown = review.heatmap(review.predictions.images[0].filename)
+    assert shown is not None and shown.shape == (256, 256)
     first = tifffile.imread(maps[0])
     assert first.dtype == np.float32 and first.shape == (256, 256)
     predictions, _ = annotations.load(pred, folder, read_images=False)

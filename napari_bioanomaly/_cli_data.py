@@ -162,21 +162,30 @@ def cmd_qc(args: argparse.Namespace) -> int:
     from .core.images import read_image
     from .core.jsonio import dumps
     from .core.paths import resolve_image
-    from .core.quality import QC_ATTRIBUTE, check, flags_to_text
+    from .core.quality import QC_ATTRIBUTE, QualityReport, among_peers, check, flags_to_text
 
     source = Path(args.input)
     found = annotation_files.find_annotation_file(source) if source.is_dir() else source
     read = file_digest(found) if found is not None and found.is_file() else None
     dataset, report = _open(args, read_images=False)
     root = dataset.root or Path(".")
-    rows: list[dict[str, Any]] = []
+    reports: list[QualityReport | None] = []
+    errors: dict[str, str] = {}
     for im in dataset.images:
         try:
-            quality = check(read_image(resolve_image(root, im.filename)))
-            flags, focus = list(quality.flags), quality.focus
-            rows.append({"image": im.filename, "flags": flags, "focus": focus})
+            reports.append(check(read_image(resolve_image(root, im.filename))))
         except BioAnomalyError as exc:
-            rows.append({"image": im.filename, "flags": ["unreadable"], "error": str(exc)})
+            reports.append(None)
+            errors[im.filename] = str(exc)
+    judged, focus_rule = among_peers(reports)  # out of focus: blurrier than the others
+    rows: list[dict[str, Any]] = []
+    for im, quality in zip(dataset.images, judged, strict=True):
+        if quality is None:
+            rows.append({"image": im.filename, "flags": ["unreadable"],
+                         "error": errors[im.filename]})  # fmt: skip
+        else:
+            rows.append({"image": im.filename, "flags": list(quality.flags),
+                         "focus": quality.focus})  # fmt: skip
         im.file_attributes[QC_ATTRIBUTE] = flags_to_text(rows[-1]["flags"])
     flagged = [r for r in rows if r["flags"]]
     if args.save:
@@ -196,13 +205,14 @@ def cmd_qc(args: argparse.Namespace) -> int:
             ) from None
         print(f"flags kept in {target} (file attribute {QC_ATTRIBUTE})", file=sys.stderr)
     if args.json:
-        print(json.dumps({"images": len(rows), "flagged": len(flagged), "rows": rows}, indent=2))
+        print(json.dumps({"images": len(rows), "flagged": len(flagged), "out_of_focus": focus_rule,
+                          "rows": rows}, indent=2))  # fmt: skip
         return 0
     for r in flagged:
         print(
             f"{r['image']}: {', '.join(r['flags'])}" + (f" ({r['error']})" if "error" in r else "")
         )
-    print(f"{len(flagged)} of {counted(len(rows), 'image')} flagged")
+    print(f"{len(flagged)} of {counted(len(rows), 'image')} flagged (out of focus: {focus_rule})")
     return 0
 
 

@@ -7,7 +7,8 @@ of the pixels, with a threshold that can be changed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,17 @@ class QualityThresholds:
     binary_levels: int = 2
     saturated_fraction: float = 0.05
     focus_min: float = 0.01
+
+
+#: Checked with at least this many images (a folder), an image is out of focus when its
+#: focus is below :data:`FOCUS_SHARE` of their median, not below ``focus_min``: how sharp
+#: a sharp image is depends on what it shows. Sharp electroluminescence images of solar
+#: cells lie at 0.007-0.04 (41 of 636 below 0.01, none below a tenth of their median);
+#: a Gaussian blur of sigma 1-3 px takes an image below a tenth of its own focus
+#: (``benchmarks/bench_qc.py``; docs/benchmarks.md, "Image quality control").
+FOCUS_PEERS = 8
+FOCUS_SHARE = 0.1
+OUT_OF_FOCUS = "out of focus"
 
 
 @dataclass(frozen=True)
@@ -70,9 +82,47 @@ def check(image: np.ndarray, limits: QualityThresholds = QualityThresholds()) ->
         flags.append("dim")
     if std >= limits.uniform_std and saturated > limits.saturated_fraction and levels > 2:
         flags.append("saturated")
-    if std >= limits.uniform_std and levels > limits.binary_levels and focus < limits.focus_min:
-        flags.append("out of focus")
-    return QualityReport(std, levels, p75, saturated, focus, tuple(flags))
+    report = QualityReport(std, levels, p75, saturated, focus, tuple(flags))
+    return with_focus_limit(report, limits.focus_min, limits)
+
+
+def _focus_applies(report: QualityReport, limits: QualityThresholds) -> bool:
+    """Whether focus means anything for the image (not blank, not a mask)."""
+    return report.std >= limits.uniform_std and report.levels > limits.binary_levels
+
+
+def with_focus_limit(
+    report: QualityReport, limit: float, limits: QualityThresholds = QualityThresholds()
+) -> QualityReport:
+    """``report`` flagged out of focus (or not) by the focus ``limit``."""
+    flags = tuple(f for f in report.flags if f != OUT_OF_FOCUS)
+    if _focus_applies(report, limits) and report.focus < limit:
+        flags += (OUT_OF_FOCUS,)
+    return replace(report, flags=flags)
+
+
+def focus_limit(
+    reports: Sequence[QualityReport | None], limits: QualityThresholds = QualityThresholds()
+) -> tuple[float, str]:
+    """The focus below which an image checked with ``reports`` (``None``: unreadable) is
+    out of focus, and how it was found: :data:`FOCUS_SHARE` of their median focus with
+    at least :data:`FOCUS_PEERS` images that have one, else ``limits.focus_min``."""
+    focus = [r.focus for r in reports if r is not None and _focus_applies(r, limits)]
+    if len(focus) < FOCUS_PEERS:
+        return limits.focus_min, f"focus below {limits.focus_min:g}"
+    median = float(np.median(focus))
+    return FOCUS_SHARE * median, (
+        f"focus below {FOCUS_SHARE:g} of the median of the {len(focus)} images ({median:.3g})"
+    )
+
+
+def among_peers(
+    reports: Sequence[QualityReport | None], limits: QualityThresholds = QualityThresholds()
+) -> tuple[list[QualityReport | None], str]:
+    """The ``reports`` of images checked together, out of focus judged against one
+    another (:func:`focus_limit`), and what the limit was."""
+    limit, how = focus_limit(reports, limits)
+    return [None if r is None else with_focus_limit(r, limit, limits) for r in reports], how
 
 
 #: File attribute that keeps an image's flags in the annotation file ("ok" when none).
@@ -92,22 +142,31 @@ def flags_from_text(text: object) -> tuple[str, ...] | None:
     return () if value == "ok" else tuple(f.strip() for f in value.split(";") if f.strip())
 
 
-def check_record(root: str | Path, record: ImageRecord, store: bool = True) -> tuple[str, ...]:
-    """Flags of a dataset image (``("unreadable",)`` when it cannot be read), kept in its
-    :data:`QC_ATTRIBUTE` file attribute when ``store``."""
+UNREADABLE = ("unreadable",)
+
+
+def check_file(root: str | Path, record: ImageRecord) -> QualityReport | None:
+    """The report of a dataset image alone; ``None`` when it cannot be read."""
     from .images import read_image
     from .paths import resolve_image
 
     try:
-        flags = check(read_image(resolve_image(Path(root), record.filename))).flags
+        return check(read_image(resolve_image(Path(root), record.filename)))
     except BioAnomalyError:
-        flags = ("unreadable",)
-    if store:
-        record.file_attributes[QC_ATTRIBUTE] = flags_to_text(flags)
-    return flags
+        return None
 
 
-def stored_or_checked(root: str | Path, record: ImageRecord) -> tuple[str, ...]:
-    """The stored flags of an image, or a fresh check when it has none (not stored)."""
-    stored = flags_from_text(record.file_attributes.get(QC_ATTRIBUTE))
-    return stored if stored is not None else check_record(root, record, store=False)
+def flags_of(report: QualityReport | None) -> tuple[str, ...]:
+    """The flags of a report of :func:`check_file` (:data:`UNREADABLE` for ``None``)."""
+    return UNREADABLE if report is None else report.flags
+
+
+def stored_or_checked(root: str | Path, records: Sequence[ImageRecord]) -> list[tuple[str, ...]]:
+    """The stored flags of each image, or, for those never checked, fresh ones (not
+    stored), out of focus judged among the images checked now."""
+    stored = [flags_from_text(r.file_attributes.get(QC_ATTRIBUTE)) for r in records]
+    fresh = [i for i, flags in enumerate(stored) if flags is None]
+    checked, _ = among_peers([check_file(root, records[i]) for i in fresh])
+    for i, report in zip(fresh, checked, strict=True):
+        stored[i] = flags_of(report)
+    return [flags if flags is not None else UNREADABLE for flags in stored]

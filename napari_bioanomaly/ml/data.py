@@ -337,8 +337,8 @@ def quality_filter(
 
     root = dataset.root or Path(".")
     kept, dropped = [], []
-    for i in indices:
-        flags = stored_or_checked(root, dataset.images[i])
+    every = stored_or_checked(root, [dataset.images[i] for i in indices])
+    for i, flags in zip(indices, every, strict=True):
         if flags:
             dropped.append((dataset.images[i].filename, flags))
         else:

@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..core.model import ImageRecord
-from ..core.quality import QC_ATTRIBUTE, check_record, flags_from_text
+from ..core.quality import QC_ATTRIBUTE, among_peers, check_file, flags_from_text, flags_of
 from ..core.session import STATUSES, AnnotationSession
 from ._common import headers
 
@@ -66,10 +66,16 @@ class _NumberItem(QTableWidgetItem):
 
 def quality_job(
     root: Path, records: list[tuple[int, ImageRecord]]
-) -> Generator[tuple[int, tuple[str, ...]], None, None]:
-    """The worker of "Check quality": reads each image and yields its flags (no edits)."""
+) -> Generator[tuple[int, tuple[str, ...] | None], None, None]:
+    """The worker of "Check quality" (no edits): reads each image, yielding ``(index,
+    None)`` as it goes, then every image's flags, out of focus judged among them all."""
+    reports = []
     for index, record in records:
-        yield index, check_record(root, record, store=False)
+        reports.append(check_file(root, record))
+        yield index, None
+    checked, _ = among_peers(reports)
+    for (index, _), report in zip(records, checked, strict=True):
+        yield index, flags_of(report)
 
 
 class ImageListModel(QAbstractTableModel):

@@ -252,8 +252,9 @@ class AnnotateWidget(QWidget):
     # ------------------------------------------------------------------ quality control
 
     def check_quality(self) -> bool:
-        """Check every image's quality in a worker thread; flags arrive row by row and are
-        saved with the annotations when all are done. Returns False if it cannot start."""
+        """Check every image's quality in a worker thread; flags arrive once every image
+        is read (out of focus means blurrier than the others) and are saved with the
+        annotations. Returns False if it cannot start."""
         if self.annotator is None or self._qc_worker is not None:
             return False
         session = self._qc_session = self._session
@@ -268,8 +269,10 @@ class AnnotateWidget(QWidget):
         )  # fmt: skip
         return True
 
-    def _on_quality(self, item: tuple[int, tuple[str, ...]]) -> None:
+    def _on_quality(self, item: tuple[int, tuple[str, ...] | None]) -> None:
         index, flags = item
+        if flags is None:  # read; flagged when all are (out of focus is among them all)
+            return
         if self.annotator is None or self._session is not self._qc_session:
             return  # another dataset was opened meanwhile: these flags are not its
         session = self._session

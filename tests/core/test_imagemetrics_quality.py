@@ -110,3 +110,37 @@ def test_evaluate_reports_image_level_scores(dataset_dir, tmp_path):
     anomalous = sum(1 for im in gt.images if im.regions)
     assert level["anomalous"] == anomalous and level["roc_auc"] == 1.0 and level["kappa"] == 1.0
     assert (level["tp"], level["tn"], level["fp"], level["fn"]) == (anomalous, 6 - anomalous, 0, 0)
+
+
+def test_out_of_focus_is_judged_among_the_images_checked_together(tmp_path, capsys):
+    """Images soft by nature (all alike) are not out of focus among one another, as the
+    fixed limit alone calls them; one blurred more than the others is, also in ``qc``."""
+    import json
+
+    import tifffile
+
+    from napari_bioanomaly.cli import main
+    from napari_bioanomaly.core.quality import FOCUS_PEERS, among_peers
+
+    _, ims = generate(SampleConfig(n_images=FOCUS_PEERS + 2, size=128, seed=3))
+    soft = [ndimage.gaussian_filter(im * 60000, 3).astype(np.uint16) for im in ims]
+    reports = [check(x) for x in soft]
+    assert all("out of focus" in r.flags for r in reports)  # each alone: the fixed limit
+    judged, rule = among_peers(reports)
+    assert not any("out of focus" in r.flags for r in judged if r is not None)
+    assert f"median of the {len(soft)} images" in rule
+    blurred = ndimage.gaussian_filter(soft[0].astype(float), 8).astype(np.uint16)
+    judged, _ = among_peers([*reports, check(blurred), None])  # None: an unreadable image
+    assert ["out of focus" in r.flags for r in judged[:-1] if r is not None] == [False] * len(
+        soft
+    ) + [True]
+    judged, rule = among_peers(reports[: FOCUS_PEERS - 1])  # too few to compare
+    assert all("out of focus" in r.flags for r in judged if r is not None)
+    assert rule == "focus below 0.01"
+    for i, image in enumerate([*soft, blurred]):
+        tifffile.imwrite(tmp_path / f"im_{i:02d}.tif", image)
+    assert main(["qc", str(tmp_path), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    flagged = {r["image"]: r["flags"] for r in result["rows"] if r["flags"]}
+    assert flagged == {f"im_{len(soft):02d}.tif": ["out of focus"]}
+    assert "median" in result["out_of_focus"]

@@ -4,8 +4,9 @@
 
 For each folder of images (e.g. the prepared real sets' ``images/``): how many sharp
 images each rule flags out of focus (false alarms: the folders hold no blurred image),
-and of ``--blurred`` of them blurred by a Gaussian of sigma 1, 2 and 3 px, how many each
-rule flags when checked among the sharp ones. The reference, in the same run: the fixed
+and of ``--blurred`` of them blurred by a Gaussian of sigma 1, 2 and 3 px (and stored in
+their own pixel type again, as a camera would), how many each rule flags when checked
+among the sharp ones. The reference, in the same run: the fixed
 limit every image was judged by before (variance of the Laplacian below
 ``QualityThresholds.focus_min``); the rule: below ``FOCUS_SHARE`` of the folder's median.
 """
@@ -34,6 +35,14 @@ from napari_bioanomaly.core.quality import (
 SIGMAS = (1.0, 2.0, 3.0)
 
 
+def blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """``image`` blurred, in its own pixel type (integers rounded)."""
+    out = ndimage.gaussian_filter(image.astype(np.float32), sigma)
+    if np.issubdtype(image.dtype, np.integer):
+        out = np.clip(np.round(out), np.iinfo(image.dtype).min, np.iinfo(image.dtype).max)
+    return out.astype(image.dtype)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("folders", nargs="+", type=Path)
@@ -43,7 +52,7 @@ def main() -> None:
     for folder in args.folders:
         t0 = time.perf_counter()
         names = list_images(folder)
-        images = [to_grayscale(read_image(folder / n)).astype(np.float32) for n in names]
+        images = [to_grayscale(read_image(folder / n)) for n in names]
         reports = [check(x) for x in images]
         judged, rule = among_peers(reports)
         seconds = (time.perf_counter() - t0) / max(len(names), 1)
@@ -54,7 +63,7 @@ def main() -> None:
               f"among peers {new_sharp}")  # fmt: skip
         picks = np.linspace(0, len(images) - 1, min(args.blurred, len(images))).astype(int)
         for sigma in SIGMAS:
-            blurred = [check(ndimage.gaussian_filter(images[i], sigma)) for i in picks]
+            blurred = [check(blur(images[i], sigma)) for i in picks]
             ref = sum(OUT_OF_FOCUS in r.flags for r in blurred)
             among, _ = among_peers([*reports, *blurred])
             new = sum(OUT_OF_FOCUS in r.flags for r in among[len(reports) :] if r is not None)

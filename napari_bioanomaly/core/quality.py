@@ -32,8 +32,9 @@ class QualityThresholds:
 #: focus is below :data:`FOCUS_SHARE` of their median, not below ``focus_min``: how sharp
 #: a sharp image is depends on what it shows. Sharp electroluminescence images of solar
 #: cells lie at 0.007-0.04 (41 of 636 below 0.01, none below a tenth of their median);
-#: a Gaussian blur of sigma 1-3 px takes an image below a tenth of its own focus
-#: (``benchmarks/bench_qc.py``; docs/benchmarks.md, "Image quality control").
+#: sharp textures blurred by 1-2 px fall below a tenth of their peers' median, where the
+#: fixed limit passed CrackForest's blurred by 3 px (``benchmarks/bench_qc.py``;
+#: docs/benchmarks.md, "Image quality control").
 FOCUS_PEERS = 8
 FOCUS_SHARE = 0.1
 OUT_OF_FOCUS = "out of focus"

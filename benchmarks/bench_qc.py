@@ -27,6 +27,7 @@ from napari_bioanomaly.core.annotations import list_images
 from napari_bioanomaly.core.images import read_image, to_grayscale
 from napari_bioanomaly.core.quality import (
     OUT_OF_FOCUS,
+    QualityReport,
     QualityThresholds,
     among_peers,
     check,
@@ -49,6 +50,7 @@ def main() -> None:
     p.add_argument("--blurred", type=int, default=20, help="images blurred per folder")
     args = p.parse_args()
     fixed = QualityThresholds().focus_min
+    mixed: list[tuple[str, list[QualityReport], list[QualityReport]]] = []
     for folder in args.folders:
         t0 = time.perf_counter()
         names = list_images(folder)
@@ -69,6 +71,29 @@ def main() -> None:
             new = sum(OUT_OF_FOCUS in r.flags for r in among[len(reports) :] if r is not None)
             print(f"  blurred, sigma {sigma:g} px: reference {ref} of {len(picks)}, "
                   f"among peers {new} of {len(picks)}")  # fmt: skip
+            if sigma == 2.0:
+                mixed.append((folder.parent.name or folder.name, reports, blurred))
+    if len(mixed) > 1:
+        together(mixed)
+
+
+def together(mixed: list[tuple[str, list[QualityReport], list[QualityReport]]]) -> None:
+    """The folders' images (and their 2 px blurs) checked as one folder: flagged out of
+    focus per folder, all as one group and grouped by folder."""
+    reports = [r for _, sharp, blurred in mixed for r in [*sharp, *blurred]]
+    owners = [name for name, sharp, blurred in mixed for _ in range(len(sharp) + len(blurred))]
+    kinds = ["sharp" if i < len(sharp) else "blurred" for _, sharp, blurred in mixed
+             for i in range(len(sharp) + len(blurred))]  # fmt: skip
+    print(f"all {len(reports)} images together (sharp, and 2 px blurs):")
+    for label, groups in (("one group", None), ("grouped by folder", owners)):
+        judged, _ = among_peers(reports, groups)
+        counts = {}
+        for owner, kind, r in zip(owners, kinds, judged, strict=True):
+            counts.setdefault((owner, kind), [0, 0])
+            counts[(owner, kind)][0] += r is not None and OUT_OF_FOCUS in r.flags
+            counts[(owner, kind)][1] += 1
+        text = ", ".join(f"{o} {k} {n}/{t}" for (o, k), (n, t) in counts.items())
+        print(f"  {label}: out of focus {text}")
 
 
 if __name__ == "__main__":

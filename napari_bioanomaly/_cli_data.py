@@ -162,7 +162,14 @@ def cmd_qc(args: argparse.Namespace) -> int:
     from .core.images import read_image
     from .core.jsonio import dumps
     from .core.paths import resolve_image
-    from .core.quality import QC_ATTRIBUTE, QualityReport, among_peers, check, flags_to_text
+    from .core.quality import (
+        QC_ATTRIBUTE,
+        QualityReport,
+        among_peers,
+        check,
+        flags_to_text,
+        focus_groups,
+    )
 
     source = Path(args.input)
     found = annotation_files.find_annotation_file(source) if source.is_dir() else source
@@ -177,7 +184,8 @@ def cmd_qc(args: argparse.Namespace) -> int:
         except BioAnomalyError as exc:
             reports.append(None)
             errors[im.filename] = str(exc)
-    judged, focus_rule = among_peers(reports)  # out of focus: blurrier than the others
+    # out of focus: blurrier than the others (of the image's group)
+    judged, focus_rule = among_peers(reports, focus_groups(dataset.images, args.group_by))
     rows: list[dict[str, Any]] = []
     for im, quality in zip(dataset.images, judged, strict=True):
         if quality is None:

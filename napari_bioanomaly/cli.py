@@ -35,6 +35,7 @@ from ._cli_ml import (
 )
 from .core import annotations as annotation_files
 from .core.model import BioAnomalyError
+from .core.quality import FOCUS_GROUP
 from .ml.config import TTA_SETTINGS
 
 __all__ = ["_train_config", "build_parser", "main"]
@@ -97,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep the flags in the annotation file (file attribute qc), for the image list "
         "and train --exclude-qc",
+    )
+    p.add_argument(
+        "--group-by",
+        metavar="ATTR",
+        default=FOCUS_GROUP,
+        help="file attribute whose groups are judged apart for focus: an image is out of "
+        "focus when far blurrier than the others of its group (default: %(default)s)",
     )
     _add_import_options(p)
     p.set_defaults(func=cmd_qc)

@@ -65,15 +65,16 @@ class _NumberItem(QTableWidgetItem):
 
 
 def quality_job(
-    root: Path, records: list[tuple[int, ImageRecord]]
+    root: Path, records: list[tuple[int, ImageRecord]], groups: list[object] | None = None
 ) -> Generator[tuple[int, tuple[str, ...] | None], None, None]:
     """The worker of "Check quality" (no edits): reads each image, yielding ``(index,
-    None)`` as it goes, then every image's flags, out of focus judged among them all."""
+    None)`` as it goes, then every image's flags, out of focus judged among them all (among
+    those of its group, a value per record: its cell line)."""
     reports = []
     for index, record in records:
         reports.append(check_file(root, record))
         yield index, None
-    checked, _ = among_peers(reports)
+    checked, _ = among_peers(reports, groups)
     for (index, _), report in zip(records, checked, strict=True):
         yield index, flags_of(report)
 

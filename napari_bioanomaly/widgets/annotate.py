@@ -28,7 +28,7 @@ from qtpy.QtWidgets import (
 from .._annotator import Annotator
 from .._workspace import release_annotator, shared_annotator, workspace_for
 from ..core.model import BioAnomalyError, ImageRecord
-from ..core.quality import QC_ATTRIBUTE, flags_from_text, flags_to_text
+from ..core.quality import QC_ATTRIBUTE, flags_from_text, flags_to_text, focus_groups
 from ..core.session import AnnotationSession, summary
 from ..core.text import counted
 from ._annotate_list import ImageListPanel, quality_job
@@ -260,10 +260,11 @@ class AnnotateWidget(QWidget):
         session = self._qc_session = self._session
         root = session.dataset.root or Path(".")
         records = [(i, ImageRecord(im.filename)) for i, im in enumerate(session.dataset.images)]
+        groups = focus_groups(session.dataset.images)  # sharpness judged per cell line
         self.qc_button.setEnabled(False)
         self._info(f"Checking the quality of {len(records)} images...")
         self._qc_worker = launch(
-            quality_job, (root, records), on_event=self._on_quality,
+            quality_job, (root, records, groups), on_event=self._on_quality,
             on_error=lambda exc: self._info(f"Quality check failed: {error_text(exc)}"),
             on_finished=self._on_quality_done,
         )  # fmt: skip

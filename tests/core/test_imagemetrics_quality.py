@@ -144,3 +144,46 @@ def test_out_of_focus_is_judged_among_the_images_checked_together(tmp_path, caps
     flagged = {r["image"]: r["flags"] for r in result["rows"] if r["flags"]}
     assert flagged == {f"im_{len(soft):02d}.tif": ["out of focus"]}
     assert "median" in result["out_of_focus"]
+
+
+def test_out_of_focus_is_judged_within_each_cell_line(tmp_path, capsys):
+    """Two cell lines of very different sharpness: a blurred image of the sharp one is
+    out of focus among its own line, which one median of both would not say; ``qc``
+    groups by the ``cell_line`` attribute (``--group-by`` another)."""
+    import json
+
+    import tifffile
+
+    from napari_bioanomaly.cli import main
+    from napari_bioanomaly.core.annotations import save
+    from napari_bioanomaly.core.model import Dataset, ImageRecord
+    from napari_bioanomaly.core.quality import FOCUS_PEERS, among_peers, focus_groups
+
+    _, ims = generate(SampleConfig(n_images=2 * FOCUS_PEERS, size=128, seed=4))
+    sharp = [(im * 60000).astype(np.uint16) for im in ims[:FOCUS_PEERS]]
+    soft = [ndimage.gaussian_filter(im * 60000, 3).astype(np.uint16) for im in ims[FOCUS_PEERS:]]
+    blurred = ndimage.gaussian_filter(sharp[0].astype(float), 2).astype(np.uint16)
+    images = [*sharp, *soft, blurred]
+    lines = ["HeLa"] * len(sharp) + ["A549"] * len(soft) + ["HeLa"]
+    reports = [check(x) for x in images]
+    grouped, rule = among_peers(reports, lines)
+    flagged = ["out of focus" in r.flags for r in grouped if r is not None]
+    assert flagged == [False] * (len(images) - 1) + [True]
+    assert "HeLa: focus below" in rule and "A549: focus below" in rule
+    together, _ = among_peers(reports)
+    assert "out of focus" not in together[-1].flags  # the soft line pulls the median down
+    records = [
+        ImageRecord(f"im_{i:02d}.tif", file_attributes={"line": line, "cell_line": line})
+        for i, line in enumerate(lines)
+    ]
+    assert focus_groups(records) == lines and focus_groups([ImageRecord("a.tif")]) is None
+    for record, image in zip(records, images, strict=True):
+        tifffile.imwrite(tmp_path / record.filename, image)
+    save(Dataset(images=records, root=tmp_path), tmp_path / "annotations.json", "via-project")
+    for extra in ([], ["--group-by", "line"]):
+        assert main(["qc", str(tmp_path), "--json", *extra]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert {r["image"] for r in result["rows"] if r["flags"]} == {records[-1].filename}
+    assert main(["qc", str(tmp_path), "--json", "--group-by", "plate"]) == 0  # none has one
+    result = json.loads(capsys.readouterr().out)
+    assert records[-1].filename not in {r["image"] for r in result["rows"] if r["flags"]}

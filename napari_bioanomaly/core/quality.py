@@ -131,6 +131,8 @@ def among_peers(
     another (:func:`focus_limit`), and what the limit was. With ``groups`` (a value per
     report, e.g. each image's :data:`FOCUS_GROUP`), against the others of the group."""
     keys = list(groups) if groups is not None else [None] * len(reports)
+    if len(keys) != len(reports):
+        raise ValueError(f"{len(keys)} groups for {len(reports)} images")
     members: dict[object, list[int]] = {}
     for i, key in enumerate(keys):
         members.setdefault(key, []).append(i)
@@ -138,7 +140,7 @@ def among_peers(
     rules = []
     for key, idx in members.items():
         limit, how = focus_limit([reports[i] for i in idx], limits)
-        rules.append(how if key is None else f"{key}: {how}")
+        rules.append(how if groups is None else f"{'no group' if key is None else key}: {how}")
         for i in idx:
             r = reports[i]
             judged[i] = None if r is None else with_focus_limit(r, limit, limits)
@@ -148,9 +150,10 @@ def among_peers(
 def focus_groups(
     records: Sequence[ImageRecord], attribute: str = FOCUS_GROUP
 ) -> list[object] | None:
-    """Each image's file ``attribute``, or ``None`` when no image has one."""
-    values = [r.file_attributes.get(attribute) for r in records]
-    return values if any(v not in (None, "") for v in values) else None
+    """Each image's file ``attribute`` (``None`` where it has none), or ``None`` when no
+    image has one."""
+    values = [r.file_attributes.get(attribute) or None for r in records]
+    return values if any(v is not None for v in values) else None
 
 
 #: File attribute that keeps an image's flags in the annotation file ("ok" when none).

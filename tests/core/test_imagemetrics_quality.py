@@ -177,6 +177,13 @@ def test_out_of_focus_is_judged_within_each_cell_line(tmp_path, capsys):
         for i, line in enumerate(lines)
     ]
     assert focus_groups(records) == lines and focus_groups([ImageRecord("a.tif")]) is None
+    named = ImageRecord("b.tif", file_attributes={"cell_line": "HeLa"})
+    assert focus_groups([named, ImageRecord("c.tif", file_attributes={"cell_line": ""})]) == [
+        "HeLa",
+        None,
+    ]
+    with pytest.raises(ValueError, match="groups for"):
+        among_peers(reports, lines[:-1])
     for record, image in zip(records, images, strict=True):
         tifffile.imwrite(tmp_path / record.filename, image)
     save(Dataset(images=records, root=tmp_path), tmp_path / "annotations.json", "via-project")

@@ -16,6 +16,7 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLineEdit,
+    QProgressBar,
     QPushButton,
     QTableView,
     QTableWidget,
@@ -225,9 +226,14 @@ class ImageListPanel(QGroupBox):
         self.qc_button.setToolTip(
             "flag images that are uniform, binary (a mask), dim, saturated or out of focus; "
             "the flags are saved with the annotations (file attribute qc), can be filtered, "
-            "and Train can leave flagged images out"
+            "and Train can leave flagged images out; click again to stop a running check"
         )
         nav.addWidget(self.prev_button)
         nav.addWidget(self.next_button)
         nav.addWidget(self.qc_button)
         box.addLayout(nav)
+        # shown while the quality check reads the images (its flags come once all are read)
+        self.qc_progress = QProgressBar()
+        self.qc_progress.setFormat("quality check: %v of %m images read")
+        self.qc_progress.setVisible(False)
+        box.addWidget(self.qc_progress)

@@ -66,6 +66,8 @@ class AnnotateWidget(QWidget):
         self.annotator: Annotator | None = None
         self._qc_worker: Any = None
         self._qc_session: AnnotationSession | None = None
+        self._qc_stopped = False
+        self._qc_flagged = 0  # images whose flags the running check has set
         self._last: Path | None = None
         self._build()
         last = AnnotationSession.last_opened()
@@ -120,6 +122,7 @@ class AnnotateWidget(QWidget):
             "prev_button",
             "next_button",
             "qc_button",
+            "qc_progress",
         ):
             setattr(self, name, getattr(panel, name))  # as tests and scripts know them
         self.filter_edit.textChanged.connect(self._apply_filter)
@@ -128,7 +131,7 @@ class AnnotateWidget(QWidget):
         self.image_table.clicked.connect(self._on_image_clicked)
         self.prev_button.clicked.connect(lambda: self.step(-1))
         self.next_button.clicked.connect(lambda: self.step(1))
-        self.qc_button.clicked.connect(self.check_quality)
+        self.qc_button.clicked.connect(self._on_qc_button)
         layout.addWidget(panel)
 
         self.image_panel = CurrentImagePanel(lambda: self.annotator, self._error)
@@ -251,17 +254,28 @@ class AnnotateWidget(QWidget):
 
     # ------------------------------------------------------------------ quality control
 
+    def _on_qc_button(self) -> None:
+        if self._qc_worker is None:
+            self.check_quality()
+        else:
+            self.stop_quality()
+
     def check_quality(self) -> bool:
         """Check every image's quality in a worker thread; flags arrive once every image
         is read (out of focus means blurrier than the others) and are saved with the
-        annotations. Returns False if it cannot start."""
+        annotations. The progress bar counts the images read; the button stops the check
+        meanwhile. Returns False if it cannot start."""
         if self.annotator is None or self._qc_worker is not None:
             return False
         session = self._qc_session = self._session
         root = session.dataset.root or Path(".")
         records = [(i, ImageRecord(im.filename)) for i, im in enumerate(session.dataset.images)]
         groups = focus_groups(session.dataset.images)  # sharpness judged per cell line
-        self.qc_button.setEnabled(False)
+        self._qc_stopped, self._qc_flagged = False, 0
+        self.qc_button.setText("Stop check")
+        self.qc_progress.setRange(0, len(records))
+        self.qc_progress.setValue(0)
+        self.qc_progress.setVisible(True)
         self._info(f"Checking the quality of {len(records)} images...")
         self._qc_worker = launch(
             quality_job, (root, records, groups), on_event=self._on_quality,
@@ -270,9 +284,22 @@ class AnnotateWidget(QWidget):
         )  # fmt: skip
         return True
 
+    def stop_quality(self) -> bool:
+        """Stop a running quality check at its next image; returns False if none runs.
+        Flags come only once every image is read, so a check stopped while reading sets
+        none."""
+        if self._qc_worker is None:
+            return False
+        self._qc_stopped = True
+        self.qc_button.setEnabled(False)
+        self.qc_button.setText("Stopping...")
+        self._qc_worker.quit()
+        return True
+
     def _on_quality(self, item: tuple[int, tuple[str, ...] | None]) -> None:
         index, flags = item
         if flags is None:  # read; flagged when all are (out of focus is among them all)
+            self.qc_progress.setValue(self.qc_progress.value() + 1)
             return
         if self.annotator is None or self._session is not self._qc_session:
             return  # another dataset was opened meanwhile: these flags are not its
@@ -282,17 +309,30 @@ class AnnotateWidget(QWidget):
         attrs = dict(session.dataset.images[index].file_attributes)
         attrs[QC_ATTRIBUTE] = flags_to_text(flags)
         session.set_file_attributes(attrs, index)
+        self._qc_flagged += 1
         self.image_model.refresh(index)
         if index == session.current:
             self.image_panel.fill_attributes(session)
 
     def _on_quality_done(self) -> None:
         self._qc_worker = None
+        self.qc_button.setText("Check quality")
         self.qc_button.setEnabled(True)
+        self.qc_progress.setVisible(False)
         if self.annotator is None or self._session is not self._qc_session:
             return
-        self.annotator.autosave()
         images = self._session.dataset.images
+        if self._qc_stopped and self._qc_flagged < len(images):
+            if self._qc_flagged:
+                self.annotator.autosave()
+            done = f"flags set for {self._qc_flagged}" if self._qc_flagged else "no flags set"
+            self._info(
+                f"Quality check stopped after {self.qc_progress.value()} of {len(images)} "
+                f"images read: {done} (out of focus is judged among all the images, so "
+                "flags come once every image is read)."
+            )
+            return
+        self.annotator.autosave()
         flagged = [im for im in images if flags_from_text(im.file_attributes.get(QC_ATTRIBUTE))]
         self._info(
             f"Quality checked: {len(flagged)} of {len(images)} images flagged "

@@ -214,9 +214,14 @@ def test_quality_check_flags_show_filter_and_are_saved(widget, dataset_dir, monk
 
     tifffile.imwrite(dataset_dir / "img_002.tif", np.zeros((128, 128), np.uint16))  # blank
     assert widget.check_quality()
+    assert widget.qc_progress.isVisibleTo(widget) and widget.qc_button.text() != "Check quality"
+    total = len(widget._session.dataset.images)
+    assert widget.qc_progress.maximum() == total
     qtbot.waitUntil(
         lambda: widget._qc_worker is None and widget.qc_button.isEnabled(), timeout=60_000
     )
+    assert widget.qc_progress.value() == total  # every image counted as read
+    assert not widget.qc_progress.isVisibleTo(widget) and widget.qc_button.text() == "Check quality"
     images = widget._session.dataset.images
     flags = {im.filename: im.file_attributes["qc"] for im in images}
     assert flags["img_002.tif"] == "uniform; dim"
@@ -230,6 +235,35 @@ def test_quality_check_flags_show_filter_and_are_saved(widget, dataset_dir, monk
         v["filename"]: v["file_attributes"].get("qc") for v in saved["_via_img_metadata"].values()
     }
     assert stored["img_002.tif"] == "uniform; dim"
+
+
+def test_quality_check_stops_from_its_button_and_sets_no_flags(widget, monkeypatch, qtbot):
+    """The Check quality button stops a running check; out of focus is judged among all the
+    images, so a check stopped while reading sets no flags and says so."""
+    import time
+
+    from napari_bioanomaly.widgets import _annotate_list
+
+    read = _annotate_list.check_file
+
+    def slow(root, record):
+        time.sleep(0.3)
+        return read(root, record)
+
+    monkeypatch.setattr(_annotate_list, "check_file", slow)
+    messages = []
+    monkeypatch.setattr(widget, "_info", messages.append)
+    assert widget.check_quality()
+    qtbot.waitUntil(lambda: widget.qc_progress.value() >= 1, timeout=30_000)
+    widget.qc_button.click()  # the same button stops it
+    assert widget.qc_button.text() == "Stopping..." and not widget.qc_button.isEnabled()
+    qtbot.waitUntil(lambda: widget._qc_worker is None, timeout=30_000)
+    images = widget._session.dataset.images
+    assert widget.qc_progress.value() < len(images)
+    assert all("qc" not in im.file_attributes for im in images)
+    assert "stopped after" in messages[-1] and "no flags set" in messages[-1]
+    assert widget.qc_button.text() == "Check quality" and widget.qc_button.isEnabled()
+    assert not widget.stop_quality()  # nothing left to stop
 
 
 def test_status_names_only_what_went_wrong(make_napari_viewer, dataset_dir, qtbot):

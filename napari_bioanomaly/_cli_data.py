@@ -16,6 +16,20 @@ from .core.text import counted
 from .core.via import ImportOptions
 
 
+def _file_progress(every: int = 10) -> Any:
+    """A ``progress(done, total, name)`` printing on stderr: each file over itself on a
+    terminal, every ``every``-th and the last on its own line in a log."""
+    interactive = sys.stderr.isatty()
+
+    def progress(done: int, total: int, name: str) -> None:
+        end = "\r" if interactive and done < total else "\n"
+        if interactive or done == total or done % every == 0:
+            line = f"{done}/{total} {name}"
+            print(line.ljust(60) if interactive else line, end=end, file=sys.stderr, flush=True)
+
+    return progress
+
+
 def _import_options(args: argparse.Namespace) -> ImportOptions:
     try:
         return ImportOptions(
@@ -178,12 +192,14 @@ def cmd_qc(args: argparse.Namespace) -> int:
     root = dataset.root or Path(".")
     reports: list[QualityReport | None] = []
     errors: dict[str, str] = {}
-    for im in dataset.images:
+    progress = _file_progress(every=100)  # thousands of images: a sign of life meanwhile
+    for done, im in enumerate(dataset.images, start=1):
         try:
             reports.append(check(read_image(resolve_image(root, im.filename))))
         except BioAnomalyError as exc:
             reports.append(None)
             errors[im.filename] = str(exc)
+        progress(done, len(dataset.images), im.filename)
     # out of focus: blurrier than the others (of the image's group)
     judged, focus_rule = among_peers(reports, focus_groups(dataset.images, args.group_by))
     rows: list[dict[str, Any]] = []

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ._cli_data import _import_options, _import_warnings
+from ._cli_data import _file_progress, _import_options, _import_warnings
 from .core import annotations as annotation_files
 from .core.model import BioAnomalyError, Dataset, ImageRecord
 from .core.text import counted
@@ -172,15 +172,8 @@ def cmd_choose_point(args: argparse.Namespace) -> int:
     from .ml.points import change_lines, choose_point
 
     dataset = _open_annotations(args)
-    interactive = sys.stderr.isatty()
-
-    def progress(done: int, total: int, name: str) -> None:
-        end = "\r" if interactive and done < total else "\n"
-        if interactive or done == total or done % 10 == 0:
-            print(f"{done}/{total} {name}", end=end, file=sys.stderr)
-
     change = choose_point(args.model, dataset, args.tta, args.on, args.device, args.out,
-                          progress)  # fmt: skip
+                          _file_progress())  # fmt: skip
     if change.unlearnt:
         print(f"warning: the model did not learn {', '.join(change.unlearnt)}: those regions "
               "counted as background", file=sys.stderr)  # fmt: skip

@@ -88,7 +88,9 @@ def test_qc_command_flags_bad_images(tmp_path, capsys):
     tifffile.imwrite(tmp_path / "mask.tif", mask)
     (tmp_path / "broken.tif").write_bytes(b"nope")
     assert main(["qc", str(tmp_path), "--json"]) == 0
-    rows = {r["image"]: r["flags"] for r in json.loads(capsys.readouterr().out)["rows"]}
+    out, err = capsys.readouterr()
+    rows = {r["image"]: r["flags"] for r in json.loads(out)["rows"]}
+    assert "4/4 " in err  # progress on stderr, the JSON alone on stdout
     assert rows == {
         "good.tif": [],
         "blank.tif": ["uniform"],

@@ -30,6 +30,47 @@ def _file_progress(every: int = 10) -> Any:
     return progress
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
+def _refuse_input_as_output(out: str | Path, inputs: dict[str, Any], option: str = "--out") -> None:
+    """Refuse an output path that is one of the command's inputs (``{what: path or paths}``):
+    what the command makes would replace what it reads, its only copy the one ``.bak``."""
+    for what, paths in inputs.items():
+        for path in paths if isinstance(paths, (list, tuple)) else [paths]:
+            if path is not None and _same_file(Path(out), Path(path)):
+                raise BioAnomalyError(
+                    f"{option} {out}: is the {what} this command reads; writing there would "
+                    f"replace it: choose another {option}"
+                )
+
+
+def _refuse_replacing_annotations(out: str | Path, option: str = "--out") -> None:
+    """Refuse to replace an existing file at ``out`` with predictions unless it holds only
+    predictions: regions drawn or accepted by a person are not written over (the one
+    ``.bak`` would go at the next run), nor a file that is no annotation file at all."""
+    path = Path(out)
+    if not path.is_file():
+        return
+    try:
+        existing, _ = annotation_files.load(path, read_images=False)
+    except BioAnomalyError as exc:
+        raise BioAnomalyError(
+            f"{option} {out}: exists and is not a prediction file ({exc}); predictions would "
+            f"replace it: choose another {option}"
+        ) from None
+    kept = [r for r in existing.regions if r.source != "model"]
+    if kept:
+        raise BioAnomalyError(
+            f"{option} {out}: holds {counted(len(kept), 'region')} drawn or accepted by a "
+            f"person; predictions would replace them: choose another {option}"
+        )
+
+
 def _import_options(args: argparse.Namespace) -> ImportOptions:
     try:
         return ImportOptions(
@@ -146,6 +187,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
+    _refuse_replacing_annotations(args.out)
     merged = Dataset()
     seen: dict[str, str] = {}
     for path in args.inputs:

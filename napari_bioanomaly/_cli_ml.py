@@ -15,7 +15,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ._cli_data import _file_progress, _import_options, _import_warnings
+from ._cli_data import (
+    _file_progress,
+    _import_options,
+    _import_warnings,
+    _refuse_input_as_output,
+    _refuse_replacing_annotations,
+)
 from .core import annotations as annotation_files
 from .core.model import BioAnomalyError, Dataset, ImageRecord
 from .core.text import counted
@@ -141,11 +147,29 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_replacing_non_model(*paths: Path) -> None:
+    """Refuse to write a model over an existing file that is no PyTorch file (a zip
+    archive, or an old pickle): an annotation file given as ``--out`` by mistake."""
+    for path in paths:
+        if path.is_file() and path.stat().st_size:
+            with path.open("rb") as f:
+                head = f.read(4)
+            if head != b"PK\x03\x04" and not head.startswith(b"\x80"):
+                raise BioAnomalyError(
+                    f"{path}: exists and is not a model file; training would replace it: "
+                    "choose another --out"
+                )
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .core.chooser import tta_gain_text, tta_pays
+    from .ml.checkpoint import last_path
     from .ml.train import nothing_kept_text, train
 
     config = _train_config(args)
+    _refuse_replacing_non_model(Path(args.out), last_path(Path(args.out)))
+    inputs = {"annotation file": args.annotations, "--weights file": args.weights}
+    _refuse_input_as_output(args.out, inputs)
     dataset = _open_annotations(args)
     main_process = _main_process()
     cancel = threading.Event()
@@ -269,6 +293,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                               "shard of the images instead (--shard I/N, then merge; see "
                               "docs/cluster.md)")  # fmt: skip
     source = Path(args.images)
+    _refuse_input_as_output(args.out, {"annotation file": source, "model": args.model})
+    _refuse_replacing_annotations(args.out)
     if source.is_dir():
         names = annotation_files.list_images(source)
         if not names:
@@ -312,7 +338,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if predictor.lacks_tta_point(tta) and args.threshold is None:
         print("--tta: no operating point chosen on averaged maps in the model, so the plain "
               "one is used (averaged maps peak lower; choose one with napari-bioanomaly "
-              "choose-point MODEL ANNOTATIONS --tta)", file=sys.stderr)  # fmt: skip
+              "choose-point MODEL --annotations FILE --tta)", file=sys.stderr)  # fmt: skip
     # checks the user's values before any image is read
     point = predictor.point(tta).overridden(args.threshold, args.min_area, args.min_peak)
     own_tta = (
@@ -325,6 +351,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
            else ""),
         file=sys.stderr,
     )  # fmt: skip
+    if point.source == "default" and any(m.kind != "memory" for m in members):
+        # the memory bank's default is its calibrated 0.5; the others' is a guess
+        print("warning: no operating point chosen on validation in the model (training "
+              "stopped before it validated, --val-fraction 0, or a .last.pt file): these "
+              "are the defaults; napari-bioanomaly choose-point MODEL --annotations FILE "
+              "chooses one on annotated images", file=sys.stderr)  # fmt: skip
     gen = predict_dataset(
         predictor, dataset, args.threshold, args.min_area, done=done, heatmaps=args.heatmaps,
         tta=tta, min_peak=args.min_peak,
@@ -357,11 +389,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import csv
     import io
 
-    from .core.evaluate import evaluate
+    from .core.evaluate import evaluate, paired
     from .core.fileio import atomic_write
 
     gt, _ = annotation_files.load(args.gt, args.images, read_images=True)
     pred, _ = annotation_files.load(args.pred, args.images or gt.root, read_images=False)
+    pairs = paired(gt, pred)
+    if gt.images and not pairs:
+        raise BioAnomalyError(
+            f"{args.pred}: none of its {counted(len(pred.images), 'image')} is one of the "
+            f"{len(gt.images)} of {args.gt} (e.g. {pred.images[0].filename!r} and "
+            f"{gt.images[0].filename!r}): predictions of other images?"
+            if pred.images
+            else f"{args.pred}: holds no images"
+        )
+    if len(pairs) < len(gt.images):
+        print(f"warning: {len(gt.images) - len(pairs)} of {len(gt.images)} ground-truth "
+              f"images are not in {args.pred}: scored as predicting nothing there",
+              file=sys.stderr)  # fmt: skip
     excluded = [v for v in (args.exclude or "").split(",") if v]
     result = evaluate(gt, pred, args.iou, args.score, args.group_by, excluded, args.image_threshold)
     rows = [r.row() for r in result.rows]
@@ -469,6 +514,10 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
 
 def _train_config(args: argparse.Namespace) -> Any:
-    from .ml.settings import config_from_cli
+    from .ml.settings import config_from_cli, unused_options
 
+    unused = unused_options(args)
+    if unused:
+        print(f"warning: {', '.join(unused)}: not used by --model {args.model} (ignored)",
+              file=sys.stderr)  # fmt: skip
     return config_from_cli(args)

@@ -41,6 +41,17 @@ from .ml.config import TTA_SETTINGS
 __all__ = ["_train_config", "build_parser", "main"]
 
 
+def _iou(text: str) -> float:
+    """``--iou``: an overlap above 0, at most 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text}: an IoU is above 0 and at most 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="napari-bioanomaly",
@@ -131,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--group-by", metavar="ATTR", help="keep each value of this file attribute in one fold"
     )
-    p.add_argument("--iou", type=float, default=0.5, help="IoU threshold of a match (0.5)")
+    p.add_argument("--iou", type=_iou, default=0.5, help="IoU threshold of a match (0.5)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _add_train_options(p)
     _add_import_options(p)
@@ -220,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gt", required=True, metavar="GT.json")
     p.add_argument("--pred", required=True, metavar="PRED.json")
     p.add_argument("--images", metavar="DIR", help="image folder (default: beside GT.json)")
-    p.add_argument("--iou", type=float, default=0.5, help="IoU threshold of a match (0.5)")
+    p.add_argument("--iou", type=_iou, default=0.5, help="IoU threshold of a match (0.5)")
     p.add_argument("--score", type=float, default=0.0, help="ignore predictions scoring less")
     p.add_argument("--group-by", metavar="ATTR", help="file attribute to group by (cell_line)")
     p.add_argument("--exclude", metavar="V1,V2", help="groups to leave out of the summary")

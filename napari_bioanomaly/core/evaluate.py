@@ -24,7 +24,7 @@ models, or else its best region score).
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -386,15 +386,39 @@ def evaluate(
     exclude: Iterable[str] = (),
     image_threshold: float = 0.5,
 ) -> Report:
-    """Score every ground-truth image against the predictions for the same file name
-    (with the study scoring; see the module docstring)."""
-    by_name = {im.filename: im for im in pred.images}
+    """Score every ground-truth image against the predictions for the same image (see
+    :func:`paired`; with the study scoring, see the module docstring)."""
+    pairs = paired(gt, pred)
     keys = [group_by] if group_by else []
-    caches = [ImageCache(im, by_name.get(im.filename), keys) for im in gt.images]
+    caches = [ImageCache(im, pairs.get(im.filename), keys) for im in gt.images]
     rows = [_study_score(c, iou_threshold, score_threshold) for c in caches]
-    unmatched = set(by_name) - {im.filename for im in gt.images}
+    used = {im.filename for im in pairs.values()}
+    unmatched = {im.filename for im in pred.images} - used
     return report(caches, rows, iou_threshold, score_threshold, group_by, exclude,
                   image_threshold, unmatched)  # fmt: skip
+
+
+def _base(name: str) -> str:
+    return name.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def paired(gt: Dataset, pred: Dataset) -> dict[str, ImageRecord]:
+    """Each ground-truth image's predictions, by file name: the same name, else the same
+    name without its folder where that is one image's on both sides (``images/003.png``
+    and ``003.png``: a model run on the image folder of an annotation file)."""
+    by_name = {im.filename: im for im in pred.images}
+    pairs = {im.filename: by_name[im.filename] for im in gt.images if im.filename in by_name}
+    used = {im.filename for im in pairs.values()}
+    rest_gt = [im.filename for im in gt.images if im.filename not in pairs]
+    rest_pred = [im for im in pred.images if im.filename not in used]
+    gt_bases = Counter(_base(n) for n in rest_gt)
+    pred_bases = Counter(_base(im.filename) for im in rest_pred)
+    by_base = {_base(im.filename): im for im in rest_pred}
+    for name in rest_gt:
+        base = _base(name)
+        if gt_bases[base] == 1 and pred_bases[base] == 1:
+            pairs[name] = by_base[base]
+    return pairs
 
 
 class ImageCache:

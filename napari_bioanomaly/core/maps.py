@@ -19,10 +19,18 @@ from .operating import vote
 T = TypeVar("T")
 
 
+def heatmap_name(filename: str) -> str:
+    """A map's file name: a TIFF image's own, another image's with ``.tif`` added
+    (``x.png.tif``: never the map of ``x.tif`` beside it)."""
+    if Path(filename).suffix.lower() in (".tif", ".tiff"):
+        return filename
+    return filename + ".tif"
+
+
 def heatmap_path(folder: str | Path, filename: str) -> Path:
-    """Where the heatmap of an image goes: its name as a ``.tif`` inside ``folder``."""
+    """Where the heatmap of an image goes: :func:`heatmap_name` inside ``folder``."""
     folder = Path(folder).resolve()
-    target = (folder / filename).with_suffix(".tif").resolve()
+    target = (folder / heatmap_name(filename)).resolve()
     if not target.is_relative_to(folder):
         raise BioAnomalyError(f"{filename}: heatmap would be written outside {folder}")
     return target

@@ -28,12 +28,15 @@ PROBABILITY_FEATURES = len(PROBABILITY_SIGMAS) + len(CONTEXT_LINES) + 2
 
 
 def features(norm: np.ndarray) -> np.ndarray:
-    """Per-pixel features ``(rows, cols, 20)`` of a normalised image (float32)."""
+    """Per-pixel features ``(rows, cols, 20)`` of a normalised image (float32); an image
+    one pixel high or wide is described as if its edge repeated (gradients need two)."""
     from skimage.feature import multiscale_basic_features
 
+    rows, cols = norm.shape
+    padded = np.pad(norm, ((0, rows < 2), (0, cols < 2)), mode="edge")
     return multiscale_basic_features(
-        norm.astype(np.float32, copy=False), sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX
-    ).astype(np.float32, copy=False)
+        padded.astype(np.float32, copy=False), sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX
+    )[:rows, :cols].astype(np.float32, copy=False)
 
 
 def context_features(norm: np.ndarray) -> np.ndarray:

@@ -378,7 +378,9 @@ def predict_dataset(
     caller can keep a manifest of the work done. The unsupervised models also
     give each image its anomaly score (file attribute :data:`ANOMALY_SCORE`);
     with ``heatmaps`` a folder, each image's anomaly map (``1 - p(background)``,
-    float32 TIFF) is written there under the image's name. ``threshold`` and
+    float32 TIFF) is written there (:func:`~..core.maps.heatmap_name`). An image whose
+    prediction fails (a library's limit met by an odd image) is reported the same way,
+    and the others are predicted. ``threshold`` and
     ``min_area`` default to the model's operating point (chosen on validation), and so
     does ``min_peak`` (regions kept only where the map exceeds it) unless ``threshold`` is
     given.
@@ -408,10 +410,17 @@ def predict_dataset(
             yield PredictEvent(i + 1, len(dataset.images), im.filename, 0, str(exc), record)
             continue
         record.shape = pixels.shape[:2]
-        if isinstance(predictor, Ensemble):
-            probs, image_score = predictor.probabilities(pixels, tta)
-        else:
-            probs, image_score = predict_image(predictor, pixels, tta=tta)
+        try:
+            if isinstance(predictor, Ensemble):
+                probs, image_score = predictor.probabilities(pixels, tta)
+            else:
+                probs, image_score = predict_image(predictor, pixels, tta=tta)
+        except BioAnomalyError:
+            raise
+        except Exception as exc:  # this image defeats a library: said, and the others go on
+            message = f"{im.filename}: not predicted ({type(exc).__name__}: {exc}); no regions"
+            yield PredictEvent(i + 1, len(dataset.images), im.filename, 0, message, record)
+            continue
         if image_score is not None:
             record.file_attributes[ANOMALY_SCORE] = image_score
         if heatmaps is not None:

@@ -41,6 +41,10 @@ def _learns_weights(info: ModelInfo) -> bool:
     return info.network or info.name == "memory"
 
 
+def _takes_weights(info: ModelInfo) -> bool:
+    return info.name in ("unet", "maskrcnn")
+
+
 def _memory(info: ModelInfo) -> bool:
     return info.name == "memory"
 
@@ -285,7 +289,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("seed", "seed", "random seed (CPU runs are reproducible)", form=False),
     Setting("weights", "weights", "local weights to start from: a Mask R-CNN state dict, or "
             "a U-Net pretrained by napari-bioanomaly pretrain (nothing is downloaded)",
-            kind="text", form=False, metavar="FILE"),
+            kind="text", applies=_takes_weights, form=False, metavar="FILE"),
     Setting("workers", "data workers", "data loader processes, each drawing whole batches "
             "of tiles (0: drawn in the training thread; auto: none on a CPU, where they "
             "would take the training's cores, a few on a GPU)", field="num_workers",
@@ -317,6 +321,13 @@ def config_from_cli(args: argparse.Namespace) -> TrainConfig:
     """The :class:`TrainConfig` of parsed options (see :func:`add_cli_options`)."""
     values = {s.key: s.from_cli(getattr(args, s.name)) for s in SETTINGS}
     return TrainConfig(model=args.model, **values)
+
+
+def unused_options(args: argparse.Namespace) -> list[str]:
+    """The options given (other than their defaults) that ``--model`` does not use."""
+    values = {s.name: s.from_cli(getattr(args, s.name)) for s in SETTINGS}
+    return [s.option for s in SETTINGS
+            if values[s.name] != s.default and not s.applies_to(args.model, values)]  # fmt: skip
 
 
 def config_from_form(model: str, values: Mapping[str, Any]) -> TrainConfig:

@@ -89,8 +89,13 @@ def _train(
         device = pick_device(config.device)
         config = config.replace(batch=default_batch(device, world_size(), config.model))
     data_classes = data.class_names(dataset)
+    if resume is not None and not REGISTRY[config.model].network:
+        raise BioAnomalyError(f"{resume}: resuming continues a network's training; "
+                              f"{config.model} is fitted in one pass")  # fmt: skip
     if not data_classes and not config.unsupervised:
-        raise BioAnomalyError("no annotated anomalies in the dataset: annotate some regions first")
+        raise BioAnomalyError("no annotated anomalies in the dataset: annotate some regions "
+                              "first, or train the unsupervised model memory, which learns "
+                              "from the images alone")  # fmt: skip
     # the unsupervised models learn one class; annotations (if any) only mask their loss
     classes = ["anomaly"] if config.unsupervised else data_classes
     train_idx, val_idx = data.split(dataset, config)

@@ -418,7 +418,7 @@ def _train(
                     "status", final_epoch, plan["epochs"], steps, steps,
                     message=f"no operating point for test-time augmentation: about "
                     f"{8 * plain_s:.0f} s, more than a tenth of the training (choose it "
-                    "later: napari-bioanomaly choose-point MODEL ANNOTATIONS --tta)",
+                    "later: napari-bioanomaly choose-point MODEL --annotations FILE --tta)",
                 )  # fmt: skip
         # the .last.pt checkpoint (for resuming) keeps its own state; the best gets the point
         best_state = {**payload(best_state_epoch), "history": history}

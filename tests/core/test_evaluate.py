@@ -9,7 +9,14 @@ import pytest
 
 from napari_bioanomaly.cli import main
 from napari_bioanomaly.core import annotations
-from napari_bioanomaly.core.evaluate import Spans, evaluate, iou_matrix, score_image, union_area
+from napari_bioanomaly.core.evaluate import (
+    Spans,
+    evaluate,
+    iou_matrix,
+    paired,
+    score_image,
+    union_area,
+)
 from napari_bioanomaly.core.model import Dataset, ImageRecord, Region
 
 
@@ -157,6 +164,41 @@ def test_evaluate_cli_json_and_csv(tmp_path, capsys, dataset_dir):
     )
     code = main(argv)
     assert code == 0 and "study: accuracy" in capsys.readouterr().out
+
+
+def test_predictions_of_the_image_folder_pair_with_ground_truth_named_with_its_folder():
+    """A model run on ``images/`` names its predictions ``003.png``; the annotation file
+    beside that folder says ``images/003.png``: paired where the name without its folder
+    is one image's on both sides, the same name first."""
+    gt = Dataset(images=[image([sq(10, 10, 10)], name) for name in
+                         ("images/a.png", "images\\b.png", "x/c.png", "y/c.png", "d.png")])  # fmt: skip
+    pred = Dataset(images=[image([sq(10, 10, 10, score=0.9)], name) for name in
+                           ("a.png", "b.png", "c.png", "d.png", "other/d.png", "e.png")])  # fmt: skip
+    pairs = paired(gt, pred)
+    assert {k: v.filename for k, v in pairs.items()} == {
+        "images/a.png": "a.png", "images\\b.png": "b.png", "d.png": "d.png",
+    }  # fmt: skip
+    result = evaluate(gt, pred)
+    assert (result.summary["tp"], result.summary["fn"]) == (3, 2)  # the two c.png: ambiguous
+    assert result.unmatched_predictions == ["c.png", "e.png", "other/d.png"]
+
+
+def test_evaluate_cli_refuses_predictions_of_other_images(tmp_path, capsys, dataset_dir):
+    gt, _ = annotations.load(dataset_dir / "annotations.json")
+    other = Dataset(images=[image([sq(10, 10, 10, score=0.9)], f"other_{i}.png") for i in range(3)])
+    annotations.save(other, tmp_path / "pred.json", "via")
+    assert main(_evaluate(dataset_dir / "annotations.json", tmp_path / "pred.json")) == 2
+    err = capsys.readouterr().err
+    assert "none of its 3 images is one of the" in err and "'other_0.png'" in err
+    some = Dataset(images=[image([], im.filename, im.shape) for im in gt.images[:2]])
+    annotations.save(some, tmp_path / "some.json", "via")
+    assert main(_evaluate(dataset_dir / "annotations.json", tmp_path / "some.json")) == 0
+    n = len(gt.images)
+    assert f"{n - 2} of {n} ground-truth images are not in" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse's own error, exit status 2
+        main([*_evaluate(dataset_dir / "annotations.json", tmp_path / "some.json"),
+              "--iou", "1.5"])  # fmt: skip
+    assert "an IoU is above 0 and at most 1" in capsys.readouterr().err
 
 
 def test_cached_rescoring_equals_full_scoring_at_every_threshold():

@@ -130,3 +130,22 @@ def test_images_whose_anomaly_maps_are_gone_are_predicted_again(tmp_path):
         "predicted again")  # fmt: skip
     assert "1 image predicted before the stop, img1.png, has" in missing_maps_text(["img1.png"],
                                                                                    maps)  # fmt: skip
+
+
+def test_images_named_alike_get_maps_of_their_own(tmp_path):
+    """``x.png`` and ``x.tif`` in one folder: each its own map (``x.png.tif``, ``x.tif``);
+    a map is never written outside its folder."""
+    import pytest
+
+    from napari_bioanomaly.core.maps import heatmap_path
+    from napari_bioanomaly.core.model import BioAnomalyError
+
+    maps = tmp_path / "maps"
+    names = ["x.png", "x.tif", "x.TIFF", "sub/x.png", "x.jpg"]
+    paths = [heatmap_path(maps, n) for n in names]
+    assert len(set(paths)) == len(names)
+    assert [p.relative_to(maps.resolve()).as_posix() for p in paths] == [
+        "x.png.tif", "x.tif", "x.TIFF", "sub/x.png.tif", "x.jpg.tif"
+    ]  # fmt: skip
+    with pytest.raises(BioAnomalyError, match="outside"):
+        heatmap_path(maps, "../x.png")

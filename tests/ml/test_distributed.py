@@ -147,7 +147,8 @@ def test_one_pass_models_are_fitted_by_process_0_alone(dataset_dir, tmp_path, mo
     the backup (two processes writing the same file each moved the other's there)."""
     ann = str(dataset_dir / "annotations.json")
     out = tmp_path / "m.pt"
-    out.write_bytes(b"the model trained before")
+    before = b"PK\x03\x04 the model trained before"  # a zip archive, as PyTorch writes
+    out.write_bytes(before)
     extra = ["--descriptors", "filters"] if model == "memory" else []
     done = run_cli([*TORCHRUN, "train", "--model", model, "--annotations", ann, "--out", str(out),
                     *extra])  # fmt: skip
@@ -159,7 +160,7 @@ def test_one_pass_models_are_fitted_by_process_0_alone(dataset_dir, tmp_path, mo
         )
         == 1
     )
-    assert out.with_name("m.pt.bak").read_bytes() == b"the model trained before"
+    assert out.with_name("m.pt.bak").read_bytes() == before
     assert load_checkpoint(out)["config"]["model"] == model
 
 

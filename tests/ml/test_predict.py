@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -444,3 +445,87 @@ def test_maskrcnn_detections_of_any_score_are_painted_the_most_confident_on_top(
     assert cls[1, 9, 9] == 2 and fg[1, 9, 9] == pytest.approx(0.2)
     assert cls[0, 12, 12] == 3 and fg[0, 12, 12] == pytest.approx(0.048)
     assert cls[0, 0, 0] == 0 and fg[0, 0, 0] == 0
+
+
+def test_predict_and_train_do_not_write_over_annotations(model_path, dataset_dir, tmp_path,
+                                                         capsys):  # fmt: skip
+    """predict --out onto the annotation file it reads, or onto any file holding regions a
+    person drew, is refused and the file kept as it was (one .bak would not survive a second
+    run); a file of predictions is replaced; train --out onto an annotation file is refused."""
+    import shutil
+
+    gt = dataset_dir / "annotations.json"
+    before = gt.read_bytes()
+    predict = ["predict", "--model", str(model_path), "--images", str(gt)]
+    assert main([*predict, "--out", str(gt)]) == 2
+    assert "is the annotation file this command reads" in capsys.readouterr().err
+    copy = tmp_path / "copy.json"
+    shutil.copy(gt, copy)
+    assert main([*predict, "--out", str(copy)]) == 2
+    assert "drawn or accepted by a person; predictions would replace them" in (
+        capsys.readouterr().err
+    )
+    assert main([*predict, "--out", str(model_path)]) == 2  # the model itself
+    assert gt.read_bytes() == before and copy.read_bytes() == before
+    pred = tmp_path / "pred.json"
+    for _ in range(2):  # predictions replace predictions
+        assert main([*predict, "--out", str(pred)]) == 0
+    train = ["train", "--annotations", str(gt), "--model", "forest"]
+    assert main([*train, "--out", str(gt)]) == 2
+    assert "exists and is not a model file" in capsys.readouterr().err
+    assert gt.read_bytes() == before
+
+
+def test_predict_warns_when_the_model_has_no_operating_point(model_path, sample_dir, tmp_path,
+                                                             capsys):  # fmt: skip
+    """A network whose training stopped before it validated (or a .last.pt) predicts at
+    the defaults; predict says so and how to choose a point."""
+    from napari_bioanomaly.ml.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(model_path)
+    assert ckpt["operating_point"]["source"] == "validation"
+    argv = ["predict", "--images", str(sample_dir), "--out", str(tmp_path / "p.json")]
+    assert main([*argv, "--model", str(model_path)]) == 0
+    assert "no operating point chosen" not in capsys.readouterr().err
+    ckpt.pop("operating_point")
+    save_checkpoint(tmp_path / "none.pt", ckpt)
+    assert main([*argv, "--model", str(tmp_path / "none.pt")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: no operating point chosen on validation" in err
+    assert "choose-point MODEL --annotations FILE" in err
+
+
+def test_an_image_that_fails_is_named_and_the_others_are_predicted(
+    model_path, sample_dir, monkeypatch, capsys, tmp_path
+):
+    """One image defeating a library (here: made to) does not stop a batch of thousands:
+    predict names it, gives it no regions and predicts the rest."""
+    from napari_bioanomaly.ml import predict as predict_module
+
+    plain = predict_module.predict_image
+
+    def failing(predictor, pixels, **kw):
+        if pixels.shape == (1, 1):
+            raise ValueError("too small for a gradient")
+        return plain(predictor, pixels, **kw)
+
+    monkeypatch.setattr(predict_module, "predict_image", failing)
+    import tifffile
+
+    folder = tmp_path / "imgs"
+    shutil.copytree(sample_dir, folder)
+    tifffile.imwrite(folder / "dot.tif", np.full((1, 1), 900, np.uint16))
+    assert main(["predict", "--model", str(model_path), "--images", str(folder),
+                 "--out", str(tmp_path / "p.json")]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "warning: dot.tif: not predicted (ValueError: too small for a gradient)" in err
+    predicted, _ = annotations.load(tmp_path / "p.json", read_images=False)
+    assert len(predicted.images) == 7 and not predicted.images[0].regions  # dot.tif first
+
+
+def test_forest_features_of_an_image_one_pixel_high_or_wide():
+    from napari_bioanomaly.ml.features import forest_features
+
+    for shape in ((1, 1), (1, 40), (30, 1)):
+        feats = forest_features(np.linspace(0, 1, shape[0] * shape[1]).reshape(shape))
+        assert feats.shape == (*shape, 23) and np.isfinite(feats).all()

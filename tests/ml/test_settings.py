@@ -14,6 +14,7 @@ from napari_bioanomaly.ml.settings import (
     add_cli_options,
     config_from_cli,
     config_from_form,
+    unused_options,
 )
 
 #: A value other than the default for each setting, as a CLI argument list and the config
@@ -97,3 +98,17 @@ def test_settings_say_which_models_they_apply_to():
         "tiles per batch; auto: 4, and 32 per GPU for the U-Net (auto); for unet, maskrcnn, memory"
         in help_text
     )
+
+
+def test_options_the_model_does_not_use_are_named():
+    """train warns of them: --weights and --epochs mean nothing to the forest."""
+    args = parser().parse_args(["--model", "forest", "--weights", "w.pt", "--epochs", "5",
+                                "--class-weights", "balanced"])  # fmt: skip
+    assert unused_options(args) == ["--epochs", "--weights"]
+    assert unused_options(parser().parse_args(["--model", "unet", "--weights", "w.pt"])) == []
+    # the memory bank learns (and so uses --epochs) only with learned descriptors
+    assert unused_options(parser().parse_args(["--model", "memory", "--epochs", "5"])) == [
+        "--epochs"
+    ]
+    learned = ["--model", "memory", "--epochs", "5", "--descriptors", "learned"]
+    assert unused_options(parser().parse_args(learned)) == []

@@ -388,6 +388,9 @@ def test_resume_continues_the_history(dataset, tmp_path):
     assert len(second.history) == 3 and second.history[:2] == first.history
     with pytest.raises(BioAnomalyError, match="cannot resume"):
         drain(train(dataset, TINY.replace(model="maskrcnn"), tmp_path / "x.pt", resume=first.last))
+    # the forest and the memory bank are fitted in one pass: nothing to continue
+    with pytest.raises(BioAnomalyError, match="forest is fitted in one pass"):
+        drain(train(dataset, TINY.replace(model="forest"), tmp_path / "f.pt", resume=first.last))
 
 
 def test_maskrcnn_trains_a_few_steps_with_one_channel(dataset, tmp_path):

@@ -181,7 +181,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except ValueError as exc:
         raise BioAnomalyError(str(exc)) from None
-    path = write_sample(args.out_dir, config)
+    out = Path(args.out_dir)
+    if out.is_dir():  # its images would be overwritten, with no backup
+        there = annotation_files.list_images(out)
+        there += ["annotations.json"] if (out / "annotations.json").exists() else []
+        if there:
+            more = f" and {len(there) - 3} more" if len(there) > 3 else ""
+            raise BioAnomalyError(
+                f"{out}: already holds {', '.join(there[:3])}{more}: the sample goes into a "
+                "new or empty folder, so that nothing is overwritten"
+            )
+    path = write_sample(out, config)
     print(f"wrote {counted(config.n_images, 'image')} and {path}")
     return 0
 
@@ -191,6 +201,11 @@ def cmd_merge(args: argparse.Namespace) -> int:
     merged = Dataset()
     seen: dict[str, str] = {}
     for path in args.inputs:
+        if str(path).endswith(".manifest.json"):  # a glob of pred.*.json picks these too
+            raise BioAnomalyError(
+                f"{path}: the manifest of a prediction run still unfinished (it goes when "
+                f"the run ends): run that shard's predict again to finish it, then merge"
+            )
         part, _ = annotation_files.load(path, read_images=False)
         for im in part.images:
             if im.filename in seen:
@@ -269,7 +284,13 @@ def cmd_qc(args: argparse.Namespace) -> int:
                 f"{target}: changed on disk while qc ran (saved by another program); "
                 "nothing written: run qc --save again"
             ) from None
-        print(f"flags kept in {target} (file attribute {QC_ATTRIBUTE})", file=sys.stderr)
+        as_project = (
+            f"; it was a {report.format} file, now a VIA 2 project (the file before: .bak)"
+            if target == found and report.format != "via2-project"
+            else ""
+        )  # fmt: skip
+        print(f"flags kept in {target} (file attribute {QC_ATTRIBUTE}{as_project})",
+              file=sys.stderr)  # fmt: skip
     if args.json:
         print(json.dumps({"images": len(rows), "flagged": len(flagged), "out_of_focus": focus_rule,
                           "rows": rows}, indent=2))  # fmt: skip

@@ -274,7 +274,23 @@ def _crossval_progress(gen: Any, main_process: bool = True) -> Any:
         return stop.value
 
 
+def _without_last_states(models: list[str]) -> list[str]:
+    """The model files less each ``X.last.pt`` given beside its ``X.pt`` (a glob such as
+    ``cv/fold*.pt`` picks both: the last state is for resuming, the best predicts)."""
+    from .ml.checkpoint import last_path
+
+    given = {Path(m).resolve() for m in models}
+    lasts = {last_path(Path(m)).resolve() for m in models} & given
+    kept = [m for m in models if Path(m).resolve() not in lasts]
+    if len(kept) < len(models):
+        left = ", ".join(m for m in models if Path(m).resolve() in lasts)
+        print(f"left out {left}: the last state of a model also given (for resuming "
+              "training; the best state predicts)", file=sys.stderr)  # fmt: skip
+    return kept
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
+    from .core.images import is_image_file
     from .core.manifest import Manifest, run_identity
     from .core.maps import missing_maps_text, with_maps
     from .ml.distributed import world_size
@@ -300,6 +316,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if not names:
             raise BioAnomalyError(f"{source}: no images (TIFF, PNG, JPEG) in this folder")
         dataset = Dataset(images=[ImageRecord(n) for n in names], root=source)
+    elif is_image_file(source.name):  # one image
+        dataset = Dataset(images=[ImageRecord(source.name)], root=source.parent)
     else:  # an annotation file: predict its images, keep their attributes and order
         dataset, _ = annotation_files.load(source, read_images=False)
     shard_text = args.shard or "0/1"
@@ -311,6 +329,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.heatmaps == "":  # --heatmaps without a folder: where Review looks for them
         args.heatmaps = str(out.with_suffix(annotation_files.HEATMAPS_SUFFIX))
+    args.model = _without_last_states(args.model)
     predictor = Ensemble.load(args.model, args.device)
     if isinstance(predictor, Ensemble):
         print(f"ensemble of {len(predictor.members)} models, classes {predictor.classes}",
@@ -408,7 +427,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               f"images are not in {args.pred}: scored as predicting nothing there",
               file=sys.stderr)  # fmt: skip
     excluded = [v for v in (args.exclude or "").split(",") if v]
+    if args.group_by and not any(args.group_by in im.file_attributes for im in gt.images):
+        print(f"warning: no ground-truth image has the file attribute {args.group_by!r}: "
+              "one group", file=sys.stderr)  # fmt: skip
     result = evaluate(gt, pred, args.iou, args.score, args.group_by, excluded, args.image_threshold)
+    values = sorted({str(im.file_attributes.get(args.group_by, "")) for im in gt.images}
+                    if args.group_by else [])  # fmt: skip
+    unknown = [v for v in excluded if v not in values]
+    if unknown:
+        print(f"warning: --exclude {', '.join(unknown)}: no such {args.group_by or 'group'} "
+              f"(groups: {', '.join(v or '(empty)' for v in values) or 'none without --group-by'})",
+              file=sys.stderr)  # fmt: skip
     rows = [r.row() for r in result.rows]
     if args.csv:
         keys = [k for k in rows[0] if k != "group"] if rows else []

@@ -154,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="a trained model; several (repeat --model, or list them, e.g. the fold models "
         "of crossval) predict as one ensemble: their anomaly probabilities averaged",
     )  # fmt: skip
-    p.add_argument("--images", required=True, metavar="DIR", help="image folder or annotation file")
+    p.add_argument("--images", required=True, metavar="DIR",
+                   help="image folder, annotation file, or one image")  # fmt: skip
     p.add_argument(
         "--tta", nargs="?", const="yes", default="auto", choices=TTA_SETTINGS,
         help="test-time augmentation: average the 8 flips and 90-degree rotations (networks; "

@@ -22,6 +22,7 @@ from .masks import write_label_masks
 from .model import BioAnomalyError, Dataset, FormatError, ImageRecord
 from .paths import name_key, resolve_image
 from .report import ImportReport
+from .text import counted
 from .via import ImportOptions, detect_format
 
 #: Formats ``save`` writes, by the name the CLI uses.
@@ -381,6 +382,27 @@ def open_dataset(
     return load(path, images, options, read_images=read_images)
 
 
+def per_image_losses(dataset: Dataset, fmt: str) -> list[str]:
+    """What the files of one image each (``masks``, ``imagej``, ``geojson``) do not keep
+    of ``dataset``, said as warnings: file attributes, the images without regions and
+    their "checked: no anomaly" marks, and (Fiji ROI sets) region scores and sources."""
+    out = []
+    what = {"masks": "label masks", "imagej": "Fiji ROI sets", "geojson": "GeoJSON files"}[fmt]
+    names = sorted({k for im in dataset.images for k in im.file_attributes})
+    if names:
+        out.append(f"{what} keep no file attributes: {', '.join(names)} not written")
+    empty = [im for im in dataset.images if not im.regions]
+    if empty and fmt != "masks":  # an empty mask is written; an empty ROI set is not
+        checked = sum(1 for im in empty if im.no_anomaly)
+        marks = f", {checked} of them marked checked: no anomaly," if checked else ""
+        out.append(f"{counted(len(empty), 'image')} without regions{marks} get no file")
+    if fmt == "imagej":
+        kept = sum(1 for r in dataset.regions if r.score is not None or r.source != "human")
+        if kept:
+            out.append(f"{what} keep no region scores or sources: {kept} regions had them")
+    return out
+
+
 def save(
     dataset: Dataset, path: str | os.PathLike[str], fmt: str = "via-project"
 ) -> tuple[list[Path], list[str]]:
@@ -404,12 +426,11 @@ def save(
     if fmt == "coco":
         data, warnings = coco.to_coco(dataset)
         return [write_json(path, data, check_finite=False)], warnings
-    if fmt == "masks":
-        return write_label_masks(dataset, path)
-    if fmt == "imagej":
-        return imagej.write_roi_sets(dataset, path)
-    if fmt == "geojson":
-        return geojson.write_geojson(dataset, path)
+    writers = {"masks": write_label_masks, "imagej": imagej.write_roi_sets,
+               "geojson": geojson.write_geojson}  # fmt: skip
+    if fmt in writers:
+        written, warnings = writers[fmt](dataset, path)
+        return written, warnings + per_image_losses(dataset, fmt)
     raise BioAnomalyError(
         f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}"
     )

@@ -69,9 +69,10 @@ def precision_recall_curve(
 
 
 def average_precision(labels: Labels, scores: Scores) -> float:
-    """Average precision: sum over thresholds of precision x the recall gained there."""
+    """Average precision: sum over thresholds of precision x the recall gained there. NaN
+    without both classes (with no normal image every precision is 1, whatever the scores)."""
     y, _ = _check(labels, scores)
-    if not y.any():
+    if not y.any() or y.all():
         return float("nan")
     precision, recall, _ = precision_recall_curve(labels, scores)
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
@@ -145,7 +146,8 @@ def cohen_kappa(matrix: Sequence[Sequence[int]] | np.ndarray) -> float:
         return float("nan")
     p_o = np.trace(m) / total
     p_e = float(m.sum(axis=0) @ m.sum(axis=1)) / total**2
-    return float((p_o - p_e) / (1 - p_e)) if p_e < 1 else 1.0
+    # both gave every item one and the same class: agreement by chance alone, kappa 0 / 0
+    return float((p_o - p_e) / (1 - p_e)) if p_e < 1 else float("nan")
 
 
 def class_agreement(

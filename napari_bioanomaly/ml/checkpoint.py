@@ -349,6 +349,13 @@ def checkpoint_payload(
 
 def _read(path: Path) -> Any:
     """The file's contents as data only (``weights_only=True``: no code from it runs)."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04" and not head.startswith(b"\x80"):  # a zip archive, or a pickle
+        raise BioAnomalyError(
+            f"{path}: not a model file (PyTorch writes a zip archive; this is something "
+            "else: a text, an image, an annotation file?)"
+        )
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols before failing
             warnings.simplefilter("ignore")

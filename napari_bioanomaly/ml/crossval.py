@@ -24,6 +24,7 @@ from ..core.model import Dataset
 from ..core.splits import folds
 from ..core.text import counted
 from .config import TrainConfig
+from .data import class_names
 from .device import pick_device
 from .distributed import Dist, rank, world_size
 from .predict import Predictor, predict_dataset, run
@@ -162,6 +163,13 @@ def _folds(
         yield CrossvalEvent(
             f, k, message=f"fold {f + 1}/{k}: {counted(len(test), 'test image')}{which}"
         )
+        missing = [c for c in class_names(dataset) if c not in class_names(train_part)]
+        if missing and not config.unsupervised:
+            yield CrossvalEvent(f, k, message=(
+                f"warning: fold {f + 1} trains without {', '.join(missing)}: every region of "
+                f"{'it is' if len(missing) == 1 else 'them is'} among its test images, so its "
+                "model cannot find them (nor join the other folds' models in an ensemble)"
+            ))  # fmt: skip
         gen = train(train_part, config, out_dir / f"fold{f}.pt", cancel=cancel)
         try:
             while True:

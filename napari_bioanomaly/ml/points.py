@@ -126,8 +126,15 @@ def choose_point_steps(
             "its validation images (--on all: every image)" if on == "validation" else "the dataset"
         )
         raise BioAnomalyError(f"no annotated image among {where}: nothing to choose on")
-    data.check_images(dataset, indices)
     classes = dataset.class_names() if config.unsupervised else list(predictor.classes)
+    used = {r.label for i in indices for r in dataset.images[i].regions}
+    if not config.unsupervised and used and not used & set(classes):
+        raise BioAnomalyError(
+            f"none of the {counted(len(indices), 'image')} to choose on holds a region of the "
+            f"model's classes ({', '.join(classes)}; theirs: {', '.join(sorted(used))}): "
+            "choose on the annotations the model learnt from, or others of its classes"
+        )
+    data.check_images(dataset, indices)
     plain = predictor.operating_point
     # the criterion the plain point maximised (pixel F1 for thin structures) holds for both
     criterion = (
@@ -160,7 +167,6 @@ def choose_point_steps(
     # plain point leaves it without its reason, so it goes (choose it again with tta)
     dropped_tta = not tta and state.pop("operating_point_tta", None) is not None
     save_checkpoint(target, state)
-    used = {r.label for i in indices for r in dataset.images[i].regions}
     unlearnt = () if config.unsupervised else tuple(sorted(used - set(classes)))
     return PointChange(
         before,

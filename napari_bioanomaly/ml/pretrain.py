@@ -208,6 +208,13 @@ def learn_images(
             cancel.set()  # another process's cancel is this one's too
         return bool(flags[0] > 0), float(flags[1])
 
+    def planned(done_steps: int) -> int:
+        """The epochs to show: those asked for, or those the budget fits at this pace."""
+        if config.epochs:
+            return epochs
+        per_epoch = (time.perf_counter() - start) / max(done_steps, 1) * steps
+        return max(epoch + 1, min(epochs, int(budget_s / max(per_epoch, 1e-6))))
+
     stop, elapsed = agreed()
     while not stop and epoch < epochs and (config.epochs or elapsed < budget_s):
         losses = []
@@ -238,14 +245,13 @@ def learn_images(
                     f"{batch} and {config.tile} px tiles: use a smaller --batch or --tile"
                 ) from None
             losses.append(dist.mean(float(loss.detach())))
-            yield TrainEvent(
-                "step", epoch, epochs, step + 1, steps, loss=losses[-1], message=message
-            )
+            yield TrainEvent("step", epoch, planned(epoch * steps + step + 1), step + 1, steps,
+                             loss=losses[-1], message=message)  # fmt: skip
         if not losses:
             break
         history.append(float(np.mean(losses)))
-        yield TrainEvent("epoch", epoch, epochs, steps, steps, loss=history[-1],
-                         message=message)  # fmt: skip
+        yield TrainEvent("epoch", epoch, planned((epoch + 1) * steps), steps, steps,
+                         loss=history[-1], message=message)  # fmt: skip
         epoch += 1
         if not stop:
             stop, elapsed = agreed()

@@ -151,6 +151,9 @@ class ReviewJobs:
         # proposals from the anomaly maps start at the model's own operating point (for
         # test-time augmentation, the one chosen on averaged maps where it has one)
         point = predictor.point(flips)
+        if point.source == "default" and predictor.kind != "memory":  # the bank's: calibrated
+            how += (" (no operating point chosen on validation in this model: the defaults; "
+                    "Choose point sets one on annotated images)")  # fmt: skip
         self.on_operating_point(point.threshold, point.min_area, point.min_peak)
         pred_out = predictions_path(gt)
         heatmaps = pred_out.with_suffix(annotation_files.HEATMAPS_SUFFIX)

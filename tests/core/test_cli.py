@@ -57,6 +57,7 @@ def test_inspect_points_as_discs(capsys):
 def test_errors_are_one_line_and_exit_2(capsys, tmp_path):
     not_json = tmp_path / "x.json"
     not_json.write_text("this is not json")
+    (tmp_path / "annotations.json").write_text("{}")  # a dataset the sample must not overwrite
     other = tmp_path / "other.json"
     other.write_text('{"type": "Topology", "objects": {}}')
     cases = [
@@ -66,6 +67,10 @@ def test_errors_are_one_line_and_exit_2(capsys, tmp_path):
         (["convert", other, "--to", "coco", tmp_path / "o.json"], "neither VIA"),
         (["inspect", not_json, "--polyline-width", "0"], "polyline width must be > 0"),
         (["sample", tmp_path / "s", "--size", "10"], "at least 64 px"),
+        (
+            ["sample", tmp_path, "--images", "1", "--size", "64"],
+            f"{tmp_path}: already holds annotations.json: the sample goes into a new or empty",
+        ),
     ]
     for argv, message in cases:
         code, _out, err = run(capsys, *argv)

@@ -195,6 +195,14 @@ def test_evaluate_cli_refuses_predictions_of_other_images(tmp_path, capsys, data
     assert main(_evaluate(dataset_dir / "annotations.json", tmp_path / "some.json")) == 0
     n = len(gt.images)
     assert f"{n - 2} of {n} ground-truth images are not in" in capsys.readouterr().err
+    argv = _evaluate(dataset_dir / "annotations.json", tmp_path / "some.json")
+    assert main([*argv, "--group-by", "plate", "--exclude", "P1"]) == 0
+    err = capsys.readouterr().err
+    assert "no ground-truth image has the file attribute 'plate': one group" in err
+    assert "--exclude P1: no such plate (groups: (empty))" in err
+    assert main([*argv, "--group-by", "cell_line", "--exclude", "HeLa,HeLA"]) == 0
+    err = capsys.readouterr().err
+    assert "--exclude HeLA: no such cell_line (groups: A549, HeLa, U2OS)" in err
     with pytest.raises(SystemExit):  # argparse's own error, exit status 2
         main([*_evaluate(dataset_dir / "annotations.json", tmp_path / "some.json"),
               "--iou", "1.5"])  # fmt: skip

@@ -207,3 +207,34 @@ def test_a_subset_keeps_classes_attributes_and_settings():
     assert part.classes == ds.classes and part.classes is not ds.classes
     assert (part.root, part.class_attribute) == (ds.root, ds.class_attribute)
     assert part.attribute_definitions == ds.attribute_definitions and part.settings == ds.settings
+
+
+def test_per_image_exports_say_what_they_do_not_keep(tmp_path, capsys):
+    """Fiji ROI sets, GeoJSON and label masks hold regions only: the file attributes, the
+    images without regions (and their "checked: no anomaly"), and for ROI sets the
+    regions' scores and sources are named in warnings, here and by convert."""
+    from napari_bioanomaly.cli import main
+
+    square = np.array([[1.0, 1], [1, 9], [9, 9], [9, 1]])
+    ds = Dataset(images=[
+        ImageRecord("a.png", (20, 20), {"cell_line": "HeLa"},
+                    regions=[Region(square, "dust", score=0.8, source="model")]),
+        ImageRecord("b.png", (20, 20), {"qc": "ok"}, no_anomaly=True),
+        ImageRecord("c.png", (20, 20)),
+    ])  # fmt: skip
+    _, imagej = annotations.save(ds, tmp_path / "roi", "imagej")
+    assert imagej == [
+        "Fiji ROI sets keep no file attributes: cell_line, qc not written",
+        "2 images without regions, 1 of them marked checked: no anomaly, get no file",
+        "Fiji ROI sets keep no region scores or sources: 1 regions had them",
+    ]
+    _, geo = annotations.save(ds, tmp_path / "geo", "geojson")
+    assert geo == ["GeoJSON files keep no file attributes: cell_line, qc not written", imagej[1]]
+    _, masks = annotations.save(ds, tmp_path / "masks", "masks")
+    assert masks == ["label masks keep no file attributes: cell_line, qc not written"]
+    _, none = annotations.save(ds, tmp_path / "a.json", "via-project")
+    assert none == []
+    annotations.save(ds, tmp_path / "ann.json", "via-project")
+    assert main(["convert", str(tmp_path / "ann.json"), "--to", "imagej",
+                 str(tmp_path / "roi2")]) == 0  # fmt: skip
+    assert "keep no region scores or sources" in capsys.readouterr().err

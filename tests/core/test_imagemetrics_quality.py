@@ -41,6 +41,10 @@ def test_confusion_rates_and_kappa_by_hand():
     # p_o = 8/10; p_e = (7*7 + 3*3)/100 = 0.58; kappa = 0.22/0.42
     assert c.kappa == pytest.approx(0.22 / 0.42)
     assert cohen_kappa([[5, 0], [0, 5]]) == 1.0 and cohen_kappa([[5, 5], [5, 5]]) == 0.0
+    # every image anomalous and called so: agreement by chance alone, kappa undefined
+    assert np.isnan(cohen_kappa([[0, 0], [0, 7]]))
+    # no normal image: every precision is 1 whatever the scores, so no average precision
+    assert np.isnan(average_precision([1, 1, 1], [0.9, 0.1, 0.5]))
 
 
 def test_class_agreement_of_matched_regions():

@@ -376,8 +376,11 @@ def test_refused_checkpoints_say_so_in_one_line_without_unsafe_advice(tmp_path):
     evil.write_bytes(pickle.dumps({"format": "x", "call": copy.deepcopy}))  # a pickled function
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"PK\x03\x04 not a zip")
+    text_file = tmp_path / "notes.pt"  # a text renamed: not a pickle of anything
+    text_file.write_text('{"_via_img_metadata": {}}')
     for path, expected in ((evil, "refused: it holds objects other than tensors"),
-                           (broken, "not a readable checkpoint")):  # fmt: skip
+                           (broken, "not a readable checkpoint"),
+                           (text_file, "notes.pt: not a model file (PyTorch writes a zip")):  # fmt: skip
         with pytest.raises(BioAnomalyError) as info:
             load_checkpoint(path)
         text = str(info.value)

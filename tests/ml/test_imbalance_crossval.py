@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -184,6 +185,11 @@ def test_qc_save_keeps_flags_in_the_annotation_file(nine, tmp_path, capsys):
     assert flags["img_000.tif"] == "uniform; dim"
     assert all(v == "ok" for k, v in flags.items() if k != "img_000.tif")
     assert (folder / "annotations.json.bak").exists()  # the previous file is kept
+    assert "now a VIA 2 project" not in capsys.readouterr().err  # it was one
+    # a VIA 2 export is saved in place as a project (its flags need file attributes): said
+    annotations.save(ds, folder / "annotations.json", "via")
+    assert main(["qc", str(folder), "--save"]) == 0
+    assert "it was a via2-export file, now a VIA 2 project" in capsys.readouterr().err
 
 
 def test_grouped_folds_never_split_a_group():
@@ -226,7 +232,20 @@ def test_crossval_trains_on_other_groups_only(nine, tmp_path, monkeypatch, capsy
     argv = ["crossval", "--annotations", ann, "--out", str(tmp_path / "cv"), "--folds", "3",
             "--group-by", "cell_line", "--model", "forest", "--json"]  # fmt: skip
     assert main(argv) == 0
-    result = json.loads(capsys.readouterr().out)
+    out, err = capsys.readouterr()
+    result = json.loads(out)
+    # a class found in the test cell line only: that fold's model never sees it, and says so
+    ds, _ = annotations.load(nine / "annotations.json", read_images=False)
+    every = {r.label for r in ds.regions}
+    expected = []
+    for f, train_groups in enumerate(seen):
+        learnt = {r.label for im in ds.images if im.file_attributes["cell_line"] in train_groups
+                  for r in im.regions}  # fmt: skip
+        if every - learnt:
+            missing = [c for c in ds.class_names() if c in every and c not in learnt]
+            expected.append((f + 1, ", ".join(missing)))
+    said = re.findall(r"warning: fold (\d) trains without ([^:]*): every region of", err)
+    assert expected and [(int(f), c) for f, c in said] == expected
     assert len(result["folds"]) == 3 and len(seen) == 3
     for fold, train_groups in zip(result["folds"], seen, strict=True):
         assert len(fold["groups"]) == 1

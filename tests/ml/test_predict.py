@@ -129,6 +129,16 @@ def test_sharded_prediction_merges_to_exactly_the_single_run(model_path, sample_
     assert main(["merge", *parts, "--out", str(tmp_path / "all.json")]) == 0
     assert json.loads((tmp_path / "all.json").read_text()) == json.loads(single.read_text())
     assert main(["merge", parts[0], parts[0], "--out", str(tmp_path / "bad.json")]) == 2
+    # a shard still running has a manifest, which a glob part*.json picks up too
+    unfinished = tmp_path / "part3.json.manifest.json"
+    unfinished.write_text("{}")
+    assert main(["merge", *parts, str(unfinished), "--out", str(tmp_path / "bad.json")]) == 2
+    assert not (tmp_path / "bad.json").exists()
+    # one image alone
+    one = tmp_path / "one.json"
+    assert predict(model_path, sample_dir / "img_002.tif", one) == 0
+    predicted, _ = annotations.load(one, read_images=False)
+    assert [im.filename for im in predicted.images] == ["img_002.tif"]
 
 
 def test_predict_under_torchrun_is_refused_for_shards(model_path, sample_dir, tmp_path,
@@ -262,11 +272,15 @@ def test_ensemble_averages_members_and_refuses_mixed_classes(
     with pytest.raises(Exception, match=r"renamed\.pt learned the classes \['x'"):
         Ensemble.load([model_path, tmp_path / "renamed.pt"], "cpu")
     out = tmp_path / "ens.json"
-    argv = ["predict", "--model", str(model_path), str(other), "--images", str(sample_dir),
-            "--out", str(out), "--tta"]  # fmt: skip
+    # as a glob fold*.pt gives them: the best states and the last state of one
+    last = tmp_path / "other.last.pt"
+    assert last.is_file()
+    argv = ["predict", "--model", str(model_path), str(other), str(last), "--images",
+            str(sample_dir), "--out", str(out), "--tta"]  # fmt: skip
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "ensemble of 2 models" in err and "(the model's, chosen on validation)" in err
+    assert f"left out {last}: the last state of a model also given" in err
     predicted, _ = annotations.load(out, images_dir=sample_dir)
     assert len(predicted.images) == 6
 

@@ -163,6 +163,17 @@ def test_choose_point_refuses_what_it_cannot_do(sample_dir, tmp_path, capsys):
             "--images", str(sample_dir), "--on", "all"]  # fmt: skip
     assert main(argv) == 2
     assert "no annotated image among the dataset: nothing to choose on" in capsys.readouterr().err
+    other = json.loads((sample_dir / "annotations.json").read_text())  # another study's classes
+    for entry in other["_via_img_metadata"].values():
+        for region in entry["regions"]:
+            region["region_attributes"] = {"class": "mitotic cell"}
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    argv = ["choose-point", str(forest), "--annotations", str(tmp_path / "other.json"),
+            "--images", str(sample_dir), "--on", "all"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "holds a region of the model's classes" in err and "theirs: mitotic cell" in err
+    assert not (tmp_path / "f.pt.bak").exists()  # the model is left as it was
     assert main(["choose-point", str(tmp_path / "missing.pt"), "--annotations", ann]) == 2
     assert "missing.pt: checkpoint not found" in capsys.readouterr().err
 

@@ -548,6 +548,14 @@ def test_flips_and_rotations_start_at_the_model_s_point_for_them(
     wait_for_job(qtbot, widget, 120_000)
     assert widget.heat_slider.value() == 30
     assert any("at the model's plain operating point" in m for m in said), said
+    assert not any("no operating point chosen on validation" in m for m in said), said
+    del ckpt["operating_point"]  # stopped before it validated: the defaults, and said so
+    torch.save(ckpt, model)
+    widget.tta_combo.setCurrentIndex(widget.tta_combo.findData("no"))
+    assert widget.predict_and_review()
+    wait_for_job(qtbot, widget, 120_000)
+    assert widget.heat_slider.value() == 50
+    assert any("no operating point chosen on validation in this model" in m for m in said)
 
 
 def test_flips_and_rotations_are_said_not_to_apply_to_a_forest(

@@ -214,15 +214,11 @@ def test_running_out_of_memory_while_pretraining_says_what_to_do(sample, tmp_pat
 def test_a_pretraining_budget_shows_the_epochs_it_fits(sample, tmp_path):
     """Run for minutes, pretraining shows how many epochs fit at its pace (it showed a
     cap of 10,000), never fewer than it has begun."""
+    from .test_train import drain as drain_events
+
     _, ds = sample
     config = TINY.replace(epochs=None, budget_min=0.03, steps_per_epoch=3)
-    gen = pretrain(ds, config, tmp_path / "w.pt")
-    events = []
-    try:
-        while True:
-            events.append(next(gen))
-    except StopIteration as stop:
-        result = stop.value
+    events, result = drain_events(pretrain(ds, config, tmp_path / "w.pt"))
     shown = [e.epochs for e in events]
     assert all(e.epoch + 1 <= e.epochs < 10_000 for e in events)
     assert abs(shown[-1] - result.epochs) <= 1  # the pace, at the end

@@ -49,6 +49,14 @@ def _face(color: str) -> np.ndarray:
     return rgba
 
 
+def _no_features() -> Any:
+    """An empty feature table with the columns (and kinds of values) of ours."""
+    import pandas as pd
+
+    return pd.DataFrame({k: pd.Series([], dtype=float if isinstance(v, float) else object)
+                         for k, v in FEATURE_DEFAULTS.items()})  # fmt: skip
+
+
 class Annotator:
     """Show and edit one image of an :class:`AnnotationSession` at a time in a viewer.
 
@@ -142,6 +150,9 @@ class Annotator:
         try:
             layer.selected_data = set()
             layer.data = []
+            # napari keeps the old features when the shapes are emptied: the next image's
+            # first new shape took the first old row's class
+            layer.features = _no_features()
             if regions:
                 rows = [region_row(r, self.session.image.filename) for r in regions]
                 edge = [self.color or class_color(r.label) for r in regions]
@@ -153,6 +164,9 @@ class Annotator:
                 layer.features = {k: [row[k] for row in rows] for k in FEATURE_DEFAULTS}
         finally:
             self._loading = False
+        # setting the shapes made napari take a drawing class and colour from them (the
+        # last region's): new shapes get the class chosen in Classes again
+        self._apply_current_class()
 
     # ------------------------------------------------------------------ navigation
 
@@ -272,17 +286,23 @@ class Annotator:
         layer = self.shapes_layer
         if layer is None:
             return
-        defaults = dict(layer.feature_defaults.iloc[0]) if len(layer.feature_defaults) else {}
-        defaults.update({"class": name, "source": "human"})
-        layer.feature_defaults = defaults
         selected = sorted(layer.selected_data)
         if selected:
             layer.features.loc[selected, "class"] = name
-        color = self.color or class_color(name)
-        layer.current_edge_color = color  # also recolours the selected shapes
-        layer.current_face_color = _face(color)
+        self._apply_current_class()  # also recolours the selected shapes
         if selected:
             self.sync()
+
+    def _apply_current_class(self) -> None:
+        """New shapes of the layer get :attr:`current_class`, its colour, source human."""
+        layer = self.shapes_layer
+        if layer is None:
+            return
+        # a new shape's row, not napari's copy of the last region's (its attributes too)
+        layer.feature_defaults = {**FEATURE_DEFAULTS, "class": self._current_class}
+        color = self.color or class_color(self._current_class)
+        layer.current_edge_color = color
+        layer.current_face_color = _face(color)
 
     def set_no_anomaly(self, value: bool) -> None:
         """Mark the current image as checked with no anomaly (only when it has no regions)."""

@@ -36,6 +36,28 @@ def square(r, c, s):
     return np.array([[r, c], [r, c + s], [r + s, c + s], [r + s, c]], float)
 
 
+def test_the_class_chosen_stays_the_drawing_class_on_every_image(widget, dataset_dir):
+    """A class chosen, then PageDown: new shapes on the next images still get it, in its
+    colour (napari took the class of the new image's last region, drawn in the colour of
+    the chosen one)."""
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    from napari_bioanomaly.core.colors import class_color
+
+    classes = widget.annotator.session.dataset.classes
+    widget.choose_class(classes.index("other"))
+    for step in range(1, 4):
+        widget.step(1)
+        layer = widget.annotator.shapes_layer
+        assert layer.feature_defaults["class"][0] == "other"
+        layer.add_polygons([square(5 + 20 * step, 5, 10)])
+        assert widget.annotator.session.image.regions[-1].label == "other"
+        assert np.allclose(layer.edge_color[-1], transform_color(class_color("other"))[0])
+    saved = on_disk(dataset_dir)
+    for name in ("img_001.tif", "img_002.tif", "img_003.tif"):
+        assert saved[name]["regions"][-1]["region_attributes"]["class"] == "other"
+
+
 def test_draw_switch_and_autosave(widget, dataset_dir):
     layer = widget.annotator.shapes_layer
     n0 = len(layer.data)

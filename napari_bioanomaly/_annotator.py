@@ -51,7 +51,7 @@ def _face(color: str) -> np.ndarray:
 
 def _no_features() -> Any:
     """An empty feature table with the columns (and kinds of values) of ours."""
-    import pandas as pd
+    import pandas as pd  # type: ignore[import-untyped]
 
     return pd.DataFrame({k: pd.Series([], dtype=float if isinstance(v, float) else object)
                          for k, v in FEATURE_DEFAULTS.items()})  # fmt: skip

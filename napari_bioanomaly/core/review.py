@@ -32,6 +32,7 @@ from .fileio import atomic_write
 from .maps import read_heatmap, regions_from_probabilities
 from .model import BioAnomalyError, Dataset, ImageRecord, Region
 from .quality import QC_ATTRIBUTE
+from .runs import Spans, iou_matrix
 from .session import AnnotationSession
 
 #: Columns of the per-image table (the widget's and the exported CSV's).
@@ -87,6 +88,8 @@ class ReviewSession:
         self.path = Path(path)
         self.heatmaps = self.path.with_suffix(annotation_files.HEATMAPS_SUFFIX)
         self.iou_threshold = 0.5
+        #: predictions the last :meth:`accept` found in the ground truth already
+        self.confirmed = 0
         self.score_threshold = 0.0  # as evaluate: every prediction counts
         keys = [k for im in gt.dataset.images for k in im.file_attributes if k != QC_ATTRIBUTE]
         #: the file attribute whose values group the images (the first one the images have)
@@ -245,13 +248,26 @@ class ReviewSession:
     ) -> list[Region]:
         """Move shown predictions into the ground truth (source ``model-accepted``).
 
-        ``add`` puts the regions into the ground truth (the widget's annotator, which
-        also shows and autosaves them); by default they are added to the session and it
-        is saved. The predictions file is saved once the ground truth is (see the module
-        docstring)."""
+        A prediction that matches a ground-truth region (IoU at the review's threshold) is
+        confirmed, not added a second time: it leaves the predictions and the region stays
+        as it was; :attr:`confirmed` counts them. ``add`` puts the regions into the ground
+        truth (the widget's annotator, which also shows and autosaves them); by default
+        they are added to the session and it is saved. The predictions file is saved once
+        the ground truth is (see the module docstring)."""
         taken = self.take(filename, indices, polygons)
+        self.confirmed = 0
         if not taken:
             return []
+        truth = self.gt.dataset.images[self._gt_position(filename)].regions
+        if truth:
+            iou = iou_matrix(Spans.of(truth), Spans.of(taken))
+            found = iou.max(axis=0) >= self.iou_threshold
+            self.confirmed = int(found.sum())
+            taken = [r for r, hit in zip(taken, found, strict=True) if not hit]
+            if not taken:  # each one found already: only the predictions file changes
+                self.save_predictions()
+                self.rescore(filename)
+                return []
         accepted = [
             Region(r.polygon, r.label, dict(r.attributes), r.score, "model-accepted", r.shape)
             for r in taken

@@ -32,6 +32,7 @@ from .._workspace import release_annotator, shared_annotator, workspace_for
 from ..core.evaluate import ImageScore, Report
 from ..core.model import BioAnomalyError
 from ..core.review import ReviewSession, predictions_path
+from ..core.text import counted
 from ._common import (
     EXPORTS,
     ask_conflict,
@@ -454,8 +455,15 @@ class ReviewWidget(QWidget):
             # the layer's vertices: the user may have edited a prediction before accepting
             # it; the annotator shows, autosaves and (regions_changed) rescores them, and
             # says when a conflict defers the save
-            return len(self.review.accept(name, indices, self.layers.polygons(),
-                                          add=self._gt.add_regions))  # fmt: skip
+            added = self.review.accept(name, indices, self.layers.polygons(),
+                                       add=self._gt.add_regions)  # fmt: skip
+            if self.review.confirmed:  # rescored: those predictions left, nothing added
+                self.refresh()
+                said = (f"{counted(self.review.confirmed, 'accepted prediction')} matched the "
+                        "ground truth already (IoU at the review's threshold): found, not "
+                        "added twice")  # fmt: skip
+                self.summary.setText(f"{self.summary.text()}\n{said}")
+            return len(added)
         moved = self.review.reject(name, indices)
         self.refresh()
         return moved

@@ -100,9 +100,9 @@ def test_accept_moves_regions_into_the_saved_ground_truth(files):
     name = review.names[0]
     before_gt = len(review.ground_truth(name).regions)
     shown = review.shown(name)
-    moved = review.prediction(name).regions[shown[0]]
-    accepted = review.accept(name, [0])
-    assert [r.source for r in accepted] == ["model-accepted"]
+    moved = review.prediction(name).regions[shown[-1]]  # the weak false positive
+    accepted = review.accept(name, [len(shown) - 1])
+    assert [r.source for r in accepted] == ["model-accepted"] and review.confirmed == 0
     np.testing.assert_allclose(accepted[0].polygon, moved.polygon)
     assert not review.pending
     gt, _ = annotations.load(files[0])
@@ -111,6 +111,20 @@ def test_accept_moves_regions_into_the_saved_ground_truth(files):
     assert len(on_disk.regions) == before_gt + 1 and on_disk.regions[-1].source == "model-accepted"
     assert len({im.filename: im for im in pred.images}[name].regions) == len(shown) - 1  # one gone
     assert review.rows()[0].n_gt == before_gt + 1  # rescored
+
+
+def test_accepting_a_prediction_of_a_region_the_ground_truth_has_adds_it_once(files):
+    """A prediction matching a ground-truth region (IoU at the review's threshold) is found
+    already: accepted, it leaves the predictions and the ground truth keeps one copy."""
+    review = open_review(files)
+    name = review.names[0]
+    before = list(review.ground_truth(name).regions)
+    n_pred = len(review.prediction(name).regions)
+    assert review.accept(name, [0]) == [] and review.confirmed == 1
+    assert review.ground_truth(name).regions == before
+    assert len(review.prediction(name).regions) == n_pred - 1
+    pred, _ = annotations.load(files[1], read_images=False)
+    assert len({im.filename: im for im in pred.images}[name].regions) == n_pred - 1
 
 
 def test_accept_takes_the_edited_outline(files):
@@ -127,7 +141,7 @@ def test_a_ground_truth_save_refused_keeps_the_prediction_in_its_file(files):
     n_pred = len(review.prediction(name).regions)
     files[0].write_text(files[0].read_text().replace("}", "} ", 1))  # someone else saved it
     with pytest.raises(DiskChanged):
-        review.accept(name, [0])
+        review.accept(name, [len(review.shown(name)) - 1])  # the false positive
     assert review.pending and review.gt.dirty  # in memory, waiting for a choice
     pred, _ = annotations.load(files[1], read_images=False)
     assert len({im.filename: im for im in pred.images}[name].regions) == n_pred  # still there

@@ -119,6 +119,31 @@ def test_accept_and_reject_are_saved(review, dataset_dir):
     assert review.annotator.session.status(0) == "reviewed"
 
 
+def test_accepting_what_the_ground_truth_has_adds_nothing_twice(review, dataset_dir):
+    """Accept all on an image whose predictions are its ground truth less one region, and a
+    weak false positive: the matching ones are found already (not copied, which turned
+    true positives into misses), the false positive is added, and the summary says so."""
+    review.score_slider.setValue(0)
+    review.annotator.show(0)
+    truth = list(review.annotator.session.image.regions)
+    n_pred = len(review.pred_layer.data)
+    assert n_pred == len(truth)  # len(truth) - 1 matching, and the weak FP
+    row = next(r for r in review.model.rows if r.image == "img_000.tif")
+    assert (row.tp, row.fn) == (len(truth) - 1, 1)
+    assert review.accept_all() == 1  # the false positive alone
+    assert review.review.confirmed == len(truth) - 1
+    regions = review.annotator.session.image.regions
+    assert len(regions) == len(truth) + 1 and regions[-1].source == "model-accepted"
+    row = next(r for r in review.model.rows if r.image == "img_000.tif")
+    assert (row.n_gt, row.n_pred) == (len(truth) + 1, 0)
+    assert f"{len(truth) - 1} accepted prediction" in review.summary.text()
+    saved = json.loads((dataset_dir / "annotations.json").read_text())
+    img = next(v for v in saved["_via_img_metadata"].values() if v["filename"] == "img_000.tif")
+    assert len(img["regions"]) == len(truth) + 1
+    pred = annotations.load(dataset_dir / "pred.json", read_images=False)[0].images[0]
+    assert pred.regions == []  # every prediction left the predictions file
+
+
 def test_export_table(review, tmp_path):
     path = review.export_table(tmp_path / "table.csv")
     lines = path.read_text().splitlines()

@@ -346,7 +346,21 @@ class Annotator:
         return [i for i, r in enumerate(self.session.image.regions) if r.area < self.min_area]
 
     def close(self) -> None:
-        """Save and stop listening to the layers (the layers stay in the viewer)."""
+        """Save, stop listening to the layers and take them out of the viewer: left there,
+        they looked editable, and what was drawn on them was saved nowhere. When the save
+        fails (a read-only folder) they stay, named as unsaved, and an error says so."""
         if self.shapes_layer is not None:
             self.sync()
             self.shapes_layer.events.data.disconnect(self._on_data)
+        if self.session.dirty and self.shapes_layer is not None:
+            from napari.utils.notifications import show_error
+
+            self.shapes_layer.name = f"{self.name} (NOT SAVED)"
+            show_error(f"{self.session.path}: the last changes could not be saved; its layer "
+                       f"'{self.shapes_layer.name}' stays in the viewer (napari's File > Save "
+                       "Selected Layers keeps it)")  # fmt: skip
+            return
+        for layer in (self.shapes_layer, self.image_layer):
+            if layer is not None and layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+        self.shapes_layer = self.image_layer = None

@@ -207,7 +207,7 @@ class AnnotateWidget(QWidget):
             annotator = self.annotator = shared_annotator(
                 self.viewer, session, self,
                 {"image_changed": self._on_image_changed, "saved": self._on_saved,
-                 "regions_changed": self._on_regions_changed, "message": self._info},
+                 "regions_changed": self._on_regions_changed, "message": self._on_message},
             )  # fmt: skip
             annotator.on_conflict = lambda exc: ask_conflict(self, exc, annotator)
         self.annotator.polyline_width = self.polyline_spin.value()
@@ -462,6 +462,10 @@ class AnnotateWidget(QWidget):
         return written
 
     # ------------------------------------------------------------------ messages
+
+    def _on_message(self, text: str) -> None:
+        """The annotator's messages; a failed save is an error, not a passing note."""
+        (self._error if text.startswith("autosave failed") else self._info)(text)
 
     def _info(self, text: str) -> None:
         from napari.utils.notifications import show_info

@@ -298,3 +298,33 @@ def test_status_names_only_what_went_wrong(make_napari_viewer, dataset_dir, qtbo
     assert w.open_path(dataset_dir)
     text = w.status_label.text()
     assert text.endswith("; 1 missing image") and "import issue" not in text
+
+
+def test_opening_another_dataset_takes_the_old_layers_away_unless_unsaved(
+    make_napari_viewer, dataset_dir, tmp_path, qtbot, monkeypatch
+):
+    """Left in the viewer, the old dataset's layers looked editable and what was drawn on
+    them was saved nowhere: they go. When its last changes cannot be saved (a read-only
+    folder) its layer stays, named as not saved, and the failed saves are errors."""
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(dataset_dir, other)
+    viewer = make_napari_viewer()
+    w = AnnotateWidget(viewer)
+    qtbot.addWidget(w)
+    assert w.open_path(dataset_dir)
+    assert w.open_path(other)
+    assert sorted(layer.name for layer in viewer.layers) == ["ground truth", "image"]
+    errors = []
+    monkeypatch.setattr(w, "_error", errors.append)
+
+    def refuse(*args, **kwargs):
+        raise OSError("[Errno 30] Read-only file system")
+
+    monkeypatch.setattr(w.annotator.session, "save", refuse)
+    w.annotator.shapes_layer.add_polygons([square(5, 5, 10)])
+    assert errors and errors[-1].startswith("autosave failed: [Errno 30]")
+    assert w.open_path(dataset_dir)
+    names = sorted(layer.name for layer in viewer.layers)
+    assert "ground truth (NOT SAVED)" in names and names.count("ground truth") == 1

@@ -304,6 +304,18 @@ class Annotator:
         layer.current_edge_color = color
         layer.current_face_color = _face(color)
 
+    def rename_class(self, old: str, new: str) -> None:
+        """Rename a class everywhere: the dataset, the shapes on screen (they were synced
+        back with the old name, so this image kept it) and the class chosen for drawing."""
+        self.sync()
+        self.session.rename_class(old, new)
+        layer = self.shapes_layer
+        if layer is not None and len(layer.data):
+            layer.features.loc[layer.features["class"] == old, "class"] = new
+        if self._current_class == old:
+            self._current_class = new
+        self.show(self.index)  # redraw with the new name and colour
+
     def set_no_anomaly(self, value: bool) -> None:
         """Mark the current image as checked with no anomaly (only when it has no regions)."""
         if value and self.session.image.regions:

@@ -28,7 +28,7 @@ from qtpy.QtWidgets import (
 
 from .._annotator import Annotator
 from .._layers import class_color
-from ..core.model import BioAnomalyError
+from ..core.model import FALLBACK_CLASS, BioAnomalyError
 from ..core.session import AnnotationSession
 from ..core.text import counted
 from ._annotate_list import _NumberItem, _swatch, _table
@@ -265,11 +265,10 @@ class ClassesPanel(QGroupBox):
         if (annotator := self._annotator()) is None:
             return
         try:
-            annotator.session.rename_class(old, new)
+            annotator.rename_class(old, new)
         except BioAnomalyError as exc:
             self._on_error(str(exc))
             return
-        annotator.show(annotator.index)  # redraw with the new name
         annotator.autosave()
         self.fill()
 
@@ -284,5 +283,9 @@ class ClassesPanel(QGroupBox):
         except BioAnomalyError as exc:
             self._on_error(str(exc))
             return
+        if annotator.current_class == item.text():  # it came back with the next shape
+            annotator.current_class = (
+                session.dataset.classes[0] if session.dataset.classes else FALLBACK_CLASS
+            )
         annotator.autosave()
         self.fill()

@@ -193,6 +193,27 @@ def test_classes_can_be_added_renamed_and_removed(widget, dataset_dir):
     widget.class_list.setCurrentRow(widget.class_list.count() - 1)
     widget._remove_class()
     assert "fibre" not in widget.annotator.session.dataset.classes
+    # removed, it was the drawing class: a new shape takes a class that still exists
+    assert widget.annotator.current_class != "fibre"
+    widget.annotator.shapes_layer.add_polygons([square(40, 40, 10)])
+    assert widget.annotator.session.image.regions[-1].label != "fibre"
+    assert "fibre" not in widget.annotator.session.dataset.classes
+
+
+def test_renaming_a_class_renames_it_on_the_image_shown_too(widget, dataset_dir):
+    """The image on screen has dust: renamed, its regions are renamed too (they were
+    synced back with the old name, which came back as a class of its own)."""
+    images = widget.annotator.session.dataset.images
+    widget.go_to(next(i for i, im in enumerate(images) if "dust" in {r.label for r in im.regions}))
+    widget.choose_class(widget.annotator.session.dataset.classes.index("dust"))
+    widget.rename_class("dust", "debris")
+    classes = widget.annotator.session.dataset.classes
+    assert "debris" in classes and "dust" not in classes
+    assert "dust" not in {r.label for r in widget.annotator.session.image.regions}
+    assert widget.annotator.current_class == "debris"
+    saved = on_disk(dataset_dir)
+    labels = {r["region_attributes"]["class"] for v in saved.values() for r in v["regions"]}
+    assert "dust" not in labels and "debris" in labels
 
 
 def test_killed_while_annotating_leaves_a_complete_file(dataset_dir, tmp_path):

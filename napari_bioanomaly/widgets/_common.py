@@ -43,6 +43,29 @@ def export_dataset(dataset: Any, fmt: str, path: Any) -> tuple[list[Any], list[s
     return annotations.save(dataset, path, fmt)
 
 
+def export_and_say(
+    dataset: Any, fmt: str, path: Any, info: Callable[[str], None], error: Callable[[str], None]
+) -> list[Any]:
+    """Export ``dataset`` (:func:`export_dataset`), then say what was written and what was
+    left out (``info``), or why nothing was (``error``); returns the files written."""
+    from ..core.model import BioAnomalyError
+    from ..core.text import counted
+
+    try:
+        written, warnings = export_dataset(dataset, fmt, path)
+    except (BioAnomalyError, OSError, ValueError) as exc:
+        error(f"export failed: {exc}")
+        return []
+    text = (
+        f"Wrote {counted(len(written), 'file')}: {len(dataset.images)} images, "
+        f"{len(dataset.regions)} regions."
+    )
+    if warnings:
+        text += f"\n{counted(len(warnings), 'warning')}:\n" + "\n".join(warnings[:10])
+    info(text)
+    return written
+
+
 def slot(action: Callable[[], object]) -> Callable[[], None]:
     """``action`` as a Qt slot that returns nothing: the widgets' actions return whether
     they started (for their callers and tests), PyQt5 declares slots as returning None."""

@@ -38,7 +38,7 @@ from ._common import (
     ask_conflict,
     ask_export_target,
     compact_dock_tabs,
-    export_dataset,
+    export_and_say,
 )
 from ._launch import error_text, launch
 
@@ -446,20 +446,7 @@ class AnnotateWidget(QWidget):
     def export(self, fmt: str, path: str | Path) -> list[Path]:
         """Save the current image's edits, then export the dataset; shows what was written."""
         self._open.sync()
-        dataset = self._session.dataset
-        try:
-            written, warnings = export_dataset(dataset, fmt, path)
-        except (BioAnomalyError, OSError, ValueError) as exc:
-            self._error(f"export failed: {exc}")
-            return []
-        text = (
-            f"Wrote {counted(len(written), 'file')}: {len(dataset.images)} images, "
-            f"{len(dataset.regions)} regions."
-        )
-        if warnings:
-            text += f"\n{counted(len(warnings), 'warning')}:\n" + "\n".join(warnings[:10])
-        self._info(text)
-        return written
+        return export_and_say(self._session.dataset, fmt, path, self._info, self._error)
 
     # ------------------------------------------------------------------ messages
 

@@ -38,7 +38,7 @@ from ._common import (
     ask_conflict,
     ask_export_target,
     button_row,
-    export_dataset,
+    export_and_say,
     slot,
     with_browse,
 )
@@ -62,6 +62,7 @@ class ReviewWidget(QWidget):
         self.viewer = napari_viewer
         self.workspace = workspace_for(napari_viewer)
         self.annotator: Annotator | None = None
+        self._closed = False  # closed while a job ran: its end opens nothing
         self.review: ReviewSession | None = None
         self.layers = ReviewLayers(napari_viewer)
         #: regions smaller than this are not proposed (the model's operating point's)
@@ -495,10 +496,12 @@ class ReviewWidget(QWidget):
             self.export_corrected(*target)
 
     def export_corrected(self, fmt: str, path: str | Path) -> list[Path]:
-        """Export the corrected ground truth (see :data:`annotations.EXPORT_FORMATS`)."""
+        """Export the corrected ground truth (see :data:`annotations.EXPORT_FORMATS`); says
+        what was written and left out, or why nothing was."""
+        from napari.utils.notifications import show_error, show_info
+
         self._gt.sync()
-        written, _ = export_dataset(self._gt.session.dataset, fmt, path)
-        return written
+        return export_and_say(self._gt.session.dataset, fmt, path, show_info, show_error)
 
     # ------------------------------------------------------------------ one click
 
@@ -543,6 +546,8 @@ class ReviewWidget(QWidget):
         return self.jobs.stop()
 
     def _after_job(self, gt: str, pred_out: Path, names: list[str]) -> None:
+        if self._closed:  # the job saved its files; a closed widget opens no layers
+            return
         self.pred_edit.setText(str(pred_out))
         self.open(gt, pred_out, images=names, note=self.jobs.problems_text(len(names)))
 
@@ -583,6 +588,7 @@ class ReviewWidget(QWidget):
             self.review = None
 
     def closeEvent(self, event: Any) -> None:
+        self._closed = True
         self._release()
         super().closeEvent(event)
 

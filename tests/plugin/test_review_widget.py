@@ -195,7 +195,7 @@ def test_nothing_open_is_said_and_the_open_button_opens(
     assert widget.export_corrected("via-project", tmp_path / "c.json")
 
 
-def test_export_corrected_annotations(review, tmp_path):
+def test_export_corrected_annotations(review, tmp_path, monkeypatch):
     for fmt, out in (
         ("via-project", tmp_path / "c.json"),
         ("coco", tmp_path / "c_coco.json"),
@@ -205,6 +205,13 @@ def test_export_corrected_annotations(review, tmp_path):
         assert written and all(p.exists() for p in written)
     ds, report = annotations.load(tmp_path / "c.json", read_images=False)
     assert len(ds.images) == 6 and not report.issues
+    # a folder that cannot be written: said as an error, not a traceback
+    said = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", said.append)
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a folder")
+    assert review.export_corrected("coco", blocker / "c.json") == []
+    assert said and said[0].startswith("export failed:")
 
 
 def _widget_with_a_model(make_viewer, qtbot, dataset_dir, model, epochs: int, steps: int):
@@ -300,6 +307,22 @@ def test_choose_point_in_napari_as_the_cli_does(make_napari_viewer, dataset_dir,
         "Cannot choose the point: choose the ground-truth file and a model first"
         in widget.summary.text()
     )
+
+
+def test_a_review_closed_while_it_predicts_opens_nothing_when_the_job_ends(
+    make_napari_viewer, dataset_dir, qtbot, tmp_path
+):
+    """The job goes on and saves its predictions; the closed widget adds no layers to the
+    viewer when it ends (it added an image and a ground truth nobody could use)."""
+    widget, _ = _widget_with_a_model(make_napari_viewer, qtbot, dataset_dir,
+                                     tmp_path / "m.pt", epochs=1, steps=2)  # fmt: skip
+    viewer = widget.viewer
+    assert widget.predict_and_review()
+    widget.close()
+    wait_for_job(qtbot, widget, 120_000)
+    qtbot.wait(50)
+    assert len(viewer.layers) == 0, [layer.name for layer in viewer.layers]
+    assert (dataset_dir / "annotations.predictions.json").is_file()
 
 
 def test_stop_predict_and_review_reviews_the_images_predicted_so_far(

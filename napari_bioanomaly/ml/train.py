@@ -102,21 +102,33 @@ def _train(
     if config.exclude_qc:
         yield TrainEvent(
             "status", 0, config.epochs or 1, 0, config.steps_per_epoch,
-            message=f"image quality of {len(train_idx)} training images (stored flags, or "
-            "checked now)",
+            message=f"image quality of {len(train_idx) + len(val_idx)} training and validation "
+            "images (stored flags, or checked now)",
         )  # fmt: skip
-        train_idx, dropped = data.quality_filter(dataset, train_idx)
+        # judged together (out of focus is among peers); left out of validation too
+        kept, dropped = data.quality_filter(dataset, train_idx + val_idx)
+        keep = set(kept)
+        train_idx = [i for i in train_idx if i in keep]
+        val_idx = [i for i in val_idx if i in keep]
         if dropped:
             names = ", ".join(f"{name} ({'; '.join(flags)})" for name, flags in dropped[:5])
             more = f" and {len(dropped) - 5} more" if len(dropped) > 5 else ""
             yield TrainEvent(
                 "warning", 0, config.epochs or 1, 0, config.steps_per_epoch,
                 message=f"{counted(len(dropped), 'image')} with quality flags left out of "
-                f"training: {names}{more}",
+                f"training and validation: {names}{more}",
             )  # fmt: skip
     if not train_idx:
         raise BioAnomalyError("no training images left after the validation split and QC")
-    data.check_images(dataset, train_idx + val_idx)
+    try:
+        data.check_images(dataset, train_idx + val_idx)
+    except BioAnomalyError as exc:
+        if config.exclude_qc:
+            raise
+        raise BioAnomalyError(
+            f"{exc}; leave them out with --exclude-qc (in napari: leave "
+            "out QC-flagged images), which flags them unreadable"
+        ) from None
     if config.pretrain_min and resume is None:
         weights = yield from _pretrain(dataset, config, out, cancel)
         if weights is None:  # stopped while pretraining

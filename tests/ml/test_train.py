@@ -441,8 +441,15 @@ def test_bad_input_is_named(dataset, tmp_path, train_dir):
     shutil.copytree(train_dir, broken)
     (broken / "img_003.tif").write_bytes(b"not a tiff")
     ds, _ = annotations.load(broken / "annotations.json", read_images=False)
-    with pytest.raises(BioAnomalyError, match=r"img_003\.tif: cannot read image header"):
+    with pytest.raises(BioAnomalyError, match=r"img_003\.tif: cannot read image header.*"
+                       r"leave them out with --exclude-qc"):  # fmt: skip
         drain(train(ds, TINY, tmp_path / "b.pt"))
+    # as it says: flagged unreadable and left out, wherever the split put it
+    for seed in (0, 1, 2):
+        events, result = drain(train(ds, TINY.replace(exclude_qc=True, seed=seed, epochs=1),
+                                     tmp_path / f"q{seed}.pt"))  # fmt: skip
+        said = [e.message for e in events if e.kind == "warning"]
+        assert result.best is not None and any("img_003.tif (unreadable)" in m for m in said)
 
 
 def test_untrusted_checkpoints_stay_data(tmp_path):

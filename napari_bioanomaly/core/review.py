@@ -54,6 +54,14 @@ def cell(row: ImageScore, column: int, qc: Mapping[str, str]) -> Any:
     ][column]  # fmt: skip
 
 
+def beside(source: str | Path, name: str) -> Path:
+    """Where a file the widgets write for a dataset goes: inside the folder when
+    ``source`` is a folder of images, beside the annotation file otherwise (a model of a
+    folder went into its parent, beside other datasets' models)."""
+    source = Path(source)
+    return source / name if source.is_dir() else source.with_name(name)
+
+
 def predictions_path(gt: str | Path) -> Path:
     """Where reviewed predictions are kept: ``<annotations>.predictions.json`` beside the
     ground truth (inside the folder when the ground truth is a folder of images)."""

@@ -21,7 +21,7 @@ from qtpy.QtWidgets import QPushButton
 from .._workspace import Workspace
 from ..core import annotations as annotation_files
 from ..core.model import BioAnomalyError
-from ..core.review import predictions_path
+from ..core.review import beside, predictions_path
 from ..ml.events import PredictEvent, TrainEvent
 from ._jobs import (
     Stopped,
@@ -99,7 +99,7 @@ class ReviewJobs:
         except (BioAnomalyError, OSError, TypeError) as exc:
             self.say(f"Cannot train: {exc}")
             return False
-        out = Path(gt).with_name("bioanomaly-model.pt")
+        out = beside(gt, "bioanomaly-model.pt")
         self.say(f"Training {config.model} on the training split...")
         return self._start(
             train_and_predict, (dataset, config, out, predictions_path(gt)), gt,

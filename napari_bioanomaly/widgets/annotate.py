@@ -319,7 +319,12 @@ class AnnotateWidget(QWidget):
         self.qc_button.setText("Check quality")
         self.qc_button.setEnabled(True)
         self.qc_progress.setVisible(False)
-        if self.annotator is None or self._session is not self._qc_session:
+        if self.annotator is None:
+            return
+        if self._session is not self._qc_session:
+            if self._qc_session is not None:
+                self._info(f"The quality check of {self._qc_session.path} was dropped: another "
+                           "dataset was opened before it ended (no flags saved)")  # fmt: skip
             return
         images = self._session.dataset.images
         if self._qc_stopped and self._qc_flagged < len(images):

@@ -33,6 +33,7 @@ from .._workspace import workspace_for
 from ..core import annotations as annotation_files
 from ..core.chooser import tta_gain_text, tta_pays
 from ..core.model import BioAnomalyError
+from ..core.review import beside
 from ..core.text import counted
 from ..ml.config import ANOMALY_MODELS, NO_LINES_CHOICE, REGISTRY
 from ..ml.settings import SETTINGS, config_from_form
@@ -252,13 +253,14 @@ class TrainWidget(QWidget):
     def start(self) -> bool:
         """Start training in a worker thread; returns False (and says why) if it cannot.
 
-        The model file defaults to ``bioanomaly-<model>.pt`` beside the annotations.
+        The model file defaults to ``bioanomaly-<model>.pt`` beside the annotations (in
+        the folder, for a folder of images).
         """
         prepared = self._prepare()
         if prepared is None:
             return False
         dataset, config, source = prepared
-        default = Path(source).with_name(f"bioanomaly-{config.model}.pt")
+        default = beside(source, f"bioanomaly-{config.model}.pt")
         out = Path(self.out.text().strip() or default)
         self.cancel = threading.Event()
         return self._launch(

@@ -192,3 +192,15 @@ def test_table_csv_and_predictions_path(files, tmp_path):
     assert lines[0].split(",") == COLUMNS and len(lines) == len(review.names) + 1
     assert predictions_path(files[0]).name == "annotations.predictions.json"
     assert predictions_path(files[0].parent) == files[0].parent / "annotations.predictions.json"
+
+
+def test_files_written_for_a_folder_of_images_go_into_it(tmp_path):
+    """A model trained from a folder of images went into its parent, beside other
+    datasets' models; beside an annotation file it stays beside it."""
+    from napari_bioanomaly.core.review import beside
+
+    folder = tmp_path / "plate 1"
+    folder.mkdir()
+    assert beside(folder, "bioanomaly-forest.pt") == folder / "bioanomaly-forest.pt"
+    ann = folder / "annotations.json"
+    assert beside(ann, "bioanomaly-forest.pt") == folder / "bioanomaly-forest.pt"

@@ -307,6 +307,23 @@ def test_quality_check_stops_from_its_button_and_sets_no_flags(widget, monkeypat
     assert "stopped after" in messages[-1] and "no flags set" in messages[-1]
     assert widget.qc_button.text() == "Check quality" and widget.qc_button.isEnabled()
     assert not widget.stop_quality()  # nothing left to stop
+    # another dataset opened while a check runs: the check is dropped, and said so
+    first = widget._session.path
+    assert widget.check_quality()
+    qtbot.waitUntil(lambda: widget.qc_progress.value() >= 1, timeout=30_000)
+    assert widget.open_path(copy_beside(first.parent))
+    qtbot.waitUntil(lambda: widget._qc_worker is None, timeout=30_000)
+    assert f"The quality check of {first} was dropped" in messages[-1]
+    assert all("qc" not in im.file_attributes for im in widget._session.dataset.images)
+
+
+def copy_beside(folder):
+    """A copy of a dataset folder beside it."""
+    import shutil
+
+    copy = folder.with_name(folder.name + " copy")
+    shutil.copytree(folder, copy)
+    return copy
 
 
 def test_status_names_only_what_went_wrong(make_napari_viewer, dataset_dir, qtbot):

@@ -451,6 +451,10 @@ class AnnotateWidget(QWidget):
     def export(self, fmt: str, path: str | Path) -> list[Path]:
         """Save the current image's edits, then export the dataset; shows what was written."""
         self._open.sync()
+        if Path(path).resolve() == self._session.path.resolve():
+            self._error(f"export failed: {path} is the open dataset's own file (saved there "
+                        "already, as a VIA 2 project): choose another file")  # fmt: skip
+            return []
         return export_and_say(self._session.dataset, fmt, path, self._info, self._error)
 
     # ------------------------------------------------------------------ messages

@@ -182,6 +182,13 @@ def test_export_every_format_and_reimport(widget, tmp_path, dataset_dir):
         assert len(ds.regions) == n and not [i for i in report.issues if i.kind != "closed"]
     written = widget.export("masks", tmp_path / "masks")
     assert len(written) == 7 and (tmp_path / "masks" / "labels.csv").is_file()
+    # onto the open dataset's own file: refused (it was a conflict with itself after)
+    errors = []
+    widget._error = errors.append
+    before = (dataset_dir / "annotations.json").read_bytes()
+    assert widget.export("via", dataset_dir / "annotations.json") == []
+    assert "is the open dataset's own file" in errors[-1]
+    assert (dataset_dir / "annotations.json").read_bytes() == before
 
 
 def test_classes_can_be_added_renamed_and_removed(widget, dataset_dir):

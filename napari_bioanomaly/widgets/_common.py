@@ -5,7 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from qtpy.QtWidgets import QHBoxLayout, QHeaderView, QPushButton, QTableView, QWidget
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QHeaderView,
+    QPushButton,
+    QScrollArea,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
 
 #: Export formats the widgets offer: label -> (format, file pattern; None: a folder).
 EXPORTS = {
@@ -64,6 +74,22 @@ def export_and_say(
         text += f"\n{counted(len(warnings), 'warning')}:\n" + "\n".join(warnings[:10])
     info(text)
     return written
+
+
+def scrolled_layout(widget: QWidget) -> QVBoxLayout:
+    """The layout for ``widget``'s content, in a scroll area that fills it: a dock smaller
+    than the content scrolls it, rather than squeezing the docks beside it, making the
+    window taller than the screen or cutting off its right side."""
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    scroll = QScrollArea()
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+    inner = QWidget()
+    scroll.setWidget(inner)
+    outer.addWidget(scroll)
+    return QVBoxLayout(inner)
 
 
 def slot(action: Callable[[], object]) -> Callable[[], None]:

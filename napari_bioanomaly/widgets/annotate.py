@@ -11,16 +11,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from qtpy.QtCore import QModelIndex, Qt
+from qtpy.QtCore import QModelIndex
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
-    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
-    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
@@ -39,6 +37,7 @@ from ._common import (
     ask_export_target,
     compact_dock_tabs,
     export_and_say,
+    scrolled_layout,
 )
 from ._launch import error_text, launch
 
@@ -80,17 +79,7 @@ class AnnotateWidget(QWidget):
     # ------------------------------------------------------------------ layout
 
     def _build(self) -> None:
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        # a dock narrower than the content scrolls it rather than cutting off its right side
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
-        inner = QWidget()
-        scroll.setWidget(inner)
-        outer.addWidget(scroll)
-        layout = QVBoxLayout(inner)
+        layout = scrolled_layout(self)
         row = QHBoxLayout()
         for text, slot, tip in [
             ("Open folder...", self._ask_folder, "a folder of images, with or without annotations"),

@@ -24,7 +24,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -37,7 +36,7 @@ from ..core.review import beside
 from ..core.text import counted
 from ..ml.config import ANOMALY_MODELS, NO_LINES_CHOICE, REGISTRY
 from ..ml.settings import SETTINGS, config_from_form
-from ._common import slot, with_browse
+from ._common import scrolled_layout, slot, with_browse
 from ._jobs import _num, crossval_job, epoch_text, prime_torch, step_text, training_job
 from ._launch import error_text, launch
 from ._loss_plot import LossPlot
@@ -88,7 +87,7 @@ class TrainWidget(QWidget):
         self.workspace.provide_train_config(self.config)
 
     def _build(self) -> None:
-        layout = QVBoxLayout(self)
+        layout = scrolled_layout(self)  # docked under Annotate, it scrolls
         form = QFormLayout()
         self.source = QComboBox()
         self.source.setEditable(True)

@@ -236,3 +236,14 @@ def test_the_status_says_when_the_model_will_predict_with_flips_and_rotations(wi
     train._on_returned(TrainResult(model, model, best_f1=0.7, operating_point=plain,
                                    tta_point=plain))  # fmt: skip
     assert "uses them by default" not in train.status.text()
+
+
+def test_the_train_widget_scrolls_rather_than_growing_the_window(widgets):
+    """Docked under Annotate, the Train widget's form made the window taller than a 1100 px
+    screen and squeezed Annotate to one line: its content scrolls now, as Annotate's does."""
+    from qtpy.QtWidgets import QScrollArea
+
+    annotate, train, _ = widgets
+    for widget in (annotate, train):
+        assert widget.findChild(QScrollArea) is not None
+        assert widget.minimumSizeHint().height() < 300

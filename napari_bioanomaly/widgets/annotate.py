@@ -426,6 +426,8 @@ class AnnotateWidget(QWidget):
         session = self._session
         if session.dirty:
             return "\u25cf unsaved changes"
+        if not session.path.exists():  # a folder without annotations: nothing written yet
+            return f"new: {session.path.name} is written at the first edit"
         return f"\u2713 saved to {session.path.name}"
 
     def _on_saved(self, path: str) -> None:

@@ -20,6 +20,10 @@ def test_unannotated_folder_to_heatmap_proposals_and_annotations(
     annotate = AnnotateWidget(viewer)
     qtbot.addWidget(annotate)
     assert annotate.open_path(dataset_dir)
+    # nothing written yet (it said "saved" even in a folder it could not write)
+    assert annotate.save_label.text().startswith(
+        "new: annotations.json is written at the first edit"
+    )
     train = TrainWidget(viewer)
     qtbot.addWidget(train)
     assert train.source.currentText() == str(dataset_dir / "annotations.json")  # not saved yet

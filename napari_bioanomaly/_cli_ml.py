@@ -148,17 +148,16 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _refuse_replacing_non_model(*paths: Path) -> None:
-    """Refuse to write a model over an existing file that is no PyTorch file (a zip
-    archive, or an old pickle): an annotation file given as ``--out`` by mistake."""
+    """Refuse to write a model over an existing file that is no PyTorch file: an
+    annotation file given as ``--out`` by mistake."""
+    from .ml.checkpoint import is_torch_file
+
     for path in paths:
-        if path.is_file() and path.stat().st_size:
-            with path.open("rb") as f:
-                head = f.read(4)
-            if head != b"PK\x03\x04" and not head.startswith(b"\x80"):
-                raise BioAnomalyError(
-                    f"{path}: exists and is not a model file; training would replace it: "
-                    "choose another --out"
-                )
+        if path.is_file() and path.stat().st_size and not is_torch_file(path):
+            raise BioAnomalyError(
+                f"{path}: exists and is not a model file; training would replace it: "
+                "choose another --out"
+            )
 
 
 def cmd_train(args: argparse.Namespace) -> int:

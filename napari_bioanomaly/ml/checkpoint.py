@@ -347,11 +347,16 @@ def checkpoint_payload(
     }
 
 
-def _read(path: Path) -> Any:
-    """The file's contents as data only (``weights_only=True``: no code from it runs)."""
+def is_torch_file(path: Path) -> bool:
+    """Whether the file starts as PyTorch writes one: a zip archive, or an old pickle."""
     with path.open("rb") as f:
         head = f.read(4)
-    if head != b"PK\x03\x04" and not head.startswith(b"\x80"):  # a zip archive, or a pickle
+    return head == b"PK\x03\x04" or head.startswith(b"\x80")
+
+
+def _read(path: Path) -> Any:
+    """The file's contents as data only (``weights_only=True``: no code from it runs)."""
+    if not is_torch_file(path):
         raise BioAnomalyError(
             f"{path}: not a model file (PyTorch writes a zip archive; this is something "
             "else: a text, an image, an annotation file?)"

@@ -61,6 +61,11 @@ class ReviewLayers:
         self._shown = (list(regions), layer)
         return True
 
+    def redraw(self) -> None:
+        """Have the next :meth:`show_predictions` fill the layer again, even with the same
+        regions (outlines edited before an accept go back to the model's)."""
+        self._shown = ([], None)
+
     def polygons(self) -> list[np.ndarray]:
         """The shown predictions' outlines as the user may have edited them (image
         coordinates), in the order they were shown."""

@@ -5,10 +5,11 @@ predictions for its images (a VIA file), the thresholds, and one
 :class:`~.evaluate.ImageCache` per image under review, so that a threshold change
 rescores every image without rasterising again. Corrections go through it:
 
-- **accept** moves predictions into the ground truth (source ``model-accepted``). The
-  predictions file loses them only once the ground truth holding them is saved
-  (:meth:`ReviewSession.ground_truth_saved`): a save deferred by a conflict on disk
-  defers both, so an accepted region is always in one of the two files.
+- **accept** copies predictions into the ground truth (source ``model-accepted``). They
+  stay in the predictions file: they are what the model predicted, and against the
+  ground truth that now holds them they count as found (true positives), as ``evaluate``
+  counts them on the two files. (Until 2026-12-06 they left the predictions, and every
+  accepted prediction turned into a miss of the model.)
 - **reject** removes predictions (saved at once).
 - **propose** replaces an image's predictions by the outlines of its anomaly map.
 
@@ -108,8 +109,6 @@ class ReviewSession:
             im.filename for im in gt.dataset.images if wanted is None or im.filename in wanted
         ]
         self.caches: dict[str, ImageCache] = {}
-        #: accepted regions still in the predictions file (until the ground truth is saved)
-        self.pending = False
         self._heat: dict[str, np.ndarray] = {}
         #: file name -> position, per list of images (see _position)
         self._positions: dict[int, dict[str, int]] = {}
@@ -223,29 +222,26 @@ class ReviewSession:
 
     # ------------------------------------------------------------------ corrections
 
-    def take(
+    def picked(
         self,
         filename: str,
         indices: Sequence[int],
         polygons: Sequence[np.ndarray] | None = None,
-    ) -> list[Region]:
-        """Remove the shown predictions at ``indices`` (positions in :meth:`shown`) from
-        the image's predictions and return them; ``polygons``: their outlines as edited
-        (the user may move vertices before accepting)."""
-        pred = self.prediction(filename)
+    ) -> tuple[list[int], list[Region]]:
+        """The shown predictions at ``indices`` (positions in :meth:`shown`): their
+        positions in the image's predictions, and copies outlined by ``polygons`` where
+        given (the user may move vertices before accepting)."""
         shown = self.shown(filename)
-        picked = [i for i in sorted(set(indices)) if 0 <= i < len(shown)]
-        chosen = [shown[i] for i in picked]
-        taken = []
-        for n, k in enumerate(chosen):
-            r = pred.regions[k]
+        order = [i for i in sorted(set(indices)) if 0 <= i < len(shown)]
+        pred = self.prediction(filename)
+        copies = []
+        for i in order:
+            r = pred.regions[shown[i]]
             polygon = r.polygon
-            if polygons is not None and picked[n] < len(polygons):  # edited
-                polygon = np.asarray(polygons[picked[n]], float)
-            taken.append(Region(polygon, r.label, dict(r.attributes), r.score, "model", r.shape))
-        drop = set(chosen)
-        pred.regions = [r for i, r in enumerate(pred.regions) if i not in drop]
-        return taken
+            if polygons is not None and i < len(polygons):  # edited
+                polygon = np.asarray(polygons[i], float)
+            copies.append(Region(polygon, r.label, dict(r.attributes), r.score, "model", r.shape))
+        return [shown[i] for i in order], copies
 
     def accept(
         self,
@@ -254,15 +250,15 @@ class ReviewSession:
         polygons: Sequence[np.ndarray] | None = None,
         add: Callable[[list[Region]], None] | None = None,
     ) -> list[Region]:
-        """Move shown predictions into the ground truth (source ``model-accepted``).
+        """Copy shown predictions into the ground truth (source ``model-accepted``).
 
-        A prediction that matches a ground-truth region (IoU at the review's threshold) is
-        confirmed, not added a second time: it leaves the predictions and the region stays
-        as it was; :attr:`confirmed` counts them. ``add`` puts the regions into the ground
-        truth (the widget's annotator, which also shows and autosaves them); by default
-        they are added to the session and it is saved. The predictions file is saved once
-        the ground truth is (see the module docstring)."""
-        taken = self.take(filename, indices, polygons)
+        The predictions stay in their file (see the module docstring): accepted, each
+        one is a region the model found. A prediction that matches a ground-truth region
+        (IoU at the review's threshold) is confirmed, not added a second time;
+        :attr:`confirmed` counts them. ``add`` puts the regions into the ground truth (the
+        widget's annotator, which also shows and autosaves them); by default they are
+        added to the session and it is saved."""
+        _, taken = self.picked(filename, indices, polygons)
         self.confirmed = 0
         if not taken:
             return []
@@ -272,33 +268,31 @@ class ReviewSession:
             found = iou.max(axis=0) >= self.iou_threshold
             self.confirmed = int(found.sum())
             taken = [r for r, hit in zip(taken, found, strict=True) if not hit]
-            if not taken:  # each one found already: only the predictions file changes
-                self.save_predictions()
-                self.rescore(filename)
+            if not taken:  # each one found already: nothing changes
                 return []
         accepted = [
             Region(r.polygon, r.label, dict(r.attributes), r.score, "model-accepted", r.shape)
             for r in taken
         ]
-        self.pending = True
         if add is None:
             index = self._gt_position(filename)
             self.gt.set_regions(list(self.gt.dataset.images[index].regions) + accepted, index)
             self.gt.save()
         else:
             add(accepted)
-        if not self.gt.dirty:
-            self.ground_truth_saved()
         self.rescore(filename)
         return accepted
 
     def reject(self, filename: str, indices: Sequence[int]) -> int:
         """Remove shown predictions; the predictions file is saved at once."""
-        taken = self.take(filename, indices)
-        if taken:
+        drop, _ = self.picked(filename, indices)
+        if drop:
+            pred = self.prediction(filename)
+            gone = set(drop)
+            pred.regions = [r for i, r in enumerate(pred.regions) if i not in gone]
             self.save_predictions()
             self.rescore(filename)
-        return len(taken)
+        return len(drop)
 
     def propose(
         self, filename: str, threshold: float, min_area: float, min_peak: float | None = None
@@ -319,12 +313,6 @@ class ReviewSession:
 
     def save_predictions(self) -> None:
         annotation_files.save(self.predictions, self.path, "via")
-        self.pending = False
-
-    def ground_truth_saved(self) -> None:
-        """The ground truth is on disk: accepted predictions leave the predictions file."""
-        if self.pending:
-            self.save_predictions()
 
     # ------------------------------------------------------------------ maps
 

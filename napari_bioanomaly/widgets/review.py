@@ -284,13 +284,12 @@ class ReviewWidget(QWidget):
             # the Annotate widget's annotator when it has this file open: one copy of edits
             annotator = self.annotator = shared_annotator(
                 self.viewer, session, self,
-                {"image_changed": self._on_image_changed, "saved": self._on_gt_saved,
-                 "regions_changed": self._on_gt_changed, "message": self._on_message},
+                {"image_changed": self._on_image_changed, "regions_changed": self._on_gt_changed,
+                 "message": self._on_message},
                 color=GT_COLOR, name="ground truth (review)",
             )  # fmt: skip
             annotator.on_conflict = lambda exc: ask_conflict(self, exc, annotator)
-        # reopening the same ground truth (after training) keeps its layers; accepted
-        # regions left pending in the old predictions file stay there
+        # reopening the same ground truth (after training) keeps its layers
         self.review = review
         self.review_note = note
         self.gt_edit.setText(str(session.path))  # what is open, however it was opened
@@ -455,10 +454,12 @@ class ReviewWidget(QWidget):
         if accept:
             # the layer's vertices: the user may have edited a prediction before accepting
             # it; the annotator shows, autosaves and (regions_changed) rescores them, and
-            # says when a conflict defers the save
-            added = self.review.accept(name, indices, self.layers.polygons(),
-                                       add=self._gt.add_regions)  # fmt: skip
-            if self.review.confirmed:  # rescored: those predictions left, nothing added
+            # says when a conflict defers the save. The predictions stay, drawn again as
+            # the model outlined them, and count as found.
+            polygons = self.layers.polygons()
+            self.layers.redraw()
+            added = self.review.accept(name, indices, polygons, add=self._gt.add_regions)
+            if self.review.confirmed or not added:  # nothing added for those
                 self.refresh()
                 said = (f"{counted(self.review.confirmed, 'accepted prediction')} matched the "
                         "ground truth already (IoU at the review's threshold): found, not "
@@ -571,11 +572,6 @@ class ReviewWidget(QWidget):
         self.propose_button.setToolTip(
             PROPOSE_TIP + f"; regions of at least {min_area:g} px (the model's point)"
         )
-
-    def _on_gt_saved(self, *_: Any) -> None:
-        """The ground truth is on disk: accepted predictions leave the predictions file."""
-        if self.review is not None:
-            self.review.ground_truth_saved()
 
     def _on_message(self, text: str) -> None:
         self.summary.setText(text)

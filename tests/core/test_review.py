@@ -95,60 +95,69 @@ def test_records_are_found_by_name_whatever_happens_to_the_lists(files):
         review.ground_truth("not-there.png")
 
 
-def test_accept_moves_regions_into_the_saved_ground_truth(files):
+def test_accept_copies_regions_into_the_saved_ground_truth_and_they_count_as_found(files):
+    """An accepted prediction joins the ground truth and stays a prediction: the model
+    found it, so it is a true positive now, where it was a false one (until 2026-12-06 it
+    left the predictions and turned into a miss)."""
     review = open_review(files)
     name = review.names[0]
     before_gt = len(review.ground_truth(name).regions)
+    row = review.rows()[0]
     shown = review.shown(name)
-    moved = review.prediction(name).regions[shown[-1]]  # the weak false positive
+    weak = review.prediction(name).regions[shown[-1]]  # the weak false positive
     accepted = review.accept(name, [len(shown) - 1])
     assert [r.source for r in accepted] == ["model-accepted"] and review.confirmed == 0
-    np.testing.assert_allclose(accepted[0].polygon, moved.polygon)
-    assert not review.pending
+    np.testing.assert_allclose(accepted[0].polygon, weak.polygon)
     gt, _ = annotations.load(files[0])
     pred, _ = annotations.load(files[1], read_images=False)
     on_disk = {im.filename: im for im in gt.images}[name]
     assert len(on_disk.regions) == before_gt + 1 and on_disk.regions[-1].source == "model-accepted"
-    assert len({im.filename: im for im in pred.images}[name].regions) == len(shown) - 1  # one gone
-    assert review.rows()[0].n_gt == before_gt + 1  # rescored
+    assert len({im.filename: im for im in pred.images}[name].regions) == len(shown)  # kept
+    after = review.rows()[0]  # rescored: the false positive is found now
+    assert (after.n_gt, after.n_pred) == (before_gt + 1, row.n_pred)
+    assert (after.tp, after.fp, after.fn) == (row.tp + 1, row.fp - 1, row.fn)
+    expected = evaluate(gt, pred, review.iou_threshold, review.score_threshold)
+    assert {r.image: (r.tp, r.fp, r.fn) for r in expected.rows}[name] == (
+        after.tp, after.fp, after.fn)  # fmt: skip
 
 
 def test_accepting_a_prediction_of_a_region_the_ground_truth_has_adds_it_once(files):
     """A prediction matching a ground-truth region (IoU at the review's threshold) is found
-    already: accepted, it leaves the predictions and the ground truth keeps one copy."""
+    already: accepted, nothing changes in either file."""
     review = open_review(files)
     name = review.names[0]
     before = list(review.ground_truth(name).regions)
     n_pred = len(review.prediction(name).regions)
+    mtime = files[1].stat().st_mtime_ns
     assert review.accept(name, [0]) == [] and review.confirmed == 1
     assert review.ground_truth(name).regions == before
-    assert len(review.prediction(name).regions) == n_pred - 1
-    pred, _ = annotations.load(files[1], read_images=False)
-    assert len({im.filename: im for im in pred.images}[name].regions) == n_pred - 1
+    assert len(review.prediction(name).regions) == n_pred
+    assert files[1].stat().st_mtime_ns == mtime
 
 
 def test_accept_takes_the_edited_outline(files):
     review = open_review(files)
     name = review.names[0]
     edited = [square(5, 5, 30)] * len(review.shown(name))
+    model = review.prediction(name).regions[review.shown(name)[0]].polygon.copy()
     accepted = review.accept(name, [0], polygons=edited)
     np.testing.assert_allclose(accepted[0].polygon, edited[0])
+    np.testing.assert_allclose(review.prediction(name).regions[0].polygon, model)  # the model's
 
 
-def test_a_ground_truth_save_refused_keeps_the_prediction_in_its_file(files):
+def test_a_ground_truth_save_refused_loses_no_accepted_region(files):
     review = open_review(files)
     name = review.names[0]
     n_pred = len(review.prediction(name).regions)
     files[0].write_text(files[0].read_text().replace("}", "} ", 1))  # someone else saved it
     with pytest.raises(DiskChanged):
         review.accept(name, [len(review.shown(name)) - 1])  # the false positive
-    assert review.pending and review.gt.dirty  # in memory, waiting for a choice
+    assert review.gt.dirty  # in memory, waiting for a choice
     pred, _ = annotations.load(files[1], read_images=False)
     assert len({im.filename: im for im in pred.images}[name].regions) == n_pred  # still there
     review.gt.save(force=True)
-    review.ground_truth_saved()
-    pred, _ = annotations.load(files[1], read_images=False)
-    assert len({im.filename: im for im in pred.images}[name].regions) == n_pred - 1
+    gt, _ = annotations.load(files[0])
+    assert {im.filename: im for im in gt.images}[name].regions[-1].source == "model-accepted"
 
 
 def test_reject_saves_the_predictions_at_once(files):

@@ -108,13 +108,14 @@ def test_accept_and_reject_are_saved(review, dataset_dir):
     assert len(img["regions"]) == before_gt + 1
     assert img["regions"][-1]["region_attributes"]["source"] == "model-accepted"
     pred = annotations.load(dataset_dir / "pred.json", read_images=False)[0].images[0]
-    assert len(pred.regions) == n_pred - 1
+    assert len(pred.regions) == n_pred  # accepted, the prediction stays: found now
+    assert len(review.pred_layer.data) == n_pred and not review.pred_layer.selected_data
     review.pred_layer.selected_data = {0}
     assert review.reject_selected() == 1
     pred = annotations.load(dataset_dir / "pred.json", read_images=False)[0].images[0]
-    assert len(pred.regions) == n_pred - 2
+    assert len(pred.regions) == n_pred - 1
     row = next(r for r in review.model.rows if r.image == "img_000.tif")
-    assert row.n_gt == before_gt + 1 and row.n_pred == n_pred - 2
+    assert row.n_gt == before_gt + 1 and row.n_pred == n_pred - 1
     review.mark_reviewed()
     assert review.annotator.session.status(0) == "reviewed"
 
@@ -122,7 +123,8 @@ def test_accept_and_reject_are_saved(review, dataset_dir):
 def test_accepting_what_the_ground_truth_has_adds_nothing_twice(review, dataset_dir):
     """Accept all on an image whose predictions are its ground truth less one region, and a
     weak false positive: the matching ones are found already (not copied, which turned
-    true positives into misses), the false positive is added, and the summary says so."""
+    true positives into misses), the false positive is added, every prediction stays and
+    counts as found, and the summary says so."""
     review.score_slider.setValue(0)
     review.annotator.show(0)
     truth = list(review.annotator.session.image.regions)
@@ -135,13 +137,14 @@ def test_accepting_what_the_ground_truth_has_adds_nothing_twice(review, dataset_
     regions = review.annotator.session.image.regions
     assert len(regions) == len(truth) + 1 and regions[-1].source == "model-accepted"
     row = next(r for r in review.model.rows if r.image == "img_000.tif")
-    assert (row.n_gt, row.n_pred) == (len(truth) + 1, 0)
+    assert (row.n_gt, row.n_pred) == (len(truth) + 1, n_pred)
+    assert (row.tp, row.fp, row.fn) == (len(truth), 0, 1)  # only the region never predicted
     assert f"{len(truth) - 1} accepted prediction" in review.summary.text()
     saved = json.loads((dataset_dir / "annotations.json").read_text())
     img = next(v for v in saved["_via_img_metadata"].values() if v["filename"] == "img_000.tif")
     assert len(img["regions"]) == len(truth) + 1
     pred = annotations.load(dataset_dir / "pred.json", read_images=False)[0].images[0]
-    assert pred.regions == []  # every prediction left the predictions file
+    assert len(pred.regions) == n_pred  # every prediction stays in the predictions file
 
 
 def test_export_table(review, tmp_path):
@@ -641,6 +644,7 @@ def test_an_edited_prediction_is_accepted_as_drawn(review, dataset_dir):
     accepted = review.annotator.session.image.regions[-1]
     np.testing.assert_allclose(accepted.polygon, moved + 0.5)
     assert accepted.source == "model-accepted"
+    np.testing.assert_allclose(layer.data[last], moved - 5.0)  # the model's outline again
 
 
 def test_a_slider_move_redraws_the_predictions_only_when_what_is_shown_changes(review):

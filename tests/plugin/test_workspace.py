@@ -87,7 +87,7 @@ def test_annotate_and_review_edit_one_file_and_lose_nothing(both, dataset_dir):
                                                      session.dataset.images)  # fmt: skip
     pred, _ = annotations.load(dataset_dir / "pred.json", read_images=False)
     name = session.image.filename
-    assert not next(im for im in pred.images if im.filename == name).regions
+    assert next(im for im in pred.images if im.filename == name).regions  # found, kept
     # closing one widget leaves the other editing
     annotate.close()
     assert review.annotator is not None and review.annotator.shapes_layer in viewer.layers
@@ -96,7 +96,7 @@ def test_annotate_and_review_edit_one_file_and_lose_nothing(both, dataset_dir):
     assert len(labels_on_disk(dataset_dir)) == len(on_disk) + 1
 
 
-def test_accepted_predictions_stay_in_their_file_until_the_ground_truth_is_saved(both, dataset_dir):
+def test_accepted_predictions_stay_in_their_file_whatever_the_ground_truths_save(both, dataset_dir):
     _, _annotate, review = both
     session = review.annotator.session
     name = session.image.filename
@@ -115,7 +115,10 @@ def test_accepted_predictions_stay_in_their_file_until_the_ground_truth_is_saved
     review.annotator.autosave()
     assert not session.dirty
     pred, _ = annotations.load(dataset_dir / "pred.json", read_images=False)
-    assert not next(im for im in pred.images if im.filename == name).regions
+    assert next(im for im in pred.images if im.filename == name).regions  # found, kept
+    saved = annotations.load(dataset_dir / "annotations.json", read_images=False)[0]
+    regions = next(im for im in saved.images if im.filename == name).regions
+    assert regions[-1].source == "model-accepted"
 
 
 def test_train_and_review_uses_the_train_widgets_settings(make_napari_viewer, qtbot):

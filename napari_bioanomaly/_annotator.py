@@ -70,6 +70,10 @@ class Annotator:
         Called with the :class:`DiskChanged` error when the annotation file was
         changed by another program; returns ``"reload"``, ``"overwrite"`` or
         ``"later"`` (keep the changes unsaved and ask again at the next save).
+    on_save_failed
+        Called with the error when a save fails for another reason (a read-only folder,
+        a full disk), once per run of failed saves: the changes stay in memory and every
+        edit tries again; the widget offers to save a copy elsewhere.
     color, name
         One colour for all regions instead of a colour per class, and the name
         of the Shapes layer.
@@ -79,12 +83,15 @@ class Annotator:
     regions_changed = Signal()
     saved = Signal(str)
     message = Signal(str)
+    #: the error of each failed save ("autosave failed: ..."), an error to show
+    save_failed = Signal(str)
 
     def __init__(
         self,
         viewer: Any,
         session: AnnotationSession,
         on_conflict: Callable[[DiskChanged], str] | None = None,
+        on_save_failed: Callable[[Exception], object] | None = None,
         color: str | None = None,
         name: str = "ground truth",
     ) -> None:
@@ -93,6 +100,9 @@ class Annotator:
         self.color = color  # one colour for every region (review: ground truth in green)
         self.name = name
         self.on_conflict = on_conflict or (lambda exc: "later")
+        self.on_save_failed = on_save_failed or (lambda exc: None)
+        #: saves failed in a row (0 after a save went through)
+        self.failed_saves = 0
         self.polyline_width = 3.0
         self.min_area = 0.0
         self._current_class = session.dataset.classes[0] if session.dataset.classes else "anomaly"
@@ -270,8 +280,12 @@ class Annotator:
                 self.message.emit(f"{exc} (changes not saved yet)")
                 return
         except (OSError, BioAnomalyError) as exc:
-            self.message.emit(f"autosave failed: {exc}")
+            self.failed_saves += 1
+            self.save_failed.emit(f"autosave failed: {exc}")
+            if self.failed_saves == 1:  # asked once, not at every edit of the run
+                self.on_save_failed(exc)
             return
+        self.failed_saves = 0
         if path is not None:
             self.saved.emit(str(path))
 

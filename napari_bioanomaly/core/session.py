@@ -343,9 +343,13 @@ class AnnotationSession:
         return orjson.dumps(via.to_via_project(ds, cached))
 
     def save_copy(self, path: str | os.PathLike[str]) -> Path:
-        """Write the dataset to another file (e.g. when the original changed on disk)."""
+        """Write the dataset to another file (when the original changed on disk, or cannot
+        be written); the session stays with its own file, unsaved changes and all."""
+        path = Path(path)
+        if path.resolve() == self.path.resolve():
+            raise BioAnomalyError(f"{path}: that is the dataset's own file; choose another")
         annotation_files.save(self.dataset, path, "via-project")
-        return Path(path)
+        return path
 
     def reload(self) -> None:
         """Discard changes and read the annotation file again."""

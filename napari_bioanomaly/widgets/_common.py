@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from qtpy.QtCore import Qt
@@ -16,6 +17,8 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+from ..core.model import BioAnomalyError
 
 #: Export formats the widgets offer: label -> (format, file pattern; None: a folder).
 EXPORTS = {
@@ -168,6 +171,52 @@ def conflict_box(parent: QWidget, exc: Exception) -> tuple[Any, dict[str, Any]]:
         "later": box.addButton("Decide later", role.RejectRole),
     }
     return box, buttons
+
+
+def save_failed_box(parent: QWidget, exc: Exception) -> tuple[Any, dict[str, Any]]:
+    """The dialog of :func:`ask_save_failed` and its buttons by choice (not shown yet)."""
+    from qtpy.QtWidgets import QMessageBox
+
+    box = QMessageBox(parent)
+    box.setIcon(QMessageBox.Icon.Critical)
+    box.setWindowTitle("Annotations not saved")
+    box.setText(f"{exc}\n\nYour changes are kept in memory, and every edit tries to save "
+                "them again. Save a copy of all the annotations to another file now?")  # fmt: skip
+    role = QMessageBox.ButtonRole
+    buttons = {
+        "copy": box.addButton("Save a copy as...", role.AcceptRole),
+        "later": box.addButton("Keep trying", role.RejectRole),
+    }
+    return box, buttons
+
+
+def ask_save_failed(parent: QWidget, exc: Exception, annotator: Any) -> Path | None:
+    """A save failed (a read-only folder, a full disk): offer to write every annotation,
+    unsaved changes included, to a file the user chooses (the session keeps its own file
+    and goes on trying it). Returns the copy written, or None; says what happened."""
+    from napari.utils.notifications import show_error, show_info
+    from qtpy.QtWidgets import QFileDialog
+
+    box, buttons = save_failed_box(parent, exc)
+    box.exec_() if hasattr(box, "exec_") else box.exec()
+    if box.clickedButton() is not buttons["copy"]:
+        return None
+    session = annotator.session
+    suggested = str(Path.home() / (session.path.stem + ".copy.json"))
+    while True:
+        path, _ = QFileDialog.getSaveFileName(parent, "Save a copy of the annotations as",
+                                              suggested, "VIA project (*.json)")  # fmt: skip
+        if not path:
+            return None
+        try:
+            written = session.save_copy(path)
+        except (OSError, BioAnomalyError) as err:
+            show_error(f"copy not saved: {err}")
+            suggested = path
+            continue
+        show_info(f"every annotation, unsaved changes included, is in {written}; "
+                  f"{session.path.name} is saved again at the next edit that can be")  # fmt: skip
+        return written
 
 
 def ask_conflict(parent: QWidget, exc: Exception, annotator: Any) -> str:

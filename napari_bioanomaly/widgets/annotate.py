@@ -35,6 +35,7 @@ from ._common import (
     EXPORTS,
     ask_conflict,
     ask_export_target,
+    ask_save_failed,
     compact_dock_tabs,
     export_and_say,
     scrolled_layout,
@@ -196,9 +197,11 @@ class AnnotateWidget(QWidget):
             annotator = self.annotator = shared_annotator(
                 self.viewer, session, self,
                 {"image_changed": self._on_image_changed, "saved": self._on_saved,
-                 "regions_changed": self._on_regions_changed, "message": self._on_message},
+                 "regions_changed": self._on_regions_changed, "message": self._on_message,
+                 "save_failed": self._on_save_failed},
             )  # fmt: skip
             annotator.on_conflict = lambda exc: ask_conflict(self, exc, annotator)
+            annotator.on_save_failed = lambda exc: ask_save_failed(self, exc, annotator)
         self.annotator.polyline_width = self.polyline_spin.value()
         self.annotator.min_area = self.min_area_spin.value()
         self._bind_keys()
@@ -451,8 +454,10 @@ class AnnotateWidget(QWidget):
     # ------------------------------------------------------------------ messages
 
     def _on_message(self, text: str) -> None:
-        """The annotator's messages; a failed save is an error, not a passing note."""
-        (self._error if text.startswith("autosave failed") else self._info)(text)
+        self._info(text)
+
+    def _on_save_failed(self, text: str) -> None:
+        self._error(text)  # an error, not a passing note
 
     def _info(self, text: str) -> None:
         from napari.utils.notifications import show_info

@@ -37,6 +37,7 @@ from ._common import (
     EXPORTS,
     ask_conflict,
     ask_export_target,
+    ask_save_failed,
     button_row,
     export_and_say,
     slot,
@@ -285,10 +286,11 @@ class ReviewWidget(QWidget):
             annotator = self.annotator = shared_annotator(
                 self.viewer, session, self,
                 {"image_changed": self._on_image_changed, "regions_changed": self._on_gt_changed,
-                 "message": self._on_message},
+                 "message": self._on_message, "save_failed": self._on_message},
                 color=GT_COLOR, name="ground truth (review)",
             )  # fmt: skip
             annotator.on_conflict = lambda exc: ask_conflict(self, exc, annotator)
+            annotator.on_save_failed = lambda exc: ask_save_failed(self, exc, annotator)
         # reopening the same ground truth (after training) keeps its layers
         self.review = review
         self.review_note = note

@@ -60,6 +60,19 @@ def test_edits_save_atomically_with_backup(dataset_dir):
     assert session.set_regions(list(session.image.regions)) is False
 
 
+def test_a_copy_holds_the_unsaved_changes_and_never_replaces_the_own_file(dataset_dir, tmp_path):
+    session = AnnotationSession.open(dataset_dir)
+    own = (dataset_dir / "annotations.json").read_text()
+    session.set_regions([*session.image.regions, Region(square(), "hair")])
+    with pytest.raises(BioAnomalyError, match="the dataset's own file"):
+        session.save_copy(dataset_dir / "." / "annotations.json")
+    copy = session.save_copy(tmp_path / "copy.json")
+    entry = next(v for v in json.loads(copy.read_text())["_via_img_metadata"].values()
+                 if v["filename"] == session.image.filename)  # fmt: skip
+    assert entry["regions"][-1]["region_attributes"]["class"] == "hair"
+    assert (dataset_dir / "annotations.json").read_text() == own and session.dirty
+
+
 def test_drawing_on_a_no_anomaly_image_clears_the_flag(dataset_dir):
     session = AnnotationSession.open(dataset_dir)
     normal = next(i for i, im in enumerate(session.dataset.images) if im.no_anomaly)

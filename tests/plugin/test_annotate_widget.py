@@ -15,6 +15,7 @@ from qtpy.QtCore import Qt
 
 from napari_bioanomaly.core import annotations
 from napari_bioanomaly.core.model import BioAnomalyError
+from napari_bioanomaly.widgets import annotate as annotate_module
 from napari_bioanomaly.widgets.annotate import AnnotateWidget
 
 
@@ -361,15 +362,57 @@ def test_opening_another_dataset_takes_the_old_layers_away_unless_unsaved(
     assert w.open_path(dataset_dir)
     assert w.open_path(other)
     assert sorted(layer.name for layer in viewer.layers) == ["ground truth", "image"]
-    errors = []
+    errors, asked = [], []
     monkeypatch.setattr(w, "_error", errors.append)
+    monkeypatch.setattr(annotate_module, "ask_save_failed", lambda *a: asked.append(a[1]))
 
     def refuse(*args, **kwargs):
         raise OSError("[Errno 30] Read-only file system")
 
     monkeypatch.setattr(w.annotator.session, "save", refuse)
     w.annotator.shapes_layer.add_polygons([square(5, 5, 10)])
-    assert errors and errors[-1].startswith("autosave failed: [Errno 30]")
+    w.annotator.shapes_layer.add_polygons([square(25, 5, 10)])
+    assert len(errors) == 2 and errors[-1].startswith("autosave failed: [Errno 30]")
+    assert len(asked) == 1 and "Read-only" in str(asked[0])  # asked once, not at every edit
     assert w.open_path(dataset_dir)
     names = sorted(layer.name for layer in viewer.layers)
     assert "ground truth (NOT SAVED)" in names and names.count("ground truth") == 1
+
+
+def test_a_failing_save_offers_a_copy_of_every_annotation_elsewhere(
+    make_napari_viewer, dataset_dir, tmp_path, qtbot, monkeypatch
+):
+    """Saves that keep failing (a read-only folder) kept the edits only in memory: the
+    first failure offers to write them all to another file, and a choice of the dataset's
+    own file is refused and asked again."""
+    from qtpy.QtWidgets import QFileDialog, QMessageBox
+
+    w = AnnotateWidget(make_napari_viewer())
+    qtbot.addWidget(w)
+    assert w.open_path(dataset_dir)
+    session = w.annotator.session
+    own = session.path.read_text()
+    boxes, chosen = [], [str(session.path), str(tmp_path / "copy.json")]
+
+    def click(box):
+        boxes.append(box)
+        box.clickedButton = lambda: next(b for b in box.buttons() if "copy" in b.text())
+        return 0
+
+    monkeypatch.setattr(QMessageBox, "exec", click)
+    monkeypatch.setattr(QMessageBox, "exec_", click, raising=False)
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (chosen.pop(0), ""))
+    monkeypatch.setattr(w.annotator.session, "save", lambda *a, **k: (_ for _ in ()).throw(
+        OSError("[Errno 30] Read-only file system")))  # fmt: skip
+    w.annotator.current_class = "scratch"
+    w.annotator.shapes_layer.add_polygons([square(5, 5, 10)])
+    assert len(boxes) == 1 and "Read-only" in boxes[0].text()
+    assert {b.text() for b in boxes[0].buttons()} == {"Save a copy as...", "Keep trying"}
+    assert not chosen  # the own file refused, the second choice taken
+    copy, _ = annotations.load(tmp_path / "copy.json", dataset_dir, read_images=False)
+    image = session.image.filename
+    regions = next(im for im in copy.images if im.filename == image).regions
+    assert regions[-1].label == "scratch"  # the unsaved edit is in the copy
+    assert session.path.read_text() == own and session.dirty  # still trying its own file
+    w.annotator.shapes_layer.add_polygons([square(40, 5, 10)])
+    assert len(boxes) == 1  # not asked again in the same run of failures

@@ -30,6 +30,7 @@ from ._layers import (
     regions_from_shapes,
     to_napari,
 )
+from .core.annotations import inside_image
 from .core.images import percentile_range
 from .core.model import BioAnomalyError, Region
 from .core.session import AnnotationSession, DiskChanged
@@ -256,7 +257,18 @@ class Annotator:
         """Read the regions on screen into the session and autosave if they changed."""
         if self.shapes_layer is None or self._loading:
             return
-        if self.session.set_regions(self.layer_regions()):
+        regions, clipped, dropped = self.layer_regions(), 0, 0
+        shape = self.session.image.shape
+        if shape is not None:  # shapes drawn past the image's edges are cut to it
+            regions, clipped, dropped = inside_image(regions, shape)
+        changed = self.session.set_regions(regions)
+        if clipped or dropped:
+            self._fill_shapes(self.session.image.regions)  # as kept
+            said = [f"{counted(clipped, 'region')} cut at the image's edges"] if clipped else []
+            if dropped:
+                said.append(f"{counted(dropped, 'region')} wholly outside the image dropped")
+            self.message.emit(f"{self.session.image.filename}: {'; '.join(said)}")
+        if changed:
             self.regions_changed.emit()
         self.autosave()
 

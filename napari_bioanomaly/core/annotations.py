@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -19,7 +20,7 @@ from .geometry import clean_polygon
 from .images import ImageReadError, image_shape, is_image_file
 from .jsonio import clean_json, read_json, write_json
 from .masks import write_label_masks
-from .model import BioAnomalyError, Dataset, FormatError, ImageRecord
+from .model import BioAnomalyError, Dataset, FormatError, ImageRecord, Region
 from .paths import name_key, resolve_image
 from .report import ImportReport
 from .text import counted
@@ -145,25 +146,52 @@ def attach_images(dataset: Dataset, report: ImportReport | None = None) -> list[
     return missing
 
 
+def _fitted(
+    region: Region, shape: tuple[int, int], note: Callable[[str, str], None]
+) -> list[Region] | None:
+    """``region`` cut to an image of ``shape``: its parts inside (none when it lies wholly
+    outside), or None when it is inside already."""
+    rows, cols = shape
+    r0, c0, r1, c1 = region.bbox
+    if r0 >= 0 and c0 >= 0 and r1 <= rows and c1 <= cols:
+        return None
+    parts = clean_polygon(region.polygon, shape, note)
+    return [replace(region, polygon=p, attributes=dict(region.attributes)) for p in parts]
+
+
 def clip_regions(image: ImageRecord, report: ImportReport) -> None:
     """Clip an image's regions to its known shape; report what changed."""
-    rows, cols = image.shape or (0, 0)
     kept = []
     for index, region in enumerate(image.regions):
-        r0, c0, r1, c1 = region.bbox
-        if r0 >= 0 and c0 >= 0 and r1 <= rows and c1 <= cols:
-            kept.append(region)
-            continue
 
         def note(kind: str, message: str, index: int = index) -> None:
             report.add(kind, message, image.filename, index)
 
-        parts = clean_polygon(region.polygon, image.shape, note)
+        parts = _fitted(region, image.shape or (0, 0), note)
+        if parts is None:
+            kept.append(region)
+            continue
         if not parts:
             report.regions_imported -= 1
-        for part in parts:
-            kept.append(replace(region, polygon=part, attributes=dict(region.attributes)))
+        kept.extend(parts)
     image.regions = kept
+
+
+def inside_image(regions: list[Region], shape: tuple[int, int]) -> tuple[list[Region], int, int]:
+    """Regions drawn past an image's edges cut to it: ``(regions, clipped, dropped)``, the
+    counts of regions cut and of those wholly outside (dropped); the list given when
+    every region is inside."""
+    kept: list[Region] = []
+    clipped = dropped = 0
+    for region in regions:
+        parts = _fitted(region, shape, lambda kind, message: None)
+        if parts is None:
+            kept.append(region)
+            continue
+        clipped += bool(parts)
+        dropped += not parts
+        kept.extend(parts)
+    return (regions if not clipped and not dropped else kept), clipped, dropped
 
 
 def check_class_names(dataset: Dataset, report: ImportReport) -> None:

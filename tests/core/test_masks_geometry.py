@@ -41,6 +41,19 @@ def test_clipping_and_fully_outside():
     assert geometry.clean_polygon(square(30, 30, 40, 40), (20, 20)) == []
 
 
+def test_regions_drawn_past_the_edges_are_cut_to_the_image():
+    inside = Region(square(2, 2, 8, 8), "dust")
+    across = Region(square(-5, 10, 5, 30), "hair", {"note": "edge"})
+    outside = Region(square(30, 30, 40, 40), "dust")
+    regions = [inside, across, outside]
+    assert annotations.inside_image([inside], (20, 20)) == ([inside], 0, 0)
+    kept, clipped, dropped = annotations.inside_image(regions, (20, 20))
+    assert (clipped, dropped) == (1, 1) and len(kept) == 2 and kept[0] is inside
+    assert kept[1].label == "hair" and kept[1].attributes == {"note": "edge"}
+    assert kept[1].bbox == pytest.approx((0, 10, 5, 20))
+    assert [r.polygon.shape for r in regions][1] == (4, 2)  # the regions given unchanged
+
+
 def test_circle_through_three_points():
     r, c, radius = geometry.circle_through(np.array([[0, 10], [10, 0], [0, -10]], float))
     assert (r, c, radius) == pytest.approx((0, 0, 10))

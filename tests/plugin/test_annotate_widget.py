@@ -59,6 +59,29 @@ def test_the_class_chosen_stays_the_drawing_class_on_every_image(widget, dataset
         assert saved[name]["regions"][-1]["region_attributes"]["class"] == "other"
 
 
+def test_shapes_drawn_past_the_image_edges_are_cut_to_it(widget, dataset_dir, monkeypatch):
+    """A shape drawn partly outside the image was kept as drawn (its area counted, left out
+    of a COCO export); one wholly outside was kept too. They are cut to the image, or
+    dropped, and the user is told."""
+    said = []
+    monkeypatch.setattr(widget, "_info", said.append)
+    layer = widget.annotator.shapes_layer
+    n0 = len(layer.data)
+    rows, _ = widget.annotator.session.image.shape
+    layer.add_polygons([square(rows - 10, 20, 30)])  # 20 px past the bottom edge
+    regions = widget.annotator.session.image.regions
+    assert len(regions) == n0 + 1 and regions[-1].bbox == pytest.approx(
+        (rows - 9.5, 20.5, rows, 50.5)
+    )
+    assert len(layer.data) == n0 + 1 and layer.data[-1][:, 0].max() <= rows
+    assert said[-1] == "img_000.tif: 1 region cut at the image's edges"
+    layer.add_polygons([square(rows + 40, 20, 10)])  # wholly outside
+    assert len(widget.annotator.session.image.regions) == n0 + 1 and len(layer.data) == n0 + 1
+    assert said[-1] == "img_000.tif: 1 region wholly outside the image dropped"
+    saved = on_disk(dataset_dir)["img_000.tif"]["regions"]
+    assert len(saved) == n0 + 1 and max(saved[-1]["shape_attributes"]["all_points_y"]) <= rows
+
+
 def test_draw_switch_and_autosave(widget, dataset_dir):
     layer = widget.annotator.shapes_layer
     n0 = len(layer.data)

@@ -31,7 +31,7 @@ from ._layers import (
     to_napari,
 )
 from .core.annotations import inside_image
-from .core.images import percentile_range
+from .core.images import percentile_range, stack_note
 from .core.model import BioAnomalyError, Region
 from .core.session import AnnotationSession, DiskChanged
 from .core.text import counted
@@ -205,6 +205,9 @@ class Annotator:
             ok = False
         self._ensure_layers(pixels)
         self._show_pixels(pixels)
+        planes = self.session.planes(index) if ok else 1
+        if planes > 1:
+            self.message.emit(f"{self.session.image.filename}: {stack_note(planes)}")
         self._fill_shapes(self.session.image.regions)
         self.viewer.layers.selection.active = self.shapes_layer
         if self.session.dirty:  # clipping on first read changes regions

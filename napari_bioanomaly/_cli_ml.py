@@ -384,6 +384,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             event = next(gen)
             if event.message:
                 print(f"warning: {event.message}", file=sys.stderr)
+            if event.note:
+                print(f"note: {event.note}", file=sys.stderr)
             if event.skipped:
                 continue
             print(

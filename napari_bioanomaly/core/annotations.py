@@ -17,7 +17,7 @@ from typing import Any
 from . import coco, geojson, imagej, via
 from .fileio import paused_gc
 from .geometry import clean_polygon
-from .images import ImageReadError, image_shape, is_image_file
+from .images import ImageReadError, image_header, image_shape, is_image_file, stack_note
 from .jsonio import clean_json, read_json, write_json
 from .masks import write_label_masks
 from .model import BioAnomalyError, Dataset, FormatError, ImageRecord, Region
@@ -129,11 +129,13 @@ def attach_images(dataset: Dataset, report: ImportReport | None = None) -> list[
     missing: list[str] = []
     for image in dataset.images:
         try:
-            shape = image_shape(resolve_image(root, image.filename))
+            shape, planes = image_header(resolve_image(root, image.filename))
         except (ImageReadError, BioAnomalyError) as exc:
             report.add("image", str(exc), image.filename)
             missing.append(image.filename)
             continue
+        if planes > 1:
+            report.add("image", stack_note(planes), image.filename)
         if image.shape is not None and tuple(image.shape) != shape:
             report.add(
                 "image",

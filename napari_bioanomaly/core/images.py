@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -133,6 +134,13 @@ class _no_pixel_limit:
 
 def image_shape(path: str | os.PathLike[str]) -> tuple[int, int]:
     """``(rows, cols)`` of an image, read from its header without decoding pixels."""
+    return image_header(path)[0]
+
+
+def image_header(path: str | os.PathLike[str]) -> tuple[tuple[int, int], int]:
+    """``(rows, cols)`` of an image and its number of planes (pages of a TIFF stack: z,
+    time or channels; 1 for other files), read without decoding pixels. Only the first
+    plane is read (:func:`read_image`)."""
     path = Path(path)
     _check_file(path)
     try:
@@ -141,14 +149,25 @@ def image_shape(path: str | os.PathLike[str]) -> tuple[int, int]:
 
             with tifffile.TiffFile(path) as tif:
                 page = tif.pages[0]
-                return int(page.imagelength), int(page.imagewidth)
+                series = tif.series[0] if tif.series else None
+                extra = 1
+                if series is not None:  # ImageJ stacks over 4 GiB have one page
+                    extra = math.prod(n for n, ax in zip(series.shape, series.axes, strict=False)
+                                      if ax not in "YXS")  # fmt: skip
+                planes = max(len(tif.pages), extra, 1)
+                return (int(page.imagelength), int(page.imagewidth)), planes
         from PIL import Image
 
         with _no_pixel_limit(), Image.open(path) as im:
             width, height = im.size
-            return int(height), int(width)
+            return (int(height), int(width)), 1
     except Exception as exc:
         raise ImageReadError(f"{path}: cannot read image header ({_reason(exc)})") from None
+
+
+def stack_note(planes: int) -> str:
+    """What a user is told of an image file holding ``planes`` planes (> 1)."""
+    return f"a stack of {planes} planes (pages): only the first plane is used"
 
 
 def to_grayscale(image: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ from . import annotations as annotation_files
 from . import via
 from .fileio import DiskChanged as DiskChanged  # raised by save(); callers catch it here
 from .fileio import digest, file_digest, orjson, remove_stale_temporaries, replace_if_unchanged
-from .images import image_shape, read_image
+from .images import image_header, image_shape, read_image
 from .jsonio import dumps, object_at, read_json, write_json
 from .model import DEFAULT_CLASSES, BioAnomalyError, Dataset, ImageRecord, Region
 from .paths import name_key, resolve_image
@@ -76,6 +76,8 @@ class AnnotationSession:
     _disk: str | None = None
     #: Serialised VIA entries of images unchanged since the last save, by file name.
     _entries: dict[str, bytes] = field(default_factory=dict, repr=False)
+    #: planes of the image files looked at (see :meth:`planes`), by file name
+    _planes: dict[str, int] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ opening
 
@@ -196,6 +198,18 @@ class AnnotationSession:
         data = self._read(index, read_image)
         self._set_shape(index, (int(data.shape[0]), int(data.shape[1])))
         return data
+
+    def planes(self, index: int) -> int:
+        """How many planes the file of image ``index`` holds (a TIFF stack: more than 1,
+        of which the first is read); 1 when it cannot be told."""
+        name = self.dataset.images[index].filename
+        if name not in self._planes:
+            try:
+                root = self.dataset.root or self.path.parent
+                self._planes[name] = image_header(resolve_image(root, name))[1]
+            except BioAnomalyError:
+                self._planes[name] = 1
+        return self._planes[name]
 
     def read_shape(self, index: int) -> tuple[int, int]:
         """Size of image ``index`` from its header (no pixels); clips its regions like

@@ -94,7 +94,9 @@ class TrainResult:
 
 @dataclass(frozen=True)
 class PredictEvent:
-    """Progress of a prediction run: ``index`` of ``total`` images done."""
+    """Progress of a prediction run: ``index`` of ``total`` images done. ``message``: why
+    the image was not predicted; ``note``: what to know of one that was (a stack of which
+    the first plane was predicted)."""
 
     index: int
     total: int
@@ -103,3 +105,4 @@ class PredictEvent:
     message: str = ""
     record: ImageRecord | None = None
     skipped: bool = False
+    note: str = ""

@@ -24,7 +24,7 @@ import torch
 
 from ..core.chooser import TTA_GAIN, tta_gain_text, tta_pays
 from ..core.evaluate import ANOMALY_SCORE
-from ..core.images import read_image
+from ..core.images import read_image, stack_note
 from ..core.maps import heatmap_path, regions_from_probabilities
 from ..core.model import BioAnomalyError, Dataset, ImageRecord
 from ..core.operating import OperatingPoint
@@ -404,7 +404,7 @@ def predict_dataset(
         out.images.append(record)
         try:
             path = resolve_image(root, im.filename)
-            check_predictable(path, len(predictor.classes) + 1)
+            planes = check_predictable(path, len(predictor.classes) + 1)
             pixels = read_image(path)
         except BioAnomalyError as exc:
             yield PredictEvent(i + 1, len(dataset.images), im.filename, 0, str(exc), record)
@@ -435,7 +435,9 @@ def predict_dataset(
             point.min_peak,
             point.vote_weights,
         )
-        yield PredictEvent(i + 1, len(dataset.images), im.filename, len(record.regions), "", record)
+        note = f"{im.filename}: {stack_note(planes)}" if planes > 1 else ""
+        yield PredictEvent(i + 1, len(dataset.images), im.filename, len(record.regions), "", record,
+                           note=note)  # fmt: skip
     return out
 
 
@@ -444,13 +446,14 @@ def predict_dataset(
 MAX_PREDICT_BYTES = int(os.environ.get("BIOANOMALY_MAX_PREDICT_BYTES", 8 << 30))
 
 
-def check_predictable(path: Path, n_out: int) -> None:
+def check_predictable(path: Path, n_out: int) -> int:
     """Refuse, from its header, an image whose prediction would need more than
     :data:`MAX_PREDICT_BYTES`: the normalised image, the blended probabilities of
-    ``n_out`` classes and their weights, all float32."""
-    from ..core.images import ImageReadError, image_shape
+    ``n_out`` classes and their weights, all float32. Returns its number of planes (a
+    stack: more than 1, of which the first is predicted)."""
+    from ..core.images import ImageReadError, image_header
 
-    rows, cols = image_shape(path)
+    (rows, cols), planes = image_header(path)
     need = rows * cols * 4 * (n_out + 2)
     if need > MAX_PREDICT_BYTES:
         raise ImageReadError(
@@ -458,6 +461,7 @@ def check_predictable(path: Path, n_out: int) -> None:
             f"(more than {MAX_PREDICT_BYTES / 2**30:.1f} GiB, BIOANOMALY_MAX_PREDICT_BYTES): "
             "crop or tile it first; the other images are predicted"
         )
+    return planes
 
 
 def write_heatmap(path: Path, heat: np.ndarray) -> Path:

@@ -69,6 +69,8 @@ class ReviewJobs:
         self.progress: tuple[int, int] = (0, 0)
         #: what the running job could not do (images it could not read), said at its end
         self.problems: list[str] = []
+        #: images of the running prediction that are stacks (the first plane predicted)
+        self.stacks: list[str] = []
         #: what the running job said of how it went (resuming a stopped prediction)
         self.notes: list[str] = []
         #: whether the running job, stopped, can be resumed (Predict & review)
@@ -223,6 +225,7 @@ class ReviewJobs:
         if self.stop_button is not None:
             self.stop_button.setEnabled(True)
         self.problems = []
+        self.stacks = []
         self.notes = []
         self.resumable = False
         self.progress = (0, 0)
@@ -247,6 +250,8 @@ class ReviewJobs:
         if isinstance(event, PredictEvent):
             if event.message:  # an image it could not read: kept to say at the end
                 self.problems.append(event.message)
+            if event.note:  # a stack, of which the first plane was predicted
+                self.stacks.append(event.image)
             self.progress = (event.index, event.total)
         if self.cancel is not None and self.cancel.is_set():
             return  # "Stopping..." stays said while the stop is pending
@@ -285,6 +290,10 @@ class ReviewJobs:
             )
             lines.append(f"Stopped after {done} of {total} images: reviewing the {done} "
                          f"predicted{resume}.")  # fmt: skip
+        if self.stacks:
+            more = f" (and {len(self.stacks) - 1} more)" if len(self.stacks) > 1 else ""
+            lines.append(f"{len(self.stacks)} image(s) are stacks of several planes: only the "
+                         f"first plane of each was predicted: {self.stacks[0]}{more}")  # fmt: skip
         if self.problems:
             more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
             lines.append(f"{len(self.problems)} image(s) could not be predicted and have no "

@@ -11,6 +11,7 @@ from napari_bioanomaly.core import annotations, geometry
 from napari_bioanomaly.core.fileio import atomic_write
 from napari_bioanomaly.core.images import (
     ImageReadError,
+    image_header,
     image_shape,
     percentile_range,
     percentiles,
@@ -85,6 +86,36 @@ def test_image_formats_and_percentiles(tmp_path):
     lo, hi = percentile_range(img16)
     assert lo == pytest.approx(np.percentile(img16, 0.1), abs=5)
     assert hi == pytest.approx(np.percentile(img16, 99.9), abs=5)
+
+
+def test_a_stack_is_read_as_its_first_plane_and_said_to_be_one(tmp_path):
+    """Microscopes write z-stacks, time series and channels as multi-page TIFFs: the first
+    plane is read, and the number of planes is known from the header, so that loading
+    says so instead of silently using one plane of many."""
+    import imageio.v3 as iio
+    import tifffile
+
+    z = np.arange(5 * 40 * 50, dtype=np.uint16).reshape(5, 40, 50)
+    tifffile.imwrite(tmp_path / "z.tif", z, imagej=True, metadata={"axes": "ZYX"})
+    with tifffile.TiffWriter(tmp_path / "pages.tif") as tif:
+        for plane in z[:3]:
+            tif.write(plane)
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((40, 50, 3), np.uint8), photometric="rgb")
+    iio.imwrite(tmp_path / "one.png", np.zeros((40, 50), np.uint8))
+    np.testing.assert_array_equal(read_image(tmp_path / "z.tif"), z[0])
+    assert image_header(tmp_path / "z.tif") == ((40, 50), 5)
+    assert image_header(tmp_path / "pages.tif") == ((40, 50), 3)
+    assert image_header(tmp_path / "rgb.tif") == ((40, 50), 1)  # samples are not planes
+    assert image_header(tmp_path / "one.png") == ((40, 50), 1)
+    ds = annotations.Dataset(root=tmp_path, images=[annotations.ImageRecord(n) for n in
+                                                     ("z.tif", "rgb.tif", "pages.tif")])  # fmt: skip
+    report = annotations.ImportReport()
+    annotations.attach_images(ds, report)
+    said = [(i.image, i.message) for i in report.issues]
+    assert said == [
+        ("z.tif", "a stack of 5 planes (pages): only the first plane is used"),
+        ("pages.tif", "a stack of 3 planes (pages): only the first plane is used"),
+    ]
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.int8, np.float32])

@@ -110,6 +110,25 @@ def test_predict_reports_unreadable_images(model_path, dataset_dir):
     assert [im.filename for im in predictions.images] == [im.filename for im in dataset.images]
 
 
+def test_a_stack_is_predicted_on_its_first_plane_and_said_to_be_one(model_path, tmp_path,
+                                                                   capsys):  # fmt: skip
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    stack = rng.integers(0, 4000, (3, 64, 64)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "z.tif", stack, imagej=True, metadata={"axes": "ZYX"})
+    tifffile.imwrite(tmp_path / "flat.tif", stack[0])
+    assert predict(model_path, tmp_path, tmp_path / "out" / "pred.json") == 0
+    err = capsys.readouterr().err
+    said = "note: z.tif: a stack of 3 planes (pages): only the first plane is used"
+    assert said in err.splitlines() and "flat.tif: a stack" not in err
+    pred, _ = annotations.load(tmp_path / "out" / "pred.json", tmp_path, read_images=False)
+    regions = {im.filename: im.regions for im in pred.images}
+    assert len(regions["z.tif"]) == len(regions["flat.tif"])  # the first plane, as the flat one
+    for a, b in zip(regions["z.tif"], regions["flat.tif"], strict=True):
+        np.testing.assert_allclose(a.polygon, b.polygon)
+
+
 def predict(model_path, images, out, *extra):
     """Run ``napari-bioanomaly predict`` and return its exit code."""
     argv = ["predict", "--model", str(model_path), "--images", str(images), "--out", str(out)]

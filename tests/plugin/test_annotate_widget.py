@@ -82,6 +82,25 @@ def test_shapes_drawn_past_the_image_edges_are_cut_to_it(widget, dataset_dir, mo
     assert len(saved) == n0 + 1 and max(saved[-1]["shape_attributes"]["all_points_y"]) <= rows
 
 
+def test_a_stack_is_said_to_be_one_when_shown(make_napari_viewer, tmp_path, qtbot, monkeypatch):
+    import tifffile
+
+    stack = np.zeros((4, 64, 64), np.uint16)
+    tifffile.imwrite(tmp_path / "z.tif", stack, imagej=True, metadata={"axes": "ZYX"})
+    tifffile.imwrite(tmp_path / "flat.tif", stack[0])
+    said = []
+    w = AnnotateWidget(make_napari_viewer())
+    qtbot.addWidget(w)
+    monkeypatch.setattr(w, "_info", said.append)
+    assert w.open_path(tmp_path)
+    names = [im.filename for im in w.annotator.session.dataset.images]
+    w.annotator.show(names.index("flat.tif"))
+    assert not any("stack" in t for t in said)
+    w.annotator.show(names.index("z.tif"))
+    assert said[-1] == "z.tif: a stack of 4 planes (pages): only the first plane is used"
+    assert w.viewer.layers["image"].data.shape == (64, 64)
+
+
 def test_draw_switch_and_autosave(widget, dataset_dir):
     layer = widget.annotator.shapes_layer
     n0 = len(layer.data)

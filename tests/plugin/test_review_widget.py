@@ -263,17 +263,25 @@ def test_predict_and_review_says_which_images_it_could_not_read(
     make_napari_viewer, dataset_dir, qtbot, tmp_path
 ):
     """An image that cannot be read is named under the review's summary (it has no
-    predicted regions), not left as a silent empty prediction."""
+    predicted regions), not left as a silent empty prediction; so is a stack, of which
+    the first plane was predicted."""
+    import tifffile
+
     widget, gt = _widget_with_a_model(make_napari_viewer, qtbot, dataset_dir,
                                       tmp_path / "m.pt", epochs=1, steps=2)  # fmt: skip
-    broken = gt.images[0].filename
+    broken, stack = gt.images[0].filename, gt.images[1].filename
     (dataset_dir / broken).write_bytes(b"not an image")
+    plane = tifffile.imread(dataset_dir / stack)
+    tifffile.imwrite(dataset_dir / stack, np.stack([plane, plane]), imagej=True,
+                     metadata={"axes": "ZYX"})  # fmt: skip
     assert widget.predict_and_review()
     wait_for_job(qtbot, widget, 120_000)
     text = widget.summary.text()
     assert "TP " in text  # the review's summary is still there
     assert "1 image(s) could not be predicted and have no predicted regions: " in text
     assert Path(broken).name in text
+    assert ("1 image(s) are stacks of several planes: only the first plane of each was "
+            f"predicted: {stack}") in text  # fmt: skip
 
 
 def test_choose_point_in_napari_as_the_cli_does(make_napari_viewer, dataset_dir, qtbot, tmp_path):

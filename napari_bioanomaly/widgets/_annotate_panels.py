@@ -160,12 +160,24 @@ class CurrentImagePanel(QGroupBox):
     def _on_attribute_edited(self, _item: QTableWidgetItem) -> None:
         if self._filling or (annotator := self._annotator()) is None:
             return
-        attrs = {}
+        attrs: dict[str, str] = {}
+        repeated = []
         for row in range(self.attr_table.rowCount()):
             key, value = self.attr_table.item(row, 0), self.attr_table.item(row, 1)
-            if key is not None and key.text().strip():
-                attrs[key.text().strip()] = value.text() if value is not None else ""
+            if key is None or not key.text().strip():
+                continue
+            name = key.text().strip()
+            if name in attrs:  # a second row of a key: kept in the table, not applied
+                repeated.append(name)
+                continue
+            attrs[name] = value.text() if value is not None else ""
         annotator.set_file_attributes(attrs)
+        if repeated:
+            listed = ", ".join(repr(k) for k in dict.fromkeys(repeated))
+            annotator.message.emit(
+                f"{annotator.session.image.filename}: file attribute {listed} is in the table "
+                "twice; the first row's value is kept: rename or clear the other row"
+            )
 
 
 class ClassesPanel(QGroupBox):

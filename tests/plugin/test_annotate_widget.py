@@ -162,6 +162,30 @@ def test_undo_a_deletion_even_after_switching(widget, dataset_dir):
     assert len(on_disk(dataset_dir)["img_000.tif"]["regions"]) == len(before)
 
 
+def test_a_file_attribute_typed_twice_keeps_the_first_and_says_so(widget, dataset_dir,
+                                                                  monkeypatch):  # fmt: skip
+    """A second row with a key already in the table replaced the first row's value, and
+    the row vanished at the next refill: the first is kept, the second row stays to be
+    renamed, and a note says so."""
+    said = []
+    monkeypatch.setattr(widget, "_info", said.append)
+    session = widget.annotator.session
+    name = session.image.filename
+    first = session.image.file_attributes["cell_line"]
+    table = widget.attr_table
+    rows = table.rowCount()
+    widget.image_panel.add_attribute()
+    table.item(rows, 1).setText("HeLa-typo")
+    table.item(rows, 0).setText("cell_line")  # the same key again
+    assert session.image.file_attributes["cell_line"] == first
+    assert on_disk(dataset_dir)[name]["file_attributes"]["cell_line"] == first
+    assert table.rowCount() == rows + 1 and said[-1] == (
+        f"{name}: file attribute 'cell_line' is in the table twice; the first row's value is "
+        "kept: rename or clear the other row")  # fmt: skip
+    table.item(rows, 0).setText("cell_line_2")
+    assert on_disk(dataset_dir)[name]["file_attributes"]["cell_line_2"] == "HeLa-typo"
+
+
 def test_no_anomaly_toggle_file_attributes_and_filter(widget, dataset_dir):
     session = widget.annotator.session
     normal = next(i for i, im in enumerate(session.dataset.images) if not im.regions)

@@ -78,6 +78,13 @@ class ReviewJobs:
         #: TrainConfig settings of "Train & review" (default: the Train widget's form)
         self.train_settings: dict[str, Any] = {}
 
+    def on_workspace_job(self, _state: str, _message: str) -> None:
+        """Another widget's job (the Train widget's) started or ended: the buttons that
+        would start a second one wait for it (pressed, they only said so)."""
+        if self.worker is None:
+            for button in self.buttons:
+                button.setEnabled(not self.workspace.busy)
+
     def _can_start(self) -> bool:
         if self.worker is not None:
             return False

@@ -76,6 +76,7 @@ class ReviewWidget(QWidget):
             [self.train_button, self.predict_button, self.point_button], self.stop_button,
             lambda path: self.model_edit.setText(str(path)),
         )  # fmt: skip
+        self.workspace.job_changed.connect(self.jobs.on_workspace_job)
 
     # ------------------------------------------------------------------ layout
 
@@ -587,6 +588,7 @@ class ReviewWidget(QWidget):
 
     def closeEvent(self, event: Any) -> None:
         self._closed = True
+        self.workspace.job_changed.disconnect(self.jobs.on_workspace_job)
         self._release()
         super().closeEvent(event)
 

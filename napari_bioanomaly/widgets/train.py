@@ -75,6 +75,7 @@ class TrainWidget(QWidget):
         self.viewer = napari_viewer
         self.workspace = workspace_for(napari_viewer)
         self.worker: Any = None
+        self._own_job = False  # this widget's job runs (from before its worker exists)
         self.cancel: threading.Event | None = None
         self.result: Any = None
         self._progress: Any = None
@@ -85,6 +86,7 @@ class TrainWidget(QWidget):
         self.viewer.layers.events.inserted.connect(lambda e: self.refresh_sources())
         # "Train & review" in the Review widget trains with these settings
         self.workspace.provide_train_config(self.config)
+        self.workspace.job_changed.connect(self._on_job_changed)
 
     def _build(self) -> None:
         layout = scrolled_layout(self)  # docked under Annotate, it scrolls
@@ -299,6 +301,7 @@ class TrainWidget(QWidget):
         self.result = None
         self._hint = ""
         self.plot.clear()
+        self._own_job = True
         self._set_running(True)
         self._set_status(text)
         from napari.utils import progress
@@ -406,18 +409,27 @@ class TrainWidget(QWidget):
             self._progress.close()
             self._progress = None
         self.worker = None
+        self._own_job = False
         self._set_running(False)
         self.plot.update()
 
     def closeEvent(self, event: Any) -> None:
         self.workspace.provide_train_config(None)
+        self.workspace.job_changed.disconnect(self._on_job_changed)
         super().closeEvent(event)
 
-    def _set_running(self, running: bool) -> None:
+    def _on_job_changed(self, _state: str, _message: str) -> None:
+        """Another widget's job (Review's Predict & review...) started or ended: the
+        buttons that would start a second one wait for it (pressed, they only said so)."""
+        if not self._own_job:
+            self._set_running(self.workspace.busy, own=False)
+
+    def _set_running(self, running: bool, own: bool = True) -> None:
+        """Buttons while a job runs: this widget's (``own``: Stop stops it) or another's."""
         self.train_button.setEnabled(not running)
         self.baseline_button.setEnabled(not running)
         self.cv_button.setEnabled(not running)
-        self.stop_button.setEnabled(running)
+        self.stop_button.setEnabled(running and own)
 
     def _set_status(self, text: str, error: bool = False) -> None:
         self.status.setStyleSheet("color: #d55e00" if error else "")

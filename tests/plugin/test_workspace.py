@@ -142,6 +142,34 @@ def test_train_and_review_uses_the_train_widgets_settings(make_napari_viewer, qt
     assert review.workspace.train_config is None
 
 
+def test_while_one_widget_runs_a_job_the_others_buttons_wait(make_napari_viewer, qtbot):
+    """Review's Train & review / Predict & review / Choose point stayed enabled while the
+    Train widget trained (pressed, they only said another job runs), and the other way
+    round: they are disabled until the job ends, the running widget's Stop stays."""
+    viewer = make_napari_viewer()
+    train, review = TrainWidget(viewer), ReviewWidget(viewer)
+    qtbot.addWidget(train)
+    qtbot.addWidget(review)
+    review_buttons = [review.train_button, review.predict_button, review.point_button]
+    train_buttons = [train.train_button, train.baseline_button, train.cv_button]
+    workspace = review.workspace
+    workspace.set_job("running", "Review predicts")  # another widget's job
+    assert not any(b.isEnabled() for b in review_buttons + train_buttons)
+    assert not train.stop_button.isEnabled()  # not its job to stop
+    workspace.set_job("done")
+    assert all(b.isEnabled() for b in review_buttons + train_buttons)
+    train._own_job = True  # the Train widget's own job: its Stop stays enabled
+    train._set_running(True)
+    workspace.set_job("running", "training")
+    assert train.stop_button.isEnabled() and not any(b.isEnabled() for b in review_buttons)
+    workspace.set_job("done")
+    assert all(b.isEnabled() for b in review_buttons)
+    train.close()
+    review.close()
+    workspace.set_job("running", "after the widgets closed")  # nothing left connected
+    workspace.set_job("done")
+
+
 def test_conflict_dialog_can_keep_both_versions(both, dataset_dir, tmp_path, monkeypatch):
     from qtpy.QtWidgets import QFileDialog, QMessageBox
 

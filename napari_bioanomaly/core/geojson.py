@@ -61,13 +61,16 @@ def write_geojson(
 ) -> tuple[list[Path], list[str]]:
     """One ``<image stem>.geojson`` per image with regions (QuPath: File > Import objects)."""
     out = Path(out_dir)
-    paths = export_paths(out, [im.filename for im in dataset.images if im.regions], SUFFIX)
+    paths, warnings = export_paths(out, [im.filename for im in dataset.images if im.regions],
+                                   SUFFIX)  # fmt: skip
     written = [
         write_json(paths[im.filename], feature_collection(im))
         for im in dataset.images
-        if im.regions
+        if im.filename in paths
     ]
-    return written, ([] if written else ["no image has regions: no GeoJSON written"])
+    if not any(im.regions for im in dataset.images):
+        warnings.append("no image has regions: no GeoJSON written")
+    return written, warnings
 
 
 def is_geojson(data: Any) -> bool:

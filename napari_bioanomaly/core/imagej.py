@@ -39,10 +39,10 @@ def write_roi_sets(
 
     out = Path(out_dir)
     written: list[Path] = []
-    warnings: list[str] = []
-    paths = export_paths(out, [im.filename for im in dataset.images if im.regions], SUFFIX)
+    paths, warnings = export_paths(out, [im.filename for im in dataset.images if im.regions],
+                                   SUFFIX)  # fmt: skip
     for im in dataset.images:
-        if not im.regions:
+        if im.filename not in paths:
             continue
         path = paths[im.filename]
         buf = io.BytesIO()
@@ -54,7 +54,7 @@ def write_roi_sets(
                 zf.writestr(f"{name}.roi", roi.tobytes())
         data = buf.getvalue()
         written.append(atomic_write(path, data))
-    if not written:
+    if not any(im.regions for im in dataset.images):
         warnings.append("no image has regions: no ROI set written")
     return written, warnings
 

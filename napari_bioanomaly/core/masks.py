@@ -64,10 +64,13 @@ def write_label_masks(
         raise BioAnomalyError(f"{out}: exists and is not a folder")
     class_ids = {name: i + 1 for i, name in enumerate(dataset.class_names())}
     written: list[Path] = []
-    warnings: list[str] = []
     rows: list[list[object]] = []
-    paths = export_paths(out, [im.filename for im in dataset.images], MASK_SUFFIX)
+    # images of unknown size get no mask (said below) and take no file name
+    sized = [im.filename for im in dataset.images if im.shape is not None]
+    paths, warnings = export_paths(out, sized, MASK_SUFFIX)
     for image in dataset.images:
+        if image.shape is not None and image.filename not in paths:  # said by export_paths
+            continue
         try:
             labels, overlap = label_mask(image)
         except BioAnomalyError as exc:

@@ -123,22 +123,30 @@ def output_path(out: Path, name: str, item: str) -> Path:
     return target
 
 
-def export_paths(out: Path, images: list[str], suffix: str) -> dict[str, Path]:
+def export_paths(out: Path, images: list[str], suffix: str) -> tuple[dict[str, Path], list[str]]:
     """The export file of each image: ``<stem><suffix>`` in the image's folder inside
     ``out``; images whose stems collide there (``x.tif`` and ``x.png``) all get
     ``<name><suffix>`` instead (``x.tif<suffix>``, ``x.png<suffix>``), so none
     overwrites another and each reads back to its own image. See :func:`output_path`.
+
+    Returns the paths and, for the images left out, why: a name that gives no file name,
+    and one whose export would still be another's (``../b.png`` beside ``b.png``: the
+    image named as it is in the folder keeps the file). The others are exported.
     """
     from collections import Counter
 
-    names = {im: relative_name(im) for im in images}
-    for im, p in names.items():
+    names, skipped = {}, []
+    for im in images:
+        p = relative_name(im)
         if p.name in ("", ".", ".."):
-            raise BioAnomalyError(f"image {im!r}: no file name to name its export after")
+            skipped.append(f"image {im!r}: no file name to name its export after; not exported")
+            continue
         problem = unusable_name(str(p) + suffix)
         if problem:
-            raise BioAnomalyError(f"image {im[:80]!r}: cannot name its export after it "
-                                  f"({problem}); rename the image in the annotations")  # fmt: skip
+            skipped.append(f"image {im[:80]!r}: cannot name its export after it ({problem}); "
+                           "not exported: rename the image in the annotations")  # fmt: skip
+            continue
+        names[im] = p
     stem_paths = {im: output_path(out, str(p.with_name(p.stem + suffix)), f"image {im!r}")
                   for im, p in names.items()}  # fmt: skip
     shared = Counter(str(p).lower() for p in stem_paths.values())
@@ -148,8 +156,15 @@ def export_paths(out: Path, images: list[str], suffix: str) -> dict[str, Path]:
             p = names[im]
             path = output_path(out, str(p.with_name(p.name + suffix)), f"image {im!r}")
         out_paths[im] = path
-    taken = Counter(str(p).lower() for p in out_paths.values())
-    for im, path in out_paths.items():
-        if taken[str(path).lower()] > 1:
-            raise BioAnomalyError(f"image {im!r}: its export {path} would overwrite another's")
-    return out_paths
+    owner: dict[str, str] = {}  # export path -> the image it is for
+    # the image named as the folder has it (not "../b.png", "C:/b.png") first
+    for im in sorted(out_paths, key=lambda im: names[im].as_posix() != normalise_filename(im)):
+        key = str(out_paths[im]).lower()
+        if key in owner:
+            skipped.append(f"image {im!r}: its export {out_paths[im].name} would overwrite that "
+                           f"of {owner[key]!r}; not exported: rename the image in the "
+                           "annotations")  # fmt: skip
+            continue
+        owner[key] = im
+    kept = set(owner.values())
+    return {im: p for im, p in out_paths.items() if im in kept}, skipped

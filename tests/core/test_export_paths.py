@@ -54,13 +54,32 @@ def test_a_symlink_inside_the_output_folder_that_leads_out_is_refused(tmp_path):
 def test_output_path_refuses_a_name_that_is_only_dots(tmp_path):
     with pytest.raises(BioAnomalyError, match=r"image '\.\.': no file name"):
         output_path(tmp_path, "..", "image '..'")
-    for name in ("/", "..", "./"):
-        with pytest.raises(BioAnomalyError, match="no file name to name its export after"):
-            export_paths(tmp_path, ["ok.tif", name], ".geojson")
+    for name in ("/", "..", "./"):  # that image is left out and said; the others exported
+        paths, skipped = export_paths(tmp_path, ["ok.tif", name], ".geojson")
+        assert list(paths) == ["ok.tif"]
+        assert skipped == [f"image {name!r}: no file name to name its export after; not exported"]
+
+
+@pytest.mark.parametrize("writer", [write_roi_sets, write_geojson, write_label_masks])
+def test_an_entry_whose_export_would_be_anothers_is_left_out_and_the_rest_exported(tmp_path,
+                                                                                    writer):  # fmt: skip
+    """``../b.png`` (refused when read: it leads out of the folder) and ``b.png`` both name
+    ``b``'s export: the export stopped at the first file. The image as the folder names it
+    keeps the file, the other is said and left out, every other image is exported."""
+    out = tmp_path / "out"
+    dataset = _dataset(["../b.png", "a.png", "b.png"])
+    written, warnings = writer(dataset, out)
+    assert len(written) == 2 + (writer is write_label_masks)  # and labels.csv
+    kept = written[1].name  # b.png's, after a.png's
+    assert kept.startswith("b.png")
+    assert (f"image '../b.png': its export {kept} would overwrite that of 'b.png'; not "
+            "exported: rename the image in the annotations") in warnings  # fmt: skip
+    assert sum("not exported" in w for w in warnings) == 1
 
 
 def test_images_sharing_a_stem_get_their_own_export_files(tmp_path):
-    paths = export_paths(tmp_path, ["x.tif", "x.png", "y.tif", "sub/x.tif"], ".geojson")
+    paths, skipped = export_paths(tmp_path, ["x.tif", "x.png", "y.tif", "sub/x.tif"], ".geojson")
+    assert not skipped
     assert paths["x.tif"].name == "x.tif.geojson" and paths["x.png"].name == "x.png.geojson"
     assert paths["y.tif"].name == "y.geojson"
     assert paths["sub/x.tif"] == tmp_path / "sub" / "x.geojson"  # another folder: no clash

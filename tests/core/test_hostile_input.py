@@ -170,10 +170,9 @@ def test_cli_reports_hostile_items_without_an_internal_error(tmp_path, capsys):
             code = main(["convert", str(path), "--to", to, str(tmp_path / out)])
             err = capsys.readouterr().err
             assert "internal error" not in err and "Traceback" not in err
-            if case == "NUL in name" and to != "via":  # no file can be named after it
-                assert code == 2 and r"image 'a\x00b.png': cannot name its export" in err
-            else:
-                assert code == 0, (case, to, err)
+            assert code == 0, (case, to, err)
+            if case == "NUL in name" and to != "via":  # no file can be named after it: said
+                assert r"image 'a\x00b.png': cannot name its export" in err
 
 
 def test_round_trip_keeps_a_radio_class_attribute_and_adds_none_to_an_empty_project(tmp_path):

@@ -77,16 +77,17 @@ def to_coco(dataset: Dataset) -> tuple[dict[str, Any], list[str]]:
                 },
             }
         )
-        clipped = 0
+        clipped = outside = 0
         for r in im.regions:
             xy = next(polygons)[:, ::-1]
             r0, c0, r1, c1 = r.bbox
             rings, area = [xy], r.area
             if r0 < 0 or c0 < 0 or r1 > height or c1 > width:  # COCO: inside the image
                 rings, area, (c0, r0, c1, r1) = _clip(xy, width, height)
-                clipped += 1
                 if not rings:
+                    outside += 1
                     continue
+                clipped += 1
             ann: dict[str, Any] = {
                 "id": len(annotations) + 1,
                 "image_id": image_id,
@@ -104,7 +105,12 @@ def to_coco(dataset: Dataset) -> tuple[dict[str, Any], list[str]]:
         if clipped:
             warnings.append(
                 f"image {im.filename!r}: {clipped} region(s) reach outside the image "
-                f"(0..{width} x 0..{height}): clipped to it (regions left empty are not written)"
+                f"(0..{width} x 0..{height}): clipped to it"
+            )
+        if outside:
+            warnings.append(
+                f"image {im.filename!r}: {outside} region(s) lie wholly outside the image "
+                f"(0..{width} x 0..{height}): not written"
             )
     coco = {
         "info": {

@@ -15,6 +15,7 @@ the layers' data.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -185,14 +186,15 @@ class Annotator:
     def index(self) -> int:
         return self.session.current
 
-    def show(self, index: int) -> bool:
-        """Save the current image's regions, then show image ``index``.
+    def show(self, index: int, save: bool = True) -> bool:
+        """Save the current image's regions (unless not ``save``: the layer no longer
+        shows the session's), then show image ``index``.
 
         Returns ``False`` (and tells why through :attr:`message`) when the image
         cannot be read; its regions are still shown over an empty canvas so
         they can be reviewed.
         """
-        if self.shapes_layer is not None:
+        if self.shapes_layer is not None and save:
             self.sync()
         self.session.go_to(index)
         ok = True
@@ -376,6 +378,20 @@ class Annotator:
         self.add_regions(deleted.regions)
         self.message.emit(f"restored {counted(len(deleted.regions), 'region')} on {deleted.image}")
         return True
+
+    def restore(self, version: str | Path) -> Path:
+        """Go back to a kept version of the annotation file (:mod:`.core.history`): the
+        edits on screen are saved first, so the version it replaces, kept too, holds
+        them. Returns that kept version. Refused (:class:`BioAnomalyError`) while the
+        last edits cannot be saved: they would be lost."""
+        self.sync()
+        if self.session.dirty:
+            raise BioAnomalyError(f"{self.session.path.name}: the last changes are not saved "
+                                  "yet; nothing restored (save a copy first)")  # fmt: skip
+        kept = self.session.restore(version)
+        self.show(self.session.current, save=False)  # the layer shows the old file's
+        self.regions_changed.emit()
+        return kept
 
     def add_regions(self, regions: list[Region]) -> None:
         """Add regions to the image on screen (shown, saved)."""

@@ -152,6 +152,48 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_versions(args: argparse.Namespace) -> int:
+    """List an annotation file's kept versions (see :mod:`.core.history`), or restore one."""
+    import time
+
+    from .core import history
+
+    path = Path(args.input)
+    if path.is_dir():
+        found = annotation_files.find_annotation_file(path)
+        if found is None:
+            raise BioAnomalyError(f"{path}: no annotation file in this folder")
+        path = found
+    kept = history.versions(path)
+    if args.restore is not None:
+        if not 1 <= args.restore <= len(kept):
+            raise BioAnomalyError(f"{path}: no version {args.restore} (there are {len(kept)}; "
+                                  "list them without --restore)")  # fmt: skip
+        version = kept[args.restore - 1]
+        before = history.restore(path, version)
+        print(f"{path}: back to {version.name}; the version it replaced is kept as "
+              f"{before.name}")  # fmt: skip
+        return 0
+    if not kept:
+        every = f"{history.INTERVAL / 60:g} minutes"
+        print(f"{path}: no earlier version kept yet (one is kept every {every} of editing, "
+              f"in {history.history_dir(path)})")  # fmt: skip
+        return 0
+    print(f"{path}: {counted(len(kept), 'earlier version')}, newest first "
+          f"(in {history.history_dir(path)}):")  # fmt: skip
+    for n, version in enumerate(kept, start=1):
+        stat = version.stat()
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stat.st_mtime))
+        try:
+            dataset, _ = annotation_files.load(version, path.parent, read_images=False)
+            images, regions = len(dataset.images), len(dataset.regions)
+            what = f"{counted(images, 'image')}, {counted(regions, 'region')}"
+        except (BioAnomalyError, OSError) as exc:
+            what = f"unreadable: {exc}"
+        print(f"{n:3d}  {when}  {stat.st_size / 1024:8.0f} KiB  {what}")
+    return 0
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     dataset, report = _open(args)
     written, warnings = annotation_files.save(dataset, args.output, args.to)

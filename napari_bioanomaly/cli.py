@@ -22,6 +22,7 @@ from ._cli_data import (
     cmd_merge,
     cmd_qc,
     cmd_sample,
+    cmd_versions,
 )
 from ._cli_ml import (
     _add_train_options,
@@ -85,6 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_import_options(p)
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser(
+        "versions",
+        help="list the earlier versions of an annotation file kept while it was edited, or "
+        "go back to one",
+    )  # fmt: skip
+    p.add_argument("input", metavar="FILE", help="the annotation file (VIA 2 project)")
+    p.add_argument(
+        "--restore", metavar="N", type=int,
+        help="go back to version N of the list (1: the newest); the current file is kept as "
+        "a version first",
+    )  # fmt: skip
+    p.set_defaults(func=cmd_versions)
 
     p = sub.add_parser("sample", help="write the synthetic brightfield sample dataset")
     p.add_argument("out_dir", metavar="OUT_DIR")

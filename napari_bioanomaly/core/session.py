@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import annotations as annotation_files
-from . import via
+from . import history, via
 from .fileio import DiskChanged as DiskChanged  # raised by save(); callers catch it here
 from .fileio import digest, file_digest, orjson, remove_stale_temporaries, replace_if_unchanged
 from .images import image_header, image_shape, read_image
@@ -340,6 +340,7 @@ class AnnotationSession:
         if not self.dirty and not force:
             return None
         raw = self._serialise()
+        history.keep_version(self.path)  # every INTERVAL, the version this save replaces
         self._disk = replace_if_unchanged(self.path, raw, self._disk, force)
         self.dirty = False
         self._remember()
@@ -364,6 +365,14 @@ class AnnotationSession:
             raise BioAnomalyError(f"{path}: that is the dataset's own file; choose another")
         annotation_files.save(self.dataset, path, "via-project")
         return path
+
+    def restore(self, version: str | os.PathLike[str]) -> Path:
+        """Go back to a kept version of the annotation file (see :mod:`.history`): it
+        replaces the file (the current one kept as a version first, returned) and is read
+        again; changes not saved yet are dropped."""
+        kept = history.restore(self.path, version)
+        self.reload()
+        return kept
 
     def reload(self) -> None:
         """Discard changes and read the annotation file again."""

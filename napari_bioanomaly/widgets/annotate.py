@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
 
 from .._annotator import Annotator
 from .._workspace import release_annotator, shared_annotator, workspace_for
+from ..core.history import versions
 from ..core.model import BioAnomalyError, ImageRecord
 from ..core.quality import QC_ATTRIBUTE, flags_from_text, flags_to_text, focus_groups
 from ..core.session import AnnotationSession, summary
@@ -141,8 +142,15 @@ class AnnotateWidget(QWidget):
         self.export_combo.addItems(list(EXPORTS))
         export_button = QPushButton("Export...")
         export_button.clicked.connect(self._ask_export)
+        self.versions_button = QPushButton("Earlier versions...")
+        self.versions_button.setToolTip(
+            "Go back to a version of the annotation file kept while it was edited (one every "
+            "10 minutes of editing; the current one is kept too)"
+        )
+        self.versions_button.clicked.connect(self._ask_version)
         erow.addWidget(self.export_combo)
         erow.addWidget(export_button)
+        erow.addWidget(self.versions_button)
         layout.addWidget(export)
 
         self.help_box = QGroupBox("Shortcuts")
@@ -450,6 +458,51 @@ class AnnotateWidget(QWidget):
                         "already, as a VIA 2 project): choose another file")  # fmt: skip
             return []
         return export_and_say(self._session.dataset, fmt, path, self._info, self._error)
+
+    def version_choices(self) -> list[tuple[str, Path]]:
+        """The kept versions of the open annotation file, newest first, as offered:
+        (when, how big; the file)."""
+        now = time.time()
+        out = []
+        for path in versions(self._session.path):
+            stat = path.stat()
+            minutes = max(0, round((now - stat.st_mtime) / 60))
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stat.st_mtime))
+            out.append((f"{when} ({minutes} min ago, {stat.st_size / 1024:.0f} KiB)", path))
+        return out
+
+    def _ask_version(self) -> None:
+        from qtpy.QtWidgets import QInputDialog
+
+        if self.annotator is None:
+            return
+        choices = self.version_choices()
+        if not choices:
+            self._info(f"no earlier version of {self._session.path.name} kept yet (one is "
+                       "kept every 10 minutes of editing)")  # fmt: skip
+            return
+        label, ok = QInputDialog.getItem(
+            self, "Go back to an earlier version",
+            f"Replace {self._session.path.name} by the version of (the current one is "
+            "kept as a version too, so this can be undone the same way):",
+            [text for text, _ in choices], 0, False,
+        )  # fmt: skip
+        if ok:
+            self.restore_version(dict(choices)[label])
+
+    def restore_version(self, version: str | Path) -> bool:
+        """Go back to a kept version of the open annotation file (see ``core.history``)."""
+        try:
+            kept = self._open.restore(version)
+        except (BioAnomalyError, OSError) as exc:
+            self._error(f"not restored: {exc}")
+            return False
+        self._fill_classes()  # the version's classes, statuses and regions
+        self._fill_images()
+        self._on_image_changed(self._session.current)
+        self._info(f"{self._session.path.name}: back to {Path(version).name}; the version "
+                   f"it replaced is kept as {kept.name}")  # fmt: skip
+        return True
 
     # ------------------------------------------------------------------ messages
 

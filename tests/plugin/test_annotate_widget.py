@@ -101,6 +101,42 @@ def test_a_stack_is_said_to_be_one_when_shown(make_napari_viewer, tmp_path, qtbo
     assert w.viewer.layers["image"].data.shape == (64, 64)
 
 
+def test_going_back_to_an_earlier_version_in_napari(widget, dataset_dir, monkeypatch):
+    """A bulk change regretted later: the version kept before it is chosen from a list
+    and put back (the layer, classes and images shown as they were); the version it
+    replaces is kept, so going back can be undone the same way."""
+    from qtpy.QtWidgets import QInputDialog
+
+    said = []
+    monkeypatch.setattr(widget, "_info", said.append)
+    session = widget.annotator.session
+    before = [len(im.regions) for im in session.dataset.images]
+    widget.versions_button.click()
+    assert said[-1].startswith("no earlier version of annotations.json kept yet")
+    widget.annotator.shapes_layer.selected_data = set(
+        range(len(widget.annotator.shapes_layer.data))
+    )
+    widget.annotator.shapes_layer.remove_selected()  # the image emptied, saved at once
+    assert session.image.regions == [] and before[session.current]
+    choices = widget.version_choices()
+    assert len(choices) == 1 and "min ago" in choices[0][0]
+    asked = []
+
+    def pick(parent, title, label, items, current, editable):
+        asked.append(items)
+        return items[0], True
+
+    monkeypatch.setattr(QInputDialog, "getItem", pick)
+    widget.versions_button.click()
+    assert asked == [[choices[0][0]]]
+    assert [len(im.regions) for im in session.dataset.images] == before
+    assert len(widget.annotator.shapes_layer.data) == before[session.current]
+    assert widget.region_table.rowCount() == before[session.current]
+    assert said[-1].startswith("annotations.json: back to annotations.")
+    assert len(widget.version_choices()) == 2  # the emptied version kept too
+    assert on_disk(dataset_dir)[session.image.filename]["regions"]
+
+
 def test_draw_switch_and_autosave(widget, dataset_dir):
     layer = widget.annotator.shapes_layer
     n0 = len(layer.data)

@@ -1,0 +1,112 @@
+"""Earlier versions of an annotation file: kept every INTERVAL while it is edited, the
+newest KEEP of them, and going back to one (itself undoable); from the session and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_bioanomaly.cli import main
+from napari_bioanomaly.core import annotations, history
+from napari_bioanomaly.core.model import BioAnomalyError, Region
+from napari_bioanomaly.core.session import AnnotationSession
+
+
+def square():
+    return np.array([[2, 2], [2, 12], [12, 12], [12, 2]], float)
+
+
+def test_a_version_is_kept_every_interval_and_the_oldest_go(tmp_path, monkeypatch):
+    monkeypatch.setattr(history, "KEEP", 3)
+    path = tmp_path / "annotations.json"
+    assert history.keep_version(path) is None  # no file yet: nothing to keep
+    t = 1_800_000_000.0
+    kept = []
+    for step in range(5):
+        path.write_text(f'{{"step": {step}}}')
+        kept.append(history.keep_version(path, now=t + step * history.INTERVAL))
+        assert history.keep_version(path, now=t + step * history.INTERVAL + 1) is None  # soon
+    assert all(p is not None for p in kept)
+    newest = history.versions(path)
+    assert newest == kept[:1:-1]  # the three newest, newest first
+    assert [json.loads(p.read_text())["step"] for p in newest] == [4, 3, 2]
+    assert newest[0].parent == tmp_path / ".annotations.json.history"
+
+
+def test_versions_kept_in_the_same_second_are_all_kept_in_order(tmp_path):
+    path = tmp_path / "a.json"
+    t = 1_800_000_000.0
+    for step in range(3):
+        path.write_text(str(step))
+        assert history.keep_version(path, force=True, now=t) is not None
+    assert [p.read_text() for p in history.versions(path)] == ["2", "1", "0"]
+
+
+def test_restore_puts_a_version_back_and_keeps_the_one_it_replaces(tmp_path):
+    path = tmp_path / "a.json"
+    path.write_text("old")
+    old = history.keep_version(path)
+    path.write_text("new")
+    before = history.restore(path, old)
+    assert path.read_text() == "old" and before.read_text() == "new"
+    assert history.restore(path, before) and path.read_text() == "new"  # undone
+    elsewhere = tmp_path / "other.json"
+    elsewhere.write_text("x")
+    with pytest.raises(BioAnomalyError, match=r"not a kept version of a\.json"):
+        history.restore(path, elsewhere)
+    assert path.read_text() == "new"
+
+
+def test_a_history_that_cannot_be_written_never_stops_a_save(dataset_dir, monkeypatch):
+    def refuse(*args):
+        raise PermissionError("[Errno 13] Permission denied")
+
+    monkeypatch.setattr(history, "_atomic_copy", refuse)
+    session = AnnotationSession.open(dataset_dir)
+    session.set_regions([*session.image.regions, Region(square(), "hair")])
+    assert session.save() == dataset_dir / "annotations.json"
+    assert history.versions(session.path) == []
+
+
+def test_the_session_keeps_the_version_a_save_replaces_and_goes_back_to_it(dataset_dir):
+    session = AnnotationSession.open(dataset_dir)
+    original = session.path.read_text()
+    n = len(session.image.regions)
+    session.set_regions([*session.image.regions, Region(square(), "hair")])
+    session.save()
+    (first,) = history.versions(session.path)
+    assert first.read_text() == original  # the file as it was before the first save
+    session.set_regions([])
+    session.save()  # within the interval: no second version
+    assert history.versions(session.path) == [first]
+    kept = session.restore(first)
+    assert len(session.image.regions) == n and not session.dirty
+    assert session.path.read_text() == original
+    assert kept in history.versions(session.path)
+    emptied, _ = annotations.load(kept, dataset_dir, read_images=False)
+    assert emptied.image(session.image.filename).regions == []  # what it replaced
+    session.set_regions([*session.image.regions, Region(square(), "dust")])
+    session.save()  # the restored file is the file now: saves go on from it
+    assert session.path.read_text() != original
+
+
+def test_cli_lists_the_versions_and_restores_one(dataset_dir, capsys):
+    path = dataset_dir / "annotations.json"
+    assert main(["versions", str(dataset_dir)]) == 0
+    assert "no earlier version kept yet" in capsys.readouterr().out
+    session = AnnotationSession.open(dataset_dir)
+    n = len(session.dataset.regions)
+    session.set_regions([])
+    session.save()
+    assert main(["versions", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "1 earlier version, newest first" in out
+    assert "  1  " in out and f"{len(session.dataset.images)} images, {n} regions" in out
+    assert main(["versions", str(path), "--restore", "2"]) == 2
+    assert "no version 2 (there are 1" in capsys.readouterr().err
+    assert main(["versions", str(path), "--restore", "1"]) == 0
+    assert "back to annotations." in capsys.readouterr().out
+    assert len(AnnotationSession.open(dataset_dir).dataset.regions) == n
+    assert len(history.versions(path)) == 2  # the emptied file kept too

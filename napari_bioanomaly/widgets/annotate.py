@@ -483,8 +483,8 @@ class AnnotateWidget(QWidget):
             return
         label, ok = QInputDialog.getItem(
             self, "Go back to an earlier version",
-            f"Replace {self._session.path.name} by the version of (the current one is "
-            "kept as a version too, so this can be undone the same way):",
+            f"Put back this version of {self._session.path.name} (the current one is kept "
+            "as a version too, so this can be undone the same way):",
             [text for text, _ in choices], 0, False,
         )  # fmt: skip
         if ok:

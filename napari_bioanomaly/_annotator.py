@@ -87,6 +87,9 @@ class Annotator:
     message = Signal(str)
     #: the error of each failed save ("autosave failed: ..."), an error to show
     save_failed = Signal(str)
+    #: the whole file was read again (theirs reloaded, or an earlier version restored):
+    #: any image's regions may have changed
+    reloaded = Signal()
 
     def __init__(
         self,
@@ -289,6 +292,7 @@ class Annotator:
                 self.session.reload()
                 self._fill_shapes(self.session.image.regions)
                 self.regions_changed.emit()
+                self.reloaded.emit()
                 self.message.emit(f"reloaded {self.session.path.name} from disk")
                 return
             if choice == "overwrite":
@@ -391,6 +395,7 @@ class Annotator:
         kept = self.session.restore(version)
         self.show(self.session.current, save=False)  # the layer shows the old file's
         self.regions_changed.emit()
+        self.reloaded.emit()
         return kept
 
     def add_regions(self, regions: list[Region]) -> None:

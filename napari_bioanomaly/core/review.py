@@ -167,6 +167,15 @@ class ReviewSession:
         keys = [self.group_by] if self.group_by else []
         self.caches[filename] = ImageCache(gt, self.prediction(filename), keys)
 
+    def ground_truth_reloaded(self) -> None:
+        """The ground truth's file was read again (theirs reloaded, an earlier version
+        restored): images it no longer has leave the review, every other is scored again."""
+        present = {im.filename for im in self.gt.dataset.images}
+        self.names = [n for n in self.names if n in present]
+        self.caches = {n: c for n, c in self.caches.items() if n in present}
+        for name in self.names:
+            self.rescore(name)
+
     def shown(self, filename: str) -> list[int]:
         """Indices of the image's predictions at or above the score threshold."""
         return [

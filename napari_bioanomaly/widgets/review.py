@@ -287,7 +287,8 @@ class ReviewWidget(QWidget):
             annotator = self.annotator = shared_annotator(
                 self.viewer, session, self,
                 {"image_changed": self._on_image_changed, "regions_changed": self._on_gt_changed,
-                 "message": self._on_message, "save_failed": self._on_message},
+                 "message": self._on_message, "save_failed": self._on_message,
+                 "reloaded": self._on_gt_reloaded},
                 color=GT_COLOR, name="ground truth (review)",
             )  # fmt: skip
             annotator.on_conflict = lambda exc: ask_conflict(self, exc, annotator)
@@ -440,6 +441,13 @@ class ReviewWidget(QWidget):
         self._restyle()  # the ground truth's new outlines too
         self._show_heatmap()
         self.table_panel.select(self._image)
+
+    def _on_gt_reloaded(self) -> None:
+        """The ground truth's file was read again: every image is scored again."""
+        if self.review is not None:
+            self.review.ground_truth_reloaded()
+            self.refresh()
+            self._restyle()
 
     def _on_gt_changed(self) -> None:
         if self.review is not None and self._image in self.review.caches:

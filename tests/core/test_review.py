@@ -160,6 +160,21 @@ def test_a_ground_truth_save_refused_loses_no_accepted_region(files):
     assert {im.filename: im for im in gt.images}[name].regions[-1].source == "model-accepted"
 
 
+def test_a_ground_truth_read_again_is_scored_again_for_every_image(files):
+    """An earlier version restored (or theirs reloaded) changes any image: every one is
+    scored again (only the image on screen was)."""
+    review = open_review(files)
+    before = {r.image: (r.tp, r.fn) for r in review.rows()}
+    gt, _ = annotations.load(files[0])
+    for im in gt.images:
+        im.regions = []
+    annotations.save(gt, files[0], "via-project")
+    review.gt.reload()
+    review.ground_truth_reloaded()
+    assert {r.image: (r.tp, r.fn) for r in review.rows()} == {name: (0, 0) for name in before}
+    assert any(tp for tp, _ in before.values())
+
+
 def test_reject_saves_the_predictions_at_once(files):
     review = open_review(files)
     name = review.names[1]

@@ -121,6 +121,24 @@ def test_accepted_predictions_stay_in_their_file_whatever_the_ground_truths_save
     assert regions[-1].source == "model-accepted"
 
 
+def test_an_earlier_version_restored_in_annotate_is_scored_again_in_review(both, dataset_dir):
+    from napari_bioanomaly.core import history
+
+    _, annotate, review = both
+    session = annotate.annotator.session
+    other = next(i for i, im in enumerate(session.dataset.images)
+                 if im.regions and i != session.current)  # fmt: skip
+    name = session.dataset.images[other].filename
+    n_gt = next(r for r in review.rows() if r.image == name).n_gt
+    session.set_regions([], other)
+    annotate.annotator.autosave()  # the version before it is kept
+    review.review.rescore(name)
+    assert next(r for r in review.rows() if r.image == name).n_gt == 0
+    (version,) = history.versions(session.path)
+    assert annotate.restore_version(version)
+    assert next(r for r in review.rows() if r.image == name).n_gt == n_gt  # not only on screen
+
+
 def test_train_and_review_uses_the_train_widgets_settings(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     train, review = TrainWidget(viewer), ReviewWidget(viewer)

@@ -136,8 +136,10 @@ class AnnotateWidget(QWidget):
                 setattr(self, name, getattr(panel, name))  # as tests and scripts know them
             layout.addWidget(panel)
 
-        export = QGroupBox("Export")
-        erow = QHBoxLayout(export)
+        export = QGroupBox("Export and earlier versions")
+        ebox = QVBoxLayout(export)
+        erow = QHBoxLayout()
+        ebox.addLayout(erow)
         self.export_combo = QComboBox()
         self.export_combo.addItems(list(EXPORTS))
         export_button = QPushButton("Export...")
@@ -150,7 +152,7 @@ class AnnotateWidget(QWidget):
         self.versions_button.clicked.connect(self._ask_version)
         erow.addWidget(self.export_combo)
         erow.addWidget(export_button)
-        erow.addWidget(self.versions_button)
+        ebox.addWidget(self.versions_button)
         layout.addWidget(export)
 
         self.help_box = QGroupBox("Shortcuts")
@@ -483,8 +485,8 @@ class AnnotateWidget(QWidget):
             return
         label, ok = QInputDialog.getItem(
             self, "Go back to an earlier version",
-            f"Put back this version of {self._session.path.name} (the current one is kept "
-            "as a version too, so this can be undone the same way):",
+            f"Put back this version of {self._session.path.name}?\nThe current one is kept "
+            "as a version too, so this can be undone the same way.",
             [text for text, _ in choices], 0, False,
         )  # fmt: skip
         if ok:

@@ -113,12 +113,15 @@ def headers(table: QTableView) -> tuple[QHeaderView, QHeaderView]:
     return horizontal, vertical
 
 
-def button_row(buttons: Iterable[tuple[str, Callable[[], object]]]) -> QHBoxLayout:
-    """A row of push buttons, each calling its slot when clicked."""
+def button_row(buttons: Iterable[tuple[Any, ...]]) -> QHBoxLayout:
+    """A row of push buttons ``(text, slot[, tooltip])``, each calling its slot when
+    clicked."""
     row = QHBoxLayout()
-    for text, action in buttons:
+    for text, action, *tip in buttons:
         button = QPushButton(text)
         button.clicked.connect(slot(action))
+        if tip:
+            button.setToolTip(tip[0])
         row.addWidget(button)
     return row
 

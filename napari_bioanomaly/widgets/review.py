@@ -55,6 +55,16 @@ from ._review_panels import (
 __all__ = ["ReviewWidget", "predictions_path"]
 
 
+#: Keyboard shortcuts bound on the viewer while a review is open: (napari key, what it does).
+SHORTCUTS = [
+    ("Alt-A", "accept the selected predictions"),
+    ("Alt-X", "reject the selected predictions"),
+    ("Alt-E", "next image with a miss or a false alarm"),
+    ("Alt-M", "mark the image reviewed"),
+    ("PageDown / PageUp", "next / previous image"),
+]
+
+
 class ReviewWidget(QWidget):
     """Compare predictions with ground truth image by image, and correct them."""
 
@@ -210,12 +220,18 @@ class ReviewWidget(QWidget):
         self.table_panel.error_clicked.connect(self.layers.zoom_to)
         layout.addWidget(self.tabs)
         layout.addLayout(button_row([
-            ("Accept selected", self.accept_selected),
-            ("Reject selected", self.reject_selected),
-            ("Accept all", self.accept_all),
+            ("Accept selected", self.accept_selected,
+             "Copy the selected predictions into the ground truth (Alt-A)"),
+            ("Reject selected", self.reject_selected,
+             "Remove the selected predictions (Alt-X)"),
+            ("Accept all", self.accept_all, "Accept every prediction shown on this image"),
         ]))  # fmt: skip
         layout.addLayout(button_row([
-            ("Mark reviewed", self.mark_reviewed),
+            ("Next with errors", self.next_with_errors,
+             "The next image with a miss or a false alarm at these thresholds (Alt-E)"),
+            ("Mark reviewed", self.mark_reviewed, "This image's status: reviewed (Alt-M)"),
+        ]))  # fmt: skip
+        layout.addLayout(button_row([
             ("Export table...", self._ask_export_table),
             ("Export corrected...", self._ask_export_corrected),
         ]))  # fmt: skip
@@ -300,6 +316,7 @@ class ReviewWidget(QWidget):
         self.pred_edit.setText(str(review.path))
         self._apply_thresholds()
         self.layers.ensure_predictions(review.path)
+        self._bind_keys()
         self.refresh()
         self._on_image_changed(session.current)
         return True
@@ -489,6 +506,42 @@ class ReviewWidget(QWidget):
 
     def accept_all(self) -> int:
         return self._move(list(range(len(self.layers.polygons()))), accept=True)
+
+    def next_with_errors(self) -> str | None:
+        """Show the next image under review (after the one on screen, wrapping) with a
+        false negative or a false positive at the current thresholds; its name, or None
+        (said) when no image has one."""
+        if self.review is None or self.annotator is None:
+            return None
+        names = self.review.names
+        rows = {r.image: r for r in self.review.rows()}
+        start = names.index(self._image) + 1 if self._image in names else 0
+        for name in names[start:] + names[:start]:
+            if rows[name].fn or rows[name].fp:
+                if name != self._image:
+                    self._go_to(name)
+                return name
+        self.summary.setText(f"{self.summary.text()}\nNo image has a miss or a false alarm "
+                             "at these thresholds.")  # fmt: skip
+        return None
+
+    def _bind_keys(self) -> None:
+        """The review's shortcuts (:data:`SHORTCUTS`) on the viewer; PageDown / PageUp
+        only where the Annotate widget has not bound them already (its own step)."""
+        from napari.utils.key_bindings import KeyBinding
+
+        bind = self.viewer.bind_key
+        bind("Alt-A", lambda v: self.accept_selected(), overwrite=True)
+        bind("Alt-X", lambda v: self.reject_selected(), overwrite=True)
+        bind("Alt-M", lambda v: self.mark_reviewed(), overwrite=True)
+        bind("Alt-E", lambda v: self.next_with_errors(), overwrite=True)
+        for key, step in (("PageDown", 1), ("PageUp", -1)):
+            if KeyBinding.from_str(key) not in self.viewer.keymap:
+                bind(key, lambda v, step=step: self._step(step))
+
+    def _step(self, step: int) -> None:
+        if self.annotator is not None:
+            self.annotator.next(step)
 
     def mark_reviewed(self) -> None:
         if self.annotator is not None:

@@ -147,6 +147,51 @@ def test_accepting_what_the_ground_truth_has_adds_nothing_twice(review, dataset_
     assert len(pred.regions) == n_pred  # every prediction stays in the predictions file
 
 
+def test_shortcuts_accept_reject_mark_and_go_to_the_next_image_with_errors(review,
+                                                                         monkeypatch):  # fmt: skip
+    """Reviewing thousands of images by mouse alone was slow: Alt-A / Alt-X accept or
+    reject the selected predictions, Alt-M marks the image reviewed, Alt-E goes to the
+    next image with a miss or a false alarm (wrapping), PageDown the next image."""
+    import dataclasses
+
+    from napari.utils.key_bindings import KeyBinding
+
+    from napari_bioanomaly.widgets.review import SHORTCUTS
+
+    viewer = review.viewer
+
+    def press(key):
+        viewer.keymap[KeyBinding.from_str(key)](viewer)
+
+    assert {k for k, _ in SHORTCUTS} >= {"Alt-A", "Alt-X", "Alt-E", "Alt-M"}
+    review.score_slider.setValue(0)
+    names = review.review.names
+    review.annotator.show(0)
+    rows = {r.image: r for r in review.rows()}
+    expected = next(n for n in names[1:] + names[:1] if rows[n].fn or rows[n].fp)
+    press("Alt-E")
+    assert review._image == expected
+    press("PageDown")
+    assert review._image == names[(names.index(expected) + 1) % len(names)]
+    busy = next(i for i, n in enumerate(names) if len(review.review.prediction(n).regions) >= 2)
+    review.annotator.show(busy)  # a matching prediction and the weak false alarm
+    n_pred = len(review.pred_layer.data)
+    review.pred_layer.selected_data = {n_pred - 1}
+    press("Alt-X")
+    assert len(review.review.prediction(review._image).regions) == n_pred - 1
+    truth = list(review.annotator.session.image.regions)
+    review.pred_layer.selected_data = {0}
+    press("Alt-A")
+    assert review.review.confirmed == 1 and review.annotator.session.image.regions == truth
+    press("Alt-M")
+    assert review.annotator.session.status(review.annotator.index) == "reviewed"
+    clean = [dataclasses.replace(r, fn=0, fp=0) for r in review.review.rows()]
+    monkeypatch.setattr(review.review, "rows", lambda: clean)
+    here = review._image
+    assert review.next_with_errors() is None and review._image == here
+    assert "No image has a miss or a false alarm" in review.summary.text()
+
+
 def test_export_table(review, tmp_path):
     path = review.export_table(tmp_path / "table.csv")
     lines = path.read_text().splitlines()

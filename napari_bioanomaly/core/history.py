@@ -74,6 +74,8 @@ def keep_version(
             return None
         folder = history_dir(path)
         folder.mkdir(exist_ok=True)
+        if folder.is_symlink() or folder.resolve().parent != path.parent.resolve():
+            return None  # a link that leads elsewhere: nothing is written outside the folder
         name = _version_name(path, now)
         target, n = folder / name, 1
         while target.exists():  # two in the same second: neither replaces the other

@@ -44,6 +44,17 @@ def test_versions_kept_in_the_same_second_are_all_kept_in_order(tmp_path):
     assert [p.read_text() for p in history.versions(path)] == ["2", "1", "0"]
 
 
+def test_a_history_folder_that_links_elsewhere_is_not_written(tmp_path):
+    import os
+
+    path, elsewhere = tmp_path / "data" / "a.json", tmp_path / "elsewhere"
+    path.parent.mkdir()
+    elsewhere.mkdir()
+    path.write_text("x")
+    os.symlink(elsewhere, history.history_dir(path))
+    assert history.keep_version(path) is None and not list(elsewhere.iterdir())
+
+
 def test_restore_puts_a_version_back_and_keeps_the_one_it_replaces(tmp_path):
     path = tmp_path / "a.json"
     path.write_text("old")

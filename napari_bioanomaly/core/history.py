@@ -25,8 +25,8 @@ INTERVAL = float(os.environ.get("BIOANOMALY_HISTORY_INTERVAL", 600))
 KEEP = int(os.environ.get("BIOANOMALY_HISTORY_KEEP", 30))
 
 
-#: the time stamp of a kept version's name, and its number within the same second
-_STAMP = re.compile(r"(\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d)(?:-(\d+))?")
+#: the time stamp (UTC) of a kept version's name, and its number within the same second
+_STAMP = re.compile(r"(\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ)(?:-(\d+))?")
 
 
 def history_dir(path: str | os.PathLike[str]) -> Path:
@@ -50,16 +50,22 @@ def versions(path: str | os.PathLike[str]) -> list[Path]:
 
 
 def _version_name(path: Path, when: float) -> str:
-    stamp = time.strftime("%Y-%m-%dT%H-%M-%S", time.localtime(when))
+    """In UTC: the order of the names stays the order of the saves across daylight
+    saving time, time zones, and machines in several of them editing one share."""
+    stamp = time.strftime("%Y-%m-%dT%H-%M-%SZ", time.gmtime(when))
     return f"{path.stem}.{stamp}{path.suffix}"
 
 
 def keep_version(
-    path: str | os.PathLike[str], force: bool = False, now: float | None = None
+    path: str | os.PathLike[str],
+    force: bool = False,
+    now: float | None = None,
+    spare: Path | None = None,
 ) -> Path | None:
     """Copy the file at ``path`` into its history folder when the newest kept version is
     :data:`INTERVAL` seconds old or more (always with ``force``); drop the oldest beyond
-    :data:`KEEP`. Returns the copy, or None (nothing to keep, or kept recently).
+    :data:`KEEP`, never the copy just made nor ``spare`` (the version being restored).
+    Returns the copy, or None (nothing to keep, or kept recently).
 
     Best effort: a history that cannot be written (a read-only folder) is no reason to
     refuse a save, so errors are swallowed here and None returned.
@@ -70,7 +76,7 @@ def keep_version(
         if not path.is_file():
             return None
         kept = versions(path)
-        if kept and not force and now - kept[0].stat().st_mtime < INTERVAL:
+        if kept and not force and abs(now - kept[0].stat().st_mtime) < INTERVAL:
             return None
         folder = history_dir(path)
         folder.mkdir(exist_ok=True)
@@ -83,7 +89,9 @@ def keep_version(
             n += 1
         _atomic_copy(path, target)
         os.utime(target, (now, now))  # its age counts from when it was kept
-        for old in versions(path)[KEEP:]:
+        keep = {target.resolve(), spare.resolve() if spare is not None else None}
+        others = [v for v in versions(path) if v.resolve() not in keep]
+        for old in others[max(KEEP - 1 - (spare is not None), 0) :]:
             old.unlink(missing_ok=True)
         return target
     except OSError:
@@ -107,12 +115,16 @@ def restore(path: str | os.PathLike[str], version: str | os.PathLike[str]) -> Pa
     from .fileio import atomic_write
 
     with file_lock(path):
-        before = keep_version(path, force=True)
+        try:
+            data = version.read_bytes()  # before keeping the current one prunes the oldest
+        except OSError as exc:
+            raise BioAnomalyError(f"{version}: cannot read it ({exc})") from None
+        before = keep_version(path, force=True, spare=version)
         if path.is_file() and before is None:
             raise BioAnomalyError(f"{history_dir(path)}: cannot keep the current version "
                                   "there; nothing restored")  # fmt: skip
         try:
-            atomic_write(path, version.read_bytes())
+            atomic_write(path, data)
         except OSError as exc:
             raise BioAnomalyError(f"{path}: cannot restore {version.name} ({exc})") from None
     return before if before is not None else version

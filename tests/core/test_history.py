@@ -44,6 +44,43 @@ def test_versions_kept_in_the_same_second_are_all_kept_in_order(tmp_path):
     assert [p.read_text() for p in history.versions(path)] == ["2", "1", "0"]
 
 
+def test_restoring_the_oldest_of_a_full_history_keeps_it_and_the_current_one(tmp_path,
+                                                                            monkeypatch):  # fmt: skip
+    """Restoring kept the current file first, which pruned the oldest version: the very
+    one being restored (it was lost, and nothing restored)."""
+    monkeypatch.setattr(history, "KEEP", 3)
+    path = tmp_path / "a.json"
+    t = 1_800_000_000.0
+    for step in range(3):
+        path.write_text(f"v{step}")
+        history.keep_version(path, now=t + step * history.INTERVAL)
+    path.write_text("current")
+    oldest = history.versions(path)[-1]
+    before = history.restore(path, oldest)
+    assert path.read_text() == "v0" and before.read_text() == "current"
+    assert before in history.versions(path) and oldest.exists()
+
+
+def test_versions_are_named_in_utc_so_a_clock_change_keeps_their_order(tmp_path, monkeypatch):
+    """Names in local time sorted the version just kept as the oldest after a change of
+    time zone or daylight saving time, and it was pruned at once."""
+    import time
+
+    path = tmp_path / "a.json"
+    path.write_text("x")
+    kept = history.keep_version(path, force=True, now=0.0)
+    assert kept.name == "a.1970-01-01T00-00-00Z.json"
+    monkeypatch.setenv("TZ", "Pacific/Kiritimati")  # UTC+14
+    time.tzset()
+    try:
+        path.write_text("y")
+        later = history.keep_version(path, force=True, now=3600.0)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert history.versions(path) == [later, kept]
+
+
 def test_a_history_folder_that_links_elsewhere_is_not_written(tmp_path):
     import os
 

@@ -145,6 +145,27 @@ def test_accept_takes_the_edited_outline(files):
     np.testing.assert_allclose(review.prediction(name).regions[0].polygon, model)  # the model's
 
 
+def test_an_outline_edited_before_its_accept_is_added_once(files):
+    """Trimmed below the IoU threshold before it is accepted, a prediction no longer
+    matches its accepted copy: the model's outline is a false alarm and the copy a miss
+    (the model's outline was off by more than the threshold), and a second accept of it
+    is found, not added again (it added a duplicate)."""
+    review = open_review(files)
+    name = review.names[0]
+    shown = review.shown(name)
+    weak = len(shown) - 1  # the 12 px false alarm at (100, 100)
+    before = review.rows()[0]
+    trimmed = [review.prediction(name).regions[i].polygon for i in shown]
+    trimmed[weak] = square(100, 100, 6)
+    (copy,) = review.accept(name, [weak], polygons=trimmed)
+    np.testing.assert_allclose(copy.polygon, square(100, 100, 6))
+    after = review.rows()[0]
+    assert (after.tp, after.fp, after.fn) == (before.tp, before.fp, before.fn + 1)
+    n_gt = len(review.ground_truth(name).regions)
+    assert review.accept(name, [weak]) == [] and review.confirmed == 1
+    assert len(review.ground_truth(name).regions) == n_gt
+
+
 def test_a_ground_truth_save_refused_loses_no_accepted_region(files):
     review = open_review(files)
     name = review.names[0]

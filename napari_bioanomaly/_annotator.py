@@ -295,20 +295,26 @@ class Annotator:
                 self.reloaded.emit()
                 self.message.emit(f"reloaded {self.session.path.name} from disk")
                 return
-            if choice == "overwrite":
-                path = self.session.save(force=True)
-            else:
+            if choice != "overwrite":
                 self.message.emit(f"{exc} (changes not saved yet)")
                 return
+            try:
+                path = self.session.save(force=True)
+            except (OSError, BioAnomalyError) as err:
+                self._save_failed(err)
+                return
         except (OSError, BioAnomalyError) as exc:
-            self.failed_saves += 1
-            self.save_failed.emit(f"autosave failed: {exc}")
-            if self.failed_saves == 1:  # asked once, not at every edit of the run
-                self.on_save_failed(exc)
+            self._save_failed(exc)
             return
         self.failed_saves = 0
         if path is not None:
             self.saved.emit(str(path))
+
+    def _save_failed(self, exc: Exception) -> None:
+        self.failed_saves += 1
+        self.save_failed.emit(f"autosave failed: {exc}")
+        if self.failed_saves == 1:  # asked once, not at every edit of the run
+            self.on_save_failed(exc)
 
     @property
     def current_class(self) -> str:

@@ -17,7 +17,7 @@ Qt-free (psygnal events, as napari's own), so it is tested without a GUI;
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -63,6 +63,8 @@ class Workspace:
         self.views: dict[Path, tuple[Any, dict[int, list[tuple[str, Any]]]]] = {}
         self._train_config: Callable[[], Any] | None = None
         self._job = "idle"
+        #: viewer keys the widgets bound: key -> (widget id, function), the one in force last
+        self.keys: dict[str, list[tuple[int, Callable[..., Any]]]] = {}
 
     # ------------------------------------------------------------------ sessions
 
@@ -172,9 +174,11 @@ def shared_annotator(
     time (``kwargs`` go to its constructor then) and shared by every widget after.
 
     ``owner`` (a widget) holds it until :func:`release_annotator`, with its slots
-    ``connect`` (signal name -> slot) connected meanwhile; the last owner's release
-    saves and closes it, so a widget closing never pulls the layers from under
-    another that still edits them.
+    ``connect`` (signal name -> slot) connected meanwhile; names starting with ``on_``
+    are the annotator's callbacks (``on_conflict``, ``on_save_failed``: the dialogs,
+    shown over the owner): the latest owner's are used, and when it lets go, those of
+    one still holding it. The last owner's release saves and closes it, so a widget
+    closing never pulls the layers from under another that still edits them.
     """
     from ._annotator import Annotator
 
@@ -186,8 +190,14 @@ def shared_annotator(
     annotator, owners = entry
     slots = list((connect or {}).items())
     for name, slot in slots:
-        getattr(annotator, name).connect(slot)
-    owners.setdefault(id(owner), []).extend(slots)
+        if name.startswith("on_"):
+            setattr(annotator, name, slot)
+        else:
+            getattr(annotator, name).connect(slot)
+    for name, slot in owners.pop(id(owner), []):  # latest last: its callbacks are in use
+        if not name.startswith("on_"):
+            getattr(annotator, name).disconnect(slot)
+    owners[id(owner)] = slots
     return annotator
 
 
@@ -201,7 +211,42 @@ def release_annotator(viewer: Any, annotator: Any, owner: object) -> None:
         annotator.close()
         return
     for name, slot in entry[1].pop(id(owner), []):
-        getattr(annotator, name).disconnect(slot)
+        if not name.startswith("on_"):
+            getattr(annotator, name).disconnect(slot)
+    for slots in entry[1].values():  # the callbacks of those still holding it, latest last
+        for name, slot in slots:
+            if name.startswith("on_"):
+                setattr(annotator, name, slot)
     if not entry[1]:
         annotator.close()
         workspace.forget(annotator.session)
+
+
+def bind_keys(
+    viewer: Any,
+    owner: object,
+    keys: dict[str, Callable[..., Any]],
+    under: Iterable[str] = (),
+) -> None:
+    """Bind ``keys`` (napari key -> function of the viewer) on the viewer for ``owner`` (a
+    widget). A key that several widgets bind calls the latest one's; when that one lets
+    go (:func:`unbind_keys`, as it closes) the key calls the one before's again, instead
+    of a closed widget or nothing. Keys in ``under`` go below the other widgets' bindings
+    of the same key (a fallback, in force only where no other widget binds it)."""
+    workspace = workspace_for(viewer)
+    below = set(under)
+    for key, func in keys.items():
+        stack = workspace.keys.setdefault(key, [])
+        stack[:] = [(o, f) for o, f in stack if o != id(owner)]
+        stack.insert(0 if key in below else len(stack), (id(owner), func))
+        viewer.bind_key(key, stack[-1][1], overwrite=True)
+
+
+def unbind_keys(viewer: Any, owner: object) -> None:
+    """Take ``owner``'s keys away (see :func:`bind_keys`)."""
+    workspace = workspace_for(viewer)
+    for key, stack in workspace.keys.items():
+        kept = [(o, f) for o, f in stack if o != id(owner)]
+        if len(kept) != len(stack):
+            stack[:] = kept
+            viewer.bind_key(key, kept[-1][1] if kept else None, overwrite=True)

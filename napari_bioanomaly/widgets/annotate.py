@@ -24,7 +24,13 @@ from qtpy.QtWidgets import (
 )
 
 from .._annotator import Annotator
-from .._workspace import release_annotator, shared_annotator, workspace_for
+from .._workspace import (
+    bind_keys,
+    release_annotator,
+    shared_annotator,
+    unbind_keys,
+    workspace_for,
+)
 from ..core.history import versions
 from ..core.model import BioAnomalyError, ImageRecord
 from ..core.quality import QC_ATTRIBUTE, flags_from_text, flags_to_text, focus_groups
@@ -204,14 +210,14 @@ class AnnotateWidget(QWidget):
         if self.annotator is None or self.annotator.session is not session:
             self._release()
             # one annotator per file and viewer, shared with the Review widget
-            annotator = self.annotator = shared_annotator(
+            self.annotator = shared_annotator(
                 self.viewer, session, self,
                 {"image_changed": self._on_image_changed, "saved": self._on_saved,
                  "regions_changed": self._on_regions_changed, "message": self._on_message,
-                 "save_failed": self._on_save_failed},
+                 "save_failed": self._on_save_failed,
+                 "on_conflict": lambda exc: ask_conflict(self, exc, self._open),
+                 "on_save_failed": lambda exc: ask_save_failed(self, exc, self._open)},
             )  # fmt: skip
-            annotator.on_conflict = lambda exc: ask_conflict(self, exc, annotator)
-            annotator.on_save_failed = lambda exc: ask_save_failed(self, exc, annotator)
         self.annotator.polyline_width = self.polyline_spin.value()
         self.annotator.min_area = self.min_area_spin.value()
         self._bind_keys()
@@ -232,13 +238,16 @@ class AnnotateWidget(QWidget):
         return True
 
     def _bind_keys(self) -> None:
-        bind = self.viewer.bind_key
-        bind("PageDown", lambda v: self.step(1), overwrite=True)
-        bind("PageUp", lambda v: self.step(-1), overwrite=True)
-        bind("Alt-N", lambda v: self.no_anomaly_box.toggle(), overwrite=True)
-        bind("Alt-Z", lambda v: self.undo_delete(), overwrite=True)
+        """:data:`SHORTCUTS` on the viewer, until this widget closes (see ``bind_keys``)."""
+        keys = {
+            "PageDown": lambda v: self.step(1),
+            "PageUp": lambda v: self.step(-1),
+            "Alt-N": lambda v: self.no_anomaly_box.toggle(),
+            "Alt-Z": lambda v: self.undo_delete(),
+        }
         for i in range(1, 10):
-            bind(f"Alt-{i}", lambda v, i=i: self.choose_class(i - 1), overwrite=True)
+            keys[f"Alt-{i}"] = lambda v, i=i: self.choose_class(i - 1)
+        bind_keys(self.viewer, self, keys)
 
     # ------------------------------------------------------------------ image list
 
@@ -537,5 +546,6 @@ class AnnotateWidget(QWidget):
     def closeEvent(self, event: Any) -> None:
         if self._qc_worker is not None:  # a quality check in flight stops at the next image
             self._qc_worker.quit()
+        unbind_keys(self.viewer, self)
         self._release()
         super().closeEvent(event)

@@ -28,7 +28,13 @@ from qtpy.QtWidgets import (
 
 from .._annotator import Annotator
 from .._review_layers import GT_COLOR, ReviewLayers
-from .._workspace import release_annotator, shared_annotator, workspace_for
+from .._workspace import (
+    bind_keys,
+    release_annotator,
+    shared_annotator,
+    unbind_keys,
+    workspace_for,
+)
 from ..core.evaluate import ImageScore, Report
 from ..core.model import BioAnomalyError
 from ..core.review import ReviewSession, predictions_path
@@ -304,11 +310,11 @@ class ReviewWidget(QWidget):
                 self.viewer, session, self,
                 {"image_changed": self._on_image_changed, "regions_changed": self._on_gt_changed,
                  "message": self._on_message, "save_failed": self._on_message,
-                 "reloaded": self._on_gt_reloaded},
+                 "reloaded": self._on_gt_reloaded,
+                 "on_conflict": lambda exc: ask_conflict(self, exc, annotator),
+                 "on_save_failed": lambda exc: ask_save_failed(self, exc, annotator)},
                 color=GT_COLOR, name="ground truth (review)",
             )  # fmt: skip
-            annotator.on_conflict = lambda exc: ask_conflict(self, exc, annotator)
-            annotator.on_save_failed = lambda exc: ask_save_failed(self, exc, annotator)
         # reopening the same ground truth (after training) keeps its layers
         self.review = review
         self.review_note = note
@@ -526,18 +532,17 @@ class ReviewWidget(QWidget):
         return None
 
     def _bind_keys(self) -> None:
-        """The review's shortcuts (:data:`SHORTCUTS`) on the viewer; PageDown / PageUp
-        only where the Annotate widget has not bound them already (its own step)."""
-        from napari.utils.key_bindings import KeyBinding
-
-        bind = self.viewer.bind_key
-        bind("Alt-A", lambda v: self.accept_selected(), overwrite=True)
-        bind("Alt-X", lambda v: self.reject_selected(), overwrite=True)
-        bind("Alt-M", lambda v: self.mark_reviewed(), overwrite=True)
-        bind("Alt-E", lambda v: self.next_with_errors(), overwrite=True)
-        for key, step in (("PageDown", 1), ("PageUp", -1)):
-            if KeyBinding.from_str(key) not in self.viewer.keymap:
-                bind(key, lambda v, step=step: self._step(step))
+        """The review's shortcuts (:data:`SHORTCUTS`) on the viewer until it closes;
+        PageDown / PageUp under the Annotate widget's (its own step, where it is open)."""
+        keys = {
+            "Alt-A": lambda v: self.accept_selected(),
+            "Alt-X": lambda v: self.reject_selected(),
+            "Alt-M": lambda v: self.mark_reviewed(),
+            "Alt-E": lambda v: self.next_with_errors(),
+            "PageDown": lambda v: self._step(1),
+            "PageUp": lambda v: self._step(-1),
+        }
+        bind_keys(self.viewer, self, keys, under=("PageDown", "PageUp"))
 
     def _step(self, step: int) -> None:
         if self.annotator is not None:
@@ -650,6 +655,7 @@ class ReviewWidget(QWidget):
     def closeEvent(self, event: Any) -> None:
         self._closed = True
         self.workspace.job_changed.disconnect(self.jobs.on_workspace_job)
+        unbind_keys(self.viewer, self)
         self._release()
         super().closeEvent(event)
 

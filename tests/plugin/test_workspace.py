@@ -139,6 +139,57 @@ def test_an_earlier_version_restored_in_annotate_is_scored_again_in_review(both,
     assert next(r for r in review.rows() if r.image == name).n_gt == n_gt  # not only on screen
 
 
+def test_closing_one_widget_hands_the_dialogs_and_keys_back_to_the_other(both, monkeypatch):
+    """The failed-save and conflict dialogs were shown over the widget that opened the
+    shared file last, even once it was closed; keys bound by a closed widget called it
+    (or nothing). Closed, a widget hands both back to the one still open."""
+    from napari.utils.key_bindings import KeyBinding
+
+    from napari_bioanomaly.widgets import annotate as annotate_module
+    from napari_bioanomaly.widgets import review as review_module
+
+    viewer, annotate, review = both
+    asked = []
+    for module in (annotate_module, review_module):
+        monkeypatch.setattr(module, "ask_save_failed",
+                            lambda parent, exc, annotator: asked.append(parent))  # fmt: skip
+    annotator = annotate.annotator
+    annotator.on_save_failed(OSError("read-only"))
+    assert asked == [review]  # opened last: its dialogs
+    review.close()
+    annotator.on_save_failed(OSError("read-only"))
+    assert asked == [review, annotate]
+
+    def press(key):
+        viewer.keymap[KeyBinding.from_str(key)](viewer)
+
+    start = annotator.index
+    press("PageDown")  # Annotate's step
+    assert annotator.index == start + 1
+    assert KeyBinding.from_str("Alt-E") not in viewer.keymap  # Review's keys left with it
+    annotate.close()
+    assert KeyBinding.from_str("PageDown") not in viewer.keymap
+
+
+def test_review_pages_on_once_the_annotate_widget_closes(make_napari_viewer, dataset_dir, qtbot):
+    from napari.utils.key_bindings import KeyBinding
+
+    gt, _ = annotations.load(dataset_dir / "annotations.json")
+    annotations.save(gt, dataset_dir / "pred.json", "via")
+    viewer = make_napari_viewer()
+    review = ReviewWidget(viewer)
+    qtbot.addWidget(review)
+    assert review.open(dataset_dir / "annotations.json", dataset_dir / "pred.json")
+    annotate = AnnotateWidget(viewer)
+    qtbot.addWidget(annotate)
+    assert annotate.open_path(dataset_dir)  # its PageDown on top of Review's
+    annotate.close()
+    page_down = viewer.keymap[KeyBinding.from_str("PageDown")]
+    before = review.annotator.index
+    page_down(viewer)
+    assert review.annotator.index == before + 1
+
+
 def test_train_and_review_uses_the_train_widgets_settings(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     train, review = TrainWidget(viewer), ReviewWidget(viewer)

@@ -112,6 +112,7 @@ class Annotator:
         self.min_area = 0.0
         self._current_class = session.dataset.classes[0] if session.dataset.classes else "anomaly"
         self._pending_delete: list[Region] = []
+        self._stacks_said: set[str] = set()
         self._loading = False
         self.image_layer: Any = None
         self.shapes_layer: Any = None
@@ -211,7 +212,8 @@ class Annotator:
         self._ensure_layers(pixels)
         self._show_pixels(pixels)
         planes = self.session.planes(index) if ok else 1
-        if planes > 1:
+        if planes > 1 and self.session.image.filename not in self._stacks_said:
+            self._stacks_said.add(self.session.image.filename)  # once, not at every visit
             self.message.emit(f"{self.session.image.filename}: {stack_note(planes)}")
         self._fill_shapes(self.session.image.regions)
         self.viewer.layers.selection.active = self.shapes_layer

@@ -7,6 +7,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -134,7 +135,40 @@ class _no_pixel_limit:
 
 def image_shape(path: str | os.PathLike[str]) -> tuple[int, int]:
     """``(rows, cols)`` of an image, read from its header without decoding pixels."""
-    return image_header(path)[0]
+    path = Path(path)
+    _check_file(path)
+    try:
+        if _is_tiff(path):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                page = tif.pages[0]
+                return int(page.imagelength), int(page.imagewidth)
+        from PIL import Image
+
+        with _no_pixel_limit(), Image.open(path) as im:
+            width, height = im.size
+            return int(height), int(width)
+    except Exception as exc:
+        raise ImageReadError(f"{path}: cannot read image header ({_reason(exc)})") from None
+
+
+def _tiff_planes(tif: Any) -> int:
+    """Planes of an open TIFF: its pages, unless the second page is a preview or a mask
+    (another size, or a reduced-resolution or mask page), not a plane; or more where the
+    stack describes itself (ImageJ, OME, tifffile's; ImageJ stacks over 4 GiB have one
+    page). Cheap: the page count and at most two pages' headers besides."""
+    pages = len(tif.pages)
+    if pages > 1:
+        first, second = tif.pages[0], tif.pages[1]
+        if getattr(second, "subfiletype", 0) or second.shape != first.shape:
+            pages = 1
+    described = 1
+    if tif.is_imagej or tif.is_ome or tif.is_shaped:
+        series = tif.series[0]
+        described = math.prod(n for n, ax in zip(series.shape, series.axes, strict=False)
+                              if ax not in "YXS")  # fmt: skip
+    return max(pages, described, 1)
 
 
 def image_header(path: str | os.PathLike[str]) -> tuple[tuple[int, int], int]:
@@ -149,13 +183,7 @@ def image_header(path: str | os.PathLike[str]) -> tuple[tuple[int, int], int]:
 
             with tifffile.TiffFile(path) as tif:
                 page = tif.pages[0]
-                series = tif.series[0] if tif.series else None
-                extra = 1
-                if series is not None:  # ImageJ stacks over 4 GiB have one page
-                    extra = math.prod(n for n, ax in zip(series.shape, series.axes, strict=False)
-                                      if ax not in "YXS")  # fmt: skip
-                planes = max(len(tif.pages), extra, 1)
-                return (int(page.imagelength), int(page.imagewidth)), planes
+                return (int(page.imagelength), int(page.imagewidth)), _tiff_planes(tif)
         from PIL import Image
 
         with _no_pixel_limit(), Image.open(path) as im:

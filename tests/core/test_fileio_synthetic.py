@@ -107,6 +107,10 @@ def test_a_stack_is_read_as_its_first_plane_and_said_to_be_one(tmp_path):
     assert image_header(tmp_path / "pages.tif") == ((40, 50), 3)
     assert image_header(tmp_path / "rgb.tif") == ((40, 50), 1)  # samples are not planes
     assert image_header(tmp_path / "one.png") == ((40, 50), 1)
+    with tifffile.TiffWriter(tmp_path / "preview.tif") as tif:  # an image and its thumbnail
+        tif.write(z[0])
+        tif.write(z[0, ::4, ::4], subfiletype=1)
+    assert image_header(tmp_path / "preview.tif") == ((40, 50), 1)
     ds = annotations.Dataset(root=tmp_path, images=[annotations.ImageRecord(n) for n in
                                                      ("z.tif", "rgb.tif", "pages.tif")])  # fmt: skip
     report = annotations.ImportReport()

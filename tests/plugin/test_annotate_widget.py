@@ -99,6 +99,9 @@ def test_a_stack_is_said_to_be_one_when_shown(make_napari_viewer, tmp_path, qtbo
     w.annotator.show(names.index("z.tif"))
     assert said[-1] == "z.tif: a stack of 4 planes (pages): only the first plane is used"
     assert w.viewer.layers["image"].data.shape == (64, 64)
+    w.annotator.show(names.index("flat.tif"))
+    w.annotator.show(names.index("z.tif"))
+    assert sum("stack" in t for t in said) == 1  # said once, not at every visit
 
 
 def test_going_back_to_an_earlier_version_in_napari(widget, dataset_dir, monkeypatch):

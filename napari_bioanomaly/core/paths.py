@@ -147,24 +147,32 @@ def export_paths(out: Path, images: list[str], suffix: str) -> tuple[dict[str, P
                            "not exported: rename the image in the annotations")  # fmt: skip
             continue
         names[im] = p
+    # one export per name in a folder: the image named as the folder has it (not
+    # "../b.png" or "C:/b.png" beside "b.png") keeps it, the others are left out
+    owner: dict[str, str] = {}
+    for im in sorted(names, key=lambda im: names[im].as_posix() != normalise_filename(im)):
+        key = names[im].as_posix().lower()
+        if key in owner:
+            skipped.append(f"image {im!r}: its export would overwrite that of {owner[key]!r}; "
+                           "not exported: rename the image in the annotations")  # fmt: skip
+            continue
+        owner[key] = im
+    names = {im: p for im, p in names.items() if im in set(owner.values())}
     stem_paths = {im: output_path(out, str(p.with_name(p.stem + suffix)), f"image {im!r}")
                   for im, p in names.items()}  # fmt: skip
     shared = Counter(str(p).lower() for p in stem_paths.values())
     out_paths = {}
     for im, path in stem_paths.items():
-        if shared[str(path).lower()] > 1:
+        if shared[str(path).lower()] > 1:  # x.tif and x.png: x.tif<suffix>, x.png<suffix>
             p = names[im]
             path = output_path(out, str(p.with_name(p.name + suffix)), f"image {im!r}")
         out_paths[im] = path
-    owner: dict[str, str] = {}  # export path -> the image it is for
-    # the image named as the folder has it (not "../b.png", "C:/b.png") first
-    for im in sorted(out_paths, key=lambda im: names[im].as_posix() != normalise_filename(im)):
-        key = str(out_paths[im]).lower()
-        if key in owner:
-            skipped.append(f"image {im!r}: its export {out_paths[im].name} would overwrite that "
-                           f"of {owner[key]!r}; not exported: rename the image in the "
-                           "annotations")  # fmt: skip
-            continue
-        owner[key] = im
-    kept = set(owner.values())
-    return {im: p for im, p in out_paths.items() if im in kept}, skipped
+    taken: dict[str, str] = {}
+    for im, path in list(out_paths.items()):  # a name that is another's export name
+        if str(path).lower() in taken:
+            skipped.append(f"image {im!r}: its export {path.name} would overwrite that of "
+                           f"{taken[str(path).lower()]!r}; not exported")  # fmt: skip
+            del out_paths[im]
+        else:
+            taken[str(path).lower()] = im
+    return out_paths, skipped

@@ -25,7 +25,14 @@ import numpy as np
 from . import annotations as annotation_files
 from . import history, via
 from .fileio import DiskChanged as DiskChanged  # raised by save(); callers catch it here
-from .fileio import digest, file_digest, orjson, remove_stale_temporaries, replace_if_unchanged
+from .fileio import (
+    backup_path,
+    digest,
+    file_digest,
+    orjson,
+    remove_stale_temporaries,
+    replace_if_unchanged,
+)
 from .images import image_header, image_shape, read_image
 from .jsonio import dumps, object_at, read_json, write_json
 from .model import DEFAULT_CLASSES, BioAnomalyError, Dataset, ImageRecord, Region
@@ -361,8 +368,15 @@ class AnnotationSession:
         """Write the dataset to another file (when the original changed on disk, or cannot
         be written); the session stays with its own file, unsaved changes and all."""
         path = Path(path)
-        if path.resolve() == self.path.resolve():
-            raise BioAnomalyError(f"{path}: that is the dataset's own file; choose another")
+        own = (self.path, backup_path(self.path))
+        same = any(path.resolve() == p.resolve() or (path.exists() and p.exists()
+                   and os.path.samefile(path, p)) for p in own)  # fmt: skip
+        if same:  # samefile: another case of the name on a case-insensitive disk
+            raise BioAnomalyError(f"{path}: that is the dataset's own file (or its .bak); "
+                                  "choose another")  # fmt: skip
+        if path.resolve().parent == history.history_dir(self.path).resolve():
+            raise BioAnomalyError(f"{path}: inside the folder of earlier versions, which "
+                                  "drops its oldest files; choose another")  # fmt: skip
         annotation_files.save(self.dataset, path, "via-project")
         return path
 

@@ -93,6 +93,7 @@ class ReviewWidget(QWidget):
             lambda path: self.model_edit.setText(str(path)),
         )  # fmt: skip
         self.workspace.job_changed.connect(self.jobs.on_workspace_job)
+        self.jobs.on_workspace_job(self.workspace.job, "")  # opened while another job runs
 
     # ------------------------------------------------------------------ layout
 

@@ -87,6 +87,7 @@ class TrainWidget(QWidget):
         # "Train & review" in the Review widget trains with these settings
         self.workspace.provide_train_config(self.config)
         self.workspace.job_changed.connect(self._on_job_changed)
+        self._on_job_changed(self.workspace.job, "")  # opened while another job runs
 
     def _build(self) -> None:
         layout = scrolled_layout(self)  # docked under Annotate, it scrolls
@@ -307,10 +308,14 @@ class TrainWidget(QWidget):
         from napari.utils import progress
 
         self._progress = progress(total=total, desc="training")
-        self.worker = launch(
-            job, args, on_event=on_event, on_returned=on_returned, on_error=self._on_error,
-            on_finished=self._on_finished, workspace=self.workspace, describe=text,
-        )  # fmt: skip
+        try:
+            self.worker = launch(
+                job, args, on_event=on_event, on_returned=on_returned, on_error=self._on_error,
+                on_finished=self._on_finished, workspace=self.workspace, describe=text,
+            )  # fmt: skip
+        except BaseException:
+            self._on_finished()  # buttons back, not left waiting for a job that never ran
+            raise
         return True
 
     def _on_cv_event(self, event: Any) -> None:

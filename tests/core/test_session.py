@@ -66,6 +66,13 @@ def test_a_copy_holds_the_unsaved_changes_and_never_replaces_the_own_file(datase
     session.set_regions([*session.image.regions, Region(square(), "hair")])
     with pytest.raises(BioAnomalyError, match="the dataset's own file"):
         session.save_copy(dataset_dir / "." / "annotations.json")
+    os.link(dataset_dir / "annotations.json", dataset_dir / "other-name.json")  # same file
+    with pytest.raises(BioAnomalyError, match="the dataset's own file"):
+        session.save_copy(dataset_dir / "other-name.json")
+    with pytest.raises(BioAnomalyError, match="the dataset's own file"):
+        session.save_copy(dataset_dir / "annotations.json.bak")
+    with pytest.raises(BioAnomalyError, match="folder of earlier versions"):
+        session.save_copy(dataset_dir / ".annotations.json.history" / "mine.json")
     copy = session.save_copy(tmp_path / "copy.json")
     entry = next(v for v in json.loads(copy.read_text())["_via_img_metadata"].values()
                  if v["filename"] == session.image.filename)  # fmt: skip

@@ -233,10 +233,15 @@ def test_while_one_widget_runs_a_job_the_others_buttons_wait(make_napari_viewer,
     assert train.stop_button.isEnabled() and not any(b.isEnabled() for b in review_buttons)
     workspace.set_job("done")
     assert all(b.isEnabled() for b in review_buttons)
-    train.close()
-    review.close()
-    workspace.set_job("running", "after the widgets closed")  # nothing left connected
+    workspace.set_job("running", "Review predicts")
+    late = TrainWidget(viewer)  # opened while the job runs: its buttons wait too
+    qtbot.addWidget(late)
+    assert not late.train_button.isEnabled() and not late.stop_button.isEnabled()
     workspace.set_job("done")
+    assert late.train_button.isEnabled()
+    for widget in (train, review, late):
+        widget.close()
+    assert len(workspace.job_changed) == 0  # nothing left connected to closed widgets
 
 
 def test_conflict_dialog_can_keep_both_versions(both, dataset_dir, tmp_path, monkeypatch):

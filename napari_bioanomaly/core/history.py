@@ -82,6 +82,9 @@ def keep_version(
         folder.mkdir(exist_ok=True)
         if folder.is_symlink() or folder.resolve().parent != path.parent.resolve():
             return None  # a link that leads elsewhere: nothing is written outside the folder
+        for tmp in folder.glob(".*.tmp"):  # left by a process killed while copying
+            if now - tmp.stat().st_mtime > 60:
+                tmp.unlink(missing_ok=True)
         name = _version_name(path, now)
         target, n = folder / name, 1
         while target.exists():  # two in the same second: neither replaces the other

@@ -35,6 +35,21 @@ def test_a_version_is_kept_every_interval_and_the_oldest_go(tmp_path, monkeypatc
     assert newest[0].parent == tmp_path / ".annotations.json.history"
 
 
+def test_a_copy_left_half_done_by_a_killed_process_is_cleared(tmp_path):
+    import os
+
+    path = tmp_path / "a.json"
+    path.write_text("x")
+    folder = history.history_dir(path)
+    folder.mkdir()
+    stale, fresh = folder / ".a.2026-01-01T00-00-00Z.json.abc.tmp", folder / ".a.x.json.def.tmp"
+    stale.write_text("half")
+    fresh.write_text("being written")
+    os.utime(stale, (1, 1))
+    assert history.keep_version(path) is not None
+    assert not stale.exists() and fresh.exists()  # another process may be writing that one
+
+
 def test_versions_kept_in_the_same_second_are_all_kept_in_order(tmp_path):
     path = tmp_path / "a.json"
     t = 1_800_000_000.0

@@ -135,22 +135,7 @@ class _no_pixel_limit:
 
 def image_shape(path: str | os.PathLike[str]) -> tuple[int, int]:
     """``(rows, cols)`` of an image, read from its header without decoding pixels."""
-    path = Path(path)
-    _check_file(path)
-    try:
-        if _is_tiff(path):
-            import tifffile
-
-            with tifffile.TiffFile(path) as tif:
-                page = tif.pages[0]
-                return int(page.imagelength), int(page.imagewidth)
-        from PIL import Image
-
-        with _no_pixel_limit(), Image.open(path) as im:
-            width, height = im.size
-            return int(height), int(width)
-    except Exception as exc:
-        raise ImageReadError(f"{path}: cannot read image header ({_reason(exc)})") from None
+    return _header(Path(path), planes=False)[0]
 
 
 def _tiff_planes(tif: Any) -> int:
@@ -175,7 +160,10 @@ def image_header(path: str | os.PathLike[str]) -> tuple[tuple[int, int], int]:
     """``(rows, cols)`` of an image and its number of planes (pages of a TIFF stack: z,
     time or channels; 1 for other files), read without decoding pixels. Only the first
     plane is read (:func:`read_image`)."""
-    path = Path(path)
+    return _header(Path(path), planes=True)
+
+
+def _header(path: Path, planes: bool) -> tuple[tuple[int, int], int]:
     _check_file(path)
     try:
         if _is_tiff(path):
@@ -183,7 +171,8 @@ def image_header(path: str | os.PathLike[str]) -> tuple[tuple[int, int], int]:
 
             with tifffile.TiffFile(path) as tif:
                 page = tif.pages[0]
-                return (int(page.imagelength), int(page.imagewidth)), _tiff_planes(tif)
+                count = _tiff_planes(tif) if planes else 1  # the first page only, or more
+                return (int(page.imagelength), int(page.imagewidth)), count
         from PIL import Image
 
         with _no_pixel_limit(), Image.open(path) as im:

@@ -283,7 +283,8 @@ class ReviewSession:
             earlier = [self._accepted.get(id(p)) for p in sources]
             again = [k for k, e in enumerate(earlier) if e is not None]
             if again:  # accepted before (perhaps as edited), and still in the ground truth
-                still = iou_matrix(Spans.of(truth), Spans.of([earlier[k] for k in again]))
+                copies = [e for e in earlier if e is not None]  # in the order of ``again``
+                still = iou_matrix(Spans.of(truth), Spans.of(copies))
                 found[np.asarray(again)[still.max(axis=0) >= 0.99]] = True
             self.confirmed = int(found.sum())
             taken = [r for r, hit in zip(taken, found, strict=True) if not hit]

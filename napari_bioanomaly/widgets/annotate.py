@@ -8,6 +8,7 @@ The widget only collects input and shows state; the work is done by
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -239,15 +240,18 @@ class AnnotateWidget(QWidget):
 
     def _bind_keys(self) -> None:
         """:data:`SHORTCUTS` on the viewer, until this widget closes (see ``bind_keys``)."""
-        keys = {
+        keys: dict[str, Callable[[Any], object]] = {
             "PageDown": lambda v: self.step(1),
             "PageUp": lambda v: self.step(-1),
             "Alt-N": lambda v: self.no_anomaly_box.toggle(),
             "Alt-Z": lambda v: self.undo_delete(),
         }
-        for i in range(1, 10):
-            keys[f"Alt-{i}"] = lambda v, i=i: self.choose_class(i - 1)
+        for i in range(9):
+            keys[f"Alt-{i + 1}"] = self._class_key(i)
         bind_keys(self.viewer, self, keys)
+
+    def _class_key(self, index: int) -> Callable[[Any], object]:
+        return lambda v: self.choose_class(index)
 
     # ------------------------------------------------------------------ image list
 

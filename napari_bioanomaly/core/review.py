@@ -286,6 +286,13 @@ class ReviewSession:
                 copies = [e for e in earlier if e is not None]  # in the order of ``again``
                 still = iou_matrix(Spans.of(truth), Spans.of(copies))
                 found[np.asarray(again)[still.max(axis=0) >= 0.99]] = True
+            # accepted in an earlier review: a model-accepted region of the same score
+            # (copied with it) over the prediction
+            overlap = iou > 0
+            for k, p in enumerate(sources):
+                if not found[k] and p.score is not None:
+                    found[k] = any(overlap[t, k] and r.source == "model-accepted"
+                                   and r.score == p.score for t, r in enumerate(truth))  # fmt: skip
             self.confirmed = int(found.sum())
             taken = [r for r, hit in zip(taken, found, strict=True) if not hit]
             sources = [p for p, hit in zip(sources, found, strict=True) if not hit]

@@ -164,6 +164,9 @@ def test_an_outline_edited_before_its_accept_is_added_once(files):
     n_gt = len(review.ground_truth(name).regions)
     assert review.accept(name, [weak]) == [] and review.confirmed == 1
     assert len(review.ground_truth(name).regions) == n_gt
+    again = open_review(files)  # another review of the same files: found again
+    assert again.accept(name, [weak]) == [] and again.confirmed == 1
+    assert len(again.ground_truth(name).regions) == n_gt
 
 
 def test_a_ground_truth_save_refused_loses_no_accepted_region(files):

@@ -188,16 +188,16 @@ def shared_annotator(
     if entry is None or entry[0].session is not session:
         entry = workspace.views[key] = (Annotator(viewer, session, **kwargs), {})
     annotator, owners = entry
+    for name, slot in owners.pop(id(owner), []):  # held before: those slots go first
+        if not name.startswith("on_"):
+            getattr(annotator, name).disconnect(slot)
     slots = list((connect or {}).items())
     for name, slot in slots:
         if name.startswith("on_"):
             setattr(annotator, name, slot)
         else:
             getattr(annotator, name).connect(slot)
-    for name, slot in owners.pop(id(owner), []):  # latest last: its callbacks are in use
-        if not name.startswith("on_"):
-            getattr(annotator, name).disconnect(slot)
-    owners[id(owner)] = slots
+    owners[id(owner)] = slots  # latest last: its callbacks are the ones in use
     return annotator
 
 

@@ -181,8 +181,7 @@ def clip_regions(image: ImageRecord, report: ImportReport) -> None:
 
 def inside_image(regions: list[Region], shape: tuple[int, int]) -> tuple[list[Region], int, int]:
     """Regions drawn past an image's edges cut to it: ``(regions, clipped, dropped)``, the
-    counts of regions cut and of those wholly outside (dropped); the list given when
-    every region is inside."""
+    counts of regions cut and of those wholly outside (dropped)."""
     kept: list[Region] = []
     clipped = dropped = 0
     for region in regions:
@@ -193,7 +192,7 @@ def inside_image(regions: list[Region], shape: tuple[int, int]) -> tuple[list[Re
         clipped += bool(parts)
         dropped += not parts
         kept.extend(parts)
-    return (regions if not clipped and not dropped else kept), clipped, dropped
+    return kept, clipped, dropped
 
 
 def check_class_names(dataset: Dataset, report: ImportReport) -> None:

@@ -99,10 +99,6 @@ class ReviewSession:
         self.iou_threshold = 0.5
         #: predictions the last :meth:`accept` found in the ground truth already
         self.confirmed = 0
-        #: the ground-truth copy each prediction was accepted as, by the prediction's id:
-        #: an outline edited before its accept may not match the model's any more, and a
-        #: second accept must not add it again
-        self._accepted: dict[int, Region] = {}
         self.score_threshold = 0.0  # as evaluate: every prediction counts
         keys = [k for im in gt.dataset.images for k in im.file_attributes if k != QC_ATTRIBUTE]
         #: the file attribute whose values group the images (the first one the images have)
@@ -267,42 +263,33 @@ class ReviewSession:
 
         The predictions stay in their file (see the module docstring): accepted, each
         one is a region the model found. A prediction that matches a ground-truth region
-        (IoU at the review's threshold) is confirmed, not added a second time;
+        (IoU at the review's threshold), or that was accepted before (a model-accepted
+        region of its score over it), is confirmed, not added a second time;
         :attr:`confirmed` counts them. ``add`` puts the regions into the ground truth (the
         widget's annotator, which also shows and autosaves them); by default they are
         added to the session and it is saved."""
-        positions, taken = self.picked(filename, indices, polygons)
+        _, taken = self.picked(filename, indices, polygons)
         self.confirmed = 0
         if not taken:
             return []
-        sources = [self.prediction(filename).regions[i] for i in positions]
         truth = self.gt.dataset.images[self._gt_position(filename)].regions
         if truth:
             iou = iou_matrix(Spans.of(truth), Spans.of(taken))
             found = iou.max(axis=0) >= self.iou_threshold
-            earlier = [self._accepted.get(id(p)) for p in sources]
-            again = [k for k, e in enumerate(earlier) if e is not None]
-            if again:  # accepted before (perhaps as edited), and still in the ground truth
-                copies = [e for e in earlier if e is not None]  # in the order of ``again``
-                still = iou_matrix(Spans.of(truth), Spans.of(copies))
-                found[np.asarray(again)[still.max(axis=0) >= 0.99]] = True
-            # accepted in an earlier review: a model-accepted region of the same score
-            # (copied with it) over the prediction
-            overlap = iou > 0
-            for k, p in enumerate(sources):
-                if not found[k] and p.score is not None:
-                    found[k] = any(overlap[t, k] and r.source == "model-accepted"
-                                   and r.score == p.score for t, r in enumerate(truth))  # fmt: skip
+            # accepted before, perhaps as an outline edited until it no longer matches:
+            # a model-accepted region of the same score (copied with it) over it
+            copied = [r.source == "model-accepted" for r in truth]
+            for k, p in enumerate(taken):
+                found[k] |= any(c and iou[t, k] > 0 and truth[t].score == p.score
+                                for t, c in enumerate(copied))  # fmt: skip
             self.confirmed = int(found.sum())
             taken = [r for r, hit in zip(taken, found, strict=True) if not hit]
-            sources = [p for p, hit in zip(sources, found, strict=True) if not hit]
             if not taken:  # each one found already: nothing changes
                 return []
         accepted = [
             Region(r.polygon, r.label, dict(r.attributes), r.score, "model-accepted", r.shape)
             for r in taken
         ]
-        self._accepted.update((id(p), r) for p, r in zip(sources, accepted, strict=True))
         if add is None:
             index = self._gt_position(filename)
             self.gt.set_regions(list(self.gt.dataset.images[index].regions) + accepted, index)

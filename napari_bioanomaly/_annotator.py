@@ -391,7 +391,7 @@ class Annotator:
         self.message.emit(f"restored {counted(len(deleted.regions), 'region')} on {deleted.image}")
         return True
 
-    def restore(self, version: str | Path) -> Path:
+    def restore(self, version: str | Path) -> Path | None:
         """Go back to a kept version of the annotation file (:mod:`.core.history`): the
         edits on screen are saved first, so the version it replaces, kept too, holds
         them. Returns that kept version. Refused (:class:`BioAnomalyError`) while the

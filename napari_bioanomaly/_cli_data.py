@@ -165,14 +165,16 @@ def cmd_versions(args: argparse.Namespace) -> int:
             raise BioAnomalyError(f"{path}: no annotation file in this folder")
         path = found
     kept = history.versions(path)
+    if not kept and not path.is_file():
+        raise BioAnomalyError(f"{path}: no such annotation file, and no earlier version of "
+                              f"it in {history.history_dir(path)}")  # fmt: skip
     if args.restore is not None:
         if not 1 <= args.restore <= len(kept):
             raise BioAnomalyError(f"{path}: no version {args.restore} (there are {len(kept)}; "
                                   "list them without --restore)")  # fmt: skip
         version = kept[args.restore - 1]
         before = history.restore(path, version)
-        print(f"{path}: back to {version.name}; the version it replaced is kept as "
-              f"{before.name}")  # fmt: skip
+        print(f"{path}: back to {version.name}; {history.replaced_text(before)}")
         return 0
     if not kept:
         every = f"{history.INTERVAL / 60:g} minutes"

@@ -35,6 +35,13 @@ def history_dir(path: str | os.PathLike[str]) -> Path:
     return path.with_name(f".{path.name}.history")
 
 
+def replaced_text(kept: Path | None) -> str:
+    """What a restore says of the file it replaced (see :func:`restore`)."""
+    if kept is None:
+        return "there was no file to keep"
+    return f"the version it replaced is kept as {kept.name}"
+
+
 def versions(path: str | os.PathLike[str]) -> list[Path]:
     """The kept versions of ``path``, newest first."""
     folder = history_dir(path)
@@ -101,9 +108,10 @@ def keep_version(
         return None
 
 
-def restore(path: str | os.PathLike[str], version: str | os.PathLike[str]) -> Path:
+def restore(path: str | os.PathLike[str], version: str | os.PathLike[str]) -> Path | None:
     """Put ``version`` (one of :func:`versions`) back as ``path``; the file it replaces is
-    kept as a version first (and as ``.bak``). Returns the version that was kept.
+    kept as a version first (and as ``.bak``). Returns the version that was kept, None
+    where there was no file (deleted: its versions bring it back).
 
     Raises
     ------
@@ -130,4 +138,4 @@ def restore(path: str | os.PathLike[str], version: str | os.PathLike[str]) -> Pa
             atomic_write(path, data)
         except OSError as exc:
             raise BioAnomalyError(f"{path}: cannot restore {version.name} ({exc})") from None
-    return before if before is not None else version
+    return before

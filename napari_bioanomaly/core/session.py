@@ -380,10 +380,10 @@ class AnnotationSession:
         annotation_files.save(self.dataset, path, "via-project")
         return path
 
-    def restore(self, version: str | os.PathLike[str]) -> Path:
+    def restore(self, version: str | os.PathLike[str]) -> Path | None:
         """Go back to a kept version of the annotation file (see :mod:`.history`): it
-        replaces the file (the current one kept as a version first, returned) and is read
-        again; changes not saved yet are dropped."""
+        replaces the file (the current one kept as a version first, returned; None where
+        the file was gone) and is read again; changes not saved yet are dropped."""
         kept = history.restore(self.path, version)
         self.reload()
         return kept

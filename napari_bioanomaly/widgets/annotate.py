@@ -32,7 +32,7 @@ from .._workspace import (
     unbind_keys,
     workspace_for,
 )
-from ..core.history import versions
+from ..core.history import replaced_text, versions
 from ..core.model import BioAnomalyError, ImageRecord
 from ..core.quality import QC_ATTRIBUTE, flags_from_text, flags_to_text, focus_groups
 from ..core.session import AnnotationSession, summary
@@ -515,8 +515,8 @@ class AnnotateWidget(QWidget):
         self._fill_classes()  # the version's classes, statuses and regions
         self._fill_images()
         self._on_image_changed(self._session.current)
-        self._info(f"{self._session.path.name}: back to {Path(version).name}; the version "
-                   f"it replaced is kept as {kept.name}")  # fmt: skip
+        self._info(f"{self._session.path.name}: back to {Path(version).name}; "
+                   f"{replaced_text(kept)}")  # fmt: skip
         return True
 
     # ------------------------------------------------------------------ messages

@@ -171,5 +171,12 @@ def test_cli_lists_the_versions_and_restores_one(dataset_dir, capsys):
     assert "no version 2 (there are 1" in capsys.readouterr().err
     assert main(["versions", str(path), "--restore", "1"]) == 0
     assert "back to annotations." in capsys.readouterr().out
+    assert main(["versions", str(dataset_dir / "nothing.json")]) == 2
+    assert "nothing.json: no such annotation file, and no earlier version" in (
+        capsys.readouterr().err)  # fmt: skip
     assert len(AnnotationSession.open(dataset_dir).dataset.regions) == n
     assert len(history.versions(path)) == 2  # the emptied file kept too
+    path.unlink()  # deleted by mistake: its versions bring it back
+    assert main(["versions", str(path), "--restore", "1"]) == 0
+    assert "there was no file to keep" in capsys.readouterr().out
+    assert AnnotationSession.open(dataset_dir).dataset.regions

@@ -17,6 +17,23 @@ def tag(layer):
     return layer.metadata["bioanomaly"]
 
 
+def test_the_qt_binding_is_the_one_asked_for(make_napari_viewer):
+    """``scripts/test.sh`` runs these tests on PyQt5 and again on PyQt6 (``QT_API``; it
+    says which in ``BIOANOMALY_TEST_QT``, as qtpy rewrites ``QT_API`` to the binding it
+    fell back to): the second run proves nothing unless the viewer runs on PyQt6."""
+    import importlib
+    import os
+
+    import qtpy
+
+    asked = os.environ.get("BIOANOMALY_TEST_QT", "pyqt5").lower()
+    assert qtpy.API_NAME.lower() == asked
+    widgets = importlib.import_module(f"{qtpy.API_NAME}.QtWidgets")
+    viewer = make_napari_viewer()
+    assert isinstance(viewer.window._qt_window, widgets.QMainWindow)
+    assert isinstance(widgets.QApplication.instance(), widgets.QApplication)
+
+
 def test_readers_decline_what_is_not_theirs(tmp_path, sample_dir):
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"type": "Topology", "objects": {}}))

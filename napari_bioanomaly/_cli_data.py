@@ -164,6 +164,7 @@ def cmd_versions(args: argparse.Namespace) -> int:
         if found is None:
             raise BioAnomalyError(f"{path}: no annotation file in this folder")
         path = found
+    path = annotation_files.edited_file(path)  # an import's edits: the project beside it
     kept = history.versions(path)
     if not kept and not path.is_file():
         raise BioAnomalyError(f"{path}: no such annotation file, and no earlier version of "
@@ -196,7 +197,19 @@ def cmd_versions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _annotation_files_read(source: Path) -> list[Path]:
+    """The annotation files that opening ``source`` (a file or a dataset folder) reads or
+    stands for: the file, or the folder's, and the saved edits of an import."""
+    found = annotation_files.find_annotation_file(source) if source.is_dir() else source
+    if found is None or not found.is_file():
+        return []
+    edits = annotation_files.saved_edits(found)
+    return [found] if edits is None else [found, edits]
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
+    read = _annotation_files_read(Path(args.input))
+    _refuse_input_as_output(args.output, {"annotation file": read}, option="output")
     dataset, report = _open(args)
     written, warnings = annotation_files.save(dataset, args.output, args.to)
     for line in _import_warnings(report, args):
@@ -241,6 +254,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
+    _refuse_input_as_output(args.out, {"prediction file": list(args.inputs)})
     _refuse_replacing_annotations(args.out)
     merged = Dataset()
     seen: dict[str, str] = {}
@@ -272,7 +286,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_qc(args: argparse.Namespace) -> int:
-    from .core import via
+    from .core import history, via
     from .core.fileio import DiskChanged, file_digest, replace_if_unchanged
     from .core.images import read_image
     from .core.jsonio import dumps
@@ -288,6 +302,8 @@ def cmd_qc(args: argparse.Namespace) -> int:
 
     source = Path(args.input)
     found = annotation_files.find_annotation_file(source) if source.is_dir() else source
+    if found is not None and found.is_file():
+        found = _annotation_files_read(found)[-1]  # what _open reads: the edits of an import
     read = file_digest(found) if found is not None and found.is_file() else None
     dataset, report = _open(args, read_images=False)
     root = dataset.root or Path(".")
@@ -319,6 +335,12 @@ def cmd_qc(args: argparse.Namespace) -> int:
         else:
             target = annotation_files.edit_target(found, report.format)
             expected = read if target == found else file_digest(target)
+        # what the rewrite changes of the file, said as convert says it, and the file
+        # before kept among its earlier versions (the .bak alone is replaced next time)
+        for line in _import_warnings(report, args):
+            print(f"warning: {line}", file=sys.stderr)
+        if target == found:
+            history.keep_version(target, force=True)
         # compare and swap: an annotator that saved while qc ran is never overwritten
         raw = dumps(via.to_via_project(dataset))
         try:
@@ -329,7 +351,8 @@ def cmd_qc(args: argparse.Namespace) -> int:
                 "nothing written: run qc --save again"
             ) from None
         as_project = (
-            f"; it was a {report.format} file, now a VIA 2 project (the file before: .bak)"
+            f"; it was a {report.format} file, now a VIA 2 project (the file before: .bak, "
+            f"and `napari-bioanomaly versions {target}`)"
             if target == found and report.format != "via2-project"
             else ""
         )  # fmt: skip

@@ -17,7 +17,7 @@ from typing import Any
 from . import coco, geojson, imagej, via
 from .fileio import paused_gc
 from .geometry import clean_polygon
-from .images import ImageReadError, image_header, image_shape, is_image_file, stack_note
+from .images import ImageReadError, image_header, is_image_file, stack_note
 from .jsonio import clean_json, read_json, write_json
 from .masks import write_label_masks
 from .model import BioAnomalyError, Dataset, FormatError, ImageRecord, Region
@@ -93,10 +93,16 @@ def load(
 
     With ``read_images``, every image's header is read for its size, missing or
     unreadable images are reported, and regions are clipped to the image. ``raw``:
-    the JSON file's bytes, when the caller has read them (to fingerprint them).
+    the JSON file's bytes, when the caller has read them (to fingerprint them). An
+    imported file with edits saved beside it is read as those edits
+    (:func:`saved_edits`), said in the report; not where ``raw`` is given.
     """
     path = Path(path)
     root = Path(images_dir) if images_dir is not None else path.parent
+    if raw is None and (edits := saved_edits(path)) is not None:
+        dataset, report = load(edits, root, options, read_images)
+        report.add("file", edits_note(path, edits))
+        return dataset, report
     options = options or ImportOptions()
     if path.suffix.lower() in (".zip", ".roi"):
         dataset, report = imagej.read_roi_sets([path], root, options.polyline_width)
@@ -214,11 +220,81 @@ def edit_target(path: str | os.PathLike[str], fmt: str | None) -> Path:
     return path if fmt in VIA_FORMATS else path.with_name(path.stem + ".via.json")
 
 
+def _edits_name(path: Path) -> Path:
+    return path.with_name(path.stem + ".via.json")
+
+
+def saved_edits(path: str | os.PathLike[str]) -> Path | None:
+    """The VIA project beside an imported annotation file (COCO, Fiji ROI set, GeoJSON)
+    that holds its edits (see :func:`edit_target`), where one was saved; ``None`` for a
+    VIA file (its edits are saved in place) or an import not edited yet.
+
+    From its first save on, that project *is* the dataset: opening the imported file or
+    its folder again opens the edits, never the import they started from (which would
+    put the deleted regions back and, at the next save, overwrite the edits).
+    Raises :class:`BioAnomalyError` where the project is there but unreadable, rather
+    than open the import and overwrite it.
+    """
+    path = Path(path)
+    target = _edits_name(path)
+    if path.name.lower().endswith(".via.json") or not target.is_file():
+        return None
+    if path.suffix.lower() not in (".zip", ".roi"):
+        try:
+            if detect_format(read_json(path)) in VIA_FORMATS:
+                return None  # a VIA file; the other one is not its edits
+        except FormatError:
+            return None  # an unreadable file: its own error says so when it is read
+    try:
+        fmt = detect_format(read_json(target))
+    except FormatError as exc:
+        fmt, why = None, str(exc)
+    else:
+        why = f"it is not a VIA project ({fmt or 'format not recognised'})"
+    if fmt not in VIA_FORMATS:
+        raise BioAnomalyError(
+            f"{target}: should hold the edits of {path.name} saved by napari-bioanomaly, "
+            f"but {why}; move it away to start again from {path.name}"
+        )
+    return target
+
+
+def edited_file(path: str | os.PathLike[str]) -> Path:
+    """The file that edits of the annotation file ``path`` are saved to, and whose earlier
+    versions are kept: itself for a VIA file, the project beside an import (see
+    :func:`edit_target`). A path with no file stands for itself (a deleted file, whose
+    versions may bring it back); a file that is no annotation file is refused."""
+    path = Path(path)
+    if not path.is_file() or path.suffix.lower() in (".zip", ".roi"):
+        return path if not path.is_file() else edit_target(path, "imagej")
+    try:
+        data = read_json(path)
+    except FormatError as exc:
+        why = str(exc).removeprefix(f"{path}: ")
+        raise FormatError(f"{path}: not an annotation file ({why})") from None
+    fmt = detect_format(data) or ("geojson" if geojson.is_geojson(data) else None)
+    if fmt is None:
+        raise FormatError(f"{path}: not an annotation file (VIA, COCO, Fiji ROI set, GeoJSON)")
+    return edit_target(path, fmt)
+
+
+def edits_note(imported: Path, edits: Path) -> str:
+    """What the import report says when the saved edits of ``imported`` are opened."""
+    note = f"opened {edits.name}, the edits of {imported.name} saved here"
+    if imported.stat().st_mtime > edits.stat().st_mtime:
+        note += (
+            f"; {imported.name} changed after they were saved: to start again from it, "
+            f"move {edits.name} away"
+        )
+    return note
+
+
 def find_annotation_file(folder: str | os.PathLike[str]) -> Path | None:
     """The annotation file of a dataset folder, or ``None``.
 
     Tries :data:`ANNOTATION_NAMES`, then the only ``*.json`` in the folder
-    that is VIA or COCO.
+    that is VIA or COCO; an imported file and the project of its edits beside it
+    (:func:`saved_edits`) count as one, the imported file returned.
     """
     folder = Path(folder)
     for name in ANNOTATION_NAMES:
@@ -231,6 +307,8 @@ def find_annotation_file(folder: str | os.PathLike[str]) -> Path | None:
                 found.append(p)
         except FormatError:
             continue
+    edits = {_edits_name(p) for p in found if _edits_name(p) in found and saved_edits(p)}
+    found = [p for p in found if p not in edits]
     return found[0] if len(found) == 1 else None
 
 
@@ -367,9 +445,12 @@ def open_folder(
         if name_key(name) not in known and not name.endswith("_labels.tif"):
             record = ImageRecord(name)
             try:
-                record.shape = image_shape(base / name)
+                record.shape, planes = image_header(base / name)
             except ImageReadError as exc:
                 report.add("image", str(exc), name)
+            else:
+                if planes > 1:
+                    report.add("image", stack_note(planes), name)
             dataset.images.append(record)
     for name in dict.fromkeys(outside):
         report.add("image", f"{name}: a link that leads outside the dataset folder; skipped",

@@ -111,9 +111,13 @@ class AnnotationSession:
             return cls.new(source.parent, source.name)
         else:
             raise BioAnomalyError(f"{source}: no such file or folder")
+        imported = path
+        path = annotation_files.saved_edits(path) or path  # an import edited before
         remove_stale_temporaries(path)  # left by a process killed while saving
         raw = path.read_bytes() if path.suffix.lower() not in (".zip", ".roi") else None
         dataset, report = annotation_files.load(path, root, options, read_images=False, raw=raw)
+        if path != imported:
+            report.add("file", annotation_files.edits_note(imported, path))
         disk = digest(raw) if raw is not None else None
         if report.format not in annotation_files.VIA_FORMATS:
             # COCO, ImageJ or GeoJSON are imported: edits go to a VIA project beside them

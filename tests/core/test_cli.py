@@ -104,6 +104,24 @@ def test_convert_overwrite_keeps_backup(capsys, sample_dir, tmp_path):
     assert json.loads((tmp_path / "v.json.bak").read_text()) == {"precious": True}
 
 
+def test_convert_never_replaces_the_file_it_reads(capsys, dataset_dir):
+    ann = dataset_dir / "annotations.json"
+    before = ann.read_bytes()
+    for source, to in ((ann, "coco"), (dataset_dir, "coco"), (ann, "via")):
+        code, _, err = run(capsys, "convert", source, "--to", to, ann)
+        assert code == 2
+        assert f"output {ann}: is the annotation file this command reads" in err
+    assert ann.read_bytes() == before
+    # an imported COCO file edited in napari: neither it nor its edits are written over
+    coco = dataset_dir / "c.json"
+    assert run(capsys, "convert", ann, "--to", "coco", coco)[0] == 0
+    ann.unlink()
+    edits = dataset_dir / "c.via.json"
+    assert run(capsys, "convert", coco, "--to", "via-project", edits)[0] == 0
+    for out in (coco, edits):
+        assert run(capsys, "convert", dataset_dir, "--to", "via", out)[0] == 2
+
+
 def test_console_script_entry_point_sample_and_inspect(tmp_path):
     exe = [sys.executable, "-m", "napari_bioanomaly.cli"]
     done = subprocess.run(

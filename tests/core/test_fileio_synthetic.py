@@ -120,6 +120,11 @@ def test_a_stack_is_read_as_its_first_plane_and_said_to_be_one(tmp_path):
         ("z.tif", "a stack of 5 planes (pages): only the first plane is used"),
         ("pages.tif", "a stack of 3 planes (pages): only the first plane is used"),
     ]
+    # a folder without an annotation file says so too
+    _, report, _ = annotations.open_folder(tmp_path)
+    said = {(i.image, i.message) for i in report.issues}
+    assert ("z.tif", "a stack of 5 planes (pages): only the first plane is used") in said
+    assert not [s for s in said if s[0] in ("rgb.tif", "preview.tif", "one.png")]
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.int8, np.float32])

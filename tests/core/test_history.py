@@ -180,3 +180,28 @@ def test_cli_lists_the_versions_and_restores_one(dataset_dir, capsys):
     assert main(["versions", str(path), "--restore", "1"]) == 0
     assert "there was no file to keep" in capsys.readouterr().out
     assert AnnotationSession.open(dataset_dir).dataset.regions
+
+
+def test_cli_versions_of_an_import_are_those_of_its_edits_and_a_non_annotation_file_is_refused(
+    dataset_dir, capsys
+):
+    from napari_bioanomaly.core import annotations
+
+    ds, _ = annotations.load(dataset_dir / "annotations.json")
+    (dataset_dir / "annotations.json").unlink()
+    coco = dataset_dir / "c.json"
+    annotations.save(ds, coco, "coco")
+    session = AnnotationSession.open(coco)
+    session.set_regions([])
+    session.save()  # the first save: a new project, nothing replaced
+    session.go_to(1)
+    session.set_regions([])
+    session.save()
+    for source in (coco, dataset_dir):
+        assert main(["versions", str(source)]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"{dataset_dir / 'c.via.json'}: 1 earlier version")
+    model = dataset_dir / "model.pt"
+    model.write_bytes(b"PK\x03\x04 not json")
+    assert main(["versions", str(model)]) == 2
+    assert "model.pt: not an annotation file (malformed JSON" in capsys.readouterr().err

@@ -275,3 +275,75 @@ def test_the_backup_is_replaced_whole(dataset_dir, monkeypatch):
     monkeypatch.setattr(fileio.shutil, "copyfileobj", real)
     assert calls and backup.read_bytes() == first_backup  # still whole
     assert not list(dataset_dir.glob(".annotations.json*.tmp"))
+
+
+def _as_coco(dataset_dir, name="annotations.json"):
+    """The sample's annotations replaced by a COCO file of the same regions."""
+    from napari_bioanomaly.core import annotations
+
+    dataset, _ = annotations.load(dataset_dir / "annotations.json")
+    (dataset_dir / "annotations.json").unlink()
+    annotations.save(dataset, dataset_dir / name, "coco")
+    return dataset_dir / name
+
+
+@pytest.mark.parametrize("name", ["annotations.json", "mycoco.json"])
+def test_edits_of_an_imported_coco_file_are_what_opens_next_time(dataset_dir, name):
+    coco = _as_coco(dataset_dir, name)
+    s = AnnotationSession.open(dataset_dir)
+    first = s.dataset.images[0].filename
+    assert s.dataset.images[0].regions
+    s.go_to(0)
+    s.set_regions([])
+    s.save()
+    assert s.path == dataset_dir / (coco.stem + ".via.json")
+    for source in (dataset_dir, coco):  # the folder, or the imported file itself
+        again = AnnotationSession.open(source)
+        assert again.path == s.path
+        assert again.dataset.image(first).regions == []  # the deletion holds
+        assert any("edits of " + coco.name in str(i) for i in again.report.issues)
+    # the next save keeps it, and the CLI reads the edits too
+    again.go_to(1)
+    again.set_regions([*again.image.regions, Region(square(), "hair")])
+    again.save()
+    from napari_bioanomaly.core import annotations
+
+    for source in (dataset_dir, coco):
+        dataset, report = annotations.open_dataset(source, read_images=False)
+        assert dataset.image(first).regions == []
+        assert any(f"the edits of {coco.name} saved here" in str(i) for i in report.issues)
+        assert annotations.find_annotation_file(dataset_dir) == coco
+
+
+def test_unreadable_edits_of_an_import_stop_the_open_instead_of_being_overwritten(dataset_dir):
+    coco = _as_coco(dataset_dir)
+    edits = dataset_dir / "annotations.via.json"
+    edits.write_text("{not json")
+    with pytest.raises(BioAnomalyError, match=r"annotations\.via\.json: should hold the edits"):
+        AnnotationSession.open(dataset_dir)
+    assert edits.read_text() == "{not json"
+    assert coco.is_file()
+
+
+def test_qc_save_on_an_imported_coco_file_keeps_its_edits_and_its_folder_annotated(
+    dataset_dir, capsys
+):
+    from napari_bioanomaly.cli import main
+    from napari_bioanomaly.core import annotations
+
+    coco = _as_coco(dataset_dir, "mycoco.json")
+    n = len(annotations.open_dataset(dataset_dir, read_images=False)[0].regions)
+    assert main(["qc", str(dataset_dir), "--save"]) == 0
+    assert (dataset_dir / "mycoco.via.json").is_file()
+    dataset, _ = annotations.open_dataset(dataset_dir, read_images=False)
+    assert len(dataset.regions) == n  # not an empty folder after qc wrote the project
+    assert all("qc" in im.file_attributes for im in dataset.images)
+    s = AnnotationSession.open(dataset_dir)
+    first = s.dataset.images[0].filename
+    s.go_to(0)
+    s.set_regions([])
+    s.save()
+    assert main(["qc", str(coco), "--save"]) == 0  # the COCO file named: its edits kept
+    dataset, _ = annotations.open_dataset(dataset_dir, read_images=False)
+    assert dataset.image(first).regions == []
+    assert json.loads(coco.read_text())["annotations"]  # the import itself untouched

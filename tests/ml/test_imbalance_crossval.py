@@ -10,7 +10,7 @@ import pytest
 import tifffile
 
 from napari_bioanomaly.cli import main
-from napari_bioanomaly.core import annotations
+from napari_bioanomaly.core import annotations, history
 from napari_bioanomaly.core.evaluate import evaluate
 from napari_bioanomaly.core.model import BioAnomalyError, Dataset, ImageRecord, Region
 from napari_bioanomaly.core.synthetic import SampleConfig, write_sample
@@ -188,8 +188,20 @@ def test_qc_save_keeps_flags_in_the_annotation_file(nine, tmp_path, capsys):
     assert "now a VIA 2 project" not in capsys.readouterr().err  # it was one
     # a VIA 2 export is saved in place as a project (its flags need file attributes): said
     annotations.save(ds, folder / "annotations.json", "via")
+    # ... with a point, which the import skips: the rewrite says so, and the file before
+    # is kept among its versions (a second run replaces the .bak)
+    export = json.loads((folder / "annotations.json").read_text())
+    entry = next(iter(export.values()))
+    point = {"shape_attributes": {"name": "point", "cx": 5, "cy": 6}, "region_attributes": {}}
+    entry["regions"].append(point)
+    (folder / "annotations.json").write_text(json.dumps(export))
+    before = (folder / "annotations.json").read_bytes()
     assert main(["qc", str(folder), "--save"]) == 0
-    assert "it was a via2-export file, now a VIA 2 project" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "it was a via2-export file, now a VIA 2 project" in err
+    assert "warning: " in err and "point skipped" in err
+    assert main(["qc", str(folder), "--save"]) == 0
+    assert before in [v.read_bytes() for v in history.versions(folder / "annotations.json")]
 
 
 def test_grouped_folds_never_split_a_group():

@@ -362,9 +362,11 @@ class AnnotationSession:
         ds = self.dataset
         if orjson is None:
             return dumps(via.to_via_project(ds), check_finite=False)
+        checkboxes = via.checkbox_classes(ds)
         for im in ds.images:
             if im.filename not in self._entries:
-                self._entries[im.filename] = orjson.dumps(via.image_entry(im, ds.class_attribute))
+                entry = via.image_entry(im, ds.class_attribute, checkboxes=checkboxes)
+                self._entries[im.filename] = orjson.dumps(entry)
         cached = {name: orjson.Fragment(raw) for name, raw in self._entries.items()}
         return orjson.dumps(via.to_via_project(ds, cached))
 

@@ -19,6 +19,7 @@ from .via_parse import (
     NO_ANOMALY_ATTRIBUTE,
     REVIEWED_ATTRIBUTE,
     ImportOptions,
+    _checkbox_definitions,
     _clean_definitions,
     _parse_via12,
     _Parser,
@@ -26,6 +27,7 @@ from .via_parse import (
     _project_order,
 )
 from .via_write import (
+    checkbox_classes,
     export_warnings,
     image_entry,
     rounded_polygons,
@@ -37,8 +39,8 @@ from .via_write import (
 #: The public names of the format, read and written (the rest is private to its modules).
 __all__ = [
     "CLASS_ATTRIBUTE_CANDIDATES", "NO_ANOMALY_ATTRIBUTE", "REVIEWED_ATTRIBUTE", "ImportOptions",
-    "detect_format", "export_warnings", "image_entry", "read_via", "rounded_polygons",
-    "to_via_export", "to_via_project", "via_attribute_definitions",
+    "checkbox_classes", "detect_format", "export_warnings", "image_entry", "read_via",
+    "rounded_polygons", "to_via_export", "to_via_project", "via_attribute_definitions",
 ]  # fmt: skip
 
 
@@ -111,6 +113,9 @@ def read_via(
             report.add("changed", "_via_attributes is not an object: not kept")
         if isinstance(data.get("_via_settings"), dict):
             ds.settings = copy.deepcopy(data["_via_settings"])
+        _checkbox_definitions(ds, parser)
         return ds, report
     _parse_via12(data, parser)
-    return parser.dataset(), report
+    ds = parser.dataset()
+    _checkbox_definitions(ds, parser)
+    return ds, report

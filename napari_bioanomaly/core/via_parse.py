@@ -167,6 +167,8 @@ class _Parser:
         self.pending: list[tuple[ImageRecord, np.ndarray, Any, tuple[Any, ...]]] = []
         #: regions with no class attribute at all (reported once, in :meth:`dataset`)
         self.unlabelled = 0
+        #: class attributes whose values were checkbox objects, with the option ids seen
+        self.checkboxes: dict[str, dict[str, None]] = {}
 
     # ---- images
 
@@ -290,6 +292,8 @@ class _Parser:
             self.unlabelled += 1
             return FALLBACK_CLASS, None, rest, score, source, ""
         value = rest.pop(key)
+        if isinstance(value, dict):
+            self.checkboxes.setdefault(key, {}).update(dict.fromkeys(map(str, value)))
         label = _attr_text(value)
         unlabelled = None
         if not label:
@@ -511,6 +515,21 @@ def _clean_definitions(attrs: dict[str, Any], report: ImportReport) -> dict[str,
                                f"{type(value).__name__}, not an object: emptied")  # fmt: skip
                     defs[name][key] = {}
     return out
+
+
+def _checkbox_definitions(ds: Dataset, parser: _Parser) -> None:
+    """Define as checkboxes the class attributes that held checkbox objects and have no
+    definition (a VIA export has none), so that they are written back as checkboxes."""
+    if not parser.checkboxes:
+        return
+    region = ds.attribute_definitions.setdefault("region", {})
+    ds.attribute_definitions.setdefault("file", {})
+    if not isinstance(region, dict):
+        return
+    for key, ids in parser.checkboxes.items():
+        if key not in region:
+            region[key] = {"type": "checkbox", "description": "",
+                           "options": dict.fromkeys(ids, ""), "default_options": {}}  # fmt: skip
 
 
 def _project_classes(attrs: Any, class_attribute: str) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import numpy as np
@@ -27,9 +27,36 @@ def export_warnings(dataset: Dataset) -> list[str]:
     ]
 
 
-def _region_attributes(region: Region, class_attribute: str) -> dict[str, Any]:
+def checkbox_value(label: str, options: Collection[str]) -> dict[str, bool]:
+    """The VIA checkbox value of a class: ``{label: true}``, or, for a class that
+    import made of several checked options (their ids joined by ``+``, each an option of
+    the attribute), those options checked again."""
+    parts = label.split("+")
+    if label not in options and len(parts) > 1 and all(p in options for p in parts):
+        return dict.fromkeys(parts, True)
+    return {label: True}
+
+
+def checkbox_classes(dataset: Dataset) -> dict[str, set[str]]:
+    """The region attributes defined as checkboxes, with their option ids: a class held in
+    one is written back as a checkbox object (:func:`checkbox_value`)."""
+    region = dataset.attribute_definitions.get("region")
+    if not isinstance(region, dict):
+        return {}
+    return {
+        name: set(definition.get("options") or {})
+        for name, definition in region.items()
+        if isinstance(definition, dict) and definition.get("type") == "checkbox"
+    }
+
+
+def _region_attributes(
+    region: Region, class_attribute: str, checkboxes: Mapping[str, Collection[str]]
+) -> dict[str, Any]:
     key = region.class_attribute or class_attribute
     attrs: dict[str, Any] = {key: region.label}
+    if key in checkboxes:
+        attrs[key] = checkbox_value(region.label, checkboxes[key])
     if region.unlabelled is not None and region.label == FALLBACK_CLASS:
         # no class was given: write back what the file held, not the fallback
         attrs = {key: json.loads(region.unlabelled)} if region.unlabelled else {}
@@ -65,9 +92,14 @@ def rounded_polygons(regions: list[Region]) -> list[np.ndarray]:
 
 
 def image_entry(
-    im: ImageRecord, class_attribute: str, polygons: list[np.ndarray] | None = None
+    im: ImageRecord,
+    class_attribute: str,
+    polygons: list[np.ndarray] | None = None,
+    checkboxes: Mapping[str, Collection[str]] | None = None,
 ) -> dict[str, Any]:
-    """The VIA 2 metadata entry of one image (``polygons``: its rounded vertices, if known)."""
+    """The VIA 2 metadata entry of one image (``polygons``: its rounded vertices, if known;
+    ``checkboxes``: the dataset's :func:`checkbox_classes`)."""
+    checkboxes = checkboxes or {}
     if polygons is None:
         polygons = rounded_polygons(im.regions)
     file_attrs = dict(im.file_attributes)
@@ -85,7 +117,7 @@ def image_entry(
                     "all_points_x": xy[:, 1].tolist(),
                     "all_points_y": xy[:, 0].tolist(),
                 },
-                "region_attributes": _region_attributes(r, class_attribute),
+                "region_attributes": _region_attributes(r, class_attribute, checkboxes),
             }
             for r, xy in zip(im.regions, polygons, strict=True)
         ],
@@ -104,12 +136,13 @@ def to_via_export(dataset: Dataset, cached: Mapping[str, Any] | None = None) -> 
     todo = [im for im in dataset.images if im.filename not in cached]
     polygons = iter(rounded_polygons([r for im in todo for r in im.regions]))
     out: dict[str, Any] = {}
+    checkboxes = checkbox_classes(dataset)
     for key, im in zip(_unique_keys(dataset), dataset.images, strict=True):
         if im.filename in cached:
             out[key] = cached[im.filename]
         else:
             mine = [next(polygons) for _ in im.regions]
-            out[key] = image_entry(im, dataset.class_attribute, mine)
+            out[key] = image_entry(im, dataset.class_attribute, mine, checkboxes)
     return out
 
 
@@ -140,8 +173,14 @@ def _default_settings(class_attribute: str) -> dict[str, Any]:
     }
 
 
+#: VIA 2 attribute types whose values are option ids.
+_OPTION_TYPES = ("dropdown", "radio", "checkbox", "image")
+
+
 def via_attribute_definitions(dataset: Dataset) -> dict[str, Any]:
-    """``_via_attributes`` with the class attribute as a dropdown of the classes."""
+    """``_via_attributes``: the definitions read, as they were (type, description, option
+    labels, default options), with the classes no option names added as options; a class
+    attribute without a definition becomes a dropdown of the classes."""
     attrs = copy.deepcopy(dataset.attribute_definitions) or {}
     region = attrs.setdefault("region", {})
     file = attrs.setdefault("file", {})
@@ -153,18 +192,22 @@ def via_attribute_definitions(dataset: Dataset) -> dict[str, Any]:
         keys.add(dataset.class_attribute)  # an empty project without classes gains none
     for key in sorted(keys):
         old = object_at(region, key)
-        kind = old.get("type") if old.get("type") in ("dropdown", "radio") else "dropdown"
-        options = dict(old.get("options") or {}) if old.get("type") == kind else {}
+        kind = old.get("type")
+        if kind == "text":
+            continue  # typed by hand in VIA: no options to add
+        if kind not in _OPTION_TYPES:
+            kind = "dropdown"
+        options = dict(old.get("options") or {})
         for name in class_names:
+            if kind == "checkbox" and checkbox_value(name, options) != {name: True}:
+                continue  # several options checked together: each is an option already
             options.setdefault(name, name)
-        default = class_names[0] if class_names else FALLBACK_CLASS
-        region[key] = {
-            **old,
-            "type": kind,
-            "description": old.get("description") or "Anomaly class",
-            "options": options,
-            "default_options": old.get("default_options") or {default: True},
-        }
+        new = {**old, "type": kind, "options": options}
+        if "description" not in old:
+            new["description"] = "Anomaly class"
+        if "default_options" not in old:
+            new["default_options"] = {class_names[0] if class_names else FALLBACK_CLASS: True}
+        region[key] = new
     used = {k for r in dataset.regions for k in r.attributes}
     if any(r.score is not None for r in dataset.regions):
         used.add("score")

@@ -9,6 +9,7 @@ import pytest
 
 from napari_bioanomaly.core import annotations, coco, via
 from napari_bioanomaly.core.model import Dataset, ImageRecord, Region
+from napari_bioanomaly.core.session import AnnotationSession
 from tests.conftest import shared_file
 
 
@@ -79,6 +80,67 @@ def test_via_project_round_trip_and_attribute_definitions():
     assert back.classes == ["dust", "scratch", "hair", "unused"]
     again = via.to_via_project(back)
     assert again == project
+
+
+def _checkbox_project() -> dict:
+    square = {"name": "rect", "x": 10, "y": 10, "width": 20, "height": 20}
+    regions = [
+        {"shape_attributes": square, "region_attributes": {"type": {"dust": True, "hair": True}}},
+        {"shape_attributes": square, "region_attributes": {"type": {"hair": True}}},
+    ]
+    definitions = {
+        "region": {
+            "type": {"type": "checkbox", "description": "what", "default_options": {"dust": True},
+                     "options": {"dust": "Dust particle", "hair": "Hair", "scratch": ""}},
+            "stage": {"type": "dropdown", "description": "", "options": {"early": "Early"},
+                      "default_options": {}},
+        },
+        "file": {},
+    }  # fmt: skip
+    return {
+        "_via_settings": {},
+        "_via_img_metadata": {"a.png1": {"filename": "a.png", "size": 1, "regions": regions,
+                                         "file_attributes": {}}},
+        "_via_attributes": definitions,
+    }  # fmt: skip
+
+
+def test_checkbox_class_attribute_is_written_back_as_it_was_read(tmp_path):
+    project = _checkbox_project()
+    src = tmp_path / "proj.json"
+    src.write_text(json.dumps(project))
+    ds, _ = annotations.load(src, read_images=False)
+    assert [r.label for r in ds.regions] == ["dust+hair", "hair"]  # documented: ids joined
+    out = tmp_path / "out.json"
+    annotations.save(ds, out, "via-project")
+    saved = json.loads(out.read_text())
+    # type, option labels, description and default options as they were: no "dust+hair"
+    # option, no default added to the dropdown whose default was empty
+    assert saved["_via_attributes"] == project["_via_attributes"]
+    values = [r["region_attributes"] for r in saved["_via_img_metadata"]["a.png1"]["regions"]]
+    assert values == [{"type": {"dust": True, "hair": True}}, {"type": {"hair": True}}]
+    session = AnnotationSession.open(src)  # the Annotate widget's save, entry by entry
+    session.save(force=True)
+    assert json.loads(src.read_text())["_via_img_metadata"] == saved["_via_img_metadata"]
+    # a class given in napari is written as a ticked option, and added as an option
+    ds.regions[1].label = "fiber"
+    annotations.save(ds, out, "via-project")
+    saved = json.loads(out.read_text())
+    assert saved["_via_img_metadata"]["a.png1"]["regions"][1]["region_attributes"] == {
+        "type": {"fiber": True}
+    }
+    assert saved["_via_attributes"]["region"]["type"]["options"] == {
+        "dust": "Dust particle", "hair": "Hair", "scratch": "", "fiber": "fiber"}  # fmt: skip
+
+
+def test_checkbox_values_of_an_export_stay_checkboxes(tmp_path):
+    export = _checkbox_project()["_via_img_metadata"]
+    ds, _ = via.read_via(json.loads(json.dumps(export)))
+    again = via.to_via_export(ds)["a.png1"]["regions"]
+    assert [r["region_attributes"] for r in again] == [
+        {"type": {"dust": True, "hair": True}}, {"type": {"hair": True}}]  # fmt: skip
+    definition = via.to_via_project(ds)["_via_attributes"]["region"]["type"]
+    assert definition["type"] == "checkbox" and set(definition["options"]) == {"dust", "hair"}
 
 
 def test_via_export_regions_are_open_polygons_in_xy():

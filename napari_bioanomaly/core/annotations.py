@@ -495,7 +495,8 @@ def open_dataset(
 def per_image_losses(dataset: Dataset, fmt: str) -> list[str]:
     """What the files of one image each (``masks``, ``imagej``, ``geojson``) do not keep
     of ``dataset``, said as warnings: file attributes, the images without regions and
-    their "checked: no anomaly" marks, and (Fiji ROI sets) region scores and sources."""
+    their "checked: no anomaly" marks, (Fiji ROI sets) region scores and sources, and
+    (Fiji ROI sets, label masks) region attributes."""
     out = []
     what = {"masks": "label masks", "imagej": "Fiji ROI sets", "geojson": "GeoJSON files"}[fmt]
     names = sorted({k for im in dataset.images for k in im.file_attributes})
@@ -510,6 +511,12 @@ def per_image_losses(dataset: Dataset, fmt: str) -> list[str]:
         kept = sum(1 for r in dataset.regions if r.score is not None or r.source != "human")
         if kept:
             out.append(f"{what} keep no region scores or sources: {kept} regions had them")
+    if fmt in ("imagej", "masks"):  # GeoJSON writes them as feature properties
+        having = [r for r in dataset.regions if r.attributes]
+        names = sorted({k for r in having for k in r.attributes})
+        if names:
+            out.append(f"{what} keep no region attributes: {', '.join(names)} not written "
+                       f"({counted(len(having), 'region')} had them)")  # fmt: skip
     return out
 
 

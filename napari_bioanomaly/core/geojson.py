@@ -15,13 +15,16 @@ from typing import Any
 import numpy as np
 
 from . import geometry
-from .jsonio import object_at, write_json
+from .jsonio import object_at, shallow_attributes, write_json
 from .model import FALLBACK_CLASS, Dataset, FormatError, ImageRecord, Region
 from .paths import export_paths
 from .report import ImportReport
 from .text import counted
 
 SUFFIX = ".geojson"
+#: Feature property holding the region attributes that are not text (text ones are
+#: written to QuPath's ``metadata``).
+ATTRIBUTES = "attributes"
 
 
 def _rgb(color: str) -> list[int]:
@@ -37,14 +40,23 @@ def feature_collection(image: ImageRecord) -> dict[str, Any]:
     for region in image.regions:
         ring = np.round(region.polygon[:, ::-1], 4).tolist()
         ring.append(ring[0])
-        props: dict[str, Any] = {
-            "objectType": "annotation",
-            "classification": {"name": region.label, "color": _rgb(class_color(region.label))},
-        }
+        props: dict[str, Any] = {"objectType": "annotation"}
+        if region.unlabelled is None or region.label != FALLBACK_CLASS:
+            color = _rgb(class_color(region.label))
+            props["classification"] = {"name": region.label, "color": color}
+        # else: the file it came from gave it no class: it is written back without one
         if region.score is not None:
             props["measurements"] = {"score": region.score}
         if region.source != "human":
             props["source"] = region.source
+        # QuPath keeps text as the object's metadata (a map of text); other values
+        # (checkbox objects, numbers) go where QuPath ignores them and we read them back
+        text = {k: v for k, v in region.attributes.items() if isinstance(v, str)}
+        other = {k: v for k, v in region.attributes.items() if not isinstance(v, str)}
+        if text:
+            props["metadata"] = text
+        if other:
+            props[ATTRIBUTES] = other
         features.append(
             {
                 "type": "Feature",
@@ -135,9 +147,11 @@ def read_geojson(
         report.shapes[kind] += 1
         props = object_at(feature, "properties")
         label = _label(props)
+        unlabelled = None
         if label is None:
-            report.add("class", f"no classification: class {FALLBACK_CLASS!r}", image, index)
-            label = FALLBACK_CLASS
+            report.add("class", f"no classification: shown as {FALLBACK_CLASS!r}, written "
+                       "back without one", image, index)  # fmt: skip
+            label, unlabelled = FALLBACK_CLASS, ""
 
         def note(k: str, message: str, i: int = index) -> None:
             report.add(k, message, image, i)
@@ -147,29 +161,57 @@ def read_geojson(
         except (TypeError, ValueError, IndexError) as exc:
             report.add("skipped", f"{kind}: malformed coordinates ({exc})", image, index)
             continue
-        score = None
-        measurements = props.get("measurements")
-        value = measurements.get("score") if isinstance(measurements, dict) else None
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            try:
-                score = float(value)
-            except OverflowError:
-                score = math.inf
-            if not math.isfinite(score):
-                report.add("class", f"score {str(value)[:20]} is not a finite number; ignored",
-                           image, index)  # fmt: skip
-                score = None
+        value = _measurement(props.get("measurements"), "score")
+        score = _score(value)
+        if value is not None and score is None:
+            report.add("class", f"score {str(value)[:20]!r} is not a finite number; ignored",
+                       image, index)  # fmt: skip
         source = props.get("source")
         if source not in ("model", "model-accepted"):
             source = "human"
+        attributes = _attributes(props, note)
         imported = False
         for ring in rings:
             for part in geometry.clean_polygon(ring, None, note):
-                record.regions.append(Region(part, label, score=score, source=source))
+                record.regions.append(Region(part, label, dict(attributes), score, source,
+                                             unlabelled=unlabelled))  # fmt: skip
                 imported = True
         report.regions_imported += imported
     report.images = 1
     return Dataset(images=[record]), report
+
+
+def _score(value: Any) -> float | None:
+    """A finite score from a measurement value (numbers written as text accepted)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        score = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return score if math.isfinite(score) else None
+
+
+def _measurement(measurements: Any, name: str) -> Any:
+    """A measurement's value: QuPath writes ``{name: value}``, older QuPath a list of
+    ``{"name": name, "value": value}``; ``None`` when there is none."""
+    if isinstance(measurements, dict):
+        return measurements.get(name)
+    if isinstance(measurements, list):
+        for item in measurements:
+            if isinstance(item, dict) and item.get("name") == name:
+                return item.get("value")
+    return None
+
+
+def _attributes(props: dict[str, Any], note: Any) -> dict[str, Any]:
+    """Region attributes of a feature: QuPath's object ``metadata`` (text) and our own
+    :data:`ATTRIBUTES` (other values)."""
+    attrs = {**object_at(props, "metadata"), **object_at(props, ATTRIBUTES)}
+    attrs, dropped = shallow_attributes(attrs, "region")
+    for message in dropped:
+        note("changed", message)
+    return attrs
 
 
 def _points(value: Any, what: str) -> np.ndarray:

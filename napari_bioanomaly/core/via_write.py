@@ -13,7 +13,12 @@ import numpy as np
 from . import geometry
 from .jsonio import object_at
 from .model import FALLBACK_CLASS, Dataset, ImageRecord, Region
-from .via_parse import NO_ANOMALY_ATTRIBUTE, REVIEWED_ATTRIBUTE, VIA2_VERSION
+from .via_parse import (
+    CLASS_ATTRIBUTE_CANDIDATES,
+    NO_ANOMALY_ATTRIBUTE,
+    REVIEWED_ATTRIBUTE,
+    VIA2_VERSION,
+)
 
 
 def export_warnings(dataset: Dataset) -> list[str]:
@@ -60,12 +65,20 @@ def _region_attributes(
     if region.unlabelled is not None and region.label == FALLBACK_CLASS:
         # no class was given: write back what the file held, not the fallback
         attrs = {key: json.loads(region.unlabelled)} if region.unlabelled else {}
+        if not attrs and _reads_as_class(region.attributes):
+            attrs = {key: ""}  # (from GeoJSON, COCO) else one of them is read as the class
     attrs.update(region.attributes)
     if region.score is not None:
         attrs["score"] = repr(float(region.score))
     if region.source != "human":
         attrs["source"] = region.source
     return attrs
+
+
+def _reads_as_class(attributes: Mapping[str, Any]) -> bool:
+    """Whether reading these attributes alone would take one of them for the class."""
+    names = {k.lower() for k in attributes}
+    return len(attributes) == 1 or any(n in names for n in CLASS_ATTRIBUTE_CANDIDATES)
 
 
 def _unique_keys(dataset: Dataset) -> list[str]:

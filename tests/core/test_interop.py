@@ -90,6 +90,71 @@ def test_geojson_is_valid_qupath_style_and_round_trips(dataset, tmp_path):
         np.testing.assert_allclose(a.polygon, b.polygon, atol=1e-4)
 
 
+def test_geojson_keeps_region_attributes_scores_and_a_missing_class(tmp_path):
+    """Region attributes are written as feature properties (text as QuPath's object
+    metadata) and read back; a region its file gave no class is written back without
+    one; a score in older QuPath's list of measurements is read."""
+    via_file = tmp_path / "a.json"
+    via_file.write_text(json.dumps({"a": {"filename": "a.tif", "size": -1, "regions": [
+        {"shape_attributes": {"name": "rect", "x": 1, "y": 1, "width": 5, "height": 5},
+         "region_attributes": {"type": "dust", "comment": "x", "seen": {"yes": True}}},
+        {"shape_attributes": {"name": "rect", "x": 9, "y": 9, "width": 5, "height": 5},
+         "region_attributes": {}},
+    ]}}))  # fmt: skip
+    ds, _ = annotations.load(via_file, read_images=False)
+    _, warnings = annotations.save(ds, tmp_path / "geo", "geojson")
+    assert not any("attribute" in w for w in warnings)
+    features = json.loads((tmp_path / "geo" / "a.geojson").read_text())["features"]
+    assert features[0]["properties"]["metadata"] == {"comment": "x"}  # QuPath shows these
+    assert "classification" not in features[1]["properties"]
+    back, report = annotations.load(tmp_path / "geo" / "a.geojson", read_images=False)
+    assert [r.attributes for r in back.regions] == [{"comment": "x", "seen": {"yes": True}}, {}]
+    assert [r.label for r in back.regions] == ["dust", "anomaly"]
+    assert "region 1: no classification: shown as 'anomaly', written back without one" in (
+        "\n".join(report.warnings)
+    )
+    annotations.save(back, tmp_path / "again", "geojson")
+    again = json.loads((tmp_path / "again" / "a.geojson").read_text())["features"]
+    assert [f["properties"] for f in again] == [f["properties"] for f in features]
+    # in VIA, a region without a class but with one attribute keeps that attribute as such
+    back.regions[1].attributes = {"note": "n"}
+    annotations.save(back, tmp_path / "via.json", "via-project")
+    via_back, _ = annotations.load(tmp_path / "via.json", read_images=False)
+    assert (via_back.regions[1].label, via_back.regions[1].attributes) == ("anomaly", {"note": "n"})
+
+    older = [
+        {
+            "type": "Feature",
+            "properties": {
+                "classification": {"name": "Tumor"},
+                "measurements": [{"name": "Area", "value": 9}, {"name": "score", "value": 0.5}],
+            },
+            "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [4, 0], [4, 4], [0, 0]]]},
+        }
+    ]
+    bad = {**older[0], "properties": {"measurements": {"score": "high"}}}  # fmt: skip
+    path = tmp_path / "older.geojson"
+    path.write_text(json.dumps([*older, bad]))
+    ds, report = annotations.load(path, read_images=False)
+    assert [r.score for r in ds.regions] == [0.5, None]
+    assert "region 1: score 'high' is not a finite number; ignored" in "\n".join(report.warnings)
+
+
+def test_imagej_export_names_the_region_attributes_it_drops(tmp_path, capsys):
+    region = Region(square(1, 1, 5), "dust", {"comment": "x", "stage": "early"})
+    ds = Dataset(
+        images=[ImageRecord("a.tif", (20, 20), regions=[region, Region(square(9, 9, 5), "dust")])]
+    )
+    _, warnings = annotations.save(ds, tmp_path / "rois", "imagej")
+    assert warnings == [
+        "Fiji ROI sets keep no region attributes: comment, stage not written (1 region had them)"
+    ]
+    _, warnings = annotations.save(ds, tmp_path / "masks", "masks")
+    assert warnings == [
+        "label masks keep no region attributes: comment, stage not written (1 region had them)"
+    ]
+
+
 def test_via_to_imagej_and_geojson_to_via_with_the_cli(tmp_path, dataset_dir, capsys):
     for fmt in ("imagej", "geojson"):
         assert (

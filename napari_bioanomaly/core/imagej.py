@@ -48,15 +48,31 @@ def write_roi_sets(
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
             for i, region in enumerate(im.regions, start=1):
-                name = f"{region.label}-{i:03d}"
+                name = f"{region.label}-{i:03d}"  # the class is read back from this
                 roi = ImagejRoi.frompoints(region.polygon[:, ::-1].astype(np.float64), name=name)
                 roi.roitype = ROI_TYPE.POLYGON
-                zf.writestr(f"{name}.roi", roi.tobytes())
+                zf.writestr(entry_name(region.label, i), roi.tobytes())
         data = buf.getvalue()
         written.append(atomic_write(path, data))
     if not any(im.regions for im in dataset.images):
         warnings.append("no image has regions: no ROI set written")
     return written, warnings
+
+
+#: Characters kept in a zip entry name: letters, digits, ``_``, ``-``, ``+``, space and
+#: brackets; anything else (``/``, ``\\``, ``.``, ``:``, control characters, ...) becomes
+#: ``_``. Without dots no part of a name is a Windows device name (``NUL.x``).
+_UNSAFE = re.compile(r"[^\w\-+ ()\[\]]")
+_MAX_STEM = 64
+
+
+def entry_name(label: str, index: int) -> str:
+    """The zip entry of a region's ROI: ``<class>-<index>.roi`` with the class made safe to
+    unzip anywhere (no folders, no ``..``, no control or reserved characters, at most
+    64 characters); unique within the zip by its index. The class itself is kept
+    as it is in the ROI's name, which the reader uses."""
+    stem = _UNSAFE.sub("_", label).strip(" ")[:_MAX_STEM].strip(" ") or "roi"
+    return f"{stem}-{index:03d}.roi"
 
 
 def _image_name(zip_path: Path, images_dir: Path | None) -> str:

@@ -266,6 +266,52 @@ def test_truncated_zip_and_non_roi_entries(tmp_path, dataset):
     assert main(["inspect", str(truncated)]) == 2
 
 
+HOSTILE_CLASSES = ["dust/fiber", "..\\evil", "../../up", "Staub: grob", "NUL.txt", "con",
+                   "a\x00b\x1fc", "\u202efdp.exe", "x" * 300, "dust/fiber", "."]  # fmt: skip
+
+
+def test_roi_zip_entries_are_safe_whatever_the_class_and_keep_it(tmp_path):
+    """Zip entries named after hostile classes would unzip into folders or outside the
+    folder (``..\\evil`` on Windows): they are made safe, stay unique, and the class is
+    read back from the ROI's own name."""
+    regions = [Region(square(2 * i, 2 * i, 1.5), c) for i, c in enumerate(HOSTILE_CLASSES)]
+    ds = Dataset(images=[ImageRecord("a.tif", (40, 40), regions=regions)])
+    (path,), _ = annotations.save(ds, tmp_path / "rois", "imagej")
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+    assert len(set(names)) == len(HOSTILE_CLASSES)
+    windows = {"con", "prn", "aux", "nul", *(f"{d}{i}" for d in ("com", "lpt") for i in range(10))}
+    for name in names:
+        stem = name.removesuffix(".roi")
+        assert name.endswith(".roi") and stem and len(name) <= 80, name
+        assert not set(stem) & set('/\\:*?"<>|.') and stem.isprintable(), name
+        assert stem.split(".")[0].lower() not in windows and stem == stem.strip(" "), name
+    assert names[0] == "dust_fiber-001.roi" and names[1] == "___evil-002.roi"
+    with zipfile.ZipFile(path) as zf:
+        zf.extractall(tmp_path / "unzipped")  # what a user does: no folder, nothing outside
+    assert sorted(p.name for p in (tmp_path / "unzipped").iterdir()) == sorted(names)
+    assert not any(p.is_dir() for p in (tmp_path / "unzipped").iterdir())
+    back, report = annotations.load(path, read_images=False)
+    assert [r.label for r in back.regions] == HOSTILE_CLASSES and not report.issues
+
+
+def test_roi_zip_entry_names_are_only_data_on_reading(tmp_path, dataset):
+    """Entries named ``../x.roi`` or ``/abs.roi`` are read from memory, never extracted."""
+    annotations.save(dataset, tmp_path / "rois", "imagej")
+    hostile = tmp_path / "in" / "h_rois.zip"
+    hostile.parent.mkdir()
+    with zipfile.ZipFile(tmp_path / "rois" / "a_rois.zip") as src:
+        rois = [src.read(n) for n in src.namelist()]
+    with zipfile.ZipFile(hostile, "w") as dst:
+        dst.writestr("../x.roi", rois[0])
+        dst.writestr("/abs/y.roi", rois[1])
+        dst.writestr("..\\z.roi", rois[0])
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    ds, report = annotations.load(hostile, read_images=False)
+    assert [r.label for r in ds.regions] == ["dust", "hair", "dust"] and not report.issues
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
 def test_imagej_roi_types(tmp_path):
     roifile = pytest.importorskip("roifile")
     from roifile import ROI_TYPE, ImagejRoi

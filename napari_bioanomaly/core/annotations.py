@@ -168,12 +168,15 @@ def _fitted(
 
 
 def clip_regions(image: ImageRecord, report: ImportReport) -> None:
-    """Clip an image's regions to its known shape; report what changed."""
+    """Clip an image's regions to its known shape; report what changed, naming each region
+    as its import did (:attr:`~.model.Region.origin`: the file it came from and its index
+    there), else by its place in the image."""
     kept = []
     for index, region in enumerate(image.regions):
+        file, where = region.origin or (None, str(index))
 
-        def note(kind: str, message: str, index: int = index) -> None:
-            report.add(kind, message, image.filename, index)
+        def note(kind: str, message: str, where: str = where, file: str | None = file) -> None:
+            report.add(kind, message, image.filename, where, file)
 
         parts = _fitted(region, image.shape or (0, 0), note)
         if parts is None:

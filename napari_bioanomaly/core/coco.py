@@ -272,7 +272,15 @@ def _coco_annotation(
     for ring in rings:
         for poly in geometry.clean_polygon(ring, rec.shape, note):
             rec.regions.append(
-                Region(poly, label, dict(attrs), score, source, str(extra.get("shape", "polygon")))
+                Region(
+                    poly,
+                    label,
+                    dict(attrs),
+                    score,
+                    source,
+                    str(extra.get("shape", "polygon")),
+                    origin=(report.file, str(ident)),
+                )
             )
             imported = True
     report.regions_imported += imported

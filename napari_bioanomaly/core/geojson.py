@@ -171,10 +171,11 @@ def read_geojson(
             source = "human"
         attributes = _attributes(props, note)
         imported = False
+        origin = (file, str(index))
         for ring in rings:
             for part in geometry.clean_polygon(ring, None, note):
                 record.regions.append(Region(part, label, dict(attributes), score, source,
-                                             unlabelled=unlabelled))  # fmt: skip
+                                             unlabelled=unlabelled, origin=origin))  # fmt: skip
                 imported = True
         report.regions_imported += imported
     report.images = 1

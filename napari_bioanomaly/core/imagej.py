@@ -215,7 +215,12 @@ def read_roi_sets(
                 report.regions_imported += 1
             for part in parts:
                 record.regions.append(
-                    Region(part, label, shape="polygon" if shape != "polyline" else shape)
+                    Region(
+                        part,
+                        label,
+                        shape="polygon" if shape != "polyline" else shape,
+                        origin=(str(path), name),
+                    )
                 )
     report.images = len(dataset.images)
     return dataset, report

@@ -66,6 +66,11 @@ class Region:
         value its class attribute had (``'""'``, ``'{}'``), or ``""`` when it had
         no class attribute: exports write that back instead of the fallback, so
         the user's own attribute never gains a value they did not give.
+    origin
+        ``(file, region)``: the file it was imported from and its index (or key, or
+        id) there, so that a later report about it (clipped to the image once its
+        size is known) names it as the import did; ``None`` for regions drawn or
+        predicted. Not saved, not compared.
     """
 
     polygon: np.ndarray
@@ -76,6 +81,7 @@ class Region:
     shape: str = "polygon"
     class_attribute: str | None = None
     unlabelled: str | None = None
+    origin: tuple[str, str] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         poly = np.asarray(self.polygon, dtype=np.float64)

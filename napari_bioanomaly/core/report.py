@@ -92,12 +92,15 @@ class ImportReport:
         message: str,
         image: str | None = None,
         region: Any = None,
+        file: str | None = None,
     ) -> None:
-        """Record an issue of ``kind`` (one of :data:`ISSUE_KINDS`)."""
+        """Record an issue of ``kind`` (one of :data:`ISSUE_KINDS`); ``file``: the file it
+        is in when not this report's own (one file of a folder)."""
         if kind not in ISSUE_KINDS:
             raise ValueError(f"unknown issue kind {kind!r}")
+        where = self.file if file is None else file
         self.issues.append(
-            ImportIssue(kind, message, self.file, image, None if region is None else str(region))
+            ImportIssue(kind, message, where, image, None if region is None else str(region))
         )
 
     def counts(self) -> Counter[str]:

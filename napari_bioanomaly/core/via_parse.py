@@ -244,7 +244,7 @@ class _Parser:
             self.report.add(kind, message, image, index)
 
         # polygons are checked together in finish(), much faster than one by one
-        fields = (label, rest, score, source, shape, class_attr, unlabelled)
+        fields = (label, rest, score, source, shape, class_attr, unlabelled, str(index))
         self.pending.append((record, points, note, fields))
 
     def finish(self) -> None:
@@ -254,12 +254,12 @@ class _Parser:
         for (record, _, _, fields), parts in zip(pending, cleaned, strict=True):
             if not parts:
                 continue
-            label, rest, score, source, shape, class_attr, unlabelled = fields
+            label, rest, score, source, shape, class_attr, unlabelled, index = fields
             self.report.regions_imported += 1
+            origin = (self.report.file, index)
             for part in parts:
-                record.regions.append(
-                    Region(part, label, dict(rest), score, source, shape, class_attr, unlabelled)
-                )
+                record.regions.append(Region(part, label, dict(rest), score, source, shape,
+                                             class_attr, unlabelled, origin))  # fmt: skip
 
     def split_attributes(
         self, attrs: dict[str, Any], image: str, index: Any

@@ -377,6 +377,42 @@ def test_vertices_outside_the_image_are_clipped_once_the_size_is_known(tmp_path)
     assert report.regions_imported == 1
 
 
+def test_every_message_names_the_region_by_its_index_in_the_file(tmp_path):
+    """Clipping happens once the image is read, after points were skipped and polygons
+    split: it still names the region as the file numbers it, and the file it is in."""
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((50, 60), np.uint16))
+    point = {"shape_attributes": {"name": "point", "cx": 5, "cy": 5},
+             "region_attributes": {"class": "dust"}}  # fmt: skip
+    bowtie = polygon([0, 10, 0, 10], [0, 0, 10, 10], **{"class": "dust"})  # splits in two
+    edge = polygon([40, 70, 70, 40], [40, 40, 45, 45], **{"class": "dust"})
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps(via2_export([point, point, bowtie, edge], "a.tif")))
+    _, report = annotations.load(path)
+    where = {(i.kind, i.region, i.file) for i in report.issues if i.region is not None}
+    assert ("skipped", "0", str(path)) in where and ("skipped", "1", str(path)) in where
+    assert ("split", "2", str(path)) in where
+    clipped = [(i.region, i.file) for i in report.issues if i.kind == "clipped"]
+    assert clipped == [("3", str(path))]
+
+    # GeoJSON read as one file of a folder: the file, not the folder, and the feature index
+    folder = tmp_path / "qp"
+    folder.mkdir()
+    tifffile.imwrite(folder / "a.tif", np.zeros((50, 60), np.uint16))
+    features = [
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [5, 5]}},
+        {"type": "Feature", "geometry": {"type": "MultiPolygon", "coordinates": [
+            [[[1, 1], [5, 1], [5, 5], [1, 1]]], [[[10, 10], [15, 10], [15, 15], [10, 10]]]]}},
+        {"type": "Feature", "geometry": {"type": "LineString", "coordinates": [[0, 0], [90, 40]]}},
+    ]  # fmt: skip
+    (folder / "a.geojson").write_text(json.dumps({"type": "FeatureCollection",
+                                                  "features": features}))  # fmt: skip
+    _, report = annotations.open_dataset(folder)
+    clipped = [(i.region, i.file) for i in report.issues if i.kind == "clipped"]
+    assert clipped == [("2", str(folder / "a.geojson"))]
+
+
 def test_image_paths_cannot_escape_the_dataset_folder(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "secret.png").write_bytes(b"not really")

@@ -543,14 +543,20 @@ def save(
     if fmt == "via-project":
         data = via.to_via_project(dataset)
         return [write_json(path, data, check_finite=False)], via.export_warnings(dataset)
+    unread = sum(len(im.unread) for im in dataset.images)
+    left_out = (
+        [f"{counted(unread, 'region')} of the VIA file that were not imported (points, "
+         "shapes of no area, ...; the import report names them) are not written"]
+        if unread else []
+    )  # fmt: skip
     if fmt == "coco":
         data, warnings = coco.to_coco(dataset)
-        return [write_json(path, data, check_finite=False)], warnings
+        return [write_json(path, data, check_finite=False)], warnings + left_out
     writers = {"masks": write_label_masks, "imagej": imagej.write_roi_sets,
                "geojson": geojson.write_geojson}  # fmt: skip
     if fmt in writers:
         written, warnings = writers[fmt](dataset, path)
-        return written, warnings + per_image_losses(dataset, fmt)
+        return written, warnings + per_image_losses(dataset, fmt) + left_out
     raise BioAnomalyError(
         f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}"
     )

@@ -130,6 +130,10 @@ class ImageRecord:
         The image's anomalies.
     size
         File size in bytes as VIA records it (``-1`` when unknown).
+    unread
+        Regions of a VIA file that were not imported (a point, a shape of no area, an
+        entry that is not a region), as the file held them: written back unchanged when
+        the dataset is saved as VIA, so that saving loses none of them.
     """
 
     filename: str
@@ -139,6 +143,7 @@ class ImageRecord:
     regions: list[Region] = field(default_factory=list)
     size: int = -1
     reviewed: bool = False
+    unread: list[Any] = field(default_factory=list)
 
     @property
     def via_key(self) -> str:

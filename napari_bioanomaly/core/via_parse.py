@@ -164,7 +164,7 @@ class _Parser:
         self.report = report
         self.images: dict[str, ImageRecord] = {}
         self.class_sources: dict[str, int] = {}
-        self.pending: list[tuple[ImageRecord, np.ndarray, Any, tuple[Any, ...]]] = []
+        self.pending: list[tuple[ImageRecord, np.ndarray, Any, tuple[Any, ...], Any]] = []
         #: regions with no class attribute at all (reported once, in :meth:`dataset`)
         self.unlabelled = 0
         #: class attributes whose values were checkbox objects, with the option ids seen
@@ -218,9 +218,11 @@ class _Parser:
         points: np.ndarray | None,
         attributes: Any,
         in_range: bool = False,
+        raw: Any = None,
     ) -> None:
         """Count a region found in the file and import it if it has a polygon (``in_range``:
-        its coordinates are known to be finite and in range)."""
+        its coordinates are known to be finite and in range; ``raw``: the region as the
+        file held it, kept in :attr:`~.model.ImageRecord.unread` if it is not imported)."""
         if record is None:
             return
         image = record.filename
@@ -245,14 +247,16 @@ class _Parser:
 
         # polygons are checked together in finish(), much faster than one by one
         fields = (label, rest, score, source, shape, class_attr, unlabelled, str(index))
-        self.pending.append((record, points, note, fields))
+        self.pending.append((record, points, note, fields, raw))
 
     def finish(self) -> None:
         """Validate the pending polygons in one batch and attach the regions, in file order."""
         pending, self.pending = self.pending, []
         cleaned = geometry.clean_polygons([p[1] for p in pending], [p[2] for p in pending])
-        for (record, _, _, fields), parts in zip(pending, cleaned, strict=True):
+        for (record, _, _, fields, raw), parts in zip(pending, cleaned, strict=True):
             if not parts:
+                if raw is not None:
+                    record.unread.append(raw)
                 continue
             label, rest, score, source, shape, class_attr, unlabelled, index = fields
             self.report.regions_imported += 1
@@ -425,15 +429,25 @@ class _Parser:
         if not isinstance(entry, dict):
             self.report.shapes["missing"] += 1
             self.report.add("skipped", "region is not an object", image, index)
+            if record is not None:
+                record.unread.append(entry)
             return
         self._where = (image, index)
         shape, points = self.shape_points(entry.get("shape_attributes"), image, index)
+        queued = len(self.pending)
         # a polygon's vertices were checked as they were read (_vertices)
         self.add_region(record, index, shape, points, entry.get("region_attributes", {}),
-                        in_range=shape == "polygon")  # fmt: skip
+                        in_range=shape == "polygon", raw=entry)  # fmt: skip
+        if record is not None and len(self.pending) == queued:
+            record.unread.append(entry)  # not imported: kept as it was, to be written back
 
     def dataset(self) -> Dataset:
         self.finish()
+        unread = sum(len(im.unread) for im in self.images.values())
+        if unread:
+            self.report.add("file", f"{unread} region(s) not imported (see 'skipped') are "
+                            "kept as they are: saved with the dataset as VIA, left out of "
+                            "other formats")  # fmt: skip
         if self.unlabelled:
             self.report.add("class", f"{self.unlabelled} region(s) have no class attribute: "
                             f"shown as {FALLBACK_CLASS!r}, written back without one")  # fmt: skip

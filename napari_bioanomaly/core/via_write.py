@@ -133,7 +133,8 @@ def image_entry(
                 "region_attributes": _region_attributes(r, class_attribute, checkboxes),
             }
             for r, xy in zip(im.regions, polygons, strict=True)
-        ],
+        ]
+        + list(im.unread),  # regions not imported, as the file held them
         "file_attributes": file_attrs,
     }
 

@@ -347,3 +347,22 @@ def test_qc_save_on_an_imported_coco_file_keeps_its_edits_and_its_folder_annotat
     dataset, _ = annotations.open_dataset(dataset_dir, read_images=False)
     assert dataset.image(first).regions == []
     assert json.loads(coco.read_text())["annotations"]  # the import itself untouched
+
+
+def test_regions_the_import_skips_are_saved_back_as_they_were(dataset_dir):
+    path = dataset_dir / "annotations.json"
+    project = json.loads(path.read_text())
+    entries = list(project["_via_img_metadata"].values())
+    point = {"shape_attributes": {"name": "point", "cx": 5, "cy": 6},
+             "region_attributes": {"type": "dust"}}  # fmt: skip
+    entries[0]["regions"].append(point)
+    path.write_text(json.dumps(project))
+    s = AnnotationSession.open(dataset_dir)
+    assert any("point skipped" in str(i) for i in s.report.issues)
+    n = len(s.dataset.images[0].regions)
+    s.go_to(0)
+    s.set_regions(s.image.regions[:1])  # edit the image with the point
+    s.save()
+    regions = saved(dataset_dir)[entries[0]["filename"]]["regions"]
+    assert len(regions) == 2 and n > 1
+    assert regions[-1] == point  # not shown, not lost

@@ -10,7 +10,7 @@ import pytest
 
 from napari_bioanomaly.core import annotations
 from napari_bioanomaly.core.model import FormatError
-from napari_bioanomaly.core.via import ImportOptions, detect_format, read_via
+from napari_bioanomaly.core.via import ImportOptions, detect_format, read_via, to_via_project
 from tests.conftest import shared_file
 
 
@@ -345,8 +345,18 @@ def test_malformed_regions_are_reported_and_the_rest_loads():
         "region 7: degenerate polygon",
     ):
         assert expected in text
-    per_region = [w for w in report.warnings if "have no class attribute" not in w]
+    per_region = [w for w in report.warnings
+                  if "have no class attribute" not in w and "kept as they are" not in w]  # fmt: skip
     assert all(w.startswith("[") and "bad.json, image 'a.png'" in w for w in per_region)
+    # the 7 regions not imported stay as they were, written back when the file is saved
+    skipped = [regions[i] for i in (0, 1, 3, 4, 5, 6, 7)]
+    assert sorted(map(repr, dataset.images[0].unread)) == sorted(map(repr, skipped))
+    assert "7 region(s) not imported (see 'skipped') are kept as they are" in text
+    written = to_via_project(dataset)["_via_img_metadata"]
+    again = next(iter(written.values()))["regions"]
+    assert [r for r in again if r in skipped] == dataset.images[0].unread
+    back, report_again = read_via(written)
+    assert report_again.counts()["skipped"] == 7 and len(back.regions) == 4
 
 
 def test_non_via_json_gives_one_clear_error(write_json):

@@ -212,15 +212,19 @@ def _umask() -> int:
 
 
 def atomic_write(
-    path: str | os.PathLike[str], write: bytes | Callable[[IO[bytes]], object]
+    path: str | os.PathLike[str],
+    write: bytes | Callable[[IO[bytes]], object],
+    backup: bool = True,
 ) -> Path:
     """Write a file so that readers only ever see the old or the new version.
 
     ``write`` is the file's bytes, or a function that receives a binary file object of a
     temporary file in the same folder and writes into it; that file is flushed and fsynced,
-    the previous file (if any) is copied to :func:`backup_path`, then the temporary file
-    replaces the target with ``os.replace`` (atomic on POSIX and Windows). On any error the
-    target is left untouched and the temporary file removed.
+    the previous file (if any) is copied to :func:`backup_path` (unless ``backup`` is
+    false: a file rewritten several times by one run keeps as its backup the file from
+    before the run), then the temporary file replaces the target with ``os.replace``
+    (atomic on POSIX and Windows). On any error the target is left untouched and the
+    temporary file removed.
     """
     path = Path(path)
     if path.is_dir():
@@ -236,7 +240,8 @@ def atomic_write(
             fh.flush()
             os.fsync(fh.fileno())
         if path.exists():
-            _atomic_copy(path, backup_path(path))
+            if backup:
+                _atomic_copy(path, backup_path(path))
             os.chmod(tmp, path.stat().st_mode & 0o7777)
         else:
             os.chmod(tmp, 0o666 & ~_umask())

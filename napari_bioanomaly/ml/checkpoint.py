@@ -315,12 +315,13 @@ def last_path(out: Path) -> Path:
     return out.with_name(out.stem + ".last" + out.suffix)
 
 
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
-    """Write a checkpoint atomically (the previous file is kept as ``.bak``)."""
+def save_checkpoint(path: Path, payload: dict[str, Any], backup: bool = True) -> Path:
+    """Write a checkpoint atomically (the previous file is kept as ``.bak`` unless
+    ``backup`` is false: see :func:`~napari_bioanomaly.core.fileio.atomic_write`)."""
     buf = io.BytesIO()
     torch.save(payload, buf)
     raw = buf.getvalue()
-    return atomic_write(path, raw)
+    return atomic_write(path, raw, backup)
 
 
 def checkpoint_payload(

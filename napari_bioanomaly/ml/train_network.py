@@ -247,6 +247,15 @@ def _train(
 
     last = last_path(out)
     best_path: Path | None = out if out.exists() and resume is not None else None
+    written: set[Path] = set()
+
+    def save(path: Path, state: dict[str, Any]) -> Path:
+        """Write a checkpoint of this run; only a file from before the run is backed up
+        (as ``.bak``), not this run's own earlier writes of it."""
+        saved = save_checkpoint(path, state, backup=path not in written)
+        written.add(path)
+        return saved
+
     step_times: list[float] = []
     data_times: list[float] = []
     epoch = start_epoch
@@ -261,7 +270,7 @@ def _train(
         while step < steps:
             if dist.any(cancel.is_set()):  # a cancel on any process stops them all
                 if dist.main:
-                    save_checkpoint(last, payload(epoch - 1))
+                    save(last, payload(epoch - 1))
                 cancelled = True
                 break
             t0 = time.perf_counter()
@@ -367,9 +376,9 @@ def _train(
         if best_f1 is None or score > best_f1:
             best_f1, best_epoch, best_label = score, epoch, name
             if dist.main:
-                best_path = save_checkpoint(out, payload(epoch))
+                best_path = save(out, payload(epoch))
         if dist.main:
-            save_checkpoint(last, payload(epoch))
+            save(last, payload(epoch))
         yield TrainEvent(
             "epoch", epoch, plan["epochs"], steps, steps,
             loss=record["loss"],
@@ -425,7 +434,7 @@ def _train(
         best_state["operating_point"] = point.to_dict()
         if tta_point is not None:
             best_state["operating_point_tta"] = tta_point.to_dict()
-        best_path = save_checkpoint(out, best_state)
+        best_path = save(out, best_state)
     kept_best = dist.main and best_path is not None
     return TrainResult(
         best_path,

@@ -393,6 +393,17 @@ def test_resume_continues_the_history(dataset, tmp_path):
         drain(train(dataset, TINY.replace(model="forest"), tmp_path / "f.pt", resume=first.last))
 
 
+def test_a_run_backs_up_only_the_files_from_before_it(dataset, tmp_path):
+    # the best and last states are rewritten every epoch: a first run leaves no .bak
+    drain(train(dataset, TINY, tmp_path / "b.pt"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.last.pt", "b.pt"]
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    # a second run to the same file keeps the first run's files, not its own epochs
+    drain(train(dataset, TINY, tmp_path / "b.pt"))
+    assert (tmp_path / "b.pt.bak").read_bytes() == before["b.pt"]
+    assert (tmp_path / "b.last.pt.bak").read_bytes() == before["b.last.pt"]
+
+
 def test_maskrcnn_trains_a_few_steps_with_one_channel(dataset, tmp_path):
     model = models.build("maskrcnn", 3, 64)
     assert model.backbone.body.conv1.in_channels == 1

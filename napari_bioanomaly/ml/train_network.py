@@ -20,6 +20,7 @@ import torch
 
 from ..core import operating
 from ..core.model import BioAnomalyError
+from ..core.text import counted
 from . import data, models
 from .averaging import WeightAverage
 from .checkpoint import (
@@ -77,6 +78,50 @@ def _setup_text(device: torch.device, batch: int, tile: int, workers: int, world
     )
     each = ", each on" if world > 1 else ":"
     return f"training on {where}{each} batches of {batch} tiles of {tile} px, {drawn}"
+
+
+def _earlier_candidates(resume: Path, out: Path) -> list[Path]:
+    """Where the best model of the run that ``resume`` (``X.last.pt``) continues may be:
+    ``out``, then ``X.pt`` beside it."""
+    paths = [out]
+    if resume.stem.endswith(".last"):
+        paths.append(resume.with_name(resume.stem[: -len(".last")] + resume.suffix))
+    return list(dict.fromkeys(paths))
+
+
+def _earlier_text(resume: Path, out: Path) -> str:
+    return "looked for " + " and ".join(str(p) for p in _earlier_candidates(resume, out))
+
+
+def _earlier_best(ckpt: dict[str, Any], resume: Path, out: Path) -> Path | None:
+    """The best model file of the run that ``ckpt`` (read from ``resume``) continues: one
+    of :func:`_earlier_candidates` that holds the weights of its best epoch (same model,
+    classes, epoch and history up to it); None where none does."""
+    epoch = ckpt.get("best_epoch")
+    if not isinstance(epoch, int) or epoch < 0:
+        return None
+    history = list(ckpt.get("history", []))[: epoch + 1]
+    for path in _earlier_candidates(resume, out):
+        if not path.is_file() or path.resolve() == resume.resolve():
+            continue
+        try:
+            best = load_checkpoint(path)
+        except BioAnomalyError:
+            continue
+        if (
+            best.get("epoch") == epoch
+            and best["config"]["model"] == ckpt["config"]["model"]
+            and list(best["classes"]) == list(ckpt["classes"])
+            and list(best.get("history", []))[: epoch + 1] == history
+        ):
+            return path
+    return None
+
+
+def _score_text(score: float | None, label: str) -> str:
+    if score is None:
+        return "n/a"
+    return f"{-score:.4f}" if label.endswith("loss") else f"{score:.3f}"
 
 
 def _optimise(
@@ -149,6 +194,7 @@ def _train(
     global_batch = config.batch
     assert global_batch is not None, "train() sets the batch a run asks none of"
     device = dist.device_for(device, global_batch)
+    resume = None if resume is None else Path(resume)
     ckpt = None if resume is None else load_checkpoint(resume)
     if ckpt is not None:
         if ckpt["config"]["model"] != config.model or list(ckpt["classes"]) != classes:
@@ -207,6 +253,11 @@ def _train(
         start_epoch = int(ckpt.get("epoch", -1)) + 1
         best_f1 = ckpt.get("best_f1")
         best_epoch = int(ckpt.get("best_epoch", start_epoch - 1))
+        if start_epoch >= plan["epochs"]:
+            raise BioAnomalyError(
+                f"{resume}: its {counted(start_epoch, 'epoch')} are done; to train on, ask for "
+                f"more (--epochs {start_epoch + 1} or more)"
+            )
     batch = global_batch // dist.world  # per process
     drawn = start_epoch * steps * global_batch  # global tiles drawn so far
     workers = loader_workers(config.num_workers, device, dist.local_world)
@@ -224,7 +275,7 @@ def _train(
     criterion = operating.criterion_for([inst for _, _, inst in val_tiles])
     val_tiles = val_tiles[dist.rank :: dist.world]  # each process validates its share
     label = score_label(config.model, criterion)
-    best_label = label
+    best_label = label if ckpt is None else str(ckpt.get("best_label", label))
 
     def kept() -> torch.nn.Module:
         return model if average is None else average.module
@@ -246,7 +297,14 @@ def _train(
         }
 
     last = last_path(out)
-    best_path: Path | None = out if out.exists() and resume is not None else None
+    # the file of the best weights so far: a resumed run's earlier best, where it is found
+    # (the .last.pt file holds the last weights, not the best)
+    best_path = None if ckpt is None or resume is None else _earlier_best(ckpt, resume, out)
+    # the score, epoch and label of the weights at best_path: the best so far unless the
+    # resumed run's best was not found (then the best epoch of this run is kept)
+    kept_f1, kept_epoch, kept_label = (
+        (best_f1, best_epoch, best_label) if best_path is not None else (None, -1, label)
+    )
     written: set[Path] = set()
 
     def save(path: Path, state: dict[str, Any]) -> Path:
@@ -375,6 +433,8 @@ def _train(
         )
         if best_f1 is None or score > best_f1:
             best_f1, best_epoch, best_label = score, epoch, name
+        if kept_f1 is None or score > kept_f1:
+            kept_f1, kept_epoch, kept_label = score, epoch, name
             if dist.main:
                 best_path = save(out, payload(epoch))
         if dist.main:
@@ -402,6 +462,15 @@ def _train(
     # chosen on the validation images (a usable model), not its point for averaged maps
     final_epoch = epoch - 1
     point = tta_point = None
+    if resume is not None and kept_epoch != best_epoch and best_path is not None:
+        yield TrainEvent(
+            "warning", final_epoch, plan["epochs"], steps, steps,
+            message=f"the best epoch so far, epoch {best_epoch + 1} ({best_label} "
+            f"{_score_text(best_f1, best_label)}), came before {resume}, which holds the "
+            f"last weights only, and its model file was not found ({_earlier_text(resume, out)}"
+            f"): kept the best epoch of this run instead, epoch {kept_epoch + 1} "
+            f"({kept_label} {_score_text(kept_f1, kept_label)})",
+        )  # fmt: skip
     if dist.main and best_path is not None:
         state = load_checkpoint(best_path)
         model.load_state_dict(state["state_dict"])  # the kept (averaged) weights of the best
@@ -431,6 +500,8 @@ def _train(
                 )  # fmt: skip
         # the .last.pt checkpoint (for resuming) keeps its own state; the best gets the point
         best_state = {**payload(best_state_epoch), "history": history}
+        # what the kept weights scored (not the earlier best, when that was not found)
+        best_state.update(best_f1=kept_f1, best_epoch=kept_epoch, best_label=kept_label)
         best_state["operating_point"] = point.to_dict()
         if tta_point is not None:
             best_state["operating_point_tta"] = tta_point.to_dict()
@@ -440,10 +511,10 @@ def _train(
         best_path,
         last,
         history,
-        best_f1,
+        kept_f1,
         cancelled,
         str(device),
-        best_label,
+        kept_label,
         point if kept_best else None,
         tta_point if kept_best else None,
     )

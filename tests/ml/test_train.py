@@ -404,6 +404,33 @@ def test_a_run_backs_up_only_the_files_from_before_it(dataset, tmp_path):
     assert (tmp_path / "b.last.pt.bak").read_bytes() == before["b.last.pt"]
 
 
+def test_a_resumed_run_writes_the_best_model_to_its_own_file(dataset, tmp_path):
+    # a learning rate this small cannot change the validation score: no epoch beats the first
+    cfg = TINY.replace(lr=1e-12)
+    _, first = drain(train(dataset, cfg, tmp_path / "a.pt"))
+    events, resumed = drain(train(dataset, cfg.replace(epochs=3), tmp_path / "new.pt",
+                                  resume=first.last))  # fmt: skip
+    # the .last.pt holds the last weights; the earlier best (a.pt beside it) is the best
+    assert resumed.best == tmp_path / "new.pt"
+    best, earlier = load_checkpoint(resumed.best), load_checkpoint(first.best)
+    assert best["epoch"] == earlier["epoch"] == 0 and resumed.best_f1 == first.best_f1
+    assert all(torch.equal(best["state_dict"][k], v) for k, v in earlier["state_dict"].items())
+    assert best["operating_point"] and len(best["history"]) == 3
+    assert not [e for e in events if e.kind == "warning"]
+    # without that file the best epoch of the resumed run is kept, and the run says so
+    (tmp_path / "a.pt").unlink()
+    events, again = drain(train(dataset, cfg.replace(epochs=4), tmp_path / "b.pt",
+                                resume=first.last))  # fmt: skip
+    assert again.best == tmp_path / "b.pt" and load_checkpoint(again.best)["epoch"] == 2
+    assert again.best_f1 == again.history[2]["val_score"]
+    warning = next(e.message for e in events if e.kind == "warning")
+    assert "the best epoch so far, epoch 1 (" in warning and f"{tmp_path / 'a.pt'}" in warning
+    assert "kept the best epoch of this run instead, epoch 3 (" in warning
+    # a run with no epoch left to train says so instead of writing nothing
+    with pytest.raises(BioAnomalyError, match=r"a\.last\.pt: its 2 epochs are done.*--epochs 3"):
+        drain(train(dataset, cfg, tmp_path / "c.pt", resume=first.last))
+
+
 def test_maskrcnn_trains_a_few_steps_with_one_channel(dataset, tmp_path):
     model = models.build("maskrcnn", 3, 64)
     assert model.backbone.body.conv1.in_channels == 1
@@ -498,6 +525,15 @@ def test_cli_train(train_dir, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 0 and "best model" in out and "epoch 1/1" in err
     assert load_checkpoint(tmp_path / "cli.pt")["config"]["tile"] == 64
+    # resumed into a new file, with no epoch beating the earlier best: that best is written
+    resumed = tmp_path / "resumed.pt"
+    code = main(["train", "--annotations", str(train_dir / "annotations.json"), "--out",
+                 str(resumed), "--resume", str(tmp_path / "cli.last.pt"), "--epochs", "2",
+                 "--steps", "1", "--tile", "64", "--batch", "2"])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0 and "epoch 2/2" in err
+    assert out.strip().endswith(f"): {resumed}; last state: {tmp_path / 'resumed.last.pt'}")
+    assert load_checkpoint(resumed)["epoch"] in (0, 1)
     code = main(
         ["train", "--annotations", str(tmp_path / "nope.json"), "--out", str(tmp_path / "x.pt")]
     )

@@ -33,8 +33,9 @@ def _progress_line(event: Any) -> str:
     if event.loss is not None:
         parts.append(f"loss {event.loss:.4f}")
     if event.kind == "epoch":
-        if event.val_f1 is not None:
-            parts.append(f"val F1 {event.val_f1:.3f}  val IoU {event.val_iou:.3f}")
+        scores = event.score_text()
+        if scores:
+            parts.append(scores)
         if event.val_loss is not None:
             parts.append(f"val loss {event.val_loss:.4f}")
     else:

@@ -43,6 +43,10 @@ class TrainEvent:
     validation, with the validation fields set), ``"status"`` (``message`` says
     what the run is doing, e.g. calibrating) or ``"warning"`` (``message``
     says what happened, e.g. the batch was halved after running out of memory).
+
+    ``val_score`` is the score the best model is chosen by, named by ``score_label``
+    (:func:`score_label`, as :meth:`TrainResult.best_text` names it); ``val_f1`` is the
+    instance F1 alone, one of its parts.
     """
 
     kind: str
@@ -62,6 +66,30 @@ class TrainEvent:
     message: str = ""
     val_auc: float | None = None
     val_pixel_auc: float | None = None
+    val_score: float | None = None
+    score_label: str = ""
+
+    def score_text(self) -> str:
+        """The validation scores of an epoch event, e.g. "validation F1 (mean of instance
+        and pixel F1) 0.188 (instance F1 0.026, pixel IoU 0.212)"; "" without them."""
+        parts = []
+        if self.val_f1 is not None:
+            parts.append(f"instance F1 {self.val_f1:.3f}")
+        if self.val_iou is not None:
+            parts.append(f"pixel IoU {self.val_iou:.3f}")
+        if self.val_score is not None:
+            label = self.score_label or VAL_F1
+            return f"{label} {self.val_score:.3f}" + (f" ({', '.join(parts)})" if parts else "")
+        if self.val_auc is not None or self.val_pixel_auc is not None:
+            auc = [f"validation image ROC-AUC {_num(self.val_auc)}"]
+            if self.val_pixel_auc is not None:
+                auc.append(f"pixel AUROC {self.val_pixel_auc:.3f}")
+            return ", ".join(auc)
+        return ", ".join(f"validation {p}" for p in parts)
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 @dataclass

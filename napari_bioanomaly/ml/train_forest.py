@@ -143,7 +143,8 @@ def train_forest(
                    operating_point=point.to_dict())  # fmt: skip
     best = save_checkpoint(out, payload)
     last = save_checkpoint(last_path(out), payload)
-    yield TrainEvent("epoch", 0, 1, total, total, val_f1=val_f1, val_iou=val_iou)
+    yield TrainEvent("epoch", 0, 1, total, total, val_f1=val_f1, val_iou=val_iou,
+                     val_score=val_score, score_label=label)  # fmt: skip
     return TrainResult(best, last, history, val_score, False, "cpu", label, point)
 
 

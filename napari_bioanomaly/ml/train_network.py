@@ -447,6 +447,8 @@ def _train(
             val_f1=val_f1,
             lr=record["lr"],
             batch=batch,
+            val_score=val_score,
+            score_label=label,
         )  # fmt: skip
         epoch += 1
         waited = epoch - 1 - best_epoch

@@ -239,12 +239,9 @@ def _num(value: float | None, fmt: str = ".3f") -> str:
 
 def epoch_text(event: Any) -> str:
     """Status line after a validation."""
-    head = f"Epoch {event.epoch + 1}/{event.epochs}: loss {_num(event.loss, '.4f')}, "
-    if event.val_f1 is None and (event.val_auc is not None or event.val_pixel_auc is not None):
-        return head + (
-            f"validation image AUC {_num(event.val_auc)}, pixel AUC {_num(event.val_pixel_auc)}"
-        )
-    return head + f"validation F1 {_num(event.val_f1)}, IoU {_num(event.val_iou)}"
+    head = f"Epoch {event.epoch + 1}/{event.epochs}: loss {_num(event.loss, '.4f')}"
+    scores = event.score_text()
+    return f"{head}, {scores}" if scores else head
 
 
 def step_text(event: Any) -> str:

@@ -10,10 +10,14 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..ml.events import SCORE_LABELS, VAL_F1
+
 
 class LossPlot(QWidget):
-    """Training loss (per step), validation loss and F1 (per epoch; image ROC-AUC for the
-    unsupervised models), drawn with QPainter.
+    """Training loss (per step), validation loss and the validation score the best model
+    is chosen by (per epoch, named as the run names it: the mean of instance and pixel F1,
+    pixel F1 for thin structures, image ROC-AUC for the unsupervised models), drawn with
+    QPainter.
 
     Redraws at most five times a second, however fast events come.
     """
@@ -30,7 +34,7 @@ class LossPlot(QWidget):
         self.loss: list[tuple[float, float]] = []  # (epoch position, value)
         self.val_loss: list[tuple[float, float]] = []
         self.val_f1: list[tuple[float, float]] = []
-        self.score_label = "val F1 (right)"
+        self.score_label = "validation score (right)"
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(200)
@@ -47,11 +51,12 @@ class LossPlot(QWidget):
         elif event.kind == "epoch":
             if event.val_loss is not None:
                 self.val_loss.append((event.epoch + 1, event.val_loss))
-            if event.val_f1 is not None:
-                self.val_f1.append((event.epoch + 1, event.val_f1))
-            elif getattr(event, "val_auc", None) is not None:
+            if event.val_score is not None:
+                self.val_f1.append((event.epoch + 1, event.val_score))
+                self.score_label = f"{event.score_label or VAL_F1} (right)"
+            elif event.val_auc is not None:
                 self.val_f1.append((event.epoch + 1, event.val_auc))
-                self.score_label = "val AUC (right)"
+                self.score_label = f"{SCORE_LABELS['memory']} (right)"
         if not self._timer.isActive():
             self._timer.start()
 
@@ -63,7 +68,7 @@ class LossPlot(QWidget):
         p.drawRect(rect)
         points = self.loss + self.val_loss + self.val_f1
         if not points:
-            p.drawText(rect, Qt.AlignmentFlag.AlignCenter, "loss and validation F1 appear here")
+            p.drawText(rect, Qt.AlignmentFlag.AlignCenter, "loss and validation score appear here")
             return
         x_max = max(x for x, _ in points) or 1.0
         losses = [v for _, v in self.loss + self.val_loss]
@@ -95,14 +100,13 @@ class LossPlot(QWidget):
         p.drawText(QPointF(rect.left(), rect.bottom() + 16), "0")
         p.drawText(QPointF(rect.right() - 40, rect.bottom() + 16), f"epoch {x_max:.0f}")
         x = rect.left() + 30
-        for name, label in (
-            ("loss", "loss"),
-            ("val_loss", "val loss"),
-            ("val_f1", self.score_label),
-        ):
+        for name, label in (("loss", "loss"), ("val_loss", "val loss")):
             p.setPen(QColor(self.COLORS[name]))
             p.drawText(QPointF(x, rect.top() + 14), label)
             x += 12 + 7 * len(label)
+        # the score's name is long (as the run's result names it): a line of its own
+        p.setPen(QColor(self.COLORS["val_f1"]))
+        p.drawText(QPointF(rect.left() + 30, rect.top() + 28), self.score_label)
 
     @staticmethod
     def _smooth(values: list[tuple[float, float]], n: int = 10) -> list[tuple[float, float]]:

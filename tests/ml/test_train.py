@@ -524,6 +524,11 @@ def test_cli_train(train_dir, tmp_path, capsys):
     )
     out, err = capsys.readouterr()
     assert code == 0 and "best model" in out and "epoch 1/1" in err
+    # the epoch's line shows the score the best model is chosen by, as the result names it
+    best = out.split("best model (")[1].split(";")[0]
+    assert best.startswith("validation F1 (mean of instance and pixel F1) 0.")
+    epoch_line = next(line for line in err.splitlines() if line.startswith("epoch 1/1"))
+    assert f"  {best} (instance F1 0." in epoch_line
     assert load_checkpoint(tmp_path / "cli.pt")["config"]["tile"] == 64
     # resumed into a new file, with no epoch beating the earlier best: that best is written
     resumed = tmp_path / "resumed.pt"

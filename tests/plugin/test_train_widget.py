@@ -39,6 +39,11 @@ def test_train_in_a_worker_and_see_the_plot(widgets, qtbot):
     wait_for_job(qtbot, train, 180_000)
     assert train.result is not None and not train.result.cancelled
     assert len(train.plot.loss) == 6 and len(train.plot.val_loss) == 2
+    # the plotted score is the one the best model was chosen by, and named as it is
+    history = train.result.history
+    assert [v for _, v in train.plot.val_f1] == [h["val_score"] for h in history]
+    assert train.plot.score_label == f"{train.result.best_label} (right)"
+    assert max(h["val_score"] for h in history) == train.result.best_f1
     assert "Finished" in train.status.text()
     # the best score named by what it is, and the operating point prediction will use
     assert "best validation F1 (mean of instance and pixel F1) 0." in train.status.text()

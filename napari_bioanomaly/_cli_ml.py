@@ -451,6 +451,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             writer.writerow([row["image"], *row["group"].values(), *[row[k] for k in keys[1:]]])
         data = buf.getvalue().encode("utf-8")
         atomic_write(args.csv, data)
+    # excluded images are in none of the outputs: not the tables, the plot nor a summary
+    leaving = (
+        f"excluding {args.group_by or 'group'} {', '.join(excluded)}: "
+        f"{counted(len(result.excluded_images), 'image')}"
+        if excluded
+        else ""
+    )
     if args.plot:
         from .plots import save_curves
 
@@ -459,7 +466,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             [1 if r["n_gt"] else 0 for r in rows],
             [r["score"] for r in rows],
             args.image_threshold,
-            f"{Path(args.pred).name} vs {Path(args.gt).name}",
+            f"{Path(args.pred).name} vs {Path(args.gt).name}"
+            + (f" ({leaving})" if leaving else ""),
         )
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
@@ -483,7 +491,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"FN {study['false_negatives']})"
         )
 
-    print(line("all" + (f" (excluding {', '.join(excluded)})" if excluded else ""), result.summary))
+    print(line("all" + (f" ({leaving})" if leaving else ""), result.summary))
     im = result.image_level
     fmt = _fmt
     print(

@@ -277,7 +277,8 @@ class Report:
 
     ``summary``: the dataset's figures (:func:`summarise`: counts, precision, recall,
     F1, mean and pixel IoU, the study scoring); ``rows``: one :class:`ImageScore` per
-    image; ``groups``: a summary per value of ``group_by``; ``classes``: per class
+    image scored (not those of excluded groups: ``excluded_images`` names them);
+    ``groups``: a summary per value of ``group_by``; ``classes``: per class
     (:func:`per_class`); ``class_agreement``: of matched regions
     (:func:`class_agreement_summary`); ``image_level``: at the image threshold
     (:func:`image_level`).
@@ -294,6 +295,7 @@ class Report:
     group_by: str | None = None
     excluded: list[str] = field(default_factory=list)
     unmatched_predictions: list[str] = field(default_factory=list)
+    excluded_images: list[str] = field(default_factory=list)
 
     @property
     def f1(self) -> float:
@@ -322,6 +324,7 @@ class Report:
             "score_threshold": self.score_threshold,
             "group_by": self.group_by,
             "excluded": list(self.excluded),
+            "excluded_images": list(self.excluded_images),
             "groups": self.groups,
             "unmatched_predictions": list(self.unmatched_predictions),
         }
@@ -352,8 +355,9 @@ def report(
     """The :class:`Report` of images already scored (``rows[i]`` is ``caches[i]``'s row at
     these thresholds): what ``bioanomaly evaluate`` prints and the Review widget shows.
 
-    Images of excluded groups (values of ``group_by``) are left out of the summary, the
-    groups and the classes, and listed as ``excluded``.
+    Images of excluded groups (values of ``group_by``, listed as ``excluded``) are left
+    out of everything scored: the summary, the groups, the classes, the image level and
+    the rows; ``excluded_images`` names them.
     """
     excluded = set(exclude)
     keep = [not (group_by and r.group[group_by] in excluded) for r in rows]
@@ -364,7 +368,7 @@ def report(
     ]
     return Report(
         summary=summarise(kept),
-        rows=list(rows),
+        rows=kept,
         groups=group_summaries(kept, group_by),
         classes=per_class(kept_caches, iou_threshold, score_threshold),
         class_agreement=class_agreement_summary(matched),
@@ -374,6 +378,7 @@ def report(
         group_by=group_by,
         excluded=sorted(excluded),
         unmatched_predictions=sorted(unmatched_predictions),
+        excluded_images=[r.image for r, k in zip(rows, keep, strict=True) if not k],
     )
 
 

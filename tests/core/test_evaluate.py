@@ -166,6 +166,45 @@ def test_evaluate_cli_json_and_csv(tmp_path, capsys, dataset_dir):
     assert code == 0 and "study: accuracy" in capsys.readouterr().out
 
 
+def test_excluded_groups_are_in_no_output_of_evaluate(tmp_path, capsys, dataset_dir, monkeypatch):
+    from napari_bioanomaly import plots
+    from napari_bioanomaly.core.evaluate import ANOMALY_SCORE
+    from napari_bioanomaly.core.imagemetrics import roc_auc
+
+    gt, _ = annotations.load(dataset_dir / "annotations.json")
+    for im in gt.images[::2]:  # normal images beside the anomalous ones
+        im.regions = []
+    annotations.save(gt, tmp_path / "gt.json", "via")
+    for i, im in enumerate(gt.images):  # image scores that rank the images imperfectly
+        im.regions = [Region(r.polygon, r.label, score=0.9, source="model") for r in im.regions]
+        im.file_attributes[ANOMALY_SCORE] = str((i * 7 % 10) / 10)
+    annotations.save(gt, tmp_path / "pred.json", "via")
+    plotted = {}
+    monkeypatch.setattr(plots, "save_curves",
+                        lambda path, labels, scores, *a: plotted.update(labels=labels, scores=scores))  # fmt: skip
+    argv = [*_evaluate(tmp_path / "gt.json", tmp_path / "pred.json"), "--images",
+            str(dataset_dir), "--group-by", "cell_line", "--exclude", "A549", "--csv", str(tmp_path / "t.csv"), "--plot",
+            str(tmp_path / "c.png")]  # fmt: skip
+    assert main([*argv, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    a549 = [im.filename for im in gt.images if im.file_attributes["cell_line"] == "A549"]
+    kept = len(gt.images) - len(a549)
+    assert a549 and out["n_images"] == out["image_level"]["images"] == kept
+    # the per-image table and the plot hold the images scored, not the excluded ones
+    assert len(out["images"]) == kept and out["excluded_images"] == a549
+    assert {r["group"]["cell_line"] for r in out["images"]} == {"HeLa", "U2OS"}
+    rows = (tmp_path / "t.csv").read_text().splitlines()[1:]
+    assert len(rows) == kept and not [r for r in rows if ",A549," in r]
+    assert len(plotted["labels"]) == kept and 0 < sum(plotted["labels"]) < kept
+    assert roc_auc(plotted["labels"], plotted["scores"]) == pytest.approx(
+        out["image_level"]["roc_auc"]
+    )
+    assert main(argv) == 0
+    assert f"all (excluding cell_line A549: {len(a549)} images): {kept} images" in (
+        capsys.readouterr().out
+    )
+
+
 def test_predictions_of_the_image_folder_pair_with_ground_truth_named_with_its_folder():
     """A model run on ``images/`` names its predictions ``003.png``; the annotation file
     beside that folder says ``images/003.png``: paired where the name without its folder

@@ -380,6 +380,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         predictor, dataset, args.threshold, args.min_area, done=done, heatmaps=args.heatmaps,
         tta=tta, min_peak=args.min_peak,
     )  # fmt: skip
+    failed: list[str] = []  # images not predicted (unreadable): not in the predictions
     try:
         while True:
             event = next(gen)
@@ -389,19 +390,33 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 print(f"note: {event.note}", file=sys.stderr)
             if event.skipped:
                 continue
+            if event.record is None:
+                failed.append(event.image)
+                print(f"{event.index}/{event.total} {event.image}: not predicted",
+                      file=sys.stderr)  # fmt: skip
+                continue
             print(
                 f"{event.index}/{event.total} {event.image}: {counted(event.regions, 'region')}",
                 file=sys.stderr,
             )
-            if event.record is not None:
-                manifest.append(event.record)
+            manifest.append(event.record)
     except StopIteration as stop:
         predictions = stop.value
+    unread = f"{', '.join(failed[:5])}{' and more' if len(failed) > 5 else ''}"
+    if failed and not predictions.images:
+        raise BioAnomalyError(f"no image could be predicted ({counted(len(failed), 'image')}; "
+                              f"see the warnings above: {unread}); {out} not written")  # fmt: skip
+    left_out = (
+        f"; {counted(len(failed), 'image')} not predicted (see the warnings above), left "
+        f"out: {unread}"
+        if failed
+        else ""
+    )
     annotation_files.save(predictions, out, "via")
     manifest.remove()
     print(
         f"{counted(len(predictions.regions), 'predicted region')} on "
-        f"{counted(len(predictions.images), 'image')} -> {out}"
+        f"{counted(len(predictions.images), 'image')} -> {out}{left_out}"
     )
     return 0
 

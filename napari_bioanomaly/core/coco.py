@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from . import geometry
+from .images import unknown_size_text
 from .jsonio import object_at, shallow_attributes
 from .model import Dataset, FormatError, ImageRecord, Region
 from .report import ImportReport
@@ -61,7 +62,8 @@ def to_coco(dataset: Dataset) -> tuple[dict[str, Any], list[str]]:
             ext = [r.polygon.max(axis=0) for r in im.regions] or [np.zeros(2)]
             height, width = (int(np.ceil(v)) for v in np.max(ext, axis=0))
             warnings.append(
-                f"image {im.filename!r}: size unknown (image not found); "
+                f"image {im.filename!r}: size unknown "
+                f"({unknown_size_text(dataset.root, im.filename)}); "
                 f"height x width set to the regions' extent, {height}x{width} px"
             )
         images.append(

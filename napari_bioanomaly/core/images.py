@@ -182,6 +182,23 @@ def _header(path: Path, planes: bool) -> tuple[tuple[int, int], int]:
         raise ImageReadError(f"{path}: cannot read image header ({_reason(exc)})") from None
 
 
+def unknown_size_text(root: str | os.PathLike[str] | None, filename: str) -> str:
+    """Why an image's size is unknown, in words: "image not found", or "image could not be
+    read: " and why (a file that is there but is no image its reader can decode)."""
+    from .paths import resolve_image
+
+    try:
+        path = resolve_image(Path(root or "."), filename)
+        if not path.is_file():
+            return "image not found"
+        image_header(path)
+    except ImageReadError as exc:
+        return f"image could not be read: {str(exc).removeprefix(f'{path}: ')}"
+    except BioAnomalyError as exc:
+        return str(exc)
+    return "image not read"
+
+
 def stack_note(planes: int) -> str:
     """What a user is told of an image file holding ``planes`` planes (> 1)."""
     return f"a stack of {planes} planes (pages): only the first plane is used"

@@ -12,6 +12,7 @@ import numpy as np
 
 from .fileio import atomic_write
 from .geometry import polygon_to_mask
+from .images import unknown_size_text
 from .model import BioAnomalyError, Dataset, ImageRecord
 from .paths import export_paths
 
@@ -22,14 +23,16 @@ MASK_SUFFIX = "_labels.tif"
 CLASS_TABLE = "labels.csv"
 
 
-def label_mask(image: ImageRecord) -> tuple[np.ndarray, int]:
+def label_mask(image: ImageRecord, root: Path | None = None) -> tuple[np.ndarray, int]:
     """Instance-label image of one image's regions, and the overlapping pixel count.
 
     Region ``i`` (in image order) gets label ``i + 1``; where regions overlap
     the later one wins. The image shape must be known.
     """
     if image.shape is None:
-        raise BioAnomalyError(f"image {image.filename!r}: size unknown (image not found)")
+        raise BioAnomalyError(
+            f"image {image.filename!r}: size unknown ({unknown_size_text(root, image.filename)})"
+        )
     if len(image.regions) > np.iinfo(np.uint16).max:
         raise BioAnomalyError(
             f"image {image.filename!r}: more than 65535 regions for a uint16 mask"
@@ -72,7 +75,7 @@ def write_label_masks(
         if image.shape is not None and image.filename not in paths:  # said by export_paths
             continue
         try:
-            labels, overlap = label_mask(image)
+            labels, overlap = label_mask(image, dataset.root)
         except BioAnomalyError as exc:
             warnings.append(f"{exc}; mask not written")
             continue

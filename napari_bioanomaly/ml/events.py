@@ -123,8 +123,9 @@ class TrainResult:
 @dataclass(frozen=True)
 class PredictEvent:
     """Progress of a prediction run: ``index`` of ``total`` images done. ``message``: why
-    the image was not predicted; ``note``: what to know of one that was (a stack of which
-    the first plane was predicted)."""
+    the image was not predicted (it could not be read, or its prediction failed; then
+    ``record`` is None and the image is not in the predictions); ``note``: what to know of
+    one that was (a stack of which the first plane was predicted)."""
 
     index: int
     total: int

@@ -371,16 +371,18 @@ def predict_dataset(
 ) -> Generator[PredictEvent, None, Dataset]:
     """Predict every image of ``dataset``; yields progress, returns the predictions.
 
-    The returned dataset has the same images (file names, file attributes, order)
-    with predicted regions. Images in ``done`` (from an interrupted run) are taken
-    from there, not predicted again. Unreadable images are reported in an event
-    and keep no regions. Each event carries the image's finished record, so a
+    The returned dataset has the images predicted (file names, file attributes, order)
+    with their regions. Images in ``done`` (from an interrupted run) are taken
+    from there, not predicted again. An unreadable image is reported in an event whose
+    ``message`` names it and says why, without a record, and is left out of the returned
+    dataset (not kept as an image without regions, which would read as a clean negative).
+    Each other event carries the image's finished record, so a
     caller can keep a manifest of the work done. The unsupervised models also
     give each image its anomaly score (file attribute :data:`ANOMALY_SCORE`);
     with ``heatmaps`` a folder, each image's anomaly map (``1 - p(background)``,
     float32 TIFF) is written there (:func:`~..core.maps.heatmap_name`). An image whose
-    prediction fails (a library's limit met by an odd image) is reported the same way,
-    and the others are predicted. ``threshold`` and
+    prediction fails (a library's limit met by an odd image) is reported and left out the
+    same way, and the others are predicted. ``threshold`` and
     ``min_area`` default to the model's operating point (chosen on validation), and so
     does ``min_peak`` (regions kept only where the map exceeds it) unless ``threshold`` is
     given.
@@ -401,13 +403,13 @@ def predict_dataset(
             )  # fmt: skip
             continue
         record = ImageRecord(im.filename, im.shape, dict(im.file_attributes), size=im.size)
-        out.images.append(record)
         try:
             path = resolve_image(root, im.filename)
             planes = check_predictable(path, len(predictor.classes) + 1)
             pixels = read_image(path)
         except BioAnomalyError as exc:
-            yield PredictEvent(i + 1, len(dataset.images), im.filename, 0, str(exc), record)
+            message = f"{exc}; not predicted, left out of the predictions"
+            yield PredictEvent(i + 1, len(dataset.images), im.filename, 0, message)
             continue
         record.shape = pixels.shape[:2]
         try:
@@ -418,13 +420,15 @@ def predict_dataset(
         except BioAnomalyError:
             raise
         except Exception as exc:  # this image defeats a library: said, and the others go on
-            message = f"{im.filename}: not predicted ({type(exc).__name__}: {exc}); no regions"
-            yield PredictEvent(i + 1, len(dataset.images), im.filename, 0, message, record)
+            message = (f"{im.filename}: not predicted ({type(exc).__name__}: {exc}); left out "
+                       "of the predictions")  # fmt: skip
+            yield PredictEvent(i + 1, len(dataset.images), im.filename, 0, message)
             continue
         if image_score is not None:
             record.file_attributes[ANOMALY_SCORE] = image_score
         if heatmaps is not None:
             write_heatmap(heatmap_path(heatmaps, im.filename), 1.0 - probs[0])
+        out.images.append(record)
         record.regions = regions_from_probabilities(
             probs,
             predictor.classes,

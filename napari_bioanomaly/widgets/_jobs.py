@@ -174,7 +174,7 @@ def _predict_until_stopped(
     )
     if stopped:  # the images predicted so far (now, or by the run resumed), in order; one
         # whose map had gone and that is not predicted again yet keeps its earlier regions
-        now = {event.record.filename: event.record for event in seen}
+        now = {e.record.filename: e.record for e in seen if e.record is not None}
         records = [now.get(im.filename) or earlier.get(im.filename) for im in dataset.images]
         predictions = Dataset(root=dataset.root, classes=list(predictor.classes),
                               images=[rec for rec in records if rec is not None])  # fmt: skip

@@ -255,7 +255,7 @@ class ReviewJobs:
             self.say(event)
             return
         if isinstance(event, PredictEvent):
-            if event.message:  # an image it could not read: kept to say at the end
+            if event.message:  # an image it could not predict (unreadable): said at the end
                 self.problems.append(event.message)
             if event.note:  # a stack, of which the first plane was predicted
                 self.stacks.append(event.image)
@@ -303,8 +303,9 @@ class ReviewJobs:
                          f"first plane of each was predicted: {self.stacks[0]}{more}")  # fmt: skip
         if self.problems:
             more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
-            lines.append(f"{len(self.problems)} image(s) could not be predicted and have no "
-                         f"predicted regions: {self.problems[0]}{more}")  # fmt: skip
+            lines.append(f"{len(self.problems)} image(s) could not be predicted and are left "
+                         f"out of the predictions and the review: "
+                         f"{self.problems[0]}{more}")  # fmt: skip
         return "\n".join(lines)
 
     def _on_finished(self) -> None:

@@ -248,6 +248,21 @@ def test_coco_export_of_missing_image_warns_and_uses_region_extent():
     assert "size unknown" in warnings[0]
 
 
+def test_converting_an_unreadable_image_says_it_could_not_be_read_and_why(tmp_path, capsys):
+    from napari_bioanomaly.cli import main
+
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage" * 3)
+    ds = Dataset(images=[ImageRecord("corrupt.png"), ImageRecord("gone.png")], root=tmp_path)
+    _, warnings = coco.to_coco(ds)
+    assert warnings[0].startswith("image 'corrupt.png': size unknown (image could not be "
+                                  "read: cannot read image header (")  # fmt: skip
+    assert warnings[1].startswith("image 'gone.png': size unknown (image not found)")
+    # as convert says it, for a folder holding such a file
+    (tmp_path / "out").mkdir()
+    assert main(["convert", str(tmp_path), "--to", "coco", str(tmp_path / "out" / "c.json")]) == 0
+    assert "'corrupt.png': size unknown (image could not be read: " in capsys.readouterr().err
+
+
 def test_coco_export_clips_regions_to_the_image_and_says_so():
     """A region reaching outside (an image not found, so not clipped on import) is cut to
     the image: COCO readers expect coordinates and boxes inside it."""

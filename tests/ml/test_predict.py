@@ -96,8 +96,8 @@ def test_predict_writes_via_that_reimports_and_evaluates(model_path, sample_dir,
     assert "pixel_iou" in json.loads(capsys.readouterr().out)
 
 
-def test_predict_reports_unreadable_images(model_path, dataset_dir):
-    (dataset_dir / "img_001.tif").write_bytes(b"broken")
+def test_predict_reports_unreadable_images(model_path, dataset_dir, tmp_path, capsys):
+    (dataset_dir / "img_001.tif").write_bytes(b"\x89PNG\r\n\x1a\n garbage" * 3)
     dataset, _ = annotations.load(dataset_dir / "annotations.json", read_images=False)
     gen = predict_dataset(Predictor.load(model_path, "cpu"), dataset)
     events = []
@@ -106,8 +106,36 @@ def test_predict_reports_unreadable_images(model_path, dataset_dir):
             events.append(next(gen))
     except StopIteration as stop:
         predictions = stop.value
-    assert "img_001.tif: cannot read image" in events[1].message
-    assert [im.filename for im in predictions.images] == [im.filename for im in dataset.images]
+    assert "img_001.tif: cannot read image" in events[1].message and events[1].record is None
+    # left out of the predictions: an image without regions would score as a clean negative
+    assert [im.filename for im in predictions.images] == [
+        im.filename for im in dataset.images if im.filename != "img_001.tif"
+    ]
+    out = tmp_path / "p.json"
+    assert main(["predict", "--model", str(model_path), "--images", str(dataset_dir / "annotations.json"),
+                 "--out", str(out)]) == 0  # fmt: skip
+    said = capsys.readouterr()
+    assert "img_001.tif: cannot read image header (" in said.err
+    n = len(dataset.images)
+    assert (
+        f"on {n - 1} images -> {out}; 1 image not predicted (see the warnings above), left out: img_001.tif"
+        in said.out
+    )
+    assert "img_001.tif" not in {
+        im.filename for im in annotations.load(out, read_images=False)[0].images
+    }
+    # evaluate then says the image has no prediction, not that it is a clean negative
+    assert (
+        main(["evaluate", "--gt", str(dataset_dir / "annotations.json"), "--pred", str(out)]) == 0
+    )
+    assert f"1 of {n} ground-truth images are not in {out}" in capsys.readouterr().err
+    # only unreadable images: an error, and no predictions file
+    alone = tmp_path / "alone.json"
+    assert main(["predict", "--model", str(model_path), "--images", str(dataset_dir / "img_001.tif"),
+                 "--out", str(alone)]) == 2  # fmt: skip
+    assert ("error: no image could be predicted (1 image; see the warnings above: "
+            f"img_001.tif); {alone} not written") in capsys.readouterr().err  # fmt: skip
+    assert not alone.exists()
 
 
 def test_a_stack_is_predicted_on_its_first_plane_and_said_to_be_one(model_path, tmp_path,
@@ -532,7 +560,7 @@ def test_an_image_that_fails_is_named_and_the_others_are_predicted(
     model_path, sample_dir, monkeypatch, capsys, tmp_path
 ):
     """One image defeating a library (here: made to) does not stop a batch of thousands:
-    predict names it, gives it no regions and predicts the rest."""
+    predict names it, leaves it out of the predictions and predicts the rest."""
     from napari_bioanomaly.ml import predict as predict_module
 
     plain = predict_module.predict_image
@@ -553,7 +581,7 @@ def test_an_image_that_fails_is_named_and_the_others_are_predicted(
     err = capsys.readouterr().err
     assert "warning: dot.tif: not predicted (ValueError: too small for a gradient)" in err
     predicted, _ = annotations.load(tmp_path / "p.json", read_images=False)
-    assert len(predicted.images) == 7 and not predicted.images[0].regions  # dot.tif first
+    assert len(predicted.images) == 6 and "dot.tif" not in [im.filename for im in predicted.images]
 
 
 def test_forest_features_of_an_image_one_pixel_high_or_wide():

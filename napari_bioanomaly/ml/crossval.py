@@ -170,7 +170,9 @@ def _folds(
                 f"{'it is' if len(missing) == 1 else 'them is'} among its test images, so its "
                 "model cannot find them (nor join the other folds' models in an ensemble)"
             ))  # fmt: skip
-        gen = train(train_part, config, out_dir / f"fold{f}.pt", cancel=cancel)
+        # numbered from 1, as the folds are said ("fold 1/3" trains fold1.pt)
+        model_path = out_dir / f"fold{f + 1}.pt"
+        gen = train(train_part, config, model_path, cancel=cancel)
         try:
             while True:
                 yield CrossvalEvent(f, k, train=next(gen))
@@ -186,7 +188,8 @@ def _folds(
         tta = predictor.tta_by_default
         predictions = run(predict_dataset(predictor, test_part, tta=tta))
         scores = _fold_scores(evaluate(test_part, predictions, iou_threshold))
-        scores.update(fold=f, test_images=[im.filename for im in test_part.images], tta=tta)
+        scores.update(fold=f, model=model_path.name, tta=tta,
+                      test_images=[im.filename for im in test_part.images])  # fmt: skip
         if group_by:
             scores["groups"] = groups
         per_fold.append(scores)

@@ -266,7 +266,14 @@ def test_crossval_trains_on_other_groups_only(nine, tmp_path, monkeypatch, capsy
     assert result["summary"]["f1"]["mean"] == pytest.approx(np.mean(f1))
     assert result["summary"]["f1"]["std"] == pytest.approx(np.std(f1, ddof=1))
     assert (tmp_path / "cv" / "crossval.json").is_file()
-    assert all((tmp_path / "cv" / f"fold{k}.pt").is_file() for k in range(3))
+    # the models are numbered as the folds are said: "fold 1/3" trains fold1.pt
+    assert "fold 1/3: " in err and "fold 3/3: " in err
+    assert sorted(p.name for p in (tmp_path / "cv").glob("fold?.pt")) == [
+        "fold1.pt",
+        "fold2.pt",
+        "fold3.pt",
+    ]
+    assert [f["model"] for f in result["folds"]] == ["fold1.pt", "fold2.pt", "fold3.pt"]
     assert [f["tta"] for f in result["folds"]] == [False] * 3  # flips apply to networks only
 
 

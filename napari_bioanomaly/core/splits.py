@@ -49,9 +49,7 @@ def validation_split(
             if str(im.file_attributes.get(val_attribute, "")) in val_values
         ]
         if not val:
-            raise BioAnomalyError(
-                f"no image has {val_attribute} in {list(val_values)} for validation"
-            )
+            raise BioAnomalyError(_no_validation_text(dataset, val_attribute, val_values))
         return [i for i in range(n) if i not in set(val)], val
     if val_fraction == 0:
         return list(range(n)), []
@@ -69,6 +67,25 @@ def validation_split(
         val.extend(rng.permutation(group)[:k].tolist())
     val_set = set(val)
     return [i for i in range(n) if i not in val_set], sorted(val)
+
+
+def _no_validation_text(dataset: Dataset, attribute: str, wanted: Sequence[str]) -> str:
+    """Why no image validates: the values of ``attribute`` the images have, and the ones
+    meant where a value asked for differs only in case (``Hela`` for ``HeLa``)."""
+    present = sorted({str(im.file_attributes[attribute]) for im in dataset.images
+                      if attribute in im.file_attributes})  # fmt: skip
+    text = f"no image has {attribute} in {list(wanted)} for validation"
+    if not present:
+        return f"{text}: no image has the file attribute {attribute!r}"
+    shown = ", ".join(present[:20]) + (
+        f" and {len(present) - 20} more" if len(present) > 20 else ""
+    )
+    text += f" (the values of {attribute}: {shown})"
+    meant = [p for v in wanted for p in present if p.casefold() == v.casefold()]
+    if meant:
+        text += (f"; did you mean {','.join(dict.fromkeys(meant))}? (values must match "
+                 "exactly, case included)")  # fmt: skip
+    return text
 
 
 def folds(dataset: Dataset, k: int, group_by: str | None = None, seed: int = 0) -> list[list[int]]:

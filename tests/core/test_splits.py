@@ -4,8 +4,9 @@ for the unsupervised ones when most images are normal."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from napari_bioanomaly.core.model import Dataset, ImageRecord, Region
+from napari_bioanomaly.core.model import BioAnomalyError, Dataset, ImageRecord, Region
 from napari_bioanomaly.core.splits import ANNOTATED_VALIDATION, validation_split
 
 SQUARE = np.array([[1, 1], [1, 5], [5, 5], [5, 1]], float)
@@ -72,3 +73,19 @@ def test_the_unsupervised_models_split_so_and_the_supervised_do_not():
     assert 1 <= _annotated(ds, val_unet) < 6
     _, no_val = split(ds, TrainConfig(model="memory", val_fraction=0.0))
     assert no_val == []
+
+
+def test_validation_values_found_in_no_image_are_listed_beside_those_present():
+    ds = Dataset(images=[ImageRecord(f"{v}.png", (16, 16), file_attributes={"cell_line": v})
+                         for v in ("HeLa", "A549", "U2OS")])  # fmt: skip
+    assert validation_split(ds, val_attribute="cell_line", val_values=["HeLa"]) == ([1, 2], [0])
+    with pytest.raises(BioAnomalyError) as caught:
+        validation_split(ds, val_attribute="cell_line", val_values=["Hela"])
+    assert str(caught.value) == (
+        "no image has cell_line in ['Hela'] for validation (the values of cell_line: A549, "
+        "HeLa, U2OS); did you mean HeLa? (values must match exactly, case included)"
+    )
+    with pytest.raises(BioAnomalyError, match=r"\(the values of cell_line: A549, HeLa, U2OS\)$"):
+        validation_split(ds, val_attribute="cell_line", val_values=["MCF7"])
+    with pytest.raises(BioAnomalyError, match=r"no image has the file attribute 'plate'$"):
+        validation_split(ds, val_attribute="plate", val_values=["P1"])

@@ -217,10 +217,12 @@ def learn_images(
 
     stop, elapsed = agreed()
     while not stop and epoch < epochs and (config.epochs or elapsed < budget_s):
-        losses = []
+        losses: list[float] = []
         for step in range(steps):
             stop, elapsed = agreed()
-            if stop:
+            # the budget ends a run within an epoch too (an epoch may take minutes), after
+            # one step of it at least; the partial epoch counts as an epoch
+            if stop or (not config.epochs and elapsed >= budget_s and losses):
                 break
             images = _tiles(cache, indices, config.tile, batch, rng).to(device)
             # cosine decay over the planned time (or epochs), after a one-epoch warm-up

@@ -222,3 +222,26 @@ def test_a_pretraining_budget_shows_the_epochs_it_fits(sample, tmp_path):
     shown = [e.epochs for e in events]
     assert all(e.epoch + 1 <= e.epochs < 10_000 for e in events)
     assert abs(shown[-1] - result.epochs) <= 1  # the pace, at the end
+
+
+def test_a_pretraining_budget_ends_the_run_within_an_epoch(sample, tmp_path, monkeypatch):
+    """A budget shorter than an epoch stops the run at the budget, not at the epoch's end
+    (a 0.1 min budget ran one whole 50-step epoch). A clock that advances 1 s at each
+    reading stands in for the time taken."""
+    from napari_bioanomaly.ml import pretrain as pt
+
+    from .test_train import drain as drain_events
+
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 1.0
+        return now[0]
+
+    monkeypatch.setattr(pt.time, "perf_counter", clock)
+    _, ds = sample
+    config = TINY.replace(epochs=None, budget_min=0.1, steps_per_epoch=50)  # 6 s of 1 s reads
+    events, result = drain_events(pretrain(ds, config, tmp_path / "w.pt"))
+    steps = [e for e in events if e.kind == "step"]
+    assert 1 <= len(steps) <= 6 and result.epochs == 1
+    assert (tmp_path / "w.pt").is_file()

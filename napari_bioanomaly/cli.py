@@ -53,6 +53,21 @@ def _iou(text: str) -> float:
     return value
 
 
+def _image_threshold(text: str) -> float:
+    """``--image-threshold``: an image score, from 0 to 1 (the models' image scores and
+    region scores are probabilities)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(
+            f"{text}: an image score is from 0 to 1 (the image's anomaly score, or its most "
+            "confident region's score)"
+        )
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="napari-bioanomaly",
@@ -252,9 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude", metavar="V1,V2", help="groups to leave out of the summary")
     p.add_argument(
         "--image-threshold",
-        type=float,
+        type=_image_threshold,
         default=0.5,
-        help="image score from which an image is called anomalous (0.5)",
+        help="image score (0 to 1) from which an image is called anomalous (0.5)",
     )
     p.add_argument("--csv", metavar="TABLE.csv", help="write the per-image table")
     p.add_argument(

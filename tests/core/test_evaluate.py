@@ -246,6 +246,15 @@ def test_evaluate_cli_refuses_predictions_of_other_images(tmp_path, capsys, data
         main([*_evaluate(dataset_dir / "annotations.json", tmp_path / "some.json"),
               "--iou", "1.5"])  # fmt: skip
     assert "an IoU is above 0 and at most 1" in capsys.readouterr().err
+    for bad in ("5", "-0.1", "nan"):  # an image score is a probability
+        with pytest.raises(SystemExit) as stopped:
+            main([*argv, "--image-threshold", bad])
+        assert stopped.value.code == 2
+        assert f"--image-threshold: {bad}: an image score is from 0 to 1" in (
+            capsys.readouterr().err
+        )
+    assert main([*argv, "--image-threshold", "1"]) == 0
+    assert "at score 1: TPR" in capsys.readouterr().out
 
 
 def test_cached_rescoring_equals_full_scoring_at_every_threshold():

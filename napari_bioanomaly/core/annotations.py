@@ -310,9 +310,16 @@ def find_annotation_file(folder: str | os.PathLike[str]) -> Path | None:
                 found.append(p)
         except FormatError:
             continue
-    edits = {_edits_name(p) for p in found if _edits_name(p) in found and saved_edits(p)}
+    edits = {_edits_name(p) for p in found if _edits_name(p) in found and _is_edited(p)}
     found = [p for p in found if p not in edits]
     return found[0] if len(found) == 1 else None
+
+
+def _is_edited(path: Path) -> bool:
+    try:
+        return saved_edits(path) is not None
+    except BioAnomalyError:
+        return False  # the edits are unreadable: opening the file says so, finding it not
 
 
 #: Suffix of the folders of anomaly maps that prediction writes beside its output.

@@ -208,7 +208,7 @@ class OperatingPoint:
             text += ", votes " + ", ".join(f"{k} x{v:.2g}" for k, v in
                                            sorted(self.vote_weights.items()))  # fmt: skip
         if scores and self.f1 is not None:
-            text += f" (validation F1 {self.f1:.3f}, pixel F1 {self.pixel_f1 or 0:.3f}"
+            text += f" (validation instance F1 {self.f1:.3f}, pixel F1 {self.pixel_f1 or 0:.3f}"
             text += "; chosen by pixel F1: thin structures)" if self.criterion == "pixel" else ")"
         return text
 

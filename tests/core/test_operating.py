@@ -121,6 +121,7 @@ def test_a_minimum_peak_keeps_faint_rims_and_drops_faint_ghosts():
     assert point.f1 == 1.0 and point.pixel_f1 == 1.0
     assert point.threshold == 0.2 and 0.35 < point.min_peak < 0.8
     assert "threshold 0.2, min peak" in point.describe()
+    assert point.describe().endswith("(validation instance F1 1.000, pixel F1 1.000)")
     probs = np.stack([1 - heat, heat])
     kept = regions_from_probabilities(probs, ["a"], point.threshold, point.min_area,
                                       min_peak=point.min_peak)  # fmt: skip

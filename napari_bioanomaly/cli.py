@@ -53,6 +53,17 @@ def _iou(text: str) -> float:
     return value
 
 
+def _region_score(text: str) -> float:
+    """``--score``: a region score, from 0 to 1 (the models' scores are probabilities)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text}: a region's score is from 0 to 1")
+    return value
+
+
 def _image_threshold(text: str) -> float:
     """``--image-threshold``: an image score, from 0 to 1 (the models' image scores and
     region scores are probabilities)."""
@@ -262,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pred", required=True, metavar="PRED.json")
     p.add_argument("--images", metavar="DIR", help="image folder (default: beside GT.json)")
     p.add_argument("--iou", type=_iou, default=0.5, help="IoU threshold of a match (0.5)")
-    p.add_argument("--score", type=float, default=0.0, help="ignore predictions scoring less")
+    p.add_argument("--score", type=_region_score, default=0.0,
+                   help="ignore predictions scoring less (0 to 1; default 0)")  # fmt: skip
     p.add_argument("--group-by", metavar="ATTR", help="file attribute to group by (cell_line)")
     p.add_argument("--exclude", metavar="V1,V2", help="groups to leave out of the summary")
     p.add_argument(

@@ -253,6 +253,10 @@ def test_evaluate_cli_refuses_predictions_of_other_images(tmp_path, capsys, data
         assert f"--image-threshold: {bad}: an image score is from 0 to 1" in (
             capsys.readouterr().err
         )
+    for bad in ("1.5", "-1"):
+        with pytest.raises(SystemExit):
+            main([*argv, "--score", bad])
+        assert f"--score: {bad}: a region's score is from 0 to 1" in capsys.readouterr().err
     assert main([*argv, "--image-threshold", "1"]) == 0
     assert "at score 1: TPR" in capsys.readouterr().out
 

@@ -4,6 +4,7 @@ paths: :mod:`.paths`)."""
 
 from __future__ import annotations
 
+import errno
 import gc
 import hashlib
 import os
@@ -26,6 +27,37 @@ except ImportError:  # pragma: no cover - orjson is a dependency, but the core m
 
 class DiskChanged(BioAnomalyError):
     """A file was changed on disk by someone else since we read or wrote it."""
+
+
+class WriteError(BioAnomalyError, OSError):
+    """A file could not be written (a read-only folder, a full disk): named by the file the
+    user chose, not by the hidden temporary or lock file the error came from. Still an
+    :class:`OSError` (with its ``errno``), so what caught those before catches it."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+#: What an errno of a failed write most likely means for the user.
+_WRITE_HINTS = {
+    errno.EACCES: "the folder is read-only for you",
+    errno.EPERM: "the folder is read-only for you",
+    errno.EROFS: "the disk is read-only",
+    errno.ENOSPC: "the disk is full",
+    getattr(errno, "EDQUOT", 122): "the disk quota is used up",  # (none on Windows)
+}
+
+
+def write_error(path: Path, exc: OSError) -> WriteError:
+    """``exc``, raised while writing ``path`` (or its temporary, backup or lock file), as
+    one line naming ``path``."""
+    if isinstance(exc, WriteError):
+        return exc
+    why = exc.strerror or str(exc)
+    hint = _WRITE_HINTS.get(exc.errno or 0)
+    error = WriteError(f"{path}: cannot be written ({why}{'; ' + hint if hint else ''})")
+    error.errno, error.strerror, error.filename = exc.errno, exc.strerror, str(path)
+    return error
 
 
 def digest(raw: bytes) -> str:
@@ -75,8 +107,11 @@ def file_lock(path: str | os.PathLike[str], timeout: float = 10.0) -> Iterator[N
     ``timeout`` seconds, then raises :class:`BioAnomalyError`.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path(path), os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path(path), os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    except OSError as exc:
+        raise write_error(path, exc) from None
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -229,8 +264,11 @@ def atomic_write(
     path = Path(path)
     if path.is_dir():
         raise BioAnomalyError(f"{path}: is a folder, expected a file name")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise write_error(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             if isinstance(write, bytes):
@@ -246,7 +284,9 @@ def atomic_write(
         else:
             os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise write_error(path, exc) from None
         raise
     return path

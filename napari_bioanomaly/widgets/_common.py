@@ -69,9 +69,10 @@ def export_and_say(
     except (BioAnomalyError, OSError, ValueError) as exc:
         error(f"export failed: {exc}")
         return []
+    where = written[0] if len(written) == 1 else Path(path)
     text = (
-        f"Wrote {counted(len(written), 'file')}: {len(dataset.images)} images, "
-        f"{len(dataset.regions)} regions."
+        f"Wrote {counted(len(written), 'file')} ({len(dataset.images)} images, "
+        f"{len(dataset.regions)} regions) {'to' if len(written) == 1 else 'into'} {where}"
     )
     if warnings:
         text += f"\n{counted(len(warnings), 'warning')}:\n" + "\n".join(warnings[:10])

@@ -43,6 +43,51 @@ def test_atomic_write_keeps_a_backup_and_survives_a_failing_writer(tmp_path):
     assert json.loads((tmp_path / "ann.json.bak").read_text()) == {"v": 2}
 
 
+def test_a_file_that_cannot_be_written_is_named_not_its_hidden_temporary(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    from napari_bioanomaly.core import fileio
+
+    target = tmp_path / "annotations.json"
+    target.write_text("old")
+
+    def refused(*args, prefix="", dir=None, **kwargs):
+        name = f"{dir}/{prefix}abc123.tmp"
+        raise PermissionError(errno.EACCES, "Permission denied", name)
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    with pytest.raises(fileio.WriteError) as raised:
+        atomic_write(target, b"new")
+    said = str(raised.value)
+    assert (
+        said == f"{target}: cannot be written (Permission denied; the folder is read-only for you)"
+    )
+    assert isinstance(raised.value, OSError) and isinstance(raised.value, BioAnomalyError)
+    monkeypatch.undo()
+
+    def full(fh):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(
+        BioAnomalyError,
+        match=r"annotations\.json: cannot be written \(No space left on device; the disk is full\)",
+    ):
+        atomic_write(target, full)
+    assert target.read_text() == "old" and not list(tmp_path.glob(".*.tmp"))
+    # the lock file of a compare-and-swap save, too
+    monkeypatch.setattr(
+        fileio.os,
+        "open",
+        lambda *a, **k: (_ for _ in ()).throw(
+            PermissionError(errno.EACCES, "Permission denied", str(fileio.lock_path(target)))
+        ),
+    )
+    with pytest.raises(fileio.WriteError, match=r"annotations\.json: cannot be written"):
+        with fileio.file_lock(target):
+            pass
+
+
 def test_write_json_refuses_nan_and_leaves_the_file(tmp_path):
     path = tmp_path / "a.json"
     write_json(path, {"ok": True})

@@ -392,10 +392,22 @@ class AnnotateWidget(QWidget):
             self._refresh_row(previous)
 
     def step(self, step: int) -> None:
-        if self.annotator is not None:
-            self.go_to(
-                min(max(self.annotator.index + step, 0), len(self._session.dataset.images) - 1)
-            )
+        """The next (``step`` > 0) or previous image of the list as shown: filtered and in
+        its sort order (PageDown with a filter moved to images the filter hides)."""
+        if self.annotator is None:
+            return
+        shown = self.visible_images()
+        if not shown:
+            return
+        here = self.annotator.index
+        if here in shown:
+            target = shown[min(max(shown.index(here) + step, 0), len(shown) - 1)]
+        else:  # the image shown is filtered out: the nearest shown one that way
+            after = [i for i in shown if (i > here if step > 0 else i < here)]
+            if not after:
+                return
+            target = min(after) if step > 0 else max(after)
+        self.go_to(target)
 
     def _on_image_changed(self, index: int) -> None:
         self.image_panel.show_image(self._session, index)
@@ -404,6 +416,8 @@ class AnnotateWidget(QWidget):
         if proxy_index.isValid():
             self.image_table.selectRow(proxy_index.row())
             self.image_table.scrollTo(proxy_index)
+        else:  # filtered out: no other row looks like the image shown
+            self.image_table.clearSelection()
 
     # ------------------------------------------------------------------ regions
 

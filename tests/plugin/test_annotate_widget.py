@@ -238,6 +238,23 @@ def test_no_anomaly_toggle_file_attributes_and_filter(widget, dataset_dir):
     widget.status_filter.setCurrentText("checked: no anomaly")
     shown = widget.visible_images()
     assert shown == [i for i, im in enumerate(session.dataset.images) if im.no_anomaly]
+    # PageDown / Next go through the images the list shows, not the hidden ones
+    widget.status_filter.setCurrentText("all")
+    lines = [im.file_attributes.get("cell_line") for im in session.dataset.images]
+    widget.filter_edit.setText(max(set(lines), key=lines.count))
+    shown = widget.visible_images()
+    assert 2 <= len(shown) < len(lines)
+    widget.go_to(shown[0])
+    widget.step(1)
+    assert widget.annotator.index == shown[1]
+    selected = widget.image_table.selectionModel().selectedRows()
+    assert [widget.image_proxy.mapToSource(i).row() for i in selected] == [shown[1]]
+    widget.step(1)
+    assert widget.annotator.index == shown[min(2, len(shown) - 1)]
+    hidden = next(i for i in range(len(session.dataset.images)) if i not in shown)
+    widget.go_to(hidden)  # a hidden image shown (e.g. clicked before filtering): no row selected
+    assert not widget.image_table.selectionModel().selectedRows()
+    widget.filter_edit.setText("")
     widget.status_filter.setCurrentText("all")
     widget.filter_edit.setText("MCF7")
     assert widget.visible_images() == [normal]
@@ -245,6 +262,9 @@ def test_no_anomaly_toggle_file_attributes_and_filter(widget, dataset_dir):
     widget.image_table.sortByColumn(3, Qt.SortOrder.DescendingOrder)  # most regions first
     counts = [len(session.dataset.images[i].regions) for i in widget.visible_images()]
     assert counts == sorted(counts, reverse=True)
+    widget.go_to(widget.visible_images()[0])
+    widget.step(1)  # in the sorted order
+    assert widget.annotator.index == widget.visible_images()[1]
     widget.image_table.clicked.emit(widget.image_proxy.index(0, 1))
     assert widget.annotator.index == widget.visible_images()[0]
 

@@ -101,7 +101,7 @@ def load(
     root = Path(images_dir) if images_dir is not None else path.parent
     if raw is None and (edits := saved_edits(path)) is not None:
         dataset, report = load(edits, root, options, read_images)
-        report.add("file", edits_note(path, edits))
+        report.add("note", edits_note(path, edits))
         return dataset, report
     options = options or ImportOptions()
     if path.suffix.lower() in (".zip", ".roi"):

@@ -18,12 +18,13 @@ ISSUE_KINDS = {
     "file": "file-level problem",
     "class": "class label problem",
     "changed": "value that could not be saved as read, changed",
+    "note": "for your information (nothing wrong)",
 }
 
 
 #: Kinds from the most serious (data not imported, or changed) to the most benign.
 _ORDER = ["skipped", "image", "file", "changed", "class", "repaired", "split", "clipped",
-          "converted", "closed"]  # fmt: skip
+          "converted", "closed", "note"]  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -117,14 +117,14 @@ class AnnotationSession:
         raw = path.read_bytes() if path.suffix.lower() not in (".zip", ".roi") else None
         dataset, report = annotation_files.load(path, root, options, read_images=False, raw=raw)
         if path != imported:
-            report.add("file", annotation_files.edits_note(imported, path))
+            report.add("note", annotation_files.edits_note(imported, path))
         disk = digest(raw) if raw is not None else None
         if report.format not in annotation_files.VIA_FORMATS:
             # COCO, ImageJ or GeoJSON are imported: edits go to a VIA project beside them
             imported_from = path
             path = annotation_files.edit_target(path, report.format)
             report.add(
-                "file",
+                "note",
                 f"imported from {report.format} file {imported_from.name}; "
                 f"changes are saved to {path.name}",
             )

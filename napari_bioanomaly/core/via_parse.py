@@ -445,7 +445,7 @@ class _Parser:
         self.finish()
         unread = sum(len(im.unread) for im in self.images.values())
         if unread:
-            self.report.add("file", f"{unread} region(s) not imported (see 'skipped') are "
+            self.report.add("note", f"{unread} region(s) not imported (see 'skipped') are "
                             "kept as they are: saved with the dataset as VIA, left out of "
                             "other formats")  # fmt: skip
         if self.unlabelled:

@@ -229,13 +229,17 @@ class AnnotateWidget(QWidget):
         self._on_image_changed(session.current)
         report = session.report
         problems = len(session.problems)
-        text = f"{session.path.name}: {len(session.dataset.images)} images ({report.format})"
-        said = [counted(n, what) for n, what in ((len(report.issues), "import issue"),
-                                                (problems, "missing image")) if n]  # fmt: skip
+        # the folder too: several datasets are all annotations.json
+        where = f"{session.path.parent.name}/{session.path.name}"
+        text = f"{where}: {len(session.dataset.images)} images ({report.format})"
+        notes = report.counts()["note"]
+        said = [counted(n, what) for n, what in ((len(report.issues) - notes, "import issue"),
+                                                (problems, "missing image"),
+                                                (notes, "note")) if n]  # fmt: skip
         if said:
             text += "; " + ", ".join(said)
         self.status_label.setText(text)
-        self.status_label.setToolTip("\n".join(report.summary(5)[:60]))
+        self.status_label.setToolTip("\n".join([str(session.path), *report.summary(5)[:60]]))
         return True
 
     def _bind_keys(self) -> None:
@@ -426,11 +430,7 @@ class AnnotateWidget(QWidget):
         small = set(self.annotator.small_regions()) if self.annotator else set()
         self.image_panel.show_regions(session, small, self.min_area_spin.value())
         self._refresh_row(session.current)
-        counts = summary(session)
-        done = counts["annotated"] + counts["checked: no anomaly"] + counts["reviewed"]
-        self.save_label.setText(
-            self._save_state_text() + f"  |  {done}/{len(session.dataset.images)} images done"
-        )
+        self.save_label.setText(self._save_state_text() + self._done_text())
         if not self.classes_panel.lists(session.dataset.classes):
             self._fill_classes()
 
@@ -470,8 +470,14 @@ class AnnotateWidget(QWidget):
             return f"new: {session.path.name} is written at the first edit"
         return f"\u2713 saved to {session.path.name}"
 
+    def _done_text(self) -> str:
+        counts = summary(self._session)
+        done = counts["annotated"] + counts["checked: no anomaly"] + counts["reviewed"]
+        return f"  |  {done}/{len(self._session.dataset.images)} images done"
+
     def _on_saved(self, path: str) -> None:
-        self.save_label.setText(f"\u2713 saved {Path(path).name} at {time.strftime('%H:%M:%S')}")
+        saved = f"\u2713 saved {Path(path).name} at {time.strftime('%H:%M:%S')}"
+        self.save_label.setText(saved + self._done_text())
 
     def _ask_export(self) -> None:
         if self.annotator is not None:

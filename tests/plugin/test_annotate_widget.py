@@ -150,6 +150,7 @@ def test_draw_switch_and_autosave(widget, dataset_dir):
     )
     assert widget.region_table.rowCount() == n0 + 1
     assert widget.save_label.text().startswith("\u2713 saved")
+    assert widget.save_label.text().endswith(" images done")  # the count stays after a save
     widget.step(1)
     assert widget.annotator.index == 1
     assert widget.viewer.layers["image"].data.shape == (128, 128)
@@ -472,7 +473,18 @@ def test_status_names_only_what_went_wrong(make_napari_viewer, dataset_dir, qtbo
     qtbot.addWidget(w)
     assert w.open_path(dataset_dir)
     text = w.status_label.text()
+    assert text.startswith(f"{dataset_dir.name}/annotations.json: ")  # which dataset
     assert text.endswith("; 1 missing image") and "import issue" not in text
+    # a COCO dataset: that its edits go to a project beside it is a note, not an issue
+    from napari_bioanomaly.core import annotations
+
+    ds, _ = annotations.load(dataset_dir / "annotations.json", read_images=False)
+    (dataset_dir / "annotations.json").unlink()
+    annotations.save(ds, dataset_dir / "instances.json", "coco")
+    assert w.open_path(dataset_dir)
+    text = w.status_label.text()
+    assert "(coco); 1 missing image, 1 note" in text and "import issue" not in text
+    assert "changes are saved to instances.via.json" in w.status_label.toolTip()
 
 
 def test_opening_another_dataset_takes_the_old_layers_away_unless_unsaved(

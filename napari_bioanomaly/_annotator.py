@@ -32,6 +32,7 @@ from ._layers import (
     to_napari,
 )
 from .core.annotations import inside_image
+from .core.colors import dataset_colors
 from .core.images import percentile_range, stack_note
 from .core.model import BioAnomalyError, Region
 from .core.session import AnnotationSession, DiskChanged
@@ -171,7 +172,8 @@ class Annotator:
             layer.features = _no_features()
             if regions:
                 rows = [region_row(r, self.session.image.filename) for r in regions]
-                edge = [self.color or class_color(r.label) for r in regions]
+                colors = dataset_colors(self.session.dataset)
+                edge = [self.color or colors.get(r.label) or class_color(r.label) for r in regions]
                 layer.add_polygons(
                     [to_napari(r.polygon) for r in regions],
                     edge_color=edge,
@@ -343,7 +345,8 @@ class Annotator:
             return
         # a new shape's row, not napari's copy of the last region's (its attributes too)
         layer.feature_defaults = {**FEATURE_DEFAULTS, "class": self._current_class}
-        color = self.color or class_color(self._current_class)
+        name = self._current_class
+        color = self.color or dataset_colors(self.session.dataset).get(name) or class_color(name)
         layer.current_edge_color = color
         layer.current_face_color = _face(color)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .core.colors import _EXTRA_COLORS, class_color
+from .core.colors import EXTRA_COLORS, class_color, dataset_colors
 from .core.images import percentile_range, read_image
 from .core.model import FALLBACK_CLASS, BioAnomalyError, Dataset, ImageRecord, Region
 from .core.paths import resolve_image
@@ -149,7 +149,8 @@ def shapes_layer(
     # napari's Shapes maps the sorted unique feature values onto the colour
     # cycle in order, so a cycle in sorted class order gives each class its colour.
     present = sorted(set(columns["class"]))
-    edge_cycle = [class_color(c) for c in present] + _EXTRA_COLORS
+    colors = dataset_colors(dataset)
+    edge_cycle = [colors.get(c) or class_color(c) for c in present] + EXTRA_COLORS
     face_cycle = [c + "40" for c in edge_cycle]  # same hue, 25% opaque
     tag = {
         "role": role,

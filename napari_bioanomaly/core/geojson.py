@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import uuid
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -32,17 +33,21 @@ def _rgb(color: str) -> list[int]:
     return [int(color[i : i + 2], 16) for i in (0, 2, 4)]
 
 
-def feature_collection(image: ImageRecord) -> dict[str, Any]:
-    """QuPath-style features of one image's regions."""
+def feature_collection(
+    image: ImageRecord, colors: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """QuPath-style features of one image's regions (``colors``: of its dataset's classes,
+    :func:`~.colors.dataset_colors`)."""
     from .colors import class_color
 
+    colors = colors or {}
     features: list[dict[str, Any]] = []
     for region in image.regions:
         ring = np.round(region.polygon[:, ::-1], 4).tolist()
         ring.append(ring[0])
         props: dict[str, Any] = {"objectType": "annotation"}
         if region.unlabelled is None or region.label != FALLBACK_CLASS:
-            color = _rgb(class_color(region.label))
+            color = _rgb(colors.get(region.label) or class_color(region.label))
             props["classification"] = {"name": region.label, "color": color}
         # else: the file it came from gave it no class: it is written back without one
         if region.score is not None:
@@ -72,11 +77,14 @@ def write_geojson(
     dataset: Dataset, out_dir: str | os.PathLike[str]
 ) -> tuple[list[Path], list[str]]:
     """One ``<image stem>.geojson`` per image with regions (QuPath: File > Import objects)."""
+    from .colors import dataset_colors
+
     out = Path(out_dir)
     paths, warnings = export_paths(out, [im.filename for im in dataset.images if im.regions],
                                    SUFFIX)  # fmt: skip
+    colors = dataset_colors(dataset)
     written = [
-        write_json(paths[im.filename], feature_collection(im))
+        write_json(paths[im.filename], feature_collection(im, colors))
         for im in dataset.images
         if im.filename in paths
     ]

@@ -27,7 +27,7 @@ from qtpy.QtWidgets import (
 )
 
 from .._annotator import Annotator
-from .._layers import class_color
+from ..core.colors import class_color, dataset_colors
 from ..core.model import FALLBACK_CLASS, BioAnomalyError
 from ..core.session import AnnotationSession
 from ..core.text import counted
@@ -89,6 +89,7 @@ class CurrentImagePanel(QGroupBox):
 
     def show_regions(self, session: AnnotationSession, small: set[int], min_area: float) -> None:
         regions = session.image.regions
+        colors = dataset_colors(session.dataset)
         table = self.region_table
         table.setRowCount(len(regions))
         for i, r in enumerate(regions):
@@ -98,7 +99,7 @@ class CurrentImagePanel(QGroupBox):
                 _NumberItem(r.area, f"{r.area:.0f}"),
                 QTableWidgetItem(r.source),
             ]
-            cells[1].setIcon(_swatch(class_color(r.label)))
+            cells[1].setIcon(_swatch(colors.get(r.label) or class_color(r.label)))
             if i in small:
                 cells[2].setForeground(QColor("#e69f00"))
             for col, item in enumerate(cells):
@@ -228,8 +229,9 @@ class ClassesPanel(QGroupBox):
         current = annotator.current_class
         self.class_list.blockSignals(True)
         self.class_list.clear()
+        colors = dataset_colors(annotator.session.dataset)
         for i, name in enumerate(annotator.session.dataset.classes):
-            item = QListWidgetItem(_swatch(class_color(name)), name)
+            item = QListWidgetItem(_swatch(colors[name]), name)
             if i < 9:
                 item.setToolTip(f"Alt-{i + 1}")
             self.class_list.addItem(item)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from napari_bioanomaly.cli import main
-from napari_bioanomaly.core import annotations, geometry
+from napari_bioanomaly.core import annotations, geojson, geometry
 from napari_bioanomaly.core.model import Dataset, FormatError, ImageRecord, Region
 
 
@@ -339,3 +339,22 @@ def test_imagej_roi_types(tmp_path):
     assert ds.regions[1].area == pytest.approx(np.pi * 100, rel=0.05)
     assert 160 < ds.regions[2].area < 160 + np.pi * 4  # 40 px long, 4 px wide
     assert report.shapes["point"] == 1 and any("point ROI skipped" in w for w in report.warnings)
+
+
+def test_the_classes_of_a_dataset_get_distinct_colours_that_stay_as_classes_are_added():
+    from napari_bioanomaly.core.colors import CLASS_COLORS, class_color, class_colors
+
+    # by a hash alone 12 names in 12 colours collide (three of these had one colour before)
+    names = ["dust", "bubble", "Dust", "dust particle", "scratch", *[f"c{i}" for i in range(9)]]
+    colors = class_colors(names)
+    assert len(set(colors.values())) == len(names)  # 12 extra colours, 2 default classes
+    assert colors["dust"] == CLASS_COLORS["dust"] and colors["scratch"] == CLASS_COLORS["scratch"]
+    assert class_colors([*names, "new"])["bubble"] == colors["bubble"]  # a new class: the rest stay
+    assert class_color("dust") == colors["dust"]
+    geo = geojson.feature_collection(
+        ImageRecord("a.png", (40, 40), regions=[
+            Region(np.array([[1, 1], [1, 9], [9, 9]], float), "bubble")]),
+        colors,
+    )  # fmt: skip
+    r, g, b = geo["features"][0]["properties"]["classification"]["color"]
+    assert f"#{r:02x}{g:02x}{b:02x}" == colors["bubble"]

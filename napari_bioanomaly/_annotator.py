@@ -198,7 +198,7 @@ class Annotator:
 
         Returns ``False`` (and tells why through :attr:`message`) when the image
         cannot be read; its regions are still shown over an empty canvas so
-        they can be reviewed.
+        they can be reviewed, in a layer that cannot be edited.
         """
         if self.shapes_layer is not None and save:
             self.sync()
@@ -207,7 +207,7 @@ class Annotator:
         try:
             pixels = self.session.read_pixels(index)
         except BioAnomalyError as exc:
-            self.message.emit(str(exc))
+            self.message.emit(f"{exc}; its regions are shown, but cannot be edited")
             shape = self.session.image.shape or (512, 512)
             pixels = np.zeros(shape, dtype=np.uint8)
             ok = False
@@ -218,6 +218,8 @@ class Annotator:
             self._stacks_said.add(self.session.image.filename)  # once, not at every visit
             self.message.emit(f"{self.session.image.filename}: {stack_note(planes)}")
         self._fill_shapes(self.session.image.regions)
+        # nothing is drawn over an image that cannot be read: where would it be?
+        self.shapes_layer.editable = ok
         self.viewer.layers.selection.active = self.shapes_layer
         if self.session.dirty:  # clipping on first read changes regions
             self.autosave()

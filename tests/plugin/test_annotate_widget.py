@@ -557,3 +557,23 @@ def test_a_failing_save_offers_a_copy_of_every_annotation_elsewhere(
     assert session.path.read_text() == own and session.dirty  # still trying its own file
     w.annotator.shapes_layer.add_polygons([square(40, 5, 10)])
     assert len(boxes) == 1  # not asked again in the same run of failures
+
+
+def test_an_unreadable_image_shows_its_regions_but_takes_no_drawing(
+    make_napari_viewer, dataset_dir, qtbot
+):
+    broken = sorted(dataset_dir.glob("*.tif"))[1]
+    broken.write_bytes(b"II*\x00 truncated")
+    w = AnnotateWidget(make_napari_viewer())
+    qtbot.addWidget(w)
+    said = []
+    assert w.open_path(dataset_dir)
+    w.annotator.message.connect(said.append)
+    index = [im.filename for im in w._session.dataset.images].index(broken.name)
+    w.go_to(index)
+    layer = w.annotator.shapes_layer
+    assert not layer.editable and len(layer.data) == len(w._session.image.regions)
+    assert said and said[-1].endswith("its regions are shown, but cannot be edited")
+    assert broken.name in said[-1]
+    w.go_to(0)
+    assert w.annotator.shapes_layer.editable  # a readable image: drawing again

@@ -219,7 +219,14 @@ class ReviewSession:
 
     def table_csv(self, path: str | Path) -> Path:
         """Write the per-image table (:data:`COLUMNS`, at the current thresholds) as CSV,
-        atomically."""
+        atomically.
+
+        Raises
+        ------
+        BioAnomalyError
+            When it cannot be written, naming ``path`` (not the temporary file beside it
+            that the error is about: a read-only folder, a full disk).
+        """
         buf = io.StringIO()
         writer = csv.writer(buf)
         writer.writerow(COLUMNS)
@@ -227,7 +234,10 @@ class ReviewSession:
         for row in self.rows():
             writer.writerow([cell(row, c, qc) for c in range(len(COLUMNS))])
         data = buf.getvalue().encode("utf-8")
-        return atomic_write(path, data)
+        try:
+            return atomic_write(path, data)
+        except OSError as exc:
+            raise BioAnomalyError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
     # ------------------------------------------------------------------ corrections
 

@@ -45,7 +45,7 @@ from ._common import (
     ask_export_target,
     ask_save_failed,
     button_row,
-    export_and_say,
+    export_dataset,
     slot,
     with_browse,
 )
@@ -86,6 +86,8 @@ class ReviewWidget(QWidget):
         self.proposal_min_area = 16.0
         #: said under the summary of the open review (see :meth:`open`)
         self.review_note = ""
+        #: the open review's scores, as the summary says them (messages go under them)
+        self._scores_text = ""
         self._build()
         self.jobs = ReviewJobs(
             self.workspace, self.summary.setText, self._after_job, self._set_proposal_point,
@@ -226,22 +228,33 @@ class ReviewWidget(QWidget):
         self.table_panel.image_clicked.connect(self._go_to)
         self.table_panel.error_clicked.connect(self.layers.zoom_to)
         layout.addWidget(self.tabs)
-        layout.addLayout(button_row([
-            ("Accept selected", self.accept_selected,
-             "Copy the selected predictions into the ground truth (Alt-A)"),
-            ("Reject selected", self.reject_selected,
-             "Remove the selected predictions (Alt-X)"),
-            ("Accept all", self.accept_all, "Accept every prediction shown on this image"),
-        ]))  # fmt: skip
-        layout.addLayout(button_row([
-            ("Next with errors", self.next_with_errors,
-             "The next image with a miss or a false alarm at these thresholds (Alt-E)"),
-            ("Mark reviewed", self.mark_reviewed, "This image's status: reviewed (Alt-M)"),
-        ]))  # fmt: skip
-        layout.addLayout(button_row([
-            ("Export table...", self._ask_export_table),
-            ("Export corrected...", self._ask_export_corrected),
-        ]))  # fmt: skip
+        rows = [
+            button_row([
+                ("Accept selected", self.accept_selected,
+                 "Copy the selected predictions into the ground truth (Alt-A)"),
+                ("Reject selected", self.reject_selected,
+                 "Remove the selected predictions (Alt-X)"),
+                ("Accept all", self.accept_all, "Accept every prediction shown on this image"),
+            ]),
+            button_row([
+                ("Next with errors", self.next_with_errors,
+                 "The next image with a miss or a false alarm at these thresholds (Alt-E)"),
+                ("Mark reviewed", self.mark_reviewed, "This image's status: reviewed (Alt-M)"),
+            ]),
+            button_row([
+                ("Export table...", self._ask_export_table,
+                 "Write the per-image table, at these thresholds, as CSV"),
+                ("Export corrected...", self._ask_export_corrected,
+                 "Write the corrected ground truth as VIA, COCO, masks, ROI sets or GeoJSON"),
+            ]),
+        ]  # fmt: skip
+        #: what acts on an open review: enabled only while one is open
+        self.review_buttons: list[QPushButton] = [self.propose_button]
+        for row in rows:
+            layout.addLayout(row)
+            widgets = [item.widget() for i in range(row.count()) if (item := row.itemAt(i))]
+            self.review_buttons += [w for w in widgets if isinstance(w, QPushButton)]
+        self._set_review_enabled(False)
         # the panels' parts, as tests and scripts know them
         self.table, self.proxy, self.model = (
             self.table_panel.table,
@@ -252,6 +265,11 @@ class ReviewWidget(QWidget):
         self.image_slider, self.image_text = self.image_panel.slider, self.image_panel.text
         self.curves = self.image_panel.curves
         self.class_table, self.agreement_text = self.class_panel.table, self.class_panel.agreement
+
+    def _set_review_enabled(self, on: bool) -> None:
+        """Enable the buttons that act on an open review (:attr:`review_buttons`)."""
+        for button in self.review_buttons:
+            button.setEnabled(on)
 
     def _with_browse(self, edit: QLineEdit, pattern: str = "JSON (*.json)") -> QHBoxLayout:
         def browse() -> None:
@@ -324,6 +342,7 @@ class ReviewWidget(QWidget):
         self._apply_thresholds()
         self.layers.ensure_predictions(review.path)
         self._bind_keys()
+        self._set_review_enabled(True)
         self.refresh()
         self._on_image_changed(session.current)
         return True
@@ -381,7 +400,8 @@ class ReviewWidget(QWidget):
         lines += [_summary_line(f"{group_by}={k}", v) for k, v in groups.items()]
         if self.review_note:  # under the review's summary, not instead of it
             lines.append(self.review_note)
-        self.summary.setText("\n".join(lines))
+        self._scores_text = "\n".join(lines)
+        self.summary.setText(self._scores_text)
         self._fill_predictions()
         self.tabs.changed()
 
@@ -396,17 +416,30 @@ class ReviewWidget(QWidget):
             images = self.annotator.session.dataset.images
             self.annotator.show(next(i for i, im in enumerate(images) if im.filename == filename))
 
+    def _say(self, text: str) -> None:
+        """Say ``text`` under the review's scores (they stay), in the message area."""
+        scores = self._scores_text if self.review is not None else ""
+        self.summary.setText(f"{scores}\n{text}" if scores else text)
+
     def _ask_export_table(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Export the table", "", "CSV (*.csv)")
         if path:
             self.export_table(path)
 
-    def export_table(self, path: str | Path) -> Path:
-        """Write the per-image table (at the current thresholds) as CSV, atomically."""
+    def export_table(self, path: str | Path) -> Path | None:
+        """Write the per-image table (at the current thresholds) as CSV, atomically; says
+        how many rows went where, or why none did (None then)."""
         if self.review is None:
-            raise BioAnomalyError("nothing is open for review")
+            self._say("Export table: nothing is open for review.")
+            return None
         self._apply_thresholds()
-        return self.review.table_csv(path)
+        try:
+            written = self.review.table_csv(path)
+        except BioAnomalyError as exc:
+            self._say(f"Table not exported: {exc}")
+            return None
+        self._say(f"Wrote {counted(len(self.review.names), 'row')} to {written}")
+        return written
 
     # ------------------------------------------------------------------ layers
 
@@ -568,11 +601,27 @@ class ReviewWidget(QWidget):
 
     def export_corrected(self, fmt: str, path: str | Path) -> list[Path]:
         """Export the corrected ground truth (see :data:`annotations.EXPORT_FORMATS`); says
-        what was written and left out, or why nothing was."""
-        from napari.utils.notifications import show_error, show_info
-
-        self._gt.sync()
-        return export_and_say(self._gt.session.dataset, fmt, path, show_info, show_error)
+        what was written and left out, or why nothing was, in the message area."""
+        if self.annotator is None:
+            self._say("Export corrected: nothing is open for review.")
+            return []
+        self.annotator.sync()
+        dataset = self.annotator.session.dataset
+        try:
+            written, warnings = export_dataset(dataset, fmt, path)
+        except OSError as exc:  # about the temporary file beside the target: name the target
+            self._say(f"Not exported: cannot write {path}: {exc.strerror or exc}")
+            return []
+        except (BioAnomalyError, ValueError) as exc:
+            self._say(f"Not exported: {exc}")
+            return []
+        text = (f"Wrote {counted(len(written), 'file')} to {path}: "
+                f"{counted(len(dataset.images), 'image')}, "
+                f"{counted(len(dataset.regions), 'region')}.")  # fmt: skip
+        if warnings:
+            text += f"\n{counted(len(warnings), 'warning')}:\n" + "\n".join(warnings[:10])
+        self._say(text)
+        return written
 
     # ------------------------------------------------------------------ one click
 
@@ -652,6 +701,7 @@ class ReviewWidget(QWidget):
             release_annotator(self.viewer, self.annotator, self)
             self.annotator = None
             self.review = None
+            self._set_review_enabled(False)
 
     def closeEvent(self, event: Any) -> None:
         self._closed = True

@@ -12,7 +12,7 @@ from qtpy.QtWidgets import QPushButton
 
 from napari_bioanomaly.core import annotations
 from napari_bioanomaly.core.evaluate import evaluate
-from napari_bioanomaly.core.model import BioAnomalyError, Region
+from napari_bioanomaly.core.model import Region
 from napari_bioanomaly.core.text import counted
 from napari_bioanomaly.widgets.review import ReviewWidget
 from tests.support.jobs import wait_for_job
@@ -196,6 +196,25 @@ def test_export_table(review, tmp_path):
     path = review.export_table(tmp_path / "table.csv")
     lines = path.read_text().splitlines()
     assert lines[0].startswith("image,group,GT,pred,TP,FP,FN") and len(lines) == 7
+    said = review.summary.text().splitlines()
+    assert said[-1] == f"Wrote 6 rows to {path}" and said[0].startswith("all: TP")
+
+
+def test_export_table_that_cannot_be_written_says_which_file(review, tmp_path, monkeypatch):
+    """A folder that cannot be written (root ignores permissions: the error as atomic_write
+    raises it there, about its hidden temporary file): said in the widget, naming the file
+    the user chose, not raised."""
+    target = tmp_path / "ro" / "table.csv"
+
+    def denied(path, data, *args, **kwargs):
+        hidden = Path(path).with_name(f".{Path(path).name}.rne2ivhm.tmp")
+        raise PermissionError(13, "Permission denied", str(hidden))
+
+    monkeypatch.setattr("napari_bioanomaly.core.review.atomic_write", denied)
+    assert review.export_table(target) is None
+    said = review.summary.text()
+    assert said.splitlines()[-1] == f"Table not exported: cannot write {target}: Permission denied"
+    assert ".tmp" not in said and said.startswith("all: TP")  # the scores stay above it
 
 
 def test_one_click_train_and_review(make_napari_viewer, dataset_dir, qtbot):
@@ -230,9 +249,18 @@ def test_nothing_open_is_said_and_the_open_button_opens(
 ):
     widget = ReviewWidget(make_napari_viewer())
     qtbot.addWidget(widget)
-    with pytest.raises(BioAnomalyError, match="nothing is open for review"):
-        widget.export_corrected("via-project", tmp_path / "c.json")
-    assert not (tmp_path / "c.json").exists()
+    # what needs an open review waits for one; called anyway, it says so (no traceback)
+    needs_review = ["Accept selected", "Reject selected", "Accept all", "Next with errors",
+                    "Mark reviewed", "Propose regions", "Export table...",
+                    "Export corrected..."]  # fmt: skip
+    buttons = {b.text(): b for b in widget.findChildren(QPushButton)}
+    assert not any(buttons[t].isEnabled() for t in needs_review)
+    assert buttons["Open for review"].isEnabled() and buttons["Predict && review"].isEnabled()
+    assert widget.export_corrected("via-project", tmp_path / "c.json") == []
+    assert widget.summary.text() == "Export corrected: nothing is open for review."
+    assert widget.export_table(tmp_path / "t.csv") is None
+    assert widget.summary.text() == "Export table: nothing is open for review."
+    assert not (tmp_path / "c.json").exists() and not (tmp_path / "t.csv").exists()
     annotations.save(annotations.load(dataset_dir / "annotations.json")[0],
                      dataset_dir / "pred.json", "via")  # fmt: skip
     widget.gt_edit.setText(str(dataset_dir / "annotations.json"))
@@ -240,7 +268,10 @@ def test_nothing_open_is_said_and_the_open_button_opens(
     button = next(b for b in widget.findChildren(QPushButton) if b.text() == "Open for review")
     qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
     assert widget.annotator is not None and len(widget.model.rows) == 6
+    assert all(buttons[t].isEnabled() for t in needs_review)
     assert widget.export_corrected("via-project", tmp_path / "c.json")
+    widget._release()  # nothing open again: the buttons wait again
+    assert not any(buttons[t].isEnabled() for t in needs_review)
 
 
 def test_export_corrected_annotations(review, tmp_path, monkeypatch):
@@ -251,15 +282,25 @@ def test_export_corrected_annotations(review, tmp_path, monkeypatch):
     ):
         written = review.export_corrected(fmt, out)
         assert written and all(p.exists() for p in written)
+        said = f"Wrote {counted(len(written), 'file')} to {out}: 6 images"
+        assert said in review.summary.text()
     ds, report = annotations.load(tmp_path / "c.json", read_images=False)
     assert len(ds.images) == 6 and not report.issues
-    # a folder that cannot be written: said as an error, not a traceback
-    said = []
-    monkeypatch.setattr("napari.utils.notifications.show_error", said.append)
+    # a folder that cannot be written: said in the widget, naming the file chosen
     blocker = tmp_path / "a file"
     blocker.write_text("not a folder")
     assert review.export_corrected("coco", blocker / "c.json") == []
-    assert said and said[0].startswith("export failed:")
+    said = review.summary.text().splitlines()
+    assert said[-1] == f"Not exported: cannot write {blocker / 'c.json'}: File exists"
+    assert said[0].startswith("all: TP")
+
+    def denied(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", f"{tmp_path}/.c.json.x1y2.tmp")
+
+    monkeypatch.setattr("napari_bioanomaly.core.annotations.write_json", denied)
+    assert review.export_corrected("via-project", tmp_path / "c.json") == []
+    expected = f"Not exported: cannot write {tmp_path / 'c.json'}: Permission denied"
+    assert review.summary.text().splitlines()[-1] == expected
 
 
 def _widget_with_a_model(make_viewer, qtbot, dataset_dir, model, epochs: int, steps: int):

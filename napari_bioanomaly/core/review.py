@@ -35,6 +35,7 @@ from .model import BioAnomalyError, Dataset, ImageRecord, Region
 from .quality import QC_ATTRIBUTE
 from .runs import Spans, iou_matrix
 from .session import AnnotationSession
+from .text import counted
 
 #: Columns of the per-image table (the widget's and the exported CSV's).
 COLUMNS = ["image", "group", "GT", "pred", "TP", "FP", "FN", "precision", "recall", "F1",
@@ -195,6 +196,51 @@ class ReviewSession:
         what a slider move needs (cheaper than :meth:`report`, no per-class matching)."""
         rows = self.rows()
         return rows, summarise(rows), group_summaries(rows, self.group_by)
+
+    def ground_truth_state(self) -> tuple[int, int, int]:
+        """Of the images under review: how many have ground-truth regions, how many were
+        checked and have none (marked "checked: no anomaly", or reviewed), and how many
+        neither (never annotated nor checked)."""
+        annotated = checked = 0
+        for name in self.names:
+            im = self.ground_truth(name)
+            if im.regions:
+                annotated += 1
+            elif im.no_anomaly or im.reviewed:
+                checked += 1
+        return annotated, checked, len(self.names) - annotated - checked
+
+    @property
+    def scored(self) -> bool:
+        """Whether there is ground truth to score the predictions against: an image under
+        review has a region, or was checked. Otherwise (a new folder of images, an
+        unsupervised model) every prediction would count as a false positive and the
+        model score 0: they are proposals to accept or reject, not errors."""
+        annotated, checked, _ = self.ground_truth_state()
+        return bool(annotated or checked)
+
+    def scoring_note(self) -> str:
+        """What the scores stand on, where that is not plain (empty otherwise): nothing
+        annotated yet (:attr:`scored` false), or images neither annotated nor checked,
+        which are scored as without anomaly, as ``evaluate`` scores them."""
+        annotated, checked, unknown = self.ground_truth_state()
+        n = len(self.names)
+        if not annotated and not checked:
+            return (
+                f"No anomaly annotated yet: the {counted(self.n_predictions(), 'prediction')} "
+                f"on {counted(n, 'image')} are proposals to accept or reject, not scored."
+            )
+        if unknown:
+            return (
+                f"{unknown} of {counted(n, 'image')} neither annotated nor checked: scored as "
+                "without anomaly (their predictions count as false positives); mark the "
+                "normal ones checked or reviewed"
+            )
+        return ""
+
+    def n_predictions(self) -> int:
+        """Predictions of the images under review at or above the score threshold."""
+        return sum(len(self.shown(name)) for name in self.names)
 
     def report(self, image_threshold: float = 0.5) -> Report:
         """Summary, groups, classes, class agreement and image level at the thresholds:

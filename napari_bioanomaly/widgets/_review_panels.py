@@ -54,6 +54,11 @@ FOUND_TIP = (
     "such as the unsupervised ones): how many regions of each class they matched"
 )
 SORT_ROLE = Qt.ItemDataRole.UserRole + 3
+#: columns of :data:`COLUMNS` that score against the ground truth (TP to mean IoU)
+UNSCORED_COLUMNS = range(COLUMNS.index("TP"), COLUMNS.index("mean IoU") + 1)
+#: the label over the errors list: scored, and with nothing annotated yet
+ERRORS_LABEL = "False negatives and false positives here (click to zoom):"
+PROPOSALS_LABEL = "Predictions here, to accept or reject (click to zoom):"
 
 
 def labelled_slider(value: int, text: str) -> tuple[QSlider, QLabel]:
@@ -86,6 +91,8 @@ class ScoreTableModel(QAbstractTableModel):
         self.group_name = "group"
         #: image -> its stored quality flags ("ok", "dim; out of focus", "" = not checked)
         self.qc: dict[str, str] = {}
+        #: False while nothing is annotated: the scores' cells (TP to mean IoU) say "-"
+        self.scored = True
 
     def set_rows(self, rows: list[ImageScore], qc: dict[str, str] | None = None) -> None:
         self.beginResetModel()
@@ -114,6 +121,8 @@ class ScoreTableModel(QAbstractTableModel):
         if role == SORT_ROLE:
             return v
         if role == Qt.ItemDataRole.DisplayRole:
+            if not self.scored and index.column() in UNSCORED_COLUMNS:
+                return "-"
             if isinstance(v, float):
                 return "-" if v < 0 else f"{v:.3f}"
             return v
@@ -161,13 +170,17 @@ class ImageTablePanel(QWidget):
         self.errors.itemClicked.connect(
             lambda item: self.error_clicked.emit(item.data(Qt.ItemDataRole.UserRole))
         )
-        label = QLabel("False negatives and false positives here (click to zoom):")
+        label = self.errors_label = QLabel(ERRORS_LABEL)
         label.setWordWrap(True)
         col.addWidget(label)
         col.addWidget(self.errors)
 
-    def show_rows(self, rows: list[ImageScore], qc: dict[str, str], group: str | None) -> None:
+    def show_rows(
+        self, rows: list[ImageScore], qc: dict[str, str], group: str | None, scored: bool = True
+    ) -> None:
+        """The rows; ``scored`` False (nothing annotated): their scores are not shown."""
         self.model.group_name = group or "group"
+        self.model.scored = scored
         self.model.set_rows(rows, qc)
 
     def select(self, filename: str) -> None:
@@ -177,9 +190,15 @@ class ImageTablePanel(QWidget):
             if index.isValid():
                 self.table.selectRow(index.row())
 
-    def show_errors(self, false_negatives: list[Region], false_positives: list[Region]) -> None:
+    def show_errors(
+        self, false_negatives: list[Region], false_positives: list[Region], scored: bool = True
+    ) -> None:
+        """The image's misses and false alarms; ``scored`` False (nothing annotated yet):
+        its predictions, listed as proposals."""
         self.errors.clear()
-        for kind, regions in (("FN", false_negatives), ("FP", false_positives)):
+        self.errors_label.setText(ERRORS_LABEL if scored else PROPOSALS_LABEL)
+        pred = "FP" if scored else "proposal"
+        for kind, regions in (("FN", false_negatives), (pred, false_positives)):
             for r in regions:
                 score = "" if r.score is None else f", score {r.score:.2f}"
                 item = QListWidgetItem(f"{kind}: {r.label}, {r.area:.0f} px{score}")

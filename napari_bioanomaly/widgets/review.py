@@ -394,10 +394,14 @@ class ReviewWidget(QWidget):
             return
         self._apply_thresholds()
         rows, summary, groups = self.review.summaries()
-        group_by = self.review.group_by
-        self.table_panel.show_rows(rows, self.review.qc_flags(), group_by)
-        lines = [_summary_line("all", summary)]
-        lines += [_summary_line(f"{group_by}={k}", v) for k, v in groups.items()]
+        group_by, scored = self.review.group_by, self.review.scored
+        self.table_panel.show_rows(rows, self.review.qc_flags(), group_by, scored)
+        lines = []
+        if scored:  # nothing annotated: no scores, which would all say the model failed
+            lines.append(_summary_line("all", summary))
+            lines += [_summary_line(f"{group_by}={k}", v) for k, v in groups.items()]
+        if note := self.review.scoring_note():
+            lines.append(note)
         if self.review_note:  # under the review's summary, not instead of it
             lines.append(self.review_note)
         self._scores_text = "\n".join(lines)
@@ -452,7 +456,7 @@ class ReviewWidget(QWidget):
         if self.layers.show_predictions([regions[i] for i in self.review.shown(name)]):
             # only the predictions' layer changed: the ground truth's keeps its style
             self.layers.restyle(None, self.fill.isChecked(), self.opacity.value() / 100)
-        self.table_panel.show_errors(*self.review.errors(name))
+        self.table_panel.show_errors(*self.review.errors(name), scored=self.review.scored)
 
     def _restyle(self, *_: Any) -> None:
         gt = self.annotator.shapes_layer if self.annotator is not None else None
@@ -586,6 +590,7 @@ class ReviewWidget(QWidget):
         if self.annotator is not None:
             self.annotator.session.set_flag("reviewed", True)
             self.annotator.autosave()
+            self.refresh()  # a checked image: what the scores stand on changed
 
     def _ask_export_corrected(self) -> None:
         from qtpy.QtWidgets import QInputDialog

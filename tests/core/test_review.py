@@ -252,3 +252,31 @@ def test_files_written_for_a_folder_of_images_go_into_it(tmp_path):
     assert beside(folder, "bioanomaly-forest.pt") == folder / "bioanomaly-forest.pt"
     ann = folder / "annotations.json"
     assert beside(ann, "bioanomaly-forest.pt") == folder / "bioanomaly-forest.pt"
+
+
+def test_nothing_annotated_is_not_scored_and_unchecked_images_are_said(files):
+    """A dataset nobody annotated yet (a new folder, an unsupervised model): its
+    predictions are proposals, not false positives of a model that scores 0; once one
+    image is annotated the scores are evaluate's, and the images neither annotated nor
+    checked are said to count as without anomaly."""
+    gt_path, _ = files
+    gt, _ = annotations.load(gt_path)
+    for im in gt.images:  # nothing annotated, nothing checked
+        im.regions, im.no_anomaly, im.reviewed = [], False, False
+    annotations.save(gt, gt_path, "via-project")
+    review = open_review(files)
+    n = len(review.names)
+    assert review.ground_truth_state() == (0, 0, n) and not review.scored
+    shown = review.n_predictions()
+    assert shown >= n  # every image has its weak false alarm at least
+    assert review.scoring_note() == (
+        f"No anomaly annotated yet: the {shown} predictions on {n} images are proposals to "
+        "accept or reject, not scored."
+    )
+    review.accept(review.names[0], [0])  # one proposal accepted: ground truth to score by
+    assert review.ground_truth_state() == (1, 0, n - 1) and review.scored
+    assert review.scoring_note().startswith(f"{n - 1} of {n} images neither annotated nor "
+                                            "checked: scored as without anomaly")  # fmt: skip
+    for name in review.names[1:]:  # the others checked: nothing left unknown
+        review.gt.set_flag("no_anomaly", True, review.names.index(name))
+    assert review.ground_truth_state() == (1, n - 1, 0) and review.scoring_note() == ""

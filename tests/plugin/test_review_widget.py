@@ -963,3 +963,38 @@ def test_a_stopped_resumed_prediction_keeps_every_image_predicted_so_far(dataset
                     f"{gt.images[3].filename}, has no anomaly map in {maps} any more: it is "
                     "predicted again)."]  # fmt: skip
     assert gone.is_file() and not manifest.path.exists()
+
+
+def test_a_dataset_with_nothing_annotated_shows_proposals_not_scores(
+    make_napari_viewer, dataset_dir, qtbot
+):
+    """New images, an unsupervised model: every prediction would be a false positive and
+    the model score 0. The summary says nothing is annotated, the list calls them
+    proposals, the table leaves the scores out; accepting one starts the scoring."""
+    gt, _ = annotations.load(dataset_dir / "annotations.json")
+    pred = dataset_dir / "pred.json"
+    for im in gt.images:
+        im.regions = [Region(square(100, 100, 12), "anomaly", score=0.4, source="model")]
+    annotations.save(gt, pred, "via")
+    for im in gt.images:  # nothing annotated, nothing checked
+        im.regions, im.no_anomaly, im.reviewed = [], False, False
+    annotations.save(gt, dataset_dir / "annotations.json", "via-project")
+    widget = ReviewWidget(make_napari_viewer())
+    qtbot.addWidget(widget)
+    assert widget.open(dataset_dir / "annotations.json", pred)
+    said = widget.summary.text()
+    assert said == ("No anomaly annotated yet: the 6 predictions on 6 images are proposals "
+                    "to accept or reject, not scored.")  # fmt: skip
+    listed = [widget.errors.item(i).text() for i in range(widget.errors.count())]
+    assert listed == ["proposal: anomaly, 144 px, score 0.40"]
+    assert widget.table_panel.errors_label.text().startswith("Predictions here")
+    f1 = widget.proxy.index(0, widget.model.columnCount() - 5)  # F1
+    assert widget.proxy.headerData(f1.column(), Qt.Orientation.Horizontal) == "F1"
+    assert f1.data() == "-" and widget.proxy.index(0, 3).data() == 1  # pred: counted
+    widget.pred_layer.selected_data = {0}
+    assert widget.accept_selected() == 1  # ground truth now: scored, as evaluate scores it
+    lines = widget.summary.text().splitlines()
+    assert lines[0].startswith("all: TP 1 FP 5 FN 0")
+    assert "5 of 6 images neither annotated nor checked: scored as without anomaly" in lines[-1]
+    assert widget.errors.count() == 0 and widget.proxy.index(0, 9).data() != "-"
+    assert widget.table_panel.errors_label.text().startswith("False negatives")

@@ -59,6 +59,10 @@ UNSCORED_COLUMNS = range(COLUMNS.index("TP"), COLUMNS.index("mean IoU") + 1)
 #: the label over the errors list: scored, and with nothing annotated yet
 ERRORS_LABEL = "False negatives and false positives here (click to zoom):"
 PROPOSALS_LABEL = "Predictions here, to accept or reject (click to zoom):"
+#: columns shown right after the image and its group, where a dock's width shows them
+FIRST_COLUMNS = ["F1", "pixel IoU"]
+#: the widest the image column starts (long paths lose their start, not the name)
+IMAGE_WIDTH = 150
 
 
 def labelled_slider(value: int, text: str) -> tuple[QSlider, QLabel]:
@@ -159,6 +163,12 @@ class ImageTablePanel(QWidget):
         self.table.setSortingEnabled(True)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         vertical.setVisible(False)
+        # what tells an image's quality beside its name, before the counts behind it
+        # (the model's and the exported CSV's order stay :data:`COLUMNS`)
+        for k, name in enumerate(FIRST_COLUMNS):
+            horizontal.moveSection(horizontal.visualIndex(COLUMNS.index(name)), 2 + k)
+        horizontal.setResizeContentsPrecision(200)  # sized on the first 200 rows: cheap
+        self._sized_for: tuple[int, str] | None = None
         # image paths share their start (``images/...``): cut the start, keep the name
         self.table.setTextElideMode(Qt.TextElideMode.ElideLeft)
         self.table.setWordWrap(False)  # Qt ignores the elide mode of wrapped text
@@ -166,6 +176,7 @@ class ImageTablePanel(QWidget):
         self.table.clicked.connect(self._on_row_clicked)
         col.addWidget(self.table)
         self.errors = QListWidget()
+        self.errors.setMinimumHeight(70)
         self.errors.setMaximumHeight(110)
         self.errors.itemClicked.connect(
             lambda item: self.error_clicked.emit(item.data(Qt.ItemDataRole.UserRole))
@@ -182,6 +193,12 @@ class ImageTablePanel(QWidget):
         self.model.group_name = group or "group"
         self.model.scored = scored
         self.model.set_rows(rows, qc)
+        # columns as wide as their contents, once per set of rows (not at every slider
+        # step, where they would jump)
+        if self._sized_for != (len(rows), self.model.group_name):
+            self._sized_for = (len(rows), self.model.group_name)
+            self.table.resizeColumnsToContents()
+            self.table.setColumnWidth(0, min(self.table.columnWidth(0), IMAGE_WIDTH))
 
     def select(self, filename: str) -> None:
         names = [r.image for r in self.model.rows]
@@ -257,6 +274,7 @@ class ImageLevelPanel(QWidget):
         pixels = rgba.tobytes()  # alive until the copy: QImage only points at it
         image = QImage(pixels, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
         self.curves.setPixmap(QPixmap.fromImage(image))
+        self.curves.setMinimumHeight(h)  # whole: titles and the tops of the axes too
 
 
 class ClassPanel(QWidget):

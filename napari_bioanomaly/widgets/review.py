@@ -22,7 +22,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -46,6 +45,7 @@ from ._common import (
     ask_save_failed,
     button_row,
     export_dataset,
+    scrolled_layout,
     slot,
     with_browse,
 )
@@ -100,7 +100,7 @@ class ReviewWidget(QWidget):
     # ------------------------------------------------------------------ layout
 
     def _build(self) -> None:
-        layout = QVBoxLayout(self)
+        layout = scrolled_layout(self)  # docked beside Annotate and Train, it scrolls
         form = QFormLayout()
         self.gt_edit = QLineEdit()
         self.gt_edit.setPlaceholderText("ground-truth annotation file")
@@ -183,7 +183,15 @@ class ReviewWidget(QWidget):
             "choose-point."
         )
         self.point_button.clicked.connect(slot(self.choose_point))
+        for combo in (self.tta_combo, self.point_on):  # narrower than their longest item:
+            combo.setSizeAdjustPolicy(  # the rows fit a dock of 470 px, as Annotate's
+                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+            )
+            combo.setMinimumContentsLength(10)
         point_row.addWidget(self.point_on, 1)
+        layout.addLayout(point_row)
+        point_row = QHBoxLayout()  # a second row: one would not fit a dock of 470 px
+        point_row.addStretch(1)
         point_row.addWidget(self.point_tta)
         point_row.addWidget(self.point_button)
         layout.addLayout(point_row)

@@ -998,3 +998,34 @@ def test_a_dataset_with_nothing_annotated_shows_proposals_not_scores(
     assert "5 of 6 images neither annotated nor checked: scored as without anomaly" in lines[-1]
     assert widget.errors.count() == 0 and widget.proxy.index(0, 9).data() != "-"
     assert widget.table_panel.errors_label.text().startswith("False negatives")
+
+
+def test_the_panel_scrolls_and_shows_what_matters_at_a_dock_s_width(review, qtbot):
+    """A dock of 470 x 600 px (the default width, under the other docks): the panel
+    scrolls rather than squeezing the table under its label or cutting the curves' titles
+    off, nothing needs a sideways scroll, and the table shows each image's F1 and pixel
+    IoU beside its name."""
+    from qtpy.QtWidgets import QScrollArea
+
+    review.review_note = "a note\nof\nseveral\nlines"  # a long summary, as a stopped run's
+    review.refresh()
+    review.resize(470, 600)
+    review.show()
+    qtbot.waitExposed(review)
+    scroll = review.findChild(QScrollArea)
+    assert scroll is not None and scroll.verticalScrollBar().maximum() > 0
+    assert scroll.widget().minimumSizeHint().width() <= scroll.viewport().width()
+    table, label = review.table, review.table_panel.errors_label
+    assert (
+        label.mapTo(review, label.rect().topLeft()).y()
+        >= table.mapTo(review, table.rect().bottomLeft()).y()
+    )  # the label is under the table, not drawn over its last row
+    header = table.horizontalHeader()
+    shown = [review.proxy.headerData(header.logicalIndexAt(x), Qt.Orientation.Horizontal)
+             for x in range(0, table.viewport().width(), 10)]  # fmt: skip
+    assert {"image", "F1", "pixel IoU"} <= set(shown), shown
+    review.tabs.setCurrentIndex(1)
+    review.refresh_image_level()
+    qtbot.wait(50)
+    curves = review.curves
+    assert curves.pixmap() is not None and curves.height() >= curves.pixmap().height()

@@ -96,6 +96,13 @@ class ReviewWidget(QWidget):
         )  # fmt: skip
         self.workspace.job_changed.connect(self.jobs.on_workspace_job)
         self.jobs.on_workspace_job(self.workspace.job, "")  # opened while another job runs
+        # the fields start at what the other widgets opened and trained, and follow them
+        self._suggested: dict[int, str] = {}
+        self.workspace.session_opened.connect(self._on_session_opened)
+        self.workspace.changed.connect(self._on_workspace_changed)
+        if self.workspace.sessions:
+            self._on_session_opened(self.workspace.sessions[-1])
+        self._on_workspace_changed("model_path")
 
     # ------------------------------------------------------------------ layout
 
@@ -273,6 +280,25 @@ class ReviewWidget(QWidget):
         self.image_slider, self.image_text = self.image_panel.slider, self.image_panel.text
         self.curves = self.image_panel.curves
         self.class_table, self.agreement_text = self.class_panel.table, self.class_panel.agreement
+
+    def _suggest(self, edit: QLineEdit, path: Path | None) -> None:
+        """Fill ``edit`` with ``path`` where it is empty or holds what was suggested
+        before: what the user typed, or the file a review opened, stays."""
+        text = edit.text().strip()
+        if path is None or (text and text != self._suggested.get(id(edit))):
+            return
+        edit.setText(str(path))
+        self._suggested[id(edit)] = str(path)
+
+    def _on_session_opened(self, session: Any) -> None:
+        """A dataset was opened (by the Annotate widget): its annotation file is the
+        ground truth to review."""
+        self._suggest(self.gt_edit, session.path)
+
+    def _on_workspace_changed(self, name: str) -> None:
+        """A model was trained (by the Train widget): the model to predict with."""
+        if name == "model_path":
+            self._suggest(self.model_edit, self.workspace.model_path)
 
     def _set_review_enabled(self, on: bool) -> None:
         """Enable the buttons that act on an open review (:attr:`review_buttons`)."""
@@ -719,6 +745,8 @@ class ReviewWidget(QWidget):
     def closeEvent(self, event: Any) -> None:
         self._closed = True
         self.workspace.job_changed.disconnect(self.jobs.on_workspace_job)
+        self.workspace.session_opened.disconnect(self._on_session_opened)
+        self.workspace.changed.disconnect(self._on_workspace_changed)
         unbind_keys(self.viewer, self)
         self._release()
         super().closeEvent(event)

@@ -39,8 +39,9 @@ def test_unannotated_folder_to_heatmap_proposals_and_annotations(
 
     review = ReviewWidget(viewer)
     qtbot.addWidget(review)
-    review.gt_edit.setText(train.source.currentText())
-    review.model_edit.setText(str(model))
+    # what Annotate opened and Train trained, ready to predict with
+    assert review.gt_edit.text() == train.source.currentText()
+    assert review.model_edit.text() == str(model)
     assert review.predict_and_review(), review.summary.text()
     wait_for_job(qtbot, review, 120_000)
     assert len(review.model.rows) == 6

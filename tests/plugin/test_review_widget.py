@@ -1029,3 +1029,38 @@ def test_the_panel_scrolls_and_shows_what_matters_at_a_dock_s_width(review, qtbo
     qtbot.wait(50)
     curves = review.curves
     assert curves.pixmap() is not None and curves.height() >= curves.pixmap().height()
+
+
+def test_fields_start_at_the_open_dataset_and_the_last_trained_model_and_follow(
+    make_napari_viewer, dataset_dir, sample_dir, qtbot, tmp_path
+):
+    """The ground truth the Annotate widget has open and the model the Train widget
+    trained last fill Review's fields (Predict & review said "choose the ground-truth file
+    and a model first" with both open), and follow them, but what the user typed stays."""
+    import shutil
+
+    from napari_bioanomaly.widgets.annotate import AnnotateWidget
+
+    viewer = make_napari_viewer()
+    annotate = AnnotateWidget(viewer)
+    qtbot.addWidget(annotate)
+    assert annotate.open_path(dataset_dir)
+    workspace = annotate.workspace
+    workspace.model_path = tmp_path / "first.pt"  # as the Train widget does when it ends
+    review = ReviewWidget(viewer)  # opened after both
+    qtbot.addWidget(review)
+    assert review.gt_edit.text() == str(dataset_dir / "annotations.json")
+    assert review.model_edit.text() == str(tmp_path / "first.pt")
+    other = tmp_path / "other"
+    shutil.copytree(sample_dir, other)
+    assert annotate.open_path(other)  # another dataset, another model: followed
+    workspace.model_path = tmp_path / "second.pt"
+    assert review.gt_edit.text() == str(other / "annotations.json")
+    assert review.model_edit.text() == str(tmp_path / "second.pt")
+    review.model_edit.setText(str(tmp_path / "mine.pt"))  # the user's choice stays
+    workspace.model_path = tmp_path / "third.pt"
+    assert review.model_edit.text() == str(tmp_path / "mine.pt")
+    review.gt_edit.setText(str(dataset_dir / "annotations.json"))
+    shutil.copytree(sample_dir, tmp_path / "third")
+    assert annotate.open_path(tmp_path / "third")
+    assert review.gt_edit.text() == str(dataset_dir / "annotations.json")

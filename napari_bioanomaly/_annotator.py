@@ -127,6 +127,10 @@ class Annotator:
             self.image_layer = self.viewer.add_image(
                 pixels, name="image", metadata={TAG: {"role": ROLE_IMAGE, **meta}}
             )
+            # under the outlines and maps already there (Review's predictions and anomaly
+            # map, left from another dataset), which it would hide
+            layers = self.viewer.layers
+            layers.move(layers.index(self.image_layer), 0)
         if self.shapes_layer is None or self.shapes_layer not in self.viewer.layers:
             layer = self.viewer.add_shapes(
                 None,

@@ -577,3 +577,15 @@ def test_an_unreadable_image_shows_its_regions_but_takes_no_drawing(
     assert broken.name in said[-1]
     w.go_to(0)
     assert w.annotator.shapes_layer.editable  # a readable image: drawing again
+
+
+def test_the_image_goes_under_outlines_already_in_the_viewer(
+    make_napari_viewer, dataset_dir, qtbot
+):
+    viewer = make_napari_viewer()
+    viewer.add_shapes(None, name="predictions (review)")  # e.g. left by Review
+    w = AnnotateWidget(viewer)
+    qtbot.addWidget(w)
+    assert w.open_path(dataset_dir)
+    names = [layer.name for layer in viewer.layers]
+    assert names[0] == "image" and names.index("predictions (review)") > 0

@@ -81,8 +81,11 @@ class TrainWidget(QWidget):
         self._progress: Any = None
         self._last_status = 0.0
         self._hint = ""  # a status of the run worth repeating when it ends
+        self._ready = False  # the status says what a run would train on (kept up to date)
         self._build()
         self.refresh_sources()
+        self._show_ready()
+        self.source.currentTextChanged.connect(self._source_edited)
         self.viewer.layers.events.inserted.connect(lambda e: self.refresh_sources())
         # "Train & review" in the Review widget trains with these settings
         self.workspace.provide_train_config(self.config)
@@ -149,7 +152,7 @@ class TrainWidget(QWidget):
         cv.addWidget(self.cv_group, 1)
         cv.addWidget(self.cv_button)
         layout.addLayout(cv)
-        self.status = QLabel("Annotate some anomalies, then press Train.")
+        self.status = QLabel("")
         self.status.setWordWrap(True)
         layout.addWidget(self.status)
         self.plot = LossPlot()
@@ -171,6 +174,7 @@ class TrainWidget(QWidget):
         again = lambda *_: self._model_changed(self.model.currentText())  # noqa: E731
         self.epochs.valueChanged.connect(again)
         self.descriptors.currentTextChanged.connect(again)
+        again()  # the model chosen at the start greys out its rows too
 
     def form_values(self) -> dict[str, Any]:
         """What the form holds, by setting name."""
@@ -193,6 +197,51 @@ class TrainWidget(QWidget):
                 self.source.addItem(path)
         if current:
             self.source.setCurrentText(current)
+
+    def _show_ready(self) -> None:
+        """Say what Train would train on: the dataset and its annotated regions when the
+        dataset is open in this viewer, else the file."""
+        source = self.source.currentText().strip()
+        session = self._open_session(source) if source else None
+        if not source:
+            text = ("To train, open a dataset in the Annotate widget (or choose its "
+                    "annotation file with ...), then press Train.")  # fmt: skip
+        elif session is None:
+            text = f"Press Train to train on {source}."
+        else:
+            images = session.dataset.images
+            regions = sum(len(im.regions) for im in images)
+            head = f"{session.path}: {counted(len(images), 'image')}"
+            text = (
+                f"Ready to train on {head}, {counted(regions, 'region')} annotated. Press Train."
+                if regions
+                else f"{head}, no anomaly annotated yet: annotate some, then press Train "
+                "(the memory model trains without)."
+            )
+        self._set_status(text)
+        self._ready = True
+
+    def _source_edited(self, _text: str) -> None:
+        if self._ready:  # a run's result or an error stays until the next run
+            self._show_ready()
+
+    def _open_session(self, source: str) -> Any:
+        """The workspace's session of the annotation file ``source`` (None when it is not
+        open in this viewer: reading it here would cost)."""
+        try:
+            path = Path(source).resolve()
+        except (OSError, RuntimeError, ValueError):
+            return None
+        for session in self.workspace.sessions:
+            if session.path.resolve() == path:
+                return session
+        return None
+
+    def showEvent(self, event: Any) -> None:
+        """Shown again (its tab raised): the ready status counts the regions annotated since."""
+        if self._ready and self.worker is None:
+            self._show_ready()
+        super().showEvent(event)
 
     def _browse_source(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Annotations to train on", "", "JSON (*.json)")
@@ -437,5 +486,6 @@ class TrainWidget(QWidget):
         self.stop_button.setEnabled(running and own)
 
     def _set_status(self, text: str, error: bool = False) -> None:
+        self._ready = False
         self.status.setStyleSheet("color: #d55e00" if error else "")
         self.status.setText(text)

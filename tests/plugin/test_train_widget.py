@@ -252,3 +252,33 @@ def test_the_train_widget_scrolls_rather_than_growing_the_window(widgets):
     for widget in (annotate, train):
         assert widget.findChild(QScrollArea) is not None
         assert widget.minimumSizeHint().height() < 300
+
+
+def test_a_fresh_form_greys_out_what_its_model_does_not_use(make_napari_viewer, qtbot):
+    """Opened with the U-Net chosen, the memory bank's and the forest's rows were enabled
+    until another field changed."""
+    from napari_bioanomaly.ml.settings import SETTINGS
+
+    train = TrainWidget(make_napari_viewer())
+    qtbot.addWidget(train)
+    assert train.model.currentText() == "unet"
+    values = train.form_values()
+    greyed = {name for name, field in train.fields.items() if not field.isEnabled()}
+    assert greyed == {s.name for s in SETTINGS if s.form and not s.applies_to("unet", values)}
+    mine = {"descriptors", "sharpen", "lines", "bank_outliers", "features", "autocontext"}
+    assert mine <= greyed and "tile" not in greyed
+
+
+def test_the_first_status_knows_the_open_dataset(widgets, make_napari_viewer, qtbot):
+    """With an annotated dataset open, the first status asked to annotate some anomalies;
+    it says what is there to train on."""
+    _, train, folder = widgets
+    regions = sum(len(im.regions) for im in train.workspace.sessions[0].dataset.images)
+    assert regions > 0
+    text = train.status.text()
+    assert "Annotate some" not in text
+    assert str(folder) in text and f"{regions} regions" in text and "Press Train" in text
+    # nothing open: it says where a dataset comes from
+    alone = TrainWidget(make_napari_viewer())
+    qtbot.addWidget(alone)
+    assert "open a dataset in the Annotate widget" in alone.status.text()

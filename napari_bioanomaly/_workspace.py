@@ -108,6 +108,9 @@ class Workspace:
         self._train_config = provider
         self.changed.emit("train_config")
 
+    #: the annotation file of the dataset a widget showed last (Annotate's dataset, Review's
+    #: ground truth): the one the Train widget trains on, unless another is chosen there
+    annotations_path = _PathSetting()
     #: the model trained (or chosen) last
     model_path = _PathSetting()
     #: the predictions written last
@@ -198,6 +201,7 @@ def shared_annotator(
         else:
             getattr(annotator, name).connect(slot)
     owners[id(owner)] = slots  # latest last: its callbacks are the ones in use
+    workspace.annotations_path = session.path  # the dataset on screen now
     return annotator
 
 

@@ -48,6 +48,10 @@ if TYPE_CHECKING:  # torch stays unloaded until a run starts
 #: The models of the Train widget, with what they are for (see :data:`~..ml.config.REGISTRY`).
 MODEL_HELP = {name: info.help for name, info in REGISTRY.items()}
 UNSUPERVISED = ANOMALY_MODELS
+SOURCE_HELP = (
+    "annotation file of the dataset (the Annotate widget autosaves it); the dataset opened "
+    "last in the Annotate or Review widget is chosen as it opens"
+)
 
 
 def crossval_text(folds: list[dict[str, Any]], summary: dict[str, Any] | None = None) -> str:
@@ -84,6 +88,8 @@ class TrainWidget(QWidget):
         self._ready = False  # the status says what a run would train on (kept up to date)
         self._build()
         self.refresh_sources()
+        if self.workspace.annotations_path is not None:  # the dataset on screen
+            self.use_source(self.workspace.annotations_path)
         self._show_ready()
         self.source.currentTextChanged.connect(self._source_edited)
         self.viewer.layers.events.inserted.connect(lambda e: self.refresh_sources())
@@ -91,6 +97,8 @@ class TrainWidget(QWidget):
         self.workspace.provide_train_config(self.config)
         self.workspace.job_changed.connect(self._on_job_changed)
         self._on_job_changed(self.workspace.job, "")  # opened while another job runs
+        # another dataset opened in Annotate (or Review): Train follows it
+        self.workspace.changed.connect(self._on_workspace_changed)
 
     def _build(self) -> None:
         layout = scrolled_layout(self)  # docked under Annotate, it scrolls
@@ -102,7 +110,7 @@ class TrainWidget(QWidget):
             QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
         )
         self.source.setMinimumContentsLength(12)
-        self.source.setToolTip("annotation file of the dataset (the Annotate widget autosaves it)")
+        self.source.setToolTip(SOURCE_HELP)
         form.addRow("annotations", with_browse(self.source, self._browse_source))
         self.model = QComboBox()
         for name, tip in MODEL_HELP.items():
@@ -221,7 +229,8 @@ class TrainWidget(QWidget):
         self._set_status(text)
         self._ready = True
 
-    def _source_edited(self, _text: str) -> None:
+    def _source_edited(self, text: str) -> None:
+        self.source.setToolTip(f"{text}\n\n{SOURCE_HELP}" if text else SOURCE_HELP)
         if self._ready:  # a run's result or an error stays until the next run
             self._show_ready()
 
@@ -243,11 +252,23 @@ class TrainWidget(QWidget):
             self._show_ready()
         super().showEvent(event)
 
+    def use_source(self, path: str | Path) -> None:
+        """Train on the annotation file ``path`` (listed first if it was not listed)."""
+        text = str(path)
+        if self.source.findText(text) < 0:
+            self.source.insertItem(0, text)
+        self.source.setCurrentText(text)
+
+    def _on_workspace_changed(self, name: str) -> None:
+        """A widget opened another dataset: Train trains on it (a file typed or chosen
+        here after that stays until the next dataset is opened)."""
+        if name == "annotations_path" and self.workspace.annotations_path is not None:
+            self.use_source(self.workspace.annotations_path)
+
     def _browse_source(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Annotations to train on", "", "JSON (*.json)")
         if path:
-            self.source.addItem(path)
-            self.source.setCurrentText(path)
+            self.use_source(path)
 
     def _browse_out(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save the model as", "", "Model (*.pt)")
@@ -470,6 +491,7 @@ class TrainWidget(QWidget):
     def closeEvent(self, event: Any) -> None:
         self.workspace.provide_train_config(None)
         self.workspace.job_changed.disconnect(self._on_job_changed)
+        self.workspace.changed.disconnect(self._on_workspace_changed)
         super().closeEvent(event)
 
     def _on_job_changed(self, _state: str, _message: str) -> None:

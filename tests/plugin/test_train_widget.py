@@ -282,3 +282,40 @@ def test_the_first_status_knows_the_open_dataset(widgets, make_napari_viewer, qt
     alone = TrainWidget(make_napari_viewer())
     qtbot.addWidget(alone)
     assert "open a dataset in the Annotate widget" in alone.status.text()
+
+
+def test_train_follows_the_dataset_opened_last(widgets, sample_dir, tmp_path):
+    """Annotate opened A, then B: Train still said A, trained on A and wrote into A's
+    folder. It follows the dataset opened; a file chosen in Train after that stays until
+    the next dataset is opened."""
+    import shutil
+
+    annotate, train, a = widgets
+    b = tmp_path / "other"
+    shutil.copytree(sample_dir, b)
+    assert annotate.open_path(b)
+    assert train.source.currentText() == str(b / "annotations.json")
+    assert str(b / "annotations.json") in train.status.text()  # what a run would train on
+    assert str(b) in train.source.toolTip()
+    prepared = train._prepare()
+    assert prepared is not None and prepared[2] == str(b / "annotations.json")
+    train.source.setCurrentText(str(a / "annotations.json"))  # chosen here: it stays
+    train.viewer.add_points([[1, 1]])  # a layer inserted reads the layers again
+    assert train.source.currentText() == str(a / "annotations.json")
+    assert annotate.open_path(b)  # the same dataset again: nothing new opened
+    assert train.source.currentText() == str(a / "annotations.json")
+    assert annotate.open_path(a) and annotate.open_path(b)
+    assert train.source.currentText() == str(b / "annotations.json")
+
+
+def test_a_train_widget_opened_later_takes_the_dataset_on_screen(widgets, sample_dir, tmp_path,
+                                                                 qtbot):  # fmt: skip
+    import shutil
+
+    annotate, _, _ = widgets
+    b = tmp_path / "other"
+    shutil.copytree(sample_dir, b)
+    assert annotate.open_path(b)
+    later = TrainWidget(annotate.viewer)
+    qtbot.addWidget(later)
+    assert later.source.currentText() == str(b / "annotations.json")

@@ -161,6 +161,18 @@ def _refuse_replacing_non_model(*paths: Path) -> None:
             )
 
 
+def _refuse_unwritable(folder: Path, what: str, option: str = "--out") -> None:
+    """Refuse, before any work, an output folder where no file can be written: the run
+    would fail only when it saves, after all its training."""
+    from .core.paths import unwritable_reason
+
+    reason = unwritable_reason(folder)
+    if reason is not None:
+        raise BioAnomalyError(
+            f"{option}: cannot write {what} into {folder} ({reason}): choose another {option}"
+        )
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .core.chooser import tta_gain_text, tta_pays
     from .ml.checkpoint import last_path
@@ -170,6 +182,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     _refuse_replacing_non_model(Path(args.out), last_path(Path(args.out)))
     inputs = {"annotation file": args.annotations, "--weights file": args.weights}
     _refuse_input_as_output(args.out, inputs)
+    _refuse_unwritable(Path(args.out).absolute().parent, "the model")
     dataset = _open_annotations(args)
     main_process = _main_process()
     cancel = threading.Event()
@@ -213,6 +226,7 @@ def cmd_crossval(args: argparse.Namespace) -> int:
     from .ml.crossval import crossval
 
     config = _train_config(args)
+    _refuse_unwritable(Path(args.out).absolute(), "the fold models")
     dataset = _open_annotations(args)
     main_process = _main_process()
     cancel = threading.Event()

@@ -176,3 +176,24 @@ def export_paths(out: Path, images: list[str], suffix: str) -> tuple[dict[str, P
         else:
             taken[str(path).lower()] = im
     return out_paths, skipped
+
+
+def unwritable_reason(folder: str | Path) -> str | None:
+    """Why no file can be written into ``folder`` (``None`` if one can), found by creating
+    a temporary file there and removing it: permissions, a read-only file system, ACLs and
+    quotas all answer as a real write would. A folder not made yet is judged by its nearest
+    existing parent (where writing would make it); a file on the way cannot hold one."""
+    import tempfile
+
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is a file, not a folder"
+    try:
+        with tempfile.TemporaryFile(dir=probe, prefix=".bioanomaly-write-check."):
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None

@@ -321,7 +321,10 @@ def save_checkpoint(path: Path, payload: dict[str, Any], backup: bool = True) ->
     buf = io.BytesIO()
     torch.save(payload, buf)
     raw = buf.getvalue()
-    return atomic_write(path, raw, backup)
+    try:
+        return atomic_write(path, raw, backup)
+    except OSError as exc:  # its own name, not the temporary file's beside it
+        raise BioAnomalyError(f"cannot write the model {path}: {exc.strerror or exc}") from exc
 
 
 def checkpoint_payload(

@@ -19,8 +19,20 @@ INLINE_ENV = "BIOANOMALY_INLINE"
 
 
 def error_text(exc: BaseException) -> str:
-    """An error as a user reads it: our own errors by their message, others with their type."""
-    return str(exc) if isinstance(exc, BioAnomalyError) else f"{type(exc).__name__}: {exc}"
+    """An error as a user reads it: our own errors by their message, a file that could not
+    be read or written by its name and why, others with their type."""
+    if isinstance(exc, BioAnomalyError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def is_bug(exc: BaseException) -> bool:
+    """Whether an error of a job is a bug of ours (napari shows its traceback): not bad
+    input (:class:`BioAnomalyError`), nor a file system that refused (``OSError``: a full
+    disk, a folder that cannot be written, a file gone), said plainly instead."""
+    return not isinstance(exc, (BioAnomalyError, OSError))
 
 
 def launch(
@@ -38,8 +50,9 @@ def launch(
 
     With a ``workspace``, its job is "running" (with ``describe``) until the job ends,
     then "failed" (with the error) or "done"; callbacks run after the state is set.
-    Errors reach ``on_error``; other than :class:`BioAnomalyError` (bad input, said
-    plainly) they are raised again on the GUI thread, where napari shows their traceback.
+    Errors reach ``on_error``; bugs (:func:`is_bug`: not bad input nor a file system that
+    refused, said plainly) are raised again on the GUI thread, where napari shows their
+    traceback.
     ``on_finished`` runs last, after success, error or stop.
     """
 
@@ -75,7 +88,7 @@ def launch(
 
     def errored_in_worker(exc: BaseException) -> None:
         errored(exc)
-        if not isinstance(exc, BioAnomalyError):
+        if is_bug(exc):
             raise exc  # a bug: napari's error notification shows its traceback
 
     # errors are ours to report (napari would raise every one of them again)

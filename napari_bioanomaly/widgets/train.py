@@ -32,6 +32,7 @@ from .._workspace import workspace_for
 from ..core import annotations as annotation_files
 from ..core.chooser import tta_gain_text, tta_pays
 from ..core.model import BioAnomalyError
+from ..core.paths import unwritable_reason
 from ..core.review import beside
 from ..core.text import counted
 from ..ml.config import ANOMALY_MODELS, NO_LINES_CHOICE, REGISTRY
@@ -334,6 +335,8 @@ class TrainWidget(QWidget):
         dataset, config, source = prepared
         default = beside(source, f"bioanomaly-{config.model}.pt")
         out = Path(self.out.text().strip() or default)
+        if not self._writable(out.parent, "the model", 'choose another file in "save model to"'):
+            return False
         self.cancel = threading.Event()
         return self._launch(
             training_job, (dataset, config, out, self.cancel), self._on_event,
@@ -350,6 +353,9 @@ class TrainWidget(QWidget):
         dataset, config, source = prepared
         group_by = self.cv_group.text().strip() or None
         out = Path(source).with_name(f"crossval-{config.model}")
+        if not self._writable(out, "the fold models", "copy the dataset to a folder you can "
+                              "write, and open it there"):  # fmt: skip
+            return False
         self.cancel = threading.Event()
         self._cv_rows: list[dict[str, Any]] = []
         self.cv_result.setText("")
@@ -360,6 +366,15 @@ class TrainWidget(QWidget):
             f"Cross-validating {config.model} on {k} folds"
             + (f" grouped by {group_by}" if group_by else "") + f"; results in {out}",
         )  # fmt: skip
+
+    def _writable(self, folder: Path, what: str, hint: str) -> bool:
+        """Whether files can be written into ``folder``, checked before a run (which would
+        fail only when it saves, after its training); if not, the status says so."""
+        reason = unwritable_reason(folder)
+        if reason is not None:
+            self._set_status(f"Cannot train: cannot write {what} into {folder} ({reason}): "
+                             f"{hint}.", error=True)  # fmt: skip
+        return reason is None
 
     def _launch(
         self, job: Any, args: tuple, on_event: Any, on_returned: Any, total: int, text: str

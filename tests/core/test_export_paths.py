@@ -185,3 +185,24 @@ def test_a_folder_of_our_own_exports_reads_back(tmp_path, sample_dir, to, capsys
     (tmp_path / "empty").mkdir()
     assert main(["convert", str(tmp_path / "empty"), "--to", "via", str(back)]) == 2
     assert "empty: no images (TIFF, PNG, JPEG), no annotation file" in capsys.readouterr().err
+
+
+def test_a_folder_that_cannot_be_written_says_why(tmp_path, monkeypatch):
+    """Checked before a run that would write there only at its end (training)."""
+    import tempfile
+
+    from napari_bioanomaly.core.paths import unwritable_reason
+
+    assert unwritable_reason(tmp_path) is None
+    assert unwritable_reason(tmp_path / "not" / "made" / "yet") is None  # made when written
+    assert list(tmp_path.iterdir()) == []  # the check leaves nothing behind
+    (tmp_path / "notes.txt").write_text("x")
+    assert unwritable_reason(tmp_path / "notes.txt" / "sub") == (
+        f"{tmp_path / 'notes.txt'} is a file, not a folder"
+    )
+
+    def refused(*args, **kwargs):  # as a read-only folder answers (root writes anyway)
+        raise PermissionError(13, "Permission denied", str(tmp_path / ".x.tmp"))
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refused)
+    assert unwritable_reason(tmp_path) == "Permission denied"

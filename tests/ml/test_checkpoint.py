@@ -386,3 +386,18 @@ def test_refused_checkpoints_say_so_in_one_line_without_unsafe_advice(tmp_path):
         text = str(info.value)
         assert expected in text and "\n" not in text and "\x1b" not in text
         assert "weights_only" not in text
+
+
+def test_a_model_that_cannot_be_written_is_named_not_its_temporary_file(tmp_path, monkeypatch):
+    """A read-only folder failed the save with the hidden temporary file's name
+    (``.bioanomaly-forest.pt.6igjfuk4.tmp``), as an unexpected error."""
+    from napari_bioanomaly.ml import checkpoint
+
+    def refused(path, raw, backup=True):
+        raise PermissionError(13, "Permission denied", str(path.parent / f".{path.name}.x.tmp"))
+
+    monkeypatch.setattr(checkpoint, "atomic_write", refused)
+    model = tmp_path / "bioanomaly-forest.pt"
+    with pytest.raises(BioAnomalyError) as info:
+        checkpoint.save_checkpoint(model, {"format": 1})
+    assert str(info.value) == f"cannot write the model {model}: Permission denied"

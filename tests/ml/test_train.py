@@ -545,6 +545,28 @@ def test_cli_train(train_dir, tmp_path, capsys):
     assert code == 2 and "nope.json: file not found" in capsys.readouterr().err
 
 
+def test_train_refuses_an_out_folder_it_cannot_write_before_training(train_dir, tmp_path,
+                                                                     capsys, monkeypatch):  # fmt: skip
+    """It trained to the end, then failed as it saved, naming a hidden temporary file."""
+    from napari_bioanomaly.core import paths
+
+    ann = str(train_dir / "annotations.json")
+    (tmp_path / "notes.txt").write_text("x")
+    out = tmp_path / "notes.txt" / "model.pt"
+    assert main(["train", "--annotations", ann, "--out", str(out), "--model", "forest"]) == 2
+    _, err = capsys.readouterr()
+    assert f"--out: cannot write the model into {out.parent} (" in err and "is a file" in err
+    assert "choose another --out" in err and "step" not in err  # nothing trained
+    monkeypatch.setattr(paths, "unwritable_reason", lambda folder: "Permission denied")
+    out = tmp_path / "ro" / "model.pt"
+    assert main(["train", "--annotations", ann, "--out", str(out), "--model", "forest"]) == 2
+    _, err = capsys.readouterr()
+    assert f"cannot write the model into {out.parent} (Permission denied)" in err
+    assert main(["crossval", "--annotations", ann, "--out", str(tmp_path / "cv"),
+                 "--model", "forest"]) == 2  # fmt: skip
+    assert f"cannot write the fold models into {tmp_path / 'cv'}" in capsys.readouterr().err
+
+
 def test_validation_images_weight_the_votes_of_a_collapsed_class(tmp_path):
     """The trainer's chooser sees the validation images' classes: a model that calls the
     true dots ``patch`` (but ranks them) gets vote weights that call them ``dot``."""

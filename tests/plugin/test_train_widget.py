@@ -319,3 +319,49 @@ def test_a_train_widget_opened_later_takes_the_dataset_on_screen(widgets, sample
     later = TrainWidget(annotate.viewer)
     qtbot.addWidget(later)
     assert later.source.currentText() == str(b / "annotations.json")
+
+
+def test_a_model_folder_that_cannot_be_written_is_refused_before_training(widgets, monkeypatch,
+                                                                         tmp_path):  # fmt: skip
+    """A read-only dataset folder trained for 20 s, then failed with an unexpected
+    PermissionError naming a hidden temporary file."""
+    from napari_bioanomaly.widgets import train as train_module
+
+    _, train, folder = widgets
+    train.model.setCurrentText("forest")
+    (tmp_path / "notes.txt").write_text("x")
+    train.out.setText(str(tmp_path / "notes.txt" / "m.pt"))  # a file where a folder must be
+    assert not train.start()
+    text = train.status.text()
+    assert text.startswith(f"Cannot train: cannot write the model into {tmp_path / 'notes.txt'}")
+    assert "is a file" in text and not train.workspace.busy
+    train.out.setText("")  # beside the annotations, in a folder refused as read-only ones are
+    monkeypatch.setattr(train_module, "unwritable_reason", lambda f: "Permission denied")
+    assert not train.start()
+    assert train.status.text() == (f"Cannot train: cannot write the model into {folder} "
+                                   '(Permission denied): choose another file in "save model '
+                                   'to".')  # fmt: skip
+    assert not train.start_crossval()
+    assert f"cannot write the fold models into {folder / 'crossval-forest'}" in (
+        train.status.text()
+    )
+    assert train.train_button.isEnabled() and not train.workspace.busy
+
+
+def test_a_model_that_cannot_be_saved_fails_plainly_naming_it(widgets, monkeypatch, qtbot):
+    """Written as the run ends (the folder checked before, then made read-only): the
+    failure names the model file, and it is no bug (no traceback, nothing raised again)."""
+    from napari_bioanomaly.ml import checkpoint
+
+    def refused(path, raw, backup=True):
+        raise PermissionError(13, "Permission denied", str(path.parent / f".{path.name}.x.tmp"))
+
+    monkeypatch.setattr(checkpoint, "atomic_write", refused)
+    _, train, folder = widgets
+    assert train.start_baseline()
+    wait_for_job(qtbot, train, 120_000)
+    assert train.status.text() == (
+        f"Training failed: cannot write the model {folder / 'bioanomaly-forest.pt'}: "
+        "Permission denied"
+    )
+    assert train.train_button.isEnabled() and train.workspace.job == "failed"

@@ -370,3 +370,24 @@ def test_two_windows_on_one_file_surface_every_conflict(make_napari_viewer, data
     kept = Counter(r["region_attributes"].get("class") for v in
                    theirs["_via_img_metadata"].values() for r in v["regions"])  # fmt: skip
     assert kept == before + Counter(["hair"])
+
+
+def _refused_job():
+    yield 1
+    raise PermissionError(13, "Permission denied", "/data/ro/model.pt")
+
+
+def test_a_job_the_file_system_refuses_fails_plainly(qtbot, monkeypatch):
+    """An OSError in a job (a full disk, a read-only folder) was raised again on the GUI
+    thread as a bug (without napari's error hook the process aborted): it is said with the
+    file's name, as the command line says it."""
+    from napari_bioanomaly.widgets._launch import INLINE_ENV, launch
+
+    monkeypatch.delenv(INLINE_ENV, raising=False)
+    workspace, seen, states = Workspace(), [], []
+    workspace.job_changed.connect(lambda state, message: states.append((state, message)))
+    launch(_refused_job, on_error=lambda exc: seen.append(type(exc).__name__),
+           on_finished=lambda: seen.append("finished"), workspace=workspace)  # fmt: skip
+    qtbot.waitUntil(lambda: "finished" in seen, timeout=10_000)
+    assert seen == ["PermissionError", "finished"]
+    assert states[-1] == ("failed", "/data/ro/model.pt: Permission denied")

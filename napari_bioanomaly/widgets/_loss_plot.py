@@ -5,12 +5,19 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from qtpy.QtCore import QPointF, QRectF, Qt, QTimer
-from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
+from qtpy.QtGui import QColor, QFontMetricsF, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..ml.events import SCORE_LABELS, VAL_F1
+from ..ml.events import SCORE_LABELS, VAL_F1, VAL_PIXEL_F1
+
+#: The scores' names in the legend, short enough to share its line with the losses.
+SHORT_LABELS = {
+    VAL_F1: "val F1 (instance+pixel)/2",
+    VAL_PIXEL_F1: "val pixel F1",
+    SCORE_LABELS["memory"]: "val image ROC-AUC",
+}
 
 
 class LossPlot(QWidget):
@@ -19,7 +26,8 @@ class LossPlot(QWidget):
     pixel F1 for thin structures, image ROC-AUC for the unsupervised models), drawn with
     QPainter.
 
-    Redraws at most five times a second, however fast events come.
+    Redraws at most five times a second, however fast events come. The legend is drawn
+    below the axes, never over a curve; the score's full name is in the tooltip.
     """
 
     COLORS: ClassVar[dict[str, str]] = {
@@ -30,7 +38,7 @@ class LossPlot(QWidget):
 
     def __init__(self) -> None:
         super().__init__()
-        self.setMinimumHeight(170)
+        self.setMinimumHeight(190)
         self.loss: list[tuple[float, float]] = []  # (epoch position, value)
         self.val_loss: list[tuple[float, float]] = []
         self.val_f1: list[tuple[float, float]] = []
@@ -39,6 +47,47 @@ class LossPlot(QWidget):
         self._timer.setSingleShot(True)
         self._timer.setInterval(200)
         self._timer.timeout.connect(self.update)
+        self._set_tooltip()
+
+    @property
+    def score_name(self) -> str:
+        """The score's name as the run names it (without the axis)."""
+        return self.score_label.removesuffix(" (right)")
+
+    def _set_tooltip(self) -> None:
+        self.setToolTip(
+            "loss: training loss (smoothed), left axis\nval loss: validation loss, left axis\n"
+            f"{SHORT_LABELS.get(self.score_name, self.score_name)}: {self.score_name}, "
+            "right axis (0 to 1)"
+        )
+
+    def legend(self) -> list[tuple[str, str]]:
+        """The legend's entries: (series, text)."""
+        score = SHORT_LABELS.get(self.score_name, self.score_name)
+        return [("loss", "loss"), ("val_loss", "val loss"), ("val_f1", f"{score} (right axis)")]
+
+    def layout_rects(self) -> tuple[QRectF, list[tuple[str, str, QRectF]]]:
+        """Where the axes go and, below them and the axis labels, each legend entry
+        (series, text as drawn, rectangle of its swatch and text): entries flow onto as
+        many lines as the width needs; one wider than the plot is elided."""
+        metrics = QFontMetricsF(self.font())
+        line = metrics.height() + 2
+        swatch, gap, left = 16.0, 14.0, 34.0
+        width = max(self.width() - 2 * left, 40.0)
+        entries: list[tuple[str, str, QRectF]] = []
+        x, row = 0.0, 0
+        for name, text in self.legend():
+            text = metrics.elidedText(text, Qt.TextElideMode.ElideRight, width - swatch - 4)
+            w = swatch + 4 + metrics.horizontalAdvance(text)
+            if x > 0 and x + w > width:
+                x, row = 0.0, row + 1
+            entries.append((name, text, QRectF(left + x, row * line, w, line)))
+            x += w + gap
+        legend_h = (row + 1) * line
+        axes = QRectF(self.rect()).adjusted(left, 8, -left, -(22 + legend_h + 4))
+        top = axes.bottom() + 22 + 4
+        entries = [(n, t, r.translated(0, top)) for n, t, r in entries]
+        return axes, entries
 
     def clear(self) -> None:
         self.loss, self.val_loss, self.val_f1 = [], [], []
@@ -57,13 +106,14 @@ class LossPlot(QWidget):
             elif event.val_auc is not None:
                 self.val_f1.append((event.epoch + 1, event.val_auc))
                 self.score_label = f"{SCORE_LABELS['memory']} (right)"
+            self._set_tooltip()
         if not self._timer.isActive():
             self._timer.start()
 
     def paintEvent(self, _event: Any) -> None:
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
-        rect = QRectF(self.rect()).adjusted(34, 8, -34, -22)
+        rect, legend = self.layout_rects()
         p.setPen(QColor("#888888"))
         p.drawRect(rect)
         points = self.loss + self.val_loss + self.val_f1
@@ -99,14 +149,12 @@ class LossPlot(QWidget):
         p.drawText(QPointF(rect.right() + 4, rect.top() + 10), "1.0")
         p.drawText(QPointF(rect.left(), rect.bottom() + 16), "0")
         p.drawText(QPointF(rect.right() - 40, rect.bottom() + 16), f"epoch {x_max:.0f}")
-        x = rect.left() + 30
-        for name, label in (("loss", "loss"), ("val_loss", "val loss")):
-            p.setPen(QColor(self.COLORS[name]))
-            p.drawText(QPointF(x, rect.top() + 14), label)
-            x += 12 + 7 * len(label)
-        # the score's name is long (as the run's result names it): a line of its own
-        p.setPen(QColor(self.COLORS["val_f1"]))
-        p.drawText(QPointF(rect.left() + 30, rect.top() + 28), self.score_label)
+        for name, text, box in legend:  # below the axes: it hides no curve
+            p.setPen(QPen(QColor(self.COLORS[name]), 2))
+            mid = box.center().y()
+            p.drawLine(QPointF(box.left(), mid), QPointF(box.left() + 16, mid))
+            align = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter
+            p.drawText(box.adjusted(20, 0, 0, 0), align, text)
 
     @staticmethod
     def _smooth(values: list[tuple[float, float]], n: int = 10) -> list[tuple[float, float]]:

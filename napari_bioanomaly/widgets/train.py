@@ -20,10 +20,14 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
+    QScrollArea,
+    QSplitter,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -37,11 +41,12 @@ from ..core.review import beside
 from ..core.text import counted
 from ..ml.config import ANOMALY_MODELS, NO_LINES_CHOICE, REGISTRY
 from ..ml.settings import SETTINGS, config_from_form
-from ._common import scrolled_layout, slot, with_browse
+from ._common import slot, with_browse
 from ._jobs import _num, crossval_job, epoch_text, prime_torch, step_text, training_job
 from ._launch import error_text, launch
 from ._loss_plot import LossPlot
 from ._settings_form import add_setting_rows, field_values, spin
+from ._status_label import StatusLabel
 
 if TYPE_CHECKING:  # torch stays unloaded until a run starts
     from ..ml.crossval import CrossvalResult
@@ -70,6 +75,17 @@ def crossval_text(folds: list[dict[str, Any]], summary: dict[str, Any] | None = 
         if s is not None and s["mean"] is not None:
             lines.append(f"{name}: {s['mean']:.3f} +- {s['std']:.3f} over {s['folds']} folds")
     return "\n".join(lines)
+
+
+def _scroll_area() -> tuple[QScrollArea, QVBoxLayout]:
+    """A frameless scroll area that its content fills, and the layout of that content: a
+    dock smaller than the content scrolls it rather than squeezing the docks beside it."""
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    inner = QWidget()
+    area.setWidget(inner)
+    return area, QVBoxLayout(inner)
 
 
 class TrainWidget(QWidget):
@@ -102,7 +118,23 @@ class TrainWidget(QWidget):
         self.workspace.changed.connect(self._on_workspace_changed)
 
     def _build(self) -> None:
-        layout = scrolled_layout(self)  # docked under Annotate, it scrolls
+        """The settings above, in a scroll area of their own; below them the buttons and the
+        run's progress (status, plot), always in view: the plot used to sit under some 25
+        rows of settings, only its top edge showing while a run went on. A splitter
+        between them moves the line."""
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.setChildrenCollapsible(False)
+        outer.addWidget(self.splitter)
+        self.settings_area, layout = _scroll_area()
+        self.progress_area, progress = _scroll_area()
+        self.splitter.addWidget(self.settings_area)
+        self.splitter.addWidget(self.progress_area)
+        self.splitter.setStretchFactor(0, 1)  # a taller dock shows more settings
+        self.splitter.setStretchFactor(1, 0)
+        self._split_by_user = False  # once the line is moved by hand, it stays there
+        self.splitter.splitterMoved.connect(self._splitter_moved)
         form = QFormLayout()
         self.source = QComboBox()
         self.source.setEditable(True)
@@ -125,6 +157,8 @@ class TrainWidget(QWidget):
         self.out.setPlaceholderText("model file (default: beside the annotations)")
         form.addRow("save model to", with_browse(self.out, self._browse_out))
         layout.addLayout(form)
+        layout.addStretch(1)
+        layout = progress
         buttons = QHBoxLayout()
         self.train_button = QPushButton("Train")
         self.train_button.clicked.connect(slot(self.start))
@@ -161,8 +195,7 @@ class TrainWidget(QWidget):
         cv.addWidget(self.cv_group, 1)
         cv.addWidget(self.cv_button)
         layout.addLayout(cv)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.status = StatusLabel()
         layout.addWidget(self.status)
         self.plot = LossPlot()
         layout.addWidget(self.plot)
@@ -376,6 +409,32 @@ class TrainWidget(QWidget):
                              f"{hint}.", error=True)  # fmt: skip
         return reason is None
 
+    def _show_progress(self) -> None:
+        """Bring the status and the plot into view (a short dock scrolls its progress area)."""
+        self._fit_progress()
+        self.progress_area.ensureWidgetVisible(self.plot, 0, 0)
+        self.progress_area.ensureWidgetVisible(self.status, 0, 0)
+
+    def _fit_progress(self) -> None:
+        """Give the progress area the height of its content (up to 60% of the widget's),
+        the settings the rest, unless the user placed the line between them."""
+        total = sum(self.splitter.sizes())
+        inner = self.progress_area.widget()
+        if self._split_by_user or total <= 0 or inner is None:
+            return
+        # the wrapped status is as tall as the width makes it
+        width = self.progress_area.maximumViewportSize().width() - 20  # a scroll bar's
+        content = max(inner.sizeHint().height(), inner.heightForWidth(width))
+        below = min(content, int(total * 0.6))
+        self.splitter.setSizes([total - below, below])
+
+    def _splitter_moved(self, *_: Any) -> None:
+        self._split_by_user = True
+
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        self._fit_progress()
+
     def _launch(
         self, job: Any, args: tuple, on_event: Any, on_returned: Any, total: int, text: str
     ) -> bool:
@@ -390,6 +449,7 @@ class TrainWidget(QWidget):
         self._own_job = True
         self._set_running(True)
         self._set_status(text)
+        self._show_progress()
         from napari.utils import progress
 
         self._progress = progress(total=total, desc="training")
@@ -502,6 +562,7 @@ class TrainWidget(QWidget):
         self._own_job = False
         self._set_running(False)
         self.plot.update()
+        self._show_progress()  # the result's status is longer than the run's
 
     def closeEvent(self, event: Any) -> None:
         self.workspace.provide_train_config(None)

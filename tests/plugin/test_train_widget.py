@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from qtpy.QtCore import Qt
 
@@ -365,3 +367,68 @@ def test_a_model_that_cannot_be_saved_fails_plainly_naming_it(widgets, monkeypat
         "Permission denied"
     )
     assert train.train_button.isEnabled() and train.workspace.job == "failed"
+
+
+def test_the_progress_is_in_view_while_training_without_scrolling(widgets, qtbot):
+    """The plot sat under some 25 rows of settings: while a run went on, only its top edge
+    showed. The buttons, status and plot have a part of the dock of their own."""
+    _, train, _ = widgets
+    train.resize(470, 905)  # the walkthrough's dock
+    train.show()
+    qtbot.waitExposed(train)
+    train.model.setCurrentText("forest")
+    assert train.start()
+    for widget in (train.stop_button, train.status, train.plot):
+        seen = widget.visibleRegion().boundingRect()
+        assert seen.height() == widget.height() and seen.width() == widget.width(), widget
+    wait_for_job(qtbot, train, 120_000)
+    assert train.plot.visibleRegion().boundingRect().height() == train.plot.height()
+
+
+def test_the_plot_legend_lies_below_the_curves(qtbot):
+    """The legend was drawn inside the axes, over the loss curve."""
+    from napari_bioanomaly.ml.events import VAL_F1, TrainEvent
+    from napari_bioanomaly.widgets._loss_plot import LossPlot
+
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    for step in range(1, 4):
+        plot.add(TrainEvent("step", 0, 2, step, 3, loss=1.0 / step))
+    plot.add(TrainEvent("epoch", 0, 2, 3, 3, val_loss=0.5, val_score=0.4, score_label=VAL_F1))
+    for width in (220, 460):
+        plot.resize(width, 220)
+        axes, legend = plot.layout_rects()
+        texts = [text for _, text, _ in legend]
+        assert texts[:2] == ["loss", "val loss"]
+        if width == 460:  # short enough to read whole
+            assert texts[2] == "val F1 (instance+pixel)/2 (right axis)"
+        for _, _, box in legend:
+            assert box.top() >= axes.bottom() and plot.rect().contains(box.toRect())
+    assert "validation F1 (mean of instance and pixel F1)" in plot.toolTip()
+
+
+def test_the_status_wraps_between_words_not_inside_numbers(widgets):
+    """ "... pixel F1) 0." ended a line and "072" began the next."""
+    from qtpy.QtGui import QTextLayout, QTextOption
+    from qtpy.QtWidgets import QLabel
+
+    _, train, _ = widgets
+    text = ("Finished on cpu. Model: /tmp/t1/bioanomaly-unet.pt (best validation F1 (mean of "
+            "instance and pixel F1) 0.072); predicts at threshold 0.9, min area 32 px")  # fmt: skip
+    train._set_status(text)
+    assert train.status.text() == text  # as set, to read and copy
+    shown = QLabel.text(train.status)
+    for width in range(120, 480, 3):
+        layout = QTextLayout(shown, train.status.font())
+        option = QTextOption()
+        option.setWrapMode(QTextOption.WrapMode.WordWrap)
+        layout.setTextOption(option)
+        layout.beginLayout()
+        lines = []
+        while (line := layout.createLine()).isValid():
+            line.setLineWidth(width)
+            lines.append(shown[line.textStart() : line.textStart() + line.textLength()])
+        layout.endLayout()
+        for end, start in itertools.pairwise(lines):
+            cut = end.rstrip("\u2060")[-1:] == "." and start.lstrip("\u2060")[:1].isdigit()
+            assert not cut, (width, end, start)

@@ -110,6 +110,8 @@ class Annotator:
         #: saves failed in a row (0 after a save went through)
         self.failed_saves = 0
         self.polyline_width = 3.0
+        #: whether the image shown could be read (its regions are editable)
+        self._readable = True
         self.min_area = 0.0
         self._current_class = session.dataset.classes[0] if session.dataset.classes else "anomaly"
         self._pending_delete: list[Region] = []
@@ -189,6 +191,9 @@ class Annotator:
         # setting the shapes made napari take a drawing class and colour from them (the
         # last region's): new shapes get the class chosen in Classes again
         self._apply_current_class()
+        # nothing is drawn over an image that cannot be read: where would it be? (napari
+        # makes a layer editable again whenever its data is set)
+        layer.editable = self._readable
 
     # ------------------------------------------------------------------ navigation
 
@@ -221,9 +226,8 @@ class Annotator:
         if planes > 1 and self.session.image.filename not in self._stacks_said:
             self._stacks_said.add(self.session.image.filename)  # once, not at every visit
             self.message.emit(f"{self.session.image.filename}: {stack_note(planes)}")
+        self._readable = ok
         self._fill_shapes(self.session.image.regions)
-        # nothing is drawn over an image that cannot be read: where would it be?
-        self.shapes_layer.editable = ok
         self.viewer.layers.selection.active = self.shapes_layer
         if self.session.dirty:  # clipping on first read changes regions
             self.autosave()

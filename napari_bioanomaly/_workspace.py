@@ -24,6 +24,7 @@ from weakref import WeakKeyDictionary
 
 from psygnal import Signal
 
+from .core.model import BioAnomalyError
 from .core.session import AnnotationSession
 from .core.via import ImportOptions
 
@@ -142,14 +143,14 @@ def _keys(source: Path) -> list[Path]:
     """Annotation files ``source`` may stand for, resolved (a folder: its annotation file)."""
     from .core import annotations
 
-    if source.is_dir():
-        found = annotations.find_annotation_file(source)
-        return (
-            [found.resolve()]
-            if found is not None
-            else [(source / name).resolve() for name in annotations.ANNOTATION_NAMES[:1]]
-        )
-    return [source.resolve()]
+    found = annotations.find_annotation_file(source) if source.is_dir() else source
+    if found is None:
+        return [(source / name).resolve() for name in annotations.ANNOTATION_NAMES[:1]]
+    try:  # an import's session is that of its edits (without reading it all again)
+        edits = annotations.saved_edits(found) if found.is_file() else None
+    except BioAnomalyError:
+        edits = None  # opening it says what is wrong
+    return [p.resolve() for p in (found, edits) if p is not None]
 
 
 _WORKSPACES: WeakKeyDictionary[Any, Workspace] = WeakKeyDictionary()

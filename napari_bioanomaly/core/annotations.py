@@ -227,6 +227,16 @@ def _edits_name(path: Path) -> Path:
     return path.with_name(path.stem + ".via.json")
 
 
+def _is_via(path: Path, unreadable: bool = False) -> bool:
+    """Whether ``path`` is a VIA file (``unreadable``: what an unreadable one counts as)."""
+    if path.suffix.lower() in (".zip", ".roi"):
+        return False
+    try:
+        return detect_format(read_json(path)) in VIA_FORMATS
+    except FormatError:
+        return unreadable
+
+
 def saved_edits(path: str | os.PathLike[str]) -> Path | None:
     """The VIA project beside an imported annotation file (COCO, Fiji ROI set, GeoJSON)
     that holds its edits (see :func:`edit_target`), where one was saved; ``None`` for a
@@ -240,14 +250,8 @@ def saved_edits(path: str | os.PathLike[str]) -> Path | None:
     """
     path = Path(path)
     target = _edits_name(path)
-    if path.name.lower().endswith(".via.json") or not target.is_file():
-        return None
-    if path.suffix.lower() not in (".zip", ".roi"):
-        try:
-            if detect_format(read_json(path)) in VIA_FORMATS:
-                return None  # a VIA file; the other one is not its edits
-        except FormatError:
-            return None  # an unreadable file: its own error says so when it is read
+    if not target.is_file() or _is_via(path, unreadable=True):
+        return None  # a VIA file is its own edits (an unreadable one says so when read)
     try:
         fmt = detect_format(read_json(target))
     except FormatError as exc:
@@ -491,6 +495,8 @@ def open_dataset(
     path = Path(source)
     if not path.exists() and path.parent.is_dir() and list_images(path.parent):
         existing = find_annotation_file(path.parent)
+        if existing is not None and _edits_name(existing) == path and not _is_via(existing):
+            return load(existing, images, options, read_images=read_images)  # edits not saved yet
         if existing is not None or path.name not in ANNOTATION_NAMES:
             # a mistyped name must not open another file of the folder
             hint = f" (the folder's annotation file is {existing.name})" if existing else ""

@@ -63,6 +63,10 @@ def _version_name(path: Path, when: float) -> str:
     return f"{path.stem}.{stamp}{path.suffix}"
 
 
+def _same_bytes(a: Path, b: Path) -> bool:
+    return a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
+
+
 def keep_version(
     path: str | os.PathLike[str],
     force: bool = False,
@@ -72,7 +76,8 @@ def keep_version(
     """Copy the file at ``path`` into its history folder when the newest kept version is
     :data:`INTERVAL` seconds old or more (always with ``force``); drop the oldest beyond
     :data:`KEEP`, never the copy just made nor ``spare`` (the version being restored).
-    Returns the copy, or None (nothing to keep, or kept recently).
+    Returns the copy (the newest kept version where that holds the same bytes already), or
+    None (nothing to keep, or kept recently).
 
     Best effort: a history that cannot be written (a read-only folder) is no reason to
     refuse a save, so errors are swallowed here and None returned.
@@ -85,6 +90,8 @@ def keep_version(
         kept = versions(path)
         if kept and not force and abs(now - kept[0].stat().st_mtime) < INTERVAL:
             return None
+        if kept and _same_bytes(path, kept[0]):
+            return kept[0]  # kept already: the same again would push older versions out
         folder = history_dir(path)
         folder.mkdir(exist_ok=True)
         if folder.is_symlink() or folder.resolve().parent != path.parent.resolve():

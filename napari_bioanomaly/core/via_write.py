@@ -201,6 +201,11 @@ def via_attribute_definitions(dataset: Dataset) -> dict[str, Any]:
     if not isinstance(region, dict) or not isinstance(file, dict):
         attrs["region"], attrs["file"] = region, file = {}, {}
     class_names = dataset.class_names()
+    if FALLBACK_CLASS not in dataset.classes and all(
+        r.unlabelled is not None for r in dataset.regions if r.label == FALLBACK_CLASS
+    ):
+        # only shown for regions given no class: written back without one, not an option
+        class_names = [c for c in class_names if c != FALLBACK_CLASS]
     keys = {r.class_attribute or dataset.class_attribute for r in dataset.regions}
     if class_names or dataset.class_attribute in region:
         keys.add(dataset.class_attribute)  # an empty project without classes gains none

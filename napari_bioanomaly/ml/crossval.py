@@ -20,7 +20,7 @@ import numpy as np
 
 from ..core.evaluate import Report, evaluate
 from ..core.jsonio import write_json
-from ..core.model import Dataset
+from ..core.model import BioAnomalyError, Dataset
 from ..core.splits import folds
 from ..core.text import counted
 from .config import TrainConfig
@@ -97,6 +97,18 @@ class CrossvalResult:
         return dataclasses.asdict(self)
 
 
+def stale_folds(out_dir: Path, k: int) -> list[Path]:
+    """Fold models in ``out_dir`` that a run of ``k`` folds would not write (``fold0.pt``
+    of runs before the names counted from 1, ``fold5.pt`` of a run of more folds)."""
+    if not out_dir.is_dir():
+        return []
+    mine = {f"fold{f}" for f in range(1, k + 1)}
+    return sorted(
+        p for p in out_dir.glob("fold*.pt")
+        if p.name.removesuffix(".pt").removesuffix(".last") not in mine
+    )  # fmt: skip
+
+
 def crossval(
     dataset: Dataset,
     config: TrainConfig,
@@ -116,6 +128,13 @@ def crossval(
     """
     cancel = cancel or threading.Event()
     out_dir = Path(out_dir)
+    stale = stale_folds(out_dir, k)
+    if stale:
+        raise BioAnomalyError(
+            f"{out_dir}: holds {', '.join(p.name for p in stale)} of an earlier run, which this "
+            f"run of {k} folds would not replace (and `predict --model {out_dir}/fold*.pt` "
+            "would ensemble): move them away or choose another --out"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     # under torchrun the processes train each fold together; process 0 scores and writes
     main = rank() == 0

@@ -406,11 +406,8 @@ class AnnotateWidget(QWidget):
         here = self.annotator.index
         if here in shown:
             target = shown[min(max(shown.index(here) + step, 0), len(shown) - 1)]
-        else:  # the image shown is filtered out: the nearest shown one that way
-            after = [i for i in shown if (i > here if step > 0 else i < here)]
-            if not after:
-                return
-            target = min(after) if step > 0 else max(after)
+        else:  # the image shown is not in the list: its first (last) image
+            target = shown[0] if step > 0 else shown[-1]
         self.go_to(target)
 
     def _on_image_changed(self, index: int) -> None:

@@ -98,10 +98,8 @@ class ReviewWidget(QWidget):
         self.jobs.on_workspace_job(self.workspace.job, "")  # opened while another job runs
         # the fields start at what the other widgets opened and trained, and follow them
         self._suggested: dict[int, str] = {}
-        self.workspace.session_opened.connect(self._on_session_opened)
         self.workspace.changed.connect(self._on_workspace_changed)
-        if self.workspace.sessions:
-            self._on_session_opened(self.workspace.sessions[-1])
+        self._on_workspace_changed("annotations_path")
         self._on_workspace_changed("model_path")
 
     # ------------------------------------------------------------------ layout
@@ -290,14 +288,13 @@ class ReviewWidget(QWidget):
         edit.setText(str(path))
         self._suggested[id(edit)] = str(path)
 
-    def _on_session_opened(self, session: Any) -> None:
-        """A dataset was opened (by the Annotate widget): its annotation file is the
-        ground truth to review."""
-        self._suggest(self.gt_edit, session.path)
-
     def _on_workspace_changed(self, name: str) -> None:
-        """A model was trained (by the Train widget): the model to predict with."""
-        if name == "model_path":
+        """A dataset was shown (by the Annotate widget; opened again too): its annotation
+        file is the ground truth to review; a model was trained (by the Train widget): the
+        model to predict with."""
+        if name == "annotations_path":
+            self._suggest(self.gt_edit, self.workspace.annotations_path)
+        elif name == "model_path":
             self._suggest(self.model_edit, self.workspace.model_path)
 
     def _set_review_enabled(self, on: bool) -> None:
@@ -372,6 +369,7 @@ class ReviewWidget(QWidget):
         self.review = review
         self.review_note = note
         self.gt_edit.setText(str(session.path))  # what is open, however it was opened
+        self._suggested.pop(id(self.gt_edit), None)  # it stays: a dataset shown after keeps out
         self.pred_edit.setText(str(review.path))
         self._apply_thresholds()
         self.layers.ensure_predictions(review.path)
@@ -745,7 +743,6 @@ class ReviewWidget(QWidget):
     def closeEvent(self, event: Any) -> None:
         self._closed = True
         self.workspace.job_changed.disconnect(self.jobs.on_workspace_job)
-        self.workspace.session_opened.disconnect(self._on_session_opened)
         self.workspace.changed.disconnect(self._on_workspace_changed)
         unbind_keys(self.viewer, self)
         self._release()

@@ -320,3 +320,22 @@ def test_per_image_exports_say_what_they_do_not_keep(tmp_path, capsys):
     assert main(["convert", str(tmp_path / "ann.json"), "--to", "imagej",
                  str(tmp_path / "roi2")]) == 0  # fmt: skip
     assert "keep no region scores or sources" in capsys.readouterr().err
+
+
+def test_a_region_without_a_class_adds_no_option_to_the_users_definition(tmp_path):
+    project = _checkbox_project()
+    entry = next(iter(project["_via_img_metadata"].values()))
+    entry["regions"][1]["region_attributes"] = {"type": {}}  # nothing ticked
+    ds, _ = via.read_via(json.loads(json.dumps(project)))
+    assert "anomaly" in ds.class_names()  # shown so
+    options = via.to_via_project(ds)["_via_attributes"]["region"]["type"]["options"]
+    assert options == project["_via_attributes"]["region"]["type"]["options"]
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(project))
+    session = AnnotationSession.open(path)
+    session.go_to(0)
+    session.set_regions(list(session.image.regions))
+    session.touch()
+    session.save()
+    saved = json.loads(path.read_text())["_via_attributes"]["region"]["type"]["options"]
+    assert saved == project["_via_attributes"]["region"]["type"]["options"]

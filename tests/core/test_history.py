@@ -205,3 +205,14 @@ def test_cli_versions_of_an_import_are_those_of_its_edits_and_a_non_annotation_f
     model.write_bytes(b"PK\x03\x04 not json")
     assert main(["versions", str(model)]) == 2
     assert "model.pt: not an annotation file (malformed JSON" in capsys.readouterr().err
+
+
+def test_the_same_bytes_are_kept_once_so_repeated_runs_do_not_push_older_versions_out(tmp_path):
+    path = tmp_path / "annotations.json"
+    path.write_text("first")
+    first = history.keep_version(path, force=True, now=1000.0)
+    path.write_text("second")
+    second = history.keep_version(path, force=True, now=2000.0)
+    for now in (3000.0, 4000.0, 5000.0):  # e.g. nightly qc --save runs changing nothing
+        assert history.keep_version(path, force=True, now=now) == second
+    assert history.versions(path) == [second, first]

@@ -287,9 +287,15 @@ def _as_coco(dataset_dir, name="annotations.json"):
     return dataset_dir / name
 
 
-@pytest.mark.parametrize("name", ["annotations.json", "mycoco.json"])
+@pytest.mark.parametrize("name", ["annotations.json", "mycoco.json", "cells.via.json"])
 def test_edits_of_an_imported_coco_file_are_what_opens_next_time(dataset_dir, name):
     coco = _as_coco(dataset_dir, name)
+    from napari_bioanomaly.core import annotations
+
+    # before the first save the edits file stands for the import (Train is given its name)
+    edits = dataset_dir / (coco.stem + ".via.json")
+    unsaved, _ = annotations.open_dataset(edits, read_images=False)
+    assert len(unsaved.regions) == len(annotations.load(coco, read_images=False)[0].regions)
     s = AnnotationSession.open(dataset_dir)
     first = s.dataset.images[0].filename
     assert s.dataset.images[0].regions

@@ -232,6 +232,20 @@ def test_stratified_folds_share_anomalous_images():
     assert [sum(1 for i in f if images[i].regions) for f in folds] == [2, 2, 2]
 
 
+def test_crossval_refuses_a_folder_holding_fold_models_it_would_not_replace(nine, tmp_path, capsys):
+    out = tmp_path / "cv"
+    out.mkdir()
+    (out / "fold0.pt").write_bytes(b"an earlier run's")  # numbered from 0 before
+    (out / "fold2.last.pt").write_bytes(b"replaced by this run")
+    ann = str(nine / "annotations.json")
+    argv = ["crossval", "--annotations", ann, "--out", str(out), "--folds", "2",
+            "--model", "forest"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{out}: holds fold0.pt of an earlier run" in err and "fold2" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["fold0.pt", "fold2.last.pt"]
+
+
 def test_crossval_trains_on_other_groups_only(nine, tmp_path, monkeypatch, capsys):
     seen = []
 

@@ -573,6 +573,8 @@ def test_an_unreadable_image_shows_its_regions_but_takes_no_drawing(
     w.go_to(index)
     layer = w.annotator.shapes_layer
     assert not layer.editable and len(layer.data) == len(w._session.image.regions)
+    w.annotator.add_regions([w._session.image.regions[0]] if w._session.image.regions else [])
+    assert not layer.editable  # a refill of the layer (Review's accept, a reload) keeps it so
     assert said and said[-1].endswith("its regions are shown, but cannot be edited")
     assert broken.name in said[-1]
     w.go_to(0)

@@ -1060,7 +1060,16 @@ def test_fields_start_at_the_open_dataset_and_the_last_trained_model_and_follow(
     review.model_edit.setText(str(tmp_path / "mine.pt"))  # the user's choice stays
     workspace.model_path = tmp_path / "third.pt"
     assert review.model_edit.text() == str(tmp_path / "mine.pt")
-    review.gt_edit.setText(str(dataset_dir / "annotations.json"))
+    assert annotate.open_path(dataset_dir)  # a dataset opened before, shown again: followed
+    assert review.gt_edit.text() == str(dataset_dir / "annotations.json")
+    review.gt_edit.setText(str(other / "annotations.json"))
     shutil.copytree(sample_dir, tmp_path / "third")
+    assert annotate.open_path(tmp_path / "third")
+    assert review.gt_edit.text() == str(other / "annotations.json")
+    # a review opened on the suggested file stays what the field names
+    review.gt_edit.setText("")
+    assert annotate.open_path(dataset_dir)
+    shutil.copy(sample_dir / "annotations.json", tmp_path / "pred.json")
+    assert review.open(dataset_dir / "annotations.json", tmp_path / "pred.json")
     assert annotate.open_path(tmp_path / "third")
     assert review.gt_edit.text() == str(dataset_dir / "annotations.json")

@@ -12,7 +12,7 @@ import pytest
 from napari_bioanomaly._workspace import Workspace, workspace_for
 from napari_bioanomaly.core import annotations
 from napari_bioanomaly.core.model import BioAnomalyError, Region
-from napari_bioanomaly.core.session import DiskChanged
+from napari_bioanomaly.core.session import AnnotationSession, DiskChanged
 from napari_bioanomaly.widgets.annotate import AnnotateWidget
 from napari_bioanomaly.widgets.review import ReviewWidget
 from napari_bioanomaly.widgets.train import TrainWidget
@@ -38,6 +38,23 @@ def test_one_session_per_file_whatever_name_it_is_given(dataset_dir):
     assert a is b is c and opened == [a]
     ws.forget(a)
     assert ws.session(dataset_dir) is not a  # read again after it was closed
+
+
+def test_the_session_of_an_edited_import_is_found_without_reading_it_again(
+    dataset_dir, monkeypatch
+):
+    ds, _ = annotations.load(dataset_dir / "annotations.json", read_images=False)
+    (dataset_dir / "annotations.json").unlink()
+    annotations.save(ds, dataset_dir / "cells.json", "coco")
+    ws = Workspace()
+    s = ws.session(dataset_dir)
+    s.go_to(0)
+    s.set_regions([])
+    s.save()  # now cells.via.json
+    opened = []
+    monkeypatch.setattr(AnnotationSession, "open", lambda *a, **k: opened.append(a))
+    assert ws.session(dataset_dir) is s and ws.session(dataset_dir / "cells.json") is s
+    assert not opened
 
 
 def test_job_state_and_shared_settings():

@@ -7,6 +7,7 @@ them; ``save`` writes atomically with a backup of the previous file.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import defaultdict
 from collections.abc import Callable
@@ -227,13 +228,25 @@ def _edits_name(path: Path) -> Path:
     return path.with_name(path.stem + ".via.json")
 
 
+def json_format(path: Path) -> str | None:
+    """:func:`~.via.detect_format` of a JSON file, read once for as long as the file is
+    unchanged (finding an import's edits asks it of both files, at every open)."""
+    stat = path.stat()
+    return _json_format(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _json_format(path: str, mtime_ns: int, size: int) -> str | None:
+    return detect_format(read_json(path))
+
+
 def _is_via(path: Path, unreadable: bool = False) -> bool:
     """Whether ``path`` is a VIA file (``unreadable``: what an unreadable one counts as)."""
     if path.suffix.lower() in (".zip", ".roi"):
         return False
     try:
-        return detect_format(read_json(path)) in VIA_FORMATS
-    except FormatError:
+        return json_format(path) in VIA_FORMATS
+    except (FormatError, OSError):
         return unreadable
 
 
@@ -253,7 +266,7 @@ def saved_edits(path: str | os.PathLike[str]) -> Path | None:
     if not target.is_file() or _is_via(path, unreadable=True):
         return None  # a VIA file is its own edits (an unreadable one says so when read)
     try:
-        fmt = detect_format(read_json(target))
+        fmt = json_format(target)
     except FormatError as exc:
         fmt, why = None, str(exc)
     else:

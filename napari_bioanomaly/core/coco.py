@@ -14,8 +14,8 @@ import numpy as np
 from . import geometry
 from .images import unknown_size_text
 from .jsonio import object_at, shallow_attributes
-from .model import Dataset, FormatError, ImageRecord, Region
-from .report import ImportReport
+from .model import CLASS_ATTRIBUTE, Dataset, FormatError, ImageRecord, Region, set_apart
+from .report import ImportReport, class_clash
 from .via import detect_format
 from .via_parse import _EntryError, _num
 from .via_write import rounded_polygons
@@ -253,6 +253,8 @@ def _coco_annotation(
     attrs, dropped = shallow_attributes(object_at(ann, "attributes"), "region")
     for message in dropped:
         report.add("changed", message, image, ident)
+    if moved := set_apart(attrs, CLASS_ATTRIBUTE):  # the category is the class
+        report.add("class", class_clash(CLASS_ATTRIBUTE, moved, attrs[moved], label), image, ident)
     score = None
     if ann.get("score") is not None:
         try:

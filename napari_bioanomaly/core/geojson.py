@@ -17,9 +17,17 @@ import numpy as np
 
 from . import geometry
 from .jsonio import object_at, shallow_attributes, write_json
-from .model import FALLBACK_CLASS, Dataset, FormatError, ImageRecord, Region
+from .model import (
+    CLASS_ATTRIBUTE,
+    FALLBACK_CLASS,
+    Dataset,
+    FormatError,
+    ImageRecord,
+    Region,
+    set_apart,
+)
 from .paths import export_paths
-from .report import ImportReport
+from .report import ImportReport, class_clash
 from .text import counted
 
 SUFFIX = ".geojson"
@@ -178,6 +186,9 @@ def read_geojson(
         if source not in ("model", "model-accepted"):
             source = "human"
         attributes = _attributes(props, note)
+        if moved := set_apart(attributes, CLASS_ATTRIBUTE):  # the classification is the class
+            note("class", class_clash(CLASS_ATTRIBUTE, moved, attributes[moved],
+                                      None if unlabelled is not None else label))  # fmt: skip
         imported = False
         origin = (file, str(index))
         for ring in rings:

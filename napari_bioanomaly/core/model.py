@@ -27,6 +27,10 @@ DEFAULT_CLASSES = ("dark spot", "scratch", "bacterial colony", "hair", "dust", "
 #: Class given to a region whose file names none.
 FALLBACK_CLASS = "anomaly"
 
+#: Region attribute a dataset writes the classes to (VIA) when its file named none
+#: (COCO, GeoJSON, Fiji ROI sets, a new dataset).
+CLASS_ATTRIBUTE = "class"
+
 
 class BioAnomalyError(Exception):
     """An error the user can act on; its message names the file and the item."""
@@ -110,6 +114,35 @@ class Region:
         return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
 
 
+def set_apart(attributes: dict[str, Any], name: str) -> str | None:
+    """Move the attribute ``name`` out of the way of a value that must have that name
+    (the class, written to the class attribute): to ``"<name> (imported)"``, or
+    ``"<name> (imported 2)"``, ... when that is taken too.
+
+    Parameters
+    ----------
+    attributes
+        Region attributes, changed in place (the moved one keeps its place in the order).
+    name
+        The name to free.
+
+    Returns
+    -------
+    str or None
+        The new name of the moved attribute; ``None`` when there was none to move.
+    """
+    if name not in attributes:
+        return None
+    new, n = f"{name} (imported)", 1
+    while new in attributes:
+        n += 1
+        new = f"{name} (imported {n})"
+    moved = {(new if k == name else k): v for k, v in attributes.items()}
+    attributes.clear()
+    attributes.update(moved)
+    return new
+
+
 @dataclass
 class ImageRecord:
     """One image of a dataset and its regions.
@@ -175,7 +208,7 @@ class Dataset:
     images: list[ImageRecord] = field(default_factory=list)
     root: Path | None = None
     classes: list[str] = field(default_factory=list)
-    class_attribute: str = "class"
+    class_attribute: str = CLASS_ATTRIBUTE
     attribute_definitions: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
 

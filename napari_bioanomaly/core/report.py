@@ -27,6 +27,17 @@ _ORDER = ["skipped", "image", "file", "changed", "class", "repaired", "split", "
           "converted", "closed", "note"]  # fmt: skip
 
 
+def class_clash(name: str, moved: str, value: Any, label: str | None) -> str:
+    """What an import says of a region attribute named like the class attribute ``name``,
+    kept as ``moved`` (:func:`~.model.set_apart`); ``label``: the region's class, ``None``
+    when its file gave it none."""
+    cls = f"the class stays {label!r}" if label is not None else "the region has no class"
+    return (
+        f"region attribute {name!r} ({value!r:.40}) has the name of the class attribute: "
+        f"kept as {moved!r}; {cls}"
+    )
+
+
 @dataclass(frozen=True)
 class ImportIssue:
     """One thing the importer skipped, changed, or wants the user to know.

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import geometry
 from .jsonio import object_at
-from .model import FALLBACK_CLASS, Dataset, ImageRecord, Region
+from .model import FALLBACK_CLASS, Dataset, ImageRecord, Region, set_apart
 from .via_parse import (
     CLASS_ATTRIBUTE_CANDIDATES,
     NO_ANOMALY_ATTRIBUTE,
@@ -22,14 +22,34 @@ from .via_parse import (
 
 
 def export_warnings(dataset: Dataset) -> list[str]:
-    """What the VIA 2 app will stumble on in this export: a ``%`` in a file name makes it
-    fail to load the project (it URL-decodes names)."""
-    return [
+    """What the VIA 2 app will stumble on in this export (a ``%`` in a file name makes it
+    fail to load the project: it URL-decodes names), and the region attributes written
+    under another name (:func:`clashing_attributes`)."""
+    out = [
         f"image {im.filename!r}: a '%' in the file name stops the VIA 2 app from loading "
         "this file (napari-bioanomaly reads it); rename the image to open it in VIA"
         for im in dataset.images
         if "%" in im.filename
     ]
+    for im in dataset.images:
+        for index, key, moved in clashing_attributes(im, dataset.class_attribute):
+            out.append(f"image {im.filename!r}, region {index}: its attribute {key!r} has the "
+                       f"name of the class attribute: written as {moved!r}, the class as "
+                       f"{key!r}")  # fmt: skip
+    return out
+
+
+def clashing_attributes(im: ImageRecord, class_attribute: str) -> list[tuple[int, str, str]]:
+    """``(index, name, written as)`` of the regions of ``im`` with an attribute named like
+    the attribute their class is written to (imports move such attributes aside; one set
+    in napari or by a script may remain): the class wins, the attribute is written under
+    another name (:func:`~.model.set_apart`)."""
+    out = []
+    for i, r in enumerate(im.regions):
+        key = r.class_attribute or class_attribute
+        if key in r.attributes:
+            out.append((i, key, set_apart(dict(r.attributes), key) or key))
+    return out
 
 
 def checkbox_value(label: str, options: Collection[str]) -> dict[str, bool]:
@@ -58,16 +78,22 @@ def checkbox_classes(dataset: Dataset) -> dict[str, set[str]]:
 def _region_attributes(
     region: Region, class_attribute: str, checkboxes: Mapping[str, Collection[str]]
 ) -> dict[str, Any]:
+    """The VIA ``region_attributes`` of a region: its class under its class attribute
+    (the class wins over an attribute of that name, which is written as
+    ``"<name> (imported)"``, see :func:`clashing_attributes`), its other attributes,
+    score and source."""
     key = region.class_attribute or class_attribute
+    rest = dict(region.attributes)
+    set_apart(rest, key)
     attrs: dict[str, Any] = {key: region.label}
     if key in checkboxes:
         attrs[key] = checkbox_value(region.label, checkboxes[key])
     if region.unlabelled is not None and region.label == FALLBACK_CLASS:
         # no class was given: write back what the file held, not the fallback
         attrs = {key: json.loads(region.unlabelled)} if region.unlabelled else {}
-        if not attrs and _reads_as_class(region.attributes):
+        if not attrs and _reads_as_class(rest):
             attrs = {key: ""}  # (from GeoJSON, COCO) else one of them is read as the class
-    attrs.update(region.attributes)
+    attrs.update(rest)
     if region.score is not None:
         attrs["score"] = repr(float(region.score))
     if region.source != "human":

@@ -1,0 +1,95 @@
+"""What other tools' files say survives import and export: a region attribute named like the
+class attribute, QuPath's names, colours, measurements and detections, Fiji's automatic
+ROI names, and checkbox option ids holding a ``+``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from napari_bioanomaly.core import annotations, via
+from napari_bioanomaly.core.model import Dataset, ImageRecord, Region
+
+SQUARE = [[1, 1], [9, 1], [9, 9], [1, 9], [1, 1]]
+
+
+def square(r: float, c: float, s: float) -> np.ndarray:
+    return np.array([[r, c], [r, c + s], [r + s, c + s], [r + s, c]], float)
+
+
+def feature(props: dict, ring: list | None = None) -> dict:
+    return {"type": "Feature", "properties": props,
+            "geometry": {"type": "Polygon", "coordinates": [ring or SQUARE]}}  # fmt: skip
+
+
+def text(report) -> str:
+    return "\n".join(report.warnings)
+
+
+def reread_as_via(ds: Dataset, tmp_path, name: str = "edits.via.json") -> Dataset:
+    annotations.save(ds, tmp_path / name, "via-project")
+    back, _ = annotations.load(tmp_path / name, read_images=False)
+    return back
+
+
+# --------------------------------------------------------------- 1. class attribute clash
+
+
+def test_a_coco_attribute_named_class_does_not_replace_the_category(tmp_path):
+    """COCO ``attributes.class`` used to overwrite the category on VIA export: the region
+    came back as ``hair`` though COCO said ``dust``."""
+    coco = {
+        "images": [{"id": 1, "file_name": "a.tif", "width": 20, "height": 20}],
+        "categories": [{"id": 7, "name": "dust"}],
+        "annotations": [{"id": 42, "image_id": 1, "category_id": 7, "segmentation":
+                         [[1, 1, 9, 1, 9, 9, 1, 9]], "attributes": {"class": "hair", "n": "2"}}],
+    }  # fmt: skip
+    path = tmp_path / "coco.json"
+    path.write_text(json.dumps(coco))
+    ds, report = annotations.load(path, read_images=False)
+    (region,) = ds.regions
+    assert region.label == "dust"
+    assert region.attributes == {"class (imported)": "hair", "n": "2"}
+    assert (
+        f"[class] {path}, image 'a.tif', region 42: region attribute 'class' ('hair') has the "
+        "name of the class attribute: kept as 'class (imported)'; the class stays 'dust'"
+    ) in report.warnings
+    back = reread_as_via(ds, tmp_path)
+    assert [(r.label, r.attributes) for r in back.regions] == [
+        ("dust", {"class (imported)": "hair", "n": "2"})
+    ]
+
+
+def test_a_qupath_metadata_class_does_not_replace_the_classification(tmp_path):
+    data = {"type": "FeatureCollection", "features": [
+        feature({"classification": {"name": "dust"}, "metadata": {"class": "hair"}}),
+        feature({"metadata": {"class": "hair"}}),  # no classification: stays without a class
+    ]}  # fmt: skip
+    path = tmp_path / "a.geojson"
+    path.write_text(json.dumps(data))
+    ds, report = annotations.load(path, read_images=False)
+    assert [r.label for r in ds.regions] == ["dust", "anomaly"]
+    assert all(r.attributes == {"class (imported)": "hair"} for r in ds.regions)
+    assert "region 0: region attribute 'class' ('hair') has the name of the class attribute: " \
+        "kept as 'class (imported)'; the class stays 'dust'" in text(report)  # fmt: skip
+    assert "region 1: region attribute 'class' ('hair') has the name of the class attribute: " \
+        "kept as 'class (imported)'; the region has no class" in text(report)  # fmt: skip
+    back = reread_as_via(ds, tmp_path)
+    assert [r.label for r in back.regions] == ["dust", "anomaly"]
+    assert back.regions[1].unlabelled is not None  # still without a class
+    assert all(r.attributes == {"class (imported)": "hair"} for r in back.regions)
+
+
+def test_the_class_wins_over_an_attribute_of_its_name_on_via_export():
+    """An attribute set in napari or by a script with the class attribute's name: the class
+    is written to the class attribute, the attribute beside it, and the export says so."""
+    taken = {"class": "hair", "class (imported)": "old"}
+    ds = Dataset(images=[ImageRecord("a.tif", regions=[Region(square(1, 1, 5), "dust", taken)])])
+    (entry,) = via.to_via_export(ds).values()
+    assert entry["regions"][0]["region_attributes"] == {
+        "class": "dust", "class (imported 2)": "hair", "class (imported)": "old"}  # fmt: skip
+    assert via.export_warnings(ds) == [
+        "image 'a.tif', region 0: its attribute 'class' has the name of the class attribute: "
+        "written as 'class (imported 2)', the class as 'class'"
+    ]

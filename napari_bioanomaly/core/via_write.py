@@ -47,7 +47,7 @@ def clashing_attributes(im: ImageRecord, class_attribute: str) -> list[tuple[int
     out = []
     for i, r in enumerate(im.regions):
         key = r.class_attribute or class_attribute
-        if key in r.attributes:
+        if key in r.attributes and _writes_class(r):
             out.append((i, key, set_apart(dict(r.attributes), key) or key))
     return out
 
@@ -83,22 +83,34 @@ def _region_attributes(
     ``"<name> (imported)"``, see :func:`clashing_attributes`), its other attributes,
     score and source."""
     key = region.class_attribute or class_attribute
+    attrs: dict[str, Any] = {}
+    if _writes_class(region):
+        attrs[key] = region.label
+        if key in checkboxes:
+            attrs[key] = checkbox_value(region.label, checkboxes[key])
+        if region.unlabelled is not None and region.label == FALLBACK_CLASS:
+            # no class was given: write back what the file held, not the fallback; an
+            # empty value where another attribute would be read as the class (from
+            # GeoJSON, COCO)
+            attrs[key] = json.loads(region.unlabelled) if region.unlabelled else ""
     rest = dict(region.attributes)
-    set_apart(rest, key)
-    attrs: dict[str, Any] = {key: region.label}
-    if key in checkboxes:
-        attrs[key] = checkbox_value(region.label, checkboxes[key])
-    if region.unlabelled is not None and region.label == FALLBACK_CLASS:
-        # no class was given: write back what the file held, not the fallback
-        attrs = {key: json.loads(region.unlabelled)} if region.unlabelled else {}
-        if not attrs and _reads_as_class(rest):
-            attrs = {key: ""}  # (from GeoJSON, COCO) else one of them is read as the class
+    if key in attrs:
+        set_apart(rest, key)
     attrs.update(rest)
     if region.score is not None:
         attrs["score"] = repr(float(region.score))
     if region.source != "human":
         attrs["source"] = region.source
     return attrs
+
+
+def _writes_class(region: Region) -> bool:
+    """Whether a region's VIA attributes hold its class attribute: always but for a
+    region its file gave no class attribute at all, unless its other attributes alone
+    would be read as the class."""
+    if region.unlabelled is None or region.label != FALLBACK_CLASS or region.unlabelled:
+        return True
+    return _reads_as_class(region.attributes)
 
 
 def _reads_as_class(attributes: Mapping[str, Any]) -> bool:

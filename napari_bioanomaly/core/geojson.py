@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import uuid
+from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
 from . import geometry
+from .colors import CLASS_COLORS, EXTRA_COLORS
 from .jsonio import object_at, shallow_attributes, write_json
 from .model import (
     CLASS_ATTRIBUTE,
@@ -31,6 +35,10 @@ from .report import ImportReport, class_clash
 from .text import counted
 
 SUFFIX = ".geojson"
+_HEX = re.compile(r"#[0-9a-fA-F]{6}")
+#: The colours a GeoJSON export gives classes: a classification colour that is none of
+#: these was the user's own (QuPath's), and is reported as not kept.
+_OUR_COLORS = {c.lower() for c in (*CLASS_COLORS.values(), *EXTRA_COLORS)}
 #: Feature property holding the region attributes that are not text (text ones are
 #: written to QuPath's ``metadata``).
 ATTRIBUTES = "attributes"
@@ -53,7 +61,13 @@ def feature_collection(
     for region in image.regions:
         ring = np.round(region.polygon[:, ::-1], 4).tolist()
         ring.append(ring[0])
-        props: dict[str, Any] = {"objectType": "annotation"}
+        attributes = dict(region.attributes)
+        qupath = {k: attributes.pop(k) for k in QUPATH_PROPERTIES if _writable(k, attributes)}
+        props: dict[str, Any] = {"objectType": qupath.get("objectType", "annotation")}
+        if "name" in qupath:
+            props["name"] = qupath["name"]
+        if "color" in qupath:
+            props["color"] = _rgb(qupath["color"])
         if region.unlabelled is None or region.label != FALLBACK_CLASS:
             color = _rgb(colors.get(region.label) or class_color(region.label))
             props["classification"] = {"name": region.label, "color": color}
@@ -64,8 +78,8 @@ def feature_collection(
             props["source"] = region.source
         # QuPath keeps text as the object's metadata (a map of text); other values
         # (checkbox objects, numbers) go where QuPath ignores them and we read them back
-        text = {k: v for k, v in region.attributes.items() if isinstance(v, str)}
-        other = {k: v for k, v in region.attributes.items() if not isinstance(v, str)}
+        text = {k: v for k, v in attributes.items() if isinstance(v, str)}
+        other = {k: v for k, v in attributes.items() if not isinstance(v, str)}
         if text:
             props["metadata"] = text
         if other:
@@ -79,6 +93,16 @@ def feature_collection(
             }
         )
     return {"type": "FeatureCollection", "features": features}
+
+
+def _writable(key: str, attributes: Mapping[str, Any]) -> bool:
+    """Whether the region attribute ``key`` (one of :data:`QUPATH_PROPERTIES`) is written
+    as QuPath's property: text, and for ``color`` a ``"#rrggbb"`` colour; otherwise it
+    stays an attribute like any other."""
+    value = attributes.get(key)
+    if not isinstance(value, str) or not value:
+        return False
+    return key != "color" or _HEX.fullmatch(value) is not None
 
 
 def write_geojson(
@@ -142,7 +166,11 @@ def read_geojson(
     reported: VIA and COCO polygons have none); LineString becomes a thin
     polygon; points and unknown geometry types are reported and skipped; a
     feature without classification gets the class ``anomaly``, reported.
-    Annotation and detection objects are both read.
+    Annotation and detection objects are both read; QuPath's ``name``, own ``color``
+    and an ``objectType`` other than ``annotation`` become region attributes
+    (:data:`QUPATH_PROPERTIES`), written back by :func:`feature_collection`. What is not
+    kept (measurements but the score, classification colours, other properties) is
+    reported once per file, with counts.
     """
     if not is_geojson(data):
         raise FormatError(f"{file or 'data'}: not GeoJSON (no FeatureCollection or Feature)")
@@ -152,6 +180,7 @@ def read_geojson(
         features = _features(data)
     except FormatError as exc:
         raise FormatError(f"{file}: {exc}") from None
+    dropped = _Dropped()
     for index, feature in enumerate(features):
         report.regions_found += 1
         if not isinstance(feature, dict) or not isinstance(feature.get("geometry"), dict):
@@ -186,6 +215,7 @@ def read_geojson(
         if source not in ("model", "model-accepted"):
             source = "human"
         attributes = _attributes(props, note)
+        _qupath_properties(feature, attributes, note, dropped)
         if moved := set_apart(attributes, CLASS_ATTRIBUTE):  # the classification is the class
             note("class", class_clash(CLASS_ATTRIBUTE, moved, attributes[moved],
                                       None if unlabelled is not None else label))  # fmt: skip
@@ -197,6 +227,8 @@ def read_geojson(
                                              unlabelled=unlabelled, origin=origin))  # fmt: skip
                 imported = True
         report.regions_imported += imported
+    for message in dropped.messages():
+        report.add("changed", message, image)
     report.images = 1
     return Dataset(images=[record]), report
 
@@ -232,6 +264,117 @@ def _attributes(props: dict[str, Any], note: Any) -> dict[str, Any]:
     for message in dropped:
         note("changed", message)
     return attrs
+
+
+#: QuPath feature properties kept as region attributes of the same name, and written back
+#: as properties: the object's name, its own colour (``"#rrggbb"``), its type (only when
+#: not ``annotation``: a detection stays a detection).
+QUPATH_PROPERTIES = ("name", "color", "objectType")
+#: Feature properties read (or, ``isLocked`` false, that lose nothing when dropped).
+_READ = {"objectType", "classification", "name", "color", "measurements", "metadata",
+         ATTRIBUTES, "source", "isLocked"}  # fmt: skip
+#: Feature members read (``id``: QuPath's object id; we write ids of our own).
+_FEATURE_READ = {"type", "id", "geometry", "properties", "bbox"}
+
+
+@dataclass
+class _Dropped:
+    """What a file's features held that is not kept, counted for one report per file."""
+
+    measurements: Counter[str] = field(default_factory=Counter)
+    measured: int = 0
+    class_colors: int = 0
+    other: Counter[str] = field(default_factory=Counter)
+
+    def messages(self) -> list[str]:
+        """One line per kind of thing dropped, with counts and (some of) the names."""
+        out = []
+        if self.measured:
+            names = ", ".join(list(self.measurements)[:5]) + (
+                ", ..." if len(self.measurements) > 5 else ""
+            )
+            out.append(f"measurements of {counted(self.measured, 'feature')} not kept ({names}): "
+                       "only 'score' is read; QuPath computes measurements again "
+                       "(Analyze > Calculate features)")  # fmt: skip
+        if self.class_colors:
+            out.append(f"classification colours of {counted(self.class_colors, 'feature')} not "
+                       "kept: each class gets napari-bioanomaly's colour, which a GeoJSON "
+                       "export writes")  # fmt: skip
+        if self.other:
+            listed = ", ".join(f"{k} ({counted(n, 'feature')})" for k, n in self.other.items())
+            out.append(f"not kept: {listed}")
+        return out
+
+
+def _qupath_properties(
+    feature: dict[str, Any], attributes: dict[str, Any], note: Any, dropped: _Dropped
+) -> None:
+    """Add QuPath's name, own colour and object type of a feature to its region
+    ``attributes`` (:data:`QUPATH_PROPERTIES`; an attribute of the metadata of the same
+    name is moved aside and said), and count in ``dropped`` what is not kept.
+
+    Parameters
+    ----------
+    feature
+        The GeoJSON feature.
+    attributes
+        Its region attributes (from ``metadata`` and our ``attributes``), changed in place.
+    note
+        ``note(kind, message)`` reports about this feature.
+    dropped
+        Tally of what the file's features lose.
+    """
+    props = object_at(feature, "properties")
+    kept = {
+        "name": props.get("name") if props.get("name") not in (None, "") else None,
+        "color": _hex(props.get("color")) if props.get("color") is not None else None,
+        "objectType": props.get("objectType") if props.get("objectType") != "annotation" else None,
+    }
+    for key, value in kept.items():
+        if value is None:
+            continue
+        if key in attributes and attributes[key] != value:
+            moved = set_apart(attributes, key)
+            note("changed", f"metadata {key!r} kept as {moved!r}: {key!r} holds QuPath's "
+                 f"object {key}")  # fmt: skip
+        attributes[key] = value
+    names = _measurement_names(props.get("measurements")) - {"score"}
+    if names:
+        dropped.measured += 1
+        dropped.measurements.update(sorted(names))
+    cls = props.get("classification")
+    if isinstance(cls, dict):
+        color = _hex(cls["color"] if "color" in cls else cls.get("colorRGB"))
+        if isinstance(color, str) and color not in _OUR_COLORS:
+            dropped.class_colors += 1
+    unread = {f"properties.{k}" for k in props if k not in _READ}
+    if props.get("isLocked"):
+        unread.add("properties.isLocked")
+    unread |= {k for k in feature if k not in _FEATURE_READ}
+    dropped.other.update(sorted(unread))
+
+
+def _hex(color: Any) -> Any:
+    """``"#rrggbb"`` of a QuPath colour (``[r, g, b]``, or older QuPath's packed
+    ``0xAARRGGBB`` integer); anything else as it was (kept, not understood)."""
+    if isinstance(color, int) and not isinstance(color, bool):
+        color = [(color >> 16) & 255, (color >> 8) & 255, color & 255]
+    if (
+        isinstance(color, list)
+        and len(color) in (3, 4)
+        and all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in color)
+    ):
+        return "#{:02x}{:02x}{:02x}".format(*color[:3])
+    return color
+
+
+def _measurement_names(measurements: Any) -> set[str]:
+    """The names of a feature's measurements (either form of :func:`_measurement`)."""
+    if isinstance(measurements, dict):
+        return {str(k) for k in measurements}
+    if isinstance(measurements, list):
+        return {str(m["name"]) for m in measurements if isinstance(m, dict) and "name" in m}
+    return set()
 
 
 def _points(value: Any, what: str) -> np.ndarray:

@@ -93,3 +93,59 @@ def test_the_class_wins_over_an_attribute_of_its_name_on_via_export():
         "image 'a.tif', region 0: its attribute 'class' has the name of the class attribute: "
         "written as 'class (imported 2)', the class as 'class'"
     ]
+
+
+# ------------------------------------------------ 2. QuPath names, colours, detections
+
+
+def qupath_objects() -> dict:
+    """Three objects as QuPath 0.4 exports them (File > Export objects as GeoJSON)."""
+    tumor = {"name": "Tumor", "color": [200, 0, 0]}
+    nucleus = {"type": "Polygon", "coordinates": [[[3, 3], [5, 3], [5, 5], [3, 3]]]}
+    return {"type": "FeatureCollection", "features": [
+        feature({"objectType": "annotation", "name": "region 1", "color": [255, 0, 0],
+                 "classification": tumor, "isLocked": False,
+                 "measurements": {"Area µm^2": 64.0, "Perimeter µm": 32.0}}),
+        feature({"objectType": "detection", "classification": tumor,
+                 "measurements": {"Nucleus: Area": 30.5, "score": 0.75}}),
+        {**feature({"objectType": "cell", "classification": tumor, "isLocked": True,
+                    "name": 12}), "nucleusGeometry": nucleus},
+    ]}  # fmt: skip
+
+
+def test_qupath_names_colours_and_detections_are_kept_and_written_back(tmp_path):
+    path = tmp_path / "a.geojson"
+    path.write_text(json.dumps(qupath_objects()))
+    ds, _ = annotations.load(path, read_images=False)
+    assert [r.attributes for r in ds.regions] == [
+        {"name": "region 1", "color": "#ff0000"},
+        {"objectType": "detection"},
+        {"name": 12, "objectType": "cell"},
+    ]
+    assert [r.score for r in ds.regions] == [None, 0.75, None]
+    # a detection stays a detection, through a VIA project (the Annotate widget's edits) too
+    for source in (ds, reread_as_via(ds, tmp_path)):
+        annotations.save(source, tmp_path / "out", "geojson")
+        props = [f["properties"] for f in
+                 json.loads((tmp_path / "out" / "a.geojson").read_text())["features"]]  # fmt: skip
+        assert [p["objectType"] for p in props] == ["annotation", "detection", "cell"]
+        assert (props[0]["name"], props[0]["color"]) == ("region 1", [255, 0, 0])
+        assert "metadata" not in props[0]  # QuPath's own fields, not key-value metadata
+        assert props[2]["attributes"] == {"name": 12}  # not text: not QuPath's name
+    again, _ = annotations.load(tmp_path / "out" / "a.geojson", read_images=False)
+    assert [r.attributes for r in again.regions] == [r.attributes for r in ds.regions]
+
+
+def test_what_qupath_objects_lose_is_said_once_per_file(tmp_path):
+    path = tmp_path / "a.geojson"
+    path.write_text(json.dumps(qupath_objects()))
+    _, report = annotations.load(path, read_images=False)
+    where = f"[changed] {path}, image 'a.tif': "
+    assert [w for w in report.warnings if "not kept" in w] == [
+        where + "measurements of 2 features not kept (Area µm^2, Perimeter µm, Nucleus: "
+        "Area): only 'score' is read; QuPath computes measurements again (Analyze > "
+        "Calculate features)",
+        where + "classification colours of 3 features not kept: each class gets "
+        "napari-bioanomaly's colour, which a GeoJSON export writes",
+        where + "not kept: nucleusGeometry (1 feature), properties.isLocked (1 feature)",
+    ]

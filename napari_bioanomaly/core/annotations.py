@@ -541,12 +541,24 @@ def per_image_losses(dataset: Dataset, fmt: str) -> list[str]:
         if kept:
             out.append(f"{what} keep no region scores or sources: {kept} regions had them")
     if fmt in ("imagej", "masks"):  # GeoJSON writes them as feature properties
-        having = [r for r in dataset.regions if r.attributes]
-        names = sorted({k for r in having for k in r.attributes})
+        lost = [_lost_attributes(r, fmt) for r in dataset.regions]
+        having = [a for a in lost if a]
+        names = sorted({k for a in having for k in a})
         if names:
             out.append(f"{what} keep no region attributes: {', '.join(names)} not written "
                        f"({counted(len(having), 'region')} had them)")  # fmt: skip
     return out
+
+
+def _lost_attributes(region: Region, fmt: str) -> list[str]:
+    """The attributes of ``region`` that a ``masks`` or ``imagej`` export does not write: all,
+    but the automatic ImageJ name of a ROI without a class (its ROI name)."""
+    names = list(region.attributes)
+    if fmt == "imagej" and imagej.roi_name(region, 1) == region.attributes.get(
+        imagej.NAME_ATTRIBUTE
+    ):
+        names.remove(imagej.NAME_ATTRIBUTE)
+    return names
 
 
 def save(

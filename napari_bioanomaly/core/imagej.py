@@ -22,16 +22,25 @@ from .fileio import atomic_write
 from .model import FALLBACK_CLASS, Dataset, FormatError, ImageRecord, Region
 from .paths import export_paths
 from .report import ImportReport
+from .text import counted
 
 #: Suffix of a ROI set written for an image: ``<image stem>_rois.zip``.
 SUFFIX = "_rois.zip"
 _NAME = re.compile(r"^(?P<label>.*)-(?P<index>\d+)$")
+#: ImageJ's automatic ROI names, which name no class: ``yyyy-xxxx`` (the centre, each part
+#: zero-padded to the same 4 or more digits; roifile writes 5), ``zzzz-yyyy-xxxx`` in a
+#: stack, with ``-n`` when the ROI Manager made a name unique; or a bare number (the
+#: ROI's index, as scripts name them).
+AUTO_NAME = re.compile(r"\d+|\d{4,}(?:-\d{4,}){1,2}(?:-\d+)?")
+#: Region attribute that keeps an automatic ROI name.
+NAME_ATTRIBUTE = "name"
 
 
 def write_roi_sets(
     dataset: Dataset, out_dir: str | os.PathLike[str]
 ) -> tuple[list[Path], list[str]]:
-    """One ROI zip per image with regions; ROI names are ``<class>-<index>`` (1-based).
+    """One ROI zip per image with regions; ROI names are ``<class>-<index>`` (1-based), or
+    for a region without a class an automatic name of ImageJ's (:func:`roi_name`).
 
     Fiji's ROI Manager opens them (File > Open, or drag the zip onto Fiji).
     """
@@ -48,15 +57,38 @@ def write_roi_sets(
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
             for i, region in enumerate(im.regions, start=1):
-                name = f"{region.label}-{i:03d}"  # the class is read back from this
+                name = roi_name(region, i)  # the class is read back from this
                 roi = ImagejRoi.frompoints(region.polygon[:, ::-1].astype(np.float64), name=name)
                 roi.roitype = ROI_TYPE.POLYGON
-                zf.writestr(entry_name(region.label, i), roi.tobytes())
+                stem = region.label if _has_class(region) else name
+                zf.writestr(entry_name(stem, i), roi.tobytes())
         data = buf.getvalue()
         written.append(atomic_write(path, data))
     if not any(im.regions for im in dataset.images):
         warnings.append("no image has regions: no ROI set written")
     return written, warnings
+
+
+def roi_name(region: Region, index: int) -> str:
+    """The name of a region's ROI: ``<class>-<index>`` (``index`` 1-based, 3 digits or
+    more), read back as the class. A region its file gave no class gets the automatic
+    ImageJ name it was read with (its :data:`NAME_ATTRIBUTE`), else one as ImageJ's ROI
+    Manager makes it (``yyyy-xxxx``, its centre), so that it is read back without a class
+    too, not as the class ``anomaly``."""
+    if _has_class(region):
+        return f"{region.label}-{index:03d}"
+    kept = region.attributes.get(NAME_ATTRIBUTE)
+    if isinstance(kept, str) and AUTO_NAME.fullmatch(kept):
+        return kept
+    r0, c0, r1, c1 = region.bbox
+    y, x = max(int((r0 + r1) / 2), 0), max(int((c0 + c1) / 2), 0)
+    digits = max(4, len(str(y)), len(str(x)))
+    return f"{y:0{digits}d}-{x:0{digits}d}"
+
+
+def _has_class(region: Region) -> bool:
+    """Whether the region has a class (given in its file, or in napari)."""
+    return region.unlabelled is None or region.label != FALLBACK_CLASS
 
 
 #: Characters kept in a zip entry name: letters, digits, ``_``, ``-``, ``+``, space and
@@ -148,7 +180,9 @@ def read_roi_sets(
     Polygon, rectangle, oval, freehand and traced ROIs become polygons; polylines,
     free lines and lines become thin polygons of their stroke width (or
     ``polyline_width``); points and other types are reported and skipped. The
-    class is the ROI name without a trailing ``-<number>``.
+    class is the ROI name (else its entry's name, as ImageJ reads it) without a trailing
+    ``-<number>`` (:func:`roi_class`); ROIs with ImageJ's automatic names have none,
+    reported once per file.
     """
     from roifile import ROI_TYPE, ImagejRoi
 
@@ -166,6 +200,7 @@ def read_roi_sets(
                 entries = _zip_entries(path)
         except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, ValueError) as exc:
             raise FormatError(f"{path}: not a readable ImageJ ROI zip ({exc})") from None
+        unnamed = 0
         for name, raw in entries:
             report.regions_found += 1
             if isinstance(raw, str):  # why the entry was not read
@@ -208,8 +243,9 @@ def read_roi_sets(
             else:
                 note("skipped", f"{shape} ROI skipped (not an area)")
                 continue
-            match = _NAME.match(roi.name or "")
-            label = (match.group("label") if match else roi.name) or FALLBACK_CLASS
+            roi_name = roi.name or PurePosixPath(name.replace("\\", "/")).stem  # as ImageJ
+            label, attributes = roi_class(roi_name)
+            unnamed += label is None
             parts = geometry.clean_polygon(points, None, note)
             if parts:
                 report.regions_imported += 1
@@ -217,13 +253,43 @@ def read_roi_sets(
                 record.regions.append(
                     Region(
                         part,
-                        label,
+                        label or FALLBACK_CLASS,
+                        dict(attributes),
                         shape="polygon" if shape != "polyline" else shape,
+                        unlabelled=None if label else "",
                         origin=(str(path), name),
                     )
                 )
+        if unnamed:
+            report.add("class", unnamed_note(unnamed), record.filename)
     report.images = len(dataset.images)
     return dataset, report
+
+
+def roi_class(name: str) -> tuple[str | None, dict[str, str]]:
+    """The class of a ROI named ``name``, and the region attributes its name gives.
+
+    Our ``<class>-<index>`` names (and anyone's ``<class>-<number>``) give the class; a
+    name without a trailing number is the class itself. An empty name, or one of
+    ImageJ's automatic names (:data:`AUTO_NAME`: ``0012-0345``, ``0001-0012-0345``, a
+    bare number), gives no class (``None``), the name kept as :data:`NAME_ATTRIBUTE`.
+    """
+    if not name:
+        return None, {}
+    if AUTO_NAME.fullmatch(name):
+        return None, {NAME_ATTRIBUTE: name}
+    match = _NAME.match(name)
+    return (match.group("label") if match else name) or None, {}
+
+
+def unnamed_note(count: int) -> str:
+    """What the import report says, once per file, of its ROIs that name no class."""
+    return (
+        f"{counted(count, 'ROI')} without a class in the name (no name, or ImageJ's "
+        f"automatic name such as 0012-0345): shown as {FALLBACK_CLASS!r}, written back "
+        f"without a class; an automatic name is kept as the region attribute "
+        f"{NAME_ATTRIBUTE!r}"
+    )
 
 
 def is_roi_set(path: Path) -> bool:

@@ -149,3 +149,43 @@ def test_what_qupath_objects_lose_is_said_once_per_file(tmp_path):
         "napari-bioanomaly's colour, which a GeoJSON export writes",
         where + "not kept: nucleusGeometry (1 feature), properties.isLocked (1 feature)",
     ]
+
+
+# ----------------------------------------------------- 3. Fiji's automatic ROI names
+
+
+def test_rois_named_by_imagej_have_no_class_and_keep_their_name(tmp_path):
+    """A ROI Manager's automatic names (centre ``yyyy-xxxx``, ``zzzz-yyyy-xxxx`` in a
+    stack) or a bare index used to become one class per ROI (``0012``, ``0001-0012``, ...)."""
+    from roifile import ROI_TYPE, ImagejRoi, roiwrite
+
+    def rect(name: str, left: int) -> ImagejRoi:
+        roi = ImagejRoi(roitype=ROI_TYPE.RECT, left=left, top=10, right=left + 6, bottom=16)
+        roi.name = name
+        return roi
+
+    rois = [rect("0013-0023", 20), rect("0001-0013-0033", 30), rect("7", 40),
+            rect("", 50), rect("scratch-5", 60)]  # fmt: skip
+    path = tmp_path / "a_rois.zip"
+    roiwrite(path, rois, name=["0013-0023", "0001-0013-0033", "7", "dust-4", "scratch-5"])
+    ds, report = annotations.load(path, read_images=False)
+    assert [r.label for r in ds.regions] == ["anomaly", "anomaly", "anomaly", "dust", "scratch"]
+    assert ds.class_names() == ["anomaly", "dust", "scratch"]  # the entry names the 4th
+    assert [r.attributes for r in ds.regions[:3]] == [
+        {"name": "0013-0023"}, {"name": "0001-0013-0033"}, {"name": "7"}]  # fmt: skip
+    assert [w for w in report.warnings if "without a class" in w] == [
+        f"[class] {path}, image 'a.tif': 3 ROIs without a class in the name (no name, or "
+        "ImageJ's automatic name such as 0012-0345): shown as 'anomaly', written back "
+        "without a class; an automatic name is kept as the region attribute 'name'"
+    ]
+    # saved as VIA (the Annotate widget's edits) they stay without a class
+    back = reread_as_via(ds, tmp_path)
+    assert [r.unlabelled is not None for r in back.regions] == [True, True, True, False, False]
+    assert back.regions[0].attributes == {"name": "0013-0023"}
+    # and Fiji gets them back under their own names, not as the class 'anomaly'
+    (out,), warnings = annotations.save(back, tmp_path / "rois", "imagej")
+    from roifile import roiread
+
+    assert [r.name for r in roiread(out)] == [
+        "0013-0023", "0001-0013-0033", "7", "dust-004", "scratch-005"]  # fmt: skip
+    assert not any("region attributes" in w for w in warnings)  # the names are written

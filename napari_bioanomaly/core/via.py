@@ -25,6 +25,7 @@ from .via_parse import (
     _Parser,
     _project_classes,
     _project_order,
+    defined_checkboxes,
 )
 from .via_write import (
     checkbox_classes,
@@ -103,6 +104,7 @@ def read_via(
             raise FormatError(f"{file}: _via_img_metadata is not an object")
         version = data.get("_via_data_format_version")
         report.version = str(version) if version is not None else None
+        parser.defined = defined_checkboxes(data.get("_via_attributes"))
         _parse_via12(meta, parser, _project_order(data, report))
         ds = parser.dataset()
         attrs = data.get("_via_attributes")

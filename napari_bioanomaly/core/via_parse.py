@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,14 +143,81 @@ def _truthy(value: Any) -> bool:
 
 
 def _attr_text(value: Any) -> str:
-    """A class label from an attribute value (text, option id, or checkbox object)."""
+    """A class label from an attribute value (text, option id, or checkbox object, whose
+    ticked ids are joined as :func:`join_options` does)."""
     if isinstance(value, dict):
-        return "+".join(str(k) for k, v in value.items() if v)
+        return join_options([str(k) for k, v in value.items() if v])
     if isinstance(value, list):
         return "+".join(str(v) for v in value)
     if value is None:
         return ""
     return str(value).strip()
+
+
+def join_options(ids: Sequence[str]) -> str:
+    """The class of a checkbox value with several options ticked: their ids joined by
+    ``+``, a ``+`` or ``\\`` inside an id escaped by a ``\\`` (``["GFP+", "dead"]`` is
+    ``GFP\\++dead``), so that :func:`split_options` finds them again."""
+    return "+".join(i.replace("\\", "\\\\").replace("+", "\\+") for i in ids)
+
+
+def split_options(label: str) -> list[str]:
+    """The option ids of a class made by :func:`join_options`: ``label`` split at each
+    ``+`` that is not escaped, ``\\+`` and ``\\\\`` unescaped (other backslashes kept)."""
+    parts: list[str] = []
+    current: list[str] = []
+    chars = iter(label)
+    for ch in chars:
+        if ch == "+":
+            parts.append("".join(current))
+            current = []
+            continue
+        if ch == "\\":
+            after = next(chars, "")
+            if after in ("+", "\\"):
+                current.append(after)
+                continue
+            ch += after
+        current.append(ch)
+    parts.append("".join(current))
+    return parts
+
+
+def checked_options(label: str, options: Collection[str]) -> list[str]:
+    """The option ids of a checkbox attribute that a class stands for: several options
+    joined (:func:`join_options`) when each is one of ``options``; else the one option
+    named ``label``, or escaped in it; else ``label`` itself (a class given in napari:
+    an option of its own)."""
+    parts = split_options(label)
+    if len(parts) > 1 and all(p in options for p in parts):
+        return parts
+    if label in options or len(parts) > 1:
+        return [label]
+    return parts
+
+
+def checkbox_label(ids: Sequence[str], options: Collection[str]) -> str:
+    """The class of a checkbox value with ``ids`` ticked, among the attribute's
+    ``options``: one id as it is (``GFP+``), unless :func:`checked_options` would take it
+    for others (the id ``a+b`` beside the options ``a`` and ``b``: ``a\\+b``); several
+    joined by :func:`join_options`. Either way :func:`checked_options` gives ``ids`` back."""
+    if len(ids) == 1 and checked_options(ids[0], options) == list(ids):
+        return ids[0]
+    return join_options(ids)
+
+
+def defined_checkboxes(attrs: Any) -> dict[str, set[str]]:
+    """The option ids of the region attributes a VIA 2 ``_via_attributes`` defines as
+    checkboxes (what :func:`~.via_write.checkbox_classes` finds in a dataset)."""
+    region = attrs.get("region") if isinstance(attrs, dict) else None
+    if not isinstance(region, dict):
+        return {}
+    out = {}
+    for name, definition in region.items():
+        if isinstance(definition, dict) and definition.get("type") == "checkbox":
+            options = definition.get("options")
+            out[str(name)] = set(map(str, options)) if isinstance(options, dict) else set()
+    return out
 
 
 # --------------------------------------------------------------------------- parser
@@ -169,6 +236,8 @@ class _Parser:
         self.unlabelled = 0
         #: class attributes whose values were checkbox objects, with the option ids seen
         self.checkboxes: dict[str, dict[str, None]] = {}
+        #: option ids of the attributes the file defines as checkboxes (VIA 2 projects)
+        self.defined: dict[str, set[str]] = {}
 
     # ---- images
 
@@ -259,6 +328,8 @@ class _Parser:
                     record.unread.append(raw)
                 continue
             label, rest, score, source, shape, class_attr, unlabelled, index = fields
+            if isinstance(label, tuple):  # a checkbox value: class_attr is its attribute
+                label = checkbox_label(label, self.options_of(str(class_attr)))
             self.report.regions_imported += 1
             origin = (self.report.file, index)
             for part in parts:
@@ -267,9 +338,10 @@ class _Parser:
 
     def split_attributes(
         self, attrs: dict[str, Any], image: str, index: Any
-    ) -> tuple[str, str | None, dict[str, Any], float | None, str, str | None]:
+    ) -> tuple[str | tuple[str, ...], str | None, dict[str, Any], float | None, str, str | None]:
         """Take the class, score and source out of region attributes; the last item is
-        the region's :attr:`~.model.Region.unlabelled`."""
+        the region's :attr:`~.model.Region.unlabelled`. The class of a checkbox value is
+        the ids ticked, made text by :meth:`finish` (:func:`checkbox_label`)."""
         rest, dropped = shallow_attributes(dict(attrs), "region")
         for message in dropped:
             self.report.add("changed", message, image, index)
@@ -298,8 +370,11 @@ class _Parser:
         value = rest.pop(key)
         if isinstance(value, dict):
             self.checkboxes.setdefault(key, {}).update(dict.fromkeys(map(str, value)))
-        label = _attr_text(value)
+        label: str | tuple[str, ...] = _attr_text(value)
         unlabelled = None
+        if label and isinstance(value, dict):
+            # made text in finish(), once every option id of the file is known
+            label = tuple(str(k) for k, v in value.items() if v)
         if not label:
             self.report.add(
                 "class", f"empty class in attribute {key!r}: shown as {FALLBACK_CLASS!r}, "
@@ -309,6 +384,13 @@ class _Parser:
             unlabelled = json.dumps(value, ensure_ascii=False)
         self.class_sources[key] = self.class_sources.get(key, 0) + 1
         return label, key, rest, score, source, unlabelled
+
+    def options_of(self, key: str) -> set[str]:
+        """The option ids of the checkbox attribute ``key``: those it is defined with, else
+        every id its values hold in the file (what the written definition will list)."""
+        if key in self.defined:
+            return self.defined[key]
+        return set(self.checkboxes.get(key, {}))
 
     def class_key(self, attrs: Mapping[str, Any]) -> str | None:
         wanted = self.options.class_attribute

@@ -18,6 +18,7 @@ from .via_parse import (
     NO_ANOMALY_ATTRIBUTE,
     REVIEWED_ATTRIBUTE,
     VIA2_VERSION,
+    checked_options,
 )
 
 
@@ -53,13 +54,10 @@ def clashing_attributes(im: ImageRecord, class_attribute: str) -> list[tuple[int
 
 
 def checkbox_value(label: str, options: Collection[str]) -> dict[str, bool]:
-    """The VIA checkbox value of a class: ``{label: true}``, or, for a class that
-    import made of several checked options (their ids joined by ``+``, each an option of
-    the attribute), those options checked again."""
-    parts = label.split("+")
-    if label not in options and len(parts) > 1 and all(p in options for p in parts):
-        return dict.fromkeys(parts, True)
-    return {label: True}
+    """The VIA checkbox value of a class: ``{label: true}``, or, for a class that import
+    made of several ticked options (their ids joined by ``+``, a ``+`` inside an id
+    escaped: :func:`~.via_parse.checkbox_label`), those options ticked again."""
+    return dict.fromkeys(checked_options(label, options), True)
 
 
 def checkbox_classes(dataset: Dataset) -> dict[str, set[str]]:
@@ -256,9 +254,10 @@ def via_attribute_definitions(dataset: Dataset) -> dict[str, Any]:
             kind = "dropdown"
         options = dict(old.get("options") or {})
         for name in class_names:
-            if kind == "checkbox" and checkbox_value(name, options) != {name: True}:
-                continue  # several options checked together: each is an option already
-            options.setdefault(name, name)
+            # a checkbox class may stand for several options, or one escaped in it
+            ids = checkbox_value(name, options) if kind == "checkbox" else [name]
+            for option in ids:
+                options.setdefault(option, option)
         new = {**old, "type": kind, "options": options}
         if "description" not in old:
             new["description"] = "Anomaly class"

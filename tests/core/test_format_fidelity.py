@@ -189,3 +189,48 @@ def test_rois_named_by_imagej_have_no_class_and_keep_their_name(tmp_path):
     assert [r.name for r in roiread(out)] == [
         "0013-0023", "0001-0013-0033", "7", "dust-004", "scratch-005"]  # fmt: skip
     assert not any("region attributes" in w for w in warnings)  # the names are written
+
+
+# ------------------------------------------------ 4. a '+' inside a checkbox option id
+
+
+def marker_project() -> dict:
+    """Markers ticked in a checkbox attribute whose option ids hold a '+' (as biologists
+    name them: GFP+), beside options whose ids joined by '+' are another option's id."""
+    ticked = [{"GFP+": True, "dead": True}, {"GFP+": True}, {"a+b": True}, {"a": True, "b": True}]
+    square = {"name": "rect", "x": 1, "y": 1, "width": 5, "height": 5}
+    regions = [{"shape_attributes": square, "region_attributes": {"marker": t}} for t in ticked]
+    options = dict.fromkeys(["GFP+", "dead", "a", "b", "a+b"], "")
+    return {
+        "_via_settings": {},
+        "_via_img_metadata": {"a.png1": {"filename": "a.png", "size": 1, "regions": regions,
+                                         "file_attributes": {}}},
+        "_via_attributes": {"region": {"marker": {"type": "checkbox", "description": "",
+                                                  "options": options, "default_options": {}}},
+                            "file": {}},
+    }  # fmt: skip
+
+
+def test_checkbox_option_ids_holding_a_plus_are_written_back_as_they_were_ticked(tmp_path):
+    """``GFP+`` and ``dead`` ticked used to be the class ``GFP++dead``, written back as an
+    option of that name; ``a`` and ``b`` ticked were the class of the option ``a+b``."""
+    project = marker_project()
+    ticked = [r["region_attributes"] for r in project["_via_img_metadata"]["a.png1"]["regions"]]
+    export = project["_via_img_metadata"]
+    for data, name in ((project, "project.json"), (export, "export.json")):
+        path = tmp_path / name
+        path.write_text(json.dumps(data))
+        ds, _ = annotations.load(path, read_images=False)
+        # four different classes, a joined '+' told apart from one inside an id
+        assert [r.label for r in ds.regions] == ["GFP\\++dead", "GFP+", "a\\+b", "a+b"]
+        annotations.save(ds, tmp_path / "out.json", "via-project")
+        saved = json.loads((tmp_path / "out.json").read_text())
+        written = [r["region_attributes"] for r in saved["_via_img_metadata"]["a.png1"]["regions"]]
+        assert written == ticked
+        assert set(saved["_via_attributes"]["region"]["marker"]["options"]) == {
+            "GFP+", "dead", "a", "b", "a+b"}  # no option made of a class  # fmt: skip
+    # a class given in napari that holds a '+' is an option of its own, read back as given
+    ds.regions[0].label = "RFP+ +x"
+    back = reread_as_via(ds, tmp_path)
+    assert back.regions[0].label == "RFP+ +x"
+    assert [r.label for r in back.regions[1:]] == ["GFP+", "a\\+b", "a+b"]

@@ -162,7 +162,7 @@ class Annotator:
         old_shape = layer.data.shape
         layer.data = pixels
         if not rgb:
-            layer.contrast_limits_range = (float(pixels.min()), float(pixels.max()) or 1.0)
+            layer.contrast_limits_range = _limits_range(pixels)
             layer.contrast_limits = percentile_range(pixels)
         if old_shape != pixels.shape:
             self.viewer.reset_view()
@@ -211,7 +211,18 @@ class Annotator:
         """
         if self.shapes_layer is not None and save:
             self.sync()
+        previous = self.session.current
         self.session.go_to(index)
+        try:
+            return self._display(index)
+        except BaseException:
+            # the outlines on screen are still those of the image before: keep the session
+            # on it, or the next save writes them into this image
+            self.session.go_to(previous)
+            raise
+
+    def _display(self, index: int) -> bool:
+        """Show the session's current image ``index`` and its regions (see :meth:`show`)."""
         ok = True
         try:
             pixels = self.session.read_pixels(index)
@@ -447,3 +458,10 @@ class Annotator:
             if layer is not None and layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
         self.shapes_layer = self.image_layer = None
+
+
+def _limits_range(pixels: np.ndarray) -> tuple[float, float]:
+    """The contrast slider's range for a grayscale image: its minimum to its maximum, one
+    grey level wide for a flat image (napari refuses a range whose ends are equal)."""
+    low, high = float(pixels.min()), float(pixels.max())
+    return low, high if high > low else low + 1.0

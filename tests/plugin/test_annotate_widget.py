@@ -591,3 +591,51 @@ def test_the_image_goes_under_outlines_already_in_the_viewer(
     assert w.open_path(dataset_dir)
     names = [layer.name for layer in viewer.layers]
     assert names[0] == "image" and names.index("predictions (review)") > 0
+
+
+@pytest.mark.parametrize("value", [4000, 0])
+def test_a_flat_image_is_shown_with_its_own_regions(make_napari_viewer, dataset_dir, qtbot, value):
+    """An image of one grey level (a closed shutter, a saturated frame) is shown like any
+    other: napari refused its contrast range, the image before's outlines stayed on screen
+    and the next save wrote them into this image."""
+    import tifffile
+
+    flat = sorted(dataset_dir.glob("*.tif"))[1]
+    shape = tifffile.imread(flat).shape
+    tifffile.imwrite(flat, np.full(shape, value, np.uint16))
+    before = on_disk(dataset_dir)
+    w = AnnotateWidget(make_napari_viewer())
+    qtbot.addWidget(w)
+    assert w.open_path(dataset_dir)
+    index = [im.filename for im in w._session.dataset.images].index(flat.name)
+    w.go_to(index)
+    layer = w.annotator.shapes_layer
+    assert w._session.image.filename == flat.name
+    assert len(layer.data) == len(before[flat.name]["regions"])
+    low, high = w.annotator.image_layer.contrast_limits_range
+    assert low == value and high > low
+    w.go_to(0)
+
+    after = on_disk(dataset_dir)
+    assert [len(after[n]["regions"]) for n in after] == [len(before[n]["regions"]) for n in after]
+
+
+def test_an_image_that_fails_to_show_leaves_the_session_on_the_image_before(
+    widget, dataset_dir, monkeypatch
+):
+    """Whatever goes wrong while showing an image, the outlines on screen and the image
+    the session saves them to stay paired: nothing is written into the wrong image."""
+    before = on_disk(dataset_dir)
+    first = widget._session.image.filename
+
+    def broken(pixels):
+        raise ValueError("napari refused the image")
+
+    monkeypatch.setattr(widget.annotator, "_show_pixels", broken)
+    with pytest.raises(ValueError):
+        widget.annotator.show(1)
+    assert widget._session.image.filename == first
+    monkeypatch.undo()
+    widget.annotator.sync()
+
+    assert on_disk(dataset_dir) == before

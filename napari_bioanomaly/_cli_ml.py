@@ -306,7 +306,7 @@ def _without_last_states(models: list[str]) -> list[str]:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .core.images import is_image_file
     from .core.manifest import Manifest, run_identity
-    from .core.maps import missing_maps_text, with_maps
+    from .core.maps import check_heatmap_folder, missing_maps_text, with_maps
     from .ml.distributed import world_size
     from .ml.predict import (
         TTA_APPLIES,
@@ -343,6 +343,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.heatmaps == "":  # --heatmaps without a folder: where Review looks for them
         args.heatmaps = str(out.with_suffix(annotation_files.HEATMAPS_SUFFIX))
+    if args.heatmaps:  # before the model is read: the maps must not replace the images
+        check_heatmap_folder(
+            args.heatmaps, dataset.root or ".", [im.filename for im in dataset.images]
+        )
     args.model = _without_last_states(args.model)
     predictor = Ensemble.load(args.model, args.device)
     if isinstance(predictor, Ensemble):

@@ -36,6 +36,21 @@ def heatmap_path(folder: str | Path, filename: str) -> Path:
     return target
 
 
+def check_heatmap_folder(folder: str | Path, root: str | Path, filenames: Sequence[str]) -> None:
+    """Refuse a folder for anomaly maps where a map would replace an image: a TIFF's map
+    keeps the image's name (:func:`heatmap_name`), so maps written into the image folder
+    itself went over the images (their only copy a ``.bak``, replaced by the next run)."""
+    images = {(Path(root) / name).resolve() for name in filenames}
+    for name in filenames:
+        target = heatmap_path(folder, name)
+        if target in images:
+            raise BioAnomalyError(
+                f"{target}: the anomaly map of {name} would be written over the image "
+                f"itself; choose a folder for the maps apart from the images ({folder} "
+                "holds them)"
+            )
+
+
 def with_maps(done: Mapping[str, T], folder: str | Path | None) -> tuple[dict[str, T], list[str]]:
     """The images of a stopped run (``done``, by file name) that can be taken as they
     were when the run writes anomaly maps into ``folder``: those whose map is still

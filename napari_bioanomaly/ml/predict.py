@@ -25,7 +25,7 @@ import torch
 from ..core.chooser import TTA_GAIN, tta_gain_text, tta_pays
 from ..core.evaluate import ANOMALY_SCORE
 from ..core.images import read_image, stack_note
-from ..core.maps import heatmap_path, regions_from_probabilities
+from ..core.maps import check_heatmap_folder, heatmap_path, regions_from_probabilities
 from ..core.model import BioAnomalyError, Dataset, ImageRecord
 from ..core.operating import OperatingPoint
 from ..core.paths import resolve_image
@@ -392,6 +392,8 @@ def predict_dataset(
     """
     point = predictor.point(tta).overridden(threshold, min_area, min_peak)
     root = dataset.root or Path(".")
+    if heatmaps is not None:
+        check_heatmap_folder(heatmaps, root, [im.filename for im in dataset.images])
     done = done or {}
     out = Dataset(root=dataset.root, classes=list(predictor.classes))
     for i, im in enumerate(dataset.images):

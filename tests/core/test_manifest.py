@@ -149,3 +149,20 @@ def test_images_named_alike_get_maps_of_their_own(tmp_path):
     ]  # fmt: skip
     with pytest.raises(BioAnomalyError, match="outside"):
         heatmap_path(maps, "../x.png")
+
+
+def test_maps_are_refused_where_they_would_replace_the_images(tmp_path):
+    """The image folder as the maps' folder: a TIFF's map has the image's name and would be written over it; PNG images get
+    ``x.png.tif`` maps and may share their folder."""
+    import pytest
+
+    from napari_bioanomaly.core.maps import check_heatmap_folder
+    from napari_bioanomaly.core.model import BioAnomalyError
+
+    images = tmp_path / "images"
+    with pytest.raises(BioAnomalyError, match=r"anomaly map of a\.tif would be written over"):
+        check_heatmap_folder(images, images, ["a.png", "a.tif"])
+    with pytest.raises(BioAnomalyError, match=r"sub/b\.tiff"):
+        check_heatmap_folder(images, images, ["x.png", "sub/b.tiff"])
+    check_heatmap_folder(images, images, ["a.png", "b.jpg"])  # maps beside: a.png.tif, b.jpg.tif
+    check_heatmap_folder(tmp_path / "maps", images, ["a.tif"])

@@ -699,6 +699,12 @@ def test_forest_class_weights_are_recorded(study, tmp_path):
     assert "state_dict" not in ckpt
 
 
+def predictions_first(ann: str) -> str:
+    """The first image file name of an annotation file."""
+    dataset, _ = annotations.load(ann, read_images=False)
+    return dataset.images[0].filename
+
+
 def test_cli_unsupervised_train_predict_heatmaps_and_evaluate(study, tmp_path, capsys):
     folder, _ = study
     model = tmp_path / "mem.pt"
@@ -711,6 +717,13 @@ def test_cli_unsupervised_train_predict_heatmaps_and_evaluate(study, tmp_path, c
     heat = tmp_path / "pred.heatmaps"
     maps = sorted(heat.glob("*.tif"))
     assert len(maps) == 24
+    # the image folder as the maps' folder: a TIFF's map has its name, it would replace it
+    image = folder / predictions_first(ann)
+    kept = image.read_bytes()
+    capsys.readouterr()
+    assert main([*argv, "--heatmaps", str(folder)]) == 2
+    assert "would be written over the image itself" in capsys.readouterr().err
+    assert image.read_bytes() == kept and not image.with_name(image.name + ".bak").exists()
     review = ReviewSession.open(AnnotationSession.open(ann), pred)
     shown = review.heatmap(review.predictions.images[0].filename)
     assert shown is not None and shown.shape == (256, 256)

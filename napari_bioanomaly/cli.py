@@ -322,7 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("BIOANOMALY_DEBUG"):
             raise
         message: Any = exc
-        if isinstance(exc, OSError) and exc.filename:
+        # a WriteError names its file already, with what the errno means for the user
+        if isinstance(exc, OSError) and exc.filename and not isinstance(exc, BioAnomalyError):
             message = f"{exc.filename}: {exc.strerror or exc}"
         print(f"napari-bioanomaly {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -269,9 +269,12 @@ class ReviewSession:
 
         Raises
         ------
+        WriteError
+            When it cannot be written (a read-only folder, a full disk): one line naming
+            ``path``, not the temporary file beside it, from :func:`~.fileio.atomic_write`
+            (a :class:`BioAnomalyError` and an :class:`OSError`).
         BioAnomalyError
-            When it cannot be written, naming ``path`` (not the temporary file beside it
-            that the error is about: a read-only folder, a full disk).
+            When ``path`` is a folder.
         """
         buf = io.StringIO()
         writer = csv.writer(buf)
@@ -279,11 +282,7 @@ class ReviewSession:
         qc = self.qc_flags()
         for row in self.rows():
             writer.writerow([cell(row, c, qc) for c in range(len(COLUMNS))])
-        data = buf.getvalue().encode("utf-8")
-        try:
-            return atomic_write(path, data)
-        except OSError as exc:
-            raise BioAnomalyError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        return atomic_write(path, buf.getvalue().encode("utf-8"))
 
     # ------------------------------------------------------------------ corrections
 

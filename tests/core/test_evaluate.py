@@ -166,6 +166,18 @@ def test_evaluate_cli_json_and_csv(tmp_path, capsys, dataset_dir):
     assert code == 0 and "study: accuracy" in capsys.readouterr().out
 
 
+def test_evaluate_csv_that_cannot_be_written_is_one_line_naming_it(tmp_path, capsys, dataset_dir):
+    """A WriteError (an OSError naming the file) was printed as "PATH: Not a directory",
+    without the words atomic_write gives it; now as it is worded."""
+    (tmp_path / "notes").write_text("a file where a folder should be")
+    target = tmp_path / "notes" / "t.csv"
+    argv = _evaluate(dataset_dir / "annotations.json", dataset_dir / "annotations.json")
+    assert main([*argv, "--csv", str(target)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"napari-bioanomaly evaluate: error: {target}: cannot be written (")
+    assert "\n" not in err and err.count(str(target)) == 1
+
+
 def test_excluded_groups_are_in_no_output_of_evaluate(tmp_path, capsys, dataset_dir, monkeypatch):
     from napari_bioanomaly import plots
     from napari_bioanomaly.core.evaluate import ANOMALY_SCORE

@@ -242,6 +242,22 @@ def test_table_csv_and_predictions_path(files, tmp_path):
     assert predictions_path(files[0].parent) == files[0].parent / "annotations.predictions.json"
 
 
+def test_a_table_that_cannot_be_written_is_said_once_naming_the_file(files, tmp_path):
+    """The table's own "cannot write PATH: ..." wrapped atomic_write's WriteError, which
+    names the file already: two wordings of one failure. The WriteError comes through."""
+    from napari_bioanomaly.core.fileio import WriteError
+
+    review = open_review(files)
+    (tmp_path / "notes").write_text("a file where a folder should be")
+    target = tmp_path / "notes" / "t.csv"
+    with pytest.raises(WriteError) as info:
+        review.table_csv(target)
+    said = str(info.value)
+    assert said.startswith(f"{target}: cannot be written (") and "\n" not in said
+    assert "cannot write" not in said and said.count(str(target)) == 1
+    assert isinstance(info.value, OSError) and info.value.filename == str(target)
+
+
 def test_files_written_for_a_folder_of_images_go_into_it(tmp_path):
     """A model trained from a folder of images went into its parent, beside other
     datasets' models; beside an annotation file it stays beside it."""

@@ -204,16 +204,21 @@ def test_export_table_that_cannot_be_written_says_which_file(review, tmp_path, m
     """A folder that cannot be written (root ignores permissions: the error as atomic_write
     raises it there, about its hidden temporary file): said in the widget, naming the file
     the user chose, not raised."""
+    from types import SimpleNamespace
+
+    from napari_bioanomaly.core import fileio
+
     target = tmp_path / "ro" / "table.csv"
 
-    def denied(path, data, *args, **kwargs):
-        hidden = Path(path).with_name(f".{Path(path).name}.rne2ivhm.tmp")
+    def denied(prefix, suffix, dir):
+        hidden = Path(dir) / f"{prefix}rne2ivhm{suffix}"
         raise PermissionError(13, "Permission denied", str(hidden))
 
-    monkeypatch.setattr("napari_bioanomaly.core.review.atomic_write", denied)
+    monkeypatch.setattr(fileio, "tempfile", SimpleNamespace(mkstemp=denied))
     assert review.export_table(target) is None
     said = review.summary.text()
-    assert said.splitlines()[-1] == f"Table not exported: cannot write {target}: Permission denied"
+    assert said.splitlines()[-1] == (f"Table not exported: {target}: cannot be written "
+                                     "(Permission denied; the folder is read-only for you)")  # fmt: skip
     assert ".tmp" not in said and said.startswith("all: TP")  # the scores stay above it
 
 

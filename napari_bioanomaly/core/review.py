@@ -113,6 +113,8 @@ class ReviewSession:
         self._heat: dict[str, np.ndarray] = {}
         #: file name -> position, per list of images (see _position)
         self._positions: dict[int, dict[str, int]] = {}
+        #: :meth:`ground_truth_state` and what it was counted at (see _state_key)
+        self._state: tuple[tuple[int, int, int], tuple[int, int, int]] | None = None
         for name in self.names:
             self.rescore(name)
 
@@ -174,6 +176,7 @@ class ReviewSession:
         present = {im.filename for im in self.gt.dataset.images}
         self.names = [n for n in self.names if n in present]
         self.caches = {n: c for n, c in self.caches.items() if n in present}
+        self._state = None
         for name in self.names:
             self.rescore(name)
 
@@ -197,10 +200,28 @@ class ReviewSession:
         rows = self.rows()
         return rows, summarise(rows), group_summaries(rows, self.group_by)
 
+    def _state_key(self) -> tuple[int, int, int]:
+        """What :meth:`ground_truth_state` depends on: the ground truth's edits (every
+        change of a region or a flag counts one, a reload too), which dataset it is, and
+        the images under review."""
+        return self.gt.edits, id(self.gt.dataset), len(self.names)
+
     def ground_truth_state(self) -> tuple[int, int, int]:
         """Of the images under review: how many have ground-truth regions, how many were
         checked and have none (marked "checked: no anomaly", or reviewed), and how many
-        neither (never annotated nor checked)."""
+        neither (never annotated nor checked).
+
+        Counted once per change of the ground truth, not at each refresh of the Review
+        widget (which asks several times per slider step): a walk over thousands of
+        images otherwise.
+        """
+        key = self._state_key()
+        if self._state is None or self._state[0] != key:
+            self._state = key, self._count_state()
+        return self._state[1]
+
+    def _count_state(self) -> tuple[int, int, int]:
+        """:meth:`ground_truth_state`, counted."""
         annotated = checked = 0
         for name in self.names:
             im = self.ground_truth(name)

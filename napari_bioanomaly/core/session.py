@@ -85,6 +85,9 @@ class AnnotationSession:
     _entries: dict[str, bytes] = field(default_factory=dict, repr=False)
     #: planes of the image files looked at (see :meth:`planes`), by file name
     _planes: dict[str, int] = field(default_factory=dict, repr=False)
+    #: how many times the dataset changed in memory (each :meth:`touch`, each
+    #: :meth:`reload`): what is computed from the whole dataset can be kept until it moves
+    edits: int = field(default=0, repr=False)
 
     # ------------------------------------------------------------------ opening
 
@@ -271,6 +274,7 @@ class AnnotationSession:
         im = self.dataset.images[self.current if index is None else index]
         self._entries.pop(im.filename, None)
         self.dirty = True
+        self.edits += 1
 
     def set_regions(self, regions: list[Region], index: int | None = None) -> bool:
         """Replace an image's regions; returns whether anything changed."""
@@ -407,6 +411,7 @@ class AnnotationSession:
         self._entries.clear()
         self._disk = digest(raw)
         self.dirty = False
+        self.edits += 1
         self.undo_stack.clear()
         self.current = min(self.current, len(dataset.images) - 1)
 

@@ -258,6 +258,31 @@ def test_a_table_that_cannot_be_written_is_said_once_naming_the_file(files, tmp_
     assert isinstance(info.value, OSError) and info.value.filename == str(target)
 
 
+def test_the_ground_truth_s_state_is_counted_once_per_change(files, monkeypatch):
+    """The Review widget asks for it several times per refresh (each slider step): with
+    thousands of images each ask walked them all. Counted again after any change of a
+    region or a flag, or a reload of the file, and only then."""
+    review = open_review(files)
+    counts = []
+    count = review._count_state
+    monkeypatch.setattr(review, "_count_state", lambda: counts.append(1) or count())
+    first = review.ground_truth_state()
+    assert review.scored and review.scoring_note() == "" and review.ground_truth_state() == first
+    assert len(counts) == 1  # once for the four asks
+    annotated, checked, unknown = first
+    name = review.names[0]
+    index = review._gt_position(name)
+    review.gt.set_regions([], index)  # its regions deleted (as in Annotate): neither now
+    assert review.ground_truth_state() == (annotated - 1, checked, unknown + 1)
+    assert review.scoring_note().startswith(f"{unknown + 1} of {len(review.names)} images")
+    review.gt.set_flag("no_anomaly", True, index)  # checked
+    assert review.ground_truth_state() == (annotated - 1, checked + 1, unknown)
+    assert len(counts) == 3
+    review.gt.reload()  # the file as saved: the regions are back
+    review.ground_truth_reloaded()
+    assert review.ground_truth_state() == first and len(counts) == 4
+
+
 def test_files_written_for_a_folder_of_images_go_into_it(tmp_path):
     """A model trained from a folder of images went into its parent, beside other
     datasets' models; beside an annotation file it stays beside it."""

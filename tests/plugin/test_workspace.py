@@ -408,3 +408,32 @@ def test_a_job_the_file_system_refuses_fails_plainly(qtbot, monkeypatch):
     qtbot.waitUntil(lambda: "finished" in seen, timeout=10_000)
     assert seen == ["PermissionError", "finished"]
     assert states[-1] == ("failed", "/data/ro/model.pt: Permission denied")
+
+
+def test_review_s_note_follows_an_image_checked_in_annotate(make_napari_viewer, dataset_dir, qtbot):
+    """Review counts the images neither annotated nor checked once per change of the
+    ground truth; an image checked in Annotate changes its note at once."""
+    gt, _ = annotations.load(dataset_dir / "annotations.json")
+    for im in gt.images[3:]:  # three images nobody looked at yet
+        im.regions, im.no_anomaly, im.reviewed = [], False, False
+    annotations.save(gt, dataset_dir / "annotations.json", "via-project")
+    for im in gt.images:
+        im.regions = [Region(square(100, 100, 12), "dust", score=0.9, source="model")]
+    annotations.save(gt, dataset_dir / "pred.json", "via")
+    viewer = make_napari_viewer()
+    annotate, review = AnnotateWidget(viewer), ReviewWidget(viewer)
+    qtbot.addWidget(annotate)
+    qtbot.addWidget(review)
+    assert annotate.open_path(dataset_dir)
+    assert review.open(dataset_dir / "annotations.json", dataset_dir / "pred.json")
+    note = "{} of 6 images neither annotated nor checked: scored as without anomaly"
+    annotated, checked, unknown = review.review.ground_truth_state()
+    assert unknown == 3 and note.format(3) in review.summary.text()
+    annotate.go_to(4)
+    annotate.no_anomaly_box.setChecked(True)  # in Annotate: Review's note follows at once
+    assert review.review.ground_truth_state() == (annotated, checked + 1, 2)
+    assert note.format(2) in review.summary.text()
+    annotate.go_to(5)  # an outline drawn on an image not checked yet: annotated now
+    annotate.annotator.shapes_layer.add_polygons([square(10, 10, 20) + 0.5])
+    assert review.review.ground_truth_state() == (annotated + 1, checked + 1, 1)
+    assert note.format(1) in review.summary.text()

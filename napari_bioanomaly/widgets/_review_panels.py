@@ -41,6 +41,7 @@ from ..core.evaluate import ImageScore, Report, class_agnostic, found_count
 from ..core.model import Region
 from ..core.review import COLUMNS, cell
 from ._common import headers
+from ._status_label import StatusLabel
 
 CLASS_COLUMNS = ["class", "GT", "pred", "TP", "FP", "FN", "precision", "recall", "F1", "found"]
 #: the Per class table for a class-agnostic model's predictions
@@ -236,11 +237,10 @@ class ImageLevelPanel(QWidget):
         col.setContentsMargins(0, 0, 0, 0)
         self.slider, label = labelled_slider(50, "image threshold")
         col.addLayout(slider_row(self.slider, label))
-        self.text = QLabel(
+        self.text = StatusLabel(
             "An image is anomalous when it has ground truth; its score is the model's image "
             "anomaly score, or its best region score."
         )
-        self.text.setWordWrap(True)
         col.addWidget(self.text)
         self.curves = QLabel()
         self.curves.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -290,8 +290,7 @@ class ClassPanel(QWidget):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setToolTip(CLASS_TIP)
         col.addWidget(self.table, 1)
-        self.agreement = QLabel()
-        self.agreement.setWordWrap(True)
+        self.agreement = StatusLabel()
         col.addWidget(self.agreement)
 
     def show_report(self, report: Report) -> None:

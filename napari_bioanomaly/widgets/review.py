@@ -57,6 +57,7 @@ from ._review_panels import (
     labelled_slider,
     slider_row,
 )
+from ._status_label import StatusLabel
 
 __all__ = ["ReviewWidget", "predictions_path"]
 
@@ -229,8 +230,8 @@ class ReviewWidget(QWidget):
         self.show_heat.toggled.connect(lambda _on: self._show_heatmap())
         self.propose_button.clicked.connect(self.propose)
         layout.addWidget(controls)
-        self.summary = QLabel("Open ground truth and predictions to review.")
-        self.summary.setWordWrap(True)
+        # scores and messages wrap between words, never inside a number
+        self.summary = StatusLabel("Open ground truth and predictions to review.")
         layout.addWidget(self.summary)
         self.tabs = ReviewTabs(self.report)
         self.table_panel, self.image_panel, self.class_panel = (

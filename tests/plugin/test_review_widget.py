@@ -16,6 +16,7 @@ from napari_bioanomaly.core.model import Region
 from napari_bioanomaly.core.text import counted
 from napari_bioanomaly.widgets.review import ReviewWidget
 from tests.support.jobs import wait_for_job
+from tests.support.wrap import numbers_cut
 
 
 def square(r, c, s):
@@ -1034,6 +1035,29 @@ def test_the_panel_scrolls_and_shows_what_matters_at_a_dock_s_width(review, qtbo
     qtbot.wait(50)
     curves = review.curves
     assert curves.pixmap() is not None and curves.height() >= curves.pixmap().height()
+
+
+def test_the_summary_and_the_tabs_wrap_between_words_not_inside_numbers(review):
+    """Train & review's progress in the summary ("... pixel F1) 0.188") ended a line with
+    "0." and began the next with "188" at some widths of the dock: the summary and the
+    tabs' texts are status labels now, as Train's status."""
+    from napari_bioanomaly.ml.events import VAL_F1, TrainEvent
+    from napari_bioanomaly.widgets._jobs import epoch_text
+
+    epoch = TrainEvent("epoch", 2, 20, 50, 50, loss=0.4123, val_loss=0.5, val_score=0.188,
+                       val_f1=0.026, val_iou=0.212, score_label=VAL_F1)  # fmt: skip
+    said = f"Training: {epoch_text(epoch)}"
+    review.jobs.say(said)  # as Train & review says each epoch
+    assert review.summary.text() == said  # as set, to read and copy
+    assert "pixel F1) 0.188" in said and numbers_cut(review.summary) == []
+    review.refresh()  # the scores
+    assert review.summary.text().startswith("all: TP") and numbers_cut(review.summary) == []
+    review.tabs.setCurrentIndex(1)
+    review.refresh_image_level()
+    review.tabs.setCurrentIndex(2)
+    review.fill_classes()
+    for label in (review.image_text, review.agreement_text):
+        assert ".0" in label.text() and numbers_cut(label) == [], label.text()
 
 
 def test_fields_start_at_the_open_dataset_and_the_last_trained_model_and_follow(

@@ -88,6 +88,21 @@ def _scroll_area() -> tuple[QScrollArea, QVBoxLayout]:
     return area, QVBoxLayout(inner)
 
 
+def _fitting_height(area: QScrollArea, inner: QWidget) -> int:
+    """The height ``area`` needs to show ``inner`` whole without a scroll bar: the
+    content's height at the viewport's full width (the wrapped status is as tall as the
+    width makes it), plus the area's frame. napari's style sheet gives every widget a
+    1 px padding, which a scroll area takes from its viewport: sized to the content
+    alone, the area showed a scroll bar with 2 px to scroll after every run."""
+    viewport = area.maximumViewportSize()  # without scroll bars, inside the frame
+    content = (
+        inner.heightForWidth(viewport.width())
+        if inner.hasHeightForWidth()
+        else inner.sizeHint().height()
+    )
+    return max(content, inner.minimumSizeHint().height()) + area.height() - viewport.height()
+
+
 class TrainWidget(QWidget):
     """Train a segmentation model on an annotated dataset, in the background."""
 
@@ -285,6 +300,7 @@ class TrainWidget(QWidget):
         if self._ready and self.worker is None:
             self._show_ready()
         super().showEvent(event)
+        self._fit_progress()  # styled now (napari's style sheet): its status as tall as shown
 
     def use_source(self, path: str | Path) -> None:
         """Train on the annotation file ``path`` (listed first if it was not listed)."""
@@ -418,14 +434,12 @@ class TrainWidget(QWidget):
     def _fit_progress(self) -> None:
         """Give the progress area the height of its content (up to 60% of the widget's),
         the settings the rest, unless the user placed the line between them."""
-        total = sum(self.splitter.sizes())
-        inner = self.progress_area.widget()
+        area, inner = self.progress_area, self.progress_area.widget()
+        # before the first show the splitter has laid nothing out yet: its own height then
+        total = sum(self.splitter.sizes()) or self.splitter.height() - self.splitter.handleWidth()
         if self._split_by_user or total <= 0 or inner is None:
             return
-        # the wrapped status is as tall as the width makes it
-        width = self.progress_area.maximumViewportSize().width() - 20  # a scroll bar's
-        content = max(inner.sizeHint().height(), inner.heightForWidth(width))
-        below = min(content, int(total * 0.6))
+        below = min(_fitting_height(area, inner), int(total * 0.6))
         self.splitter.setSizes([total - below, below])
 
     def _splitter_moved(self, *_: Any) -> None:
@@ -587,3 +601,5 @@ class TrainWidget(QWidget):
         self._ready = False
         self.status.setStyleSheet("color: #d55e00" if error else "")
         self.status.setText(text)
+        if not self._own_job:  # during a run the line stays put (the status changes often)
+            self._fit_progress()

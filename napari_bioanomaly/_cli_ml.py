@@ -443,7 +443,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import csv
     import io
 
-    from .core.evaluate import evaluate, paired
+    from .core.evaluate import empty_note, evaluate, paired
     from .core.fileio import atomic_write
 
     gt, _ = annotation_files.load(args.gt, args.images, read_images=True)
@@ -465,7 +465,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.group_by and not any(args.group_by in im.file_attributes for im in gt.images):
         print(f"warning: no ground-truth image has the file attribute {args.group_by!r}: "
               "one group", file=sys.stderr)  # fmt: skip
-    result = evaluate(gt, pred, args.iou, args.score, args.group_by, excluded, args.image_threshold)
+    result = evaluate(gt, pred, args.iou, args.score, args.group_by, excluded, args.image_threshold,
+                      pairs)  # fmt: skip
+    if note := empty_note(result.rows):
+        print(f"warning: {args.pred}: {note}", file=sys.stderr)
     values = sorted({str(im.file_attributes.get(args.group_by, "")) for im in gt.images}
                     if args.group_by else [])  # fmt: skip
     unknown = [v for v in excluded if v not in values]

@@ -25,7 +25,7 @@ models, or else its best region score).
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -59,6 +59,9 @@ class ImageScore:
     study_no_overlap: int = 0
     study_below: int = 0
     study_fn: int = 0
+    #: predictions at the score threshold whose outline covers no pixel centre (a sliver,
+    #: or outside the image): left out of the scores, in no count above
+    empty_pred: int = 0
 
     @property
     def precision(self) -> float:
@@ -130,6 +133,7 @@ def summarise(rows: Sequence[ImageScore]) -> dict[str, Any]:
         for name in (
             "n_gt", "n_pred", "tp", "fp", "fn", "iou_sum", "inter_px", "union_px",
             "study_pred", "study_tp", "study_no_overlap", "study_below", "study_fn",
+            "empty_pred",
         ):  # fmt: skip
             setattr(total, name, getattr(total, name) + getattr(r, name))
     s_tp, s_fp, s_fn = total.study_tp, total.study_no_overlap + total.study_below, total.study_fn
@@ -146,6 +150,7 @@ def summarise(rows: Sequence[ImageScore]) -> dict[str, Any]:
         "f1": total.f1,
         "mean_iou": total.mean_iou,
         "pixel_iou": total.pixel_iou,
+        "empty_predictions": total.empty_pred,
         "study": {
             "predicted": total.study_pred,
             "matched": s_tp,
@@ -390,10 +395,16 @@ def evaluate(
     group_by: str | None = None,
     exclude: Iterable[str] = (),
     image_threshold: float = 0.5,
+    pairs: Mapping[str, ImageRecord] | None = None,
 ) -> Report:
     """Score every ground-truth image against the predictions for the same image (see
-    :func:`paired`; with the study scoring, see the module docstring)."""
-    pairs = paired(gt, pred)
+    :func:`paired`; with the study scoring, see the module docstring).
+
+    ``pairs``: :func:`paired` of the two datasets where the caller has it already (the
+    CLI checks it before scoring), so the images are paired once.
+    """
+    if pairs is None:
+        pairs = paired(gt, pred)
     keys = [group_by] if group_by else []
     caches = [ImageCache(im, pairs.get(im.filename), keys) for im in gt.images]
     rows = [_study_score(c, iou_threshold, score_threshold) for c in caches]
@@ -401,6 +412,19 @@ def evaluate(
     unmatched = {im.filename for im in pred.images} - used
     return report(caches, rows, iou_threshold, score_threshold, group_by, exclude,
                   image_threshold, unmatched)  # fmt: skip
+
+
+def empty_note(rows: Sequence[ImageScore], limit: int = 3) -> str:
+    """Says the predictions left out for covering no pixel (see :class:`ImageCache`),
+    with the images that have them; empty when there are none."""
+    images = [r for r in rows if r.empty_pred]
+    if not images:
+        return ""
+    named = ", ".join(f"{r.image} ({r.empty_pred})" for r in images[:limit])
+    more = f" and {len(images) - limit} more" if len(images) > limit else ""
+    total = sum(r.empty_pred for r in images)
+    return (f"{total} predicted {'region covers' if total == 1 else 'regions cover'} no pixel "
+            f"(a sliver, or outside the image), left out of the scores: {named}{more}")  # fmt: skip
 
 
 def _base(name: str) -> str:
@@ -441,15 +465,23 @@ class ImageCache:
         self.image = gt.filename
         self.group = {k: str(gt.file_attributes.get(k, "")) for k in group_by}
         preds = list(pred.regions) if pred is not None else []
-        self.scores = np.array([1.0 if r.score is None else r.score for r in preds], dtype=float)
+        scores = np.array([1.0 if r.score is None else r.score for r in preds], dtype=float)
         self.gt_labels = [r.label for r in gt.regions]
-        self.pred_labels = [r.label for r in preds]
         self.image_score = _image_score(pred)
         region, row, start, end = rasterise_spans([r.polygon for r in [*gt.regions, *preds]], shape)
         n_gt = len(gt.regions)
         g, p = region < n_gt, region >= n_gt
         self.gt = Spans(region[g], row[g], start[g], end[g], n_gt)
-        self.pred = Spans(region[p] - n_gt, row[p], start[p], end[p], len(preds))
+        drawn = Spans(region[p] - n_gt, row[p], start[p], end[p], len(preds)).areas() > 0
+        #: positions in the image's predictions of those scored: a prediction that covers
+        #: no pixel centre (a sliver, or outside the image) can match nothing, and is left
+        #: out rather than counted a false positive (:attr:`empty_scores` counts them)
+        self.pred_index = np.flatnonzero(drawn)
+        self.empty_scores = scores[~drawn]
+        self.scores = scores[drawn]
+        self.pred_labels = [preds[i].label for i in self.pred_index]
+        renumber = np.cumsum(drawn) - 1  # an empty prediction has no run to renumber
+        self.pred = Spans(renumber[region[p] - n_gt], row[p], start[p], end[p], len(self.scores))
         self.iou = iou_matrix(self.gt, self.pred)
         self.gt_area = union_area(self.gt)
         #: each prediction's place when shown highest score first (equal scores together)
@@ -492,6 +524,7 @@ class ImageCache:
             score=self.image_score
             if self.image_score is not None
             else (float(self.scores[keep].max()) if len(keep) else 0.0),
+            empty_pred=int(np.count_nonzero(self.empty_scores >= score_threshold)),
         )
 
     def class_counts(
@@ -525,12 +558,22 @@ class ImageCache:
             for r, c in zip(rows.tolist(), cols.tolist(), strict=True)
         ]
 
+    def matched(
+        self, iou_threshold: float = 0.5, score_threshold: float = 0.0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The one-to-one matches at these thresholds: ground-truth indices and the
+        positions of their predictions in the image's predictions."""
+        keep = np.flatnonzero(self.scores >= score_threshold)
+        rows, cols = match(self.iou[:, keep], iou_threshold)
+        return rows, self.pred_index[keep[cols]]
+
     def unmatched(
         self, iou_threshold: float = 0.5, score_threshold: float = 0.0
     ) -> tuple[list[int], list[int]]:
-        """Indices of the false-negative ground truth and false-positive predictions."""
+        """Indices of the false-negative ground truth and of the false-positive
+        predictions (positions in the image's predictions; one of no pixel is neither)."""
         keep = np.flatnonzero(self.scores >= score_threshold)
         rows, cols = match(self.iou[:, keep], iou_threshold)
         fn = sorted(set(range(self.gt.n)) - set(rows.tolist()))
         fp = sorted(set(keep.tolist()) - set(keep[cols].tolist()))
-        return fn, fp
+        return fn, [int(self.pred_index[i]) for i in fp]

@@ -98,8 +98,11 @@ class ReviewSession:
         self.path = Path(path)
         self.heatmaps = self.path.with_suffix(annotation_files.HEATMAPS_SUFFIX)
         self.iou_threshold = 0.5
-        #: predictions the last :meth:`accept` found in the ground truth already
+        #: predictions the last :meth:`accept` found matched already (true positives)
         self.confirmed = 0
+        #: predictions the last :meth:`accept` did not add although they match nothing:
+        #: the ground truth has their region already (see :meth:`accept`)
+        self.kept_out = 0
         self.score_threshold = 0.0  # as evaluate: every prediction counts
         keys = [k for im in gt.dataset.images for k in im.file_attributes if k != QC_ATTRIBUTE]
         #: the file attribute whose values group the images (the first one the images have)
@@ -338,30 +341,22 @@ class ReviewSession:
         """Copy shown predictions into the ground truth (source ``model-accepted``).
 
         The predictions stay in their file (see the module docstring): accepted, each
-        one is a region the model found. A prediction that matches a ground-truth region
-        (IoU at the review's threshold), or that was accepted before (a model-accepted
-        region of its score over it), is confirmed, not added a second time;
-        :attr:`confirmed` counts them. ``add`` puts the regions into the ground truth (the
+        one is a region the model found. Only what makes a prediction found is added,
+        never a second copy of a region (see :meth:`_sort_accepted`): :attr:`confirmed`
+        counts those matched already (true positives: nothing to add), :attr:`kept_out`
+        those not added because the ground truth has their region (they stay false
+        positives, as the table says). ``add`` puts the regions into the ground truth (the
         widget's annotator, which also shows and autosaves them); by default they are
         added to the session and it is saved."""
-        _, taken = self.picked(filename, indices, polygons)
-        self.confirmed = 0
+        positions, taken = self.picked(filename, indices, polygons)
+        self.confirmed = self.kept_out = 0
         if not taken:
             return []
-        truth = self.gt.dataset.images[self._gt_position(filename)].regions
-        if truth:
-            iou = iou_matrix(Spans.of(truth), Spans.of(taken))
-            found = iou.max(axis=0) >= self.iou_threshold
-            # accepted before, perhaps as an outline edited until it no longer matches:
-            # a model-accepted region of the same score (copied with it) over it
-            copied = [r.source == "model-accepted" for r in truth]
-            for k, p in enumerate(taken):
-                found[k] |= any(c and iou[t, k] > 0 and truth[t].score == p.score
-                                for t, c in enumerate(copied))  # fmt: skip
-            self.confirmed = int(found.sum())
-            taken = [r for r, hit in zip(taken, found, strict=True) if not hit]
-            if not taken:  # each one found already: nothing changes
-                return []
+        found, kept_out = self._sort_accepted(filename, positions, taken)
+        self.confirmed, self.kept_out = int(found.sum()), int(kept_out.sum())
+        taken = [r for r, f, k in zip(taken, found, kept_out, strict=True) if not (f or k)]
+        if not taken:  # nothing changes
+            return []
         accepted = [
             Region(r.polygon, r.label, dict(r.attributes), r.score, "model-accepted", r.shape)
             for r in taken
@@ -374,6 +369,43 @@ class ReviewSession:
             add(accepted)
         self.rescore(filename)
         return accepted
+
+    def _sort_accepted(
+        self, filename: str, positions: Sequence[int], taken: Sequence[Region]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Of predictions being accepted (at ``positions`` in the image's predictions, as
+        ``taken``: the outlines accepted): which are found already, and which are kept
+        out; the others are added.
+
+        Not added, as that would put a region in the ground truth twice: an outline that
+        overlaps a ground-truth region at the IoU threshold, or one added before in this
+        call; or one accepted before (its outline edited below the threshold since): a
+        model-accepted region of its score over it that no prediction matches, each such
+        region standing for one prediction only (unscored predictions all have the same
+        score: two overlapping ones accepted one after the other made the second "found"
+        by the first one's copy, and it was never added); or one of no pixel. Of those,
+        found are the matched ones (one to one at the review's thresholds, as the table
+        and ``evaluate`` count them), kept out the others (false positives still).
+        """
+        gt = self.ground_truth(filename)
+        shape, truth = gt.shape, gt.regions
+        cache = self.caches.get(filename) or ImageCache(gt, self.prediction(filename))
+        rows, matched = cache.matched(self.iou_threshold, self.score_threshold)
+        iou = iou_matrix(Spans.of([*truth, *taken], shape), Spans.of(taken, shape))
+        not_added = Spans.of(taken, shape).areas() == 0
+        copies = [t for t, r in enumerate(truth) if r.source == "model-accepted" and t not in rows]
+        for k in np.flatnonzero(~not_added).tolist():
+            added = len(truth) + np.flatnonzero(~not_added[:k])
+            mine = [t for t in copies if iou[t, k] > 0 and truth[t].score == taken[k].score]
+            if (iou[: len(truth), k] >= self.iou_threshold).any() or (
+                iou[added, k] >= self.iou_threshold
+            ).any():
+                not_added[k] = True
+            elif mine:
+                copies.remove(max(mine, key=lambda t: iou[t, k]))
+                not_added[k] = True
+        found = np.isin(np.asarray(positions), matched)
+        return found & not_added, ~found & not_added
 
     def reject(self, filename: str, indices: Sequence[int]) -> int:
         """Remove shown predictions; the predictions file is saved at once."""

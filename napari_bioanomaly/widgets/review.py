@@ -34,7 +34,7 @@ from .._workspace import (
     unbind_keys,
     workspace_for,
 )
-from ..core.evaluate import ImageScore, Report
+from ..core.evaluate import ImageScore, Report, empty_note
 from ..core.model import BioAnomalyError
 from ..core.review import ReviewSession, predictions_path
 from ..core.text import counted
@@ -435,6 +435,8 @@ class ReviewWidget(QWidget):
             lines += [_summary_line(f"{group_by}={k}", v) for k, v in groups.items()]
         if note := self.review.scoring_note():
             lines.append(note)
+        if note := empty_note(rows):
+            lines.append(note)
         if self.review_note:  # under the review's summary, not instead of it
             lines.append(self.review_note)
         self._scores_text = "\n".join(lines)
@@ -564,16 +566,30 @@ class ReviewWidget(QWidget):
             polygons = self.layers.polygons()
             self.layers.redraw()
             added = self.review.accept(name, indices, polygons, add=self._gt.add_regions)
-            if self.review.confirmed or not added:  # nothing added for those
-                self.refresh()
-                said = (f"{counted(self.review.confirmed, 'accepted prediction')} matched the "
-                        "ground truth already (IoU at the review's threshold): found, not "
-                        "added twice")  # fmt: skip
-                self.summary.setText(f"{self.summary.text()}\n{said}")
+            if self.review.confirmed or self.review.kept_out or not added:
+                self.refresh()  # nothing added for those
+                self.summary.setText("\n".join([self.summary.text(), *self._not_added()]))
             return len(added)
         moved = self.review.reject(name, indices)
         self.refresh()
         return moved
+
+    def _not_added(self) -> list[str]:
+        """What the last accept did not add, and why (its counts are the table's)."""
+        if self.review is None:
+            return []
+        confirmed, kept_out = self.review.confirmed, self.review.kept_out
+        said = []
+        if confirmed or not kept_out:
+            said.append(f"{counted(confirmed, 'accepted prediction')} matched the ground "
+                        "truth already (IoU at the review's threshold): found, not added "
+                        "twice")  # fmt: skip
+        if kept_out:
+            said.append(f"{counted(kept_out, 'accepted prediction')} not added: the ground "
+                        "truth has its region already (another prediction's match, or "
+                        "accepted before); it matches none, so it stays a false positive "
+                        "(reject it to drop it)")  # fmt: skip
+        return said
 
     def accept_selected(self) -> int:
         return self._move(self.layers.selected(), accept=True)

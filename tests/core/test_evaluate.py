@@ -10,7 +10,9 @@ import pytest
 from napari_bioanomaly.cli import main
 from napari_bioanomaly.core import annotations
 from napari_bioanomaly.core.evaluate import (
+    ImageCache,
     Spans,
+    empty_note,
     evaluate,
     iou_matrix,
     paired,
@@ -352,9 +354,9 @@ def test_pixel_counts_of_every_score_threshold_match_dense_masks():
             assert (area[k], inter[k]) == expected, (trial, k)
             row = cache.score(0.5, threshold)
             assert (row.inter_px, row.union_px) == (expected[1], int((kept | dense_gt).sum()))
-        if len(uniq) >= 2:  # the lowest scored alone: not a set a score threshold keeps
-            odd = rank == rank.max()
-            shown = pred.subset(odd)
+        if len(np.unique(cache.scores)) >= 2:  # the lowest scored alone: not a set a
+            odd = cache._rank == cache._rank.max()  # score threshold keeps (of the drawn)
+            shown = pred.subset(np.isin(np.arange(pred.n), cache.pred_index[odd]))
             assert cache._pixel_counts(odd) == (
                 union_area(shown),
                 union_area(gt) + union_area(shown) - union_area(gt, shown),
@@ -391,3 +393,53 @@ def test_evaluate_cli_counts_what_class_agnostic_predictions_found_per_class(
     out = capsys.readouterr().out
     assert "class-agnostic" not in out
     assert f"class {kept.label}: GT {truth[kept.label]}, predicted {truth[kept.label]}: " in out
+
+
+def test_a_predicted_region_of_no_pixel_is_left_out_not_a_false_positive(
+    tmp_path, capsys, dataset_dir
+):
+    """A sliver between pixel centres, or an outline outside the image, covers no pixel: it
+    can match nothing, and counted as a false positive it lowered the precision of a
+    model that found everything. Left out of the scores, and said, naming the image."""
+    sliver = np.array([[10.1, 10.1], [10.1, 10.4], [10.4, 10.4], [10.4, 10.1]])
+    outside = sq(200, 200, 10, score=0.2)  # the image is 100 x 100
+    truth = image([sq(20, 20, 10)])
+    pred = image([sq(20, 20, 10, score=0.9), Region(sliver, "dust", score=0.8, source="model"),
+                  outside])  # fmt: skip
+    row = score_image(truth, pred)
+    assert (row.tp, row.fp, row.fn, row.n_pred, row.empty_pred) == (1, 0, 0, 1, 2)
+    assert row.precision == 1.0 and row.study_pred == 1 and row.study_no_overlap == 0
+    assert score_image(truth, pred, score_threshold=0.5).empty_pred == 1  # as the others
+    result = evaluate(Dataset(images=[truth]), Dataset(images=[pred]))
+    assert result.summary["empty_predictions"] == 2 and result.precision == 1.0
+    assert empty_note(result.rows) == ("2 predicted regions cover no pixel (a sliver, or "
+                                       "outside the image), left out of the scores: a.png (2)")  # fmt: skip
+    cache = ImageCache(truth, pred)
+    assert cache.unmatched() == ([], [])  # no false positive listed for the sliver either
+    # the CLI says it, naming the predictions file and the image
+    gt, _ = annotations.load(dataset_dir / "annotations.json")
+    name = gt.images[0].filename
+    for im in gt.images:
+        im.regions = [Region(r.polygon, r.label, score=0.9, source="model") for r in im.regions]
+    gt.images[0].regions.append(Region(sliver, "dust", score=0.5, source="model"))
+    annotations.save(gt, tmp_path / "pred.json", "via")
+    assert main(_evaluate(dataset_dir / "annotations.json", tmp_path / "pred.json")) == 0
+    out, err = capsys.readouterr()
+    assert f"warning: {tmp_path / 'pred.json'}: 1 predicted region covers no pixel" in err
+    assert f"left out of the scores: {name} (1)" in err and "FP 0 " in out
+
+
+def test_evaluate_pairs_the_files_once(tmp_path, capsys, dataset_dir, monkeypatch):
+    """The CLI paired ground truth and predictions to check them, then evaluate paired
+    them again: once now, the same pairs."""
+    from napari_bioanomaly.core import evaluate as evaluation
+
+    calls = []
+    pair = evaluation.paired
+    monkeypatch.setattr(evaluation, "paired", lambda gt, pred: calls.append(1) or pair(gt, pred))
+    argv = _evaluate(dataset_dir / "annotations.json", dataset_dir / "annotations.json")
+    assert main([*argv, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(calls) == 1 and out["fp"] == out["fn"] == 0 and out["tp"] == out["gt"] > 0
+    gt, _ = annotations.load(dataset_dir / "annotations.json")
+    assert evaluation.evaluate(gt, gt).f1 == 1.0 and len(calls) == 2  # alone: pairs itself

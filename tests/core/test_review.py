@@ -149,7 +149,7 @@ def test_an_outline_edited_before_its_accept_is_added_once(files):
     """Trimmed below the IoU threshold before it is accepted, a prediction no longer
     matches its accepted copy: the model's outline is a false alarm and the copy a miss
     (the model's outline was off by more than the threshold), and a second accept of it
-    is found, not added again (it added a duplicate)."""
+    adds nothing again (it added a duplicate): kept out, a false alarm still."""
     review = open_review(files)
     name = review.names[0]
     shown = review.shown(name)
@@ -162,11 +162,73 @@ def test_an_outline_edited_before_its_accept_is_added_once(files):
     after = review.rows()[0]
     assert (after.tp, after.fp, after.fn) == (before.tp, before.fp, before.fn + 1)
     n_gt = len(review.ground_truth(name).regions)
-    assert review.accept(name, [weak]) == [] and review.confirmed == 1
+    assert review.accept(name, [weak]) == [] and (review.confirmed, review.kept_out) == (0, 1)
     assert len(review.ground_truth(name).regions) == n_gt
-    again = open_review(files)  # another review of the same files: found again
-    assert again.accept(name, [weak]) == [] and again.confirmed == 1
+    assert review.rows()[0] == after  # what the table says is what happened: nothing
+    again = open_review(files)  # another review of the same files: known again
+    assert again.accept(name, [weak]) == [] and again.kept_out == 1
     assert len(again.ground_truth(name).regions) == n_gt
+
+
+def _unscored_pair(files, truth: bool):
+    """The first image with two overlapping unscored predictions (IoU 0.6 with each
+    other) and nothing else; with ``truth``, a ground-truth region both match."""
+    review = open_review(files)
+    name = review.names[0]
+    a, b = square(20, 20, 40), square(20, 30, 40)  # 40 x 40, shifted 10 px: IoU 0.6
+    review.prediction(name).regions = [Region(a, "dust", source="model"),
+                                       Region(b, "dust", source="model")]  # fmt: skip
+    index = review._gt_position(name)
+    review.gt.set_regions([Region(square(20, 25, 40), "dust")] if truth else [], index)
+    review.rescore(name)
+    return review, name
+
+
+@pytest.mark.parametrize("truth", [False, True])
+@pytest.mark.parametrize("together", [False, True])
+def test_two_overlapping_unscored_predictions_accepted_count_as_the_table_does(
+    files, truth, together
+):
+    """Only one of two overlapping predictions can match a ground-truth region. Accepted
+    together or one after the other, the same happens: the first is found (or added), the
+    second is not added a second time over the same anomaly, and what accept says is what
+    the table counts (unscored, the second was "found" by any model-accepted region it
+    touched, and said found while the table counted it a false positive)."""
+    review, name = _unscored_pair(files, truth)
+    n_gt = len(review.ground_truth(name).regions)
+    if together:
+        added = review.accept(name, [0, 1])
+        said = (review.confirmed, review.kept_out)
+    else:
+        added = review.accept(name, [0])
+        first = review.confirmed
+        added += review.accept(name, [1])
+        said = (first + review.confirmed, review.kept_out)
+    row = review.rows()[0]
+    assert (row.tp, row.fp) == (1, 1) and row.n_gt == 1
+    assert len(added) == (0 if truth else 1) and len(review.ground_truth(name).regions) == 1
+    assert said == ((1, 1) if truth else (0, 1))  # found already / kept out
+    assert len(review.ground_truth(name).regions) - n_gt == len(added)
+
+
+def test_two_unscored_predictions_that_touch_are_both_added(files):
+    """Two distinct anomalies side by side (their outlines touch, IoU 0.05), unscored:
+    accepted one after the other, the second was taken for the first one's copy (same
+    score, None, and overlapping) and never added; accepted as together, both were."""
+    for together in (True, False):
+        review, name = _unscored_pair(files, truth=False)
+        a, b = square(20, 20, 20), square(20, 38, 20)  # 2 px of 20 overlap
+        review.prediction(name).regions = [Region(a, "dust", source="model"),
+                                           Region(b, "hair", source="model")]  # fmt: skip
+        review.rescore(name)
+        if together:
+            added = review.accept(name, [0, 1])
+        else:
+            added = review.accept(name, [0]) + review.accept(name, [1])
+        assert [r.label for r in added] == ["dust", "hair"], together
+        assert (review.confirmed, review.kept_out) == (0, 0)
+        row = review.rows()[0]
+        assert (row.tp, row.fp, row.fn) == (2, 0, 0)
 
 
 def test_a_ground_truth_save_refused_loses_no_accepted_region(files):

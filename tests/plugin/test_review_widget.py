@@ -1102,3 +1102,20 @@ def test_fields_start_at_the_open_dataset_and_the_last_trained_model_and_follow(
     assert review.open(dataset_dir / "annotations.json", tmp_path / "pred.json")
     assert annotate.open_path(tmp_path / "third")
     assert review.gt_edit.text() == str(dataset_dir / "annotations.json")
+
+
+def test_a_prediction_of_no_pixel_is_said_and_not_counted(review):
+    """A sliver between pixel centres counted as a false positive: left out now, and the
+    summary says so, naming the image."""
+    name = review.names[0]
+    before = review.review.rows()[0]
+    sliver = np.array([[10.1, 10.1], [10.1, 10.4], [10.4, 10.4], [10.4, 10.1]])
+    review.review.prediction(name).regions.append(Region(sliver, "dust", score=0.9, source="model"))
+    review.review.rescore(name)
+    review.refresh()
+    after = review.review.rows()[0]
+    assert (after.tp, after.fp, after.n_pred) == (before.tp, before.fp, before.n_pred)
+    assert review.summary.text().splitlines()[-1] == (
+        f"1 predicted region covers no pixel (a sliver, or outside the image), left out of "
+        f"the scores: {name} (1)"
+    )

@@ -117,8 +117,10 @@ def focus_limit(
     if len(focus) < FOCUS_PEERS:
         return limits.focus_min, f"focus below {limits.focus_min:g}"
     median = float(np.median(focus))
-    return FOCUS_SHARE * median, (
-        f"focus below {FOCUS_SHARE:g} of the median of the {len(focus)} images ({median:.3g})"
+    limit = FOCUS_SHARE * median
+    return limit, (
+        f"focus below {limit:.3g} ({FOCUS_SHARE:g} x {median:.3g}, the median of the "
+        f"{len(focus)} images)"
     )
 
 

@@ -126,7 +126,7 @@ def test_out_of_focus_is_judged_among_the_images_checked_together(tmp_path, caps
     import tifffile
 
     from napari_bioanomaly.cli import main
-    from napari_bioanomaly.core.quality import FOCUS_PEERS, among_peers
+    from napari_bioanomaly.core.quality import FOCUS_PEERS, FOCUS_SHARE, among_peers, focus_limit
 
     _, ims = generate(SampleConfig(n_images=FOCUS_PEERS + 2, size=128, seed=3))
     soft = [ndimage.gaussian_filter(im * 60000, 3).astype(np.uint16) for im in ims]
@@ -135,6 +135,12 @@ def test_out_of_focus_is_judged_among_the_images_checked_together(tmp_path, caps
     judged, rule = among_peers(reports)
     assert not any("out of focus" in r.flags for r in judged if r is not None)
     assert f"median of the {len(soft)} images" in rule
+    # the limit itself is said first, then how it was found (its median)
+    limit, _ = focus_limit(reports)
+    median = float(np.median([r.focus for r in reports]))
+    assert rule == (f"focus below {limit:.3g} ({FOCUS_SHARE:g} x {median:.3g}, the median "
+                    f"of the {len(soft)} images)")  # fmt: skip
+    assert abs(limit - FOCUS_SHARE * median) < 1e-12
     blurred = ndimage.gaussian_filter(soft[0].astype(float), 8).astype(np.uint16)
     judged, _ = among_peers([*reports, check(blurred), None])  # None: an unreadable image
     assert ["out of focus" in r.flags for r in judged[:-1] if r is not None] == [False] * len(

@@ -98,6 +98,8 @@ def _main_process() -> bool:
 
 def _follow(gen: Any, main_process: bool = True) -> Any:
     """Run a training generator, printing its progress on stderr; returns its result."""
+    from .ml.config import CLI_WORDS
+
     interactive = sys.stderr.isatty() and main_process
     try:
         while True:
@@ -106,7 +108,8 @@ def _follow(gen: Any, main_process: bool = True) -> Any:
                 continue
             if event.kind in ("warning", "status"):
                 prefix = "warning: " if event.kind == "warning" else ""
-                print(f"\n{prefix}{event.message}", file=sys.stderr)
+                message = CLI_WORDS.get(event.message, event.message)  # options, not fields
+                print(f"\n{prefix}{message}", file=sys.stderr)
             elif event.kind == "epoch" or interactive:
                 end = "\n" if event.kind == "epoch" else "\r"
                 print(_progress_line(event).ljust(100), end=end, file=sys.stderr, flush=True)

@@ -66,15 +66,27 @@ REMOVED_MODELS = {
     "0.96 against its 0.77, below even a no-learning reference's 0.85; docs/anomaly.md); "
     "train model memory on the same images instead",
 }
+
+
+def _no_lines_choice(switch_off: str) -> str:
+    """:data:`NO_LINES_CHOICE`, saying how to switch the line cue off in ``switch_off``."""
+    return (
+        "line cue: no annotated validation image to choose by; joining it by the root mean "
+        "square, what found the most anomalies without annotations on real images (for spots "
+        f"or pits only, or where normal images have long lines of their own, {switch_off})"
+    )
+
+
 #: What the memory bank's training says when no annotated validation image can choose
 #: whether the line cue joins (it then joins by the root mean square; docs/benchmarks.md,
 #: "The line cue without annotations, joined by the root mean square"); the Train widget
-#: repeats it when the run ends.
-NO_LINES_CHOICE = (
-    "line cue: no annotated validation image to choose by; joining it by the root mean "
-    "square, what found the most anomalies without annotations on real images (for spots "
-    "or pits only, or where normal images have long lines of their own, choose line cue: no)"
-)
+#: repeats it when the run ends. It names the setting as the Train widget shows it (its
+#: field); the CLI says :data:`NO_LINES_CHOICE_CLI` instead, naming its option.
+NO_LINES_CHOICE = _no_lines_choice('set "line cue" to no')
+NO_LINES_CHOICE_CLI = _no_lines_choice("train with --lines no")
+#: Messages of training events that the CLI says in its own words (naming its options, where
+#: the events name the Train widget's fields).
+CLI_WORDS = {NO_LINES_CHOICE: NO_LINES_CHOICE_CLI}
 #: How the line cue joins a memory bank's calibrated map (:func:`.anomaly.with_lines`):
 #: their mean where annotated validation images choose the operating point, their root
 #: mean square where the calibrated 0.5 is the point (a strong anomaly in one of the two

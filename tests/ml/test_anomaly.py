@@ -25,7 +25,7 @@ from napari_bioanomaly.core.review import ReviewSession
 from napari_bioanomaly.core.session import AnnotationSession
 from napari_bioanomaly.core.synthetic import SampleConfig, write_sample
 from napari_bioanomaly.ml import anomaly, data, models, train_memory
-from napari_bioanomaly.ml.config import NO_LINES_CHOICE, TrainConfig
+from napari_bioanomaly.ml.config import NO_LINES_CHOICE, NO_LINES_CHOICE_CLI, TrainConfig
 from napari_bioanomaly.ml.descriptors import (
     ENCODERS,
     EncoderEnsemble,
@@ -779,7 +779,9 @@ def test_cli_trains_on_a_folder_of_images_without_annotations(study, tmp_path, c
     scoring = load_checkpoint(out)["scoring"]
     assert scoring["lines"] and scoring["line_join"] == "rms"
     said = " ".join(capsys.readouterr().err.split())
-    assert NO_LINES_CHOICE in said
+    # in the CLI's words: its option, not the Train widget's field
+    assert NO_LINES_CHOICE_CLI in said and "train with --lines no)" in said
+    assert NO_LINES_CHOICE not in said and "line cue: no)" not in said
     # nor the image score's pooling: the top 1% of the joined map, the one proposals come
     # from, 0.5 at the highest validation image's
     assert scoring["image_from"] == "map" and scoring["image_top"] == anomaly.MAP_TOP_FRACTION

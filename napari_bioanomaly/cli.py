@@ -131,11 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, default=12, metavar="N", help="number of images (12)")
     p.add_argument("--size", type=int, default=512, metavar="PX", help="image side (512)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (0)")
-    p.add_argument("--bit-depth", type=int, default=16, choices=(8, 16), help="16: TIFF, 8: PNG")
+    p.add_argument("--bit-depth", type=int, default=16, choices=(8, 16),
+                   help="16: 16-bit TIFF, 8: 8-bit PNG (16)")  # fmt: skip
     p.add_argument(
         "--difficulty", choices=("easy", "hard"), default="easy",
         help="easy: clear anomalies (a first look); hard: faint anomalies among look-alike "
-        "textures, uneven light, out-of-focus patches and unannotated specks (for judging models)",
+        "textures, uneven light, out-of-focus patches and unannotated specks (for judging "
+        "models) (easy)",
     )  # fmt: skip
     p.set_defaults(func=cmd_sample)
 
@@ -180,8 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="fold models and results go here")
     p.add_argument("--folds", type=int, default=5, metavar="K", help="number of folds (5)")
     p.add_argument(
-        "--group-by", metavar="ATTR", help="keep each value of this file attribute in one fold"
-    )
+        "--group-by", metavar="ATTR", help="keep each value of this file attribute in one fold "
+        "(default: none: anomalous and normal images are dealt out evenly)"
+    )  # fmt: skip
     p.add_argument("--iou", type=_iou, default=0.5, help="IoU threshold of a match (0.5)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _add_train_options(p)
@@ -224,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--threshold (hysteresis; default: the model's where it chose one and "
         "--threshold is not given)",
     )
-    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
+                   help="auto picks cuda, then mps, then the CPU (auto)")  # fmt: skip
     p.add_argument(
         "--heatmaps",
         nargs="?",
@@ -259,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
         "image (e.g. new images not trained on)",
     )  # fmt: skip
     p.add_argument("--out", metavar="NEW.pt", help="write the model here instead")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
+                   help="auto picks cuda, then mps, then the CPU (auto)")  # fmt: skip
     _add_import_options(p)
     p.set_defaults(func=cmd_choose_point)
 
@@ -275,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iou", type=_iou, default=0.5, help="IoU threshold of a match (0.5)")
     p.add_argument("--score", type=_region_score, default=0.0,
                    help="ignore predictions scoring less (0 to 1; default 0)")  # fmt: skip
-    p.add_argument("--group-by", metavar="ATTR", help="file attribute to group by (cell_line)")
+    p.add_argument("--group-by", metavar="ATTR",
+                   help="file attribute to group by, e.g. cell_line (default: none)")  # fmt: skip
     p.add_argument("--exclude", metavar="V1,V2", help="groups to leave out of the summary")
     p.add_argument(
         "--image-threshold",

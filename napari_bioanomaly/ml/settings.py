@@ -304,7 +304,8 @@ def add_cli_options(parser: argparse.ArgumentParser) -> None:
     """``--model`` and one option per setting."""
     parser.add_argument(
         "--model", choices=tuple(REGISTRY), default=_DEFAULTS["model"], type=_model_name,
-        help="; ".join(f"{name}: {info.help}" for name, info in REGISTRY.items()),
+        help="; ".join(f"{name}: {info.help}" for name, info in REGISTRY.items())
+        + f" ({_DEFAULTS['model']})",
     )  # fmt: skip
     for setting in SETTINGS:
         setting.add_to(parser)

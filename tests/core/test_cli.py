@@ -203,3 +203,25 @@ def test_import_issues_are_grouped_by_kind_with_the_serious_first(write_json, ca
     assert sum("closing vertex removed" in line for line in lines) == 5
     assert main(["inspect", str(path), "--no-images", "--verbose"]) == 0
     assert capsys.readouterr().out.count("closing vertex removed") == 40
+
+
+def test_every_option_with_a_default_says_it_in_its_help():
+    import argparse
+
+    from napari_bioanomaly.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions
+                    if isinstance(a, argparse._SubParsersAction)).choices  # fmt: skip
+    silent = []
+    for name, parser in commands.items():
+        for action in parser._actions:
+            if (not action.option_strings or action.required or action.nargs == 0
+                    or action.default in (None, argparse.SUPPRESS)):  # fmt: skip
+                continue
+            text = action.help or ""
+            if f"({action.default})" not in text and "default" not in text:
+                silent.append(f"{name} {action.option_strings[0]} ({action.default})")
+    assert not silent
+    # e.g. sample's bit depth: 16 (a TIFF) unless asked
+    sample = commands["sample"].format_help()
+    assert "16: 16-bit TIFF, 8: 8-bit PNG (16)" in " ".join(sample.split())

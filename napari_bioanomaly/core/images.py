@@ -138,6 +138,63 @@ def image_shape(path: str | os.PathLike[str]) -> tuple[int, int]:
     return _header(Path(path), planes=False)[0]
 
 
+#: How a whole PNG file ends: its IEND chunk (length 0, type, CRC).
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+#: How a whole JPEG file ends: its end-of-image marker.
+_JPEG_END = b"\xff\xd9"
+
+
+def checked_shape(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """``(rows, cols)`` of an image whose file holds all its pixels, checked without decoding
+    them where the format allows: the header read (:func:`image_shape`), then the file's
+    end: a TIFF's strips or tiles (first page) lie within the file, a PNG ends with its
+    IEND chunk, a JPEG with its end marker. A file cut short (a copy or download
+    interrupted) is found so, which a header alone does not show. A PNG or JPEG that ends
+    otherwise (data after its end), and any other format, is decoded to be sure.
+
+    On 1080x1080 16-bit images (warm cache, one shared core) the header and end take
+    0.1-0.3 ms; decoding takes 20-50 ms (zlib TIFF, PNG; 0.6 ms an uncompressed TIFF): for
+    5000 images about a second against 2-4 minutes, so training decodes none up front.
+    Raises :class:`ImageReadError` naming the file and what is wrong.
+    """
+    path = Path(path)
+    if _is_tiff(path):
+        return _whole_tiff(path)
+    shape = image_shape(path)
+    size = path.stat().st_size
+    ending = {".png": _PNG_END, ".jpg": _JPEG_END, ".jpeg": _JPEG_END}.get(path.suffix.lower())
+    if ending is not None and size >= len(ending):
+        try:
+            with path.open("rb") as f:
+                f.seek(size - len(ending))
+                if f.read() == ending:
+                    return shape
+        except OSError as exc:
+            raise ImageReadError(f"{path}: cannot read image ({_reason(exc)})") from None
+    read_image(path)  # no end to check: decoded (raises naming what is wrong)
+    return shape
+
+
+def _whole_tiff(path: Path) -> tuple[int, int]:
+    """:func:`checked_shape` of a TIFF, its file opened once."""
+    _check_file(path)
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            shape = int(page.imagelength), int(page.imagewidth)
+            offsets, counts = page.dataoffsets, page.databytecounts
+    except Exception as exc:
+        raise ImageReadError(f"{path}: cannot read image header ({_reason(exc)})") from None
+    size = path.stat().st_size
+    end = max((int(o) + int(n) for o, n in zip(offsets, counts, strict=False)), default=0)
+    if end > size:
+        raise ImageReadError(f"{path}: cannot read image (file cut short: {size} bytes, its "
+                             f"pixel data ends at byte {end})")  # fmt: skip
+    return shape
+
+
 def _tiff_planes(tif: Any) -> int:
     """Planes of an open TIFF: its pages, unless the second page is a preview or a mask
     (another size, or a reduced-resolution or mask page), not a plane; or more where the

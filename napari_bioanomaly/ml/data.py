@@ -18,7 +18,7 @@ import torch
 from scipy import ndimage
 
 from ..core.geometry import rasterise_many
-from ..core.images import image_shape, percentiles, read_image, to_grayscale
+from ..core.images import checked_shape, percentiles, read_image, to_grayscale
 from ..core.model import BioAnomalyError, Dataset, ImageRecord
 from ..core.paths import resolve_image
 from ..core.splits import validation_split
@@ -93,22 +93,43 @@ def split(dataset: Dataset, config: TrainConfig) -> tuple[list[int], list[int]]:
 
 
 def check_images(dataset: Dataset, indices: list[int]) -> None:
-    """Read every image header; raise one error naming all missing or unreadable images."""
+    """Check that every image is whole without decoding it (its header and its file's end,
+    :func:`~napari_bioanomaly.core.images.checked_shape`); raise one error naming all
+    missing, unreadable or cut-short images."""
     root = dataset.root or Path(".")
     bad = []
     for i in indices:
         im = dataset.images[i]
         try:
-            shape = image_shape(resolve_image(root, im.filename))
+            shape = checked_shape(resolve_image(root, im.filename))
         except BioAnomalyError as exc:
-            bad.append(str(exc))
+            bad.append((im.filename, str(exc)))
             continue
         im.shape = im.shape or shape
+    _raise_unreadable(bad)
+
+
+def read_all(dataset: Dataset, indices: list[int]) -> None:
+    """Decode every image (slow: for naming all that cannot be read once one could not be);
+    raise one error naming all that cannot."""
+    root = dataset.root or Path(".")
+    bad = []
+    for i in indices:
+        name = dataset.images[i].filename
+        try:
+            read_image(resolve_image(root, name))
+        except BioAnomalyError as exc:
+            bad.append((name, str(exc)))
+    _raise_unreadable(bad)
+
+
+def _raise_unreadable(bad: list[tuple[str, str]]) -> None:
+    """One error naming every image of ``bad`` (file name, why): the first five with why."""
     if bad:
-        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
-        raise BioAnomalyError(
-            f"{counted(len(bad), 'image')} cannot be read: " + "; ".join(bad[:5]) + more
-        )
+        rest = [name for name, _ in bad[5:]]
+        more = f"; and {len(rest)} more: {', '.join(rest)}" if rest else ""
+        raise BioAnomalyError(f"{counted(len(bad), 'image')} cannot be read: "
+                              + "; ".join(why for _, why in bad[:5]) + more)  # fmt: skip
 
 
 #: Bytes of normalised images that a :class:`TileSampler` keeps (its data-loader workers

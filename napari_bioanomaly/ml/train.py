@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ..core.images import ImageReadError
 from ..core.model import BioAnomalyError, Dataset
 from ..core.text import counted
 from . import data, train_forest, train_memory, train_network
@@ -123,12 +124,7 @@ def _train(
     try:
         data.check_images(dataset, train_idx + val_idx)
     except BioAnomalyError as exc:
-        if config.exclude_qc:
-            raise
-        raise BioAnomalyError(
-            f"{exc}; leave them out with --exclude-qc (in napari: leave "
-            "out QC-flagged images), which flags them unreadable"
-        ) from None
+        raise _unreadable(exc, config) from None
     if config.pretrain_min and resume is None:
         weights = yield from _pretrain(dataset, config, out, cancel)
         if weights is None:  # stopped while pretraining
@@ -145,7 +141,38 @@ def _train(
                          "torchrun have nothing to do")  # fmt: skip
     job = TrainJob(dataset, config, out, classes, data_classes, train_idx, val_idx, cancel,
                    None if resume is None else Path(resume))  # fmt: skip
-    return (yield from TRAINERS[REGISTRY[config.model].trainer](job))
+    try:
+        return (yield from TRAINERS[REGISTRY[config.model].trainer](job))
+    except ImageReadError as exc:
+        # damaged inside, where the check above does not look (it decodes no pixels): every
+        # image is decoded now, so that all such images are named at once
+        yield TrainEvent("warning", 0, config.epochs or 1, 0, config.steps_per_epoch,
+                         message=f"{_first_line(exc)}; reading every training and validation "
+                         "image to find all that cannot be read")  # fmt: skip
+        try:
+            data.read_all(dataset, train_idx + val_idx)
+        except BioAnomalyError as every:
+            raise _unreadable(every, config) from None
+        raise _unreadable(BioAnomalyError(f"1 image cannot be read: {_first_line(exc)}"),
+                          config) from None  # fmt: skip
+
+
+def _first_line(exc: BaseException) -> str:
+    """An error's message without what a data loader process adds (its traceback)."""
+    text = str(exc).strip()
+    lines = text.splitlines()
+    # torch re-raises a loader process's error as "Caught X in DataLoader worker process N.
+    # Original Traceback ...", the original message last
+    return lines[-1].split(": ", 1)[-1] if len(lines) > 1 else text
+
+
+def _unreadable(exc: BaseException, config: TrainConfig) -> BioAnomalyError:
+    """The error of images that cannot be read, saying how to leave them out."""
+    if config.exclude_qc:  # images checked now are flagged: these kept flags from before
+        return BioAnomalyError(f"{exc}; the quality flags stored for them (qc --save) are "
+                               "older: run qc --save again to flag them unreadable")  # fmt: skip
+    return BioAnomalyError(f"{exc}; leave them out with --exclude-qc (in napari: leave "
+                           "out QC-flagged images), which flags them unreadable")  # fmt: skip
 
 
 def learns_together(config: TrainConfig) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -279,6 +280,32 @@ def test_unreadable_images_are_named_with_the_reason(tmp_path, capfd):
             read_image(tmp_path / name)
         assert name in str(info.value) and "pip install" not in str(info.value)
     assert capfd.readouterr().err == ""  # tifffile's log lines stay off stderr
+
+
+def test_files_cut_short_are_found_from_their_end_without_decoding(tmp_path, monkeypatch):
+    import tifffile
+    from PIL import Image
+
+    from napari_bioanomaly.core import images
+    from napari_bioanomaly.core.images import ImageReadError, checked_shape, image_shape
+
+    pixels = np.random.default_rng(0).integers(0, 65535, (96, 80), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "ok.tif", pixels, compression="zlib")
+    Image.fromarray(pixels).save(tmp_path / "ok.png")
+    Image.fromarray((pixels >> 8).astype(np.uint8)).save(tmp_path / "ok.jpg")
+    for name in ("ok.tif", "ok.png", "ok.jpg"):
+        cut = tmp_path / f"cut{Path(name).suffix}"
+        cut.write_bytes((tmp_path / name).read_bytes()[:500])
+        assert image_shape(cut) == (96, 80)  # the header alone looks whole
+        with pytest.raises(ImageReadError, match=r"cut\.\w+: cannot read image \("):
+            checked_shape(cut)
+    # whole files are not decoded: their end says so
+    monkeypatch.setattr(images, "read_image", lambda path: pytest.fail(f"decoded {path}"))
+    assert [checked_shape(tmp_path / n) for n in ("ok.tif", "ok.png", "ok.jpg")] == [(96, 80)] * 3
+    monkeypatch.undo()
+    # data after a PNG's end: decoded to be sure, and whole
+    (tmp_path / "tail.png").write_bytes((tmp_path / "ok.png").read_bytes() + b"trailing")
+    assert checked_shape(tmp_path / "tail.png") == (96, 80)
 
 
 def test_big_images_are_read_whatever_pillows_limit_and_refused_beyond_ours(tmp_path, monkeypatch):

@@ -490,6 +490,47 @@ def test_bad_input_is_named(dataset, tmp_path, train_dir):
         assert result.best is not None and any("img_003.tif (unreadable)" in m for m in said)
 
 
+def test_damaged_images_are_all_named_before_training_or_at_once_when_found(tmp_path, train_dir):
+    import tifffile
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(train_dir, damaged)
+    # cut short (its header whole) and empty: both named before training, with the way out
+    (damaged / "img_003.tif").write_bytes((damaged / "img_003.tif").read_bytes()[:500])
+    (damaged / "img_005.tif").write_bytes(b"")
+    ds, _ = annotations.load(damaged / "annotations.json", read_images=False)
+    with pytest.raises(BioAnomalyError) as info:
+        drain(train(ds, TINY, tmp_path / "a.pt"))
+    said = str(info.value)
+    assert (
+        said.startswith("2 images cannot be read: ") and "leave them out with --exclude-qc" in said
+    )
+    assert "img_003.tif: cannot read image (file cut short: 500 bytes" in said
+    assert "img_005.tif: empty file" in said
+    # damaged inside, its size whole: found only when read, then every image is read and
+    # all those that cannot be are named, with the way out
+    shutil.copytree(train_dir, damaged, dirs_exist_ok=True)
+    for name in ("img_004.tif", "img_007.tif"):
+        pixels = tifffile.imread(damaged / name)
+        tifffile.imwrite(damaged / name, pixels, compression="zlib")
+        raw = bytearray((damaged / name).read_bytes())
+        raw[-3000:-2000] = bytes(1000)  # inside the compressed pixels
+        (damaged / name).write_bytes(bytes(raw))
+    ds, _ = annotations.load(damaged / "annotations.json", read_images=False)
+    events = []
+    with pytest.raises(BioAnomalyError) as info:
+        gen = train(ds, TINY, tmp_path / "b.pt")
+        while True:
+            events.append(next(gen))
+    said = str(info.value)
+    assert (
+        said.startswith("2 images cannot be read: ") and "leave them out with --exclude-qc" in said
+    )
+    assert "img_004.tif: cannot read image (" in said and "img_007.tif: cannot read image (" in said
+    assert any("reading every training and validation image" in e.message for e in events
+               if e.kind == "warning")  # fmt: skip
+
+
 def test_untrusted_checkpoints_stay_data(tmp_path):
     class Evil:
         def __reduce__(self):

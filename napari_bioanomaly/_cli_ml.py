@@ -592,10 +592,24 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
 
 def _train_config(args: argparse.Namespace) -> Any:
-    from .ml.settings import config_from_cli, unused_options
+    """The settings of a run from the options (``train --resume``: the stopped run's, with
+    the options a resumed run may change; see :func:`.ml.settings.resume_config`)."""
+    from .ml.settings import config_from_cli, given_settings, resume_config, unused_options
 
+    saved = None
+    if getattr(args, "resume", None):
+        from .ml.checkpoint import load_checkpoint
+        from .ml.config import TrainConfig
+
+        saved = TrainConfig.from_dict(load_checkpoint(args.resume)["config"])
+        if "model" not in given_settings(args):
+            args.model = saved.model  # the options it does not use are named as its
     unused = unused_options(args)
     if unused:
         print(f"warning: {', '.join(unused)}: not used by --model {args.model} (ignored)",
               file=sys.stderr)  # fmt: skip
-    return config_from_cli(args)
+    if saved is None:
+        return config_from_cli(args)
+    config, said = resume_config(args, saved, args.resume)
+    print(said, file=sys.stderr)
+    return config

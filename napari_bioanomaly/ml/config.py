@@ -423,6 +423,57 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
+#: Settings a resumed run may change: how long it goes on and where it runs, not what it
+#: learns from nor how its epochs are scored against the earlier ones.
+RESUME_FREE = frozenset(
+    {"epochs", "budget_min", "patience", "device", "num_workers", "amp", "tta_point"}
+)
+#: Settings that only start a run (its first weights): a resumed run goes on from its
+#: checkpoint's weights and keeps the values it started with.
+RESUME_START = frozenset({"weights", "pretrain_min"})
+#: Settings a run chooses when it starts where they are left auto (None): a resumed run
+#: left them auto keeps the stopped run's choice.
+RESUME_AUTO = frozenset({"batch", "base_channels"})
+
+
+def resume_differences(saved: TrainConfig, asked: TrainConfig) -> list[str]:
+    """The settings of ``asked`` that a run resuming one of ``saved`` may not take, in
+    words ("tile 176 (the stopped run: 64)"): all but :data:`RESUME_FREE` and
+    :data:`RESUME_START`, and those of :data:`RESUME_AUTO` left auto."""
+    differ = []
+    for f in dataclasses.fields(TrainConfig):
+        name = f.name
+        value, before = getattr(asked, name), getattr(saved, name)
+        if name in RESUME_FREE or name in RESUME_START or value == before:
+            continue
+        if value is None and name in RESUME_AUTO:
+            continue
+        differ.append(f"{name} {_value_text(value)} (the stopped run: {_value_text(before)})")
+    return differ
+
+
+def resumed(
+    saved: TrainConfig, asked: TrainConfig, source: object = "the checkpoint"
+) -> TrainConfig:
+    """The settings of a run that resumes one of ``saved`` settings as ``asked``: the
+    stopped run's, with the :data:`RESUME_FREE` ones asked. Any other setting asked
+    otherwise is refused (the epochs of the two runs would be trained or scored unlike
+    each other), naming each (see :func:`resume_differences`)."""
+    differ = resume_differences(saved, asked)
+    if differ:
+        raise BioAnomalyError(f"{source}: cannot resume with other settings than the stopped "
+                              f"run's: {'; '.join(differ)}")  # fmt: skip
+    return saved.replace(**{name: getattr(asked, name) for name in RESUME_FREE})
+
+
+def _value_text(value: Any) -> str:
+    if value is None:
+        return "auto"
+    if isinstance(value, tuple | list):
+        return ",".join(str(v) for v in value) or "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 #: The type of each setting (checked before anything else; ``None`` is allowed for those
 #: in :data:`_OPTIONAL`).
 _TYPES: dict[str, type] = {

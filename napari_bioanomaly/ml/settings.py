@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.model import BioAnomalyError
 from .config import (
     CLASS_WEIGHTS,
     DESCRIPTORS,
@@ -22,6 +23,8 @@ from .config import (
     LINES,
     REGISTRY,
     REMOVED_MODELS,
+    RESUME_FREE,
+    RESUME_START,
     SHARPEN,
     TTA_MODELS,
     TTA_POINT,
@@ -78,6 +81,30 @@ def _learns_classes(info: ModelInfo) -> bool:
 
 def _class_weights(info: ModelInfo) -> bool:
     return info.class_weights
+
+
+#: The attribute of parsed options that holds the settings given on the command line.
+GIVEN = "given_settings"
+
+
+class _Given(argparse.Action):
+    """Store an option's value (a flag's ``const``) and note that it was given, so that a
+    resumed run can tell the options asked for from their defaults."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+        setattr(namespace, GIVEN, {*getattr(namespace, GIVEN, ()), self.dest})
+
+
+def given_settings(args: argparse.Namespace) -> set[str]:
+    """The settings (by name, and ``model``) given on the command line."""
+    return set(getattr(args, GIVEN, ()))
 
 
 @dataclass(frozen=True)
@@ -147,15 +174,17 @@ class Setting:
             text += "; for " + ", ".join(n for n in REGISTRY if self.applies_to(n))
         text += self.needs_help
         if self.kind == "flag":
-            parser.add_argument(self.option, dest=self.name, action="store_true", help=text)
+            parser.add_argument(self.option, dest=self.name, action=_Given, nargs=0,
+                                const=True, default=False, help=text)  # fmt: skip
         elif self.kind == "choice":
             parser.add_argument(self.option, dest=self.name, choices=self.choices,
-                                default=default, help=text)  # fmt: skip
+                                default=default, help=text, action=_Given)  # fmt: skip
         else:
             kind = {"int": int, "float": float}.get(self.kind, str)
             parser.add_argument(
                 self.option, dest=self.name, type=kind, metavar=self.metavar,
                 default=None if self.kind in ("text", "list") else default, help=text,
+                action=_Given,
             )  # fmt: skip
 
     def from_cli(self, value: Any) -> Any:
@@ -304,6 +333,7 @@ def add_cli_options(parser: argparse.ArgumentParser) -> None:
     """``--model`` and one option per setting."""
     parser.add_argument(
         "--model", choices=tuple(REGISTRY), default=_DEFAULTS["model"], type=_model_name,
+        action=_Given,
         help="; ".join(f"{name}: {info.help}" for name, info in REGISTRY.items())
         + f" ({_DEFAULTS['model']})",
     )  # fmt: skip
@@ -336,3 +366,62 @@ def config_from_form(model: str, values: Mapping[str, Any]) -> TrainConfig:
     keep their defaults)."""
     chosen = {BY_NAME[name].key: BY_NAME[name].from_form(v) for name, v in values.items()}
     return TrainConfig(model=model, **chosen)
+
+
+def resume_config(
+    args: argparse.Namespace, saved: TrainConfig, source: object
+) -> tuple[TrainConfig, str]:
+    """The settings of ``train --resume``: the stopped run's (``saved``, read from
+    ``source``), so that the resumed epochs train and are scored as the earlier ones were;
+    of the options given on the command line, those a resumed run may change
+    (:data:`~.config.RESUME_FREE`: epochs, time budget, patience, device, ...) are applied
+    and those that only start a run (:data:`~.config.RESUME_START`) not used. Returns the
+    settings and a line saying them, and what the options changed or did not. Any other
+    option given with a value other than the stopped run's is refused, naming the option
+    and both values."""
+    given = given_settings(args)
+    refused, changes, changed, unused = [], {}, [], []
+    if "model" in given and args.model != saved.model:
+        refused.append(f"--model {args.model} (the stopped run: {saved.model})")
+    for s in SETTINGS:
+        if s.name not in given or not s.applies_to(saved.model):  # not used: warned of
+            continue
+        value, before = s.from_cli(getattr(args, s.name)), getattr(saved, s.key)
+        if value == before:
+            continue
+        asked = s.option if s.kind == "flag" else f"{s.option} {_option_text(value)}"
+        before_text = "without it" if s.kind == "flag" else _option_text(before)
+        was = f"{asked} (the stopped run: {before_text})"
+        if s.key in RESUME_START:
+            unused.append(asked)
+        elif s.key in RESUME_FREE:
+            changes[s.key] = value
+            changed.append(was)
+        else:
+            refused.append(was)
+    if refused:
+        raise BioAnomalyError(
+            f"{source}: resuming goes on with the settings of the stopped run, so that its "
+            f"epochs are trained and scored alike; {'; '.join(refused)}: leave "
+            f"{'it' if len(refused) == 1 else 'them'} out, or train a new model without "
+            "--resume"
+        )
+    kept = [s.option if s.kind == "flag" else f"{s.option} {_option_text(getattr(saved, s.key))}"
+            for s in SETTINGS
+            if s.key not in RESUME_START and s.key not in changes
+            and s.applies_to(saved.model) and getattr(saved, s.key) != s.default]  # fmt: skip
+    text = f"resuming {source} with the settings of the stopped run (--model {saved.model}"
+    text += "".join(f" {k}" for k in kept) + ")"
+    text += f"; changed: {', '.join(changed)}" if changed else ""
+    if unused:
+        text += f"; not used: {', '.join(unused)} (a resumed run goes on from its own weights)"
+    return saved.replace(**changes), text
+
+
+def _option_text(value: Any) -> str:
+    """A setting's value as its option takes it."""
+    if value is None:
+        return "auto"
+    if isinstance(value, tuple | list):
+        return ",".join(str(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)

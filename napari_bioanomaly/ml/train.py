@@ -20,7 +20,7 @@ from ..core.model import BioAnomalyError, Dataset
 from ..core.text import counted
 from . import data, train_forest, train_memory, train_network
 from .checkpoint import last_path, load_checkpoint, model_from_checkpoint, save_checkpoint
-from .config import REGISTRY, TrainConfig
+from .config import REGISTRY, TrainConfig, resumed
 from .device import default_batch, pick_device
 from .distributed import Dist, rank, world_size
 from .events import SCORE_LABELS, VAL_F1, TrainEvent, TrainResult
@@ -54,8 +54,9 @@ def train(
     when no validation image is annotated). The forest and the memory bank are
     fitted in one pass. Yields :class:`TrainEvent` and returns a :class:`TrainResult`.
     The last state of a network is kept in ``MODEL.last.pt`` after every epoch
-    and on cancel, and ``resume`` continues from such a file (same model and
-    classes).
+    and on cancel, and ``resume`` continues from such a file: the same classes, and the
+    stopped run's settings (``config`` may change only how long it goes on and where it
+    runs; see :func:`.config.resumed`).
 
     Raises
     ------
@@ -86,9 +87,12 @@ def _train(
     out = Path(out)
     cancel = cancel or threading.Event()
     torch.manual_seed(config.seed)
+    # a resumed run goes on with the settings of the run it resumes (see config.resumed)
+    saved = None if resume is None else TrainConfig.from_dict(load_checkpoint(resume)["config"])
     if config.batch is None:  # the checkpoint keeps the batch the run trained with
         device = pick_device(config.device)
-        config = config.replace(batch=default_batch(device, world_size(), config.model))
+        config = config.replace(batch=saved.batch if saved is not None and saved.batch else
+                                default_batch(device, world_size(), config.model))  # fmt: skip
     data_classes = data.class_names(dataset)
     if resume is not None and not REGISTRY[config.model].network:
         raise BioAnomalyError(f"{resume}: resuming continues a network's training; "
@@ -133,6 +137,8 @@ def _train(
             )
         config = config.replace(weights=str(weights), pretrain_min=0.0)
     config = data.fit_tile(config, dataset, train_idx + val_idx)
+    if saved is not None and REGISTRY[saved.model].network:
+        config = resumed(saved, config, resume)
     if world_size() > 1 and not learns_together(config):
         if rank() != 0:  # nothing for this process to do: the fit is one pass
             return TrainResult(None, last_path(out), device=str(pick_device(config.device)))

@@ -212,7 +212,8 @@ def _train(
         config = config.replace(base_channels=pretrained_width(config.weights))
     model = models.build(
         config.model, len(classes), config.tile, config.width,
-        config.weights if config.model == "maskrcnn" else None,
+        # a resumed run's weights are its checkpoint's: the file it started from is not read
+        config.weights if config.model == "maskrcnn" and ckpt is None else None,
     )  # fmt: skip
     if config.weights and config.model == "unet" and resume is None:
         load_pretrained(config.weights, model)  # self-supervised weights (pretrain.py)

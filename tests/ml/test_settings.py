@@ -112,3 +112,38 @@ def test_options_the_model_does_not_use_are_named():
     ]
     learned = ["--model", "memory", "--epochs", "5", "--descriptors", "learned"]
     assert unused_options(parser().parse_args(learned)) == []
+
+
+@pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: s.name)
+def test_options_given_are_told_from_defaults_even_at_their_default(setting):
+    from napari_bioanomaly.ml.settings import given_settings
+
+    assert given_settings(parser().parse_args([])) == set()
+    argv, _ = CHANGED[setting.name]
+    assert given_settings(parser().parse_args(argv)) == {setting.name}
+    args = parser().parse_args(["--tile", "256", "--model", "unet"])  # both the defaults
+    assert given_settings(args) == {"tile", "model"}
+
+
+def test_a_resumed_run_keeps_the_stopped_runs_settings_but_how_long_it_goes_on():
+    from napari_bioanomaly.core.model import BioAnomalyError
+    from napari_bioanomaly.ml.settings import resume_config
+
+    saved = TrainConfig(epochs=3, steps_per_epoch=6, tile=64, batch=2, base_channels=8,
+                        augment=False, weights="pre.pt")  # fmt: skip
+    # options not given are the stopped run's, not the defaults; those given as it had them
+    # pass, and how long it goes on changes
+    args = parser().parse_args(["--epochs", "6", "--tile", "64", "--no-augment",
+                                "--weights", "other.pt", "--features", "filters"])  # fmt: skip
+    config, said = resume_config(args, saved, "m.last.pt")
+    assert config == saved.replace(epochs=6)
+    assert said == ("resuming m.last.pt with the settings of the stopped run (--model unet "
+                    "--steps 6 --tile 64 --batch 2 --no-augment --base-channels 8); changed: "
+                    "--epochs 6 (the stopped run: 3); not used: --weights other.pt (a resumed "
+                    "run goes on from its own weights)")  # fmt: skip
+    args = parser().parse_args(["--tile", "176", "--batch", "4", "--model", "maskrcnn"])
+    with pytest.raises(BioAnomalyError, match=r"^m\.last\.pt: resuming goes on with the settings "
+                       r"of the stopped run.*; --model maskrcnn \(the stopped run: unet\); "
+                       r"--tile 176 \(the stopped run: 64\); --batch 4 \(the stopped run: 2\): "
+                       r"leave them out, or train a new model without --resume$"):  # fmt: skip
+        resume_config(args, saved, "m.last.pt")

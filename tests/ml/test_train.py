@@ -79,7 +79,7 @@ def test_checkpoint_stores_the_width_built_and_resume_keeps_it(dataset, tmp_path
                              tmp_path / "16.pt", resume=wide.last))  # fmt: skip
     assert load_checkpoint(resumed.last)["config"]["base_channels"] == 16
     assert len(resumed.history) == 3
-    with pytest.raises(BioAnomalyError, match="width 16; cannot resume it with base_channels 4"):
+    with pytest.raises(BioAnomalyError, match=r"base_channels 4 \(the stopped run: 16\)"):
         drain(train(dataset, TINY.replace(base_channels=4, epochs=4), tmp_path / "16.pt",
                     resume=wide.last))  # fmt: skip
 
@@ -388,6 +388,19 @@ def test_resume_continues_the_history(dataset, tmp_path):
     assert len(second.history) == 3 and second.history[:2] == first.history
     with pytest.raises(BioAnomalyError, match="cannot resume"):
         drain(train(dataset, TINY.replace(model="maskrcnn"), tmp_path / "x.pt", resume=first.last))
+    # the resumed epochs are trained and scored as the earlier ones: other tiles, batches,
+    # steps or validation images are refused, each named with the stopped run's value
+    asked = TINY.replace(epochs=4, tile=96, steps_per_epoch=5, seed=1)
+    with pytest.raises(BioAnomalyError, match=r"cannot resume with other settings than the "
+                       r"stopped run's: steps_per_epoch 5 \(the stopped run: 3\); tile 96 "
+                       r"\(the stopped run: 64\); seed 1 \(the stopped run: 0\)$"):  # fmt: skip
+        drain(train(dataset, asked, tmp_path / "x.pt", resume=second.last))
+    # a batch left auto is the stopped run's; how long it goes on may change
+    events, third = drain(train(dataset, TINY.replace(epochs=4, batch=None, patience=7),
+                                tmp_path / "r.pt", resume=second.last))  # fmt: skip
+    ckpt = load_checkpoint(third.last)
+    assert ckpt["config"] == {**load_checkpoint(second.last)["config"], "epochs": 4, "patience": 7}
+    assert ckpt["config"]["batch"] == 2 and len(third.history) == 4
     # the forest and the memory bank are fitted in one pass: nothing to continue
     with pytest.raises(BioAnomalyError, match="forest is fitted in one pass"):
         drain(train(dataset, TINY.replace(model="forest"), tmp_path / "f.pt", resume=first.last))
@@ -574,12 +587,31 @@ def test_cli_train(train_dir, tmp_path, capsys):
     # resumed into a new file, with no epoch beating the earlier best: that best is written
     resumed = tmp_path / "resumed.pt"
     code = main(["train", "--annotations", str(train_dir / "annotations.json"), "--out",
-                 str(resumed), "--resume", str(tmp_path / "cli.last.pt"), "--epochs", "2",
-                 "--steps", "1", "--tile", "64", "--batch", "2"])  # fmt: skip
+                 str(resumed), "--resume", str(tmp_path / "cli.last.pt"), "--epochs", "2"])  # fmt: skip
     out, err = capsys.readouterr()
     assert code == 0 and "epoch 2/2" in err
     assert out.strip().endswith(f"): {resumed}; last state: {tmp_path / 'resumed.last.pt'}")
     assert load_checkpoint(resumed)["epoch"] in (0, 1)
+    # with the stopped run's settings, not the options' defaults, and it says so
+    stopped = load_checkpoint(tmp_path / "cli.last.pt")["config"]
+    assert load_checkpoint(resumed)["config"] == {**stopped, "epochs": 2}
+    assert "batches of 2 tiles of 64 px" in err
+    said = next(line for line in err.splitlines() if line.startswith("resuming "))
+    assert said == (f"resuming {tmp_path / 'cli.last.pt'} with the settings of the stopped run "
+                    "(--model unet --steps 2 --tile 64 --batch 2 --base-channels 8)"
+                    "; changed: --epochs 2 (the stopped run: 1)")  # fmt: skip
+    # an option it may not change, given otherwise, is refused naming both values; one
+    # given as the stopped run had it is not
+    code = main(["train", "--annotations", str(train_dir / "annotations.json"), "--out",
+                 str(tmp_path / "again.pt"), "--resume", str(tmp_path / "resumed.last.pt"),
+                 "--epochs", "3", "--tile", "96", "--batch", "2", "--class-balance"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and not (tmp_path / "again.pt").exists()
+    assert (
+        "--tile 96 (the stopped run: 64); --class-balance (the stopped run: without it): leave them out"
+        in err
+    )
+    assert "--batch" not in err
     code = main(
         ["train", "--annotations", str(tmp_path / "nope.json"), "--out", str(tmp_path / "x.pt")]
     )

@@ -46,13 +46,14 @@ HEATMAP_CACHE = 8
 
 def cell(row: ImageScore, column: int, qc: Mapping[str, str]) -> Any:
     """The value of a per-image table cell (:data:`COLUMNS`); a mean IoU that is not
-    defined (nothing matched) is -1."""
+    defined (nothing matched) is ``None``, an empty cell in the CSV as in ``evaluate
+    --csv`` (a -1 there pulled a spreadsheet's mean down)."""
     if column == len(COLUMNS) - 1:
         return qc.get(row.image, "")
     return [
         row.image, ", ".join(row.group.values()), row.n_gt, row.n_pred, row.tp, row.fp,
         row.fn, row.precision, row.recall, row.f1, row.pixel_iou,
-        row.mean_iou if row.mean_iou is not None else -1.0, row.score,
+        row.mean_iou, row.score,
     ][column]  # fmt: skip
 
 

@@ -23,7 +23,7 @@ from typing import Any, TypeGuard
 import numpy as np
 import torch
 
-from ..core.fileio import atomic_write
+from ..core.fileio import WriteError, atomic_write
 from ..core.model import BioAnomalyError
 from ..core.operating import OperatingPoint
 from . import models
@@ -323,6 +323,8 @@ def save_checkpoint(path: Path, payload: dict[str, Any], backup: bool = True) ->
     raw = buf.getvalue()
     try:
         return atomic_write(path, raw, backup)
+    except WriteError:
+        raise  # names the model file and says why (a read-only folder, a full disk)
     except OSError as exc:  # its own name, not the temporary file's beside it
         raise BioAnomalyError(f"cannot write the model {path}: {exc.strerror or exc}") from exc
 

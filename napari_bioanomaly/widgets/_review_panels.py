@@ -124,12 +124,12 @@ class ScoreTableModel(QAbstractTableModel):
             return None
         v = self.value(self.rows[index.row()], index.column())
         if role == SORT_ROLE:
-            return v
+            return -1.0 if v is None else v  # not defined sorts below every value
         if role == Qt.ItemDataRole.DisplayRole:
-            if not self.scored and index.column() in UNSCORED_COLUMNS:
+            if v is None or (not self.scored and index.column() in UNSCORED_COLUMNS):
                 return "-"
             if isinstance(v, float):
-                return "-" if v < 0 else f"{v:.3f}"
+                return f"{v:.3f}"
             return v
         return None
 

@@ -35,6 +35,7 @@ from .._workspace import (
     workspace_for,
 )
 from ..core.evaluate import ImageScore, Report, empty_note
+from ..core.fileio import WriteError
 from ..core.model import BioAnomalyError
 from ..core.review import ReviewSession, predictions_path
 from ..core.text import counted
@@ -663,6 +664,9 @@ class ReviewWidget(QWidget):
         dataset = self.annotator.session.dataset
         try:
             written, warnings = export_dataset(dataset, fmt, path)
+        except WriteError as exc:  # names the file it could not write, and why
+            self._say(f"Not exported: {exc}")
+            return []
         except OSError as exc:  # about the temporary file beside the target: name the target
             self._say(f"Not exported: cannot write {path}: {exc.strerror or exc}")
             return []

@@ -3,6 +3,8 @@ no accepted region ever in neither file."""
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 
@@ -300,6 +302,14 @@ def test_table_csv_and_predictions_path(files, tmp_path):
     out = review.table_csv(tmp_path / "t.csv")
     lines = out.read_text().splitlines()
     assert lines[0].split(",") == COLUMNS and len(lines) == len(review.names) + 1
+    # a mean IoU where nothing matched is an empty cell, as in evaluate --csv (a -1 pulled
+    # a spreadsheet's mean down), and a number elsewhere
+    rows = list(csv.DictReader(lines))
+    unmatched = [r for r in rows if r["TP"] == "0"]
+    matched = [r for r in rows if r["TP"] not in ("", "0")]
+    assert unmatched and matched
+    assert all(r["mean IoU"] == "" for r in unmatched)
+    assert all(0 < float(r["mean IoU"]) <= 1 for r in matched)
     assert predictions_path(files[0]).name == "annotations.predictions.json"
     assert predictions_path(files[0].parent) == files[0].parent / "annotations.predictions.json"
 

@@ -401,3 +401,15 @@ def test_a_model_that_cannot_be_written_is_named_not_its_temporary_file(tmp_path
     with pytest.raises(BioAnomalyError) as info:
         checkpoint.save_checkpoint(model, {"format": 1})
     assert str(info.value) == f"cannot write the model {model}: Permission denied"
+    # as atomic_write raises it: the model named once, with why and what it means
+    from napari_bioanomaly.core.fileio import write_error
+
+    def full(path, raw, backup=True):
+        raise write_error(path, OSError(28, "No space left on device"))
+
+    monkeypatch.setattr(checkpoint, "atomic_write", full)
+    with pytest.raises(BioAnomalyError) as info:
+        checkpoint.save_checkpoint(model, {"format": 1})
+    assert str(info.value) == (
+        f"{model}: cannot be written (No space left on device; the disk is full)"
+    )

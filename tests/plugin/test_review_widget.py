@@ -297,7 +297,7 @@ def test_export_corrected_annotations(review, tmp_path, monkeypatch):
     blocker.write_text("not a folder")
     assert review.export_corrected("coco", blocker / "c.json") == []
     said = review.summary.text().splitlines()
-    assert said[-1] == f"Not exported: cannot write {blocker / 'c.json'}: File exists"
+    assert said[-1] == f"Not exported: {blocker / 'c.json'}: cannot be written (File exists)"
     assert said[0].startswith("all: TP")
 
     def denied(path, *args, **kwargs):
@@ -306,6 +306,19 @@ def test_export_corrected_annotations(review, tmp_path, monkeypatch):
     monkeypatch.setattr("napari_bioanomaly.core.annotations.write_json", denied)
     assert review.export_corrected("via-project", tmp_path / "c.json") == []
     expected = f"Not exported: cannot write {tmp_path / 'c.json'}: Permission denied"
+    assert review.summary.text().splitlines()[-1] == expected
+    # as the writers raise it: the file named once, with why and what it means
+    from napari_bioanomaly.core.fileio import write_error
+
+    def full(path, *args, **kwargs):
+        raise write_error(path, OSError(28, "No space left on device"))
+
+    monkeypatch.setattr("napari_bioanomaly.core.annotations.write_json", full)
+    assert review.export_corrected("via-project", tmp_path / "c.json") == []
+    expected = (
+        f"Not exported: {tmp_path / 'c.json'}: cannot be written (No space left on device; "
+        "the disk is full)"
+    )
     assert review.summary.text().splitlines()[-1] == expected
 
 

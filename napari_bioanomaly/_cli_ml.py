@@ -267,7 +267,7 @@ def _crossval_progress(gen: Any, main_process: bool = True) -> Any:
             if not main_process:
                 continue
             if event.message:
-                print(event.message, file=sys.stderr)
+                print(("warning: " if event.warning else "") + event.message, file=sys.stderr)
             elif event.scores is not None:
                 sc = event.scores
                 print(

@@ -36,13 +36,15 @@ METRICS = ("f1", "precision", "recall", "pixel_iou", "mean_iou", "roc_auc", "ave
 
 @dataclass(frozen=True)
 class CrossvalEvent:
-    """Progress: a training event of fold ``fold`` or, with ``scores``, a finished fold."""
+    """Progress: a training event of fold ``fold`` or, with ``scores``, a finished fold;
+    ``message`` says what starts, or (``warning``) what the user must know of the fold."""
 
     fold: int
     folds: int
     train: TrainEvent | None = None
     scores: dict[str, Any] | None = None
     message: str = ""
+    warning: bool = False
 
 
 def _fold_scores(result: Report) -> dict[str, Any]:
@@ -182,10 +184,12 @@ def _folds(
         yield CrossvalEvent(
             f, k, message=f"fold {f + 1}/{k}: {counted(len(test), 'test image')}{which}"
         )
-        missing = [c for c in class_names(dataset) if c not in class_names(train_part)]
-        if missing and not config.unsupervised:
-            yield CrossvalEvent(f, k, message=(
-                f"warning: fold {f + 1} trains without {', '.join(missing)}: every region of "
+        # the unsupervised models learn no class: none is missing from their training
+        learnt = [] if config.unsupervised else class_names(dataset)
+        missing = [c for c in learnt if c not in class_names(train_part)]
+        if missing:
+            yield CrossvalEvent(f, k, warning=True, message=(
+                f"fold {f + 1} trains without {', '.join(missing)}: every region of "
                 f"{'it is' if len(missing) == 1 else 'them is'} among its test images, so its "
                 "model cannot find them (nor join the other folds' models in an ensemble)"
             ))  # fmt: skip
@@ -207,7 +211,7 @@ def _folds(
         tta = predictor.tta_by_default
         predictions = run(predict_dataset(predictor, test_part, tta=tta))
         scores = _fold_scores(evaluate(test_part, predictions, iou_threshold))
-        scores.update(fold=f, model=model_path.name, tta=tta,
+        scores.update(fold=f, model=model_path.name, tta=tta, trained_without=missing,
                       test_images=[im.filename for im in test_part.images])  # fmt: skip
         if group_by:
             scores["groups"] = groups

@@ -60,8 +60,21 @@ SOURCE_HELP = (
 )
 
 
-def crossval_text(folds: list[dict[str, Any]], summary: dict[str, Any] | None = None) -> str:
-    """Per-fold lines and, at the end, mean +- standard deviation of the main scores."""
+#: The scores a cross-validation summarises (its keys), as the widget names them.
+CV_SCORES = {
+    "f1": "F1", "precision": "precision", "recall": "recall", "pixel_iou": "pixel IoU",
+    "mean_iou": "mean IoU of the matches", "roc_auc": "image ROC-AUC",
+    "average_precision": "image average precision", "kappa": "image kappa",
+}  # fmt: skip
+
+
+def crossval_text(
+    folds: list[dict[str, Any]],
+    summary: dict[str, Any] | None = None,
+    warnings: list[str] | None = None,
+) -> str:
+    """Per-fold lines, the ``warnings`` of the run (a fold that trains without a class)
+    and, at the end, mean +- standard deviation (min-max) of every score the folds define."""
     lines = []
     for f in folds:
         groups = f" ({', '.join(f['groups'])})" if f.get("groups") else ""
@@ -69,11 +82,15 @@ def crossval_text(folds: list[dict[str, Any]], summary: dict[str, Any] | None = 
             f"fold {f['fold'] + 1}{groups}: F1 {_num(f['f1'])}, pixel IoU {_num(f['pixel_iou'])}"
             f", image ROC-AUC {_num(f['roc_auc'])}"
             + (" (flips and rotations)" if f.get("tta") else "")
-        )
-    for name in ("f1", "pixel_iou", "roc_auc", "average_precision"):
+            + (f"; trained without {', '.join(f['trained_without'])}"
+               if f.get("trained_without") else "")
+        )  # fmt: skip
+    lines += [f"Warning: {w}" for w in warnings or []]
+    for name, label in CV_SCORES.items():
         s = (summary or {}).get(name)
         if s is not None and s["mean"] is not None:
-            lines.append(f"{name}: {s['mean']:.3f} +- {s['std']:.3f} over {s['folds']} folds")
+            lines.append(f"{label}: {s['mean']:.3f} +- {s['std']:.3f} ({s['min']:.3f} to "
+                         f"{s['max']:.3f}, {counted(s['folds'], 'fold')})")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -407,6 +424,7 @@ class TrainWidget(QWidget):
             return False
         self.cancel = threading.Event()
         self._cv_rows: list[dict[str, Any]] = []
+        self._cv_warnings: list[str] = []
         self.cv_result.setText("")
         k = self.cv_folds.value()
         return self._launch(
@@ -479,14 +497,17 @@ class TrainWidget(QWidget):
 
     def _on_cv_event(self, event: Any) -> None:
         fold = f"Fold {event.fold + 1}/{event.folds}"
-        if event.message:  # a new fold starts
+        if event.warning:  # kept under the folds: the status line moves on at once
+            self._cv_warnings.append(event.message)
+            self.cv_result.setText(crossval_text(self._cv_rows, warnings=self._cv_warnings))
+        elif event.message:  # a new fold starts
             self.plot.clear()
             self._set_status(event.message)
         elif event.scores is not None:
             self._cv_rows.append(event.scores)
             if self._progress is not None:
                 self._progress.update(1)
-            self.cv_result.setText(crossval_text(self._cv_rows))
+            self.cv_result.setText(crossval_text(self._cv_rows, warnings=self._cv_warnings))
         elif event.train is not None:
             e = event.train
             self.plot.add(e)
@@ -500,14 +521,17 @@ class TrainWidget(QWidget):
 
     def _on_cv_returned(self, result: CrossvalResult) -> None:
         self.result = result
-        self.cv_result.setText(crossval_text(result.folds, result.summary))
+        self.cv_result.setText(crossval_text(result.folds, result.summary, self._cv_warnings))
         done = len(result.folds)
         what = (
             f"stopped after {counted(done, 'fold')}"
             if result.cancelled
             else f"finished: {done} folds"
         )
-        self._set_status(f"Cross-validation {what}.")
+        warned = (
+            f" ({counted(len(self._cv_warnings), 'warning')}, below)" if self._cv_warnings else ""
+        )
+        self._set_status(f"Cross-validation {what}{warned}.", error=bool(warned))
 
     def stop(self) -> None:
         """Ask the run to stop after the current step: it saves its last state, and a

@@ -272,6 +272,9 @@ def test_crossval_trains_on_other_groups_only(nine, tmp_path, monkeypatch, capsy
             expected.append((f + 1, ", ".join(missing)))
     said = re.findall(r"warning: fold (\d) trains without ([^:]*): every region of", err)
     assert expected and [(int(f), c) for f, c in said] == expected
+    # and crossval.json keeps it with the fold (the Train widget shows it there)
+    without = [(f["fold"] + 1, ", ".join(f["trained_without"])) for f in result["folds"]]
+    assert [w for w in without if w[1]] == expected
     assert len(result["folds"]) == 3 and len(seen) == 3
     for fold, train_groups in zip(result["folds"], seen, strict=True):
         assert len(fold["groups"]) == 1

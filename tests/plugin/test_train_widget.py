@@ -177,7 +177,13 @@ def test_cross_validate_from_napari(widgets, qtbot):
     assert len(result.folds) == 3 and result.group_by == "cell_line"
     assert all(len(f["groups"]) == 1 for f in result.folds)  # one cell line per fold
     text = train.cv_result.text()
-    assert text.count("fold ") == 3 and "f1:" in text and "+-" in text
+    assert text.count("fold ") >= 3 and "\nF1: " in text and "+-" in text
+    assert "\nimage ROC-AUC: " in text and "\nprecision: " in text and "f1:" not in text
+    # a fold that trained without a class is said where the folds are, as it is in the CLI
+    missing = [f for f in result.folds if f["trained_without"]]
+    for f in missing:
+        assert f"fold {f['fold'] + 1} trains without {', '.join(f['trained_without'])}" in text
+    assert ("warning" in train.status.text()) == bool(missing)
     assert (folder / "crossval-forest" / "crossval.json").is_file()
     assert "finished" in train.status.text() and train.cv_button.isEnabled()
 

@@ -446,7 +446,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import csv
     import io
 
-    from .core.evaluate import empty_note, evaluate, paired
+    from .core.evaluate import empty_note, empty_truth_note, evaluate, paired
     from .core.fileio import atomic_write
 
     gt, _ = annotation_files.load(args.gt, args.images, read_images=True)
@@ -472,6 +472,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                       pairs)  # fmt: skip
     if note := empty_note(result.rows):
         print(f"warning: {args.pred}: {note}", file=sys.stderr)
+    if note := empty_truth_note(result.rows):
+        print(f"warning: {args.gt}: {note}", file=sys.stderr)
     values = sorted({str(im.file_attributes.get(args.group_by, "")) for im in gt.images}
                     if args.group_by else [])  # fmt: skip
     unknown = [v for v in excluded if v not in values]

@@ -62,6 +62,9 @@ class ImageScore:
     #: predictions at the score threshold whose outline covers no pixel centre (a sliver,
     #: or outside the image): left out of the scores, in no count above
     empty_pred: int = 0
+    #: ground-truth regions whose outline covers no pixel centre (cut to a 1-pixel image,
+    #: a sliver): left out of the scores as empty predictions are, in no count above
+    empty_gt: int = 0
 
     @property
     def precision(self) -> float:
@@ -81,6 +84,9 @@ class ImageScore:
 
     @property
     def pixel_iou(self) -> float:
+        """Pixels of both unions over pixels of either; 1.0 when neither covers a pixel
+        (nothing to find, nothing found: regions of no pixel are in neither union, and in
+        no count either, see :attr:`empty_gt` and :attr:`empty_pred`)."""
         return self.inter_px / self.union_px if self.union_px else 1.0
 
     def row(self) -> dict[str, Any]:
@@ -133,7 +139,7 @@ def summarise(rows: Sequence[ImageScore]) -> dict[str, Any]:
         for name in (
             "n_gt", "n_pred", "tp", "fp", "fn", "iou_sum", "inter_px", "union_px",
             "study_pred", "study_tp", "study_no_overlap", "study_below", "study_fn",
-            "empty_pred",
+            "empty_pred", "empty_gt",
         ):  # fmt: skip
             setattr(total, name, getattr(total, name) + getattr(r, name))
     s_tp, s_fp, s_fn = total.study_tp, total.study_no_overlap + total.study_below, total.study_fn
@@ -151,6 +157,7 @@ def summarise(rows: Sequence[ImageScore]) -> dict[str, Any]:
         "mean_iou": total.mean_iou,
         "pixel_iou": total.pixel_iou,
         "empty_predictions": total.empty_pred,
+        "empty_truth": total.empty_gt,
         "study": {
             "predicted": total.study_pred,
             "matched": s_tp,
@@ -427,6 +434,33 @@ def empty_note(rows: Sequence[ImageScore], limit: int = 3) -> str:
             f"(a sliver, or outside the image), left out of the scores: {named}{more}")  # fmt: skip
 
 
+def empty_truth_note(rows: Sequence[ImageScore], limit: int = 3) -> str:
+    """Says the ground-truth regions left out for covering no pixel (see
+    :class:`ImageCache`), with the images that have them; empty when there are none.
+
+    Parameters
+    ----------
+    rows
+        The images' rows (:attr:`ImageScore.empty_gt` counts them).
+    limit
+        How many images are named; the others are counted.
+
+    Returns
+    -------
+    str
+        One line, e.g. ``1 ground-truth region covers no pixel (...): one_px.tif (1)``.
+    """
+    images = [r for r in rows if r.empty_gt]
+    if not images:
+        return ""
+    named = ", ".join(f"{r.image} ({r.empty_gt})" for r in images[:limit])
+    more = f" and {len(images) - limit} more" if len(images) > limit else ""
+    total = sum(r.empty_gt for r in images)
+    return (f"{total} ground-truth {'region covers' if total == 1 else 'regions cover'} no "
+            "pixel (cut to a tiny image, a sliver, or outside the image), left out of the "
+            f"scores (neither found nor missed): {named}{more}")  # fmt: skip
+
+
 def _base(name: str) -> str:
     return name.replace("\\", "/").rsplit("/", 1)[-1]
 
@@ -466,12 +500,20 @@ class ImageCache:
         self.group = {k: str(gt.file_attributes.get(k, "")) for k in group_by}
         preds = list(pred.regions) if pred is not None else []
         scores = np.array([1.0 if r.score is None else r.score for r in preds], dtype=float)
-        self.gt_labels = [r.label for r in gt.regions]
         self.image_score = _image_score(pred)
         region, row, start, end = rasterise_spans([r.polygon for r in [*gt.regions, *preds]], shape)
         n_gt = len(gt.regions)
         g, p = region < n_gt, region >= n_gt
-        self.gt = Spans(region[g], row[g], start[g], end[g], n_gt)
+        truth = Spans(region[g], row[g], start[g], end[g], n_gt).areas() > 0
+        #: positions in the image's ground truth of the regions scored: one that covers no
+        #: pixel centre (cut to a 1-pixel image, a sliver) can be matched by nothing and is
+        #: in no union, so it is left out as an empty prediction is, rather than counted a
+        #: miss of an image whose pixel IoU is perfect (:attr:`empty_truth` counts them)
+        self.gt_index = np.flatnonzero(truth)
+        self.empty_truth = n_gt - len(self.gt_index)
+        self.gt_labels = [gt.regions[i].label for i in self.gt_index]
+        kept_gt = np.cumsum(truth) - 1  # an empty region has no run to renumber
+        self.gt = Spans(kept_gt[region[g]], row[g], start[g], end[g], len(self.gt_index))
         drawn = Spans(region[p] - n_gt, row[p], start[p], end[p], len(preds)).areas() > 0
         #: positions in the image's predictions of those scored: a prediction that covers
         #: no pixel centre (a sliver, or outside the image) can match nothing, and is left
@@ -525,6 +567,7 @@ class ImageCache:
             if self.image_score is not None
             else (float(self.scores[keep].max()) if len(keep) else 0.0),
             empty_pred=int(np.count_nonzero(self.empty_scores >= score_threshold)),
+            empty_gt=self.empty_truth,
         )
 
     def class_counts(
@@ -561,19 +604,20 @@ class ImageCache:
     def matched(
         self, iou_threshold: float = 0.5, score_threshold: float = 0.0
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The one-to-one matches at these thresholds: ground-truth indices and the
-        positions of their predictions in the image's predictions."""
+        """The one-to-one matches at these thresholds: the positions of the ground-truth
+        regions in the image's ground truth, and of their predictions in its predictions."""
         keep = np.flatnonzero(self.scores >= score_threshold)
         rows, cols = match(self.iou[:, keep], iou_threshold)
-        return rows, self.pred_index[keep[cols]]
+        return self.gt_index[rows], self.pred_index[keep[cols]]
 
     def unmatched(
         self, iou_threshold: float = 0.5, score_threshold: float = 0.0
     ) -> tuple[list[int], list[int]]:
         """Indices of the false-negative ground truth and of the false-positive
-        predictions (positions in the image's predictions; one of no pixel is neither)."""
+        predictions (positions in the image's regions; a region of no pixel, on either
+        side, is neither)."""
         keep = np.flatnonzero(self.scores >= score_threshold)
         rows, cols = match(self.iou[:, keep], iou_threshold)
         fn = sorted(set(range(self.gt.n)) - set(rows.tolist()))
         fp = sorted(set(keep.tolist()) - set(keep[cols].tolist()))
-        return fn, [int(self.pred_index[i]) for i in fp]
+        return [int(self.gt_index[i]) for i in fn], [int(self.pred_index[i]) for i in fp]

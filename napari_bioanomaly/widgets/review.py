@@ -34,7 +34,7 @@ from .._workspace import (
     unbind_keys,
     workspace_for,
 )
-from ..core.evaluate import ImageScore, Report, empty_note
+from ..core.evaluate import ImageScore, Report, empty_note, empty_truth_note
 from ..core.fileio import WriteError
 from ..core.model import BioAnomalyError
 from ..core.review import ReviewSession, predictions_path
@@ -437,6 +437,8 @@ class ReviewWidget(QWidget):
         if note := self.review.scoring_note():
             lines.append(note)
         if note := empty_note(rows):
+            lines.append(note)
+        if note := empty_truth_note(rows):
             lines.append(note)
         if self.review_note:  # under the review's summary, not instead of it
             lines.append(self.review_note)

@@ -13,6 +13,7 @@ from napari_bioanomaly.core.evaluate import (
     ImageCache,
     Spans,
     empty_note,
+    empty_truth_note,
     evaluate,
     iou_matrix,
     paired,
@@ -427,6 +428,42 @@ def test_a_predicted_region_of_no_pixel_is_left_out_not_a_false_positive(
     out, err = capsys.readouterr()
     assert f"warning: {tmp_path / 'pred.json'}: 1 predicted region covers no pixel" in err
     assert f"left out of the scores: {name} (1)" in err and "FP 0 " in out
+
+
+def test_a_ground_truth_region_of_no_pixel_is_left_out_not_a_miss(tmp_path, capsys, dataset_dir):
+    """A region cut to a 1x1 image (its outline between the pixel's centre and corner)
+    covers no pixel: the image was both perfect (union 0 px, pixel IoU 1.0) and missing a
+    region (FN 1). Left out of matching, as a prediction of no pixel is, and said."""
+    corner = np.array([[0.7, 1.0], [1.0, 1.0], [1.0, 0.7], [0.7, 0.7]])
+    one_px = image([Region(corner, "dust")], name="one_px.tif", shape=(1, 1))
+    row = score_image(one_px, None)
+    assert (row.n_gt, row.tp, row.fn, row.union_px, row.empty_gt) == (0, 0, 0, 0, 1)
+    assert row.pixel_iou == 1.0 and row.recall == 1.0 and row.study_fn == 0
+    # beside a region that covers pixels: that one is matched, listed, found as before
+    sliver = Region(np.array([[10.1, 10.1], [10.1, 10.4], [10.4, 10.4], [10.4, 10.1]]), "dust")
+    truth = image([sliver, sq(20, 20, 10), sq(60, 60, 10)])
+    pred = image([sq(20, 20, 10, score=0.9)])
+    row = score_image(truth, pred)
+    assert (row.n_gt, row.tp, row.fn, row.empty_gt, row.pixel_iou) == (2, 1, 1, 1, 0.5)
+    cache = ImageCache(truth, pred)
+    assert cache.unmatched() == ([2], [])  # positions in the image's ground truth
+    assert cache.matched()[0].tolist() == [1]
+    result = evaluate(Dataset(images=[one_px, truth]), Dataset(images=[pred]))
+    assert result.summary["empty_truth"] == 2 and result.summary["fn"] == 1
+    assert empty_truth_note(result.rows) == (
+        "2 ground-truth regions cover no pixel (cut to a tiny image, a sliver, or outside the "
+        "image), left out of the scores (neither found nor missed): one_px.tif (1), a.png (1)"
+    )
+    # the CLI says it, naming the ground-truth file and the image
+    gt, _ = annotations.load(dataset_dir / "annotations.json")
+    name = gt.images[0].filename
+    annotations.save(gt, tmp_path / "pred.json", "via")
+    gt.images[0].regions.append(sliver)
+    annotations.save(gt, dataset_dir / "annotations.json", "via")
+    assert main(_evaluate(dataset_dir / "annotations.json", tmp_path / "pred.json")) == 0
+    out, err = capsys.readouterr()
+    assert f"warning: {dataset_dir / 'annotations.json'}: 1 ground-truth region covers" in err
+    assert f"(neither found nor missed): {name} (1)" in err and " FN 0 " in out
 
 
 def test_evaluate_pairs_the_files_once(tmp_path, capsys, dataset_dir, monkeypatch):

@@ -446,7 +446,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import csv
     import io
 
-    from .core.evaluate import empty_note, empty_truth_note, evaluate, paired
+    from .core.evaluate import empty_note, empty_truth_note, evaluate, paired, unread_notes
     from .core.fileio import atomic_write
 
     gt, _ = annotation_files.load(args.gt, args.images, read_images=True)
@@ -513,12 +513,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
-    missing = [im.filename for im in gt.images if im.shape is None]
-    if missing:
-        print(
-            f"warning: {counted(len(missing), 'image')} not found; regions used as they are",
-            file=sys.stderr,
-        )
+    for note in unread_notes(gt):
+        print(f"warning: {args.gt}: {note}", file=sys.stderr)
 
     def line(name: str, s: dict[str, Any]) -> str:
         study = s["study"]

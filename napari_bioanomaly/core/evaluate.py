@@ -33,9 +33,11 @@ import numpy as np
 
 from . import metrics
 from .geometry import rasterise_spans
+from .images import unknown_size_text
 from .metrics import match
 from .model import Dataset, ImageRecord
 from .runs import Spans, _merged_ious, iou_matrix, prefix_union_counts, union_area
+from .text import counted
 
 
 @dataclass
@@ -459,6 +461,45 @@ def empty_truth_note(rows: Sequence[ImageScore], limit: int = 3) -> str:
     return (f"{total} ground-truth {'region covers' if total == 1 else 'regions cover'} no "
             "pixel (cut to a tiny image, a sliver, or outside the image), left out of the "
             f"scores (neither found nor missed): {named}{more}")  # fmt: skip
+
+
+def unread_notes(dataset: Dataset, limit: int = 3) -> list[str]:
+    """Says the images of ``dataset`` whose size is unknown (their regions are scored as
+    they are, not clipped to the image): those not found, and, apart, those that are there
+    but cannot be read, with why (a PNG named ``.tif``, a file cut short).
+
+    Parameters
+    ----------
+    dataset
+        Ground truth loaded with its images' headers read: an image without a shape is
+        one whose header could not be read.
+    limit
+        How many images of each kind are named; the others are counted.
+
+    Returns
+    -------
+    list[str]
+        No line, or one for the images not found and one for those that cannot be read.
+    """
+    missing: list[str] = []
+    unreadable: list[str] = []
+    for im in dataset.images:
+        if im.shape is not None:
+            continue
+        why = unknown_size_text(dataset.root, im.filename)
+        if why == "image not found":
+            missing.append(im.filename)
+        else:
+            unreadable.append(f"{im.filename} ({why.removeprefix('image could not be read: ')})")
+    lines = []
+    for names, what in ((missing, "not found"), (unreadable, "cannot be read")):
+        if names:
+            more = f" and {len(names) - limit} more" if len(names) > limit else ""
+            its = "its" if len(names) == 1 else "their"
+            lines.append(f"{counted(len(names), 'image')} {what} ({its} regions scored as "
+                         f"they are, not clipped to the image): {', '.join(names[:limit])}"
+                         f"{more}")  # fmt: skip
+    return lines
 
 
 def _base(name: str) -> str:

@@ -19,6 +19,7 @@ from napari_bioanomaly.core.evaluate import (
     paired,
     score_image,
     union_area,
+    unread_notes,
 )
 from napari_bioanomaly.core.model import Dataset, ImageRecord, Region
 
@@ -464,6 +465,33 @@ def test_a_ground_truth_region_of_no_pixel_is_left_out_not_a_miss(tmp_path, caps
     out, err = capsys.readouterr()
     assert f"warning: {dataset_dir / 'annotations.json'}: 1 ground-truth region covers" in err
     assert f"(neither found nor missed): {name} (1)" in err and " FN 0 " in out
+
+
+def test_evaluate_says_images_not_found_apart_from_those_it_cannot_read(
+    tmp_path, capsys, dataset_dir
+):
+    """An image that is there but cannot be read (a PNG named .tif) was counted among the
+    images "not found", and no warning named any image."""
+    gt, _ = annotations.load(dataset_dir / "annotations.json")
+    names = [im.filename for im in gt.images]
+    annotations.save(gt, tmp_path / "pred.json", "via")
+    (dataset_dir / names[0]).unlink()
+    (dataset_dir / names[1]).write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))  # not its format
+    assert main(_evaluate(dataset_dir / "annotations.json", tmp_path / "pred.json")) == 0
+    err = capsys.readouterr().err
+    where = f"warning: {dataset_dir / 'annotations.json'}: "
+    assert f"{where}1 image not found (its regions scored as they are, not clipped to the " \
+           f"image): {names[0]}\n" in err  # fmt: skip
+    unread = next(line for line in err.splitlines() if "cannot be read" in line)
+    assert unread.startswith(f"{where}1 image cannot be read (its regions scored as they are")
+    assert f": {names[1]} (cannot read image" in unread and names[0] not in unread
+    for k in (2, 3, 4, 5):
+        (dataset_dir / names[k]).unlink()
+    gt, _ = annotations.load(dataset_dir / "annotations.json")
+    assert unread_notes(gt, limit=3)[0] == (
+        "5 images not found (their regions scored as they are, not clipped to the image): "
+        f"{names[0]}, {names[2]}, {names[3]} and 2 more"
+    )
 
 
 def test_evaluate_pairs_the_files_once(tmp_path, capsys, dataset_dir, monkeypatch):

@@ -90,6 +90,9 @@ class ReviewWidget(QWidget):
         self.review_note = ""
         #: the open review's scores, as the summary says them (messages go under them)
         self._scores_text = ""
+        #: the image a message under the scores is about (its file cannot be read, its
+        #: map is corrupt, ...): the message goes when another image is shown
+        self._message_image: str | None = None
         self._build()
         self.jobs = ReviewJobs(
             self.workspace, self.summary.setText, self._after_job, self._set_proposal_point,
@@ -361,7 +364,7 @@ class ReviewWidget(QWidget):
             annotator = self.annotator = shared_annotator(
                 self.viewer, session, self,
                 {"image_changed": self._on_image_changed, "regions_changed": self._on_gt_changed,
-                 "message": self._on_message, "save_failed": self._on_message,
+                 "message": self._on_message, "save_failed": self._on_save_failed,
                  "reloaded": self._on_gt_reloaded,
                  "on_conflict": lambda exc: ask_conflict(self, exc, annotator),
                  "on_save_failed": lambda exc: ask_save_failed(self, exc, annotator)},
@@ -507,7 +510,7 @@ class ReviewWidget(QWidget):
         try:
             heat = self.review.heatmap(self._image)
         except BioAnomalyError as exc:  # a corrupt map: say which, keep reviewing
-            self.summary.setText(str(exc))
+            self._say_about_image(str(exc))
             heat = None
         if not self.show_heat.isChecked():
             heat = None
@@ -536,6 +539,10 @@ class ReviewWidget(QWidget):
         return len(regions)
 
     def _on_image_changed(self, _index: int) -> None:
+        if self._message_image not in (None, self._image):
+            # what was said of the image before is not about this one: the scores alone
+            self._message_image = None
+            self.summary.setText(self._scores_text if self.review is not None else "")
         self._fill_predictions()
         self._restyle()  # the ground truth's new outlines too
         self._show_heatmap()
@@ -753,7 +760,22 @@ class ReviewWidget(QWidget):
         )
 
     def _on_message(self, text: str) -> None:
-        self.summary.setText(text)
+        """The ground truth's annotator says something of the image it shows (it cannot be
+        read, a stack, regions cut at its edges): said under the scores until another
+        image is shown."""
+        self._say_about_image(text)
+
+    def _on_save_failed(self, text: str) -> None:
+        """A save failed: said under the scores, and kept when another image is shown
+        (the edits are not saved until it succeeds)."""
+        self._message_image = None
+        self._say(text)
+
+    def _say_about_image(self, text: str) -> None:
+        """Say ``text``, a message about the image on screen, under the review's scores
+        until another image is shown (see :meth:`_on_image_changed`)."""
+        self._message_image = self._image if self.annotator is not None else None
+        self._say(text)
 
     def _release(self) -> None:
         """Stop reviewing the open ground truth (saved; closed if no other widget uses it)."""

@@ -1132,3 +1132,22 @@ def test_a_prediction_of_no_pixel_is_said_and_not_counted(review):
         f"1 predicted region covers no pixel (a sliver, or outside the image), left out of "
         f"the scores: {name} (1)"
     )
+
+
+def test_a_message_about_one_image_goes_when_another_is_shown(review, dataset_dir):
+    """An image that cannot be read was said in the summary, in place of the scores, and
+    stayed there while every image after it was shown: the message now goes under the
+    scores, and goes when another image is shown."""
+    names = [im.filename for im in review.annotator.session.dataset.images]
+    (dataset_dir / names[2]).write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))  # not its format
+    scores = review.summary.text()
+    review.annotator.show(2)
+    text = review.summary.text()
+    assert text.startswith(scores) and names[2] in text and "cannot read" in text
+    review.annotator.show(3)
+    assert review.summary.text() == scores
+    review.annotator.show(2)
+    assert "cannot read" in review.summary.text()
+    review._on_save_failed("annotations.json: cannot save (disk full)")  # not one image's
+    review.annotator.show(4)
+    assert review.summary.text() == f"{scores}\nannotations.json: cannot save (disk full)"

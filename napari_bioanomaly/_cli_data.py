@@ -307,6 +307,9 @@ def cmd_qc(args: argparse.Namespace) -> int:
     read = file_digest(found) if found is not None and found.is_file() else None
     dataset, report = _open(args, read_images=False)
     root = dataset.root or Path(".")
+    if report.outside_links and not args.save:  # --save prints every import warning
+        print(f"warning: {annotation_files.outside_links_note(root, report.outside_links)}",
+              file=sys.stderr)  # fmt: skip
     reports: list[QualityReport | None] = []
     errors: dict[str, str] = {}
     progress = _file_progress(every=100)  # thousands of images: a sign of life meanwhile

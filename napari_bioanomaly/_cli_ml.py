@@ -329,9 +329,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     _refuse_input_as_output(args.out, {"annotation file": source, "model": args.model})
     _refuse_replacing_annotations(args.out)
     if source.is_dir():
-        names = annotation_files.list_images(source)
+        outside: list[str] = []
+        names = annotation_files.list_images(source, outside)
+        links = annotation_files.outside_links_note(source, outside)
         if not names:
-            raise BioAnomalyError(f"{source}: no images (TIFF, PNG, JPEG) in this folder")
+            raise BioAnomalyError(f"{source}: no images (TIFF, PNG, JPEG) in this folder"
+                                  + (f"; {links}" if links else ""))  # fmt: skip
+        if links:
+            print(f"warning: {links}", file=sys.stderr)
         dataset = Dataset(images=[ImageRecord(n) for n in names], root=source)
     elif is_image_file(source.name):  # one image
         dataset = Dataset(images=[ImageRecord(source.name)], root=source.parent)

@@ -355,6 +355,67 @@ def list_images(folder: str | os.PathLike[str], outside: list[str] | None = None
     return list_files(folder, is_image_file, outside)
 
 
+#: Why a link leading out of the folder listed is left out, as users are told.
+OUTSIDE_LINK_WHY = (
+    "only images inside the folder chosen are read (a dataset keeps to its folder, as an "
+    "annotation file's names that lead out of it are refused); to use it, copy the image in "
+    "(or hard-link it: ln without -s), or open the folder it is in"
+)
+
+
+def _link_target(folder: Path, name: str) -> str:
+    """Where the link ``name`` under ``folder`` leads (as it reads), for messages."""
+    try:
+        return os.readlink(folder / name.rstrip("/"))
+    except OSError:
+        return "?"
+
+
+def outside_links_note(folder: str | os.PathLike[str], names: list[str], limit: int = 3) -> str:
+    """Says the links under ``folder`` that :func:`list_images` left out for leading
+    outside it, where they lead, and why.
+
+    Parameters
+    ----------
+    folder
+        The folder listed.
+    names
+        The links' names relative to ``folder`` (what ``outside`` collected).
+    limit
+        How many are named; the others are counted.
+
+    Returns
+    -------
+    str
+        One line, empty when ``names`` is; e.g. ``1 link leads outside /data/r5 and is
+        left out: raw.tif (-> /store/raw.tif); only files inside ...``.
+    """
+    names = list(dict.fromkeys(names))
+    if not names:
+        return ""
+    named = ", ".join(f"{n} (-> {_link_target(Path(folder), n)})" for n in names[:limit])
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    verb = "leads" if len(names) == 1 else "lead"
+    return (f"{counted(len(names), 'link')} {verb} outside {folder} and "
+            f"{'is' if len(names) == 1 else 'are'} left out: {named}{more}; "
+            f"{OUTSIDE_LINK_WHY}")  # fmt: skip
+
+
+def report_outside_links(
+    report: ImportReport, folder: str | os.PathLike[str], names: list[str]
+) -> None:
+    """Record the links of ``folder`` left out for leading outside it (see
+    :func:`outside_links_note`): one ``image`` issue each, and in
+    :attr:`~.report.ImportReport.outside_links`."""
+    for name in dict.fromkeys(names):
+        if name in report.outside_links:
+            continue
+        report.outside_links.append(name)
+        target = _link_target(Path(folder), name)
+        report.add("image", f"{name}: a link to {target}, outside the dataset folder; left "
+                            f"out ({OUTSIDE_LINK_WHY})", name)  # fmt: skip
+
+
 #: Suffixes of annotation files that hold one image each (our ImageJ and GeoJSON exports).
 PER_IMAGE_SUFFIXES = (".zip", ".roi", ".geojson")
 
@@ -479,14 +540,12 @@ def open_folder(
                 if planes > 1:
                     report.add("image", stack_note(planes), name)
             dataset.images.append(record)
-    for name in dict.fromkeys(outside):
-        report.add("image", f"{name}: a link that leads outside the dataset folder; skipped",
-                   name)  # fmt: skip
+    report_outside_links(report, base, outside)
     if ann is None and not dataset.images:
         raise BioAnomalyError(
             f"{folder}: no images (TIFF, PNG, JPEG), no annotation file "
             f"({', '.join(ANNOTATION_NAMES)}) and no ImageJ ROI sets or GeoJSON files in this "
-            "folder"
+            "folder" + (f"; {outside_links_note(base, outside)}" if outside else "")
         )
     report.images = len(dataset.images)
     return dataset, report, ann

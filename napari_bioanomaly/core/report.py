@@ -89,6 +89,10 @@ class ImportReport:
     regions_imported: int = 0
     shapes: Counter[str] = field(default_factory=Counter)
     issues: list[ImportIssue] = field(default_factory=list)
+    #: images (and folders, ending in ``/``) of the folder listed that are links leading
+    #: outside it: left out, each also an ``image`` issue (see
+    #: :func:`~.annotations.outside_links_note`)
+    outside_links: list[str] = field(default_factory=list)
 
     def merge(self, other: ImportReport) -> None:
         """Add the counts and issues of another import (one file of a folder) to these."""
@@ -97,6 +101,7 @@ class ImportReport:
         self.regions_imported += other.regions_imported
         self.shapes.update(other.shapes)
         self.issues.extend(other.issues)
+        self.outside_links.extend(other.outside_links)
 
     def add(
         self,
@@ -155,4 +160,5 @@ class ImportReport:
             "classes": dict(sorted((classes or {}).items())),
             "issue_counts": dict(sorted(self.counts().items())),
             "warnings": self.warnings,
+            "outside_links": list(self.outside_links),
         }

@@ -132,12 +132,16 @@ class AnnotationSession:
                 f"changes are saved to {path.name}",
             )
             disk = file_digest(path)
-        present = annotation_files.list_images(root)
+        outside: list[str] = []
+        present = annotation_files.list_images(root, outside)
         if source.is_dir():
             known = {name_key(im.filename) for im in dataset.images}
             for name in present:
                 if name_key(name) not in known and not name.endswith("_labels.tif"):
                     dataset.images.append(ImageRecord(name))
+            # the file's own images among them are marked missing, with why, already
+            unlisted = [n for n in outside if name_key(n) not in known]
+            annotation_files.report_outside_links(report, root, unlisted)
         if not dataset.classes:
             dataset.classes = list(dict.fromkeys([*DEFAULT_CLASSES, *dataset.class_names()]))
         session = cls(dataset, path, report, _disk=disk)
@@ -149,18 +153,27 @@ class AnnotationSession:
     def new(
         cls, folder: str | os.PathLike[str], name: str = "annotations.json"
     ) -> AnnotationSession:
-        """A new dataset of every image in ``folder``; saved to ``folder/name`` on first change."""
+        """A new dataset of every image in ``folder``; saved to ``folder/name`` on first change.
+
+        Links that lead outside ``folder`` are left out and said in :attr:`report` (see
+        :func:`~.annotations.outside_links_note`).
+        """
         folder = Path(folder)
-        names = annotation_files.list_images(folder)
+        outside: list[str] = []
+        names = annotation_files.list_images(folder, outside)
         if not names:
-            raise BioAnomalyError(f"{folder}: no images (TIFF, PNG, JPEG) in this folder")
+            links = annotation_files.outside_links_note(folder, outside)
+            raise BioAnomalyError(f"{folder}: no images (TIFF, PNG, JPEG) in this folder"
+                                  + (f"; {links}" if links else ""))  # fmt: skip
         path = folder / name
         if path.exists():
             raise BioAnomalyError(f"{path}: already exists; open it instead")
         dataset = Dataset(
             images=[ImageRecord(n) for n in names], root=folder, classes=list(DEFAULT_CLASSES)
         )
-        session = cls(dataset, path, ImportReport(file=str(path), format="new"))
+        report = ImportReport(file=str(path), format="new")
+        annotation_files.report_outside_links(report, folder, outside)
+        session = cls(dataset, path, report)
         session.check_images()
         return session
 

@@ -231,11 +231,14 @@ class AnnotateWidget(QWidget):
         problems = len(session.problems)
         # the folder too: several datasets are all annotations.json
         where = f"{session.path.parent.name}/{session.path.name}"
-        text = f"{where}: {len(session.dataset.images)} images ({report.format})"
-        notes = report.counts()["note"]
-        said = [counted(n, what) for n, what in ((len(report.issues) - notes, "import issue"),
+        text = f"{where}: {counted(len(session.dataset.images), 'image')} ({report.format})"
+        notes, links = report.counts()["note"], len(report.outside_links)
+        said = [counted(n, what) for n, what in ((len(report.issues) - notes - links,
+                                                 "import issue"),
                                                 (problems, "missing image"),
                                                 (notes, "note")) if n]  # fmt: skip
+        if links:  # images the user may expect: said apart (the tooltip names them)
+            said.insert(0, f"{counted(links, 'link')} leading outside the folder left out")
         if said:
             text += "; " + ", ".join(said)
         self.status_label.setText(text)

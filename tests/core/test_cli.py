@@ -177,10 +177,54 @@ def test_links_that_lead_out_of_an_image_folder_are_not_followed(capsys, dataset
     os.symlink(folder / "own.tif", folder / "alias.tif")  # stays inside: kept
     ds, report = open_dataset(folder)
     assert sorted(im.filename for im in ds.images) == ["alias.tif", "own.tif"]
-    assert any("link.tif: a link that leads outside the dataset folder" in w
+    assert any(f"link.tif: a link to {elsewhere / 'secret.tif'}, outside the dataset folder; "
+               "left out (only images inside the folder chosen are read" in w
                for w in report.warnings)  # fmt: skip
+    assert report.outside_links == ["link.tif"]
     code, out, _ = run(capsys, "inspect", folder)
     assert code == 0 and "images:   2 " in out
+
+
+def test_links_that_lead_out_of_a_folder_are_said_wherever_it_is_listed(
+    capsys, dataset_dir, tmp_path
+):
+    """An image linked in from a raw-data store outside the folder was left out without a
+    word by qc, predict and Annotate: each says it now, naming the link, where it leads
+    and why (reading it would be harmless; the rule is that a dataset keeps to its
+    folder, as an annotation file's names that lead out of it are refused)."""
+    import os
+
+    from napari_bioanomaly.core.session import AnnotationSession
+
+    folder, store = tmp_path / "folder", tmp_path / "raw store"
+    folder.mkdir()
+    store.mkdir()
+    images = sorted(dataset_dir.glob("*.tif"))
+    (folder / "own.tif").write_bytes(images[0].read_bytes())
+    (store / "raw.tif").write_bytes(images[1].read_bytes())
+    os.symlink(store / "raw.tif", folder / "linked.tif")
+    said = (f"1 link leads outside {folder} and is left out: linked.tif (-> "
+            f"{store / 'raw.tif'}); only images inside the folder chosen are read")  # fmt: skip
+    code, out, err = run(capsys, "qc", folder)
+    assert code == 0 and f"warning: {said}" in err and "of 1 image flagged" in out
+    # Annotate: a new dataset's report (the status line counts it, its tooltip says it)
+    session = AnnotationSession.open(folder)
+    assert [im.filename for im in session.dataset.images] == ["own.tif"]
+    assert session.report.outside_links == ["linked.tif"]
+    assert any("linked.tif: a link to" in w for w in session.report.warnings)
+    session.dataset.images[0].no_anomaly = True
+    session.touch()
+    session.save()
+    reopened = AnnotationSession.open(folder)  # its annotation file, and the folder
+    assert reopened.report.outside_links == ["linked.tif"]
+    # predict: said before the model is read where the link is the folder's only image
+    (folder / "own.tif").unlink()
+    (folder / "annotations.json").unlink()
+    code, _, err = run(capsys, "predict", "--model", str(tmp_path / "no.pt"), "--images",
+                       str(folder), "--out", str(tmp_path / "pred.json"))  # fmt: skip
+    assert code != 0 and f"no images (TIFF, PNG, JPEG) in this folder; {said}" in err
+    with pytest.raises(Exception, match="1 link leads outside"):
+        AnnotationSession.open(folder)
 
 
 def test_import_issues_are_grouped_by_kind_with_the_serious_first(write_json, capsys):

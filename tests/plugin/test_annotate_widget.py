@@ -487,6 +487,30 @@ def test_status_names_only_what_went_wrong(make_napari_viewer, dataset_dir, qtbo
     assert "changes are saved to instances.via.json" in w.status_label.toolTip()
 
 
+def test_status_says_the_links_to_outside_the_folder_it_left_out(
+    make_napari_viewer, dataset_dir, tmp_path, qtbot
+):
+    """An image linked in from a raw-data store outside the folder was left out of the
+    list without a word: the status line counts it apart, its tooltip says which and why."""
+    import os
+
+    store = tmp_path / "store"
+    store.mkdir()
+    first = sorted(dataset_dir.glob("*.tif"))[0]
+    (store / "raw.tif").write_bytes(first.read_bytes())
+    os.symlink(store / "raw.tif", dataset_dir / "linked.tif")
+    w = AnnotateWidget(make_napari_viewer())
+    qtbot.addWidget(w)
+    assert w.open_path(dataset_dir)
+    text = w.status_label.text()
+    assert text.endswith("; 1 link leading outside the folder left out"), text
+    assert "import issue" not in text
+    assert f"linked.tif: a link to {store / 'raw.tif'}, outside the dataset folder; left " \
+           "out (only images inside the folder chosen are read" in w.status_label.toolTip()  # fmt: skip
+    names = [im.filename for im in w.annotator.session.dataset.images]
+    assert "linked.tif" not in names
+
+
 def test_opening_another_dataset_takes_the_old_layers_away_unless_unsaved(
     make_napari_viewer, dataset_dir, tmp_path, qtbot, monkeypatch
 ):

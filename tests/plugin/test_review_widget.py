@@ -324,12 +324,15 @@ def test_export_corrected_annotations(review, tmp_path, monkeypatch):
 
 def _widget_with_a_model(make_viewer, qtbot, dataset_dir, model, epochs: int, steps: int):
     """A Review widget with the ground truth and a briefly trained tiny U-Net (at ``model``)
-    filled in; returns it and the ground truth. The model is trained before the viewer
-    exists: the GUI process keeps triton out (it crashes beside Mesa's OpenGL), and a
-    viewer made first would not."""
+    filled in; returns it and the ground truth. Torch is primed as the widgets prime it
+    (triton kept out: it crashes beside Mesa's OpenGL, loaded by the viewers of the tests
+    before, which a test run alone, with -k, would otherwise meet unprimed)."""
     from napari_bioanomaly.ml.config import TrainConfig
     from napari_bioanomaly.ml.predict import run
     from napari_bioanomaly.ml.train import train
+    from napari_bioanomaly.widgets._jobs import prime_torch
+
+    prime_torch()
 
     gt, _ = annotations.load(dataset_dir / "annotations.json")
     cfg = TrainConfig(epochs=epochs, steps_per_epoch=steps, tile=64, batch=2, base_channels=8)

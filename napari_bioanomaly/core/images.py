@@ -46,10 +46,13 @@ def _check_file(path: Path) -> None:
 
 
 def _reason(exc: BaseException) -> str:
-    """A decoder's error as a short reason (first line, no install advice)."""
+    """A decoder's error as a short reason (its first line); a codec that is missing keeps
+    the advice to install it."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if isinstance(exc, IndexError) or "out of range" in text:
         text = "no image in the file (damaged or not a TIFF)"
+    if "imagecodecs" in text:  # tifffile: "<COMPRESSION.LZW: 5> requires the 'imagecodecs' package"
+        return f"{text[:160]}; install it: pip install imagecodecs"
     return f"{type(exc).__name__}: {text[:160]}" if text else type(exc).__name__
 
 
@@ -100,10 +103,17 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
 
 
 def _read_pil(path: Path) -> np.ndarray:
-    """PNG, JPEG, BMP through Pillow, which names what is wrong with a damaged file."""
+    """PNG, JPEG, BMP through Pillow, which names what is wrong with a damaged file; turned
+    as their EXIF orientation says (:func:`_orient`). 16-bit colour or grey+alpha PNGs,
+    which Pillow cuts to 8 bits, are decoded by imagecodecs (:func:`_read_png16`)."""
     from PIL import Image
 
     with _no_pixel_limit(), Image.open(path) as im:
+        orientation = _orientation(im)
+        depth, kind = _png_depth(path) if im.format == "PNG" else (0, 0)
+        if depth == 16 and kind in _PNG16_CHANNELS:
+            data = _read_png16(path, im.size[1], im.size[0], kind)
+            return _orient(data, orientation)
         bands = len(im.getbands())
         itemsize = 2 if im.mode.startswith("I;16") else 4 if im.mode in ("I", "F") else 1
         _check_size(path, im.size[1], im.size[0], bands, itemsize)
@@ -115,7 +125,65 @@ def _read_pil(path: Path) -> np.ndarray:
         data = np.asarray(im)
     if data.dtype == np.int32 and data.size and 0 <= data.min() and data.max() < 65536:
         data = data.astype(np.uint16)  # 16-bit PNGs that Pillow opens as 32-bit "I"
-    return data
+    return _orient(data, orientation)
+
+
+#: Channels of the 16-bit PNG colour types Pillow cuts to 8 bits: grey+alpha, RGB, RGBA.
+_PNG16_CHANNELS = {4: 2, 2: 3, 6: 4}
+
+
+def _png_depth(path: Path) -> tuple[int, int]:
+    """Bit depth and colour type of a PNG, from its header (IHDR)."""
+    with path.open("rb") as f:
+        head = f.read(26)
+    return (head[24], head[25]) if len(head) == 26 and head[12:16] == b"IHDR" else (0, 0)
+
+
+def _read_png16(path: Path, rows: int, cols: int, kind: int) -> np.ndarray:
+    """A 16-bit grey+alpha (its grey, as an 8-bit one gives), RGB or RGBA PNG at full depth.
+
+    Pillow reads these as 8 bits (a 12-bit image of 1007 levels came back with 6), so
+    they are decoded by imagecodecs; without it they are refused, not cut.
+    """
+    _check_size(path, rows, cols, _PNG16_CHANNELS[kind], 2)
+    try:
+        import imagecodecs
+    except ImportError:
+        raise ImageReadError(
+            f"{path}: a 16-bit colour or grey+alpha PNG, which needs the 'imagecodecs' "
+            "package to be read at full depth; install it: pip install imagecodecs"
+        ) from None
+    data = np.asarray(imagecodecs.png_decode(path.read_bytes()))
+    return data[..., 0] if kind == 4 else data
+
+
+#: How each EXIF orientation (2-8) is undone: the image as a viewer shows it (a browser,
+#: VIA), as Pillow's ``ImageOps.exif_transpose`` gives it.
+_ORIENT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _orientation(im: Any) -> int:
+    """The EXIF orientation of an open Pillow image (1, upright, when it has none)."""
+    try:
+        value = im.getexif().get(0x0112, 1)
+    except Exception:  # a damaged EXIF block: shown as stored, as browsers do
+        return 1
+    return value if isinstance(value, int) and value in _ORIENT else 1
+
+
+def _orient(data: np.ndarray, orientation: int) -> np.ndarray:
+    """Pixels turned as their EXIF ``orientation`` says, so regions line up with what
+    VIA and other viewers show (they honour it)."""
+    turn = _ORIENT.get(orientation)
+    return data if turn is None else np.ascontiguousarray(turn(data))
 
 
 class _no_pixel_limit:
@@ -234,6 +302,8 @@ def _header(path: Path, planes: bool) -> tuple[tuple[int, int], int]:
 
         with _no_pixel_limit(), Image.open(path) as im:
             width, height = im.size
+            if _orientation(im) in (5, 6, 7, 8):  # turned by a quarter (see _orient)
+                width, height = height, width
             return (int(height), int(width)), 1
     except Exception as exc:
         raise ImageReadError(f"{path}: cannot read image header ({_reason(exc)})") from None

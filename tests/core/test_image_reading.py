@@ -1,0 +1,109 @@
+"""Reading what microscopes and labs save: 16-bit colour PNGs at full depth, EXIF
+orientation as viewers show it, compressed TIFFs."""
+
+from __future__ import annotations
+
+import struct
+import sys
+import zlib
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image, ImageOps
+
+from napari_bioanomaly.core.images import ImageReadError, checked_shape, image_shape, read_image
+
+#: A 12-bit ramp of 1200 grey levels (more than 8 bits hold).
+RAMP = (np.arange(40 * 60, dtype=np.uint16).reshape(40, 60) % 1200 + 1000).astype(np.uint16)
+
+
+def _png16(path, pixels: np.ndarray, colour_type: int) -> None:
+    """A 16-bit PNG written byte by byte (Pillow writes none of these colour types)."""
+    rows, cols = pixels.shape[:2]
+    raw = b"".join(b"\x00" + pixels.astype(">u2")[r].tobytes() for r in range(rows))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", cols, rows, 16, colour_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("colour_type", "planes", "expected"),
+    [(2, 3, (40, 60, 3)), (6, 4, (40, 60, 4)), (4, 2, (40, 60))],
+    ids=["rgb16", "rgba16", "grey16+alpha"],
+)
+def test_16_bit_colour_and_grey_alpha_pngs_keep_their_depth(tmp_path, colour_type, planes,
+                                                             expected):  # fmt: skip
+    """Pillow cut them to 8 bits: a 12-bit image of 1007 levels came back with 6."""
+    alpha = np.full_like(RAMP, 65535)
+    channels = {2: [RAMP, RAMP, RAMP], 6: [RAMP, RAMP, RAMP, alpha], 4: [RAMP, alpha]}
+    path = tmp_path / "deep.png"
+    _png16(path, np.dstack(channels[colour_type]), colour_type)
+    data = read_image(path)
+    assert data.dtype == np.uint16 and data.shape == expected
+    grey = data if data.ndim == 2 else data[..., 0]
+    assert np.array_equal(grey, RAMP)  # every one of the 1200 levels
+    assert image_shape(path) == checked_shape(path) == (40, 60)
+
+
+def test_a_16_bit_colour_png_without_its_decoder_is_refused_naming_the_file(tmp_path,
+                                                                             monkeypatch):  # fmt: skip
+    path = tmp_path / "deep.png"
+    _png16(path, np.dstack([RAMP] * 3), 2)
+    monkeypatch.setitem(sys.modules, "imagecodecs", None)
+    with pytest.raises(ImageReadError, match=r"deep\.png: a 16-bit colour .*pip install "
+                                             "imagecodecs"):  # fmt: skip
+        read_image(path)
+
+
+def _jpeg(path, orientation: int) -> None:
+    pixels = np.zeros((30, 50), np.uint8)
+    pixels[:10, :20] = 250  # a bright corner shows which way it was turned
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(pixels).save(path, quality=95, exif=exif.tobytes())
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_to_pixels_and_size_as_viewers_show_them(tmp_path,
+                                                                             orientation):  # fmt: skip
+    """A JPEG turned by its EXIF orientation is shown turned by browsers and VIA: regions
+    drawn there did not line up with the pixels read here."""
+    path = tmp_path / f"o{orientation}.jpg"
+    _jpeg(path, orientation)
+    with Image.open(path) as im:
+        shown = np.asarray(ImageOps.exif_transpose(im))
+    data = read_image(path)
+    assert np.array_equal(data, shown)
+    assert image_shape(path) == checked_shape(path) == shown.shape[:2]
+    assert (data.shape == (50, 30)) == (orientation >= 5)
+
+
+def test_compressed_tiffs_are_read(tmp_path):
+    """LZW (many microscopes' default) and JPEG TIFFs needed imagecodecs; zlib did not."""
+    tifffile.imwrite(tmp_path / "zlib.tif", RAMP, compression="zlib")
+    assert np.array_equal(read_image(tmp_path / "zlib.tif"), RAMP)
+    pytest.importorskip("imagecodecs", reason="imagecodecs (an install requirement) missing")
+    Image.fromarray(RAMP).save(tmp_path / "lzw.tif", compression="tiff_lzw")
+    assert np.array_equal(read_image(tmp_path / "lzw.tif"), RAMP)
+    eight = (RAMP // 8).astype(np.uint8)
+    Image.fromarray(eight).save(tmp_path / "jpeg.tif", compression="jpeg", quality=95)
+    assert np.abs(read_image(tmp_path / "jpeg.tif").astype(int) - eight).max() <= 8
+
+
+def test_a_missing_codec_is_refused_with_the_advice_to_install_it(tmp_path, monkeypatch):
+    tifffile.imwrite(tmp_path / "lzw.tif", RAMP)
+
+    def no_codec(self, *args, **kwargs):
+        raise ValueError("<COMPRESSION.LZW: 5> requires the 'imagecodecs' package")
+
+    monkeypatch.setattr(tifffile.TiffPage, "asarray", no_codec)
+    with pytest.raises(ImageReadError, match=r"lzw\.tif: cannot read image \(<COMPRESSION.LZW: "
+                                             r"5> requires .*; install it: pip install "
+                                             r"imagecodecs\)"):  # fmt: skip
+        read_image(tmp_path / "lzw.tif")

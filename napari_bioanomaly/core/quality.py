@@ -57,11 +57,23 @@ class QualityReport:
     flags: tuple[str, ...]
 
 
-def _scale(image: np.ndarray) -> np.ndarray:
-    gray = to_grayscale(image)
+def _scale(gray: np.ndarray) -> np.ndarray:
+    """Grayscale pixels as float64, integer ones as fractions of their range
+    (:func:`_integer_range`); float ones as they are."""
     if np.issubdtype(gray.dtype, np.integer):
-        return gray.astype(np.float64) / np.iinfo(gray.dtype).max
+        return gray.astype(np.float64) / _integer_range(gray)
     return gray.astype(np.float64)
+
+
+def _integer_range(gray: np.ndarray) -> int:
+    """The top of an integer image's range: its type's for 8 and 16 bits; for wider types
+    (int32, uint32: 12-bit camera data stored so) the smallest of 16 bits or more that
+    holds its values, so such data is judged as a 16-bit image of it would be, not as a
+    sliver of 2^31 (which flagged every image uniform)."""
+    if gray.dtype.itemsize <= 2:
+        return int(np.iinfo(gray.dtype).max)
+    top = max(abs(int(gray.min())), abs(int(gray.max()))) if gray.size else 0
+    return int(2 ** max(16, top.bit_length()) - 1)
 
 
 def check(image: np.ndarray, limits: QualityThresholds = QualityThresholds()) -> QualityReport:
@@ -69,7 +81,7 @@ def check(image: np.ndarray, limits: QualityThresholds = QualityThresholds()) ->
     micrograph), ``dim`` (75th percentile at zero), ``saturated`` (many pixels at the
     top of the range), ``out of focus`` (low variance of the Laplacian of the
     standardised image)."""
-    x = _scale(image)
+    x = _scale(to_grayscale(image))
     step = max(1, int(np.sqrt(x.size / 1_000_000)))  # about 1 M pixels are plenty
     sample = x[::step, ::step]
     std = float(sample.std())

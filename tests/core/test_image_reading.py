@@ -1,5 +1,6 @@
 """Reading what microscopes and labs save: 16-bit colour PNGs at full depth, EXIF
-orientation as viewers show it, compressed TIFFs."""
+orientation as viewers show it, compressed TIFFs; integer types wider than 16 bits in
+quality control."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 import tifffile
 from PIL import Image, ImageOps
 
+from napari_bioanomaly.core import quality
 from napari_bioanomaly.core.images import ImageReadError, checked_shape, image_shape, read_image
 
 #: A 12-bit ramp of 1200 grey levels (more than 8 bits hold).
@@ -107,3 +109,16 @@ def test_a_missing_codec_is_refused_with_the_advice_to_install_it(tmp_path, monk
                                              r"5> requires .*; install it: pip install "
                                              r"imagecodecs\)"):  # fmt: skip
         read_image(tmp_path / "lzw.tif")
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint32, np.int64])
+def test_12_bit_data_in_a_wide_integer_type_is_judged_as_16_bit(dtype):
+    """Divided by 2^31, 12-bit data stored as int32 was flagged uniform, and
+    --exclude-qc dropped good images."""
+    rng = np.random.default_rng(1)
+    camera = rng.normal(2000, 150, (64, 64)).clip(0, 4095).astype(np.uint16)
+    wide = quality.check(camera.astype(dtype))
+    assert wide.flags == quality.check(camera).flags == ()
+    assert wide.std == pytest.approx(quality.check(camera).std)
+    full = np.array([[0, 2**31 - 1], [5, 2**30]], dtype=np.int64)  # its values reach 31 bits
+    assert quality.check(full).p75 <= 1.0

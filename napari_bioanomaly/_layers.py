@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .core.colors import EXTRA_COLORS, class_color, dataset_colors
-from .core.images import percentile_range, read_image
+from .core.images import percentile_range, read_image, with_finite_pixels
 from .core.model import FALLBACK_CLASS, BioAnomalyError, Dataset, ImageRecord, Region
 from .core.paths import resolve_image
 
@@ -73,7 +73,8 @@ def image_layer(dataset: Dataset, name: str = "images") -> LayerData | None:
     Several images become a ``(n, rows, cols)`` dask stack read one plane at a
     time (only the image on screen is in memory); smaller images are padded at
     the bottom and right, so their pixel coordinates stay those of the file.
-    Missing or unreadable images show as black planes. Contrast comes from the
+    Missing or unreadable images show as black planes; NaN or infinite pixels as the
+    median of the others (:data:`~.core.images.NON_FINITE`). Contrast comes from the
     0.1 and 99.9 percentiles of the first readable image.
     """
     import dask.array as da
@@ -104,6 +105,7 @@ def image_layer(dataset: Dataset, name: str = "images") -> LayerData | None:
         data = _read_or_none(root, image)
         if data is None:
             return out
+        data = with_finite_pixels(data)[0]  # NaN or infinite pixels: the others' median
         if data.ndim != len(frame):
             data = data[..., :3] if data.ndim == 3 else np.repeat(data[..., None], frame[-1], -1)
             if not rgb and data.ndim == 3:

@@ -342,14 +342,58 @@ def to_grayscale(image: np.ndarray) -> np.ndarray:
     return gray.astype(image.dtype)
 
 
+#: The policy for NaN and infinite pixels of float images (an ImageJ ratio image's 0/0, a
+#: registered frame's NaN border): they carry no intensity. Every statistic (display
+#: range, normalisation percentiles, quality statistics) is taken over the finite pixels;
+#: where pixels are used (on screen, in training and prediction) they take the median of
+#: the finite ones, a neutral grey (a dark fill would look like a dark-spot anomaly);
+#: quality control flags the image with this.
+NON_FINITE = "non-finite pixels"
+
+
+def non_finite(image: np.ndarray) -> np.ndarray | None:
+    """Where ``image``'s pixels are NaN or infinite; ``None`` where none are (integer
+    images never hold any, and are not looked at)."""
+    if image.dtype.kind not in "fc":
+        return None
+    bad = ~np.isfinite(image)
+    return bad if bad.any() else None
+
+
+def finite_median(image: np.ndarray, bad: np.ndarray | None = None) -> float:
+    """The median of ``image``'s finite pixels (``bad``: where they are not, as
+    :func:`non_finite` gives it); 0 when none is."""
+    values = image[~bad] if bad is not None else image.ravel()
+    return float(np.median(values)) if values.size else 0.0
+
+
+def with_finite_pixels(image: np.ndarray) -> tuple[np.ndarray, int]:
+    """``image`` with its NaN or infinite pixels set to the median of the finite ones
+    (:data:`NON_FINITE`), and how many there were: the image itself when there are none.
+    RGB(A) images are judged as a whole (a pixel with a non-finite channel is one)."""
+    bad = non_finite(image)
+    if bad is None:
+        return image, 0
+    out = image.copy()
+    out[bad] = finite_median(image, bad)
+    count = int(bad.any(axis=-1).sum()) if image.ndim == 3 else int(bad.sum())
+    return out, count
+
+
 def percentiles(values: np.ndarray, qs: Sequence[float]) -> list[float]:
-    """``np.percentile(values, qs)`` (its default, linear interpolation), as floats.
+    """``np.percentile(values, qs)`` (its default, linear interpolation), as floats, of the
+    finite values (:data:`NON_FINITE`); all 0 when none is.
 
     Integer data of up to 16 bits (camera images) goes through a histogram instead of
     a partial sort: the same values, about four times faster on a 1080 px image.
     """
     flat = np.asarray(values).ravel()
-    if flat.dtype.kind not in "ui" or flat.dtype.itemsize > 2 or not flat.size:
+    bad = non_finite(flat)
+    if bad is not None:
+        flat = flat[~bad]
+    if not flat.size:
+        return [0.0 for _ in qs]
+    if flat.dtype.kind not in "ui" or flat.dtype.itemsize > 2:
         return [float(v) for v in np.percentile(flat, qs)]
     offset = int(flat.min()) if flat.dtype.kind == "i" else 0
     cum = np.cumsum(np.bincount(flat if not offset else flat.astype(np.int32) - offset))
@@ -366,7 +410,8 @@ def percentiles(values: np.ndarray, qs: Sequence[float]) -> list[float]:
 def percentile_range(
     image: np.ndarray, low: float = 0.1, high: float = 99.9
 ) -> tuple[float, float]:
-    """Display/normalisation range from intensity percentiles.
+    """Display/normalisation range from intensity percentiles of the finite pixels
+    (:data:`NON_FINITE`).
 
     Big images are subsampled on a regular grid (at most about 1 M pixels), which
     changes the percentiles by far less than a grey level and keeps this fast.
@@ -375,6 +420,13 @@ def percentile_range(
     step = max(1, int(np.sqrt(data.size / 1_000_000)))
     sample = data[::step, ::step]
     lo, hi = percentiles(sample, [low, high])
-    if hi <= lo:
-        hi = lo + 1
-    return float(lo), float(hi)
+    return widened(lo, hi)
+
+
+def widened(low: float, high: float) -> tuple[float, float]:
+    """``(low, high)``, or a range one grey level wide (more where one would not change a
+    float that large) when ``high`` is not above ``low``: napari refuses ends that are
+    equal, and a flat image has them."""
+    if high > low:
+        return float(low), float(high)
+    return float(low), float(low) + max(1.0, abs(float(low)) * 1e-6)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from .images import to_grayscale
+from .images import NON_FINITE, to_grayscale, with_finite_pixels
 from .model import BioAnomalyError, ImageRecord
 
 
@@ -80,8 +80,10 @@ def check(image: np.ndarray, limits: QualityThresholds = QualityThresholds()) ->
     """Flags: ``uniform`` (no contrast), ``binary`` (two levels: a mask, not a
     micrograph), ``dim`` (75th percentile at zero), ``saturated`` (many pixels at the
     top of the range), ``out of focus`` (low variance of the Laplacian of the
-    standardised image)."""
-    x = _scale(to_grayscale(image))
+    standardised image), ``non-finite pixels`` (NaN or infinite pixels of a float
+    image: the statistics are of the others, :data:`~.images.NON_FINITE`)."""
+    gray, non_finite = with_finite_pixels(to_grayscale(image))
+    x = _scale(gray)
     step = max(1, int(np.sqrt(x.size / 1_000_000)))  # about 1 M pixels are plenty
     sample = x[::step, ::step]
     std = float(sample.std())
@@ -100,6 +102,8 @@ def check(image: np.ndarray, limits: QualityThresholds = QualityThresholds()) ->
         flags.append("dim")
     if std >= limits.uniform_std and saturated > limits.saturated_fraction and levels > 2:
         flags.append("saturated")
+    if non_finite:
+        flags.append(NON_FINITE)
     report = QualityReport(std, levels, p75, saturated, focus, tuple(flags))
     return with_focus_limit(report, limits.focus_min, limits)
 

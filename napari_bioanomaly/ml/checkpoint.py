@@ -317,7 +317,17 @@ def last_path(out: Path) -> Path:
 
 def save_checkpoint(path: Path, payload: dict[str, Any], backup: bool = True) -> Path:
     """Write a checkpoint atomically (the previous file is kept as ``.bak`` unless
-    ``backup`` is false: see :func:`~napari_bioanomaly.core.fileio.atomic_write`)."""
+    ``backup`` is false: see :func:`~napari_bioanomaly.core.fileio.atomic_write`).
+
+    Refused (:class:`BioAnomalyError`, nothing written) when the model's parameters hold
+    NaN or infinite values (:func:`non_finite_item`): such a model cannot be used.
+    """
+    wrong = non_finite_item(payload)
+    if wrong:
+        raise BioAnomalyError(
+            f"{path}: not written: {wrong} holds NaN or infinite values (the model cannot be "
+            "used; were images with NaN or infinite pixels, or a diverging training, behind it?)"
+        )
     buf = io.BytesIO()
     torch.save(payload, buf)
     raw = buf.getvalue()
@@ -327,6 +337,43 @@ def save_checkpoint(path: Path, payload: dict[str, Any], backup: bool = True) ->
         raise  # names the model file and says why (a read-only folder, a full disk)
     except OSError as exc:  # its own name, not the temporary file's beside it
         raise BioAnomalyError(f"cannot write the model {path}: {exc.strerror or exc}") from exc
+
+
+#: The parts of a checkpoint that are the model: its weights, trees and calibration.
+MODEL_PARTS = ("state_dict", "train_state_dict", "forest", "scoring")
+
+
+def non_finite_item(payload: dict[str, Any]) -> str:
+    """The first item of the model's parts (:data:`MODEL_PARTS`) of ``payload`` that holds
+    NaN or infinite values, named as :func:`validate` names it (``forest.first.threshold``);
+    ``""`` when none does."""
+    for key in MODEL_PARTS:
+        if key in payload:
+            where = _non_finite_in(payload[key], key)
+            if where:
+                return where
+    return ""
+
+
+def _non_finite_in(value: Any, name: str) -> str:
+    """``name``, or that of the item within ``value``, that holds NaN or infinite values."""
+    if isinstance(value, dict | list | tuple):
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            inner = f"{name}.{key}" if isinstance(value, dict) else f"{name}[{key}]"
+            where = _non_finite_in(item, inner)
+            if where:
+                return where
+        return ""
+    if isinstance(value, torch.Tensor):
+        finite = not value.is_floating_point() or bool(torch.isfinite(value).all())
+    elif isinstance(value, np.ndarray):
+        finite = value.dtype.kind != "f" or bool(np.isfinite(value).all())
+    elif isinstance(value, float):
+        finite = math.isfinite(value)
+    else:
+        return ""
+    return "" if finite else name
 
 
 def checkpoint_payload(

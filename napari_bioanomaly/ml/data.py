@@ -18,7 +18,14 @@ import torch
 from scipy import ndimage
 
 from ..core.geometry import rasterise_many
-from ..core.images import checked_shape, percentiles, read_image, to_grayscale
+from ..core.images import (
+    checked_shape,
+    finite_median,
+    non_finite,
+    percentiles,
+    read_image,
+    to_grayscale,
+)
 from ..core.model import BioAnomalyError, Dataset, ImageRecord
 from ..core.paths import resolve_image
 from ..core.splits import validation_split
@@ -31,14 +38,21 @@ def normalise(image: np.ndarray, low: float = 0.1, high: float = 99.9) -> np.nda
 
     How it works: RGB becomes luminance; percentiles are taken on a subsample
     of at most about 1 M pixels; values are clipped to ``[-0.5, 1.5]`` so rare
-    outliers (saturated dust, dead pixels) cannot dominate.
+    outliers (saturated dust, dead pixels) cannot dominate. NaN or infinite pixels of a
+    float image (and values past float32's range) are left out of the percentiles and
+    then take the median of the others, scaled alike (:data:`~..core.images.NON_FINITE`):
+    the rest of the image is used as it is.
     """
     gray = to_grayscale(image)
     step = max(1, int(math.sqrt(gray.size / 1_000_000)))
-    lo, hi = percentiles(gray[::step, ::step], [low, high])
-    out = gray.astype(np.float32)  # a copy: scaled in place, in float32
+    lo, hi = percentiles(gray[::step, ::step], [low, high])  # 8/16 bit: by histogram
+    with np.errstate(over="ignore"):  # float64 past float32's range: inf, then filled
+        out = gray.astype(np.float32)  # a copy: scaled in place, in float32
+    bad = non_finite(out) if gray.dtype.kind in "fc" else None
     out -= np.float32(lo)
     out *= np.float32(1.0 / max(hi - lo, 1e-6))
+    if bad is not None:
+        out[bad] = finite_median(out, bad)
     return np.clip(out, -0.5, 1.5, out=out)
 
 

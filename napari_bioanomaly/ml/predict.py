@@ -13,6 +13,7 @@ score and ``model`` as source.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ import torch
 
 from ..core.chooser import TTA_GAIN, tta_gain_text, tta_pays
 from ..core.evaluate import ANOMALY_SCORE
-from ..core.images import read_image, stack_note
+from ..core.images import non_finite, read_image, stack_note
 from ..core.maps import check_heatmap_folder, heatmap_path, regions_from_probabilities
 from ..core.model import BioAnomalyError, Dataset, ImageRecord
 from ..core.operating import OperatingPoint
@@ -426,6 +427,11 @@ def predict_dataset(
                        "of the predictions")  # fmt: skip
             yield PredictEvent(i + 1, len(dataset.images), im.filename, 0, message)
             continue
+        wrong = _not_finite(probs, image_score)
+        if wrong:  # never written: JSON has no NaN, and a NaN map outlines nothing
+            message = f"{im.filename}: not predicted ({wrong}); left out of the predictions"
+            yield PredictEvent(i + 1, len(dataset.images), im.filename, 0, message)
+            continue
         if image_score is not None:
             record.file_attributes[ANOMALY_SCORE] = image_score
         if heatmaps is not None:
@@ -441,10 +447,30 @@ def predict_dataset(
             point.min_peak,
             point.vote_weights,
         )
-        note = f"{im.filename}: {stack_note(planes)}" if planes > 1 else ""
+        note = _image_note(im.filename, planes, pixels)
         yield PredictEvent(i + 1, len(dataset.images), im.filename, len(record.regions), "", record,
                            note=note)  # fmt: skip
     return out
+
+
+def _not_finite(probs: np.ndarray, score: float | None) -> str:
+    """What of a prediction is NaN or infinite, in words ("" when nothing is)."""
+    if score is not None and not math.isfinite(score):
+        return f"its anomaly score is {score}, not a finite number"
+    if not np.isfinite(probs).all():
+        return "its map holds NaN or infinite values"
+    return ""
+
+
+def _image_note(filename: str, planes: int, pixels: np.ndarray) -> str:
+    """What a user is told of an image predicted: a stack's first plane used, NaN or
+    infinite pixels taken as the median grey (:data:`~..core.images.NON_FINITE`)."""
+    said = [stack_note(planes)] if planes > 1 else []
+    bad = non_finite(pixels)
+    if bad is not None:
+        count = int(bad.any(axis=-1).sum()) if bad.ndim == 3 else int(bad.sum())
+        said.append(f"{count} NaN or infinite pixels, predicted as the median of the others")
+    return f"{filename}: {'; '.join(said)}" if said else ""
 
 
 #: Prediction refuses images whose maps would take more memory than this

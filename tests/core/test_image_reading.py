@@ -1,6 +1,6 @@
 """Reading what microscopes and labs save: 16-bit colour PNGs at full depth, EXIF
-orientation as viewers show it, compressed TIFFs; integer types wider than 16 bits in
-quality control."""
+orientation as viewers show it, compressed TIFFs, NaN or infinite float pixels, integer
+types wider than 16 bits in quality control."""
 
 from __future__ import annotations
 
@@ -14,7 +14,16 @@ import tifffile
 from PIL import Image, ImageOps
 
 from napari_bioanomaly.core import quality
-from napari_bioanomaly.core.images import ImageReadError, checked_shape, image_shape, read_image
+from napari_bioanomaly.core.images import (
+    NON_FINITE,
+    ImageReadError,
+    checked_shape,
+    image_shape,
+    percentile_range,
+    percentiles,
+    read_image,
+    with_finite_pixels,
+)
 
 #: A 12-bit ramp of 1200 grey levels (more than 8 bits hold).
 RAMP = (np.arange(40 * 60, dtype=np.uint16).reshape(40, 60) % 1200 + 1000).astype(np.uint16)
@@ -109,6 +118,38 @@ def test_a_missing_codec_is_refused_with_the_advice_to_install_it(tmp_path, monk
                                              r"5> requires .*; install it: pip install "
                                              r"imagecodecs\)"):  # fmt: skip
         read_image(tmp_path / "lzw.tif")
+
+
+def _ratio_image() -> np.ndarray:
+    """A float image (an ImageJ ratio) with NaN (0/0) and infinite (x/0) pixels."""
+    image = (RAMP / 4000).astype(np.float32)
+    image[2:6, 2:6] = np.nan
+    image[10, 10], image[11, 11] = np.inf, -np.inf
+    return image
+
+
+def test_statistics_of_a_float_image_leave_non_finite_pixels_out():
+    """One NaN pixel made the display range NaN (napari's contrast slider failed on it)."""
+    image = _ratio_image()
+    finite = image[np.isfinite(image)]
+    assert percentiles(image, [0, 50, 100]) == pytest.approx(
+        [float(finite.min()), float(np.median(finite)), float(finite.max())])  # fmt: skip
+    low, high = percentile_range(image)
+    assert np.isfinite([low, high]).all() and low < high
+    assert percentile_range(np.full((4, 4), np.nan, np.float32)) == (0.0, 1.0)
+    filled, count = with_finite_pixels(image)
+    assert count == 18 and np.isfinite(filled).all()
+    assert filled[3, 3] == pytest.approx(float(np.median(finite)))
+    assert with_finite_pixels(RAMP)[0] is RAMP  # integer images are left as they are
+
+
+def test_quality_flags_non_finite_pixels_and_judges_the_rest():
+    """NaN statistics compared False: an image with NaN pixels was flagged nothing."""
+    report = quality.check(_ratio_image())
+    assert report.flags == (NON_FINITE,)
+    assert np.isfinite([report.std, report.p75, report.focus, report.saturated]).all()
+    flat = quality.check(np.full((20, 20), np.nan, np.float32))
+    assert "uniform" in flat.flags and NON_FINITE in flat.flags
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.uint32, np.int64])

@@ -15,6 +15,7 @@ the layers' data.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,13 @@ from ._layers import (
 )
 from .core.annotations import inside_image
 from .core.colors import dataset_colors
-from .core.images import percentile_range, stack_note
+from .core.images import (
+    NON_FINITE,
+    percentile_range,
+    stack_note,
+    widened,
+    with_finite_pixels,
+)
 from .core.model import BioAnomalyError, Region
 from .core.session import AnnotationSession, DiskChanged
 from .core.text import counted
@@ -115,7 +122,7 @@ class Annotator:
         self.min_area = 0.0
         self._current_class = session.dataset.classes[0] if session.dataset.classes else "anomaly"
         self._pending_delete: list[Region] = []
-        self._stacks_said: set[str] = set()
+        self._said: set[str] = set()
         self._loading = False
         self.image_layer: Any = None
         self.shapes_layer: Any = None
@@ -212,14 +219,52 @@ class Annotator:
         if self.shapes_layer is not None and save:
             self.sync()
         previous = self.session.current
+        screen = self._screen()
         self.session.go_to(index)
         try:
             return self._display(index)
         except BaseException:
-            # the outlines on screen are still those of the image before: keep the session
-            # on it, or the next save writes them into this image
+            # the session goes back to the image before, and so do the pixels and the
+            # outlines on screen, whatever of this image was shown: a region drawn next
+            # is saved into the image it was drawn over
             self.session.go_to(previous)
+            self._restore(screen)
             raise
+
+    def _screen(self) -> _Screen | None:
+        """What the image layer shows now (``None`` before any image was shown)."""
+        layer = self.image_layer
+        if layer is None or layer not in self.viewer.layers:
+            return None
+        limits = None if layer.rgb else (layer.contrast_limits_range, layer.contrast_limits)
+        return _Screen(layer, layer.data, limits, self._readable)
+
+    def _restore(self, screen: _Screen | None) -> None:
+        """Show again ``screen`` (the pixels before) and the session's image's outlines,
+        after showing another image failed. Should that fail too, nothing on screen can
+        be edited: no region is drawn where it cannot be saved to its image."""
+        try:
+            if screen is not None:
+                self._put_back(screen)
+            self._fill_shapes(self.session.image.regions)
+        except Exception:
+            if self.shapes_layer is not None:
+                self._readable = False
+                self.shapes_layer.editable = False
+
+    def _put_back(self, screen: _Screen) -> None:
+        """The image layer of ``screen`` in the viewer, showing its pixels as they were."""
+        layers = self.viewer.layers
+        if self.image_layer is not screen.layer:  # replaced (RGB and grayscale differ)
+            if self.image_layer is not None and self.image_layer in layers:
+                layers.remove(self.image_layer)
+            if screen.layer not in layers:
+                layers.insert(0, screen.layer)
+            self.image_layer = screen.layer
+        screen.layer.data = screen.data
+        if screen.limits is not None:
+            screen.layer.contrast_limits_range, screen.layer.contrast_limits = screen.limits
+        self._readable = screen.readable
 
     def _display(self, index: int) -> bool:
         """Show the session's current image ``index`` and its regions (see :meth:`show`)."""
@@ -231,12 +276,16 @@ class Annotator:
             shape = self.session.image.shape or (512, 512)
             pixels = np.zeros(shape, dtype=np.uint8)
             ok = False
+        # NaN or infinite pixels never reach napari: its contrast slider fails on them
+        pixels, non_finite = with_finite_pixels(pixels)
         self._ensure_layers(pixels)
         self._show_pixels(pixels)
         planes = self.session.planes(index) if ok else 1
-        if planes > 1 and self.session.image.filename not in self._stacks_said:
-            self._stacks_said.add(self.session.image.filename)  # once, not at every visit
-            self.message.emit(f"{self.session.image.filename}: {stack_note(planes)}")
+        if planes > 1:
+            self._say_once(stack_note(planes))
+        if non_finite:
+            bad = counted(non_finite, "NaN or infinite pixel")
+            self._say_once(f"{bad}, shown as the median grey of the others ({NON_FINITE})")
         self._readable = ok
         self._fill_shapes(self.session.image.regions)
         self.viewer.layers.selection.active = self.shapes_layer
@@ -244,6 +293,13 @@ class Annotator:
             self.autosave()
         self.image_changed.emit(index)
         return ok
+
+    def _say_once(self, text: str) -> None:
+        """Tell ``text`` of the image shown, once, not at every visit."""
+        said = f"{self.session.image.filename}: {text}"
+        if said not in self._said:
+            self._said.add(said)
+            self.message.emit(said)
 
     def next(self, step: int = 1) -> None:
         """Show the next (``step`` > 0) or previous image, staying in range."""
@@ -461,7 +517,18 @@ class Annotator:
 
 
 def _limits_range(pixels: np.ndarray) -> tuple[float, float]:
-    """The contrast slider's range for a grayscale image: its minimum to its maximum, one
+    """The contrast slider's range for a grayscale image: its minimum to its maximum
+    (finite pixels: :func:`~.core.images.with_finite_pixels` has filled the others), one
     grey level wide for a flat image (napari refuses a range whose ends are equal)."""
-    low, high = float(pixels.min()), float(pixels.max())
-    return low, high if high > low else low + 1.0
+    return widened(float(pixels.min()), float(pixels.max()))
+
+
+@dataclass
+class _Screen:
+    """What the image layer showed before another image was shown: the layer, its pixels,
+    its contrast range and limits (``None`` for RGB) and whether its regions were editable."""
+
+    layer: Any
+    data: Any
+    limits: tuple[Any, Any] | None
+    readable: bool

@@ -51,8 +51,9 @@ def _reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if isinstance(exc, IndexError) or "out of range" in text:
         text = "no image in the file (damaged or not a TIFF)"
-    if "imagecodecs" in text:  # tifffile: "<COMPRESSION.LZW: 5> requires the 'imagecodecs' package"
-        return f"{text[:160]}; install it: pip install imagecodecs"
+    if "imagecodecs" in text:  # "<COMPRESSION.LZW: 5> requires the 'imagecodecs' package",
+        # or a codec that the imagecodecs installed lacks
+        return f"{text[:160]}; install or upgrade it: pip install -U imagecodecs"
     return f"{type(exc).__name__}: {text[:160]}" if text else type(exc).__name__
 
 

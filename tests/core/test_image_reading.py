@@ -115,8 +115,8 @@ def test_a_missing_codec_is_refused_with_the_advice_to_install_it(tmp_path, monk
 
     monkeypatch.setattr(tifffile.TiffPage, "asarray", no_codec)
     with pytest.raises(ImageReadError, match=r"lzw\.tif: cannot read image \(<COMPRESSION.LZW: "
-                                             r"5> requires .*; install it: pip install "
-                                             r"imagecodecs\)"):  # fmt: skip
+                                             r"5> requires .*; install or upgrade it: "
+                                             r"pip install -U imagecodecs\)"):  # fmt: skip
         read_image(tmp_path / "lzw.tif")
 
 

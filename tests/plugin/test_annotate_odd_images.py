@@ -92,3 +92,20 @@ def test_when_showing_fails_the_pixels_and_outlines_of_the_image_before_come_bac
     annotator.shapes_layer.add_polygons([square(10, 10, 20)])
     saved = on_disk(dataset_dir)
     assert len(saved[first.filename]["regions"]) == outlines + 1
+
+
+def test_review_image_stack_shows_non_finite_pixels_as_the_median(dataset_dir):
+    """Review's lazy stack cast NaN into the first image's integer type (garbage) and
+    took its contrast from it."""
+    from napari_bioanomaly._layers import image_layer
+    from napari_bioanomaly.core import annotations
+
+    _ratio(dataset_dir, "zz_ratio.tif", np.nan)
+    dataset, _ = annotations.open_dataset(dataset_dir, read_images=False)
+    data, kwargs, _ = image_layer(dataset)
+    names = [im.filename for im in dataset.images]
+    plane = np.asarray(data[names.index("zz_ratio.tif")])
+    ratio = tifffile.imread(dataset_dir / "zz_ratio.tif")
+    assert plane[6, 6] == np.median(ratio[np.isfinite(ratio)]).astype(plane.dtype)
+    assert plane[6, 6] > 0
+    assert np.isfinite(kwargs["contrast_limits"]).all()

@@ -25,6 +25,7 @@ from .via_parse import (
     _Parser,
     _project_classes,
     _project_order,
+    _undefined_options,
     defined_checkboxes,
 )
 from .via_write import (
@@ -110,6 +111,7 @@ def read_via(
         attrs = data.get("_via_attributes")
         if isinstance(attrs, dict):
             ds.attribute_definitions = _clean_definitions(attrs, report)
+            _undefined_options(ds, parser)
             ds.classes = _project_classes(ds.attribute_definitions, ds.class_attribute)
         elif attrs is not None:
             report.add("changed", "_via_attributes is not an object: not kept")

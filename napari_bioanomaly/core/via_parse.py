@@ -238,6 +238,8 @@ class _Parser:
         self.checkboxes: dict[str, dict[str, None]] = {}
         #: option ids of the attributes the file defines as checkboxes (VIA 2 projects)
         self.defined: dict[str, set[str]] = {}
+        #: class attributes whose values were checkbox objects, with the option ids ticked
+        self.ticked: dict[str, dict[str, None]] = {}
 
     # ---- images
 
@@ -370,6 +372,8 @@ class _Parser:
         value = rest.pop(key)
         if isinstance(value, dict):
             self.checkboxes.setdefault(key, {}).update(dict.fromkeys(map(str, value)))
+            ticked = (str(k) for k, v in value.items() if v)
+            self.ticked.setdefault(key, {}).update(dict.fromkeys(ticked))
         label: str | tuple[str, ...] = _attr_text(value)
         unlabelled = None
         if label and isinstance(value, dict):
@@ -386,11 +390,24 @@ class _Parser:
         return label, key, rest, score, source, unlabelled
 
     def options_of(self, key: str) -> set[str]:
-        """The option ids of the checkbox attribute ``key``: those it is defined with, else
-        every id its values hold in the file (what the written definition will list)."""
+        """The option ids of the checkbox attribute ``key`` (what the definition kept with
+        the dataset lists): those it is defined with and those its values tick that it does
+        not define (:meth:`undefined_ticks`), else every id its values hold in the file."""
         if key in self.defined:
-            return self.defined[key]
+            return self.defined[key] | set(self.ticked.get(key, {}))
         return set(self.checkboxes.get(key, {}))
+
+    def undefined_ticks(self) -> dict[str, list[str]]:
+        """The ids ticked in values of each attribute defined as a checkbox that are not
+        among its options (an option deleted in VIA while regions still tick it, a file
+        written by a script), in the order first seen: :func:`_undefined_options` adds
+        them, so that they are ticked again on export."""
+        out = {}
+        for key, defined in self.defined.items():
+            missing = [i for i in self.ticked.get(key, {}) if i not in defined]
+            if missing:
+                out[key] = missing
+        return out
 
     def class_key(self, attrs: Mapping[str, Any]) -> str | None:
         wanted = self.options.class_attribute
@@ -611,6 +628,26 @@ def _clean_definitions(attrs: dict[str, Any], report: ImportReport) -> dict[str,
                                f"{type(value).__name__}, not an object: emptied")  # fmt: skip
                     defs[name][key] = {}
     return out
+
+
+def _undefined_options(ds: Dataset, parser: _Parser) -> None:
+    """Add to the checkbox definitions read the ids that values tick but the definition
+    lacks (:meth:`_Parser.undefined_ticks`), each the label of its own option as VIA shows
+    it, said once per attribute: else they would be lost, or written back as one junk
+    option, on export."""
+    region = ds.attribute_definitions.get("region")
+    if not isinstance(region, dict):
+        return
+    for key, ids in parser.undefined_ticks().items():
+        definition = region.get(key)
+        if not isinstance(definition, dict):
+            continue
+        options = definition.get("options")
+        definition["options"] = options = dict(options) if isinstance(options, dict) else {}
+        options.update((i, i) for i in ids)
+        named = ", ".join(repr(i) for i in ids)
+        parser.report.add("changed", f"checkbox attribute {key!r}: option{'s' * (len(ids) > 1)} "
+                          f"{named} ticked but not defined: added")  # fmt: skip
 
 
 def _checkbox_definitions(ds: Dataset, parser: _Parser) -> None:

@@ -234,3 +234,31 @@ def test_checkbox_option_ids_holding_a_plus_are_written_back_as_they_were_ticked
     back = reread_as_via(ds, tmp_path)
     assert back.regions[0].label == "RFP+ +x"
     assert [r.label for r in back.regions[1:]] == ["GFP+", "a\\+b", "a+b"]
+
+
+def test_checkbox_ids_ticked_but_not_defined_are_added_as_options_and_ticked_again(tmp_path):
+    """An option deleted in VIA while regions still tick it (or a file written by a
+    script): ``GFP+`` ticked beside the only option, ``dead``, was written back as the junk
+    option ``GFP\\++dead``, the two ticks lost."""
+    project = marker_project()
+    project["_via_attributes"]["region"]["marker"]["options"] = {"dead": "dead"}
+    for region in project["_via_img_metadata"]["a.png1"]["regions"]:
+        region["region_attributes"]["marker"] = {"GFP+": True, "dead": True, "x": False}
+    path = tmp_path / "project.json"
+    path.write_text(json.dumps(project))
+    ds, report = annotations.load(path, read_images=False)
+    assert {r.label for r in ds.regions} == {"GFP\\++dead"}
+    said = [w for w in report.warnings if "not defined" in w]
+    assert len(said) == 1  # once per file, not per region
+    assert said[0].endswith("checkbox attribute 'marker': option 'GFP+' ticked but not "
+                            "defined: added")  # fmt: skip
+    annotations.save(ds, tmp_path / "out.json", "via-project")
+    saved = json.loads((tmp_path / "out.json").read_text())
+    regions = saved["_via_img_metadata"]["a.png1"]["regions"]
+    assert all(r["region_attributes"]["marker"] == {"GFP+": True, "dead": True} for r in regions)
+    # shown in VIA as an option of its own; an id never ticked is no option
+    options = saved["_via_attributes"]["region"]["marker"]["options"]
+    assert options == {"dead": "dead", "GFP+": "GFP+"}
+    back, report = annotations.load(tmp_path / "out.json", read_images=False)
+    assert {r.label for r in back.regions} == {"GFP\\++dead"}
+    assert not [w for w in report.warnings if "not defined" in w]

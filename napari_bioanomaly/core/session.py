@@ -261,6 +261,20 @@ class AnnotationSession:
         if im.shape == shape:
             return
         before = len(self.report.issues)
+        if im.shape is not None and im.shape == shape[::-1]:
+            # a JPEG turned by its EXIF orientation (read as viewers show it since
+            # 2026-12-07), recorded unturned by a COCO or GeoJSON file: its regions are
+            # kept as they are, not clipped to the turned size and saved so
+            self.report.add(
+                "image",
+                f"recorded size {im.shape[0]}x{im.shape[1]} is the file's "
+                f"{shape[0]}x{shape[1]} turned by a quarter (an EXIF orientation, shown as "
+                "viewers show it, or width and height swapped in the file): regions kept as "
+                "recorded, not clipped; check they line up",
+                im.filename,
+            )
+            im.shape = shape
+            return
         if im.shape is not None:
             self.report.add(
                 "image",

@@ -162,6 +162,32 @@ def test_regions_beyond_a_smaller_image_are_clipped_when_it_is_read(dataset_dir)
     assert os.path.exists(dataset_dir / "annotations.json")
 
 
+def test_regions_of_an_image_recorded_turned_are_kept_not_clipped(tmp_path):
+    """A COCO file records a JPEG unturned while it reads turned by its EXIF orientation
+    (or its width and height swapped): the size is the file's turned by a quarter, so
+    the regions are kept as recorded, said, and nothing is saved (clipping them to the
+    turned size and saving lost what lay beyond)."""
+    from PIL import Image
+
+    Image.fromarray(np.zeros((40, 60), np.uint8)).save(tmp_path / "a.png")
+    outline = [5.0, 5.0, 35.0, 5.0, 35.0, 55.0, 5.0, 55.0]  # x, y: down to row 55 of 60
+    coco = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 40, "height": 60}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": [outline],
+                         "area": 1500.0, "bbox": [5, 5, 30, 50], "iscrowd": 0}],
+        "categories": [{"id": 1, "name": "dust"}],
+    }  # fmt: skip
+    path = tmp_path / "cells.json"
+    path.write_text(json.dumps(coco))
+    session = AnnotationSession.open(path)
+    (before,) = session.dataset.images[0].regions
+    session.read_pixels(0)
+    (after,) = session.dataset.images[0].regions
+    assert after.bbox == before.bbox and after.bbox[2] > 40
+    assert not session.dirty
+    assert any("turned by a quarter" in w and "not clipped" in w for w in session.report.warnings)
+
+
 def test_incremental_autosave_writes_exactly_a_full_export(dataset_dir):
     from napari_bioanomaly.core import via
 

@@ -37,17 +37,27 @@ def heatmap_path(folder: str | Path, filename: str) -> Path:
 
 
 def check_heatmap_folder(folder: str | Path, root: str | Path, filenames: Sequence[str]) -> None:
-    """Refuse a folder for anomaly maps where a map would replace an image: a TIFF's map
+    """Refuse a folder for anomaly maps where maps would lie among the images: a TIFF's map
     keeps the image's name (:func:`heatmap_name`), so maps written into the image folder
-    itself went over the images (their only copy a ``.bak``, replaced by the next run)."""
+    went over the images (their only copy a ``.bak``, replaced by the next run); a PNG's
+    (``x.png.tif``) would be taken for an image by the next ``qc``, ``predict`` or
+    Annotate of the folder."""
     images = {(Path(root) / name).resolve() for name in filenames}
-    for name in filenames:
-        target = heatmap_path(folder, name)
+    folders = {path.parent for path in images}
+    targets = {name: heatmap_path(folder, name) for name in filenames}
+    for name, target in targets.items():
         if target in images:
             raise BioAnomalyError(
                 f"{target}: the anomaly map of {name} would be written over the image "
                 f"itself; choose a folder for the maps apart from the images ({folder} "
                 "holds them)"
+            )
+    for name, target in targets.items():
+        if target.parent in folders:
+            raise BioAnomalyError(
+                f"{folder}: the anomaly maps would lie among the images ({target.name} beside "
+                f"{name}), and be taken for images by the next qc, predict or Annotate of "
+                "the folder; choose a folder for the maps apart from the images"
             )
 
 

@@ -164,5 +164,9 @@ def test_maps_are_refused_where_they_would_replace_the_images(tmp_path):
         check_heatmap_folder(images, images, ["a.png", "a.tif"])
     with pytest.raises(BioAnomalyError, match=r"sub/b\.tiff"):
         check_heatmap_folder(images, images, ["x.png", "sub/b.tiff"])
-    check_heatmap_folder(images, images, ["a.png", "b.jpg"])  # maps beside: a.png.tif, b.jpg.tif
-    check_heatmap_folder(tmp_path / "maps", images, ["a.tif"])
+    # a PNG's map (a.png.tif) is no image's name, but would be listed as an image next time
+    with pytest.raises(BioAnomalyError, match=r"would lie among the images \(a\.png\.tif"):
+        check_heatmap_folder(images, images, ["a.png", "b.jpg"])
+    with pytest.raises(BioAnomalyError, match="among the images"):
+        check_heatmap_folder(images, images, ["sub/b.png"])  # images/sub/b.png.tif
+    check_heatmap_folder(tmp_path / "maps", images, ["a.tif", "sub/b.png"])

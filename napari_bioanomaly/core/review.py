@@ -104,6 +104,8 @@ class ReviewSession:
         #: predictions the last :meth:`accept` did not add although they match nothing:
         #: the ground truth has their region already (see :meth:`accept`)
         self.kept_out = 0
+        #: predictions the last :meth:`accept` did not add because they cover no pixel
+        self.empty = 0
         self.score_threshold = 0.0  # as evaluate: every prediction counts
         keys = [k for im in gt.dataset.images for k in im.file_attributes if k != QC_ATTRIBUTE]
         #: the file attribute whose values group the images (the first one the images have)
@@ -350,12 +352,13 @@ class ReviewSession:
         widget's annotator, which also shows and autosaves them); by default they are
         added to the session and it is saved."""
         positions, taken = self.picked(filename, indices, polygons)
-        self.confirmed = self.kept_out = 0
+        self.confirmed = self.kept_out = self.empty = 0
         if not taken:
             return []
-        found, kept_out = self._sort_accepted(filename, positions, taken)
+        found, kept_out, empty = self._sort_accepted(filename, positions, taken)
         self.confirmed, self.kept_out = int(found.sum()), int(kept_out.sum())
-        taken = [r for r, f, k in zip(taken, found, kept_out, strict=True) if not (f or k)]
+        self.empty = int(empty.sum())
+        taken = [r for r, n in zip(taken, found | kept_out | empty, strict=True) if not n]
         if not taken:  # nothing changes
             return []
         accepted = [
@@ -373,10 +376,10 @@ class ReviewSession:
 
     def _sort_accepted(
         self, filename: str, positions: Sequence[int], taken: Sequence[Region]
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Of predictions being accepted (at ``positions`` in the image's predictions, as
-        ``taken``: the outlines accepted): which are found already, and which are kept
-        out; the others are added.
+        ``taken``: the outlines accepted): which are found already, which are kept out,
+        and which cover no pixel; the others are added.
 
         Not added, as that would put a region in the ground truth twice: an outline that
         overlaps a ground-truth region at the IoU threshold, or one added before in this
@@ -384,16 +387,18 @@ class ReviewSession:
         model-accepted region of its score over it that no prediction matches, each such
         region standing for one prediction only (unscored predictions all have the same
         score: two overlapping ones accepted one after the other made the second "found"
-        by the first one's copy, and it was never added); or one of no pixel. Of those,
-        found are the matched ones (one to one at the review's thresholds, as the table
-        and ``evaluate`` count them), kept out the others (false positives still).
+        by the first one's copy, and it was never added); or one of no pixel (outside
+        the image, a sliver: left out of the scores, a false positive of none). Of the
+        others, found are the matched ones (one to one at the review's thresholds, as the
+        table and ``evaluate`` count them), kept out the rest (false positives still).
         """
         gt = self.ground_truth(filename)
         shape, truth = gt.shape, gt.regions
         cache = self.caches.get(filename) or ImageCache(gt, self.prediction(filename))
         rows, matched = cache.matched(self.iou_threshold, self.score_threshold)
         iou = iou_matrix(Spans.of([*truth, *taken], shape), Spans.of(taken, shape))
-        not_added = Spans.of(taken, shape).areas() == 0
+        empty = Spans.of(taken, shape).areas() == 0
+        not_added = empty.copy()
         copies = [t for t, r in enumerate(truth) if r.source == "model-accepted" and t not in rows]
         for k in np.flatnonzero(~not_added).tolist():
             added = len(truth) + np.flatnonzero(~not_added[:k])
@@ -405,8 +410,8 @@ class ReviewSession:
             elif mine:
                 copies.remove(max(mine, key=lambda t: iou[t, k]))
                 not_added[k] = True
-        found = np.isin(np.asarray(positions), matched)
-        return found & not_added, ~found & not_added
+        found = np.isin(np.asarray(positions), matched) & ~empty
+        return found & not_added, ~found & not_added & ~empty, empty
 
     def reject(self, filename: str, indices: Sequence[int]) -> int:
         """Remove shown predictions; the predictions file is saved at once."""

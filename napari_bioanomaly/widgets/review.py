@@ -576,7 +576,7 @@ class ReviewWidget(QWidget):
             polygons = self.layers.polygons()
             self.layers.redraw()
             added = self.review.accept(name, indices, polygons, add=self._gt.add_regions)
-            if self.review.confirmed or self.review.kept_out or not added:
+            if self.review.confirmed or self.review.kept_out or self.review.empty or not added:
                 self.refresh()  # nothing added for those
                 self.summary.setText("\n".join([self.summary.text(), *self._not_added()]))
             return len(added)
@@ -588,9 +588,9 @@ class ReviewWidget(QWidget):
         """What the last accept did not add, and why (its counts are the table's)."""
         if self.review is None:
             return []
-        confirmed, kept_out = self.review.confirmed, self.review.kept_out
+        confirmed, kept_out, empty = self.review.confirmed, self.review.kept_out, self.review.empty
         said = []
-        if confirmed or not kept_out:
+        if confirmed or not (kept_out or empty):
             said.append(f"{counted(confirmed, 'accepted prediction')} matched the ground "
                         "truth already (IoU at the review's threshold): found, not added "
                         "twice")  # fmt: skip
@@ -599,6 +599,10 @@ class ReviewWidget(QWidget):
                         "truth has its region already (another prediction's match, or "
                         "accepted before); it matches none, so it stays a false positive "
                         "(reject it to drop it)")  # fmt: skip
+        if empty:
+            said.append(f"{counted(empty, 'accepted prediction')} not added: it covers no "
+                        "pixel of the image (outside it, or a sliver), and is left out of "
+                        "the scores")  # fmt: skip
         return said
 
     def accept_selected(self) -> int:

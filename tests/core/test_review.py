@@ -137,6 +137,24 @@ def test_accepting_a_prediction_of_a_region_the_ground_truth_has_adds_it_once(fi
     assert files[1].stat().st_mtime_ns == mtime
 
 
+def test_accepting_a_prediction_of_no_pixel_adds_nothing_and_says_why(files):
+    """A prediction that covers no pixel (a sliver between pixel centres) is left out of
+    the scores: accepted, it is not added, and counted apart, not among those kept out
+    because the ground truth has their region (which it has not)."""
+    from napari_bioanomaly.core.model import Region
+
+    review = open_review(files)
+    name = review.names[0]
+    before = list(review.ground_truth(name).regions)
+    sliver = np.array([[10.1, 10.1], [10.1, 10.4], [10.4, 10.4], [10.4, 10.1]])
+    review.prediction(name).regions.append(Region(sliver, "dust", score=0.9, source="model"))
+    review.rescore(name)
+    last = len(review.shown(name)) - 1
+    assert review.accept(name, [last]) == []
+    assert (review.confirmed, review.kept_out, review.empty) == (0, 0, 1)
+    assert review.ground_truth(name).regions == before
+
+
 def test_accept_takes_the_edited_outline(files):
     review = open_review(files)
     name = review.names[0]

@@ -1135,6 +1135,12 @@ def test_a_prediction_of_no_pixel_is_said_and_not_counted(review):
         f"1 predicted region covers no pixel (a sliver, or outside the image), left out of "
         f"the scores: {name} (1)"
     )
+    # accepted, it is not added, and the widget says why (not "the ground truth has it")
+    review.review.accept(name, [len(review.review.shown(name)) - 1])
+    assert review._not_added() == [
+        "1 accepted prediction not added: it covers no pixel of the image (outside it, or a "
+        "sliver), and is left out of the scores"
+    ]
 
 
 def test_a_message_about_one_image_goes_when_another_is_shown(review, dataset_dir):

@@ -434,36 +434,55 @@ RESUME_START = frozenset({"weights", "pretrain_min"})
 #: Settings a run chooses when it starts where they are left auto (None): a resumed run
 #: left them auto keeps the stopped run's choice.
 RESUME_AUTO = frozenset({"batch", "base_channels"})
+#: Flags a resumed run may switch on, not off: leaving out the images with quality flags
+#: only takes images away (one that cannot be read any more is flagged unreadable, and a
+#: run cannot go on with it), it adds none the stopped run did not learn from.
+RESUME_ON = frozenset({"exclude_qc"})
 
 
-def resume_differences(saved: TrainConfig, asked: TrainConfig) -> list[str]:
+def resume_differences(
+    saved: TrainConfig, asked: TrainConfig, fitted_tile: int | None = None
+) -> list[str]:
     """The settings of ``asked`` that a run resuming one of ``saved`` may not take, in
     words ("tile 176 (the stopped run: 64)"): all but :data:`RESUME_FREE` and
-    :data:`RESUME_START`, and those of :data:`RESUME_AUTO` left auto."""
+    :data:`RESUME_START`, those of :data:`RESUME_AUTO` left auto and those of
+    :data:`RESUME_ON` switched on. ``fitted_tile`` is the tile the run makes of the one
+    asked for its images (see :func:`.data.fit_tile`): a tile asked that the stopped run
+    fitted to the same is not a difference (the checkpoint keeps the fitted one)."""
     differ = []
     for f in dataclasses.fields(TrainConfig):
         name = f.name
         value, before = getattr(asked, name), getattr(saved, name)
         if name in RESUME_FREE or name in RESUME_START or value == before:
             continue
-        if value is None and name in RESUME_AUTO:
+        auto = value is None and name in RESUME_AUTO
+        if auto or (value is True and name in RESUME_ON) or (name, fitted_tile) == ("tile", before):
             continue
-        differ.append(f"{name} {_value_text(value)} (the stopped run: {_value_text(before)})")
+        fitted = ""
+        if name == "tile" and fitted_tile not in (None, value):
+            fitted = f", fitted to the images: {fitted_tile}"
+        differ.append(f"{name} {_value_text(value)}{fitted} (the stopped run: "
+                      f"{_value_text(before)})")  # fmt: skip
     return differ
 
 
 def resumed(
-    saved: TrainConfig, asked: TrainConfig, source: object = "the checkpoint"
+    saved: TrainConfig,
+    asked: TrainConfig,
+    source: object = "the checkpoint",
+    fitted_tile: int | None = None,
 ) -> TrainConfig:
     """The settings of a run that resumes one of ``saved`` settings as ``asked``: the
-    stopped run's, with the :data:`RESUME_FREE` ones asked. Any other setting asked
-    otherwise is refused (the epochs of the two runs would be trained or scored unlike
-    each other), naming each (see :func:`resume_differences`)."""
-    differ = resume_differences(saved, asked)
+    stopped run's, with the :data:`RESUME_FREE` ones asked and the :data:`RESUME_ON` ones
+    asked on. Any other setting asked otherwise is refused (the epochs of the two runs
+    would be trained or scored unlike each other), naming each (see
+    :func:`resume_differences`, and ``fitted_tile`` there)."""
+    differ = resume_differences(saved, asked, fitted_tile)
     if differ:
         raise BioAnomalyError(f"{source}: cannot resume with other settings than the stopped "
                               f"run's: {'; '.join(differ)}")  # fmt: skip
-    return saved.replace(**{name: getattr(asked, name) for name in RESUME_FREE})
+    switched = {name: True for name in RESUME_ON if getattr(asked, name)}
+    return saved.replace(**{name: getattr(asked, name) for name in RESUME_FREE}, **switched)
 
 
 def _value_text(value: Any) -> str:

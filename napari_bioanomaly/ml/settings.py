@@ -24,6 +24,7 @@ from .config import (
     REGISTRY,
     REMOVED_MODELS,
     RESUME_FREE,
+    RESUME_ON,
     RESUME_START,
     SHARPEN,
     TTA_MODELS,
@@ -374,13 +375,17 @@ def resume_config(
     """The settings of ``train --resume``: the stopped run's (``saved``, read from
     ``source``), so that the resumed epochs train and are scored as the earlier ones were;
     of the options given on the command line, those a resumed run may change
-    (:data:`~.config.RESUME_FREE`: epochs, time budget, patience, device, ...) are applied
-    and those that only start a run (:data:`~.config.RESUME_START`) not used. Returns the
-    settings and a line saying them, and what the options changed or did not. Any other
-    option given with a value other than the stopped run's is refused, naming the option
-    and both values."""
+    (:data:`~.config.RESUME_FREE`: epochs, time budget, patience, device, ...) are applied,
+    as is ``--exclude-qc`` (:data:`~.config.RESUME_ON`: it only leaves images out), and
+    those that only start a run (:data:`~.config.RESUME_START`) not used. A ``--tile``
+    larger than the stopped run's may be the one it fitted to its images: it is left to
+    :func:`.train.train`, which knows the images, to judge (see :func:`.config.resumed`).
+    Returns the settings and a line saying them, and what the options changed or did not.
+    Any other option given with a value other than the stopped run's is refused, naming
+    the option and both values."""
     given = given_settings(args)
     refused, changes, changed, unused = [], {}, [], []
+    judged_later: dict[str, Any] = {}
     if "model" in given and args.model != saved.model:
         refused.append(f"--model {args.model} (the stopped run: {saved.model})")
     for s in SETTINGS:
@@ -397,6 +402,12 @@ def resume_config(
         elif s.key in RESUME_FREE:
             changes[s.key] = value
             changed.append(was)
+        elif s.key in RESUME_ON and value:
+            changes[s.key] = value
+            changed.append(f"{asked} (the stopped run: {before_text}; images with quality flags "
+                           "are left out of training and validation from now on)")  # fmt: skip
+        elif s.key == "tile" and value > before:  # fitted to small images? (fit_tile)
+            judged_later[s.key] = value
         else:
             refused.append(was)
     if refused:
@@ -415,7 +426,7 @@ def resume_config(
     text += f"; changed: {', '.join(changed)}" if changed else ""
     if unused:
         text += f"; not used: {', '.join(unused)} (a resumed run goes on from its own weights)"
-    return saved.replace(**changes), text
+    return saved.replace(**changes, **judged_later), text
 
 
 def _option_text(value: Any) -> str:

@@ -136,9 +136,13 @@ def _train(
                 None, last_path(out), [], None, True, str(pick_device(config.device))
             )
         config = config.replace(weights=str(weights), pretrain_min=0.0)
-    config = data.fit_tile(config, dataset, train_idx + val_idx)
+    fitted = data.fit_tile(config, dataset, train_idx + val_idx)
     if saved is not None and REGISTRY[saved.model].network:
-        config = resumed(saved, config, resume)
+        # the tile asked is judged as the stopped run fitted it: the command that started
+        # it, --resume added, resumes it (its checkpoint keeps the fitted tile)
+        config = resumed(saved, config, resume, fitted.tile)
+    else:
+        config = fitted
     if world_size() > 1 and not learns_together(config):
         if rank() != 0:  # nothing for this process to do: the fit is one pass
             return TrainResult(None, last_path(out), device=str(pick_device(config.device)))

@@ -141,9 +141,43 @@ def test_a_resumed_run_keeps_the_stopped_runs_settings_but_how_long_it_goes_on()
                     "--steps 6 --tile 64 --batch 2 --no-augment --base-channels 8); changed: "
                     "--epochs 6 (the stopped run: 3); not used: --weights other.pt (a resumed "
                     "run goes on from its own weights)")  # fmt: skip
-    args = parser().parse_args(["--tile", "176", "--batch", "4", "--model", "maskrcnn"])
+    args = parser().parse_args(["--tile", "48", "--batch", "4", "--model", "maskrcnn"])
     with pytest.raises(BioAnomalyError, match=r"^m\.last\.pt: resuming goes on with the settings "
                        r"of the stopped run.*; --model maskrcnn \(the stopped run: unet\); "
-                       r"--tile 176 \(the stopped run: 64\); --batch 4 \(the stopped run: 2\): "
+                       r"--tile 48 \(the stopped run: 64\); --batch 4 \(the stopped run: 2\): "
                        r"leave them out, or train a new model without --resume$"):  # fmt: skip
         resume_config(args, saved, "m.last.pt")
+
+
+def test_a_resumed_run_takes_the_command_that_started_it():
+    from napari_bioanomaly.ml.settings import resume_config
+
+    # the stopped run fitted --tile 256 to its small images: 64 kept. A larger tile given is
+    # left for training, which knows the images, to judge (config.resumed); leaving out
+    # flagged images may be switched on (it only takes images away), and is said
+    saved = TrainConfig(epochs=3, steps_per_epoch=6, tile=64, batch=2, base_channels=8)
+    args = parser().parse_args(["--tile", "256", "--batch", "2", "--exclude-qc"])
+    config, said = resume_config(args, saved, "m.last.pt")
+    assert config == saved.replace(tile=256, exclude_qc=True)
+    assert said == ("resuming m.last.pt with the settings of the stopped run (--model unet "
+                    "--epochs 3 --steps 6 --tile 64 --batch 2 --base-channels 8); changed: "
+                    "--exclude-qc (the stopped run: without it; images with quality flags are "
+                    "left out of training and validation from now on)")  # fmt: skip
+
+
+def test_resumed_judges_the_tile_asked_as_the_stopped_run_fitted_it():
+    from napari_bioanomaly.core.model import BioAnomalyError
+    from napari_bioanomaly.ml.config import resumed
+
+    saved = TrainConfig(epochs=3, tile=64, batch=2, base_channels=8)
+    asked = saved.replace(tile=256, epochs=5)
+    assert resumed(saved, asked, "m.last.pt", fitted_tile=64) == saved.replace(epochs=5)
+    with pytest.raises(BioAnomalyError, match=r"tile 256, fitted to the images: 80 \(the stopped "
+                       r"run: 64\)$"):  # fmt: skip
+        resumed(saved, asked, "m.last.pt", fitted_tile=80)
+    with pytest.raises(BioAnomalyError, match=r"tile 256 \(the stopped run: 64\)$"):
+        resumed(saved, asked, "m.last.pt")  # not fitted: images larger than the tile
+    # leaving out flagged images is switched on, not off
+    assert resumed(saved, saved.replace(exclude_qc=True), "m.last.pt").exclude_qc is True
+    with pytest.raises(BioAnomalyError, match=r"exclude_qc False \(the stopped run: True\)$"):
+        resumed(saved.replace(exclude_qc=True), saved, "m.last.pt")

@@ -604,18 +604,63 @@ def test_cli_train(train_dir, tmp_path, capsys):
     # given as the stopped run had it is not
     code = main(["train", "--annotations", str(train_dir / "annotations.json"), "--out",
                  str(tmp_path / "again.pt"), "--resume", str(tmp_path / "resumed.last.pt"),
-                 "--epochs", "3", "--tile", "96", "--batch", "2", "--class-balance"])  # fmt: skip
+                 "--epochs", "3", "--tile", "48", "--batch", "2", "--class-balance"])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and not (tmp_path / "again.pt").exists()
     assert (
-        "--tile 96 (the stopped run: 64); --class-balance (the stopped run: without it): leave them out"
+        "--tile 48 (the stopped run: 64); --class-balance (the stopped run: without it): leave them out"
         in err
     )
     assert "--batch" not in err
+    # a larger tile, which the stopped run did not fit to these images (larger than it), is
+    # refused by training, before it starts
+    code = main(["train", "--annotations", str(train_dir / "annotations.json"), "--out",
+                 str(tmp_path / "again.pt"), "--resume", str(tmp_path / "resumed.last.pt"),
+                 "--epochs", "3", "--tile", "96"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and not (tmp_path / "again.pt").exists()
+    assert (
+        "cannot resume with other settings than the stopped run's: tile 96 (the stopped run: 64)"
+        in err
+    )
     code = main(
         ["train", "--annotations", str(tmp_path / "nope.json"), "--out", str(tmp_path / "x.pt")]
     )
     assert code == 2 and "nope.json: file not found" in capsys.readouterr().err
+
+
+def test_cli_resume_takes_the_command_that_started_the_run(train_dir, tmp_path, capsys):
+    # --tile 256 is fitted to the 128 px images (80 px) and the checkpoint keeps 80: the
+    # same command with --resume added goes on, it is not refused as another tile
+    folder = tmp_path / "ds"
+    shutil.copytree(train_dir, folder)
+    command = ["train", "--annotations", str(folder / "annotations.json"), "--out",
+               str(tmp_path / "m.pt"), "--steps", "1", "--tile", "256", "--batch", "2",
+               "--base-channels", "8"]  # fmt: skip
+    assert main([*command, "--epochs", "1"]) == 0
+    last = tmp_path / "m.last.pt"
+    assert load_checkpoint(last)["config"]["tile"] == 80
+    capsys.readouterr()
+    assert main([*command, "--epochs", "2", "--resume", str(last)]) == 0
+    err = capsys.readouterr().err
+    said = next(line for line in err.splitlines() if line.startswith("resuming "))
+    assert "--tile 80 " in said and "256" not in said and "tiles of 80 px" in err
+    assert load_checkpoint(last)["config"]["tile"] == 80 and "epoch 2/2" in err
+    # an image that cannot be read any more: the way out the error gives is taken by a
+    # resumed run, which says that flagged images are left out from now on
+    (folder / "img_003.tif").write_bytes(b"not a tiff")
+    assert main([*command, "--epochs", "3", "--resume", str(last)]) == 2
+    err = capsys.readouterr().err
+    assert "img_003.tif: cannot read image header" in err
+    assert "leave them out with --exclude-qc" in err
+    assert main([*command, "--epochs", "3", "--resume", str(last), "--exclude-qc"]) == 0
+    err = capsys.readouterr().err
+    said = next(line for line in err.splitlines() if line.startswith("resuming "))
+    assert said.endswith("; changed: --epochs 3 (the stopped run: 2), --exclude-qc (the stopped "
+                         "run: without it; images with quality flags are left out of training "
+                         "and validation from now on)")  # fmt: skip
+    assert "img_003.tif (unreadable)" in err and "epoch 3/3" in err
+    assert load_checkpoint(last)["config"]["exclude_qc"] is True
 
 
 def test_train_refuses_an_out_folder_it_cannot_write_before_training(train_dir, tmp_path,

@@ -70,7 +70,7 @@ def feature_collection(
             props["color"] = _rgb(qupath["color"])
         if region.unlabelled is None or region.label != FALLBACK_CLASS:
             color = _rgb(colors.get(region.label) or class_color(region.label))
-            props["classification"] = {"name": region.label, "color": color}
+            props["classification"] = _classification(region.label, color)
         # else: the file it came from gave it no class: it is written back without one
         if region.score is not None:
             props["measurements"] = {"score": region.score}
@@ -147,10 +147,30 @@ def _features(data: Any) -> list[Any]:
     return features
 
 
+#: How QuPath joins the parts of a derived class (``Tumor: Positive``) in its name.
+_DERIVED = ": "
+
+
+def _classification(label: str, color: list[int]) -> dict[str, Any]:
+    """QuPath's ``classification`` of a class: a derived class (``Tumor: Positive``, as
+    QuPath names it) is written both as QuPath 0.4+ writes it (``names``, its parts) and
+    as ``name`` (what older QuPath and other readers understand; QuPath reads ``name``
+    first and splits it back into the same parts)."""
+    parts = label.split(_DERIVED)
+    if len(parts) > 1 and all(parts):
+        return {"names": parts, "name": label, "color": color}
+    return {"name": label, "color": color}
+
+
 def _label(props: dict[str, Any]) -> str | None:
+    """The class of a feature: its classification's ``name``, else the parts of a
+    derived class (QuPath 0.4+'s ``names``) joined as QuPath names it
+    (``["Tumor", "Positive"]`` is ``Tumor: Positive``)."""
     cls = props.get("classification")
     if isinstance(cls, dict):
-        name = cls.get("name") or (cls.get("names") or [None])[0]
+        name = cls.get("name")
+        if not name and isinstance(cls.get("names"), list):
+            name = _DERIVED.join(str(part) for part in cls["names"] if part not in (None, ""))
         return str(name) if name else None
     if isinstance(cls, str) and cls:
         return cls

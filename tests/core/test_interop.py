@@ -140,6 +140,34 @@ def test_geojson_keeps_region_attributes_scores_and_a_missing_class(tmp_path):
     assert "region 1: score 'high' is not a finite number; ignored" in "\n".join(report.warnings)
 
 
+def test_qupath_derived_classes_keep_every_part(tmp_path):
+    """QuPath 0.4+ writes a derived class as its parts (``names``): it is read as QuPath
+    names it (``Tumor: Positive``), apart from ``Tumor``, and written back with its parts
+    (and as ``name``, which QuPath reads first and splits into the same parts)."""
+    square = {"type": "Polygon", "coordinates": [[[0, 0], [4, 0], [4, 4], [0, 4], [0, 0]]]}
+    features = [
+        {"type": "Feature", "geometry": square, "properties": {"objectType": "cell",
+         "classification": {"names": ["Tumor", "Positive"], "color": [200, 0, 0]}}},
+        {"type": "Feature", "geometry": square, "properties": {"objectType": "cell",
+         "classification": {"name": "Tumor", "color": [200, 0, 0]}}},
+        {"type": "Feature", "geometry": square, "properties": {"objectType": "cell",
+         "classification": {"name": "Tumor: Negative", "color": [0, 0, 200]}}},
+    ]  # fmt: skip
+    path = tmp_path / "a.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    ds, _ = annotations.load(path, read_images=False)
+    assert [r.label for r in ds.regions] == ["Tumor: Positive", "Tumor", "Tumor: Negative"]
+    annotations.save(ds, tmp_path / "out", "geojson")
+    written = json.loads((tmp_path / "out" / "a.geojson").read_text())["features"]
+    classes = [f["properties"]["classification"] for f in written]
+    assert classes[0]["names"] == ["Tumor", "Positive"]
+    assert classes[0]["name"] == "Tumor: Positive"
+    assert "names" not in classes[1] and classes[1]["name"] == "Tumor"
+    assert classes[2]["names"] == ["Tumor", "Negative"]
+    back, _ = annotations.load(tmp_path / "out" / "a.geojson", read_images=False)
+    assert [r.label for r in back.regions] == [r.label for r in ds.regions]
+
+
 def test_imagej_export_names_the_region_attributes_it_drops(tmp_path, capsys):
     region = Region(square(1, 1, 5), "dust", {"comment": "x", "stage": "early"})
     ds = Dataset(

@@ -30,8 +30,13 @@ _NAME = re.compile(r"^(?P<label>.*)-(?P<index>\d+)$")
 #: ImageJ's automatic ROI names, which name no class: ``yyyy-xxxx`` (the centre, each part
 #: zero-padded to the same 4 or more digits; roifile writes 5), ``zzzz-yyyy-xxxx`` in a
 #: stack, with ``-n`` when the ROI Manager made a name unique; or a bare number (the
-#: ROI's index, as scripts name them).
-AUTO_NAME = re.compile(r"\d+|\d{4,}(?:-\d{4,}){1,2}(?:-\d+)?")
+#: ROI's index, as scripts and Cellpose's ``save_rois`` name them). And roifile's: a ROI
+#: made with ``ImagejRoi.frompoints`` without a name (older Cellpose's ``save_rois`` among
+#: them) is named by a UUID (``57a347dc-f20a-11f1-...``), one per ROI.
+AUTO_NAME = re.compile(
+    r"\d+|\d{4,}(?:-\d{4,}){1,2}(?:-\d+)?"
+    r"|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
 #: Region attribute that keeps an automatic ROI name.
 NAME_ATTRIBUTE = "name"
 
@@ -271,8 +276,9 @@ def roi_class(name: str) -> tuple[str | None, dict[str, str]]:
 
     Our ``<class>-<index>`` names (and anyone's ``<class>-<number>``) give the class; a
     name without a trailing number is the class itself. An empty name, or one of
-    ImageJ's automatic names (:data:`AUTO_NAME`: ``0012-0345``, ``0001-0012-0345``, a
-    bare number), gives no class (``None``), the name kept as :data:`NAME_ATTRIBUTE`.
+    ImageJ's or roifile's automatic names (:data:`AUTO_NAME`: ``0012-0345``,
+    ``0001-0012-0345``, a bare number, a UUID), gives no class (``None``), the name kept
+    as :data:`NAME_ATTRIBUTE`.
     """
     if not name:
         return None, {}
@@ -285,9 +291,9 @@ def roi_class(name: str) -> tuple[str | None, dict[str, str]]:
 def unnamed_note(count: int) -> str:
     """What the import report says, once per file, of its ROIs that name no class."""
     return (
-        f"{counted(count, 'ROI')} without a class in the name (no name, or ImageJ's "
-        f"automatic name such as 0012-0345): shown as {FALLBACK_CLASS!r}, written back "
-        f"without a class; an automatic name is kept as the region attribute "
+        f"{counted(count, 'ROI')} without a class in the name (no name, or an automatic "
+        f"name such as ImageJ's 0012-0345 or roifile's UUID): shown as {FALLBACK_CLASS!r}, "
+        f"written back without a class; an automatic name is kept as the region attribute "
         f"{NAME_ATTRIBUTE!r}"
     )
 

@@ -175,7 +175,7 @@ def test_rois_named_by_imagej_have_no_class_and_keep_their_name(tmp_path):
         {"name": "0013-0023"}, {"name": "0001-0013-0033"}, {"name": "7"}]  # fmt: skip
     assert [w for w in report.warnings if "without a class" in w] == [
         f"[class] {path}, image 'a.tif': 3 ROIs without a class in the name (no name, or "
-        "ImageJ's automatic name such as 0012-0345): shown as 'anomaly', written back "
+        "an automatic name such as ImageJ's 0012-0345 or roifile's UUID): shown as 'anomaly', written back "
         "without a class; an automatic name is kept as the region attribute 'name'"
     ]
     # saved as VIA (the Annotate widget's edits) they stay without a class
@@ -189,6 +189,25 @@ def test_rois_named_by_imagej_have_no_class_and_keep_their_name(tmp_path):
     assert [r.name for r in roiread(out)] == [
         "0013-0023", "0001-0013-0033", "7", "dust-004", "scratch-005"]  # fmt: skip
     assert not any("region attributes" in w for w in warnings)  # the names are written
+
+
+def test_rois_roifile_named_by_uuid_have_no_class_and_keep_their_name(tmp_path):
+    """roifile names a ROI made without a name by a UUID (older Cellpose's save_rois
+    writes only such ROIs): 15 cells became 15 classes ``57a347dc-f20a-11f1-...``."""
+    from roifile import ImagejRoi, roiread, roiwrite
+
+    rois = [ImagejRoi.frompoints(np.array([[10.0 + 20 * i, 10], [18 + 20 * i, 10],
+                                           [18 + 20 * i, 18]])) for i in range(4)]  # fmt: skip
+    names = [roi.name for roi in rois]
+    assert all(len(name) == 36 for name in names)  # roifile's uuid1
+    path = tmp_path / "a_rois.zip"
+    roiwrite(path, rois)
+    ds, report = annotations.load(path, read_images=False)
+    assert ds.class_names() == ["anomaly"]
+    assert [r.attributes for r in ds.regions] == [{"name": name} for name in names]
+    assert any("4 ROIs without a class in the name" in w for w in report.warnings)
+    (out,), _ = annotations.save(ds, tmp_path / "rois", "imagej")
+    assert [r.name for r in roiread(out)] == names  # Fiji gets them back as they were
 
 
 # ------------------------------------------------ 4. a '+' inside a checkbox option id

@@ -292,6 +292,7 @@ def dataset_info(dataset: Dataset) -> dict[str, Any]:
         "class_attribute": dataset.class_attribute,
         "attribute_definitions": dataset.attribute_definitions,
         "settings": dataset.settings,
+        "categories": dataset.categories,
     }
 
 
@@ -328,6 +329,7 @@ def dataset_from_shapes(
         class_attribute=info.get("class_attribute", "class"),
         attribute_definitions=info.get("attribute_definitions") or {},
         settings=info.get("settings") or {},
+        categories=info.get("categories") or {},
         root=Path(meta["root"]) if meta.get("root") else None,
     )
     for im in info.get("images", []):

@@ -50,8 +50,8 @@ def to_coco(dataset: Dataset) -> tuple[dict[str, Any], list[str]]:
     ``area`` is the polygon's own area, not its bounding box's.
     """
     warnings: list[str] = []
-    classes = dataset.class_names()
-    cat_ids = {name: i + 1 for i, name in enumerate(classes)}
+    categories = _categories(dataset)
+    cat_ids = {c["name"]: c["id"] for c in categories}
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     polygons = iter(rounded_polygons(dataset.regions))
@@ -122,11 +122,36 @@ def to_coco(dataset: Dataset) -> tuple[dict[str, Any], list[str]]:
         "licenses": [],
         "images": images,
         "annotations": annotations,
-        "categories": [
-            {"id": i, "name": name, "supercategory": "anomaly"} for name, i in cat_ids.items()
-        ],
+        "categories": categories,
     }
     return coco, warnings
+
+
+def _categories(dataset: Dataset) -> list[dict[str, Any]]:
+    """The COCO categories of the dataset's classes: a class read from COCO as it was read
+    (its id, supercategory and other keys, :attr:`Dataset.categories`); others get ids
+    after the highest one kept, and the supercategory ``anomaly``."""
+    kept = {name: dataset.categories[name] for name in dataset.class_names()
+            if name in dataset.categories}  # fmt: skip
+    used: set[Any] = set()
+    for cat in kept.values():
+        ident = cat.get("id")
+        if _id(ident) is not None and ident not in used:
+            used.add(ident)
+    fresh = max((i for i in used if isinstance(i, int)), default=0) + 1
+    categories: list[dict[str, Any]] = []
+    taken: set[Any] = set()
+    for name in dataset.class_names():
+        cat = {"id": None, "name": name, "supercategory": "anomaly"}
+        if name in kept:
+            cat = {**cat, **kept[name], "name": name}
+        if cat["id"] is None or cat["id"] in taken or _id(cat["id"]) is None:
+            while fresh in used or fresh in taken:
+                fresh += 1
+            cat["id"] = fresh
+        taken.add(cat["id"])
+        categories.append(cat)
+    return categories
 
 
 def _id(value: Any) -> int | float | str | None:
@@ -147,6 +172,7 @@ def read_coco(data: Any, file: str = "") -> tuple[Dataset, ImportReport]:
         raise FormatError(f"{file or 'data'}: not a COCO annotation file")
     report = ImportReport(file=file, format="coco")
     cats: dict[Any, str] = {}
+    kept: dict[str, dict[str, Any]] = {}  # by name, written back as read
     categories = data.get("categories") or []
     if not isinstance(categories, list):
         report.add("file", f"'categories' is not a list ({categories!r:.40}); none read")
@@ -159,6 +185,7 @@ def read_coco(data: Any, file: str = "") -> tuple[Dataset, ImportReport]:
                 report.add("class", f"category {cat['id']!r} has no name; its regions are "
                            f"class {name!r}")  # fmt: skip
             cats[cat["id"]] = name
+            kept.setdefault(name, {k: v for k, v in cat.items() if k != "name"})
         else:
             report.add("file", f"category {i} has no id (a number or text); ignored")
     records: dict[Any, ImageRecord] = {}
@@ -199,7 +226,8 @@ def read_coco(data: Any, file: str = "") -> tuple[Dataset, ImportReport]:
     for i, ann in enumerate(anns):
         report.regions_found += 1
         _coco_annotation(ann, i, records, cats, report)
-    ds = Dataset(images=list(by_name.values()), classes=list(dict.fromkeys(cats.values())))
+    ds = Dataset(images=list(by_name.values()), classes=list(dict.fromkeys(cats.values())),
+                 categories=kept)  # fmt: skip
     report.images = len(ds.images)
     return ds, report
 

@@ -203,6 +203,10 @@ class Dataset:
         VIA ``_via_attributes`` read from a project, kept for a lossless round trip.
     settings
         VIA ``_via_settings`` read from a project, kept for a lossless round trip.
+    categories
+        COCO categories read from a file, by class name (each its ``id``,
+        ``supercategory`` and any other keys but ``name``), kept so that a COCO export
+        writes them as read.
     """
 
     images: list[ImageRecord] = field(default_factory=list)
@@ -211,11 +215,12 @@ class Dataset:
     class_attribute: str = CLASS_ATTRIBUTE
     attribute_definitions: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    categories: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def subset(self, indices: Sequence[int]) -> Dataset:
         """A dataset of some of the images, in that order, sharing everything else: folder,
-        classes, class attribute, attribute definitions and settings (the one way to take
-        a part of a dataset: folds, shards, validation images)."""
+        classes, class attribute, attribute definitions, settings and COCO categories (the
+        one way to take a part of a dataset: folds, shards, validation images)."""
         return Dataset(
             images=[self.images[i] for i in indices],
             root=self.root,
@@ -223,6 +228,7 @@ class Dataset:
             class_attribute=self.class_attribute,
             attribute_definitions=self.attribute_definitions,
             settings=self.settings,
+            categories=self.categories,
         )
 
     @property

@@ -203,6 +203,40 @@ def test_coco_round_trip_keeps_polygons_classes_and_attributes():
     assert back.classes == ["dust", "scratch", "hair", "unused"]
 
 
+def test_coco_to_coco_keeps_category_ids_and_supercategories(tmp_path):
+    """Category ids and supercategories read from COCO are written back as read (they
+    became 1, 2, ... and 'anomaly'); a class added since gets an id after them."""
+    data = {
+        "images": [{"id": 1, "file_name": "a.tif", "width": 64, "height": 64}],
+        "categories": [
+            {"id": 7, "name": "nucleus", "supercategory": "cell"},
+            {"id": 3, "name": "debris", "supercategory": "artefact", "keypoints": []},
+        ],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 7, "area": 100, "iscrowd": 0,
+             "segmentation": [[10, 10, 20, 10, 20, 20, 10, 20]], "bbox": [10, 10, 10, 10]},
+            {"id": 2, "image_id": 1, "category_id": 3, "area": 100, "iscrowd": 0,
+             "segmentation": [[30, 30, 40, 30, 40, 40, 30, 40]], "bbox": [30, 30, 10, 10]},
+        ],
+    }  # fmt: skip
+    (tmp_path / "in.json").write_text(json.dumps(data))
+    ds, _ = annotations.load(tmp_path / "in.json", read_images=False)
+    ds.images[0].regions.append(Region(ds.regions[0].polygon + 30, "new class"))
+    _, warnings = annotations.save(ds, tmp_path / "out.json", "coco")
+    assert not warnings
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out["categories"] == [
+        {"id": 7, "name": "nucleus", "supercategory": "cell"},
+        {"id": 3, "name": "debris", "supercategory": "artefact", "keypoints": []},
+        {"id": 8, "name": "new class", "supercategory": "anomaly"},
+    ]
+    assert [a["category_id"] for a in out["annotations"]] == [7, 3, 8]
+    back, _ = annotations.load(tmp_path / "out.json", read_images=False)
+    assert [r.label for r in back.regions] == ["nucleus", "debris", "new class"]
+    # a part of the dataset (a fold) keeps them too
+    assert coco.to_coco(ds.subset([0]))[0]["categories"] == out["categories"]
+
+
 def test_via_to_coco_to_via_round_trip(tmp_path):
     ds = rich_dataset()
     annotations.save(ds, tmp_path / "a.json", "via-project")

@@ -16,6 +16,7 @@ from .images import unknown_size_text
 from .jsonio import object_at, shallow_attributes
 from .model import CLASS_ATTRIBUTE, Dataset, FormatError, ImageRecord, Region, set_apart
 from .report import ImportReport, class_clash
+from .text import counted
 from .via import detect_format
 from .via_parse import _EntryError, _num
 from .via_write import rounded_polygons
@@ -106,12 +107,14 @@ def to_coco(dataset: Dataset) -> tuple[dict[str, Any], list[str]]:
             annotations.append(ann)
         if clipped:
             warnings.append(
-                f"image {im.filename!r}: {clipped} region(s) reach outside the image "
+                f"image {im.filename!r}: {counted(clipped, 'region')} "
+                f"reach{'es' * (clipped == 1)} outside the image "
                 f"(0..{width} x 0..{height}): clipped to it"
             )
         if outside:
             warnings.append(
-                f"image {im.filename!r}: {outside} region(s) lie wholly outside the image "
+                f"image {im.filename!r}: {counted(outside, 'region')} "
+                f"lie{'s' * (outside == 1)} wholly outside the image "
                 f"(0..{width} x 0..{height}): not written"
             )
     coco = {

@@ -248,7 +248,7 @@ def read_geojson(
                 imported = True
         report.regions_imported += imported
     for message in dropped.messages():
-        report.add("changed", message, image)
+        report.add("dropped", message, image)
     report.images = 1
     return Dataset(images=[record]), report
 

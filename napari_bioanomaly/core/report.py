@@ -18,12 +18,13 @@ ISSUE_KINDS = {
     "file": "file-level problem",
     "class": "class label problem",
     "changed": "value that could not be saved as read, changed",
+    "dropped": "read but not kept (not written back)",
     "note": "for your information (nothing wrong)",
 }
 
 
 #: Kinds from the most serious (data not imported, or changed) to the most benign.
-_ORDER = ["skipped", "image", "file", "changed", "class", "repaired", "split", "clipped",
+_ORDER = ["skipped", "image", "file", "changed", "dropped", "class", "repaired", "split", "clipped",
           "converted", "closed", "note"]  # fmt: skip
 
 

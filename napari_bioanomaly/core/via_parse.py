@@ -17,6 +17,7 @@ from . import geometry
 from .jsonio import shallow_attributes
 from .model import FALLBACK_CLASS, SOURCES, Dataset, ImageRecord, Region
 from .report import ImportReport
+from .text import counted
 
 #: Region attributes tried, in order, for the class when none is configured.
 CLASS_ATTRIBUTE_CANDIDATES = ("class", "type", "anomaly", "label")
@@ -544,12 +545,15 @@ class _Parser:
         self.finish()
         unread = sum(len(im.unread) for im in self.images.values())
         if unread:
-            self.report.add("note", f"{unread} region(s) not imported (see 'skipped') are "
-                            "kept as they are: saved with the dataset as VIA, left out of "
-                            "other formats")  # fmt: skip
+            are = "is kept as it is" if unread == 1 else "are kept as they are"
+            self.report.add("note", f"{counted(unread, 'region')} not imported (see "
+                            f"'skipped') {are}: saved with the dataset as VIA, left out "
+                            "of other formats")  # fmt: skip
         if self.unlabelled:
-            self.report.add("class", f"{self.unlabelled} region(s) have no class attribute: "
-                            f"shown as {FALLBACK_CLASS!r}, written back without one")  # fmt: skip
+            have = "has" if self.unlabelled == 1 else "have"
+            self.report.add("class", f"{counted(self.unlabelled, 'region')} {have} no class "
+                            f"attribute: shown as {FALLBACK_CLASS!r}, written back without "
+                            "one")  # fmt: skip
         images = list(self.images.values())
         ds = Dataset(images=images)
         if self.class_sources:

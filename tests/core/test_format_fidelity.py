@@ -140,7 +140,7 @@ def test_what_qupath_objects_lose_is_said_once_per_file(tmp_path):
     path = tmp_path / "a.geojson"
     path.write_text(json.dumps(qupath_objects()))
     _, report = annotations.load(path, read_images=False)
-    where = f"[changed] {path}, image 'a.tif': "
+    where = f"[dropped] {path}, image 'a.tif': "
     assert [w for w in report.warnings if "not kept" in w] == [
         where + "measurements of 2 features not kept (Area µm^2, Perimeter µm, Nucleus: "
         "Area): only 'score' is read; QuPath computes measurements again (Analyze > "
@@ -149,6 +149,7 @@ def test_what_qupath_objects_lose_is_said_once_per_file(tmp_path):
         "napari-bioanomaly's colour, which a GeoJSON export writes",
         where + "not kept: nucleusGeometry (1 feature), properties.isLocked (1 feature)",
     ]
+    assert "[dropped] 3 x read but not kept (not written back)" in report.summary()
 
 
 # ----------------------------------------------------- 3. Fiji's automatic ROI names

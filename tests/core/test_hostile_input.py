@@ -228,7 +228,7 @@ def test_regions_without_a_class_keep_the_users_attribute_empty(tmp_path):
     dataset, report = annotations.load(write(tmp_path, via([empty, bare, boxes])))
     text = messages(report)
     assert "0: empty class in attribute 'Cell': shown as 'anomaly', written back empty" in text
-    assert "1 region(s) have no class attribute" in text
+    assert "1 region has no class attribute" in text
     assert [r.label for r in dataset.images[0].regions][:3] == ["anomaly"] * 3
     annotations.save(dataset, tmp_path / "out.json")
     saved = json.loads((tmp_path / "out.json").read_text())["_via_img_metadata"]["a.png12"]

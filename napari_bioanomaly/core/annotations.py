@@ -428,6 +428,32 @@ def per_image_files(folder: str | os.PathLike[str], outside: list[str] | None = 
     return [n for n in names if not n.lower().endswith(".zip") or imagej.is_roi_set(folder / n)]
 
 
+#: Where Annotate saves the edits of a folder of per-image files (no annotation file):
+#: the first of :data:`ANNOTATION_NAMES`, so that from its first save on it is the
+#: folder's annotation file, which :func:`find_annotation_file` finds and
+#: :func:`open_folder` reads instead of the per-image files it started from.
+PER_IMAGE_EDITS = ANNOTATION_NAMES[0]
+_PER_IMAGE_PLURAL = "ImageJ ROI sets or GeoJSON files"
+
+
+def unread_per_image_note(folder: str | os.PathLike[str], ann: Path, limit: int = 3) -> str | None:
+    """What a report says of the per-image files (:func:`per_image_files`) of ``folder``
+    that are not read because the folder has the annotation file ``ann``; ``None``
+    where there are none."""
+    folder = Path(folder)
+    names = [n for n in per_image_files(folder) if (folder / n) != ann]
+    if not names:
+        return None
+    shown = ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit
+                                        else "")  # fmt: skip
+    return (
+        f"{counted(len(names), 'ImageJ ROI set or GeoJSON file', _PER_IMAGE_PLURAL)} not "
+        f"read ({shown}): the folder's annotation file {ann.name} is read "
+        f"instead (where Annotate saved the edits of those files, it holds them); to read "
+        f"them, move {ann.name} away"
+    )
+
+
 def list_files(
     folder: str | os.PathLike[str], accept: Any, outside: list[str] | None = None
 ) -> list[str]:
@@ -523,6 +549,8 @@ def open_folder(
     per_image = per_image_files(folder, outside) if ann is None else []
     if ann is not None:
         dataset, report = load(ann, folder, options)
+        if note := unread_per_image_note(folder, ann):
+            report.add("note", note)
     elif per_image:
         dataset, report = load_per_image(folder, per_image, images or folder, options)
     else:

@@ -38,6 +38,7 @@ from .jsonio import dumps, object_at, read_json, write_json
 from .model import DEFAULT_CLASSES, BioAnomalyError, Dataset, ImageRecord, Region
 from .paths import name_key, resolve_image
 from .report import ImportReport
+from .text import counted
 from .via import ImportOptions
 
 STATUS_NOT_STARTED = "not started"
@@ -105,13 +106,26 @@ class AnnotationSession:
         if source.is_dir():
             ann = annotation_files.find_annotation_file(source)
             if ann is None:
+                per_image = annotation_files.per_image_files(source)
+                if per_image:
+                    return cls._open_per_image(source, per_image, options)
                 return cls.new(source)
             root, path = source, ann
         elif source.is_file():
             root, path = source.parent, source
         elif source.parent.is_dir() and annotation_files.list_images(source.parent):
-            # the not-yet-saved annotation file of a new dataset in this folder
-            return cls.new(source.parent, source.name)
+            # the not-yet-saved annotation file of a new dataset in this folder, or of
+            # the edits of its per-image files
+            folder = source.parent
+            per_image = (
+                annotation_files.per_image_files(folder)
+                if source.name == annotation_files.PER_IMAGE_EDITS
+                and annotation_files.find_annotation_file(folder) is None
+                else []
+            )
+            if per_image:
+                return cls._open_per_image(folder, per_image, options)
+            return cls.new(folder, source.name)
         else:
             raise BioAnomalyError(f"{source}: no such file or folder")
         imported = path
@@ -122,6 +136,9 @@ class AnnotationSession:
         if path != imported:
             report.add("note", annotation_files.edits_note(imported, path))
         disk = digest(raw) if raw is not None else None
+        if source.is_dir() or imported.name in annotation_files.ANNOTATION_NAMES:
+            if note := annotation_files.unread_per_image_note(root, imported):
+                report.add("note", note)
         if report.format not in annotation_files.VIA_FORMATS:
             # COCO, ImageJ or GeoJSON are imported: edits go to a VIA project beside them
             imported_from = path
@@ -132,9 +149,42 @@ class AnnotationSession:
                 f"changes are saved to {path.name}",
             )
             disk = file_digest(path)
+        return cls._opened(dataset, report, root, path, disk, source.is_dir())
+
+    @classmethod
+    def _open_per_image(
+        cls, folder: Path, names: list[str], options: ImportOptions | None
+    ) -> AnnotationSession:
+        """A folder of per-image files (Fiji ROI sets, GeoJSON) and no annotation file,
+        read as the CLI reads it (:func:`~.annotations.open_folder`); edits are saved to
+        :data:`~.annotations.PER_IMAGE_EDITS` beside them, which from then on is the
+        folder's annotation file (the per-image files are no longer read)."""
+        dataset, report = annotation_files.load_per_image(folder, names, folder, options)
+        path = folder / annotation_files.PER_IMAGE_EDITS
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        report.add(
+            "note",
+            f"imported from {report.format.removesuffix(' folder')} files of this folder "
+            f"({counted(len(names), 'file')}: {shown}); changes are saved to {path.name}, "
+            "which is read instead of them from then on",
+        )
+        return cls._opened(dataset, report, folder, path, None, True)
+
+    @classmethod
+    def _opened(
+        cls,
+        dataset: Dataset,
+        report: ImportReport,
+        root: Path,
+        path: Path,
+        disk: str | None,
+        whole_folder: bool,
+    ) -> AnnotationSession:
+        """The session of a dataset read from ``path``'s file: with ``whole_folder``, the
+        images of ``root`` it lacks are added; an import keeps its own classes."""
         outside: list[str] = []
         present = annotation_files.list_images(root, outside)
-        if source.is_dir():
+        if whole_folder:
             known = {name_key(im.filename) for im in dataset.images}
             for name in present:
                 if name_key(name) not in known and not name.endswith("_labels.tif"):

@@ -398,3 +398,46 @@ def test_regions_the_import_skips_are_saved_back_as_they_were(dataset_dir):
     regions = saved(dataset_dir)[entries[0]["filename"]]["regions"]
     assert len(regions) == 2 and n > 1
     assert regions[-1] == point  # not shown, not lost
+
+
+def _as_per_image(dataset_dir, fmt):
+    """The sample's annotations replaced by per-image files (Fiji ROI sets or GeoJSON)."""
+    from napari_bioanomaly.core import annotations
+
+    dataset, _ = annotations.load(dataset_dir / "annotations.json")
+    (dataset_dir / "annotations.json").unlink()
+    annotations.save(dataset, dataset_dir, fmt)
+    return dataset
+
+
+@pytest.mark.parametrize("fmt", ["geojson", "imagej"])
+def test_a_folder_of_per_image_files_opens_as_the_cli_reads_it_and_its_edits_next_time(
+    dataset_dir, fmt
+):
+    from napari_bioanomaly.core import annotations
+
+    original = _as_per_image(dataset_dir, fmt)
+    cli, _, _ = annotations.open_folder(dataset_dir)
+    s = AnnotationSession.open(dataset_dir)
+    assert s.report.format != "new"
+    assert len(s.dataset.regions) == len(cli.regions) == len(original.regions) > 0
+    assert any("imported from" in str(i) and "annotations.json" in str(i)
+               for i in s.report.issues)  # fmt: skip
+    assert s.path == dataset_dir / "annotations.json" and not s.path.exists()
+    # the not-yet-saved edits file stands for the folder too
+    assert len(AnnotationSession.open(s.path).dataset.regions) == len(original.regions)
+    first = next(i for i, im in enumerate(s.dataset.images) if im.regions)
+    name = s.dataset.images[first].filename
+    s.set_regions([], first)
+    s.save()
+    # reopening opens the edits (the deletion holds), saying the per-image files are not read
+    for again in (AnnotationSession.open(dataset_dir), AnnotationSession.open(s.path)):
+        assert again.path == s.path
+        assert again.dataset.image(name).regions == []
+        assert len(again.dataset.regions) == len(original.regions) - len(
+            original.image(name).regions
+        )
+        assert any("not read" in str(i) for i in again.report.issues)
+    dataset, report, ann = annotations.open_folder(dataset_dir)
+    assert ann == s.path and dataset.image(name).regions == []
+    assert any("not read" in str(i) for i in report.issues)

@@ -40,6 +40,7 @@ from .paths import name_key, resolve_image
 from .report import ImportReport
 from .text import counted
 from .via import ImportOptions
+from .via_parse import checked_options
 
 STATUS_NOT_STARTED = "not started"
 STATUS_ANNOTATED = "annotated"
@@ -383,14 +384,29 @@ class AnnotationSession:
             self.touch(self.current if index is None else index)
 
     def set_classes(self, classes: list[str]) -> None:
-        """Replace the class list (order kept); classes in use cannot be dropped."""
-        used = set(self.dataset.class_counts())
-        missing = sorted(used - set(classes))
+        """Replace the class list (order kept); classes in use cannot be dropped.
+
+        Only classes of the list are checked: labels in use that were never in it (the
+        label of regions with no class, a combination of checkbox options) do not stop
+        a change, such as adding a class, that keeps the list's own."""
+        dropped = set(self.dataset.classes) - set(classes)
+        missing = sorted(dropped & self.used_classes()) if dropped else []
         if missing:
             raise BioAnomalyError(f"classes still in use: {', '.join(missing)}")
         if classes != self.dataset.classes:
             self.dataset.classes = list(dict.fromkeys(classes))
             self.dirty = True
+
+    def used_classes(self) -> set[str]:
+        """The classes regions of any image use: their labels and, for a combination of
+        checkbox options (:func:`~.via_parse.join_options`), each option ticked."""
+        labels = {r.label for im in self.dataset.images for r in im.regions}
+        options = set().union(*via.checkbox_classes(self.dataset).values())
+        used = set(labels)
+        if options:
+            for label in labels:
+                used.update(checked_options(label, options))
+        return used
 
     def rename_class(self, old: str, new: str) -> None:
         """Rename a class everywhere (regions of all images included)."""

@@ -262,7 +262,11 @@ class ClassesPanel(QGroupBox):
             return
         session = annotator.session
         if name not in session.dataset.classes:
-            session.set_classes([*session.dataset.classes, name])
+            try:
+                session.set_classes([*session.dataset.classes, name])
+            except BioAnomalyError as exc:  # said in the status, as rename and remove do
+                self._on_error(str(exc))
+                return
             annotator.autosave()
         self.fill()
         self.choose(session.dataset.classes.index(name))

@@ -441,3 +441,27 @@ def test_a_folder_of_per_image_files_opens_as_the_cli_reads_it_and_its_edits_nex
     dataset, report, ann = annotations.open_folder(dataset_dir)
     assert ann == s.path and dataset.image(name).regions == []
     assert any("not read" in str(i) for i in report.issues)
+
+
+def test_adding_a_class_is_never_stopped_by_labels_outside_the_class_list(dataset_dir):
+    """A region with no class (shown as the fallback label) and a combination of checkbox
+    options are in use but not in the list: adding a class works, and an option in use
+    only inside a combination cannot be removed."""
+    from napari_bioanomaly.core.model import FALLBACK_CLASS
+    from napari_bioanomaly.core.via_parse import join_options
+
+    s = AnnotationSession.open(dataset_dir)
+    ds = s.dataset
+    ds.attribute_definitions = {
+        "region": {ds.class_attribute: {"type": "checkbox", "options": {"GFP+": "", "dead": ""}}}
+    }
+    ds.classes = ["GFP+", "dead"]
+    for im in ds.images:
+        im.regions = []
+    ds.images[0].regions = [Region(square(), join_options(["GFP+", "dead"]))]
+    ds.images[1].regions = [Region(square(), FALLBACK_CLASS)]
+    s.set_classes([*ds.classes, "fiber"])
+    assert ds.classes == ["GFP+", "dead", "fiber"]
+    with pytest.raises(BioAnomalyError, match="in use: dead"):
+        s.set_classes(["GFP+", "fiber"])
+    s.set_classes(["GFP+", "dead"])  # an unused class can go

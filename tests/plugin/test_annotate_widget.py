@@ -14,7 +14,7 @@ import pytest
 from qtpy.QtCore import Qt
 
 from napari_bioanomaly.core import annotations
-from napari_bioanomaly.core.model import BioAnomalyError
+from napari_bioanomaly.core.model import BioAnomalyError, Region
 from napari_bioanomaly.widgets import annotate as annotate_module
 from napari_bioanomaly.widgets.annotate import AnnotateWidget
 
@@ -336,6 +336,26 @@ def test_classes_can_be_added_renamed_and_removed(widget, dataset_dir):
     widget.annotator.shapes_layer.add_polygons([square(40, 40, 10)])
     assert widget.annotator.session.image.regions[-1].label != "fibre"
     assert "fibre" not in widget.annotator.session.dataset.classes
+
+
+def test_adding_a_class_beside_a_region_with_no_class_works_and_a_refusal_is_said(
+    widget, monkeypatch
+):
+    from napari_bioanomaly.core.model import FALLBACK_CLASS
+
+    session = widget.annotator.session
+    session.dataset.images[-1].regions = [Region(square(5, 5, 10), FALLBACK_CLASS)]
+    widget.add_class("fiber")  # raised 'classes still in use: anomaly'
+    assert "fiber" in session.dataset.classes
+    errors = []
+    widget.classes_panel._on_error = errors.append
+
+    def refuse(classes):
+        raise BioAnomalyError("refused")
+
+    monkeypatch.setattr(session, "set_classes", refuse)
+    widget.add_class("other fiber")  # said, not raised
+    assert errors == ["refused"] and "other fiber" not in session.dataset.classes
 
 
 def test_renaming_a_class_renames_it_on_the_image_shown_too(widget, dataset_dir):

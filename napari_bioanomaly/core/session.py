@@ -35,7 +35,7 @@ from .fileio import (
 )
 from .images import image_header, image_shape, read_image
 from .jsonio import dumps, object_at, read_json, write_json
-from .model import DEFAULT_CLASSES, BioAnomalyError, Dataset, ImageRecord, Region
+from .model import DEFAULT_CLASSES, FALLBACK_CLASS, BioAnomalyError, Dataset, ImageRecord, Region
 from .paths import name_key, resolve_image
 from .report import ImportReport
 from .text import counted
@@ -362,9 +362,15 @@ class AnnotationSession:
         im.regions = list(regions)
         if regions and im.no_anomaly:
             im.no_anomaly = False
+        options = None
         for r in regions:
-            if r.label not in self.dataset.classes:
-                self.dataset.classes.append(r.label)
+            if r.label in self.dataset.classes or r.label == FALLBACK_CLASS:
+                continue  # the label of regions with no class is no class to offer
+            if options is None:
+                options = set().union(*via.checkbox_classes(self.dataset).values())
+            if len(checked_options(r.label, options)) > 1:
+                continue  # checkbox options ticked together: each is a class already
+            self.dataset.classes.append(r.label)
         self.touch(self.current if index is None else index)
         return True
 

@@ -465,3 +465,19 @@ def test_adding_a_class_is_never_stopped_by_labels_outside_the_class_list(datase
     with pytest.raises(BioAnomalyError, match="in use: dead"):
         s.set_classes(["GFP+", "fiber"])
     s.set_classes(["GFP+", "dead"])  # an unused class can go
+
+
+def test_the_label_of_regions_with_no_class_never_becomes_a_class_option(dataset_dir):
+    from napari_bioanomaly.core.model import FALLBACK_CLASS
+
+    s = AnnotationSession.open(dataset_dir)
+    # as read from a file (VIA, with an empty class) and drawn beside in napari
+    unclassified = Region(square(), FALLBACK_CLASS, unlabelled='""')
+    s.set_regions([unclassified], 0)
+    s.set_regions([unclassified, Region(square(40, 40, 10), "scratch")], 0)
+    assert FALLBACK_CLASS not in s.dataset.classes
+    s.save()
+    data = json.loads(s.path.read_text())
+    options = data["_via_attributes"]["region"][s.dataset.class_attribute]["options"]
+    assert FALLBACK_CLASS not in options and "scratch" in options
+    assert FALLBACK_CLASS not in AnnotationSession.open(dataset_dir).dataset.classes

@@ -194,7 +194,9 @@ class AnnotationSession:
             unlisted = [n for n in outside if name_key(n) not in known]
             annotation_files.report_outside_links(report, root, unlisted)
         if not dataset.classes:
-            dataset.classes = list(dict.fromkeys([*DEFAULT_CLASSES, *dataset.class_names()]))
+            # an annotation file or import keeps its own classes (the defaults are only a
+            # new dataset's, see new()); the label of regions with no class is none
+            dataset.classes = [c for c in dataset.class_names() if c != FALLBACK_CLASS]
         session = cls(dataset, path, report, _disk=disk)
         session.check_images(set(present))
         session.current = session._remembered_index()

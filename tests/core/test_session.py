@@ -481,3 +481,23 @@ def test_the_label_of_regions_with_no_class_never_becomes_a_class_option(dataset
     options = data["_via_attributes"]["region"][s.dataset.class_attribute]["options"]
     assert FALLBACK_CLASS not in options and "scratch" in options
     assert FALLBACK_CLASS not in AnnotationSession.open(dataset_dir).dataset.classes
+
+
+@pytest.mark.parametrize("fmt", ["geojson", "coco"])
+def test_an_import_keeps_its_own_classes_not_the_defaults(dataset_dir, fmt):
+    from napari_bioanomaly.core import annotations
+
+    if fmt == "coco":
+        _as_coco(dataset_dir)
+    else:
+        _as_per_image(dataset_dir, fmt)
+    imported, _, _ = annotations.open_folder(dataset_dir)
+    own = set(imported.class_names()) - {"anomaly"}
+    s = AnnotationSession.open(dataset_dir)
+    assert set(s.dataset.classes) == own
+    if fmt == "geojson":  # the sample uses 3 classes, not the 6 defaults
+        assert len(own) < 6
+    s.set_regions([], 0)
+    s.save()
+    saved, _ = annotations.load(s.path, read_images=False)
+    assert set(saved.classes) == own

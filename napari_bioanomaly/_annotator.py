@@ -431,10 +431,11 @@ class Annotator:
         """Rename a class everywhere: the dataset, the shapes on screen (they were synced
         back with the old name, so this image kept it) and the class chosen for drawing."""
         self.sync()
-        self.session.rename_class(old, new)
+        changed = self.session.rename_class(old, new)
         layer = self.shapes_layer
         if layer is not None and len(layer.data):
-            layer.features.loc[layer.features["class"] == old, "class"] = new
+            for before, after in changed.items():  # combinations of checkbox options too
+                layer.features.loc[layer.features["class"] == before, "class"] = after
         if self._current_class == old:
             self._current_class = new
         self.show(self.index)  # redraw with the new name and colour

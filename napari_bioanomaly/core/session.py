@@ -40,7 +40,7 @@ from .paths import name_key, resolve_image
 from .report import ImportReport
 from .text import counted
 from .via import ImportOptions
-from .via_parse import checked_options
+from .via_parse import checkbox_label, checked_options
 
 STATUS_NOT_STARTED = "not started"
 STATUS_ANNOTATED = "annotated"
@@ -416,19 +416,44 @@ class AnnotationSession:
                 used.update(checked_options(label, options))
         return used
 
-    def rename_class(self, old: str, new: str) -> None:
-        """Rename a class everywhere (regions of all images included)."""
+    def rename_class(self, old: str, new: str) -> dict[str, str]:
+        """Rename a class everywhere (regions of all images included, checkbox options
+        ticked together with others too); returns the labels changed, old to new."""
         new = new.strip()
         if not new:
             raise BioAnomalyError("a class name cannot be empty")
         if new in self.dataset.classes and new != old:
             raise BioAnomalyError(f"class {new!r} exists already")
         self.dataset.classes = [new if c == old else c for c in self.dataset.classes]
+        options = set().union(*via.checkbox_classes(self.dataset).values())
+        renamed = {o for o in options if o != old} | {new}
+        changed = {old: new}
         for r in self.dataset.regions:
             if r.label == old:
                 r.label = new
+            elif old in options and old in (ids := checked_options(r.label, options)):
+                # checkbox options ticked together: the option renamed inside them
+                label = checkbox_label([new if i == old else i for i in ids], renamed)
+                changed[r.label], r.label = label, label
+        self._rename_option(old, new)
         self._entries.clear()
         self.dirty = True
+        return changed
+
+    def _rename_option(self, old: str, new: str) -> None:
+        """Rename the option id ``old`` of the dataset's checkbox, radio and dropdown
+        attribute definitions (its description too where it was the id)."""
+        region = self.dataset.attribute_definitions.get("region")
+        for definition in region.values() if isinstance(region, dict) else ():
+            if not isinstance(definition, dict):
+                continue
+            for key in ("options", "default_options"):
+                values = definition.get(key)
+                if isinstance(values, dict) and old in values and new not in values:
+                    definition[key] = {
+                        (new if k == old else k): (new if k == old and v == old else v)
+                        for k, v in values.items()
+                    }
 
     def push_deleted(self, regions: list[Region], index: int | None = None) -> None:
         if regions:

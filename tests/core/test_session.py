@@ -501,3 +501,30 @@ def test_an_import_keeps_its_own_classes_not_the_defaults(dataset_dir, fmt):
     s.save()
     saved, _ = annotations.load(s.path, read_images=False)
     assert set(saved.classes) == own
+
+
+def test_renaming_a_checkbox_option_renames_it_in_combinations_and_the_definition(dataset_dir):
+    from napari_bioanomaly.core import annotations
+    from napari_bioanomaly.core.via_parse import join_options
+
+    s = AnnotationSession.open(dataset_dir)
+    ds = s.dataset
+    options = {"GFP+": "GFP+", "dead": "dead"}
+    ds.attribute_definitions = {
+        "region": {ds.class_attribute: {"type": "checkbox", "options": options}}
+    }
+    ds.classes = ["GFP+", "dead"]
+    s.set_regions([Region(square(), join_options(["GFP+", "dead"])),
+                   Region(square(40, 40, 10), "dead")], 0)  # fmt: skip
+    s.rename_class("dead", "necrotic")
+    assert [r.label for r in ds.images[0].regions] == [join_options(["GFP+", "necrotic"]),
+                                                        "necrotic"]  # fmt: skip
+    assert ds.classes == ["GFP+", "necrotic"]
+    s.save()
+    saved, _ = annotations.load(s.path, read_images=False)
+    defined = json.loads(s.path.read_text())["_via_attributes"]["region"][ds.class_attribute]
+    assert list(defined["options"])[:2] == ["GFP+", "necrotic"]
+    assert "dead" not in defined["options"]
+    assert sorted(r.label for r in saved.images[0].regions) == sorted(
+        [join_options(["GFP+", "necrotic"]), "necrotic"]
+    )

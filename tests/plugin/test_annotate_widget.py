@@ -338,6 +338,24 @@ def test_classes_can_be_added_renamed_and_removed(widget, dataset_dir):
     assert "fibre" not in widget.annotator.session.dataset.classes
 
 
+def test_renaming_a_checkbox_option_renames_it_in_combinations_on_screen(widget):
+    from napari_bioanomaly.core.via_parse import join_options
+
+    annotator = widget.annotator
+    session, ds = annotator.session, annotator.session.dataset
+    ds.attribute_definitions = {
+        "region": {ds.class_attribute: {"type": "checkbox", "options": {"GFP+": "", "dead": ""}}}
+    }
+    ds.classes = ["GFP+", "dead"]
+    annotator.current_class = join_options(["GFP+", "dead"])
+    annotator.shapes_layer.add_polygons([square(5, 5, 10)])  # on screen
+    widget.rename_class("dead", "necrotic")  # the layer kept the old combination
+    annotator.sync()
+    assert session.image.regions[-1].label == join_options(["GFP+", "necrotic"])
+    assert ds.classes[:2] == ["GFP+", "necrotic"]
+    assert not [c for c in ds.classes if "dead" in c]
+
+
 def test_adding_a_class_beside_a_region_with_no_class_works_and_a_refusal_is_said(
     widget, monkeypatch
 ):

@@ -622,11 +622,14 @@ def per_image_losses(dataset: Dataset, fmt: str) -> list[str]:
     if empty and fmt != "masks":  # an empty mask is written; an empty ROI set is not
         checked = sum(1 for im in empty if im.no_anomaly)
         marks = f", {checked} of them marked checked: no anomaly," if checked else ""
-        out.append(f"{counted(len(empty), 'image')} without regions{marks} get no file")
+        verb = "gets" if len(empty) == 1 else "get"
+        out.append(f"{counted(len(empty), 'image')} without regions{marks} {verb} no file")
     if fmt == "imagej":
         kept = sum(1 for r in dataset.regions if r.score is not None or r.source != "human")
         if kept:
-            out.append(f"{what} keep no region scores or sources: {kept} regions had them")
+            out.append(
+                f"{what} keep no region scores or sources: {counted(kept, 'region')} had them"
+            )
     if fmt in ("imagej", "masks"):  # GeoJSON writes them as feature properties
         lost = [_lost_attributes(r, fmt) for r in dataset.regions]
         having = [a for a in lost if a]

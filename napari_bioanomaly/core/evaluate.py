@@ -423,17 +423,27 @@ def evaluate(
                   image_threshold, unmatched)  # fmt: skip
 
 
+def _no_pixel_note(
+    counts: Sequence[tuple[str, int]], what: str, why: str, limit: int, left: str
+) -> str:
+    """``N <what> region(s) cover(s) no pixel (<why>), <left>: <images>``, naming the first
+    ``limit`` images of ``counts`` (image, regions) that have any; empty when none has."""
+    images = [(image, n) for image, n in counts if n]
+    if not images:
+        return ""
+    named = ", ".join(f"{image} ({n})" for image, n in images[:limit])
+    more = f" and {len(images) - limit} more" if len(images) > limit else ""
+    total = sum(n for _, n in images)
+    verb = "region covers" if total == 1 else "regions cover"
+    return f"{total} {what} {verb} no pixel ({why}), {left}: {named}{more}"
+
+
 def empty_note(rows: Sequence[ImageScore], limit: int = 3) -> str:
     """Says the predictions left out for covering no pixel (see :class:`ImageCache`),
     with the images that have them; empty when there are none."""
-    images = [r for r in rows if r.empty_pred]
-    if not images:
-        return ""
-    named = ", ".join(f"{r.image} ({r.empty_pred})" for r in images[:limit])
-    more = f" and {len(images) - limit} more" if len(images) > limit else ""
-    total = sum(r.empty_pred for r in images)
-    return (f"{total} predicted {'region covers' if total == 1 else 'regions cover'} no pixel "
-            f"(a sliver, or outside the image), left out of the scores: {named}{more}")  # fmt: skip
+    counts = [(r.image, r.empty_pred) for r in rows]
+    why = "a sliver, or outside the image"
+    return _no_pixel_note(counts, "predicted", why, limit, "left out of the scores")
 
 
 def empty_truth_note(rows: Sequence[ImageScore], limit: int = 3) -> str:
@@ -452,15 +462,10 @@ def empty_truth_note(rows: Sequence[ImageScore], limit: int = 3) -> str:
     str
         One line, e.g. ``1 ground-truth region covers no pixel (...): one_px.tif (1)``.
     """
-    images = [r for r in rows if r.empty_gt]
-    if not images:
-        return ""
-    named = ", ".join(f"{r.image} ({r.empty_gt})" for r in images[:limit])
-    more = f" and {len(images) - limit} more" if len(images) > limit else ""
-    total = sum(r.empty_gt for r in images)
-    return (f"{total} ground-truth {'region covers' if total == 1 else 'regions cover'} no "
-            "pixel (cut to a tiny image, a sliver, or outside the image), left out of the "
-            f"scores (neither found nor missed): {named}{more}")  # fmt: skip
+    counts = [(r.image, r.empty_gt) for r in rows]
+    why = "cut to a tiny image, a sliver, or outside the image"
+    left = "left out of the scores (neither found nor missed)"
+    return _no_pixel_note(counts, "ground-truth", why, limit, left)
 
 
 def unread_notes(dataset: Dataset, limit: int = 3) -> list[str]:

@@ -342,8 +342,11 @@ def test_per_image_exports_say_what_they_do_not_keep(tmp_path, capsys):
     assert imagej == [
         "Fiji ROI sets keep no file attributes: cell_line, qc not written",
         "2 images without regions, 1 of them marked checked: no anomaly, get no file",
-        "Fiji ROI sets keep no region scores or sources: 1 regions had them",
+        "Fiji ROI sets keep no region scores or sources: 1 region had them",
     ]
+    one = Dataset(images=[ds.images[0], ds.images[2]])
+    assert "1 image without regions gets no file" in annotations.save(one, tmp_path / "r1",
+                                                                      "imagej")[1]  # fmt: skip
     _, geo = annotations.save(ds, tmp_path / "geo", "geojson")
     assert geo == ["GeoJSON files keep no file attributes: cell_line, qc not written", imagej[1]]
     _, masks = annotations.save(ds, tmp_path / "masks", "masks")

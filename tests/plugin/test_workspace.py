@@ -73,9 +73,9 @@ def test_job_state_and_shared_settings():
         ws.set_job("paused")
 
 
-@pytest.fixture
-def both(make_napari_viewer, dataset_dir, qtbot):
-    gt, _ = annotations.load(dataset_dir / "annotations.json")
+def annotate_and_review(make_napari_viewer, dataset_dir, qtbot, gt):
+    """A viewer with Annotate on the dataset and Review of predictions of one square on
+    each of ``gt``'s images (``pred.json``, written from ``gt``'s images)."""
     for im in gt.images:
         im.regions = [Region(square(100, 100, 12), "dust", score=0.9, source="model")]
     annotations.save(gt, dataset_dir / "pred.json", "via")
@@ -86,6 +86,12 @@ def both(make_napari_viewer, dataset_dir, qtbot):
     assert annotate.open_path(dataset_dir)
     assert review.open(dataset_dir / "annotations.json", dataset_dir / "pred.json")
     return viewer, annotate, review
+
+
+@pytest.fixture
+def both(make_napari_viewer, dataset_dir, qtbot):
+    gt, _ = annotations.load(dataset_dir / "annotations.json")
+    return annotate_and_review(make_napari_viewer, dataset_dir, qtbot, gt)
 
 
 def test_annotate_and_review_edit_one_file_and_lose_nothing(both, dataset_dir):
@@ -417,15 +423,7 @@ def test_review_s_note_follows_an_image_checked_in_annotate(make_napari_viewer, 
     for im in gt.images[3:]:  # three images nobody looked at yet
         im.regions, im.no_anomaly, im.reviewed = [], False, False
     annotations.save(gt, dataset_dir / "annotations.json", "via-project")
-    for im in gt.images:
-        im.regions = [Region(square(100, 100, 12), "dust", score=0.9, source="model")]
-    annotations.save(gt, dataset_dir / "pred.json", "via")
-    viewer = make_napari_viewer()
-    annotate, review = AnnotateWidget(viewer), ReviewWidget(viewer)
-    qtbot.addWidget(annotate)
-    qtbot.addWidget(review)
-    assert annotate.open_path(dataset_dir)
-    assert review.open(dataset_dir / "annotations.json", dataset_dir / "pred.json")
+    _, annotate, review = annotate_and_review(make_napari_viewer, dataset_dir, qtbot, gt)
     note = "{} of 6 images neither annotated nor checked: scored as without anomaly"
     annotated, checked, unknown = review.review.ground_truth_state()
     assert unknown == 3 and note.format(3) in review.summary.text()

@@ -345,10 +345,18 @@ def _qupath_properties(
         Tally of what the file's features lose.
     """
     props = object_at(feature, "properties")
+    # QuPath writes a name and an object type as text; a list or an object there is not
+    # kept (said): one nested deep enough was lost by the next save
+    texts = {k: props.get(k) for k in ("name", "objectType") if props.get(k) not in (None, "")}
+    odd = {f"properties.{k}" for k, v in texts.items() if isinstance(v, (list, dict))}
     kept = {
-        "name": props.get("name") if props.get("name") not in (None, "") else None,
+        "name": texts.get("name") if "properties.name" not in odd else None,
         "color": _hex(props.get("color")) if props.get("color") is not None else None,
-        "objectType": props.get("objectType") if props.get("objectType") != "annotation" else None,
+        "objectType": (
+            texts.get("objectType")
+            if "properties.objectType" not in odd and texts.get("objectType") != "annotation"
+            else None
+        ),
     }
     for key, value in kept.items():
         if value is None:
@@ -367,7 +375,7 @@ def _qupath_properties(
         color = _hex(cls["color"] if "color" in cls else cls.get("colorRGB"))
         if isinstance(color, str) and color not in _OUR_COLORS:
             dropped.class_colors += 1
-    unread = {f"properties.{k}" for k in props if k not in _READ}
+    unread = {f"properties.{k}" for k in props if k not in _READ} | odd
     if props.get("isLocked"):
         unread.add("properties.isLocked")
     unread |= {k for k in feature if k not in _FEATURE_READ}

@@ -152,6 +152,25 @@ def test_what_qupath_objects_lose_is_said_once_per_file(tmp_path):
     assert "[dropped] 3 x read but not kept (not written back)" in report.summary()
 
 
+def test_a_qupath_name_or_object_type_that_is_not_text_is_said_not_kept(tmp_path):
+    """QuPath writes both as text: a list or an object there (a script's, a damaged
+    file's) was kept as an attribute, and one nested deep enough was lost by the next save."""
+    deep: object = None
+    for _ in range(120):
+        deep = [deep]
+    objects = qupath_objects()
+    objects["features"][0]["properties"].update(objectType=deep, name={"text": "x"})
+    path = tmp_path / "a.geojson"
+    path.write_text(json.dumps(objects))
+    ds, report = annotations.load(path, read_images=False)
+    assert {"objectType", "name"}.isdisjoint(ds.regions[0].attributes)
+    (line,) = [w for w in report.warnings if w.endswith("(1 feature)") or "properties.name" in w]
+    assert "properties.name (1 feature)" in line and "properties.objectType (1 feature)" in line
+    annotations.save(ds, tmp_path / "a.json", "via-project")
+    again, _ = annotations.load(tmp_path / "a.json", read_images=False)
+    assert [r.attributes for r in again.regions] == [r.attributes for r in ds.regions]
+
+
 # ----------------------------------------------------- 3. Fiji's automatic ROI names
 
 

@@ -328,7 +328,9 @@ def find_annotation_file(folder: str | os.PathLike[str]) -> Path | None:
         except FormatError:
             continue
     edits = {_edits_name(p) for p in found if _edits_name(p) in found and _is_edited(p)}
-    found = [p for p in found if p not in edits]
+    # the edits of one per-image file (a.geojson's a.via.json) are not the folder's file
+    singles = {_edits_name(p) for p in folder.iterdir() if p.suffix.lower() in PER_IMAGE_SUFFIXES}
+    found = [p for p in found if p not in edits and p not in singles]
     return found[0] if len(found) == 1 else None
 
 
@@ -506,7 +508,9 @@ def load_per_image(
         path = folder / name
         sub = PurePosixPath(name).parent
         where = images.joinpath(*sub.parts)
-        if path.suffix.lower() in (".zip", ".roi"):
+        if saved_edits(path) is not None:  # edited alone before: its edits, as load() reads
+            part, part_report = load(path, where, options, read_images=False)
+        elif path.suffix.lower() in (".zip", ".roi"):
             part, part_report = imagej.read_roi_sets([path], where, options.polyline_width)
         else:
             data, changes = clean_json(read_json(path))

@@ -196,7 +196,8 @@ class AnnotationSession:
         if not dataset.classes:
             # an annotation file or import keeps its own classes (the defaults are only a
             # new dataset's, see new()); the label of regions with no class is none
-            dataset.classes = [c for c in dataset.class_names() if c != FALLBACK_CLASS]
+            named = {r.label for r in dataset.regions if not _unclassified(r)}
+            dataset.classes = [c for c in dataset.class_names() if c in named]
         session = cls(dataset, path, report, _disk=disk)
         session.check_images(set(present))
         session.current = session._remembered_index()
@@ -366,7 +367,7 @@ class AnnotationSession:
             im.no_anomaly = False
         options = None
         for r in regions:
-            if r.label in self.dataset.classes or r.label == FALLBACK_CLASS:
+            if r.label in self.dataset.classes or _unclassified(r):
                 continue  # the label of regions with no class is no class to offer
             if options is None:
                 options = set().union(*via.checkbox_classes(self.dataset).values())
@@ -436,6 +437,9 @@ class AnnotationSession:
                 label = checkbox_label([new if i == old else i for i in ids], renamed)
                 changed[r.label], r.label = label, label
         self._rename_option(old, new)
+        categories = self.dataset.categories  # a COCO file's id and supercategory go along
+        if old in categories and new not in categories:
+            categories[new] = categories.pop(old)
         self._entries.clear()
         self.dirty = True
         return changed
@@ -444,8 +448,12 @@ class AnnotationSession:
         """Rename the option id ``old`` of the dataset's checkbox, radio and dropdown
         attribute definitions (its description too where it was the id)."""
         region = self.dataset.attribute_definitions.get("region")
-        for definition in region.values() if isinstance(region, dict) else ():
-            if not isinstance(definition, dict):
+        # the class attributes' definitions only: an option of that name in another
+        # attribute (a 'cause' of 'dust') is no class, and its regions keep their values
+        keys = {self.dataset.class_attribute}
+        keys |= {r.class_attribute for r in self.dataset.regions if r.class_attribute}
+        for key, definition in region.items() if isinstance(region, dict) else ():
+            if key not in keys or not isinstance(definition, dict):
                 continue
             for key in ("options", "default_options"):
                 values = definition.get(key)
@@ -599,3 +607,9 @@ def summary(session: AnnotationSession) -> dict[str, Any]:
     for i in range(len(session.dataset.images)):
         counts[session.status(i)] += 1
     return counts
+
+
+def _unclassified(region: Region) -> bool:
+    """Whether ``region`` was given no class: shown with the fallback label, which is no
+    class to offer (a region its file classed ``anomaly`` is one)."""
+    return region.label == FALLBACK_CLASS and region.unlabelled is not None

@@ -528,3 +528,57 @@ def test_renaming_a_checkbox_option_renames_it_in_combinations_and_the_definitio
     assert sorted(r.label for r in saved.images[0].regions) == sorted(
         [join_options(["GFP+", "necrotic"]), "necrotic"]
     )
+
+
+def test_a_folder_opened_after_one_of_its_files_was_edited_alone_reads_those_edits(dataset_dir):
+    """``a.geojson`` edited alone (its edits in ``a.via.json``), then the folder opened: the
+    folder read ``a.geojson`` as it was (the deletions back, the edits never read again
+    once the folder's edits were saved), or took ``a.via.json`` for the folder's file."""
+    from napari_bioanomaly.core import annotations
+
+    original = _as_per_image(dataset_dir, "geojson")
+    name = next(im.filename for im in original.images if im.regions)
+    single = dataset_dir / (name.rsplit(".", 1)[0] + ".geojson")
+    alone = AnnotationSession.open(single)
+    alone.set_regions([], 0)
+    alone.save()
+    assert alone.path.name.endswith(".via.json")
+    assert annotations.find_annotation_file(dataset_dir) is None  # not the folder's file
+    s = AnnotationSession.open(dataset_dir)
+    assert s.dataset.image(name).regions == []
+    assert len(s.dataset.regions) == len(original.regions) - len(original.image(name).regions)
+
+
+def test_a_class_named_anomaly_by_its_file_is_a_class(tmp_path):
+    """The fallback label stands for no class only where the file gave none: a GeoJSON
+    classified ``anomaly`` (as the unsupervised models' predictions are) keeps it."""
+    square = [[[2.0, 2.0], [12.0, 2.0], [12.0, 12.0], [2.0, 12.0], [2.0, 2.0]]]
+    features = [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": square},
+         "properties": {"objectType": "annotation", "classification": {"name": c}}}
+        for c in ("anomaly", "dust")
+    ]  # fmt: skip
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((20, 20), np.uint16))
+    path = tmp_path / "a.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    s = AnnotationSession.open(path)
+    assert sorted(s.dataset.classes) == ["anomaly", "dust"]
+
+
+def test_renaming_a_class_leaves_other_attributes_and_takes_its_coco_category(dataset_dir):
+    """An option named like the class in another attribute (a cause 'dust') is no class:
+    renaming the class renamed it too, its regions' values left matching no option; a COCO
+    file's id and supercategory of the class go with the new name."""
+    s = AnnotationSession.open(dataset_dir)
+    ds = s.dataset
+    cls = ds.class_attribute
+    ds.attribute_definitions = {"region": {
+        cls: {"type": "dropdown", "options": {"dust": "", "hair": ""}},
+        "cause": {"type": "dropdown", "options": {"dust": "", "air": ""}},
+    }}  # fmt: skip
+    ds.categories = {"dust": {"id": 7, "supercategory": "debris"}}
+    s.rename_class("dust", "debris")
+    region = ds.attribute_definitions["region"]
+    assert set(region[cls]["options"]) == {"debris", "hair"}
+    assert set(region["cause"]["options"]) == {"dust", "air"}
+    assert ds.categories == {"debris": {"id": 7, "supercategory": "debris"}}

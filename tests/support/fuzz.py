@@ -1,9 +1,10 @@
 """Mutation fuzzing of every annotation format we read (shared by the test suite, which runs
 a few thousand inputs, and ``benchmarks/bench_fuzz.py``, which runs ten thousand and more).
 
-Seeds: the real VIA files of ``../shared/data/via`` when present, and our own exports
-of a small dataset in every format (VIA 2 export and project, COCO, QuPath GeoJSON,
-ImageJ ROI zips). Each input is a seed with one to three mutations: a JSON value
+Seeds: our own exports of a small dataset in every format (VIA 2 export and project,
+COCO, QuPath GeoJSON, ImageJ ROI zips), and the real VIA files of ``../shared/data/via``
+when present. The two pools are fuzzed apart, so the inputs made from our exports are the
+same on every machine whether ``../shared`` is there or not. Each input is a seed with one to three mutations: a JSON value
 replaced by a hostile one (NaN, 1e308, 400-digit integers, lone surrogates, deep
 nesting, wrong types), a key deleted, a list item repeated, or, for any file,
 bytes flipped, inserted or cut. Every input must either load, or fail with the
@@ -65,9 +66,14 @@ def _sample_dataset() -> Dataset:
     return Dataset(images=images, classes=["dust", "hair"])
 
 
+def shared_seeds() -> list[Path]:
+    """The real VIA files of ``../shared/data/via`` (none when the folder is absent)."""
+    return sorted(SHARED_VIA.glob("*.json")) if SHARED_VIA.is_dir() else []
+
+
 def seeds(folder: Path) -> list[Path]:
-    """Seed files: the shared real VIA files, and our exports of every format in ``folder``."""
-    out = sorted(SHARED_VIA.glob("*.json")) if SHARED_VIA.is_dir() else []
+    """Seed files: our exports of every format, written into ``folder``."""
+    out: list[Path] = []
     ds = _sample_dataset()
     for fmt, name in (("via", "export.json"), ("via-project", "project.json"),
                       ("coco", "coco.json")):  # fmt: skip
@@ -204,15 +210,18 @@ def check(raw: bytes, suffix: str, folder: Path, results: Results, label: str) -
         signal.signal(signal.SIGALRM, old)
 
 
-def run(n: int, seed: int = 0) -> Results:
-    """Fuzz ``n`` inputs; deterministic for a given ``seed``."""
+def run(n: int, seed: int = 0, shared: bool = False) -> Results:
+    """Fuzz ``n`` inputs made from our exports, or with ``shared`` from the real VIA files;
+    deterministic for a given ``seed``."""
     rng = random.Random(seed)
     results = Results()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "seeds").mkdir()
-        pool = seeds(folder / "seeds")
+        pool = shared_seeds() if shared else seeds(folder / "seeds")
+        if not pool:
+            raise FileNotFoundError(f"no seed files (looked in {SHARED_VIA})")
         work = folder / "work"
         work.mkdir()
         for i in range(n):

@@ -103,6 +103,7 @@ def load(
     if raw is None and (edits := saved_edits(path)) is not None:
         dataset, report = load(edits, root, options, read_images)
         report.add("note", edits_note(path, edits))
+        import_categories(dataset, path)
         return dataset, report
     options = options or ImportOptions()
     if path.suffix.lower() in (".zip", ".roi"):
@@ -277,6 +278,14 @@ def saved_edits(path: str | os.PathLike[str]) -> Path | None:
             f"but {why}; move it away to start again from {path.name}"
         )
     return target
+
+
+def import_categories(dataset: Dataset, imported: str | os.PathLike[str]) -> None:
+    """Give a dataset read from the edits of a COCO import (a VIA project, which has no
+    place for them) the import's categories, so that its ids and supercategories are
+    written back by a COCO export (:func:`.coco.categories_of`)."""
+    if not dataset.categories and Path(imported).suffix.lower() == ".json":
+        dataset.categories = coco.categories_of(imported)
 
 
 def edited_file(path: str | os.PathLike[str]) -> Path:

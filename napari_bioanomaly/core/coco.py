@@ -7,13 +7,14 @@ coordinates as VIA (pixel edges at integers).
 from __future__ import annotations
 
 import datetime
+import os
 from typing import Any
 
 import numpy as np
 
 from . import geometry
 from .images import unknown_size_text
-from .jsonio import object_at, shallow_attributes
+from .jsonio import object_at, read_json, shallow_attributes
 from .model import CLASS_ATTRIBUTE, Dataset, FormatError, ImageRecord, Region, set_apart
 from .report import ImportReport, class_clash
 from .text import counted
@@ -174,23 +175,7 @@ def read_coco(data: Any, file: str = "") -> tuple[Dataset, ImportReport]:
     if detect_format(data) != "coco":
         raise FormatError(f"{file or 'data'}: not a COCO annotation file")
     report = ImportReport(file=file, format="coco")
-    cats: dict[Any, str] = {}
-    kept: dict[str, dict[str, Any]] = {}  # by name, written back as read
-    categories = data.get("categories") or []
-    if not isinstance(categories, list):
-        report.add("file", f"'categories' is not a list ({categories!r:.40}); none read")
-        categories = []
-    for i, cat in enumerate(categories):
-        if isinstance(cat, dict) and _id(cat.get("id")) is not None:
-            name = str(cat.get("name", cat["id"])).strip()
-            if not name:
-                name = f"category {cat['id']}"
-                report.add("class", f"category {cat['id']!r} has no name; its regions are "
-                           f"class {name!r}")  # fmt: skip
-            cats[cat["id"]] = name
-            kept.setdefault(name, {k: v for k, v in cat.items() if k != "name"})
-        else:
-            report.add("file", f"category {i} has no id (a number or text); ignored")
+    cats, kept = _read_categories(data, report)
     records: dict[Any, ImageRecord] = {}
     by_name: dict[str, ImageRecord] = {}
     images = data["images"] if isinstance(data["images"], list) else []
@@ -233,6 +218,45 @@ def read_coco(data: Any, file: str = "") -> tuple[Dataset, ImportReport]:
                  categories=kept)  # fmt: skip
     report.images = len(ds.images)
     return ds, report
+
+
+def _read_categories(
+    data: dict[str, Any], report: ImportReport
+) -> tuple[dict[Any, str], dict[str, dict[str, Any]]]:
+    """The class name of each category id, and each name's category as read (its id,
+    supercategory and other keys, written back by :func:`_categories`)."""
+    cats: dict[Any, str] = {}
+    kept: dict[str, dict[str, Any]] = {}  # by name, written back as read
+    categories = data.get("categories") or []
+    if not isinstance(categories, list):
+        report.add("file", f"'categories' is not a list ({categories!r:.40}); none read")
+        categories = []
+    for i, cat in enumerate(categories):
+        if isinstance(cat, dict) and _id(cat.get("id")) is not None:
+            name = str(cat.get("name", cat["id"])).strip()
+            if not name:
+                name = f"category {cat['id']}"
+                report.add("class", f"category {cat['id']!r} has no name; its regions are "
+                           f"class {name!r}")  # fmt: skip
+            cats[cat["id"]] = name
+            kept.setdefault(name, {k: v for k, v in cat.items() if k != "name"})
+        else:
+            report.add("file", f"category {i} has no id (a number or text); ignored")
+    return cats, kept
+
+
+def categories_of(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """The categories of the COCO file ``path`` by class name (:attr:`Dataset.categories`);
+    none where it is no longer a readable COCO file. Edits of a COCO import are saved as a
+    VIA project, which has no place for them: read from the import, its ids and
+    supercategories are kept when the edited dataset is exported to COCO again."""
+    try:
+        data = read_json(path)
+    except FormatError:
+        return {}
+    if detect_format(data) != "coco":
+        return {}
+    return _read_categories(data, ImportReport())[1]
 
 
 def _coco_annotation(

@@ -136,6 +136,7 @@ class AnnotationSession:
         dataset, report = annotation_files.load(path, root, options, read_images=False, raw=raw)
         if path != imported:
             report.add("note", annotation_files.edits_note(imported, path))
+            annotation_files.import_categories(dataset, imported)
         disk = digest(raw) if raw is not None else None
         if source.is_dir() or imported.name in annotation_files.ANNOTATION_NAMES:
             if note := annotation_files.unread_per_image_note(root, imported):
@@ -541,6 +542,7 @@ class AnnotationSession:
         for im in self.dataset.images:  # keep images not yet in the file (new dataset)
             if im.filename not in known:
                 dataset.images.append(ImageRecord(im.filename, im.shape))
+        dataset.categories = dataset.categories or self.dataset.categories  # an import's
         self.dataset, self.report = dataset, report
         self._entries.clear()
         self._disk = digest(raw)

@@ -582,3 +582,44 @@ def test_renaming_a_class_leaves_other_attributes_and_takes_its_coco_category(da
     assert set(region[cls]["options"]) == {"debris", "hair"}
     assert set(region["cause"]["options"]) == {"dust", "air"}
     assert ds.categories == {"debris": {"id": 7, "supercategory": "debris"}}
+
+
+def test_edits_of_a_coco_import_keep_its_category_ids(tmp_path):
+    """Edits of a COCO file are saved as a VIA project, which has no place for COCO
+    categories: reopened (in napari, by the CLI, after a reload), the dataset takes them
+    from the import, and a COCO export writes its ids and supercategories back (it wrote
+    ids 1, 2, ..., breaking a training configuration that names them)."""
+    from PIL import Image
+
+    from napari_bioanomaly.core import annotations
+
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "a.png")
+    box = [5.0, 5.0, 25.0, 5.0, 25.0, 25.0, 5.0, 25.0]
+    coco = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 64}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 7, "segmentation": [box], "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 3,
+             "segmentation": [[v + 30 for v in box]], "iscrowd": 0},
+        ],
+        "categories": [{"id": 7, "name": "dust", "supercategory": "debris"},
+                       {"id": 3, "name": "hair", "supercategory": "fibre"}],
+    }  # fmt: skip
+    path = tmp_path / "cells.json"
+    path.write_text(json.dumps(coco))
+    session = AnnotationSession.open(path)
+    session.set_regions(session.dataset.images[0].regions[:1], 0)  # the hair deleted
+    assert session.save() == tmp_path / "cells.via.json"
+
+    def exported(ds) -> list[tuple]:
+        annotations.save(ds, tmp_path / "out.json", "coco")
+        out = json.loads((tmp_path / "out.json").read_text())
+        cats = {c["id"]: (c["name"], c["supercategory"]) for c in out["categories"]}
+        return [cats[a["category_id"]] + (a["category_id"],) for a in out["annotations"]]
+
+    again = AnnotationSession.open(path)
+    assert exported(again.dataset) == [("dust", "debris", 7)]
+    again.reload()
+    assert exported(again.dataset) == [("dust", "debris", 7)]
+    read, _ = annotations.load(path)  # as the CLI reads it
+    assert exported(read) == [("dust", "debris", 7)]

@@ -41,7 +41,8 @@ from .core.images import (
     widened,
     with_finite_pixels,
 )
-from .core.model import BioAnomalyError, Region
+from .core.model import FALLBACK_CLASS, BioAnomalyError, Region
+from .core.report import ImportReport
 from .core.session import AnnotationSession, DiskChanged
 from .core.text import counted
 
@@ -439,6 +440,22 @@ class Annotator:
         if self._current_class == old:
             self._current_class = new
         self.show(self.index)  # redraw with the new name and colour
+
+    def set_class_attribute(self, name: str) -> ImportReport:
+        """Read the classes from another region attribute (see
+        :meth:`~.core.session.AnnotationSession.set_class_attribute`): the shapes on screen
+        are synced first, every region is read again, shown and saved. Returns the report
+        of reading them again."""
+        self.sync()
+        report = self.session.set_class_attribute(name)
+        classes = self.session.dataset.classes
+        if self._current_class not in classes:
+            self._current_class = classes[0] if classes else FALLBACK_CLASS
+        self.show(self.index, save=False)
+        self.regions_changed.emit()
+        self.reloaded.emit()
+        self.autosave()
+        return report
 
     def set_no_anomaly(self, value: bool) -> None:
         """Mark the current image as checked with no anomaly (only when it has no regions)."""

@@ -194,11 +194,7 @@ class AnnotationSession:
             # the file's own images among them are marked missing, with why, already
             unlisted = [n for n in outside if name_key(n) not in known]
             annotation_files.report_outside_links(report, root, unlisted)
-        if not dataset.classes:
-            # an annotation file or import keeps its own classes (the defaults are only a
-            # new dataset's, see new()); the label of regions with no class is none
-            named = {r.label for r in dataset.regions if not _unclassified(r)}
-            dataset.classes = [c for c in dataset.class_names() if c in named]
+        _own_classes(dataset)
         session = cls(dataset, path, report, _disk=disk)
         session.check_images(set(present))
         session.current = session._remembered_index()
@@ -407,6 +403,51 @@ class AnnotationSession:
             self.dataset.classes = list(dict.fromkeys(classes))
             self.dirty = True
 
+    def class_attributes(self) -> list[str]:
+        """The region attributes the classes could be read from: the class attribute, and
+        those the regions have or the file defines (not of type ``image``)."""
+        ds = self.dataset
+        defined = object_at(ds.attribute_definitions, "region")
+        kinds = {n: d.get("type") if isinstance(d, dict) else None for n, d in defined.items()}
+        names = dict.fromkeys([ds.class_attribute, *(n for n, t in kinds.items() if t != "image")])
+        for region in ds.regions:
+            names.update(
+                dict.fromkeys(k for k, v in region.attributes.items() if isinstance(v, (str, dict)))
+            )
+        return list(names)
+
+    def set_class_attribute(self, name: str) -> ImportReport:
+        """Read the classes from the region attribute ``name`` (a VIA file's classes under
+        an attribute napari-bioanomaly does not look for, such as ``defect``). Every region
+        is read again from the dataset as it is now, unsaved changes included: its class
+        from ``name`` (regions without it have none), the class it had kept under the
+        attribute it came from. The choice is recorded in the file's settings, so it is
+        read the same way when opened again (by napari, the CLI, VIA's region labels).
+        Returns the report of reading the regions again (its warnings are the user's)."""
+        ds = self.dataset
+        name = name.strip()
+        if not name or name == ds.class_attribute:
+            return ImportReport(file=str(self.path))
+        ds.settings = via.with_class_attribute(ds.settings, name)
+        data = via.to_via_project(ds)
+        new, report = via.read_via(data, str(self.path), ImportOptions(class_attribute=name))
+        new.root, new.categories = ds.root, ds.categories
+        shapes = {im.filename: im.shape for im in ds.images}
+        for im in new.images:
+            im.shape = shapes.get(im.filename)
+        _own_classes(new)
+        self.dataset = new
+        # what the file's reading said of the classes is said of the new choice now
+        self.report.issues = [i for i in self.report.issues
+                              if not (i.kind == "class" and _NO_CLASS in i.message)]  # fmt: skip
+        self.report.issues += [i for i in report.issues
+                               if i.kind == "class" and _NO_CLASS in i.message]  # fmt: skip
+        self._entries.clear()
+        self.undo_stack.clear()
+        self.dirty = True
+        self.edits += 1
+        return report
+
     def used_classes(self) -> set[str]:
         """The classes regions of any image use: their labels and, for a combination of
         checkbox options (:func:`~.via_parse.join_options`), each option ticked."""
@@ -609,6 +650,19 @@ def summary(session: AnnotationSession) -> dict[str, Any]:
     for i in range(len(session.dataset.images)):
         counts[session.status(i)] += 1
     return counts
+
+
+#: what an import says of regions without the class attribute (``via_parse``)
+_NO_CLASS = "no class attribute"
+
+
+def _own_classes(dataset: Dataset) -> None:
+    """An annotation file or import keeps its own classes (the defaults are only a new
+    dataset's, see :meth:`AnnotationSession.new`): where it lists none, those its regions
+    are of (the label of regions with no class is none)."""
+    if not dataset.classes:
+        named = {r.label for r in dataset.regions if not _unclassified(r)}
+        dataset.classes = [c for c in dataset.class_names() if c in named]
 
 
 def _unclassified(region: Region) -> bool:

@@ -9,6 +9,7 @@ Facts about the format: ``docs/formats.md``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 from .model import Dataset, FormatError
@@ -36,13 +37,15 @@ from .via_write import (
     to_via_export,
     to_via_project,
     via_attribute_definitions,
+    with_class_attribute,
 )
 
 #: The public names of the format, read and written (the rest is private to its modules).
 __all__ = [
     "CLASS_ATTRIBUTE_CANDIDATES", "NO_ANOMALY_ATTRIBUTE", "REVIEWED_ATTRIBUTE", "ImportOptions",
-    "checkbox_classes", "detect_format", "export_warnings", "image_entry", "read_via",
-    "rounded_polygons", "to_via_export", "to_via_project", "via_attribute_definitions",
+    "checkbox_classes", "class_attribute_setting", "detect_format", "export_warnings",
+    "image_entry", "read_via", "rounded_polygons", "to_via_export", "to_via_project",
+    "via_attribute_definitions", "with_class_attribute",
 ]  # fmt: skip
 
 
@@ -77,6 +80,15 @@ def detect_format(data: Any) -> str | None:
 # --------------------------------------------------------------------------- public API
 
 
+def class_attribute_setting(settings: Any) -> str | None:
+    """The region attribute a VIA 2 project's settings name as the class attribute
+    (``_via_settings.project.class_attribute``, written by napari-bioanomaly when the
+    class is not in ``class``; see :func:`~.via_write.to_via_project`), if any."""
+    project = settings.get("project") if isinstance(settings, dict) else None
+    name = project.get("class_attribute") if isinstance(project, dict) else None
+    return name if isinstance(name, str) and name.strip() else None
+
+
 def read_via(
     data: Any, file: str = "", options: ImportOptions | None = None
 ) -> tuple[Dataset, ImportReport]:
@@ -95,6 +107,11 @@ def read_via(
     if fmt is None or fmt == "coco":
         raise FormatError(f"{file or 'data'}: not a VIA annotation file")
     report = ImportReport(file=file, format=fmt)
+    if fmt == "via2-project" and options.class_attribute is None:
+        # the class attribute chosen in napari-bioanomaly (see :func:`class_attribute_setting`)
+        recorded = class_attribute_setting(data.get("_via_settings"))
+        if recorded is not None:
+            options = dataclasses.replace(options, class_attribute=recorded)
     parser = _Parser(options, report)
     if fmt == "via3-project":
         _parse_via3(data, parser)

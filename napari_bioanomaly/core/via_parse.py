@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -235,6 +236,8 @@ class _Parser:
         self.pending: list[tuple[ImageRecord, np.ndarray, Any, tuple[Any, ...], Any]] = []
         #: regions with no class attribute at all (reported once, in :meth:`dataset`)
         self.unlabelled = 0
+        #: the attributes those regions had, with how many had each
+        self.unlabelled_with: Counter[str] = Counter()
         #: class attributes whose values were checkbox objects, with the option ids seen
         self.checkboxes: dict[str, dict[str, None]] = {}
         #: option ids of the attributes the file defines as checkboxes (VIA 2 projects)
@@ -369,6 +372,7 @@ class _Parser:
         key = self.class_key(rest)
         if key is None:
             self.unlabelled += 1
+            self.unlabelled_with.update(k for k, v in rest.items() if isinstance(v, (str, dict)))
             return FALLBACK_CLASS, None, rest, score, source, ""
         value = rest.pop(key)
         if isinstance(value, dict):
@@ -551,9 +555,16 @@ class _Parser:
                             "of other formats")  # fmt: skip
         if self.unlabelled:
             have = "has" if self.unlabelled == 1 else "have"
-            self.report.add("class", f"{counted(self.unlabelled, 'region')} {have} no class "
-                            f"attribute: shown as {FALLBACK_CLASS!r}, written back without "
-                            "one")  # fmt: skip
+            wanted = self.options.class_attribute
+            looked = repr(wanted) if wanted else ", ".join(CLASS_ATTRIBUTE_CANDIDATES)
+            text = (f"{counted(self.unlabelled, 'region')} {have} no class attribute "
+                    f"({looked}): shown as {FALLBACK_CLASS!r}, written back without "
+                    "one")  # fmt: skip
+            if self.unlabelled_with:
+                names = ", ".join(repr(n) for n, _ in self.unlabelled_with.most_common(5))
+                text += (f"; their attributes: {names} (choose the one holding the class "
+                         "with --class-attribute, or under Classes in Annotate)")  # fmt: skip
+            self.report.add("class", text)
         images = list(self.images.values())
         ds = Dataset(images=images)
         if self.class_sources:

@@ -281,6 +281,21 @@ def via_attribute_definitions(dataset: Dataset) -> dict[str, Any]:
     return attrs
 
 
+def with_class_attribute(settings: dict[str, Any], class_attribute: str) -> dict[str, Any]:
+    """VIA 2 project settings (a copy; the defaults where ``settings`` is empty) recording
+    ``class_attribute`` as the class attribute chosen (``project.class_attribute``, read
+    back by :func:`~.via.class_attribute_setting`) and as the attribute VIA labels and
+    colours regions by."""
+    out = copy.deepcopy(settings) or _default_settings(class_attribute)
+    project = out.setdefault("project", {})
+    if isinstance(project, dict):
+        project["class_attribute"] = class_attribute
+    image = object_at(out, "ui").get("image")
+    if isinstance(image, dict):
+        image["region_label"] = image["region_color"] = class_attribute
+    return out
+
+
 def to_via_project(dataset: Dataset, cached: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A VIA 2.0.10 project: settings, metadata, attribute definitions, image order.
 

@@ -13,6 +13,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
     QCheckBox,
+    QComboBox,
     QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
@@ -189,11 +190,22 @@ class ClassesPanel(QGroupBox):
         annotator: AnnotatorRef,
         on_error: Callable[[str], None],
         on_options: Callable[[], None],
+        on_attribute: Callable[[str], object],
     ) -> None:
         super().__init__("Classes")
         self._annotator = annotator
         self._on_error = on_error
         box = QVBoxLayout(self)
+        self.attribute_combo = QComboBox()
+        self.attribute_combo.setToolTip(
+            "the region attribute the classes are read from: VIA files name it as their "
+            "annotators chose (class, type, defect, ...); the choice is saved with the file"
+        )
+        self._on_attribute = on_attribute
+        self.attribute_combo.activated.connect(self._attribute_chosen)
+        row = QFormLayout()
+        row.addRow("classes from", self.attribute_combo)
+        box.addLayout(row)
         self.class_list = QListWidget()
         self.class_list.setMinimumHeight(140)
         self.class_list.currentTextChanged.connect(self._on_class_chosen)
@@ -238,6 +250,15 @@ class ClassesPanel(QGroupBox):
             if name == current:
                 self.class_list.setCurrentItem(item)
         self.class_list.blockSignals(False)
+        session = annotator.session
+        self.attribute_combo.blockSignals(True)
+        self.attribute_combo.clear()
+        self.attribute_combo.addItems(session.class_attributes())
+        self.attribute_combo.setCurrentText(session.dataset.class_attribute)
+        self.attribute_combo.blockSignals(False)
+
+    def _attribute_chosen(self, index: int) -> None:
+        self._on_attribute(self.attribute_combo.itemText(index))
 
     def lists(self, names: list[str]) -> bool:
         """Whether every one of ``names`` is in the list."""

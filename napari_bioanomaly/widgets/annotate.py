@@ -133,11 +133,14 @@ class AnnotateWidget(QWidget):
         layout.addWidget(panel)
 
         self.image_panel = CurrentImagePanel(lambda: self.annotator, self._error)
-        self.classes_panel = ClassesPanel(lambda: self.annotator, self._error, self._on_options)
+        self.classes_panel = ClassesPanel(
+            lambda: self.annotator, self._error, self._on_options, self.set_class_attribute
+        )
         for panel, names in (
             (self.image_panel, ("image_label", "no_anomaly_box", "attr_table", "region_table",
                                 "size_warning", "undo_button")),
-            (self.classes_panel, ("class_list", "polyline_spin", "min_area_spin")),
+            (self.classes_panel, ("class_list", "attribute_combo", "polyline_spin",
+                                  "min_area_spin")),
         ):  # fmt: skip
             for name in names:
                 setattr(self, name, getattr(panel, name))  # as tests and scripts know them
@@ -227,6 +230,12 @@ class AnnotateWidget(QWidget):
         self._set_enabled(True)
         self.resume_button.setVisible(False)
         self._on_image_changed(session.current)
+        self._say_opened()
+        return True
+
+    def _say_opened(self) -> None:
+        """The status line of the open dataset: its file, format, import issues, notes."""
+        session = self._session
         report = session.report
         problems = len(session.problems)
         # the folder too: several datasets are all annotations.json
@@ -243,7 +252,6 @@ class AnnotateWidget(QWidget):
             text += "; " + ", ".join(said)
         self.status_label.setText(text)
         self.status_label.setToolTip("\n".join([str(session.path), *report.summary(5)[:60]]))
-        return True
 
     def _bind_keys(self) -> None:
         """:data:`SHORTCUTS` on the viewer, until this widget closes (see ``bind_keys``)."""
@@ -450,6 +458,22 @@ class AnnotateWidget(QWidget):
 
     def rename_class(self, old: str, new: str) -> None:
         self.classes_panel.rename(old, new)
+
+    def set_class_attribute(self, name: str) -> bool:
+        """Read the classes from the region attribute ``name`` (Classes > classes from):
+        every region again, the one on screen too; saved with the choice."""
+        if self.annotator is None or name == self._session.dataset.class_attribute:
+            return False
+        report = self.annotator.set_class_attribute(name)
+        self._fill_classes()
+        self._fill_images()
+        self._on_image_changed(self._session.current)
+        ds = self._session.dataset
+        text = f"classes read from {name!r}: {counted(len(ds.classes), 'class', 'classes')}"
+        said = [w for w in report.warnings if "no class attribute" in w]
+        self._info("; ".join([text, *said]))
+        self._say_opened()  # the import issues of the classes are the new choice's
+        return True
 
     def _remove_class(self) -> None:
         self.classes_panel.remove_current()

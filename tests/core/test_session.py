@@ -623,3 +623,65 @@ def test_edits_of_a_coco_import_keep_its_category_ids(tmp_path):
     assert exported(again.dataset) == [("dust", "debris", 7)]
     read, _ = annotations.load(path)  # as the CLI reads it
     assert exported(read) == [("dust", "debris", 7)]
+
+
+def _defect_project(tmp_path):
+    """A VIA project whose classes are under ``defect``, beside a ``severity``."""
+    from PIL import Image
+
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "a.png")
+    regions = [
+        {"shape_attributes": {"name": "rect", "x": 5 + 30 * i, "y": 5, "width": 20, "height": 20},
+         "region_attributes": {"defect": cls, "severity": sev}}
+        for i, (cls, sev) in enumerate([("scratch", "high"), ("dust", "low")])
+    ]  # fmt: skip
+    project = {
+        "_via_settings": {"ui": {"image": {"region_label": "__via_region_id__"}},
+                          "core": {}, "project": {"name": "lab"}},
+        "_via_img_metadata": {"a.png-1": {"filename": "a.png", "size": -1, "regions": regions,
+                                          "file_attributes": {}}},
+        "_via_attributes": {"region": {
+            "defect": {"type": "dropdown", "options": {"scratch": "", "dust": "", "hair": ""}},
+            "severity": {"type": "text"}}, "file": {}},
+    }  # fmt: skip
+    path = tmp_path / "project.json"
+    path.write_text(json.dumps(project))
+    return path
+
+
+def test_the_class_attribute_chosen_in_annotate_is_read_again_everywhere(tmp_path):
+    """A VIA file with its classes under ``defect`` (and a ``severity`` beside): every
+    region was 'anomaly', said as having no class attribute. Chosen, the classes are read
+    from it, the choice is saved in the project's settings (VIA then labels regions by it
+    too), and the file is read the same way by a new session and by the CLI."""
+    from napari_bioanomaly.core import annotations
+
+    path = _defect_project(tmp_path)
+    session = AnnotationSession.open(path)
+    assert [r.label for r in session.dataset.regions] == ["anomaly", "anomaly"]
+    (said,) = [w for w in session.report.warnings if "no class attribute" in w]
+    assert "'defect', 'severity'" in said and "--class-attribute" in said
+    assert set(session.class_attributes()) >= {"defect", "severity"}
+
+    report = session.set_class_attribute("defect")
+    assert not [w for w in report.warnings if "no class attribute" in w]
+    assert not [w for w in session.report.warnings if "no class attribute" in w]
+    ds = session.dataset
+    assert [r.label for r in ds.regions] == ["scratch", "dust"]
+    assert [r.attributes for r in ds.regions] == [{"severity": "high"}, {"severity": "low"}]
+    assert ds.classes == ["scratch", "dust", "hair"]  # the options the file defines
+    assert session.dirty and session.save() == path
+    settings = json.loads(path.read_text())["_via_settings"]
+    assert settings["project"] == {"name": "lab", "class_attribute": "defect"}
+    assert settings["ui"]["image"]["region_label"] == "defect"
+
+    again = AnnotationSession.open(path)
+    assert [r.label for r in again.dataset.regions] == ["scratch", "dust"]
+    read, _ = annotations.load(path)
+    assert [r.label for r in read.regions] == ["scratch", "dust"]
+
+    # and back: the classes from defect go back under it, severity becomes the class
+    again.set_class_attribute("severity")
+    assert [r.label for r in again.dataset.regions] == ["high", "low"]
+    assert [r.attributes for r in again.dataset.regions] == [{"defect": "scratch"},
+                                                              {"defect": "dust"}]  # fmt: skip

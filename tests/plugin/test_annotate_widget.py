@@ -338,6 +338,38 @@ def test_classes_can_be_added_renamed_and_removed(widget, dataset_dir):
     assert "fibre" not in widget.annotator.session.dataset.classes
 
 
+def test_the_classes_can_be_read_from_an_attribute_the_file_chose(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+):
+    """A VIA file with its classes under ``defect``: every region showed as 'anomaly' and
+    nothing in Annotate could say otherwise. Classes > classes from: ``defect`` reads them
+    (the region on screen too), saved with the choice, and said."""
+    from tests.core.test_session import _defect_project
+
+    path = _defect_project(tmp_path)
+    w = AnnotateWidget(make_napari_viewer())
+    qtbot.addWidget(w)
+    assert w.open_path(path)
+    assert "import issue" in w.status_label.text()  # the regions with no class attribute
+    combo = w.attribute_combo
+    names = [combo.itemText(i) for i in range(combo.count())]
+    assert {"defect", "severity"} <= set(names) and combo.currentText() == "class"
+    said = []
+    monkeypatch.setattr(w, "_info", said.append)
+    combo.setCurrentIndex(names.index("defect"))
+    combo.activated.emit(names.index("defect"))  # as a click on it does
+    assert list(w.annotator.shapes_layer.features["class"]) == ["scratch", "dust"]
+    assert [w.class_list.item(i).text() for i in range(w.class_list.count())] == [
+        "scratch", "dust", "hair"]  # fmt: skip
+    assert said == ["classes read from 'defect': 3 classes"]
+    assert "import issue" not in w.status_label.text()  # said of the old choice
+    saved = json.loads(path.read_text())
+    assert saved["_via_settings"]["project"]["class_attribute"] == "defect"
+    assert [r["region_attributes"] for r in saved["_via_img_metadata"]["a.png-1"]["regions"]] == [
+        {"defect": "scratch", "severity": "high"}, {"defect": "dust", "severity": "low"}]  # fmt: skip
+    assert combo.currentText() == "defect"
+
+
 def test_renaming_a_checkbox_option_renames_it_in_combinations_on_screen(widget):
     from napari_bioanomaly.core.via_parse import join_options
 

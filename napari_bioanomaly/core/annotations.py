@@ -623,14 +623,17 @@ def open_dataset(
 
 def per_image_losses(dataset: Dataset, fmt: str) -> list[str]:
     """What the files of one image each (``masks``, ``imagej``, ``geojson``) do not keep
-    of ``dataset``, said as warnings: file attributes, the images without regions and
-    their "checked: no anomaly" marks, (Fiji ROI sets) region scores and sources, and
-    (Fiji ROI sets, label masks) region attributes."""
+    of ``dataset``, said as warnings: file attributes, "reviewed" marks, the images
+    without regions and their "checked: no anomaly" marks, (Fiji ROI sets) region scores
+    and sources, and (Fiji ROI sets, label masks) region attributes."""
     out = []
     what = {"masks": "label masks", "imagej": "Fiji ROI sets", "geojson": "GeoJSON files"}[fmt]
     names = sorted({k for im in dataset.images for k in im.file_attributes})
     if names:
         out.append(f"{what} keep no file attributes: {', '.join(names)} not written")
+    reviewed = sum(im.reviewed for im in dataset.images if im.regions or fmt == "masks")
+    if reviewed:
+        out.append(f"{what} keep no 'reviewed' marks: {counted(reviewed, 'image')} had one")
     empty = [im for im in dataset.images if not im.regions]
     if empty and fmt != "masks":  # an empty mask is written; an empty ROI set is not
         checked = sum(1 for im in empty if im.no_anomaly)

@@ -353,6 +353,9 @@ def test_per_image_exports_say_what_they_do_not_keep(tmp_path, capsys):
     assert masks == ["label masks keep no file attributes: cell_line, qc not written"]
     _, none = annotations.save(ds, tmp_path / "a.json", "via-project")
     assert none == []
+    ds.images[0].reviewed = True  # said too (it was lost without a word)
+    _, geo = annotations.save(ds, tmp_path / "geo2", "geojson")
+    assert "GeoJSON files keep no 'reviewed' marks: 1 image had one" in geo
     annotations.save(ds, tmp_path / "ann.json", "via-project")
     assert main(["convert", str(tmp_path / "ann.json"), "--to", "imagej",
                  str(tmp_path / "roi2")]) == 0  # fmt: skip

@@ -371,7 +371,12 @@ class Annotator:
         except DiskChanged as exc:
             choice = self.on_conflict(exc)
             if choice == "reload":
-                self.session.reload()
+                try:
+                    self.session.reload()
+                except (OSError, BioAnomalyError) as err:  # gone or unreadable since
+                    self.message.emit(f"{self.session.path.name} not reloaded: {err} "
+                                      "(changes not saved yet)")  # fmt: skip
+                    return
                 self._fill_shapes(self.session.image.regions)
                 self.regions_changed.emit()
                 self.reloaded.emit()

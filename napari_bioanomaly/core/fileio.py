@@ -26,7 +26,12 @@ except ImportError:  # pragma: no cover - orjson is a dependency, but the core m
 
 
 class DiskChanged(BioAnomalyError):
-    """A file was changed on disk by someone else since we read or wrote it."""
+    """A file was changed on disk by someone else since we read or wrote it (``gone``: it
+    is no longer there, moved or deleted)."""
+
+    def __init__(self, message: str, gone: bool = False) -> None:
+        super().__init__(message)
+        self.gone = gone
 
 
 class WriteError(BioAnomalyError, OSError):
@@ -172,10 +177,18 @@ def replace_if_unchanged(
     """
     path = Path(path)
     with file_lock(path):
-        if not force and file_digest(path) != expected:
+        now = file_digest(path) if not force else expected
+        if now is None and expected is not None:
+            raise DiskChanged(
+                f"{path}: no longer there: moved or deleted by another program since it "
+                "was read; save it there again, or save a copy elsewhere",
+                gone=True,
+            )
+        if now != expected:
             raise DiskChanged(
                 f"{path}: changed on disk by another program since it was read; "
-                "reload it, or save over it (the other version is kept as .bak)"
+                "reload it, or save over it (the other version is kept as an earlier "
+                "version, and as .bak)"
             )
         atomic_write(path, raw)
     return digest(raw)

@@ -525,13 +525,16 @@ class AnnotationSession:
         """Write the dataset as a VIA 2 project (atomic, previous file kept as ``.bak``).
 
         Does nothing when nothing changed. Raises :class:`DiskChanged` instead of
-        overwriting a file someone else changed, unless ``force`` (their version
-        is then the ``.bak``).
+        overwriting a file someone else changed (or writing one they moved away),
+        unless ``force`` (their version is then kept among the earlier versions, see
+        :mod:`.history`, and as the ``.bak``).
         """
         if not self.dirty and not force:
             return None
         raw = self._serialise()
-        history.keep_version(self.path)  # every INTERVAL, the version this save replaces
+        # every INTERVAL, the version this save replaces; always another program's version
+        # saved over (the .bak alone lasted until the next edit)
+        history.keep_version(self.path, force=force)
         self._disk = replace_if_unchanged(self.path, raw, self._disk, force)
         self.dirty = False
         self._remember()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QEvent, QObject, Qt
 from qtpy.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -165,15 +166,21 @@ def conflict_box(parent: QWidget, exc: Exception) -> tuple[Any, dict[str, Any]]:
 
     box = QMessageBox(parent)
     box.setIcon(QMessageBox.Icon.Warning)
-    box.setWindowTitle("Annotation file changed on disk")
     box.setText(str(exc))
     role = QMessageBox.ButtonRole
-    buttons = {
-        "reload": box.addButton("Reload theirs (drop my changes)", role.DestructiveRole),
-        "overwrite": box.addButton("Keep mine (theirs kept as .bak)", role.AcceptRole),
-        "copy": box.addButton("Save mine as a copy, then reload theirs", role.ActionRole),
-        "later": box.addButton("Decide later", role.RejectRole),
-    }
+    if getattr(exc, "gone", False):  # moved or deleted: there is no "theirs" to reload
+        box.setWindowTitle("Annotation file moved or deleted")
+        buttons = {"overwrite": box.addButton("Save mine there again", role.AcceptRole)}
+    else:
+        box.setWindowTitle("Annotation file changed on disk")
+        buttons = {
+            "reload": box.addButton("Reload theirs (drop my changes)", role.DestructiveRole),
+            "overwrite": box.addButton(
+                "Keep mine (theirs kept as an earlier version)", role.AcceptRole
+            ),
+            "copy": box.addButton("Save mine as a copy, then reload theirs", role.ActionRole),
+        }
+    buttons["later"] = box.addButton("Decide later", role.RejectRole)
     return box, buttons
 
 
@@ -225,9 +232,10 @@ def ask_save_failed(parent: QWidget, exc: Exception, annotator: Any) -> Path | N
 
 def ask_conflict(parent: QWidget, exc: Exception, annotator: Any) -> str:
     """Ask what to do when the annotation file changed on disk since it was read:
-    ``"reload"`` (theirs), ``"overwrite"`` (mine; theirs kept as ``.bak``), or
-    ``"later"``. "Save mine as a copy" writes this session to a file the user
-    chooses, then reloads theirs: both versions are kept."""
+    ``"reload"`` (theirs), ``"overwrite"`` (mine; theirs kept as an earlier version), or
+    ``"later"`` (a file moved or deleted: ``"overwrite"`` writes it there again). "Save
+    mine as a copy" writes this session to a file the user chooses, then reloads theirs:
+    both versions are kept."""
     from qtpy.QtWidgets import QFileDialog
 
     box, buttons = conflict_box(parent, exc)
@@ -243,3 +251,70 @@ def ask_conflict(parent: QWidget, exc: Exception, annotator: Any) -> str:
         session.save_copy(path)
         return "reload"
     return choice
+
+
+class _QuitGuard(QObject):
+    """Asks before napari's window closes with annotations not saved (a conflict answered
+    "Decide later", a folder that cannot be written): closing the window calls no dock
+    widget's close, and those changes were lost without a word."""
+
+    def __init__(self, viewer: Any, window: QWidget) -> None:
+        super().__init__(window)
+        self._viewer = weakref.ref(viewer)
+
+    def eventFilter(self, obj: Any, event: Any) -> bool:
+        if event.type() != QEvent.Type.Close or not obj.isVisible():
+            return False  # a window never shown (scripts, tests) has nobody to ask
+        viewer = self._viewer()
+        if viewer is None or not (left := unsaved_annotations(viewer)):
+            return False
+        if ask_close_unsaved(obj, left):
+            return False
+        event.ignore()
+        return True
+
+
+def guard_quit(viewer: Any) -> None:
+    """Install (once per window) the question of :class:`_QuitGuard` on ``viewer``'s
+    main window."""
+    window = getattr(getattr(viewer, "window", None), "_qt_window", None)
+    if window is None or getattr(window, "_bioanomaly_quit_guard", None) is not None:
+        return
+    guard = _QuitGuard(viewer, window)
+    window._bioanomaly_quit_guard = guard
+    window.installEventFilter(guard)
+
+
+def unsaved_annotations(viewer: Any) -> list[Path]:
+    """The annotation files of ``viewer`` whose changes are still not saved after one more
+    try (each annotator saves what is on screen; a conflict asks its question again)."""
+    from .._workspace import workspace_for
+
+    left = []
+    for annotator, _ in list(workspace_for(viewer).views.values()):
+        if annotator.shapes_layer is not None:
+            annotator.sync()  # the shapes on screen into the session, then saved
+        else:
+            annotator.autosave()
+        if annotator.session.dirty:
+            left.append(annotator.session.path)
+    return left
+
+
+def ask_close_unsaved(parent: QWidget, paths: list[Path]) -> bool:
+    """Whether to close napari although the changes of ``paths`` are not saved."""
+    from qtpy.QtWidgets import QMessageBox
+
+    box = QMessageBox(parent)
+    box.setIcon(QMessageBox.Icon.Warning)
+    box.setWindowTitle("Annotations not saved")
+    names = "\n".join(str(p) for p in paths)
+    box.setText(f"Changes not saved (closing napari loses them):\n{names}\n\nTo keep them: "
+                "Cancel, then write them elsewhere with Annotate's Export... (VIA 2 "
+                "project); a file changed on disk asks again (keep mine, save mine as a "
+                "copy) at the next edit or close.")  # fmt: skip
+    role = QMessageBox.ButtonRole
+    close = box.addButton("Close and lose them", role.DestructiveRole)
+    box.addButton("Cancel", role.RejectRole)
+    box.exec_() if hasattr(box, "exec_") else box.exec()
+    return box.clickedButton() is close

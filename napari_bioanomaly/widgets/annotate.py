@@ -46,6 +46,7 @@ from ._common import (
     ask_save_failed,
     compact_dock_tabs,
     export_and_say,
+    guard_quit,
     scrolled_layout,
 )
 from ._launch import error_text, launch
@@ -71,6 +72,7 @@ class AnnotateWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.workspace = workspace_for(napari_viewer)
+        guard_quit(napari_viewer)  # asks before napari closes with annotations not saved
         self.annotator: Annotator | None = None
         self._qc_worker: Any = None
         self._qc_session: AnnotationSession | None = None

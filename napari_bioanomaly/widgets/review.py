@@ -46,6 +46,7 @@ from ._common import (
     ask_save_failed,
     button_row,
     export_dataset,
+    guard_quit,
     scrolled_layout,
     slot,
     with_browse,
@@ -80,6 +81,7 @@ class ReviewWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.workspace = workspace_for(napari_viewer)
+        guard_quit(napari_viewer)  # asks before napari closes with annotations not saved
         self.annotator: Annotator | None = None
         self._closed = False  # closed while a job ran: its end opens nothing
         self.review: ReviewSession | None = None

@@ -102,6 +102,44 @@ def test_file_changed_on_disk_is_never_overwritten_silently(dataset_dir):
     assert saved(dataset_dir)["img_000.tif"]["regions"][0]["region_attributes"]["class"] == "dust"
 
 
+def test_their_version_saved_over_outlasts_the_next_save(dataset_dir):
+    """Keep mine: the other program's version was only the .bak, which the next ordinary
+    save replaced (a colleague's qc flags of every image, gone). It is kept among the
+    earlier versions too, however recent the last one."""
+    from napari_bioanomaly.core import fileio, history
+
+    path = dataset_dir / "annotations.json"
+    session = AnnotationSession.open(dataset_dir)
+    session.set_regions([Region(square(), "dust")], 0)
+    session.save()  # the first save keeps a version: the next one is not due for minutes
+    theirs = json.loads(path.read_text())
+    theirs["_via_settings"]["project"]["name"] = "theirs"
+    path.write_text(json.dumps(theirs))
+    session.set_regions([Region(square(30), "hair")], 1)
+    with pytest.raises(DiskChanged):
+        session.save()
+    session.save(force=True)  # keep mine
+    session.set_regions([Region(square(50), "dust")], 2)
+    assert session.save()  # the .bak is now this save's
+    assert json.loads(fileio.backup_path(path).read_text()) != theirs
+    kept = [json.loads(v.read_text()) for v in history.versions(path)]
+    assert theirs in kept
+
+
+def test_a_file_moved_away_is_said_so_not_said_changed(dataset_dir):
+    """The annotation file was moved or deleted while open: the save refuses as for a
+    change, saying so (it said 'changed on disk', theirs kept as .bak: there is none)."""
+    path = dataset_dir / "annotations.json"
+    session = AnnotationSession.open(dataset_dir)
+    path.rename(dataset_dir / "moved.json")
+    session.set_regions([Region(square(), "dust")], 0)
+    with pytest.raises(DiskChanged, match="no longer there: moved or deleted") as caught:
+        session.save()
+    assert caught.value.gone and not path.exists()
+    session.save(force=True)  # save it there again
+    assert saved(dataset_dir)["img_000.tif"]["regions"][0]["region_attributes"]["class"] == "dust"
+
+
 def test_reload_discards_changes(dataset_dir):
     session = AnnotationSession.open(dataset_dir)
     n = len(session.dataset.images[0].regions)

@@ -295,6 +295,76 @@ def test_conflict_dialog_can_keep_both_versions(both, dataset_dir, tmp_path, mon
     assert _common.ask_conflict(annotate, exc, annotator) == "later"  # no file chosen
 
 
+def test_a_file_moved_away_is_asked_about_as_such(both, dataset_dir, monkeypatch):
+    """The annotation file was moved away while open: the dialog says so and offers to
+    save it there again (it offered 'Reload theirs', which raised FileNotFoundError out of
+    the autosave, and 'theirs kept as .bak'); a reload that fails is said, not raised."""
+    from qtpy.QtWidgets import QMessageBox
+
+    from napari_bioanomaly.widgets import _common
+
+    _, annotate, _ = both
+    annotator = annotate.annotator
+    (dataset_dir / "annotations.json").rename(dataset_dir / "elsewhere.json")
+    shown = {}
+
+    def click(box):
+        shown["title"], shown["buttons"] = box.windowTitle(), [b.text() for b in box.buttons()]
+        box.clickedButton = lambda: box.buttons()[0]
+        return 0
+
+    monkeypatch.setattr(QMessageBox, "exec", click)
+    monkeypatch.setattr(QMessageBox, "exec_", click, raising=False)
+    annotator.on_conflict = lambda exc: _common.ask_conflict(annotate, exc, annotator)
+    annotator.session.set_regions([Region(square(20, 20, 10), "dust")], 0)
+    annotator.autosave()
+    assert shown == {"title": "Annotation file moved or deleted",
+                     "buttons": ["Save mine there again", "Decide later"]}  # fmt: skip
+    assert (dataset_dir / "annotations.json").is_file() and not annotator.session.dirty
+    said = []
+    annotator.message.connect(said.append)
+    (dataset_dir / "annotations.json").unlink()
+    annotator.session.set_regions([], 0)
+    annotator.on_conflict = lambda exc: "reload"  # as a dialog of before offered
+    annotator.autosave()
+    assert annotator.session.dirty and "not reloaded" in said[-1]
+
+
+def test_closing_napari_with_annotations_not_saved_asks_first(both, dataset_dir, monkeypatch):
+    """A conflict answered "Decide later", then napari's window closed: no dock widget's
+    close runs, and the edits were lost without a word. The close tries to save once more
+    (the conflict is asked again), then names the file and closes only if told to."""
+    from qtpy.QtWidgets import QMessageBox
+
+    viewer, annotate, _ = both
+    window = viewer.window._qt_window
+    window.show()
+    annotator = annotate.annotator
+    asked = []
+    annotator.on_conflict = lambda exc: asked.append(exc) or "later"
+    theirs = json.loads((dataset_dir / "annotations.json").read_text())
+    theirs["_via_settings"]["project"]["name"] = "theirs"
+    (dataset_dir / "annotations.json").write_text(json.dumps(theirs))
+    annotator.session.set_regions([Region(square(20, 20, 10), "dust")], 0)
+    annotator.autosave()
+    assert annotator.session.dirty and len(asked) == 1
+    shown, answer = [], {"text": "Cancel"}
+
+    def click(box):
+        shown.append(box.text())
+        box.clickedButton = lambda: next(b for b in box.buttons() if b.text() == answer["text"])
+        return 0
+
+    monkeypatch.setattr(QMessageBox, "exec", click)
+    monkeypatch.setattr(QMessageBox, "exec_", click, raising=False)
+    assert not window.close() and window.isVisible()  # cancelled: napari stays open
+    assert len(asked) == 2  # saving was tried again, the conflict asked again
+    assert str(dataset_dir / "annotations.json") in shown[0] and annotator.session.dirty
+    answer["text"] = "Close and lose them"
+    assert window.close()
+    annotator.session.dirty = False  # as lost: the fixture's teardown saves nothing
+
+
 def test_a_region_without_a_class_stays_so_through_the_layer_features():
     from napari_bioanomaly._layers import region_from_row, region_row
 

@@ -451,24 +451,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import csv
     import io
 
-    from .core.evaluate import empty_note, empty_truth_note, evaluate, paired, unread_notes
+    from .core.evaluate import (
+        empty_note,
+        empty_truth_note,
+        evaluate,
+        paired,
+        pairing_notes,
+        unread_notes,
+    )
     from .core.fileio import atomic_write
 
     gt, _ = annotation_files.load(args.gt, args.images, read_images=True)
     pred, _ = annotation_files.load(args.pred, args.images or gt.root, read_images=False)
     pairs = paired(gt, pred)
+    # what the Review widget says of the same two files (pairing_notes)
+    notes = pairing_notes(gt, pred, pairs, args.gt, args.pred)
     if gt.images and not pairs:
-        raise BioAnomalyError(
-            f"{args.pred}: none of its {counted(len(pred.images), 'image')} is one of the "
-            f"{len(gt.images)} of {args.gt} (e.g. {pred.images[0].filename!r} and "
-            f"{gt.images[0].filename!r}): predictions of other images?"
-            if pred.images
-            else f"{args.pred}: holds no images"
-        )
-    if len(pairs) < len(gt.images):
-        print(f"warning: {len(gt.images) - len(pairs)} of {len(gt.images)} ground-truth "
-              f"images are not in {args.pred}: scored as predicting nothing there",
-              file=sys.stderr)  # fmt: skip
+        raise BioAnomalyError(notes[0])
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
     excluded = [v for v in (args.exclude or "").split(",") if v]
     if args.group_by and not any(args.group_by in im.file_attributes for im in gt.images):
         print(f"warning: no ground-truth image has the file attribute {args.group_by!r}: "

@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -528,6 +529,86 @@ def paired(gt: Dataset, pred: Dataset) -> dict[str, ImageRecord]:
         if gt_bases[base] == 1 and pred_bases[base] == 1:
             pairs[name] = by_base[base]
     return pairs
+
+
+def pairing_notes(
+    gt: Dataset,
+    pred: Dataset,
+    pairs: Mapping[str, ImageRecord],
+    gt_name: str | Path,
+    pred_name: str | Path,
+    names: Sequence[str] | None = None,
+    limit: int = 3,
+) -> list[str]:
+    """What ``evaluate`` and the Review widget say of how :func:`paired` paired the files.
+
+    Parameters
+    ----------
+    gt, pred
+        The ground truth and the predictions.
+    pairs
+        :func:`paired` of the two.
+    gt_name, pred_name
+        The two files, as they are named to the user.
+    names
+        The ground-truth images scored: every one (``evaluate``), or those under review.
+    limit
+        How many images a line names; the others are counted.
+
+    Returns
+    -------
+    list[str]
+        No line when every image scored has predictions and every prediction an image;
+        else, where nothing pairs at all, one line (``evaluate`` refuses the files with
+        it); or a line for the ground-truth images without predictions (scored as
+        predicting nothing), one for the predicted images that are not in the ground
+        truth (left out), and one for those whose name without its folder is several
+        images' (paired with none, as :func:`paired` leaves them).
+    """
+    if names is None:
+        names = [im.filename for im in gt.images]
+    if names and not pairs:
+        if not pred.images:
+            return [f"{pred_name}: holds no images"]
+        return [
+            f"{pred_name}: none of its {counted(len(pred.images), 'image')} is one of the "
+            f"{len(names)} of {gt_name} (e.g. {pred.images[0].filename!r} and {names[0]!r}): "
+            "predictions of other images?"
+        ]
+    lines = []
+    missing = [n for n in names if n not in pairs]
+    if missing:
+        lines.append(f"{len(missing)} of {len(names)} ground-truth images are not in "
+                     f"{pred_name}: scored as predicting nothing there")  # fmt: skip
+    used = {im.filename for im in pairs.values()}
+    predicted = {im.filename for im in pred.images}
+    unpaired = sorted(predicted - used)
+    # a name without its folder that an unpaired ground-truth image has too: several
+    # images' on one side or the other, so paired with none
+    unpaired_gt: dict[str, list[str]] = defaultdict(list)
+    for im in gt.images:
+        if im.filename not in pairs:
+            unpaired_gt[_base(im.filename)].append(im.filename)
+    several = [n for n in unpaired if _base(n) in unpaired_gt]
+    others = [n for n in unpaired if _base(n) not in unpaired_gt]
+    sides: dict[str, list[str]] = defaultdict(list)  # the predictions of each such name
+    for name in several:
+        sides[_base(name)].append(name)
+
+    def named(items: Sequence[str]) -> str:
+        more = f" and {len(items) - limit} more" if len(items) > limit else ""
+        return ", ".join(items[:limit]) + more
+
+    if others:
+        lines.append(f"{len(others)} of {len(predicted)} images of {pred_name} are not in "
+                     f"{gt_name}: left out of the scores ({named(others)})")  # fmt: skip
+    if several:
+        which = [f"{', '.join(unpaired_gt[base])} ~ {', '.join(of_base)}"
+                 for base, of_base in sides.items()]  # fmt: skip
+        lines.append(f"{counted(len(several), 'image')} of {pred_name} paired with none of "
+                     f"{gt_name}: several images have the name without its folder "
+                     f"({named(which)}); left out of the scores")  # fmt: skip
+    return lines
 
 
 class ImageCache:

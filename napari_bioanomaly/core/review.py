@@ -14,7 +14,13 @@ rescores every image without rasterising again. Corrections go through it:
 - **propose** replaces an image's predictions by the outlines of its anomaly map.
 
 The Review widget shows a ReviewSession; ``bioanomaly evaluate`` and the widget's
-tables share :func:`~.evaluate.report`, so both compute the same figures.
+tables share :func:`~.evaluate.report`, so both compute the same figures, and
+:func:`~.evaluate.paired`, so both score the same predictions of each image: those of the
+same name, else of the name without its folder (predictions of ``images/`` name
+``003.png`` what the ground truth calls ``images/003.png``). Until 2026-12-07 Review took
+the same name only: such predictions were drawn nowhere and scored as none, and it said
+nothing of images without predictions (it says what ``evaluate`` says now,
+:meth:`ReviewSession.pairing_notes`).
 """
 
 from __future__ import annotations
@@ -28,7 +34,16 @@ from typing import Any
 import numpy as np
 
 from . import annotations as annotation_files
-from .evaluate import ImageCache, ImageScore, Report, group_summaries, report, summarise
+from .evaluate import (
+    ImageCache,
+    ImageScore,
+    Report,
+    group_summaries,
+    paired,
+    pairing_notes,
+    report,
+    summarise,
+)
 from .fileio import atomic_write
 from .maps import read_heatmap, regions_from_probabilities
 from .model import BioAnomalyError, Dataset, ImageRecord, Region
@@ -119,6 +134,15 @@ class ReviewSession:
         self._heat: dict[str, np.ndarray] = {}
         #: file name -> position, per list of images (see _position)
         self._positions: dict[int, dict[str, int]] = {}
+        #: ground-truth file name -> the name of its predictions (see _pairs), and the
+        #: lists (and their lengths) it was paired for
+        self._paired: dict[str, str] = {}
+        self._paired_for: tuple[list[ImageRecord], int, list[ImageRecord], int] | None = None
+        #: empty predictions of the images the predictions file has none for: kept apart
+        #: (see prediction), as evaluate scores such an image
+        self._unpredicted: dict[str, ImageRecord] = {}
+        #: :meth:`pairing_notes`, and the images under review they were said of
+        self._notes: tuple[int, list[str]] | None = None
         #: :meth:`ground_truth_state` and what it was counted at (see _state_key)
         self._state: tuple[tuple[int, int, int], tuple[int, int, int]] | None = None
         for name in self.names:
@@ -154,15 +178,68 @@ class ReviewSession:
     def ground_truth(self, filename: str) -> ImageRecord:
         return self.gt.dataset.images[self._gt_position(filename)]
 
+    def _pairs(self) -> dict[str, str]:
+        """Each ground-truth image's predictions, by name: :func:`~.evaluate.paired`, as
+        ``evaluate`` pairs the two files (the same name, else the same name without its
+        folder where that is one image's on both sides), paired again when either list
+        of images changes."""
+        gt, pred = self.gt.dataset.images, self.predictions.images
+        key, sizes = self._paired_for, (len(gt), len(pred))
+        if key is None or key[0] is not gt or key[2] is not pred or (key[1], key[3]) != sizes:
+            pairs = paired(self.gt.dataset, self.predictions)
+            self._paired = {name: im.filename for name, im in pairs.items()}
+            self._paired_for = gt, len(gt), pred, len(pred)
+            self._notes = None
+        return self._paired
+
+    def predicted_name(self, filename: str) -> str | None:
+        """The name the predictions file gives the ground-truth image ``filename`` (its
+        own, or its name without its folder); None when it has no predictions of it."""
+        return self._pairs().get(filename)
+
     def prediction(self, filename: str) -> ImageRecord:
-        """The predictions of an image (an empty record is added for an image without)."""
-        i = self._position(self.predictions.images, filename)
-        if i is not None:
-            return self.predictions.images[i]
-        record = ImageRecord(filename)
-        self.predictions.images.append(record)
-        self._positions[id(self.predictions.images)][filename] = len(self.predictions.images) - 1
+        """The predictions of a ground-truth image: the predictions file's record paired
+        with it (see :meth:`_pairs`), edited in place and saved under its own name; an
+        image without gets an empty record kept apart, not put in the file (it would
+        say the model predicted nothing there, where it was never run)."""
+        name = self.predicted_name(filename)
+        if name is not None:
+            i = self._position(self.predictions.images, name)
+            if i is not None:
+                return self.predictions.images[i]
+        if filename not in self._unpredicted:
+            self._unpredicted[filename] = ImageRecord(filename)
+        return self._unpredicted[filename]
+
+    def _predicted(self, filename: str) -> ImageRecord:
+        """:meth:`prediction`, put in the predictions file where it is not (regions are
+        written into it: the image has predictions now)."""
+        record = self.prediction(filename)
+        if self._unpredicted.get(filename) is record:
+            del self._unpredicted[filename]
+            self.predictions.images.append(record)
         return record
+
+    def pairing_notes(self) -> list[str]:
+        """What ``evaluate`` says of the two files' images, of the images under review
+        (:func:`~.evaluate.pairing_notes`): ground-truth images without predictions
+        (scored as predicting nothing), predictions of images not in the ground truth
+        or whose name without its folder is several images' (left out), or that none
+        pairs at all. Empty when each image under review has predictions and each
+        prediction an image."""
+        names = self._pairs()
+        if self._notes is None or self._notes[0] != len(self.names):
+            pairs = {gt: ImageRecord(pred) for gt, pred in names.items()}
+            notes = pairing_notes(self.gt.dataset, self.predictions, pairs, self.gt.path,
+                                  self.path, self.names)  # fmt: skip
+            self._notes = len(self.names), notes
+        return list(self._notes[1])
+
+    def unpaired_predictions(self) -> list[str]:
+        """Names of the predicted images paired with no ground-truth image (sorted), as
+        ``evaluate`` lists them (its report's ``unmatched_predictions``)."""
+        used = set(self._pairs().values())
+        return sorted({im.filename for im in self.predictions.images} - used)
 
     def rescore(self, filename: str) -> None:
         """Score an image again after its ground truth or predictions changed."""
@@ -183,6 +260,7 @@ class ReviewSession:
         self.names = [n for n in self.names if n in present]
         self.caches = {n: c for n, c in self.caches.items() if n in present}
         self._state = None
+        self._paired_for = None  # its images may have other names: paired again
         for name in self.names:
             self.rescore(name)
 
@@ -274,7 +352,8 @@ class ReviewSession:
         what ``bioanomaly evaluate`` reports for the same files."""
         caches = [self.caches[n] for n in self.names]
         return report(caches, self.rows(), self.iou_threshold, self.score_threshold,
-                      self.group_by, image_threshold=image_threshold)  # fmt: skip
+                      self.group_by, image_threshold=image_threshold,
+                      unmatched_predictions=self.unpaired_predictions())  # fmt: skip
 
     def errors(self, filename: str) -> tuple[list[Region], list[Region]]:
         """The image's false negatives (ground truth) and false positives (predictions)."""
@@ -436,7 +515,7 @@ class ReviewSession:
         regions = regions_from_probabilities(
             np.stack([1.0 - heat, heat]), ["anomaly"], threshold, min_area, min_peak=min_peak
         )
-        self.prediction(filename).regions = regions
+        self._predicted(filename).regions = regions
         self.save_predictions()
         self.rescore(filename)
         return regions
@@ -456,7 +535,8 @@ class ReviewSession:
         """
         if filename in self._heat:
             return self._heat[filename]
-        heat = read_heatmap(self.heatmaps, filename)
+        # written by predict under the predictions' name of the image (see _pairs)
+        heat = read_heatmap(self.heatmaps, self.predicted_name(filename) or filename)
         if heat is not None:
             if len(self._heat) >= HEATMAP_CACHE:
                 self._heat.pop(next(iter(self._heat)))

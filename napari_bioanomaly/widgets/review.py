@@ -441,6 +441,7 @@ class ReviewWidget(QWidget):
             lines += [_summary_line(f"{group_by}={k}", v) for k, v in groups.items()]
         if note := self.review.scoring_note():
             lines.append(note)
+        lines += self.review.pairing_notes()  # what evaluate says of the two files
         if note := empty_note(rows):
             lines.append(note)
         if note := empty_truth_note(rows):

@@ -17,6 +17,7 @@ from napari_bioanomaly.core.evaluate import (
     evaluate,
     iou_matrix,
     paired,
+    pairing_notes,
     score_image,
     union_area,
     unread_notes,
@@ -508,3 +509,31 @@ def test_evaluate_pairs_the_files_once(tmp_path, capsys, dataset_dir, monkeypatc
     assert len(calls) == 1 and out["fp"] == out["fn"] == 0 and out["tp"] == out["gt"] > 0
     gt, _ = annotations.load(dataset_dir / "annotations.json")
     assert evaluation.evaluate(gt, gt).f1 == 1.0 and len(calls) == 2  # alone: pairs itself
+
+
+def test_pairing_notes_say_what_evaluate_left_unpaired_and_why():
+    """The images of the pairing test above: the ground-truth images without predictions,
+    the predictions of images not in the ground truth, and those paired with none because
+    their name without its folder is several images' (the two ``c.png``), each said; what
+    ``evaluate`` warns of and the Review widget says."""
+    gt = Dataset(images=[image([sq(10, 10, 10)], name) for name in
+                         ("images/a.png", "images\\b.png", "x/c.png", "y/c.png", "d.png")])  # fmt: skip
+    pred = Dataset(images=[image([sq(10, 10, 10, score=0.9)], name) for name in
+                           ("a.png", "b.png", "c.png", "d.png", "other/d.png", "e.png")])  # fmt: skip
+    notes = pairing_notes(gt, pred, paired(gt, pred), "gt.json", "pred.json")
+    assert notes == [
+        "2 of 5 ground-truth images are not in pred.json: scored as predicting nothing there",
+        "2 of 6 images of pred.json are not in gt.json: left out of the scores (e.png, "
+        "other/d.png)",
+        "1 image of pred.json paired with none of gt.json: several images have the name "
+        "without its folder (x/c.png, y/c.png ~ c.png); left out of the scores",
+    ]
+    some = ["images/a.png", "d.png"]  # those under review: both paired
+    assert pairing_notes(gt, pred, paired(gt, pred), "gt.json", "pred.json", some) == notes[1:]
+    assert pairing_notes(gt, gt, paired(gt, gt), "gt.json", "gt.json") == []
+    other = Dataset(images=[image([], "z.png")])
+    assert pairing_notes(gt, other, paired(gt, other), "gt.json", "p.json") == [
+        "p.json: none of its 1 image is one of the 5 of gt.json (e.g. 'z.png' and "
+        "'images/a.png'): predictions of other images?"
+    ]
+    assert pairing_notes(gt, Dataset(), {}, "gt.json", "p.json") == ["p.json: holds no images"]

@@ -76,7 +76,8 @@ def test_thresholds_change_the_figures(files):
 def test_records_are_found_by_name_whatever_happens_to_the_lists(files):
     """Images are looked up through a map of positions (opening 2,000 images searched the
     lists once per image before): reordered, shortened or replaced lists still give each
-    name its own record, and an image without predictions gets an empty record once."""
+    name its own record, and an image without predictions gets an empty record once, kept
+    out of the predictions file (there it would say the model predicted nothing)."""
     review = open_review(files)
     names = list(review.names)
     own = {n: review.prediction(n) for n in names}
@@ -86,7 +87,7 @@ def test_records_are_found_by_name_whatever_happens_to_the_lists(files):
     added = review.prediction(gone.filename)
     assert added is not gone and not added.regions
     assert review.prediction(gone.filename) is added
-    assert len(review.predictions.images) == len(names)
+    assert len(review.predictions.images) == len(names) - 1
     review.predictions.images = [own[n] for n in names[1:]]
     assert review.prediction(names[1]) is own[names[1]]
     gt = review.gt.dataset.images
@@ -411,3 +412,163 @@ def test_nothing_annotated_is_not_scored_and_unchecked_images_are_said(files):
     for name in review.names[1:]:  # the others checked: nothing left unknown
         review.gt.set_flag("no_anomaly", True, review.names.index(name))
     assert review.ground_truth_state() == (1, n - 1, 0) and review.scoring_note() == ""
+
+
+# ---------------------------------------------------------------- pairing, as evaluate's
+
+
+@pytest.fixture
+def folder_files(files):
+    """``files`` as an annotation file beside its image folder and ``predict --images
+    ds/images`` leave them: the ground truth names ``images/img_000.tif``, the
+    predictions ``img_000.tif``."""
+    gt_path, pred_path = files
+    gt, _ = annotations.load(gt_path)
+    (gt_path.parent / "images").mkdir()
+    for im in gt.images:
+        (gt_path.parent / im.filename).rename(gt_path.parent / "images" / im.filename)
+        im.filename = f"images/{im.filename}"
+    annotations.save(gt, gt_path, "via-project")
+    return gt_path, pred_path
+
+
+def _evaluated(files, iou=0.5, score=0.0):
+    gt, _ = annotations.load(files[0])
+    pred, _ = annotations.load(files[1], gt.root, read_images=False)
+    return evaluate(gt, pred, iou, score, group_by="cell_line")
+
+
+def _table(rows):
+    return {r.image: (r.n_gt, r.n_pred, r.tp, r.fp, r.fn, r.inter_px, r.union_px, r.score)
+            for r in rows}  # fmt: skip
+
+
+def _saved(path):
+    pred, _ = annotations.load(path, read_images=False)
+    return {im.filename: im for im in pred.images}
+
+
+@pytest.mark.parametrize(("iou", "score"), [(0.5, 0.0), (0.3, 0.5)])
+def test_predictions_named_without_the_image_folder_are_reviewed_as_evaluate_pairs_them(
+    folder_files, iou, score
+):
+    """``evaluate`` pairs ``images/img_000.tif`` with the predictions of ``img_000.tif``
+    (:func:`paired`); Review took the same name only, and showed no prediction at all (TP 0
+    FP 0, every region missed) without a word where evaluate scored them."""
+    review = open_review(folder_files)
+    review.iou_threshold, review.score_threshold = iou, score
+    expected = _evaluated(folder_files, iou, score)
+    assert expected.summary["pred"] > 0 and expected.summary["tp"] > 0
+    assert _table(review.rows()) == _table(expected.rows)
+    report = review.report()
+    assert {k: v for k, v in report.summary.items() if k != "study"} == {
+        k: v for k, v in expected.summary.items() if k != "study"
+    }  # Review leaves the study scoring to the CLI
+    assert report.classes == expected.classes and report.image_level == expected.image_level
+    assert {k: v["f1"] for k, v in report.groups.items()} == {
+        k: v["f1"] for k, v in expected.groups.items()
+    }
+    assert report.unmatched_predictions == expected.unmatched_predictions == []
+    assert review.pairing_notes() == []  # nothing to say: every image has its predictions
+    name = review.names[0]
+    assert review.predicted_name(name) == name.removeprefix("images/")
+    assert review.shown(name) and review.n_predictions() == expected.summary["pred"]
+
+
+def test_corrections_of_predictions_named_without_the_folder_go_to_their_own_entries(
+    folder_files,
+):
+    """Reject, accept and propose on ``images/img_001.tif`` change the predictions file's
+    ``img_001.tif`` (the file keeps its own names: no ``images/...`` entry is added) and the
+    ground truth's ``images/img_001.tif``; the anomaly map is ``predict``'s, under the
+    predictions' name."""
+    import tifffile
+
+    gt_path, pred_path = folder_files
+    review = open_review(folder_files)
+    name = next(n for n in review.names if len(review.shown(n)) >= 3)
+    own = name.removeprefix("images/")
+    names = list(_saved(pred_path))
+    n = len(review.prediction(name).regions)
+    assert review.reject(name, [0]) == 1
+    saved = _saved(pred_path)
+    assert list(saved) == names and len(saved[own].regions) == n - 1
+    row = {r.image: r for r in review.rows()}[name]
+    weak = len(review.shown(name)) - 1  # the weak false positive
+    assert len(review.accept(name, [weak])) == 1
+    truth = {im.filename: im for im in annotations.load(gt_path)[0].images}[name]
+    assert truth.regions[-1].source == "model-accepted"
+    after = {r.image: r for r in review.rows()}[name]
+    assert (after.tp, after.fp) == (row.tp + 1, row.fp - 1)
+    assert _table(review.rows()) == _table(_evaluated(folder_files).rows)
+    assert len(_saved(pred_path)[own].regions) == n - 1  # accepted: still the model's
+    heat = np.zeros(review.ground_truth(name).shape, np.float32)
+    heat[40:60, 50:80] = 0.9
+    path = heatmap_path(review.heatmaps, own)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(path, heat)
+    assert review.heatmap(name) is not None
+    assert len(review.propose(name, 0.5, 16)) == 1
+    saved = _saved(pred_path)
+    assert list(saved) == names and len(saved[own].regions) == 1
+    assert _table(review.rows()) == _table(_evaluated(folder_files).rows)
+
+
+def test_images_without_predictions_and_predictions_of_other_images_are_said_as_evaluate_says(
+    files, capsys
+):
+    """Predictions of 2 of the 6 images, and of one image not in the ground truth: Review
+    scores and says what ``evaluate`` does (it said nothing), and a correction saved does
+    not write the 4 images into the predictions as predicted empty (they were, and then
+    evaluate no longer warned of them)."""
+    from napari_bioanomaly.cli import main
+    from napari_bioanomaly.core.model import ImageRecord
+
+    gt_path, pred_path = files
+    pred, _ = annotations.load(pred_path, read_images=False)
+    stray = ImageRecord("elsewhere.tif", regions=[Region(square(5, 5, 10), "dust", score=0.9)])
+    pred.images = [*pred.images[:2], stray]
+    annotations.save(pred, pred_path, "via")
+    review = open_review(files)
+    notes = [
+        f"4 of 6 ground-truth images are not in {pred_path}: scored as predicting nothing there",
+        f"1 of 3 images of {pred_path} are not in {gt_path}: left out of the scores "
+        "(elsewhere.tif)",
+    ]
+    assert review.pairing_notes() == notes
+    assert main(["evaluate", "--gt", str(gt_path), "--pred", str(pred_path)]) == 0
+    err = capsys.readouterr().err
+    assert all(f"warning: {note}\n" in err for note in notes)
+    expected = _evaluated(files)
+    assert _table(review.rows()) == _table(expected.rows)
+    assert review.report().unmatched_predictions == expected.unmatched_predictions
+    unpredicted = review.names[-1]
+    assert not review.prediction(unpredicted).regions and not review.shown(unpredicted)
+    assert review.reject(review.names[0], [0]) == 1  # the predictions file is saved
+    assert list(_saved(pred_path)) == [im.filename for im in pred.images]
+    assert review.pairing_notes() == notes
+    assert _table(review.rows()) == _table(_evaluated(files).rows)
+
+
+def test_a_name_without_its_folder_that_is_several_images_pairs_as_in_evaluate(folder_files):
+    """``img_000.tif`` predicted twice (``img_000.tif`` and ``old/img_000.tif``): which is
+    ``images/img_000.tif``'s is not known, so neither is, as evaluate pairs them, and the
+    review says so."""
+    gt_path, pred_path = folder_files
+    pred, _ = annotations.load(pred_path, read_images=False)
+    first = pred.images[0]
+    pred.images.append(type(first)(f"old/{first.filename}", regions=list(first.regions)))
+    annotations.save(pred, pred_path, "via")
+    review = open_review(folder_files)
+    expected = _evaluated(folder_files)
+    assert _table(review.rows()) == _table(expected.rows)
+    assert review.report().unmatched_predictions == expected.unmatched_predictions == [
+        "img_000.tif", "old/img_000.tif",
+    ]  # fmt: skip
+    assert review.predicted_name("images/img_000.tif") is None
+    assert review.pairing_notes() == [
+        f"1 of 6 ground-truth images are not in {pred_path}: scored as predicting nothing there",
+        f"2 images of {pred_path} paired with none of {gt_path}: several images have the name "
+        "without its folder (images/img_000.tif ~ img_000.tif, old/img_000.tif); left out "
+        "of the scores",
+    ]

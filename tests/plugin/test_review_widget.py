@@ -1160,3 +1160,43 @@ def test_a_message_about_one_image_goes_when_another_is_shown(review, dataset_di
     review._on_save_failed("annotations.json: cannot save (disk full)")  # not one image's
     review.annotator.show(4)
     assert review.summary.text() == f"{scores}\nannotations.json: cannot save (disk full)"
+
+
+def test_predictions_of_the_image_folder_are_drawn_scored_and_said_as_evaluate_does(
+    make_napari_viewer, dataset_dir, qtbot
+):
+    """The ground truth names ``images/img_000.tif``, ``predict --images ds/images`` named
+    it ``img_000.tif``, and only 2 of the 6 images were predicted: the widget drew no
+    prediction, showed TP 0 FP 0 and said nothing, where evaluate paired them and warned
+    of the 4 images without predictions; now it draws, scores and says what evaluate does,
+    and a reject goes to the predictions' own entry."""
+    gt, _ = annotations.load(dataset_dir / "annotations.json")
+    pred = annotations.load(dataset_dir / "annotations.json")[0]
+    pred.images = pred.images[:2]
+    for im in pred.images:
+        im.regions = [Region(r.polygon, r.label, score=0.9, source="model") for r in im.regions]
+    annotations.save(pred, dataset_dir / "pred.json", "via")
+    (dataset_dir / "images").mkdir()
+    for im in gt.images:
+        (dataset_dir / im.filename).rename(dataset_dir / "images" / im.filename)
+        im.filename = f"images/{im.filename}"
+    annotations.save(gt, dataset_dir / "annotations.json", "via-project")
+    widget = ReviewWidget(make_napari_viewer())
+    qtbot.addWidget(widget)
+    assert widget.open(dataset_dir / "annotations.json", dataset_dir / "pred.json")
+    truth, _ = annotations.load(dataset_dir / "annotations.json")
+    expected = evaluate(truth, annotations.load(dataset_dir / "pred.json", read_images=False)[0])
+    assert expected.summary["tp"] > 0
+    table = {r.image: (r.n_pred, r.tp, r.fp, r.fn) for r in widget.model.rows}
+    assert table == {r.image: (r.n_pred, r.tp, r.fp, r.fn) for r in expected.rows}
+    assert f"TP {expected.summary['tp']} FP 0 FN {expected.summary['fn']}" in widget.summary.text()
+    assert (f"4 of 6 ground-truth images are not in {dataset_dir / 'pred.json'}: scored as "
+            "predicting nothing there") in widget.summary.text().splitlines()  # fmt: skip
+    widget.annotator.show(0)
+    n = len(pred.images[0].regions)
+    assert len(widget.pred_layer.data) == n > 0
+    widget.pred_layer.selected_data = {0}
+    assert widget.reject_selected() == 1
+    saved = annotations.load(dataset_dir / "pred.json", read_images=False)[0].images
+    assert [im.filename for im in saved] == ["img_000.tif", "img_001.tif"]
+    assert len(saved[0].regions) == n - 1

@@ -44,13 +44,15 @@ from .evaluate import (
     report,
     summarise,
 )
-from .fileio import atomic_write
+from .fileio import DiskChanged, atomic_write, file_digest, replace_if_unchanged
+from .jsonio import dumps
 from .maps import read_heatmap, regions_from_probabilities
 from .model import BioAnomalyError, Dataset, ImageRecord, Region
 from .quality import QC_ATTRIBUTE
 from .runs import Spans, iou_matrix
 from .session import AnnotationSession
 from .text import counted
+from .via import to_via_export
 
 #: Columns of the per-image table (the widget's and the exported CSV's).
 COLUMNS = ["image", "group", "GT", "pred", "TP", "FP", "FN", "precision", "recall", "F1",
@@ -143,6 +145,9 @@ class ReviewSession:
         self._unpredicted: dict[str, ImageRecord] = {}
         #: :meth:`pairing_notes`, and the images under review they were said of
         self._notes: tuple[int, list[str]] | None = None
+        #: digest of the predictions file as read or written last (see save_predictions);
+        #: None: not read from that file (nothing there to be overwritten unseen)
+        self._disk: str | None = None
         #: :meth:`ground_truth_state` and what it was counted at (see _state_key)
         self._state: tuple[tuple[int, int, int], tuple[int, int, int]] | None = None
         for name in self.names:
@@ -153,8 +158,12 @@ class ReviewSession:
         cls, gt: AnnotationSession, path: str | Path, images: Sequence[str] | None = None
     ) -> ReviewSession:
         """Read the predictions at ``path`` (images resolved against the ground truth's)."""
+        # what a correction may write over (see save_predictions)
+        disk = file_digest(path) if Path(path).is_file() else None
         predictions, _ = annotation_files.load(path, gt.dataset.root, read_images=False)
-        return cls(gt, predictions, path, images)
+        review = cls(gt, predictions, path, images)
+        review._disk = disk
+        return review
 
     # ------------------------------------------------------------------ records
 
@@ -496,6 +505,7 @@ class ReviewSession:
         """Remove shown predictions; the predictions file is saved at once."""
         drop, _ = self.picked(filename, indices)
         if drop:
+            self.check_predictions_file()
             pred = self.prediction(filename)
             gone = set(drop)
             pred.regions = [r for i, r in enumerate(pred.regions) if i not in gone]
@@ -512,6 +522,7 @@ class ReviewSession:
         heat = self.heatmap(filename)
         if heat is None:
             return None
+        self.check_predictions_file()
         regions = regions_from_probabilities(
             np.stack([1.0 - heat, heat]), ["anomaly"], threshold, min_area, min_peak=min_peak
         )
@@ -520,8 +531,26 @@ class ReviewSession:
         self.rescore(filename)
         return regions
 
+    def check_predictions_file(self) -> None:
+        """Raise :class:`~.fileio.DiskChanged` where the predictions file changed on disk
+        since it was read or written here (a new ``predict`` run over it, most often):
+        a correction saved then would write the old predictions over the new ones."""
+        if self._disk is not None and file_digest(self.path) != self._disk:
+            raise DiskChanged(
+                f"{self.path}: changed on disk since the review read it (predictions "
+                "written again?); nothing changed: open the review again to see them"
+            )
+
     def save_predictions(self) -> None:
-        annotation_files.save(self.predictions, self.path, "via")
+        """Write the predictions (a VIA 2 export; the file before kept as ``.bak``), never
+        over a file changed since it was read (:meth:`check_predictions_file`)."""
+        raw = dumps(to_via_export(self.predictions), check_finite=False)
+        try:
+            self._disk = replace_if_unchanged(self.path, raw, self._disk,
+                                              force=self._disk is None)  # fmt: skip
+        except DiskChanged:
+            self.check_predictions_file()  # said as above
+            raise
 
     # ------------------------------------------------------------------ maps
 

@@ -35,7 +35,7 @@ from .._workspace import (
     workspace_for,
 )
 from ..core.evaluate import ImageScore, Report, empty_note, empty_truth_note
-from ..core.fileio import WriteError
+from ..core.fileio import DiskChanged, WriteError
 from ..core.model import BioAnomalyError
 from ..core.review import ReviewSession, predictions_path
 from ..core.text import counted
@@ -90,6 +90,8 @@ class ReviewWidget(QWidget):
         self.proposal_min_area = 16.0
         #: said under the summary of the open review (see :meth:`open`)
         self.review_note = ""
+        #: the images the open review was asked for (see :meth:`open`)
+        self._review_images: list[str] | None = None
         #: the open review's scores, as the summary says them (messages go under them)
         self._scores_text = ""
         #: the image a message under the scores is about (its file cannot be read, its
@@ -375,6 +377,7 @@ class ReviewWidget(QWidget):
         # reopening the same ground truth (after training) keeps its layers
         self.review = review
         self.review_note = note
+        self._review_images = images
         self.gt_edit.setText(str(session.path))  # what is open, however it was opened
         self._suggested.pop(id(self.gt_edit), None)  # it stays: a dataset shown after keeps out
         self.pred_edit.setText(str(review.path))
@@ -529,6 +532,9 @@ class ReviewWidget(QWidget):
         try:
             regions = self.review.propose(name, self.proposal_threshold, self.proposal_min_area,
                                           self.proposal_peak)  # fmt: skip
+        except DiskChanged as exc:
+            self._reopen_changed(exc)
+            return 0
         except BioAnomalyError as exc:
             self.summary.setText(str(exc))
             return 0
@@ -583,9 +589,27 @@ class ReviewWidget(QWidget):
                 self.refresh()  # nothing added for those
                 self.summary.setText("\n".join([self.summary.text(), *self._not_added()]))
             return len(added)
-        moved = self.review.reject(name, indices)
+        try:
+            moved = self.review.reject(name, indices)
+        except DiskChanged as exc:
+            self._reopen_changed(exc)
+            return 0
+        except (BioAnomalyError, OSError) as exc:  # a read-only folder, a full disk
+            self._say(f"Not rejected: {exc}")
+            return 0
         self.refresh()
         return moved
+
+    def _reopen_changed(self, exc: DiskChanged) -> None:
+        """The predictions file changed on disk (a new predict run over it): the review is
+        opened again on it, and what happened said (nothing was written over it)."""
+        assert self.review is not None
+        gt, pred, note = self.review.gt.path, self.review.path, self.review_note
+        if self.open(gt, pred, self._review_images, note):
+            self._say(f"{exc}: opened again, showing them now; redo the correction if it "
+                      "still holds")  # fmt: skip
+        else:
+            self._say(str(exc))
 
     def _not_added(self) -> list[str]:
         """What the last accept did not add, and why (its counts are the table's)."""

@@ -267,6 +267,26 @@ def test_a_ground_truth_save_refused_loses_no_accepted_region(files):
     assert {im.filename: im for im in gt.images}[name].regions[-1].source == "model-accepted"
 
 
+def test_a_correction_never_writes_over_predictions_written_again(files):
+    """predict wrote the predictions file again while it was under review: a rejection
+    wrote the old predictions over the new ones (kept only in the .bak, which the next
+    rejection replaced). Now nothing is changed or written, and said; a review opened
+    again corrects the new file."""
+    review = open_review(files)
+    name = review.names[0]
+    new = files[1].read_text().replace("}", "} ", 1)  # the same predictions, written again
+    files[1].write_text(new)
+    n = len(review.prediction(name).regions)
+    with pytest.raises(DiskChanged, match="changed on disk since the review read it"):
+        review.reject(name, [0])
+    assert files[1].read_text() == new and len(review.prediction(name).regions) == n
+    again = open_review(files)
+    assert again.reject(name, [0]) == 1
+    assert again.reject(name, [0]) == 1  # its own save is no change on disk
+    pred, _ = annotations.load(files[1], read_images=False)
+    assert len({im.filename: im for im in pred.images}[name].regions) == n - 2
+
+
 def test_a_ground_truth_read_again_is_scored_again_for_every_image(files):
     """An earlier version restored (or theirs reloaded) changes any image: every one is
     scored again (only the image on screen was)."""

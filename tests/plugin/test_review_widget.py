@@ -121,6 +121,28 @@ def test_accept_and_reject_are_saved(review, dataset_dir):
     assert review.annotator.session.status(0) == "reviewed"
 
 
+def test_predictions_written_again_are_shown_not_overwritten(review, dataset_dir):
+    """predict wrote pred.json again during the review (one more region on img_000): a
+    rejection wrote the old predictions over it without a word. Now the review opens the
+    new file, says so, and nothing is written over it."""
+    review.annotator.show(0)
+    pred, _ = annotations.load(dataset_dir / "pred.json", read_images=False)
+    pred.images[0].regions.append(Region(square(60, 60, 10), "dust", score=0.8, source="model"))
+    annotations.save(pred, dataset_dir / "pred.json", "via")
+    written = (dataset_dir / "pred.json").read_bytes()
+    n = len(review.pred_layer.data)
+    review.pred_layer.selected_data = {0}
+    assert review.reject_selected() == 0
+    assert (dataset_dir / "pred.json").read_bytes() == written
+    assert len(review.pred_layer.data) == n + 1  # the new predictions on screen
+    assert "changed on disk since the review read it" in review.summary.text()
+    assert "opened again" in review.summary.text()
+    review.pred_layer.selected_data = {0}
+    assert review.reject_selected() == 1  # on the new file now
+    again, _ = annotations.load(dataset_dir / "pred.json", read_images=False)
+    assert len(again.images[0].regions) == n
+
+
 def test_accepting_what_the_ground_truth_has_adds_nothing_twice(review, dataset_dir):
     """Accept all on an image whose predictions are its ground truth less one region, and a
     weak false positive: the matching ones are found already (not copied, which turned

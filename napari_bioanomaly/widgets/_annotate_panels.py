@@ -8,6 +8,7 @@ opens files or keeps annotations of its own.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QColor
@@ -38,6 +39,14 @@ from ._common import button_row, headers
 AnnotatorRef = Callable[[], "Annotator | None"]
 
 
+def _attribute_text(value: Any) -> str:
+    """A file attribute's value as the table shows it: a checkbox attribute's options
+    ticked, separated by commas; any other as text."""
+    if isinstance(value, dict):
+        return ", ".join(str(k) for k, on in value.items() if on)
+    return str(value)
+
+
 class CurrentImagePanel(QGroupBox):
     """This image: its name, "checked: no anomaly", file attributes and regions."""
 
@@ -46,6 +55,8 @@ class CurrentImagePanel(QGroupBox):
         self._annotator = annotator
         self._on_error = on_error
         self._filling = False
+        #: each file attribute's text in the table and its value (see _value)
+        self._shown: dict[str, tuple[str, Any]] = {}
         form = QVBoxLayout(self)
         self.image_label = QLabel("")
         self.image_label.setWordWrap(True)
@@ -142,10 +153,28 @@ class CurrentImagePanel(QGroupBox):
         attrs = session.image.file_attributes
         self._filling = True
         self.attr_table.setRowCount(len(attrs))
+        self._shown = {}
         for row, (k, v) in enumerate(attrs.items()):
+            text = _attribute_text(v)
+            self._shown[str(k)] = (text, v)
             self.attr_table.setItem(row, 0, QTableWidgetItem(str(k)))
-            self.attr_table.setItem(row, 1, QTableWidgetItem(str(v)))
+            item = QTableWidgetItem(text)
+            if isinstance(v, dict):
+                item.setToolTip("a checkbox attribute: the options ticked, separated by commas")
+            self.attr_table.setItem(row, 1, item)
         self._filling = False
+
+    def _value(self, name: str, text: str) -> Any:
+        """The value of the file attribute ``name`` whose row reads ``text``: as it was
+        where the row is unchanged; a checkbox attribute (VIA: ``{"HE": true}``) stays
+        one, ticking the options the text lists (it was saved as the text of the
+        dictionary, ``"{'HE': True}"``, when any other attribute was edited)."""
+        shown, value = self._shown.get(name, (None, None))
+        if text == shown:
+            return value
+        if isinstance(value, dict):
+            return {option.strip(): True for option in text.split(",") if option.strip()}
+        return text
 
     def add_attribute(self) -> None:
         """A new row to type an attribute into (the first one suggests ``cell_line``)."""
@@ -162,7 +191,7 @@ class CurrentImagePanel(QGroupBox):
     def _on_attribute_edited(self, _item: QTableWidgetItem) -> None:
         if self._filling or (annotator := self._annotator()) is None:
             return
-        attrs: dict[str, str] = {}
+        attrs: dict[str, Any] = {}
         repeated = []
         for row in range(self.attr_table.rowCount()):
             key, value = self.attr_table.item(row, 0), self.attr_table.item(row, 1)
@@ -172,7 +201,7 @@ class CurrentImagePanel(QGroupBox):
             if name in attrs:  # a second row of a key: kept in the table, not applied
                 repeated.append(name)
                 continue
-            attrs[name] = value.text() if value is not None else ""
+            attrs[name] = self._value(name, value.text() if value is not None else "")
         annotator.set_file_attributes(attrs)
         if repeated:
             listed = ", ".join(repr(k) for k in dict.fromkeys(repeated))

@@ -226,6 +226,29 @@ def test_a_file_attribute_typed_twice_keeps_the_first_and_says_so(widget, datase
     assert on_disk(dataset_dir)[name]["file_attributes"]["cell_line_2"] == "HeLa-typo"
 
 
+def test_a_checkbox_file_attribute_stays_one_through_the_table(widget, dataset_dir):
+    """A VIA checkbox file attribute (stains ticked: {"HE": true, "DAPI": true}) showed
+    as "{'HE': True, 'DAPI': True}", and editing any other attribute saved that text in
+    its place. It shows the options ticked; unchanged it is kept as it was, edited it
+    ticks the options typed."""
+    session = widget.annotator.session
+    name = session.image.filename
+    session.set_file_attributes({**session.image.file_attributes,
+                                 "stain": {"HE": True, "DAPI": True, "GFP": False}})  # fmt: skip
+    here = session.current
+    widget.go_to(here + 1)
+    widget.go_to(here)  # the table filled again
+    table = widget.attr_table
+    rows = {table.item(r, 0).text(): r for r in range(table.rowCount())}
+    assert table.item(rows["stain"], 1).text() == "HE, DAPI"
+    table.item(rows["cell_line"], 1).setText("MCF7")  # another attribute edited
+    saved = on_disk(dataset_dir)[name]["file_attributes"]
+    assert saved["cell_line"] == "MCF7"
+    assert saved["stain"] == {"HE": True, "DAPI": True, "GFP": False}
+    table.item(rows["stain"], 1).setText("HE, GFP")
+    assert on_disk(dataset_dir)[name]["file_attributes"]["stain"] == {"HE": True, "GFP": True}
+
+
 def test_no_anomaly_toggle_file_attributes_and_filter(widget, dataset_dir):
     session = widget.annotator.session
     normal = next(i for i, im in enumerate(session.dataset.images) if not im.regions)

@@ -181,3 +181,21 @@ def test_annotating_an_imported_file_saves_a_via_project_beside_it(
     assert source.read_text() == before  # the GeoJSON is never overwritten with VIA
     saved, report = annotations.load(dataset_dir / "img_000.via.json", read_images=False)
     assert report.format == "via2-project" and len(saved.regions) >= 1
+
+
+def test_every_widget_opens_as_napari_opens_it(make_napari_viewer):
+    """As the Plugins menu and ``napari-bioanomaly gui`` open them: napari hands plugin
+    widgets a proxy of the viewer, whose window is no Qt parent (Annotate and Review
+    raised a TypeError there, and the README's command opened no window). The question
+    before closing napari with annotations not saved sits on the real window."""
+    from napari_bioanomaly.widgets.annotate import AnnotateWidget
+    from napari_bioanomaly.widgets.review import ReviewWidget
+    from napari_bioanomaly.widgets.train import TrainWidget
+
+    viewer = make_napari_viewer()
+    kinds = {"Annotate anomalies": AnnotateWidget, "Train a model": TrainWidget,
+             "Review predictions": ReviewWidget}  # fmt: skip
+    for name, kind in kinds.items():
+        _, widget = viewer.window.add_plugin_dock_widget("napari-bioanomaly", name)
+        assert isinstance(widget, kind), name
+    assert viewer.window._qt_window._bioanomaly_quit_guard is not None

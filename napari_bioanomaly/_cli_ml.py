@@ -365,7 +365,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if note:
         print(f"{note}; --tta no predicts without", file=sys.stderr)
     # the manifest belongs to these model files (path and content) with these settings
-    manifest = Manifest(out, run_identity(args.model, tta, bool(args.heatmaps)), shard_text)
+    run = run_identity(args.model, tta, bool(args.heatmaps), args.threshold, args.min_area,
+                       args.min_peak)  # fmt: skip
+    manifest = Manifest(out, run, shard_text)
     done, missing = with_maps(manifest.read(), args.heatmaps)
     if done:
         print(

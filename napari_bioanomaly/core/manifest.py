@@ -31,13 +31,26 @@ def manifest_path(out: str | Path) -> Path:
     return out.with_name(out.name + ".manifest.json")
 
 
-def run_identity(models: Sequence[str | Path], tta: bool, heatmaps: bool = False) -> str:
+def run_identity(
+    models: Sequence[str | Path],
+    tta: bool,
+    heatmaps: bool = False,
+    threshold: float | None = None,
+    min_area: float | None = None,
+    min_peak: float | None = None,
+) -> str:
     """What a prediction's results depend on, in words: each model file's absolute path
-    and digest, test-time augmentation, and whether anomaly maps were written."""
+    and digest, test-time augmentation, whether anomaly maps were written, and the
+    operating point's values given in place of the model's (``None``: the model's, which
+    its digest stands for). A run resumed with another threshold wrote one file of
+    images at two operating points."""
     # a model retrained (or given a new operating point) under the same name is another one
     text = " + ".join(f"{Path(m).resolve()} (sha256 {(file_digest(m) or 'missing')[:16]})"
                       for m in models)  # fmt: skip
-    return text + (" (tta)" if tta else "") + (" (heatmaps)" if heatmaps else "")
+    given = [f"{name} {value:g}" for name, value in (("threshold", threshold),
+             ("min area", min_area), ("min peak", min_peak)) if value is not None]  # fmt: skip
+    return (text + (" (tta)" if tta else "") + (" (heatmaps)" if heatmaps else "")
+            + (f" ({', '.join(given)})" if given else ""))  # fmt: skip
 
 
 #: what the first line of a manifest says it is

@@ -248,6 +248,26 @@ def test_a_resumed_run_predicts_again_the_images_whose_maps_are_gone(model_path,
     assert [im.filename for im in again.images] == [im.filename for im in predicted.images]
 
 
+def test_a_run_stopped_at_another_operating_point_is_not_resumed(model_path, sample_dir,
+                                                                   tmp_path, capsys):  # fmt: skip
+    """predict --threshold 0.8 stopped, then run with --threshold 0.3: it resumed, and
+    wrote one file of images at two thresholds without a word. The values given in place
+    of the model's are the run's: another one is refused, named."""
+    from napari_bioanomaly.core.manifest import run_identity
+
+    stopped = run_identity([model_path], tta=False, threshold=0.8)
+    assert stopped != run_identity([model_path], tta=False, threshold=0.3)
+    assert stopped != run_identity([model_path], tta=False, threshold=0.8, min_area=20)
+    assert run_identity([model_path], tta=False) == run_identity([model_path], False)
+    manifest = tmp_path / "pred.json.manifest.json"
+    manifest.write_text(json.dumps({"model": stopped, "shard": "0/1", "done": {}}))
+    capsys.readouterr()
+    assert predict(model_path, sample_dir, tmp_path / "pred.json", "--threshold", "0.3") == 2
+    err = capsys.readouterr().err
+    assert "manifest of another run" in err and "threshold 0.8" in err
+    assert not (tmp_path / "pred.json").exists()
+
+
 def test_a_manifest_of_another_model_file_is_not_resumed(model_path, sample_dir, tmp_path, capsys):
     """A model retrained (or given a new point) under the same name is another run: its
     manifest is refused, named, and nothing is written."""

@@ -310,6 +310,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .core.images import is_image_file
     from .core.manifest import Manifest, run_identity
     from .core.maps import check_heatmap_folder, missing_maps_text, with_maps
+    from .ml.crossval import check_fold_models
     from .ml.distributed import world_size
     from .ml.predict import (
         TTA_APPLIES,
@@ -356,6 +357,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             args.heatmaps, dataset.root or ".", [im.filename for im in dataset.images]
         )
     args.model = _without_last_states(args.model)
+    check_fold_models(args.model)
     predictor = Ensemble.load(args.model, args.device)
     if isinstance(predictor, Ensemble):
         print(f"ensemble of {len(predictor.members)} models, classes {predictor.classes}",

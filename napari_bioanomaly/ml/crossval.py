@@ -10,8 +10,9 @@ dealt out evenly.
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..core.evaluate import Report, evaluate
-from ..core.jsonio import write_json
+from ..core.jsonio import read_json, write_json
 from ..core.model import BioAnomalyError, Dataset
 from ..core.splits import folds
 from ..core.text import counted
@@ -109,6 +110,33 @@ def stale_folds(out_dir: Path, k: int) -> list[Path]:
         p for p in out_dir.glob("fold*.pt")
         if p.name.removesuffix(".pt").removesuffix(".last") not in mine
     )  # fmt: skip
+
+
+def check_fold_models(models: Sequence[str | Path]) -> None:
+    """Refuse fold models (``fold<i>.pt`` beside a ``crossval.json``) that are not finished
+    folds of the run that file records: a run stopped in fold 2 (or killed) left
+    ``fold2.pt`` half-trained and ``fold3.pt`` of an earlier run, and
+    ``predict --model cv/fold*.pt`` ensembled models of two runs without a word. (A run
+    killed before it wrote the file leaves the earlier run's record: not told apart.)"""
+    for model in map(Path, models):
+        record = model.with_name("crossval.json")
+        if re.fullmatch(r"fold\d+\.pt", model.name) is None or not record.is_file():
+            continue
+        try:
+            data = read_json(record)
+            finished = {str(f.get("model")) for f in data["folds"] if isinstance(f, dict)}
+            stopped = bool(data.get("cancelled"))
+        except (BioAnomalyError, KeyError, TypeError):
+            continue  # not a record this check can read: the models are what was asked for
+        if model.name in finished:
+            continue
+        why = "not among its finished folds" + (" (that run was stopped)" if stopped else "")
+        listed = ", ".join(sorted(finished)) or "none"
+        raise BioAnomalyError(
+            f"{model}: not a fold model of the cross-validation run {record} records ({why}; "
+            f"its finished folds: {listed}): a model of another run, or of a fold stopped "
+            "half-trained; leave it out, or run the cross-validation again"
+        )
 
 
 def crossval(

@@ -370,12 +370,15 @@ def test_forest_class_balance_samples_each_class():
         TrainConfig(model="memory", class_balance=True)
 
 
-def test_cancelled_crossval_keeps_the_finished_folds(nine, tmp_path):
+def test_cancelled_crossval_keeps_the_finished_folds(nine, tmp_path, capsys):
     import threading
 
     ds, _ = annotations.load(nine / "annotations.json")
     cancel = threading.Event()
-    gen = cv.crossval(ds, TrainConfig(model="forest"), 3, tmp_path / "cv", cancel=cancel)
+    out = tmp_path / "cv"
+    out.mkdir()
+    (out / "fold3.pt").write_bytes(b"an earlier run's third fold")  # this run would replace it
+    gen = cv.crossval(ds, TrainConfig(model="forest"), 3, out, cancel=cancel)
     try:
         while True:
             event = next(gen)
@@ -387,3 +390,14 @@ def test_cancelled_crossval_keeps_the_finished_folds(nine, tmp_path):
     assert result.summary["f1"]["folds"] == 1
     saved = json.loads((tmp_path / "cv" / "crossval.json").read_text())
     assert saved["cancelled"] and len(saved["folds"]) == 1
+    # fold3.pt is the earlier run's: predict --model cv/fold*.pt ensembled it with this
+    # run's first fold without a word; a fold model the record does not list is refused
+    cv.check_fold_models([out / "fold1.pt"])
+    with pytest.raises(BioAnomalyError, match=r"fold3\.pt: not a fold model of the cross"):
+        cv.check_fold_models([out / "fold1.pt", out / "fold3.pt"])
+    capsys.readouterr()
+    argv = ["predict", "--model", str(out / "fold1.pt"), str(out / "fold3.pt"), "--images",
+            str(nine), "--out", str(tmp_path / "pred.json")]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "that run was stopped" in err and "its finished folds: fold1.pt" in err

@@ -393,21 +393,25 @@ class TrainWidget(QWidget):
         """Start training in a worker thread; returns False (and says why) if it cannot.
 
         The model file defaults to ``bioanomaly-<model>.pt`` beside the annotations (in
-        the folder, for a folder of images).
+        the folder, for a folder of images); where an earlier run's model is there, to the
+        first free ``bioanomaly-<model>-2.pt``, ``-3.pt``, ... (Train pressed again took the
+        earlier model's file, and its last state for resuming: both lost).
         """
         prepared = self._prepare()
         if prepared is None:
             return False
         dataset, config, source = prepared
-        default = beside(source, f"bioanomaly-{config.model}.pt")
-        out = Path(self.out.text().strip() or default)
+        typed, default = self.out.text().strip(), beside(source, f"bioanomaly-{config.model}.pt")
+        out = Path(typed) if typed else free_model_name(default)
+        kept = f" ({default.name} is an earlier run's, kept)" if out.name != default.name else ""
         if not self._writable(out.parent, "the model", 'choose another file in "save model to"'):
             return False
         self.cancel = threading.Event()
         return self._launch(
             training_job, (dataset, config, out, self.cancel), self._on_event,
             self._on_returned, (config.epochs or 1) * config.steps_per_epoch,
-            f"Starting: {len(dataset.images)} images, model {config.model}, saving to {out}",
+            f"Starting: {len(dataset.images)} images, model {config.model}, saving to "
+            f"{out}{kept}",
         )  # fmt: skip
 
     def start_crossval(self) -> bool:
@@ -627,3 +631,15 @@ class TrainWidget(QWidget):
         self.status.setText(text)
         if not self._own_job:  # during a run the line stays put (the status changes often)
             self._fit_progress()
+
+
+def free_model_name(path: Path) -> Path:
+    """``path``, or where a model is there already (its best or its last state), the first
+    of ``<stem>-2.pt``, ``<stem>-3.pt``, ... with neither."""
+    from ..ml.checkpoint import last_path
+
+    candidate, n = path, 1
+    while candidate.exists() or last_path(candidate).exists():
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return candidate

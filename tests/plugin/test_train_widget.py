@@ -128,6 +128,13 @@ def test_baseline_is_one_click_and_unsupervised_models_train(widgets, qtbot):
     wait_for_job(qtbot, train, 120_000)
     assert "Finished" in train.status.text() and "F1" in train.status.text()
     assert "forest" in load_checkpoint(folder / "bioanomaly-forest.pt")
+    # pressed again: the earlier model (and its last state) are kept, a new name taken
+    first = (folder / "bioanomaly-forest.pt").read_bytes()
+    assert train.start_baseline()
+    assert "bioanomaly-forest.pt is an earlier run's, kept" in train.status.text()
+    wait_for_job(qtbot, train, 120_000)
+    assert (folder / "bioanomaly-forest.pt").read_bytes() == first
+    assert "forest" in load_checkpoint(folder / "bioanomaly-forest-2.pt")
     train.model.setCurrentText("memory")
     assert not train.class_weights.isEnabled()
     # outliers left out of the bank (for folders whose images mostly hold anomalies)

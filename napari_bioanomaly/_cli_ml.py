@@ -252,7 +252,7 @@ def cmd_crossval(args: argparse.Namespace) -> int:
             continue
         print(
             f"  {name}: {s['mean']:.3f} +- {s['std']:.3f} ({s['min']:.3f}-{s['max']:.3f}, "
-            f"{s['folds']} folds)"
+            f"{counted(s['folds'], 'fold')})"
         )
     print(f"models and crossval.json in {args.out}")
     return 0

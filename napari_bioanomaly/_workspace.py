@@ -158,6 +158,9 @@ _WORKSPACES: WeakKeyDictionary[Any, Workspace] = WeakKeyDictionary()
 
 def workspace_for(viewer: Any) -> Workspace:
     """The workspace of a napari viewer (made the first time a widget asks for it)."""
+    # napari hands each plugin widget a proxy of the viewer of its own, and drops it: the
+    # viewer itself is the key (a proxy's entry went with the proxy)
+    viewer = getattr(viewer, "__wrapped__", viewer)
     try:
         return _WORKSPACES[viewer]
     except KeyError:

@@ -508,8 +508,13 @@ class ReviewSession:
             self.check_predictions_file()
             pred = self.prediction(filename)
             gone = set(drop)
+            before = pred.regions
             pred.regions = [r for i, r in enumerate(pred.regions) if i not in gone]
-            self.save_predictions()
+            try:
+                self.save_predictions()
+            except BaseException:  # not written: not done (the next pick counts as shown)
+                pred.regions = before
+                raise
             self.rescore(filename)
         return len(drop)
 
@@ -526,8 +531,17 @@ class ReviewSession:
         regions = regions_from_probabilities(
             np.stack([1.0 - heat, heat]), ["anomaly"], threshold, min_area, min_peak=min_peak
         )
-        self._predicted(filename).regions = regions
-        self.save_predictions()
+        unpredicted = filename in self._unpredicted
+        record = self._predicted(filename)
+        before, record.regions = record.regions, regions
+        try:
+            self.save_predictions()
+        except BaseException:  # not written: not done
+            record.regions = before
+            if unpredicted:
+                self.predictions.images.remove(record)
+                self._unpredicted[filename] = record
+            raise
         self.rescore(filename)
         return regions
 

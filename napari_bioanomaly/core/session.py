@@ -414,7 +414,8 @@ class AnnotationSession:
             names.update(
                 dict.fromkeys(k for k, v in region.attributes.items() if isinstance(v, (str, dict)))
             )
-        return list(names)
+        # a model's score and source are read before the class is: never a class attribute
+        return [n for n in names if n not in ("score", "source")]
 
     def set_class_attribute(self, name: str) -> ImportReport:
         """Read the classes from the region attribute ``name`` (a VIA file's classes under

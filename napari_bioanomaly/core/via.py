@@ -82,8 +82,8 @@ def detect_format(data: Any) -> str | None:
 
 def class_attribute_setting(settings: Any) -> str | None:
     """The region attribute a VIA 2 project's settings name as the class attribute
-    (``_via_settings.project.class_attribute``, written by napari-bioanomaly when the
-    class is not in ``class``; see :func:`~.via_write.to_via_project`), if any."""
+    (``_via_settings.project.class_attribute``, recorded by
+    :func:`~.via_write.with_class_attribute` when one is chosen), if any."""
     project = settings.get("project") if isinstance(settings, dict) else None
     name = project.get("class_attribute") if isinstance(project, dict) else None
     return name if isinstance(name, str) and name.strip() else None
@@ -107,11 +107,11 @@ def read_via(
     if fmt is None or fmt == "coco":
         raise FormatError(f"{file or 'data'}: not a VIA annotation file")
     report = ImportReport(file=file, format=fmt)
-    if fmt == "via2-project" and options.class_attribute is None:
+    chosen = options.class_attribute
+    recorded = class_attribute_setting(data.get("_via_settings"))
+    if fmt == "via2-project" and chosen is None and recorded is not None:
         # the class attribute chosen in napari-bioanomaly (see :func:`class_attribute_setting`)
-        recorded = class_attribute_setting(data.get("_via_settings"))
-        if recorded is not None:
-            options = dataclasses.replace(options, class_attribute=recorded)
+        options = dataclasses.replace(options, class_attribute=recorded)
     parser = _Parser(options, report)
     if fmt == "via3-project":
         _parse_via3(data, parser)
@@ -134,6 +134,10 @@ def read_via(
             report.add("changed", "_via_attributes is not an object: not kept")
         if isinstance(data.get("_via_settings"), dict):
             ds.settings = copy.deepcopy(data["_via_settings"])
+        if chosen is not None and recorded not in (None, chosen):
+            # --class-attribute over a file's recorded choice: what is written of the
+            # dataset (convert, qc --save) records the one its classes were read from
+            ds.settings = with_class_attribute(ds.settings, chosen)
         _checkbox_definitions(ds, parser)
         return ds, report
     _parse_via12(data, parser)

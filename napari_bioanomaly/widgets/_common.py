@@ -290,34 +290,44 @@ def guard_quit(viewer: Any) -> None:
     window.installEventFilter(guard)
 
 
-def unsaved_annotations(viewer: Any) -> list[Path]:
+def unsaved_annotations(viewer: Any) -> list[str]:
     """The annotation files of ``viewer`` whose changes are still not saved after one more
-    try (each annotator saves what is on screen; a conflict asks its question again)."""
+    try (each annotator saves what is on screen; a conflict asks its question again), and
+    the layers of those let go of unsaved (``... (NOT SAVED)``)."""
     from .._workspace import workspace_for
 
     left = []
     for annotator, _ in list(workspace_for(viewer).views.values()):
-        if annotator.shapes_layer is not None:
-            annotator.sync()  # the shapes on screen into the session, then saved
-        else:
-            annotator.autosave()
+        try:
+            if annotator.shapes_layer is not None:
+                annotator.sync()  # the shapes on screen into the session, then saved
+            else:
+                annotator.autosave()
+        except (BioAnomalyError, OSError):  # a copy refused in the conflict dialog: asked below
+            pass
         if annotator.session.dirty:
-            left.append(annotator.session.path)
+            left.append(str(annotator.session.path))
+    # datasets let go of with changes not saved (another one opened, the widget closed):
+    # their layers stay, named so (see Annotator.close)
+    left += [f"layer '{layer.name}'" for layer in viewer.layers
+             if layer.name.endswith("(NOT SAVED)")]  # fmt: skip
     return left
 
 
-def ask_close_unsaved(parent: QWidget, paths: list[Path]) -> bool:
-    """Whether to close napari although the changes of ``paths`` are not saved."""
+def ask_close_unsaved(parent: QWidget, paths: list[str]) -> bool:
+    """Whether to close napari although the changes of ``paths`` (files, layers) are not
+    saved."""
     from qtpy.QtWidgets import QMessageBox
 
     box = QMessageBox(parent)
     box.setIcon(QMessageBox.Icon.Warning)
     box.setWindowTitle("Annotations not saved")
-    names = "\n".join(str(p) for p in paths)
+    names = "\n".join(paths)
     box.setText(f"Changes not saved (closing napari loses them):\n{names}\n\nTo keep them: "
                 "Cancel, then write them elsewhere with Annotate's Export... (VIA 2 "
-                "project); a file changed on disk asks again (keep mine, save mine as a "
-                "copy) at the next edit or close.")  # fmt: skip
+                "project), or a '(NOT SAVED)' layer with File > Save Selected Layers; a "
+                "file changed on disk asks again (keep mine, save mine as a copy) at the "
+                "next edit or close.")  # fmt: skip
     role = QMessageBox.ButtonRole
     close = box.addButton("Close and lose them", role.DestructiveRole)
     box.addButton("Cancel", role.RejectRole)

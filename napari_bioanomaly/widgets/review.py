@@ -595,6 +595,7 @@ class ReviewWidget(QWidget):
             self._reopen_changed(exc)
             return 0
         except (BioAnomalyError, OSError) as exc:  # a read-only folder, a full disk
+            self.refresh()
             self._say(f"Not rejected: {exc}")
             return 0
         self.refresh()
@@ -606,10 +607,11 @@ class ReviewWidget(QWidget):
         assert self.review is not None
         gt, pred, note = self.review.gt.path, self.review.path, self.review_note
         if self.open(gt, pred, self._review_images, note):
-            self._say(f"{exc}: opened again, showing them now; redo the correction if it "
-                      "still holds")  # fmt: skip
-        else:
-            self._say(str(exc))
+            self._say(f"{pred}: changed on disk since the review read it (predictions written "
+                      "again?); nothing was written over it: the review shows it now, redo "
+                      "the correction if it still holds")  # fmt: skip
+        else:  # open() said why it cannot (kept); the review before stays
+            self.summary.setText(f"{self.summary.text()}\n{exc}")
 
     def _not_added(self) -> list[str]:
         """What the last accept did not add, and why (its counts are the table's)."""

@@ -403,7 +403,9 @@ class TrainWidget(QWidget):
         dataset, config, source = prepared
         typed, default = self.out.text().strip(), beside(source, f"bioanomaly-{config.model}.pt")
         out = Path(typed) if typed else free_model_name(default)
-        kept = f" ({default.name} is an earlier run's, kept)" if out.name != default.name else ""
+        kept = (
+            f" ({default.name} is an earlier run's, kept)" if out != default and not typed else ""
+        )
         if not self._writable(out.parent, "the model", 'choose another file in "save model to"'):
             return False
         self.cancel = threading.Event()

@@ -287,6 +287,26 @@ def test_a_correction_never_writes_over_predictions_written_again(files):
     assert len({im.filename: im for im in pred.images}[name].regions) == n - 2
 
 
+def test_a_rejection_that_cannot_be_written_changes_nothing(files, monkeypatch):
+    """The predictions file could not be written (a full disk): the rejection was kept in
+    memory all the same, so the list on screen and the one picked from differed, and the
+    next rejection removed another prediction than the one shown (and wrote both)."""
+    review = open_review(files)
+    name = review.names[0]
+    before = list(review.prediction(name).regions)
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("napari_bioanomaly.core.review.replace_if_unchanged", full)
+    with pytest.raises(OSError):
+        review.reject(name, [0])
+    assert review.prediction(name).regions == before
+    monkeypatch.undo()  # the disk has room again: the one shown first is the one rejected
+    assert review.reject(name, [0]) == 1
+    assert review.prediction(name).regions == before[1:]
+
+
 def test_a_ground_truth_read_again_is_scored_again_for_every_image(files):
     """An earlier version restored (or theirs reloaded) changes any image: every one is
     scored again (only the image on screen was)."""

@@ -12,6 +12,7 @@ import tifffile
 
 from napari_bioanomaly.core.model import BioAnomalyError, Region
 from napari_bioanomaly.core.session import AnnotationSession, DiskChanged, summary
+from napari_bioanomaly.core.via import ImportOptions
 
 
 def square(r=10.0, c=10.0, s=20.0):
@@ -700,6 +701,9 @@ def test_the_class_attribute_chosen_in_annotate_is_read_again_everywhere(tmp_pat
     (said,) = [w for w in session.report.warnings if "no class attribute" in w]
     assert "'defect', 'severity'" in said and "--class-attribute" in said
     assert set(session.class_attributes()) >= {"defect", "severity"}
+    session.dataset.regions[0].attributes["score"] = "0.9"  # read before the class: never one
+    assert "score" not in session.class_attributes()
+    session.dataset.regions[0].attributes.pop("score")
 
     report = session.set_class_attribute("defect")
     assert not [w for w in report.warnings if "no class attribute" in w]
@@ -717,6 +721,12 @@ def test_the_class_attribute_chosen_in_annotate_is_read_again_everywhere(tmp_pat
     assert [r.label for r in again.dataset.regions] == ["scratch", "dust"]
     read, _ = annotations.load(path)
     assert [r.label for r in read.regions] == ["scratch", "dust"]
+    # --class-attribute over the recorded choice: what is written records the one used
+    other, _ = annotations.load(path, options=ImportOptions(class_attribute="severity"))
+    assert [r.label for r in other.regions] == ["high", "low"]
+    annotations.save(other, tmp_path / "converted.json", "via-project")
+    back, _ = annotations.load(tmp_path / "converted.json")
+    assert [r.label for r in back.regions] == ["high", "low"]
 
     # and back: the classes from defect go back under it, severity becomes the class
     again.set_class_attribute("severity")

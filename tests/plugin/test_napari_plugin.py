@@ -195,7 +195,17 @@ def test_every_widget_opens_as_napari_opens_it(make_napari_viewer):
     viewer = make_napari_viewer()
     kinds = {"Annotate anomalies": AnnotateWidget, "Train a model": TrainWidget,
              "Review predictions": ReviewWidget}  # fmt: skip
+    opened = []
     for name, kind in kinds.items():
         _, widget = viewer.window.add_plugin_dock_widget("napari-bioanomaly", name)
         assert isinstance(widget, kind), name
+        opened.append(widget)
     assert viewer.window._qt_window._bioanomaly_quit_guard is not None
+    # each had a proxy of its own: they share one workspace, the viewer's, all the same
+    # (keyed by the proxy, it went with the first widget's proxy)
+    import gc
+
+    from napari_bioanomaly._workspace import workspace_for
+
+    gc.collect()
+    assert all(w.workspace is workspace_for(viewer) for w in opened)

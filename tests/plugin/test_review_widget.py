@@ -136,7 +136,7 @@ def test_predictions_written_again_are_shown_not_overwritten(review, dataset_dir
     assert (dataset_dir / "pred.json").read_bytes() == written
     assert len(review.pred_layer.data) == n + 1  # the new predictions on screen
     assert "changed on disk since the review read it" in review.summary.text()
-    assert "opened again" in review.summary.text()
+    assert "the review shows it now" in review.summary.text()
     review.pred_layer.selected_data = {0}
     assert review.reject_selected() == 1  # on the new file now
     again, _ = annotations.load(dataset_dir / "pred.json", read_images=False)

@@ -360,6 +360,11 @@ def test_closing_napari_with_annotations_not_saved_asks_first(both, dataset_dir,
     assert not window.close() and window.isVisible()  # cancelled: napari stays open
     assert len(asked) == 2  # saving was tried again, the conflict asked again
     assert str(dataset_dir / "annotations.json") in shown[0] and annotator.session.dirty
+    # a dataset let go of unsaved left its layer, named so: asked about too
+    from napari_bioanomaly.widgets._common import unsaved_annotations
+
+    viewer.add_shapes(name="ground truth (NOT SAVED)")
+    assert "layer 'ground truth (NOT SAVED)'" in unsaved_annotations(viewer)
     answer["text"] = "Close and lose them"
     assert window.close()
     annotator.session.dirty = False  # as lost: the fixture's teardown saves nothing

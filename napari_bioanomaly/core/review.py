@@ -45,14 +45,13 @@ from .evaluate import (
     summarise,
 )
 from .fileio import DiskChanged, atomic_write, file_digest, replace_if_unchanged
-from .jsonio import dumps
 from .maps import read_heatmap, regions_from_probabilities
 from .model import BioAnomalyError, Dataset, ImageRecord, Region
 from .quality import QC_ATTRIBUTE
 from .runs import Spans, iou_matrix
 from .session import AnnotationSession
 from .text import counted
-from .via import to_via_export
+from .via import encode_cached, to_via_export
 
 #: Columns of the per-image table (the widget's and the exported CSV's).
 COLUMNS = ["image", "group", "GT", "pred", "TP", "FP", "FN", "precision", "recall", "F1",
@@ -148,6 +147,9 @@ class ReviewSession:
         #: digest of the predictions file as read or written last (see save_predictions);
         #: None: not read from that file (nothing there to be overwritten unseen)
         self._disk: str | None = None
+        #: the predictions' VIA entries as last written, by file name (see
+        #: :func:`~.via.encode_cached`): a correction re-encodes its image only
+        self._entries: dict[str, bytes] = {}
         #: :meth:`ground_truth_state` and what it was counted at (see _state_key)
         self._state: tuple[tuple[int, int, int], tuple[int, int, int]] | None = None
         for name in self.names:
@@ -511,9 +513,10 @@ class ReviewSession:
             before = pred.regions
             pred.regions = [r for i, r in enumerate(pred.regions) if i not in gone]
             try:
-                self.save_predictions()
+                self.save_predictions(pred.filename)
             except BaseException:  # not written: not done (the next pick counts as shown)
                 pred.regions = before
+                self._entries.pop(pred.filename, None)
                 raise
             self.rescore(filename)
         return len(drop)
@@ -535,9 +538,10 @@ class ReviewSession:
         record = self._predicted(filename)
         before, record.regions = record.regions, regions
         try:
-            self.save_predictions()
+            self.save_predictions(record.filename)
         except BaseException:  # not written: not done
             record.regions = before
+            self._entries.pop(record.filename, None)
             if unpredicted:
                 self.predictions.images.remove(record)
                 self._unpredicted[filename] = record
@@ -555,10 +559,18 @@ class ReviewSession:
                 "written again?); nothing changed: open the review again to see them"
             )
 
-    def save_predictions(self) -> None:
+    def save_predictions(self, changed: str | None = None) -> None:
         """Write the predictions (a VIA 2 export; the file before kept as ``.bak``), never
-        over a file changed since it was read (:meth:`check_predictions_file`)."""
-        raw = dumps(to_via_export(self.predictions), check_finite=False)
+        over a file changed since it was read (:meth:`check_predictions_file`).
+
+        ``changed``: the file name of the only image whose predictions changed since the
+        last write (the others are not encoded again); None: every image."""
+        if changed is None:
+            self._entries.clear()
+        else:
+            self._entries.pop(changed, None)
+        ds = self.predictions
+        raw = encode_cached(lambda entries: to_via_export(ds, entries), ds, self._entries)
         try:
             self._disk = replace_if_unchanged(self.path, raw, self._disk,
                                               force=self._disk is None)  # fmt: skip

@@ -29,12 +29,11 @@ from .fileio import (
     backup_path,
     digest,
     file_digest,
-    orjson,
     remove_stale_temporaries,
     replace_if_unchanged,
 )
 from .images import image_header, image_shape, read_image
-from .jsonio import dumps, object_at, read_json, write_json
+from .jsonio import object_at, read_json, write_json
 from .model import DEFAULT_CLASSES, FALLBACK_CLASS, BioAnomalyError, Dataset, ImageRecord, Region
 from .paths import name_key, resolve_image
 from .report import ImportReport
@@ -544,15 +543,7 @@ class AnnotationSession:
     def _serialise(self) -> bytes:
         """The VIA 2 project as JSON bytes, re-encoding only the images changed since last time."""
         ds = self.dataset
-        if orjson is None:
-            return dumps(via.to_via_project(ds), check_finite=False)
-        checkboxes = via.checkbox_classes(ds)
-        for im in ds.images:
-            if im.filename not in self._entries:
-                entry = via.image_entry(im, ds.class_attribute, checkboxes=checkboxes)
-                self._entries[im.filename] = orjson.dumps(entry)
-        cached = {name: orjson.Fragment(raw) for name, raw in self._entries.items()}
-        return orjson.dumps(via.to_via_project(ds, cached))
+        return via.encode_cached(lambda entries: via.to_via_project(ds, entries), ds, self._entries)
 
     def save_copy(self, path: str | os.PathLike[str]) -> Path:
         """Write the dataset to another file (when the original changed on disk, or cannot

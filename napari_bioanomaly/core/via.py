@@ -31,6 +31,7 @@ from .via_parse import (
 )
 from .via_write import (
     checkbox_classes,
+    encode_cached,
     export_warnings,
     image_entry,
     rounded_polygons,
@@ -43,7 +44,8 @@ from .via_write import (
 #: The public names of the format, read and written (the rest is private to its modules).
 __all__ = [
     "CLASS_ATTRIBUTE_CANDIDATES", "NO_ANOMALY_ATTRIBUTE", "REVIEWED_ATTRIBUTE", "ImportOptions",
-    "checkbox_classes", "class_attribute_setting", "detect_format", "export_warnings",
+    "checkbox_classes", "class_attribute_setting", "detect_format", "encode_cached",
+    "export_warnings",
     "image_entry", "read_via", "rounded_polygons", "to_via_export", "to_via_project",
     "via_attribute_definitions", "with_class_attribute",
 ]  # fmt: skip

@@ -242,6 +242,25 @@ def test_incremental_autosave_writes_exactly_a_full_export(dataset_dir):
     assert on_disk == json.loads(json.dumps(via.to_via_project(session.dataset)))
 
 
+def test_integers_beyond_64_bits_in_the_file_are_saved_back_as_they_were(dataset_dir):
+    """A VIA file whose attributes hold an integer beyond 64 bits (an instrument's ids)
+    opened, but no change of it could be saved: the autosave raised orjson's TypeError."""
+    path = dataset_dir / "annotations.json"
+    data = json.loads(path.read_text())
+    big = 123456789012345678901234567890
+    entry = next(iter(data["_via_img_metadata"].values()))
+    entry["file_attributes"]["barcode"] = big
+    entry["regions"][0]["region_attributes"]["colony"] = big
+    path.write_text(json.dumps(data))
+    session = AnnotationSession.open(path)
+    session.set_regions([*session.dataset.images[0].regions, Region(square(), "dust")], 0)
+    assert session.save() == path
+    entry = next(iter(json.loads(path.read_text())["_via_img_metadata"].values()))
+    assert entry["file_attributes"]["barcode"] == big
+    assert entry["regions"][0]["region_attributes"]["colony"] == big
+    assert len(entry["regions"]) == len(session.dataset.images[0].regions)
+
+
 def test_a_change_of_the_same_size_and_time_is_still_seen(dataset_dir):
     """The fingerprint is the file's content: mtime and size alone miss this change."""
     path = dataset_dir / "annotations.json"

@@ -16,7 +16,14 @@ measured in the same process:
   same thresholds (for a new score value, on scores built afresh: their first scoring
   computes the pixel counts of every score threshold, once per image);
 - tabs: what follows once the slider rests (the per-class tab: ``ReviewSession.report``
-  and its table).
+  and its table);
+- open in the background (what the Open button and the end of a prediction do): the
+  time until the review is shown, and the longest time napari's event loop was held
+  meanwhile (a 10 ms timer's longest gap), against the same for :meth:`open`, which
+  holds it the whole time (as every open did before 2026-12-07);
+- corrections: one rejection (the predictions file written) and one accept (the ground
+  truth autosaved), against the core encoding and writing the whole predictions file
+  (what each rejection cost before 2026-12-07).
 
 Target: a slider move under 100 ms for 500 images (it should feel immediate).
 """
@@ -155,7 +162,65 @@ def main() -> None:
             tab_s.append(time.perf_counter() - start)
         tab_ms = statistics.median(tab_s) * 1e3
         print(f"per-class tab after the slider rests: median {tab_ms:.0f} ms")
+
+        held, shown = open_in_background(app, widget, folder)
+        print(f"open in the background: shown after {shown:.2f} s, event loop held at most "
+              f"{held * 1e3:.0f} ms; reference (open in one go, as above): held {opened:.2f} s "
+              f"({opened / held:.0f}x shorter)")  # fmt: skip
+        corrections(app, widget, folder, args.images)
         viewer.close()
+
+
+def open_in_background(app, widget, folder: Path) -> tuple[float, float]:
+    """``(longest event-loop gap, seconds until shown)`` of a background open."""
+    from qtpy.QtCore import QTimer
+
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    settle(app, 0.2)
+    start = time.perf_counter()
+    ticks.append(start)
+    widget.open_in_background(folder / "annotations.json", folder / "predictions.json")
+    while widget.opening:
+        app.processEvents()
+        time.sleep(0.002)
+    shown = time.perf_counter() - start
+    settle(app, 0.1)
+    timer.stop()
+    gaps = np.diff([t for t in ticks if t >= start])
+    return float(gaps.max()), shown
+
+
+def corrections(app, widget, folder: Path, n: int) -> None:
+    """Median time of a rejection and of an accept, beside the whole file written."""
+    from napari_bioanomaly.core.fileio import atomic_write
+    from napari_bioanomaly.core.jsonio import dumps
+    from napari_bioanomaly.core.via import to_via_export
+
+    timed: dict[str, list[float]] = {"reject": [], "accept": [], "reference": []}
+    for k in range(5):
+        widget.annotator.show((k * 7) % n)
+        app.processEvents()
+        for what in ("reject", "accept"):
+            widget.pred_layer.selected_data = {k}
+            start = time.perf_counter()
+            done = widget.reject_selected() if what == "reject" else widget.accept_selected()
+            app.processEvents()
+            timed[what].append(time.perf_counter() - start)
+            assert done == 1, (what, done, widget.summary.text())
+        start = time.perf_counter()
+        raw = dumps(to_via_export(widget.review.predictions), check_finite=False)
+        atomic_write(folder / "whole.json", raw)
+        timed["reference"].append(time.perf_counter() - start)
+    ref = statistics.median(timed["reference"])
+    for what in ("reject", "accept"):
+        took = statistics.median(timed[what])
+        print(f"{what} one prediction (file written, table refilled): median {took:.2f} s; "
+              f"reference (the whole predictions file encoded and written, what a rejection "
+              f"cost before): {ref:.2f} s ({took / ref:.2f}x)")  # fmt: skip
 
 
 if __name__ == "__main__":

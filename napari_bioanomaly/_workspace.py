@@ -74,12 +74,21 @@ class Workspace:
     ) -> AnnotationSession:
         """The session of an annotation file or dataset folder: opened the first time,
         the same object every time after (for the same annotation file)."""
+        return self.opened(source) or self.adopt(AnnotationSession.open(source, options))
+
+    def opened(self, source: str | os.PathLike[str]) -> AnnotationSession | None:
+        """The session of ``source`` where one is open already, else None."""
         for key in _keys(Path(source)):
             if key in self._sessions:
                 return self._sessions[key]
-        session = AnnotationSession.open(source, options)
+        return None
+
+    def adopt(self, session: AnnotationSession) -> AnnotationSession:
+        """The session of ``session``'s file from now on: ``session`` (opened elsewhere,
+        e.g. in a worker thread), or the one open already for that file (opened meanwhile,
+        or under another name of it)."""
         key = session.path.resolve()
-        if key in self._sessions:  # another name of a file already open
+        if key in self._sessions:
             return self._sessions[key]
         self._sessions[key] = session
         self.session_opened.emit(session)

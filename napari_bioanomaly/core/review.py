@@ -26,8 +26,9 @@ nothing of images without predictions (it says what ``evaluate`` says now,
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +45,11 @@ from .evaluate import (
     report,
     summarise,
 )
-from .fileio import DiskChanged, atomic_write, file_digest, replace_if_unchanged
+from .fileio import DiskChanged, atomic_write, file_digest, orjson, replace_if_unchanged
+from .images import image_shape
 from .maps import read_heatmap, regions_from_probabilities
 from .model import BioAnomalyError, Dataset, ImageRecord, Region
+from .paths import resolve_image
 from .quality import QC_ATTRIBUTE
 from .runs import Spans, iou_matrix
 from .session import AnnotationSession
@@ -109,6 +112,7 @@ class ReviewSession:
         predictions: Dataset,
         path: str | Path,
         images: Sequence[str] | None = None,
+        score: bool = True,
     ) -> None:
         self.gt = gt
         self.predictions = predictions
@@ -152,20 +156,88 @@ class ReviewSession:
         self._entries: dict[str, bytes] = {}
         #: :meth:`ground_truth_state` and what it was counted at (see _state_key)
         self._state: tuple[tuple[int, int, int], tuple[int, int, int]] | None = None
-        for name in self.names:
-            self.rescore(name)
+        #: what :meth:`opening` read aside for :meth:`adopt`: image sizes (or why an image
+        #: could not be read) by file name, and the ground truth's state it scored
+        self._aside: dict[str, tuple[int, int] | str] = {}
+        self._scored_at: tuple[int, int] | None = None
+        if score:
+            for name in self.names:
+                self.rescore(name)
 
     @classmethod
     def open(
         cls, gt: AnnotationSession, path: str | Path, images: Sequence[str] | None = None
     ) -> ReviewSession:
         """Read the predictions at ``path`` (images resolved against the ground truth's)."""
+        steps = cls.opening(gt, path, images)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                review: ReviewSession = done.value
+                review.adopt()
+                return review
+
+    @classmethod
+    def opening(
+        cls, gt: AnnotationSession, path: str | Path, images: Sequence[str] | None = None
+    ) -> Generator[tuple[int, int], None, ReviewSession]:
+        """:meth:`open` in steps, for a worker thread (the GUI stays live while thousands
+        of images are read and scored): yields ``(images scored, images)`` now and then,
+        and returns the review, which :meth:`adopt` then hands the ground truth over to.
+
+        Reads the ground truth but never changes it (its thread may edit it meanwhile):
+        the sizes of images it has not read yet are read aside and scored with, and set
+        on it by :meth:`adopt`. The predictions' encoding for the first correction is
+        made here too (:meth:`save_predictions` then encodes its image only).
+        """
         # what a correction may write over (see save_predictions)
         disk = file_digest(path) if Path(path).is_file() else None
         predictions, _ = annotation_files.load(path, gt.dataset.root, read_images=False)
-        review = cls(gt, predictions, path, images)
+        review = cls(gt, predictions, path, images, score=False)
         review._disk = disk
+        review._scored_at = gt.edits, id(gt.dataset)
+        root = gt.dataset.root or gt.path.parent
+        keys = [review.group_by] if review.group_by else []
+        for k, name in enumerate(review.names):
+            im = review.ground_truth(name)
+            if im.shape is None:
+                try:
+                    shape = image_shape(resolve_image(root, im.filename))
+                except BioAnomalyError as exc:
+                    review._aside[name] = str(exc)  # scored as the session scores it
+                else:
+                    review._aside[name] = shape
+                    im = dataclasses.replace(im, shape=shape)
+            review.caches[name] = ImageCache(im, review.prediction(name), keys)
+            if k % 50 == 0:
+                yield k, len(review.names)
+        if orjson is not None:  # the first correction as fast as the next ones
+            ds = review.predictions
+            encode_cached(lambda entries: to_via_export(ds, entries), ds, review._entries)
+        yield len(review.names), len(review.names)
         return review
+
+    def adopt(self) -> None:
+        """After :meth:`opening`, on the thread that edits the ground truth: the image
+        sizes read aside are set on it (regions past the edges of an image smaller than
+        recorded are clipped, and that image scored again), and every image is scored
+        again where the ground truth changed meanwhile (edited, or read again)."""
+        for name, shape in self._aside.items():
+            if name not in self.caches:
+                continue
+            index = self._gt_position(name)
+            if isinstance(shape, str):
+                self.gt.problems[name] = shape
+                continue
+            before = [id(r) for r in self.gt.dataset.images[index].regions]
+            self.gt.set_shape(index, shape)
+            if [id(r) for r in self.gt.dataset.images[index].regions] != before:
+                self.rescore(name)
+        self._aside.clear()
+        if self._scored_at not in (None, (self.gt.edits, id(self.gt.dataset))):
+            self.ground_truth_reloaded()
+        self._scored_at = None
 
     # ------------------------------------------------------------------ records
 

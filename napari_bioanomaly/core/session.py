@@ -306,6 +306,12 @@ class AnnotationSession:
         self.problems.pop(im.filename, None)
         return out
 
+    def set_shape(self, index: int, shape: tuple[int, int]) -> None:
+        """Set the size of image ``index`` as read from its file (elsewhere: a worker's
+        :meth:`~.review.ReviewSession.opening`); clips its regions like :meth:`read_shape`."""
+        self.problems.pop(self.dataset.images[index].filename, None)
+        self._set_shape(index, shape)
+
     def _set_shape(self, index: int, shape: tuple[int, int]) -> None:
         im = self.dataset.images[index]
         if im.shape == shape:

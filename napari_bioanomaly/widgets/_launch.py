@@ -36,7 +36,7 @@ def is_bug(exc: BaseException) -> bool:
 
 
 def launch(
-    job: Callable[..., Generator],
+    job: Callable[..., Generator[Any, Any, Any]],
     args: tuple = (),
     *,
     on_event: Callable[[Any], None] | None = None,

@@ -10,6 +10,7 @@ of :mod:`._review_panels`. This class wires them together.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from ..core.evaluate import ImageScore, Report, empty_note, empty_truth_note
 from ..core.fileio import DiskChanged, WriteError
 from ..core.model import BioAnomalyError
 from ..core.review import ReviewSession, predictions_path
+from ..core.session import AnnotationSession
 from ..core.text import counted
 from ._common import (
     EXPORTS,
@@ -51,6 +53,7 @@ from ._common import (
     slot,
     with_browse,
 )
+from ._launch import error_text, launch
 from ._review_jobs import ReviewJobs
 from ._review_panels import (
     PROPOSE_TIP,
@@ -84,6 +87,8 @@ class ReviewWidget(QWidget):
         guard_quit(napari_viewer)  # asks before napari closes with annotations not saved
         self.annotator: Annotator | None = None
         self._closed = False  # closed while a job ran: its end opens nothing
+        #: the open running in the background (see open_in_background), None when none
+        self._opening: object | None = None
         self.review: ReviewSession | None = None
         self.layers = ReviewLayers(napari_viewer)
         #: regions smaller than this are not proposed (the model's operating point's)
@@ -349,7 +354,8 @@ class ReviewWidget(QWidget):
         images: list[str] | None = None,
         note: str = "",
     ) -> bool:
-        """Open ground truth (editable, autosaved) and predictions for review.
+        """Open ground truth (editable, autosaved) and predictions for review, and wait
+        (:meth:`open_in_background` keeps napari live meanwhile: what the buttons do).
 
         ``images``: review only these file names (e.g. the validation images);
         default: every image of the ground truth. ``note``: said under the summary while
@@ -359,8 +365,72 @@ class ReviewWidget(QWidget):
             session = self.workspace.session(gt_path)
             review = ReviewSession.open(session, pred_path, images)
         except (BioAnomalyError, OSError) as exc:
-            self.summary.setText(f"Cannot open: {exc}")
+            self.summary.setText(f"Cannot open: {error_text(exc)}")
             return False
+        self._show(review, images, note)
+        return True
+
+    @property
+    def opening(self) -> bool:
+        """Whether a review is being opened in the background (see :meth:`open_in_background`)."""
+        return self._opening is not None
+
+    def open_in_background(
+        self,
+        gt_path: str | Path,
+        pred_path: str | Path,
+        images: list[str] | None = None,
+        note: str = "",
+        then: Callable[[], None] | None = None,
+        otherwise: str = "",
+    ) -> None:
+        """:meth:`open`, reading and scoring in a worker thread (seconds for thousands of
+        images: napari stays live, the progress is said under the summary); the review
+        on screen stays until the new one is ready. A later open replaces one still
+        running. ``then`` runs once it is shown; ``otherwise`` is said under the error
+        when it cannot be opened."""
+        token = object()
+        self._opening = token
+        session = self.workspace.opened(gt_path)  # shared; else read in the worker
+        name = Path(pred_path).name
+        self.summary.setText(f"Opening {name} for review...")
+
+        def progress(step: tuple[int, int]) -> None:
+            if self._opening is token:
+                self.summary.setText(f"Opening {name} for review: {step[0]:,} of "
+                                     f"{step[1]:,} images scored...")  # fmt: skip
+
+        def opened(result: tuple[AnnotationSession, ReviewSession]) -> None:
+            if self._opening is not token or self._closed:  # replaced, or closed meanwhile
+                return
+            mine, review = result
+            shared = self.workspace.adopt(mine)
+            if shared is not mine:  # the same file opened meanwhile (the Annotate widget)
+                try:
+                    review = ReviewSession.open(shared, pred_path, images)
+                except (BioAnomalyError, OSError) as exc:
+                    failed(exc)
+                    return
+            else:
+                review.adopt()
+            self._opening = None
+            self._show(review, images, note)
+            if then is not None:
+                then()
+
+        def failed(exc: BaseException) -> None:
+            if self._opening is token and not self._closed:
+                self._opening = None
+                self.summary.setText(f"Cannot open: {error_text(exc)}"
+                                     + (f"\n{otherwise}" if otherwise else ""))  # fmt: skip
+
+        launch(_opening, (session, gt_path, pred_path, images), on_event=progress,
+               on_returned=opened, on_error=failed)  # fmt: skip
+
+    def _show(self, review: ReviewSession, images: list[str] | None, note: str) -> None:
+        """Show an opened review: the ground truth's layers (shared with the Annotate
+        widget when it has the file open), the predictions, the tables."""
+        session = review.gt
         same = self.annotator is not None and self.annotator.session is session
         if not same:
             self._release()
@@ -387,7 +457,6 @@ class ReviewWidget(QWidget):
         self._set_review_enabled(True)
         self.refresh()
         self._on_image_changed(session.current)
-        return True
 
     def _apply_thresholds(self) -> None:
         if self.review is not None:
@@ -395,7 +464,7 @@ class ReviewWidget(QWidget):
             self.review.score_threshold = self.score_slider.value() / 100
 
     def _open_fields(self) -> None:
-        self.open(self.gt_edit.text(), self.pred_edit.text())
+        self.open_in_background(self.gt_edit.text(), self.pred_edit.text())
 
     @property
     def _gt(self) -> Annotator:
@@ -606,12 +675,14 @@ class ReviewWidget(QWidget):
         opened again on it, and what happened said (nothing was written over it)."""
         assert self.review is not None
         gt, pred, note = self.review.gt.path, self.review.path, self.review_note
-        if self.open(gt, pred, self._review_images, note):
-            self._say(f"{pred}: changed on disk since the review read it (predictions written "
-                      "again?); nothing was written over it: the review shows it now, redo "
-                      "the correction if it still holds")  # fmt: skip
-        else:  # open() said why it cannot (kept); the review before stays
-            self.summary.setText(f"{self.summary.text()}\n{exc}")
+        self.open_in_background(
+            gt, pred, self._review_images, note,
+            then=lambda: self._say(f"{pred}: changed on disk since the review read it "
+                                   "(predictions written again?); nothing was written over "
+                                   "it: the review shows it now, redo the correction if it "
+                                   "still holds"),
+            otherwise=str(exc),  # the review before stays
+        )  # fmt: skip
 
     def _not_added(self) -> list[str]:
         """What the last accept did not add, and why (its counts are the table's)."""
@@ -769,7 +840,7 @@ class ReviewWidget(QWidget):
         if self._closed:  # the job saved its files; a closed widget opens no layers
             return
         self.pred_edit.setText(str(pred_out))
-        self.open(gt, pred_out, images=names, note=self.jobs.problems_text(len(names)))
+        self.open_in_background(gt, pred_out, names, self.jobs.problems_text(len(names)))
 
     @property
     def proposal_peak(self) -> float | None:
@@ -825,6 +896,20 @@ class ReviewWidget(QWidget):
         unbind_keys(self.viewer, self)
         self._release()
         super().closeEvent(event)
+
+
+def _opening(
+    session: AnnotationSession | None,
+    gt_path: str | Path,
+    pred_path: str | Path,
+    images: list[str] | None,
+) -> Generator[tuple[int, int], None, tuple[AnnotationSession, ReviewSession]]:
+    """The worker of :meth:`ReviewWidget.open_in_background`: the ground truth read where
+    it is not open yet (``session``), then the predictions read and scored."""
+    if session is None:
+        session = AnnotationSession.open(gt_path)
+    review = yield from ReviewSession.opening(session, pred_path, images)
+    return session, review
 
 
 def _summary_line(name: str, s: dict[str, Any]) -> str:

@@ -368,6 +368,60 @@ def test_each_correction_re_encodes_its_image_only_and_writes_what_a_full_export
     assert annotations.load(files[1], read_images=False)[0] is not None
 
 
+def test_opened_in_steps_the_ground_truth_is_left_alone_until_adopted(files):
+    """A worker thread opens the review while the GUI thread may edit the ground truth:
+    opening reads it but changes nothing (sizes are read aside), an edit made meanwhile
+    is scored once the review is adopted, and the scores are those of an open in one go."""
+    session = AnnotationSession.open(files[0])
+    steps = ReviewSession.opening(session, files[1])
+    assert next(steps) == (0, 6)
+    first = session.dataset.images[0]
+    session.set_regions([*first.regions, Region(square(2, 2, 8), "dust")], 0)  # meanwhile
+    progress = list(_run(steps))
+    review = progress.pop()
+    assert progress[-1] == (6, 6)
+    assert all(im.shape is None for im in session.dataset.images)  # nothing set yet
+    review.adopt()
+    assert all(im.shape is not None for im in session.dataset.images)
+    in_one_go = ReviewSession.open(AnnotationSession.open(files[0]), files[1])
+    in_one_go.gt.set_regions([*in_one_go.gt.dataset.images[0].regions,
+                              Region(square(2, 2, 8), "dust")], 0)  # fmt: skip
+    in_one_go.rescore(first.filename)
+    assert review.rows() == in_one_go.rows()
+    unedited = ReviewSession.open(AnnotationSession.open(files[0]), files[1])
+    assert review.rows()[0].n_gt == unedited.rows()[0].n_gt + 1  # the edit is scored
+
+
+def test_an_image_smaller_than_recorded_is_clipped_and_scored_clipped_when_adopted(files):
+    """The sizes an open in steps reads aside are set as the session sets them: regions
+    past the edges of an image smaller than its record are clipped, and scored so."""
+    import json
+
+    data = json.loads(files[0].read_text())
+    entry = next(iter(data["_via_img_metadata"].values()))
+    entry["regions"].append({"shape_attributes": {"name": "rect", "x": 250, "y": 250,
+                             "width": 40, "height": 40}, "region_attributes": {"class": "dust"}})  # fmt: skip
+    files[0].write_text(json.dumps(data))
+    session = AnnotationSession.open(files[0])
+    name = session.dataset.images[0].filename
+    steps = ReviewSession.opening(session, files[1])
+    review = list(_run(steps)).pop()
+    review.adopt()
+    eager = ReviewSession.open(AnnotationSession.open(files[0]), files[1])
+    assert review.ground_truth(name).regions[-1].area == eager.ground_truth(name).regions[-1].area
+    assert review.rows() == eager.rows()
+
+
+def _run(steps):
+    """Every step of a generator, then what it returned."""
+    while True:
+        try:
+            yield next(steps)
+        except StopIteration as done:
+            yield done.value
+            return
+
+
 def test_propose_outlines_the_stored_map(files):
     import tifffile
 

@@ -68,13 +68,14 @@ def leave_a_core_to_the_gui() -> None:
 
 
 def training_job(
-    dataset: Any, config: Any, out: Path, cancel: threading.Event
+    dataset: Any, config: Any, out: Path, cancel: threading.Event, resume: Path | None = None
 ) -> Generator[Any, None, Any]:
-    """The generator the worker runs: leaves one core to the GUI, then trains."""
+    """The generator the worker runs: leaves one core to the GUI, then trains (goes on
+    from the last state ``resume``, see :func:`..ml.train.train`)."""
     from ..ml.train import train
 
     leave_a_core_to_the_gui()
-    return (yield from train(dataset, config, out, cancel=cancel))
+    return (yield from train(dataset, config, out, resume=resume, cancel=cancel))
 
 
 def crossval_job(

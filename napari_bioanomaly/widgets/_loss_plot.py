@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 from qtpy.QtCore import QPointF, QRectF, Qt, QTimer
@@ -91,6 +92,28 @@ class LossPlot(QWidget):
 
     def clear(self) -> None:
         self.loss, self.val_loss, self.val_f1 = [], [], []
+        self.update()
+
+    def add_history(self, records: Any) -> None:
+        """Draw the epochs of a run before it was resumed (its checkpoint's ``history``:
+        per epoch its mean loss, validation loss and score); what is not a finite number
+        is left out."""
+
+        def number(record: Any, key: str) -> float | None:
+            value = record.get(key) if isinstance(record, dict) else None
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return None
+            return float(value) if math.isfinite(value) else None
+
+        for record in records if isinstance(records, list) else []:
+            epoch = number(record, "epoch")
+            if epoch is None:
+                continue
+            for key, series in (("loss", self.loss), ("val_loss", self.val_loss),
+                                ("val_score", self.val_f1)):  # fmt: skip
+                value = number(record, key)
+                if value is not None:
+                    series.append((epoch + 1, value))
         self.update()
 
     def add(self, event: Any) -> None:

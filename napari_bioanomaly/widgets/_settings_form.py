@@ -96,3 +96,17 @@ def field_values(fields: dict[str, QWidget]) -> dict[str, Any]:
         else:
             out[name] = field.value()
     return out
+
+
+def set_field_values(fields: dict[str, QWidget], values: dict[str, Any]) -> None:
+    """Put ``values`` (by setting name, as :func:`field_values` gives them) in the fields."""
+    for name, value in values.items():
+        field: Any = fields.get(name)
+        if isinstance(field, QCheckBox):
+            field.setChecked(bool(value))
+        elif isinstance(field, QComboBox):
+            field.setCurrentText(str(value))
+        elif isinstance(field, QLineEdit):
+            field.setText(str(value))
+        elif field is not None:
+            field.setValue(value)

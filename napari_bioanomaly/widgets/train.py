@@ -45,7 +45,7 @@ from ._common import slot, with_browse
 from ._jobs import _num, crossval_job, epoch_text, prime_torch, step_text, training_job
 from ._launch import error_text, launch
 from ._loss_plot import LossPlot
-from ._settings_form import add_setting_rows, field_values, spin
+from ._settings_form import add_setting_rows, field_values, set_field_values, spin
 from ._status_label import StatusLabel
 
 if TYPE_CHECKING:  # torch stays unloaded until a run starts
@@ -135,6 +135,8 @@ class TrainWidget(QWidget):
         self._last_status = 0.0
         self._hint = ""  # a status of the run worth repeating when it ends
         self._ready = False  # the status says what a run would train on (kept up to date)
+        #: the last state whose settings Resume put in the form (see resume), and its time
+        self._filled_for: tuple[Path, float] | None = None
         self._build()
         self.refresh_sources()
         if self.workspace.annotations_path is not None:  # the dataset on screen
@@ -200,11 +202,21 @@ class TrainWidget(QWidget):
             "a CPU, to compare with deep learning"
         )
         self.baseline_button.clicked.connect(slot(self.start_baseline))
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setToolTip(
+            "go on with a network's run stopped or ended: from its last state (MODEL.last.pt "
+            "beside the model file in \"save model to\", else of the run of this window, else "
+            "the newest beside the annotations), with its own settings; epochs, time budget, "
+            "patience, device, workers and mixed precision may be changed (raise epochs to "
+            "train a finished run longer)"
+        )  # fmt: skip
+        self.resume_button.clicked.connect(slot(self.resume))
         self.stop_button = QPushButton("Stop")
         self.stop_button.setEnabled(False)
         self.stop_button.clicked.connect(self.stop)
         buttons.addWidget(self.train_button)
         buttons.addWidget(self.baseline_button)
+        buttons.addWidget(self.resume_button)
         buttons.addWidget(self.stop_button)
         layout.addLayout(buttons)
         cv = QHBoxLayout()
@@ -416,6 +428,134 @@ class TrainWidget(QWidget):
             f"{out}{kept}",
         )  # fmt: skip
 
+    def resumable(self) -> Path | None:
+        """The last state Resume goes on from: that of the model file in "save model to",
+        else that of this window's last run, else the newest ``bioanomaly-*.last.pt``
+        beside the annotations (None: none there)."""
+        from ..ml.checkpoint import last_path
+
+        typed = self.out.text().strip()
+        if typed:
+            path = last_path(Path(typed))
+            return path if path.is_file() else None
+        last = getattr(self.result, "last", None)
+        if last is not None and Path(last).is_file():
+            return Path(last)
+        source = self.source.currentText().strip()
+        if not source:
+            return None
+        try:
+            found = [(p.stat().st_mtime, p) for p in
+                     beside(source, "x").parent.glob("bioanomaly-*.last.pt")]  # fmt: skip
+        except OSError:
+            return None
+        return max(found)[1] if found else None
+
+    def resume(self) -> bool:
+        """Go on with a network's run from its last state (:meth:`resumable`), with the
+        settings it was trained with (:func:`..ml.config.resumed`: a resumed run may
+        change only how long it goes on and where it runs).
+
+        Where the form shows other settings, it is given the run's first, and the status
+        says which and waits for Resume again (one may still change its epochs, budget,
+        ...). Returns whether the run started; says why not otherwise.
+        """
+        if self.worker is not None:
+            return False
+        ckpt_path = self.resumable()
+        if ckpt_path is None:
+            typed = self.out.text().strip()
+            where = f"beside {typed}" if typed else "beside the annotations"
+            self._set_status(f"Nothing to resume: no last state of a run (MODEL.last.pt) "
+                             f"{where}; press Train to start one.", error=True)  # fmt: skip
+            return False
+        from ..ml.checkpoint import load_checkpoint
+        from ..ml.config import TrainConfig
+
+        try:
+            ckpt = load_checkpoint(ckpt_path)
+            saved = TrainConfig.from_dict(ckpt["config"])
+            stamp = ckpt_path.stat().st_mtime
+        except (BioAnomalyError, OSError) as exc:
+            self._set_status(f"Cannot resume: {error_text(exc)}", error=True)
+            return False
+        if not REGISTRY[saved.model].network:
+            self._set_status(f"Cannot resume {ckpt_path}: {saved.model} is fitted in one pass, "
+                             "not trained in epochs; press Train.", error=True)  # fmt: skip
+            return False
+        filled = self._filled_for == (ckpt_path, stamp)
+        differ = self._settings_of(saved, free=not filled)
+        if differ:
+            self._filled_for = ckpt_path, stamp
+            self._set_status(
+                f"The form now holds the settings of the run in {ckpt_path.name}, which it goes "
+                f"on with (the form had {'; '.join(differ)}). Its epochs, time budget, patience, "
+                "device, workers and mixed precision may still be changed. Press Resume to go "
+                "on."
+            )
+            return False
+        prepared = self._prepare()
+        if prepared is None:
+            return False
+        dataset, asked, _ = prepared
+        config = resumed_settings(saved, asked)
+        done = int(ckpt.get("epoch", -1)) + 1
+        planned = config.epochs or int(ckpt.get("planned_epochs") or 0)
+        if planned and done >= planned:
+            self._set_status(f"Cannot resume {ckpt_path.name}: its {counted(done, 'epoch')} "
+                             f"are done; set epochs to {done + 1} or more to train it longer, "
+                             "then press Resume.", error=True)  # fmt: skip
+            return False
+        out = model_of(ckpt_path)
+        if not self._writable(out.parent, "the model", "copy the run's files to a folder you "
+                              "can write, and resume there"):  # fmt: skip
+            return False
+        self._filled_for = None
+        self.cancel = threading.Event()
+        of = f" of {planned}" if planned else ""
+        started = self._launch(
+            training_job, (dataset, config, out, self.cancel, ckpt_path), self._on_event,
+            self._on_returned, (planned or 1) * config.steps_per_epoch,
+            f"Resuming {out.name} from epoch {done + 1}{of} ({len(dataset.images)} images, "
+            f"model {config.model}; its last state: {ckpt_path})",
+        )  # fmt: skip
+        if started:  # the epochs before, as the run's plot showed them
+            self.plot.add_history(ckpt.get("history"))
+        return started
+
+    def _settings_of(self, saved: Any, free: bool) -> list[str]:
+        """Put the settings of the stopped run ``saved`` in the form where it shows others
+        (``free``: those a resumed run may change too); returns them in words ("tile 64
+        (the run: 48)"), nothing where the form shows the run's."""
+        from ..ml.config import RESUME_AUTO, RESUME_FREE, RESUME_ON, RESUME_START
+
+        differ: list[str] = []
+        if self.model.currentText() != saved.model:
+            differ.append(f"model {self.model.currentText()} (the run: {saved.model})")
+            self.model.setCurrentText(saved.model)
+        values = self.form_values()
+        theirs: dict[str, Any] = {}
+        for setting in SETTINGS:
+            name = setting.name
+            if (name not in values or setting.key in RESUME_START
+                    or (setting.key in RESUME_FREE and not free)
+                    or not setting.applies_to(saved.model)):  # fmt: skip
+                continue
+            mine, value = values[name], setting.to_form(getattr(saved, setting.key))
+            if setting.key in RESUME_AUTO and setting.from_form(mine) is None:
+                continue  # auto: the run's choice is kept
+            if setting.key in RESUME_ON and mine and not free:
+                continue  # switched on after the form was filled: from now on
+            same = (abs(mine - value) < 0.6 * 10**-setting.decimals
+                    if setting.kind == "float" else mine == value)  # fmt: skip
+            if not same:
+                differ.append(f"{setting.label} {_form_text(setting, mine)} (the run: "
+                              f"{_form_text(setting, value)})")  # fmt: skip
+                theirs[name] = value
+        set_field_values(self.fields, theirs)
+        self._model_changed(saved.model)
+        return differ
+
     def start_crossval(self) -> bool:
         """Cross-validate the current settings in a worker thread (see :mod:`..ml.crossval`);
         fold models and ``crossval.json`` go to ``crossval-<model>/`` beside the annotations."""
@@ -624,6 +764,7 @@ class TrainWidget(QWidget):
         """Buttons while a job runs: this widget's (``own``: Stop stops it) or another's."""
         self.train_button.setEnabled(not running)
         self.baseline_button.setEnabled(not running)
+        self.resume_button.setEnabled(not running)
         self.cv_button.setEnabled(not running)
         self.stop_button.setEnabled(running and own)
 
@@ -633,6 +774,33 @@ class TrainWidget(QWidget):
         self.status.setText(text)
         if not self._own_job:  # during a run the line stays put (the status changes often)
             self._fit_progress()
+
+
+def resumed_settings(saved: Any, asked: Any) -> Any:
+    """The settings a run resuming one of ``saved`` goes on with, from the form's ``asked``
+    (see :func:`..ml.config.resumed`): the run's, with the form's epochs, budget, patience,
+    device, workers and mixed precision, and leaving out QC-flagged images if asked."""
+    from ..ml.config import RESUME_FREE, RESUME_ON
+
+    on = {name: True for name in RESUME_ON if getattr(asked, name)}
+    return saved.replace(**{name: getattr(asked, name) for name in RESUME_FREE}, **on)
+
+
+def model_of(last: Path) -> Path:
+    """The model file of the run whose last state is ``last`` (``X.last.pt``: ``X.pt``)."""
+    stem = last.stem
+    return last.with_name((stem[: -len(".last")] if stem.endswith(".last") else stem) + last.suffix)
+
+
+def _form_text(setting: Any, value: Any) -> str:
+    """A value of the form as the status says it."""
+    if setting.auto and not value:
+        return "auto"
+    if setting.kind == "flag":
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value) if value != "" else "none"
 
 
 def free_model_name(path: Path) -> Path:

@@ -108,6 +108,67 @@ def test_stop_leaves_a_resumable_checkpoint(widgets, qtbot):
     assert best["operating_point"]["source"] == "validation"
 
 
+def _stop_after_an_epoch(train, qtbot, before=0):
+    """Stop the run once it has validated an epoch more than the ``before`` it resumed."""
+    qtbot.waitUntil(lambda: len(train.plot.val_loss) > before, timeout=60_000)
+    with qtbot.waitSignal(train.worker.finished, timeout=60_000):
+        train.stop()
+    assert train.result.cancelled
+
+
+def test_resume_goes_on_from_the_last_state_with_the_run_s_settings(
+    widgets, make_napari_viewer, qtbot
+):
+    """Only the CLI could go on with a stopped run (train --resume): a biologist who
+    stopped training, or closed napari, started again from nothing."""
+    _, train, folder = widgets
+    last = folder / "bioanomaly-unet.last.pt"
+    train.epochs.setValue(50)
+    assert not train.resume()  # nothing to go on from yet
+    assert train.status.text().startswith("Nothing to resume: no last state of a run")
+    assert train.start()
+    _stop_after_an_epoch(train, qtbot)
+    done = load_checkpoint(last)["epoch"] + 1
+    qtbot.mouseClick(train.resume_button, Qt.MouseButton.LeftButton)
+    assert train.worker is not None  # the form holds the run's settings: it goes on at once
+    assert train.status.text().startswith(f"Resuming bioanomaly-unet.pt from epoch {done + 1} "
+                                          "of 50")  # fmt: skip
+    # the plot goes on from the epochs before (the checkpoint's history), not from nothing
+    assert [x for x, _ in train.plot.val_loss[:done]] == list(range(1, done + 1))
+    _stop_after_an_epoch(train, qtbot, before=done)
+    ckpt = load_checkpoint(last)
+    assert ckpt["epoch"] + 1 > done and len(ckpt["history"]) == ckpt["epoch"] + 1
+    done = ckpt["epoch"] + 1
+    # napari opened again: the form holds its defaults; the run's settings are put in it
+    again = TrainWidget(make_napari_viewer())
+    qtbot.addWidget(again)
+    again.use_source(folder / "annotations.json")
+    assert (again.tile.value(), again.epochs.value()) != (64, 50)
+    assert not again.resume() and again.worker is None
+    text = again.status.text()
+    assert text.startswith("The form now holds the settings of the run in "
+                           "bioanomaly-unet.last.pt") and "tile size (px) 256 (the run: 64)" in text  # fmt: skip
+    assert "epochs auto (the run: 50)" in text
+    assert (again.tile.value(), again.epochs.value()) == (64, 50)
+    assert again.batch.value() == 0  # auto: the run goes on with the batch it chose (2)
+    again.epochs.setValue(done)  # what a resumed run may change, changed: kept
+    assert not again.resume()
+    assert again.status.text() == (
+        f"Cannot resume bioanomaly-unet.last.pt: its {done} epochs are done; set epochs to "
+        f"{done + 1} or more to train it longer, then press Resume."
+    )
+    assert again.epochs.value() == done
+    again.epochs.setValue(done + 1)
+    assert again.resume()
+    wait_for_job(qtbot, again, 120_000)
+    assert again.status.text().startswith("Finished on cpu. Model: ")
+    assert load_checkpoint(last)["epoch"] + 1 == done + 1
+    again.out.setText(str(folder / "elsewhere.pt"))
+    assert not again.resume()
+    assert again.status.text().startswith("Nothing to resume: no last state of a run "
+                                          f"(MODEL.last.pt) beside {folder / 'elsewhere.pt'}")  # fmt: skip
+
+
 def test_bad_settings_are_explained(widgets, qtbot):
     _, train, _ = widgets
     train.source.setCurrentText("/nonexistent/annotations.json")

@@ -586,6 +586,36 @@ def _class_lines(classes: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _threads(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text}: a number of threads is a whole number, 1 or more"
+        )
+    return n
+
+
+def add_threads_option(p: argparse.ArgumentParser) -> None:
+    """``--threads N``: the CPU threads torch computes with (see :func:`use_threads`)."""
+    p.add_argument(
+        "--threads", type=_threads, metavar="N",
+        help="CPU threads to compute with (default: one per core this process may use); "
+        "give each of several jobs sharing a machine its share of the cores: threads "
+        "competing for cores run many times slower",
+    )  # fmt: skip
+
+
+def use_threads(args: argparse.Namespace) -> None:
+    """Compute with ``--threads`` CPU threads, where given (before any torch work)."""
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     from .ml.settings import add_cli_options
 
@@ -597,6 +627,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         "need no annotation)",
     )
     add_cli_options(p)
+    add_threads_option(p)
 
 
 def _train_config(args: argparse.Namespace) -> Any:

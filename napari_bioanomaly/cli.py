@@ -27,12 +27,14 @@ from ._cli_data import (
 from ._cli_ml import (
     _add_train_options,
     _train_config,
+    add_threads_option,
     cmd_choose_point,
     cmd_crossval,
     cmd_evaluate,
     cmd_predict,
     cmd_pretrain,
     cmd_train,
+    use_threads,
 )
 from .core import annotations as annotation_files
 from .core.model import BioAnomalyError
@@ -242,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="I/N",
         help="predict images I, I+N, I+2N, ... (0-based, e.g. a SLURM array task id)",
     )
+    add_threads_option(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
@@ -266,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
                    help="auto picks cuda, then mps, then the CPU (auto)")  # fmt: skip
     _add_import_options(p)
+    add_threads_option(p)
     p.set_defaults(func=cmd_choose_point)
 
     p = sub.add_parser("merge", help="join prediction files of shards into one")
@@ -320,6 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        use_threads(args)
         return int(args.func(args))
     except BrokenPipeError:  # the reader went away (`| head`): end quietly, as Unix tools do
         _quiet_stdout()

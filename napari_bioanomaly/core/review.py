@@ -93,6 +93,27 @@ def predictions_path(gt: str | Path) -> Path:
     return gt.with_name(gt.stem + ".predictions.json")
 
 
+def _scored_as(im: ImageRecord, keys: Sequence[str]) -> tuple[list[Region], list[str], list[str]]:
+    """What an image's score depends on of its ground truth (its size apart): its regions
+    (held, so that none is freed and its ``id`` taken by another), their classes, and its
+    group."""
+    regions = list(im.regions)
+    return regions, [r.label for r in regions], [str(im.file_attributes.get(k, "")) for k in keys]
+
+
+def _same_scoring(
+    seen: tuple[list[Region], list[str], list[str]] | None, im: ImageRecord, keys: Sequence[str]
+) -> bool:
+    """Whether ``im`` scores as it did when :func:`_scored_as` gave ``seen``."""
+    if seen is None:
+        return False
+    regions, labels, group = _scored_as(im, keys)
+    same = len(regions) == len(seen[0]) and all(
+        a is b for a, b in zip(regions, seen[0], strict=True)
+    )
+    return same and labels == seen[1] and group == seen[2]
+
+
 class ReviewSession:
     """Predictions under review against an open ground truth.
 
@@ -160,6 +181,8 @@ class ReviewSession:
         #: could not be read) by file name, and the ground truth's state it scored
         self._aside: dict[str, tuple[int, int] | str] = {}
         self._scored_at: tuple[int, int] | None = None
+        #: what :meth:`opening` scored of each image (see _scored_as), for :meth:`adopt`
+        self._seen: dict[str, tuple[list[Region], list[str], list[str]]] = {}
         if score:
             for name in self.names:
                 self.rescore(name)
@@ -201,15 +224,17 @@ class ReviewSession:
         keys = [review.group_by] if review.group_by else []
         for k, name in enumerate(review.names):
             im = review.ground_truth(name)
-            if im.shape is None:
+            # what is scored, taken once: the GUI thread may replace the list meanwhile
+            seen = dataclasses.replace(im, regions=list(im.regions))
+            if seen.shape is None:
                 try:
                     shape = image_shape(resolve_image(root, im.filename))
                 except BioAnomalyError as exc:
                     review._aside[name] = str(exc)  # scored as the session scores it
                 else:
-                    review._aside[name] = shape
-                    im = dataclasses.replace(im, shape=shape)
-            review.caches[name] = ImageCache(im, review.prediction(name), keys)
+                    review._aside[name] = seen.shape = shape
+            review._seen[name] = _scored_as(seen, keys)
+            review.caches[name] = ImageCache(seen, review.prediction(name), keys)
             if k % 50 == 0:
                 yield k, len(review.names)
         if orjson is not None:  # the first correction as fast as the next ones
@@ -221,8 +246,9 @@ class ReviewSession:
     def adopt(self) -> None:
         """After :meth:`opening`, on the thread that edits the ground truth: the image
         sizes read aside are set on it (regions past the edges of an image smaller than
-        recorded are clipped, and that image scored again), and every image is scored
-        again where the ground truth changed meanwhile (edited, or read again)."""
+        recorded are clipped, and that image scored again), and the images edited
+        meanwhile are scored again (every image, where the file was read again)."""
+        edits = self.gt.edits  # set_shape counts the clipping it does as an edit
         for name, shape in self._aside.items():
             if name not in self.caches:
                 continue
@@ -235,8 +261,14 @@ class ReviewSession:
             if [id(r) for r in self.gt.dataset.images[index].regions] != before:
                 self.rescore(name)
         self._aside.clear()
-        if self._scored_at not in (None, (self.gt.edits, id(self.gt.dataset))):
+        if self._scored_at is not None and self._scored_at[1] != id(self.gt.dataset):
             self.ground_truth_reloaded()
+        elif self._scored_at is not None and self._scored_at[0] != edits:
+            keys = [self.group_by] if self.group_by else []
+            for name in self.names:
+                if not _same_scoring(self._seen.get(name), self.ground_truth(name), keys):
+                    self.rescore(name)
+        self._seen.clear()
         self._scored_at = None
 
     # ------------------------------------------------------------------ records
@@ -620,6 +652,11 @@ class ReviewSession:
             raise
         self.rescore(filename)
         return regions
+
+    def predictions_changed(self) -> bool:
+        """Whether the predictions file changed on disk since it was read or written here
+        (see :meth:`check_predictions_file`)."""
+        return (file_digest(self.path) if self.path.is_file() else None) != self._disk
 
     def check_predictions_file(self) -> None:
         """Raise :class:`~.fileio.DiskChanged` where the predictions file changed on disk

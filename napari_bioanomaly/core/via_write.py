@@ -206,11 +206,13 @@ def encode_cached(
     JSON, kept for images unchanged since; the caller drops the names it changes): a save
     after one correction costs little more than that image, not a walk over thousands.
 
-    Without orjson (the only encoder that splices encoded JSON), or for values it cannot
-    encode (integers beyond 64 bits, which a VIA file may hold and reading keeps), the
-    whole document is encoded by :func:`.jsonio.dumps` instead.
+    Without orjson (the only encoder that splices encoded JSON), for values it cannot
+    encode (integers beyond 64 bits, which a VIA file may hold and reading keeps), or
+    where two images have one name (the readers merge such entries), the whole document
+    is encoded by :func:`.jsonio.dumps` instead.
     """
-    if orjson is not None:
+    names = [im.filename for im in dataset.images]
+    if orjson is not None and len(set(names)) == len(names):  # entries are kept by name
         todo = [im for im in dataset.images if im.filename not in cache]
         polygons = iter(rounded_polygons([r for im in todo for r in im.regions]))
         checkboxes = checkbox_classes(dataset)
@@ -218,7 +220,7 @@ def encode_cached(
             mine = [next(polygons) for _ in im.regions]
             entry = image_entry(im, dataset.class_attribute, mine, checkboxes)
             cache[im.filename] = dumps(entry, check_finite=False)  # finite by the model
-        fragments = {im.filename: orjson.Fragment(cache[im.filename]) for im in dataset.images}
+        fragments = {name: orjson.Fragment(cache[name]) for name in names}
         try:
             return orjson.dumps(build(fragments))
         except TypeError:  # an integer beyond 64 bits outside the entries (settings)

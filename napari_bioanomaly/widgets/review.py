@@ -87,8 +87,10 @@ class ReviewWidget(QWidget):
         guard_quit(napari_viewer)  # asks before napari closes with annotations not saved
         self.annotator: Annotator | None = None
         self._closed = False  # closed while a job ran: its end opens nothing
-        #: the open running in the background (see open_in_background), None when none
+        #: the open running in the background (see open_in_background), None when none,
+        #: and the worker of the last one
         self._opening: object | None = None
+        self._open_worker: Any = None
         self.review: ReviewSession | None = None
         self.layers = ReviewLayers(napari_viewer)
         #: regions smaller than this are not proposed (the model's operating point's)
@@ -361,6 +363,7 @@ class ReviewWidget(QWidget):
         default: every image of the ground truth. ``note``: said under the summary while
         this review is open (e.g. the images a stopped prediction did not reach).
         """
+        self._opening = None  # one in the background would replace this one
         try:
             session = self.workspace.session(gt_path)
             review = ReviewSession.open(session, pred_path, images)
@@ -391,8 +394,19 @@ class ReviewWidget(QWidget):
         when it cannot be opened."""
         token = object()
         self._opening = token
-        session = self.workspace.opened(gt_path)  # shared; else read in the worker
         name = Path(pred_path).name
+
+        def failed(exc: BaseException) -> None:
+            if self._opening is token and not self._closed:
+                self._opening = None
+                self.summary.setText(f"Cannot open: {error_text(exc)}"
+                                     + (f"\n{otherwise}" if otherwise else ""))  # fmt: skip
+
+        try:
+            session = self.workspace.opened(gt_path)  # shared; else read in the worker
+        except (BioAnomalyError, OSError) as exc:  # a folder that cannot be listed
+            failed(exc)
+            return
         self.summary.setText(f"Opening {name} for review...")
 
         def progress(step: tuple[int, int]) -> None:
@@ -404,29 +418,31 @@ class ReviewWidget(QWidget):
             if self._opening is not token or self._closed:  # replaced, or closed meanwhile
                 return
             mine, review = result
-            shared = self.workspace.adopt(mine)
-            if shared is not mine:  # the same file opened meanwhile (the Annotate widget)
-                try:
+            try:
+                if review.predictions_changed():  # a correction of the review on screen
+                    self.open_in_background(gt_path, pred_path, images, note, then, otherwise)
+                    return  # read again: what was read missed it
+                shared = self.workspace.adopt(mine)
+                if shared is not mine:  # the same file opened meanwhile (the Annotate widget)
                     review = ReviewSession.open(shared, pred_path, images)
-                except (BioAnomalyError, OSError) as exc:
-                    failed(exc)
-                    return
-            else:
-                review.adopt()
+                else:
+                    review.adopt()
+            except (BioAnomalyError, OSError) as exc:
+                failed(exc)
+                return
+            except BaseException:  # a bug (napari shows it): the widget is not left opening
+                self._opening = None
+                raise
             self._opening = None
             self._show(review, images, note)
             if then is not None:
                 then()
 
-        def failed(exc: BaseException) -> None:
-            if self._opening is token and not self._closed:
-                self._opening = None
-                self.summary.setText(f"Cannot open: {error_text(exc)}"
-                                     + (f"\n{otherwise}" if otherwise else ""))  # fmt: skip
-
         thresholds = self.iou_slider.value() / 100, self.score_slider.value() / 100
-        launch(_opening, (session, gt_path, pred_path, images, thresholds), on_event=progress,
-               on_returned=opened, on_error=failed)  # fmt: skip
+        self._open_worker = launch(
+            _opening, (session, gt_path, pred_path, images, thresholds), on_event=progress,
+            on_returned=opened, on_error=failed,
+        )  # fmt: skip
 
     def _show(self, review: ReviewSession, images: list[str] | None, note: str) -> None:
         """Show an opened review: the ground truth's layers (shared with the Annotate

@@ -343,7 +343,7 @@ def test_each_correction_re_encodes_its_image_only_and_writes_what_a_full_export
 
     review = open_review(files)
     first, second = review.names[:2]
-    review.reject(first, [0])  # the first write encodes every image
+    review.reject(first, [0])
     encoded = []
     real_entry = via_write.image_entry
     monkeypatch.setattr(via_write, "image_entry", lambda im, *a, **k: encoded.append(
@@ -377,11 +377,17 @@ def test_opened_in_steps_the_ground_truth_is_left_alone_until_adopted(files):
     assert next(steps) == (0, 6)
     first = session.dataset.images[0]
     session.set_regions([*first.regions, Region(square(2, 2, 8), "dust")], 0)  # meanwhile
+    edits, dirty = session.edits, session.dirty
     progress = list(_run(steps))
     review = progress.pop()
     assert progress[-1] == (6, 6)
     assert all(im.shape is None for im in session.dataset.images)  # nothing set yet
+    assert (session.edits, session.dirty, session.problems) == (edits, dirty, {})
+    rescored = []
+    real = review.rescore
+    review.rescore = lambda name: rescored.append(name) or real(name)
     review.adopt()
+    assert rescored == [first.filename]  # the image edited meanwhile, alone
     assert all(im.shape is not None for im in session.dataset.images)
     in_one_go = ReviewSession.open(AnnotationSession.open(files[0]), files[1])
     in_one_go.gt.set_regions([*in_one_go.gt.dataset.images[0].regions,
@@ -406,10 +412,34 @@ def test_an_image_smaller_than_recorded_is_clipped_and_scored_clipped_when_adopt
     name = session.dataset.images[0].filename
     steps = ReviewSession.opening(session, files[1])
     review = list(_run(steps)).pop()
+    rescored = []
+    real = review.rescore
+    review.rescore = lambda name: rescored.append(name) or real(name)
     review.adopt()
+    assert rescored == [name]  # the clipped image, alone (clipping counts as an edit)
     eager = ReviewSession.open(AnnotationSession.open(files[0]), files[1])
     assert review.ground_truth(name).regions[-1].area == eager.ground_truth(name).regions[-1].area
     assert review.rows() == eager.rows()
+
+
+def test_two_images_of_one_name_are_written_whole_not_from_kept_entries(files):
+    """Entries are kept by file name: a dataset holding two records of one name (the
+    readers merge them, a caller may not) is encoded whole, each record once."""
+    import json
+
+    from napari_bioanomaly.core import via_write
+    from napari_bioanomaly.core.model import ImageRecord
+
+    review = open_review(files)
+    ds = review.predictions
+    ds.images.append(ImageRecord(ds.images[0].filename, regions=[Region(square(5, 5, 9), "dust")]))
+    cache = {}
+    raw = via_write.encode_cached(lambda e: via_write.to_via_export(ds, e), ds, cache)
+    assert not cache
+    written = json.loads(raw)
+    assert len(written) == len(ds.images)
+    assert sorted(len(v["regions"]) for v in written.values()) == sorted(
+        len(im.regions) for im in ds.images)  # fmt: skip
 
 
 def _run(steps):

@@ -1046,9 +1046,7 @@ def test_under_torchrun_the_launchers_copy_of_a_stop_is_not_a_second_one(monkeyp
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
-def test_threads_sets_what_torch_computes_with_for_every_command_that_computes(
-    tmp_path, capsys
-):
+def test_threads_sets_what_torch_computes_with_for_every_command_that_computes(tmp_path, capsys):
     """The CLI computed with one thread per core whatever else ran: under a second job two
     threads ran 18 times slower than one (2-core VM). ``--threads`` gives each its share."""
     before = torch.get_num_threads()

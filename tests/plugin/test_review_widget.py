@@ -340,9 +340,53 @@ def test_opens_in_the_background_the_latest_asked_for_and_none_once_closed(
     layers = len(viewer.layers)
     other.open_in_background(gt, first)
     other.close()
-    qtbot.waitUntil(lambda: not other.opening or other._closed, timeout=30_000)
-    qtbot.wait(500)
+    qtbot.waitUntil(lambda: not other._open_worker.is_running, timeout=30_000)
+    qtbot.wait(100)  # its end delivered
     assert other.review is None and len(viewer.layers) == layers
+
+
+def test_a_correction_written_while_the_review_opens_is_in_what_it_shows(
+    review, dataset_dir, qtbot, monkeypatch
+):
+    """The review on screen rejected a prediction while the same file opened again in the
+    background: the review shown then was read before the rejection was written (the
+    prediction back on screen). It is read again; and an open that cannot even start
+    (a folder that cannot be listed) says so instead of waiting for ever."""
+    import threading
+
+    from napari_bioanomaly.core.review import ReviewSession
+
+    pred = dataset_dir / "pred.json"
+    review.annotator.show(0)
+    shown = len(review.pred_layer.data)
+    read, real = threading.Event(), ReviewSession.opening
+
+    def opening(gt, path, images=None):  # the file read, then the rejection written
+        steps = real(gt, path, images)
+        first = next(steps)
+        read.set()
+        yield first
+        return (yield from steps)
+
+    monkeypatch.setattr(ReviewSession, "opening", staticmethod(opening))
+    review.open_in_background(dataset_dir / "annotations.json", pred)
+    assert read.wait(30)
+    review.pred_layer.selected_data = {0}
+    assert review.reject_selected() == 1  # on the review still shown
+    wait_for_open(qtbot, review)
+    assert not review.review.predictions_changed()
+    name = review.review.names[0]
+    on_disk, _ = annotations.load(pred, read_images=False)
+    assert len({im.filename: im for im in on_disk.images}[name].regions) == shown - 1
+    assert len(review.review.prediction(name).regions) == shown - 1
+
+    def unlistable(path):
+        raise PermissionError(13, "Permission denied", str(dataset_dir))
+
+    monkeypatch.setattr(review.workspace, "opened", unlistable)
+    review.open_in_background(dataset_dir / "annotations.json", pred)
+    assert not review.opening
+    assert review.summary.text() == f"Cannot open: {dataset_dir}: Permission denied"
 
 
 def test_export_corrected_annotations(review, tmp_path, monkeypatch):

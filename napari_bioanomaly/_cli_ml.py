@@ -53,7 +53,9 @@ _FORWARDED_WITHIN = 2.0
 
 
 @contextmanager
-def _ctrl_c_stops(cancel: threading.Event, what: str, talk: bool = True) -> Iterator[None]:
+def _ctrl_c_stops(
+    cancel: threading.Event, what: str, talk: bool = True, after: str = "the current step"
+) -> Iterator[None]:
     """Within: the first Ctrl+C (SIGINT) or SIGTERM (``kill``, a batch system ending the
     job) sets ``cancel``: the run stops after its current step and ends as the widgets'
     Stop ends it; a second one interrupts at once. Under torchrun, the copy of the first
@@ -77,7 +79,7 @@ def _ctrl_c_stops(cancel: threading.Event, what: str, talk: bool = True) -> Iter
         asked_at.append(time.monotonic())
         if talk:
             cause = "Ctrl+C" if signum == signal.SIGINT else signal.Signals(signum).name
-            print(f"\n{cause}: stopping {what} after the current step (Ctrl+C again to "
+            print(f"\n{cause}: stopping {what} after {after} (Ctrl+C again to "
                   "interrupt at once)", file=sys.stderr)  # fmt: skip
 
     for sig in signals:
@@ -87,6 +89,30 @@ def _ctrl_c_stops(cancel: threading.Event, what: str, talk: bool = True) -> Iter
     finally:
         for sig in signals:
             signal.signal(sig, previous[sig])
+
+
+class _Pace:
+    """How fast images are predicted, and the time left, as a progress line's end
+    (``  (1.3 s/image, 4:05 left)``); empty until an image has been timed."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.done = 0
+        self.left = 0
+
+    def tick(self, left: int) -> None:
+        """One more image done (predicted or not), ``left`` to go."""
+        self.done += 1
+        self.left = left
+
+    def __str__(self) -> str:
+        if not self.done:
+            return ""
+        each = (time.monotonic() - self.start) / self.done
+        rest = int(each * self.left)
+        hours, minutes = divmod(rest // 60, 60)
+        when = f"{hours}:{minutes:02d}:{rest % 60:02d}" if hours else f"{minutes}:{rest % 60:02d}"
+        return f"  ({each:.2f} s/image, {when} left)"
 
 
 def _main_process() -> bool:
@@ -411,27 +437,35 @@ def cmd_predict(args: argparse.Namespace) -> int:
         tta=tta, min_peak=args.min_peak,
     )  # fmt: skip
     failed: list[str] = []  # images not predicted (unreadable): not in the predictions
-    try:
-        while True:
-            event = next(gen)
-            if event.message:
-                print(f"warning: {event.message}", file=sys.stderr)
-            if event.note:
-                print(f"note: {event.note}", file=sys.stderr)
-            if event.skipped:
-                continue
-            if event.record is None:
-                failed.append(event.image)
-                print(f"{event.index}/{event.total} {event.image}: not predicted",
-                      file=sys.stderr)  # fmt: skip
-                continue
-            print(
-                f"{event.index}/{event.total} {event.image}: {counted(event.regions, 'region')}",
-                file=sys.stderr,
-            )
-            manifest.append(event.record)
-    except StopIteration as stop:
-        predictions = stop.value
+    cancel = threading.Event()
+    pace, kept = _Pace(), len(done)
+    with _ctrl_c_stops(cancel, "the prediction", after="the current image"):
+        try:
+            while not cancel.is_set():
+                event = next(gen)
+                if event.message:
+                    print(f"warning: {event.message}", file=sys.stderr)
+                if event.note:
+                    print(f"note: {event.note}", file=sys.stderr)
+                if event.skipped:
+                    continue
+                pace.tick(event.total - event.index)
+                if event.record is None:
+                    failed.append(event.image)
+                    print(f"{event.index}/{event.total} {event.image}: not predicted",
+                          file=sys.stderr)  # fmt: skip
+                    continue
+                print(f"{event.index}/{event.total} {event.image}: "
+                      f"{counted(event.regions, 'region')}{pace}", file=sys.stderr)  # fmt: skip
+                manifest.append(event.record)
+                kept += 1
+            gen.close()
+            print(f"stopped: {counted(kept, 'image')} of {len(dataset.images)} predicted, kept "
+                  f"in {manifest.path}; the same command goes on from there ({out} is "
+                  "written once every image is)", file=sys.stderr)  # fmt: skip
+            return 130
+        except StopIteration as stop:
+            predictions = stop.value
     unread = f"{', '.join(failed[:5])}{' and more' if len(failed) > 5 else ''}"
     if failed and not predictions.images:
         raise BioAnomalyError(f"no image could be predicted ({counted(len(failed), 'image')}; "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 
@@ -25,8 +26,10 @@ from napari_bioanomaly.ml.train import train
 TINY = TrainConfig(epochs=1, steps_per_epoch=2, tile=64, batch=2, base_channels=8)
 
 
-#: predict's line for each image it predicted: "3/6 img_002.tif: 2 regions"
-PREDICTED_LINE = re.compile(r"^\d+/\d+ \S+: \d+ regions?$", re.MULTILINE)
+#: predict's line for each image it predicted: "3/6 img_002.tif: 2 regions  (0.21 s/image,
+#: 0:01 left)"
+PREDICTED_LINE = re.compile(r"^\d+/\d+ \S+: \d+ regions?  \(\d+\.\d\d s/image, (\d+:)?\d+:\d\d left\)$",
+                            re.MULTILINE)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -220,6 +223,42 @@ def test_an_interrupted_run_resumes_from_its_manifest(model_path, sample_dir, tm
     assert len(PREDICTED_LINE.findall(err)) == 2  # only the remaining two were predicted
     assert json.loads(out.read_text()) == ref
     assert not (tmp_path / "pred.json.manifest.json").exists()
+
+
+def test_sigterm_or_ctrl_c_stops_after_the_image_and_the_same_command_goes_on(
+    model_path, sample_dir, tmp_path
+):
+    """A batch system ending the job (SIGTERM) killed predict without a word; now it
+    stops after the current image, says how far it got and where that is kept, and the
+    same command goes on from there to the file a run without a stop writes."""
+    import signal
+    import subprocess
+    import sys
+
+    reference, out = tmp_path / "ref.json", tmp_path / "pred.json"
+    argv = ["--model", str(model_path), "--images", str(sample_dir), "--tta", "yes"]
+    assert main(["predict", *argv, "--out", str(reference)]) == 0
+    exe = [sys.executable, "-m", "napari_bioanomaly.cli", "predict", *argv, "--out", str(out)]
+    with subprocess.Popen(exe, stderr=subprocess.PIPE, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}) as proc:  # fmt: skip
+        said = []
+        for line in proc.stderr:
+            said.append(line)
+            if PREDICTED_LINE.match(line.rstrip("\n")):
+                proc.send_signal(signal.SIGTERM)
+                break
+        said.append(proc.communicate(timeout=300)[1])
+    err = "".join(said)
+    assert proc.returncode == 130, err[-2000:]
+    assert "SIGTERM: stopping the prediction after the current image" in err
+    kept = re.search(r"stopped: (\d+) images? of 6 predicted, kept in (\S+);", err)
+    assert kept and 1 <= int(kept[1]) < 6, err[-2000:]
+    assert kept[2] == str(tmp_path / "pred.json.manifest.json") and not out.exists()
+    proc = subprocess.run(exe, stderr=subprocess.PIPE, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"resuming: {kept[1]} image" in proc.stderr
+    assert json.loads(out.read_text()) == json.loads(reference.read_text())
 
 
 def test_a_resumed_run_predicts_again_the_images_whose_maps_are_gone(model_path, sample_dir,

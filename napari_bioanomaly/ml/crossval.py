@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import threading
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,7 +87,8 @@ class CrossvalResult:
     """Cross-validation of one model: each fold's scores (:func:`_fold_scores`, with its
     ``fold``, ``test_images``, ``groups`` and ``tta``: whether it predicted with test-time
     augmentation, as predict does by default) and their summary (:func:`summarise_folds`);
-    ``cancelled`` when fewer folds than planned finished."""
+    ``cancelled`` when fewer folds than planned finished; ``running`` in the record written
+    while the run goes on (after each fold: what a run killed leaves)."""
 
     folds: list[dict[str, Any]]
     summary: dict[str, dict[str, Any]]
@@ -95,6 +96,7 @@ class CrossvalResult:
     group_by: str | None
     iou_threshold: float
     cancelled: bool
+    running: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -116,8 +118,9 @@ def check_fold_models(models: Sequence[str | Path]) -> None:
     """Refuse fold models (``fold<i>.pt`` beside a ``crossval.json``) that are not finished
     folds of the run that file records: a run stopped in fold 2 (or killed) left
     ``fold2.pt`` half-trained and ``fold3.pt`` of an earlier run, and
-    ``predict --model cv/fold*.pt`` ensembled models of two runs without a word. (A run
-    killed before it wrote the file leaves the earlier run's record: not told apart.)"""
+    ``predict --model cv/fold*.pt`` ensembled models of two runs without a word. A run writes
+    its record as it goes (``running``, the folds finished so far): one killed leaves it,
+    and the models of an earlier run beside it are refused too."""
     for model in map(Path, models):
         record = model.with_name("crossval.json")
         if re.fullmatch(r"fold\d+\.pt", model.name) is None or not record.is_file():
@@ -126,11 +129,15 @@ def check_fold_models(models: Sequence[str | Path]) -> None:
             data = read_json(record)
             finished = {str(f.get("model")) for f in data["folds"] if isinstance(f, dict)}
             stopped = bool(data.get("cancelled"))
+            running = bool(data.get("running"))
         except (BioAnomalyError, KeyError, TypeError):
             continue  # not a record this check can read: the models are what was asked for
         if model.name in finished:
             continue
-        why = "not among its finished folds" + (" (that run was stopped)" if stopped else "")
+        why = "not among its finished folds" + (
+            " (that run was stopped)" if stopped
+            else " (that run did not end: it runs, or was killed)" if running else ""
+        )  # fmt: skip
         listed = ", ".join(sorted(finished)) or "none"
         raise BioAnomalyError(
             f"{model}: not a fold model of the cross-validation run {record} records ({why}; "
@@ -172,19 +179,27 @@ def crossval(
     if world_size() > 1 and learns_together(config):
         # one process group for every fold: a group joined again after leaving one hangs
         dist = Dist.setup(pick_device(config.device))
+
+    def record(per_fold: list[dict[str, Any]], stopped: bool = False, running: bool = True
+               ) -> CrossvalResult:  # fmt: skip
+        """The run's record so far, written (by process 0) over an earlier run's: the fold
+        models that record lists are those of a finished fold of this run."""
+        outcome = CrossvalResult(
+            folds=per_fold, summary=summarise_folds(per_fold), model=config.model,
+            group_by=group_by, iou_threshold=iou_threshold, cancelled=stopped, running=running,
+        )  # fmt: skip
+        if main:
+            write_json(out_dir / "crossval.json", outcome.to_dict())
+        return outcome
+
+    record([])  # before fold 1 replaces the earlier run's fold1.pt
     try:
         per_fold, stopped = yield from _folds(dataset, config, k, out_dir, group_by,
-                                              iou_threshold, cancel, main)  # fmt: skip
+                                              iou_threshold, cancel, main, record)  # fmt: skip
         dist.close(finished=True)
     finally:
         dist.close()
-    outcome = CrossvalResult(
-        folds=per_fold, summary=summarise_folds(per_fold), model=config.model,
-        group_by=group_by, iou_threshold=iou_threshold, cancelled=stopped,
-    )  # fmt: skip
-    if main:
-        write_json(out_dir / "crossval.json", outcome.to_dict())
-    return outcome
+    return record(per_fold, stopped, running=False)
 
 
 def _folds(
@@ -196,9 +211,11 @@ def _folds(
     iou_threshold: float,
     cancel: threading.Event,
     main: bool,
+    record: Callable[[list[dict[str, Any]]], Any],
 ) -> Generator[CrossvalEvent, None, tuple[list[dict[str, Any]], bool]]:
     """Each fold trained, and (``main``: process 0) its held-out images predicted and
-    scored; the scores of the folds finished, and whether a cancel stopped them."""
+    scored, then ``record``ed with those before; the scores of the folds finished, and
+    whether a cancel stopped them."""
     per_fold: list[dict[str, Any]] = []
     for f, test in enumerate(folds(dataset, k, group_by, config.seed)):
         held_out = set(test)
@@ -244,5 +261,6 @@ def _folds(
         if group_by:
             scores["groups"] = groups
         per_fold.append(scores)
+        record(per_fold)
         yield CrossvalEvent(f, k, scores=scores)
     return per_fold, False

@@ -370,6 +370,33 @@ def test_forest_class_balance_samples_each_class():
         TrainConfig(model="memory", class_balance=True)
 
 
+def test_a_crossval_killed_leaves_a_record_that_refuses_the_earlier_run_s_folds(nine, tmp_path):
+    """A run killed in fold 2 wrote no record: the earlier run's, which lists fold1-3,
+    stayed beside this run's fold1.pt and the earlier fold3.pt, and predict ensembled
+    them. The record is written as the run goes: before fold 1, and after each fold."""
+    import json
+
+    ds, _ = annotations.load(nine / "annotations.json")
+    out = tmp_path / "cv"
+    out.mkdir()
+    earlier = {"folds": [{"model": f"fold{i}.pt"} for i in (1, 2, 3)], "cancelled": False}
+    (out / "crossval.json").write_text(json.dumps(earlier))
+    (out / "fold3.pt").write_bytes(b"an earlier run's third fold")
+    gen = cv.crossval(ds, TrainConfig(model="forest"), 3, out)
+    first = next(gen)
+    assert json.loads((out / "crossval.json").read_text())["running"]  # the earlier one gone
+    assert first.message.startswith("fold 1/3")
+    while next(gen).scores is None:
+        pass
+    gen.close()  # killed once the first fold is scored
+    saved = json.loads((out / "crossval.json").read_text())
+    assert saved["running"] and [f["model"] for f in saved["folds"]] == ["fold1.pt"]
+    cv.check_fold_models([out / "fold1.pt"])
+    with pytest.raises(BioAnomalyError, match=r"fold3\.pt: not a fold model .* \(that run did "
+                       r"not end: it runs, or was killed\)"):  # fmt: skip
+        cv.check_fold_models([out / "fold1.pt", out / "fold3.pt"])
+
+
 def test_cancelled_crossval_keeps_the_finished_folds(nine, tmp_path, capsys):
     import threading
 
@@ -389,7 +416,7 @@ def test_cancelled_crossval_keeps_the_finished_folds(nine, tmp_path, capsys):
     assert result.cancelled and len(result.folds) == 1
     assert result.summary["f1"]["folds"] == 1
     saved = json.loads((tmp_path / "cv" / "crossval.json").read_text())
-    assert saved["cancelled"] and len(saved["folds"]) == 1
+    assert saved["cancelled"] and not saved["running"] and len(saved["folds"]) == 1
     # fold3.pt is the earlier run's: predict --model cv/fold*.pt ensembled it with this
     # run's first fold without a word; a fold model the record does not list is refused
     cv.check_fold_models([out / "fold1.pt"])

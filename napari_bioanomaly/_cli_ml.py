@@ -643,11 +643,15 @@ def add_threads_option(p: argparse.ArgumentParser) -> None:
 
 
 def use_threads(args: argparse.Namespace) -> None:
-    """Compute with ``--threads`` CPU threads, where given (before any torch work)."""
+    """Compute with ``--threads`` CPU threads, where given (before any work): torch's, the
+    forest's and the line cue's (see :mod:`.core.threads`)."""
     if getattr(args, "threads", None):
         import torch
 
+        from .core.threads import set_cpu_threads
+
         torch.set_num_threads(args.threads)
+        set_cpu_threads(args.threads)
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from .images import to_grayscale
+from .threads import cpu_threads
 
 #: Radius of the median disc (31 px across).
 RADIUS = 15
@@ -89,8 +90,6 @@ def line_map(norm: np.ndarray, length: int = LINE_LENGTH, angles: int = LINE_ANG
     is first divided by its local root mean square (:func:`local_normalised`), so faint
     lines in smooth areas count as much as strong ones in coarse textures.
     """
-    import os
-
     from scipy.fft import set_workers
     from scipy.signal import fftconvolve
 
@@ -105,7 +104,7 @@ def line_map(norm: np.ndarray, length: int = LINE_LENGTH, angles: int = LINE_ANG
     kernels = line_kernels(length, angles)
     best = np.full(both.shape, -np.inf, np.float32)
     total = np.zeros(both.shape, np.float32)
-    with set_workers(min(8, os.cpu_count() or 1)):
+    with set_workers(min(8, cpu_threads())):
         for k in range(0, angles, 8):  # a few orientations at a time: memory stays small
             means = fftconvolve(padded, kernels[None, k : k + 8], mode="valid", axes=(2, 3))
             best = np.maximum(best, means.max(axis=1))

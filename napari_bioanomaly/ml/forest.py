@@ -26,7 +26,6 @@ scikit-learn's fast prediction.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 
 from ..core.model import BioAnomalyError
+from ..core.threads import cpu_threads
 from .features import forest_features, probability_features
 
 #: Pixels sampled per image: up to this many anomalous and as many background pixels ...
@@ -150,7 +150,7 @@ class Forest:
             n_estimators=0,
             max_depth=MAX_DEPTH,
             min_samples_leaf=MIN_LEAF,
-            n_jobs=-1,
+            n_jobs=cpu_threads(),
             random_state=seed,
             warm_start=True,
         )
@@ -271,7 +271,7 @@ class Forest:
             with lock:
                 out[:] += p
 
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        with ThreadPoolExecutor(max_workers=cpu_threads()) as pool:
             list(pool.map(add, self._trees))
         return (out / len(self._trees)).astype(np.float32)
 

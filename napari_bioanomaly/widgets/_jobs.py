@@ -61,10 +61,15 @@ def prime_torch() -> None:
 
 
 def leave_a_core_to_the_gui() -> None:
-    """Torch threads for a worker: every core but one, which napari keeps."""
+    """Threads for a worker: every core but one, which napari keeps (torch's, and the
+    forest's and line cue's pools, see :mod:`..core.threads`)."""
     import torch
 
-    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    from ..core.threads import available, set_cpu_threads
+
+    n = max(1, available() - 1)
+    torch.set_num_threads(n)
+    set_cpu_threads(n)
 
 
 def training_job(

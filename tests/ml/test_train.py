@@ -20,6 +20,7 @@ from napari_bioanomaly.cli import main
 from napari_bioanomaly.core import annotations
 from napari_bioanomaly.core.model import BioAnomalyError, Region
 from napari_bioanomaly.core.synthetic import SampleConfig, write_sample
+from napari_bioanomaly.core.threads import cpu_threads, set_cpu_threads
 from napari_bioanomaly.ml import models
 from napari_bioanomaly.ml.config import TrainConfig
 from napari_bioanomaly.ml.data import TileSampler, class_names, normalise, split
@@ -1061,10 +1062,54 @@ def test_threads_sets_what_torch_computes_with_for_every_command_that_computes(t
             torch.set_num_threads(2)
             out = [] if command[0] == "choose-point" else ["--out", str(tmp_path / "o")]
             assert main([*command, *out, "--threads", "1"]) != 0  # no such file: said
-            assert torch.get_num_threads() == 1, command[0]
+            assert torch.get_num_threads() == cpu_threads() == 1, command[0]
         with pytest.raises(SystemExit):
             main(["predict", "--model", "m.pt", "--images", ".", "--out", "p.json",
                   "--threads", "0"])  # fmt: skip
         assert "a number of threads is a whole number, 1 or more" in capsys.readouterr().err
     finally:
         torch.set_num_threads(before)
+        set_cpu_threads(None)
+
+
+def test_threads_bound_the_forest_and_the_line_cue_too(dataset_dir, tmp_path, monkeypatch):
+    """--threads bounded torch alone: the forest grew and predicted its trees on every
+    core (scikit-learn's n_jobs=-1, a pool of os.cpu_count() threads), and the line cue's
+    FFTs ran on up to 8."""
+    import sklearn.ensemble
+    from scipy import fft
+
+    from napari_bioanomaly.core import threads
+    from napari_bioanomaly.ml import forest
+
+    asked = []
+    real_forest, real_pool, real_workers = (sklearn.ensemble.RandomForestClassifier,
+                                            forest.ThreadPoolExecutor, fft.set_workers)  # fmt: skip
+
+    class Forest(real_forest):
+        def fit(self, *args, **kwargs):
+            asked.append(("trees", self.n_jobs))
+            return super().fit(*args, **kwargs)
+
+    def pool(max_workers=None):
+        asked.append(("pool", max_workers))
+        return real_pool(max_workers=max_workers)
+
+    def workers(n):
+        asked.append(("fft", n))
+        return real_workers(n)
+
+    monkeypatch.setattr(sklearn.ensemble, "RandomForestClassifier", Forest)
+    monkeypatch.setattr(forest, "ThreadPoolExecutor", pool)
+    monkeypatch.setattr(fft, "set_workers", workers)
+    before = torch.get_num_threads()
+    try:
+        argv = ["train", "--annotations", str(dataset_dir / "annotations.json"), "--out",
+                str(tmp_path / "f.pt"), "--model", "forest", "--threads", "1"]  # fmt: skip
+        assert main(argv) == 0
+    finally:
+        torch.set_num_threads(before)
+        threads.set_cpu_threads(None)
+    assert {what for what, _ in asked} == {"trees", "pool", "fft"}
+    assert all(n == 1 for _, n in asked), asked
+    assert threads.cpu_threads() == threads.available() >= 1

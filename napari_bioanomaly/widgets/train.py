@@ -9,8 +9,10 @@ the main thread. The worker never touches layers or notifications.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +42,7 @@ from ..core.paths import unwritable_reason
 from ..core.review import beside
 from ..core.text import counted
 from ..ml.config import ANOMALY_MODELS, NO_LINES_CHOICE, REGISTRY
-from ..ml.settings import SETTINGS, config_from_form
+from ..ml.settings import BY_NAME, SETTINGS, config_from_form
 from ._common import slot, with_browse
 from ._jobs import _num, crossval_job, epoch_text, prime_torch, step_text, training_job
 from ._launch import error_text, launch
@@ -135,8 +137,11 @@ class TrainWidget(QWidget):
         self._last_status = 0.0
         self._hint = ""  # a status of the run worth repeating when it ends
         self._ready = False  # the status says what a run would train on (kept up to date)
-        #: the last state whose settings Resume put in the form (see resume), and its time
-        self._filled_for: tuple[Path, float] | None = None
+        #: the last state whose settings Resume put in the form (see resume), its time, and
+        #: the values the fields then held, by setting name
+        self._filled: tuple[Path, float, dict[str, Any]] | None = None
+        #: the annotations and the model of the run this widget trained last
+        self._run: tuple[str, str] | None = None
         self._build()
         self.refresh_sources()
         if self.workspace.annotations_path is not None:  # the dataset on screen
@@ -205,10 +210,9 @@ class TrainWidget(QWidget):
         self.resume_button = QPushButton("Resume")
         self.resume_button.setToolTip(
             "go on with a network's run stopped or ended: from its last state (MODEL.last.pt "
-            "beside the model file in \"save model to\", else of the run of this window, else "
-            "the newest beside the annotations), with its own settings; epochs, time budget, "
-            "patience, device, workers and mixed precision may be changed (raise epochs to "
-            "train a finished run longer)"
+            "beside the model file in \"save model to\", else of the run of this window on "
+            "these annotations, else the newest beside them), with its own settings; "
+            f"{FREE_TEXT} may be changed (raise epochs to train a finished run longer)"
         )  # fmt: skip
         self.resume_button.clicked.connect(slot(self.resume))
         self.stop_button = QPushButton("Stop")
@@ -421,35 +425,45 @@ class TrainWidget(QWidget):
         if not self._writable(out.parent, "the model", 'choose another file in "save model to"'):
             return False
         self.cancel = threading.Event()
-        return self._launch(
+        started = self._launch(
             training_job, (dataset, config, out, self.cancel), self._on_event,
             self._on_returned, (config.epochs or 1) * config.steps_per_epoch,
             f"Starting: {len(dataset.images)} images, model {config.model}, saving to "
             f"{out}{kept}",
         )  # fmt: skip
+        if started:
+            self._run = source, config.model
+        return started
 
     def resumable(self) -> Path | None:
-        """The last state Resume goes on from: that of the model file in "save model to",
-        else that of this window's last run, else the newest ``bioanomaly-*.last.pt``
-        beside the annotations (None: none there)."""
+        """The last state Resume goes on from: that of the model file in "save model to"
+        (or that file, a ``.last.pt`` itself), else that of the network this window
+        trained last on these annotations, else the newest last state of a network
+        (``bioanomaly-<model>*.last.pt``, the form's model first) beside them."""
         from ..ml.checkpoint import last_path
 
         typed = self.out.text().strip()
         if typed:
-            path = last_path(Path(typed))
+            path = Path(typed)
+            path = path if is_last_state(path) else last_path(path)
             return path if path.is_file() else None
-        last = getattr(self.result, "last", None)
-        if last is not None and Path(last).is_file():
-            return Path(last)
         source = self.source.currentText().strip()
+        last = getattr(self.result, "last", None)
+        if (last is not None and self._run is not None and self._run[0] == source
+                and REGISTRY[self._run[1]].network and Path(last).is_file()):  # fmt: skip
+            return Path(last)
         if not source:
             return None
+        networks = [name for name, info in REGISTRY.items() if info.network]
         try:
-            found = [(p.stat().st_mtime, p) for p in
-                     beside(source, "x").parent.glob("bioanomaly-*.last.pt")]  # fmt: skip
+            found = [
+                (p.name.startswith(f"bioanomaly-{self.model.currentText()}"), p.stat().st_mtime, p)
+                for p in beside(source, "x").parent.glob("bioanomaly-*.last.pt")
+                if any(re.match(rf"bioanomaly-{name}[-.]", p.name) for name in networks)
+            ]
         except OSError:
             return None
-        return max(found)[1] if found else None
+        return max(found)[2] if found else None
 
     def resume(self) -> bool:
         """Go on with a network's run from its last state (:meth:`resumable`), with the
@@ -457,17 +471,20 @@ class TrainWidget(QWidget):
         change only how long it goes on and where it runs).
 
         Where the form shows other settings, it is given the run's first, and the status
-        says which and waits for Resume again (one may still change its epochs, budget,
-        ...). Returns whether the run started; says why not otherwise.
+        says which and waits for Resume again; what a resumed run may change (epochs,
+        time budget, patience, device, point for TTA) is given the run's only where the
+        field holds its default (a value typed before pressing Resume is kept, and used).
+        Returns whether the run started; says why not otherwise.
         """
         if self.worker is not None:
             return False
         ckpt_path = self.resumable()
         if ckpt_path is None:
             typed = self.out.text().strip()
-            where = f"beside {typed}" if typed else "beside the annotations"
-            self._set_status(f"Nothing to resume: no last state of a run (MODEL.last.pt) "
-                             f"{where}; press Train to start one.", error=True)  # fmt: skip
+            where = f"for {typed}" if typed else "beside the annotations"
+            self._set_status(f"Nothing to resume: no last state of a network's run "
+                             f"(MODEL.last.pt) {where}; press Train to start one.",
+                             error=True)  # fmt: skip
             return False
         from ..ml.checkpoint import load_checkpoint
         from ..ml.config import TrainConfig
@@ -483,22 +500,28 @@ class TrainWidget(QWidget):
             self._set_status(f"Cannot resume {ckpt_path}: {saved.model} is fitted in one pass, "
                              "not trained in epochs; press Train.", error=True)  # fmt: skip
             return False
-        filled = self._filled_for == (ckpt_path, stamp)
-        differ = self._settings_of(saved, free=not filled)
+        put = self._filled[2] if self._filled and self._filled[:2] == (ckpt_path, stamp) else None
+        differ, unshown = self._settings_of(saved, put)
+        put = {**(put or {}), **self._put}
+        self._filled = ckpt_path, stamp, put
         if differ:
-            self._filled_for = ckpt_path, stamp
+            them = "that" if len(unshown) == 1 else "those"
+            cannot = (f" The form cannot show {'; '.join(unshown)}: the run goes on with "
+                      f"{them}." if unshown else "")  # fmt: skip
             self._set_status(
                 f"The form now holds the settings of the run in {ckpt_path.name}, which it goes "
-                f"on with (the form had {'; '.join(differ)}). Its epochs, time budget, patience, "
-                "device, workers and mixed precision may still be changed. Press Resume to go "
-                "on."
+                f"on with (the form had {'; '.join(differ)}).{cannot} Its {FREE_TEXT} may "
+                "still be changed. Press Resume to go on."
             )
             return False
         prepared = self._prepare()
         if prepared is None:
             return False
-        dataset, asked, _ = prepared
-        config = resumed_settings(saved, asked)
+        dataset, asked, source = prepared
+        values = self.form_values()
+        from_form = {s.key for s in SETTINGS if s.name in values and not (
+            s.name in put and _same(s, values[s.name], put[s.name]))}  # fmt: skip
+        config = resumed_settings(saved, asked, from_form)
         done = int(ckpt.get("epoch", -1)) + 1
         planned = config.epochs or int(ckpt.get("planned_epochs") or 0)
         if planned and done >= planned:
@@ -506,11 +529,11 @@ class TrainWidget(QWidget):
                              f"are done; set epochs to {done + 1} or more to train it longer, "
                              "then press Resume.", error=True)  # fmt: skip
             return False
-        out = model_of(ckpt_path)
+        typed = self.out.text().strip()
+        out = Path(typed) if typed and not is_last_state(Path(typed)) else model_of(ckpt_path)
         if not self._writable(out.parent, "the model", "copy the run's files to a folder you "
                               "can write, and resume there"):  # fmt: skip
             return False
-        self._filled_for = None
         self.cancel = threading.Event()
         of = f" of {planned}" if planned else ""
         started = self._launch(
@@ -519,17 +542,24 @@ class TrainWidget(QWidget):
             f"Resuming {out.name} from epoch {done + 1}{of} ({len(dataset.images)} images, "
             f"model {config.model}; its last state: {ckpt_path})",
         )  # fmt: skip
-        if started:  # the epochs before, as the run's plot showed them
+        if started:  # the epochs before, as the run's plot and progress showed them
+            self._run = source, config.model
             self.plot.add_history(ckpt.get("history"))
+            if self._progress is not None:
+                self._progress.update(min(done, planned or done) * config.steps_per_epoch)
         return started
 
-    def _settings_of(self, saved: Any, free: bool) -> list[str]:
-        """Put the settings of the stopped run ``saved`` in the form where it shows others
-        (``free``: those a resumed run may change too); returns them in words ("tile 64
-        (the run: 48)"), nothing where the form shows the run's."""
+    def _settings_of(self, saved: Any, put: dict[str, Any] | None) -> tuple[list[str], list[str]]:
+        """Put the settings of the stopped run ``saved`` in the form where it shows others:
+        those a resumed run may not change where they differ from the run's (or, ``put``:
+        from what an earlier fill put in the form), and, at a first fill, those it may
+        change where the field holds its default. Returns what differed in words
+        ("tile size (px) 256 (the run: 64)"), and the values a field cannot show (a
+        learning rate below its range); :attr:`_put` holds what the fields hold now."""
         from ..ml.config import RESUME_AUTO, RESUME_FREE, RESUME_ON, RESUME_START
 
         differ: list[str] = []
+        self._put: dict[str, Any] = {}
         if self.model.currentText() != saved.model:
             differ.append(f"model {self.model.currentText()} (the run: {saved.model})")
             self.model.setCurrentText(saved.model)
@@ -538,23 +568,30 @@ class TrainWidget(QWidget):
         for setting in SETTINGS:
             name = setting.name
             if (name not in values or setting.key in RESUME_START
-                    or (setting.key in RESUME_FREE and not free)
                     or not setting.applies_to(saved.model)):  # fmt: skip
                 continue
             mine, value = values[name], setting.to_form(getattr(saved, setting.key))
             if setting.key in RESUME_AUTO and setting.from_form(mine) is None:
                 continue  # auto: the run's choice is kept
-            if setting.key in RESUME_ON and mine and not free:
-                continue  # switched on after the form was filled: from now on
-            same = (abs(mine - value) < 0.6 * 10**-setting.decimals
-                    if setting.kind == "float" else mine == value)  # fmt: skip
-            if not same:
+            if setting.key in RESUME_FREE or (setting.key in RESUME_ON and mine):
+                default = setting.to_form(setting.default)
+                if put is not None or not _same(setting, mine, default):
+                    continue  # the user's value: the run goes on with it
+            elif put is not None and name in put:
+                value = put[name]  # as near as the field came to the run's value
+            if not _same(setting, mine, value):
                 differ.append(f"{setting.label} {_form_text(setting, mine)} (the run: "
                               f"{_form_text(setting, value)})")  # fmt: skip
                 theirs[name] = value
         set_field_values(self.fields, theirs)
         self._model_changed(saved.model)
-        return differ
+        shown = self.form_values()
+        unshown = []
+        for name, value in theirs.items():
+            self._put[name] = shown[name]
+            if not _same(BY_NAME[name], shown[name], value):
+                unshown.append(f"{BY_NAME[name].label} {_form_text(BY_NAME[name], value)}")
+        return differ, unshown
 
     def start_crossval(self) -> bool:
         """Cross-validate the current settings in a worker thread (see :mod:`..ml.crossval`);
@@ -622,6 +659,7 @@ class TrainWidget(QWidget):
                              "wait for it, or stop it first.", error=True)  # fmt: skip
             return False
         self.result = None
+        self._filled = None  # a fill for a resume is over once any run starts
         self._hint = ""
         self.plot.clear()
         self._own_job = True
@@ -776,20 +814,43 @@ class TrainWidget(QWidget):
             self._fit_progress()
 
 
-def resumed_settings(saved: Any, asked: Any) -> Any:
+#: What a resumed run may change that the form shows (mixed precision and loader
+#: workers are the CLI's: a resumed run keeps the stopped run's).
+FREE_TEXT = "epochs, time budget, patience, device and point for TTA"
+
+
+def resumed_settings(saved: Any, asked: Any, from_form: Collection[str]) -> Any:
     """The settings a run resuming one of ``saved`` goes on with, from the form's ``asked``
-    (see :func:`..ml.config.resumed`): the run's, with the form's epochs, budget, patience,
-    device, workers and mixed precision, and leaving out QC-flagged images if asked."""
+    (see :func:`..ml.config.resumed`): the run's, with those a resumed run may change
+    taken from the form where it holds them (``from_form``, by config key: not mixed
+    precision nor workers, which it does not show), and QC-flagged images left out if
+    asked."""
     from ..ml.config import RESUME_FREE, RESUME_ON
 
     on = {name: True for name in RESUME_ON if getattr(asked, name)}
-    return saved.replace(**{name: getattr(asked, name) for name in RESUME_FREE}, **on)
+    free = {name: getattr(asked, name) for name in RESUME_FREE if name in from_form}
+    return saved.replace(**free, **on)
+
+
+def is_last_state(path: Path) -> bool:
+    """Whether ``path`` names a run's last state (``X.last.pt``, ``X.last``)."""
+    return path.stem.endswith(".last") or path.name.endswith(".last")
 
 
 def model_of(last: Path) -> Path:
-    """The model file of the run whose last state is ``last`` (``X.last.pt``: ``X.pt``)."""
+    """The model file of the run whose last state is ``last`` (``X.last.pt``: ``X.pt``;
+    ``X.last``, of a model file named without a suffix: ``X``)."""
+    if last.name.endswith(".last"):
+        return last.with_name(last.name[: -len(".last")])
     stem = last.stem
     return last.with_name((stem[: -len(".last")] if stem.endswith(".last") else stem) + last.suffix)
+
+
+def _same(setting: Any, a: Any, b: Any) -> bool:
+    """Whether two form values of ``setting`` are the same (floats to the field's decimals)."""
+    if setting.kind == "float":
+        return abs(float(a) - float(b)) < 0.6 * 10**-setting.decimals
+    return bool(a == b)
 
 
 def _form_text(setting: Any, value: Any) -> str:

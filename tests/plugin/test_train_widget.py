@@ -117,18 +117,25 @@ def _stop_after_an_epoch(train, qtbot, before=0):
 
 
 def test_resume_goes_on_from_the_last_state_with_the_run_s_settings(
-    widgets, make_napari_viewer, qtbot
+    widgets, make_napari_viewer, qtbot, tmp_path
 ):
     """Only the CLI could go on with a stopped run (train --resume): a biologist who
     stopped training, or closed napari, started again from nothing."""
+    import shutil
+
+    from napari_bioanomaly.ml.checkpoint import save_checkpoint
+
     _, train, folder = widgets
     last = folder / "bioanomaly-unet.last.pt"
     train.epochs.setValue(50)
     assert not train.resume()  # nothing to go on from yet
-    assert train.status.text().startswith("Nothing to resume: no last state of a run")
+    assert train.status.text().startswith("Nothing to resume: no last state of a network's run")
     assert train.start()
     _stop_after_an_epoch(train, qtbot)
-    done = load_checkpoint(last)["epoch"] + 1
+    stopped = load_checkpoint(last)
+    done = stopped["epoch"] + 1
+    # a baseline trained since, or a forest's last state beside it: not what Resume takes
+    (folder / "bioanomaly-forest.last.pt").write_bytes(b"a forest's last state, newer")
     qtbot.mouseClick(train.resume_button, Qt.MouseButton.LeftButton)
     assert train.worker is not None  # the form holds the run's settings: it goes on at once
     assert train.status.text().startswith(f"Resuming bioanomaly-unet.pt from epoch {done + 1} "
@@ -138,35 +145,63 @@ def test_resume_goes_on_from_the_last_state_with_the_run_s_settings(
     _stop_after_an_epoch(train, qtbot, before=done)
     ckpt = load_checkpoint(last)
     assert ckpt["epoch"] + 1 > done and len(ckpt["history"]) == ckpt["epoch"] + 1
+    assert ckpt["config"] == stopped["config"]  # every setting the stopped run's
     done = ckpt["epoch"] + 1
+    # another dataset opened: its Resume is not this run's
+    other = tmp_path / "other"
+    shutil.copytree(folder, other, ignore=shutil.ignore_patterns("bioanomaly-*"))
+    train.use_source(other / "annotations.json")
+    assert not train.resume()
+    assert train.status.text().startswith("Nothing to resume")
+    # a run of another learning rate than the form can hold (the CLI's --lr 1e-6)
+    ckpt["config"]["lr"] = 1e-6
+    save_checkpoint(last, ckpt, backup=False)
     # napari opened again: the form holds its defaults; the run's settings are put in it
-    again = TrainWidget(make_napari_viewer())
-    qtbot.addWidget(again)
-    again.use_source(folder / "annotations.json")
-    assert (again.tile.value(), again.epochs.value()) != (64, 50)
-    assert not again.resume() and again.worker is None
-    text = again.status.text()
+    fresh = TrainWidget(make_napari_viewer())
+    qtbot.addWidget(fresh)
+    fresh.use_source(folder / "annotations.json")
+    assert not fresh.resume() and fresh.worker is None
+    text = fresh.status.text()
     assert text.startswith("The form now holds the settings of the run in "
                            "bioanomaly-unet.last.pt") and "tile size (px) 256 (the run: 64)" in text  # fmt: skip
     assert "epochs auto (the run: 50)" in text
-    assert (again.tile.value(), again.epochs.value()) == (64, 50)
-    assert again.batch.value() == 0  # auto: the run goes on with the batch it chose (2)
-    again.epochs.setValue(done)  # what a resumed run may change, changed: kept
+    assert "The form cannot show learning rate 1e-06: the run goes on with that." in text
+    assert (fresh.tile.value(), fresh.epochs.value()) == (64, 50)
+    assert fresh.batch.value() == 0  # auto: the run goes on with the batch it chose (2)
+    # epochs typed before Resume are the user's: kept, and said done when they are
+    again = TrainWidget(make_napari_viewer())
+    qtbot.addWidget(again)
+    again.use_source(folder / "annotations.json")
+    again.epochs.setValue(done)
+    assert not again.resume()
+    assert again.epochs.value() == done and "epochs" not in again.status.text().split("(")[1]
     assert not again.resume()
     assert again.status.text() == (
         f"Cannot resume bioanomaly-unet.last.pt: its {done} epochs are done; set epochs to "
         f"{done + 1} or more to train it longer, then press Resume."
     )
-    assert again.epochs.value() == done
     again.epochs.setValue(done + 1)
     assert again.resume()
     wait_for_job(qtbot, again, 120_000)
     assert again.status.text().startswith("Finished on cpu. Model: ")
-    assert load_checkpoint(last)["epoch"] + 1 == done + 1
+    resumed = load_checkpoint(last)
+    assert resumed["epoch"] + 1 == done + 1
+    assert resumed["config"] == {**ckpt["config"], "epochs": done + 1}  # lr 1e-6 too
     again.out.setText(str(folder / "elsewhere.pt"))
     assert not again.resume()
-    assert again.status.text().startswith("Nothing to resume: no last state of a run "
-                                          f"(MODEL.last.pt) beside {folder / 'elsewhere.pt'}")  # fmt: skip
+    assert again.status.text().startswith("Nothing to resume: no last state of a network's "
+                                          f"run (MODEL.last.pt) for {folder / 'elsewhere.pt'}")  # fmt: skip
+
+
+def test_a_last_state_names_its_model_file():
+    from pathlib import Path
+
+    from napari_bioanomaly.widgets.train import is_last_state, model_of
+
+    for last, model in (("a/m.last.pt", "a/m.pt"), ("a/m.v2.last.pt", "a/m.v2.pt"),
+                        ("a/mymodel.last", "a/mymodel")):  # fmt: skip
+        assert is_last_state(Path(last)) and model_of(Path(last)) == Path(model)
+    assert not is_last_state(Path("a/m.pt"))
 
 
 def test_bad_settings_are_explained(widgets, qtbot):

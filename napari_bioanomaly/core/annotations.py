@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import coco, geojson, imagej, via
-from .fileio import paused_gc
+from .fileio import file_lock, paused_gc
 from .geometry import clean_polygon
 from .images import ImageReadError, image_header, is_image_file, stack_note
 from .jsonio import clean_json, read_json, write_json
@@ -683,7 +683,12 @@ def save(
     # numbers in these files come from validated regions: finite by construction
     if fmt == "via":
         data = via.to_via_export(dataset)
-        return [write_json(path, data, check_finite=False)], via.export_warnings(dataset)
+        # a predictions file: the Review widget writes its corrections by compare and swap
+        # under this lock, so a prediction written now cannot fall between its check and
+        # its write (it would be written over)
+        with file_lock(path):
+            out = write_json(path, data, check_finite=False)
+        return [out], via.export_warnings(dataset)
     if fmt == "via-project":
         data = via.to_via_project(dataset)
         return [write_json(path, data, check_finite=False)], via.export_warnings(dataset)

@@ -288,6 +288,27 @@ def test_a_correction_never_writes_over_predictions_written_again(files):
     assert len({im.filename: im for im in pred.images}[name].regions) == n - 2
 
 
+def test_predictions_are_written_under_the_lock_a_correction_takes(files):
+    """A correction compares the file and writes it under a lock; predict wrote without
+    it, so new predictions could land between the review's check and its write, and be
+    written over. The predictions are written under the same lock now."""
+    import threading
+
+    from napari_bioanomaly.core.fileio import file_lock
+
+    pred, _ = annotations.load(files[1], read_images=False)
+    before = files[1].read_bytes()
+    saved = threading.Event()
+    writer = threading.Thread(target=lambda: (annotations.save(pred, files[1], "via"),
+                                              saved.set()))  # fmt: skip
+    with file_lock(files[1]):  # a correction between its check and its write
+        writer.start()
+        assert not saved.wait(0.5)
+        assert files[1].read_bytes() == before
+    assert saved.wait(10)
+    writer.join()
+
+
 def test_a_rejection_that_cannot_be_written_changes_nothing(files, monkeypatch):
     """The predictions file could not be written (a full disk): the rejection was kept in
     memory all the same, so the list on screen and the one picked from differed, and the

@@ -30,6 +30,7 @@ from .via_parse import (
     defined_checkboxes,
 )
 from .via_write import (
+    COCO_CATEGORIES,
     checkbox_classes,
     encode_cached,
     export_warnings,
@@ -44,7 +45,8 @@ from .via_write import (
 #: The public names of the format, read and written (the rest is private to its modules).
 __all__ = [
     "CLASS_ATTRIBUTE_CANDIDATES", "NO_ANOMALY_ATTRIBUTE", "REVIEWED_ATTRIBUTE", "ImportOptions",
-    "checkbox_classes", "class_attribute_setting", "detect_format", "encode_cached",
+    "checkbox_classes", "class_attribute_setting", "coco_categories_setting", "detect_format",
+    "encode_cached",
     "export_warnings",
     "image_entry", "read_via", "rounded_polygons", "to_via_export", "to_via_project",
     "via_attribute_definitions", "with_class_attribute",
@@ -89,6 +91,21 @@ def class_attribute_setting(settings: Any) -> str | None:
     project = settings.get("project") if isinstance(settings, dict) else None
     name = project.get("class_attribute") if isinstance(project, dict) else None
     return name if isinstance(name, str) and name.strip() else None
+
+
+def coco_categories_setting(settings: Any) -> dict[str, dict[str, Any]]:
+    """The COCO categories a VIA 2 project's settings keep (``_via_settings.project.
+    coco_categories``, see :data:`~.via_write.COCO_CATEGORIES`): those with a name and
+    an id, by name (a COCO export checks the ids)."""
+    project = settings.get("project") if isinstance(settings, dict) else None
+    kept = project.get(COCO_CATEGORIES) if isinstance(project, dict) else None
+    if not isinstance(kept, dict):
+        return {}
+    return {
+        name: dict(cat) for name, cat in kept.items()
+        if isinstance(name, str) and name and isinstance(cat, dict)
+        and isinstance(cat.get("id"), (int, str)) and not isinstance(cat.get("id"), bool)
+    }  # fmt: skip
 
 
 def read_via(
@@ -136,6 +153,7 @@ def read_via(
             report.add("changed", "_via_attributes is not an object: not kept")
         if isinstance(data.get("_via_settings"), dict):
             ds.settings = copy.deepcopy(data["_via_settings"])
+            ds.categories = coco_categories_setting(ds.settings)
         if chosen is not None and recorded not in (None, chosen):
             # --class-attribute over a file's recorded choice: what is written of the
             # dataset (convert, qc --save) records the one its classes were read from

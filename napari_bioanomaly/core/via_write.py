@@ -313,6 +313,12 @@ def via_attribute_definitions(dataset: Dataset) -> dict[str, Any]:
     return attrs
 
 
+#: Where a VIA project keeps the categories of the COCO file it holds the edits of (by
+#: class name: id, supercategory, ...; read back by :func:`~.via.coco_categories_setting`):
+#: a class renamed there keeps its id at the next COCO export, file reopened or not.
+COCO_CATEGORIES = "coco_categories"
+
+
 def with_class_attribute(settings: dict[str, Any], class_attribute: str) -> dict[str, Any]:
     """VIA 2 project settings (a copy; the defaults where ``settings`` is empty) recording
     ``class_attribute`` as the class attribute chosen (``project.class_attribute``, read
@@ -334,9 +340,14 @@ def to_via_project(dataset: Dataset, cached: Mapping[str, Any] | None = None) ->
     ``cached``: see :func:`to_via_export`.
     """
     meta = to_via_export(dataset, cached)
+    settings = copy.deepcopy(dataset.settings) or _default_settings(dataset.class_attribute)
+    project = settings.get("project")
+    if isinstance(project, dict):  # a COCO import's ids, kept for its next COCO export
+        project.pop(COCO_CATEGORIES, None)
+        if dataset.categories:
+            project[COCO_CATEGORIES] = copy.deepcopy(dataset.categories)
     return {
-        "_via_settings": copy.deepcopy(dataset.settings)
-        or _default_settings(dataset.class_attribute),
+        "_via_settings": settings,
         "_via_img_metadata": meta,
         "_via_attributes": via_attribute_definitions(dataset),
         "_via_data_format_version": VIA2_VERSION,

@@ -405,6 +405,34 @@ def test_edits_of_an_imported_coco_file_are_what_opens_next_time(dataset_dir, na
         assert annotations.find_annotation_file(dataset_dir) == coco
 
 
+def test_a_class_renamed_in_the_edits_of_a_coco_import_keeps_its_id_when_reopened(dataset_dir):
+    """The ids were taken from the COCO file again at each open, by class name: a class
+    renamed there and saved got a new id at the next COCO export once the file had been
+    reopened (a pipeline reading category 1 as dust lost it). The edits keep them."""
+    import json
+
+    from napari_bioanomaly.core import annotations
+
+    coco = _as_coco(dataset_dir)
+    data = json.loads(coco.read_text())
+    for cat in data["categories"]:  # ids and supercategories of another tool
+        cat["id"] += 40
+        cat["supercategory"] = "debris"
+    coco.write_text(json.dumps(data))
+    ids = {c["name"]: c["id"] for c in data["categories"]}
+    session = AnnotationSession.open(coco)
+    session.rename_class("dust", "fine dust")
+    session.save()
+    again = AnnotationSession.open(dataset_dir)
+    assert again.path == session.path and "fine dust" in again.dataset.classes
+    annotations.save(again.dataset, dataset_dir / "out.json", "coco")
+    written = {c["name"]: c for c in json.loads((dataset_dir / "out.json").read_text())[
+        "categories"]}  # fmt: skip
+    assert written["fine dust"]["id"] == ids["dust"]
+    assert all(written[name]["id"] == i for name, i in ids.items() if name != "dust")
+    assert {c["supercategory"] for c in written.values()} == {"debris"}
+
+
 def test_unreadable_edits_of_an_import_stop_the_open_instead_of_being_overwritten(dataset_dir):
     coco = _as_coco(dataset_dir)
     edits = dataset_dir / "annotations.via.json"

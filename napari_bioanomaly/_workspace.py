@@ -165,11 +165,17 @@ def _keys(source: Path) -> list[Path]:
 _WORKSPACES: WeakKeyDictionary[Any, Workspace] = WeakKeyDictionary()
 
 
+def unwrapped(obj: Any) -> Any:
+    """What a proxy of napari's stands for, or ``obj``: napari hands each plugin widget a
+    proxy of the viewer (``napari.utils._proxies``), of its own, dropped later; its
+    window's Qt window is one too (no Qt parent)."""
+    return getattr(obj, "__wrapped__", obj)
+
+
 def workspace_for(viewer: Any) -> Workspace:
     """The workspace of a napari viewer (made the first time a widget asks for it)."""
-    # napari hands each plugin widget a proxy of the viewer of its own, and drops it: the
-    # viewer itself is the key (a proxy's entry went with the proxy)
-    viewer = getattr(viewer, "__wrapped__", viewer)
+    # the viewer itself is the key: a proxy's entry went with the proxy
+    viewer = unwrapped(viewer)
     try:
         return _WORKSPACES[viewer]
     except KeyError:

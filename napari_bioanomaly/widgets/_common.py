@@ -277,12 +277,12 @@ class _QuitGuard(QObject):
 def guard_quit(viewer: Any) -> None:
     """Install (once per window) the question of :class:`_QuitGuard` on ``viewer``'s
     main window."""
-    # napari hands plugin widgets a proxy of the viewer (napari.utils._proxies), whose
-    # window is a proxy too: no Qt parent (it raised, and no widget opened from the
-    # Plugins menu or `napari-bioanomaly gui`)
-    viewer = getattr(viewer, "__wrapped__", viewer)
-    window = getattr(getattr(viewer, "window", None), "_qt_window", None)
-    window = getattr(window, "__wrapped__", window)
+    from .._workspace import unwrapped
+
+    # a proxy's window is a proxy too: no Qt parent (it raised, and no widget opened
+    # from the Plugins menu or `napari-bioanomaly gui`)
+    viewer = unwrapped(viewer)
+    window = unwrapped(getattr(getattr(viewer, "window", None), "_qt_window", None))
     if not isinstance(window, QWidget) or getattr(window, "_bioanomaly_quit_guard", None):
         return
     guard = _QuitGuard(viewer, window)

@@ -612,17 +612,9 @@ class ReviewSession:
         drop, _ = self.picked(filename, indices)
         if drop:
             self.check_predictions_file()
-            pred = self.prediction(filename)
             gone = set(drop)
-            before = pred.regions
-            pred.regions = [r for i, r in enumerate(pred.regions) if i not in gone]
-            try:
-                self.save_predictions(pred.filename)
-            except BaseException:  # not written: not done (the next pick counts as shown)
-                pred.regions = before
-                self._entries.pop(pred.filename, None)
-                raise
-            self.rescore(filename)
+            kept = [r for i, r in enumerate(self.prediction(filename).regions) if i not in gone]
+            self._replace_predictions(filename, kept)
         return len(drop)
 
     def propose(
@@ -638,6 +630,13 @@ class ReviewSession:
         regions = regions_from_probabilities(
             np.stack([1.0 - heat, heat]), ["anomaly"], threshold, min_area, min_peak=min_peak
         )
+        self._replace_predictions(filename, regions)
+        return regions
+
+    def _replace_predictions(self, filename: str, regions: list[Region]) -> None:
+        """Give the image these predictions and save the file; where it cannot be written,
+        nothing changed (the image's record as it was, out of the file again where it had
+        none: the next pick counts as shown)."""
         unpredicted = filename in self._unpredicted
         record = self._predicted(filename)
         before, record.regions = record.regions, regions
@@ -651,7 +650,6 @@ class ReviewSession:
                 self._unpredicted[filename] = record
             raise
         self.rescore(filename)
-        return regions
 
     def predictions_changed(self) -> bool:
         """Whether the predictions file changed on disk since it was read or written here

@@ -677,7 +677,9 @@ def _train_config(args: argparse.Namespace) -> Any:
     if getattr(args, "resume", None):
         from .ml.checkpoint import load_checkpoint
         from .ml.config import TrainConfig
+        from .ml.train import refuse_fold_state
 
+        refuse_fold_state(Path(args.resume))
         saved = TrainConfig.from_dict(load_checkpoint(args.resume)["config"])
         if "model" not in given_settings(args):
             args.model = saved.model  # the options it does not use are named as its

@@ -9,6 +9,7 @@ returns.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Generator
 from pathlib import Path
@@ -87,6 +88,8 @@ def _train(
     out = Path(out)
     cancel = cancel or threading.Event()
     torch.manual_seed(config.seed)
+    if resume is not None:
+        refuse_fold_state(Path(resume))
     # a resumed run goes on with the settings of the run it resumes (see config.resumed)
     saved = None if resume is None else TrainConfig.from_dict(load_checkpoint(resume)["config"])
     if config.batch is None:  # the checkpoint keeps the batch the run trained with
@@ -165,6 +168,17 @@ def _train(
             raise _unreadable(every, config) from None
         raise _unreadable(BioAnomalyError(f"1 image cannot be read: {_first_line(exc)}"),
                           config) from None  # fmt: skip
+
+
+def refuse_fold_state(path: Path) -> None:
+    """Refuse to resume the last state of a cross-validation fold (``fold<i>.last.pt``
+    beside the run's ``crossval.json``): it trained without its test fold's images."""
+    if re.fullmatch(r"fold\d+\.last\.pt", path.name) and path.with_name("crossval.json").is_file():
+        raise BioAnomalyError(
+            f"{path}: the last state of a cross-validation fold, which trained without its "
+            "test fold's images: resumed here it would train on them too (and its test "
+            "scores would mean nothing); run the cross-validation again, with more epochs"
+        )
 
 
 def _first_line(exc: BaseException) -> str:

@@ -488,8 +488,10 @@ class TrainWidget(QWidget):
             return False
         from ..ml.checkpoint import load_checkpoint
         from ..ml.config import TrainConfig
+        from ..ml.train import refuse_fold_state
 
         try:
+            refuse_fold_state(ckpt_path)
             ckpt = load_checkpoint(ckpt_path)
             saved = TrainConfig.from_dict(ckpt["config"])
             stamp = ckpt_path.stat().st_mtime

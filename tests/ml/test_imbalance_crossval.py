@@ -397,6 +397,20 @@ def test_a_crossval_killed_leaves_a_record_that_refuses_the_earlier_run_s_folds(
         cv.check_fold_models([out / "fold1.pt", out / "fold3.pt"])
 
 
+def test_a_fold_s_last_state_is_not_resumed_on_every_image(nine, tmp_path, capsys):
+    """train --resume cv/fold1.last.pt (or the Train widget's Resume of that file) went on
+    with the fold's model on every image, its test fold's too, over the fold's model."""
+    out = tmp_path / "cv"
+    out.mkdir()
+    (out / "crossval.json").write_text('{"folds": [], "running": true}')
+    (out / "fold1.last.pt").write_bytes(b"a fold's last state")
+    argv = ["train", "--annotations", str(nine / "annotations.json"), "--out",
+            str(out / "fold1.pt"), "--resume", str(out / "fold1.last.pt")]  # fmt: skip
+    assert main(argv) == 2
+    assert "the last state of a cross-validation fold" in capsys.readouterr().err
+    assert not (out / "fold1.pt").exists()
+
+
 def test_cancelled_crossval_keeps_the_finished_folds(nine, tmp_path, capsys):
     import threading
 

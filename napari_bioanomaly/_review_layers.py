@@ -43,6 +43,14 @@ class ReviewLayers:
             )  # fmt: skip
         return self.predictions
 
+    def remove(self) -> None:
+        """Take the review's own layers (predictions, anomaly map) out of the viewer."""
+        for layer in (self.predictions, self.heatmap):
+            if _alive(self.viewer, layer):
+                self.viewer.layers.remove(layer)
+        self.predictions = self.heatmap = None
+        self._shown = ([], None)
+
     def show_predictions(self, regions: list[Region]) -> bool:
         """Fill the predictions layer with ``regions``; False (nothing done) when it
         already shows these very regions, as after a move of the IoU threshold (a slider

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from qtpy.QtCore import QEvent, QObject, Qt
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer
 from qtpy.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -333,3 +333,46 @@ def ask_close_unsaved(parent: QWidget, paths: list[str]) -> bool:
     box.addButton("Cancel", role.RejectRole)
     box.exec_() if hasattr(box, "exec_") else box.exec()
     return box.clickedButton() is close
+
+
+class PluginWidget(QWidget):
+    """A dock widget of the plugin, closed once whichever way it goes: napari closes it,
+    or its dock's X takes it out of the window (napari then only takes it out of its
+    dock: it stayed alive, hidden, its keys bound, its layers and background work
+    going on). :meth:`release` is what closing lets go of; :meth:`alive` says whether
+    Qt still has the widget (its window closed deletes it without a close)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._docked = False
+        self._released = False
+
+    def event(self, event: Any) -> bool:
+        if event.type() == QEvent.Type.ParentChange:
+            if self.parent() is not None:
+                self._docked = True
+            elif self._docked and not self._released:  # out of its dock: the dock's X
+                QTimer.singleShot(0, self._close_undocked)  # once napari is done with it
+        return bool(super().event(event))
+
+    def _close_undocked(self) -> None:
+        if not self._released and self.parent() is None:  # not docked again meanwhile
+            self.close()
+
+    def closeEvent(self, event: Any) -> None:
+        if not self._released:
+            self._released = True
+            self.release()
+        super().closeEvent(event)
+
+    def release(self) -> None:
+        """Let go of what the widget holds (keys, layers, signals); once."""
+
+    def alive(self) -> bool:
+        """Whether the widget is still there to show something (not closed, and not
+        deleted by Qt with its window)."""
+        try:
+            self.objectName()
+        except RuntimeError:  # "wrapped C/C++ object ... has been deleted"
+            return False
+        return not self._released

@@ -21,7 +21,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QPushButton,
     QVBoxLayout,
-    QWidget,
 )
 
 from .._annotator import Annotator
@@ -41,6 +40,7 @@ from ._annotate_list import ImageListPanel, quality_job
 from ._annotate_panels import ClassesPanel, CurrentImagePanel
 from ._common import (
     EXPORTS,
+    PluginWidget,
     ask_conflict,
     ask_export_target,
     ask_save_failed,
@@ -65,7 +65,7 @@ SHORTCUTS = [
 ]
 
 
-class AnnotateWidget(QWidget):
+class AnnotateWidget(PluginWidget):
     """Open a dataset, walk through its images, draw anomalies with classes, export."""
 
     def __init__(self, napari_viewer: Any) -> None:
@@ -593,9 +593,10 @@ class AnnotateWidget(QWidget):
             release_annotator(self.viewer, self.annotator, self)
             self.annotator = None
 
-    def closeEvent(self, event: Any) -> None:
+    def release(self) -> None:
+        """Closed (see :class:`PluginWidget`): the quality check stopped, the keys and the
+        dataset's layers let go of (saved; closed if no other widget uses them)."""
         if self._qc_worker is not None:  # a quality check in flight stops at the next image
             self._qc_worker.quit()
         unbind_keys(self.viewer, self)
         self._release()
-        super().closeEvent(event)

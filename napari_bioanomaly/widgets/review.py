@@ -23,7 +23,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
-    QWidget,
 )
 
 from .._annotator import Annotator
@@ -43,6 +42,7 @@ from ..core.session import AnnotationSession
 from ..core.text import counted
 from ._common import (
     EXPORTS,
+    PluginWidget,
     ask_conflict,
     ask_export_target,
     ask_save_failed,
@@ -77,7 +77,7 @@ SHORTCUTS = [
 ]
 
 
-class ReviewWidget(QWidget):
+class ReviewWidget(PluginWidget):
     """Compare predictions with ground truth image by image, and correct them."""
 
     def __init__(self, napari_viewer: Any) -> None:
@@ -397,7 +397,7 @@ class ReviewWidget(QWidget):
         name = Path(pred_path).name
 
         def failed(exc: BaseException) -> None:
-            if self._opening is token and not self._closed:
+            if self._opening is token and self.alive():
                 self._opening = None
                 self.summary.setText(f"Cannot open: {error_text(exc)}"
                                      + (f"\n{otherwise}" if otherwise else ""))  # fmt: skip
@@ -410,12 +410,12 @@ class ReviewWidget(QWidget):
         self.summary.setText(f"Opening {name} for review...")
 
         def progress(step: tuple[int, int]) -> None:
-            if self._opening is token:
+            if self._opening is token and self.alive():
                 self.summary.setText(f"Opening {name} for review: {step[0]:,} of "
                                      f"{step[1]:,} images scored...")  # fmt: skip
 
         def opened(result: tuple[AnnotationSession, ReviewSession]) -> None:
-            if self._opening is not token or self._closed:  # replaced, or closed meanwhile
+            if self._opening is not token or not self.alive():  # replaced, or closed meanwhile
                 return
             mine, review = result
             try:
@@ -906,13 +906,16 @@ class ReviewWidget(QWidget):
             self.review = None
             self._set_review_enabled(False)
 
-    def closeEvent(self, event: Any) -> None:
+    def release(self) -> None:
+        """Closed (see :class:`PluginWidget`): the keys let go of, the predictions and the
+        anomaly map taken out, the ground truth's layers let go of (saved; closed if no
+        other widget uses them)."""
         self._closed = True
         self.workspace.job_changed.disconnect(self.jobs.on_workspace_job)
         self.workspace.changed.disconnect(self._on_workspace_changed)
         unbind_keys(self.viewer, self)
         self._release()
-        super().closeEvent(event)
+        self.layers.remove()
 
 
 def _opening(

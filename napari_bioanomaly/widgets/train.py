@@ -43,7 +43,7 @@ from ..core.review import beside
 from ..core.text import counted
 from ..ml.config import ANOMALY_MODELS, NO_LINES_CHOICE, REGISTRY
 from ..ml.settings import BY_NAME, SETTINGS, config_from_form
-from ._common import slot, with_browse
+from ._common import PluginWidget, slot, with_browse
 from ._jobs import _num, crossval_job, epoch_text, prime_torch, step_text, training_job
 from ._launch import error_text, launch
 from ._loss_plot import LossPlot
@@ -122,7 +122,7 @@ def _fitting_height(area: QScrollArea, inner: QWidget) -> int:
     return max(content, inner.minimumSizeHint().height()) + area.height() - viewport.height()
 
 
-class TrainWidget(QWidget):
+class TrainWidget(PluginWidget):
     """Train a segmentation model on an annotated dataset, in the background."""
 
     def __init__(self, napari_viewer: Any) -> None:
@@ -788,11 +788,11 @@ class TrainWidget(QWidget):
         self.plot.update()
         self._show_progress()  # the result's status is longer than the run's
 
-    def closeEvent(self, event: Any) -> None:
+    def release(self) -> None:
+        """Closed (see :class:`PluginWidget`): its settings and signals let go of."""
         self.workspace.provide_train_config(None)
         self.workspace.job_changed.disconnect(self._on_job_changed)
         self.workspace.changed.disconnect(self._on_workspace_changed)
-        super().closeEvent(event)
 
     def _on_job_changed(self, _state: str, _message: str) -> None:
         """Another widget's job (Review's Predict & review...) started or ended: the

@@ -209,3 +209,48 @@ def test_every_widget_opens_as_napari_opens_it(make_napari_viewer):
 
     gc.collect()
     assert all(w.workspace is workspace_for(viewer) for w in opened)
+
+
+def test_a_dock_closed_with_its_x_closes_its_widget(make_napari_viewer, dataset_dir, qtbot):
+    """napari's dock X takes a plugin widget out of its dock without closing it: the
+    Review widget's keys still rejected predictions (written to disk) with no widget on
+    screen, its layers and the Annotate widget's stayed, the Train widget's settings
+    still fed Train & review."""
+    from napari_bioanomaly._workspace import workspace_for
+
+    annotations.save(annotations.load(dataset_dir / "annotations.json")[0],
+                     dataset_dir / "pred.json", "via")  # fmt: skip
+    viewer = make_napari_viewer()
+    docks = {}
+    for name in ("Annotate anomalies", "Train a model", "Review predictions"):
+        docks[name] = viewer.window.add_plugin_dock_widget("napari-bioanomaly", name)
+    (_, annotate), _, (_, review) = docks.values()
+    assert annotate.open_path(dataset_dir)
+    assert review.open(dataset_dir / "annotations.json", dataset_dir / "pred.json")
+    assert "Alt+X" in {str(k) for k in viewer.keymap} and len(viewer.layers) > 2
+    assert workspace_for(viewer).train_config is not None
+    for dock, _ in docks.values():
+        dock.title.close_button.click()
+    qtbot.waitUntil(lambda: all(w._released for _, w in docks.values()), timeout=5_000)
+    assert review._closed and not review.alive()
+    assert not {"Alt+X", "Alt+A", "PageDown"} & {str(k) for k in viewer.keymap}
+    assert not [layer.name for layer in viewer.layers]  # the review's and Annotate's, gone
+    assert workspace_for(viewer).train_config is None
+
+
+def test_a_review_opening_when_its_window_goes_says_nothing_to_a_deleted_widget(
+    make_napari_viewer, dataset_dir, qtbot
+):
+    """The window closed while a review opened in the background: its progress and its
+    end were said to a widget Qt had deleted (RuntimeError: wrapped C/C++ object ...)."""
+    from napari_bioanomaly.widgets.review import ReviewWidget
+
+    annotations.save(annotations.load(dataset_dir / "annotations.json")[0],
+                     dataset_dir / "pred.json", "via")  # fmt: skip
+    widget = ReviewWidget(make_napari_viewer())
+    widget.open_in_background(dataset_dir / "annotations.json", dataset_dir / "pred.json")
+    worker = widget._open_worker
+    widget.deleteLater()  # as its window's end deletes it, without a close
+    qtbot.waitUntil(lambda: not widget.alive(), timeout=5_000)
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=30_000)
+    qtbot.wait(200)  # its end delivered: nothing raised

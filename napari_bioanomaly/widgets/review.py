@@ -10,6 +10,7 @@ of :mod:`._review_panels`. This class wires them together.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,7 @@ class ReviewWidget(PluginWidget):
         #: and the worker of the last one
         self._opening: object | None = None
         self._open_worker: Any = None
+        self._open_cancel = threading.Event()  # set: the open in the background stops
         self.review: ReviewSession | None = None
         self.layers = ReviewLayers(napari_viewer)
         #: regions smaller than this are not proposed (the model's operating point's)
@@ -363,7 +365,8 @@ class ReviewWidget(PluginWidget):
         default: every image of the ground truth. ``note``: said under the summary while
         this review is open (e.g. the images a stopped prediction did not reach).
         """
-        self._opening = None  # one in the background would replace this one
+        self._opening = None  # one in the background would replace this one: it stops
+        self._open_cancel.set()
         try:
             session = self.workspace.session(gt_path)
             review = ReviewSession.open(session, pred_path, images)
@@ -414,9 +417,9 @@ class ReviewWidget(PluginWidget):
                 self.summary.setText(f"Opening {name} for review: {step[0]:,} of "
                                      f"{step[1]:,} images scored...")  # fmt: skip
 
-        def opened(result: tuple[AnnotationSession, ReviewSession]) -> None:
-            if self._opening is not token or not self.alive():  # replaced, or closed meanwhile
-                return
+        def opened(result: tuple[AnnotationSession, ReviewSession] | None) -> None:
+            if result is None or self._opening is not token or not self.alive():
+                return  # replaced, or closed meanwhile
             mine, review = result
             try:
                 if review.predictions_changed():  # a correction of the review on screen
@@ -439,9 +442,11 @@ class ReviewWidget(PluginWidget):
                 then()
 
         thresholds = self.iou_slider.value() / 100, self.score_slider.value() / 100
+        self._open_cancel.set()  # the open this one replaces stops reading and scoring
+        self._open_cancel = threading.Event()
         self._open_worker = launch(
-            _opening, (session, gt_path, pred_path, images, thresholds), on_event=progress,
-            on_returned=opened, on_error=failed,
+            _opening, (session, gt_path, pred_path, images, thresholds, self._open_cancel),
+            on_event=progress, on_returned=opened, on_error=failed,
         )  # fmt: skip
 
     def _show(self, review: ReviewSession, images: list[str] | None, note: str) -> None:
@@ -481,7 +486,14 @@ class ReviewWidget(PluginWidget):
             self.review.score_threshold = self.score_slider.value() / 100
 
     def _open_fields(self) -> None:
-        self.open_in_background(self.gt_edit.text(), self.pred_edit.text())
+        """The Open button: the files in the fields, each asked for where it is empty (an
+        empty ground truth opened the folder napari was started in)."""
+        gt, pred = self.gt_edit.text().strip(), self.pred_edit.text().strip()
+        if not gt or not pred:
+            what = "ground truth annotation file" if not gt else "predictions file"
+            self.summary.setText(f"Cannot open: choose the {what} first (type it, or ...).")
+            return
+        self.open_in_background(gt, pred)
 
     @property
     def _gt(self) -> Annotator:
@@ -911,6 +923,7 @@ class ReviewWidget(PluginWidget):
         anomaly map taken out, the ground truth's layers let go of (saved; closed if no
         other widget uses them)."""
         self._closed = True
+        self._open_cancel.set()
         self.workspace.job_changed.disconnect(self.jobs.on_workspace_job)
         self.workspace.changed.disconnect(self._on_workspace_changed)
         unbind_keys(self.viewer, self)
@@ -924,17 +937,27 @@ def _opening(
     pred_path: str | Path,
     images: list[str] | None,
     thresholds: tuple[float, float] = (0.5, 0.0),
-) -> Generator[tuple[int, int], None, tuple[AnnotationSession, ReviewSession]]:
+    cancel: threading.Event | None = None,
+) -> Generator[tuple[int, int], None, tuple[AnnotationSession, ReviewSession] | None]:
     """The worker of :meth:`ReviewWidget.open_in_background`: the ground truth read where
     it is not open yet (``session``), then the predictions read and scored, at the
     sliders' ``(IoU, score)`` thresholds too (the first scores at a score threshold count
-    the pixels of every image: 0.6 s of 2,000 images the GUI thread does not spend)."""
+    the pixels of every image: 0.6 s of 2,000 images the GUI thread does not spend).
+    Ends early, returning None, once ``cancel`` is set (another open replaced it)."""
+    cancel = cancel or threading.Event()
     if session is None:
         session = AnnotationSession.open(gt_path)
-    review = yield from ReviewSession.opening(session, pred_path, images)
-    review.iou_threshold, review.score_threshold = thresholds
-    review.rows()
-    return session, review
+    steps = ReviewSession.opening(session, pred_path, images)
+    while not cancel.is_set():
+        try:
+            yield next(steps)
+        except StopIteration as done:
+            review: ReviewSession = done.value
+            review.iou_threshold, review.score_threshold = thresholds
+            review.rows()
+            return session, review
+    steps.close()
+    return None
 
 
 def _summary_line(name: str, s: dict[str, Any]) -> str:

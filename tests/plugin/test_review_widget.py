@@ -345,6 +345,48 @@ def test_opens_in_the_background_the_latest_asked_for_and_none_once_closed(
     assert other.review is None and len(viewer.layers) == layers
 
 
+def test_an_open_replaced_stops_and_empty_fields_are_asked_for(
+    make_napari_viewer, dataset_dir, qtbot, monkeypatch
+):
+    """Open pressed three times on 2,000 images ran three workers to their end (the one
+    wanted came three times later); an empty field opened the folder napari started in
+    as the ground truth, or raised a ValueError."""
+    import time
+
+    from napari_bioanomaly.core.review import ReviewSession
+
+    annotations.save(annotations.load(dataset_dir / "annotations.json")[0],
+                     dataset_dir / "pred.json", "via")  # fmt: skip
+    real, steps_done = ReviewSession.opening, []
+
+    def slow(gt, path, images=None):  # as thousands of images score
+        steps = real(gt, path, images)
+        done = 0
+        for done in range(200):
+            time.sleep(0.01)
+            yield done, 200
+        steps_done.append(done)
+        return (yield from steps)
+
+    monkeypatch.setattr(ReviewSession, "opening", staticmethod(slow))
+    widget = ReviewWidget(make_napari_viewer())
+    qtbot.addWidget(widget)
+    widget.open_in_background(dataset_dir / "annotations.json", dataset_dir / "pred.json")
+    first = widget._open_worker
+    qtbot.wait(100)
+    widget.open_in_background(dataset_dir / "annotations.json", dataset_dir / "pred.json")
+    qtbot.waitUntil(lambda: not first.is_running, timeout=5_000)  # long before its 2 s
+    wait_for_open(qtbot, widget)
+    assert steps_done == [199] and widget.review is not None  # the second alone ran through
+    for gt, pred, what in (("", "p.json", "ground truth annotation file"),
+                           (str(dataset_dir / "annotations.json"), " ", "predictions file")):  # fmt: skip
+        widget.gt_edit.setText(gt)
+        widget.pred_edit.setText(pred)
+        widget._open_fields()
+        assert not widget.opening
+        assert widget.summary.text() == f"Cannot open: choose the {what} first (type it, or ...)."
+
+
 def test_a_correction_written_while_the_review_opens_is_in_what_it_shows(
     review, dataset_dir, qtbot, monkeypatch
 ):

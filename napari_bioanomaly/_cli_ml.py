@@ -79,8 +79,9 @@ def _ctrl_c_stops(
         asked_at.append(time.monotonic())
         if talk:
             cause = "Ctrl+C" if signum == signal.SIGINT else signal.Signals(signum).name
-            print(f"\n{cause}: stopping {what} after {after} (Ctrl+C again to "
-                  "interrupt at once)", file=sys.stderr)  # fmt: skip
+            again = "Ctrl+C again" if signum == signal.SIGINT else f"another {cause}"
+            print(f"\n{cause}: stopping {what} after {after} ({again} to interrupt at "
+                  "once)", file=sys.stderr)  # fmt: skip
 
     for sig in signals:
         signal.signal(sig, handler)

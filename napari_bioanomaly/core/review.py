@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import os
 from collections.abc import Callable, Generator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,25 @@ def predictions_path(gt: str | Path) -> Path:
     if gt.is_dir():
         return gt / "annotations.predictions.json"
     return gt.with_name(gt.stem + ".predictions.json")
+
+
+def _refuse_ground_truth_as_predictions(gt: AnnotationSession, path: Path) -> None:
+    """Refuse the ground truth's own file (or the import it holds the edits of) chosen as
+    the predictions: every prediction would be a region of it, and a rejection would
+    delete that annotation from it (rewritten as a VIA export, its classes and settings
+    gone)."""
+    try:
+        same = path.is_file() and gt.path.is_file() and os.path.samefile(path, gt.path)
+        edits = path.is_file() and annotation_files.saved_edits(path) is not None and (
+            os.path.samefile(annotation_files.saved_edits(path) or path, gt.path))  # fmt: skip
+    except (OSError, BioAnomalyError):
+        return  # opening it says what is wrong
+    if same or edits:
+        raise BioAnomalyError(
+            f"{path}: the ground truth's own annotations, chosen as the predictions (a "
+            "rejection would delete annotations from it): choose the predictions file, "
+            "e.g. the output of predict or Predict & review"
+        )
 
 
 def _scored_as(im: ImageRecord, keys: Sequence[str]) -> tuple[list[Region], list[str], list[str]]:
@@ -214,6 +234,7 @@ class ReviewSession:
         on it by :meth:`adopt`. The predictions' encoding for the first correction is
         made here too (:meth:`save_predictions` then encodes its image only).
         """
+        _refuse_ground_truth_as_predictions(gt, Path(path))
         # what a correction may write over (see save_predictions)
         disk = file_digest(path) if Path(path).is_file() else None
         predictions, _ = annotation_files.load(path, gt.dataset.root, read_images=False)

@@ -486,7 +486,7 @@ class AnnotationSession:
                 changed[r.label], r.label = label, label
         self._rename_option(old, new)
         categories = self.dataset.categories  # a COCO file's id and supercategory go along
-        if old in categories and new not in categories:
+        if old in categories:  # over that of a class of the new name removed before
             categories[new] = categories.pop(old)
         self._entries.clear()
         self.dirty = True

@@ -426,10 +426,11 @@ class ReviewWidget(PluginWidget):
                     self.open_in_background(gt_path, pred_path, images, note, then, otherwise)
                     return  # read again: what was read missed it
                 shared = self.workspace.adopt(mine)
-                if shared is not mine:  # the same file opened meanwhile (the Annotate widget)
-                    review = ReviewSession.open(shared, pred_path, images)
-                else:
-                    review.adopt()
+                if shared is not mine:  # the same file opened meanwhile (the Annotate widget):
+                    # read again on that one, in the background too
+                    self.open_in_background(gt_path, pred_path, images, note, then, otherwise)
+                    return
+                review.adopt()
             except (BioAnomalyError, OSError) as exc:
                 failed(exc)
                 return

@@ -143,6 +143,9 @@ class TrainWidget(PluginWidget):
         #: the annotations and the model of the run this widget trained last
         self._run: tuple[str, str] | None = None
         self._build()
+        # opened alone from the Plugins menu, the dock took the width of the buttons' row
+        # squeezed (69 px): unusable until dragged wider
+        self.setMinimumWidth(360)
         self.refresh_sources()
         if self.workspace.annotations_path is not None:  # the dataset on screen
             self.use_source(self.workspace.annotations_path)
@@ -771,6 +774,12 @@ class TrainWidget(PluginWidget):
             if point is not None and tta_pays(point, tta):
                 best += (" (Predict & review uses them by default: "
                          f"{tta_gain_text(point, tta)})")  # fmt: skip
+        if result.best is None:  # stopped before the first validation kept a model
+            from ..ml.train import nothing_kept_text
+
+            text = nothing_kept_text(result, self.model.currentText())
+            self._set_status(f"Stopped on {result.device}: {text}.")
+            return
         self._set_status(
             f"{what} on {result.device}. Model: {result.best}{best}. Last state: {result.last}"
         )

@@ -473,6 +473,17 @@ def _run(steps):
             return
 
 
+def test_the_ground_truth_chosen_as_the_predictions_is_refused(files):
+    """The same annotations.json in both fields (two browse buttons) opened a review of
+    F1 1.000, and a rejection deleted an annotation from the ground truth's file,
+    rewritten as a VIA export (its classes and settings gone)."""
+    session = AnnotationSession.open(files[0])
+    before = files[0].read_bytes()
+    with pytest.raises(BioAnomalyError, match="the ground truth's own annotations, chosen as"):
+        ReviewSession.open(session, files[0])
+    assert files[0].read_bytes() == before
+
+
 def test_propose_outlines_the_stored_map(files):
     import tifffile
 

@@ -429,8 +429,21 @@ def test_a_class_renamed_in_the_edits_of_a_coco_import_keeps_its_id_when_reopene
     written = {c["name"]: c for c in json.loads((dataset_dir / "out.json").read_text())[
         "categories"]}  # fmt: skip
     assert written["fine dust"]["id"] == ids["dust"]
-    assert all(written[name]["id"] == i for name, i in ids.items() if name != "dust")
+    assert {n: c["id"] for n, c in written.items()} == {
+        **{n: i for n, i in ids.items() if n != "dust"},
+        "fine dust": ids["dust"],
+    }
     assert {c["supercategory"] for c in written.values()} == {"debris"}
+    # "other" (no region) removed, and another class renamed to its name: its regions
+    # took the id of the class removed
+    kept = next(name for name in again.dataset.class_names() if name not in ("fine dust",
+                                                                               "other"))  # fmt: skip
+    again.set_classes([c for c in again.dataset.classes if c != "other"])
+    again.rename_class(kept, "other")
+    annotations.save(again.dataset, dataset_dir / "out2.json", "coco")
+    written = {c["name"]: c["id"] for c in json.loads((dataset_dir / "out2.json").read_text())[
+        "categories"]}  # fmt: skip
+    assert written["other"] == ids[kept] and ids["other"] not in written.values()
 
 
 def test_unreadable_edits_of_an_import_stop_the_open_instead_of_being_overwritten(dataset_dir):

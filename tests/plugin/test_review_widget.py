@@ -387,6 +387,41 @@ def test_an_open_replaced_stops_and_empty_fields_are_asked_for(
         assert widget.summary.text() == f"Cannot open: choose the {what} first (type it, or ...)."
 
 
+def test_the_same_file_opened_elsewhere_meanwhile_is_read_again_in_the_background(
+    make_napari_viewer, dataset_dir, qtbot, monkeypatch
+):
+    """The Annotate widget opened the ground truth while the review opened it: the review
+    was opened again on that session on the GUI thread (napari frozen 6-8 s at 2,000
+    images). It is opened again in the background, on the session both widgets share."""
+    import threading
+
+    from napari_bioanomaly.core.review import ReviewSession
+
+    annotations.save(annotations.load(dataset_dir / "annotations.json")[0],
+                     dataset_dir / "pred.json", "via")  # fmt: skip
+    read, go, real = threading.Event(), threading.Event(), ReviewSession.opening
+
+    def held(gt, path, images=None):  # the first open waits until Annotate has opened it
+        steps = real(gt, path, images)
+        first = next(steps)
+        read.set()
+        go.wait(30)
+        yield first
+        return (yield from steps)
+
+    monkeypatch.setattr(ReviewSession, "opening", staticmethod(held))
+    in_one_go = []
+    monkeypatch.setattr(ReviewSession, "open", classmethod(lambda *a: in_one_go.append(a)))
+    widget = ReviewWidget(make_napari_viewer())
+    qtbot.addWidget(widget)
+    widget.open_in_background(dataset_dir / "annotations.json", dataset_dir / "pred.json")
+    assert read.wait(30)
+    shared = widget.workspace.session(dataset_dir / "annotations.json")  # Annotate opens it
+    go.set()
+    wait_for_open(qtbot, widget)
+    assert widget.review is not None and widget.review.gt is shared and not in_one_go
+
+
 def test_a_correction_written_while_the_review_opens_is_in_what_it_shows(
     review, dataset_dir, qtbot, monkeypatch
 ):

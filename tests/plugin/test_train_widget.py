@@ -204,6 +204,21 @@ def test_a_last_state_names_its_model_file():
     assert not is_last_state(Path("a/m.pt"))
 
 
+def test_a_run_stopped_before_it_kept_a_model_says_so(widgets, qtbot):
+    """Stopped in its first epoch, the status said "Model: None"."""
+    _, train, _ = widgets
+    train.epochs.setValue(50)
+    train.steps.setValue(200)
+    assert train.start()
+    qtbot.waitUntil(lambda: len(train.plot.loss) >= 1, timeout=60_000)
+    with qtbot.waitSignal(train.worker.finished, timeout=60_000):
+        train.stop()
+    assert train.result.best is None
+    assert train.status.text().startswith("Stopped on cpu: stopped before the first "
+                                          "validation: no model kept")  # fmt: skip
+    assert "None" not in train.status.text()
+
+
 def test_bad_settings_are_explained(widgets, qtbot):
     _, train, _ = widgets
     train.source.setCurrentText("/nonexistent/annotations.json")

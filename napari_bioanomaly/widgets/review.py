@@ -426,9 +426,12 @@ class ReviewWidget(PluginWidget):
                     self.open_in_background(gt_path, pred_path, images, note, then, otherwise)
                     return  # read again: what was read missed it
                 shared = self.workspace.adopt(mine)
-                if shared is not mine:  # the same file opened meanwhile (the Annotate widget):
-                    # read again on that one, in the background too
-                    self.open_in_background(gt_path, pred_path, images, note, then, otherwise)
+                if shared is not mine:  # the same file opened meanwhile (the Annotate widget),
+                    # or open already under another name (an import's, whose edits are not
+                    # saved yet): read again on that session, by its own name, in the
+                    # background too
+                    self.open_in_background(shared.path, pred_path, images, note, then,
+                                            otherwise)  # fmt: skip
                     return
                 review.adopt()
             except (BioAnomalyError, OSError) as exc:

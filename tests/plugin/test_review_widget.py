@@ -422,6 +422,25 @@ def test_the_same_file_opened_elsewhere_meanwhile_is_read_again_in_the_backgroun
     assert widget.review is not None and widget.review.gt is shared and not in_one_go
 
 
+def test_an_import_open_elsewhere_and_given_by_its_own_name_opens_once(
+    make_napari_viewer, dataset_dir, qtbot
+):
+    """Annotate had a COCO import open, its edits not saved yet (its session is that of
+    data.coco.via.json, not on disk); Review given data.coco.json read it again on that
+    session under the import's name, found it open elsewhere, and so on for ever."""
+    dataset, _ = annotations.load(dataset_dir / "annotations.json")
+    coco = dataset_dir / "data.coco.json"
+    annotations.save(dataset, coco, "coco")
+    annotations.save(dataset, dataset_dir / "pred.json", "via")
+    widget = ReviewWidget(make_napari_viewer())
+    qtbot.addWidget(widget)
+    shared = widget.workspace.session(coco)  # the Annotate widget's
+    assert not shared.path.exists()
+    widget.open_in_background(coco, dataset_dir / "pred.json")
+    wait_for_open(qtbot, widget, 30_000)
+    assert widget.review is not None and widget.review.gt is shared
+
+
 def test_a_correction_written_while_the_review_opens_is_in_what_it_shows(
     review, dataset_dir, qtbot, monkeypatch
 ):

@@ -99,6 +99,8 @@ class Annotator:
     #: the whole file was read again (theirs reloaded, or an earlier version restored):
     #: any image's regions may have changed
     reloaded = Signal()
+    #: a class was renamed: regions of any image may have another label
+    classes_renamed = Signal()
 
     def __init__(
         self,
@@ -445,6 +447,7 @@ class Annotator:
         if self._current_class == old:
             self._current_class = new
         self.show(self.index)  # redraw with the new name and colour
+        self.classes_renamed.emit()
 
     def set_class_attribute(self, name: str) -> ImportReport:
         """Read the classes from another region attribute (see

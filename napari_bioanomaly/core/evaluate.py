@@ -629,7 +629,7 @@ class ImageCache:
         scores = np.array([1.0 if r.score is None else r.score for r in preds], dtype=float)
         self.image_score = _image_score(pred)
         region, row, start, end = rasterise_spans([r.polygon for r in [*gt.regions, *preds]], shape)
-        n_gt = len(gt.regions)
+        n_gt = self.n_gt = len(gt.regions)
         g, p = region < n_gt, region >= n_gt
         truth = Spans(region[g], row[g], start[g], end[g], n_gt).areas() > 0
         #: positions in the image's ground truth of the regions scored: one that covers no

@@ -13,6 +13,13 @@ rescores every image without rasterising again. Corrections go through it:
 - **reject** removes predictions (saved at once).
 - **propose** replaces an image's predictions by the outlines of its anomaly map.
 
+Reject and propose rewrite the predictions file as a VIA export, so they are refused
+(:attr:`ReviewSession.read_only` says why) where that would lose anything: a file that
+holds regions a person drew or accepted (the two fields swapped, or another annotator's
+file compared with the ground truth: each rejection deleted an annotation from it until
+2026-12-07), or a file of another kind (a VIA project, COCO, GeoJSON, a Fiji ROI set).
+Such predictions are reviewed and accepted from as any others.
+
 The Review widget shows a ReviewSession; ``bioanomaly evaluate`` and the widget's
 tables share :func:`~.evaluate.report`, so both compute the same figures, and
 :func:`~.evaluate.paired`, so both score the same predictions of each image: those of the
@@ -113,6 +120,45 @@ def _refuse_ground_truth_as_predictions(gt: AnnotationSession, path: Path) -> No
         )
 
 
+def _drawn(region: Region) -> bool:
+    """Whether a region was drawn or accepted by a person (a model's, predicted by this
+    plugin or another tool, has source ``model`` or a score)."""
+    return region.source == "model-accepted" or (region.source == "human" and region.score is None)
+
+
+def read_only_reason(path: Path, predictions: Dataset) -> str | None:
+    """Why corrections of the predictions read from ``path`` cannot be written there
+    (None: they can). A correction rewrites the file as a VIA export, as predict writes it:
+    that would delete the regions a person drew or accepted in it (the ground truth and
+    the predictions swapped, or another annotator's file), or turn a file of another kind
+    into one (a VIA project's settings, COCO's ids, ... gone)."""
+    drawn = sum(1 for r in predictions.regions if _drawn(r))
+    if drawn:
+        what = (f"holds {counted(drawn, 'region')} drawn or accepted by a person (no score, "
+                "source not 'model'), not a model's predictions")  # fmt: skip
+    elif path.suffix.lower() in (".zip", ".roi"):
+        what = "is a Fiji ROI set, not a VIA export as predict writes"
+    else:
+        try:
+            fmt = annotation_files.json_format(path)
+            edits = annotation_files.saved_edits(path)
+        except (BioAnomalyError, OSError):
+            fmt, edits = None, None
+        if edits is not None:
+            what = f"is an import whose edits are {edits.name}, not a VIA export as predict writes"
+        elif fmt in ("via1-export", "via2-export"):
+            return None
+        else:
+            kind = {"via2-project": "a VIA 2 project", "via3-project": "a VIA 3 project",
+                    "coco": "COCO"}.get(fmt or "", "GeoJSON")  # fmt: skip
+            what = f"is {kind}, not a VIA export as predict writes"
+    return (
+        f"{path.name} {what}: reviewed read-only (rejecting or proposing would rewrite it "
+        "and lose that; accepting into the ground truth works). To correct it, make a copy "
+        f"to review: napari-bioanomaly convert {path.name} --to via <copy>.json"
+    )
+
+
 def _scored_as(im: ImageRecord, keys: Sequence[str]) -> tuple[list[Region], list[str], list[str]]:
     """What an image's score depends on of its ground truth (its size apart): its regions
     (held, so that none is freed and its ``id`` taken by another), their classes, and its
@@ -192,6 +238,9 @@ class ReviewSession:
         #: digest of the predictions file as read or written last (see save_predictions);
         #: None: not read from that file (nothing there to be overwritten unseen)
         self._disk: str | None = None
+        #: why corrections cannot be written to the predictions file (see
+        #: :func:`read_only_reason`; set by :meth:`opening`); None: they can
+        self.read_only: str | None = None
         #: the predictions' VIA entries as last written, by file name (see
         #: :func:`~.via.encode_cached`): a correction re-encodes its image only
         self._entries: dict[str, bytes] = {}
@@ -240,6 +289,7 @@ class ReviewSession:
         predictions, _ = annotation_files.load(path, gt.dataset.root, read_images=False)
         review = cls(gt, predictions, path, images, score=False)
         review._disk = disk
+        review.read_only = read_only_reason(Path(path), predictions)
         review._scored_at = gt.edits, id(gt.dataset)
         root = gt.dataset.root or gt.path.parent
         keys = [review.group_by] if review.group_by else []
@@ -258,7 +308,7 @@ class ReviewSession:
             review.caches[name] = ImageCache(seen, review.prediction(name), keys)
             if k % 50 == 0:
                 yield k, len(review.names)
-        if orjson is not None:  # the first correction as fast as the next ones
+        if orjson is not None and review.read_only is None:  # the first correction as fast
             ds = review.predictions
             encode_cached(lambda entries: to_via_export(ds, entries), ds, review._entries)
         yield len(review.names), len(review.names)
@@ -388,6 +438,24 @@ class ReviewSession:
                 pass
         keys = [self.group_by] if self.group_by else []
         self.caches[filename] = ImageCache(gt, self.prediction(filename), keys)
+
+    def relabel(self) -> int:
+        """After a class of the ground truth was renamed (its regions' labels changed in
+        place, their outlines did not): each image scored takes its regions' labels again,
+        nothing rasterised again (thousands of images). An image whose regions changed
+        otherwise meanwhile is scored again. Returns how many images changed."""
+        changed = 0
+        for name, cache in self.caches.items():
+            regions = self.ground_truth(name).regions
+            if len(regions) != cache.n_gt:
+                self.rescore(name)
+                changed += 1
+                continue
+            labels = [regions[i].label for i in cache.gt_index]
+            if labels != cache.gt_labels:
+                cache.gt_labels = labels
+                changed += 1
+        return changed
 
     def ground_truth_reloaded(self) -> None:
         """The ground truth's file was read again (theirs reloaded, an earlier version
@@ -632,7 +700,7 @@ class ReviewSession:
         """Remove shown predictions; the predictions file is saved at once."""
         drop, _ = self.picked(filename, indices)
         if drop:
-            self.check_predictions_file()
+            self.check_writable()
             gone = set(drop)
             kept = [r for i, r in enumerate(self.prediction(filename).regions) if i not in gone]
             self._replace_predictions(filename, kept)
@@ -647,7 +715,7 @@ class ReviewSession:
         heat = self.heatmap(filename)
         if heat is None:
             return None
-        self.check_predictions_file()
+        self.check_writable()
         regions = regions_from_probabilities(
             np.stack([1.0 - heat, heat]), ["anomaly"], threshold, min_area, min_peak=min_peak
         )
@@ -677,6 +745,13 @@ class ReviewSession:
         (see :meth:`check_predictions_file`)."""
         return (file_digest(self.path) if self.path.is_file() else None) != self._disk
 
+    def check_writable(self) -> None:
+        """Raise where a correction cannot be written to the predictions file: read-only
+        (:attr:`read_only`), or changed on disk (:meth:`check_predictions_file`)."""
+        if self.read_only is not None:
+            raise BioAnomalyError(self.read_only)
+        self.check_predictions_file()
+
     def check_predictions_file(self) -> None:
         """Raise :class:`~.fileio.DiskChanged` where the predictions file changed on disk
         since it was read or written here (a new ``predict`` run over it, most often):
@@ -693,6 +768,8 @@ class ReviewSession:
 
         ``changed``: the file name of the only image whose predictions changed since the
         last write (the others are not encoded again); None: every image."""
+        if self.read_only is not None:
+            raise BioAnomalyError(self.read_only)
         if changed is None:
             self._entries.clear()
         else:

@@ -490,6 +490,7 @@ class AnnotationSession:
             categories[new] = categories.pop(old)
         self._entries.clear()
         self.dirty = True
+        self.edits += 1  # a review opening scored the old names: it scores them again
         return changed
 
     def _rename_option(self, old: str, new: str) -> None:

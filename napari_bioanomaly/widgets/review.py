@@ -286,6 +286,10 @@ class ReviewWidget(PluginWidget):
             widgets = [item.widget() for i in range(row.count()) if (item := row.itemAt(i))]
             self.review_buttons += [w for w in widgets if isinstance(w, QPushButton)]
         self._set_review_enabled(False)
+        #: what writes the predictions file: off while it is read-only (ReviewSession.read_only)
+        self.writing_buttons = [self.propose_button] + [
+            b for b in self.review_buttons if b.text() == "Reject selected"
+        ]
         # the panels' parts, as tests and scripts know them
         self.table, self.proxy, self.model = (
             self.table_panel.table,
@@ -466,6 +470,7 @@ class ReviewWidget(PluginWidget):
                 {"image_changed": self._on_image_changed, "regions_changed": self._on_gt_changed,
                  "message": self._on_message, "save_failed": self._on_save_failed,
                  "reloaded": self._on_gt_reloaded,
+                 "classes_renamed": self._on_classes_renamed,
                  "on_conflict": lambda exc: ask_conflict(self, exc, annotator),
                  "on_save_failed": lambda exc: ask_save_failed(self, exc, annotator)},
                 color=GT_COLOR, name="ground truth (review)",
@@ -481,6 +486,8 @@ class ReviewWidget(PluginWidget):
         self.layers.ensure_predictions(review.path)
         self._bind_keys()
         self._set_review_enabled(True)
+        for button in self.writing_buttons:  # Alt-X says why, as a press would
+            button.setEnabled(review.read_only is None)
         self.refresh()
         self._on_image_changed(session.current)
 
@@ -547,6 +554,8 @@ class ReviewWidget(PluginWidget):
         if note := self.review.scoring_note():
             lines.append(note)
         lines += self.review.pairing_notes()  # what evaluate says of the two files
+        if self.review.read_only:
+            lines.append(self.review.read_only)
         if note := empty_note(rows):
             lines.append(note)
         if note := empty_truth_note(rows):
@@ -665,6 +674,12 @@ class ReviewWidget(PluginWidget):
             self.review.ground_truth_reloaded()
             self.refresh()
             self._restyle()
+
+    def _on_classes_renamed(self) -> None:
+        """A class of the ground truth was renamed (in the Annotate widget): every image's
+        regions take their new names (the per-class tab had kept the old one)."""
+        if self.review is not None and self.review.relabel():
+            self.refresh()
 
     def _on_gt_changed(self) -> None:
         if self.review is not None and self._image in self.review.caches:

@@ -443,6 +443,30 @@ def test_an_image_smaller_than_recorded_is_clipped_and_scored_clipped_when_adopt
     assert review.rows() == eager.rows()
 
 
+def test_a_class_renamed_is_scored_under_its_new_name_open_or_opening(files):
+    """A class renamed in the Annotate widget while a review was open, or opening, kept
+    its old name in the per-class figures (a rename counted as no edit, and the cache
+    kept the labels) until the review was opened again."""
+    session = AnnotationSession.open(files[0])
+    review = ReviewSession.open(session, files[1])
+    assert "dust" in review.report().classes
+    session.rename_class("dust", "debris")
+    assert review.relabel() > 0
+    fresh = ReviewSession.open(session, files[1])
+    assert review.report().classes == fresh.report().classes
+    assert "debris" in review.report().classes
+    assert review.report().classes["debris"]["gt"] > 0
+    assert review.relabel() == 0  # nothing more to take
+    # renamed while a review opens in steps: scored again when adopted
+    steps = ReviewSession.opening(session, files[1])
+    next(steps)
+    session.rename_class("debris", "fibre")
+    opened = list(_run(steps)).pop()
+    opened.adopt()
+    assert opened.report().classes == ReviewSession.open(session, files[1]).report().classes
+    assert "fibre" in opened.report().classes and "debris" not in opened.report().classes
+
+
 def test_two_images_of_one_name_are_written_whole_not_from_kept_entries(files):
     """Entries are kept by file name: a dataset holding two records of one name (the
     readers merge them, a caller may not) is encoded whole, each record once."""
@@ -482,6 +506,62 @@ def test_the_ground_truth_chosen_as_the_predictions_is_refused(files):
     with pytest.raises(BioAnomalyError, match="the ground truth's own annotations, chosen as"):
         ReviewSession.open(session, files[0])
     assert files[0].read_bytes() == before
+
+
+def test_the_fields_swapped_leave_the_annotations_whole(files):
+    """The ground truth and the predictions swapped (pred.json as the ground truth,
+    annotations.json as the predictions): each rejection deleted an annotation from
+    annotations.json, rewritten as a VIA export (its settings and classes gone). Now the
+    review opens read-only: scores and accepting work, rejecting and proposing are
+    refused, naming the file and why, and it is never written."""
+    import tifffile
+
+    session = AnnotationSession.open(files[1])
+    before = files[0].read_bytes()
+    review = ReviewSession.open(session, files[0])
+    assert review.read_only is not None
+    assert (
+        "annotations.json holds" in review.read_only
+        and "drawn or accepted by a person" in review.read_only
+    )
+    assert review.rows()  # scored as any review
+    name = next(n for n in review.names if review.shown(n))
+    with pytest.raises(BioAnomalyError, match=r"annotations\.json holds .* reviewed read-only"):
+        review.reject(name, [0])
+    heat = np.zeros(review.ground_truth(name).shape, np.float32)
+    heat[40:60, 50:80] = 0.9
+    path = heatmap_path(review.heatmaps, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(path, heat)
+    with pytest.raises(BioAnomalyError, match="read-only"):
+        review.propose(name, 0.5, 16)
+    with pytest.raises(BioAnomalyError, match="read-only"):
+        review.save_predictions()
+    assert len(review.prediction(name).regions) == len(
+        annotations.load(files[0], read_images=False)[0].images[review.names.index(name)].regions
+    )
+    assert files[0].read_bytes() == before
+    assert not files[0].with_name(files[0].name + ".bak").exists()
+
+
+@pytest.mark.parametrize(("fmt", "kind"), [("via-project", "a VIA 2 project"), ("coco", "COCO")])
+def test_predictions_of_another_kind_than_a_via_export_are_reviewed_read_only(files, fmt, kind):
+    """Model predictions kept as a VIA project or as COCO results: a rejection rewrote the
+    file as a VIA export (the project's settings, COCO's ids gone)."""
+    pred, _ = annotations.load(files[1], read_images=False)
+    other = files[1].with_name("pred_other.json")
+    annotations.save(pred, other, fmt)
+    before = other.read_bytes()
+    review = ReviewSession.open(AnnotationSession.open(files[0]), other)
+    assert review.read_only is not None and f"is {kind}, not a VIA export" in review.read_only
+    assert "convert pred_other.json --to via" in review.read_only
+    name = next(n for n in review.names if review.shown(n))
+    with pytest.raises(BioAnomalyError, match="read-only"):
+        review.reject(name, [0])
+    assert other.read_bytes() == before
+    # the predictions predict writes stay correctable
+    writable = ReviewSession.open(AnnotationSession.open(files[0]), files[1])
+    assert writable.read_only is None and writable.reject(name, [0]) == 1
 
 
 def test_propose_outlines_the_stored_map(files):

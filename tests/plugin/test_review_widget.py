@@ -121,6 +121,37 @@ def test_accept_and_reject_are_saved(review, dataset_dir):
     assert review.annotator.session.status(0) == "reviewed"
 
 
+def test_the_fields_swapped_review_read_only_and_delete_no_annotation(
+    make_napari_viewer, dataset_dir, qtbot
+):
+    """pred.json given as the ground truth and annotations.json as the predictions: each
+    Alt-X deleted an annotation from annotations.json. Now Reject and the proposals are
+    off, the summary says why (naming the file), Alt-X says it too, and the file stays."""
+    gt, _ = annotations.load(dataset_dir / "annotations.json")
+    for im in gt.images:
+        im.regions = [Region(square(100, 100, 12), "dust", score=0.9, source="model")]
+    annotations.save(gt, dataset_dir / "pred.json", "via")
+    before = (dataset_dir / "annotations.json").read_bytes()
+    widget = ReviewWidget(make_napari_viewer())
+    qtbot.addWidget(widget)
+    assert widget.open(dataset_dir / "pred.json", dataset_dir / "annotations.json")
+    reject = next(b for b in widget.findChildren(QPushButton) if b.text() == "Reject selected")
+    accept = next(b for b in widget.findChildren(QPushButton) if b.text() == "Accept selected")
+    assert not reject.isEnabled() and not widget.propose_button.isEnabled()
+    assert accept.isEnabled()
+    assert "annotations.json holds" in widget.summary.text()
+    assert "reviewed read-only" in widget.summary.text()
+    widget.annotator.show(0)
+    assert len(widget.pred_layer.data)
+    widget.pred_layer.selected_data = {0}
+    assert widget.reject_selected() == 0
+    assert "Not rejected: annotations.json holds" in widget.summary.text()
+    assert (dataset_dir / "annotations.json").read_bytes() == before
+    # model predictions opened next are correctable again
+    assert widget.open(dataset_dir / "annotations.json", dataset_dir / "pred.json")
+    assert reject.isEnabled() and "read-only" not in widget.summary.text()
+
+
 def test_predictions_written_again_are_shown_not_overwritten(review, dataset_dir, qtbot):
     """predict wrote pred.json again during the review (one more region on img_000): a
     rejection wrote the old predictions over it without a word. Now the review opens the
@@ -290,8 +321,10 @@ def test_nothing_open_is_said_and_the_open_button_opens(
     assert widget.export_table(tmp_path / "t.csv") is None
     assert widget.summary.text() == "Export table: nothing is open for review."
     assert not (tmp_path / "c.json").exists() and not (tmp_path / "t.csv").exists()
-    annotations.save(annotations.load(dataset_dir / "annotations.json")[0],
-                     dataset_dir / "pred.json", "via")  # fmt: skip
+    pred, _ = annotations.load(dataset_dir / "annotations.json")
+    for r in pred.regions:  # a model's (a person's would be reviewed read-only)
+        r.score, r.source = 0.9, "model"
+    annotations.save(pred, dataset_dir / "pred.json", "via")
     widget.gt_edit.setText(str(dataset_dir / "annotations.json"))
     widget.pred_edit.setText(str(dataset_dir / "pred.json"))
     button = next(b for b in widget.findChildren(QPushButton) if b.text() == "Open for review")

@@ -515,3 +515,19 @@ def test_review_s_note_follows_an_image_checked_in_annotate(make_napari_viewer, 
     annotate.annotator.shapes_layer.add_polygons([square(10, 10, 20) + 0.5])
     assert review.review.ground_truth_state() == (annotated + 1, checked + 1, 1)
     assert note.format(1) in review.summary.text()
+
+
+def test_a_class_renamed_in_annotate_is_scored_under_its_new_name_in_review(both, qtbot):
+    """Renamed in the Annotate widget, a class kept its old name in the Review widget's
+    per-class figures (only the image on screen was scored again, and a rename was no
+    edit) until the review was opened again."""
+    _viewer, annotate, review = both
+    review.tabs.setCurrentIndex(2)  # the per-class tab on screen
+    assert "dust" in review.report().classes
+    before = review.report().classes["dust"]["gt"]
+    annotate.rename_class("dust", "debris")
+    classes = review.report().classes
+    assert classes["debris"]["gt"] == before and classes["dust"]["gt"] == 0  # a prediction's
+    qtbot.waitUntil(lambda: any(
+        (item := review.class_table.item(row, 0)) is not None and item.text() == "debris"
+        for row in range(review.class_table.rowCount())))  # fmt: skip

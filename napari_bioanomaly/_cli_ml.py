@@ -55,13 +55,15 @@ _FORWARDED_WITHIN = 2.0
 @contextmanager
 def _ctrl_c_stops(
     cancel: threading.Event, what: str, talk: bool = True, after: str = "the current step"
-) -> Iterator[None]:
+) -> Iterator[list[int]]:
     """Within: the first Ctrl+C (SIGINT) or SIGTERM (``kill``, a batch system ending the
     job) sets ``cancel``: the run stops after its current step and ends as the widgets'
     Stop ends it; a second one interrupts at once. Under torchrun, the copy of the first
-    signal the launcher passes on to its workers is not counted as a second."""
+    signal the launcher passes on to its workers is not counted as a second. Yields the
+    list the signal that stopped it is put in (for the exit status, 128 + its number)."""
+    asked: list[int] = []
     if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers belong to the main thread
+        yield asked  # signal handlers belong to the main thread
         return
     signals = (signal.SIGINT, signal.SIGTERM)
     previous = {sig: signal.getsignal(sig) for sig in signals}
@@ -77,6 +79,7 @@ def _ctrl_c_stops(
             raise KeyboardInterrupt
         cancel.set()
         asked_at.append(time.monotonic())
+        asked.append(signum)
         if talk:
             cause = "Ctrl+C" if signum == signal.SIGINT else signal.Signals(signum).name
             again = "Ctrl+C again" if signum == signal.SIGINT else f"another {cause}"
@@ -86,7 +89,7 @@ def _ctrl_c_stops(
     for sig in signals:
         signal.signal(sig, handler)
     try:
-        yield
+        yield asked
     finally:
         for sig in signals:
             signal.signal(sig, previous[sig])
@@ -440,10 +443,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     failed: list[str] = []  # images not predicted (unreadable): not in the predictions
     cancel = threading.Event()
     pace, kept = _Pace(), len(done)
-    with _ctrl_c_stops(cancel, "the prediction", after="the current image"):
+    with _ctrl_c_stops(cancel, "the prediction", after="the current image") as asked:
         try:
-            while not cancel.is_set():
+            last = False  # the last event was of the last image: only the writing is left
+            while not cancel.is_set() or last:
                 event = next(gen)
+                last = event.index >= event.total
                 if event.message:
                     print(f"warning: {event.message}", file=sys.stderr)
                 if event.note:
@@ -464,9 +469,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"stopped: {counted(kept, 'image')} of {len(dataset.images)} predicted, kept "
                   f"in {manifest.path}; the same command goes on from there ({out} is "
                   "written once every image is)", file=sys.stderr)  # fmt: skip
-            return 130
+            # as a shell reports a command ended by the signal (130 Ctrl+C, 143 SIGTERM)
+            return 128 + (asked[0] if asked else signal.SIGINT)
         except StopIteration as stop:
             predictions = stop.value
+    if cancel.is_set():  # asked during the last image: nothing was left to stop
+        print("the stop came with the last image: every image is predicted, and written",
+              file=sys.stderr)  # fmt: skip
     unread = f"{', '.join(failed[:5])}{' and more' if len(failed) > 5 else ''}"
     if failed and not predictions.images:
         raise BioAnomalyError(f"no image could be predicted ({counted(len(failed), 'image')}; "

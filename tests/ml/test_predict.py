@@ -249,7 +249,7 @@ def test_sigterm_or_ctrl_c_stops_after_the_image_and_the_same_command_goes_on(
                 break
         said.append(proc.communicate(timeout=300)[1])
     err = "".join(said)
-    assert proc.returncode == 130, err[-2000:]
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]  # 143, as a shell says it
     assert "SIGTERM: stopping the prediction after the current image" in err
     kept = re.search(r"stopped: (\d+) images? of 6 predicted, kept in (\S+);", err)
     assert kept and 1 <= int(kept[1]) < 6, err[-2000:]
@@ -259,6 +259,39 @@ def test_sigterm_or_ctrl_c_stops_after_the_image_and_the_same_command_goes_on(
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"resuming: {kept[1]} image" in proc.stderr
     assert json.loads(out.read_text()) == json.loads(reference.read_text())
+
+
+def test_a_stop_during_the_last_image_writes_the_predictions(
+    model_path, sample_dir, tmp_path, monkeypatch, capsys
+):
+    """SIGTERM while the last image was predicted said "stopped: 6 images of 6 predicted"
+    and left the predictions unwritten until the same command was run again."""
+    import signal
+
+    from napari_bioanomaly.ml import predict as predict_module
+
+    real = predict_module.predict_dataset
+
+    def signalled_during_the_last(*args, **kwargs):
+        gen = real(*args, **kwargs)
+        event = next(gen)
+        while True:
+            if event.index == event.total:  # predicted, not yet said
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield event
+            try:
+                event = next(gen)
+            except StopIteration as done:
+                return done.value
+
+    monkeypatch.setattr(predict_module, "predict_dataset", signalled_during_the_last)
+    out = tmp_path / "pred.json"
+    assert predict(model_path, sample_dir, out) == 0
+    err = capsys.readouterr().err
+    assert "SIGTERM: stopping the prediction" in err and "stopped:" not in err
+    assert "the stop came with the last image: every image is predicted" in err
+    assert len(annotations.load(out, read_images=False)[0].images) == 6
+    assert not (tmp_path / "pred.json.manifest.json").exists()
 
 
 def test_a_resumed_run_predicts_again_the_images_whose_maps_are_gone(model_path, sample_dir,

@@ -9,6 +9,7 @@ dealt out evenly.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import threading
@@ -88,7 +89,8 @@ class CrossvalResult:
     ``fold``, ``test_images``, ``groups`` and ``tta``: whether it predicted with test-time
     augmentation, as predict does by default) and their summary (:func:`summarise_folds`);
     ``cancelled`` when fewer folds than planned finished; ``running`` in the record written
-    while the run goes on (after each fold: what a run killed leaves)."""
+    while the run goes on (after each fold: what a run killed leaves); ``failed``: why a
+    run that raised (an error, a second Ctrl+C) ended, its finished folds kept."""
 
     folds: list[dict[str, Any]]
     summary: dict[str, dict[str, Any]]
@@ -97,6 +99,7 @@ class CrossvalResult:
     iou_threshold: float
     cancelled: bool
     running: bool = False
+    failed: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -130,12 +133,14 @@ def check_fold_models(models: Sequence[str | Path]) -> None:
             finished = {str(f.get("model")) for f in data["folds"] if isinstance(f, dict)}
             stopped = bool(data.get("cancelled"))
             running = bool(data.get("running"))
+            failed = str(data.get("failed") or "")
         except (BioAnomalyError, KeyError, TypeError):
             continue  # not a record this check can read: the models are what was asked for
         if model.name in finished:
             continue
         why = "not among its finished folds" + (
-            " (that run was stopped)" if stopped
+            f" (that run failed: {failed})" if failed
+            else " (that run was stopped)" if stopped
             else " (that run did not end: it runs, or was killed)" if running else ""
         )  # fmt: skip
         listed = ", ".join(sorted(finished)) or "none"
@@ -180,23 +185,33 @@ def crossval(
         # one process group for every fold: a group joined again after leaving one hangs
         dist = Dist.setup(pick_device(config.device))
 
-    def record(per_fold: list[dict[str, Any]], stopped: bool = False, running: bool = True
-               ) -> CrossvalResult:  # fmt: skip
+    so_far: list[dict[str, Any]] = []  # the folds the record lists
+
+    def record(per_fold: list[dict[str, Any]], stopped: bool = False, running: bool = True,
+               failed: str = "") -> CrossvalResult:  # fmt: skip
         """The run's record so far, written (by process 0) over an earlier run's: the fold
         models that record lists are those of a finished fold of this run."""
+        so_far[:] = per_fold
         outcome = CrossvalResult(
             folds=per_fold, summary=summarise_folds(per_fold), model=config.model,
             group_by=group_by, iou_threshold=iou_threshold, cancelled=stopped, running=running,
+            failed=failed,
         )  # fmt: skip
         if main:
             write_json(out_dir / "crossval.json", outcome.to_dict())
         return outcome
 
-    record([])  # before fold 1 replaces the earlier run's fold1.pt
     try:
+        record([])  # before fold 1 replaces the earlier run's fold1.pt
         per_fold, stopped = yield from _folds(dataset, config, k, out_dir, group_by,
                                               iou_threshold, cancel, main, record)  # fmt: skip
         dist.close(finished=True)
+    except (Exception, KeyboardInterrupt) as exc:  # not "it runs, or was killed": it ended
+        why = ("interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+               if isinstance(exc, BioAnomalyError) else f"{type(exc).__name__}: {exc}")  # fmt: skip
+        with contextlib.suppress(Exception):  # the error said is the run's, not this write's
+            record(list(so_far), stopped=True, running=False, failed=why)
+        raise
     finally:
         dist.close()
     return record(per_fold, stopped, running=False)

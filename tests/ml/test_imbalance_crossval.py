@@ -397,6 +397,32 @@ def test_a_crossval_killed_leaves_a_record_that_refuses_the_earlier_run_s_folds(
         cv.check_fold_models([out / "fold1.pt", out / "fold3.pt"])
 
 
+def test_a_crossval_that_fails_says_so_in_its_record(nine, tmp_path, monkeypatch):
+    """A run that raised in fold 2 left its record saying "running" (that run did not end:
+    it runs, or was killed); it says why it ended now, its finished fold kept."""
+    import json
+
+    ds, _ = annotations.load(nine / "annotations.json")
+    out = tmp_path / "cv"
+    real, calls = cv.train, []
+
+    def train_twice(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise MemoryError("out of memory in fold 2")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cv, "train", train_twice)
+    with pytest.raises(MemoryError):
+        list(cv.crossval(ds, TrainConfig(model="forest"), 3, out))
+    saved = json.loads((out / "crossval.json").read_text())
+    assert not saved["running"] and saved["failed"] == "MemoryError: out of memory in fold 2"
+    assert [f["model"] for f in saved["folds"]] == ["fold1.pt"]
+    cv.check_fold_models([out / "fold1.pt"])
+    with pytest.raises(BioAnomalyError, match=r"fold2\.pt: .*\(that run failed: MemoryError"):
+        cv.check_fold_models([out / "fold1.pt", out / "fold2.pt"])
+
+
 def test_a_fold_s_last_state_is_not_resumed_on_every_image(nine, tmp_path, capsys):
     """train --resume cv/fold1.last.pt (or the Train widget's Resume of that file) went on
     with the fold's model on every image, its test fold's too, over the fold's model."""

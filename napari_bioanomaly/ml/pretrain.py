@@ -216,7 +216,9 @@ def learn_images(
         return max(epoch + 1, min(epochs, int(budget_s / max(per_epoch, 1e-6))))
 
     stop, elapsed = agreed()
-    while not stop and epoch < epochs and (config.epochs or elapsed < budget_s):
+    # one step at least, however long setting up took (a budget spent before the first
+    # step, under load, wrote the network as initialised, said to be pretrained)
+    while not stop and epoch < epochs and (config.epochs or elapsed < budget_s or not history):
         losses: list[float] = []
         for step in range(steps):
             stop, elapsed = agreed()

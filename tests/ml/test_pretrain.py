@@ -245,3 +245,25 @@ def test_a_pretraining_budget_ends_the_run_within_an_epoch(sample, tmp_path, mon
     steps = [e for e in events if e.kind == "step"]
     assert 1 <= len(steps) <= 6 and result.epochs == 1
     assert (tmp_path / "w.pt").is_file()
+
+
+def test_a_budget_spent_before_the_first_step_still_pretrains_one(sample, tmp_path, monkeypatch):
+    """A budget spent while setting up (0.05 min under torchrun on a loaded machine) left
+    the loop before any step: the network was written as initialised, with no epoch, and
+    training started from it as if pretrained. One step is taken at least."""
+    from napari_bioanomaly.ml import pretrain as pt
+
+    from .test_train import drain as drain_events
+
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 100.0  # each reading 100 s later: the budget is gone at the first
+        return now[0]
+
+    monkeypatch.setattr(pt.time, "perf_counter", clock)
+    _, ds = sample
+    config = TINY.replace(epochs=None, budget_min=0.05, steps_per_epoch=5)
+    events, result = drain_events(pretrain(ds, config, tmp_path / "w.pt"))
+    assert len([e for e in events if e.kind == "step"]) == 1
+    assert result.epochs == 1 and result.loss is not None

@@ -249,7 +249,9 @@ class ReviewSession:
         #: what :meth:`opening` read aside for :meth:`adopt`: image sizes (or why an image
         #: could not be read) by file name, and the ground truth's state it scored
         self._aside: dict[str, tuple[int, int] | str] = {}
-        self._scored_at: tuple[int, int] | None = None
+        #: the ground truth's edits and dataset :meth:`opening` scored (held: an id could
+        #: be another dataset's once this one is freed)
+        self._scored_at: tuple[int, Dataset] | None = None
         #: what :meth:`opening` scored of each image (see _scored_as), for :meth:`adopt`
         self._seen: dict[str, tuple[list[Region], list[str], list[str]]] = {}
         if score:
@@ -290,7 +292,7 @@ class ReviewSession:
         review = cls(gt, predictions, path, images, score=False)
         review._disk = disk
         review.read_only = read_only_reason(Path(path), predictions)
-        review._scored_at = gt.edits, id(gt.dataset)
+        review._scored_at = gt.edits, gt.dataset
         root = gt.dataset.root or gt.path.parent
         keys = [review.group_by] if review.group_by else []
         for k, name in enumerate(review.names):
@@ -314,6 +316,13 @@ class ReviewSession:
         yield len(review.names), len(review.names)
         return review
 
+    def ground_truth_replaced(self) -> bool:
+        """After :meth:`opening`: whether the ground truth's file was read again meanwhile
+        (theirs reloaded, an earlier version restored). What was scored is then of another
+        dataset: open again in the background rather than :meth:`adopt`, which scores
+        every image again on its thread."""
+        return self._scored_at is not None and self._scored_at[1] is not self.gt.dataset
+
     def adopt(self) -> None:
         """After :meth:`opening`, on the thread that edits the ground truth: the image
         sizes read aside are set on it (regions past the edges of an image smaller than
@@ -332,7 +341,7 @@ class ReviewSession:
             if [id(r) for r in self.gt.dataset.images[index].regions] != before:
                 self.rescore(name)
         self._aside.clear()
-        if self._scored_at is not None and self._scored_at[1] != id(self.gt.dataset):
+        if self.ground_truth_replaced():
             self.ground_truth_reloaded()
         elif self._scored_at is not None and self._scored_at[0] != edits:
             keys = [self.group_by] if self.group_by else []

@@ -426,9 +426,12 @@ class ReviewWidget(PluginWidget):
                 return  # replaced, or closed meanwhile
             mine, review = result
             try:
-                if review.predictions_changed():  # a correction of the review on screen
+                # a correction of the review on screen written meanwhile, or the ground truth
+                # read again (reloaded, restored): what was read missed it, read it again
+                # (scoring every image here would freeze napari for seconds)
+                if review.predictions_changed() or review.ground_truth_replaced():
                     self.open_in_background(gt_path, pred_path, images, note, then, otherwise)
-                    return  # read again: what was read missed it
+                    return
                 shared = self.workspace.adopt(mine)
                 if shared is not mine:  # the same file opened meanwhile (the Annotate widget),
                     # or open already under another name (an import's, whose edits are not

@@ -239,18 +239,30 @@ def test_a_dock_closed_with_its_x_closes_its_widget(make_napari_viewer, dataset_
 
 
 def test_a_review_opening_when_its_window_goes_says_nothing_to_a_deleted_widget(
-    make_napari_viewer, dataset_dir, qtbot
+    make_napari_viewer, dataset_dir, qtbot, monkeypatch
 ):
     """The window closed while a review opened in the background: its progress and its
     end were said to a widget Qt had deleted (RuntimeError: wrapped C/C++ object ...)."""
+    import threading
+
+    from napari_bioanomaly.core.review import ReviewSession
     from napari_bioanomaly.widgets.review import ReviewWidget
 
     annotations.save(annotations.load(dataset_dir / "annotations.json")[0],
                      dataset_dir / "pred.json", "via")  # fmt: skip
+    go, real = threading.Event(), ReviewSession.opening
+
+    def held(gt, path, images=None):  # its progress and end come once the widget is gone
+        go.wait(30)
+        return (yield from real(gt, path, images))
+
+    monkeypatch.setattr(ReviewSession, "opening", staticmethod(held))
     widget = ReviewWidget(make_napari_viewer())
     widget.open_in_background(dataset_dir / "annotations.json", dataset_dir / "pred.json")
     worker = widget._open_worker
     widget.deleteLater()  # as its window's end deletes it, without a close
     qtbot.waitUntil(lambda: not widget.alive(), timeout=5_000)
+    assert worker.is_running
+    go.set()
     qtbot.waitUntil(lambda: not worker.is_running, timeout=30_000)
     qtbot.wait(200)  # its end delivered: nothing raised

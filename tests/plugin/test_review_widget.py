@@ -455,6 +455,55 @@ def test_the_same_file_opened_elsewhere_meanwhile_is_read_again_in_the_backgroun
     assert widget.review is not None and widget.review.gt is shared and not in_one_go
 
 
+def test_the_ground_truth_read_again_while_a_review_opens_is_scored_in_the_background(
+    make_napari_viewer, dataset_dir, qtbot, monkeypatch
+):
+    """The ground truth, open in the Annotate widget, was read again from disk while the
+    review opened (theirs reloaded): the end of the open scored every image again on the
+    GUI thread (seconds at 2,000 images). It opens again in the background, and what it
+    shows is the file as read again."""
+    import threading
+
+    from napari_bioanomaly.core.review import ReviewSession
+
+    gt_path = dataset_dir / "annotations.json"
+    pred, _ = annotations.load(gt_path)
+    for r in pred.regions:
+        r.score, r.source = 0.9, "model"
+    annotations.save(pred, dataset_dir / "pred.json", "via")
+    read, go, real = threading.Event(), threading.Event(), ReviewSession.opening
+    opened = []
+
+    def held(gt, path, images=None):  # the first open waits until the file is read again
+        opened.append(gt.dataset)
+        steps = real(gt, path, images)
+        first = next(steps)
+        if len(opened) == 1:
+            read.set()
+            go.wait(30)
+        yield first
+        return (yield from steps)
+
+    monkeypatch.setattr(ReviewSession, "opening", staticmethod(held))
+    scored_all = []
+    monkeypatch.setattr(ReviewSession, "ground_truth_reloaded",
+                        lambda self: scored_all.append(self))  # fmt: skip
+    widget = ReviewWidget(make_napari_viewer())
+    qtbot.addWidget(widget)
+    shared = widget.workspace.session(gt_path)  # open in the Annotate widget
+    widget.open_in_background(gt_path, dataset_dir / "pred.json")
+    assert read.wait(30)
+    theirs, _ = annotations.load(gt_path)
+    theirs.images[0].regions = []  # someone else saved it; Annotate reads it again
+    annotations.save(theirs, gt_path)
+    shared.reload()
+    go.set()
+    wait_for_open(qtbot, widget)
+    assert len(opened) == 2 and opened[1] is shared.dataset and not scored_all
+    row = next(r for r in widget.review.rows() if r.image == theirs.images[0].filename)
+    assert row.n_gt == 0  # the file as read again
+
+
 def test_an_import_open_elsewhere_and_given_by_its_own_name_opens_once(
     make_napari_viewer, dataset_dir, qtbot
 ):

@@ -407,8 +407,9 @@ def is_torch_file(path: Path) -> bool:
     return head == b"PK\x03\x04" or head.startswith(b"\x80")
 
 
-def _read(path: Path) -> Any:
-    """The file's contents as data only (``weights_only=True``: no code from it runs)."""
+def _read(path: Path, mmap: bool = False) -> Any:
+    """The file's contents as data only (``weights_only=True``: no code from it runs);
+    ``mmap``: the tensors mapped, not read (see :func:`peek_checkpoint`)."""
     if not is_torch_file(path):
         raise BioAnomalyError(
             f"{path}: not a model file (PyTorch writes a zip archive; this is something "
@@ -417,7 +418,7 @@ def _read(path: Path) -> Any:
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols before failing
             warnings.simplefilter("ignore")
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError:
         raise BioAnomalyError(
             f"{path}: refused: it holds objects other than tensors, numbers and text (code "
@@ -441,6 +442,29 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise BioAnomalyError(f"{path}: made by a newer napari-bioanomaly; please upgrade")
     try:
         validate(ckpt)
+    except BioAnomalyError as exc:
+        raise BioAnomalyError(f"{path}: cannot be used: {exc}") from None
+    return ckpt
+
+
+def peek_checkpoint(path: str | Path) -> dict[str, Any]:
+    """What a checkpoint says of its run (config, epoch, history, ...) without reading its
+    weights: the tensors are mapped from the file, not read nor checked (a Mask R-CNN's
+    last state with its optimiser's, hundreds of MB, read on napari's thread froze it).
+    Its format, version and config are checked; :func:`load_checkpoint` checks the rest
+    before anything is trained or predicted with it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BioAnomalyError(f"{path}: checkpoint not found")
+    ckpt = _read(path, mmap=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise BioAnomalyError(f"{path}: not a napari-bioanomaly checkpoint")
+    version = ckpt.get("version", 0)
+    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
+        raise BioAnomalyError(f"{path}: made by a newer napari-bioanomaly; please upgrade")
+    try:
+        _config(ckpt.get("config"))
     except BioAnomalyError as exc:
         raise BioAnomalyError(f"{path}: cannot be used: {exc}") from None
     return ckpt

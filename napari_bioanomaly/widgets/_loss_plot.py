@@ -94,10 +94,13 @@ class LossPlot(QWidget):
         self.loss, self.val_loss, self.val_f1 = [], [], []
         self.update()
 
-    def add_history(self, records: Any) -> None:
+    def add_history(self, records: Any, score_label: Any = None) -> None:
         """Draw the epochs of a run before it was resumed (its checkpoint's ``history``:
-        per epoch its mean loss, validation loss and score); what is not a finite number
-        is left out."""
+        per epoch its mean loss, validation loss and score, named ``score_label``: its
+        ``best_label``); what is not a finite number is left out."""
+        if isinstance(score_label, str) and 0 < len(score_label) <= 200:
+            self.score_label = f"{score_label} (right)"
+            self._set_tooltip()
 
         def number(record: Any, key: str) -> float | None:
             value = record.get(key) if isinstance(record, dict) else None

@@ -87,7 +87,6 @@ class ReviewWidget(PluginWidget):
         self.workspace = workspace_for(napari_viewer)
         guard_quit(napari_viewer)  # asks before napari closes with annotations not saved
         self.annotator: Annotator | None = None
-        self._closed = False  # closed while a job ran: its end opens nothing
         #: the open running in the background (see open_in_background), None when none,
         #: and the worker of the last one
         self._opening: object | None = None
@@ -888,7 +887,7 @@ class ReviewWidget(PluginWidget):
         return self.jobs.stop()
 
     def _after_job(self, gt: str, pred_out: Path, names: list[str]) -> None:
-        if self._closed:  # the job saved its files; a closed widget opens no layers
+        if not self.alive():  # the job saved its files; a closed widget opens no layers
             return
         self.pred_edit.setText(str(pred_out))
         self.open_in_background(gt, pred_out, names, self.jobs.problems_text(len(names)))
@@ -944,7 +943,6 @@ class ReviewWidget(PluginWidget):
         """Closed (see :class:`PluginWidget`): the keys let go of, the predictions and the
         anomaly map taken out, the ground truth's layers let go of (saved; closed if no
         other widget uses them)."""
-        self._closed = True
         self._open_cancel.set()
         self.workspace.job_changed.disconnect(self.jobs.on_workspace_job)
         self.workspace.changed.disconnect(self._on_workspace_changed)
@@ -958,15 +956,14 @@ def _opening(
     gt_path: str | Path,
     pred_path: str | Path,
     images: list[str] | None,
-    thresholds: tuple[float, float] = (0.5, 0.0),
-    cancel: threading.Event | None = None,
+    thresholds: tuple[float, float],
+    cancel: threading.Event,
 ) -> Generator[tuple[int, int], None, tuple[AnnotationSession, ReviewSession] | None]:
     """The worker of :meth:`ReviewWidget.open_in_background`: the ground truth read where
     it is not open yet (``session``), then the predictions read and scored, at the
     sliders' ``(IoU, score)`` thresholds too (the first scores at a score threshold count
     the pixels of every image: 0.6 s of 2,000 images the GUI thread does not spend).
     Ends early, returning None, once ``cancel`` is set (another open replaced it)."""
-    cancel = cancel or threading.Event()
     if session is None:
         session = AnnotationSession.open(gt_path)
     steps = ReviewSession.opening(session, pred_path, images)

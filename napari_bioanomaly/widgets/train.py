@@ -489,13 +489,13 @@ class TrainWidget(PluginWidget):
                              f"(MODEL.last.pt) {where}; press Train to start one.",
                              error=True)  # fmt: skip
             return False
-        from ..ml.checkpoint import load_checkpoint
+        from ..ml.checkpoint import peek_checkpoint
         from ..ml.config import TrainConfig
         from ..ml.train import refuse_fold_state
 
         try:
             refuse_fold_state(ckpt_path)
-            ckpt = load_checkpoint(ckpt_path)
+            ckpt = peek_checkpoint(ckpt_path)  # its weights are read, and checked, in the job
             saved = TrainConfig.from_dict(ckpt["config"])
             stamp = ckpt_path.stat().st_mtime
         except (BioAnomalyError, OSError) as exc:
@@ -506,8 +506,8 @@ class TrainWidget(PluginWidget):
                              "not trained in epochs; press Train.", error=True)  # fmt: skip
             return False
         put = self._filled[2] if self._filled and self._filled[:2] == (ckpt_path, stamp) else None
-        differ, unshown = self._settings_of(saved, put)
-        put = {**(put or {}), **self._put}
+        differ, unshown, now = self._settings_of(saved, put)
+        put = {**(put or {}), **now}
         self._filled = ckpt_path, stamp, put
         if differ:
             them = "that" if len(unshown) == 1 else "those"
@@ -549,22 +549,24 @@ class TrainWidget(PluginWidget):
         )  # fmt: skip
         if started:  # the epochs before, as the run's plot and progress showed them
             self._run = source, config.model
-            self.plot.add_history(ckpt.get("history"))
+            self.plot.add_history(ckpt.get("history"), ckpt.get("best_label"))
             if self._progress is not None:
                 self._progress.update(min(done, planned or done) * config.steps_per_epoch)
         return started
 
-    def _settings_of(self, saved: Any, put: dict[str, Any] | None) -> tuple[list[str], list[str]]:
+    def _settings_of(
+        self, saved: Any, put: dict[str, Any] | None
+    ) -> tuple[list[str], list[str], dict[str, Any]]:
         """Put the settings of the stopped run ``saved`` in the form where it shows others:
         those a resumed run may not change where they differ from the run's (or, ``put``:
         from what an earlier fill put in the form), and, at a first fill, those it may
         change where the field holds its default. Returns what differed in words
         ("tile size (px) 256 (the run: 64)"), and the values a field cannot show (a
-        learning rate below its range); :attr:`_put` holds what the fields hold now."""
+        learning rate below its range), and what the fields given the run's hold now."""
         from ..ml.config import RESUME_AUTO, RESUME_FREE, RESUME_ON, RESUME_START
 
         differ: list[str] = []
-        self._put: dict[str, Any] = {}
+        now: dict[str, Any] = {}
         if self.model.currentText() != saved.model:
             differ.append(f"model {self.model.currentText()} (the run: {saved.model})")
             self.model.setCurrentText(saved.model)
@@ -593,10 +595,10 @@ class TrainWidget(PluginWidget):
         shown = self.form_values()
         unshown = []
         for name, value in theirs.items():
-            self._put[name] = shown[name]
+            now[name] = shown[name]
             if not _same(BY_NAME[name], shown[name], value):
                 unshown.append(f"{BY_NAME[name].label} {_form_text(BY_NAME[name], value)}")
-        return differ, unshown
+        return differ, unshown, now
 
     def start_crossval(self) -> bool:
         """Cross-validate the current settings in a worker thread (see :mod:`..ml.crossval`);

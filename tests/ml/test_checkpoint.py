@@ -79,6 +79,33 @@ def test_well_formed_checkpoints_load(tmp_path, forest_ckpt, unet_ckpt):
         assert probs is None or probs.shape == (3, 16, 16)
 
 
+def test_a_checkpoint_peeked_at_says_its_run_and_stays_data(tmp_path, unet_ckpt):
+    """Resume reads what a run was (config, epoch, history) on napari's thread: its
+    weights are mapped, not read; the file is still refused where it is no checkpoint,
+    holds code, or its config is wrong, naming it."""
+    from napari_bioanomaly.ml.checkpoint import peek_checkpoint
+
+    path = tmp_path / "u.last.pt"
+    torch.save({**unet_ckpt, "epoch": 3, "history": [{"epoch": 0, "loss": 0.5}]}, path)
+    peeked = peek_checkpoint(path)
+    assert peeked["config"] == unet_ckpt["config"] and peeked["epoch"] == 3
+    assert peeked["history"] == [{"epoch": 0, "loss": 0.5}]
+    name, weights = next(iter(peeked["state_dict"].items()))
+    assert torch.equal(weights, unet_ckpt["state_dict"][name])
+    for bad, match in (
+        ({**unet_ckpt, "config": {"model": "no such model"}}, "cannot be used: config"),
+        ({"format": "something else"}, "not a napari-bioanomaly checkpoint"),
+        ({**unet_ckpt, "hook": Forest}, "refused: it holds objects other than tensors"),
+    ):
+        torch.save(bad, path)
+        with pytest.raises(BioAnomalyError, match=match) as info:
+            peek_checkpoint(path)
+        assert str(path) in str(info.value)
+    path.write_text("not a model")
+    with pytest.raises(BioAnomalyError, match="not a model file"):
+        peek_checkpoint(path)
+
+
 def test_forest_checkpoint_from_before_feature_sets_predicts_with_filters(tmp_path, forest_ckpt):
     ckpt = copy.deepcopy(forest_ckpt)
     del ckpt["forest"]["feature_set"]  # checkpoints before 2026-12-03 have none

@@ -232,7 +232,7 @@ def test_a_dock_closed_with_its_x_closes_its_widget(make_napari_viewer, dataset_
     for dock, _ in docks.values():
         dock.title.close_button.click()
     qtbot.waitUntil(lambda: all(w._released for _, w in docks.values()), timeout=5_000)
-    assert review._closed and not review.alive()
+    assert review._released and not review.alive()
     assert not {"Alt+X", "Alt+A", "PageDown"} & {str(k) for k in viewer.keymap}
     assert not [layer.name for layer in viewer.layers]  # the review's and Annotate's, gone
     assert workspace_for(viewer).train_config is None

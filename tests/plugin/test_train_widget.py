@@ -117,12 +117,14 @@ def _stop_after_an_epoch(train, qtbot, before=0):
 
 
 def test_resume_goes_on_from_the_last_state_with_the_run_s_settings(
-    widgets, make_napari_viewer, qtbot, tmp_path
+    widgets, make_napari_viewer, qtbot, tmp_path, monkeypatch
 ):
     """Only the CLI could go on with a stopped run (train --resume): a biologist who
     stopped training, or closed napari, started again from nothing."""
     import shutil
+    import threading
 
+    from napari_bioanomaly.ml import checkpoint
     from napari_bioanomaly.ml.checkpoint import save_checkpoint
 
     _, train, folder = widgets
@@ -136,8 +138,21 @@ def test_resume_goes_on_from_the_last_state_with_the_run_s_settings(
     done = stopped["epoch"] + 1
     # a baseline trained since, or a forest's last state beside it: not what Resume takes
     (folder / "bioanomaly-forest.last.pt").write_bytes(b"a forest's last state, newer")
+    read_here = []  # its weights, read on napari's thread (hundreds of MB for a Mask R-CNN)
+    real_load = checkpoint.load_checkpoint
+
+    def load(path, *args, **kwargs):
+        if threading.current_thread() is threading.main_thread():
+            read_here.append(path)
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "load_checkpoint", load)
+    train.plot.score_label = "validation score (right)"  # as a new window's plot
     qtbot.mouseClick(train.resume_button, Qt.MouseButton.LeftButton)
     assert train.worker is not None  # the form holds the run's settings: it goes on at once
+    assert not read_here
+    # its score named as the run names it, from the first (said "validation score")
+    assert train.plot.score_label == f"{stopped['best_label']} (right)"
     assert train.status.text().startswith(f"Resuming bioanomaly-unet.pt from epoch {done + 1} "
                                           "of 50")  # fmt: skip
     # the plot goes on from the epochs before (the checkpoint's history), not from nothing

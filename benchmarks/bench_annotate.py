@@ -12,6 +12,11 @@ printed with a reference measured in the same process:
   Shapes layer.
 
 Targets: open <= 2 s, switch <= 300 ms.
+
+``--open FILE`` measures opening an annotation file only (e.g. a real 32 MB VIA project of
+2,000 images): the Open buttons' read in the background (the longest time napari's event
+loop was held, and the time until the dataset is shown), against ``open_path`` reading it on
+the GUI thread (held the whole time), each in a new viewer of the same process.
 """
 
 from __future__ import annotations
@@ -61,7 +66,12 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--size", type=int, default=1080)
     parser.add_argument("--switches", type=int, default=20)
+    parser.add_argument("--open", type=Path, default=None, metavar="FILE",
+                        help="only measure opening this annotation file")  # fmt: skip
     args = parser.parse_args()
+    if args.open is not None:
+        open_only(args.open)
+        return
 
     import napari
     import tifffile
@@ -177,6 +187,63 @@ def main() -> None:
         f"once per 10 minutes of editing): {med(keep) * 1000:.0f} ms; reference one save of it "
         f"(in the edit above at every edit): {med(save) * 1000:.0f} ms"
     )
+
+
+def open_only(path: Path) -> None:
+    """``--open``: the Open buttons' background read of ``path`` against ``open_path``."""
+    import napari
+    from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QApplication
+
+    from napari_bioanomaly.widgets.annotate import AnnotateWidget
+
+    def settle(app, seconds: float) -> None:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            app.processEvents()
+            time.sleep(0.005)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["XDG_CONFIG_HOME"] = str(Path(tmp) / "config")  # no "last opened" kept
+        figures = {}
+        for how in ("open_path", "background", "open_path", "background"):  # each twice
+            viewer = napari.Viewer()
+            app = QApplication.instance()
+            widget = AnnotateWidget(viewer)
+            viewer.window.add_dock_widget(widget)
+            settle(app, 0.3)
+            ticks: list[float] = []
+            timer = QTimer()
+            timer.setInterval(10)
+            timer.timeout.connect(lambda ticks=ticks: ticks.append(time.perf_counter()))
+            timer.start()
+            settle(app, 0.1)
+            start = time.perf_counter()
+            ticks.append(start)
+            if how == "open_path":
+                widget.open_path(path)
+            else:
+                widget.open_in_background(path)
+                while widget.opening:
+                    app.processEvents()
+                    time.sleep(0.002)
+            app.processEvents()
+            shown = time.perf_counter() - start
+            settle(app, 0.1)
+            timer.stop()
+            held = float(np.diff([t for t in ticks if t >= start]).max())
+            figures[how] = held, shown  # the second run's (files cached, napari warm)
+            widget.annotator.session.dirty = False  # opened, not edited: nothing to save
+            viewer.close()
+            settle(app, 0.2)
+    print(f"machine: {platform.machine()} {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}, napari {napari.__version__}; {path.name} "
+          f"({path.stat().st_size / 2**20:.1f} MiB)")  # fmt: skip
+    held, shown = figures["background"]
+    ref_held, ref_shown = figures["open_path"]
+    print(f"Open file... (background read): shown after {shown:.2f} s, event loop held at most "
+          f"{held:.2f} s; reference open_path on the GUI thread: shown after {ref_shown:.2f} s, "
+          f"held {ref_held:.2f} s ({ref_held / held:.1f}x longer)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ The widget only collects input and shows state; the work is done by
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,9 @@ class AnnotateWidget(PluginWidget):
         self._qc_stopped = False
         self._qc_flagged = 0  # images whose flags the running check has set
         self._last: Path | None = None
+        #: the open under way in the background (see open_in_background), its worker
+        self._opening: object | None = None
+        self._open_worker: Any = None
         self._build()
         last = AnnotationSession.last_opened()
         self.resume_button.setVisible(last is not None)
@@ -193,7 +196,7 @@ class AnnotateWidget(PluginWidget):
     def _ask_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open a folder of images")
         if folder:
-            self.open_path(folder)
+            self.open_in_background(folder)
 
     def _ask_file(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
@@ -204,15 +207,65 @@ class AnnotateWidget(PluginWidget):
             "QuPath GeoJSON (*.geojson *.json);;ImageJ ROI set (*.zip *.roi)",
         )
         if path:
-            self.open_path(path)
+            self.open_in_background(path)
 
     def open_path(self, path: str | Path) -> bool:
-        """Open a dataset folder or annotation file (saving the one open now)."""
+        """Open a dataset folder or annotation file (saving the one open now), and wait
+        (:meth:`open_in_background` keeps napari live meanwhile: what the buttons do)."""
+        self._opening = None  # one under way in the background would replace this one
         try:
             session = self.workspace.session(path)
         except (BioAnomalyError, OSError) as exc:
             self._error(str(exc))
             return False
+        self._show(session)
+        return True
+
+    @property
+    def opening(self) -> bool:
+        """Whether a dataset is being read in the background (:meth:`open_in_background`)."""
+        return self._opening is not None
+
+    def open_in_background(self, path: str | Path) -> None:
+        """:meth:`open_path`, the file read in a worker thread (a 32 MB annotation file of
+        2,000 images held napari 2.5 s): the status line says so, the dataset on screen
+        stays (and can be edited) until the new one is shown, and a later open replaces
+        one under way. A file open already (in the Review widget) is shown at once."""
+        token = object()
+        self._opening = token
+        try:
+            session = self.workspace.opened(path)
+        except (BioAnomalyError, OSError) as exc:
+            self._opening = None
+            self._error(error_text(exc))
+            return
+        if session is not None:
+            self._opening = None
+            self._show(session)
+            return
+        self.status_label.setText(f"Opening {Path(path).name}...")
+
+        def opened(mine: AnnotationSession) -> None:
+            if self._opening is not token or not self.alive():
+                return  # replaced, or closed meanwhile
+            self._opening = None
+            self._show(self.workspace.adopt(mine))  # the one opened meanwhile, if any
+
+        def failed(exc: BaseException) -> None:
+            if self._opening is not token or not self.alive():
+                return
+            self._opening = None
+            if self.annotator is not None:
+                self._say_opened()  # the dataset on screen stays
+            else:
+                self.status_label.setText("No dataset open.")
+            self._error(error_text(exc))
+
+        self._open_worker = launch(_reading, (path,), on_returned=opened, on_error=failed)
+
+    def _show(self, session: AnnotationSession) -> None:
+        """Show an opened dataset: its annotator (shared with the Review widget where it
+        has the file open), the classes, the image list, the image it was left at."""
         if self.annotator is None or self.annotator.session is not session:
             self._release()
             # one annotator per file and viewer, shared with the Review widget
@@ -233,7 +286,6 @@ class AnnotateWidget(PluginWidget):
         self.resume_button.setVisible(False)
         self._on_image_changed(session.current)
         self._say_opened()
-        return True
 
     def _say_opened(self) -> None:
         """The status line of the open dataset: its file, format, import issues, notes."""
@@ -387,7 +439,7 @@ class AnnotateWidget(PluginWidget):
 
     def _resume(self) -> None:
         if self._last is not None:  # the button shows only then
-            self.open_path(self._last)
+            self.open_in_background(self._last)
 
     # ------------------------------------------------------------------ navigation
 
@@ -600,3 +652,10 @@ class AnnotateWidget(PluginWidget):
             self._qc_worker.quit()
         unbind_keys(self.viewer, self)
         self._release()
+
+
+def _reading(path: str | Path) -> Generator[None, None, AnnotationSession]:
+    """The worker of :meth:`AnnotateWidget.open_in_background`: the dataset read (its
+    annotation file parsed, its folder listed; the images are read as they are shown)."""
+    yield  # a generator, as every job of the widgets is
+    return AnnotationSession.open(path)

@@ -238,7 +238,22 @@ def json_format(path: Path) -> str | None:
 
 @functools.lru_cache(maxsize=64)
 def _json_format(path: str, mtime_ns: int, size: int) -> str | None:
-    return detect_format(read_json(path))
+    return _json_facts(path, mtime_ns, size)[0]
+
+
+@functools.lru_cache(maxsize=64)
+def _json_facts(path: str, mtime_ns: int, size: int) -> tuple[str | None, str | None]:
+    """A JSON file's format, and the import it holds the edits of (a VIA project's
+    ``imported_from``), read once for as long as the file is unchanged."""
+    data = read_json(path)
+    settings = data.get("_via_settings") if isinstance(data, dict) else None
+    return detect_format(data), via.imported_from_setting(settings)
+
+
+def _edits_of(path: Path) -> str | None:
+    """The name of the import whose edits the VIA project ``path`` holds, if it says."""
+    stat = path.stat()
+    return _json_facts(str(path.resolve()), stat.st_mtime_ns, stat.st_size)[1]
 
 
 def _is_via(path: Path, unreadable: bool = False) -> bool:
@@ -276,6 +291,14 @@ def saved_edits(path: str | os.PathLike[str]) -> Path | None:
         raise BioAnomalyError(
             f"{target}: should hold the edits of {path.name} saved by napari-bioanomaly, "
             f"but {why}; move it away to start again from {path.name}"
+        )
+    other = _edits_of(target)
+    if other is not None and other != path.name:
+        # two imports of one stem: the edits of one are not the other's dataset
+        raise BioAnomalyError(
+            f"{path}: its edits would be saved to {target.name}, which holds the edits of "
+            f"{other} (both are named {path.stem}.*): rename {path.name} (e.g. "
+            f"{path.stem}-2{path.suffix}) and open it under its new name"
         )
     return target
 

@@ -136,6 +136,10 @@ class AnnotationSession:
         if path != imported:
             report.add("note", annotation_files.edits_note(imported, path))
             annotation_files.import_categories(dataset, imported)
+            if via.imported_from_setting(dataset.settings) is None:  # saved before it said
+                dataset.settings = via.with_imported_from(
+                    dataset.settings, dataset.class_attribute, imported.name
+                )
         disk = digest(raw) if raw is not None else None
         if source.is_dir() or imported.name in annotation_files.ANNOTATION_NAMES:
             if note := annotation_files.unread_per_image_note(root, imported):
@@ -144,6 +148,10 @@ class AnnotationSession:
             # COCO, ImageJ or GeoJSON are imported: edits go to a VIA project beside them
             imported_from = path
             path = annotation_files.edit_target(path, report.format)
+            # the project says whose edits it holds (another import of this stem is refused)
+            dataset.settings = via.with_imported_from(
+                dataset.settings, dataset.class_attribute, imported_from.name
+            )
             report.add(
                 "note",
                 f"imported from {report.format} file {imported_from.name}; "

@@ -31,6 +31,7 @@ from .via_parse import (
 )
 from .via_write import (
     COCO_CATEGORIES,
+    IMPORTED_FROM,
     checkbox_classes,
     encode_cached,
     export_warnings,
@@ -40,6 +41,7 @@ from .via_write import (
     to_via_project,
     via_attribute_definitions,
     with_class_attribute,
+    with_imported_from,
 )
 
 #: The public names of the format, read and written (the rest is private to its modules).
@@ -48,8 +50,8 @@ __all__ = [
     "checkbox_classes", "class_attribute_setting", "coco_categories_setting", "detect_format",
     "encode_cached",
     "export_warnings",
-    "image_entry", "read_via", "rounded_polygons", "to_via_export", "to_via_project",
-    "via_attribute_definitions", "with_class_attribute",
+    "image_entry", "imported_from_setting", "read_via", "rounded_polygons", "to_via_export",
+    "to_via_project", "via_attribute_definitions", "with_class_attribute", "with_imported_from",
 ]  # fmt: skip
 
 
@@ -91,6 +93,14 @@ def class_attribute_setting(settings: Any) -> str | None:
     project = settings.get("project") if isinstance(settings, dict) else None
     name = project.get("class_attribute") if isinstance(project, dict) else None
     return name if isinstance(name, str) and name.strip() else None
+
+
+def imported_from_setting(settings: Any) -> str | None:
+    """The name of the imported file whose edits a VIA 2 project holds (``_via_settings.
+    project.imported_from``, see :data:`~.via_write.IMPORTED_FROM`), if it says."""
+    project = settings.get("project") if isinstance(settings, dict) else None
+    name = project.get(IMPORTED_FROM) if isinstance(project, dict) else None
+    return name if isinstance(name, str) and name else None
 
 
 def coco_categories_setting(settings: Any) -> dict[str, dict[str, Any]]:

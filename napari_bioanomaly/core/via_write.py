@@ -319,6 +319,23 @@ def via_attribute_definitions(dataset: Dataset) -> dict[str, Any]:
 COCO_CATEGORIES = "coco_categories"
 
 
+#: Where a VIA project that holds the edits of an import (COCO, Fiji ROI set, GeoJSON; see
+#: :func:`~.annotations.edit_target`) names that import's file: two imports of one stem
+#: (``cells.json`` and ``cells.zip``) would otherwise share ``cells.via.json``, each
+#: opening the other's edits (read back by :func:`~.via.imported_from_setting`).
+IMPORTED_FROM = "imported_from"
+
+
+def with_imported_from(settings: dict[str, Any], class_attribute: str, name: str) -> dict[str, Any]:
+    """VIA 2 project settings (a copy; the defaults where ``settings`` is empty) naming the
+    imported file ``name`` whose edits the project holds (``project.imported_from``)."""
+    out = copy.deepcopy(settings) or _default_settings(class_attribute)
+    project = out.setdefault("project", {})
+    if isinstance(project, dict):
+        project[IMPORTED_FROM] = name
+    return out
+
+
 def with_class_attribute(settings: dict[str, Any], class_attribute: str) -> dict[str, Any]:
     """VIA 2 project settings (a copy; the defaults where ``settings`` is empty) recording
     ``class_attribute`` as the class attribute chosen (``project.class_attribute``, read

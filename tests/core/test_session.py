@@ -446,6 +446,53 @@ def test_a_class_renamed_in_the_edits_of_a_coco_import_keeps_its_id_when_reopene
     assert written["other"] == ids[kept] and ids["other"] not in written.values()
 
 
+def test_two_imports_of_one_stem_do_not_share_their_edits(dataset_dir):
+    """cells.json (COCO) and cells.zip (Fiji ROI set) both saved their edits to
+    cells.via.json: opening cells.zip after cells.json was edited opened cells.json's
+    edits, and saving wrote cells.zip's work over them. The edits name their import; the
+    other import is refused, naming both files and what to do."""
+    import json
+
+    from napari_bioanomaly.core import annotations
+
+    coco = _as_coco(dataset_dir, "cells.json")
+    dataset, _ = annotations.load(coco)
+    annotations.save(dataset, dataset_dir / "rois", "imagej")
+    rois = dataset_dir / "cells.zip"
+    first = next(iter(sorted((dataset_dir / "rois").glob("*.zip"))))
+    rois.write_bytes(first.read_bytes())
+    session = AnnotationSession.open(coco)
+    session.go_to(0)
+    session.set_regions([])
+    session.save()
+    edits = dataset_dir / "cells.via.json"
+    assert (
+        json.loads(edits.read_text())["_via_settings"]["project"]["imported_from"] == "cells.json"
+    )
+    before = edits.read_bytes()
+    for opening in (AnnotationSession.open, annotations.load):
+        with pytest.raises(BioAnomalyError, match=r"cells\.zip: its edits would be saved to "
+                           r"cells\.via\.json, which holds the edits of cells\.json .* rename "
+                           r"cells\.zip \(e\.g\. cells-2\.zip\)"):  # fmt: skip
+            opening(rois)
+    assert edits.read_bytes() == before
+    again = AnnotationSession.open(coco)  # its own edits, as before
+    assert again.path == edits and again.dataset.images[0].regions == []
+    # edits saved before they named their import: taken as the import's, and named at
+    # the next save
+    data = json.loads(before)
+    del data["_via_settings"]["project"]["imported_from"]
+    edits.write_text(json.dumps(data))
+    older = AnnotationSession.open(coco)
+    assert older.path == edits and older.dataset.images[0].regions == []
+    older.go_to(1)
+    older.set_regions([])
+    older.save()
+    assert (
+        json.loads(edits.read_text())["_via_settings"]["project"]["imported_from"] == "cells.json"
+    )
+
+
 def test_unreadable_edits_of_an_import_stop_the_open_instead_of_being_overwritten(dataset_dir):
     coco = _as_coco(dataset_dir)
     edits = dataset_dir / "annotations.via.json"

@@ -53,7 +53,7 @@ from .evaluate import (
     report,
     summarise,
 )
-from .fileio import DiskChanged, atomic_write, file_digest, orjson, replace_if_unchanged
+from .fileio import DiskChanged, atomic_write, file_digest, replace_if_unchanged
 from .images import image_shape
 from .maps import read_heatmap, regions_from_probabilities
 from .model import BioAnomalyError, Dataset, ImageRecord, Region
@@ -62,7 +62,7 @@ from .quality import QC_ATTRIBUTE
 from .runs import Spans, iou_matrix
 from .session import AnnotationSession
 from .text import counted
-from .via import encode_cached, to_via_export
+from .via import encode_cached, encode_entries, to_via_export
 
 #: Columns of the per-image table (the widget's and the exported CSV's).
 COLUMNS = ["image", "group", "GT", "pred", "TP", "FP", "FN", "precision", "recall", "F1",
@@ -310,9 +310,8 @@ class ReviewSession:
             review.caches[name] = ImageCache(seen, review.prediction(name), keys)
             if k % 50 == 0:
                 yield k, len(review.names)
-        if orjson is not None and review.read_only is None:  # the first correction as fast
-            ds = review.predictions
-            encode_cached(lambda entries: to_via_export(ds, entries), ds, review._entries)
+        if review.read_only is None:  # the first correction as fast as the next ones
+            encode_entries(review.predictions, review._entries)
         yield len(review.names), len(review.names)
         return review
 

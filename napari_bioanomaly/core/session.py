@@ -555,6 +555,12 @@ class AnnotationSession:
         self._remember()
         return self.path
 
+    def encode_ahead(self) -> None:
+        """Encode every image's entry for the first save ahead of it (see
+        :func:`~.via_write.encode_entries`): called by the worker that opened the session,
+        before any other thread has it."""
+        via.encode_entries(self.dataset, self._entries)
+
     def _serialise(self) -> bytes:
         """The VIA 2 project as JSON bytes, re-encoding only the images changed since last time."""
         ds = self.dataset

@@ -656,6 +656,9 @@ class AnnotateWidget(PluginWidget):
 
 def _reading(path: str | Path) -> Generator[None, None, AnnotationSession]:
     """The worker of :meth:`AnnotateWidget.open_in_background`: the dataset read (its
-    annotation file parsed, its folder listed; the images are read as they are shown)."""
+    annotation file parsed, its folder listed; the images are read as they are shown),
+    and encoded for its first save."""
     yield  # a generator, as every job of the widgets is
-    return AnnotationSession.open(path)
+    session = AnnotationSession.open(path)
+    session.encode_ahead()  # here, not at the first edit on napari's thread
+    return session

@@ -966,6 +966,7 @@ def _opening(
     Ends early, returning None, once ``cancel`` is set (another open replaced it)."""
     if session is None:
         session = AnnotationSession.open(gt_path)
+        session.encode_ahead()  # its first save (the first accept) as fast as the next
     steps = ReviewSession.opening(session, pred_path, images)
     while not cancel.is_set():
         try:

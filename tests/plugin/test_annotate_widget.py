@@ -822,3 +822,18 @@ def test_open_buttons_read_in_the_background(make_napari_viewer, dataset_dir, qt
     qtbot.waitUntil(lambda: not worker.is_running, timeout=30_000)
     qtbot.wait(100)
     assert fresh.annotator is None and not fresh.viewer.layers
+
+
+def test_a_dataset_opened_in_the_background_is_encoded_for_its_first_save(
+    make_napari_viewer, dataset_dir, qtbot
+):
+    """Read in the worker, the dataset is encoded there too: its first autosave encodes
+    the image edited, not every image on napari's thread."""
+    from tests.support.jobs import wait_for_open
+
+    widget = AnnotateWidget(make_napari_viewer())
+    qtbot.addWidget(widget)
+    widget.open_in_background(dataset_dir)
+    wait_for_open(qtbot, widget)
+    session = widget.annotator.session
+    assert set(session._entries) == {im.filename for im in session.dataset.images}

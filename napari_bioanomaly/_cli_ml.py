@@ -173,8 +173,15 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     dataset = _open_annotations(args)
     main_process = _main_process()
     cancel = threading.Event()
-    with _ctrl_c_stops(cancel, "pretraining", main_process):
-        result = _follow(pretrain(dataset, config, args.out, cancel), main_process)
+    with _ctrl_c_stops(cancel, "pretraining", main_process) as asked:
+        try:
+            result = _follow(pretrain(dataset, config, args.out, cancel), main_process)
+        except BioAnomalyError as exc:
+            if not cancel.is_set():
+                raise
+            if main_process:  # stopped before its first step
+                print(f"stopped: {exc}", file=sys.stderr)
+            return 128 + (asked[0] if asked else signal.SIGINT)
     if main_process:
         stopped = "stopped: " if cancel.is_set() else ""
         print(f"{stopped}{result.text()}; train a U-Net from them with --weights {result.path}")

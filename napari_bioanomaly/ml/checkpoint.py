@@ -407,6 +407,13 @@ def is_torch_file(path: Path) -> bool:
     return head == b"PK\x03\x04" or head.startswith(b"\x80")
 
 
+def _zip_archive(path: Path) -> bool:
+    """Whether ``path`` is a zip archive (what ``torch.save`` writes since PyTorch 1.6, and
+    the only format ``torch.load`` can map)."""
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
 def _read(path: Path, mmap: bool = False) -> Any:
     """The file's contents as data only (``weights_only=True``: no code from it runs);
     ``mmap``: the tensors mapped, not read (see :func:`peek_checkpoint`)."""
@@ -418,7 +425,14 @@ def _read(path: Path, mmap: bool = False) -> Any:
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols before failing
             warnings.simplefilter("ignore")
-            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+            ckpt = None
+            if mmap and _zip_archive(path):  # mapped, not read (an older format cannot be)
+                try:
+                    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+                except (RuntimeError, OSError, ValueError):
+                    ckpt = None  # a file system that cannot map it: read as usual
+            if ckpt is None:
+                ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise BioAnomalyError(
             f"{path}: refused: it holds objects other than tensors, numbers and text (code "

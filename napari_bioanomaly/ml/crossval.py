@@ -206,8 +206,9 @@ def crossval(
         per_fold, stopped = yield from _folds(dataset, config, k, out_dir, group_by,
                                               iou_threshold, cancel, main, record)  # fmt: skip
         dist.close(finished=True)
-    except (Exception, KeyboardInterrupt) as exc:  # not "it runs, or was killed": it ended
-        why = ("interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+    except (Exception, KeyboardInterrupt, GeneratorExit) as exc:  # it ended: not "it runs"
+        # (GeneratorExit: closed by its caller, as the CLI does on a second Ctrl+C)
+        why = ("interrupted" if isinstance(exc, (KeyboardInterrupt, GeneratorExit)) else str(exc)
                if isinstance(exc, BioAnomalyError) else f"{type(exc).__name__}: {exc}")  # fmt: skip
         with contextlib.suppress(Exception):  # the error said is the run's, not this write's
             record(list(so_far), stopped=True, running=False, failed=why)

@@ -120,6 +120,9 @@ def pretrain(
         model, history, seconds = yield from learn_images(dataset, indices, config, cancel,
                                                           dist=dist)  # fmt: skip
         path = Path(out)
+        if not history:  # stopped before its first step: the network as initialised
+            raise BioAnomalyError(f"pretraining stopped before its first step: nothing "
+                                  f"learned, {path} not written")  # fmt: skip
         if dist.main:
             path = _save_pretrained(model, config, indices, history, seconds, path)
         dist.wait()  # the others wait for the file: they may train from it next

@@ -228,7 +228,12 @@ def _pretrain(
     gen = pretrain(dataset, config.replace(budget_min=minutes, epochs=None), path, cancel)
     try:
         while True:
-            event = next(gen)
+            try:
+                event = next(gen)
+            except BioAnomalyError:
+                if cancel.is_set():  # stopped before its first step: nothing written
+                    return None
+                raise
             if event.kind == "epoch":
                 yield TrainEvent(
                     "status", 0, config.epochs or 1, 0, config.steps_per_epoch,

@@ -104,6 +104,9 @@ def test_a_checkpoint_peeked_at_says_its_run_and_stays_data(tmp_path, unet_ckpt)
     path.write_text("not a model")
     with pytest.raises(BioAnomalyError, match="not a model file"):
         peek_checkpoint(path)
+    # the format before zip archives (PyTorch < 1.6, or written so): read, not mapped
+    torch.save(unet_ckpt, path, _use_new_zipfile_serialization=False)
+    assert peek_checkpoint(path)["config"] == unet_ckpt["config"]
 
 
 def test_forest_checkpoint_from_before_feature_sets_predicts_with_filters(tmp_path, forest_ckpt):

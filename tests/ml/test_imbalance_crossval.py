@@ -388,12 +388,17 @@ def test_a_crossval_killed_leaves_a_record_that_refuses_the_earlier_run_s_folds(
     assert first.message.startswith("fold 1/3")
     while next(gen).scores is None:
         pass
-    gen.close()  # killed once the first fold is scored
+    # killed once the first fold is scored (the generator left as it is: nothing runs on)
     saved = json.loads((out / "crossval.json").read_text())
     assert saved["running"] and [f["model"] for f in saved["folds"]] == ["fold1.pt"]
     cv.check_fold_models([out / "fold1.pt"])
     with pytest.raises(BioAnomalyError, match=r"fold3\.pt: not a fold model .* \(that run did "
                        r"not end: it runs, or was killed\)"):  # fmt: skip
+        cv.check_fold_models([out / "fold1.pt", out / "fold3.pt"])
+    gen.close()  # closed by its caller (the CLI, at a second Ctrl+C): it ended, interrupted
+    saved = json.loads((out / "crossval.json").read_text())
+    assert not saved["running"] and saved["failed"] == "interrupted"
+    with pytest.raises(BioAnomalyError, match=r"fold3\.pt: .*\(that run failed: interrupted\)"):
         cv.check_fold_models([out / "fold1.pt", out / "fold3.pt"])
 
 

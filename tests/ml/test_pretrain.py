@@ -267,3 +267,40 @@ def test_a_budget_spent_before_the_first_step_still_pretrains_one(sample, tmp_pa
     events, result = drain_events(pretrain(ds, config, tmp_path / "w.pt"))
     assert len([e for e in events if e.kind == "step"]) == 1
     assert result.epochs == 1 and result.loss is not None
+
+
+def test_a_pretraining_stopped_before_its_first_step_writes_nothing(sample, tmp_path):
+    """Stopped before its first step (Ctrl+C at once), pretraining wrote the network as
+    initialised over the previous pretrained file, as if pretrained."""
+    import threading
+
+    from .test_train import drain as drain_events
+
+    _, ds = sample
+    out = tmp_path / "w.pt"
+    out.write_bytes(b"PK\x03\x04 weights pretrained before")
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(BioAnomalyError, match=r"stopped before its first step: nothing learned"):
+        drain_events(pretrain(ds, TINY.replace(epochs=2, steps_per_epoch=2), out, cancel))
+    assert out.read_bytes() == b"PK\x03\x04 weights pretrained before"
+
+
+def test_training_stopped_before_pretraining_stepped_is_a_stop(sample, tmp_path):
+    """Train with pretraining, stopped at once: a stop (as before), with no pretrained
+    file written (the network as initialised was, and said pretrained)."""
+    import threading
+
+    from napari_bioanomaly.ml.train import train
+
+    from .test_train import drain as drain_events
+
+    _, ds = sample
+    config = TrainConfig(
+        epochs=1, steps_per_epoch=2, tile=64, batch=2, base_channels=4, pretrain_min=0.02
+    )
+    cancel = threading.Event()
+    cancel.set()
+    _, result = drain_events(train(ds, config, tmp_path / "m.pt", cancel=cancel))
+    assert result.cancelled and result.best is None
+    assert not (tmp_path / "m.pretrained.pt").exists()

@@ -83,6 +83,11 @@ class Workspace:
                 return self._sessions[key]
         return None
 
+    def holds(self, session: AnnotationSession) -> bool:
+        """Whether a session of ``session``'s file is open (no file is read: a worker's
+        session, before :meth:`adopt`)."""
+        return session.path.resolve() in self._sessions
+
     def adopt(self, session: AnnotationSession) -> AnnotationSession:
         """The session of ``session``'s file from now on: ``session`` (opened elsewhere,
         e.g. in a worker thread), or the one open already for that file (opened meanwhile,

@@ -133,10 +133,14 @@ def read_only_reason(path: Path, predictions: Dataset) -> str | None:
     the predictions swapped, or another annotator's file), or turn a file of another kind
     into one (a VIA project's settings, COCO's ids, ... gone)."""
     drawn = sum(1 for r in predictions.regions if _drawn(r))
-    if drawn:
-        what = (f"holds {counted(drawn, 'region')} drawn or accepted by a person (no score, "
-                "source not 'model'), not a model's predictions")  # fmt: skip
-    elif path.suffix.lower() in (".zip", ".roi"):
+    if drawn:  # a copy would hold them too: nothing in it to correct
+        return (
+            f"{path.name} holds {counted(drawn, 'region')} drawn or accepted by a person, "
+            "not a model's predictions: reviewed read-only (rejecting would delete them from "
+            "it; accepting into the ground truth works). Corrections are for a model's "
+            "predictions: Predict & review, or the file predict writes"
+        )
+    if path.suffix.lower() in (".zip", ".roi"):
         what = "is a Fiji ROI set, not a VIA export as predict writes"
     else:
         try:
@@ -146,16 +150,16 @@ def read_only_reason(path: Path, predictions: Dataset) -> str | None:
             fmt, edits = None, None
         if edits is not None:
             what = f"is an import whose edits are {edits.name}, not a VIA export as predict writes"
-        elif fmt in ("via1-export", "via2-export"):
+        elif fmt == "via2-export":  # what predict writes, and a correction writes back
             return None
         else:
-            kind = {"via2-project": "a VIA 2 project", "via3-project": "a VIA 3 project",
-                    "coco": "COCO"}.get(fmt or "", "GeoJSON")  # fmt: skip
+            kind = {"via1-export": "a VIA 1 export", "via2-project": "a VIA 2 project",
+                    "via3-project": "a VIA 3 project", "coco": "COCO"}.get(fmt or "", "GeoJSON")
             what = f"is {kind}, not a VIA export as predict writes"
     return (
-        f"{path.name} {what}: reviewed read-only (rejecting or proposing would rewrite it "
-        "and lose that; accepting into the ground truth works). To correct it, make a copy "
-        f"to review: napari-bioanomaly convert {path.name} --to via <copy>.json"
+        f"{path.name} {what}: reviewed read-only (rejecting or proposing would rewrite it as "
+        "one; accepting into the ground truth works). To correct its predictions, review a "
+        f"copy: napari-bioanomaly convert {path.name} --to via <copy>.json"
     )
 
 
@@ -286,17 +290,23 @@ class ReviewSession:
         made here too (:meth:`save_predictions` then encodes its image only).
         """
         _refuse_ground_truth_as_predictions(gt, Path(path))
+        # the ground truth scored: the GUI thread may read the file again meanwhile (a
+        # reload, a version restored), replacing the dataset (see ground_truth_replaced)
+        edits, dataset = gt.edits, gt.dataset
+        by_name = {im.filename: im for im in dataset.images}
         # what a correction may write over (see save_predictions)
         disk = file_digest(path) if Path(path).is_file() else None
-        predictions, _ = annotation_files.load(path, gt.dataset.root, read_images=False)
+        predictions, _ = annotation_files.load(path, dataset.root, read_images=False)
         review = cls(gt, predictions, path, images, score=False)
         review._disk = disk
         review.read_only = read_only_reason(Path(path), predictions)
-        review._scored_at = gt.edits, gt.dataset
-        root = gt.dataset.root or gt.path.parent
+        review._scored_at = edits, dataset
+        root = dataset.root or gt.path.parent
         keys = [review.group_by] if review.group_by else []
         for k, name in enumerate(review.names):
-            im = review.ground_truth(name)
+            im = by_name.get(name)
+            if im is None:  # the names are of a dataset read again since: to be opened again
+                break
             # what is scored, taken once: the GUI thread may replace the list meanwhile
             seen = dataclasses.replace(im, regions=list(im.regions))
             if seen.shape is None:

@@ -431,6 +431,11 @@ class ReviewWidget(PluginWidget):
                 if review.predictions_changed() or review.ground_truth_replaced():
                     self.open_in_background(gt_path, pred_path, images, note, then, otherwise)
                     return
+                if not self.workspace.holds(mine) and mine.disk_changed():
+                    # the ground truth read in the worker, saved since (by the Annotate
+                    # widget, closed since): out of date, read again
+                    self.open_in_background(gt_path, pred_path, images, note, then, otherwise)
+                    return
                 shared = self.workspace.adopt(mine)
                 if shared is not mine:  # the same file opened meanwhile (the Annotate widget),
                     # or open already under another name (an import's, whose edits are not

@@ -467,6 +467,20 @@ def test_a_class_renamed_is_scored_under_its_new_name_open_or_opening(files):
     assert "fibre" in opened.report().classes and "debris" not in opened.report().classes
 
 
+def test_a_ground_truth_read_again_with_fewer_images_while_opening_is_opened_again(files):
+    """The ground truth's file read again while a review opened in steps (an earlier
+    version restored, with one image fewer): the steps looked its images up in the new
+    dataset and failed ("not an image of ..."), instead of being opened again."""
+    import dataclasses
+
+    session = AnnotationSession.open(files[0])
+    steps = ReviewSession.opening(session, files[1])
+    next(steps)
+    session.dataset = dataclasses.replace(session.dataset, images=session.dataset.images[:-1])
+    review = list(_run(steps)).pop()  # no error
+    assert review.ground_truth_replaced()  # the widget opens it again
+
+
 def test_two_images_of_one_name_are_written_whole_not_from_kept_entries(files):
     """Entries are kept by file name: a dataset holding two records of one name (the
     readers merge them, a caller may not) is encoded whole, each record once."""
@@ -544,13 +558,25 @@ def test_the_fields_swapped_leave_the_annotations_whole(files):
     assert not files[0].with_name(files[0].name + ".bak").exists()
 
 
-@pytest.mark.parametrize(("fmt", "kind"), [("via-project", "a VIA 2 project"), ("coco", "COCO")])
+@pytest.mark.parametrize(
+    ("fmt", "kind"),
+    [("via-project", "a VIA 2 project"), ("coco", "COCO"), ("via1", "a VIA 1 export")],
+)
 def test_predictions_of_another_kind_than_a_via_export_are_reviewed_read_only(files, fmt, kind):
-    """Model predictions kept as a VIA project or as COCO results: a rejection rewrote the
-    file as a VIA export (the project's settings, COCO's ids gone)."""
+    """Model predictions kept as a VIA project, COCO results or a VIA 1 export: a rejection
+    rewrote the file as a VIA 2 export (the project's settings, COCO's ids gone; VIA 1
+    cannot open it)."""
+    import json
+
     pred, _ = annotations.load(files[1], read_images=False)
     other = files[1].with_name("pred_other.json")
-    annotations.save(pred, other, fmt)
+    if fmt == "via1":  # VIA 1 keeps an image's regions as an object
+        data = json.loads(files[1].read_text())
+        for entry in data.values():
+            entry["regions"] = {str(i): r for i, r in enumerate(entry["regions"])}
+        other.write_text(json.dumps(data))
+    else:
+        annotations.save(pred, other, fmt)
     before = other.read_bytes()
     review = ReviewSession.open(AnnotationSession.open(files[0]), other)
     assert review.read_only is not None and f"is {kind}, not a VIA export" in review.read_only

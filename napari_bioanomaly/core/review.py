@@ -153,8 +153,12 @@ def read_only_reason(path: Path, predictions: Dataset) -> str | None:
         elif fmt == "via2-export":  # what predict writes, and a correction writes back
             return None
         else:
-            kind = {"via1-export": "a VIA 1 export", "via2-project": "a VIA 2 project",
-                    "via3-project": "a VIA 3 project", "coco": "COCO"}.get(fmt or "", "GeoJSON")
+            kind = {
+                "via1-export": "a VIA 1 export",
+                "via2-project": "a VIA 2 project",
+                "via3-project": "a VIA 3 project",
+                "coco": "COCO",
+            }.get(fmt or "", "GeoJSON")
             what = f"is {kind}, not a VIA export as predict writes"
     return (
         f"{path.name} {what}: reviewed read-only (rejecting or proposing would rewrite it as "

@@ -444,21 +444,9 @@ def _read(path: Path, mmap: bool = False) -> Any:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint as data only (``weights_only=True``: no code from the file runs)."""
-    path = Path(path)
-    if not path.is_file():
-        raise BioAnomalyError(f"{path}: checkpoint not found")
-    ckpt = _read(path)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise BioAnomalyError(f"{path}: not a napari-bioanomaly checkpoint")
-    version = ckpt.get("version", 0)
-    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
-        raise BioAnomalyError(f"{path}: made by a newer napari-bioanomaly; please upgrade")
-    try:
-        validate(ckpt)
-    except BioAnomalyError as exc:
-        raise BioAnomalyError(f"{path}: cannot be used: {exc}") from None
-    return ckpt
+    """Read a checkpoint as data only (``weights_only=True``: no code from the file runs),
+    every item of it checked (:func:`validate`)."""
+    return _checked(path, peek=False)
 
 
 def peek_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -468,17 +456,26 @@ def peek_checkpoint(path: str | Path) -> dict[str, Any]:
     Its format, version and config are checked; :func:`load_checkpoint` checks the rest
     before anything is trained or predicted with it.
     """
+    return _checked(path, peek=True)
+
+
+def _checked(path: str | Path, peek: bool) -> dict[str, Any]:
+    """A checkpoint read as data, its format and version checked, and its config alone
+    (``peek``, its tensors mapped) or every item (:func:`validate`)."""
     path = Path(path)
     if not path.is_file():
         raise BioAnomalyError(f"{path}: checkpoint not found")
-    ckpt = _read(path, mmap=True)
+    ckpt = _read(path, mmap=peek)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise BioAnomalyError(f"{path}: not a napari-bioanomaly checkpoint")
     version = ckpt.get("version", 0)
     if not isinstance(version, int) or version > CHECKPOINT_VERSION:
         raise BioAnomalyError(f"{path}: made by a newer napari-bioanomaly; please upgrade")
     try:
-        _config(ckpt.get("config"))
+        if peek:
+            _config(ckpt.get("config"))
+        else:
+            validate(ckpt)
     except BioAnomalyError as exc:
         raise BioAnomalyError(f"{path}: cannot be used: {exc}") from None
     return ckpt

@@ -420,29 +420,41 @@ def test_an_open_replaced_stops_and_empty_fields_are_asked_for(
         assert widget.summary.text() == f"Cannot open: choose the {what} first (type it, or ...)."
 
 
+def held_opening(monkeypatch):
+    """``ReviewSession.opening`` made to wait after its first step, the first time only,
+    until ``go`` is set (``read`` is set then); returns ``read, go`` and the ground truths'
+    datasets it opened, in order."""
+    import threading
+
+    from napari_bioanomaly.core.review import ReviewSession
+
+    read, go, real, opened = threading.Event(), threading.Event(), ReviewSession.opening, []
+
+    def held(gt, path, images=None):
+        opened.append(gt.dataset)
+        steps = real(gt, path, images)
+        first = next(steps)
+        if len(opened) == 1:
+            read.set()
+            go.wait(30)
+        yield first
+        return (yield from steps)
+
+    monkeypatch.setattr(ReviewSession, "opening", staticmethod(held))
+    return read, go, opened
+
+
 def test_the_same_file_opened_elsewhere_meanwhile_is_read_again_in_the_background(
     make_napari_viewer, dataset_dir, qtbot, monkeypatch
 ):
     """The Annotate widget opened the ground truth while the review opened it: the review
     was opened again on that session on the GUI thread (napari frozen 6-8 s at 2,000
     images). It is opened again in the background, on the session both widgets share."""
-    import threading
-
     from napari_bioanomaly.core.review import ReviewSession
 
     annotations.save(annotations.load(dataset_dir / "annotations.json")[0],
                      dataset_dir / "pred.json", "via")  # fmt: skip
-    read, go, real = threading.Event(), threading.Event(), ReviewSession.opening
-
-    def held(gt, path, images=None):  # the first open waits until Annotate has opened it
-        steps = real(gt, path, images)
-        first = next(steps)
-        read.set()
-        go.wait(30)
-        yield first
-        return (yield from steps)
-
-    monkeypatch.setattr(ReviewSession, "opening", staticmethod(held))
+    read, go, _ = held_opening(monkeypatch)  # until Annotate has opened it
     in_one_go = []
     monkeypatch.setattr(ReviewSession, "open", classmethod(lambda *a: in_one_go.append(a)))
     widget = ReviewWidget(make_napari_viewer())
@@ -462,8 +474,6 @@ def test_the_ground_truth_read_again_while_a_review_opens_is_scored_in_the_backg
     review opened (theirs reloaded): the end of the open scored every image again on the
     GUI thread (seconds at 2,000 images). It opens again in the background, and what it
     shows is the file as read again."""
-    import threading
-
     from napari_bioanomaly.core.review import ReviewSession
 
     gt_path = dataset_dir / "annotations.json"
@@ -471,20 +481,7 @@ def test_the_ground_truth_read_again_while_a_review_opens_is_scored_in_the_backg
     for r in pred.regions:
         r.score, r.source = 0.9, "model"
     annotations.save(pred, dataset_dir / "pred.json", "via")
-    read, go, real = threading.Event(), threading.Event(), ReviewSession.opening
-    opened = []
-
-    def held(gt, path, images=None):  # the first open waits until the file is read again
-        opened.append(gt.dataset)
-        steps = real(gt, path, images)
-        first = next(steps)
-        if len(opened) == 1:
-            read.set()
-            go.wait(30)
-        yield first
-        return (yield from steps)
-
-    monkeypatch.setattr(ReviewSession, "opening", staticmethod(held))
+    read, go, opened = held_opening(monkeypatch)  # until the file is read again
     scored_all = []
     monkeypatch.setattr(ReviewSession, "ground_truth_reloaded",
                         lambda self: scored_all.append(self))  # fmt: skip

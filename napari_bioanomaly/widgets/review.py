@@ -415,10 +415,12 @@ class ReviewWidget(PluginWidget):
             return
         self.summary.setText(f"Opening {name} for review...")
 
-        def progress(step: tuple[int, int]) -> None:
-            if self._opening is token and self.alive():
-                self.summary.setText(f"Opening {name} for review: {step[0]:,} of "
-                                     f"{step[1]:,} images scored...")  # fmt: skip
+        def progress(step: tuple[int, int] | str) -> None:
+            if self._opening is not token or not self.alive():
+                return
+            done = step if isinstance(step, str) else (f"{step[0]:,} of {step[1]:,} images "
+                                                       "scored")  # fmt: skip
+            self.summary.setText(f"Opening {name} for review: {done}...")
 
         def opened(result: tuple[AnnotationSession, ReviewSession] | None) -> None:
             if result is None or self._opening is not token or not self.alive():
@@ -963,15 +965,19 @@ def _opening(
     images: list[str] | None,
     thresholds: tuple[float, float],
     cancel: threading.Event,
-) -> Generator[tuple[int, int], None, tuple[AnnotationSession, ReviewSession] | None]:
+) -> Generator[tuple[int, int] | str, None, tuple[AnnotationSession, ReviewSession] | None]:
     """The worker of :meth:`ReviewWidget.open_in_background`: the ground truth read where
     it is not open yet (``session``), then the predictions read and scored, at the
     sliders' ``(IoU, score)`` thresholds too (the first scores at a score threshold count
     the pixels of every image: 0.6 s of 2,000 images the GUI thread does not spend).
-    Ends early, returning None, once ``cancel`` is set (another open replaced it)."""
+    Yields what it reads (``"reading pred.json, 31 MiB"``: seconds of a large file), then
+    ``(images scored, images)``. Ends early, returning None, once ``cancel`` is set
+    (another open replaced it)."""
     if session is None:
+        yield _reading_text(gt_path)
         session = AnnotationSession.open(gt_path)
         session.encode_ahead()  # its first save (the first accept) as fast as the next
+    yield _reading_text(pred_path)
     steps = ReviewSession.opening(session, pred_path, images)
     while not cancel.is_set():
         try:
@@ -983,6 +989,16 @@ def _opening(
             return session, review
     steps.close()
     return None
+
+
+def _reading_text(path: str | Path) -> str:
+    """``"reading pred.json, 31 MiB"`` (a file's name alone where its size is unknown)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size if path.is_file() else None
+    except OSError:
+        size = None
+    return f"reading {path.name}" + (f", {size / 2**20:.0f} MiB" if size and size >= 2**20 else "")
 
 
 def _summary_line(name: str, s: dict[str, Any]) -> str:

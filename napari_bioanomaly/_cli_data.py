@@ -338,6 +338,11 @@ def cmd_qc(args: argparse.Namespace) -> int:
         else:
             target = annotation_files.edit_target(found, report.format)
             expected = read if target == found else file_digest(target)
+            if target != found and via.imported_from_setting(dataset.settings) is None:
+                # a new project of an import's edits says whose they are, as napari's do
+                dataset.settings = via.with_imported_from(
+                    dataset.settings, dataset.class_attribute, found.name
+                )
         # what the rewrite changes of the file, said as convert says it, and the file
         # before kept among its earlier versions (the .bak alone is replaced next time)
         for line in _import_warnings(report, args):

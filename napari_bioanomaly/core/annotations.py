@@ -222,7 +222,36 @@ def edit_target(path: str | os.PathLike[str], fmt: str | None) -> Path:
     saved in place; COCO, ImageJ and GeoJSON imports go to ``<stem>.via.json`` beside
     them (the original is never overwritten)."""
     path = Path(path)
-    return path if fmt in VIA_FORMATS else path.with_name(path.stem + ".via.json")
+    if fmt in VIA_FORMATS:
+        return path
+    target = _edits_name(path)
+    other = _edits_owner(target)
+    if other is not None and other != path.name:  # two imports of one stem
+        raise BioAnomalyError(
+            f"{path}: its edits would be saved to {target.name}, which holds the edits of "
+            f"{other} (imports named {path.stem}.* share it): rename {path.name} to "
+            f"{_own_name(path, fmt)} and open it under that name"
+        )
+    return target
+
+
+def _edits_owner(target: Path) -> str | None:
+    """The import whose edits the VIA project ``target`` says it holds (None: no such
+    file, one that cannot be read, or one that does not say)."""
+    try:
+        return _edits_of(target) if target.is_file() else None
+    except (FormatError, OSError):
+        return None
+
+
+def _own_name(path: Path, fmt: str | None) -> str:
+    """A name for the import ``path`` whose edits no other import of its stem shares, and
+    that still names its image (a Fiji ROI set's or a GeoJSON file's name says which)."""
+    if fmt == "imagej" or path.suffix.lower() in (".zip", ".roi"):
+        return f"{imagej.image_name(path, path.parent)}{imagej.SUFFIX}"  # x.tif_rois.zip
+    if fmt == "geojson":
+        return f"{geojson.image_for(path, path.parent)}.geojson"  # x.tif.geojson
+    return f"{path.stem}-coco{path.suffix}"
 
 
 def _edits_name(path: Path) -> Path:
@@ -275,7 +304,8 @@ def saved_edits(path: str | os.PathLike[str]) -> Path | None:
     its folder again opens the edits, never the import they started from (which would
     put the deleted regions back and, at the next save, overwrite the edits).
     Raises :class:`BioAnomalyError` where the project is there but unreadable, rather
-    than open the import and overwrite it.
+    than open the import and overwrite it. A project that names another import of this
+    stem as its own (``cells.json`` beside ``cells.zip``) is not this file's.
     """
     path = Path(path)
     target = _edits_name(path)
@@ -294,12 +324,9 @@ def saved_edits(path: str | os.PathLike[str]) -> Path | None:
         )
     other = _edits_of(target)
     if other is not None and other != path.name:
-        # two imports of one stem: the edits of one are not the other's dataset
-        raise BioAnomalyError(
-            f"{path}: its edits would be saved to {target.name}, which holds the edits of "
-            f"{other} (both are named {path.stem}.*): rename {path.name} (e.g. "
-            f"{path.stem}-2{path.suffix}) and open it under its new name"
-        )
+        # another import of this stem: its edits are not this file's dataset, which is
+        # read as it is (editing it is refused: see edit_target)
+        return None
     return target
 
 

@@ -112,6 +112,12 @@ def entry_name(label: str, index: int) -> str:
     return f"{stem}-{index:03d}.roi"
 
 
+def image_name(zip_path: Path, images_dir: Path | None) -> str:
+    """The image a ROI set belongs to, by its file name (``x_rois.zip``, ``x.zip``,
+    ``x.png_rois.zip``), found in ``images_dir`` if given (else ``.tif``)."""
+    return _image_name(zip_path, images_dir)
+
+
 def _image_name(zip_path: Path, images_dir: Path | None) -> str:
     stem = zip_path.name[: -len(SUFFIX)] if zip_path.name.endswith(SUFFIX) else zip_path.stem
     from .images import IMAGE_SUFFIXES

@@ -470,12 +470,24 @@ def test_two_imports_of_one_stem_do_not_share_their_edits(dataset_dir):
         json.loads(edits.read_text())["_via_settings"]["project"]["imported_from"] == "cells.json"
     )
     before = edits.read_bytes()
-    for opening in (AnnotationSession.open, annotations.load):
-        with pytest.raises(BioAnomalyError, match=r"cells\.zip: its edits would be saved to "
-                           r"cells\.via\.json, which holds the edits of cells\.json .* rename "
-                           r"cells\.zip \(e\.g\. cells-2\.zip\)"):  # fmt: skip
-            opening(rois)
+    # edited (napari, qc --save): refused, with a name that keeps it to its image
+    with pytest.raises(BioAnomalyError, match=r"cells\.zip: its edits would be saved to "
+                       r"cells\.via\.json, which holds the edits of cells\.json .* rename "
+                       r"cells\.zip to cells\.tif_rois\.zip and open it"):  # fmt: skip
+        AnnotationSession.open(rois)
+    # read (inspect, convert, train): the ROI set itself, not the other import's edits
+    read, report = annotations.load(rois, read_images=False)
+    assert len(read.regions) == len(annotations.load(first, read_images=False)[0].regions)
+    assert not any("edits of" in str(i) for i in report.issues)
     assert edits.read_bytes() == before
+    from napari_bioanomaly.cli import main
+
+    assert main(["qc", str(rois), "--save"]) == 2  # its flags would go to the other's edits
+    assert edits.read_bytes() == before
+    (dataset_dir / "cells.zip").rename(dataset_dir / "cells.tif_rois.zip")
+    renamed = AnnotationSession.open(dataset_dir / "cells.tif_rois.zip")  # its own, now
+    assert renamed.path == dataset_dir / "cells.tif_rois.via.json"
+    assert renamed.dataset.images[0].filename == "cells.tif"
     again = AnnotationSession.open(coco)  # its own edits, as before
     assert again.path == edits and again.dataset.images[0].regions == []
     # edits saved before they named their import: taken as the import's, and named at

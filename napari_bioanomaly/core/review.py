@@ -105,7 +105,8 @@ def _refuse_ground_truth_as_predictions(gt: AnnotationSession, path: Path) -> No
     """Refuse the ground truth's own file (or the import it holds the edits of) chosen as
     the predictions: every prediction would be a region of it, and a rejection would
     delete that annotation from it (rewritten as a VIA export, its classes and settings
-    gone)."""
+    gone). Refuse a model's predictions chosen as the ground truth too (the two fields
+    swapped): accepting wrote a person's regions into them, made a VIA project."""
     try:
         same = path.is_file() and gt.path.is_file() and os.path.samefile(path, gt.path)
         edits = path.is_file() and annotation_files.saved_edits(path) is not None and (
@@ -117,6 +118,14 @@ def _refuse_ground_truth_as_predictions(gt: AnnotationSession, path: Path) -> No
             f"{path}: the ground truth's own annotations, chosen as the predictions (a "
             "rejection would delete annotations from it): choose the predictions file, "
             "e.g. the output of predict or Predict & review"
+        )
+    regions = list(gt.dataset.regions)
+    if regions and all(r.source == "model" for r in regions):  # the two fields swapped
+        raise BioAnomalyError(
+            f"{gt.path}: holds only a model's predictions ({counted(len(regions), 'region')}, "
+            "source 'model'), chosen as the ground truth (accepting would write annotations "
+            f"into it): choose the annotation file as the ground truth, and {gt.path.name} "
+            "as the predictions"
         )
 
 

@@ -43,7 +43,7 @@ class LossPlot(QWidget):
         self.loss: list[tuple[float, float]] = []  # (epoch position, value)
         self.val_loss: list[tuple[float, float]] = []
         self.val_f1: list[tuple[float, float]] = []
-        self.score_label = "validation score (right)"
+        self.score_label = "validation score (right)"  # until a run names its score
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(200)
@@ -91,7 +91,11 @@ class LossPlot(QWidget):
         return axes, entries
 
     def clear(self) -> None:
+        """A new run: nothing drawn, and its score named as no run has named it yet (the
+        run before's "val pixel F1" stayed until the first epoch)."""
         self.loss, self.val_loss, self.val_f1 = [], [], []
+        self.score_label = "validation score (right)"
+        self._set_tooltip()
         self.update()
 
     def add_history(self, records: Any, score_label: Any = None) -> None:

@@ -522,25 +522,32 @@ def test_the_ground_truth_chosen_as_the_predictions_is_refused(files):
     assert files[0].read_bytes() == before
 
 
-def test_the_fields_swapped_leave_the_annotations_whole(files):
+def test_the_fields_swapped_are_refused_and_another_annotator_s_file_stays_whole(files):
     """The ground truth and the predictions swapped (pred.json as the ground truth,
     annotations.json as the predictions): each rejection deleted an annotation from
-    annotations.json, rewritten as a VIA export (its settings and classes gone). Now the
-    review opens read-only: scores and accepting work, rejecting and proposing are
-    refused, naming the file and why, and it is never written."""
+    annotations.json, rewritten as a VIA export, and Accept wrote a person's regions into
+    pred.json (made a VIA project). The swap is refused. Another annotator's file given as
+    the predictions opens read-only: scores and accepting work, rejecting and proposing
+    are refused, naming the file and why, and it is never written."""
+    import shutil
+
     import tifffile
 
-    session = AnnotationSession.open(files[1])
-    before = files[0].read_bytes()
-    review = ReviewSession.open(session, files[0])
+    before_pred = files[1].read_bytes()
+    with pytest.raises(BioAnomalyError, match=r"pred\.json: holds only a model's predictions "
+                       r"\(\d+ regions, source 'model'\), chosen as the ground truth"):  # fmt: skip
+        ReviewSession.open(AnnotationSession.open(files[1]), files[0])
+    assert files[1].read_bytes() == before_pred
+    other = files[0].with_name("annotator_b.json")  # a person's regions, as the predictions
+    shutil.copy(files[0], other)
+    before = other.read_bytes()
+    review = ReviewSession.open(AnnotationSession.open(files[0]), other)
     assert review.read_only is not None
-    assert (
-        "annotations.json holds" in review.read_only
-        and "drawn or accepted by a person" in review.read_only
-    )
-    assert review.rows()  # scored as any review
+    assert "annotator_b.json holds" in review.read_only
+    assert "drawn or accepted by a person" in review.read_only
+    assert review.rows()  # scored as any review: the two annotators' agreement
     name = next(n for n in review.names if review.shown(n))
-    with pytest.raises(BioAnomalyError, match=r"annotations\.json holds .* reviewed read-only"):
+    with pytest.raises(BioAnomalyError, match=r"annotator_b\.json holds .* reviewed read-only"):
         review.reject(name, [0])
     heat = np.zeros(review.ground_truth(name).shape, np.float32)
     heat[40:60, 50:80] = 0.9
@@ -552,10 +559,10 @@ def test_the_fields_swapped_leave_the_annotations_whole(files):
     with pytest.raises(BioAnomalyError, match="read-only"):
         review.save_predictions()
     assert len(review.prediction(name).regions) == len(
-        annotations.load(files[0], read_images=False)[0].images[review.names.index(name)].regions
+        annotations.load(other, read_images=False)[0].images[review.names.index(name)].regions
     )
-    assert files[0].read_bytes() == before
-    assert not files[0].with_name(files[0].name + ".bak").exists()
+    assert other.read_bytes() == before
+    assert not other.with_name(other.name + ".bak").exists()
 
 
 @pytest.mark.parametrize(

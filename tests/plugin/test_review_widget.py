@@ -121,32 +121,41 @@ def test_accept_and_reject_are_saved(review, dataset_dir):
     assert review.annotator.session.status(0) == "reviewed"
 
 
-def test_the_fields_swapped_review_read_only_and_delete_no_annotation(
+def test_the_fields_swapped_are_refused_and_an_annotator_s_file_is_read_only(
     make_napari_viewer, dataset_dir, qtbot
 ):
     """pred.json given as the ground truth and annotations.json as the predictions: each
-    Alt-X deleted an annotation from annotations.json. Now Reject and the proposals are
-    off, the summary says why (naming the file), Alt-X says it too, and the file stays."""
+    Alt-X deleted an annotation from annotations.json, and Accept all wrote a person's
+    regions into pred.json. The swap is refused, naming the file; another annotator's
+    file as the predictions opens with Reject and the proposals off, the summary says why
+    (naming the file), Alt-X says it too, and the file stays."""
+    import shutil
+
     gt, _ = annotations.load(dataset_dir / "annotations.json")
     for im in gt.images:
         im.regions = [Region(square(100, 100, 12), "dust", score=0.9, source="model")]
     annotations.save(gt, dataset_dir / "pred.json", "via")
-    before = (dataset_dir / "annotations.json").read_bytes()
+    other = dataset_dir / "annotator_b.json"
+    shutil.copy(dataset_dir / "annotations.json", other)
+    before = {p: p.read_bytes() for p in (other, dataset_dir / "pred.json")}
     widget = ReviewWidget(make_napari_viewer())
     qtbot.addWidget(widget)
-    assert widget.open(dataset_dir / "pred.json", dataset_dir / "annotations.json")
+    assert not widget.open(dataset_dir / "pred.json", dataset_dir / "annotations.json")
+    assert widget.summary.text().startswith(f"Cannot open: {dataset_dir / 'pred.json'}: holds "
+                                            "only a model's predictions")  # fmt: skip
+    assert widget.open(dataset_dir / "annotations.json", other)
     reject = next(b for b in widget.findChildren(QPushButton) if b.text() == "Reject selected")
     accept = next(b for b in widget.findChildren(QPushButton) if b.text() == "Accept selected")
     assert not reject.isEnabled() and not widget.propose_button.isEnabled()
     assert accept.isEnabled()
-    assert "annotations.json holds" in widget.summary.text()
+    assert "annotator_b.json holds" in widget.summary.text()
     assert "reviewed read-only" in widget.summary.text()
     widget.annotator.show(0)
     assert len(widget.pred_layer.data)
     widget.pred_layer.selected_data = {0}
     assert widget.reject_selected() == 0
-    assert "Not rejected: annotations.json holds" in widget.summary.text()
-    assert (dataset_dir / "annotations.json").read_bytes() == before
+    assert "Not rejected: annotator_b.json holds" in widget.summary.text()
+    assert {p: p.read_bytes() for p in before} == before
     # model predictions opened next are correctable again
     assert widget.open(dataset_dir / "annotations.json", dataset_dir / "pred.json")
     assert reject.isEnabled() and "read-only" not in widget.summary.text()

@@ -569,3 +569,15 @@ def test_the_status_wraps_between_words_not_inside_numbers(widgets):
     train._set_status(text)
     assert train.status.text() == text  # as set, to read and copy
     assert numbers_cut(train.status) == []
+
+
+def test_a_new_run_s_plot_does_not_name_the_score_of_the_run_before(widgets, qtbot):
+    """After a run scored by pixel F1 (thin structures), Train showed "val pixel F1" in
+    the legend of the next run until its first epoch."""
+    _, train, _ = widgets
+    train.plot.score_label = "validation pixel F1 (right)"  # the run before's
+    assert train.start()
+    assert train.plot.score_label == "validation score (right)"
+    assert "pixel F1" not in train.plot.toolTip()
+    train.stop()
+    wait_for_job(qtbot, train, 120_000)

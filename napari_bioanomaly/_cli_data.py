@@ -211,7 +211,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
     read = _annotation_files_read(Path(args.input))
     _refuse_input_as_output(args.output, {"annotation file": read}, option="output")
     dataset, report = _open(args)
+    marked = 0
+    if args.as_predictions:  # what Review reads as a model's, correctable (see review.py)
+        for region in dataset.regions:
+            if region.source != "model":
+                region.source, marked = "model", marked + 1
     written, warnings = annotation_files.save(dataset, args.output, args.to)
+    if marked:
+        print(f"note: {counted(marked, 'region')} marked as a model's predictions (source "
+              "'model')", file=sys.stderr)  # fmt: skip
     for line in _import_warnings(report, args):
         print(f"warning: {line}", file=sys.stderr)
     for line in warnings:

@@ -112,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "output", metavar="OUT", help="output file (a folder for masks, imagej and geojson)"
     )
+    p.add_argument(
+        "--as-predictions",
+        action="store_true",
+        help="mark every region as a model's prediction (source 'model'): another tool's "
+        "predictions that say neither score nor source, to correct in the Review widget",
+    )
     _add_import_options(p)
     p.set_defaults(func=cmd_convert)
 

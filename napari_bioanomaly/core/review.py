@@ -142,12 +142,13 @@ def read_only_reason(path: Path, predictions: Dataset) -> str | None:
     the predictions swapped, or another annotator's file), or turn a file of another kind
     into one (a VIA project's settings, COCO's ids, ... gone)."""
     drawn = sum(1 for r in predictions.regions if _drawn(r))
-    if drawn:  # a copy would hold them too: nothing in it to correct
+    if drawn:
         return (
-            f"{path.name} holds {counted(drawn, 'region')} drawn or accepted by a person, "
-            "not a model's predictions: reviewed read-only (rejecting would delete them from "
-            "it; accepting into the ground truth works). Corrections are for a model's "
-            "predictions: Predict & review, or the file predict writes"
+            f"{path.name} holds {counted(drawn, 'region')} drawn or accepted by a person (or "
+            "predicted by a tool that gives no score nor source): reviewed read-only "
+            "(rejecting would delete them from it; accepting into the ground truth works). "
+            "If a model made them, correct a copy that says so: napari-bioanomaly convert "
+            f"{path.name} --to via <copy>.json --as-predictions"
         )
     if path.suffix.lower() in (".zip", ".roi"):
         what = "is a Fiji ROI set, not a VIA export as predict writes"

@@ -565,6 +565,36 @@ def test_the_fields_swapped_are_refused_and_another_annotator_s_file_stays_whole
     assert not other.with_name(other.name + ".bak").exists()
 
 
+def test_another_tool_s_predictions_without_scores_are_corrected_in_a_copy_marked_so(files):
+    """Another tool's predictions with neither score nor source read as drawn by a person:
+    reviewed read-only, and the copy the message suggested was read-only too. ``convert
+    --as-predictions`` makes a copy marked as a model's, which Review corrects."""
+    import json
+
+    from napari_bioanomaly.cli import main
+
+    data = json.loads(files[1].read_text())
+    for entry in data.values():  # what another tool writes: a class, nothing else
+        for r in entry["regions"]:
+            r["region_attributes"] = {"class": r["region_attributes"]["class"]}
+    tool = files[1].with_name("tool.json")
+    tool.write_text(json.dumps(data))
+    review = ReviewSession.open(AnnotationSession.open(files[0]), tool)
+    assert review.read_only is not None
+    assert "or predicted by a tool that gives no score nor source" in review.read_only
+    assert "convert tool.json --to via <copy>.json --as-predictions" in review.read_only
+    copy = files[1].with_name("tool_copy.json")
+    assert main(["convert", str(tool), "--to", "via", str(copy), "--as-predictions"]) == 0
+    corrected = ReviewSession.open(AnnotationSession.open(files[0]), copy)
+    assert corrected.read_only is None
+    name = next(n for n in corrected.names if corrected.shown(n))
+    n = len(corrected.prediction(name).regions)
+    assert corrected.reject(name, [0]) == 1
+    saved, _ = annotations.load(copy, read_images=False)
+    assert len(next(im for im in saved.images if im.filename == name).regions) == n - 1
+    assert all(r.source == "model" for r in saved.regions)
+
+
 @pytest.mark.parametrize(
     ("fmt", "kind"),
     [("via-project", "a VIA 2 project"), ("coco", "COCO"), ("via1", "a VIA 1 export")],

@@ -485,18 +485,26 @@ class AnnotationSession:
         options = set().union(*via.checkbox_classes(self.dataset).values())
         renamed = {o for o in options if o != old} | {new}
         changed = {old: new}
-        for r in self.dataset.regions:
-            if r.label == old:
-                r.label = new
-            elif old in options and old in (ids := checked_options(r.label, options)):
-                # checkbox options ticked together: the option renamed inside them
-                label = checkbox_label([new if i == old else i for i in ids], renamed)
-                changed[r.label], r.label = label, label
+        touched = []  # the images whose entries change (2,000 encoded again took 0.75 s)
+        for im in self.dataset.images:
+            before = len(touched)
+            for r in im.regions:
+                if r.label == old:
+                    r.label = new
+                elif old in options and old in (ids := checked_options(r.label, options)):
+                    # checkbox options ticked together: the option renamed inside them
+                    label = checkbox_label([new if i == old else i for i in ids], renamed)
+                    changed[r.label], r.label = label, label
+                else:
+                    continue
+                if len(touched) == before:
+                    touched.append(im.filename)
         self._rename_option(old, new)
         categories = self.dataset.categories  # a COCO file's id and supercategory go along
         if old in categories:  # over that of a class of the new name removed before
             categories[new] = categories.pop(old)
-        self._entries.clear()
+        for name in touched:
+            self._entries.pop(name, None)
         self.dirty = True
         self.edits += 1  # a review opening scored the old names: it scores them again
         return changed

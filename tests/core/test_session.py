@@ -873,3 +873,34 @@ def test_encoded_ahead_the_first_save_encodes_only_what_changed(dataset_dir, mon
     assert encoded == [session.dataset.images[2].filename]
     again = AnnotationSession.open(dataset_dir)
     assert again.dataset.images[2].regions[0].label == "hair"
+
+
+def test_a_rename_encodes_again_only_the_images_it_changes(dataset_dir, monkeypatch):
+    """A rename dropped every image's encoded entry (2,000 encoded again at the next save,
+    0.75 s on napari's thread); only those with a region of the class are, and the file
+    saved is what an encoding from nothing writes (plain classes and checkbox options)."""
+    from napari_bioanomaly.core import via, via_write
+    from napari_bioanomaly.core.jsonio import dumps
+    from napari_bioanomaly.core.via_parse import join_options
+
+    s = AnnotationSession.open(dataset_dir)
+    ds = s.dataset
+    ds.attribute_definitions = {
+        "region": {ds.class_attribute: {"type": "checkbox", "options": {"GFP+": "", "dead": ""}}}
+    }
+    ds.classes = [*ds.classes, "GFP+", "dead"]
+    s.set_regions([Region(square(), join_options(["GFP+", "dead"]))], 0)
+    s.set_regions([Region(square(40, 40, 10), "dead")], 1)
+    s.encode_ahead()
+    encoded = []
+    real = via_write.image_entry
+    monkeypatch.setattr(via_write, "image_entry",
+                        lambda im, *a: encoded.append(im.filename) or real(im, *a))  # fmt: skip
+    plain = next(r.label for im in ds.images[2:] for r in im.regions)
+    for old, new in (("dead", "necrotic"), (plain, plain + " renamed")):
+        encoded.clear()
+        s.rename_class(old, new)
+        having = {im.filename for im in ds.images if any(new in r.label for r in im.regions)}
+        raw = s._serialise()
+        assert set(encoded) == having and len(having) < len(ds.images)
+        assert json.loads(raw) == json.loads(dumps(via.to_via_project(ds)))

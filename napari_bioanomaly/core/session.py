@@ -485,7 +485,7 @@ class AnnotationSession:
         options = set().union(*via.checkbox_classes(self.dataset).values())
         renamed = {o for o in options if o != old} | {new}
         changed = {old: new}
-        touched = []  # the images whose entries change (2,000 encoded again took 0.75 s)
+        touched: list[str] = []  # the images whose entries change (2,000 encoded again took 0.75 s)
         for im in self.dataset.images:
             before = len(touched)
             for r in im.regions:

@@ -210,6 +210,11 @@ def _annotation_files_read(source: Path) -> list[Path]:
 def cmd_convert(args: argparse.Namespace) -> int:
     read = _annotation_files_read(Path(args.input))
     _refuse_input_as_output(args.output, {"annotation file": read}, option="output")
+    if args.as_predictions and args.to != "via":
+        raise BioAnomalyError(
+            f"--as-predictions: only with --to via (the predictions file the Review widget "
+            f"corrects); {args.to} would not keep the mark"
+        )
     dataset, report = _open(args)
     marked = 0
     if args.as_predictions:  # what Review reads as a model's, correctable (see review.py)
@@ -314,6 +319,8 @@ def cmd_qc(args: argparse.Namespace) -> int:
         found = _annotation_files_read(found)[-1]  # what _open reads: the edits of an import
     read = file_digest(found) if found is not None and found.is_file() else None
     dataset, report = _open(args, read_images=False)
+    if args.save and found is not None:  # where the flags go, refused before any image is read
+        annotation_files.edit_target(found, report.format)
     root = dataset.root or Path(".")
     if report.outside_links and not args.save:  # --save prints every import warning
         print(f"warning: {annotation_files.outside_links_note(root, report.outside_links)}",

@@ -115,8 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--as-predictions",
         action="store_true",
-        help="mark every region as a model's prediction (source 'model'): another tool's "
-        "predictions that say neither score nor source, to correct in the Review widget",
+        help="with --to via: mark every region as a model's prediction (source 'model'): "
+        "another tool's predictions that say neither score nor source, to correct in the "
+        "Review widget",
     )
     _add_import_options(p)
     p.set_defaults(func=cmd_convert)

@@ -226,13 +226,21 @@ def edit_target(path: str | os.PathLike[str], fmt: str | None) -> Path:
         return path
     target = _edits_name(path)
     other = _edits_owner(target)
-    if other is not None and other != path.name:  # two imports of one stem
+    if other is not None and not _same_name(other, path.name):  # two imports of one stem
+        own = _own_name(path, fmt)
+        what = (f"rename {path.name} to {own} and open it under that name" if own
+                else f"move {path.name} to a folder of its own")  # fmt: skip
         raise BioAnomalyError(
             f"{path}: its edits would be saved to {target.name}, which holds the edits of "
-            f"{other} (imports named {path.stem}.* share it): rename {path.name} to "
-            f"{_own_name(path, fmt)} and open it under that name"
+            f"{other} (imports named {path.stem}.* share it): {what}"
         )
     return target
+
+
+def _same_name(a: str, b: str) -> bool:
+    """Whether two file names in one folder name one file (a case-insensitive file
+    system, macOS's or Windows', takes ``Cells.json`` for ``cells.json``)."""
+    return a == b or a.casefold() == b.casefold()
 
 
 def _edits_owner(target: Path) -> str | None:
@@ -244,14 +252,22 @@ def _edits_owner(target: Path) -> str | None:
         return None
 
 
-def _own_name(path: Path, fmt: str | None) -> str:
+def _own_name(path: Path, fmt: str | None) -> str | None:
     """A name for the import ``path`` whose edits no other import of its stem shares, and
-    that still names its image (a Fiji ROI set's or a GeoJSON file's name says which)."""
-    if fmt == "imagej" or path.suffix.lower() in (".zip", ".roi"):
-        return f"{imagej.image_name(path, path.parent)}{imagej.SUFFIX}"  # x.tif_rois.zip
-    if fmt == "geojson":
-        return f"{geojson.image_for(path, path.parent)}.geojson"  # x.tif.geojson
-    return f"{path.stem}-coco{path.suffix}"
+    that still names its image (a Fiji ROI set's or a GeoJSON file's name says which:
+    ``x_rois.zip``, ``x.tif.roi``, ``x.tif.geojson``); None where it has that name already."""
+    suffix = path.suffix.lower()
+    if suffix == ".zip" and not path.name.endswith(imagej.SUFFIX):
+        name = f"{path.stem}{imagej.SUFFIX}"  # x_rois.zip: its image found as x.zip's was
+    elif suffix == ".zip":  # x_rois.zip: x.tif_rois.zip, the image's whole name
+        name = f"{imagej.image_name(path, path.parent)}{imagej.SUFFIX}"
+    elif suffix == ".roi":
+        name = f"{imagej.image_name(path, path.parent)}.roi"
+    elif fmt == "geojson":
+        name = f"{geojson.image_for(path, path.parent)}.geojson"
+    else:
+        name = f"{path.stem}-coco{path.suffix}"
+    return None if _same_name(name, path.name) or (path.with_name(name)).exists() else name
 
 
 def _edits_name(path: Path) -> Path:
@@ -323,7 +339,7 @@ def saved_edits(path: str | os.PathLike[str]) -> Path | None:
             f"but {why}; move it away to start again from {path.name}"
         )
     other = _edits_of(target)
-    if other is not None and other != path.name:
+    if other is not None and not _same_name(other, path.name):
         # another import of this stem: its edits are not this file's dataset, which is
         # read as it is (editing it is refused: see edit_target)
         return None

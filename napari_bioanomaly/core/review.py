@@ -105,8 +105,7 @@ def _refuse_ground_truth_as_predictions(gt: AnnotationSession, path: Path) -> No
     """Refuse the ground truth's own file (or the import it holds the edits of) chosen as
     the predictions: every prediction would be a region of it, and a rejection would
     delete that annotation from it (rewritten as a VIA export, its classes and settings
-    gone). Refuse a model's predictions chosen as the ground truth too (the two fields
-    swapped): accepting wrote a person's regions into them, made a VIA project."""
+    gone)."""
     try:
         same = path.is_file() and gt.path.is_file() and os.path.samefile(path, gt.path)
         edits = path.is_file() and annotation_files.saved_edits(path) is not None and (
@@ -119,13 +118,21 @@ def _refuse_ground_truth_as_predictions(gt: AnnotationSession, path: Path) -> No
             "rejection would delete annotations from it): choose the predictions file, "
             "e.g. the output of predict or Predict & review"
         )
+
+
+def _refuse_swapped(gt: AnnotationSession, path: Path, predictions: Dataset) -> None:
+    """Refuse the two fields swapped: a ground truth holding only a model's predictions,
+    and predictions holding a person's regions (accepting wrote a person's regions into
+    the predictions, made a VIA project). A ground truth of a model's regions alone is
+    fine otherwise (predict's output corrected in Annotate, a COCO file with scores)."""
     regions = list(gt.dataset.regions)
-    if regions and all(r.source == "model" for r in regions):  # the two fields swapped
+    swapped = bool(regions) and all(r.source == "model" for r in regions)
+    if swapped and any(_drawn(r) for r in predictions.regions):
         raise BioAnomalyError(
             f"{gt.path}: holds only a model's predictions ({counted(len(regions), 'region')}, "
             "source 'model'), chosen as the ground truth (accepting would write annotations "
-            f"into it): choose the annotation file as the ground truth, and {gt.path.name} "
-            "as the predictions"
+            f"into it), and {path.name}, a person's regions, as the predictions: the two "
+            "fields swapped?"
         )
 
 
@@ -138,9 +145,9 @@ def _drawn(region: Region) -> bool:
 def read_only_reason(path: Path, predictions: Dataset) -> str | None:
     """Why corrections of the predictions read from ``path`` cannot be written there
     (None: they can). A correction rewrites the file as a VIA export, as predict writes it:
-    that would delete the regions a person drew or accepted in it (the ground truth and
-    the predictions swapped, or another annotator's file), or turn a file of another kind
-    into one (a VIA project's settings, COCO's ids, ... gone)."""
+    that would delete the regions a person drew or accepted in it (another annotator's
+    file), or turn a file of another kind into one (a VIA project's settings, COCO's ids,
+    ... gone)."""
     drawn = sum(1 for r in predictions.regions if _drawn(r))
     if drawn:
         return (
@@ -148,7 +155,7 @@ def read_only_reason(path: Path, predictions: Dataset) -> str | None:
             "predicted by a tool that gives no score nor source): reviewed read-only "
             "(rejecting would delete them from it; accepting into the ground truth works). "
             "If a model made them, correct a copy that says so: napari-bioanomaly convert "
-            f"{path.name} --to via <copy>.json --as-predictions"
+            f"{path} --to via <copy>.json --as-predictions"
         )
     if path.suffix.lower() in (".zip", ".roi"):
         what = "is a Fiji ROI set, not a VIA export as predict writes"
@@ -173,7 +180,7 @@ def read_only_reason(path: Path, predictions: Dataset) -> str | None:
     return (
         f"{path.name} {what}: reviewed read-only (rejecting or proposing would rewrite it as "
         "one; accepting into the ground truth works). To correct its predictions, review a "
-        f"copy: napari-bioanomaly convert {path.name} --to via <copy>.json"
+        f"copy: napari-bioanomaly convert {path} --to via <copy>.json"
     )
 
 
@@ -311,6 +318,7 @@ class ReviewSession:
         # what a correction may write over (see save_predictions)
         disk = file_digest(path) if Path(path).is_file() else None
         predictions, _ = annotation_files.load(path, dataset.root, read_images=False)
+        _refuse_swapped(gt, Path(path), predictions)
         review = cls(gt, predictions, path, images, score=False)
         review._disk = disk
         review.read_only = read_only_reason(Path(path), predictions)

@@ -503,8 +503,11 @@ class AnnotationSession:
         categories = self.dataset.categories  # a COCO file's id and supercategory go along
         if old in categories:  # over that of a class of the new name removed before
             categories[new] = categories.pop(old)
-        for name in touched:
-            self._entries.pop(name, None)
+        if options:  # which options a label ticks depends on them all: every image again
+            self._entries.clear()
+        else:
+            for name in touched:
+                self._entries.pop(name, None)
         self.dirty = True
         self.edits += 1  # a review opening scored the old names: it scores them again
         return changed

@@ -538,6 +538,11 @@ def test_the_fields_swapped_are_refused_and_another_annotator_s_file_stays_whole
                        r"\(\d+ regions, source 'model'\), chosen as the ground truth"):  # fmt: skip
         ReviewSession.open(AnnotationSession.open(files[1]), files[0])
     assert files[1].read_bytes() == before_pred
+    # a ground truth of a model's regions alone is fine with a model's predictions
+    # (predict's output corrected in Annotate, then a new run reviewed against it)
+    rerun = files[1].with_name("pred_rerun.json")
+    shutil.copy(files[1], rerun)
+    assert ReviewSession.open(AnnotationSession.open(files[1]), rerun).rows()
     other = files[0].with_name("annotator_b.json")  # a person's regions, as the predictions
     shutil.copy(files[0], other)
     before = other.read_bytes()
@@ -582,8 +587,10 @@ def test_another_tool_s_predictions_without_scores_are_corrected_in_a_copy_marke
     review = ReviewSession.open(AnnotationSession.open(files[0]), tool)
     assert review.read_only is not None
     assert "or predicted by a tool that gives no score nor source" in review.read_only
-    assert "convert tool.json --to via <copy>.json --as-predictions" in review.read_only
+    assert f"convert {tool} --to via <copy>.json --as-predictions" in review.read_only
     copy = files[1].with_name("tool_copy.json")
+    assert main(["convert", str(tool), "--to", "coco", str(copy), "--as-predictions"]) == 2
+    assert not copy.exists()  # a COCO file would not keep the mark
     assert main(["convert", str(tool), "--to", "via", str(copy), "--as-predictions"]) == 0
     corrected = ReviewSession.open(AnnotationSession.open(files[0]), copy)
     assert corrected.read_only is None
@@ -617,7 +624,7 @@ def test_predictions_of_another_kind_than_a_via_export_are_reviewed_read_only(fi
     before = other.read_bytes()
     review = ReviewSession.open(AnnotationSession.open(files[0]), other)
     assert review.read_only is not None and f"is {kind}, not a VIA export" in review.read_only
-    assert "convert pred_other.json --to via" in review.read_only
+    assert f"convert {other} --to via" in review.read_only
     name = next(n for n in review.names if review.shown(n))
     with pytest.raises(BioAnomalyError, match="read-only"):
         review.reject(name, [0])

@@ -473,7 +473,7 @@ def test_two_imports_of_one_stem_do_not_share_their_edits(dataset_dir):
     # edited (napari, qc --save): refused, with a name that keeps it to its image
     with pytest.raises(BioAnomalyError, match=r"cells\.zip: its edits would be saved to "
                        r"cells\.via\.json, which holds the edits of cells\.json .* rename "
-                       r"cells\.zip to cells\.tif_rois\.zip and open it"):  # fmt: skip
+                       r"cells\.zip to cells_rois\.zip and open it"):  # fmt: skip
         AnnotationSession.open(rois)
     # read (inspect, convert, train): the ROI set itself, not the other import's edits
     read, report = annotations.load(rois, read_images=False)
@@ -484,10 +484,15 @@ def test_two_imports_of_one_stem_do_not_share_their_edits(dataset_dir):
 
     assert main(["qc", str(rois), "--save"]) == 2  # its flags would go to the other's edits
     assert edits.read_bytes() == before
-    (dataset_dir / "cells.zip").rename(dataset_dir / "cells.tif_rois.zip")
-    renamed = AnnotationSession.open(dataset_dir / "cells.tif_rois.zip")  # its own, now
-    assert renamed.path == dataset_dir / "cells.tif_rois.via.json"
-    assert renamed.dataset.images[0].filename == "cells.tif"
+    (dataset_dir / "cells.zip").rename(dataset_dir / "cells_rois.zip")
+    renamed = AnnotationSession.open(dataset_dir / "cells_rois.zip")  # its own, now
+    assert renamed.path == dataset_dir / "cells_rois.via.json"
+    assert renamed.dataset.images[0].filename == "cells.tif"  # the image cells.zip named
+    # a case-insensitive file system: CELLS.json is cells.json, its edits its own
+    data = json.loads(edits.read_text())
+    data["_via_settings"]["project"]["imported_from"] = "CELLS.json"
+    edits.write_text(json.dumps(data))
+    assert AnnotationSession.open(coco).path == edits
     again = AnnotationSession.open(coco)  # its own edits, as before
     assert again.path == edits and again.dataset.images[0].regions == []
     # edits saved before they named their import: taken as the import's, and named at
@@ -877,30 +882,38 @@ def test_encoded_ahead_the_first_save_encodes_only_what_changed(dataset_dir, mon
 
 def test_a_rename_encodes_again_only_the_images_it_changes(dataset_dir, monkeypatch):
     """A rename dropped every image's encoded entry (2,000 encoded again at the next save,
-    0.75 s on napari's thread); only those with a region of the class are, and the file
-    saved is what an encoding from nothing writes (plain classes and checkbox options)."""
+    0.75 s on napari's thread); only those with a region of the class are, where no class
+    is a checkbox option (which options a label ticks depends on them all: every image is
+    encoded again then). The file saved is what an encoding from nothing writes."""
     from napari_bioanomaly.core import via, via_write
     from napari_bioanomaly.core.jsonio import dumps
     from napari_bioanomaly.core.via_parse import join_options
 
-    s = AnnotationSession.open(dataset_dir)
-    ds = s.dataset
-    ds.attribute_definitions = {
-        "region": {ds.class_attribute: {"type": "checkbox", "options": {"GFP+": "", "dead": ""}}}
-    }
-    ds.classes = [*ds.classes, "GFP+", "dead"]
-    s.set_regions([Region(square(), join_options(["GFP+", "dead"]))], 0)
-    s.set_regions([Region(square(40, 40, 10), "dead")], 1)
-    s.encode_ahead()
     encoded = []
     real = via_write.image_entry
     monkeypatch.setattr(via_write, "image_entry",
                         lambda im, *a: encoded.append(im.filename) or real(im, *a))  # fmt: skip
-    plain = next(r.label for im in ds.images[2:] for r in im.regions)
-    for old, new in (("dead", "necrotic"), (plain, plain + " renamed")):
-        encoded.clear()
-        s.rename_class(old, new)
-        having = {im.filename for im in ds.images if any(new in r.label for r in im.regions)}
-        raw = s._serialise()
-        assert set(encoded) == having and len(having) < len(ds.images)
-        assert json.loads(raw) == json.loads(dumps(via.to_via_project(ds)))
+    s = AnnotationSession.open(dataset_dir)
+    ds = s.dataset
+    s.encode_ahead()
+    plain = next(r.label for im in ds.images for r in im.regions)
+    encoded.clear()
+    s.rename_class(plain, plain + " renamed")
+    having = {im.filename for im in ds.images if any(r.label == plain + " renamed"
+                                                     for r in im.regions)}  # fmt: skip
+    raw = s._serialise()
+    assert set(encoded) == having and len(having) < len(ds.images)
+    assert json.loads(raw) == json.loads(dumps(via.to_via_project(ds)))
+    # checkbox options: "a+b" is one option beside "b" and "z"; z renamed a makes "a+b"
+    # read as a and b ticked unless every entry is encoded again
+    ds.attribute_definitions = {"region": {ds.class_attribute: {
+        "type": "checkbox", "options": {"a+b": "", "b": "", "z": ""}}}}  # fmt: skip
+    ds.classes = [*ds.classes, "a+b", "b", "z"]
+    s.set_regions([Region(square(), join_options(["a+b"]))], 0)
+    s.set_regions([Region(square(40, 40, 10), "z")], 1)
+    s._serialise()
+    encoded.clear()
+    s.rename_class("z", "c")
+    raw = s._serialise()
+    assert set(encoded) == {im.filename for im in ds.images}
+    assert json.loads(raw) == json.loads(dumps(via.to_via_project(ds)))

@@ -576,6 +576,8 @@ def test_a_new_run_s_plot_does_not_name_the_score_of_the_run_before(widgets, qtb
     the legend of the next run until its first epoch."""
     _, train, _ = widgets
     train.plot.score_label = "validation pixel F1 (right)"  # the run before's
+    train.plot._set_tooltip()
+    assert "pixel F1" in train.plot.toolTip()
     assert train.start()
     assert train.plot.score_label == "validation score (right)"
     assert "pixel F1" not in train.plot.toolTip()

@@ -389,7 +389,9 @@ def find_annotation_file(folder: str | os.PathLike[str]) -> Path | None:
 
     Tries :data:`ANNOTATION_NAMES`, then the only ``*.json`` in the folder
     that is VIA or COCO; an imported file and the project of its edits beside it
-    (:func:`saved_edits`) count as one, the imported file returned.
+    (:func:`saved_edits`) count as one, the imported file returned. A model's
+    predictions kept beside the dataset (``*.predictions.json``, what Predict & review
+    writes) are never its annotation file.
     """
     folder = Path(folder)
     for name in ANNOTATION_NAMES:
@@ -397,6 +399,8 @@ def find_annotation_file(folder: str | os.PathLike[str]) -> Path | None:
             return folder / name
     found = []
     for p in sorted(folder.glob("*.json")):
+        if is_predictions_name(p):
+            continue
         try:
             if detect_format(read_json(p)) is not None:
                 found.append(p)
@@ -407,6 +411,18 @@ def find_annotation_file(folder: str | os.PathLike[str]) -> Path | None:
     singles = {_edits_name(p) for p in folder.iterdir() if p.suffix.lower() in PER_IMAGE_SUFFIXES}
     found = [p for p in found if p not in edits and p not in singles]
     return found[0] if len(found) == 1 else None
+
+
+#: How the files of a model's predictions kept beside a dataset end
+#: (:func:`~.review.predictions_path`).
+PREDICTIONS_SUFFIX = ".predictions.json"
+
+
+def is_predictions_name(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is named as a model's predictions kept beside a dataset
+    (``x.predictions.json``, or ``x.predictions.via.json``, its edits in Annotate)."""
+    name = Path(path).name.lower()
+    return name.endswith(PREDICTIONS_SUFFIX) or name.endswith(".predictions.via.json")
 
 
 def _is_edited(path: Path) -> bool:

@@ -97,8 +97,8 @@ def predictions_path(gt: str | Path) -> Path:
     ground truth (inside the folder when the ground truth is a folder of images)."""
     gt = Path(gt)
     if gt.is_dir():
-        return gt / "annotations.predictions.json"
-    return gt.with_name(gt.stem + ".predictions.json")
+        return gt / ("annotations" + annotation_files.PREDICTIONS_SUFFIX)
+    return gt.with_name(gt.stem + annotation_files.PREDICTIONS_SUFFIX)
 
 
 def _refuse_ground_truth_as_predictions(gt: AnnotationSession, path: Path) -> None:

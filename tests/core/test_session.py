@@ -917,3 +917,36 @@ def test_a_rename_encodes_again_only_the_images_it_changes(dataset_dir, monkeypa
     raw = s._serialise()
     assert set(encoded) == {im.filename for im in ds.images}
     assert json.loads(raw) == json.loads(dumps(via.to_via_project(ds)))
+
+
+def test_a_models_predictions_beside_a_dataset_are_never_its_annotation_file(dataset_dir, tmp_path):
+    """Predict & review keeps its predictions beside the ground truth
+    (``annotations.predictions.json`` in a folder of images alone): the folder opened again
+    took them for its annotations (edits written into the predictions), and beside a COCO
+    file they made two candidates, so the folder opened with no annotations at all."""
+    import shutil
+
+    from napari_bioanomaly.core import annotations
+    from napari_bioanomaly.core.review import predictions_path
+
+    ann = dataset_dir / "annotations.json"
+    images = tmp_path / "images"
+    images.mkdir()
+    for p in dataset_dir.glob("*.tif"):
+        shutil.copy(p, images)
+    shutil.copy(ann, predictions_path(images))
+    assert annotations.find_annotation_file(images) is None
+    s = AnnotationSession.open(images)
+    assert s.dataset.regions == [] and len(s.dataset.images) == len(list(images.glob("*.tif")))
+    drawn = AnnotationSession.open(ann).dataset.image(s.dataset.images[0].filename).regions
+    s.set_regions(list(drawn), 0)
+    s.save()  # a new dataset: saved as the folder's own file, the predictions untouched
+    assert annotations.find_annotation_file(images) == images / "annotations.json"
+    assert predictions_path(images).read_bytes() == ann.read_bytes()
+
+    coco = dataset_dir / "cells-coco.json"
+    ann.rename(coco)
+    shutil.copy(coco, predictions_path(coco))
+    (dataset_dir / "cells-coco.predictions.via.json").write_text("{}")  # edits of it
+    assert annotations.find_annotation_file(dataset_dir) == coco
+    assert len(AnnotationSession.open(dataset_dir).dataset.regions) > 0

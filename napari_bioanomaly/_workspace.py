@@ -88,6 +88,14 @@ class Workspace:
         session, before :meth:`adopt`)."""
         return session.path.resolve() in self._sessions
 
+    def out_of_date(self, session: AnnotationSession) -> bool:
+        """Whether ``session``, read in a worker, missed a save of its file made meanwhile
+        (by the other widget, closed since): none of its file is open, and the file is no
+        longer what was read. Adopted, it would show old annotations, and its first save
+        would be a conflict: read it again. Hashes the file (45 ms for a real 31 MiB file
+        of 2,000 images), so only where it is not held."""
+        return not self.holds(session) and session.disk_changed()
+
     def adopt(self, session: AnnotationSession) -> AnnotationSession:
         """The session of ``session``'s file from now on: ``session`` (opened elsewhere,
         e.g. in a worker thread), or the one open already for that file (opened meanwhile,

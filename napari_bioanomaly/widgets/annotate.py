@@ -242,9 +242,7 @@ class AnnotateWidget(PluginWidget):
         def opened(mine: AnnotationSession) -> None:
             if self._opening is not token or not self.alive():
                 return  # replaced, or closed meanwhile
-            if not self.workspace.holds(mine) and mine.disk_changed():
-                # saved meanwhile (by the Review widget, closed since): what was read
-                # is out of date, and a save of it would be a conflict
+            if self.workspace.out_of_date(mine):  # saved by the Review widget meanwhile
                 self.open_in_background(path)
                 return
             self._opening = None

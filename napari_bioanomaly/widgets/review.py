@@ -433,9 +433,7 @@ class ReviewWidget(PluginWidget):
                 if review.predictions_changed() or review.ground_truth_replaced():
                     self.open_in_background(gt_path, pred_path, images, note, then, otherwise)
                     return
-                if not self.workspace.holds(mine) and mine.disk_changed():
-                    # the ground truth read in the worker, saved since (by the Annotate
-                    # widget, closed since): out of date, read again
+                if self.workspace.out_of_date(mine):  # saved by the Annotate widget meanwhile
                     self.open_in_background(gt_path, pred_path, images, note, then, otherwise)
                     return
                 shared = self.workspace.adopt(mine)

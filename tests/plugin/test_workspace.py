@@ -40,6 +40,22 @@ def test_one_session_per_file_whatever_name_it_is_given(dataset_dir):
     assert ws.session(dataset_dir) is not a  # read again after it was closed
 
 
+def test_a_session_read_elsewhere_is_out_of_date_only_where_its_file_changed_unheld(dataset_dir):
+    """A worker's session missed a save made while it read (by the other widget, closed
+    since) only where no session of its file is open and the file changed."""
+    ws = Workspace()
+    read = AnnotationSession.open(dataset_dir)  # as a worker reads it
+    assert not ws.out_of_date(read)
+    held = ws.session(dataset_dir)
+    held.go_to(0)
+    held.set_regions([])
+    held.save()
+    assert ws.out_of_date(read) is False  # held: adopting gives the open one
+    ws.forget(held)
+    assert ws.out_of_date(read) is True
+    assert not ws.out_of_date(AnnotationSession.open(dataset_dir))
+
+
 def test_the_session_of_an_edited_import_is_found_without_reading_it_again(
     dataset_dir, monkeypatch
 ):

@@ -8,6 +8,7 @@ them; ``save`` writes atomically with a backup of the previous file.
 from __future__ import annotations
 
 import functools
+import glob
 import os
 from collections import defaultdict
 from collections.abc import Callable
@@ -344,6 +345,27 @@ def saved_edits(path: str | os.PathLike[str]) -> Path | None:
         # read as it is (editing it is refused: see edit_target)
         return None
     return target
+
+
+def unsaved_edits_of(target: str | os.PathLike[str]) -> list[Path]:
+    """The imports (COCO, Fiji ROI set, GeoJSON) beside ``target``, a VIA project not saved
+    yet, whose edits it is named to hold (``cells.json``'s are ``cells.via.json``): the
+    name a session of an import edited but not saved goes by (the fields the widgets
+    fill, a later open). Images (``cells.tif``) are no imports; VIA files their own edits."""
+    target = Path(target)
+    if target.exists() or not target.name.lower().endswith(".via.json"):
+        return []
+    stem = target.name[: -len(".via.json")]
+    found = []
+    for p in sorted(target.parent.glob(glob.escape(stem) + ".*")):
+        suffix = p.suffix.lower()
+        if _edits_name(p) != target or not p.is_file():
+            continue
+        if suffix == ".zip" and not imagej.is_roi_set(p):
+            continue
+        if suffix in PER_IMAGE_SUFFIXES or (suffix == ".json" and not _is_via(p, unreadable=True)):
+            found.append(p)
+    return found
 
 
 def import_categories(dataset: Dataset, imported: str | os.PathLike[str]) -> None:
@@ -688,10 +710,10 @@ def open_dataset(
     models) and predicted.
     """
     path = Path(source)
+    if len(imports := unsaved_edits_of(path)) == 1:  # an import's edits, not saved yet
+        return load(imports[0], images, options, read_images=read_images)
     if not path.exists() and path.parent.is_dir() and list_images(path.parent):
         existing = find_annotation_file(path.parent)
-        if existing is not None and _edits_name(existing) == path and not _is_via(existing):
-            return load(existing, images, options, read_images=read_images)  # edits not saved yet
         if existing is not None or path.name not in ANNOTATION_NAMES:
             # a mistyped name must not open another file of the folder
             hint = f" (the folder's annotation file is {existing.name})" if existing else ""

@@ -113,10 +113,25 @@ class AnnotationSession:
             root, path = source, ann
         elif source.is_file():
             root, path = source.parent, source
+        elif imports := annotation_files.unsaved_edits_of(source):
+            # the edits of an import, not saved yet: the name its session went by
+            if len(imports) > 1:
+                names = ", ".join(p.name for p in imports)
+                raise BioAnomalyError(
+                    f"{source}: no such file; it would hold the edits of one of {names}: "
+                    "open the one meant"
+                )
+            return cls.open(imports[0], options)
         elif source.parent.is_dir() and annotation_files.list_images(source.parent):
             # the not-yet-saved annotation file of a new dataset in this folder, or of
             # the edits of its per-image files
             folder = source.parent
+            existing = annotation_files.find_annotation_file(folder)
+            if existing is not None or source.name not in annotation_files.ANNOTATION_NAMES:
+                # a mistyped name, or a file moved away since: an empty dataset under
+                # that name would hide the folder's annotations, and its save too
+                hint = f" (the folder's annotation file is {existing.name})" if existing else ""
+                raise BioAnomalyError(f"{source}: no such file{hint}")
             per_image = (
                 annotation_files.per_image_files(folder)
                 if source.name == annotation_files.PER_IMAGE_EDITS

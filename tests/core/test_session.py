@@ -950,3 +950,30 @@ def test_a_models_predictions_beside_a_dataset_are_never_its_annotation_file(dat
     (dataset_dir / "cells-coco.predictions.via.json").write_text("{}")  # edits of it
     assert annotations.find_annotation_file(dataset_dir) == coco
     assert len(AnnotationSession.open(dataset_dir).dataset.regions) > 0
+
+
+def test_a_name_not_on_disk_opens_the_import_it_stands_for_or_is_refused(dataset_dir):
+    """The session of an import edited but not saved goes by the name of its edits
+    (``cells.via.json``, in the widgets' fields): opened by that name (the Review widget,
+    once the Annotate widget was closed) it was an empty new dataset, whose first save
+    hid every annotation of ``cells.json``. A mistyped name opened an empty dataset too."""
+    from napari_bioanomaly.core import annotations
+
+    ds, _ = annotations.load(dataset_dir / "annotations.json", read_images=False)
+    with pytest.raises(
+        BioAnomalyError, match=r"annotation\.json: no such file .*annotations\.json"
+    ):
+        AnnotationSession.open(dataset_dir / "annotation.json")
+    (dataset_dir / "annotations.json").unlink()
+    annotations.save(ds, dataset_dir / "cells.json", "coco")
+    s = AnnotationSession.open(dataset_dir)
+    assert s.path == dataset_dir / "cells.via.json" and not s.path.exists()
+    again = AnnotationSession.open(s.path)
+    assert again.path == s.path and len(again.dataset.regions) == len(ds.regions) > 0
+    assert len(annotations.open_dataset(s.path)[0].regions) == len(ds.regions)
+    for name in ("annotations.json", "typo.json"):
+        with pytest.raises(BioAnomalyError, match=r"the folder.s annotation file is cells\.json"):
+            AnnotationSession.open(dataset_dir / name)
+    (dataset_dir / "cells.geojson").write_text('{"type": "FeatureCollection", "features": []}')
+    with pytest.raises(BioAnomalyError, match=r"edits of one of cells\.geojson, cells\.json"):
+        AnnotationSession.open(s.path)  # two imports of one stem: which is not guessed

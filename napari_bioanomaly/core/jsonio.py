@@ -96,11 +96,29 @@ def read_json(path: str | os.PathLike[str], raw: bytes | None = None) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise FormatError(
-            f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-        ) from None
+        raise FormatError(f"{path}: {json_error_text(exc)}") from None
     except RecursionError:
         raise FormatError(f"{path}: JSON nested too deeply") from None
+
+
+def json_error_text(exc: json.JSONDecodeError) -> str:
+    """Where and what is wrong in a JSON text, said whole: the standard library's
+    "Unterminated string starting at" is followed by a position it leaves out, and a
+    file that stops short (a copy or a save cut off) or holds nothing is worth naming as
+    such."""
+    where = f"line {exc.lineno}, column {exc.colno}"
+    if not exc.doc.strip():
+        return "empty file: no JSON in it"
+    if exc.msg.startswith("Unterminated string"):
+        what = "a string that starts here never ends"
+    elif exc.msg.startswith("Invalid control character"):
+        what = "a line break, tab or other control character inside a string"
+    else:
+        what = exc.msg[:1].lower() + exc.msg[1:]
+    short = not exc.doc[exc.pos :].strip() or exc.msg.startswith("Unterminated string")
+    if short:
+        what += " (the file ends early: cut short while it was written or copied?)"
+    return f"malformed JSON at {where}: {what}"
 
 
 #: Values nested deeper than this in an annotation file are dropped (no annotation format

@@ -365,8 +365,29 @@ def test_non_via_json_gives_one_clear_error(write_json):
         annotations.load(path)
     bad = path.with_name("broken.json")
     bad.write_text('{"a": [1, 2', encoding="utf-8")
-    with pytest.raises(FormatError, match=r"broken.json: malformed JSON at line 1"):
+    with pytest.raises(FormatError, match=r"broken.json: malformed JSON at line 1") as caught:
         annotations.load(bad)
+    assert "the file ends early" in str(caught.value)  # a save or a copy cut short
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ('{"a": "abc', "column 7: a string that starts here never ends (the file ends early"),
+        ('{"a": "x\ny"}', "column 9: a line break, tab or other control character inside"),
+        ('{"a" 1}', "column 6: expecting ':' delimiter"),
+        (" \n", "empty file: no JSON in it"),
+    ],
+)
+def test_a_json_error_is_said_whole(tmp_path, text, said):
+    """The standard library's "Unterminated string starting at" (and "Invalid control
+    character at") end on a position they leave out: the message read cut off."""
+    path = tmp_path / "x.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(FormatError) as caught:
+        annotations.load(path)
+    assert str(caught.value).startswith(f"{path}: ") and said in str(caught.value)
+    assert not str(caught.value).endswith(" at")
 
 
 def test_vertices_outside_the_image_are_clipped_once_the_size_is_known(tmp_path):

@@ -87,6 +87,13 @@ def _import_warnings(report: ImportReport, args: argparse.Namespace) -> list[str
     return report.summary(0 if getattr(args, "verbose", False) else 5)
 
 
+def _warn_import(report: ImportReport, args: argparse.Namespace) -> None:
+    """Print :func:`_import_warnings` to stderr: each kind's heading as a warning, its
+    issues indented under it (``warning:     item`` read as a warning of its own)."""
+    for line in _import_warnings(report, args):
+        print(line if line.startswith(" ") else f"warning: {line}", file=sys.stderr)
+
+
 def _add_import_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("import options")
     g.add_argument(
@@ -225,8 +232,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if marked:
         print(f"note: {counted(marked, 'region')} marked as a model's predictions (source "
               "'model')", file=sys.stderr)  # fmt: skip
-    for line in _import_warnings(report, args):
-        print(f"warning: {line}", file=sys.stderr)
+    _warn_import(report, args)
     for line in warnings:
         print(f"warning: {line}", file=sys.stderr)
     n_regions = len(dataset.regions)
@@ -360,8 +366,7 @@ def cmd_qc(args: argparse.Namespace) -> int:
                 )
         # what the rewrite changes of the file, said as convert says it, and the file
         # before kept among its earlier versions (the .bak alone is replaced next time)
-        for line in _import_warnings(report, args):
-            print(f"warning: {line}", file=sys.stderr)
+        _warn_import(report, args)
         if target == found:
             history.keep_version(target, force=True)
         # compare and swap: an annotator that saved while qc ran is never overwritten

@@ -18,9 +18,9 @@ from typing import Any
 from ._cli_data import (
     _file_progress,
     _import_options,
-    _import_warnings,
     _refuse_input_as_output,
     _refuse_replacing_annotations,
+    _warn_import,
 )
 from .core import annotations as annotation_files
 from .core.model import BioAnomalyError, Dataset, ImageRecord
@@ -155,8 +155,7 @@ def _open_annotations(args: argparse.Namespace) -> Dataset:
     skipped printed as warnings."""
     options = _import_options(args)
     dataset, report = annotation_files.open_dataset(args.annotations, args.images, options)
-    for line in _import_warnings(report, args):
-        print(f"warning: {line}", file=sys.stderr)
+    _warn_import(report, args)
     return dataset
 
 

@@ -247,6 +247,15 @@ def test_import_issues_are_grouped_by_kind_with_the_serious_first(write_json, ca
     assert sum("closing vertex removed" in line for line in lines) == 5
     assert main(["inspect", str(path), "--no-images", "--verbose"]) == 0
     assert capsys.readouterr().out.count("closing vertex removed") == 40
+    # convert (and qc --save, train, predict) say them as warnings: a heading each, its
+    # issues under it (each issue read "warning:     ..." as a warning of its own)
+    out_file = path.with_name("out.json")
+    assert main(["convert", str(path), "--to", "via", str(out_file)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert "warning: [closed] 40 x closing vertex (repeat of the first) removed" in err
+    items = [line for line in err if "closing vertex removed" in line]
+    assert len(items) == 5 and all(line.startswith("    ") for line in items)
+    assert not [line for line in err if line.startswith("warning:  ")]
 
 
 def test_every_option_with_a_default_says_it_in_its_help():

@@ -44,7 +44,7 @@ from .core.images import (
 from .core.model import FALLBACK_CLASS, BioAnomalyError, Region
 from .core.report import ImportReport
 from .core.session import AnnotationSession, DiskChanged
-from .core.text import counted
+from .core.text import counted, name_first
 
 #: What to do when the annotation file changed on disk: the callback returns one of these.
 CONFLICT_CHOICES = ("reload", "overwrite", "later")
@@ -532,9 +532,10 @@ class Annotator:
             from napari.utils.notifications import show_error
 
             self.shapes_layer.name = f"{self.name} (NOT SAVED)"
-            show_error(f"{self.session.path}: the last changes could not be saved; its layer "
-                       f"'{self.shapes_layer.name}' stays in the viewer (napari's File > Save "
-                       "Selected Layers keeps it)")  # fmt: skip
+            show_error(name_first(
+                f"{self.session.path}: the last changes could not be saved; its layer "
+                f"'{self.shapes_layer.name}' stays in the viewer (napari's File > Save "
+                "Selected Layers keeps it)"))  # fmt: skip
             return
         for layer in (self.shapes_layer, self.image_layer):
             if layer is not None and layer in self.viewer.layers:

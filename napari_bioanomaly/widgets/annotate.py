@@ -35,7 +35,7 @@ from ..core.history import replaced_text, versions
 from ..core.model import BioAnomalyError, ImageRecord
 from ..core.quality import QC_ATTRIBUTE, flags_from_text, flags_to_text, focus_groups
 from ..core.session import AnnotationSession, summary
-from ..core.text import counted
+from ..core.text import counted, name_first
 from ._annotate_list import ImageListPanel, quality_job
 from ._annotate_panels import ClassesPanel, CurrentImagePanel
 from ._common import (
@@ -632,9 +632,11 @@ class AnnotateWidget(PluginWidget):
         show_info(text)
 
     def _error(self, text: str) -> None:
+        """Say an error in a napari notification, the file's name first (its first line is
+        what shows; see :func:`~.core.text.name_first`)."""
         from napari.utils.notifications import show_error
 
-        show_error(text)
+        show_error(name_first(text))
 
     def compact_dock_tabs(self) -> None:
         """Keep tabbed plugin docks from widening the dock area (see ``_common``)."""

@@ -22,3 +22,17 @@ def test_the_cli_says_one_image_and_one_region(tmp_path, capsys, sample_dir):
         == 0
     )
     assert " from 1 file -> " in capsys.readouterr().out
+
+
+def test_a_messages_file_is_named_first_and_its_folder_last():
+    """napari's notifications show the first line of a message: a long path alone."""
+    from napari_bioanomaly.core.text import name_first
+
+    assert name_first("/data/study 3/plate 12/cells.json: no such file") == (
+        "cells.json: no such file (in /data/study 3/plate 12)"
+    )
+    assert name_first("/cells.json: no such file") == "cells.json: no such file (in /)"
+    assert name_first(r"C:\data\cells.json: a: b") == r"cells.json: a: b (in C:\data)"
+    for unchanged in ("no dataset open", "cells.json: no such file", "copy not saved: x",
+                      "/data/x.json:no space", "/data/x.json: "):  # fmt: skip
+        assert name_first(unchanged) == unchanged

@@ -345,6 +345,19 @@ def test_export_every_format_and_reimport(widget, tmp_path, dataset_dir):
     assert (dataset_dir / "annotations.json").read_bytes() == before
 
 
+def test_an_error_notification_names_the_file_first(widget, dataset_dir, monkeypatch):
+    """A notification shows its first line: a long path alone said nothing of the error."""
+    import napari.utils.notifications
+
+    shown = []
+    monkeypatch.setattr(napari.utils.notifications, "show_error", shown.append)
+    widget.open_path(dataset_dir / "annotation.json")  # mistyped: refused
+    assert shown == [
+        f"annotation.json: no such file (the folder's annotation file is annotations.json) "
+        f"(in {dataset_dir})"
+    ]
+
+
 def test_classes_can_be_added_renamed_and_removed(widget, dataset_dir):
     widget.add_class("fiber")
     assert widget.annotator.current_class == "fiber"

@@ -17,6 +17,12 @@ Targets: open <= 2 s, switch <= 300 ms.
 2,000 images): the Open buttons' read in the background (the longest time napari's event
 loop was held, and the time until the dataset is shown), against ``open_path`` reading it on
 the GUI thread (held the whole time), each in a new viewer of the same process.
+
+``--save FILE`` measures, without napari, what the first save of an opened annotation file
+costs on napari's thread (a copy of FILE is written, FILE never): one image edited and
+saved, with the entries encoded ahead by the opening worker (``encode_ahead``) against a
+session that encodes them all at that save; and a class renamed on the images that hold it,
+then saved, against every image encoded again (what a rename did before).
 """
 
 from __future__ import annotations
@@ -68,9 +74,14 @@ def main() -> None:
     parser.add_argument("--switches", type=int, default=20)
     parser.add_argument("--open", type=Path, default=None, metavar="FILE",
                         help="only measure opening this annotation file")  # fmt: skip
+    parser.add_argument("--save", type=Path, default=None, metavar="FILE",
+                        help="only measure the first save and a rename of a copy of FILE")  # fmt: skip
     args = parser.parse_args()
     if args.open is not None:
         open_only(args.open)
+        return
+    if args.save is not None:
+        first_save(args.save)
         return
 
     import napari
@@ -244,6 +255,66 @@ def open_only(path: Path) -> None:
     print(f"Open file... (background read): shown after {shown:.2f} s, event loop held at most "
           f"{held:.2f} s; reference open_path on the GUI thread: shown after {ref_shown:.2f} s, "
           f"held {ref_held:.2f} s ({ref_held / held:.1f}x longer)")  # fmt: skip
+
+
+def first_save(path: Path) -> None:
+    """``--save``: the first save after opening, and a rename, each against a reference."""
+    import shutil
+
+    from napari_bioanomaly.core.session import AnnotationSession
+
+    def opened(copy: Path, ahead: bool) -> AnnotationSession:
+        session = AnnotationSession.open(copy)
+        if ahead:
+            session.encode_ahead()  # in the opening worker, off napari's thread
+        return session
+
+    def timed(action) -> float:
+        start = time.perf_counter()
+        action()
+        return time.perf_counter() - start
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["XDG_CONFIG_HOME"] = str(Path(tmp) / "config")  # no "last opened" kept
+        copy = Path(tmp) / path.name
+        figures: dict[str, list[float]] = {}
+        for _ in range(3):
+            for ahead in (True, False):
+                shutil.copyfile(path, copy)
+                session = opened(copy, ahead)
+                index = next(i for i, im in enumerate(session.dataset.images) if im.regions)
+                regions = session.dataset.images[index].regions[1:]
+
+                def edit(session=session, index=index, regions=regions) -> None:
+                    session.set_regions(list(regions), index)
+                    session.save()
+
+                figures.setdefault(f"edit {ahead}", []).append(timed(edit))
+            counts: dict[str, int] = {}
+            for region in session.dataset.regions:
+                counts[region.label] = counts.get(region.label, 0) + 1
+            rarest = min(counts, key=counts.__getitem__)
+            for every in (False, True):
+                shutil.copyfile(path, copy)
+                session = opened(copy, True)
+
+                def rename(session=session, every=every, old=rarest) -> None:
+                    session.rename_class(old, old + " (renamed)")
+                    if every:
+                        session._entries.clear()  # what a rename did: every image again
+                    session.save()
+
+                figures.setdefault(f"rename {every}", []).append(timed(rename))
+        n_images = len(session.dataset.images)
+        held = sum(bool(r.label == rarest + " (renamed)") for r in session.dataset.regions)
+    best = {k: min(v) for k, v in figures.items()}
+    print(f"machine: {platform.machine()} {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}; {path.name} ({path.stat().st_size / 2**20:.1f} MiB, "
+          f"{n_images:,} images), best of 3")  # fmt: skip
+    print(f"first edit + save: {best['edit True']:.2f} s with the entries encoded ahead; "
+          f"reference (all encoded at that save): {best['edit False']:.2f} s")  # fmt: skip
+    print(f"rename '{rarest}' ({held:,} regions) + save: {best['rename False']:.2f} s; reference "
+          f"(every image encoded again): {best['rename True']:.2f} s")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -261,9 +261,26 @@ def first_save(path: Path) -> None:
     """``--save``: the first save after opening, and a rename, each against a reference."""
     import shutil
 
+    from napari_bioanomaly.core import annotations
     from napari_bioanomaly.core.session import AnnotationSession
+    from napari_bioanomaly.core.text import counted
 
-    def opened(copy: Path, ahead: bool) -> AnnotationSession:
+    if (
+        path.suffix.lower() != ".json"
+        or annotations.json_format(path) not in annotations.VIA_FORMATS
+    ):
+        # an import's edits are saved beside it (<stem>.via.json): each run would open
+        # the previous run's edits instead of the file
+        sys.exit(f"{path}: --save measures VIA files (open an import, save it, and give "
+                 "the project it saved)")  # fmt: skip
+    runs = 0
+
+    def opened(ahead: bool) -> AnnotationSession:
+        nonlocal runs
+        runs += 1
+        copy = Path(tmp) / str(runs) / path.name  # a folder each: nothing of the last run
+        copy.parent.mkdir()
+        shutil.copyfile(path, copy)
         session = AnnotationSession.open(copy)
         if ahead:
             session.encode_ahead()  # in the opening worker, off napari's thread
@@ -276,12 +293,12 @@ def first_save(path: Path) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["XDG_CONFIG_HOME"] = str(Path(tmp) / "config")  # no "last opened" kept
-        copy = Path(tmp) / path.name
         figures: dict[str, list[float]] = {}
         for _ in range(3):
             for ahead in (True, False):
-                shutil.copyfile(path, copy)
-                session = opened(copy, ahead)
+                session = opened(ahead)
+                if not session.dataset.regions:
+                    sys.exit(f"{path}: no regions to edit or rename")
                 index = next(i for i, im in enumerate(session.dataset.images) if im.regions)
                 regions = session.dataset.images[index].regions[1:]
 
@@ -295,8 +312,7 @@ def first_save(path: Path) -> None:
                 counts[region.label] = counts.get(region.label, 0) + 1
             rarest = min(counts, key=counts.__getitem__)
             for every in (False, True):
-                shutil.copyfile(path, copy)
-                session = opened(copy, True)
+                session = opened(True)
 
                 def rename(session=session, every=every, old=rarest) -> None:
                     session.rename_class(old, old + " (renamed)")
@@ -313,7 +329,7 @@ def first_save(path: Path) -> None:
           f"{n_images:,} images), best of 3")  # fmt: skip
     print(f"first edit + save: {best['edit True']:.2f} s with the entries encoded ahead; "
           f"reference (all encoded at that save): {best['edit False']:.2f} s")  # fmt: skip
-    print(f"rename '{rarest}' ({held:,} regions) + save: {best['rename False']:.2f} s; reference "
+    print(f"rename '{rarest}' ({counted(held, 'region')}) + save: {best['rename False']:.2f} s; reference "
           f"(every image encoded again): {best['rename True']:.2f} s")  # fmt: skip
 
 

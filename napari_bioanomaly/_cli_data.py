@@ -89,9 +89,14 @@ def _import_warnings(report: ImportReport, args: argparse.Namespace) -> list[str
 
 def _warn_import(report: ImportReport, args: argparse.Namespace) -> None:
     """Print :func:`_import_warnings` to stderr: each kind's heading as a warning, its
-    issues indented under it (``warning:     item`` read as a warning of its own)."""
+    issues indented under it (``warning:     item`` read as a warning of its own), the
+    further lines of an issue's text indented under that issue."""
     for line in _import_warnings(report, args):
-        print(line if line.startswith(" ") else f"warning: {line}", file=sys.stderr)
+        first, *more = line.split("\n")
+        print(first if first.startswith(" ") else f"warning: {first}", file=sys.stderr)
+        indent = " " * (len(first) - len(first.lstrip()) + 4)
+        for part in more:
+            print(indent + part, file=sys.stderr)
 
 
 def _add_import_options(p: argparse.ArgumentParser) -> None:
@@ -207,7 +212,10 @@ def cmd_versions(args: argparse.Namespace) -> int:
 def _annotation_files_read(source: Path) -> list[Path]:
     """The annotation files that opening ``source`` (a file or a dataset folder) reads or
     stands for: the file, or the folder's, and the saved edits of an import."""
-    found = annotation_files.find_annotation_file(source) if source.is_dir() else source
+    if source.is_dir():
+        found = annotation_files.find_annotation_file(source)
+    else:  # the name of an import's edits not saved yet: the import
+        found = annotation_files.stands_for(source)
     if found is None or not found.is_file():
         return []
     edits = annotation_files.saved_edits(found)
@@ -320,7 +328,10 @@ def cmd_qc(args: argparse.Namespace) -> int:
     )
 
     source = Path(args.input)
-    found = annotation_files.find_annotation_file(source) if source.is_dir() else source
+    if source.is_dir():
+        found = annotation_files.find_annotation_file(source)
+    else:  # the name of an import's edits not saved yet: the import (its edits go beside)
+        found = annotation_files.stands_for(source)
     if found is not None and found.is_file():
         found = _annotation_files_read(found)[-1]  # what _open reads: the edits of an import
     read = file_digest(found) if found is not None and found.is_file() else None

@@ -363,9 +363,24 @@ def unsaved_edits_of(target: str | os.PathLike[str]) -> list[Path]:
             continue
         if suffix == ".zip" and not imagej.is_roi_set(p):
             continue
-        if suffix in PER_IMAGE_SUFFIXES or (suffix == ".json" and not _is_via(p, unreadable=True)):
+        # an unreadable .json counts: opening it says what is wrong with it
+        if suffix in PER_IMAGE_SUFFIXES or (suffix == ".json" and not _is_via(p)):
             found.append(p)
     return found
+
+
+def stands_for(path: str | os.PathLike[str]) -> Path:
+    """The file opening ``path`` reads: the import whose edits ``path`` names where they
+    are not saved yet (:func:`unsaved_edits_of`), else ``path``. Raises
+    :class:`BioAnomalyError` where two imports of that stem would share them (which one
+    was meant is not guessed)."""
+    imports = unsaved_edits_of(path)
+    if len(imports) > 1:
+        names = ", ".join(p.name for p in imports)
+        raise BioAnomalyError(
+            f"{path}: no such file; it would hold the edits of one of {names}: open the one meant"
+        )
+    return imports[0] if imports else Path(path)
 
 
 def import_categories(dataset: Dataset, imported: str | os.PathLike[str]) -> None:
@@ -709,9 +724,7 @@ def open_dataset(
     folder of images without any annotation can be trained on (unsupervised
     models) and predicted.
     """
-    path = Path(source)
-    if len(imports := unsaved_edits_of(path)) == 1:  # an import's edits, not saved yet
-        return load(imports[0], images, options, read_images=read_images)
+    path = stands_for(source)  # an import's edits, not saved yet: the import
     if not path.exists() and path.parent.is_dir() and list_images(path.parent):
         existing = find_annotation_file(path.parent)
         if existing is not None or path.name not in ANNOTATION_NAMES:

@@ -101,6 +101,10 @@ def read_json(path: str | os.PathLike[str], raw: bytes | None = None) -> Any:
         raise FormatError(f"{path}: JSON nested too deeply") from None
 
 
+#: What is left of a JSON text cut inside a word or a number (``tru``, ``-1.5e``).
+_TOKEN = re.compile(r"[A-Za-z0-9.+-]+")
+
+
 def json_error_text(exc: json.JSONDecodeError) -> str:
     """Where and what is wrong in a JSON text, said whole: the standard library's
     "Unterminated string starting at" is followed by a position it leaves out, and a
@@ -115,7 +119,9 @@ def json_error_text(exc: json.JSONDecodeError) -> str:
         what = "a line break, tab or other control character inside a string"
     else:
         what = exc.msg[:1].lower() + exc.msg[1:]
-    short = not exc.doc[exc.pos :].strip() or exc.msg.startswith("Unterminated string")
+    rest = exc.doc[exc.pos :].strip()
+    # nothing left, a string left open, or a word or number cut ("tru", "1.5e")
+    short = not rest or exc.msg.startswith("Unterminated string") or _TOKEN.fullmatch(rest)
     if short:
         what += " (the file ends early: cut short while it was written or copied?)"
     return f"malformed JSON at {where}: {what}"

@@ -113,15 +113,9 @@ class AnnotationSession:
             root, path = source, ann
         elif source.is_file():
             root, path = source.parent, source
-        elif imports := annotation_files.unsaved_edits_of(source):
+        elif (imported := annotation_files.stands_for(source)) != source:
             # the edits of an import, not saved yet: the name its session went by
-            if len(imports) > 1:
-                names = ", ".join(p.name for p in imports)
-                raise BioAnomalyError(
-                    f"{source}: no such file; it would hold the edits of one of {names}: "
-                    "open the one meant"
-                )
-            return cls.open(imports[0], options)
+            return cls.open(imported, options)
         elif source.parent.is_dir() and annotation_files.list_images(source.parent):
             # the not-yet-saved annotation file of a new dataset in this folder, or of
             # the edits of its per-image files
@@ -135,7 +129,6 @@ class AnnotationSession:
             per_image = (
                 annotation_files.per_image_files(folder)
                 if source.name == annotation_files.PER_IMAGE_EDITS
-                and annotation_files.find_annotation_file(folder) is None
                 else []
             )
             if per_image:

@@ -15,12 +15,20 @@ def name_first(text: str) -> str:
     no such file``) said with the file's name first and its folder last (``cells.json: no
     such file (in /data/study 3/plate 12)``): where only the first line shows (napari's
     notifications), the path alone said nothing of what went wrong. Other text unchanged."""
-    head, sep, rest = text.partition(": ")
-    if not sep or not rest or "\n" in head:
+    line = text.split("\n", 1)[0]
+    absolute = line.startswith(("/", "\\")) or line[1:3] in (":\\", ":/")
+    ends = [i for i in range(len(line)) if line.startswith(": ", i)]
+    if not absolute or not ends:
         return text
+
+    def name(at: int) -> str:
+        return line[:at].replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+
+    # a folder may hold ": " too ("/data/run: 3/cells.json"): the path ends at the first
+    # ": " after a name with an extension, else at the first
+    at = next((i for i in ends if "." in name(i)), ends[0])
+    head, rest = text[:at], text[at + 2 :]
     parts = head.replace("\\", "/").rstrip("/").rsplit("/", 1)
-    absolute = head.startswith(("/", "\\")) or (len(head) > 2 and head[1:3] in (":\\", ":/"))
-    if len(parts) < 2 or not parts[1] or not absolute:
+    if not rest or len(parts) < 2 or not parts[1]:
         return text
-    folder = head[: len(parts[0])] or head[:1]
-    return f"{parts[1]}: {rest} (in {folder})"
+    return f"{parts[1]}: {rest} (in {head[: len(parts[0])] or head[:1]})"

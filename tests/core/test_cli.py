@@ -258,6 +258,21 @@ def test_import_issues_are_grouped_by_kind_with_the_serious_first(write_json, ca
     assert not [line for line in err if line.startswith("warning:  ")]
 
 
+def test_an_import_issue_of_several_lines_stays_under_its_heading(capsys):
+    import argparse
+
+    from napari_bioanomaly._cli_data import _warn_import
+    from napari_bioanomaly.core.report import ImportReport
+
+    report = ImportReport(file="x.json")
+    report.add("skipped", "a region skipped:\nits second line", "a.png", 0)
+    _warn_import(report, argparse.Namespace(verbose=False))
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("warning: [skipped] 1 x ")
+    assert err[1].startswith("    ") and err[1].endswith("a region skipped:")
+    assert err[2] == "        its second line"
+
+
 def test_every_option_with_a_default_says_it_in_its_help():
     import argparse
 

@@ -975,5 +975,36 @@ def test_a_name_not_on_disk_opens_the_import_it_stands_for_or_is_refused(dataset
         with pytest.raises(BioAnomalyError, match=r"the folder.s annotation file is cells\.json"):
             AnnotationSession.open(dataset_dir / name)
     (dataset_dir / "cells.geojson").write_text('{"type": "FeatureCollection", "features": []}')
-    with pytest.raises(BioAnomalyError, match=r"edits of one of cells\.geojson, cells\.json"):
-        AnnotationSession.open(s.path)  # two imports of one stem: which is not guessed
+    for opening in (AnnotationSession.open, annotations.open_dataset):
+        with pytest.raises(BioAnomalyError, match=r"edits of one of cells\.geojson, cells\.json"):
+            opening(s.path)  # two imports of one stem: which is not guessed
+    (dataset_dir / "cells.geojson").unlink()
+    coco = (dataset_dir / "cells.json").read_bytes()
+    (dataset_dir / "cells.json").write_bytes(coco[: len(coco) // 2])  # cut short
+    for opening in (AnnotationSession.open, annotations.open_dataset):
+        with pytest.raises(BioAnomalyError, match=r"cells\.json: malformed JSON"):
+            opening(s.path)  # what is wrong with the import, not "no such file"
+    (dataset_dir / "cells.json").write_bytes(coco)
+
+
+def test_the_cli_given_an_imports_unsaved_edits_name_reads_and_keeps_the_import(
+    dataset_dir, capsys
+):
+    """``qc --save cells.via.json`` (the name the widgets' fields show before a save) wrote
+    ``cells.via.via.json``, which left the folder with two candidates and opened it empty;
+    ``convert cells.via.json --to via cells.json`` replaced the import it reads."""
+    from napari_bioanomaly.cli import main
+    from napari_bioanomaly.core import annotations
+
+    coco = _as_coco(dataset_dir, "cells.json")
+    n = len(annotations.open_dataset(coco, read_images=False)[0].regions)
+    edits = dataset_dir / "cells.via.json"
+    before = coco.read_bytes()
+    assert main(["convert", str(edits), "--to", "via", str(coco)]) != 0
+    assert "is the annotation file this command reads" in capsys.readouterr().err
+    assert coco.read_bytes() == before
+    assert main(["qc", str(edits), "--save"]) == 0
+    assert edits.is_file() and not (dataset_dir / "cells.via.via.json").exists()
+    assert annotations.find_annotation_file(dataset_dir) == coco
+    dataset, _ = annotations.open_dataset(dataset_dir, read_images=False)
+    assert len(dataset.regions) == n and all("qc" in im.file_attributes for im in dataset.images)

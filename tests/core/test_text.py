@@ -33,6 +33,10 @@ def test_a_messages_file_is_named_first_and_its_folder_last():
     )
     assert name_first("/cells.json: no such file") == "cells.json: no such file (in /)"
     assert name_first(r"C:\data\cells.json: a: b") == r"cells.json: a: b (in C:\data)"
+    assert name_first("/data/run: 3/cells.json: no such file") == (
+        "cells.json: no such file (in /data/run: 3)"  # a folder's name may hold ": "
+    )
+    assert name_first("/data/x.json: cannot read a/b: c") == "x.json: cannot read a/b: c (in /data)"
     for unchanged in ("no dataset open", "cells.json: no such file", "copy not saved: x",
                       "/data/x.json:no space", "/data/x.json: "):  # fmt: skip
         assert name_first(unchanged) == unchanged

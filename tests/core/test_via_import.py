@@ -374,6 +374,8 @@ def test_non_via_json_gives_one_clear_error(write_json):
     ("text", "said"),
     [
         ('{"a": "abc', "column 7: a string that starts here never ends (the file ends early"),
+        ('{"a": tru', "column 7: expecting value (the file ends early"),  # cut in a word
+        ('{"a": bad, "b": 1}', "column 7: expecting value"),
         ('{"a": "x\ny"}', "column 9: a line break, tab or other control character inside"),
         ('{"a" 1}', "column 6: expecting ':' delimiter"),
         (" \n", "empty file: no JSON in it"),
@@ -388,6 +390,7 @@ def test_a_json_error_is_said_whole(tmp_path, text, said):
         annotations.load(path)
     assert str(caught.value).startswith(f"{path}: ") and said in str(caught.value)
     assert not str(caught.value).endswith(" at")
+    assert ("ends early" in said) == ("ends early" in str(caught.value))
 
 
 def test_vertices_outside_the_image_are_clipped_once_the_size_is_known(tmp_path):

@@ -319,6 +319,7 @@ def cmd_qc(args: argparse.Namespace) -> int:
     from .core.jsonio import dumps
     from .core.paths import resolve_image
     from .core.quality import (
+        FOCUS_GROUP,
         QC_ATTRIBUTE,
         QualityReport,
         among_peers,
@@ -339,6 +340,10 @@ def cmd_qc(args: argparse.Namespace) -> int:
     if args.save and found is not None:  # where the flags go, refused before any image is read
         annotation_files.edit_target(found, report.format)
     root = dataset.root or Path(".")
+    groups = focus_groups(dataset.images, args.group_by)
+    if groups is None and args.group_by != FOCUS_GROUP:  # asked for, and nowhere
+        print(f"warning: no image has the file attribute {args.group_by!r}: focus is judged "
+              "among all the images", file=sys.stderr)  # fmt: skip
     if report.outside_links and not args.save:  # --save prints every import warning
         print(f"warning: {annotation_files.outside_links_note(root, report.outside_links)}",
               file=sys.stderr)  # fmt: skip
@@ -353,7 +358,7 @@ def cmd_qc(args: argparse.Namespace) -> int:
             errors[im.filename] = str(exc)
         progress(done, len(dataset.images), im.filename)
     # out of focus: blurrier than the others (of the image's group)
-    judged, focus_rule = among_peers(reports, focus_groups(dataset.images, args.group_by))
+    judged, focus_rule = among_peers(reports, groups)
     rows: list[dict[str, Any]] = []
     for im, quality in zip(dataset.images, judged, strict=True):
         if quality is None:

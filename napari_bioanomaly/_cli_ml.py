@@ -95,6 +95,14 @@ def _ctrl_c_stops(
             signal.signal(sig, previous[sig])
 
 
+def _stopped_status(asked: list[int]) -> int:
+    """The exit status of a run :func:`_ctrl_c_stops` ran: 0 where it ran to its end, 128
+    + the signal where one stopped it, what a shell reports for a command a signal ended
+    (what was kept stays: a batch system that ended the job by SIGTERM must not count it
+    as finished, nor ``train && predict`` go on as if the run had ended)."""
+    return 128 + asked[0] if asked else 0
+
+
 class _Pace:
     """How fast images are predicted, and the time left, as a progress line's end
     (``  (1.3 s/image, 4:05 left)``); empty until an image has been timed."""
@@ -184,7 +192,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if main_process:
         stopped = "stopped: " if cancel.is_set() else ""
         print(f"{stopped}{result.text()}; train a U-Net from them with --weights {result.path}")
-    return 0
+    return _stopped_status(asked)
 
 
 def _refuse_replacing_non_model(*paths: Path) -> None:
@@ -225,13 +233,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     dataset = _open_annotations(args)
     main_process = _main_process()
     cancel = threading.Event()
-    with _ctrl_c_stops(cancel, "training", main_process):
+    with _ctrl_c_stops(cancel, "training", main_process) as asked:
         result = _follow(train(dataset, config, args.out, resume=args.resume, cancel=cancel),
                          main_process)  # fmt: skip
     if main_process:
         if result.cancelled and result.best is None:
             print(nothing_kept_text(result, config.model))
-            return 0
+            return _stopped_status(asked)
         op, tta = result.operating_point, result.tta_point
         point = f"; operating point {op.describe()}" if op and op.source == "validation" else ""
         point += f"; with --tta: {tta.describe()}" if tta and tta.source == "validation" else ""
@@ -241,7 +249,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"{'stopped: ' if result.cancelled else ''}best model ({result.best_text()}{point}): "
             f"{result.best}; last state: {result.last}"
         )
-    return 0
+    return _stopped_status(asked)
 
 
 def cmd_choose_point(args: argparse.Namespace) -> int:
@@ -270,16 +278,16 @@ def cmd_crossval(args: argparse.Namespace) -> int:
     main_process = _main_process()
     cancel = threading.Event()
     gen = crossval(dataset, config, args.folds, args.out, args.group_by, args.iou, cancel)
-    with _ctrl_c_stops(cancel, "cross-validation", main_process):
+    with _ctrl_c_stops(cancel, "cross-validation", main_process) as asked:
         result = _crossval_progress(gen, main_process)
     if not main_process:
-        return 0
+        return _stopped_status(asked)
     if result.cancelled:
         print(f"stopped: {len(result.folds)} of {args.folds} folds finished, summarised below",
               file=sys.stderr)  # fmt: skip
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
-        return 0
+        return _stopped_status(asked)
     grouped = f", grouped by {args.group_by}" if args.group_by else ""
     print(f"{config.model}, {args.folds} folds{grouped}: mean +- standard deviation (min-max)")
     for name, s in result.summary.items():
@@ -291,7 +299,7 @@ def cmd_crossval(args: argparse.Namespace) -> int:
             f"{counted(s['folds'], 'fold')})"
         )
     print(f"models and crossval.json in {args.out}")
-    return 0
+    return _stopped_status(asked)
 
 
 def _crossval_progress(gen: Any, main_process: bool = True) -> Any:

@@ -52,11 +52,16 @@ def _check_finite(data: Any) -> None:
 
 
 def write_json(
-    path: str | os.PathLike[str], data: Any, indent: int | None = None, check_finite: bool = True
+    path: str | os.PathLike[str],
+    data: Any,
+    indent: int | None = None,
+    check_finite: bool = True,
+    backup: bool = True,
 ) -> Path:
-    """Atomically write ``data`` as UTF-8 JSON (see :func:`atomic_write` and :func:`dumps`)."""
+    """Atomically write ``data`` as UTF-8 JSON (see :func:`atomic_write`, whose ``backup``
+    this is, and :func:`dumps`)."""
     raw = dumps(data, indent, check_finite)
-    return atomic_write(path, raw)
+    return atomic_write(path, raw, backup=backup)
 
 
 #: bytes -> b"0" for an ASCII digit, b" " for anything else: a run of 20 digits is then

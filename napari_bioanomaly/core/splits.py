@@ -102,10 +102,20 @@ def folds(dataset: Dataset, k: int, group_by: str | None = None, seed: int = 0) 
         groups: dict[str, list[int]] = defaultdict(list)
         for i, im in enumerate(dataset.images):
             groups[str(im.file_attributes.get(group_by, ""))].append(i)
-        if len(groups) < k:
+        if not any(group_by in im.file_attributes for im in dataset.images):
+            present = sorted({a for im in dataset.images for a in im.file_attributes})
             raise BioAnomalyError(
-                f"{counted(len(groups), 'value')} of {group_by} ({', '.join(sorted(groups))}) "
-                f"cannot fill {k} folds: use --folds {len(groups)} or fewer"
+                f"no image has a {group_by!r} file attribute to group the folds by (the "
+                f"images' file attributes: {', '.join(present) or 'none'})"
+            )
+        if len(groups) < k:
+            named = ", ".join(g or "(none)" for g in sorted(groups))
+            fewer = f"use --folds {len(groups)} or fewer"
+            if len(groups) < 2:  # one fold is no cross-validation
+                fewer = "cross-validation needs 2 at least: group by another attribute, or none"
+            raise BioAnomalyError(
+                f"{counted(len(groups), 'value')} of {group_by} ({named}) cannot fill {k} "
+                f"folds: {fewer}"
             )
         out: list[list[int]] = [[] for _ in range(k)]
         for _, members in sorted(groups.items(), key=lambda g: (-len(g[1]), g[0])):

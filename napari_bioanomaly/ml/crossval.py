@@ -170,6 +170,8 @@ def crossval(
     """
     cancel = cancel or threading.Event()
     out_dir = Path(out_dir)
+    # the folds first: settings they refuse (too few groups) must not touch an earlier run
+    splits = folds(dataset, k, group_by, config.seed)
     stale = stale_folds(out_dir, k)
     if stale:
         raise BioAnomalyError(
@@ -186,6 +188,7 @@ def crossval(
         dist = Dist.setup(pick_device(config.device))
 
     so_far: list[dict[str, Any]] = []  # the folds the record lists
+    written: list[bool] = []  # whether this run wrote its record yet
 
     def record(per_fold: list[dict[str, Any]], stopped: bool = False, running: bool = True,
                failed: str = "") -> CrossvalResult:  # fmt: skip
@@ -198,12 +201,15 @@ def crossval(
             failed=failed,
         )  # fmt: skip
         if main:
-            write_json(out_dir / "crossval.json", outcome.to_dict())
+            # the earlier run's record kept as the .bak (each of this run's writes kept
+            # the one before, so an earlier run's scores were gone after two writes)
+            write_json(out_dir / "crossval.json", outcome.to_dict(), backup=not written)
+            written.append(True)
         return outcome
 
     try:
         record([])  # before fold 1 replaces the earlier run's fold1.pt
-        per_fold, stopped = yield from _folds(dataset, config, k, out_dir, group_by,
+        per_fold, stopped = yield from _folds(dataset, config, splits, out_dir, group_by,
                                               iou_threshold, cancel, main, record)  # fmt: skip
         dist.close(finished=True)
     except (Exception, KeyboardInterrupt, GeneratorExit) as exc:  # it ended: not "it runs"
@@ -221,7 +227,7 @@ def crossval(
 def _folds(
     dataset: Dataset,
     config: TrainConfig,
-    k: int,
+    splits: list[list[int]],
     out_dir: Path,
     group_by: str | None,
     iou_threshold: float,
@@ -233,7 +239,8 @@ def _folds(
     scored, then ``record``ed with those before; the scores of the folds finished, and
     whether a cancel stopped them."""
     per_fold: list[dict[str, Any]] = []
-    for f, test in enumerate(folds(dataset, k, group_by, config.seed)):
+    k = len(splits)
+    for f, test in enumerate(splits):
         held_out = set(test)
         train_part = dataset.subset([i for i in range(len(dataset.images)) if i not in held_out])
         test_part = dataset.subset(test)

@@ -101,6 +101,11 @@ def test_qc_command_flags_bad_images(tmp_path, capsys):
         "mask.tif": ["binary", "dim"],
         "broken.tif": ["unreadable"],
     }
+    assert "no image has the file attribute" not in err  # the default, where none has it
+    assert main(["qc", str(tmp_path), "--json", "--group-by", "plate"]) == 0
+    assert "warning: no image has the file attribute 'plate': focus is judged among all" in (
+        capsys.readouterr().err
+    )
 
 
 def test_evaluate_reports_image_level_scores(dataset_dir, tmp_path):

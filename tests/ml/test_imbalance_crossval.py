@@ -391,6 +391,9 @@ def test_a_crossval_killed_leaves_a_record_that_refuses_the_earlier_run_s_folds(
     # killed once the first fold is scored (the generator left as it is: nothing runs on)
     saved = json.loads((out / "crossval.json").read_text())
     assert saved["running"] and [f["model"] for f in saved["folds"]] == ["fold1.pt"]
+    # the earlier run's record kept as the .bak (each write kept the one before: after two,
+    # the earlier run's scores were gone)
+    assert json.loads((out / "crossval.json.bak").read_text()) == earlier
     cv.check_fold_models([out / "fold1.pt"])
     with pytest.raises(BioAnomalyError, match=r"fold3\.pt: not a fold model .* \(that run did "
                        r"not end: it runs, or was killed\)"):  # fmt: skip
@@ -400,6 +403,56 @@ def test_a_crossval_killed_leaves_a_record_that_refuses_the_earlier_run_s_folds(
     assert not saved["running"] and saved["failed"] == "interrupted"
     with pytest.raises(BioAnomalyError, match=r"fold3\.pt: .*\(that run failed: interrupted\)"):
         cv.check_fold_models([out / "fold1.pt", out / "fold3.pt"])
+
+
+def test_crossval_settings_refused_leave_an_earlier_run_as_it_was(nine, tmp_path, capsys):
+    """Folds the groups cannot fill were refused after the record was written: the earlier
+    run's scores were gone, and its fold models refused as those of a failed run."""
+    out = tmp_path / "cv"
+    out.mkdir()
+    earlier = '{"folds": [{"model": "fold1.pt"}], "cancelled": false}'
+    (out / "crossval.json").write_text(earlier)
+    ann = str(nine / "annotations.json")
+    argv = ["crossval", "--annotations", ann, "--out", str(out), "--model", "forest"]
+    assert main([*argv, "--folds", "4", "--group-by", "cell_line"]) == 2  # 3 cell lines
+    assert "3 values of cell_line (A549, HeLa, U2OS) cannot fill 4" in capsys.readouterr().err
+    assert main([*argv, "--folds", "2", "--group-by", "plate"]) == 2
+    assert "no image has a 'plate' file attribute to group the folds by" in capsys.readouterr().err
+    assert (out / "crossval.json").read_text() == earlier
+    assert not (out / "crossval.json.bak").exists()
+
+
+def test_a_crossval_a_signal_stopped_exits_as_a_shell_reports_it(nine, tmp_path, monkeypatch,
+                                                                 capsys):  # fmt: skip
+    """Stopped by SIGTERM (a batch system ending the job) it exited 0: counted as finished."""
+    import os
+    import signal
+
+    real = cv.train
+
+    def train_stopped(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # the batch system, as fold 1 starts
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cv, "train", train_stopped)
+    out = tmp_path / "cv"
+    argv = ["crossval", "--annotations", str(nine / "annotations.json"), "--out", str(out),
+            "--model", "forest", "--folds", "3"]  # fmt: skip
+    assert main(argv) == 143
+    err = capsys.readouterr().err
+    assert "SIGTERM: stopping cross-validation" in err and "stopped: " in err
+    assert json.loads((out / "crossval.json").read_text())["cancelled"]
+
+
+def test_folds_by_an_attribute_with_one_value_say_why_not():
+    images = [ImageRecord(f"{k}.tif", (8, 8), {"cell_line": "HeLa"}) for k in range(4)]
+    images.append(ImageRecord("x.tif", (8, 8)))  # without: a group of its own, "(none)"
+    with pytest.raises(BioAnomalyError, match=r"2 values of cell_line \(\(none\), HeLa\) "
+                       r"cannot fill 3 folds: use --folds 2"):  # fmt: skip
+        cv.folds(Dataset(images=images), 3, "cell_line")
+    with pytest.raises(BioAnomalyError, match=r"1 value of cell_line \(HeLa\) cannot fill 2 "
+                       r"folds: cross-validation needs 2 at least"):  # fmt: skip
+        cv.folds(Dataset(images=images[:4]), 2, "cell_line")
 
 
 def test_a_crossval_that_fails_says_so_in_its_record(nine, tmp_path, monkeypatch):

@@ -30,7 +30,7 @@ from .model import (
     Region,
     set_apart,
 )
-from .paths import export_paths
+from .paths import export_paths, set_aside_earlier_exports
 from .report import ImportReport, class_clash
 from .text import counted
 
@@ -108,7 +108,9 @@ def _writable(key: str, attributes: Mapping[str, Any]) -> bool:
 def write_geojson(
     dataset: Dataset, out_dir: str | os.PathLike[str]
 ) -> tuple[list[Path], list[str]]:
-    """One ``<image stem>.geojson`` per image with regions (QuPath: File > Import objects)."""
+    """One ``<image stem>.geojson`` per image with regions (QuPath: File > Import objects);
+    the file an earlier export wrote for an image that gets none now is renamed to ``.bak``
+    (:func:`~.paths.set_aside_earlier_exports`), so the folder reads back as written."""
     from .colors import dataset_colors
 
     out = Path(out_dir)
@@ -120,6 +122,8 @@ def write_geojson(
         for im in dataset.images
         if im.filename in paths
     ]
+    warnings += set_aside_earlier_exports(out, [im.filename for im in dataset.images], SUFFIX,
+                                          written, ("GeoJSON file", "GeoJSON files"))  # fmt: skip
     if not any(im.regions for im in dataset.images):
         warnings.append("no image has regions: no GeoJSON written")
     return written, warnings

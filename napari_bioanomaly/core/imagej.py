@@ -20,7 +20,7 @@ import numpy as np
 from . import geometry
 from .fileio import atomic_write
 from .model import FALLBACK_CLASS, Dataset, FormatError, ImageRecord, Region
-from .paths import export_paths
+from .paths import export_paths, set_aside_earlier_exports
 from .report import ImportReport
 from .text import counted
 
@@ -47,7 +47,9 @@ def write_roi_sets(
     """One ROI zip per image with regions; ROI names are ``<class>-<index>`` (1-based), or
     for a region without a class an automatic name of ImageJ's (:func:`roi_name`).
 
-    Fiji's ROI Manager opens them (File > Open, or drag the zip onto Fiji).
+    Fiji's ROI Manager opens them (File > Open, or drag the zip onto Fiji). The ROI set an
+    earlier export wrote for an image that gets none now is renamed to ``.bak``
+    (:func:`~.paths.set_aside_earlier_exports`), so the folder reads back as written.
     """
     from roifile import ROI_TYPE, ImagejRoi
 
@@ -69,6 +71,8 @@ def write_roi_sets(
                 zf.writestr(entry_name(stem, i), roi.tobytes())
         data = buf.getvalue()
         written.append(atomic_write(path, data))
+    warnings += set_aside_earlier_exports(out, [im.filename for im in dataset.images], SUFFIX,
+                                          written, ("Fiji ROI set", "Fiji ROI sets"))  # fmt: skip
     if not any(im.regions for im in dataset.images):
         warnings.append("no image has regions: no ROI set written")
     return written, warnings

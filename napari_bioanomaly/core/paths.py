@@ -178,6 +178,95 @@ def export_paths(out: Path, images: list[str], suffix: str) -> tuple[dict[str, P
     return out_paths, skipped
 
 
+def set_aside_earlier_exports(
+    out: Path, images: list[str], suffix: str, written: list[Path], what: tuple[str, str]
+) -> list[str]:
+    """Rename to ``.bak`` (as a replaced file is kept, :func:`~.fileio.backup_path`) the
+    files in ``out`` that an earlier export wrote for images of ``images`` and that this
+    export, which wrote ``written``, did not write again: an image without regions now
+    gets no file, and one whose stem is no longer shared gets ``x<suffix>`` where it had
+    ``x.tif<suffix>``. Left there, reading the folder back would bring back regions
+    deleted since. Only the names :func:`export_paths` gives an image
+    (``<stem><suffix>`` and ``<name><suffix>`` in its folder inside ``out``) are looked
+    at; every other file stays as it is, and nothing outside ``out`` is touched.
+
+    Parameters
+    ----------
+    out
+        The export's folder.
+    images
+        The file names of all the images of the dataset exported.
+    suffix
+        What the export appends to an image's stem (``.geojson``, ``_rois.zip``).
+    written
+        The files this export wrote.
+    what
+        The kind of file, singular and plural (``("GeoJSON file", "GeoJSON files")``).
+
+    Returns
+    -------
+    list[str]
+        What the export's warnings say of the files set aside, or not (none when there
+        were none).
+    """
+    import os
+
+    from .fileio import backup_path
+    from .text import counted
+
+    out = Path(out)
+    if not out.is_dir():
+        return []
+    root = out.resolve()
+    keep = {str(p).lower() for p in written}  # a case-insensitive disk: one file
+    seen: set[str] = set()
+    moved: list[str] = []
+    failed: list[tuple[str, str]] = []
+    for im in images:
+        p = relative_name(im)
+        if p.name in ("", ".", ".."):
+            continue
+        for rel in dict.fromkeys((p.with_name(p.stem + suffix), p.with_name(p.name + suffix))):
+            if unusable_name(str(rel)):
+                continue
+            target = out.joinpath(*rel.parts)
+            key = str(target).lower()
+            if key in keep or key in seen:
+                continue
+            seen.add(key)
+            if not target.is_file() or root not in target.resolve().parents:
+                continue  # none there, or a link that leads out of the folder
+            try:
+                os.replace(target, backup_path(target))
+            except OSError as exc:
+                failed.append((rel.as_posix(), exc.strerror or str(exc)))
+            else:
+                moved.append(rel.as_posix())
+    out_lines = []
+    if moved:
+        out_lines.append(
+            f"{counted(len(moved), what[0], what[1])} of an earlier export in {out} renamed to "
+            f".bak ({_some(moved)}): this export writes none for "
+            f"{'its image' if len(moved) == 1 else 'their images'} (no regions now, or a file "
+            "of another name), and left there they would bring back deleted regions when the "
+            "folder is read"
+        )
+    if failed:
+        names = _some([f"{name} ({why})" for name, why in failed])
+        out_lines.append(
+            f"{counted(len(failed), what[0], what[1])} of an earlier export in {out} could not "
+            f"be renamed to .bak: {names}; move {'it' if len(failed) == 1 else 'them'} out of "
+            "the folder, or reading it brings back regions deleted since"
+        )
+    return out_lines
+
+
+def _some(names: list[str], limit: int = 3) -> str:
+    """The first ``limit`` of ``names``, and how many more."""
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
 def unwritable_reason(folder: str | Path) -> str | None:
     """Why no file can be written into ``folder`` (``None`` if one can), found by creating
     a temporary file there and removing it: permissions, a read-only file system, ACLs and

@@ -143,7 +143,7 @@ def regions_from_probabilities(
     labels, _ = ndimage.label(fg > threshold)
     class_min_area = dict(class_min_area or {})
     floor = min([min_area, *class_min_area.values()])
-    out = []
+    rings, outlines, labels_scores = [], [], []
     for index, sl in enumerate(ndimage.find_objects(labels), start=1):
         if sl is None:
             continue
@@ -166,5 +166,42 @@ def regions_from_probabilities(
         if len(ring) < 3:
             continue
         score = float(fg[sl][comp].mean())
-        out.append(Region(ring, label, score=round(score, 4), source="model", shape="polygon"))
+        rings.append(ring)
+        outlines.append(contour[:-1])  # find_contours closes the ring: the last is the first
+        labels_scores.append((label, round(score, 4)))
+    return [
+        Region(ring, label, score=score, source="model", shape="polygon")
+        for ring, (label, score) in zip(
+            _covering(rings, outlines, fg.shape), labels_scores, strict=True
+        )
+        if ring is not None
+    ]
+
+
+def _covering(
+    rings: list[np.ndarray], outlines: list[np.ndarray], shape: tuple[int, ...]
+) -> list[np.ndarray | None]:
+    """Each ring, or where it covers no pixel by the rasterisation the scores use
+    (:func:`~.geometry.rasterise_spans`: pixel centres inside), its outline; None where
+    neither does.
+
+    Simplifying a speck's outline can leave a polygon that covers none of its pixel
+    centres (a one-pixel region's diamond becomes a triangle of 0.25 px with the centre
+    on its edge), which ``evaluate`` and the Review widget leave out as covering no
+    pixel. Its unsimplified outline (the component's contour, through the midpoints
+    between its pixels and the background) holds its pixel centres.
+    """
+    from .geometry import rasterise_spans
+
+    def covers(polygons: list[np.ndarray]) -> np.ndarray:
+        drawn = np.zeros(len(polygons), dtype=bool)
+        drawn[rasterise_spans(polygons, shape[:2])[0]] = True
+        return drawn
+
+    out: list[np.ndarray | None] = list(rings)
+    empty = np.flatnonzero(~covers(rings)).tolist()
+    if empty:
+        kept = covers([outlines[k] for k in empty])
+        for k, ok in zip(empty, kept.tolist(), strict=True):
+            out[k] = outlines[k] if ok else None
     return out

@@ -160,9 +160,11 @@ def regions_from_probabilities(
         # contour points are pixel centres of the padded crop: back to model coordinates
         contour = contour - 1 + (sl[0].start, sl[1].start) + 0.5
         poly = shapely.simplify(Polygon(contour), tolerance)
-        if not isinstance(poly, Polygon) or poly.is_empty or poly.area < least:
-            continue
-        ring = np.asarray(poly.exterior.coords)[:-1]
+        # the minimum area is a count of pixels, as the operating point's sweep counts
+        # them (a 4x4 blob's simplified outline is 12.5 px: it was dropped at 16 px, which
+        # the sweep had kept); a blob simplified to nothing keeps its outline
+        simple = isinstance(poly, Polygon) and not poly.is_empty and len(poly.exterior.coords) > 3
+        ring = np.asarray(poly.exterior.coords)[:-1] if simple else contour[:-1]
         if len(ring) < 3:
             continue
         score = float(fg[sl][comp].mean())

@@ -79,3 +79,15 @@ def test_a_minimum_area_still_drops_specks():
     heat = specks()
     regions = regions_from_probabilities(np.stack([1 - heat, heat]), ["a"], 0.5, 2)
     assert regions and (Spans.of(regions, heat.shape).areas() >= 2).all()  # no single pixel
+
+
+@pytest.mark.parametrize(("side", "min_area"), [(4, 16), (6, 32), (1, 1), (2, 4)])
+def test_the_minimum_area_counts_pixels_as_the_operating_point_sweep_does(side, min_area):
+    """The sweep that chooses the minimum area keeps a blob of at least that many pixels;
+    predict also dropped one whose simplified outline was smaller (a 4x4 blob's is 12.5 px:
+    dropped at 16 px, which the chosen operating point had counted)."""
+    heat = np.zeros((12, 12), np.float32)
+    heat[3 : 3 + side, 3 : 3 + side] = 0.9
+    regions = regions_from_probabilities(np.stack([1 - heat, heat]), ["a"], 0.5, min_area)
+    assert len(regions) == 1 and Spans.of(regions, heat.shape).areas()[0] >= 1
+    assert regions_from_probabilities(np.stack([1 - heat, heat]), ["a"], 0.5, side**2 + 1) == []

@@ -236,7 +236,17 @@ def cmd_convert(args: argparse.Namespace) -> int:
         for region in dataset.regions:
             if region.source != "model":
                 region.source, marked = "model", marked + 1
+    replaced = None
+    if args.to not in annotation_files.FOLDER_FORMATS and Path(args.output).is_file():
+        from .core import history
+
+        # the file replaced among its earlier versions (a person's annotations given as
+        # the output by mistake were gone once the next write replaced the .bak)
+        replaced = history.keep_version(args.output, force=True)
     written, warnings = annotation_files.save(dataset, args.output, args.to)
+    if replaced is not None:
+        print(f"note: {args.output} replaced; what it held is kept as an earlier version "
+              f"(napari-bioanomaly versions {args.output})", file=sys.stderr)  # fmt: skip
     if marked:
         print(f"note: {counted(marked, 'region')} marked as a model's predictions (source "
               "'model')", file=sys.stderr)  # fmt: skip

@@ -509,6 +509,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_other_kind(path: Path, option: str, kinds: tuple[str, ...]) -> None:
+    """Refuse an output over an existing file of another kind than ``kinds`` (an image of
+    the dataset, an annotation file): replaced, its one copy would be the ``.bak``."""
+    if path.is_dir():
+        raise BioAnomalyError(f"{option} {path}: is a folder; name a file ({kinds[0]})")
+    if path.exists() and path.suffix.lower() not in kinds:
+        raise BioAnomalyError(
+            f"{option} {path}: exists and is no {' or '.join(kinds)} file; writing there would "
+            f"replace it: choose another {option}"
+        )
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import csv
     import io
@@ -523,6 +535,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     from .core.fileio import atomic_write
 
+    # the tables and the plot go beside the inputs: none replaces one, nor another file
+    inputs = {"ground-truth file": args.gt, "predictions file": args.pred}
+    for option, out, kinds in (("--csv", args.csv, (".csv", ".tsv", ".txt")),
+                               ("--plot", args.plot, (".png",))):  # fmt: skip
+        if out:
+            _refuse_input_as_output(out, inputs, option)
+            _refuse_other_kind(Path(out), option, kinds)
+    if args.csv and args.plot and Path(args.csv).absolute() == Path(args.plot).absolute():
+        raise BioAnomalyError(f"--csv and --plot {args.csv}: one file for both; name two")
     gt, _ = annotation_files.load(args.gt, args.images, read_images=True)
     pred, _ = annotation_files.load(args.pred, args.images or gt.root, read_images=False)
     pairs = paired(gt, pred)
@@ -560,6 +581,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             writer.writerow([row["image"], *row["group"].values(), *[row[k] for k in keys[1:]]])
         data = buf.getvalue().encode("utf-8")
         atomic_write(args.csv, data)
+        print(f"per-image table: {args.csv}", file=sys.stderr)
     # excluded images are in none of the outputs: not the tables, the plot nor a summary
     leaving = (
         f"excluding {args.group_by or 'group'} {', '.join(excluded)}: "

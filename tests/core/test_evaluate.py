@@ -171,6 +171,50 @@ def test_evaluate_cli_json_and_csv(tmp_path, capsys, dataset_dir):
     assert code == 0 and "study: accuracy" in capsys.readouterr().out
 
 
+def test_evaluate_writes_its_table_and_plot_over_no_input_nor_other_file(
+    tmp_path, capsys, dataset_dir
+):
+    """--csv the ground truth replaced it with a table, --plot the predictions with a PNG,
+    --csv an image of the dataset with a table (its one copy the .bak)."""
+    gt = dataset_dir / "annotations.json"
+    pred = tmp_path / "pred.json"
+    pred.write_bytes(gt.read_bytes())
+    image = next(dataset_dir.glob("*.tif"))
+    before = {p: p.read_bytes() for p in (gt, pred, image)}
+    argv = _evaluate(gt, pred)
+    for option, out, said in [
+        ("--csv", gt, "is the ground-truth file this command reads"),
+        ("--plot", pred, "is the predictions file this command reads"),
+        ("--csv", image, "exists and is no .csv or .tsv or .txt file"),
+        ("--plot", gt, "is the ground-truth file"),
+        ("--csv", tmp_path, "is a folder"),
+    ]:
+        assert main([*argv, option, str(out)]) == 2
+        assert said in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in (gt, pred, image)} == before
+    assert not list(dataset_dir.glob("*.bak")) and not list(tmp_path.glob("*.bak"))
+    assert main([*argv, "--csv", str(tmp_path / "t.csv")]) == 0
+    assert f"per-image table: {tmp_path / 't.csv'}" in capsys.readouterr().err
+
+
+def test_convert_over_an_existing_annotation_file_keeps_it_as_an_earlier_version(
+    tmp_path, capsys, dataset_dir
+):
+    """A person's annotations given as convert's output by mistake: its one copy was the
+    .bak, gone at the next write."""
+    from napari_bioanomaly.core import history
+
+    drawn = tmp_path / "drawn.json"
+    drawn.write_text((dataset_dir / "annotations.json").read_text().replace("dust", "fiber"))
+    mine = drawn.read_bytes()
+    assert main(["convert", str(dataset_dir), "--to", "via", str(drawn)]) == 0
+    assert "drawn.json replaced; what it held is kept as an earlier version" in (
+        capsys.readouterr().err
+    )
+    assert main(["convert", str(dataset_dir), "--to", "coco", str(drawn)]) == 0
+    assert mine in [v.read_bytes() for v in history.versions(drawn)]
+
+
 def test_evaluate_csv_that_cannot_be_written_is_one_line_naming_it(tmp_path, capsys, dataset_dir):
     """A WriteError (an OSError naming the file) was printed as "PATH: Not a directory",
     without the words atomic_write gives it; now as it is worded."""

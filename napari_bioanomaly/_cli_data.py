@@ -222,6 +222,24 @@ def _annotation_files_read(source: Path) -> list[Path]:
     return [found] if edits is None else [found, edits]
 
 
+def _elsewhere_note(dataset: Dataset, output: Path, fmt: str) -> str | None:
+    """What to say of an output written away from the dataset's images: its image names
+    stay relative to their folder (``images/x.png``), so read from where it is the images
+    are not found; None where it lies beside them (or says no image's name)."""
+    root = dataset.root
+    if root is None or not dataset.images or fmt == "masks":
+        return None
+    folder = output if fmt in annotation_files.FOLDER_FORMATS else output.parent
+    try:
+        if folder.resolve() == Path(root).resolve():
+            return None
+    except OSError:
+        return None
+    return (f"the images are in {root}, not in {folder}: {output} names them as they are "
+            f"named from their folder ({dataset.images[0].filename}); read it with --images "
+            f"{root}, or write it into {root}")  # fmt: skip
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     read = _annotation_files_read(Path(args.input))
     _refuse_input_as_output(args.output, {"annotation file": read}, option="output")
@@ -253,6 +271,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     _warn_import(report, args)
     for line in warnings:
         print(f"warning: {line}", file=sys.stderr)
+    if note := _elsewhere_note(dataset, Path(args.output), args.to):
+        print(f"warning: {note}", file=sys.stderr)
     n_regions = len(dataset.regions)
     print(
         f"{args.to}: {counted(len(dataset.images), 'image')}, {counted(n_regions, 'region')} -> "

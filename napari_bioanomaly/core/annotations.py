@@ -656,7 +656,16 @@ def load_per_image(
         dataset.images.extend(part.images)
         report.merge(part_report)
     report.format = "+".join(sorted(formats)) + " folder"
-    attach_images(dataset, report)
+    missing = [m for m in attach_images(dataset, report) if not (images / m).exists()]
+    if missing:
+        # a ROI set's or GeoJSON file's image is named from its own name: where no image
+        # of that stem is there, the name (x.tif) is a guess; say so, and where to look
+        report.add("note", f"{counted(len(missing), 'image')} of the ROI sets or GeoJSON "
+                   f"files not found in {images} ({', '.join(missing[:3])}"
+                   f"{' ...' if len(missing) > 3 else ''}): each file names its image by its "
+                   "own name (x_rois.zip, x.geojson: x.tif where no x.* image is there): put "
+                   "the files beside their images, or give the images' folder (--images "
+                   "FOLDER)")  # fmt: skip
     return dataset, report
 
 

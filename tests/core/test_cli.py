@@ -293,3 +293,24 @@ def test_every_option_with_a_default_says_it_in_its_help():
     # e.g. sample's bit depth: 16 (a TIFF) unless asked
     sample = commands["sample"].format_help()
     assert "16: 16-bit TIFF, 8: 8-bit PNG (16)" in " ".join(sample.split())
+
+
+def test_convert_away_from_the_images_says_how_to_read_it_back(dataset_dir, tmp_path, capsys):
+    """Written into another folder, the output names its images as their folder does:
+    read back from there, no image was found, and nothing had said why."""
+    out = tmp_path / "elsewhere" / "x.json"
+    assert main(["convert", str(dataset_dir), "--to", "coco", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"the images are in {dataset_dir}, not in {out.parent}" in err
+    assert f"read it with --images {dataset_dir}" in err
+    assert main(["convert", str(dataset_dir), "--to", "coco", str(dataset_dir / "c.json")]) == 0
+    assert "the images are in" not in capsys.readouterr().err
+    folder = tmp_path / "gj"
+    assert main(["convert", str(dataset_dir), "--to", "geojson", str(folder)]) == 0
+    assert f"not in {folder}" in capsys.readouterr().err
+    assert main(["inspect", str(folder), "--no-images"]) == 0
+    out_text = capsys.readouterr().out
+    assert "of the ROI sets or GeoJSON files not found in" in out_text
+    assert "give the images' folder (--images FOLDER)" in out_text
+    assert main(["inspect", str(folder), "--images", str(dataset_dir)]) == 0
+    assert "not found in" not in capsys.readouterr().out

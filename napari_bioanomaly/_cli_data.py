@@ -321,6 +321,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
                 f"{path}: the manifest of a prediction run still unfinished (it goes when "
                 f"the run ends): run that shard's predict again to finish it, then merge"
             )
+        if any(_same_file(Path(path), Path(other)) for other in set(seen.values())):
+            raise BioAnomalyError(f"{path}: given twice; merge each shard's file once")
         part, _ = annotation_files.load(path, read_images=False)
         for im in part.images:
             if im.filename in seen:
@@ -367,8 +369,14 @@ def cmd_qc(args: argparse.Namespace) -> int:
         found = _annotation_files_read(found)[-1]  # what _open reads: the edits of an import
     read = file_digest(found) if found is not None and found.is_file() else None
     dataset, report = _open(args, read_images=False)
-    if args.save and found is not None:  # where the flags go, refused before any image is read
-        annotation_files.edit_target(found, report.format)
+    if args.save:  # where the flags go, refused before any image is read
+        from .core.paths import unwritable_reason
+
+        target = source / "annotations.json" if found is None else found
+        if found is not None:
+            target = annotation_files.edit_target(found, report.format)
+        if (why := unwritable_reason(target.absolute().parent)) is not None:
+            raise BioAnomalyError(f"--save: cannot write the flags into {target} ({why})")
     root = dataset.root or Path(".")
     groups = focus_groups(dataset.images, args.group_by)
     if groups is None and args.group_by != FOCUS_GROUP:  # asked for, and nowhere

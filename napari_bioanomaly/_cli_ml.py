@@ -373,6 +373,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     source = Path(args.images)
     _refuse_input_as_output(args.out, {"annotation file": source, "model": args.model})
     _refuse_replacing_annotations(args.out)
+    # before any image is predicted (it failed after the first, as it wrote the manifest)
+    _refuse_unwritable(Path(args.out).absolute().parent, "the predictions")
     if source.is_dir():
         outside: list[str] = []
         names = annotation_files.list_images(source, outside)
@@ -400,6 +402,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         check_heatmap_folder(
             args.heatmaps, dataset.root or ".", [im.filename for im in dataset.images]
         )
+        _refuse_unwritable(Path(args.heatmaps).absolute(), "the anomaly maps", "--heatmaps")
     args.model = _without_last_states(args.model)
     check_fold_models(args.model)
     predictor = Ensemble.load(args.model, args.device)

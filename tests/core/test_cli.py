@@ -314,3 +314,10 @@ def test_convert_away_from_the_images_says_how_to_read_it_back(dataset_dir, tmp_
     assert "give the images' folder (--images FOLDER)" in out_text
     assert main(["inspect", str(folder), "--images", str(dataset_dir)]) == 0
     assert "not found in" not in capsys.readouterr().out
+
+
+def test_merge_names_a_file_given_twice(dataset_dir, tmp_path, capsys):
+    """It said the file's first image was "in both p.json and p.json"."""
+    pred = dataset_dir / "annotations.json"
+    assert main(["merge", str(pred), str(pred), "--out", str(tmp_path / "m.json")]) == 2
+    assert f"{pred}: given twice; merge each shard's file once" in capsys.readouterr().err

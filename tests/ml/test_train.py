@@ -684,6 +684,19 @@ def test_train_refuses_an_out_folder_it_cannot_write_before_training(train_dir, 
     assert main(["crossval", "--annotations", ann, "--out", str(tmp_path / "cv"),
                  "--model", "forest"]) == 2  # fmt: skip
     assert f"cannot write the fold models into {tmp_path / 'cv'}" in capsys.readouterr().err
+    # predict (and its maps) and qc --save: refused before any image is read (predict failed
+    # after its first image, qc --save after reading every image)
+    pred = tmp_path / "ro" / "pred.json"
+    argv = ["predict", "--model", str(tmp_path / "none.pt"), "--images", str(train_dir),
+            "--out", str(pred)]  # fmt: skip
+    assert main(argv) == 2
+    assert f"cannot write the predictions into {pred.parent} (Permission denied)" in (
+        capsys.readouterr().err
+    )
+    assert main(["qc", str(train_dir), "--save"]) == 2
+    err = capsys.readouterr().err
+    assert "--save: cannot write the flags into" in err and "Permission denied" in err
+    assert "1/" not in err  # no image read
 
 
 def test_validation_images_weight_the_votes_of_a_collapsed_class(tmp_path):

@@ -15,6 +15,7 @@ from .geometry import polygon_to_mask
 from .images import unknown_size_text
 from .model import BioAnomalyError, Dataset, ImageRecord
 from .paths import export_paths
+from .text import counted
 
 #: A label mask is named after its image: ``<stem>_labels.tif``.
 MASK_SUFFIX = "_labels.tif"
@@ -106,6 +107,13 @@ def write_label_masks(
                     int(areas[i]),
                 ]
             )
+    if dataset.images and not written:  # "0 mask files and labels.csv", and exit code 0
+        why = f" ({warnings[0]}{' ...' if len(warnings) > 1 else ''})" if warnings else ""
+        raise BioAnomalyError(
+            f"{out}: no mask written: the size of none of the "
+            f"{counted(len(dataset.images), 'image')} is known{why}; give the images' folder "
+            "(--images FOLDER)"
+        )
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["image", "mask", "label", "class", "class_id", "score", "source", "area_px"])

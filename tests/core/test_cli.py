@@ -321,3 +321,18 @@ def test_merge_names_a_file_given_twice(dataset_dir, tmp_path, capsys):
     pred = dataset_dir / "annotations.json"
     assert main(["merge", str(pred), str(pred), "--out", str(tmp_path / "m.json")]) == 2
     assert f"{pred}: given twice; merge each shard's file once" in capsys.readouterr().err
+
+
+def test_masks_of_images_none_of_whose_size_is_known_are_refused(dataset_dir, tmp_path, capsys):
+    """It wrote "0 mask files and labels.csv" and exited 0."""
+    elsewhere = tmp_path / "ann"
+    elsewhere.mkdir()
+    (elsewhere / "annotations.json").write_bytes((dataset_dir / "annotations.json").read_bytes())
+    out = tmp_path / "masks"
+    assert main(["convert", str(elsewhere / "annotations.json"), "--to", "masks", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "no mask written: the size of none of the" in err and "--images FOLDER" in err
+    assert not out.exists()
+    argv = ["convert", str(elsewhere / "annotations.json"), "--to", "masks", str(out)]
+    assert main([*argv, "--images", str(dataset_dir)]) == 0
+    assert (out / "labels.csv").is_file()

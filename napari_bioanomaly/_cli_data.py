@@ -24,7 +24,11 @@ def _file_progress(every: int = 10) -> Any:
     def progress(done: int, total: int, name: str) -> None:
         end = "\r" if interactive and done < total else "\n"
         if interactive or done == total or done % every == 0:
-            line = f"{done}/{total} {name}"
+            # a name's line break or carriage return would break the line (or the \r's
+            # overwriting): shown escaped, as Python writes it
+            shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode()
+                            for c in name)  # fmt: skip
+            line = f"{done}/{total} {shown}"
             print(line.ljust(60) if interactive else line, end=end, file=sys.stderr, flush=True)
 
     return progress

@@ -336,3 +336,12 @@ def test_masks_of_images_none_of_whose_size_is_known_are_refused(dataset_dir, tm
     argv = ["convert", str(elsewhere / "annotations.json"), "--to", "masks", str(out)]
     assert main([*argv, "--images", str(dataset_dir)]) == 0
     assert (out / "labels.csv").is_file()
+
+
+def test_progress_shows_a_name_with_a_line_break_on_one_line(capsys):
+    from napari_bioanomaly._cli_data import _file_progress
+
+    progress = _file_progress(every=1)
+    progress(1, 2, "a\nb.tif")
+    progress(2, 2, "c\rd é.tif")
+    assert capsys.readouterr().err.splitlines() == ["1/2 a\\nb.tif", "2/2 c\\rd é.tif"]

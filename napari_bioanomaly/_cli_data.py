@@ -258,8 +258,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
         for region in dataset.regions:
             if region.source != "model":
                 region.source, marked = "model", marked + 1
+    replacing = args.to not in annotation_files.FOLDER_FORMATS and Path(args.output).is_file()
     replaced = None
-    if args.to not in annotation_files.FOLDER_FORMATS and Path(args.output).is_file():
+    if replacing:
         from .core import history
 
         # the file replaced among its earlier versions (a person's annotations given as
@@ -269,6 +270,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if replaced is not None:
         print(f"note: {args.output} replaced; what it held is kept as an earlier version "
               f"(napari-bioanomaly versions {args.output})", file=sys.stderr)  # fmt: skip
+    elif replacing:  # no history could be written there: the .bak alone holds it
+        print(f"warning: {args.output} replaced; what it held is kept only as "
+              f"{args.output}.bak, which the next write there replaces",
+              file=sys.stderr)  # fmt: skip
     if marked:
         print(f"note: {counted(marked, 'region')} marked as a model's predictions (source "
               "'model')", file=sys.stderr)  # fmt: skip

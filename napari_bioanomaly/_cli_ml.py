@@ -20,6 +20,7 @@ from ._cli_data import (
     _import_options,
     _refuse_input_as_output,
     _refuse_replacing_annotations,
+    _same_file,
     _warn_import,
 )
 from .core import annotations as annotation_files
@@ -95,12 +96,13 @@ def _ctrl_c_stops(
             signal.signal(sig, previous[sig])
 
 
-def _stopped_status(asked: list[int]) -> int:
+def _stopped_status(asked: list[int], stopped: bool = True) -> int:
     """The exit status of a run :func:`_ctrl_c_stops` ran: 0 where it ran to its end, 128
     + the signal where one stopped it, what a shell reports for a command a signal ended
     (what was kept stays: a batch system that ended the job by SIGTERM must not count it
-    as finished, nor ``train && predict`` go on as if the run had ended)."""
-    return 128 + asked[0] if asked else 0
+    as finished, nor ``train && predict`` go on as if the run had ended). ``stopped``
+    False: the signal came once the run had ended, which it did not stop (0)."""
+    return 128 + asked[0] if asked and stopped else 0
 
 
 class _Pace:
@@ -192,7 +194,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if main_process:
         stopped = "stopped: " if cancel.is_set() else ""
         print(f"{stopped}{result.text()}; train a U-Net from them with --weights {result.path}")
-    return _stopped_status(asked)
+    return _stopped_status(asked, cancel.is_set())
 
 
 def _refuse_replacing_non_model(*paths: Path) -> None:
@@ -239,7 +241,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if main_process:
         if result.cancelled and result.best is None:
             print(nothing_kept_text(result, config.model))
-            return _stopped_status(asked)
+            return _stopped_status(asked, result.cancelled)
         op, tta = result.operating_point, result.tta_point
         point = f"; operating point {op.describe()}" if op and op.source == "validation" else ""
         point += f"; with --tta: {tta.describe()}" if tta and tta.source == "validation" else ""
@@ -249,7 +251,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"{'stopped: ' if result.cancelled else ''}best model ({result.best_text()}{point}): "
             f"{result.best}; last state: {result.last}"
         )
-    return _stopped_status(asked)
+    return _stopped_status(asked, result.cancelled)
 
 
 def cmd_choose_point(args: argparse.Namespace) -> int:
@@ -281,13 +283,13 @@ def cmd_crossval(args: argparse.Namespace) -> int:
     with _ctrl_c_stops(cancel, "cross-validation", main_process) as asked:
         result = _crossval_progress(gen, main_process)
     if not main_process:
-        return _stopped_status(asked)
+        return _stopped_status(asked, result.cancelled)
     if result.cancelled:
         print(f"stopped: {len(result.folds)} of {args.folds} folds finished, summarised below",
               file=sys.stderr)  # fmt: skip
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
-        return _stopped_status(asked)
+        return _stopped_status(asked, result.cancelled)
     grouped = f", grouped by {args.group_by}" if args.group_by else ""
     print(f"{config.model}, {args.folds} folds{grouped}: mean +- standard deviation (min-max)")
     for name, s in result.summary.items():
@@ -299,7 +301,7 @@ def cmd_crossval(args: argparse.Namespace) -> int:
             f"{counted(s['folds'], 'fold')})"
         )
     print(f"models and crossval.json in {args.out}")
-    return _stopped_status(asked)
+    return _stopped_status(asked, result.cancelled)
 
 
 def _crossval_progress(gen: Any, main_process: bool = True) -> Any:
@@ -512,6 +514,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _image_path(dataset: Dataset, image: ImageRecord) -> Path | None:
+    """Where ``image`` of ``dataset`` is read from (None: a name that leads nowhere)."""
+    from .core.paths import resolve_image
+
+    try:
+        return resolve_image(dataset.root or Path("."), image.filename)
+    except BioAnomalyError:
+        return None
+
+
 def _refuse_other_kind(path: Path, option: str, kinds: tuple[str, ...]) -> None:
     """Refuse an output over an existing file of another kind than ``kinds`` (an image of
     the dataset, an annotation file): replaced, its one copy would be the ``.bak``."""
@@ -545,9 +557,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if out:
             _refuse_input_as_output(out, inputs, option)
             _refuse_other_kind(Path(out), option, kinds)
-    if args.csv and args.plot and Path(args.csv).absolute() == Path(args.plot).absolute():
-        raise BioAnomalyError(f"--csv and --plot {args.csv}: one file for both; name two")
+    if args.csv and args.plot and _same_file(Path(args.csv), Path(args.plot)):
+        raise BioAnomalyError(f"--csv {args.csv} and --plot {args.plot}: one file for both; "
+                              "name two")  # fmt: skip
     gt, _ = annotation_files.load(args.gt, args.images, read_images=True)
+    for option, out in (("--csv", args.csv), ("--plot", args.plot)):
+        if out:  # a PNG of the dataset is a .png too
+            _refuse_input_as_output(out, {"image": [_image_path(gt, im) for im in gt.images]},
+                                    option)  # fmt: skip
     pred, _ = annotation_files.load(args.pred, args.images or gt.root, read_images=False)
     pairs = paired(gt, pred)
     # what the Review widget says of the same two files (pairing_notes)

@@ -211,14 +211,15 @@ def set_aside_earlier_exports(
     """
     import os
 
-    from .fileio import backup_path
     from .text import counted
 
     out = Path(out)
     if not out.is_dir():
         return []
     root = out.resolve()
-    keep = {str(p).lower() for p in written}  # a case-insensitive disk: one file
+    # by where they lead (a link inside the folder back into it names a file written) and
+    # without case (a case-insensitive disk: one file)
+    keep = {str(p.resolve()).lower() for p in written}
     seen: set[str] = set()
     moved: list[str] = []
     failed: list[tuple[str, str]] = []
@@ -236,8 +237,10 @@ def set_aside_earlier_exports(
             seen.add(key)
             if not target.is_file() or root not in target.resolve().parents:
                 continue  # none there, or a link that leads out of the folder
+            if str(target.resolve()).lower() in keep:
+                continue  # one this export wrote, by another name
             try:
-                os.replace(target, backup_path(target))
+                os.replace(target, _free_backup(target))
             except OSError as exc:
                 failed.append((rel.as_posix(), exc.strerror or str(exc)))
             else:
@@ -245,20 +248,34 @@ def set_aside_earlier_exports(
     out_lines = []
     if moved:
         out_lines.append(
-            f"{counted(len(moved), what[0], what[1])} of an earlier export in {out} renamed to "
-            f".bak ({_some(moved)}): this export writes none for "
-            f"{'its image' if len(moved) == 1 else 'their images'} (no regions now, or a file "
-            "of another name), and left there they would bring back deleted regions when the "
-            "folder is read"
+            f"{counted(len(moved), what[0], what[1])} in {out} named for images this export "
+            f"writes none for (no regions now, or a file of another name) renamed to .bak "
+            f"({_some(moved)}): left there, reading the folder would bring back the regions "
+            "they hold"
         )
     if failed:
         names = _some([f"{name} ({why})" for name, why in failed])
         out_lines.append(
-            f"{counted(len(failed), what[0], what[1])} of an earlier export in {out} could not "
-            f"be renamed to .bak: {names}; move {'it' if len(failed) == 1 else 'them'} out of "
-            "the folder, or reading it brings back regions deleted since"
+            f"{counted(len(failed), what[0], what[1])} in {out} named for images this export "
+            f"writes none for could not be renamed to .bak: {names}; move "
+            f"{'it' if len(failed) == 1 else 'them'} out of the folder, or reading it brings "
+            "back the regions they hold"
         )
     return out_lines
+
+
+def _free_backup(path: Path) -> Path:
+    """Where ``path`` is set aside: its ``.bak`` (:func:`~.fileio.backup_path`), or where
+    that holds a file already (an earlier backup, or the user's), ``.bak.1``, ``.bak.2``, ...
+    (nothing replaced)."""
+    from .fileio import backup_path
+
+    bak = backup_path(path)
+    n = 0
+    while bak.exists() or bak.is_symlink():
+        n += 1
+        bak = bak.with_name(f"{backup_path(path).name}.{n}")
+    return bak
 
 
 def _some(names: list[str], limit: int = 3) -> str:

@@ -191,6 +191,22 @@ def test_evaluate_writes_its_table_and_plot_over_no_input_nor_other_file(
     ]:
         assert main([*argv, option, str(out)]) == 2
         assert said in capsys.readouterr().err
+    # a PNG of the dataset, and one file for both (named two ways)
+    png = dataset_dir / "shot.png"
+    png.write_bytes(b"\x89PNG a dataset image")
+    project = json.loads(gt.read_text())
+    entry = next(iter(project["_via_img_metadata"].values()))
+    entry["filename"] = "shot.png"
+    gt_png = tmp_path / "gt_png.json"
+    project["_via_img_metadata"] = {"shot.png-1": entry}
+    gt_png.write_text(json.dumps(project))
+    argv_png = _evaluate(gt_png, pred)
+    assert main([*argv_png, "--images", str(dataset_dir), "--plot", str(png)]) == 2
+    assert "is the image this command reads" in capsys.readouterr().err
+    assert png.read_bytes() == b"\x89PNG a dataset image"
+    twice = ["--csv", str(tmp_path / "o.csv"), "--plot", str(tmp_path / "x" / ".." / "o.csv")]
+    assert main([*argv, *twice]) == 2
+    assert "one file for both" in capsys.readouterr().err
     assert {p: p.read_bytes() for p in (gt, pred, image)} == before
     assert not list(dataset_dir.glob("*.bak")) and not list(tmp_path.glob("*.bak"))
     assert main([*argv, "--csv", str(tmp_path / "t.csv")]) == 0

@@ -65,8 +65,8 @@ def test_an_image_whose_regions_were_all_deleted_does_not_get_them_back(tmp_path
     with_regions = sum(1 for im in ds.images if im.regions)
     assert f"  {with_regions} files" in said.out
     what = "Fiji ROI sets" if to == "imagej" else "GeoJSON files"
-    assert f"2 {what} of an earlier export in {out} renamed to .bak ({stale[0]}, {stale[1]})" \
-        in said.err  # fmt: skip
+    assert f"2 {what} in {out} named for images this export writes none for" in said.err
+    assert f"renamed to .bak ({stale[0]}, {stale[1]})" in said.err
     for name in stale:
         assert not (out / name).exists()
         assert (out / f"{name}.bak").read_bytes() == before[name]  # kept, not lost
@@ -143,8 +143,9 @@ def test_an_earlier_file_that_cannot_be_renamed_is_said(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", refused)
     _, warnings = write_geojson(ds, out)
-    assert (f"1 GeoJSON file of an earlier export in {out} could not be renamed to .bak: "
-            "a.geojson (Permission denied); move it out of the folder") in "\n".join(warnings)  # fmt: skip
+    assert (f"1 GeoJSON file in {out} named for images this export writes none for could not "
+            "be renamed to .bak: a.geojson (Permission denied); move it out of the folder") in (
+        "\n".join(warnings))  # fmt: skip
     assert (out / "a.geojson").is_file()
 
 
@@ -160,4 +161,40 @@ def test_an_earlier_file_that_is_a_link_out_of_the_folder_is_left_alone(tmp_path
     assert (out / "a.geojson").is_symlink() and not (out / "a.geojson.bak").exists()
     assert (elsewhere / "a.geojson").read_text() == "theirs"
     assert _files(elsewhere) == {"a.geojson"}
-    assert not any("earlier export" in w for w in warnings)
+    assert not any("renamed to .bak" in w for w in warnings)
+
+
+def test_a_file_set_aside_replaces_no_earlier_backup(tmp_path):
+    """Renamed over an existing ``x.geojson.bak`` (an earlier backup, or the user's own),
+    that file was gone."""
+    out = tmp_path / "out"
+    ds = _dataset(["a.tif", "b.tif"])
+    write_geojson(ds, out)
+    (out / "a.geojson.bak").write_text("an older backup")
+    (out / "a.geojson.bak.1").write_text("an older one still")
+    ds.images[0].regions = []
+    _, warnings = write_geojson(ds, out)
+    assert not (out / "a.geojson").exists()
+    assert (out / "a.geojson.bak").read_text() == "an older backup"
+    assert (out / "a.geojson.bak.1").read_text() == "an older one still"
+    assert is_geojson_text((out / "a.geojson.bak.2").read_text())
+    assert any("renamed to .bak" in w for w in warnings)
+
+
+def test_a_file_this_export_wrote_is_not_set_aside_by_another_name(tmp_path):
+    """A link inside the folder back into it (``sub -> .``): ``sub/x.geojson`` is the
+    ``x.geojson`` just written, and was renamed, leaving the export empty."""
+    out = tmp_path / "out"
+    out.mkdir()
+    os.symlink(".", out / "sub")
+    ds = _dataset(["x.tif", "sub/x.tif"])
+    ds.images[1].regions = []
+    written, _ = write_geojson(ds, out)
+    assert [p.name for p in written] == ["x.geojson"] and written[0].is_file()
+    assert not (out / "x.geojson.bak").exists()
+
+
+def is_geojson_text(text: str) -> bool:
+    import json
+
+    return json.loads(text).get("type") == "FeatureCollection"

@@ -444,6 +444,14 @@ def test_a_crossval_a_signal_stopped_exits_as_a_shell_reports_it(nine, tmp_path,
     assert json.loads((out / "crossval.json").read_text())["cancelled"]
 
 
+def test_a_signal_after_the_run_ended_leaves_its_exit_status_0():
+    from napari_bioanomaly._cli_ml import _stopped_status
+
+    assert _stopped_status([]) == 0
+    assert _stopped_status([15]) == 143 and _stopped_status([2], stopped=True) == 130
+    assert _stopped_status([2], stopped=False) == 0  # it came once the run had ended
+
+
 def test_folds_by_an_attribute_with_one_value_say_why_not():
     images = [ImageRecord(f"{k}.tif", (8, 8), {"cell_line": "HeLa"}) for k in range(4)]
     images.append(ImageRecord("x.tif", (8, 8)))  # without: a group of its own, "(none)"

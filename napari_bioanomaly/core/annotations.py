@@ -101,6 +101,11 @@ def load(
     """
     path = Path(path)
     root = Path(images_dir) if images_dir is not None else path.parent
+    if is_image_file(path.name) and path.is_file():  # read as JSON: "not UTF-8 text (byte 78)"
+        raise FormatError(
+            f"{path}: an image, not an annotation file: open its folder ({path.parent}) to "
+            "annotate its images"
+        )
     if raw is None and (edits := saved_edits(path)) is not None:
         dataset, report = load(edits, root, options, read_images)
         report.add("note", edits_note(path, edits))
@@ -709,6 +714,8 @@ def open_folder(
                 if planes > 1:
                     report.add("image", stack_note(planes), name)
             dataset.images.append(record)
+    if per_image:  # the images with a file first, the others after: in name order, as a
+        dataset.images.sort(key=lambda im: im.filename)  # folder without annotations lists
     report_outside_links(report, base, outside)
     if ann is None and not dataset.images:
         raise BioAnomalyError(

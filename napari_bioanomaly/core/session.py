@@ -185,7 +185,12 @@ class AnnotationSession:
             f"({counted(len(names), 'file')}: {shown}); changes are saved to {path.name}, "
             "which is read instead of them from then on",
         )
-        return cls._opened(dataset, report, folder, path, None, True)
+        session = cls._opened(dataset, report, folder, path, None, True)
+        # the images with a file came first, the others after: in name order, as the CLI
+        # (open_folder) and a folder without annotations list them
+        session.dataset.images.sort(key=lambda im: im.filename)
+        session.current = session._remembered_index()
+        return session
 
     @classmethod
     def _opened(

@@ -58,10 +58,18 @@ def export_dataset(dataset: Any, fmt: str, path: Any) -> tuple[list[Any], list[s
 
 
 def export_and_say(
-    dataset: Any, fmt: str, path: Any, info: Callable[[str], None], error: Callable[[str], None]
+    dataset: Any,
+    fmt: str,
+    path: Any,
+    info: Callable[[str], None],
+    error: Callable[[str], None],
+    warn: Callable[[str], None] | None = None,
 ) -> list[Any]:
-    """Export ``dataset`` (:func:`export_dataset`), then say what was written and what was
-    left out (``info``), or why nothing was (``error``); returns the files written."""
+    """Export ``dataset`` (:func:`export_dataset`), then say what was written (``info``),
+    or, where the export warned (what a format leaves out, files set aside), that and the
+    warnings (``warn``, their count on the first line: a notification shows that line
+    alone, which a long path had filled); or why nothing was written (``error``). Returns
+    the files written."""
     from ..core.model import BioAnomalyError
     from ..core.text import counted
 
@@ -71,13 +79,18 @@ def export_and_say(
         error(f"export failed: {exc}")
         return []
     where = written[0] if len(written) == 1 else Path(path)
-    text = (
-        f"Wrote {counted(len(written), 'file')} ({len(dataset.images)} images, "
-        f"{len(dataset.regions)} regions) {'to' if len(written) == 1 else 'into'} {where}"
-    )
-    if warnings:
-        text += f"\n{counted(len(warnings), 'warning')}:\n" + "\n".join(warnings[:10])
-    info(text)
+    to = "to" if len(written) == 1 else "into"
+    wrote = (f"Wrote {counted(len(written), 'file')} ({len(dataset.images)} images, "
+             f"{len(dataset.regions)} regions) {to}")  # fmt: skip
+    if not warnings or warn is None:
+        text = f"{wrote} {where}"
+        if warnings:
+            text += f"\n{counted(len(warnings), 'warning')}:\n" + "\n".join(warnings[:10])
+        info(text)
+        return written
+    more = f"\n... and {len(warnings) - 10} more" if len(warnings) > 10 else ""
+    warn(f"{wrote} {Path(where).name}, with {counted(len(warnings), 'warning')} (in "
+         f"{Path(where).parent}):\n" + "\n".join(warnings[:10]) + more)  # fmt: skip
     return written
 
 
@@ -144,7 +157,7 @@ def compact_dock_tabs(widget: QWidget, width: int = 470) -> None:
     so that three plugin tabs with long titles do not widen the dock area, and give
     the widget's dock ``width`` pixels."""
     from qtpy.QtCore import Qt
-    from qtpy.QtWidgets import QDockWidget, QMainWindow, QTabBar
+    from qtpy.QtWidgets import QMainWindow, QTabBar
 
     window = widget.window()
     if window is None:
@@ -153,11 +166,41 @@ def compact_dock_tabs(widget: QWidget, width: int = 470) -> None:
         bar.setElideMode(Qt.TextElideMode.ElideRight)
         bar.setUsesScrollButtons(True)
         bar.setExpanding(False)
+    dock = dock_of(widget)
+    if dock is not None and isinstance(window, QMainWindow):
+        window.resizeDocks([dock], [width], Qt.Orientation.Horizontal)
+
+
+def dock_of(widget: QWidget) -> Any:
+    """The QDockWidget ``widget`` sits in, or None."""
+    from qtpy.QtWidgets import QDockWidget
+
     dock = widget.parentWidget()
     while dock is not None and not isinstance(dock, QDockWidget):
         dock = dock.parentWidget()
-    if dock is not None and isinstance(window, QMainWindow):
-        window.resizeDocks([dock], [width], Qt.Orientation.Horizontal)
+    return dock
+
+
+def fit_dock(widget: QWidget) -> None:
+    """Widen ``widget``'s dock to the width its content needs where napari docked it
+    narrower (the Plugins menu did: the Annotate widget's right side was cut off behind a
+    horizontal scroll bar, its labels wrapped at the hidden width and cut), at most half
+    the window's width; a dock as wide or wider stays as it is."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QMainWindow, QScrollArea
+
+    dock, window = dock_of(widget), widget.window()
+    if dock is None or not isinstance(window, QMainWindow):
+        return
+    scroll = widget.findChild(QScrollArea)
+    content = scroll.widget() if scroll is not None else None
+    needed = (content or widget).minimumSizeHint().width()
+    if scroll is not None:  # its vertical scroll bar takes a width of its own
+        bar = scroll.verticalScrollBar()
+        needed += (bar.sizeHint().width() if bar is not None else 0) + 2 * scroll.frameWidth()
+    needed += max(dock.width() - widget.width(), 0)  # the dock's own frame
+    if dock.width() < needed:
+        window.resizeDocks([dock], [min(needed, window.width() // 2)], Qt.Orientation.Horizontal)
 
 
 def conflict_box(parent: QWidget, exc: Exception) -> tuple[Any, dict[str, Any]]:
@@ -346,6 +389,23 @@ class PluginWidget(QWidget):
         super().__init__()
         self._docked = False
         self._released = False
+        self._fitted = False
+
+    def showEvent(self, event: Any) -> None:
+        super().showEvent(event)
+        if not self._fitted:  # first shown: its dock as wide as its content needs
+            self._fitted = True
+            self.fit_dock_later()
+
+    def fit_dock_later(self) -> None:
+        """:func:`fit_dock` once napari has laid the window out: when first shown, and when
+        a dataset shown widens the content (a table's columns); a dock the user narrowed
+        later stays as they left it until then."""
+        QTimer.singleShot(0, self._fit_dock)
+
+    def _fit_dock(self) -> None:
+        if self.alive():
+            fit_dock(self)
 
     def event(self, event: Any) -> bool:
         if event.type() == QEvent.Type.ParentChange:

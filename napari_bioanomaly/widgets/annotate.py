@@ -287,6 +287,7 @@ class AnnotateWidget(PluginWidget):
         self.resume_button.setVisible(False)
         self._on_image_changed(session.current)
         self._say_opened()
+        self.fit_dock_later()  # the image list's columns widen it
 
     def _say_opened(self) -> None:
         """The status line of the open dataset: its file, format, import issues, notes."""
@@ -571,7 +572,8 @@ class AnnotateWidget(PluginWidget):
             self._error(f"export failed: {path} is the open dataset's own file (saved there "
                         "already, as a VIA 2 project): choose another file")  # fmt: skip
             return []
-        return export_and_say(self._session.dataset, fmt, path, self._info, self._error)
+        return export_and_say(self._session.dataset, fmt, path, self._info, self._error,
+                              self._warn)  # fmt: skip
 
     def version_choices(self) -> list[tuple[str, Path]]:
         """The kept versions of the open annotation file, newest first, as offered:
@@ -630,6 +632,11 @@ class AnnotateWidget(PluginWidget):
         from napari.utils.notifications import show_info
 
         show_info(text)
+
+    def _warn(self, text: str) -> None:
+        from napari.utils.notifications import show_warning
+
+        show_warning(text)
 
     def _error(self, text: str) -> None:
         """Say an error in a napari notification, the file's name first (its first line is

@@ -497,6 +497,7 @@ class ReviewWidget(PluginWidget):
             button.setEnabled(review.read_only is None)
         self.refresh()
         self._on_image_changed(session.current)
+        self.fit_dock_later()  # the table's columns widen it
 
     def _apply_thresholds(self) -> None:
         if self.review is not None:

@@ -1008,3 +1008,29 @@ def test_the_cli_given_an_imports_unsaved_edits_name_reads_and_keeps_the_import(
     assert annotations.find_annotation_file(dataset_dir) == coco
     dataset, _ = annotations.open_dataset(dataset_dir, read_images=False)
     assert len(dataset.regions) == n and all("qc" in im.file_attributes for im in dataset.images)
+
+
+def test_an_image_opened_as_annotations_says_to_open_its_folder(dataset_dir, capsys):
+    """It said "img_000.tif: not UTF-8 text (byte 78); not a JSON file"."""
+    from napari_bioanomaly.cli import main
+
+    image = next(dataset_dir.glob("*.tif"))
+    with pytest.raises(BioAnomalyError, match=r"an image, not an annotation file: open its "):
+        AnnotationSession.open(image)
+    assert main(["inspect", str(image)]) == 2
+    assert f"{image}: an image, not an annotation file" in capsys.readouterr().err
+
+
+def test_a_folder_of_per_image_files_lists_its_images_in_name_order(dataset_dir, tmp_path):
+    """The images with a GeoJSON file came first, the others after (img_001 ... img_005,
+    img_000, img_006)."""
+    from napari_bioanomaly.core import annotations
+
+    ds, _ = annotations.load(dataset_dir / "annotations.json")
+    ds.images[0].regions = []  # img_000 gets no file
+    annotations.save(ds, dataset_dir, "geojson")
+    (dataset_dir / "annotations.json").unlink()
+    names = sorted(im.filename for im in ds.images)
+    assert [im.filename for im in AnnotationSession.open(dataset_dir).dataset.images] == names
+    opened, _ = annotations.open_dataset(dataset_dir)
+    assert [im.filename for im in opened.images] == names

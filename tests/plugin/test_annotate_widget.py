@@ -321,8 +321,8 @@ def test_export_with_nothing_open_says_so(make_napari_viewer, qtbot, tmp_path):
 def test_export_every_format_and_reimport(widget, tmp_path, dataset_dir):
     widget.annotator.shapes_layer.add_polygons([square(30, 30, 12)])
     n = len(widget.annotator.session.dataset.regions)
-    said = []
-    widget._info = said.append
+    said, warned = [], []
+    widget._info, widget._warn = said.append, warned.append
     for fmt, out in [
         ("via-project", tmp_path / "p.json"),
         ("via", tmp_path / "v.json"),
@@ -335,7 +335,11 @@ def test_export_every_format_and_reimport(widget, tmp_path, dataset_dir):
         assert len(ds.regions) == n and not [i for i in report.issues if i.kind != "closed"]
     written = widget.export("masks", tmp_path / "masks")
     assert len(written) == 7 and (tmp_path / "masks" / "labels.csv").is_file()
-    assert said[-1].startswith(f"Wrote 7 files (6 images, {n} regions) into {tmp_path / 'masks'}")
+    # what it left out said as a warning, its count on the first line (all that shows)
+    first, *rest = warned[-1].splitlines()
+    assert first == (f"Wrote 7 files (6 images, {n} regions) into masks, with "
+                     f"{len(rest)} warning{'s' if len(rest) > 1 else ''} (in {tmp_path}):")  # fmt: skip
+    assert rest and "no file attributes" in "\n".join(rest)
     # onto the open dataset's own file: refused (it was a conflict with itself after)
     errors = []
     widget._error = errors.append

@@ -211,6 +211,26 @@ def test_every_widget_opens_as_napari_opens_it(make_napari_viewer):
     assert all(w.workspace is workspace_for(viewer) for w in opened)
 
 
+def test_a_dock_from_the_plugins_menu_is_as_wide_as_its_content(
+    make_napari_viewer, dataset_dir, qtbot
+):
+    """The Plugins menu docked the Annotate widget narrower than its content once a
+    dataset was open: its right side was cut off behind a horizontal scroll bar, its
+    labels wrapped at the hidden width and cut ("8/8 images don")."""
+    from qtpy.QtWidgets import QScrollArea
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1550, 1050)
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-bioanomaly", "Annotate anomalies")
+    qtbot.wait(50)
+    assert widget.open_path(dataset_dir)
+    scroll = widget.findChild(QScrollArea)
+    needed = scroll.widget().minimumSizeHint().width()
+    qtbot.waitUntil(lambda: dock.width() > needed, timeout=5_000)
+    qtbot.waitUntil(lambda: not scroll.horizontalScrollBar().isVisible(), timeout=5_000)
+    assert dock.width() <= viewer.window._qt_window.width() // 2 + 20
+
+
 def test_a_dock_closed_with_its_x_closes_its_widget(make_napari_viewer, dataset_dir, qtbot):
     """napari's dock X takes a plugin widget out of its dock without closing it: the
     Review widget's keys still rejected predictions (written to disk) with no widget on

@@ -242,6 +242,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         if result.cancelled and result.best is None:
             print(nothing_kept_text(result, config.model))
             return _stopped_status(asked, result.cancelled)
+        from .ml.config import REGISTRY
+
+        # the last state is for resuming: a model fitted in one pass has none to resume
+        last = f"; last state: {result.last}" if REGISTRY[config.model].network else ""
         op, tta = result.operating_point, result.tta_point
         point = f"; operating point {op.describe()}" if op and op.source == "validation" else ""
         point += f"; with --tta: {tta.describe()}" if tta and tta.source == "validation" else ""
@@ -249,7 +253,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             point += f"; predict uses --tta by default ({tta_gain_text(op, tta)})"
         print(
             f"{'stopped: ' if result.cancelled else ''}best model ({result.best_text()}{point}): "
-            f"{result.best}; last state: {result.last}"
+            f"{result.best}{last}"
         )
     return _stopped_status(asked, result.cancelled)
 

@@ -782,9 +782,9 @@ class TrainWidget(PluginWidget):
             text = nothing_kept_text(result, self.model.currentText())
             self._set_status(f"Stopped on {result.device}: {text}.")
             return
-        self._set_status(
-            f"{what} on {result.device}. Model: {result.best}{best}. Last state: {result.last}"
-        )
+        # the last state is for resuming: a model fitted in one pass has none to resume
+        last = f" Last state: {result.last}" if REGISTRY[self.model.currentText()].network else ""
+        self._set_status(f"{what} on {result.device}. Model: {result.best}{best}.{last}")
 
     def _on_error(self, exc: BaseException) -> None:
         self._set_status(f"Training failed: {error_text(exc)}", error=True)

@@ -1127,3 +1127,13 @@ def test_threads_bound_the_forest_and_the_line_cue_too(dataset_dir, tmp_path, mo
     assert {what for what, _ in asked} == {"trees", "pool", "fft"}
     assert all(n == 1 for _, n in asked), asked
     assert threads.cpu_threads() == threads.available() >= 1
+
+
+def test_a_forest_says_no_last_state_to_resume(train_dir, tmp_path, capsys):
+    """Its last line ended "last state: ....last.pt", which resuming refuses (a forest is
+    fitted in one pass)."""
+    out = tmp_path / "f.pt"
+    ann = str(train_dir / "annotations.json")
+    assert main(["train", "--annotations", ann, "--out", str(out), "--model", "forest"]) == 0
+    said = capsys.readouterr().out
+    assert f"): {out}" in said and "last state" not in said

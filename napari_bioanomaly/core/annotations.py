@@ -467,6 +467,17 @@ def is_predictions_name(path: str | os.PathLike[str]) -> bool:
     return name.endswith(PREDICTIONS_SUFFIX) or name.endswith(".predictions.via.json")
 
 
+def predictions_note(folder: str | os.PathLike[str]) -> str | None:
+    """What to say of a folder's model predictions (``*.predictions.json``), which are
+    never its annotations (:func:`find_annotation_file`): where they are reviewed. None
+    where there are none."""
+    found = sorted(p.name for p in Path(folder).glob("*.json") if is_predictions_name(p))
+    if not found:
+        return None
+    return (f"{', '.join(found[:3])}{' ...' if len(found) > 3 else ''}: a model's predictions, "
+            "not this folder's annotations: the Review widget opens them beside these")  # fmt: skip
+
+
 def _is_edited(path: Path) -> bool:
     try:
         return saved_edits(path) is not None

@@ -244,6 +244,8 @@ class AnnotationSession:
         )
         report = ImportReport(file=str(path), format="new")
         annotation_files.report_outside_links(report, folder, outside)
+        if note := annotation_files.predictions_note(folder):
+            report.add("note", note)
         session = cls(dataset, path, report)
         session.check_images()
         return session

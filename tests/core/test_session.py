@@ -938,6 +938,8 @@ def test_a_models_predictions_beside_a_dataset_are_never_its_annotation_file(dat
     assert annotations.find_annotation_file(images) is None
     s = AnnotationSession.open(images)
     assert s.dataset.regions == [] and len(s.dataset.images) == len(list(images.glob("*.tif")))
+    assert any("annotations.predictions.json: a model's predictions, not this folder's "
+               "annotations: the Review widget opens them" in str(i) for i in s.report.issues)  # fmt: skip
     drawn = AnnotationSession.open(ann).dataset.image(s.dataset.images[0].filename).regions
     s.set_regions(list(drawn), 0)
     s.save()  # a new dataset: saved as the folder's own file, the predictions untouched

@@ -12,7 +12,7 @@ from typing import Any
 from .core import annotations as annotation_files
 from .core.model import BioAnomalyError, Dataset
 from .core.report import ImportReport
-from .core.text import counted
+from .core.text import counted, printable
 from .core.via import ImportOptions
 
 
@@ -25,10 +25,8 @@ def _file_progress(every: int = 10) -> Any:
         end = "\r" if interactive and done < total else "\n"
         if interactive or done == total or done % every == 0:
             # a name's line break or carriage return would break the line (or the \r's
-            # overwriting): shown escaped, as Python writes it
-            shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode()
-                            for c in name)  # fmt: skip
-            line = f"{done}/{total} {shown}"
+            # overwriting): shown escaped
+            line = f"{done}/{total} {printable(name)}"
             print(line.ljust(60) if interactive else line, end=end, file=sys.stderr, flush=True)
 
     return progress

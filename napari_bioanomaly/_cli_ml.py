@@ -25,7 +25,7 @@ from ._cli_data import (
 )
 from .core import annotations as annotation_files
 from .core.model import BioAnomalyError, Dataset, ImageRecord
-from .core.text import counted
+from .core.text import counted, printable
 
 
 def _progress_line(event: Any) -> str:
@@ -481,10 +481,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 pace.tick(event.total - event.index)
                 if event.record is None:
                     failed.append(event.image)
-                    print(f"{event.index}/{event.total} {event.image}: not predicted",
-                          file=sys.stderr)  # fmt: skip
+                    print(f"{event.index}/{event.total} {printable(event.image)}: not "
+                          "predicted", file=sys.stderr)  # fmt: skip
                     continue
-                print(f"{event.index}/{event.total} {event.image}: "
+                print(f"{event.index}/{event.total} {printable(event.image)}: "
                       f"{counted(event.regions, 'region')}{pace}", file=sys.stderr)  # fmt: skip
                 manifest.append(event.record)
                 kept += 1

@@ -681,7 +681,7 @@ def load_per_image(
                    f"{' ...' if len(missing) > 3 else ''}): each file names its image by its "
                    "own name (x_rois.zip, x.geojson: x.tif where no x.* image is there): put "
                    "the files beside their images, or give the images' folder (--images "
-                   "FOLDER)")  # fmt: skip
+                   "FOLDER on the command line)")  # fmt: skip
     return dataset, report
 
 

@@ -126,7 +126,9 @@ def json_error_text(exc: json.JSONDecodeError) -> str:
         what = exc.msg[:1].lower() + exc.msg[1:]
     rest = exc.doc[exc.pos :].strip()
     # nothing left, a string left open, or a word or number cut ("tru", "1.5e")
-    short = not rest or exc.msg.startswith("Unterminated string") or _TOKEN.fullmatch(rest)
+    short = not exc.msg.startswith("Extra data") and (
+        not rest or exc.msg.startswith("Unterminated string") or _TOKEN.fullmatch(rest)
+    )
     if short:
         what += " (the file ends early: cut short while it was written or copied?)"
     return f"malformed JSON at {where}: {what}"

@@ -108,11 +108,13 @@ def write_label_masks(
                 ]
             )
     if dataset.images and not written:  # "0 mask files and labels.csv", and exit code 0
-        why = f" ({warnings[0]}{' ...' if len(warnings) > 1 else ''})" if warnings else ""
+        why = f"{warnings[0]}{' ...' if len(warnings) > 1 else ''}" if warnings else ""
+        if sized:
+            raise BioAnomalyError(f"{out}: no mask written: {why}")
         raise BioAnomalyError(
             f"{out}: no mask written: the size of none of the "
-            f"{counted(len(dataset.images), 'image')} is known{why}; give the images' folder "
-            "(--images FOLDER)"
+            f"{counted(len(dataset.images), 'image')} is known ({why}); open the annotations "
+            "where their images are (--images FOLDER on the command line)"
         )
     buf = io.StringIO()
     writer = csv.writer(buf)

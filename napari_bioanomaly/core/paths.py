@@ -239,17 +239,18 @@ def set_aside_earlier_exports(
                 continue  # none there, or a link that leads out of the folder
             if str(target.resolve()).lower() in keep:
                 continue  # one this export wrote, by another name
+            bak = _free_backup(target)
             try:
-                os.replace(target, _free_backup(target))
+                os.replace(target, bak)
             except OSError as exc:
                 failed.append((rel.as_posix(), exc.strerror or str(exc)))
             else:
-                moved.append(rel.as_posix())
+                moved.append(f"{rel.as_posix()} -> {bak.name}")
     out_lines = []
     if moved:
         out_lines.append(
             f"{counted(len(moved), what[0], what[1])} in {out} named for images this export "
-            f"writes none for (no regions now, or a file of another name) renamed to .bak "
+            f"writes none for (no regions now, or a file of another name) set aside "
             f"({_some(moved)}): left there, reading the folder would bring back the regions "
             "they hold"
         )

@@ -10,6 +10,12 @@ def counted(n: int, noun: str, plural: str | None = None) -> str:
     return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
 
 
+def printable(name: str) -> str:
+    """``name`` on one line: a line break, carriage return or other control character in it
+    (a file name may hold one) written escaped, as Python writes it (``a\\nb.tif``)."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in name)
+
+
 def name_first(text: str) -> str:
     """A message that starts with a file's whole path (``/data/study 3/plate 12/cells.json:
     no such file``) said with the file's name first and its folder last (``cells.json: no
@@ -31,4 +37,5 @@ def name_first(text: str) -> str:
     parts = head.replace("\\", "/").rstrip("/").rsplit("/", 1)
     if not rest or len(parts) < 2 or not parts[1]:
         return text
-    return f"{parts[1]}: {rest} (in {head[: len(parts[0])] or head[:1]})"
+    first, sep, after = rest.partition("\n")  # the folder at the end of the first line
+    return f"{parts[1]}: {first} (in {head[: len(parts[0])] or head[:1]}){sep}{after}"

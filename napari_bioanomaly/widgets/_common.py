@@ -199,8 +199,9 @@ def fit_dock(widget: QWidget) -> None:
         bar = scroll.verticalScrollBar()
         needed += (bar.sizeHint().width() if bar is not None else 0) + 2 * scroll.frameWidth()
     needed += max(dock.width() - widget.width(), 0)  # the dock's own frame
-    if dock.width() < needed:
-        window.resizeDocks([dock], [min(needed, window.width() // 2)], Qt.Orientation.Horizontal)
+    target = min(needed, max(dock.width(), window.width() // 2))
+    if target > dock.width():  # never narrower (a dock widened past half the window stays)
+        window.resizeDocks([dock], [target], Qt.Orientation.Horizontal)
 
 
 def conflict_box(parent: QWidget, exc: Exception) -> tuple[Any, dict[str, Any]]:

@@ -755,6 +755,11 @@ class TrainWidget(PluginWidget):
             self._set_status(step_text(event))
             self._last_status = now
 
+    def _run_model(self) -> str:
+        """The model of the run this widget trained last (the box stays enabled while it
+        runs: what it shows at the end may be another)."""
+        return self._run[1] if self._run is not None else self.model.currentText()
+
     def _on_returned(self, result: Any) -> None:
         self.result = result
         self.workspace.model_path = result.best
@@ -779,11 +784,11 @@ class TrainWidget(PluginWidget):
         if result.best is None:  # stopped before the first validation kept a model
             from ..ml.train import nothing_kept_text
 
-            text = nothing_kept_text(result, self.model.currentText())
+            text = nothing_kept_text(result, self._run_model())
             self._set_status(f"Stopped on {result.device}: {text}.")
             return
         # the last state is for resuming: a model fitted in one pass has none to resume
-        last = f" Last state: {result.last}" if REGISTRY[self.model.currentText()].network else ""
+        last = f" Last state: {result.last}" if REGISTRY[self._run_model()].network else ""
         self._set_status(f"{what} on {result.device}. Model: {result.best}{best}.{last}")
 
     def _on_error(self, exc: BaseException) -> None:

@@ -311,7 +311,7 @@ def test_convert_away_from_the_images_says_how_to_read_it_back(dataset_dir, tmp_
     assert main(["inspect", str(folder), "--no-images"]) == 0
     out_text = capsys.readouterr().out
     assert "of the ROI sets or GeoJSON files not found in" in out_text
-    assert "give the images' folder (--images FOLDER)" in out_text
+    assert "give the images' folder (--images FOLDER on the command line)" in out_text
     assert main(["inspect", str(folder), "--images", str(dataset_dir)]) == 0
     assert "not found in" not in capsys.readouterr().out
 
@@ -345,3 +345,15 @@ def test_progress_shows_a_name_with_a_line_break_on_one_line(capsys):
     progress(1, 2, "a\nb.tif")
     progress(2, 2, "c\rd é.tif")
     assert capsys.readouterr().err.splitlines() == ["1/2 a\\nb.tif", "2/2 c\\rd é.tif"]
+
+
+def test_masks_not_written_for_another_cause_say_that_cause(tmp_path):
+    """Every image of known size, none written (a mask's name too long): it said the size
+    of none was known, and to give the images' folder."""
+    from napari_bioanomaly.core.masks import write_label_masks
+    from napari_bioanomaly.core.model import BioAnomalyError, Dataset, ImageRecord
+
+    dataset = Dataset(images=[ImageRecord("a" * 250 + ".png", (8, 8))], root=tmp_path)
+    with pytest.raises(BioAnomalyError) as caught:
+        write_label_masks(dataset, tmp_path / "m")
+    assert "no mask written: " in str(caught.value) and "size of none" not in str(caught.value)

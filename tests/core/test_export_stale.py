@@ -66,7 +66,7 @@ def test_an_image_whose_regions_were_all_deleted_does_not_get_them_back(tmp_path
     assert f"  {with_regions} files" in said.out
     what = "Fiji ROI sets" if to == "imagej" else "GeoJSON files"
     assert f"2 {what} in {out} named for images this export writes none for" in said.err
-    assert f"renamed to .bak ({stale[0]}, {stale[1]})" in said.err
+    assert f"set aside ({stale[0]} -> {stale[0].split('/')[-1]}.bak, {stale[1]} -> " in said.err
     for name in stale:
         assert not (out / name).exists()
         assert (out / f"{name}.bak").read_bytes() == before[name]  # kept, not lost
@@ -107,7 +107,8 @@ def test_an_image_whose_stem_is_no_longer_shared_reads_back_once(tmp_path, to):
     assert sorted(p.name for p in written) == [f"x{suffix}", f"y{suffix}"]
     assert _files(out) == {f"x{suffix}", f"y{suffix}", f"y{suffix}.bak",  # y: replaced
                            f"x.tif{suffix}.bak", f"x.png{suffix}.bak"}  # fmt: skip
-    assert any(f"x.tif{suffix}, x.png{suffix}" in w for w in warnings)
+    assert any(f"x.tif{suffix} -> x.tif{suffix}.bak, x.png{suffix} -> x.png{suffix}.bak" in w
+               for w in warnings)  # fmt: skip
     names, back = _read_back(out, tmp_path)
     assert sorted(names) == [f"x{suffix}", f"y{suffix}"]
     assert [(im.filename, len(im.regions)) for im in back.images] == [("x.tif", 1), ("y.tif", 1)]
@@ -124,7 +125,8 @@ def test_no_regions_left_sets_every_earlier_file_aside(tmp_path, to):
     written, warnings = write(ds, out)
     assert written == []
     assert _files(out) == {f"{n}{suffix}.bak" for n in ("a", "sub/b", "c", "d", "e")}
-    assert f"(a{suffix}, sub/b{suffix}, c{suffix} and 2 more)" in warnings[0]
+    assert (f"(a{suffix} -> a{suffix}.bak, sub/b{suffix} -> b{suffix}.bak, c{suffix} -> "
+            f"c{suffix}.bak and 2 more)") in warnings[0]  # fmt: skip
     assert "no image has regions" in warnings[-1]
     assert annotations.per_image_files(out) == []
 
@@ -161,7 +163,7 @@ def test_an_earlier_file_that_is_a_link_out_of_the_folder_is_left_alone(tmp_path
     assert (out / "a.geojson").is_symlink() and not (out / "a.geojson.bak").exists()
     assert (elsewhere / "a.geojson").read_text() == "theirs"
     assert _files(elsewhere) == {"a.geojson"}
-    assert not any("renamed to .bak" in w for w in warnings)
+    assert not any("set aside" in w for w in warnings)
 
 
 def test_a_file_set_aside_replaces_no_earlier_backup(tmp_path):
@@ -178,7 +180,7 @@ def test_a_file_set_aside_replaces_no_earlier_backup(tmp_path):
     assert (out / "a.geojson.bak").read_text() == "an older backup"
     assert (out / "a.geojson.bak.1").read_text() == "an older one still"
     assert is_geojson_text((out / "a.geojson.bak.2").read_text())
-    assert any("renamed to .bak" in w for w in warnings)
+    assert any("set aside (a.geojson -> a.geojson.bak.2)" in w for w in warnings)
 
 
 def test_a_file_this_export_wrote_is_not_set_aside_by_another_name(tmp_path):

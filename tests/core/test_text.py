@@ -37,6 +37,13 @@ def test_a_messages_file_is_named_first_and_its_folder_last():
         "cells.json: no such file (in /data/run: 3)"  # a folder's name may hold ": "
     )
     assert name_first("/data/x.json: cannot read a/b: c") == "x.json: cannot read a/b: c (in /data)"
+    assert name_first("/data/a.json: bad\nline two") == "a.json: bad (in /data)\nline two"
     for unchanged in ("no dataset open", "cells.json: no such file", "copy not saved: x",
                       "/data/x.json:no space", "/data/x.json: "):  # fmt: skip
         assert name_first(unchanged) == unchanged
+
+
+def test_a_name_is_printed_on_one_line():
+    from napari_bioanomaly.core.text import printable
+
+    assert printable("a\nb\r\tc é.tif") == "a\\nb\\r\\tc é.tif"

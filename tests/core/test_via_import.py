@@ -378,6 +378,7 @@ def test_non_via_json_gives_one_clear_error(write_json):
         ('{"a": bad, "b": 1}', "column 7: expecting value"),
         ('{"a": "x\ny"}', "column 9: a line break, tab or other control character inside"),
         ('{"a" 1}', "column 6: expecting ':' delimiter"),
+        ('{"a": 1}\nx', "line 2, column 1: extra data"),  # not "the file ends early"
         (" \n", "empty file: no JSON in it"),
     ],
 )

@@ -229,6 +229,18 @@ def test_a_dock_from_the_plugins_menu_is_as_wide_as_its_content(
     qtbot.waitUntil(lambda: dock.width() > needed, timeout=5_000)
     qtbot.waitUntil(lambda: not scroll.horizontalScrollBar().isVisible(), timeout=5_000)
     assert dock.width() <= viewer.window._qt_window.width() // 2 + 20
+    # a dock widened by the user (past half the window) stays as wide
+    from qtpy.QtCore import Qt
+
+    from napari_bioanomaly.widgets._common import fit_dock
+
+    window = viewer.window._qt_window
+    window.resizeDocks([dock], [900], Qt.Orientation.Horizontal)
+    qtbot.waitUntil(lambda: dock.width() > 800, timeout=5_000)
+    wide = dock.width()
+    fit_dock(widget)
+    qtbot.wait(50)
+    assert dock.width() >= wide - 2
 
 
 def test_a_dock_closed_with_its_x_closes_its_widget(make_napari_viewer, dataset_dir, qtbot):
